@@ -1,0 +1,463 @@
+//! Batch header, builder and validating parser.
+//!
+//! ```text
+//! offset size field                 covered by
+//!  0     4   length                 -            total bytes of the batch, header included
+//!  4     2   magic  = 0x5152 ("RQ") -
+//!  6     1   version = 1            -
+//!  7     1   reserved (0)           -
+//!  8     4   stamp_crc              -            CRC32C of bytes [12, 40)
+//! 12     4   topic_id               stamp_crc    stamped by the broker
+//! 16     4   queue_id               stamp_crc    stamped by the broker
+//! 20     8   base_offset            stamp_crc    stamped: queue offset of the first record
+//! 28     8   store_timestamp_ms     stamp_crc    stamped: broker time of the append
+//! 36     4   reserved (0)           stamp_crc
+//! 40     4   crc                    -            CRC32C of bytes [44, length)
+//! 44     2   attributes             crc
+//! 46     2   reserved (0)           crc
+//! 48     4   record_count           crc
+//! 52     8   first_timestamp_ms     crc
+//! 60     8   max_timestamp_ms       crc
+//! 68     8   producer_id            crc          -1 when the producer is not idempotent
+//! 76     4   base_sequence          crc          -1 when the producer is not idempotent
+//! 80     8   tag_summary            crc          64-bit Bloom filter of the records' tags
+//! 88     ... records                crc
+//! ```
+//!
+//! The producer computes `crc`; the broker never touches bytes it covers. The broker writes the
+//! stamped fields and `stamp_crc`, so a stored batch is fully checksummed.
+
+use super::tags::TagSummary;
+use super::FORMAT_VERSION;
+
+/// Size of the fixed header in bytes.
+pub const HEADER_LEN: usize = 88;
+/// First byte covered by the producer's CRC.
+pub const CRC_START: usize = 44;
+/// Upper bound on records in one batch (keeps per-batch work and index counts bounded).
+pub const MAX_RECORDS_PER_BATCH: u32 = 1 << 20;
+
+const MAGIC: u16 = 0x5152;
+const STAMP_START: usize = 12;
+const STAMP_END: usize = 40;
+
+/// Compression codec bits (0..=2); only "none" exists in version 1.
+pub const ATTR_COMPRESSION_MASK: u16 = 0b111;
+/// The batch belongs to a transaction (half messages).
+pub const ATTR_TRANSACTIONAL: u16 = 1 << 3;
+/// A control batch written by the broker itself (no records), e.g. the end-of-segment marker.
+pub const ATTR_CONTROL: u16 = 1 << 4;
+const ATTR_KNOWN: u16 = ATTR_COMPRESSION_MASK | ATTR_TRANSACTIONAL | ATTR_CONTROL;
+
+/// Why bytes are not a valid batch. Each variant names what a sender must fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FormatError {
+    #[error("batch is truncated: need {needed} bytes, have {have}")]
+    Truncated { needed: usize, have: usize },
+    #[error("batch length {length} is outside [{min}, {max}]")]
+    BadLength { length: u64, min: usize, max: usize },
+    #[error("bad magic {0:#06x} (not a ringmq batch)")]
+    BadMagic(u16),
+    #[error("unsupported batch format version {0} (this broker speaks {FORMAT_VERSION})")]
+    UnsupportedVersion(u8),
+    #[error("unknown attribute bits {0:#06x}")]
+    UnknownAttributes(u16),
+    #[error("compressed batches (codec {0}) are not supported")]
+    UnsupportedCompression(u16),
+    #[error("batch CRC mismatch: header says {expected:#010x}, bytes give {actual:#010x}")]
+    CrcMismatch { expected: u32, actual: u32 },
+    #[error("stamped-field CRC mismatch: header says {expected:#010x}, bytes give {actual:#010x}")]
+    StampCrcMismatch { expected: u32, actual: u32 },
+    #[error("record count {0} is outside [1, {MAX_RECORDS_PER_BATCH}]")]
+    BadRecordCount(u32),
+    #[error("record {index} is malformed: {reason}")]
+    BadRecord { index: u32, reason: &'static str },
+    #[error("batch would exceed {max} bytes")]
+    BatchFull { max: usize },
+    #[error("field too long: {field} is {len} bytes, at most {max}")]
+    FieldTooLong { field: &'static str, len: usize, max: usize },
+}
+
+/// Fields the broker writes into a batch when it appends it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp {
+    pub topic_id: u32,
+    pub queue_id: u32,
+    pub base_offset: u64,
+    pub store_timestamp_ms: i64,
+}
+
+/// Decoded header fields (a copy; cheap).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchHeader {
+    pub length: u32,
+    pub stamp_crc: u32,
+    pub stamp: Stamp,
+    pub crc: u32,
+    pub attributes: u16,
+    pub record_count: u32,
+    pub first_timestamp_ms: i64,
+    pub max_timestamp_ms: i64,
+    pub producer_id: i64,
+    pub base_sequence: i32,
+    pub tag_summary: TagSummary,
+}
+
+impl BatchHeader {
+    pub fn is_control(&self) -> bool {
+        self.attributes & ATTR_CONTROL != 0
+    }
+    pub fn is_transactional(&self) -> bool {
+        self.attributes & ATTR_TRANSACTIONAL != 0
+    }
+    /// Queue offset one past the last record of this batch.
+    pub fn next_offset(&self) -> u64 {
+        self.stamp.base_offset + u64::from(self.record_count)
+    }
+}
+
+fn u16_at(b: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes([b[at], b[at + 1]])
+}
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
+}
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
+}
+
+/// Reads the length field, if at least four bytes are present. Framing helper: it does not
+/// validate anything else.
+pub fn peek_length(bytes: &[u8]) -> Option<u32> {
+    (bytes.len() >= 4).then(|| u32_at(bytes, 0))
+}
+
+/// Decodes the header without verifying checksums (callers that need trust use
+/// [`BatchView::parse`]). Requires `bytes.len() >= HEADER_LEN`.
+pub fn read_header(bytes: &[u8]) -> Result<BatchHeader, FormatError> {
+    if bytes.len() < HEADER_LEN {
+        return Err(FormatError::Truncated { needed: HEADER_LEN, have: bytes.len() });
+    }
+    let magic = u16_at(bytes, 4);
+    if magic != MAGIC {
+        return Err(FormatError::BadMagic(magic));
+    }
+    if bytes[6] != FORMAT_VERSION {
+        return Err(FormatError::UnsupportedVersion(bytes[6]));
+    }
+    Ok(BatchHeader {
+        length: u32_at(bytes, 0),
+        stamp_crc: u32_at(bytes, 8),
+        stamp: Stamp {
+            topic_id: u32_at(bytes, 12),
+            queue_id: u32_at(bytes, 16),
+            base_offset: u64_at(bytes, 20),
+            store_timestamp_ms: u64_at(bytes, 28) as i64,
+        },
+        crc: u32_at(bytes, 40),
+        attributes: u16_at(bytes, 44),
+        record_count: u32_at(bytes, 48),
+        first_timestamp_ms: u64_at(bytes, 52) as i64,
+        max_timestamp_ms: u64_at(bytes, 60) as i64,
+        producer_id: u64_at(bytes, 68) as i64,
+        base_sequence: u32_at(bytes, 76) as i32,
+        tag_summary: TagSummary(u64_at(bytes, 80)),
+    })
+}
+
+/// A validated batch borrowed from a buffer: the header is decoded and the CRC verified.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchView<'a> {
+    pub header: BatchHeader,
+    bytes: &'a [u8],
+}
+
+impl<'a> BatchView<'a> {
+    /// Validates the batch at the start of `bytes` (which may hold more after it): bounds,
+    /// magic, version, attributes, record count and the producer CRC. Does not check the
+    /// stamp CRC (a producer's batch is not stamped yet); see [`BatchView::verify_stamp`].
+    pub fn parse(bytes: &'a [u8], max_len: usize) -> Result<Self, FormatError> {
+        let header = read_header(bytes)?;
+        let length = header.length as usize;
+        if length < HEADER_LEN || length > max_len {
+            return Err(FormatError::BadLength {
+                length: header.length.into(),
+                min: HEADER_LEN,
+                max: max_len,
+            });
+        }
+        if bytes.len() < length {
+            return Err(FormatError::Truncated { needed: length, have: bytes.len() });
+        }
+        if header.attributes & !ATTR_KNOWN != 0 {
+            return Err(FormatError::UnknownAttributes(header.attributes & !ATTR_KNOWN));
+        }
+        let codec = header.attributes & ATTR_COMPRESSION_MASK;
+        if codec != 0 {
+            return Err(FormatError::UnsupportedCompression(codec));
+        }
+        let bytes = &bytes[..length];
+        let actual = crc32c::crc32c(&bytes[CRC_START..]);
+        if actual != header.crc {
+            return Err(FormatError::CrcMismatch { expected: header.crc, actual });
+        }
+        let control = header.attributes & ATTR_CONTROL != 0;
+        if !control && (header.record_count == 0 || header.record_count > MAX_RECORDS_PER_BATCH) {
+            return Err(FormatError::BadRecordCount(header.record_count));
+        }
+        Ok(BatchView { header, bytes })
+    }
+
+    /// Checks the CRC over the broker-stamped fields (for stored batches).
+    pub fn verify_stamp(&self) -> Result<(), FormatError> {
+        let actual = crc32c::crc32c(&self.bytes[STAMP_START..STAMP_END]);
+        if actual == self.header.stamp_crc {
+            Ok(())
+        } else {
+            Err(FormatError::StampCrcMismatch { expected: self.header.stamp_crc, actual })
+        }
+    }
+
+    /// The whole batch, header included.
+    pub fn as_bytes(&self) -> &'a [u8] {
+        self.bytes
+    }
+
+    /// The encoded records after the header.
+    pub fn records_bytes(&self) -> &'a [u8] {
+        &self.bytes[HEADER_LEN..]
+    }
+
+    /// Iterates the records, validating each one's bounds.
+    pub fn records(&self) -> super::record::RecordIter<'a> {
+        super::record::RecordIter::new(
+            self.records_bytes(),
+            self.header.record_count,
+            self.header.first_timestamp_ms,
+        )
+    }
+}
+
+/// Writes the broker-owned fields and their CRC into a batch header in place.
+pub fn stamp(header: &mut [u8], stamp: &Stamp) {
+    assert!(header.len() >= HEADER_LEN, "stamp needs a whole header");
+    header[12..16].copy_from_slice(&stamp.topic_id.to_le_bytes());
+    header[16..20].copy_from_slice(&stamp.queue_id.to_le_bytes());
+    header[20..28].copy_from_slice(&stamp.base_offset.to_le_bytes());
+    header[28..36].copy_from_slice(&stamp.store_timestamp_ms.to_le_bytes());
+    header[36..40].copy_from_slice(&0u32.to_le_bytes());
+    let crc = crc32c::crc32c(&header[STAMP_START..STAMP_END]);
+    header[8..12].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// Encodes a header-only control batch (no records), e.g. the commit log's end-of-segment
+/// marker. It is stamped and fully checksummed like any batch.
+pub fn control_batch(stamp_fields: &Stamp, marker: i64) -> [u8; HEADER_LEN] {
+    let mut b = [0u8; HEADER_LEN];
+    b[0..4].copy_from_slice(&(HEADER_LEN as u32).to_le_bytes());
+    b[4..6].copy_from_slice(&MAGIC.to_le_bytes());
+    b[6] = FORMAT_VERSION;
+    b[44..46].copy_from_slice(&ATTR_CONTROL.to_le_bytes());
+    b[68..76].copy_from_slice(&marker.to_le_bytes());
+    b[76..80].copy_from_slice(&(-1i32).to_le_bytes());
+    let crc = crc32c::crc32c(&b[CRC_START..]);
+    b[40..44].copy_from_slice(&crc.to_le_bytes());
+    stamp(&mut b, stamp_fields);
+    b
+}
+
+/// Builds one batch of records for one queue (producer side).
+#[derive(Debug)]
+pub struct BatchBuilder {
+    buf: Vec<u8>,
+    max_bytes: usize,
+    count: u32,
+    first_ts: Option<i64>,
+    max_ts: i64,
+    tags: TagSummary,
+    attributes: u16,
+}
+
+impl BatchBuilder {
+    /// A builder whose finished batch will not exceed `max_bytes` (header included).
+    pub fn new(max_bytes: usize) -> Self {
+        let mut buf = Vec::with_capacity(max_bytes.min(64 * 1024));
+        buf.resize(HEADER_LEN, 0);
+        BatchBuilder {
+            buf,
+            max_bytes,
+            count: 0,
+            first_ts: None,
+            max_ts: i64::MIN,
+            tags: TagSummary::EMPTY,
+            attributes: 0,
+        }
+    }
+
+    pub fn transactional(mut self, yes: bool) -> Self {
+        if yes {
+            self.attributes |= ATTR_TRANSACTIONAL;
+        } else {
+            self.attributes &= !ATTR_TRANSACTIONAL;
+        }
+        self
+    }
+
+    pub fn record_count(&self) -> u32 {
+        self.count
+    }
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+    /// Encoded size so far, header included.
+    pub fn len_bytes(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Appends a record; `Err(BatchFull)` leaves the builder unchanged so the caller can
+    /// finish this batch and start another.
+    pub fn push(&mut self, record: &super::record::Record<'_>) -> Result<(), FormatError> {
+        let first_ts = self.first_ts.unwrap_or(record.timestamp_ms);
+        let encoded = super::record::encoded_len(record)?;
+        if self.buf.len() + encoded > self.max_bytes {
+            return Err(FormatError::BatchFull { max: self.max_bytes });
+        }
+        if self.count >= MAX_RECORDS_PER_BATCH {
+            return Err(FormatError::BatchFull { max: self.max_bytes });
+        }
+        super::record::encode(record, first_ts, &mut self.buf)?;
+        self.first_ts = Some(first_ts);
+        self.max_ts = self.max_ts.max(record.timestamp_ms);
+        self.count += 1;
+        if !record.tag.is_empty() {
+            self.tags.add(record.tag);
+        }
+        Ok(())
+    }
+
+    /// Writes the header and CRC. `producer_id`/`base_sequence` are -1 for non-idempotent sends.
+    pub fn finish(mut self, producer_id: i64, base_sequence: i32) -> Vec<u8> {
+        assert!(self.count > 0, "a batch needs at least one record");
+        let len = self.buf.len() as u32;
+        let b = &mut self.buf;
+        b[0..4].copy_from_slice(&len.to_le_bytes());
+        b[4..6].copy_from_slice(&MAGIC.to_le_bytes());
+        b[6] = FORMAT_VERSION;
+        b[44..46].copy_from_slice(&self.attributes.to_le_bytes());
+        b[48..52].copy_from_slice(&self.count.to_le_bytes());
+        b[52..60].copy_from_slice(&self.first_ts.unwrap_or(0).to_le_bytes());
+        b[60..68].copy_from_slice(&self.max_ts.to_le_bytes());
+        b[68..76].copy_from_slice(&producer_id.to_le_bytes());
+        b[76..80].copy_from_slice(&base_sequence.to_le_bytes());
+        b[80..88].copy_from_slice(&self.tags.0.to_le_bytes());
+        let crc = crc32c::crc32c(&b[CRC_START..]);
+        b[40..44].copy_from_slice(&crc.to_le_bytes());
+        self.buf
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::record::Record;
+
+    fn sample(n: usize) -> Vec<u8> {
+        let mut b = BatchBuilder::new(1 << 20);
+        for i in 0..n {
+            let body = format!("body-{i}");
+            let key = format!("k{i}");
+            let rec = Record {
+                key: key.as_bytes(),
+                tag: if i % 2 == 0 { b"TagA" } else { b"" },
+                properties: &[(b"p".as_slice(), b"v".as_slice())],
+                body: body.as_bytes(),
+                timestamp_ms: 1_000 + i as i64,
+            };
+            b.push(&rec).unwrap();
+        }
+        b.finish(-1, -1)
+    }
+
+    #[test]
+    fn round_trip_header_and_records() {
+        let bytes = sample(3);
+        let view = BatchView::parse(&bytes, 1 << 20).unwrap();
+        assert_eq!(view.header.record_count, 3);
+        assert_eq!(view.header.first_timestamp_ms, 1_000);
+        assert_eq!(view.header.max_timestamp_ms, 1_002);
+        assert!(view.header.tag_summary.may_contain(b"TagA"));
+        let recs: Vec<_> = view.records().collect::<Result<_, _>>().unwrap();
+        assert_eq!(recs.len(), 3);
+        assert_eq!(recs[1].body, b"body-1");
+        assert_eq!(recs[1].key, b"k1");
+        assert_eq!(recs[2].timestamp_ms, 1_002);
+        assert_eq!(recs[0].properties().next().unwrap().unwrap(), (&b"p"[..], &b"v"[..]));
+    }
+
+    #[test]
+    fn stamping_keeps_producer_crc_valid_and_is_checked() {
+        let mut bytes = sample(2);
+        let s = Stamp { topic_id: 7, queue_id: 3, base_offset: 42, store_timestamp_ms: 99 };
+        stamp(&mut bytes, &s);
+        let view = BatchView::parse(&bytes, 1 << 20).unwrap();
+        assert_eq!(view.header.stamp, s);
+        view.verify_stamp().unwrap();
+        assert_eq!(view.header.next_offset(), 44);
+        bytes[21] ^= 1;
+        let view = BatchView::parse(&bytes, 1 << 20).unwrap();
+        assert!(matches!(view.verify_stamp(), Err(FormatError::StampCrcMismatch { .. })));
+    }
+
+    #[test]
+    fn every_flipped_covered_bit_is_detected() {
+        let bytes = sample(2);
+        for i in CRC_START..bytes.len() {
+            let mut b = bytes.clone();
+            b[i] ^= 0x10;
+            assert!(BatchView::parse(&b, 1 << 20).is_err(), "flip at {i} undetected");
+        }
+    }
+
+    #[test]
+    fn rejects_bad_lengths_and_truncation() {
+        let bytes = sample(1);
+        assert!(matches!(
+            BatchView::parse(&bytes[..10], 1 << 20),
+            Err(FormatError::Truncated { .. })
+        ));
+        assert!(matches!(
+            BatchView::parse(&bytes[..bytes.len() - 1], 1 << 20),
+            Err(FormatError::Truncated { .. })
+        ));
+        assert!(matches!(BatchView::parse(&bytes, 50), Err(FormatError::BadLength { .. })));
+        let mut b = bytes.clone();
+        b[0..4].copy_from_slice(&10u32.to_le_bytes());
+        assert!(matches!(BatchView::parse(&b, 1 << 20), Err(FormatError::BadLength { .. })));
+        let mut b = bytes.clone();
+        b[4] = 0;
+        assert!(matches!(BatchView::parse(&b, 1 << 20), Err(FormatError::BadMagic(_))));
+        let mut b = bytes;
+        b[6] = 9;
+        assert!(matches!(BatchView::parse(&b, 1 << 20), Err(FormatError::UnsupportedVersion(9))));
+    }
+
+    #[test]
+    fn builder_refuses_to_exceed_its_bound() {
+        let mut b = BatchBuilder::new(HEADER_LEN + 40);
+        let rec = Record { key: b"", tag: b"", properties: &[], body: &[0u8; 10], timestamp_ms: 1 };
+        b.push(&rec).unwrap();
+        let before = b.len_bytes();
+        assert!(matches!(b.push(&rec), Err(FormatError::BatchFull { .. })));
+        assert_eq!(b.len_bytes(), before);
+    }
+
+    #[test]
+    fn control_batch_is_valid_without_records() {
+        let s = Stamp { topic_id: 0, queue_id: 0, base_offset: 0, store_timestamp_ms: 5 };
+        let b = control_batch(&s, 1);
+        let v = BatchView::parse(&b, 1 << 20).unwrap();
+        assert!(v.header.is_control());
+        v.verify_stamp().unwrap();
+        assert_eq!(v.records().count(), 0);
+    }
+}

@@ -1,0 +1,290 @@
+//! Record encoding inside a batch (clients and tools; the broker does not parse records).
+//!
+//! ```text
+//! u32 record_len           bytes after this field
+//! u32 timestamp_delta_ms   record timestamp - batch first_timestamp_ms
+//! u16 key_len,  key
+//! u16 tag_len,  tag
+//! u32 properties_len, properties: repeated (u16 name_len, name, u16 value_len, value)
+//! u32 body_len, body
+//! ```
+//! A record's queue offset is the batch's `base_offset` plus its index in the batch.
+
+use super::batch::FormatError;
+
+/// Longest key or tag, in bytes.
+pub const MAX_KEY_LEN: usize = u16::MAX as usize;
+const FIXED: usize = 4 + 4 + 2 + 2 + 4 + 4;
+
+/// A record to encode.
+#[derive(Debug, Clone, Copy)]
+pub struct Record<'a> {
+    pub key: &'a [u8],
+    pub tag: &'a [u8],
+    pub properties: &'a [(&'a [u8], &'a [u8])],
+    pub body: &'a [u8],
+    pub timestamp_ms: i64,
+}
+
+/// A decoded record borrowing from the batch bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordRef<'a> {
+    /// Position of the record inside its batch (add the batch base offset for the queue offset).
+    pub index: u32,
+    pub timestamp_ms: i64,
+    pub key: &'a [u8],
+    pub tag: &'a [u8],
+    properties: &'a [u8],
+    pub body: &'a [u8],
+}
+
+impl<'a> RecordRef<'a> {
+    /// Iterates `(name, value)` property pairs.
+    pub fn properties(&self) -> PropertyIter<'a> {
+        PropertyIter { rest: self.properties }
+    }
+    /// Looks up one property by name.
+    pub fn property(&self, name: &[u8]) -> Option<&'a [u8]> {
+        self.properties().filter_map(Result::ok).find(|(n, _)| *n == name).map(|(_, v)| v)
+    }
+}
+
+fn props_len(props: &[(&[u8], &[u8])]) -> Result<usize, FormatError> {
+    let mut n = 0usize;
+    for (k, v) in props {
+        for (field, len) in [("property name", k.len()), ("property value", v.len())] {
+            if len > MAX_KEY_LEN {
+                return Err(FormatError::FieldTooLong { field, len, max: MAX_KEY_LEN });
+            }
+        }
+        n += 4 + k.len() + v.len();
+    }
+    Ok(n)
+}
+
+/// Bytes `record` takes when encoded.
+pub fn encoded_len(record: &Record<'_>) -> Result<usize, FormatError> {
+    for (field, len) in [("key", record.key.len()), ("tag", record.tag.len())] {
+        if len > MAX_KEY_LEN {
+            return Err(FormatError::FieldTooLong { field, len, max: MAX_KEY_LEN });
+        }
+    }
+    Ok(FIXED + record.key.len() + record.tag.len() + props_len(record.properties)? + record.body.len())
+}
+
+pub(crate) fn encode(
+    record: &Record<'_>,
+    first_ts: i64,
+    out: &mut Vec<u8>,
+) -> Result<(), FormatError> {
+    let total = encoded_len(record)?;
+    let delta = record.timestamp_ms.saturating_sub(first_ts).clamp(0, u32::MAX as i64) as u32;
+    let body_len = u32::try_from(record.body.len()).map_err(|_| FormatError::FieldTooLong {
+        field: "body",
+        len: record.body.len(),
+        max: u32::MAX as usize,
+    })?;
+    out.reserve(total);
+    out.extend_from_slice(&((total - 4) as u32).to_le_bytes());
+    out.extend_from_slice(&delta.to_le_bytes());
+    out.extend_from_slice(&(record.key.len() as u16).to_le_bytes());
+    out.extend_from_slice(record.key);
+    out.extend_from_slice(&(record.tag.len() as u16).to_le_bytes());
+    out.extend_from_slice(record.tag);
+    out.extend_from_slice(&(props_len(record.properties)? as u32).to_le_bytes());
+    for (k, v) in record.properties {
+        out.extend_from_slice(&(k.len() as u16).to_le_bytes());
+        out.extend_from_slice(k);
+        out.extend_from_slice(&(v.len() as u16).to_le_bytes());
+        out.extend_from_slice(v);
+    }
+    out.extend_from_slice(&body_len.to_le_bytes());
+    out.extend_from_slice(record.body);
+    Ok(())
+}
+
+/// A bounds-checked cursor: every read says whether the bytes were there.
+struct Cursor<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.rest.len() < n {
+            return None;
+        }
+        let (a, b) = self.rest.split_at(n);
+        self.rest = b;
+        Some(a)
+    }
+    fn u16(&mut self) -> Option<u16> {
+        self.take(2).map(|b| u16::from_le_bytes([b[0], b[1]]))
+    }
+    fn u32(&mut self) -> Option<u32> {
+        self.take(4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+    fn sized16(&mut self) -> Option<&'a [u8]> {
+        let n = self.u16()? as usize;
+        self.take(n)
+    }
+    fn sized32(&mut self) -> Option<&'a [u8]> {
+        let n = self.u32()? as usize;
+        self.take(n)
+    }
+}
+
+/// Iterates the records of a batch. Yields an error (then stops) at the first malformed record,
+/// and an error if the batch holds fewer or more records than its header says.
+pub struct RecordIter<'a> {
+    rest: &'a [u8],
+    index: u32,
+    count: u32,
+    first_ts: i64,
+    failed: bool,
+}
+
+impl<'a> RecordIter<'a> {
+    pub(crate) fn new(records: &'a [u8], count: u32, first_ts: i64) -> Self {
+        RecordIter { rest: records, index: 0, count, first_ts, failed: false }
+    }
+
+    fn fail(&mut self, reason: &'static str) -> Option<Result<RecordRef<'a>, FormatError>> {
+        self.failed = true;
+        Some(Err(FormatError::BadRecord { index: self.index, reason }))
+    }
+}
+
+impl<'a> Iterator for RecordIter<'a> {
+    type Item = Result<RecordRef<'a>, FormatError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed {
+            return None;
+        }
+        if self.index == self.count {
+            if self.rest.is_empty() {
+                return None;
+            }
+            return self.fail("bytes left after the last record");
+        }
+        let mut outer = Cursor { rest: self.rest };
+        let Some(body) = outer.sized32() else {
+            return self.fail("record length runs past the batch");
+        };
+        let mut c = Cursor { rest: body };
+        let parsed = (|| {
+            let delta = c.u32()?;
+            let key = c.sized16()?;
+            let tag = c.sized16()?;
+            let properties = c.sized32()?;
+            let payload = c.sized32()?;
+            Some((delta, key, tag, properties, payload))
+        })();
+        let Some((delta, key, tag, properties, payload)) = parsed else {
+            return self.fail("a field runs past the record");
+        };
+        if !c.rest.is_empty() {
+            return self.fail("bytes left inside the record");
+        }
+        if (PropertyIter { rest: properties }).any(|p| p.is_err()) {
+            return self.fail("malformed properties");
+        }
+        let rec = RecordRef {
+            index: self.index,
+            timestamp_ms: self.first_ts.saturating_add(i64::from(delta)),
+            key,
+            tag,
+            properties,
+            body: payload,
+        };
+        self.rest = outer.rest;
+        self.index += 1;
+        Some(Ok(rec))
+    }
+}
+
+/// Iterates `(name, value)` pairs of a record's properties.
+pub struct PropertyIter<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Iterator for PropertyIter<'a> {
+    type Item = Result<(&'a [u8], &'a [u8]), FormatError>;
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.rest.is_empty() {
+            return None;
+        }
+        let mut c = Cursor { rest: self.rest };
+        match (c.sized16(), c.sized16()) {
+            (Some(k), Some(v)) => {
+                self.rest = c.rest;
+                Some(Ok((k, v)))
+            }
+            _ => {
+                self.rest = &[];
+                Some(Err(FormatError::BadRecord { index: 0, reason: "property runs past its end" }))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::batch::{BatchBuilder, BatchView};
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn encode_decode_round_trip(
+            recs in proptest::collection::vec(
+                (proptest::collection::vec(any::<u8>(), 0..20),
+                 proptest::collection::vec(any::<u8>(), 0..8),
+                 proptest::collection::vec(any::<u8>(), 0..300),
+                 0i64..100_000),
+                1..20)
+        ) {
+            let mut b = BatchBuilder::new(1 << 20);
+            let base = 1_700_000_000_000i64;
+            for (k, t, body, ts) in &recs {
+                let props = [(b"trace".as_slice(), k.as_slice())];
+                b.push(&Record { key: k, tag: t, properties: &props, body, timestamp_ms: base + ts }).unwrap();
+            }
+            let bytes = b.finish(5, 9);
+            let v = BatchView::parse(&bytes, 1 << 20).unwrap();
+            let first = base + recs[0].3;
+            let out: Vec<_> = v.records().collect::<Result<_, _>>().unwrap();
+            prop_assert_eq!(out.len(), recs.len());
+            for (o, (k, t, body, ts)) in out.iter().zip(&recs) {
+                prop_assert_eq!(o.key, &k[..]);
+                prop_assert_eq!(o.tag, &t[..]);
+                prop_assert_eq!(o.body, &body[..]);
+                prop_assert_eq!(o.property(b"trace"), Some(&k[..]));
+                prop_assert_eq!(o.timestamp_ms, (base + ts).max(first));
+                if !t.is_empty() { prop_assert!(v.header.tag_summary.may_contain(t)); }
+            }
+        }
+
+        /// The decoder never panics, whatever the bytes.
+        #[test]
+        fn decoder_survives_garbage(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
+            if let Ok(v) = BatchView::parse(&bytes, 1 << 16) {
+                for r in v.records() { let _ = r; }
+            }
+            let mut it = RecordIter::new(&bytes, 3, 0);
+            for _ in 0..10 { if it.next().is_none() { break; } }
+        }
+    }
+
+    #[test]
+    fn record_count_mismatch_is_an_error() {
+        let mut b = BatchBuilder::new(4096);
+        b.push(&Record { key: b"", tag: b"", properties: &[], body: b"x", timestamp_ms: 0 }).unwrap();
+        let bytes = b.finish(-1, -1);
+        let v = BatchView::parse(&bytes, 4096).unwrap();
+        let mut it = RecordIter::new(v.records_bytes(), 2, 0);
+        assert!(it.next().unwrap().is_ok());
+        assert!(it.next().unwrap().is_err());
+        assert!(it.next().is_none());
+    }
+}

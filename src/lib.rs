@@ -1,0 +1,13 @@
+//! ringmq: a thread-per-core message broker on io_uring.
+//!
+//! - [`format`]: the one record-batch format used on the wire and on disk.
+//! - [`storage`]: the per-shard commit log (direct I/O, group commit, per-queue indexes,
+//!   recovery, retention).
+//! - [`runtime`]: the thin wrapper around glommio; the rest of the crate names glommio types only
+//!   through it.
+//!
+//! `../shared/DESIGN.md` (copied into `docs/design.md`) describes the architecture.
+
+pub mod format;
+pub mod runtime;
+pub mod storage;

@@ -1,0 +1,150 @@
+//! The only place that names glommio types: executors, timers, task spawning and DMA buffers.
+//!
+//! glommio is a thread-per-core runtime on io_uring. Each shard runs one `LocalExecutor` on
+//! its own (optionally pinned) thread; everything a shard owns is `!Send` and lives there.
+//! Keeping glommio behind this module lets the rest of the code change runtimes or versions
+//! in one place.
+//!
+//! Locked memory: glommio pre-registers `io_memory` bytes of DMA buffers with io_uring per
+//! executor, which counts against RLIMIT_MEMLOCK. When registration fails glommio falls back to
+//! unregistered buffers (slightly slower); [`check_memlock`] reports the limit and how to raise it.
+
+use std::future::Future;
+use std::time::Duration;
+
+pub use glommio::io::{DmaBuffer, ReadResult};
+
+/// Options for one executor.
+#[derive(Debug, Clone)]
+pub struct ExecutorOptions {
+    pub name: String,
+    /// Pin to this CPU (None: let the OS place it).
+    pub cpu: Option<usize>,
+    /// Bytes of DMA buffer arena for this executor (registered with io_uring if memlock allows).
+    pub io_memory_bytes: usize,
+}
+
+impl Default for ExecutorOptions {
+    fn default() -> Self {
+        ExecutorOptions { name: "ringmq".into(), cpu: None, io_memory_bytes: 4 << 20 }
+    }
+}
+
+/// Runs `make()`'s future to completion on a new executor thread and returns its output.
+pub fn run_on_new_executor<F, Fut, T>(opts: ExecutorOptions, make: F) -> std::io::Result<T>
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = T> + 'static,
+    T: Send + 'static,
+{
+    let handle = spawn_executor(opts, make)?;
+    handle.join().map_err(|e| std::io::Error::other(format!("executor thread failed: {e}")))
+}
+
+/// Starts an executor thread running `make()`'s future.
+pub fn spawn_executor<F, Fut, T>(
+    opts: ExecutorOptions,
+    make: F,
+) -> std::io::Result<glommio::ExecutorJoinHandle<T>>
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = T> + 'static,
+    T: Send + 'static,
+{
+    let placement = match opts.cpu {
+        Some(cpu) => glommio::Placement::Fixed(cpu),
+        None => glommio::Placement::Unbound,
+    };
+    glommio::LocalExecutorBuilder::new(placement)
+        .name(&opts.name)
+        .io_memory(opts.io_memory_bytes)
+        .spawn(make)
+        .map_err(|e| std::io::Error::other(describe_executor_error(e)))
+}
+
+fn describe_executor_error(e: glommio::GlommioError<()>) -> String {
+    let text = e.to_string();
+    let (cur, _) = memlock_limit();
+    if text.contains("Cannot allocate memory") || text.contains("ENOMEM") {
+        format!(
+            "cannot start io_uring executor ({text}); the locked-memory limit (ulimit -l) is {} \
+             KiB: raise it with `ulimit -l unlimited`, LimitMEMLOCK=infinity in the systemd \
+             unit, or a memlock line in /etc/security/limits.conf",
+            cur / 1024
+        )
+    } else if text.contains("Operation not permitted") || text.contains("Function not implemented")
+    {
+        format!(
+            "cannot start io_uring executor ({text}): io_uring is disabled or blocked here \
+             (check the sysctl kernel.io_uring_disabled and any seccomp profile of the container)"
+        )
+    } else {
+        format!("cannot start executor: {text}")
+    }
+}
+
+/// The current RLIMIT_MEMLOCK (soft, hard) in bytes.
+pub fn memlock_limit() -> (u64, u64) {
+    let mut rl = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes into the struct we pass and has no other effects.
+    let rc = unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut rl) };
+    if rc != 0 {
+        return (0, 0);
+    }
+    (rl.rlim_cur, rl.rlim_max)
+}
+
+/// A warning to log when `executors` executors of `io_memory_bytes` each cannot all register
+/// their buffers under the locked-memory limit; None when the limit is enough.
+pub fn check_memlock(executors: usize, io_memory_bytes: usize) -> Option<String> {
+    let (cur, _) = memlock_limit();
+    let need = (executors * io_memory_bytes) as u64;
+    (cur != libc::RLIM_INFINITY && cur < need).then(|| {
+        format!(
+            "locked-memory limit is {} KiB but {executors} shard(s) want {} KiB of registered I/O \
+             buffers; they will run with unregistered buffers (slower). Raise it with \
+             `ulimit -l unlimited` (or LimitMEMLOCK=infinity in a systemd unit)",
+            cur / 1024,
+            need / 1024
+        )
+    })
+}
+
+/// Allocates a DMA-aligned buffer from the executor's arena (falls back to the heap when full).
+pub fn alloc_dma(size: usize) -> DmaBuffer {
+    glommio::allocate_dma_buffer(size)
+}
+
+/// Spawns a task on the current executor; it runs until completion even if the handle is dropped.
+pub fn spawn_detached<F: Future<Output = ()> + 'static>(fut: F) {
+    glommio::spawn_local(fut).detach();
+}
+
+/// A task on the current executor; awaiting the handle yields its output.
+pub fn spawn<F, T>(fut: F) -> glommio::task::JoinHandle<T>
+where
+    F: Future<Output = T> + 'static,
+    T: 'static,
+{
+    glommio::spawn_local(fut).detach()
+}
+
+pub async fn sleep(d: Duration) {
+    glommio::timer::sleep(d).await;
+}
+
+/// Awaits `fut` for at most `d`; None on timeout.
+pub async fn timeout<F: Future>(d: Duration, fut: F) -> Option<F::Output> {
+    futures::pin_mut!(fut);
+    let timer = glommio::timer::sleep(d);
+    futures::pin_mut!(timer);
+    match futures::future::select(fut, timer).await {
+        futures::future::Either::Left((v, _)) => Some(v),
+        futures::future::Either::Right(_) => None,
+    }
+}
+
+/// Lets other tasks on this executor run.
+pub async fn yield_now() {
+    glommio::yield_if_needed().await;
+}

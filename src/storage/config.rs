@@ -1,0 +1,142 @@
+//! Storage configuration: every knob with its default and its meaning.
+
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// When a produce is acknowledged (RocketMQ's flushDiskType).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FlushMode {
+    /// SYNC_FLUSH: acknowledge after the fdatasync that covers the batch completed.
+    Sync,
+    /// ASYNC_FLUSH: acknowledge once appended in memory; flush every `flush_interval_ms` or
+    /// `flush_bytes`. A crash can lose up to that much acknowledged data.
+    Async,
+}
+
+/// How segment files are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IoMode {
+    /// O_DIRECT through io_uring: no page cache, the broker's own chunk cache serves reads.
+    Direct,
+    /// Page cache + fdatasync, for filesystems without O_DIRECT (tmpfs, some network FS) or
+    /// users who prefer the OS cache. Costs one extra copy per write.
+    Buffered,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Directory of this shard's commit log (segments, index files). Created if missing.
+    pub dir: PathBuf,
+    /// Size of one segment file; a multiple of 4096. Default 1 GiB.
+    pub segment_size_bytes: u64,
+    /// Largest batch accepted. Default 4 MiB (RocketMQ's maxMessageSize).
+    pub max_batch_bytes: usize,
+    pub flush_mode: FlushMode,
+    pub io_mode: IoMode,
+    /// SYNC_FLUSH: longest wait for durability before replying FLUSH_DISK_TIMEOUT. Default 5000.
+    pub sync_flush_timeout_ms: u64,
+    /// ASYNC_FLUSH: flush at least this often. Default 500 (RocketMQ's flushIntervalCommitLog).
+    pub flush_interval_ms: u64,
+    /// ASYNC_FLUSH: flush as soon as this many bytes are not yet durable. Default 16 MiB.
+    pub flush_bytes: u64,
+    /// Size of one write chunk (a DMA buffer), a multiple of 4096. Default 1 MiB.
+    pub chunk_size_bytes: usize,
+    /// Chunks that may be filling or in flight at once: the bound on not-yet-written bytes.
+    /// Appends wait (backpressure) when all are busy. Default 32.
+    pub chunk_pool_chunks: usize,
+    /// Bytes of recently written chunks kept in memory for reads. Default 256 MiB.
+    pub cache_bytes: usize,
+    /// Disk read size for cold reads (bytes read ahead past a request). Default 1 MiB.
+    pub read_ahead_bytes: usize,
+    /// Preallocate each new segment with fallocate. Default true.
+    pub preallocate: bool,
+    /// Delete whole segments whose newest batch is older than this. Default 48.
+    pub retention_hours: u64,
+    /// Delete oldest segments while the data filesystem is fuller than this ratio. Default 0.75.
+    pub disk_max_used_ratio: f64,
+    /// Write an index checkpoint of the active segment every this many bytes. Default 64 MiB.
+    pub checkpoint_bytes: u64,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            dir: PathBuf::from("data"),
+            segment_size_bytes: 1 << 30,
+            max_batch_bytes: 4 << 20,
+            flush_mode: FlushMode::Async,
+            io_mode: IoMode::Direct,
+            sync_flush_timeout_ms: 5_000,
+            flush_interval_ms: 500,
+            flush_bytes: 16 << 20,
+            chunk_size_bytes: 1 << 20,
+            chunk_pool_chunks: 32,
+            cache_bytes: 256 << 20,
+            read_ahead_bytes: 1 << 20,
+            preallocate: true,
+            retention_hours: 48,
+            disk_max_used_ratio: 0.75,
+            checkpoint_bytes: 64 << 20,
+        }
+    }
+}
+
+impl StorageConfig {
+    pub fn sync_flush_timeout(&self) -> Duration {
+        Duration::from_millis(self.sync_flush_timeout_ms)
+    }
+    pub fn flush_interval(&self) -> Duration {
+        Duration::from_millis(self.flush_interval_ms.max(1))
+    }
+
+    /// Checks the knobs against each other; the message names the knob to fix.
+    pub fn validate(&self) -> Result<(), String> {
+        const ALIGN: u64 = 4096;
+        if self.segment_size_bytes % ALIGN != 0 || self.segment_size_bytes < 64 * 1024 {
+            return Err(format!(
+                "segment_size_bytes = {} must be a multiple of 4096 and at least 65536",
+                self.segment_size_bytes
+            ));
+        }
+        if self.segment_size_bytes > u32::MAX as u64 {
+            return Err("segment_size_bytes must be below 4 GiB".into());
+        }
+        if self.chunk_size_bytes as u64 % ALIGN != 0 || self.chunk_size_bytes == 0 {
+            return Err(format!(
+                "chunk_size_bytes = {} must be a positive multiple of 4096",
+                self.chunk_size_bytes
+            ));
+        }
+        if self.chunk_pool_chunks < 2 {
+            return Err("chunk_pool_chunks must be at least 2".into());
+        }
+        let min_batch = crate::format::HEADER_LEN + 32;
+        if self.max_batch_bytes < min_batch {
+            return Err(format!("max_batch_bytes must be at least {min_batch}"));
+        }
+        if self.max_batch_bytes as u64 + 2 * crate::format::HEADER_LEN as u64
+            > self.segment_size_bytes / 2
+        {
+            return Err(format!(
+                "max_batch_bytes = {} must be under half of segment_size_bytes = {}",
+                self.max_batch_bytes, self.segment_size_bytes
+            ));
+        }
+        if !(self.disk_max_used_ratio > 0.0 && self.disk_max_used_ratio <= 1.0) {
+            return Err("disk_max_used_ratio must be in (0, 1]".into());
+        }
+        if self.retention_hours == 0 {
+            return Err("retention_hours must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    /// Bytes of chunk memory the write path may hold at once.
+    pub fn write_pool_bytes(&self) -> usize {
+        self.chunk_size_bytes * self.chunk_pool_chunks
+    }
+}

@@ -1,0 +1,233 @@
+//! The production [`LogDir`]: glommio files on a real filesystem.
+//!
+//! `io_mode = direct` opens segments with O_DIRECT (glommio `DmaFile`): writes go from our DMA
+//! chunks straight to the device through io_uring, no page cache, no extra copy.
+//! `io_mode = buffered` uses glommio `BufferedFile` (page cache + fdatasync); it copies each
+//! chunk into a `Vec` because that is what the buffered API takes.
+//!
+//! Opening checks what users get wrong: a missing or unwritable directory, and a filesystem that
+//! rejects O_DIRECT (tmpfs, some overlay/network filesystems) — then the error names
+//! `io_mode = "buffered"`.
+//!
+//! glommio quirk handled here: it probes whether a device supports polled I/O (IOPOLL) by
+//! reading from the first file opened on it, and caches the answer per thread. A probe read of
+//! an *empty* file succeeds trivially, so on devices without polling (virtio, most cloud disks)
+//! every later read failed with EOPNOTSUPP. We open a non-empty probe file first so the probe
+//! gives the true answer.
+
+use std::io;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use glommio::io::{BufferedFile, DmaFile, OpenOptions};
+
+use super::config::IoMode;
+use super::file::{LogDir, LogFile, ReadBuf, ALIGN};
+use crate::runtime::DmaBuffer;
+
+const PROBE_NAME: &str = ".io_probe";
+
+pub struct DmaDir {
+    path: PathBuf,
+    mode: IoMode,
+}
+
+pub enum DmaLogFile {
+    Direct(DmaFile),
+    Buffered(BufferedFile),
+}
+
+impl DmaDir {
+    /// Opens (creating if needed) the directory and checks it can hold a log in `mode`.
+    /// Errors are meant for users: they say what is wrong and what to change.
+    pub async fn open(path: &Path, mode: IoMode) -> Result<DmaDir, String> {
+        std::fs::create_dir_all(path).map_err(|e| {
+            format!("cannot create data directory {}: {e} (check the path and its permissions)", path.display())
+        })?;
+        let probe = path.join(PROBE_NAME);
+        std::fs::write(&probe, vec![0u8; ALIGN as usize]).map_err(|e| {
+            format!("data directory {} is not writable: {e}", path.display())
+        })?;
+        if mode == IoMode::Direct {
+            let direct = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .custom_flags(libc::O_DIRECT)
+                .open(&probe);
+            match direct {
+                Ok(_) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                    return Err(format!(
+                        "the filesystem holding {} does not support O_DIRECT (tmpfs and some \
+                         overlay or network filesystems do not); set io_mode = \"buffered\" in \
+                         the [storage] config or move the data directory to a local disk \
+                         (ext4, xfs)",
+                        path.display()
+                    ))
+                }
+                Err(e) => return Err(format!("cannot open {} with O_DIRECT: {e}", probe.display())),
+            }
+            // Prime glommio's per-device IOPOLL probe with a file that has data (see module doc).
+            let f = DmaFile::open(&probe)
+                .await
+                .map_err(|e| format!("cannot open {} for direct I/O: {e}", probe.display()))?;
+            let _ = f.close().await;
+        }
+        Ok(DmaDir { path: path.to_path_buf(), mode })
+    }
+}
+
+fn to_io(e: glommio::GlommioError<()>) -> io::Error {
+    match e {
+        glommio::GlommioError::IoError(e) => e,
+        glommio::GlommioError::EnhancedIoError { source, op, path, .. } => io::Error::new(
+            source.kind(),
+            format!("{op} {}: {source}", path.map(|p| p.display().to_string()).unwrap_or_default()),
+        ),
+        other => io::Error::other(other.to_string()),
+    }
+}
+
+impl LogFile for DmaLogFile {
+    async fn write_at(&self, buf: Rc<DmaBuffer>, pos: u64) -> io::Result<()> {
+        let len = buf.len();
+        let written = match self {
+            DmaLogFile::Direct(f) => f.write_rc_at(buf, pos).await.map_err(to_io)?,
+            DmaLogFile::Buffered(f) => f.write_at(buf.as_bytes().to_vec(), pos).await.map_err(to_io)?,
+        };
+        if written != len {
+            // The kernel wrote a prefix (ENOSPC is the usual cause): report it as a failure.
+            return Err(io::Error::new(
+                io::ErrorKind::WriteZero,
+                format!("short write at {pos}: {written} of {len} bytes (disk full?)"),
+            ));
+        }
+        Ok(())
+    }
+
+    async fn read_at(&self, pos: u64, len: usize) -> io::Result<ReadBuf> {
+        let r = match self {
+            DmaLogFile::Direct(f) => f.read_at(pos, len).await.map_err(to_io)?,
+            DmaLogFile::Buffered(f) => f.read_at(pos, len).await.map_err(to_io)?,
+        };
+        Ok(ReadBuf::Dma(r))
+    }
+
+    async fn sync_data(&self) -> io::Result<()> {
+        match self {
+            DmaLogFile::Direct(f) => f.fdatasync().await.map_err(to_io),
+            DmaLogFile::Buffered(f) => f.fdatasync().await.map_err(to_io),
+        }
+    }
+
+    async fn truncate(&self, len: u64) -> io::Result<()> {
+        match self {
+            DmaLogFile::Direct(f) => f.truncate(len).await.map_err(to_io),
+            DmaLogFile::Buffered(f) => f.truncate(len).await.map_err(to_io),
+        }
+    }
+
+    async fn allocate(&self, len: u64) -> io::Result<()> {
+        match self {
+            DmaLogFile::Direct(f) => f.pre_allocate(len, true).await.map_err(to_io),
+            DmaLogFile::Buffered(f) => f.pre_allocate(len, true).await.map_err(to_io),
+        }
+    }
+
+    async fn size(&self) -> io::Result<u64> {
+        match self {
+            DmaLogFile::Direct(f) => f.file_size().await.map_err(to_io),
+            DmaLogFile::Buffered(f) => f.file_size().await.map_err(to_io),
+        }
+    }
+
+    async fn close(&self) -> io::Result<()> {
+        // glommio closes on drop; nothing is buffered in user space for either mode.
+        Ok(())
+    }
+}
+
+impl LogDir for DmaDir {
+    type File = DmaLogFile;
+
+    fn path(&self) -> &Path {
+        &self.path
+    }
+
+    async fn open(&self, name: &str, create: bool) -> io::Result<DmaLogFile> {
+        let path = self.path.join(name);
+        let mut opts = OpenOptions::new();
+        opts.read(true).write(true).create(create);
+        match self.mode {
+            IoMode::Direct => Ok(DmaLogFile::Direct(opts.dma_open(&path).await.map_err(to_io)?)),
+            IoMode::Buffered => {
+                Ok(DmaLogFile::Buffered(opts.buffered_open(&path).await.map_err(to_io)?))
+            }
+        }
+    }
+
+    async fn remove(&self, name: &str) -> io::Result<()> {
+        std::fs::remove_file(self.path.join(name))
+    }
+
+    async fn list(&self) -> io::Result<Vec<String>> {
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(&self.path)? {
+            let entry = entry?;
+            if entry.file_type()?.is_file() {
+                if let Some(name) = entry.file_name().to_str() {
+                    out.push(name.to_string());
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    async fn sync_dir(&self) -> io::Result<()> {
+        let dir = glommio::io::Directory::open(&self.path).await.map_err(to_io)?;
+        dir.sync().await.map_err(to_io)
+    }
+
+    async fn write_atomic(&self, name: &str, bytes: &[u8]) -> io::Result<()> {
+        let tmp = self.path.join(format!("{name}.tmp"));
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .buffered_open(&tmp)
+            .await
+            .map_err(to_io)?;
+        let n = f.write_at(bytes.to_vec(), 0).await.map_err(to_io)?;
+        if n != bytes.len() {
+            return Err(io::Error::new(io::ErrorKind::WriteZero, format!("short write of {name}")));
+        }
+        f.fdatasync().await.map_err(to_io)?;
+        f.close().await.map_err(to_io)?;
+        std::fs::rename(&tmp, self.path.join(name))?;
+        self.sync_dir().await
+    }
+
+    async fn read_all(&self, name: &str) -> io::Result<Option<Vec<u8>>> {
+        match std::fs::read(self.path.join(name)) {
+            Ok(v) => Ok(Some(v)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn disk_usage(&self) -> io::Result<(u64, u64)> {
+        let c = std::ffi::CString::new(self.path.as_os_str().as_encoded_bytes())
+            .map_err(|_| io::Error::other("data path contains a NUL byte"))?;
+        // SAFETY: statvfs fills the struct for a valid NUL-terminated path.
+        let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
+        if unsafe { libc::statvfs(c.as_ptr(), &mut s) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let total = s.f_blocks as u64 * s.f_frsize as u64;
+        let free = s.f_bfree as u64 * s.f_frsize as u64;
+        Ok((total.saturating_sub(free), total))
+    }
+}

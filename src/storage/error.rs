@@ -1,0 +1,47 @@
+//! Storage errors: each says what happened and, where the user can act, what to do.
+
+use std::io;
+use std::path::PathBuf;
+
+use crate::format::FormatError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// The batch bytes are not a valid batch (bad CRC, truncated, ...). Nothing was written.
+    #[error("invalid batch: {0}")]
+    InvalidBatch(#[from] FormatError),
+    #[error("batch of {size} bytes exceeds max_batch_bytes = {max}")]
+    BatchTooLarge { size: usize, max: usize },
+    /// A read asked for an offset the queue does not hold.
+    #[error("offset {requested} is out of range for {queue}: it holds [{min}, {next})")]
+    OffsetOutOfRange { queue: super::QueueKey, requested: u64, min: u64, next: u64 },
+    /// A write or fsync failed earlier: the log stopped taking writes because the state of
+    /// unsynced pages is unknown. Restart the shard to recover from the last durable state.
+    #[error("commit log in {dir} stopped after an I/O failure ({reason}); restart to recover")]
+    Failed { dir: PathBuf, reason: String },
+    #[error("commit log is closed")]
+    Closed,
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: io::Error,
+    },
+    /// A stored batch failed its checksum on read or during recovery in a place recovery cannot
+    /// truncate (the middle of sealed data).
+    #[error("corrupt data in {file} at byte {offset}: {reason}")]
+    Corrupt { file: String, offset: u64, reason: String },
+    /// The environment cannot run the log as configured; the message says how to fix it.
+    #[error("{0}")]
+    Setup(String),
+    #[error("invalid storage config: {0}")]
+    Config(String),
+}
+
+impl StorageError {
+    pub fn io(context: impl Into<String>, source: io::Error) -> Self {
+        StorageError::Io { context: context.into(), source }
+    }
+}
+
+pub type Result<T, E = StorageError> = std::result::Result<T, E>;
