@@ -69,7 +69,11 @@ pub fn encoded_len(record: &Record<'_>) -> Result<usize, FormatError> {
             return Err(FormatError::FieldTooLong { field, len, max: MAX_KEY_LEN });
         }
     }
-    Ok(FIXED + record.key.len() + record.tag.len() + props_len(record.properties)? + record.body.len())
+    Ok(FIXED
+        + record.key.len()
+        + record.tag.len()
+        + props_len(record.properties)?
+        + record.body.len())
 }
 
 pub(crate) fn encode(
@@ -279,7 +283,8 @@ mod tests {
     #[test]
     fn record_count_mismatch_is_an_error() {
         let mut b = BatchBuilder::new(4096);
-        b.push(&Record { key: b"", tag: b"", properties: &[], body: b"x", timestamp_ms: 0 }).unwrap();
+        b.push(&Record { key: b"", tag: b"", properties: &[], body: b"x", timestamp_ms: 0 })
+            .unwrap();
         let bytes = b.finish(-1, -1);
         let v = BatchView::parse(&bytes, 4096).unwrap();
         let mut it = RecordIter::new(v.records_bytes(), 2, 0);

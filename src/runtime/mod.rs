@@ -116,6 +116,9 @@ pub fn alloc_dma(size: usize) -> DmaBuffer {
 }
 
 /// Spawns a task on the current executor; it runs until completion even if the handle is dropped.
+///
+/// glommio may poll the new task inline, before this returns: a task that touches state its
+/// spawner may still be borrowing must `yield_once().await` first.
 pub fn spawn_detached<F: Future<Output = ()> + 'static>(fut: F) {
     glommio::spawn_local(fut).detach();
 }
@@ -144,7 +147,55 @@ pub async fn timeout<F: Future>(d: Duration, fut: F) -> Option<F::Output> {
     }
 }
 
-/// Lets other tasks on this executor run.
-pub async fn yield_now() {
-    glommio::yield_if_needed().await;
+/// Returns Pending once (waking itself), so the caller resumes only after the current poll of
+/// whoever spawned or woke it has finished.
+pub async fn yield_once() {
+    let mut yielded = false;
+    futures::future::poll_fn(move |cx| {
+        if yielded {
+            std::task::Poll::Ready(())
+        } else {
+            yielded = true;
+            cx.waker().wake_by_ref();
+            std::task::Poll::Pending
+        }
+    })
+    .await
+}
+
+pub use glommio::sync::{Semaphore, StaticPermit};
+pub use glommio::task::JoinHandle;
+
+/// A level-triggered wake-up for one waiting task on this executor: `notify` sets a flag and
+/// wakes the waiter; `wait` returns once the flag is set and clears it. Notifications before
+/// `wait` are not lost; several collapse into one.
+#[derive(Default)]
+pub struct Signal {
+    state: std::cell::RefCell<(bool, Option<std::task::Waker>)>,
+}
+
+impl Signal {
+    pub fn notify(&self) {
+        let waker = {
+            let mut s = self.state.borrow_mut();
+            s.0 = true;
+            s.1.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    pub fn wait(&self) -> impl Future<Output = ()> + '_ {
+        futures::future::poll_fn(move |cx| {
+            let mut s = self.state.borrow_mut();
+            if s.0 {
+                s.0 = false;
+                std::task::Poll::Ready(())
+            } else {
+                s.1 = Some(cx.waker().clone());
+                std::task::Poll::Pending
+            }
+        })
+    }
 }

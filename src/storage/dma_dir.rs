@@ -43,12 +43,14 @@ impl DmaDir {
     /// Errors are meant for users: they say what is wrong and what to change.
     pub async fn open(path: &Path, mode: IoMode) -> Result<DmaDir, String> {
         std::fs::create_dir_all(path).map_err(|e| {
-            format!("cannot create data directory {}: {e} (check the path and its permissions)", path.display())
+            format!(
+                "cannot create data directory {}: {e} (check the path and its permissions)",
+                path.display()
+            )
         })?;
         let probe = path.join(PROBE_NAME);
-        std::fs::write(&probe, vec![0u8; ALIGN as usize]).map_err(|e| {
-            format!("data directory {} is not writable: {e}", path.display())
-        })?;
+        std::fs::write(&probe, vec![0u8; ALIGN as usize])
+            .map_err(|e| format!("data directory {} is not writable: {e}", path.display()))?;
         if mode == IoMode::Direct {
             let direct = std::fs::OpenOptions::new()
                 .read(true)
@@ -66,7 +68,9 @@ impl DmaDir {
                         path.display()
                     ))
                 }
-                Err(e) => return Err(format!("cannot open {} with O_DIRECT: {e}", probe.display())),
+                Err(e) => {
+                    return Err(format!("cannot open {} with O_DIRECT: {e}", probe.display()))
+                }
             }
             // Prime glommio's per-device IOPOLL probe with a file that has data (see module doc).
             let f = DmaFile::open(&probe)
@@ -94,7 +98,9 @@ impl LogFile for DmaLogFile {
         let len = buf.len();
         let written = match self {
             DmaLogFile::Direct(f) => f.write_rc_at(buf, pos).await.map_err(to_io)?,
-            DmaLogFile::Buffered(f) => f.write_at(buf.as_bytes().to_vec(), pos).await.map_err(to_io)?,
+            DmaLogFile::Buffered(f) => {
+                f.write_at(buf.as_bytes().to_vec(), pos).await.map_err(to_io)?
+            }
         };
         if written != len {
             // The kernel wrote a prefix (ENOSPC is the usual cause): report it as a failure.

@@ -191,27 +191,7 @@ async fn jitter(state: &Rc<RefCell<State>>) {
         s.next_rand() % max
     };
     for _ in 0..n {
-        futures::future::ready(()).await;
-        glommio::yield_if_needed().await;
-        // A plain yield point even when glommio would not preempt us.
-        YieldOnce(false).await;
-    }
-}
-
-struct YieldOnce(bool);
-impl std::future::Future for YieldOnce {
-    type Output = ();
-    fn poll(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<()> {
-        if self.0 {
-            std::task::Poll::Ready(())
-        } else {
-            self.0 = true;
-            cx.waker().wake_by_ref();
-            std::task::Poll::Pending
-        }
+        crate::runtime::yield_once().await;
     }
 }
 

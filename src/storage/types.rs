@@ -39,3 +39,36 @@ pub struct QueueOffsets {
     pub min: u64,
     pub next: u64,
 }
+
+/// Where an appended batch went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    pub queue: QueueKey,
+    /// Queue offset of the batch's first record.
+    pub base_offset: u64,
+    pub record_count: u32,
+    pub store_timestamp_ms: i64,
+    /// Log position of the batch and one past its end.
+    pub position: LogPosition,
+    pub end: LogPosition,
+}
+
+/// How an append was acknowledged (maps to RocketMQ's SendStatus).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppendStatus {
+    /// SEND_OK: appended, and durable if the log runs in sync flush mode.
+    Ok,
+    /// FLUSH_DISK_TIMEOUT: sync flush mode, and the covering fdatasync did not finish within
+    /// `sync_flush_timeout_ms`. The batch is appended and will be flushed.
+    FlushDiskTimeout,
+}
+
+/// Result of a read: whole stored batches, unmodified.
+#[derive(Debug, Clone)]
+pub struct ReadBatches {
+    pub batches: Vec<super::file::ReadBuf>,
+    /// Offset after the last returned batch (where the next read should start).
+    pub next_offset: u64,
+    /// The queue's readable offsets at the time of the read.
+    pub offsets: QueueOffsets,
+}

@@ -1,0 +1,113 @@
+//! Bounded cache of the log's most recent chunks, for reads of fresh data without disk I/O.
+//!
+//! Chunks enter when their write is dispatched (their bytes never change after that) and leave
+//! oldest first once the cache holds more than `cache_bytes` — but never while their bytes are
+//! not yet on disk (position >= the written position), since a disk read could not serve them.
+//! The chunks still being written are bounded by the write pool, so memory stays bounded by
+//! `cache_bytes + write pool`.
+
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+use super::file::ReadBuf;
+use crate::runtime::DmaBuffer;
+
+struct Cached {
+    buf: Rc<DmaBuffer>,
+    /// Log position of `buf[0]`.
+    start: u64,
+    /// Log position one past the last valid byte.
+    end: u64,
+}
+
+pub struct ChunkCache {
+    chunks: BTreeMap<u64, Cached>,
+    bytes: usize,
+    max_bytes: usize,
+    hits: u64,
+    misses: u64,
+}
+
+impl ChunkCache {
+    pub fn new(max_bytes: usize) -> Self {
+        ChunkCache { chunks: BTreeMap::new(), bytes: 0, max_bytes, hits: 0, misses: 0 }
+    }
+
+    /// Adds a dispatched chunk whose valid bytes are `buf[..(end - start)]`.
+    pub fn insert(&mut self, start: u64, end: u64, buf: Rc<DmaBuffer>) {
+        self.bytes += buf.len();
+        if let Some(old) = self.chunks.insert(start, Cached { buf, start, end }) {
+            self.bytes -= old.buf.len();
+        }
+    }
+
+    /// Evicts oldest chunks beyond the bound whose bytes are all below `written`.
+    pub fn evict(&mut self, written: u64) {
+        while self.bytes > self.max_bytes {
+            let Some((&k, c)) = self.chunks.iter().next() else { break };
+            if c.end > written {
+                break;
+            }
+            self.bytes -= c.buf.len();
+            self.chunks.remove(&k);
+        }
+    }
+
+    /// Drops every chunk below log position `start` (retention) or at/after `from` (truncation).
+    pub fn retain_range(&mut self, start: u64, from: u64) {
+        let keep: Vec<u64> = self
+            .chunks
+            .values()
+            .filter(|c| c.end <= start || c.start >= from)
+            .map(|c| c.start)
+            .collect();
+        for k in keep {
+            if let Some(c) = self.chunks.remove(&k) {
+                self.bytes -= c.buf.len();
+            }
+        }
+    }
+
+    /// The bytes `[pos, pos + len)` if one cached chunk holds all of them.
+    pub fn get(&mut self, pos: u64, len: usize) -> Option<ReadBuf> {
+        let hit = self.chunks.range(..=pos).next_back().and_then(|(_, c)| {
+            (pos + len as u64 <= c.end).then(|| ReadBuf::Chunk {
+                buf: c.buf.clone(),
+                start: (pos - c.start) as usize,
+                len,
+            })
+        });
+        if hit.is_some() {
+            self.hits += 1;
+        } else {
+            self.misses += 1;
+        }
+        hit
+    }
+
+    /// Copies whatever of `[pos, pos + out.len())` the cache holds into `out`, in order from
+    /// `pos`; returns how many leading bytes were found (for batches spanning two chunks).
+    pub fn copy_prefix(&self, pos: u64, out: &mut [u8]) -> usize {
+        let mut done = 0usize;
+        while done < out.len() {
+            let at = pos + done as u64;
+            let Some((_, c)) = self.chunks.range(..=at).next_back() else { break };
+            if at >= c.end {
+                break;
+            }
+            let n = ((c.end - at) as usize).min(out.len() - done);
+            let from = (at - c.start) as usize;
+            out[done..done + n].copy_from_slice(&c.buf.as_bytes()[from..from + n]);
+            done += n;
+        }
+        done
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+    /// (hits, misses) of `get`.
+    pub fn stats(&self) -> (u64, u64) {
+        (self.hits, self.misses)
+    }
+}

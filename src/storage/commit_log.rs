@@ -1,0 +1,1306 @@
+//! The commit log of one shard: append, group commit, read, close.
+//!
+//! Lives on its shard's executor (it is `!Send`); callers share it as `Rc<CommitLog>`.
+//!
+//! # Write path
+//! `append` validates the producer's batch (bounds, CRC), takes its place in the append order
+//! (a FIFO gate: appends are serialized, the copy itself never awaits), stamps topic, queue,
+//! base offset and store time into a copy of the header, and copies the batch once into the
+//! head chunk, a DMA buffer from the bounded chunk pool. A full chunk is dispatched as one
+//! O_DIRECT write; chunks are written concurrently.
+//!
+//! # Group commit
+//! One flusher task per log. When asked (a sync-mode append waits, `flush_bytes` are pending,
+//! `flush_interval_ms` passed, or `flush()`), it takes the target = everything appended so far,
+//! writes the partially filled head chunk (its last partial 4 KiB block is carried into the
+//! next chunk and rewritten later; the two writes of that block are ordered), waits until
+//! all writes below the target completed (a contiguous prefix), fdatasyncs the segments that
+//! have unsynced writes, and then declares the target durable and wakes every waiter at or
+//! below it. Appends arriving during a flush are covered by the next one, so one fdatasync
+//! covers every append issued before it started.
+//!
+//! # Failure
+//! A failed write or fdatasync stops the log: state `Failed`, every waiter and every later
+//! append gets [`StorageError::Failed`]. We never retry an fsync: after a failure the kernel
+//! may have dropped the dirty pages (fsyncgate), so only recovery from disk is trustworthy.
+//!
+//! # Visibility
+//! In sync flush mode a batch becomes readable once durable; in async mode once appended (the
+//! RocketMQ behaviour). Fresh bytes are served from the chunk cache; older bytes from disk,
+//! with their CRCs verified.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::rc::Rc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures::channel::oneshot;
+use futures::future::{FutureExt, Shared};
+
+use super::chunk_cache::ChunkCache;
+use super::config::{FlushMode, StorageConfig};
+use super::dma_dir::DmaDir;
+use super::error::{Result, StorageError};
+use super::file::{align_down, align_up, LogDir, LogFile, ReadBuf, ALIGN};
+use super::index::{IndexEntry, Indexes, QueueIndex, SegmentIndexFile};
+use super::retention::{segments_to_delete, RetentionPolicy, SegmentFacts};
+use super::segment::{index_name, parse_segment_name, segment_name, Segment, INDEX_SUFFIX};
+use super::types::{AppendStatus, Appended, LogPosition, QueueKey, QueueOffsets, ReadBatches};
+use super::write_tracker::WriteTracker;
+use crate::format::batch::{self as fmt, BatchView, FormatError, Stamp, HEADER_LEN};
+use crate::runtime::{self, DmaBuffer, Semaphore, Signal, StaticPermit};
+
+const FLOOR_FILE: &str = "queues.floor";
+/// Read size while scanning segments during recovery.
+const SCAN_READ_BYTES: usize = 4 << 20;
+
+pub fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// The chunk being filled.
+struct Head {
+    buf: Rc<DmaBuffer>,
+    /// Log position of `buf[0]` (aligned).
+    pos: u64,
+    /// Valid bytes from `buf[0]`.
+    filled: usize,
+    /// `buf[..dispatched]` was already written by an earlier write (the carried block).
+    dispatched: usize,
+    permit: StaticPermit,
+}
+
+/// The last partial block of a dispatched chunk, to be rewritten with more data.
+struct Carry {
+    pos: u64,
+    bytes: Vec<u8>,
+}
+
+type Done = Shared<oneshot::Receiver<()>>;
+
+struct State<F> {
+    segments: BTreeMap<u64, Rc<Segment<F>>>,
+    head: Option<Head>,
+    carry: Option<Carry>,
+    spare_permits: Vec<StaticPermit>,
+    append_pos: u64,
+    tracker: WriteTracker,
+    durable: u64,
+    /// Completion of the last dispatched write, for ordering a rewrite of its last block.
+    last_write: Option<Done>,
+    waiters: VecDeque<(u64, oneshot::Sender<std::result::Result<(), String>>)>,
+    failed: Option<String>,
+    closed: bool,
+    flush_requested: bool,
+    queues: Indexes,
+    cache: ChunkCache,
+    last_store_ts: i64,
+}
+
+impl<F> State<F> {
+    fn active(&self) -> &Rc<Segment<F>> {
+        self.segments.values().next_back().expect("a log always has an active segment")
+    }
+    fn segment_for(&self, pos: u64) -> Option<&Rc<Segment<F>>> {
+        self.segments.range(..=pos).next_back().map(|(_, s)| s)
+    }
+}
+
+/// A shard's commit log. See the module documentation.
+pub struct CommitLog<D: LogDir = DmaDir> {
+    dir: D,
+    config: StorageConfig,
+    pool: Rc<Semaphore>,
+    append_gate: Semaphore,
+    st: RefCell<State<D::File>>,
+    flush_kick: Signal,
+    written_changed: Signal,
+    flusher: RefCell<Option<runtime::JoinHandle<()>>>,
+}
+
+impl CommitLog<DmaDir> {
+    /// Opens (creating or recovering) the log in `config.dir` on the real filesystem.
+    pub async fn open(config: StorageConfig) -> Result<Rc<Self>> {
+        config.validate().map_err(StorageError::Config)?;
+        let dir = DmaDir::open(&config.dir, config.io_mode).await.map_err(StorageError::Setup)?;
+        Self::open_with(dir, config).await
+    }
+}
+
+impl<D: LogDir + 'static> CommitLog<D> {
+    /// Opens the log in `dir`, recovering whatever a previous run left.
+    pub async fn open_with(dir: D, config: StorageConfig) -> Result<Rc<Self>> {
+        config.validate().map_err(StorageError::Config)?;
+        let recovered = recover(&dir, &config).await?;
+        let pool = Rc::new(Semaphore::new(config.chunk_pool_chunks as u64));
+        let log = Rc::new(CommitLog {
+            st: RefCell::new(State {
+                segments: recovered.segments,
+                head: None,
+                carry: recovered.carry,
+                spare_permits: Vec::new(),
+                append_pos: recovered.end,
+                tracker: WriteTracker::new(recovered.end),
+                durable: recovered.end,
+                last_write: None,
+                waiters: VecDeque::new(),
+                failed: None,
+                closed: false,
+                flush_requested: false,
+                queues: recovered.queues,
+                cache: ChunkCache::new(config.cache_bytes),
+                last_store_ts: recovered.last_store_ts,
+            }),
+            dir,
+            config,
+            pool,
+            append_gate: Semaphore::new(1),
+            flush_kick: Signal::default(),
+            written_changed: Signal::default(),
+            flusher: RefCell::new(None),
+        });
+        // Sealed segments found without an index file get one now (all their data is durable).
+        log.write_sealed_indexes().await?;
+        let weak = Rc::downgrade(&log);
+        let handle = runtime::spawn(async move { flusher_loop(weak).await });
+        *log.flusher.borrow_mut() = Some(handle);
+        Ok(log)
+    }
+
+    pub fn config(&self) -> &StorageConfig {
+        &self.config
+    }
+
+    fn check_writable(&self) -> Result<()> {
+        let st = self.st.borrow();
+        if let Some(reason) = &st.failed {
+            return Err(self.failed_error(reason));
+        }
+        if st.closed {
+            return Err(StorageError::Closed);
+        }
+        Ok(())
+    }
+
+    fn failed_error(&self, reason: &str) -> StorageError {
+        StorageError::Failed { dir: self.dir.path().to_path_buf(), reason: reason.to_string() }
+    }
+
+    /// Stops the log after an I/O failure: every waiter and later append gets an error.
+    fn fail(&self, reason: String) {
+        let waiters = {
+            let mut st = self.st.borrow_mut();
+            if st.failed.is_some() {
+                return;
+            }
+            tracing::error!(
+                dir = %self.dir.path().display(),
+                "commit log stopped after an I/O failure: {reason}; no further writes are \
+                 accepted on this shard, restart to recover"
+            );
+            st.failed = Some(reason.clone());
+            std::mem::take(&mut st.waiters)
+        };
+        for (_, tx) in waiters {
+            let _ = tx.send(Err(reason.clone()));
+        }
+        self.flush_kick.notify();
+        self.written_changed.notify();
+    }
+
+    /// Appends a producer's batch to `queue` and returns where it went. The batch is in memory
+    /// (readable in async mode) but not necessarily durable: see [`Self::append_committed`].
+    pub async fn append(self: &Rc<Self>, queue: QueueKey, batch: &[u8]) -> Result<Appended> {
+        let max = self.config.max_batch_bytes;
+        if batch.len() > max {
+            return Err(StorageError::BatchTooLarge { size: batch.len(), max });
+        }
+        let view = BatchView::parse(batch, max)?;
+        if view.header.is_control() {
+            return Err(FormatError::UnknownAttributes(fmt::ATTR_CONTROL).into());
+        }
+        if view.header.length as usize != batch.len() {
+            return Err(FormatError::BadLength {
+                length: batch.len() as u64,
+                min: HEADER_LEN,
+                max: view.header.length as usize,
+            }
+            .into());
+        }
+        let len = batch.len() as u64;
+
+        let _gate = self.append_gate.acquire_permit(1).await.map_err(|_| StorageError::Closed)?;
+        self.check_writable()?;
+        let needs_roll = {
+            let st = self.st.borrow();
+            let active = st.active();
+            st.append_pos + len + HEADER_LEN as u64 > active.base + self.config.segment_size_bytes
+        };
+        if needs_roll {
+            self.roll().await?;
+        }
+        self.reserve(len as usize).await?;
+
+        let mut guard = self.st.borrow_mut();
+        let st = &mut *guard;
+        let store_ts = now_ms().max(st.last_store_ts);
+        st.last_store_ts = store_ts;
+        let qi = st.queues.entry(queue).or_default();
+        let base_offset = qi.next_offset();
+        let record_count = view.header.record_count;
+        let mut header = [0u8; HEADER_LEN];
+        header.copy_from_slice(&batch[..HEADER_LEN]);
+        fmt::stamp(
+            &mut header,
+            &Stamp {
+                topic_id: queue.topic_id,
+                queue_id: queue.queue_id,
+                base_offset,
+                store_timestamp_ms: store_ts,
+            },
+        );
+        let position = st.append_pos;
+        qi.push(IndexEntry {
+            base_offset,
+            position,
+            length: len as u32,
+            record_count,
+            store_timestamp_ms: store_ts,
+        });
+        let active = st.active().clone();
+        active.max_store_timestamp_ms.set(active.max_store_timestamp_ms.get().max(store_ts));
+        self.put(st, &header);
+        self.put(st, &batch[HEADER_LEN..]);
+        let pending = st.append_pos - st.durable;
+        drop(guard);
+        if self.config.flush_mode == FlushMode::Async && pending >= self.config.flush_bytes {
+            self.request_flush();
+        }
+        Ok(Appended {
+            queue,
+            base_offset,
+            record_count,
+            store_timestamp_ms: store_ts,
+            position: LogPosition(position),
+            end: LogPosition(position + len),
+        })
+    }
+
+    /// Appends and acknowledges per the flush mode: in sync mode, waits for the fdatasync
+    /// covering the batch (up to `sync_flush_timeout_ms`, then `FlushDiskTimeout`).
+    pub async fn append_committed(
+        self: &Rc<Self>,
+        queue: QueueKey,
+        batch: &[u8],
+    ) -> Result<(Appended, AppendStatus)> {
+        let appended = self.append(queue, batch).await?;
+        if self.config.flush_mode == FlushMode::Async {
+            return Ok((appended, AppendStatus::Ok));
+        }
+        let durable =
+            self.wait_durable(appended.end, Some(self.config.sync_flush_timeout())).await?;
+        Ok((appended, if durable { AppendStatus::Ok } else { AppendStatus::FlushDiskTimeout }))
+    }
+
+    /// Waits until everything before `end` is durable; false if `timeout` passed first.
+    pub async fn wait_durable(
+        self: &Rc<Self>,
+        end: LogPosition,
+        timeout: Option<Duration>,
+    ) -> Result<bool> {
+        let rx = {
+            let mut st = self.st.borrow_mut();
+            if st.durable >= end.0 {
+                return Ok(true);
+            }
+            if let Some(reason) = &st.failed {
+                return Err(self.failed_error(reason));
+            }
+            assert!(end.0 <= st.append_pos, "waiting for {end} beyond the appended end");
+            let (tx, rx) = oneshot::channel();
+            st.waiters.push_back((end.0, tx));
+            st.flush_requested = true;
+            rx
+        };
+        self.flush_kick.notify();
+        let outcome = match timeout {
+            Some(t) => match runtime::timeout(t, rx).await {
+                Some(r) => r,
+                None => return Ok(false),
+            },
+            None => rx.await,
+        };
+        match outcome {
+            Ok(Ok(())) => Ok(true),
+            Ok(Err(reason)) => Err(self.failed_error(&reason)),
+            Err(oneshot::Canceled) => Err(StorageError::Closed),
+        }
+    }
+
+    /// Makes everything appended so far durable.
+    pub async fn flush(self: &Rc<Self>) -> Result<LogPosition> {
+        let end = LogPosition(self.st.borrow().append_pos);
+        self.wait_durable(end, None).await?;
+        Ok(end)
+    }
+
+    fn request_flush(&self) {
+        self.st.borrow_mut().flush_requested = true;
+        self.flush_kick.notify();
+    }
+
+    /// Acquires chunk permits so that `len` more bytes can be copied without waiting.
+    async fn reserve(&self, len: usize) -> Result<()> {
+        loop {
+            let missing = {
+                let st = self.st.borrow();
+                let chunk = self.config.chunk_size_bytes;
+                let space = match &st.head {
+                    Some(h) => chunk - h.filled,
+                    None => 0,
+                };
+                let carried = st.carry.as_ref().map_or(0, |c| c.bytes.len());
+                let need_bytes = if st.head.is_some() { len } else { len + carried };
+                let chunks = need_bytes.saturating_sub(space).div_ceil(chunk);
+                chunks.saturating_sub(st.spare_permits.len())
+            };
+            if missing == 0 {
+                return Ok(());
+            }
+            let permit =
+                self.pool.acquire_static_permit(1).await.map_err(|_| StorageError::Closed)?;
+            self.st.borrow_mut().spare_permits.push(permit);
+            self.check_writable()?;
+        }
+    }
+
+    /// Copies bytes into the head chunk(s); never awaits. Permits must have been reserved.
+    fn put(self: &Rc<Self>, st: &mut State<D::File>, mut bytes: &[u8]) {
+        let chunk = self.config.chunk_size_bytes;
+        while !bytes.is_empty() {
+            if st.head.is_none() {
+                let permit = st.spare_permits.pop().expect("chunk permits reserved before put");
+                let mut buf = runtime::alloc_dma(chunk);
+                let (pos, filled) = match st.carry.take() {
+                    Some(c) => {
+                        buf.as_bytes_mut()[..c.bytes.len()].copy_from_slice(&c.bytes);
+                        (c.pos, c.bytes.len())
+                    }
+                    None => {
+                        assert_eq!(st.append_pos % ALIGN, 0, "a new chunk starts aligned");
+                        (st.append_pos, 0)
+                    }
+                };
+                assert_eq!(pos + filled as u64, st.append_pos, "chunk continues the log");
+                st.head = Some(Head { buf: Rc::new(buf), pos, filled, dispatched: filled, permit });
+            }
+            let head = st.head.as_mut().expect("head chunk present");
+            let n = bytes.len().min(chunk - head.filled);
+            Rc::get_mut(&mut head.buf)
+                .expect("the head chunk is not shared while filling")
+                .as_bytes_mut()[head.filled..head.filled + n]
+                .copy_from_slice(&bytes[..n]);
+            head.filled += n;
+            st.append_pos += n as u64;
+            bytes = &bytes[n..];
+            if head.filled == chunk {
+                self.dispatch_head(st);
+            }
+        }
+    }
+
+    /// Writes the head chunk's undispatched bytes. A partial last block is carried into the
+    /// next chunk, and the write that rewrites it waits for this one (same block, ordered).
+    fn dispatch_head(self: &Rc<Self>, st: &mut State<D::File>) {
+        let Some(mut head) = st.head.take() else { return };
+        if head.dispatched == head.filled {
+            // Nothing new: keep the chunk (it may still hold a carried block).
+            st.head = Some(head);
+            return;
+        }
+        let valid_start = head.pos + head.dispatched as u64;
+        let valid_end = head.pos + head.filled as u64;
+        let write_len = align_up(head.filled as u64) as usize;
+        {
+            let buf = Rc::get_mut(&mut head.buf).expect("head chunk uniquely owned");
+            buf.as_bytes_mut()[head.filled..write_len].fill(0);
+            buf.trim_to_size(write_len);
+        }
+        if head.filled as u64 % ALIGN != 0 {
+            let block = align_down(head.filled as u64) as usize;
+            st.carry = Some(Carry {
+                pos: head.pos + block as u64,
+                bytes: head.buf.as_bytes()[block..head.filled].to_vec(),
+            });
+        }
+        let wait_for = if head.dispatched > 0 { st.last_write.clone() } else { None };
+        let (done_tx, done_rx) = oneshot::channel();
+        st.last_write = Some(done_rx.shared());
+        st.tracker.dispatched(valid_start, valid_end);
+        st.cache.insert(head.pos, valid_end, head.buf.clone());
+        let seg = st.segment_for(head.pos).expect("head chunk lies in a segment").clone();
+        assert!(valid_end <= seg.base + self.config.segment_size_bytes, "chunk crosses a segment");
+        let file_offset = head.pos - seg.base;
+        let log = self.clone();
+        let Head { buf, permit, .. } = head;
+        runtime::spawn_detached(async move {
+            // The caller holds the state borrow while dispatching; run after it returns.
+            runtime::yield_once().await;
+            if let Some(prev) = wait_for {
+                let _ = prev.await;
+            }
+            let result = seg.file.write_at(buf, file_offset).await;
+            drop(permit);
+            match result {
+                Ok(()) => {
+                    let mut st = log.st.borrow_mut();
+                    seg.unsynced.set(true);
+                    st.tracker.completed(valid_start, valid_end);
+                    let written = st.tracker.written();
+                    st.cache.evict(written);
+                    drop(st);
+                    log.written_changed.notify();
+                }
+                Err(e) => log.fail(format!(
+                    "write of {} bytes at {} in segment {} failed: {e}",
+                    valid_end - valid_start,
+                    valid_start,
+                    segment_name(seg.base)
+                )),
+            }
+            let _ = done_tx.send(());
+        });
+    }
+
+    /// Seals the active segment with an end marker and starts the next one.
+    async fn roll(self: &Rc<Self>) -> Result<()> {
+        self.reserve(HEADER_LEN).await?;
+        let (next_base, old_base) = {
+            let mut st = self.st.borrow_mut();
+            let ts = now_ms().max(st.last_store_ts);
+            let marker = fmt::control_batch(
+                &Stamp { topic_id: 0, queue_id: 0, base_offset: 0, store_timestamp_ms: ts },
+                0,
+            );
+            self.put(&mut st, &marker);
+            let active = st.active().clone();
+            active.sealed_end.set(Some(st.append_pos));
+            self.dispatch_head(&mut st);
+            // The carried block belongs to the sealed segment; the next segment starts fresh.
+            if let Some(h) = st.head.take() {
+                st.spare_permits.push(h.permit);
+            }
+            st.carry = None;
+            let next = next_segment_base(active.base, st.append_pos, &self.config);
+            st.tracker.skip_to(next);
+            st.append_pos = next;
+            (next, active.base)
+        };
+        let seg = match self.create_segment(next_base).await {
+            Ok(s) => s,
+            Err(e) => {
+                let reason = format!("cannot create segment after {}: {e}", segment_name(old_base));
+                self.fail(reason.clone());
+                return Err(self.failed_error(&reason));
+            }
+        };
+        self.st.borrow_mut().segments.insert(next_base, Rc::new(seg));
+        Ok(())
+    }
+
+    async fn create_segment(&self, base: u64) -> std::io::Result<Segment<D::File>> {
+        create_segment(&self.dir, &self.config, base).await
+    }
+
+    /// Reads whole stored batches of `queue` starting with the one holding `offset`, up to
+    /// `max_bytes` (at least one batch when any is readable).
+    pub async fn read(
+        self: &Rc<Self>,
+        queue: QueueKey,
+        offset: u64,
+        max_bytes: usize,
+    ) -> Result<ReadBatches> {
+        enum Source {
+            Ready(ReadBuf),
+            Disk { pos: u64, len: usize },
+        }
+        let (plan, offsets, next_offset) = {
+            let mut guard = self.st.borrow_mut();
+            let st = &mut *guard;
+            let visible = match self.config.flush_mode {
+                FlushMode::Sync => st.durable,
+                FlushMode::Async => st.append_pos,
+            };
+            let written = st.tracker.written();
+            let Some(qi) = st.queues.get(&queue) else {
+                if offset == 0 {
+                    return Ok(ReadBatches {
+                        batches: vec![],
+                        next_offset: 0,
+                        offsets: QueueOffsets::default(),
+                    });
+                }
+                return Err(StorageError::OffsetOutOfRange {
+                    queue,
+                    requested: offset,
+                    min: 0,
+                    next: 0,
+                });
+            };
+            let offsets = visible_offsets(qi, visible);
+            if offset < offsets.min || offset > offsets.next {
+                return Err(StorageError::OffsetOutOfRange {
+                    queue,
+                    requested: offset,
+                    min: offsets.min,
+                    next: offsets.next,
+                });
+            }
+            let mut entries = Vec::new();
+            if offset < offsets.next {
+                let mut i = qi.find(offset).expect("offset within the queue's range");
+                let mut total = 0usize;
+                while let Some(e) = qi.get(i) {
+                    if e.end() > visible || (total > 0 && total + e.length as usize > max_bytes) {
+                        break;
+                    }
+                    total += e.length as usize;
+                    entries.push(*e);
+                    i += 1;
+                }
+            }
+            let next_offset = entries.last().map_or(offset, IndexEntry::next_offset);
+            let mut plan = Vec::with_capacity(entries.len());
+            for e in &entries {
+                let len = e.length as usize;
+                if let Some(hit) = st.cache.get(e.position, len) {
+                    plan.push(Source::Ready(hit));
+                } else if e.end() <= written {
+                    plan.push(Source::Disk { pos: e.position, len });
+                } else {
+                    // Not yet on disk: the bytes at/after `written` are all in memory (chunks in
+                    // flight are never evicted, the rest is the head chunk).
+                    let mut out = vec![0u8; len];
+                    let got = copy_from_memory(st, e.position, &mut out);
+                    if got < len {
+                        // Its beginning was evicted after reaching disk: read it below.
+                        plan.push(Source::Disk { pos: e.position, len });
+                    } else {
+                        plan.push(Source::Ready(ReadBuf::from_vec(out)));
+                    }
+                }
+            }
+            (plan, offsets, next_offset)
+        };
+        let mut batches = Vec::with_capacity(plan.len());
+        for src in plan {
+            match src {
+                Source::Ready(b) => batches.push(b),
+                Source::Disk { pos, len } => batches.push(self.read_from_disk(pos, len).await?),
+            }
+        }
+        Ok(ReadBatches { batches, next_offset, offsets })
+    }
+
+    /// Reads one batch from its segment and verifies both of its checksums.
+    async fn read_from_disk(&self, pos: u64, len: usize) -> Result<ReadBuf> {
+        if self.st.borrow().tracker.written() < pos + len as u64 {
+            // Only reachable when the memory path lost the batch's start (evicted after it
+            // reached disk) while its end is not written yet: get it to disk first.
+            self.request_flush();
+            while self.st.borrow().tracker.written() < pos + len as u64 {
+                self.check_writable()?;
+                runtime::sleep(Duration::from_millis(1)).await;
+            }
+        }
+        let seg = self.st.borrow().segment_for(pos).cloned();
+        let Some(seg) = seg else {
+            return Err(StorageError::Corrupt {
+                file: "?".into(),
+                offset: pos,
+                reason: "batch lies in a deleted segment".into(),
+            });
+        };
+        let file_off = pos - seg.base;
+        let buf = seg
+            .file
+            .read_at(file_off, len)
+            .await
+            .map_err(|e| StorageError::io(format!("reading {}", segment_name(seg.base)), e))?;
+        let corrupt = |reason: String| StorageError::Corrupt {
+            file: segment_name(seg.base),
+            offset: file_off,
+            reason,
+        };
+        if buf.len() < len {
+            return Err(corrupt(format!("short read: {} of {len} bytes", buf.len())));
+        }
+        let view = BatchView::parse(&buf, len).map_err(|e| corrupt(e.to_string()))?;
+        view.verify_stamp().map_err(|e| corrupt(e.to_string()))?;
+        Ok(buf)
+    }
+
+    /// The readable offsets of `queue` (`{0, 0}` if it was never written).
+    pub fn offsets(&self, queue: QueueKey) -> QueueOffsets {
+        let st = self.st.borrow();
+        let visible = match self.config.flush_mode {
+            FlushMode::Sync => st.durable,
+            FlushMode::Async => st.append_pos,
+        };
+        st.queues.get(&queue).map(|q| visible_offsets(q, visible)).unwrap_or_default()
+    }
+
+    /// First offset of `queue` stored at or after `ts_ms`; the next offset if none.
+    pub fn offset_for_timestamp(&self, queue: QueueKey, ts_ms: i64) -> u64 {
+        let st = self.st.borrow();
+        st.queues.get(&queue).map_or(0, |q| q.offset_for_timestamp(ts_ms))
+    }
+
+    /// Queues that have (or had) data in this log.
+    pub fn queues(&self) -> Vec<QueueKey> {
+        let mut v: Vec<QueueKey> = self.st.borrow().queues.keys().copied().collect();
+        v.sort();
+        v
+    }
+
+    /// (appended end, written end, durable end) of the log.
+    pub fn positions(&self) -> (LogPosition, LogPosition, LogPosition) {
+        let st = self.st.borrow();
+        (LogPosition(st.append_pos), LogPosition(st.tracker.written()), LogPosition(st.durable))
+    }
+
+    /// Cache statistics: (bytes held, hits, misses).
+    pub fn cache_stats(&self) -> (usize, u64, u64) {
+        let st = self.st.borrow();
+        let (h, m) = st.cache.stats();
+        (st.cache.bytes(), h, m)
+    }
+
+    /// Bases of the segments, oldest first.
+    pub fn segment_bases(&self) -> Vec<u64> {
+        self.st.borrow().segments.keys().copied().collect()
+    }
+
+    /// Is the log stopped after an I/O failure?
+    pub fn failure(&self) -> Option<String> {
+        self.st.borrow().failed.clone()
+    }
+
+    /// Applies the retention policy at time `now_ms`; returns the bases of deleted segments.
+    pub async fn enforce_retention(self: &Rc<Self>, now_ms: i64) -> Result<Vec<u64>> {
+        let _gate = self.append_gate.acquire_permit(1).await.map_err(|_| StorageError::Closed)?;
+        self.check_writable()?;
+        let (used, total) =
+            self.dir.disk_usage().map_err(|e| StorageError::io("reading disk usage", e))?;
+        let doomed = {
+            let st = self.st.borrow();
+            let active = st.active().base;
+            let facts: Vec<SegmentFacts> = st
+                .segments
+                .values()
+                .filter(|s| s.base != active)
+                // Only segments whose every byte is durable and indexed may go.
+                .take_while(|s| s.sealed_end.get().is_some_and(|e| e <= st.durable))
+                .map(|s| SegmentFacts {
+                    base: s.base,
+                    size_bytes: self.config.segment_size_bytes,
+                    max_store_timestamp_ms: s.max_store_timestamp_ms.get(),
+                })
+                .collect();
+            let policy = RetentionPolicy {
+                retention_ms: self.config.retention_hours as i64 * 3_600_000,
+                disk_max_used_ratio: self.config.disk_max_used_ratio,
+            };
+            segments_to_delete(&policy, &facts, now_ms, used, total)
+        };
+        let Some(&last) = doomed.last() else { return Ok(vec![]) };
+        let new_start = {
+            let st = self.st.borrow();
+            *st.segments.range(last + 1..).next().expect("the active segment remains").0
+        };
+        // Record each queue's new floor before deleting, so offsets never go back after a
+        // restart even if a queue loses all its data.
+        let floors = {
+            let mut st = self.st.borrow_mut();
+            for q in st.queues.values_mut() {
+                q.drop_before(new_start);
+            }
+            st.cache.retain_range(new_start, u64::MAX);
+            encode_floors(&st.queues)
+        };
+        self.dir
+            .write_atomic(FLOOR_FILE, &floors)
+            .await
+            .map_err(|e| StorageError::io("writing queue floors", e))?;
+        for base in &doomed {
+            self.st.borrow_mut().segments.remove(base);
+            for name in [segment_name(*base), index_name(*base)] {
+                match self.dir.remove(&name).await {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(StorageError::io(format!("deleting {name}"), e)),
+                }
+            }
+        }
+        self.dir.sync_dir().await.map_err(|e| StorageError::io("syncing data directory", e))?;
+        tracing::info!(deleted = doomed.len(), "retention deleted segments");
+        Ok(doomed)
+    }
+
+    /// Writes index files for sealed, durable segments that have none yet.
+    async fn write_sealed_indexes(&self) -> Result<()> {
+        let todo: Vec<(u64, Vec<u8>)> = {
+            let st = self.st.borrow();
+            st.segments
+                .values()
+                .filter(|s| !s.index_written.get())
+                .filter_map(|s| s.sealed_end.get().filter(|e| *e <= st.durable).map(|e| (s, e)))
+                .map(|(s, end)| (s.base, segment_index(&st.queues, s.base, end, true).encode()))
+                .collect()
+        };
+        for (base, bytes) in todo {
+            self.dir
+                .write_atomic(&index_name(base), &bytes)
+                .await
+                .map_err(|e| StorageError::io(format!("writing {}", index_name(base)), e))?;
+            if let Some(s) = self.st.borrow().segments.get(&base) {
+                s.index_written.set(true);
+            }
+        }
+        Ok(())
+    }
+
+    /// Flushes everything, writes the active segment's index checkpoint (so the next open
+    /// scans nothing), and stops the flusher. Appends after this fail with `Closed`.
+    pub async fn close(self: &Rc<Self>) -> Result<()> {
+        let _gate = self.append_gate.acquire_permit(1).await.map_err(|_| StorageError::Closed)?;
+        if self.st.borrow().closed {
+            return Ok(());
+        }
+        let failed = self.st.borrow().failed.clone();
+        if failed.is_none() {
+            self.flush().await?;
+            self.write_sealed_indexes().await?;
+            let (base, bytes) = {
+                let st = self.st.borrow();
+                let active = st.active();
+                (active.base, segment_index(&st.queues, active.base, st.durable, false).encode())
+            };
+            self.dir
+                .write_atomic(&index_name(base), &bytes)
+                .await
+                .map_err(|e| StorageError::io(format!("writing {}", index_name(base)), e))?;
+        }
+        self.st.borrow_mut().closed = true;
+        self.pool.close();
+        self.flush_kick.notify();
+        let handle = self.flusher.borrow_mut().take();
+        if let Some(h) = handle {
+            h.await;
+        }
+        let segments: Vec<_> = self.st.borrow().segments.values().cloned().collect();
+        for s in segments {
+            let _ = s.file.close().await;
+        }
+        match failed {
+            Some(reason) => Err(self.failed_error(&reason)),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Where the segment after one based at `base` and sealed at `sealed_end` starts (robust to
+/// `segment_size_bytes` changing between runs).
+fn next_segment_base(base: u64, sealed_end: u64, config: &StorageConfig) -> u64 {
+    (base + config.segment_size_bytes).max(align_up(sealed_end))
+}
+
+/// Offsets of a queue counting only batches that end at or before `visible`.
+fn visible_offsets(q: &QueueIndex, visible: u64) -> QueueOffsets {
+    let mut o = q.offsets();
+    // Invisible entries are always a suffix (positions grow); find the last visible one.
+    let n = q.len();
+    let mut i = n;
+    while i > 0 && q.get(i - 1).is_some_and(|e| e.end() > visible) {
+        i -= 1;
+    }
+    if i < n {
+        o.next = q.get(i).map_or(o.next, |e| e.base_offset);
+    }
+    o
+}
+
+/// Copies the log bytes from `pos` into `out` from the cache and the head chunk.
+fn copy_from_memory<F>(st: &State<F>, pos: u64, out: &mut [u8]) -> usize {
+    let mut done = st.cache.copy_prefix(pos, out);
+    if done < out.len() {
+        if let Some(h) = &st.head {
+            let at = pos + done as u64;
+            if at >= h.pos && at < h.pos + h.filled as u64 {
+                let from = (at - h.pos) as usize;
+                let n = (h.filled - from).min(out.len() - done);
+                out[done..done + n].copy_from_slice(&h.buf.as_bytes()[from..from + n]);
+                done += n;
+            }
+        }
+    }
+    done
+}
+
+/// The index file contents for the entries of segment `base` below `end`.
+fn segment_index(queues: &Indexes, base: u64, end: u64, sealed: bool) -> SegmentIndexFile {
+    let mut entries: Vec<(QueueKey, IndexEntry)> =
+        queues.iter().flat_map(|(q, qi)| qi.entries_in(base, end).map(move |e| (*q, *e))).collect();
+    entries.sort_by_key(|(_, e)| e.position);
+    SegmentIndexFile { segment_base: base, covered_end: end, sealed, entries }
+}
+
+fn encode_floors(queues: &Indexes) -> Vec<u8> {
+    let mut b = Vec::with_capacity(8 + queues.len() * 16);
+    b.extend_from_slice(&(queues.len() as u32).to_le_bytes());
+    for (q, qi) in queues {
+        b.extend_from_slice(&q.topic_id.to_le_bytes());
+        b.extend_from_slice(&q.queue_id.to_le_bytes());
+        b.extend_from_slice(&qi.offsets().min.to_le_bytes());
+    }
+    let crc = crc32c::crc32c(&b);
+    b.extend_from_slice(&crc.to_le_bytes());
+    b
+}
+
+fn decode_floors(b: &[u8]) -> std::result::Result<HashMap<QueueKey, u64>, String> {
+    if b.len() < 8 {
+        return Err("queue floor file too short".into());
+    }
+    let (body, crc) = b.split_at(b.len() - 4);
+    if crc32c::crc32c(body) != u32::from_le_bytes(crc.try_into().expect("4")) {
+        return Err("queue floor file checksum mismatch".into());
+    }
+    let n = u32::from_le_bytes(body[..4].try_into().expect("4")) as usize;
+    if body.len() != 4 + n * 16 {
+        return Err("queue floor file length mismatch".into());
+    }
+    let mut out = HashMap::with_capacity(n);
+    for i in 0..n {
+        let at = 4 + i * 16;
+        let t = u32::from_le_bytes(body[at..at + 4].try_into().expect("4"));
+        let q = u32::from_le_bytes(body[at + 4..at + 8].try_into().expect("4"));
+        let f = u64::from_le_bytes(body[at + 8..at + 16].try_into().expect("8"));
+        out.insert(QueueKey::new(t, q), f);
+    }
+    Ok(out)
+}
+
+async fn create_segment<D: LogDir>(
+    dir: &D,
+    config: &StorageConfig,
+    base: u64,
+) -> std::io::Result<Segment<D::File>> {
+    let file = dir.open(&segment_name(base), true).await?;
+    if config.preallocate {
+        file.allocate(config.segment_size_bytes).await?;
+    }
+    dir.sync_dir().await?;
+    Ok(Segment::new(base, file))
+}
+
+/// What recovery found.
+struct Recovered<F> {
+    segments: BTreeMap<u64, Rc<Segment<F>>>,
+    queues: Indexes,
+    end: u64,
+    carry: Option<Carry>,
+    last_store_ts: i64,
+}
+
+/// Outcome of scanning one segment.
+enum ScanEnd {
+    /// Hit the end marker: the segment is sealed at this position.
+    Sealed(u64),
+    /// Valid data ends here (clean end or torn tail).
+    Open(u64),
+}
+
+/// Rebuilds the log's state from disk: loads index files, scans past them verifying every
+/// batch, truncates a torn tail and discards anything after the first invalid byte.
+async fn recover<D: LogDir>(dir: &D, config: &StorageConfig) -> Result<Recovered<D::File>> {
+    let io = |ctx: String| move |e| StorageError::io(ctx, e);
+    let names = dir.list().await.map_err(io(format!("listing {}", dir.path().display())))?;
+    let mut bases: Vec<u64> = names.iter().filter_map(|n| parse_segment_name(n)).collect();
+    bases.sort_unstable();
+    for n in names.iter().filter(|n| n.ends_with(".tmp")) {
+        let _ = dir.remove(n).await;
+    }
+    let floors = match dir.read_all(FLOOR_FILE).await.map_err(io("reading queue floors".into()))? {
+        Some(b) => decode_floors(&b).map_err(|reason| StorageError::Corrupt {
+            file: FLOOR_FILE.into(),
+            offset: 0,
+            reason,
+        })?,
+        None => HashMap::new(),
+    };
+    let mut queues: Indexes =
+        floors.iter().map(|(q, f)| (*q, QueueIndex::with_floor(*f))).collect();
+    let mut segments = BTreeMap::new();
+    let mut last_store_ts = i64::MIN;
+
+    if bases.is_empty() {
+        let seg =
+            create_segment(dir, config, 0).await.map_err(io("creating first segment".into()))?;
+        segments.insert(0, Rc::new(seg));
+        return Ok(Recovered { segments, queues, end: 0, carry: None, last_store_ts: 0 });
+    }
+
+    let mut end = bases[0];
+    let mut stop_after: Option<usize> = None;
+    for (i, &base) in bases.iter().enumerate() {
+        let file = dir
+            .open(&segment_name(base), false)
+            .await
+            .map_err(io(format!("opening {}", segment_name(base))))?;
+        let seg = Segment::new(base, file);
+        if base < end {
+            // Overlaps the previous segment's data: not written by us; stop here.
+            stop_after = Some(i);
+            break;
+        }
+        let mut scan_from = base;
+        let index = match dir.read_all(&index_name(base)).await {
+            Ok(Some(b)) => SegmentIndexFile::decode(&b).ok().filter(|f| f.segment_base == base),
+            _ => None,
+        };
+        if let Some(idx) = index {
+            if load_index(&mut queues, &floors, &idx) {
+                for (_, e) in &idx.entries {
+                    seg.max_store_timestamp_ms
+                        .set(seg.max_store_timestamp_ms.get().max(e.store_timestamp_ms));
+                }
+                scan_from = idx.covered_end;
+                if idx.sealed {
+                    seg.sealed_end.set(Some(idx.covered_end));
+                    seg.index_written.set(true);
+                }
+            } else {
+                // load_index added nothing; the scan below rebuilds the entries.
+                tracing::warn!(segment = %segment_name(base), "index file inconsistent; rescanning");
+            }
+        }
+        let outcome = if let Some(e) = seg.sealed_end.get() {
+            ScanEnd::Sealed(e)
+        } else {
+            let size = seg.file.size().await.map_err(io(format!("stat {}", segment_name(base))))?;
+            let limit = base + size.max(config.segment_size_bytes);
+            scan_segment(&seg, config, scan_from, limit, &mut queues, &floors).await?
+        };
+        last_store_ts = last_store_ts.max(seg.max_store_timestamp_ms.get());
+        let seg = Rc::new(seg);
+        segments.insert(base, seg.clone());
+        match outcome {
+            ScanEnd::Sealed(e) => {
+                seg.sealed_end.set(Some(e));
+                end = e;
+            }
+            ScanEnd::Open(e) => {
+                end = e;
+                stop_after = Some(i + 1);
+                break;
+            }
+        }
+    }
+
+    // Anything after the first open (unsealed) segment is past a hole: it was never
+    // acknowledged as durable (the durable position only advances contiguously). Drop it.
+    if let Some(from) = stop_after {
+        for &base in &bases[from..] {
+            tracing::warn!(segment = %segment_name(base), "discarding segment past the recovered end");
+            for name in [segment_name(base), index_name(base)] {
+                let _ = dir.remove(&name).await;
+            }
+        }
+    }
+    let last = segments.values().next_back().expect("at least one segment").clone();
+    if let Some(sealed_end) = last.sealed_end.get() {
+        // Crashed between sealing a segment and creating the next one.
+        let next = next_segment_base(last.base, sealed_end, config);
+        let seg = create_segment(dir, config, next)
+            .await
+            .map_err(io(format!("creating {}", segment_name(next))))?;
+        segments.insert(next, Rc::new(seg));
+        end = next;
+    } else {
+        // Cut stale bytes past the valid end so no old batch can ever reappear after it.
+        let file_end = end - last.base;
+        let size =
+            last.file.size().await.map_err(io(format!("stat {}", segment_name(last.base))))?;
+        if size > file_end {
+            tracing::warn!(
+                segment = %segment_name(last.base),
+                valid_bytes = file_end,
+                file_bytes = size,
+                "truncating torn or stale tail"
+            );
+            last.file.truncate(file_end).await.map_err(io("truncating torn tail".into()))?;
+            last.file.sync_data().await.map_err(io("syncing truncated segment".into()))?;
+        }
+        if config.preallocate {
+            last.file
+                .allocate(config.segment_size_bytes)
+                .await
+                .map_err(io("preallocating segment".into()))?;
+        }
+    }
+    dir.sync_dir().await.map_err(io("syncing data directory".into()))?;
+    for q in queues.values_mut() {
+        q.truncate_from(end);
+    }
+    // The block holding the end is rewritten by the next write: carry its valid prefix.
+    let carry = if end % ALIGN != 0 {
+        let seg = segments.values().next_back().expect("active").clone();
+        let block = align_down(end);
+        let buf = seg
+            .file
+            .read_at(block - seg.base, (end - block) as usize)
+            .await
+            .map_err(io("reading the last block".into()))?;
+        if buf.len() != (end - block) as usize {
+            return Err(StorageError::Corrupt {
+                file: segment_name(seg.base),
+                offset: block - seg.base,
+                reason: "last block shorter than recovered data".into(),
+            });
+        }
+        Some(Carry { pos: block, bytes: buf.to_vec() })
+    } else {
+        None
+    };
+    // Remove index files of segments that no longer exist.
+    for n in &names {
+        if let Some(b) = n.strip_suffix(INDEX_SUFFIX).and_then(|d| d.parse::<u64>().ok()) {
+            if !segments.contains_key(&b) {
+                let _ = dir.remove(n).await;
+            }
+        }
+    }
+    Ok(Recovered {
+        segments,
+        queues,
+        end,
+        carry,
+        last_store_ts: if last_store_ts == i64::MIN { 0 } else { last_store_ts },
+    })
+}
+
+/// Adds an index file's entries; false (and nothing added) if they do not continue the queues.
+fn load_index(
+    queues: &mut Indexes,
+    floors: &HashMap<QueueKey, u64>,
+    idx: &SegmentIndexFile,
+) -> bool {
+    let mut next: HashMap<QueueKey, u64> = HashMap::new();
+    for (q, e) in &idx.entries {
+        let floor = floors.get(q).copied().unwrap_or(0);
+        if e.next_offset() <= floor {
+            continue; // deleted by retention before a crash finished removing the segment
+        }
+        let expect =
+            *next.entry(*q).or_insert_with(|| queues.get(q).map_or(floor, QueueIndex::next_offset));
+        if e.base_offset != expect || e.position < idx.segment_base || e.end() > idx.covered_end {
+            return false;
+        }
+        next.insert(*q, e.next_offset());
+    }
+    for (q, e) in &idx.entries {
+        let floor = floors.get(q).copied().unwrap_or(0);
+        if e.next_offset() <= floor {
+            continue;
+        }
+        queues.entry(*q).or_insert_with(|| QueueIndex::with_floor(floor)).push(*e);
+    }
+    true
+}
+
+/// Scans a segment from `from`, verifying each batch, adding index entries.
+async fn scan_segment<F: LogFile>(
+    seg: &Segment<F>,
+    config: &StorageConfig,
+    from: u64,
+    seg_end: u64,
+    queues: &mut Indexes,
+    floors: &HashMap<QueueKey, u64>,
+) -> Result<ScanEnd> {
+    let mut pos = from;
+    let mut buf = ReadBuf::from_vec(Vec::new());
+    let mut buf_pos = pos;
+    loop {
+        if pos + HEADER_LEN as u64 > seg_end {
+            return Ok(ScanEnd::Open(pos));
+        }
+        // Make sure the header is in the buffer.
+        if pos + HEADER_LEN as u64 > buf_pos + buf.len() as u64 {
+            buf_pos = pos;
+            buf = seg
+                .file
+                .read_at(pos - seg.base, SCAN_READ_BYTES.min((seg_end - pos) as usize))
+                .await
+                .map_err(|e| StorageError::io(format!("scanning {}", segment_name(seg.base)), e))?;
+            if buf.len() < HEADER_LEN {
+                return Ok(ScanEnd::Open(pos));
+            }
+        }
+        let at = (pos - buf_pos) as usize;
+        let length = fmt::peek_length(&buf[at..]).unwrap_or(0) as usize;
+        if length < HEADER_LEN || length > config.max_batch_bytes || pos + length as u64 > seg_end {
+            return Ok(ScanEnd::Open(pos));
+        }
+        if at + length > buf.len() {
+            buf_pos = pos;
+            buf = seg
+                .file
+                .read_at(pos - seg.base, length.max(SCAN_READ_BYTES.min((seg_end - pos) as usize)))
+                .await
+                .map_err(|e| StorageError::io(format!("scanning {}", segment_name(seg.base)), e))?;
+            if buf.len() < length {
+                return Ok(ScanEnd::Open(pos));
+            }
+        }
+        let at = (pos - buf_pos) as usize;
+        let Ok(view) = BatchView::parse(&buf[at..at + length], config.max_batch_bytes) else {
+            return Ok(ScanEnd::Open(pos));
+        };
+        if view.verify_stamp().is_err() {
+            return Ok(ScanEnd::Open(pos));
+        }
+        let h = view.header;
+        if h.is_control() {
+            return Ok(ScanEnd::Sealed(pos + length as u64));
+        }
+        let q = QueueKey::new(h.stamp.topic_id, h.stamp.queue_id);
+        let floor = floors.get(&q).copied().unwrap_or(0);
+        let entry = IndexEntry {
+            base_offset: h.stamp.base_offset,
+            position: pos,
+            length: length as u32,
+            record_count: h.record_count,
+            store_timestamp_ms: h.stamp.store_timestamp_ms,
+        };
+        if entry.next_offset() > floor {
+            let qi = queues.entry(q).or_insert_with(|| QueueIndex::with_floor(floor));
+            if h.stamp.base_offset != qi.next_offset() {
+                // Offsets must continue the queue exactly; anything else is not our data.
+                return Ok(ScanEnd::Open(pos));
+            }
+            qi.push(entry);
+        }
+        seg.max_store_timestamp_ms
+            .set(seg.max_store_timestamp_ms.get().max(h.stamp.store_timestamp_ms));
+        pos += length as u64;
+    }
+}
+
+/// The group-commit loop. Holds only a weak reference so dropping the log ends it.
+async fn flusher_loop<D: LogDir + 'static>(weak: std::rc::Weak<CommitLog<D>>) {
+    loop {
+        let Some(log) = weak.upgrade() else { return };
+        let interval = log.config.flush_interval();
+        let async_mode = log.config.flush_mode == FlushMode::Async;
+        let wait = {
+            let st = log.st.borrow();
+            if st.closed || st.failed.is_some() {
+                return;
+            }
+            !st.flush_requested
+        };
+        if wait {
+            if async_mode {
+                let kicked = runtime::timeout(interval, log.flush_kick.wait()).await.is_some();
+                let st = log.st.borrow();
+                if !kicked && st.append_pos > st.durable {
+                    drop(st);
+                    // flush_interval_ms elapsed with data pending: flush it.
+                    log.st.borrow_mut().flush_requested = true;
+                }
+            } else {
+                log.flush_kick.wait().await;
+            }
+            continue;
+        }
+        if let Err(reason) = flush_once(&log).await {
+            log.fail(reason);
+            return;
+        }
+    }
+}
+
+/// One group commit. Err is a failed write or sync (the log must stop).
+async fn flush_once<D: LogDir + 'static>(
+    log: &Rc<CommitLog<D>>,
+) -> std::result::Result<(), String> {
+    let target = {
+        let mut st = log.st.borrow_mut();
+        st.flush_requested = false;
+        log.dispatch_head(&mut st);
+        st.append_pos
+    };
+    loop {
+        {
+            let st = log.st.borrow();
+            if let Some(r) = &st.failed {
+                return Err(r.clone());
+            }
+            if st.tracker.written() >= target {
+                break;
+            }
+        }
+        log.written_changed.wait().await;
+    }
+    let to_sync: Vec<Rc<Segment<D::File>>> = {
+        let st = log.st.borrow();
+        st.segments.values().filter(|s| s.unsynced.replace(false)).cloned().collect()
+    };
+    for seg in to_sync {
+        seg.file
+            .sync_data()
+            .await
+            .map_err(|e| format!("fdatasync of {} failed: {e}", segment_name(seg.base)))?;
+    }
+    let (ready, more) = {
+        let mut st = log.st.borrow_mut();
+        if let Some(r) = &st.failed {
+            return Err(r.clone());
+        }
+        st.durable = st.durable.max(target);
+        let durable = st.durable;
+        let mut ready = Vec::new();
+        while st.waiters.front().is_some_and(|(end, _)| *end <= durable) {
+            ready.push(st.waiters.pop_front().expect("front exists").1);
+        }
+        // Waiters are queued in append order, but a flush() may have queued a later end
+        // before an earlier append's waiter; sweep the rest too.
+        let mut rest = VecDeque::new();
+        while let Some((end, tx)) = st.waiters.pop_front() {
+            if end <= durable {
+                ready.push(tx);
+            } else {
+                rest.push_back((end, tx));
+            }
+        }
+        let more = !rest.is_empty();
+        st.waiters = rest;
+        if more {
+            st.flush_requested = true;
+        }
+        (ready, more)
+    };
+    for tx in ready {
+        let _ = tx.send(Ok(()));
+    }
+    if let Err(e) = log.write_sealed_indexes().await {
+        // An index file is an optimisation for restart; failing to write it loses nothing,
+        // and a failing disk will fail the next data write too.
+        tracing::warn!("could not write segment index: {e}");
+    }
+    if more {
+        log.flush_kick.notify();
+    }
+    Ok(())
+}
