@@ -898,10 +898,22 @@ async fn create_segment<D: LogDir>(
 ) -> std::io::Result<Segment<D::File>> {
     let file = dir.open(&segment_name(base), true).await?;
     if config.preallocate {
-        file.allocate(config.segment_size_bytes).await?;
+        preallocate(&file, config.segment_size_bytes).await?;
     }
     dir.sync_dir().await?;
     Ok(Segment::new(base, file))
+}
+
+/// Reserves a segment's space up front (fewer extent allocations while appending). Filesystems
+/// without fallocate (ramfs, some network filesystems) just skip it.
+async fn preallocate<F: LogFile>(file: &F, len: u64) -> std::io::Result<()> {
+    match file.allocate(len).await {
+        Err(e) if e.kind() == std::io::ErrorKind::Unsupported => {
+            tracing::debug!("filesystem does not support fallocate; segments grow as written");
+            Ok(())
+        }
+        other => other,
+    }
 }
 
 /// What recovery found.
@@ -1043,8 +1055,7 @@ async fn recover<D: LogDir>(dir: &D, config: &StorageConfig) -> Result<Recovered
             last.file.sync_data().await.map_err(io("syncing truncated segment".into()))?;
         }
         if config.preallocate {
-            last.file
-                .allocate(config.segment_size_bytes)
+            preallocate(&*last.file, config.segment_size_bytes)
                 .await
                 .map_err(io("preallocating segment".into()))?;
         }

@@ -1,0 +1,171 @@
+//! The commit log on real files (glommio DmaFile / BufferedFile) in a temp directory.
+
+mod common;
+
+use common::{batch, batch_tag, run};
+use ringmq::storage::{
+    AppendStatus, CommitLog, FlushMode, IoMode, QueueKey, StorageConfig, StorageError,
+};
+use std::path::{Path, PathBuf};
+
+const Q: QueueKey = QueueKey { topic_id: 3, queue_id: 1 };
+
+fn config(dir: &Path, mode: FlushMode, io: IoMode) -> StorageConfig {
+    StorageConfig {
+        dir: dir.to_path_buf(),
+        segment_size_bytes: 256 * 1024,
+        max_batch_bytes: 64 * 1024,
+        chunk_size_bytes: 64 * 1024,
+        chunk_pool_chunks: 8,
+        cache_bytes: 0,
+        flush_mode: mode,
+        io_mode: io,
+        preallocate: true,
+        ..StorageConfig::default()
+    }
+}
+
+async fn read_tags(log: &std::rc::Rc<CommitLog>, q: QueueKey) -> Vec<u64> {
+    let mut out = vec![];
+    let mut off = log.offsets(q).min;
+    loop {
+        let r = log.read(q, off, 256 * 1024).await.unwrap();
+        if r.batches.is_empty() {
+            return out;
+        }
+        out.extend(r.batches.iter().map(|b| batch_tag(b)));
+        off = r.next_offset;
+    }
+}
+
+fn round_trip(dir: PathBuf, io: IoMode) {
+    run(move || async move {
+        let cfg = config(&dir, FlushMode::Sync, io);
+        let log = CommitLog::open(cfg.clone()).await.unwrap();
+        let mut tasks = vec![];
+        for i in 0..120u64 {
+            let log = log.clone();
+            tasks.push(ringmq::runtime::spawn(async move {
+                log.append_committed(Q, &batch(i, 4, 1000)).await.unwrap()
+            }));
+        }
+        for t in tasks {
+            let (_, status) = t.await.expect("task");
+            assert_eq!(status, AppendStatus::Ok);
+        }
+        assert!(log.segment_bases().len() >= 2, "rolled into several segments");
+        let mut tags = read_tags(&log, Q).await; // cache_bytes = 0: from disk, CRC-checked
+        tags.sort_unstable();
+        assert_eq!(tags, (0..120).collect::<Vec<_>>());
+        log.close().await.unwrap();
+
+        let log = CommitLog::open(cfg).await.unwrap();
+        assert_eq!(log.offsets(Q).next, 480);
+        let mut again = read_tags(&log, Q).await;
+        again.sort_unstable();
+        assert_eq!(again, (0..120).collect::<Vec<_>>());
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn direct_io_round_trip_and_reopen() {
+    let tmp = tempfile::tempdir_in(std::env::temp_dir()).unwrap();
+    round_trip(tmp.path().join("log"), IoMode::Direct);
+}
+
+#[test]
+fn buffered_io_round_trip_and_reopen() {
+    let tmp = tempfile::tempdir().unwrap();
+    round_trip(tmp.path().join("log"), IoMode::Buffered);
+}
+
+/// A freshly mounted ramfs (which has no O_DIRECT support), unmounted on drop.
+struct Ramfs(tempfile::TempDir);
+
+impl Ramfs {
+    fn mount() -> Option<Ramfs> {
+        let dir = tempfile::tempdir().ok()?;
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "ramfs", "ramfs"])
+            .arg(dir.path())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then_some(Ramfs(dir))
+    }
+}
+
+impl Drop for Ramfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(self.0.path()).status();
+    }
+}
+
+#[test]
+fn filesystem_without_o_direct_says_use_buffered() {
+    let Some(fs) = Ramfs::mount() else {
+        eprintln!("cannot mount a ramfs here (needs root); skipping");
+        return;
+    };
+    let dir = fs.0.path().join("log");
+    let d2 = dir.clone();
+    let err = run(move || async move {
+        CommitLog::open(config(&d2, FlushMode::Async, IoMode::Direct))
+            .await
+            .err()
+            .map(|e| e.to_string())
+    });
+    let err = err.expect("direct I/O on ramfs must fail");
+    assert!(err.contains("O_DIRECT") && err.contains("buffered"), "{err}");
+    // And buffered mode works there.
+    round_trip(dir, IoMode::Buffered);
+}
+
+#[test]
+fn unusable_data_dir_is_a_clear_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("not-a-dir");
+    std::fs::write(&file, b"x").unwrap();
+    let dir = file.join("data");
+    let err = run(move || async move {
+        match CommitLog::open(config(&dir, FlushMode::Async, IoMode::Direct)).await {
+            Err(StorageError::Setup(msg)) => msg,
+            Err(e) => panic!("wrong error kind: {e}"),
+            Ok(_) => panic!("opened a log under a regular file"),
+        }
+    });
+    assert!(err.contains("cannot create data directory"), "{err}");
+}
+
+#[test]
+fn invalid_config_names_the_knob() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cfg = config(tmp.path(), FlushMode::Async, IoMode::Direct);
+    cfg.segment_size_bytes = 1000;
+    let err = run(move || async move { CommitLog::open(cfg).await.err().unwrap().to_string() });
+    assert!(err.contains("segment_size_bytes"), "{err}");
+}
+
+#[test]
+fn async_mode_flushes_on_interval_and_reads_unflushed_data() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
+    run(move || async move {
+        let mut cfg = config(&dir, FlushMode::Async, IoMode::Direct);
+        cfg.flush_interval_ms = 20;
+        cfg.cache_bytes = 1 << 20;
+        let log = CommitLog::open(cfg).await.unwrap();
+        log.append(Q, &batch(7, 2, 100)).await.unwrap();
+        // Visible at once in async mode, before any flush.
+        assert_eq!(read_tags(&log, Q).await, vec![7]);
+        // The interval flush makes it durable without anyone asking.
+        let mut waited = 0;
+        while log.positions().2 < log.positions().0 {
+            assert!(waited < 2000, "interval flush did not happen");
+            ringmq::runtime::sleep(std::time::Duration::from_millis(5)).await;
+            waited += 5;
+        }
+        log.close().await.unwrap();
+    });
+}
