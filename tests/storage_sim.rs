@@ -36,7 +36,7 @@ fn append_read_reopen_many_queues_across_segments() {
     run(|| async {
         let dir = SimDir::new(1);
         let log = CommitLog::open_with(dir.clone(), small_config(FlushMode::Async)).await.unwrap();
-        let mut expect = vec![vec![], vec![], vec![]];
+        let mut expect = [vec![], vec![], vec![]];
         for i in 0..300u64 {
             let (q, k) = match i % 3 {
                 0 => (Q1, 0),

@@ -82,7 +82,7 @@ pub struct SimFileHandle {
 }
 
 fn eio(what: &str) -> io::Error {
-    io::Error::new(io::ErrorKind::Other, format!("simulated EIO on {what}"))
+    io::Error::other(format!("simulated EIO (Input/output error) on {what}"))
 }
 
 impl SimDir {
