@@ -343,3 +343,33 @@ fn corruption_at_rest_is_detected_on_read() {
         log.close().await.unwrap();
     });
 }
+
+/// Regression: one fetch coalesced disk reads across a segment boundary into one short read.
+#[test]
+fn large_disk_reads_across_segment_boundaries() {
+    run(|| async {
+        let dir = SimDir::new(13);
+        let mut cfg = small_config(FlushMode::Async);
+        cfg.cache_bytes = 0;
+        let log = CommitLog::open_with(dir.clone(), cfg.clone()).await.unwrap();
+        for i in 0..300u64 {
+            log.append(Q1, &batch(i, 1, 600)).await.unwrap();
+        }
+        log.close().await.unwrap();
+        let log = CommitLog::open_with(dir.clone(), cfg).await.unwrap();
+        assert!(log.segment_bases().len() >= 3);
+        let r = log.read(Q1, 0, 1 << 20).await.unwrap();
+        let tags: Vec<u64> = r.batches.iter().map(|b| batch_tag(b)).collect();
+        assert_eq!(tags, (0..300).collect::<Vec<_>>());
+        // Read-ahead serves the next sequential reads of a smaller consumer.
+        let mut off = 0;
+        let mut seen = 0;
+        while off < 300 {
+            let r = log.read(Q1, off, 4096).await.unwrap();
+            seen += r.batches.len();
+            off = r.next_offset;
+        }
+        assert_eq!(seen, 300);
+        log.close().await.unwrap();
+    });
+}

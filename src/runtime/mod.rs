@@ -199,3 +199,37 @@ impl Signal {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memlock_warning_names_the_limit_and_the_fix() {
+        let (cur, _) = memlock_limit();
+        if cur == libc::RLIM_INFINITY {
+            assert!(check_memlock(64, 1 << 30).is_none());
+            return;
+        }
+        let msg = check_memlock(64, 1 << 30).expect("64 GiB exceeds any finite limit");
+        assert!(msg.contains("ulimit -l") && msg.contains("LimitMEMLOCK"), "{msg}");
+        assert!(msg.contains(&format!("{} KiB", cur / 1024)), "{msg}");
+        assert!(check_memlock(1, 0).is_none());
+    }
+
+    #[test]
+    fn signal_wakes_a_waiter_once() {
+        run_on_new_executor(ExecutorOptions::default(), || async {
+            let s = std::rc::Rc::new(Signal::default());
+            s.notify();
+            s.notify();
+            s.wait().await; // both notifications collapse into one
+            let s2 = s.clone();
+            let t = spawn(async move { s2.wait().await });
+            yield_once().await;
+            s.notify();
+            t.await;
+        })
+        .unwrap();
+    }
+}

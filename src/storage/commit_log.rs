@@ -51,6 +51,10 @@ use crate::format::batch::{self as fmt, BatchView, FormatError, Stamp, HEADER_LE
 use crate::runtime::{self, DmaBuffer, Semaphore, Signal, StaticPermit};
 
 const FLOOR_FILE: &str = "queues.floor";
+/// Read-ahead buffers kept per log (each at most one fetch plus `read_ahead_bytes`).
+const READ_AHEAD_SLOTS: usize = 4;
+/// Two disk batches of one fetch are read with one I/O when at most this far apart.
+const COALESCE_GAP_BYTES: u64 = 128 * 1024;
 /// Read size while scanning segments during recovery.
 const SCAN_READ_BYTES: usize = 4 << 20;
 
@@ -94,6 +98,8 @@ struct State<F> {
     flush_requested: bool,
     queues: Indexes,
     cache: ChunkCache,
+    /// Recent disk reads that went past what was asked: (log position of buf[0], buf).
+    read_ahead: VecDeque<(u64, ReadBuf)>,
     last_store_ts: i64,
 }
 
@@ -149,6 +155,7 @@ impl<D: LogDir + 'static> CommitLog<D> {
                 flush_requested: false,
                 queues: recovered.queues,
                 cache: ChunkCache::new(config.cache_bytes),
+                read_ahead: VecDeque::with_capacity(READ_AHEAD_SLOTS),
                 last_store_ts: recovered.last_store_ts,
             }),
             dir,
@@ -164,6 +171,8 @@ impl<D: LogDir + 'static> CommitLog<D> {
         let weak = Rc::downgrade(&log);
         let handle = runtime::spawn(async move { flusher_loop(weak).await });
         *log.flusher.borrow_mut() = Some(handle);
+        let weak = Rc::downgrade(&log);
+        runtime::spawn_detached(async move { retention_loop(weak).await });
         Ok(log)
     }
 
@@ -521,8 +530,14 @@ impl<D: LogDir + 'static> CommitLog<D> {
         max_bytes: usize,
     ) -> Result<ReadBatches> {
         enum Source {
+            /// From memory we wrote: no checksum to verify.
             Ready(ReadBuf),
-            Disk { pos: u64, len: usize },
+            /// From a disk read (now or read ahead earlier): verified below.
+            FromDisk(ReadBuf, u64),
+            Disk {
+                pos: u64,
+                len: usize,
+            },
         }
         let (plan, offsets, next_offset) = {
             let mut guard = self.st.borrow_mut();
@@ -575,6 +590,8 @@ impl<D: LogDir + 'static> CommitLog<D> {
                 let len = e.length as usize;
                 if let Some(hit) = st.cache.get(e.position, len) {
                     plan.push(Source::Ready(hit));
+                } else if let Some(buf) = read_ahead_hit(&st.read_ahead, e.position, len) {
+                    plan.push(Source::FromDisk(buf, e.position));
                 } else if e.end() <= written {
                     plan.push(Source::Disk { pos: e.position, len });
                 } else {
@@ -593,50 +610,110 @@ impl<D: LogDir + 'static> CommitLog<D> {
             (plan, offsets, next_offset)
         };
         let mut batches = Vec::with_capacity(plan.len());
-        for src in plan {
-            match src {
-                Source::Ready(b) => batches.push(b),
-                Source::Disk { pos, len } => batches.push(self.read_from_disk(pos, len).await?),
+        let mut i = 0;
+        while i < plan.len() {
+            match &plan[i] {
+                Source::Ready(b) => batches.push(b.clone()),
+                Source::FromDisk(b, pos) => {
+                    batches.push(self.verified(b.clone(), *pos, b.len())?)
+                }
+                Source::Disk { pos, len } => {
+                    // Coalesce the following disk batches that lie close after this one.
+                    let (start, mut end) = (*pos, *pos + *len as u64);
+                    let span_limit = (max_bytes.max(self.config.read_ahead_bytes) * 2) as u64;
+                    // One read never crosses into the next segment (another file).
+                    let next_segment = {
+                        let st = self.st.borrow();
+                        st.segments.range(start + 1..).next().map_or(u64::MAX, |(b, _)| *b)
+                    };
+                    let mut j = i + 1;
+                    while let Some(Source::Disk { pos: p, len: l }) = plan.get(j) {
+                        let (p, l) = (*p, *l as u64);
+                        if p < end
+                            || p - end > COALESCE_GAP_BYTES
+                            || p + l - start > span_limit
+                            || p + l > next_segment
+                        {
+                            break;
+                        }
+                        end = p + l;
+                        j += 1;
+                    }
+                    let span = self.read_span(start, end).await?;
+                    for src in &plan[i..j] {
+                        let Source::Disk { pos, len } = src else { unreachable!("disk run") };
+                        let b = span.slice((pos - start) as usize, *len);
+                        batches.push(self.verified(b, *pos, *len)?);
+                    }
+                    i = j;
+                    continue;
+                }
             }
+            i += 1;
         }
         Ok(ReadBatches { batches, next_offset, offsets })
     }
 
-    /// Reads one batch from its segment and verifies both of its checksums.
-    async fn read_from_disk(&self, pos: u64, len: usize) -> Result<ReadBuf> {
-        if self.st.borrow().tracker.written() < pos + len as u64 {
-            // Only reachable when the memory path lost the batch's start (evicted after it
+    /// Checks a batch read from disk: both checksums must match.
+    fn verified(&self, buf: ReadBuf, pos: u64, len: usize) -> Result<ReadBuf> {
+        let corrupt = |reason: String| {
+            let base = self.st.borrow().segment_for(pos).map_or(0, |s| s.base);
+            StorageError::Corrupt {
+                file: segment_name(base),
+                offset: pos - base,
+                reason: format!("batch fails verification: {reason}"),
+            }
+        };
+        let view = BatchView::parse(&buf, len).map_err(|e| corrupt(e.to_string()))?;
+        view.verify_stamp().map_err(|e| corrupt(e.to_string()))?;
+        Ok(buf)
+    }
+
+    /// Reads log bytes `[start, end)` (one segment) from disk, plus up to `read_ahead_bytes`
+    /// more that are already written, keeping the extra for the next sequential read.
+    async fn read_span(&self, start: u64, end: u64) -> Result<ReadBuf> {
+        if self.st.borrow().tracker.written() < end {
+            // Only reachable when the memory path lost a batch's start (evicted after it
             // reached disk) while its end is not written yet: get it to disk first.
             self.request_flush();
-            while self.st.borrow().tracker.written() < pos + len as u64 {
+            while self.st.borrow().tracker.written() < end {
                 self.check_writable()?;
                 runtime::sleep(Duration::from_millis(1)).await;
             }
         }
-        let seg = self.st.borrow().segment_for(pos).cloned();
-        let Some(seg) = seg else {
-            return Err(StorageError::Corrupt {
-                file: "?".into(),
-                offset: pos,
-                reason: "batch lies in a deleted segment".into(),
-            });
+        let (seg, want_end) = {
+            let st = self.st.borrow();
+            let Some(seg) = st.segment_for(start).cloned() else {
+                return Err(StorageError::Corrupt {
+                    file: "?".into(),
+                    offset: start,
+                    reason: "batch lies in a deleted segment".into(),
+                });
+            };
+            let seg_end = seg.sealed_end.get().unwrap_or(seg.base + self.config.segment_size_bytes);
+            let limit = st.tracker.written().min(seg_end);
+            (seg, (end + self.config.read_ahead_bytes as u64).min(limit).max(end))
         };
-        let file_off = pos - seg.base;
+        let file_off = start - seg.base;
         let buf = seg
             .file
-            .read_at(file_off, len)
+            .read_at(file_off, (want_end - start) as usize)
             .await
             .map_err(|e| StorageError::io(format!("reading {}", segment_name(seg.base)), e))?;
-        let corrupt = |reason: String| StorageError::Corrupt {
-            file: segment_name(seg.base),
-            offset: file_off,
-            reason,
-        };
-        if buf.len() < len {
-            return Err(corrupt(format!("short read: {} of {len} bytes", buf.len())));
+        if buf.len() < (end - start) as usize {
+            return Err(StorageError::Corrupt {
+                file: segment_name(seg.base),
+                offset: file_off,
+                reason: format!("short read: {} of {} bytes", buf.len(), end - start),
+            });
         }
-        let view = BatchView::parse(&buf, len).map_err(|e| corrupt(e.to_string()))?;
-        view.verify_stamp().map_err(|e| corrupt(e.to_string()))?;
+        if buf.len() as u64 > end - start {
+            let mut st = self.st.borrow_mut();
+            if st.read_ahead.len() == READ_AHEAD_SLOTS {
+                st.read_ahead.pop_front();
+            }
+            st.read_ahead.push_back((start, buf.clone()));
+        }
         Ok(buf)
     }
 
@@ -726,6 +803,7 @@ impl<D: LogDir + 'static> CommitLog<D> {
                 q.drop_before(new_start);
             }
             st.cache.retain_range(new_start, u64::MAX);
+            st.read_ahead.retain(|(start, _)| *start >= new_start);
             encode_floors(&st.queues)
         };
         self.dir
@@ -828,6 +906,14 @@ fn visible_offsets(q: &QueueIndex, visible: u64) -> QueueOffsets {
         o.next = q.get(i).map_or(o.next, |e| e.base_offset);
     }
     o
+}
+
+/// The bytes `[pos, pos + len)` if a read-ahead buffer holds them.
+fn read_ahead_hit(slots: &VecDeque<(u64, ReadBuf)>, pos: u64, len: usize) -> Option<ReadBuf> {
+    slots.iter().rev().find_map(|(start, buf)| {
+        (pos >= *start && pos + len as u64 <= start + buf.len() as u64)
+            .then(|| buf.slice((pos - start) as usize, len))
+    })
 }
 
 /// Copies the log bytes from `pos` into `out` from the cache and the head chunk.
@@ -1205,6 +1291,27 @@ async fn scan_segment<F: LogFile>(
         seg.max_store_timestamp_ms
             .set(seg.max_store_timestamp_ms.get().max(h.stamp.store_timestamp_ms));
         pos += length as u64;
+    }
+}
+
+/// Applies the retention policy every `retention_check_interval_ms` until the log goes away.
+async fn retention_loop<D: LogDir + 'static>(weak: std::rc::Weak<CommitLog<D>>) {
+    loop {
+        let interval = match weak.upgrade() {
+            Some(log) => Duration::from_millis(log.config.retention_check_interval_ms.max(1)),
+            None => return,
+        };
+        runtime::sleep(interval).await;
+        let Some(log) = weak.upgrade() else { return };
+        {
+            let st = log.st.borrow();
+            if st.closed || st.failed.is_some() {
+                return;
+            }
+        }
+        if let Err(e) = log.enforce_retention(now_ms()).await {
+            tracing::warn!("retention failed: {e}");
+        }
     }
 }
 

@@ -50,7 +50,8 @@ pub struct StorageConfig {
     pub chunk_pool_chunks: usize,
     /// Bytes of recently written chunks kept in memory for reads. Default 256 MiB.
     pub cache_bytes: usize,
-    /// Disk read size for cold reads (bytes read ahead past a request). Default 1 MiB.
+    /// Cold reads fetch this many bytes past what a request needs and keep them (in a few
+    /// bounded slots) for the next sequential read. Default 1 MiB.
     pub read_ahead_bytes: usize,
     /// Preallocate each new segment with fallocate. Default true.
     pub preallocate: bool,
@@ -58,8 +59,8 @@ pub struct StorageConfig {
     pub retention_hours: u64,
     /// Delete oldest segments while the data filesystem is fuller than this ratio. Default 0.75.
     pub disk_max_used_ratio: f64,
-    /// Write an index checkpoint of the active segment every this many bytes. Default 64 MiB.
-    pub checkpoint_bytes: u64,
+    /// How often the log applies the retention policy on its own. Default 60000.
+    pub retention_check_interval_ms: u64,
 }
 
 impl Default for StorageConfig {
@@ -80,7 +81,7 @@ impl Default for StorageConfig {
             preallocate: true,
             retention_hours: 48,
             disk_max_used_ratio: 0.75,
-            checkpoint_bytes: 64 << 20,
+            retention_check_interval_ms: 60_000,
         }
     }
 }
@@ -113,6 +114,14 @@ impl StorageConfig {
         }
         if self.chunk_pool_chunks < 2 {
             return Err("chunk_pool_chunks must be at least 2".into());
+        }
+        if self.write_pool_bytes() < 2 * self.max_batch_bytes + self.chunk_size_bytes {
+            return Err(format!(
+                "chunk_size_bytes * chunk_pool_chunks = {} must hold at least two max_batch_bytes \
+                 batches plus a chunk ({})",
+                self.write_pool_bytes(),
+                2 * self.max_batch_bytes + self.chunk_size_bytes
+            ));
         }
         let min_batch = crate::format::HEADER_LEN + 32;
         if self.max_batch_bytes < min_batch {

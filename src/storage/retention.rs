@@ -58,7 +58,7 @@ mod tests {
         let p = RetentionPolicy { retention_ms: 48 * HOUR, disk_max_used_ratio: 0.75 };
         let now = 100 * HOUR;
         let sealed =
-            [seg(0, 10 * HOUR), seg(100, 51 * HOUR), seg(200, 60 * HOUR), seg(300, 20 * HOUR)];
+            [seg(0, 10 * HOUR), seg(100, 55 * HOUR), seg(200, 60 * HOUR), seg(300, 20 * HOUR)];
         assert_eq!(segments_to_delete(&p, &sealed, now, 0, 1000), vec![0]);
         assert_eq!(segments_to_delete(&p, &[], now, 0, 1000), Vec::<u64>::new());
     }
