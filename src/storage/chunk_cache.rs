@@ -85,6 +85,11 @@ impl ChunkCache {
         hit
     }
 
+    /// Does a cached chunk hold the byte at `pos`?
+    pub fn contains(&self, pos: u64) -> bool {
+        self.chunks.range(..=pos).next_back().is_some_and(|(_, c)| pos < c.end)
+    }
+
     /// Copies whatever of `[pos, pos + out.len())` the cache holds into `out`, in order from
     /// `pos`; returns how many leading bytes were found (for batches spanning two chunks).
     pub fn copy_prefix(&self, pos: u64, out: &mut [u8]) -> usize {
