@@ -60,7 +60,9 @@ pub struct BrokerConfig {
     pub max_topics: usize,
     /// Most queues one topic may have. Default 1024.
     pub max_queues_per_topic: u32,
-    /// Bytes of DMA buffer arena per shard executor. Default 4 MiB.
+    /// Bytes of DMA buffer arena per shard executor; 0 (default) sizes it for the storage
+    /// settings (`StorageConfig::dma_memory_bytes`: write pool + cache + read-ahead + reads in
+    /// flight), so chunks are reused from the arena instead of page-faulting fresh heap memory.
     pub io_memory_bytes: usize,
     /// How long a stopping broker waits for connections to finish in-flight requests before
     /// closing them. Default 10000.
@@ -89,7 +91,7 @@ impl Default for BrokerConfig {
             max_fetch_bytes: DEFAULT_MAX_FRAME_BYTES - 64,
             max_topics: 10_000,
             max_queues_per_topic: 1024,
-            io_memory_bytes: 4 << 20,
+            io_memory_bytes: 0,
             shutdown_timeout_ms: 10_000,
             ready_file: None,
         }
@@ -100,6 +102,14 @@ impl Default for BrokerConfig {
 pub const FETCH_RESPONSE_OVERHEAD: usize = 64;
 
 impl Config {
+    /// The DMA arena each shard executor gets (see `BrokerConfig::io_memory_bytes`).
+    pub fn shard_io_memory_bytes(&self) -> usize {
+        match self.broker.io_memory_bytes {
+            0 => self.storage.dma_memory_bytes(),
+            n => n,
+        }
+    }
+
     /// Reads and parses a config file; unknown keys are errors that name the key.
     pub fn load(path: &Path) -> Result<Config, String> {
         let text = std::fs::read_to_string(path)

@@ -4,6 +4,7 @@
 use std::rc::Rc;
 
 use super::shard_log::{AppendOutcome, ShardLog};
+use crate::storage::file::LogDir;
 use crate::storage::{
     AppendStatus, CommitLog, QueueKey, QueueOffsets, ReadBuf, StorageConfig, StorageError,
 };
@@ -17,7 +18,9 @@ pub async fn open(config: StorageConfig) -> Result<Rc<Log>, String> {
     CommitLog::open(config).await.map_err(|e| format!("{}: {e}", dir.display()))
 }
 
-impl ShardLog for Rc<CommitLog> {
+/// Any commit log is a shard log: production runs it on real files, broker unit tests on the
+/// simulated directory (the real log code either way, never a stand-in).
+impl<D: LogDir + 'static> ShardLog for Rc<CommitLog<D>> {
     async fn append(&self, queue: QueueKey, batch: &[u8]) -> Result<AppendOutcome, StorageError> {
         let (a, status) = self.append_committed(queue, batch).await?;
         Ok(AppendOutcome {

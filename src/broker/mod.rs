@@ -27,7 +27,7 @@
 //!
 //! The files: `config` (the TOML), `topics` (table rules), `routing` (placement),
 //! `metadata_store` (topics.json), `shard_log` (the seam to storage), `log_backend` (which
-//! log), `memory_log` (test log), `long_poll`, `mesh`, `shard` (request handling),
+//! log), `long_poll`, `mesh`, `shard` (request handling),
 //! `forwarding` (mesh receivers), `connection`, `listener`, `shutdown`, `server`, `error`.
 
 pub mod config;
@@ -37,7 +37,6 @@ pub mod forwarding;
 pub mod listener;
 pub mod log_backend;
 pub mod long_poll;
-pub mod memory_log;
 pub mod mesh;
 pub mod metadata_store;
 pub mod routing;

@@ -56,7 +56,7 @@ pub fn run(config: Config) -> Result<(), String> {
     config.validate()?;
     let placement = shard_placement(&config.broker)?;
     let n = placement.len();
-    if let Some(w) = runtime::check_memlock(n, config.broker.io_memory_bytes) {
+    if let Some(w) = runtime::check_memlock(n, config.shard_io_memory_bytes()) {
         tracing::warn!("{w}");
     }
     let topics = metadata_store::load(&config.broker.data_dir, n)?;
@@ -99,7 +99,7 @@ pub fn run(config: Config) -> Result<(), String> {
         let opts = ExecutorOptions {
             name: format!("ringmq-shard-{id}"),
             cpu: placement[id],
-            io_memory_bytes: config.broker.io_memory_bytes,
+            io_memory_bytes: config.shard_io_memory_bytes(),
         };
         let handle = match runtime::spawn_executor(opts, move || shard_thread(args)) {
             Ok(h) => h,

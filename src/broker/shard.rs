@@ -573,10 +573,14 @@ fn queue_topic(request: &Request) -> &str {
 
 #[cfg(test)]
 mod tests {
-    //! Request handling on one shard over the in-memory log: no sockets, no disk.
+    //! Request handling on one shard over the real commit log on the simulated directory: no
+    //! sockets, no disk.
 
     use super::*;
-    use crate::broker::memory_log::MemoryLog;
+    use crate::storage::sim_dir::SimDir;
+    use crate::storage::CommitLog;
+
+    type SimLog = Rc<CommitLog<SimDir>>;
     use crate::broker::mesh;
     use crate::format::{BatchBuilder, Record};
     use crate::runtime::{run_on_new_executor, ExecutorOptions};
@@ -597,7 +601,7 @@ mod tests {
         b.finish(-1, -1)
     }
 
-    async fn shard(waiters: usize) -> Rc<Shard<MemoryLog>> {
+    async fn shard(waiters: usize) -> Rc<Shard<SimLog>> {
         let mut config = Config::default();
         config.broker.max_long_poll_waiters_per_queue = waiters;
         let mut topics = TopicTable::new(1);
@@ -605,11 +609,19 @@ mod tests {
         let data = mesh::build::<Forward>(1, 4).pop().unwrap().connect().await.0;
         let control = mesh::build::<Control>(1, 4).pop().unwrap().connect().await.0;
         let ports = Ports { shared: 1, per_shard: vec![2] };
-        let log = MemoryLog::new(config.storage.max_batch_bytes);
+        let mut storage = config.storage.clone();
+        storage.dir = "/sim".into();
+        // Small sizes: the simulated directory holds whole segments in memory.
+        storage.segment_size_bytes = 4 << 20;
+        storage.max_batch_bytes = 256 << 10;
+        storage.chunk_size_bytes = 64 << 10;
+        storage.chunk_pool_chunks = 16;
+        storage.cache_bytes = 1 << 20;
+        let log = CommitLog::open_with(SimDir::new(7), storage).await.unwrap();
         Rc::new(Shard::new(0, 1, Arc::new(config), log, ports, topics, data, control, None))
     }
 
-    async fn call(s: &Rc<Shard<MemoryLog>>, request: Request) -> Reply {
+    async fn call(s: &Rc<Shard<SimLog>>, request: Request) -> Reply {
         s.handle(request).await.map(Answer::into_response)
     }
 

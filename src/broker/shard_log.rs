@@ -1,9 +1,9 @@
 //! The broker's seam to a shard's log: the five operations a shard needs from storage.
 //!
-//! Production implements it with `Rc<`[`crate::storage::CommitLog`]`>` (one per shard, on that
-//! shard's thread); broker unit tests use [`super::memory_log::MemoryLog`]. Keeping the seam this
-//! narrow lets the request handling be tested without disks and keeps storage types that the
-//! broker does not need out of it.
+//! Implemented by `Rc<`[`crate::storage::CommitLog`]`>` (one per shard, on that shard's thread):
+//! on real files in production, on the storage's simulated directory in broker unit tests, so
+//! request handling is tested without disks but against the real log. Keeping the seam this
+//! narrow keeps storage types that the broker does not need out of it.
 
 use crate::storage::{QueueKey, QueueOffsets, ReadBuf, StorageError};
 

@@ -1027,8 +1027,9 @@ struct Recovered<F> {
 enum ScanEnd {
     /// Hit the end marker: the segment is sealed at this position.
     Sealed(u64),
-    /// Valid data ends here (clean end or torn tail).
-    Open(u64),
+    /// Valid data ends here; `torn` when bytes that are not a valid batch follow (a crash in the
+    /// middle of a write), false at a clean end (zeros or end of file).
+    Open { end: u64, torn: bool },
 }
 
 /// Rebuilds the log's state from disk: loads index files, scans past them verifying every
@@ -1062,6 +1063,7 @@ async fn recover<D: LogDir>(dir: &D, config: &StorageConfig) -> Result<Recovered
     }
 
     let mut end = bases[0];
+    let mut torn_tail = false;
     let mut stop_after: Option<usize> = None;
     for (i, &base) in bases.iter().enumerate() {
         let file = dir
@@ -1110,8 +1112,9 @@ async fn recover<D: LogDir>(dir: &D, config: &StorageConfig) -> Result<Recovered
                 seg.sealed_end.set(Some(e));
                 end = e;
             }
-            ScanEnd::Open(e) => {
+            ScanEnd::Open { end: e, torn } => {
                 end = e;
+                torn_tail = torn;
                 stop_after = Some(i + 1);
                 break;
             }
@@ -1143,12 +1146,13 @@ async fn recover<D: LogDir>(dir: &D, config: &StorageConfig) -> Result<Recovered
         let size =
             last.file.size().await.map_err(io(format!("stat {}", segment_name(last.base))))?;
         if size > file_end {
-            tracing::warn!(
-                segment = %segment_name(last.base),
-                valid_bytes = file_end,
-                file_bytes = size,
-                "truncating torn or stale tail"
-            );
+            if torn_tail {
+                tracing::warn!(
+                    segment = %segment_name(last.base),
+                    valid_bytes = file_end,
+                    "recovered from a torn write: truncating the invalid tail"
+                );
+            }
             last.file.truncate(file_end).await.map_err(io("truncating torn tail".into()))?;
             last.file.sync_data().await.map_err(io("syncing truncated segment".into()))?;
         }
@@ -1242,7 +1246,7 @@ async fn scan_segment<F: LogFile>(
     let mut buf_pos = pos;
     loop {
         if pos + HEADER_LEN as u64 > seg_end {
-            return Ok(ScanEnd::Open(pos));
+            return Ok(ScanEnd::Open { end: pos, torn: false });
         }
         // Make sure the header is in the buffer.
         if pos + HEADER_LEN as u64 > buf_pos + buf.len() as u64 {
@@ -1253,13 +1257,16 @@ async fn scan_segment<F: LogFile>(
                 .await
                 .map_err(|e| StorageError::io(format!("scanning {}", segment_name(seg.base)), e))?;
             if buf.len() < HEADER_LEN {
-                return Ok(ScanEnd::Open(pos));
+                return Ok(ScanEnd::Open { end: pos, torn: false });
             }
         }
         let at = (pos - buf_pos) as usize;
         let length = fmt::peek_length(&buf[at..]).unwrap_or(0) as usize;
+        if length == 0 {
+            return Ok(ScanEnd::Open { end: pos, torn: false });
+        }
         if length < HEADER_LEN || length > config.max_batch_bytes || pos + length as u64 > seg_end {
-            return Ok(ScanEnd::Open(pos));
+            return Ok(ScanEnd::Open { end: pos, torn: true });
         }
         if at + length > buf.len() {
             buf_pos = pos;
@@ -1269,15 +1276,15 @@ async fn scan_segment<F: LogFile>(
                 .await
                 .map_err(|e| StorageError::io(format!("scanning {}", segment_name(seg.base)), e))?;
             if buf.len() < length {
-                return Ok(ScanEnd::Open(pos));
+                return Ok(ScanEnd::Open { end: pos, torn: true });
             }
         }
         let at = (pos - buf_pos) as usize;
         let Ok(view) = BatchView::parse(&buf[at..at + length], config.max_batch_bytes) else {
-            return Ok(ScanEnd::Open(pos));
+            return Ok(ScanEnd::Open { end: pos, torn: true });
         };
         if view.verify_stamp().is_err() {
-            return Ok(ScanEnd::Open(pos));
+            return Ok(ScanEnd::Open { end: pos, torn: true });
         }
         let h = view.header;
         if h.is_control() {
@@ -1296,7 +1303,7 @@ async fn scan_segment<F: LogFile>(
             let qi = queues.entry(q).or_insert_with(|| QueueIndex::with_floor(floor));
             if h.stamp.base_offset != qi.next_offset() {
                 // Offsets must continue the queue exactly; anything else is not our data.
-                return Ok(ScanEnd::Open(pos));
+                return Ok(ScanEnd::Open { end: pos, torn: true });
             }
             qi.push(entry);
         }
