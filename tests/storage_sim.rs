@@ -373,3 +373,24 @@ fn large_disk_reads_across_segment_boundaries() {
         log.close().await.unwrap();
     });
 }
+
+#[test]
+fn slow_fsync_reports_flush_disk_timeout_and_still_flushes() {
+    run(|| async {
+        let dir = SimDir::new(14);
+        let mut cfg = small_config(FlushMode::Sync);
+        cfg.sync_flush_timeout_ms = 20;
+        let log = CommitLog::open_with(dir.clone(), cfg.clone()).await.unwrap();
+        dir.set_sync_delay(std::time::Duration::from_millis(150));
+        let (a, status) = log.append_committed(Q1, &batch(1, 2, 10)).await.unwrap();
+        assert_eq!(status, AppendStatus::FlushDiskTimeout);
+        // The batch stays and is flushed; once durable it survives a crash.
+        assert!(log.wait_durable(a.end, None).await.unwrap());
+        dir.set_sync_delay(std::time::Duration::ZERO);
+        dir.crash();
+        drop(log);
+        let log = CommitLog::open_with(dir.clone(), cfg).await.unwrap();
+        assert_eq!(read_all(&log, Q1).await, vec![1]);
+        log.close().await.unwrap();
+    });
+}

@@ -602,6 +602,15 @@ mod tests {
     }
 
     async fn shard(waiters: usize) -> Rc<Shard<SimLog>> {
+        shard_on(SimDir::new(7), waiters, |_| {}).await
+    }
+
+    /// A shard whose log runs on `dir`, with `tweak` applied to the storage config.
+    async fn shard_on(
+        dir: SimDir,
+        waiters: usize,
+        tweak: impl FnOnce(&mut crate::storage::StorageConfig),
+    ) -> Rc<Shard<SimLog>> {
         let mut config = Config::default();
         config.broker.max_long_poll_waiters_per_queue = waiters;
         let mut topics = TopicTable::new(1);
@@ -617,7 +626,9 @@ mod tests {
         storage.chunk_size_bytes = 64 << 10;
         storage.chunk_pool_chunks = 16;
         storage.cache_bytes = 1 << 20;
-        let log = CommitLog::open_with(SimDir::new(7), storage).await.unwrap();
+        tweak(&mut storage);
+        config.storage = storage.clone();
+        let log = CommitLog::open_with(dir, storage).await.unwrap();
         Rc::new(Shard::new(0, 1, Arc::new(config), log, ports, topics, data, control, None))
     }
 
@@ -680,6 +691,47 @@ mod tests {
             assert_eq!(r, Response::Offsets { min_offset: 0, next_offset: 5, timestamp_offset: 0 });
             let e = s.handle_forwarded(fetch(0, 0)).await.map(|_| ());
             assert_eq!(e, Ok(()), "a forwarded request for an owned queue is served");
+        });
+    }
+
+    #[test]
+    fn slow_and_failed_storage_map_to_flush_disk_timeout_and_shard_failed() {
+        run(|| async {
+            let dir = SimDir::new(21);
+            let s = shard_on(dir.clone(), 8, |st| {
+                st.flush_mode = crate::storage::FlushMode::Sync;
+                st.sync_flush_timeout_ms = 20;
+            })
+            .await;
+            let r = call(&s, produce(0, 1)).await.unwrap();
+            assert!(matches!(r, Response::Produce { status: SendStatus::SendOk, .. }), "{r:?}");
+            dir.set_sync_delay(Duration::from_millis(150));
+            let r = call(&s, produce(0, 1)).await.unwrap();
+            assert!(
+                matches!(
+                    r,
+                    Response::Produce { status: SendStatus::FlushDiskTimeout, base_offset: 1, .. }
+                ),
+                "{r:?}"
+            );
+            dir.set_sync_delay(Duration::ZERO);
+            // Wait (bounded) until the slow flush finished: in sync mode the batch becomes
+            // visible once durable.
+            let offsets = Request::Offsets { topic: "t".into(), queue_id: 0, timestamp_ms: 0 };
+            let t = Instant::now();
+            while !matches!(
+                call(&s, offsets.clone()).await.unwrap(),
+                Response::Offsets { next_offset: 2, .. }
+            ) {
+                assert!(t.elapsed() < Duration::from_secs(5), "slow flush never completed");
+                runtime::sleep(Duration::from_millis(5)).await;
+            }
+            dir.fail_syncs(1);
+            let e = call(&s, produce(0, 1)).await.unwrap_err();
+            assert_eq!(e.code, ErrorCode::SHARD_FAILED, "{e:?}");
+            // The shard keeps answering, and keeps refusing writes it cannot make durable.
+            let e = call(&s, produce(0, 1)).await.unwrap_err();
+            assert_eq!(e.code, ErrorCode::SHARD_FAILED);
         });
     }
 

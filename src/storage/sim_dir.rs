@@ -14,6 +14,8 @@
 //! - **ENOSPC**: [`SimDir::set_capacity`] bounds the total bytes of all files; a write that would
 //!   grow past it fails with ENOSPC.
 //! - **Corruption at rest**: [`SimDir::corrupt`] flips a byte in the durable and volatile images.
+//! - **Slow fsync**: [`SimDir::set_sync_delay`] makes every `sync_data` take that long (a disk
+//!   whose flushes stall), for the FLUSH_DISK_TIMEOUT path.
 //! - **Reordered completion**: operations yield to the executor a seeded-random number of times,
 //!   so concurrent writes complete out of order.
 //!
@@ -49,6 +51,7 @@ struct State {
     rng: u64,
     torn_crash: bool,
     max_yields: u32,
+    sync_delay: std::time::Duration,
     writes: u64,
     syncs: u64,
 }
@@ -98,6 +101,7 @@ impl SimDir {
                 rng: seed | 1,
                 torn_crash: false,
                 max_yields: 3,
+                sync_delay: std::time::Duration::ZERO,
                 writes: 0,
                 syncs: 0,
             })),
@@ -112,6 +116,10 @@ impl SimDir {
     /// The next `n` writes fail with EIO.
     pub fn fail_writes(&self, n: u32) {
         self.state.borrow_mut().fail_writes = n;
+    }
+    /// Every later `sync_data` takes `delay` before it completes.
+    pub fn set_sync_delay(&self, delay: std::time::Duration) {
+        self.state.borrow_mut().sync_delay = delay;
     }
     /// The next `n` syncs fail with EIO.
     pub fn fail_syncs(&self, n: u32) {
@@ -244,6 +252,10 @@ impl LogFile for SimFileHandle {
 
     async fn sync_data(&self) -> io::Result<()> {
         jitter(&self.state).await;
+        let delay = self.state.borrow().sync_delay;
+        if !delay.is_zero() {
+            crate::runtime::sleep(delay).await;
+        }
         self.check_alive("fsync")?;
         let mut s = self.state.borrow_mut();
         s.syncs += 1;
