@@ -9,5 +9,6 @@
 //! `../shared/DESIGN.md` (copied into `docs/design.md`) describes the architecture.
 
 pub mod format;
+pub mod protocol;
 pub mod runtime;
 pub mod storage;

@@ -1,0 +1,48 @@
+//! API keys and the versions this build speaks.
+
+/// Request types. Each key has one version (1) so far; a new version is added next to the
+/// old one and the broker answers `UNSUPPORTED_VERSION` for versions it does not know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u16)]
+pub enum ApiKey {
+    Metadata = 1,
+    CreateTopic = 2,
+    DeleteTopic = 3,
+    ListTopics = 4,
+    Produce = 5,
+    Fetch = 6,
+    Offsets = 7,
+    Stats = 8,
+}
+
+impl ApiKey {
+    pub const ALL: &'static [ApiKey] = &[
+        ApiKey::Metadata,
+        ApiKey::CreateTopic,
+        ApiKey::DeleteTopic,
+        ApiKey::ListTopics,
+        ApiKey::Produce,
+        ApiKey::Fetch,
+        ApiKey::Offsets,
+        ApiKey::Stats,
+    ];
+
+    pub fn from_u16(v: u16) -> Option<ApiKey> {
+        ApiKey::ALL.iter().copied().find(|k| *k as u16 == v)
+    }
+
+    /// Versions the broker accepts for this key, as an inclusive range.
+    pub fn supported_versions(self) -> (u16, u16) {
+        (1, 1)
+    }
+
+    /// The version clients of this build send.
+    pub fn current_version(self) -> u16 {
+        self.supported_versions().1
+    }
+
+    pub fn supports(self, version: u16) -> bool {
+        let (lo, hi) = self.supported_versions();
+        (lo..=hi).contains(&version)
+    }
+}

@@ -1,0 +1,97 @@
+//! Error codes carried in every response header. `0` is success.
+//!
+//! An error response's payload is `string message` (human-readable, says what to fix);
+//! `OFFSET_OUT_OF_RANGE` adds `u64 min | u64 next` so a consumer can reposition without
+//! another round trip. Codes are stable: never renumber, only append.
+
+/// Whether a client may retry the same request (possibly after refreshing metadata).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retriable {
+    Yes,
+    No,
+}
+
+macro_rules! error_codes {
+    ($($name:ident = $value:literal, $retry:ident, $text:literal;)*) => {
+        /// Stable error codes of the native protocol.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        #[repr(u16)]
+        #[allow(non_camel_case_types)]
+        pub enum ErrorCode {
+            $(#[doc = $text] $name = $value,)*
+        }
+
+        impl ErrorCode {
+            /// Every code, in numeric order.
+            pub const ALL: &'static [ErrorCode] = &[$(ErrorCode::$name,)*];
+
+            pub fn from_u16(v: u16) -> Option<ErrorCode> {
+                match v {
+                    $($value => Some(ErrorCode::$name),)*
+                    _ => None,
+                }
+            }
+
+            /// The code's SCREAMING_CASE name as documented in docs/protocol.md.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(ErrorCode::$name => stringify!($name),)*
+                }
+            }
+
+            pub fn retriable(self) -> Retriable {
+                match self {
+                    $(ErrorCode::$name => Retriable::$retry,)*
+                }
+            }
+
+            pub fn description(self) -> &'static str {
+                match self {
+                    $(ErrorCode::$name => $text,)*
+                }
+            }
+        }
+    };
+}
+
+error_codes! {
+    NONE = 0, No, "success";
+    UNKNOWN_TOPIC = 1, No, "the topic does not exist";
+    UNKNOWN_QUEUE = 2, No, "the queue id is not below the topic's queue count";
+    INVALID_TOPIC_NAME = 3, No, "topic names match ^[A-Za-z0-9_%|-]{1,127}$";
+    TOPIC_EXISTS = 4, No, "a topic with this name already exists";
+    INVALID_BATCH = 5, No, "the batch is malformed (length, magic, version, attributes, records)";
+    CORRUPT_BATCH = 6, No, "the batch CRC does not match its bytes";
+    BATCH_TOO_LARGE = 7, No, "the batch exceeds the broker's max batch size";
+    OFFSET_OUT_OF_RANGE = 8, No, "the offset is outside [min, next]; the payload carries both";
+    UNSUPPORTED_API = 9, No, "the api key is unknown to this broker";
+    UNSUPPORTED_VERSION = 10, No, "the api version is not supported for this api key";
+    FRAME_TOO_LARGE = 11, No, "the frame exceeds max_frame_bytes; the connection is closed";
+    NOT_OWNER = 12, Yes, "this shard does not own the queue; refresh metadata";
+    SHARD_FAILED = 13, No, "the owning shard's storage stopped after an I/O failure";
+    INTERNAL = 14, No, "an unexpected broker error; the message says what happened";
+    MALFORMED_REQUEST = 15, No, "the request payload does not decode";
+    INVALID_ARGUMENT = 16, No, "a request field has an invalid value (e.g. zero queues)";
+    SHUTTING_DOWN = 17, Yes, "the broker is stopping; retry on another connection later";
+    TOO_MANY_TOPICS = 18, No, "the broker's topic limit is reached";
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_round_trip_and_are_dense() {
+        for (i, c) in ErrorCode::ALL.iter().enumerate() {
+            assert_eq!(*c as u16, i as u16);
+            assert_eq!(ErrorCode::from_u16(*c as u16), Some(*c));
+        }
+        assert_eq!(ErrorCode::from_u16(999), None);
+    }
+}

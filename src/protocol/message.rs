@@ -1,0 +1,649 @@
+//! Request and response bodies, their encodings, and the decoder for a whole request frame.
+//!
+//! Payload layouts (after the frame header) are listed in docs/protocol.md; each `encode`
+//! below writes exactly that and each `decode` accepts exactly that (trailing bytes are an
+//! error). Decoders never trust counts: lists are bounded by [`MAX_LIST_ITEMS`] and by the
+//! bytes actually present.
+
+use super::api::ApiKey;
+use super::codec::{DecodeError, Reader, Writer};
+use super::error_code::ErrorCode;
+use super::frame::{self, RequestHeader};
+
+/// Upper bound on any list in a payload (topics in a metadata request, shards in stats...).
+pub const MAX_LIST_ITEMS: u32 = 100_000;
+
+/// Produce flag: the client does not want a response (oneway send).
+pub const PRODUCE_FLAG_NO_RESPONSE: u8 = 1;
+
+/// A decoded request. Owned and `Send`, so a shard can forward it to the owning shard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    /// Routes for the named topics; all topics when empty.
+    Metadata {
+        topics: Vec<String>,
+    },
+    CreateTopic {
+        topic: String,
+        queue_count: u32,
+    },
+    DeleteTopic {
+        topic: String,
+    },
+    ListTopics,
+    /// One batch (format v1) for one queue.
+    Produce {
+        topic: String,
+        queue_id: u32,
+        flags: u8,
+        batch: Vec<u8>,
+    },
+    /// Stored batches from `offset`, up to about `max_bytes` (at least one whole batch when
+    /// any exists). Waits up to `max_wait_ms` when `offset` is the queue's end.
+    Fetch {
+        topic: String,
+        queue_id: u32,
+        offset: u64,
+        max_bytes: u32,
+        max_wait_ms: u32,
+    },
+    /// Queue bounds and, when `timestamp_ms >= 0`, the first offset stored at or after it.
+    Offsets {
+        topic: String,
+        queue_id: u32,
+        timestamp_ms: i64,
+    },
+    Stats,
+}
+
+impl Request {
+    pub fn api_key(&self) -> ApiKey {
+        match self {
+            Request::Metadata { .. } => ApiKey::Metadata,
+            Request::CreateTopic { .. } => ApiKey::CreateTopic,
+            Request::DeleteTopic { .. } => ApiKey::DeleteTopic,
+            Request::ListTopics => ApiKey::ListTopics,
+            Request::Produce { .. } => ApiKey::Produce,
+            Request::Fetch { .. } => ApiKey::Fetch,
+            Request::Offsets { .. } => ApiKey::Offsets,
+            Request::Stats => ApiKey::Stats,
+        }
+    }
+
+    /// Whether the sender expects a response frame.
+    pub fn wants_response(&self) -> bool {
+        !matches!(self, Request::Produce { flags, .. } if flags & PRODUCE_FLAG_NO_RESPONSE != 0)
+    }
+
+    /// Encodes a whole request frame.
+    pub fn encode_frame(&self, correlation_id: u32) -> Vec<u8> {
+        let key = self.api_key();
+        let buf = frame::begin_request(RequestHeader {
+            api_key: key as u16,
+            api_version: key.current_version(),
+            correlation_id,
+        });
+        let mut w = Writer::with_buffer(buf);
+        match self {
+            Request::Metadata { topics } => {
+                w.count(topics.len());
+                for t in topics {
+                    w.string(t);
+                }
+            }
+            Request::CreateTopic { topic, queue_count } => {
+                w.string(topic).u32(*queue_count);
+            }
+            Request::DeleteTopic { topic } => {
+                w.string(topic);
+            }
+            Request::ListTopics | Request::Stats => {}
+            Request::Produce { topic, queue_id, flags, batch } => {
+                w.string(topic).u32(*queue_id).u8(*flags).bytes(batch);
+            }
+            Request::Fetch { topic, queue_id, offset, max_bytes, max_wait_ms } => {
+                w.string(topic).u32(*queue_id).u64(*offset).u32(*max_bytes).u32(*max_wait_ms);
+            }
+            Request::Offsets { topic, queue_id, timestamp_ms } => {
+                w.string(topic).u32(*queue_id).i64(*timestamp_ms);
+            }
+        }
+        let mut buf = w.buf;
+        frame::finish_frame(&mut buf);
+        buf
+    }
+}
+
+/// Why a checked frame is not a request this broker can serve. Each maps to an error code;
+/// the connection answers it and keeps going (framing is intact).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    #[error("unknown api key {0}")]
+    UnsupportedApi(u16),
+    #[error("api {api:?} does not support version {version} (supported {lo}..={hi})")]
+    UnsupportedVersion { api: ApiKey, version: u16, lo: u16, hi: u16 },
+    #[error("malformed {api:?} request: {source}")]
+    Malformed { api: ApiKey, source: DecodeError },
+}
+
+impl RequestError {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            RequestError::UnsupportedApi(_) => ErrorCode::UNSUPPORTED_API,
+            RequestError::UnsupportedVersion { .. } => ErrorCode::UNSUPPORTED_VERSION,
+            RequestError::Malformed { .. } => ErrorCode::MALFORMED_REQUEST,
+        }
+    }
+}
+
+/// Decodes the payload of a complete, checked request frame.
+pub fn decode_request(header: &RequestHeader, payload: &[u8]) -> Result<Request, RequestError> {
+    let api =
+        ApiKey::from_u16(header.api_key).ok_or(RequestError::UnsupportedApi(header.api_key))?;
+    if !api.supports(header.api_version) {
+        let (lo, hi) = api.supported_versions();
+        return Err(RequestError::UnsupportedVersion { api, version: header.api_version, lo, hi });
+    }
+    decode_body(api, payload).map_err(|source| RequestError::Malformed { api, source })
+}
+
+fn decode_body(api: ApiKey, payload: &[u8]) -> Result<Request, DecodeError> {
+    let mut r = Reader::new(payload);
+    let req = match api {
+        ApiKey::Metadata => {
+            let n = r.count("topics", MAX_LIST_ITEMS, 2)?;
+            let mut topics = Vec::with_capacity(n);
+            for _ in 0..n {
+                topics.push(r.string("topic")?);
+            }
+            Request::Metadata { topics }
+        }
+        ApiKey::CreateTopic => {
+            Request::CreateTopic { topic: r.string("topic")?, queue_count: r.u32("queue_count")? }
+        }
+        ApiKey::DeleteTopic => Request::DeleteTopic { topic: r.string("topic")? },
+        ApiKey::ListTopics => Request::ListTopics,
+        ApiKey::Produce => Request::Produce {
+            topic: r.string("topic")?,
+            queue_id: r.u32("queue_id")?,
+            flags: r.u8("flags")?,
+            batch: r.bytes("batch")?.to_vec(),
+        },
+        ApiKey::Fetch => Request::Fetch {
+            topic: r.string("topic")?,
+            queue_id: r.u32("queue_id")?,
+            offset: r.u64("offset")?,
+            max_bytes: r.u32("max_bytes")?,
+            max_wait_ms: r.u32("max_wait_ms")?,
+        },
+        ApiKey::Offsets => Request::Offsets {
+            topic: r.string("topic")?,
+            queue_id: r.u32("queue_id")?,
+            timestamp_ms: r.i64("timestamp_ms")?,
+        },
+        ApiKey::Stats => Request::Stats,
+    };
+    r.finish()?;
+    Ok(req)
+}
+
+/// Whether a produce reached the configured durability (RocketMQ's SendStatus).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum SendStatus {
+    /// Stored, and durable if the broker runs `flush_mode = sync`.
+    SendOk = 0,
+    /// Stored but the sync flush did not finish within `sync_flush_timeout_ms`; the data stays
+    /// and will be flushed, but was not yet durable when the broker replied.
+    FlushDiskTimeout = 1,
+}
+
+/// One topic's route in a metadata response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicRoute {
+    pub name: String,
+    /// `NONE`, or `UNKNOWN_TOPIC` / `INVALID_TOPIC_NAME` for a requested name (other fields 0).
+    pub error_code: u16,
+    pub topic_id: u32,
+    /// Owner shard of each queue, indexed by queue id.
+    pub queue_owners: Vec<u16>,
+}
+
+/// One topic in a list response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicInfo {
+    pub name: String,
+    pub topic_id: u32,
+    pub queue_count: u32,
+}
+
+/// Counters of one shard since start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ShardStats {
+    pub shard: u32,
+    pub connections_open: u64,
+    pub requests: u64,
+    pub produce_batches: u64,
+    pub produce_records: u64,
+    pub produce_bytes: u64,
+    pub fetch_requests: u64,
+    pub fetch_bytes: u64,
+    pub forwarded_out: u64,
+    pub forwarded_in: u64,
+    pub long_poll_waiting: u64,
+    pub errors: u64,
+}
+
+const SHARD_STATS_FIELDS: usize = 12;
+
+/// A successful response body. Errors use [`encode_error`] instead.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Response {
+    Metadata {
+        shard_count: u32,
+        shared_port: u16,
+        shard_ports: Vec<u16>,
+        topics: Vec<TopicRoute>,
+    },
+    CreateTopic {
+        topic_id: u32,
+    },
+    DeleteTopic {
+        topic_id: u32,
+    },
+    ListTopics {
+        topics: Vec<TopicInfo>,
+    },
+    Produce {
+        status: SendStatus,
+        topic_id: u32,
+        queue_id: u32,
+        base_offset: u64,
+        record_count: u32,
+        store_timestamp_ms: i64,
+    },
+    /// `batches` are stored batches, unmodified, concatenated.
+    Fetch {
+        min_offset: u64,
+        next_offset: u64,
+        batches: Vec<u8>,
+    },
+    Offsets {
+        min_offset: u64,
+        next_offset: u64,
+        timestamp_offset: u64,
+    },
+    Stats {
+        shards: Vec<ShardStats>,
+    },
+}
+
+impl Response {
+    pub fn api_key(&self) -> ApiKey {
+        match self {
+            Response::Metadata { .. } => ApiKey::Metadata,
+            Response::CreateTopic { .. } => ApiKey::CreateTopic,
+            Response::DeleteTopic { .. } => ApiKey::DeleteTopic,
+            Response::ListTopics { .. } => ApiKey::ListTopics,
+            Response::Produce { .. } => ApiKey::Produce,
+            Response::Fetch { .. } => ApiKey::Fetch,
+            Response::Offsets { .. } => ApiKey::Offsets,
+            Response::Stats { .. } => ApiKey::Stats,
+        }
+    }
+
+    /// Encodes a whole success response frame.
+    pub fn encode_frame(&self, correlation_id: u32) -> Vec<u8> {
+        let mut w = Writer::with_buffer(frame::begin_response(correlation_id, ErrorCode::NONE));
+        match self {
+            Response::Metadata { shard_count, shared_port, shard_ports, topics } => {
+                w.u32(*shard_count).u16(*shared_port).count(shard_ports.len());
+                for p in shard_ports {
+                    w.u16(*p);
+                }
+                w.count(topics.len());
+                for t in topics {
+                    w.string(&t.name).u16(t.error_code).u32(t.topic_id).count(t.queue_owners.len());
+                    for o in &t.queue_owners {
+                        w.u16(*o);
+                    }
+                }
+            }
+            Response::CreateTopic { topic_id } | Response::DeleteTopic { topic_id } => {
+                w.u32(*topic_id);
+            }
+            Response::ListTopics { topics } => {
+                w.count(topics.len());
+                for t in topics {
+                    w.string(&t.name).u32(t.topic_id).u32(t.queue_count);
+                }
+            }
+            Response::Produce {
+                status,
+                topic_id,
+                queue_id,
+                base_offset,
+                record_count,
+                store_timestamp_ms,
+            } => {
+                w.u8(*status as u8)
+                    .u32(*topic_id)
+                    .u32(*queue_id)
+                    .u64(*base_offset)
+                    .u32(*record_count)
+                    .i64(*store_timestamp_ms);
+            }
+            Response::Fetch { min_offset, next_offset, batches } => {
+                w.u64(*min_offset).u64(*next_offset).bytes(batches);
+            }
+            Response::Offsets { min_offset, next_offset, timestamp_offset } => {
+                w.u64(*min_offset).u64(*next_offset).u64(*timestamp_offset);
+            }
+            Response::Stats { shards } => {
+                w.count(shards.len());
+                for s in shards {
+                    w.u32(s.shard);
+                    for v in [
+                        s.connections_open,
+                        s.requests,
+                        s.produce_batches,
+                        s.produce_records,
+                        s.produce_bytes,
+                        s.fetch_requests,
+                        s.fetch_bytes,
+                        s.forwarded_out,
+                        s.forwarded_in,
+                        s.long_poll_waiting,
+                        s.errors,
+                    ] {
+                        w.u64(v);
+                    }
+                }
+            }
+        }
+        let mut buf = w.buf;
+        frame::finish_frame(&mut buf);
+        buf
+    }
+
+    /// Decodes the payload of a success response to a request of type `api`.
+    pub fn decode(api: ApiKey, payload: &[u8]) -> Result<Response, DecodeError> {
+        let mut r = Reader::new(payload);
+        let resp = match api {
+            ApiKey::Metadata => {
+                let shard_count = r.u32("shard_count")?;
+                let shared_port = r.u16("shared_port")?;
+                let n = r.count("shard_ports", MAX_LIST_ITEMS, 2)?;
+                let mut shard_ports = Vec::with_capacity(n);
+                for _ in 0..n {
+                    shard_ports.push(r.u16("shard_port")?);
+                }
+                let n = r.count("topics", MAX_LIST_ITEMS, 12)?;
+                let mut topics = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let name = r.string("topic")?;
+                    let error_code = r.u16("error_code")?;
+                    let topic_id = r.u32("topic_id")?;
+                    let q = r.count("queue_owners", MAX_LIST_ITEMS, 2)?;
+                    let mut queue_owners = Vec::with_capacity(q);
+                    for _ in 0..q {
+                        queue_owners.push(r.u16("owner")?);
+                    }
+                    topics.push(TopicRoute { name, error_code, topic_id, queue_owners });
+                }
+                Response::Metadata { shard_count, shared_port, shard_ports, topics }
+            }
+            ApiKey::CreateTopic => Response::CreateTopic { topic_id: r.u32("topic_id")? },
+            ApiKey::DeleteTopic => Response::DeleteTopic { topic_id: r.u32("topic_id")? },
+            ApiKey::ListTopics => {
+                let n = r.count("topics", MAX_LIST_ITEMS, 10)?;
+                let mut topics = Vec::with_capacity(n);
+                for _ in 0..n {
+                    topics.push(TopicInfo {
+                        name: r.string("topic")?,
+                        topic_id: r.u32("topic_id")?,
+                        queue_count: r.u32("queue_count")?,
+                    });
+                }
+                Response::ListTopics { topics }
+            }
+            ApiKey::Produce => {
+                let status = match r.u8("status")? {
+                    0 => SendStatus::SendOk,
+                    1 => SendStatus::FlushDiskTimeout,
+                    v => return Err(DecodeError::BadValue { field: "status", value: v.into() }),
+                };
+                Response::Produce {
+                    status,
+                    topic_id: r.u32("topic_id")?,
+                    queue_id: r.u32("queue_id")?,
+                    base_offset: r.u64("base_offset")?,
+                    record_count: r.u32("record_count")?,
+                    store_timestamp_ms: r.i64("store_timestamp_ms")?,
+                }
+            }
+            ApiKey::Fetch => Response::Fetch {
+                min_offset: r.u64("min_offset")?,
+                next_offset: r.u64("next_offset")?,
+                batches: r.bytes("batches")?.to_vec(),
+            },
+            ApiKey::Offsets => Response::Offsets {
+                min_offset: r.u64("min_offset")?,
+                next_offset: r.u64("next_offset")?,
+                timestamp_offset: r.u64("timestamp_offset")?,
+            },
+            ApiKey::Stats => {
+                let n = r.count("shards", MAX_LIST_ITEMS, 4 + 8 * (SHARD_STATS_FIELDS - 1))?;
+                let mut shards = Vec::with_capacity(n);
+                for _ in 0..n {
+                    shards.push(ShardStats {
+                        shard: r.u32("shard")?,
+                        connections_open: r.u64("connections_open")?,
+                        requests: r.u64("requests")?,
+                        produce_batches: r.u64("produce_batches")?,
+                        produce_records: r.u64("produce_records")?,
+                        produce_bytes: r.u64("produce_bytes")?,
+                        fetch_requests: r.u64("fetch_requests")?,
+                        fetch_bytes: r.u64("fetch_bytes")?,
+                        forwarded_out: r.u64("forwarded_out")?,
+                        forwarded_in: r.u64("forwarded_in")?,
+                        long_poll_waiting: r.u64("long_poll_waiting")?,
+                        errors: r.u64("errors")?,
+                    });
+                }
+                Response::Stats { shards }
+            }
+        };
+        r.finish()?;
+        Ok(resp)
+    }
+}
+
+/// Extra data some errors carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorDetail {
+    None,
+    /// OFFSET_OUT_OF_RANGE: the queue holds `[min, next)`.
+    OffsetRange {
+        min: u64,
+        next: u64,
+    },
+}
+
+/// A decoded error response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorResponse {
+    /// Raw code (may be one this build does not know).
+    pub code: u16,
+    pub message: String,
+    pub detail: ErrorDetail,
+}
+
+impl ErrorResponse {
+    pub fn known_code(&self) -> Option<ErrorCode> {
+        ErrorCode::from_u16(self.code)
+    }
+
+    pub fn decode(code: u16, payload: &[u8]) -> Result<ErrorResponse, DecodeError> {
+        let mut r = Reader::new(payload);
+        let message = r.string("message")?;
+        let detail = if code == ErrorCode::OFFSET_OUT_OF_RANGE as u16 {
+            ErrorDetail::OffsetRange { min: r.u64("min")?, next: r.u64("next")? }
+        } else {
+            ErrorDetail::None
+        };
+        r.finish()?;
+        Ok(ErrorResponse { code, message, detail })
+    }
+}
+
+/// Encodes a whole error response frame.
+pub fn encode_error(
+    correlation_id: u32,
+    code: ErrorCode,
+    message: &str,
+    detail: ErrorDetail,
+) -> Vec<u8> {
+    debug_assert!(code != ErrorCode::NONE, "an error response needs an error code");
+    let mut w = Writer::with_buffer(frame::begin_response(correlation_id, code));
+    w.string(message);
+    if let ErrorDetail::OffsetRange { min, next } = detail {
+        w.u64(min).u64(next);
+    }
+    let mut buf = w.buf;
+    frame::finish_frame(&mut buf);
+    buf
+}
+
+/// The message id of the record at `offset` of queue `queue_id` of topic `topic_id`: 32 hex
+/// digits of `(topic_id, queue_id, offset)`. Ids are unique per broker because topic ids are
+/// never reused; [`parse_message_id`] inverts it.
+pub fn message_id(topic_id: u32, queue_id: u32, offset: u64) -> String {
+    format!("{topic_id:08X}{queue_id:08X}{offset:016X}")
+}
+
+pub fn parse_message_id(id: &str) -> Option<(u32, u32, u64)> {
+    if id.len() != 32 || !id.is_ascii() {
+        return None;
+    }
+    Some((
+        u32::from_str_radix(&id[0..8], 16).ok()?,
+        u32::from_str_radix(&id[8..16], 16).ok()?,
+        u64::from_str_radix(&id[16..32], 16).ok()?,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::frame::{check_request, check_response, split_request, split_response};
+
+    fn round_trip_request(req: Request) {
+        let f = req.encode_frame(5);
+        assert!(matches!(check_request(&f, 1 << 20), Ok(frame::Check::Complete { .. })));
+        let (h, p) = split_request(&f);
+        assert_eq!(h.correlation_id, 5);
+        assert_eq!(decode_request(&h, p).unwrap(), req);
+    }
+
+    fn round_trip_response(resp: Response) {
+        let f = resp.encode_frame(6);
+        assert!(matches!(check_response(&f, 1 << 20), Ok(frame::Check::Complete { .. })));
+        let (h, p) = split_response(&f);
+        assert_eq!((h.correlation_id, h.error_code), (6, 0));
+        assert_eq!(Response::decode(resp.api_key(), p).unwrap(), resp);
+    }
+
+    #[test]
+    fn every_request_round_trips() {
+        round_trip_request(Request::Metadata { topics: vec!["a".into(), "b".into()] });
+        round_trip_request(Request::CreateTopic { topic: "t".into(), queue_count: 8 });
+        round_trip_request(Request::DeleteTopic { topic: "t".into() });
+        round_trip_request(Request::ListTopics);
+        round_trip_request(Request::Produce {
+            topic: "t".into(),
+            queue_id: 3,
+            flags: 1,
+            batch: vec![1, 2, 3],
+        });
+        round_trip_request(Request::Fetch {
+            topic: "t".into(),
+            queue_id: 1,
+            offset: 9,
+            max_bytes: 100,
+            max_wait_ms: 50,
+        });
+        round_trip_request(Request::Offsets { topic: "t".into(), queue_id: 0, timestamp_ms: -1 });
+        round_trip_request(Request::Stats);
+    }
+
+    #[test]
+    fn every_response_round_trips() {
+        round_trip_response(Response::Metadata {
+            shard_count: 2,
+            shared_port: 9876,
+            shard_ports: vec![9877, 9878],
+            topics: vec![TopicRoute {
+                name: "t".into(),
+                error_code: 0,
+                topic_id: 1,
+                queue_owners: vec![0, 1, 0],
+            }],
+        });
+        round_trip_response(Response::CreateTopic { topic_id: 4 });
+        round_trip_response(Response::DeleteTopic { topic_id: 4 });
+        round_trip_response(Response::ListTopics {
+            topics: vec![TopicInfo { name: "x".into(), topic_id: 2, queue_count: 4 }],
+        });
+        round_trip_response(Response::Produce {
+            status: SendStatus::FlushDiskTimeout,
+            topic_id: 1,
+            queue_id: 2,
+            base_offset: 3,
+            record_count: 4,
+            store_timestamp_ms: 5,
+        });
+        round_trip_response(Response::Fetch { min_offset: 1, next_offset: 2, batches: vec![7; 9] });
+        round_trip_response(Response::Offsets {
+            min_offset: 1,
+            next_offset: 2,
+            timestamp_offset: 2,
+        });
+        round_trip_response(Response::Stats {
+            shards: vec![ShardStats { shard: 1, errors: 3, ..Default::default() }],
+        });
+    }
+
+    #[test]
+    fn errors_carry_messages_and_offset_ranges() {
+        let f = encode_error(
+            8,
+            ErrorCode::OFFSET_OUT_OF_RANGE,
+            "below start",
+            ErrorDetail::OffsetRange { min: 10, next: 20 },
+        );
+        let (h, p) = split_response(&f);
+        let e = ErrorResponse::decode(h.error_code, p).unwrap();
+        assert_eq!(e.known_code(), Some(ErrorCode::OFFSET_OUT_OF_RANGE));
+        assert_eq!(e.detail, ErrorDetail::OffsetRange { min: 10, next: 20 });
+        assert_eq!(e.message, "below start");
+    }
+
+    #[test]
+    fn unknown_api_version_and_trailing_bytes_are_refused() {
+        let h = RequestHeader { api_key: 99, api_version: 1, correlation_id: 1 };
+        assert_eq!(decode_request(&h, &[]), Err(RequestError::UnsupportedApi(99)));
+        let h = RequestHeader { api_key: ApiKey::Stats as u16, api_version: 7, correlation_id: 1 };
+        assert!(matches!(decode_request(&h, &[]), Err(RequestError::UnsupportedVersion { .. })));
+        let h = RequestHeader { api_key: ApiKey::Stats as u16, api_version: 1, correlation_id: 1 };
+        assert!(matches!(decode_request(&h, &[0]), Err(RequestError::Malformed { .. })));
+    }
+
+    #[test]
+    fn message_ids_round_trip() {
+        let id = message_id(7, 3, 1 << 40);
+        assert_eq!(id.len(), 32);
+        assert_eq!(parse_message_id(&id), Some((7, 3, 1 << 40)));
+        assert_eq!(parse_message_id("zz"), None);
+    }
+}
