@@ -8,6 +8,8 @@
 //!
 //! `../shared/DESIGN.md` (copied into `docs/design.md`) describes the architecture.
 
+pub mod broker;
+pub mod client;
 pub mod format;
 pub mod protocol;
 pub mod runtime;

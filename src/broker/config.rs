@@ -1,0 +1,250 @@
+//! Broker configuration: one TOML file with `[broker]` and `[storage]` sections.
+//!
+//! Read once at start on the main thread, validated, then shared read-only (an `Arc`) by every
+//! shard; nothing in it changes while the broker runs. `[storage]` is
+//! [`StorageConfig`]; its `dir` is ignored and replaced per shard by `<data_dir>/shard-<n>`.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::protocol::DEFAULT_MAX_FRAME_BYTES;
+use crate::storage::StorageConfig;
+
+/// The whole config file.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub broker: BrokerConfig,
+    pub storage: StorageConfig,
+}
+
+/// The `[broker]` section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BrokerConfig {
+    /// Address every listener binds. Default "0.0.0.0".
+    pub listen_address: String,
+    /// The shared port every shard accepts on (SO_REUSEPORT). Shard `n` also listens on its own
+    /// port `port + 1 + n`. 0 picks a free shared port and free per-shard ports (tests).
+    /// Default 10911 (RocketMQ's broker port).
+    pub port: u16,
+    /// Number of shards (executor threads). 0 = one per CPU this process may run on.
+    pub shards: usize,
+    /// CPUs to run shards on, in shard order. Empty = the CPUs this process may run on.
+    pub cpus: Vec<usize>,
+    /// Pin each shard to its CPU. Default true.
+    pub pin: bool,
+    /// Root of all data: `topics.json` and `shard-<n>/` per shard. Default "data".
+    pub data_dir: PathBuf,
+    /// Largest frame accepted or sent, length prefix included. Default 8 MiB.
+    pub max_frame_bytes: usize,
+    /// Requests one connection may have in flight; further frames are not read until one
+    /// completes (backpressure). Default 64.
+    pub max_in_flight_per_connection: usize,
+    /// Connections one shard serves at once; more are accepted and closed. Default 4096.
+    pub max_connections_per_shard: usize,
+    /// Capacity of each shard-to-shard forwarding channel. Default 256.
+    pub forward_channel_capacity: usize,
+    /// Forwarded requests one shard works on at once. Default 1024.
+    pub max_forwarded_in_flight: usize,
+    /// Long-poll fetches that may wait on one queue; more get an immediate empty reply.
+    /// Default 1024.
+    pub max_long_poll_waiters_per_queue: usize,
+    /// Longest long-poll wait honoured (a larger `max_wait_ms` is cut to this). Default 30000.
+    pub max_long_poll_wait_ms: u32,
+    /// Largest fetch reply payload. Default and bound: `max_frame_bytes` minus 64 bytes.
+    pub max_fetch_bytes: usize,
+    /// Most topics the broker holds. Default 10000.
+    pub max_topics: usize,
+    /// Most queues one topic may have. Default 1024.
+    pub max_queues_per_topic: u32,
+    /// Bytes of DMA buffer arena per shard executor. Default 4 MiB.
+    pub io_memory_bytes: usize,
+    /// How long a stopping broker waits for connections to finish in-flight requests before
+    /// closing them. Default 10000.
+    pub shutdown_timeout_ms: u64,
+    /// If set, the broker writes its bound ports here (same text as the startup line) once it
+    /// accepts connections.
+    pub ready_file: Option<PathBuf>,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            listen_address: "0.0.0.0".into(),
+            port: 10911,
+            shards: 0,
+            cpus: Vec::new(),
+            pin: true,
+            data_dir: PathBuf::from("data"),
+            max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+            max_in_flight_per_connection: 64,
+            max_connections_per_shard: 4096,
+            forward_channel_capacity: 256,
+            max_forwarded_in_flight: 1024,
+            max_long_poll_waiters_per_queue: 1024,
+            max_long_poll_wait_ms: 30_000,
+            max_fetch_bytes: DEFAULT_MAX_FRAME_BYTES - 64,
+            max_topics: 10_000,
+            max_queues_per_topic: 1024,
+            io_memory_bytes: 4 << 20,
+            shutdown_timeout_ms: 10_000,
+            ready_file: None,
+        }
+    }
+}
+
+/// Bytes a fetch response frame needs besides the batches.
+pub const FETCH_RESPONSE_OVERHEAD: usize = 64;
+
+impl Config {
+    /// Reads and parses a config file; unknown keys are errors that name the key.
+    pub fn load(path: &Path) -> Result<Config, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read config {}: {e}", path.display()))?;
+        Config::parse(&text).map_err(|e| format!("config {}: {e}", path.display()))
+    }
+
+    pub fn parse(text: &str) -> Result<Config, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    /// Checks the knobs against each other; messages name the knob to fix.
+    pub fn validate(&self) -> Result<(), String> {
+        let b = &self.broker;
+        b.listen_address
+            .parse::<IpAddr>()
+            .map_err(|e| format!("broker.listen_address = {:?}: {e}", b.listen_address))?;
+        if b.max_frame_bytes < 1024 {
+            return Err("broker.max_frame_bytes must be at least 1024".into());
+        }
+        if b.max_frame_bytes > (1 << 30) {
+            return Err("broker.max_frame_bytes must be at most 1 GiB".into());
+        }
+        // A produce frame carries one whole batch plus the topic name and a few fields.
+        let produce_overhead = 4 + 8 + 2 + 255 + 4 + 1 + 4;
+        if self.storage.max_batch_bytes + produce_overhead > b.max_frame_bytes {
+            return Err(format!(
+                "storage.max_batch_bytes = {} does not fit in broker.max_frame_bytes = {} \
+                 (a produce frame needs the batch plus {produce_overhead} bytes)",
+                self.storage.max_batch_bytes, b.max_frame_bytes
+            ));
+        }
+        if b.max_fetch_bytes + FETCH_RESPONSE_OVERHEAD > b.max_frame_bytes {
+            return Err(format!(
+                "broker.max_fetch_bytes = {} must leave {FETCH_RESPONSE_OVERHEAD} bytes of \
+                 broker.max_frame_bytes = {}",
+                b.max_fetch_bytes, b.max_frame_bytes
+            ));
+        }
+        if b.max_fetch_bytes < self.storage.max_batch_bytes {
+            return Err(format!(
+                "broker.max_fetch_bytes = {} must be at least storage.max_batch_bytes = {} \
+                 (a fetch returns at least one whole batch)",
+                b.max_fetch_bytes, self.storage.max_batch_bytes
+            ));
+        }
+        for (name, v) in [
+            ("max_in_flight_per_connection", b.max_in_flight_per_connection),
+            ("max_connections_per_shard", b.max_connections_per_shard),
+            ("forward_channel_capacity", b.forward_channel_capacity),
+            ("max_forwarded_in_flight", b.max_forwarded_in_flight),
+            ("max_long_poll_waiters_per_queue", b.max_long_poll_waiters_per_queue),
+            ("max_topics", b.max_topics),
+        ] {
+            if v == 0 {
+                return Err(format!("broker.{name} must be at least 1"));
+            }
+        }
+        if b.max_queues_per_topic == 0 || b.max_queues_per_topic > u32::from(u16::MAX) {
+            return Err("broker.max_queues_per_topic must be in 1..=65535".into());
+        }
+        if b.shards > 1024 {
+            return Err(format!("broker.shards = {} is more than 1024", b.shards));
+        }
+        if b.port != 0 && usize::from(b.port) + b.shards > usize::from(u16::MAX) {
+            return Err(format!(
+                "broker.port = {} leaves no room for per-shard ports port+1..port+{}",
+                b.port, b.shards
+            ));
+        }
+        let mut storage = self.storage.clone();
+        storage.dir = b.data_dir.join("shard-0");
+        storage.validate().map_err(|e| format!("[storage]: {e}"))
+    }
+
+    /// The storage config of shard `shard`.
+    pub fn storage_for_shard(&self, shard: usize) -> StorageConfig {
+        let mut s = self.storage.clone();
+        s.dir = shard_dir(&self.broker.data_dir, shard);
+        s
+    }
+}
+
+/// `<data_dir>/shard-<n>`.
+pub fn shard_dir(data_dir: &Path, shard: usize) -> PathBuf {
+    data_dir.join(format!("shard-{shard}"))
+}
+
+/// CPUs this process may run on (its affinity mask), in ascending order.
+pub fn usable_cpus() -> Vec<usize> {
+    // SAFETY: cpu_set_t is plain data; sched_getaffinity fills it for the calling thread.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    let rc =
+        unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+    if rc != 0 {
+        let n = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        return (0..n).collect();
+    }
+    (0..libc::CPU_SETSIZE as usize).filter(|&c| unsafe { libc::CPU_ISSET(c, &set) }).collect()
+}
+
+/// The CPU each shard runs on (None: not pinned) and the shard count, from the config.
+pub fn shard_placement(b: &BrokerConfig) -> Result<Vec<Option<usize>>, String> {
+    let cpus = if b.cpus.is_empty() { usable_cpus() } else { b.cpus.clone() };
+    if cpus.is_empty() {
+        return Err("no usable CPUs found; set broker.cpus".into());
+    }
+    let shards = if b.shards == 0 { cpus.len() } else { b.shards };
+    if b.pin && shards > cpus.len() {
+        return Err(format!(
+            "broker.shards = {shards} with pin = true needs {shards} CPUs but only {} are \
+             available ({cpus:?}); lower shards, list more broker.cpus, or set pin = false",
+            cpus.len()
+        ));
+    }
+    Ok((0..shards).map(|i| b.pin.then(|| cpus[i])).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_validate_and_unknown_keys_are_named() {
+        Config::default().validate().unwrap();
+        let err = Config::parse("[broker]\nportt = 1\n").unwrap_err();
+        assert!(err.contains("portt"), "{err}");
+        let c = Config::parse("[broker]\nport = 0\nshards = 2\n[storage]\nflush_mode = \"sync\"\n")
+            .unwrap();
+        assert_eq!(c.broker.shards, 2);
+        assert_eq!(c.storage.flush_mode, crate::storage::FlushMode::Sync);
+        assert_eq!(c.storage_for_shard(1).dir, PathBuf::from("data/shard-1"));
+    }
+
+    #[test]
+    fn inconsistent_bounds_are_refused() {
+        let mut c = Config::default();
+        c.broker.max_frame_bytes = 1 << 20;
+        assert!(c.validate().unwrap_err().contains("max_batch_bytes"));
+        let mut c = Config::default();
+        c.broker.pin = true;
+        c.broker.cpus = vec![0];
+        c.broker.shards = 2;
+        assert!(shard_placement(&c.broker).is_err());
+        c.broker.pin = false;
+        assert_eq!(shard_placement(&c.broker).unwrap(), vec![None, None]);
+    }
+}

@@ -1,0 +1,56 @@
+//! A request's failure as the broker reports it: an error code, a message that says what to
+//! fix, and the detail some codes carry. `Send`, so it crosses the shard mesh.
+
+use crate::format::FormatError;
+use crate::protocol::{ErrorCode, ErrorDetail};
+use crate::storage::StorageError;
+
+use super::topics::TopicError;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerError {
+    pub code: ErrorCode,
+    pub message: String,
+    pub detail: ErrorDetail,
+}
+
+impl BrokerError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        BrokerError { code, message: message.into(), detail: ErrorDetail::None }
+    }
+}
+
+impl std::fmt::Display for BrokerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
+impl From<TopicError> for BrokerError {
+    fn from(e: TopicError) -> Self {
+        BrokerError::new(e.code(), e.to_string())
+    }
+}
+
+impl From<StorageError> for BrokerError {
+    fn from(e: StorageError) -> Self {
+        let message = e.to_string();
+        match e {
+            StorageError::InvalidBatch(FormatError::CrcMismatch { .. }) => {
+                BrokerError::new(ErrorCode::CORRUPT_BATCH, message)
+            }
+            StorageError::InvalidBatch(_) => BrokerError::new(ErrorCode::INVALID_BATCH, message),
+            StorageError::BatchTooLarge { .. } => {
+                BrokerError::new(ErrorCode::BATCH_TOO_LARGE, message)
+            }
+            StorageError::OffsetOutOfRange { min, next, .. } => BrokerError {
+                code: ErrorCode::OFFSET_OUT_OF_RANGE,
+                message,
+                detail: ErrorDetail::OffsetRange { min, next },
+            },
+            StorageError::Failed { .. } => BrokerError::new(ErrorCode::SHARD_FAILED, message),
+            StorageError::Closed => BrokerError::new(ErrorCode::SHUTTING_DOWN, message),
+            _ => BrokerError::new(ErrorCode::INTERNAL, message),
+        }
+    }
+}

@@ -1,0 +1,100 @@
+//! Long-poll waiters: fetches parked at the end of a queue until an append makes data visible.
+//!
+//! One per shard, used only on that shard's thread (no locks). A fetch at `offset == next`
+//! registers a waiter and waits for [`LongPoll::notify`] (called right after an append returns,
+//! which is when the data is visible to reads) or its deadline, then reads again. Waiters per
+//! queue are bounded: when a queue's list is full, cancelled waiters are pruned and, if it is
+//! still full, the fetch is answered at once (empty) instead of waiting.
+
+use std::collections::HashMap;
+
+use futures::channel::oneshot;
+
+use crate::storage::QueueKey;
+
+/// A registered waiter; resolves when its queue gets data (or the broker stops).
+pub type Waiter = oneshot::Receiver<()>;
+
+pub struct LongPoll {
+    max_per_queue: usize,
+    waiters: HashMap<QueueKey, Vec<oneshot::Sender<()>>>,
+    closed: bool,
+}
+
+impl LongPoll {
+    pub fn new(max_per_queue: usize) -> Self {
+        LongPoll { max_per_queue, waiters: HashMap::new(), closed: false }
+    }
+
+    /// Registers a waiter on `queue`; None when the queue's waiter list is full or the
+    /// broker is stopping (the caller replies without waiting).
+    pub fn register(&mut self, queue: QueueKey) -> Option<Waiter> {
+        if self.closed {
+            return None;
+        }
+        let list = self.waiters.entry(queue).or_default();
+        if list.len() >= self.max_per_queue {
+            list.retain(|s| !s.is_canceled());
+        }
+        if list.len() >= self.max_per_queue {
+            return None;
+        }
+        let (tx, rx) = oneshot::channel();
+        list.push(tx);
+        Some(rx)
+    }
+
+    /// Wakes every waiter of `queue`.
+    pub fn notify(&mut self, queue: QueueKey) {
+        if let Some(list) = self.waiters.remove(&queue) {
+            for w in list {
+                let _ = w.send(());
+            }
+        }
+    }
+
+    /// Wakes everyone and refuses new waiters (shutdown).
+    pub fn close(&mut self) {
+        self.closed = true;
+        for (_, list) in self.waiters.drain() {
+            for w in list {
+                let _ = w.send(());
+            }
+        }
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    /// Waiters currently registered and not cancelled.
+    pub fn waiting(&self) -> usize {
+        self.waiters.values().flatten().filter(|s| !s.is_canceled()).count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounded_notified_and_closed() {
+        let q = QueueKey::new(1, 0);
+        let mut lp = LongPoll::new(2);
+        let mut a = lp.register(q).unwrap();
+        let b = lp.register(q).unwrap();
+        assert!(lp.register(q).is_none(), "third waiter exceeds the bound");
+        drop(b);
+        let mut c = lp.register(q).expect("cancelled waiter was pruned");
+        assert_eq!(lp.waiting(), 2);
+        lp.notify(QueueKey::new(1, 1));
+        assert_eq!(a.try_recv(), Ok(None));
+        lp.notify(q);
+        assert_eq!(a.try_recv(), Ok(Some(())));
+        assert_eq!(c.try_recv(), Ok(Some(())));
+        let mut d = lp.register(q).unwrap();
+        lp.close();
+        assert_eq!(d.try_recv(), Ok(Some(())));
+        assert!(lp.register(q).is_none());
+    }
+}

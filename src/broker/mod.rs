@@ -1,0 +1,43 @@
+//! The broker: shards, their listeners and connections, request routing between shards,
+//! topic metadata, long-poll fetches, startup and shutdown.
+//!
+//! Thread model: the main thread only starts and stops shards ([`server::run`]). Each shard is
+//! a glommio executor (one thread, optionally pinned) that owns, without sharing: its
+//! [`shard_log::ShardLog`] (the commit log in `<data_dir>/shard-<n>/`), its copy of the
+//! [`topics::TopicTable`], its [`long_poll::LongPoll`] waiters and its counters. Shards share
+//! only the immutable [`config::Config`] (an `Arc`) and talk through bounded channels
+//! ([`mesh`]).
+//!
+//! Request path: a connection on any shard decodes a request; a queue request whose owner
+//! ([`routing::owner_shard`]) is another shard is forwarded over the data mesh and the reply
+//! comes back on a oneshot; shard-aware clients connect to the owner's own port so the hot path
+//! stays on one core. Topic changes run on shard 0, are persisted ([`metadata_store`]) and
+//! broadcast over the control mesh before they are acknowledged.
+//!
+//! Bounds: frame size, in-flight requests per connection, connections per shard, mesh channel
+//! capacity, forwarded requests in flight, long-poll waiters per queue, fetch size.
+//!
+//! The files: `config` (the TOML), `topics` (table rules), `routing` (placement),
+//! `metadata_store` (topics.json), `shard_log` (the seam to storage), `log_backend` (which
+//! log), `memory_log` (test log), `long_poll`, `mesh`, `shard` (request handling),
+//! `forwarding` (mesh receivers), `connection`, `listener`, `shutdown`, `server`, `error`.
+
+pub mod config;
+pub mod connection;
+pub mod error;
+pub mod forwarding;
+pub mod listener;
+pub mod log_backend;
+pub mod long_poll;
+pub mod memory_log;
+pub mod mesh;
+pub mod metadata_store;
+pub mod routing;
+pub mod server;
+pub mod shard;
+pub mod shard_log;
+pub mod shutdown;
+pub mod topics;
+
+pub use config::{BrokerConfig, Config};
+pub use server::run;

@@ -1,0 +1,343 @@
+//! Starting and stopping the broker: the main thread's orchestration and each shard's life.
+//!
+//! Start (main thread, [`run`]): validate the config, load the topic table, build the two
+//! meshes, start shard 0 (it binds the shared port first, so port 0 resolves to one port all
+//! shards then share), then the other shards; once every shard opened its log and bound its
+//! listeners, send each the full port list, print the ready line
+//! (`ringmq broker ready shared_port=P shard_ports=A,B,..`) and write `ready_file`.
+//!
+//! A shard's life ([`shard_main`], on its executor): open log, bind, report ready, wait for the
+//! port list, connect the meshes, serve. On stop: stop accepting; wake long-polls; wait (at
+//! most `shutdown_timeout_ms`) for connections to answer their in-flight requests; close the
+//! mesh senders; keep serving forwarded requests until every peer closed its senders; then
+//! `flush()` and `close()` the log. The process exits 0 when every shard stopped cleanly.
+
+use std::path::Path;
+use std::rc::Rc;
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::channel::oneshot;
+use glommio::sync::Semaphore;
+
+use super::config::{shard_placement, Config};
+use super::forwarding;
+use super::listener;
+use super::log_backend::{self, Log};
+use super::mesh::{self, MeshEnds};
+use super::metadata_store::{self, MetadataStore};
+use super::shard::{Control, Forward, Ports, Shard};
+use super::shard_log::ShardLog;
+use super::shutdown::{self, Stop, StopHandle};
+use super::topics::TopicTable;
+use crate::runtime::{self, ExecutorOptions};
+
+enum Event {
+    Ready { shard: usize, shared_port: u16, own_port: u16 },
+    Exited { shard: usize, result: Result<(), String> },
+    Signal(i32),
+}
+
+struct ShardArgs {
+    id: usize,
+    shard_count: usize,
+    config: Arc<Config>,
+    topics: TopicTable,
+    shared_port: u16,
+    data: MeshEnds<Forward>,
+    control: MeshEnds<Control>,
+    go: oneshot::Receiver<Ports>,
+    stop: Stop,
+    events: mpsc::SyncSender<Event>,
+}
+
+/// Runs the broker until SIGINT/SIGTERM; Ok after a clean stop.
+pub fn run(config: Config) -> Result<(), String> {
+    config.validate()?;
+    let placement = shard_placement(&config.broker)?;
+    let n = placement.len();
+    if let Some(w) = runtime::check_memlock(n, config.broker.io_memory_bytes) {
+        tracing::warn!("{w}");
+    }
+    let topics = metadata_store::load(&config.broker.data_dir, n)?;
+    let config = Arc::new(config);
+    let cap = config.broker.forward_channel_capacity;
+    let data_ends = mesh::build::<Forward>(n, cap);
+    let control_ends = mesh::build::<Control>(n, cap);
+    let (events, events_rx) = mpsc::sync_channel::<Event>(4 * n + 16);
+    {
+        let events = events.clone();
+        shutdown::watch_signals(move |sig| {
+            let _ = events.try_send(Event::Signal(sig));
+        })
+        .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    }
+
+    let mut handles = Vec::with_capacity(n);
+    let mut stops: Vec<StopHandle> = Vec::with_capacity(n);
+    let mut gos = Vec::with_capacity(n);
+    let mut shared_port = config.broker.port;
+    let mut own_ports = vec![0u16; n];
+    let mut ready = 0;
+    let mut failure: Option<String> = None;
+    let mut stopped = vec![false; n];
+    let ends = data_ends.into_iter().zip(control_ends).enumerate();
+    for (id, (data, control)) in ends {
+        let (stop_handle, stop) = shutdown::stop_pair();
+        let (go_tx, go) = oneshot::channel();
+        let args = ShardArgs {
+            id,
+            shard_count: n,
+            config: config.clone(),
+            topics: topics.clone(),
+            shared_port,
+            data,
+            control,
+            go,
+            stop,
+            events: events.clone(),
+        };
+        let opts = ExecutorOptions {
+            name: format!("ringmq-shard-{id}"),
+            cpu: placement[id],
+            io_memory_bytes: config.broker.io_memory_bytes,
+        };
+        let handle = runtime::spawn_executor(opts, move || shard_thread(args))
+            .map_err(|e| format!("shard {id}: {e}"))?;
+        handles.push(handle);
+        stops.push(stop_handle);
+        gos.push(go_tx);
+        if id == 0 {
+            // Later shards bind the port shard 0 got (matters when port = 0).
+            match events_rx.recv() {
+                Ok(Event::Ready { shared_port: p, own_port, .. }) => {
+                    shared_port = p;
+                    own_ports[0] = own_port;
+                    ready += 1;
+                }
+                Ok(Event::Exited { result, .. }) => {
+                    failure = Some(result.err().unwrap_or_else(|| "shard 0 exited".into()));
+                    stopped[0] = true;
+                    break;
+                }
+                Ok(Event::Signal(_)) => {
+                    failure = Some("stopped by a signal during start".into());
+                    break;
+                }
+                Err(_) => unreachable!("main holds a sender"),
+            }
+        }
+    }
+    while failure.is_none() && ready < n {
+        match events_rx.recv() {
+            Ok(Event::Ready { shard, own_port, .. }) => {
+                own_ports[shard] = own_port;
+                ready += 1;
+            }
+            Ok(Event::Exited { shard, result }) => {
+                stopped[shard] = true;
+                failure = Some(result.err().unwrap_or_else(|| format!("shard {shard} exited")));
+            }
+            Ok(Event::Signal(_)) => failure = Some("stopped by a signal during start".into()),
+            Err(_) => unreachable!("main holds a sender"),
+        }
+    }
+    if let Some(e) = failure {
+        // Dropping the go senders makes waiting shards close their logs and exit.
+        drop(gos);
+        for s in &mut stops {
+            s.fire();
+        }
+        for h in handles {
+            let _ = h.join();
+        }
+        return Err(e);
+    }
+    let ports = Ports { shared: shared_port, per_shard: own_ports };
+    for go in gos {
+        let _ = go.send(ports.clone());
+    }
+    let line = ready_line(&ports);
+    println!("{line}");
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    if let Some(path) = &config.broker.ready_file {
+        write_ready_file(path, &line)?;
+    }
+    tracing::info!(shards = n, "{line}");
+
+    let mut result: Result<(), String> = Ok(());
+    let mut remaining = n;
+    let mut stopping = false;
+    while remaining > 0 {
+        match events_rx.recv() {
+            Ok(Event::Signal(sig)) => {
+                if !stopping {
+                    tracing::info!(signal = sig, "stopping: finishing in-flight requests");
+                    stopping = true;
+                    for s in &mut stops {
+                        s.fire();
+                    }
+                }
+            }
+            Ok(Event::Exited { shard, result: r }) => {
+                remaining -= 1;
+                if let Err(e) = r {
+                    tracing::error!(shard, "shard failed: {e}");
+                    result = Err(format!("shard {shard}: {e}"));
+                }
+                if !stopping {
+                    // A shard ending on its own is a failure; stop the others cleanly.
+                    if result.is_ok() {
+                        result = Err(format!("shard {shard} stopped unexpectedly"));
+                    }
+                    stopping = true;
+                    for s in &mut stops {
+                        s.fire();
+                    }
+                }
+            }
+            Ok(Event::Ready { .. }) => {}
+            Err(_) => break,
+        }
+    }
+    for (id, h) in handles.into_iter().enumerate() {
+        if let Err(e) = h.join() {
+            result = Err(format!("shard {id} thread failed: {e}"));
+        }
+    }
+    if result.is_ok() {
+        tracing::info!("stopped cleanly");
+    }
+    result
+}
+
+/// The startup line tests and scripts read.
+pub fn ready_line(ports: &Ports) -> String {
+    let list: Vec<String> = ports.per_shard.iter().map(u16::to_string).collect();
+    format!("ringmq broker ready shared_port={} shard_ports={}", ports.shared, list.join(","))
+}
+
+fn write_ready_file(path: &Path, line: &str) -> Result<(), String> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, format!("{line}\n"))
+        .and_then(|_| std::fs::rename(&tmp, path))
+        .map_err(|e| format!("cannot write ready file {}: {e}", path.display()))
+}
+
+async fn shard_thread(args: ShardArgs) {
+    let (id, events) = (args.id, args.events.clone());
+    let result = shard_main(args).await;
+    if let Err(e) = &result {
+        tracing::error!(shard = id, "{e}");
+    }
+    let _ = events.send(Event::Exited { shard: id, result });
+}
+
+async fn shard_main(args: ShardArgs) -> Result<(), String> {
+    let ShardArgs { id, shard_count, config, topics, shared_port, data, control, go, stop, events } =
+        args;
+    let b = &config.broker;
+    let log = log_backend::open(config.storage_for_shard(id))
+        .await
+        .map_err(|e| format!("cannot open the commit log of shard {id}: {e}"))?;
+    let bound = (|| {
+        let shared = listener::bind(&b.listen_address, shared_port)?;
+        let own_port = if b.port == 0 { 0 } else { b.port + 1 + id as u16 };
+        let own = listener::bind(&b.listen_address, own_port)?;
+        Ok::<_, String>((shared, own))
+    })();
+    let (shared, own) = match bound {
+        Ok(l) => l,
+        Err(e) => {
+            close_log(id, &log).await;
+            return Err(e);
+        }
+    };
+    let ready = Event::Ready {
+        shard: id,
+        shared_port: listener::local_port(&shared)?,
+        own_port: listener::local_port(&own)?,
+    };
+    if events.send(ready).is_err() {
+        close_log(id, &log).await;
+        return Err("the main thread is gone".into());
+    }
+    let Ok(ports) = go.await else {
+        // Another shard failed to start; nothing was served.
+        close_log(id, &log).await;
+        return Ok(());
+    };
+    let ((data_tx, data_rx), (control_tx, control_rx)) =
+        futures::future::join(data.connect(), control.connect()).await;
+    let metadata = if id == 0 {
+        match MetadataStore::open(&b.data_dir).await {
+            Ok(m) => Some(m),
+            Err(e) => {
+                close_log(id, &log).await;
+                return Err(e);
+            }
+        }
+    } else {
+        None
+    };
+    let shard = Rc::new(Shard::new(
+        id,
+        shard_count,
+        config.clone(),
+        log.clone(),
+        ports,
+        topics,
+        data_tx,
+        control_tx,
+        metadata,
+    ));
+
+    let forward_permits = Rc::new(Semaphore::new(b.max_forwarded_in_flight as u64));
+    let mut mesh_loops = Vec::new();
+    for rx in data_rx {
+        mesh_loops.push(runtime::spawn(forwarding::data_loop(
+            shard.clone(),
+            rx,
+            forward_permits.clone(),
+        )));
+    }
+    for rx in control_rx {
+        mesh_loops.push(runtime::spawn(forwarding::control_loop(shard.clone(), rx)));
+    }
+    let connections = Rc::new(Semaphore::new(b.max_connections_per_shard as u64));
+    let accepts = [shared, own].map(|l| {
+        runtime::spawn(listener::accept_loop(shard.clone(), l, connections.clone(), stop.clone()))
+    });
+    tracing::debug!(shard = id, "serving");
+
+    let _ = stop.await;
+    for a in accepts {
+        a.await;
+    }
+    shard.begin_stop();
+    let grace = Duration::from_millis(b.shutdown_timeout_ms);
+    let all = b.max_connections_per_shard as u64;
+    if runtime::timeout(grace, connections.acquire(all)).await.is_none() {
+        tracing::warn!(shard = id, "connections still busy after {grace:?}; closing anyway");
+    }
+    shard.close_mesh();
+    if runtime::timeout(grace, futures::future::join_all(mesh_loops)).await.is_none() {
+        tracing::warn!(shard = id, "peer shards still forwarding after {grace:?}");
+    }
+    let all = b.max_forwarded_in_flight as u64;
+    let _ = runtime::timeout(grace, forward_permits.acquire(all)).await;
+    let flushed = log.flush().await;
+    let closed = log.close().await;
+    flushed.map_err(|e| format!("final flush of shard {id} failed: {e}"))?;
+    closed.map_err(|e| format!("closing the log of shard {id} failed: {e}"))?;
+    tracing::debug!(shard = id, "stopped");
+    Ok(())
+}
+
+async fn close_log(id: usize, log: &Rc<Log>) {
+    if let Err(e) = log.close().await {
+        tracing::error!(shard = id, "closing the log failed: {e}");
+    }
+}

@@ -1,0 +1,475 @@
+//! One shard: its log, its copy of the topic table, its long-poll waiters, its counters, and
+//! the request handling that runs on its executor thread.
+//!
+//! Every request a connection on this shard decodes goes to [`Shard::handle`]. Queue requests
+//! (produce, fetch, offsets) for a queue this shard owns run here; others are forwarded over
+//! the data mesh to the owner, which runs [`Shard::handle_forwarded`] and sends the reply back
+//! on a oneshot channel. Topic changes run on shard 0 only, serialized, persisted, then
+//! broadcast over the control mesh; shard 0 acknowledges a change to the client only after
+//! every shard applied it, so a client may use a new topic on any shard right away.
+//!
+//! Nothing here is shared with other threads: the shard lives in an `Rc` on its executor.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::channel::oneshot;
+
+use super::config::Config;
+use super::error::BrokerError;
+use super::long_poll::LongPoll;
+use super::mesh::MeshSender;
+use super::metadata_store::MetadataStore;
+use super::routing::owner_shard;
+use super::shard_log::ShardLog;
+use super::topics::{validate_topic_name, TopicEntry, TopicTable};
+use crate::format::batch::peek_length;
+use crate::protocol::{
+    ErrorCode, ErrorDetail, Request, Response, SendStatus, ShardStats, TopicInfo, TopicRoute,
+};
+use crate::runtime;
+use crate::storage::QueueKey;
+
+/// A request's outcome.
+pub type Reply = Result<Response, BrokerError>;
+
+/// A queue request forwarded to its owner shard.
+pub struct Forward {
+    pub request: Request,
+    pub reply: oneshot::Sender<Reply>,
+}
+
+/// Control-plane messages between shards.
+pub enum Control {
+    /// A topic change, sent to shard 0.
+    Admin { request: Request, reply: oneshot::Sender<Reply> },
+    /// Shard 0's new topic table; the receiver applies it and acknowledges.
+    Topics { table: TopicTable, ack: oneshot::Sender<()> },
+    /// Asks for the receiver's counters.
+    Stats { reply: oneshot::Sender<ShardStats> },
+}
+
+/// Ports the broker listens on (learned at startup; reported in metadata).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ports {
+    pub shared: u16,
+    pub per_shard: Vec<u16>,
+}
+
+pub struct Shard<L: ShardLog> {
+    pub id: usize,
+    pub shard_count: usize,
+    pub config: Arc<Config>,
+    pub log: Rc<L>,
+    pub ports: Ports,
+    topics: RefCell<TopicTable>,
+    long_poll: RefCell<LongPoll>,
+    data_mesh: MeshSender<Forward>,
+    control_mesh: MeshSender<Control>,
+    /// Shard 0 only: the metadata file and the lock that serializes topic changes.
+    metadata: Option<(MetadataStore, glommio::sync::Semaphore)>,
+    stats: RefCell<ShardStats>,
+    stopping: Cell<bool>,
+}
+
+fn ok_or_stopped<T>(r: Result<T, oneshot::Canceled>, what: &str) -> Result<T, BrokerError> {
+    r.map_err(|_| {
+        BrokerError::new(ErrorCode::SHUTTING_DOWN, format!("{what} stopped before replying"))
+    })
+}
+
+impl<L: ShardLog> Shard<L> {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        id: usize,
+        shard_count: usize,
+        config: Arc<Config>,
+        log: Rc<L>,
+        ports: Ports,
+        topics: TopicTable,
+        data_mesh: MeshSender<Forward>,
+        control_mesh: MeshSender<Control>,
+        metadata: Option<MetadataStore>,
+    ) -> Self {
+        let waiters = config.broker.max_long_poll_waiters_per_queue;
+        Shard {
+            id,
+            shard_count,
+            config,
+            log,
+            ports,
+            topics: RefCell::new(topics),
+            long_poll: RefCell::new(LongPoll::new(waiters)),
+            data_mesh,
+            control_mesh,
+            metadata: metadata.map(|m| (m, glommio::sync::Semaphore::new(1))),
+            stats: RefCell::new(ShardStats { shard: id as u32, ..Default::default() }),
+            stopping: Cell::new(false),
+        }
+    }
+
+    pub fn stats_mut(&self) -> std::cell::RefMut<'_, ShardStats> {
+        self.stats.borrow_mut()
+    }
+
+    pub fn stats(&self) -> ShardStats {
+        let mut s = *self.stats.borrow();
+        s.long_poll_waiting = self.long_poll.borrow().waiting() as u64;
+        s
+    }
+
+    /// Starts stopping: long-poll waiters return now, new ones are refused.
+    pub fn begin_stop(&self) {
+        self.stopping.set(true);
+        self.long_poll.borrow_mut().close();
+    }
+
+    /// Closes the mesh senders (after this shard's connections finished).
+    pub fn close_mesh(&self) {
+        self.data_mesh.close();
+        self.control_mesh.close();
+    }
+
+    /// Handles a request decoded on this shard.
+    pub async fn handle(&self, request: Request) -> Reply {
+        self.stats.borrow_mut().requests += 1;
+        let reply = self.dispatch(request).await;
+        if reply.is_err() {
+            self.stats.borrow_mut().errors += 1;
+        }
+        reply
+    }
+
+    async fn dispatch(&self, request: Request) -> Reply {
+        match request {
+            Request::Metadata { topics } => Ok(self.metadata_response(&topics)),
+            Request::ListTopics => Ok(Response::ListTopics {
+                topics: self
+                    .topics
+                    .borrow()
+                    .iter()
+                    .map(|(name, e)| TopicInfo {
+                        name: name.to_owned(),
+                        topic_id: e.id,
+                        queue_count: e.queue_count,
+                    })
+                    .collect(),
+            }),
+            Request::CreateTopic { .. } | Request::DeleteTopic { .. } => {
+                if self.id == 0 {
+                    self.admin(request).await
+                } else {
+                    let (reply, rx) = oneshot::channel();
+                    if self.control_mesh.send(0, Control::Admin { request, reply }).await.is_err() {
+                        return Err(BrokerError::new(ErrorCode::SHUTTING_DOWN, "shard 0 stopped"));
+                    }
+                    ok_or_stopped(rx.await, "shard 0")?
+                }
+            }
+            Request::Stats => Ok(Response::Stats { shards: self.gather_stats().await }),
+            Request::Produce { .. } | Request::Fetch { .. } | Request::Offsets { .. } => {
+                let (entry, queue_id) = self.resolve(&request)?;
+                let owner = owner_shard(queue_topic(&request), queue_id, self.shard_count);
+                if owner == self.id {
+                    self.queue_op(entry, queue_id, request).await
+                } else {
+                    self.stats.borrow_mut().forwarded_out += 1;
+                    let (reply, rx) = oneshot::channel();
+                    if let Err(f) = self.data_mesh.send(owner, Forward { request, reply }).await {
+                        drop(f);
+                        return Err(BrokerError::new(
+                            ErrorCode::SHUTTING_DOWN,
+                            format!("shard {owner} stopped"),
+                        ));
+                    }
+                    ok_or_stopped(rx.await, "the owner shard")?
+                }
+            }
+        }
+    }
+
+    /// Handles a queue request forwarded by another shard.
+    pub async fn handle_forwarded(&self, request: Request) -> Reply {
+        self.stats.borrow_mut().forwarded_in += 1;
+        let (entry, queue_id) = self.resolve(&request)?;
+        let owner = owner_shard(queue_topic(&request), queue_id, self.shard_count);
+        if owner != self.id {
+            return Err(BrokerError::new(
+                ErrorCode::NOT_OWNER,
+                format!("shard {} does not own queue {queue_id}; shard {owner} does", self.id),
+            ));
+        }
+        self.queue_op(entry, queue_id, request).await
+    }
+
+    /// Applies a control message from another shard. Never waits on another shard (except
+    /// Admin on shard 0, which is spawned), so control traffic cannot deadlock.
+    pub fn apply_control(self: &Rc<Self>, msg: Control) {
+        match msg {
+            Control::Topics { table, ack } => {
+                let mut mine = self.topics.borrow_mut();
+                if table.epoch >= mine.epoch {
+                    *mine = table;
+                }
+                let _ = ack.send(());
+            }
+            Control::Stats { reply } => {
+                let _ = reply.send(self.stats());
+            }
+            Control::Admin { request, reply } => {
+                let me = self.clone();
+                runtime::spawn_detached(async move {
+                    let r = if me.id == 0 {
+                        me.admin(request).await
+                    } else {
+                        Err(BrokerError::new(ErrorCode::INTERNAL, "topic changes run on shard 0"))
+                    };
+                    let _ = reply.send(r);
+                });
+            }
+        }
+    }
+
+    fn resolve(&self, request: &Request) -> Result<(TopicEntry, u32), BrokerError> {
+        let (topic, queue_id) = match request {
+            Request::Produce { topic, queue_id, .. }
+            | Request::Fetch { topic, queue_id, .. }
+            | Request::Offsets { topic, queue_id, .. } => (topic, *queue_id),
+            _ => unreachable!("resolve is called for queue requests only"),
+        };
+        validate_topic_name(topic)?;
+        let entry = self.topics.borrow().get(topic).ok_or_else(|| {
+            BrokerError::new(ErrorCode::UNKNOWN_TOPIC, format!("topic {topic:?} does not exist"))
+        })?;
+        if queue_id >= entry.queue_count {
+            return Err(BrokerError::new(
+                ErrorCode::UNKNOWN_QUEUE,
+                format!(
+                    "topic {topic:?} has queues 0..{}, not queue {queue_id}",
+                    entry.queue_count
+                ),
+            ));
+        }
+        Ok((entry, queue_id))
+    }
+
+    async fn queue_op(&self, entry: TopicEntry, queue_id: u32, request: Request) -> Reply {
+        let key = QueueKey::new(entry.id, queue_id);
+        match request {
+            Request::Produce { batch, .. } => self.produce(key, &batch).await,
+            Request::Fetch { offset, max_bytes, max_wait_ms, .. } => {
+                self.fetch(key, offset, max_bytes, max_wait_ms).await
+            }
+            Request::Offsets { timestamp_ms, .. } => {
+                let o = self.log.offsets(key);
+                let timestamp_offset = if timestamp_ms >= 0 {
+                    self.log.offset_for_timestamp(key, timestamp_ms)
+                } else {
+                    o.next
+                };
+                Ok(Response::Offsets { min_offset: o.min, next_offset: o.next, timestamp_offset })
+            }
+            _ => unreachable!("queue_op is called for queue requests only"),
+        }
+    }
+
+    async fn produce(&self, key: QueueKey, batch: &[u8]) -> Reply {
+        let max = self.config.storage.max_batch_bytes;
+        if batch.len() > max {
+            return Err(BrokerError::new(
+                ErrorCode::BATCH_TOO_LARGE,
+                format!("batch of {} bytes exceeds max_batch_bytes = {max}", batch.len()),
+            ));
+        }
+        match peek_length(batch) {
+            Some(len) if len as usize == batch.len() => {}
+            Some(len) => {
+                return Err(BrokerError::new(
+                    ErrorCode::INVALID_BATCH,
+                    format!(
+                        "the produce payload holds {} bytes but its batch header says {len}; \
+                         send exactly one batch per produce",
+                        batch.len()
+                    ),
+                ))
+            }
+            None => {
+                return Err(BrokerError::new(
+                    ErrorCode::INVALID_BATCH,
+                    format!("the produce payload holds only {} bytes", batch.len()),
+                ))
+            }
+        }
+        let out = self.log.append(key, batch).await?;
+        // Visible to reads now: wake fetches parked at the old end.
+        self.long_poll.borrow_mut().notify(key);
+        {
+            let mut s = self.stats.borrow_mut();
+            s.produce_batches += 1;
+            s.produce_records += u64::from(out.record_count);
+            s.produce_bytes += batch.len() as u64;
+        }
+        Ok(Response::Produce {
+            status: if out.flush_timed_out {
+                SendStatus::FlushDiskTimeout
+            } else {
+                SendStatus::SendOk
+            },
+            topic_id: key.topic_id,
+            queue_id: key.queue_id,
+            base_offset: out.base_offset,
+            record_count: out.record_count,
+            store_timestamp_ms: out.store_timestamp_ms,
+        })
+    }
+
+    async fn fetch(&self, key: QueueKey, offset: u64, max_bytes: u32, max_wait_ms: u32) -> Reply {
+        self.stats.borrow_mut().fetch_requests += 1;
+        let max_bytes = (max_bytes as usize).min(self.config.broker.max_fetch_bytes);
+        let wait_ms = max_wait_ms.min(self.config.broker.max_long_poll_wait_ms);
+        let deadline = Instant::now() + Duration::from_millis(wait_ms.into());
+        loop {
+            let o = self.log.offsets(key);
+            if offset < o.min || offset > o.next {
+                return Err(BrokerError {
+                    code: ErrorCode::OFFSET_OUT_OF_RANGE,
+                    message: format!(
+                        "offset {offset} is out of range for queue {}: it holds [{}, {})",
+                        key.queue_id, o.min, o.next
+                    ),
+                    detail: ErrorDetail::OffsetRange { min: o.min, next: o.next },
+                });
+            }
+            if offset == o.next {
+                let now = Instant::now();
+                let empty =
+                    Response::Fetch { min_offset: o.min, next_offset: o.next, batches: Vec::new() };
+                if now >= deadline || self.stopping.get() {
+                    return Ok(empty);
+                }
+                let Some(waiter) = self.long_poll.borrow_mut().register(key) else {
+                    return Ok(empty);
+                };
+                // Woken by an append, shutdown, or the deadline; then look again.
+                let _ = runtime::timeout(deadline - now, waiter).await;
+                continue;
+            }
+            let bufs = self.log.read(key, offset, max_bytes).await?;
+            let total: usize = bufs.iter().map(|b| b.len()).sum();
+            let mut batches = Vec::with_capacity(total);
+            for b in &bufs {
+                batches.extend_from_slice(b);
+            }
+            self.stats.borrow_mut().fetch_bytes += total as u64;
+            let o = self.log.offsets(key);
+            return Ok(Response::Fetch { min_offset: o.min, next_offset: o.next, batches });
+        }
+    }
+
+    fn metadata_response(&self, names: &[String]) -> Response {
+        let table = self.topics.borrow();
+        let route = |name: &str, e: TopicEntry| TopicRoute {
+            name: name.to_owned(),
+            error_code: ErrorCode::NONE as u16,
+            topic_id: e.id,
+            queue_owners: (0..e.queue_count)
+                .map(|q| owner_shard(name, q, self.shard_count) as u16)
+                .collect(),
+        };
+        let topics = if names.is_empty() {
+            table.iter().map(|(n, e)| route(n, e)).collect()
+        } else {
+            names
+                .iter()
+                .map(|n| match (validate_topic_name(n), table.get(n)) {
+                    (Ok(()), Some(e)) => route(n, e),
+                    (Err(_), _) => TopicRoute {
+                        name: n.clone(),
+                        error_code: ErrorCode::INVALID_TOPIC_NAME as u16,
+                        topic_id: 0,
+                        queue_owners: Vec::new(),
+                    },
+                    (Ok(()), None) => TopicRoute {
+                        name: n.clone(),
+                        error_code: ErrorCode::UNKNOWN_TOPIC as u16,
+                        topic_id: 0,
+                        queue_owners: Vec::new(),
+                    },
+                })
+                .collect()
+        };
+        Response::Metadata {
+            shard_count: self.shard_count as u32,
+            shared_port: self.ports.shared,
+            shard_ports: self.ports.per_shard.clone(),
+            topics,
+        }
+    }
+
+    /// Shard 0: applies a topic change, persists it, and broadcasts it to every shard.
+    async fn admin(&self, request: Request) -> Reply {
+        let Some((store, lock)) = &self.metadata else {
+            return Err(BrokerError::new(ErrorCode::INTERNAL, "topic changes run on shard 0"));
+        };
+        let _serialized = lock.acquire_permit(1).await.map_err(|e| {
+            BrokerError::new(ErrorCode::SHUTTING_DOWN, format!("topic lock closed: {e}"))
+        })?;
+        let b = &self.config.broker;
+        let mut table = self.topics.borrow().clone();
+        let response = match &request {
+            Request::CreateTopic { topic, queue_count } => Response::CreateTopic {
+                topic_id: table.create(
+                    topic,
+                    *queue_count,
+                    b.max_queues_per_topic,
+                    b.max_topics,
+                )?,
+            },
+            Request::DeleteTopic { topic } => {
+                Response::DeleteTopic { topic_id: table.delete(topic)? }
+            }
+            _ => unreachable!("admin handles topic changes only"),
+        };
+        store.save(&table).await.map_err(|e| BrokerError::new(ErrorCode::INTERNAL, e))?;
+        *self.topics.borrow_mut() = table.clone();
+        let mut acks = Vec::with_capacity(self.shard_count);
+        for peer in (0..self.shard_count).filter(|&p| p != self.id) {
+            let (ack, rx) = oneshot::channel();
+            let msg = Control::Topics { table: table.clone(), ack };
+            if self.control_mesh.send(peer, msg).await.is_ok() {
+                acks.push(rx);
+            }
+        }
+        for rx in acks {
+            // A stopped peer no longer serves anything; it loads the file on restart.
+            let _ = rx.await;
+        }
+        tracing::info!(?request, "topic change applied on all shards");
+        Ok(response)
+    }
+
+    async fn gather_stats(&self) -> Vec<ShardStats> {
+        let mut out = vec![self.stats()];
+        for peer in (0..self.shard_count).filter(|&p| p != self.id) {
+            let (reply, rx) = oneshot::channel();
+            if self.control_mesh.send(peer, Control::Stats { reply }).await.is_ok() {
+                if let Ok(s) = rx.await {
+                    out.push(s);
+                }
+            }
+        }
+        out.sort_by_key(|s| s.shard);
+        out
+    }
+}
+
+fn queue_topic(request: &Request) -> &str {
+    match request {
+        Request::Produce { topic, .. }
+        | Request::Fetch { topic, .. }
+        | Request::Offsets { topic, .. } => topic,
+        _ => "",
+    }
+}

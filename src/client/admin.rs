@@ -1,0 +1,94 @@
+//! The admin client: topics, queue offsets, broker stats.
+
+use std::sync::Arc;
+
+use super::error::{ClientError, Result};
+use super::router::{Router, TopicRoute};
+use crate::protocol::{Request, Response, ShardStats, TopicInfo};
+use crate::storage::QueueOffsets;
+
+pub struct AdminClient {
+    router: Arc<Router>,
+}
+
+fn unexpected(what: &str, r: &Response) -> ClientError {
+    ClientError::Protocol(format!("{what} got a {:?} reply", r.api_key()))
+}
+
+impl AdminClient {
+    pub fn new(router: Arc<Router>) -> Self {
+        AdminClient { router }
+    }
+
+    /// Creates a topic with `queue_count` queues; returns its id.
+    pub fn create_topic(&self, topic: &str, queue_count: u32) -> Result<u32> {
+        let r = self
+            .router
+            .call_bootstrap(&Request::CreateTopic { topic: topic.into(), queue_count })?;
+        self.router.refresh(topic);
+        match r {
+            Response::CreateTopic { topic_id } => Ok(topic_id),
+            other => Err(unexpected("create topic", &other)),
+        }
+    }
+
+    /// Deletes a topic; returns the id it had.
+    pub fn delete_topic(&self, topic: &str) -> Result<u32> {
+        let r = self.router.call_bootstrap(&Request::DeleteTopic { topic: topic.into() })?;
+        self.router.refresh(topic);
+        match r {
+            Response::DeleteTopic { topic_id } => Ok(topic_id),
+            other => Err(unexpected("delete topic", &other)),
+        }
+    }
+
+    pub fn list_topics(&self) -> Result<Vec<TopicInfo>> {
+        match self.router.call_bootstrap(&Request::ListTopics)? {
+            Response::ListTopics { topics } => Ok(topics),
+            other => Err(unexpected("list topics", &other)),
+        }
+    }
+
+    pub fn route(&self, topic: &str) -> Result<Arc<TopicRoute>> {
+        self.router.route(topic)
+    }
+
+    fn offsets_call(
+        &self,
+        topic: &str,
+        queue_id: u32,
+        timestamp_ms: i64,
+    ) -> Result<(QueueOffsets, u64)> {
+        let conn = self.router.queue_connection(topic, queue_id)?;
+        let req = Request::Offsets { topic: topic.into(), queue_id, timestamp_ms };
+        match conn.call(&req, self.router.options.request_timeout)? {
+            Response::Offsets { min_offset, next_offset, timestamp_offset } => {
+                Ok((QueueOffsets { min: min_offset, next: next_offset }, timestamp_offset))
+            }
+            other => Err(unexpected("offsets", &other)),
+        }
+    }
+
+    /// The queue's bounds `[min, next)`.
+    pub fn queue_offsets(&self, topic: &str, queue_id: u32) -> Result<QueueOffsets> {
+        Ok(self.offsets_call(topic, queue_id, -1)?.0)
+    }
+
+    /// The first offset stored at or after `timestamp_ms` (the queue's end if none).
+    pub fn offset_for_timestamp(
+        &self,
+        topic: &str,
+        queue_id: u32,
+        timestamp_ms: i64,
+    ) -> Result<u64> {
+        Ok(self.offsets_call(topic, queue_id, timestamp_ms.max(0))?.1)
+    }
+
+    /// Counters of every shard.
+    pub fn stats(&self) -> Result<Vec<ShardStats>> {
+        match self.router.call_bootstrap(&Request::Stats)? {
+            Response::Stats { shards } => Ok(shards),
+            other => Err(unexpected("stats", &other)),
+        }
+    }
+}

@@ -1,0 +1,253 @@
+//! One TCP connection to one broker port, with many requests in flight.
+//!
+//! Callers on any thread write whole request frames (under a mutex: the client is not the
+//! broker's data path); a reader thread matches response frames to requests by correlation id
+//! and completes them. At most `max_in_flight` requests wait for replies at once; a sender
+//! blocks for room (backpressure). When the connection breaks, every waiting request fails
+//! with `Disconnected` and the connection is marked dead (the router makes a new one).
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use super::error::{ClientError, Result};
+use super::pending::{pending, Completer, Pending};
+use crate::protocol::frame::{check_response, split_response, Check};
+use crate::protocol::{ApiKey, ErrorCode, ErrorResponse, Request, Response};
+
+/// A reply callback, run on the connection's reader thread; keep it short.
+pub type Callback = Box<dyn FnOnce(Result<Response>) + Send>;
+
+enum Waiter {
+    Pending(ApiKey, Completer<Result<Response>>),
+    Callback(ApiKey, Callback),
+}
+
+impl Waiter {
+    fn api(&self) -> ApiKey {
+        match self {
+            Waiter::Pending(a, _) | Waiter::Callback(a, _) => *a,
+        }
+    }
+    fn complete(self, r: Result<Response>) {
+        match self {
+            Waiter::Pending(_, c) => c.complete(r),
+            Waiter::Callback(_, f) => f(r),
+        }
+    }
+}
+
+/// Connection options.
+#[derive(Debug, Clone)]
+pub struct ConnectionOptions {
+    pub max_in_flight: usize,
+    pub max_frame_bytes: usize,
+    pub connect_timeout: Duration,
+}
+
+impl Default for ConnectionOptions {
+    fn default() -> Self {
+        ConnectionOptions {
+            max_in_flight: 64,
+            max_frame_bytes: crate::protocol::DEFAULT_MAX_FRAME_BYTES,
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+struct State {
+    waiters: HashMap<u32, Waiter>,
+    dead: bool,
+}
+
+struct Inner {
+    addr: String,
+    writer: Mutex<TcpStream>,
+    state: Mutex<State>,
+    room: Condvar,
+    next_id: AtomicU32,
+    alive: AtomicBool,
+    max_in_flight: usize,
+}
+
+pub struct Connection {
+    inner: Arc<Inner>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Connection {
+    /// Connects to `addr` ("host:port") and starts the reader thread.
+    pub fn connect(addr: &str, opts: &ConnectionOptions) -> Result<Connection> {
+        use std::net::ToSocketAddrs;
+        let io = |reason: String| ClientError::Io { addr: addr.to_owned(), reason };
+        let sock = addr
+            .to_socket_addrs()
+            .map_err(|e| io(e.to_string()))?
+            .next()
+            .ok_or_else(|| io("address resolves to nothing".into()))?;
+        let stream = TcpStream::connect_timeout(&sock, opts.connect_timeout)
+            .map_err(|e| io(e.to_string()))?;
+        stream.set_nodelay(true).map_err(|e| io(e.to_string()))?;
+        let reader = stream.try_clone().map_err(|e| io(e.to_string()))?;
+        let inner = Arc::new(Inner {
+            addr: addr.to_owned(),
+            writer: Mutex::new(stream),
+            state: Mutex::new(State { waiters: HashMap::new(), dead: false }),
+            room: Condvar::new(),
+            next_id: AtomicU32::new(1),
+            alive: AtomicBool::new(true),
+            max_in_flight: opts.max_in_flight.max(1),
+        });
+        let for_reader = inner.clone();
+        let max_frame = opts.max_frame_bytes;
+        std::thread::Builder::new()
+            .name(format!("ringmq-conn-{addr}"))
+            .spawn(move || read_loop(for_reader, reader, max_frame))
+            .map_err(|e| io(format!("cannot start reader thread: {e}")))?;
+        Ok(Connection { inner })
+    }
+
+    pub fn addr(&self) -> &str {
+        &self.inner.addr
+    }
+
+    pub fn is_alive(&self) -> bool {
+        self.inner.alive.load(Ordering::Acquire)
+    }
+
+    fn register(&self, waiter: Option<Waiter>) -> Result<u32> {
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut st = lock(&self.inner.state);
+        if let Some(w) = waiter {
+            while !st.dead && st.waiters.len() >= self.inner.max_in_flight {
+                st = self.inner.room.wait(st).unwrap_or_else(|p| p.into_inner());
+            }
+            if st.dead {
+                return Err(ClientError::Disconnected(self.inner.addr.clone()));
+            }
+            st.waiters.insert(id, w);
+        } else if st.dead {
+            return Err(ClientError::Disconnected(self.inner.addr.clone()));
+        }
+        Ok(id)
+    }
+
+    fn write(&self, id: u32, frame: &[u8]) -> Result<()> {
+        let r = lock(&self.inner.writer).write_all(frame);
+        if let Err(e) = r {
+            fail_all(&self.inner, &format!("write failed: {e}"));
+            // Our own waiter was failed by fail_all (if still registered).
+            let _ = id;
+            return Err(ClientError::Io { addr: self.inner.addr.clone(), reason: e.to_string() });
+        }
+        Ok(())
+    }
+
+    /// Sends a request; the returned handle completes with the reply.
+    pub fn send(&self, request: &Request) -> Result<Pending<Result<Response>>> {
+        let (c, p) = pending();
+        let id = self.register(Some(Waiter::Pending(request.api_key(), c)))?;
+        let frame = request.encode_frame(id);
+        // On a write error the waiter was already completed with the error.
+        let _ = self.write(id, &frame);
+        Ok(p)
+    }
+
+    /// Sends a request; `callback` runs on the reader thread with the reply.
+    pub fn send_with_callback(&self, request: &Request, callback: Callback) -> Result<()> {
+        let id = self.register(Some(Waiter::Callback(request.api_key(), callback)))?;
+        let frame = request.encode_frame(id);
+        let _ = self.write(id, &frame);
+        Ok(())
+    }
+
+    /// Sends a request that has no reply (a produce with the no-response flag).
+    pub fn send_oneway(&self, request: &Request) -> Result<()> {
+        debug_assert!(!request.wants_response());
+        let id = self.register(None)?;
+        self.write(id, &request.encode_frame(id))
+    }
+
+    /// Sends and waits for the reply, at most `timeout`.
+    pub fn call(&self, request: &Request, timeout: Duration) -> Result<Response> {
+        match self.send(request)?.wait_timeout(timeout) {
+            Ok(r) => r,
+            Err(_) => Err(ClientError::Timeout(timeout.as_millis() as u64)),
+        }
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        let _ = lock(&self.inner.writer).shutdown(Shutdown::Both);
+    }
+}
+
+fn fail_all(inner: &Inner, why: &str) {
+    inner.alive.store(false, Ordering::Release);
+    let waiters: Vec<Waiter> = {
+        let mut st = lock(&inner.state);
+        st.dead = true;
+        st.waiters.drain().map(|(_, w)| w).collect()
+    };
+    inner.room.notify_all();
+    if !waiters.is_empty() {
+        tracing::debug!(addr = %inner.addr, "{why}; failing {} requests", waiters.len());
+    }
+    for w in waiters {
+        w.complete(Err(ClientError::Disconnected(inner.addr.clone())));
+    }
+}
+
+fn read_loop(inner: Arc<Inner>, mut stream: TcpStream, max_frame: usize) {
+    let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
+    let mut chunk = vec![0u8; 64 * 1024];
+    let why = 'read: loop {
+        let mut start = 0;
+        loop {
+            match check_response(&buf[start..], max_frame) {
+                Ok(Check::Incomplete { .. }) => break,
+                Ok(Check::Complete { frame_bytes }) => {
+                    let frame = &buf[start..start + frame_bytes];
+                    start += frame_bytes;
+                    let (h, payload) = split_response(frame);
+                    let waiter = lock(&inner.state).waiters.remove(&h.correlation_id);
+                    inner.room.notify_one();
+                    let Some(w) = waiter else {
+                        // Error replies to oneway sends, or replies after a timeout.
+                        if h.error_code != 0 {
+                            let e = ErrorResponse::decode(h.error_code, payload);
+                            tracing::warn!(addr = %inner.addr, "unsolicited error reply: {e:?}");
+                        }
+                        continue;
+                    };
+                    let r = if h.error_code == ErrorCode::NONE as u16 {
+                        Response::decode(w.api(), payload)
+                            .map_err(|e| ClientError::Protocol(e.to_string()))
+                    } else {
+                        match ErrorResponse::decode(h.error_code, payload) {
+                            Ok(e) => Err(ClientError::from_response(e)),
+                            Err(e) => Err(ClientError::Protocol(e.to_string())),
+                        }
+                    };
+                    w.complete(r);
+                }
+                Err(e) => break 'read format!("bad response frame: {e}"),
+            }
+        }
+        buf.drain(..start);
+        match stream.read(&mut chunk) {
+            Ok(0) => break "closed by the broker".to_owned(),
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => break format!("read failed: {e}"),
+        }
+    };
+    fail_all(&inner, &why);
+}

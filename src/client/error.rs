@@ -1,0 +1,55 @@
+//! Client errors: what failed, whether retrying can help, and the broker's own words.
+
+use crate::protocol::{ErrorCode, ErrorDetail, ErrorResponse, Retriable};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClientError {
+    /// Connecting, reading or writing failed.
+    #[error("connection to {addr} failed: {reason}")]
+    Io { addr: String, reason: String },
+    /// The connection closed before the reply came (the request may or may not have run).
+    #[error("connection to {0} closed before the reply")]
+    Disconnected(String),
+    #[error("no reply within {0} ms")]
+    Timeout(u64),
+    /// The broker answered with an error.
+    #[error("broker error {name} ({code}): {message}")]
+    Broker { code: u16, name: String, message: String, detail: ErrorDetail },
+    /// The broker's bytes did not decode (version mismatch or a bug).
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    /// The caller asked for something invalid (unknown topic in metadata, bad record...).
+    #[error("{0}")]
+    Invalid(String),
+    #[error("the producer is closed")]
+    Closed,
+}
+
+impl ClientError {
+    pub fn from_response(e: ErrorResponse) -> Self {
+        let name = e.known_code().map(|c| c.name().to_owned()).unwrap_or_else(|| "UNKNOWN".into());
+        ClientError::Broker { code: e.code, name, message: e.message, detail: e.detail }
+    }
+
+    /// The broker's error code, if this is a broker error with a known code.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            ClientError::Broker { code, .. } => ErrorCode::from_u16(*code),
+            _ => None,
+        }
+    }
+
+    /// Whether sending the same request again may succeed. Connection failures count: a
+    /// produce retried after one may be stored twice (at-least-once, as in RocketMQ).
+    pub fn is_retriable(&self) -> bool {
+        match self {
+            ClientError::Io { .. } | ClientError::Disconnected(_) | ClientError::Timeout(_) => true,
+            ClientError::Broker { .. } => {
+                self.code().map(|c| c.retriable() == Retriable::Yes).unwrap_or(false)
+            }
+            _ => false,
+        }
+    }
+}
+
+pub type Result<T, E = ClientError> = std::result::Result<T, E>;

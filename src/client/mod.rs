@@ -1,0 +1,88 @@
+//! The client library: producer, pull consumer and admin client for the native protocol.
+//!
+//! It runs on ordinary threads with blocking sockets, so it needs no async runtime and works
+//! from a plain `fn main`; async callers can `.await` the [`Pending`] handles `send_async`
+//! returns (they are std futures, woken from the connection's reader thread).
+//!
+//! ```no_run
+//! use ringmq::client::{Client, Message, ProducerConfig, QueueSelector};
+//! use std::time::Duration;
+//!
+//! fn main() -> Result<(), ringmq::client::ClientError> {
+//!     let client = Client::connect("127.0.0.1:10911")?;
+//!     client.admin().create_topic("orders", 8)?;
+//!     let producer = client.producer(ProducerConfig {
+//!         selector: QueueSelector::KeyHash, // same key -> same queue -> ordered
+//!         ..Default::default()
+//!     })?;
+//!     let r = producer.send(Message::new("orders", "created").with_key("order-42"))?;
+//!     let consumer = client.consumer();
+//!     let got = consumer.pull("orders", r.queue_id, r.queue_offset, Duration::from_secs(1))?;
+//!     assert_eq!(got.messages[0].body, b"created");
+//!     producer.close()
+//! }
+//! ```
+//!
+//! Threads: each connection has one reader thread; each producer one worker thread. Shared
+//! state (routes, connections, waiters) sits behind std mutexes: this is the client, not the
+//! broker's data path. Every buffer is bounded (in-flight requests per connection, messages
+//! and bytes per producer).
+//!
+//! Routing is shard-aware ([`router`]): requests for a queue go straight to the port of the
+//! shard that owns it.
+
+pub mod admin;
+pub mod connection;
+pub mod consumer;
+pub mod error;
+pub mod message;
+pub mod pending;
+pub mod producer;
+pub mod router;
+pub mod selector;
+
+use std::sync::Arc;
+
+pub use admin::AdminClient;
+pub use consumer::{PullConsumer, PullResult};
+pub use error::ClientError;
+pub use message::{ConsumedMessage, Message};
+pub use pending::Pending;
+pub use producer::{Producer, ProducerConfig, SendResult};
+pub use router::{ClientOptions, Router};
+pub use selector::QueueSelector;
+
+/// Entry point: one per broker; cheap to clone.
+#[derive(Clone)]
+pub struct Client {
+    router: Arc<Router>,
+}
+
+impl Client {
+    /// `address` is the broker's shared port, "host:port".
+    pub fn connect(address: &str) -> Result<Client, ClientError> {
+        Client::with_options(address, ClientOptions::default())
+    }
+
+    pub fn with_options(address: &str, options: ClientOptions) -> Result<Client, ClientError> {
+        let router = Router::new(address, options)?;
+        router.bootstrap()?;
+        Ok(Client { router })
+    }
+
+    pub fn router(&self) -> &Arc<Router> {
+        &self.router
+    }
+
+    pub fn admin(&self) -> AdminClient {
+        AdminClient::new(self.router.clone())
+    }
+
+    pub fn producer(&self, config: ProducerConfig) -> Result<Producer, ClientError> {
+        Producer::new(self.router.clone(), config)
+    }
+
+    pub fn consumer(&self) -> PullConsumer {
+        PullConsumer::new(self.router.clone())
+    }
+}

@@ -1,0 +1,154 @@
+//! Shard-aware routing: topic metadata from the broker and one connection per shard port.
+//!
+//! The router asks the bootstrap address (the broker's shared port) for a topic's route,
+//! caches it, and hands out the connection to the port of the shard that owns a queue, so
+//! requests go straight to the owning core. `refresh` drops a cached route (after
+//! NOT_OWNER, an unknown topic, or a dead connection). Thread-safe; share it in an `Arc`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::connection::{Connection, ConnectionOptions};
+use super::error::{ClientError, Result};
+use crate::protocol::{ErrorCode, Request, Response};
+
+/// A topic's route as the broker reported it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicRoute {
+    pub topic_id: u32,
+    /// Port of the shard owning each queue.
+    pub queue_ports: Vec<u16>,
+}
+
+impl TopicRoute {
+    pub fn queue_count(&self) -> u32 {
+        self.queue_ports.len() as u32
+    }
+}
+
+/// Client-wide settings.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    pub connection: ConnectionOptions,
+    /// Longest wait for any one reply (long-poll fetches add their wait). Default 10 s.
+    pub request_timeout: Duration,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            connection: ConnectionOptions::default(),
+            request_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+pub struct Router {
+    host: String,
+    bootstrap_port: u16,
+    pub options: ClientOptions,
+    routes: Mutex<HashMap<String, Arc<TopicRoute>>>,
+    connections: Mutex<HashMap<u16, Arc<Connection>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Router {
+    /// `bootstrap` is "host:port" of the broker's shared port.
+    pub fn new(bootstrap: &str, options: ClientOptions) -> Result<Arc<Router>> {
+        let (host, port) = bootstrap
+            .rsplit_once(':')
+            .and_then(|(h, p)| p.parse::<u16>().ok().map(|p| (h.to_owned(), p)))
+            .ok_or_else(|| {
+                ClientError::Invalid(format!("broker address {bootstrap:?} is not host:port"))
+            })?;
+        Ok(Arc::new(Router {
+            host,
+            bootstrap_port: port,
+            options,
+            routes: Mutex::new(HashMap::new()),
+            connections: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    /// The connection to `port` on the broker host (made or remade as needed).
+    pub fn connection(&self, port: u16) -> Result<Arc<Connection>> {
+        if let Some(c) = lock(&self.connections).get(&port) {
+            if c.is_alive() {
+                return Ok(c.clone());
+            }
+        }
+        let c = Arc::new(Connection::connect(
+            &format!("{}:{port}", self.host),
+            &self.options.connection,
+        )?);
+        lock(&self.connections).insert(port, c.clone());
+        Ok(c)
+    }
+
+    pub fn bootstrap(&self) -> Result<Arc<Connection>> {
+        self.connection(self.bootstrap_port)
+    }
+
+    /// Sends `request` to the bootstrap port and waits for the reply.
+    pub fn call_bootstrap(&self, request: &Request) -> Result<Response> {
+        self.bootstrap()?.call(request, self.options.request_timeout)
+    }
+
+    /// The topic's route (cached).
+    pub fn route(&self, topic: &str) -> Result<Arc<TopicRoute>> {
+        if let Some(r) = lock(&self.routes).get(topic) {
+            return Ok(r.clone());
+        }
+        let resp = self.call_bootstrap(&Request::Metadata { topics: vec![topic.to_owned()] })?;
+        let Response::Metadata { shard_ports, topics, .. } = resp else {
+            return Err(ClientError::Protocol("metadata request got another reply".into()));
+        };
+        let t = topics
+            .into_iter()
+            .find(|t| t.name == topic)
+            .ok_or_else(|| ClientError::Protocol(format!("metadata lacks topic {topic:?}")))?;
+        if t.error_code != 0 {
+            let code = ErrorCode::from_u16(t.error_code);
+            return Err(ClientError::Broker {
+                code: t.error_code,
+                name: code.map(|c| c.name().to_owned()).unwrap_or_default(),
+                message: format!(
+                    "topic {topic:?}: {}",
+                    code.map(|c| c.description()).unwrap_or("error")
+                ),
+                detail: crate::protocol::ErrorDetail::None,
+            });
+        }
+        let mut queue_ports = Vec::with_capacity(t.queue_owners.len());
+        for owner in &t.queue_owners {
+            let port = shard_ports.get(*owner as usize).copied().ok_or_else(|| {
+                ClientError::Protocol(format!("queue owner shard {owner} has no port in metadata"))
+            })?;
+            queue_ports.push(port);
+        }
+        let route = Arc::new(TopicRoute { topic_id: t.topic_id, queue_ports });
+        lock(&self.routes).insert(topic.to_owned(), route.clone());
+        Ok(route)
+    }
+
+    /// The connection to the shard owning `queue_id` of `topic`.
+    pub fn queue_connection(&self, topic: &str, queue_id: u32) -> Result<Arc<Connection>> {
+        let route = self.route(topic)?;
+        let port = route.queue_ports.get(queue_id as usize).copied().ok_or_else(|| {
+            ClientError::Invalid(format!(
+                "topic {topic:?} has {} queues, not queue {queue_id}",
+                route.queue_count()
+            ))
+        })?;
+        self.connection(port)
+    }
+
+    /// Forgets the cached route of `topic`.
+    pub fn refresh(&self, topic: &str) {
+        lock(&self.routes).remove(topic);
+    }
+}

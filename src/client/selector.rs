@@ -1,0 +1,74 @@
+//! Choosing the queue a message goes to (RocketMQ's MessageQueueSelector).
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
+use super::error::{ClientError, Result};
+use super::message::Message;
+
+/// A user function: `(message, queue_count) -> queue_id` (must be below `queue_count`).
+pub type SelectFn = Arc<dyn Fn(&Message, u32) -> u32 + Send + Sync>;
+
+#[derive(Clone, Default)]
+pub enum QueueSelector {
+    /// Spread messages over all queues in turn.
+    #[default]
+    RoundRobin,
+    /// `crc32c(key) % queue_count`: every message with the same key goes to the same queue,
+    /// so a key's messages are delivered in the order they were sent (ordered messages).
+    KeyHash,
+    /// Always this queue.
+    Queue(u32),
+    Custom(SelectFn),
+}
+
+impl std::fmt::Debug for QueueSelector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            QueueSelector::RoundRobin => f.write_str("RoundRobin"),
+            QueueSelector::KeyHash => f.write_str("KeyHash"),
+            QueueSelector::Queue(q) => write!(f, "Queue({q})"),
+            QueueSelector::Custom(_) => f.write_str("Custom(..)"),
+        }
+    }
+}
+
+impl QueueSelector {
+    pub fn select(&self, msg: &Message, queue_count: u32, counter: &AtomicU32) -> Result<u32> {
+        if queue_count == 0 {
+            return Err(ClientError::Invalid(format!("topic {:?} has no queues", msg.topic)));
+        }
+        let q = match self {
+            QueueSelector::RoundRobin => counter.fetch_add(1, Ordering::Relaxed) % queue_count,
+            QueueSelector::KeyHash => crc32c::crc32c(&msg.key) % queue_count,
+            QueueSelector::Queue(q) => *q,
+            QueueSelector::Custom(f) => f(msg, queue_count),
+        };
+        if q >= queue_count {
+            return Err(ClientError::Invalid(format!(
+                "selector chose queue {q} but topic {:?} has {queue_count} queues",
+                msg.topic
+            )));
+        }
+        Ok(q)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn selectors() {
+        let c = AtomicU32::new(0);
+        let m = Message::new("t", "b").with_key("order-1");
+        let rr: Vec<_> =
+            (0..4).map(|_| QueueSelector::RoundRobin.select(&m, 3, &c).unwrap()).collect();
+        assert_eq!(rr, vec![0, 1, 2, 0]);
+        let a = QueueSelector::KeyHash.select(&m, 8, &c).unwrap();
+        assert_eq!(a, QueueSelector::KeyHash.select(&m, 8, &c).unwrap());
+        assert!(QueueSelector::Queue(9).select(&m, 8, &c).is_err());
+        let f = QueueSelector::Custom(Arc::new(|_, n| n - 1));
+        assert_eq!(f.select(&m, 5, &c).unwrap(), 4);
+    }
+}
