@@ -1,9 +1,364 @@
-//! The `ringmq` command.
+//! The `ringmq` command: the broker and the tools that talk to it.
+//!
+//! `ringmq broker` runs the broker in the foreground until SIGINT/SIGTERM. The other
+//! subcommands are clients of a running broker (`--broker host:port`, its shared port).
 
-fn main() {
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use ringmq::broker::Config;
+use ringmq::client::{Client, ClientError, Message, ProducerConfig, QueueSelector};
+use ringmq::protocol::{ErrorCode, ErrorDetail};
+
+#[derive(Parser)]
+#[command(name = "ringmq", version, about = "A thread-per-core message broker on io_uring")]
+struct Cli {
+    /// Log filter: error, warn, info, debug, trace, or a tracing EnvFilter directive.
+    #[arg(long, global = true)]
+    log_level: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs the broker.
+    Broker {
+        /// TOML config with [broker] and [storage] (see tuning/broker.example.toml).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Shared port; shard n also listens on port+1+n. 0 picks free ports.
+        #[arg(long)]
+        port: Option<u16>,
+        #[arg(long)]
+        shards: Option<usize>,
+        /// Writes the bound ports here once the broker accepts connections.
+        #[arg(long)]
+        ready_file: Option<PathBuf>,
+    },
+    /// Creates, lists or deletes topics.
+    Topic {
+        #[command(subcommand)]
+        action: TopicAction,
+        #[arg(long, global = true, default_value = "127.0.0.1:10911")]
+        broker: String,
+    },
+    /// Sends the given messages, or one message per stdin line when none are given.
+    Produce {
+        #[arg(long)]
+        topic: String,
+        /// Message key; with a key, messages go to the queue the key hashes to (ordered).
+        #[arg(long)]
+        key: Option<String>,
+        #[arg(long)]
+        tag: Option<String>,
+        /// Send to this queue instead.
+        #[arg(long)]
+        queue: Option<u32>,
+        #[arg(long, default_value = "127.0.0.1:10911")]
+        broker: String,
+        messages: Vec<String>,
+    },
+    /// Prints messages: `queue offset key tag body`, tab-separated, one per line.
+    Consume {
+        #[arg(long)]
+        topic: String,
+        /// Only this queue (default: all).
+        #[arg(long)]
+        queue: Option<u32>,
+        /// First offset (per queue); below a queue's start means its start.
+        #[arg(long, default_value_t = 0)]
+        from_offset: u64,
+        /// Keep waiting for new messages instead of stopping at the end.
+        #[arg(long)]
+        follow: bool,
+        /// Stop after this many messages.
+        #[arg(long)]
+        max_messages: Option<u64>,
+        #[arg(long, default_value = "127.0.0.1:10911")]
+        broker: String,
+    },
+    /// Prints per-shard counters.
+    Stats {
+        #[arg(long, default_value = "127.0.0.1:10911")]
+        broker: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum TopicAction {
+    Create {
+        name: String,
+        #[arg(long, default_value_t = 8)]
+        queues: u32,
+    },
+    List,
+    Delete {
+        name: String,
+    },
+}
+
+fn init_logging(level: &str) -> Result<(), String> {
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
+        .map_err(|e| format!("invalid --log-level {level:?}: {e}"))?;
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .init();
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default_level = if matches!(cli.command, Command::Broker { .. }) { "info" } else { "warn" };
+    if let Err(e) = init_logging(cli.log_level.as_deref().unwrap_or(default_level)) {
+        eprintln!("ringmq: {e}");
+        return ExitCode::from(2);
+    }
+    let result = match cli.command {
+        Command::Broker { config, data_dir, port, shards, ready_file } => {
+            run_broker(config, data_dir, port, shards, ready_file)
+        }
+        Command::Topic { action, broker } => topic(&broker, action),
+        Command::Produce { topic, key, tag, queue, broker, messages } => {
+            produce(&broker, &topic, key, tag, queue, messages)
+        }
+        Command::Consume { topic, queue, from_offset, follow, max_messages, broker } => {
+            consume(&broker, &topic, queue, from_offset, follow, max_messages)
+        }
+        Command::Stats { broker } => stats(&broker),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ringmq: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_broker(
+    config: Option<PathBuf>,
+    data_dir: Option<PathBuf>,
+    port: Option<u16>,
+    shards: Option<usize>,
+    ready_file: Option<PathBuf>,
+) -> Result<(), String> {
+    let mut cfg = match config {
+        Some(path) => Config::load(&path)?,
+        None => Config::default(),
+    };
+    if let Some(d) = data_dir {
+        cfg.broker.data_dir = d;
+    }
+    if let Some(p) = port {
+        cfg.broker.port = p;
+    }
+    if let Some(n) = shards {
+        cfg.broker.shards = n;
+    }
+    if ready_file.is_some() {
+        cfg.broker.ready_file = ready_file;
+    }
+    ringmq::broker::run(cfg)
+}
+
+fn err(e: ClientError) -> String {
+    e.to_string()
+}
+
+fn topic(broker: &str, action: TopicAction) -> Result<(), String> {
+    let admin = Client::connect(broker).map_err(err)?.admin();
+    match action {
+        TopicAction::Create { name, queues } => {
+            let id = admin.create_topic(&name, queues).map_err(err)?;
+            println!("created topic {name} (id {id}, {queues} queues)");
+        }
+        TopicAction::List => {
+            for t in admin.list_topics().map_err(err)? {
+                println!("{}\tid={}\tqueues={}", t.name, t.topic_id, t.queue_count);
+            }
+        }
+        TopicAction::Delete { name } => {
+            let id = admin.delete_topic(&name).map_err(err)?;
+            println!("deleted topic {name} (id {id})");
+        }
+    }
+    Ok(())
+}
+
+fn produce(
+    broker: &str,
+    topic: &str,
+    key: Option<String>,
+    tag: Option<String>,
+    queue: Option<u32>,
+    messages: Vec<String>,
+) -> Result<(), String> {
+    let client = Client::connect(broker).map_err(err)?;
+    let selector = match (queue, &key) {
+        (Some(q), _) => QueueSelector::Queue(q),
+        (None, Some(_)) => QueueSelector::KeyHash,
+        (None, None) => QueueSelector::RoundRobin,
+    };
+    let producer =
+        client.producer(ProducerConfig { selector, ..Default::default() }).map_err(err)?;
+    let make = |body: String| {
+        let mut m = Message::new(topic, body);
+        if let Some(k) = &key {
+            m = m.with_key(k.as_bytes());
+        }
+        if let Some(t) = &tag {
+            m = m.with_tag(t.as_bytes());
+        }
+        m
+    };
+    // Send everything asynchronously (batched), then report each result in order.
+    let mut pending = Vec::new();
+    if messages.is_empty() {
+        for line in std::io::stdin().lock().lines() {
+            let line = line.map_err(|e| format!("reading stdin: {e}"))?;
+            pending.push(producer.send_async(make(line)).map_err(err)?);
+        }
+    } else {
+        for m in messages {
+            pending.push(producer.send_async(make(m)).map_err(err)?);
+        }
+    }
+    let mut failed = 0;
+    let mut out = std::io::stdout().lock();
+    for p in pending {
+        match p.wait() {
+            Ok(r) => {
+                let _ = writeln!(
+                    out,
+                    "{:?}\tqueue={}\toffset={}\tmsgId={}",
+                    r.status, r.queue_id, r.queue_offset, r.message_id
+                );
+            }
+            Err(e) => {
+                failed += 1;
+                eprintln!("ringmq: send failed: {e}");
+            }
+        }
+    }
+    producer.close().map_err(err)?;
+    if failed > 0 {
+        return Err(format!("{failed} message(s) were not sent"));
+    }
+    Ok(())
+}
+
+fn consume(
+    broker: &str,
+    topic: &str,
+    queue: Option<u32>,
+    from_offset: u64,
+    follow: bool,
+    max_messages: Option<u64>,
+) -> Result<(), String> {
+    let client = Client::connect(broker).map_err(err)?;
+    let route = client.admin().route(topic).map_err(err)?;
+    let queues: Vec<u32> = match queue {
+        Some(q) if q >= route.queue_count() => {
+            return Err(format!("topic {topic} has {} queues, not queue {q}", route.queue_count()))
+        }
+        Some(q) => vec![q],
+        None => (0..route.queue_count()).collect(),
+    };
+    let consumer = client.consumer();
+    let mut offsets: Vec<u64> = vec![from_offset; queues.len()];
+    let mut done = vec![false; queues.len()];
+    let mut printed = 0u64;
+    let mut out = std::io::stdout().lock();
+    // In follow mode, park briefly on each queue in turn.
+    let wait = if follow { Duration::from_millis(200) } else { Duration::ZERO };
+    loop {
+        let mut progressed = false;
+        for (i, &q) in queues.iter().enumerate() {
+            if done[i] {
+                continue;
+            }
+            let r = match consumer.pull(topic, q, offsets[i], wait) {
+                Ok(r) => r,
+                Err(ClientError::Broker {
+                    code,
+                    detail: ErrorDetail::OffsetRange { min, next },
+                    ..
+                }) if code == ErrorCode::OFFSET_OUT_OF_RANGE as u16 => {
+                    let to = if offsets[i] < min { min } else { next };
+                    eprintln!(
+                        "ringmq: queue {q}: offset {} is outside [{min}, {next}); starting at {to}",
+                        offsets[i]
+                    );
+                    offsets[i] = to;
+                    progressed = true;
+                    continue;
+                }
+                Err(e) => return Err(err(e)),
+            };
+            for m in &r.messages {
+                let _ = writeln!(
+                    out,
+                    "{}\t{}\t{}\t{}\t{}",
+                    m.queue_id,
+                    m.offset,
+                    String::from_utf8_lossy(&m.key),
+                    String::from_utf8_lossy(&m.tag),
+                    String::from_utf8_lossy(&m.body)
+                );
+                printed += 1;
+                if max_messages.is_some_and(|n| printed >= n) {
+                    let _ = out.flush();
+                    return Ok(());
+                }
+            }
+            if r.next_offset > offsets[i] {
+                progressed = true;
+            }
+            offsets[i] = r.next_offset;
+            if !follow && r.next_offset >= r.max_offset {
+                done[i] = true;
+            }
+        }
+        let _ = out.flush();
+        if !follow && done.iter().all(|d| *d) {
+            return Ok(());
+        }
+        if !follow && !progressed {
+            return Ok(());
+        }
+    }
+}
+
+fn stats(broker: &str) -> Result<(), String> {
+    let shards = Client::connect(broker).map_err(err)?.admin().stats().map_err(err)?;
     println!(
-        "ringmq {} (batch format v{})",
-        env!("CARGO_PKG_VERSION"),
-        ringmq::format::FORMAT_VERSION
+        "shard\tconns\trequests\tproduce_batches\tproduce_records\tproduce_bytes\tfetches\tfetch_bytes\tfwd_out\tfwd_in\tlong_polls\terrors"
     );
+    for s in shards {
+        println!(
+            "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+            s.shard,
+            s.connections_open,
+            s.requests,
+            s.produce_batches,
+            s.produce_records,
+            s.produce_bytes,
+            s.fetch_requests,
+            s.fetch_bytes,
+            s.forwarded_out,
+            s.forwarded_in,
+            s.long_poll_waiting,
+            s.errors
+        );
+    }
+    Ok(())
 }
