@@ -16,11 +16,11 @@
 
 use std::rc::Rc;
 
+use crate::runtime::Semaphore;
 use futures::future::{select, Either};
 use futures::{AsyncReadExt, AsyncWriteExt};
 use glommio::channels::local_channel;
 use glommio::net::TcpStream;
-use glommio::sync::Semaphore;
 
 use super::shard::Shard;
 use super::shard_log::ShardLog;

@@ -10,7 +10,7 @@
 
 use std::rc::Rc;
 
-use glommio::sync::Semaphore;
+use crate::runtime::Semaphore;
 
 use super::mesh::MeshReceiver;
 use super::shard::{Control, Forward, Shard};

@@ -8,9 +8,9 @@
 
 use std::rc::Rc;
 
+use crate::runtime::Semaphore;
 use futures::future::{select, Either};
 use glommio::net::TcpListener;
-use glommio::sync::Semaphore;
 
 use super::connection;
 use super::shard::Shard;

@@ -1,14 +1,59 @@
-//! Which [`ShardLog`] the broker runs on, and how a shard opens it.
+//! The production [`ShardLog`]: the storage engine's [`CommitLog`], one per shard in
+//! `<data_dir>/shard-<n>/`.
 
 use std::rc::Rc;
 
-use super::memory_log::MemoryLog;
-use crate::storage::StorageConfig;
+use super::shard_log::{AppendOutcome, ShardLog};
+use crate::storage::{
+    AppendStatus, CommitLog, QueueKey, QueueOffsets, ReadBuf, StorageConfig, StorageError,
+};
 
 /// The log each shard runs on.
-pub type Log = MemoryLog;
+pub type Log = CommitLog;
 
-/// Opens this shard's log in `config.dir` (on the shard's executor).
+/// Opens (creating or recovering) this shard's log in `config.dir`, on the shard's executor.
 pub async fn open(config: StorageConfig) -> Result<Rc<Log>, String> {
-    Ok(Rc::new(MemoryLog::new(config.max_batch_bytes)))
+    let dir = config.dir.clone();
+    CommitLog::open(config).await.map_err(|e| format!("{}: {e}", dir.display()))
+}
+
+impl ShardLog for Rc<CommitLog> {
+    async fn append(&self, queue: QueueKey, batch: &[u8]) -> Result<AppendOutcome, StorageError> {
+        let (a, status) = self.append_committed(queue, batch).await?;
+        Ok(AppendOutcome {
+            base_offset: a.base_offset,
+            record_count: a.record_count,
+            store_timestamp_ms: a.store_timestamp_ms,
+            flush_timed_out: status == AppendStatus::FlushDiskTimeout,
+        })
+    }
+
+    async fn read(
+        &self,
+        queue: QueueKey,
+        offset: u64,
+        max_bytes: usize,
+    ) -> Result<Vec<ReadBuf>, StorageError> {
+        Ok(CommitLog::read(self, queue, offset, max_bytes).await?.batches)
+    }
+
+    fn offsets(&self, queue: QueueKey) -> QueueOffsets {
+        CommitLog::offsets(self, queue)
+    }
+
+    fn offset_for_timestamp(&self, queue: QueueKey, timestamp_ms: i64) -> u64 {
+        CommitLog::offset_for_timestamp(self, queue, timestamp_ms)
+    }
+
+    async fn flush(&self) -> Result<(), StorageError> {
+        CommitLog::flush(self).await.map(|_| ())
+    }
+
+    async fn close(&self) -> Result<(), StorageError> {
+        CommitLog::close(self).await
+    }
+
+    async fn enforce_retention(&self, now_ms: i64) -> Result<usize, StorageError> {
+        Ok(CommitLog::enforce_retention(self, now_ms).await?.len())
+    }
 }

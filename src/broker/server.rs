@@ -18,8 +18,8 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::runtime::Semaphore;
 use futures::channel::oneshot;
-use glommio::sync::Semaphore;
 
 use super::config::{shard_placement, Config};
 use super::forwarding;
@@ -28,7 +28,6 @@ use super::log_backend::{self, Log};
 use super::mesh::{self, MeshEnds};
 use super::metadata_store::{self, MetadataStore};
 use super::shard::{Control, Forward, Ports, Shard};
-use super::shard_log::ShardLog;
 use super::shutdown::{self, Stop, StopHandle};
 use super::topics::TopicTable;
 use crate::runtime::{self, ExecutorOptions};
@@ -310,9 +309,16 @@ async fn shard_main(args: ShardArgs) -> Result<(), String> {
     let accepts = [shared, own].map(|l| {
         runtime::spawn(listener::accept_loop(shard.clone(), l, connections.clone(), stop.clone()))
     });
+    let retention = runtime::spawn(retention_loop(
+        id,
+        log.clone(),
+        Duration::from_millis(b.retention_check_interval_ms),
+        stop.clone(),
+    ));
     tracing::debug!(shard = id, "serving");
 
     let _ = stop.await;
+    retention.await;
     for a in accepts {
         a.await;
     }
@@ -334,6 +340,26 @@ async fn shard_main(args: ShardArgs) -> Result<(), String> {
     closed.map_err(|e| format!("closing the log of shard {id} failed: {e}"))?;
     tracing::debug!(shard = id, "stopped");
     Ok(())
+}
+
+/// Applies retention every `interval` until `stop`. Failures are logged; a failed log also
+/// refuses appends, which clients see as SHARD_FAILED.
+async fn retention_loop(id: usize, log: Rc<Log>, interval: Duration, stop: Stop) {
+    use futures::future::{select, Either};
+    loop {
+        match select(Box::pin(runtime::sleep(interval)), stop.clone()).await {
+            Either::Left(_) => {}
+            Either::Right(_) => return,
+        }
+        let now = crate::storage::commit_log::now_ms();
+        match log.enforce_retention(now).await {
+            Ok(deleted) if !deleted.is_empty() => {
+                tracing::info!(shard = id, segments = deleted.len(), "retention deleted segments")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!(shard = id, "retention failed: {e}"),
+        }
+    }
 }
 
 async fn close_log(id: usize, log: &Rc<Log>) {

@@ -1,12 +1,11 @@
 //! The broker's seam to a shard's log: the five operations a shard needs from storage.
 //!
-//! Production implements it with [`crate::storage::CommitLog`] (one per shard, on that shard's
-//! thread); broker unit tests use [`super::memory_log::MemoryLog`]. Keeping the seam this
+//! Production implements it with `Rc<`[`crate::storage::CommitLog`]`>` (one per shard, on that
+//! shard's thread); broker unit tests use [`super::memory_log::MemoryLog`]. Keeping the seam this
 //! narrow lets the request handling be tested without disks and keeps storage types that the
 //! broker does not need out of it.
 
-use crate::storage::file::ReadBuf;
-use crate::storage::{QueueKey, QueueOffsets, StorageError};
+use crate::storage::{QueueKey, QueueOffsets, ReadBuf, StorageError};
 
 /// What an append stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,4 +37,6 @@ pub trait ShardLog: 'static {
     fn offset_for_timestamp(&self, queue: QueueKey, timestamp_ms: i64) -> u64;
     async fn flush(&self) -> Result<(), StorageError>;
     async fn close(&self) -> Result<(), StorageError>;
+    /// Deletes whole old segments per the retention policy; returns how many.
+    async fn enforce_retention(&self, now_ms: i64) -> Result<usize, StorageError>;
 }
