@@ -1,0 +1,183 @@
+//! Starting the real `ringmq` binary for integration tests: temp data dir, port 0 (the broker
+//! prints the ports it bound), bounded waits everywhere.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use ringmq::protocol::frame::{check_response, split_response, Check, ResponseHeader};
+
+pub const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub struct Broker {
+    child: Option<Child>,
+    pub dir: PathBuf,
+    pub shared_port: u16,
+    pub shard_ports: Vec<u16>,
+}
+
+/// Config for a test broker: ephemeral ports, unpinned shards, small segments.
+pub fn config(dir: &Path, shards: usize, extra_broker: &str, extra_storage: &str) -> String {
+    format!(
+        "[broker]\nport = 0\nshards = {shards}\npin = false\ndata_dir = {:?}\nshutdown_timeout_ms = 5000\n{extra_broker}\n\
+         [storage]\nsegment_size_bytes = 16777216\nchunk_pool_chunks = 8\ncache_bytes = 16777216\n{extra_storage}\n",
+        dir.join("data")
+    )
+}
+
+impl Broker {
+    /// Starts a broker with `config_text` in `dir` and waits for its ready line.
+    pub fn start_in(dir: &Path, config_text: &str) -> Broker {
+        std::fs::create_dir_all(dir).unwrap();
+        let cfg = dir.join("broker.toml");
+        std::fs::write(&cfg, config_text).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ringmq"))
+            .args(["broker", "--config"])
+            .arg(&cfg)
+            .args(["--log-level", "warn"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start ringmq");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let _ = tx.send(line);
+            }
+        });
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) if line.starts_with("ringmq broker ready") => {
+                    let field = |name: &str| {
+                        line.split_whitespace()
+                            .find_map(|w| w.strip_prefix(name))
+                            .unwrap_or_else(|| panic!("no {name} in {line:?}"))
+                            .to_owned()
+                    };
+                    let shared_port = field("shared_port=").parse().unwrap();
+                    let shard_ports =
+                        field("shard_ports=").split(',').map(|p| p.parse().unwrap()).collect();
+                    return Broker {
+                        child: Some(child),
+                        dir: dir.to_owned(),
+                        shared_port,
+                        shard_ports,
+                    };
+                }
+                Ok(_) => continue,
+                Err(_) => {
+                    let status = child.try_wait().ok().flatten();
+                    let _ = child.kill();
+                    panic!(
+                        "broker did not become ready within {START_TIMEOUT:?} (exit: {status:?})"
+                    );
+                }
+            }
+        }
+    }
+
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.shared_port)
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().unwrap().id() as i32
+    }
+
+    /// SIGTERM, then waits (bounded) for the exit.
+    pub fn stop(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        wait_exit(&mut child, Duration::from_secs(30))
+    }
+
+    /// SIGKILL: no clean stop at all.
+    pub fn kill(&mut self) {
+        let mut child = self.child.take().expect("running");
+        let _ = child.kill();
+        let _ = wait_exit(&mut child, Duration::from_secs(30));
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+}
+
+fn wait_exit(child: &mut Child, limit: Duration) -> ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            panic!("broker did not exit within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Polls `f` until it returns Some, at most `limit`.
+pub fn poll_until<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "condition not met within {limit:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A raw protocol connection for malformed-input tests.
+pub struct Raw {
+    pub stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Raw {
+    pub fn connect(port: u16) -> Raw {
+        let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        Raw { stream, buf: Vec::new() }
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).unwrap();
+    }
+
+    /// The next response frame; None if the broker closed the connection.
+    pub fn read_frame(&mut self) -> Option<(ResponseHeader, Vec<u8>)> {
+        let mut chunk = [0u8; 65536];
+        loop {
+            if let Ok(Check::Complete { frame_bytes }) = check_response(&self.buf, 64 << 20) {
+                let frame: Vec<u8> = self.buf.drain(..frame_bytes).collect();
+                let (h, p) = split_response(&frame);
+                return Some((h, p.to_vec()));
+            }
+            let n = self.stream.read(&mut chunk).expect("read (timed out?)");
+            if n == 0 {
+                return None;
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+}
