@@ -1,0 +1,248 @@
+//! Hostile and mistaken input against the real binary: every case gets a clear error code (or,
+//! when framing is broken, only that connection closes) and the broker keeps serving others.
+
+mod broker_common;
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use broker_common::{config, Broker, Raw};
+use ringmq::format::{BatchBuilder, Record};
+use ringmq::protocol::frame::{begin_request, finish_frame, RequestHeader};
+use ringmq::protocol::{ApiKey, ErrorCode, ErrorDetail, ErrorResponse, Request, Response};
+
+fn tempdir() -> tempfile::TempDir {
+    tempfile::Builder::new().prefix("ringmq-bad").tempdir().unwrap()
+}
+
+fn batch(n: usize) -> Vec<u8> {
+    let mut b = BatchBuilder::new(1 << 20);
+    for i in 0..n {
+        let body = format!("b{i}");
+        b.push(&Record {
+            key: b"",
+            tag: b"",
+            properties: &[],
+            body: body.as_bytes(),
+            timestamp_ms: 1,
+        })
+        .unwrap();
+    }
+    b.finish(-1, -1)
+}
+
+fn raw_frame(api_key: u16, api_version: u16, correlation_id: u32, payload: &[u8]) -> Vec<u8> {
+    let mut f = begin_request(RequestHeader { api_key, api_version, correlation_id });
+    f.extend_from_slice(payload);
+    finish_frame(&mut f);
+    f
+}
+
+/// Sends `req` and returns the error the broker answered with.
+fn expect_error(raw: &mut Raw, req: &Request, id: u32) -> ErrorResponse {
+    raw.send(&req.encode_frame(id));
+    let (h, p) = raw.read_frame().expect("a reply");
+    assert_eq!(h.correlation_id, id);
+    assert_ne!(h.error_code, 0, "expected an error for {req:?}");
+    ErrorResponse::decode(h.error_code, &p).unwrap()
+}
+
+fn expect_ok(raw: &mut Raw, req: &Request, id: u32) -> Response {
+    raw.send(&req.encode_frame(id));
+    let (h, p) = raw.read_frame().expect("a reply");
+    assert_eq!(h.correlation_id, id);
+    if h.error_code != 0 {
+        panic!("{req:?} failed: {:?}", ErrorResponse::decode(h.error_code, &p));
+    }
+    Response::decode(req.api_key(), &p).unwrap()
+}
+
+fn produce(topic: &str, queue_id: u32, batch: Vec<u8>) -> Request {
+    Request::Produce { topic: topic.into(), queue_id, flags: 0, batch }
+}
+
+fn fetch(topic: &str, queue_id: u32, offset: u64, max_wait_ms: u32) -> Request {
+    Request::Fetch { topic: topic.into(), queue_id, offset, max_bytes: 1 << 20, max_wait_ms }
+}
+
+#[test]
+fn bad_requests_get_clear_errors_and_the_connection_goes_on() {
+    let dir = tempdir();
+    let broker = Broker::start_in(dir.path(), &config(dir.path(), 2, "", ""));
+    let mut raw = Raw::connect(broker.shared_port);
+    let code = |e: &ErrorResponse| e.known_code().unwrap();
+
+    let e = expect_error(
+        &mut raw,
+        &Request::CreateTopic { topic: "bad name".into(), queue_count: 2 },
+        1,
+    );
+    assert_eq!(code(&e), ErrorCode::INVALID_TOPIC_NAME);
+    assert!(e.message.contains("bad name"), "{}", e.message);
+    let e =
+        expect_error(&mut raw, &Request::CreateTopic { topic: "x".repeat(128), queue_count: 2 }, 2);
+    assert_eq!(code(&e), ErrorCode::INVALID_TOPIC_NAME);
+    let e = expect_error(&mut raw, &Request::CreateTopic { topic: "t".into(), queue_count: 0 }, 3);
+    assert_eq!(code(&e), ErrorCode::INVALID_ARGUMENT);
+    expect_ok(&mut raw, &Request::CreateTopic { topic: "t".into(), queue_count: 2 }, 4);
+    let e = expect_error(&mut raw, &Request::CreateTopic { topic: "t".into(), queue_count: 2 }, 5);
+    assert_eq!(code(&e), ErrorCode::TOPIC_EXISTS);
+    let e = expect_error(&mut raw, &Request::DeleteTopic { topic: "nope".into() }, 6);
+    assert_eq!(code(&e), ErrorCode::UNKNOWN_TOPIC);
+
+    let e = expect_error(&mut raw, &produce("nope", 0, batch(1)), 7);
+    assert_eq!(code(&e), ErrorCode::UNKNOWN_TOPIC);
+    let e = expect_error(&mut raw, &produce("t", 2, batch(1)), 8);
+    assert_eq!(code(&e), ErrorCode::UNKNOWN_QUEUE);
+    let e = expect_error(&mut raw, &produce("bad/name", 0, batch(1)), 9);
+    assert_eq!(code(&e), ErrorCode::INVALID_TOPIC_NAME);
+
+    let mut corrupt = batch(2);
+    let last = corrupt.len() - 1;
+    corrupt[last] ^= 0xff;
+    let e = expect_error(&mut raw, &produce("t", 0, corrupt), 10);
+    assert_eq!(code(&e), ErrorCode::CORRUPT_BATCH, "{}", e.message);
+    let e = expect_error(&mut raw, &produce("t", 0, vec![7; 200]), 11);
+    assert_eq!(code(&e), ErrorCode::INVALID_BATCH, "{}", e.message);
+    let e = expect_error(&mut raw, &produce("t", 0, vec![1, 2]), 12);
+    assert_eq!(code(&e), ErrorCode::INVALID_BATCH);
+    let mut two = batch(1);
+    two.extend(batch(1));
+    let e = expect_error(&mut raw, &produce("t", 0, two), 13);
+    assert_eq!(code(&e), ErrorCode::INVALID_BATCH, "{}", e.message);
+    // Over storage.max_batch_bytes (4 MiB) but under the 8 MiB frame bound.
+    let e = expect_error(&mut raw, &produce("t", 0, vec![0; 5 << 20]), 14);
+    assert_eq!(code(&e), ErrorCode::BATCH_TOO_LARGE);
+
+    // Unknown api key and version, malformed payload, trailing bytes.
+    raw.send(&raw_frame(999, 1, 15, &[]));
+    let (h, p) = raw.read_frame().unwrap();
+    assert_eq!((h.correlation_id, h.error_code), (15, ErrorCode::UNSUPPORTED_API as u16));
+    assert!(ErrorResponse::decode(h.error_code, &p).unwrap().message.contains("999"));
+    raw.send(&raw_frame(ApiKey::Fetch as u16, 42, 16, &[]));
+    let (h, _) = raw.read_frame().unwrap();
+    assert_eq!((h.correlation_id, h.error_code), (16, ErrorCode::UNSUPPORTED_VERSION as u16));
+    raw.send(&raw_frame(ApiKey::Fetch as u16, 1, 17, &[5, 0, b'a']));
+    let (h, _) = raw.read_frame().unwrap();
+    assert_eq!((h.correlation_id, h.error_code), (17, ErrorCode::MALFORMED_REQUEST as u16));
+    raw.send(&raw_frame(ApiKey::ListTopics as u16, 1, 18, &[0]));
+    let (h, _) = raw.read_frame().unwrap();
+    assert_eq!((h.correlation_id, h.error_code), (18, ErrorCode::MALFORMED_REQUEST as u16));
+
+    // Offsets: beyond the end is an error with the bounds; at the end long-polls then empty.
+    expect_ok(&mut raw, &produce("t", 0, batch(3)), 19);
+    let e = expect_error(&mut raw, &fetch("t", 0, 10, 0), 20);
+    assert_eq!(code(&e), ErrorCode::OFFSET_OUT_OF_RANGE);
+    assert_eq!(e.detail, ErrorDetail::OffsetRange { min: 0, next: 3 });
+    let start = Instant::now();
+    let r = expect_ok(&mut raw, &fetch("t", 0, 3, 200), 21);
+    assert!(start.elapsed() >= Duration::from_millis(150));
+    assert_eq!(r, Response::Fetch { min_offset: 0, next_offset: 3, batches: Vec::new() });
+    // Fetching from the middle of a batch returns the whole stored batch.
+    let Response::Fetch { batches, .. } = expect_ok(&mut raw, &fetch("t", 0, 1, 0), 22) else {
+        panic!()
+    };
+    assert_eq!(ringmq::format::batch::peek_length(&batches).unwrap() as usize, batches.len());
+
+    // The same connection still serves good requests, pipelined and answered by id.
+    for id in 100..110 {
+        raw.send(&Request::Metadata { topics: vec!["t".into()] }.encode_frame(id));
+    }
+    let mut ids: Vec<u32> = (0..10).map(|_| raw.read_frame().unwrap().0.correlation_id).collect();
+    ids.sort();
+    assert_eq!(ids, (100..110).collect::<Vec<_>>());
+}
+
+#[test]
+fn fetch_below_the_start_reports_the_minimum() {
+    let dir = tempdir();
+    // Tiny segments and a disk ratio every filesystem exceeds: retention deletes every sealed
+    // segment on its next check, so the queue's start moves past 0.
+    let broker_cfg = "retention_check_interval_ms = 100\nmax_fetch_bytes = 65536";
+    let storage_cfg = "segment_size_bytes = 65536\nmax_batch_bytes = 8192\ndisk_max_used_ratio = 0.000001\npreallocate = false\nchunk_size_bytes = 16384\ncache_bytes = 1048576";
+    let text = config(dir.path(), 1, broker_cfg, "").replace(
+        "[storage]\nsegment_size_bytes = 16777216\nchunk_pool_chunks = 8\ncache_bytes = 16777216\n",
+        &format!("[storage]\nchunk_pool_chunks = 8\n{storage_cfg}\n"),
+    );
+    let broker = Broker::start_in(dir.path(), &text);
+    let mut raw = Raw::connect(broker.shared_port);
+    expect_ok(&mut raw, &Request::CreateTopic { topic: "r".into(), queue_count: 1 }, 1);
+    let mut b = BatchBuilder::new(8000);
+    while b
+        .push(&Record { key: b"", tag: b"", properties: &[], body: &[7; 100], timestamp_ms: 1 })
+        .is_ok()
+    {}
+    let big = b.finish(-1, -1);
+    for i in 0..40 {
+        expect_ok(&mut raw, &produce("r", 0, big.clone()), 10 + i);
+    }
+    let min = broker_common::poll_until(Duration::from_secs(20), || {
+        let r = expect_ok(
+            &mut raw,
+            &Request::Offsets { topic: "r".into(), queue_id: 0, timestamp_ms: -1 },
+            99,
+        );
+        let Response::Offsets { min_offset, .. } = r else { panic!() };
+        (min_offset > 0).then_some(min_offset)
+    });
+    let e = expect_error(&mut raw, &fetch("r", 0, 0, 0), 100);
+    assert_eq!(e.known_code(), Some(ErrorCode::OFFSET_OUT_OF_RANGE));
+    let ErrorDetail::OffsetRange { min: reported, .. } = e.detail else { panic!("{e:?}") };
+    assert!(reported >= min);
+    expect_ok(&mut raw, &fetch("r", 0, reported, 0), 101);
+}
+
+#[test]
+fn broken_framing_closes_only_that_connection() {
+    let dir = tempdir();
+    let broker = Broker::start_in(dir.path(), &config(dir.path(), 2, "", ""));
+    let mut good = Raw::connect(broker.shared_port);
+    expect_ok(&mut good, &Request::CreateTopic { topic: "f".into(), queue_count: 2 }, 1);
+
+    // Oversized frame: refused from its header alone, with the correlation id, then closed.
+    let mut big = Raw::connect(broker.shared_port);
+    let mut header = raw_frame(ApiKey::Produce as u16, 1, 77, &[]);
+    header[0..4].copy_from_slice(&(64u32 << 20).to_le_bytes());
+    big.send(&header);
+    let (h, p) = big.read_frame().unwrap();
+    assert_eq!((h.correlation_id, h.error_code), (77, ErrorCode::FRAME_TOO_LARGE as u16));
+    assert!(ErrorResponse::decode(h.error_code, &p).unwrap().message.contains("max_frame_bytes"));
+    assert!(big.read_frame().is_none(), "connection closed after broken framing");
+
+    // A length too short to hold a request header.
+    let mut short = Raw::connect(broker.shared_port);
+    short.send(&[3, 0, 0, 0, 1, 2, 3]);
+    let (h, _) = short.read_frame().unwrap();
+    assert_eq!(h.error_code, ErrorCode::MALFORMED_REQUEST as u16);
+    assert!(short.read_frame().is_none());
+
+    // Truncated frame, then the client goes away.
+    let mut trunc = Raw::connect(broker.shared_port);
+    let f = Request::Metadata { topics: vec![] }.encode_frame(5);
+    trunc.send(&f[..f.len() - 2]);
+    drop(trunc);
+
+    // Disconnecting mid-request: a parked long-poll and a produce whose reply nobody reads.
+    for port in [broker.shared_port, broker.shard_ports[1]] {
+        let mut gone = Raw::connect(port);
+        gone.send(&fetch("f", 0, 0, 5_000).encode_frame(1));
+        gone.send(&produce("f", 1, batch(1)).encode_frame(2));
+        gone.stream.flush().unwrap();
+        drop(gone);
+    }
+    // Garbage bytes.
+    let mut junk = Raw::connect(broker.shard_ports[0]);
+    junk.send(&[0xff; 64]);
+    let (h, _) = junk.read_frame().unwrap();
+    assert_eq!(h.error_code, ErrorCode::FRAME_TOO_LARGE as u16);
+
+    // The broker still serves the first connection and new ones.
+    expect_ok(&mut good, &produce("f", 0, batch(2)), 2);
+    let mut fresh = Raw::connect(broker.shared_port);
+    let r = expect_ok(
+        &mut fresh,
+        &Request::Offsets { topic: "f".into(), queue_id: 0, timestamp_ms: -1 },
+        3,
+    );
+    assert!(matches!(r, Response::Offsets { next_offset: 2, .. }), "{r:?}");
+}
