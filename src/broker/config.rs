@@ -239,6 +239,16 @@ mod tests {
     }
 
     #[test]
+    fn the_example_file_parses_to_the_defaults() {
+        let text = include_str!("../../tuning/broker.example.toml");
+        let c = Config::parse(text).unwrap();
+        c.validate().unwrap();
+        let mut expected = Config::default();
+        expected.storage.dir = c.storage.dir.clone();
+        assert_eq!(c, expected, "tuning/broker.example.toml must list the defaults");
+    }
+
+    #[test]
     fn inconsistent_bounds_are_refused() {
         let mut c = Config::default();
         c.broker.max_frame_bytes = 1 << 20;
