@@ -275,3 +275,40 @@ fn sigkill_during_sync_flush_loses_nothing_acknowledged() {
         );
     }
 }
+
+#[test]
+fn shared_port_spreads_connections_over_shards() {
+    // glommio binds every listener with SO_REUSEPORT; the kernel hashes connections over the
+    // shards' listeners on the shared port. 32 connections all landing on one of two shards
+    // has probability 2^-31.
+    let dir = tempdir();
+    let broker = Broker::start_in(dir.path(), &config(dir.path(), 2, "", ""));
+    let conns: Vec<_> = (0..32).map(|_| broker_common::Raw::connect(broker.shared_port)).collect();
+    let client = Client::connect(&format!("127.0.0.1:{}", broker.shard_ports[0])).unwrap();
+    let per_shard = poll_until(Duration::from_secs(10), || {
+        let stats = client.admin().stats().unwrap();
+        let open: Vec<u64> = stats.iter().map(|s| s.connections_open).collect();
+        // Ours: 32 on the shared port plus the admin connection on shard 0's own port.
+        (open.iter().sum::<u64>() >= 33).then_some(open)
+    });
+    assert!(per_shard.iter().all(|&n| n >= 1), "connections per shard: {per_shard:?}");
+    drop(conns);
+}
+
+#[test]
+fn a_different_shard_count_is_refused_with_a_clear_message() {
+    let dir = tempdir();
+    let mut broker = Broker::start_in(dir.path(), &config(dir.path(), 2, "", ""));
+    Client::connect(&broker.addr()).unwrap().admin().create_topic("t", 2).unwrap();
+    assert!(broker.stop().success());
+    let cfg_path = dir.path().join("one.toml");
+    std::fs::write(&cfg_path, config(dir.path(), 1, "", "")).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ringmq"))
+        .args(["broker", "--config"])
+        .arg(&cfg_path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("2 shards") && err.contains("shards = 2"), "{err}");
+}
