@@ -3,6 +3,11 @@
 //! - [`format`]: the one record-batch format used on the wire and on disk.
 //! - [`storage`]: the per-shard commit log (direct I/O, group commit, per-queue indexes,
 //!   recovery, retention).
+//! - [`protocol`]: the native wire protocol (frames, requests, responses, error codes;
+//!   `docs/protocol.md`).
+//! - [`broker`]: the broker: shards, listeners, request routing over the shard mesh, topic
+//!   metadata, long-poll, startup and shutdown.
+//! - [`client`]: producer, pull consumer and admin client (std threads, usable from `fn main`).
 //! - [`runtime`]: the thin wrapper around glommio; the rest of the crate names glommio types only
 //!   through it.
 //!

@@ -312,3 +312,30 @@ fn a_different_shard_count_is_refused_with_a_clear_message() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("2 shards") && err.contains("shards = 2"), "{err}");
 }
+
+#[test]
+fn sigterm_answers_in_flight_requests_then_exits_zero() {
+    let dir = tempdir();
+    let mut broker = Broker::start_in(dir.path(), &config(dir.path(), 2, "", ""));
+    let client = Client::connect(&broker.addr()).unwrap();
+    client.admin().create_topic("s", 2).unwrap();
+    // A long-poll parked on each shard: stopping must answer them, not drop them.
+    let waiters: Vec<_> = (0..2)
+        .map(|q| {
+            let c = client.clone();
+            std::thread::spawn(move || c.consumer().pull("s", q, 0, Duration::from_secs(25)))
+        })
+        .collect();
+    poll_until(Duration::from_secs(10), || {
+        let parked: u64 = client.admin().stats().unwrap().iter().map(|s| s.long_poll_waiting).sum();
+        (parked >= 2).then_some(())
+    });
+    let t = Instant::now();
+    let status = broker.stop();
+    assert!(status.success(), "{status:?}");
+    assert!(t.elapsed() < Duration::from_secs(10), "stop took {:?}", t.elapsed());
+    for w in waiters {
+        let r = w.join().unwrap().expect("the parked fetch got its (empty) answer");
+        assert!(r.messages.is_empty());
+    }
+}

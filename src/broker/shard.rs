@@ -473,3 +473,130 @@ fn queue_topic(request: &Request) -> &str {
         _ => "",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Request handling on one shard over the in-memory log: no sockets, no disk.
+
+    use super::*;
+    use crate::broker::memory_log::MemoryLog;
+    use crate::broker::mesh;
+    use crate::format::{BatchBuilder, Record};
+    use crate::runtime::{run_on_new_executor, ExecutorOptions};
+
+    fn batch(n: usize) -> Vec<u8> {
+        let mut b = BatchBuilder::new(1 << 16);
+        for i in 0..n {
+            let body = format!("r{i}");
+            let rec = Record {
+                key: b"",
+                tag: b"",
+                properties: &[],
+                body: body.as_bytes(),
+                timestamp_ms: 5,
+            };
+            b.push(&rec).unwrap();
+        }
+        b.finish(-1, -1)
+    }
+
+    async fn shard(waiters: usize) -> Rc<Shard<MemoryLog>> {
+        let mut config = Config::default();
+        config.broker.max_long_poll_waiters_per_queue = waiters;
+        let mut topics = TopicTable::new(1);
+        topics.create("t", 2, 16, 16).unwrap();
+        let data = mesh::build::<Forward>(1, 4).pop().unwrap().connect().await.0;
+        let control = mesh::build::<Control>(1, 4).pop().unwrap().connect().await.0;
+        let ports = Ports { shared: 1, per_shard: vec![2] };
+        let log = MemoryLog::new(config.storage.max_batch_bytes);
+        Rc::new(Shard::new(0, 1, Arc::new(config), log, ports, topics, data, control, None))
+    }
+
+    fn produce(queue_id: u32, n: usize) -> Request {
+        Request::Produce { topic: "t".into(), queue_id, flags: 0, batch: batch(n) }
+    }
+
+    fn fetch(offset: u64, max_wait_ms: u32) -> Request {
+        Request::Fetch { topic: "t".into(), queue_id: 0, offset, max_bytes: 1 << 20, max_wait_ms }
+    }
+
+    fn run<T: Send + 'static, F: std::future::Future<Output = T> + 'static>(
+        f: impl FnOnce() -> F + Send + 'static,
+    ) -> T {
+        run_on_new_executor(ExecutorOptions::default(), f).unwrap()
+    }
+
+    #[test]
+    fn produce_fetch_offsets_and_errors() {
+        run(|| async {
+            let s = shard(8).await;
+            let r = s.handle(produce(0, 3)).await.unwrap();
+            assert!(matches!(r, Response::Produce { base_offset: 0, record_count: 3, .. }));
+            let r = s.handle(produce(0, 2)).await.unwrap();
+            assert!(matches!(r, Response::Produce { base_offset: 3, .. }));
+            let Response::Fetch { batches, next_offset, .. } = s.handle(fetch(4, 0)).await.unwrap()
+            else {
+                panic!()
+            };
+            assert_eq!(next_offset, 5);
+            // The batch holding offset 4 starts at 3: returned whole, stamped.
+            let view = crate::format::BatchView::parse(&batches, 1 << 20).unwrap();
+            assert_eq!(view.header.stamp.base_offset, 3);
+            let e = s.handle(fetch(6, 0)).await.unwrap_err();
+            assert_eq!(e.code, ErrorCode::OFFSET_OUT_OF_RANGE);
+            assert_eq!(e.detail, ErrorDetail::OffsetRange { min: 0, next: 5 });
+            let e = s.handle(produce(2, 1)).await.unwrap_err();
+            assert_eq!(e.code, ErrorCode::UNKNOWN_QUEUE);
+            let mut bad = batch(1);
+            bad[100] ^= 1;
+            let e = s
+                .handle(Request::Produce { topic: "t".into(), queue_id: 0, flags: 0, batch: bad })
+                .await
+                .unwrap_err();
+            assert_eq!(e.code, ErrorCode::CORRUPT_BATCH);
+            let r = s
+                .handle(Request::Offsets { topic: "t".into(), queue_id: 0, timestamp_ms: 0 })
+                .await
+                .unwrap();
+            assert_eq!(r, Response::Offsets { min_offset: 0, next_offset: 5, timestamp_offset: 0 });
+            let e = s.handle_forwarded(fetch(0, 0)).await.map(|_| ());
+            assert_eq!(e, Ok(()), "a forwarded request for an owned queue is served");
+        });
+    }
+
+    #[test]
+    fn long_poll_wakes_times_out_is_bounded_and_released_on_stop() {
+        run(|| async {
+            let s = shard(1).await;
+            // Times out empty.
+            let t = Instant::now();
+            let r = s.handle(fetch(0, 50)).await.unwrap();
+            assert!(t.elapsed() >= Duration::from_millis(45));
+            assert!(matches!(r, Response::Fetch { ref batches, .. } if batches.is_empty()));
+            // Woken by an append.
+            let s2 = s.clone();
+            let parked = runtime::spawn(async move { s2.handle(fetch(0, 10_000)).await });
+            runtime::sleep(Duration::from_millis(20)).await;
+            assert_eq!(s.stats().long_poll_waiting, 1);
+            // The per-queue bound (1) is reached: another waiter is answered at once.
+            let t = Instant::now();
+            s.handle(fetch(0, 10_000)).await.unwrap();
+            assert!(t.elapsed() < Duration::from_secs(5));
+            let t = Instant::now();
+            s.handle(produce(0, 1)).await.unwrap();
+            let r = parked.await.unwrap().unwrap();
+            assert!(t.elapsed() < Duration::from_secs(5));
+            assert!(
+                matches!(r, Response::Fetch { next_offset: 1, ref batches, .. } if !batches.is_empty())
+            );
+            // Stopping releases parked fetches at once.
+            let s2 = s.clone();
+            let parked = runtime::spawn(async move { s2.handle(fetch(1, 10_000)).await });
+            runtime::sleep(Duration::from_millis(20)).await;
+            let t = Instant::now();
+            s.begin_stop();
+            parked.await.unwrap().unwrap();
+            assert!(t.elapsed() < Duration::from_secs(5));
+        });
+    }
+}

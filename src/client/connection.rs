@@ -141,9 +141,9 @@ impl Connection {
     fn write(&self, id: u32, frame: &[u8]) -> Result<()> {
         let r = lock(&self.inner.writer).write_all(frame);
         if let Err(e) = r {
-            fail_all(&self.inner, &format!("write failed: {e}"));
-            // Our own waiter was failed by fail_all (if still registered).
-            let _ = id;
+            // Fails every waiter, request `id`'s included: a partly written frame breaks
+            // the connection's framing.
+            fail_all(&self.inner, &format!("write of request {id} failed: {e}"));
             return Err(ClientError::Io { addr: self.inner.addr.clone(), reason: e.to_string() });
         }
         Ok(())
@@ -151,12 +151,16 @@ impl Connection {
 
     /// Sends a request; the returned handle completes with the reply.
     pub fn send(&self, request: &Request) -> Result<Pending<Result<Response>>> {
+        Ok(self.send_tracked(request)?.1)
+    }
+
+    fn send_tracked(&self, request: &Request) -> Result<(u32, Pending<Result<Response>>)> {
         let (c, p) = pending();
         let id = self.register(Some(Waiter::Pending(request.api_key(), c)))?;
         let frame = request.encode_frame(id);
         // On a write error the waiter was already completed with the error.
         let _ = self.write(id, &frame);
-        Ok(p)
+        Ok((id, p))
     }
 
     /// Sends a request; `callback` runs on the reader thread with the reply.
@@ -176,9 +180,15 @@ impl Connection {
 
     /// Sends and waits for the reply, at most `timeout`.
     pub fn call(&self, request: &Request, timeout: Duration) -> Result<Response> {
-        match self.send(request)?.wait_timeout(timeout) {
+        let (id, p) = self.send_tracked(request)?;
+        match p.wait_timeout(timeout) {
             Ok(r) => r,
-            Err(_) => Err(ClientError::Timeout(timeout.as_millis() as u64)),
+            Err(_) => {
+                // Free the in-flight slot; a late reply is then dropped by the reader.
+                lock(&self.inner.state).waiters.remove(&id);
+                self.inner.room.notify_one();
+                Err(ClientError::Timeout(timeout.as_millis() as u64))
+            }
         }
     }
 }

@@ -78,11 +78,14 @@ impl Request {
     /// Encodes a whole request frame.
     pub fn encode_frame(&self, correlation_id: u32) -> Vec<u8> {
         let key = self.api_key();
-        let buf = frame::begin_request(RequestHeader {
+        let mut buf = frame::begin_request(RequestHeader {
             api_key: key as u16,
             api_version: key.current_version(),
             correlation_id,
         });
+        if let Request::Produce { batch, topic, .. } = self {
+            buf.reserve(batch.len() + topic.len() + 16);
+        }
         let mut w = Writer::with_buffer(buf);
         match self {
             Request::Metadata { topics } => {
@@ -294,7 +297,12 @@ impl Response {
 
     /// Encodes a whole success response frame.
     pub fn encode_frame(&self, correlation_id: u32) -> Vec<u8> {
-        let mut w = Writer::with_buffer(frame::begin_response(correlation_id, ErrorCode::NONE));
+        let mut buf = frame::begin_response(correlation_id, ErrorCode::NONE);
+        if let Response::Fetch { batches, .. } = self {
+            // One allocation for the biggest responses.
+            buf.reserve(batches.len() + 32);
+        }
+        let mut w = Writer::with_buffer(buf);
         match self {
             Response::Metadata { shard_count, shared_port, shard_ports, topics } => {
                 w.u32(*shard_count).u16(*shared_port).count(shard_ports.len());
