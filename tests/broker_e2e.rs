@@ -339,3 +339,113 @@ fn sigterm_answers_in_flight_requests_then_exits_zero() {
         assert!(r.messages.is_empty());
     }
 }
+
+/// Runs a future to completion on this thread (the client's futures need no runtime).
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    use std::sync::Arc;
+    use std::task::{Context, Poll, Wake, Waker};
+    struct Unpark(std::thread::Thread);
+    impl Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    let mut f = std::pin::pin!(f);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "future did not complete");
+        std::thread::park_timeout(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn async_and_oneway_sends() {
+    let dir = tempdir();
+    let broker = Broker::start_in(dir.path(), &config(dir.path(), 2, "", ""));
+    let client = Client::connect(&broker.addr()).unwrap();
+    client.admin().create_topic("modes", 2).unwrap();
+    let producer = client
+        .producer(ProducerConfig { selector: QueueSelector::Queue(1), ..Default::default() })
+        .unwrap();
+    let futures: Vec<_> = (0..20)
+        .map(|i| producer.send_async(Message::new("modes", format!("a{i}"))).unwrap())
+        .collect();
+    let results = block_on(async {
+        let mut out = Vec::new();
+        for f in futures {
+            out.push(f.await.unwrap());
+        }
+        out
+    });
+    assert_eq!(
+        results.iter().map(|r| r.queue_offset).collect::<Vec<_>>(),
+        (0..20).collect::<Vec<_>>()
+    );
+    for i in 0..10 {
+        producer.send_oneway(Message::new("modes", format!("o{i}"))).unwrap();
+    }
+    // Oneway sends get no reply; they show up in the queue.
+    let all = poll_until(Duration::from_secs(10), || {
+        let msgs = drain(&client, "modes", 1, 0);
+        (msgs.len() == 30).then_some(msgs)
+    });
+    let oneway: Vec<_> =
+        all.iter().filter(|m| m.body.starts_with(b"o")).map(|m| m.body.clone()).collect();
+    assert_eq!(oneway, (0..10).map(|i| format!("o{i}").into_bytes()).collect::<Vec<_>>());
+    producer.close().unwrap();
+}
+
+fn free_port_block(n: u16) -> u16 {
+    // Find a base port whose next n ports are free right now (the broker binds them soon after).
+    for _ in 0..50 {
+        let base = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        if base > 65000 {
+            continue;
+        }
+        let all_free =
+            (0..=n).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok());
+        if all_free {
+            return base;
+        }
+    }
+    panic!("no free port block");
+}
+
+#[test]
+fn producer_retries_across_a_broker_restart() {
+    let dir = tempdir();
+    let port = free_port_block(3);
+    let cfg = config(dir.path(), 2, "", "").replace("port = 0", &format!("port = {port}"));
+    let mut broker = Broker::start_in(dir.path(), &cfg);
+    let client = Client::connect(&broker.addr()).unwrap();
+    client.admin().create_topic("rt", 2).unwrap();
+    let producer = client
+        .producer(ProducerConfig {
+            retries: 50,
+            retry_backoff: Duration::from_millis(100),
+            send_timeout: Duration::from_secs(60),
+            ..Default::default()
+        })
+        .unwrap();
+    for i in 0..10 {
+        producer.send(Message::new("rt", format!("before{i}"))).unwrap();
+    }
+    assert!(broker.stop().success());
+    // Sent while the broker is down: retried until it is back.
+    let pending: Vec<_> = (0..10)
+        .map(|i| producer.send_async(Message::new("rt", format!("during{i}"))).unwrap())
+        .collect();
+    let broker = Broker::start_in(dir.path(), &cfg);
+    for p in pending {
+        p.wait().unwrap();
+    }
+    let total: usize = (0..2).map(|q| drain(&client, "rt", q, 0).len()).sum();
+    assert!(total >= 20, "{total} stored");
+    drop(broker);
+    producer.close().unwrap();
+}
