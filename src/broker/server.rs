@@ -302,14 +302,15 @@ async fn shard_main(args: ShardArgs) -> Result<(), String> {
             forward_permits.clone(),
         )));
     }
+    let control = shard.control_queue();
     for rx in control_rx {
-        mesh_loops.push(runtime::spawn(forwarding::control_loop(shard.clone(), rx)));
+        mesh_loops.push(control.spawn(forwarding::control_loop(shard.clone(), rx)));
     }
     let connections = Rc::new(Semaphore::new(b.max_connections_per_shard as u64));
     let accepts = [shared, own].map(|l| {
         runtime::spawn(listener::accept_loop(shard.clone(), l, connections.clone(), stop.clone()))
     });
-    let retention = runtime::spawn(retention_loop(
+    let retention = control.spawn(retention_loop(
         id,
         log.clone(),
         Duration::from_millis(b.retention_check_interval_ms),

@@ -8,6 +8,10 @@
 //! broadcast over the control mesh; shard 0 acknowledges a change to the client only after
 //! every shard applied it, so a client may use a new topic on any shard right away.
 //!
+//! Control-plane work (topic changes, control messages, the retention timer) runs in the
+//! shard's low-share control task queue; produce and fetch run in the executor's default
+//! queue, so admin work and timers cannot stall the data plane (DESIGN.md section 1).
+//!
 //! Nothing here is shared with other threads: the shard lives in an `Rc` on its executor.
 
 use std::cell::{Cell, RefCell};
@@ -72,6 +76,9 @@ pub struct Shard<L: ShardLog> {
     metadata: Option<(MetadataStore, crate::runtime::Semaphore)>,
     stats: RefCell<ShardStats>,
     stopping: Cell<bool>,
+    /// Low-share task queue for control-plane work (topic changes, retention, control
+    /// messages), so it never stalls produce and fetch in the default queue.
+    control_queue: runtime::TaskQueue,
 }
 
 fn ok_or_stopped<T>(r: Result<T, oneshot::Canceled>, what: &str) -> Result<T, BrokerError> {
@@ -107,7 +114,13 @@ impl<L: ShardLog> Shard<L> {
             metadata: metadata.map(|m| (m, crate::runtime::Semaphore::new(1))),
             stats: RefCell::new(ShardStats { shard: id as u32, ..Default::default() }),
             stopping: Cell::new(false),
+            control_queue: runtime::TaskQueue::new(&format!("shard-{id}-control"), 100),
         }
+    }
+
+    /// The task queue for control-plane work on this shard.
+    pub fn control_queue(&self) -> runtime::TaskQueue {
+        self.control_queue
     }
 
     pub fn stats_mut(&self) -> std::cell::RefMut<'_, ShardStats> {
@@ -133,7 +146,7 @@ impl<L: ShardLog> Shard<L> {
     }
 
     /// Handles a request decoded on this shard.
-    pub async fn handle(&self, request: Request) -> Reply {
+    pub async fn handle(self: &Rc<Self>, request: Request) -> Reply {
         self.stats.borrow_mut().requests += 1;
         let reply = self.dispatch(request).await;
         if reply.is_err() {
@@ -142,7 +155,7 @@ impl<L: ShardLog> Shard<L> {
         reply
     }
 
-    async fn dispatch(&self, request: Request) -> Reply {
+    async fn dispatch(self: &Rc<Self>, request: Request) -> Reply {
         match request {
             Request::Metadata { topics } => Ok(self.metadata_response(&topics)),
             Request::ListTopics => Ok(Response::ListTopics {
@@ -159,7 +172,13 @@ impl<L: ShardLog> Shard<L> {
             }),
             Request::CreateTopic { .. } | Request::DeleteTopic { .. } => {
                 if self.id == 0 {
-                    self.admin(request).await
+                    let me = self.clone();
+                    self.control_queue
+                        .spawn(async move { me.admin(request).await })
+                        .await
+                        .unwrap_or_else(|| {
+                            Err(BrokerError::new(ErrorCode::INTERNAL, "topic change task was lost"))
+                        })
                 } else {
                     let (reply, rx) = oneshot::channel();
                     if self.control_mesh.send(0, Control::Admin { request, reply }).await.is_err() {
@@ -220,7 +239,7 @@ impl<L: ShardLog> Shard<L> {
             }
             Control::Admin { request, reply } => {
                 let me = self.clone();
-                runtime::spawn_detached(async move {
+                let _detached = self.control_queue.spawn(async move {
                     let r = if me.id == 0 {
                         me.admin(request).await
                     } else {

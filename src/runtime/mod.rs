@@ -200,6 +200,34 @@ impl Signal {
     }
 }
 
+/// A task queue of the current executor. Queues share the CPU in proportion to their shares
+/// (the executor's default queue has 1000), so work spawned into a low-share queue (admin,
+/// timers) cannot starve the default queue's data-plane tasks.
+#[derive(Clone, Copy, Debug)]
+pub struct TaskQueue(glommio::TaskQueueHandle);
+
+impl TaskQueue {
+    /// Creates a queue on the current executor; `shares` is its relative weight.
+    pub fn new(name: &str, shares: usize) -> TaskQueue {
+        TaskQueue(glommio::executor().create_task_queue(
+            glommio::Shares::Static(shares),
+            glommio::Latency::NotImportant,
+            name,
+        ))
+    }
+
+    /// Spawns `fut` into this queue; it runs to completion even if the handle is dropped.
+    pub fn spawn<F, T>(&self, fut: F) -> JoinHandle<T>
+    where
+        F: Future<Output = T> + 'static,
+        T: 'static,
+    {
+        glommio::spawn_local_into(fut, self.0)
+            .expect("a task queue lives as long as its executor")
+            .detach()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
