@@ -22,12 +22,14 @@ use futures::{AsyncReadExt, AsyncWriteExt};
 use glommio::channels::local_channel;
 use glommio::net::TcpStream;
 
-use super::shard::Shard;
+use super::shard::{Answer, Shard};
 use super::shard_log::ShardLog;
 use super::shutdown::Stop;
 use crate::protocol::frame::{check_request, split_request, Check};
+use crate::protocol::message::encode_fetch_head;
 use crate::protocol::{decode_request, encode_error, ErrorDetail};
 use crate::runtime;
+use crate::storage::ReadBuf;
 
 const READ_CHUNK_BYTES: usize = 64 * 1024;
 
@@ -40,7 +42,7 @@ pub async fn serve<L: ShardLog>(shard: Rc<Shard<L>>, stream: TcpStream, stop: St
     let max_frame = shard.config.broker.max_frame_bytes;
     let (mut reader, writer) = stream.split();
     // Room for every in-flight response plus the one refusal sent when framing breaks.
-    let (tx, rx) = local_channel::new_bounded::<Vec<u8>>(max_in_flight + 2);
+    let (tx, rx) = local_channel::new_bounded::<Outgoing>(max_in_flight + 2);
     let tx = Rc::new(tx);
     let write_task = runtime::spawn(write_loop(writer, rx, peer.clone()));
     let permits = Rc::new(Semaphore::new(max_in_flight as u64));
@@ -66,7 +68,7 @@ pub async fn serve<L: ShardLog>(shard: Rc<Shard<L>>, stream: TcpStream, stop: St
                                 &e.to_string(),
                                 ErrorDetail::None,
                             );
-                            if tx.send(f).await.is_err() {
+                            if tx.send(Outgoing::frame(f)).await.is_err() {
                                 break 'conn;
                             }
                         }
@@ -81,8 +83,18 @@ pub async fn serve<L: ShardLog>(shard: Rc<Shard<L>>, stream: TcpStream, stop: St
                                 let wants_response = request.wants_response();
                                 let reply = shard.handle(request).await;
                                 let frame = match reply {
-                                    Ok(resp) => resp.encode_frame(id),
-                                    Err(e) => encode_error(id, e.code, &e.message, e.detail),
+                                    Ok(Answer::Response(resp)) => {
+                                        Outgoing::frame(resp.encode_frame(id))
+                                    }
+                                    Ok(Answer::Batches { min_offset, next_offset, batches }) => {
+                                        let len = batches.iter().map(|b| b.len()).sum();
+                                        let head =
+                                            encode_fetch_head(id, min_offset, next_offset, len);
+                                        Outgoing { head, batches }
+                                    }
+                                    Err(e) => Outgoing::frame(encode_error(
+                                        id, e.code, &e.message, e.detail,
+                                    )),
                                 };
                                 if wants_response {
                                     // Fails only when the writer is gone (peer closed).
@@ -102,7 +114,7 @@ pub async fn serve<L: ShardLog>(shard: Rc<Shard<L>>, stream: TcpStream, stop: St
                         &format!("{e}; closing the connection"),
                         ErrorDetail::None,
                     );
-                    let _ = tx.send(f).await;
+                    let _ = tx.send(Outgoing::frame(f)).await;
                     break 'conn;
                 }
             }
@@ -131,17 +143,34 @@ pub async fn serve<L: ShardLog>(shard: Rc<Shard<L>>, stream: TcpStream, stop: St
     write_task.await;
 }
 
+/// One response: an encoded frame, or a fetch's frame head followed by the stored batches
+/// it announces (written from the log's buffers, not copied into the frame).
+struct Outgoing {
+    head: Vec<u8>,
+    batches: Vec<ReadBuf>,
+}
+
+impl Outgoing {
+    fn frame(head: Vec<u8>) -> Self {
+        Outgoing { head, batches: Vec::new() }
+    }
+}
+
+/// Small fetched batches are gathered into the head to save syscalls; larger ones are written
+/// from where the log holds them.
+const GATHER_BELOW_BYTES: usize = 16 * 1024;
+
 async fn write_loop<W: futures::AsyncWrite + Unpin>(
     mut writer: W,
-    rx: local_channel::LocalReceiver<Vec<u8>>,
+    rx: local_channel::LocalReceiver<Outgoing>,
     peer: String,
 ) {
     let mut healthy = true;
-    while let Some(frame) = rx.recv().await {
+    while let Some(out) = rx.recv().await {
         if !healthy {
             continue; // keep draining so request tasks never wait on a dead peer
         }
-        if let Err(e) = writer.write_all(&frame).await {
+        if let Err(e) = write_outgoing(&mut writer, out).await {
             tracing::debug!(%peer, "write failed: {e}");
             healthy = false;
         }
@@ -150,4 +179,24 @@ async fn write_loop<W: futures::AsyncWrite + Unpin>(
         let _ = writer.flush().await;
         let _ = writer.close().await;
     }
+}
+
+async fn write_outgoing<W: futures::AsyncWrite + Unpin>(
+    writer: &mut W,
+    out: Outgoing,
+) -> std::io::Result<()> {
+    let Outgoing { mut head, batches } = out;
+    let mut rest = batches.as_slice();
+    while let Some((b, tail)) = rest.split_first() {
+        if b.len() >= GATHER_BELOW_BYTES {
+            break;
+        }
+        head.extend_from_slice(b);
+        rest = tail;
+    }
+    writer.write_all(&head).await?;
+    for b in rest {
+        writer.write_all(b).await?;
+    }
+    Ok(())
 }

@@ -34,10 +34,38 @@ use crate::protocol::{
     ErrorCode, ErrorDetail, Request, Response, SendStatus, ShardStats, TopicInfo, TopicRoute,
 };
 use crate::runtime;
-use crate::storage::QueueKey;
+use crate::storage::{QueueKey, ReadBuf};
 
-/// A request's outcome.
+/// A request's outcome as it crosses the mesh (`Send`).
 pub type Reply = Result<Response, BrokerError>;
+
+/// A request's outcome on the shard whose connection decoded it.
+pub type LocalReply = Result<Answer, BrokerError>;
+
+/// A successful outcome. Fetches served by this shard keep the stored batches as the log
+/// returned them, so the connection writes them to the socket without copying.
+#[derive(Debug)]
+pub enum Answer {
+    Response(Response),
+    Batches { min_offset: u64, next_offset: u64, batches: Vec<ReadBuf> },
+}
+
+impl Answer {
+    /// A `Send` response (copies fetched batches once), for replies crossing shards.
+    pub fn into_response(self) -> Response {
+        match self {
+            Answer::Response(r) => r,
+            Answer::Batches { min_offset, next_offset, batches } => {
+                let total = batches.iter().map(|b| b.len()).sum();
+                let mut bytes = Vec::with_capacity(total);
+                for b in &batches {
+                    bytes.extend_from_slice(b);
+                }
+                Response::Fetch { min_offset, next_offset, batches: bytes }
+            }
+        }
+    }
+}
 
 /// A queue request forwarded to its owner shard.
 pub struct Forward {
@@ -146,7 +174,7 @@ impl<L: ShardLog> Shard<L> {
     }
 
     /// Handles a request decoded on this shard.
-    pub async fn handle(self: &Rc<Self>, request: Request) -> Reply {
+    pub async fn handle(self: &Rc<Self>, request: Request) -> LocalReply {
         self.stats.borrow_mut().requests += 1;
         let reply = self.dispatch(request).await;
         if reply.is_err() {
@@ -155,8 +183,8 @@ impl<L: ShardLog> Shard<L> {
         reply
     }
 
-    async fn dispatch(self: &Rc<Self>, request: Request) -> Reply {
-        match request {
+    async fn dispatch(self: &Rc<Self>, request: Request) -> LocalReply {
+        let response = match request {
             Request::Metadata { topics } => Ok(self.metadata_response(&topics)),
             Request::ListTopics => Ok(Response::ListTopics {
                 topics: self
@@ -192,7 +220,7 @@ impl<L: ShardLog> Shard<L> {
                 let (entry, queue_id) = self.resolve(&request)?;
                 let owner = owner_shard(queue_topic(&request), queue_id, self.shard_count);
                 if owner == self.id {
-                    self.queue_op(entry, queue_id, request).await
+                    return self.queue_op(entry, queue_id, request).await;
                 } else {
                     self.stats.borrow_mut().forwarded_out += 1;
                     let (reply, rx) = oneshot::channel();
@@ -206,7 +234,8 @@ impl<L: ShardLog> Shard<L> {
                     ok_or_stopped(rx.await, "the owner shard")?
                 }
             }
-        }
+        };
+        response.map(Answer::Response)
     }
 
     /// Handles a queue request forwarded by another shard.
@@ -220,7 +249,7 @@ impl<L: ShardLog> Shard<L> {
                 format!("shard {} does not own queue {queue_id}; shard {owner} does", self.id),
             ));
         }
-        self.queue_op(entry, queue_id, request).await
+        Ok(self.queue_op(entry, queue_id, request).await?.into_response())
     }
 
     /// Applies a control message from another shard. Never waits on another shard (except
@@ -274,10 +303,10 @@ impl<L: ShardLog> Shard<L> {
         Ok((entry, queue_id))
     }
 
-    async fn queue_op(&self, entry: TopicEntry, queue_id: u32, request: Request) -> Reply {
+    async fn queue_op(&self, entry: TopicEntry, queue_id: u32, request: Request) -> LocalReply {
         let key = QueueKey::new(entry.id, queue_id);
         match request {
-            Request::Produce { batch, .. } => self.produce(key, &batch).await,
+            Request::Produce { batch, .. } => self.produce(key, &batch).await.map(Answer::Response),
             Request::Fetch { offset, max_bytes, max_wait_ms, .. } => {
                 self.fetch(key, offset, max_bytes, max_wait_ms).await
             }
@@ -288,7 +317,11 @@ impl<L: ShardLog> Shard<L> {
                 } else {
                     o.next
                 };
-                Ok(Response::Offsets { min_offset: o.min, next_offset: o.next, timestamp_offset })
+                Ok(Answer::Response(Response::Offsets {
+                    min_offset: o.min,
+                    next_offset: o.next,
+                    timestamp_offset,
+                }))
             }
             _ => unreachable!("queue_op is called for queue requests only"),
         }
@@ -344,7 +377,13 @@ impl<L: ShardLog> Shard<L> {
         })
     }
 
-    async fn fetch(&self, key: QueueKey, offset: u64, max_bytes: u32, max_wait_ms: u32) -> Reply {
+    async fn fetch(
+        &self,
+        key: QueueKey,
+        offset: u64,
+        max_bytes: u32,
+        max_wait_ms: u32,
+    ) -> LocalReply {
         self.stats.borrow_mut().fetch_requests += 1;
         let max_bytes = (max_bytes as usize).min(self.config.broker.max_fetch_bytes);
         let wait_ms = max_wait_ms.min(self.config.broker.max_long_poll_wait_ms);
@@ -364,7 +403,7 @@ impl<L: ShardLog> Shard<L> {
             if offset == o.next {
                 let now = Instant::now();
                 let empty =
-                    Response::Fetch { min_offset: o.min, next_offset: o.next, batches: Vec::new() };
+                    Answer::Batches { min_offset: o.min, next_offset: o.next, batches: Vec::new() };
                 if now >= deadline || self.stopping.get() {
                     return Ok(empty);
                 }
@@ -375,15 +414,11 @@ impl<L: ShardLog> Shard<L> {
                 let _ = runtime::timeout(deadline - now, waiter).await;
                 continue;
             }
-            let bufs = self.log.read(key, offset, max_bytes).await?;
-            let total: usize = bufs.iter().map(|b| b.len()).sum();
-            let mut batches = Vec::with_capacity(total);
-            for b in &bufs {
-                batches.extend_from_slice(b);
-            }
+            let batches = self.log.read(key, offset, max_bytes).await?;
+            let total: usize = batches.iter().map(|b| b.len()).sum();
             self.stats.borrow_mut().fetch_bytes += total as u64;
             let o = self.log.offsets(key);
-            return Ok(Response::Fetch { min_offset: o.min, next_offset: o.next, batches });
+            return Ok(Answer::Batches { min_offset: o.min, next_offset: o.next, batches });
         }
     }
 
@@ -531,6 +566,10 @@ mod tests {
         Rc::new(Shard::new(0, 1, Arc::new(config), log, ports, topics, data, control, None))
     }
 
+    async fn call(s: &Rc<Shard<MemoryLog>>, request: Request) -> Reply {
+        s.handle(request).await.map(Answer::into_response)
+    }
+
     fn produce(queue_id: u32, n: usize) -> Request {
         Request::Produce { topic: "t".into(), queue_id, flags: 0, batch: batch(n) }
     }
@@ -549,11 +588,11 @@ mod tests {
     fn produce_fetch_offsets_and_errors() {
         run(|| async {
             let s = shard(8).await;
-            let r = s.handle(produce(0, 3)).await.unwrap();
+            let r = call(&s, produce(0, 3)).await.unwrap();
             assert!(matches!(r, Response::Produce { base_offset: 0, record_count: 3, .. }));
-            let r = s.handle(produce(0, 2)).await.unwrap();
+            let r = call(&s, produce(0, 2)).await.unwrap();
             assert!(matches!(r, Response::Produce { base_offset: 3, .. }));
-            let Response::Fetch { batches, next_offset, .. } = s.handle(fetch(4, 0)).await.unwrap()
+            let Response::Fetch { batches, next_offset, .. } = call(&s, fetch(4, 0)).await.unwrap()
             else {
                 panic!()
             };
@@ -561,20 +600,19 @@ mod tests {
             // The batch holding offset 4 starts at 3: returned whole, stamped.
             let view = crate::format::BatchView::parse(&batches, 1 << 20).unwrap();
             assert_eq!(view.header.stamp.base_offset, 3);
-            let e = s.handle(fetch(6, 0)).await.unwrap_err();
+            let e = call(&s, fetch(6, 0)).await.unwrap_err();
             assert_eq!(e.code, ErrorCode::OFFSET_OUT_OF_RANGE);
             assert_eq!(e.detail, ErrorDetail::OffsetRange { min: 0, next: 5 });
-            let e = s.handle(produce(2, 1)).await.unwrap_err();
+            let e = call(&s, produce(2, 1)).await.unwrap_err();
             assert_eq!(e.code, ErrorCode::UNKNOWN_QUEUE);
             let mut bad = batch(1);
             bad[100] ^= 1;
-            let e = s
-                .handle(Request::Produce { topic: "t".into(), queue_id: 0, flags: 0, batch: bad })
-                .await
-                .unwrap_err();
+            let e =
+                call(&s, Request::Produce { topic: "t".into(), queue_id: 0, flags: 0, batch: bad })
+                    .await
+                    .unwrap_err();
             assert_eq!(e.code, ErrorCode::CORRUPT_BATCH);
-            let r = s
-                .handle(Request::Offsets { topic: "t".into(), queue_id: 0, timestamp_ms: 0 })
+            let r = call(&s, Request::Offsets { topic: "t".into(), queue_id: 0, timestamp_ms: 0 })
                 .await
                 .unwrap();
             assert_eq!(r, Response::Offsets { min_offset: 0, next_offset: 5, timestamp_offset: 0 });
@@ -589,20 +627,20 @@ mod tests {
             let s = shard(1).await;
             // Times out empty.
             let t = Instant::now();
-            let r = s.handle(fetch(0, 50)).await.unwrap();
+            let r = call(&s, fetch(0, 50)).await.unwrap();
             assert!(t.elapsed() >= Duration::from_millis(45));
             assert!(matches!(r, Response::Fetch { ref batches, .. } if batches.is_empty()));
             // Woken by an append.
             let s2 = s.clone();
-            let parked = runtime::spawn(async move { s2.handle(fetch(0, 10_000)).await });
+            let parked = runtime::spawn(async move { call(&s2, fetch(0, 10_000)).await });
             runtime::sleep(Duration::from_millis(20)).await;
             assert_eq!(s.stats().long_poll_waiting, 1);
             // The per-queue bound (1) is reached: another waiter is answered at once.
             let t = Instant::now();
-            s.handle(fetch(0, 10_000)).await.unwrap();
+            call(&s, fetch(0, 10_000)).await.unwrap();
             assert!(t.elapsed() < Duration::from_secs(5));
             let t = Instant::now();
-            s.handle(produce(0, 1)).await.unwrap();
+            call(&s, produce(0, 1)).await.unwrap();
             let r = parked.await.unwrap().unwrap();
             assert!(t.elapsed() < Duration::from_secs(5));
             assert!(
@@ -610,7 +648,7 @@ mod tests {
             );
             // Stopping releases parked fetches at once.
             let s2 = s.clone();
-            let parked = runtime::spawn(async move { s2.handle(fetch(1, 10_000)).await });
+            let parked = runtime::spawn(async move { call(&s2, fetch(1, 10_000)).await });
             runtime::sleep(Duration::from_millis(20)).await;
             let t = Instant::now();
             s.begin_stop();

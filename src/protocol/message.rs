@@ -467,6 +467,23 @@ impl Response {
     }
 }
 
+/// The head of a FETCH success frame whose `batches_len` bytes of batches the caller writes
+/// right after it (from where they are stored, without copying them into the frame). The
+/// bytes on the wire are identical to `Response::Fetch { .. }.encode_frame(..)`.
+pub fn encode_fetch_head(
+    correlation_id: u32,
+    min_offset: u64,
+    next_offset: u64,
+    batches_len: usize,
+) -> Vec<u8> {
+    let mut w = Writer::with_buffer(frame::begin_response(correlation_id, ErrorCode::NONE));
+    w.u64(min_offset).u64(next_offset).u32(u32::try_from(batches_len).expect("bounded fetch"));
+    let mut head = w.buf;
+    let frame_len = head.len() - frame::LEN_PREFIX + batches_len;
+    head[..4].copy_from_slice(&u32::try_from(frame_len).expect("bounded frame").to_le_bytes());
+    head
+}
+
 /// Extra data some errors carry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorDetail {
@@ -645,6 +662,16 @@ mod tests {
         assert!(matches!(decode_request(&h, &[]), Err(RequestError::UnsupportedVersion { .. })));
         let h = RequestHeader { api_key: ApiKey::Stats as u16, api_version: 1, correlation_id: 1 };
         assert!(matches!(decode_request(&h, &[0]), Err(RequestError::Malformed { .. })));
+    }
+
+    #[test]
+    fn fetch_head_plus_batches_equals_the_fetch_frame() {
+        let batches = vec![3u8; 77];
+        let whole = Response::Fetch { min_offset: 4, next_offset: 9, batches: batches.clone() }
+            .encode_frame(12);
+        let mut split = encode_fetch_head(12, 4, 9, batches.len());
+        split.extend_from_slice(&batches);
+        assert_eq!(split, whole);
     }
 
     #[test]
