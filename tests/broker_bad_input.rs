@@ -246,3 +246,29 @@ fn broken_framing_closes_only_that_connection() {
     );
     assert!(matches!(r, Response::Offsets { next_offset: 2, .. }), "{r:?}");
 }
+
+#[test]
+fn a_response_over_the_frame_bound_is_refused_not_sent() {
+    let dir = tempdir();
+    let text = config(
+        dir.path(),
+        1,
+        "max_frame_bytes = 65536\nmax_fetch_bytes = 32768",
+        "max_batch_bytes = 16384",
+    );
+    let broker = Broker::start_in(dir.path(), &text);
+    let mut raw = Raw::connect(broker.shared_port);
+    for i in 0..40 {
+        let topic = format!("wide-{i}");
+        expect_ok(&mut raw, &Request::CreateTopic { topic, queue_count: 1024 }, i);
+    }
+    // 40 routes of 1024 queue owners each: about 82 KB, over the 64 KiB bound.
+    let e = expect_error(&mut raw, &Request::Metadata { topics: vec![] }, 100);
+    assert_eq!(e.known_code(), Some(ErrorCode::FRAME_TOO_LARGE));
+    assert!(e.message.contains("fewer topics"), "{}", e.message);
+    // The connection goes on; a narrower request works.
+    let r = expect_ok(&mut raw, &Request::Metadata { topics: vec!["wide-3".into()] }, 101);
+    assert!(
+        matches!(r, Response::Metadata { ref topics, .. } if topics[0].queue_owners.len() == 1024)
+    );
+}

@@ -8,7 +8,9 @@
 //! Errors: a request that decodes badly gets an error response and the connection goes on
 //! (framing is intact). A frame that is too large or too short for a header breaks framing:
 //! the broker answers FRAME_TOO_LARGE / MALFORMED_REQUEST (with the correlation id when it
-//! could read one), finishes in-flight requests and closes the connection. A client that
+//! could read one), finishes in-flight requests and closes the connection. A response that
+//! would exceed `max_frame_bytes` is replaced by a FRAME_TOO_LARGE error (the connection
+//! stays). A client that
 //! disconnects mid-frame or mid-request only ends its own connection.
 //!
 //! On stop the reader stops taking new frames, in-flight requests complete and are answered,
@@ -27,7 +29,7 @@ use super::shard_log::ShardLog;
 use super::shutdown::Stop;
 use crate::protocol::frame::{check_request, split_request, Check};
 use crate::protocol::message::encode_fetch_head;
-use crate::protocol::{decode_request, encode_error, ErrorDetail};
+use crate::protocol::{decode_request, encode_error, ErrorCode, ErrorDetail};
 use crate::runtime;
 use crate::storage::ReadBuf;
 
@@ -96,6 +98,7 @@ pub async fn serve<L: ShardLog>(shard: Rc<Shard<L>>, stream: TcpStream, stop: St
                                         id, e.code, &e.message, e.detail,
                                     )),
                                 };
+                                let frame = refuse_oversized(frame, id, max_frame);
                                 if wants_response {
                                     // Fails only when the writer is gone (peer closed).
                                     let _ = tx.send(frame).await;
@@ -199,4 +202,22 @@ async fn write_outgoing<W: futures::AsyncWrite + Unpin>(
         writer.write_all(b).await?;
     }
     Ok(())
+}
+
+/// A response larger than `max_frame_bytes` would be refused by the client's framing (and
+/// break its connection); answer with an error that says how to ask for less instead.
+fn refuse_oversized(out: Outgoing, correlation_id: u32, max_frame: usize) -> Outgoing {
+    let size = out.head.len() + out.batches.iter().map(|b| b.len()).sum::<usize>();
+    if size <= max_frame {
+        return out;
+    }
+    Outgoing::frame(encode_error(
+        correlation_id,
+        ErrorCode::FRAME_TOO_LARGE,
+        &format!(
+            "the response would be {size} bytes, over max_frame_bytes = {max_frame}; \
+             ask for less (fewer topics, smaller max_bytes)"
+        ),
+        ErrorDetail::None,
+    ))
 }

@@ -225,13 +225,38 @@ fn write_ready_file(path: &Path, line: &str) -> Result<(), String> {
         .map_err(|e| format!("cannot write ready file {}: {e}", path.display()))
 }
 
+/// Reports a shard's end to the main thread exactly once, also when the shard panics (the
+/// report is sent while unwinding), so the main thread never waits for a dead shard.
+struct ExitReport {
+    shard: usize,
+    events: mpsc::SyncSender<Event>,
+    sent: bool,
+}
+
+impl ExitReport {
+    fn send(mut self, result: Result<(), String>) {
+        self.sent = true;
+        let _ = self.events.send(Event::Exited { shard: self.shard, result });
+    }
+}
+
+impl Drop for ExitReport {
+    fn drop(&mut self) {
+        if !self.sent {
+            let result = Err("the shard thread panicked".to_owned());
+            let _ = self.events.send(Event::Exited { shard: self.shard, result });
+        }
+    }
+}
+
 async fn shard_thread(args: ShardArgs) {
-    let (id, events) = (args.id, args.events.clone());
+    let id = args.id;
+    let report = ExitReport { shard: id, events: args.events.clone(), sent: false };
     let result = shard_main(args).await;
     if let Err(e) = &result {
         tracing::error!(shard = id, "{e}");
     }
-    let _ = events.send(Event::Exited { shard: id, result });
+    report.send(result);
 }
 
 async fn shard_main(args: ShardArgs) -> Result<(), String> {
