@@ -158,12 +158,9 @@ fn fetch_below_the_start_reports_the_minimum() {
     let dir = tempdir();
     // Tiny segments and a disk ratio every filesystem exceeds: retention deletes every sealed
     // segment on its next check, so the queue's start moves past 0.
-    let broker_cfg = "retention_check_interval_ms = 100\nmax_fetch_bytes = 65536";
-    let storage_cfg = "segment_size_bytes = 65536\nmax_batch_bytes = 8192\ndisk_max_used_ratio = 0.000001\npreallocate = false\nchunk_size_bytes = 16384\ncache_bytes = 1048576";
-    let text = config(dir.path(), 1, broker_cfg, "").replace(
-        "[storage]\nsegment_size_bytes = 16777216\nchunk_pool_chunks = 8\ncache_bytes = 16777216\n",
-        &format!("[storage]\nchunk_pool_chunks = 8\n{storage_cfg}\n"),
-    );
+    let broker_cfg = "max_fetch_bytes = 65536";
+    let storage_cfg = "retention_check_interval_ms = 100\nsegment_size_bytes = 65536\nmax_batch_bytes = 8192\ndisk_max_used_ratio = 0.000001\npreallocate = false\nchunk_size_bytes = 16384\nchunk_pool_chunks = 8\ncache_bytes = 1048576";
+    let text = config(dir.path(), 1, broker_cfg, storage_cfg);
     let broker = Broker::start_in(dir.path(), &text);
     let mut raw = Raw::connect(broker.shared_port);
     expect_ok(&mut raw, &Request::CreateTopic { topic: "r".into(), queue_count: 1 }, 1);

@@ -420,7 +420,7 @@ fn free_port_block(n: u16) -> u16 {
 fn producer_retries_across_a_broker_restart() {
     let dir = tempdir();
     let port = free_port_block(3);
-    let cfg = config(dir.path(), 2, "", "").replace("port = 0", &format!("port = {port}"));
+    let cfg = config(dir.path(), 2, &format!("port = {port}"), "");
     let mut broker = Broker::start_in(dir.path(), &cfg);
     let client = Client::connect(&broker.addr()).unwrap();
     client.admin().create_topic("rt", 2).unwrap();

@@ -65,8 +65,6 @@ pub struct BrokerConfig {
     /// How long a stopping broker waits for connections to finish in-flight requests before
     /// closing them. Default 10000.
     pub shutdown_timeout_ms: u64,
-    /// How often each shard applies the storage retention policy. Default 60000.
-    pub retention_check_interval_ms: u64,
     /// If set, the broker writes its bound ports here (same text as the startup line) once it
     /// accepts connections.
     pub ready_file: Option<PathBuf>,
@@ -93,7 +91,6 @@ impl Default for BrokerConfig {
             max_queues_per_topic: 1024,
             io_memory_bytes: 4 << 20,
             shutdown_timeout_ms: 10_000,
-            retention_check_interval_ms: 60_000,
             ready_file: None,
         }
     }
@@ -156,7 +153,6 @@ impl Config {
             ("max_forwarded_in_flight", b.max_forwarded_in_flight),
             ("max_long_poll_waiters_per_queue", b.max_long_poll_waiters_per_queue),
             ("max_topics", b.max_topics),
-            ("retention_check_interval_ms", b.retention_check_interval_ms as usize),
         ] {
             if v == 0 {
                 return Err(format!("broker.{name} must be at least 1"));

@@ -52,8 +52,4 @@ impl ShardLog for Rc<CommitLog> {
     async fn close(&self) -> Result<(), StorageError> {
         CommitLog::close(self).await
     }
-
-    async fn enforce_retention(&self, now_ms: i64) -> Result<usize, StorageError> {
-        Ok(CommitLog::enforce_retention(self, now_ms).await?.len())
-    }
 }

@@ -131,8 +131,4 @@ impl ShardLog for MemoryLog {
         self.closed.set(true);
         Ok(())
     }
-
-    async fn enforce_retention(&self, _now_ms: i64) -> Result<usize, StorageError> {
-        Ok(0)
-    }
 }

@@ -335,16 +335,9 @@ async fn shard_main(args: ShardArgs) -> Result<(), String> {
     let accepts = [shared, own].map(|l| {
         runtime::spawn(listener::accept_loop(shard.clone(), l, connections.clone(), stop.clone()))
     });
-    let retention = control.spawn(retention_loop(
-        id,
-        log.clone(),
-        Duration::from_millis(b.retention_check_interval_ms),
-        stop.clone(),
-    ));
     tracing::debug!(shard = id, "serving");
 
     let _ = stop.await;
-    retention.await;
     for a in accepts {
         a.await;
     }
@@ -366,26 +359,6 @@ async fn shard_main(args: ShardArgs) -> Result<(), String> {
     closed.map_err(|e| format!("closing the log of shard {id} failed: {e}"))?;
     tracing::debug!(shard = id, "stopped");
     Ok(())
-}
-
-/// Applies retention every `interval` until `stop`. Failures are logged; a failed log also
-/// refuses appends, which clients see as SHARD_FAILED.
-async fn retention_loop(id: usize, log: Rc<Log>, interval: Duration, stop: Stop) {
-    use futures::future::{select, Either};
-    loop {
-        match select(Box::pin(runtime::sleep(interval)), stop.clone()).await {
-            Either::Left(_) => {}
-            Either::Right(_) => return,
-        }
-        let now = crate::storage::commit_log::now_ms();
-        match log.enforce_retention(now).await {
-            Ok(deleted) if !deleted.is_empty() => {
-                tracing::info!(shard = id, segments = deleted.len(), "retention deleted segments")
-            }
-            Ok(_) => {}
-            Err(e) => tracing::error!(shard = id, "retention failed: {e}"),
-        }
-    }
 }
 
 async fn close_log(id: usize, log: &Rc<Log>) {

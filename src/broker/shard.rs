@@ -8,7 +8,7 @@
 //! broadcast over the control mesh; shard 0 acknowledges a change to the client only after
 //! every shard applied it, so a client may use a new topic on any shard right away.
 //!
-//! Control-plane work (topic changes, control messages, the retention timer) runs in the
+//! Control-plane work (topic changes, control messages, stats) runs in the
 //! shard's low-share control task queue; produce and fetch run in the executor's default
 //! queue, so admin work and timers cannot stall the data plane (DESIGN.md section 1).
 //!
@@ -104,7 +104,7 @@ pub struct Shard<L: ShardLog> {
     metadata: Option<(MetadataStore, crate::runtime::Semaphore)>,
     stats: RefCell<ShardStats>,
     stopping: Cell<bool>,
-    /// Low-share task queue for control-plane work (topic changes, retention, control
+    /// Low-share task queue for control-plane work (topic changes, stats, control
     /// messages), so it never stalls produce and fetch in the default queue.
     control_queue: runtime::TaskQueue,
 }

@@ -37,6 +37,4 @@ pub trait ShardLog: 'static {
     fn offset_for_timestamp(&self, queue: QueueKey, timestamp_ms: i64) -> u64;
     async fn flush(&self) -> Result<(), StorageError>;
     async fn close(&self) -> Result<(), StorageError>;
-    /// Deletes whole old segments per the retention policy; returns how many.
-    async fn enforce_retention(&self, now_ms: i64) -> Result<usize, StorageError>;
 }

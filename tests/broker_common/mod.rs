@@ -21,12 +21,38 @@ pub struct Broker {
     pub shard_ports: Vec<u16>,
 }
 
-/// Config for a test broker: ephemeral ports, unpinned shards, small segments.
+/// Config for a test broker: ephemeral ports, unpinned shards, small segments. Keys in the
+/// `extra_*` texts replace the defaults here.
 pub fn config(dir: &Path, shards: usize, extra_broker: &str, extra_storage: &str) -> String {
+    let data_dir = format!("{:?}", dir.join("data"));
+    let shards = shards.to_string();
+    let broker_defaults = [
+        ("port", "0"),
+        ("shards", shards.as_str()),
+        ("pin", "false"),
+        ("data_dir", data_dir.as_str()),
+        ("shutdown_timeout_ms", "5000"),
+    ];
+    let storage_defaults = [
+        ("segment_size_bytes", "16777216"),
+        ("chunk_pool_chunks", "16"),
+        ("cache_bytes", "16777216"),
+    ];
+    let section = |defaults: &[(&str, &str)], extra: &str| {
+        let overridden =
+            |k: &str| extra.lines().any(|l| l.split('=').next().map(str::trim) == Some(k));
+        let mut out = String::new();
+        for (k, v) in defaults.iter().filter(|(k, _)| !overridden(k)) {
+            out.push_str(&format!("{k} = {v}\n"));
+        }
+        out.push_str(extra);
+        out.push('\n');
+        out
+    };
     format!(
-        "[broker]\nport = 0\nshards = {shards}\npin = false\ndata_dir = {:?}\nshutdown_timeout_ms = 5000\n{extra_broker}\n\
-         [storage]\nsegment_size_bytes = 16777216\nchunk_pool_chunks = 8\ncache_bytes = 16777216\n{extra_storage}\n",
-        dir.join("data")
+        "[broker]\n{}[storage]\n{}",
+        section(&broker_defaults, extra_broker),
+        section(&storage_defaults, extra_storage)
     )
 }
 
