@@ -3,8 +3,11 @@
 //!
 //! `send_async` picks the queue on the caller's thread and hands the message to the
 //! producer's worker thread through a bounded channel (a full channel blocks the caller:
-//! backpressure). The worker keeps one open batch per queue and seals it when it reaches
-//! `max_batch_bytes` or has waited `linger`. Sealed batches go to the shard that owns the
+//! backpressure). The worker keeps one open batch per queue. While the queue has a batch in
+//! flight, new messages collect in the open batch (natural batching: the busier the queue, the
+//! bigger its batches); once the queue is idle the open batch is sealed after `linger`
+//! (default 0: at once, so a lone synchronous send pays no delay), and a batch that reaches
+//! `max_batch_bytes` is sealed immediately. Sealed batches go to the shard that owns the
 //! queue over its connection; many queues are in flight at once, but **one batch per queue**
 //! at a time, so a queue's messages are stored in send order even across retries (ordered
 //! messages with [`QueueSelector::KeyHash`]). Retriable failures (connection loss, NOT_OWNER,
@@ -35,7 +38,8 @@ use crate::protocol::{message_id, ErrorCode, Request, Response, SendStatus};
 #[derive(Debug, Clone)]
 pub struct ProducerConfig {
     pub selector: QueueSelector,
-    /// How long an open batch waits for more messages. Default 5 ms.
+    /// How long an open batch of an idle queue waits for more messages. Default 0 (batches
+    /// still grow while the queue's previous batch is in flight).
     pub linger: Duration,
     /// Largest batch (header included); at most the broker's `max_batch_bytes`. Default 1 MiB.
     pub max_batch_bytes: usize,
@@ -54,7 +58,7 @@ impl Default for ProducerConfig {
     fn default() -> Self {
         ProducerConfig {
             selector: QueueSelector::RoundRobin,
-            linger: Duration::from_millis(5),
+            linger: Duration::ZERO,
             max_batch_bytes: 1 << 20,
             buffer_messages: 10_000,
             max_buffer_bytes: 32 << 20,
@@ -291,7 +295,10 @@ impl Worker {
         for q in self.queues.values() {
             let mut consider = |t: Instant| d = Some(d.map_or(t, |d| d.min(t)));
             if let Some(o) = &q.open {
-                consider(o.started + self.config.linger);
+                // A busy queue's open batch waits for the reply, not for a timer.
+                if q.in_flight.is_none() && q.ready.is_empty() {
+                    consider(o.started + self.config.linger);
+                }
             }
             if q.in_flight.is_none() {
                 if let Some(r) = q.ready.front() {
@@ -381,7 +388,8 @@ impl Worker {
     fn seal_lingered(&mut self) {
         let now = Instant::now();
         for q in self.queues.values_mut() {
-            if q.open.as_ref().is_some_and(|o| now >= o.started + self.config.linger) {
+            let idle = q.in_flight.is_none() && q.ready.is_empty();
+            if idle && q.open.as_ref().is_some_and(|o| now >= o.started + self.config.linger) {
                 Self::seal(q);
             }
         }
