@@ -1,0 +1,74 @@
+//! The `ringmq` tools against a real broker: topic, produce (args and stdin), consume, stats.
+
+mod broker_common;
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+use broker_common::{config, Broker};
+
+fn ringmq(args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ringmq"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    if let Some(text) = stdin {
+        input.write_all(text.as_bytes()).unwrap();
+    }
+    drop(input);
+    child.wait_with_output().unwrap()
+}
+
+fn ok(out: Output) -> String {
+    assert!(out.status.success(), "failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn topic_produce_consume_stats() {
+    let dir = tempfile::Builder::new().prefix("ringmq-cli").tempdir().unwrap();
+    let broker = Broker::start_in(dir.path(), &config(dir.path(), 2, "", ""));
+    let b = broker.addr();
+    let out = ok(ringmq(&["topic", "create", "cli", "--queues", "3", "--broker", &b], None));
+    assert!(out.contains("created topic cli"), "{out}");
+    let out = ok(ringmq(&["topic", "list", "--broker", &b], None));
+    assert!(out.contains("cli\tid=1\tqueues=3"), "{out}");
+
+    let out = ok(ringmq(
+        &["produce", "--topic", "cli", "--key", "k", "--tag", "T", "--broker", &b, "one", "two"],
+        None,
+    ));
+    assert_eq!(out.lines().filter(|l| l.starts_with("SendOk")).count(), 2, "{out}");
+    let out = ok(ringmq(
+        &["produce", "--topic", "cli", "--queue", "0", "--broker", &b],
+        Some("three\nfour\n"),
+    ));
+    assert_eq!(out.lines().count(), 2, "{out}");
+
+    let out = ok(ringmq(&["consume", "--topic", "cli", "--broker", &b], None));
+    let lines: Vec<Vec<&str>> = out.lines().map(|l| l.split('\t').collect()).collect();
+    assert_eq!(lines.len(), 4, "{out}");
+    let keyed: Vec<_> = lines.iter().filter(|l| l[2] == "k").collect();
+    assert_eq!(keyed.len(), 2);
+    assert_eq!((keyed[0][3], keyed[0][4], keyed[1][4]), ("T", "one", "two"));
+    let out = ok(ringmq(
+        &["consume", "--topic", "cli", "--queue", "0", "--from-offset", "1", "--broker", &b],
+        None,
+    ));
+    assert!(out.trim_end().ends_with("four") && !out.contains("three"), "{out}");
+
+    let out = ok(ringmq(&["stats", "--broker", &b], None));
+    assert_eq!(out.lines().count(), 3, "header and two shards: {out}");
+
+    let err = ringmq(&["consume", "--topic", "nope", "--broker", &b], None);
+    assert!(!err.status.success());
+    assert!(String::from_utf8_lossy(&err.stderr).contains("UNKNOWN_TOPIC"));
+    let err = ringmq(&["topic", "create", "bad name", "--broker", &b], None);
+    assert!(String::from_utf8_lossy(&err.stderr).contains("INVALID_TOPIC_NAME"));
+    ok(ringmq(&["topic", "delete", "cli", "--broker", &b], None));
+    assert_eq!(ok(ringmq(&["topic", "list", "--broker", &b], None)), "");
+}
