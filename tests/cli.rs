@@ -55,6 +55,7 @@ fn topic_produce_consume_stats() {
     let keyed: Vec<_> = lines.iter().filter(|l| l[2] == "k").collect();
     assert_eq!(keyed.len(), 2);
     assert_eq!((keyed[0][3], keyed[0][4], keyed[1][4]), ("T", "one", "two"));
+    // Key "k" hashes to queue 2 of 3 (crc32c), so queue 0 holds only the stdin lines.
     let out = ok(ringmq(
         &["consume", "--topic", "cli", "--queue", "0", "--from-offset", "1", "--broker", &b],
         None,
