@@ -49,6 +49,8 @@ pub struct Router {
     bootstrap_port: u16,
     pub options: ClientOptions,
     routes: Mutex<HashMap<String, Arc<TopicRoute>>>,
+    /// Routes marked for refresh, used while the broker cannot answer.
+    stale: Mutex<HashMap<String, Arc<TopicRoute>>>,
     connections: Mutex<HashMap<u16, Arc<Connection>>>,
 }
 
@@ -70,6 +72,7 @@ impl Router {
             bootstrap_port: port,
             options,
             routes: Mutex::new(HashMap::new()),
+            stale: Mutex::new(HashMap::new()),
             connections: Mutex::new(HashMap::new()),
         }))
     }
@@ -98,11 +101,30 @@ impl Router {
         self.bootstrap()?.call(request, self.options.request_timeout)
     }
 
-    /// The topic's route (cached).
+    /// The topic's route (cached). After [`Router::refresh`] the route is asked for again;
+    /// if the broker cannot be reached then, the previous route is used (a restarting broker
+    /// keeps its placement), so retries can go on.
     pub fn route(&self, topic: &str) -> Result<Arc<TopicRoute>> {
         if let Some(r) = lock(&self.routes).get(topic) {
             return Ok(r.clone());
         }
+        match self.fetch_route(topic) {
+            Ok(r) => {
+                lock(&self.stale).remove(topic);
+                Ok(r)
+            }
+            Err(e) if e.is_retriable() => match lock(&self.stale).get(topic) {
+                Some(old) => Ok(old.clone()),
+                None => Err(e),
+            },
+            Err(e) => {
+                lock(&self.stale).remove(topic);
+                Err(e)
+            }
+        }
+    }
+
+    fn fetch_route(&self, topic: &str) -> Result<Arc<TopicRoute>> {
         let resp = self.call_bootstrap(&Request::Metadata { topics: vec![topic.to_owned()] })?;
         let Response::Metadata { shard_ports, topics, .. } = resp else {
             return Err(ClientError::Protocol("metadata request got another reply".into()));
@@ -147,8 +169,10 @@ impl Router {
         self.connection(port)
     }
 
-    /// Forgets the cached route of `topic`.
+    /// Marks the cached route of `topic` for re-reading on next use.
     pub fn refresh(&self, topic: &str) {
-        lock(&self.routes).remove(topic);
+        if let Some(old) = lock(&self.routes).remove(topic) {
+            lock(&self.stale).insert(topic.to_owned(), old);
+        }
     }
 }
