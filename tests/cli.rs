@@ -73,3 +73,35 @@ fn topic_produce_consume_stats() {
     ok(ringmq(&["topic", "delete", "cli", "--broker", &b], None));
     assert_eq!(ok(ringmq(&["topic", "list", "--broker", &b], None)), "");
 }
+
+#[test]
+fn broker_flags_and_ready_file() {
+    let dir = tempfile::Builder::new().prefix("ringmq-flags").tempdir().unwrap();
+    let ready = dir.path().join("ready");
+    let data = dir.path().join("d");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ringmq"))
+        .args(["broker", "--port", "0", "--shards", "1", "--log-level", "warn", "--data-dir"])
+        .arg(&data)
+        .arg("--ready-file")
+        .arg(&ready)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let line = broker_common::poll_until(std::time::Duration::from_secs(60), || {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("broker exited: {status:?}");
+        }
+        std::fs::read_to_string(&ready).ok()
+    });
+    let port = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("shared_port="))
+        .expect("shared_port in the ready file");
+    let out = ok(ringmq(&["topic", "list", "--broker", &format!("127.0.0.1:{port}")], None));
+    assert_eq!(out, "");
+    assert!(data.join("shard-0").is_dir(), "--data-dir is used");
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status =
+        broker_common::poll_until(std::time::Duration::from_secs(30), || child.try_wait().unwrap());
+    assert!(status.success(), "{status:?}");
+}
