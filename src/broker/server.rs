@@ -6,7 +6,7 @@
 //! listeners, send each the full port list, print the ready line
 //! (`ringmq broker ready shared_port=P shard_ports=A,B,..`) and write `ready_file`.
 //!
-//! A shard's life ([`shard_main`], on its executor): open log, bind, report ready, wait for the
+//! A shard's life (`shard_main`, on its executor): open log, bind, report ready, wait for the
 //! port list, connect the meshes, serve. On stop: stop accepting; wake long-polls; wait (at
 //! most `shutdown_timeout_ms`) for connections to answer their in-flight requests; close the
 //! mesh senders; keep serving forwarded requests until every peer closed its senders; then
