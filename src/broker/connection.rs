@@ -124,6 +124,10 @@ pub async fn serve<L: ShardLog>(shard: Rc<Shard<L>>, stream: TcpStream, stop: St
         }
         if start > 0 {
             buf.drain(..start);
+            // One big frame must not pin its buffer for the connection's lifetime.
+            if buf.capacity() > 4 * READ_CHUNK_BYTES && buf.len() <= READ_CHUNK_BYTES {
+                buf.shrink_to(READ_CHUNK_BYTES);
+            }
         }
         let read = reader.read(&mut chunk);
         match select(read, stop.clone()).await {

@@ -252,6 +252,9 @@ fn read_loop(inner: Arc<Inner>, mut stream: TcpStream, max_frame: usize) {
             }
         }
         buf.drain(..start);
+        if buf.capacity() > 4 * chunk.len() && buf.len() <= chunk.len() {
+            buf.shrink_to(chunk.len());
+        }
         match stream.read(&mut chunk) {
             Ok(0) => break "closed by the broker".to_owned(),
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
