@@ -105,3 +105,19 @@ fn broker_flags_and_ready_file() {
         broker_common::poll_until(std::time::Duration::from_secs(30), || child.try_wait().unwrap());
     assert!(status.success(), "{status:?}");
 }
+
+#[test]
+fn a_port_in_use_fails_the_start_with_a_clear_message() {
+    let dir = tempfile::Builder::new().prefix("ringmq-port").tempdir().unwrap();
+    // Held without SO_REUSEPORT, so the broker cannot share it.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let out = Command::new(env!("CARGO_BIN_EXE_ringmq"))
+        .args(["broker", "--shards", "1", "--port", &port, "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot listen on") && err.contains(&port), "{err}");
+}

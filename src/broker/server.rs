@@ -80,7 +80,6 @@ pub fn run(config: Config) -> Result<(), String> {
     let mut own_ports = vec![0u16; n];
     let mut ready = 0;
     let mut failure: Option<String> = None;
-    let mut stopped = vec![false; n];
     let ends = data_ends.into_iter().zip(control_ends).enumerate();
     for (id, (data, control)) in ends {
         let (stop_handle, stop) = shutdown::stop_pair();
@@ -102,8 +101,14 @@ pub fn run(config: Config) -> Result<(), String> {
             cpu: placement[id],
             io_memory_bytes: config.broker.io_memory_bytes,
         };
-        let handle = runtime::spawn_executor(opts, move || shard_thread(args))
-            .map_err(|e| format!("shard {id}: {e}"))?;
+        let handle = match runtime::spawn_executor(opts, move || shard_thread(args)) {
+            Ok(h) => h,
+            Err(e) => {
+                // Stop the shards already started (they close their logs) before failing.
+                failure = Some(format!("shard {id}: {e}"));
+                break;
+            }
+        };
         handles.push(handle);
         stops.push(stop_handle);
         gos.push(go_tx);
@@ -117,7 +122,6 @@ pub fn run(config: Config) -> Result<(), String> {
                 }
                 Ok(Event::Exited { result, .. }) => {
                     failure = Some(result.err().unwrap_or_else(|| "shard 0 exited".into()));
-                    stopped[0] = true;
                     break;
                 }
                 Ok(Event::Signal(_)) => {
@@ -135,7 +139,6 @@ pub fn run(config: Config) -> Result<(), String> {
                 ready += 1;
             }
             Ok(Event::Exited { shard, result }) => {
-                stopped[shard] = true;
                 failure = Some(result.err().unwrap_or_else(|| format!("shard {shard} exited")));
             }
             Ok(Event::Signal(_)) => failure = Some("stopped by a signal during start".into()),
