@@ -129,7 +129,11 @@ impl Connection {
                 st = self.inner.room.wait(st).unwrap_or_else(|p| p.into_inner());
             }
             if st.dead {
-                return Err(ClientError::Disconnected(self.inner.addr.clone()));
+                drop(st);
+                // Every waiter is completed exactly once, also when it was never sent.
+                let e = ClientError::Disconnected(self.inner.addr.clone());
+                w.complete(Err(e.clone()));
+                return Err(e);
             }
             st.waiters.insert(id, w);
         } else if st.dead {
@@ -163,7 +167,8 @@ impl Connection {
         Ok((id, p))
     }
 
-    /// Sends a request; `callback` runs on the reader thread with the reply.
+    /// Sends a request; `callback` runs with the reply, exactly once: on the reader thread, or
+    /// on this thread when the request could not be sent (then the error is also returned).
     pub fn send_with_callback(&self, request: &Request, callback: Callback) -> Result<()> {
         let id = self.register(Some(Waiter::Callback(request.api_key(), callback)))?;
         let frame = request.encode_frame(id);

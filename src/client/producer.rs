@@ -212,6 +212,42 @@ fn too_large(e: FormatError) -> ClientError {
     ClientError::Invalid(format!("message does not fit in one batch: {e}"))
 }
 
+/// Where the worker sends sealed batches: the seam between batching logic and the network.
+/// `send` must eventually call `on_reply` exactly once (also on failure).
+pub(crate) trait BatchSink: Send + 'static {
+    fn send(
+        &self,
+        topic: &str,
+        queue_id: u32,
+        batch: Vec<u8>,
+        on_reply: super::connection::Callback,
+    );
+    /// The route of `topic` may be stale (after NOT_OWNER or a connection failure).
+    fn refresh(&self, topic: &str);
+}
+
+impl BatchSink for Arc<Router> {
+    fn send(
+        &self,
+        topic: &str,
+        queue_id: u32,
+        batch: Vec<u8>,
+        on_reply: super::connection::Callback,
+    ) {
+        let request = Request::Produce { topic: topic.to_owned(), queue_id, flags: 0, batch };
+        match self.queue_connection(topic, queue_id) {
+            Ok(conn) => {
+                // On failure the callback already ran with the error.
+                let _ = conn.send_with_callback(&request, on_reply);
+            }
+            Err(e) => on_reply(Err(e)),
+        }
+    }
+    fn refresh(&self, topic: &str) {
+        Router::refresh(self, topic)
+    }
+}
+
 struct OpenBatch {
     builder: BatchBuilder,
     dones: Vec<Done>,
@@ -238,8 +274,8 @@ impl QueueState {
     }
 }
 
-struct Worker {
-    router: Arc<Router>,
+struct Worker<S: BatchSink> {
+    sink: S,
     config: ProducerConfig,
     queues: HashMap<(String, u32), QueueState>,
     buffered_bytes: usize,
@@ -248,12 +284,12 @@ struct Worker {
     replies_rx: Receiver<Reply>,
 }
 
-impl Worker {
-    fn new(router: Arc<Router>, config: ProducerConfig) -> Self {
+impl<S: BatchSink> Worker<S> {
+    fn new(sink: S, config: ProducerConfig) -> Self {
         // Unbounded type, bounded in use: at most one reply per queue is outstanding.
         let (replies_tx, replies_rx) = unbounded();
         Worker {
-            router,
+            sink,
             config,
             queues: HashMap::new(),
             buffered_bytes: 0,
@@ -410,26 +446,18 @@ impl Worker {
             let q = self.queues.get_mut(&key).expect("key from the map");
             let mut batch = q.ready.pop_front().expect("checked non-empty");
             batch.attempts += 1;
-            let request = Request::Produce {
-                topic: key.0.clone(),
-                queue_id: key.1,
-                flags: 0,
-                batch: batch.bytes.clone(),
-            };
+            let bytes = batch.bytes.clone();
             q.in_flight = Some(batch);
             let tx = self.replies_tx.clone();
             let reply_key = key.clone();
-            let sent = self.router.queue_connection(&key.0, key.1).and_then(|conn| {
-                conn.send_with_callback(
-                    &request,
-                    Box::new(move |result| {
-                        let _ = tx.send(Reply { key: reply_key, result });
-                    }),
-                )
-            });
-            if let Err(e) = sent {
-                self.reply(Reply { key, result: Err(e) });
-            }
+            self.sink.send(
+                &key.0,
+                key.1,
+                bytes,
+                Box::new(move |result| {
+                    let _ = tx.send(Reply { key: reply_key, result });
+                }),
+            );
         }
     }
 
@@ -460,7 +488,7 @@ impl Worker {
             Err(e) if e.is_retriable() && batch.attempts <= self.config.retries => {
                 tracing::debug!(topic = %r.key.0, queue = r.key.1, "retrying batch: {e}");
                 if matches!(e.code(), Some(ErrorCode::NOT_OWNER)) || e.code().is_none() {
-                    self.router.refresh(&r.key.0);
+                    self.sink.refresh(&r.key.0);
                 }
                 let mut batch = batch;
                 batch.not_before = Instant::now() + self.config.retry_backoff;
@@ -481,5 +509,162 @@ impl Worker {
                 f.complete(());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The worker's batching, ordering and retry logic against a scripted sink (no sockets).
+
+    use super::*;
+    use crate::client::connection::Callback;
+    use crate::format::BatchView;
+    use std::sync::Mutex;
+
+    type Sent = (String, u32, Vec<u8>, Callback);
+
+    #[derive(Clone, Default)]
+    struct ScriptedSink {
+        sent: Arc<Mutex<Vec<Sent>>>,
+        refreshed: Arc<Mutex<Vec<String>>>,
+    }
+
+    impl BatchSink for ScriptedSink {
+        fn send(&self, topic: &str, queue_id: u32, batch: Vec<u8>, on_reply: Callback) {
+            self.sent.lock().unwrap().push((topic.to_owned(), queue_id, batch, on_reply));
+        }
+        fn refresh(&self, topic: &str) {
+            self.refreshed.lock().unwrap().push(topic.to_owned());
+        }
+    }
+
+    impl ScriptedSink {
+        /// Waits (bounded) until `n` batches were sent in total and takes the unanswered ones.
+        fn take(&self, n: usize, seen: &mut usize) -> Vec<Sent> {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                {
+                    let mut sent = self.sent.lock().unwrap();
+                    if *seen + sent.len() >= n {
+                        *seen += sent.len();
+                        return sent.drain(..).collect();
+                    }
+                }
+                assert!(Instant::now() < deadline, "only {seen} batches sent, expected {n}");
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
+        fn pending(&self) -> usize {
+            self.sent.lock().unwrap().len()
+        }
+    }
+
+    fn ok_reply(base_offset: u64, batch: &[u8]) -> Result<Response> {
+        let h = BatchView::parse(batch, 1 << 20).unwrap().header;
+        Ok(Response::Produce {
+            status: SendStatus::SendOk,
+            topic_id: 1,
+            queue_id: 0,
+            base_offset,
+            record_count: h.record_count,
+            store_timestamp_ms: 0,
+        })
+    }
+
+    fn bodies(batch: &[u8]) -> Vec<String> {
+        let v = BatchView::parse(batch, 1 << 20).unwrap();
+        v.records().map(|r| String::from_utf8(r.unwrap().body.to_vec()).unwrap()).collect()
+    }
+
+    fn start(config: ProducerConfig) -> (ScriptedSink, Sender<Command>, JoinHandle<()>) {
+        let sink = ScriptedSink::default();
+        let worker = Worker::new(sink.clone(), config);
+        let (tx, rx) = bounded(100);
+        (sink, tx, std::thread::spawn(move || worker.run(rx)))
+    }
+
+    fn send(tx: &Sender<Command>, queue_id: u32, body: &str) -> Pending<Result<SendResult>> {
+        let (done, p) = pending();
+        let msg = Message::new("t", body);
+        tx.send(Command::Send { msg, queue_id, timestamp_ms: 1, done }).unwrap();
+        p
+    }
+
+    #[test]
+    fn one_batch_in_flight_per_queue_and_messages_batch_behind_it() {
+        let (sink, tx, worker) = start(ProducerConfig::default());
+        let mut seen = 0;
+        let p: Vec<_> = (0..5).map(|i| send(&tx, 0, &format!("m{i}"))).collect();
+        let other = send(&tx, 1, "q1");
+        let mut first = sink.take(2, &mut seen);
+        // Queue 0 has one batch in flight; the rest wait behind it, queue 1 goes in parallel.
+        std::thread::sleep(Duration::from_millis(30));
+        assert_eq!(sink.pending(), 0, "no second batch for a queue with one in flight");
+        let q1 = first.iter().position(|s| s.1 == 1).unwrap();
+        let (_, _, b1, cb1) = first.remove(q1);
+        cb1(ok_reply(0, &b1));
+        assert_eq!(other.wait().unwrap().queue_offset, 0);
+        let (_, _, b0, cb0) = first.remove(0);
+        let n0 = bodies(&b0).len();
+        cb0(ok_reply(0, &b0));
+        let mut rest = sink.take(2 + 1, &mut seen);
+        let (_, q, b, cb) = rest.remove(0);
+        assert_eq!(q, 0);
+        let mut all = bodies(&b0);
+        all.extend(bodies(&b));
+        assert_eq!(all, (0..5).map(|i| format!("m{i}")).collect::<Vec<_>>(), "send order kept");
+        cb(ok_reply(n0 as u64, &b));
+        let offsets: Vec<u64> = p.into_iter().map(|p| p.wait().unwrap().queue_offset).collect();
+        assert_eq!(offsets, vec![0, 1, 2, 3, 4]);
+        drop(tx);
+        worker.join().unwrap();
+    }
+
+    #[test]
+    fn retriable_failures_are_retried_then_reported() {
+        let config = ProducerConfig {
+            retries: 1,
+            retry_backoff: Duration::from_millis(5),
+            ..Default::default()
+        };
+        let (sink, tx, worker) = start(config);
+        let mut seen = 0;
+        let p = send(&tx, 0, "x");
+        let (_, _, b, cb) = sink.take(1, &mut seen).remove(0);
+        cb(Err(ClientError::Disconnected("test".into())));
+        let (_, _, again, cb) = sink.take(2, &mut seen).remove(0);
+        assert_eq!(again, b, "the same batch is sent again");
+        assert_eq!(sink.refreshed.lock().unwrap().as_slice(), ["t"]);
+        cb(Err(ClientError::Disconnected("test".into())));
+        assert!(matches!(p.wait(), Err(ClientError::Disconnected(_))), "retries are bounded");
+
+        let p = send(&tx, 0, "y");
+        let (_, _, _, cb) = sink.take(3, &mut seen).remove(0);
+        cb(Err(ClientError::Broker {
+            code: ErrorCode::CORRUPT_BATCH as u16,
+            name: "CORRUPT_BATCH".into(),
+            message: "bad".into(),
+            detail: crate::protocol::ErrorDetail::None,
+        }));
+        assert_eq!(p.wait().unwrap_err().code(), Some(ErrorCode::CORRUPT_BATCH), "not retried");
+        drop(tx);
+        worker.join().unwrap();
+    }
+
+    #[test]
+    fn flush_waits_for_every_reply() {
+        let (sink, tx, worker) = start(ProducerConfig::default());
+        let mut seen = 0;
+        let p = send(&tx, 3, "z");
+        let (flushed, flush) = pending();
+        tx.send(Command::Flush(flushed)).unwrap();
+        let (_, _, b, cb) = sink.take(1, &mut seen).remove(0);
+        std::thread::sleep(Duration::from_millis(20));
+        let flush = flush.wait_timeout(Duration::ZERO).expect_err("flush waits for the reply");
+        cb(ok_reply(7, &b));
+        flush.wait();
+        assert_eq!(p.wait().unwrap().queue_offset, 7);
+        drop(tx);
+        worker.join().unwrap();
     }
 }
