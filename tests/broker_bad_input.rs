@@ -269,3 +269,25 @@ fn a_response_over_the_frame_bound_is_refused_not_sent() {
         matches!(r, Response::Metadata { ref topics, .. } if topics[0].queue_owners.len() == 1024)
     );
 }
+
+#[test]
+fn connections_over_the_shard_limit_are_closed_and_the_rest_keep_working() {
+    let dir = tempdir();
+    let broker =
+        Broker::start_in(dir.path(), &config(dir.path(), 1, "max_connections_per_shard = 2", ""));
+    let mut a = Raw::connect(broker.shard_ports[0]);
+    let mut b = Raw::connect(broker.shared_port);
+    expect_ok(&mut a, &Request::ListTopics, 1);
+    expect_ok(&mut b, &Request::ListTopics, 1);
+    let mut c = Raw::connect(broker.shared_port);
+    c.send(&Request::ListTopics.encode_frame(1));
+    assert!(c.read_frame().is_none(), "the third connection is closed");
+    expect_ok(&mut a, &Request::ListTopics, 2);
+    drop(b);
+    // The freed slot is usable again (the broker notices the close asynchronously).
+    broker_common::poll_until(Duration::from_secs(10), || {
+        let mut d = Raw::connect(broker.shared_port);
+        d.send(&Request::ListTopics.encode_frame(1));
+        d.read_frame().map(|_| ())
+    });
+}

@@ -199,7 +199,11 @@ impl Raw {
                 let (h, p) = split_response(&frame);
                 return Some((h, p.to_vec()));
             }
-            let n = self.stream.read(&mut chunk).expect("read (timed out?)");
+            let n = match self.stream.read(&mut chunk) {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => 0,
+                Err(e) => panic!("read failed (timed out?): {e}"),
+            };
             if n == 0 {
                 return None;
             }
