@@ -326,9 +326,28 @@ fn sigterm_answers_in_flight_requests_then_exits_zero() {
             std::thread::spawn(move || c.consumer().pull("s", q, 0, Duration::from_secs(25)))
         })
         .collect();
+    // And one forwarded: sent to the port of the shard that does not own the queue.
+    let route = client.admin().route("s").unwrap();
+    let (q, port) = (0..2u32)
+        .find_map(|q| {
+            let owner = route.queue_ports[q as usize];
+            broker.shard_ports.iter().find(|&&p| p != owner).map(|&p| (q, p))
+        })
+        .unwrap();
+    let mut raw = broker_common::Raw::connect(port);
+    let fetch = Request::Fetch {
+        topic: "s".into(),
+        queue_id: q,
+        offset: 0,
+        max_bytes: 1024,
+        max_wait_ms: 25_000,
+    };
+    raw.send(&fetch.encode_frame(9));
     poll_until(Duration::from_secs(10), || {
-        let parked: u64 = client.admin().stats().unwrap().iter().map(|s| s.long_poll_waiting).sum();
-        (parked >= 2).then_some(())
+        let stats = client.admin().stats().unwrap();
+        let parked: u64 = stats.iter().map(|s| s.long_poll_waiting).sum();
+        let forwarded: u64 = stats.iter().map(|s| s.forwarded_in).sum();
+        (parked >= 3 && forwarded >= 1).then_some(())
     });
     let t = Instant::now();
     let status = broker.stop();
@@ -338,6 +357,8 @@ fn sigterm_answers_in_flight_requests_then_exits_zero() {
         let r = w.join().unwrap().expect("the parked fetch got its (empty) answer");
         assert!(r.messages.is_empty());
     }
+    let (h, _) = raw.read_frame().expect("the forwarded fetch was answered before the close");
+    assert_eq!((h.correlation_id, h.error_code), (9, 0));
 }
 
 /// Runs a future to completion on this thread (the client's futures need no runtime).
