@@ -102,7 +102,7 @@ fn mount_of(path: &Path) -> String {
         if f.len() < 4 || !path.starts_with(f[1]) {
             continue;
         }
-        if best.as_ref().is_none_or(|(n, _)| f[1].len() > *n) {
+        if best.as_ref().map_or(true, |(n, _)| f[1].len() > *n) {
             best = Some((f[1].len(), format!("{} on {} type {} ({})", f[0], f[1], f[2], f[3])));
         }
     }

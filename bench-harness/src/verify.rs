@@ -14,7 +14,7 @@ pub enum Seen {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Order {
-    InOrder,
+    Next,
     /// Messages of this key were skipped (maybe still to come out of order, or lost).
     Gap {
         missing: u64,
@@ -62,7 +62,7 @@ impl Verifier {
         let next = self.next_key_seq.entry((producer, key)).or_insert(0);
         if key_seq == *next {
             *next += 1;
-            Order::InOrder
+            Order::Next
         } else if key_seq > *next {
             let missing = key_seq - *next;
             *next = key_seq + 1;
@@ -107,13 +107,13 @@ mod tests {
     #[test]
     fn per_key_order() {
         let mut v = Verifier::default();
-        assert_eq!(v.observe_key(0, 1, 0), Order::InOrder);
-        assert_eq!(v.observe_key(0, 2, 0), Order::InOrder); // keys are independent
-        assert_eq!(v.observe_key(1, 1, 0), Order::InOrder); // so are producers
-        assert_eq!(v.observe_key(0, 1, 1), Order::InOrder);
+        assert_eq!(v.observe_key(0, 1, 0), Order::Next);
+        assert_eq!(v.observe_key(0, 2, 0), Order::Next); // keys are independent
+        assert_eq!(v.observe_key(1, 1, 0), Order::Next); // so are producers
+        assert_eq!(v.observe_key(0, 1, 1), Order::Next);
         assert_eq!(v.observe_key(0, 1, 4), Order::Gap { missing: 2 });
         assert_eq!(v.observe_key(0, 1, 3), Order::Backwards);
-        assert_eq!(v.observe_key(0, 1, 5), Order::InOrder);
+        assert_eq!(v.observe_key(0, 1, 5), Order::Next);
         assert_eq!(v.summary.order_violations, 1);
         assert_eq!(v.summary.key_gaps, 1);
     }
