@@ -11,7 +11,10 @@ pub fn now_ns() -> u64 {
     ORIGIN.get_or_init(Instant::now).elapsed().as_nanos() as u64
 }
 
-/// Waits until `deadline_ns`: sleeps while far away, then spins (sleep overshoots by ~60 µs).
+/// Waits until `deadline_ns`: sleeps while far away (sleep overshoots by ~60 µs), then yields.
+/// Never a pure spin: the client's worker and reader threads usually share this core (the
+/// load generator is pinned to one), and a spinning producer would delay their wake-ups by a
+/// scheduler slice (milliseconds of ack latency, measured).
 pub fn wait_until(deadline_ns: u64) {
     loop {
         let now = now_ns();
@@ -22,7 +25,7 @@ pub fn wait_until(deadline_ns: u64) {
         if left > 200_000 {
             std::thread::sleep(Duration::from_nanos(left - 100_000));
         } else {
-            std::hint::spin_loop();
+            std::thread::yield_now();
         }
     }
 }

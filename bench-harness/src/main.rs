@@ -4,7 +4,8 @@
 //! core 0, runs the workload's producers and consumers on core 1, prints a progress line per
 //! second and a final table, and writes a JSON report (hardware, kernel, git revision, exact
 //! command, workload, broker config, results, per-second series).
-//! `ringmq-bench compare A.json B.json` prints two reports side by side.
+//! `ringmq-bench compare A.json B.json` prints two reports side by side; `ringmq-bench summary
+//! *.json` prints a Markdown table (medians of runs with the same workload and overrides).
 //!
 //! The harness depends on the `ringmq` library (client) but not on its binary: with
 //! `--spawn-broker` it runs the `ringmq` executable found next to its own (`target/<profile>/`),
@@ -14,6 +15,7 @@ mod broker;
 mod clock;
 mod payload;
 mod rate;
+mod raw;
 mod report;
 mod runner;
 mod stats;
@@ -74,6 +76,8 @@ enum Command {
     },
     /// Prints two JSON reports side by side with the change in percent.
     Compare { a: PathBuf, b: PathBuf },
+    /// Prints a Markdown table of reports: one row per workload and overrides, medians.
+    Summary { reports: Vec<PathBuf> },
 }
 
 fn main() -> ExitCode {
@@ -82,6 +86,12 @@ fn main() -> ExitCode {
         Command::Compare { a, b } => {
             report::load(&a).and_then(|a| Ok((a, report::load(&b)?))).map(|(a, b)| {
                 print!("{}", report::compare(&a, &b));
+                ExitCode::SUCCESS
+            })
+        }
+        Command::Summary { reports } => {
+            reports.iter().map(|p| report::load(p)).collect::<Result<Vec<_>, _>>().map(|rs| {
+                print!("{}", report::summary(&rs));
                 ExitCode::SUCCESS
             })
         }

@@ -273,6 +273,93 @@ pub fn compare(a: &Report, b: &Report) -> String {
     out
 }
 
+/// The `--set` overrides of the command that produced `r`, joined: the run's label.
+pub fn overrides(r: &Report) -> String {
+    let mut out = Vec::new();
+    let mut args = r.command.iter();
+    while let Some(a) = args.next() {
+        if a == "--set" {
+            if let Some(v) = args.next() {
+                out.push(v.clone());
+            }
+        } else if let Some(v) = a.strip_prefix("--set=") {
+            out.push(v.to_owned());
+        }
+    }
+    out.join(" ")
+}
+
+/// One Markdown table row per report, reports with the same workload and overrides grouped,
+/// each metric as the median over the group (the runs are listed in the last column).
+pub fn summary(reports: &[Report]) -> String {
+    let mut groups: Vec<(String, String, Vec<&Report>)> = Vec::new();
+    for r in reports {
+        let label = overrides(r);
+        match groups.iter_mut().find(|(n, l, _)| *n == r.workload.name && *l == label) {
+            Some(g) => g.2.push(r),
+            None => groups.push((r.workload.name.clone(), label, vec![r])),
+        }
+    }
+    let mut out = String::from(
+        "| workload | overrides | runs | produce MB/s | produce msg/s | consume MB/s | ack p50 / p99 / \
+         p99.9 / max (ms) | e2e p99 (ms) | publish delay p99 (ms) | counts |\n\
+         |---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    for (name, label, rs) in groups {
+        let med = |f: &dyn Fn(&Results) -> f64| {
+            let mut v: Vec<f64> = rs.iter().map(|r| f(&r.results)).collect();
+            v.sort_by(|a, b| a.total_cmp(b));
+            let n = v.len();
+            if n % 2 == 1 {
+                v[n / 2]
+            } else {
+                (v[n / 2 - 1] + v[n / 2]) / 2.0
+            }
+        };
+        let backlog = rs[0].results.backlog.is_some();
+        let (produce, consume) = if backlog {
+            (
+                med(&|r| r.backlog.as_ref().map_or(0.0, |b| b.build_bytes_per_s)),
+                med(&|r| r.backlog.as_ref().map_or(0.0, |b| b.drain_bytes_per_s)),
+            )
+        } else {
+            (med(&|r| r.produce_bytes_per_s), med(&|r| r.consume_bytes_per_s))
+        };
+        let msgs = if backlog {
+            med(&|r| r.backlog.as_ref().map_or(0.0, |b| b.messages as f64 / b.build_s))
+        } else {
+            med(&|r| r.produce_msgs_per_s)
+        };
+        let ms = |v: f64| format!("{:.2}", v / 1000.0);
+        let per_run: Vec<String> = rs
+            .iter()
+            .map(|r| {
+                let b = r.results.backlog.as_ref();
+                format!(
+                    "{:.0}",
+                    b.map_or(r.results.produce_bytes_per_s, |b| b.drain_bytes_per_s) / 1e6
+                )
+            })
+            .collect();
+        out.push_str(&format!(
+            "| {name} | {label} | {} ({} MB/s) | {:.0} | {:.0} | {:.0} | {} / {} / {} / {} | {} | {} | {} |\n",
+            rs.len(),
+            per_run.join(", "),
+            produce / 1e6,
+            msgs,
+            consume / 1e6,
+            ms(med(&|r| r.ack_latency.p50_us)),
+            ms(med(&|r| r.ack_latency.p99_us)),
+            ms(med(&|r| r.ack_latency.p99_9_us)),
+            ms(med(&|r| r.ack_latency.max_us)),
+            ms(med(&|r| r.e2e_latency.p99_us)),
+            ms(med(&|r| r.publish_delay.p99_us)),
+            if rs.iter().all(|r| r.results.counts_ok) { "OK" } else { "**FAILED**" },
+        ));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -335,5 +422,19 @@ mod tests {
         assert!(line.contains("+50.0%"), "{c}");
         assert!(c.contains("ack p99 us"), "{c}");
         assert!(table(&report(1.0)).contains("counts: OK"));
+    }
+
+    #[test]
+    fn summary_groups_runs_and_takes_medians() {
+        let mut a = report(1000.0);
+        a.results.produce_bytes_per_s = 1e9;
+        a.command.extend(["--set".into(), "client=raw".into()]);
+        let mut b = a.clone();
+        b.results.produce_bytes_per_s = 3e9;
+        let c = report(5.0);
+        let s = summary(&[a, b, c]);
+        let rows: Vec<&str> = s.lines().filter(|l| l.starts_with("| t ")).collect();
+        assert_eq!(rows.len(), 2, "{s}");
+        assert!(rows[0].contains("client=raw") && rows[0].contains("| 2000 |"), "{s}");
     }
 }

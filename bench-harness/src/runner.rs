@@ -21,6 +21,7 @@ use std::time::Duration;
 use ringmq::client::{
     Client, ClientError, Message, Pending, ProducerConfig, QueueSelector, SendResult,
 };
+use ringmq::protocol::SendStatus;
 use serde::{Deserialize, Serialize};
 
 use crate::clock::{now_ns, pin_current_thread, wait_until};
@@ -28,7 +29,7 @@ use crate::payload::{Prefix, NO_KEY, PREFIX_LEN};
 use crate::rate::Schedule;
 use crate::stats::{merge, new_histogram, LatencySummary, Recorder};
 use crate::verify::{Verifier, VerifySummary};
-use crate::workload::{KeyDistribution, Workload};
+use crate::workload::{ClientKind, KeyDistribution, Workload};
 
 const MAX_ERRORS_KEPT: usize = 20;
 
@@ -76,6 +77,8 @@ pub struct Results {
     pub measured_s: f64,
     pub sent: u64,
     pub acked: u64,
+    /// Acked with FLUSH_DISK_TIMEOUT: stored, but not yet durable when acknowledged.
+    pub flush_timeouts: u64,
     pub failed: u64,
     /// Messages consumed, duplicates included.
     pub consumed: u64,
@@ -99,26 +102,28 @@ pub struct Results {
     pub errors: Vec<String>,
 }
 
-struct Shared {
-    measuring: AtomicBool,
-    stop_producers: AtomicBool,
-    consumers_go: AtomicBool,
-    stop_consumers: AtomicBool,
-    sent: AtomicU64,
-    acked: AtomicU64,
-    failed: AtomicU64,
-    consumed: AtomicU64,
-    unique: AtomicU64,
+pub(crate) struct Shared {
+    pub(crate) measuring: AtomicBool,
+    pub(crate) stop_producers: AtomicBool,
+    pub(crate) consumers_go: AtomicBool,
+    pub(crate) stop_consumers: AtomicBool,
+    pub(crate) sent: AtomicU64,
+    pub(crate) acked: AtomicU64,
+    /// Acked with FLUSH_DISK_TIMEOUT (stored, not yet durable when acknowledged).
+    pub(crate) flush_timeouts: AtomicU64,
+    pub(crate) failed: AtomicU64,
+    pub(crate) consumed: AtomicU64,
+    pub(crate) unique: AtomicU64,
     /// Backlog workloads: messages producers may still claim.
-    backlog_left: AtomicU64,
-    producers_done: AtomicUsize,
-    errors: Mutex<Vec<String>>,
-    error_count: AtomicU64,
-    verifier: Mutex<Verifier>,
+    pub(crate) backlog_left: AtomicU64,
+    pub(crate) producers_done: AtomicUsize,
+    pub(crate) errors: Mutex<Vec<String>>,
+    pub(crate) error_count: AtomicU64,
+    pub(crate) verifier: Mutex<Verifier>,
 }
 
 impl Shared {
-    fn error(&self, e: String) {
+    pub(crate) fn error(&self, e: String) {
         self.error_count.fetch_add(1, Relaxed);
         let mut v = lock(&self.errors);
         if v.len() < MAX_ERRORS_KEPT {
@@ -127,7 +132,7 @@ impl Shared {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -149,9 +154,9 @@ struct InFlight {
     intended_ns: u64,
 }
 
-struct ProducerStats {
-    id: u32,
-    sent: u64,
+pub(crate) struct ProducerStats {
+    pub(crate) id: u32,
+    pub(crate) sent: u64,
 }
 
 fn xorshift(state: &mut u64) -> u64 {
@@ -212,8 +217,11 @@ fn producer_main(
                 }
             };
             match result {
-                Ok(_) => {
+                Ok(r) => {
                     shared.acked.fetch_add(1, Relaxed);
+                    if r.status == SendStatus::FlushDiskTimeout {
+                        shared.flush_timeouts.fetch_add(1, Relaxed);
+                    }
                     let measuring = shared.measuring.load(Relaxed);
                     lock(recorder).latency(at.saturating_sub(f.intended_ns), measuring);
                 }
@@ -324,6 +332,7 @@ fn consumer_main(
     }
     // One queue: long-poll it. Several: sweep them without waiting, nap when all are empty.
     let wait = if queues.len() == 1 { Duration::from_millis(100) } else { Duration::ZERO };
+    let mut prefixes = Vec::new();
     while !shared.stop_consumers.load(Relaxed) {
         let mut got = 0usize;
         for (i, (topic, queue)) in queues.iter().enumerate() {
@@ -340,34 +349,55 @@ fn consumer_main(
                 continue;
             }
             got += r.messages.len();
-            let now = now_ns();
-            let measuring = shared.measuring.load(Relaxed);
-            let mut unique = 0;
-            {
-                let mut rec = lock(recorder);
-                let mut v = lock(&shared.verifier);
-                for m in &r.messages {
-                    let Some(p) = Prefix::read(&m.body) else {
-                        v.foreign();
-                        continue;
-                    };
-                    if v.observe(p.producer, p.seq) == crate::verify::Seen::First {
-                        unique += 1;
-                    }
-                    if w.verify_order && p.key != NO_KEY {
-                        v.observe_key(p.producer, p.key, p.key_seq);
-                    }
-                    rec.latency(now.saturating_sub(p.intended_ns), measuring);
+            let mut foreign = 0u64;
+            prefixes.clear();
+            for m in &r.messages {
+                match Prefix::read(&m.body) {
+                    Some(p) => prefixes.push(p),
+                    None => foreign += 1,
                 }
             }
-            shared.consumed.fetch_add(r.messages.len() as u64, Relaxed);
-            shared.unique.fetch_add(unique, Relaxed);
+            record_consumed(w, shared, recorder, &prefixes, foreign);
         }
         if got == 0 && wait.is_zero() {
             std::thread::sleep(Duration::from_micros(200));
         }
     }
     Ok(())
+}
+
+/// Feeds what one pull returned to the verifier and the end-to-end histogram.
+pub(crate) fn record_consumed(
+    w: &Workload,
+    shared: &Shared,
+    recorder: &Mutex<Recorder>,
+    prefixes: &[Prefix],
+    foreign: u64,
+) {
+    if prefixes.is_empty() && foreign == 0 {
+        return;
+    }
+    let now = now_ns();
+    let measuring = shared.measuring.load(Relaxed);
+    let mut unique = 0;
+    {
+        let mut rec = lock(recorder);
+        let mut v = lock(&shared.verifier);
+        for _ in 0..foreign {
+            v.foreign();
+        }
+        for p in prefixes {
+            if v.observe(p.producer, p.seq) == crate::verify::Seen::First {
+                unique += 1;
+            }
+            if w.verify_order && p.key != NO_KEY {
+                v.observe_key(p.producer, p.key, p.key_seq);
+            }
+            rec.latency(now.saturating_sub(p.intended_ns), measuring);
+        }
+    }
+    shared.consumed.fetch_add(prefixes.len() as u64 + foreign, Relaxed);
+    shared.unique.fetch_add(unique, Relaxed);
 }
 
 #[derive(Clone, Copy, Default)]
@@ -504,6 +534,7 @@ fn run_on_topics(
         sent: AtomicU64::new(0),
         acked: AtomicU64::new(0),
         failed: AtomicU64::new(0),
+        flush_timeouts: AtomicU64::new(0),
         consumed: AtomicU64::new(0),
         unique: AtomicU64::new(0),
         backlog_left: AtomicU64::new(backlog_messages),
@@ -555,8 +586,13 @@ fn run_on_topics(
             consumers.push(
                 std::thread::Builder::new()
                     .name(format!("bench-consumer-{c}"))
-                    .spawn_scoped(s, move || {
-                        consumer_main(c as u32, w, queues, addr, cpu, shared, rec)
+                    .spawn_scoped(s, move || match w.client {
+                        ClientKind::Library => {
+                            consumer_main(c as u32, w, queues, addr, cpu, shared, rec)
+                        }
+                        ClientKind::Raw => {
+                            crate::raw::consumer_main(c as u32, w, queues, addr, cpu, shared, rec)
+                        }
                     })
                     .expect("spawn consumer"),
             );
@@ -570,7 +606,14 @@ fn run_on_topics(
                 std::thread::Builder::new()
                     .name(format!("bench-producer-{p}"))
                     .spawn_scoped(s, move || {
-                        let r = producer_main(p, w, topics, addr, cpu, rate, shared, rec);
+                        let r = match w.client {
+                            ClientKind::Library => {
+                                producer_main(p, w, topics, addr, cpu, rate, shared, rec)
+                            }
+                            ClientKind::Raw => {
+                                crate::raw::producer_main(p, w, topics, addr, cpu, shared, rec)
+                            }
+                        };
                         shared.producers_done.fetch_add(1, Release);
                         r
                     })
@@ -658,6 +701,7 @@ fn run_on_topics(
         sent: shared.sent.load(Relaxed),
         acked: shared.acked.load(Relaxed),
         failed: shared.failed.load(Relaxed),
+        flush_timeouts: shared.flush_timeouts.load(Relaxed),
         consumed: shared.consumed.load(Relaxed),
         missing: 0,
         verify: verifier.summary.clone(),

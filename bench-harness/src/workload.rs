@@ -22,6 +22,17 @@ pub enum KeyDistribution {
     Random,
 }
 
+/// Which client code drives the load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClientKind {
+    /// The client library's `Producer` and `PullConsumer`: what applications get.
+    Library,
+    /// Pre-built batches over the library's connections and in-place fetch decoding
+    /// ([`crate::raw`]): what the broker can take when the client is not the limit.
+    Raw,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Workload {
@@ -38,6 +49,8 @@ pub struct Workload {
     /// The producer's `linger`: how long an idle queue's open batch waits for more messages.
     #[serde(default)]
     pub linger_ms: u64,
+    #[serde(default = "default_client")]
+    pub client: ClientKind,
     /// Producer threads (one `Client` and one `Producer` each).
     pub producers: u32,
     /// Consumer threads; queues are split among them. 0 = produce only.
@@ -79,6 +92,9 @@ pub struct Workload {
 
 fn default_batch_max_bytes() -> usize {
     1 << 20
+}
+fn default_client() -> ClientKind {
+    ClientKind::Library
 }
 fn default_key_distribution() -> KeyDistribution {
     KeyDistribution::None
@@ -142,6 +158,14 @@ impl Workload {
         }
         if self.backlog_bytes > 0 && self.consumers == 0 {
             return fail("backlog_bytes needs consumers to drain it".into());
+        }
+        if self.client == ClientKind::Raw
+            && (self.key_distribution != KeyDistribution::None || self.target_rate > 0)
+        {
+            return fail(
+                "client = \"raw\" is for unkeyed max-rate workloads (no keys, target_rate = 0)"
+                    .into(),
+            );
         }
         if self.max_in_flight == 0 {
             return fail("max_in_flight must be at least 1".into());

@@ -89,18 +89,32 @@ fn smoke(name: &str, extra: &[&str]) -> serde_json::Value {
 
 #[test]
 fn batched() {
-    smoke("batched", &[]);
+    smoke("batched", &["consumers=1"]);
+}
+
+#[test]
+fn batched_raw_client() {
+    smoke("batched", &["consumers=1", "client=raw", "target_rate=0", "max_in_flight=2000"]);
+}
+
+#[test]
+fn backlog_drain_raw_client() {
+    let r = smoke(
+        "backlog-drain",
+        &["backlog_bytes=4194304", "target_rate=0", "client=raw", "max_in_flight=1000"],
+    );
+    assert_eq!(r["results"]["backlog"]["messages"].as_u64(), Some(4096));
 }
 
 #[test]
 fn sync_flush() {
-    let r = smoke("sync-flush", &[]);
+    let r = smoke("sync-flush", &["consumers=1"]);
     assert!(r["broker"]["config"].as_str().unwrap().contains("flush_mode = \"sync\""));
 }
 
 #[test]
 fn small_messages() {
-    smoke("small-messages", &[]);
+    smoke("small-messages", &["consumers=1"]);
 }
 
 #[test]
@@ -129,7 +143,7 @@ fn backlog_drain() {
 
 #[test]
 fn many_queues() {
-    smoke("many-queues", &["topics=2", "queues_per_topic=100"]);
+    smoke("many-queues", &["topics=2", "queues_per_topic=100", "consumers=1"]);
 }
 
 #[test]
