@@ -9,7 +9,7 @@ set -eu
 out=${1:-target/ringmq-bench/all-$(date +%Y%m%d-%H%M%S)}
 bench=${BENCH:-target/release/ringmq-bench}
 w=bench-harness/workloads
-mkdir -p "$out"
+mkdir -p "$out/baseline"
 
 quiet() {
     # Wait (at most 5 min) until no cargo/rustc runs: other builds share the two CPUs.
@@ -24,10 +24,10 @@ baseline() {
     quiet
     fio --name=seqwrite --filename=/work/fio.test --rw=write --bs=1M --size=2G --direct=1 \
         --ioengine=io_uring --iodepth=32 --group_reporting --output-format=json \
-        > "$out/fio-$1.json"
+        > "$out/baseline/fio-$1.json"
     rm -f /work/fio.test
     taskset -c 0 iperf3 -s -1 -D -p 5399 -B 127.0.0.1 >/dev/null; sleep 0.5
-    taskset -c 1 iperf3 -c 127.0.0.1 -p 5399 -t 5 -J > "$out/iperf3-$1.json"
+    taskset -c 1 iperf3 -c 127.0.0.1 -p 5399 -t 5 -J > "$out/baseline/iperf3-$1.json"
 }
 
 one() { # round name [--set k=v ...]
