@@ -52,8 +52,12 @@ const READ_DATA_BYTES: usize = 128 << 20;
 const TEST_DATA_BYTES: usize = 4 << 20;
 /// Appends in flight in the sync groups.
 const SYNC_IN_FLIGHT: usize = 32;
-/// Bytes of DMA arena per executor: the 8 MiB locked-memory limit here only fits ~4 MiB.
-const IO_MEMORY_BYTES: usize = 4 << 20;
+/// Bytes of DMA arena per executor: what the largest log configuration here can use (see
+/// `StorageConfig::dma_memory_bytes`). Above the locked-memory limit glommio cannot register it
+/// with io_uring, but still serves every chunk from it, which avoids page faults per chunk.
+fn io_memory_bytes() -> usize {
+    bench_config(std::path::Path::new("/"), FlushMode::Async, 512 << 20).dma_memory_bytes()
+}
 
 /// True when criterion really measures (`cargo bench`), false under `cargo test --benches`.
 fn measuring() -> bool {
@@ -173,14 +177,9 @@ async fn new_fixture(flush_mode: FlushMode, cache_bytes: usize) -> Fixture {
     }
 }
 
-/// Closes a log. `close` can race with the flusher writing the same sealed segment's index file
-/// (both use `<base>.index.tmp`; the loser's rename fails with NotFound) right after a segment
-/// rolled; the flusher's copy is complete then, so one retry is enough (BENCHMARKS.md, "Bug").
+/// Closes a log (flushes it and writes its index checkpoint).
 async fn close_log(log: &Rc<CommitLog>) {
-    if let Err(first) = log.close().await {
-        eprintln!("  close failed ({first}); retrying once");
-        log.close().await.expect("close benchmark log");
-    }
+    log.close().await.expect("close benchmark log");
 }
 
 /// Starts a fresh, empty log when the current one has grown past [`RECYCLE_BYTES`].
@@ -230,7 +229,7 @@ impl Shard {
         let (done_tx, done_rx) = mpsc::channel();
         let name = name.to_string();
         let opts =
-            ExecutorOptions { name: name.clone(), cpu: None, io_memory_bytes: IO_MEMORY_BYTES };
+            ExecutorOptions { name: name.clone(), cpu: None, io_memory_bytes: io_memory_bytes() };
         let thread = std::thread::spawn(move || {
             runtime::run_on_new_executor(opts, move || async move {
                 let fx = Rc::new(setup().await);
@@ -279,8 +278,22 @@ fn configure(group: &mut BenchmarkGroup<'_, criterion::measurement::WallTime>) {
     group
         .sample_size(10)
         .sampling_mode(SamplingMode::Flat)
-        .warm_up_time(Duration::from_millis(300))
+        .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(1));
+}
+
+/// Appends and flushes enough data (untimed) to touch the executor's DMA arena and allocate
+/// the first segments. Without it the first warm-up iterations pay page faults and fallocate,
+/// criterion estimates a huge time per iteration, and then measures one append plus one
+/// fdatasync per sample instead of throughput (seen: 64 KiB appends "at" 170 MiB/s).
+async fn prewarm(fx: &Fixture, size: BatchSize) {
+    let log = fx.log();
+    let batch = fx.batch(size);
+    let bytes = if measuring() { 320 << 20 } else { TEST_DATA_BYTES };
+    for _ in 0..bytes / batch.len() {
+        log.append(size.queue(), batch).await.expect("prewarm append");
+    }
+    log.flush().await.expect("prewarm flush");
 }
 
 /// `iters` appends back to back, then one flush: the time until the bytes are on disk.
@@ -353,7 +366,11 @@ fn append_async(c: &mut Criterion) {
         group.throughput(Throughput::Bytes(batch_len));
         group.bench_function(size.label(), |b| {
             let shard = shard.get_or_insert_with(|| {
-                Shard::start("bench-append-async", || new_fixture(FlushMode::Async, 256 << 20))
+                Shard::start("bench-append-async", move || async move {
+                    let fx = new_fixture(FlushMode::Async, 256 << 20).await;
+                    prewarm(&fx, size).await;
+                    fx
+                })
             });
             b.iter_custom(|iters| shard.run(move |fx| timed_appends(fx, size, iters)))
         });
@@ -370,7 +387,11 @@ fn append_sync(c: &mut Criterion) {
         group.throughput(Throughput::Bytes(batch_len));
         group.bench_function(format!("{}_x{SYNC_IN_FLIGHT}", size.label()), |b| {
             let shard = shard.get_or_insert_with(|| {
-                Shard::start("bench-append-sync", || new_fixture(FlushMode::Sync, 256 << 20))
+                Shard::start("bench-append-sync", move || async move {
+                    let fx = new_fixture(FlushMode::Sync, 256 << 20).await;
+                    prewarm(&fx, size).await;
+                    fx
+                })
             });
             b.iter_custom(|iters| shard.run(move |fx| timed_sync_appends(fx, size, iters)))
         });

@@ -80,6 +80,9 @@ enum Command {
         /// Stop after this many messages.
         #[arg(long)]
         max_messages: Option<u64>,
+        /// Only messages with this tag (repeat for several; RocketMQ's "A || B").
+        #[arg(long = "tag")]
+        tags: Vec<String>,
         #[arg(long, default_value = "127.0.0.1:10911")]
         broker: String,
     },
@@ -130,8 +133,8 @@ fn main() -> ExitCode {
         Command::Produce { topic, key, tag, queue, broker, messages } => {
             produce(&broker, &topic, key, tag, queue, messages)
         }
-        Command::Consume { topic, queue, from_offset, follow, max_messages, broker } => {
-            consume(&broker, &topic, queue, from_offset, follow, max_messages)
+        Command::Consume { topic, queue, from_offset, follow, max_messages, tags, broker } => {
+            consume(&broker, &topic, queue, from_offset, follow, max_messages, tags)
         }
         Command::Stats { broker } => stats(&broker),
     };
@@ -263,6 +266,7 @@ fn consume(
     from_offset: u64,
     follow: bool,
     max_messages: Option<u64>,
+    tags: Vec<String>,
 ) -> Result<(), String> {
     let client = Client::connect(broker).map_err(err)?;
     let route = client.admin().route(topic).map_err(err)?;
@@ -273,7 +277,8 @@ fn consume(
         Some(q) => vec![q],
         None => (0..route.queue_count()).collect(),
     };
-    let consumer = client.consumer();
+    let mut consumer = client.consumer();
+    consumer.tags = tags.into_iter().map(String::into_bytes).collect();
     let mut offsets: Vec<u64> = vec![from_offset; queues.len()];
     let mut done = vec![false; queues.len()];
     let mut printed = 0u64;

@@ -62,7 +62,14 @@ fn produce(topic: &str, queue_id: u32, batch: Vec<u8>) -> Request {
 }
 
 fn fetch(topic: &str, queue_id: u32, offset: u64, max_wait_ms: u32) -> Request {
-    Request::Fetch { topic: topic.into(), queue_id, offset, max_bytes: 1 << 20, max_wait_ms }
+    Request::Fetch {
+        topic: topic.into(),
+        queue_id,
+        offset,
+        max_bytes: 1 << 20,
+        max_wait_ms,
+        tags: Vec::new(),
+    }
 }
 
 #[test]
@@ -137,7 +144,10 @@ fn bad_requests_get_clear_errors_and_the_connection_goes_on() {
     let start = Instant::now();
     let r = expect_ok(&mut raw, &fetch("t", 0, 3, 200), 21);
     assert!(start.elapsed() >= Duration::from_millis(150));
-    assert_eq!(r, Response::Fetch { min_offset: 0, next_offset: 3, batches: Vec::new() });
+    assert_eq!(
+        r,
+        Response::Fetch { min_offset: 0, next_offset: 3, scan_end_offset: 3, batches: Vec::new() }
+    );
     // Fetching from the middle of a batch returns the whole stored batch.
     let Response::Fetch { batches, .. } = expect_ok(&mut raw, &fetch("t", 0, 1, 0), 22) else {
         panic!()

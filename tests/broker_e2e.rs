@@ -341,6 +341,7 @@ fn sigterm_answers_in_flight_requests_then_exits_zero() {
         offset: 0,
         max_bytes: 1024,
         max_wait_ms: 25_000,
+        tags: Vec::new(),
     };
     raw.send(&fetch.encode_frame(9));
     poll_until(Duration::from_secs(10), || {
@@ -494,5 +495,51 @@ fn large_batches_round_trip_through_both_write_paths() {
     let got: Vec<Vec<u8>> = drain(&client, "big", 0, 0).into_iter().map(|m| m.body).collect();
     assert_eq!(got.len(), bodies.len());
     assert!(got == bodies, "bodies differ");
+    producer.close().unwrap();
+}
+
+#[test]
+fn tag_filtered_pulls_return_only_matching_messages() {
+    let dir = tempdir();
+    let broker = Broker::start_in(dir.path(), &config(dir.path(), 2, "", ""));
+    let client = Client::connect(&broker.addr()).unwrap();
+    client.admin().create_topic("tags", 1).unwrap();
+    let producer = client.producer(ProducerConfig::default()).unwrap();
+    // Synchronous sends: one batch each, so the broker can skip whole batches.
+    for i in 0..30 {
+        let tag = if i % 3 == 0 { "B" } else { "A" };
+        producer.send(Message::new("tags", format!("{tag}{i}")).with_tag(tag)).unwrap();
+    }
+    // A mixed batch: the broker sends it, the consumer drops the A records.
+    let mixed: Vec<_> = ["A", "B", "A"]
+        .iter()
+        .map(|t| {
+            producer.send_async(Message::new("tags", format!("mixed-{t}")).with_tag(*t)).unwrap()
+        })
+        .collect();
+    for p in mixed {
+        p.wait().unwrap();
+    }
+    let mut consumer = client.consumer();
+    consumer.tags = vec![b"B".to_vec()];
+    consumer.max_bytes = 256; // several pulls, some answered with skips only
+    let mut offset = 0;
+    let mut got = Vec::new();
+    for _ in 0..100 {
+        let r = consumer.pull("tags", 0, offset, Duration::ZERO).unwrap();
+        got.extend(r.messages.into_iter().map(|m| String::from_utf8(m.body).unwrap()));
+        offset = r.next_offset;
+        if offset >= r.max_offset {
+            break;
+        }
+    }
+    let mut expected: Vec<String> =
+        (0..30).filter(|i| i % 3 == 0).map(|i| format!("B{i}")).collect();
+    expected.push("mixed-B".into());
+    assert_eq!(got, expected);
+    let stats = client.admin().stats().unwrap();
+    let fetched: u64 = stats.iter().map(|s| s.fetch_bytes).sum();
+    let produced: u64 = stats.iter().map(|s| s.produce_bytes).sum();
+    assert!(fetched < produced / 2, "skipped batches were not sent: {fetched} of {produced}");
     producer.close().unwrap();
 }

@@ -62,6 +62,9 @@ fn topic_produce_consume_stats() {
     ));
     assert!(out.trim_end().ends_with("four") && !out.contains("three"), "{out}");
 
+    let out = ok(ringmq(&["consume", "--topic", "cli", "--tag", "T", "--broker", &b], None));
+    assert_eq!(out.lines().count(), 2, "only the tagged messages: {out}");
+
     let out = ok(ringmq(&["stats", "--broker", &b], None));
     assert_eq!(out.lines().count(), 3, "header and two shards: {out}");
 

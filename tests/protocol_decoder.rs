@@ -45,6 +45,7 @@ fn valid_frames() -> Vec<Vec<u8>> {
             offset: 5,
             max_bytes: 100,
             max_wait_ms: 10,
+            tags: vec![b"A".to_vec()],
         }
         .encode_frame(4),
         Request::Offsets { topic: "t".into(), queue_id: 0, timestamp_ms: 7 }.encode_frame(5),

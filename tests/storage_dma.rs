@@ -169,3 +169,35 @@ fn async_mode_flushes_on_interval_and_reads_unflushed_data() {
         log.close().await.unwrap();
     });
 }
+
+/// Child half of `too_little_locked_memory_is_explained`: starts an executor and prints the
+/// error it gets.
+#[test]
+fn memlock_child_entry_point() {
+    if std::env::var_os("RINGMQ_MEMLOCK_CHILD").is_none() {
+        return; // only does something when re-executed under a low `ulimit -l`
+    }
+    let opts = ringmq::runtime::ExecutorOptions::default();
+    match ringmq::runtime::run_on_new_executor(opts, || async {}) {
+        Ok(()) => println!("CHILD-RESULT ok"),
+        Err(e) => println!("CHILD-RESULT {e}"),
+    }
+}
+
+#[test]
+fn too_little_locked_memory_is_explained() {
+    let exe = std::env::current_exe().unwrap();
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("ulimit -l 256 && exec \"$0\" --exact memlock_child_entry_point --nocapture")
+        .arg(&exe)
+        .env("RINGMQ_MEMLOCK_CHILD", "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout.lines().find_map(|l| l.split("CHILD-RESULT ").nth(1)).unwrap_or_else(|| {
+        panic!("child printed no result: {stdout} {}", String::from_utf8_lossy(&out.stderr))
+    });
+    assert!(line.contains("256 KiB") && line.contains("ulimit -l"), "{line}");
+    assert!(line.contains("LimitMEMLOCK"), "{line}");
+}

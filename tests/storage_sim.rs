@@ -193,7 +193,7 @@ fn write_errors_and_full_disk_stop_writes() {
     });
     run(|| async {
         let dir = SimDir::new(5);
-        dir.set_capacity(Some(40_000));
+        dir.set_capacity(Some(200_000));
         let log = CommitLog::open_with(dir.clone(), small_config(FlushMode::Sync)).await.unwrap();
         let mut result = Ok(());
         for i in 0..100 {

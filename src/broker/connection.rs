@@ -88,10 +88,20 @@ pub async fn serve<L: ShardLog>(shard: Rc<Shard<L>>, stream: TcpStream, stop: St
                                     Ok(Answer::Response(resp)) => {
                                         Outgoing::frame(resp.encode_frame(id))
                                     }
-                                    Ok(Answer::Batches { min_offset, next_offset, batches }) => {
+                                    Ok(Answer::Batches {
+                                        min_offset,
+                                        next_offset,
+                                        scan_end_offset,
+                                        batches,
+                                    }) => {
                                         let len = batches.iter().map(|b| b.len()).sum();
-                                        let head =
-                                            encode_fetch_head(id, min_offset, next_offset, len);
+                                        let head = encode_fetch_head(
+                                            id,
+                                            min_offset,
+                                            next_offset,
+                                            scan_end_offset,
+                                            len,
+                                        );
                                         Outgoing { head, batches }
                                     }
                                     Err(e) => Outgoing::frame(encode_error(

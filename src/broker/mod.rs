@@ -14,8 +14,16 @@
 //! stays on one core. Topic changes run on shard 0, are persisted ([`metadata_store`]) and
 //! broadcast over the control mesh before they are acknowledged.
 //!
-//! Bounds: frame size, in-flight requests per connection, connections per shard, mesh channel
-//! capacity, forwarded requests in flight, long-poll waiters per queue, fetch size.
+//! The broker never decodes records: it validates and appends producer batches as they are
+//! (the log stamps them) and serves fetches with the stored bytes, written to the socket from
+//! the log's buffers when the fetch is served on the connection's own shard; tag filters are
+//! applied per batch with the header's tag summary. Control-plane work runs in a low-share
+//! task queue so it cannot stall produce and fetch.
+//!
+//! Bounds: frame size (requests and responses), in-flight requests per connection,
+//! connections per shard, mesh channel capacity, forwarded requests in flight (a forwarded
+//! long-poll holds one of those for its wait), long-poll waiters per queue, fetch size and
+//! tag-filter scan length.
 //!
 //! The files: `config` (the TOML), `topics` (table rules), `routing` (placement),
 //! `metadata_store` (topics.json), `shard_log` (the seam to storage), `log_backend` (which

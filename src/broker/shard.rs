@@ -29,12 +29,16 @@ use super::metadata_store::MetadataStore;
 use super::routing::owner_shard;
 use super::shard_log::ShardLog;
 use super::topics::{validate_topic_name, TopicEntry, TopicTable};
-use crate::format::batch::peek_length;
+use crate::format::batch::{peek_length, read_header};
 use crate::protocol::{
     ErrorCode, ErrorDetail, Request, Response, SendStatus, ShardStats, TopicInfo, TopicRoute,
 };
 use crate::runtime;
 use crate::storage::{QueueKey, ReadBuf};
+
+/// A tag-filtered fetch reads at most this many times its `max_bytes` (at least 64 KiB)
+/// looking for a matching batch before it answers empty with how far it got.
+pub const TAG_SCAN_FACTOR: usize = 8;
 
 /// A request's outcome as it crosses the mesh (`Send`).
 pub type Reply = Result<Response, BrokerError>;
@@ -47,7 +51,7 @@ pub type LocalReply = Result<Answer, BrokerError>;
 #[derive(Debug)]
 pub enum Answer {
     Response(Response),
-    Batches { min_offset: u64, next_offset: u64, batches: Vec<ReadBuf> },
+    Batches { min_offset: u64, next_offset: u64, scan_end_offset: u64, batches: Vec<ReadBuf> },
 }
 
 impl Answer {
@@ -55,13 +59,13 @@ impl Answer {
     pub fn into_response(self) -> Response {
         match self {
             Answer::Response(r) => r,
-            Answer::Batches { min_offset, next_offset, batches } => {
+            Answer::Batches { min_offset, next_offset, scan_end_offset, batches } => {
                 let total = batches.iter().map(|b| b.len()).sum();
                 let mut bytes = Vec::with_capacity(total);
                 for b in &batches {
                     bytes.extend_from_slice(b);
                 }
-                Response::Fetch { min_offset, next_offset, batches: bytes }
+                Response::Fetch { min_offset, next_offset, scan_end_offset, batches: bytes }
             }
         }
     }
@@ -307,8 +311,8 @@ impl<L: ShardLog> Shard<L> {
         let key = QueueKey::new(entry.id, queue_id);
         match request {
             Request::Produce { batch, .. } => self.produce(key, &batch).await.map(Answer::Response),
-            Request::Fetch { offset, max_bytes, max_wait_ms, .. } => {
-                self.fetch(key, offset, max_bytes, max_wait_ms).await
+            Request::Fetch { offset, max_bytes, max_wait_ms, tags, .. } => {
+                self.fetch(key, offset, max_bytes, max_wait_ms, &tags).await
             }
             Request::Offsets { timestamp_ms, .. } => {
                 let o = self.log.offsets(key);
@@ -377,48 +381,87 @@ impl<L: ShardLog> Shard<L> {
         })
     }
 
+    /// Serves a fetch: stored batches from the one holding `offset`; long-polls at the end.
+    /// With `tags`, batches whose tag summary cannot match are skipped here (DESIGN.md section
+    /// 3), scanning at most [`TAG_SCAN_FACTOR`] times `max_bytes` per request; the reply's
+    /// scan end tells the client where to go on either way.
     async fn fetch(
         &self,
         key: QueueKey,
         offset: u64,
         max_bytes: u32,
         max_wait_ms: u32,
+        tags: &[Vec<u8>],
     ) -> LocalReply {
         self.stats.borrow_mut().fetch_requests += 1;
         let max_bytes = (max_bytes as usize).min(self.config.broker.max_fetch_bytes);
         let wait_ms = max_wait_ms.min(self.config.broker.max_long_poll_wait_ms);
         let deadline = Instant::now() + Duration::from_millis(wait_ms.into());
+        let scan_budget = max_bytes.max(64 * 1024).saturating_mul(TAG_SCAN_FACTOR);
+        let mut scanned = 0usize;
+        let mut from = offset;
         loop {
             let o = self.log.offsets(key);
-            if offset < o.min || offset > o.next {
+            if from < o.min || from > o.next {
                 return Err(BrokerError {
                     code: ErrorCode::OFFSET_OUT_OF_RANGE,
                     message: format!(
-                        "offset {offset} is out of range for queue {}: it holds [{}, {})",
+                        "offset {from} is out of range for queue {}: it holds [{}, {})",
                         key.queue_id, o.min, o.next
                     ),
                     detail: ErrorDetail::OffsetRange { min: o.min, next: o.next },
                 });
             }
-            if offset == o.next {
+            let empty = |o: crate::storage::QueueOffsets, at: u64| Answer::Batches {
+                min_offset: o.min,
+                next_offset: o.next,
+                scan_end_offset: at,
+                batches: Vec::new(),
+            };
+            if from == o.next {
                 let now = Instant::now();
-                let empty =
-                    Answer::Batches { min_offset: o.min, next_offset: o.next, batches: Vec::new() };
-                if now >= deadline || self.stopping.get() {
-                    return Ok(empty);
+                if now >= deadline || self.stopping.get() || scanned >= scan_budget {
+                    return Ok(empty(o, from));
                 }
                 let Some(waiter) = self.long_poll.borrow_mut().register(key) else {
-                    return Ok(empty);
+                    return Ok(empty(o, from));
                 };
                 // Woken by an append, shutdown, or the deadline; then look again.
                 let _ = runtime::timeout(deadline - now, waiter).await;
                 continue;
             }
-            let batches = self.log.read(key, offset, max_bytes).await?;
+            let mut batches = self.log.read(key, from, max_bytes).await?;
             let total: usize = batches.iter().map(|b| b.len()).sum();
-            self.stats.borrow_mut().fetch_bytes += total as u64;
+            let scan_end = batches
+                .last()
+                .and_then(|b| read_header(b).ok())
+                .map_or(from, |h| h.next_offset().max(from));
+            if !tags.is_empty() {
+                // A header that does not decode is kept: the client reports it.
+                batches.retain(|b| {
+                    read_header(b).map_or(true, |h| {
+                        h.tag_summary.may_contain_any(tags.iter().map(Vec::as_slice))
+                    })
+                });
+            }
+            let sent: usize = batches.iter().map(|b| b.len()).sum();
+            self.stats.borrow_mut().fetch_bytes += sent as u64;
             let o = self.log.offsets(key);
-            return Ok(Answer::Batches { min_offset: o.min, next_offset: o.next, batches });
+            if batches.is_empty() && scan_end > from {
+                // Everything read was filtered out: look further, within the scan budget.
+                scanned += total;
+                from = scan_end;
+                if scanned >= scan_budget {
+                    return Ok(empty(o, from));
+                }
+                continue;
+            }
+            return Ok(Answer::Batches {
+                min_offset: o.min,
+                next_offset: o.next,
+                scan_end_offset: scan_end,
+                batches,
+            });
         }
     }
 
@@ -575,7 +618,14 @@ mod tests {
     }
 
     fn fetch(offset: u64, max_wait_ms: u32) -> Request {
-        Request::Fetch { topic: "t".into(), queue_id: 0, offset, max_bytes: 1 << 20, max_wait_ms }
+        Request::Fetch {
+            topic: "t".into(),
+            queue_id: 0,
+            offset,
+            max_bytes: 1 << 20,
+            max_wait_ms,
+            tags: Vec::new(),
+        }
     }
 
     fn run<T: Send + 'static, F: std::future::Future<Output = T> + 'static>(
@@ -618,6 +668,65 @@ mod tests {
             assert_eq!(r, Response::Offsets { min_offset: 0, next_offset: 5, timestamp_offset: 0 });
             let e = s.handle_forwarded(fetch(0, 0)).await.map(|_| ());
             assert_eq!(e, Ok(()), "a forwarded request for an owned queue is served");
+        });
+    }
+
+    fn tagged(n: usize, tag: &[u8]) -> Request {
+        let mut b = BatchBuilder::new(1 << 16);
+        for _ in 0..n {
+            b.push(&Record { key: b"", tag, properties: &[], body: b"x", timestamp_ms: 5 })
+                .unwrap();
+        }
+        Request::Produce { topic: "t".into(), queue_id: 0, flags: 0, batch: b.finish(-1, -1) }
+    }
+
+    fn fetch_tags(offset: u64, max_wait_ms: u32, tag: &[u8]) -> Request {
+        Request::Fetch {
+            topic: "t".into(),
+            queue_id: 0,
+            offset,
+            max_bytes: 1 << 20,
+            max_wait_ms,
+            tags: vec![tag.to_vec()],
+        }
+    }
+
+    fn batch_bases(r: &Response) -> (Vec<u64>, u64) {
+        let Response::Fetch { batches, scan_end_offset, .. } = r else { panic!("{r:?}") };
+        let mut rest = batches.as_slice();
+        let mut bases = Vec::new();
+        while !rest.is_empty() {
+            let h = crate::format::batch::read_header(rest).unwrap();
+            bases.push(h.stamp.base_offset);
+            rest = &rest[h.length as usize..];
+        }
+        (bases, *scan_end_offset)
+    }
+
+    #[test]
+    fn tag_filtered_fetches_skip_batches_on_the_broker() {
+        run(|| async {
+            let s = shard(8).await;
+            call(&s, tagged(2, b"A")).await.unwrap(); // offsets 0..2
+            call(&s, tagged(1, b"B")).await.unwrap(); // 2
+            call(&s, tagged(2, b"A")).await.unwrap(); // 3..5
+            let r = call(&s, fetch_tags(0, 0, b"B")).await.unwrap();
+            assert_eq!(batch_bases(&r), (vec![2], 5), "only the B batch; scanned to the end");
+            let r = call(&s, fetch_tags(3, 0, b"B")).await.unwrap();
+            assert_eq!(batch_bases(&r), (vec![], 5));
+            let r = call(&s, fetch(0, 0)).await.unwrap();
+            assert_eq!(batch_bases(&r), (vec![0, 2, 3], 5), "no tags: everything");
+            // A parked filtered fetch skips non-matching appends and keeps waiting.
+            let s2 = s.clone();
+            let parked =
+                runtime::spawn(async move { call(&s2, fetch_tags(5, 10_000, b"B")).await });
+            runtime::sleep(Duration::from_millis(20)).await;
+            call(&s, tagged(1, b"A")).await.unwrap(); // 5
+            runtime::sleep(Duration::from_millis(20)).await;
+            assert_eq!(s.stats().long_poll_waiting, 1, "still waiting after a non-matching append");
+            call(&s, tagged(1, b"B")).await.unwrap(); // 6
+            let r = parked.await.unwrap().unwrap();
+            assert_eq!(batch_bases(&r), (vec![6], 7));
         });
     }
 

@@ -30,8 +30,8 @@ pub struct PullConsumer {
     router: Arc<Router>,
     /// Bytes asked for per pull. Default 1 MiB.
     pub max_bytes: u32,
-    /// Only messages with one of these tags (empty: all). Batches whose tag summary cannot
-    /// match are skipped without decoding.
+    /// Only messages with one of these tags (empty: all). The broker skips batches whose tag
+    /// summary cannot match; the consumer drops the other records of batches that may.
     pub tags: Vec<Vec<u8>>,
 }
 
@@ -55,6 +55,7 @@ impl PullConsumer {
             offset,
             max_bytes: self.max_bytes,
             max_wait_ms: max_wait.as_millis().min(u32::MAX as u128) as u32,
+            tags: self.tags.clone(),
         };
         let timeout = self.router.options.request_timeout + max_wait;
         let mut attempt = 0;
@@ -73,13 +74,14 @@ impl PullConsumer {
                 other => break other?,
             }
         };
-        let Response::Fetch { min_offset, next_offset, batches } = resp else {
+        let Response::Fetch { min_offset, next_offset, scan_end_offset, batches } = resp else {
             return Err(ClientError::Protocol("fetch got another reply".into()));
         };
         let (messages, next) = decode_batches(&batches, offset, &self.tags)?;
         Ok(PullResult {
             messages,
-            next_offset: next.max(offset),
+            // The broker may have skipped batches past the last one it returned (tag filter).
+            next_offset: next.max(scan_end_offset).max(offset),
             min_offset,
             max_offset: next_offset,
         })

@@ -52,6 +52,10 @@ pub struct ProducerConfig {
     pub retry_backoff: Duration,
     /// How long `send` waits for its reply. Default 10 s.
     pub send_timeout: Duration,
+    /// How long the worker waits for the broker's reply to one batch before treating it as
+    /// lost (a retriable timeout: retried, and possibly stored twice). Default 15 s, above
+    /// the broker's default sync_flush_timeout_ms.
+    pub request_timeout: Duration,
 }
 
 impl Default for ProducerConfig {
@@ -65,6 +69,7 @@ impl Default for ProducerConfig {
             retries: 2,
             retry_backoff: Duration::from_millis(100),
             send_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(15),
         }
     }
 }
@@ -88,6 +93,8 @@ enum Command {
 
 struct Reply {
     key: (String, u32),
+    /// Which send of the batch this answers (a late reply to an abandoned send is ignored).
+    attempt_id: u64,
     result: Result<Response>,
 }
 
@@ -259,6 +266,9 @@ struct ReadyBatch {
     dones: Vec<Done>,
     attempts: u32,
     not_before: Instant,
+    /// Set while in flight: this send's id and when it was sent.
+    attempt_id: u64,
+    sent_at: Option<Instant>,
 }
 
 #[derive(Default)]
@@ -279,6 +289,7 @@ struct Worker<S: BatchSink> {
     config: ProducerConfig,
     queues: HashMap<(String, u32), QueueState>,
     buffered_bytes: usize,
+    next_attempt_id: u64,
     flushes: Vec<Completer<()>>,
     replies_tx: Sender<Reply>,
     replies_rx: Receiver<Reply>,
@@ -293,6 +304,7 @@ impl<S: BatchSink> Worker<S> {
             config,
             queues: HashMap::new(),
             buffered_bytes: 0,
+            next_attempt_id: 0,
             flushes: Vec::new(),
             replies_tx,
             replies_rx,
@@ -322,6 +334,7 @@ impl<S: BatchSink> Worker<S> {
             } else if let Ok(r) = self.replies_rx.recv_timeout(timeout) {
                 self.reply(r);
             }
+            self.expire_overdue();
             self.seal_lingered();
         }
     }
@@ -341,8 +354,29 @@ impl<S: BatchSink> Worker<S> {
                     consider(r.not_before);
                 }
             }
+            if let Some(sent) = q.in_flight.as_ref().and_then(|b| b.sent_at) {
+                consider(sent + self.config.request_timeout);
+            }
         }
         d
+    }
+
+    /// Gives up on sends whose reply is overdue: they fail as retriable timeouts.
+    fn expire_overdue(&mut self) {
+        let now = Instant::now();
+        let limit = self.config.request_timeout;
+        let overdue: Vec<((String, u32), u64)> = self
+            .queues
+            .iter()
+            .filter_map(|(k, q)| {
+                let b = q.in_flight.as_ref()?;
+                (now >= b.sent_at? + limit).then(|| (k.clone(), b.attempt_id))
+            })
+            .collect();
+        for (key, attempt_id) in overdue {
+            let result = Err(ClientError::Timeout(limit.as_millis() as u64));
+            self.reply(Reply { key, attempt_id, result });
+        }
     }
 
     fn command(&mut self, c: Command) {
@@ -411,6 +445,8 @@ impl<S: BatchSink> Worker<S> {
                 dones: o.dones,
                 attempts: 0,
                 not_before: Instant::now(),
+                attempt_id: 0,
+                sent_at: None,
             });
         }
     }
@@ -446,6 +482,10 @@ impl<S: BatchSink> Worker<S> {
             let q = self.queues.get_mut(&key).expect("key from the map");
             let mut batch = q.ready.pop_front().expect("checked non-empty");
             batch.attempts += 1;
+            self.next_attempt_id += 1;
+            let attempt_id = self.next_attempt_id;
+            batch.attempt_id = attempt_id;
+            batch.sent_at = Some(now);
             let bytes = batch.bytes.clone();
             q.in_flight = Some(batch);
             let tx = self.replies_tx.clone();
@@ -455,7 +495,7 @@ impl<S: BatchSink> Worker<S> {
                 key.1,
                 bytes,
                 Box::new(move |result| {
-                    let _ = tx.send(Reply { key: reply_key, result });
+                    let _ = tx.send(Reply { key: reply_key, attempt_id, result });
                 }),
             );
         }
@@ -463,6 +503,9 @@ impl<S: BatchSink> Worker<S> {
 
     fn reply(&mut self, r: Reply) {
         let Some(q) = self.queues.get_mut(&r.key) else { return };
+        if q.in_flight.as_ref().map(|b| b.attempt_id) != Some(r.attempt_id) {
+            return; // a late reply to a send already given up on
+        }
         let Some(batch) = q.in_flight.take() else { return };
         match r.result {
             Ok(Response::Produce { status, topic_id, queue_id, base_offset, .. }) => {
@@ -647,6 +690,28 @@ mod tests {
             detail: crate::protocol::ErrorDetail::None,
         }));
         assert_eq!(p.wait().unwrap_err().code(), Some(ErrorCode::CORRUPT_BATCH), "not retried");
+        drop(tx);
+        worker.join().unwrap();
+    }
+
+    #[test]
+    fn an_unanswered_send_times_out_is_retried_and_a_late_reply_is_ignored() {
+        let config = ProducerConfig {
+            retries: 1,
+            retry_backoff: Duration::from_millis(1),
+            request_timeout: Duration::from_millis(50),
+            ..Default::default()
+        };
+        let (sink, tx, worker) = start(config);
+        let mut seen = 0;
+        let p = send(&tx, 0, "slow");
+        let (_, _, b, late) = sink.take(1, &mut seen).remove(0);
+        // No reply: after request_timeout the batch is sent again.
+        let (_, _, again, cb) = sink.take(2, &mut seen).remove(0);
+        assert_eq!(again, b);
+        late(ok_reply(99, &b)); // the first send's reply arrives too late: ignored
+        cb(ok_reply(4, &again));
+        assert_eq!(p.wait().unwrap().queue_offset, 4);
         drop(tx);
         worker.join().unwrap();
     }

@@ -68,6 +68,10 @@ pub enum FormatError {
     CrcMismatch { expected: u32, actual: u32 },
     #[error("stamped-field CRC mismatch: header says {expected:#010x}, bytes give {actual:#010x}")]
     StampCrcMismatch { expected: u32, actual: u32 },
+    #[error("reserved header byte {offset} is {value}, must be 0")]
+    ReservedNotZero { offset: usize, value: u8 },
+    #[error("control batch carries {0} records, must carry none")]
+    ControlWithRecords(u32),
     #[error("record count {0} is outside [1, {MAX_RECORDS_PER_BATCH}]")]
     BadRecordCount(u32),
     #[error("record {index} is malformed: {reason}")]
@@ -145,6 +149,10 @@ pub fn read_header(bytes: &[u8]) -> Result<BatchHeader, FormatError> {
     if bytes[6] != FORMAT_VERSION {
         return Err(FormatError::UnsupportedVersion(bytes[6]));
     }
+    if bytes[7] != 0 {
+        // Reserved and outside every CRC: a set bit can only be corruption (or a newer format).
+        return Err(FormatError::ReservedNotZero { offset: 7, value: bytes[7] });
+    }
     Ok(BatchHeader {
         length: u32_at(bytes, 0),
         stamp_crc: u32_at(bytes, 8),
@@ -202,6 +210,9 @@ impl<'a> BatchView<'a> {
             return Err(FormatError::CrcMismatch { expected: header.crc, actual });
         }
         let control = header.attributes & ATTR_CONTROL != 0;
+        if control && (header.record_count != 0 || length != HEADER_LEN) {
+            return Err(FormatError::ControlWithRecords(header.record_count));
+        }
         if !control && (header.record_count == 0 || header.record_count > MAX_RECORDS_PER_BATCH) {
             return Err(FormatError::BadRecordCount(header.record_count));
         }
@@ -436,9 +447,12 @@ mod tests {
         let mut b = bytes.clone();
         b[4] = 0;
         assert!(matches!(BatchView::parse(&b, 1 << 20), Err(FormatError::BadMagic(_))));
-        let mut b = bytes;
+        let mut b = bytes.clone();
         b[6] = 9;
         assert!(matches!(BatchView::parse(&b, 1 << 20), Err(FormatError::UnsupportedVersion(9))));
+        let mut b = bytes;
+        b[7] = 1;
+        assert!(matches!(BatchView::parse(&b, 1 << 20), Err(FormatError::ReservedNotZero { .. })));
     }
 
     #[test]

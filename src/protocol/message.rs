@@ -13,6 +13,9 @@ use super::frame::{self, RequestHeader};
 /// Upper bound on any list in a payload (topics in a metadata request, shards in stats...).
 pub const MAX_LIST_ITEMS: u32 = 100_000;
 
+/// Most tags one fetch may filter on.
+pub const MAX_FETCH_TAGS: u32 = 64;
+
 /// Produce flag: the client does not want a response (oneway send).
 pub const PRODUCE_FLAG_NO_RESPONSE: u8 = 1;
 
@@ -39,13 +42,15 @@ pub enum Request {
         batch: Vec<u8>,
     },
     /// Stored batches from `offset`, up to about `max_bytes` (at least one whole batch when
-    /// any exists). Waits up to `max_wait_ms` when `offset` is the queue's end.
+    /// any exists). Waits up to `max_wait_ms` when `offset` is the queue's end. With `tags`,
+    /// batches whose tag summary cannot hold any of them are skipped by the broker.
     Fetch {
         topic: String,
         queue_id: u32,
         offset: u64,
         max_bytes: u32,
         max_wait_ms: u32,
+        tags: Vec<Vec<u8>>,
     },
     /// Queue bounds and, when `timestamp_ms >= 0`, the first offset stored at or after it.
     Offsets {
@@ -104,8 +109,12 @@ impl Request {
             Request::Produce { topic, queue_id, flags, batch } => {
                 w.string(topic).u32(*queue_id).u8(*flags).bytes(batch);
             }
-            Request::Fetch { topic, queue_id, offset, max_bytes, max_wait_ms } => {
+            Request::Fetch { topic, queue_id, offset, max_bytes, max_wait_ms, tags } => {
                 w.string(topic).u32(*queue_id).u64(*offset).u32(*max_bytes).u32(*max_wait_ms);
+                w.count(tags.len());
+                for t in tags {
+                    w.bytes(t);
+                }
             }
             Request::Offsets { topic, queue_id, timestamp_ms } => {
                 w.string(topic).u32(*queue_id).i64(*timestamp_ms);
@@ -172,13 +181,27 @@ fn decode_body(api: ApiKey, payload: &[u8]) -> Result<Request, DecodeError> {
             flags: r.u8("flags")?,
             batch: r.bytes("batch")?.to_vec(),
         },
-        ApiKey::Fetch => Request::Fetch {
-            topic: r.string("topic")?,
-            queue_id: r.u32("queue_id")?,
-            offset: r.u64("offset")?,
-            max_bytes: r.u32("max_bytes")?,
-            max_wait_ms: r.u32("max_wait_ms")?,
-        },
+        ApiKey::Fetch => {
+            let topic = r.string("topic")?;
+            let queue_id = r.u32("queue_id")?;
+            let offset = r.u64("offset")?;
+            let max_bytes = r.u32("max_bytes")?;
+            let max_wait_ms = r.u32("max_wait_ms")?;
+            let n = r.count("tags", MAX_FETCH_TAGS, 4)?;
+            let mut tags = Vec::with_capacity(n);
+            for _ in 0..n {
+                let t = r.bytes("tag")?;
+                if t.len() > crate::format::record::MAX_KEY_LEN {
+                    return Err(DecodeError::TooMany {
+                        field: "tag bytes",
+                        count: t.len() as u64,
+                        max: crate::format::record::MAX_KEY_LEN as u64,
+                    });
+                }
+                tags.push(t.to_vec());
+            }
+            Request::Fetch { topic, queue_id, offset, max_bytes, max_wait_ms, tags }
+        }
         ApiKey::Offsets => Request::Offsets {
             topic: r.string("topic")?,
             queue_id: r.u32("queue_id")?,
@@ -265,10 +288,12 @@ pub enum Response {
         record_count: u32,
         store_timestamp_ms: i64,
     },
-    /// `batches` are stored batches, unmodified, concatenated.
+    /// `batches` are stored batches, unmodified, concatenated. `scan_end_offset` is where the
+    /// next fetch should start: after the last batch the broker returned or skipped.
     Fetch {
         min_offset: u64,
         next_offset: u64,
+        scan_end_offset: u64,
         batches: Vec<u8>,
     },
     Offsets {
@@ -341,8 +366,8 @@ impl Response {
                     .u32(*record_count)
                     .i64(*store_timestamp_ms);
             }
-            Response::Fetch { min_offset, next_offset, batches } => {
-                w.u64(*min_offset).u64(*next_offset).bytes(batches);
+            Response::Fetch { min_offset, next_offset, scan_end_offset, batches } => {
+                w.u64(*min_offset).u64(*next_offset).u64(*scan_end_offset).bytes(batches);
             }
             Response::Offsets { min_offset, next_offset, timestamp_offset } => {
                 w.u64(*min_offset).u64(*next_offset).u64(*timestamp_offset);
@@ -433,6 +458,7 @@ impl Response {
             ApiKey::Fetch => Response::Fetch {
                 min_offset: r.u64("min_offset")?,
                 next_offset: r.u64("next_offset")?,
+                scan_end_offset: r.u64("scan_end_offset")?,
                 batches: r.bytes("batches")?.to_vec(),
             },
             ApiKey::Offsets => Response::Offsets {
@@ -474,10 +500,12 @@ pub fn encode_fetch_head(
     correlation_id: u32,
     min_offset: u64,
     next_offset: u64,
+    scan_end_offset: u64,
     batches_len: usize,
 ) -> Vec<u8> {
     let mut w = Writer::with_buffer(frame::begin_response(correlation_id, ErrorCode::NONE));
-    w.u64(min_offset).u64(next_offset).u32(u32::try_from(batches_len).expect("bounded fetch"));
+    w.u64(min_offset).u64(next_offset).u64(scan_end_offset);
+    w.u32(u32::try_from(batches_len).expect("bounded fetch"));
     let mut head = w.buf;
     let frame_len = head.len() - frame::LEN_PREFIX + batches_len;
     head[..4].copy_from_slice(&u32::try_from(frame_len).expect("bounded frame").to_le_bytes());
@@ -597,6 +625,7 @@ mod tests {
             offset: 9,
             max_bytes: 100,
             max_wait_ms: 50,
+            tags: vec![b"TagA".to_vec(), Vec::new()],
         });
         round_trip_request(Request::Offsets { topic: "t".into(), queue_id: 0, timestamp_ms: -1 });
         round_trip_request(Request::Stats);
@@ -628,7 +657,12 @@ mod tests {
             record_count: 4,
             store_timestamp_ms: 5,
         });
-        round_trip_response(Response::Fetch { min_offset: 1, next_offset: 2, batches: vec![7; 9] });
+        round_trip_response(Response::Fetch {
+            min_offset: 1,
+            next_offset: 2,
+            scan_end_offset: 2,
+            batches: vec![7; 9],
+        });
         round_trip_response(Response::Offsets {
             min_offset: 1,
             next_offset: 2,
@@ -667,9 +701,14 @@ mod tests {
     #[test]
     fn fetch_head_plus_batches_equals_the_fetch_frame() {
         let batches = vec![3u8; 77];
-        let whole = Response::Fetch { min_offset: 4, next_offset: 9, batches: batches.clone() }
-            .encode_frame(12);
-        let mut split = encode_fetch_head(12, 4, 9, batches.len());
+        let whole = Response::Fetch {
+            min_offset: 4,
+            next_offset: 9,
+            scan_end_offset: 8,
+            batches: batches.clone(),
+        }
+        .encode_frame(12);
+        let mut split = encode_fetch_head(12, 4, 9, 8, batches.len());
         split.extend_from_slice(&batches);
         assert_eq!(split, whole);
     }

@@ -38,7 +38,7 @@ where
     T: Send + 'static,
 {
     let handle = spawn_executor(opts, make)?;
-    handle.join().map_err(|e| std::io::Error::other(format!("executor thread failed: {e}")))
+    handle.join().map_err(|e| std::io::Error::other(explain_executor_error(&e.to_string())))
 }
 
 /// Starts an executor thread running `make()`'s future.
@@ -63,23 +63,32 @@ where
 }
 
 fn describe_executor_error(e: glommio::GlommioError<()>) -> String {
-    let text = e.to_string();
+    explain_executor_error(&e.to_string())
+}
+
+/// Turns glommio's executor start-up errors into messages that say what to change.
+pub fn explain_executor_error(text: &str) -> String {
     let (cur, _) = memlock_limit();
-    if text.contains("Cannot allocate memory") || text.contains("ENOMEM") {
+    if text.contains("MemLockLimit")
+        || text.contains("memlock")
+        || text.contains("Cannot allocate memory")
+        || text.contains("ENOMEM")
+    {
         format!(
-            "cannot start io_uring executor ({text}); the locked-memory limit (ulimit -l) is {} \
-             KiB: raise it with `ulimit -l unlimited`, LimitMEMLOCK=infinity in the systemd \
-             unit, or a memlock line in /etc/security/limits.conf",
+            "cannot start an io_uring executor ({text}): the locked-memory limit (RLIMIT_MEMLOCK, \
+             `ulimit -l`) is {} KiB and each shard needs at least 512 KiB. Raise it with \
+             `ulimit -l unlimited` in the shell that starts ringmq, LimitMEMLOCK=infinity in its \
+             systemd unit, or a `memlock` line in /etc/security/limits.conf",
             cur / 1024
         )
     } else if text.contains("Operation not permitted") || text.contains("Function not implemented")
     {
         format!(
-            "cannot start io_uring executor ({text}): io_uring is disabled or blocked here \
-             (check the sysctl kernel.io_uring_disabled and any seccomp profile of the container)"
+            "cannot start an io_uring executor ({text}): io_uring is disabled or blocked here \
+             (check the sysctl kernel.io_uring_disabled and the container's seccomp profile)"
         )
     } else {
-        format!("cannot start executor: {text}")
+        format!("executor failed: {text}")
     }
 }
 

@@ -85,6 +85,11 @@ impl ChunkCache {
         hit
     }
 
+    /// Does a cached chunk hold the byte at `pos`?
+    pub fn contains(&self, pos: u64) -> bool {
+        self.chunks.range(..=pos).next_back().is_some_and(|(_, c)| pos < c.end)
+    }
+
     /// Copies whatever of `[pos, pos + out.len())` the cache holds into `out`, in order from
     /// `pos`; returns how many leading bytes were found (for batches spanning two chunks).
     pub fn copy_prefix(&self, pos: u64, out: &mut [u8]) -> usize {
@@ -109,5 +114,48 @@ impl ChunkCache {
     /// (hits, misses) of `get`.
     pub fn stats(&self) -> (u64, u64) {
         (self.hits, self.misses)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run<F: std::future::Future<Output = ()> + 'static>(f: impl FnOnce() -> F + Send + 'static) {
+        crate::runtime::run_on_new_executor(crate::runtime::ExecutorOptions::default(), f).unwrap();
+    }
+
+    fn chunk(fill: u8) -> Rc<DmaBuffer> {
+        let mut b = crate::runtime::alloc_dma(4096);
+        b.as_bytes_mut().fill(fill);
+        Rc::new(b)
+    }
+
+    #[test]
+    fn hits_misses_straddles_and_bounded_eviction() {
+        run(|| async {
+            let mut c = ChunkCache::new(8192);
+            c.insert(0, 4096, chunk(1));
+            c.insert(4096, 6000, chunk(2));
+            assert_eq!(&*c.get(100, 10).unwrap(), &[1u8; 10]);
+            assert!(c.get(4000, 200).is_none(), "a straddling range is not one chunk");
+            let mut out = [0u8; 200];
+            assert_eq!(c.copy_prefix(4000, &mut out), 200);
+            assert_eq!(&out[..96], &[1u8; 96]);
+            assert_eq!(&out[96..], &[2u8; 104]);
+            assert!(c.get(5990, 20).is_none(), "past the valid end");
+            assert!(c.contains(5999) && !c.contains(6000));
+            // Over the bound, but nothing is written yet: nothing may go.
+            c.insert(8192, 9000, chunk(3));
+            c.evict(0);
+            assert_eq!(c.bytes(), 3 * 4096);
+            // Once written, the oldest goes first until within the bound.
+            c.evict(9000);
+            assert_eq!(c.bytes(), 8192);
+            assert!(!c.contains(0) && c.contains(4096));
+            c.retain_range(8192, u64::MAX);
+            assert!(!c.contains(4096) && c.contains(8192));
+            assert_eq!(c.stats().0, 1);
+        });
     }
 }

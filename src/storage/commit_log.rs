@@ -590,21 +590,17 @@ impl<D: LogDir + 'static> CommitLog<D> {
                 let len = e.length as usize;
                 if let Some(hit) = st.cache.get(e.position, len) {
                     plan.push(Source::Ready(hit));
+                } else if let Some(bytes) = memory_copy(st, e.position, len) {
+                    // Straddles two cached chunks (or the head chunk): one copy, no disk I/O.
+                    plan.push(Source::Ready(ReadBuf::from_vec(bytes)));
                 } else if let Some(buf) = read_ahead_hit(&st.read_ahead, e.position, len) {
                     plan.push(Source::FromDisk(buf, e.position));
                 } else if e.end() <= written {
                     plan.push(Source::Disk { pos: e.position, len });
                 } else {
-                    // Not yet on disk: the bytes at/after `written` are all in memory (chunks in
-                    // flight are never evicted, the rest is the head chunk).
-                    let mut out = vec![0u8; len];
-                    let got = copy_from_memory(st, e.position, &mut out);
-                    if got < len {
-                        // Its beginning was evicted after reaching disk: read it below.
-                        plan.push(Source::Disk { pos: e.position, len });
-                    } else {
-                        plan.push(Source::Ready(ReadBuf::from_vec(out)));
-                    }
+                    // Not yet on disk and not all in memory: its beginning was evicted after
+                    // it reached disk (the bytes at/after `written` are always in memory).
+                    plan.push(Source::Disk { pos: e.position, len });
                 }
             }
             (plan, offsets, next_offset)
@@ -855,9 +851,19 @@ impl<D: LogDir + 'static> CommitLog<D> {
         if self.st.borrow().closed {
             return Ok(());
         }
+        if self.st.borrow().failed.is_none() {
+            self.flush().await?;
+        }
+        // Stop the flusher before writing index files ourselves: it writes them too, and two
+        // writers of one index file would race on its temp file.
+        self.st.borrow_mut().closed = true;
+        self.flush_kick.notify();
+        let handle = self.flusher.borrow_mut().take();
+        if let Some(h) = handle {
+            h.await;
+        }
         let failed = self.st.borrow().failed.clone();
         if failed.is_none() {
-            self.flush().await?;
             self.write_sealed_indexes().await?;
             let (base, bytes) = {
                 let st = self.st.borrow();
@@ -869,13 +875,7 @@ impl<D: LogDir + 'static> CommitLog<D> {
                 .await
                 .map_err(|e| StorageError::io(format!("writing {}", index_name(base)), e))?;
         }
-        self.st.borrow_mut().closed = true;
         self.pool.close();
-        self.flush_kick.notify();
-        let handle = self.flusher.borrow_mut().take();
-        if let Some(h) = handle {
-            h.await;
-        }
         let segments: Vec<_> = self.st.borrow().segments.values().cloned().collect();
         for s in segments {
             let _ = s.file.close().await;
@@ -914,6 +914,18 @@ fn read_ahead_hit(slots: &VecDeque<(u64, ReadBuf)>, pos: u64, len: usize) -> Opt
         (pos >= *start && pos + len as u64 <= start + buf.len() as u64)
             .then(|| buf.slice((pos - start) as usize, len))
     })
+}
+
+/// The log bytes `[pos, pos + len)` copied from memory, if memory holds all of them.
+fn memory_copy<F>(st: &State<F>, pos: u64, len: usize) -> Option<Vec<u8>> {
+    // Cheap pre-check so a cold read does not allocate and copy in vain.
+    let starts_in_memory = st.cache.contains(pos)
+        || st.head.as_ref().is_some_and(|h| pos >= h.pos && pos < h.pos + h.filled as u64);
+    if !starts_in_memory {
+        return None;
+    }
+    let mut out = vec![0u8; len];
+    (copy_from_memory(st, pos, &mut out) == len).then_some(out)
 }
 
 /// Copies the log bytes from `pos` into `out` from the cache and the head chunk.

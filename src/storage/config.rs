@@ -53,7 +53,9 @@ pub struct StorageConfig {
     /// Cold reads fetch this many bytes past what a request needs and keep them (in a few
     /// bounded slots) for the next sequential read. Default 1 MiB.
     pub read_ahead_bytes: usize,
-    /// Preallocate each new segment with fallocate. Default true.
+    /// Allocate each new segment's full size up front (fallocate). Writes then never extend
+    /// the file, so io_uring completes them without handing them to kernel worker threads.
+    /// Default true.
     pub preallocate: bool,
     /// Delete whole segments whose newest batch is older than this. Default 48.
     pub retention_hours: u64,
@@ -147,5 +149,15 @@ impl StorageConfig {
     /// Bytes of chunk memory the write path may hold at once.
     pub fn write_pool_bytes(&self) -> usize {
         self.chunk_size_bytes * self.chunk_pool_chunks
+    }
+
+    /// DMA memory one log uses at most: the write pool, the chunk cache, the read-ahead slots
+    /// and room for reads in flight. Size the shard executor's `io_memory` with this: buffers
+    /// then come from glommio's pre-allocated arena and are reused, instead of fresh heap
+    /// memory that page-faults on every chunk (measured: the largest cost on the append path).
+    pub fn dma_memory_bytes(&self) -> usize {
+        let read_ahead = 4 * (self.read_ahead_bytes + 2 * self.max_batch_bytes);
+        let reads_in_flight = 16 << 20;
+        self.write_pool_bytes() + self.cache_bytes + read_ahead + reads_in_flight
     }
 }

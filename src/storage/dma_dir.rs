@@ -136,8 +136,8 @@ impl LogFile for DmaLogFile {
 
     async fn allocate(&self, len: u64) -> io::Result<()> {
         match self {
-            DmaLogFile::Direct(f) => f.pre_allocate(len, true).await.map_err(to_io),
-            DmaLogFile::Buffered(f) => f.pre_allocate(len, true).await.map_err(to_io),
+            DmaLogFile::Direct(f) => f.pre_allocate(len, false).await.map_err(to_io),
+            DmaLogFile::Buffered(f) => f.pre_allocate(len, false).await.map_err(to_io),
         }
     }
 

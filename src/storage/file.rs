@@ -77,7 +77,8 @@ pub trait LogFile {
     /// Makes every completed write to this file durable.
     async fn sync_data(&self) -> io::Result<()>;
     async fn truncate(&self, len: u64) -> io::Result<()>;
-    /// Reserves `len` bytes of disk space without changing what reads return.
+    /// Reserves disk space so the file is at least `len` bytes long; the new bytes read as
+    /// zeros (fallocate without KEEP_SIZE).
     async fn allocate(&self, len: u64) -> io::Result<()>;
     async fn size(&self) -> io::Result<u64>;
     async fn close(&self) -> io::Result<()>;

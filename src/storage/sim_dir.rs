@@ -271,8 +271,25 @@ impl LogFile for SimFileHandle {
         Ok(())
     }
 
-    async fn allocate(&self, _len: u64) -> io::Result<()> {
-        self.check_alive("fallocate")
+    async fn allocate(&self, len: u64) -> io::Result<()> {
+        self.check_alive("fallocate")?;
+        {
+            let s = self.state.borrow();
+            let grow = len.saturating_sub(self.file.borrow().volatile.len() as u64);
+            if s.capacity.is_some_and(|cap| s.used() + grow > cap) {
+                return Err(io::Error::from_raw_os_error(libc::ENOSPC));
+            }
+        }
+        let mut f = self.file.borrow_mut();
+        if (f.volatile.len() as u64) < len {
+            f.volatile.resize(len as usize, 0);
+        }
+        // Like fallocate + fdatasync of the size: durable once the file is synced; model it
+        // as durable at once for simplicity (the zeros carry no data).
+        if (f.durable.len() as u64) < len {
+            f.durable.resize(len as usize, 0);
+        }
+        Ok(())
     }
 
     async fn size(&self) -> io::Result<u64> {
