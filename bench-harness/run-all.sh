@@ -25,6 +25,10 @@ baseline() {
     fio --name=seqwrite --filename=/work/fio.test --rw=write --bs=1M --size=2G --direct=1 \
         --ioengine=io_uring --iodepth=32 --group_reporting --output-format=json \
         > "$out/baseline/fio-$1.json"
+    # Context for backlog-drain (reads): the same file read back sequentially.
+    fio --name=seqread --filename=/work/fio.test --rw=read --bs=1M --size=2G --direct=1 \
+        --ioengine=io_uring --iodepth=32 --group_reporting --output-format=json \
+        > "$out/baseline/fio-read-$1.json"
     rm -f /work/fio.test
     taskset -c 0 iperf3 -s -1 -D -p 5399 -B 127.0.0.1 >/dev/null; sleep 0.5
     taskset -c 1 iperf3 -c 127.0.0.1 -p 5399 -t 5 -J > "$out/baseline/iperf3-$1.json"
@@ -50,8 +54,10 @@ for round in a b; do
     one $round small-messages
     one $round small-messages --set storage.flush_mode=sync
     one $round small-messages --set client=raw
+    one $round small-messages --set client=raw --set storage.flush_mode=sync
     one $round ordered
     one $round latency
+    one $round latency --set target_rate=20000
     one $round backlog-drain
     one $round backlog-drain --set client=raw
     one $round many-queues

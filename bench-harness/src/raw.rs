@@ -208,6 +208,7 @@ pub(crate) fn consumer_main(
                 offset: offsets[i],
                 max_bytes: w.fetch_max_bytes,
                 max_wait_ms: wait_ms,
+                tags: Vec::new(),
             };
             let timeout = router.options.request_timeout + Duration::from_millis(wait_ms as u64);
             let r = router.queue_connection(topic, *queue).and_then(|c| c.call(&request, timeout));
