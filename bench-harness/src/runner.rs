@@ -1,0 +1,793 @@
+//! Runs a workload against a broker: producer and consumer threads (each pinned to one of
+//! `--cpus`, round-robin; the client's own threads inherit the pin), the per-second reporter on
+//! the main thread, and the phase changes (warm-up, measurement, stop, drain).
+//!
+//! Accounting: a producer counts a message *sent* once `send_async` took it, *acked* when its
+//! reply said it was stored, *failed* otherwise. Ack latency is reply time minus intended
+//! send time (the schedule's, see [`crate::rate`]; at max rate, the time just before
+//! `send_async`). Ack times are taken by a waker that the reply wakes, not when the producer
+//! gets around to looking, so a busy producer loop does not inflate them. Consumers decode the
+//! harness header of every message (end-to-end latency = receive time minus intended send
+//! time) and feed the [`Verifier`].
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::*};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::Duration;
+
+use ringmq::client::{
+    Client, ClientError, Message, Pending, ProducerConfig, QueueSelector, SendResult,
+};
+use ringmq::protocol::SendStatus;
+use serde::{Deserialize, Serialize};
+
+use crate::clock::{now_ns, pin_current_thread, wait_until};
+use crate::payload::{Prefix, NO_KEY, PREFIX_LEN};
+use crate::rate::Schedule;
+use crate::stats::{merge, new_histogram, LatencySummary, Recorder};
+use crate::verify::{Verifier, VerifySummary};
+use crate::workload::{ClientKind, KeyDistribution, Workload};
+
+const MAX_ERRORS_KEPT: usize = 20;
+
+pub struct RunOptions {
+    pub address: String,
+    /// CPUs for producer and consumer threads (round-robin); empty = not pinned.
+    pub cpus: Vec<usize>,
+    /// Print a progress line per second on stderr.
+    pub progress: bool,
+    /// Suffix that makes topic names unique to this run.
+    pub run_id: String,
+    /// Delete the topics afterwards.
+    pub delete_topics: bool,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct SeriesPoint {
+    pub t_s: f64,
+    pub sent_per_s: f64,
+    pub acked_per_s: f64,
+    pub consumed_per_s: f64,
+    pub produce_mb_per_s: f64,
+    pub consume_mb_per_s: f64,
+    pub ack_p99_us: f64,
+    pub e2e_p99_us: f64,
+    pub publish_delay_p99_us: f64,
+    pub measuring: bool,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct BacklogResult {
+    pub bytes: u64,
+    pub messages: u64,
+    pub build_s: f64,
+    pub build_bytes_per_s: f64,
+    pub drain_s: f64,
+    pub drain_bytes_per_s: f64,
+    pub drain_msgs_per_s: f64,
+    pub drained_all: bool,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Results {
+    /// Length of the measured window (after the warm-up).
+    pub measured_s: f64,
+    pub sent: u64,
+    pub acked: u64,
+    /// Acked with FLUSH_DISK_TIMEOUT: stored, but not yet durable when acknowledged.
+    pub flush_timeouts: u64,
+    pub failed: u64,
+    /// Messages consumed, duplicates included.
+    pub consumed: u64,
+    /// Acked messages never consumed.
+    pub missing: u64,
+    pub verify: VerifySummary,
+    /// Acknowledged messages per second in the measured window.
+    pub produce_msgs_per_s: f64,
+    pub produce_bytes_per_s: f64,
+    pub consume_msgs_per_s: f64,
+    pub consume_bytes_per_s: f64,
+    pub ack_latency: LatencySummary,
+    pub e2e_latency: LatencySummary,
+    /// Actual minus intended send time (fixed-rate workloads only).
+    pub publish_delay: LatencySummary,
+    pub backlog: Option<BacklogResult>,
+    /// Every count check passed (see `problems`).
+    pub counts_ok: bool,
+    pub problems: Vec<String>,
+    /// The first client errors seen.
+    pub errors: Vec<String>,
+}
+
+pub(crate) struct Shared {
+    pub(crate) measuring: AtomicBool,
+    pub(crate) stop_producers: AtomicBool,
+    pub(crate) consumers_go: AtomicBool,
+    pub(crate) stop_consumers: AtomicBool,
+    pub(crate) sent: AtomicU64,
+    pub(crate) acked: AtomicU64,
+    /// Acked with FLUSH_DISK_TIMEOUT (stored, not yet durable when acknowledged).
+    pub(crate) flush_timeouts: AtomicU64,
+    pub(crate) failed: AtomicU64,
+    pub(crate) consumed: AtomicU64,
+    pub(crate) unique: AtomicU64,
+    /// Backlog workloads: messages producers may still claim.
+    pub(crate) backlog_left: AtomicU64,
+    pub(crate) producers_done: AtomicUsize,
+    pub(crate) errors: Mutex<Vec<String>>,
+    pub(crate) error_count: AtomicU64,
+    pub(crate) verifier: Mutex<Verifier>,
+}
+
+impl Shared {
+    pub(crate) fn error(&self, e: String) {
+        self.error_count.fetch_add(1, Relaxed);
+        let mut v = lock(&self.errors);
+        if v.len() < MAX_ERRORS_KEPT {
+            v.push(e);
+        }
+    }
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Records the time a reply arrived: the producer's reply path wakes it.
+struct AckSlot(AtomicU64);
+
+impl Wake for AckSlot {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref()
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.store(now_ns().max(1), Release);
+    }
+}
+
+struct InFlight {
+    pending: Pending<Result<SendResult, ClientError>>,
+    slot: Arc<AckSlot>,
+    intended_ns: u64,
+}
+
+pub(crate) struct ProducerStats {
+    pub(crate) id: u32,
+    pub(crate) sent: u64,
+}
+
+fn xorshift(state: &mut u64) -> u64 {
+    let mut x = *state;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    *state = x;
+    x
+}
+
+#[allow(clippy::too_many_arguments)]
+fn producer_main(
+    id: u32,
+    w: &Workload,
+    topics: &[String],
+    address: &str,
+    cpu: Option<usize>,
+    rate: u64,
+    shared: &Shared,
+    recorder: &Mutex<Recorder>,
+) -> Result<ProducerStats, String> {
+    if let Some(c) = cpu {
+        pin_current_thread(c)?;
+    }
+    let client = Client::connect(address).map_err(|e| format!("producer {id}: {e}"))?;
+    let keyed = w.key_distribution != KeyDistribution::None;
+    let producer = client
+        .producer(ProducerConfig {
+            selector: if keyed { QueueSelector::KeyHash } else { QueueSelector::RoundRobin },
+            linger: Duration::from_millis(w.linger_ms),
+            max_batch_bytes: w.batch_max_bytes,
+            ..Default::default()
+        })
+        .map_err(|e| format!("producer {id}: {e}"))?;
+    let mut rng = 0x9E37_79B9_7F4A_7C15u64 ^ ((id as u64 + 1) << 32);
+    // Incompressible filler after the header.
+    let template: Vec<u8> = (0..w.message_size_bytes).map(|_| xorshift(&mut rng) as u8).collect();
+    let keys: Vec<Vec<u8>> = (0..w.key_count).map(|k| format!("k{k}").into_bytes()).collect();
+    let mut key_seqs = vec![0u64; w.key_count as usize];
+    let mut in_flight: VecDeque<InFlight> = VecDeque::new();
+    let mut schedule = Schedule::new(now_ns(), rate);
+    let backlog = w.backlog_bytes > 0;
+    let mut seq = 0u64;
+    let reap = |in_flight: &mut VecDeque<InFlight>, block: bool| {
+        while let Some(f) = in_flight.front() {
+            let at = f.slot.0.load(Acquire);
+            if at == 0 && !block {
+                break;
+            }
+            let f = in_flight.pop_front().expect("front exists");
+            let (result, at) = match f.pending.try_take() {
+                Some(r) => (r, at.max(1)),
+                None => {
+                    let r = f.pending.wait();
+                    let at = f.slot.0.load(Acquire);
+                    (r, if at == 0 { now_ns() } else { at })
+                }
+            };
+            match result {
+                Ok(r) => {
+                    shared.acked.fetch_add(1, Relaxed);
+                    if r.status == SendStatus::FlushDiskTimeout {
+                        shared.flush_timeouts.fetch_add(1, Relaxed);
+                    }
+                    let measuring = shared.measuring.load(Relaxed);
+                    lock(recorder).latency(at.saturating_sub(f.intended_ns), measuring);
+                }
+                Err(e) => {
+                    shared.failed.fetch_add(1, Relaxed);
+                    shared.error(format!("producer {id}: send failed: {e}"));
+                }
+            }
+        }
+    };
+    loop {
+        if shared.stop_producers.load(Relaxed) {
+            break;
+        }
+        if backlog
+            && shared.backlog_left.fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1)).is_err()
+        {
+            break;
+        }
+        let intended = schedule.next_intended(now_ns());
+        if schedule.is_fixed_rate() {
+            // Reap replies while waiting for the next slot.
+            while now_ns() + 200_000 < intended {
+                reap(&mut in_flight, false);
+                wait_until(intended.min(now_ns() + 1_000_000));
+            }
+            wait_until(intended);
+        }
+        let actual = now_ns();
+        let (key, key_seq) = if keyed {
+            let k = match w.key_distribution {
+                KeyDistribution::Random => (xorshift(&mut rng) % w.key_count as u64) as usize,
+                _ => (seq % w.key_count as u64) as usize,
+            };
+            let s = key_seqs[k];
+            key_seqs[k] += 1;
+            (k as u32, s)
+        } else {
+            (NO_KEY, 0)
+        };
+        let mut body = template.clone();
+        Prefix { intended_ns: intended, producer: id, key, seq, key_seq }
+            .write(&mut body[..PREFIX_LEN]);
+        let topic = &topics[(seq % topics.len() as u64) as usize];
+        let mut msg = Message::new(topic.as_str(), body);
+        if keyed {
+            msg.key = keys[key as usize].clone();
+        }
+        let mut pending = match producer.send_async(msg) {
+            Ok(p) => p,
+            Err(e) => {
+                shared.error(format!("producer {id}: {e}"));
+                break;
+            }
+        };
+        seq += 1;
+        shared.sent.fetch_add(1, Relaxed);
+        if schedule.is_fixed_rate() {
+            lock(recorder).delay(actual.saturating_sub(intended), shared.measuring.load(Relaxed));
+        }
+        let slot = Arc::new(AckSlot(AtomicU64::new(0)));
+        let waker = Waker::from(slot.clone());
+        let mut cx = Context::from_waker(&waker);
+        match Pin::new(&mut pending).poll(&mut cx) {
+            Poll::Ready(r) => {
+                // Already answered: keep it for the reaper with the time now.
+                let (c, p) = ringmq::client::pending::pending();
+                c.complete(r);
+                slot.0.store(now_ns().max(1), Release);
+                in_flight.push_back(InFlight { pending: p, slot, intended_ns: intended });
+            }
+            Poll::Pending => in_flight.push_back(InFlight { pending, slot, intended_ns: intended }),
+        }
+        reap(&mut in_flight, false);
+        while in_flight.len() >= w.max_in_flight {
+            reap(&mut in_flight, true);
+        }
+    }
+    reap(&mut in_flight, true);
+    if let Err(e) = producer.close() {
+        shared.error(format!("producer {id}: close: {e}"));
+    }
+    Ok(ProducerStats { id, sent: seq })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn consumer_main(
+    id: u32,
+    w: &Workload,
+    queues: &[(String, u32)],
+    address: &str,
+    cpu: Option<usize>,
+    shared: &Shared,
+    recorder: &Mutex<Recorder>,
+) -> Result<(), String> {
+    if let Some(c) = cpu {
+        pin_current_thread(c)?;
+    }
+    let client = Client::connect(address).map_err(|e| format!("consumer {id}: {e}"))?;
+    let mut consumer = client.consumer();
+    consumer.max_bytes = w.fetch_max_bytes;
+    let mut offsets = vec![0u64; queues.len()];
+    while !shared.consumers_go.load(Acquire) {
+        if shared.stop_consumers.load(Relaxed) {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // One queue: long-poll it. Several: sweep them without waiting, nap when all are empty.
+    let wait = if queues.len() == 1 { Duration::from_millis(100) } else { Duration::ZERO };
+    let mut prefixes = Vec::new();
+    while !shared.stop_consumers.load(Relaxed) {
+        let mut got = 0usize;
+        for (i, (topic, queue)) in queues.iter().enumerate() {
+            let r = match consumer.pull(topic, *queue, offsets[i], wait) {
+                Ok(r) => r,
+                Err(e) => {
+                    shared.error(format!("consumer {id}: {topic}/{queue}: {e}"));
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                }
+            };
+            offsets[i] = r.next_offset;
+            if r.messages.is_empty() {
+                continue;
+            }
+            got += r.messages.len();
+            let mut foreign = 0u64;
+            prefixes.clear();
+            for m in &r.messages {
+                match Prefix::read(&m.body) {
+                    Some(p) => prefixes.push(p),
+                    None => foreign += 1,
+                }
+            }
+            record_consumed(w, shared, recorder, &prefixes, foreign);
+        }
+        if got == 0 && wait.is_zero() {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+    Ok(())
+}
+
+/// Feeds what one pull returned to the verifier and the end-to-end histogram.
+pub(crate) fn record_consumed(
+    w: &Workload,
+    shared: &Shared,
+    recorder: &Mutex<Recorder>,
+    prefixes: &[Prefix],
+    foreign: u64,
+) {
+    if prefixes.is_empty() && foreign == 0 {
+        return;
+    }
+    let now = now_ns();
+    let measuring = shared.measuring.load(Relaxed);
+    let mut unique = 0;
+    {
+        let mut rec = lock(recorder);
+        let mut v = lock(&shared.verifier);
+        for _ in 0..foreign {
+            v.foreign();
+        }
+        for p in prefixes {
+            if v.observe(p.producer, p.seq) == crate::verify::Seen::First {
+                unique += 1;
+            }
+            if w.verify_order && p.key != NO_KEY {
+                v.observe_key(p.producer, p.key, p.key_seq);
+            }
+            rec.latency(now.saturating_sub(p.intended_ns), measuring);
+        }
+    }
+    shared.consumed.fetch_add(prefixes.len() as u64 + foreign, Relaxed);
+    shared.unique.fetch_add(unique, Relaxed);
+}
+
+#[derive(Clone, Copy, Default)]
+struct Counts {
+    t_ns: u64,
+    sent: u64,
+    acked: u64,
+    consumed: u64,
+}
+
+impl Counts {
+    fn now(s: &Shared) -> Counts {
+        Counts {
+            t_ns: now_ns(),
+            sent: s.sent.load(Relaxed),
+            acked: s.acked.load(Relaxed),
+            consumed: s.consumed.load(Relaxed),
+        }
+    }
+}
+
+/// The per-second reporter: merges interval histograms, prints, keeps the series.
+struct Reporter<'a> {
+    w: &'a Workload,
+    shared: &'a Shared,
+    producer_recs: &'a [Arc<Mutex<Recorder>>],
+    consumer_recs: &'a [Arc<Mutex<Recorder>>],
+    start_ns: u64,
+    last: Counts,
+    series: Vec<SeriesPoint>,
+    progress: bool,
+}
+
+impl Reporter<'_> {
+    /// Emits a point if a second passed since the last one.
+    fn tick(&mut self) {
+        let now = Counts::now(self.shared);
+        if now.t_ns < self.last.t_ns + 1_000_000_000 {
+            return;
+        }
+        let dt = (now.t_ns - self.last.t_ns) as f64 / 1e9;
+        let interval_p99 = |recs: &[Arc<Mutex<Recorder>>], delay: bool| {
+            let mut h = new_histogram();
+            for r in recs {
+                let mut r = lock(r);
+                let src = if delay { &mut r.interval_delay } else { &mut r.interval };
+                merge(&mut h, src);
+                src.reset();
+            }
+            LatencySummary::of(&h).p99_us
+        };
+        let size = self.w.message_size_bytes as f64;
+        let p = SeriesPoint {
+            t_s: (now.t_ns - self.start_ns) as f64 / 1e9,
+            sent_per_s: (now.sent - self.last.sent) as f64 / dt,
+            acked_per_s: (now.acked - self.last.acked) as f64 / dt,
+            consumed_per_s: (now.consumed - self.last.consumed) as f64 / dt,
+            produce_mb_per_s: (now.acked - self.last.acked) as f64 * size / dt / 1e6,
+            consume_mb_per_s: (now.consumed - self.last.consumed) as f64 * size / dt / 1e6,
+            ack_p99_us: interval_p99(self.producer_recs, false),
+            e2e_p99_us: interval_p99(self.consumer_recs, false),
+            publish_delay_p99_us: interval_p99(self.producer_recs, true),
+            measuring: self.shared.measuring.load(Relaxed),
+        };
+        if self.progress {
+            eprintln!(
+                "[{:>6.1}s]{} produce {:>9.0} msg/s {:>8.1} MB/s ack p99 {:>9.1} us | consume \
+                 {:>9.0} msg/s {:>8.1} MB/s e2e p99 {:>10.1} us | errors {}",
+                p.t_s,
+                if p.measuring { " " } else { "*" },
+                p.acked_per_s,
+                p.produce_mb_per_s,
+                p.ack_p99_us,
+                p.consumed_per_s,
+                p.consume_mb_per_s,
+                p.e2e_p99_us,
+                self.shared.error_count.load(Relaxed),
+            );
+        }
+        self.series.push(p);
+        self.last = now;
+    }
+
+    /// Ticks every 10 ms until `done` (true) or `limit_ns` passes (false).
+    fn run_until(&mut self, limit_ns: u64, mut done: impl FnMut() -> bool) -> bool {
+        loop {
+            self.tick();
+            if done() {
+                return true;
+            }
+            if now_ns() >= limit_ns {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+/// Creates the topics, runs the workload, deletes the topics (if asked), returns the results
+/// and the per-second series.
+pub fn run(w: &Workload, opts: &RunOptions) -> Result<(Results, Vec<SeriesPoint>), String> {
+    let client = Client::connect(&opts.address)
+        .map_err(|e| format!("cannot reach the broker at {}: {e}", opts.address))?;
+    let admin = client.admin();
+    let topics: Vec<String> =
+        (0..w.topics).map(|t| format!("bench-{}-{t}-{}", w.name, opts.run_id)).collect();
+    for t in &topics {
+        admin
+            .create_topic(t, w.queues_per_topic)
+            .map_err(|e| format!("cannot create topic {t}: {e}"))?;
+    }
+    let result = run_on_topics(w, opts, &topics);
+    if opts.delete_topics {
+        for t in &topics {
+            if let Err(e) = admin.delete_topic(t) {
+                eprintln!("ringmq-bench: cannot delete topic {t}: {e}");
+            }
+        }
+    }
+    result
+}
+
+fn run_on_topics(
+    w: &Workload,
+    opts: &RunOptions,
+    topics: &[String],
+) -> Result<(Results, Vec<SeriesPoint>), String> {
+    let backlog_messages = w.backlog_bytes / w.message_size_bytes as u64;
+    let shared = Shared {
+        measuring: AtomicBool::new(false),
+        stop_producers: AtomicBool::new(false),
+        consumers_go: AtomicBool::new(w.backlog_bytes == 0),
+        stop_consumers: AtomicBool::new(false),
+        sent: AtomicU64::new(0),
+        acked: AtomicU64::new(0),
+        failed: AtomicU64::new(0),
+        flush_timeouts: AtomicU64::new(0),
+        consumed: AtomicU64::new(0),
+        unique: AtomicU64::new(0),
+        backlog_left: AtomicU64::new(backlog_messages),
+        producers_done: AtomicUsize::new(0),
+        errors: Mutex::new(Vec::new()),
+        error_count: AtomicU64::new(0),
+        verifier: Mutex::new(Verifier::default()),
+    };
+    let producer_recs: Vec<_> =
+        (0..w.producers).map(|_| Arc::new(Mutex::new(Recorder::default()))).collect();
+    let consumer_recs: Vec<_> =
+        (0..w.consumers).map(|_| Arc::new(Mutex::new(Recorder::default()))).collect();
+    // Queues to consumers: round-robin over (topic, queue).
+    let mut assignments: Vec<Vec<(String, u32)>> = vec![Vec::new(); w.consumers as usize];
+    if w.consumers > 0 {
+        let mut i = 0usize;
+        for t in topics {
+            for q in 0..w.queues_per_topic {
+                assignments[i % w.consumers as usize].push((t.clone(), q));
+                i += 1;
+            }
+        }
+    }
+    let cpu_for = |i: usize| (!opts.cpus.is_empty()).then(|| opts.cpus[i % opts.cpus.len()]);
+    let rate_of = |p: u32| {
+        let base = w.target_rate / w.producers as u64;
+        base + if (p as u64) < w.target_rate % w.producers as u64 { 1 } else { 0 }
+    };
+    let start_ns = now_ns();
+    let mut reporter = Reporter {
+        w,
+        shared: &shared,
+        producer_recs: &producer_recs,
+        consumer_recs: &consumer_recs,
+        start_ns,
+        last: Counts::now(&shared),
+        series: Vec::new(),
+        progress: opts.progress,
+    };
+    let mut window = (Counts::default(), Counts::default());
+    let mut backlog_result = None;
+    let mut thread_errors = Vec::new();
+    let mut producer_stats = Vec::new();
+    std::thread::scope(|s| {
+        let mut consumers = Vec::new();
+        for (c, queues) in assignments.iter().enumerate() {
+            let (shared, rec, addr) = (&shared, &consumer_recs[c], opts.address.as_str());
+            let cpu = cpu_for(w.producers as usize + c);
+            consumers.push(
+                std::thread::Builder::new()
+                    .name(format!("bench-consumer-{c}"))
+                    .spawn_scoped(s, move || match w.client {
+                        ClientKind::Library => {
+                            consumer_main(c as u32, w, queues, addr, cpu, shared, rec)
+                        }
+                        ClientKind::Raw => {
+                            crate::raw::consumer_main(c as u32, w, queues, addr, cpu, shared, rec)
+                        }
+                    })
+                    .expect("spawn consumer"),
+            );
+        }
+        let mut producers = Vec::new();
+        for p in 0..w.producers {
+            let (shared, rec, addr) = (&shared, &producer_recs[p as usize], opts.address.as_str());
+            let cpu = cpu_for(p as usize);
+            let rate = rate_of(p);
+            producers.push(
+                std::thread::Builder::new()
+                    .name(format!("bench-producer-{p}"))
+                    .spawn_scoped(s, move || {
+                        let r = match w.client {
+                            ClientKind::Library => {
+                                producer_main(p, w, topics, addr, cpu, rate, shared, rec)
+                            }
+                            ClientKind::Raw => {
+                                crate::raw::producer_main(p, w, topics, addr, cpu, shared, rec)
+                            }
+                        };
+                        shared.producers_done.fetch_add(1, Release);
+                        r
+                    })
+                    .expect("spawn producer"),
+            );
+        }
+        let all_produced = || shared.producers_done.load(Acquire) == w.producers as usize;
+        if w.backlog_bytes > 0 {
+            // Build the backlog (measured: ack latency, build rate), then drain it.
+            shared.measuring.store(true, Relaxed);
+            let built_start = Counts::now(&shared);
+            reporter.run_until(u64::MAX, all_produced);
+            let built = Counts::now(&shared);
+            shared.consumers_go.store(true, Release);
+            let acked = built.acked;
+            let limit = now_ns() + w.drain_timeout_s * 1_000_000_000;
+            let drained_all = reporter.run_until(limit, || shared.unique.load(Relaxed) >= acked);
+            let drained = Counts::now(&shared);
+            let build_s = (built.t_ns - built_start.t_ns) as f64 / 1e9;
+            let drain_s = (drained.t_ns - built.t_ns) as f64 / 1e9;
+            let bytes = acked * w.message_size_bytes as u64;
+            let drained_bytes = drained.consumed * w.message_size_bytes as u64;
+            backlog_result = Some(BacklogResult {
+                bytes,
+                messages: acked,
+                build_s,
+                build_bytes_per_s: bytes as f64 / build_s,
+                drain_s,
+                drain_bytes_per_s: drained_bytes as f64 / drain_s,
+                drain_msgs_per_s: drained.consumed as f64 / drain_s,
+                drained_all,
+            });
+            window = (built_start, built);
+        } else {
+            let warm_end = start_ns + w.warmup_s * 1_000_000_000;
+            reporter.run_until(warm_end, || false);
+            window.0 = Counts::now(&shared);
+            shared.measuring.store(true, Relaxed);
+            reporter.run_until(warm_end + w.duration_s * 1_000_000_000, || false);
+            window.1 = Counts::now(&shared);
+            shared.measuring.store(false, Relaxed);
+            shared.stop_producers.store(true, Relaxed);
+            reporter.run_until(u64::MAX, all_produced);
+            if w.consumers > 0 {
+                let acked = shared.acked.load(Relaxed);
+                let limit = now_ns() + w.drain_timeout_s * 1_000_000_000;
+                reporter.run_until(limit, || shared.unique.load(Relaxed) >= acked);
+            }
+        }
+        shared.stop_consumers.store(true, Relaxed);
+        for h in producers {
+            match h.join() {
+                Ok(Ok(st)) => producer_stats.push(st),
+                Ok(Err(e)) => thread_errors.push(e),
+                Err(_) => thread_errors.push("a producer thread panicked".into()),
+            }
+        }
+        for h in consumers {
+            match h.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => thread_errors.push(e),
+                Err(_) => thread_errors.push("a consumer thread panicked".into()),
+            }
+        }
+    });
+    if !thread_errors.is_empty() {
+        return Err(thread_errors.join("; "));
+    }
+    let series = std::mem::take(&mut reporter.series);
+    let total = |recs: &[Arc<Mutex<Recorder>>], delay: bool| {
+        let mut h = new_histogram();
+        for r in recs {
+            let r = lock(r);
+            merge(&mut h, if delay { &r.total_delay } else { &r.total });
+        }
+        LatencySummary::of(&h)
+    };
+    let (a, b) = window;
+    let measured_s = (b.t_ns.saturating_sub(a.t_ns)) as f64 / 1e9;
+    let per_s = |n: u64| if measured_s > 0.0 { n as f64 / measured_s } else { 0.0 };
+    let size = w.message_size_bytes as f64;
+    let verifier = lock(&shared.verifier);
+    let mut results = Results {
+        measured_s,
+        sent: shared.sent.load(Relaxed),
+        acked: shared.acked.load(Relaxed),
+        failed: shared.failed.load(Relaxed),
+        flush_timeouts: shared.flush_timeouts.load(Relaxed),
+        consumed: shared.consumed.load(Relaxed),
+        missing: 0,
+        verify: verifier.summary.clone(),
+        produce_msgs_per_s: per_s(b.acked - a.acked),
+        produce_bytes_per_s: per_s(b.acked - a.acked) * size,
+        consume_msgs_per_s: per_s(b.consumed - a.consumed),
+        consume_bytes_per_s: per_s(b.consumed - a.consumed) * size,
+        ack_latency: total(&producer_recs, false),
+        e2e_latency: total(&consumer_recs, false),
+        publish_delay: total(&producer_recs, true),
+        backlog: backlog_result,
+        counts_ok: false,
+        problems: Vec::new(),
+        errors: lock(&shared.errors).clone(),
+    };
+    if w.consumers > 0 {
+        results.missing = producer_stats.iter().map(|p| verifier.missing(p.id, p.sent)).sum();
+    }
+    results.problems = check_counts(w, &results);
+    results.counts_ok = results.problems.is_empty();
+    Ok((results, series))
+}
+
+/// The promises every workload makes: nothing failed, and with consumers, every sent message
+/// consumed exactly once (in key order where verified).
+pub fn check_counts(w: &Workload, r: &Results) -> Vec<String> {
+    let mut p = Vec::new();
+    if r.sent == 0 {
+        p.push("no message was sent".into());
+    }
+    if r.failed > 0 {
+        p.push(format!("{} sends failed", r.failed));
+    }
+    if r.acked + r.failed != r.sent {
+        p.push(format!("sent {} but acked {} + failed {}", r.sent, r.acked, r.failed));
+    }
+    if w.consumers > 0 {
+        if r.verify.unique != r.acked {
+            p.push(format!("acked {} but consumed {} distinct", r.acked, r.verify.unique));
+        }
+        if r.missing > 0 {
+            p.push(format!("{} sent messages were never consumed", r.missing));
+        }
+        if r.verify.duplicates > 0 {
+            p.push(format!("{} duplicates consumed", r.verify.duplicates));
+        }
+        if r.verify.foreign > 0 {
+            p.push(format!("{} messages without the harness header", r.verify.foreign));
+        }
+        if w.verify_order && (r.verify.order_violations > 0 || r.verify.key_gaps > 0) {
+            p.push(format!(
+                "per-key order broken: {} backwards, {} gaps",
+                r.verify.order_violations, r.verify.key_gaps
+            ));
+        }
+    }
+    if r.backlog.as_ref().is_some_and(|b| !b.drained_all) {
+        p.push("consumers did not drain the backlog within drain_timeout_s".into());
+    }
+    p
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn workload(consumers: u32, verify_order: bool) -> Workload {
+        let mut text = String::from(
+            "name = \"t\"\ntopics = 1\nqueues_per_topic = 1\nmessage_size_bytes = 64\n\
+             producers = 1\nduration_s = 1\nkey_distribution = \"round-robin\"\nkey_count = 2\n",
+        );
+        text.push_str(&format!("consumers = {consumers}\nverify_order = {verify_order}\n"));
+        Workload::parse(&text, &[]).unwrap()
+    }
+
+    #[test]
+    fn count_checks() {
+        let w = workload(1, true);
+        let mut r = Results { sent: 10, acked: 10, ..Default::default() };
+        r.verify.unique = 10;
+        assert!(check_counts(&w, &r).is_empty());
+        r.verify.duplicates = 1;
+        r.verify.order_violations = 2;
+        let p = check_counts(&w, &r);
+        assert_eq!(p.len(), 2, "{p:?}");
+        let r = Results { sent: 10, acked: 9, failed: 1, ..Default::default() };
+        assert!(check_counts(&workload(0, false), &r)[0].contains("failed"));
+    }
+}

@@ -1,0 +1,253 @@
+//! A workload file: what to produce and consume, how fast, for how long, against which broker
+//! settings. Fields follow the OpenMessaging Benchmark's workload files where they have an
+//! equivalent. Unknown keys are errors, so a typo in a checked-in workload is reported instead
+//! of silently measuring something else.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+/// Bytes at the start of every message body: intended send time, producer, key, sequences
+/// (see [`crate::payload`]). Messages must be at least this big.
+pub const MIN_MESSAGE_BYTES: usize = crate::payload::PREFIX_LEN;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KeyDistribution {
+    /// No key; messages are spread over the queues round-robin.
+    None,
+    /// Keys `k0..k{key_count}` in turn.
+    RoundRobin,
+    /// Keys drawn uniformly from `k0..k{key_count}`.
+    Random,
+}
+
+/// Which client code drives the load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClientKind {
+    /// The client library's `Producer` and `PullConsumer`: what applications get.
+    Library,
+    /// Pre-built batches over the library's connections and in-place fetch decoding
+    /// ([`crate::raw`]): what the broker can take when the client is not the limit.
+    Raw,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Workload {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    /// Topics created for the run (names get a run-unique suffix).
+    pub topics: u32,
+    pub queues_per_topic: u32,
+    pub message_size_bytes: usize,
+    /// The producer's `max_batch_bytes` (a batch is sealed when it reaches this).
+    #[serde(default = "default_batch_max_bytes")]
+    pub batch_max_bytes: usize,
+    /// The producer's `linger`: how long an idle queue's open batch waits for more messages.
+    #[serde(default)]
+    pub linger_ms: u64,
+    #[serde(default = "default_client")]
+    pub client: ClientKind,
+    /// Producer threads (one `Client` and one `Producer` each).
+    pub producers: u32,
+    /// Consumer threads; queues are split among them. 0 = produce only.
+    pub consumers: u32,
+    #[serde(default = "default_key_distribution")]
+    pub key_distribution: KeyDistribution,
+    #[serde(default)]
+    pub key_count: u32,
+    /// Messages per second, all producers together. 0 = as fast as possible.
+    #[serde(default)]
+    pub target_rate: u64,
+    /// Measured time after the warm-up.
+    pub duration_s: u64,
+    #[serde(default)]
+    pub warmup_s: u64,
+    /// Messages one producer may have sent and not yet acknowledged.
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
+    /// Before consuming, produce this many bytes of messages (consumers wait); then measure
+    /// how fast consumers catch up. Producers then keep going at `target_rate` (0: they stop).
+    #[serde(default)]
+    pub backlog_bytes: u64,
+    /// Consumers check that each (producer, key)'s messages arrive in send order.
+    #[serde(default)]
+    pub verify_order: bool,
+    /// Bytes one pull asks for.
+    #[serde(default = "default_fetch_max_bytes")]
+    pub fetch_max_bytes: u32,
+    /// How long consumers may take to catch up once producers stop.
+    #[serde(default = "default_drain_timeout_s")]
+    pub drain_timeout_s: u64,
+    /// Broker settings for `--spawn-broker`: copied into the broker's `[broker]` and
+    /// `[storage]` tables (ports, data dir and CPUs are set by the harness).
+    #[serde(default)]
+    pub broker: toml::Table,
+    #[serde(default)]
+    pub storage: toml::Table,
+}
+
+fn default_batch_max_bytes() -> usize {
+    1 << 20
+}
+fn default_client() -> ClientKind {
+    ClientKind::Library
+}
+fn default_key_distribution() -> KeyDistribution {
+    KeyDistribution::None
+}
+fn default_max_in_flight() -> usize {
+    20_000
+}
+fn default_fetch_max_bytes() -> u32 {
+    4 << 20
+}
+fn default_drain_timeout_s() -> u64 {
+    60
+}
+
+impl Workload {
+    /// Reads `path`, applies `overrides` (`key=value`, value in TOML syntax, dotted keys for
+    /// nested tables: `storage.flush_mode="sync"`), and validates.
+    pub fn load(path: &Path, overrides: &[String]) -> Result<Workload, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read workload {}: {e}", path.display()))?;
+        Workload::parse(&text, overrides).map_err(|e| format!("workload {}: {e}", path.display()))
+    }
+
+    pub fn parse(text: &str, overrides: &[String]) -> Result<Workload, String> {
+        let mut table: toml::Table = text.parse().map_err(|e| format!("invalid TOML: {e}"))?;
+        for o in overrides {
+            apply_override(&mut table, o)?;
+        }
+        let w: Workload =
+            toml::Value::Table(table).try_into().map_err(|e: toml::de::Error| e.to_string())?;
+        w.validate()?;
+        Ok(w)
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        let fail = |m: String| Err(m);
+        if self.topics == 0 || self.queues_per_topic == 0 {
+            return fail("topics and queues_per_topic must be at least 1".into());
+        }
+        if self.producers == 0 {
+            return fail("producers must be at least 1".into());
+        }
+        if self.message_size_bytes < MIN_MESSAGE_BYTES {
+            return fail(format!(
+                "message_size_bytes = {} is below the {MIN_MESSAGE_BYTES}-byte header the harness \
+                 puts in every message",
+                self.message_size_bytes
+            ));
+        }
+        if self.batch_max_bytes < self.message_size_bytes + 128 {
+            return fail("batch_max_bytes must hold at least one message".into());
+        }
+        if self.key_distribution != KeyDistribution::None && self.key_count == 0 {
+            return fail("key_count must be at least 1 with a key distribution".into());
+        }
+        if self.verify_order && self.key_distribution == KeyDistribution::None {
+            return fail("verify_order needs keys (key_distribution and key_count)".into());
+        }
+        if self.duration_s == 0 && self.backlog_bytes == 0 {
+            return fail("duration_s must be at least 1".into());
+        }
+        if self.backlog_bytes > 0 && self.consumers == 0 {
+            return fail("backlog_bytes needs consumers to drain it".into());
+        }
+        if self.client == ClientKind::Raw
+            && (self.key_distribution != KeyDistribution::None || self.target_rate > 0)
+        {
+            return fail(
+                "client = \"raw\" is for unkeyed max-rate workloads (no keys, target_rate = 0)"
+                    .into(),
+            );
+        }
+        if self.max_in_flight == 0 {
+            return fail("max_in_flight must be at least 1".into());
+        }
+        if self.target_rate > 0 && self.target_rate < self.producers as u64 {
+            return fail("target_rate must give every producer at least 1 message/s".into());
+        }
+        Ok(())
+    }
+}
+
+fn apply_override(table: &mut toml::Table, o: &str) -> Result<(), String> {
+    let (key, value) =
+        o.split_once('=').ok_or_else(|| format!("override {o:?} is not key=value"))?;
+    let value: toml::Value = match format!("v = {value}").parse::<toml::Table>() {
+        Ok(mut t) => t.remove("v").expect("parsed one key"),
+        // A bare word (sync, random) is taken as a string.
+        Err(_) => toml::Value::String(value.trim().to_owned()),
+    };
+    let mut parts: Vec<&str> = key.trim().split('.').collect();
+    let last = parts.pop().expect("split yields one part");
+    let mut t = table;
+    for p in parts {
+        t = t
+            .entry(p)
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+            .as_table_mut()
+            .ok_or_else(|| format!("override {o:?}: {p} is not a table"))?;
+    }
+    t.insert(last.to_owned(), value);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: &str = "name = \"t\"\ntopics = 1\nqueues_per_topic = 4\nmessage_size_bytes = 1024\n\
+                       producers = 1\nconsumers = 1\nduration_s = 5\n";
+
+    #[test]
+    fn parses_with_defaults_and_overrides() {
+        let w = Workload::parse(MIN, &[]).unwrap();
+        assert_eq!(w.batch_max_bytes, 1 << 20);
+        assert_eq!(w.key_distribution, KeyDistribution::None);
+        assert_eq!(w.target_rate, 0);
+        let w = Workload::parse(
+            MIN,
+            &["duration_s=1".into(), "storage.flush_mode=sync".into(), "key_count = 7".into()],
+        )
+        .unwrap();
+        assert_eq!(w.duration_s, 1);
+        assert_eq!(w.key_count, 7);
+        assert_eq!(w.storage["flush_mode"].as_str(), Some("sync"));
+    }
+
+    #[test]
+    fn every_shipped_workload_parses() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("workloads");
+        let mut n = 0;
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|x| x == "toml") {
+                let w = Workload::load(&p, &[]).unwrap();
+                assert_eq!(Some(w.name.as_str()), p.file_stem().and_then(|s| s.to_str()));
+                n += 1;
+            }
+        }
+        assert!(n >= 7, "only {n} workloads");
+    }
+
+    #[test]
+    fn rejects_bad_files_with_a_clear_message() {
+        let e = Workload::parse(&format!("{MIN}colour = 1\n"), &[]).unwrap_err();
+        assert!(e.contains("colour"), "{e}");
+        let e = Workload::parse(MIN, &["message_size_bytes=8".into()]).unwrap_err();
+        assert!(e.contains("message_size_bytes"), "{e}");
+        let e = Workload::parse(MIN, &["verify_order=true".into()]).unwrap_err();
+        assert!(e.contains("verify_order"), "{e}");
+        let e = Workload::parse("name = 1", &[]).unwrap_err();
+        assert!(e.contains("invalid type") || e.contains("name"), "{e}");
+        assert!(Workload::parse("topics = ", &[]).unwrap_err().contains("invalid TOML"));
+        assert!(Workload::parse(MIN, &["nonsense".into()]).unwrap_err().contains("key=value"));
+    }
+}
