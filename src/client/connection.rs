@@ -16,6 +16,7 @@ use std::time::Duration;
 use super::error::{ClientError, Result};
 use super::pending::{pending, Completer, Pending};
 use crate::protocol::frame::{check_response, split_response, Check};
+use crate::protocol::read_buffer::ReadBuffer;
 use crate::protocol::{ApiKey, ErrorCode, ErrorResponse, Request, Response};
 
 /// A reply callback, run on the connection's reader thread; keep it short.
@@ -221,16 +222,17 @@ fn fail_all(inner: &Inner, why: &str) {
 }
 
 fn read_loop(inner: Arc<Inner>, mut stream: TcpStream, max_frame: usize) {
-    let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
-    let mut chunk = vec![0u8; 64 * 1024];
+    let mut rb = ReadBuffer::new(64 * 1024);
     let why = 'read: loop {
-        let mut start = 0;
+        let needed;
         loop {
-            match check_response(&buf[start..], max_frame) {
-                Ok(Check::Incomplete { .. }) => break,
+            match check_response(rb.filled(), max_frame) {
+                Ok(Check::Incomplete { needed: n }) => {
+                    needed = n;
+                    break;
+                }
                 Ok(Check::Complete { frame_bytes }) => {
-                    let frame = &buf[start..start + frame_bytes];
-                    start += frame_bytes;
+                    let frame = &rb.filled()[..frame_bytes];
                     let (h, payload) = split_response(frame);
                     let waiter = lock(&inner.state).waiters.remove(&h.correlation_id);
                     inner.room.notify_one();
@@ -240,6 +242,7 @@ fn read_loop(inner: Arc<Inner>, mut stream: TcpStream, max_frame: usize) {
                             let e = ErrorResponse::decode(h.error_code, payload);
                             tracing::warn!(addr = %inner.addr, "unsolicited error reply: {e:?}");
                         }
+                        rb.consume(frame_bytes);
                         continue;
                     };
                     let r = if h.error_code == ErrorCode::NONE as u16 {
@@ -251,18 +254,15 @@ fn read_loop(inner: Arc<Inner>, mut stream: TcpStream, max_frame: usize) {
                             Err(e) => Err(ClientError::Protocol(e.to_string())),
                         }
                     };
+                    rb.consume(frame_bytes);
                     w.complete(r);
                 }
                 Err(e) => break 'read format!("bad response frame: {e}"),
             }
         }
-        buf.drain(..start);
-        if buf.capacity() > 4 * chunk.len() && buf.len() <= chunk.len() {
-            buf.shrink_to(chunk.len());
-        }
-        match stream.read(&mut chunk) {
+        match stream.read(rb.space_for(needed)) {
             Ok(0) => break "closed by the broker".to_owned(),
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Ok(n) => rb.advance(n),
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => break format!("read failed: {e}"),
         }

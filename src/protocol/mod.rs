@@ -17,6 +17,7 @@ pub mod codec;
 pub mod error_code;
 pub mod frame;
 pub mod message;
+pub mod read_buffer;
 
 pub use api::ApiKey;
 pub use codec::DecodeError;
