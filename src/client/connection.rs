@@ -177,6 +177,28 @@ impl Connection {
         Ok(())
     }
 
+    /// Sends a produce of `batch` without copying it into a frame: the frame head, then the
+    /// batch bytes, written under one hold of the writer lock. `callback` as in
+    /// [`Self::send_with_callback`].
+    pub fn send_produce(
+        &self,
+        topic: &str,
+        queue_id: u32,
+        batch: &[u8],
+        callback: Callback,
+    ) -> Result<()> {
+        let id = self.register(Some(Waiter::Callback(ApiKey::Produce, callback)))?;
+        let head = Request::encode_produce_head(id, topic, queue_id, 0, batch.len());
+        let r = {
+            let mut w = lock(&self.inner.writer);
+            w.write_all(&head).and_then(|()| w.write_all(batch))
+        };
+        if let Err(e) = r {
+            fail_all(&self.inner, &format!("write of request {id} failed: {e}"));
+        }
+        Ok(())
+    }
+
     /// Sends a request that has no reply (a produce with the no-response flag).
     pub fn send_oneway(&self, request: &Request) -> Result<()> {
         debug_assert!(!request.wants_response());

@@ -226,7 +226,7 @@ pub(crate) trait BatchSink: Send + 'static {
         &self,
         topic: &str,
         queue_id: u32,
-        batch: Vec<u8>,
+        batch: Arc<Vec<u8>>,
         on_reply: super::connection::Callback,
     );
     /// The route of `topic` may be stale (after NOT_OWNER or a connection failure).
@@ -238,14 +238,14 @@ impl BatchSink for Arc<Router> {
         &self,
         topic: &str,
         queue_id: u32,
-        batch: Vec<u8>,
+        batch: Arc<Vec<u8>>,
         on_reply: super::connection::Callback,
     ) {
-        let request = Request::Produce { topic: topic.to_owned(), queue_id, flags: 0, batch };
         match self.queue_connection(topic, queue_id) {
             Ok(conn) => {
-                // On failure the callback already ran with the error.
-                let _ = conn.send_with_callback(&request, on_reply);
+                // Written from the batch's own buffer; on failure the callback already ran
+                // with the error.
+                let _ = conn.send_produce(topic, queue_id, &batch, on_reply);
             }
             Err(e) => on_reply(Err(e)),
         }
@@ -262,7 +262,8 @@ struct OpenBatch {
 }
 
 struct ReadyBatch {
-    bytes: Vec<u8>,
+    /// Shared with the send in flight (a retry resends the same bytes without copying).
+    bytes: Arc<Vec<u8>>,
     dones: Vec<Done>,
     attempts: u32,
     not_before: Instant,
@@ -439,7 +440,7 @@ impl<S: BatchSink> Worker<S> {
 
     fn seal(q: &mut QueueState) {
         if let Some(o) = q.open.take() {
-            let bytes = o.builder.finish(-1, -1);
+            let bytes = Arc::new(o.builder.finish(-1, -1));
             q.ready.push_back(ReadyBatch {
                 bytes,
                 dones: o.dones,
@@ -573,7 +574,8 @@ mod tests {
     }
 
     impl BatchSink for ScriptedSink {
-        fn send(&self, topic: &str, queue_id: u32, batch: Vec<u8>, on_reply: Callback) {
+        fn send(&self, topic: &str, queue_id: u32, batch: Arc<Vec<u8>>, on_reply: Callback) {
+            let batch = Arc::try_unwrap(batch).unwrap_or_else(|shared| (*shared).clone());
             self.sent.lock().unwrap().push((topic.to_owned(), queue_id, batch, on_reply));
         }
         fn refresh(&self, topic: &str) {
