@@ -394,3 +394,24 @@ fn slow_fsync_reports_flush_disk_timeout_and_still_flushes() {
         log.close().await.unwrap();
     });
 }
+
+/// The flusher must not keep a dropped log alive (it waits holding only its wake-up signal).
+#[test]
+fn a_dropped_log_is_freed_in_both_flush_modes() {
+    for mode in [FlushMode::Sync, FlushMode::Async] {
+        run(move || async move {
+            let dir = SimDir::new(15);
+            let log = CommitLog::open_with(dir.clone(), small_config(mode)).await.unwrap();
+            log.append_committed(Q1, &batch(1, 1, 10)).await.unwrap();
+            let weak = std::rc::Rc::downgrade(&log);
+            drop(log);
+            for _ in 0..100 {
+                if weak.upgrade().is_none() {
+                    return;
+                }
+                ringmq::runtime::sleep(std::time::Duration::from_millis(2)).await;
+            }
+            panic!("{mode:?}: the log is still alive after being dropped");
+        });
+    }
+}

@@ -119,7 +119,8 @@ pub struct CommitLog<D: LogDir = DmaDir> {
     pool: Rc<Semaphore>,
     append_gate: Semaphore,
     st: RefCell<State<D::File>>,
-    flush_kick: Signal,
+    /// Shared with the flusher task, which waits on it without keeping the log alive.
+    flush_kick: Rc<Signal>,
     written_changed: Signal,
     flusher: RefCell<Option<runtime::JoinHandle<()>>>,
 }
@@ -162,7 +163,7 @@ impl<D: LogDir + 'static> CommitLog<D> {
             config,
             pool,
             append_gate: Semaphore::new(1),
-            flush_kick: Signal::default(),
+            flush_kick: Rc::new(Signal::default()),
             written_changed: Signal::default(),
             flusher: RefCell::new(None),
         });
@@ -893,6 +894,13 @@ fn next_segment_base(base: u64, sealed_end: u64, config: &StorageConfig) -> u64 
     (base + config.segment_size_bytes).max(align_up(sealed_end))
 }
 
+impl<D: LogDir> Drop for CommitLog<D> {
+    fn drop(&mut self) {
+        // Lets the flusher notice the log is gone instead of waiting forever.
+        self.flush_kick.notify();
+    }
+}
+
 /// Offsets of a queue counting only batches that end at or before `visible`.
 fn visible_offsets(q: &QueueIndex, visible: u64) -> QueueOffsets {
     let mut o = q.offsets();
@@ -995,6 +1003,8 @@ async fn create_segment<D: LogDir>(
     base: u64,
 ) -> std::io::Result<Segment<D::File>> {
     let file = dir.open(&segment_name(base), true).await?;
+    // A new segment starts empty, whatever a stale file of the same name held.
+    file.truncate(0).await?;
     if config.preallocate {
         preallocate(&file, config.segment_size_bytes).await?;
     }
@@ -1127,7 +1137,16 @@ async fn recover<D: LogDir>(dir: &D, config: &StorageConfig) -> Result<Recovered
         for &base in &bases[from..] {
             tracing::warn!(segment = %segment_name(base), "discarding segment past the recovered end");
             for name in [segment_name(base), index_name(base)] {
-                let _ = dir.remove(&name).await;
+                match dir.remove(&name).await {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => {
+                        return Err(StorageError::io(
+                            format!("discarding {name} during recovery"),
+                            e,
+                        ))
+                    }
+                }
             }
         }
     }
@@ -1348,16 +1367,22 @@ async fn flusher_loop<D: LogDir + 'static>(weak: std::rc::Weak<CommitLog<D>>) {
             !st.flush_requested
         };
         if wait {
-            if async_mode {
-                let kicked = runtime::timeout(interval, log.flush_kick.wait()).await.is_some();
-                let st = log.st.borrow();
-                if !kicked && st.append_pos > st.durable {
-                    drop(st);
-                    // flush_interval_ms elapsed with data pending: flush it.
-                    log.st.borrow_mut().flush_requested = true;
-                }
+            // Wait holding only the signal, so a log dropped meanwhile is freed (its Drop
+            // notifies the signal, and the next upgrade fails).
+            let kick = log.flush_kick.clone();
+            drop(log);
+            let kicked = if async_mode {
+                runtime::timeout(interval, kick.wait()).await.is_some()
             } else {
-                log.flush_kick.wait().await;
+                kick.wait().await;
+                true
+            };
+            let Some(log) = weak.upgrade() else { return };
+            let st = log.st.borrow();
+            if !kicked && st.append_pos > st.durable {
+                drop(st);
+                // flush_interval_ms elapsed with data pending: flush it.
+                log.st.borrow_mut().flush_requested = true;
             }
             continue;
         }
@@ -1407,12 +1432,9 @@ async fn flush_once<D: LogDir + 'static>(
         }
         st.durable = st.durable.max(target);
         let durable = st.durable;
+        // Waiters are mostly in append order, but a flush() may have queued a later end before
+        // an earlier append's waiter, so sweep them all.
         let mut ready = Vec::new();
-        while st.waiters.front().is_some_and(|(end, _)| *end <= durable) {
-            ready.push(st.waiters.pop_front().expect("front exists").1);
-        }
-        // Waiters are queued in append order, but a flush() may have queued a later end
-        // before an earlier append's waiter; sweep the rest too.
         let mut rest = VecDeque::new();
         while let Some((end, tx)) = st.waiters.pop_front() {
             if end <= durable {
