@@ -37,43 +37,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Runs a workload file.
-    Run {
-        workload: PathBuf,
-        /// A running broker's shared port, host:port.
-        #[arg(long, conflicts_with = "spawn_broker", required_unless_present = "spawn_broker")]
-        broker: Option<String>,
-        /// Start a `ringmq broker` for this run (temp data dir, the workload's broker config).
-        #[arg(long)]
-        spawn_broker: bool,
-        /// The ringmq binary (default: next to this executable).
-        #[arg(long)]
-        broker_bin: Option<PathBuf>,
-        /// CPUs for the spawned broker (one shard each unless the workload sets `shards`);
-        /// e.g. `0`. Default: not pinned, one shard.
-        #[arg(long)]
-        broker_cpus: Option<String>,
-        /// CPUs for the producer and consumer threads, e.g. `1`. Default: not pinned.
-        #[arg(long)]
-        cpus: Option<String>,
-        /// Where the spawned broker's temp data dir goes (must support O_DIRECT: not tmpfs).
-        #[arg(long)]
-        data_dir: Option<PathBuf>,
-        /// Keep the spawned broker's data dir.
-        #[arg(long)]
-        keep_data: bool,
-        /// Keep the topics on the broker after the run (they are deleted by default).
-        #[arg(long)]
-        keep_topics: bool,
-        /// Override a workload field: `duration_s=2`, `storage.flush_mode=sync`. Repeatable.
-        #[arg(long = "set", value_name = "KEY=VALUE")]
-        overrides: Vec<String>,
-        /// JSON report path. Default: target/ringmq-bench/<workload>-<unix ms>.json.
-        #[arg(long)]
-        out: Option<PathBuf>,
-        /// No per-second progress lines.
-        #[arg(long)]
-        quiet: bool,
-    },
+    Run(RunArgs),
     /// Prints two JSON reports side by side with the change in percent.
     Compare { a: PathBuf, b: PathBuf },
     /// Prints a Markdown table of reports: one row per workload and overrides, medians.
@@ -95,33 +59,7 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             })
         }
-        Command::Run {
-            workload,
-            broker,
-            spawn_broker,
-            broker_bin,
-            broker_cpus,
-            cpus,
-            data_dir,
-            keep_data,
-            keep_topics,
-            overrides,
-            out,
-            quiet,
-        } => run(RunArgs {
-            workload,
-            broker,
-            spawn_broker,
-            broker_bin,
-            broker_cpus,
-            cpus,
-            data_dir,
-            keep_data,
-            keep_topics,
-            overrides,
-            out,
-            quiet,
-        }),
+        Command::Run(args) => run(args),
     };
     match r {
         Ok(code) => code,
@@ -132,18 +70,42 @@ fn main() -> ExitCode {
     }
 }
 
+#[derive(clap::Args)]
 struct RunArgs {
     workload: PathBuf,
+    /// A running broker's shared port, host:port.
+    #[arg(long, conflicts_with = "spawn_broker", required_unless_present = "spawn_broker")]
     broker: Option<String>,
+    /// Start a `ringmq broker` for this run (temp data dir, the workload's broker config).
+    #[arg(long)]
     spawn_broker: bool,
+    /// The ringmq binary (default: next to this executable).
+    #[arg(long)]
     broker_bin: Option<PathBuf>,
+    /// CPUs for the spawned broker (one shard each unless the workload sets `shards`);
+    /// e.g. `0`. Default: not pinned, one shard.
+    #[arg(long)]
     broker_cpus: Option<String>,
+    /// CPUs for the producer and consumer threads, e.g. `1`. Default: not pinned.
+    #[arg(long)]
     cpus: Option<String>,
+    /// Where the spawned broker's temp data dir goes (must support O_DIRECT: not tmpfs).
+    #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Keep the spawned broker's data dir.
+    #[arg(long)]
     keep_data: bool,
+    /// Keep the topics on the broker after the run (they are deleted by default).
+    #[arg(long)]
     keep_topics: bool,
+    /// Override a workload field: `duration_s=2`, `storage.flush_mode=sync`. Repeatable.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
     overrides: Vec<String>,
+    /// JSON report path. Default: target/ringmq-bench/<workload>-<unix ms>.json.
+    #[arg(long)]
     out: Option<PathBuf>,
+    /// No per-second progress lines.
+    #[arg(long)]
     quiet: bool,
 }
 
