@@ -641,13 +641,17 @@ mod tests {
     }
 
     fn fetch(offset: u64, max_wait_ms: u32) -> Request {
+        fetch_with(offset, max_wait_ms, Vec::new())
+    }
+
+    fn fetch_with(offset: u64, max_wait_ms: u32, tags: Vec<Vec<u8>>) -> Request {
         Request::Fetch {
             topic: "t".into(),
             queue_id: 0,
             offset,
             max_bytes: 1 << 20,
             max_wait_ms,
-            tags: Vec::new(),
+            tags,
         }
     }
 
@@ -745,14 +749,7 @@ mod tests {
     }
 
     fn fetch_tags(offset: u64, max_wait_ms: u32, tag: &[u8]) -> Request {
-        Request::Fetch {
-            topic: "t".into(),
-            queue_id: 0,
-            offset,
-            max_bytes: 1 << 20,
-            max_wait_ms,
-            tags: vec![tag.to_vec()],
-        }
+        fetch_with(offset, max_wait_ms, vec![tag.to_vec()])
     }
 
     fn batch_bases(r: &Response) -> (Vec<u64>, u64) {
