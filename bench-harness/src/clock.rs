@@ -11,22 +11,33 @@ pub fn now_ns() -> u64 {
     ORIGIN.get_or_init(Instant::now).elapsed().as_nanos() as u64
 }
 
-/// Waits until `deadline_ns`: sleeps while far away (sleep overshoots by ~60 µs), then yields.
-/// Never a pure spin: the client's worker and reader threads usually share this core (the
-/// load generator is pinned to one), and a spinning producer would delay their wake-ups by a
-/// scheduler slice (milliseconds of ack latency, measured).
+/// Waits until `deadline_ns`, always by sleeping (nanosleep), never by spinning or yielding.
+///
+/// The load generator's threads (producers, consumers, the client's worker and connection
+/// readers) usually share one pinned core. An earlier version yielded (`sched_yield`) for the
+/// last 200 µs before each send; at fixed rates of 10-20k msg/s a producer then waits in that
+/// yield loop almost all the time, and on this kernel (Linux 6.18, EEVDF scheduler) the
+/// threads it shares the core with were intermittently not run for ~1.5 s: acks and
+/// deliveries stopped while the broker sat idle (BENCHMARKS.md, finding 6 and its follow-up).
+/// Sleeping hands the core to them for sure. Call [`precise_sleeps`] on the waiting thread so
+/// a short sleep overshoots by microseconds rather than the default 50 µs timer slack.
 pub fn wait_until(deadline_ns: u64) {
     loop {
         let now = now_ns();
         if now >= deadline_ns {
             return;
         }
-        let left = deadline_ns - now;
-        if left > 200_000 {
-            std::thread::sleep(Duration::from_nanos(left - 100_000));
-        } else {
-            std::thread::yield_now();
-        }
+        std::thread::sleep(Duration::from_nanos(deadline_ns - now));
+    }
+}
+
+/// Sets the calling thread's timer slack to 1 µs (prctl PR_SET_TIMERSLACK), so sleeps in
+/// [`wait_until`] end close to their deadline. Best effort: the default slack only makes the
+/// publish delay (which the report shows) a little larger.
+pub fn precise_sleeps() {
+    // SAFETY: PR_SET_TIMERSLACK takes one integer argument and affects the calling thread only.
+    unsafe {
+        libc::prctl(libc::PR_SET_TIMERSLACK, 1000 as libc::c_ulong, 0, 0, 0);
     }
 }
 

@@ -24,7 +24,7 @@ use ringmq::client::{
 use ringmq::protocol::SendStatus;
 use serde::{Deserialize, Serialize};
 
-use crate::clock::{now_ns, pin_current_thread, wait_until};
+use crate::clock::{now_ns, pin_current_thread, precise_sleeps, wait_until};
 use crate::payload::{Prefix, NO_KEY, PREFIX_LEN};
 use crate::rate::Schedule;
 use crate::stats::{merge, new_histogram, LatencySummary, Recorder};
@@ -182,6 +182,7 @@ fn producer_main(
     if let Some(c) = cpu {
         pin_current_thread(c)?;
     }
+    precise_sleeps();
     let client = Client::connect(address).map_err(|e| format!("producer {id}: {e}"))?;
     let keyed = w.key_distribution != KeyDistribution::None;
     let producer = client
