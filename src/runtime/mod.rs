@@ -1,4 +1,5 @@
-//! The only place that names glommio types: executors, timers, task spawning and DMA buffers.
+//! The only place that names glommio types: executors, timers, task spawning and DMA buffers;
+//! and the [`Clock`] seam through which all other code reads the time (`clock.rs`).
 //!
 //! glommio is a thread-per-core runtime on io_uring. Each shard runs one `LocalExecutor` on
 //! its own (optionally pinned) thread; everything a shard owns is `!Send` and lives there.
@@ -9,9 +10,12 @@
 //! executor, which counts against RLIMIT_MEMLOCK. When registration fails glommio falls back to
 //! unregistered buffers (slightly slower); [`check_memlock`] reports the limit and how to raise it.
 
+pub mod clock;
+
 use std::future::Future;
 use std::time::Duration;
 
+pub use clock::{system_clock, Clock, SharedClock, SimClock, SystemClock};
 pub use glommio::io::{DmaBuffer, ReadResult};
 
 /// Options for one executor.
