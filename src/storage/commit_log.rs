@@ -23,6 +23,7 @@
 //! A failed write or fdatasync stops the log: state `Failed`, every waiter and every later
 //! append gets [`StorageError::Failed`]. We never retry an fsync: after a failure the kernel
 //! may have dropped the dirty pages (fsyncgate), so only recovery from disk is trustworthy.
+//! No room for a new segment is not a failure: see [`super::next_segment`] (DiskFull, retried).
 //!
 //! # Visibility
 //! In sync flush mode a batch becomes readable once durable; in async mode once appended (the
