@@ -325,3 +325,40 @@ fn a_real_full_disk_reports_disk_full_and_recovers_without_a_restart() {
         log.close().await.unwrap();
     });
 }
+
+/// CPUs the calling thread may run on.
+fn allowed_cpus() -> usize {
+    // SAFETY: sched_getaffinity fills a zeroed cpu_set_t of the size we pass.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return 0;
+        }
+        libc::CPU_COUNT(&set) as usize
+    }
+}
+
+/// The helper thread that runs unlink/rename/listing for a pinned shard is not pinned to the
+/// shard's core (glommio's default), so a slow unlink does not take that core's time.
+#[test]
+fn the_blocking_helper_of_a_pinned_shard_is_not_pinned() {
+    if allowed_cpus() < 2 {
+        eprintln!("one CPU available; skipping");
+        return;
+    }
+    let opts = ringmq::runtime::ExecutorOptions {
+        name: "pinned".into(),
+        cpu: Some(0),
+        io_memory_bytes: 1 << 20,
+    };
+    let Ok((shard, helper)) = ringmq::runtime::run_on_new_executor(opts, || async {
+        let shard = allowed_cpus();
+        let helper = glommio::executor().spawn_blocking(allowed_cpus).await;
+        (shard, helper)
+    }) else {
+        eprintln!("cannot pin an executor to CPU 0 here; skipping");
+        return;
+    };
+    assert_eq!(shard, 1, "the shard thread is pinned");
+    assert!(helper > 1, "the blocking helper is pinned to the shard's CPU");
+}
