@@ -7,6 +7,9 @@
 //! - `append_sync/{64KiB,1MiB}_x32`: `flush_mode = sync`, 32 `append_committed` in flight at
 //!   once (32 tasks, each starting its next append as soon as the previous one is acknowledged),
 //!   every acknowledgement after the covering fdatasync.
+//! - `append_sync_rolls/64KiB_x32`: as `append_sync`, but with 16 MiB segments so a measurement
+//!   crosses many segment rolls; each append's latency is kept and p50/p99/p99.9/max are
+//!   printed when the group ends (a roll that stalls appends shows in p99.9 and max).
 //! - `read_cache/64KiB`: sequential reads of freshly appended data with a chunk cache larger
 //!   than the data (the hot-consumer case).
 //! - `read_disk/{64KiB,1MiB}`: data written, the log closed and reopened with `cache_bytes = 0`,
@@ -52,6 +55,10 @@ const READ_DATA_BYTES: usize = 128 << 20;
 const TEST_DATA_BYTES: usize = 4 << 20;
 /// Appends in flight in the sync groups.
 const SYNC_IN_FLIGHT: usize = 32;
+/// Segment size of the roll group: small, so every measurement crosses many rolls.
+const ROLL_SEGMENT_BYTES: u64 = 16 << 20;
+/// Per-append latencies the roll group keeps (a bound on its memory); later ones are dropped.
+const MAX_LATENCY_SAMPLES: usize = 1 << 21;
 /// Bytes of DMA arena per executor: what the largest log configuration here can use (see
 /// `StorageConfig::dma_memory_bytes`). Above the locked-memory limit glommio cannot register it
 /// with io_uring, but still serves every chunk from it, which avoids page faults per chunk.
@@ -128,6 +135,8 @@ struct Fixture {
     batch_1m: Vec<u8>,
     /// Next offset to read, per batch size (read groups wrap around at the end).
     cursor: [Cell<u64>; 2],
+    /// Append latencies in microseconds, when the group records them.
+    latencies_us: RefCell<Vec<u32>>,
 }
 
 impl Fixture {
@@ -146,9 +155,18 @@ impl Fixture {
 }
 
 fn bench_config(dir: &std::path::Path, flush_mode: FlushMode, cache_bytes: usize) -> StorageConfig {
+    segment_config(dir, flush_mode, cache_bytes, SEGMENT_BYTES)
+}
+
+fn segment_config(
+    dir: &std::path::Path,
+    flush_mode: FlushMode,
+    cache_bytes: usize,
+    segment_size_bytes: u64,
+) -> StorageConfig {
     StorageConfig {
         dir: dir.to_path_buf(),
-        segment_size_bytes: SEGMENT_BYTES,
+        segment_size_bytes,
         flush_mode,
         io_mode: IoMode::Direct,
         cache_bytes,
@@ -159,13 +177,21 @@ fn bench_config(dir: &std::path::Path, flush_mode: FlushMode, cache_bytes: usize
 /// Creates a temp dir under `/work` (a real ext4 disk here; `/tmp` may be tmpfs elsewhere,
 /// which has no O_DIRECT) and opens a log in it.
 async fn new_fixture(flush_mode: FlushMode, cache_bytes: usize) -> Fixture {
+    new_fixture_with(flush_mode, cache_bytes, SEGMENT_BYTES).await
+}
+
+async fn new_fixture_with(
+    flush_mode: FlushMode,
+    cache_bytes: usize,
+    segment_bytes: u64,
+) -> Fixture {
     let base = std::env::var_os("RINGMQ_BENCH_DIR").unwrap_or_else(|| "/work".into());
     let tmp = tempfile::Builder::new()
         .prefix("ringmq-bench-")
         .tempdir_in(&base)
         .or_else(|_| tempfile::tempdir())
         .expect("temp dir for the benchmark log");
-    let config = bench_config(&tmp.path().join("log"), flush_mode, cache_bytes);
+    let config = segment_config(&tmp.path().join("log"), flush_mode, cache_bytes, segment_bytes);
     let log = CommitLog::open(config.clone()).await.expect("open benchmark log");
     Fixture {
         _tmp: tmp,
@@ -174,6 +200,7 @@ async fn new_fixture(flush_mode: FlushMode, cache_bytes: usize) -> Fixture {
         batch_64k: make_batch(BatchSize::K64.max_bytes(), 1),
         batch_1m: make_batch(BatchSize::M1.max_bytes(), 2),
         cursor: [Cell::new(0), Cell::new(0)],
+        latencies_us: RefCell::new(Vec::new()),
     }
 }
 
@@ -244,6 +271,9 @@ impl Shard {
                 if hits + misses > 0 {
                     eprintln!("  [{name}] chunk cache: {hits} hits, {misses} misses");
                 }
+                if let Some(line) = latency_summary(&mut fx.latencies_us.borrow_mut()) {
+                    eprintln!("  [{name}] append latency: {line}");
+                }
                 close_log(&fx.log()).await;
             })
             .expect("benchmark executor");
@@ -309,8 +339,34 @@ async fn timed_appends(fx: Rc<Fixture>, size: BatchSize, iters: u64) -> Duration
     start.elapsed()
 }
 
+/// p50/p99/p99.9/max of the recorded latencies, if any.
+fn latency_summary(us: &mut [u32]) -> Option<String> {
+    if us.is_empty() {
+        return None;
+    }
+    us.sort_unstable();
+    let at = |q: f64| us[((us.len() - 1) as f64 * q) as usize];
+    Some(format!(
+        "{} appends: p50 {} us, p99 {} us, p99.9 {} us, max {} us",
+        us.len(),
+        at(0.5),
+        at(0.99),
+        at(0.999),
+        us[us.len() - 1]
+    ))
+}
+
 /// `iters` sync-mode appends with [`SYNC_IN_FLIGHT`] outstanding at any time.
 async fn timed_sync_appends(fx: Rc<Fixture>, size: BatchSize, iters: u64) -> Duration {
+    sync_appends(fx, size, iters, false).await
+}
+
+/// As [`timed_sync_appends`], keeping each append's latency in the fixture.
+async fn timed_sync_appends_recorded(fx: Rc<Fixture>, size: BatchSize, iters: u64) -> Duration {
+    sync_appends(fx, size, iters, true).await
+}
+
+async fn sync_appends(fx: Rc<Fixture>, size: BatchSize, iters: u64, record: bool) -> Duration {
     recycle_if_large(&fx).await;
     let remaining = Rc::new(Cell::new(iters));
     let start = Instant::now();
@@ -322,9 +378,16 @@ async fn timed_sync_appends(fx: Rc<Fixture>, size: BatchSize, iters: u64) -> Dur
                 let log = fx.log();
                 while remaining.get() > 0 {
                     remaining.set(remaining.get() - 1);
+                    let sent = record.then(Instant::now);
                     let (_, status) =
                         log.append_committed(size.queue(), fx.batch(size)).await.expect("append");
                     assert_eq!(status, AppendStatus::Ok, "sync append timed out");
+                    if let Some(sent) = sent {
+                        let mut kept = fx.latencies_us.borrow_mut();
+                        if kept.len() < MAX_LATENCY_SAMPLES {
+                            kept.push(sent.elapsed().as_micros().min(u32::MAX as u128) as u32);
+                        }
+                    }
                 }
             })
         })
@@ -399,6 +462,25 @@ fn append_sync(c: &mut Criterion) {
     group.finish();
 }
 
+fn append_sync_rolls(c: &mut Criterion) {
+    let mut group = c.benchmark_group("append_sync_rolls");
+    configure(&mut group);
+    let size = BatchSize::K64;
+    let mut shard = None;
+    group.throughput(Throughput::Bytes(make_batch(size.max_bytes(), 0).len() as u64));
+    group.bench_function(format!("{}_x{SYNC_IN_FLIGHT}", size.label()), |b| {
+        let shard = shard.get_or_insert_with(|| {
+            Shard::start("bench-append-sync-rolls", move || async move {
+                let fx = new_fixture_with(FlushMode::Sync, 256 << 20, ROLL_SEGMENT_BYTES).await;
+                prewarm(&fx, size).await;
+                fx
+            })
+        });
+        b.iter_custom(|iters| shard.run(move |fx| timed_sync_appends_recorded(fx, size, iters)))
+    });
+    group.finish();
+}
+
 fn read_cache(c: &mut Criterion) {
     let mut group = c.benchmark_group("read_cache");
     configure(&mut group);
@@ -452,5 +534,5 @@ fn read_disk(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, append_async, append_sync, read_cache, read_disk);
+criterion_group!(benches, append_async, append_sync, append_sync_rolls, read_cache, read_disk);
 criterion_main!(benches);

@@ -201,3 +201,164 @@ fn too_little_locked_memory_is_explained() {
     assert!(line.contains("256 KiB") && line.contains("ulimit -l"), "{line}");
     assert!(line.contains("LimitMEMLOCK"), "{line}");
 }
+
+/// The directory operations that now run off the shard thread (glommio's blocking pool and
+/// io_uring) keep their contract on a real filesystem.
+#[test]
+fn directory_operations_off_the_shard_thread_keep_their_contract() {
+    use ringmq::storage::dma_dir::DmaDir;
+    use ringmq::storage::file::LogDir;
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("log");
+    run(move || async move {
+        let dir = DmaDir::open(&path, IoMode::Buffered).await.unwrap();
+        assert_eq!(dir.read_all("floors").await.unwrap(), None);
+        dir.write_atomic("floors", b"one").await.unwrap();
+        dir.write_atomic("floors", b"two!").await.unwrap();
+        assert_eq!(dir.read_all("floors").await.unwrap(), Some(b"two!".to_vec()));
+        let names = dir.list().await.unwrap();
+        assert!(names.contains(&"floors".to_string()), "{names:?}");
+        assert!(!names.iter().any(|n| n.ends_with(".tmp")), "{names:?}");
+        dir.remove("floors").await.unwrap();
+        let err = dir.remove("floors").await.unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::NotFound, "{err}");
+        assert!(!dir.list().await.unwrap().contains(&"floors".to_string()));
+        dir.sync_dir().await.unwrap();
+        let (used, total) = dir.disk_usage().await.unwrap();
+        assert!(total > 0 && used <= total);
+    });
+}
+
+/// Retention on real files: segments are unlinked (through glommio's blocking pool) while the
+/// log goes on, and a restart continues the offsets.
+#[test]
+fn retention_unlinks_real_segments() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("log");
+    run(move || async move {
+        let cfg = config(&dir, FlushMode::Sync, IoMode::Buffered);
+        let log = CommitLog::open(cfg.clone()).await.unwrap();
+        let mut tag = 0u64;
+        while log.segment_bases().len() < 3 {
+            log.append_committed(Q, &batch(tag, 4, 1000)).await.unwrap();
+            tag += 1;
+        }
+        let later = ringmq::storage::commit_log::now_ms() + 49 * 3_600_000;
+        let deleted = log.enforce_retention(later).await.unwrap();
+        assert_eq!(deleted.len(), 2);
+        for base in deleted {
+            let name = ringmq::storage::segment::segment_name(base);
+            assert!(!dir.join(&name).exists(), "{name} still on disk");
+        }
+        let next = log.offsets(Q).next;
+        log.close().await.unwrap();
+        let log = CommitLog::open(cfg).await.unwrap();
+        assert_eq!(log.offsets(Q).next, next);
+        log.close().await.unwrap();
+    });
+}
+
+/// A freshly mounted tmpfs of `size`, unmounted on drop.
+struct Tmpfs(tempfile::TempDir);
+
+impl Tmpfs {
+    fn mount(size: &str) -> Option<Tmpfs> {
+        let dir = tempfile::tempdir().ok()?;
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then_some(Tmpfs(dir))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(self.0.path()).status();
+    }
+}
+
+/// A real full disk (a 1 MiB tmpfs, real ENOSPC from fallocate): DISK_FULL, no partial file,
+/// reads go on, retention frees space and appends resume, and a restart on the full disk works.
+#[test]
+fn a_real_full_disk_reports_disk_full_and_recovers_without_a_restart() {
+    let Some(fs) = Tmpfs::mount("1m") else {
+        eprintln!("cannot mount a tmpfs here (needs root); skipping");
+        return;
+    };
+    let dir = fs.0.path().join("log");
+    run(move || async move {
+        let cfg = StorageConfig {
+            disk_full_retry_ms: 5,
+            ..config(&dir, FlushMode::Sync, IoMode::Buffered)
+        };
+        let log = CommitLog::open(cfg.clone()).await.unwrap();
+        let mut acked = vec![];
+        let err = loop {
+            let tag = acked.len() as u64;
+            match log.append_committed(Q, &batch(tag, 4, 1000)).await {
+                Ok(_) => acked.push(tag),
+                Err(e) => break e,
+            }
+            assert!(acked.len() < 10_000, "a 1 MiB filesystem never filled");
+        };
+        assert!(matches!(err, StorageError::DiskFull { .. }), "{err}");
+        assert!(err.to_string().contains("free space"), "{err}");
+        assert!(log.failure().is_none());
+        let on_disk: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.ends_with(".log"))
+            .collect();
+        assert_eq!(on_disk.len(), log.segment_bases().len(), "a partial segment was left");
+        assert_eq!(read_tags(&log, Q).await, acked);
+        let later = ringmq::storage::commit_log::now_ms() + 49 * 3_600_000;
+        assert!(!log.enforce_retention(later).await.unwrap().is_empty());
+        let tag = 100_000;
+        log.append_committed(Q, &batch(tag, 4, 1000)).await.unwrap();
+        assert_eq!(read_tags(&log, Q).await.last(), Some(&tag));
+        log.close().await.unwrap();
+        let log = CommitLog::open(cfg).await.unwrap();
+        assert_eq!(read_tags(&log, Q).await.last(), Some(&tag));
+        log.close().await.unwrap();
+    });
+}
+
+/// CPUs the calling thread may run on.
+fn allowed_cpus() -> usize {
+    // SAFETY: sched_getaffinity fills a zeroed cpu_set_t of the size we pass.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return 0;
+        }
+        libc::CPU_COUNT(&set) as usize
+    }
+}
+
+/// The helper thread that runs unlink/rename/listing for a pinned shard is not pinned to the
+/// shard's core (glommio's default), so a slow unlink does not take that core's time.
+#[test]
+fn the_blocking_helper_of_a_pinned_shard_is_not_pinned() {
+    if allowed_cpus() < 2 {
+        eprintln!("one CPU available; skipping");
+        return;
+    }
+    let opts = ringmq::runtime::ExecutorOptions {
+        name: "pinned".into(),
+        cpu: Some(0),
+        io_memory_bytes: 1 << 20,
+    };
+    let Ok((shard, helper)) = ringmq::runtime::run_on_new_executor(opts, || async {
+        let shard = allowed_cpus();
+        let helper = glommio::executor().spawn_blocking(allowed_cpus).await;
+        (shard, helper)
+    }) else {
+        eprintln!("cannot pin an executor to CPU 0 here; skipping");
+        return;
+    };
+    assert_eq!(shard, 1, "the shard thread is pinned");
+    assert!(helper > 1, "the blocking helper is pinned to the shard's CPU");
+}

@@ -2,17 +2,22 @@
 
 mod common;
 
+use std::rc::Rc;
+use std::time::Duration;
+
 use common::{batch, batch_tag, run, small_config};
 use ringmq::format::BatchView;
-use ringmq::storage::sim_dir::SimDir;
-use ringmq::storage::{AppendStatus, CommitLog, FlushMode, QueueKey, StorageError};
+use ringmq::storage::file::LogDir;
+use ringmq::storage::segment::segment_name;
+use ringmq::storage::sim_dir::{SimDir, SimOp};
+use ringmq::storage::{AppendStatus, CommitLog, FlushMode, QueueKey, StorageConfig, StorageError};
 
 const Q1: QueueKey = QueueKey { topic_id: 1, queue_id: 0 };
 const Q2: QueueKey = QueueKey { topic_id: 1, queue_id: 1 };
 const Q3: QueueKey = QueueKey { topic_id: 2, queue_id: 0 };
 
 /// Reads every batch of `q` from offset 0 and returns the tags in order.
-async fn read_all(log: &std::rc::Rc<CommitLog<SimDir>>, q: QueueKey) -> Vec<u64> {
+async fn read_all(log: &Rc<CommitLog<SimDir>>, q: QueueKey) -> Vec<u64> {
     let mut out = vec![];
     let mut off = log.offsets(q).min;
     loop {
@@ -182,7 +187,7 @@ fn fsync_failure_stops_writes_loudly() {
 }
 
 #[test]
-fn write_errors_and_full_disk_stop_writes() {
+fn write_errors_stop_writes() {
     run(|| async {
         let dir = SimDir::new(4);
         let log = CommitLog::open_with(dir.clone(), small_config(FlushMode::Sync)).await.unwrap();
@@ -191,10 +196,18 @@ fn write_errors_and_full_disk_stop_writes() {
         assert!(matches!(err, StorageError::Failed { .. }), "{err}");
         assert!(err.to_string().contains("write"), "{err}");
     });
+}
+
+/// ENOSPC on a *data* write is a failed write, not DISK_FULL: the page state is unknown, so
+/// the log stops (segments are preallocated, so this only happens with preallocate = false).
+#[test]
+fn full_disk_on_a_data_write_still_stops_the_log() {
     run(|| async {
         let dir = SimDir::new(5);
         dir.set_capacity(Some(200_000));
-        let log = CommitLog::open_with(dir.clone(), small_config(FlushMode::Sync)).await.unwrap();
+        let mut cfg = small_config(FlushMode::Sync);
+        cfg.preallocate = false;
+        let log = CommitLog::open_with(dir.clone(), cfg).await.unwrap();
         let mut result = Ok(());
         for i in 0..100 {
             if let Err(e) = log.append_committed(Q1, &batch(i, 4, 1000)).await {
@@ -203,7 +216,9 @@ fn write_errors_and_full_disk_stop_writes() {
             }
         }
         let err = result.unwrap_err();
-        assert!(err.to_string().to_lowercase().contains("space"), "{err}");
+        assert!(matches!(err, StorageError::Failed { .. }), "{err}");
+        assert!(err.to_string().contains("No space left"), "{err}");
+        assert!(log.failure().is_some());
     });
 }
 
@@ -298,7 +313,7 @@ fn retention_by_disk_ratio() {
         let n = log.segment_bases().len();
         let deleted = log.enforce_retention(ringmq::storage::commit_log::now_ms()).await.unwrap();
         assert!(!deleted.is_empty() && deleted.len() < n, "deleted {deleted:?} of {n}");
-        let (used, total) = ringmq::storage::file::LogDir::disk_usage(&dir).unwrap();
+        let (used, total) = ringmq::storage::file::LogDir::disk_usage(&dir).await.unwrap();
         assert!(used as f64 <= total as f64 * 0.2 + 65536.0, "used {used} of {total}");
         log.close().await.unwrap();
     });
@@ -414,4 +429,429 @@ fn a_dropped_log_is_freed_in_both_flush_modes() {
             panic!("{mode:?}: the log is still alive after being dropped");
         });
     }
+}
+
+// ---- Disk full (issue 7.4) ----
+
+/// A config whose disk-full back-off is short, so tests that wait for a retry stay fast.
+fn disk_full_config(mode: FlushMode) -> StorageConfig {
+    StorageConfig { disk_full_retry_ms: 5, ..small_config(mode) }
+}
+
+/// Appends `tag`s to Q1 until one fails; returns the acknowledged tags and the error.
+async fn append_until_error(
+    log: &Rc<CommitLog<SimDir>>,
+    first_tag: u64,
+) -> (Vec<u64>, StorageError) {
+    let mut acked = vec![];
+    for tag in first_tag..first_tag + 10_000 {
+        match log.append_committed(Q1, &batch(tag, 1, 1500)).await {
+            Ok(_) => acked.push(tag),
+            Err(e) => return (acked, e),
+        }
+    }
+    panic!("10,000 appends never failed");
+}
+
+/// Retries an append while it gets DiskFull, for at most `bound`.
+async fn append_when_space(log: &Rc<CommitLog<SimDir>>, tag: u64, bound: Duration) {
+    let start = std::time::Instant::now();
+    loop {
+        match log.append_committed(Q1, &batch(tag, 1, 1500)).await {
+            Ok(_) => return,
+            Err(StorageError::DiskFull { .. }) if start.elapsed() < bound => {
+                ringmq::runtime::sleep(Duration::from_millis(2)).await
+            }
+            Err(e) => panic!("append did not resume: {e}"),
+        }
+    }
+}
+
+/// Segment files in the directory that the log does not use: partial or leaked ones.
+fn stray_segments(dir: &SimDir, log: &CommitLog<SimDir>) -> Vec<String> {
+    let used: Vec<String> = log.segment_bases().into_iter().map(segment_name).collect();
+    dir.names().into_iter().filter(|n| n.ends_with(".log") && !used.contains(n)).collect()
+}
+
+#[test]
+fn disk_full_on_segment_creation_is_retriable_and_appends_resume() {
+    run(|| async {
+        let dir = SimDir::new(20);
+        // Room for three 64 KiB segments plus metadata, not four.
+        dir.set_capacity(Some(3 * 65_536 + 20_000));
+        let log =
+            CommitLog::open_with(dir.clone(), disk_full_config(FlushMode::Sync)).await.unwrap();
+        let (acked, err) = append_until_error(&log, 0).await;
+        assert!(matches!(err, StorageError::DiskFull { .. }), "{err}");
+        let text = err.to_string();
+        assert!(text.contains("disk full") && text.contains("free space"), "{text}");
+        assert!(log.failure().is_none(), "disk full must not stop the log");
+        assert!(log.disk_full().is_some());
+        // The failed creation left no partial file behind, and no byte more than the capacity.
+        assert_eq!(stray_segments(&dir, &log), Vec::<String>::new());
+        // Reads go on, and so does DISK_FULL (no busy retry: fails at once).
+        assert_eq!(read_all(&log, Q1).await, acked);
+        let again = log.append_committed(Q1, &batch(9_999, 1, 1500)).await.unwrap_err();
+        assert!(matches!(again, StorageError::DiskFull { .. }), "{again}");
+        // An operator frees space: appends resume by themselves.
+        dir.set_capacity(None);
+        append_when_space(&log, 10_000, Duration::from_secs(5)).await;
+        assert!(log.disk_full().is_none());
+        let mut want = acked.clone();
+        want.push(10_000);
+        assert_eq!(read_all(&log, Q1).await, want);
+        log.close().await.unwrap();
+        let log =
+            CommitLog::open_with(dir.clone(), disk_full_config(FlushMode::Sync)).await.unwrap();
+        assert_eq!(read_all(&log, Q1).await, want);
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn enospc_creating_a_file_is_disk_full_too() {
+    run(|| async {
+        let dir = SimDir::new(21);
+        let log =
+            CommitLog::open_with(dir.clone(), disk_full_config(FlushMode::Async)).await.unwrap();
+        dir.fail_next(SimOp::Create, 1_000_000, libc::ENOSPC);
+        let (acked, err) = append_until_error(&log, 0).await;
+        assert!(matches!(err, StorageError::DiskFull { .. }), "{err}");
+        assert!(log.failure().is_none());
+        dir.fail_next(SimOp::Create, 0, libc::ENOSPC);
+        append_when_space(&log, 50_000, Duration::from_secs(5)).await;
+        let mut want = acked;
+        want.push(50_000);
+        assert_eq!(read_all(&log, Q1).await, want);
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn retention_runs_on_a_full_disk_and_its_freed_space_resumes_appends_at_once() {
+    run(|| async {
+        let dir = SimDir::new(22);
+        dir.set_capacity(Some(3 * 65_536 + 20_000));
+        // A back-off far longer than the test: only freed space can make the retry due.
+        let cfg = StorageConfig { disk_full_retry_ms: 3_600_000, ..small_config(FlushMode::Sync) };
+        let log = CommitLog::open_with(dir.clone(), cfg).await.unwrap();
+        let (acked, err) = append_until_error(&log, 0).await;
+        assert!(matches!(err, StorageError::DiskFull { .. }), "{err}");
+        let now = ringmq::storage::commit_log::now_ms();
+        let deleted = log.enforce_retention(now + 49 * 3_600_000).await.unwrap();
+        assert!(!deleted.is_empty());
+        log.append_committed(Q1, &batch(7_000, 1, 1500)).await.unwrap();
+        let tags = read_all(&log, Q1).await;
+        assert_eq!(tags.last(), Some(&7_000));
+        assert!(tags.len() < acked.len() + 1, "old segments were deleted");
+        log.close().await.unwrap();
+    });
+}
+
+/// A restart on a full disk must not need more space than the log already has: an active
+/// segment that was never fully preallocated (here: written with preallocate = false) and
+/// cannot be now still opens, serves reads, and takes appends once space is freed.
+#[test]
+fn recovery_on_a_full_disk_opens_for_reads() {
+    run(|| async {
+        let dir = SimDir::new(23);
+        let mut cfg = disk_full_config(FlushMode::Sync);
+        cfg.preallocate = false;
+        let log = CommitLog::open_with(dir.clone(), cfg.clone()).await.unwrap();
+        for tag in 0..10 {
+            log.append_committed(Q1, &batch(tag, 1, 1000)).await.unwrap();
+        }
+        log.close().await.unwrap();
+        let (used, _) = dir.disk_usage().await.unwrap();
+        dir.set_capacity(Some(used + 1_000));
+        cfg.preallocate = true;
+        let log = CommitLog::open_with(dir.clone(), cfg.clone()).await.unwrap();
+        assert_eq!(read_all(&log, Q1).await, (0..10).collect::<Vec<_>>());
+        assert!(log.disk_full().is_some());
+        let (used_after_open, _) = dir.disk_usage().await.unwrap();
+        assert!(used_after_open <= used, "recovery took space: {used_after_open} > {used}");
+        let err = log.append_committed(Q1, &batch(10, 1, 1000)).await.unwrap_err();
+        assert!(matches!(err, StorageError::DiskFull { .. }), "{err}");
+        dir.set_capacity(None);
+        append_when_space(&log, 10, Duration::from_secs(5)).await;
+        log.close().await.unwrap();
+        let log = CommitLog::open_with(dir.clone(), cfg).await.unwrap();
+        assert_eq!(read_all(&log, Q1).await, (0..11).collect::<Vec<_>>());
+        log.close().await.unwrap();
+    });
+}
+
+/// A sealed last segment without its successor (a data directory from before segments were
+/// created ahead) on a full disk: recovery opens for reads instead of failing.
+#[test]
+fn recovery_without_room_for_the_next_segment_opens_for_reads() {
+    run(|| async {
+        let dir = SimDir::new(24);
+        let cfg = disk_full_config(FlushMode::Sync);
+        let log = CommitLog::open_with(dir.clone(), cfg.clone()).await.unwrap();
+        let mut tag = 0;
+        while log.segment_bases().len() < 2 {
+            log.append_committed(Q1, &batch(tag, 1, 1000)).await.unwrap();
+            tag += 1;
+        }
+        log.close().await.unwrap();
+        // Drop the second segment (and the batch in it): the first is sealed with no successor.
+        let second = *log.segment_bases().last().unwrap();
+        dir.remove_now(&segment_name(second));
+        dir.remove_now(&ringmq::storage::segment::index_name(second));
+        let kept: Vec<u64> = (0..tag - 1).collect();
+        let (used, _) = dir.disk_usage().await.unwrap();
+        dir.set_capacity(Some(used + 1_000));
+        let log = CommitLog::open_with(dir.clone(), cfg.clone()).await.unwrap();
+        assert_eq!(read_all(&log, Q1).await, kept);
+        let err = log.append_committed(Q1, &batch(100, 1, 1000)).await.unwrap_err();
+        assert!(matches!(err, StorageError::DiskFull { .. }), "{err}");
+        assert_eq!(stray_segments(&dir, &log), Vec::<String>::new());
+        dir.set_capacity(None);
+        append_when_space(&log, 100, Duration::from_secs(5)).await;
+        log.close().await.unwrap();
+        let log = CommitLog::open_with(dir.clone(), cfg).await.unwrap();
+        let mut want = kept;
+        want.push(100);
+        assert_eq!(read_all(&log, Q1).await, want);
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn a_fresh_log_on_a_full_disk_says_disk_full_and_leaves_nothing() {
+    run(|| async {
+        let dir = SimDir::new(25);
+        dir.set_capacity(Some(10_000));
+        let err = CommitLog::open_with(dir.clone(), small_config(FlushMode::Sync))
+            .await
+            .err()
+            .expect("a 64 KiB segment does not fit in 10 KB");
+        assert!(matches!(err, StorageError::DiskFull { .. }), "{err}");
+        assert!(dir.names().iter().all(|n| !n.ends_with(".log")), "{:?}", dir.names());
+    });
+}
+
+// ---- No stalls (issue 9.3) ----
+
+/// Awaits `fut` for at most 5 s; a stall fails the test instead of hanging it.
+async fn bounded<T>(what: &str, fut: impl std::future::Future<Output = T>) -> T {
+    match ringmq::runtime::timeout(Duration::from_secs(5), fut).await {
+        Some(v) => v,
+        None => panic!("{what} stalled"),
+    }
+}
+
+#[test]
+fn appends_complete_while_the_next_segment_is_created_and_rolls_only_switch() {
+    run(|| async {
+        let dir = SimDir::new(26);
+        let log = CommitLog::open_with(dir.clone(), small_config(FlushMode::Sync)).await.unwrap();
+        // Every fallocate hangs until resumed: a very slow segment creation.
+        dir.pause(SimOp::Allocate);
+        let mut tag = 0u64;
+        let mut polls = 0;
+        while dir.in_progress(SimOp::Allocate) == 0 {
+            bounded("append", log.append_committed(Q1, &batch(tag, 1, 1000))).await.unwrap();
+            tag += 1;
+            polls += 1;
+            assert!(polls < 1000, "no segment creation started ahead of the roll");
+        }
+        assert_eq!(log.segment_bases(), vec![0], "creation starts before the roll");
+        // Appends complete while the creation is still held.
+        for _ in 0..5 {
+            bounded("append", log.append_committed(Q1, &batch(tag, 1, 1000))).await.unwrap();
+            tag += 1;
+        }
+        assert_eq!(dir.in_progress(SimOp::Allocate), 1, "the creation is still in progress");
+        dir.resume(SimOp::Allocate);
+        for _ in 0..1000 {
+            if dir.in_progress(SimOp::Allocate) == 0 && dir.in_progress(SimOp::Sync) == 0 {
+                break;
+            }
+            ringmq::runtime::sleep(Duration::from_millis(1)).await;
+        }
+        // The next segment is ready: the roll must not create or allocate anything.
+        dir.pause(SimOp::Create);
+        dir.pause(SimOp::Allocate);
+        while log.segment_bases().len() < 2 {
+            bounded("append across the roll", log.append_committed(Q1, &batch(tag, 1, 1000)))
+                .await
+                .unwrap();
+            tag += 1;
+        }
+        dir.resume(SimOp::Create);
+        dir.resume(SimOp::Allocate);
+        assert_eq!(read_all(&log, Q1).await, (0..tag).collect::<Vec<_>>());
+        log.close().await.unwrap();
+        let log = CommitLog::open_with(dir.clone(), small_config(FlushMode::Sync)).await.unwrap();
+        assert_eq!(read_all(&log, Q1).await, (0..tag).collect::<Vec<_>>());
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn appends_complete_while_retention_deletes() {
+    run(|| async {
+        let dir = SimDir::new(27);
+        let log = CommitLog::open_with(dir.clone(), small_config(FlushMode::Sync)).await.unwrap();
+        let mut tag = 0u64;
+        while log.segment_bases().len() < 4 {
+            log.append_committed(Q1, &batch(tag, 1, 1000)).await.unwrap();
+            tag += 1;
+        }
+        // Unlinking hangs until resumed: a very slow delete of a huge segment.
+        dir.pause(SimOp::Remove);
+        let retention = {
+            let log = log.clone();
+            let now = ringmq::storage::commit_log::now_ms();
+            ringmq::runtime::spawn(async move { log.enforce_retention(now + 49 * 3_600_000).await })
+        };
+        for _ in 0..5000 {
+            if dir.in_progress(SimOp::Remove) > 0 {
+                break;
+            }
+            ringmq::runtime::yield_once().await;
+        }
+        assert!(dir.in_progress(SimOp::Remove) > 0, "retention did not start deleting");
+        for _ in 0..5 {
+            bounded("append", log.append_committed(Q1, &batch(tag, 1, 1000))).await.unwrap();
+            tag += 1;
+        }
+        assert!(dir.in_progress(SimOp::Remove) > 0, "the delete is still in progress");
+        dir.resume(SimOp::Remove);
+        let deleted = bounded("retention", retention).await.expect("task ran").unwrap();
+        assert_eq!(deleted.len(), 3);
+        assert_eq!(read_all(&log, Q1).await.last(), Some(&(tag - 1)));
+        log.close().await.unwrap();
+    });
+}
+
+// ---- More faults (issue 9.6) ----
+
+#[test]
+fn a_failed_remove_during_retention_is_reported_and_retried() {
+    run(|| async {
+        let dir = SimDir::new(28);
+        let log = CommitLog::open_with(dir.clone(), small_config(FlushMode::Sync)).await.unwrap();
+        let mut tag = 0u64;
+        while log.segment_bases().len() < 3 {
+            log.append_committed(Q1, &batch(tag, 1, 1000)).await.unwrap();
+            tag += 1;
+        }
+        let offsets = log.offsets(Q1);
+        let first = segment_name(0);
+        dir.fail_next(SimOp::Remove, 1, libc::EIO);
+        let later = ringmq::storage::commit_log::now_ms() + 49 * 3_600_000;
+        let err = log.enforce_retention(later).await.unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("deleting") && text.contains("EIO"), "{text}");
+        // The data is gone from the log; the file waits for the next run.
+        assert!(!log.segment_bases().contains(&0));
+        assert_eq!(log.pending_deletes(), vec![first.clone()]);
+        assert!(dir.file_len(&first).is_some());
+        assert!(log.offsets(Q1).min > 0);
+        assert!(log.failure().is_none());
+        log.append_committed(Q1, &batch(tag, 1, 1000)).await.unwrap();
+        log.enforce_retention(later).await.unwrap();
+        assert!(log.pending_deletes().is_empty());
+        assert!(dir.file_len(&first).is_none());
+        // A restart with the file still there would not resurrect its batches either.
+        log.close().await.unwrap();
+        let log = CommitLog::open_with(dir.clone(), small_config(FlushMode::Sync)).await.unwrap();
+        assert_eq!(log.offsets(Q1).next, offsets.next + 1);
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn a_file_left_by_a_failed_remove_is_not_resurrected_by_a_restart() {
+    run(|| async {
+        let dir = SimDir::new(29);
+        let log = CommitLog::open_with(dir.clone(), small_config(FlushMode::Sync)).await.unwrap();
+        let mut tag = 0u64;
+        while log.segment_bases().len() < 3 {
+            log.append_committed(Q1, &batch(tag, 1, 1000)).await.unwrap();
+            tag += 1;
+        }
+        dir.fail_next(SimOp::Remove, 100, libc::EIO);
+        let later = ringmq::storage::commit_log::now_ms() + 49 * 3_600_000;
+        assert!(log.enforce_retention(later).await.is_err());
+        let min = log.offsets(Q1).min;
+        assert!(dir.file_len(&segment_name(0)).is_some());
+        log.close().await.unwrap();
+        dir.fail_next(SimOp::Remove, 0, libc::EIO);
+        let log = CommitLog::open_with(dir.clone(), small_config(FlushMode::Sync)).await.unwrap();
+        assert_eq!(log.offsets(Q1).min, min, "deleted batches came back");
+        assert_eq!(read_all(&log, Q1).await.first(), Some(&min));
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn a_failed_rename_of_the_floors_keeps_the_segments_for_the_next_run() {
+    run(|| async {
+        let dir = SimDir::new(30);
+        let log = CommitLog::open_with(dir.clone(), small_config(FlushMode::Sync)).await.unwrap();
+        let mut tag = 0u64;
+        while log.segment_bases().len() < 3 {
+            log.append_committed(Q1, &batch(tag, 1, 1000)).await.unwrap();
+            tag += 1;
+        }
+        let bases = log.segment_bases();
+        // Every rename fails (the flusher's index writes too: those only warn).
+        dir.fail_next(SimOp::Rename, 1_000, libc::EIO);
+        let later = ringmq::storage::commit_log::now_ms() + 49 * 3_600_000;
+        let err = log.enforce_retention(later).await.unwrap_err();
+        assert!(err.to_string().contains("floors"), "{err}");
+        assert_eq!(log.segment_bases(), bases, "nothing deleted without durable floors");
+        assert!(dir.file_len(&segment_name(0)).is_some());
+        dir.fail_next(SimOp::Rename, 0, libc::EIO);
+        let deleted = log.enforce_retention(later).await.unwrap();
+        assert_eq!(deleted.len(), bases.len() - 1);
+        assert!(dir.file_len(&segment_name(0)).is_none());
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn eio_on_read_is_reported_and_never_serves_garbage() {
+    run(|| async {
+        let dir = SimDir::new(31);
+        let mut cfg = small_config(FlushMode::Sync);
+        cfg.cache_bytes = 0;
+        let log = CommitLog::open_with(dir.clone(), cfg.clone()).await.unwrap();
+        for tag in 0..100u64 {
+            log.append_committed(Q1, &batch(tag, 1, 600)).await.unwrap();
+        }
+        dir.fail_next(SimOp::Read, 1, libc::EIO);
+        let err = log.read(Q1, 0, 4096).await.unwrap_err();
+        assert!(matches!(err, StorageError::Io { .. }), "{err}");
+        assert!(err.to_string().contains("reading") && err.to_string().contains("EIO"), "{err}");
+        assert!(log.failure().is_none(), "a read error does not stop writes");
+        // The next read is served, whole and correct.
+        assert_eq!(read_all(&log, Q1).await, (0..100).collect::<Vec<_>>());
+        // A read error during recovery fails the open; it never truncates data it could not
+        // read. After a crash (no index for the tail) recovery must scan.
+        log.append(Q1, &batch(100, 1, 600)).await.unwrap();
+        log.flush().await.unwrap();
+        dir.crash();
+        drop(log);
+        for failing in 1..4 {
+            dir.fail_next(SimOp::Read, failing, libc::EIO);
+            match CommitLog::open_with(dir.clone(), cfg.clone()).await {
+                Err(e) => assert!(e.to_string().contains("EIO"), "{e}"),
+                Ok(log) => {
+                    // The failing reads hit only optional files (an index): data intact.
+                    dir.fail_next(SimOp::Read, 0, libc::EIO);
+                    assert_eq!(read_all(&log, Q1).await, (0..101).collect::<Vec<_>>());
+                    log.close().await.unwrap();
+                }
+            }
+        }
+        dir.fail_next(SimOp::Read, 0, libc::EIO);
+        let log = CommitLog::open_with(dir.clone(), cfg).await.unwrap();
+        assert_eq!(read_all(&log, Q1).await, (0..101).collect::<Vec<_>>());
+        log.close().await.unwrap();
+    });
 }

@@ -49,8 +49,27 @@ impl From<StorageError> for BrokerError {
                 detail: ErrorDetail::OffsetRange { min, next },
             },
             StorageError::Failed { .. } => BrokerError::new(ErrorCode::SHARD_FAILED, message),
+            StorageError::DiskFull { .. } => BrokerError::new(ErrorCode::DISK_FULL, message),
             StorageError::Closed => BrokerError::new(ErrorCode::SHUTTING_DOWN, message),
             _ => BrokerError::new(ErrorCode::INTERNAL, message),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn disk_full_is_a_retriable_disk_full_status() {
+        let e = BrokerError::from(StorageError::DiskFull {
+            dir: "data/shard-0".into(),
+            needed_bytes: 1 << 30,
+            free_bytes: 4096,
+            reason: "No space left on device".into(),
+        });
+        assert_eq!(e.code, ErrorCode::DISK_FULL);
+        assert_eq!(e.code.retriable(), crate::protocol::Retriable::Yes);
+        assert!(e.message.contains("disk full") && e.message.contains("free space"), "{e}");
     }
 }

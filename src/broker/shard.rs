@@ -739,6 +739,43 @@ mod tests {
         });
     }
 
+    #[test]
+    fn a_full_disk_answers_disk_full_and_the_shard_keeps_serving() {
+        run(|| async {
+            let dir = SimDir::new(22);
+            let s = shard_on(dir.clone(), 8, |st| {
+                st.segment_size_bytes = 256 << 10;
+                st.max_batch_bytes = 64 << 10;
+                st.disk_full_retry_ms = 5;
+            })
+            .await;
+            // Room for the first segment, not for the next one.
+            dir.set_capacity(Some(300 << 10));
+            let mut acked = 0u64;
+            let e = loop {
+                match call(&s, produce(0, 50)).await {
+                    Ok(_) => acked += 50,
+                    Err(e) => break e,
+                }
+                assert!(acked < 1_000_000, "the disk never filled");
+            };
+            assert_eq!(e.code, ErrorCode::DISK_FULL, "{e:?}");
+            assert!(e.message.contains("free space"), "{e:?}");
+            let Response::Fetch { next_offset, .. } = call(&s, fetch(0, 0)).await.unwrap() else {
+                panic!("fetch")
+            };
+            assert!(next_offset > 0, "reads go on while the disk is full");
+            // Space is freed: produces succeed again without a restart.
+            dir.set_capacity(None);
+            let t = Instant::now();
+            while let Err(e) = call(&s, produce(0, 50)).await {
+                assert_eq!(e.code, ErrorCode::DISK_FULL, "{e:?}");
+                assert!(t.elapsed() < Duration::from_secs(5), "produces never resumed");
+                runtime::sleep(Duration::from_millis(2)).await;
+            }
+        });
+    }
+
     fn tagged(n: usize, tag: &[u8]) -> Request {
         let mut b = BatchBuilder::new(1 << 16);
         for _ in 0..n {

@@ -74,6 +74,7 @@ error_codes! {
     INVALID_ARGUMENT = 16, No, "a request field has an invalid value (e.g. zero queues)";
     SHUTTING_DOWN = 17, Yes, "the broker is stopping; retry on another connection later";
     TOO_MANY_TOPICS = 18, No, "the broker's topic limit is reached";
+    DISK_FULL = 19, Yes, "the owning shard's disk has no room for new data; retry once space is freed";
 }
 
 impl std::fmt::Display for ErrorCode {

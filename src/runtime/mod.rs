@@ -62,6 +62,10 @@ where
     glommio::LocalExecutorBuilder::new(placement)
         .name(&opts.name)
         .io_memory(opts.io_memory_bytes)
+        // The helper thread for unlink/rename/listing (storage::dma_dir): unbound, so a slow
+        // unlink of a 1 GiB segment need not share the pinned shard's core (glommio's default
+        // pins it to the executor's CPU).
+        .blocking_thread_pool_placement(glommio::PoolPlacement::Unbound(1))
         .spawn(make)
         .map_err(|e| std::io::Error::other(describe_executor_error(e)))
 }

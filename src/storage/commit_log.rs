@@ -23,6 +23,7 @@
 //! A failed write or fdatasync stops the log: state `Failed`, every waiter and every later
 //! append gets [`StorageError::Failed`]. We never retry an fsync: after a failure the kernel
 //! may have dropped the dirty pages (fsyncgate), so only recovery from disk is trustworthy.
+//! No room for a new segment is not a failure: see [`super::next_segment`] (DiskFull, retried).
 //!
 //! # Visibility
 //! In sync flush mode a batch becomes readable once durable; in async mode once appended (the
@@ -32,7 +33,7 @@
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::rc::Rc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::channel::oneshot;
 use futures::future::{FutureExt, Shared};
@@ -40,9 +41,13 @@ use futures::future::{FutureExt, Shared};
 use super::chunk_cache::ChunkCache;
 use super::config::{FlushMode, StorageConfig};
 use super::dma_dir::DmaDir;
-use super::error::{Result, StorageError};
+use super::error::{is_disk_full, Result, StorageError};
 use super::file::{align_down, align_up, LogDir, LogFile, ReadBuf, ALIGN};
 use super::index::{IndexEntry, Indexes, QueueIndex, SegmentIndexFile};
+use super::next_segment::{
+    allocate_or_give_back, create_segment, space_warning, ActiveStep, CreateFailure, NextSegment,
+    RollStep, Shortage,
+};
 use super::retention::{segments_to_delete, RetentionPolicy, SegmentFacts};
 use super::segment::{index_name, parse_segment_name, segment_name, Segment, INDEX_SUFFIX};
 use super::types::{AppendStatus, Appended, LogPosition, QueueKey, QueueOffsets, ReadBatches};
@@ -101,6 +106,10 @@ struct State<F> {
     /// Recent disk reads that went past what was asked: (log position of buf[0], buf).
     read_ahead: VecDeque<(u64, ReadBuf)>,
     last_store_ts: i64,
+    /// The segment after the active one, and the disk-full back-off.
+    next: NextSegment<Rc<Segment<F>>>,
+    /// Files retention removed from the log but could not unlink yet; retried every run.
+    pending_deletes: Vec<String>,
 }
 
 impl<F> State<F> {
@@ -123,6 +132,10 @@ pub struct CommitLog<D: LogDir = DmaDir> {
     flush_kick: Rc<Signal>,
     written_changed: Signal,
     flusher: RefCell<Option<runtime::JoinHandle<()>>>,
+    /// Notified when a background segment creation finishes.
+    next_changed: Signal,
+    /// One retention run at a time (it runs without the append gate).
+    retention_gate: Semaphore,
 }
 
 impl CommitLog<DmaDir> {
@@ -158,6 +171,12 @@ impl<D: LogDir + 'static> CommitLog<D> {
                 cache: ChunkCache::new(config.cache_bytes),
                 read_ahead: VecDeque::with_capacity(READ_AHEAD_SLOTS),
                 last_store_ts: recovered.last_store_ts,
+                next: NextSegment::after_recovery(
+                    config.disk_full_retry(),
+                    recovered.shortage,
+                    Instant::now(),
+                ),
+                pending_deletes: Vec::new(),
             }),
             dir,
             config,
@@ -166,9 +185,30 @@ impl<D: LogDir + 'static> CommitLog<D> {
             flush_kick: Rc::new(Signal::default()),
             written_changed: Signal::default(),
             flusher: RefCell::new(None),
+            next_changed: Signal::default(),
+            retention_gate: Semaphore::new(1),
         });
         // Sealed segments found without an index file get one now (all their data is durable).
-        log.write_sealed_indexes().await?;
+        // On a full disk this fails; the index is only a restart optimisation, so reads must
+        // not be refused for it.
+        if let Err(e) = log.write_sealed_indexes().await {
+            tracing::warn!("could not write segment index at open: {e}");
+        }
+        match log.dir.disk_usage().await {
+            Ok((used, total)) => {
+                if let Some(w) = space_warning(used, total, log.config.segment_size_bytes) {
+                    tracing::warn!(dir = %log.dir.path().display(), "{w}");
+                }
+            }
+            Err(e) => tracing::warn!("cannot read the data filesystem's free space: {e}"),
+        }
+        if let Some(reason) = log.disk_full() {
+            tracing::warn!(
+                dir = %log.dir.path().display(),
+                "opened without room for new data ({reason}): reads work, appends get DISK_FULL \
+                 until space is freed"
+            );
+        }
         let weak = Rc::downgrade(&log);
         let handle = runtime::spawn(async move { flusher_loop(weak).await });
         *log.flusher.borrow_mut() = Some(handle);
@@ -241,10 +281,13 @@ impl<D: LogDir + 'static> CommitLog<D> {
 
         let _gate = self.append_gate.acquire_permit(1).await.map_err(|_| StorageError::Closed)?;
         self.check_writable()?;
+        self.ensure_active_reserved().await?;
         let needs_roll = {
             let st = self.st.borrow();
             let active = st.active();
-            st.append_pos + len + HEADER_LEN as u64 > active.base + self.config.segment_size_bytes
+            active.sealed_end.get().is_some()
+                || st.append_pos + len + HEADER_LEN as u64
+                    > active.base + self.config.segment_size_bytes
         };
         if needs_roll {
             self.roll().await?;
@@ -286,6 +329,7 @@ impl<D: LogDir + 'static> CommitLog<D> {
         if self.config.flush_mode == FlushMode::Async && pending >= self.config.flush_bytes {
             self.request_flush();
         }
+        self.prepare_next_segment();
         Ok(Appended {
             queue,
             base_offset,
@@ -482,44 +526,200 @@ impl<D: LogDir + 'static> CommitLog<D> {
         });
     }
 
-    /// Seals the active segment with an end marker and starts the next one.
+    /// Seals the active segment with an end marker and switches to the next one. The next
+    /// segment is normally ready (created in the background); the switch itself never awaits.
+    /// If it cannot be created for lack of space, nothing changes and the append gets DiskFull.
     async fn roll(self: &Rc<Self>) -> Result<()> {
-        self.reserve(HEADER_LEN).await?;
-        let (next_base, old_base) = {
-            let mut st = self.st.borrow_mut();
+        let marker_len = HEADER_LEN as u64;
+        let (old_base, sealed_end) = {
+            let st = self.st.borrow();
+            let active = st.active();
+            (active.base, active.sealed_end.get().unwrap_or(st.append_pos + marker_len))
+        };
+        let next_base = next_segment_base(old_base, sealed_end, &self.config);
+        let seg = self.next_segment_for_roll(old_base, next_base).await?;
+        // Reserve after the wait above: the flusher may have dispatched the head chunk
+        // meanwhile. Nothing awaits between this and the switch.
+        if self.st.borrow().active().sealed_end.get().is_none() {
+            self.reserve(marker_len as usize).await?;
+        }
+        let mut st = self.st.borrow_mut();
+        let active = st.active().clone();
+        if active.sealed_end.get().is_none() {
             let ts = now_ms().max(st.last_store_ts);
             let marker = fmt::control_batch(
                 &Stamp { topic_id: 0, queue_id: 0, base_offset: 0, store_timestamp_ms: ts },
                 0,
             );
+            assert_eq!(marker.len() as u64, marker_len, "end marker is a bare header");
             self.put(&mut st, &marker);
-            let active = st.active().clone();
+            assert_eq!(st.append_pos, sealed_end, "the roll was planned for this end");
             active.sealed_end.set(Some(st.append_pos));
             self.dispatch_head(&mut st);
-            // The carried block belongs to the sealed segment; the next segment starts fresh.
-            if let Some(h) = st.head.take() {
-                st.spare_permits.push(h.permit);
-            }
-            st.carry = None;
-            let next = next_segment_base(active.base, st.append_pos, &self.config);
-            st.tracker.skip_to(next);
-            st.append_pos = next;
-            (next, active.base)
-        };
-        let seg = match self.create_segment(next_base).await {
-            Ok(s) => s,
-            Err(e) => {
-                let reason = format!("cannot create segment after {}: {e}", segment_name(old_base));
-                self.fail(reason.clone());
-                return Err(self.failed_error(&reason));
-            }
-        };
-        self.st.borrow_mut().segments.insert(next_base, Rc::new(seg));
+        }
+        // The carried block belongs to the sealed segment; the next segment starts fresh.
+        if let Some(h) = st.head.take() {
+            st.spare_permits.push(h.permit);
+        }
+        st.carry = None;
+        st.tracker.skip_to(next_base);
+        st.append_pos = next_base;
+        st.segments.insert(next_base, seg);
         Ok(())
     }
 
-    async fn create_segment(&self, base: u64) -> std::io::Result<Segment<D::File>> {
-        create_segment(&self.dir, &self.config, base).await
+    /// The segment at `base` for a roll: the one prepared in the background, or a new one.
+    async fn next_segment_for_roll(
+        self: &Rc<Self>,
+        old_base: u64,
+        base: u64,
+    ) -> Result<Rc<Segment<D::File>>> {
+        loop {
+            let step = self.st.borrow_mut().next.for_roll(base, Instant::now());
+            match step {
+                RollStep::Use(seg) => return Ok(seg),
+                RollStep::Wait => {
+                    self.next_changed.wait().await;
+                    self.check_writable()?;
+                }
+                RollStep::Discard { base: stale, seg } => {
+                    drop(seg);
+                    self.remove_unused_segment(stale).await;
+                }
+                RollStep::DiskFull(reason) => return Err(self.disk_full_error(reason).await),
+                RollStep::CreateNow => {
+                    let created = create_segment(&self.dir, &self.config, base).await;
+                    let now = Instant::now();
+                    match created {
+                        Ok(seg) => {
+                            let seg = Rc::new(seg);
+                            let mut st = self.st.borrow_mut();
+                            if let Some(seg) = st.next.created(base, Ok(seg), now) {
+                                return Ok(seg);
+                            }
+                        }
+                        Err(e) => {
+                            let failure = CreateFailure::from_io(&e);
+                            self.st.borrow_mut().next.created(base, Err(failure.clone()), now);
+                            if failure.disk_full {
+                                return Err(self.disk_full_error(failure.reason).await);
+                            }
+                            let reason = format!(
+                                "cannot create segment after {}: {e}",
+                                segment_name(old_base)
+                            );
+                            self.fail(reason.clone());
+                            return Err(self.failed_error(&reason));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Starts creating the next segment in the background once the active one is half full.
+    fn prepare_next_segment(self: &Rc<Self>) {
+        let base = {
+            let mut st = self.st.borrow_mut();
+            if st.failed.is_some() || st.closed {
+                return;
+            }
+            let active = st.active().clone();
+            let filled = st.append_pos - active.base;
+            if active.sealed_end.get().is_some() || filled * 2 < self.config.segment_size_bytes {
+                return;
+            }
+            let base =
+                next_segment_base(active.base, st.append_pos + HEADER_LEN as u64, &self.config);
+            if !st.next.start_background(base, Instant::now()) {
+                return;
+            }
+            base
+        };
+        let log = self.clone();
+        runtime::spawn_detached(async move {
+            // The appender may still hold the state borrow; run after it returns.
+            runtime::yield_once().await;
+            let created = create_segment(&log.dir, &log.config, base).await;
+            let outcome = match created {
+                Ok(seg) => Ok(Rc::new(seg)),
+                Err(e) => {
+                    tracing::warn!(
+                        segment = %segment_name(base),
+                        "creating the next segment ahead of need failed: {e}"
+                    );
+                    Err(CreateFailure::from_io(&e))
+                }
+            };
+            let unused = log.st.borrow_mut().next.created(base, outcome, Instant::now());
+            if unused.is_some() {
+                drop(unused);
+                log.remove_unused_segment(base).await;
+            }
+            log.next_changed.notify();
+        });
+    }
+
+    /// Deletes a created segment the log will not use (best effort: recovery discards it too).
+    async fn remove_unused_segment(&self, base: u64) {
+        match self.dir.remove(&segment_name(base)).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => tracing::warn!(
+                segment = %segment_name(base),
+                "could not remove an unused pre-created segment: {e}"
+            ),
+        }
+    }
+
+    /// Preallocates the active segment if recovery could not (disk full), at most once per
+    /// retry interval; DiskFull while it still does not fit.
+    async fn ensure_active_reserved(&self) -> Result<()> {
+        let step = self.st.borrow().next.active_step(Instant::now());
+        match step {
+            ActiveStep::Reserved => return Ok(()),
+            ActiveStep::DiskFull(reason) => return Err(self.disk_full_error(reason).await),
+            ActiveStep::AllocateNow => {}
+        }
+        let active = self.st.borrow().active().clone();
+        let outcome = allocate_or_give_back(&*active.file, self.config.segment_size_bytes).await;
+        let now = Instant::now();
+        match outcome {
+            Ok(()) => {
+                self.st.borrow_mut().next.active_result(Ok(()), now);
+                Ok(())
+            }
+            Err(e) if is_disk_full(&e) => {
+                self.st.borrow_mut().next.active_result(Err(e.to_string()), now);
+                Err(self.disk_full_error(e.to_string()).await)
+            }
+            Err(e) => {
+                let reason = format!(
+                    "preallocating active segment {} failed: {e}",
+                    segment_name(active.base)
+                );
+                self.fail(reason.clone());
+                Err(self.failed_error(&reason))
+            }
+        }
+    }
+
+    async fn disk_full_error(&self, reason: String) -> StorageError {
+        let free_bytes = match self.dir.disk_usage().await {
+            Ok((used, total)) => total.saturating_sub(used),
+            Err(_) => 0,
+        };
+        StorageError::DiskFull {
+            dir: self.dir.path().to_path_buf(),
+            needed_bytes: self.config.segment_size_bytes,
+            free_bytes,
+            reason,
+        }
+    }
+
+    /// Why appends get DISK_FULL now, if they do.
+    pub fn disk_full(&self) -> Option<String> {
+        self.st.borrow().next.disk_full_reason().map(str::to_string)
     }
 
     /// Reads whole stored batches of `queue` starting with the one holding `offset`, up to
@@ -761,11 +961,24 @@ impl<D: LogDir + 'static> CommitLog<D> {
     }
 
     /// Applies the retention policy at time `now_ms`; returns the bases of deleted segments.
+    ///
+    /// Runs beside appends, not under the append gate: only the bookkeeping is synchronous;
+    /// writing the floors and unlinking files (slow for a 1 GiB file) await without blocking
+    /// appends. A file that cannot be unlinked is reported (Err) and retried on every later
+    /// run: its data is already gone from the log (floors written), only its space is not yet
+    /// back; recovery skips its batches by the floors if the broker restarts meanwhile.
     pub async fn enforce_retention(self: &Rc<Self>, now_ms: i64) -> Result<Vec<u64>> {
-        let _gate = self.append_gate.acquire_permit(1).await.map_err(|_| StorageError::Closed)?;
+        let _running =
+            self.retention_gate.acquire_permit(1).await.map_err(|_| StorageError::Closed)?;
         self.check_writable()?;
+        let mut first_error = None;
+        let pending = std::mem::take(&mut self.st.borrow_mut().pending_deletes);
+        let retried = !pending.is_empty();
+        if let Err(e) = self.delete_files(pending).await {
+            first_error = Some(e);
+        }
         let (used, total) =
-            self.dir.disk_usage().map_err(|e| StorageError::io("reading disk usage", e))?;
+            self.dir.disk_usage().await.map_err(|e| StorageError::io("reading disk usage", e))?;
         let doomed = {
             let st = self.st.borrow();
             let active = st.active().base;
@@ -787,7 +1000,12 @@ impl<D: LogDir + 'static> CommitLog<D> {
             };
             segments_to_delete(&policy, &facts, now_ms, used, total)
         };
-        let Some(&last) = doomed.last() else { return Ok(vec![]) };
+        let Some(&last) = doomed.last() else {
+            if retried {
+                self.space_freed();
+            }
+            return first_error.map_or(Ok(vec![]), Err);
+        };
         let new_start = {
             let st = self.st.borrow();
             *st.segments.range(last + 1..).next().expect("the active segment remains").0
@@ -803,23 +1021,63 @@ impl<D: LogDir + 'static> CommitLog<D> {
             st.read_ahead.retain(|(start, _)| *start >= new_start);
             encode_floors(&st.queues)
         };
+        // If this fails the segments stay in the log (their queue entries are already
+        // dropped from memory) and the next run deletes them.
         self.dir
             .write_atomic(FLOOR_FILE, &floors)
             .await
             .map_err(|e| StorageError::io("writing queue floors", e))?;
-        for base in &doomed {
-            self.st.borrow_mut().segments.remove(base);
-            for name in [segment_name(*base), index_name(*base)] {
-                match self.dir.remove(&name).await {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(StorageError::io(format!("deleting {name}"), e)),
+        let mut names = Vec::with_capacity(doomed.len() * 2);
+        {
+            let mut st = self.st.borrow_mut();
+            for base in &doomed {
+                st.segments.remove(base);
+                names.push(segment_name(*base));
+                names.push(index_name(*base));
+            }
+        }
+        let deleted = self.delete_files(names).await;
+        self.space_freed();
+        tracing::info!(deleted = doomed.len(), "retention deleted segments");
+        match first_error.map_or(deleted, Err) {
+            Ok(()) => Ok(doomed),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Unlinks files the log no longer refers to, then syncs the directory. Names that could
+    /// not be unlinked go to `pending_deletes` (retried by the next retention run); the first
+    /// error is returned.
+    async fn delete_files(&self, names: Vec<String>) -> Result<()> {
+        if names.is_empty() {
+            return Ok(());
+        }
+        let mut first_error = None;
+        for name in names {
+            match self.dir.remove(&name).await {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    tracing::warn!(file = %name, "retention could not delete a file, will retry: {e}");
+                    first_error.get_or_insert(StorageError::io(format!("deleting {name}"), e));
+                    self.st.borrow_mut().pending_deletes.push(name);
                 }
             }
         }
-        self.dir.sync_dir().await.map_err(|e| StorageError::io("syncing data directory", e))?;
-        tracing::info!(deleted = doomed.len(), "retention deleted segments");
-        Ok(doomed)
+        if let Err(e) = self.dir.sync_dir().await {
+            first_error.get_or_insert(StorageError::io("syncing data directory", e));
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Retention freed space: an append waiting out a disk-full back-off may try at once.
+    fn space_freed(&self) {
+        self.st.borrow_mut().next.space_freed(Instant::now());
+    }
+
+    /// Files retention dropped from the log but could not unlink yet.
+    pub fn pending_deletes(&self) -> Vec<String> {
+        self.st.borrow().pending_deletes.clone()
     }
 
     /// Writes index files for sealed, durable segments that have none yet.
@@ -862,6 +1120,19 @@ impl<D: LogDir + 'static> CommitLog<D> {
         let handle = self.flusher.borrow_mut().take();
         if let Some(h) = handle {
             h.await;
+        }
+        // No task of this log may touch the directory after close returns (a log reopened on
+        // it would lose files): wait for retention and for a segment creation in flight, and
+        // delete the prepared segment that will not be used.
+        let _retention =
+            self.retention_gate.acquire_permit(1).await.map_err(|_| StorageError::Closed)?;
+        while self.st.borrow().next.is_creating() {
+            self.next_changed.wait().await;
+        }
+        let ready = self.st.borrow_mut().next.take_ready();
+        if let Some((base, seg)) = ready {
+            drop(seg);
+            self.remove_unused_segment(base).await;
         }
         let failed = self.st.borrow().failed.clone();
         if failed.is_none() {
@@ -997,33 +1268,6 @@ fn decode_floors(b: &[u8]) -> std::result::Result<HashMap<QueueKey, u64>, String
     Ok(out)
 }
 
-async fn create_segment<D: LogDir>(
-    dir: &D,
-    config: &StorageConfig,
-    base: u64,
-) -> std::io::Result<Segment<D::File>> {
-    let file = dir.open(&segment_name(base), true).await?;
-    // A new segment starts empty, whatever a stale file of the same name held.
-    file.truncate(0).await?;
-    if config.preallocate {
-        preallocate(&file, config.segment_size_bytes).await?;
-    }
-    dir.sync_dir().await?;
-    Ok(Segment::new(base, file))
-}
-
-/// Reserves a segment's space up front (fewer extent allocations while appending). Filesystems
-/// without fallocate (ramfs, some network filesystems) just skip it.
-async fn preallocate<F: LogFile>(file: &F, len: u64) -> std::io::Result<()> {
-    match file.allocate(len).await {
-        Err(e) if e.kind() == std::io::ErrorKind::Unsupported => {
-            tracing::debug!("filesystem does not support fallocate; segments grow as written");
-            Ok(())
-        }
-        other => other,
-    }
-}
-
 /// What recovery found.
 struct Recovered<F> {
     segments: BTreeMap<u64, Rc<Segment<F>>>,
@@ -1031,6 +1275,8 @@ struct Recovered<F> {
     end: u64,
     carry: Option<Carry>,
     last_store_ts: i64,
+    /// Space recovery could not reserve (disk full); appends get DiskFull until it can.
+    shortage: Option<Shortage>,
 }
 
 /// Outcome of scanning one segment.
@@ -1066,10 +1312,29 @@ async fn recover<D: LogDir>(dir: &D, config: &StorageConfig) -> Result<Recovered
     let mut last_store_ts = i64::MIN;
 
     if bases.is_empty() {
-        let seg =
-            create_segment(dir, config, 0).await.map_err(io("creating first segment".into()))?;
+        let seg = match create_segment(dir, config, 0).await {
+            Ok(seg) => seg,
+            Err(e) if is_disk_full(&e) => {
+                let free_bytes =
+                    dir.disk_usage().await.map_or(0, |(used, total)| total.saturating_sub(used));
+                return Err(StorageError::DiskFull {
+                    dir: dir.path().to_path_buf(),
+                    needed_bytes: config.segment_size_bytes,
+                    free_bytes,
+                    reason: format!("creating the first segment: {e}"),
+                });
+            }
+            Err(e) => return Err(StorageError::io("creating first segment", e)),
+        };
         segments.insert(0, Rc::new(seg));
-        return Ok(Recovered { segments, queues, end: 0, carry: None, last_store_ts: 0 });
+        return Ok(Recovered {
+            segments,
+            queues,
+            end: 0,
+            carry: None,
+            last_store_ts: 0,
+            shortage: None,
+        });
     }
 
     let mut end = bases[0];
@@ -1151,14 +1416,23 @@ async fn recover<D: LogDir>(dir: &D, config: &StorageConfig) -> Result<Recovered
         }
     }
     let last = segments.values().next_back().expect("at least one segment").clone();
+    let mut shortage = None;
     if let Some(sealed_end) = last.sealed_end.get() {
-        // Crashed between sealing a segment and creating the next one.
+        // Sealed with no successor (a data directory from before segments were created ahead
+        // of the roll, or one whose next segment was deleted).
         let next = next_segment_base(last.base, sealed_end, config);
-        let seg = create_segment(dir, config, next)
-            .await
-            .map_err(io(format!("creating {}", segment_name(next))))?;
-        segments.insert(next, Rc::new(seg));
-        end = next;
+        match create_segment(dir, config, next).await {
+            Ok(seg) => {
+                segments.insert(next, Rc::new(seg));
+                end = next;
+            }
+            Err(e) if is_disk_full(&e) => {
+                // Open for reads; the first append that finds space creates it.
+                shortage = Some(Shortage::NoNextSegment { base: next, reason: e.to_string() });
+                end = sealed_end;
+            }
+            Err(e) => return Err(StorageError::io(format!("creating {}", segment_name(next)), e)),
+        }
     } else {
         // Cut stale bytes past the valid end so no old batch can ever reappear after it.
         let file_end = end - last.base;
@@ -1176,9 +1450,15 @@ async fn recover<D: LogDir>(dir: &D, config: &StorageConfig) -> Result<Recovered
             last.file.sync_data().await.map_err(io("syncing truncated segment".into()))?;
         }
         if config.preallocate {
-            preallocate(&*last.file, config.segment_size_bytes)
-                .await
-                .map_err(io("preallocating segment".into()))?;
+            // Usually a no-op: the segment was preallocated when created. It is not when a
+            // previous run could not (disk full); then open anyway, for reads.
+            match allocate_or_give_back(&*last.file, config.segment_size_bytes).await {
+                Ok(()) => {}
+                Err(e) if is_disk_full(&e) => {
+                    shortage = Some(Shortage::ActiveUnallocated { reason: e.to_string() });
+                }
+                Err(e) => return Err(StorageError::io("preallocating segment", e)),
+            }
         }
     }
     dir.sync_dir().await.map_err(io("syncing data directory".into()))?;
@@ -1219,6 +1499,7 @@ async fn recover<D: LogDir>(dir: &D, config: &StorageConfig) -> Result<Recovered
         end,
         carry,
         last_store_ts: if last_store_ts == i64::MIN { 0 } else { last_store_ts },
+        shortage,
     })
 }
 

@@ -63,6 +63,10 @@ pub struct StorageConfig {
     pub disk_max_used_ratio: f64,
     /// How often the log applies the retention policy on its own. Default 60000.
     pub retention_check_interval_ms: u64,
+    /// After the disk had no room for a new segment, appends that need one get DISK_FULL at
+    /// once, and the log tries again at most this often (sooner when retention frees space).
+    /// Default 1000.
+    pub disk_full_retry_ms: u64,
 }
 
 impl Default for StorageConfig {
@@ -84,6 +88,7 @@ impl Default for StorageConfig {
             retention_hours: 48,
             disk_max_used_ratio: 0.75,
             retention_check_interval_ms: 60_000,
+            disk_full_retry_ms: 1_000,
         }
     }
 }
@@ -94,6 +99,9 @@ impl StorageConfig {
     }
     pub fn flush_interval(&self) -> Duration {
         Duration::from_millis(self.flush_interval_ms.max(1))
+    }
+    pub fn disk_full_retry(&self) -> Duration {
+        Duration::from_millis(self.disk_full_retry_ms.max(1))
     }
 
     /// Checks the knobs against each other; the message names the knob to fix.

@@ -9,6 +9,12 @@
 //! rejects O_DIRECT (tmpfs, some overlay/network filesystems) — then the error names
 //! `io_mode = "buffered"`.
 //!
+//! No blocking syscall runs on the shard thread: reads, writes, fsync, fallocate, open and
+//! directory fsync go through io_uring; unlink and rename through glommio's blocking thread
+//! pool (`glommio::io::remove`/`rename`, one helper thread per executor, so a slow unlink of a
+//! 1 GiB segment stalls no produce or fetch); listing the directory, reading a small metadata
+//! file whole, `statvfs` and the checks at open run on the same pool ([`off_thread`]).
+//!
 //! glommio quirk handled here: it probes whether a device supports polled I/O (IOPOLL) by
 //! reading from the first file opened on it, and caches the answer per thread. A probe read of
 //! an *empty* file succeeds trivially, so on devices without polling (virtio, most cloud disks)
@@ -42,36 +48,10 @@ impl DmaDir {
     /// Opens (creating if needed) the directory and checks it can hold a log in `mode`.
     /// Errors are meant for users: they say what is wrong and what to change.
     pub async fn open(path: &Path, mode: IoMode) -> Result<DmaDir, String> {
-        std::fs::create_dir_all(path).map_err(|e| {
-            format!(
-                "cannot create data directory {}: {e} (check the path and its permissions)",
-                path.display()
-            )
-        })?;
+        let dir = path.to_path_buf();
+        off_thread(move || check_dir(&dir, mode)).await?;
         let probe = path.join(PROBE_NAME);
-        std::fs::write(&probe, vec![0u8; ALIGN as usize])
-            .map_err(|e| format!("data directory {} is not writable: {e}", path.display()))?;
         if mode == IoMode::Direct {
-            let direct = std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .custom_flags(libc::O_DIRECT)
-                .open(&probe);
-            match direct {
-                Ok(_) => {}
-                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-                    return Err(format!(
-                        "the filesystem holding {} does not support O_DIRECT (tmpfs and some \
-                         overlay or network filesystems do not); set io_mode = \"buffered\" in \
-                         the [storage] config or move the data directory to a local disk \
-                         (ext4, xfs)",
-                        path.display()
-                    ))
-                }
-                Err(e) => {
-                    return Err(format!("cannot open {} with O_DIRECT: {e}", probe.display()))
-                }
-            }
             // Prime glommio's per-device IOPOLL probe with a file that has data (see module doc).
             let f = DmaFile::open(&probe)
                 .await
@@ -80,6 +60,51 @@ impl DmaDir {
         }
         Ok(DmaDir { path: path.to_path_buf(), mode })
     }
+}
+
+/// Creates the directory and checks it is writable (and takes O_DIRECT in direct mode).
+/// Blocking: run it with [`off_thread`].
+fn check_dir(path: &Path, mode: IoMode) -> Result<(), String> {
+    std::fs::create_dir_all(path).map_err(|e| {
+        format!(
+            "cannot create data directory {}: {e} (check the path and its permissions)",
+            path.display()
+        )
+    })?;
+    let probe = path.join(PROBE_NAME);
+    std::fs::write(&probe, vec![0u8; ALIGN as usize])
+        .map_err(|e| format!("data directory {} is not writable: {e}", path.display()))?;
+    if mode == IoMode::Direct {
+        let direct = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(&probe);
+        match direct {
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                return Err(format!(
+                    "the filesystem holding {} does not support O_DIRECT (tmpfs and some \
+                     overlay or network filesystems do not); set io_mode = \"buffered\" in \
+                     the [storage] config or move the data directory to a local disk \
+                     (ext4, xfs)",
+                    path.display()
+                ))
+            }
+            Err(e) => return Err(format!("cannot open {} with O_DIRECT: {e}", probe.display())),
+        }
+    }
+    Ok(())
+}
+
+/// Runs a blocking filesystem call on the executor's blocking thread pool, so the shard
+/// thread keeps serving meanwhile.
+async fn off_thread<R, F>(f: F) -> R
+where
+    F: FnOnce() -> R + Send + 'static,
+    R: Send + 'static,
+{
+    glommio::executor().spawn_blocking(f).await
 }
 
 fn to_io(e: glommio::GlommioError<()>) -> io::Error {
@@ -174,21 +199,25 @@ impl LogDir for DmaDir {
     }
 
     async fn remove(&self, name: &str) -> io::Result<()> {
-        std::fs::remove_file(self.path.join(name))
+        glommio::io::remove(self.path.join(name)).await.map_err(to_io)
     }
 
     async fn list(&self) -> io::Result<Vec<String>> {
-        let mut out = Vec::new();
-        for entry in std::fs::read_dir(&self.path)? {
-            let entry = entry?;
-            if entry.file_type()?.is_file() {
-                if let Some(name) = entry.file_name().to_str() {
-                    out.push(name.to_string());
+        let path = self.path.clone();
+        off_thread(move || {
+            let mut out = Vec::new();
+            for entry in std::fs::read_dir(&path)? {
+                let entry = entry?;
+                if entry.file_type()?.is_file() {
+                    if let Some(name) = entry.file_name().to_str() {
+                        out.push(name.to_string());
+                    }
                 }
             }
-        }
-        out.sort();
-        Ok(out)
+            out.sort();
+            Ok(out)
+        })
+        .await
     }
 
     async fn sync_dir(&self) -> io::Result<()> {
@@ -212,28 +241,36 @@ impl LogDir for DmaDir {
         }
         f.fdatasync().await.map_err(to_io)?;
         f.close().await.map_err(to_io)?;
-        std::fs::rename(&tmp, self.path.join(name))?;
+        glommio::io::rename(&tmp, self.path.join(name)).await.map_err(to_io)?;
         self.sync_dir().await
     }
 
     async fn read_all(&self, name: &str) -> io::Result<Option<Vec<u8>>> {
-        match std::fs::read(self.path.join(name)) {
+        let path = self.path.join(name);
+        off_thread(move || match std::fs::read(path) {
             Ok(v) => Ok(Some(v)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e),
-        }
+        })
+        .await
     }
 
-    fn disk_usage(&self) -> io::Result<(u64, u64)> {
-        let c = std::ffi::CString::new(self.path.as_os_str().as_encoded_bytes())
-            .map_err(|_| io::Error::other("data path contains a NUL byte"))?;
-        // SAFETY: statvfs fills the struct for a valid NUL-terminated path.
-        let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
-        if unsafe { libc::statvfs(c.as_ptr(), &mut s) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let total = s.f_blocks as u64 * s.f_frsize as u64;
-        let free = s.f_bfree as u64 * s.f_frsize as u64;
-        Ok((total.saturating_sub(free), total))
+    async fn disk_usage(&self) -> io::Result<(u64, u64)> {
+        let path = self.path.clone();
+        off_thread(move || statvfs_usage(&path)).await
     }
+}
+
+/// (used, total) bytes of the filesystem holding `path`. Blocking (a statvfs).
+fn statvfs_usage(path: &Path) -> io::Result<(u64, u64)> {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|_| io::Error::other("data path contains a NUL byte"))?;
+    // SAFETY: statvfs fills the struct for a valid NUL-terminated path.
+    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut s) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let total = s.f_blocks as u64 * s.f_frsize as u64;
+    let free = s.f_bfree as u64 * s.f_frsize as u64;
+    Ok((total.saturating_sub(free), total))
 }

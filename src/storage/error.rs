@@ -21,6 +21,16 @@ pub enum StorageError {
     Failed { dir: PathBuf, reason: String },
     #[error("commit log is closed")]
     Closed,
+    /// The filesystem has no room for the next segment (ENOSPC/EDQUOT while creating or
+    /// preallocating it). Nothing was written and nothing is lost: reads and retention go on,
+    /// and appends resume by themselves once space is freed (the log retries at most every
+    /// `disk_full_retry_ms`).
+    #[error(
+        "disk full: {dir} has {free_bytes} bytes of free space, a new segment needs \
+         {needed_bytes} ({reason}); writes resume once space is freed (retention, or delete \
+         files)"
+    )]
+    DiskFull { dir: PathBuf, needed_bytes: u64, free_bytes: u64, reason: String },
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -42,6 +52,12 @@ impl StorageError {
     pub fn io(context: impl Into<String>, source: io::Error) -> Self {
         StorageError::Io { context: context.into(), source }
     }
+}
+
+/// Whether an I/O error means the filesystem (or the user's quota) is out of space.
+pub fn is_disk_full(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
+        || matches!(e.kind(), io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded)
 }
 
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;

@@ -101,5 +101,5 @@ pub trait LogDir {
     /// Whole contents of a small file, or None if it does not exist.
     async fn read_all(&self, name: &str) -> io::Result<Option<Vec<u8>>>;
     /// (used, total) bytes of the filesystem holding the directory.
-    fn disk_usage(&self) -> io::Result<(u64, u64)>;
+    async fn disk_usage(&self) -> io::Result<(u64, u64)>;
 }

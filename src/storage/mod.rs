@@ -14,6 +14,7 @@
 //! - [`write_tracker`]: contiguous-completion tracking of out-of-order writes.
 //! - [`chunk_cache`]: bounded cache of recently written chunks for reads.
 //! - [`index`]: per-queue offset/time index and its on-disk form.
+//! - [`next_segment`]: the next segment, created ahead of need; the disk-full back-off.
 //! - [`retention`]: which segments to delete (pure policy).
 //! - [`segment`]: segment naming and per-segment state.
 //! - [`config`], [`error`], [`types`].
@@ -27,6 +28,7 @@ pub mod dma_dir;
 pub mod error;
 pub mod file;
 pub mod index;
+pub mod next_segment;
 pub mod retention;
 pub mod segment;
 pub mod sim_dir;

@@ -9,28 +9,66 @@
 //!   hold half-written batches and stale bytes after the durable prefix.
 //! - **Unsynced directory changes**: a created or removed name only survives a crash after
 //!   `sync_dir`.
-//! - **EIO on write or fsync**: [`SimDir::fail_writes`] / [`SimDir::fail_syncs`] make the next
-//!   operations fail with EIO.
+//! - **Failing operations**: [`SimDir::fail_next`] makes the next `n` operations of one kind
+//!   ([`SimOp`]: write, read, fsync, create, fallocate, remove, rename) fail with a chosen errno
+//!   (EIO, ENOSPC, ...). [`SimDir::fail_writes`] / [`SimDir::fail_syncs`] are the EIO
+//!   shorthands. A failed read returns no bytes; a failed remove or rename changes no name (the
+//!   old file stays whole, like the kernel's rename).
 //! - **ENOSPC**: [`SimDir::set_capacity`] bounds the total bytes of all files; a write that would
-//!   grow past it fails with ENOSPC.
+//!   grow past it fails with ENOSPC, and a fallocate that does not fit allocates what fits and
+//!   then fails with ENOSPC (real filesystems may keep such partial allocations), so a caller
+//!   that does not clean up leaks the space.
 //! - **Corruption at rest**: [`SimDir::corrupt`] flips a byte in the durable and volatile images.
-//! - **Slow fsync**: [`SimDir::set_sync_delay`] makes every `sync_data` take that long (a disk
-//!   whose flushes stall), for the FLUSH_DISK_TIMEOUT path.
+//! - **Latency**: [`SimDir::set_latency`] makes every operation of a kind take that long (a disk
+//!   whose flushes stall, an unlink of a huge file, a slow fallocate); [`SimDir::pause`] holds
+//!   operations of a kind until [`SimDir::resume`], so a test can act while one is provably in
+//!   progress ([`SimDir::in_progress`]) without depending on timing.
 //! - **Reordered completion**: operations yield to the executor a seeded-random number of times,
 //!   so concurrent writes complete out of order.
 //!
-//! After a crash every handle opened before it fails with EIO, like a process that died.
+//! After a crash every file handle and every `SimDir` clone made before it fails with EIO, like
+//! a process that died: a task of the old log that is still running cannot touch the files of
+//! the log reopened after the crash. Clone the `SimDir` after the crash to open the new log.
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::task::{Poll, Waker};
+use std::time::Duration;
 
 use super::file::{LogDir, LogFile, ReadBuf, ALIGN};
 use crate::runtime::DmaBuffer;
 
 const SECTOR: usize = 512;
+
+/// The kinds of operation a test can make fail, slow down or hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SimOp {
+    Write,
+    Read,
+    /// `sync_data`, `sync_dir` and the fsync inside `write_atomic`.
+    Sync,
+    /// Opening a name that does not exist yet (creating it).
+    Create,
+    /// `allocate` (fallocate).
+    Allocate,
+    Remove,
+    /// The rename inside `write_atomic`.
+    Rename,
+}
+
+#[derive(Default)]
+struct OpControl {
+    /// The next `fail` operations fail with `errno`.
+    fail: u32,
+    errno: i32,
+    latency: Duration,
+    paused: bool,
+    waiters: Vec<Waker>,
+    in_progress: u32,
+}
 
 #[derive(Default)]
 struct SimFile {
@@ -45,13 +83,11 @@ struct State {
     durable_names: BTreeMap<String, Rc<RefCell<SimFile>>>,
     names: BTreeMap<String, Rc<RefCell<SimFile>>>,
     generation: u64,
-    fail_writes: u32,
-    fail_syncs: u32,
+    ops: HashMap<SimOp, OpControl>,
     capacity: Option<u64>,
     rng: u64,
     torn_crash: bool,
     max_yields: u32,
-    sync_delay: std::time::Duration,
     writes: u64,
     syncs: u64,
 }
@@ -69,13 +105,67 @@ impl State {
     fn used(&self) -> u64 {
         self.names.values().map(|f| f.borrow().volatile.len() as u64).sum()
     }
+    /// Takes one injected failure of `op`, if any is armed.
+    fn take_fault(&mut self, op: SimOp, what: &str) -> Option<io::Error> {
+        let c = self.ops.get_mut(&op)?;
+        if c.fail == 0 {
+            return None;
+        }
+        c.fail -= 1;
+        Some(if c.errno == libc::EIO { eio(what) } else { io::Error::from_raw_os_error(c.errno) })
+    }
+}
+
+/// Applies the latency and pause configured for `op`, counting the operation as in progress
+/// meanwhile. Returns a guard that ends the "in progress" count when dropped.
+async fn enter(state: &Rc<RefCell<State>>, op: SimOp) -> InProgress {
+    state.borrow_mut().ops.entry(op).or_default().in_progress += 1;
+    let guard = InProgress { state: state.clone(), op };
+    let latency = state.borrow().ops.get(&op).map_or(Duration::ZERO, |c| c.latency);
+    if !latency.is_zero() {
+        crate::runtime::sleep(latency).await;
+    }
+    futures::future::poll_fn(|cx| {
+        let mut s = state.borrow_mut();
+        let c = s.ops.entry(op).or_default();
+        if c.paused {
+            c.waiters.push(cx.waker().clone());
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
+    })
+    .await;
+    guard
+}
+
+struct InProgress {
+    state: Rc<RefCell<State>>,
+    op: SimOp,
+}
+
+impl Drop for InProgress {
+    fn drop(&mut self) {
+        if let Some(c) = self.state.borrow_mut().ops.get_mut(&self.op) {
+            c.in_progress -= 1;
+        }
+    }
 }
 
 /// Shared handle to the simulated directory; clone it to keep control after handing it to a log.
-#[derive(Clone)]
 pub struct SimDir {
     state: Rc<RefCell<State>>,
     path: PathBuf,
+    /// The crash generation this handle belongs to: after a crash, only clones made since
+    /// reach the files (see the module documentation).
+    generation: u64,
+}
+
+impl Clone for SimDir {
+    fn clone(&self) -> Self {
+        let generation = self.state.borrow().generation;
+        SimDir { state: self.state.clone(), path: self.path.clone(), generation }
+    }
 }
 
 pub struct SimFileHandle {
@@ -95,17 +185,16 @@ impl SimDir {
                 durable_names: BTreeMap::new(),
                 names: BTreeMap::new(),
                 generation: 0,
-                fail_writes: 0,
-                fail_syncs: 0,
+                ops: HashMap::new(),
                 capacity: None,
                 rng: seed | 1,
                 torn_crash: false,
                 max_yields: 3,
-                sync_delay: std::time::Duration::ZERO,
                 writes: 0,
                 syncs: 0,
             })),
             path: PathBuf::from("/sim"),
+            generation: 0,
         }
     }
 
@@ -113,17 +202,48 @@ impl SimDir {
     pub fn set_torn_crash(&self, on: bool) {
         self.state.borrow_mut().torn_crash = on;
     }
+    /// The next `n` operations of kind `op` fail with `errno` (e.g. `libc::EIO`, `libc::ENOSPC`).
+    pub fn fail_next(&self, op: SimOp, n: u32, errno: i32) {
+        let mut s = self.state.borrow_mut();
+        let c = s.ops.entry(op).or_default();
+        c.fail = n;
+        c.errno = errno;
+    }
     /// The next `n` writes fail with EIO.
     pub fn fail_writes(&self, n: u32) {
-        self.state.borrow_mut().fail_writes = n;
+        self.fail_next(SimOp::Write, n, libc::EIO);
+    }
+    /// Every later operation of kind `op` takes `delay` before it completes.
+    pub fn set_latency(&self, op: SimOp, delay: Duration) {
+        self.state.borrow_mut().ops.entry(op).or_default().latency = delay;
     }
     /// Every later `sync_data` takes `delay` before it completes.
-    pub fn set_sync_delay(&self, delay: std::time::Duration) {
-        self.state.borrow_mut().sync_delay = delay;
+    pub fn set_sync_delay(&self, delay: Duration) {
+        self.set_latency(SimOp::Sync, delay);
     }
     /// The next `n` syncs fail with EIO.
     pub fn fail_syncs(&self, n: u32) {
-        self.state.borrow_mut().fail_syncs = n;
+        self.fail_next(SimOp::Sync, n, libc::EIO);
+    }
+    /// Holds every operation of kind `op` (started now or later) until [`Self::resume`].
+    pub fn pause(&self, op: SimOp) {
+        self.state.borrow_mut().ops.entry(op).or_default().paused = true;
+    }
+    /// Lets held operations of kind `op` continue.
+    pub fn resume(&self, op: SimOp) {
+        let waiters = {
+            let mut s = self.state.borrow_mut();
+            let c = s.ops.entry(op).or_default();
+            c.paused = false;
+            std::mem::take(&mut c.waiters)
+        };
+        for w in waiters {
+            w.wake();
+        }
+    }
+    /// Operations of kind `op` started and not yet finished (including held ones).
+    pub fn in_progress(&self, op: SimOp) -> u32 {
+        self.state.borrow().ops.get(&op).map_or(0, |c| c.in_progress)
     }
     /// Total bytes all files may hold; None for unlimited.
     pub fn set_capacity(&self, bytes: Option<u64>) {
@@ -187,8 +307,27 @@ impl SimDir {
         self.state.borrow().names.get(name).map(|f| f.borrow().volatile.len())
     }
 
+    /// Names in the directory now (volatile view).
+    pub fn names(&self) -> Vec<String> {
+        self.state.borrow().names.keys().cloned().collect()
+    }
+
+    /// Removes a name at once and durably, as an operator's `rm` would (test set-up only).
+    pub fn remove_now(&self, name: &str) {
+        let mut s = self.state.borrow_mut();
+        s.names.remove(name);
+        s.durable_names.remove(name);
+    }
+
     async fn jitter(&self) {
         jitter(&self.state).await
+    }
+
+    fn check_alive(&self, what: &str) -> io::Result<()> {
+        if self.state.borrow().generation != self.generation {
+            return Err(eio(&format!("{what} (directory handle from before a crash)")));
+        }
+        Ok(())
     }
 }
 
@@ -217,12 +356,12 @@ impl LogFile for SimFileHandle {
         assert_eq!(pos % ALIGN, 0, "unaligned write position {pos}");
         assert_eq!(buf.len() as u64 % ALIGN, 0, "unaligned write length {}", buf.len());
         jitter(&self.state).await;
+        let _op = enter(&self.state, SimOp::Write).await;
         self.check_alive("write")?;
         let mut s = self.state.borrow_mut();
         s.writes += 1;
-        if s.fail_writes > 0 {
-            s.fail_writes -= 1;
-            return Err(eio("write"));
+        if let Some(e) = s.take_fault(SimOp::Write, "write") {
+            return Err(e);
         }
         let end = pos as usize + buf.len();
         let grow = end.saturating_sub(self.file.borrow().volatile.len()) as u64;
@@ -243,7 +382,11 @@ impl LogFile for SimFileHandle {
 
     async fn read_at(&self, pos: u64, len: usize) -> io::Result<ReadBuf> {
         jitter(&self.state).await;
+        let _op = enter(&self.state, SimOp::Read).await;
         self.check_alive("read")?;
+        if let Some(e) = self.state.borrow_mut().take_fault(SimOp::Read, "read") {
+            return Err(e);
+        }
         let f = self.file.borrow();
         let start = (pos as usize).min(f.volatile.len());
         let end = (pos as usize + len).min(f.volatile.len());
@@ -252,20 +395,16 @@ impl LogFile for SimFileHandle {
 
     async fn sync_data(&self) -> io::Result<()> {
         jitter(&self.state).await;
-        let delay = self.state.borrow().sync_delay;
-        if !delay.is_zero() {
-            crate::runtime::sleep(delay).await;
-        }
+        let _op = enter(&self.state, SimOp::Sync).await;
         self.check_alive("fsync")?;
         let mut s = self.state.borrow_mut();
         s.syncs += 1;
-        if s.fail_syncs > 0 {
-            s.fail_syncs -= 1;
+        if let Some(e) = s.take_fault(SimOp::Sync, "fsync") {
             // Like Linux after a failed writeback: the dirty state is dropped, so the data may
             // be gone even though the page cache "has" it. Callers must not retry and trust it.
             let mut f = self.file.borrow_mut();
             f.unsynced.clear();
-            return Err(eio("fsync"));
+            return Err(e);
         }
         drop(s);
         let mut f = self.file.borrow_mut();
@@ -284,12 +423,24 @@ impl LogFile for SimFileHandle {
     }
 
     async fn allocate(&self, len: u64) -> io::Result<()> {
+        let _op = enter(&self.state, SimOp::Allocate).await;
         self.check_alive("fallocate")?;
+        let mut len = len;
+        let mut no_space = None;
         {
-            let s = self.state.borrow();
-            let grow = len.saturating_sub(self.file.borrow().volatile.len() as u64);
-            if s.capacity.is_some_and(|cap| s.used() + grow > cap) {
-                return Err(io::Error::from_raw_os_error(libc::ENOSPC));
+            let mut s = self.state.borrow_mut();
+            if let Some(e) = s.take_fault(SimOp::Allocate, "fallocate") {
+                return Err(e);
+            }
+            let have = self.file.borrow().volatile.len() as u64;
+            let grow = len.saturating_sub(have);
+            if let Some(cap) = s.capacity {
+                let free = cap.saturating_sub(s.used());
+                if grow > free {
+                    // Allocate what fits, then fail (see the fault model).
+                    len = have + free;
+                    no_space = Some(io::Error::from_raw_os_error(libc::ENOSPC));
+                }
             }
         }
         let mut f = self.file.borrow_mut();
@@ -301,7 +452,10 @@ impl LogFile for SimFileHandle {
         if (f.durable.len() as u64) < len {
             f.durable.resize(len as usize, 0);
         }
-        Ok(())
+        match no_space {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 
     async fn size(&self) -> io::Result<u64> {
@@ -323,10 +477,17 @@ impl LogDir for SimDir {
 
     async fn open(&self, name: &str, create: bool) -> io::Result<SimFileHandle> {
         self.jitter().await;
+        self.check_alive("open")?;
+        let creating = create && !self.state.borrow().names.contains_key(name);
+        let _op = if creating { Some(enter(&self.state, SimOp::Create).await) } else { None };
+        self.check_alive("open")?;
         let mut s = self.state.borrow_mut();
         let file = match s.names.get(name) {
             Some(f) => f.clone(),
             None if create => {
+                if let Some(e) = s.take_fault(SimOp::Create, "create") {
+                    return Err(e);
+                }
                 let f = Rc::new(RefCell::new(SimFile::default()));
                 s.names.insert(name.to_string(), f.clone());
                 f
@@ -338,20 +499,27 @@ impl LogDir for SimDir {
 
     async fn remove(&self, name: &str) -> io::Result<()> {
         self.jitter().await;
+        let _op = enter(&self.state, SimOp::Remove).await;
+        self.check_alive("remove")?;
         let mut s = self.state.borrow_mut();
+        if let Some(e) = s.take_fault(SimOp::Remove, "remove") {
+            return Err(e);
+        }
         s.names.remove(name).map(|_| ()).ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))
     }
 
     async fn list(&self) -> io::Result<Vec<String>> {
+        self.check_alive("list")?;
         Ok(self.state.borrow().names.keys().cloned().collect())
     }
 
     async fn sync_dir(&self) -> io::Result<()> {
         self.jitter().await;
+        let _op = enter(&self.state, SimOp::Sync).await;
+        self.check_alive("directory fsync")?;
         let mut s = self.state.borrow_mut();
-        if s.fail_syncs > 0 {
-            s.fail_syncs -= 1;
-            return Err(eio("directory fsync"));
+        if let Some(e) = s.take_fault(SimOp::Sync, "directory fsync") {
+            return Err(e);
         }
         s.durable_names = s.names.clone();
         Ok(())
@@ -359,10 +527,14 @@ impl LogDir for SimDir {
 
     async fn write_atomic(&self, name: &str, bytes: &[u8]) -> io::Result<()> {
         self.jitter().await;
+        let _op = enter(&self.state, SimOp::Rename).await;
+        self.check_alive("write_atomic")?;
         let mut s = self.state.borrow_mut();
-        if s.fail_syncs > 0 {
-            s.fail_syncs -= 1;
-            return Err(eio("fsync of metadata file"));
+        if let Some(e) = s.take_fault(SimOp::Sync, "fsync of metadata file") {
+            return Err(e);
+        }
+        if let Some(e) = s.take_fault(SimOp::Rename, &format!("rename of {name}.tmp")) {
+            return Err(e);
         }
         if let Some(cap) = s.capacity {
             if s.used() + bytes.len() as u64 > cap {
@@ -380,10 +552,18 @@ impl LogDir for SimDir {
     }
 
     async fn read_all(&self, name: &str) -> io::Result<Option<Vec<u8>>> {
-        Ok(self.state.borrow().names.get(name).map(|f| f.borrow().volatile.clone()))
+        self.check_alive("read")?;
+        let mut s = self.state.borrow_mut();
+        if !s.names.contains_key(name) {
+            return Ok(None);
+        }
+        if let Some(e) = s.take_fault(SimOp::Read, &format!("read of {name}")) {
+            return Err(e);
+        }
+        Ok(s.names.get(name).map(|f| f.borrow().volatile.clone()))
     }
 
-    fn disk_usage(&self) -> io::Result<(u64, u64)> {
+    async fn disk_usage(&self) -> io::Result<(u64, u64)> {
         let s = self.state.borrow();
         Ok((s.used(), s.capacity.unwrap_or(u64::MAX / 2)))
     }

@@ -1,0 +1,450 @@
+//! The segment after the active one: created ahead of need, and the log's answer to a full disk.
+//!
+//! Owned by one [`super::CommitLog`], on its shard's executor.
+//!
+//! # Created ahead of need
+//! Creating a segment means opening a new file, fallocating its full size (1 GiB by default)
+//! and fsyncing the directory: milliseconds to seconds on a busy disk. If a roll did that, every
+//! append behind it would stall. So once the active segment is half full the log starts a
+//! background task that creates the next one; the roll then only writes the end marker and
+//! switches files. A roll that finds the creation still running waits for it (the only case
+//! where an append waits for file creation); one that finds none starts it itself.
+//!
+//! # Disk full
+//! ENOSPC (or EDQUOT) while creating or preallocating a segment is not a failed write: nothing
+//! was written, so nothing is lost. The partial file is removed (see [`create_segment`]), the
+//! failure is remembered with a time before which nobody tries again (`disk_full_retry_ms`),
+//! and appends that need the new segment get [`super::StorageError::DiskFull`] at once. Reads,
+//! appends that still fit the active segment, and retention go on. The first append after the
+//! retry time (or right after retention freed space) tries again, so writes resume by
+//! themselves once space is free, at most one attempt per interval: no busy loop.
+//! A failed *write or fsync of data* is different: the log stops (see `commit_log`).
+//!
+//! At recovery the same rule holds: if the active segment cannot be preallocated, or a sealed
+//! last segment has no successor and one cannot be created, the log still opens for reads and
+//! reports DISK_FULL to appends until the space is there ([`Shortage`]).
+//!
+//! [`NextSegment`] is the pure state machine (no I/O, no clock reads: `now` is passed in);
+//! [`create_segment`] is the I/O.
+
+use std::io;
+use std::time::{Duration, Instant};
+
+use super::config::StorageConfig;
+use super::error::is_disk_full;
+use super::file::{LogDir, LogFile};
+use super::segment::{segment_name, Segment};
+
+/// Why the last creation attempt failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreateFailure {
+    pub reason: String,
+    /// ENOSPC/EDQUOT: retried after the interval. Anything else stops the log at the roll
+    /// that needs the segment (after one more attempt there).
+    pub disk_full: bool,
+}
+
+impl CreateFailure {
+    pub fn from_io(e: &io::Error) -> Self {
+        CreateFailure { reason: e.to_string(), disk_full: is_disk_full(e) }
+    }
+}
+
+/// What recovery could not reserve for lack of space.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Shortage {
+    /// The active segment could not be preallocated to its full size.
+    ActiveUnallocated { reason: String },
+    /// The last segment is sealed and its successor at `base` could not be created.
+    NoNextSegment { base: u64, reason: String },
+}
+
+#[derive(Debug)]
+enum Prep<S> {
+    Idle,
+    /// A task is creating the segment at `base`.
+    Creating {
+        base: u64,
+    },
+    /// Created, preallocated, its name durable: a roll switches to it.
+    Ready {
+        base: u64,
+        seg: S,
+    },
+    Failed {
+        base: u64,
+        failure: CreateFailure,
+        retry_at: Instant,
+    },
+}
+
+/// What a roll to the segment at `base` must do.
+#[derive(Debug)]
+pub enum RollStep<S> {
+    /// Switch to this segment.
+    Use(S),
+    /// A segment prepared at another base (the segment size changed): delete it, then ask again.
+    Discard { base: u64, seg: S },
+    /// Creation is running: wait for it to finish, then ask again.
+    Wait,
+    /// No space, and the retry time has not come: fail this append with DISK_FULL.
+    DiskFull(String),
+    /// Create it now (the state is `Creating`; report the outcome with [`NextSegment::created`]).
+    CreateNow,
+}
+
+/// What an append must do about the active segment's reservation.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ActiveStep {
+    /// Fully reserved: go on.
+    Reserved,
+    /// Not reserved; try to preallocate it now and report with [`NextSegment::active_result`].
+    AllocateNow,
+    /// Not reserved, and the retry time has not come.
+    DiskFull(String),
+}
+
+/// The next segment's preparation and the disk-full back-off. See the module documentation.
+#[derive(Debug)]
+pub struct NextSegment<S> {
+    prep: Prep<S>,
+    /// Set while the active segment lacks its preallocation: (reason, retry_at).
+    active_short: Option<(String, Instant)>,
+    retry_interval: Duration,
+}
+
+impl<S> NextSegment<S> {
+    pub fn new(retry_interval: Duration) -> Self {
+        NextSegment { prep: Prep::Idle, active_short: None, retry_interval }
+    }
+
+    /// The state after recovery: a shortage is remembered as a disk-full failure whose retry
+    /// time is one interval away.
+    pub fn after_recovery(
+        retry_interval: Duration,
+        shortage: Option<Shortage>,
+        now: Instant,
+    ) -> Self {
+        let mut n = Self::new(retry_interval);
+        let retry_at = now + retry_interval;
+        match shortage {
+            None => {}
+            Some(Shortage::ActiveUnallocated { reason }) => {
+                n.active_short = Some((reason, retry_at))
+            }
+            Some(Shortage::NoNextSegment { base, reason }) => {
+                n.prep = Prep::Failed {
+                    base,
+                    failure: CreateFailure { reason, disk_full: true },
+                    retry_at,
+                }
+            }
+        }
+        n
+    }
+
+    /// Whether a background creation of the segment at `base` should start now; if so the
+    /// state becomes `Creating` and the caller must report the outcome with [`Self::created`].
+    pub fn start_background(&mut self, base: u64, now: Instant) -> bool {
+        if self.active_short.is_some() {
+            // The active segment is short of space itself; the roll path retries both.
+            return false;
+        }
+        let start = match &self.prep {
+            Prep::Idle => true,
+            Prep::Failed { retry_at, .. } => now >= *retry_at,
+            Prep::Creating { .. } | Prep::Ready { .. } => false,
+        };
+        if start {
+            self.prep = Prep::Creating { base };
+        }
+        start
+    }
+
+    /// Records the outcome of a creation started by [`Self::start_background`] or
+    /// [`RollStep::CreateNow`]. Returns the segment back if nobody expects it any more (the
+    /// caller then deletes its file).
+    pub fn created(
+        &mut self,
+        base: u64,
+        outcome: Result<S, CreateFailure>,
+        now: Instant,
+    ) -> Option<S> {
+        if !matches!(self.prep, Prep::Creating { base: b } if b == base) {
+            return outcome.ok();
+        }
+        self.prep = match outcome {
+            Ok(seg) => Prep::Ready { base, seg },
+            Err(failure) => Prep::Failed { base, failure, retry_at: now + self.retry_interval },
+        };
+        None
+    }
+
+    /// What a roll to the segment at `base` does now.
+    pub fn for_roll(&mut self, base: u64, now: Instant) -> RollStep<S> {
+        match std::mem::replace(&mut self.prep, Prep::Idle) {
+            Prep::Ready { base: b, seg } if b == base => RollStep::Use(seg),
+            Prep::Ready { base: b, seg } => RollStep::Discard { base: b, seg },
+            Prep::Creating { base: b } => {
+                self.prep = Prep::Creating { base: b };
+                RollStep::Wait
+            }
+            Prep::Failed { base: b, failure, retry_at } if failure.disk_full && now < retry_at => {
+                let reason = failure.reason.clone();
+                self.prep = Prep::Failed { base: b, failure, retry_at };
+                RollStep::DiskFull(reason)
+            }
+            Prep::Idle | Prep::Failed { .. } => {
+                self.prep = Prep::Creating { base };
+                RollStep::CreateNow
+            }
+        }
+    }
+
+    /// What an append does about the active segment's own reservation.
+    pub fn active_step(&self, now: Instant) -> ActiveStep {
+        match &self.active_short {
+            None => ActiveStep::Reserved,
+            Some((_, retry_at)) if now >= *retry_at => ActiveStep::AllocateNow,
+            Some((reason, _)) => ActiveStep::DiskFull(reason.clone()),
+        }
+    }
+
+    /// Records the outcome of [`ActiveStep::AllocateNow`] (`Err(reason)` for lack of space).
+    pub fn active_result(&mut self, outcome: Result<(), String>, now: Instant) {
+        self.active_short = match outcome {
+            Ok(()) => None,
+            Err(reason) => Some((reason, now + self.retry_interval)),
+        };
+    }
+
+    /// Space was freed (retention deleted files): the next attempt need not wait.
+    pub fn space_freed(&mut self, now: Instant) {
+        if let Prep::Failed { retry_at, .. } = &mut self.prep {
+            *retry_at = now;
+        }
+        if let Some((_, retry_at)) = &mut self.active_short {
+            *retry_at = now;
+        }
+    }
+
+    pub fn is_creating(&self) -> bool {
+        matches!(self.prep, Prep::Creating { .. })
+    }
+
+    /// Takes a prepared segment (when the log closes).
+    pub fn take_ready(&mut self) -> Option<(u64, S)> {
+        match std::mem::replace(&mut self.prep, Prep::Idle) {
+            Prep::Ready { base, seg } => Some((base, seg)),
+            other => {
+                self.prep = other;
+                None
+            }
+        }
+    }
+
+    /// The reason appends get DISK_FULL now, if they do (for status reports).
+    pub fn disk_full_reason(&self) -> Option<&str> {
+        if let Some((reason, _)) = &self.active_short {
+            return Some(reason);
+        }
+        match &self.prep {
+            Prep::Failed { failure, .. } if failure.disk_full => Some(&failure.reason),
+            _ => None,
+        }
+    }
+}
+
+/// Creates the segment at `base`: opens the file, empties it (a stale file of that name may
+/// exist), preallocates `segment_size_bytes` when configured, and makes the name durable.
+/// On failure the partial file is removed, so a failed creation on a full disk does not keep
+/// the space it grabbed (filesystems may keep a partial fallocate).
+pub async fn create_segment<D: LogDir>(
+    dir: &D,
+    config: &StorageConfig,
+    base: u64,
+) -> io::Result<Segment<D::File>> {
+    let name = segment_name(base);
+    let file = dir.open(&name, true).await?;
+    let prepared = async {
+        file.truncate(0).await?;
+        if config.preallocate {
+            preallocate(&file, config.segment_size_bytes).await?;
+        }
+        dir.sync_dir().await
+    }
+    .await;
+    match prepared {
+        Ok(()) => Ok(Segment::new(base, file)),
+        Err(e) => {
+            drop(file);
+            match dir.remove(&name).await {
+                Ok(()) => {}
+                Err(r) if r.kind() == io::ErrorKind::NotFound => {}
+                Err(r) => tracing::warn!(
+                    segment = %name,
+                    "could not remove a segment whose creation failed ({e}): {r}"
+                ),
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Reserves a segment's space up front (fewer extent allocations while appending, and no
+/// ENOSPC on a data write later). Filesystems without fallocate (ramfs, some network
+/// filesystems) just skip it.
+pub async fn preallocate<F: LogFile>(file: &F, len: u64) -> io::Result<()> {
+    match file.allocate(len).await {
+        Err(e) if e.kind() == io::ErrorKind::Unsupported => {
+            tracing::debug!("filesystem does not support fallocate; segments grow as written");
+            Ok(())
+        }
+        other => other,
+    }
+}
+
+/// Preallocates an existing segment to `len`; when that fails for lack of space, gives back
+/// what a partial fallocate took (truncating to the size before), so metadata writes still fit.
+pub async fn allocate_or_give_back<F: LogFile>(file: &F, len: u64) -> io::Result<()> {
+    let before = file.size().await?;
+    match preallocate(file, len).await {
+        Err(e) if is_disk_full(&e) => {
+            if let Err(t) = file.truncate(before).await {
+                tracing::warn!("could not give back a partial preallocation: {t}");
+            }
+            Err(e)
+        }
+        other => other,
+    }
+}
+
+/// A start-up warning when the filesystem cannot hold what the log needs to keep writing: two
+/// segments in all (the active one and the next), or one more segment in its free space.
+pub fn space_warning(used_bytes: u64, total_bytes: u64, segment_size_bytes: u64) -> Option<String> {
+    let free = total_bytes.saturating_sub(used_bytes);
+    if total_bytes < 2 * segment_size_bytes {
+        return Some(format!(
+            "the data filesystem holds {total_bytes} bytes, less than two segments of \
+             segment_size_bytes = {segment_size_bytes}: the first roll will report DISK_FULL; \
+             lower segment_size_bytes or use a larger disk"
+        ));
+    }
+    if free < segment_size_bytes {
+        return Some(format!(
+            "the data filesystem has {free} bytes free, less than one segment of \
+             segment_size_bytes = {segment_size_bytes}: the next roll will report DISK_FULL \
+             until retention or an operator frees space"
+        ));
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RETRY: Duration = Duration::from_millis(1000);
+
+    fn full(reason: &str) -> CreateFailure {
+        CreateFailure { reason: reason.into(), disk_full: true }
+    }
+
+    #[test]
+    fn background_creation_is_used_by_the_roll() {
+        let t0 = Instant::now();
+        let mut n: NextSegment<&str> = NextSegment::new(RETRY);
+        assert!(n.start_background(100, t0));
+        assert!(!n.start_background(100, t0), "one creation at a time");
+        assert!(matches!(n.for_roll(100, t0), RollStep::Wait));
+        assert!(n.created(100, Ok("seg"), t0).is_none());
+        assert!(matches!(n.for_roll(100, t0), RollStep::Use("seg")));
+        // After the switch, the next one can be prepared again.
+        assert!(n.start_background(200, t0));
+    }
+
+    #[test]
+    fn a_roll_without_preparation_creates_now_and_a_wrong_base_is_discarded() {
+        let t0 = Instant::now();
+        let mut n: NextSegment<&str> = NextSegment::new(RETRY);
+        assert!(matches!(n.for_roll(100, t0), RollStep::CreateNow));
+        assert!(n.is_creating());
+        n.created(100, Ok("a"), t0);
+        assert!(matches!(n.for_roll(300, t0), RollStep::Discard { base: 100, seg: "a" }));
+        assert!(matches!(n.for_roll(300, t0), RollStep::CreateNow));
+        // An outcome nobody waits for any more is handed back for deletion.
+        assert_eq!(n.created(999, Ok("stale"), t0), Some("stale"));
+    }
+
+    #[test]
+    fn disk_full_backs_off_and_retries_once_per_interval() {
+        let t0 = Instant::now();
+        let mut n: NextSegment<&str> = NextSegment::new(RETRY);
+        assert!(matches!(n.for_roll(100, t0), RollStep::CreateNow));
+        n.created(100, Err(full("No space left on device")), t0);
+        assert_eq!(n.disk_full_reason(), Some("No space left on device"));
+        // Within the interval: DISK_FULL at once, no attempt, no background start.
+        let soon = t0 + RETRY / 2;
+        assert!(matches!(n.for_roll(100, soon), RollStep::DiskFull(r) if r.contains("No space")));
+        assert!(!n.start_background(100, soon));
+        // After it: one attempt.
+        let later = t0 + RETRY;
+        assert!(matches!(n.for_roll(100, later), RollStep::CreateNow));
+        assert!(matches!(n.for_roll(100, later), RollStep::Wait));
+        n.created(100, Ok("seg"), later);
+        assert!(matches!(n.for_roll(100, later), RollStep::Use("seg")));
+        assert_eq!(n.disk_full_reason(), None);
+    }
+
+    #[test]
+    fn freed_space_makes_the_retry_due_at_once() {
+        let t0 = Instant::now();
+        let mut n: NextSegment<&str> = NextSegment::new(RETRY);
+        assert!(n.start_background(100, t0));
+        n.created(100, Err(full("ENOSPC")), t0);
+        assert!(!n.start_background(100, t0));
+        n.space_freed(t0);
+        assert!(n.start_background(100, t0));
+    }
+
+    #[test]
+    fn other_failures_are_retried_by_the_roll_without_waiting() {
+        let t0 = Instant::now();
+        let mut n: NextSegment<&str> = NextSegment::new(RETRY);
+        assert!(n.start_background(100, t0));
+        n.created(100, Err(CreateFailure { reason: "EIO".into(), disk_full: false }), t0);
+        assert_eq!(n.disk_full_reason(), None);
+        assert!(matches!(n.for_roll(100, t0), RollStep::CreateNow));
+    }
+
+    #[test]
+    fn recovery_shortages_block_appends_until_retried() {
+        let t0 = Instant::now();
+        let short = Shortage::ActiveUnallocated { reason: "ENOSPC".into() };
+        let mut n: NextSegment<&str> = NextSegment::after_recovery(RETRY, Some(short), t0);
+        assert_eq!(n.active_step(t0), ActiveStep::DiskFull("ENOSPC".into()));
+        assert!(!n.start_background(100, t0), "no background creation while the active is short");
+        assert_eq!(n.active_step(t0 + RETRY), ActiveStep::AllocateNow);
+        n.active_result(Err("still ENOSPC".into()), t0 + RETRY);
+        assert_eq!(n.active_step(t0 + RETRY), ActiveStep::DiskFull("still ENOSPC".into()));
+        n.space_freed(t0 + RETRY);
+        assert_eq!(n.active_step(t0 + RETRY), ActiveStep::AllocateNow);
+        n.active_result(Ok(()), t0 + RETRY);
+        assert_eq!(n.active_step(t0 + RETRY), ActiveStep::Reserved);
+
+        let short = Shortage::NoNextSegment { base: 100, reason: "ENOSPC".into() };
+        let mut n: NextSegment<&str> = NextSegment::after_recovery(RETRY, Some(short), t0);
+        assert!(matches!(n.for_roll(100, t0), RollStep::DiskFull(_)));
+        assert!(matches!(n.for_roll(100, t0 + RETRY), RollStep::CreateNow));
+    }
+
+    #[test]
+    fn space_warning_names_the_knob() {
+        let seg = 1 << 30;
+        assert!(space_warning(0, 10 * seg, seg).is_none());
+        let w = space_warning(0, seg + seg / 2, seg).unwrap();
+        assert!(w.contains("two segments") && w.contains("segment_size_bytes"), "{w}");
+        let w = space_warning(9 * seg + 1, 10 * seg, seg).unwrap();
+        assert!(w.contains("free") && w.contains("DISK_FULL"), "{w}");
+    }
+}
