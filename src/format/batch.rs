@@ -286,7 +286,6 @@ pub struct BatchBuilder {
     first_ts: Option<i64>,
     max_ts: i64,
     tags: TagSummary,
-    attributes: u16,
 }
 
 impl BatchBuilder {
@@ -301,17 +300,7 @@ impl BatchBuilder {
             first_ts: None,
             max_ts: i64::MIN,
             tags: TagSummary::EMPTY,
-            attributes: 0,
         }
-    }
-
-    pub fn transactional(mut self, yes: bool) -> Self {
-        if yes {
-            self.attributes |= ATTR_TRANSACTIONAL;
-        } else {
-            self.attributes &= !ATTR_TRANSACTIONAL;
-        }
-        self
     }
 
     pub fn record_count(&self) -> u32 {
@@ -354,7 +343,8 @@ impl BatchBuilder {
         b[0..4].copy_from_slice(&len.to_le_bytes());
         b[4..6].copy_from_slice(&MAGIC.to_le_bytes());
         b[6] = FORMAT_VERSION;
-        b[44..46].copy_from_slice(&self.attributes.to_le_bytes());
+        // attributes [44, 46) stay 0: no compression, not transactional (the broker refuses
+        // transactional batches until transactional messages exist), not a control batch.
         b[48..52].copy_from_slice(&self.count.to_le_bytes());
         b[52..60].copy_from_slice(&self.first_ts.unwrap_or(0).to_le_bytes());
         b[60..68].copy_from_slice(&self.max_ts.to_le_bytes());

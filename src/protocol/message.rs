@@ -597,20 +597,9 @@ pub fn encode_error(
 
 /// The message id of the record at `offset` of queue `queue_id` of topic `topic_id`: 32 hex
 /// digits of `(topic_id, queue_id, offset)`. Ids are unique per broker because topic ids are
-/// never reused; [`parse_message_id`] inverts it.
+/// never reused.
 pub fn message_id(topic_id: u32, queue_id: u32, offset: u64) -> String {
     format!("{topic_id:08X}{queue_id:08X}{offset:016X}")
-}
-
-pub fn parse_message_id(id: &str) -> Option<(u32, u32, u64)> {
-    if id.len() != 32 || !id.is_ascii() {
-        return None;
-    }
-    Some((
-        u32::from_str_radix(&id[0..8], 16).ok()?,
-        u32::from_str_radix(&id[8..16], 16).ok()?,
-        u64::from_str_radix(&id[16..32], 16).ok()?,
-    ))
 }
 
 #[cfg(test)]
@@ -757,10 +746,7 @@ mod tests {
     }
 
     #[test]
-    fn message_ids_round_trip() {
-        let id = message_id(7, 3, 1 << 40);
-        assert_eq!(id.len(), 32);
-        assert_eq!(parse_message_id(&id), Some((7, 3, 1 << 40)));
-        assert_eq!(parse_message_id("zz"), None);
+    fn message_ids_are_fixed_width_hex() {
+        assert_eq!(message_id(7, 3, 1 << 40), "00000007000000030000010000000000");
     }
 }

@@ -24,6 +24,6 @@ pub use codec::DecodeError;
 pub use error_code::{ErrorCode, Retriable};
 pub use frame::{Check, FrameError, RequestHeader, ResponseHeader, DEFAULT_MAX_FRAME_BYTES};
 pub use message::{
-    decode_request, encode_error, message_id, parse_message_id, ErrorDetail, ErrorResponse,
-    Request, RequestError, Response, SendStatus, ShardStats, TopicInfo, TopicRoute,
+    decode_request, encode_error, message_id, ErrorDetail, ErrorResponse, Request, RequestError,
+    Response, SendStatus, ShardStats, TopicInfo, TopicRoute,
 };
