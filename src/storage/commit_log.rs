@@ -3,11 +3,11 @@
 //! Lives on its shard's executor (it is `!Send`); callers share it as `Rc<CommitLog>`.
 //!
 //! # Write path
-//! `append` validates the producer's batch (bounds, CRC), takes its place in the append order
-//! (a FIFO gate: appends are serialized, the copy itself never awaits), stamps topic, queue,
-//! base offset and store time into a copy of the header, and copies the batch once into the
-//! head chunk, a DMA buffer from the bounded chunk pool. A full chunk is dispatched as one
-//! O_DIRECT write; chunks are written concurrently.
+//! `append` validates the producer's batch (bounds, CRC, record framing), takes its place in
+//! the append order (a FIFO gate: appends are serialized, the copy itself never awaits), stamps
+//! topic, queue, base offset and store time into a copy of the header, and copies the batch
+//! once into the head chunk, a DMA buffer from the bounded chunk pool. A full chunk is
+//! dispatched as one O_DIRECT write; chunks are written concurrently.
 //!
 //! # Group commit
 //! One flusher task per log. When asked (a sync-mode append waits, `flush_bytes` are pending,
@@ -233,6 +233,8 @@ impl<D: LogDir + 'static> CommitLog<D> {
             }
             .into());
         }
+        // A valid CRC over malformed records would fail every consumer of the queue.
+        view.validate_records()?;
         let len = batch.len() as u64;
 
         let _gate = self.append_gate.acquire_permit(1).await.map_err(|_| StorageError::Closed)?;
