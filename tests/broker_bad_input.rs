@@ -58,7 +58,7 @@ fn expect_ok(raw: &mut Raw, req: &Request, id: u32) -> Response {
 }
 
 fn produce(topic: &str, queue_id: u32, batch: Vec<u8>) -> Request {
-    Request::Produce { topic: topic.into(), queue_id, flags: 0, batch }
+    Request::Produce { topic: topic.into(), queue_id, flags: 0, batch: batch.into() }
 }
 
 fn fetch(topic: &str, queue_id: u32, offset: u64, max_wait_ms: u32) -> Request {

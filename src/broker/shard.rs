@@ -33,7 +33,8 @@ use super::shard_log::ShardLog;
 use super::topics::{validate_topic_name, TopicEntry, TopicTable};
 use crate::format::batch::{peek_length, read_header};
 use crate::protocol::{
-    ErrorCode, ErrorDetail, Request, Response, SendStatus, ShardStats, TopicInfo, TopicRoute,
+    ErrorCode, ErrorDetail, Request, Response, SendStatus, ShardStats, SharedBytes, TopicInfo,
+    TopicRoute,
 };
 use crate::runtime;
 use crate::storage::{QueueKey, ReadBuf};
@@ -318,7 +319,7 @@ impl<L: ShardLog> Shard<L> {
     async fn queue_op(&self, entry: TopicEntry, queue_id: u32, request: Request) -> LocalReply {
         let key = QueueKey::new(entry.id, queue_id);
         match request {
-            Request::Produce { batch, .. } => self.produce(key, &batch).await.map(Answer::Response),
+            Request::Produce { batch, .. } => self.produce(key, batch).await.map(Answer::Response),
             Request::Fetch { offset, max_bytes, max_wait_ms, tags, .. } => {
                 self.fetch(key, offset, max_bytes, max_wait_ms, &tags).await
             }
@@ -339,7 +340,10 @@ impl<L: ShardLog> Shard<L> {
         }
     }
 
-    async fn produce(&self, key: QueueKey, batch: &[u8]) -> Reply {
+    /// Stores one batch. `batch` is usually a range of the connection's read buffer (or, when
+    /// forwarded, of another shard's): the log copies it straight into its DMA chunk and
+    /// releases it before waiting for durability.
+    async fn produce(&self, key: QueueKey, batch: SharedBytes) -> Reply {
         let max = self.config.storage.max_batch_bytes;
         if batch.len() > max {
             return Err(BrokerError::new(
@@ -347,7 +351,7 @@ impl<L: ShardLog> Shard<L> {
                 format!("batch of {} bytes exceeds max_batch_bytes = {max}", batch.len()),
             ));
         }
-        match peek_length(batch) {
+        match peek_length(&batch) {
             Some(len) if len as usize == batch.len() => {}
             Some(len) => {
                 return Err(BrokerError::new(
@@ -366,7 +370,7 @@ impl<L: ShardLog> Shard<L> {
                 ))
             }
         }
-        if read_header(batch).is_ok_and(|h| h.is_transactional()) {
+        if read_header(&batch).is_ok_and(|h| h.is_transactional()) {
             return Err(BrokerError::new(
                 ErrorCode::UNSUPPORTED_FEATURE,
                 "transactional batches (attribute bit 3) are not supported yet: transactional \
@@ -687,7 +691,7 @@ mod tests {
     }
 
     fn produce(queue_id: u32, n: usize) -> Request {
-        Request::Produce { topic: "t".into(), queue_id, flags: 0, batch: batch(n) }
+        Request::Produce { topic: "t".into(), queue_id, flags: 0, batch: batch(n).into() }
     }
 
     fn fetch(offset: u64, max_wait_ms: u32) -> Request {
@@ -734,10 +738,12 @@ mod tests {
             assert_eq!(e.code, ErrorCode::UNKNOWN_QUEUE);
             let mut bad = batch(1);
             bad[100] ^= 1;
-            let e =
-                call(&s, Request::Produce { topic: "t".into(), queue_id: 0, flags: 0, batch: bad })
-                    .await
-                    .unwrap_err();
+            let e = call(
+                &s,
+                Request::Produce { topic: "t".into(), queue_id: 0, flags: 0, batch: bad.into() },
+            )
+            .await
+            .unwrap_err();
             assert_eq!(e.code, ErrorCode::CORRUPT_BATCH);
             let r = call(&s, Request::Offsets { topic: "t".into(), queue_id: 0, timestamp_ms: 0 })
                 .await
@@ -869,7 +875,8 @@ mod tests {
             b[44] |= crate::format::batch::ATTR_TRANSACTIONAL as u8;
             let crc = crc32c::crc32c(&b[crate::format::CRC_START..]);
             b[40..44].copy_from_slice(&crc.to_le_bytes());
-            let req = Request::Produce { topic: "t".into(), queue_id: 0, flags: 0, batch: b };
+            let req =
+                Request::Produce { topic: "t".into(), queue_id: 0, flags: 0, batch: b.into() };
             let e = call(&s, req).await.unwrap_err();
             assert_eq!(e.code, ErrorCode::UNSUPPORTED_FEATURE, "{e:?}");
             assert!(e.message.contains("transactional"), "{}", e.message);
@@ -885,7 +892,12 @@ mod tests {
             b.push(&Record { key: b"", tag, properties: &[], body: b"x", timestamp_ms: 5 })
                 .unwrap();
         }
-        Request::Produce { topic: "t".into(), queue_id: 0, flags: 0, batch: b.finish(-1, -1) }
+        Request::Produce {
+            topic: "t".into(),
+            queue_id: 0,
+            flags: 0,
+            batch: b.finish(-1, -1).into(),
+        }
     }
 
     fn fetch_tags(offset: u64, max_wait_ms: u32, tag: &[u8]) -> Request {
