@@ -18,12 +18,14 @@ use super::shared_bytes::SharedBytes;
 /// empty after [`SMALL_FRAMES_BEFORE_SHRINK`] small frames in a row, so an idle connection
 /// never pins more than that. Its size never exceeds `max_frame_bytes` (+ one read chunk).
 ///
-/// Lending: a lent frame keeps the buffer it lies in alive and unchanged. The next read then
-/// goes to another buffer: a spare whose lent frames were all dropped (kept, at most
-/// [`SPARE_BUFFERS`], so steady traffic allocates nothing), or a new one; only the bytes of
-/// a partly received frame move over. Lent frames live until the log copied them (a produce
-/// releases its batch before waiting for the fsync), so spares come back quickly; what they
-/// can pin is bounded by the connection's in-flight request limit.
+/// Lending: a lent frame keeps the buffer it lies in alive and unchanged. If it is still alive
+/// at the next read, that read goes to another buffer: a spare whose lent frames were all
+/// dropped, or a new one; only the bytes of a partly received frame move over. Lent frames
+/// live until the log copied them (a produce releases its batch before waiting for the
+/// fsync), so buffers come back quickly and steady traffic moves between a few of them
+/// without allocating. Kept: at most [`SPARE_BUFFERS`] buffers with frames still out and
+/// one free one (pruned before each read). What lent frames pin is
+/// bounded by the connection's in-flight request limit, as when each was a copy.
 pub struct ReadBuffer {
     /// Initialised once; `data.len()` is the capacity in use. Written only while unshared.
     data: Arc<Vec<u8>>,
@@ -90,6 +92,8 @@ impl ReadBuffer {
         let want = needed.max(self.end - self.start + 1);
         if Arc::get_mut(&mut self.data).is_none() {
             self.move_to_unshared(want);
+        } else if !self.spares.is_empty() {
+            self.prune_spares();
         }
         let data = Arc::get_mut(&mut self.data).expect("the buffer being filled is unshared");
         if self.start > 0 && self.start + want > data.len() {
@@ -108,9 +112,9 @@ impl ReadBuffer {
     }
 
     /// Continues in a buffer nobody else holds, leaving the current one to its lent frames:
-    /// the largest spare whose frames were all dropped, else a new buffer as large as the
-    /// current one (large frames tend to keep coming; `consume` shrinks after small ones).
-    /// Copies only the partly received frame.
+    /// the largest spare whose frames were all dropped (so a connection that keeps receiving
+    /// large frames keeps reusing a grown buffer), else a new one just large enough. Copies
+    /// only the partly received frame.
     fn move_to_unshared(&mut self, want: usize) {
         let reusable = self
             .spares
@@ -122,7 +126,7 @@ impl ReadBuffer {
             .map(|(i, _)| i);
         let next = match reusable {
             Some(i) => self.spares.remove(i),
-            None => Arc::new(vec![0; want.next_multiple_of(self.chunk).max(self.data.len())]),
+            None => Arc::new(vec![0; want.next_multiple_of(self.chunk)]),
         };
         let old = std::mem::replace(&mut self.data, next);
         let partial = self.end - self.start;
@@ -131,8 +135,21 @@ impl ReadBuffer {
         self.start = 0;
         self.end = partial;
         self.spares.push(old);
+        self.prune_spares();
+    }
+
+    /// Buffers with frames still out cost nothing extra (the frames pin them); of those whose
+    /// frames are all gone, one is kept for the next move and the rest are freed. Past
+    /// [`SPARE_BUFFERS`], the oldest is forgotten (freed when its last lent frame is).
+    fn prune_spares(&mut self) {
+        let mut kept_free = false;
+        self.spares.retain_mut(|s| {
+            let free = Arc::get_mut(s).is_some();
+            let keep = !free || !kept_free;
+            kept_free |= free;
+            keep
+        });
         if self.spares.len() > SPARE_BUFFERS {
-            // The oldest goes; its memory is freed when its last lent frame is.
             self.spares.remove(0);
         }
     }
@@ -238,6 +255,26 @@ mod tests {
         // one per read.
         let (_, buffers) = feed_lending(&data, 100, 100, 3);
         assert!(buffers <= SPARE_BUFFERS + 1, "{buffers} buffers for 2000 reads");
+    }
+
+    #[test]
+    fn an_idle_connection_keeps_at_most_one_free_spare() {
+        let mut rb = ReadBuffer::new(CHUNK);
+        let read_one = |rb: &mut ReadBuffer| {
+            rb.space_for(10)[..10].fill(7);
+            rb.advance(10);
+            rb.lend(10)
+        };
+        let lent: Vec<_> = (0..10).map(|_| read_one(&mut rb)).collect();
+        assert!(rb.spares.len() <= SPARE_BUFFERS, "{} spares", rb.spares.len());
+        drop(lent);
+        let last = read_one(&mut rb);
+        read_one(&mut rb);
+        drop(last);
+        rb.space_for(10); // the next read
+        let free = rb.spares.iter().filter(|s| Arc::strong_count(s) == 1).count();
+        assert!(free <= 1, "{free} free spares kept");
+        assert!(rb.spares.len() <= 2, "{} spares", rb.spares.len());
     }
 
     #[test]
