@@ -845,6 +845,49 @@ mod tests {
         });
     }
 
+    /// Batch bytes that record when they are dropped.
+    struct DropProbe(Vec<u8>, Rc<Cell<bool>>);
+    impl AsRef<[u8]> for DropProbe {
+        fn as_ref(&self) -> &[u8] {
+            &self.0
+        }
+    }
+    impl Drop for DropProbe {
+        fn drop(&mut self) {
+            self.1.set(true);
+        }
+    }
+
+    #[test]
+    fn the_log_releases_a_batch_before_waiting_for_its_fsync() {
+        run(|| async {
+            let dir = SimDir::new(41);
+            let s = shard_on(dir.clone(), 8, |st| {
+                st.flush_mode = crate::storage::FlushMode::Sync;
+                st.sync_flush_timeout_ms = 10_000;
+            })
+            .await;
+            dir.set_sync_delay(Duration::from_millis(300));
+            let (dropped, acked) = (Rc::new(Cell::new(false)), Rc::new(Cell::new(false)));
+            let probe = DropProbe(batch(3), dropped.clone());
+            let (s2, acked2) = (s.clone(), acked.clone());
+            let append = runtime::spawn(async move {
+                let out = ShardLog::append(&s2.log, QueueKey::new(1, 0), probe).await.unwrap();
+                acked2.set(true);
+                out
+            });
+            let t = Instant::now();
+            while !dropped.get() {
+                assert!(t.elapsed() < Duration::from_secs(5), "the batch was never released");
+                runtime::sleep(Duration::from_millis(1)).await;
+            }
+            // Released while the fsync is still running: the connection can reuse its buffer.
+            assert!(!acked.get(), "released only after the durability wait");
+            let out = append.await.unwrap();
+            assert!(!out.flush_timed_out && out.end <= ShardLog::visible_end(&s.log));
+        });
+    }
+
     #[test]
     fn timestamp_lookup_never_points_past_what_a_fetch_can_read() {
         run(|| async {
