@@ -137,7 +137,7 @@ pub struct DecodedBatches {
 
 /// Decodes concatenated stored batches: the records at or after `from`, the offset after the
 /// last batch, and the first batch that does not decode (a batch is delivered whole or not
-/// at all). No allocation per record beyond the delivered messages themselves.
+/// at all; batches skipped by their tag summary or below `from` are not decoded).
 pub fn decode_batches(mut bytes: &[u8], from: u64, tags: &[Vec<u8>]) -> DecodedBatches {
     let mut out = Vec::new();
     let mut next = from;
@@ -146,36 +146,51 @@ pub fn decode_batches(mut bytes: &[u8], from: u64, tags: &[Vec<u8>]) -> DecodedB
             v.verify_stamp()?;
             Ok(v)
         });
-        let corrupt = match &checked {
-            // Its offsets are unverified: report (and let the caller skip) one offset only,
-            // so a skip never passes data it did not see.
-            Err(e) => Some(CorruptBatch {
-                first_offset: next,
-                next_offset: next + 1,
-                reason: format!("batch fails verification: {e}"),
-            }),
-            // Both checksums hold, so its offsets are the broker's: the whole batch.
-            Ok(v) => v.validate_records().err().map(|e| CorruptBatch {
-                first_offset: v.header.stamp.base_offset,
-                next_offset: v.header.next_offset(),
-                reason: e.to_string(),
-            }),
-        };
-        let view = match (checked, corrupt) {
-            (Ok(v), None) => v,
-            (_, corrupt) => return DecodedBatches { messages: out, next_offset: next, corrupt },
+        let view = match checked {
+            Ok(v) => v,
+            Err(e) => {
+                // Its offsets are unverified: report (and let the caller skip) one offset
+                // only, so a skip never passes data it did not see.
+                let corrupt = CorruptBatch {
+                    first_offset: next,
+                    next_offset: next + 1,
+                    reason: format!("batch fails verification: {e}"),
+                };
+                return DecodedBatches { messages: out, next_offset: next, corrupt: Some(corrupt) };
+            }
         };
         let h = view.header;
-        bytes = &bytes[h.length as usize..];
-        next = next.max(h.next_offset());
         if h.is_control() || h.next_offset() <= from {
+            bytes = &bytes[h.length as usize..];
+            next = next.max(h.next_offset());
             continue;
         }
         if !tags.is_empty() && !h.tag_summary.may_contain_any(tags.iter().map(Vec::as_slice)) {
+            // None of its records is for this consumer: nothing is lost by not decoding it.
+            bytes = &bytes[h.length as usize..];
+            next = next.max(h.next_offset());
             continue;
         }
+        // One pass: a batch is delivered whole or not at all.
+        let batch_start = out.len();
         for rec in view.records() {
-            let rec = rec.expect("records validated above");
+            let rec = match rec {
+                Ok(r) => r,
+                Err(e) => {
+                    out.truncate(batch_start);
+                    // Both checksums hold, so its offsets are the broker's: the whole batch.
+                    let corrupt = CorruptBatch {
+                        first_offset: h.stamp.base_offset,
+                        next_offset: h.next_offset(),
+                        reason: e.to_string(),
+                    };
+                    return DecodedBatches {
+                        messages: out,
+                        next_offset: next,
+                        corrupt: Some(corrupt),
+                    };
+                }
+            };
             let offset = h.stamp.base_offset + u64::from(rec.index);
             if offset < from {
                 continue;
@@ -200,6 +215,8 @@ pub fn decode_batches(mut bytes: &[u8], from: u64, tags: &[Vec<u8>]) -> DecodedB
                 body: rec.body.to_vec(),
             });
         }
+        bytes = &bytes[h.length as usize..];
+        next = next.max(h.next_offset());
     }
     DecodedBatches { messages: out, next_offset: next, corrupt: None }
 }
