@@ -58,7 +58,7 @@ fn expect_ok(raw: &mut Raw, req: &Request, id: u32) -> Response {
 }
 
 fn produce(topic: &str, queue_id: u32, batch: Vec<u8>) -> Request {
-    Request::Produce { topic: topic.into(), queue_id, flags: 0, batch }
+    Request::Produce { topic: topic.into(), queue_id, flags: 0, batch: batch.into() }
 }
 
 fn fetch(topic: &str, queue_id: u32, offset: u64, max_wait_ms: u32) -> Request {
@@ -161,6 +161,61 @@ fn bad_requests_get_clear_errors_and_the_connection_goes_on() {
     let mut ids: Vec<u32> = (0..10).map(|_| raw.read_frame().unwrap().0.correlation_id).collect();
     ids.sort();
     assert_eq!(ids, (100..110).collect::<Vec<_>>());
+}
+
+/// A batch whose header and CRC are valid but whose record `bad` has a key length running
+/// past its record: it passes every header check and would fail every consumer.
+fn poison_batch(records: usize, bad: usize) -> Vec<u8> {
+    let mut b = batch(records);
+    let mut at = ringmq::format::HEADER_LEN;
+    for _ in 0..bad {
+        at += 4 + u32::from_le_bytes(b[at..at + 4].try_into().unwrap()) as usize;
+    }
+    b[at + 8..at + 10].copy_from_slice(&u16::MAX.to_le_bytes());
+    let crc = crc32c(&b[ringmq::format::CRC_START..]);
+    b[40..44].copy_from_slice(&crc.to_le_bytes());
+    b
+}
+
+/// CRC-32C, written out so the test does not trust the code under test.
+fn crc32c(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &byte in bytes {
+        crc ^= u32::from(byte);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 { (crc >> 1) ^ 0x82F6_3B78 } else { crc >> 1 };
+        }
+    }
+    !crc
+}
+
+#[test]
+fn a_poison_batch_is_refused_on_ingest_and_the_queue_keeps_serving() {
+    let dir = tempdir();
+    let broker = Broker::start_in(dir.path(), &config(dir.path(), 1, "", ""));
+    let mut raw = Raw::connect(broker.shared_port);
+    expect_ok(&mut raw, &Request::CreateTopic { topic: "p".into(), queue_count: 1 }, 1);
+    expect_ok(&mut raw, &produce("p", 0, batch(2)), 2);
+    let e = expect_error(&mut raw, &produce("p", 0, poison_batch(3, 1)), 3);
+    assert_eq!(e.known_code(), Some(ErrorCode::INVALID_BATCH), "{}", e.message);
+    assert!(e.message.contains("record 1 is malformed"), "{}", e.message);
+    // Count and records disagree: also refused.
+    let mut short = batch(2);
+    short[48..52].copy_from_slice(&3u32.to_le_bytes());
+    let crc = crc32c(&short[ringmq::format::CRC_START..]);
+    short[40..44].copy_from_slice(&crc.to_le_bytes());
+    let e = expect_error(&mut raw, &produce("p", 0, short), 4);
+    assert_eq!(e.known_code(), Some(ErrorCode::INVALID_BATCH), "{}", e.message);
+    expect_ok(&mut raw, &produce("p", 0, batch(1)), 5);
+    // Nothing of the refused batches was stored: every stored record decodes.
+    let Response::Fetch { batches, next_offset, .. } = expect_ok(&mut raw, &fetch("p", 0, 0, 0), 6)
+    else {
+        panic!()
+    };
+    assert_eq!(next_offset, 3);
+    let got = ringmq::client::consumer::decode_batches(&batches, 0, &[]);
+    assert_eq!(got.corrupt, None);
+    assert_eq!(got.messages.iter().map(|m| m.offset).collect::<Vec<_>>(), vec![0, 1, 2]);
 }
 
 #[test]

@@ -6,13 +6,18 @@ use proptest::prelude::*;
 use ringmq::protocol::frame::{
     check_request, check_response, split_request, split_response, Check,
 };
-use ringmq::protocol::{decode_request, ApiKey, ErrorResponse, Request, Response};
+use ringmq::protocol::{
+    decode_request, decode_request_shared, ApiKey, ErrorResponse, Request, Response, SharedBytes,
+};
 
 fn drive_request_decoder(bytes: &[u8], max: usize) {
     let mut rest = bytes;
     while let Ok(Check::Complete { frame_bytes }) = check_request(rest, max) {
         assert!(frame_bytes <= max && frame_bytes <= rest.len());
         let (h, p) = split_request(&rest[..frame_bytes]);
+        // The broker's zero-copy decode agrees with the copying one on any bytes.
+        let shared = SharedBytes::from(p.to_vec());
+        assert_eq!(decode_request_shared(&h, &shared), decode_request(&h, p));
         if let Ok(req) = decode_request(&h, p) {
             // Whatever decodes re-encodes to a frame that decodes to the same request.
             let again = req.encode_frame(h.correlation_id);
@@ -37,7 +42,7 @@ fn valid_frames() -> Vec<Vec<u8>> {
     vec![
         Request::Metadata { topics: vec!["a".into(), "bb".into()] }.encode_frame(1),
         Request::CreateTopic { topic: "t".into(), queue_count: 4 }.encode_frame(2),
-        Request::Produce { topic: "t".into(), queue_id: 1, flags: 0, batch: vec![9; 40] }
+        Request::Produce { topic: "t".into(), queue_id: 1, flags: 0, batch: vec![9; 40].into() }
             .encode_frame(3),
         Request::Fetch {
             topic: "t".into(),

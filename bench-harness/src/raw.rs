@@ -139,8 +139,12 @@ pub(crate) fn producer_main(
             };
             let _ = tx.send((this, now_ns(), result));
         });
-        let request =
-            Request::Produce { topic: topic.clone(), queue_id: queue, flags: 0, batch: bytes };
+        let request = Request::Produce {
+            topic: topic.clone(),
+            queue_id: queue,
+            flags: 0,
+            batch: bytes.into(),
+        };
         match router.queue_connection(topic, queue) {
             // On a send failure the callback already ran with the error.
             Ok(conn) => {

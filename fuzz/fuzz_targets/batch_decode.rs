@@ -12,6 +12,7 @@
 //! - the view covers exactly `length` bytes and `record_count` is within bounds;
 //! - iteration yields at most `record_count` records, stops after the first error, and when it
 //!   succeeds it yields exactly `record_count` records;
+//! - `validate_records` (the broker's ingest check) succeeds exactly when iteration does;
 //! - re-encoding the decoded records with `BatchBuilder` and decoding again gives the same keys,
 //!   tags, properties and bodies, timestamps as the encoder defines them, and a tag summary that
 //!   contains every tag.
@@ -101,6 +102,8 @@ fn check(bytes: &[u8]) {
             Err(_) => failed = true,
         }
     }
+    // Ingest validation (the broker's check) accepts exactly what consumers can iterate.
+    assert_eq!(view.validate_records().is_ok(), !failed, "validate_records disagrees");
     if failed {
         return;
     }

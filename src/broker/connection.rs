@@ -1,5 +1,11 @@
 //! One client connection, served on the shard that accepted it.
 //!
+//! Frames are decoded where the socket read them: each complete frame is lent out of the
+//! connection's [`ReadBuffer`], and a produce request carries its batch as a range of it, so
+//! the batch is copied once, by the log into its DMA chunk. A produce for another shard's
+//! queue carries the same range across the mesh (the bytes are `Send`, shared by reference
+//! count): still one copy, made by the owner's log.
+//!
 //! The reader decodes frames (checked complete and bounded first) and starts one task per
 //! request; at most `max_in_flight_per_connection` run at once, and the reader stops reading
 //! while that many are in flight (backpressure through TCP). Tasks finish in any order and
@@ -30,7 +36,7 @@ use super::shutdown::Stop;
 use crate::protocol::frame::{check_request, split_request, Check};
 use crate::protocol::message::encode_fetch_head;
 use crate::protocol::read_buffer::ReadBuffer;
-use crate::protocol::{decode_request, encode_error, ErrorCode, ErrorDetail};
+use crate::protocol::{decode_request_shared, encode_error, ErrorCode, ErrorDetail};
 use crate::runtime;
 use crate::storage::ReadBuf;
 
@@ -60,10 +66,12 @@ pub async fn serve<L: ShardLog>(shard: Rc<Shard<L>>, stream: TcpStream, stop: St
                     break;
                 }
                 Ok(Check::Complete { frame_bytes }) => {
-                    let frame = &rb.filled()[..frame_bytes];
-                    let (header, payload) = split_request(frame);
-                    let decoded = decode_request(&header, payload);
-                    rb.consume(frame_bytes);
+                    // Lent, not copied: a produce's batch stays in the read buffer until the
+                    // log copies it into its DMA chunk (the one copy on ingest).
+                    let frame = rb.lend(frame_bytes);
+                    let (header, payload) = split_request(&frame);
+                    let payload = frame.slice(frame_bytes - payload.len()..frame_bytes);
+                    let decoded = decode_request_shared(&header, &payload);
                     match decoded {
                         Err(e) => {
                             tracing::debug!(%peer, "refused request: {e}");

@@ -6,7 +6,8 @@ use std::rc::Rc;
 use super::shard_log::{AppendOutcome, ShardLog};
 use crate::storage::file::LogDir;
 use crate::storage::{
-    AppendStatus, CommitLog, QueueKey, QueueOffsets, ReadBuf, StorageConfig, StorageError,
+    AppendStatus, CommitLog, LogPosition, QueueKey, QueueOffsets, ReadBuf, StorageConfig,
+    StorageError,
 };
 
 /// The log each shard runs on.
@@ -21,13 +22,21 @@ pub async fn open(config: StorageConfig) -> Result<Rc<Log>, String> {
 /// Any commit log is a shard log: production runs it on real files, broker unit tests on the
 /// simulated directory (the real log code either way, never a stand-in).
 impl<D: LogDir + 'static> ShardLog for Rc<CommitLog<D>> {
-    async fn append(&self, queue: QueueKey, batch: &[u8]) -> Result<AppendOutcome, StorageError> {
-        let (a, status) = self.append_committed(queue, batch).await?;
+    async fn append<B: AsRef<[u8]>>(
+        &self,
+        queue: QueueKey,
+        batch: B,
+    ) -> Result<AppendOutcome, StorageError> {
+        let a = CommitLog::append(self, queue, batch.as_ref()).await?;
+        // Copied into the log's chunk: release the caller's buffer before the durability wait.
+        drop(batch);
+        let status = self.commit(&a).await?;
         Ok(AppendOutcome {
             base_offset: a.base_offset,
             record_count: a.record_count,
             store_timestamp_ms: a.store_timestamp_ms,
             flush_timed_out: status == AppendStatus::FlushDiskTimeout,
+            end: a.end.0,
         })
     }
 
@@ -46,6 +55,18 @@ impl<D: LogDir + 'static> ShardLog for Rc<CommitLog<D>> {
 
     fn offset_for_timestamp(&self, queue: QueueKey, timestamp_ms: i64) -> u64 {
         CommitLog::offset_for_timestamp(self, queue, timestamp_ms)
+    }
+
+    fn visible_end(&self) -> u64 {
+        CommitLog::visible_end(self).0
+    }
+
+    async fn wait_visible(&self, end: u64) -> Result<(), StorageError> {
+        if CommitLog::visible_end(self).0 >= end {
+            return Ok(());
+        }
+        // Only sync mode gets here (async data is visible once appended): visible = durable.
+        self.wait_durable(LogPosition(end), None).await.map(|_| ())
     }
 
     async fn flush(&self) -> Result<(), StorageError> {

@@ -2,9 +2,12 @@
 //!
 //! One per shard, used only on that shard's thread (no locks). A fetch at `offset == next`
 //! registers a waiter and waits for [`LongPoll::notify`] (called right after an append returns,
-//! which is when the data is visible to reads) or its deadline, then reads again. Waiters per
-//! queue are bounded: when a queue's list is full, cancelled waiters are pruned and, if it is
-//! still full, the fetch is answered at once (empty) instead of waiting.
+//! which is when the data is visible to reads) or its deadline, then reads again. In sync flush
+//! mode an append acknowledged with FLUSH_DISK_TIMEOUT becomes readable only when its flush
+//! completes; the shard remembers such queues and their parked fetches also wait for the log's
+//! readable end to pass that data (`Shard::fetch`), so nobody sleeps until the deadline.
+//! Waiters per queue are bounded: when a queue's list is full, cancelled waiters are pruned
+//! and, if it is still full, the fetch is answered at once (empty) instead of waiting.
 
 use std::collections::HashMap;
 
@@ -61,10 +64,6 @@ impl LongPoll {
                 let _ = w.send(());
             }
         }
-    }
-
-    pub fn is_closed(&self) -> bool {
-        self.closed
     }
 
     /// Waiters currently registered and not cancelled.

@@ -19,11 +19,21 @@ mod tests {
 
     #[test]
     fn placement_is_stable_and_spreads_queues() {
-        // Fixed expectations: a change here moves data between shards on upgrade.
-        assert_eq!(crc32c::crc32c(b"TopicTest"), crc32c::crc32c(b"TopicTest"));
+        // Pinned expectations, computed independently of this code (CRC-32C as specified in
+        // docs/format.md): a change to the hash or the formula moves data between shards on
+        // upgrade, so it must fail here. crc32c("TopicTest") = 3436752183,
+        // crc32c("orders") = 161988746.
+        assert_eq!(crc32c::crc32c(b"123456789"), 0xE306_9283, "the CRC-32C check value");
+        assert_eq!(crc32c::crc32c(b"TopicTest"), 3_436_752_183);
         let owners: Vec<_> = (0..8).map(|q| owner_shard("TopicTest", q, 4)).collect();
+        assert_eq!(owners, [3, 0, 1, 2, 3, 0, 1, 2]);
+        let owners: Vec<_> = (0..8).map(|q| owner_shard("orders", q, 4)).collect();
+        assert_eq!(owners, [2, 3, 0, 1, 2, 3, 0, 1]);
+        assert_eq!(owner_shard("orders", 0, 3), 2);
+        assert_eq!(owner_shard("%SYS%offsets", 0, 7), 4);
         for s in 0..4 {
-            assert_eq!(owners.iter().filter(|&&o| o == s).count(), 2);
+            let owners: Vec<_> = (0..8).map(|q| owner_shard("TopicTest", q, 4)).collect();
+            assert_eq!(owners.iter().filter(|&&o| o == s).count(), 2, "queues spread evenly");
         }
         assert_eq!(owner_shard("x", 5, 1), 0);
         assert_eq!(owner_shard("t", 1, 3), (owner_shard("t", 0, 3) + 1) % 3);

@@ -15,11 +15,13 @@
 //! Nothing here is shared with other threads: the shard lives in an `Rc` on its executor.
 
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::channel::oneshot;
+use futures::future::{select, Either};
 
 use super::config::Config;
 use super::error::BrokerError;
@@ -31,7 +33,8 @@ use super::shard_log::ShardLog;
 use super::topics::{validate_topic_name, TopicEntry, TopicTable};
 use crate::format::batch::{peek_length, read_header};
 use crate::protocol::{
-    ErrorCode, ErrorDetail, Request, Response, SendStatus, ShardStats, TopicInfo, TopicRoute,
+    ErrorCode, ErrorDetail, Request, Response, SendStatus, ShardStats, SharedBytes, TopicInfo,
+    TopicRoute,
 };
 use crate::runtime;
 use crate::storage::{QueueKey, ReadBuf};
@@ -102,6 +105,11 @@ pub struct Shard<L: ShardLog> {
     pub ports: Ports,
     topics: RefCell<TopicTable>,
     long_poll: RefCell<LongPoll>,
+    /// Sync mode: queues with an acknowledged append (FLUSH_DISK_TIMEOUT) that is not readable
+    /// yet, and the log position it becomes readable at. Fetches parked on such a queue also
+    /// wait for the log to reach it, since no append will wake them when the flush completes.
+    /// At most one entry per queue; entries already readable are dropped when seen.
+    late_visible: RefCell<HashMap<QueueKey, u64>>,
     data_mesh: MeshSender<Forward>,
     control_mesh: MeshSender<Control>,
     /// Shard 0 only: the metadata file and the lock that serializes topic changes.
@@ -141,6 +149,7 @@ impl<L: ShardLog> Shard<L> {
             ports,
             topics: RefCell::new(topics),
             long_poll: RefCell::new(LongPoll::new(waiters)),
+            late_visible: RefCell::new(HashMap::new()),
             data_mesh,
             control_mesh,
             metadata: metadata.map(|m| (m, crate::runtime::Semaphore::new(1))),
@@ -310,7 +319,7 @@ impl<L: ShardLog> Shard<L> {
     async fn queue_op(&self, entry: TopicEntry, queue_id: u32, request: Request) -> LocalReply {
         let key = QueueKey::new(entry.id, queue_id);
         match request {
-            Request::Produce { batch, .. } => self.produce(key, &batch).await.map(Answer::Response),
+            Request::Produce { batch, .. } => self.produce(key, batch).await.map(Answer::Response),
             Request::Fetch { offset, max_bytes, max_wait_ms, tags, .. } => {
                 self.fetch(key, offset, max_bytes, max_wait_ms, &tags).await
             }
@@ -331,7 +340,10 @@ impl<L: ShardLog> Shard<L> {
         }
     }
 
-    async fn produce(&self, key: QueueKey, batch: &[u8]) -> Reply {
+    /// Stores one batch. `batch` is usually a range of the connection's read buffer (or, when
+    /// forwarded, of another shard's): the log copies it straight into its DMA chunk and
+    /// releases it before waiting for durability.
+    async fn produce(&self, key: QueueKey, batch: SharedBytes) -> Reply {
         let max = self.config.storage.max_batch_bytes;
         if batch.len() > max {
             return Err(BrokerError::new(
@@ -339,7 +351,7 @@ impl<L: ShardLog> Shard<L> {
                 format!("batch of {} bytes exceeds max_batch_bytes = {max}", batch.len()),
             ));
         }
-        match peek_length(batch) {
+        match peek_length(&batch) {
             Some(len) if len as usize == batch.len() => {}
             Some(len) => {
                 return Err(BrokerError::new(
@@ -358,14 +370,31 @@ impl<L: ShardLog> Shard<L> {
                 ))
             }
         }
+        if read_header(&batch).is_ok_and(|h| h.is_transactional()) {
+            return Err(BrokerError::new(
+                ErrorCode::UNSUPPORTED_FEATURE,
+                "transactional batches (attribute bit 3) are not supported yet: transactional \
+                 messages do not exist in this broker; send the batch without that attribute",
+            ));
+        }
+        let batch_len = batch.len();
         let out = self.log.append(key, batch).await?;
-        // Visible to reads now: wake fetches parked at the old end.
+        let visible = self.log.visible_end();
+        if out.end > visible {
+            // Acknowledged with FLUSH_DISK_TIMEOUT: readable only when the flush completes.
+            let mut late = self.late_visible.borrow_mut();
+            late.retain(|_, end| *end > visible);
+            let end = late.entry(key).or_insert(out.end);
+            *end = (*end).max(out.end);
+        }
+        // Wake fetches parked at the old end: the data is readable now, or they learn above
+        // when it will be.
         self.long_poll.borrow_mut().notify(key);
         {
             let mut s = self.stats.borrow_mut();
             s.produce_batches += 1;
             s.produce_records += u64::from(out.record_count);
-            s.produce_bytes += batch.len() as u64;
+            s.produce_bytes += batch_len as u64;
         }
         Ok(Response::Produce {
             status: if out.flush_timed_out {
@@ -426,8 +455,22 @@ impl<L: ShardLog> Shard<L> {
                 let Some(waiter) = self.long_poll.borrow_mut().register(key) else {
                     return Ok(empty(o, from));
                 };
-                // Woken by an append, shutdown, or the deadline; then look again.
-                let _ = runtime::timeout(deadline - now, waiter).await;
+                let late = self.late_end(key);
+                let flushed = async {
+                    match late {
+                        Some(end) => self.log.wait_visible(end).await.is_ok(),
+                        None => std::future::pending().await,
+                    }
+                };
+                // Woken by an append, a late flush, shutdown, or the deadline; look again.
+                let flushed = std::pin::pin!(flushed);
+                let woken = select(waiter, flushed);
+                if let Some(Either::Right((false, _))) =
+                    runtime::timeout(deadline - now, woken).await
+                {
+                    // The log stopped: that data never becomes readable; stop waiting for it.
+                    self.late_visible.borrow_mut().remove(&key);
+                }
                 continue;
             }
             let mut batches = self.log.read(key, from, max_bytes).await?;
@@ -463,6 +506,17 @@ impl<L: ShardLog> Shard<L> {
                 batches,
             });
         }
+    }
+
+    /// Where the queue's acknowledged but not yet readable data ends, if it has any.
+    fn late_end(&self, key: QueueKey) -> Option<u64> {
+        let mut late = self.late_visible.borrow_mut();
+        let end = *late.get(&key)?;
+        if end <= self.log.visible_end() {
+            late.remove(&key);
+            return None;
+        }
+        Some(end)
     }
 
     fn metadata_response(&self, names: &[String]) -> Response {
@@ -637,7 +691,7 @@ mod tests {
     }
 
     fn produce(queue_id: u32, n: usize) -> Request {
-        Request::Produce { topic: "t".into(), queue_id, flags: 0, batch: batch(n) }
+        Request::Produce { topic: "t".into(), queue_id, flags: 0, batch: batch(n).into() }
     }
 
     fn fetch(offset: u64, max_wait_ms: u32) -> Request {
@@ -684,10 +738,12 @@ mod tests {
             assert_eq!(e.code, ErrorCode::UNKNOWN_QUEUE);
             let mut bad = batch(1);
             bad[100] ^= 1;
-            let e =
-                call(&s, Request::Produce { topic: "t".into(), queue_id: 0, flags: 0, batch: bad })
-                    .await
-                    .unwrap_err();
+            let e = call(
+                &s,
+                Request::Produce { topic: "t".into(), queue_id: 0, flags: 0, batch: bad.into() },
+            )
+            .await
+            .unwrap_err();
             assert_eq!(e.code, ErrorCode::CORRUPT_BATCH);
             let r = call(&s, Request::Offsets { topic: "t".into(), queue_id: 0, timestamp_ms: 0 })
                 .await
@@ -776,13 +832,153 @@ mod tests {
         });
     }
 
+
+    /// Polls (bounded) until `n` fetches are parked on the shard.
+    async fn until_parked(s: &Rc<Shard<SimLog>>, n: u64) {
+        let t = Instant::now();
+        while s.stats().long_poll_waiting != n {
+            assert!(t.elapsed() < Duration::from_secs(5), "fetches never parked");
+            runtime::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    /// A sync-mode shard whose next flush takes `delay`, far past its 20 ms flush timeout.
+    async fn slow_sync_shard(delay: Duration) -> (Rc<Shard<SimLog>>, SimDir) {
+        let dir = SimDir::new(33);
+        let s = shard_on(dir.clone(), 8, |st| {
+            st.flush_mode = crate::storage::FlushMode::Sync;
+            st.sync_flush_timeout_ms = 20;
+        })
+        .await;
+        dir.set_sync_delay(delay);
+        (s, dir)
+    }
+
+    #[test]
+    fn parked_fetches_wake_when_a_late_sync_flush_completes() {
+        run(|| async {
+            let (s, dir) = slow_sync_shard(Duration::from_millis(300)).await;
+            // One fetch parks before the produce, one after its reply (FLUSH_DISK_TIMEOUT).
+            let s2 = s.clone();
+            let before = runtime::spawn(async move { call(&s2, fetch(0, 20_000)).await });
+            until_parked(&s, 1).await;
+            let t = Instant::now();
+            let r = call(&s, produce(0, 2)).await.unwrap();
+            assert!(
+                matches!(r, Response::Produce { status: SendStatus::FlushDiskTimeout, .. }),
+                "{r:?}"
+            );
+            dir.set_sync_delay(Duration::ZERO);
+            let s2 = s.clone();
+            let after = runtime::spawn(async move { call(&s2, fetch(0, 20_000)).await });
+            for parked in [before, after] {
+                let r = parked.await.unwrap().unwrap();
+                assert!(
+                    matches!(r, Response::Fetch { next_offset: 2, ref batches, .. } if !batches.is_empty()),
+                    "{r:?}"
+                );
+            }
+            // Woken by the flush (about 300 ms), not by the 20 s deadline.
+            assert!(t.elapsed() < Duration::from_secs(10), "woken after {:?}", t.elapsed());
+        });
+    }
+
+    /// Batch bytes that record when they are dropped.
+    struct DropProbe(Vec<u8>, Rc<Cell<bool>>);
+    impl AsRef<[u8]> for DropProbe {
+        fn as_ref(&self) -> &[u8] {
+            &self.0
+        }
+    }
+    impl Drop for DropProbe {
+        fn drop(&mut self) {
+            self.1.set(true);
+        }
+    }
+
+    #[test]
+    fn the_log_releases_a_batch_before_waiting_for_its_fsync() {
+        run(|| async {
+            let dir = SimDir::new(41);
+            let s = shard_on(dir.clone(), 8, |st| {
+                st.flush_mode = crate::storage::FlushMode::Sync;
+                st.sync_flush_timeout_ms = 10_000;
+            })
+            .await;
+            dir.set_sync_delay(Duration::from_millis(300));
+            let (dropped, acked) = (Rc::new(Cell::new(false)), Rc::new(Cell::new(false)));
+            let probe = DropProbe(batch(3), dropped.clone());
+            let (s2, acked2) = (s.clone(), acked.clone());
+            let append = runtime::spawn(async move {
+                let out = ShardLog::append(&s2.log, QueueKey::new(1, 0), probe).await.unwrap();
+                acked2.set(true);
+                out
+            });
+            let t = Instant::now();
+            while !dropped.get() {
+                assert!(t.elapsed() < Duration::from_secs(5), "the batch was never released");
+                runtime::sleep(Duration::from_millis(1)).await;
+            }
+            // Released while the fsync is still running: the connection can reuse its buffer.
+            assert!(!acked.get(), "released only after the durability wait");
+            let out = append.await.unwrap();
+            assert!(!out.flush_timed_out && out.end <= ShardLog::visible_end(&s.log));
+        });
+    }
+
+    #[test]
+    fn timestamp_lookup_never_points_past_what_a_fetch_can_read() {
+        run(|| async {
+            let (s, dir) = slow_sync_shard(Duration::from_millis(300)).await;
+            dir.set_sync_delay(Duration::ZERO);
+            call(&s, produce(0, 1)).await.unwrap(); // offset 0, durable
+            dir.set_sync_delay(Duration::from_millis(300));
+            let r = call(&s, produce(0, 2)).await.unwrap(); // 1..3, not yet durable
+            assert!(matches!(r, Response::Produce { status: SendStatus::FlushDiskTimeout, .. }));
+            for ts in [0, i64::MAX] {
+                let req = Request::Offsets { topic: "t".into(), queue_id: 0, timestamp_ms: ts };
+                let Response::Offsets { next_offset, timestamp_offset, .. } =
+                    call(&s, req).await.unwrap()
+                else {
+                    panic!()
+                };
+                assert!(timestamp_offset <= next_offset, "{timestamp_offset} > {next_offset}");
+                call(&s, fetch(timestamp_offset, 0)).await.expect("a fetch at the answer works");
+            }
+        });
+    }
+
+    #[test]
+    fn transactional_batches_are_refused_until_transactions_exist() {
+        run(|| async {
+            let s = shard(8).await;
+            let mut b = batch(1);
+            b[44] |= crate::format::batch::ATTR_TRANSACTIONAL as u8;
+            let crc = crc32c::crc32c(&b[crate::format::CRC_START..]);
+            b[40..44].copy_from_slice(&crc.to_le_bytes());
+            let req =
+                Request::Produce { topic: "t".into(), queue_id: 0, flags: 0, batch: b.into() };
+            let e = call(&s, req).await.unwrap_err();
+            assert_eq!(e.code, ErrorCode::UNSUPPORTED_FEATURE, "{e:?}");
+            assert!(e.message.contains("transactional"), "{}", e.message);
+            let o = Request::Offsets { topic: "t".into(), queue_id: 0, timestamp_ms: -1 };
+            let r = call(&s, o).await.unwrap();
+            assert!(matches!(r, Response::Offsets { next_offset: 0, .. }), "nothing stored");
+        });
+    }
+
     fn tagged(n: usize, tag: &[u8]) -> Request {
         let mut b = BatchBuilder::new(1 << 16);
         for _ in 0..n {
             b.push(&Record { key: b"", tag, properties: &[], body: b"x", timestamp_ms: 5 })
                 .unwrap();
         }
-        Request::Produce { topic: "t".into(), queue_id: 0, flags: 0, batch: b.finish(-1, -1) }
+        Request::Produce {
+            topic: "t".into(),
+            queue_id: 0,
+            flags: 0,
+            batch: b.finish(-1, -1).into(),
+        }
     }
 
     fn fetch_tags(offset: u64, max_wait_ms: u32, tag: &[u8]) -> Request {

@@ -1,4 +1,4 @@
-//! The broker's seam to a shard's log: the five operations a shard needs from storage.
+//! The broker's seam to a shard's log: the operations a shard needs from storage.
 //!
 //! Implemented by `Rc<`[`crate::storage::CommitLog`]`>` (one per shard, on that shard's thread):
 //! on real files in production, on the storage's simulated directory in broker unit tests, so
@@ -16,14 +16,25 @@ pub struct AppendOutcome {
     /// SYNC_FLUSH only: the flush covering the batch did not finish within the configured
     /// timeout (the data is stored and will be flushed).
     pub flush_timed_out: bool,
+    /// Log position one past the batch: it is readable once [`ShardLog::visible_end`] reaches
+    /// this (at once in async mode; when the covering flush completes in sync mode, which
+    /// may be after this append returned with `flush_timed_out`).
+    pub end: u64,
 }
 
 /// One shard's log. `!Send`: used only on the shard's thread, shared as `Rc`.
 #[allow(async_fn_in_trait)]
 pub trait ShardLog: 'static {
-    /// Validates (CRC), stamps and stores one batch; resolves per the flush mode. Data is
-    /// visible to [`ShardLog::read`] once this returns.
-    async fn append(&self, queue: QueueKey, batch: &[u8]) -> Result<AppendOutcome, StorageError>;
+    /// Validates (CRC, record framing), stamps and stores one batch; resolves per the flush
+    /// mode. `batch` is dropped as soon as its bytes are copied into the log, before waiting
+    /// for durability, so a connection buffer holding it can be reused early. The data is
+    /// visible to [`ShardLog::read`] once this returns, unless `flush_timed_out`: then once
+    /// the flush completes (see [`ShardLog::wait_visible`]).
+    async fn append<B: AsRef<[u8]>>(
+        &self,
+        queue: QueueKey,
+        batch: B,
+    ) -> Result<AppendOutcome, StorageError>;
     /// Whole stored batches from the one containing `offset`, about `max_bytes` (at least one
     /// batch when any exists). Empty at the end; `OffsetOutOfRange` outside `[min, next]`.
     async fn read(
@@ -33,8 +44,14 @@ pub trait ShardLog: 'static {
         max_bytes: usize,
     ) -> Result<Vec<ReadBuf>, StorageError>;
     fn offsets(&self, queue: QueueKey) -> QueueOffsets;
-    /// First offset whose batch was stored at or after `timestamp_ms`, else `next`.
+    /// First offset whose batch was stored at or after `timestamp_ms`, else `next`; never past
+    /// the readable `next`.
     fn offset_for_timestamp(&self, queue: QueueKey, timestamp_ms: i64) -> u64;
+    /// The log position up to which appended data is readable.
+    fn visible_end(&self) -> u64;
+    /// Resolves once everything before log position `end` is readable; an error when the log
+    /// stopped first (then it never will be).
+    async fn wait_visible(&self, end: u64) -> Result<(), StorageError>;
     async fn flush(&self) -> Result<(), StorageError>;
     async fn close(&self) -> Result<(), StorageError>;
 }

@@ -1,8 +1,13 @@
 //! The pull consumer: fetch a queue from an offset, decode and verify the stored batches.
 //!
 //! The broker returns whole stored batches; the first may start before the requested offset.
-//! The consumer checks each batch (producer CRC and the broker's stamp CRC), skips records
-//! below the requested offset and control batches, and reports the offset to fetch next.
+//! The consumer checks each batch (producer CRC, the broker's stamp CRC, record framing), skips
+//! records below the requested offset and control batches, and reports the offset to fetch next.
+//!
+//! A stored batch that does not decode (written before the broker validated record framing on
+//! ingest, or damaged) is never skipped silently: the messages before it are delivered and the
+//! pull stops there; a pull that starts at it fails with [`ClientError::CorruptData`], naming
+//! the queue and the batch's offsets, and the caller may skip it by pulling from its end.
 //! Fetches go to the owning shard's port (see [`super::router`]); `max_wait` > 0 long-polls
 //! at the end of the queue.
 
@@ -77,41 +82,115 @@ impl PullConsumer {
         let Response::Fetch { min_offset, next_offset, scan_end_offset, batches } = resp else {
             return Err(ClientError::Protocol("fetch got another reply".into()));
         };
-        let (messages, next) = decode_batches(&batches, offset, &self.tags)?;
-        Ok(PullResult {
-            messages,
-            // The broker may have skipped batches past the last one it returned (tag filter).
-            next_offset: next.max(scan_end_offset).max(offset),
-            min_offset,
-            max_offset: next_offset,
-        })
+        let decoded = decode_batches(&batches, offset, &self.tags);
+        let (messages, next) = settle(topic, queue_id, offset, scan_end_offset, decoded)?;
+        Ok(PullResult { messages, next_offset: next, min_offset, max_offset: next_offset })
     }
 }
 
-/// Decodes concatenated stored batches; returns the records at or after `from` and the
-/// offset after the last batch.
-pub fn decode_batches(
-    mut bytes: &[u8],
-    from: u64,
-    tags: &[Vec<u8>],
+/// A pull's outcome from what it decoded: the messages and the offset to pull next, or the
+/// corrupt batch the pull starts at.
+fn settle(
+    topic: &str,
+    queue_id: u32,
+    offset: u64,
+    scan_end_offset: u64,
+    decoded: DecodedBatches,
 ) -> Result<(Vec<ConsumedMessage>, u64)> {
+    let next = match decoded.corrupt {
+        // Nothing before it: the caller decides whether to skip it.
+        Some(c) if decoded.next_offset <= offset => {
+            return Err(ClientError::CorruptData {
+                topic: topic.to_owned(),
+                queue_id,
+                first_offset: c.first_offset,
+                next_offset: c.next_offset,
+                reason: c.reason,
+            })
+        }
+        // Deliver what precedes it; the next pull starts at it and reports it.
+        Some(_) => decoded.next_offset,
+        // The broker may have skipped batches past the last one it returned (tag filter).
+        None => decoded.next_offset.max(scan_end_offset).max(offset),
+    };
+    Ok((decoded.messages, next))
+}
+
+/// A fetched batch that does not decode, covering queue offsets `[first_offset, next_offset)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CorruptBatch {
+    pub first_offset: u64,
+    pub next_offset: u64,
+    pub reason: String,
+}
+
+/// What [`decode_batches`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodedBatches {
+    /// The records at or after the requested offset, up to the first corrupt batch.
+    pub messages: Vec<ConsumedMessage>,
+    /// The offset after the last batch decoded (the requested one if none was).
+    pub next_offset: u64,
+    /// The first batch that did not decode; decoding stopped there.
+    pub corrupt: Option<CorruptBatch>,
+}
+
+/// Decodes concatenated stored batches: the records at or after `from`, the offset after the
+/// last batch, and the first batch that does not decode (a batch is delivered whole or not
+/// at all; batches skipped by their tag summary or below `from` are not decoded).
+pub fn decode_batches(mut bytes: &[u8], from: u64, tags: &[Vec<u8>]) -> DecodedBatches {
     let mut out = Vec::new();
     let mut next = from;
     while !bytes.is_empty() {
-        let view = BatchView::parse(bytes, bytes.len())
-            .map_err(|e| ClientError::Protocol(format!("fetched batch is invalid: {e}")))?;
-        view.verify_stamp().map_err(|e| ClientError::Protocol(format!("fetched batch: {e}")))?;
+        let checked = BatchView::parse(bytes, bytes.len()).and_then(|v| {
+            v.verify_stamp()?;
+            Ok(v)
+        });
+        let view = match checked {
+            Ok(v) => v,
+            Err(e) => {
+                // Its offsets are unverified: report (and let the caller skip) one offset
+                // only, so a skip never passes data it did not see.
+                let corrupt = CorruptBatch {
+                    first_offset: next,
+                    next_offset: next + 1,
+                    reason: format!("batch fails verification: {e}"),
+                };
+                return DecodedBatches { messages: out, next_offset: next, corrupt: Some(corrupt) };
+            }
+        };
         let h = view.header;
-        bytes = &bytes[h.length as usize..];
-        next = next.max(h.next_offset());
         if h.is_control() || h.next_offset() <= from {
+            bytes = &bytes[h.length as usize..];
+            next = next.max(h.next_offset());
             continue;
         }
         if !tags.is_empty() && !h.tag_summary.may_contain_any(tags.iter().map(Vec::as_slice)) {
+            // None of its records is for this consumer: nothing is lost by not decoding it.
+            bytes = &bytes[h.length as usize..];
+            next = next.max(h.next_offset());
             continue;
         }
+        // One pass: a batch is delivered whole or not at all.
+        let batch_start = out.len();
         for rec in view.records() {
-            let rec = rec.map_err(|e| ClientError::Protocol(format!("fetched record: {e}")))?;
+            let rec = match rec {
+                Ok(r) => r,
+                Err(e) => {
+                    out.truncate(batch_start);
+                    // Both checksums hold, so its offsets are the broker's: the whole batch.
+                    let corrupt = CorruptBatch {
+                        first_offset: h.stamp.base_offset,
+                        next_offset: h.next_offset(),
+                        reason: e.to_string(),
+                    };
+                    return DecodedBatches {
+                        messages: out,
+                        next_offset: next,
+                        corrupt: Some(corrupt),
+                    };
+                }
+            };
             let offset = h.stamp.base_offset + u64::from(rec.index);
             if offset < from {
                 continue;
@@ -136,8 +215,10 @@ pub fn decode_batches(
                 body: rec.body.to_vec(),
             });
         }
+        bytes = &bytes[h.length as usize..];
+        next = next.max(h.next_offset());
     }
-    Ok((out, next))
+    DecodedBatches { messages: out, next_offset: next, corrupt: None }
 }
 
 #[cfg(test)]
@@ -171,14 +252,65 @@ mod tests {
     fn skips_records_below_the_requested_offset_and_filters_tags() {
         let mut bytes = batch(0, 3, b"A");
         bytes.extend(batch(3, 2, b"B"));
-        let (msgs, next) = decode_batches(&bytes, 1, &[]).unwrap();
-        assert_eq!(msgs.iter().map(|m| m.offset).collect::<Vec<_>>(), vec![1, 2, 3, 4]);
-        assert_eq!(msgs[0].body, b"m1");
-        assert_eq!(next, 5);
-        let (msgs, _) = decode_batches(&bytes, 0, &[b"B".to_vec()]).unwrap();
-        assert_eq!(msgs.iter().map(|m| m.offset).collect::<Vec<_>>(), vec![3, 4]);
+        let d = decode_batches(&bytes, 1, &[]);
+        assert_eq!(offsets(&d.messages), vec![1, 2, 3, 4]);
+        assert_eq!(d.messages[0].body, b"m1");
+        assert_eq!((d.next_offset, d.corrupt), (5, None));
+        let d = decode_batches(&bytes, 0, &[b"B".to_vec()]);
+        assert_eq!(offsets(&d.messages), vec![3, 4]);
         let mut bad = bytes.clone();
         bad[21] ^= 1; // a stamped field: the stamp CRC catches it
-        assert!(decode_batches(&bad, 0, &[]).is_err());
+        let d = decode_batches(&bad, 0, &[]);
+        assert!(d.messages.is_empty());
+        let c = d.corrupt.expect("reported");
+        // Its offsets are not trusted: one offset at a time.
+        assert_eq!((c.first_offset, c.next_offset), (0, 1), "{}", c.reason);
+    }
+
+    fn offsets(msgs: &[ConsumedMessage]) -> Vec<u64> {
+        msgs.iter().map(|m| m.offset).collect()
+    }
+
+    /// A stored batch with valid checksums whose record 1 is malformed (what a broker that did
+    /// not validate record framing on ingest could store).
+    fn poison(base: u64, n: usize) -> Vec<u8> {
+        let mut b = batch(base, n, b"");
+        let first_len = u32::from_le_bytes(b[88..92].try_into().unwrap()) as usize;
+        let second = 88 + 4 + first_len;
+        b[second + 8..second + 10].copy_from_slice(&u16::MAX.to_le_bytes());
+        let crc = crc32c::crc32c(&b[crate::format::CRC_START..]);
+        b[40..44].copy_from_slice(&crc.to_le_bytes());
+        b
+    }
+
+    #[test]
+    fn a_corrupt_batch_is_reported_with_its_offsets_and_skipped_only_on_request() {
+        let mut bytes = batch(0, 3, b"");
+        bytes.extend(poison(3, 2));
+        bytes.extend(batch(5, 1, b""));
+        // The good messages before it are delivered; the pull stops at it.
+        let d = decode_batches(&bytes, 1, &[]);
+        assert_eq!(offsets(&d.messages), vec![1, 2]);
+        let c = d.corrupt.clone().expect("reported");
+        assert_eq!((c.first_offset, c.next_offset), (3, 5));
+        assert!(c.reason.contains("record 1 is malformed"), "{}", c.reason);
+        let (msgs, next) = settle("t", 4, 1, 6, d).unwrap();
+        assert_eq!((offsets(&msgs), next), (vec![1, 2], 3));
+        // A pull starting at it fails, naming the queue and the range, every time.
+        let at_poison = &bytes[batch(0, 3, b"").len()..];
+        for from in [3, 4] {
+            let e = settle("t", 4, from, 6, decode_batches(at_poison, from, &[])).unwrap_err();
+            let ClientError::CorruptData { ref topic, queue_id, first_offset, next_offset, .. } = e
+            else {
+                panic!("{e:?}")
+            };
+            assert_eq!((topic.as_str(), queue_id, first_offset, next_offset), ("t", 4, 3, 5));
+            let text = e.to_string();
+            assert!(text.contains("queue 4") && text.contains("[3, 5)"), "{text}");
+        }
+        // Skipping is explicit: pulling from its end goes on.
+        let after = &at_poison[poison(3, 2).len()..];
+        let (msgs, next) = settle("t", 4, 5, 6, decode_batches(after, 5, &[])).unwrap();
+        assert_eq!((offsets(&msgs), next), (vec![5], 6));
     }
 }

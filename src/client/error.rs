@@ -18,6 +18,21 @@ pub enum ClientError {
     /// The broker's bytes did not decode (version mismatch or a bug).
     #[error("protocol error: {0}")]
     Protocol(String),
+    /// A stored batch of the queue cannot be decoded (its records are malformed or its
+    /// checksums fail), so records `[first_offset, next_offset)` cannot be delivered. Pulling
+    /// from that offset again gets this error again; to skip the batch, and lose those records
+    /// knowingly, pull from `next_offset` (the pull consumer never skips on its own).
+    #[error(
+        "corrupt data in {topic} queue {queue_id} at offsets [{first_offset}, {next_offset}): \
+         {reason}; pull from offset {next_offset} to skip it"
+    )]
+    CorruptData {
+        topic: String,
+        queue_id: u32,
+        first_offset: u64,
+        next_offset: u64,
+        reason: String,
+    },
     /// The caller asked for something invalid (unknown topic in metadata, bad record...).
     #[error("{0}")]
     Invalid(String),

@@ -179,7 +179,7 @@ impl Producer {
             topic: msg.topic.clone(),
             queue_id,
             flags: PRODUCE_FLAG_NO_RESPONSE,
-            batch: b.finish(-1, -1),
+            batch: b.finish(-1, -1).into(),
         };
         self.router.queue_connection(&msg.topic, queue_id)?.send_oneway(&request)
     }

@@ -269,6 +269,37 @@ mod tests {
             }
         }
 
+        /// Ingest validation and the consumer's decoder agree on any record bytes: a batch is
+        /// accepted exactly when iterating its records succeeds.
+        #[test]
+        fn validation_agrees_with_the_decoder(
+            records in proptest::collection::vec(any::<u8>(), 0..300),
+            count in 1u32..6,
+            good_prefix in 0usize..4,
+        ) {
+            // Some valid records first, so the random tail also lands after good ones.
+            let mut b = BatchBuilder::new(1 << 16);
+            for i in 0..good_prefix.max(1) {
+                let props = [(b"n".as_slice(), b"v".as_slice())];
+                let rec = Record { key: b"k", tag: b"t", properties: &props, body: &[i as u8; 3], timestamp_ms: 1 };
+                b.push(&rec).unwrap();
+            }
+            let mut bytes = b.finish(-1, -1);
+            if good_prefix == 0 {
+                bytes.truncate(crate::format::HEADER_LEN);
+            }
+            bytes.extend_from_slice(&records);
+            let len = bytes.len() as u32;
+            bytes[0..4].copy_from_slice(&len.to_le_bytes());
+            bytes[48..52].copy_from_slice(&(good_prefix as u32 + count).to_le_bytes());
+            let crc = crc32c::crc32c(&bytes[crate::format::CRC_START..]);
+            bytes[40..44].copy_from_slice(&crc.to_le_bytes());
+            let view = BatchView::parse(&bytes, 1 << 20).unwrap();
+            let decoded: Result<Vec<_>, _> = view.records().collect();
+            let decoded_ok = decoded.as_ref().is_ok_and(|r| r.len() as u32 == view.header.record_count);
+            prop_assert_eq!(view.validate_records().is_ok(), decoded_ok);
+        }
+
         /// The decoder never panics, whatever the bytes.
         #[test]
         fn decoder_survives_garbage(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {

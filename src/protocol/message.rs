@@ -9,6 +9,7 @@ use super::api::ApiKey;
 use super::codec::{DecodeError, Reader, Writer};
 use super::error_code::ErrorCode;
 use super::frame::{self, RequestHeader};
+use super::shared_bytes::SharedBytes;
 
 /// Upper bound on any list in a payload (topics in a metadata request, shards in stats...).
 pub const MAX_LIST_ITEMS: u32 = 100_000;
@@ -34,12 +35,13 @@ pub enum Request {
         topic: String,
     },
     ListTopics,
-    /// One batch (format v1) for one queue.
+    /// One batch (format v1) for one queue. Decoded by the broker, the batch is the range of
+    /// the connection's read buffer the socket put it in ([`decode_request_shared`]).
     Produce {
         topic: String,
         queue_id: u32,
         flags: u8,
-        batch: Vec<u8>,
+        batch: SharedBytes,
     },
     /// Stored batches from `offset`, up to about `max_bytes` (at least one whole batch when
     /// any exists). Waits up to `max_wait_ms` when `offset` is the queue's end. With `tags`,
@@ -175,18 +177,41 @@ impl RequestError {
     }
 }
 
-/// Decodes the payload of a complete, checked request frame.
+/// Decodes the payload of a complete, checked request frame. A produce's batch is copied out
+/// of `payload`; the broker uses [`decode_request_shared`] instead.
 pub fn decode_request(header: &RequestHeader, payload: &[u8]) -> Result<Request, RequestError> {
+    decode_checked(header, payload, &|range| SharedBytes::from(payload[range].to_vec()))
+}
+
+/// Like [`decode_request`], but a produce's batch is a slice of `payload` itself (no copy):
+/// the request keeps those bytes alive until it is dropped.
+pub fn decode_request_shared(
+    header: &RequestHeader,
+    payload: &SharedBytes,
+) -> Result<Request, RequestError> {
+    decode_checked(header, payload, &|range| payload.slice(range))
+}
+
+/// `batch` turns the batch's byte range within `payload` into the request's bytes.
+fn decode_checked(
+    header: &RequestHeader,
+    payload: &[u8],
+    batch: &dyn Fn(std::ops::Range<usize>) -> SharedBytes,
+) -> Result<Request, RequestError> {
     let api =
         ApiKey::from_u16(header.api_key).ok_or(RequestError::UnsupportedApi(header.api_key))?;
     if !api.supports(header.api_version) {
         let (lo, hi) = api.supported_versions();
         return Err(RequestError::UnsupportedVersion { api, version: header.api_version, lo, hi });
     }
-    decode_body(api, payload).map_err(|source| RequestError::Malformed { api, source })
+    decode_body(api, payload, batch).map_err(|source| RequestError::Malformed { api, source })
 }
 
-fn decode_body(api: ApiKey, payload: &[u8]) -> Result<Request, DecodeError> {
+fn decode_body(
+    api: ApiKey,
+    payload: &[u8],
+    batch: &dyn Fn(std::ops::Range<usize>) -> SharedBytes,
+) -> Result<Request, DecodeError> {
     let mut r = Reader::new(payload);
     let req = match api {
         ApiKey::Metadata => {
@@ -202,12 +227,14 @@ fn decode_body(api: ApiKey, payload: &[u8]) -> Result<Request, DecodeError> {
         }
         ApiKey::DeleteTopic => Request::DeleteTopic { topic: r.string("topic")? },
         ApiKey::ListTopics => Request::ListTopics,
-        ApiKey::Produce => Request::Produce {
-            topic: r.string("topic")?,
-            queue_id: r.u32("queue_id")?,
-            flags: r.u8("flags")?,
-            batch: r.bytes("batch")?.to_vec(),
-        },
+        ApiKey::Produce => {
+            let topic = r.string("topic")?;
+            let queue_id = r.u32("queue_id")?;
+            let flags = r.u8("flags")?;
+            let len = r.bytes("batch")?.len();
+            let end = payload.len() - r.remaining();
+            Request::Produce { topic, queue_id, flags, batch: batch(end - len..end) }
+        }
         ApiKey::Fetch => {
             let topic = r.string("topic")?;
             let queue_id = r.u32("queue_id")?;
@@ -597,20 +624,9 @@ pub fn encode_error(
 
 /// The message id of the record at `offset` of queue `queue_id` of topic `topic_id`: 32 hex
 /// digits of `(topic_id, queue_id, offset)`. Ids are unique per broker because topic ids are
-/// never reused; [`parse_message_id`] inverts it.
+/// never reused.
 pub fn message_id(topic_id: u32, queue_id: u32, offset: u64) -> String {
     format!("{topic_id:08X}{queue_id:08X}{offset:016X}")
-}
-
-pub fn parse_message_id(id: &str) -> Option<(u32, u32, u64)> {
-    if id.len() != 32 || !id.is_ascii() {
-        return None;
-    }
-    Some((
-        u32::from_str_radix(&id[0..8], 16).ok()?,
-        u32::from_str_radix(&id[8..16], 16).ok()?,
-        u64::from_str_radix(&id[16..32], 16).ok()?,
-    ))
 }
 
 #[cfg(test)]
@@ -620,7 +636,8 @@ mod produce_head_tests {
     #[test]
     fn produce_head_plus_batch_is_the_encoded_frame() {
         let batch: Vec<u8> = (0..5000u32).map(|i| i as u8).collect();
-        let req = Request::Produce { topic: "orders".into(), queue_id: 7, flags: 1, batch };
+        let req =
+            Request::Produce { topic: "orders".into(), queue_id: 7, flags: 1, batch: batch.into() };
         let whole = req.encode_frame(42);
         let Request::Produce { batch, .. } = &req else { unreachable!() };
         let mut parts = Request::encode_produce_head(42, "orders", 7, 1, batch.len());
@@ -660,7 +677,7 @@ mod tests {
             topic: "t".into(),
             queue_id: 3,
             flags: 1,
-            batch: vec![1, 2, 3],
+            batch: vec![1, 2, 3].into(),
         });
         round_trip_request(Request::Fetch {
             topic: "t".into(),
@@ -742,6 +759,41 @@ mod tests {
     }
 
     #[test]
+    fn a_shared_decode_borrows_the_produce_batch_from_the_frame() {
+        let batch: Vec<u8> = (0..300u32).map(|i| (i * 7) as u8).collect();
+        let req = Request::Produce {
+            topic: "orders".into(),
+            queue_id: 2,
+            flags: 0,
+            batch: batch.clone().into(),
+        };
+        let frame = SharedBytes::from(req.encode_frame(9));
+        let (h, p) = split_request(&frame);
+        let at = frame.len() - p.len();
+        let payload = frame.slice(at..frame.len());
+        let decoded = decode_request_shared(&h, &payload).unwrap();
+        assert_eq!(decoded, req);
+        let Request::Produce { batch: got, .. } = &decoded else { unreachable!() };
+        // The batch is the frame's own bytes (its last 300), not a copy.
+        assert!(std::ptr::eq(&got[0], &frame[frame.len() - batch.len()]));
+        // Every other request decodes the same either way.
+        for req in [Request::Stats, Request::Metadata { topics: vec!["a".into()] }] {
+            let frame = SharedBytes::from(req.encode_frame(1));
+            let (h, p) = split_request(&frame);
+            let payload = frame.slice(frame.len() - p.len()..frame.len());
+            assert_eq!(decode_request_shared(&h, &payload).unwrap(), req);
+        }
+        // A truncated produce is refused, not sliced out of bounds.
+        let mut short = req.encode_frame(9);
+        short.truncate(short.len() - 1);
+        frame::finish_frame(&mut short);
+        let short = SharedBytes::from(short);
+        let (h, p) = split_request(&short);
+        let payload = short.slice(short.len() - p.len()..short.len());
+        assert!(matches!(decode_request_shared(&h, &payload), Err(RequestError::Malformed { .. })));
+    }
+
+    #[test]
     fn fetch_head_plus_batches_equals_the_fetch_frame() {
         let batches = vec![3u8; 77];
         let whole = Response::Fetch {
@@ -757,10 +809,7 @@ mod tests {
     }
 
     #[test]
-    fn message_ids_round_trip() {
-        let id = message_id(7, 3, 1 << 40);
-        assert_eq!(id.len(), 32);
-        assert_eq!(parse_message_id(&id), Some((7, 3, 1 << 40)));
-        assert_eq!(parse_message_id("zz"), None);
+    fn message_ids_are_fixed_width_hex() {
+        assert_eq!(message_id(7, 3, 1 << 40), "00000007000000030000010000000000");
     }
 }

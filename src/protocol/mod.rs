@@ -18,12 +18,14 @@ pub mod error_code;
 pub mod frame;
 pub mod message;
 pub mod read_buffer;
+pub mod shared_bytes;
 
 pub use api::ApiKey;
 pub use codec::DecodeError;
 pub use error_code::{ErrorCode, Retriable};
 pub use frame::{Check, FrameError, RequestHeader, ResponseHeader, DEFAULT_MAX_FRAME_BYTES};
 pub use message::{
-    decode_request, encode_error, message_id, parse_message_id, ErrorDetail, ErrorResponse,
+    decode_request, decode_request_shared, encode_error, message_id, ErrorDetail, ErrorResponse,
     Request, RequestError, Response, SendStatus, ShardStats, TopicInfo, TopicRoute,
 };
+pub use shared_bytes::SharedBytes;

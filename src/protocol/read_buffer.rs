@@ -2,6 +2,13 @@
 //! the client's reader threads).
 //!
 //! The socket reads straight into it (no intermediate copy), and frames are decoded in place.
+//! The broker *lends* whole frames out of it ([`ReadBuffer::lend`]): a produce request's batch
+//! stays where the socket put it until the commit log copies it into its DMA chunk, so the
+//! payload is copied once on ingest.
+
+use std::sync::Arc;
+
+use super::shared_bytes::SharedBytes;
 
 /// A connection's read buffer: the socket reads straight into it, frames are decoded in place.
 ///
@@ -10,27 +17,56 @@
 /// measured as half of a broker core). It shrinks back to its base size only when
 /// empty after [`SMALL_FRAMES_BEFORE_SHRINK`] small frames in a row, so an idle connection
 /// never pins more than that. Its size never exceeds `max_frame_bytes` (+ one read chunk).
+///
+/// Lending: a lent frame keeps the buffer it lies in alive and unchanged. If it is still alive
+/// at the next read, that read goes to another buffer: a spare whose lent frames were all
+/// dropped, or a new one; only the bytes of a partly received frame move over. Lent frames
+/// live until the log copied them (a produce releases its batch before waiting for the
+/// fsync), so buffers come back quickly and steady traffic moves between a few of them
+/// without allocating. Kept: at most [`SPARE_BUFFERS`] buffers with frames still out and
+/// one free one (pruned before each read). What lent frames pin is
+/// bounded by the connection's in-flight request limit, as when each was a copy.
 pub struct ReadBuffer {
-    /// Initialised once; `data.len()` is the capacity in use.
-    data: Vec<u8>,
+    /// Initialised once; `data.len()` is the capacity in use. Written only while unshared.
+    data: Arc<Vec<u8>>,
     start: usize,
     end: usize,
     small_frames: u32,
     /// Base size, and the size of one read beyond a frame.
     chunk: usize,
+    /// Buffers left behind because frames lent from them were still in use, oldest first.
+    spares: Vec<Arc<Vec<u8>>>,
 }
 
 /// Small frames in a row after which an empty, grown buffer shrinks back.
 pub const SMALL_FRAMES_BEFORE_SHRINK: u32 = 64;
+/// Buffers kept for reuse after frames were lent from them (each at most one grown buffer).
+pub const SPARE_BUFFERS: usize = 4;
 
 impl ReadBuffer {
     /// A buffer of `chunk` bytes (also its base size and the growth step).
     pub fn new(chunk: usize) -> Self {
-        ReadBuffer { data: vec![0; chunk], start: 0, end: 0, small_frames: 0, chunk }
+        ReadBuffer {
+            data: Arc::new(vec![0; chunk]),
+            start: 0,
+            end: 0,
+            small_frames: 0,
+            chunk,
+            spares: Vec::new(),
+        }
     }
 
     pub fn filled(&self) -> &[u8] {
         &self.data[self.start..self.end]
+    }
+
+    /// Consumes the first `n` filled bytes and returns them without copying: they stay valid
+    /// (and this memory is not reused) until the returned bytes and all their slices drop.
+    pub fn lend(&mut self, n: usize) -> SharedBytes {
+        assert!(self.start + n <= self.end, "lend within the filled bytes");
+        let bytes = SharedBytes::from_shared(self.data.clone(), self.start..self.start + n);
+        self.consume(n);
+        bytes
     }
 
     pub fn consume(&mut self, n: usize) {
@@ -45,7 +81,8 @@ impl ReadBuffer {
             self.start = 0;
             self.end = 0;
             if self.data.len() > self.chunk && self.small_frames >= SMALL_FRAMES_BEFORE_SHRINK {
-                self.data = vec![0; self.chunk];
+                self.data = Arc::new(vec![0; self.chunk]);
+                self.spares.retain(|s| s.len() <= self.chunk);
             }
         }
     }
@@ -53,19 +90,68 @@ impl ReadBuffer {
     /// Free space to read into, large enough that a frame of `needed` bytes fits whole.
     pub fn space_for(&mut self, needed: usize) -> &mut [u8] {
         let want = needed.max(self.end - self.start + 1);
-        if self.start > 0 && self.start + want > self.data.len() {
+        if Arc::get_mut(&mut self.data).is_none() {
+            self.move_to_unshared(want);
+        } else if !self.spares.is_empty() {
+            self.prune_spares();
+        }
+        let data = Arc::get_mut(&mut self.data).expect("the buffer being filled is unshared");
+        if self.start > 0 && self.start + want > data.len() {
             // Move the partial frame to the front (at most one frame's worth, usually small).
-            self.data.copy_within(self.start..self.end, 0);
+            data.copy_within(self.start..self.end, 0);
             self.end -= self.start;
             self.start = 0;
         }
-        if want > self.data.len() {
-            self.data.resize(want.next_multiple_of(self.chunk), 0);
+        if want > data.len() {
+            data.resize(want.next_multiple_of(self.chunk), 0);
         }
-        if self.end == self.data.len() {
-            self.data.resize(self.data.len() + self.chunk, 0);
+        if self.end == data.len() {
+            data.resize(data.len() + self.chunk, 0);
         }
-        &mut self.data[self.end..]
+        &mut data[self.end..]
+    }
+
+    /// Continues in a buffer nobody else holds, leaving the current one to its lent frames:
+    /// the largest spare whose frames were all dropped (so a connection that keeps receiving
+    /// large frames keeps reusing a grown buffer), else a new one just large enough. Copies
+    /// only the partly received frame.
+    fn move_to_unshared(&mut self, want: usize) {
+        let reusable = self
+            .spares
+            .iter_mut()
+            .enumerate()
+            .filter(|(_, s)| s.len() >= want)
+            .filter_map(|(i, s)| Arc::get_mut(s).map(|b| (i, b.len())))
+            .max_by_key(|&(_, len)| len)
+            .map(|(i, _)| i);
+        let next = match reusable {
+            Some(i) => self.spares.remove(i),
+            None => Arc::new(vec![0; want.next_multiple_of(self.chunk)]),
+        };
+        let old = std::mem::replace(&mut self.data, next);
+        let partial = self.end - self.start;
+        Arc::get_mut(&mut self.data).expect("a reusable spare is unshared")[..partial]
+            .copy_from_slice(&old[self.start..self.end]);
+        self.start = 0;
+        self.end = partial;
+        self.spares.push(old);
+        self.prune_spares();
+    }
+
+    /// Buffers with frames still out cost nothing extra (the frames pin them); of those whose
+    /// frames are all gone, one is kept for the next move and the rest are freed. Past
+    /// [`SPARE_BUFFERS`], the oldest is forgotten (freed when its last lent frame is).
+    fn prune_spares(&mut self) {
+        let mut kept_free = false;
+        self.spares.retain_mut(|s| {
+            let free = Arc::get_mut(s).is_some();
+            let keep = !free || !kept_free;
+            kept_free |= free;
+            keep
+        });
+        if self.spares.len() > SPARE_BUFFERS {
+            self.spares.remove(0);
+        }
     }
 
     pub fn advance(&mut self, n: usize) {
@@ -118,6 +204,77 @@ mod tests {
         let small: Vec<u8> = (0..64 * 100).map(|i| i as u8).collect();
         assert_eq!(feed(&mut rb, &small, 100, 777).concat(), small);
         assert_eq!(rb.data.len(), CHUNK);
+    }
+
+    /// Reads `bytes` in pieces of `read`, lending every complete `frame`-byte frame; `keep`
+    /// says how many of the most recent lent frames stay alive. Returns every frame's bytes as
+    /// seen when it was dropped, and the distinct buffers the reads went into.
+    fn feed_lending(bytes: &[u8], frame: usize, read: usize, keep: usize) -> (Vec<u8>, usize) {
+        let mut rb = ReadBuffer::new(CHUNK);
+        let mut alive = std::collections::VecDeque::new();
+        let mut seen = Vec::new();
+        let mut buffers = std::collections::HashSet::new();
+        let mut at = 0;
+        while at < bytes.len() {
+            let space = rb.space_for(frame);
+            let n = space.len().min(read).min(bytes.len() - at);
+            space[..n].copy_from_slice(&bytes[at..at + n]);
+            buffers.insert(rb.data.as_ptr() as usize);
+            rb.advance(n);
+            at += n;
+            while rb.filled().len() >= frame {
+                alive.push_back(rb.lend(frame));
+                while alive.len() > keep {
+                    seen.extend_from_slice(&alive.pop_front().unwrap());
+                }
+            }
+        }
+        for f in alive {
+            seen.extend_from_slice(&f);
+        }
+        (seen, buffers.len())
+    }
+
+    #[test]
+    fn lent_frames_stay_intact_while_reading_goes_on() {
+        let data: Vec<u8> = (0..400 * 1000).map(|i| (i % 251) as u8).collect();
+        // Frames kept alive across many later reads, frames straddling reads, large frames.
+        for (frame, read, keep) in [(1000, 3000, 50), (1000, 777, 3), (100_000, 30_000, 2)] {
+            let (seen, _) = feed_lending(&data, frame, read, keep);
+            assert_eq!(seen.len(), data.len() / frame * frame);
+            assert!(seen == data[..seen.len()], "a lent frame changed ({frame}, {read}, {keep})");
+        }
+    }
+
+    #[test]
+    fn buffers_are_reused_once_their_lent_frames_are_dropped() {
+        let data: Vec<u8> = (0..2000 * 100).map(|i| i as u8).collect();
+        // Every frame dropped before the next read: one buffer throughout.
+        assert_eq!(feed_lending(&data, 100, 100, 0).1, 1);
+        // Three frames alive at a time: reads move between a few buffers, never allocating
+        // one per read.
+        let (_, buffers) = feed_lending(&data, 100, 100, 3);
+        assert!(buffers <= SPARE_BUFFERS + 1, "{buffers} buffers for 2000 reads");
+    }
+
+    #[test]
+    fn an_idle_connection_keeps_at_most_one_free_spare() {
+        let mut rb = ReadBuffer::new(CHUNK);
+        let read_one = |rb: &mut ReadBuffer| {
+            rb.space_for(10)[..10].fill(7);
+            rb.advance(10);
+            rb.lend(10)
+        };
+        let lent: Vec<_> = (0..10).map(|_| read_one(&mut rb)).collect();
+        assert!(rb.spares.len() <= SPARE_BUFFERS, "{} spares", rb.spares.len());
+        drop(lent);
+        let last = read_one(&mut rb);
+        read_one(&mut rb);
+        drop(last);
+        rb.space_for(10); // the next read
+        let free = rb.spares.iter().filter(|s| Arc::strong_count(s) == 1).count();
+        assert!(free <= 1, "{free} free spares kept");
+        assert!(rb.spares.len() <= 2, "{} spares", rb.spares.len());
     }
 
     #[test]

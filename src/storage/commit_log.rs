@@ -3,11 +3,11 @@
 //! Lives on its shard's executor (it is `!Send`); callers share it as `Rc<CommitLog>`.
 //!
 //! # Write path
-//! `append` validates the producer's batch (bounds, CRC), takes its place in the append order
-//! (a FIFO gate: appends are serialized, the copy itself never awaits), stamps topic, queue,
-//! base offset and store time into a copy of the header, and copies the batch once into the
-//! head chunk, a DMA buffer from the bounded chunk pool. A full chunk is dispatched as one
-//! O_DIRECT write; chunks are written concurrently.
+//! `append` validates the producer's batch (bounds, CRC, record framing), takes its place in
+//! the append order (a FIFO gate: appends are serialized, the copy itself never awaits), stamps
+//! topic, queue, base offset and store time into a copy of the header, and copies the batch
+//! once into the head chunk, a DMA buffer from the bounded chunk pool. A full chunk is
+//! dispatched as one O_DIRECT write; chunks are written concurrently.
 //!
 //! # Group commit
 //! One flusher task per log. When asked (a sync-mode append waits, `flush_bytes` are pending,
@@ -217,10 +217,6 @@ impl<D: LogDir + 'static> CommitLog<D> {
         Ok(log)
     }
 
-    pub fn config(&self) -> &StorageConfig {
-        &self.config
-    }
-
     fn check_writable(&self) -> Result<()> {
         let st = self.st.borrow();
         if let Some(reason) = &st.failed {
@@ -277,6 +273,8 @@ impl<D: LogDir + 'static> CommitLog<D> {
             }
             .into());
         }
+        // A valid CRC over malformed records would fail every consumer of the queue.
+        view.validate_records()?;
         let len = batch.len() as u64;
 
         let _gate = self.append_gate.acquire_permit(1).await.map_err(|_| StorageError::Closed)?;
@@ -348,12 +346,20 @@ impl<D: LogDir + 'static> CommitLog<D> {
         batch: &[u8],
     ) -> Result<(Appended, AppendStatus)> {
         let appended = self.append(queue, batch).await?;
+        let status = self.commit(&appended).await?;
+        Ok((appended, status))
+    }
+
+    /// The acknowledgement step of [`Self::append_committed`], for callers that release the
+    /// batch's buffer between the copy and the wait: in sync mode, waits for the fdatasync
+    /// covering `appended` (up to `sync_flush_timeout_ms`, then `FlushDiskTimeout`).
+    pub async fn commit(self: &Rc<Self>, appended: &Appended) -> Result<AppendStatus> {
         if self.config.flush_mode == FlushMode::Async {
-            return Ok((appended, AppendStatus::Ok));
+            return Ok(AppendStatus::Ok);
         }
         let durable =
             self.wait_durable(appended.end, Some(self.config.sync_flush_timeout())).await?;
-        Ok((appended, if durable { AppendStatus::Ok } else { AppendStatus::FlushDiskTimeout }))
+        Ok(if durable { AppendStatus::Ok } else { AppendStatus::FlushDiskTimeout })
     }
 
     /// Waits until everything before `end` is durable; false if `timeout` passed first.
@@ -924,17 +930,24 @@ impl<D: LogDir + 'static> CommitLog<D> {
         st.queues.get(&queue).map(|q| visible_offsets(q, visible)).unwrap_or_default()
     }
 
-    /// First offset of `queue` stored at or after `ts_ms`; the next offset if none.
+    /// First offset of `queue` stored at or after `ts_ms`; the next offset if none. Bounded
+    /// by the readable end (like [`Self::offsets`]), so a fetch at the answer never fails.
     pub fn offset_for_timestamp(&self, queue: QueueKey, ts_ms: i64) -> u64 {
+        let visible = self.visible_end().0;
         let st = self.st.borrow();
-        st.queues.get(&queue).map_or(0, |q| q.offset_for_timestamp(ts_ms))
+        st.queues
+            .get(&queue)
+            .map_or(0, |q| q.offset_for_timestamp(ts_ms).min(visible_offsets(q, visible).next))
     }
 
-    /// Queues that have (or had) data in this log.
-    pub fn queues(&self) -> Vec<QueueKey> {
-        let mut v: Vec<QueueKey> = self.st.borrow().queues.keys().copied().collect();
-        v.sort();
-        v
+    /// The log position up to which appended data is readable: the durable end in sync flush
+    /// mode, the appended end in async mode.
+    pub fn visible_end(&self) -> LogPosition {
+        let st = self.st.borrow();
+        LogPosition(match self.config.flush_mode {
+            FlushMode::Sync => st.durable,
+            FlushMode::Async => st.append_pos,
+        })
     }
 
     /// (appended end, written end, durable end) of the log.
