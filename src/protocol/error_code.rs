@@ -74,6 +74,8 @@ error_codes! {
     INVALID_ARGUMENT = 16, No, "a request field has an invalid value (e.g. zero queues)";
     SHUTTING_DOWN = 17, Yes, "the broker is stopping; retry on another connection later";
     TOO_MANY_TOPICS = 18, No, "the broker's topic limit is reached";
+    DUPLICATE_SEQUENCE = 20, No, "the sequence is older than the window kept for the producer";
+    OUT_OF_ORDER_SEQUENCE = 21, No, "the sequence does not follow the producer's last one";
 }
 
 impl std::fmt::Display for ErrorCode {
@@ -87,9 +89,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn codes_round_trip_and_are_dense() {
+    fn codes_round_trip_and_ascend() {
         for (i, c) in ErrorCode::ALL.iter().enumerate() {
-            assert_eq!(*c as u16, i as u16);
+            if i > 0 {
+                assert!(*c as u16 > ErrorCode::ALL[i - 1] as u16, "{c} out of order");
+            }
             assert_eq!(ErrorCode::from_u16(*c as u16), Some(*c));
         }
         assert_eq!(ErrorCode::from_u16(999), None);
