@@ -32,9 +32,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use crate::protocol::producer_id::{base_id, distance, epoch, next_sequence};
 use crate::storage::QueueKey;
 
-/// Batches remembered per (producer, queue): a retry of any of them is answered with its
-/// original offsets. Producers keep at most this many batches in flight per queue.
-pub const WINDOW_BATCHES: usize = 5;
+pub use crate::protocol::producer_id::WINDOW_BATCHES;
 
 /// Which sequence window: a producer (without its epoch) on one queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -40,6 +40,7 @@ pub mod pending;
 pub mod producer;
 pub mod router;
 pub mod selector;
+pub mod sequencer;
 
 use std::sync::Arc;
 

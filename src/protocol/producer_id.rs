@@ -21,6 +21,10 @@
 //! `s .. s + n`, and the next batch of the same producer, queue and epoch starts at
 //! [`next_sequence`]`(s, n)`. They wrap from `i32::MAX` to 0.
 
+/// Batches the broker remembers per (producer, queue), so a retry of any of them is answered
+/// with its original offsets; a producer keeps at most this many in flight per queue.
+pub const WINDOW_BATCHES: usize = 5;
+
 /// Bits of the epoch, the low part of a producer id.
 pub const EPOCH_BITS: u32 = 16;
 /// Largest epoch.
