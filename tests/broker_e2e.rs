@@ -554,3 +554,80 @@ fn tag_filtered_pulls_return_only_matching_messages() {
     assert!(fetched < produced / 2, "skipped batches were not sent: {fetched} of {produced}");
     producer.close().unwrap();
 }
+
+#[test]
+fn pull_consumer_rides_out_a_broker_restart() {
+    let dir = tempdir();
+    let port = free_port_block(3);
+    let cfg = config(dir.path(), 2, &format!("port = {port}"), "");
+    let mut broker = Broker::start_in(dir.path(), &cfg);
+    let client = Client::connect(&broker.addr()).unwrap();
+    client.admin().create_topic("pr", 1).unwrap();
+    let producer = client.producer(ProducerConfig::default()).unwrap();
+    for i in 0..5 {
+        producer.send(Message::new("pr", format!("m{i}"))).unwrap();
+    }
+    assert!(broker.stop().success());
+    // Pulled while the broker is down: retried with backoff until it is back.
+    let pulling = {
+        let client = client.clone();
+        std::thread::spawn(move || {
+            let mut consumer = client.consumer();
+            consumer.retry_timeout = Duration::from_secs(60);
+            consumer.pull("pr", 0, 0, Duration::ZERO)
+        })
+    };
+    let broker = Broker::start_in(dir.path(), &cfg);
+    let r = pulling.join().unwrap().expect("the pull reconnects");
+    let bodies: Vec<_> = r.messages.into_iter().map(|m| m.body).collect();
+    assert_eq!(bodies, (0..5).map(|i| format!("m{i}").into_bytes()).collect::<Vec<_>>());
+    drop(broker);
+    producer.close().unwrap();
+}
+
+#[test]
+fn consume_follow_reconnects_after_a_broker_restart() {
+    use std::io::BufRead;
+    let dir = tempdir();
+    let port = free_port_block(3);
+    let cfg = config(dir.path(), 2, &format!("port = {port}"), "");
+    let mut broker = Broker::start_in(dir.path(), &cfg);
+    let client = Client::connect(&broker.addr()).unwrap();
+    client.admin().create_topic("follow", 1).unwrap();
+    let producer = client
+        .producer(ProducerConfig { send_timeout: Duration::from_secs(60), ..Default::default() })
+        .unwrap();
+    producer.send(Message::new("follow", "one")).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ringmq"))
+        .args(["consume", "--follow", "--topic", "follow", "--max-messages", "2"])
+        .args(["--broker", &broker.addr()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = |out: Box<dyn std::io::Read + Send>| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        rx
+    };
+    let rx = lines(Box::new(child.stdout.take().unwrap()));
+    let notices = lines(Box::new(child.stderr.take().unwrap()));
+    let first = rx.recv_timeout(Duration::from_secs(30)).expect("the first message");
+    assert!(first.ends_with("\tone"), "{first}");
+    assert!(broker.stop().success());
+    // The broker stays down until the consumer's pulls gave up and it said so.
+    let notice = notices.recv_timeout(Duration::from_secs(30)).expect("a notice");
+    assert!(notice.contains("reconnecting"), "{notice}");
+    let broker = Broker::start_in(dir.path(), &cfg);
+    producer.send(Message::new("follow", "two")).unwrap();
+    let second = rx.recv_timeout(Duration::from_secs(60)).expect("consume --follow went on");
+    assert!(second.ends_with("\ttwo"), "{second}");
+    let status = poll_until(Duration::from_secs(30), || child.try_wait().unwrap());
+    assert!(status.success(), "stops after --max-messages: {status:?}");
+    drop(broker);
+    producer.close().unwrap();
+}
