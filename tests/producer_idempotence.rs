@@ -205,3 +205,88 @@ fn a_delayed_first_copy_is_stored_once_and_overtaken_batches_keep_their_order() 
     }
     producer.close().unwrap();
 }
+
+fn free_port_block(n: u16) -> u16 {
+    // A base port whose next n ports are free right now (the broker binds them soon after).
+    for _ in 0..50 {
+        let base = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        if base > 65000 {
+            continue;
+        }
+        if (0..=n).all(|i| TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
+            return base;
+        }
+    }
+    panic!("no free port block");
+}
+
+/// The broker is killed while batches are in flight; the producer resends them after the
+/// restart, and the windows rebuilt from the log answer the ones that were stored. (With
+/// `idempotence_recovery_window_ms = 0`, i.e. no rebuild, this stores duplicates.)
+#[test]
+fn batches_in_flight_at_a_sigkill_are_stored_once_after_the_restart() {
+    let dir = tempfile::Builder::new().prefix("ringmq-idem").tempdir().unwrap();
+    let port = free_port_block(3);
+    let cfg = config(dir.path(), 2, &format!("port = {port}"), "flush_mode = \"sync\"");
+    let mut broker = Broker::start_in(dir.path(), &cfg);
+    let client = Client::connect(&broker.addr()).unwrap();
+    client.admin().create_topic("crash", 2).unwrap();
+    let producer = Arc::new(
+        client
+            .producer(ProducerConfig {
+                send_timeout: Duration::from_secs(60),
+                ..Default::default()
+            })
+            .unwrap(),
+    );
+    // Sends at a steady pace while the broker is killed and restarted under it.
+    let sender = {
+        let producer = producer.clone();
+        std::thread::spawn(move || {
+            let mut pending = Vec::new();
+            for i in 0..3000 {
+                let body = format!("m{i}");
+                pending.push((body.clone(), producer.send_async(Message::new("crash", body))));
+                if i % 20 == 0 {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+            pending
+        })
+    };
+    let stored = |client: &Client| -> u64 {
+        client.admin().stats().map(|s| s.iter().map(|s| s.produce_records).sum()).unwrap_or(0)
+    };
+    let t = Instant::now();
+    while stored(&client) < 300 {
+        assert!(t.elapsed() < Duration::from_secs(60), "the producer does not get going");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    broker.kill();
+    let broker = Broker::start_in(dir.path(), &cfg);
+    let mut sent: Vec<(u32, u64, String)> = Vec::new();
+    for (body, p) in sender.join().unwrap() {
+        let r = p.unwrap().wait().unwrap_or_else(|e| panic!("{body}: {e}"));
+        sent.push((r.queue_id, r.queue_offset, body));
+    }
+    let client = Client::connect(&broker.addr()).unwrap();
+    for q in 0..2u32 {
+        let mut stored = Vec::new();
+        let mut offset = 0;
+        loop {
+            let r = client.consumer().pull("crash", q, offset, Duration::ZERO).unwrap();
+            stored.extend(
+                r.messages.into_iter().map(|m| (m.offset, String::from_utf8(m.body).unwrap())),
+            );
+            if r.next_offset >= r.max_offset {
+                break;
+            }
+            offset = r.next_offset;
+        }
+        let expected: Vec<(u64, String)> =
+            sent.iter().filter(|s| s.0 == q).map(|s| (s.1, s.2.clone())).collect();
+        assert_eq!(stored.len(), expected.len(), "queue {q}: stored once each");
+        assert!(stored == expected, "queue {q}: each message once, in send order");
+    }
+    drop(broker);
+}
