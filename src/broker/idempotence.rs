@@ -204,6 +204,8 @@ impl SequenceWindows {
         if let Some(e) = state.entries.iter_mut().find(|e| e.base_sequence == base_sequence) {
             e.stored = Some(at);
         }
+        // Pairs admitted over the bound while their appends were in progress make room now.
+        self.shrink(self.max_states);
     }
 
     /// The batch reserved by an `Append` verdict was not stored. The window expects it again;
@@ -216,6 +218,8 @@ impl SequenceWindows {
             return;
         }
         match state.entries.iter().position(|e| e.base_sequence == base_sequence) {
+            // The pair's first batch: as if it never came.
+            Some(0) if state.entries.len() == 1 && base_sequence == 0 => self.remove(key),
             Some(i) if i + 1 == state.entries.len() => {
                 state.entries.pop_back();
                 state.next_sequence = base_sequence;
@@ -223,6 +227,7 @@ impl SequenceWindows {
             Some(_) => self.remove(key),
             None => {}
         }
+        self.shrink(self.max_states);
     }
 
     /// Rebuilds from a stored batch, read in log order at startup: the log is the truth, so
@@ -262,9 +267,15 @@ impl SequenceWindows {
     }
 
     fn insert(&mut self, key: WindowKey, state: State, now_ms: u64) {
-        while self.states.len() >= self.max_states {
-            // The least recently used pair with nothing in progress makes room; pairs with a
-            // batch in progress are bounded by the requests in flight.
+        self.shrink(self.max_states - 1);
+        self.states.insert(key, state);
+        self.touch(key, now_ms);
+    }
+
+    /// Drops least recently used pairs with nothing in progress until at most `target`
+    /// remain (pairs with a batch in progress are bounded by the requests in flight).
+    fn shrink(&mut self, target: usize) {
+        while self.states.len() > target {
             let victim = self
                 .lru
                 .values()
@@ -275,8 +286,6 @@ impl SequenceWindows {
                 None => break,
             }
         }
-        self.states.insert(key, state);
-        self.touch(key, now_ms);
     }
 
     fn touch(&mut self, key: WindowKey, now_ms: u64) {

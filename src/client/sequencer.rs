@@ -83,13 +83,16 @@ pub struct ToSend<'a, T> {
 
 #[derive(Debug)]
 struct Slot<T> {
-    batch: T,
+    /// `None` once stored: an acknowledged batch behind an unacknowledged one keeps its
+    /// place, so the batches held (and resent) never span more than the broker's window.
+    batch: Option<T>,
     record_count: u32,
     epoch: u16,
     base_sequence: i32,
     deadline: Instant,
-    /// The send whose reply counts, while one is outstanding.
-    attempt: Option<(u64, Instant)>,
+    /// The send whose reply counts, while one is outstanding: its id, when it was sent, and
+    /// whether every batch before it was acknowledged then (see `on_reply`).
+    attempt: Option<(u64, Instant, bool)>,
     ever_sent: bool,
     renumbered: bool,
 }
@@ -124,7 +127,7 @@ impl<T> QueueSequencer<T> {
         self.slots.is_empty()
     }
 
-    /// Batches held (sent or waiting).
+    /// Batches held (sent or waiting, and acknowledged ones behind an unacknowledged one).
     pub fn len(&self) -> usize {
         self.slots.len()
     }
@@ -145,7 +148,7 @@ impl<T> QueueSequencer<T> {
         let base_sequence = self.next_sequence;
         self.next_sequence = next_sequence(base_sequence, record_count);
         self.slots.push_back(Slot {
-            batch,
+            batch: Some(batch),
             record_count,
             epoch: self.epoch,
             base_sequence,
@@ -157,14 +160,15 @@ impl<T> QueueSequencer<T> {
         (self.epoch, base_sequence)
     }
 
-    /// The next batch to send now, if any: the first one without a send outstanding, when
-    /// every batch before it has one, fewer than `max_in_flight` are outstanding, the backoff
-    /// passed, and it belongs to the epoch of the first unacknowledged batch.
+    /// The next batch to send now, if any: the first unacknowledged one without a send
+    /// outstanding, when every batch before it has one (or is acknowledged), it lies within
+    /// `max_in_flight` of the first unacknowledged batch, the backoff passed, and it belongs
+    /// to that batch's epoch.
     pub fn next_send(&mut self, now: Instant) -> Option<ToSend<'_, T>> {
         if self.not_before.is_some_and(|t| now < t) {
             return None;
         }
-        let i = self.slots.iter().position(|s| s.attempt.is_none())?;
+        let i = self.slots.iter().position(|s| s.attempt.is_none() && s.batch.is_some())?;
         let front_epoch = self.slots.front()?.epoch;
         if i >= self.config.max_in_flight || self.slots[i].epoch != front_epoch {
             return None;
@@ -172,12 +176,12 @@ impl<T> QueueSequencer<T> {
         self.next_attempt += 1;
         let attempt = self.next_attempt;
         let slot = &mut self.slots[i];
-        slot.attempt = Some((attempt, now));
+        slot.attempt = Some((attempt, now, i == 0));
         slot.ever_sent = true;
         let renumber = std::mem::take(&mut slot.renumbered);
         Some(ToSend {
             attempt,
-            batch: &mut slot.batch,
+            batch: slot.batch.as_mut().expect("checked unacknowledged"),
             epoch: slot.epoch,
             base_sequence: slot.base_sequence,
             renumber,
@@ -200,24 +204,39 @@ impl<T> QueueSequencer<T> {
             return Vec::new(); // already resolved, or renumbered since
         };
         if kind == ReplyKind::Stored {
-            let slot = self.slots.remove(i).expect("index from position");
+            let Some(batch) = self.slots[i].batch.take() else {
+                return Vec::new(); // acknowledged already
+            };
+            self.slots[i].attempt = None;
+            self.pop_acknowledged();
             self.backoff = self.config.backoff_initial;
-            return vec![Resolution::Stored(slot.batch)];
+            return vec![Resolution::Stored(batch)];
         }
-        if self.slots[i].attempt.map(|(a, _)| a) != Some(attempt) {
+        if self.slots[i].batch.is_none() {
+            return Vec::new();
+        }
+        let Some((current, _, sent_first)) = self.slots[i].attempt else {
             return Vec::new(); // a send already abandoned
+        };
+        if current != attempt {
+            return Vec::new();
         }
         match kind {
             ReplyKind::Stored => unreachable!("handled above"),
-            ReplyKind::OutOfOrderSequence if i == 0 => self.renumber_from(0),
+            // Sent when every batch before it was acknowledged, hence stored: the broker has no
+            // state for the producer. (Sent earlier, the gap may just have been a batch before
+            // it that had not arrived yet: a plain retry.)
+            ReplyKind::OutOfOrderSequence if i == 0 && sent_first => self.renumber_from(0),
             ReplyKind::Retriable | ReplyKind::OutOfOrderSequence => {
                 self.retry_all(now);
                 Vec::new()
             }
             ReplyKind::Fatal => {
                 let slot = self.slots.remove(i).expect("index from position");
-                let mut out = vec![Resolution::Failed(slot.batch, Failure::Reply)];
+                let batch = slot.batch.expect("checked unacknowledged");
+                let mut out = vec![Resolution::Failed(batch, Failure::Reply)];
                 out.extend(self.renumber_from(i));
+                self.pop_acknowledged();
                 out
             }
         }
@@ -226,17 +245,19 @@ impl<T> QueueSequencer<T> {
     /// Enforces request timeouts (a retriable failure) and send deadlines.
     pub fn poll(&mut self, now: Instant) -> Vec<Resolution<T>> {
         let timeout = self.config.request_timeout;
-        if self.slots.iter().any(|s| s.attempt.is_some_and(|(_, at)| now >= at + timeout)) {
+        if self.slots.iter().any(|s| s.attempt.is_some_and(|(_, at, _)| now >= at + timeout)) {
             self.retry_all(now);
         }
         let mut out = Vec::new();
         if self.slots.front().is_some_and(|s| now >= s.deadline) {
             while let Some(s) = self.slots.front() {
-                if !(s.ever_sent || now >= s.deadline) {
+                if !(s.ever_sent || now >= s.deadline || s.batch.is_none()) {
                     break;
                 }
                 let slot = self.slots.pop_front().expect("checked");
-                out.push(Resolution::Failed(slot.batch, Failure::Timeout));
+                if let Some(batch) = slot.batch {
+                    out.push(Resolution::Failed(batch, Failure::Timeout));
+                }
             }
             out.extend(self.renumber_from(0));
         }
@@ -251,7 +272,7 @@ impl<T> QueueSequencer<T> {
             consider(front.deadline);
         }
         for s in &self.slots {
-            if let Some((_, at)) = s.attempt {
+            if let Some((_, at, _)) = s.attempt {
                 consider(at + self.config.request_timeout);
             }
         }
@@ -261,6 +282,13 @@ impl<T> QueueSequencer<T> {
             }
         }
         t
+    }
+
+    /// Drops acknowledged batches from the front.
+    fn pop_acknowledged(&mut self) {
+        while self.slots.front().is_some_and(|s| s.batch.is_none()) {
+            self.slots.pop_front();
+        }
     }
 
     /// Abandons every outstanding send and starts again from the first batch after a backoff.
@@ -279,12 +307,14 @@ impl<T> QueueSequencer<T> {
             let failed: Vec<_> = self.slots.drain(from..).collect();
             return failed
                 .into_iter()
-                .map(|s| Resolution::Failed(s.batch, Failure::EpochsExhausted))
+                .filter_map(|s| s.batch)
+                .map(|b| Resolution::Failed(b, Failure::EpochsExhausted))
                 .collect();
         }
         self.epoch += 1;
         self.next_sequence = 0;
-        for s in self.slots.iter_mut().skip(from) {
+        // Only unacknowledged batches follow a gap (one stored behind it would contradict it).
+        for s in self.slots.iter_mut().skip(from).filter(|s| s.batch.is_some()) {
             s.epoch = self.epoch;
             s.base_sequence = self.next_sequence;
             self.next_sequence = next_sequence(self.next_sequence, s.record_count);
@@ -332,10 +362,18 @@ mod tests {
         assert_eq!(s.push("d", 1, far), (0, 6));
         let sent = sends(&mut s, t0);
         assert_eq!(sent.iter().map(|x| x.0).collect::<Vec<_>>(), ["a", "b", "c"], "bound of 3");
-        // b's reply first: stored, and d may go.
+        // b's reply first: stored, but d stays behind: a batch more than 3 past the first
+        // unacknowledged one (a) could not be resent within the broker's window.
         let r = s.on_reply(sent[1].1, 0, 2, ReplyKind::Stored, t0);
         assert_eq!(r, vec![Resolution::Stored("b")]);
+        assert!(sends(&mut s, t0).is_empty());
+        assert_eq!(
+            s.on_reply(sent[0].1, 0, 0, ReplyKind::Stored, t0),
+            vec![Resolution::Stored("a")]
+        );
+        assert_eq!(s.len(), 2, "a and b dropped once acknowledged from the front: c, d left");
         assert_eq!(sends(&mut s, t0).iter().map(|x| x.0).collect::<Vec<_>>(), ["d"]);
+        assert!(s.on_reply(sent[1].1, 0, 2, ReplyKind::Stored, t0).is_empty(), "b again: no-op");
     }
 
     #[test]
@@ -407,10 +445,20 @@ mod tests {
         s.on_reply(sent[0].1, 0, 0, ReplyKind::Stored, t0);
         s.push("c", 1, far);
         sends(&mut s, t0);
-        // The broker lost the state: b (now first) gets OUT_OF_ORDER.
+        // b was sent while a was unacknowledged: OUT_OF_ORDER may mean a had not arrived yet
+        // (and a stale copy of b may still be on its way), so it is a plain retry.
         let b_attempt = 2;
         assert!(s.on_reply(b_attempt, 0, 2, ReplyKind::OutOfOrderSequence, t0).is_empty());
-        let again = sends(&mut s, t0);
+        let t1 = t0 + Duration::from_millis(10);
+        let retry = sends(&mut s, t1);
+        assert_eq!(
+            retry.iter().map(|x| (x.0, x.2, x.3, x.4)).collect::<Vec<_>>(),
+            [("b", 0, 2, false), ("c", 0, 3, false)]
+        );
+        // Sent as the first unacknowledged batch, it still gets OUT_OF_ORDER: the broker lost
+        // the producer's state, and b, c are renumbered under epoch 1.
+        assert!(s.on_reply(retry[0].1, 0, 2, ReplyKind::OutOfOrderSequence, t1).is_empty());
+        let again = sends(&mut s, t1);
         assert_eq!(
             again.iter().map(|x| (x.0, x.2, x.3, x.4)).collect::<Vec<_>>(),
             [("b", 1, 0, true), ("c", 1, 1, true)]
