@@ -189,6 +189,11 @@ impl<L: ShardLog> Shard<L> {
             let end = self.log.offsets(queue).next;
             let mut offset = self.log.offset_for_timestamp(queue, since_ms);
             while offset < end {
+                if budget == 0 {
+                    self.sequences.borrow_mut().forget_queue(queue);
+                    skipped += 1;
+                    break;
+                }
                 let read = self.log.read(queue, offset, 1 << 20).await?;
                 let Some(last) = read.last() else { break };
                 let next = read_header(last).map_err(|e| {
@@ -214,11 +219,6 @@ impl<L: ShardLog> Shard<L> {
                     }
                 }
                 offset = next.next_offset().max(offset + 1);
-                if budget == 0 && offset < end {
-                    self.sequences.borrow_mut().forget_queue(queue);
-                    skipped += 1;
-                    break;
-                }
             }
         }
         if skipped > 0 {
@@ -835,7 +835,18 @@ mod tests {
         waiters: usize,
         tweak: impl FnOnce(&mut crate::storage::StorageConfig),
     ) -> Rc<Shard<SimLog>> {
+        shard_with(dir, waiters, tweak, |_| {}).await
+    }
+
+    /// `shard_on`, with `broker` applied to the broker config too.
+    async fn shard_with(
+        dir: SimDir,
+        waiters: usize,
+        tweak: impl FnOnce(&mut crate::storage::StorageConfig),
+        broker: impl FnOnce(&mut super::super::config::BrokerConfig),
+    ) -> Rc<Shard<SimLog>> {
         let mut config = Config::default();
+        broker(&mut config.broker);
         config.broker.max_long_poll_waiters_per_queue = waiters;
         let mut topics = TopicTable::new(1);
         topics.create("t", 2, 16, 16).unwrap();
@@ -990,7 +1001,7 @@ mod tests {
             // After a restart the windows are rebuilt from the log.
             s.log.close().await.unwrap();
             drop(s);
-            let s = shard_on(dir, 8, |_| {}).await;
+            let s = shard_on(dir.clone(), 8, |_| {}).await;
             s.start_idempotence(2).await.unwrap();
             assert_eq!(base_offset(&call(&s, idempotent(0, pid, 3, 2)).await), 3);
             assert_eq!(base_offset(&call(&s, idempotent(0, pid, 6, 1)).await), 6);
@@ -1001,6 +1012,16 @@ mod tests {
                 panic!()
             };
             assert!(producer_id != pid && producer_id != other, "a new run, new ids");
+
+            // A rebuild that may read nothing leaves no window: the retry is refused (the
+            // producer renumbers) rather than answered from a partial window.
+            s.log.close().await.unwrap();
+            drop(s);
+            let s = shard_with(dir, 8, |_| {}, |b| b.idempotence_recovery_scan_bytes = 0).await;
+            s.start_idempotence(3).await.unwrap();
+            let e = call(&s, idempotent(0, pid, 7, 1)).await.unwrap_err();
+            assert_eq!(e.code, ErrorCode::OUT_OF_ORDER_SEQUENCE);
+            assert_eq!(s.log.offsets(QueueKey::new(1, 0)).next, 8, "nothing stored twice");
         });
     }
 
