@@ -279,12 +279,19 @@ fn consume(
     };
     let mut consumer = client.consumer();
     consumer.tags = tags.into_iter().map(String::into_bytes).collect();
+    if follow {
+        // Report trouble soon; the loop below keeps retrying.
+        consumer.retry_timeout = Duration::from_millis(500);
+    }
     let mut offsets: Vec<u64> = vec![from_offset; queues.len()];
     let mut done = vec![false; queues.len()];
     let mut printed = 0u64;
     let mut out = std::io::stdout().lock();
     // In follow mode, park briefly on each queue in turn.
     let wait = if follow { Duration::from_millis(200) } else { Duration::ZERO };
+    // Follow mode outlives broker restarts: a pull that still fails after its own retries
+    // (see PullConsumer::retry_timeout) is tried again, with a notice, instead of exiting.
+    let mut lost: Option<String> = None;
     loop {
         let mut progressed = false;
         for (i, &q) in queues.iter().enumerate() {
@@ -307,8 +314,18 @@ fn consume(
                     progressed = true;
                     continue;
                 }
+                Err(e) if follow && e.is_retriable() => {
+                    if lost.is_none() {
+                        eprintln!("ringmq: lost the broker ({e}); reconnecting");
+                    }
+                    lost = Some(e.to_string());
+                    continue;
+                }
                 Err(e) => return Err(err(e)),
             };
+            if lost.take().is_some() {
+                eprintln!("ringmq: reconnected");
+            }
             for m in &r.messages {
                 let _ = writeln!(
                     out,

@@ -225,8 +225,7 @@ fn sigkill_during_sync_flush_loses_nothing_acknowledged() {
         threads.push(std::thread::spawn(move || {
             let producer = client
                 .producer(ProducerConfig {
-                    retries: 0,
-                    send_timeout: Duration::from_secs(5),
+                    send_timeout: Duration::from_secs(2),
                     ..Default::default()
                 })
                 .unwrap();
@@ -446,28 +445,40 @@ fn producer_retries_across_a_broker_restart() {
     let mut broker = Broker::start_in(dir.path(), &cfg);
     let client = Client::connect(&broker.addr()).unwrap();
     client.admin().create_topic("rt", 2).unwrap();
+    // The default backoff (50 ms doubling to 1 s); a send timeout long enough for a restart
+    // on a loaded test machine.
     let producer = client
-        .producer(ProducerConfig {
-            retries: 50,
-            retry_backoff: Duration::from_millis(100),
-            send_timeout: Duration::from_secs(60),
-            ..Default::default()
-        })
+        .producer(ProducerConfig { send_timeout: Duration::from_secs(60), ..Default::default() })
         .unwrap();
+    let mut sent: Vec<(u32, String)> = Vec::new();
     for i in 0..10 {
-        producer.send(Message::new("rt", format!("before{i}"))).unwrap();
+        let body = format!("before{i}");
+        let r = producer.send(Message::new("rt", body.clone())).unwrap();
+        sent.push((r.queue_id, body));
     }
     assert!(broker.stop().success());
-    // Sent while the broker is down: retried until it is back.
+    // Sent while the broker is down: retried with backoff until it is back.
     let pending: Vec<_> = (0..10)
-        .map(|i| producer.send_async(Message::new("rt", format!("during{i}"))).unwrap())
+        .map(|i| {
+            let body = format!("during{i}");
+            (body.clone(), producer.send_async(Message::new("rt", body)).unwrap())
+        })
         .collect();
     let broker = Broker::start_in(dir.path(), &cfg);
-    for p in pending {
-        p.wait().unwrap();
+    for (body, p) in pending {
+        let r = p.wait().unwrap();
+        sent.push((r.queue_id, body));
     }
-    let total: usize = (0..2).map(|q| drain(&client, "rt", q, 0).len()).sum();
-    assert!(total >= 20, "{total} stored");
+    // Every message exactly once, each queue in send order.
+    for q in 0..2 {
+        let stored: Vec<String> = drain(&client, "rt", q, 0)
+            .into_iter()
+            .map(|m| String::from_utf8(m.body).unwrap())
+            .collect();
+        let expected: Vec<String> =
+            sent.iter().filter(|(queue, _)| *queue == q).map(|(_, b)| b.clone()).collect();
+        assert_eq!(stored, expected, "queue {q}");
+    }
     drop(broker);
     producer.close().unwrap();
 }
@@ -541,5 +552,82 @@ fn tag_filtered_pulls_return_only_matching_messages() {
     let fetched: u64 = stats.iter().map(|s| s.fetch_bytes).sum();
     let produced: u64 = stats.iter().map(|s| s.produce_bytes).sum();
     assert!(fetched < produced / 2, "skipped batches were not sent: {fetched} of {produced}");
+    producer.close().unwrap();
+}
+
+#[test]
+fn pull_consumer_rides_out_a_broker_restart() {
+    let dir = tempdir();
+    let port = free_port_block(3);
+    let cfg = config(dir.path(), 2, &format!("port = {port}"), "");
+    let mut broker = Broker::start_in(dir.path(), &cfg);
+    let client = Client::connect(&broker.addr()).unwrap();
+    client.admin().create_topic("pr", 1).unwrap();
+    let producer = client.producer(ProducerConfig::default()).unwrap();
+    for i in 0..5 {
+        producer.send(Message::new("pr", format!("m{i}"))).unwrap();
+    }
+    assert!(broker.stop().success());
+    // Pulled while the broker is down: retried with backoff until it is back.
+    let pulling = {
+        let client = client.clone();
+        std::thread::spawn(move || {
+            let mut consumer = client.consumer();
+            consumer.retry_timeout = Duration::from_secs(60);
+            consumer.pull("pr", 0, 0, Duration::ZERO)
+        })
+    };
+    let broker = Broker::start_in(dir.path(), &cfg);
+    let r = pulling.join().unwrap().expect("the pull reconnects");
+    let bodies: Vec<_> = r.messages.into_iter().map(|m| m.body).collect();
+    assert_eq!(bodies, (0..5).map(|i| format!("m{i}").into_bytes()).collect::<Vec<_>>());
+    drop(broker);
+    producer.close().unwrap();
+}
+
+#[test]
+fn consume_follow_reconnects_after_a_broker_restart() {
+    use std::io::BufRead;
+    let dir = tempdir();
+    let port = free_port_block(3);
+    let cfg = config(dir.path(), 2, &format!("port = {port}"), "");
+    let mut broker = Broker::start_in(dir.path(), &cfg);
+    let client = Client::connect(&broker.addr()).unwrap();
+    client.admin().create_topic("follow", 1).unwrap();
+    let producer = client
+        .producer(ProducerConfig { send_timeout: Duration::from_secs(60), ..Default::default() })
+        .unwrap();
+    producer.send(Message::new("follow", "one")).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ringmq"))
+        .args(["consume", "--follow", "--topic", "follow", "--max-messages", "2"])
+        .args(["--broker", &broker.addr()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = |out: Box<dyn std::io::Read + Send>| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        rx
+    };
+    let rx = lines(Box::new(child.stdout.take().unwrap()));
+    let notices = lines(Box::new(child.stderr.take().unwrap()));
+    let first = rx.recv_timeout(Duration::from_secs(30)).expect("the first message");
+    assert!(first.ends_with("\tone"), "{first}");
+    assert!(broker.stop().success());
+    // The broker stays down until the consumer's pulls gave up and it said so.
+    let notice = notices.recv_timeout(Duration::from_secs(30)).expect("a notice");
+    assert!(notice.contains("reconnecting"), "{notice}");
+    let broker = Broker::start_in(dir.path(), &cfg);
+    producer.send(Message::new("follow", "two")).unwrap();
+    let second = rx.recv_timeout(Duration::from_secs(60)).expect("consume --follow went on");
+    assert!(second.ends_with("\ttwo"), "{second}");
+    let status = poll_until(Duration::from_secs(30), || child.try_wait().unwrap());
+    assert!(status.success(), "stops after --max-messages: {status:?}");
+    drop(broker);
     producer.close().unwrap();
 }

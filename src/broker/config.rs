@@ -70,6 +70,20 @@ pub struct BrokerConfig {
     /// If set, the broker writes its bound ports here (same text as the startup line) once it
     /// accepts connections.
     pub ready_file: Option<PathBuf>,
+    /// Idempotent produce: (producer, queue) sequence windows one shard keeps; past it the
+    /// least recently used one is dropped. Each holds 5 batches (about 300 bytes).
+    /// Default 20000.
+    pub idempotence_max_producer_queues: usize,
+    /// A (producer, queue) window unused this long is dropped; the producer then renumbers
+    /// under a new epoch. Must exceed the clients' send timeout. Default 900000 (15 min).
+    pub idempotence_expiry_ms: u64,
+    /// At startup each shard rebuilds the windows from the batches its log stored in the
+    /// last this-many ms (retries of older batches are impossible: clients give up after
+    /// their send timeout). Default 60000.
+    pub idempotence_recovery_window_ms: u64,
+    /// Most bytes one shard reads for that rebuild; a queue whose recent batches do not fit
+    /// gets no windows (its producers renumber). Default 128 MiB.
+    pub idempotence_recovery_scan_bytes: u64,
 }
 
 impl Default for BrokerConfig {
@@ -94,6 +108,10 @@ impl Default for BrokerConfig {
             io_memory_bytes: 0,
             shutdown_timeout_ms: 10_000,
             ready_file: None,
+            idempotence_max_producer_queues: 20_000,
+            idempotence_expiry_ms: 900_000,
+            idempotence_recovery_window_ms: 60_000,
+            idempotence_recovery_scan_bytes: 128 << 20,
         }
     }
 }
@@ -163,6 +181,7 @@ impl Config {
             ("max_forwarded_in_flight", b.max_forwarded_in_flight),
             ("max_long_poll_waiters_per_queue", b.max_long_poll_waiters_per_queue),
             ("max_topics", b.max_topics),
+            ("idempotence_max_producer_queues", b.idempotence_max_producer_queues),
         ] {
             if v == 0 {
                 return Err(format!("broker.{name} must be at least 1"));

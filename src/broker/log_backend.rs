@@ -53,6 +53,10 @@ impl<D: LogDir + 'static> ShardLog for Rc<CommitLog<D>> {
         CommitLog::offsets(self, queue)
     }
 
+    fn queues(&self) -> Vec<QueueKey> {
+        CommitLog::queues(self)
+    }
+
     fn offset_for_timestamp(&self, queue: QueueKey, timestamp_ms: i64) -> u64 {
         CommitLog::offset_for_timestamp(self, queue, timestamp_ms)
     }

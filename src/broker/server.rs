@@ -49,6 +49,8 @@ struct ShardArgs {
     go: oneshot::Receiver<Ports>,
     stop: Stop,
     events: mpsc::SyncSender<Event>,
+    /// This start's count, for producer ids (`producer_ids`).
+    boot: u64,
 }
 
 /// Runs the broker until SIGINT/SIGTERM; Ok after a clean stop.
@@ -60,6 +62,7 @@ pub fn run(config: Config) -> Result<(), String> {
         tracing::warn!("{w}");
     }
     let topics = metadata_store::load(&config.broker.data_dir, n)?;
+    let boot = super::producer_ids::advance_boot(&config.broker.data_dir)?;
     let config = Arc::new(config);
     let cap = config.broker.forward_channel_capacity;
     let data_ends = mesh::build::<Forward>(n, cap);
@@ -95,6 +98,7 @@ pub fn run(config: Config) -> Result<(), String> {
             go,
             stop,
             events: events.clone(),
+            boot,
         };
         let opts = ExecutorOptions {
             name: format!("ringmq-shard-{id}"),
@@ -263,8 +267,19 @@ async fn shard_thread(args: ShardArgs) {
 }
 
 async fn shard_main(args: ShardArgs) -> Result<(), String> {
-    let ShardArgs { id, shard_count, config, topics, shared_port, data, control, go, stop, events } =
-        args;
+    let ShardArgs {
+        id,
+        shard_count,
+        config,
+        topics,
+        shared_port,
+        data,
+        control,
+        go,
+        stop,
+        events,
+        boot,
+    } = args;
     let b = &config.broker;
     let log = log_backend::open(config.storage_for_shard(id))
         .await
@@ -320,6 +335,10 @@ async fn shard_main(args: ShardArgs) -> Result<(), String> {
         control_tx,
         metadata,
     ));
+    if let Err(e) = shard.start_idempotence(boot).await {
+        close_log(id, &log).await;
+        return Err(format!("shard {id}: {}", e.message));
+    }
 
     let forward_permits = Rc::new(Semaphore::new(b.max_forwarded_in_flight as u64));
     let mut mesh_loops = Vec::new();

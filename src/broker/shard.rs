@@ -25,13 +25,15 @@ use futures::future::{select, Either};
 
 use super::config::Config;
 use super::error::BrokerError;
+use super::idempotence::{SequenceWindows, Stored, Verdict, WindowKey};
 use super::long_poll::LongPoll;
 use super::mesh::MeshSender;
 use super::metadata_store::MetadataStore;
+use super::producer_ids::ProducerIdAllocator;
 use super::routing::owner_shard;
 use super::shard_log::ShardLog;
 use super::topics::{validate_topic_name, TopicEntry, TopicTable};
-use crate::format::batch::{peek_length, read_header};
+use crate::format::batch::{peek_length, read_header, BatchHeader};
 use crate::protocol::{
     ErrorCode, ErrorDetail, Request, Response, SendStatus, ShardStats, SharedBytes, TopicInfo,
     TopicRoute,
@@ -90,6 +92,9 @@ pub enum Control {
     Stats { reply: oneshot::Sender<ShardStats> },
 }
 
+/// Retries parked until the append of their first copy ends, by window and sequence.
+type SequenceWaiters = HashMap<(WindowKey, i32), Vec<oneshot::Sender<()>>>;
+
 /// Ports the broker listens on (learned at startup; reported in metadata).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ports {
@@ -119,6 +124,13 @@ pub struct Shard<L: ShardLog> {
     /// Low-share task queue for control-plane work (topic changes, stats, control
     /// messages), so it never stalls produce and fetch in the default queue.
     control_queue: runtime::TaskQueue,
+    /// Idempotent produce (`idempotence` module): the sequence windows, this shard's producer
+    /// ids, and retries waiting for a copy of themselves that is being appended.
+    sequences: RefCell<SequenceWindows>,
+    producer_ids: RefCell<ProducerIdAllocator>,
+    sequence_waiters: RefCell<SequenceWaiters>,
+    /// Origin of the windows' clock (monotonic ms).
+    started: Instant,
 }
 
 fn ok_or_stopped<T>(r: Result<T, oneshot::Canceled>, what: &str) -> Result<T, BrokerError> {
@@ -144,7 +156,6 @@ impl<L: ShardLog> Shard<L> {
         Shard {
             id,
             shard_count,
-            config,
             log,
             ports,
             topics: RefCell::new(topics),
@@ -156,7 +167,87 @@ impl<L: ShardLog> Shard<L> {
             stats: RefCell::new(ShardStats { shard: id as u32, ..Default::default() }),
             stopping: Cell::new(false),
             control_queue: runtime::TaskQueue::new(&format!("shard-{id}-control"), 100),
+            sequences: RefCell::new(SequenceWindows::new(
+                config.broker.idempotence_max_producer_queues,
+                config.broker.idempotence_expiry_ms,
+            )),
+            // Boot 0 until `start_idempotence` sets this run's start count.
+            producer_ids: RefCell::new(ProducerIdAllocator::new(0, id, shard_count)),
+            sequence_waiters: RefCell::new(HashMap::new()),
+            started: Instant::now(),
+            config,
         }
+    }
+
+    /// Before serving: hands out producer ids of start `boot` and rebuilds the sequence
+    /// windows from the batches the log stored in the last `idempotence_recovery_window_ms`,
+    /// reading at most `idempotence_recovery_scan_bytes`. A queue whose recent batches do not
+    /// fit in what is left of that budget gets no windows (its producers renumber); retries
+    /// of its batches stored just before the restart may then be stored again.
+    pub async fn start_idempotence(&self, boot: u64) -> Result<(), BrokerError> {
+        *self.producer_ids.borrow_mut() = ProducerIdAllocator::new(boot, self.id, self.shard_count);
+        let b = &self.config.broker;
+        let since_ms = crate::storage::commit_log::now_ms()
+            .saturating_sub(b.idempotence_recovery_window_ms as i64);
+        let mut budget = b.idempotence_recovery_scan_bytes;
+        let t = Instant::now();
+        let (mut batches, mut skipped) = (0u64, 0usize);
+        let now_ms = self.now_ms();
+        for queue in self.log.queues() {
+            let end = self.log.offsets(queue).next;
+            let mut offset = self.log.offset_for_timestamp(queue, since_ms);
+            while offset < end {
+                if budget == 0 {
+                    self.sequences.borrow_mut().forget_queue(queue);
+                    skipped += 1;
+                    break;
+                }
+                let read = self.log.read(queue, offset, 1 << 20).await?;
+                let Some(last) = read.last() else { break };
+                let next = read_header(last).map_err(|e| {
+                    BrokerError::new(ErrorCode::INTERNAL, format!("rebuilding windows: {e}"))
+                })?;
+                for buf in &read {
+                    budget = budget.saturating_sub(buf.len() as u64);
+                    let Ok(h) = read_header(buf) else { continue };
+                    if h.producer_id >= 0 && !h.is_control() && h.base_sequence >= 0 {
+                        let at = Stored {
+                            base_offset: h.stamp.base_offset,
+                            store_timestamp_ms: h.stamp.store_timestamp_ms,
+                        };
+                        self.sequences.borrow_mut().recover(
+                            h.producer_id,
+                            queue,
+                            h.base_sequence,
+                            h.record_count,
+                            at,
+                            now_ms,
+                        );
+                        batches += 1;
+                    }
+                }
+                offset = next.next_offset().max(offset + 1);
+            }
+        }
+        if skipped > 0 {
+            tracing::warn!(
+                shard = self.id,
+                "idempotence windows of {skipped} queues not rebuilt: their recent batches \
+                 exceed broker.idempotence_recovery_scan_bytes"
+            );
+        }
+        tracing::info!(
+            shard = self.id,
+            batches,
+            windows = self.sequences.borrow().len(),
+            elapsed_ms = t.elapsed().as_millis() as u64,
+            "idempotence windows rebuilt from the log"
+        );
+        Ok(())
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
     }
 
     /// The task queue for control-plane work on this shard.
@@ -229,6 +320,17 @@ impl<L: ShardLog> Shard<L> {
                 }
             }
             Request::Stats => Ok(Response::Stats { shards: self.gather_stats().await }),
+            Request::InitProducer => match self.producer_ids.borrow_mut().allocate() {
+                Some(producer_id) => Ok(Response::InitProducer { producer_id }),
+                None => Err(BrokerError::new(
+                    ErrorCode::INTERNAL,
+                    format!(
+                        "shard {} handed out all producer ids of this broker run; restart the \
+                         broker",
+                        self.id
+                    ),
+                )),
+            },
             Request::Produce { .. } | Request::Fetch { .. } | Request::Offsets { .. } => {
                 let (entry, queue_id) = self.resolve(&request)?;
                 let owner = owner_shard(queue_topic(&request), queue_id, self.shard_count);
@@ -377,6 +479,132 @@ impl<L: ShardLog> Shard<L> {
                  messages do not exist in this broker; send the batch without that attribute",
             ));
         }
+        if let Ok(h) = read_header(&batch) {
+            if h.producer_id >= 0 && !h.is_control() {
+                return self.produce_idempotent(key, batch, &h).await;
+            }
+        }
+        self.append(key, batch).await
+    }
+
+    /// Produce of an idempotent batch: appended when it is next in its (producer, queue)
+    /// window, answered with the original offsets when it is a retry of one the window holds.
+    async fn produce_idempotent(
+        &self,
+        key: QueueKey,
+        batch: SharedBytes,
+        h: &BatchHeader,
+    ) -> Reply {
+        let (pid, seq, count) = (h.producer_id, h.base_sequence, h.record_count);
+        if seq < 0 {
+            return Err(BrokerError::new(
+                ErrorCode::INVALID_BATCH,
+                format!("producer id {pid} with base_sequence {seq}: sequences start at 0"),
+            ));
+        }
+        let window = SequenceWindows::key(pid, key);
+        loop {
+            let verdict = self.sequences.borrow_mut().check(pid, key, seq, count, self.now_ms());
+            let refuse = |code, message: String| Err(BrokerError::new(code, message));
+            match verdict {
+                Verdict::Append => {
+                    let reply = self.append(key, batch).await;
+                    match &reply {
+                        Ok(Response::Produce { base_offset, store_timestamp_ms, .. }) => {
+                            let at = Stored {
+                                base_offset: *base_offset,
+                                store_timestamp_ms: *store_timestamp_ms,
+                            };
+                            self.sequences.borrow_mut().stored(pid, key, seq, at);
+                        }
+                        _ => self.sequences.borrow_mut().abort(pid, key, seq),
+                    }
+                    for w in self
+                        .sequence_waiters
+                        .borrow_mut()
+                        .remove(&(window, seq))
+                        .into_iter()
+                        .flatten()
+                    {
+                        let _ = w.send(());
+                    }
+                    return reply;
+                }
+                Verdict::Duplicate(at) => {
+                    // In sync mode a batch is visible once durable: a retry is answered SEND_OK
+                    // only when the original is.
+                    let end = at.base_offset + u64::from(count);
+                    let durable = self.config.storage.flush_mode
+                        == crate::storage::FlushMode::Async
+                        || end <= self.log.offsets(key).next;
+                    return Ok(Response::Produce {
+                        status: if durable {
+                            SendStatus::SendOk
+                        } else {
+                            SendStatus::FlushDiskTimeout
+                        },
+                        topic_id: key.topic_id,
+                        queue_id: key.queue_id,
+                        base_offset: at.base_offset,
+                        record_count: count,
+                        store_timestamp_ms: at.store_timestamp_ms,
+                    });
+                }
+                Verdict::InProgress => {
+                    // Bounded by the requests in flight; woken when the original's append ends.
+                    let (tx, rx) = oneshot::channel();
+                    self.sequence_waiters.borrow_mut().entry((window, seq)).or_default().push(tx);
+                    let _ = rx.await;
+                }
+                Verdict::TooOld { next_sequence } => {
+                    return refuse(
+                        ErrorCode::DUPLICATE_SEQUENCE,
+                        format!(
+                            "producer {pid} sequence {seq} on queue {} is behind the window \
+                             (next expected {next_sequence}): it was stored too long ago to \
+                             answer with its offsets",
+                            key.queue_id
+                        ),
+                    )
+                }
+                Verdict::OutOfOrder { expected } => {
+                    return refuse(
+                        ErrorCode::OUT_OF_ORDER_SEQUENCE,
+                        format!(
+                            "producer {pid} sent sequence {seq} on queue {} but the next expected \
+                             is {expected} (a gap, or no state for the producer here: start again \
+                             at 0 under a new epoch)",
+                            key.queue_id
+                        ),
+                    )
+                }
+                Verdict::Fenced { current_epoch } => {
+                    return refuse(
+                        ErrorCode::OUT_OF_ORDER_SEQUENCE,
+                        format!(
+                            "producer {pid} is fenced on queue {}: epoch {} is older than the \
+                             current epoch {current_epoch}",
+                            key.queue_id,
+                            crate::protocol::producer_id::epoch(pid)
+                        ),
+                    )
+                }
+                Verdict::Mismatch { record_count } => {
+                    return refuse(
+                        ErrorCode::DUPLICATE_SEQUENCE,
+                        format!(
+                            "producer {pid} reused sequence {seq} on queue {} for a batch of \
+                             {count} records; the stored one has {record_count}",
+                            key.queue_id
+                        ),
+                    )
+                }
+            }
+        }
+    }
+
+    /// Appends a validated-length batch, wakes long-polls and counts it.
+    async fn append(&self, key: QueueKey, batch: SharedBytes) -> Reply {
         let batch_len = batch.len();
         let out = self.log.append(key, batch).await?;
         let visible = self.log.visible_end();
@@ -665,7 +893,18 @@ mod tests {
         waiters: usize,
         tweak: impl FnOnce(&mut crate::storage::StorageConfig),
     ) -> Rc<Shard<SimLog>> {
+        shard_with(dir, waiters, tweak, |_| {}).await
+    }
+
+    /// `shard_on`, with `broker` applied to the broker config too.
+    async fn shard_with(
+        dir: SimDir,
+        waiters: usize,
+        tweak: impl FnOnce(&mut crate::storage::StorageConfig),
+        broker: impl FnOnce(&mut super::super::config::BrokerConfig),
+    ) -> Rc<Shard<SimLog>> {
         let mut config = Config::default();
+        broker(&mut config.broker);
         config.broker.max_long_poll_waiters_per_queue = waiters;
         let mut topics = TopicTable::new(1);
         topics.create("t", 2, 16, 16).unwrap();
@@ -754,6 +993,100 @@ mod tests {
         });
     }
 
+    fn idempotent(queue_id: u32, producer_id: i64, base_sequence: i32, n: usize) -> Request {
+        let mut b = BatchBuilder::new(1 << 16);
+        for i in 0..n {
+            let body = format!("s{base_sequence}-{i}");
+            let rec = Record {
+                key: b"",
+                tag: b"",
+                properties: &[],
+                body: body.as_bytes(),
+                timestamp_ms: 5,
+            };
+            b.push(&rec).unwrap();
+        }
+        let batch = b.finish(producer_id, base_sequence);
+        Request::Produce { topic: "t".into(), queue_id, flags: 0, batch: batch.into() }
+    }
+
+    fn base_offset(r: &Reply) -> u64 {
+        match r {
+            Ok(Response::Produce { base_offset, .. }) => *base_offset,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn retried_idempotent_batches_are_answered_not_stored_and_gaps_are_refused() {
+        run(|| async {
+            let dir = SimDir::new(11);
+            let s = shard_on(dir.clone(), 8, |_| {}).await;
+            let Ok(Response::InitProducer { producer_id: pid }) =
+                call(&s, Request::InitProducer).await
+            else {
+                panic!()
+            };
+            let Ok(Response::InitProducer { producer_id: other }) =
+                call(&s, Request::InitProducer).await
+            else {
+                panic!()
+            };
+            assert_ne!(pid, other);
+            assert_eq!(base_offset(&call(&s, idempotent(0, pid, 0, 3)).await), 0);
+            assert_eq!(base_offset(&call(&s, idempotent(0, pid, 3, 2)).await), 3);
+            // Retries of either batch: their original offsets, nothing stored.
+            assert_eq!(base_offset(&call(&s, idempotent(0, pid, 0, 3)).await), 0);
+            assert_eq!(base_offset(&call(&s, idempotent(0, pid, 3, 2)).await), 3);
+            assert_eq!(s.log.offsets(QueueKey::new(1, 0)).next, 5);
+            let e = call(&s, idempotent(0, pid, 7, 1)).await.unwrap_err();
+            assert_eq!(e.code, ErrorCode::OUT_OF_ORDER_SEQUENCE, "{e:?}");
+            let e = call(&s, idempotent(1, pid, 4, 1)).await.unwrap_err();
+            assert_eq!(e.code, ErrorCode::OUT_OF_ORDER_SEQUENCE, "a new queue starts at 0");
+            // Two copies at once: the second waits for the first and gets its offsets.
+            let (a, b) = futures::join!(
+                call(&s, idempotent(0, pid, 5, 1)),
+                call(&s, idempotent(0, pid, 5, 1))
+            );
+            assert_eq!((base_offset(&a), base_offset(&b)), (5, 5));
+            // A batch that fails validation is not remembered: the sequence is expected again.
+            let Request::Produce { batch, .. } = idempotent(0, pid, 6, 1) else { panic!() };
+            let mut batch = batch.to_vec();
+            batch[100] ^= 1;
+            let batch = batch.into();
+            let e = call(&s, Request::Produce { topic: "t".into(), queue_id: 0, flags: 0, batch })
+                .await
+                .unwrap_err();
+            assert_eq!(e.code, ErrorCode::CORRUPT_BATCH);
+            assert_eq!(base_offset(&call(&s, idempotent(0, pid, 6, 1)).await), 6);
+
+            // After a restart the windows are rebuilt from the log.
+            s.log.close().await.unwrap();
+            drop(s);
+            let s = shard_on(dir.clone(), 8, |_| {}).await;
+            s.start_idempotence(2).await.unwrap();
+            assert_eq!(base_offset(&call(&s, idempotent(0, pid, 3, 2)).await), 3);
+            assert_eq!(base_offset(&call(&s, idempotent(0, pid, 6, 1)).await), 6);
+            assert_eq!(base_offset(&call(&s, idempotent(0, pid, 7, 1)).await), 7);
+            assert_eq!(s.log.offsets(QueueKey::new(1, 0)).next, 8);
+            let Ok(Response::InitProducer { producer_id }) = call(&s, Request::InitProducer).await
+            else {
+                panic!()
+            };
+            assert!(producer_id != pid && producer_id != other, "a new run, new ids");
+
+            // A rebuild that may read nothing leaves no window: the retry is refused (the
+            // producer renumbers) rather than answered from a partial window.
+            s.log.close().await.unwrap();
+            drop(s);
+            let s = shard_with(dir, 8, |_| {}, |b| b.idempotence_recovery_scan_bytes = 0).await;
+            s.start_idempotence(3).await.unwrap();
+            let e = call(&s, idempotent(0, pid, 7, 1)).await.unwrap_err();
+            assert_eq!(e.code, ErrorCode::OUT_OF_ORDER_SEQUENCE);
+            assert_eq!(s.log.offsets(QueueKey::new(1, 0)).next, 8, "nothing stored twice");
+        });
+    }
+
     #[test]
     fn slow_and_failed_storage_map_to_flush_disk_timeout_and_shard_failed() {
         run(|| async {
@@ -831,7 +1164,6 @@ mod tests {
             }
         });
     }
-
 
     /// Polls (bounded) until `n` fetches are parked on the shard.
     async fn until_parked(s: &Rc<Shard<SimLog>>, n: u64) {

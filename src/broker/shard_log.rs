@@ -44,6 +44,8 @@ pub trait ShardLog: 'static {
         max_bytes: usize,
     ) -> Result<Vec<ReadBuf>, StorageError>;
     fn offsets(&self, queue: QueueKey) -> QueueOffsets;
+    /// Every queue that has stored batches (or had them).
+    fn queues(&self) -> Vec<QueueKey>;
     /// First offset whose batch was stored at or after `timestamp_ms`, else `next`; never past
     /// the readable `next`.
     fn offset_for_timestamp(&self, queue: QueueKey, timestamp_ms: i64) -> u64;

@@ -10,12 +10,18 @@
 //! the queue and the batch's offsets, and the caller may skip it by pulling from its end.
 //! Fetches go to the owning shard's port (see [`super::router`]); `max_wait` > 0 long-polls
 //! at the end of the queue.
+//!
+//! A retriable failure (connection refused or lost, NOT_OWNER, SHUTTING_DOWN: a broker
+//! restarting) is retried with a backoff ([`RetrySchedule`]: `retry_backoff` doubling up to
+//! `retry_backoff_max`) for up to `retry_timeout`, reconnecting and refreshing the route, so a
+//! restart costs a pause instead of an error.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::error::{ClientError, Result};
 use super::message::ConsumedMessage;
+use super::retry::RetrySchedule;
 use super::router::Router;
 use crate::format::BatchView;
 use crate::protocol::{message_id, ErrorCode, Request, Response};
@@ -38,11 +44,24 @@ pub struct PullConsumer {
     /// Only messages with one of these tags (empty: all). The broker skips batches whose tag
     /// summary cannot match; the consumer drops the other records of batches that may.
     pub tags: Vec<Vec<u8>>,
+    /// How long a pull keeps retrying a retriable failure. Default 3 s.
+    pub retry_timeout: Duration,
+    /// First wait between retries; doubles up to `retry_backoff_max`. Default 50 ms.
+    pub retry_backoff: Duration,
+    /// Default 1 s.
+    pub retry_backoff_max: Duration,
 }
 
 impl PullConsumer {
     pub fn new(router: Arc<Router>) -> Self {
-        PullConsumer { router, max_bytes: 1 << 20, tags: Vec::new() }
+        PullConsumer {
+            router,
+            max_bytes: 1 << 20,
+            tags: Vec::new(),
+            retry_timeout: Duration::from_secs(3),
+            retry_backoff: Duration::from_millis(50),
+            retry_backoff_max: Duration::from_secs(1),
+        }
     }
 
     /// Pulls from `queue_id` of `topic` starting at `offset`, waiting up to `max_wait` for
@@ -63,18 +82,25 @@ impl PullConsumer {
             tags: self.tags.clone(),
         };
         let timeout = self.router.options.request_timeout + max_wait;
-        let mut attempt = 0;
+        let mut schedule = RetrySchedule::new(
+            self.retry_backoff,
+            self.retry_backoff_max,
+            self.retry_timeout,
+            Instant::now(),
+        );
         let resp = loop {
-            attempt += 1;
             let r = self
                 .router
                 .queue_connection(topic, queue_id)
                 .and_then(|c| c.call(&request, timeout));
             match r {
-                Err(e) if e.is_retriable() && attempt < 3 => {
+                Err(e) if e.is_retriable() => {
                     if matches!(e.code(), Some(ErrorCode::NOT_OWNER)) || e.code().is_none() {
                         self.router.refresh(topic);
                     }
+                    let Some(wait) = schedule.next_wait(Instant::now()) else { return Err(e) };
+                    tracing::debug!(topic, queue_id, "pull failed ({e}); retrying in {wait:?}");
+                    std::thread::sleep(wait);
                 }
                 other => break other?,
             }

@@ -54,8 +54,9 @@ impl ClientError {
         }
     }
 
-    /// Whether sending the same request again may succeed. Connection failures count: a
-    /// produce retried after one may be stored twice (at-least-once, as in RocketMQ).
+    /// Whether sending the same request again may succeed. Connection failures and timeouts
+    /// count (the request may or may not have run); the producer's sends are idempotent, so
+    /// its retries never store a batch twice (docs/protocol.md, "Idempotent produce").
     pub fn is_retriable(&self) -> bool {
         match self {
             ClientError::Io { .. } | ClientError::Disconnected(_) | ClientError::Timeout(_) => true,

@@ -38,8 +38,10 @@ pub mod error;
 pub mod message;
 pub mod pending;
 pub mod producer;
+pub mod retry;
 pub mod router;
 pub mod selector;
+pub mod sequencer;
 
 use std::sync::Arc;
 

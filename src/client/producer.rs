@@ -1,23 +1,29 @@
-//! The producer: queue selection, batching with linger, bounded buffering, pipelined sends,
-//! retries, and sync / async (future) / oneway sends.
+//! The producer: queue selection, batching with linger, bounded buffering, pipelined
+//! idempotent sends, retries with backoff, and sync / async (future) / oneway sends.
 //!
 //! `send_async` picks the queue on the caller's thread and hands the message to the
 //! producer's worker thread through a bounded channel (a full channel blocks the caller:
-//! backpressure). The worker keeps one open batch per queue. While the queue has a batch in
-//! flight, new messages collect in the open batch (natural batching: the busier the queue, the
-//! bigger its batches); once the queue is idle the open batch is sealed after `linger`
-//! (default 0: at once, so a lone synchronous send pays no delay), and a batch that reaches
-//! `max_batch_bytes` is sealed immediately. Sealed batches go to the shard that owns the
-//! queue over its connection; many queues are in flight at once, but **one batch per queue**
-//! at a time, so a queue's messages are stored in send order even across retries (ordered
-//! messages with [`QueueSelector::KeyHash`]). Retriable failures (connection loss, NOT_OWNER,
-//! SHUTTING_DOWN) are retried `retries` times after `retry_backoff`, refreshing the route;
-//! after a connection loss a retried batch may be stored twice (at-least-once).
+//! backpressure). The worker keeps one open batch per queue. While the queue has
+//! `max_in_flight_per_queue` batches unanswered, new messages collect in the open batch (natural
+//! batching: the busier the queue, the bigger its batches); otherwise the open batch is sealed
+//! after `linger` (default 0: at once, so a lone synchronous send pays no delay), and a batch
+//! that reaches `max_batch_bytes` is sealed immediately.
+//!
+//! Sends are idempotent: the producer gets an id from the broker (INIT_PRODUCER) and numbers
+//! each queue's batches (epoch, base sequence: docs/protocol.md, "Idempotent produce"). Each
+//! queue's order and retries are a [`QueueSequencer`]: batches go to the shard that owns the
+//! queue, several at once but in sequence order; on a retriable failure (connection loss,
+//! NOT_OWNER, SHUTTING_DOWN) or a send unanswered for `request_timeout`, the queue resends from
+//! its first unacknowledged batch, in order, after a backoff (`retry_backoff`, doubling up to
+//! `retry_backoff_max`, with the route refreshed), until the batch's `send_timeout` (counted
+//! from its first message) runs out. The broker answers copies it already stored with their
+//! original offsets, so a retry never stores a message twice and never reorders a queue
+//! (ordered messages with [`QueueSelector::KeyHash`]).
 //!
 //! Memory is bounded by `buffer_messages` queued in the channel plus `max_buffer_bytes` of
 //! batches held by the worker; past that the worker stops taking messages until replies come.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::atomic::AtomicU32;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -30,8 +36,10 @@ use super::message::{now_ms, Message};
 use super::pending::{pending, Completer, Pending};
 use super::router::Router;
 use super::selector::QueueSelector;
+use super::sequencer::{Failure, QueueSequencer, ReplyKind, Resolution, SequencerConfig};
 use crate::format::{BatchBuilder, FormatError};
 use crate::protocol::message::PRODUCE_FLAG_NO_RESPONSE;
+use crate::protocol::producer_id::{with_epoch, WINDOW_BATCHES};
 use crate::protocol::{message_id, ErrorCode, Request, Response, SendStatus};
 
 /// Producer settings.
@@ -47,14 +55,20 @@ pub struct ProducerConfig {
     pub buffer_messages: usize,
     /// Bytes of batches the worker may hold (open, waiting and in flight). Default 32 MiB.
     pub max_buffer_bytes: usize,
-    /// Extra attempts for a batch after a retriable failure. Default 2.
-    pub retries: u32,
+    /// Batches of one queue sent and not yet answered. 1..=5 (the broker remembers the last 5
+    /// batches of each producer and queue, so any of them can be resent). Default 5.
+    pub max_in_flight_per_queue: usize,
+    /// Wait before resending after a retriable failure; doubles per failure in a row up to
+    /// `retry_backoff_max`. Default 50 ms.
     pub retry_backoff: Duration,
-    /// How long `send` waits for its reply. Default 10 s.
+    /// Default 1 s.
+    pub retry_backoff_max: Duration,
+    /// Total time a message may take, from `send` to the broker's reply, retries included
+    /// (RocketMQ's sendMsgTimeout); then it fails with a timeout. Default 3 s, enough to ride
+    /// out a broker restart.
     pub send_timeout: Duration,
-    /// How long the worker waits for the broker's reply to one batch before treating it as
-    /// lost (a retriable timeout: retried, and possibly stored twice). Default 15 s, above
-    /// the broker's default sync_flush_timeout_ms.
+    /// How long one send of a batch waits for its reply before it is resent (the broker
+    /// answers a copy of a stored batch with its offsets). Default 2 s.
     pub request_timeout: Duration,
 }
 
@@ -66,10 +80,11 @@ impl Default for ProducerConfig {
             max_batch_bytes: 1 << 20,
             buffer_messages: 10_000,
             max_buffer_bytes: 32 << 20,
-            retries: 2,
-            retry_backoff: Duration::from_millis(100),
-            send_timeout: Duration::from_secs(10),
-            request_timeout: Duration::from_secs(15),
+            max_in_flight_per_queue: WINDOW_BATCHES,
+            retry_backoff: Duration::from_millis(50),
+            retry_backoff_max: Duration::from_secs(1),
+            send_timeout: Duration::from_secs(3),
+            request_timeout: Duration::from_secs(2),
         }
     }
 }
@@ -93,8 +108,10 @@ enum Command {
 
 struct Reply {
     key: (String, u32),
-    /// Which send of the batch this answers (a late reply to an abandoned send is ignored).
-    attempt_id: u64,
+    /// Which send of which batch this answers (see `QueueSequencer::on_reply`).
+    attempt: u64,
+    epoch: u16,
+    base_sequence: i32,
     result: Result<Response>,
 }
 
@@ -111,8 +128,21 @@ impl Producer {
         if config.max_batch_bytes < crate::format::HEADER_LEN + 32 {
             return Err(ClientError::Invalid("max_batch_bytes is too small".into()));
         }
+        if !(1..=WINDOW_BATCHES).contains(&config.max_in_flight_per_queue) {
+            return Err(ClientError::Invalid(format!(
+                "max_in_flight_per_queue must be in 1..={WINDOW_BATCHES} (the broker's window)"
+            )));
+        }
+        let producer_id = match router.call_bootstrap(&Request::InitProducer)? {
+            Response::InitProducer { producer_id } if producer_id >= 0 => producer_id,
+            other => {
+                return Err(ClientError::Protocol(format!(
+                    "INIT_PRODUCER got {other:?} instead of a producer id"
+                )))
+            }
+        };
         let (tx, rx) = bounded(config.buffer_messages.max(1));
-        let worker = Worker::new(router.clone(), config.clone());
+        let worker = Worker::new(router.clone(), config.clone(), producer_id);
         let handle = std::thread::Builder::new()
             .name("ringmq-producer".into())
             .spawn(move || worker.run(rx))
@@ -162,9 +192,12 @@ impl Producer {
     }
 
     fn wait(&self, p: Pending<Result<SendResult>>) -> Result<SendResult> {
-        match p.wait_timeout(self.config.send_timeout) {
+        // The worker resolves every message by its send timeout; the margin covers the wait
+        // in the hand-off channel.
+        let bound = self.config.send_timeout + self.config.request_timeout;
+        match p.wait_timeout(bound) {
             Ok(r) => r,
-            Err(_) => Err(ClientError::Timeout(self.config.send_timeout.as_millis() as u64)),
+            Err(_) => Err(ClientError::Timeout(bound.as_millis() as u64)),
         }
     }
 
@@ -255,6 +288,15 @@ impl BatchSink for Arc<Router> {
     }
 }
 
+/// Rewrites a sealed batch's producer id and base sequence and recomputes its CRC
+/// (docs/format.md 1.1: both fields are under `crc`, which covers `[44, length)`).
+fn renumber(batch: &mut [u8], producer_id: i64, base_sequence: i32) {
+    batch[68..76].copy_from_slice(&producer_id.to_le_bytes());
+    batch[76..80].copy_from_slice(&base_sequence.to_le_bytes());
+    let crc = crc32c::crc32c(&batch[crate::format::batch::CRC_START..]);
+    batch[40..44].copy_from_slice(&crc.to_le_bytes());
+}
+
 struct OpenBatch {
     builder: BatchBuilder,
     dones: Vec<Done>,
@@ -262,53 +304,56 @@ struct OpenBatch {
 }
 
 struct ReadyBatch {
-    /// Shared with the send in flight (a retry resends the same bytes without copying).
+    /// Shared with the sends in flight (a retry resends the same bytes without copying).
     bytes: Arc<Vec<u8>>,
     dones: Vec<Done>,
-    attempts: u32,
-    not_before: Instant,
-    /// Set while in flight: this send's id and when it was sent.
-    attempt_id: u64,
-    sent_at: Option<Instant>,
 }
 
-#[derive(Default)]
 struct QueueState {
     open: Option<OpenBatch>,
-    ready: VecDeque<ReadyBatch>,
-    in_flight: Option<ReadyBatch>,
+    sequencer: QueueSequencer<ReadyBatch>,
 }
 
 impl QueueState {
     fn is_idle(&self) -> bool {
-        self.open.is_none() && self.ready.is_empty() && self.in_flight.is_none()
+        self.open.is_none() && self.sequencer.is_empty()
     }
 }
 
 struct Worker<S: BatchSink> {
     sink: S,
     config: ProducerConfig,
+    producer_id: i64,
     queues: HashMap<(String, u32), QueueState>,
     buffered_bytes: usize,
-    next_attempt_id: u64,
     flushes: Vec<Completer<()>>,
     replies_tx: Sender<Reply>,
     replies_rx: Receiver<Reply>,
 }
 
 impl<S: BatchSink> Worker<S> {
-    fn new(sink: S, config: ProducerConfig) -> Self {
-        // Unbounded type, bounded in use: at most one reply per queue is outstanding.
+    fn new(sink: S, config: ProducerConfig, producer_id: i64) -> Self {
+        // Unbounded type, bounded in use: every reply answers a send, and sends are bounded by
+        // the batches held (max_buffer_bytes) times the resends within a send timeout.
         let (replies_tx, replies_rx) = unbounded();
         Worker {
             sink,
             config,
+            producer_id,
             queues: HashMap::new(),
             buffered_bytes: 0,
-            next_attempt_id: 0,
             flushes: Vec::new(),
             replies_tx,
             replies_rx,
+        }
+    }
+
+    fn sequencer_config(&self) -> SequencerConfig {
+        SequencerConfig {
+            max_in_flight: self.config.max_in_flight_per_queue,
+            request_timeout: self.config.request_timeout,
+            backoff_initial: self.config.retry_backoff,
+            backoff_max: self.config.retry_backoff_max.max(self.config.retry_backoff),
         }
     }
 
@@ -335,48 +380,39 @@ impl<S: BatchSink> Worker<S> {
             } else if let Ok(r) = self.replies_rx.recv_timeout(timeout) {
                 self.reply(r);
             }
-            self.expire_overdue();
+            self.poll_queues();
             self.seal_lingered();
         }
     }
 
     fn next_deadline(&self) -> Option<Instant> {
         let mut d: Option<Instant> = None;
+        let mut consider = |t: Instant| d = Some(d.map_or(t, |d| d.min(t)));
         for q in self.queues.values() {
-            let mut consider = |t: Instant| d = Some(d.map_or(t, |d| d.min(t)));
             if let Some(o) = &q.open {
-                // A busy queue's open batch waits for the reply, not for a timer.
-                if q.in_flight.is_none() && q.ready.is_empty() {
+                // A busy queue's open batch waits for a reply, not for a timer.
+                if q.sequencer.has_room() {
                     consider(o.started + self.config.linger);
                 }
             }
-            if q.in_flight.is_none() {
-                if let Some(r) = q.ready.front() {
-                    consider(r.not_before);
-                }
-            }
-            if let Some(sent) = q.in_flight.as_ref().and_then(|b| b.sent_at) {
-                consider(sent + self.config.request_timeout);
+            if let Some(t) = q.sequencer.next_wakeup() {
+                consider(t);
             }
         }
         d
     }
 
-    /// Gives up on sends whose reply is overdue: they fail as retriable timeouts.
-    fn expire_overdue(&mut self) {
+    /// Request timeouts (resend) and send deadlines (fail) of every queue.
+    fn poll_queues(&mut self) {
         let now = Instant::now();
-        let limit = self.config.request_timeout;
-        let overdue: Vec<((String, u32), u64)> = self
-            .queues
-            .iter()
-            .filter_map(|(k, q)| {
-                let b = q.in_flight.as_ref()?;
-                (now >= b.sent_at? + limit).then(|| (k.clone(), b.attempt_id))
-            })
-            .collect();
-        for (key, attempt_id) in overdue {
-            let result = Err(ClientError::Timeout(limit.as_millis() as u64));
-            self.reply(Reply { key, attempt_id, result });
+        let mut done = Vec::new();
+        for (key, q) in &mut self.queues {
+            for r in q.sequencer.poll(now) {
+                done.push((key.clone(), r));
+            }
+        }
+        for (key, r) in done {
+            self.resolve(&key, r, None);
         }
     }
 
@@ -389,7 +425,12 @@ impl<S: BatchSink> Worker<S> {
             Command::Send { msg, queue_id, timestamp_ms, done } => {
                 let key = (msg.topic.clone(), queue_id);
                 let max = self.config.max_batch_bytes;
-                let q = self.queues.entry(key).or_default();
+                let seq_config = self.sequencer_config();
+                let (pid, send_timeout) = (self.producer_id, self.config.send_timeout);
+                let q = self.queues.entry(key).or_insert_with(|| QueueState {
+                    open: None,
+                    sequencer: QueueSequencer::new(seq_config),
+                });
                 if q.open.is_none() {
                     self.buffered_bytes += crate::format::HEADER_LEN;
                 }
@@ -406,7 +447,7 @@ impl<S: BatchSink> Worker<S> {
                     }
                     Err(FormatError::BatchFull { .. }) if !open.builder.is_empty() => {
                         // Seal the full batch and start a new one with this message.
-                        Self::seal(q);
+                        Self::seal(q, pid, send_timeout);
                         let mut builder = BatchBuilder::new(max);
                         match msg.with_record(timestamp_ms, |r| builder.push(r)) {
                             Ok(()) => {
@@ -431,115 +472,149 @@ impl<S: BatchSink> Worker<S> {
                 }
                 if let Some(o) = &q.open {
                     if o.builder.len_bytes() >= max {
-                        Self::seal(q);
+                        Self::seal(q, pid, send_timeout);
                     }
                 }
             }
         }
     }
 
-    fn seal(q: &mut QueueState) {
+    /// Seals the open batch, numbered for its place in the queue's sequence; it must be
+    /// answered within `send_timeout` of its first message.
+    fn seal(q: &mut QueueState, producer_id: i64, send_timeout: Duration) {
         if let Some(o) = q.open.take() {
-            let bytes = Arc::new(o.builder.finish(-1, -1));
-            q.ready.push_back(ReadyBatch {
-                bytes,
-                dones: o.dones,
-                attempts: 0,
-                not_before: Instant::now(),
-                attempt_id: 0,
-                sent_at: None,
-            });
+            let count = o.builder.record_count();
+            let (epoch, base_sequence) = q.sequencer.next_numbering();
+            let bytes = Arc::new(o.builder.finish(with_epoch(producer_id, epoch), base_sequence));
+            let batch = ReadyBatch { bytes, dones: o.dones };
+            let numbered = q.sequencer.push(batch, count, o.started + send_timeout);
+            debug_assert_eq!(numbered, (epoch, base_sequence));
         }
     }
 
     fn seal_all(&mut self) {
         for q in self.queues.values_mut() {
-            Self::seal(q);
+            Self::seal(q, self.producer_id, self.config.send_timeout);
         }
     }
 
     fn seal_lingered(&mut self) {
         let now = Instant::now();
         for q in self.queues.values_mut() {
-            let idle = q.in_flight.is_none() && q.ready.is_empty();
-            if idle && q.open.as_ref().is_some_and(|o| now >= o.started + self.config.linger) {
-                Self::seal(q);
+            let lingered = q.open.as_ref().is_some_and(|o| now >= o.started + self.config.linger);
+            if lingered && q.sequencer.has_room() {
+                Self::seal(q, self.producer_id, self.config.send_timeout);
             }
         }
     }
 
-    /// Sends the next batch of every queue that has none in flight.
+    /// Sends every batch each queue's sequencer allows now.
     fn dispatch(&mut self) {
         let now = Instant::now();
-        let keys: Vec<(String, u32)> = self
-            .queues
-            .iter()
-            .filter(|(_, q)| {
-                q.in_flight.is_none() && q.ready.front().is_some_and(|r| r.not_before <= now)
-            })
-            .map(|(k, _)| k.clone())
-            .collect();
-        for key in keys {
-            let q = self.queues.get_mut(&key).expect("key from the map");
-            let mut batch = q.ready.pop_front().expect("checked non-empty");
-            batch.attempts += 1;
-            self.next_attempt_id += 1;
-            let attempt_id = self.next_attempt_id;
-            batch.attempt_id = attempt_id;
-            batch.sent_at = Some(now);
-            let bytes = batch.bytes.clone();
-            q.in_flight = Some(batch);
-            let tx = self.replies_tx.clone();
-            let reply_key = key.clone();
-            self.sink.send(
-                &key.0,
-                key.1,
-                bytes,
-                Box::new(move |result| {
-                    let _ = tx.send(Reply { key: reply_key, attempt_id, result });
-                }),
-            );
+        let pid = self.producer_id;
+        for (key, q) in &mut self.queues {
+            while let Some(send) = q.sequencer.next_send(now) {
+                if send.renumber {
+                    let bytes = Arc::make_mut(&mut send.batch.bytes);
+                    renumber(bytes, with_epoch(pid, send.epoch), send.base_sequence);
+                }
+                let (attempt, epoch, base_sequence) =
+                    (send.attempt, send.epoch, send.base_sequence);
+                let bytes = send.batch.bytes.clone();
+                let tx = self.replies_tx.clone();
+                let reply_key = key.clone();
+                self.sink.send(
+                    &key.0,
+                    key.1,
+                    bytes,
+                    Box::new(move |result| {
+                        let _ = tx.send(Reply {
+                            key: reply_key,
+                            attempt,
+                            epoch,
+                            base_sequence,
+                            result,
+                        });
+                    }),
+                );
+            }
         }
     }
 
     fn reply(&mut self, r: Reply) {
         let Some(q) = self.queues.get_mut(&r.key) else { return };
-        if q.in_flight.as_ref().map(|b| b.attempt_id) != Some(r.attempt_id) {
-            return; // a late reply to a send already given up on
+        let kind = match &r.result {
+            Ok(Response::Produce { .. }) => ReplyKind::Stored,
+            Ok(_) => ReplyKind::Fatal,
+            Err(e) if e.code() == Some(ErrorCode::OUT_OF_ORDER_SEQUENCE) => {
+                ReplyKind::OutOfOrderSequence
+            }
+            Err(e) if e.is_retriable() => {
+                tracing::debug!(topic = %r.key.0, queue = r.key.1, "resending: {e}");
+                if matches!(e.code(), Some(ErrorCode::NOT_OWNER)) || e.code().is_none() {
+                    self.sink.refresh(&r.key.0);
+                }
+                ReplyKind::Retriable
+            }
+            Err(_) => ReplyKind::Fatal,
+        };
+        let resolved =
+            q.sequencer.on_reply(r.attempt, r.epoch, r.base_sequence, kind, Instant::now());
+        for res in resolved {
+            self.resolve(&r.key, res, Some(&r.result));
         }
-        let Some(batch) = q.in_flight.take() else { return };
-        match r.result {
-            Ok(Response::Produce { status, topic_id, queue_id, base_offset, .. }) => {
-                self.buffered_bytes = self.buffered_bytes.saturating_sub(batch.bytes.len());
+    }
+
+    /// Completes a resolved batch's messages: with their offsets from `reply` when stored,
+    /// else with the failure.
+    fn resolve(
+        &mut self,
+        key: &(String, u32),
+        r: Resolution<ReadyBatch>,
+        reply: Option<&Result<Response>>,
+    ) {
+        let (batch, outcome) = match r {
+            Resolution::Stored(b) => (b, Ok(())),
+            Resolution::Failed(b, why) => (b, Err(why)),
+        };
+        self.buffered_bytes = self.buffered_bytes.saturating_sub(batch.bytes.len());
+        let error = |why: Failure| match (why, reply) {
+            (Failure::Reply, Some(Err(e))) => e.clone(),
+            (Failure::Reply, Some(Ok(other))) => {
+                ClientError::Protocol(format!("produce got a {:?} reply", other.api_key()))
+            }
+            (Failure::Timeout, _) | (Failure::Reply, None) => {
+                ClientError::Timeout(self.config.send_timeout.as_millis() as u64)
+            }
+            (Failure::EpochsExhausted, _) => ClientError::Invalid(format!(
+                "queue {} of {} needed a new producer epoch after 65535; create a new producer",
+                key.1, key.0
+            )),
+        };
+        match (outcome, reply) {
+            (
+                Ok(()),
+                Some(Ok(Response::Produce { status, topic_id, queue_id, base_offset, .. })),
+            ) => {
                 for (i, done) in batch.dones.into_iter().enumerate() {
                     let offset = base_offset + i as u64;
                     done.complete(Ok(SendResult {
-                        status,
-                        topic: r.key.0.clone(),
-                        queue_id,
+                        status: *status,
+                        topic: key.0.clone(),
+                        queue_id: *queue_id,
                         queue_offset: offset,
-                        message_id: message_id(topic_id, queue_id, offset),
+                        message_id: message_id(*topic_id, *queue_id, offset),
                     }));
                 }
             }
-            Ok(other) => {
-                self.buffered_bytes = self.buffered_bytes.saturating_sub(batch.bytes.len());
-                let e = ClientError::Protocol(format!("produce got a {:?} reply", other.api_key()));
+            (Ok(()), _) => {
+                let e = ClientError::Protocol("a stored batch without its reply".into());
                 for done in batch.dones {
                     done.complete(Err(e.clone()));
                 }
             }
-            Err(e) if e.is_retriable() && batch.attempts <= self.config.retries => {
-                tracing::debug!(topic = %r.key.0, queue = r.key.1, "retrying batch: {e}");
-                if matches!(e.code(), Some(ErrorCode::NOT_OWNER)) || e.code().is_none() {
-                    self.sink.refresh(&r.key.0);
-                }
-                let mut batch = batch;
-                batch.not_before = Instant::now() + self.config.retry_backoff;
-                q.ready.push_front(batch);
-            }
-            Err(e) => {
-                self.buffered_bytes = self.buffered_bytes.saturating_sub(batch.bytes.len());
+            (Err(why), _) => {
+                let e = error(why);
                 for done in batch.dones {
                     done.complete(Err(e.clone()));
                 }
@@ -623,10 +698,12 @@ mod tests {
 
     fn start(config: ProducerConfig) -> (ScriptedSink, Sender<Command>, JoinHandle<()>) {
         let sink = ScriptedSink::default();
-        let worker = Worker::new(sink.clone(), config);
+        let worker = Worker::new(sink.clone(), config, PID);
         let (tx, rx) = bounded(100);
         (sink, tx, std::thread::spawn(move || worker.run(rx)))
     }
+
+    const PID: i64 = 9 << 16;
 
     fn send(tx: &Sender<Command>, queue_id: u32, body: &str) -> Pending<Result<SendResult>> {
         let (done, p) = pending();
@@ -635,71 +712,149 @@ mod tests {
         p
     }
 
+    /// (producer id, base sequence) of a sent batch; parsing also checks its CRC.
+    fn numbering(batch: &[u8]) -> (i64, i32) {
+        let h = BatchView::parse(batch, 1 << 20).unwrap().header;
+        (h.producer_id, h.base_sequence)
+    }
+
+    fn broker_error(code: ErrorCode) -> Result<Response> {
+        Err(ClientError::Broker {
+            code: code as u16,
+            name: code.name().into(),
+            message: "test".into(),
+            detail: crate::protocol::ErrorDetail::None,
+        })
+    }
+
     #[test]
-    fn one_batch_in_flight_per_queue_and_messages_batch_behind_it() {
-        let (sink, tx, worker) = start(ProducerConfig::default());
+    fn a_queue_pipelines_numbered_batches_up_to_its_bound_in_send_order() {
+        let config = ProducerConfig { max_in_flight_per_queue: 2, ..Default::default() };
+        let (sink, tx, worker) = start(config);
         let mut seen = 0;
-        let p: Vec<_> = (0..5).map(|i| send(&tx, 0, &format!("m{i}"))).collect();
+        let first = send(&tx, 0, "m0");
+        let mut sent = sink.take(1, &mut seen);
+        let second = send(&tx, 0, "m1");
+        sent.extend(sink.take(2, &mut seen));
+        // Two batches in flight: the bound. Later messages collect in the open batch.
+        let rest: Vec<_> = (2..5).map(|i| send(&tx, 0, &format!("m{i}"))).collect();
         let other = send(&tx, 1, "q1");
-        let mut first = sink.take(2, &mut seen);
-        // Queue 0 has one batch in flight; the rest wait behind it, queue 1 goes in parallel.
-        std::thread::sleep(Duration::from_millis(30));
-        assert_eq!(sink.pending(), 0, "no second batch for a queue with one in flight");
-        let q1 = first.iter().position(|s| s.1 == 1).unwrap();
-        let (_, _, b1, cb1) = first.remove(q1);
-        cb1(ok_reply(0, &b1));
-        assert_eq!(other.wait().unwrap().queue_offset, 0);
-        let (_, _, b0, cb0) = first.remove(0);
-        let n0 = bodies(&b0).len();
+        let q1 = sink.take(3, &mut seen).remove(0);
+        assert_eq!(q1.1, 1, "another queue is not held back");
+        assert_eq!(numbering(&q1.2), (PID, 0), "each queue numbers from 0");
+        assert_eq!(sink.pending(), 0, "no third batch for queue 0 while two are in flight");
+        assert_eq!(numbering(&sent[0].2), (PID, 0));
+        assert_eq!(numbering(&sent[1].2), (PID, 1), "sequences count records");
+        let (_, _, b1, cb1) = sent.pop().unwrap();
+        let (_, _, b0, cb0) = sent.pop().unwrap();
+        cb1(ok_reply(1, &b1));
         cb0(ok_reply(0, &b0));
-        let mut rest = sink.take(2 + 1, &mut seen);
-        let (_, q, b, cb) = rest.remove(0);
-        assert_eq!(q, 0);
-        let mut all = bodies(&b0);
-        all.extend(bodies(&b));
-        assert_eq!(all, (0..5).map(|i| format!("m{i}")).collect::<Vec<_>>(), "send order kept");
-        cb(ok_reply(n0 as u64, &b));
-        let offsets: Vec<u64> = p.into_iter().map(|p| p.wait().unwrap().queue_offset).collect();
-        assert_eq!(offsets, vec![0, 1, 2, 3, 4]);
+        let (_, _, b2, cb2) = sink.take(4, &mut seen).remove(0);
+        assert_eq!(bodies(&b2), ["m2", "m3", "m4"], "send order kept");
+        assert_eq!(numbering(&b2), (PID, 2));
+        cb2(ok_reply(2, &b2));
+        q1.3(ok_reply(0, &q1.2));
+        assert_eq!(first.wait().unwrap().queue_offset, 0);
+        assert_eq!(second.wait().unwrap().queue_offset, 1);
+        let offsets: Vec<u64> = rest.into_iter().map(|p| p.wait().unwrap().queue_offset).collect();
+        assert_eq!(offsets, vec![2, 3, 4]);
+        assert_eq!(other.wait().unwrap().queue_offset, 0);
         drop(tx);
         worker.join().unwrap();
     }
 
     #[test]
-    fn retriable_failures_are_retried_then_reported() {
+    fn retriable_failures_resend_in_order_until_the_send_timeout() {
         let config = ProducerConfig {
-            retries: 1,
-            retry_backoff: Duration::from_millis(5),
+            retry_backoff: Duration::from_millis(2),
+            retry_backoff_max: Duration::from_millis(8),
+            send_timeout: Duration::from_millis(300),
             ..Default::default()
         };
         let (sink, tx, worker) = start(config);
         let mut seen = 0;
-        let p = send(&tx, 0, "x");
-        let (_, _, b, cb) = sink.take(1, &mut seen).remove(0);
-        cb(Err(ClientError::Disconnected("test".into())));
-        let (_, _, again, cb) = sink.take(2, &mut seen).remove(0);
-        assert_eq!(again, b, "the same batch is sent again");
+        let a = send(&tx, 0, "a");
+        let (_, _, ba, cba) = sink.take(1, &mut seen).remove(0);
+        let b = send(&tx, 0, "b");
+        let (_, _, bb, cbb) = sink.take(2, &mut seen).remove(0);
+        // b's connection broke: both are resent, a first, with the same numbering.
+        cbb(Err(ClientError::Disconnected("test".into())));
+        let again = sink.take(4, &mut seen);
+        assert_eq!(again[0].2, ba, "the first unacknowledged batch is resent first");
+        assert_eq!(again[1].2, bb);
         assert_eq!(sink.refreshed.lock().unwrap().as_slice(), ["t"]);
-        cb(Err(ClientError::Disconnected("test".into())));
-        assert!(matches!(p.wait(), Err(ClientError::Disconnected(_))), "retries are bounded");
-
-        let p = send(&tx, 0, "y");
-        let (_, _, _, cb) = sink.take(3, &mut seen).remove(0);
-        cb(Err(ClientError::Broker {
-            code: ErrorCode::CORRUPT_BATCH as u16,
-            name: "CORRUPT_BATCH".into(),
-            message: "bad".into(),
-            detail: crate::protocol::ErrorDetail::None,
-        }));
-        assert_eq!(p.wait().unwrap_err().code(), Some(ErrorCode::CORRUPT_BATCH), "not retried");
+        // a's first copy was stored after all: its late reply counts.
+        cba(ok_reply(7, &ba));
+        assert_eq!(a.wait().unwrap().queue_offset, 7);
+        // b keeps failing: resent with backoff until its send timeout, then reported.
+        let t = Instant::now();
+        let mut failing = again;
+        // a's resend needs no answer: a is resolved.
+        let _a_resend = failing.remove(0);
+        loop {
+            for (_, _, _, cb) in failing.drain(..) {
+                cb(Err(ClientError::Disconnected("test".into())));
+            }
+            if let Some(r) = b.try_take() {
+                assert!(matches!(r, Err(ClientError::Timeout(300))), "{r:?}");
+                break;
+            }
+            assert!(t.elapsed() < Duration::from_secs(10), "b never timed out");
+            let deadline = Instant::now() + Duration::from_millis(50);
+            while sink.pending() == 0 && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            failing = sink.sent.lock().unwrap().drain(..).collect();
+        }
         drop(tx);
         worker.join().unwrap();
     }
 
     #[test]
-    fn an_unanswered_send_times_out_is_retried_and_a_late_reply_is_ignored() {
+    fn a_non_retriable_error_fails_the_batch_and_renumbers_the_next_under_a_new_epoch() {
+        let (sink, tx, worker) = start(ProducerConfig::default());
+        let mut seen = 0;
+        let bad = send(&tx, 0, "bad");
+        let (_, _, _, cb) = sink.take(1, &mut seen).remove(0);
+        let next = send(&tx, 0, "next");
+        let (_, _, b_next, _late) = sink.take(2, &mut seen).remove(0);
+        assert_eq!(numbering(&b_next), (PID, 1));
+        cb(broker_error(ErrorCode::CORRUPT_BATCH));
+        assert_eq!(bad.wait().unwrap_err().code(), Some(ErrorCode::CORRUPT_BATCH), "not retried");
+        // The broker expects sequence 0 again, so "next" moves to epoch 1, sequence 0.
+        let (_, _, again, cb) = sink.take(3, &mut seen).remove(0);
+        assert_eq!(numbering(&again), (PID | 1, 0));
+        assert_eq!(bodies(&again), ["next"]);
+        cb(ok_reply(0, &again));
+        assert_eq!(next.wait().unwrap().queue_offset, 0);
+        drop(tx);
+        worker.join().unwrap();
+    }
+
+    #[test]
+    fn out_of_order_on_the_first_batch_renumbers_it_and_resends() {
+        let (sink, tx, worker) = start(ProducerConfig::default());
+        let mut seen = 0;
+        let p = send(&tx, 0, "x");
+        let (_, _, b, cb) = sink.take(1, &mut seen).remove(0);
+        cb(ok_reply(0, &b));
+        p.wait().unwrap();
+        let p = send(&tx, 0, "y");
+        let (_, _, b, cb) = sink.take(2, &mut seen).remove(0);
+        assert_eq!(numbering(&b), (PID, 1));
+        // The broker lost the producer's state (e.g. it expired): y is renumbered from 0.
+        cb(broker_error(ErrorCode::OUT_OF_ORDER_SEQUENCE));
+        let (_, _, again, cb) = sink.take(3, &mut seen).remove(0);
+        assert_eq!(numbering(&again), (PID | 1, 0), "CRC recomputed (parse checks it)");
+        cb(ok_reply(1, &again));
+        assert_eq!(p.wait().unwrap().queue_offset, 1);
+        drop(tx);
+        worker.join().unwrap();
+    }
+
+    #[test]
+    fn an_unanswered_send_times_out_and_is_resent_with_the_same_numbering() {
         let config = ProducerConfig {
-            retries: 1,
             retry_backoff: Duration::from_millis(1),
             request_timeout: Duration::from_millis(50),
             ..Default::default()
@@ -708,12 +863,12 @@ mod tests {
         let mut seen = 0;
         let p = send(&tx, 0, "slow");
         let (_, _, b, late) = sink.take(1, &mut seen).remove(0);
-        // No reply: after request_timeout the batch is sent again.
+        // No reply: after request_timeout the batch is sent again, same bytes.
         let (_, _, again, cb) = sink.take(2, &mut seen).remove(0);
         assert_eq!(again, b);
-        late(ok_reply(99, &b)); // the first send's reply arrives too late: ignored
         cb(ok_reply(4, &again));
         assert_eq!(p.wait().unwrap().queue_offset, 4);
+        late(ok_reply(4, &b)); // the first copy's reply, after the batch was resolved: ignored
         drop(tx);
         worker.join().unwrap();
     }
@@ -733,5 +888,21 @@ mod tests {
         assert_eq!(p.wait().unwrap().queue_offset, 7);
         drop(tx);
         worker.join().unwrap();
+    }
+
+    #[test]
+    fn renumbering_rewrites_the_fields_and_the_crc() {
+        let mut b = BatchBuilder::new(1 << 16);
+        b.push(&crate::format::Record {
+            key: b"",
+            tag: b"",
+            properties: &[],
+            body: b"x",
+            timestamp_ms: 1,
+        })
+        .unwrap();
+        let mut bytes = b.finish(5 << 16, 3);
+        renumber(&mut bytes, (5 << 16) | 2, 0);
+        assert_eq!(numbering(&bytes), ((5 << 16) | 2, 0));
     }
 }

@@ -13,6 +13,8 @@ pub enum ApiKey {
     Fetch = 6,
     Offsets = 7,
     Stats = 8,
+    /// Hands out an idempotent producer id (docs/protocol.md).
+    InitProducer = 9,
 }
 
 impl ApiKey {
@@ -25,6 +27,7 @@ impl ApiKey {
         ApiKey::Fetch,
         ApiKey::Offsets,
         ApiKey::Stats,
+        ApiKey::InitProducer,
     ];
 
     pub fn from_u16(v: u16) -> Option<ApiKey> {

@@ -61,6 +61,8 @@ pub enum Request {
         timestamp_ms: i64,
     },
     Stats,
+    /// A new idempotent producer id (epoch 0); see [`super::producer_id`].
+    InitProducer,
 }
 
 impl Request {
@@ -74,6 +76,7 @@ impl Request {
             Request::Fetch { .. } => ApiKey::Fetch,
             Request::Offsets { .. } => ApiKey::Offsets,
             Request::Stats => ApiKey::Stats,
+            Request::InitProducer => ApiKey::InitProducer,
         }
     }
 
@@ -134,7 +137,7 @@ impl Request {
             Request::DeleteTopic { topic } => {
                 w.string(topic);
             }
-            Request::ListTopics | Request::Stats => {}
+            Request::ListTopics | Request::Stats | Request::InitProducer => {}
             Request::Produce { topic, queue_id, flags, batch } => {
                 w.string(topic).u32(*queue_id).u8(*flags).bytes(batch);
             }
@@ -262,6 +265,7 @@ fn decode_body(
             timestamp_ms: r.i64("timestamp_ms")?,
         },
         ApiKey::Stats => Request::Stats,
+        ApiKey::InitProducer => Request::InitProducer,
     };
     r.finish()?;
     Ok(req)
@@ -358,6 +362,9 @@ pub enum Response {
     Stats {
         shards: Vec<ShardStats>,
     },
+    InitProducer {
+        producer_id: i64,
+    },
 }
 
 impl Response {
@@ -371,6 +378,7 @@ impl Response {
             Response::Fetch { .. } => ApiKey::Fetch,
             Response::Offsets { .. } => ApiKey::Offsets,
             Response::Stats { .. } => ApiKey::Stats,
+            Response::InitProducer { .. } => ApiKey::InitProducer,
         }
     }
 
@@ -446,6 +454,9 @@ impl Response {
                         w.u64(v);
                     }
                 }
+            }
+            Response::InitProducer { producer_id } => {
+                w.i64(*producer_id);
             }
         }
         let mut buf = w.buf;
@@ -541,6 +552,7 @@ impl Response {
                 }
                 Response::Stats { shards }
             }
+            ApiKey::InitProducer => Response::InitProducer { producer_id: r.i64("producer_id")? },
         };
         r.finish()?;
         Ok(resp)
@@ -689,6 +701,7 @@ mod tests {
         });
         round_trip_request(Request::Offsets { topic: "t".into(), queue_id: 0, timestamp_ms: -1 });
         round_trip_request(Request::Stats);
+        round_trip_request(Request::InitProducer);
     }
 
     #[test]
@@ -731,6 +744,7 @@ mod tests {
         round_trip_response(Response::Stats {
             shards: vec![ShardStats { shard: 1, errors: 3, ..Default::default() }],
         });
+        round_trip_response(Response::InitProducer { producer_id: 7 << 16 });
     }
 
     #[test]

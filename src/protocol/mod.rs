@@ -17,6 +17,7 @@ pub mod codec;
 pub mod error_code;
 pub mod frame;
 pub mod message;
+pub mod producer_id;
 pub mod read_buffer;
 pub mod shared_bytes;
 

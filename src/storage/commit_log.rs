@@ -920,6 +920,13 @@ impl<D: LogDir + 'static> CommitLog<D> {
         Ok(buf)
     }
 
+    /// Every queue that has stored batches (or had them), in key order.
+    pub fn queues(&self) -> Vec<QueueKey> {
+        let mut v: Vec<QueueKey> = self.st.borrow().queues.keys().copied().collect();
+        v.sort();
+        v
+    }
+
     /// The readable offsets of `queue` (`{0, 0}` if it was never written).
     pub fn offsets(&self, queue: QueueKey) -> QueueOffsets {
         let st = self.st.borrow();

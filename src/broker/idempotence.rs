@@ -1,0 +1,585 @@
+//! Idempotent produce: the per-(producer, queue) sequence windows of one shard.
+//!
+//! Owned by its shard (one [`SequenceWindows`] per shard, on the shard's thread, no I/O, no
+//! clock of its own: every call takes `now_ms` from the caller), so the logic is tested
+//! exhaustively without sockets or disks.
+//!
+//! A batch whose header carries a producer id (`>= 0`) and a base sequence goes through
+//! [`SequenceWindows::check`] before it is appended:
+//! - the next expected sequence of its (producer, queue) → [`Verdict::Append`]: the batch is
+//!   reserved in the window (so a copy arriving meanwhile waits for it instead of being stored
+//!   again), the shard appends it, then calls [`SequenceWindows::stored`] with its offsets, or
+//!   [`SequenceWindows::abort`] when the append failed (nothing stored);
+//! - one of the last [`WINDOW_BATCHES`] batches → [`Verdict::Duplicate`] with the original
+//!   offsets (the retry is answered, not stored), or [`Verdict::InProgress`] while that batch
+//!   is still being appended;
+//! - anything else is refused: a sequence ahead of the expected one is a gap
+//!   (`OUT_OF_ORDER_SEQUENCE`), one behind the window cannot be answered
+//!   (`DUPLICATE_SEQUENCE`), a batch of an older epoch is fenced (`OUT_OF_ORDER_SEQUENCE`).
+//!
+//! A (producer, queue) the shard holds no state for accepts only sequence 0 (a new epoch
+//! starts there too): after its state expired, was evicted or was not rebuilt at startup, a
+//! producer that continues at sequence `n > 0` gets `OUT_OF_ORDER_SEQUENCE` and renumbers its
+//! unacknowledged batches under its next epoch (docs/protocol.md, "Idempotent produce").
+//!
+//! Bounds: at most `max_states` (producer, queue) pairs, each holding at most
+//! [`WINDOW_BATCHES`] entries; a pair idle for `expiry_ms` is dropped, and when the table is
+//! full the least recently used pair without a batch in progress makes room. The shard
+//! rebuilds the windows at startup from the tail of its log ([`SequenceWindows::recover`]).
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use crate::protocol::producer_id::{base_id, distance, epoch, next_sequence};
+use crate::storage::QueueKey;
+
+pub use crate::protocol::producer_id::WINDOW_BATCHES;
+
+/// Which sequence window: a producer (without its epoch) on one queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct WindowKey {
+    pub producer: i64,
+    pub queue: QueueKey,
+}
+
+/// Where a batch was stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stored {
+    pub base_offset: u64,
+    pub store_timestamp_ms: i64,
+}
+
+/// What to do with a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// New and next in order: reserved; append it, then `stored` or `abort`.
+    Append,
+    /// Already stored: answer with these offsets, store nothing.
+    Duplicate(Stored),
+    /// The same batch is being appended right now: wait for it, then ask again.
+    InProgress,
+    /// Behind the window: stored long ago, offsets no longer known.
+    TooOld { next_sequence: i32 },
+    /// Not the next sequence: a gap (or no state and not 0).
+    OutOfOrder { expected: i32 },
+    /// An epoch older than the one this window follows.
+    Fenced { current_epoch: u16 },
+    /// A sequence of the window reused for a batch of another size.
+    Mismatch { record_count: u32 },
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    base_sequence: i32,
+    record_count: u32,
+    /// `None` while the append is in progress.
+    stored: Option<Stored>,
+}
+
+#[derive(Debug)]
+struct State {
+    epoch: u16,
+    next_sequence: i32,
+    entries: VecDeque<Entry>,
+    last_used_ms: u64,
+    lru_tick: u64,
+}
+
+impl State {
+    fn new(epoch: u16) -> Self {
+        State {
+            epoch,
+            next_sequence: 0,
+            entries: VecDeque::with_capacity(WINDOW_BATCHES),
+            last_used_ms: 0,
+            lru_tick: 0,
+        }
+    }
+
+    fn in_progress(&self) -> bool {
+        self.entries.iter().any(|e| e.stored.is_none())
+    }
+
+    fn push(&mut self, entry: Entry) {
+        self.next_sequence = next_sequence(entry.base_sequence, entry.record_count);
+        self.entries.push_back(entry);
+        if self.entries.len() > WINDOW_BATCHES {
+            self.entries.pop_front();
+        }
+    }
+}
+
+/// One shard's sequence windows. See the module documentation.
+#[derive(Debug)]
+pub struct SequenceWindows {
+    states: HashMap<WindowKey, State>,
+    /// Least recently used first.
+    lru: BTreeMap<u64, WindowKey>,
+    tick: u64,
+    max_states: usize,
+    expiry_ms: u64,
+}
+
+impl SequenceWindows {
+    pub fn new(max_states: usize, expiry_ms: u64) -> Self {
+        SequenceWindows {
+            states: HashMap::new(),
+            lru: BTreeMap::new(),
+            tick: 0,
+            max_states: max_states.max(1),
+            expiry_ms,
+        }
+    }
+
+    /// (producer, queue) pairs held.
+    pub fn len(&self) -> usize {
+        self.states.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.states.is_empty()
+    }
+
+    pub fn key(producer_id: i64, queue: QueueKey) -> WindowKey {
+        WindowKey { producer: base_id(producer_id), queue }
+    }
+
+    /// Decides what to do with a batch of `producer_id` (epoch included) on `queue`.
+    pub fn check(
+        &mut self,
+        producer_id: i64,
+        queue: QueueKey,
+        base_sequence: i32,
+        record_count: u32,
+        now_ms: u64,
+    ) -> Verdict {
+        debug_assert!(producer_id >= 0 && base_sequence >= 0);
+        self.expire(now_ms);
+        let key = Self::key(producer_id, queue);
+        let batch_epoch = epoch(producer_id);
+        let fresh = Entry { base_sequence, record_count, stored: None };
+        let Some(state) = self.states.get_mut(&key) else {
+            if base_sequence != 0 {
+                return Verdict::OutOfOrder { expected: 0 };
+            }
+            let mut state = State::new(batch_epoch);
+            state.push(fresh);
+            self.insert(key, state, now_ms);
+            return Verdict::Append;
+        };
+        let verdict = if batch_epoch < state.epoch {
+            Verdict::Fenced { current_epoch: state.epoch }
+        } else if batch_epoch > state.epoch {
+            if base_sequence == 0 {
+                *state = State { lru_tick: state.lru_tick, ..State::new(batch_epoch) };
+                state.push(fresh);
+                Verdict::Append
+            } else {
+                Verdict::OutOfOrder { expected: 0 }
+            }
+        } else if let Some(e) = state.entries.iter().find(|e| e.base_sequence == base_sequence) {
+            if e.record_count != record_count {
+                Verdict::Mismatch { record_count: e.record_count }
+            } else {
+                e.stored.map_or(Verdict::InProgress, Verdict::Duplicate)
+            }
+        } else if base_sequence == state.next_sequence {
+            state.push(fresh);
+            Verdict::Append
+        } else if distance(base_sequence, state.next_sequence) < 1 << 30 {
+            Verdict::TooOld { next_sequence: state.next_sequence }
+        } else {
+            Verdict::OutOfOrder { expected: state.next_sequence }
+        };
+        self.touch(key, now_ms);
+        verdict
+    }
+
+    /// The batch reserved by an `Append` verdict was stored.
+    pub fn stored(&mut self, producer_id: i64, queue: QueueKey, base_sequence: i32, at: Stored) {
+        let key = Self::key(producer_id, queue);
+        let Some(state) = self.states.get_mut(&key) else { return };
+        if state.epoch != epoch(producer_id) {
+            return;
+        }
+        if let Some(e) = state.entries.iter_mut().find(|e| e.base_sequence == base_sequence) {
+            e.stored = Some(at);
+        }
+        // Pairs admitted over the bound while their appends were in progress make room now.
+        self.shrink(self.max_states);
+    }
+
+    /// The batch reserved by an `Append` verdict was not stored. The window expects it again;
+    /// if later batches were reserved behind it meanwhile (only after a failed log), nothing
+    /// about the pair can be trusted any more and its state is dropped.
+    pub fn abort(&mut self, producer_id: i64, queue: QueueKey, base_sequence: i32) {
+        let key = Self::key(producer_id, queue);
+        let Some(state) = self.states.get_mut(&key) else { return };
+        if state.epoch != epoch(producer_id) {
+            return;
+        }
+        match state.entries.iter().position(|e| e.base_sequence == base_sequence) {
+            // The pair's first batch: as if it never came.
+            Some(0) if state.entries.len() == 1 && base_sequence == 0 => self.remove(key),
+            Some(i) if i + 1 == state.entries.len() => {
+                state.entries.pop_back();
+                state.next_sequence = base_sequence;
+            }
+            Some(_) => self.remove(key),
+            None => {}
+        }
+        self.shrink(self.max_states);
+    }
+
+    /// Rebuilds from a stored batch, read in log order at startup: the log is the truth, so
+    /// the batch always enters the window (a gap or a newer epoch restarts the window there).
+    pub fn recover(
+        &mut self,
+        producer_id: i64,
+        queue: QueueKey,
+        base_sequence: i32,
+        record_count: u32,
+        at: Stored,
+        now_ms: u64,
+    ) {
+        let key = Self::key(producer_id, queue);
+        let batch_epoch = epoch(producer_id);
+        let entry = Entry { base_sequence, record_count, stored: Some(at) };
+        if let Some(state) = self.states.get_mut(&key) {
+            if batch_epoch != state.epoch || base_sequence != state.next_sequence {
+                *state = State { lru_tick: state.lru_tick, ..State::new(batch_epoch) };
+            }
+            state.push(entry);
+            self.touch(key, now_ms);
+        } else {
+            let mut state = State::new(batch_epoch);
+            state.push(entry);
+            self.insert(key, state, now_ms);
+        }
+    }
+
+    /// Drops every window of `queue` (its rebuild at startup did not reach the log's end).
+    pub fn forget_queue(&mut self, queue: QueueKey) {
+        let keys: Vec<WindowKey> =
+            self.states.keys().filter(|k| k.queue == queue).copied().collect();
+        for k in keys {
+            self.remove(k);
+        }
+    }
+
+    fn insert(&mut self, key: WindowKey, state: State, now_ms: u64) {
+        self.shrink(self.max_states - 1);
+        self.states.insert(key, state);
+        self.touch(key, now_ms);
+    }
+
+    /// Drops least recently used pairs with nothing in progress until at most `target`
+    /// remain (pairs with a batch in progress are bounded by the requests in flight).
+    fn shrink(&mut self, target: usize) {
+        while self.states.len() > target {
+            let victim = self
+                .lru
+                .values()
+                .copied()
+                .find(|k| self.states.get(k).is_some_and(|s| !s.in_progress()));
+            match victim {
+                Some(k) => self.remove(k),
+                None => break,
+            }
+        }
+    }
+
+    fn touch(&mut self, key: WindowKey, now_ms: u64) {
+        let Some(state) = self.states.get_mut(&key) else { return };
+        self.lru.remove(&state.lru_tick);
+        self.tick += 1;
+        state.lru_tick = self.tick;
+        state.last_used_ms = now_ms;
+        self.lru.insert(self.tick, key);
+    }
+
+    fn remove(&mut self, key: WindowKey) {
+        if let Some(state) = self.states.remove(&key) {
+            self.lru.remove(&state.lru_tick);
+        }
+    }
+
+    /// Drops pairs idle for `expiry_ms` (in use order, so the scan stops at the first live one).
+    fn expire(&mut self, now_ms: u64) {
+        while let Some((_, key)) = self.lru.first_key_value() {
+            let key = *key;
+            let state = &self.states[&key];
+            if now_ms < state.last_used_ms.saturating_add(self.expiry_ms) || state.in_progress() {
+                break;
+            }
+            self.remove(key);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::HashSet;
+
+    const Q: QueueKey = QueueKey { topic_id: 1, queue_id: 0 };
+    const P: i64 = 7 << 16;
+
+    fn at(o: u64) -> Stored {
+        Stored { base_offset: o, store_timestamp_ms: o as i64 }
+    }
+
+    fn append(w: &mut SequenceWindows, pid: i64, seq: i32, n: u32, offset: u64, now: u64) {
+        assert_eq!(w.check(pid, Q, seq, n, now), Verdict::Append);
+        w.stored(pid, Q, seq, at(offset));
+    }
+
+    #[test]
+    fn retries_in_the_window_get_their_offsets_and_gaps_are_refused() {
+        let mut w = SequenceWindows::new(16, 60_000);
+        assert_eq!(w.check(P, Q, 3, 1, 0), Verdict::OutOfOrder { expected: 0 }, "new: from 0");
+        for i in 0..7u64 {
+            append(&mut w, P, (i * 2) as i32, 2, 100 + i * 2, 0);
+        }
+        // Window: the last 5 batches, sequences 4..14.
+        assert_eq!(w.check(P, Q, 12, 2, 1), Verdict::Duplicate(at(112)));
+        assert_eq!(w.check(P, Q, 4, 2, 1), Verdict::Duplicate(at(104)));
+        assert_eq!(w.check(P, Q, 2, 2, 1), Verdict::TooOld { next_sequence: 14 });
+        assert_eq!(w.check(P, Q, 16, 2, 1), Verdict::OutOfOrder { expected: 14 });
+        assert_eq!(w.check(P, Q, 12, 3, 1), Verdict::Mismatch { record_count: 2 });
+        // A copy arriving while the original is appended waits for it.
+        assert_eq!(w.check(P, Q, 14, 1, 1), Verdict::Append);
+        assert_eq!(w.check(P, Q, 14, 1, 1), Verdict::InProgress);
+        w.stored(P, Q, 14, at(114));
+        assert_eq!(w.check(P, Q, 14, 1, 1), Verdict::Duplicate(at(114)));
+        // Another queue or producer is another window.
+        let q2 = QueueKey { topic_id: 1, queue_id: 1 };
+        assert_eq!(w.check(P, q2, 0, 1, 1), Verdict::Append);
+        assert_eq!(w.check(8 << 16, Q, 0, 1, 1), Verdict::Append);
+    }
+
+    #[test]
+    fn an_aborted_append_is_expected_again() {
+        let mut w = SequenceWindows::new(16, 60_000);
+        append(&mut w, P, 0, 2, 0, 0);
+        assert_eq!(w.check(P, Q, 2, 3, 0), Verdict::Append);
+        w.abort(P, Q, 2);
+        assert_eq!(w.check(P, Q, 5, 1, 0), Verdict::OutOfOrder { expected: 2 });
+        assert_eq!(w.check(P, Q, 2, 3, 0), Verdict::Append);
+        // Aborting a batch with later ones reserved behind it drops the pair.
+        assert_eq!(w.check(P, Q, 5, 1, 0), Verdict::Append);
+        w.abort(P, Q, 2);
+        assert_eq!(w.check(P, Q, 6, 1, 0), Verdict::OutOfOrder { expected: 0 });
+    }
+
+    #[test]
+    fn a_new_epoch_restarts_at_zero_and_fences_the_old_one() {
+        let mut w = SequenceWindows::new(16, 60_000);
+        append(&mut w, P, 0, 4, 0, 0);
+        append(&mut w, P, 4, 4, 4, 0);
+        let e1 = P | 1;
+        assert_eq!(w.check(e1, Q, 3, 1, 0), Verdict::OutOfOrder { expected: 0 });
+        append(&mut w, e1, 0, 1, 8, 0);
+        assert_eq!(w.check(P, Q, 4, 4, 0), Verdict::Fenced { current_epoch: 1 });
+        assert_eq!(w.check(P, Q, 8, 1, 0), Verdict::Fenced { current_epoch: 1 });
+        assert_eq!(w.check(e1, Q, 0, 1, 0), Verdict::Duplicate(at(8)));
+        assert_eq!(w.check(e1, Q, 1, 1, 0), Verdict::Append);
+    }
+
+    #[test]
+    fn sequences_wrap_past_i32_max() {
+        let mut w = SequenceWindows::new(16, 60_000);
+        w.recover(P, Q, i32::MAX - 1, 1, at(0), 0);
+        append(&mut w, P, i32::MAX, 3, 1, 0);
+        assert_eq!(w.check(P, Q, 2, 1, 0), Verdict::Append);
+        assert_eq!(w.check(P, Q, i32::MAX, 3, 0), Verdict::Duplicate(at(1)));
+        assert_eq!(w.check(P, Q, 5, 1, 0), Verdict::OutOfOrder { expected: 3 });
+    }
+
+    #[test]
+    fn idle_pairs_expire_and_a_full_table_evicts_the_least_recently_used() {
+        let mut w = SequenceWindows::new(2, 1_000);
+        let a = 1 << 16;
+        let b = 2 << 16;
+        let c = 3 << 16;
+        append(&mut w, a, 0, 1, 0, 0);
+        append(&mut w, b, 0, 1, 1, 10);
+        assert_eq!(w.check(a, Q, 1, 1, 20), Verdict::Append); // a is now the most recent
+        w.stored(a, Q, 1, at(2));
+        append(&mut w, c, 0, 1, 3, 30); // evicts b
+        assert_eq!(w.len(), 2);
+        assert_eq!(w.check(b, Q, 1, 1, 40), Verdict::OutOfOrder { expected: 0 }, "b evicted");
+        assert_eq!(w.check(a, Q, 0, 1, 40), Verdict::Duplicate(at(0)), "a kept");
+        // At 1040 a (used at 40) and c (30) are idle for 1000 ms: both expire.
+        assert_eq!(w.check(b, Q, 0, 1, 1_040), Verdict::Append);
+        assert_eq!(w.len(), 1);
+        // A pair with a batch in progress is neither evicted nor expired.
+        let mut w = SequenceWindows::new(1, 1_000);
+        assert_eq!(w.check(a, Q, 0, 1, 0), Verdict::Append);
+        assert_eq!(w.check(b, Q, 0, 1, 5_000), Verdict::Append);
+        assert_eq!(w.len(), 2, "over the bound rather than lose a batch in progress");
+        assert_eq!(w.check(a, Q, 0, 1, 5_000), Verdict::InProgress);
+    }
+
+    #[test]
+    fn recovery_follows_the_log() {
+        let mut w = SequenceWindows::new(16, 60_000);
+        w.recover(P, Q, 0, 2, at(0), 0);
+        w.recover(P, Q, 2, 2, at(2), 0);
+        assert_eq!(w.check(P, Q, 0, 2, 0), Verdict::Duplicate(at(0)));
+        assert_eq!(w.check(P, Q, 4, 1, 0), Verdict::Append);
+        // A gap in the log (the pair was evicted and restarted) restarts the window there.
+        let mut w = SequenceWindows::new(16, 60_000);
+        w.recover(P, Q, 0, 2, at(0), 0);
+        w.recover(P | 1, Q, 0, 1, at(2), 0);
+        assert_eq!(w.check(P | 1, Q, 1, 1, 0), Verdict::Append);
+        assert_eq!(w.check(P, Q, 0, 2, 0), Verdict::Fenced { current_epoch: 1 });
+        w.forget_queue(Q);
+        assert!(w.is_empty());
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        /// Producer `p` sends (or resends) its batch number `batch` on queue `q`.
+        Send {
+            p: u8,
+            q: u8,
+            batch: u8,
+        },
+        /// The oldest append in progress completes (stored) or fails (aborted).
+        Finish {
+            store: bool,
+        },
+        /// Producer `p` starts a new epoch on queue `q` (its next send is batch 0 of it).
+        NewEpoch {
+            p: u8,
+            q: u8,
+        },
+        Clock {
+            ms: u16,
+        },
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            6 => (0..2u8, 0..2u8, 0..12u8).prop_map(|(p, q, batch)| Op::Send { p, q, batch }),
+            4 => any::<bool>().prop_map(|store| Op::Finish { store }),
+            1 => (0..2u8, 0..2u8).prop_map(|(p, q)| Op::NewEpoch { p, q }),
+            1 => (0..3000u16).prop_map(|ms| Op::Clock { ms }),
+        ]
+    }
+
+    /// Record count of batch `i` (sizes vary so sequences are not batch numbers).
+    fn size(i: u8) -> u32 {
+        u32::from(i % 3) + 1
+    }
+
+    fn seq_of(i: u8) -> i32 {
+        (0..i).map(|j| size(j) as i32).sum()
+    }
+
+    type Model = HashMap<(u8, u8, u16), Vec<(u8, Stored)>>;
+
+    /// Dedup is promised while a pair's state is held: once it is gone (expired, evicted,
+    /// dropped), the model forgets what that pair stored.
+    fn forget_lost(w: &SequenceWindows, stored: &mut Model) {
+        stored.retain(|&(p, q, _), _| {
+            let key = WindowKey {
+                producer: i64::from(p) + 1,
+                queue: QueueKey { topic_id: 1, queue_id: u32::from(q) },
+            };
+            w.states.contains_key(&key)
+        });
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(400))]
+        /// Whatever producers send, resend, reorder or abandon, and however appends end:
+        /// a batch is stored at most once per epoch, the stored sequences of an epoch have no
+        /// gap, a duplicate gets exactly the original's offsets, the window never answers a
+        /// batch it holds as too old or out of order, and the table stays bounded.
+        #[test]
+        fn windows_store_each_batch_once_in_order(ops in proptest::collection::vec(op(), 1..200)) {
+            let max_states = 3;
+            let expiry_ms = 2_000;
+            let mut w = SequenceWindows::new(max_states, expiry_ms);
+            let mut now = 0u64;
+            let mut offset = 0u64;
+            let mut epochs: HashMap<(u8, u8), u16> = HashMap::new();
+            // (p, q, epoch) -> stored (batch, offsets) in store order
+            let mut stored: Model = HashMap::new();
+            let mut in_progress: VecDeque<(u8, u8, u16, u8)> = VecDeque::new();
+            let mut busy: HashSet<(u8, u8, u16, u8)> = HashSet::new();
+            for op in ops {
+                match op {
+                    Op::Clock { ms } => now += u64::from(ms),
+                    Op::NewEpoch { p, q } => *epochs.entry((p, q)).or_default() += 1,
+                    Op::Send { p, q, batch } => {
+                        // Expiry runs inside `check`; apply it first so the model knows.
+                        w.expire(now);
+                        forget_lost(&w, &mut stored);
+                        let e = *epochs.get(&(p, q)).unwrap_or(&0);
+                        let pid = (i64::from(p) + 1) << 16 | i64::from(e);
+                        let queue = QueueKey { topic_id: 1, queue_id: u32::from(q) };
+                        let v = w.check(pid, queue, seq_of(batch), size(batch), now);
+                        let mine = stored.entry((p, q, e)).or_default();
+                        let was_stored = mine.iter().find(|(b, _)| *b == batch).map(|(_, s)| *s);
+                        match v {
+                            Verdict::Append => {
+                                prop_assert!(was_stored.is_none(), "batch {batch} stored twice");
+                                prop_assert!(!busy.contains(&(p, q, e, batch)), "appended twice at once");
+                                // No gap: the previous stored batch of the epoch is batch - 1
+                                // (unless in-progress ones sit between, or state was lost).
+                                in_progress.push_back((p, q, e, batch));
+                                busy.insert((p, q, e, batch));
+                            }
+                            Verdict::Duplicate(s) => {
+                                prop_assert_eq!(Some(s), was_stored, "duplicate of batch {}", batch);
+                            }
+                            Verdict::InProgress => {
+                                prop_assert!(busy.contains(&(p, q, e, batch)));
+                            }
+                            Verdict::TooOld { .. } | Verdict::OutOfOrder { .. } => {
+                                prop_assert!(!busy.contains(&(p, q, e, batch)));
+                            }
+                            Verdict::Fenced { current_epoch } => prop_assert!(current_epoch > e),
+                            Verdict::Mismatch { .. } => prop_assert!(false, "sizes are fixed per batch"),
+                        }
+                    }
+                    Op::Finish { store } => {
+                        let Some((p, q, e, batch)) = in_progress.pop_front() else { continue };
+                        busy.remove(&(p, q, e, batch));
+                        let pid = (i64::from(p) + 1) << 16 | i64::from(e);
+                        let queue = QueueKey { topic_id: 1, queue_id: u32::from(q) };
+                        if store {
+                            let s = Stored { base_offset: offset, store_timestamp_ms: 0 };
+                            offset += 1;
+                            w.stored(pid, queue, seq_of(batch), s);
+                            let mine = stored.entry((p, q, e)).or_default();
+                            if let Some((last, _)) = mine.last() {
+                                prop_assert!(batch > *last, "stored out of order within an epoch");
+                            }
+                            mine.push((batch, s));
+                        } else {
+                            // A failed append: the log refuses the ones queued behind it too.
+                            w.abort(pid, queue, seq_of(batch));
+                            let later: Vec<_> = in_progress
+                                .iter()
+                                .copied()
+                                .filter(|&(p2, q2, e2, _)| (p2, q2, e2) == (p, q, e))
+                                .collect();
+                            in_progress.retain(|&(p2, q2, e2, _)| (p2, q2, e2) != (p, q, e));
+                            for (_, _, _, b) in later {
+                                busy.remove(&(p, q, e, b));
+                                w.abort(pid, queue, seq_of(b));
+                            }
+                        }
+                    }
+                }
+                forget_lost(&w, &mut stored);
+                prop_assert!(w.len() <= max_states + in_progress.len());
+                prop_assert_eq!(w.lru.len(), w.states.len());
+            }
+        }
+    }
+}
