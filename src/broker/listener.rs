@@ -1,16 +1,20 @@
 //! Accepting connections on one shard: the shared port (SO_REUSEPORT, the kernel spreads
 //! connections over shards) and the shard's own port (shard-aware clients connect to the
-//! owner of the queues they use).
+//! owner of the queues they use). The main thread binds them all first ([`reserve`]), so a
+//! port another process serves fails the start before any data file is touched.
 //!
 //! Connections are bounded per shard by a semaphore of `max_connections_per_shard` permits;
 //! one over the limit is closed at once. At stop the loops return; the shard then waits for
 //! the permits to come back, i.e. for every connection to finish its in-flight requests.
 
+use std::net::{IpAddr, SocketAddr};
+use std::os::unix::io::{FromRawFd, IntoRawFd};
 use std::rc::Rc;
 
 use crate::runtime::Semaphore;
 use futures::future::{select, Either};
 use glommio::net::TcpListener;
+use socket2::{Domain, Protocol, Socket, Type};
 
 use super::connection;
 use super::shard::Shard;
@@ -18,11 +22,99 @@ use super::shard_log::ShardLog;
 use super::shutdown::Stop;
 use crate::runtime;
 
-/// Binds `address:port` with SO_REUSEPORT (glommio's `TcpListener::bind` sets it), so every
-/// shard can bind the same shared port. Port 0 picks a free port.
-pub fn bind(address: &str, port: u16) -> Result<TcpListener, String> {
-    TcpListener::bind((address, port))
-        .map_err(|e| format!("cannot listen on {address}:{port}: {e}"))
+/// Listening sockets bound on the main thread before any shard starts, each handed to its
+/// shard (which accepts on it once its log is open; until then connections wait in the
+/// backlog).
+pub struct PortReservation {
+    /// One socket per shard on the shared port (SO_REUSEPORT: the kernel spreads connections).
+    pub shared: Vec<Reserved>,
+    /// Each shard's own port, bound exclusively.
+    pub own: Vec<Reserved>,
+}
+
+/// One bound, listening socket.
+pub struct Reserved {
+    socket: Socket,
+    pub port: u16,
+}
+
+impl Reserved {
+    /// The listener for the current shard's executor (glommio ties it to the executor that
+    /// converts it).
+    pub fn into_listener(self) -> TcpListener {
+        // SAFETY: the descriptor is a bound, listening TCP socket we own and give away here.
+        unsafe { TcpListener::from_raw_fd(self.socket.into_raw_fd()) }
+    }
+}
+
+const BACKLOG: i32 = 1024;
+
+/// Binds every port of a broker with `shards` shards, or fails when another process already
+/// serves one of them.
+///
+/// Why this order and these options: SO_REUSEPORT, which the shared port needs so every shard
+/// can accept on it, also lets a *second broker* of the same user bind the same port, and
+/// clients then alternate between two brokers. So (1) the shared port is first bound without
+/// SO_REUSEPORT and released: that fails if any socket serves the port, with or without
+/// SO_REUSEPORT; (2) the per-shard ports `port + 1 + n` are bound without SO_REUSEPORT and
+/// kept, which makes them a mutex between two brokers configured with the same port even when
+/// both passed (1) at the same moment; (3) only then the shared port is bound with
+/// SO_REUSEPORT. The one window left, between (1) and (3), is open only to a program other
+/// than ringmq that binds the shared port with SO_REUSEPORT. SO_REUSEADDR is set everywhere so
+/// a restart is not refused because of connections in TIME_WAIT. Port 0 (tests) picks free
+/// ports and skips (1).
+pub fn reserve(address: &str, port: u16, shards: usize) -> Result<PortReservation, String> {
+    let ip: IpAddr =
+        address.parse().map_err(|e| format!("broker.listen_address = {address:?}: {e}"))?;
+    if port != 0 {
+        bind(ip, port, false, false).map_err(|e| in_use(address, port, &e, "the shared port"))?;
+    }
+    let mut own = Vec::with_capacity(shards);
+    for id in 0..shards {
+        let own_port = if port == 0 { 0 } else { port + 1 + id as u16 };
+        let what = format!("shard {id}'s own port, port {port} + 1 + {id}");
+        own.push(
+            bind(ip, own_port, false, true).map_err(|e| in_use(address, own_port, &e, &what))?,
+        );
+    }
+    let mut shared = Vec::with_capacity(shards);
+    let mut shared_port = port;
+    for _ in 0..shards {
+        let r = bind(ip, shared_port, true, true)
+            .map_err(|e| in_use(address, shared_port, &e, "the shared port"))?;
+        shared_port = r.port;
+        shared.push(r);
+    }
+    Ok(PortReservation { shared, own })
+}
+
+fn bind(ip: IpAddr, port: u16, reuse_port: bool, listen: bool) -> std::io::Result<Reserved> {
+    let addr = SocketAddr::new(ip, port);
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(reuse_port)?;
+    socket.bind(&addr.into())?;
+    if listen {
+        socket.listen(BACKLOG)?;
+    }
+    let port = socket
+        .local_addr()?
+        .as_socket()
+        .map(|a| a.port())
+        .ok_or_else(|| std::io::Error::other("bound address is not an IP address"))?;
+    Ok(Reserved { socket, port })
+}
+
+fn in_use(address: &str, port: u16, e: &std::io::Error, what: &str) -> String {
+    if e.kind() == std::io::ErrorKind::AddrInUse {
+        format!(
+            "cannot listen on {address}:{port} ({what}): {e}; another process already serves \
+             port {port} (another ringmq broker?). Stop it or choose another broker.port \
+             (--port); a broker with port P also listens on P+1..P+shards"
+        )
+    } else {
+        format!("cannot listen on {address}:{port} ({what}): {e}")
+    }
 }
 
 pub fn local_port(l: &TcpListener) -> Result<u16, String> {

@@ -25,13 +25,14 @@
 //! long-poll holds one of those for its wait), long-poll waiters per queue, fetch size and
 //! tag-filter scan length.
 //!
-//! The files: `config` (the TOML), `topics` (table rules), `routing` (placement),
+//! The files: `config` (the TOML), `data_dir_lock` (one broker per data dir), `topics` (table rules), `routing` (placement),
 //! `metadata_store` (topics.json), `shard_log` (the seam to storage), `log_backend` (which
 //! log), `long_poll`, `mesh`, `shard` (request handling),
 //! `forwarding` (mesh receivers), `connection`, `listener`, `shutdown`, `server`, `error`.
 
 pub mod config;
 pub mod connection;
+pub mod data_dir_lock;
 pub mod error;
 pub mod forwarding;
 pub mod listener;

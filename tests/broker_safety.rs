@@ -1,0 +1,300 @@
+//! "Safe to run": what an operator meets in the first hour, against the real binary.
+//!
+//! Relative data directories and the example config start; a failed start leaves nothing it
+//! created behind; a second broker on the same data directory or the same port refuses to
+//! start and the first keeps serving; slow, idle and too many connections are closed; an idle
+//! broker's memory stays small.
+
+mod broker_common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use broker_common::{config, poll_until, START_TIMEOUT};
+use ringmq::client::{Client, Message, ProducerConfig};
+use ringmq::protocol::SendStatus;
+
+fn tempdir() -> tempfile::TempDir {
+    tempfile::Builder::new().prefix("ringmq-safety").tempdir().unwrap()
+}
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_ringmq")
+}
+
+/// The example config shipped in the repository, by absolute path.
+fn example_config() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tuning/broker.example.toml")
+}
+
+/// A broker process started with arbitrary arguments in `cwd`.
+struct Proc {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+/// How a start ended: ready (with the shared port), or exited (with its stderr).
+enum Started {
+    Ready { shared_port: u16, line: String },
+    Exited { code: Option<i32>, stderr: String },
+}
+
+impl Proc {
+    fn spawn(cwd: &Path, args: &[&str]) -> Proc {
+        let mut child = Command::new(bin())
+            .current_dir(cwd)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start ringmq");
+        let (tx, rx) = mpsc::channel();
+        let stdout = child.stdout.take().unwrap();
+        let out_tx = tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = out_tx.send(format!("out: {line}"));
+            }
+        });
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(format!("err: {line}"));
+            }
+        });
+        Proc { child, lines: rx }
+    }
+
+    /// Waits (bounded) until the broker prints its ready line or exits.
+    fn started(&mut self) -> Started {
+        let deadline = Instant::now() + START_TIMEOUT;
+        let mut stderr = String::new();
+        loop {
+            match self.lines.recv_timeout(Duration::from_millis(50)) {
+                Ok(l) if l.starts_with("out: ringmq broker ready") => {
+                    let line = l["out: ".len()..].to_owned();
+                    let shared_port = field(&line, "shared_port=").parse().unwrap();
+                    return Started::Ready { shared_port, line };
+                }
+                Ok(l) => {
+                    if let Some(e) = l.strip_prefix("err: ") {
+                        stderr.push_str(e);
+                        stderr.push('\n');
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    let status = self.child.wait().unwrap();
+                    return Started::Exited { code: status.code(), stderr };
+                }
+            }
+            if let Some(status) = self.child.try_wait().unwrap() {
+                // Collect what is left of its output.
+                while let Ok(l) = self.lines.recv_timeout(Duration::from_millis(200)) {
+                    if let Some(e) = l.strip_prefix("err: ") {
+                        stderr.push_str(e);
+                        stderr.push('\n');
+                    }
+                }
+                return Started::Exited { code: status.code(), stderr };
+            }
+            assert!(Instant::now() < deadline, "broker neither ready nor exited: {stderr}");
+        }
+    }
+
+    fn ready(&mut self) -> u16 {
+        match self.started() {
+            Started::Ready { shared_port, .. } => shared_port,
+            Started::Exited { code, stderr } => panic!("broker exited ({code:?}): {stderr}"),
+        }
+    }
+
+    fn refused(&mut self) -> String {
+        match self.started() {
+            Started::Ready { line, .. } => panic!("the broker started but must refuse: {line}"),
+            Started::Exited { code, stderr } => {
+                assert_ne!(code, Some(0), "a refused start exits non-zero: {stderr}");
+                stderr
+            }
+        }
+    }
+
+    fn stop(&mut self) {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let status = poll_until(Duration::from_secs(30), || self.child.try_wait().unwrap());
+        assert!(status.success(), "{status:?}");
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn field(line: &str, name: &str) -> String {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(name))
+        .unwrap_or_else(|| panic!("no {name} in {line:?}"))
+        .to_owned()
+}
+
+/// Creates a topic, sends `n` messages and reads them back.
+fn round_trip(port: u16, topic: &str, n: usize) {
+    let client = Client::connect(&format!("127.0.0.1:{port}")).unwrap();
+    client.admin().create_topic(topic, 2).unwrap();
+    let producer = client.producer(ProducerConfig::default()).unwrap();
+    for i in 0..n {
+        let r = producer.send(Message::new(topic, format!("m{i}"))).unwrap();
+        assert_eq!(r.status, SendStatus::SendOk);
+    }
+    let consumer = client.consumer();
+    let mut got = 0;
+    for q in 0..2 {
+        let r = consumer.pull(topic, q, 0, Duration::ZERO).unwrap();
+        got += r.messages.len();
+    }
+    assert_eq!(got, n);
+}
+
+/// Files under `dir`, recursively, as paths relative to it.
+fn files_under(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p.clone());
+            }
+            out.push(p.strip_prefix(dir).unwrap().display().to_string());
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn a_relative_data_dir_starts_and_serves() {
+    let cwd = tempdir();
+    let mut p = Proc::spawn(
+        cwd.path(),
+        &["broker", "--port", "0", "--shards", "1", "--data-dir", "rel/data"],
+    );
+    let port = p.ready();
+    round_trip(port, "relative", 10);
+    p.stop();
+    assert!(cwd.path().join("rel/data/shard-0").is_dir(), "data went under the cwd");
+}
+
+#[test]
+fn the_example_config_starts_with_its_default_data_dir() {
+    let cwd = tempdir();
+    let cfg = example_config();
+    let mut p = Proc::spawn(
+        cwd.path(),
+        &["broker", "--config", cfg.to_str().unwrap(), "--port", "0", "--shards", "1"],
+    );
+    let port = p.ready();
+    round_trip(port, "example", 3);
+    p.stop();
+    assert!(cwd.path().join("data/shard-0").is_dir());
+}
+
+#[test]
+fn a_failed_start_removes_what_it_created_and_nothing_else() {
+    let cwd = tempdir();
+    // Shard 1 cannot create its directory (a file is in the way); shard 0 has by then created
+    // its directory and first segment.
+    let data = cwd.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("shard-1"), b"in the way").unwrap();
+    std::fs::write(data.join("keep.txt"), b"the operator's").unwrap();
+    let cfg = config(cwd.path(), 2, "", "");
+    std::fs::write(cwd.path().join("b.toml"), cfg).unwrap();
+    let mut p = Proc::spawn(cwd.path(), &["broker", "--config", "b.toml"]);
+    let err = p.refused();
+    assert!(err.contains("shard-1"), "{err}");
+    assert_eq!(files_under(&data), ["keep.txt", "shard-1"], "only what was there before");
+
+    // A data directory the broker creates itself is removed whole.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let mut p = Proc::spawn(
+        cwd.path(),
+        &["broker", "--port", &port, "--shards", "1", "--data-dir", "fresh"],
+    );
+    let err = p.refused();
+    assert!(err.contains(&port), "{err}");
+    assert!(!cwd.path().join("fresh").exists(), "{:?}", files_under(cwd.path()));
+}
+
+#[test]
+fn a_second_broker_on_the_same_data_dir_refuses_to_start() {
+    let dir = tempdir();
+    let mut first =
+        Proc::spawn(dir.path(), &["broker", "--port", "0", "--shards", "1", "--data-dir", "data"]);
+    let port = first.ready();
+    let mut second =
+        Proc::spawn(dir.path(), &["broker", "--port", "0", "--shards", "1", "--data-dir", "data"]);
+    let err = second.refused();
+    let pid = first.child.id().to_string();
+    assert!(err.contains("in use") && err.contains(&format!("pid {pid}")), "{err}");
+    assert!(err.contains("LOCK"), "names the lock file: {err}");
+    round_trip(port, "first", 5);
+    first.stop();
+    // Once the first stopped, the directory is free again.
+    let mut third =
+        Proc::spawn(dir.path(), &["broker", "--port", "0", "--shards", "1", "--data-dir", "data"]);
+    third.ready();
+    third.stop();
+}
+
+/// A port P with P+1 free too (the broker also listens on port+1+shard), found by binding.
+fn free_port_pair() -> u16 {
+    for _ in 0..100 {
+        let a = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let p = a.local_addr().unwrap().port();
+        if p < u16::MAX - 2 && std::net::TcpListener::bind(("127.0.0.1", p + 1)).is_ok() {
+            return p;
+        }
+    }
+    panic!("no free pair of ports");
+}
+
+#[test]
+fn a_second_broker_on_the_same_port_refuses_to_start() {
+    let dir = tempdir();
+    let port = free_port_pair();
+    let ps = port.to_string();
+    let args = |data: &'static str| {
+        vec![
+            "broker".to_owned(),
+            "--port".into(),
+            ps.clone(),
+            "--shards".into(),
+            "1".into(),
+            "--data-dir".into(),
+            data.into(),
+        ]
+    };
+    let a = args("one");
+    let mut first = Proc::spawn(dir.path(), &a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(first.ready(), port);
+    let b = args("two");
+    let mut second = Proc::spawn(dir.path(), &b.iter().map(String::as_str).collect::<Vec<_>>());
+    let err = second.refused();
+    assert!(err.contains(&ps) && err.contains("already"), "{err}");
+    assert!(!dir.path().join("two").exists(), "the refused broker left its data dir behind");
+    // Every connection still reaches the first broker.
+    for i in 0..5 {
+        round_trip(port, &format!("t{i}"), 2);
+    }
+    let client = Client::connect(&format!("127.0.0.1:{port}")).unwrap();
+    assert_eq!(client.admin().list_topics().unwrap().len(), 5);
+    first.stop();
+}
