@@ -7,15 +7,17 @@
 
 mod broker_common;
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use broker_common::{config, poll_until, START_TIMEOUT};
+use broker_common::{config, poll_until, Broker, START_TIMEOUT};
 use ringmq::client::{Client, Message, ProducerConfig};
-use ringmq::protocol::SendStatus;
+use ringmq::protocol::frame::{check_response, split_response, Check};
+use ringmq::protocol::{Request, SendStatus};
 
 fn tempdir() -> tempfile::TempDir {
     tempfile::Builder::new().prefix("ringmq-safety").tempdir().unwrap()
@@ -297,4 +299,114 @@ fn a_second_broker_on_the_same_port_refuses_to_start() {
     let client = Client::connect(&format!("127.0.0.1:{port}")).unwrap();
     assert_eq!(client.admin().list_topics().unwrap().len(), 5);
     first.stop();
+}
+
+/// True once the broker closed `s` (EOF or reset); false while it stays open for `wait`.
+fn closed_within(s: &mut TcpStream, wait: Duration) -> bool {
+    s.set_read_timeout(Some(wait)).unwrap();
+    let mut b = [0u8; 256];
+    match s.read(&mut b) {
+        Ok(0) => true,
+        Ok(n) => panic!("unexpected {n} bytes"),
+        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => false,
+        Err(_) => true, // reset
+    }
+}
+
+fn list_topics_works(s: &mut TcpStream, id: u32) {
+    s.write_all(&Request::ListTopics.encode_frame(id)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Ok(Check::Complete { frame_bytes }) = check_response(&buf, 1 << 20) {
+            let (h, _) = split_response(&buf[..frame_bytes]);
+            assert_eq!((h.correlation_id, h.error_code), (id, 0));
+            return;
+        }
+        let n = s.read(&mut chunk).expect("a reply");
+        assert!(n > 0, "the broker closed a working connection");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+#[test]
+fn a_frame_trickled_byte_by_byte_is_cut_off() {
+    let dir = tempdir();
+    let extra = "frame_read_timeout_ms = 300\nidle_timeout_ms = 600000";
+    let broker = Broker::start_in(dir.path(), &config(dir.path(), 1, extra, ""));
+    let mut s = TcpStream::connect(("127.0.0.1", broker.shared_port)).unwrap();
+    // A frame that announces 1000 bytes, sent a byte per 100 ms: every read brings bytes, so
+    // only a deadline from the frame's first byte ends it.
+    let frame = {
+        let mut f = Request::ListTopics.encode_frame(1);
+        f[..4].copy_from_slice(&1000u32.to_be_bytes());
+        f.resize(1000, 0);
+        f
+    };
+    let started = Instant::now();
+    let mut cut = false;
+    for byte in frame.iter().take(100) {
+        if s.write_all(std::slice::from_ref(byte)).is_err() || closed_within(&mut s, PACE) {
+            cut = true;
+            break;
+        }
+    }
+    assert!(cut, "a 100-byte trickle over {:?} was never cut off", started.elapsed());
+    // Others are served.
+    let mut other = TcpStream::connect(("127.0.0.1", broker.shared_port)).unwrap();
+    list_topics_works(&mut other, 7);
+}
+
+const PACE: Duration = Duration::from_millis(100);
+
+#[test]
+fn an_idle_connection_is_closed_but_not_one_waiting_on_a_long_poll() {
+    let dir = tempdir();
+    let extra = "idle_timeout_ms = 300";
+    let broker = Broker::start_in(dir.path(), &config(dir.path(), 1, extra, ""));
+    let mut idle = TcpStream::connect(("127.0.0.1", broker.shared_port)).unwrap();
+    list_topics_works(&mut idle, 1);
+    assert!(closed_within(&mut idle, Duration::from_secs(20)), "the idle connection stays open");
+
+    // A long-poll fetch longer than the idle timeout is a request in flight, not idleness.
+    let client = Client::connect(&broker.addr()).unwrap();
+    client.admin().create_topic("lp", 1).unwrap();
+    let waited = Instant::now();
+    let r = client.consumer().pull("lp", 0, 0, Duration::from_millis(1500)).unwrap();
+    assert!(r.messages.is_empty());
+    assert!(waited.elapsed() >= Duration::from_millis(1000), "the long poll waited");
+}
+
+#[test]
+fn the_per_ip_limit_refuses_the_excess_and_keeps_the_rest_working() {
+    let dir = tempdir();
+    let extra = "max_connections_per_ip = 3";
+    let broker = Broker::start_in(dir.path(), &config(dir.path(), 1, extra, ""));
+    let port = broker.shared_port;
+    let mut held: Vec<TcpStream> = (0..3)
+        .map(|i| {
+            let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            list_topics_works(&mut s, i); // accepted and counted
+            s
+        })
+        .collect();
+    let mut excess = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let _ = excess.write_all(&Request::ListTopics.encode_frame(9));
+    assert!(closed_within(&mut excess, Duration::from_secs(20)), "a fourth connection is served");
+    // Same limit on the shard's own port: the two listeners share the count.
+    let mut own = TcpStream::connect(("127.0.0.1", broker.shard_ports[0])).unwrap();
+    assert!(closed_within(&mut own, Duration::from_secs(20)));
+    for (i, s) in held.iter_mut().enumerate() {
+        list_topics_works(s, 100 + i as u32);
+    }
+    // A closed connection frees its slot.
+    drop(held.pop());
+    poll_until(Duration::from_secs(20), || {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+        s.write_all(&Request::ListTopics.encode_frame(5)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(20))).ok()?;
+        // A reply means served; EOF or a reset means refused (the slot is not back yet).
+        (s.read(&mut [0u8; 64]).ok()? > 0).then_some(())
+    });
 }

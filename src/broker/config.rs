@@ -45,6 +45,15 @@ pub struct BrokerConfig {
     pub max_in_flight_per_connection: usize,
     /// Connections one shard serves at once; more are accepted and closed. Default 4096.
     pub max_connections_per_shard: usize,
+    /// Connections one client IP address may have open on one shard; more are accepted and
+    /// closed, so one client cannot take every slot of a shard. Default 1000.
+    pub max_connections_per_ip: usize,
+    /// A request frame must arrive whole within this long of its first byte, or the
+    /// connection is closed (slow or stalled senders). Default 30000.
+    pub frame_read_timeout_ms: u64,
+    /// A connection that received nothing and has no request in flight for this long is
+    /// closed. Default 600000 (10 minutes).
+    pub idle_timeout_ms: u64,
     /// Capacity of each shard-to-shard forwarding channel. Default 256.
     pub forward_channel_capacity: usize,
     /// Forwarded requests one shard works on at once. Default 1024.
@@ -84,6 +93,9 @@ impl Default for BrokerConfig {
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
             max_in_flight_per_connection: 64,
             max_connections_per_shard: 4096,
+            max_connections_per_ip: 1000,
+            frame_read_timeout_ms: 30_000,
+            idle_timeout_ms: 600_000,
             forward_channel_capacity: 256,
             max_forwarded_in_flight: 1024,
             max_long_poll_waiters_per_queue: 1024,
@@ -159,6 +171,9 @@ impl Config {
         for (name, v) in [
             ("max_in_flight_per_connection", b.max_in_flight_per_connection),
             ("max_connections_per_shard", b.max_connections_per_shard),
+            ("max_connections_per_ip", b.max_connections_per_ip),
+            ("frame_read_timeout_ms", b.frame_read_timeout_ms as usize),
+            ("idle_timeout_ms", b.idle_timeout_ms as usize),
             ("forward_channel_capacity", b.forward_channel_capacity),
             ("max_forwarded_in_flight", b.max_forwarded_in_flight),
             ("max_long_poll_waiters_per_queue", b.max_long_poll_waiters_per_queue),

@@ -3,10 +3,13 @@
 //! owner of the queues they use). The main thread binds them all first ([`reserve`]), so a
 //! port another process serves fails the start before any data file is touched.
 //!
-//! Connections are bounded per shard by a semaphore of `max_connections_per_shard` permits;
-//! one over the limit is closed at once. At stop the loops return; the shard then waits for
+//! Connections are bounded per shard by a semaphore of `max_connections_per_shard` permits,
+//! and per client IP address on each shard by `max_connections_per_ip`; one over either limit
+//! is closed at once. At stop the loops return; the shard then waits for
 //! the permits to come back, i.e. for every connection to finish its in-flight requests.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::os::unix::io::{FromRawFd, IntoRawFd};
 use std::rc::Rc;
@@ -121,13 +124,57 @@ pub fn local_port(l: &TcpListener) -> Result<u16, String> {
     l.local_addr().map(|a| a.port()).map_err(|e| format!("cannot read the bound port: {e}"))
 }
 
-/// Accepts until `stop` fires.
+/// Open connections per client IP address on one shard (`max_connections_per_ip`). Entries
+/// leave at zero, so the map never holds more than `max_connections_per_shard` addresses.
+#[derive(Default)]
+pub struct PerIpConnections {
+    open: RefCell<HashMap<IpAddr, usize>>,
+}
+
+/// One counted connection; uncounts itself when dropped.
+pub struct IpSlot {
+    counts: Rc<PerIpConnections>,
+    ip: IpAddr,
+}
+
+impl PerIpConnections {
+    /// A slot for one more connection from `ip`, or None when it has `max` open.
+    pub fn try_take(self: &Rc<Self>, ip: IpAddr, max: usize) -> Option<IpSlot> {
+        let mut open = self.open.borrow_mut();
+        let n = open.entry(ip).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(IpSlot { counts: self.clone(), ip })
+    }
+
+    pub fn open_from(&self, ip: IpAddr) -> usize {
+        self.open.borrow().get(&ip).copied().unwrap_or(0)
+    }
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut open = self.counts.open.borrow_mut();
+        if let Some(n) = open.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// Accepts until `stop` fires. The shard's two listeners share `connections` and `per_ip`.
 pub async fn accept_loop<L: ShardLog>(
     shard: Rc<Shard<L>>,
     listener: TcpListener,
     connections: Rc<Semaphore>,
+    per_ip: Rc<PerIpConnections>,
     stop: Stop,
 ) {
+    let max_per_ip = shard.config.broker.max_connections_per_ip;
     loop {
         let accepted = match select(Box::pin(listener.accept()), stop.clone()).await {
             Either::Left((r, _)) => r,
@@ -139,6 +186,25 @@ pub async fn accept_loop<L: ShardLog>(
                 // EMFILE and friends: keep serving the connections we have; try again soon.
                 tracing::warn!(shard = shard.id, "accept failed: {e}");
                 runtime::sleep(std::time::Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let ip_slot = match stream.peer_addr() {
+            Ok(peer) => match per_ip.try_take(peer.ip(), max_per_ip) {
+                Some(slot) => slot,
+                None => {
+                    tracing::debug!(
+                        shard = shard.id,
+                        %peer,
+                        "refusing a connection: max_connections_per_ip reached"
+                    );
+                    shard.stats_mut().errors += 1;
+                    drop(stream);
+                    continue;
+                }
+            },
+            Err(e) => {
+                tracing::debug!(shard = shard.id, "accepted a connection without a peer: {e}");
                 continue;
             }
         };
@@ -159,6 +225,29 @@ pub async fn accept_loop<L: ShardLog>(
             connection::serve(shard.clone(), stream, stop).await;
             shard.stats_mut().connections_open -= 1;
             drop(permit);
+            drop(ip_slot);
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_ip_slots_are_bounded_and_returned() {
+        let counts = Rc::new(PerIpConnections::default());
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        let s1 = counts.try_take(a, 2).unwrap();
+        let _s2 = counts.try_take(a, 2).unwrap();
+        assert!(counts.try_take(a, 2).is_none(), "a third from the same address");
+        let _other = counts.try_take(b, 2).expect("other addresses are not affected");
+        drop(s1);
+        let _s3 = counts.try_take(a, 2).expect("a closed connection frees its slot");
+        drop(_s2);
+        drop(_s3);
+        assert_eq!(counts.open_from(a), 0);
+        assert!(!counts.open.borrow().contains_key(&a), "no entry is kept at zero");
     }
 }

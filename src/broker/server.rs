@@ -347,8 +347,10 @@ async fn shard_main(args: ShardArgs) -> Result<(), String> {
         mesh_loops.push(control.spawn(forwarding::control_loop(shard.clone(), rx)));
     }
     let connections = Rc::new(Semaphore::new(b.max_connections_per_shard as u64));
+    let per_ip = Rc::new(listener::PerIpConnections::default());
     let accepts = [shared, own].map(|l| {
-        runtime::spawn(listener::accept_loop(shard.clone(), l, connections.clone(), stop.clone()))
+        let (shard, connections, per_ip) = (shard.clone(), connections.clone(), per_ip.clone());
+        runtime::spawn(listener::accept_loop(shard, l, connections, per_ip, stop.clone()))
     });
     tracing::debug!(shard = id, "serving");
 
