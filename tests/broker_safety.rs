@@ -410,3 +410,52 @@ fn the_per_ip_limit_refuses_the_excess_and_keeps_the_rest_working() {
         (s.read(&mut [0u8; 64]).ok()? > 0).then_some(())
     });
 }
+
+fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/<pid>/status");
+    kib * 1024
+}
+
+#[test]
+fn an_idle_default_broker_stays_small_and_gives_back_connection_memory() {
+    // The default [storage] (256 MiB cache, 32 x 1 MiB write pool, 1 GiB segments) on two
+    // shards; only ports, pinning and the data dir differ from the defaults.
+    let cwd = tempdir();
+    std::fs::write(cwd.path().join("b.toml"), "[broker]\nport = 0\nshards = 2\npin = false\n")
+        .unwrap();
+    let mut p = Proc::spawn(cwd.path(), &["broker", "--config", "b.toml"]);
+    let port = p.ready();
+    const PER_SHARD_BOUND: u64 = 100 << 20;
+    let idle = rss_bytes(p.child.id());
+    assert!(idle < 2 * PER_SHARD_BOUND, "idle RSS {} MiB on two shards", idle >> 20);
+
+    let mut conns: Vec<TcpStream> = (0..200)
+        .map(|i| {
+            let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            list_topics_works(&mut s, i);
+            s
+        })
+        .collect();
+    for (i, s) in conns.iter_mut().enumerate() {
+        list_topics_works(s, 1000 + i as u32);
+    }
+    drop(conns);
+    let client = Client::connect(&format!("127.0.0.1:{port}")).unwrap();
+    poll_until(Duration::from_secs(20), || {
+        let open: u64 = client.admin().stats().ok()?.iter().map(|s| s.connections_open).sum();
+        (open <= 2).then_some(()) // the stats client's own connections
+    });
+    let after = rss_bytes(p.child.id());
+    assert!(
+        after < 2 * PER_SHARD_BOUND,
+        "RSS {} MiB after 200 connections closed (idle: {} MiB)",
+        after >> 20,
+        idle >> 20
+    );
+    p.stop();
+}

@@ -41,7 +41,7 @@ use crate::protocol::{decode_request, encode_error, ErrorCode, ErrorDetail};
 use crate::runtime;
 use crate::storage::ReadBuf;
 
-const READ_CHUNK_BYTES: usize = 64 * 1024;
+use super::config::CONNECTION_READ_BUFFER_BYTES as READ_CHUNK_BYTES;
 
 pub async fn serve<L: ShardLog>(shard: Rc<Shard<L>>, stream: TcpStream, stop: Stop) {
     let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_else(|_| "?".into());

@@ -104,6 +104,8 @@ fn run_locked(
     if let Some(w) = runtime::check_memlock(n, config.shard_io_memory_bytes()) {
         tracing::warn!("{w}");
     }
+    runtime::tune_allocator();
+    tracing::info!(shards = n, "{}", config.shard_memory_budget());
     let reserved = listener::reserve(&config.broker.listen_address, config.broker.port, n)?;
     let topics = metadata_store::load(&config.broker.data_dir, n)?;
     let config = Arc::new(config);
