@@ -40,7 +40,7 @@ struct Proc {
 
 /// How a start ended: ready (with the shared port), or exited (with its stderr).
 enum Started {
-    Ready { shared_port: u16, line: String },
+    Ready { shared_port: u16, line: String, stderr: String },
     Exited { code: Option<i32>, stderr: String },
 }
 
@@ -79,7 +79,7 @@ impl Proc {
                 Ok(l) if l.starts_with("out: ringmq broker ready") => {
                     let line = l["out: ".len()..].to_owned();
                     let shared_port = field(&line, "shared_port=").parse().unwrap();
-                    return Started::Ready { shared_port, line };
+                    return Started::Ready { shared_port, line, stderr };
                 }
                 Ok(l) => {
                     if let Some(e) = l.strip_prefix("err: ") {
@@ -108,8 +108,13 @@ impl Proc {
     }
 
     fn ready(&mut self) -> u16 {
+        self.ready_with_log().0
+    }
+
+    /// The shared port and what the broker logged before it was ready.
+    fn ready_with_log(&mut self) -> (u16, String) {
         match self.started() {
-            Started::Ready { shared_port, .. } => shared_port,
+            Started::Ready { shared_port, stderr, .. } => (shared_port, stderr),
             Started::Exited { code, stderr } => panic!("broker exited ({code:?}): {stderr}"),
         }
     }
@@ -457,5 +462,29 @@ fn an_idle_default_broker_stays_small_and_gives_back_connection_memory() {
         after >> 20,
         idle >> 20
     );
+    p.stop();
+}
+
+#[test]
+fn a_restart_after_a_crash_logs_what_recovery_scanned_and_how_long_it_took() {
+    let cwd = tempdir();
+    // Sync flush: every acknowledged message is on disk when the broker is killed.
+    let cfg = config(cwd.path(), 1, "", "flush_mode = \"sync\"");
+    std::fs::write(cwd.path().join("b.toml"), cfg).unwrap();
+    let args = ["broker", "--config", "b.toml", "--log-level", "info"];
+    let mut p = Proc::spawn(cwd.path(), &args);
+    let port = p.ready();
+    round_trip(port, "crash", 50);
+    let _ = p.child.kill(); // SIGKILL: no clean close, the tail is not indexed
+    let _ = p.child.wait();
+    let mut p = Proc::spawn(cwd.path(), &args);
+    let (_, log) = p.ready_with_log();
+    let line =
+        log.lines().find(|l| l.contains("recovered the log")).unwrap_or_else(|| panic!("{log}"));
+    let scanned: u64 = field(line, "scanned_bytes=").parse().unwrap();
+    assert!(scanned > 0, "the unindexed tail was scanned: {line}");
+    for f in ["elapsed_ms=", "torn_tail=", "discarded_segments=", "segments="] {
+        assert!(line.contains(f), "{f} in {line}");
+    }
     p.stop();
 }

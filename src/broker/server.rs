@@ -246,10 +246,19 @@ fn run_locked(
     result
 }
 
-/// The startup line tests and scripts read.
+/// The git revision this broker was built from (`+dirty` with uncommitted changes; "unknown"
+/// when built outside a git checkout). Embedded by `build.rs`.
+pub const GIT_REVISION: &str = env!("RINGMQ_GIT_REVISION");
+
+/// The startup line tests and scripts read: `ringmq broker ready shared_port=P
+/// shard_ports=A,B,.. revision=R` (fields may be added; read them by name).
 pub fn ready_line(ports: &Ports) -> String {
     let list: Vec<String> = ports.per_shard.iter().map(u16::to_string).collect();
-    format!("ringmq broker ready shared_port={} shard_ports={}", ports.shared, list.join(","))
+    format!(
+        "ringmq broker ready shared_port={} shard_ports={} revision={GIT_REVISION}",
+        ports.shared,
+        list.join(",")
+    )
 }
 
 fn write_ready_file(path: &Path, line: &str) -> Result<(), String> {
