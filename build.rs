@@ -4,6 +4,9 @@
 
 use std::process::Command;
 
+/// What the binary is built from (`tuning/` holds the example config the tests include).
+const INPUTS: [&str; 5] = ["src", "build.rs", "Cargo.toml", "Cargo.lock", "tuning"];
+
 fn git(args: &[&str]) -> Option<String> {
     let out = Command::new("git").args(args).output().ok()?;
     out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
@@ -12,8 +15,11 @@ fn git(args: &[&str]) -> Option<String> {
 fn main() {
     let revision = match git(&["rev-parse", "HEAD"]) {
         Some(rev) => {
-            let dirty = git(&["status", "--porcelain", "--untracked-files=no"])
-                .is_some_and(|s| !s.is_empty());
+            // Dirty only for changes to what the binary is built from, so editing the docs
+            // does not rebuild the crate.
+            let mut status = vec!["status", "--porcelain", "--untracked-files=no", "--"];
+            status.extend(INPUTS);
+            let dirty = git(&status).is_some_and(|s| !s.is_empty());
             if dirty {
                 format!("{rev}+dirty")
             } else {
@@ -30,7 +36,7 @@ fn main() {
             println!("cargo:rerun-if-changed={git_dir}/{f}");
         }
     }
-    for p in ["src", "Cargo.toml", "Cargo.lock", "build.rs", "tuning", "docs", "README.md"] {
+    for p in INPUTS {
         println!("cargo:rerun-if-changed={p}");
     }
 }
