@@ -431,8 +431,8 @@ fn an_idle_default_broker_stays_small_and_gives_back_connection_memory() {
     // The default [storage] (256 MiB cache, 32 x 1 MiB write pool, 1 GiB segments) on two
     // shards; only ports, pinning and the data dir differ from the defaults.
     let cwd = tempdir();
-    std::fs::write(cwd.path().join("b.toml"), "[broker]\nport = 0\nshards = 2\npin = false\n")
-        .unwrap();
+    let cfg = "[broker]\nport = 0\nshards = 2\npin = false\nmax_connections_per_ip = 4096\n";
+    std::fs::write(cwd.path().join("b.toml"), cfg).unwrap();
     let mut p = Proc::spawn(cwd.path(), &["broker", "--config", "b.toml"]);
     let port = p.ready();
     const PER_SHARD_BOUND: u64 = 100 << 20;
@@ -462,6 +462,31 @@ fn an_idle_default_broker_stays_small_and_gives_back_connection_memory() {
         after >> 20,
         idle >> 20
     );
+
+    // 1500 connections that each made the broker fill its read buffer (60 KiB of a frame),
+    // then close: the memory goes back to the system, not only to the allocator.
+    let partial = {
+        let mut f = 200_000u32.to_be_bytes().to_vec();
+        f.resize(60 * 1024, 1);
+        f
+    };
+    let conns: Vec<TcpStream> = (0..1500)
+        .map(|_| {
+            let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            s.write_all(&partial).unwrap();
+            s
+        })
+        .collect();
+    let peak = poll_until(Duration::from_secs(30), || {
+        let rss = rss_bytes(p.child.id());
+        (rss > after + (50 << 20)).then_some(rss)
+    });
+    drop(conns);
+    poll_until(Duration::from_secs(60), || {
+        let rss = rss_bytes(p.child.id());
+        (rss < after + (20 << 20)).then_some(())
+    });
+    let _ = peak;
     p.stop();
 }
 

@@ -8,7 +8,7 @@
 //! is closed at once. At stop the loops return; the shard then waits for
 //! the permits to come back, i.e. for every connection to finish its in-flight requests.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::os::unix::io::{FromRawFd, IntoRawFd};
@@ -129,6 +129,8 @@ pub fn local_port(l: &TcpListener) -> Result<u16, String> {
 #[derive(Default)]
 pub struct PerIpConnections {
     open: RefCell<HashMap<IpAddr, usize>>,
+    /// Connections closed on this shard since it started.
+    closed: Cell<u64>,
 }
 
 /// One counted connection; uncounts itself when dropped.
@@ -149,6 +151,11 @@ impl PerIpConnections {
         Some(IpSlot { counts: self.clone(), ip })
     }
 
+    /// Connections closed on this shard so far.
+    pub fn closed(&self) -> u64 {
+        self.closed.get()
+    }
+
     pub fn open_from(&self, ip: IpAddr) -> usize {
         self.open.borrow().get(&ip).copied().unwrap_or(0)
     }
@@ -156,6 +163,7 @@ impl PerIpConnections {
 
 impl Drop for IpSlot {
     fn drop(&mut self) {
+        self.counts.closed.set(self.counts.closed.get() + 1);
         let mut open = self.counts.open.borrow_mut();
         if let Some(n) = open.get_mut(&self.ip) {
             *n -= 1;
@@ -230,6 +238,28 @@ pub async fn accept_loop<L: ShardLog>(
     }
 }
 
+/// How often a shard checks whether connections closed since its last look and, if so, gives
+/// the freed memory back to the system.
+pub const MEMORY_RELEASE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Runs (in the shard's control queue) until `stop`: after connections closed, returns their
+/// freed buffers to the system, at most once per [`MEMORY_RELEASE_INTERVAL`]. Without this the
+/// memory of a burst of connections stayed with the process after they closed.
+pub async fn release_memory_loop(per_ip: Rc<PerIpConnections>, stop: Stop) {
+    let mut seen = per_ip.closed();
+    loop {
+        let tick = Box::pin(runtime::sleep(MEMORY_RELEASE_INTERVAL));
+        if let Either::Right(_) = select(tick, stop.clone()).await {
+            return;
+        }
+        let closed = per_ip.closed();
+        if closed != seen {
+            seen = closed;
+            runtime::release_free_memory();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -248,6 +278,7 @@ mod tests {
         drop(_s2);
         drop(_s3);
         assert_eq!(counts.open_from(a), 0);
+        assert_eq!(counts.closed(), 3);
         assert!(!counts.open.borrow().contains_key(&a), "no entry is kept at zero");
     }
 }

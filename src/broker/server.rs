@@ -363,12 +363,14 @@ async fn shard_main(args: ShardArgs) -> Result<(), String> {
         let (shard, connections, per_ip) = (shard.clone(), connections.clone(), per_ip.clone());
         runtime::spawn(listener::accept_loop(shard, l, connections, per_ip, stop.clone()))
     });
+    let release = control.spawn(listener::release_memory_loop(per_ip, stop.clone()));
     tracing::debug!(shard = id, "serving");
 
     let _ = stop.await;
     for a in accepts {
         a.await;
     }
+    release.await;
     shard.begin_stop();
     let grace = Duration::from_millis(b.shutdown_timeout_ms);
     let all = b.max_connections_per_shard as u64;
