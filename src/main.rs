@@ -13,8 +13,12 @@ use ringmq::broker::Config;
 use ringmq::client::{Client, ClientError, Message, ProducerConfig, QueueSelector};
 use ringmq::protocol::{ErrorCode, ErrorDetail};
 
+/// `ringmq --version`: the package version and the git revision it was built from.
+const VERSION: &str =
+    concat!(env!("CARGO_PKG_VERSION"), " (revision ", env!("RINGMQ_GIT_REVISION"), ")");
+
 #[derive(Parser)]
-#[command(name = "ringmq", version, about = "A thread-per-core message broker on io_uring")]
+#[command(name = "ringmq", version = VERSION, about = "A thread-per-core message broker on io_uring")]
 struct Cli {
     /// Log filter: error, warn, info, debug, trace, or a tracing EnvFilter directive.
     #[arg(long, global = true)]
@@ -211,8 +215,12 @@ fn produce(
         (None, Some(_)) => QueueSelector::KeyHash,
         (None, None) => QueueSelector::RoundRobin,
     };
-    let producer =
-        client.producer(ProducerConfig { selector, ..Default::default() }).map_err(err)?;
+    // The broker's default batch limit (RocketMQ's maxMessageSize), so any message a default
+    // broker accepts can be sent; the library's smaller default suits batching, not this tool.
+    let max_batch_bytes = ringmq::storage::StorageConfig::default().max_batch_bytes;
+    let producer = client
+        .producer(ProducerConfig { selector, max_batch_bytes, ..Default::default() })
+        .map_err(err)?;
     let make = |body: String| {
         let mut m = Message::new(topic, body);
         if let Some(k) = &key {
@@ -226,6 +234,14 @@ fn produce(
     // Send everything asynchronously (batched), then report each result in order.
     let mut pending = Vec::new();
     if messages.is_empty() {
+        use std::io::IsTerminal;
+        if std::io::stdin().is_terminal() {
+            // Otherwise a newcomer sees a command that seems to hang.
+            eprintln!(
+                "ringmq: no messages given: reading one message per line from stdin \
+                 (end with Ctrl-D)"
+            );
+        }
         for line in std::io::stdin().lock().lines() {
             let line = line.map_err(|e| format!("reading stdin: {e}"))?;
             pending.push(producer.send_async(make(line)).map_err(err)?);

@@ -6,7 +6,7 @@ mod broker_common;
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
-use broker_common::{config, poll_until, Broker};
+use broker_common::{config, free_port_block, poll_until, Broker};
 use ringmq::client::{Client, Message, ProducerConfig, QueueSelector};
 use ringmq::protocol::{Request, Response, SendStatus};
 
@@ -419,22 +419,6 @@ fn async_and_oneway_sends() {
         all.iter().filter(|m| m.body.starts_with(b"o")).map(|m| m.body.clone()).collect();
     assert_eq!(oneway, (0..10).map(|i| format!("o{i}").into_bytes()).collect::<Vec<_>>());
     producer.close().unwrap();
-}
-
-fn free_port_block(n: u16) -> u16 {
-    // Find a base port whose next n ports are free right now (the broker binds them soon after).
-    for _ in 0..50 {
-        let base = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        if base > 65000 {
-            continue;
-        }
-        let all_free =
-            (0..=n).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok());
-        if all_free {
-            return base;
-        }
-    }
-    panic!("no free port block");
 }
 
 #[test]

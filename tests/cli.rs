@@ -124,3 +124,95 @@ fn a_port_in_use_fails_the_start_with_a_clear_message() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("cannot listen on") && err.contains(&port), "{err}");
 }
+
+#[test]
+fn the_ready_line_is_printed_once_and_names_the_build_revision() {
+    let dir = tempfile::Builder::new().prefix("ringmq-ready").tempdir().unwrap();
+    let ready = dir.path().join("ready");
+    let child = Command::new(env!("CARGO_BIN_EXE_ringmq"))
+        .args(["broker", "--port", "0", "--shards", "1", "--log-level", "info", "--data-dir"])
+        .arg(dir.path().join("d"))
+        .arg("--ready-file")
+        .arg(&ready)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let line = broker_common::poll_until(std::time::Duration::from_secs(60), || {
+        std::fs::read_to_string(&ready).ok()
+    });
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let all =
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(all.matches("ringmq broker ready").count(), 1, "{all}");
+    let revision = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("revision="))
+        .expect("revision in the ready line");
+    let version = ok(ringmq(&["--version"], None));
+    assert!(version.contains(&format!("(revision {revision})")), "{version} vs {line}");
+    assert!(all.contains("memory per shard"), "the memory budget is logged: {all}");
+}
+
+#[test]
+fn messages_up_to_the_brokers_batch_limit_go_through_the_cli() {
+    let dir = tempfile::Builder::new().prefix("ringmq-big").tempdir().unwrap();
+    let broker = Broker::start_in(dir.path(), &config(dir.path(), 1, "", ""));
+    let b = broker.addr();
+    ok(ringmq(&["topic", "create", "big", "--queues", "1", "--broker", &b], None));
+    // 3 MiB: over the client library's 1 MiB default batch, under the broker's 4 MiB.
+    let body = "x".repeat(3 << 20);
+    let out =
+        ok(ringmq(&["produce", "--topic", "big", "--broker", &b], Some(&format!("{body}\n"))));
+    assert!(out.starts_with("SendOk"), "{out}");
+    let out =
+        ok(ringmq(&["consume", "--topic", "big", "--max-messages", "1", "--broker", &b], None));
+    let fields: Vec<&str> = out.trim_end().split('\t').collect();
+    assert_eq!(fields[4].len(), body.len());
+}
+
+#[test]
+fn produce_without_messages_on_a_terminal_says_it_reads_stdin() {
+    use std::io::{BufRead, BufReader};
+    use std::os::unix::io::FromRawFd;
+    let dir = tempfile::Builder::new().prefix("ringmq-tty").tempdir().unwrap();
+    let broker = Broker::start_in(dir.path(), &config(dir.path(), 1, "", ""));
+    let b = broker.addr();
+    ok(ringmq(&["topic", "create", "tty", "--queues", "1", "--broker", &b], None));
+    let (mut master, slave) = {
+        let (mut m, mut s) = (0, 0);
+        // SAFETY: openpty writes two descriptors we then own.
+        let rc = unsafe {
+            libc::openpty(&mut m, &mut s, std::ptr::null_mut(), std::ptr::null(), std::ptr::null())
+        };
+        assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
+        unsafe { (std::fs::File::from_raw_fd(m), std::fs::File::from_raw_fd(s)) }
+    };
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ringmq"))
+        .args(["produce", "--topic", "tty", "--broker", &b])
+        .stdin(Stdio::from(slave))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut first = String::new();
+        let _ = BufReader::new(stderr).read_line(&mut first);
+        let _ = tx.send(first);
+    });
+    // Bounded: without the hint the tool waits on the terminal and says nothing.
+    let Ok(first) = rx.recv_timeout(std::time::Duration::from_secs(20)) else {
+        let _ = child.kill();
+        panic!("produce printed nothing while waiting on the terminal");
+    };
+    assert!(first.contains("reading one message per line from stdin"), "{first}");
+    // A line, then Ctrl-D at the start of a line: end of input on a terminal.
+    master.write_all(b"typed\n\x04").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{:?}", out);
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("SendOk"));
+}

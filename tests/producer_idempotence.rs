@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use broker_common::{config, Broker};
+use broker_common::{config, free_port_block, Broker};
 use ringmq::client::{Client, Message, ProducerConfig, QueueSelector};
 
 /// What the proxy did, for the test to check it was not vacuous.
@@ -204,20 +204,6 @@ fn a_delayed_first_copy_is_stored_once_and_overtaken_batches_keep_their_order() 
         assert_eq!(stored, expected, "queue {q}: each message once, in send order, where acked");
     }
     producer.close().unwrap();
-}
-
-fn free_port_block(n: u16) -> u16 {
-    // A base port whose next n ports are free right now (the broker binds them soon after).
-    for _ in 0..50 {
-        let base = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        if base > 65000 {
-            continue;
-        }
-        if (0..=n).all(|i| TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
-            return base;
-        }
-    }
-    panic!("no free port block");
 }
 
 /// The broker is killed while batches are in flight; the producer resends them after the

@@ -17,6 +17,8 @@ pub struct SpawnedBroker {
     keep_dir: bool,
     pub shared_port: u16,
     pub config_text: String,
+    /// The git revision the broker binary was built from, from its ready line.
+    pub revision: String,
 }
 
 /// The `ringmq` binary: `explicit`, else next to this executable (`target/<profile>/`), else
@@ -72,6 +74,14 @@ pub fn config_text(
     toml::to_string(&root).map_err(|e| format!("cannot write broker config: {e}"))
 }
 
+/// The `revision=` field of a broker's ready line; brokers built before it existed say nothing,
+/// and the report then says so instead of naming some other revision.
+pub fn ready_line_revision(line: &str) -> String {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix("revision="))
+        .map_or_else(|| "unknown (the broker did not report it)".to_owned(), str::to_owned)
+}
+
 impl SpawnedBroker {
     pub fn start(
         binary: &Path,
@@ -118,8 +128,14 @@ impl SpawnedBroker {
             .stderr(Stdio::inherit())
             .spawn()
             .map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
-        let mut me =
-            SpawnedBroker { child: None, dir, keep_dir, shared_port: 0, config_text: text };
+        let mut me = SpawnedBroker {
+            child: None,
+            dir,
+            keep_dir,
+            shared_port: 0,
+            config_text: text,
+            revision: String::new(),
+        };
         let stdout = child.stdout.take().expect("piped");
         me.child = Some(child);
         let (tx, rx) = mpsc::channel();
@@ -142,6 +158,7 @@ impl SpawnedBroker {
                         .and_then(|p| p.parse().ok())
                         .ok_or_else(|| format!("no shared_port in the ready line {line:?}"))?;
                     me.shared_port = port;
+                    me.revision = ready_line_revision(&line);
                     return Ok(me);
                 }
                 Ok(_) => continue,

@@ -153,6 +153,15 @@ fn run(a: RunArgs) -> Result<ExitCode, String> {
     };
     let outcome = runner::run(&w, &opts);
     let data_dir = spawned.as_ref().map(|b| b.dir.clone());
+    // The revision of the broker measured: the one it reports when the bench started it; an
+    // external broker's is unknown here (the working directory may hold other code).
+    let git_revision = match &spawned {
+        Some(b) => b.revision.clone(),
+        None => format!(
+            "unknown (external broker; the bench ran in a checkout at {})",
+            report::git_revision()
+        ),
+    };
     let config = spawned.as_ref().map(|b| b.config_text.clone()).unwrap_or_default();
     let stopped = spawned.as_mut().map(|b| b.stop()).unwrap_or(Ok(()));
     let hardware = report::hardware(data_dir.as_deref());
@@ -162,7 +171,7 @@ fn run(a: RunArgs) -> Result<ExitCode, String> {
         report_version: report::REPORT_VERSION,
         started_unix_ms,
         command,
-        git_revision: report::git_revision(),
+        git_revision,
         kernel: report::kernel(),
         hardware,
         bench_cpus,

@@ -115,7 +115,9 @@ pub fn kernel() -> String {
     format!("Linux {release} {version}")
 }
 
-/// `git rev-parse HEAD` of the working directory, `+dirty` when it has changes.
+/// `git rev-parse HEAD` of the working directory, `+dirty` when it has changes. The report's
+/// `git_revision` is the broker's own (from its ready line); this only describes an external
+/// broker's surroundings.
 pub fn git_revision() -> String {
     let run = |args: &[&str]| {
         std::process::Command::new("git")

@@ -45,6 +45,15 @@ pub struct BrokerConfig {
     pub max_in_flight_per_connection: usize,
     /// Connections one shard serves at once; more are accepted and closed. Default 4096.
     pub max_connections_per_shard: usize,
+    /// Connections one client IP address may have open on one shard; more are accepted and
+    /// closed, so one client cannot take every slot of a shard. Default 1000.
+    pub max_connections_per_ip: usize,
+    /// A request frame must arrive whole within this long of its first byte, or the
+    /// connection is closed (slow or stalled senders). Default 30000.
+    pub frame_read_timeout_ms: u64,
+    /// A connection that received nothing and has no request in flight for this long is
+    /// closed. Default 600000 (10 minutes).
+    pub idle_timeout_ms: u64,
     /// Capacity of each shard-to-shard forwarding channel. Default 256.
     pub forward_channel_capacity: usize,
     /// Forwarded requests one shard works on at once. Default 1024.
@@ -60,9 +69,12 @@ pub struct BrokerConfig {
     pub max_topics: usize,
     /// Most queues one topic may have. Default 1024.
     pub max_queues_per_topic: u32,
-    /// Bytes of DMA buffer arena per shard executor; 0 (default) sizes it for the storage
-    /// settings (`StorageConfig::dma_memory_bytes`: write pool + cache + read-ahead + reads in
-    /// flight), so chunks are reused from the arena instead of page-faulting fresh heap memory.
+    /// Bytes of glommio's DMA buffer arena per shard executor; 0 (default) means
+    /// [`AUTO_IO_MEMORY_BYTES`]. The arena is resident from the start whether used or not
+    /// (registering it with io_uring pins it; a registration refused by the locked-memory
+    /// limit has faulted it in all the same), so it is kept small: chunks beyond it come from
+    /// the heap, grow with use up to their bounds, and are reused (see
+    /// `runtime::tune_allocator`).
     pub io_memory_bytes: usize,
     /// How long a stopping broker waits for connections to finish in-flight requests before
     /// closing them. Default 10000.
@@ -98,6 +110,9 @@ impl Default for BrokerConfig {
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
             max_in_flight_per_connection: 64,
             max_connections_per_shard: 4096,
+            max_connections_per_ip: 1000,
+            frame_read_timeout_ms: 30_000,
+            idle_timeout_ms: 600_000,
             forward_channel_capacity: 256,
             max_forwarded_in_flight: 1024,
             max_long_poll_waiters_per_queue: 1024,
@@ -116,6 +131,60 @@ impl Default for BrokerConfig {
     }
 }
 
+/// The DMA arena per shard when `io_memory_bytes = 0`: the hot write chunks fit, and two
+/// shards still register theirs under a common 8 MiB locked-memory limit.
+pub const AUTO_IO_MEMORY_BYTES: usize = 4 << 20;
+
+/// The read buffer each open connection holds (it grows to one frame while a larger frame
+/// arrives and shrinks back afterwards).
+pub const CONNECTION_READ_BUFFER_BYTES: usize = 64 * 1024;
+
+/// One shard's memory, by owner. Only the arena is resident from the start; the rest grows
+/// with use up to these bounds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MemoryBudget {
+    pub io_arena_bytes: usize,
+    pub write_pool_bytes: usize,
+    pub cache_bytes: usize,
+    pub read_ahead_bytes: usize,
+    /// Every allowed connection's base read buffer.
+    pub connection_buffers_bytes: usize,
+    /// A connection receiving a large frame holds up to this much while it arrives.
+    pub frame_bytes: usize,
+}
+
+impl MemoryBudget {
+    /// The largest the shard grows to with every connection open and idle.
+    pub fn bound_bytes(&self) -> usize {
+        self.io_arena_bytes
+            + self.write_pool_bytes
+            + self.cache_bytes
+            + self.read_ahead_bytes
+            + self.connection_buffers_bytes
+    }
+}
+
+impl std::fmt::Display for MemoryBudget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mib = |b: usize| b.div_ceil(1 << 20);
+        write!(
+            f,
+            "memory per shard: io arena {} MiB (resident from start); up to {} MiB write \
+             pool, {} MiB chunk cache, {} MiB read-ahead, {} MiB connection read buffers \
+             (max_connections_per_shard x {} KiB), each filled only as used: at most {} MiB, \
+             plus frames being received (up to {} MiB each)",
+            mib(self.io_arena_bytes),
+            mib(self.write_pool_bytes),
+            mib(self.cache_bytes),
+            mib(self.read_ahead_bytes),
+            mib(self.connection_buffers_bytes),
+            CONNECTION_READ_BUFFER_BYTES / 1024,
+            mib(self.bound_bytes()),
+            mib(self.frame_bytes),
+        )
+    }
+}
+
 /// Bytes a fetch response frame needs besides the batches.
 pub const FETCH_RESPONSE_OVERHEAD: usize = 64;
 
@@ -123,8 +192,21 @@ impl Config {
     /// The DMA arena each shard executor gets (see `BrokerConfig::io_memory_bytes`).
     pub fn shard_io_memory_bytes(&self) -> usize {
         match self.broker.io_memory_bytes {
-            0 => self.storage.dma_memory_bytes(),
+            0 => AUTO_IO_MEMORY_BYTES,
             n => n,
+        }
+    }
+
+    /// What one shard may hold in memory, by owner, for the start-up log line and the docs.
+    pub fn shard_memory_budget(&self) -> MemoryBudget {
+        let (b, s) = (&self.broker, &self.storage);
+        MemoryBudget {
+            io_arena_bytes: self.shard_io_memory_bytes(),
+            write_pool_bytes: s.write_pool_bytes(),
+            cache_bytes: s.cache_bytes,
+            read_ahead_bytes: 4 * (s.read_ahead_bytes + 2 * s.max_batch_bytes),
+            connection_buffers_bytes: b.max_connections_per_shard * CONNECTION_READ_BUFFER_BYTES,
+            frame_bytes: b.max_frame_bytes,
         }
     }
 
@@ -177,6 +259,9 @@ impl Config {
         for (name, v) in [
             ("max_in_flight_per_connection", b.max_in_flight_per_connection),
             ("max_connections_per_shard", b.max_connections_per_shard),
+            ("max_connections_per_ip", b.max_connections_per_ip),
+            ("frame_read_timeout_ms", b.frame_read_timeout_ms as usize),
+            ("idle_timeout_ms", b.idle_timeout_ms as usize),
             ("forward_channel_capacity", b.forward_channel_capacity),
             ("max_forwarded_in_flight", b.max_forwarded_in_flight),
             ("max_long_poll_waiters_per_queue", b.max_long_poll_waiters_per_queue),
@@ -271,6 +356,16 @@ mod tests {
         let mut expected = Config::default();
         expected.storage.dir = c.storage.dir.clone();
         assert_eq!(c, expected, "tuning/broker.example.toml must list the defaults");
+    }
+
+    #[test]
+    fn the_default_memory_budget_is_small_at_rest_and_bounded_in_use() {
+        let budget = Config::default().shard_memory_budget();
+        assert_eq!(budget.io_arena_bytes, AUTO_IO_MEMORY_BYTES);
+        assert_eq!(budget.cache_bytes, 256 << 20);
+        let text = budget.to_string();
+        assert!(text.contains("io arena 4 MiB") && text.contains("256 MiB chunk cache"), "{text}");
+        assert!(text.contains(&format!("at most {} MiB", budget.bound_bytes() >> 20)), "{text}");
     }
 
     #[test]

@@ -19,10 +19,16 @@
 //! stays). A client that
 //! disconnects mid-frame or mid-request only ends its own connection.
 //!
+//! Timeouts ([`ReadDeadline`]): a frame must arrive whole within `frame_read_timeout_ms` of
+//! its first byte, and a connection with nothing received and nothing in flight for
+//! `idle_timeout_ms` is closed; in-flight requests are still answered.
+//!
 //! On stop the reader stops taking new frames, in-flight requests complete and are answered,
 //! then the connection closes.
 
 use std::rc::Rc;
+use std::task::Poll;
+use std::time::{Duration, Instant};
 
 use crate::runtime::Semaphore;
 use futures::future::{select, Either};
@@ -30,6 +36,7 @@ use futures::{AsyncReadExt, AsyncWriteExt};
 use glommio::channels::local_channel;
 use glommio::net::TcpStream;
 
+use super::read_deadline::{Expiry, ReadDeadline};
 use super::shard::{Answer, Shard};
 use super::shard_log::ShardLog;
 use super::shutdown::Stop;
@@ -40,7 +47,7 @@ use crate::protocol::{decode_request_shared, encode_error, ErrorCode, ErrorDetai
 use crate::runtime;
 use crate::storage::ReadBuf;
 
-const READ_CHUNK_BYTES: usize = 64 * 1024;
+use super::config::CONNECTION_READ_BUFFER_BYTES as READ_CHUNK_BYTES;
 
 pub async fn serve<L: ShardLog>(shard: Rc<Shard<L>>, stream: TcpStream, stop: Stop) {
     let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_else(|_| "?".into());
@@ -57,6 +64,13 @@ pub async fn serve<L: ShardLog>(shard: Rc<Shard<L>>, stream: TcpStream, stop: St
     let permits = Rc::new(Semaphore::new(max_in_flight as u64));
 
     let mut rb = ReadBuffer::new(READ_CHUNK_BYTES);
+    let b = &shard.config.broker;
+    let mut deadline = ReadDeadline::new(
+        Instant::now(),
+        Duration::from_millis(b.frame_read_timeout_ms),
+        Duration::from_millis(b.idle_timeout_ms),
+    );
+    let (mut got_bytes, mut completed) = (false, false);
     'conn: loop {
         let needed;
         loop {
@@ -66,6 +80,7 @@ pub async fn serve<L: ShardLog>(shard: Rc<Shard<L>>, stream: TcpStream, stop: St
                     break;
                 }
                 Ok(Check::Complete { frame_bytes }) => {
+                    completed = true;
                     // Lent, not copied: a produce's batch stays in the read buffer until the
                     // log copies it into its DMA chunk (the one copy on ingest).
                     let frame = rb.lend(frame_bytes);
@@ -144,10 +159,41 @@ pub async fn serve<L: ShardLog>(shard: Rc<Shard<L>>, stream: TcpStream, stop: St
                 }
             }
         }
+        if got_bytes {
+            // Every pass after the first follows a read that brought bytes.
+            deadline.received(Instant::now(), rb.filled().len(), completed);
+            completed = false;
+        }
         // `needed` is bounded by max_frame_bytes: check_request refused anything larger.
-        let read = reader.read(rb.space_for(needed));
-        match select(read, stop.clone()).await {
-            Either::Left((Ok(0), _)) => {
+        let mut read = reader.read(rb.space_for(needed));
+        // Most reads find bytes waiting; arm a timer only for a read that has to wait.
+        let result = match futures::poll!(&mut read) {
+            Poll::Ready(r) => r,
+            Poll::Pending => loop {
+                let (at, _) = deadline.deadline();
+                let timer = Box::pin(runtime::sleep(at.saturating_duration_since(Instant::now())));
+                match select(&mut read, select(stop.clone(), timer)).await {
+                    Either::Left((r, _)) => break r,
+                    Either::Right((Either::Left(_), _)) => break 'conn,
+                    Either::Right((Either::Right(_), _)) => {
+                        let in_flight = max_in_flight - permits.available() as usize;
+                        if let Some(why) = deadline.expired(Instant::now(), in_flight) {
+                            tracing::debug!(
+                                %peer,
+                                "closing connection: {}",
+                                match why {
+                                    Expiry::SlowFrame => "a frame took longer than frame_read_timeout_ms",
+                                    Expiry::Idle => "idle for idle_timeout_ms",
+                                }
+                            );
+                            break 'conn;
+                        }
+                    }
+                }
+            },
+        };
+        match result {
+            Ok(0) => {
                 if !rb.filled().is_empty() {
                     tracing::debug!(
                         %peer,
@@ -157,12 +203,14 @@ pub async fn serve<L: ShardLog>(shard: Rc<Shard<L>>, stream: TcpStream, stop: St
                 }
                 break;
             }
-            Either::Left((Ok(n), _)) => rb.advance(n),
-            Either::Left((Err(e), _)) => {
+            Ok(n) => {
+                rb.advance(n);
+                got_bytes = true;
+            }
+            Err(e) => {
                 tracing::debug!(%peer, "read failed: {e}");
                 break;
             }
-            Either::Right(_) => break,
         }
     }
     // In-flight tasks hold clones of `tx`; the writer ends once they all answered.

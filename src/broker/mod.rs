@@ -21,17 +21,19 @@
 //! task queue so it cannot stall produce and fetch.
 //!
 //! Bounds: frame size (requests and responses), in-flight requests per connection,
-//! connections per shard, mesh channel capacity, forwarded requests in flight (a forwarded
+//! connections per shard and per client IP, the time a frame may take to arrive and a
+//! connection may stay idle, mesh channel capacity, forwarded requests in flight (a forwarded
 //! long-poll holds one of those for its wait), long-poll waiters per queue, fetch size and
 //! tag-filter scan length.
 //!
-//! The files: `config` (the TOML), `topics` (table rules), `routing` (placement),
+//! The files: `config` (the TOML), `data_dir_lock` (one broker per data dir), `topics` (table rules), `routing` (placement),
 //! `metadata_store` (topics.json), `shard_log` (the seam to storage), `log_backend` (which
-//! log), `long_poll`, `mesh`, `shard` (request handling),
+//! log), `long_poll`, `mesh`, `shard` (request handling), `read_deadline` (slow-frame and idle timeouts),
 //! `forwarding` (mesh receivers), `connection`, `listener`, `shutdown`, `server`, `error`.
 
 pub mod config;
 pub mod connection;
+pub mod data_dir_lock;
 pub mod error;
 pub mod forwarding;
 pub mod idempotence;
@@ -41,6 +43,7 @@ pub mod long_poll;
 pub mod mesh;
 pub mod metadata_store;
 pub mod producer_ids;
+pub mod read_deadline;
 pub mod routing;
 pub mod server;
 pub mod shard;

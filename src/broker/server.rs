@@ -1,13 +1,15 @@
 //! Starting and stopping the broker: the main thread's orchestration and each shard's life.
 //!
-//! Start (main thread, [`run`]): validate the config, load the topic table, build the two
-//! meshes, start shard 0 (it binds the shared port first, so port 0 resolves to one port all
-//! shards then share), then the other shards; once every shard opened its log and bound its
-//! listeners, send each the full port list, print the ready line
-//! (`ringmq broker ready shared_port=P shard_ports=A,B,..`) and write `ready_file`.
+//! Start (main thread, [`run`]): validate the config, make `data_dir` absolute, lock it
+//! ([`DataDirLock`]: one broker per data directory), bind every port ([`listener::reserve`]:
+//! refuses ports another process serves), load the topic table, build the two meshes, start
+//! the shards; once every shard opened its log, send each the port list, print the ready line
+//! (`ringmq broker ready shared_port=P shard_ports=A,B,..`, stdout only) and write
+//! `ready_file`. A start that fails before the ready line removes the directories it created
+//! ([`StartFootprint`]).
 //!
-//! A shard's life (`shard_main`, on its executor): open log, bind, report ready, wait for the
-//! port list, connect the meshes, serve. On stop: stop accepting; wake long-polls; wait (at
+//! A shard's life (`shard_main`, on its executor): open log, take its listeners, report ready,
+//! wait for the port list, connect the meshes, serve. On stop: stop accepting; wake long-polls; wait (at
 //! most `shutdown_timeout_ms`) for connections to answer their in-flight requests; close the
 //! mesh senders; keep serving forwarded requests until every peer closed its senders; then
 //! `flush()` and `close()` the log. The process exits 0 when every shard stopped cleanly.
@@ -22,8 +24,9 @@ use crate::runtime::Semaphore;
 use futures::channel::oneshot;
 
 use super::config::{shard_placement, Config};
+use super::data_dir_lock::{DataDirLock, StartFootprint, LOCK_FILE_NAME};
 use super::forwarding;
-use super::listener;
+use super::listener::{self, Reserved};
 use super::log_backend::{self, Log};
 use super::mesh::{self, MeshEnds};
 use super::metadata_store::{self, MetadataStore};
@@ -33,8 +36,12 @@ use super::topics::TopicTable;
 use crate::runtime::{self, ExecutorOptions};
 
 enum Event {
-    Ready { shard: usize, shared_port: u16, own_port: u16 },
-    Exited { shard: usize, result: Result<(), String> },
+    /// A shard opened its log and holds its listeners.
+    Ready,
+    Exited {
+        shard: usize,
+        result: Result<(), String>,
+    },
     Signal(i32),
 }
 
@@ -43,7 +50,8 @@ struct ShardArgs {
     shard_count: usize,
     config: Arc<Config>,
     topics: TopicTable,
-    shared_port: u16,
+    shared: Reserved,
+    own: Reserved,
     data: MeshEnds<Forward>,
     control: MeshEnds<Control>,
     go: oneshot::Receiver<Ports>,
@@ -54,13 +62,59 @@ struct ShardArgs {
 }
 
 /// Runs the broker until SIGINT/SIGTERM; Ok after a clean stop.
-pub fn run(config: Config) -> Result<(), String> {
+pub fn run(mut config: Config) -> Result<(), String> {
     config.validate()?;
     let placement = shard_placement(&config.broker)?;
+    let n = placement.len();
+    // A relative data_dir is relative to the working directory at start. Every later use gets
+    // the absolute path: glommio opens directories with openat(-1, path), which fails with
+    // EBADF for a relative path (the default "data" did not start).
+    let data_dir = config.broker.data_dir.clone();
+    let data_dir_existed = std::fs::symlink_metadata(&data_dir).is_ok();
+    std::fs::create_dir_all(&data_dir)
+        .and_then(|_| std::fs::canonicalize(&data_dir))
+        .map(|absolute| config.broker.data_dir = absolute)
+        .map_err(|e| {
+            format!(
+                "cannot create data directory {}: {e} (check the path and its permissions)",
+                data_dir.display()
+            )
+        })?;
+    let data_dir = config.broker.data_dir.clone();
+    let lock_existed = data_dir.join(LOCK_FILE_NAME).exists();
+    let lock = DataDirLock::acquire(&data_dir)?;
+    let footprint = StartFootprint::record(
+        &data_dir,
+        data_dir_existed,
+        lock_existed,
+        n,
+        &[super::producer_ids::BOOT_FILE],
+    );
+    let mut served = false;
+    let result = run_locked(config, placement, &mut served);
+    if result.is_err() && !served {
+        // Nothing was acknowledged: remove the fresh directories (and the preallocated
+        // segments in them) so a retry with a fixed config starts from the same state.
+        footprint.remove(&lock);
+    }
+    drop(lock);
+    result
+}
+
+/// The broker's life once it holds the data directory; sets `served` when it printed the
+/// ready line (from then on its files hold data).
+fn run_locked(
+    config: Config,
+    placement: Vec<Option<usize>>,
+    served: &mut bool,
+) -> Result<(), String> {
     let n = placement.len();
     if let Some(w) = runtime::check_memlock(n, config.shard_io_memory_bytes()) {
         tracing::warn!("{w}");
     }
+    runtime::tune_allocator();
+    tracing::info!(shards = n, "{}", config.shard_memory_budget());
+    let reserved = listener::reserve(&config.broker.listen_address, config.broker.port, n)?;
     let topics = metadata_store::load(&config.broker.data_dir, n)?;
     let boot = super::producer_ids::advance_boot(&config.broker.data_dir)?;
     let config = Arc::new(config);
@@ -76,15 +130,18 @@ pub fn run(config: Config) -> Result<(), String> {
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;
     }
 
+    let ports = Ports {
+        shared: reserved.shared.first().map_or(0, |r| r.port),
+        per_shard: reserved.own.iter().map(|r| r.port).collect(),
+    };
     let mut handles = Vec::with_capacity(n);
     let mut stops: Vec<StopHandle> = Vec::with_capacity(n);
     let mut gos = Vec::with_capacity(n);
-    let mut shared_port = config.broker.port;
-    let mut own_ports = vec![0u16; n];
     let mut ready = 0;
     let mut failure: Option<String> = None;
-    let ends = data_ends.into_iter().zip(control_ends).enumerate();
-    for (id, (data, control)) in ends {
+    let sockets = reserved.shared.into_iter().zip(reserved.own);
+    let ends = data_ends.into_iter().zip(control_ends).zip(sockets).enumerate();
+    for (id, ((data, control), (shared, own))) in ends {
         let (stop_handle, stop) = shutdown::stop_pair();
         let (go_tx, go) = oneshot::channel();
         let args = ShardArgs {
@@ -92,7 +149,8 @@ pub fn run(config: Config) -> Result<(), String> {
             shard_count: n,
             config: config.clone(),
             topics: topics.clone(),
-            shared_port,
+            shared,
+            own,
             data,
             control,
             go,
@@ -116,32 +174,10 @@ pub fn run(config: Config) -> Result<(), String> {
         handles.push(handle);
         stops.push(stop_handle);
         gos.push(go_tx);
-        if id == 0 {
-            // Later shards bind the port shard 0 got (matters when port = 0).
-            match events_rx.recv() {
-                Ok(Event::Ready { shared_port: p, own_port, .. }) => {
-                    shared_port = p;
-                    own_ports[0] = own_port;
-                    ready += 1;
-                }
-                Ok(Event::Exited { result, .. }) => {
-                    failure = Some(result.err().unwrap_or_else(|| "shard 0 exited".into()));
-                    break;
-                }
-                Ok(Event::Signal(_)) => {
-                    failure = Some("stopped by a signal during start".into());
-                    break;
-                }
-                Err(_) => unreachable!("main holds a sender"),
-            }
-        }
     }
     while failure.is_none() && ready < n {
         match events_rx.recv() {
-            Ok(Event::Ready { shard, own_port, .. }) => {
-                own_ports[shard] = own_port;
-                ready += 1;
-            }
+            Ok(Event::Ready) => ready += 1,
             Ok(Event::Exited { shard, result }) => {
                 failure = Some(result.err().unwrap_or_else(|| format!("shard {shard} exited")));
             }
@@ -160,10 +196,12 @@ pub fn run(config: Config) -> Result<(), String> {
         }
         return Err(e);
     }
-    let ports = Ports { shared: shared_port, per_shard: own_ports };
     for go in gos {
         let _ = go.send(ports.clone());
     }
+    *served = true;
+    // The ready line goes to stdout only (scripts and tests read it there); the log says what
+    // was started.
     let line = ready_line(&ports);
     println!("{line}");
     use std::io::Write;
@@ -171,7 +209,6 @@ pub fn run(config: Config) -> Result<(), String> {
     if let Some(path) = &config.broker.ready_file {
         write_ready_file(path, &line)?;
     }
-    tracing::info!(shards = n, "{line}");
 
     let mut result: Result<(), String> = Ok(());
     let mut remaining = n;
@@ -204,7 +241,7 @@ pub fn run(config: Config) -> Result<(), String> {
                     }
                 }
             }
-            Ok(Event::Ready { .. }) => {}
+            Ok(Event::Ready) => {}
             Err(_) => break,
         }
     }
@@ -219,10 +256,19 @@ pub fn run(config: Config) -> Result<(), String> {
     result
 }
 
-/// The startup line tests and scripts read.
+/// The git revision this broker was built from (`+dirty` with uncommitted changes; "unknown"
+/// when built outside a git checkout). Embedded by `build.rs`.
+pub const GIT_REVISION: &str = env!("RINGMQ_GIT_REVISION");
+
+/// The startup line tests and scripts read: `ringmq broker ready shared_port=P
+/// shard_ports=A,B,.. revision=R` (fields may be added; read them by name).
 pub fn ready_line(ports: &Ports) -> String {
     let list: Vec<String> = ports.per_shard.iter().map(u16::to_string).collect();
-    format!("ringmq broker ready shared_port={} shard_ports={}", ports.shared, list.join(","))
+    format!(
+        "ringmq broker ready shared_port={} shard_ports={} revision={GIT_REVISION}",
+        ports.shared,
+        list.join(",")
+    )
 }
 
 fn write_ready_file(path: &Path, line: &str) -> Result<(), String> {
@@ -272,7 +318,8 @@ async fn shard_main(args: ShardArgs) -> Result<(), String> {
         shard_count,
         config,
         topics,
-        shared_port,
+        shared,
+        own,
         data,
         control,
         go,
@@ -284,25 +331,8 @@ async fn shard_main(args: ShardArgs) -> Result<(), String> {
     let log = log_backend::open(config.storage_for_shard(id))
         .await
         .map_err(|e| format!("cannot open the commit log of shard {id}: {e}"))?;
-    let bound = (|| {
-        let shared = listener::bind(&b.listen_address, shared_port)?;
-        let own_port = if b.port == 0 { 0 } else { b.port + 1 + id as u16 };
-        let own = listener::bind(&b.listen_address, own_port)?;
-        Ok::<_, String>((shared, own))
-    })();
-    let (shared, own) = match bound {
-        Ok(l) => l,
-        Err(e) => {
-            close_log(id, &log).await;
-            return Err(e);
-        }
-    };
-    let ready = Event::Ready {
-        shard: id,
-        shared_port: listener::local_port(&shared)?,
-        own_port: listener::local_port(&own)?,
-    };
-    if events.send(ready).is_err() {
+    let (shared, own) = (shared.into_listener(), own.into_listener());
+    if events.send(Event::Ready).is_err() {
         close_log(id, &log).await;
         return Err("the main thread is gone".into());
     }
@@ -354,15 +384,19 @@ async fn shard_main(args: ShardArgs) -> Result<(), String> {
         mesh_loops.push(control.spawn(forwarding::control_loop(shard.clone(), rx)));
     }
     let connections = Rc::new(Semaphore::new(b.max_connections_per_shard as u64));
+    let per_ip = Rc::new(listener::PerIpConnections::default());
     let accepts = [shared, own].map(|l| {
-        runtime::spawn(listener::accept_loop(shard.clone(), l, connections.clone(), stop.clone()))
+        let (shard, connections, per_ip) = (shard.clone(), connections.clone(), per_ip.clone());
+        runtime::spawn(listener::accept_loop(shard, l, connections, per_ip, stop.clone()))
     });
+    let release = control.spawn(listener::release_memory_loop(per_ip, stop.clone()));
     tracing::debug!(shard = id, "serving");
 
     let _ = stop.await;
     for a in accepts {
         a.await;
     }
+    release.await;
     shard.begin_stop();
     let grace = Duration::from_millis(b.shutdown_timeout_ms);
     let all = b.max_connections_per_shard as u64;

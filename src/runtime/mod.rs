@@ -9,6 +9,8 @@
 //! Locked memory: glommio pre-registers `io_memory` bytes of DMA buffers with io_uring per
 //! executor, which counts against RLIMIT_MEMLOCK. When registration fails glommio falls back to
 //! unregistered buffers (slightly slower); [`check_memlock`] reports the limit and how to raise it.
+//! Either way the arena is resident from the start (pinned, or faulted in by the refused
+//! registration), so it is sized small and the rest comes from the heap ([`tune_allocator`]).
 
 pub mod clock;
 
@@ -125,6 +127,46 @@ pub fn check_memlock(executors: usize, io_memory_bytes: usize) -> Option<String>
             need / 1024
         )
     })
+}
+
+/// Makes the process allocator keep and reuse the broker's large buffers instead of mapping
+/// and unmapping them each time. Call once, before the shards start.
+///
+/// Why: the write chunks (1 MiB), fetch and read buffers and grown connection buffers outlive
+/// glommio's small DMA arena and come from the heap. glibc serves blocks above its mmap
+/// threshold (128 KiB to start) with a fresh `mmap` and returns them with `munmap`, so every
+/// chunk was page-faulted in again while the batch was copied into it: measured as ~60% of the
+/// append path (BENCHMARKS.md, "Where the time goes"). Serving them from the heap and trimming
+/// it only above `TRIM_THRESHOLD_BYTES` of free top memory reuses them with no faults, while
+/// memory still grows only with use (an idle broker stays small) up to the configured bounds.
+/// A no-op on allocators other than glibc's.
+pub fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // glibc caps the mmap threshold at 32 MiB on 64-bit targets.
+        const MMAP_THRESHOLD_BYTES: libc::c_int = 32 << 20;
+        const TRIM_THRESHOLD_BYTES: libc::c_int = 128 << 20;
+        // SAFETY: mallopt only changes allocator parameters; it returns 0 when it refuses.
+        let ok = unsafe {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) != 0
+                && libc::mallopt(libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES) != 0
+        };
+        if !ok {
+            tracing::warn!("the allocator refused mallopt; large buffers will be remapped per use");
+        }
+    }
+}
+
+/// Returns the allocator's free memory to the system (glibc `malloc_trim`: unmaps free pages in
+/// every arena, not only at the top of the heap). Process-wide; takes each arena's lock
+/// briefly. With [`tune_allocator`] nothing else gives back the memory of buffers freed in the
+/// middle of the heap (thousands of closed connections). A no-op on other allocators.
+pub fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free pages to the kernel.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 /// Allocates a DMA-aligned buffer from the executor's arena (falls back to the heap when full).

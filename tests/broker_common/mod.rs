@@ -211,3 +211,27 @@ impl Raw {
         }
     }
 }
+
+/// A base port `p` such that `p..=p + n` are free now, for a test that must know its broker's
+/// port before starting it (a restart on the same port). The ports come from below the
+/// kernel's ephemeral range (32768-60999 by default), so no client connection of a parallel
+/// test takes one as its local port while the broker is down, and from a per-process counter,
+/// so two tests of one binary never get the same block. The pid spreads test binaries apart.
+#[allow(dead_code)] // not every test binary restarts a broker on a fixed port
+pub fn free_port_block(n: u16) -> u16 {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    const FIRST: u16 = 20_000;
+    const BLOCKS: u16 = 1_200;
+    const BLOCK: u16 = 10;
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    assert!(n < BLOCK, "a port block holds {BLOCK} ports");
+    let start = (std::process::id() % u32::from(BLOCKS)) as u16;
+    for _ in 0..BLOCKS {
+        let k = (start + NEXT.fetch_add(1, Ordering::Relaxed)) % BLOCKS;
+        let base = FIRST + k * BLOCK;
+        if (0..=n).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
+            return base;
+        }
+    }
+    panic!("no free block of {} ports below the ephemeral range", n + 1);
+}
