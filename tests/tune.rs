@@ -71,6 +71,15 @@ fn bad_arguments_are_clear_errors() {
     let out = ringmq(&["tune", "check", "--config", "/nonexistent/ringmq.toml"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read config"));
+    // A config the broker would refuse is a hard error of the check, named.
+    let t = tempfile::tempdir().unwrap();
+    let config = t.path().join("bad.toml");
+    std::fs::write(&config, "[storage]\nchunk_pool_chunks = 1\n").unwrap();
+    let out = ringmq(&["tune", "check", "--config", config.to_str().unwrap(), "--shards", "1"]);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("ERROR broker config: invalid"), "{text}");
+    assert!(text.contains("chunk_pool_chunks must be at least 2"), "{text}");
     let out = ringmq(&["tune", "apply", "--profile", "fastest", "--dry-run"]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);

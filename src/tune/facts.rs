@@ -36,11 +36,6 @@ impl Root {
     pub fn path(&self, absolute: &str) -> PathBuf {
         self.0.join(absolute.trim_start_matches('/'))
     }
-
-    /// The path to show a user for `absolute` (the same path on the real root).
-    pub fn display(&self, absolute: &str) -> String {
-        self.path(absolute).display().to_string()
-    }
 }
 
 /// Reads a small text file, trimmed; the error says which file and why.
