@@ -408,7 +408,7 @@ fn check_filesystem(facts: &Facts, cfg: &Config) -> Vec<Finding> {
                      fragmenting it and adding checksum work; use xfs or ext4, or `chattr +C` \
                      the empty data directory",
                 ),
-                Some("tmpfs") => (
+                Some("tmpfs") | Some("ramfs") => (
                     Severity::Warn,
                     "memory, not disk: nothing survives a reboot, so flush_mode promises nothing",
                 ),

@@ -374,3 +374,24 @@ fn settings_the_kernel_lacks_or_refuses_are_reported_not_fatal() {
     let governor = outcomes.iter().find(|o| o.step.setting.contains("governor")).unwrap();
     assert!(governor.result.is_ok());
 }
+
+#[test]
+fn the_filesystem_is_judged_for_durability_and_direct_io() {
+    use super::data_dir::Filesystem;
+    let m = FakeMachine::new();
+    let cfg = m.config(IoMode::Direct);
+    let judge = |magic: u32| {
+        let mut facts = m.facts();
+        facts.data.filesystem = Ok(Filesystem { magic });
+        let f = find(&check(&facts, &cfg), "filesystem of").clone();
+        (f.severity, f.current)
+    };
+    assert_eq!(judge(0x5846_5342), (Severity::Ok, "xfs".into()));
+    assert_eq!(judge(0xEF53), (Severity::Ok, "ext4".into()));
+    assert_eq!(judge(0x9123_683E), (Severity::Warn, "btrfs".into()));
+    assert_eq!(judge(0x0102_1994), (Severity::Warn, "tmpfs".into()));
+    assert_eq!(judge(0x8584_58F6), (Severity::Warn, "ramfs".into()));
+    assert_eq!(judge(0x794C_7630), (Severity::Warn, "overlayfs".into()));
+    assert_eq!(judge(0x6969), (Severity::Warn, "nfs".into()));
+    assert_eq!(judge(0x1234), (Severity::Info, "unknown (statfs magic 0x1234)".into()));
+}
