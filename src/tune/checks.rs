@@ -552,9 +552,10 @@ fn check_write_cache(d: &BlockDevice, cfg: &Config) -> Finding {
             "as the hardware reports",
             format!(
                 "the drive has a volatile cache: each fdatasync also sends a cache flush, which \
-                 makes it durable and costs{} latency. Drives with power-loss protection can be \
-                 set to write through to skip it; never do that to a drive without",
-                if sync { " every SYNC_FLUSH produce" } else { " each periodic flush" }
+                 makes it durable and adds the flush's latency to {}. Drives with power-loss \
+                 protection can be set to write through to skip it; never do that to a drive \
+                 without",
+                if sync { "every SYNC_FLUSH produce" } else { "each periodic flush" }
             ),
         ),
         Ok("write through") => finding(
