@@ -8,6 +8,7 @@
 //! - [`broker`]: the broker: shards, listeners, request routing over the shard mesh, topic
 //!   metadata, long-poll, startup and shutdown.
 //! - [`client`]: producer, pull consumer and admin client (std threads, usable from `fn main`).
+//! - [`tune`]: `ringmq tune`, the OS/config checker and the tuning profiles in tuning/.
 //! - [`runtime`]: the thin wrapper around glommio; the rest of the crate names glommio types only
 //!   through it.
 //!
@@ -19,3 +20,4 @@ pub mod format;
 pub mod protocol;
 pub mod runtime;
 pub mod storage;
+pub mod tune;

@@ -95,6 +95,11 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:10911")]
         broker: String,
     },
+    /// Checks the OS settings that matter to the broker, or applies a tuning profile.
+    Tune {
+        #[command(subcommand)]
+        action: ringmq::tune::TuneCommand,
+    },
 }
 
 #[derive(Subcommand)]
@@ -141,6 +146,7 @@ fn main() -> ExitCode {
             consume(&broker, &topic, queue, from_offset, follow, max_messages, tags)
         }
         Command::Stats { broker } => stats(&broker),
+        Command::Tune { action } => return ringmq::tune::run(action),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
