@@ -28,7 +28,7 @@
 
 use std::rc::Rc;
 use std::task::Poll;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::runtime::Semaphore;
 use futures::future::{select, Either};
@@ -65,8 +65,9 @@ pub async fn serve<L: ShardLog>(shard: Rc<Shard<L>>, stream: TcpStream, stop: St
 
     let mut rb = ReadBuffer::new(READ_CHUNK_BYTES);
     let b = &shard.config.broker;
+    let clock = shard.clock.clone();
     let mut deadline = ReadDeadline::new(
-        Instant::now(),
+        clock.now(),
         Duration::from_millis(b.frame_read_timeout_ms),
         Duration::from_millis(b.idle_timeout_ms),
     );
@@ -161,7 +162,7 @@ pub async fn serve<L: ShardLog>(shard: Rc<Shard<L>>, stream: TcpStream, stop: St
         }
         if got_bytes {
             // Every pass after the first follows a read that brought bytes.
-            deadline.received(Instant::now(), rb.filled().len(), completed);
+            deadline.received(clock.now(), rb.filled().len(), completed);
             completed = false;
         }
         // `needed` is bounded by max_frame_bytes: check_request refused anything larger.
@@ -171,13 +172,13 @@ pub async fn serve<L: ShardLog>(shard: Rc<Shard<L>>, stream: TcpStream, stop: St
             Poll::Ready(r) => r,
             Poll::Pending => loop {
                 let (at, _) = deadline.deadline();
-                let timer = Box::pin(runtime::sleep(at.saturating_duration_since(Instant::now())));
+                let timer = clock.sleep_until(at);
                 match select(&mut read, select(stop.clone(), timer)).await {
                     Either::Left((r, _)) => break r,
                     Either::Right((Either::Left(_), _)) => break 'conn,
                     Either::Right((Either::Right(_), _)) => {
                         let in_flight = max_in_flight - permits.available() as usize;
-                        if let Some(why) = deadline.expired(Instant::now(), in_flight) {
+                        if let Some(why) = deadline.expired(clock.now(), in_flight) {
                             tracing::debug!(
                                 %peer,
                                 "closing connection: {}",

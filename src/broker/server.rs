@@ -364,6 +364,7 @@ async fn shard_main(args: ShardArgs) -> Result<(), String> {
         data_tx,
         control_tx,
         metadata,
+        runtime::system_clock(),
     ));
     if let Err(e) = shard.start_idempotence(boot).await {
         close_log(id, &log).await;

@@ -38,7 +38,7 @@ use crate::protocol::{
     ErrorCode, ErrorDetail, Request, Response, SendStatus, ShardStats, SharedBytes, TopicInfo,
     TopicRoute,
 };
-use crate::runtime;
+use crate::runtime::{self, SharedClock};
 use crate::storage::{QueueKey, ReadBuf};
 
 /// A tag-filtered fetch reads at most this many times its `max_bytes` (at least 64 KiB)
@@ -131,6 +131,9 @@ pub struct Shard<L: ShardLog> {
     sequence_waiters: RefCell<SequenceWaiters>,
     /// Origin of the windows' clock (monotonic ms).
     started: Instant,
+    /// Every time this shard's logic reads or waits on (long-poll deadlines, connection
+    /// timeouts, idempotence windows); simulated in tests.
+    pub clock: SharedClock,
 }
 
 fn ok_or_stopped<T>(r: Result<T, oneshot::Canceled>, what: &str) -> Result<T, BrokerError> {
@@ -151,6 +154,7 @@ impl<L: ShardLog> Shard<L> {
         data_mesh: MeshSender<Forward>,
         control_mesh: MeshSender<Control>,
         metadata: Option<MetadataStore>,
+        clock: SharedClock,
     ) -> Self {
         let waiters = config.broker.max_long_poll_waiters_per_queue;
         Shard {
@@ -174,7 +178,8 @@ impl<L: ShardLog> Shard<L> {
             // Boot 0 until `start_idempotence` sets this run's start count.
             producer_ids: RefCell::new(ProducerIdAllocator::new(0, id, shard_count)),
             sequence_waiters: RefCell::new(HashMap::new()),
-            started: Instant::now(),
+            started: clock.now(),
+            clock,
             config,
         }
     }
@@ -187,8 +192,7 @@ impl<L: ShardLog> Shard<L> {
     pub async fn start_idempotence(&self, boot: u64) -> Result<(), BrokerError> {
         *self.producer_ids.borrow_mut() = ProducerIdAllocator::new(boot, self.id, self.shard_count);
         let b = &self.config.broker;
-        let since_ms = crate::storage::commit_log::now_ms()
-            .saturating_sub(b.idempotence_recovery_window_ms as i64);
+        let since_ms = self.clock.unix_ms().saturating_sub(b.idempotence_recovery_window_ms as i64);
         let mut budget = b.idempotence_recovery_scan_bytes;
         let t = Instant::now();
         let (mut batches, mut skipped) = (0u64, 0usize);
@@ -247,7 +251,7 @@ impl<L: ShardLog> Shard<L> {
     }
 
     fn now_ms(&self) -> u64 {
-        self.started.elapsed().as_millis() as u64
+        self.clock.now().saturating_duration_since(self.started).as_millis() as u64
     }
 
     /// The task queue for control-plane work on this shard.
@@ -653,7 +657,7 @@ impl<L: ShardLog> Shard<L> {
         self.stats.borrow_mut().fetch_requests += 1;
         let max_bytes = (max_bytes as usize).min(self.config.broker.max_fetch_bytes);
         let wait_ms = max_wait_ms.min(self.config.broker.max_long_poll_wait_ms);
-        let deadline = Instant::now() + Duration::from_millis(wait_ms.into());
+        let deadline = self.clock.now() + Duration::from_millis(wait_ms.into());
         let scan_budget = max_bytes.max(64 * 1024).saturating_mul(TAG_SCAN_FACTOR);
         let mut scanned = 0usize;
         let mut from = offset;
@@ -676,7 +680,7 @@ impl<L: ShardLog> Shard<L> {
                 batches: Vec::new(),
             };
             if from == o.next {
-                let now = Instant::now();
+                let now = self.clock.now();
                 if now >= deadline || self.stopping.get() || scanned >= scan_budget {
                     return Ok(empty(o, from));
                 }
@@ -694,7 +698,7 @@ impl<L: ShardLog> Shard<L> {
                 let flushed = std::pin::pin!(flushed);
                 let woken = select(waiter, flushed);
                 if let Some(Either::Right((false, _))) =
-                    runtime::timeout(deadline - now, woken).await
+                    runtime::timeout_at(&*self.clock, deadline, woken).await
                 {
                     // The log stopped: that data never becomes readable; stop waiting for it.
                     self.late_visible.borrow_mut().remove(&key);
@@ -903,6 +907,16 @@ mod tests {
         tweak: impl FnOnce(&mut crate::storage::StorageConfig),
         broker: impl FnOnce(&mut super::super::config::BrokerConfig),
     ) -> Rc<Shard<SimLog>> {
+        shard_with_clock(dir, waiters, tweak, broker, runtime::system_clock()).await
+    }
+
+    async fn shard_with_clock(
+        dir: SimDir,
+        waiters: usize,
+        tweak: impl FnOnce(&mut crate::storage::StorageConfig),
+        broker: impl FnOnce(&mut super::super::config::BrokerConfig),
+        clock: SharedClock,
+    ) -> Rc<Shard<SimLog>> {
         let mut config = Config::default();
         broker(&mut config.broker);
         config.broker.max_long_poll_waiters_per_queue = waiters;
@@ -922,7 +936,7 @@ mod tests {
         tweak(&mut storage);
         config.storage = storage.clone();
         let log = CommitLog::open_with(dir, storage).await.unwrap();
-        Rc::new(Shard::new(0, 1, Arc::new(config), log, ports, topics, data, control, None))
+        Rc::new(Shard::new(0, 1, Arc::new(config), log, ports, topics, data, control, None, clock))
     }
 
     async fn call(s: &Rc<Shard<SimLog>>, request: Request) -> Reply {
@@ -1389,6 +1403,33 @@ mod tests {
             s.begin_stop();
             parked.await.unwrap().unwrap();
             assert!(t.elapsed() < Duration::from_secs(5));
+        });
+    }
+
+    #[test]
+    fn a_long_poll_ends_when_the_clock_passes_its_deadline_not_before() {
+        run(|| async {
+            let clock = runtime::SimClock::new(1_700_000_000_000);
+            let s = shard_with_clock(SimDir::new(51), 8, |_| {}, |_| {}, clock.clone()).await;
+            let s2 = s.clone();
+            let real = Instant::now();
+            let parked = runtime::spawn(async move { call(&s2, fetch(0, 30_000)).await });
+            until_parked(&s, 1).await;
+            clock.advance(Duration::from_millis(29_999));
+            // Let the woken fetch look again: still before its deadline, it parks again.
+            for _ in 0..10 {
+                runtime::yield_once().await;
+            }
+            until_parked(&s, 1).await;
+            clock.advance(Duration::from_millis(1));
+            let r = parked.await.unwrap().unwrap();
+            assert!(
+                matches!(r, Response::Fetch { next_offset: 0, ref batches, .. } if batches.is_empty()),
+                "{r:?}"
+            );
+            assert_eq!(s.stats().long_poll_waiting, 0);
+            // Ended by the simulated clock, not by 30 s of real time.
+            assert!(real.elapsed() < Duration::from_secs(20), "{:?}", real.elapsed());
         });
     }
 }

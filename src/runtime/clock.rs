@@ -13,12 +13,22 @@
 //!
 //! Clocks are `Send + Sync`: the client's threads share one, and a broker hands a clone of its
 //! `Arc` to each shard (immutable, no contention: [`SystemClock`] holds no state).
-//! What a clock does *not* do is wake anybody: waiting is I/O (glommio timers on a shard,
-//! `recv_timeout` on a client thread), and code that waits re-reads the clock when it wakes.
+//!
+//! Waiting goes through the clock too, on shard executors: [`Clock::sleep_until`] is a glommio
+//! timer for the system clock and, for a simulated clock, a future that completes when the test
+//! advances the time past its deadline. So a long-poll that waits 30 s, or a connection's idle
+//! timeout of 10 minutes, is tested by advancing a [`SimClock`], not by waiting. (Client threads
+//! block on OS primitives and re-read the clock when they wake.)
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// A future that completes at a deadline of a [`Clock`].
+pub type Sleep = Pin<Box<dyn Future<Output = ()>>>;
 
 /// A source of time. See the module documentation.
 pub trait Clock: Send + Sync + 'static {
@@ -26,6 +36,9 @@ pub trait Clock: Send + Sync + 'static {
     fn now(&self) -> Instant;
     /// Wall-clock time in milliseconds since the Unix epoch (negative before 1970).
     fn unix_ms(&self) -> i64;
+    /// Completes once [`Clock::now`] reaches `deadline`. For the system clock this is a glommio
+    /// timer, so it must be awaited on a shard executor.
+    fn sleep_until(&self, deadline: Instant) -> Sleep;
 }
 
 /// A clock shared between components and threads.
@@ -46,6 +59,10 @@ impl Clock for SystemClock {
             Err(e) => -(e.duration().as_millis() as i64),
         }
     }
+
+    fn sleep_until(&self, deadline: Instant) -> Sleep {
+        Box::pin(glommio::timer::sleep(deadline.saturating_duration_since(Instant::now())))
+    }
 }
 
 /// The system clock as a [`SharedClock`].
@@ -59,45 +76,98 @@ pub fn system_clock() -> SharedClock {
 /// would), so code can be tested against wall-clock jumps too.
 #[derive(Debug)]
 pub struct SimClock {
+    state: Arc<SimState>,
+}
+
+#[derive(Debug)]
+struct SimState {
     origin: Instant,
     elapsed_ns: AtomicU64,
     unix_ms: AtomicI64,
+    /// Sleeps waiting for the time to move; all are woken on every advance and re-check their
+    /// deadline (a test clock has few sleepers; each registers at most once per advance).
+    sleepers: Mutex<Vec<Waker>>,
+}
+
+impl SimState {
+    fn now(&self) -> Instant {
+        self.origin + Duration::from_nanos(self.elapsed_ns.load(Ordering::SeqCst))
+    }
 }
 
 impl SimClock {
     pub fn new(unix_ms: i64) -> Arc<SimClock> {
         Arc::new(SimClock {
-            origin: Instant::now(),
-            elapsed_ns: AtomicU64::new(0),
-            unix_ms: AtomicI64::new(unix_ms),
+            state: Arc::new(SimState {
+                origin: Instant::now(),
+                elapsed_ns: AtomicU64::new(0),
+                unix_ms: AtomicI64::new(unix_ms),
+                sleepers: Mutex::new(Vec::new()),
+            }),
         })
     }
 
-    /// Moves time forward by `d` (monotonic and wall clock alike).
+    /// Moves time forward by `d` (monotonic and wall clock alike) and wakes the sleeps whose
+    /// deadline it reached.
     pub fn advance(&self, d: Duration) {
         let ns = u64::try_from(d.as_nanos()).expect("a simulated step fits in u64 nanoseconds");
-        self.elapsed_ns.fetch_add(ns, Ordering::SeqCst);
-        self.unix_ms.fetch_add(d.as_millis() as i64, Ordering::SeqCst);
+        self.state.elapsed_ns.fetch_add(ns, Ordering::SeqCst);
+        self.state.unix_ms.fetch_add(d.as_millis() as i64, Ordering::SeqCst);
+        let woken =
+            std::mem::take(&mut *self.state.sleepers.lock().unwrap_or_else(|p| p.into_inner()));
+        for w in woken {
+            w.wake();
+        }
+    }
+
+    /// Sleeps that have not completed yet and are waiting for the time to move.
+    pub fn sleepers(&self) -> usize {
+        self.state.sleepers.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 
     /// Sets the wall clock alone; the monotonic time does not move.
     pub fn set_unix_ms(&self, unix_ms: i64) {
-        self.unix_ms.store(unix_ms, Ordering::SeqCst);
+        self.state.unix_ms.store(unix_ms, Ordering::SeqCst);
     }
 
     /// How far the monotonic time moved since the clock was made.
     pub fn elapsed(&self) -> Duration {
-        Duration::from_nanos(self.elapsed_ns.load(Ordering::SeqCst))
+        Duration::from_nanos(self.state.elapsed_ns.load(Ordering::SeqCst))
     }
 }
 
 impl Clock for SimClock {
     fn now(&self) -> Instant {
-        self.origin + self.elapsed()
+        self.state.now()
     }
 
     fn unix_ms(&self) -> i64 {
-        self.unix_ms.load(Ordering::SeqCst)
+        self.state.unix_ms.load(Ordering::SeqCst)
+    }
+
+    fn sleep_until(&self, deadline: Instant) -> Sleep {
+        Box::pin(SimSleep { state: self.state.clone(), deadline })
+    }
+}
+
+struct SimSleep {
+    state: Arc<SimState>,
+    deadline: Instant,
+}
+
+impl Future for SimSleep {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let mut sleepers = self.state.sleepers.lock().unwrap_or_else(|p| p.into_inner());
+        // Checked under the lock `advance` takes to wake, so no advance is missed.
+        if self.state.now() >= self.deadline {
+            return Poll::Ready(());
+        }
+        if !sleepers.iter().any(|w| w.will_wake(cx.waker())) {
+            sleepers.push(cx.waker().clone());
+        }
+        Poll::Pending
     }
 }
 
@@ -123,6 +193,20 @@ mod tests {
         c.set_unix_ms(5_000);
         assert_eq!(c.unix_ms(), 5_000);
         assert_eq!(c.now(), t0);
+    }
+
+    #[test]
+    fn a_simulated_sleep_completes_when_time_reaches_its_deadline() {
+        use futures::FutureExt;
+        let c = SimClock::new(0);
+        let mut sleep = c.sleep_until(c.now() + Duration::from_secs(30));
+        assert!(sleep.as_mut().now_or_never().is_none());
+        assert_eq!(c.sleepers(), 1);
+        c.advance(Duration::from_secs(29));
+        assert!(sleep.as_mut().now_or_never().is_none(), "one second early");
+        c.advance(Duration::from_secs(1));
+        assert_eq!(c.sleepers(), 0, "woken");
+        assert!(sleep.as_mut().now_or_never().is_some());
     }
 
     #[test]

@@ -15,9 +15,9 @@
 pub mod clock;
 
 use std::future::Future;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-pub use clock::{system_clock, Clock, SharedClock, SimClock, SystemClock};
+pub use clock::{system_clock, Clock, SharedClock, SimClock, Sleep, SystemClock};
 pub use glommio::io::{DmaBuffer, ReadResult};
 
 /// Options for one executor.
@@ -193,6 +193,20 @@ where
 
 pub async fn sleep(d: Duration) {
     glommio::timer::sleep(d).await;
+}
+
+/// Awaits `fut` until `clock` reaches `deadline`; None on timeout.
+pub async fn timeout_at<F: Future>(
+    clock: &dyn Clock,
+    deadline: Instant,
+    fut: F,
+) -> Option<F::Output> {
+    futures::pin_mut!(fut);
+    let timer = clock.sleep_until(deadline);
+    match futures::future::select(fut, timer).await {
+        futures::future::Either::Left((v, _)) => Some(v),
+        futures::future::Either::Right(_) => None,
+    }
 }
 
 /// Awaits `fut` for at most `d`; None on timeout.
