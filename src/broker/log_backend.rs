@@ -44,8 +44,12 @@ impl<D: LogDir + 'static> ShardLog for Rc<CommitLog<D>> {
         CommitLog::offsets(self, queue)
     }
 
-    fn offset_for_timestamp(&self, queue: QueueKey, timestamp_ms: i64) -> u64 {
-        CommitLog::offset_for_timestamp(self, queue, timestamp_ms)
+    async fn offset_for_timestamp(
+        &self,
+        queue: QueueKey,
+        timestamp_ms: i64,
+    ) -> Result<u64, StorageError> {
+        CommitLog::offset_for_timestamp(self, queue, timestamp_ms).await
     }
 
     async fn flush(&self) -> Result<(), StorageError> {

@@ -317,7 +317,7 @@ impl<L: ShardLog> Shard<L> {
             Request::Offsets { timestamp_ms, .. } => {
                 let o = self.log.offsets(key);
                 let timestamp_offset = if timestamp_ms >= 0 {
-                    self.log.offset_for_timestamp(key, timestamp_ms)
+                    self.log.offset_for_timestamp(key, timestamp_ms).await?
                 } else {
                     o.next
                 };

@@ -33,8 +33,13 @@ pub trait ShardLog: 'static {
         max_bytes: usize,
     ) -> Result<Vec<ReadBuf>, StorageError>;
     fn offsets(&self, queue: QueueKey) -> QueueOffsets;
-    /// First offset whose batch was stored at or after `timestamp_ms`, else `next`.
-    fn offset_for_timestamp(&self, queue: QueueKey, timestamp_ms: i64) -> u64;
+    /// First offset whose batch was stored at or after `timestamp_ms`, else `next`. Async: the
+    /// index it searches lives on disk.
+    async fn offset_for_timestamp(
+        &self,
+        queue: QueueKey,
+        timestamp_ms: i64,
+    ) -> Result<u64, StorageError>;
     async fn flush(&self) -> Result<(), StorageError>;
     async fn close(&self) -> Result<(), StorageError>;
 }

@@ -63,6 +63,13 @@ pub struct StorageConfig {
     pub disk_max_used_ratio: f64,
     /// How often the log applies the retention policy on its own. Default 60000.
     pub retention_check_interval_ms: u64,
+    /// Memory the per-queue index may use: its block cache, per-queue counters and entries not
+    /// yet written to the index files (the index itself lives on disk). At least 65536.
+    /// Default 64 MiB.
+    pub index_cache_bytes: usize,
+    /// Entries (32 bytes each) per index file of a queue; a multiple of 128. Retention
+    /// deletes a queue's index files whole. Default 65536 (2 MiB files).
+    pub index_file_entries: u64,
 }
 
 impl Default for StorageConfig {
@@ -84,6 +91,8 @@ impl Default for StorageConfig {
             retention_hours: 48,
             disk_max_used_ratio: 0.75,
             retention_check_interval_ms: 60_000,
+            index_cache_bytes: 64 << 20,
+            index_file_entries: 65_536,
         }
     }
 }
@@ -142,6 +151,18 @@ impl StorageConfig {
         }
         if self.retention_hours == 0 {
             return Err("retention_hours must be at least 1".into());
+        }
+        if self.index_cache_bytes < 64 * 1024 {
+            return Err(format!(
+                "index_cache_bytes = {} must be at least 65536",
+                self.index_cache_bytes
+            ));
+        }
+        if self.index_file_entries == 0 || self.index_file_entries % 128 != 0 {
+            return Err(format!(
+                "index_file_entries = {} must be a positive multiple of 128",
+                self.index_file_entries
+            ));
         }
         Ok(())
     }
