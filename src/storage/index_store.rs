@@ -380,14 +380,16 @@ impl<F: LogFile> IndexStore<F> {
         Ok(self.entry_and_block(dir, queue, n).await?.0)
     }
 
-    /// Entry `n` of `queue` and, if it is written, the block holding it.
+    /// Entry `n` of `queue` and, if it is written, the block holding it with the number of
+    /// entries known written before the block was read (the block holds all of those; a
+    /// write-back meanwhile may have added more that this copy lacks).
     async fn entry_and_block<D: LogDir<File = F>>(
         &self,
         dir: &D,
         queue: QueueKey,
         n: u64,
-    ) -> Result<(IndexEntry, Option<Block>), LookupError> {
-        {
+    ) -> Result<(IndexEntry, Option<(Block, u64)>), LookupError> {
+        let written = {
             let queues = self.queues.borrow();
             let Some(q) = queues.get(&queue) else { return Err(LookupError::Gone) };
             if n < q.first_entry || n >= q.next_entry() {
@@ -396,13 +398,14 @@ impl<F: LogFile> IndexStore<F> {
             if let Some(e) = q.pending_entry(n) {
                 return Ok((e, None));
             }
-        }
+            q.written_entries
+        };
         let block = match self.block(dir, queue, n / ENTRIES_PER_BLOCK).await {
             Ok(b) => b,
             Err(e) => return Err(self.explain_missing(queue, n, e)),
         };
         let e = self.decode_slot(queue, &block, n)?;
-        Ok((e, Some(block)))
+        Ok((e, Some((block, written))))
     }
 
     /// Entry `n` from its block; an all-zero slot means the file lacks a written entry.
@@ -525,8 +528,7 @@ impl<F: LogFile> IndexStore<F> {
             // One lookup per block: the rest of the block's written entries come from it.
             let (first, block) = self.entry_and_block(dir, queue, n).await?;
             let mut batch = vec![first];
-            if let Some(b) = block {
-                let written = self.queues.borrow().get(&queue).map_or(0, |q| q.written_entries);
+            if let Some((b, written)) = block {
                 let block_end = (n / ENTRIES_PER_BLOCK + 1) * ENTRIES_PER_BLOCK;
                 for k in n + 1..block_end.min(written) {
                     batch.push(self.decode_slot(queue, &b, k)?);
@@ -572,10 +574,14 @@ impl<F: LogFile> IndexStore<F> {
                 let block = start / ENTRIES_PER_BLOCK;
                 let slot = start % ENTRIES_PER_BLOCK;
                 let count = (n as u64).min(ENTRIES_PER_BLOCK - slot) as usize;
-                let mut bytes = if slot == 0 {
-                    vec![0u8; BLOCK_BYTES]
-                } else {
+                // Earlier entries of this block that are still retained must be kept; entries
+                // dropped by retention before they were written leave nothing to keep.
+                let first = self.queues.borrow().get(&queue).map_or(0, |q| q.first_entry);
+                let keep_earlier = slot > 0 && first < start;
+                let mut bytes = if keep_earlier {
                     self.block(dir, queue, block).await?.to_vec()
+                } else {
+                    vec![0u8; BLOCK_BYTES]
                 };
                 {
                     let queues = self.queues.borrow();
@@ -586,7 +592,8 @@ impl<F: LogFile> IndexStore<F> {
                     }
                 }
                 let (file, at) = self.file_of(block);
-                let new_file = at == 0 && slot == 0;
+                // Without an earlier entry in this block, the file may not exist yet.
+                let new_file = !keep_earlier;
                 let f = self.file(dir, queue, file, new_file).await?;
                 let mut buf = runtime::alloc_dma(BLOCK_BYTES);
                 buf.as_bytes_mut()[..BLOCK_BYTES].copy_from_slice(&bytes);
@@ -701,7 +708,20 @@ impl<F: LogFile> IndexStore<F> {
             let e = lowest_file.entry(q).or_insert(f);
             *e = (*e).min(f);
         }
+        let present: BTreeSet<(QueueKey, u64)> = files.iter().copied().collect();
         for c in &ckpt.queues {
+            // Files below the lowest present one may be gone (retention after the checkpoint);
+            // from there on, every file the checkpoint counts entries in must exist.
+            let needed_from = lowest_file.get(&c.queue).map_or(0, |f| *f);
+            let mut needed = (c.first_entry / self.file_entries).max(needed_from)
+                ..c.next_entry.div_ceil(self.file_entries);
+            let all_dropped = floors.get(&c.queue).is_some_and(|f| *f >= c.next_offset);
+            if let Some(f) = needed.find(|f| !all_dropped && !present.contains(&(c.queue, *f))) {
+                return Err(LookupError::Corrupt {
+                    file: index_file_name(c.queue, f),
+                    reason: "an index file the checkpoint counts entries in is missing".into(),
+                });
+            }
             self.with_queue(c.queue, c.min_offset, |q| {
                 q.first_entry = c.first_entry;
                 q.written_entries = c.next_entry;
@@ -778,6 +798,53 @@ impl<F: LogFile> IndexStore<F> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::sim_dir::{SimDir, SimFileHandle};
+
+    fn entry(base: u64, position: u64) -> IndexEntry {
+        IndexEntry {
+            base_offset: base,
+            position,
+            length: 100,
+            record_count: 2,
+            store_timestamp_ms: 5,
+        }
+    }
+
+    fn on_executor<Fut: std::future::Future<Output = ()> + 'static>(
+        f: impl FnOnce() -> Fut + Send + 'static,
+    ) {
+        let opts =
+            runtime::ExecutorOptions { name: "t".into(), cpu: None, io_memory_bytes: 1 << 20 };
+        runtime::run_on_new_executor(opts, f).expect("executor");
+    }
+
+    /// Regression: retention dropped entries that were never written (no write-back yet);
+    /// the write-back of the next entries then read the block of the dropped ones from a file
+    /// that was never created, failed, and stopped the log.
+    #[test]
+    fn entries_dropped_before_they_were_written_leave_nothing_to_read() {
+        on_executor(|| async {
+            let dir = SimDir::new(1);
+            let store: IndexStore<SimFileHandle> = IndexStore::new(128, 64 * 1024);
+            let q = QueueKey::new(1, 1);
+            for i in 0..10 {
+                store.push(q, entry(2 * i, 100 * i));
+            }
+            let _gate = store.lock().await;
+            let doomed = store.drop_before(&dir, 500).await.unwrap();
+            assert!(doomed.is_empty(), "file 0 still holds retained entries");
+            assert_eq!(store.visible_offsets(q, u64::MAX).unwrap().min, 10);
+            store.push(q, entry(20, 1000));
+            store.writeback(&dir, u64::MAX).await.unwrap();
+            store.sync(&dir).await.unwrap();
+            store.clear_cache();
+            for (offset, position) in [(10, 500), (19, 900), (21, 1000)] {
+                let n = store.find(&dir, q, offset).await.unwrap().unwrap();
+                assert_eq!(store.entry(&dir, q, n).await.unwrap().position, position);
+            }
+            assert!(matches!(store.entry(&dir, q, 4).await, Err(LookupError::Gone)));
+        });
+    }
 
     #[test]
     fn file_names_round_trip() {
