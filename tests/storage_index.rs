@@ -113,6 +113,16 @@ fn an_untrustworthy_index_is_rebuilt_from_the_log() {
         assert_eq!(tags(&log, QA).await, expected(0, 300, QA));
         assert_eq!(tags(&log, QB).await, expected(0, 300, QB));
         log.close().await.unwrap();
+
+        // Files written with another index_file_entries cannot be read: rebuilt.
+        let other = StorageConfig { index_file_entries: 256, ..config() };
+        let log = CommitLog::open_with(dir.clone(), other.clone()).await.unwrap();
+        assert_eq!(tags(&log, QA).await, expected(0, 300, QA));
+        assert_eq!(tags(&log, QB).await, expected(0, 300, QB));
+        log.close().await.unwrap();
+        let log = CommitLog::open_with(dir.clone(), other).await.unwrap();
+        assert_eq!(tags(&log, QA).await, expected(0, 300, QA));
+        log.close().await.unwrap();
     });
 }
 

@@ -948,7 +948,12 @@ impl<D: LogDir + 'static> CommitLog<D> {
             .await
             .map_err(|e| fail("writing the queue index", e))?;
         self.index.sync(&self.dir).await.map_err(|e| fail("syncing the queue index", e))?;
-        let ckpt = IndexCheckpoint { position, segments, queues };
+        let ckpt = IndexCheckpoint {
+            position,
+            file_entries: self.config.index_file_entries,
+            segments,
+            queues,
+        };
         self.dir
             .write_atomic(CHECKPOINT_FILE, &ckpt.encode())
             .await
@@ -1304,7 +1309,16 @@ async fn recover_index<D: LogDir>(
     let fresh = || IndexStore::new(config.index_file_entries, config.index_cache_bytes);
     let checkpoint = match dir.read_all(CHECKPOINT_FILE).await {
         Ok(Some(b)) => match IndexCheckpoint::decode(&b) {
-            Ok(c) => Some(c),
+            Ok(c) if c.file_entries == config.index_file_entries => Some(c),
+            Ok(c) => {
+                tracing::warn!(
+                    "index_file_entries changed from {} to {}; rebuilding the queue index from \
+                     the log",
+                    c.file_entries,
+                    config.index_file_entries
+                );
+                None
+            }
             Err(reason) => {
                 tracing::warn!("{reason}; rebuilding the queue index from the log");
                 None

@@ -182,3 +182,21 @@ impl StorageConfig {
         self.write_pool_bytes() + self.cache_bytes + read_ahead + reads_in_flight
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn index_knobs_are_validated() {
+        StorageConfig::default().validate().unwrap();
+        let small = StorageConfig { index_cache_bytes: 1000, ..StorageConfig::default() };
+        assert!(small.validate().unwrap_err().contains("index_cache_bytes"));
+        for entries in [0, 100, 129] {
+            let c = StorageConfig { index_file_entries: entries, ..StorageConfig::default() };
+            assert!(c.validate().unwrap_err().contains("index_file_entries"));
+        }
+        let c = StorageConfig { index_file_entries: 256, ..StorageConfig::default() };
+        c.validate().unwrap();
+    }
+}

@@ -210,13 +210,15 @@ pub struct SegmentCheckpoint {
 pub struct IndexCheckpoint {
     /// Every batch below this log position has its entry in the index files.
     pub position: u64,
+    /// `index_file_entries` the files were written with (they cannot be read with another).
+    pub file_entries: u64,
     pub segments: Vec<SegmentCheckpoint>,
     pub queues: Vec<QueueCheckpoint>,
 }
 
 const CHECKPOINT_MAGIC: &[u8; 4] = b"RQIC";
 const CHECKPOINT_VERSION: u32 = 1;
-const CHECKPOINT_HEADER_BYTES: usize = 4 + 4 + 8 + 4 + 4;
+const CHECKPOINT_HEADER_BYTES: usize = 4 + 4 + 8 + 8 + 4 + 4;
 const SEGMENT_RECORD_BYTES: usize = 24;
 const QUEUE_RECORD_BYTES: usize = 40;
 
@@ -231,6 +233,7 @@ impl IndexCheckpoint {
         b.extend_from_slice(CHECKPOINT_MAGIC);
         b.extend_from_slice(&CHECKPOINT_VERSION.to_le_bytes());
         b.extend_from_slice(&self.position.to_le_bytes());
+        b.extend_from_slice(&self.file_entries.to_le_bytes());
         b.extend_from_slice(&(self.segments.len() as u32).to_le_bytes());
         b.extend_from_slice(&(self.queues.len() as u32).to_le_bytes());
         for s in &self.segments {
@@ -270,8 +273,9 @@ impl IndexCheckpoint {
             return Err(format!("unsupported index checkpoint version {}", u32_at(4)));
         }
         let position = u64_at(8);
-        let segment_count = u32_at(16) as usize;
-        let queue_count = u32_at(20) as usize;
+        let file_entries = u64_at(16);
+        let segment_count = u32_at(24) as usize;
+        let queue_count = u32_at(28) as usize;
         let expect = CHECKPOINT_HEADER_BYTES
             + segment_count * SEGMENT_RECORD_BYTES
             + queue_count * QUEUE_RECORD_BYTES;
@@ -304,7 +308,7 @@ impl IndexCheckpoint {
             queues.push(q);
             at += QUEUE_RECORD_BYTES;
         }
-        Ok(IndexCheckpoint { position, segments, queues })
+        Ok(IndexCheckpoint { position, file_entries, segments, queues })
     }
 }
 
@@ -363,6 +367,7 @@ mod tests {
     fn checkpoint_round_trip_and_corruption() {
         let c = IndexCheckpoint {
             position: 4096,
+            file_entries: 128,
             segments: vec![
                 SegmentCheckpoint { base: 0, sealed_end: Some(4000), max_store_timestamp_ms: 9 },
                 SegmentCheckpoint { base: 65536, sealed_end: None, max_store_timestamp_ms: 10 },
