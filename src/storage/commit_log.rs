@@ -24,6 +24,14 @@
 //! append gets [`StorageError::Failed`]. We never retry an fsync: after a failure the kernel
 //! may have dropped the dirty pages (fsyncgate), so only recovery from disk is trustworthy.
 //!
+//! # Index
+//! Each append records the batch's entry in the [`IndexStore`] (memory only). Entries are
+//! written to the per-queue index files behind the log, once durable, by the index task (kicked
+//! by the flusher, so index I/O never delays a group commit); about once per
+//! `segment_size_bytes` of durable log, and on close, [`CommitLog::checkpoint_index`] makes
+//! them durable and records the position recovery may start scanning from. Reads look entries
+//! up in the index (possibly reading index blocks) before planning their log reads.
+//!
 //! # Visibility
 //! In sync flush mode a batch becomes readable once durable; in async mode once appended (the
 //! RocketMQ behaviour). Fresh bytes are served from the chunk cache; older bytes from disk,
