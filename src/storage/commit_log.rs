@@ -875,7 +875,7 @@ impl<D: LogDir + 'static> CommitLog<D> {
             .index
             .drop_before(&self.dir, new_start)
             .await
-            .map_err(|e| self.lookup_error(QueueKey::new(0, 0), 0, e))?;
+            .map_err(|e| index_error("dropping index entries", e))?;
         let floors = {
             let mut st = self.st.borrow_mut();
             st.cache.retain_range(new_start, u64::MAX);
@@ -1268,7 +1268,7 @@ async fn recover<D: LogDir>(dir: &D, config: &StorageConfig) -> Result<Recovered
         index
             .truncate_from(dir, end)
             .await
-            .map_err(|e| index_recovery_error("truncating the queue index", e))?;
+            .map_err(|e| index_error("truncating the queue index", e))?;
     }
     // The block holding the end is rewritten by the next write: carry its valid prefix.
     let carry = if end % ALIGN != 0 {
@@ -1347,19 +1347,19 @@ async fn recover_index<D: LogDir>(
             tracing::warn!(
                 "queue index files do not match the checkpoint ({}); rebuilding the queue \
                  index from the log",
-                index_recovery_error("loading the queue index", e)
+                index_error("loading the queue index", e)
             );
             let index = fresh();
             index
                 .recover(dir, names, None, floors)
                 .await
-                .map_err(|e| index_recovery_error("rebuilding the queue index", e))?;
+                .map_err(|e| index_error("rebuilding the queue index", e))?;
             Ok((index, HashMap::new()))
         }
     }
 }
 
-fn index_recovery_error(what: &str, e: LookupError) -> StorageError {
+fn index_error(what: &str, e: LookupError) -> StorageError {
     match e {
         LookupError::Io(e) => StorageError::io(what, e),
         LookupError::Gone => StorageError::Corrupt {
