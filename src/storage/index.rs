@@ -137,7 +137,11 @@ impl QueueIndex {
     pub fn mark_written(&mut self, n: usize) {
         self.pending.drain(..n);
         self.written_entries += n as u64;
-        if self.pending.capacity() > 2 * self.pending.len() + 16 {
+        // Idle queues must not keep buffers: 10,000 queues × a few spare entries each would
+        // eat the budget the block cache needs.
+        if self.pending.is_empty() {
+            self.pending = VecDeque::new();
+        } else if self.pending.capacity() > 2 * self.pending.len() + 16 {
             self.pending.shrink_to(self.pending.len() + 8);
         }
     }
@@ -353,6 +357,9 @@ mod tests {
         q.truncate_to(2, 20);
         assert_eq!(q.offsets(), QueueOffsets { min: 15, next: 20 });
         assert_eq!(q.next_entry(), 2);
+        q.push(entry(20, 300, 1, 4));
+        q.mark_written(1);
+        assert_eq!(q.pending.capacity(), 0, "an idle queue keeps no buffer");
     }
 
     #[test]
