@@ -227,3 +227,50 @@ fn index_files_on_real_files_with_direct_io() {
         log.close().await.unwrap();
     });
 }
+
+/// Many small batches with the smallest budget: entries are written back (not only at
+/// checkpoints) and appends hit the write-back limit; torn crashes at random moments must keep
+/// every flushed batch, in order, and nothing that was not appended.
+#[test]
+fn crashes_during_write_back_keep_every_flushed_batch() {
+    run(|| async {
+        const QUEUES: u32 = 50;
+        let dir = SimDir::new(11);
+        dir.set_torn_crash(true);
+        let mut cfg = config();
+        cfg.segment_size_bytes = 256 * 1024;
+        cfg.flush_bytes = 64 * 1024;
+        let mut log = CommitLog::open_with(dir.clone(), cfg.clone()).await.unwrap();
+        let mut appended: Vec<Vec<u64>> = vec![Vec::new(); QUEUES as usize];
+        let mut flushed: Vec<usize> = vec![0; QUEUES as usize];
+        let mut tag = 0u64;
+        for round in 0..4 {
+            for i in 0..3_000u64 {
+                tag += 1;
+                let q = ((tag * 7919) % u64::from(QUEUES)) as u32;
+                log.append(QueueKey::new(9, q), &batch(tag, 1, 8)).await.unwrap();
+                appended[q as usize].push(tag);
+                if i % 1_000 == 999 {
+                    log.flush().await.unwrap();
+                    for (f, a) in flushed.iter_mut().zip(&appended) {
+                        *f = a.len();
+                    }
+                }
+            }
+            let memory = log.index_memory();
+            assert!(memory.total_bytes() <= cfg.index_cache_bytes, "{memory:?}");
+            dir.crash();
+            drop(log);
+            log = CommitLog::open_with(dir.clone(), cfg.clone()).await.unwrap();
+            for q in 0..QUEUES {
+                let got = tags(&log, QueueKey::new(9, q)).await;
+                let want = &appended[q as usize];
+                assert!(want.starts_with(&got), "round {round} queue {q}: not a prefix");
+                assert!(got.len() >= flushed[q as usize], "round {round} queue {q}: lost data");
+                appended[q as usize].truncate(got.len());
+                flushed[q as usize] = got.len();
+            }
+        }
+        log.close().await.unwrap();
+    });
+}

@@ -12,8 +12,9 @@
 //! A per-shard index log would need a second per-queue structure to find a queue's entries.
 //! Per-queue files (RocketMQ's ConsumeQueue layout) keep a queue's entries contiguous, so a
 //! consumer reading a queue reads consecutive blocks and retention deletes whole old files.
-//! The price is file handles (bounded: at most [`MAX_OPEN_INDEX_FILES`] open, least recently
-//! used closed first) and one fdatasync per written file per checkpoint.
+//! The price is file handles (bounded: at most [`MAX_OPEN_INDEX_FILES`] open, fewer with a
+//! small budget, least recently used closed first) and one fdatasync per written file per
+//! checkpoint (or earlier, when the set of files to sync grows past a sixteenth of the budget).
 //!
 //! # Memory (`index_cache_bytes`)
 //! Counted by [`IndexStore::memory_bytes`]: per-queue counters, pending entries, open file
@@ -45,12 +46,12 @@ use crate::runtime::{self, Semaphore};
 
 pub const QUEUE_INDEX_SUFFIX: &str = ".qidx";
 pub const CHECKPOINT_FILE: &str = "index.checkpoint";
-/// Index files kept open at once; more are reopened on use.
+/// Index files kept open at once at most (fewer with a small budget); more are reopened on use.
 pub const MAX_OPEN_INDEX_FILES: usize = 64;
 /// Memory an open file handle costs, counted in the budget (fd, glommio state, map slots).
 const OPEN_FILE_BYTES: usize = 512;
 /// Memory one entry of the dirty-file set costs.
-const DIRTY_FILE_BYTES: usize = 64;
+const DIRTY_FILE_BYTES: usize = 32;
 
 /// Name of index file `file` of `queue`.
 pub fn index_file_name(queue: QueueKey, file: u64) -> String {
@@ -97,6 +98,7 @@ struct OpenFiles<F> {
     files: HashMap<(QueueKey, u64), (Rc<F>, u64)>,
     lru: BTreeMap<u64, (QueueKey, u64)>,
     tick: u64,
+    max_open: usize,
 }
 
 impl<F> OpenFiles<F> {
@@ -115,7 +117,7 @@ impl<F> OpenFiles<F> {
             self.lru.remove(&used);
         }
         self.lru.insert(self.tick, key);
-        while self.files.len() > MAX_OPEN_INDEX_FILES {
+        while self.files.len() > self.max_open {
             // Dropping the handle closes the file (a reader still holding it keeps it open).
             let Some((_, old)) = self.lru.pop_first() else { break };
             self.files.remove(&old);
@@ -179,7 +181,13 @@ impl<F: LogFile> IndexStore<F> {
             queues: RefCell::new(HashMap::new()),
             pending_capacity: Cell::new(0),
             cache: RefCell::new(IndexCache::new(budget_bytes)),
-            files: RefCell::new(OpenFiles { files: HashMap::new(), lru: BTreeMap::new(), tick: 0 }),
+            files: RefCell::new(OpenFiles {
+                files: HashMap::new(),
+                lru: BTreeMap::new(),
+                tick: 0,
+                // Open handles may take a sixteenth of the budget.
+                max_open: (budget_bytes / 16 / OPEN_FILE_BYTES).clamp(2, MAX_OPEN_INDEX_FILES),
+            }),
             dirty_files: RefCell::new(BTreeSet::new()),
             created_files: Cell::new(false),
             write_epoch: Cell::new(0),
@@ -606,6 +614,10 @@ impl<F: LogFile> IndexStore<F> {
                 self.dirty_files.borrow_mut().insert((queue, file));
                 self.cache.borrow_mut().insert(BlockKey { queue, block }, Rc::new(bytes));
                 self.with_queue(queue, 0, |q| q.mark_written(count));
+                if self.dirty_files.borrow().len() * DIRTY_FILE_BYTES > self.budget_bytes / 16 {
+                    // Remembering which files need an fdatasync costs memory too: sync early.
+                    self.sync(dir).await?;
+                }
             }
         }
         Ok(())
