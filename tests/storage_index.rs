@@ -274,3 +274,23 @@ fn crashes_during_write_back_keep_every_flushed_batch() {
         log.close().await.unwrap();
     });
 }
+
+/// A lookup by time never answers past what a fetch may read (sync mode: the durable end).
+#[test]
+fn lookup_by_time_is_bounded_by_the_readable_end() {
+    run(|| async {
+        let dir = SimDir::new(12);
+        let cfg = StorageConfig { flush_mode: FlushMode::Sync, ..config() };
+        let log = CommitLog::open_with(dir.clone(), cfg).await.unwrap();
+        let a = log.append_committed(QA, &batch(1, 3, 10)).await.unwrap().0;
+        // Appended but not durable, so not readable yet.
+        let b = log.append(QA, &batch(2, 3, 10)).await.unwrap();
+        assert_eq!(log.offsets(QA).next, 3);
+        assert_eq!(log.offset_for_timestamp(QA, a.store_timestamp_ms).await.unwrap(), 0);
+        assert_eq!(log.offset_for_timestamp(QA, b.store_timestamp_ms + 1).await.unwrap(), 3);
+        assert!(log.read(QA, 3, 100).await.unwrap().batches.is_empty());
+        log.flush().await.unwrap();
+        assert_eq!(log.offset_for_timestamp(QA, b.store_timestamp_ms + 1).await.unwrap(), 6);
+        log.close().await.unwrap();
+    });
+}

@@ -786,10 +786,11 @@ impl<D: LogDir + 'static> CommitLog<D> {
         self.index.visible_offsets(queue, visible).unwrap_or_default()
     }
 
-    /// First offset of `queue` stored at or after `ts_ms`; the next offset if none.
+    /// First offset of `queue` stored at or after `ts_ms`; the next offset if none. Bounded
+    /// by the readable end (like [`Self::offsets`]), so a fetch at the answer never fails.
     pub async fn offset_for_timestamp(&self, queue: QueueKey, ts_ms: i64) -> Result<u64> {
         match self.index.offset_for_timestamp(&self.dir, queue, ts_ms).await {
-            Ok(o) => Ok(o),
+            Ok(o) => Ok(o.min(self.offsets(queue).next)),
             // Retention dropped the entry found: the answer is now the queue's first offset.
             Err(LookupError::Gone) => Ok(self.offsets(queue).min),
             Err(e) => Err(self.lookup_error(queue, 0, e)),
