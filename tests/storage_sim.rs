@@ -328,13 +328,13 @@ fn lookup_by_timestamp() {
         ringmq::runtime::sleep(std::time::Duration::from_millis(5)).await;
         let b = log.append(Q1, &batch(2, 3, 10)).await.unwrap();
         assert!(b.store_timestamp_ms > a.store_timestamp_ms);
-        assert_eq!(log.offset_for_timestamp(Q1, 0), 0);
-        assert_eq!(log.offset_for_timestamp(Q1, a.store_timestamp_ms), 0);
-        assert_eq!(log.offset_for_timestamp(Q1, a.store_timestamp_ms + 1), 3);
-        assert_eq!(log.offset_for_timestamp(Q1, b.store_timestamp_ms + 1), 6);
+        assert_eq!(log.offset_for_timestamp(Q1, 0).await.unwrap(), 0);
+        assert_eq!(log.offset_for_timestamp(Q1, a.store_timestamp_ms).await.unwrap(), 0);
+        assert_eq!(log.offset_for_timestamp(Q1, a.store_timestamp_ms + 1).await.unwrap(), 3);
+        assert_eq!(log.offset_for_timestamp(Q1, b.store_timestamp_ms + 1).await.unwrap(), 6);
         log.close().await.unwrap();
         let log = CommitLog::open_with(dir.clone(), small_config(FlushMode::Async)).await.unwrap();
-        assert_eq!(log.offset_for_timestamp(Q1, a.store_timestamp_ms + 1), 3);
+        assert_eq!(log.offset_for_timestamp(Q1, a.store_timestamp_ms + 1).await.unwrap(), 3);
         log.close().await.unwrap();
     });
 }

@@ -36,8 +36,6 @@ pub struct Segment<F> {
     pub max_store_timestamp_ms: Cell<i64>,
     /// Completed writes not yet covered by an fdatasync.
     pub unsynced: Cell<bool>,
-    /// Whether an index file covering the sealed segment has been written.
-    pub index_written: Cell<bool>,
 }
 
 impl<F> Segment<F> {
@@ -48,7 +46,6 @@ impl<F> Segment<F> {
             sealed_end: Cell::new(None),
             max_store_timestamp_ms: Cell::new(i64::MIN),
             unsynced: Cell::new(false),
-            index_written: Cell::new(false),
         }
     }
 }
