@@ -632,6 +632,46 @@ fn a_fresh_log_on_a_full_disk_says_disk_full_and_leaves_nothing() {
     });
 }
 
+/// The queue index lives in files too: ENOSPC writing them must not stop the log. Appends
+/// get DISK_FULL (their entries could not be kept within the index budget otherwise), reads
+/// go on from the entries still in memory, and once space is back the index is written and
+/// appends resume by themselves; nothing acknowledged is lost across a restart.
+#[test]
+fn enospc_writing_the_index_is_disk_full_and_appends_resume() {
+    run(|| async {
+        let dir = SimDir::new(29);
+        let cfg = disk_full_config(FlushMode::Sync);
+        let log = CommitLog::open_with(dir.clone(), cfg.clone()).await.unwrap();
+        for tag in 0..20 {
+            log.append_committed(Q1, &batch(tag, 1, 1000)).await.unwrap();
+        }
+        // The segment is preallocated, so only the index files can grow: they do not fit.
+        let (used, _) = dir.disk_usage().await.unwrap();
+        dir.set_capacity(Some(used));
+        let err = log.checkpoint_index().await.unwrap_err();
+        assert!(matches!(err, StorageError::DiskFull { .. }), "{err}");
+        assert!(log.failure().is_none(), "an index write without space must not stop the log");
+        assert!(log.disk_full().is_some());
+        let err = log.append_committed(Q1, &batch(20, 1, 1000)).await.unwrap_err();
+        assert!(matches!(err, StorageError::DiskFull { .. }), "{err}");
+        assert_eq!(read_all(&log, Q1).await, (0..20).collect::<Vec<_>>());
+        // A restart while the disk is still full opens for reads (no checkpoint fits).
+        log.close().await.unwrap();
+        let log = CommitLog::open_with(dir.clone(), cfg.clone()).await.unwrap();
+        assert_eq!(read_all(&log, Q1).await, (0..20).collect::<Vec<_>>());
+        assert!(log.failure().is_none());
+        let err = log.append_committed(Q1, &batch(20, 1, 1000)).await.unwrap_err();
+        assert!(matches!(err, StorageError::DiskFull { .. }), "{err}");
+        dir.set_capacity(None);
+        append_when_space(&log, 20, Duration::from_secs(5)).await;
+        assert!(log.disk_full().is_none());
+        log.close().await.unwrap();
+        let log = CommitLog::open_with(dir.clone(), cfg).await.unwrap();
+        assert_eq!(read_all(&log, Q1).await, (0..21).collect::<Vec<_>>());
+        log.close().await.unwrap();
+    });
+}
+
 // ---- No stalls (issue 9.3) ----
 
 /// Awaits `fut` for at most 5 s; a stall fails the test instead of hanging it.

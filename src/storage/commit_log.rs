@@ -52,10 +52,10 @@ use super::dma_dir::DmaDir;
 use super::error::{is_disk_full, Result, StorageError};
 use super::file::{align_down, align_up, LogDir, LogFile, ReadBuf, ALIGN};
 use super::index::{IndexCheckpoint, IndexEntry, SegmentCheckpoint};
-use super::index_store::{IndexMemory, IndexStore, LookupError, CHECKPOINT_FILE};
+use super::index_store::{IndexMemory, IndexStore, LookupError, WritebackError, CHECKPOINT_FILE};
 use super::next_segment::{
-    allocate_or_give_back, create_segment, space_warning, ActiveStep, CreateFailure, NextSegment,
-    RollStep, Shortage,
+    allocate_or_give_back, create_segment, space_warning, ActiveStep, CreateFailure, IndexStep,
+    NextSegment, RollStep, Shortage,
 };
 use super::retention::{segments_to_delete, RetentionPolicy, SegmentFacts};
 use super::segment::{parse_segment_name, segment_name, Segment, INDEX_SUFFIX};
@@ -306,6 +306,7 @@ impl<D: LogDir + 'static> CommitLog<D> {
         let _gate = self.append_gate.acquire_permit(1).await.map_err(|_| StorageError::Closed)?;
         self.check_writable()?;
         self.ensure_active_reserved().await?;
+        self.ensure_index_writable().await?;
         let needs_roll = {
             let st = self.st.borrow();
             let active = st.active();
@@ -1187,11 +1188,49 @@ impl<D: LogDir + 'static> CommitLog<D> {
     async fn index_writeback(&self) -> Result<()> {
         let _gate = self.index.lock().await;
         let durable = self.st.borrow().durable;
-        self.index.writeback(&self.dir, durable).await.map_err(|e| {
-            let reason = format!("writing the queue index failed: {e}");
-            self.fail(reason.clone());
-            self.failed_error(&reason)
-        })
+        let written = self.index.writeback(&self.dir, durable).await;
+        match written {
+            Ok(()) => Ok(()),
+            Err(e) => Err(self.index_write_failed("writing the queue index", e).await),
+        }
+    }
+
+    /// The error for a failed index write. Without space (ENOSPC, EDQUOT) nothing was lost:
+    /// the unwritten entries stay in memory, appends get DiskFull until a retry succeeds (see
+    /// [`Self::ensure_index_writable`]) and reads go on. Anything else, and every failed
+    /// fdatasync, stops the log like a failed data write.
+    async fn index_write_failed(&self, what: &str, e: WritebackError) -> StorageError {
+        match e {
+            WritebackError::Write(e) if is_disk_full(&e) => {
+                let reason = format!("{what}: {e}");
+                tracing::warn!("{reason}; appends get DISK_FULL until there is room");
+                self.st.borrow_mut().next.index_result(Err(reason.clone()), Instant::now());
+                self.disk_full_error(reason).await
+            }
+            e => {
+                let reason = format!("{what} failed: {e}");
+                self.fail(reason.clone());
+                self.failed_error(&reason)
+            }
+        }
+    }
+
+    /// Appends wait here while the index could not be written for lack of space: DiskFull
+    /// until the retry time, then one attempt (write-back, and the checkpoint if one is due).
+    async fn ensure_index_writable(self: &Rc<Self>) -> Result<()> {
+        let step = self.st.borrow().next.index_step(Instant::now());
+        match step {
+            IndexStep::Writable => Ok(()),
+            IndexStep::DiskFull(reason) => Err(self.disk_full_error(reason).await),
+            IndexStep::RetryNow => {
+                self.index_writeback().await?;
+                if self.checkpoint_due() {
+                    self.checkpoint_index().await?;
+                }
+                self.st.borrow_mut().next.index_result(Ok(()), Instant::now());
+                Ok(())
+            }
+        }
     }
 
     /// Is a checkpoint due? One per `segment_size_bytes` of durable log bounds what recovery
@@ -1204,7 +1243,8 @@ impl<D: LogDir + 'static> CommitLog<D> {
     /// Writes every entry of the batches appended so far, makes the index files durable and
     /// then records `index.checkpoint`, so recovery only scans the log past this point.
     /// Waits for the log's durability of those batches first. A failed index write or sync
-    /// stops the log, like a failed log write.
+    /// stops the log, like a failed log write, except for a lack of space: that is DiskFull
+    /// (see [`Self::index_write_failed`]), the previous checkpoint stays valid.
     pub async fn checkpoint_index(self: &Rc<Self>) -> Result<()> {
         let _gate = self.index.lock().await;
         self.check_writable()?;
@@ -1223,26 +1263,28 @@ impl<D: LogDir + 'static> CommitLog<D> {
         };
         let queues = self.index.snapshot();
         self.wait_durable(LogPosition(position), None).await?;
-        let fail = |what: &str, e: std::io::Error| {
-            let reason = format!("{what} failed: {e}");
-            self.fail(reason.clone());
-            self.failed_error(&reason)
-        };
-        self.index
-            .writeback(&self.dir, position)
-            .await
-            .map_err(|e| fail("writing the queue index", e))?;
-        self.index.sync(&self.dir).await.map_err(|e| fail("syncing the queue index", e))?;
+        let written = self.index.writeback(&self.dir, position).await;
+        if let Err(e) = written {
+            return Err(self.index_write_failed("writing the queue index", e).await);
+        }
+        let synced = self.index.sync(&self.dir).await;
+        if let Err(e) = synced {
+            let what = "syncing the queue index";
+            return Err(self.index_write_failed(what, WritebackError::Sync(e)).await);
+        }
         let ckpt = IndexCheckpoint {
             position,
             file_entries: self.config.index_file_entries,
             segments,
             queues,
         };
-        self.dir
-            .write_atomic(CHECKPOINT_FILE, &ckpt.encode())
-            .await
-            .map_err(|e| fail("writing the index checkpoint", e))?;
+        let stored = self.dir.write_atomic(CHECKPOINT_FILE, &ckpt.encode()).await;
+        if let Err(e) = stored {
+            // The index files are durable; only the new checkpoint is missing (the old one
+            // still describes a valid prefix), so this is a write, not a sync, failure.
+            let what = "writing the index checkpoint";
+            return Err(self.index_write_failed(what, WritebackError::Write(e)).await);
+        }
         self.index.checkpointed(position);
         Ok(())
     }
@@ -1257,7 +1299,14 @@ impl<D: LogDir + 'static> CommitLog<D> {
         if self.st.borrow().failed.is_none() {
             self.flush().await?;
             // Everything is durable: checkpoint the index so the next open scans nothing.
-            self.checkpoint_index().await?;
+            // Without room for it the next open scans from the previous checkpoint instead.
+            match self.checkpoint_index().await {
+                Ok(()) => {}
+                Err(StorageError::DiskFull { reason, .. }) => {
+                    tracing::warn!("closing without an index checkpoint: {reason}");
+                }
+                Err(e) => return Err(e),
+            }
         }
         self.st.borrow_mut().closed = true;
         self.flush_kick.notify();
@@ -1765,10 +1814,10 @@ async fn scan_segment<D: LogDir>(
         if index.wants_writeback() {
             // Scanned batches are on disk: write their entries to keep memory in budget (the
             // checkpoint after recovery makes them durable).
-            index
-                .writeback(dir, pos + length as u64)
-                .await
-                .map_err(|e| StorageError::io("writing the queue index during recovery", e))?;
+            index.writeback(dir, pos + length as u64).await.map_err(|e| {
+                let (WritebackError::Write(e) | WritebackError::Sync(e)) = e;
+                StorageError::io("writing the queue index during recovery", e)
+            })?;
         }
         seg.max_store_timestamp_ms
             .set(seg.max_store_timestamp_ms.get().max(h.stamp.store_timestamp_ms));
@@ -1813,14 +1862,19 @@ async fn index_loop<D: LogDir + 'static>(weak: std::rc::Weak<CommitLog<D>>) {
                 return;
             }
         }
+        if matches!(log.st.borrow().next.index_step(Instant::now()), IndexStep::DiskFull(_)) {
+            // No room for the index: appends retry it after the back-off, not every flush.
+            continue;
+        }
         let outcome = if log.checkpoint_due() {
             log.checkpoint_index().await
         } else {
             log.index_writeback().await
         };
         match outcome {
-            // Failures of index I/O already stopped the log; a close meanwhile is fine.
-            Err(StorageError::Closed) | Ok(()) => {}
+            // Failures of index I/O already stopped the log; a close meanwhile is fine; no
+            // room is retried (by appends, or the next kick after the back-off).
+            Err(StorageError::Closed | StorageError::DiskFull { .. }) | Ok(()) => {}
             Err(e) => {
                 tracing::warn!("index write-back stopped: {e}");
                 return;

@@ -93,6 +93,24 @@ impl From<io::Error> for LookupError {
     }
 }
 
+/// Why a write-back failed. The difference matters: a failed write loses nothing (its entries
+/// stay pending and may be written again, so a lack of space is retried later), a failed
+/// fdatasync may have lost written entries (fsyncgate: never retried, the log stops).
+#[derive(Debug)]
+pub enum WritebackError {
+    Write(io::Error),
+    Sync(io::Error),
+}
+
+impl std::fmt::Display for WritebackError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WritebackError::Write(e) => write!(f, "writing: {e}"),
+            WritebackError::Sync(e) => write!(f, "syncing: {e}"),
+        }
+    }
+}
+
 /// Open index file handles, least recently used closed first.
 struct OpenFiles<F> {
     files: HashMap<(QueueKey, u64), (Rc<F>, u64)>,
@@ -561,8 +579,13 @@ impl<F: LogFile> IndexStore<F> {
     }
 
     /// Writes the pending entries of batches ending at or before `durable`. Caller holds
-    /// [`Self::lock`].
-    pub async fn writeback<D: LogDir<File = F>>(&self, dir: &D, durable: u64) -> io::Result<()> {
+    /// [`Self::lock`]. On a failed write the entries not yet written stay pending.
+    pub async fn writeback<D: LogDir<File = F>>(
+        &self,
+        dir: &D,
+        durable: u64,
+    ) -> Result<(), WritebackError> {
+        use WritebackError::Write;
         let todo: Vec<QueueKey> = self
             .queues
             .borrow()
@@ -587,7 +610,7 @@ impl<F: LogFile> IndexStore<F> {
                 let first = self.queues.borrow().get(&queue).map_or(0, |q| q.first_entry);
                 let keep_earlier = slot > 0 && first < start;
                 let mut bytes = if keep_earlier {
-                    self.block(dir, queue, block).await?.to_vec()
+                    self.block(dir, queue, block).await.map_err(Write)?.to_vec()
                 } else {
                     vec![0u8; BLOCK_BYTES]
                 };
@@ -602,12 +625,13 @@ impl<F: LogFile> IndexStore<F> {
                 let (file, at) = self.file_of(block);
                 // Without an earlier entry in this block, the file may not exist yet.
                 let new_file = !keep_earlier;
-                let f = self.file(dir, queue, file, new_file).await?;
+                let f = self.file(dir, queue, file, new_file).await.map_err(Write)?;
                 let mut buf = runtime::alloc_dma(BLOCK_BYTES);
                 buf.as_bytes_mut()[..BLOCK_BYTES].copy_from_slice(&bytes);
                 self.write_epoch.set(self.write_epoch.get() + 1);
-                f.write_at(Rc::new(buf), at).await?;
+                let written = f.write_at(Rc::new(buf), at).await;
                 self.write_epoch.set(self.write_epoch.get() + 1);
+                written.map_err(Write)?;
                 if new_file {
                     self.created_files.set(true);
                 }
@@ -616,7 +640,7 @@ impl<F: LogFile> IndexStore<F> {
                 self.with_queue(queue, 0, |q| q.mark_written(count));
                 if self.dirty_files.borrow().len() * DIRTY_FILE_BYTES > self.budget_bytes / 16 {
                     // Remembering which files need an fdatasync costs memory too: sync early.
-                    self.sync(dir).await?;
+                    self.sync(dir).await.map_err(WritebackError::Sync)?;
                 }
             }
         }
