@@ -767,6 +767,48 @@ fn appends_complete_while_retention_deletes() {
     });
 }
 
+/// Retention searches each queue's index for the first entry it keeps, reading index blocks:
+/// slow reads there must not hold appends back (it runs outside the append gate, and appends
+/// do not wait for the index gate it holds while the index is within its budget).
+#[test]
+fn appends_complete_while_retention_searches_the_index() {
+    run(|| async {
+        let dir = SimDir::new(30);
+        let log = CommitLog::open_with(dir.clone(), small_config(FlushMode::Sync)).await.unwrap();
+        let mut tag = 0u64;
+        while log.segment_bases().len() < 4 {
+            log.append_committed(Q1, &batch(tag, 1, 1000)).await.unwrap();
+            tag += 1;
+        }
+        // Every entry on disk and none cached: the search must read index blocks.
+        log.checkpoint_index().await.unwrap();
+        log.clear_index_cache();
+        dir.pause(SimOp::Read);
+        let retention = {
+            let log = log.clone();
+            let now = ringmq::storage::commit_log::now_ms();
+            ringmq::runtime::spawn(async move { log.enforce_retention(now + 49 * 3_600_000).await })
+        };
+        for _ in 0..5000 {
+            if dir.in_progress(SimOp::Read) > 0 {
+                break;
+            }
+            ringmq::runtime::yield_once().await;
+        }
+        assert!(dir.in_progress(SimOp::Read) > 0, "retention did not read the index");
+        for _ in 0..5 {
+            bounded("append", log.append_committed(Q1, &batch(tag, 1, 1000))).await.unwrap();
+            tag += 1;
+        }
+        assert!(dir.in_progress(SimOp::Read) > 0, "the index read is still in progress");
+        dir.resume(SimOp::Read);
+        let deleted = bounded("retention", retention).await.expect("task ran").unwrap();
+        assert_eq!(deleted.len(), 3);
+        assert_eq!(read_all(&log, Q1).await.last(), Some(&(tag - 1)));
+        log.close().await.unwrap();
+    });
+}
+
 // ---- More faults (issue 9.6) ----
 
 #[test]
