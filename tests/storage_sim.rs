@@ -598,7 +598,6 @@ fn recovery_without_room_for_the_next_segment_opens_for_reads() {
         // Drop the second segment (and the batch in it): the first is sealed with no successor.
         let second = *log.segment_bases().last().unwrap();
         dir.remove_now(&segment_name(second));
-        dir.remove_now(&ringmq::storage::segment::index_name(second));
         let kept: Vec<u64> = (0..tag - 1).collect();
         let (used, _) = dir.disk_usage().await.unwrap();
         dir.set_capacity(Some(used + 1_000));

@@ -7,14 +7,12 @@ use std::cell::Cell;
 use std::rc::Rc;
 
 pub const SEGMENT_SUFFIX: &str = ".log";
+/// Per-segment index files of an earlier version (replaced by the queue index); recovery
+/// deletes them.
 pub const INDEX_SUFFIX: &str = ".index";
 
 pub fn segment_name(base: u64) -> String {
     format!("{base:020}{SEGMENT_SUFFIX}")
-}
-
-pub fn index_name(base: u64) -> String {
-    format!("{base:020}{INDEX_SUFFIX}")
 }
 
 /// Parses a segment file name back into its base position.
