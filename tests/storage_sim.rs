@@ -671,6 +671,42 @@ fn enospc_writing_the_index_is_disk_full_and_appends_resume() {
     });
 }
 
+/// Recovery writes the entries it rebuilds once they pass a quarter of the index budget. On a
+/// full disk it keeps them in memory instead and opens for reads; the index is written (and
+/// appends resume) once there is room.
+#[test]
+fn recovery_of_a_long_unindexed_tail_on_a_full_disk_opens_for_reads() {
+    run(|| async {
+        let dir = SimDir::new(31);
+        let cfg = StorageConfig {
+            // No checkpoint during the run (one per segment), and a small index budget.
+            segment_size_bytes: 4 << 20,
+            index_cache_bytes: 65_536,
+            ..disk_full_config(FlushMode::Async)
+        };
+        let log = CommitLog::open_with(dir.clone(), cfg.clone()).await.unwrap();
+        let n = 3_000u64;
+        for tag in 0..n {
+            log.append(Q1, &batch(tag, 1, 50)).await.unwrap();
+        }
+        log.flush().await.unwrap();
+        dir.crash();
+        drop(log);
+        dir.fail_next(SimOp::Write, 1_000_000, libc::ENOSPC);
+        let log = CommitLog::open_with(dir.clone(), cfg.clone()).await.unwrap();
+        assert_eq!(read_all(&log, Q1).await, (0..n).collect::<Vec<_>>());
+        assert!(log.failure().is_none());
+        let err = log.append_committed(Q1, &batch(n, 1, 50)).await.unwrap_err();
+        assert!(matches!(err, StorageError::DiskFull { .. }), "{err}");
+        dir.fail_next(SimOp::Write, 0, libc::ENOSPC);
+        append_when_space(&log, n, Duration::from_secs(5)).await;
+        log.close().await.unwrap();
+        let log = CommitLog::open_with(dir.clone(), cfg).await.unwrap();
+        assert_eq!(read_all(&log, Q1).await, (0..=n).collect::<Vec<_>>());
+        log.close().await.unwrap();
+    });
+}
+
 // ---- No stalls (issue 9.3) ----
 
 /// Awaits `fut` for at most 5 s; a stall fails the test instead of hanging it.

@@ -1749,6 +1749,8 @@ async fn scan_segment<D: LogDir>(
     floors: &HashMap<QueueKey, u64>,
 ) -> Result<ScanEnd> {
     let mut pos = from;
+    // Set after a write-back found no room: the rest of this segment's entries stay in memory.
+    let mut index_full = false;
     let mut buf = ReadBuf::from_vec(Vec::new());
     let mut buf_pos = pos;
     loop {
@@ -1811,13 +1813,25 @@ async fn scan_segment<D: LogDir>(
             // Offsets must continue the queue exactly; anything else is not our data.
             return Ok(ScanEnd::Open { end: pos, torn: true });
         }
-        if index.wants_writeback() {
+        if index.wants_writeback() && !index_full {
             // Scanned batches are on disk: write their entries to keep memory in budget (the
             // checkpoint after recovery makes them durable).
-            index.writeback(dir, pos + length as u64).await.map_err(|e| {
-                let (WritebackError::Write(e) | WritebackError::Sync(e)) = e;
-                StorageError::io("writing the queue index during recovery", e)
-            })?;
+            match index.writeback(dir, pos + length as u64).await {
+                Ok(()) => {}
+                // No room: keep the entries in memory (beyond the budget, by at most the tail
+                // this recovery scans) rather than refuse to open; the log then opens with
+                // appends getting DISK_FULL until the index can be written.
+                Err(WritebackError::Write(e)) if is_disk_full(&e) => {
+                    tracing::warn!(
+                        segment = %segment_name(seg.base),
+                        "no room to write the queue index during recovery; keeping it in memory: {e}"
+                    );
+                    index_full = true;
+                }
+                Err(WritebackError::Write(e) | WritebackError::Sync(e)) => {
+                    return Err(StorageError::io("writing the queue index during recovery", e))
+                }
+            }
         }
         seg.max_store_timestamp_ms
             .set(seg.max_store_timestamp_ms.get().max(h.stamp.store_timestamp_ms));
