@@ -916,7 +916,7 @@ fn a_failed_rename_of_the_floors_keeps_the_segments_for_the_next_run() {
             tag += 1;
         }
         let bases = log.segment_bases();
-        // Every rename fails (the flusher's index writes too: those only warn).
+        // Every rename fails (no checkpoint is due meanwhile: that would stop the log).
         dir.fail_next(SimOp::Rename, 1_000, libc::EIO);
         let later = ringmq::storage::commit_log::now_ms() + 49 * 3_600_000;
         let err = log.enforce_retention(later).await.unwrap_err();
@@ -927,6 +927,40 @@ fn a_failed_rename_of_the_floors_keeps_the_segments_for_the_next_run() {
         let deleted = log.enforce_retention(later).await.unwrap();
         assert_eq!(deleted.len(), bases.len() - 1);
         assert!(dir.file_len(&segment_name(0)).is_none());
+        log.close().await.unwrap();
+    });
+}
+
+/// Retention drops index entries before it writes the floors; if that write fails, the index
+/// files holding only dropped entries must still be deleted by the next run (the entries are
+/// gone, so the next run's search no longer finds them).
+#[test]
+fn index_files_of_a_run_whose_floors_failed_are_deleted_by_the_next_run() {
+    run(|| async {
+        let dir = SimDir::new(32);
+        let cfg = StorageConfig { index_file_entries: 128, ..small_config(FlushMode::Sync) };
+        let log = CommitLog::open_with(dir.clone(), cfg).await.unwrap();
+        let mut tag = 0u64;
+        while log.segment_bases().len() < 4 {
+            log.append_committed(Q1, &batch(tag, 1, 100)).await.unwrap();
+            tag += 1;
+        }
+        log.checkpoint_index().await.unwrap();
+        let qidx = |dir: &SimDir| -> Vec<String> {
+            dir.names().into_iter().filter(|n| n.ends_with(".qidx")).collect()
+        };
+        let before = qidx(&dir);
+        assert!(before.len() >= 3, "{before:?}");
+        dir.fail_next(SimOp::Rename, 1, libc::EIO);
+        let later = ringmq::storage::commit_log::now_ms() + 49 * 3_600_000;
+        let err = log.enforce_retention(later).await.unwrap_err();
+        assert!(err.to_string().contains("floors"), "{err}");
+        let deleted = log.enforce_retention(later).await.unwrap();
+        assert_eq!(deleted.len(), 3);
+        let after = qidx(&dir);
+        assert!(after.len() < before.len(), "no index file deleted: {after:?}");
+        assert!(!after.contains(&before[0]), "{after:?}");
+        assert_eq!(read_all(&log, Q1).await.last(), Some(&(tag - 1)));
         log.close().await.unwrap();
     });
 }

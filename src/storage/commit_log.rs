@@ -118,6 +118,9 @@ struct State<F> {
     next: NextSegment<Rc<Segment<F>>>,
     /// Files retention removed from the log but could not unlink yet; retried every run.
     pending_deletes: Vec<String>,
+    /// Index files whose entries retention dropped but which it could not delete yet (the
+    /// floors write or the unlink failed); retried every run, after the floors are durable.
+    pending_index_deletes: Vec<(QueueKey, u64)>,
 }
 
 impl<F> State<F> {
@@ -188,6 +191,7 @@ impl<D: LogDir + 'static> CommitLog<D> {
                     Instant::now(),
                 ),
                 pending_deletes: Vec::new(),
+                pending_index_deletes: Vec::new(),
             }),
             index: recovered.index,
             dir,
@@ -1109,6 +1113,9 @@ impl<D: LogDir + 'static> CommitLog<D> {
             .await
             .map_err(|e| index_error("dropping index entries", e))?;
         drop(index_gate);
+        // From here the entries are gone from the index: their files must be deleted by this
+        // run or a later one, whatever fails below.
+        self.st.borrow_mut().pending_index_deletes.extend(dropped_files);
         let floors = {
             let mut st = self.st.borrow_mut();
             st.cache.retain_range(new_start, u64::MAX);
@@ -1125,12 +1132,15 @@ impl<D: LogDir + 'static> CommitLog<D> {
         // again (not held across the floors write) so write-back and checkpoints go on meanwhile;
         // they never touch those files, which hold only entries below every queue's first.
         let index_gate = self.index.lock().await;
-        let removed = self.index.remove_files(&self.dir, &dropped_files).await;
+        let index_files = std::mem::take(&mut self.st.borrow_mut().pending_index_deletes);
+        let removed = self.index.remove_files(&self.dir, &index_files).await;
         drop(index_gate);
         if let Err(e) = removed {
-            // Their entries are gone from the index; recovery deletes such stale files too.
-            tracing::warn!("retention could not delete index files, will retry at restart: {e}");
+            // Retried by the next run (deleting a file twice is fine); recovery deletes such
+            // stale files too.
+            tracing::warn!("retention could not delete index files, will retry: {e}");
             first_error.get_or_insert(StorageError::io("deleting index files", e));
+            self.st.borrow_mut().pending_index_deletes.extend(index_files);
         }
         let mut names = Vec::with_capacity(doomed.len());
         {
