@@ -1,10 +1,13 @@
-//! Model test: random sequences of append / read / flush / close+reopen / crash against an
-//! in-memory model of what each queue must hold.
+//! Model test: random sequences of append / read / flush / close+reopen / crash / retention /
+//! index checkpoint / index-cache eviction against an in-memory model of what each queue must
+//! hold. The index runs with the smallest budget and files of 128 entries, so lookups go to
+//! the index files and cross file boundaries.
 
 mod common;
 
 use common::{batch, batch_tag, run};
 use proptest::prelude::*;
+use ringmq::storage::commit_log::now_ms;
 use ringmq::storage::sim_dir::SimDir;
 use ringmq::storage::{CommitLog, FlushMode, QueueKey, StorageConfig, StorageError};
 use std::rc::Rc;
@@ -28,6 +31,12 @@ enum Op {
     Flush,
     Reopen,
     Crash,
+    /// Retention with a clock far in the future: deletes every sealed, durable segment.
+    Retention,
+    /// Writes and syncs the index, then records its checkpoint.
+    IndexCheckpoint,
+    /// Drops every cached index block.
+    ClearIndexCache,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -38,6 +47,9 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::Flush),
         1 => Just(Op::Reopen),
         1 => Just(Op::Crash),
+        1 => Just(Op::Retention),
+        1 => Just(Op::IndexCheckpoint),
+        1 => Just(Op::ClearIndexCache),
     ]
 }
 
@@ -51,9 +63,13 @@ fn config(mode: FlushMode) -> StorageConfig {
         cache_bytes: 12 * 1024,
         flush_mode: mode,
         flush_interval_ms: 3,
+        index_cache_bytes: INDEX_BUDGET_BYTES,
+        index_file_entries: 128,
         ..StorageConfig::default()
     }
 }
+
+const INDEX_BUDGET_BYTES: usize = 64 * 1024;
 
 fn key(q: u8) -> QueueKey {
     QueueKey::new(1 + u32::from(q % 2), u32::from(q))
@@ -65,6 +81,8 @@ struct Model {
     /// (queue, tag, records) in append order.
     appends: Vec<(u8, u64, u64)>,
     durable: usize,
+    /// Batches of each queue deleted by retention (always its oldest).
+    dropped: [usize; 4],
 }
 
 impl Model {
@@ -74,6 +92,14 @@ impl Model {
     /// In sync flush mode only durable batches are readable.
     fn visible(&self, q: u8) -> Vec<(u64, u64)> {
         self.appends[..self.durable].iter().filter(|a| a.0 == q).map(|a| (a.1, a.2)).collect()
+    }
+    /// Tags of the batches of `q` still stored.
+    fn kept_tags(&self, q: u8) -> Vec<u64> {
+        self.queue(q).iter().skip(self.dropped[q as usize]).map(|(t, _)| *t).collect()
+    }
+    /// Lowest offset of `q` still stored.
+    fn min_offset(&self, q: u8) -> u64 {
+        self.queue(q).iter().take(self.dropped[q as usize]).map(|(_, n)| n).sum()
     }
 }
 
@@ -121,7 +147,8 @@ async fn run_ops(seed: u64, mode: FlushMode, ops: Vec<Op>) {
                     FlushMode::Async => m.queue(q),
                 };
                 let total: u64 = batches.iter().map(|(_, n)| n).sum();
-                let off = total * u64::from(frac) / 255;
+                let min = m.min_offset(q).min(total);
+                let off = min + (total - min) * u64::from(frac) / 255;
                 let r = log.read(key(q), off, max_bytes as usize).await.unwrap();
                 // Expected: the batch holding `off`, then as many as fit in max_bytes.
                 let mut start = 0u64;
@@ -160,30 +187,65 @@ async fn run_ops(seed: u64, mode: FlushMode, ops: Vec<Op>) {
                 let mut kept = 0usize;
                 for q in 0..4u8 {
                     let got = tags_of(&log, key(q)).await;
-                    let want: Vec<u64> = m.queue(q).iter().map(|(t, _)| *t).collect();
+                    let want = m.kept_tags(q);
                     assert!(
                         want.starts_with(&got),
                         "queue {q}: {got:?} is not a prefix of {want:?}"
                     );
-                    kept += got.len();
+                    // Retention deletes durable batches only, so they are in the prefix.
+                    kept += m.dropped[q as usize] + got.len();
                 }
                 assert!(kept >= m.durable, "lost durable appends: kept {kept} < {}", m.durable);
                 m.appends.truncate(kept);
                 for q in 0..4u8 {
                     let got = tags_of(&log, key(q)).await;
-                    let want: Vec<u64> = m.queue(q).iter().map(|(t, _)| *t).collect();
-                    assert_eq!(got, want, "survivors of queue {q} are not the global prefix");
+                    assert_eq!(
+                        got,
+                        m.kept_tags(q),
+                        "survivors of queue {q} are not the global prefix"
+                    );
                 }
                 m.durable = m.appends.len();
             }
+            Op::Retention => {
+                let far_future = now_ms() + 100 * 3_600_000;
+                log.enforce_retention(far_future).await.unwrap();
+                for q in 0..4u8 {
+                    let min = log.offsets(key(q)).min;
+                    // The new floor is a batch boundary at or above the old one.
+                    let batches = m.queue(q);
+                    let mut offset = 0u64;
+                    let mut dropped = 0usize;
+                    while offset < min {
+                        offset += batches[dropped].1;
+                        dropped += 1;
+                    }
+                    assert_eq!(offset, min, "queue {q}: floor {min} splits a batch");
+                    assert!(dropped >= m.dropped[q as usize], "queue {q}: floor went back");
+                    m.dropped[q as usize] = dropped;
+                    if min > 0 {
+                        assert!(matches!(
+                            log.read(key(q), min - 1, 100).await,
+                            Err(StorageError::OffsetOutOfRange { .. })
+                        ));
+                    }
+                }
+            }
+            Op::IndexCheckpoint => {
+                log.checkpoint_index().await.unwrap();
+                m.durable = m.appends.len();
+            }
+            Op::ClearIndexCache => log.clear_index_cache(),
         }
+        let memory = log.index_memory();
+        assert!(memory.total_bytes() <= INDEX_BUDGET_BYTES, "index over budget: {memory:?}");
     }
     log.flush().await.unwrap();
     for q in 0..4u8 {
-        let want: Vec<u64> = m.queue(q).iter().map(|(t, _)| *t).collect();
-        assert_eq!(tags_of(&log, key(q)).await, want);
+        assert_eq!(tags_of(&log, key(q)).await, m.kept_tags(q));
         let total: u64 = m.queue(q).iter().map(|(_, n)| n).sum();
         assert_eq!(log.offsets(key(q)).next, total);
+        assert_eq!(log.offsets(key(q)).min, m.min_offset(q));
         if total > 0 {
             assert!(matches!(
                 log.read(key(q), total + 1, 100).await,

@@ -328,13 +328,13 @@ fn lookup_by_timestamp() {
         ringmq::runtime::sleep(std::time::Duration::from_millis(5)).await;
         let b = log.append(Q1, &batch(2, 3, 10)).await.unwrap();
         assert!(b.store_timestamp_ms > a.store_timestamp_ms);
-        assert_eq!(log.offset_for_timestamp(Q1, 0), 0);
-        assert_eq!(log.offset_for_timestamp(Q1, a.store_timestamp_ms), 0);
-        assert_eq!(log.offset_for_timestamp(Q1, a.store_timestamp_ms + 1), 3);
-        assert_eq!(log.offset_for_timestamp(Q1, b.store_timestamp_ms + 1), 6);
+        assert_eq!(log.offset_for_timestamp(Q1, 0).await.unwrap(), 0);
+        assert_eq!(log.offset_for_timestamp(Q1, a.store_timestamp_ms).await.unwrap(), 0);
+        assert_eq!(log.offset_for_timestamp(Q1, a.store_timestamp_ms + 1).await.unwrap(), 3);
+        assert_eq!(log.offset_for_timestamp(Q1, b.store_timestamp_ms + 1).await.unwrap(), 6);
         log.close().await.unwrap();
         let log = CommitLog::open_with(dir.clone(), small_config(FlushMode::Async)).await.unwrap();
-        assert_eq!(log.offset_for_timestamp(Q1, a.store_timestamp_ms + 1), 3);
+        assert_eq!(log.offset_for_timestamp(Q1, a.store_timestamp_ms + 1).await.unwrap(), 3);
         log.close().await.unwrap();
     });
 }
@@ -598,7 +598,6 @@ fn recovery_without_room_for_the_next_segment_opens_for_reads() {
         // Drop the second segment (and the batch in it): the first is sealed with no successor.
         let second = *log.segment_bases().last().unwrap();
         dir.remove_now(&segment_name(second));
-        dir.remove_now(&ringmq::storage::segment::index_name(second));
         let kept: Vec<u64> = (0..tag - 1).collect();
         let (used, _) = dir.disk_usage().await.unwrap();
         dir.set_capacity(Some(used + 1_000));
@@ -629,6 +628,82 @@ fn a_fresh_log_on_a_full_disk_says_disk_full_and_leaves_nothing() {
             .expect("a 64 KiB segment does not fit in 10 KB");
         assert!(matches!(err, StorageError::DiskFull { .. }), "{err}");
         assert!(dir.names().iter().all(|n| !n.ends_with(".log")), "{:?}", dir.names());
+    });
+}
+
+/// The queue index lives in files too: ENOSPC writing them must not stop the log. Appends
+/// get DISK_FULL (their entries could not be kept within the index budget otherwise), reads
+/// go on from the entries still in memory, and once space is back the index is written and
+/// appends resume by themselves; nothing acknowledged is lost across a restart.
+#[test]
+fn enospc_writing_the_index_is_disk_full_and_appends_resume() {
+    run(|| async {
+        let dir = SimDir::new(29);
+        let cfg = disk_full_config(FlushMode::Sync);
+        let log = CommitLog::open_with(dir.clone(), cfg.clone()).await.unwrap();
+        for tag in 0..20 {
+            log.append_committed(Q1, &batch(tag, 1, 1000)).await.unwrap();
+        }
+        // The segment is preallocated, so only the index files can grow: they do not fit.
+        let (used, _) = dir.disk_usage().await.unwrap();
+        dir.set_capacity(Some(used));
+        let err = log.checkpoint_index().await.unwrap_err();
+        assert!(matches!(err, StorageError::DiskFull { .. }), "{err}");
+        assert!(log.failure().is_none(), "an index write without space must not stop the log");
+        assert!(log.disk_full().is_some());
+        let err = log.append_committed(Q1, &batch(20, 1, 1000)).await.unwrap_err();
+        assert!(matches!(err, StorageError::DiskFull { .. }), "{err}");
+        assert_eq!(read_all(&log, Q1).await, (0..20).collect::<Vec<_>>());
+        // A restart while the disk is still full opens for reads (no checkpoint fits).
+        log.close().await.unwrap();
+        let log = CommitLog::open_with(dir.clone(), cfg.clone()).await.unwrap();
+        assert_eq!(read_all(&log, Q1).await, (0..20).collect::<Vec<_>>());
+        assert!(log.failure().is_none());
+        let err = log.append_committed(Q1, &batch(20, 1, 1000)).await.unwrap_err();
+        assert!(matches!(err, StorageError::DiskFull { .. }), "{err}");
+        dir.set_capacity(None);
+        append_when_space(&log, 20, Duration::from_secs(5)).await;
+        assert!(log.disk_full().is_none());
+        log.close().await.unwrap();
+        let log = CommitLog::open_with(dir.clone(), cfg).await.unwrap();
+        assert_eq!(read_all(&log, Q1).await, (0..21).collect::<Vec<_>>());
+        log.close().await.unwrap();
+    });
+}
+
+/// Recovery writes the entries it rebuilds once they pass a quarter of the index budget. On a
+/// full disk it keeps them in memory instead and opens for reads; the index is written (and
+/// appends resume) once there is room.
+#[test]
+fn recovery_of_a_long_unindexed_tail_on_a_full_disk_opens_for_reads() {
+    run(|| async {
+        let dir = SimDir::new(31);
+        let cfg = StorageConfig {
+            // No checkpoint during the run (one per segment), and a small index budget.
+            segment_size_bytes: 4 << 20,
+            index_cache_bytes: 65_536,
+            ..disk_full_config(FlushMode::Async)
+        };
+        let log = CommitLog::open_with(dir.clone(), cfg.clone()).await.unwrap();
+        let n = 3_000u64;
+        for tag in 0..n {
+            log.append(Q1, &batch(tag, 1, 50)).await.unwrap();
+        }
+        log.flush().await.unwrap();
+        dir.crash();
+        drop(log);
+        dir.fail_next(SimOp::Write, 1_000_000, libc::ENOSPC);
+        let log = CommitLog::open_with(dir.clone(), cfg.clone()).await.unwrap();
+        assert_eq!(read_all(&log, Q1).await, (0..n).collect::<Vec<_>>());
+        assert!(log.failure().is_none());
+        let err = log.append_committed(Q1, &batch(n, 1, 50)).await.unwrap_err();
+        assert!(matches!(err, StorageError::DiskFull { .. }), "{err}");
+        dir.fail_next(SimOp::Write, 0, libc::ENOSPC);
+        append_when_space(&log, n, Duration::from_secs(5)).await;
+        log.close().await.unwrap();
+        let log = CommitLog::open_with(dir.clone(), cfg).await.unwrap();
+        assert_eq!(read_all(&log, Q1).await, (0..=n).collect::<Vec<_>>());
+        log.close().await.unwrap();
     });
 }
 
@@ -727,6 +802,48 @@ fn appends_complete_while_retention_deletes() {
     });
 }
 
+/// Retention searches each queue's index for the first entry it keeps, reading index blocks:
+/// slow reads there must not hold appends back (it runs outside the append gate, and appends
+/// do not wait for the index gate it holds while the index is within its budget).
+#[test]
+fn appends_complete_while_retention_searches_the_index() {
+    run(|| async {
+        let dir = SimDir::new(30);
+        let log = CommitLog::open_with(dir.clone(), small_config(FlushMode::Sync)).await.unwrap();
+        let mut tag = 0u64;
+        while log.segment_bases().len() < 4 {
+            log.append_committed(Q1, &batch(tag, 1, 1000)).await.unwrap();
+            tag += 1;
+        }
+        // Every entry on disk and none cached: the search must read index blocks.
+        log.checkpoint_index().await.unwrap();
+        log.clear_index_cache();
+        dir.pause(SimOp::Read);
+        let retention = {
+            let log = log.clone();
+            let now = ringmq::storage::commit_log::now_ms();
+            ringmq::runtime::spawn(async move { log.enforce_retention(now + 49 * 3_600_000).await })
+        };
+        for _ in 0..5000 {
+            if dir.in_progress(SimOp::Read) > 0 {
+                break;
+            }
+            ringmq::runtime::yield_once().await;
+        }
+        assert!(dir.in_progress(SimOp::Read) > 0, "retention did not read the index");
+        for _ in 0..5 {
+            bounded("append", log.append_committed(Q1, &batch(tag, 1, 1000))).await.unwrap();
+            tag += 1;
+        }
+        assert!(dir.in_progress(SimOp::Read) > 0, "the index read is still in progress");
+        dir.resume(SimOp::Read);
+        let deleted = bounded("retention", retention).await.expect("task ran").unwrap();
+        assert_eq!(deleted.len(), 3);
+        assert_eq!(read_all(&log, Q1).await.last(), Some(&(tag - 1)));
+        log.close().await.unwrap();
+    });
+}
+
 // ---- More faults (issue 9.6) ----
 
 #[test]
@@ -799,7 +916,7 @@ fn a_failed_rename_of_the_floors_keeps_the_segments_for_the_next_run() {
             tag += 1;
         }
         let bases = log.segment_bases();
-        // Every rename fails (the flusher's index writes too: those only warn).
+        // Every rename fails (no checkpoint is due meanwhile: that would stop the log).
         dir.fail_next(SimOp::Rename, 1_000, libc::EIO);
         let later = ringmq::storage::commit_log::now_ms() + 49 * 3_600_000;
         let err = log.enforce_retention(later).await.unwrap_err();
@@ -810,6 +927,40 @@ fn a_failed_rename_of_the_floors_keeps_the_segments_for_the_next_run() {
         let deleted = log.enforce_retention(later).await.unwrap();
         assert_eq!(deleted.len(), bases.len() - 1);
         assert!(dir.file_len(&segment_name(0)).is_none());
+        log.close().await.unwrap();
+    });
+}
+
+/// Retention drops index entries before it writes the floors; if that write fails, the index
+/// files holding only dropped entries must still be deleted by the next run (the entries are
+/// gone, so the next run's search no longer finds them).
+#[test]
+fn index_files_of_a_run_whose_floors_failed_are_deleted_by_the_next_run() {
+    run(|| async {
+        let dir = SimDir::new(32);
+        let cfg = StorageConfig { index_file_entries: 128, ..small_config(FlushMode::Sync) };
+        let log = CommitLog::open_with(dir.clone(), cfg).await.unwrap();
+        let mut tag = 0u64;
+        while log.segment_bases().len() < 4 {
+            log.append_committed(Q1, &batch(tag, 1, 100)).await.unwrap();
+            tag += 1;
+        }
+        log.checkpoint_index().await.unwrap();
+        let qidx = |dir: &SimDir| -> Vec<String> {
+            dir.names().into_iter().filter(|n| n.ends_with(".qidx")).collect()
+        };
+        let before = qidx(&dir);
+        assert!(before.len() >= 3, "{before:?}");
+        dir.fail_next(SimOp::Rename, 1, libc::EIO);
+        let later = ringmq::storage::commit_log::now_ms() + 49 * 3_600_000;
+        let err = log.enforce_retention(later).await.unwrap_err();
+        assert!(err.to_string().contains("floors"), "{err}");
+        let deleted = log.enforce_retention(later).await.unwrap();
+        assert_eq!(deleted.len(), 3);
+        let after = qidx(&dir);
+        assert!(after.len() < before.len(), "no index file deleted: {after:?}");
+        assert!(!after.contains(&before[0]), "{after:?}");
+        assert_eq!(read_all(&log, Q1).await.last(), Some(&(tag - 1)));
         log.close().await.unwrap();
     });
 }

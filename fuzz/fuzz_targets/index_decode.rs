@@ -1,13 +1,13 @@
-//! Feeds arbitrary bytes to the segment index file decoder (`SegmentIndexFile::decode`), which
-//! recovery runs on files read from disk. It must never panic, and a file it accepts must
-//! re-encode to exactly the same bytes.
+//! Feeds arbitrary bytes to the index checkpoint decoder (`IndexCheckpoint::decode`), which
+//! recovery runs on `index.checkpoint` read from disk. It must never panic, and a file it
+//! accepts must re-encode to exactly the same bytes.
 //!
 //! The first input byte picks a mode: even passes the rest as it is; odd appends a correct
 //! CRC32C first, so the fuzzer gets past the checksum to the structural checks.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use ringmq::storage::index::SegmentIndexFile;
+use ringmq::storage::index::IndexCheckpoint;
 
 fuzz_target!(|data: &[u8]| {
     let Some((&mode, rest)) = data.split_first() else { return };
@@ -16,7 +16,7 @@ fuzz_target!(|data: &[u8]| {
         let crc = crc32c(&bytes);
         bytes.extend_from_slice(&crc.to_le_bytes());
     }
-    if let Ok(file) = SegmentIndexFile::decode(&bytes) {
+    if let Ok(file) = IndexCheckpoint::decode(&bytes) {
         assert_eq!(file.encode(), bytes, "decode then encode must give the same bytes");
     }
 });

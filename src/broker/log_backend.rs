@@ -57,8 +57,12 @@ impl<D: LogDir + 'static> ShardLog for Rc<CommitLog<D>> {
         CommitLog::queues(self)
     }
 
-    fn offset_for_timestamp(&self, queue: QueueKey, timestamp_ms: i64) -> u64 {
-        CommitLog::offset_for_timestamp(self, queue, timestamp_ms)
+    async fn offset_for_timestamp(
+        &self,
+        queue: QueueKey,
+        timestamp_ms: i64,
+    ) -> Result<u64, StorageError> {
+        CommitLog::offset_for_timestamp(self, queue, timestamp_ms).await
     }
 
     fn visible_end(&self) -> u64 {

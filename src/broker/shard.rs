@@ -199,7 +199,7 @@ impl<L: ShardLog> Shard<L> {
         let now_ms = self.now_ms();
         for queue in self.log.queues() {
             let end = self.log.offsets(queue).next;
-            let mut offset = self.log.offset_for_timestamp(queue, since_ms);
+            let mut offset = self.log.offset_for_timestamp(queue, since_ms).await?;
             while offset < end {
                 if budget == 0 {
                     self.sequences.borrow_mut().forget_queue(queue);
@@ -432,7 +432,7 @@ impl<L: ShardLog> Shard<L> {
             Request::Offsets { timestamp_ms, .. } => {
                 let o = self.log.offsets(key);
                 let timestamp_offset = if timestamp_ms >= 0 {
-                    self.log.offset_for_timestamp(key, timestamp_ms)
+                    self.log.offset_for_timestamp(key, timestamp_ms).await?
                 } else {
                     o.next
                 };

@@ -47,8 +47,12 @@ pub trait ShardLog: 'static {
     /// Every queue that has stored batches (or had them).
     fn queues(&self) -> Vec<QueueKey>;
     /// First offset whose batch was stored at or after `timestamp_ms`, else `next`; never past
-    /// the readable `next`.
-    fn offset_for_timestamp(&self, queue: QueueKey, timestamp_ms: i64) -> u64;
+    /// the readable `next`. Async: the index it searches lives on disk.
+    async fn offset_for_timestamp(
+        &self,
+        queue: QueueKey,
+        timestamp_ms: i64,
+    ) -> Result<u64, StorageError>;
     /// The log position up to which appended data is readable.
     fn visible_end(&self) -> u64;
     /// Resolves once everything before log position `end` is readable; an error when the log

@@ -25,6 +25,14 @@
 //! may have dropped the dirty pages (fsyncgate), so only recovery from disk is trustworthy.
 //! No room for a new segment is not a failure: see [`super::next_segment`] (DiskFull, retried).
 //!
+//! # Index
+//! Each append records the batch's entry in the [`IndexStore`] (memory only). Entries are
+//! written to the per-queue index files behind the log, once durable, by the index task (kicked
+//! by the flusher, so index I/O never delays a group commit); about once per
+//! `segment_size_bytes` of durable log, and on close, [`CommitLog::checkpoint_index`] makes
+//! them durable and records the position recovery may start scanning from. Reads look entries
+//! up in the index (possibly reading index blocks) before planning their log reads.
+//!
 //! # Visibility
 //! In sync flush mode a batch becomes readable once durable; in async mode once appended (the
 //! RocketMQ behaviour). Fresh bytes are served from the chunk cache; older bytes from disk,
@@ -43,13 +51,14 @@ use super::config::{FlushMode, StorageConfig};
 use super::dma_dir::DmaDir;
 use super::error::{is_disk_full, Result, StorageError};
 use super::file::{align_down, align_up, LogDir, LogFile, ReadBuf, ALIGN};
-use super::index::{IndexEntry, Indexes, QueueIndex, SegmentIndexFile};
+use super::index::{IndexCheckpoint, IndexEntry, SegmentCheckpoint};
+use super::index_store::{IndexMemory, IndexStore, LookupError, WritebackError, CHECKPOINT_FILE};
 use super::next_segment::{
-    allocate_or_give_back, create_segment, space_warning, ActiveStep, CreateFailure, NextSegment,
-    RollStep, Shortage,
+    allocate_or_give_back, create_segment, space_warning, ActiveStep, CreateFailure, IndexStep,
+    NextSegment, RollStep, Shortage,
 };
 use super::retention::{segments_to_delete, RetentionPolicy, SegmentFacts};
-use super::segment::{index_name, parse_segment_name, segment_name, Segment, INDEX_SUFFIX};
+use super::segment::{parse_segment_name, segment_name, Segment, INDEX_SUFFIX};
 use super::types::{AppendStatus, Appended, LogPosition, QueueKey, QueueOffsets, ReadBatches};
 use super::write_tracker::WriteTracker;
 use crate::format::batch::{self as fmt, BatchView, FormatError, Stamp, HEADER_LEN};
@@ -101,7 +110,6 @@ struct State<F> {
     failed: Option<String>,
     closed: bool,
     flush_requested: bool,
-    queues: Indexes,
     cache: ChunkCache,
     /// Recent disk reads that went past what was asked: (log position of buf[0], buf).
     read_ahead: VecDeque<(u64, ReadBuf)>,
@@ -110,6 +118,9 @@ struct State<F> {
     next: NextSegment<Rc<Segment<F>>>,
     /// Files retention removed from the log but could not unlink yet; retried every run.
     pending_deletes: Vec<String>,
+    /// Index files whose entries retention dropped but which it could not delete yet (the
+    /// floors write or the unlink failed); retried every run, after the floors are durable.
+    pending_index_deletes: Vec<(QueueKey, u64)>,
 }
 
 impl<F> State<F> {
@@ -128,8 +139,12 @@ pub struct CommitLog<D: LogDir = DmaDir> {
     pool: Rc<Semaphore>,
     append_gate: Semaphore,
     st: RefCell<State<D::File>>,
+    /// The per-queue index (on disk, read through a bounded cache).
+    index: IndexStore<D::File>,
     /// Shared with the flusher task, which waits on it without keeping the log alive.
     flush_kick: Rc<Signal>,
+    /// Wakes the index task (write-back, checkpoints), which also holds only this signal.
+    index_kick: Rc<Signal>,
     written_changed: Signal,
     flusher: RefCell<Option<runtime::JoinHandle<()>>>,
     /// Notified when a background segment creation finishes.
@@ -167,7 +182,6 @@ impl<D: LogDir + 'static> CommitLog<D> {
                 failed: None,
                 closed: false,
                 flush_requested: false,
-                queues: recovered.queues,
                 cache: ChunkCache::new(config.cache_bytes),
                 read_ahead: VecDeque::with_capacity(READ_AHEAD_SLOTS),
                 last_store_ts: recovered.last_store_ts,
@@ -177,22 +191,39 @@ impl<D: LogDir + 'static> CommitLog<D> {
                     Instant::now(),
                 ),
                 pending_deletes: Vec::new(),
+                pending_index_deletes: Vec::new(),
             }),
+            index: recovered.index,
             dir,
             config,
             pool,
             append_gate: Semaphore::new(1),
             flush_kick: Rc::new(Signal::default()),
+            index_kick: Rc::new(Signal::default()),
             written_changed: Signal::default(),
             flusher: RefCell::new(None),
             next_changed: Signal::default(),
             retention_gate: Semaphore::new(1),
         });
-        // Sealed segments found without an index file get one now (all their data is durable).
-        // On a full disk this fails; the index is only a restart optimisation, so reads must
-        // not be refused for it.
-        if let Err(e) = log.write_sealed_indexes().await {
-            tracing::warn!("could not write segment index at open: {e}");
+        let weak = Rc::downgrade(&log);
+        let handle = runtime::spawn(async move { flusher_loop(weak).await });
+        *log.flusher.borrow_mut() = Some(handle);
+        // Persist what recovery rebuilt, so the next open scans nothing before this point. The
+        // recovered bytes may not have been fdatasynced by the run that wrote them.
+        let active = log.st.borrow().active().clone();
+        active
+            .file
+            .sync_data()
+            .await
+            .map_err(|e| StorageError::io("syncing the active segment", e))?;
+        match log.checkpoint_index().await {
+            Ok(()) => {}
+            // The index stays in memory (within its budget) and is written once there is room;
+            // reads must not be refused for it.
+            Err(StorageError::DiskFull { reason, .. }) => {
+                tracing::warn!("could not checkpoint the queue index at open: {reason}");
+            }
+            Err(e) => return Err(e),
         }
         match log.dir.disk_usage().await {
             Ok((used, total)) => {
@@ -210,8 +241,7 @@ impl<D: LogDir + 'static> CommitLog<D> {
             );
         }
         let weak = Rc::downgrade(&log);
-        let handle = runtime::spawn(async move { flusher_loop(weak).await });
-        *log.flusher.borrow_mut() = Some(handle);
+        runtime::spawn_detached(async move { index_loop(weak).await });
         let weak = Rc::downgrade(&log);
         runtime::spawn_detached(async move { retention_loop(weak).await });
         Ok(log)
@@ -280,6 +310,7 @@ impl<D: LogDir + 'static> CommitLog<D> {
         let _gate = self.append_gate.acquire_permit(1).await.map_err(|_| StorageError::Closed)?;
         self.check_writable()?;
         self.ensure_active_reserved().await?;
+        self.ensure_index_writable().await?;
         let needs_roll = {
             let st = self.st.borrow();
             let active = st.active();
@@ -290,14 +321,18 @@ impl<D: LogDir + 'static> CommitLog<D> {
         if needs_roll {
             self.roll().await?;
         }
+        if self.index.must_writeback() {
+            // Bound the index's unwritten entries: make them durable and write them first.
+            self.flush().await?;
+            self.index_writeback().await?;
+        }
         self.reserve(len as usize).await?;
 
         let mut guard = self.st.borrow_mut();
         let st = &mut *guard;
         let store_ts = now_ms().max(st.last_store_ts);
         st.last_store_ts = store_ts;
-        let qi = st.queues.entry(queue).or_default();
-        let base_offset = qi.next_offset();
+        let base_offset = self.index.next_offset(queue);
         let record_count = view.header.record_count;
         let mut header = [0u8; HEADER_LEN];
         header.copy_from_slice(&batch[..HEADER_LEN]);
@@ -311,13 +346,16 @@ impl<D: LogDir + 'static> CommitLog<D> {
             },
         );
         let position = st.append_pos;
-        qi.push(IndexEntry {
-            base_offset,
-            position,
-            length: len as u32,
-            record_count,
-            store_timestamp_ms: store_ts,
-        });
+        self.index.push(
+            queue,
+            IndexEntry {
+                base_offset,
+                position,
+                length: len as u32,
+                record_count,
+                store_timestamp_ms: store_ts,
+            },
+        );
         let active = st.active().clone();
         active.max_store_timestamp_ms.set(active.max_store_timestamp_ms.get().max(store_ts));
         self.put(st, &header);
@@ -746,51 +784,45 @@ impl<D: LogDir + 'static> CommitLog<D> {
                 len: usize,
             },
         }
+        let visible = {
+            let st = self.st.borrow();
+            match self.config.flush_mode {
+                FlushMode::Sync => st.durable,
+                FlushMode::Async => st.append_pos,
+            }
+        };
+        let Some(offsets) = self.index.visible_offsets(queue, visible) else {
+            if offset == 0 {
+                return Ok(ReadBatches {
+                    batches: vec![],
+                    next_offset: 0,
+                    offsets: QueueOffsets::default(),
+                });
+            }
+            return Err(StorageError::OffsetOutOfRange {
+                queue,
+                requested: offset,
+                min: 0,
+                next: 0,
+            });
+        };
+        if offset < offsets.min || offset > offsets.next {
+            return Err(StorageError::OffsetOutOfRange {
+                queue,
+                requested: offset,
+                min: offsets.min,
+                next: offsets.next,
+            });
+        }
+        let entries = if offset < offsets.next {
+            self.index_entries(queue, offset, max_bytes, visible).await?
+        } else {
+            Vec::new()
+        };
         let (plan, offsets, next_offset) = {
             let mut guard = self.st.borrow_mut();
             let st = &mut *guard;
-            let visible = match self.config.flush_mode {
-                FlushMode::Sync => st.durable,
-                FlushMode::Async => st.append_pos,
-            };
             let written = st.tracker.written();
-            let Some(qi) = st.queues.get(&queue) else {
-                if offset == 0 {
-                    return Ok(ReadBatches {
-                        batches: vec![],
-                        next_offset: 0,
-                        offsets: QueueOffsets::default(),
-                    });
-                }
-                return Err(StorageError::OffsetOutOfRange {
-                    queue,
-                    requested: offset,
-                    min: 0,
-                    next: 0,
-                });
-            };
-            let offsets = visible_offsets(qi, visible);
-            if offset < offsets.min || offset > offsets.next {
-                return Err(StorageError::OffsetOutOfRange {
-                    queue,
-                    requested: offset,
-                    min: offsets.min,
-                    next: offsets.next,
-                });
-            }
-            let mut entries = Vec::new();
-            if offset < offsets.next {
-                let mut i = qi.find(offset).expect("offset within the queue's range");
-                let mut total = 0usize;
-                while let Some(e) = qi.get(i) {
-                    if e.end() > visible || (total > 0 && total + e.length as usize > max_bytes) {
-                        break;
-                    }
-                    total += e.length as usize;
-                    entries.push(*e);
-                    i += 1;
-                }
-            }
             let next_offset = entries.last().map_or(offset, IndexEntry::next_offset);
             let mut plan = Vec::with_capacity(entries.len());
             for e in &entries {
@@ -855,6 +887,42 @@ impl<D: LogDir + 'static> CommitLog<D> {
             i += 1;
         }
         Ok(ReadBatches { batches, next_offset, offsets })
+    }
+
+    /// The index entries of `queue` from the one holding `offset`, about `max_bytes` of
+    /// batches that end at or before `visible`.
+    async fn index_entries(
+        &self,
+        queue: QueueKey,
+        offset: u64,
+        max_bytes: usize,
+        visible: u64,
+    ) -> Result<Vec<IndexEntry>> {
+        let found = match self.index.find(&self.dir, queue, offset).await {
+            Ok(Some(n)) => self.index.entries_from(&self.dir, queue, n, max_bytes, visible).await,
+            Ok(None) => Err(LookupError::Gone),
+            Err(e) => Err(e),
+        };
+        found.map_err(|e| self.lookup_error(queue, offset, e))
+    }
+
+    fn lookup_error(&self, queue: QueueKey, offset: u64, e: LookupError) -> StorageError {
+        match e {
+            LookupError::Gone => {
+                // Retention dropped the entry while we looked for it.
+                let o = self.offsets(queue);
+                StorageError::OffsetOutOfRange {
+                    queue,
+                    requested: offset,
+                    min: o.min,
+                    next: o.next,
+                }
+            }
+            LookupError::Io(e) => StorageError::io(format!("reading the index of {queue}"), e),
+            LookupError::Corrupt { file, reason } => {
+                StorageError::Corrupt { file, offset: 0, reason }
+            }
+        }
     }
 
     /// Checks a batch read from disk: both checksums must match.
@@ -922,29 +990,25 @@ impl<D: LogDir + 'static> CommitLog<D> {
 
     /// Every queue that has stored batches (or had them), in key order.
     pub fn queues(&self) -> Vec<QueueKey> {
-        let mut v: Vec<QueueKey> = self.st.borrow().queues.keys().copied().collect();
+        let mut v = self.index.queue_keys();
         v.sort();
         v
     }
 
     /// The readable offsets of `queue` (`{0, 0}` if it was never written).
     pub fn offsets(&self, queue: QueueKey) -> QueueOffsets {
-        let st = self.st.borrow();
-        let visible = match self.config.flush_mode {
-            FlushMode::Sync => st.durable,
-            FlushMode::Async => st.append_pos,
-        };
-        st.queues.get(&queue).map(|q| visible_offsets(q, visible)).unwrap_or_default()
+        self.index.visible_offsets(queue, self.visible_end().0).unwrap_or_default()
     }
 
     /// First offset of `queue` stored at or after `ts_ms`; the next offset if none. Bounded
     /// by the readable end (like [`Self::offsets`]), so a fetch at the answer never fails.
-    pub fn offset_for_timestamp(&self, queue: QueueKey, ts_ms: i64) -> u64 {
-        let visible = self.visible_end().0;
-        let st = self.st.borrow();
-        st.queues
-            .get(&queue)
-            .map_or(0, |q| q.offset_for_timestamp(ts_ms).min(visible_offsets(q, visible).next))
+    pub async fn offset_for_timestamp(&self, queue: QueueKey, ts_ms: i64) -> Result<u64> {
+        match self.index.offset_for_timestamp(&self.dir, queue, ts_ms).await {
+            Ok(o) => Ok(o.min(self.offsets(queue).next)),
+            // Retention dropped the entry found: the answer is now the queue's first offset.
+            Err(LookupError::Gone) => Ok(self.offsets(queue).min),
+            Err(e) => Err(self.lookup_error(queue, 0, e)),
+        }
     }
 
     /// The log position up to which appended data is readable: the durable end in sync flush
@@ -955,6 +1019,16 @@ impl<D: LogDir + 'static> CommitLog<D> {
             FlushMode::Sync => st.durable,
             FlushMode::Async => st.append_pos,
         })
+    }
+
+    /// Memory the per-queue index holds, by part; its total stays within `index_cache_bytes`.
+    pub fn index_memory(&self) -> IndexMemory {
+        self.index.memory()
+    }
+
+    /// Drops the index's cached blocks (they are read again from the index files on use).
+    pub fn clear_index_cache(&self) {
+        self.index.clear_cache();
     }
 
     /// (appended end, written end, durable end) of the log.
@@ -1032,14 +1106,21 @@ impl<D: LogDir + 'static> CommitLog<D> {
         };
         // Record each queue's new floor before deleting, so offsets never go back after a
         // restart even if a queue loses all its data.
+        let index_gate = self.index.lock().await;
+        let dropped_files = self
+            .index
+            .drop_before(&self.dir, new_start)
+            .await
+            .map_err(|e| index_error("dropping index entries", e))?;
+        drop(index_gate);
+        // From here the entries are gone from the index: their files must be deleted by this
+        // run or a later one, whatever fails below.
+        self.st.borrow_mut().pending_index_deletes.extend(dropped_files);
         let floors = {
             let mut st = self.st.borrow_mut();
-            for q in st.queues.values_mut() {
-                q.drop_before(new_start);
-            }
             st.cache.retain_range(new_start, u64::MAX);
             st.read_ahead.retain(|(start, _)| *start >= new_start);
-            encode_floors(&st.queues)
+            encode_floors(&self.index.floors())
         };
         // If this fails the segments stay in the log (their queue entries are already
         // dropped from memory) and the next run deletes them.
@@ -1047,13 +1128,26 @@ impl<D: LogDir + 'static> CommitLog<D> {
             .write_atomic(FLOOR_FILE, &floors)
             .await
             .map_err(|e| StorageError::io("writing queue floors", e))?;
-        let mut names = Vec::with_capacity(doomed.len() * 2);
+        // The floors are durable: the index files holding only dropped entries may go. Taken
+        // again (not held across the floors write) so write-back and checkpoints go on meanwhile;
+        // they never touch those files, which hold only entries below every queue's first.
+        let index_gate = self.index.lock().await;
+        let index_files = std::mem::take(&mut self.st.borrow_mut().pending_index_deletes);
+        let removed = self.index.remove_files(&self.dir, &index_files).await;
+        drop(index_gate);
+        if let Err(e) = removed {
+            // Retried by the next run (deleting a file twice is fine); recovery deletes such
+            // stale files too.
+            tracing::warn!("retention could not delete index files, will retry: {e}");
+            first_error.get_or_insert(StorageError::io("deleting index files", e));
+            self.st.borrow_mut().pending_index_deletes.extend(index_files);
+        }
+        let mut names = Vec::with_capacity(doomed.len());
         {
             let mut st = self.st.borrow_mut();
             for base in &doomed {
                 st.segments.remove(base);
                 names.push(segment_name(*base));
-                names.push(index_name(*base));
             }
         }
         let deleted = self.delete_files(names).await;
@@ -1100,26 +1194,108 @@ impl<D: LogDir + 'static> CommitLog<D> {
         self.st.borrow().pending_deletes.clone()
     }
 
-    /// Writes index files for sealed, durable segments that have none yet.
-    async fn write_sealed_indexes(&self) -> Result<()> {
-        let todo: Vec<(u64, Vec<u8>)> = {
-            let st = self.st.borrow();
-            st.segments
-                .values()
-                .filter(|s| !s.index_written.get())
-                .filter_map(|s| s.sealed_end.get().filter(|e| *e <= st.durable).map(|e| (s, e)))
-                .map(|(s, end)| (s.base, segment_index(&st.queues, s.base, end, true).encode()))
-                .collect()
-        };
-        for (base, bytes) in todo {
-            self.dir
-                .write_atomic(&index_name(base), &bytes)
-                .await
-                .map_err(|e| StorageError::io(format!("writing {}", index_name(base)), e))?;
-            if let Some(s) = self.st.borrow().segments.get(&base) {
-                s.index_written.set(true);
+    /// Writes the index entries of every durable batch to the index files.
+    async fn index_writeback(&self) -> Result<()> {
+        let _gate = self.index.lock().await;
+        let durable = self.st.borrow().durable;
+        let written = self.index.writeback(&self.dir, durable).await;
+        match written {
+            Ok(()) => Ok(()),
+            Err(e) => Err(self.index_write_failed("writing the queue index", e).await),
+        }
+    }
+
+    /// The error for a failed index write. Without space (ENOSPC, EDQUOT) nothing was lost:
+    /// the unwritten entries stay in memory, appends get DiskFull until a retry succeeds (see
+    /// [`Self::ensure_index_writable`]) and reads go on. Anything else, and every failed
+    /// fdatasync, stops the log like a failed data write.
+    async fn index_write_failed(&self, what: &str, e: WritebackError) -> StorageError {
+        match e {
+            WritebackError::Write(e) if is_disk_full(&e) => {
+                let reason = format!("{what}: {e}");
+                tracing::warn!("{reason}; appends get DISK_FULL until there is room");
+                self.st.borrow_mut().next.index_result(Err(reason.clone()), Instant::now());
+                self.disk_full_error(reason).await
+            }
+            e => {
+                let reason = format!("{what} failed: {e}");
+                self.fail(reason.clone());
+                self.failed_error(&reason)
             }
         }
+    }
+
+    /// Appends wait here while the index could not be written for lack of space: DiskFull
+    /// until the retry time, then one attempt (write-back, and the checkpoint if one is due).
+    async fn ensure_index_writable(self: &Rc<Self>) -> Result<()> {
+        let step = self.st.borrow().next.index_step(Instant::now());
+        match step {
+            IndexStep::Writable => Ok(()),
+            IndexStep::DiskFull(reason) => Err(self.disk_full_error(reason).await),
+            IndexStep::RetryNow => {
+                self.index_writeback().await?;
+                if self.checkpoint_due() {
+                    self.checkpoint_index().await?;
+                }
+                self.st.borrow_mut().next.index_result(Ok(()), Instant::now());
+                Ok(())
+            }
+        }
+    }
+
+    /// Is a checkpoint due? One per `segment_size_bytes` of durable log bounds what recovery
+    /// scans to about two segments.
+    fn checkpoint_due(&self) -> bool {
+        let durable = self.st.borrow().durable;
+        durable >= self.index.checkpoint_position() + self.config.segment_size_bytes
+    }
+
+    /// Writes every entry of the batches appended so far, makes the index files durable and
+    /// then records `index.checkpoint`, so recovery only scans the log past this point.
+    /// Waits for the log's durability of those batches first. A failed index write or sync
+    /// stops the log, like a failed log write, except for a lack of space: that is DiskFull
+    /// (see [`Self::index_write_failed`]), the previous checkpoint stays valid.
+    pub async fn checkpoint_index(self: &Rc<Self>) -> Result<()> {
+        let _gate = self.index.lock().await;
+        self.check_writable()?;
+        let (position, segments) = {
+            let st = self.st.borrow();
+            let segments = st
+                .segments
+                .values()
+                .map(|s| SegmentCheckpoint {
+                    base: s.base,
+                    sealed_end: s.sealed_end.get(),
+                    max_store_timestamp_ms: s.max_store_timestamp_ms.get(),
+                })
+                .collect();
+            (st.append_pos, segments)
+        };
+        let queues = self.index.snapshot();
+        self.wait_durable(LogPosition(position), None).await?;
+        let written = self.index.writeback(&self.dir, position).await;
+        if let Err(e) = written {
+            return Err(self.index_write_failed("writing the queue index", e).await);
+        }
+        let synced = self.index.sync(&self.dir).await;
+        if let Err(e) = synced {
+            let what = "syncing the queue index";
+            return Err(self.index_write_failed(what, WritebackError::Sync(e)).await);
+        }
+        let ckpt = IndexCheckpoint {
+            position,
+            file_entries: self.config.index_file_entries,
+            segments,
+            queues,
+        };
+        let stored = self.dir.write_atomic(CHECKPOINT_FILE, &ckpt.encode()).await;
+        if let Err(e) = stored {
+            // The index files are durable; only the new checkpoint is missing (the old one
+            // still describes a valid prefix), so this is a write, not a sync, failure.
+            let what = "writing the index checkpoint";
+            return Err(self.index_write_failed(what, WritebackError::Write(e)).await);
+        }
+        self.index.checkpointed(position);
         Ok(())
     }
 
@@ -1132,11 +1308,19 @@ impl<D: LogDir + 'static> CommitLog<D> {
         }
         if self.st.borrow().failed.is_none() {
             self.flush().await?;
+            // Everything is durable: checkpoint the index so the next open scans nothing.
+            // Without room for it the next open scans from the previous checkpoint instead.
+            match self.checkpoint_index().await {
+                Ok(()) => {}
+                Err(StorageError::DiskFull { reason, .. }) => {
+                    tracing::warn!("closing without an index checkpoint: {reason}");
+                }
+                Err(e) => return Err(e),
+            }
         }
-        // Stop the flusher before writing index files ourselves: it writes them too, and two
-        // writers of one index file would race on its temp file.
         self.st.borrow_mut().closed = true;
         self.flush_kick.notify();
+        self.index_kick.notify();
         let handle = self.flusher.borrow_mut().take();
         if let Some(h) = handle {
             h.await;
@@ -1155,18 +1339,6 @@ impl<D: LogDir + 'static> CommitLog<D> {
             self.remove_unused_segment(base).await;
         }
         let failed = self.st.borrow().failed.clone();
-        if failed.is_none() {
-            self.write_sealed_indexes().await?;
-            let (base, bytes) = {
-                let st = self.st.borrow();
-                let active = st.active();
-                (active.base, segment_index(&st.queues, active.base, st.durable, false).encode())
-            };
-            self.dir
-                .write_atomic(&index_name(base), &bytes)
-                .await
-                .map_err(|e| StorageError::io(format!("writing {}", index_name(base)), e))?;
-        }
         self.pool.close();
         let segments: Vec<_> = self.st.borrow().segments.values().cloned().collect();
         for s in segments {
@@ -1187,24 +1359,10 @@ fn next_segment_base(base: u64, sealed_end: u64, config: &StorageConfig) -> u64 
 
 impl<D: LogDir> Drop for CommitLog<D> {
     fn drop(&mut self) {
-        // Lets the flusher notice the log is gone instead of waiting forever.
+        // Lets the flusher and the index task notice the log is gone instead of waiting forever.
         self.flush_kick.notify();
+        self.index_kick.notify();
     }
-}
-
-/// Offsets of a queue counting only batches that end at or before `visible`.
-fn visible_offsets(q: &QueueIndex, visible: u64) -> QueueOffsets {
-    let mut o = q.offsets();
-    // Invisible entries are always a suffix (positions grow); find the last visible one.
-    let n = q.len();
-    let mut i = n;
-    while i > 0 && q.get(i - 1).is_some_and(|e| e.end() > visible) {
-        i -= 1;
-    }
-    if i < n {
-        o.next = q.get(i).map_or(o.next, |e| e.base_offset);
-    }
-    o
 }
 
 /// The bytes `[pos, pos + len)` if a read-ahead buffer holds them.
@@ -1244,21 +1402,13 @@ fn copy_from_memory<F>(st: &State<F>, pos: u64, out: &mut [u8]) -> usize {
     done
 }
 
-/// The index file contents for the entries of segment `base` below `end`.
-fn segment_index(queues: &Indexes, base: u64, end: u64, sealed: bool) -> SegmentIndexFile {
-    let mut entries: Vec<(QueueKey, IndexEntry)> =
-        queues.iter().flat_map(|(q, qi)| qi.entries_in(base, end).map(move |e| (*q, *e))).collect();
-    entries.sort_by_key(|(_, e)| e.position);
-    SegmentIndexFile { segment_base: base, covered_end: end, sealed, entries }
-}
-
-fn encode_floors(queues: &Indexes) -> Vec<u8> {
-    let mut b = Vec::with_capacity(8 + queues.len() * 16);
-    b.extend_from_slice(&(queues.len() as u32).to_le_bytes());
-    for (q, qi) in queues {
+fn encode_floors(floors: &[(QueueKey, u64)]) -> Vec<u8> {
+    let mut b = Vec::with_capacity(8 + floors.len() * 16);
+    b.extend_from_slice(&(floors.len() as u32).to_le_bytes());
+    for (q, floor) in floors {
         b.extend_from_slice(&q.topic_id.to_le_bytes());
         b.extend_from_slice(&q.queue_id.to_le_bytes());
-        b.extend_from_slice(&qi.offsets().min.to_le_bytes());
+        b.extend_from_slice(&floor.to_le_bytes());
     }
     let crc = crc32c::crc32c(&b);
     b.extend_from_slice(&crc.to_le_bytes());
@@ -1291,7 +1441,7 @@ fn decode_floors(b: &[u8]) -> std::result::Result<HashMap<QueueKey, u64>, String
 /// What recovery found.
 struct Recovered<F> {
     segments: BTreeMap<u64, Rc<Segment<F>>>,
-    queues: Indexes,
+    index: IndexStore<F>,
     end: u64,
     carry: Option<Carry>,
     last_store_ts: i64,
@@ -1308,8 +1458,9 @@ enum ScanEnd {
     Open { end: u64, torn: bool },
 }
 
-/// Rebuilds the log's state from disk: loads index files, scans past them verifying every
-/// batch, truncates a torn tail and discards anything after the first invalid byte.
+/// Rebuilds the log's state from disk: loads the index checkpoint, scans the log past it
+/// verifying every batch (and rebuilding its index entries), truncates a torn tail and
+/// discards anything after the first invalid byte.
 async fn recover<D: LogDir>(dir: &D, config: &StorageConfig) -> Result<Recovered<D::File>> {
     let io = |ctx: String| move |e| StorageError::io(ctx, e);
     let names = dir.list().await.map_err(io(format!("listing {}", dir.path().display())))?;
@@ -1326,8 +1477,7 @@ async fn recover<D: LogDir>(dir: &D, config: &StorageConfig) -> Result<Recovered
         })?,
         None => HashMap::new(),
     };
-    let mut queues: Indexes =
-        floors.iter().map(|(q, f)| (*q, QueueIndex::with_floor(*f))).collect();
+    let (index, checkpoint_segments) = recover_index(dir, config, &names, &floors).await?;
     let mut segments = BTreeMap::new();
     let mut last_store_ts = i64::MIN;
 
@@ -1349,7 +1499,7 @@ async fn recover<D: LogDir>(dir: &D, config: &StorageConfig) -> Result<Recovered
         segments.insert(0, Rc::new(seg));
         return Ok(Recovered {
             segments,
-            queues,
+            index,
             end: 0,
             carry: None,
             last_store_ts: 0,
@@ -1373,25 +1523,14 @@ async fn recover<D: LogDir>(dir: &D, config: &StorageConfig) -> Result<Recovered
             stop_after = Some(i);
             break;
         }
+        // Segments the checkpoint describes are not scanned below its position.
+        let indexed_to = index.checkpoint_position();
         let mut scan_from = base;
-        let index = match dir.read_all(&index_name(base)).await {
-            Ok(Some(b)) => SegmentIndexFile::decode(&b).ok().filter(|f| f.segment_base == base),
-            _ => None,
-        };
-        if let Some(idx) = index {
-            if load_index(&mut queues, &floors, &idx) {
-                for (_, e) in &idx.entries {
-                    seg.max_store_timestamp_ms
-                        .set(seg.max_store_timestamp_ms.get().max(e.store_timestamp_ms));
-                }
-                scan_from = idx.covered_end;
-                if idx.sealed {
-                    seg.sealed_end.set(Some(idx.covered_end));
-                    seg.index_written.set(true);
-                }
-            } else {
-                // load_index added nothing; the scan below rebuilds the entries.
-                tracing::warn!(segment = %segment_name(base), "index file inconsistent; rescanning");
+        if let Some(c) = checkpoint_segments.get(&base) {
+            seg.max_store_timestamp_ms.set(c.max_store_timestamp_ms);
+            match c.sealed_end {
+                Some(e) if e <= indexed_to => seg.sealed_end.set(Some(e)),
+                _ => scan_from = base.max(indexed_to),
             }
         }
         let outcome = if let Some(e) = seg.sealed_end.get() {
@@ -1400,7 +1539,7 @@ async fn recover<D: LogDir>(dir: &D, config: &StorageConfig) -> Result<Recovered
             let size = seg.file.size().await.map_err(io(format!("stat {}", segment_name(base))))?;
             let limit = base + size.max(config.segment_size_bytes);
             let outcome =
-                scan_segment(&seg, config, scan_from, limit, &mut queues, &floors).await?;
+                scan_segment(dir, &seg, config, scan_from, limit, &index, &floors).await?;
             let (ScanEnd::Sealed(e) | ScanEnd::Open { end: e, .. }) = outcome;
             scanned_bytes += e.saturating_sub(scan_from);
             outcome
@@ -1428,16 +1567,12 @@ async fn recover<D: LogDir>(dir: &D, config: &StorageConfig) -> Result<Recovered
         discarded_segments = bases.len() - from;
         for &base in &bases[from..] {
             tracing::warn!(segment = %segment_name(base), "discarding segment past the recovered end");
-            for name in [segment_name(base), index_name(base)] {
-                match dir.remove(&name).await {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => {
-                        return Err(StorageError::io(
-                            format!("discarding {name} during recovery"),
-                            e,
-                        ))
-                    }
+            let name = segment_name(base);
+            match dir.remove(&name).await {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(StorageError::io(format!("discarding {name} during recovery"), e))
                 }
             }
         }
@@ -1489,8 +1624,12 @@ async fn recover<D: LogDir>(dir: &D, config: &StorageConfig) -> Result<Recovered
         }
     }
     dir.sync_dir().await.map_err(io("syncing data directory".into()))?;
-    for q in queues.values_mut() {
-        q.truncate_from(end);
+    if end < index.checkpoint_position() {
+        // The log ends before what the checkpoint indexed (only after corruption).
+        index
+            .truncate_from(dir, end)
+            .await
+            .map_err(|e| index_error("truncating the queue index", e))?;
     }
     // The block holding the end is rewritten by the next write: carry its valid prefix.
     let carry = if end % ALIGN != 0 {
@@ -1512,12 +1651,10 @@ async fn recover<D: LogDir>(dir: &D, config: &StorageConfig) -> Result<Recovered
     } else {
         None
     };
-    // Remove index files of segments that no longer exist.
+    // Per-segment index files of the previous format are replaced by the queue index files.
     for n in &names {
-        if let Some(b) = n.strip_suffix(INDEX_SUFFIX).and_then(|d| d.parse::<u64>().ok()) {
-            if !segments.contains_key(&b) {
-                let _ = dir.remove(n).await;
-            }
+        if n.strip_suffix(INDEX_SUFFIX).is_some_and(|d| d.parse::<u64>().is_ok()) {
+            let _ = dir.remove(n).await;
         }
     }
     // One line per start says what recovery cost: restart time is bounded by the unindexed
@@ -1526,6 +1663,7 @@ async fn recover<D: LogDir>(dir: &D, config: &StorageConfig) -> Result<Recovered
         dir = %dir.path().display(),
         segments = segments.len(),
         end,
+        index_checkpoint = index.checkpoint_position(),
         scanned_bytes,
         torn_tail,
         discarded_segments,
@@ -1534,7 +1672,7 @@ async fn recover<D: LogDir>(dir: &D, config: &StorageConfig) -> Result<Recovered
     );
     Ok(Recovered {
         segments,
-        queues,
+        index,
         end,
         carry,
         last_store_ts: if last_store_ts == i64::MIN { 0 } else { last_store_ts },
@@ -1542,45 +1680,87 @@ async fn recover<D: LogDir>(dir: &D, config: &StorageConfig) -> Result<Recovered
     })
 }
 
-/// Adds an index file's entries; false (and nothing added) if they do not continue the queues.
-fn load_index(
-    queues: &mut Indexes,
+/// The queue index as the checkpoint left it, adjusted to the queue floors; rebuilt from
+/// nothing (by the log scan that follows) when the checkpoint or the index files it points to
+/// cannot be trusted.
+async fn recover_index<D: LogDir>(
+    dir: &D,
+    config: &StorageConfig,
+    names: &[String],
     floors: &HashMap<QueueKey, u64>,
-    idx: &SegmentIndexFile,
-) -> bool {
-    let mut next: HashMap<QueueKey, u64> = HashMap::new();
-    for (q, e) in &idx.entries {
-        let floor = floors.get(q).copied().unwrap_or(0);
-        if e.next_offset() <= floor {
-            continue; // deleted by retention before a crash finished removing the segment
+) -> Result<(IndexStore<D::File>, HashMap<u64, SegmentCheckpoint>)> {
+    let fresh = || IndexStore::new(config.index_file_entries, config.index_cache_bytes);
+    let checkpoint = match dir.read_all(CHECKPOINT_FILE).await {
+        Ok(Some(b)) => match IndexCheckpoint::decode(&b) {
+            Ok(c) if c.file_entries == config.index_file_entries => Some(c),
+            Ok(c) => {
+                tracing::warn!(
+                    "index_file_entries changed from {} to {}; rebuilding the queue index from \
+                     the log",
+                    c.file_entries,
+                    config.index_file_entries
+                );
+                None
+            }
+            Err(reason) => {
+                tracing::warn!("{reason}; rebuilding the queue index from the log");
+                None
+            }
+        },
+        Ok(None) => None,
+        Err(e) => return Err(StorageError::io("reading the index checkpoint", e)),
+    };
+    let index = fresh();
+    match index.recover(dir, names, checkpoint.as_ref(), floors).await {
+        Ok(()) => {
+            let segments = checkpoint
+                .map(|c| c.segments.into_iter().map(|s| (s.base, s)).collect())
+                .unwrap_or_default();
+            Ok((index, segments))
         }
-        let expect =
-            *next.entry(*q).or_insert_with(|| queues.get(q).map_or(floor, QueueIndex::next_offset));
-        if e.base_offset != expect || e.position < idx.segment_base || e.end() > idx.covered_end {
-            return false;
+        Err(e) => {
+            tracing::warn!(
+                "queue index files do not match the checkpoint ({}); rebuilding the queue \
+                 index from the log",
+                index_error("loading the queue index", e)
+            );
+            let index = fresh();
+            index
+                .recover(dir, names, None, floors)
+                .await
+                .map_err(|e| index_error("rebuilding the queue index", e))?;
+            Ok((index, HashMap::new()))
         }
-        next.insert(*q, e.next_offset());
     }
-    for (q, e) in &idx.entries {
-        let floor = floors.get(q).copied().unwrap_or(0);
-        if e.next_offset() <= floor {
-            continue;
+}
+
+fn index_error(what: &str, e: LookupError) -> StorageError {
+    match e {
+        LookupError::Io(e) => StorageError::io(what, e),
+        LookupError::Gone => StorageError::Corrupt {
+            file: CHECKPOINT_FILE.into(),
+            offset: 0,
+            reason: format!("{what}: an entry it counts is missing"),
+        },
+        LookupError::Corrupt { file, reason } => {
+            StorageError::Corrupt { file, offset: 0, reason: format!("{what}: {reason}") }
         }
-        queues.entry(*q).or_insert_with(|| QueueIndex::with_floor(floor)).push(*e);
     }
-    true
 }
 
 /// Scans a segment from `from`, verifying each batch, adding index entries.
-async fn scan_segment<F: LogFile>(
-    seg: &Segment<F>,
+async fn scan_segment<D: LogDir>(
+    dir: &D,
+    seg: &Segment<D::File>,
     config: &StorageConfig,
     from: u64,
     seg_end: u64,
-    queues: &mut Indexes,
+    index: &IndexStore<D::File>,
     floors: &HashMap<QueueKey, u64>,
 ) -> Result<ScanEnd> {
     let mut pos = from;
+    // Set after a write-back found no room: the rest of this segment's entries stay in memory.
+    let mut index_full = false;
     let mut buf = ReadBuf::from_vec(Vec::new());
     let mut buf_pos = pos;
     loop {
@@ -1638,13 +1818,30 @@ async fn scan_segment<F: LogFile>(
             record_count: h.record_count,
             store_timestamp_ms: h.stamp.store_timestamp_ms,
         };
-        if entry.next_offset() > floor {
-            let qi = queues.entry(q).or_insert_with(|| QueueIndex::with_floor(floor));
-            if h.stamp.base_offset != qi.next_offset() {
-                // Offsets must continue the queue exactly; anything else is not our data.
-                return Ok(ScanEnd::Open { end: pos, torn: true });
+        // Batches below the checkpoint are indexed already (a segment it did not describe).
+        if pos >= index.checkpoint_position() && !index.push_scanned(q, entry, floor) {
+            // Offsets must continue the queue exactly; anything else is not our data.
+            return Ok(ScanEnd::Open { end: pos, torn: true });
+        }
+        if index.wants_writeback() && !index_full {
+            // Scanned batches are on disk: write their entries to keep memory in budget (the
+            // checkpoint after recovery makes them durable).
+            match index.writeback(dir, pos + length as u64).await {
+                Ok(()) => {}
+                // No room: keep the entries in memory (beyond the budget, by at most the tail
+                // this recovery scans) rather than refuse to open; the log then opens with
+                // appends getting DISK_FULL until the index can be written.
+                Err(WritebackError::Write(e)) if is_disk_full(&e) => {
+                    tracing::warn!(
+                        segment = %segment_name(seg.base),
+                        "no room to write the queue index during recovery; keeping it in memory: {e}"
+                    );
+                    index_full = true;
+                }
+                Err(WritebackError::Write(e) | WritebackError::Sync(e)) => {
+                    return Err(StorageError::io("writing the queue index during recovery", e))
+                }
             }
-            qi.push(entry);
         }
         seg.max_store_timestamp_ms
             .set(seg.max_store_timestamp_ms.get().max(h.stamp.store_timestamp_ms));
@@ -1669,6 +1866,43 @@ async fn retention_loop<D: LogDir + 'static>(weak: std::rc::Weak<CommitLog<D>>) 
         }
         if let Err(e) = log.enforce_retention(now_ms()).await {
             tracing::warn!("retention failed: {e}");
+        }
+    }
+}
+
+/// Writes index entries behind the log and checkpoints the index when the flusher says it is
+/// time. Holds only a weak reference so dropping the log ends it.
+async fn index_loop<D: LogDir + 'static>(weak: std::rc::Weak<CommitLog<D>>) {
+    loop {
+        let kick = match weak.upgrade() {
+            Some(log) => log.index_kick.clone(),
+            None => return,
+        };
+        kick.wait().await;
+        let Some(log) = weak.upgrade() else { return };
+        {
+            let st = log.st.borrow();
+            if st.closed || st.failed.is_some() {
+                return;
+            }
+        }
+        if matches!(log.st.borrow().next.index_step(Instant::now()), IndexStep::DiskFull(_)) {
+            // No room for the index: appends retry it after the back-off, not every flush.
+            continue;
+        }
+        let outcome = if log.checkpoint_due() {
+            log.checkpoint_index().await
+        } else {
+            log.index_writeback().await
+        };
+        match outcome {
+            // Failures of index I/O already stopped the log; a close meanwhile is fine; no
+            // room is retried (by appends, or the next kick after the back-off).
+            Err(StorageError::Closed | StorageError::DiskFull { .. }) | Ok(()) => {}
+            Err(e) => {
+                tracing::warn!("index write-back stopped: {e}");
+                return;
+            }
         }
     }
 }
@@ -1773,10 +2007,10 @@ async fn flush_once<D: LogDir + 'static>(
     for tx in ready {
         let _ = tx.send(Ok(()));
     }
-    if let Err(e) = log.write_sealed_indexes().await {
-        // An index file is an optimisation for restart; failing to write it loses nothing,
-        // and a failing disk will fail the next data write too.
-        tracing::warn!("could not write segment index: {e}");
+    // Newly durable batches may have their index entries written now (by the index task, so
+    // index I/O never delays the next group commit).
+    if log.index.wants_writeback() || log.checkpoint_due() {
+        log.index_kick.notify();
     }
     if more {
         log.flush_kick.notify();

@@ -67,6 +67,13 @@ pub struct StorageConfig {
     /// once, and the log tries again at most this often (sooner when retention frees space).
     /// Default 1000.
     pub disk_full_retry_ms: u64,
+    /// Memory the per-queue index may use: its block cache, per-queue counters and entries not
+    /// yet written to the index files (the index itself lives on disk). At least 65536.
+    /// Default 64 MiB.
+    pub index_cache_bytes: usize,
+    /// Entries (32 bytes each) per index file of a queue; a multiple of 128. Retention
+    /// deletes a queue's index files whole. Default 65536 (2 MiB files).
+    pub index_file_entries: u64,
 }
 
 impl Default for StorageConfig {
@@ -89,6 +96,8 @@ impl Default for StorageConfig {
             disk_max_used_ratio: 0.75,
             retention_check_interval_ms: 60_000,
             disk_full_retry_ms: 1_000,
+            index_cache_bytes: 64 << 20,
+            index_file_entries: 65_536,
         }
     }
 }
@@ -151,6 +160,18 @@ impl StorageConfig {
         if self.retention_hours == 0 {
             return Err("retention_hours must be at least 1".into());
         }
+        if self.index_cache_bytes < 64 * 1024 {
+            return Err(format!(
+                "index_cache_bytes = {} must be at least 65536",
+                self.index_cache_bytes
+            ));
+        }
+        if self.index_file_entries == 0 || self.index_file_entries % 128 != 0 {
+            return Err(format!(
+                "index_file_entries = {} must be a positive multiple of 128",
+                self.index_file_entries
+            ));
+        }
         Ok(())
     }
 
@@ -167,5 +188,23 @@ impl StorageConfig {
         let read_ahead = 4 * (self.read_ahead_bytes + 2 * self.max_batch_bytes);
         let reads_in_flight = 16 << 20;
         self.write_pool_bytes() + self.cache_bytes + read_ahead + reads_in_flight
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn index_knobs_are_validated() {
+        StorageConfig::default().validate().unwrap();
+        let small = StorageConfig { index_cache_bytes: 1000, ..StorageConfig::default() };
+        assert!(small.validate().unwrap_err().contains("index_cache_bytes"));
+        for entries in [0, 100, 129] {
+            let c = StorageConfig { index_file_entries: entries, ..StorageConfig::default() };
+            assert!(c.validate().unwrap_err().contains("index_file_entries"));
+        }
+        let c = StorageConfig { index_file_entries: 256, ..StorageConfig::default() };
+        c.validate().unwrap();
     }
 }

@@ -1,17 +1,30 @@
-//! Per-queue index: queue offset -> (log position, length, record count, store time).
+//! Per-queue index: the pure parts (entries, per-queue bookkeeping, the checkpoint codec).
 //!
-//! Owned by one shard's commit log. Each queue keeps its batches' entries in log order, which
-//! is also offset order and (store timestamps are made monotonic per log) time order, so
-//! lookups by offset and by time are binary searches.
+//! Every stored batch of a queue has one fixed-size [`IndexEntry`] (32 bytes on disk: base
+//! offset, log position, length, record count, store time). A queue's entries are numbered
+//! from 0 in append order, which is also offset order, log-position order and (store
+//! timestamps are made monotonic per log) time order, so every lookup is a binary search over
+//! entry numbers. Entry `n` lives in index file `n / index_file_entries` of its queue, like
+//! RocketMQ's ConsumeQueue; [`super::index_store`] does that I/O through a bounded block cache.
 //!
-//! Persistence: when a segment is sealed and durable, the entries of all queues that point into
-//! it are written to `<base>.index` (checksummed). Recovery loads index files and only scans
-//! segment bytes past what they cover. Memory: 32 bytes per stored batch; retention drops the
-//! entries of deleted segments, so the index is bounded by the retained log.
+//! [`QueueIndex`] is what memory holds per queue: a few counters and the entries not yet
+//! written to the queue's files (`pending`). Entries are written *behind the log*: only once
+//! their batch is durable, so a file never describes a batch a crash can take back, and the
+//! entries a reader may not see yet (sync flush mode: not durable) are always in memory.
+//!
+//! [`IndexCheckpoint`] is the durable promise recovery starts from: "every batch below
+//! `position` has its entry in the files, and each queue had these counters". Recovery
+//! rebuilds only the entries of batches at or past it by scanning the log (see
+//! `docs/format.md` 3.3).
+//!
+//! Runs on the shard that owns the log; nothing here does I/O.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 
 use super::types::{QueueKey, QueueOffsets};
+
+/// Bytes of one entry in an index file.
+pub const ENTRY_BYTES: usize = 32;
 
 /// One stored batch of one queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,175 +43,276 @@ impl IndexEntry {
     pub fn end(&self) -> u64 {
         self.position + u64::from(self.length)
     }
+
+    pub fn encode(&self, out: &mut [u8]) {
+        out[0..8].copy_from_slice(&self.base_offset.to_le_bytes());
+        out[8..16].copy_from_slice(&self.position.to_le_bytes());
+        out[16..20].copy_from_slice(&self.length.to_le_bytes());
+        out[20..24].copy_from_slice(&self.record_count.to_le_bytes());
+        out[24..32].copy_from_slice(&self.store_timestamp_ms.to_le_bytes());
+    }
+
+    pub fn decode(b: &[u8]) -> IndexEntry {
+        let u64_at = |at: usize| u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"));
+        let u32_at = |at: usize| u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"));
+        IndexEntry {
+            base_offset: u64_at(0),
+            position: u64_at(8),
+            length: u32_at(16),
+            record_count: u32_at(20),
+            store_timestamp_ms: u64_at(24) as i64,
+        }
+    }
 }
 
-#[derive(Debug, Default)]
+/// What memory holds for one queue. Entry numbers: `[first_entry, written_entries)` are in the
+/// queue's index files, `[written_entries, next_entry())` are `pending`.
+#[derive(Debug, Clone, Default)]
 pub struct QueueIndex {
-    entries: VecDeque<IndexEntry>,
-    /// Offsets below this were deleted by retention (or never existed).
-    floor: u64,
+    /// Oldest retained entry; lower ones were dropped by retention (their files may be gone).
+    pub first_entry: u64,
+    /// Entries below this number are written to the queue's index files.
+    pub written_entries: u64,
+    /// Entries not yet written, oldest first.
+    pub pending: VecDeque<IndexEntry>,
+    /// Lowest offset still stored (the queue floor when it holds no entries).
+    pub min_offset: u64,
+    /// Offset the next batch gets.
+    pub next_offset: u64,
 }
 
 impl QueueIndex {
+    /// A queue with no entries whose offsets start at `floor`.
     pub fn with_floor(floor: u64) -> Self {
-        QueueIndex { entries: VecDeque::new(), floor }
+        QueueIndex { min_offset: floor, next_offset: floor, ..QueueIndex::default() }
     }
 
-    pub fn next_offset(&self) -> u64 {
-        self.entries.back().map_or(self.floor, IndexEntry::next_offset)
+    pub fn next_entry(&self) -> u64 {
+        self.written_entries + self.pending.len() as u64
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.next_entry() == self.first_entry
     }
 
     pub fn offsets(&self) -> QueueOffsets {
-        QueueOffsets {
-            min: self.entries.front().map_or(self.floor, |e| e.base_offset),
-            next: self.next_offset(),
-        }
+        QueueOffsets { min: self.min_offset, next: self.next_offset }
     }
 
-    /// Appends an entry; offsets, positions and times must not go backwards.
+    /// Offsets counting only batches that end at or before `visible`. Invisible batches are
+    /// never durable yet, so they are always among the pending entries.
+    pub fn visible_offsets(&self, visible: u64) -> QueueOffsets {
+        let mut o = self.offsets();
+        let hidden = self.pending.iter().rev().take_while(|e| e.end() > visible).count();
+        if hidden > 0 {
+            o.next = self.pending[self.pending.len() - hidden].base_offset;
+        }
+        o
+    }
+
+    /// Appends an entry; offsets and positions must continue the queue.
     pub fn push(&mut self, e: IndexEntry) {
-        if let Some(last) = self.entries.back() {
-            assert_eq!(e.base_offset, last.next_offset(), "queue offsets must be contiguous");
+        assert_eq!(e.base_offset, self.next_offset, "queue offsets must be contiguous");
+        if let Some(last) = self.pending.back() {
             assert!(e.position >= last.end(), "log positions must grow");
+        }
+        if self.is_empty() {
+            self.min_offset = e.base_offset;
+        }
+        self.next_offset = e.next_offset();
+        self.pending.push_back(e);
+    }
+
+    /// The pending entry numbered `n`, if `n` is pending.
+    pub fn pending_entry(&self, n: u64) -> Option<IndexEntry> {
+        n.checked_sub(self.written_entries).and_then(|i| self.pending.get(i as usize)).copied()
+    }
+
+    /// How many leading pending entries describe batches ending at or before `durable`.
+    pub fn writable_pending(&self, durable: u64) -> usize {
+        self.pending.partition_point(|e| e.end() <= durable)
+    }
+
+    /// Marks the first `n` pending entries as written to the files.
+    pub fn mark_written(&mut self, n: usize) {
+        self.pending.drain(..n);
+        self.written_entries += n as u64;
+        // Idle queues must not keep buffers: 10,000 queues × a few spare entries each would
+        // eat the budget the block cache needs.
+        if self.pending.is_empty() {
+            self.pending = VecDeque::new();
+        } else if self.pending.capacity() > 2 * self.pending.len() + 16 {
+            self.pending.shrink_to(self.pending.len() + 8);
+        }
+    }
+
+    /// Drops every entry below `first` (retention); `first_entry_offset` is the base offset of
+    /// entry `first` (or `next_offset` when `first` is the next entry).
+    pub fn drop_before(&mut self, first: u64, first_entry_offset: u64) {
+        if first <= self.first_entry {
+            return;
+        }
+        assert!(first <= self.next_entry(), "dropping entries that do not exist");
+        let pending_dropped = first.saturating_sub(self.written_entries) as usize;
+        if pending_dropped > 0 {
+            // Retention only deletes durable data, which is written before it is dropped;
+            // this keeps the counters right even if it was not.
+            self.pending.drain(..pending_dropped);
+            self.written_entries = first;
+        }
+        self.first_entry = first;
+        self.min_offset = first_entry_offset;
+    }
+
+    /// Forgets entries numbered `n` and above (recovery: their batches are past the log's
+    /// end); `next_offset` becomes `offset`, the base offset of the first forgotten entry.
+    pub fn truncate_to(&mut self, n: u64, offset: u64) {
+        if n >= self.next_entry() {
+            return;
+        }
+        if n >= self.written_entries {
+            self.pending.truncate((n - self.written_entries) as usize);
         } else {
-            assert!(e.base_offset >= self.floor, "offset below the queue floor");
+            self.pending.clear();
+            self.written_entries = n.max(self.first_entry);
         }
-        self.entries.push_back(e);
-    }
-
-    /// Index of the entry containing `offset`, if stored.
-    pub fn find(&self, offset: u64) -> Option<usize> {
-        let i = self.entries.partition_point(|e| e.next_offset() <= offset);
-        (i < self.entries.len() && self.entries[i].base_offset <= offset).then_some(i)
-    }
-
-    pub fn get(&self, i: usize) -> Option<&IndexEntry> {
-        self.entries.get(i)
-    }
-
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-
-    /// First offset whose batch was stored at or after `ts_ms`; `next_offset()` if none.
-    pub fn offset_for_timestamp(&self, ts_ms: i64) -> u64 {
-        let i = self.entries.partition_point(|e| e.store_timestamp_ms < ts_ms);
-        self.entries.get(i).map_or(self.next_offset(), |e| e.base_offset)
-    }
-
-    /// Entries whose batches lie in `[start, end)` of the log.
-    pub fn entries_in(&self, start: u64, end: u64) -> impl Iterator<Item = &IndexEntry> {
-        let lo = self.entries.partition_point(|e| e.position < start);
-        let hi = self.entries.partition_point(|e| e.position < end);
-        self.entries.range(lo..hi)
-    }
-
-    /// Drops entries of batches below log position `start` (retention); returns how many.
-    pub fn drop_before(&mut self, start: u64) -> usize {
-        let n = self.entries.partition_point(|e| e.position < start);
-        if n > 0 {
-            self.floor = self.entries[n - 1].next_offset();
+        self.next_offset = offset;
+        if self.is_empty() {
+            self.min_offset = offset;
         }
-        self.entries.drain(..n);
-        n
     }
 
-    /// Drops entries at or past log position `end` (recovery truncation).
-    pub fn truncate_from(&mut self, end: u64) {
-        let n = self.entries.partition_point(|e| e.position < end);
-        self.entries.truncate(n);
+    /// Bytes this queue's bookkeeping holds (counted in the index budget).
+    pub fn memory_bytes(&self) -> usize {
+        std::mem::size_of::<(QueueKey, QueueIndex)>()
+            + self.pending.capacity() * std::mem::size_of::<IndexEntry>()
     }
 }
 
-/// All queues of one log.
-pub type Indexes = HashMap<QueueKey, QueueIndex>;
-
-const INDEX_MAGIC: &[u8; 4] = b"RQIX";
-const INDEX_VERSION: u32 = 1;
-const ENTRY_LEN: usize = 40;
-const HEADER_LEN: usize = 4 + 4 + 8 + 8 + 4 + 4;
-
-/// Contents of one segment's index file.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SegmentIndexFile {
-    pub segment_base: u64,
-    /// Entries cover every batch in `[segment_base, covered_end)`.
-    pub covered_end: u64,
-    /// The segment was sealed at `covered_end` (its end marker ends there): no scan needed.
-    pub sealed: bool,
-    pub entries: Vec<(QueueKey, IndexEntry)>,
+/// One queue's counters in a checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueCheckpoint {
+    pub queue: QueueKey,
+    pub first_entry: u64,
+    pub next_entry: u64,
+    pub min_offset: u64,
+    pub next_offset: u64,
 }
 
-impl SegmentIndexFile {
+/// One segment's facts in a checkpoint (so recovery need not scan segments below it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentCheckpoint {
+    pub base: u64,
+    /// Position after the end marker if the segment was sealed.
+    pub sealed_end: Option<u64>,
+    /// Newest store time of the segment's batches below the checkpoint position.
+    pub max_store_timestamp_ms: i64,
+}
+
+/// The `index.checkpoint` file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexCheckpoint {
+    /// Every batch below this log position has its entry in the index files.
+    pub position: u64,
+    /// `index_file_entries` the files were written with (they cannot be read with another).
+    pub file_entries: u64,
+    pub segments: Vec<SegmentCheckpoint>,
+    pub queues: Vec<QueueCheckpoint>,
+}
+
+const CHECKPOINT_MAGIC: &[u8; 4] = b"RQIC";
+const CHECKPOINT_VERSION: u32 = 1;
+const CHECKPOINT_HEADER_BYTES: usize = 4 + 4 + 8 + 8 + 4 + 4;
+const SEGMENT_RECORD_BYTES: usize = 24;
+const QUEUE_RECORD_BYTES: usize = 40;
+
+impl IndexCheckpoint {
     pub fn encode(&self) -> Vec<u8> {
-        let mut b = Vec::with_capacity(HEADER_LEN + self.entries.len() * ENTRY_LEN + 4);
-        b.extend_from_slice(INDEX_MAGIC);
-        b.extend_from_slice(&INDEX_VERSION.to_le_bytes());
-        b.extend_from_slice(&self.segment_base.to_le_bytes());
-        b.extend_from_slice(&self.covered_end.to_le_bytes());
-        b.extend_from_slice(&(self.entries.len() as u32).to_le_bytes());
-        b.extend_from_slice(&u32::from(self.sealed).to_le_bytes());
-        for (q, e) in &self.entries {
-            b.extend_from_slice(&q.topic_id.to_le_bytes());
-            b.extend_from_slice(&q.queue_id.to_le_bytes());
-            b.extend_from_slice(&e.base_offset.to_le_bytes());
-            b.extend_from_slice(&e.position.to_le_bytes());
-            b.extend_from_slice(&e.length.to_le_bytes());
-            b.extend_from_slice(&e.record_count.to_le_bytes());
-            b.extend_from_slice(&e.store_timestamp_ms.to_le_bytes());
+        let mut b = Vec::with_capacity(
+            CHECKPOINT_HEADER_BYTES
+                + self.segments.len() * SEGMENT_RECORD_BYTES
+                + self.queues.len() * QUEUE_RECORD_BYTES
+                + 4,
+        );
+        b.extend_from_slice(CHECKPOINT_MAGIC);
+        b.extend_from_slice(&CHECKPOINT_VERSION.to_le_bytes());
+        b.extend_from_slice(&self.position.to_le_bytes());
+        b.extend_from_slice(&self.file_entries.to_le_bytes());
+        b.extend_from_slice(&(self.segments.len() as u32).to_le_bytes());
+        b.extend_from_slice(&(self.queues.len() as u32).to_le_bytes());
+        for s in &self.segments {
+            b.extend_from_slice(&s.base.to_le_bytes());
+            b.extend_from_slice(&s.sealed_end.unwrap_or(0).to_le_bytes());
+            b.extend_from_slice(&s.max_store_timestamp_ms.to_le_bytes());
+        }
+        for q in &self.queues {
+            b.extend_from_slice(&q.queue.topic_id.to_le_bytes());
+            b.extend_from_slice(&q.queue.queue_id.to_le_bytes());
+            b.extend_from_slice(&q.first_entry.to_le_bytes());
+            b.extend_from_slice(&q.next_entry.to_le_bytes());
+            b.extend_from_slice(&q.min_offset.to_le_bytes());
+            b.extend_from_slice(&q.next_offset.to_le_bytes());
         }
         let crc = crc32c::crc32c(&b);
         b.extend_from_slice(&crc.to_le_bytes());
         b
     }
 
-    /// Decodes and verifies an index file; Err says why it cannot be trusted (recovery then
-    /// rebuilds the segment's entries by scanning it).
+    /// Decodes and verifies a checkpoint; Err says why it cannot be trusted (recovery then
+    /// rebuilds the whole index by scanning the log).
     pub fn decode(b: &[u8]) -> Result<Self, String> {
-        if b.len() < HEADER_LEN + 4 {
-            return Err("index file too short".into());
+        if b.len() < CHECKPOINT_HEADER_BYTES + 4 {
+            return Err("index checkpoint too short".into());
         }
         let (body, crc) = b.split_at(b.len() - 4);
         if crc32c::crc32c(body) != u32::from_le_bytes(crc.try_into().expect("4")) {
-            return Err("index file checksum mismatch".into());
+            return Err("index checkpoint checksum mismatch".into());
         }
-        if &body[0..4] != INDEX_MAGIC {
-            return Err("not an index file".into());
+        if &body[0..4] != CHECKPOINT_MAGIC {
+            return Err("not an index checkpoint".into());
         }
         let u32_at = |at: usize| u32::from_le_bytes(body[at..at + 4].try_into().expect("4"));
         let u64_at = |at: usize| u64::from_le_bytes(body[at..at + 8].try_into().expect("8"));
-        if u32_at(4) != INDEX_VERSION {
-            return Err(format!("unsupported index version {}", u32_at(4)));
+        if u32_at(4) != CHECKPOINT_VERSION {
+            return Err(format!("unsupported index checkpoint version {}", u32_at(4)));
         }
-        let segment_base = u64_at(8);
-        let covered_end = u64_at(16);
-        let count = u32_at(24) as usize;
-        let sealed = match u32_at(28) {
-            0 => false,
-            1 => true,
-            other => return Err(format!("bad sealed flag {other}")),
-        };
-        if body.len() != HEADER_LEN + count * ENTRY_LEN {
-            return Err("index file length does not match its entry count".into());
+        let position = u64_at(8);
+        let file_entries = u64_at(16);
+        let segment_count = u32_at(24) as usize;
+        let queue_count = u32_at(28) as usize;
+        let expect = CHECKPOINT_HEADER_BYTES
+            + segment_count * SEGMENT_RECORD_BYTES
+            + queue_count * QUEUE_RECORD_BYTES;
+        if body.len() != expect {
+            return Err("index checkpoint length does not match its counts".into());
         }
-        let mut entries = Vec::with_capacity(count);
-        for i in 0..count {
-            let at = HEADER_LEN + i * ENTRY_LEN;
-            entries.push((
-                QueueKey::new(u32_at(at), u32_at(at + 4)),
-                IndexEntry {
-                    base_offset: u64_at(at + 8),
-                    position: u64_at(at + 16),
-                    length: u32_at(at + 24),
-                    record_count: u32_at(at + 28),
-                    store_timestamp_ms: u64_at(at + 32) as i64,
-                },
-            ));
+        let mut at = CHECKPOINT_HEADER_BYTES;
+        let mut segments = Vec::with_capacity(segment_count);
+        for _ in 0..segment_count {
+            let sealed_end = u64_at(at + 8);
+            segments.push(SegmentCheckpoint {
+                base: u64_at(at),
+                sealed_end: (sealed_end != 0).then_some(sealed_end),
+                max_store_timestamp_ms: u64_at(at + 16) as i64,
+            });
+            at += SEGMENT_RECORD_BYTES;
         }
-        Ok(SegmentIndexFile { segment_base, covered_end, sealed, entries })
+        let mut queues = Vec::with_capacity(queue_count);
+        for _ in 0..queue_count {
+            let q = QueueCheckpoint {
+                queue: QueueKey::new(u32_at(at), u32_at(at + 4)),
+                first_entry: u64_at(at + 8),
+                next_entry: u64_at(at + 16),
+                min_offset: u64_at(at + 24),
+                next_offset: u64_at(at + 32),
+            };
+            if q.first_entry > q.next_entry || q.min_offset > q.next_offset {
+                return Err(format!("index checkpoint of {} has inverted counters", q.queue));
+            }
+            queues.push(q);
+            at += QUEUE_RECORD_BYTES;
+        }
+        Ok(IndexCheckpoint { position, file_entries, segments, queues })
     }
 }
 
@@ -217,29 +331,35 @@ mod tests {
     }
 
     #[test]
-    fn find_by_offset_and_time() {
-        let mut q = QueueIndex::default();
-        q.push(entry(0, 0, 10, 100));
-        q.push(entry(10, 500, 5, 200));
-        q.push(entry(15, 900, 1, 200));
-        q.push(entry(16, 2000, 4, 300));
-        assert_eq!(q.find(0), Some(0));
-        assert_eq!(q.find(9), Some(0));
-        assert_eq!(q.find(10), Some(1));
-        assert_eq!(q.find(15), Some(2));
-        assert_eq!(q.find(19), Some(3));
-        assert_eq!(q.find(20), None);
-        assert_eq!(q.offsets(), QueueOffsets { min: 0, next: 20 });
-        assert_eq!(q.offset_for_timestamp(0), 0);
-        assert_eq!(q.offset_for_timestamp(150), 10);
-        assert_eq!(q.offset_for_timestamp(200), 10);
-        assert_eq!(q.offset_for_timestamp(250), 16);
-        assert_eq!(q.offset_for_timestamp(301), 20);
-        assert_eq!(q.drop_before(900), 2);
+    fn entry_round_trip() {
+        let e = entry(u64::MAX - 9, 1 << 40, 7, -5);
+        let mut b = [0u8; ENTRY_BYTES];
+        e.encode(&mut b);
+        assert_eq!(IndexEntry::decode(&b), e);
+    }
+
+    #[test]
+    fn pending_write_drop_and_visibility() {
+        let mut q = QueueIndex::with_floor(10);
+        assert_eq!(q.offsets(), QueueOffsets { min: 10, next: 10 });
+        q.push(entry(10, 0, 5, 1));
+        q.push(entry(15, 100, 5, 2));
+        q.push(entry(20, 200, 1, 3));
+        assert_eq!(q.visible_offsets(150), QueueOffsets { min: 10, next: 15 });
+        assert_eq!(q.visible_offsets(300), QueueOffsets { min: 10, next: 21 });
+        assert_eq!(q.writable_pending(200), 2);
+        q.mark_written(2);
+        assert_eq!((q.written_entries, q.next_entry()), (2, 3));
+        assert_eq!(q.pending_entry(2), Some(entry(20, 200, 1, 3)));
+        assert_eq!(q.pending_entry(1), None);
+        q.drop_before(1, 15);
+        assert_eq!(q.offsets(), QueueOffsets { min: 15, next: 21 });
+        q.truncate_to(2, 20);
         assert_eq!(q.offsets(), QueueOffsets { min: 15, next: 20 });
-        assert_eq!(q.find(9), None);
-        assert_eq!(q.drop_before(10_000), 2);
-        assert_eq!(q.offsets(), QueueOffsets { min: 20, next: 20 });
+        assert_eq!(q.next_entry(), 2);
+        q.push(entry(20, 300, 1, 4));
+        q.mark_written(1);
+        assert_eq!(q.pending.capacity(), 0, "an idle queue keeps no buffer");
     }
 
     #[test]
@@ -251,17 +371,26 @@ mod tests {
     }
 
     #[test]
-    fn index_file_round_trip_and_corruption() {
-        let f = SegmentIndexFile {
-            segment_base: 4096,
-            covered_end: 9000,
-            sealed: true,
-            entries: vec![(QueueKey::new(1, 2), entry(5, 4096, 3, 77))],
+    fn checkpoint_round_trip_and_corruption() {
+        let c = IndexCheckpoint {
+            position: 4096,
+            file_entries: 128,
+            segments: vec![
+                SegmentCheckpoint { base: 0, sealed_end: Some(4000), max_store_timestamp_ms: 9 },
+                SegmentCheckpoint { base: 65536, sealed_end: None, max_store_timestamp_ms: 10 },
+            ],
+            queues: vec![QueueCheckpoint {
+                queue: QueueKey::new(1, 2),
+                first_entry: 3,
+                next_entry: 9,
+                min_offset: 30,
+                next_offset: 90,
+            }],
         };
-        let mut b = f.encode();
-        assert_eq!(SegmentIndexFile::decode(&b).unwrap(), f);
+        let mut b = c.encode();
+        assert_eq!(IndexCheckpoint::decode(&b).unwrap(), c);
         b[30] ^= 1;
-        assert!(SegmentIndexFile::decode(&b).is_err());
-        assert!(SegmentIndexFile::decode(&b[..10]).is_err());
+        assert!(IndexCheckpoint::decode(&b).is_err());
+        assert!(IndexCheckpoint::decode(&b[..10]).is_err());
     }
 }

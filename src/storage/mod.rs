@@ -13,7 +13,9 @@
 //! - [`commit_log`]: append, group commit, read, recovery, retention execution.
 //! - [`write_tracker`]: contiguous-completion tracking of out-of-order writes.
 //! - [`chunk_cache`]: bounded cache of recently written chunks for reads.
-//! - [`index`]: per-queue offset/time index and its on-disk form.
+//! - [`index`]: per-queue index entries, counters and the checkpoint codec (pure).
+//! - [`index_cache`]: bounded LRU cache of index blocks.
+//! - [`index_store`]: the on-disk per-queue index files, write-back, checkpoints, lookups.
 //! - [`next_segment`]: the next segment, created ahead of need; the disk-full back-off.
 //! - [`retention`]: which segments to delete (pure policy).
 //! - [`segment`]: segment naming and per-segment state.
@@ -28,6 +30,8 @@ pub mod dma_dir;
 pub mod error;
 pub mod file;
 pub mod index;
+pub mod index_cache;
+pub mod index_store;
 pub mod next_segment;
 pub mod retention;
 pub mod segment;

@@ -20,6 +20,12 @@
 //! themselves once space is free, at most one attempt per interval: no busy loop.
 //! A failed *write or fsync of data* is different: the log stops (see `commit_log`).
 //!
+//! The queue index files are the other thing that grows: ENOSPC writing them (or the index
+//! checkpoint) is the same kind of shortage. Their unwritten entries stay in memory, so appends
+//! get DiskFull (keeping that memory within the index budget) until a retry after the same
+//! back-off writes them ([`IndexStep`]); reads go on. A failed fdatasync of an index file
+//! still stops the log.
+//!
 //! At recovery the same rule holds: if the active segment cannot be preallocated, or a sealed
 //! last segment has no successor and one cannot be created, the log still opens for reads and
 //! reports DISK_FULL to appends until the space is there ([`Shortage`]).
@@ -93,6 +99,18 @@ pub enum RollStep<S> {
     CreateNow,
 }
 
+/// What an append must do about the queue index (see [`NextSegment::index_step`]).
+#[derive(Debug, PartialEq, Eq)]
+pub enum IndexStep {
+    /// The index is being written: go on.
+    Writable,
+    /// Writing it failed for lack of space; try again now and report with
+    /// [`NextSegment::index_result`].
+    RetryNow,
+    /// Writing it failed for lack of space, and the retry time has not come.
+    DiskFull(String),
+}
+
 /// What an append must do about the active segment's reservation.
 #[derive(Debug, PartialEq, Eq)]
 pub enum ActiveStep {
@@ -110,12 +128,14 @@ pub struct NextSegment<S> {
     prep: Prep<S>,
     /// Set while the active segment lacks its preallocation: (reason, retry_at).
     active_short: Option<(String, Instant)>,
+    /// Set while the queue index could not be written for lack of space: (reason, retry_at).
+    index_short: Option<(String, Instant)>,
     retry_interval: Duration,
 }
 
 impl<S> NextSegment<S> {
     pub fn new(retry_interval: Duration) -> Self {
-        NextSegment { prep: Prep::Idle, active_short: None, retry_interval }
+        NextSegment { prep: Prep::Idle, active_short: None, index_short: None, retry_interval }
     }
 
     /// The state after recovery: a shortage is remembered as a disk-full failure whose retry
@@ -218,12 +238,33 @@ impl<S> NextSegment<S> {
         };
     }
 
+    /// What an append does about the queue index: its unwritten entries stay in memory, so
+    /// while they cannot be written appends get DISK_FULL (bounding that memory).
+    pub fn index_step(&self, now: Instant) -> IndexStep {
+        match &self.index_short {
+            None => IndexStep::Writable,
+            Some((_, retry_at)) if now >= *retry_at => IndexStep::RetryNow,
+            Some((reason, _)) => IndexStep::DiskFull(reason.clone()),
+        }
+    }
+
+    /// Records the outcome of writing the index (`Err(reason)` for lack of space).
+    pub fn index_result(&mut self, outcome: Result<(), String>, now: Instant) {
+        self.index_short = match outcome {
+            Ok(()) => None,
+            Err(reason) => Some((reason, now + self.retry_interval)),
+        };
+    }
+
     /// Space was freed (retention deleted files): the next attempt need not wait.
     pub fn space_freed(&mut self, now: Instant) {
         if let Prep::Failed { retry_at, .. } = &mut self.prep {
             *retry_at = now;
         }
         if let Some((_, retry_at)) = &mut self.active_short {
+            *retry_at = now;
+        }
+        if let Some((_, retry_at)) = &mut self.index_short {
             *retry_at = now;
         }
     }
@@ -246,6 +287,9 @@ impl<S> NextSegment<S> {
     /// The reason appends get DISK_FULL now, if they do (for status reports).
     pub fn disk_full_reason(&self) -> Option<&str> {
         if let Some((reason, _)) = &self.active_short {
+            return Some(reason);
+        }
+        if let Some((reason, _)) = &self.index_short {
             return Some(reason);
         }
         match &self.prep {
@@ -348,6 +392,25 @@ mod tests {
 
     fn full(reason: &str) -> CreateFailure {
         CreateFailure { reason: reason.into(), disk_full: true }
+    }
+
+    #[test]
+    fn an_unwritable_index_is_disk_full_until_a_retry_succeeds() {
+        let t0 = Instant::now();
+        let mut n: NextSegment<&str> = NextSegment::new(RETRY);
+        assert_eq!(n.index_step(t0), IndexStep::Writable);
+        n.index_result(Err("ENOSPC".into()), t0);
+        assert_eq!(n.index_step(t0), IndexStep::DiskFull("ENOSPC".into()));
+        assert_eq!(n.disk_full_reason(), Some("ENOSPC"));
+        assert_eq!(n.index_step(t0 + RETRY), IndexStep::RetryNow);
+        // A failed retry waits another interval; freed space makes the retry due at once.
+        n.index_result(Err("still".into()), t0 + RETRY);
+        assert!(matches!(n.index_step(t0 + RETRY), IndexStep::DiskFull(_)));
+        n.space_freed(t0 + RETRY);
+        assert_eq!(n.index_step(t0 + RETRY), IndexStep::RetryNow);
+        n.index_result(Ok(()), t0 + RETRY);
+        assert_eq!(n.index_step(t0 + RETRY), IndexStep::Writable);
+        assert_eq!(n.disk_full_reason(), None);
     }
 
     #[test]

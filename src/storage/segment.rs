@@ -7,14 +7,12 @@ use std::cell::Cell;
 use std::rc::Rc;
 
 pub const SEGMENT_SUFFIX: &str = ".log";
+/// Per-segment index files of an earlier version (replaced by the queue index); recovery
+/// deletes them.
 pub const INDEX_SUFFIX: &str = ".index";
 
 pub fn segment_name(base: u64) -> String {
     format!("{base:020}{SEGMENT_SUFFIX}")
-}
-
-pub fn index_name(base: u64) -> String {
-    format!("{base:020}{INDEX_SUFFIX}")
 }
 
 /// Parses a segment file name back into its base position.
@@ -36,8 +34,6 @@ pub struct Segment<F> {
     pub max_store_timestamp_ms: Cell<i64>,
     /// Completed writes not yet covered by an fdatasync.
     pub unsynced: Cell<bool>,
-    /// Whether an index file covering the sealed segment has been written.
-    pub index_written: Cell<bool>,
 }
 
 impl<F> Segment<F> {
@@ -48,7 +44,6 @@ impl<F> Segment<F> {
             sealed_end: Cell::new(None),
             max_store_timestamp_ms: Cell::new(i64::MIN),
             unsynced: Cell::new(false),
-            index_written: Cell::new(false),
         }
     }
 }

@@ -1,0 +1,895 @@
+//! The on-disk per-queue index of one shard's log, read through a bounded cache.
+//!
+//! # What it owns
+//! For every queue of the log: its [`QueueIndex`] counters and not-yet-written entries (in
+//! memory), and its index files `<topic>-<queue>-<file>.qidx` in the log directory: file `f`
+//! holds entries `[f * index_file_entries, (f + 1) * index_file_entries)`, 32 bytes each at
+//! `(n % index_file_entries) * 32` (format in `docs/format.md` 3.3). Entries are fixed-size,
+//! so entry `n` is found without any per-file table, and lookups by offset or time are binary
+//! searches over entry numbers: O(log n) block reads, most of them cache hits.
+//!
+//! # Why one file set per queue
+//! A per-shard index log would need a second per-queue structure to find a queue's entries.
+//! Per-queue files (RocketMQ's ConsumeQueue layout) keep a queue's entries contiguous, so a
+//! consumer reading a queue reads consecutive blocks and retention deletes whole old files.
+//! The price is file handles (bounded: at most [`MAX_OPEN_INDEX_FILES`] open, fewer with a
+//! small budget, least recently used closed first) and one fdatasync per written file per
+//! checkpoint (or earlier, when the set of files to sync grows past a sixteenth of the budget).
+//!
+//! # Memory (`index_cache_bytes`)
+//! Counted by [`IndexStore::memory_bytes`]: per-queue counters, pending entries, open file
+//! handles, the dirty-file set and cached 4 KiB blocks. The block cache gets whatever the rest
+//! leaves of the budget and shrinks as the rest grows. Pending entries are bounded: above a
+//! quarter of the budget the log asks for a write-back, above half an append waits for one.
+//!
+//! # Writing behind the log
+//! An entry is written only once its batch is durable ([`IndexStore::writeback`]), one block
+//! per I/O (the block's earlier entries come from the cache or the file). Written entries never
+//! change, so readers and the writer never conflict on them. Index files are fdatasynced only by
+//! a checkpoint, which then records in `index.checkpoint` that every batch below its position
+//! is indexed; a crash loses at most the entries past the last checkpoint, and recovery
+//! rebuilds exactly those by scanning the log from the checkpoint position.
+//!
+//! Runs on the shard that owns the log. Write-back, checkpoints and retention take `gate` so
+//! that only one of them changes files at a time; reads never wait for it.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io;
+use std::rc::Rc;
+
+use super::file::{LogDir, LogFile};
+use super::index::{IndexCheckpoint, IndexEntry, QueueCheckpoint, QueueIndex, ENTRY_BYTES};
+use super::index_cache::{Block, BlockKey, IndexCache, BLOCK_BYTES, ENTRIES_PER_BLOCK};
+use super::types::{QueueKey, QueueOffsets};
+use crate::runtime::{self, Semaphore};
+
+pub const QUEUE_INDEX_SUFFIX: &str = ".qidx";
+pub const CHECKPOINT_FILE: &str = "index.checkpoint";
+/// Index files kept open at once at most (fewer with a small budget); more are reopened on use.
+pub const MAX_OPEN_INDEX_FILES: usize = 64;
+/// Memory an open file handle costs, counted in the budget (fd, glommio state, map slots).
+const OPEN_FILE_BYTES: usize = 512;
+/// Memory one entry of the dirty-file set costs.
+const DIRTY_FILE_BYTES: usize = 32;
+
+/// Name of index file `file` of `queue`.
+pub fn index_file_name(queue: QueueKey, file: u64) -> String {
+    format!("{:010}-{:010}-{:020}{QUEUE_INDEX_SUFFIX}", queue.topic_id, queue.queue_id, file)
+}
+
+/// Parses an index file name back into its queue and file number.
+pub fn parse_index_file_name(name: &str) -> Option<(QueueKey, u64)> {
+    let stem = name.strip_suffix(QUEUE_INDEX_SUFFIX)?;
+    let mut parts = stem.split('-');
+    let mut next = |digits: usize| {
+        parts
+            .next()
+            .filter(|p| p.len() == digits && p.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|p| p.parse::<u64>().ok())
+    };
+    let topic = u32::try_from(next(10)?).ok()?;
+    let queue = u32::try_from(next(10)?).ok()?;
+    let file = next(20)?;
+    parts.next().is_none().then_some((QueueKey::new(topic, queue), file))
+}
+
+/// Why a lookup failed.
+#[derive(Debug)]
+pub enum LookupError {
+    /// The entry was dropped by retention meanwhile (or never existed).
+    Gone,
+    Io(io::Error),
+    /// An index file lacks an entry it must hold.
+    Corrupt {
+        file: String,
+        reason: String,
+    },
+}
+
+impl From<io::Error> for LookupError {
+    fn from(e: io::Error) -> Self {
+        LookupError::Io(e)
+    }
+}
+
+/// Why a write-back failed. The difference matters: a failed write loses nothing (its entries
+/// stay pending and may be written again, so a lack of space is retried later), a failed
+/// fdatasync may have lost written entries (fsyncgate: never retried, the log stops).
+#[derive(Debug)]
+pub enum WritebackError {
+    Write(io::Error),
+    Sync(io::Error),
+}
+
+impl std::fmt::Display for WritebackError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WritebackError::Write(e) => write!(f, "writing: {e}"),
+            WritebackError::Sync(e) => write!(f, "syncing: {e}"),
+        }
+    }
+}
+
+/// Open index file handles, least recently used closed first.
+struct OpenFiles<F> {
+    files: HashMap<(QueueKey, u64), (Rc<F>, u64)>,
+    lru: BTreeMap<u64, (QueueKey, u64)>,
+    tick: u64,
+    max_open: usize,
+}
+
+impl<F> OpenFiles<F> {
+    fn get(&mut self, key: (QueueKey, u64)) -> Option<Rc<F>> {
+        let (f, used) = self.files.get_mut(&key)?;
+        self.lru.remove(used);
+        self.tick += 1;
+        *used = self.tick;
+        self.lru.insert(self.tick, key);
+        Some(f.clone())
+    }
+
+    fn insert(&mut self, key: (QueueKey, u64), f: Rc<F>) {
+        self.tick += 1;
+        if let Some((_, used)) = self.files.insert(key, (f, self.tick)) {
+            self.lru.remove(&used);
+        }
+        self.lru.insert(self.tick, key);
+        while self.files.len() > self.max_open {
+            // Dropping the handle closes the file (a reader still holding it keeps it open).
+            let Some((_, old)) = self.lru.pop_first() else { break };
+            self.files.remove(&old);
+        }
+    }
+
+    fn remove(&mut self, key: (QueueKey, u64)) {
+        if let Some((_, used)) = self.files.remove(&key) {
+            self.lru.remove(&used);
+        }
+    }
+}
+
+/// Memory use of the index, by part (bytes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct IndexMemory {
+    pub queues_bytes: usize,
+    pub pending_bytes: usize,
+    pub files_bytes: usize,
+    pub cache_bytes: usize,
+    pub budget_bytes: usize,
+    pub cache_hits: u64,
+    pub cache_misses: u64,
+}
+
+impl IndexMemory {
+    pub fn total_bytes(&self) -> usize {
+        self.queues_bytes + self.pending_bytes + self.files_bytes + self.cache_bytes
+    }
+}
+
+pub struct IndexStore<F> {
+    file_entries: u64,
+    budget_bytes: usize,
+    queues: RefCell<HashMap<QueueKey, QueueIndex>>,
+    /// Sum of the pending deques' capacities, in entries.
+    pending_capacity: Cell<usize>,
+    cache: RefCell<IndexCache>,
+    files: RefCell<OpenFiles<F>>,
+    /// Files written since their last fdatasync.
+    dirty_files: RefCell<BTreeSet<(QueueKey, u64)>>,
+    /// A file was created since the last directory fsync.
+    created_files: Cell<bool>,
+    /// Bumped by every block write: a reader caches a block it read from disk only if no write
+    /// happened meanwhile, so an older copy never replaces a newer one.
+    write_epoch: Cell<u64>,
+    gate: Semaphore,
+    checkpoint_position: Cell<u64>,
+}
+
+impl<F: LogFile> IndexStore<F> {
+    /// An empty index. `file_entries` must be a multiple of [`ENTRIES_PER_BLOCK`].
+    pub fn new(file_entries: u64, budget_bytes: usize) -> Self {
+        assert!(
+            file_entries >= ENTRIES_PER_BLOCK && file_entries % ENTRIES_PER_BLOCK == 0,
+            "index_file_entries must be a positive multiple of {ENTRIES_PER_BLOCK}"
+        );
+        IndexStore {
+            file_entries,
+            budget_bytes,
+            queues: RefCell::new(HashMap::new()),
+            pending_capacity: Cell::new(0),
+            cache: RefCell::new(IndexCache::new(budget_bytes)),
+            files: RefCell::new(OpenFiles {
+                files: HashMap::new(),
+                lru: BTreeMap::new(),
+                tick: 0,
+                // Open handles may take a sixteenth of the budget.
+                max_open: (budget_bytes / 16 / OPEN_FILE_BYTES).clamp(2, MAX_OPEN_INDEX_FILES),
+            }),
+            dirty_files: RefCell::new(BTreeSet::new()),
+            created_files: Cell::new(false),
+            write_epoch: Cell::new(0),
+            gate: Semaphore::new(1),
+            checkpoint_position: Cell::new(0),
+        }
+    }
+
+    // ----- bookkeeping (no I/O) -----
+
+    /// Runs `f` on `queue`'s counters (created with `floor` if new), keeping the memory count.
+    fn with_queue<T>(
+        &self,
+        queue: QueueKey,
+        floor: u64,
+        f: impl FnOnce(&mut QueueIndex) -> T,
+    ) -> T {
+        let out = {
+            let mut queues = self.queues.borrow_mut();
+            let qi = queues.entry(queue).or_insert_with(|| QueueIndex::with_floor(floor));
+            let before = qi.pending.capacity();
+            let out = f(qi);
+            let after = qi.pending.capacity();
+            // The total includes `before`, so this never underflows.
+            self.pending_capacity.set(self.pending_capacity.get() + after - before);
+            out
+        };
+        self.rebalance();
+        out
+    }
+
+    /// Gives the block cache what the rest of the index leaves of the budget.
+    fn rebalance(&self) {
+        let m = self.memory();
+        let others = m.queues_bytes + m.pending_bytes + m.files_bytes;
+        self.cache.borrow_mut().set_capacity(self.budget_bytes.saturating_sub(others));
+    }
+
+    /// Records a new batch of `queue` (appended, not yet durable).
+    pub fn push(&self, queue: QueueKey, e: IndexEntry) {
+        self.with_queue(queue, 0, |q| q.push(e));
+    }
+
+    /// Recovery: records a scanned batch unless it lies below the queue's floor; false if it
+    /// does not continue the queue's offsets (then it is not our data).
+    pub fn push_scanned(&self, queue: QueueKey, e: IndexEntry, floor: u64) -> bool {
+        if e.next_offset() <= floor {
+            return true;
+        }
+        self.with_queue(queue, floor, |q| {
+            if e.base_offset != q.next_offset {
+                return false;
+            }
+            q.push(e);
+            true
+        })
+    }
+
+    /// The offset the next batch of `queue` gets.
+    pub fn next_offset(&self, queue: QueueKey) -> u64 {
+        self.queues.borrow().get(&queue).map_or(0, |q| q.next_offset)
+    }
+
+    /// The offsets of `queue` counting only batches ending at or before `visible`.
+    pub fn visible_offsets(&self, queue: QueueKey, visible: u64) -> Option<QueueOffsets> {
+        self.queues.borrow().get(&queue).map(|q| q.visible_offsets(visible))
+    }
+
+    pub fn queue_keys(&self) -> Vec<QueueKey> {
+        self.queues.borrow().keys().copied().collect()
+    }
+
+    /// Every queue's lowest stored offset (for the floor file).
+    pub fn floors(&self) -> Vec<(QueueKey, u64)> {
+        self.queues.borrow().iter().map(|(k, q)| (*k, q.min_offset)).collect()
+    }
+
+    /// Entries waiting to be written, in bytes.
+    pub fn pending_bytes(&self) -> usize {
+        self.queues.borrow().values().map(|q| q.pending.len()).sum::<usize>()
+            * std::mem::size_of::<IndexEntry>()
+    }
+
+    /// Pending entries are a quarter of the budget: time for a write-back.
+    pub fn wants_writeback(&self) -> bool {
+        self.pending_capacity.get() * std::mem::size_of::<IndexEntry>() >= self.budget_bytes / 4
+    }
+
+    /// Pending entries are half the budget: appends must wait for a write-back.
+    pub fn must_writeback(&self) -> bool {
+        self.pending_capacity.get() * std::mem::size_of::<IndexEntry>() >= self.budget_bytes / 2
+    }
+
+    /// The position of the last durable checkpoint.
+    pub fn checkpoint_position(&self) -> u64 {
+        self.checkpoint_position.get()
+    }
+
+    pub fn memory(&self) -> IndexMemory {
+        let queues = self.queues.borrow();
+        let cache = self.cache.borrow();
+        let (cache_hits, cache_misses) = cache.stats();
+        IndexMemory {
+            queues_bytes: queues.capacity()
+                * (std::mem::size_of::<(QueueKey, QueueIndex)>() + std::mem::size_of::<u64>()),
+            pending_bytes: self.pending_capacity.get() * std::mem::size_of::<IndexEntry>(),
+            files_bytes: self.files.borrow().files.len() * OPEN_FILE_BYTES
+                + self.dirty_files.borrow().len() * DIRTY_FILE_BYTES,
+            cache_bytes: cache.bytes(),
+            budget_bytes: self.budget_bytes,
+            cache_hits,
+            cache_misses,
+        }
+    }
+
+    /// Everything the index holds in memory, in bytes.
+    pub fn memory_bytes(&self) -> usize {
+        self.memory().total_bytes()
+    }
+
+    /// Drops every cached block (they are re-read on use).
+    pub fn clear_cache(&self) {
+        self.cache.borrow_mut().clear();
+    }
+
+    /// The counters a checkpoint records, as of now.
+    pub fn snapshot(&self) -> Vec<QueueCheckpoint> {
+        let mut v: Vec<QueueCheckpoint> = self
+            .queues
+            .borrow()
+            .iter()
+            .map(|(k, q)| QueueCheckpoint {
+                queue: *k,
+                first_entry: q.first_entry,
+                next_entry: q.next_entry(),
+                min_offset: q.min_offset,
+                next_offset: q.next_offset,
+            })
+            .collect();
+        v.sort_by_key(|q| q.queue);
+        v
+    }
+
+    fn file_of(&self, block: u64) -> (u64, u64) {
+        let blocks_per_file = self.file_entries / ENTRIES_PER_BLOCK;
+        (block / blocks_per_file, (block % blocks_per_file) * BLOCK_BYTES as u64)
+    }
+
+    // ----- reads -----
+
+    async fn file<D: LogDir<File = F>>(
+        &self,
+        dir: &D,
+        queue: QueueKey,
+        file: u64,
+        create: bool,
+    ) -> io::Result<Rc<F>> {
+        if let Some(f) = self.files.borrow_mut().get((queue, file)) {
+            return Ok(f);
+        }
+        let f = Rc::new(dir.open(&index_file_name(queue, file), create).await?);
+        self.files.borrow_mut().insert((queue, file), f.clone());
+        self.rebalance();
+        Ok(f)
+    }
+
+    /// Block `block` of `queue`, from the cache or its file (zero-padded past the file's end).
+    async fn block<D: LogDir<File = F>>(
+        &self,
+        dir: &D,
+        queue: QueueKey,
+        block: u64,
+    ) -> io::Result<Block> {
+        let key = BlockKey { queue, block };
+        if let Some(b) = self.cache.borrow_mut().get(key) {
+            return Ok(b);
+        }
+        let epoch = self.write_epoch.get();
+        let (file, at) = self.file_of(block);
+        let f = self.file(dir, queue, file, false).await?;
+        let buf = f.read_at(at, BLOCK_BYTES).await?;
+        let mut bytes = vec![0u8; BLOCK_BYTES];
+        bytes[..buf.len()].copy_from_slice(&buf);
+        let b = Rc::new(bytes);
+        if self.write_epoch.get() == epoch {
+            self.cache.borrow_mut().insert(key, b.clone());
+        }
+        Ok(b)
+    }
+
+    /// Entry `n` of `queue`.
+    pub async fn entry<D: LogDir<File = F>>(
+        &self,
+        dir: &D,
+        queue: QueueKey,
+        n: u64,
+    ) -> Result<IndexEntry, LookupError> {
+        Ok(self.entry_and_block(dir, queue, n).await?.0)
+    }
+
+    /// Entry `n` of `queue` and, if it is written, the block holding it with the number of
+    /// entries known written before the block was read (the block holds all of those; a
+    /// write-back meanwhile may have added more that this copy lacks).
+    async fn entry_and_block<D: LogDir<File = F>>(
+        &self,
+        dir: &D,
+        queue: QueueKey,
+        n: u64,
+    ) -> Result<(IndexEntry, Option<(Block, u64)>), LookupError> {
+        let written = {
+            let queues = self.queues.borrow();
+            let Some(q) = queues.get(&queue) else { return Err(LookupError::Gone) };
+            if n < q.first_entry || n >= q.next_entry() {
+                return Err(LookupError::Gone);
+            }
+            if let Some(e) = q.pending_entry(n) {
+                return Ok((e, None));
+            }
+            q.written_entries
+        };
+        let block = match self.block(dir, queue, n / ENTRIES_PER_BLOCK).await {
+            Ok(b) => b,
+            Err(e) => return Err(self.explain_missing(queue, n, e)),
+        };
+        let e = self.decode_slot(queue, &block, n)?;
+        Ok((e, Some((block, written))))
+    }
+
+    /// Entry `n` from its block; an all-zero slot means the file lacks a written entry.
+    fn decode_slot(
+        &self,
+        queue: QueueKey,
+        block: &Block,
+        n: u64,
+    ) -> Result<IndexEntry, LookupError> {
+        let slot = (n % ENTRIES_PER_BLOCK) as usize * ENTRY_BYTES;
+        let e = IndexEntry::decode(&block[slot..slot + ENTRY_BYTES]);
+        if e.length == 0 {
+            return Err(LookupError::Corrupt {
+                file: index_file_name(queue, n / self.file_entries),
+                reason: format!("entry {n} is missing (the file is shorter than written)"),
+            });
+        }
+        Ok(e)
+    }
+
+    /// A read error of entry `n`: `Gone` if retention dropped it meanwhile.
+    fn explain_missing(&self, queue: QueueKey, n: u64, e: io::Error) -> LookupError {
+        let dropped = self.queues.borrow().get(&queue).map_or(true, |q| n < q.first_entry);
+        if dropped {
+            LookupError::Gone
+        } else if e.kind() == io::ErrorKind::NotFound {
+            LookupError::Corrupt {
+                file: index_file_name(queue, n / self.file_entries),
+                reason: format!("index file holding entry {n} is missing"),
+            }
+        } else {
+            LookupError::Io(e)
+        }
+    }
+
+    /// First entry number in `[lo, hi)` for which `pred` is false (entries sorted by it).
+    async fn partition<D: LogDir<File = F>>(
+        &self,
+        dir: &D,
+        queue: QueueKey,
+        mut lo: u64,
+        mut hi: u64,
+        pred: impl Fn(&IndexEntry) -> bool,
+    ) -> Result<u64, LookupError> {
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if pred(&self.entry(dir, queue, mid).await?) {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        Ok(lo)
+    }
+
+    /// Number of the entry holding `offset`, if the queue stores it.
+    pub async fn find<D: LogDir<File = F>>(
+        &self,
+        dir: &D,
+        queue: QueueKey,
+        offset: u64,
+    ) -> Result<Option<u64>, LookupError> {
+        let (lo, hi) = {
+            let queues = self.queues.borrow();
+            let Some(q) = queues.get(&queue) else { return Ok(None) };
+            if offset < q.min_offset || offset >= q.next_offset || q.is_empty() {
+                return Ok(None);
+            }
+            if q.pending.front().is_some_and(|e| e.base_offset <= offset) {
+                let i = q.pending.partition_point(|e| e.next_offset() <= offset);
+                return Ok(Some(q.written_entries + i as u64));
+            }
+            (q.first_entry, q.written_entries)
+        };
+        let n = self.partition(dir, queue, lo, hi, |e| e.next_offset() <= offset).await?;
+        Ok((n < hi).then_some(n))
+    }
+
+    /// First offset of `queue` stored at or after `ts_ms`; the next offset if none.
+    pub async fn offset_for_timestamp<D: LogDir<File = F>>(
+        &self,
+        dir: &D,
+        queue: QueueKey,
+        ts_ms: i64,
+    ) -> Result<u64, LookupError> {
+        let (lo, hi, next_offset) = {
+            let queues = self.queues.borrow();
+            let Some(q) = queues.get(&queue) else { return Ok(0) };
+            if q.pending.front().is_some_and(|e| e.store_timestamp_ms < ts_ms) {
+                // The answer is among the pending entries (or past them).
+                let i = q.pending.partition_point(|e| e.store_timestamp_ms < ts_ms);
+                return Ok(q.pending.get(i).map_or(q.next_offset, |e| e.base_offset));
+            }
+            (q.first_entry, q.next_entry(), q.next_offset)
+        };
+        let n = self.partition(dir, queue, lo, hi, |e| e.store_timestamp_ms < ts_ms).await?;
+        if n == hi {
+            return Ok(next_offset);
+        }
+        Ok(self.entry(dir, queue, n).await?.base_offset)
+    }
+
+    /// Entries from number `n` on whose batches end at or before `visible`, about `max_bytes`
+    /// of batches (at least one when one is visible).
+    pub async fn entries_from<D: LogDir<File = F>>(
+        &self,
+        dir: &D,
+        queue: QueueKey,
+        mut n: u64,
+        max_bytes: usize,
+        visible: u64,
+    ) -> Result<Vec<IndexEntry>, LookupError> {
+        let mut out: Vec<IndexEntry> = Vec::new();
+        let mut total = 0usize;
+        loop {
+            let next_entry = self.queues.borrow().get(&queue).map_or(0, |q| q.next_entry());
+            if n >= next_entry {
+                return Ok(out);
+            }
+            // One lookup per block: the rest of the block's written entries come from it.
+            let (first, block) = self.entry_and_block(dir, queue, n).await?;
+            let mut batch = vec![first];
+            if let Some((b, written)) = block {
+                let block_end = (n / ENTRIES_PER_BLOCK + 1) * ENTRIES_PER_BLOCK;
+                for k in n + 1..block_end.min(written) {
+                    batch.push(self.decode_slot(queue, &b, k)?);
+                }
+            }
+            for e in batch {
+                if e.end() > visible || (total > 0 && total + e.length as usize > max_bytes) {
+                    return Ok(out);
+                }
+                total += e.length as usize;
+                out.push(e);
+                n += 1;
+            }
+        }
+    }
+
+    // ----- writes (callers hold the gate) -----
+
+    /// Serializes write-back, checkpoints and retention.
+    pub async fn lock(&self) -> glommio::sync::Permit<'_> {
+        self.gate.acquire_permit(1).await.expect("the index gate is never closed")
+    }
+
+    /// Writes the pending entries of batches ending at or before `durable`. Caller holds
+    /// [`Self::lock`]. On a failed write the entries not yet written stay pending.
+    pub async fn writeback<D: LogDir<File = F>>(
+        &self,
+        dir: &D,
+        durable: u64,
+    ) -> Result<(), WritebackError> {
+        use WritebackError::Write;
+        let todo: Vec<QueueKey> = self
+            .queues
+            .borrow()
+            .iter()
+            .filter(|(_, q)| q.writable_pending(durable) > 0)
+            .map(|(k, _)| *k)
+            .collect();
+        for queue in todo {
+            loop {
+                let (start, n) = match self.queues.borrow().get(&queue) {
+                    Some(q) => (q.written_entries, q.writable_pending(durable)),
+                    None => break,
+                };
+                if n == 0 {
+                    break;
+                }
+                let block = start / ENTRIES_PER_BLOCK;
+                let slot = start % ENTRIES_PER_BLOCK;
+                let count = (n as u64).min(ENTRIES_PER_BLOCK - slot) as usize;
+                // Earlier entries of this block that are still retained must be kept; entries
+                // dropped by retention before they were written leave nothing to keep.
+                let first = self.queues.borrow().get(&queue).map_or(0, |q| q.first_entry);
+                let keep_earlier = slot > 0 && first < start;
+                let mut bytes = if keep_earlier {
+                    self.block(dir, queue, block).await.map_err(Write)?.to_vec()
+                } else {
+                    vec![0u8; BLOCK_BYTES]
+                };
+                {
+                    let queues = self.queues.borrow();
+                    let q = queues.get(&queue).expect("queues are never removed");
+                    for (k, e) in q.pending.iter().take(count).enumerate() {
+                        let at = (slot as usize + k) * ENTRY_BYTES;
+                        e.encode(&mut bytes[at..at + ENTRY_BYTES]);
+                    }
+                }
+                let (file, at) = self.file_of(block);
+                // Without an earlier entry in this block, the file may not exist yet.
+                let new_file = !keep_earlier;
+                let f = self.file(dir, queue, file, new_file).await.map_err(Write)?;
+                let mut buf = runtime::alloc_dma(BLOCK_BYTES);
+                buf.as_bytes_mut()[..BLOCK_BYTES].copy_from_slice(&bytes);
+                self.write_epoch.set(self.write_epoch.get() + 1);
+                let written = f.write_at(Rc::new(buf), at).await;
+                self.write_epoch.set(self.write_epoch.get() + 1);
+                written.map_err(Write)?;
+                if new_file {
+                    self.created_files.set(true);
+                }
+                self.dirty_files.borrow_mut().insert((queue, file));
+                self.cache.borrow_mut().insert(BlockKey { queue, block }, Rc::new(bytes));
+                self.with_queue(queue, 0, |q| q.mark_written(count));
+                if self.dirty_files.borrow().len() * DIRTY_FILE_BYTES > self.budget_bytes / 16 {
+                    // Remembering which files need an fdatasync costs memory too: sync early.
+                    self.sync(dir).await.map_err(WritebackError::Sync)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes every written entry durable (fdatasync of written files, directory fsync of
+    /// created ones). Caller holds [`Self::lock`].
+    pub async fn sync<D: LogDir<File = F>>(&self, dir: &D) -> io::Result<()> {
+        let dirty = std::mem::take(&mut *self.dirty_files.borrow_mut());
+        for (queue, file) in dirty {
+            match self.file(dir, queue, file, false).await {
+                Ok(f) => f.sync_data().await?,
+                // Deleted by retention after it was written: nothing left to make durable.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if self.created_files.replace(false) {
+            dir.sync_dir().await?;
+        }
+        self.rebalance();
+        Ok(())
+    }
+
+    /// Records that a checkpoint at `position` is durable.
+    pub fn checkpointed(&self, position: u64) {
+        self.checkpoint_position.set(position);
+    }
+
+    /// Retention: drops every entry of a batch below log position `start`. Returns the index
+    /// files that now hold no retained entry; delete them (with [`Self::remove_files`]) only
+    /// once the new floors are durable. Caller holds [`Self::lock`].
+    pub async fn drop_before<D: LogDir<File = F>>(
+        &self,
+        dir: &D,
+        start: u64,
+    ) -> Result<Vec<(QueueKey, u64)>, LookupError> {
+        let mut doomed = Vec::new();
+        for queue in self.queue_keys() {
+            let (first, next, next_offset) = {
+                let queues = self.queues.borrow();
+                let q = &queues[&queue];
+                (q.first_entry, q.next_entry(), q.next_offset)
+            };
+            if first == next || self.entry(dir, queue, first).await?.position >= start {
+                continue;
+            }
+            let n = self.partition(dir, queue, first, next, |e| e.position < start).await?;
+            let min_offset = match n < next {
+                true => self.entry(dir, queue, n).await?.base_offset,
+                false => next_offset,
+            };
+            self.with_queue(queue, 0, |q| q.drop_before(n, min_offset));
+            doomed.extend((first / self.file_entries..n / self.file_entries).map(|f| (queue, f)));
+        }
+        Ok(doomed)
+    }
+
+    /// Deletes index files (missing ones are fine). Caller holds [`Self::lock`].
+    pub async fn remove_files<D: LogDir<File = F>>(
+        &self,
+        dir: &D,
+        files: &[(QueueKey, u64)],
+    ) -> io::Result<()> {
+        for &(queue, file) in files {
+            self.files.borrow_mut().remove((queue, file));
+            self.dirty_files.borrow_mut().remove(&(queue, file));
+            match dir.remove(&index_file_name(queue, file)).await {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+        self.rebalance();
+        Ok(())
+    }
+
+    // ----- recovery -----
+
+    /// Rebuilds the in-memory state from a checkpoint (or from nothing) and the queue floors,
+    /// deleting index files that hold no entry the index can use. `names` lists the directory.
+    pub async fn recover<D: LogDir<File = F>>(
+        &self,
+        dir: &D,
+        names: &[String],
+        checkpoint: Option<&IndexCheckpoint>,
+        floors: &HashMap<QueueKey, u64>,
+    ) -> Result<(), LookupError> {
+        let files: Vec<(QueueKey, u64)> =
+            names.iter().filter_map(|n| parse_index_file_name(n)).collect();
+        let Some(ckpt) = checkpoint else {
+            // Nothing to trust: every entry is rebuilt by scanning the log.
+            self.remove_files(dir, &files).await?;
+            for (q, f) in floors {
+                self.with_queue(*q, *f, |_| ());
+            }
+            return Ok(());
+        };
+        let mut lowest_file: HashMap<QueueKey, u64> = HashMap::new();
+        for &(q, f) in &files {
+            let e = lowest_file.entry(q).or_insert(f);
+            *e = (*e).min(f);
+        }
+        let present: BTreeSet<(QueueKey, u64)> = files.iter().copied().collect();
+        for c in &ckpt.queues {
+            // Files below the lowest present one may be gone (retention after the checkpoint);
+            // from there on, every file the checkpoint counts entries in must exist.
+            let needed_from = lowest_file.get(&c.queue).map_or(0, |f| *f);
+            let mut needed = (c.first_entry / self.file_entries).max(needed_from)
+                ..c.next_entry.div_ceil(self.file_entries);
+            let all_dropped = floors.get(&c.queue).is_some_and(|f| *f >= c.next_offset);
+            if let Some(f) = needed.find(|f| !all_dropped && !present.contains(&(c.queue, *f))) {
+                return Err(LookupError::Corrupt {
+                    file: index_file_name(c.queue, f),
+                    reason: "an index file the checkpoint counts entries in is missing".into(),
+                });
+            }
+            self.with_queue(c.queue, c.min_offset, |q| {
+                q.first_entry = c.first_entry;
+                q.written_entries = c.next_entry;
+                q.min_offset = c.min_offset;
+                q.next_offset = c.next_offset;
+            });
+        }
+        for (&queue, &floor) in floors {
+            let (first, next, min_offset, next_offset) = self.with_queue(queue, floor, |q| {
+                (q.first_entry, q.next_entry(), q.min_offset, q.next_offset)
+            });
+            if floor <= min_offset {
+                continue;
+            }
+            // Retention ran after the checkpoint. Its files are deleted oldest first, so
+            // files below the lowest one left held only dropped entries.
+            let lo = lowest_file.get(&queue).map_or(next, |f| (f * self.file_entries).max(first));
+            if floor >= next_offset {
+                self.with_queue(queue, floor, |q| {
+                    q.drop_before(next, next_offset);
+                    q.min_offset = floor;
+                    q.next_offset = floor;
+                });
+                continue;
+            }
+            let n = self.partition(dir, queue, lo, next, |e| e.next_offset() <= floor).await?;
+            let min = match n < next {
+                true => self.entry(dir, queue, n).await?.base_offset,
+                false => next_offset,
+            };
+            self.with_queue(queue, floor, |q| q.drop_before(n, min));
+        }
+        let stale: Vec<(QueueKey, u64)> = {
+            let queues = self.queues.borrow();
+            files
+                .into_iter()
+                .filter(|(q, f)| {
+                    queues.get(q).map_or(true, |qi| {
+                        *f < qi.first_entry / self.file_entries
+                            || *f * self.file_entries >= qi.next_entry()
+                    })
+                })
+                .collect()
+        };
+        self.remove_files(dir, &stale).await?;
+        self.checkpoint_position.set(ckpt.position);
+        Ok(())
+    }
+
+    /// Recovery: forgets entries of batches at or past `end` (the log ended before the
+    /// checkpoint position; only after corruption).
+    pub async fn truncate_from<D: LogDir<File = F>>(
+        &self,
+        dir: &D,
+        end: u64,
+    ) -> Result<(), LookupError> {
+        for queue in self.queue_keys() {
+            let (first, next) = {
+                let queues = self.queues.borrow();
+                (queues[&queue].first_entry, queues[&queue].next_entry())
+            };
+            if first == next || self.entry(dir, queue, next - 1).await?.end() <= end {
+                continue;
+            }
+            let n = self.partition(dir, queue, first, next, |e| e.end() <= end).await?;
+            let offset = self.entry(dir, queue, n).await?.base_offset;
+            self.with_queue(queue, 0, |q| q.truncate_to(n, offset));
+        }
+        self.checkpoint_position.set(self.checkpoint_position.get().min(end));
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::sim_dir::{SimDir, SimFileHandle};
+
+    fn entry(base: u64, position: u64) -> IndexEntry {
+        IndexEntry {
+            base_offset: base,
+            position,
+            length: 100,
+            record_count: 2,
+            store_timestamp_ms: 5,
+        }
+    }
+
+    fn on_executor<Fut: std::future::Future<Output = ()> + 'static>(
+        f: impl FnOnce() -> Fut + Send + 'static,
+    ) {
+        let opts =
+            runtime::ExecutorOptions { name: "t".into(), cpu: None, io_memory_bytes: 1 << 20 };
+        runtime::run_on_new_executor(opts, f).expect("executor");
+    }
+
+    /// Regression: retention dropped entries that were never written (no write-back yet);
+    /// the write-back of the next entries then read the block of the dropped ones from a file
+    /// that was never created, failed, and stopped the log.
+    #[test]
+    fn entries_dropped_before_they_were_written_leave_nothing_to_read() {
+        on_executor(|| async {
+            let dir = SimDir::new(1);
+            let store: IndexStore<SimFileHandle> = IndexStore::new(128, 64 * 1024);
+            let q = QueueKey::new(1, 1);
+            for i in 0..10 {
+                store.push(q, entry(2 * i, 100 * i));
+            }
+            let _gate = store.lock().await;
+            let doomed = store.drop_before(&dir, 500).await.unwrap();
+            assert!(doomed.is_empty(), "file 0 still holds retained entries");
+            assert_eq!(store.visible_offsets(q, u64::MAX).unwrap().min, 10);
+            store.push(q, entry(20, 1000));
+            store.writeback(&dir, u64::MAX).await.unwrap();
+            store.sync(&dir).await.unwrap();
+            store.clear_cache();
+            for (offset, position) in [(10, 500), (19, 900), (21, 1000)] {
+                let n = store.find(&dir, q, offset).await.unwrap().unwrap();
+                assert_eq!(store.entry(&dir, q, n).await.unwrap().position, position);
+            }
+            assert!(matches!(store.entry(&dir, q, 4).await, Err(LookupError::Gone)));
+        });
+    }
+
+    #[test]
+    fn file_names_round_trip() {
+        let q = QueueKey::new(7, 4_000_000_000);
+        let name = index_file_name(q, 12);
+        assert_eq!(name, "0000000007-4000000000-00000000000000000012.qidx");
+        assert_eq!(parse_index_file_name(&name), Some((q, 12)));
+        assert_eq!(parse_index_file_name("0000000007-0000000001-12.qidx"), None);
+        assert_eq!(parse_index_file_name("00000000000000000000.log"), None);
+        assert_eq!(parse_index_file_name("9999999999-0000000001-00000000000000000012.qidx"), None);
+    }
+}
