@@ -1006,3 +1006,35 @@ fn eio_on_read_is_reported_and_never_serves_garbage() {
         log.close().await.unwrap();
     });
 }
+
+#[test]
+fn the_async_flush_interval_and_store_times_follow_the_logs_clock() {
+    run(|| async {
+        let clock = ringmq::runtime::SimClock::new(1_700_000_000_000);
+        let mut cfg = small_config(FlushMode::Async);
+        cfg.flush_interval_ms = 60_000;
+        cfg.flush_bytes = 1 << 30; // only the interval flushes
+        let log = CommitLog::open_with_clock(SimDir::new(61), cfg, clock.clone()).await.unwrap();
+        let q = QueueKey::new(1, 0);
+        let out = log.append(q, &batch(0, 3, 10)).await.unwrap();
+        assert_eq!(out.store_timestamp_ms, 1_700_000_000_000, "stamped with the log's clock");
+        // However long the flusher runs, nothing is flushed before the clock reaches the interval.
+        for _ in 0..100 {
+            ringmq::runtime::yield_once().await;
+        }
+        let (appended, _, durable) = log.positions();
+        assert!(durable < appended, "flushed before flush_interval_ms passed on the clock");
+        clock.advance(Duration::from_millis(59_999));
+        for _ in 0..100 {
+            ringmq::runtime::yield_once().await;
+        }
+        assert!(log.positions().2 < appended, "flushed a millisecond early");
+        clock.advance(Duration::from_millis(1));
+        let real = std::time::Instant::now();
+        while log.positions().2 < appended {
+            assert!(real.elapsed() < Duration::from_secs(10), "the interval flush never came");
+            ringmq::runtime::sleep(Duration::from_millis(1)).await;
+        }
+        log.close().await.unwrap();
+    });
+}

@@ -41,7 +41,7 @@
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::rc::Rc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::channel::oneshot;
 use futures::future::{FutureExt, Shared};
@@ -62,7 +62,7 @@ use super::segment::{parse_segment_name, segment_name, Segment, INDEX_SUFFIX};
 use super::types::{AppendStatus, Appended, LogPosition, QueueKey, QueueOffsets, ReadBatches};
 use super::write_tracker::WriteTracker;
 use crate::format::batch::{self as fmt, BatchView, FormatError, Stamp, HEADER_LEN};
-use crate::runtime::{self, DmaBuffer, Semaphore, Signal, StaticPermit};
+use crate::runtime::{self, DmaBuffer, Semaphore, SharedClock, Signal, StaticPermit};
 
 const FLOOR_FILE: &str = "queues.floor";
 /// Read-ahead buffers kept per log (each at most one fetch plus `read_ahead_bytes`).
@@ -151,6 +151,9 @@ pub struct CommitLog<D: LogDir = DmaDir> {
     next_changed: Signal,
     /// One retention run at a time (it runs without the append gate).
     retention_gate: Semaphore,
+    /// The time every decision and wait of the log reads: store timestamps, flush interval,
+    /// sync-flush timeout, retention schedule and age, disk-full back-off.
+    clock: SharedClock,
 }
 
 impl CommitLog<DmaDir> {
@@ -165,6 +168,15 @@ impl CommitLog<DmaDir> {
 impl<D: LogDir + 'static> CommitLog<D> {
     /// Opens the log in `dir`, recovering whatever a previous run left.
     pub async fn open_with(dir: D, config: StorageConfig) -> Result<Rc<Self>> {
+        Self::open_with_clock(dir, config, runtime::system_clock()).await
+    }
+
+    /// [`CommitLog::open_with`] on a given clock (a [`runtime::SimClock`] in tests).
+    pub async fn open_with_clock(
+        dir: D,
+        config: StorageConfig,
+        clock: SharedClock,
+    ) -> Result<Rc<Self>> {
         config.validate().map_err(StorageError::Config)?;
         let recovered = recover(&dir, &config).await?;
         let pool = Rc::new(Semaphore::new(config.chunk_pool_chunks as u64));
@@ -188,7 +200,7 @@ impl<D: LogDir + 'static> CommitLog<D> {
                 next: NextSegment::after_recovery(
                     config.disk_full_retry(),
                     recovered.shortage,
-                    Instant::now(),
+                    clock.now(),
                 ),
                 pending_deletes: Vec::new(),
                 pending_index_deletes: Vec::new(),
@@ -204,6 +216,7 @@ impl<D: LogDir + 'static> CommitLog<D> {
             flusher: RefCell::new(None),
             next_changed: Signal::default(),
             retention_gate: Semaphore::new(1),
+            clock,
         });
         let weak = Rc::downgrade(&log);
         let handle = runtime::spawn(async move { flusher_loop(weak).await });
@@ -330,7 +343,7 @@ impl<D: LogDir + 'static> CommitLog<D> {
 
         let mut guard = self.st.borrow_mut();
         let st = &mut *guard;
-        let store_ts = now_ms().max(st.last_store_ts);
+        let store_ts = self.clock.unix_ms().max(st.last_store_ts);
         st.last_store_ts = store_ts;
         let base_offset = self.index.next_offset(queue);
         let record_count = view.header.record_count;
@@ -422,7 +435,7 @@ impl<D: LogDir + 'static> CommitLog<D> {
         };
         self.flush_kick.notify();
         let outcome = match timeout {
-            Some(t) => match runtime::timeout(t, rx).await {
+            Some(t) => match runtime::timeout_at(&*self.clock, self.clock.now() + t, rx).await {
                 Some(r) => r,
                 None => return Ok(false),
             },
@@ -590,7 +603,7 @@ impl<D: LogDir + 'static> CommitLog<D> {
         let mut st = self.st.borrow_mut();
         let active = st.active().clone();
         if active.sealed_end.get().is_none() {
-            let ts = now_ms().max(st.last_store_ts);
+            let ts = self.clock.unix_ms().max(st.last_store_ts);
             let marker = fmt::control_batch(
                 &Stamp { topic_id: 0, queue_id: 0, base_offset: 0, store_timestamp_ms: ts },
                 0,
@@ -619,7 +632,7 @@ impl<D: LogDir + 'static> CommitLog<D> {
         base: u64,
     ) -> Result<Rc<Segment<D::File>>> {
         loop {
-            let step = self.st.borrow_mut().next.for_roll(base, Instant::now());
+            let step = self.st.borrow_mut().next.for_roll(base, self.clock.now());
             match step {
                 RollStep::Use(seg) => return Ok(seg),
                 RollStep::Wait => {
@@ -633,7 +646,7 @@ impl<D: LogDir + 'static> CommitLog<D> {
                 RollStep::DiskFull(reason) => return Err(self.disk_full_error(reason).await),
                 RollStep::CreateNow => {
                     let created = create_segment(&self.dir, &self.config, base).await;
-                    let now = Instant::now();
+                    let now = self.clock.now();
                     match created {
                         Ok(seg) => {
                             let seg = Rc::new(seg);
@@ -675,7 +688,7 @@ impl<D: LogDir + 'static> CommitLog<D> {
             }
             let base =
                 next_segment_base(active.base, st.append_pos + HEADER_LEN as u64, &self.config);
-            if !st.next.start_background(base, Instant::now()) {
+            if !st.next.start_background(base, self.clock.now()) {
                 return;
             }
             base
@@ -695,7 +708,7 @@ impl<D: LogDir + 'static> CommitLog<D> {
                     Err(CreateFailure::from_io(&e))
                 }
             };
-            let unused = log.st.borrow_mut().next.created(base, outcome, Instant::now());
+            let unused = log.st.borrow_mut().next.created(base, outcome, log.clock.now());
             if unused.is_some() {
                 drop(unused);
                 log.remove_unused_segment(base).await;
@@ -719,7 +732,7 @@ impl<D: LogDir + 'static> CommitLog<D> {
     /// Preallocates the active segment if recovery could not (disk full), at most once per
     /// retry interval; DiskFull while it still does not fit.
     async fn ensure_active_reserved(&self) -> Result<()> {
-        let step = self.st.borrow().next.active_step(Instant::now());
+        let step = self.st.borrow().next.active_step(self.clock.now());
         match step {
             ActiveStep::Reserved => return Ok(()),
             ActiveStep::DiskFull(reason) => return Err(self.disk_full_error(reason).await),
@@ -727,7 +740,7 @@ impl<D: LogDir + 'static> CommitLog<D> {
         }
         let active = self.st.borrow().active().clone();
         let outcome = allocate_or_give_back(&*active.file, self.config.segment_size_bytes).await;
-        let now = Instant::now();
+        let now = self.clock.now();
         match outcome {
             Ok(()) => {
                 self.st.borrow_mut().next.active_result(Ok(()), now);
@@ -1186,7 +1199,7 @@ impl<D: LogDir + 'static> CommitLog<D> {
 
     /// Retention freed space: an append waiting out a disk-full back-off may try at once.
     fn space_freed(&self) {
-        self.st.borrow_mut().next.space_freed(Instant::now());
+        self.st.borrow_mut().next.space_freed(self.clock.now());
     }
 
     /// Files retention dropped from the log but could not unlink yet.
@@ -1214,7 +1227,7 @@ impl<D: LogDir + 'static> CommitLog<D> {
             WritebackError::Write(e) if is_disk_full(&e) => {
                 let reason = format!("{what}: {e}");
                 tracing::warn!("{reason}; appends get DISK_FULL until there is room");
-                self.st.borrow_mut().next.index_result(Err(reason.clone()), Instant::now());
+                self.st.borrow_mut().next.index_result(Err(reason.clone()), self.clock.now());
                 self.disk_full_error(reason).await
             }
             e => {
@@ -1228,7 +1241,7 @@ impl<D: LogDir + 'static> CommitLog<D> {
     /// Appends wait here while the index could not be written for lack of space: DiskFull
     /// until the retry time, then one attempt (write-back, and the checkpoint if one is due).
     async fn ensure_index_writable(self: &Rc<Self>) -> Result<()> {
-        let step = self.st.borrow().next.index_step(Instant::now());
+        let step = self.st.borrow().next.index_step(self.clock.now());
         match step {
             IndexStep::Writable => Ok(()),
             IndexStep::DiskFull(reason) => Err(self.disk_full_error(reason).await),
@@ -1237,7 +1250,7 @@ impl<D: LogDir + 'static> CommitLog<D> {
                 if self.checkpoint_due() {
                     self.checkpoint_index().await?;
                 }
-                self.st.borrow_mut().next.index_result(Ok(()), Instant::now());
+                self.st.borrow_mut().next.index_result(Ok(()), self.clock.now());
                 Ok(())
             }
         }
@@ -1856,7 +1869,11 @@ async fn retention_loop<D: LogDir + 'static>(weak: std::rc::Weak<CommitLog<D>>) 
             Some(log) => Duration::from_millis(log.config.retention_check_interval_ms.max(1)),
             None => return,
         };
-        runtime::sleep(interval).await;
+        let sleep = match weak.upgrade() {
+            Some(log) => log.clock.sleep_until(log.clock.now() + interval),
+            None => return,
+        };
+        sleep.await;
         let Some(log) = weak.upgrade() else { return };
         {
             let st = log.st.borrow();
@@ -1864,7 +1881,7 @@ async fn retention_loop<D: LogDir + 'static>(weak: std::rc::Weak<CommitLog<D>>) 
                 return;
             }
         }
-        if let Err(e) = log.enforce_retention(now_ms()).await {
+        if let Err(e) = log.enforce_retention(log.clock.unix_ms()).await {
             tracing::warn!("retention failed: {e}");
         }
     }
@@ -1886,7 +1903,7 @@ async fn index_loop<D: LogDir + 'static>(weak: std::rc::Weak<CommitLog<D>>) {
                 return;
             }
         }
-        if matches!(log.st.borrow().next.index_step(Instant::now()), IndexStep::DiskFull(_)) {
+        if matches!(log.st.borrow().next.index_step(log.clock.now()), IndexStep::DiskFull(_)) {
             // No room for the index: appends retry it after the back-off, not every flush.
             continue;
         }
@@ -1924,9 +1941,14 @@ async fn flusher_loop<D: LogDir + 'static>(weak: std::rc::Weak<CommitLog<D>>) {
             // Wait holding only the signal, so a log dropped meanwhile is freed (its Drop
             // notifies the signal, and the next upgrade fails).
             let kick = log.flush_kick.clone();
+            let timer = log.clock.sleep_until(log.clock.now() + interval);
             drop(log);
             let kicked = if async_mode {
-                runtime::timeout(interval, kick.wait()).await.is_some()
+                futures::pin_mut!(timer);
+                matches!(
+                    futures::future::select(std::pin::pin!(kick.wait()), timer).await,
+                    futures::future::Either::Left(_)
+                )
             } else {
                 kick.wait().await;
                 true
