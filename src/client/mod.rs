@@ -50,7 +50,7 @@ pub use consumer::{PullConsumer, PullResult};
 pub use error::ClientError;
 pub use message::{ConsumedMessage, Message};
 pub use pending::Pending;
-pub use producer::{Producer, ProducerConfig, SendResult};
+pub use producer::{Producer, ProducerConfig, SendBatchResult, SendResult};
 pub use router::{ClientOptions, Router};
 pub use selector::QueueSelector;
 

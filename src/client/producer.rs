@@ -9,6 +9,13 @@
 //! after `linger` (default 0: at once, so a lone synchronous send pays no delay), and a batch
 //! that reaches `max_batch_bytes` is sealed immediately.
 //!
+//! `send_batch` (RocketMQ's batch send) encodes a caller's messages into one batch on the
+//! caller's thread, for one topic and one queue selected once (by the first message); the
+//! worker seals the queue's open batch ahead of it and sends it as it is. The broker stores a
+//! batch whole or not at all, so the batch gets one result, [`SendBatchResult`], with the
+//! offset range its messages got: one completion per batch, no per-message handle, allocation
+//! or clock read.
+//!
 //! Sends are idempotent: the producer gets an id from the broker (INIT_PRODUCER) and numbers
 //! each queue's batches (epoch, base sequence: docs/protocol.md, "Idempotent produce"). Each
 //! queue's order and retries are a [`QueueSequencer`]: batches go to the shard that owns the
@@ -99,10 +106,57 @@ pub struct SendResult {
     pub message_id: String,
 }
 
+/// Where a [`Producer::send_batch`] was stored: all of its messages, at consecutive offsets
+/// `first_offset..first_offset + count` of one queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendBatchResult {
+    pub status: SendStatus,
+    pub topic: String,
+    /// The broker's id of the topic (part of every message id).
+    pub topic_id: u32,
+    pub queue_id: u32,
+    pub first_offset: u64,
+    pub count: u32,
+}
+
+impl SendBatchResult {
+    /// The offsets the batch's messages got, in the batch's order.
+    pub fn offsets(&self) -> std::ops::Range<u64> {
+        self.first_offset..self.first_offset + u64::from(self.count)
+    }
+
+    /// The message id of the batch's `index`-th message (made on demand: a batch result costs
+    /// no allocation per message).
+    pub fn message_id(&self, index: u32) -> Option<String> {
+        (index < self.count)
+            .then(|| message_id(self.topic_id, self.queue_id, self.first_offset + u64::from(index)))
+    }
+
+    /// Every message id, in the batch's order.
+    pub fn message_ids(&self) -> Vec<String> {
+        (0..self.count).filter_map(|i| self.message_id(i)).collect()
+    }
+}
+
 type Done = Completer<Result<SendResult>>;
+type BatchDone = Completer<Result<SendBatchResult>>;
 
 enum Command {
-    Send { msg: Message, queue_id: u32, timestamp_ms: i64, done: Done },
+    Send {
+        msg: Message,
+        queue_id: u32,
+        timestamp_ms: i64,
+        done: Done,
+    },
+    /// A whole batch, encoded on the caller's thread (`send_batch`): sent as one batch, after
+    /// what is already open for its queue.
+    Batch {
+        topic: String,
+        queue_id: u32,
+        builder: BatchBuilder,
+        started: Instant,
+        done: BatchDone,
+    },
     Flush(Completer<()>),
 }
 
@@ -187,11 +241,64 @@ impl Producer {
         self.wait(self.send_async(msg)?)
     }
 
+    /// Sends `msgs` as one batch (RocketMQ's batch send) and waits for the broker's reply: all
+    /// of them are stored, at consecutive offsets of one queue, or none is.
+    pub fn send_batch(&self, msgs: Vec<Message>) -> Result<SendBatchResult> {
+        self.wait(self.send_batch_async(msgs)?)
+    }
+
+    /// Queues `msgs` as one batch on the queue the producer's selector picks for the first
+    /// message. The batch is encoded here, on the caller's thread; the worker sends it as it
+    /// is, in its queue's order after messages queued before it, and completes one handle for
+    /// the whole batch (no per-message handle, allocation or clock read). Every message must
+    /// be for the same topic, and the batch must fit in `max_batch_bytes`; messages without a
+    /// timestamp share the time of this call.
+    pub fn send_batch_async(&self, msgs: Vec<Message>) -> Result<Pending<Result<SendBatchResult>>> {
+        let selector = self.config.selector.clone();
+        self.send_batch_async_with(msgs, &selector)
+    }
+
+    /// [`Producer::send_batch_async`] on the queue `selector` picks for the first message.
+    pub fn send_batch_async_with(
+        &self,
+        msgs: Vec<Message>,
+        selector: &QueueSelector,
+    ) -> Result<Pending<Result<SendBatchResult>>> {
+        let Some(first) = msgs.first() else {
+            return Err(ClientError::Invalid("a batch needs at least one message".into()));
+        };
+        if let Some(other) = msgs.iter().find(|m| m.topic != first.topic) {
+            return Err(ClientError::Invalid(format!(
+                "a batch goes to one topic: {:?} and {:?} are mixed",
+                first.topic, other.topic
+            )));
+        }
+        let queue_id = self.select(first, selector)?;
+        let started = Instant::now();
+        let now = now_ms();
+        let mut builder = BatchBuilder::new(self.config.max_batch_bytes);
+        for (i, msg) in msgs.iter().enumerate() {
+            msg.with_record(msg.timestamp_ms.unwrap_or(now), |r| builder.push(r)).map_err(|e| {
+                ClientError::Invalid(format!(
+                    "message {i} of {} does not fit in one batch of max_batch_bytes = {}: {e}",
+                    msgs.len(),
+                    self.config.max_batch_bytes
+                ))
+            })?;
+        }
+        let (done, p) = pending();
+        let topic = msgs.into_iter().next().map(|m| m.topic).unwrap_or_default();
+        let tx = self.commands.as_ref().ok_or(ClientError::Closed)?;
+        tx.send(Command::Batch { topic, queue_id, builder, started, done })
+            .map_err(|_| ClientError::Closed)?;
+        Ok(p)
+    }
+
     pub fn send_with(&self, msg: Message, selector: &QueueSelector) -> Result<SendResult> {
         self.wait(self.send_async_with(msg, selector)?)
     }
 
-    fn wait(&self, p: Pending<Result<SendResult>>) -> Result<SendResult> {
+    fn wait<T>(&self, p: Pending<Result<T>>) -> Result<T> {
         // The worker resolves every message by its send timeout; the margin covers the wait
         // in the hand-off channel.
         let bound = self.config.send_timeout + self.config.request_timeout;
@@ -303,10 +410,18 @@ struct OpenBatch {
     started: Instant,
 }
 
+/// Who hears how a batch ended.
+enum Completion {
+    /// One handle per message, in the batch's order (`send_async`).
+    PerMessage(Vec<Done>),
+    /// One handle for the whole batch of `count` messages (`send_batch`).
+    Batch { done: BatchDone, count: u32 },
+}
+
 struct ReadyBatch {
     /// Shared with the sends in flight (a retry resends the same bytes without copying).
     bytes: Arc<Vec<u8>>,
-    dones: Vec<Done>,
+    completion: Completion,
 }
 
 struct QueueState {
@@ -422,6 +537,19 @@ impl<S: BatchSink> Worker<S> {
                 self.seal_all();
                 self.flushes.push(done);
             }
+            Command::Batch { topic, queue_id, builder, started, done } => {
+                let seq_config = self.sequencer_config();
+                let (pid, send_timeout) = (self.producer_id, self.config.send_timeout);
+                let q = self.queues.entry((topic, queue_id)).or_insert_with(|| QueueState {
+                    open: None,
+                    sequencer: QueueSequencer::new(seq_config),
+                });
+                // Messages queued before the batch keep their place ahead of it.
+                Self::seal(q, pid, send_timeout);
+                self.buffered_bytes += builder.len_bytes();
+                let completion = Completion::Batch { done, count: builder.record_count() };
+                Self::push_sealed(q, pid, send_timeout, builder, completion, started);
+            }
             Command::Send { msg, queue_id, timestamp_ms, done } => {
                 let key = (msg.topic.clone(), queue_id);
                 let max = self.config.max_batch_bytes;
@@ -483,13 +611,27 @@ impl<S: BatchSink> Worker<S> {
     /// answered within `send_timeout` of its first message.
     fn seal(q: &mut QueueState, producer_id: i64, send_timeout: Duration) {
         if let Some(o) = q.open.take() {
-            let count = o.builder.record_count();
-            let (epoch, base_sequence) = q.sequencer.next_numbering();
-            let bytes = Arc::new(o.builder.finish(with_epoch(producer_id, epoch), base_sequence));
-            let batch = ReadyBatch { bytes, dones: o.dones };
-            let numbered = q.sequencer.push(batch, count, o.started + send_timeout);
-            debug_assert_eq!(numbered, (epoch, base_sequence));
+            let completion = Completion::PerMessage(o.dones);
+            Self::push_sealed(q, producer_id, send_timeout, o.builder, completion, o.started);
         }
+    }
+
+    /// Numbers `builder`'s batch for its place in the queue's sequence and hands it to the
+    /// sequencer.
+    fn push_sealed(
+        q: &mut QueueState,
+        producer_id: i64,
+        send_timeout: Duration,
+        builder: BatchBuilder,
+        completion: Completion,
+        started: Instant,
+    ) {
+        let count = builder.record_count();
+        let (epoch, base_sequence) = q.sequencer.next_numbering();
+        let bytes = Arc::new(builder.finish(with_epoch(producer_id, epoch), base_sequence));
+        let numbered =
+            q.sequencer.push(ReadyBatch { bytes, completion }, count, started + send_timeout);
+        debug_assert_eq!(numbered, (epoch, base_sequence));
     }
 
     fn seal_all(&mut self) {
@@ -591,34 +733,43 @@ impl<S: BatchSink> Worker<S> {
                 key.1, key.0
             )),
         };
-        match (outcome, reply) {
+        let stored = match (outcome, reply) {
             (
                 Ok(()),
                 Some(Ok(Response::Produce { status, topic_id, queue_id, base_offset, .. })),
-            ) => {
-                for (i, done) in batch.dones.into_iter().enumerate() {
+            ) => Ok((*status, *topic_id, *queue_id, *base_offset)),
+            (Ok(()), _) => Err(ClientError::Protocol("a stored batch without its reply".into())),
+            (Err(why), _) => Err(error(why)),
+        };
+        match (batch.completion, stored) {
+            (Completion::PerMessage(dones), Ok((status, topic_id, queue_id, base_offset))) => {
+                for (i, done) in dones.into_iter().enumerate() {
                     let offset = base_offset + i as u64;
                     done.complete(Ok(SendResult {
-                        status: *status,
+                        status,
                         topic: key.0.clone(),
-                        queue_id: *queue_id,
+                        queue_id,
                         queue_offset: offset,
-                        message_id: message_id(*topic_id, *queue_id, offset),
+                        message_id: message_id(topic_id, queue_id, offset),
                     }));
                 }
             }
-            (Ok(()), _) => {
-                let e = ClientError::Protocol("a stored batch without its reply".into());
-                for done in batch.dones {
+            (Completion::PerMessage(dones), Err(e)) => {
+                for done in dones {
                     done.complete(Err(e.clone()));
                 }
             }
-            (Err(why), _) => {
-                let e = error(why);
-                for done in batch.dones {
-                    done.complete(Err(e.clone()));
-                }
+            (Completion::Batch { done, count }, Ok((status, topic_id, queue_id, first_offset))) => {
+                done.complete(Ok(SendBatchResult {
+                    status,
+                    topic: key.0.clone(),
+                    topic_id,
+                    queue_id,
+                    first_offset,
+                    count,
+                }));
             }
+            (Completion::Batch { done, .. }, Err(e)) => done.complete(Err(e)),
         }
     }
 
@@ -886,6 +1037,54 @@ mod tests {
         cb(ok_reply(7, &b));
         flush.wait();
         assert_eq!(p.wait().unwrap().queue_offset, 7);
+        drop(tx);
+        worker.join().unwrap();
+    }
+
+    fn send_batch(
+        tx: &Sender<Command>,
+        queue_id: u32,
+        bodies: &[&str],
+    ) -> Pending<Result<SendBatchResult>> {
+        let mut builder = BatchBuilder::new(1 << 20);
+        for b in bodies {
+            Message::new("t", *b).with_record(1, |r| builder.push(r)).unwrap();
+        }
+        let (done, p) = pending();
+        let started = Instant::now();
+        tx.send(Command::Batch { topic: "t".into(), queue_id, builder, started, done }).unwrap();
+        p
+    }
+
+    #[test]
+    fn a_batch_goes_as_one_after_the_queues_open_messages_with_one_result() {
+        let config = ProducerConfig { max_in_flight_per_queue: 1, ..Default::default() };
+        let (sink, tx, worker) = start(config);
+        let mut seen = 0;
+        let first = send(&tx, 0, "m0");
+        let (_, _, b0, cb0) = sink.take(1, &mut seen).remove(0);
+        // m1 waits in the open batch (one batch in flight); the batch must not overtake it.
+        let second = send(&tx, 0, "m1");
+        let batch = send_batch(&tx, 0, &["b0", "b1", "b2"]);
+        cb0(ok_reply(0, &b0));
+        let (_, _, b1, cb1) = sink.take(2, &mut seen).remove(0);
+        assert_eq!(bodies(&b1), ["m1"], "the open batch was sealed before the batch");
+        cb1(ok_reply(1, &b1));
+        let (_, _, b2, cb2) = sink.take(3, &mut seen).remove(0);
+        assert_eq!(bodies(&b2), ["b0", "b1", "b2"], "one batch, in order");
+        assert_eq!(numbering(&b2), (PID, 2));
+        cb2(ok_reply(2, &b2));
+        assert_eq!(first.wait().unwrap().queue_offset, 0);
+        assert_eq!(second.wait().unwrap().queue_offset, 1);
+        let r = batch.wait().unwrap();
+        assert_eq!((r.first_offset, r.count, r.offsets()), (2, 3, 2..5));
+        assert_eq!(r.message_ids(), (2..5).map(|o| message_id(1, 0, o)).collect::<Vec<_>>());
+        assert_eq!(r.message_id(3), None);
+        // A refused batch fails as a whole, with one error.
+        let refused = send_batch(&tx, 0, &["x", "y"]);
+        let (_, _, _, cb) = sink.take(4, &mut seen).remove(0);
+        cb(broker_error(ErrorCode::BATCH_TOO_LARGE));
+        assert_eq!(refused.wait().unwrap_err().code(), Some(ErrorCode::BATCH_TOO_LARGE));
         drop(tx);
         worker.join().unwrap();
     }
