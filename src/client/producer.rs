@@ -27,10 +27,15 @@
 //! original offsets, so a retry never stores a message twice and never reorders a queue
 //! (ordered messages with [`QueueSelector::KeyHash`]).
 //!
+//! The worker's cost per message does not grow with the number of queues: it looks only at
+//! queues something happened to (a dirty queue of indexes) and at due timers (a heap of
+//! wake-ups: lingers, request timeouts, backoffs, send deadlines), so a step is O(log queues).
+//!
 //! Memory is bounded by `buffer_messages` queued in the channel plus `max_buffer_bytes` of
 //! batches held by the worker; past that the worker stops taking messages until replies come.
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::sync::atomic::AtomicU32;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -161,7 +166,8 @@ enum Command {
 }
 
 struct Reply {
-    key: (String, u32),
+    /// The queue's index in the worker's `queues`.
+    queue: usize,
     /// Which send of which batch this answers (see `QueueSequencer::on_reply`).
     attempt: u64,
     epoch: u16,
@@ -425,8 +431,16 @@ struct ReadyBatch {
 }
 
 struct QueueState {
+    /// (topic, queue id).
+    key: (String, u32),
     open: Option<OpenBatch>,
     sequencer: QueueSequencer<ReadyBatch>,
+    /// The earliest wake-up this queue has in the worker's timer heap, if any.
+    armed: Option<Instant>,
+    /// In the worker's `dirty` queue.
+    queued: bool,
+    /// Counted in the worker's `busy_queues` (not idle when last looked at).
+    busy: bool,
 }
 
 impl QueueState {
@@ -435,15 +449,37 @@ impl QueueState {
     }
 }
 
+/// The producer's worker: owns every queue's open batch and sequencer.
+///
+/// A step costs O(log n) in the number of queues n, not O(n): a queue is looked at only when
+/// something happened to it (a message or batch for it, a reply, its own timer), through the
+/// `dirty` queue, and the next wake-up is the top of the `timers` heap. Only `flush` and
+/// `close` walk every queue (they seal every open batch).
 struct Worker<S: BatchSink> {
     sink: S,
     config: ProducerConfig,
     producer_id: i64,
-    queues: HashMap<(String, u32), QueueState>,
+    /// Every queue this producer sent to, by index (`Reply::queue`); bounded by the topics'
+    /// queue counts.
+    queues: Vec<QueueState>,
+    /// topic -> queue id -> index in `queues` (looked up by `&str`: no key allocation per
+    /// message).
+    index: HashMap<String, HashMap<u32, usize>>,
+    /// Queues to look at in the next step, each at most once (`QueueState::queued`).
+    dirty: VecDeque<usize>,
+    /// (when, queue) wake-ups: lingers, request timeouts, backoffs, send deadlines. Entries a
+    /// queue no longer needs fire harmlessly (the queue is looked at, nothing is due); the heap
+    /// is rebuilt when such entries pile up, so it holds O(queues) entries.
+    timers: BinaryHeap<Reverse<(Instant, usize)>>,
+    /// Queues with an open batch or batches unanswered.
+    busy_queues: usize,
     buffered_bytes: usize,
     flushes: Vec<Completer<()>>,
     replies_tx: Sender<Reply>,
     replies_rx: Receiver<Reply>,
+    /// Queues looked at so far (the structural test of per-step cost reads it).
+    #[cfg(test)]
+    touched: u64,
 }
 
 impl<S: BatchSink> Worker<S> {
@@ -455,11 +491,17 @@ impl<S: BatchSink> Worker<S> {
             sink,
             config,
             producer_id,
-            queues: HashMap::new(),
+            queues: Vec::new(),
+            index: HashMap::new(),
+            dirty: VecDeque::new(),
+            timers: BinaryHeap::new(),
+            busy_queues: 0,
             buffered_bytes: 0,
             flushes: Vec::new(),
             replies_tx,
             replies_rx,
+            #[cfg(test)]
+            touched: 0,
         }
     }
 
@@ -475,13 +517,15 @@ impl<S: BatchSink> Worker<S> {
     fn run(mut self, commands: Receiver<Command>) {
         let mut commands_open = true;
         loop {
-            self.dispatch();
+            self.step(Instant::now());
             self.finish_flushes();
-            if !commands_open && self.queues.values().all(QueueState::is_idle) {
+            if !commands_open && self.busy_queues == 0 {
                 return;
             }
-            let timeout = self.next_deadline().map(|d| d.saturating_duration_since(Instant::now()));
-            let timeout = timeout.unwrap_or(Duration::from_secs(3600));
+            let timeout = match self.timers.peek() {
+                Some(Reverse((t, _))) => t.saturating_duration_since(Instant::now()),
+                None => Duration::from_secs(3600),
+            };
             let full = self.buffered_bytes >= self.config.max_buffer_bytes;
             if commands_open && !full {
                 select! {
@@ -495,39 +539,119 @@ impl<S: BatchSink> Worker<S> {
             } else if let Ok(r) = self.replies_rx.recv_timeout(timeout) {
                 self.reply(r);
             }
-            self.poll_queues();
-            self.seal_lingered();
         }
     }
 
-    fn next_deadline(&self) -> Option<Instant> {
-        let mut d: Option<Instant> = None;
-        let mut consider = |t: Instant| d = Some(d.map_or(t, |d| d.min(t)));
-        for q in self.queues.values() {
-            if let Some(o) = &q.open {
-                // A busy queue's open batch waits for a reply, not for a timer.
-                if q.sequencer.has_room() {
-                    consider(o.started + self.config.linger);
-                }
-            }
-            if let Some(t) = q.sequencer.next_wakeup() {
-                consider(t);
-            }
+    /// The index of `topic`'s queue `queue_id`, created on first use.
+    fn queue(&mut self, topic: &str, queue_id: u32) -> usize {
+        if let Some(&id) = self.index.get(topic).and_then(|m| m.get(&queue_id)) {
+            return id;
         }
-        d
+        let id = self.queues.len();
+        self.queues.push(QueueState {
+            key: (topic.to_owned(), queue_id),
+            open: None,
+            sequencer: QueueSequencer::new(self.sequencer_config()),
+            armed: None,
+            queued: false,
+            busy: false,
+        });
+        self.index.entry(topic.to_owned()).or_default().insert(queue_id, id);
+        id
     }
 
-    /// Request timeouts (resend) and send deadlines (fail) of every queue.
-    fn poll_queues(&mut self) {
-        let now = Instant::now();
-        let mut done = Vec::new();
-        for (key, q) in &mut self.queues {
-            for r in q.sequencer.poll(now) {
-                done.push((key.clone(), r));
+    /// Queues `id` to be looked at in the next step.
+    fn mark(&mut self, id: usize) {
+        let q = &mut self.queues[id];
+        if !q.queued {
+            q.queued = true;
+            self.dirty.push_back(id);
+        }
+    }
+
+    /// Looks at the queues whose timers are due and those something happened to.
+    fn step(&mut self, now: Instant) {
+        while let Some(&Reverse((t, id))) = self.timers.peek() {
+            if t > now {
+                break;
+            }
+            self.timers.pop();
+            if self.queues[id].armed == Some(t) {
+                self.queues[id].armed = None;
+            }
+            self.mark(id);
+        }
+        while let Some(id) = self.dirty.pop_front() {
+            self.queues[id].queued = false;
+            self.process(id, now);
+        }
+    }
+
+    /// One queue's step: request timeouts (resend) and send deadlines (fail), seal a lingered
+    /// batch, send what the sequencer allows, and arm the queue's next wake-up.
+    fn process(&mut self, id: usize, now: Instant) {
+        #[cfg(test)]
+        {
+            self.touched += 1;
+        }
+        for r in self.queues[id].sequencer.poll(now) {
+            self.resolve(id, r, None);
+        }
+        let (pid, send_timeout, linger) =
+            (self.producer_id, self.config.send_timeout, self.config.linger);
+        let q = &mut self.queues[id];
+        let lingered = q.open.as_ref().is_some_and(|o| now >= o.started + linger);
+        if lingered && q.sequencer.has_room() {
+            Self::seal(q, pid, send_timeout);
+        }
+        while let Some(send) = q.sequencer.next_send(now) {
+            if send.renumber {
+                let bytes = Arc::make_mut(&mut send.batch.bytes);
+                renumber(bytes, with_epoch(pid, send.epoch), send.base_sequence);
+            }
+            let (attempt, epoch, base_sequence) = (send.attempt, send.epoch, send.base_sequence);
+            let bytes = send.batch.bytes.clone();
+            let tx = self.replies_tx.clone();
+            self.sink.send(
+                &q.key.0,
+                q.key.1,
+                bytes,
+                Box::new(move |result| {
+                    let _ = tx.send(Reply { queue: id, attempt, epoch, base_sequence, result });
+                }),
+            );
+        }
+        // A busy queue's open batch waits for a reply, not for a timer.
+        let linger_at =
+            q.open.as_ref().filter(|_| q.sequencer.has_room()).map(|o| o.started + linger);
+        let wake = match (linger_at, q.sequencer.next_wakeup()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        if let Some(t) = wake {
+            if q.armed.map_or(true, |armed| t < armed) {
+                q.armed = Some(t);
+                self.timers.push(Reverse((t, id)));
             }
         }
-        for (key, r) in done {
-            self.resolve(&key, r, None);
+        let busy = !q.is_idle();
+        if busy != q.busy {
+            q.busy = busy;
+            if busy {
+                self.busy_queues += 1;
+            } else {
+                self.busy_queues -= 1;
+            }
+        }
+        // Superseded wake-ups pile up only when a queue's wake-up keeps moving earlier; keep
+        // the heap O(queues) by rebuilding it from the armed ones.
+        if self.timers.len() > 4 * self.queues.len() + 64 {
+            self.timers = self
+                .queues
+                .iter()
+                .enumerate()
+                .filter_map(|(i, q)| q.armed.map(|t| Reverse((t, i))))
+                .collect();
         }
     }
 
@@ -538,12 +662,10 @@ impl<S: BatchSink> Worker<S> {
                 self.flushes.push(done);
             }
             Command::Batch { topic, queue_id, builder, started, done } => {
-                let seq_config = self.sequencer_config();
+                let id = self.queue(&topic, queue_id);
+                self.mark(id);
                 let (pid, send_timeout) = (self.producer_id, self.config.send_timeout);
-                let q = self.queues.entry((topic, queue_id)).or_insert_with(|| QueueState {
-                    open: None,
-                    sequencer: QueueSequencer::new(seq_config),
-                });
+                let q = &mut self.queues[id];
                 // Messages queued before the batch keep their place ahead of it.
                 Self::seal(q, pid, send_timeout);
                 self.buffered_bytes += builder.len_bytes();
@@ -551,14 +673,11 @@ impl<S: BatchSink> Worker<S> {
                 Self::push_sealed(q, pid, send_timeout, builder, completion, started);
             }
             Command::Send { msg, queue_id, timestamp_ms, done } => {
-                let key = (msg.topic.clone(), queue_id);
+                let id = self.queue(&msg.topic, queue_id);
+                self.mark(id);
                 let max = self.config.max_batch_bytes;
-                let seq_config = self.sequencer_config();
                 let (pid, send_timeout) = (self.producer_id, self.config.send_timeout);
-                let q = self.queues.entry(key).or_insert_with(|| QueueState {
-                    open: None,
-                    sequencer: QueueSequencer::new(seq_config),
-                });
+                let q = &mut self.queues[id];
                 if q.open.is_none() {
                     self.buffered_bytes += crate::format::HEADER_LEN;
                 }
@@ -635,56 +754,15 @@ impl<S: BatchSink> Worker<S> {
     }
 
     fn seal_all(&mut self) {
-        for q in self.queues.values_mut() {
-            Self::seal(q, self.producer_id, self.config.send_timeout);
-        }
-    }
-
-    fn seal_lingered(&mut self) {
-        let now = Instant::now();
-        for q in self.queues.values_mut() {
-            let lingered = q.open.as_ref().is_some_and(|o| now >= o.started + self.config.linger);
-            if lingered && q.sequencer.has_room() {
-                Self::seal(q, self.producer_id, self.config.send_timeout);
-            }
-        }
-    }
-
-    /// Sends every batch each queue's sequencer allows now.
-    fn dispatch(&mut self) {
-        let now = Instant::now();
-        let pid = self.producer_id;
-        for (key, q) in &mut self.queues {
-            while let Some(send) = q.sequencer.next_send(now) {
-                if send.renumber {
-                    let bytes = Arc::make_mut(&mut send.batch.bytes);
-                    renumber(bytes, with_epoch(pid, send.epoch), send.base_sequence);
-                }
-                let (attempt, epoch, base_sequence) =
-                    (send.attempt, send.epoch, send.base_sequence);
-                let bytes = send.batch.bytes.clone();
-                let tx = self.replies_tx.clone();
-                let reply_key = key.clone();
-                self.sink.send(
-                    &key.0,
-                    key.1,
-                    bytes,
-                    Box::new(move |result| {
-                        let _ = tx.send(Reply {
-                            key: reply_key,
-                            attempt,
-                            epoch,
-                            base_sequence,
-                            result,
-                        });
-                    }),
-                );
-            }
+        for id in 0..self.queues.len() {
+            Self::seal(&mut self.queues[id], self.producer_id, self.config.send_timeout);
+            self.mark(id);
         }
     }
 
     fn reply(&mut self, r: Reply) {
-        let Some(q) = self.queues.get_mut(&r.key) else { return };
+        let id = r.queue;
+        let Some(q) = self.queues.get_mut(id) else { return };
         let kind = match &r.result {
             Ok(Response::Produce { .. }) => ReplyKind::Stored,
             Ok(_) => ReplyKind::Fatal,
@@ -692,9 +770,9 @@ impl<S: BatchSink> Worker<S> {
                 ReplyKind::OutOfOrderSequence
             }
             Err(e) if e.is_retriable() => {
-                tracing::debug!(topic = %r.key.0, queue = r.key.1, "resending: {e}");
+                tracing::debug!(topic = %q.key.0, queue = q.key.1, "resending: {e}");
                 if matches!(e.code(), Some(ErrorCode::NOT_OWNER)) || e.code().is_none() {
-                    self.sink.refresh(&r.key.0);
+                    self.sink.refresh(&q.key.0);
                 }
                 ReplyKind::Retriable
             }
@@ -703,23 +781,20 @@ impl<S: BatchSink> Worker<S> {
         let resolved =
             q.sequencer.on_reply(r.attempt, r.epoch, r.base_sequence, kind, Instant::now());
         for res in resolved {
-            self.resolve(&r.key, res, Some(&r.result));
+            self.resolve(id, res, Some(&r.result));
         }
+        self.mark(id);
     }
 
     /// Completes a resolved batch's messages: with their offsets from `reply` when stored,
     /// else with the failure.
-    fn resolve(
-        &mut self,
-        key: &(String, u32),
-        r: Resolution<ReadyBatch>,
-        reply: Option<&Result<Response>>,
-    ) {
+    fn resolve(&mut self, id: usize, r: Resolution<ReadyBatch>, reply: Option<&Result<Response>>) {
         let (batch, outcome) = match r {
             Resolution::Stored(b) => (b, Ok(())),
             Resolution::Failed(b, why) => (b, Err(why)),
         };
         self.buffered_bytes = self.buffered_bytes.saturating_sub(batch.bytes.len());
+        let key = &self.queues[id].key;
         let error = |why: Failure| match (why, reply) {
             (Failure::Reply, Some(Err(e))) => e.clone(),
             (Failure::Reply, Some(Ok(other))) => {
@@ -774,7 +849,7 @@ impl<S: BatchSink> Worker<S> {
     }
 
     fn finish_flushes(&mut self) {
-        if !self.flushes.is_empty() && self.queues.values().all(QueueState::is_idle) {
+        if !self.flushes.is_empty() && self.busy_queues == 0 {
             for f in self.flushes.drain(..) {
                 f.complete(());
             }
@@ -1087,6 +1162,64 @@ mod tests {
         assert_eq!(refused.wait().unwrap_err().code(), Some(ErrorCode::BATCH_TOO_LARGE));
         drop(tx);
         worker.join().unwrap();
+    }
+
+    fn send_to(worker: &mut Worker<ScriptedSink>, queue_id: u32) -> Pending<Result<SendResult>> {
+        let (done, p) = pending();
+        let msg = Message::new("t", "m");
+        worker.command(Command::Send { msg, queue_id, timestamp_ms: 1, done });
+        p
+    }
+
+    #[test]
+    fn a_step_looks_only_at_the_queues_something_happened_to_with_10000_queues_open() {
+        const QUEUES: u32 = 10_000;
+        let linger = Duration::from_secs(3600);
+        // Send and request timeouts beyond the simulated time: only lingers and replies act.
+        let config = ProducerConfig {
+            linger,
+            max_in_flight_per_queue: 1,
+            send_timeout: 3 * linger,
+            request_timeout: 3 * linger,
+            ..Default::default()
+        };
+        let sink = ScriptedSink::default();
+        let mut worker = Worker::new(sink.clone(), config, PID);
+        let t0 = Instant::now();
+        // Every queue gets an open batch that lingers (a timer each).
+        let mut pending: Vec<_> = (0..QUEUES).map(|q| send_to(&mut worker, q)).collect();
+        worker.step(t0);
+        assert_eq!(worker.touched, u64::from(QUEUES));
+        assert_eq!(sink.pending(), 0, "all lingering");
+        // One more message: one queue looked at, none of the other 9,999.
+        let before = worker.touched;
+        pending.push(send_to(&mut worker, 7));
+        worker.step(t0);
+        assert_eq!(worker.touched - before, 1);
+        // Nothing happened and nothing is due: no queue looked at.
+        let before = worker.touched;
+        worker.step(t0 + Duration::from_secs(1));
+        assert_eq!(worker.touched - before, 0);
+        // The lingers run out: every queue seals and sends its batch, each looked at once.
+        let before = worker.touched;
+        worker.step(t0 + linger + Duration::from_secs(1));
+        assert_eq!(worker.touched - before, u64::from(QUEUES));
+        let mut sent: Vec<Sent> = sink.sent.lock().unwrap().drain(..).collect();
+        assert_eq!(sent.len(), QUEUES as usize);
+        assert!(worker.timers.len() <= 4 * worker.queues.len() + 64, "bounded timer heap");
+        // A reply for one queue (10,000 batches in flight): that queue alone is looked at.
+        let i = sent.iter().position(|s| s.1 == 7).unwrap();
+        let (_, _, b, cb) = sent.swap_remove(i);
+        cb(ok_reply(0, &b));
+        let reply = worker.replies_rx.try_recv().unwrap();
+        let before = worker.touched;
+        worker.reply(reply);
+        worker.step(t0 + linger + Duration::from_secs(1));
+        assert_eq!(worker.touched - before, 1);
+        assert_eq!(bodies(&b), ["m", "m"]);
+        assert_eq!(pending.remove(7).try_take().unwrap().unwrap().queue_offset, 0);
+        assert_eq!(pending.pop().unwrap().try_take().unwrap().unwrap().queue_offset, 1);
+        assert_eq!(worker.busy_queues, QUEUES as usize - 1, "queue 7 is idle again");
     }
 
     #[test]
