@@ -53,6 +53,7 @@ use crate::format::{BatchBuilder, FormatError};
 use crate::protocol::message::PRODUCE_FLAG_NO_RESPONSE;
 use crate::protocol::producer_id::{with_epoch, WINDOW_BATCHES};
 use crate::protocol::{message_id, ErrorCode, Request, Response, SendStatus};
+use crate::runtime::{system_clock, SharedClock};
 
 /// Producer settings.
 #[derive(Debug, Clone)]
@@ -177,6 +178,7 @@ struct Reply {
 
 pub struct Producer {
     router: Arc<Router>,
+    clock: SharedClock,
     config: ProducerConfig,
     counter: AtomicU32,
     commands: Option<Sender<Command>>,
@@ -202,13 +204,15 @@ impl Producer {
             }
         };
         let (tx, rx) = bounded(config.buffer_messages.max(1));
-        let worker = Worker::new(router.clone(), config.clone(), producer_id);
+        let clock = system_clock();
+        let worker = Worker::new(router.clone(), config.clone(), producer_id, clock.clone());
         let handle = std::thread::Builder::new()
             .name("ringmq-producer".into())
             .spawn(move || worker.run(rx))
             .map_err(|e| ClientError::Invalid(format!("cannot start producer thread: {e}")))?;
         Ok(Producer {
             router,
+            clock,
             config,
             counter: AtomicU32::new(0),
             commands: Some(tx),
@@ -280,8 +284,8 @@ impl Producer {
             )));
         }
         let queue_id = self.select(first, selector)?;
-        let started = Instant::now();
-        let now = now_ms();
+        let started = self.clock.now();
+        let now = self.clock.unix_ms();
         let mut builder = BatchBuilder::new(self.config.max_batch_bytes);
         for (i, msg) in msgs.iter().enumerate() {
             msg.with_record(msg.timestamp_ms.unwrap_or(now), |r| builder.push(r)).map_err(|e| {
@@ -457,6 +461,8 @@ impl QueueState {
 /// `close` walk every queue (they seal every open batch).
 struct Worker<S: BatchSink> {
     sink: S,
+    /// Every time the worker reads (the system clock; a simulated one in tests).
+    clock: SharedClock,
     config: ProducerConfig,
     producer_id: i64,
     /// Every queue this producer sent to, by index (`Reply::queue`); bounded by the topics'
@@ -483,12 +489,13 @@ struct Worker<S: BatchSink> {
 }
 
 impl<S: BatchSink> Worker<S> {
-    fn new(sink: S, config: ProducerConfig, producer_id: i64) -> Self {
+    fn new(sink: S, config: ProducerConfig, producer_id: i64, clock: SharedClock) -> Self {
         // Unbounded type, bounded in use: every reply answers a send, and sends are bounded by
         // the batches held (max_buffer_bytes) times the resends within a send timeout.
         let (replies_tx, replies_rx) = unbounded();
         Worker {
             sink,
+            clock,
             config,
             producer_id,
             queues: Vec::new(),
@@ -517,17 +524,16 @@ impl<S: BatchSink> Worker<S> {
     fn run(mut self, commands: Receiver<Command>) {
         let mut commands_open = true;
         loop {
-            self.step(Instant::now());
+            self.step(self.clock.now());
             self.finish_flushes();
             if !commands_open && self.busy_queues == 0 {
                 return;
             }
             let timeout = match self.timers.peek() {
-                Some(Reverse((t, _))) => t.saturating_duration_since(Instant::now()),
+                Some(Reverse((t, _))) => t.saturating_duration_since(self.clock.now()),
                 None => Duration::from_secs(3600),
             };
-            let full = self.buffered_bytes >= self.config.max_buffer_bytes;
-            if commands_open && !full {
+            if commands_open && self.accepts_commands() {
                 select! {
                     recv(commands) -> c => match c {
                         Ok(c) => self.command(c),
@@ -540,6 +546,12 @@ impl<S: BatchSink> Worker<S> {
                 self.reply(r);
             }
         }
+    }
+
+    /// Whether the worker takes more messages now: not while it holds `max_buffer_bytes` of
+    /// batches (the callers then wait in the bounded hand-off channel).
+    fn accepts_commands(&self) -> bool {
+        self.buffered_bytes < self.config.max_buffer_bytes
     }
 
     /// The index of `topic`'s queue `queue_id`, created on first use.
@@ -675,6 +687,7 @@ impl<S: BatchSink> Worker<S> {
             Command::Send { msg, queue_id, timestamp_ms, done } => {
                 let id = self.queue(&msg.topic, queue_id);
                 self.mark(id);
+                let now = self.clock.now();
                 let max = self.config.max_batch_bytes;
                 let (pid, send_timeout) = (self.producer_id, self.config.send_timeout);
                 let q = &mut self.queues[id];
@@ -684,7 +697,7 @@ impl<S: BatchSink> Worker<S> {
                 let open = q.open.get_or_insert_with(|| OpenBatch {
                     builder: BatchBuilder::new(max),
                     dones: Vec::new(),
-                    started: Instant::now(),
+                    started: now,
                 });
                 let before = open.builder.len_bytes();
                 match msg.with_record(timestamp_ms, |r| open.builder.push(r)) {
@@ -699,11 +712,8 @@ impl<S: BatchSink> Worker<S> {
                         match msg.with_record(timestamp_ms, |r| builder.push(r)) {
                             Ok(()) => {
                                 self.buffered_bytes += builder.len_bytes();
-                                q.open = Some(OpenBatch {
-                                    builder,
-                                    dones: vec![done],
-                                    started: Instant::now(),
-                                });
+                                q.open =
+                                    Some(OpenBatch { builder, dones: vec![done], started: now });
                             }
                             Err(e) => done.complete(Err(too_large(e))),
                         }
@@ -779,7 +789,7 @@ impl<S: BatchSink> Worker<S> {
             Err(_) => ReplyKind::Fatal,
         };
         let resolved =
-            q.sequencer.on_reply(r.attempt, r.epoch, r.base_sequence, kind, Instant::now());
+            q.sequencer.on_reply(r.attempt, r.epoch, r.base_sequence, kind, self.clock.now());
         for res in resolved {
             self.resolve(id, res, Some(&r.result));
         }
@@ -864,6 +874,7 @@ mod tests {
     use super::*;
     use crate::client::connection::Callback;
     use crate::format::BatchView;
+    use crate::runtime::{Clock, SimClock};
     use std::sync::Mutex;
 
     type Sent = (String, u32, Vec<u8>, Callback);
@@ -924,7 +935,7 @@ mod tests {
 
     fn start(config: ProducerConfig) -> (ScriptedSink, Sender<Command>, JoinHandle<()>) {
         let sink = ScriptedSink::default();
-        let worker = Worker::new(sink.clone(), config, PID);
+        let worker = Worker::new(sink.clone(), config, PID, system_clock());
         let (tx, rx) = bounded(100);
         (sink, tx, std::thread::spawn(move || worker.run(rx)))
     }
@@ -1184,8 +1195,9 @@ mod tests {
             ..Default::default()
         };
         let sink = ScriptedSink::default();
-        let mut worker = Worker::new(sink.clone(), config, PID);
-        let t0 = Instant::now();
+        let clock = crate::runtime::SimClock::new(0);
+        let mut worker = Worker::new(sink.clone(), config, PID, clock.clone());
+        let t0 = clock.now();
         // Every queue gets an open batch that lingers (a timer each).
         let mut pending: Vec<_> = (0..QUEUES).map(|q| send_to(&mut worker, q)).collect();
         worker.step(t0);
@@ -1198,11 +1210,13 @@ mod tests {
         assert_eq!(worker.touched - before, 1);
         // Nothing happened and nothing is due: no queue looked at.
         let before = worker.touched;
-        worker.step(t0 + Duration::from_secs(1));
+        clock.advance(Duration::from_secs(1));
+        worker.step(clock.now());
         assert_eq!(worker.touched - before, 0);
         // The lingers run out: every queue seals and sends its batch, each looked at once.
         let before = worker.touched;
-        worker.step(t0 + linger + Duration::from_secs(1));
+        clock.advance(linger);
+        worker.step(clock.now());
         assert_eq!(worker.touched - before, u64::from(QUEUES));
         let mut sent: Vec<Sent> = sink.sent.lock().unwrap().drain(..).collect();
         assert_eq!(sent.len(), QUEUES as usize);
@@ -1214,12 +1228,109 @@ mod tests {
         let reply = worker.replies_rx.try_recv().unwrap();
         let before = worker.touched;
         worker.reply(reply);
-        worker.step(t0 + linger + Duration::from_secs(1));
+        worker.step(clock.now());
         assert_eq!(worker.touched - before, 1);
         assert_eq!(bodies(&b), ["m", "m"]);
         assert_eq!(pending.remove(7).try_take().unwrap().unwrap().queue_offset, 0);
         assert_eq!(pending.pop().unwrap().try_take().unwrap().unwrap().queue_offset, 1);
         assert_eq!(worker.busy_queues, QUEUES as usize - 1, "queue 7 is idle again");
+    }
+
+    /// A worker driven by hand on a simulated clock: no thread, no sleep.
+    fn sim_worker(config: ProducerConfig) -> (Worker<ScriptedSink>, ScriptedSink, Arc<SimClock>) {
+        let sink = ScriptedSink::default();
+        let clock = SimClock::new(0);
+        (Worker::new(sink.clone(), config, PID, clock.clone()), sink, clock)
+    }
+
+    fn drain_sent(sink: &ScriptedSink) -> Vec<Sent> {
+        sink.sent.lock().unwrap().drain(..).collect()
+    }
+
+    #[test]
+    fn an_idle_queues_batch_waits_for_the_linger_on_the_simulated_clock() {
+        let config = ProducerConfig { linger: Duration::from_millis(5), ..Default::default() };
+        let (mut worker, sink, clock) = sim_worker(config);
+        let p: Vec<_> = (0..3).map(|_| send_to(&mut worker, 0)).collect();
+        worker.step(clock.now());
+        clock.advance(Duration::from_millis(4));
+        worker.step(clock.now());
+        assert_eq!(sink.pending(), 0, "still lingering");
+        clock.advance(Duration::from_millis(1));
+        worker.step(clock.now());
+        let (_, _, b, cb) = drain_sent(&sink).remove(0);
+        assert_eq!(bodies(&b).len(), 3, "one batch of the three messages");
+        cb(ok_reply(0, &b));
+        worker.reply(worker.replies_rx.try_recv().unwrap());
+        worker.step(clock.now());
+        let offsets: Vec<u64> = p.into_iter().map(|p| p.wait().unwrap().queue_offset).collect();
+        assert_eq!(offsets, [0, 1, 2]);
+        assert_eq!((worker.busy_queues, worker.buffered_bytes), (0, 0));
+    }
+
+    #[test]
+    fn a_full_batch_is_sealed_at_once_and_memory_stays_under_its_bound() {
+        let config = ProducerConfig {
+            linger: Duration::from_secs(3600),
+            max_batch_bytes: 256,
+            max_buffer_bytes: 1024,
+            max_in_flight_per_queue: 1,
+            ..Default::default()
+        };
+        let (mut worker, sink, clock) = sim_worker(config);
+        let mut sent = 0;
+        while worker.accepts_commands() {
+            send_to(&mut worker, 0);
+            sent += 1;
+            worker.step(clock.now());
+            assert!(sent < 1000, "the worker never stopped taking messages");
+        }
+        // Full batches were sealed without waiting for the linger; one is in flight.
+        let in_flight = drain_sent(&sink);
+        assert_eq!(in_flight.len(), 1);
+        assert!(in_flight[0].2.len() <= 256);
+        assert!(worker.buffered_bytes >= 1024 && worker.buffered_bytes < 1024 + 256);
+        // Its reply frees room: the worker takes messages again.
+        let (_, _, b, cb) = in_flight.into_iter().next().unwrap();
+        cb(ok_reply(0, &b));
+        worker.reply(worker.replies_rx.try_recv().unwrap());
+        worker.step(clock.now());
+        assert!(worker.accepts_commands());
+        let next = drain_sent(&sink);
+        assert_eq!(numbering(&next[0].2).1, bodies(&b).len() as i32, "the next batch in order");
+    }
+
+    #[test]
+    fn a_retriable_failure_is_resent_after_the_backoff_until_the_send_timeout() {
+        let config = ProducerConfig {
+            retry_backoff: Duration::from_millis(50),
+            retry_backoff_max: Duration::from_millis(50),
+            send_timeout: Duration::from_millis(500),
+            ..Default::default()
+        };
+        let (mut worker, sink, clock) = sim_worker(config);
+        let p = send_to(&mut worker, 0);
+        worker.step(clock.now());
+        let mut sends = 0;
+        loop {
+            let sent = drain_sent(&sink);
+            if sent.is_empty() {
+                break;
+            }
+            sends += 1;
+            let (_, _, _, cb) = sent.into_iter().next().unwrap();
+            cb(Err(ClientError::Disconnected("test".into())));
+            worker.reply(worker.replies_rx.try_recv().unwrap());
+            clock.advance(Duration::from_millis(49));
+            worker.step(clock.now());
+            assert_eq!(sink.pending(), 0, "no resend before the backoff");
+            clock.advance(Duration::from_millis(1));
+            worker.step(clock.now());
+        }
+        // 500 ms of send timeout at one try per 50 ms.
+        assert_eq!(sends, 10);
+        assert!(matches!(p.try_take(), Some(Err(ClientError::Timeout(500)))));
+        assert_eq!(worker.busy_queues, 0);
     }
 
     #[test]
