@@ -31,6 +31,7 @@
 //! Routing is shard-aware ([`router`]): requests for a queue go straight to the port of the
 //! shard that owns it.
 
+pub mod accumulator;
 pub mod admin;
 pub mod connection;
 pub mod consumer;
