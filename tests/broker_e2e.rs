@@ -671,5 +671,12 @@ fn a_batch_send_is_all_or_nothing_at_contiguous_offsets() {
         );
     }
     assert!(drain(&client, "bt", 0, 0).is_empty(), "the batches went to the selected queue");
+    // The same messages read in place from the fetch buffer.
+    let view = client.consumer().pull_view("bt", 1, 1, Duration::ZERO).unwrap();
+    let in_place: Vec<(u64, &[u8])> = view.messages().map(|m| (m.offset, m.body())).collect();
+    let owned: Vec<(u64, &[u8])> =
+        stored.iter().skip(1).take(in_place.len()).map(|m| (m.offset, m.body.as_slice())).collect();
+    assert!(!in_place.is_empty());
+    assert_eq!(in_place, owned);
     producer.close().unwrap();
 }

@@ -47,7 +47,7 @@ pub mod sequencer;
 use std::sync::Arc;
 
 pub use admin::AdminClient;
-pub use consumer::{PullConsumer, PullResult};
+pub use consumer::{MessageView, PullConsumer, PullResult, PullView};
 pub use error::ClientError;
 pub use message::{ConsumedMessage, Message};
 pub use pending::Pending;
