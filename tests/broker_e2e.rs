@@ -615,3 +615,68 @@ fn consume_follow_reconnects_after_a_broker_restart() {
     drop(broker);
     producer.close().unwrap();
 }
+
+#[test]
+fn a_batch_send_is_all_or_nothing_at_contiguous_offsets() {
+    let dir = tempdir();
+    // The broker takes batches of at most 64 KiB; the producer would build up to 1 MiB.
+    let cfg = config(dir.path(), 2, "", "max_batch_bytes = 65536");
+    let broker = Broker::start_in(dir.path(), &cfg);
+    let client = Client::connect(&broker.addr()).unwrap();
+    client.admin().create_topic("bt", 2).unwrap();
+    let producer = client
+        .producer(ProducerConfig { selector: QueueSelector::Queue(1), ..Default::default() })
+        .unwrap();
+    let batch = |tag: &str, n: usize, size: usize| -> Vec<Message> {
+        (0..n).map(|i| Message::new("bt", format!("{tag}{i}:{}", "x".repeat(size)))).collect()
+    };
+    let first = producer.send_batch(batch("a", 3, 10)).unwrap();
+    assert_eq!((first.queue_id, first.offsets()), (1, 0..3));
+    let second = producer.send_batch(batch("b", 50, 100)).unwrap();
+    assert_eq!(second.offsets(), 3..53, "one range, right after the first batch");
+    assert_eq!(second.message_ids().len(), 50);
+    // Over the broker's limit: refused as a whole, nothing of it stored.
+    let refused = producer.send_batch(batch("c", 10, 10_000)).unwrap_err();
+    assert_eq!(refused.code(), Some(ringmq::protocol::ErrorCode::BATCH_TOO_LARGE), "{refused}");
+    // Refused by the client before anything is sent: one message too large for any batch, or
+    // messages for two topics.
+    let mut too_large = batch("d", 3, 10);
+    too_large[2].body = vec![0; 2 << 20];
+    assert!(matches!(producer.send_batch(too_large), Err(ringmq::client::ClientError::Invalid(_))));
+    let mut mixed = batch("e", 2, 10);
+    mixed[1].topic = "other".into();
+    assert!(matches!(producer.send_batch(mixed), Err(ringmq::client::ClientError::Invalid(_))));
+    assert!(matches!(
+        producer.send_batch(Vec::new()),
+        Err(ringmq::client::ClientError::Invalid(_))
+    ));
+    // The queue goes on right after the last stored batch.
+    let third = producer.send_batch(batch("f", 5, 10)).unwrap();
+    assert_eq!(third.offsets(), 53..58);
+    let stored = drain(&client, "bt", 1, 0);
+    let expected: Vec<Message> =
+        [batch("a", 3, 10), batch("b", 50, 100), batch("f", 5, 10)].concat();
+    assert_eq!(stored.len(), expected.len(), "only the stored batches, each whole");
+    for (i, (got, want)) in stored.iter().zip(&expected).enumerate() {
+        assert_eq!((got.offset, &got.body), (i as u64, &want.body));
+        assert_eq!(
+            got.message_id,
+            [&first, &second, &third]
+                .iter()
+                .find_map(|r| r
+                    .offsets()
+                    .contains(&(i as u64))
+                    .then(|| r.message_id((i as u64 - r.first_offset) as u32).unwrap()))
+                .unwrap()
+        );
+    }
+    assert!(drain(&client, "bt", 0, 0).is_empty(), "the batches went to the selected queue");
+    // The same messages read in place from the fetch buffer.
+    let view = client.consumer().pull_view("bt", 1, 1, Duration::ZERO).unwrap();
+    let in_place: Vec<(u64, &[u8])> = view.messages().map(|m| (m.offset, m.body())).collect();
+    let owned: Vec<(u64, &[u8])> =
+        stored.iter().skip(1).take(in_place.len()).map(|m| (m.offset, m.body.as_slice())).collect();
+    assert!(!in_place.is_empty());
+    assert_eq!(in_place, owned);
+    producer.close().unwrap();
+}

@@ -4,6 +4,12 @@
 //! The consumer checks each batch (producer CRC, the broker's stamp CRC, record framing), skips
 //! records below the requested offset and control batches, and reports the offset to fetch next.
 //!
+//! Decoding allocates nothing per message: a pull first verifies the fetched batches in place
+//! ([`scan_batches`]), and [`PullConsumer::pull_view`] hands back the fetch buffer itself
+//! ([`PullView`]), whose messages are borrowed views ([`MessageView`]); only what a caller
+//! keeps is copied ([`MessageView::to_owned`]). [`PullConsumer::pull`] is that, with every
+//! message copied out.
+//!
 //! A stored batch that does not decode (written before the broker validated record framing on
 //! ingest, or damaged) is never skipped silently: the messages before it are delivered and the
 //! pull stops there; a pull that starts at it fails with [`ClientError::CorruptData`], naming
@@ -23,7 +29,8 @@ use super::error::{ClientError, Result};
 use super::message::ConsumedMessage;
 use super::retry::RetrySchedule;
 use super::router::Router;
-use crate::format::BatchView;
+use crate::format::batch::read_header;
+use crate::format::{BatchHeader, BatchView, RecordIter, RecordRef, HEADER_LEN};
 use crate::protocol::{message_id, ErrorCode, Request, Response};
 
 /// What one pull returned.
@@ -73,6 +80,18 @@ impl PullConsumer {
         offset: u64,
         max_wait: Duration,
     ) -> Result<PullResult> {
+        Ok(self.pull_view(topic, queue_id, offset, max_wait)?.to_result())
+    }
+
+    /// [`PullConsumer::pull`] without copying: the messages are read in place from the fetch
+    /// buffer ([`PullView::messages`]).
+    pub fn pull_view(
+        &self,
+        topic: &str,
+        queue_id: u32,
+        offset: u64,
+        max_wait: Duration,
+    ) -> Result<PullView> {
         let request = Request::Fetch {
             topic: topic.to_owned(),
             queue_id,
@@ -105,27 +124,175 @@ impl PullConsumer {
                 other => break other?,
             }
         };
-        let Response::Fetch { min_offset, next_offset, scan_end_offset, batches } = resp else {
+        let Response::Fetch { min_offset, next_offset, scan_end_offset, mut batches } = resp else {
             return Err(ClientError::Protocol("fetch got another reply".into()));
         };
-        let decoded = decode_batches(&batches, offset, &self.tags);
-        let (messages, next) = settle(topic, queue_id, offset, scan_end_offset, decoded)?;
-        Ok(PullResult { messages, next_offset: next, min_offset, max_offset: next_offset })
+        let scan = scan_batches(&batches, offset, &self.tags);
+        let next =
+            settle(topic, queue_id, offset, scan_end_offset, scan.next_offset, scan.corrupt)?;
+        // Only verified batches stay: the views read them without checking again.
+        batches.truncate(scan.valid_len);
+        Ok(PullView {
+            batches,
+            from: offset,
+            tags: self.tags.clone(),
+            next_offset: next,
+            min_offset,
+            max_offset: next_offset,
+        })
     }
 }
 
-/// A pull's outcome from what it decoded: the messages and the offset to pull next, or the
-/// corrupt batch the pull starts at.
+/// A pull's reply kept as the fetch buffer it arrived in: [`PullView::messages`] reads the
+/// messages in place, with no allocation per message; [`MessageView::to_owned`] copies the
+/// ones a caller keeps. Every batch in it was verified (both CRCs and the record framing).
+#[derive(Debug)]
+pub struct PullView {
+    batches: Vec<u8>,
+    from: u64,
+    tags: Vec<Vec<u8>>,
+    /// The offset to pull next (after the last record returned, or the requested one).
+    pub next_offset: u64,
+    /// The queue's bounds when the broker replied: `[min_offset, max_offset)`.
+    pub min_offset: u64,
+    pub max_offset: u64,
+}
+
+impl PullView {
+    /// The messages at or after the requested offset that match the consumer's tags, in
+    /// offset order.
+    pub fn messages(&self) -> MessageViews<'_> {
+        MessageViews::new(&self.batches, self.from, &self.tags)
+    }
+
+    /// Copies every message out (what [`PullConsumer::pull`] returns).
+    pub fn to_result(&self) -> PullResult {
+        PullResult {
+            messages: self.messages().map(|m| m.to_owned()).collect(),
+            next_offset: self.next_offset,
+            min_offset: self.min_offset,
+            max_offset: self.max_offset,
+        }
+    }
+}
+
+/// A message as it lies in a fetch buffer (borrowed; see [`PullView`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MessageView<'a> {
+    pub topic_id: u32,
+    pub queue_id: u32,
+    pub offset: u64,
+    pub store_timestamp_ms: i64,
+    /// The record: key, tag, body, producer timestamp and `properties()`, all borrowed.
+    pub record: RecordRef<'a>,
+}
+
+impl<'a> MessageView<'a> {
+    pub fn body(&self) -> &'a [u8] {
+        self.record.body
+    }
+
+    /// Made on demand (a string per call).
+    pub fn message_id(&self) -> String {
+        message_id(self.topic_id, self.queue_id, self.offset)
+    }
+
+    /// An owned copy, to keep after the [`PullView`] is gone.
+    pub fn to_owned(&self) -> ConsumedMessage {
+        ConsumedMessage {
+            queue_id: self.queue_id,
+            offset: self.offset,
+            message_id: self.message_id(),
+            timestamp_ms: self.record.timestamp_ms,
+            store_timestamp_ms: self.store_timestamp_ms,
+            key: self.record.key.to_vec(),
+            tag: self.record.tag.to_vec(),
+            properties: self
+                .record
+                .properties()
+                .filter_map(|p| p.ok())
+                .map(|(k, v)| (k.to_vec(), v.to_vec()))
+                .collect(),
+            body: self.record.body.to_vec(),
+        }
+    }
+}
+
+/// Iterates the messages of verified batches (see [`scan_batches`]) at or after `from` that
+/// match `tags`; batches below `from`, control batches and batches whose tag summary rules
+/// the tags out are stepped over by their header.
+pub struct MessageViews<'a> {
+    rest: &'a [u8],
+    from: u64,
+    tags: &'a [Vec<u8>],
+    batch: Option<(BatchHeader, RecordIter<'a>)>,
+}
+
+impl<'a> MessageViews<'a> {
+    fn new(batches: &'a [u8], from: u64, tags: &'a [Vec<u8>]) -> Self {
+        MessageViews { rest: batches, from, tags, batch: None }
+    }
+}
+
+impl<'a> Iterator for MessageViews<'a> {
+    type Item = MessageView<'a>;
+
+    fn next(&mut self) -> Option<MessageView<'a>> {
+        loop {
+            if let Some((h, records)) = &mut self.batch {
+                // Verified by the scan: a framing error cannot occur; it would end the batch.
+                match records.next() {
+                    Some(Ok(record)) => {
+                        let offset = h.stamp.base_offset + u64::from(record.index);
+                        if offset < self.from
+                            || (!self.tags.is_empty()
+                                && !self.tags.iter().any(|t| t.as_slice() == record.tag))
+                        {
+                            continue;
+                        }
+                        return Some(MessageView {
+                            topic_id: h.stamp.topic_id,
+                            queue_id: h.stamp.queue_id,
+                            offset,
+                            store_timestamp_ms: h.stamp.store_timestamp_ms,
+                            record,
+                        });
+                    }
+                    _ => self.batch = None,
+                }
+            }
+            if self.rest.len() < HEADER_LEN {
+                return None;
+            }
+            let h = read_header(self.rest).ok()?;
+            let len = (h.length as usize).clamp(HEADER_LEN, self.rest.len());
+            let (batch, rest) = self.rest.split_at(len);
+            self.rest = rest;
+            let wanted = !h.is_control()
+                && h.next_offset() > self.from
+                && (self.tags.is_empty()
+                    || h.tag_summary.may_contain_any(self.tags.iter().map(Vec::as_slice)));
+            if wanted {
+                let records =
+                    RecordIter::new(&batch[HEADER_LEN..], h.record_count, h.first_timestamp_ms);
+                self.batch = Some((h, records));
+            }
+        }
+    }
+}
+
+/// A pull's next offset from what it decoded, or the corrupt batch the pull starts at.
 fn settle(
     topic: &str,
     queue_id: u32,
     offset: u64,
     scan_end_offset: u64,
-    decoded: DecodedBatches,
-) -> Result<(Vec<ConsumedMessage>, u64)> {
-    let next = match decoded.corrupt {
+    decoded_next_offset: u64,
+    corrupt: Option<CorruptBatch>,
+) -> Result<u64> {
+    Ok(match corrupt {
         // Nothing before it: the caller decides whether to skip it.
-        Some(c) if decoded.next_offset <= offset => {
+        Some(c) if decoded_next_offset <= offset => {
             return Err(ClientError::CorruptData {
                 topic: topic.to_owned(),
                 queue_id,
@@ -135,11 +302,10 @@ fn settle(
             })
         }
         // Deliver what precedes it; the next pull starts at it and reports it.
-        Some(_) => decoded.next_offset,
+        Some(_) => decoded_next_offset,
         // The broker may have skipped batches past the last one it returned (tag filter).
-        None => decoded.next_offset.max(scan_end_offset).max(offset),
-    };
-    Ok((decoded.messages, next))
+        None => decoded_next_offset.max(scan_end_offset).max(offset),
+    })
 }
 
 /// A fetched batch that does not decode, covering queue offsets `[first_offset, next_offset)`.
@@ -161,13 +327,26 @@ pub struct DecodedBatches {
     pub corrupt: Option<CorruptBatch>,
 }
 
-/// Decodes concatenated stored batches: the records at or after `from`, the offset after the
-/// last batch, and the first batch that does not decode (a batch is delivered whole or not
-/// at all; batches skipped by their tag summary or below `from` are not decoded).
-pub fn decode_batches(mut bytes: &[u8], from: u64, tags: &[Vec<u8>]) -> DecodedBatches {
-    let mut out = Vec::new();
+/// What [`scan_batches`] found: how far the fetched bytes verify.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scan {
+    /// The verified prefix of the bytes, up to the first corrupt batch.
+    pub valid_len: usize,
+    /// The offset after the last batch verified (the requested one if none was).
+    pub next_offset: u64,
+    /// The first batch that did not verify; the scan stopped there.
+    pub corrupt: Option<CorruptBatch>,
+}
+
+/// Verifies concatenated stored batches without decoding into anything (no allocation per
+/// message): both CRCs of every batch and the record framing of those with records at or
+/// after `from` for `tags` (a batch is delivered whole or not at all; batches below `from` or
+/// ruled out by their tag summary are not looked into).
+pub fn scan_batches(mut bytes: &[u8], from: u64, tags: &[Vec<u8>]) -> Scan {
+    let total = bytes.len();
     let mut next = from;
     while !bytes.is_empty() {
+        let valid_len = total - bytes.len();
         let checked = BatchView::parse(bytes, bytes.len()).and_then(|v| {
             v.verify_stamp()?;
             Ok(v)
@@ -182,69 +361,38 @@ pub fn decode_batches(mut bytes: &[u8], from: u64, tags: &[Vec<u8>]) -> DecodedB
                     next_offset: next + 1,
                     reason: format!("batch fails verification: {e}"),
                 };
-                return DecodedBatches { messages: out, next_offset: next, corrupt: Some(corrupt) };
+                return Scan { valid_len, next_offset: next, corrupt: Some(corrupt) };
             }
         };
         let h = view.header;
-        if h.is_control() || h.next_offset() <= from {
-            bytes = &bytes[h.length as usize..];
-            next = next.max(h.next_offset());
-            continue;
-        }
-        if !tags.is_empty() && !h.tag_summary.may_contain_any(tags.iter().map(Vec::as_slice)) {
-            // None of its records is for this consumer: nothing is lost by not decoding it.
-            bytes = &bytes[h.length as usize..];
-            next = next.max(h.next_offset());
-            continue;
-        }
-        // One pass: a batch is delivered whole or not at all.
-        let batch_start = out.len();
-        for rec in view.records() {
-            let rec = match rec {
-                Ok(r) => r,
-                Err(e) => {
-                    out.truncate(batch_start);
-                    // Both checksums hold, so its offsets are the broker's: the whole batch.
-                    let corrupt = CorruptBatch {
-                        first_offset: h.stamp.base_offset,
-                        next_offset: h.next_offset(),
-                        reason: e.to_string(),
-                    };
-                    return DecodedBatches {
-                        messages: out,
-                        next_offset: next,
-                        corrupt: Some(corrupt),
-                    };
-                }
-            };
-            let offset = h.stamp.base_offset + u64::from(rec.index);
-            if offset < from {
-                continue;
+        let wanted = !h.is_control()
+            && h.next_offset() > from
+            && (tags.is_empty() || h.tag_summary.may_contain_any(tags.iter().map(Vec::as_slice)));
+        if wanted {
+            if let Err(e) = view.validate_records() {
+                // Both checksums hold, so its offsets are the broker's: the whole batch.
+                let corrupt = CorruptBatch {
+                    first_offset: h.stamp.base_offset,
+                    next_offset: h.next_offset(),
+                    reason: e.to_string(),
+                };
+                return Scan { valid_len, next_offset: next, corrupt: Some(corrupt) };
             }
-            if !tags.is_empty() && !tags.iter().any(|t| t.as_slice() == rec.tag) {
-                continue;
-            }
-            let properties = rec
-                .properties()
-                .filter_map(|p| p.ok())
-                .map(|(k, v)| (k.to_vec(), v.to_vec()))
-                .collect();
-            out.push(ConsumedMessage {
-                queue_id: h.stamp.queue_id,
-                offset,
-                message_id: message_id(h.stamp.topic_id, h.stamp.queue_id, offset),
-                timestamp_ms: rec.timestamp_ms,
-                store_timestamp_ms: h.stamp.store_timestamp_ms,
-                key: rec.key.to_vec(),
-                tag: rec.tag.to_vec(),
-                properties,
-                body: rec.body.to_vec(),
-            });
         }
         bytes = &bytes[h.length as usize..];
         next = next.max(h.next_offset());
     }
-    DecodedBatches { messages: out, next_offset: next, corrupt: None }
+    Scan { valid_len: total, next_offset: next, corrupt: None }
+}
+
+/// Decodes concatenated stored batches into owned messages: the records at or after `from`
+/// that match `tags`, the offset after the last batch, and the first batch that does not
+/// decode ([`scan_batches`], then [`MessageView::to_owned`] per message).
+pub fn decode_batches(bytes: &[u8], from: u64, tags: &[Vec<u8>]) -> DecodedBatches {
+    let scan = scan_batches(bytes, from, tags);
+    let messages =
+        MessageViews::new(&bytes[..scan.valid_len], from, tags).map(|m| m.to_owned()).collect();
+    DecodedBatches { messages, next_offset: scan.next_offset, corrupt: scan.corrupt }
 }
 
 #[cfg(test)]
@@ -293,6 +441,44 @@ mod tests {
         assert_eq!((c.first_offset, c.next_offset), (0, 1), "{}", c.reason);
     }
 
+    #[test]
+    fn views_read_the_messages_in_place_and_copy_only_on_request() {
+        let mut bytes = batch(0, 3, b"A");
+        bytes.extend(batch(3, 2, b"B"));
+        bytes.extend(poison(5, 2));
+        let tags = vec![b"B".to_vec()];
+        let scan = scan_batches(&bytes, 1, &[]);
+        assert_eq!((scan.next_offset, scan.corrupt.as_ref().map(|c| c.first_offset)), (5, Some(5)));
+        let mut buffer = bytes.clone();
+        buffer.truncate(scan.valid_len);
+        let view = PullView {
+            batches: buffer,
+            from: 1,
+            tags: Vec::new(),
+            next_offset: 5,
+            min_offset: 0,
+            max_offset: 7,
+        };
+        let range = view.batches.as_ptr_range();
+        let msgs: Vec<MessageView<'_>> = view.messages().collect();
+        assert_eq!(msgs.iter().map(|m| m.offset).collect::<Vec<_>>(), [1, 2, 3, 4]);
+        for m in &msgs {
+            // Borrowed from the fetch buffer: no copy was made.
+            assert!(range.contains(&m.body().as_ptr()), "offset {} was copied", m.offset);
+        }
+        assert_eq!(msgs[0].body(), b"m1");
+        assert_eq!(msgs[2].record.tag, b"B");
+        // The owned copies are what decode_batches returns.
+        let owned: Vec<ConsumedMessage> = msgs.iter().map(MessageView::to_owned).collect();
+        assert_eq!(owned, decode_batches(&bytes, 1, &[]).messages);
+        assert_eq!(view.to_result().messages, owned);
+        // Tag filtering on views matches the owned decode.
+        let tagged = PullView { tags: tags.clone(), ..view };
+        let t: Vec<u64> = tagged.messages().map(|m| m.offset).collect();
+        assert_eq!(t, offsets(&decode_batches(&bytes, 0, &tags).messages));
+        assert_eq!(t, [3, 4]);
+    }
+
     fn offsets(msgs: &[ConsumedMessage]) -> Vec<u64> {
         msgs.iter().map(|m| m.offset).collect()
     }
@@ -320,12 +506,13 @@ mod tests {
         let c = d.corrupt.clone().expect("reported");
         assert_eq!((c.first_offset, c.next_offset), (3, 5));
         assert!(c.reason.contains("record 1 is malformed"), "{}", c.reason);
-        let (msgs, next) = settle("t", 4, 1, 6, d).unwrap();
-        assert_eq!((offsets(&msgs), next), (vec![1, 2], 3));
+        let next = settle("t", 4, 1, 6, d.next_offset, d.corrupt).unwrap();
+        assert_eq!((offsets(&d.messages), next), (vec![1, 2], 3));
         // A pull starting at it fails, naming the queue and the range, every time.
         let at_poison = &bytes[batch(0, 3, b"").len()..];
         for from in [3, 4] {
-            let e = settle("t", 4, from, 6, decode_batches(at_poison, from, &[])).unwrap_err();
+            let d = decode_batches(at_poison, from, &[]);
+            let e = settle("t", 4, from, 6, d.next_offset, d.corrupt).unwrap_err();
             let ClientError::CorruptData { ref topic, queue_id, first_offset, next_offset, .. } = e
             else {
                 panic!("{e:?}")
@@ -336,7 +523,8 @@ mod tests {
         }
         // Skipping is explicit: pulling from its end goes on.
         let after = &at_poison[poison(3, 2).len()..];
-        let (msgs, next) = settle("t", 4, 5, 6, decode_batches(after, 5, &[])).unwrap();
-        assert_eq!((offsets(&msgs), next), (vec![5], 6));
+        let d = decode_batches(after, 5, &[]);
+        let next = settle("t", 4, 5, 6, d.next_offset, d.corrupt).unwrap();
+        assert_eq!((offsets(&d.messages), next), (vec![5], 6));
     }
 }

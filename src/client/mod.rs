@@ -31,6 +31,7 @@
 //! Routing is shard-aware ([`router`]): requests for a queue go straight to the port of the
 //! shard that owns it.
 
+pub mod accumulator;
 pub mod admin;
 pub mod connection;
 pub mod consumer;
@@ -46,11 +47,11 @@ pub mod sequencer;
 use std::sync::Arc;
 
 pub use admin::AdminClient;
-pub use consumer::{PullConsumer, PullResult};
+pub use consumer::{MessageView, PullConsumer, PullResult, PullView};
 pub use error::ClientError;
 pub use message::{ConsumedMessage, Message};
 pub use pending::Pending;
-pub use producer::{Producer, ProducerConfig, SendResult};
+pub use producer::{Producer, ProducerConfig, SendBatchResult, SendResult};
 pub use router::{ClientOptions, Router};
 pub use selector::QueueSelector;
 

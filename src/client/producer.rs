@@ -1,5 +1,10 @@
 //! The producer: queue selection, batching with linger, bounded buffering, pipelined
-//! idempotent sends, retries with backoff, and sync / async (future) / oneway sends.
+//! idempotent sends, retries with backoff, and sync / async (future) / batch / oneway sends.
+//!
+//! Three parts: the public API here ([`Producer`], on the caller's threads), the sender loop
+//! (`run_worker`, here: the worker thread's blocking wait on commands, replies and timers),
+//! and the accumulator it drives ([`super::accumulator`]: batches, linger, in-flight bounds,
+//! retries, memory bound; no I/O of its own, time from a `Clock`).
 //!
 //! `send_async` picks the queue on the caller's thread and hands the message to the
 //! producer's worker thread through a bounded channel (a full channel blocks the caller:
@@ -9,9 +14,16 @@
 //! after `linger` (default 0: at once, so a lone synchronous send pays no delay), and a batch
 //! that reaches `max_batch_bytes` is sealed immediately.
 //!
+//! `send_batch` (RocketMQ's batch send) encodes a caller's messages into one batch on the
+//! caller's thread, for one topic and one queue selected once (by the first message); the
+//! worker seals the queue's open batch ahead of it and sends it as it is. The broker stores a
+//! batch whole or not at all, so the batch gets one result, [`SendBatchResult`], with the
+//! offset range its messages got: one completion per batch, no per-message handle, allocation
+//! or clock read.
+//!
 //! Sends are idempotent: the producer gets an id from the broker (INIT_PRODUCER) and numbers
 //! each queue's batches (epoch, base sequence: docs/protocol.md, "Idempotent produce"). Each
-//! queue's order and retries are a [`QueueSequencer`]: batches go to the shard that owns the
+//! queue's order and retries are a [`QueueSequencer`](super::sequencer::QueueSequencer): batches go to the shard that owns the
 //! queue, several at once but in sequence order; on a retriable failure (connection loss,
 //! NOT_OWNER, SHUTTING_DOWN) or a send unanswered for `request_timeout`, the queue resends from
 //! its first unacknowledged batch, in order, after a backoff (`retry_backoff`, doubling up to
@@ -20,27 +32,31 @@
 //! original offsets, so a retry never stores a message twice and never reorders a queue
 //! (ordered messages with [`QueueSelector::KeyHash`]).
 //!
+//! The worker's cost per message does not grow with the number of queues: it looks only at
+//! queues something happened to (a dirty queue of indexes) and at due timers (a heap of
+//! wake-ups: lingers, request timeouts, backoffs, send deadlines), so a step is O(log queues).
+//!
 //! Memory is bounded by `buffer_messages` queued in the channel plus `max_buffer_bytes` of
 //! batches held by the worker; past that the worker stops taking messages until replies come.
 
-use std::collections::HashMap;
 use std::sync::atomic::AtomicU32;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crossbeam_channel::{bounded, select, unbounded, Receiver, Sender};
+use crossbeam_channel::{bounded, select, Receiver, Sender};
 
+use super::accumulator::{BatchSink, Command, Worker};
 use super::error::{ClientError, Result};
 use super::message::{now_ms, Message};
-use super::pending::{pending, Completer, Pending};
+use super::pending::{pending, Pending};
 use super::router::Router;
 use super::selector::QueueSelector;
-use super::sequencer::{Failure, QueueSequencer, ReplyKind, Resolution, SequencerConfig};
 use crate::format::{BatchBuilder, FormatError};
 use crate::protocol::message::PRODUCE_FLAG_NO_RESPONSE;
-use crate::protocol::producer_id::{with_epoch, WINDOW_BATCHES};
-use crate::protocol::{message_id, ErrorCode, Request, Response, SendStatus};
+use crate::protocol::producer_id::WINDOW_BATCHES;
+use crate::protocol::{message_id, Request, Response, SendStatus};
+use crate::runtime::{system_clock, SharedClock};
 
 /// Producer settings.
 #[derive(Debug, Clone)]
@@ -99,24 +115,41 @@ pub struct SendResult {
     pub message_id: String,
 }
 
-type Done = Completer<Result<SendResult>>;
-
-enum Command {
-    Send { msg: Message, queue_id: u32, timestamp_ms: i64, done: Done },
-    Flush(Completer<()>),
+/// Where a [`Producer::send_batch`] was stored: all of its messages, at consecutive offsets
+/// `first_offset..first_offset + count` of one queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendBatchResult {
+    pub status: SendStatus,
+    pub topic: String,
+    /// The broker's id of the topic (part of every message id).
+    pub topic_id: u32,
+    pub queue_id: u32,
+    pub first_offset: u64,
+    pub count: u32,
 }
 
-struct Reply {
-    key: (String, u32),
-    /// Which send of which batch this answers (see `QueueSequencer::on_reply`).
-    attempt: u64,
-    epoch: u16,
-    base_sequence: i32,
-    result: Result<Response>,
+impl SendBatchResult {
+    /// The offsets the batch's messages got, in the batch's order.
+    pub fn offsets(&self) -> std::ops::Range<u64> {
+        self.first_offset..self.first_offset + u64::from(self.count)
+    }
+
+    /// The message id of the batch's `index`-th message (made on demand: a batch result costs
+    /// no allocation per message).
+    pub fn message_id(&self, index: u32) -> Option<String> {
+        (index < self.count)
+            .then(|| message_id(self.topic_id, self.queue_id, self.first_offset + u64::from(index)))
+    }
+
+    /// Every message id, in the batch's order.
+    pub fn message_ids(&self) -> Vec<String> {
+        (0..self.count).filter_map(|i| self.message_id(i)).collect()
+    }
 }
 
 pub struct Producer {
     router: Arc<Router>,
+    clock: SharedClock,
     config: ProducerConfig,
     counter: AtomicU32,
     commands: Option<Sender<Command>>,
@@ -142,13 +175,15 @@ impl Producer {
             }
         };
         let (tx, rx) = bounded(config.buffer_messages.max(1));
-        let worker = Worker::new(router.clone(), config.clone(), producer_id);
+        let clock = system_clock();
+        let worker = Worker::new(router.clone(), config.clone(), producer_id, clock.clone());
         let handle = std::thread::Builder::new()
             .name("ringmq-producer".into())
-            .spawn(move || worker.run(rx))
+            .spawn(move || run_worker(worker, rx))
             .map_err(|e| ClientError::Invalid(format!("cannot start producer thread: {e}")))?;
         Ok(Producer {
             router,
+            clock,
             config,
             counter: AtomicU32::new(0),
             commands: Some(tx),
@@ -187,11 +222,64 @@ impl Producer {
         self.wait(self.send_async(msg)?)
     }
 
+    /// Sends `msgs` as one batch (RocketMQ's batch send) and waits for the broker's reply: all
+    /// of them are stored, at consecutive offsets of one queue, or none is.
+    pub fn send_batch(&self, msgs: Vec<Message>) -> Result<SendBatchResult> {
+        self.wait(self.send_batch_async(msgs)?)
+    }
+
+    /// Queues `msgs` as one batch on the queue the producer's selector picks for the first
+    /// message. The batch is encoded here, on the caller's thread; the worker sends it as it
+    /// is, in its queue's order after messages queued before it, and completes one handle for
+    /// the whole batch (no per-message handle, allocation or clock read). Every message must
+    /// be for the same topic, and the batch must fit in `max_batch_bytes`; messages without a
+    /// timestamp share the time of this call.
+    pub fn send_batch_async(&self, msgs: Vec<Message>) -> Result<Pending<Result<SendBatchResult>>> {
+        let selector = self.config.selector.clone();
+        self.send_batch_async_with(msgs, &selector)
+    }
+
+    /// [`Producer::send_batch_async`] on the queue `selector` picks for the first message.
+    pub fn send_batch_async_with(
+        &self,
+        msgs: Vec<Message>,
+        selector: &QueueSelector,
+    ) -> Result<Pending<Result<SendBatchResult>>> {
+        let Some(first) = msgs.first() else {
+            return Err(ClientError::Invalid("a batch needs at least one message".into()));
+        };
+        if let Some(other) = msgs.iter().find(|m| m.topic != first.topic) {
+            return Err(ClientError::Invalid(format!(
+                "a batch goes to one topic: {:?} and {:?} are mixed",
+                first.topic, other.topic
+            )));
+        }
+        let queue_id = self.select(first, selector)?;
+        let started = self.clock.now();
+        let now = self.clock.unix_ms();
+        let mut builder = BatchBuilder::new(self.config.max_batch_bytes);
+        for (i, msg) in msgs.iter().enumerate() {
+            msg.with_record(msg.timestamp_ms.unwrap_or(now), |r| builder.push(r)).map_err(|e| {
+                ClientError::Invalid(format!(
+                    "message {i} of {} does not fit in one batch of max_batch_bytes = {}: {e}",
+                    msgs.len(),
+                    self.config.max_batch_bytes
+                ))
+            })?;
+        }
+        let (done, p) = pending();
+        let topic = msgs.into_iter().next().map(|m| m.topic).unwrap_or_default();
+        let tx = self.commands.as_ref().ok_or(ClientError::Closed)?;
+        tx.send(Command::Batch { topic, queue_id, builder, started, done })
+            .map_err(|_| ClientError::Closed)?;
+        Ok(p)
+    }
+
     pub fn send_with(&self, msg: Message, selector: &QueueSelector) -> Result<SendResult> {
         self.wait(self.send_async_with(msg, selector)?)
     }
 
-    fn wait(&self, p: Pending<Result<SendResult>>) -> Result<SendResult> {
+    fn wait<T>(&self, p: Pending<Result<T>>) -> Result<T> {
         // The worker resolves every message by its send timeout; the margin covers the wait
         // in the hand-off channel.
         let bound = self.config.send_timeout + self.config.request_timeout;
@@ -248,661 +336,37 @@ impl Drop for Producer {
     }
 }
 
-fn too_large(e: FormatError) -> ClientError {
+pub(crate) fn too_large(e: FormatError) -> ClientError {
     ClientError::Invalid(format!("message does not fit in one batch: {e}"))
 }
 
-/// Where the worker sends sealed batches: the seam between batching logic and the network.
-/// `send` must eventually call `on_reply` exactly once (also on failure).
-pub(crate) trait BatchSink: Send + 'static {
-    fn send(
-        &self,
-        topic: &str,
-        queue_id: u32,
-        batch: Arc<Vec<u8>>,
-        on_reply: super::connection::Callback,
-    );
-    /// The route of `topic` may be stale (after NOT_OWNER or a connection failure).
-    fn refresh(&self, topic: &str);
-}
-
-impl BatchSink for Arc<Router> {
-    fn send(
-        &self,
-        topic: &str,
-        queue_id: u32,
-        batch: Arc<Vec<u8>>,
-        on_reply: super::connection::Callback,
-    ) {
-        match self.queue_connection(topic, queue_id) {
-            Ok(conn) => {
-                // Written from the batch's own buffer; on failure the callback already ran
-                // with the error.
-                let _ = conn.send_produce(topic, queue_id, &batch, on_reply);
-            }
-            Err(e) => on_reply(Err(e)),
+/// The sender loop on the producer's worker thread: takes commands (bounded by the
+/// accumulator's memory), replies and timer wake-ups, and lets the accumulator act on each.
+/// It exits once the commands channel is closed and every batch is answered.
+pub(crate) fn run_worker<S: BatchSink>(mut worker: Worker<S>, commands: Receiver<Command>) {
+    let mut commands_open = true;
+    loop {
+        worker.step(worker.now());
+        worker.finish_flushes();
+        if !commands_open && worker.is_drained() {
+            return;
         }
-    }
-    fn refresh(&self, topic: &str) {
-        Router::refresh(self, topic)
-    }
-}
-
-/// Rewrites a sealed batch's producer id and base sequence and recomputes its CRC
-/// (docs/format.md 1.1: both fields are under `crc`, which covers `[44, length)`).
-fn renumber(batch: &mut [u8], producer_id: i64, base_sequence: i32) {
-    batch[68..76].copy_from_slice(&producer_id.to_le_bytes());
-    batch[76..80].copy_from_slice(&base_sequence.to_le_bytes());
-    let crc = crc32c::crc32c(&batch[crate::format::batch::CRC_START..]);
-    batch[40..44].copy_from_slice(&crc.to_le_bytes());
-}
-
-struct OpenBatch {
-    builder: BatchBuilder,
-    dones: Vec<Done>,
-    started: Instant,
-}
-
-struct ReadyBatch {
-    /// Shared with the sends in flight (a retry resends the same bytes without copying).
-    bytes: Arc<Vec<u8>>,
-    dones: Vec<Done>,
-}
-
-struct QueueState {
-    open: Option<OpenBatch>,
-    sequencer: QueueSequencer<ReadyBatch>,
-}
-
-impl QueueState {
-    fn is_idle(&self) -> bool {
-        self.open.is_none() && self.sequencer.is_empty()
-    }
-}
-
-struct Worker<S: BatchSink> {
-    sink: S,
-    config: ProducerConfig,
-    producer_id: i64,
-    queues: HashMap<(String, u32), QueueState>,
-    buffered_bytes: usize,
-    flushes: Vec<Completer<()>>,
-    replies_tx: Sender<Reply>,
-    replies_rx: Receiver<Reply>,
-}
-
-impl<S: BatchSink> Worker<S> {
-    fn new(sink: S, config: ProducerConfig, producer_id: i64) -> Self {
-        // Unbounded type, bounded in use: every reply answers a send, and sends are bounded by
-        // the batches held (max_buffer_bytes) times the resends within a send timeout.
-        let (replies_tx, replies_rx) = unbounded();
-        Worker {
-            sink,
-            config,
-            producer_id,
-            queues: HashMap::new(),
-            buffered_bytes: 0,
-            flushes: Vec::new(),
-            replies_tx,
-            replies_rx,
-        }
-    }
-
-    fn sequencer_config(&self) -> SequencerConfig {
-        SequencerConfig {
-            max_in_flight: self.config.max_in_flight_per_queue,
-            request_timeout: self.config.request_timeout,
-            backoff_initial: self.config.retry_backoff,
-            backoff_max: self.config.retry_backoff_max.max(self.config.retry_backoff),
-        }
-    }
-
-    fn run(mut self, commands: Receiver<Command>) {
-        let mut commands_open = true;
-        loop {
-            self.dispatch();
-            self.finish_flushes();
-            if !commands_open && self.queues.values().all(QueueState::is_idle) {
-                return;
-            }
-            let timeout = self.next_deadline().map(|d| d.saturating_duration_since(Instant::now()));
-            let timeout = timeout.unwrap_or(Duration::from_secs(3600));
-            let full = self.buffered_bytes >= self.config.max_buffer_bytes;
-            if commands_open && !full {
-                select! {
-                    recv(commands) -> c => match c {
-                        Ok(c) => self.command(c),
-                        Err(_) => { commands_open = false; self.seal_all(); }
-                    },
-                    recv(self.replies_rx) -> r => if let Ok(r) = r { self.reply(r) },
-                    default(timeout) => {},
-                }
-            } else if let Ok(r) = self.replies_rx.recv_timeout(timeout) {
-                self.reply(r);
-            }
-            self.poll_queues();
-            self.seal_lingered();
-        }
-    }
-
-    fn next_deadline(&self) -> Option<Instant> {
-        let mut d: Option<Instant> = None;
-        let mut consider = |t: Instant| d = Some(d.map_or(t, |d| d.min(t)));
-        for q in self.queues.values() {
-            if let Some(o) = &q.open {
-                // A busy queue's open batch waits for a reply, not for a timer.
-                if q.sequencer.has_room() {
-                    consider(o.started + self.config.linger);
-                }
-            }
-            if let Some(t) = q.sequencer.next_wakeup() {
-                consider(t);
-            }
-        }
-        d
-    }
-
-    /// Request timeouts (resend) and send deadlines (fail) of every queue.
-    fn poll_queues(&mut self) {
-        let now = Instant::now();
-        let mut done = Vec::new();
-        for (key, q) in &mut self.queues {
-            for r in q.sequencer.poll(now) {
-                done.push((key.clone(), r));
-            }
-        }
-        for (key, r) in done {
-            self.resolve(&key, r, None);
-        }
-    }
-
-    fn command(&mut self, c: Command) {
-        match c {
-            Command::Flush(done) => {
-                self.seal_all();
-                self.flushes.push(done);
-            }
-            Command::Send { msg, queue_id, timestamp_ms, done } => {
-                let key = (msg.topic.clone(), queue_id);
-                let max = self.config.max_batch_bytes;
-                let seq_config = self.sequencer_config();
-                let (pid, send_timeout) = (self.producer_id, self.config.send_timeout);
-                let q = self.queues.entry(key).or_insert_with(|| QueueState {
-                    open: None,
-                    sequencer: QueueSequencer::new(seq_config),
-                });
-                if q.open.is_none() {
-                    self.buffered_bytes += crate::format::HEADER_LEN;
-                }
-                let open = q.open.get_or_insert_with(|| OpenBatch {
-                    builder: BatchBuilder::new(max),
-                    dones: Vec::new(),
-                    started: Instant::now(),
-                });
-                let before = open.builder.len_bytes();
-                match msg.with_record(timestamp_ms, |r| open.builder.push(r)) {
-                    Ok(()) => {
-                        open.dones.push(done);
-                        self.buffered_bytes += open.builder.len_bytes() - before;
-                    }
-                    Err(FormatError::BatchFull { .. }) if !open.builder.is_empty() => {
-                        // Seal the full batch and start a new one with this message.
-                        Self::seal(q, pid, send_timeout);
-                        let mut builder = BatchBuilder::new(max);
-                        match msg.with_record(timestamp_ms, |r| builder.push(r)) {
-                            Ok(()) => {
-                                self.buffered_bytes += builder.len_bytes();
-                                q.open = Some(OpenBatch {
-                                    builder,
-                                    dones: vec![done],
-                                    started: Instant::now(),
-                                });
-                            }
-                            Err(e) => done.complete(Err(too_large(e))),
-                        }
-                    }
-                    Err(e) => {
-                        if open.builder.is_empty() {
-                            q.open = None;
-                            self.buffered_bytes =
-                                self.buffered_bytes.saturating_sub(crate::format::HEADER_LEN);
-                        }
-                        done.complete(Err(too_large(e)));
-                    }
-                }
-                if let Some(o) = &q.open {
-                    if o.builder.len_bytes() >= max {
-                        Self::seal(q, pid, send_timeout);
-                    }
-                }
-            }
-        }
-    }
-
-    /// Seals the open batch, numbered for its place in the queue's sequence; it must be
-    /// answered within `send_timeout` of its first message.
-    fn seal(q: &mut QueueState, producer_id: i64, send_timeout: Duration) {
-        if let Some(o) = q.open.take() {
-            let count = o.builder.record_count();
-            let (epoch, base_sequence) = q.sequencer.next_numbering();
-            let bytes = Arc::new(o.builder.finish(with_epoch(producer_id, epoch), base_sequence));
-            let batch = ReadyBatch { bytes, dones: o.dones };
-            let numbered = q.sequencer.push(batch, count, o.started + send_timeout);
-            debug_assert_eq!(numbered, (epoch, base_sequence));
-        }
-    }
-
-    fn seal_all(&mut self) {
-        for q in self.queues.values_mut() {
-            Self::seal(q, self.producer_id, self.config.send_timeout);
-        }
-    }
-
-    fn seal_lingered(&mut self) {
-        let now = Instant::now();
-        for q in self.queues.values_mut() {
-            let lingered = q.open.as_ref().is_some_and(|o| now >= o.started + self.config.linger);
-            if lingered && q.sequencer.has_room() {
-                Self::seal(q, self.producer_id, self.config.send_timeout);
-            }
-        }
-    }
-
-    /// Sends every batch each queue's sequencer allows now.
-    fn dispatch(&mut self) {
-        let now = Instant::now();
-        let pid = self.producer_id;
-        for (key, q) in &mut self.queues {
-            while let Some(send) = q.sequencer.next_send(now) {
-                if send.renumber {
-                    let bytes = Arc::make_mut(&mut send.batch.bytes);
-                    renumber(bytes, with_epoch(pid, send.epoch), send.base_sequence);
-                }
-                let (attempt, epoch, base_sequence) =
-                    (send.attempt, send.epoch, send.base_sequence);
-                let bytes = send.batch.bytes.clone();
-                let tx = self.replies_tx.clone();
-                let reply_key = key.clone();
-                self.sink.send(
-                    &key.0,
-                    key.1,
-                    bytes,
-                    Box::new(move |result| {
-                        let _ = tx.send(Reply {
-                            key: reply_key,
-                            attempt,
-                            epoch,
-                            base_sequence,
-                            result,
-                        });
-                    }),
-                );
-            }
-        }
-    }
-
-    fn reply(&mut self, r: Reply) {
-        let Some(q) = self.queues.get_mut(&r.key) else { return };
-        let kind = match &r.result {
-            Ok(Response::Produce { .. }) => ReplyKind::Stored,
-            Ok(_) => ReplyKind::Fatal,
-            Err(e) if e.code() == Some(ErrorCode::OUT_OF_ORDER_SEQUENCE) => {
-                ReplyKind::OutOfOrderSequence
-            }
-            Err(e) if e.is_retriable() => {
-                tracing::debug!(topic = %r.key.0, queue = r.key.1, "resending: {e}");
-                if matches!(e.code(), Some(ErrorCode::NOT_OWNER)) || e.code().is_none() {
-                    self.sink.refresh(&r.key.0);
-                }
-                ReplyKind::Retriable
-            }
-            Err(_) => ReplyKind::Fatal,
+        let timeout = match worker.next_wakeup() {
+            Some(t) => t.saturating_duration_since(worker.now()),
+            None => Duration::from_secs(3600),
         };
-        let resolved =
-            q.sequencer.on_reply(r.attempt, r.epoch, r.base_sequence, kind, Instant::now());
-        for res in resolved {
-            self.resolve(&r.key, res, Some(&r.result));
+        let replies = worker.replies().clone();
+        if commands_open && worker.accepts_commands() {
+            select! {
+                recv(commands) -> c => match c {
+                    Ok(c) => worker.command(c),
+                    Err(_) => { commands_open = false; worker.seal_all(); }
+                },
+                recv(replies) -> r => if let Ok(r) = r { worker.reply(r) },
+                default(timeout) => {},
+            }
+        } else if let Ok(r) = replies.recv_timeout(timeout) {
+            worker.reply(r);
         }
-    }
-
-    /// Completes a resolved batch's messages: with their offsets from `reply` when stored,
-    /// else with the failure.
-    fn resolve(
-        &mut self,
-        key: &(String, u32),
-        r: Resolution<ReadyBatch>,
-        reply: Option<&Result<Response>>,
-    ) {
-        let (batch, outcome) = match r {
-            Resolution::Stored(b) => (b, Ok(())),
-            Resolution::Failed(b, why) => (b, Err(why)),
-        };
-        self.buffered_bytes = self.buffered_bytes.saturating_sub(batch.bytes.len());
-        let error = |why: Failure| match (why, reply) {
-            (Failure::Reply, Some(Err(e))) => e.clone(),
-            (Failure::Reply, Some(Ok(other))) => {
-                ClientError::Protocol(format!("produce got a {:?} reply", other.api_key()))
-            }
-            (Failure::Timeout, _) | (Failure::Reply, None) => {
-                ClientError::Timeout(self.config.send_timeout.as_millis() as u64)
-            }
-            (Failure::EpochsExhausted, _) => ClientError::Invalid(format!(
-                "queue {} of {} needed a new producer epoch after 65535; create a new producer",
-                key.1, key.0
-            )),
-        };
-        match (outcome, reply) {
-            (
-                Ok(()),
-                Some(Ok(Response::Produce { status, topic_id, queue_id, base_offset, .. })),
-            ) => {
-                for (i, done) in batch.dones.into_iter().enumerate() {
-                    let offset = base_offset + i as u64;
-                    done.complete(Ok(SendResult {
-                        status: *status,
-                        topic: key.0.clone(),
-                        queue_id: *queue_id,
-                        queue_offset: offset,
-                        message_id: message_id(*topic_id, *queue_id, offset),
-                    }));
-                }
-            }
-            (Ok(()), _) => {
-                let e = ClientError::Protocol("a stored batch without its reply".into());
-                for done in batch.dones {
-                    done.complete(Err(e.clone()));
-                }
-            }
-            (Err(why), _) => {
-                let e = error(why);
-                for done in batch.dones {
-                    done.complete(Err(e.clone()));
-                }
-            }
-        }
-    }
-
-    fn finish_flushes(&mut self) {
-        if !self.flushes.is_empty() && self.queues.values().all(QueueState::is_idle) {
-            for f in self.flushes.drain(..) {
-                f.complete(());
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    //! The worker's batching, ordering and retry logic against a scripted sink (no sockets).
-
-    use super::*;
-    use crate::client::connection::Callback;
-    use crate::format::BatchView;
-    use std::sync::Mutex;
-
-    type Sent = (String, u32, Vec<u8>, Callback);
-
-    #[derive(Clone, Default)]
-    struct ScriptedSink {
-        sent: Arc<Mutex<Vec<Sent>>>,
-        refreshed: Arc<Mutex<Vec<String>>>,
-    }
-
-    impl BatchSink for ScriptedSink {
-        fn send(&self, topic: &str, queue_id: u32, batch: Arc<Vec<u8>>, on_reply: Callback) {
-            let batch = Arc::try_unwrap(batch).unwrap_or_else(|shared| (*shared).clone());
-            self.sent.lock().unwrap().push((topic.to_owned(), queue_id, batch, on_reply));
-        }
-        fn refresh(&self, topic: &str) {
-            self.refreshed.lock().unwrap().push(topic.to_owned());
-        }
-    }
-
-    impl ScriptedSink {
-        /// Waits (bounded) until `n` batches were sent in total and takes the unanswered ones.
-        fn take(&self, n: usize, seen: &mut usize) -> Vec<Sent> {
-            let deadline = Instant::now() + Duration::from_secs(10);
-            loop {
-                {
-                    let mut sent = self.sent.lock().unwrap();
-                    if *seen + sent.len() >= n {
-                        *seen += sent.len();
-                        return sent.drain(..).collect();
-                    }
-                }
-                assert!(Instant::now() < deadline, "only {seen} batches sent, expected {n}");
-                std::thread::sleep(Duration::from_millis(2));
-            }
-        }
-        fn pending(&self) -> usize {
-            self.sent.lock().unwrap().len()
-        }
-    }
-
-    fn ok_reply(base_offset: u64, batch: &[u8]) -> Result<Response> {
-        let h = BatchView::parse(batch, 1 << 20).unwrap().header;
-        Ok(Response::Produce {
-            status: SendStatus::SendOk,
-            topic_id: 1,
-            queue_id: 0,
-            base_offset,
-            record_count: h.record_count,
-            store_timestamp_ms: 0,
-        })
-    }
-
-    fn bodies(batch: &[u8]) -> Vec<String> {
-        let v = BatchView::parse(batch, 1 << 20).unwrap();
-        v.records().map(|r| String::from_utf8(r.unwrap().body.to_vec()).unwrap()).collect()
-    }
-
-    fn start(config: ProducerConfig) -> (ScriptedSink, Sender<Command>, JoinHandle<()>) {
-        let sink = ScriptedSink::default();
-        let worker = Worker::new(sink.clone(), config, PID);
-        let (tx, rx) = bounded(100);
-        (sink, tx, std::thread::spawn(move || worker.run(rx)))
-    }
-
-    const PID: i64 = 9 << 16;
-
-    fn send(tx: &Sender<Command>, queue_id: u32, body: &str) -> Pending<Result<SendResult>> {
-        let (done, p) = pending();
-        let msg = Message::new("t", body);
-        tx.send(Command::Send { msg, queue_id, timestamp_ms: 1, done }).unwrap();
-        p
-    }
-
-    /// (producer id, base sequence) of a sent batch; parsing also checks its CRC.
-    fn numbering(batch: &[u8]) -> (i64, i32) {
-        let h = BatchView::parse(batch, 1 << 20).unwrap().header;
-        (h.producer_id, h.base_sequence)
-    }
-
-    fn broker_error(code: ErrorCode) -> Result<Response> {
-        Err(ClientError::Broker {
-            code: code as u16,
-            name: code.name().into(),
-            message: "test".into(),
-            detail: crate::protocol::ErrorDetail::None,
-        })
-    }
-
-    #[test]
-    fn a_queue_pipelines_numbered_batches_up_to_its_bound_in_send_order() {
-        let config = ProducerConfig { max_in_flight_per_queue: 2, ..Default::default() };
-        let (sink, tx, worker) = start(config);
-        let mut seen = 0;
-        let first = send(&tx, 0, "m0");
-        let mut sent = sink.take(1, &mut seen);
-        let second = send(&tx, 0, "m1");
-        sent.extend(sink.take(2, &mut seen));
-        // Two batches in flight: the bound. Later messages collect in the open batch.
-        let rest: Vec<_> = (2..5).map(|i| send(&tx, 0, &format!("m{i}"))).collect();
-        let other = send(&tx, 1, "q1");
-        let q1 = sink.take(3, &mut seen).remove(0);
-        assert_eq!(q1.1, 1, "another queue is not held back");
-        assert_eq!(numbering(&q1.2), (PID, 0), "each queue numbers from 0");
-        assert_eq!(sink.pending(), 0, "no third batch for queue 0 while two are in flight");
-        assert_eq!(numbering(&sent[0].2), (PID, 0));
-        assert_eq!(numbering(&sent[1].2), (PID, 1), "sequences count records");
-        let (_, _, b1, cb1) = sent.pop().unwrap();
-        let (_, _, b0, cb0) = sent.pop().unwrap();
-        cb1(ok_reply(1, &b1));
-        cb0(ok_reply(0, &b0));
-        let (_, _, b2, cb2) = sink.take(4, &mut seen).remove(0);
-        assert_eq!(bodies(&b2), ["m2", "m3", "m4"], "send order kept");
-        assert_eq!(numbering(&b2), (PID, 2));
-        cb2(ok_reply(2, &b2));
-        q1.3(ok_reply(0, &q1.2));
-        assert_eq!(first.wait().unwrap().queue_offset, 0);
-        assert_eq!(second.wait().unwrap().queue_offset, 1);
-        let offsets: Vec<u64> = rest.into_iter().map(|p| p.wait().unwrap().queue_offset).collect();
-        assert_eq!(offsets, vec![2, 3, 4]);
-        assert_eq!(other.wait().unwrap().queue_offset, 0);
-        drop(tx);
-        worker.join().unwrap();
-    }
-
-    #[test]
-    fn retriable_failures_resend_in_order_until_the_send_timeout() {
-        let config = ProducerConfig {
-            retry_backoff: Duration::from_millis(2),
-            retry_backoff_max: Duration::from_millis(8),
-            send_timeout: Duration::from_millis(300),
-            ..Default::default()
-        };
-        let (sink, tx, worker) = start(config);
-        let mut seen = 0;
-        let a = send(&tx, 0, "a");
-        let (_, _, ba, cba) = sink.take(1, &mut seen).remove(0);
-        let b = send(&tx, 0, "b");
-        let (_, _, bb, cbb) = sink.take(2, &mut seen).remove(0);
-        // b's connection broke: both are resent, a first, with the same numbering.
-        cbb(Err(ClientError::Disconnected("test".into())));
-        let again = sink.take(4, &mut seen);
-        assert_eq!(again[0].2, ba, "the first unacknowledged batch is resent first");
-        assert_eq!(again[1].2, bb);
-        assert_eq!(sink.refreshed.lock().unwrap().as_slice(), ["t"]);
-        // a's first copy was stored after all: its late reply counts.
-        cba(ok_reply(7, &ba));
-        assert_eq!(a.wait().unwrap().queue_offset, 7);
-        // b keeps failing: resent with backoff until its send timeout, then reported.
-        let t = Instant::now();
-        let mut failing = again;
-        // a's resend needs no answer: a is resolved.
-        let _a_resend = failing.remove(0);
-        loop {
-            for (_, _, _, cb) in failing.drain(..) {
-                cb(Err(ClientError::Disconnected("test".into())));
-            }
-            if let Some(r) = b.try_take() {
-                assert!(matches!(r, Err(ClientError::Timeout(300))), "{r:?}");
-                break;
-            }
-            assert!(t.elapsed() < Duration::from_secs(10), "b never timed out");
-            let deadline = Instant::now() + Duration::from_millis(50);
-            while sink.pending() == 0 && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            failing = sink.sent.lock().unwrap().drain(..).collect();
-        }
-        drop(tx);
-        worker.join().unwrap();
-    }
-
-    #[test]
-    fn a_non_retriable_error_fails_the_batch_and_renumbers_the_next_under_a_new_epoch() {
-        let (sink, tx, worker) = start(ProducerConfig::default());
-        let mut seen = 0;
-        let bad = send(&tx, 0, "bad");
-        let (_, _, _, cb) = sink.take(1, &mut seen).remove(0);
-        let next = send(&tx, 0, "next");
-        let (_, _, b_next, _late) = sink.take(2, &mut seen).remove(0);
-        assert_eq!(numbering(&b_next), (PID, 1));
-        cb(broker_error(ErrorCode::CORRUPT_BATCH));
-        assert_eq!(bad.wait().unwrap_err().code(), Some(ErrorCode::CORRUPT_BATCH), "not retried");
-        // The broker expects sequence 0 again, so "next" moves to epoch 1, sequence 0.
-        let (_, _, again, cb) = sink.take(3, &mut seen).remove(0);
-        assert_eq!(numbering(&again), (PID | 1, 0));
-        assert_eq!(bodies(&again), ["next"]);
-        cb(ok_reply(0, &again));
-        assert_eq!(next.wait().unwrap().queue_offset, 0);
-        drop(tx);
-        worker.join().unwrap();
-    }
-
-    #[test]
-    fn out_of_order_on_the_first_batch_renumbers_it_and_resends() {
-        let (sink, tx, worker) = start(ProducerConfig::default());
-        let mut seen = 0;
-        let p = send(&tx, 0, "x");
-        let (_, _, b, cb) = sink.take(1, &mut seen).remove(0);
-        cb(ok_reply(0, &b));
-        p.wait().unwrap();
-        let p = send(&tx, 0, "y");
-        let (_, _, b, cb) = sink.take(2, &mut seen).remove(0);
-        assert_eq!(numbering(&b), (PID, 1));
-        // The broker lost the producer's state (e.g. it expired): y is renumbered from 0.
-        cb(broker_error(ErrorCode::OUT_OF_ORDER_SEQUENCE));
-        let (_, _, again, cb) = sink.take(3, &mut seen).remove(0);
-        assert_eq!(numbering(&again), (PID | 1, 0), "CRC recomputed (parse checks it)");
-        cb(ok_reply(1, &again));
-        assert_eq!(p.wait().unwrap().queue_offset, 1);
-        drop(tx);
-        worker.join().unwrap();
-    }
-
-    #[test]
-    fn an_unanswered_send_times_out_and_is_resent_with_the_same_numbering() {
-        let config = ProducerConfig {
-            retry_backoff: Duration::from_millis(1),
-            request_timeout: Duration::from_millis(50),
-            ..Default::default()
-        };
-        let (sink, tx, worker) = start(config);
-        let mut seen = 0;
-        let p = send(&tx, 0, "slow");
-        let (_, _, b, late) = sink.take(1, &mut seen).remove(0);
-        // No reply: after request_timeout the batch is sent again, same bytes.
-        let (_, _, again, cb) = sink.take(2, &mut seen).remove(0);
-        assert_eq!(again, b);
-        cb(ok_reply(4, &again));
-        assert_eq!(p.wait().unwrap().queue_offset, 4);
-        late(ok_reply(4, &b)); // the first copy's reply, after the batch was resolved: ignored
-        drop(tx);
-        worker.join().unwrap();
-    }
-
-    #[test]
-    fn flush_waits_for_every_reply() {
-        let (sink, tx, worker) = start(ProducerConfig::default());
-        let mut seen = 0;
-        let p = send(&tx, 3, "z");
-        let (flushed, flush) = pending();
-        tx.send(Command::Flush(flushed)).unwrap();
-        let (_, _, b, cb) = sink.take(1, &mut seen).remove(0);
-        std::thread::sleep(Duration::from_millis(20));
-        let flush = flush.wait_timeout(Duration::ZERO).expect_err("flush waits for the reply");
-        cb(ok_reply(7, &b));
-        flush.wait();
-        assert_eq!(p.wait().unwrap().queue_offset, 7);
-        drop(tx);
-        worker.join().unwrap();
-    }
-
-    #[test]
-    fn renumbering_rewrites_the_fields_and_the_crc() {
-        let mut b = BatchBuilder::new(1 << 16);
-        b.push(&crate::format::Record {
-            key: b"",
-            tag: b"",
-            properties: &[],
-            body: b"x",
-            timestamp_ms: 1,
-        })
-        .unwrap();
-        let mut bytes = b.finish(5 << 16, 3);
-        renumber(&mut bytes, (5 << 16) | 2, 0);
-        assert_eq!(numbering(&bytes), ((5 << 16) | 2, 0));
     }
 }

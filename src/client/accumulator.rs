@@ -1,0 +1,1048 @@
+//! The producer's accumulator: every queue's open batch, its sealing (linger, size), the
+//! numbering, in-flight bound and retries of its batches (through each queue's
+//! `QueueSequencer`), the memory bound, and the completion of callers' handles.
+//!
+//! It runs on the producer's worker thread, driven by [`super::producer`]'s sender loop: a
+//! command, a reply or a due wake-up goes in, sends come out through the `BatchSink` seam
+//! (the router's connections, or a scripted sink in tests). It reads time only from the
+//! [`Clock`](crate::runtime::Clock) it is given and never blocks, so its tests step it by hand
+//! on a [`SimClock`](crate::runtime::SimClock).
+//!
+//! A step costs O(log n) in the number of queues n, not O(n): a queue is looked at only when
+//! something happened to it (a message or batch for it, a reply, its own timer), through a
+//! queue of dirty queue indexes, and the next wake-up is the top of a timer heap.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{unbounded, Receiver, Sender};
+
+use super::error::{ClientError, Result};
+use super::message::Message;
+use super::pending::Completer;
+use super::producer::{too_large, ProducerConfig, SendBatchResult, SendResult};
+use super::router::Router;
+use super::sequencer::{Failure, QueueSequencer, ReplyKind, Resolution, SequencerConfig};
+use crate::format::{BatchBuilder, FormatError};
+use crate::protocol::producer_id::with_epoch;
+use crate::protocol::{message_id, ErrorCode, Response};
+use crate::runtime::SharedClock;
+
+pub(crate) type Done = Completer<Result<SendResult>>;
+pub(crate) type BatchDone = Completer<Result<SendBatchResult>>;
+
+pub(crate) enum Command {
+    Send {
+        msg: Message,
+        queue_id: u32,
+        timestamp_ms: i64,
+        done: Done,
+    },
+    /// A whole batch, encoded on the caller's thread (`send_batch`): sent as one batch, after
+    /// what is already open for its queue.
+    Batch {
+        topic: String,
+        queue_id: u32,
+        builder: BatchBuilder,
+        started: Instant,
+        done: BatchDone,
+    },
+    Flush(Completer<()>),
+}
+
+pub(crate) struct Reply {
+    /// The queue's index in the worker's `queues`.
+    queue: usize,
+    /// Which send of which batch this answers (see `QueueSequencer::on_reply`).
+    attempt: u64,
+    epoch: u16,
+    base_sequence: i32,
+    result: Result<Response>,
+}
+
+/// Where the worker sends sealed batches: the seam between batching logic and the network.
+/// `send` must eventually call `on_reply` exactly once (also on failure).
+pub(crate) trait BatchSink: Send + 'static {
+    fn send(
+        &self,
+        topic: &str,
+        queue_id: u32,
+        batch: Arc<Vec<u8>>,
+        on_reply: super::connection::Callback,
+    );
+    /// The route of `topic` may be stale (after NOT_OWNER or a connection failure).
+    fn refresh(&self, topic: &str);
+}
+
+impl BatchSink for Arc<Router> {
+    fn send(
+        &self,
+        topic: &str,
+        queue_id: u32,
+        batch: Arc<Vec<u8>>,
+        on_reply: super::connection::Callback,
+    ) {
+        match self.queue_connection(topic, queue_id) {
+            Ok(conn) => {
+                // Written from the batch's own buffer; on failure the callback already ran
+                // with the error.
+                let _ = conn.send_produce(topic, queue_id, &batch, on_reply);
+            }
+            Err(e) => on_reply(Err(e)),
+        }
+    }
+    fn refresh(&self, topic: &str) {
+        Router::refresh(self, topic)
+    }
+}
+
+/// Rewrites a sealed batch's producer id and base sequence and recomputes its CRC
+/// (docs/format.md 1.1: both fields are under `crc`, which covers `[44, length)`).
+fn renumber(batch: &mut [u8], producer_id: i64, base_sequence: i32) {
+    batch[68..76].copy_from_slice(&producer_id.to_le_bytes());
+    batch[76..80].copy_from_slice(&base_sequence.to_le_bytes());
+    let crc = crc32c::crc32c(&batch[crate::format::batch::CRC_START..]);
+    batch[40..44].copy_from_slice(&crc.to_le_bytes());
+}
+
+struct OpenBatch {
+    builder: BatchBuilder,
+    dones: Vec<Done>,
+    started: Instant,
+}
+
+/// Who hears how a batch ended.
+enum Completion {
+    /// One handle per message, in the batch's order (`send_async`).
+    PerMessage(Vec<Done>),
+    /// One handle for the whole batch of `count` messages (`send_batch`).
+    Batch { done: BatchDone, count: u32 },
+}
+
+struct ReadyBatch {
+    /// Shared with the sends in flight (a retry resends the same bytes without copying).
+    bytes: Arc<Vec<u8>>,
+    completion: Completion,
+}
+
+struct QueueState {
+    /// (topic, queue id).
+    key: (String, u32),
+    open: Option<OpenBatch>,
+    sequencer: QueueSequencer<ReadyBatch>,
+    /// The earliest wake-up this queue has in the worker's timer heap, if any.
+    armed: Option<Instant>,
+    /// In the worker's `dirty` queue.
+    queued: bool,
+    /// Counted in the worker's `busy_queues` (not idle when last looked at).
+    busy: bool,
+}
+
+impl QueueState {
+    fn is_idle(&self) -> bool {
+        self.open.is_none() && self.sequencer.is_empty()
+    }
+}
+
+/// The producer's worker: owns every queue's open batch and sequencer.
+///
+/// A step costs O(log n) in the number of queues n, not O(n): a queue is looked at only when
+/// something happened to it (a message or batch for it, a reply, its own timer), through the
+/// `dirty` queue, and the next wake-up is the top of the `timers` heap. Only `flush` and
+/// `close` walk every queue (they seal every open batch).
+pub(crate) struct Worker<S: BatchSink> {
+    sink: S,
+    /// Every time the worker reads (the system clock; a simulated one in tests).
+    clock: SharedClock,
+    config: ProducerConfig,
+    producer_id: i64,
+    /// Every queue this producer sent to, by index (`Reply::queue`); bounded by the topics'
+    /// queue counts.
+    queues: Vec<QueueState>,
+    /// topic -> queue id -> index in `queues` (looked up by `&str`: no key allocation per
+    /// message).
+    index: HashMap<String, HashMap<u32, usize>>,
+    /// Queues to look at in the next step, each at most once (`QueueState::queued`).
+    dirty: VecDeque<usize>,
+    /// (when, queue) wake-ups: lingers, request timeouts, backoffs, send deadlines. Entries a
+    /// queue no longer needs fire harmlessly (the queue is looked at, nothing is due); the heap
+    /// is rebuilt when such entries pile up, so it holds O(queues) entries.
+    timers: BinaryHeap<Reverse<(Instant, usize)>>,
+    /// Queues with an open batch or batches unanswered.
+    busy_queues: usize,
+    buffered_bytes: usize,
+    flushes: Vec<Completer<()>>,
+    replies_tx: Sender<Reply>,
+    replies_rx: Receiver<Reply>,
+    /// Queues looked at so far (the structural test of per-step cost reads it).
+    #[cfg(test)]
+    touched: u64,
+}
+
+impl<S: BatchSink> Worker<S> {
+    pub(crate) fn now(&self) -> Instant {
+        self.clock.now()
+    }
+
+    /// Every queue is idle: nothing open, nothing unanswered.
+    pub(crate) fn is_drained(&self) -> bool {
+        self.busy_queues == 0
+    }
+
+    /// The earliest timer wake-up.
+    pub(crate) fn next_wakeup(&self) -> Option<Instant> {
+        self.timers.peek().map(|Reverse((t, _))| *t)
+    }
+
+    /// Where the sink's callbacks deliver replies (for [`Worker::reply`]).
+    pub(crate) fn replies(&self) -> &Receiver<Reply> {
+        &self.replies_rx
+    }
+
+    pub(crate) fn new(
+        sink: S,
+        config: ProducerConfig,
+        producer_id: i64,
+        clock: SharedClock,
+    ) -> Self {
+        // Unbounded type, bounded in use: every reply answers a send, and sends are bounded by
+        // the batches held (max_buffer_bytes) times the resends within a send timeout.
+        let (replies_tx, replies_rx) = unbounded();
+        Worker {
+            sink,
+            clock,
+            config,
+            producer_id,
+            queues: Vec::new(),
+            index: HashMap::new(),
+            dirty: VecDeque::new(),
+            timers: BinaryHeap::new(),
+            busy_queues: 0,
+            buffered_bytes: 0,
+            flushes: Vec::new(),
+            replies_tx,
+            replies_rx,
+            #[cfg(test)]
+            touched: 0,
+        }
+    }
+
+    fn sequencer_config(&self) -> SequencerConfig {
+        SequencerConfig {
+            max_in_flight: self.config.max_in_flight_per_queue,
+            request_timeout: self.config.request_timeout,
+            backoff_initial: self.config.retry_backoff,
+            backoff_max: self.config.retry_backoff_max.max(self.config.retry_backoff),
+        }
+    }
+
+    /// Whether the worker takes more messages now: not while it holds `max_buffer_bytes` of
+    /// batches (the callers then wait in the bounded hand-off channel).
+    pub(crate) fn accepts_commands(&self) -> bool {
+        self.buffered_bytes < self.config.max_buffer_bytes
+    }
+
+    /// The index of `topic`'s queue `queue_id`, created on first use.
+    fn queue(&mut self, topic: &str, queue_id: u32) -> usize {
+        if let Some(&id) = self.index.get(topic).and_then(|m| m.get(&queue_id)) {
+            return id;
+        }
+        let id = self.queues.len();
+        self.queues.push(QueueState {
+            key: (topic.to_owned(), queue_id),
+            open: None,
+            sequencer: QueueSequencer::new(self.sequencer_config()),
+            armed: None,
+            queued: false,
+            busy: false,
+        });
+        self.index.entry(topic.to_owned()).or_default().insert(queue_id, id);
+        id
+    }
+
+    /// Queues `id` to be looked at in the next step.
+    fn mark(&mut self, id: usize) {
+        let q = &mut self.queues[id];
+        if !q.queued {
+            q.queued = true;
+            self.dirty.push_back(id);
+        }
+    }
+
+    /// Looks at the queues whose timers are due and those something happened to.
+    pub(crate) fn step(&mut self, now: Instant) {
+        while let Some(&Reverse((t, id))) = self.timers.peek() {
+            if t > now {
+                break;
+            }
+            self.timers.pop();
+            if self.queues[id].armed == Some(t) {
+                self.queues[id].armed = None;
+            }
+            self.mark(id);
+        }
+        while let Some(id) = self.dirty.pop_front() {
+            self.queues[id].queued = false;
+            self.process(id, now);
+        }
+    }
+
+    /// One queue's step: request timeouts (resend) and send deadlines (fail), seal a lingered
+    /// batch, send what the sequencer allows, and arm the queue's next wake-up.
+    fn process(&mut self, id: usize, now: Instant) {
+        #[cfg(test)]
+        {
+            self.touched += 1;
+        }
+        for r in self.queues[id].sequencer.poll(now) {
+            self.resolve(id, r, None);
+        }
+        let (pid, send_timeout, linger) =
+            (self.producer_id, self.config.send_timeout, self.config.linger);
+        let q = &mut self.queues[id];
+        let lingered = q.open.as_ref().is_some_and(|o| now >= o.started + linger);
+        if lingered && q.sequencer.has_room() {
+            Self::seal(q, pid, send_timeout);
+        }
+        while let Some(send) = q.sequencer.next_send(now) {
+            if send.renumber {
+                let bytes = Arc::make_mut(&mut send.batch.bytes);
+                renumber(bytes, with_epoch(pid, send.epoch), send.base_sequence);
+            }
+            let (attempt, epoch, base_sequence) = (send.attempt, send.epoch, send.base_sequence);
+            let bytes = send.batch.bytes.clone();
+            let tx = self.replies_tx.clone();
+            self.sink.send(
+                &q.key.0,
+                q.key.1,
+                bytes,
+                Box::new(move |result| {
+                    let _ = tx.send(Reply { queue: id, attempt, epoch, base_sequence, result });
+                }),
+            );
+        }
+        // A busy queue's open batch waits for a reply, not for a timer.
+        let linger_at =
+            q.open.as_ref().filter(|_| q.sequencer.has_room()).map(|o| o.started + linger);
+        let wake = match (linger_at, q.sequencer.next_wakeup()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        if let Some(t) = wake {
+            if q.armed.map_or(true, |armed| t < armed) {
+                q.armed = Some(t);
+                self.timers.push(Reverse((t, id)));
+            }
+        }
+        let busy = !q.is_idle();
+        if busy != q.busy {
+            q.busy = busy;
+            if busy {
+                self.busy_queues += 1;
+            } else {
+                self.busy_queues -= 1;
+            }
+        }
+        // Superseded wake-ups pile up only when a queue's wake-up keeps moving earlier; keep
+        // the heap O(queues) by rebuilding it from the armed ones.
+        if self.timers.len() > 4 * self.queues.len() + 64 {
+            self.timers = self
+                .queues
+                .iter()
+                .enumerate()
+                .filter_map(|(i, q)| q.armed.map(|t| Reverse((t, i))))
+                .collect();
+        }
+    }
+
+    pub(crate) fn command(&mut self, c: Command) {
+        match c {
+            Command::Flush(done) => {
+                self.seal_all();
+                self.flushes.push(done);
+            }
+            Command::Batch { topic, queue_id, builder, started, done } => {
+                let id = self.queue(&topic, queue_id);
+                self.mark(id);
+                let (pid, send_timeout) = (self.producer_id, self.config.send_timeout);
+                let q = &mut self.queues[id];
+                // Messages queued before the batch keep their place ahead of it.
+                Self::seal(q, pid, send_timeout);
+                self.buffered_bytes += builder.len_bytes();
+                let completion = Completion::Batch { done, count: builder.record_count() };
+                Self::push_sealed(q, pid, send_timeout, builder, completion, started);
+            }
+            Command::Send { msg, queue_id, timestamp_ms, done } => {
+                let id = self.queue(&msg.topic, queue_id);
+                self.mark(id);
+                let now = self.clock.now();
+                let max = self.config.max_batch_bytes;
+                let (pid, send_timeout) = (self.producer_id, self.config.send_timeout);
+                let q = &mut self.queues[id];
+                if q.open.is_none() {
+                    self.buffered_bytes += crate::format::HEADER_LEN;
+                }
+                let open = q.open.get_or_insert_with(|| OpenBatch {
+                    builder: BatchBuilder::new(max),
+                    dones: Vec::new(),
+                    started: now,
+                });
+                let before = open.builder.len_bytes();
+                match msg.with_record(timestamp_ms, |r| open.builder.push(r)) {
+                    Ok(()) => {
+                        open.dones.push(done);
+                        self.buffered_bytes += open.builder.len_bytes() - before;
+                    }
+                    Err(FormatError::BatchFull { .. }) if !open.builder.is_empty() => {
+                        // Seal the full batch and start a new one with this message.
+                        Self::seal(q, pid, send_timeout);
+                        let mut builder = BatchBuilder::new(max);
+                        match msg.with_record(timestamp_ms, |r| builder.push(r)) {
+                            Ok(()) => {
+                                self.buffered_bytes += builder.len_bytes();
+                                q.open =
+                                    Some(OpenBatch { builder, dones: vec![done], started: now });
+                            }
+                            Err(e) => done.complete(Err(too_large(e))),
+                        }
+                    }
+                    Err(e) => {
+                        if open.builder.is_empty() {
+                            q.open = None;
+                            self.buffered_bytes =
+                                self.buffered_bytes.saturating_sub(crate::format::HEADER_LEN);
+                        }
+                        done.complete(Err(too_large(e)));
+                    }
+                }
+                if let Some(o) = &q.open {
+                    if o.builder.len_bytes() >= max {
+                        Self::seal(q, pid, send_timeout);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Seals the open batch, numbered for its place in the queue's sequence; it must be
+    /// answered within `send_timeout` of its first message.
+    fn seal(q: &mut QueueState, producer_id: i64, send_timeout: Duration) {
+        if let Some(o) = q.open.take() {
+            let completion = Completion::PerMessage(o.dones);
+            Self::push_sealed(q, producer_id, send_timeout, o.builder, completion, o.started);
+        }
+    }
+
+    /// Numbers `builder`'s batch for its place in the queue's sequence and hands it to the
+    /// sequencer.
+    fn push_sealed(
+        q: &mut QueueState,
+        producer_id: i64,
+        send_timeout: Duration,
+        builder: BatchBuilder,
+        completion: Completion,
+        started: Instant,
+    ) {
+        let count = builder.record_count();
+        let (epoch, base_sequence) = q.sequencer.next_numbering();
+        let bytes = Arc::new(builder.finish(with_epoch(producer_id, epoch), base_sequence));
+        let numbered =
+            q.sequencer.push(ReadyBatch { bytes, completion }, count, started + send_timeout);
+        debug_assert_eq!(numbered, (epoch, base_sequence));
+    }
+
+    pub(crate) fn seal_all(&mut self) {
+        for id in 0..self.queues.len() {
+            Self::seal(&mut self.queues[id], self.producer_id, self.config.send_timeout);
+            self.mark(id);
+        }
+    }
+
+    pub(crate) fn reply(&mut self, r: Reply) {
+        let id = r.queue;
+        let Some(q) = self.queues.get_mut(id) else { return };
+        let kind = match &r.result {
+            Ok(Response::Produce { .. }) => ReplyKind::Stored,
+            Ok(_) => ReplyKind::Fatal,
+            Err(e) if e.code() == Some(ErrorCode::OUT_OF_ORDER_SEQUENCE) => {
+                ReplyKind::OutOfOrderSequence
+            }
+            Err(e) if e.is_retriable() => {
+                tracing::debug!(topic = %q.key.0, queue = q.key.1, "resending: {e}");
+                if matches!(e.code(), Some(ErrorCode::NOT_OWNER)) || e.code().is_none() {
+                    self.sink.refresh(&q.key.0);
+                }
+                ReplyKind::Retriable
+            }
+            Err(_) => ReplyKind::Fatal,
+        };
+        let resolved =
+            q.sequencer.on_reply(r.attempt, r.epoch, r.base_sequence, kind, self.clock.now());
+        for res in resolved {
+            self.resolve(id, res, Some(&r.result));
+        }
+        self.mark(id);
+    }
+
+    /// Completes a resolved batch's messages: with their offsets from `reply` when stored,
+    /// else with the failure.
+    fn resolve(&mut self, id: usize, r: Resolution<ReadyBatch>, reply: Option<&Result<Response>>) {
+        let (batch, outcome) = match r {
+            Resolution::Stored(b) => (b, Ok(())),
+            Resolution::Failed(b, why) => (b, Err(why)),
+        };
+        self.buffered_bytes = self.buffered_bytes.saturating_sub(batch.bytes.len());
+        let key = &self.queues[id].key;
+        let error = |why: Failure| match (why, reply) {
+            (Failure::Reply, Some(Err(e))) => e.clone(),
+            (Failure::Reply, Some(Ok(other))) => {
+                ClientError::Protocol(format!("produce got a {:?} reply", other.api_key()))
+            }
+            (Failure::Timeout, _) | (Failure::Reply, None) => {
+                ClientError::Timeout(self.config.send_timeout.as_millis() as u64)
+            }
+            (Failure::EpochsExhausted, _) => ClientError::Invalid(format!(
+                "queue {} of {} needed a new producer epoch after 65535; create a new producer",
+                key.1, key.0
+            )),
+        };
+        let stored = match (outcome, reply) {
+            (
+                Ok(()),
+                Some(Ok(Response::Produce { status, topic_id, queue_id, base_offset, .. })),
+            ) => Ok((*status, *topic_id, *queue_id, *base_offset)),
+            (Ok(()), _) => Err(ClientError::Protocol("a stored batch without its reply".into())),
+            (Err(why), _) => Err(error(why)),
+        };
+        match (batch.completion, stored) {
+            (Completion::PerMessage(dones), Ok((status, topic_id, queue_id, base_offset))) => {
+                for (i, done) in dones.into_iter().enumerate() {
+                    let offset = base_offset + i as u64;
+                    done.complete(Ok(SendResult {
+                        status,
+                        topic: key.0.clone(),
+                        queue_id,
+                        queue_offset: offset,
+                        message_id: message_id(topic_id, queue_id, offset),
+                    }));
+                }
+            }
+            (Completion::PerMessage(dones), Err(e)) => {
+                for done in dones {
+                    done.complete(Err(e.clone()));
+                }
+            }
+            (Completion::Batch { done, count }, Ok((status, topic_id, queue_id, first_offset))) => {
+                done.complete(Ok(SendBatchResult {
+                    status,
+                    topic: key.0.clone(),
+                    topic_id,
+                    queue_id,
+                    first_offset,
+                    count,
+                }));
+            }
+            (Completion::Batch { done, .. }, Err(e)) => done.complete(Err(e)),
+        }
+    }
+
+    pub(crate) fn finish_flushes(&mut self) {
+        if !self.flushes.is_empty() && self.busy_queues == 0 {
+            for f in self.flushes.drain(..) {
+                f.complete(());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The worker's batching, ordering and retry logic against a scripted sink (no sockets).
+
+    use super::*;
+    use crate::client::connection::Callback;
+    use crate::client::pending::{pending, Pending};
+    use crate::client::producer::run_worker;
+    use crate::format::BatchBuilder;
+    use crate::format::BatchView;
+    use crate::protocol::SendStatus;
+    use crate::runtime::system_clock;
+    use crate::runtime::{Clock, SimClock};
+    use crossbeam_channel::bounded;
+    use std::sync::Mutex;
+    use std::thread::JoinHandle;
+
+    type Sent = (String, u32, Vec<u8>, Callback);
+
+    #[derive(Clone, Default)]
+    struct ScriptedSink {
+        sent: Arc<Mutex<Vec<Sent>>>,
+        refreshed: Arc<Mutex<Vec<String>>>,
+    }
+
+    impl BatchSink for ScriptedSink {
+        fn send(&self, topic: &str, queue_id: u32, batch: Arc<Vec<u8>>, on_reply: Callback) {
+            let batch = Arc::try_unwrap(batch).unwrap_or_else(|shared| (*shared).clone());
+            self.sent.lock().unwrap().push((topic.to_owned(), queue_id, batch, on_reply));
+        }
+        fn refresh(&self, topic: &str) {
+            self.refreshed.lock().unwrap().push(topic.to_owned());
+        }
+    }
+
+    impl ScriptedSink {
+        /// Waits (bounded) until `n` batches were sent in total and takes the unanswered ones.
+        fn take(&self, n: usize, seen: &mut usize) -> Vec<Sent> {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                {
+                    let mut sent = self.sent.lock().unwrap();
+                    if *seen + sent.len() >= n {
+                        *seen += sent.len();
+                        return sent.drain(..).collect();
+                    }
+                }
+                assert!(Instant::now() < deadline, "only {seen} batches sent, expected {n}");
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
+        fn pending(&self) -> usize {
+            self.sent.lock().unwrap().len()
+        }
+    }
+
+    fn ok_reply(base_offset: u64, batch: &[u8]) -> Result<Response> {
+        let h = BatchView::parse(batch, 1 << 20).unwrap().header;
+        Ok(Response::Produce {
+            status: SendStatus::SendOk,
+            topic_id: 1,
+            queue_id: 0,
+            base_offset,
+            record_count: h.record_count,
+            store_timestamp_ms: 0,
+        })
+    }
+
+    fn bodies(batch: &[u8]) -> Vec<String> {
+        let v = BatchView::parse(batch, 1 << 20).unwrap();
+        v.records().map(|r| String::from_utf8(r.unwrap().body.to_vec()).unwrap()).collect()
+    }
+
+    fn start(config: ProducerConfig) -> (ScriptedSink, Sender<Command>, JoinHandle<()>) {
+        let sink = ScriptedSink::default();
+        let worker = Worker::new(sink.clone(), config, PID, system_clock());
+        let (tx, rx) = bounded(100);
+        (sink, tx, std::thread::spawn(move || run_worker(worker, rx)))
+    }
+
+    const PID: i64 = 9 << 16;
+
+    fn send(tx: &Sender<Command>, queue_id: u32, body: &str) -> Pending<Result<SendResult>> {
+        let (done, p) = pending();
+        let msg = Message::new("t", body);
+        tx.send(Command::Send { msg, queue_id, timestamp_ms: 1, done }).unwrap();
+        p
+    }
+
+    /// (producer id, base sequence) of a sent batch; parsing also checks its CRC.
+    fn numbering(batch: &[u8]) -> (i64, i32) {
+        let h = BatchView::parse(batch, 1 << 20).unwrap().header;
+        (h.producer_id, h.base_sequence)
+    }
+
+    fn broker_error(code: ErrorCode) -> Result<Response> {
+        Err(ClientError::Broker {
+            code: code as u16,
+            name: code.name().into(),
+            message: "test".into(),
+            detail: crate::protocol::ErrorDetail::None,
+        })
+    }
+
+    #[test]
+    fn a_queue_pipelines_numbered_batches_up_to_its_bound_in_send_order() {
+        let config = ProducerConfig { max_in_flight_per_queue: 2, ..Default::default() };
+        let (sink, tx, worker) = start(config);
+        let mut seen = 0;
+        let first = send(&tx, 0, "m0");
+        let mut sent = sink.take(1, &mut seen);
+        let second = send(&tx, 0, "m1");
+        sent.extend(sink.take(2, &mut seen));
+        // Two batches in flight: the bound. Later messages collect in the open batch.
+        let rest: Vec<_> = (2..5).map(|i| send(&tx, 0, &format!("m{i}"))).collect();
+        let other = send(&tx, 1, "q1");
+        let q1 = sink.take(3, &mut seen).remove(0);
+        assert_eq!(q1.1, 1, "another queue is not held back");
+        assert_eq!(numbering(&q1.2), (PID, 0), "each queue numbers from 0");
+        assert_eq!(sink.pending(), 0, "no third batch for queue 0 while two are in flight");
+        assert_eq!(numbering(&sent[0].2), (PID, 0));
+        assert_eq!(numbering(&sent[1].2), (PID, 1), "sequences count records");
+        let (_, _, b1, cb1) = sent.pop().unwrap();
+        let (_, _, b0, cb0) = sent.pop().unwrap();
+        cb1(ok_reply(1, &b1));
+        cb0(ok_reply(0, &b0));
+        let (_, _, b2, cb2) = sink.take(4, &mut seen).remove(0);
+        assert_eq!(bodies(&b2), ["m2", "m3", "m4"], "send order kept");
+        assert_eq!(numbering(&b2), (PID, 2));
+        cb2(ok_reply(2, &b2));
+        q1.3(ok_reply(0, &q1.2));
+        assert_eq!(first.wait().unwrap().queue_offset, 0);
+        assert_eq!(second.wait().unwrap().queue_offset, 1);
+        let offsets: Vec<u64> = rest.into_iter().map(|p| p.wait().unwrap().queue_offset).collect();
+        assert_eq!(offsets, vec![2, 3, 4]);
+        assert_eq!(other.wait().unwrap().queue_offset, 0);
+        drop(tx);
+        worker.join().unwrap();
+    }
+
+    #[test]
+    fn retriable_failures_resend_in_order_until_the_send_timeout() {
+        let config = ProducerConfig {
+            retry_backoff: Duration::from_millis(2),
+            retry_backoff_max: Duration::from_millis(8),
+            send_timeout: Duration::from_millis(300),
+            ..Default::default()
+        };
+        let (sink, tx, worker) = start(config);
+        let mut seen = 0;
+        let a = send(&tx, 0, "a");
+        let (_, _, ba, cba) = sink.take(1, &mut seen).remove(0);
+        let b = send(&tx, 0, "b");
+        let (_, _, bb, cbb) = sink.take(2, &mut seen).remove(0);
+        // b's connection broke: both are resent, a first, with the same numbering.
+        cbb(Err(ClientError::Disconnected("test".into())));
+        let again = sink.take(4, &mut seen);
+        assert_eq!(again[0].2, ba, "the first unacknowledged batch is resent first");
+        assert_eq!(again[1].2, bb);
+        assert_eq!(sink.refreshed.lock().unwrap().as_slice(), ["t"]);
+        // a's first copy was stored after all: its late reply counts.
+        cba(ok_reply(7, &ba));
+        assert_eq!(a.wait().unwrap().queue_offset, 7);
+        // b keeps failing: resent with backoff until its send timeout, then reported.
+        let t = Instant::now();
+        let mut failing = again;
+        // a's resend needs no answer: a is resolved.
+        let _a_resend = failing.remove(0);
+        loop {
+            for (_, _, _, cb) in failing.drain(..) {
+                cb(Err(ClientError::Disconnected("test".into())));
+            }
+            if let Some(r) = b.try_take() {
+                assert!(matches!(r, Err(ClientError::Timeout(300))), "{r:?}");
+                break;
+            }
+            assert!(t.elapsed() < Duration::from_secs(10), "b never timed out");
+            let deadline = Instant::now() + Duration::from_millis(50);
+            while sink.pending() == 0 && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            failing = sink.sent.lock().unwrap().drain(..).collect();
+        }
+        drop(tx);
+        worker.join().unwrap();
+    }
+
+    #[test]
+    fn a_non_retriable_error_fails_the_batch_and_renumbers_the_next_under_a_new_epoch() {
+        let (sink, tx, worker) = start(ProducerConfig::default());
+        let mut seen = 0;
+        let bad = send(&tx, 0, "bad");
+        let (_, _, _, cb) = sink.take(1, &mut seen).remove(0);
+        let next = send(&tx, 0, "next");
+        let (_, _, b_next, _late) = sink.take(2, &mut seen).remove(0);
+        assert_eq!(numbering(&b_next), (PID, 1));
+        cb(broker_error(ErrorCode::CORRUPT_BATCH));
+        assert_eq!(bad.wait().unwrap_err().code(), Some(ErrorCode::CORRUPT_BATCH), "not retried");
+        // The broker expects sequence 0 again, so "next" moves to epoch 1, sequence 0.
+        let (_, _, again, cb) = sink.take(3, &mut seen).remove(0);
+        assert_eq!(numbering(&again), (PID | 1, 0));
+        assert_eq!(bodies(&again), ["next"]);
+        cb(ok_reply(0, &again));
+        assert_eq!(next.wait().unwrap().queue_offset, 0);
+        drop(tx);
+        worker.join().unwrap();
+    }
+
+    #[test]
+    fn out_of_order_on_the_first_batch_renumbers_it_and_resends() {
+        let (sink, tx, worker) = start(ProducerConfig::default());
+        let mut seen = 0;
+        let p = send(&tx, 0, "x");
+        let (_, _, b, cb) = sink.take(1, &mut seen).remove(0);
+        cb(ok_reply(0, &b));
+        p.wait().unwrap();
+        let p = send(&tx, 0, "y");
+        let (_, _, b, cb) = sink.take(2, &mut seen).remove(0);
+        assert_eq!(numbering(&b), (PID, 1));
+        // The broker lost the producer's state (e.g. it expired): y is renumbered from 0.
+        cb(broker_error(ErrorCode::OUT_OF_ORDER_SEQUENCE));
+        let (_, _, again, cb) = sink.take(3, &mut seen).remove(0);
+        assert_eq!(numbering(&again), (PID | 1, 0), "CRC recomputed (parse checks it)");
+        cb(ok_reply(1, &again));
+        assert_eq!(p.wait().unwrap().queue_offset, 1);
+        drop(tx);
+        worker.join().unwrap();
+    }
+
+    #[test]
+    fn an_unanswered_send_times_out_and_is_resent_with_the_same_numbering() {
+        let config = ProducerConfig {
+            retry_backoff: Duration::from_millis(1),
+            request_timeout: Duration::from_millis(50),
+            ..Default::default()
+        };
+        let (sink, tx, worker) = start(config);
+        let mut seen = 0;
+        let p = send(&tx, 0, "slow");
+        let (_, _, b, late) = sink.take(1, &mut seen).remove(0);
+        // No reply: after request_timeout the batch is sent again, same bytes.
+        let (_, _, again, cb) = sink.take(2, &mut seen).remove(0);
+        assert_eq!(again, b);
+        cb(ok_reply(4, &again));
+        assert_eq!(p.wait().unwrap().queue_offset, 4);
+        late(ok_reply(4, &b)); // the first copy's reply, after the batch was resolved: ignored
+        drop(tx);
+        worker.join().unwrap();
+    }
+
+    #[test]
+    fn flush_waits_for_every_reply() {
+        let (sink, tx, worker) = start(ProducerConfig::default());
+        let mut seen = 0;
+        let p = send(&tx, 3, "z");
+        let (flushed, flush) = pending();
+        tx.send(Command::Flush(flushed)).unwrap();
+        let (_, _, b, cb) = sink.take(1, &mut seen).remove(0);
+        std::thread::sleep(Duration::from_millis(20));
+        let flush = flush.wait_timeout(Duration::ZERO).expect_err("flush waits for the reply");
+        cb(ok_reply(7, &b));
+        flush.wait();
+        assert_eq!(p.wait().unwrap().queue_offset, 7);
+        drop(tx);
+        worker.join().unwrap();
+    }
+
+    fn send_batch(
+        tx: &Sender<Command>,
+        queue_id: u32,
+        bodies: &[&str],
+    ) -> Pending<Result<SendBatchResult>> {
+        let mut builder = BatchBuilder::new(1 << 20);
+        for b in bodies {
+            Message::new("t", *b).with_record(1, |r| builder.push(r)).unwrap();
+        }
+        let (done, p) = pending();
+        let started = Instant::now();
+        tx.send(Command::Batch { topic: "t".into(), queue_id, builder, started, done }).unwrap();
+        p
+    }
+
+    #[test]
+    fn a_batch_goes_as_one_after_the_queues_open_messages_with_one_result() {
+        let config = ProducerConfig { max_in_flight_per_queue: 1, ..Default::default() };
+        let (sink, tx, worker) = start(config);
+        let mut seen = 0;
+        let first = send(&tx, 0, "m0");
+        let (_, _, b0, cb0) = sink.take(1, &mut seen).remove(0);
+        // m1 waits in the open batch (one batch in flight); the batch must not overtake it.
+        let second = send(&tx, 0, "m1");
+        let batch = send_batch(&tx, 0, &["b0", "b1", "b2"]);
+        cb0(ok_reply(0, &b0));
+        let (_, _, b1, cb1) = sink.take(2, &mut seen).remove(0);
+        assert_eq!(bodies(&b1), ["m1"], "the open batch was sealed before the batch");
+        cb1(ok_reply(1, &b1));
+        let (_, _, b2, cb2) = sink.take(3, &mut seen).remove(0);
+        assert_eq!(bodies(&b2), ["b0", "b1", "b2"], "one batch, in order");
+        assert_eq!(numbering(&b2), (PID, 2));
+        cb2(ok_reply(2, &b2));
+        assert_eq!(first.wait().unwrap().queue_offset, 0);
+        assert_eq!(second.wait().unwrap().queue_offset, 1);
+        let r = batch.wait().unwrap();
+        assert_eq!((r.first_offset, r.count, r.offsets()), (2, 3, 2..5));
+        assert_eq!(r.message_ids(), (2..5).map(|o| message_id(1, 0, o)).collect::<Vec<_>>());
+        assert_eq!(r.message_id(3), None);
+        // A refused batch fails as a whole, with one error.
+        let refused = send_batch(&tx, 0, &["x", "y"]);
+        let (_, _, _, cb) = sink.take(4, &mut seen).remove(0);
+        cb(broker_error(ErrorCode::BATCH_TOO_LARGE));
+        assert_eq!(refused.wait().unwrap_err().code(), Some(ErrorCode::BATCH_TOO_LARGE));
+        drop(tx);
+        worker.join().unwrap();
+    }
+
+    fn send_to(worker: &mut Worker<ScriptedSink>, queue_id: u32) -> Pending<Result<SendResult>> {
+        let (done, p) = pending();
+        let msg = Message::new("t", "m");
+        worker.command(Command::Send { msg, queue_id, timestamp_ms: 1, done });
+        p
+    }
+
+    #[test]
+    fn a_step_looks_only_at_the_queues_something_happened_to_with_10000_queues_open() {
+        const QUEUES: u32 = 10_000;
+        let linger = Duration::from_secs(3600);
+        // Send and request timeouts beyond the simulated time: only lingers and replies act.
+        let config = ProducerConfig {
+            linger,
+            max_in_flight_per_queue: 1,
+            send_timeout: 3 * linger,
+            request_timeout: 3 * linger,
+            ..Default::default()
+        };
+        let sink = ScriptedSink::default();
+        let clock = crate::runtime::SimClock::new(0);
+        let mut worker = Worker::new(sink.clone(), config, PID, clock.clone());
+        let t0 = clock.now();
+        // Every queue gets an open batch that lingers (a timer each).
+        let mut pending: Vec<_> = (0..QUEUES).map(|q| send_to(&mut worker, q)).collect();
+        worker.step(t0);
+        assert_eq!(worker.touched, u64::from(QUEUES));
+        assert_eq!(sink.pending(), 0, "all lingering");
+        // One more message: one queue looked at, none of the other 9,999.
+        let before = worker.touched;
+        pending.push(send_to(&mut worker, 7));
+        worker.step(t0);
+        assert_eq!(worker.touched - before, 1);
+        // Nothing happened and nothing is due: no queue looked at.
+        let before = worker.touched;
+        clock.advance(Duration::from_secs(1));
+        worker.step(clock.now());
+        assert_eq!(worker.touched - before, 0);
+        // The lingers run out: every queue seals and sends its batch, each looked at once.
+        let before = worker.touched;
+        clock.advance(linger);
+        worker.step(clock.now());
+        assert_eq!(worker.touched - before, u64::from(QUEUES));
+        let mut sent: Vec<Sent> = sink.sent.lock().unwrap().drain(..).collect();
+        assert_eq!(sent.len(), QUEUES as usize);
+        assert!(worker.timers.len() <= 4 * worker.queues.len() + 64, "bounded timer heap");
+        // A reply for one queue (10,000 batches in flight): that queue alone is looked at.
+        let i = sent.iter().position(|s| s.1 == 7).unwrap();
+        let (_, _, b, cb) = sent.swap_remove(i);
+        cb(ok_reply(0, &b));
+        let reply = worker.replies_rx.try_recv().unwrap();
+        let before = worker.touched;
+        worker.reply(reply);
+        worker.step(clock.now());
+        assert_eq!(worker.touched - before, 1);
+        assert_eq!(bodies(&b), ["m", "m"]);
+        assert_eq!(pending.remove(7).try_take().unwrap().unwrap().queue_offset, 0);
+        assert_eq!(pending.pop().unwrap().try_take().unwrap().unwrap().queue_offset, 1);
+        assert_eq!(worker.busy_queues, QUEUES as usize - 1, "queue 7 is idle again");
+    }
+
+    /// A worker driven by hand on a simulated clock: no thread, no sleep.
+    fn sim_worker(config: ProducerConfig) -> (Worker<ScriptedSink>, ScriptedSink, Arc<SimClock>) {
+        let sink = ScriptedSink::default();
+        let clock = SimClock::new(0);
+        (Worker::new(sink.clone(), config, PID, clock.clone()), sink, clock)
+    }
+
+    fn drain_sent(sink: &ScriptedSink) -> Vec<Sent> {
+        sink.sent.lock().unwrap().drain(..).collect()
+    }
+
+    #[test]
+    fn an_idle_queues_batch_waits_for_the_linger_on_the_simulated_clock() {
+        let config = ProducerConfig { linger: Duration::from_millis(5), ..Default::default() };
+        let (mut worker, sink, clock) = sim_worker(config);
+        let p: Vec<_> = (0..3).map(|_| send_to(&mut worker, 0)).collect();
+        worker.step(clock.now());
+        clock.advance(Duration::from_millis(4));
+        worker.step(clock.now());
+        assert_eq!(sink.pending(), 0, "still lingering");
+        clock.advance(Duration::from_millis(1));
+        worker.step(clock.now());
+        let (_, _, b, cb) = drain_sent(&sink).remove(0);
+        assert_eq!(bodies(&b).len(), 3, "one batch of the three messages");
+        cb(ok_reply(0, &b));
+        worker.reply(worker.replies_rx.try_recv().unwrap());
+        worker.step(clock.now());
+        let offsets: Vec<u64> = p.into_iter().map(|p| p.wait().unwrap().queue_offset).collect();
+        assert_eq!(offsets, [0, 1, 2]);
+        assert_eq!((worker.busy_queues, worker.buffered_bytes), (0, 0));
+    }
+
+    #[test]
+    fn a_full_batch_is_sealed_at_once_and_memory_stays_under_its_bound() {
+        let config = ProducerConfig {
+            linger: Duration::from_secs(3600),
+            max_batch_bytes: 256,
+            max_buffer_bytes: 1024,
+            max_in_flight_per_queue: 1,
+            ..Default::default()
+        };
+        let (mut worker, sink, clock) = sim_worker(config);
+        let mut sent = 0;
+        while worker.accepts_commands() {
+            send_to(&mut worker, 0);
+            sent += 1;
+            worker.step(clock.now());
+            assert!(sent < 1000, "the worker never stopped taking messages");
+        }
+        // Full batches were sealed without waiting for the linger; one is in flight.
+        let in_flight = drain_sent(&sink);
+        assert_eq!(in_flight.len(), 1);
+        assert!(in_flight[0].2.len() <= 256);
+        assert!(worker.buffered_bytes >= 1024 && worker.buffered_bytes < 1024 + 256);
+        // Its reply frees room: the worker takes messages again.
+        let (_, _, b, cb) = in_flight.into_iter().next().unwrap();
+        cb(ok_reply(0, &b));
+        worker.reply(worker.replies_rx.try_recv().unwrap());
+        worker.step(clock.now());
+        assert!(worker.accepts_commands());
+        let next = drain_sent(&sink);
+        assert_eq!(numbering(&next[0].2).1, bodies(&b).len() as i32, "the next batch in order");
+    }
+
+    #[test]
+    fn a_retriable_failure_is_resent_after_the_backoff_until_the_send_timeout() {
+        let config = ProducerConfig {
+            retry_backoff: Duration::from_millis(50),
+            retry_backoff_max: Duration::from_millis(50),
+            send_timeout: Duration::from_millis(500),
+            ..Default::default()
+        };
+        let (mut worker, sink, clock) = sim_worker(config);
+        let p = send_to(&mut worker, 0);
+        worker.step(clock.now());
+        let mut sends = 0;
+        loop {
+            let sent = drain_sent(&sink);
+            if sent.is_empty() {
+                break;
+            }
+            sends += 1;
+            let (_, _, _, cb) = sent.into_iter().next().unwrap();
+            cb(Err(ClientError::Disconnected("test".into())));
+            worker.reply(worker.replies_rx.try_recv().unwrap());
+            clock.advance(Duration::from_millis(49));
+            worker.step(clock.now());
+            assert_eq!(sink.pending(), 0, "no resend before the backoff");
+            clock.advance(Duration::from_millis(1));
+            worker.step(clock.now());
+        }
+        // 500 ms of send timeout at one try per 50 ms.
+        assert_eq!(sends, 10);
+        assert!(matches!(p.try_take(), Some(Err(ClientError::Timeout(500)))));
+        assert_eq!(worker.busy_queues, 0);
+    }
+
+    #[test]
+    fn renumbering_rewrites_the_fields_and_the_crc() {
+        let mut b = BatchBuilder::new(1 << 16);
+        b.push(&crate::format::Record {
+            key: b"",
+            tag: b"",
+            properties: &[],
+            body: b"x",
+            timestamp_ms: 1,
+        })
+        .unwrap();
+        let mut bytes = b.finish(5 << 16, 3);
+        renumber(&mut bytes, (5 << 16) | 2, 0);
+        assert_eq!(numbering(&bytes), ((5 << 16) | 2, 0));
+    }
+}
