@@ -493,7 +493,18 @@ fn a_restart_after_a_crash_logs_what_recovery_scanned_and_how_long_it_took() {
     let _ = p.child.kill(); // SIGKILL: no clean close, the tail is not indexed
     let _ = p.child.wait();
     let mut p = Proc::spawn(cwd.path(), &args);
-    let (_, log) = p.ready_with_log();
+    let (_, mut log) = p.ready_with_log();
+    // stdout and stderr are read by two threads: the ready line can overtake a log line the
+    // broker wrote before it, so keep reading stderr for a while (bounded).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !log.contains("recovered the log") && Instant::now() < deadline {
+        if let Ok(l) = p.lines.recv_timeout(Duration::from_millis(50)) {
+            if let Some(e) = l.strip_prefix("err: ") {
+                log.push_str(e);
+                log.push('\n');
+            }
+        }
+    }
     let line =
         log.lines().find(|l| l.contains("recovered the log")).unwrap_or_else(|| panic!("{log}"));
     let scanned: u64 = field(line, "scanned_bytes=").parse().unwrap();

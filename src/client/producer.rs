@@ -74,6 +74,11 @@ pub struct ProducerConfig {
     /// Batches of one queue sent and not yet answered. 1..=5 (the broker remembers the last 5
     /// batches of each producer and queue, so any of them can be resent). Default 5.
     pub max_in_flight_per_queue: usize,
+    /// A partly filled batch (sealed by `linger`) is sent while its queue has another batch in
+    /// flight only once it holds this many bytes; smaller ones wait for the queue's replies and
+    /// keep gathering messages (natural batching). Full batches (`max_batch_bytes`) are always
+    /// pipelined up to `max_in_flight_per_queue`. 0 pipelines every batch. Default 64 KiB.
+    pub pipeline_min_batch_bytes: usize,
     /// Wait before resending after a retriable failure; doubles per failure in a row up to
     /// `retry_backoff_max`. Default 50 ms.
     pub retry_backoff: Duration,
@@ -97,6 +102,7 @@ impl Default for ProducerConfig {
             buffer_messages: 10_000,
             max_buffer_bytes: 32 << 20,
             max_in_flight_per_queue: WINDOW_BATCHES,
+            pipeline_min_batch_bytes: 64 << 10,
             retry_backoff: Duration::from_millis(50),
             retry_backoff_max: Duration::from_secs(1),
             send_timeout: Duration::from_secs(3),
