@@ -185,8 +185,17 @@ fn files_under(dir: &Path) -> Vec<String> {
     out
 }
 
+/// These tests start real brokers that measure or exhaust process-wide resources (RSS,
+/// connections, ports); run one at a time so one test's load cannot starve another's bounded
+/// waits on the 2-core CI machine.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 #[test]
 fn a_relative_data_dir_starts_and_serves() {
+    let _serial = serial();
     let cwd = tempdir();
     let mut p = Proc::spawn(
         cwd.path(),
@@ -200,6 +209,7 @@ fn a_relative_data_dir_starts_and_serves() {
 
 #[test]
 fn the_example_config_starts_with_its_default_data_dir() {
+    let _serial = serial();
     let cwd = tempdir();
     let cfg = example_config();
     let mut p = Proc::spawn(
@@ -214,6 +224,7 @@ fn the_example_config_starts_with_its_default_data_dir() {
 
 #[test]
 fn a_failed_start_removes_what_it_created_and_nothing_else() {
+    let _serial = serial();
     let cwd = tempdir();
     // Shard 1 cannot create its directory (a file is in the way); shard 0 has by then created
     // its directory and first segment.
@@ -242,6 +253,7 @@ fn a_failed_start_removes_what_it_created_and_nothing_else() {
 
 #[test]
 fn a_second_broker_on_the_same_data_dir_refuses_to_start() {
+    let _serial = serial();
     let dir = tempdir();
     let mut first =
         Proc::spawn(dir.path(), &["broker", "--port", "0", "--shards", "1", "--data-dir", "data"]);
@@ -265,6 +277,7 @@ fn a_second_broker_on_the_same_data_dir_refuses_to_start() {
 
 #[test]
 fn a_second_broker_on_the_same_port_refuses_to_start() {
+    let _serial = serial();
     let dir = tempdir();
     let port = free_port_block(1);
     let ps = port.to_string();
@@ -327,6 +340,7 @@ fn list_topics_works(s: &mut TcpStream, id: u32) {
 
 #[test]
 fn a_frame_trickled_byte_by_byte_is_cut_off() {
+    let _serial = serial();
     let dir = tempdir();
     let extra = "frame_read_timeout_ms = 300\nidle_timeout_ms = 600000";
     let broker = Broker::start_in(dir.path(), &config(dir.path(), 1, extra, ""));
@@ -357,6 +371,7 @@ const PACE: Duration = Duration::from_millis(100);
 
 #[test]
 fn an_idle_connection_is_closed_but_not_one_waiting_on_a_long_poll() {
+    let _serial = serial();
     let dir = tempdir();
     let extra = "idle_timeout_ms = 300";
     let broker = Broker::start_in(dir.path(), &config(dir.path(), 1, extra, ""));
@@ -375,6 +390,7 @@ fn an_idle_connection_is_closed_but_not_one_waiting_on_a_long_poll() {
 
 #[test]
 fn the_per_ip_limit_refuses_the_excess_and_keeps_the_rest_working() {
+    let _serial = serial();
     let dir = tempdir();
     let extra = "max_connections_per_ip = 3";
     let broker = Broker::start_in(dir.path(), &config(dir.path(), 1, extra, ""));
@@ -418,6 +434,7 @@ fn rss_bytes(pid: u32) -> u64 {
 
 #[test]
 fn an_idle_default_broker_stays_small_and_gives_back_connection_memory() {
+    let _serial = serial();
     // The default [storage] (256 MiB cache, 32 x 1 MiB write pool, 1 GiB segments) on two
     // shards; only ports, pinning and the data dir differ from the defaults.
     let cwd = tempdir();
@@ -482,6 +499,7 @@ fn an_idle_default_broker_stays_small_and_gives_back_connection_memory() {
 
 #[test]
 fn a_restart_after_a_crash_logs_what_recovery_scanned_and_how_long_it_took() {
+    let _serial = serial();
     let cwd = tempdir();
     // Sync flush: every acknowledged message is on disk when the broker is killed.
     let cfg = config(cwd.path(), 1, "", "flush_mode = \"sync\"");
