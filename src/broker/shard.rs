@@ -872,9 +872,14 @@ mod tests {
     use crate::runtime::{run_on_new_executor, ExecutorOptions};
 
     fn batch(n: usize) -> Vec<u8> {
+        numbered_batch(n, "r", -1, -1)
+    }
+
+    /// A batch of `n` records with bodies `{prefix}{i}`, numbered for `producer_id`.
+    fn numbered_batch(n: usize, prefix: &str, producer_id: i64, base_sequence: i32) -> Vec<u8> {
         let mut b = BatchBuilder::new(1 << 16);
         for i in 0..n {
-            let body = format!("r{i}");
+            let body = format!("{prefix}{i}");
             let rec = Record {
                 key: b"",
                 tag: b"",
@@ -884,7 +889,7 @@ mod tests {
             };
             b.push(&rec).unwrap();
         }
-        b.finish(-1, -1)
+        b.finish(producer_id, base_sequence)
     }
 
     async fn shard(waiters: usize) -> Rc<Shard<SimLog>> {
@@ -1008,19 +1013,8 @@ mod tests {
     }
 
     fn idempotent(queue_id: u32, producer_id: i64, base_sequence: i32, n: usize) -> Request {
-        let mut b = BatchBuilder::new(1 << 16);
-        for i in 0..n {
-            let body = format!("s{base_sequence}-{i}");
-            let rec = Record {
-                key: b"",
-                tag: b"",
-                properties: &[],
-                body: body.as_bytes(),
-                timestamp_ms: 5,
-            };
-            b.push(&rec).unwrap();
-        }
-        let batch = b.finish(producer_id, base_sequence);
+        let prefix = format!("s{base_sequence}-");
+        let batch = numbered_batch(n, &prefix, producer_id, base_sequence);
         Request::Produce { topic: "t".into(), queue_id, flags: 0, batch: batch.into() }
     }
 

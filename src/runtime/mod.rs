@@ -201,8 +201,12 @@ pub async fn timeout_at<F: Future>(
     deadline: Instant,
     fut: F,
 ) -> Option<F::Output> {
+    first_or_timeout(fut, clock.sleep_until(deadline)).await
+}
+
+/// Awaits `fut` unless `timer` completes first; None then.
+pub async fn first_or_timeout<F: Future>(fut: F, timer: Sleep) -> Option<F::Output> {
     futures::pin_mut!(fut);
-    let timer = clock.sleep_until(deadline);
     match futures::future::select(fut, timer).await {
         futures::future::Either::Left((v, _)) => Some(v),
         futures::future::Either::Right(_) => None,

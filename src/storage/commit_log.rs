@@ -1941,17 +1941,15 @@ async fn flusher_loop<D: LogDir + 'static>(weak: std::rc::Weak<CommitLog<D>>) {
             // Wait holding only the signal, so a log dropped meanwhile is freed (its Drop
             // notifies the signal, and the next upgrade fails).
             let kick = log.flush_kick.clone();
-            let timer = log.clock.sleep_until(log.clock.now() + interval);
+            // Sync mode waits for a kick only: no timer per group commit.
+            let timer = async_mode.then(|| log.clock.sleep_until(log.clock.now() + interval));
             drop(log);
-            let kicked = if async_mode {
-                futures::pin_mut!(timer);
-                matches!(
-                    futures::future::select(std::pin::pin!(kick.wait()), timer).await,
-                    futures::future::Either::Left(_)
-                )
-            } else {
-                kick.wait().await;
-                true
+            let kicked = match timer {
+                Some(timer) => runtime::first_or_timeout(kick.wait(), timer).await.is_some(),
+                None => {
+                    kick.wait().await;
+                    true
+                }
             };
             let Some(log) = weak.upgrade() else { return };
             let st = log.st.borrow();
