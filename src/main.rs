@@ -87,6 +87,10 @@ enum Command {
         /// Only messages with this tag (repeat for several; RocketMQ's "A || B").
         #[arg(long = "tag")]
         tags: Vec<String>,
+        /// Skip stored batches that are damaged (their records are lost): each skip is reported
+        /// on stderr with the offsets it skipped. Without it, consume stops at such a batch.
+        #[arg(long)]
+        skip_corrupt: bool,
         #[arg(long, default_value = "127.0.0.1:10911")]
         broker: String,
     },
@@ -142,8 +146,18 @@ fn main() -> ExitCode {
         Command::Produce { topic, key, tag, queue, broker, messages } => {
             produce(&broker, &topic, key, tag, queue, messages)
         }
-        Command::Consume { topic, queue, from_offset, follow, max_messages, tags, broker } => {
-            consume(&broker, &topic, queue, from_offset, follow, max_messages, tags)
+        Command::Consume {
+            topic,
+            queue,
+            from_offset,
+            follow,
+            max_messages,
+            tags,
+            skip_corrupt,
+            broker,
+        } => {
+            let opts = ConsumeOptions { from_offset, follow, max_messages, tags, skip_corrupt };
+            consume(&broker, &topic, queue, opts)
         }
         Command::Stats { broker } => stats(&broker),
         Command::Tune { action } => return ringmq::tune::run(action),
@@ -281,15 +295,21 @@ fn produce(
     Ok(())
 }
 
-fn consume(
-    broker: &str,
-    topic: &str,
-    queue: Option<u32>,
+struct ConsumeOptions {
     from_offset: u64,
     follow: bool,
     max_messages: Option<u64>,
     tags: Vec<String>,
+    skip_corrupt: bool,
+}
+
+fn consume(
+    broker: &str,
+    topic: &str,
+    queue: Option<u32>,
+    opts: ConsumeOptions,
 ) -> Result<(), String> {
+    let ConsumeOptions { from_offset, follow, max_messages, tags, skip_corrupt } = opts;
     let client = Client::connect(broker).map_err(err)?;
     let route = client.admin().route(topic).map_err(err)?;
     let queues: Vec<u32> = match queue {
@@ -333,6 +353,17 @@ fn consume(
                         offsets[i]
                     );
                     offsets[i] = to;
+                    progressed = true;
+                    continue;
+                }
+                Err(ClientError::CorruptData { first_offset, next_offset, reason, .. })
+                    if skip_corrupt =>
+                {
+                    eprintln!(
+                        "ringmq: queue {q}: skipped the damaged batch at offsets \
+                         [{first_offset}, {next_offset}) (--skip-corrupt): {reason}"
+                    );
+                    offsets[i] = next_offset;
                     progressed = true;
                     continue;
                 }

@@ -680,3 +680,93 @@ fn a_batch_send_is_all_or_nothing_at_contiguous_offsets() {
     assert_eq!(in_place, owned);
     producer.close().unwrap();
 }
+
+/// Flips one byte of the first `.log` file under `dir` that holds `needle`, inside `needle`.
+fn damage_stored(dir: &std::path::Path, needle: &[u8]) {
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "log") {
+                let mut bytes = std::fs::read(&p).unwrap();
+                if let Some(at) = bytes.windows(needle.len()).position(|w| w == needle) {
+                    bytes[at + needle.len() - 1] ^= 0x20;
+                    std::fs::write(&p, bytes).unwrap();
+                    return;
+                }
+            }
+        }
+    }
+    panic!("no log file holds {:?}", String::from_utf8_lossy(needle));
+}
+
+#[test]
+fn a_batch_damaged_on_disk_is_reported_with_its_offsets_and_can_be_skipped() {
+    let dir = tempdir();
+    let cfg = config(dir.path(), 1, "", "flush_mode = \"sync\"\npreallocate = false");
+    let mut broker = Broker::start_in(dir.path(), &cfg);
+    let client = Client::connect(&broker.addr()).unwrap();
+    client.admin().create_topic("d", 1).unwrap();
+    let producer = client.producer(ProducerConfig::default()).unwrap();
+    for i in 0..10 {
+        producer.send(Message::new("d", format!("damage-me-{i:02}"))).unwrap();
+    }
+    producer.close().unwrap();
+    drop(client);
+    assert!(broker.stop().success());
+    damage_stored(&dir.path().join("data"), b"damage-me-05");
+
+    // After a restart the batch is read from disk, where its checksum no longer matches.
+    let broker = Broker::start_in(dir.path(), &cfg);
+    let client = Client::connect(&broker.addr()).unwrap();
+    let consumer = client.consumer();
+    let bodies = |r: &ringmq::client::PullResult| -> Vec<String> {
+        r.messages.iter().map(|m| String::from_utf8_lossy(&m.body).into_owned()).collect()
+    };
+    // A pull across it delivers what precedes it and stops there.
+    let r = consumer.pull("d", 0, 0, Duration::ZERO).unwrap();
+    let before: Vec<String> = (0..r.next_offset).map(|i| format!("damage-me-{i:02}")).collect();
+    assert_eq!(bodies(&r), before);
+    assert!(r.next_offset <= 5);
+    // A pull that starts at it names the damaged batch's offsets instead of a bare failure.
+    let (first, next) = match consumer.pull("d", 0, r.next_offset, Duration::ZERO) {
+        Err(ringmq::client::ClientError::CorruptData {
+            first_offset, next_offset, reason, ..
+        }) => {
+            assert!(reason.contains("broker"), "{reason}");
+            (first_offset, next_offset)
+        }
+        other => panic!("expected CorruptData, got {other:?}"),
+    };
+    assert_eq!(first, r.next_offset);
+    assert!(first <= 5 && 5 < next, "[{first}, {next}) holds message 5");
+    // Skipping it explicitly: the rest of the queue is intact.
+    let rest = consumer.pull("d", 0, next, Duration::ZERO).unwrap();
+    let after: Vec<String> = (next..10).map(|i| format!("damage-me-{i:02}")).collect();
+    assert_eq!(bodies(&rest), after);
+
+    // The CLI stops there and says how to skip, or skips with --skip-corrupt and says so.
+    let cli = |extra: &[&str]| {
+        let mut args = vec!["consume", "--topic", "d", "--broker"];
+        let addr = broker.addr();
+        args.push(&addr);
+        args.extend_from_slice(extra);
+        std::process::Command::new(env!("CARGO_BIN_EXE_ringmq")).args(&args).output().unwrap()
+    };
+    let out = cli(&[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains(&format!("pull from offset {next} to skip it")), "{err}");
+    let out = cli(&["--skip-corrupt"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains(&format!("skipped the damaged batch at offsets [{first}, {next})")),
+        "{err}"
+    );
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(printed.lines().count() as u64, 10 - (next - first), "{printed}");
+    assert!(!printed.contains("damage-me-05"));
+}

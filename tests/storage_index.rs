@@ -80,7 +80,10 @@ fn recovery_scans_only_past_the_checkpoint() {
             for off in (0..40).step_by(2) {
                 match log.read(q, off, 1).await {
                     Ok(r) => assert_eq!(r.batches.len(), 1),
-                    Err(StorageError::Corrupt { .. }) => corrupt += 1,
+                    Err(StorageError::CorruptBatch { first_offset, .. }) => {
+                        assert_eq!(first_offset, off);
+                        corrupt += 1
+                    }
                     Err(e) => panic!("unexpected {e}"),
                 }
             }

@@ -350,11 +350,24 @@ fn corruption_at_rest_is_detected_on_read() {
             log.append(Q1, &batch(i, 1, 600)).await.unwrap();
         }
         log.close().await.unwrap();
-        // Corrupt a record byte in the first (sealed, indexed) segment.
-        dir.corrupt(&ringmq::storage::segment::segment_name(0), 500);
+        // Corrupt a record byte of batch 5 in the first (sealed, indexed) segment.
+        let len = batch(0, 1, 600).len();
+        dir.corrupt(&ringmq::storage::segment::segment_name(0), 5 * len + 500);
         let log = CommitLog::open_with(dir.clone(), cfg).await.unwrap();
-        let err = log.read(Q1, 0, 100).await.unwrap_err();
-        assert!(matches!(err, StorageError::Corrupt { .. }), "{err}");
+        // A read across it returns the good batches before it and stops there.
+        let r = log.read(Q1, 0, 1 << 20).await.unwrap();
+        let tags: Vec<u64> = r.batches.iter().map(|b| batch_tag(b)).collect();
+        assert_eq!(tags, vec![0, 1, 2, 3, 4]);
+        assert_eq!(r.next_offset, 5);
+        // A read that starts at it names its offsets (and never serves its bytes).
+        match log.read(Q1, 5, 100).await.unwrap_err() {
+            StorageError::CorruptBatch { first_offset: 5, next_offset: 6, .. } => {}
+            err => panic!("expected the damaged batch's offsets, got {err}"),
+        }
+        // Reading from its end skips it; the rest of the queue is intact.
+        let r = log.read(Q1, 6, 1 << 20).await.unwrap();
+        let tags: Vec<u64> = r.batches.iter().map(|b| batch_tag(b)).collect();
+        assert_eq!(tags, (6..100).collect::<Vec<_>>());
         log.close().await.unwrap();
     });
 }

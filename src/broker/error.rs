@@ -48,6 +48,11 @@ impl From<StorageError> for BrokerError {
                 message,
                 detail: ErrorDetail::OffsetRange { min, next },
             },
+            StorageError::CorruptBatch { first_offset, next_offset, .. } => BrokerError {
+                code: ErrorCode::CORRUPT_DATA,
+                message,
+                detail: ErrorDetail::CorruptRange { first: first_offset, next: next_offset },
+            },
             StorageError::Failed { .. } => BrokerError::new(ErrorCode::SHARD_FAILED, message),
             StorageError::DiskFull { .. } => BrokerError::new(ErrorCode::DISK_FULL, message),
             StorageError::Closed => BrokerError::new(ErrorCode::SHUTTING_DOWN, message),

@@ -39,7 +39,7 @@ use crate::protocol::{
     TopicRoute,
 };
 use crate::runtime::{self, SharedClock};
-use crate::storage::{QueueKey, ReadBuf};
+use crate::storage::{QueueKey, ReadBuf, StorageError};
 
 /// A tag-filtered fetch reads at most this many times its `max_bytes` (at least 64 KiB)
 /// looking for a matching batch before it answers empty with how far it got.
@@ -206,7 +206,21 @@ impl<L: ShardLog> Shard<L> {
                     skipped += 1;
                     break;
                 }
-                let read = self.log.read(queue, offset, 1 << 20).await?;
+                let read = match self.log.read(queue, offset, 1 << 20).await {
+                    Ok(read) => read,
+                    // A batch damaged on disk: its sequence is unknown, so the queue's windows
+                    // cannot be trusted; its producers renumber (as past the budget). The
+                    // broker still starts and serves everything else.
+                    Err(e @ StorageError::CorruptBatch { .. }) => {
+                        tracing::warn!(
+                            shard = self.id,
+                            "idempotence windows of {queue} not rebuilt: {e}"
+                        );
+                        self.sequences.borrow_mut().forget_queue(queue);
+                        break;
+                    }
+                    Err(e) => return Err(e.into()),
+                };
                 let Some(last) = read.last() else { break };
                 let next = read_header(last).map_err(|e| {
                     BrokerError::new(ErrorCode::INTERNAL, format!("rebuilding windows: {e}"))

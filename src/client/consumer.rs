@@ -14,6 +14,8 @@
 //! ingest, or damaged) is never skipped silently: the messages before it are delivered and the
 //! pull stops there; a pull that starts at it fails with [`ClientError::CorruptData`], naming
 //! the queue and the batch's offsets, and the caller may skip it by pulling from its end.
+//! The broker verifies what it reads from disk too: a batch damaged there comes back as the
+//! broker's CORRUPT_DATA with the batch's offsets, reported as the same `CorruptData`.
 //! Fetches go to the owning shard's port (see [`super::router`]); `max_wait` > 0 long-polls
 //! at the end of the queue.
 //!
@@ -31,7 +33,7 @@ use super::retry::RetrySchedule;
 use super::router::Router;
 use crate::format::batch::read_header;
 use crate::format::{BatchHeader, BatchView, RecordIter, RecordRef, HEADER_LEN};
-use crate::protocol::{message_id, ErrorCode, Request, Response};
+use crate::protocol::{message_id, ErrorCode, ErrorDetail, Request, Response};
 
 /// What one pull returned.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -120,6 +122,21 @@ impl PullConsumer {
                     let Some(wait) = schedule.next_wait(Instant::now()) else { return Err(e) };
                     tracing::debug!(topic, queue_id, "pull failed ({e}); retrying in {wait:?}");
                     std::thread::sleep(wait);
+                }
+                // The broker found the stored batch at `offset` damaged on its disk: the same
+                // explicit skip as for a batch that fails the client's own checks.
+                Err(ClientError::Broker {
+                    detail: ErrorDetail::CorruptRange { first, next },
+                    message,
+                    ..
+                }) => {
+                    return Err(ClientError::CorruptData {
+                        topic: topic.to_owned(),
+                        queue_id,
+                        first_offset: first,
+                        next_offset: next,
+                        reason: format!("the broker read it damaged: {message}"),
+                    })
                 }
                 other => break other?,
             }

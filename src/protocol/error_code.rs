@@ -2,7 +2,8 @@
 //!
 //! An error response's payload is `string message` (human-readable, says what to fix);
 //! `OFFSET_OUT_OF_RANGE` adds `u64 min | u64 next` so a consumer can reposition without
-//! another round trip. Codes are stable: never renumber, only append.
+//! another round trip; `CORRUPT_DATA` adds `u64 first | u64 next`, the offsets of the stored
+//! batch that failed verification, so a consumer can skip it knowingly. Codes are stable: never renumber, only append.
 
 /// Whether a client may retry the same request (possibly after refreshing metadata).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,6 +79,7 @@ error_codes! {
     DUPLICATE_SEQUENCE = 20, No, "the sequence is older than the window kept for the producer";
     OUT_OF_ORDER_SEQUENCE = 21, No, "the sequence does not follow the producer's last one";
     UNSUPPORTED_FEATURE = 22, No, "a feature this broker does not implement yet (e.g. transactions)";
+    CORRUPT_DATA = 23, No, "a stored batch fails its checksum on read; the payload carries its offsets [first, next)";
 }
 
 impl std::fmt::Display for ErrorCode {

@@ -587,6 +587,12 @@ pub enum ErrorDetail {
         min: u64,
         next: u64,
     },
+    /// CORRUPT_DATA: the stored batch at the requested offset covers `[first, next)` and
+    /// fails verification; fetching from `next` skips it.
+    CorruptRange {
+        first: u64,
+        next: u64,
+    },
 }
 
 /// A decoded error response.
@@ -608,6 +614,8 @@ impl ErrorResponse {
         let message = r.string("message")?;
         let detail = if code == ErrorCode::OFFSET_OUT_OF_RANGE as u16 {
             ErrorDetail::OffsetRange { min: r.u64("min")?, next: r.u64("next")? }
+        } else if code == ErrorCode::CORRUPT_DATA as u16 {
+            ErrorDetail::CorruptRange { first: r.u64("first")?, next: r.u64("next")? }
         } else {
             ErrorDetail::None
         };
@@ -626,8 +634,12 @@ pub fn encode_error(
     debug_assert!(code != ErrorCode::NONE, "an error response needs an error code");
     let mut w = Writer::with_buffer(frame::begin_response(correlation_id, code));
     w.string(message);
-    if let ErrorDetail::OffsetRange { min, next } = detail {
-        w.u64(min).u64(next);
+    match detail {
+        ErrorDetail::OffsetRange { min: a, next: b }
+        | ErrorDetail::CorruptRange { first: a, next: b } => {
+            w.u64(a).u64(b);
+        }
+        ErrorDetail::None => {}
     }
     let mut buf = w.buf;
     frame::finish_frame(&mut buf);
@@ -760,6 +772,25 @@ mod tests {
         assert_eq!(e.known_code(), Some(ErrorCode::OFFSET_OUT_OF_RANGE));
         assert_eq!(e.detail, ErrorDetail::OffsetRange { min: 10, next: 20 });
         assert_eq!(e.message, "below start");
+    }
+
+    #[test]
+    fn corrupt_data_carries_the_batch_offsets() {
+        let frame = encode_error(
+            9,
+            ErrorCode::CORRUPT_DATA,
+            "bad crc",
+            ErrorDetail::CorruptRange { first: 40, next: 50 },
+        );
+        let (h, p) = split_response(&frame);
+        let e = ErrorResponse::decode(h.error_code, p).unwrap();
+        assert_eq!(e.known_code(), Some(ErrorCode::CORRUPT_DATA));
+        assert_eq!(e.detail, ErrorDetail::CorruptRange { first: 40, next: 50 });
+        assert_eq!(e.message, "bad crc");
+        // The detail is required: a CORRUPT_DATA without it does not decode.
+        let bare = encode_error(9, ErrorCode::CORRUPT_DATA, "bad crc", ErrorDetail::None);
+        let (h, p) = split_response(&bare);
+        assert!(ErrorResponse::decode(h.error_code, p).is_err());
     }
 
     #[test]

@@ -858,13 +858,33 @@ impl<D: LogDir + 'static> CommitLog<D> {
             (plan, offsets, next_offset)
         };
         let mut batches = Vec::with_capacity(plan.len());
+        // A batch that fails verification ends the read: the batches before it are returned
+        // (the next read starts at it), and a read that starts at it reports its offsets so a
+        // consumer can skip it explicitly.
+        let bad_batch = |k: usize, e: StorageError, batches: Vec<ReadBuf>| match e {
+            StorageError::Corrupt { file, offset: at, reason } if k == 0 => {
+                Err(StorageError::CorruptBatch {
+                    queue,
+                    first_offset: entries[0].base_offset,
+                    next_offset: entries[0].next_offset(),
+                    file,
+                    offset: at,
+                    reason,
+                })
+            }
+            StorageError::Corrupt { .. } => {
+                Ok(ReadBatches { batches, next_offset: entries[k].base_offset, offsets })
+            }
+            e => Err(e),
+        };
         let mut i = 0;
         while i < plan.len() {
             match &plan[i] {
                 Source::Ready(b) => batches.push(b.clone()),
-                Source::FromDisk(b, pos) => {
-                    batches.push(self.verified(b.clone(), *pos, b.len())?)
-                }
+                Source::FromDisk(b, pos) => match self.verified(b.clone(), *pos, b.len()) {
+                    Ok(b) => batches.push(b),
+                    Err(e) => return bad_batch(i, e, batches),
+                },
                 Source::Disk { pos, len } => {
                     // Coalesce the following disk batches that lie close after this one.
                     let (start, mut end) = (*pos, *pos + *len as u64);
@@ -888,10 +908,13 @@ impl<D: LogDir + 'static> CommitLog<D> {
                         j += 1;
                     }
                     let span = self.read_span(start, end).await?;
-                    for src in &plan[i..j] {
+                    for (k, src) in plan[i..j].iter().enumerate() {
                         let Source::Disk { pos, len } = src else { unreachable!("disk run") };
                         let b = span.slice((pos - start) as usize, *len);
-                        batches.push(self.verified(b, *pos, *len)?);
+                        match self.verified(b, *pos, *len) {
+                            Ok(b) => batches.push(b),
+                            Err(e) => return bad_batch(i + k, e, batches),
+                        }
                     }
                     i = j;
                     continue;

@@ -41,6 +41,21 @@ pub enum StorageError {
     /// truncate (the middle of sealed data).
     #[error("corrupt data in {file} at byte {offset}: {reason}")]
     Corrupt { file: String, offset: u64, reason: String },
+    /// The first batch a read asked for failed its checksum or does not parse: it covers the
+    /// queue's offsets `[first_offset, next_offset)`. Nothing else is wrong with the log; a
+    /// reader may skip the batch by reading from `next_offset`.
+    #[error(
+        "corrupt batch at offsets [{first_offset}, {next_offset}) of {queue} ({file} at byte \
+         {offset}): {reason}; read from offset {next_offset} to skip it"
+    )]
+    CorruptBatch {
+        queue: super::QueueKey,
+        first_offset: u64,
+        next_offset: u64,
+        file: String,
+        offset: u64,
+        reason: String,
+    },
     /// The environment cannot run the log as configured; the message says how to fix it.
     #[error("{0}")]
     Setup(String),
