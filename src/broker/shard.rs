@@ -194,7 +194,7 @@ impl<L: ShardLog> Shard<L> {
         let b = &self.config.broker;
         let since_ms = self.clock.unix_ms().saturating_sub(b.idempotence_recovery_window_ms as i64);
         let mut budget = b.idempotence_recovery_scan_bytes;
-        let t = Instant::now();
+        let t = self.clock.now();
         let (mut batches, mut skipped) = (0u64, 0usize);
         let now_ms = self.now_ms();
         for queue in self.log.queues() {
@@ -258,7 +258,7 @@ impl<L: ShardLog> Shard<L> {
             shard = self.id,
             batches,
             windows = self.sequences.borrow().len(),
-            elapsed_ms = t.elapsed().as_millis() as u64,
+            elapsed_ms = self.clock.now().saturating_duration_since(t).as_millis() as u64,
             "idempotence windows rebuilt from the log"
         );
         Ok(())

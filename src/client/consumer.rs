@@ -25,7 +25,7 @@
 //! restart costs a pause instead of an error.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::error::{ClientError, Result};
 use super::message::ConsumedMessage;
@@ -34,6 +34,7 @@ use super::router::Router;
 use crate::format::batch::read_header;
 use crate::format::{BatchHeader, BatchView, RecordIter, RecordRef, HEADER_LEN};
 use crate::protocol::{message_id, ErrorCode, ErrorDetail, Request, Response};
+use crate::runtime::{system_clock, SharedClock};
 
 /// What one pull returned.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,6 +60,8 @@ pub struct PullConsumer {
     pub retry_backoff: Duration,
     /// Default 1 s.
     pub retry_backoff_max: Duration,
+    /// Where the retry schedule reads the time. Default: the system clock.
+    pub clock: SharedClock,
 }
 
 impl PullConsumer {
@@ -70,6 +73,7 @@ impl PullConsumer {
             retry_timeout: Duration::from_secs(3),
             retry_backoff: Duration::from_millis(50),
             retry_backoff_max: Duration::from_secs(1),
+            clock: system_clock(),
         }
     }
 
@@ -107,7 +111,7 @@ impl PullConsumer {
             self.retry_backoff,
             self.retry_backoff_max,
             self.retry_timeout,
-            Instant::now(),
+            self.clock.now(),
         );
         let resp = loop {
             let r = self
@@ -119,7 +123,7 @@ impl PullConsumer {
                     if matches!(e.code(), Some(ErrorCode::NOT_OWNER)) || e.code().is_none() {
                         self.router.refresh(topic);
                     }
-                    let Some(wait) = schedule.next_wait(Instant::now()) else { return Err(e) };
+                    let Some(wait) = schedule.next_wait(self.clock.now()) else { return Err(e) };
                     tracing::debug!(topic, queue_id, "pull failed ({e}); retrying in {wait:?}");
                     std::thread::sleep(wait);
                 }

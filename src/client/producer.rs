@@ -48,7 +48,7 @@ use crossbeam_channel::{bounded, select, Receiver, Sender};
 
 use super::accumulator::{BatchSink, Command, Worker};
 use super::error::{ClientError, Result};
-use super::message::{now_ms, Message};
+use super::message::Message;
 use super::pending::{pending, Pending};
 use super::router::Router;
 use super::selector::QueueSelector;
@@ -215,7 +215,7 @@ impl Producer {
         selector: &QueueSelector,
     ) -> Result<Pending<Result<SendResult>>> {
         let queue_id = self.select(&msg, selector)?;
-        let timestamp_ms = msg.timestamp_ms.unwrap_or_else(now_ms);
+        let timestamp_ms = msg.timestamp_ms.unwrap_or_else(|| self.clock.unix_ms());
         let (done, p) = pending();
         let tx = self.commands.as_ref().ok_or(ClientError::Closed)?;
         tx.send(Command::Send { msg, queue_id, timestamp_ms, done })
@@ -299,7 +299,7 @@ impl Producer {
     /// retry, no batching. Errors only when it could not be written.
     pub fn send_oneway(&self, msg: Message) -> Result<()> {
         let queue_id = self.select(&msg, &self.config.selector)?;
-        let ts = msg.timestamp_ms.unwrap_or_else(now_ms);
+        let ts = msg.timestamp_ms.unwrap_or_else(|| self.clock.unix_ms());
         let mut b = BatchBuilder::new(self.config.max_batch_bytes);
         msg.with_record(ts, |r| b.push(r)).map_err(too_large)?;
         let request = Request::Produce {
