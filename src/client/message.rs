@@ -60,4 +60,3 @@ pub struct ConsumedMessage {
     pub properties: Vec<(Vec<u8>, Vec<u8>)>,
     pub body: Vec<u8>,
 }
-

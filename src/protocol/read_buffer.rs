@@ -32,6 +32,9 @@ pub struct ReadBuffer {
     start: usize,
     end: usize,
     small_frames: u32,
+    /// The largest frame consumed since the buffer last shrank: frames up to this size get
+    /// their whole room at once (the peer showed it sends them).
+    proven: usize,
     /// Base size, and the size of one read beyond a frame.
     chunk: usize,
     /// Buffers left behind because frames lent from them were still in use, oldest first.
@@ -51,6 +54,7 @@ impl ReadBuffer {
             start: 0,
             end: 0,
             small_frames: 0,
+            proven: 0,
             chunk,
             spares: Vec::new(),
         }
@@ -72,6 +76,7 @@ impl ReadBuffer {
     pub fn consume(&mut self, n: usize) {
         debug_assert!(self.start + n <= self.end);
         self.start += n;
+        self.proven = self.proven.max(n);
         if n <= self.chunk {
             self.small_frames = self.small_frames.saturating_add(1);
         } else {
@@ -82,14 +87,23 @@ impl ReadBuffer {
             self.end = 0;
             if self.data.len() > self.chunk && self.small_frames >= SMALL_FRAMES_BEFORE_SHRINK {
                 self.data = Arc::new(vec![0; self.chunk]);
+                self.proven = 0;
                 self.spares.retain(|s| s.len() <= self.chunk);
             }
         }
     }
 
-    /// Free space to read into, large enough that a frame of `needed` bytes fits whole.
+    /// Free space to read into, toward holding a whole frame of `needed` bytes. A frame larger
+    /// than any this connection sent before gets room as its bytes arrive, not as its header
+    /// announces: at most twice its received bytes plus one chunk, so a peer that sends the
+    /// header of a `max_frame_bytes` frame and stalls holds one chunk, not the whole frame
+    /// (zero-filled memory committed for nothing). Frames up to the largest one already
+    /// received get their whole room at once, as a connection streaming large frames needs
+    /// (a new buffer while lent frames pin the old one is then allocated in one step).
     pub fn space_for(&mut self, needed: usize) -> &mut [u8] {
-        let want = needed.max(self.end - self.start + 1);
+        let held = self.end - self.start;
+        let want = if needed <= self.proven { needed } else { needed.min(2 * held + self.chunk) };
+        let want = want.max(held + 1);
         if Arc::get_mut(&mut self.data).is_none() {
             self.move_to_unshared(want);
         } else if !self.spares.is_empty() {
@@ -174,7 +188,10 @@ mod tests {
         while at < bytes.len() {
             let buffered = rb.filled().len();
             let space = rb.space_for(frame);
-            assert!(space.len() + buffered >= frame, "a whole frame always fits");
+            assert!(
+                space.len() + buffered >= frame.min(2 * buffered + CHUNK),
+                "room for the frame, or for twice what arrived of it"
+            );
             let n = space.len().min(read).min(bytes.len() - at);
             space[..n].copy_from_slice(&bytes[at..at + n]);
             rb.advance(n);
@@ -185,6 +202,39 @@ mod tests {
             }
         }
         out
+    }
+
+    #[test]
+    fn a_large_frame_announced_but_not_sent_holds_one_chunk() {
+        let mut rb = ReadBuffer::new(CHUNK);
+        let announced = 8 << 20;
+        let space = rb.space_for(announced);
+        space[..4].copy_from_slice(&(announced as u32).to_le_bytes());
+        rb.advance(4);
+        for _ in 0..10 {
+            let space = rb.space_for(announced);
+            assert!(space.len() < 2 * CHUNK, "{} bytes of room for 4 received", space.len());
+        }
+        assert!(rb.data.len() <= 2 * CHUNK, "buffer of {} bytes", rb.data.len());
+        // As the frame's bytes come, the buffer grows with them and the frame completes whole.
+        let data: Vec<u8> = (0..announced - 4).map(|i| (i % 251) as u8).collect();
+        let mut at = 0;
+        while at < data.len() {
+            let held = rb.filled().len();
+            let room = rb.space_for(announced).len();
+            assert!(rb.data.len() <= 2 * held + 2 * CHUNK, "grows with what arrived");
+            let n = room.min(data.len() - at);
+            rb.space_for(announced)[..n].copy_from_slice(&data[at..at + n]);
+            rb.advance(n);
+            at += n;
+        }
+        assert_eq!(rb.filled().len(), announced);
+        assert_eq!(&rb.filled()[4..], &data[..]);
+        // Once such a frame was received, the next one of that size gets its room at once, even
+        // in a new buffer while the first frame is still lent out.
+        let lent = rb.lend(announced);
+        assert!(rb.space_for(announced).len() >= announced);
+        drop(lent);
     }
 
     #[test]
