@@ -7,6 +7,7 @@
 //!   `docs/protocol.md`).
 //! - [`broker`]: the broker: shards, listeners, request routing over the shard mesh, topic
 //!   metadata, long-poll, startup and shutdown.
+//! - [`group`]: consumer groups: membership, offsets, rebalance allocation, queue locks.
 //! - [`client`]: producer, pull consumer and admin client (std threads, usable from `fn main`).
 //! - [`tune`]: `ringmq tune`, the OS/config checker and the tuning profiles in tuning/.
 //! - [`runtime`]: the thin wrapper around glommio; the rest of the crate names glommio types only
@@ -17,6 +18,7 @@
 pub mod broker;
 pub mod client;
 pub mod format;
+pub mod group;
 pub mod protocol;
 pub mod runtime;
 pub mod storage;

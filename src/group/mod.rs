@@ -1,0 +1,7 @@
+//! Consumer groups (`../shared/DESIGN.md` section 5): membership, committed offsets, rebalance
+//! allocation and queue locks. Each part is a pure state machine (inputs in, decisions out, no
+//! I/O, time passed in), tested without sockets or sleeps; the broker's and the client's tasks
+//! do the I/O around them.
+//!
+//! - [`allocate`]: which queues one member consumes, computed the same way by every member.
+pub mod allocate;
