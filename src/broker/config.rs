@@ -146,6 +146,8 @@ pub struct MemoryBudget {
     pub io_arena_bytes: usize,
     pub write_pool_bytes: usize,
     pub cache_bytes: usize,
+    /// The queue index's block cache and entries not yet written (`index_cache_bytes`).
+    pub index_bytes: usize,
     pub read_ahead_bytes: usize,
     /// Every allowed connection's base read buffer.
     pub connection_buffers_bytes: usize,
@@ -159,6 +161,7 @@ impl MemoryBudget {
         self.io_arena_bytes
             + self.write_pool_bytes
             + self.cache_bytes
+            + self.index_bytes
             + self.read_ahead_bytes
             + self.connection_buffers_bytes
     }
@@ -170,12 +173,14 @@ impl std::fmt::Display for MemoryBudget {
         write!(
             f,
             "memory per shard: io arena {} MiB (resident from start); up to {} MiB write \
-             pool, {} MiB chunk cache, {} MiB read-ahead, {} MiB connection read buffers \
+             pool, {} MiB chunk cache, {} MiB queue index, {} MiB read-ahead, {} MiB \
+             connection read buffers \
              (max_connections_per_shard x {} KiB), each filled only as used: at most {} MiB, \
              plus frames being received (up to {} MiB each)",
             mib(self.io_arena_bytes),
             mib(self.write_pool_bytes),
             mib(self.cache_bytes),
+            mib(self.index_bytes),
             mib(self.read_ahead_bytes),
             mib(self.connection_buffers_bytes),
             CONNECTION_READ_BUFFER_BYTES / 1024,
@@ -204,6 +209,7 @@ impl Config {
             io_arena_bytes: self.shard_io_memory_bytes(),
             write_pool_bytes: s.write_pool_bytes(),
             cache_bytes: s.cache_bytes,
+            index_bytes: s.index_cache_bytes,
             read_ahead_bytes: 4 * (s.read_ahead_bytes + 2 * s.max_batch_bytes),
             connection_buffers_bytes: b.max_connections_per_shard * CONNECTION_READ_BUFFER_BYTES,
             frame_bytes: b.max_frame_bytes,
