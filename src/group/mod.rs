@@ -4,4 +4,6 @@
 //! do the I/O around them.
 //!
 //! - [`allocate`]: which queues one member consumes, computed the same way by every member.
+//! - [`membership`]: the coordinator's members per group, sessions and versions.
 pub mod allocate;
+pub mod membership;

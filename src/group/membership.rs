@@ -1,0 +1,487 @@
+//! Group membership as the coordinator keeps it: who is in each consumer group, what they
+//! subscribe to, when each must next be heard from, and a version that changes whenever the
+//! member list does.
+//!
+//! The coordinator of a group is one shard (`hash(group) % shards`); it runs one [`Groups`]
+//! for the groups it coordinates. Members join and stay by heartbeating with their
+//! subscriptions; a member not heard from for `session_timeout` is expired. Every change of a
+//! group's member list or of a member's subscriptions takes a new version from one counter, so
+//! versions only grow, even across a group that emptied and came back; members compare the
+//! version they rebalanced on with the one a heartbeat returns, and the coordinator pushes a
+//! "members changed" notice with it so the group converges well within a heartbeat interval.
+//!
+//! Pure: no I/O, no clock reads (every call that needs the time takes `now`), bounded by
+//! [`GroupLimits`]. The thin task around it arms one timer at [`Groups::next_expiry`].
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+/// A topic subscription: the topic and a tag expression, `*` or `A || B || C`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Subscription {
+    pub topic: String,
+    pub expression: String,
+}
+
+/// A parsed tag expression.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TagFilter {
+    /// `*` (or an empty expression): every message.
+    All,
+    /// `A || B`: messages with one of these tags.
+    Tags(Vec<String>),
+}
+
+impl TagFilter {
+    /// Parses RocketMQ's tag expression syntax: `*`, or tags separated by `||`.
+    pub fn parse(expression: &str) -> Result<TagFilter, GroupError> {
+        let e = expression.trim();
+        if e.is_empty() || e == "*" {
+            return Ok(TagFilter::All);
+        }
+        let mut tags = Vec::new();
+        for t in e.split("||").map(str::trim) {
+            if t.is_empty() || t == "*" || t.chars().any(char::is_whitespace) {
+                return Err(GroupError::InvalidExpression(expression.to_owned()));
+            }
+            if !tags.iter().any(|x| x == t) {
+                tags.push(t.to_owned());
+            }
+        }
+        Ok(TagFilter::Tags(tags))
+    }
+
+    pub fn matches(&self, tag: &str) -> bool {
+        match self {
+            TagFilter::All => true,
+            TagFilter::Tags(tags) => tags.iter().any(|t| t == tag),
+        }
+    }
+}
+
+/// Bounds of one coordinator's membership state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GroupLimits {
+    pub max_groups: usize,
+    pub max_members_per_group: usize,
+    pub max_subscriptions_per_member: usize,
+    /// Longest group name, client id, topic name or tag expression, in bytes.
+    pub max_name_bytes: usize,
+    /// A member not heard from for this long is expired.
+    pub session_timeout: Duration,
+}
+
+impl Default for GroupLimits {
+    fn default() -> Self {
+        GroupLimits {
+            max_groups: 10_000,
+            max_members_per_group: 1_000,
+            max_subscriptions_per_member: 100,
+            max_name_bytes: 255,
+            // RocketMQ's broker expires a client after 120 s without a heartbeat.
+            session_timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+/// Why a membership request was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GroupError {
+    #[error("the coordinator holds its limit of {0} groups")]
+    TooManyGroups(usize),
+    #[error("group {group} holds its limit of {limit} members")]
+    TooManyMembers { group: String, limit: usize },
+    #[error("{count} subscriptions exceed the limit of {limit} per member")]
+    TooManySubscriptions { count: usize, limit: usize },
+    #[error("{what} is empty or longer than {limit} bytes")]
+    InvalidName { what: &'static str, limit: usize },
+    #[error("invalid tag expression {0:?}: use * or tags separated by ||")]
+    InvalidExpression(String),
+}
+
+/// A member as the coordinator lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberInfo {
+    pub client_id: String,
+    /// Machine room label, for machine-room allocation.
+    pub room: Option<String>,
+    /// Sorted by topic.
+    pub subscriptions: Vec<Subscription>,
+}
+
+#[derive(Debug)]
+struct Member {
+    info: MemberInfo,
+    expires_at: Instant,
+}
+
+#[derive(Debug, Default)]
+struct Group {
+    members: BTreeMap<String, Member>,
+    version: u64,
+}
+
+/// What a heartbeat did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Heartbeat {
+    /// The group's version after it.
+    pub version: u64,
+    /// The member list or a subscription changed: the group's members must rebalance.
+    pub changed: bool,
+}
+
+/// Every group one coordinator serves.
+#[derive(Debug)]
+pub struct Groups {
+    limits: GroupLimits,
+    groups: HashMap<String, Group>,
+    /// The last version handed out, to any group.
+    last_version: u64,
+}
+
+impl Groups {
+    pub fn new(limits: GroupLimits) -> Self {
+        Groups { limits, groups: HashMap::new(), last_version: 0 }
+    }
+
+    pub fn limits(&self) -> &GroupLimits {
+        &self.limits
+    }
+
+    fn check_name(&self, what: &'static str, name: &str) -> Result<(), GroupError> {
+        if name.is_empty() || name.len() > self.limits.max_name_bytes {
+            return Err(GroupError::InvalidName { what, limit: self.limits.max_name_bytes });
+        }
+        Ok(())
+    }
+
+    /// A member joins `group`, or renews its session; its subscriptions and room replace
+    /// the ones it had. Nothing changes when the request is refused.
+    pub fn heartbeat(
+        &mut self,
+        group: &str,
+        member: MemberInfo,
+        now: Instant,
+    ) -> Result<Heartbeat, GroupError> {
+        self.check_name("group name", group)?;
+        self.check_name("client id", &member.client_id)?;
+        let limit = self.limits.max_subscriptions_per_member;
+        if member.subscriptions.len() > limit {
+            let count = member.subscriptions.len();
+            return Err(GroupError::TooManySubscriptions { count, limit });
+        }
+        for s in &member.subscriptions {
+            self.check_name("topic name", &s.topic)?;
+            if s.expression.len() > self.limits.max_name_bytes {
+                return Err(GroupError::InvalidName {
+                    what: "tag expression",
+                    limit: self.limits.max_name_bytes,
+                });
+            }
+            TagFilter::parse(&s.expression)?;
+        }
+        if let Some(room) = &member.room {
+            self.check_name("machine room", room)?;
+        }
+        if !self.groups.contains_key(group) && self.groups.len() >= self.limits.max_groups {
+            return Err(GroupError::TooManyGroups(self.limits.max_groups));
+        }
+        let mut info = member;
+        info.subscriptions.sort();
+        info.subscriptions.dedup_by(|a, b| a.topic == b.topic);
+        let expires_at = now + self.limits.session_timeout;
+        let max_members = self.limits.max_members_per_group;
+        let full = self.groups.get(group).is_some_and(|g| {
+            g.members.len() >= max_members && !g.members.contains_key(&info.client_id)
+        });
+        if full {
+            return Err(GroupError::TooManyMembers { group: group.to_owned(), limit: max_members });
+        }
+        let g = self.groups.entry(group.to_owned()).or_default();
+        let changed = match g.members.get_mut(&info.client_id) {
+            Some(m) => {
+                m.expires_at = expires_at;
+                let changed = m.info != info;
+                m.info = info;
+                changed
+            }
+            None => {
+                g.members.insert(info.client_id.clone(), Member { info, expires_at });
+                true
+            }
+        };
+        if changed {
+            self.last_version += 1;
+            g.version = self.last_version;
+        }
+        Ok(Heartbeat { version: g.version, changed })
+    }
+
+    /// A member leaves (a clean shutdown). The group's new version if it was a member.
+    pub fn leave(&mut self, group: &str, client_id: &str) -> Option<u64> {
+        let g = self.groups.get_mut(group)?;
+        g.members.remove(client_id)?;
+        self.last_version += 1;
+        g.version = self.last_version;
+        let version = g.version;
+        if g.members.is_empty() {
+            self.groups.remove(group);
+        }
+        Some(version)
+    }
+
+    /// Expires every member whose session ended at or before `now`; returns the groups that
+    /// changed with their new versions, sorted by name (their members must rebalance).
+    pub fn expire(&mut self, now: Instant) -> Vec<(String, u64)> {
+        let mut changed = Vec::new();
+        let mut emptied = Vec::new();
+        for (name, g) in self.groups.iter_mut() {
+            let before = g.members.len();
+            g.members.retain(|_, m| m.expires_at > now);
+            if g.members.len() != before {
+                self.last_version += 1;
+                g.version = self.last_version;
+                changed.push((name.clone(), g.version));
+                if g.members.is_empty() {
+                    emptied.push(name.clone());
+                }
+            }
+        }
+        for name in emptied {
+            self.groups.remove(&name);
+        }
+        changed.sort();
+        changed
+    }
+
+    /// When the next member expires: the coordinator's timer.
+    pub fn next_expiry(&self) -> Option<Instant> {
+        self.groups.values().flat_map(|g| g.members.values()).map(|m| m.expires_at).min()
+    }
+
+    /// The group's version and members (sorted by client id); None for a group without
+    /// members.
+    pub fn members(&self, group: &str) -> Option<(u64, Vec<MemberInfo>)> {
+        let g = self.groups.get(group)?;
+        Some((g.version, g.members.values().map(|m| m.info.clone()).collect()))
+    }
+
+    /// The groups with members, sorted.
+    pub fn group_names(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.groups.keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    /// Members across all groups (bounded by the limits).
+    pub fn member_count(&self) -> usize {
+        self.groups.values().map(|g| g.members.len()).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::{Clock, SimClock};
+    use proptest::prelude::*;
+
+    fn member(id: &str, topics: &[&str]) -> MemberInfo {
+        MemberInfo {
+            client_id: id.into(),
+            room: None,
+            subscriptions: topics
+                .iter()
+                .map(|t| Subscription { topic: (*t).into(), expression: "*".into() })
+                .collect(),
+        }
+    }
+
+    fn limits() -> GroupLimits {
+        GroupLimits {
+            max_groups: 3,
+            max_members_per_group: 2,
+            max_subscriptions_per_member: 2,
+            max_name_bytes: 16,
+            session_timeout: Duration::from_secs(30),
+        }
+    }
+
+    #[test]
+    fn joins_renewals_and_changes_move_the_version() {
+        let clock = SimClock::new(0);
+        let mut g = Groups::new(limits());
+        let a = g.heartbeat("g", member("a", &["t"]), clock.now()).unwrap();
+        assert!(a.changed);
+        // A renewal with the same subscriptions changes nothing.
+        let again = g.heartbeat("g", member("a", &["t"]), clock.now()).unwrap();
+        assert_eq!(again, Heartbeat { version: a.version, changed: false });
+        // A second member, then a subscription change: new versions each time.
+        let b = g.heartbeat("g", member("b", &["t"]), clock.now()).unwrap();
+        assert!(b.changed && b.version > a.version);
+        let sub = g.heartbeat("g", member("a", &["t", "u"]), clock.now()).unwrap();
+        assert!(sub.changed && sub.version > b.version);
+        let (v, ms) = g.members("g").unwrap();
+        assert_eq!(v, sub.version);
+        assert_eq!(ms.iter().map(|m| m.client_id.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+        assert_eq!(ms[0].subscriptions.len(), 2);
+        // Leaving bumps it again; the last one leaving removes the group.
+        let left = g.leave("g", "b").unwrap();
+        assert!(left > sub.version);
+        assert_eq!(g.leave("g", "b"), None);
+        g.leave("g", "a").unwrap();
+        assert_eq!(g.members("g"), None);
+        assert!(g.group_names().is_empty());
+    }
+
+    #[test]
+    fn silent_members_expire_and_renewed_ones_stay() {
+        let clock = SimClock::new(0);
+        let mut g = Groups::new(limits());
+        g.heartbeat("g", member("a", &["t"]), clock.now()).unwrap();
+        g.heartbeat("g", member("b", &["t"]), clock.now()).unwrap();
+        assert_eq!(g.next_expiry(), Some(clock.now() + Duration::from_secs(30)));
+        clock.advance(Duration::from_secs(20));
+        g.heartbeat("g", member("a", &["t"]), clock.now()).unwrap();
+        clock.advance(Duration::from_secs(10) - Duration::from_millis(1));
+        assert!(g.expire(clock.now()).is_empty(), "b has a millisecond left");
+        clock.advance(Duration::from_millis(1));
+        let (v_before, _) = g.members("g").unwrap();
+        let changed = g.expire(clock.now());
+        assert_eq!(changed.len(), 1);
+        assert!(changed[0].1 > v_before);
+        assert_eq!(g.members("g").unwrap().1.len(), 1);
+        // a's session, renewed at 20 s, ends at 50 s.
+        assert_eq!(g.next_expiry(), Some(clock.now() + Duration::from_secs(20)));
+        clock.advance(Duration::from_secs(20));
+        assert_eq!(g.expire(clock.now()).len(), 1);
+        assert_eq!(g.members("g"), None);
+        assert_eq!(g.next_expiry(), None);
+    }
+
+    #[test]
+    fn limits_refuse_without_changing_anything() {
+        let now = SimClock::new(0).now();
+        let mut g = Groups::new(limits());
+        g.heartbeat("g", member("a", &["t"]), now).unwrap();
+        g.heartbeat("g", member("b", &["t"]), now).unwrap();
+        let e = g.heartbeat("g", member("c", &["t"]), now).unwrap_err();
+        assert!(matches!(e, GroupError::TooManyMembers { limit: 2, .. }), "{e}");
+        let e = g.heartbeat("g", member("a", &["t", "u", "v"]), now).unwrap_err();
+        assert!(matches!(e, GroupError::TooManySubscriptions { count: 3, limit: 2 }), "{e}");
+        assert_eq!(g.members("g").unwrap().1[0].subscriptions.len(), 1, "a unchanged");
+        g.heartbeat("h", member("a", &["t"]), now).unwrap();
+        g.heartbeat("i", member("a", &["t"]), now).unwrap();
+        let e = g.heartbeat("j", member("a", &["t"]), now).unwrap_err();
+        assert_eq!(e, GroupError::TooManyGroups(3));
+        assert!(g.members("j").is_none(), "a refused join leaves no empty group behind");
+        for bad in ["", "a-name-longer-than-16"] {
+            assert!(matches!(
+                g.heartbeat(bad, member("a", &["t"]), now),
+                Err(GroupError::InvalidName { .. })
+            ));
+            assert!(g.heartbeat("g", member(bad, &["t"]), now).is_err());
+        }
+        let mut m = member("a", &["t"]);
+        m.subscriptions[0].expression = "A || || B".into();
+        assert!(matches!(g.heartbeat("g", m, now), Err(GroupError::InvalidExpression(_))));
+    }
+
+    #[test]
+    fn tag_expressions_parse_as_rocketmq_writes_them() {
+        assert_eq!(TagFilter::parse("*").unwrap(), TagFilter::All);
+        assert_eq!(TagFilter::parse(" ").unwrap(), TagFilter::All);
+        let f = TagFilter::parse("TagA || TagB||TagA").unwrap();
+        assert_eq!(f, TagFilter::Tags(vec!["TagA".into(), "TagB".into()]));
+        assert!(f.matches("TagB") && !f.matches("TagC"));
+        for bad in ["A ||", "|| A", "A || *", "A B"] {
+            assert!(TagFilter::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Beat(u8, u8, bool),
+        Leave(u8, u8),
+        Advance(u16),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (0u8..4, 0u8..4, any::<bool>()).prop_map(|(g, m, s)| Op::Beat(g, m, s)),
+            (0u8..4, 0u8..4).prop_map(|(g, m)| Op::Leave(g, m)),
+            (0u16..40).prop_map(Op::Advance),
+        ]
+    }
+
+    proptest! {
+        /// Against a model: members are those whose last heartbeat is within the session,
+        /// versions only grow, every change of a member list moves its version, and the
+        /// limits always hold.
+        #[test]
+        fn matches_a_model_of_sessions(ops in proptest::collection::vec(op(), 1..200)) {
+            let clock = SimClock::new(0);
+            let limits = GroupLimits { max_members_per_group: 3, ..limits() };
+            let mut g = Groups::new(limits);
+            // (group, member) -> (last heartbeat, subscribed to two topics)
+            let mut model: BTreeMap<(u8, u8), (Instant, bool)> = BTreeMap::new();
+            let mut last_seen: HashMap<String, u64> = HashMap::new();
+            for op in ops {
+                match op {
+                    Op::Beat(gi, mi, two) => {
+                        let topics: &[&str] = if two { &["t", "u"] } else { &["t"] };
+                        let r = g.heartbeat(&format!("g{gi}"), member(&format!("m{mi}"), topics), clock.now());
+                        let members_of = model.keys().filter(|(x, _)| *x == gi).count();
+                        let groups: std::collections::BTreeSet<u8> = model.keys().map(|(x, _)| *x).collect();
+                        let known = model.contains_key(&(gi, mi));
+                        let expect_ok = known
+                            || (members_of < 3 && (groups.contains(&gi) || groups.len() < 3));
+                        prop_assert_eq!(r.is_ok(), expect_ok, "{:?}", r);
+                        if r.is_ok() {
+                            let prev = model.insert((gi, mi), (clock.now(), two));
+                            prop_assert_eq!(r.unwrap().changed, prev.map(|p| p.1) != Some(two));
+                        }
+                    }
+                    Op::Leave(gi, mi) => {
+                        let r = g.leave(&format!("g{gi}"), &format!("m{mi}"));
+                        prop_assert_eq!(r.is_some(), model.remove(&(gi, mi)).is_some());
+                    }
+                    Op::Advance(s) => {
+                        clock.advance(Duration::from_secs(u64::from(s)));
+                        let now = clock.now();
+                        let changed = g.expire(now);
+                        let session = limits.session_timeout;
+                        let expired: std::collections::BTreeSet<u8> = model
+                            .iter()
+                            .filter(|(_, (at, _))| *at + session <= now)
+                            .map(|((gi, _), _)| *gi)
+                            .collect();
+                        model.retain(|_, (at, _)| *at + session > now);
+                        let names: Vec<String> = changed.iter().map(|(n, _)| n.clone()).collect();
+                        let want: Vec<String> = expired.iter().map(|gi| format!("g{gi}")).collect();
+                        prop_assert_eq!(names, want);
+                    }
+                }
+                // The coordinator's view equals the model's, and versions never go back.
+                prop_assert!(g.group_names().len() <= 3);
+                for gi in 0u8..4 {
+                    let name = format!("g{gi}");
+                    let want: Vec<String> = model
+                        .keys()
+                        .filter(|(x, _)| *x == gi)
+                        .map(|(_, mi)| format!("m{mi}"))
+                        .collect();
+                    match g.members(&name) {
+                        Some((v, ms)) => {
+                            let got: Vec<String> = ms.into_iter().map(|m| m.client_id).collect();
+                            prop_assert_eq!(got, want);
+                            let seen = last_seen.entry(name).or_insert(0);
+                            prop_assert!(v >= *seen);
+                            *seen = v;
+                        }
+                        None => prop_assert!(want.is_empty()),
+                    }
+                }
+            }
+        }
+    }
+}
