@@ -5,5 +5,7 @@
 //!
 //! - [`allocate`]: which queues one member consumes, computed the same way by every member.
 //! - [`membership`]: the coordinator's members per group, sessions and versions.
+//! - [`locks`]: queue locks with leases, for orderly consumption.
 pub mod allocate;
+pub mod locks;
 pub mod membership;

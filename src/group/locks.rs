@@ -1,0 +1,230 @@
+//! Queue locks for orderly consumption: at most one member of a group processes a queue at a
+//! time, for a lease it renews.
+//!
+//! The shard that owns a queue grants its locks (`../shared/DESIGN.md` section 5), so one
+//! [`QueueLocks`] per shard covers that shard's queues. An orderly consumer locks the queues its
+//! allocation gave it (in one batch request), processes a queue only while it holds the lock,
+//! renews well before the lease ends (RocketMQ renews every 20 s for a 60 s lease), and unlocks
+//! the queues it gives up after committing their offsets. A lock whose lease ran out is free
+//! for the next member that asks: a crashed consumer's queues move on after one lease.
+//!
+//! Pure: no I/O, the time comes in with each call. Bounded: at most `max_locks` locks are
+//! held; expired ones are dropped before a new one is refused.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+/// RocketMQ's default lock lease (`rocketmq.broker.rebalance.lockMaxLiveTime`).
+pub const DEFAULT_LOCK_LEASE: Duration = Duration::from_secs(60);
+
+/// One queue, as locks name it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LockedQueue {
+    pub topic: String,
+    pub queue_id: u32,
+}
+
+#[derive(Debug, Clone)]
+struct Lock {
+    owner: String,
+    expires_at: Instant,
+}
+
+/// The queue locks one shard grants.
+#[derive(Debug)]
+pub struct QueueLocks {
+    locks: HashMap<(String, LockedQueue), Lock>,
+    max_locks: usize,
+}
+
+impl QueueLocks {
+    pub fn new(max_locks: usize) -> Self {
+        QueueLocks { locks: HashMap::new(), max_locks }
+    }
+
+    /// `client_id` of `group` asks for `queues` until `now + lease`. Returns the queues it
+    /// holds afterwards, in the order asked: those that were free, expired or already its own
+    /// (renewed). Queues another member holds under a live lease are left out, as are new
+    /// ones past `max_locks`.
+    pub fn lock(
+        &mut self,
+        group: &str,
+        client_id: &str,
+        queues: &[LockedQueue],
+        now: Instant,
+        lease: Duration,
+    ) -> Vec<LockedQueue> {
+        let mut granted = Vec::new();
+        let mut swept = false;
+        for q in queues {
+            let key = (group.to_owned(), q.clone());
+            let held_by_other =
+                self.locks.get(&key).is_some_and(|l| l.owner != client_id && l.expires_at > now);
+            if held_by_other {
+                continue;
+            }
+            if !self.locks.contains_key(&key) && self.locks.len() >= self.max_locks {
+                if !swept {
+                    self.expire(now);
+                    swept = true;
+                }
+                if self.locks.len() >= self.max_locks {
+                    continue;
+                }
+            }
+            self.locks.insert(key, Lock { owner: client_id.to_owned(), expires_at: now + lease });
+            if !granted.contains(q) {
+                granted.push(q.clone());
+            }
+        }
+        granted
+    }
+
+    /// Releases the `queues` `client_id` holds (others' locks are untouched); returns how many
+    /// it released.
+    pub fn unlock(&mut self, group: &str, client_id: &str, queues: &[LockedQueue]) -> usize {
+        let mut released = 0;
+        for q in queues {
+            let key = (group.to_owned(), q.clone());
+            if self.locks.get(&key).is_some_and(|l| l.owner == client_id) {
+                self.locks.remove(&key);
+                released += 1;
+            }
+        }
+        released
+    }
+
+    /// Releases every lock of `client_id` in `group` (it left the group or was expired).
+    pub fn release_member(&mut self, group: &str, client_id: &str) -> usize {
+        let before = self.locks.len();
+        self.locks.retain(|(g, _), l| !(g == group && l.owner == client_id));
+        before - self.locks.len()
+    }
+
+    /// Who holds `queue` for `group` at `now`.
+    pub fn holder(&self, group: &str, queue: &LockedQueue, now: Instant) -> Option<&str> {
+        self.locks
+            .get(&(group.to_owned(), queue.clone()))
+            .filter(|l| l.expires_at > now)
+            .map(|l| l.owner.as_str())
+    }
+
+    /// Drops every lock whose lease ended at or before `now`.
+    pub fn expire(&mut self, now: Instant) -> usize {
+        let before = self.locks.len();
+        self.locks.retain(|_, l| l.expires_at > now);
+        before - self.locks.len()
+    }
+
+    pub fn len(&self) -> usize {
+        self.locks.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.locks.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::{Clock, SimClock};
+    use proptest::prelude::*;
+
+    fn q(id: u32) -> LockedQueue {
+        LockedQueue { topic: "t".into(), queue_id: id }
+    }
+
+    #[test]
+    fn one_holder_per_queue_until_its_lease_ends() {
+        let clock = SimClock::new(0);
+        let lease = Duration::from_secs(60);
+        let mut l = QueueLocks::new(100);
+        assert_eq!(l.lock("g", "a", &[q(0), q(1)], clock.now(), lease), vec![q(0), q(1)]);
+        // b gets only the free queue; another group is independent.
+        assert_eq!(l.lock("g", "b", &[q(1), q(2)], clock.now(), lease), vec![q(2)]);
+        assert_eq!(l.lock("h", "b", &[q(1)], clock.now(), lease), vec![q(1)]);
+        // a renews at 40 s; b still cannot take q1 at 60 s, but can at 100 s.
+        clock.advance(Duration::from_secs(40));
+        assert_eq!(l.lock("g", "a", &[q(1)], clock.now(), lease), vec![q(1)]);
+        clock.advance(Duration::from_secs(20));
+        assert!(l.lock("g", "b", &[q(1)], clock.now(), lease).is_empty());
+        assert_eq!(l.holder("g", &q(1), clock.now()), Some("a"));
+        // q0 was not renewed: its lease ended at 60 s.
+        assert_eq!(l.holder("g", &q(0), clock.now()), None);
+        assert_eq!(l.lock("g", "b", &[q(0)], clock.now(), lease), vec![q(0)]);
+        clock.advance(Duration::from_secs(40));
+        assert_eq!(l.lock("g", "b", &[q(1)], clock.now(), lease), vec![q(1)]);
+    }
+
+    #[test]
+    fn unlock_releases_only_the_callers_locks() {
+        let now = SimClock::new(0).now();
+        let mut l = QueueLocks::new(100);
+        l.lock("g", "a", &[q(0), q(1)], now, DEFAULT_LOCK_LEASE);
+        assert_eq!(l.unlock("g", "b", &[q(0)]), 0);
+        assert_eq!(l.unlock("g", "a", &[q(0), q(5)]), 1);
+        assert_eq!(l.lock("g", "b", &[q(0), q(1)], now, DEFAULT_LOCK_LEASE), vec![q(0)]);
+        assert_eq!(l.release_member("g", "a"), 1);
+        assert_eq!(l.holder("g", &q(1), now), None);
+    }
+
+    #[test]
+    fn the_number_of_locks_is_bounded() {
+        let clock = SimClock::new(0);
+        let mut l = QueueLocks::new(2);
+        let lease = Duration::from_secs(10);
+        assert_eq!(l.lock("g", "a", &[q(0), q(1), q(2)], clock.now(), lease), vec![q(0), q(1)]);
+        assert_eq!(l.len(), 2);
+        // Renewing what it holds still works at the limit; expired locks make room.
+        assert_eq!(l.lock("g", "a", &[q(1)], clock.now(), lease), vec![q(1)]);
+        clock.advance(Duration::from_secs(10));
+        assert_eq!(l.lock("g", "b", &[q(2)], clock.now(), lease), vec![q(2)]);
+        assert!(l.len() <= 2);
+    }
+
+    proptest! {
+        /// Whatever the members ask, renew, release or let expire: at any time at most one
+        /// member holds a queue, a holder only changes once the lease ended or was released,
+        /// and the bound holds.
+        #[test]
+        fn never_two_holders(ops in proptest::collection::vec((0u8..4, 0u8..3, 0u32..4, 0u8..30), 1..300)) {
+            let clock = SimClock::new(0);
+            let lease = Duration::from_secs(20);
+            let mut l = QueueLocks::new(6);
+            // queue -> (holder, lease end) as granted
+            let mut granted: HashMap<u32, (String, Instant)> = HashMap::new();
+            for (kind, member, queue, secs) in ops {
+                let m = format!("m{member}");
+                let now = clock.now();
+                match kind {
+                    0 | 1 => {
+                        let got = l.lock("g", &m, &[q(queue)], now, lease);
+                        if got == vec![q(queue)] {
+                            if let Some((h, end)) = granted.get(&queue) {
+                                prop_assert!(*h == m || *end <= now, "{} took q{} from {}", m, queue, h);
+                            }
+                            granted.insert(queue, (m.clone(), now + lease));
+                        }
+                    }
+                    2 => {
+                        if l.unlock("g", &m, &[q(queue)]) == 1 {
+                            let (h, _) = granted.remove(&queue).unwrap();
+                            prop_assert_eq!(h, m);
+                        }
+                    }
+                    _ => clock.advance(Duration::from_secs(u64::from(secs))),
+                }
+                prop_assert!(l.len() <= 6);
+                for (queue, (h, end)) in &granted {
+                    let holder = l.holder("g", &q(*queue), clock.now());
+                    if *end > clock.now() {
+                        prop_assert_eq!(holder, Some(h.as_str()));
+                    } else {
+                        prop_assert_eq!(holder, None);
+                    }
+                }
+            }
+        }
+    }
+}
