@@ -6,6 +6,8 @@
 //! - [`allocate`]: which queues one member consumes, computed the same way by every member.
 //! - [`membership`]: the coordinator's members per group, sessions and versions.
 //! - [`locks`]: queue locks with leases, for orderly consumption.
+//! - [`offsets`]: committed offsets, their `%SYS%offsets` record codec and snapshots.
 pub mod allocate;
 pub mod locks;
 pub mod membership;
+pub mod offsets;
