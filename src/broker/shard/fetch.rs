@@ -1,0 +1,115 @@
+//! Fetch on the owning shard: stored batches from the one holding the offset, tag-summary
+//! skipping on the broker, and long-polls parked at the end of the queue.
+
+use super::*;
+
+impl<L: ShardLog> Shard<L> {
+    /// Serves a fetch: stored batches from the one holding `offset`; long-polls at the end.
+    /// With `tags`, batches whose tag summary cannot match are skipped here (DESIGN.md section
+    /// 3), scanning at most [`TAG_SCAN_FACTOR`] times `max_bytes` per request; the reply's
+    /// scan end tells the client where to go on either way.
+    pub(super) async fn fetch(
+        &self,
+        key: QueueKey,
+        offset: u64,
+        max_bytes: u32,
+        max_wait_ms: u32,
+        tags: &[Vec<u8>],
+    ) -> LocalReply {
+        self.stats.borrow_mut().fetch_requests += 1;
+        let max_bytes = (max_bytes as usize).min(self.config.broker.max_fetch_bytes);
+        let wait_ms = max_wait_ms.min(self.config.broker.max_long_poll_wait_ms);
+        let deadline = self.clock.now() + Duration::from_millis(wait_ms.into());
+        let scan_budget = max_bytes.max(64 * 1024).saturating_mul(TAG_SCAN_FACTOR);
+        let mut scanned = 0usize;
+        let mut from = offset;
+        loop {
+            let o = self.log.offsets(key);
+            if from < o.min || from > o.next {
+                return Err(BrokerError {
+                    code: ErrorCode::OFFSET_OUT_OF_RANGE,
+                    message: format!(
+                        "offset {from} is out of range for queue {}: it holds [{}, {})",
+                        key.queue_id, o.min, o.next
+                    ),
+                    detail: ErrorDetail::OffsetRange { min: o.min, next: o.next },
+                });
+            }
+            let empty = |o: crate::storage::QueueOffsets, at: u64| Answer::Batches {
+                min_offset: o.min,
+                next_offset: o.next,
+                scan_end_offset: at,
+                batches: Vec::new(),
+            };
+            if from == o.next {
+                let now = self.clock.now();
+                if now >= deadline || self.stopping.get() || scanned >= scan_budget {
+                    return Ok(empty(o, from));
+                }
+                let Some(waiter) = self.long_poll.borrow_mut().register(key) else {
+                    return Ok(empty(o, from));
+                };
+                let late = self.late_end(key);
+                let flushed = async {
+                    match late {
+                        Some(end) => self.log.wait_visible(end).await.is_ok(),
+                        None => std::future::pending().await,
+                    }
+                };
+                // Woken by an append, a late flush, shutdown, or the deadline; look again.
+                let flushed = std::pin::pin!(flushed);
+                let woken = select(waiter, flushed);
+                if let Some(Either::Right((false, _))) =
+                    runtime::timeout_at(&*self.clock, deadline, woken).await
+                {
+                    // The log stopped: that data never becomes readable; stop waiting for it.
+                    self.late_visible.borrow_mut().remove(&key);
+                }
+                continue;
+            }
+            let mut batches = self.log.read(key, from, max_bytes).await?;
+            let total: usize = batches.iter().map(|b| b.len()).sum();
+            let scan_end = batches
+                .last()
+                .and_then(|b| read_header(b).ok())
+                .map_or(from, |h| h.next_offset().max(from));
+            if !tags.is_empty() {
+                // A header that does not decode is kept: the client reports it.
+                batches.retain(|b| {
+                    read_header(b).map_or(true, |h| {
+                        h.tag_summary.may_contain_any(tags.iter().map(Vec::as_slice))
+                    })
+                });
+            }
+            let sent: usize = batches.iter().map(|b| b.len()).sum();
+            self.stats.borrow_mut().fetch_bytes += sent as u64;
+            let o = self.log.offsets(key);
+            if batches.is_empty() && scan_end > from {
+                // Everything read was filtered out: look further, within the scan budget.
+                scanned += total;
+                from = scan_end;
+                if scanned >= scan_budget {
+                    return Ok(empty(o, from));
+                }
+                continue;
+            }
+            return Ok(Answer::Batches {
+                min_offset: o.min,
+                next_offset: o.next,
+                scan_end_offset: scan_end,
+                batches,
+            });
+        }
+    }
+
+    /// Where the queue's acknowledged but not yet readable data ends, if it has any.
+    pub(super) fn late_end(&self, key: QueueKey) -> Option<u64> {
+        let mut late = self.late_visible.borrow_mut();
+        let end = *late.get(&key)?;
+        if end <= self.log.visible_end() {
+            late.remove(&key);
+            return None;
+        }
+        Some(end)
+    }
+}

@@ -1,0 +1,287 @@
+//! Produce on the owning shard: length and batch checks, idempotent windows (answering a retry
+//! with its original offsets), the append, and the wake-up of parked fetches. Also rebuilds the
+//! idempotence windows from the log before the shard serves.
+
+use super::*;
+
+impl<L: ShardLog> Shard<L> {
+    /// Before serving: hands out producer ids of start `boot` and rebuilds the sequence
+    /// windows from the batches the log stored in the last `idempotence_recovery_window_ms`,
+    /// reading at most `idempotence_recovery_scan_bytes`. A queue whose recent batches do not
+    /// fit in what is left of that budget gets no windows (its producers renumber); retries
+    /// of its batches stored just before the restart may then be stored again.
+    pub async fn start_idempotence(&self, boot: u64) -> Result<(), BrokerError> {
+        *self.producer_ids.borrow_mut() = ProducerIdAllocator::new(boot, self.id, self.shard_count);
+        let b = &self.config.broker;
+        let since_ms = self.clock.unix_ms().saturating_sub(b.idempotence_recovery_window_ms as i64);
+        let mut budget = b.idempotence_recovery_scan_bytes;
+        let t = self.clock.now();
+        let (mut batches, mut skipped) = (0u64, 0usize);
+        let now_ms = self.now_ms();
+        for queue in self.log.queues() {
+            let end = self.log.offsets(queue).next;
+            let mut offset = self.log.offset_for_timestamp(queue, since_ms).await?;
+            while offset < end {
+                if budget == 0 {
+                    self.sequences.borrow_mut().forget_queue(queue);
+                    skipped += 1;
+                    break;
+                }
+                let read = match self.log.read(queue, offset, 1 << 20).await {
+                    Ok(read) => read,
+                    // A batch damaged on disk: its sequence is unknown, so the queue's windows
+                    // cannot be trusted; its producers renumber (as past the budget). The
+                    // broker still starts and serves everything else.
+                    Err(e @ StorageError::CorruptBatch { .. }) => {
+                        tracing::warn!(
+                            shard = self.id,
+                            "idempotence windows of {queue} not rebuilt: {e}"
+                        );
+                        self.sequences.borrow_mut().forget_queue(queue);
+                        break;
+                    }
+                    Err(e) => return Err(e.into()),
+                };
+                let Some(last) = read.last() else { break };
+                let next = read_header(last).map_err(|e| {
+                    BrokerError::new(ErrorCode::INTERNAL, format!("rebuilding windows: {e}"))
+                })?;
+                for buf in &read {
+                    budget = budget.saturating_sub(buf.len() as u64);
+                    let Ok(h) = read_header(buf) else { continue };
+                    if h.producer_id >= 0 && !h.is_control() && h.base_sequence >= 0 {
+                        let at = Stored {
+                            base_offset: h.stamp.base_offset,
+                            store_timestamp_ms: h.stamp.store_timestamp_ms,
+                        };
+                        self.sequences.borrow_mut().recover(
+                            h.producer_id,
+                            queue,
+                            h.base_sequence,
+                            h.record_count,
+                            at,
+                            now_ms,
+                        );
+                        batches += 1;
+                    }
+                }
+                offset = next.next_offset().max(offset + 1);
+            }
+        }
+        if skipped > 0 {
+            tracing::warn!(
+                shard = self.id,
+                "idempotence windows of {skipped} queues not rebuilt: their recent batches \
+                 exceed broker.idempotence_recovery_scan_bytes"
+            );
+        }
+        tracing::info!(
+            shard = self.id,
+            batches,
+            windows = self.sequences.borrow().len(),
+            elapsed_ms = self.clock.now().saturating_duration_since(t).as_millis() as u64,
+            "idempotence windows rebuilt from the log"
+        );
+        Ok(())
+    }
+
+    pub(super) fn now_ms(&self) -> u64 {
+        self.clock.now().saturating_duration_since(self.started).as_millis() as u64
+    }
+
+    /// Stores one batch. `batch` is usually a range of the connection's read buffer (or, when
+    /// forwarded, of another shard's): the log copies it straight into its DMA chunk and
+    /// releases it before waiting for durability.
+    pub(super) async fn produce(&self, key: QueueKey, batch: SharedBytes) -> Reply {
+        let max = self.config.storage.max_batch_bytes;
+        if batch.len() > max {
+            return Err(BrokerError::new(
+                ErrorCode::BATCH_TOO_LARGE,
+                format!("batch of {} bytes exceeds max_batch_bytes = {max}", batch.len()),
+            ));
+        }
+        match peek_length(&batch) {
+            Some(len) if len as usize == batch.len() => {}
+            Some(len) => {
+                return Err(BrokerError::new(
+                    ErrorCode::INVALID_BATCH,
+                    format!(
+                        "the produce payload holds {} bytes but its batch header says {len}; \
+                         send exactly one batch per produce",
+                        batch.len()
+                    ),
+                ))
+            }
+            None => {
+                return Err(BrokerError::new(
+                    ErrorCode::INVALID_BATCH,
+                    format!("the produce payload holds only {} bytes", batch.len()),
+                ))
+            }
+        }
+        if read_header(&batch).is_ok_and(|h| h.is_transactional()) {
+            return Err(BrokerError::new(
+                ErrorCode::UNSUPPORTED_FEATURE,
+                "transactional batches (attribute bit 3) are not supported yet: transactional \
+                 messages do not exist in this broker; send the batch without that attribute",
+            ));
+        }
+        if let Ok(h) = read_header(&batch) {
+            if h.producer_id >= 0 && !h.is_control() {
+                return self.produce_idempotent(key, batch, &h).await;
+            }
+        }
+        self.append(key, batch).await
+    }
+
+    /// Produce of an idempotent batch: appended when it is next in its (producer, queue)
+    /// window, answered with the original offsets when it is a retry of one the window holds.
+    pub(super) async fn produce_idempotent(
+        &self,
+        key: QueueKey,
+        batch: SharedBytes,
+        h: &BatchHeader,
+    ) -> Reply {
+        let (pid, seq, count) = (h.producer_id, h.base_sequence, h.record_count);
+        if seq < 0 {
+            return Err(BrokerError::new(
+                ErrorCode::INVALID_BATCH,
+                format!("producer id {pid} with base_sequence {seq}: sequences start at 0"),
+            ));
+        }
+        let window = SequenceWindows::key(pid, key);
+        loop {
+            let verdict = self.sequences.borrow_mut().check(pid, key, seq, count, self.now_ms());
+            let refuse = |code, message: String| Err(BrokerError::new(code, message));
+            match verdict {
+                Verdict::Append => {
+                    let reply = self.append(key, batch).await;
+                    match &reply {
+                        Ok(Response::Produce { base_offset, store_timestamp_ms, .. }) => {
+                            let at = Stored {
+                                base_offset: *base_offset,
+                                store_timestamp_ms: *store_timestamp_ms,
+                            };
+                            self.sequences.borrow_mut().stored(pid, key, seq, at);
+                        }
+                        _ => self.sequences.borrow_mut().abort(pid, key, seq),
+                    }
+                    for w in self
+                        .sequence_waiters
+                        .borrow_mut()
+                        .remove(&(window, seq))
+                        .into_iter()
+                        .flatten()
+                    {
+                        let _ = w.send(());
+                    }
+                    return reply;
+                }
+                Verdict::Duplicate(at) => {
+                    // In sync mode a batch is visible once durable: a retry is answered SEND_OK
+                    // only when the original is.
+                    let end = at.base_offset + u64::from(count);
+                    let durable = self.config.storage.flush_mode
+                        == crate::storage::FlushMode::Async
+                        || end <= self.log.offsets(key).next;
+                    return Ok(Response::Produce {
+                        status: if durable {
+                            SendStatus::SendOk
+                        } else {
+                            SendStatus::FlushDiskTimeout
+                        },
+                        topic_id: key.topic_id,
+                        queue_id: key.queue_id,
+                        base_offset: at.base_offset,
+                        record_count: count,
+                        store_timestamp_ms: at.store_timestamp_ms,
+                    });
+                }
+                Verdict::InProgress => {
+                    // Bounded by the requests in flight; woken when the original's append ends.
+                    let (tx, rx) = oneshot::channel();
+                    self.sequence_waiters.borrow_mut().entry((window, seq)).or_default().push(tx);
+                    let _ = rx.await;
+                }
+                Verdict::TooOld { next_sequence } => {
+                    return refuse(
+                        ErrorCode::DUPLICATE_SEQUENCE,
+                        format!(
+                            "producer {pid} sequence {seq} on queue {} is behind the window \
+                             (next expected {next_sequence}): it was stored too long ago to \
+                             answer with its offsets",
+                            key.queue_id
+                        ),
+                    )
+                }
+                Verdict::OutOfOrder { expected } => {
+                    return refuse(
+                        ErrorCode::OUT_OF_ORDER_SEQUENCE,
+                        format!(
+                            "producer {pid} sent sequence {seq} on queue {} but the next expected \
+                             is {expected} (a gap, or no state for the producer here: start again \
+                             at 0 under a new epoch)",
+                            key.queue_id
+                        ),
+                    )
+                }
+                Verdict::Fenced { current_epoch } => {
+                    return refuse(
+                        ErrorCode::OUT_OF_ORDER_SEQUENCE,
+                        format!(
+                            "producer {pid} is fenced on queue {}: epoch {} is older than the \
+                             current epoch {current_epoch}",
+                            key.queue_id,
+                            crate::protocol::producer_id::epoch(pid)
+                        ),
+                    )
+                }
+                Verdict::Mismatch { record_count } => {
+                    return refuse(
+                        ErrorCode::DUPLICATE_SEQUENCE,
+                        format!(
+                            "producer {pid} reused sequence {seq} on queue {} for a batch of \
+                             {count} records; the stored one has {record_count}",
+                            key.queue_id
+                        ),
+                    )
+                }
+            }
+        }
+    }
+
+    /// Appends a validated-length batch, wakes long-polls and counts it.
+    pub(super) async fn append(&self, key: QueueKey, batch: SharedBytes) -> Reply {
+        let batch_len = batch.len();
+        let out = self.log.append(key, batch).await?;
+        let visible = self.log.visible_end();
+        if out.end > visible {
+            // Acknowledged with FLUSH_DISK_TIMEOUT: readable only when the flush completes.
+            let mut late = self.late_visible.borrow_mut();
+            late.retain(|_, end| *end > visible);
+            let end = late.entry(key).or_insert(out.end);
+            *end = (*end).max(out.end);
+        }
+        // Wake fetches parked at the old end: the data is readable now, or they learn above
+        // when it will be.
+        self.long_poll.borrow_mut().notify(key);
+        {
+            let mut s = self.stats.borrow_mut();
+            s.produce_batches += 1;
+            s.produce_records += u64::from(out.record_count);
+            s.produce_bytes += batch_len as u64;
+        }
+        Ok(Response::Produce {
+            status: if out.flush_timed_out {
+                SendStatus::FlushDiskTimeout
+            } else {
+                SendStatus::SendOk
+            },
+            topic_id: key.topic_id,
+            queue_id: key.queue_id,
+            base_offset: out.base_offset,
+            record_count: out.record_count,
+            store_timestamp_ms: out.store_timestamp_ms,
+        })
+    }
+}

@@ -1,0 +1,88 @@
+//! Topic metadata and topic changes. Changes run on shard 0 only, serialized, persisted, then
+//! broadcast to every shard before the client gets its answer.
+
+use super::*;
+
+impl<L: ShardLog> Shard<L> {
+    pub(super) fn metadata_response(&self, names: &[String]) -> Response {
+        let table = self.topics.borrow();
+        let route = |name: &str, e: TopicEntry| TopicRoute {
+            name: name.to_owned(),
+            error_code: ErrorCode::NONE as u16,
+            topic_id: e.id,
+            queue_owners: (0..e.queue_count)
+                .map(|q| owner_shard(name, q, self.shard_count) as u16)
+                .collect(),
+        };
+        let topics = if names.is_empty() {
+            table.iter().map(|(n, e)| route(n, e)).collect()
+        } else {
+            names
+                .iter()
+                .map(|n| match (validate_topic_name(n), table.get(n)) {
+                    (Ok(()), Some(e)) => route(n, e),
+                    (Err(_), _) => TopicRoute {
+                        name: n.clone(),
+                        error_code: ErrorCode::INVALID_TOPIC_NAME as u16,
+                        topic_id: 0,
+                        queue_owners: Vec::new(),
+                    },
+                    (Ok(()), None) => TopicRoute {
+                        name: n.clone(),
+                        error_code: ErrorCode::UNKNOWN_TOPIC as u16,
+                        topic_id: 0,
+                        queue_owners: Vec::new(),
+                    },
+                })
+                .collect()
+        };
+        Response::Metadata {
+            shard_count: self.shard_count as u32,
+            shared_port: self.ports.shared,
+            shard_ports: self.ports.per_shard.clone(),
+            topics,
+        }
+    }
+
+    /// Shard 0: applies a topic change, persists it, and broadcasts it to every shard.
+    pub(super) async fn admin(&self, request: Request) -> Reply {
+        let Some((store, lock)) = &self.metadata else {
+            return Err(BrokerError::new(ErrorCode::INTERNAL, "topic changes run on shard 0"));
+        };
+        let _serialized = lock.acquire_permit(1).await.map_err(|e| {
+            BrokerError::new(ErrorCode::SHUTTING_DOWN, format!("topic lock closed: {e}"))
+        })?;
+        let b = &self.config.broker;
+        let mut table = self.topics.borrow().clone();
+        let response = match &request {
+            Request::CreateTopic { topic, queue_count } => Response::CreateTopic {
+                topic_id: table.create(
+                    topic,
+                    *queue_count,
+                    b.max_queues_per_topic,
+                    b.max_topics,
+                )?,
+            },
+            Request::DeleteTopic { topic } => {
+                Response::DeleteTopic { topic_id: table.delete(topic)? }
+            }
+            _ => unreachable!("admin handles topic changes only"),
+        };
+        store.save(&table).await.map_err(|e| BrokerError::new(ErrorCode::INTERNAL, e))?;
+        *self.topics.borrow_mut() = table.clone();
+        let mut acks = Vec::with_capacity(self.shard_count);
+        for peer in (0..self.shard_count).filter(|&p| p != self.id) {
+            let (ack, rx) = oneshot::channel();
+            let msg = Control::Topics { table: table.clone(), ack };
+            if self.control_mesh.send(peer, msg).await.is_ok() {
+                acks.push(rx);
+            }
+        }
+        for rx in acks {
+            // A stopped peer no longer serves anything; it loads the file on restart.
+            let _ = rx.await;
+        }
+        tracing::info!(?request, "topic change applied on all shards");
+        Ok(response)
+    }
+}
