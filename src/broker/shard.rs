@@ -15,9 +15,9 @@
 //! Nothing here is shared with other threads: the shard lives in an `Rc` on its executor.
 //!
 //! This file is the router: it owns the shard's components and hands each request to its
-//! handler, one file per request family under `shard/`: [`produce`] (with the idempotence
-//! windows), [`fetch`] (tag scan, long-poll), [`topic_admin`] (metadata and topic changes) and
-//! [`stats`]. A new feature adds a handler file and a dispatch arm, not logic here.
+//! handler, one file per request family under `shard/`: `produce` (with the idempotence
+//! windows), `fetch` (tag scan, long-poll), `topic_admin` (metadata and topic changes) and
+//! `stats`. A new feature adds a handler file and a dispatch arm, not logic here.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
