@@ -152,6 +152,15 @@ fn many_queues() {
 }
 
 #[test]
+fn many_queues_keyed() {
+    let r = smoke(
+        "many-queues-keyed",
+        &["topics=2", "queues_per_topic=100", "consumers=1", "key_count=1000"],
+    );
+    assert_eq!(r["results"]["verify"]["order_violations"].as_u64(), Some(0));
+}
+
+#[test]
 fn bad_workload_file_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.toml");
