@@ -50,7 +50,7 @@ impl<D: LogDir + 'static> CommitLog<D> {
             if st.durable >= end.0 {
                 return Ok(true);
             }
-            if let Some(reason) = &st.failed {
+            if let Some(reason) = st.life.failure() {
                 return Err(self.failed_error(reason));
             }
             assert!(end.0 <= st.append_pos, "waiting for {end} beyond the appended end");
@@ -95,7 +95,7 @@ pub(super) async fn flusher_loop<D: LogDir + 'static>(weak: std::rc::Weak<Commit
         let async_mode = log.config.flush_mode == FlushMode::Async;
         let wait = {
             let st = log.st.borrow();
-            if st.closed || st.failed.is_some() {
+            if !st.life.is_open() {
                 return;
             }
             !st.flush_requested
@@ -143,8 +143,8 @@ pub(super) async fn flush_once<D: LogDir + 'static>(
     loop {
         {
             let st = log.st.borrow();
-            if let Some(r) = &st.failed {
-                return Err(r.clone());
+            if let Some(r) = st.life.failure() {
+                return Err(r.to_string());
             }
             if st.tracker.written() >= target {
                 break;
@@ -164,8 +164,8 @@ pub(super) async fn flush_once<D: LogDir + 'static>(
     }
     let (ready, more) = {
         let mut st = log.st.borrow_mut();
-        if let Some(r) = &st.failed {
-            return Err(r.clone());
+        if let Some(r) = st.life.failure() {
+            return Err(r.to_string());
         }
         st.durable = st.durable.max(target);
         let durable = st.durable;

@@ -15,6 +15,7 @@
 //! | [`recovery`] | rebuilding the state from disk at open |
 //! | [`index_writer`] | writing index entries behind the log, index checkpoints |
 //! | [`retention_run`] | executing the retention policy: floors, then unlinking |
+//! | [`lifecycle`] | open, failed, closed: the legal transitions (pure) |
 //!
 //! # Write path
 //! `append` validates the producer's batch (bounds, CRC, record framing), takes its place in
@@ -55,6 +56,7 @@
 mod appender;
 mod flusher;
 mod index_writer;
+mod lifecycle;
 mod read_ahead;
 mod reader;
 mod recovery;
@@ -71,6 +73,7 @@ use futures::channel::oneshot;
 use self::appender::{Carry, Done, Head};
 use self::flusher::flusher_loop;
 use self::index_writer::index_loop;
+use self::lifecycle::Lifecycle;
 use self::read_ahead::ReadAhead;
 use self::recovery::recover;
 use self::retention_run::retention_loop;
@@ -101,8 +104,8 @@ struct State<F> {
     /// Completion of the last dispatched write, for ordering a rewrite of its last block.
     last_write: Option<Done>,
     waiters: VecDeque<(u64, oneshot::Sender<std::result::Result<(), String>>)>,
-    failed: Option<String>,
-    closed: bool,
+    /// Open, failed or closed; see [`lifecycle`].
+    life: Lifecycle,
     flush_requested: bool,
     cache: ChunkCache,
     /// Recent disk reads that went past what was asked.
@@ -176,8 +179,7 @@ impl<D: LogDir + 'static> CommitLog<D> {
                 durable: recovered.end,
                 last_write: None,
                 waiters: VecDeque::new(),
-                failed: None,
-                closed: false,
+                life: Lifecycle::Open,
                 flush_requested: false,
                 cache: ChunkCache::new(config.cache_bytes),
                 read_ahead: ReadAhead::new(),
@@ -247,10 +249,10 @@ impl<D: LogDir + 'static> CommitLog<D> {
 
     fn check_writable(&self) -> Result<()> {
         let st = self.st.borrow();
-        if let Some(reason) = &st.failed {
+        if let Some(reason) = st.life.failure() {
             return Err(self.failed_error(reason));
         }
-        if st.closed {
+        if st.life.is_closed() {
             return Err(StorageError::Closed);
         }
         Ok(())
@@ -264,7 +266,12 @@ impl<D: LogDir + 'static> CommitLog<D> {
     fn fail(&self, reason: String) {
         let waiters = {
             let mut st = self.st.borrow_mut();
-            if st.failed.is_some() {
+            if !st.life.fail(reason.clone()) {
+                // Already stopped: the first failure is the one reported. One after close is
+                // still an I/O error an operator must see.
+                if st.life.is_closed() {
+                    tracing::error!(dir = %self.dir.path().display(), "I/O failure after close: {reason}");
+                }
                 return;
             }
             tracing::error!(
@@ -272,7 +279,6 @@ impl<D: LogDir + 'static> CommitLog<D> {
                 "commit log stopped after an I/O failure: {reason}; no further writes are \
                  accepted on this shard, restart to recover"
             );
-            st.failed = Some(reason.clone());
             std::mem::take(&mut st.waiters)
         };
         for (_, tx) in waiters {
@@ -334,17 +340,17 @@ impl<D: LogDir + 'static> CommitLog<D> {
 
     /// Is the log stopped after an I/O failure?
     pub fn failure(&self) -> Option<String> {
-        self.st.borrow().failed.clone()
+        self.st.borrow().life.failure().map(str::to_string)
     }
 
     /// Flushes everything, writes the active segment's index checkpoint (so the next open
     /// scans nothing), and stops the flusher. Appends after this fail with `Closed`.
     pub async fn close(self: &Rc<Self>) -> Result<()> {
         let _gate = self.append_gate.acquire_permit(1).await.map_err(|_| StorageError::Closed)?;
-        if self.st.borrow().closed {
+        if self.st.borrow().life.is_closed() {
             return Ok(());
         }
-        if self.st.borrow().failed.is_none() {
+        if self.st.borrow().life.is_open() {
             self.flush().await?;
             // Everything is durable: checkpoint the index so the next open scans nothing.
             // Without room for it the next open scans from the previous checkpoint instead.
@@ -356,7 +362,7 @@ impl<D: LogDir + 'static> CommitLog<D> {
                 Err(e) => return Err(e),
             }
         }
-        self.st.borrow_mut().closed = true;
+        let failed = self.st.borrow_mut().life.close();
         self.flush_kick.notify();
         self.index_kick.notify();
         let handle = self.flusher.borrow_mut().take();
@@ -376,7 +382,6 @@ impl<D: LogDir + 'static> CommitLog<D> {
             drop(seg);
             self.remove_unused_segment(base).await;
         }
-        let failed = self.st.borrow().failed.clone();
         self.pool.close();
         let segments: Vec<_> = self.st.borrow().segments.values().cloned().collect();
         for s in segments {

@@ -178,7 +178,7 @@ pub(super) async fn retention_loop<D: LogDir + 'static>(weak: std::rc::Weak<Comm
         let Some(log) = weak.upgrade() else { return };
         {
             let st = log.st.borrow();
-            if st.closed || st.failed.is_some() {
+            if !st.life.is_open() {
                 return;
             }
         }

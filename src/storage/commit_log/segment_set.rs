@@ -128,7 +128,7 @@ impl<D: LogDir + 'static> CommitLog<D> {
     pub(super) fn prepare_next_segment(self: &Rc<Self>) {
         let base = {
             let mut st = self.st.borrow_mut();
-            if st.failed.is_some() || st.closed {
+            if !st.life.is_open() {
                 return;
             }
             let active = st.active().clone();
