@@ -212,7 +212,7 @@ async fn close_log(log: &Rc<CommitLog>) {
 /// Starts a fresh, empty log when the current one has grown past [`RECYCLE_BYTES`].
 async fn recycle_if_large(fx: &Fixture) {
     let (appended, _, _) = fx.log().positions();
-    if appended.0 < RECYCLE_BYTES {
+    if appended.get() < RECYCLE_BYTES {
         return;
     }
     close_log(&fx.log()).await;

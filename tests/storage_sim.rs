@@ -10,7 +10,9 @@ use ringmq::format::BatchView;
 use ringmq::storage::file::LogDir;
 use ringmq::storage::segment::segment_name;
 use ringmq::storage::sim_dir::{SimDir, SimOp};
-use ringmq::storage::{AppendStatus, CommitLog, FlushMode, QueueKey, StorageConfig, StorageError};
+use ringmq::storage::{
+    AppendStatus, CommitLog, FlushMode, LogPosition, QueueKey, StorageConfig, StorageError,
+};
 
 const Q1: QueueKey = QueueKey { topic_id: 1, queue_id: 0 };
 const Q2: QueueKey = QueueKey { topic_id: 1, queue_id: 1 };
@@ -352,7 +354,7 @@ fn corruption_at_rest_is_detected_on_read() {
         log.close().await.unwrap();
         // Corrupt a record byte of batch 5 in the first (sealed, indexed) segment.
         let len = batch(0, 1, 600).len();
-        dir.corrupt(&ringmq::storage::segment::segment_name(0), 5 * len + 500);
+        dir.corrupt(&segment_name(LogPosition::ZERO), 5 * len + 500);
         let log = CommitLog::open_with(dir.clone(), cfg).await.unwrap();
         // A read across it returns the good batches before it and stops there.
         let r = log.read(Q1, 0, 1 << 20).await.unwrap();
@@ -745,7 +747,7 @@ fn appends_complete_while_the_next_segment_is_created_and_rolls_only_switch() {
             polls += 1;
             assert!(polls < 1000, "no segment creation started ahead of the roll");
         }
-        assert_eq!(log.segment_bases(), vec![0], "creation starts before the roll");
+        assert_eq!(log.segment_bases(), vec![LogPosition::ZERO], "creation starts before the roll");
         // Appends complete while the creation is still held.
         for _ in 0..5 {
             bounded("append", log.append_committed(Q1, &batch(tag, 1, 1000))).await.unwrap();
@@ -870,14 +872,14 @@ fn a_failed_remove_during_retention_is_reported_and_retried() {
             tag += 1;
         }
         let offsets = log.offsets(Q1);
-        let first = segment_name(0);
+        let first = segment_name(LogPosition::ZERO);
         dir.fail_next(SimOp::Remove, 1, libc::EIO);
         let later = ringmq::storage::commit_log::now_ms() + 49 * 3_600_000;
         let err = log.enforce_retention(later).await.unwrap_err();
         let text = err.to_string();
         assert!(text.contains("deleting") && text.contains("EIO"), "{text}");
         // The data is gone from the log; the file waits for the next run.
-        assert!(!log.segment_bases().contains(&0));
+        assert!(!log.segment_bases().contains(&LogPosition::ZERO));
         assert_eq!(log.pending_deletes(), vec![first.clone()]);
         assert!(dir.file_len(&first).is_some());
         assert!(log.offsets(Q1).min > 0);
@@ -908,7 +910,7 @@ fn a_file_left_by_a_failed_remove_is_not_resurrected_by_a_restart() {
         let later = ringmq::storage::commit_log::now_ms() + 49 * 3_600_000;
         assert!(log.enforce_retention(later).await.is_err());
         let min = log.offsets(Q1).min;
-        assert!(dir.file_len(&segment_name(0)).is_some());
+        assert!(dir.file_len(&segment_name(LogPosition::ZERO)).is_some());
         log.close().await.unwrap();
         dir.fail_next(SimOp::Remove, 0, libc::EIO);
         let log = CommitLog::open_with(dir.clone(), small_config(FlushMode::Sync)).await.unwrap();
@@ -935,11 +937,11 @@ fn a_failed_rename_of_the_floors_keeps_the_segments_for_the_next_run() {
         let err = log.enforce_retention(later).await.unwrap_err();
         assert!(err.to_string().contains("floors"), "{err}");
         assert_eq!(log.segment_bases(), bases, "nothing deleted without durable floors");
-        assert!(dir.file_len(&segment_name(0)).is_some());
+        assert!(dir.file_len(&segment_name(LogPosition::ZERO)).is_some());
         dir.fail_next(SimOp::Rename, 0, libc::EIO);
         let deleted = log.enforce_retention(later).await.unwrap();
         assert_eq!(deleted.len(), bases.len() - 1);
-        assert!(dir.file_len(&segment_name(0)).is_none());
+        assert!(dir.file_len(&segment_name(LogPosition::ZERO)).is_none());
         log.close().await.unwrap();
     });
 }

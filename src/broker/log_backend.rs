@@ -36,7 +36,7 @@ impl<D: LogDir + 'static> ShardLog for Rc<CommitLog<D>> {
             record_count: a.record_count,
             store_timestamp_ms: a.store_timestamp_ms,
             flush_timed_out: status == AppendStatus::FlushDiskTimeout,
-            end: a.end.0,
+            end: a.end.get(),
         })
     }
 
@@ -66,15 +66,15 @@ impl<D: LogDir + 'static> ShardLog for Rc<CommitLog<D>> {
     }
 
     fn visible_end(&self) -> u64 {
-        CommitLog::visible_end(self).0
+        CommitLog::visible_end(self).get()
     }
 
     async fn wait_visible(&self, end: u64) -> Result<(), StorageError> {
-        if CommitLog::visible_end(self).0 >= end {
+        if CommitLog::visible_end(self).get() >= end {
             return Ok(());
         }
         // Only sync mode gets here (async data is visible once appended): visible = durable.
-        self.wait_durable(LogPosition(end), None).await.map(|_| ())
+        self.wait_durable(LogPosition::new(end), None).await.map(|_| ())
     }
 
     async fn flush(&self) -> Result<(), StorageError> {

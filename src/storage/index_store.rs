@@ -41,7 +41,7 @@ use std::rc::Rc;
 use super::file::{LogDir, LogFile};
 use super::index::{IndexCheckpoint, IndexEntry, QueueCheckpoint, QueueIndex, ENTRY_BYTES};
 use super::index_cache::{Block, BlockKey, IndexCache, BLOCK_BYTES, ENTRIES_PER_BLOCK};
-use super::types::{QueueKey, QueueOffsets};
+use super::types::{LogPosition, QueueKey, QueueOffsets};
 use crate::runtime::{self, Semaphore};
 
 pub const QUEUE_INDEX_SUFFIX: &str = ".qidx";
@@ -183,7 +183,7 @@ pub struct IndexStore<F> {
     /// happened meanwhile, so an older copy never replaces a newer one.
     write_epoch: Cell<u64>,
     gate: Semaphore,
-    checkpoint_position: Cell<u64>,
+    checkpoint_position: Cell<LogPosition>,
 }
 
 impl<F: LogFile> IndexStore<F> {
@@ -210,7 +210,7 @@ impl<F: LogFile> IndexStore<F> {
             created_files: Cell::new(false),
             write_epoch: Cell::new(0),
             gate: Semaphore::new(1),
-            checkpoint_position: Cell::new(0),
+            checkpoint_position: Cell::new(LogPosition::ZERO),
         }
     }
 
@@ -270,7 +270,7 @@ impl<F: LogFile> IndexStore<F> {
     }
 
     /// The offsets of `queue` counting only batches ending at or before `visible`.
-    pub fn visible_offsets(&self, queue: QueueKey, visible: u64) -> Option<QueueOffsets> {
+    pub fn visible_offsets(&self, queue: QueueKey, visible: LogPosition) -> Option<QueueOffsets> {
         self.queues.borrow().get(&queue).map(|q| q.visible_offsets(visible))
     }
 
@@ -300,7 +300,7 @@ impl<F: LogFile> IndexStore<F> {
     }
 
     /// The position of the last durable checkpoint.
-    pub fn checkpoint_position(&self) -> u64 {
+    pub fn checkpoint_position(&self) -> LogPosition {
         self.checkpoint_position.get()
     }
 
@@ -542,7 +542,7 @@ impl<F: LogFile> IndexStore<F> {
         queue: QueueKey,
         mut n: u64,
         max_bytes: usize,
-        visible: u64,
+        visible: LogPosition,
     ) -> Result<Vec<IndexEntry>, LookupError> {
         let mut out: Vec<IndexEntry> = Vec::new();
         let mut total = 0usize;
@@ -583,7 +583,7 @@ impl<F: LogFile> IndexStore<F> {
     pub async fn writeback<D: LogDir<File = F>>(
         &self,
         dir: &D,
-        durable: u64,
+        durable: LogPosition,
     ) -> Result<(), WritebackError> {
         use WritebackError::Write;
         let todo: Vec<QueueKey> = self
@@ -667,7 +667,7 @@ impl<F: LogFile> IndexStore<F> {
     }
 
     /// Records that a checkpoint at `position` is durable.
-    pub fn checkpointed(&self, position: u64) {
+    pub fn checkpointed(&self, position: LogPosition) {
         self.checkpoint_position.set(position);
     }
 
@@ -677,7 +677,7 @@ impl<F: LogFile> IndexStore<F> {
     pub async fn drop_before<D: LogDir<File = F>>(
         &self,
         dir: &D,
-        start: u64,
+        start: LogPosition,
     ) -> Result<Vec<(QueueKey, u64)>, LookupError> {
         let mut doomed = Vec::new();
         for queue in self.queue_keys() {
@@ -812,7 +812,7 @@ impl<F: LogFile> IndexStore<F> {
     pub async fn truncate_from<D: LogDir<File = F>>(
         &self,
         dir: &D,
-        end: u64,
+        end: LogPosition,
     ) -> Result<(), LookupError> {
         for queue in self.queue_keys() {
             let (first, next) = {
@@ -839,7 +839,7 @@ mod tests {
     fn entry(base: u64, position: u64) -> IndexEntry {
         IndexEntry {
             base_offset: base,
-            position,
+            position: LogPosition::new(position),
             length: 100,
             record_count: 2,
             store_timestamp_ms: 5,
@@ -867,16 +867,19 @@ mod tests {
                 store.push(q, entry(2 * i, 100 * i));
             }
             let _gate = store.lock().await;
-            let doomed = store.drop_before(&dir, 500).await.unwrap();
+            let doomed = store.drop_before(&dir, LogPosition::new(500)).await.unwrap();
             assert!(doomed.is_empty(), "file 0 still holds retained entries");
-            assert_eq!(store.visible_offsets(q, u64::MAX).unwrap().min, 10);
+            assert_eq!(store.visible_offsets(q, LogPosition::MAX).unwrap().min, 10);
             store.push(q, entry(20, 1000));
-            store.writeback(&dir, u64::MAX).await.unwrap();
+            store.writeback(&dir, LogPosition::MAX).await.unwrap();
             store.sync(&dir).await.unwrap();
             store.clear_cache();
             for (offset, position) in [(10, 500), (19, 900), (21, 1000)] {
                 let n = store.find(&dir, q, offset).await.unwrap().unwrap();
-                assert_eq!(store.entry(&dir, q, n).await.unwrap().position, position);
+                assert_eq!(
+                    store.entry(&dir, q, n).await.unwrap().position,
+                    LogPosition::new(position)
+                );
             }
             assert!(matches!(store.entry(&dir, q, 4).await, Err(LookupError::Gone)));
         });

@@ -2,9 +2,69 @@
 
 use std::fmt;
 
-/// A byte position in a shard's commit log, global across its segments.
+/// A byte position in a shard's commit log, global across its segments (a segment's base is
+/// the position of its first byte). Not a queue offset and not an offset within a file: the
+/// type keeps them apart. Zero-cost: a `u64` at run time.
+///
+/// Operations are the few a log needs: add a length (`pos + len`), the distance between two
+/// positions (`end - start`, in bytes; panics in debug builds if `end < start`, like `u64`),
+/// order, and 4 KiB block alignment for O_DIRECT.
+#[repr(transparent)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-pub struct LogPosition(pub u64);
+pub struct LogPosition(u64);
+
+impl LogPosition {
+    /// The start of every log.
+    pub const ZERO: LogPosition = LogPosition(0);
+    /// Beyond every real position (an open upper bound).
+    pub const MAX: LogPosition = LogPosition(u64::MAX);
+
+    pub const fn new(pos: u64) -> Self {
+        LogPosition(pos)
+    }
+
+    /// The position as a number of bytes from the start of the log (for encoding and files).
+    pub const fn get(self) -> u64 {
+        self.0
+    }
+
+    /// The start of the 4 KiB block holding this position.
+    pub fn align_down(self) -> Self {
+        LogPosition(super::file::align_down(self.0))
+    }
+
+    /// This position rounded up to a 4 KiB block boundary.
+    pub fn align_up(self) -> Self {
+        LogPosition(super::file::align_up(self.0))
+    }
+
+    /// Does a 4 KiB block start here?
+    pub fn is_aligned(self) -> bool {
+        self.0 % super::file::ALIGN == 0
+    }
+}
+
+impl std::ops::Add<u64> for LogPosition {
+    type Output = LogPosition;
+    /// The position `len` bytes further.
+    fn add(self, len: u64) -> LogPosition {
+        LogPosition(self.0 + len)
+    }
+}
+
+impl std::ops::AddAssign<u64> for LogPosition {
+    fn add_assign(&mut self, len: u64) {
+        self.0 += len;
+    }
+}
+
+impl std::ops::Sub for LogPosition {
+    type Output = u64;
+    /// The distance in bytes from `earlier` to `self`.
+    fn sub(self, earlier: LogPosition) -> u64 {
+        self.0 - earlier.0
+    }
+}
 
 impl fmt::Display for LogPosition {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -71,4 +131,27 @@ pub struct ReadBatches {
     pub next_offset: u64,
     /// The queue's readable offsets at the time of the read.
     pub offsets: QueueOffsets,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_positions_add_lengths_measure_distances_and_align() {
+        let start = LogPosition::new(4000);
+        let end = start + 200;
+        assert_eq!(end, LogPosition::new(4200));
+        assert_eq!(end - start, 200, "distance in bytes");
+        let mut p = start;
+        p += 96;
+        assert_eq!(p.get(), 4096);
+        assert!(p.is_aligned() && !start.is_aligned());
+        assert_eq!(start.align_down(), LogPosition::ZERO);
+        assert_eq!(start.align_up(), LogPosition::new(4096));
+        assert_eq!(p.align_up(), p, "an aligned position stays");
+        assert!(LogPosition::ZERO < start && start < LogPosition::MAX);
+        assert_eq!(end.to_string(), "@4200");
+        assert_eq!(std::mem::size_of::<LogPosition>(), std::mem::size_of::<u64>());
+    }
 }

@@ -30,7 +30,7 @@ use crate::storage::types::{AppendStatus, Appended, LogPosition, QueueKey};
 pub(super) struct Head {
     pub(super) buf: Rc<DmaBuffer>,
     /// Log position of `buf[0]` (aligned).
-    pub(super) pos: u64,
+    pub(super) pos: LogPosition,
     /// Valid bytes from `buf[0]`.
     pub(super) filled: usize,
     /// `buf[..dispatched]` was already written by an earlier write (the carried block).
@@ -40,7 +40,7 @@ pub(super) struct Head {
 
 /// The last partial block of a dispatched chunk, to be rewritten with more data.
 pub(super) struct Carry {
-    pub(super) pos: u64,
+    pub(super) pos: LogPosition,
     pub(super) bytes: Vec<u8>,
 }
 
@@ -134,8 +134,8 @@ impl<D: LogDir + 'static> CommitLog<D> {
             base_offset,
             record_count,
             store_timestamp_ms: store_ts,
-            position: LogPosition(position),
-            end: LogPosition(position + len),
+            position,
+            end: position + len,
         })
     }
 
@@ -189,7 +189,7 @@ impl<D: LogDir + 'static> CommitLog<D> {
                         (c.pos, c.bytes.len())
                     }
                     None => {
-                        assert_eq!(st.append_pos % ALIGN, 0, "a new chunk starts aligned");
+                        assert!(st.append_pos.is_aligned(), "a new chunk starts aligned");
                         (st.append_pos, 0)
                     }
                 };

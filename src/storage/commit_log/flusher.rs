@@ -47,15 +47,15 @@ impl<D: LogDir + 'static> CommitLog<D> {
     ) -> Result<bool> {
         let rx = {
             let mut st = self.st.borrow_mut();
-            if st.durable >= end.0 {
+            if st.durable >= end {
                 return Ok(true);
             }
             if let Some(reason) = st.life.failure() {
                 return Err(self.failed_error(reason));
             }
-            assert!(end.0 <= st.append_pos, "waiting for {end} beyond the appended end");
+            assert!(end <= st.append_pos, "waiting for {end} beyond the appended end");
             let (tx, rx) = oneshot::channel();
-            st.waiters.push_back((end.0, tx));
+            st.waiters.push_back((end, tx));
             st.flush_requested = true;
             rx
         };
@@ -76,7 +76,7 @@ impl<D: LogDir + 'static> CommitLog<D> {
 
     /// Makes everything appended so far durable.
     pub async fn flush(self: &Rc<Self>) -> Result<LogPosition> {
-        let end = LogPosition(self.st.borrow().append_pos);
+        let end = self.st.borrow().append_pos;
         self.wait_durable(end, None).await?;
         Ok(end)
     }

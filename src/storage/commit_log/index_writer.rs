@@ -19,7 +19,6 @@ use crate::storage::file::LogDir;
 use crate::storage::index::{IndexCheckpoint, SegmentCheckpoint};
 use crate::storage::index_store::{WritebackError, CHECKPOINT_FILE};
 use crate::storage::next_segment::IndexStep;
-use crate::storage::types::LogPosition;
 
 impl<D: LogDir + 'static> CommitLog<D> {
     /// Writes the index entries of every durable batch to the index files.
@@ -100,7 +99,7 @@ impl<D: LogDir + 'static> CommitLog<D> {
             (st.append_pos, segments)
         };
         let queues = self.index.snapshot();
-        self.wait_durable(LogPosition(position), None).await?;
+        self.wait_durable(position, None).await?;
         let written = self.index.writeback(&self.dir, position).await;
         if let Err(e) = written {
             return Err(self.index_write_failed("writing the queue index", e).await);

@@ -94,16 +94,16 @@ pub fn now_ms() -> i64 {
 }
 
 struct State<F> {
-    segments: BTreeMap<u64, Rc<Segment<F>>>,
+    segments: BTreeMap<LogPosition, Rc<Segment<F>>>,
     head: Option<Head>,
     carry: Option<Carry>,
     spare_permits: Vec<StaticPermit>,
-    append_pos: u64,
+    append_pos: LogPosition,
     tracker: WriteTracker,
-    durable: u64,
+    durable: LogPosition,
     /// Completion of the last dispatched write, for ordering a rewrite of its last block.
     last_write: Option<Done>,
-    waiters: VecDeque<(u64, oneshot::Sender<std::result::Result<(), String>>)>,
+    waiters: VecDeque<(LogPosition, oneshot::Sender<std::result::Result<(), String>>)>,
     /// Open, failed or closed; see [`lifecycle`].
     life: Lifecycle,
     flush_requested: bool,
@@ -297,17 +297,17 @@ impl<D: LogDir + 'static> CommitLog<D> {
 
     /// The readable offsets of `queue` (`{0, 0}` if it was never written).
     pub fn offsets(&self, queue: QueueKey) -> QueueOffsets {
-        self.index.visible_offsets(queue, self.visible_end().0).unwrap_or_default()
+        self.index.visible_offsets(queue, self.visible_end()).unwrap_or_default()
     }
 
     /// The log position up to which appended data is readable: the durable end in sync flush
     /// mode, the appended end in async mode.
     pub fn visible_end(&self) -> LogPosition {
         let st = self.st.borrow();
-        LogPosition(match self.config.flush_mode {
+        match self.config.flush_mode {
             FlushMode::Sync => st.durable,
             FlushMode::Async => st.append_pos,
-        })
+        }
     }
 
     /// Memory the per-queue index holds, by part; its total stays within `index_cache_bytes`.
@@ -323,7 +323,7 @@ impl<D: LogDir + 'static> CommitLog<D> {
     /// (appended end, written end, durable end) of the log.
     pub fn positions(&self) -> (LogPosition, LogPosition, LogPosition) {
         let st = self.st.borrow();
-        (LogPosition(st.append_pos), LogPosition(st.tracker.written()), LogPosition(st.durable))
+        (st.append_pos, st.tracker.written(), st.durable)
     }
 
     /// Cache statistics: (bytes held, hits, misses).
@@ -334,7 +334,7 @@ impl<D: LogDir + 'static> CommitLog<D> {
     }
 
     /// Bases of the segments, oldest first.
-    pub fn segment_bases(&self) -> Vec<u64> {
+    pub fn segment_bases(&self) -> Vec<LogPosition> {
         self.st.borrow().segments.keys().copied().collect()
     }
 

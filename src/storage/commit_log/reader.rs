@@ -23,7 +23,7 @@ use crate::storage::file::{LogDir, LogFile, ReadBuf};
 use crate::storage::index::IndexEntry;
 use crate::storage::index_store::LookupError;
 use crate::storage::segment::segment_name;
-use crate::storage::types::{QueueKey, QueueOffsets, ReadBatches};
+use crate::storage::types::{LogPosition, QueueKey, QueueOffsets, ReadBatches};
 
 /// Two disk batches of one fetch are read with one I/O when at most this far apart.
 pub(super) const COALESCE_GAP_BYTES: u64 = 128 * 1024;
@@ -41,9 +41,9 @@ impl<D: LogDir + 'static> CommitLog<D> {
             /// From memory we wrote: no checksum to verify.
             Ready(ReadBuf),
             /// From a disk read (now or read ahead earlier): verified below.
-            FromDisk(ReadBuf, u64),
+            FromDisk(ReadBuf, LogPosition),
             Disk {
-                pos: u64,
+                pos: LogPosition,
                 len: usize,
             },
         }
@@ -142,7 +142,7 @@ impl<D: LogDir + 'static> CommitLog<D> {
                     // One read never crosses into the next segment (another file).
                     let next_segment = {
                         let st = self.st.borrow();
-                        st.segments.range(start + 1..).next().map_or(u64::MAX, |(b, _)| *b)
+                        st.segments.range(start + 1..).next().map_or(LogPosition::MAX, |(b, _)| *b)
                     };
                     let mut j = i + 1;
                     while let Some(Source::Disk { pos: p, len: l }) = plan.get(j) {
@@ -160,7 +160,7 @@ impl<D: LogDir + 'static> CommitLog<D> {
                     let span = self.read_span(start, end).await?;
                     for (k, src) in plan[i..j].iter().enumerate() {
                         let Source::Disk { pos, len } = src else { unreachable!("disk run") };
-                        let b = span.slice((pos - start) as usize, *len);
+                        let b = span.slice((*pos - start) as usize, *len);
                         match self.verified(b, *pos, *len) {
                             Ok(b) => batches.push(b),
                             Err(e) => return bad_batch(i + k, e, batches),
@@ -182,7 +182,7 @@ impl<D: LogDir + 'static> CommitLog<D> {
         queue: QueueKey,
         offset: u64,
         max_bytes: usize,
-        visible: u64,
+        visible: LogPosition,
     ) -> Result<Vec<IndexEntry>> {
         let found = match self.index.find(&self.dir, queue, offset).await {
             Ok(Some(n)) => self.index.entries_from(&self.dir, queue, n, max_bytes, visible).await,
@@ -217,9 +217,9 @@ impl<D: LogDir + 'static> CommitLog<D> {
     }
 
     /// Checks a batch read from disk: both checksums must match.
-    pub(super) fn verified(&self, buf: ReadBuf, pos: u64, len: usize) -> Result<ReadBuf> {
+    pub(super) fn verified(&self, buf: ReadBuf, pos: LogPosition, len: usize) -> Result<ReadBuf> {
         let corrupt = |reason: String| {
-            let base = self.st.borrow().segment_for(pos).map_or(0, |s| s.base);
+            let base = self.st.borrow().segment_for(pos).map_or(LogPosition::ZERO, |s| s.base);
             StorageError::Corrupt {
                 file: segment_name(base),
                 offset: pos - base,
@@ -233,7 +233,7 @@ impl<D: LogDir + 'static> CommitLog<D> {
 
     /// Reads log bytes `[start, end)` (one segment) from disk, plus up to `read_ahead_bytes`
     /// more that are already written, keeping the extra for the next sequential read.
-    pub(super) async fn read_span(&self, start: u64, end: u64) -> Result<ReadBuf> {
+    pub(super) async fn read_span(&self, start: LogPosition, end: LogPosition) -> Result<ReadBuf> {
         if self.st.borrow().tracker.written() < end {
             // Only reachable when the memory path lost a batch's start (evicted after it
             // reached disk) while its end is not written yet: get it to disk first.
@@ -248,7 +248,7 @@ impl<D: LogDir + 'static> CommitLog<D> {
             let Some(seg) = st.segment_for(start).cloned() else {
                 return Err(StorageError::Corrupt {
                     file: "?".into(),
-                    offset: start,
+                    offset: start.get(),
                     reason: "batch lies in a deleted segment".into(),
                 });
             };
@@ -288,7 +288,7 @@ impl<D: LogDir + 'static> CommitLog<D> {
 }
 
 /// The log bytes `[pos, pos + len)` copied from memory, if memory holds all of them.
-pub(super) fn memory_copy<F>(st: &State<F>, pos: u64, len: usize) -> Option<Vec<u8>> {
+pub(super) fn memory_copy<F>(st: &State<F>, pos: LogPosition, len: usize) -> Option<Vec<u8>> {
     // Cheap pre-check so a cold read does not allocate and copy in vain.
     let starts_in_memory = st.cache.contains(pos)
         || st.head.as_ref().is_some_and(|h| pos >= h.pos && pos < h.pos + h.filled as u64);
@@ -300,7 +300,7 @@ pub(super) fn memory_copy<F>(st: &State<F>, pos: u64, len: usize) -> Option<Vec<
 }
 
 /// Copies the log bytes from `pos` into `out` from the cache and the head chunk.
-pub(super) fn copy_from_memory<F>(st: &State<F>, pos: u64, out: &mut [u8]) -> usize {
+pub(super) fn copy_from_memory<F>(st: &State<F>, pos: LogPosition, out: &mut [u8]) -> usize {
     let mut done = st.cache.copy_prefix(pos, out);
     if done < out.len() {
         if let Some(h) = &st.head {

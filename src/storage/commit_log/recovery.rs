@@ -19,22 +19,22 @@ use super::segment_set::next_segment_base;
 use crate::format::batch::{self as fmt, BatchView, HEADER_LEN};
 use crate::storage::config::StorageConfig;
 use crate::storage::error::{is_disk_full, Result, StorageError};
-use crate::storage::file::{align_down, LogDir, LogFile, ReadBuf, ALIGN};
+use crate::storage::file::{LogDir, LogFile, ReadBuf};
 use crate::storage::floors::{decode_floors, FLOOR_FILE};
 use crate::storage::index::{IndexCheckpoint, IndexEntry, SegmentCheckpoint};
 use crate::storage::index_store::{IndexStore, LookupError, WritebackError, CHECKPOINT_FILE};
 use crate::storage::next_segment::{allocate_or_give_back, create_segment, Shortage};
 use crate::storage::segment::{parse_segment_name, segment_name, Segment, INDEX_SUFFIX};
-use crate::storage::types::QueueKey;
+use crate::storage::types::{LogPosition, QueueKey};
 
 /// Read size while scanning segments during recovery.
 pub(super) const SCAN_READ_BYTES: usize = 4 << 20;
 
 /// What recovery found.
 pub(super) struct Recovered<F> {
-    pub(super) segments: BTreeMap<u64, Rc<Segment<F>>>,
+    pub(super) segments: BTreeMap<LogPosition, Rc<Segment<F>>>,
     pub(super) index: IndexStore<F>,
-    pub(super) end: u64,
+    pub(super) end: LogPosition,
     pub(super) carry: Option<Carry>,
     pub(super) last_store_ts: i64,
     /// Space recovery could not reserve (disk full); appends get DiskFull until it can.
@@ -44,10 +44,10 @@ pub(super) struct Recovered<F> {
 /// Outcome of scanning one segment.
 pub(super) enum ScanEnd {
     /// Hit the end marker: the segment is sealed at this position.
-    Sealed(u64),
+    Sealed(LogPosition),
     /// Valid data ends here; `torn` when bytes that are not a valid batch follow (a crash in the
     /// middle of a write), false at a clean end (zeros or end of file).
-    Open { end: u64, torn: bool },
+    Open { end: LogPosition, torn: bool },
 }
 
 /// Rebuilds the log's state from disk: loads the index checkpoint, scans the log past it
@@ -59,7 +59,7 @@ pub(super) async fn recover<D: LogDir>(
 ) -> Result<Recovered<D::File>> {
     let io = |ctx: String| move |e| StorageError::io(ctx, e);
     let names = dir.list().await.map_err(io(format!("listing {}", dir.path().display())))?;
-    let mut bases: Vec<u64> = names.iter().filter_map(|n| parse_segment_name(n)).collect();
+    let mut bases: Vec<LogPosition> = names.iter().filter_map(|n| parse_segment_name(n)).collect();
     bases.sort_unstable();
     for n in names.iter().filter(|n| n.ends_with(".tmp")) {
         let _ = dir.remove(n).await;
@@ -77,7 +77,7 @@ pub(super) async fn recover<D: LogDir>(
     let mut last_store_ts = i64::MIN;
 
     if bases.is_empty() {
-        let seg = match create_segment(dir, config, 0).await {
+        let seg = match create_segment(dir, config, LogPosition::ZERO).await {
             Ok(seg) => seg,
             Err(e) if is_disk_full(&e) => {
                 let free_bytes =
@@ -91,11 +91,11 @@ pub(super) async fn recover<D: LogDir>(
             }
             Err(e) => return Err(StorageError::io("creating first segment", e)),
         };
-        segments.insert(0, Rc::new(seg));
+        segments.insert(LogPosition::ZERO, Rc::new(seg));
         return Ok(Recovered {
             segments,
             index,
-            end: 0,
+            end: LogPosition::ZERO,
             carry: None,
             last_store_ts: 0,
             shortage: None,
@@ -136,7 +136,7 @@ pub(super) async fn recover<D: LogDir>(
             let outcome =
                 scan_segment(dir, &seg, config, scan_from, limit, &index, &floors).await?;
             let (ScanEnd::Sealed(e) | ScanEnd::Open { end: e, .. }) = outcome;
-            scanned_bytes += e.saturating_sub(scan_from);
+            scanned_bytes += e.get().saturating_sub(scan_from.get());
             outcome
         };
         last_store_ts = last_store_ts.max(seg.max_store_timestamp_ms.get());
@@ -227,9 +227,9 @@ pub(super) async fn recover<D: LogDir>(
             .map_err(|e| index_error("truncating the queue index", e))?;
     }
     // The block holding the end is rewritten by the next write: carry its valid prefix.
-    let carry = if end % ALIGN != 0 {
+    let carry = if !end.is_aligned() {
         let seg = segments.values().next_back().expect("active").clone();
-        let block = align_down(end);
+        let block = end.align_down();
         let buf = seg
             .file
             .read_at(block - seg.base, (end - block) as usize)
@@ -257,8 +257,8 @@ pub(super) async fn recover<D: LogDir>(
     tracing::info!(
         dir = %dir.path().display(),
         segments = segments.len(),
-        end,
-        index_checkpoint = index.checkpoint_position(),
+        end = end.get(),
+        index_checkpoint = index.checkpoint_position().get(),
         scanned_bytes,
         torn_tail,
         discarded_segments,
@@ -283,7 +283,7 @@ pub(super) async fn recover_index<D: LogDir>(
     config: &StorageConfig,
     names: &[String],
     floors: &HashMap<QueueKey, u64>,
-) -> Result<(IndexStore<D::File>, HashMap<u64, SegmentCheckpoint>)> {
+) -> Result<(IndexStore<D::File>, HashMap<LogPosition, SegmentCheckpoint>)> {
     let fresh = || IndexStore::new(config.index_file_entries, config.index_cache_bytes);
     let checkpoint = match dir.read_all(CHECKPOINT_FILE).await {
         Ok(Some(b)) => match IndexCheckpoint::decode(&b) {
@@ -348,8 +348,8 @@ pub(super) async fn scan_segment<D: LogDir>(
     dir: &D,
     seg: &Segment<D::File>,
     config: &StorageConfig,
-    from: u64,
-    seg_end: u64,
+    from: LogPosition,
+    seg_end: LogPosition,
     index: &IndexStore<D::File>,
     floors: &HashMap<QueueKey, u64>,
 ) -> Result<ScanEnd> {

@@ -20,6 +20,7 @@ use crate::storage::file::LogDir;
 use crate::storage::floors::{encode_floors, FLOOR_FILE};
 use crate::storage::retention::{segments_to_delete, RetentionPolicy, SegmentFacts};
 use crate::storage::segment::segment_name;
+use crate::storage::types::LogPosition;
 
 impl<D: LogDir + 'static> CommitLog<D> {
     /// Applies the retention policy at time `now_ms`; returns the bases of deleted segments.
@@ -29,7 +30,7 @@ impl<D: LogDir + 'static> CommitLog<D> {
     /// appends. A file that cannot be unlinked is reported (Err) and retried on every later
     /// run: its data is already gone from the log (floors written), only its space is not yet
     /// back; recovery skips its batches by the floors if the broker restarts meanwhile.
-    pub async fn enforce_retention(self: &Rc<Self>, now_ms: i64) -> Result<Vec<u64>> {
+    pub async fn enforce_retention(self: &Rc<Self>, now_ms: i64) -> Result<Vec<LogPosition>> {
         let _running =
             self.retention_gate.acquire_permit(1).await.map_err(|_| StorageError::Closed)?;
         self.check_writable()?;
@@ -86,7 +87,7 @@ impl<D: LogDir + 'static> CommitLog<D> {
         self.st.borrow_mut().pending_index_deletes.extend(dropped_files);
         let floors = {
             let mut st = self.st.borrow_mut();
-            st.cache.retain_range(new_start, u64::MAX);
+            st.cache.retain_range(new_start, LogPosition::MAX);
             st.read_ahead.drop_before(new_start);
             encode_floors(&self.index.floors())
         };

@@ -17,17 +17,18 @@ use crate::format::batch::{self as fmt, Stamp, HEADER_LEN};
 use crate::runtime;
 use crate::storage::config::StorageConfig;
 use crate::storage::error::{is_disk_full, Result, StorageError};
-use crate::storage::file::{align_up, LogDir};
+use crate::storage::file::LogDir;
 use crate::storage::next_segment::{
     allocate_or_give_back, create_segment, ActiveStep, CreateFailure, RollStep,
 };
 use crate::storage::segment::{segment_name, Segment};
+use crate::storage::types::LogPosition;
 
 impl<F> State<F> {
     pub(super) fn active(&self) -> &Rc<Segment<F>> {
         self.segments.values().next_back().expect("a log always has an active segment")
     }
-    pub(super) fn segment_for(&self, pos: u64) -> Option<&Rc<Segment<F>>> {
+    pub(super) fn segment_for(&self, pos: LogPosition) -> Option<&Rc<Segment<F>>> {
         self.segments.range(..=pos).next_back().map(|(_, s)| s)
     }
 }
@@ -78,8 +79,8 @@ impl<D: LogDir + 'static> CommitLog<D> {
     /// The segment at `base` for a roll: the one prepared in the background, or a new one.
     pub(super) async fn next_segment_for_roll(
         self: &Rc<Self>,
-        old_base: u64,
-        base: u64,
+        old_base: LogPosition,
+        base: LogPosition,
     ) -> Result<Rc<Segment<D::File>>> {
         loop {
             let step = self.st.borrow_mut().next.for_roll(base, self.clock.now());
@@ -168,7 +169,7 @@ impl<D: LogDir + 'static> CommitLog<D> {
     }
 
     /// Deletes a created segment the log will not use (best effort: recovery discards it too).
-    pub(super) async fn remove_unused_segment(&self, base: u64) {
+    pub(super) async fn remove_unused_segment(&self, base: LogPosition) {
         match self.dir.remove(&segment_name(base)).await {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -232,6 +233,10 @@ impl<D: LogDir + 'static> CommitLog<D> {
 
 /// Where the segment after one based at `base` and sealed at `sealed_end` starts (robust to
 /// `segment_size_bytes` changing between runs).
-pub(super) fn next_segment_base(base: u64, sealed_end: u64, config: &StorageConfig) -> u64 {
-    (base + config.segment_size_bytes).max(align_up(sealed_end))
+pub(super) fn next_segment_base(
+    base: LogPosition,
+    sealed_end: LogPosition,
+    config: &StorageConfig,
+) -> LogPosition {
+    (base + config.segment_size_bytes).max(sealed_end.align_up())
 }
