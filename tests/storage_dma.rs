@@ -60,7 +60,7 @@ fn round_trip(dir: PathBuf, io: IoMode) {
         log.close().await.unwrap();
 
         let log = CommitLog::open(cfg).await.unwrap();
-        assert_eq!(log.offsets(Q).next, 480);
+        assert_eq!(log.offsets(Q).next.get(), 480);
         let mut again = read_tags(&log, Q).await;
         again.sort_unstable();
         assert_eq!(again, (0..120).collect::<Vec<_>>());

@@ -5,7 +5,7 @@ mod common;
 use std::rc::Rc;
 use std::time::Duration;
 
-use common::{batch, batch_tag, run, small_config};
+use common::{batch, batch_tag, off, run, small_config};
 use ringmq::format::BatchView;
 use ringmq::storage::file::LogDir;
 use ringmq::storage::segment::segment_name;
@@ -51,7 +51,7 @@ fn append_read_reopen_many_queues_across_segments() {
                 _ => (Q3, 2),
             };
             let a = log.append(q, &batch(i, 1 + (i % 4) as usize, 200)).await.unwrap();
-            assert_eq!(a.base_offset, expect[k].iter().map(|(_, n)| *n).sum::<u64>());
+            assert_eq!(a.base_offset.get(), expect[k].iter().map(|(_, n)| *n).sum::<u64>());
             expect[k].push((i, 1 + i % 4));
         }
         assert!(log.segment_bases().len() >= 3, "segments rolled: {:?}", log.segment_bases());
@@ -62,11 +62,11 @@ fn append_read_reopen_many_queues_across_segments() {
         let log = CommitLog::open_with(dir.clone(), small_config(FlushMode::Async)).await.unwrap();
         for (q, e) in [(Q1, &expect[0]), (Q2, &expect[1]), (Q3, &expect[2])] {
             assert_eq!(read_all(&log, q).await, e.iter().map(|(t, _)| *t).collect::<Vec<_>>());
-            assert_eq!(log.offsets(q).next, e.iter().map(|(_, n)| *n).sum::<u64>());
+            assert_eq!(log.offsets(q).next.get(), e.iter().map(|(_, n)| *n).sum::<u64>());
         }
         // Appends continue the offsets after reopening.
         let a = log.append(Q1, &batch(999, 1, 10)).await.unwrap();
-        assert_eq!(a.base_offset, expect[0].iter().map(|(_, n)| *n).sum::<u64>());
+        assert_eq!(a.base_offset.get(), expect[0].iter().map(|(_, n)| *n).sum::<u64>());
         log.close().await.unwrap();
     });
 }
@@ -236,7 +236,7 @@ fn invalid_batches_are_rejected_without_writing() {
         let big = batch(2, 40, 1000);
         assert!(matches!(log.append(Q1, &big).await, Err(StorageError::BatchTooLarge { .. })));
         assert!(matches!(log.append(Q1, &b[..50]).await, Err(StorageError::InvalidBatch(_))));
-        assert_eq!(log.offsets(Q1).next, 0);
+        assert_eq!(log.offsets(Q1).next, off(0));
         // The log still works.
         log.append(Q1, &batch(3, 1, 10)).await.unwrap();
         assert_eq!(read_all(&log, Q1).await, vec![3]);
@@ -250,17 +250,18 @@ fn out_of_range_reads_name_the_valid_range() {
         let dir = SimDir::new(8);
         let log = CommitLog::open_with(dir.clone(), small_config(FlushMode::Async)).await.unwrap();
         log.append(Q1, &batch(1, 5, 10)).await.unwrap();
-        let r = log.read(Q1, 5, 1000).await.unwrap();
+        let r = log.read(Q1, off(5), 1000).await.unwrap();
         assert!(r.batches.is_empty());
-        assert_eq!(r.next_offset, 5);
-        match log.read(Q1, 6, 1000).await {
-            Err(StorageError::OffsetOutOfRange { min: 0, next: 5, requested: 6, .. }) => {}
+        assert_eq!(r.next_offset, off(5));
+        match log.read(Q1, off(6), 1000).await {
+            Err(StorageError::OffsetOutOfRange { min, next, requested, .. })
+                if (min, next, requested) == (off(0), off(5), off(6)) => {}
             other => panic!("unexpected {other:?}"),
         }
         // A read from the middle of a batch returns the whole batch holding it.
-        let r = log.read(Q1, 3, 1000).await.unwrap();
+        let r = log.read(Q1, off(3), 1000).await.unwrap();
         assert_eq!(r.batches.len(), 1);
-        assert_eq!(r.next_offset, 5);
+        assert_eq!(r.next_offset, off(5));
         log.close().await.unwrap();
     });
 }
@@ -286,8 +287,11 @@ fn retention_deletes_old_segments_and_offsets_stay_monotonic() {
         assert_eq!(log.segment_bases(), vec![*before.last().unwrap()]);
         let o = log.offsets(Q1);
         assert_eq!(o.next, next_q1);
-        assert!(o.min > 0);
-        assert!(matches!(log.read(Q1, 0, 100).await, Err(StorageError::OffsetOutOfRange { .. })));
+        assert!(o.min > off(0));
+        assert!(matches!(
+            log.read(Q1, off(0), 100).await,
+            Err(StorageError::OffsetOutOfRange { .. })
+        ));
         let tags = read_all(&log, Q1).await;
         assert!(!tags.is_empty() && tags.iter().all(|t| t % 2 == 0));
         log.close().await.unwrap();
@@ -330,13 +334,13 @@ fn lookup_by_timestamp() {
         ringmq::runtime::sleep(std::time::Duration::from_millis(5)).await;
         let b = log.append(Q1, &batch(2, 3, 10)).await.unwrap();
         assert!(b.store_timestamp_ms > a.store_timestamp_ms);
-        assert_eq!(log.offset_for_timestamp(Q1, 0).await.unwrap(), 0);
-        assert_eq!(log.offset_for_timestamp(Q1, a.store_timestamp_ms).await.unwrap(), 0);
-        assert_eq!(log.offset_for_timestamp(Q1, a.store_timestamp_ms + 1).await.unwrap(), 3);
-        assert_eq!(log.offset_for_timestamp(Q1, b.store_timestamp_ms + 1).await.unwrap(), 6);
+        assert_eq!(log.offset_for_timestamp(Q1, 0).await.unwrap(), off(0));
+        assert_eq!(log.offset_for_timestamp(Q1, a.store_timestamp_ms).await.unwrap(), off(0));
+        assert_eq!(log.offset_for_timestamp(Q1, a.store_timestamp_ms + 1).await.unwrap(), off(3));
+        assert_eq!(log.offset_for_timestamp(Q1, b.store_timestamp_ms + 1).await.unwrap(), off(6));
         log.close().await.unwrap();
         let log = CommitLog::open_with(dir.clone(), small_config(FlushMode::Async)).await.unwrap();
-        assert_eq!(log.offset_for_timestamp(Q1, a.store_timestamp_ms + 1).await.unwrap(), 3);
+        assert_eq!(log.offset_for_timestamp(Q1, a.store_timestamp_ms + 1).await.unwrap(), off(3));
         log.close().await.unwrap();
     });
 }
@@ -357,17 +361,18 @@ fn corruption_at_rest_is_detected_on_read() {
         dir.corrupt(&segment_name(LogPosition::ZERO), 5 * len + 500);
         let log = CommitLog::open_with(dir.clone(), cfg).await.unwrap();
         // A read across it returns the good batches before it and stops there.
-        let r = log.read(Q1, 0, 1 << 20).await.unwrap();
+        let r = log.read(Q1, off(0), 1 << 20).await.unwrap();
         let tags: Vec<u64> = r.batches.iter().map(|b| batch_tag(b)).collect();
         assert_eq!(tags, vec![0, 1, 2, 3, 4]);
-        assert_eq!(r.next_offset, 5);
+        assert_eq!(r.next_offset, off(5));
         // A read that starts at it names its offsets (and never serves its bytes).
-        match log.read(Q1, 5, 100).await.unwrap_err() {
-            StorageError::CorruptBatch { first_offset: 5, next_offset: 6, .. } => {}
+        match log.read(Q1, off(5), 100).await.unwrap_err() {
+            StorageError::CorruptBatch { first_offset, next_offset, .. }
+                if (first_offset, next_offset) == (off(5), off(6)) => {}
             err => panic!("expected the damaged batch's offsets, got {err}"),
         }
         // Reading from its end skips it; the rest of the queue is intact.
-        let r = log.read(Q1, 6, 1 << 20).await.unwrap();
+        let r = log.read(Q1, off(6), 1 << 20).await.unwrap();
         let tags: Vec<u64> = r.batches.iter().map(|b| batch_tag(b)).collect();
         assert_eq!(tags, (6..100).collect::<Vec<_>>());
         log.close().await.unwrap();
@@ -388,16 +393,16 @@ fn large_disk_reads_across_segment_boundaries() {
         log.close().await.unwrap();
         let log = CommitLog::open_with(dir.clone(), cfg).await.unwrap();
         assert!(log.segment_bases().len() >= 3);
-        let r = log.read(Q1, 0, 1 << 20).await.unwrap();
+        let r = log.read(Q1, off(0), 1 << 20).await.unwrap();
         let tags: Vec<u64> = r.batches.iter().map(|b| batch_tag(b)).collect();
         assert_eq!(tags, (0..300).collect::<Vec<_>>());
         // Read-ahead serves the next sequential reads of a smaller consumer.
-        let mut off = 0;
+        let mut at = off(0);
         let mut seen = 0;
-        while off < 300 {
-            let r = log.read(Q1, off, 4096).await.unwrap();
+        while at < off(300) {
+            let r = log.read(Q1, at, 4096).await.unwrap();
             seen += r.batches.len();
-            off = r.next_offset;
+            at = r.next_offset;
         }
         assert_eq!(seen, 300);
         log.close().await.unwrap();
@@ -882,7 +887,7 @@ fn a_failed_remove_during_retention_is_reported_and_retried() {
         assert!(!log.segment_bases().contains(&LogPosition::ZERO));
         assert_eq!(log.pending_deletes(), vec![first.clone()]);
         assert!(dir.file_len(&first).is_some());
-        assert!(log.offsets(Q1).min > 0);
+        assert!(log.offsets(Q1).min > off(0));
         assert!(log.failure().is_none());
         log.append_committed(Q1, &batch(tag, 1, 1000)).await.unwrap();
         log.enforce_retention(later).await.unwrap();
@@ -915,7 +920,7 @@ fn a_file_left_by_a_failed_remove_is_not_resurrected_by_a_restart() {
         dir.fail_next(SimOp::Remove, 0, libc::EIO);
         let log = CommitLog::open_with(dir.clone(), small_config(FlushMode::Sync)).await.unwrap();
         assert_eq!(log.offsets(Q1).min, min, "deleted batches came back");
-        assert_eq!(read_all(&log, Q1).await.first(), Some(&min));
+        assert_eq!(read_all(&log, Q1).await.first(), Some(&min.get()));
         log.close().await.unwrap();
     });
 }
@@ -991,7 +996,7 @@ fn eio_on_read_is_reported_and_never_serves_garbage() {
             log.append_committed(Q1, &batch(tag, 1, 600)).await.unwrap();
         }
         dir.fail_next(SimOp::Read, 1, libc::EIO);
-        let err = log.read(Q1, 0, 4096).await.unwrap_err();
+        let err = log.read(Q1, off(0), 4096).await.unwrap_err();
         assert!(matches!(err, StorageError::Io { .. }), "{err}");
         assert!(err.to_string().contains("reading") && err.to_string().contains("EIO"), "{err}");
         assert!(log.failure().is_none(), "a read error does not stop writes");

@@ -11,19 +11,19 @@
 
 use std::collections::HashMap;
 
-use super::types::QueueKey;
+use super::types::{QueueKey, QueueOffset};
 
 /// The floors file's name in the log directory.
 pub const FLOOR_FILE: &str = "queues.floor";
 
 /// Encodes each queue's floor (its first offset) into the file's bytes.
-pub fn encode_floors(floors: &[(QueueKey, u64)]) -> Vec<u8> {
+pub fn encode_floors(floors: &[(QueueKey, QueueOffset)]) -> Vec<u8> {
     let mut b = Vec::with_capacity(8 + floors.len() * 16);
     b.extend_from_slice(&(floors.len() as u32).to_le_bytes());
     for (q, floor) in floors {
         b.extend_from_slice(&q.topic_id.to_le_bytes());
         b.extend_from_slice(&q.queue_id.to_le_bytes());
-        b.extend_from_slice(&floor.to_le_bytes());
+        b.extend_from_slice(&floor.get().to_le_bytes());
     }
     let crc = crc32c::crc32c(&b);
     b.extend_from_slice(&crc.to_le_bytes());
@@ -31,7 +31,7 @@ pub fn encode_floors(floors: &[(QueueKey, u64)]) -> Vec<u8> {
 }
 
 /// Decodes the file's bytes; Err says why they are not a valid floors file.
-pub fn decode_floors(b: &[u8]) -> std::result::Result<HashMap<QueueKey, u64>, String> {
+pub fn decode_floors(b: &[u8]) -> std::result::Result<HashMap<QueueKey, QueueOffset>, String> {
     if b.len() < 8 {
         return Err("queue floor file too short".into());
     }
@@ -49,7 +49,7 @@ pub fn decode_floors(b: &[u8]) -> std::result::Result<HashMap<QueueKey, u64>, St
         let t = u32::from_le_bytes(body[at..at + 4].try_into().expect("4"));
         let q = u32::from_le_bytes(body[at + 4..at + 8].try_into().expect("4"));
         let f = u64::from_le_bytes(body[at + 8..at + 16].try_into().expect("8"));
-        out.insert(QueueKey::new(t, q), f);
+        out.insert(QueueKey::new(t, q), QueueOffset::new(f));
     }
     Ok(out)
 }
@@ -60,7 +60,10 @@ mod tests {
 
     #[test]
     fn round_trips() {
-        let floors = vec![(QueueKey::new(1, 0), 0), (QueueKey::new(7, 3), u64::MAX)];
+        let floors = vec![
+            (QueueKey::new(1, 0), QueueOffset::ZERO),
+            (QueueKey::new(7, 3), QueueOffset::new(u64::MAX)),
+        ];
         let decoded = decode_floors(&encode_floors(&floors)).expect("valid");
         assert_eq!(decoded, floors.into_iter().collect::<HashMap<_, _>>());
         assert_eq!(decode_floors(&encode_floors(&[])).expect("empty is valid"), HashMap::new());
@@ -68,7 +71,7 @@ mod tests {
 
     #[test]
     fn rejects_damaged_files() {
-        let good = encode_floors(&[(QueueKey::new(1, 2), 42)]);
+        let good = encode_floors(&[(QueueKey::new(1, 2), QueueOffset::new(42))]);
         for len in 0..good.len() {
             assert!(decode_floors(&good[..len]).is_err(), "truncated to {len} bytes");
         }

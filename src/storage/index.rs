@@ -21,7 +21,7 @@
 
 use std::collections::VecDeque;
 
-use super::types::{LogPosition, QueueKey, QueueOffsets};
+use super::types::{LogPosition, QueueKey, QueueOffset, QueueOffsets};
 
 /// Bytes of one entry in an index file.
 pub const ENTRY_BYTES: usize = 32;
@@ -29,7 +29,7 @@ pub const ENTRY_BYTES: usize = 32;
 /// One stored batch of one queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct IndexEntry {
-    pub base_offset: u64,
+    pub base_offset: QueueOffset,
     pub position: LogPosition,
     pub length: u32,
     pub record_count: u32,
@@ -37,7 +37,7 @@ pub struct IndexEntry {
 }
 
 impl IndexEntry {
-    pub fn next_offset(&self) -> u64 {
+    pub fn next_offset(&self) -> QueueOffset {
         self.base_offset + u64::from(self.record_count)
     }
     pub fn end(&self) -> LogPosition {
@@ -45,7 +45,7 @@ impl IndexEntry {
     }
 
     pub fn encode(&self, out: &mut [u8]) {
-        out[0..8].copy_from_slice(&self.base_offset.to_le_bytes());
+        out[0..8].copy_from_slice(&self.base_offset.get().to_le_bytes());
         out[8..16].copy_from_slice(&self.position.get().to_le_bytes());
         out[16..20].copy_from_slice(&self.length.to_le_bytes());
         out[20..24].copy_from_slice(&self.record_count.to_le_bytes());
@@ -56,7 +56,7 @@ impl IndexEntry {
         let u64_at = |at: usize| u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"));
         let u32_at = |at: usize| u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"));
         IndexEntry {
-            base_offset: u64_at(0),
+            base_offset: QueueOffset::new(u64_at(0)),
             position: LogPosition::new(u64_at(8)),
             length: u32_at(16),
             record_count: u32_at(20),
@@ -76,14 +76,14 @@ pub struct QueueIndex {
     /// Entries not yet written, oldest first.
     pub pending: VecDeque<IndexEntry>,
     /// Lowest offset still stored (the queue floor when it holds no entries).
-    pub min_offset: u64,
+    pub min_offset: QueueOffset,
     /// Offset the next batch gets.
-    pub next_offset: u64,
+    pub next_offset: QueueOffset,
 }
 
 impl QueueIndex {
     /// A queue with no entries whose offsets start at `floor`.
-    pub fn with_floor(floor: u64) -> Self {
+    pub fn with_floor(floor: QueueOffset) -> Self {
         QueueIndex { min_offset: floor, next_offset: floor, ..QueueIndex::default() }
     }
 
@@ -148,7 +148,7 @@ impl QueueIndex {
 
     /// Drops every entry below `first` (retention); `first_entry_offset` is the base offset of
     /// entry `first` (or `next_offset` when `first` is the next entry).
-    pub fn drop_before(&mut self, first: u64, first_entry_offset: u64) {
+    pub fn drop_before(&mut self, first: u64, first_entry_offset: QueueOffset) {
         if first <= self.first_entry {
             return;
         }
@@ -166,7 +166,7 @@ impl QueueIndex {
 
     /// Forgets entries numbered `n` and above (recovery: their batches are past the log's
     /// end); `next_offset` becomes `offset`, the base offset of the first forgotten entry.
-    pub fn truncate_to(&mut self, n: u64, offset: u64) {
+    pub fn truncate_to(&mut self, n: u64, offset: QueueOffset) {
         if n >= self.next_entry() {
             return;
         }
@@ -195,8 +195,8 @@ pub struct QueueCheckpoint {
     pub queue: QueueKey,
     pub first_entry: u64,
     pub next_entry: u64,
-    pub min_offset: u64,
-    pub next_offset: u64,
+    pub min_offset: QueueOffset,
+    pub next_offset: QueueOffset,
 }
 
 /// One segment's facts in a checkpoint (so recovery need not scan segments below it).
@@ -251,8 +251,8 @@ impl IndexCheckpoint {
             b.extend_from_slice(&q.queue.queue_id.to_le_bytes());
             b.extend_from_slice(&q.first_entry.to_le_bytes());
             b.extend_from_slice(&q.next_entry.to_le_bytes());
-            b.extend_from_slice(&q.min_offset.to_le_bytes());
-            b.extend_from_slice(&q.next_offset.to_le_bytes());
+            b.extend_from_slice(&q.min_offset.get().to_le_bytes());
+            b.extend_from_slice(&q.next_offset.get().to_le_bytes());
         }
         let crc = crc32c::crc32c(&b);
         b.extend_from_slice(&crc.to_le_bytes());
@@ -304,8 +304,8 @@ impl IndexCheckpoint {
                 queue: QueueKey::new(u32_at(at), u32_at(at + 4)),
                 first_entry: u64_at(at + 8),
                 next_entry: u64_at(at + 16),
-                min_offset: u64_at(at + 24),
-                next_offset: u64_at(at + 32),
+                min_offset: QueueOffset::new(u64_at(at + 24)),
+                next_offset: QueueOffset::new(u64_at(at + 32)),
             };
             if q.first_entry > q.next_entry || q.min_offset > q.next_offset {
                 return Err(format!("index checkpoint of {} has inverted counters", q.queue));
@@ -325,9 +325,13 @@ mod tests {
         LogPosition::new(pos)
     }
 
+    fn o(offset: u64) -> QueueOffset {
+        QueueOffset::new(offset)
+    }
+
     fn entry(base: u64, pos: u64, n: u32, ts: i64) -> IndexEntry {
         IndexEntry {
-            base_offset: base,
+            base_offset: o(base),
             position: p(pos),
             length: 100,
             record_count: n,
@@ -345,22 +349,22 @@ mod tests {
 
     #[test]
     fn pending_write_drop_and_visibility() {
-        let mut q = QueueIndex::with_floor(10);
-        assert_eq!(q.offsets(), QueueOffsets { min: 10, next: 10 });
+        let mut q = QueueIndex::with_floor(o(10));
+        assert_eq!(q.offsets(), QueueOffsets { min: o(10), next: o(10) });
         q.push(entry(10, 0, 5, 1));
         q.push(entry(15, 100, 5, 2));
         q.push(entry(20, 200, 1, 3));
-        assert_eq!(q.visible_offsets(p(150)), QueueOffsets { min: 10, next: 15 });
-        assert_eq!(q.visible_offsets(p(300)), QueueOffsets { min: 10, next: 21 });
+        assert_eq!(q.visible_offsets(p(150)), QueueOffsets { min: o(10), next: o(15) });
+        assert_eq!(q.visible_offsets(p(300)), QueueOffsets { min: o(10), next: o(21) });
         assert_eq!(q.writable_pending(p(200)), 2);
         q.mark_written(2);
         assert_eq!((q.written_entries, q.next_entry()), (2, 3));
         assert_eq!(q.pending_entry(2), Some(entry(20, 200, 1, 3)));
         assert_eq!(q.pending_entry(1), None);
-        q.drop_before(1, 15);
-        assert_eq!(q.offsets(), QueueOffsets { min: 15, next: 21 });
-        q.truncate_to(2, 20);
-        assert_eq!(q.offsets(), QueueOffsets { min: 15, next: 20 });
+        q.drop_before(1, o(15));
+        assert_eq!(q.offsets(), QueueOffsets { min: o(15), next: o(21) });
+        q.truncate_to(2, o(20));
+        assert_eq!(q.offsets(), QueueOffsets { min: o(15), next: o(20) });
         assert_eq!(q.next_entry(), 2);
         q.push(entry(20, 300, 1, 4));
         q.mark_written(1);
@@ -392,8 +396,8 @@ mod tests {
                 queue: QueueKey::new(1, 2),
                 first_entry: 3,
                 next_entry: 9,
-                min_offset: 30,
-                next_offset: 90,
+                min_offset: o(30),
+                next_offset: o(90),
             }],
         };
         let mut b = c.encode();

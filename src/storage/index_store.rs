@@ -41,7 +41,7 @@ use std::rc::Rc;
 use super::file::{LogDir, LogFile};
 use super::index::{IndexCheckpoint, IndexEntry, QueueCheckpoint, QueueIndex, ENTRY_BYTES};
 use super::index_cache::{Block, BlockKey, IndexCache, BLOCK_BYTES, ENTRIES_PER_BLOCK};
-use super::types::{LogPosition, QueueKey, QueueOffsets};
+use super::types::{LogPosition, QueueKey, QueueOffset, QueueOffsets};
 use crate::runtime::{self, Semaphore};
 
 pub const QUEUE_INDEX_SUFFIX: &str = ".qidx";
@@ -220,7 +220,7 @@ impl<F: LogFile> IndexStore<F> {
     fn with_queue<T>(
         &self,
         queue: QueueKey,
-        floor: u64,
+        floor: QueueOffset,
         f: impl FnOnce(&mut QueueIndex) -> T,
     ) -> T {
         let out = {
@@ -246,12 +246,12 @@ impl<F: LogFile> IndexStore<F> {
 
     /// Records a new batch of `queue` (appended, not yet durable).
     pub fn push(&self, queue: QueueKey, e: IndexEntry) {
-        self.with_queue(queue, 0, |q| q.push(e));
+        self.with_queue(queue, QueueOffset::ZERO, |q| q.push(e));
     }
 
     /// Recovery: records a scanned batch unless it lies below the queue's floor; false if it
     /// does not continue the queue's offsets (then it is not our data).
-    pub fn push_scanned(&self, queue: QueueKey, e: IndexEntry, floor: u64) -> bool {
+    pub fn push_scanned(&self, queue: QueueKey, e: IndexEntry, floor: QueueOffset) -> bool {
         if e.next_offset() <= floor {
             return true;
         }
@@ -265,8 +265,8 @@ impl<F: LogFile> IndexStore<F> {
     }
 
     /// The offset the next batch of `queue` gets.
-    pub fn next_offset(&self, queue: QueueKey) -> u64 {
-        self.queues.borrow().get(&queue).map_or(0, |q| q.next_offset)
+    pub fn next_offset(&self, queue: QueueKey) -> QueueOffset {
+        self.queues.borrow().get(&queue).map_or(QueueOffset::ZERO, |q| q.next_offset)
     }
 
     /// The offsets of `queue` counting only batches ending at or before `visible`.
@@ -279,7 +279,7 @@ impl<F: LogFile> IndexStore<F> {
     }
 
     /// Every queue's lowest stored offset (for the floor file).
-    pub fn floors(&self) -> Vec<(QueueKey, u64)> {
+    pub fn floors(&self) -> Vec<(QueueKey, QueueOffset)> {
         self.queues.borrow().iter().map(|(k, q)| (*k, q.min_offset)).collect()
     }
 
@@ -492,7 +492,7 @@ impl<F: LogFile> IndexStore<F> {
         &self,
         dir: &D,
         queue: QueueKey,
-        offset: u64,
+        offset: QueueOffset,
     ) -> Result<Option<u64>, LookupError> {
         let (lo, hi) = {
             let queues = self.queues.borrow();
@@ -516,10 +516,10 @@ impl<F: LogFile> IndexStore<F> {
         dir: &D,
         queue: QueueKey,
         ts_ms: i64,
-    ) -> Result<u64, LookupError> {
+    ) -> Result<QueueOffset, LookupError> {
         let (lo, hi, next_offset) = {
             let queues = self.queues.borrow();
-            let Some(q) = queues.get(&queue) else { return Ok(0) };
+            let Some(q) = queues.get(&queue) else { return Ok(QueueOffset::ZERO) };
             if q.pending.front().is_some_and(|e| e.store_timestamp_ms < ts_ms) {
                 // The answer is among the pending entries (or past them).
                 let i = q.pending.partition_point(|e| e.store_timestamp_ms < ts_ms);
@@ -637,7 +637,7 @@ impl<F: LogFile> IndexStore<F> {
                 }
                 self.dirty_files.borrow_mut().insert((queue, file));
                 self.cache.borrow_mut().insert(BlockKey { queue, block }, Rc::new(bytes));
-                self.with_queue(queue, 0, |q| q.mark_written(count));
+                self.with_queue(queue, QueueOffset::ZERO, |q| q.mark_written(count));
                 if self.dirty_files.borrow().len() * DIRTY_FILE_BYTES > self.budget_bytes / 16 {
                     // Remembering which files need an fdatasync costs memory too: sync early.
                     self.sync(dir).await.map_err(WritebackError::Sync)?;
@@ -694,7 +694,7 @@ impl<F: LogFile> IndexStore<F> {
                 true => self.entry(dir, queue, n).await?.base_offset,
                 false => next_offset,
             };
-            self.with_queue(queue, 0, |q| q.drop_before(n, min_offset));
+            self.with_queue(queue, QueueOffset::ZERO, |q| q.drop_before(n, min_offset));
             doomed.extend((first / self.file_entries..n / self.file_entries).map(|f| (queue, f)));
         }
         Ok(doomed)
@@ -727,7 +727,7 @@ impl<F: LogFile> IndexStore<F> {
         dir: &D,
         names: &[String],
         checkpoint: Option<&IndexCheckpoint>,
-        floors: &HashMap<QueueKey, u64>,
+        floors: &HashMap<QueueKey, QueueOffset>,
     ) -> Result<(), LookupError> {
         let files: Vec<(QueueKey, u64)> =
             names.iter().filter_map(|n| parse_index_file_name(n)).collect();
@@ -824,7 +824,7 @@ impl<F: LogFile> IndexStore<F> {
             }
             let n = self.partition(dir, queue, first, next, |e| e.end() <= end).await?;
             let offset = self.entry(dir, queue, n).await?.base_offset;
-            self.with_queue(queue, 0, |q| q.truncate_to(n, offset));
+            self.with_queue(queue, QueueOffset::ZERO, |q| q.truncate_to(n, offset));
         }
         self.checkpoint_position.set(self.checkpoint_position.get().min(end));
         Ok(())
@@ -838,7 +838,7 @@ mod tests {
 
     fn entry(base: u64, position: u64) -> IndexEntry {
         IndexEntry {
-            base_offset: base,
+            base_offset: QueueOffset::new(base),
             position: LogPosition::new(position),
             length: 100,
             record_count: 2,
@@ -869,13 +869,16 @@ mod tests {
             let _gate = store.lock().await;
             let doomed = store.drop_before(&dir, LogPosition::new(500)).await.unwrap();
             assert!(doomed.is_empty(), "file 0 still holds retained entries");
-            assert_eq!(store.visible_offsets(q, LogPosition::MAX).unwrap().min, 10);
+            assert_eq!(
+                store.visible_offsets(q, LogPosition::MAX).unwrap().min,
+                QueueOffset::new(10)
+            );
             store.push(q, entry(20, 1000));
             store.writeback(&dir, LogPosition::MAX).await.unwrap();
             store.sync(&dir).await.unwrap();
             store.clear_cache();
             for (offset, position) in [(10, 500), (19, 900), (21, 1000)] {
-                let n = store.find(&dir, q, offset).await.unwrap().unwrap();
+                let n = store.find(&dir, q, QueueOffset::new(offset)).await.unwrap().unwrap();
                 assert_eq!(
                     store.entry(&dir, q, n).await.unwrap().position,
                     LogPosition::new(position)

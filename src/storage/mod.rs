@@ -47,4 +47,6 @@ pub use commit_log::CommitLog;
 pub use config::{FlushMode, IoMode, StorageConfig};
 pub use error::StorageError;
 pub use file::ReadBuf;
-pub use types::{AppendStatus, Appended, LogPosition, QueueKey, QueueOffsets, ReadBatches};
+pub use types::{
+    AppendStatus, Appended, LogPosition, QueueKey, QueueOffset, QueueOffsets, ReadBatches,
+};

@@ -72,6 +72,52 @@ impl fmt::Display for LogPosition {
     }
 }
 
+/// An offset in one queue: the number of a record, counted from 0 over the queue's life
+/// (never reused, even after retention). Not a log position: the type keeps them apart.
+/// Zero-cost: a `u64` at run time; the broker and the wire use the bare number.
+///
+/// Operations: add a record count (`offset + count`), the number of records between two
+/// offsets (`next - first`), order. Displays as the bare number, as on the wire.
+#[repr(transparent)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct QueueOffset(u64);
+
+impl QueueOffset {
+    /// A queue's first offset.
+    pub const ZERO: QueueOffset = QueueOffset(0);
+
+    pub const fn new(offset: u64) -> Self {
+        QueueOffset(offset)
+    }
+
+    /// The offset as a number (for encoding, the broker and the wire).
+    pub const fn get(self) -> u64 {
+        self.0
+    }
+}
+
+impl std::ops::Add<u64> for QueueOffset {
+    type Output = QueueOffset;
+    /// The offset `records` records further.
+    fn add(self, records: u64) -> QueueOffset {
+        QueueOffset(self.0 + records)
+    }
+}
+
+impl std::ops::Sub for QueueOffset {
+    type Output = u64;
+    /// The number of records from `earlier` to `self`.
+    fn sub(self, earlier: QueueOffset) -> u64 {
+        self.0 - earlier.0
+    }
+}
+
+impl fmt::Display for QueueOffset {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
 /// A queue within a shard's commit log: the broker's stable topic id and the queue number.
 /// Topic ids are assigned once at topic creation and never reused, so data of a deleted topic
 /// can never be mistaken for a new topic of the same name.
@@ -96,8 +142,8 @@ impl fmt::Display for QueueKey {
 /// The offsets a queue currently holds: `[min, next)`. `next` is where the next record goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct QueueOffsets {
-    pub min: u64,
-    pub next: u64,
+    pub min: QueueOffset,
+    pub next: QueueOffset,
 }
 
 /// Where an appended batch went.
@@ -105,7 +151,7 @@ pub struct QueueOffsets {
 pub struct Appended {
     pub queue: QueueKey,
     /// Queue offset of the batch's first record.
-    pub base_offset: u64,
+    pub base_offset: QueueOffset,
     pub record_count: u32,
     pub store_timestamp_ms: i64,
     /// Log position of the batch and one past its end.
@@ -128,7 +174,7 @@ pub enum AppendStatus {
 pub struct ReadBatches {
     pub batches: Vec<super::file::ReadBuf>,
     /// Offset after the last returned batch (where the next read should start).
-    pub next_offset: u64,
+    pub next_offset: QueueOffset,
     /// The queue's readable offsets at the time of the read.
     pub offsets: QueueOffsets,
 }
@@ -153,5 +199,16 @@ mod tests {
         assert!(LogPosition::ZERO < start && start < LogPosition::MAX);
         assert_eq!(end.to_string(), "@4200");
         assert_eq!(std::mem::size_of::<LogPosition>(), std::mem::size_of::<u64>());
+    }
+
+    #[test]
+    fn queue_offsets_add_record_counts_and_count_records_between() {
+        let first = QueueOffset::new(10);
+        let next = first + 5;
+        assert_eq!(next, QueueOffset::new(15));
+        assert_eq!(next - first, 5);
+        assert!(QueueOffset::ZERO < first);
+        assert_eq!(next.to_string(), "15", "displayed as on the wire");
+        assert_eq!(std::mem::size_of::<QueueOffset>(), std::mem::size_of::<u64>());
     }
 }

@@ -104,7 +104,7 @@ impl<D: LogDir + 'static> CommitLog<D> {
             &Stamp {
                 topic_id: queue.topic_id,
                 queue_id: queue.queue_id,
-                base_offset,
+                base_offset: base_offset.get(),
                 store_timestamp_ms: store_ts,
             },
         );

@@ -23,7 +23,7 @@ use crate::storage::file::{LogDir, LogFile, ReadBuf};
 use crate::storage::index::IndexEntry;
 use crate::storage::index_store::LookupError;
 use crate::storage::segment::segment_name;
-use crate::storage::types::{LogPosition, QueueKey, QueueOffsets, ReadBatches};
+use crate::storage::types::{LogPosition, QueueKey, QueueOffset, QueueOffsets, ReadBatches};
 
 /// Two disk batches of one fetch are read with one I/O when at most this far apart.
 pub(super) const COALESCE_GAP_BYTES: u64 = 128 * 1024;
@@ -34,7 +34,7 @@ impl<D: LogDir + 'static> CommitLog<D> {
     pub async fn read(
         self: &Rc<Self>,
         queue: QueueKey,
-        offset: u64,
+        offset: QueueOffset,
         max_bytes: usize,
     ) -> Result<ReadBatches> {
         enum Source {
@@ -55,18 +55,18 @@ impl<D: LogDir + 'static> CommitLog<D> {
             }
         };
         let Some(offsets) = self.index.visible_offsets(queue, visible) else {
-            if offset == 0 {
+            if offset == QueueOffset::ZERO {
                 return Ok(ReadBatches {
                     batches: vec![],
-                    next_offset: 0,
+                    next_offset: QueueOffset::ZERO,
                     offsets: QueueOffsets::default(),
                 });
             }
             return Err(StorageError::OffsetOutOfRange {
                 queue,
                 requested: offset,
-                min: 0,
-                next: 0,
+                min: QueueOffset::ZERO,
+                next: QueueOffset::ZERO,
             });
         };
         if offset < offsets.min || offset > offsets.next {
@@ -180,7 +180,7 @@ impl<D: LogDir + 'static> CommitLog<D> {
     pub(super) async fn index_entries(
         &self,
         queue: QueueKey,
-        offset: u64,
+        offset: QueueOffset,
         max_bytes: usize,
         visible: LogPosition,
     ) -> Result<Vec<IndexEntry>> {
@@ -195,7 +195,7 @@ impl<D: LogDir + 'static> CommitLog<D> {
     pub(super) fn lookup_error(
         &self,
         queue: QueueKey,
-        offset: u64,
+        offset: QueueOffset,
         e: LookupError,
     ) -> StorageError {
         match e {
@@ -277,12 +277,12 @@ impl<D: LogDir + 'static> CommitLog<D> {
 
     /// First offset of `queue` stored at or after `ts_ms`; the next offset if none. Bounded
     /// by the readable end (like [`Self::offsets`]), so a fetch at the answer never fails.
-    pub async fn offset_for_timestamp(&self, queue: QueueKey, ts_ms: i64) -> Result<u64> {
+    pub async fn offset_for_timestamp(&self, queue: QueueKey, ts_ms: i64) -> Result<QueueOffset> {
         match self.index.offset_for_timestamp(&self.dir, queue, ts_ms).await {
             Ok(o) => Ok(o.min(self.offsets(queue).next)),
             // Retention dropped the entry found: the answer is now the queue's first offset.
             Err(LookupError::Gone) => Ok(self.offsets(queue).min),
-            Err(e) => Err(self.lookup_error(queue, 0, e)),
+            Err(e) => Err(self.lookup_error(queue, QueueOffset::ZERO, e)),
         }
     }
 }

@@ -25,7 +25,7 @@ use crate::storage::index::{IndexCheckpoint, IndexEntry, SegmentCheckpoint};
 use crate::storage::index_store::{IndexStore, LookupError, WritebackError, CHECKPOINT_FILE};
 use crate::storage::next_segment::{allocate_or_give_back, create_segment, Shortage};
 use crate::storage::segment::{parse_segment_name, segment_name, Segment, INDEX_SUFFIX};
-use crate::storage::types::{LogPosition, QueueKey};
+use crate::storage::types::{LogPosition, QueueKey, QueueOffset};
 
 /// Read size while scanning segments during recovery.
 pub(super) const SCAN_READ_BYTES: usize = 4 << 20;
@@ -282,7 +282,7 @@ pub(super) async fn recover_index<D: LogDir>(
     dir: &D,
     config: &StorageConfig,
     names: &[String],
-    floors: &HashMap<QueueKey, u64>,
+    floors: &HashMap<QueueKey, QueueOffset>,
 ) -> Result<(IndexStore<D::File>, HashMap<LogPosition, SegmentCheckpoint>)> {
     let fresh = || IndexStore::new(config.index_file_entries, config.index_cache_bytes);
     let checkpoint = match dir.read_all(CHECKPOINT_FILE).await {
@@ -351,7 +351,7 @@ pub(super) async fn scan_segment<D: LogDir>(
     from: LogPosition,
     seg_end: LogPosition,
     index: &IndexStore<D::File>,
-    floors: &HashMap<QueueKey, u64>,
+    floors: &HashMap<QueueKey, QueueOffset>,
 ) -> Result<ScanEnd> {
     let mut pos = from;
     // Set after a write-back found no room: the rest of this segment's entries stay in memory.
@@ -405,9 +405,9 @@ pub(super) async fn scan_segment<D: LogDir>(
             return Ok(ScanEnd::Sealed(pos + length as u64));
         }
         let q = QueueKey::new(h.stamp.topic_id, h.stamp.queue_id);
-        let floor = floors.get(&q).copied().unwrap_or(0);
+        let floor = floors.get(&q).copied().unwrap_or_default();
         let entry = IndexEntry {
-            base_offset: h.stamp.base_offset,
+            base_offset: QueueOffset::new(h.stamp.base_offset),
             position: pos,
             length: length as u32,
             record_count: h.record_count,
