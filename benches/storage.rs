@@ -41,6 +41,7 @@ use ringmq::runtime::{self, ExecutorOptions};
 use ringmq::storage::{
     AppendStatus, CommitLog, FlushMode, IoMode, QueueKey, QueueOffset, StorageConfig,
 };
+use ringmq::storage::{QueueId, TopicId};
 
 /// Encoded size of one record: 20 bytes of framing + 16-byte key + 4-byte tag + 984-byte body.
 const RECORD_BYTES: usize = 1024;
@@ -96,8 +97,8 @@ impl BatchSize {
     /// Each batch size writes to its own queue so read groups can hold both.
     fn queue(self) -> QueueKey {
         match self {
-            BatchSize::K64 => QueueKey::new(1, 0),
-            BatchSize::M1 => QueueKey::new(1, 1),
+            BatchSize::K64 => QueueKey::new(TopicId::new(1), QueueId::new(0)),
+            BatchSize::M1 => QueueKey::new(TopicId::new(1), QueueId::new(1)),
         }
     }
 }

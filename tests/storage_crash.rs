@@ -10,6 +10,7 @@ mod common;
 use common::{batch, batch_tag, off, run};
 use rand::{Rng, SeedableRng};
 use ringmq::storage::{AppendStatus, CommitLog, FlushMode, IoMode, QueueKey, StorageConfig};
+use ringmq::storage::{QueueId, TopicId};
 use std::collections::{BTreeMap, HashSet};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -34,7 +35,7 @@ fn config(dir: &Path) -> StorageConfig {
 }
 
 fn queue(i: u64) -> QueueKey {
-    QueueKey::new(9, (i % QUEUES as u64) as u32)
+    QueueKey::new(TopicId::new(9), QueueId::new((i % QUEUES as u64) as u32))
 }
 
 /// The child: append forever from several tasks, print "ACK queue offset tag" per durable ack.
@@ -159,7 +160,7 @@ fn sigkill_never_loses_acknowledged_batches() {
         let log = CommitLog::open(config(&dir2)).await.expect("reopen after crashes");
         let mut total = 0;
         for q in 0..QUEUES {
-            let key = QueueKey::new(9, q);
+            let key = QueueKey::new(TopicId::new(9), QueueId::new(q));
             let mut stored: BTreeMap<u64, u64> = BTreeMap::new();
             let mut seen = HashSet::new();
             let mut next = 0;

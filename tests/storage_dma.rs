@@ -6,9 +6,10 @@ use common::{batch, batch_tag, run};
 use ringmq::storage::{
     AppendStatus, CommitLog, FlushMode, IoMode, QueueKey, StorageConfig, StorageError,
 };
+use ringmq::storage::{QueueId, TopicId};
 use std::path::{Path, PathBuf};
 
-const Q: QueueKey = QueueKey { topic_id: 3, queue_id: 1 };
+const Q: QueueKey = QueueKey::new(TopicId::new(3), QueueId::new(1));
 
 fn config(dir: &Path, mode: FlushMode, io: IoMode) -> StorageConfig {
     StorageConfig {

@@ -8,10 +8,11 @@ use common::{batch, batch_tag, off, run, small_config};
 use ringmq::storage::file::LogDir;
 use ringmq::storage::sim_dir::SimDir;
 use ringmq::storage::{CommitLog, FlushMode, QueueKey, StorageConfig, StorageError};
+use ringmq::storage::{QueueId, TopicId};
 use std::rc::Rc;
 
-const QA: QueueKey = QueueKey { topic_id: 1, queue_id: 0 };
-const QB: QueueKey = QueueKey { topic_id: 1, queue_id: 1 };
+const QA: QueueKey = QueueKey::new(TopicId::new(1), QueueId::new(0));
+const QB: QueueKey = QueueKey::new(TopicId::new(1), QueueId::new(1));
 
 fn config() -> StorageConfig {
     StorageConfig {
@@ -251,7 +252,9 @@ fn crashes_during_write_back_keep_every_flushed_batch() {
             for i in 0..3_000u64 {
                 tag += 1;
                 let q = ((tag * 7919) % u64::from(QUEUES)) as u32;
-                log.append(QueueKey::new(9, q), &batch(tag, 1, 8)).await.unwrap();
+                log.append(QueueKey::new(TopicId::new(9), QueueId::new(q)), &batch(tag, 1, 8))
+                    .await
+                    .unwrap();
                 appended[q as usize].push(tag);
                 if i % 1_000 == 999 {
                     log.flush().await.unwrap();
@@ -266,7 +269,7 @@ fn crashes_during_write_back_keep_every_flushed_batch() {
             drop(log);
             log = CommitLog::open_with(dir.clone(), cfg.clone()).await.unwrap();
             for q in 0..QUEUES {
-                let got = tags(&log, QueueKey::new(9, q)).await;
+                let got = tags(&log, QueueKey::new(TopicId::new(9), QueueId::new(q))).await;
                 let want = &appended[q as usize];
                 assert!(want.starts_with(&got), "round {round} queue {q}: not a prefix");
                 assert!(got.len() >= flushed[q as usize], "round {round} queue {q}: lost data");

@@ -9,6 +9,7 @@ use common::{batch, off, run};
 use ringmq::format::BatchView;
 use ringmq::storage::sim_dir::SimDir;
 use ringmq::storage::{CommitLog, FlushMode, QueueKey, StorageConfig};
+use ringmq::storage::{QueueId, TopicId};
 use std::rc::Rc;
 
 const QUEUES: u32 = 1_000;
@@ -37,7 +38,7 @@ fn config() -> StorageConfig {
 type Expected = Vec<Vec<(u64, i64)>>;
 
 fn key(q: u32) -> QueueKey {
-    QueueKey::new(7, q)
+    QueueKey::new(TopicId::new(7), QueueId::new(q))
 }
 
 /// Small deterministic generator (xorshift64*).

@@ -9,7 +9,9 @@ use common::{batch, batch_tag, off, run};
 use proptest::prelude::*;
 use ringmq::storage::commit_log::now_ms;
 use ringmq::storage::sim_dir::SimDir;
-use ringmq::storage::{CommitLog, FlushMode, QueueKey, StorageConfig, StorageError};
+use ringmq::storage::{
+    CommitLog, FlushMode, QueueId, QueueKey, StorageConfig, StorageError, TopicId,
+};
 use std::rc::Rc;
 
 #[derive(Debug, Clone)]
@@ -72,7 +74,7 @@ fn config(mode: FlushMode) -> StorageConfig {
 const INDEX_BUDGET_BYTES: usize = 64 * 1024;
 
 fn key(q: u8) -> QueueKey {
-    QueueKey::new(1 + u32::from(q % 2), u32::from(q))
+    QueueKey::new(TopicId::new(1 + u32::from(q % 2)), QueueId::new(u32::from(q)))
 }
 
 /// What the model knows: every append in order, and how many of them are durable.

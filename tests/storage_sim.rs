@@ -13,10 +13,11 @@ use ringmq::storage::sim_dir::{SimDir, SimOp};
 use ringmq::storage::{
     AppendStatus, CommitLog, FlushMode, LogPosition, QueueKey, StorageConfig, StorageError,
 };
+use ringmq::storage::{QueueId, TopicId};
 
-const Q1: QueueKey = QueueKey { topic_id: 1, queue_id: 0 };
-const Q2: QueueKey = QueueKey { topic_id: 1, queue_id: 1 };
-const Q3: QueueKey = QueueKey { topic_id: 2, queue_id: 0 };
+const Q1: QueueKey = QueueKey::new(TopicId::new(1), QueueId::new(0));
+const Q2: QueueKey = QueueKey::new(TopicId::new(1), QueueId::new(1));
+const Q3: QueueKey = QueueKey::new(TopicId::new(2), QueueId::new(0));
 
 /// Reads every batch of `q` from offset 0 and returns the tags in order.
 async fn read_all(log: &Rc<CommitLog<SimDir>>, q: QueueKey) -> Vec<u64> {
@@ -29,8 +30,8 @@ async fn read_all(log: &Rc<CommitLog<SimDir>>, q: QueueKey) -> Vec<u64> {
         }
         for b in &r.batches {
             let v = BatchView::parse(b, usize::MAX).unwrap();
-            assert_eq!(v.header.stamp.topic_id, q.topic_id);
-            assert_eq!(v.header.stamp.queue_id, q.queue_id);
+            assert_eq!(v.header.stamp.topic_id, q.topic_id.get());
+            assert_eq!(v.header.stamp.queue_id, q.queue_id.get());
             out.push(batch_tag(b));
         }
         off = r.next_offset;
@@ -1035,7 +1036,7 @@ fn the_async_flush_interval_and_store_times_follow_the_logs_clock() {
         cfg.flush_interval_ms = 60_000;
         cfg.flush_bytes = 1 << 30; // only the interval flushes
         let log = CommitLog::open_with_clock(SimDir::new(61), cfg, clock.clone()).await.unwrap();
-        let q = QueueKey::new(1, 0);
+        let q = QueueKey::new(TopicId::new(1), QueueId::new(0));
         let out = log.append(q, &batch(0, 3, 10)).await.unwrap();
         assert_eq!(out.store_timestamp_ms, 1_700_000_000_000, "stamped with the log's clock");
         // However long the flusher runs, nothing is flushed before the clock reaches the interval.

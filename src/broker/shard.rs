@@ -39,7 +39,7 @@ use crate::protocol::{
     TopicRoute,
 };
 use crate::runtime::{self, SharedClock};
-use crate::storage::{QueueKey, ReadBuf, StorageError};
+use crate::storage::{QueueId, QueueKey, ReadBuf, StorageError, TopicId};
 
 /// A tag-filtered fetch reads at most this many times its `max_bytes` (at least 64 KiB)
 /// looking for a matching batch before it answers empty with how far it got.
@@ -437,7 +437,7 @@ impl<L: ShardLog> Shard<L> {
     }
 
     async fn queue_op(&self, entry: TopicEntry, queue_id: u32, request: Request) -> LocalReply {
-        let key = QueueKey::new(entry.id, queue_id);
+        let key = QueueKey::new(TopicId::new(entry.id), QueueId::new(queue_id));
         match request {
             Request::Produce { batch, .. } => self.produce(key, batch).await.map(Answer::Response),
             Request::Fetch { offset, max_bytes, max_wait_ms, tags, .. } => {
@@ -561,8 +561,8 @@ impl<L: ShardLog> Shard<L> {
                         } else {
                             SendStatus::FlushDiskTimeout
                         },
-                        topic_id: key.topic_id,
-                        queue_id: key.queue_id,
+                        topic_id: key.topic_id.get(),
+                        queue_id: key.queue_id.get(),
                         base_offset: at.base_offset,
                         record_count: count,
                         store_timestamp_ms: at.store_timestamp_ms,
@@ -648,8 +648,8 @@ impl<L: ShardLog> Shard<L> {
             } else {
                 SendStatus::SendOk
             },
-            topic_id: key.topic_id,
-            queue_id: key.queue_id,
+            topic_id: key.topic_id.get(),
+            queue_id: key.queue_id.get(),
             base_offset: out.base_offset,
             record_count: out.record_count,
             store_timestamp_ms: out.store_timestamp_ms,
@@ -1060,7 +1060,7 @@ mod tests {
             // Retries of either batch: their original offsets, nothing stored.
             assert_eq!(base_offset(&call(&s, idempotent(0, pid, 0, 3)).await), 0);
             assert_eq!(base_offset(&call(&s, idempotent(0, pid, 3, 2)).await), 3);
-            assert_eq!(s.log.offsets(QueueKey::new(1, 0)).next, 5);
+            assert_eq!(s.log.offsets(QueueKey::new(TopicId::new(1), QueueId::new(0))).next, 5);
             let e = call(&s, idempotent(0, pid, 7, 1)).await.unwrap_err();
             assert_eq!(e.code, ErrorCode::OUT_OF_ORDER_SEQUENCE, "{e:?}");
             let e = call(&s, idempotent(1, pid, 4, 1)).await.unwrap_err();
@@ -1090,7 +1090,7 @@ mod tests {
             assert_eq!(base_offset(&call(&s, idempotent(0, pid, 3, 2)).await), 3);
             assert_eq!(base_offset(&call(&s, idempotent(0, pid, 6, 1)).await), 6);
             assert_eq!(base_offset(&call(&s, idempotent(0, pid, 7, 1)).await), 7);
-            assert_eq!(s.log.offsets(QueueKey::new(1, 0)).next, 8);
+            assert_eq!(s.log.offsets(QueueKey::new(TopicId::new(1), QueueId::new(0))).next, 8);
             let Ok(Response::InitProducer { producer_id }) = call(&s, Request::InitProducer).await
             else {
                 panic!()
@@ -1105,7 +1105,11 @@ mod tests {
             s.start_idempotence(3).await.unwrap();
             let e = call(&s, idempotent(0, pid, 7, 1)).await.unwrap_err();
             assert_eq!(e.code, ErrorCode::OUT_OF_ORDER_SEQUENCE);
-            assert_eq!(s.log.offsets(QueueKey::new(1, 0)).next, 8, "nothing stored twice");
+            assert_eq!(
+                s.log.offsets(QueueKey::new(TopicId::new(1), QueueId::new(0))).next,
+                8,
+                "nothing stored twice"
+            );
         });
     }
 
@@ -1264,7 +1268,13 @@ mod tests {
             let probe = DropProbe(batch(3), dropped.clone());
             let (s2, acked2) = (s.clone(), acked.clone());
             let append = runtime::spawn(async move {
-                let out = ShardLog::append(&s2.log, QueueKey::new(1, 0), probe).await.unwrap();
+                let out = ShardLog::append(
+                    &s2.log,
+                    QueueKey::new(TopicId::new(1), QueueId::new(0)),
+                    probe,
+                )
+                .await
+                .unwrap();
                 acked2.set(true);
                 out
             });

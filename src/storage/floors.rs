@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 
-use super::types::{QueueKey, QueueOffset};
+use super::types::{QueueId, QueueKey, QueueOffset, TopicId};
 
 /// The floors file's name in the log directory.
 pub const FLOOR_FILE: &str = "queues.floor";
@@ -21,8 +21,8 @@ pub fn encode_floors(floors: &[(QueueKey, QueueOffset)]) -> Vec<u8> {
     let mut b = Vec::with_capacity(8 + floors.len() * 16);
     b.extend_from_slice(&(floors.len() as u32).to_le_bytes());
     for (q, floor) in floors {
-        b.extend_from_slice(&q.topic_id.to_le_bytes());
-        b.extend_from_slice(&q.queue_id.to_le_bytes());
+        b.extend_from_slice(&q.topic_id.get().to_le_bytes());
+        b.extend_from_slice(&q.queue_id.get().to_le_bytes());
         b.extend_from_slice(&floor.get().to_le_bytes());
     }
     let crc = crc32c::crc32c(&b);
@@ -49,7 +49,7 @@ pub fn decode_floors(b: &[u8]) -> std::result::Result<HashMap<QueueKey, QueueOff
         let t = u32::from_le_bytes(body[at..at + 4].try_into().expect("4"));
         let q = u32::from_le_bytes(body[at + 4..at + 8].try_into().expect("4"));
         let f = u64::from_le_bytes(body[at + 8..at + 16].try_into().expect("8"));
-        out.insert(QueueKey::new(t, q), QueueOffset::new(f));
+        out.insert(QueueKey::new(TopicId::new(t), QueueId::new(q)), QueueOffset::new(f));
     }
     Ok(out)
 }
@@ -61,8 +61,8 @@ mod tests {
     #[test]
     fn round_trips() {
         let floors = vec![
-            (QueueKey::new(1, 0), QueueOffset::ZERO),
-            (QueueKey::new(7, 3), QueueOffset::new(u64::MAX)),
+            (QueueKey::new(TopicId::new(1), QueueId::new(0)), QueueOffset::ZERO),
+            (QueueKey::new(TopicId::new(7), QueueId::new(3)), QueueOffset::new(u64::MAX)),
         ];
         let decoded = decode_floors(&encode_floors(&floors)).expect("valid");
         assert_eq!(decoded, floors.into_iter().collect::<HashMap<_, _>>());
@@ -71,7 +71,10 @@ mod tests {
 
     #[test]
     fn rejects_damaged_files() {
-        let good = encode_floors(&[(QueueKey::new(1, 2), QueueOffset::new(42))]);
+        let good = encode_floors(&[(
+            QueueKey::new(TopicId::new(1), QueueId::new(2)),
+            QueueOffset::new(42),
+        )]);
         for len in 0..good.len() {
             assert!(decode_floors(&good[..len]).is_err(), "truncated to {len} bytes");
         }

@@ -21,7 +21,7 @@
 
 use std::collections::VecDeque;
 
-use super::types::{LogPosition, QueueKey, QueueOffset, QueueOffsets};
+use super::types::{LogPosition, QueueId, QueueKey, QueueOffset, QueueOffsets, TopicId};
 
 /// Bytes of one entry in an index file.
 pub const ENTRY_BYTES: usize = 32;
@@ -247,8 +247,8 @@ impl IndexCheckpoint {
             b.extend_from_slice(&s.max_store_timestamp_ms.to_le_bytes());
         }
         for q in &self.queues {
-            b.extend_from_slice(&q.queue.topic_id.to_le_bytes());
-            b.extend_from_slice(&q.queue.queue_id.to_le_bytes());
+            b.extend_from_slice(&q.queue.topic_id.get().to_le_bytes());
+            b.extend_from_slice(&q.queue.queue_id.get().to_le_bytes());
             b.extend_from_slice(&q.first_entry.to_le_bytes());
             b.extend_from_slice(&q.next_entry.to_le_bytes());
             b.extend_from_slice(&q.min_offset.get().to_le_bytes());
@@ -301,7 +301,7 @@ impl IndexCheckpoint {
         let mut queues = Vec::with_capacity(queue_count);
         for _ in 0..queue_count {
             let q = QueueCheckpoint {
-                queue: QueueKey::new(u32_at(at), u32_at(at + 4)),
+                queue: QueueKey::new(TopicId::new(u32_at(at)), QueueId::new(u32_at(at + 4))),
                 first_entry: u64_at(at + 8),
                 next_entry: u64_at(at + 16),
                 min_offset: QueueOffset::new(u64_at(at + 24)),
@@ -393,7 +393,7 @@ mod tests {
                 SegmentCheckpoint { base: p(65536), sealed_end: None, max_store_timestamp_ms: 10 },
             ],
             queues: vec![QueueCheckpoint {
-                queue: QueueKey::new(1, 2),
+                queue: QueueKey::new(TopicId::new(1), QueueId::new(2)),
                 first_entry: 3,
                 next_entry: 9,
                 min_offset: o(30),

@@ -41,7 +41,7 @@ use std::rc::Rc;
 use super::file::{LogDir, LogFile};
 use super::index::{IndexCheckpoint, IndexEntry, QueueCheckpoint, QueueIndex, ENTRY_BYTES};
 use super::index_cache::{Block, BlockKey, IndexCache, BLOCK_BYTES, ENTRIES_PER_BLOCK};
-use super::types::{LogPosition, QueueKey, QueueOffset, QueueOffsets};
+use super::types::{LogPosition, QueueId, QueueKey, QueueOffset, QueueOffsets, TopicId};
 use crate::runtime::{self, Semaphore};
 
 pub const QUEUE_INDEX_SUFFIX: &str = ".qidx";
@@ -55,7 +55,8 @@ const DIRTY_FILE_BYTES: usize = 32;
 
 /// Name of index file `file` of `queue`.
 pub fn index_file_name(queue: QueueKey, file: u64) -> String {
-    format!("{:010}-{:010}-{:020}{QUEUE_INDEX_SUFFIX}", queue.topic_id, queue.queue_id, file)
+    let (topic, queue) = (queue.topic_id.get(), queue.queue_id.get());
+    format!("{topic:010}-{queue:010}-{file:020}{QUEUE_INDEX_SUFFIX}")
 }
 
 /// Parses an index file name back into its queue and file number.
@@ -71,7 +72,8 @@ pub fn parse_index_file_name(name: &str) -> Option<(QueueKey, u64)> {
     let topic = u32::try_from(next(10)?).ok()?;
     let queue = u32::try_from(next(10)?).ok()?;
     let file = next(20)?;
-    parts.next().is_none().then_some((QueueKey::new(topic, queue), file))
+    let key = QueueKey::new(TopicId::new(topic), QueueId::new(queue));
+    parts.next().is_none().then_some((key, file))
 }
 
 /// Why a lookup failed.
@@ -862,7 +864,7 @@ mod tests {
         on_executor(|| async {
             let dir = SimDir::new(1);
             let store: IndexStore<SimFileHandle> = IndexStore::new(128, 64 * 1024);
-            let q = QueueKey::new(1, 1);
+            let q = QueueKey::new(TopicId::new(1), QueueId::new(1));
             for i in 0..10 {
                 store.push(q, entry(2 * i, 100 * i));
             }
@@ -890,7 +892,7 @@ mod tests {
 
     #[test]
     fn file_names_round_trip() {
-        let q = QueueKey::new(7, 4_000_000_000);
+        let q = QueueKey::new(TopicId::new(7), QueueId::new(4_000_000_000));
         let name = index_file_name(q, 12);
         assert_eq!(name, "0000000007-4000000000-00000000000000000012.qidx");
         assert_eq!(parse_index_file_name(&name), Some((q, 12)));

@@ -48,5 +48,6 @@ pub use config::{FlushMode, IoMode, StorageConfig};
 pub use error::StorageError;
 pub use file::ReadBuf;
 pub use types::{
-    AppendStatus, Appended, LogPosition, QueueKey, QueueOffset, QueueOffsets, ReadBatches,
+    AppendStatus, Appended, LogPosition, QueueId, QueueKey, QueueOffset, QueueOffsets, ReadBatches,
+    TopicId,
 };

@@ -113,22 +113,69 @@ impl std::ops::Sub for QueueOffset {
 }
 
 impl fmt::Display for QueueOffset {
+    /// The bare number, honouring width and fill (`{:010}`), as a `u64` would.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+/// A topic's id on a broker: assigned once at topic creation and never reused, so data of a
+/// deleted topic can never be mistaken for a new topic of the same name. Zero-cost (`u32`).
+#[repr(transparent)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct TopicId(u32);
+
+impl TopicId {
+    pub const fn new(id: u32) -> Self {
+        TopicId(id)
+    }
+
+    /// The id as a number (for encoding, the broker and the wire).
+    pub const fn get(self) -> u32 {
+        self.0
+    }
+}
+
+impl fmt::Display for TopicId {
+    /// The bare number, honouring width and fill (`{:010}`), as a `u32` would.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+/// A queue's number within its topic (0..queue count). Zero-cost (`u32`).
+#[repr(transparent)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct QueueId(u32);
+
+impl QueueId {
+    pub const fn new(id: u32) -> Self {
+        QueueId(id)
+    }
+
+    /// The number (for encoding, the broker and the wire).
+    pub const fn get(self) -> u32 {
+        self.0
+    }
+}
+
+impl fmt::Display for QueueId {
+    /// The bare number, honouring width and fill (`{:010}`), as a `u32` would.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
     }
 }
 
 /// A queue within a shard's commit log: the broker's stable topic id and the queue number.
-/// Topic ids are assigned once at topic creation and never reused, so data of a deleted topic
-/// can never be mistaken for a new topic of the same name.
+/// Typed fields, so the two numbers cannot be swapped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct QueueKey {
-    pub topic_id: u32,
-    pub queue_id: u32,
+    pub topic_id: TopicId,
+    pub queue_id: QueueId,
 }
 
 impl QueueKey {
-    pub fn new(topic_id: u32, queue_id: u32) -> Self {
+    pub const fn new(topic_id: TopicId, queue_id: QueueId) -> Self {
         QueueKey { topic_id, queue_id }
     }
 }
@@ -210,5 +257,16 @@ mod tests {
         assert!(QueueOffset::ZERO < first);
         assert_eq!(next.to_string(), "15", "displayed as on the wire");
         assert_eq!(std::mem::size_of::<QueueOffset>(), std::mem::size_of::<u64>());
+    }
+
+    #[test]
+    fn ids_display_as_their_numbers_and_keep_formatting_widths() {
+        let key = QueueKey::new(TopicId::new(7), QueueId::new(3));
+        assert_eq!(key.to_string(), "topic#7/q3");
+        // File names pad ids: a newtype must format exactly like the number it wraps.
+        assert_eq!(format!("{:010}", key.topic_id), format!("{:010}", 7u32));
+        assert_eq!(format!("{:>4}", QueueOffset::new(5)), "   5");
+        assert_eq!((key.topic_id.get(), key.queue_id.get()), (7, 3));
+        assert_eq!(std::mem::size_of::<QueueKey>(), 2 * std::mem::size_of::<u32>());
     }
 }

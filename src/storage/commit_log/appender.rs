@@ -102,8 +102,8 @@ impl<D: LogDir + 'static> CommitLog<D> {
         fmt::stamp(
             &mut header,
             &Stamp {
-                topic_id: queue.topic_id,
-                queue_id: queue.queue_id,
+                topic_id: queue.topic_id.get(),
+                queue_id: queue.queue_id.get(),
                 base_offset: base_offset.get(),
                 store_timestamp_ms: store_ts,
             },

@@ -25,7 +25,7 @@ use crate::storage::index::{IndexCheckpoint, IndexEntry, SegmentCheckpoint};
 use crate::storage::index_store::{IndexStore, LookupError, WritebackError, CHECKPOINT_FILE};
 use crate::storage::next_segment::{allocate_or_give_back, create_segment, Shortage};
 use crate::storage::segment::{parse_segment_name, segment_name, Segment, INDEX_SUFFIX};
-use crate::storage::types::{LogPosition, QueueKey, QueueOffset};
+use crate::storage::types::{LogPosition, QueueId, QueueKey, QueueOffset, TopicId};
 
 /// Read size while scanning segments during recovery.
 pub(super) const SCAN_READ_BYTES: usize = 4 << 20;
@@ -404,7 +404,7 @@ pub(super) async fn scan_segment<D: LogDir>(
         if h.is_control() {
             return Ok(ScanEnd::Sealed(pos + length as u64));
         }
-        let q = QueueKey::new(h.stamp.topic_id, h.stamp.queue_id);
+        let q = QueueKey::new(TopicId::new(h.stamp.topic_id), QueueId::new(h.stamp.queue_id));
         let floor = floors.get(&q).copied().unwrap_or_default();
         let entry = IndexEntry {
             base_offset: QueueOffset::new(h.stamp.base_offset),
