@@ -7,15 +7,15 @@
 //!
 //! | file | owns |
 //! |---|---|
-//! | [`appender`] | the append order, the head chunk and its carried block, chunk permits, dispatching writes |
-//! | [`flusher`] | group commit: the flusher task, durability waiters, acknowledgements |
-//! | [`segment_set`] | active, pre-created and sealed segments: rolls, preallocation, disk-full back-off |
-//! | [`reader`] | reads: planning from memory, read-ahead or disk, coalescing, verifying disk bytes |
-//! | [`read_ahead`] | the few recent disk reads kept for the next sequential read |
-//! | [`recovery`] | rebuilding the state from disk at open |
-//! | [`index_writer`] | writing index entries behind the log, index checkpoints |
-//! | [`retention_run`] | executing the retention policy: floors, then unlinking |
-//! | [`lifecycle`] | open, failed, closed: the legal transitions (pure) |
+//! | `appender.rs` | the append order, the head chunk and its carried block, chunk permits, dispatching writes |
+//! | `flusher.rs` | group commit: the flusher task, durability waiters, acknowledgements |
+//! | `segment_set.rs` | active, pre-created and sealed segments: rolls, preallocation, disk-full back-off |
+//! | `reader.rs` | reads: planning from memory, read-ahead or disk, coalescing, verifying disk bytes |
+//! | `read_ahead.rs` | the few recent disk reads kept for the next sequential read |
+//! | `recovery.rs` | rebuilding the state from disk at open |
+//! | `index_writer.rs` | writing index entries behind the log, index checkpoints |
+//! | `retention_run.rs` | executing the retention policy: floors, then unlinking |
+//! | `lifecycle.rs` | open, failed, closed: the legal transitions (pure) |
 //!
 //! # Write path
 //! `append` validates the producer's batch (bounds, CRC, record framing), takes its place in
@@ -104,7 +104,7 @@ struct State<F> {
     /// Completion of the last dispatched write, for ordering a rewrite of its last block.
     last_write: Option<Done>,
     waiters: VecDeque<(LogPosition, oneshot::Sender<std::result::Result<(), String>>)>,
-    /// Open, failed or closed; see [`lifecycle`].
+    /// Open, failed or closed; see `lifecycle.rs`.
     life: Lifecycle,
     flush_requested: bool,
     cache: ChunkCache,
