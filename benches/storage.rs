@@ -38,7 +38,10 @@ use futures::future::LocalBoxFuture;
 use rand::{RngCore, SeedableRng};
 use ringmq::format::{BatchBuilder, FormatError, Record};
 use ringmq::runtime::{self, ExecutorOptions};
-use ringmq::storage::{AppendStatus, CommitLog, FlushMode, IoMode, QueueKey, StorageConfig};
+use ringmq::storage::{
+    AppendStatus, CommitLog, FlushMode, IoMode, QueueKey, QueueOffset, StorageConfig,
+};
+use ringmq::storage::{QueueId, TopicId};
 
 /// Encoded size of one record: 20 bytes of framing + 16-byte key + 4-byte tag + 984-byte body.
 const RECORD_BYTES: usize = 1024;
@@ -94,8 +97,8 @@ impl BatchSize {
     /// Each batch size writes to its own queue so read groups can hold both.
     fn queue(self) -> QueueKey {
         match self {
-            BatchSize::K64 => QueueKey::new(1, 0),
-            BatchSize::M1 => QueueKey::new(1, 1),
+            BatchSize::K64 => QueueKey::new(TopicId::new(1), QueueId::new(0)),
+            BatchSize::M1 => QueueKey::new(TopicId::new(1), QueueId::new(1)),
         }
     }
 }
@@ -212,7 +215,7 @@ async fn close_log(log: &Rc<CommitLog>) {
 /// Starts a fresh, empty log when the current one has grown past [`RECYCLE_BYTES`].
 async fn recycle_if_large(fx: &Fixture) {
     let (appended, _, _) = fx.log().positions();
-    if appended.0 < RECYCLE_BYTES {
+    if appended.get() < RECYCLE_BYTES {
         return;
     }
     close_log(&fx.log()).await;
@@ -408,14 +411,14 @@ async fn timed_reads(fx: Rc<Fixture>, size: BatchSize, iters: u64) -> Duration {
     let start = Instant::now();
     for _ in 0..iters {
         let mut at = cursor.get();
-        if at >= offsets.next {
-            at = offsets.min;
+        if at >= offsets.next.get() {
+            at = offsets.min.get();
         }
-        let got = log.read(queue, at, batch_len).await.expect("read");
+        let got = log.read(queue, QueueOffset::new(at), batch_len).await.expect("read");
         assert_eq!(got.batches.len(), 1, "one batch per read");
         assert_eq!(got.batches[0].len(), batch_len);
         std::hint::black_box(&got.batches);
-        cursor.set(got.next_offset);
+        cursor.set(got.next_offset.get());
     }
     start.elapsed()
 }
@@ -523,7 +526,10 @@ fn read_disk(c: &mut Criterion) {
                     // The first disk read after opening can be much slower than the rest (once
                     // 300 ms here); do it untimed so criterion's warm-up estimate is not skewed.
                     let start = Instant::now();
-                    fx.log().read(BatchSize::K64.queue(), 0, 1).await.expect("first read");
+                    fx.log()
+                        .read(BatchSize::K64.queue(), QueueOffset::ZERO, 1)
+                        .await
+                        .expect("first read");
                     eprintln!("  [bench-read-disk] first read after reopen: {:?}", start.elapsed());
                     fx
                 })

@@ -16,9 +16,10 @@ use proptest::prelude::*;
 use ringmq::broker::idempotence::{SequenceWindows, Verdict};
 use ringmq::client::sequencer::{QueueSequencer, ReplyKind, Resolution, SequencerConfig};
 use ringmq::storage::QueueKey;
+use ringmq::storage::{QueueId, TopicId};
 
 const PID: i64 = 3 << 16;
-const Q: QueueKey = QueueKey { topic_id: 1, queue_id: 0 };
+const Q: QueueKey = QueueKey::new(TopicId::new(1), QueueId::new(0));
 
 #[derive(Debug, Clone, Copy)]
 struct Req {

@@ -7,9 +7,10 @@
 
 mod common;
 
-use common::{batch, batch_tag, run};
+use common::{batch, batch_tag, off, run};
 use rand::{Rng, SeedableRng};
 use ringmq::storage::{AppendStatus, CommitLog, FlushMode, IoMode, QueueKey, StorageConfig};
+use ringmq::storage::{QueueId, TopicId};
 use std::collections::{BTreeMap, HashSet};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -34,7 +35,7 @@ fn config(dir: &Path) -> StorageConfig {
 }
 
 fn queue(i: u64) -> QueueKey {
-    QueueKey::new(9, (i % QUEUES as u64) as u32)
+    QueueKey::new(TopicId::new(9), QueueId::new((i % QUEUES as u64) as u32))
 }
 
 /// The child: append forever from several tasks, print "ACK queue offset tag" per durable ack.
@@ -159,28 +160,28 @@ fn sigkill_never_loses_acknowledged_batches() {
         let log = CommitLog::open(config(&dir2)).await.expect("reopen after crashes");
         let mut total = 0;
         for q in 0..QUEUES {
-            let key = QueueKey::new(9, q);
+            let key = QueueKey::new(TopicId::new(9), QueueId::new(q));
             let mut stored: BTreeMap<u64, u64> = BTreeMap::new();
             let mut seen = HashSet::new();
-            let mut off = 0;
+            let mut next = 0;
             loop {
                 // Reads verify CRCs of everything that comes from disk.
-                let r = log.read(key, off, 1 << 20).await.expect("read");
+                let r = log.read(key, off(next), 1 << 20).await.expect("read");
                 if r.batches.is_empty() {
                     break;
                 }
                 for b in &r.batches {
                     let v = ringmq::format::BatchView::parse(b, usize::MAX).expect("intact");
                     v.verify_stamp().expect("stamp intact");
-                    assert_eq!(v.header.stamp.base_offset, off, "offsets contiguous");
+                    assert_eq!(v.header.stamp.base_offset, next, "offsets contiguous");
                     let tag = batch_tag(b);
                     assert!(seen.insert(tag), "batch {tag} stored twice");
                     for r in v.records() {
                         let r = r.expect("records decode");
                         assert!(r.body.starts_with(format!("{tag}:").as_bytes()));
                     }
-                    stored.insert(off, tag);
-                    off = v.header.next_offset();
+                    stored.insert(next, tag);
+                    next = v.header.next_offset();
                 }
             }
             if let Some(want) = acked2.get(&q) {

@@ -6,9 +6,10 @@ use common::{batch, batch_tag, run};
 use ringmq::storage::{
     AppendStatus, CommitLog, FlushMode, IoMode, QueueKey, StorageConfig, StorageError,
 };
+use ringmq::storage::{QueueId, TopicId};
 use std::path::{Path, PathBuf};
 
-const Q: QueueKey = QueueKey { topic_id: 3, queue_id: 1 };
+const Q: QueueKey = QueueKey::new(TopicId::new(3), QueueId::new(1));
 
 fn config(dir: &Path, mode: FlushMode, io: IoMode) -> StorageConfig {
     StorageConfig {
@@ -60,7 +61,7 @@ fn round_trip(dir: PathBuf, io: IoMode) {
         log.close().await.unwrap();
 
         let log = CommitLog::open(cfg).await.unwrap();
-        assert_eq!(log.offsets(Q).next, 480);
+        assert_eq!(log.offsets(Q).next.get(), 480);
         let mut again = read_tags(&log, Q).await;
         again.sort_unstable();
         assert_eq!(again, (0..120).collect::<Vec<_>>());

@@ -4,14 +4,15 @@
 
 mod common;
 
-use common::{batch, batch_tag, run, small_config};
+use common::{batch, batch_tag, off, run, small_config};
 use ringmq::storage::file::LogDir;
 use ringmq::storage::sim_dir::SimDir;
 use ringmq::storage::{CommitLog, FlushMode, QueueKey, StorageConfig, StorageError};
+use ringmq::storage::{QueueId, TopicId};
 use std::rc::Rc;
 
-const QA: QueueKey = QueueKey { topic_id: 1, queue_id: 0 };
-const QB: QueueKey = QueueKey { topic_id: 1, queue_id: 1 };
+const QA: QueueKey = QueueKey::new(TopicId::new(1), QueueId::new(0));
+const QB: QueueKey = QueueKey::new(TopicId::new(1), QueueId::new(1));
 
 fn config() -> StorageConfig {
     StorageConfig {
@@ -68,20 +69,20 @@ fn recovery_scans_only_past_the_checkpoint() {
         dir.crash();
         drop(log);
         let log = CommitLog::open_with(dir.clone(), config()).await.unwrap();
-        assert_eq!(log.offsets(QA).next, 2 * 170);
-        assert_eq!(log.offsets(QB).next, 2 * 170);
+        assert_eq!(log.offsets(QA).next, off(2 * 170));
+        assert_eq!(log.offsets(QB).next, off(2 * 170));
         // The batches appended after the checkpoint were re-indexed by the scan.
-        let r = log.read(QA, 2 * 160, 1 << 20).await.unwrap();
+        let r = log.read(QA, off(2 * 160), 1 << 20).await.unwrap();
         let got: Vec<u64> = r.batches.iter().map(|b| batch_tag(b)).collect();
         assert_eq!(got, expected(320, 340, QA));
         // The corrupted batch is reported, not served.
         let mut corrupt = 0;
         for q in [QA, QB] {
-            for off in (0..40).step_by(2) {
-                match log.read(q, off, 1).await {
+            for o in (0..40).step_by(2).map(off) {
+                match log.read(q, o, 1).await {
                     Ok(r) => assert_eq!(r.batches.len(), 1),
                     Err(StorageError::CorruptBatch { first_offset, .. }) => {
-                        assert_eq!(first_offset, off);
+                        assert_eq!(first_offset, o);
                         corrupt += 1
                     }
                     Err(e) => panic!("unexpected {e}"),
@@ -139,7 +140,7 @@ fn retention_deletes_whole_index_files_and_floors_survive_reopen() {
         let far_future = ringmq::storage::commit_log::now_ms() + 100 * 3_600_000;
         assert!(!log.enforce_retention(far_future).await.unwrap().is_empty());
         let min_a = log.offsets(QA).min;
-        assert!(min_a > 0);
+        assert!(min_a > off(0));
         fill(&log, 60, 300).await;
         log.checkpoint_index().await.unwrap();
         let kept_a = tags(&log, QA).await;
@@ -206,7 +207,7 @@ fn index_files_on_real_files_with_direct_io() {
         let far_future = ringmq::storage::commit_log::now_ms() + 100 * 3_600_000;
         assert!(!log.enforce_retention(far_future).await.unwrap().is_empty());
         let min = log.offsets(QA).min;
-        assert!(min > 0);
+        assert!(min > off(0));
         log.close().await.unwrap();
         let files = std::fs::read_dir(&cfg.dir)
             .unwrap()
@@ -216,15 +217,15 @@ fn index_files_on_real_files_with_direct_io() {
 
         let log = CommitLog::open(cfg).await.unwrap();
         assert_eq!(log.offsets(QA).min, min);
-        assert_eq!(log.offsets(QA).next, 400);
-        let mut off = min;
+        assert_eq!(log.offsets(QA).next, off(400));
+        let mut at = min;
         let mut got = vec![];
-        while off < 400 {
-            let r = log.read(QA, off, 1).await.unwrap();
+        while at < off(400) {
+            let r = log.read(QA, at, 1).await.unwrap();
             got.push(batch_tag(&r.batches[0]));
-            off = r.next_offset;
+            at = r.next_offset;
         }
-        let first = min; // two records per batch, tags 0, 2, 4, ... on QA
+        let first = min.get(); // two records per batch, tags 0, 2, 4, ... on QA
         assert_eq!(got, (first..400).step_by(2).collect::<Vec<_>>());
         assert_eq!(log.offset_for_timestamp(QA, 0).await.unwrap(), min);
         log.close().await.unwrap();
@@ -251,7 +252,9 @@ fn crashes_during_write_back_keep_every_flushed_batch() {
             for i in 0..3_000u64 {
                 tag += 1;
                 let q = ((tag * 7919) % u64::from(QUEUES)) as u32;
-                log.append(QueueKey::new(9, q), &batch(tag, 1, 8)).await.unwrap();
+                log.append(QueueKey::new(TopicId::new(9), QueueId::new(q)), &batch(tag, 1, 8))
+                    .await
+                    .unwrap();
                 appended[q as usize].push(tag);
                 if i % 1_000 == 999 {
                     log.flush().await.unwrap();
@@ -266,7 +269,7 @@ fn crashes_during_write_back_keep_every_flushed_batch() {
             drop(log);
             log = CommitLog::open_with(dir.clone(), cfg.clone()).await.unwrap();
             for q in 0..QUEUES {
-                let got = tags(&log, QueueKey::new(9, q)).await;
+                let got = tags(&log, QueueKey::new(TopicId::new(9), QueueId::new(q))).await;
                 let want = &appended[q as usize];
                 assert!(want.starts_with(&got), "round {round} queue {q}: not a prefix");
                 assert!(got.len() >= flushed[q as usize], "round {round} queue {q}: lost data");
@@ -288,12 +291,12 @@ fn lookup_by_time_is_bounded_by_the_readable_end() {
         let a = log.append_committed(QA, &batch(1, 3, 10)).await.unwrap().0;
         // Appended but not durable, so not readable yet.
         let b = log.append(QA, &batch(2, 3, 10)).await.unwrap();
-        assert_eq!(log.offsets(QA).next, 3);
-        assert_eq!(log.offset_for_timestamp(QA, a.store_timestamp_ms).await.unwrap(), 0);
-        assert_eq!(log.offset_for_timestamp(QA, b.store_timestamp_ms + 1).await.unwrap(), 3);
-        assert!(log.read(QA, 3, 100).await.unwrap().batches.is_empty());
+        assert_eq!(log.offsets(QA).next, off(3));
+        assert_eq!(log.offset_for_timestamp(QA, a.store_timestamp_ms).await.unwrap(), off(0));
+        assert_eq!(log.offset_for_timestamp(QA, b.store_timestamp_ms + 1).await.unwrap(), off(3));
+        assert!(log.read(QA, off(3), 100).await.unwrap().batches.is_empty());
         log.flush().await.unwrap();
-        assert_eq!(log.offset_for_timestamp(QA, b.store_timestamp_ms + 1).await.unwrap(), 6);
+        assert_eq!(log.offset_for_timestamp(QA, b.store_timestamp_ms + 1).await.unwrap(), off(6));
         log.close().await.unwrap();
     });
 }

@@ -5,10 +5,11 @@
 
 mod common;
 
-use common::{batch, run};
+use common::{batch, off, run};
 use ringmq::format::BatchView;
 use ringmq::storage::sim_dir::SimDir;
 use ringmq::storage::{CommitLog, FlushMode, QueueKey, StorageConfig};
+use ringmq::storage::{QueueId, TopicId};
 use std::rc::Rc;
 
 const QUEUES: u32 = 1_000;
@@ -37,7 +38,7 @@ fn config() -> StorageConfig {
 type Expected = Vec<Vec<(u64, i64)>>;
 
 fn key(q: u32) -> QueueKey {
-    QueueKey::new(7, q)
+    QueueKey::new(TopicId::new(7), QueueId::new(q))
 }
 
 /// Small deterministic generator (xorshift64*).
@@ -63,10 +64,10 @@ async fn check_reads(log: &Rc<CommitLog<SimDir>>, expected: &Expected, seed: u64
         let batches = &expected[q as usize];
         let i = rng.below(batches.len() as u64) as usize;
         let (base, ts) = batches[i];
-        let next = batches.get(i + 1).map_or(log.offsets(key(q)).next, |b| b.0);
+        let next = batches.get(i + 1).map_or(log.offsets(key(q)).next.get(), |b| b.0);
         // By offset: any offset inside the batch finds it.
         let offset = base + rng.below(next - base);
-        let r = log.read(key(q), offset, 1).await.expect("read");
+        let r = log.read(key(q), off(offset), 1).await.expect("read");
         assert_eq!(r.batches.len(), 1, "queue {q} offset {offset}");
         let h = BatchView::parse(&r.batches[0], usize::MAX).expect("parses").header;
         assert_eq!(
@@ -74,11 +75,11 @@ async fn check_reads(log: &Rc<CommitLog<SimDir>>, expected: &Expected, seed: u64
             (q, base, ts),
             "queue {q} offset {offset} returned the wrong batch"
         );
-        assert_eq!(r.next_offset, next);
+        assert_eq!(r.next_offset, off(next));
         // By time: the first batch stored at or after `ts`.
         let first_at = batches.partition_point(|b| b.1 < ts);
         let found = log.offset_for_timestamp(key(q), ts).await.expect("by time");
-        assert_eq!(found, batches[first_at].0, "queue {q} time {ts}");
+        assert_eq!(found, off(batches[first_at].0), "queue {q} time {ts}");
     }
 }
 
@@ -104,7 +105,7 @@ fn a_million_batches_over_a_thousand_queues_stay_within_the_index_budget() {
         for i in 0..BATCHES {
             let q = rng.below(u64::from(QUEUES)) as u32;
             let a = log.append(key(q), &templates[(i % 3) as usize]).await.unwrap();
-            expected[q as usize].push((a.base_offset, a.store_timestamp_ms));
+            expected[q as usize].push((a.base_offset.get(), a.store_timestamp_ms));
             if i % 1_000 == 0 {
                 assert_in_budget(&log);
                 peak = peak.max(log.index_memory().total_bytes());
@@ -124,9 +125,9 @@ fn a_million_batches_over_a_thousand_queues_stay_within_the_index_budget() {
         assert_in_budget(&log);
         for (q, batches) in expected.iter().enumerate() {
             let o = log.offsets(key(q as u32));
-            assert_eq!(o.min, 0);
+            assert_eq!(o.min, off(0));
             let last = batches.last().expect("every queue got batches");
-            assert!(o.next > last.0, "queue {q} lost its tail after reopen");
+            assert!(o.next > off(last.0), "queue {q} lost its tail after reopen");
         }
         check_reads(&log, &expected, 2).await;
         assert_in_budget(&log);

@@ -5,11 +5,13 @@
 
 mod common;
 
-use common::{batch, batch_tag, run};
+use common::{batch, batch_tag, off, run};
 use proptest::prelude::*;
 use ringmq::storage::commit_log::now_ms;
 use ringmq::storage::sim_dir::SimDir;
-use ringmq::storage::{CommitLog, FlushMode, QueueKey, StorageConfig, StorageError};
+use ringmq::storage::{
+    CommitLog, FlushMode, QueueId, QueueKey, StorageConfig, StorageError, TopicId,
+};
 use std::rc::Rc;
 
 #[derive(Debug, Clone)]
@@ -72,7 +74,7 @@ fn config(mode: FlushMode) -> StorageConfig {
 const INDEX_BUDGET_BYTES: usize = 64 * 1024;
 
 fn key(q: u8) -> QueueKey {
-    QueueKey::new(1 + u32::from(q % 2), u32::from(q))
+    QueueKey::new(TopicId::new(1 + u32::from(q % 2)), QueueId::new(u32::from(q)))
 }
 
 /// What the model knows: every append in order, and how many of them are durable.
@@ -135,7 +137,7 @@ async fn run_ops(seed: u64, mode: FlushMode, ops: Vec<Op>) {
                 } else {
                     log.append(key(q), &b).await.unwrap()
                 };
-                assert_eq!(a.base_offset, expect_offset);
+                assert_eq!(a.base_offset, off(expect_offset));
                 m.appends.push((q, next_tag, u64::from(records)));
                 if commit && mode == FlushMode::Sync {
                     m.durable = m.appends.len();
@@ -148,12 +150,12 @@ async fn run_ops(seed: u64, mode: FlushMode, ops: Vec<Op>) {
                 };
                 let total: u64 = batches.iter().map(|(_, n)| n).sum();
                 let min = m.min_offset(q).min(total);
-                let off = min + (total - min) * u64::from(frac) / 255;
-                let r = log.read(key(q), off, max_bytes as usize).await.unwrap();
-                // Expected: the batch holding `off`, then as many as fit in max_bytes.
+                let at = min + (total - min) * u64::from(frac) / 255;
+                let r = log.read(key(q), off(at), max_bytes as usize).await.unwrap();
+                // Expected: the batch holding `at`, then as many as fit in max_bytes.
                 let mut start = 0u64;
                 let idx = batches.iter().position(|(_, n)| {
-                    let hit = off < start + n;
+                    let hit = at < start + n;
                     start += n;
                     hit
                 });
@@ -211,7 +213,7 @@ async fn run_ops(seed: u64, mode: FlushMode, ops: Vec<Op>) {
                 let far_future = now_ms() + 100 * 3_600_000;
                 log.enforce_retention(far_future).await.unwrap();
                 for q in 0..4u8 {
-                    let min = log.offsets(key(q)).min;
+                    let min = log.offsets(key(q)).min.get();
                     // The new floor is a batch boundary at or above the old one.
                     let batches = m.queue(q);
                     let mut offset = 0u64;
@@ -225,7 +227,7 @@ async fn run_ops(seed: u64, mode: FlushMode, ops: Vec<Op>) {
                     m.dropped[q as usize] = dropped;
                     if min > 0 {
                         assert!(matches!(
-                            log.read(key(q), min - 1, 100).await,
+                            log.read(key(q), off(min - 1), 100).await,
                             Err(StorageError::OffsetOutOfRange { .. })
                         ));
                     }
@@ -244,11 +246,11 @@ async fn run_ops(seed: u64, mode: FlushMode, ops: Vec<Op>) {
     for q in 0..4u8 {
         assert_eq!(tags_of(&log, key(q)).await, m.kept_tags(q));
         let total: u64 = m.queue(q).iter().map(|(_, n)| n).sum();
-        assert_eq!(log.offsets(key(q)).next, total);
-        assert_eq!(log.offsets(key(q)).min, m.min_offset(q));
+        assert_eq!(log.offsets(key(q)).next, off(total));
+        assert_eq!(log.offsets(key(q)).min, off(m.min_offset(q)));
         if total > 0 {
             assert!(matches!(
-                log.read(key(q), total + 1, 100).await,
+                log.read(key(q), off(total + 1), 100).await,
                 Err(StorageError::OffsetOutOfRange { .. })
             ));
         }

@@ -5,16 +5,19 @@ mod common;
 use std::rc::Rc;
 use std::time::Duration;
 
-use common::{batch, batch_tag, run, small_config};
+use common::{batch, batch_tag, off, run, small_config};
 use ringmq::format::BatchView;
 use ringmq::storage::file::LogDir;
 use ringmq::storage::segment::segment_name;
 use ringmq::storage::sim_dir::{SimDir, SimOp};
-use ringmq::storage::{AppendStatus, CommitLog, FlushMode, QueueKey, StorageConfig, StorageError};
+use ringmq::storage::{
+    AppendStatus, CommitLog, FlushMode, LogPosition, QueueKey, StorageConfig, StorageError,
+};
+use ringmq::storage::{QueueId, TopicId};
 
-const Q1: QueueKey = QueueKey { topic_id: 1, queue_id: 0 };
-const Q2: QueueKey = QueueKey { topic_id: 1, queue_id: 1 };
-const Q3: QueueKey = QueueKey { topic_id: 2, queue_id: 0 };
+const Q1: QueueKey = QueueKey::new(TopicId::new(1), QueueId::new(0));
+const Q2: QueueKey = QueueKey::new(TopicId::new(1), QueueId::new(1));
+const Q3: QueueKey = QueueKey::new(TopicId::new(2), QueueId::new(0));
 
 /// Reads every batch of `q` from offset 0 and returns the tags in order.
 async fn read_all(log: &Rc<CommitLog<SimDir>>, q: QueueKey) -> Vec<u64> {
@@ -27,8 +30,8 @@ async fn read_all(log: &Rc<CommitLog<SimDir>>, q: QueueKey) -> Vec<u64> {
         }
         for b in &r.batches {
             let v = BatchView::parse(b, usize::MAX).unwrap();
-            assert_eq!(v.header.stamp.topic_id, q.topic_id);
-            assert_eq!(v.header.stamp.queue_id, q.queue_id);
+            assert_eq!(v.header.stamp.topic_id, q.topic_id.get());
+            assert_eq!(v.header.stamp.queue_id, q.queue_id.get());
             out.push(batch_tag(b));
         }
         off = r.next_offset;
@@ -49,7 +52,7 @@ fn append_read_reopen_many_queues_across_segments() {
                 _ => (Q3, 2),
             };
             let a = log.append(q, &batch(i, 1 + (i % 4) as usize, 200)).await.unwrap();
-            assert_eq!(a.base_offset, expect[k].iter().map(|(_, n)| *n).sum::<u64>());
+            assert_eq!(a.base_offset.get(), expect[k].iter().map(|(_, n)| *n).sum::<u64>());
             expect[k].push((i, 1 + i % 4));
         }
         assert!(log.segment_bases().len() >= 3, "segments rolled: {:?}", log.segment_bases());
@@ -60,11 +63,11 @@ fn append_read_reopen_many_queues_across_segments() {
         let log = CommitLog::open_with(dir.clone(), small_config(FlushMode::Async)).await.unwrap();
         for (q, e) in [(Q1, &expect[0]), (Q2, &expect[1]), (Q3, &expect[2])] {
             assert_eq!(read_all(&log, q).await, e.iter().map(|(t, _)| *t).collect::<Vec<_>>());
-            assert_eq!(log.offsets(q).next, e.iter().map(|(_, n)| *n).sum::<u64>());
+            assert_eq!(log.offsets(q).next.get(), e.iter().map(|(_, n)| *n).sum::<u64>());
         }
         // Appends continue the offsets after reopening.
         let a = log.append(Q1, &batch(999, 1, 10)).await.unwrap();
-        assert_eq!(a.base_offset, expect[0].iter().map(|(_, n)| *n).sum::<u64>());
+        assert_eq!(a.base_offset.get(), expect[0].iter().map(|(_, n)| *n).sum::<u64>());
         log.close().await.unwrap();
     });
 }
@@ -234,7 +237,7 @@ fn invalid_batches_are_rejected_without_writing() {
         let big = batch(2, 40, 1000);
         assert!(matches!(log.append(Q1, &big).await, Err(StorageError::BatchTooLarge { .. })));
         assert!(matches!(log.append(Q1, &b[..50]).await, Err(StorageError::InvalidBatch(_))));
-        assert_eq!(log.offsets(Q1).next, 0);
+        assert_eq!(log.offsets(Q1).next, off(0));
         // The log still works.
         log.append(Q1, &batch(3, 1, 10)).await.unwrap();
         assert_eq!(read_all(&log, Q1).await, vec![3]);
@@ -248,17 +251,18 @@ fn out_of_range_reads_name_the_valid_range() {
         let dir = SimDir::new(8);
         let log = CommitLog::open_with(dir.clone(), small_config(FlushMode::Async)).await.unwrap();
         log.append(Q1, &batch(1, 5, 10)).await.unwrap();
-        let r = log.read(Q1, 5, 1000).await.unwrap();
+        let r = log.read(Q1, off(5), 1000).await.unwrap();
         assert!(r.batches.is_empty());
-        assert_eq!(r.next_offset, 5);
-        match log.read(Q1, 6, 1000).await {
-            Err(StorageError::OffsetOutOfRange { min: 0, next: 5, requested: 6, .. }) => {}
+        assert_eq!(r.next_offset, off(5));
+        match log.read(Q1, off(6), 1000).await {
+            Err(StorageError::OffsetOutOfRange { min, next, requested, .. })
+                if (min, next, requested) == (off(0), off(5), off(6)) => {}
             other => panic!("unexpected {other:?}"),
         }
         // A read from the middle of a batch returns the whole batch holding it.
-        let r = log.read(Q1, 3, 1000).await.unwrap();
+        let r = log.read(Q1, off(3), 1000).await.unwrap();
         assert_eq!(r.batches.len(), 1);
-        assert_eq!(r.next_offset, 5);
+        assert_eq!(r.next_offset, off(5));
         log.close().await.unwrap();
     });
 }
@@ -284,8 +288,11 @@ fn retention_deletes_old_segments_and_offsets_stay_monotonic() {
         assert_eq!(log.segment_bases(), vec![*before.last().unwrap()]);
         let o = log.offsets(Q1);
         assert_eq!(o.next, next_q1);
-        assert!(o.min > 0);
-        assert!(matches!(log.read(Q1, 0, 100).await, Err(StorageError::OffsetOutOfRange { .. })));
+        assert!(o.min > off(0));
+        assert!(matches!(
+            log.read(Q1, off(0), 100).await,
+            Err(StorageError::OffsetOutOfRange { .. })
+        ));
         let tags = read_all(&log, Q1).await;
         assert!(!tags.is_empty() && tags.iter().all(|t| t % 2 == 0));
         log.close().await.unwrap();
@@ -328,13 +335,13 @@ fn lookup_by_timestamp() {
         ringmq::runtime::sleep(std::time::Duration::from_millis(5)).await;
         let b = log.append(Q1, &batch(2, 3, 10)).await.unwrap();
         assert!(b.store_timestamp_ms > a.store_timestamp_ms);
-        assert_eq!(log.offset_for_timestamp(Q1, 0).await.unwrap(), 0);
-        assert_eq!(log.offset_for_timestamp(Q1, a.store_timestamp_ms).await.unwrap(), 0);
-        assert_eq!(log.offset_for_timestamp(Q1, a.store_timestamp_ms + 1).await.unwrap(), 3);
-        assert_eq!(log.offset_for_timestamp(Q1, b.store_timestamp_ms + 1).await.unwrap(), 6);
+        assert_eq!(log.offset_for_timestamp(Q1, 0).await.unwrap(), off(0));
+        assert_eq!(log.offset_for_timestamp(Q1, a.store_timestamp_ms).await.unwrap(), off(0));
+        assert_eq!(log.offset_for_timestamp(Q1, a.store_timestamp_ms + 1).await.unwrap(), off(3));
+        assert_eq!(log.offset_for_timestamp(Q1, b.store_timestamp_ms + 1).await.unwrap(), off(6));
         log.close().await.unwrap();
         let log = CommitLog::open_with(dir.clone(), small_config(FlushMode::Async)).await.unwrap();
-        assert_eq!(log.offset_for_timestamp(Q1, a.store_timestamp_ms + 1).await.unwrap(), 3);
+        assert_eq!(log.offset_for_timestamp(Q1, a.store_timestamp_ms + 1).await.unwrap(), off(3));
         log.close().await.unwrap();
     });
 }
@@ -352,20 +359,21 @@ fn corruption_at_rest_is_detected_on_read() {
         log.close().await.unwrap();
         // Corrupt a record byte of batch 5 in the first (sealed, indexed) segment.
         let len = batch(0, 1, 600).len();
-        dir.corrupt(&ringmq::storage::segment::segment_name(0), 5 * len + 500);
+        dir.corrupt(&segment_name(LogPosition::ZERO), 5 * len + 500);
         let log = CommitLog::open_with(dir.clone(), cfg).await.unwrap();
         // A read across it returns the good batches before it and stops there.
-        let r = log.read(Q1, 0, 1 << 20).await.unwrap();
+        let r = log.read(Q1, off(0), 1 << 20).await.unwrap();
         let tags: Vec<u64> = r.batches.iter().map(|b| batch_tag(b)).collect();
         assert_eq!(tags, vec![0, 1, 2, 3, 4]);
-        assert_eq!(r.next_offset, 5);
+        assert_eq!(r.next_offset, off(5));
         // A read that starts at it names its offsets (and never serves its bytes).
-        match log.read(Q1, 5, 100).await.unwrap_err() {
-            StorageError::CorruptBatch { first_offset: 5, next_offset: 6, .. } => {}
+        match log.read(Q1, off(5), 100).await.unwrap_err() {
+            StorageError::CorruptBatch { first_offset, next_offset, .. }
+                if (first_offset, next_offset) == (off(5), off(6)) => {}
             err => panic!("expected the damaged batch's offsets, got {err}"),
         }
         // Reading from its end skips it; the rest of the queue is intact.
-        let r = log.read(Q1, 6, 1 << 20).await.unwrap();
+        let r = log.read(Q1, off(6), 1 << 20).await.unwrap();
         let tags: Vec<u64> = r.batches.iter().map(|b| batch_tag(b)).collect();
         assert_eq!(tags, (6..100).collect::<Vec<_>>());
         log.close().await.unwrap();
@@ -386,16 +394,16 @@ fn large_disk_reads_across_segment_boundaries() {
         log.close().await.unwrap();
         let log = CommitLog::open_with(dir.clone(), cfg).await.unwrap();
         assert!(log.segment_bases().len() >= 3);
-        let r = log.read(Q1, 0, 1 << 20).await.unwrap();
+        let r = log.read(Q1, off(0), 1 << 20).await.unwrap();
         let tags: Vec<u64> = r.batches.iter().map(|b| batch_tag(b)).collect();
         assert_eq!(tags, (0..300).collect::<Vec<_>>());
         // Read-ahead serves the next sequential reads of a smaller consumer.
-        let mut off = 0;
+        let mut at = off(0);
         let mut seen = 0;
-        while off < 300 {
-            let r = log.read(Q1, off, 4096).await.unwrap();
+        while at < off(300) {
+            let r = log.read(Q1, at, 4096).await.unwrap();
             seen += r.batches.len();
-            off = r.next_offset;
+            at = r.next_offset;
         }
         assert_eq!(seen, 300);
         log.close().await.unwrap();
@@ -745,7 +753,7 @@ fn appends_complete_while_the_next_segment_is_created_and_rolls_only_switch() {
             polls += 1;
             assert!(polls < 1000, "no segment creation started ahead of the roll");
         }
-        assert_eq!(log.segment_bases(), vec![0], "creation starts before the roll");
+        assert_eq!(log.segment_bases(), vec![LogPosition::ZERO], "creation starts before the roll");
         // Appends complete while the creation is still held.
         for _ in 0..5 {
             bounded("append", log.append_committed(Q1, &batch(tag, 1, 1000))).await.unwrap();
@@ -870,17 +878,17 @@ fn a_failed_remove_during_retention_is_reported_and_retried() {
             tag += 1;
         }
         let offsets = log.offsets(Q1);
-        let first = segment_name(0);
+        let first = segment_name(LogPosition::ZERO);
         dir.fail_next(SimOp::Remove, 1, libc::EIO);
         let later = ringmq::storage::commit_log::now_ms() + 49 * 3_600_000;
         let err = log.enforce_retention(later).await.unwrap_err();
         let text = err.to_string();
         assert!(text.contains("deleting") && text.contains("EIO"), "{text}");
         // The data is gone from the log; the file waits for the next run.
-        assert!(!log.segment_bases().contains(&0));
+        assert!(!log.segment_bases().contains(&LogPosition::ZERO));
         assert_eq!(log.pending_deletes(), vec![first.clone()]);
         assert!(dir.file_len(&first).is_some());
-        assert!(log.offsets(Q1).min > 0);
+        assert!(log.offsets(Q1).min > off(0));
         assert!(log.failure().is_none());
         log.append_committed(Q1, &batch(tag, 1, 1000)).await.unwrap();
         log.enforce_retention(later).await.unwrap();
@@ -908,12 +916,12 @@ fn a_file_left_by_a_failed_remove_is_not_resurrected_by_a_restart() {
         let later = ringmq::storage::commit_log::now_ms() + 49 * 3_600_000;
         assert!(log.enforce_retention(later).await.is_err());
         let min = log.offsets(Q1).min;
-        assert!(dir.file_len(&segment_name(0)).is_some());
+        assert!(dir.file_len(&segment_name(LogPosition::ZERO)).is_some());
         log.close().await.unwrap();
         dir.fail_next(SimOp::Remove, 0, libc::EIO);
         let log = CommitLog::open_with(dir.clone(), small_config(FlushMode::Sync)).await.unwrap();
         assert_eq!(log.offsets(Q1).min, min, "deleted batches came back");
-        assert_eq!(read_all(&log, Q1).await.first(), Some(&min));
+        assert_eq!(read_all(&log, Q1).await.first(), Some(&min.get()));
         log.close().await.unwrap();
     });
 }
@@ -935,11 +943,11 @@ fn a_failed_rename_of_the_floors_keeps_the_segments_for_the_next_run() {
         let err = log.enforce_retention(later).await.unwrap_err();
         assert!(err.to_string().contains("floors"), "{err}");
         assert_eq!(log.segment_bases(), bases, "nothing deleted without durable floors");
-        assert!(dir.file_len(&segment_name(0)).is_some());
+        assert!(dir.file_len(&segment_name(LogPosition::ZERO)).is_some());
         dir.fail_next(SimOp::Rename, 0, libc::EIO);
         let deleted = log.enforce_retention(later).await.unwrap();
         assert_eq!(deleted.len(), bases.len() - 1);
-        assert!(dir.file_len(&segment_name(0)).is_none());
+        assert!(dir.file_len(&segment_name(LogPosition::ZERO)).is_none());
         log.close().await.unwrap();
     });
 }
@@ -989,7 +997,7 @@ fn eio_on_read_is_reported_and_never_serves_garbage() {
             log.append_committed(Q1, &batch(tag, 1, 600)).await.unwrap();
         }
         dir.fail_next(SimOp::Read, 1, libc::EIO);
-        let err = log.read(Q1, 0, 4096).await.unwrap_err();
+        let err = log.read(Q1, off(0), 4096).await.unwrap_err();
         assert!(matches!(err, StorageError::Io { .. }), "{err}");
         assert!(err.to_string().contains("reading") && err.to_string().contains("EIO"), "{err}");
         assert!(log.failure().is_none(), "a read error does not stop writes");
@@ -1028,7 +1036,7 @@ fn the_async_flush_interval_and_store_times_follow_the_logs_clock() {
         cfg.flush_interval_ms = 60_000;
         cfg.flush_bytes = 1 << 30; // only the interval flushes
         let log = CommitLog::open_with_clock(SimDir::new(61), cfg, clock.clone()).await.unwrap();
-        let q = QueueKey::new(1, 0);
+        let q = QueueKey::new(TopicId::new(1), QueueId::new(0));
         let out = log.append(q, &batch(0, 3, 10)).await.unwrap();
         assert_eq!(out.store_timestamp_ms, 1_700_000_000_000, "stamped with the log's clock");
         // However long the flusher runs, nothing is flushed before the clock reaches the interval.

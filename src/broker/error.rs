@@ -46,12 +46,15 @@ impl From<StorageError> for BrokerError {
             StorageError::OffsetOutOfRange { min, next, .. } => BrokerError {
                 code: ErrorCode::OFFSET_OUT_OF_RANGE,
                 message,
-                detail: ErrorDetail::OffsetRange { min, next },
+                detail: ErrorDetail::OffsetRange { min: min.get(), next: next.get() },
             },
             StorageError::CorruptBatch { first_offset, next_offset, .. } => BrokerError {
                 code: ErrorCode::CORRUPT_DATA,
                 message,
-                detail: ErrorDetail::CorruptRange { first: first_offset, next: next_offset },
+                detail: ErrorDetail::CorruptRange {
+                    first: first_offset.get(),
+                    next: next_offset.get(),
+                },
             },
             StorageError::Failed { .. } => BrokerError::new(ErrorCode::SHARD_FAILED, message),
             StorageError::DiskFull { .. } => BrokerError::new(ErrorCode::DISK_FULL, message),

@@ -319,10 +319,11 @@ impl SequenceWindows {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::{QueueId, TopicId};
     use proptest::prelude::*;
     use std::collections::HashSet;
 
-    const Q: QueueKey = QueueKey { topic_id: 1, queue_id: 0 };
+    const Q: QueueKey = QueueKey::new(TopicId::new(1), QueueId::new(0));
     const P: i64 = 7 << 16;
 
     fn at(o: u64) -> Stored {
@@ -353,7 +354,7 @@ mod tests {
         w.stored(P, Q, 14, at(114));
         assert_eq!(w.check(P, Q, 14, 1, 1), Verdict::Duplicate(at(114)));
         // Another queue or producer is another window.
-        let q2 = QueueKey { topic_id: 1, queue_id: 1 };
+        let q2 = QueueKey::new(TopicId::new(1), QueueId::new(1));
         assert_eq!(w.check(P, q2, 0, 1, 1), Verdict::Append);
         assert_eq!(w.check(8 << 16, Q, 0, 1, 1), Verdict::Append);
     }
@@ -486,7 +487,7 @@ mod tests {
         stored.retain(|&(p, q, _), _| {
             let key = WindowKey {
                 producer: i64::from(p) + 1,
-                queue: QueueKey { topic_id: 1, queue_id: u32::from(q) },
+                queue: QueueKey::new(TopicId::new(1), QueueId::new(u32::from(q))),
             };
             w.states.contains_key(&key)
         });
@@ -520,7 +521,7 @@ mod tests {
                         forget_lost(&w, &mut stored);
                         let e = *epochs.get(&(p, q)).unwrap_or(&0);
                         let pid = (i64::from(p) + 1) << 16 | i64::from(e);
-                        let queue = QueueKey { topic_id: 1, queue_id: u32::from(q) };
+                        let queue = QueueKey::new(TopicId::new(1), QueueId::new(u32::from(q)));
                         let v = w.check(pid, queue, seq_of(batch), size(batch), now);
                         let mine = stored.entry((p, q, e)).or_default();
                         let was_stored = mine.iter().find(|(b, _)| *b == batch).map(|(_, s)| *s);
@@ -550,7 +551,7 @@ mod tests {
                         let Some((p, q, e, batch)) = in_progress.pop_front() else { continue };
                         busy.remove(&(p, q, e, batch));
                         let pid = (i64::from(p) + 1) << 16 | i64::from(e);
-                        let queue = QueueKey { topic_id: 1, queue_id: u32::from(q) };
+                        let queue = QueueKey::new(TopicId::new(1), QueueId::new(u32::from(q)));
                         if store {
                             let s = Stored { base_offset: offset, store_timestamp_ms: 0 };
                             offset += 1;

@@ -3,10 +3,10 @@
 
 use std::rc::Rc;
 
-use super::shard_log::{AppendOutcome, ShardLog};
+use super::shard_log::{AppendOutcome, OffsetRange, ShardLog};
 use crate::storage::file::LogDir;
 use crate::storage::{
-    AppendStatus, CommitLog, LogPosition, QueueKey, QueueOffsets, ReadBuf, StorageConfig,
+    AppendStatus, CommitLog, LogPosition, QueueKey, QueueOffset, ReadBuf, StorageConfig,
     StorageError,
 };
 
@@ -32,11 +32,11 @@ impl<D: LogDir + 'static> ShardLog for Rc<CommitLog<D>> {
         drop(batch);
         let status = self.commit(&a).await?;
         Ok(AppendOutcome {
-            base_offset: a.base_offset,
+            base_offset: a.base_offset.get(),
             record_count: a.record_count,
             store_timestamp_ms: a.store_timestamp_ms,
             flush_timed_out: status == AppendStatus::FlushDiskTimeout,
-            end: a.end.0,
+            end: a.end.get(),
         })
     }
 
@@ -46,11 +46,11 @@ impl<D: LogDir + 'static> ShardLog for Rc<CommitLog<D>> {
         offset: u64,
         max_bytes: usize,
     ) -> Result<Vec<ReadBuf>, StorageError> {
-        Ok(CommitLog::read(self, queue, offset, max_bytes).await?.batches)
+        Ok(CommitLog::read(self, queue, QueueOffset::new(offset), max_bytes).await?.batches)
     }
 
-    fn offsets(&self, queue: QueueKey) -> QueueOffsets {
-        CommitLog::offsets(self, queue)
+    fn offsets(&self, queue: QueueKey) -> OffsetRange {
+        CommitLog::offsets(self, queue).into()
     }
 
     fn queues(&self) -> Vec<QueueKey> {
@@ -62,19 +62,19 @@ impl<D: LogDir + 'static> ShardLog for Rc<CommitLog<D>> {
         queue: QueueKey,
         timestamp_ms: i64,
     ) -> Result<u64, StorageError> {
-        CommitLog::offset_for_timestamp(self, queue, timestamp_ms).await
+        CommitLog::offset_for_timestamp(self, queue, timestamp_ms).await.map(QueueOffset::get)
     }
 
     fn visible_end(&self) -> u64 {
-        CommitLog::visible_end(self).0
+        CommitLog::visible_end(self).get()
     }
 
     async fn wait_visible(&self, end: u64) -> Result<(), StorageError> {
-        if CommitLog::visible_end(self).0 >= end {
+        if CommitLog::visible_end(self).get() >= end {
             return Ok(());
         }
         // Only sync mode gets here (async data is visible once appended): visible = durable.
-        self.wait_durable(LogPosition(end), None).await.map(|_| ())
+        self.wait_durable(LogPosition::new(end), None).await.map(|_| ())
     }
 
     async fn flush(&self) -> Result<(), StorageError> {

@@ -75,10 +75,11 @@ impl LongPoll {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::{QueueId, TopicId};
 
     #[test]
     fn bounded_notified_and_closed() {
-        let q = QueueKey::new(1, 0);
+        let q = QueueKey::new(TopicId::new(1), QueueId::new(0));
         let mut lp = LongPoll::new(2);
         let mut a = lp.register(q).unwrap();
         let b = lp.register(q).unwrap();
@@ -86,7 +87,7 @@ mod tests {
         drop(b);
         let mut c = lp.register(q).expect("cancelled waiter was pruned");
         assert_eq!(lp.waiting(), 2);
-        lp.notify(QueueKey::new(1, 1));
+        lp.notify(QueueKey::new(TopicId::new(1), QueueId::new(1)));
         assert_eq!(a.try_recv(), Ok(None));
         lp.notify(q);
         assert_eq!(a.try_recv(), Ok(Some(())));

@@ -44,7 +44,7 @@ use crate::protocol::{
     TopicRoute,
 };
 use crate::runtime::{self, SharedClock};
-use crate::storage::{QueueKey, ReadBuf, StorageError};
+use crate::storage::{QueueId, QueueKey, ReadBuf, StorageError, TopicId};
 
 /// A tag-filtered fetch reads at most this many times its `max_bytes` (at least 64 KiB)
 /// looking for a matching batch before it answers empty with how far it got.
@@ -358,7 +358,7 @@ impl<L: ShardLog> Shard<L> {
     }
 
     async fn queue_op(&self, entry: TopicEntry, queue_id: u32, request: Request) -> LocalReply {
-        let key = QueueKey::new(entry.id, queue_id);
+        let key = QueueKey::new(TopicId::new(entry.id), QueueId::new(queue_id));
         match request {
             Request::Produce { batch, .. } => self.produce(key, batch).await.map(Answer::Response),
             Request::Fetch { offset, max_bytes, max_wait_ms, tags, .. } => {

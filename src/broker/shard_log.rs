@@ -7,6 +7,21 @@
 
 use crate::storage::{QueueKey, QueueOffsets, ReadBuf, StorageError};
 
+/// A queue's readable offsets `[min, next)` as the broker and the wire count them: plain
+/// numbers. Storage types them ([`crate::storage::QueueOffset`]); the conversion happens here,
+/// at the seam, so the broker keeps `u64` until it adopts the newtype too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct OffsetRange {
+    pub min: u64,
+    pub next: u64,
+}
+
+impl From<QueueOffsets> for OffsetRange {
+    fn from(o: QueueOffsets) -> Self {
+        OffsetRange { min: o.min.get(), next: o.next.get() }
+    }
+}
+
 /// What an append stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AppendOutcome {
@@ -43,7 +58,7 @@ pub trait ShardLog: 'static {
         offset: u64,
         max_bytes: usize,
     ) -> Result<Vec<ReadBuf>, StorageError>;
-    fn offsets(&self, queue: QueueKey) -> QueueOffsets;
+    fn offsets(&self, queue: QueueKey) -> OffsetRange;
     /// Every queue that has stored batches (or had them).
     fn queues(&self) -> Vec<QueueKey>;
     /// First offset whose batch was stored at or after `timestamp_ms`, else `next`; never past

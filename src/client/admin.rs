@@ -5,7 +5,14 @@ use std::sync::Arc;
 use super::error::{ClientError, Result};
 use super::router::{Router, TopicRoute};
 use crate::protocol::{Request, Response, ShardStats, TopicInfo};
-use crate::storage::QueueOffsets;
+
+/// A queue's offsets `[min, next)` as the broker reports them: `next` is where the next record
+/// goes. Plain numbers, as on the wire (the broker's storage types them; the client need not).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct QueueOffsets {
+    pub min: u64,
+    pub next: u64,
+}
 
 pub struct AdminClient {
     router: Arc<Router>,

@@ -10,18 +10,19 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use super::file::ReadBuf;
+use super::types::LogPosition;
 use crate::runtime::DmaBuffer;
 
 struct Cached {
     buf: Rc<DmaBuffer>,
     /// Log position of `buf[0]`.
-    start: u64,
+    start: LogPosition,
     /// Log position one past the last valid byte.
-    end: u64,
+    end: LogPosition,
 }
 
 pub struct ChunkCache {
-    chunks: BTreeMap<u64, Cached>,
+    chunks: BTreeMap<LogPosition, Cached>,
     bytes: usize,
     max_bytes: usize,
     hits: u64,
@@ -34,7 +35,7 @@ impl ChunkCache {
     }
 
     /// Adds a dispatched chunk whose valid bytes are `buf[..(end - start)]`.
-    pub fn insert(&mut self, start: u64, end: u64, buf: Rc<DmaBuffer>) {
+    pub fn insert(&mut self, start: LogPosition, end: LogPosition, buf: Rc<DmaBuffer>) {
         self.bytes += buf.len();
         if let Some(old) = self.chunks.insert(start, Cached { buf, start, end }) {
             self.bytes -= old.buf.len();
@@ -42,7 +43,7 @@ impl ChunkCache {
     }
 
     /// Evicts oldest chunks beyond the bound whose bytes are all below `written`.
-    pub fn evict(&mut self, written: u64) {
+    pub fn evict(&mut self, written: LogPosition) {
         while self.bytes > self.max_bytes {
             let Some((&k, c)) = self.chunks.iter().next() else { break };
             if c.end > written {
@@ -54,8 +55,8 @@ impl ChunkCache {
     }
 
     /// Drops every chunk below log position `start` (retention) or at/after `from` (truncation).
-    pub fn retain_range(&mut self, start: u64, from: u64) {
-        let keep: Vec<u64> = self
+    pub fn retain_range(&mut self, start: LogPosition, from: LogPosition) {
+        let keep: Vec<LogPosition> = self
             .chunks
             .values()
             .filter(|c| c.end <= start || c.start >= from)
@@ -69,7 +70,7 @@ impl ChunkCache {
     }
 
     /// The bytes `[pos, pos + len)` if one cached chunk holds all of them.
-    pub fn get(&mut self, pos: u64, len: usize) -> Option<ReadBuf> {
+    pub fn get(&mut self, pos: LogPosition, len: usize) -> Option<ReadBuf> {
         let hit = self.chunks.range(..=pos).next_back().and_then(|(_, c)| {
             (pos + len as u64 <= c.end).then(|| ReadBuf::Chunk {
                 buf: c.buf.clone(),
@@ -86,13 +87,13 @@ impl ChunkCache {
     }
 
     /// Does a cached chunk hold the byte at `pos`?
-    pub fn contains(&self, pos: u64) -> bool {
+    pub fn contains(&self, pos: LogPosition) -> bool {
         self.chunks.range(..=pos).next_back().is_some_and(|(_, c)| pos < c.end)
     }
 
     /// Copies whatever of `[pos, pos + out.len())` the cache holds into `out`, in order from
     /// `pos`; returns how many leading bytes were found (for batches spanning two chunks).
-    pub fn copy_prefix(&self, pos: u64, out: &mut [u8]) -> usize {
+    pub fn copy_prefix(&self, pos: LogPosition, out: &mut [u8]) -> usize {
         let mut done = 0usize;
         while done < out.len() {
             let at = pos + done as u64;
@@ -121,6 +122,10 @@ impl ChunkCache {
 mod tests {
     use super::*;
 
+    fn p(pos: u64) -> LogPosition {
+        LogPosition::new(pos)
+    }
+
     fn run<F: std::future::Future<Output = ()> + 'static>(f: impl FnOnce() -> F + Send + 'static) {
         crate::runtime::run_on_new_executor(crate::runtime::ExecutorOptions::default(), f).unwrap();
     }
@@ -135,26 +140,26 @@ mod tests {
     fn hits_misses_straddles_and_bounded_eviction() {
         run(|| async {
             let mut c = ChunkCache::new(8192);
-            c.insert(0, 4096, chunk(1));
-            c.insert(4096, 6000, chunk(2));
-            assert_eq!(&*c.get(100, 10).unwrap(), &[1u8; 10]);
-            assert!(c.get(4000, 200).is_none(), "a straddling range is not one chunk");
+            c.insert(p(0), p(4096), chunk(1));
+            c.insert(p(4096), p(6000), chunk(2));
+            assert_eq!(&*c.get(p(100), 10).unwrap(), &[1u8; 10]);
+            assert!(c.get(p(4000), 200).is_none(), "a straddling range is not one chunk");
             let mut out = [0u8; 200];
-            assert_eq!(c.copy_prefix(4000, &mut out), 200);
+            assert_eq!(c.copy_prefix(p(4000), &mut out), 200);
             assert_eq!(&out[..96], &[1u8; 96]);
             assert_eq!(&out[96..], &[2u8; 104]);
-            assert!(c.get(5990, 20).is_none(), "past the valid end");
-            assert!(c.contains(5999) && !c.contains(6000));
+            assert!(c.get(p(5990), 20).is_none(), "past the valid end");
+            assert!(c.contains(p(5999)) && !c.contains(p(6000)));
             // Over the bound, but nothing is written yet: nothing may go.
-            c.insert(8192, 9000, chunk(3));
-            c.evict(0);
+            c.insert(p(8192), p(9000), chunk(3));
+            c.evict(p(0));
             assert_eq!(c.bytes(), 3 * 4096);
             // Once written, the oldest goes first until within the bound.
-            c.evict(9000);
+            c.evict(p(9000));
             assert_eq!(c.bytes(), 8192);
-            assert!(!c.contains(0) && c.contains(4096));
-            c.retain_range(8192, u64::MAX);
-            assert!(!c.contains(4096) && c.contains(8192));
+            assert!(!c.contains(p(0)) && c.contains(p(4096)));
+            c.retain_range(p(8192), LogPosition::MAX);
+            assert!(!c.contains(p(4096)) && c.contains(p(8192)));
             assert_eq!(c.stats().0, 1);
         });
     }

@@ -14,7 +14,12 @@ pub enum StorageError {
     BatchTooLarge { size: usize, max: usize },
     /// A read asked for an offset the queue does not hold.
     #[error("offset {requested} is out of range for {queue}: it holds [{min}, {next})")]
-    OffsetOutOfRange { queue: super::QueueKey, requested: u64, min: u64, next: u64 },
+    OffsetOutOfRange {
+        queue: super::QueueKey,
+        requested: super::QueueOffset,
+        min: super::QueueOffset,
+        next: super::QueueOffset,
+    },
     /// A write or fsync failed earlier: the log stopped taking writes because the state of
     /// unsynced pages is unknown. Restart the shard to recover from the last durable state.
     #[error("commit log in {dir} stopped after an I/O failure ({reason}); restart to recover")]
@@ -50,8 +55,8 @@ pub enum StorageError {
     )]
     CorruptBatch {
         queue: super::QueueKey,
-        first_offset: u64,
-        next_offset: u64,
+        first_offset: super::QueueOffset,
+        next_offset: super::QueueOffset,
         file: String,
         offset: u64,
         reason: String,

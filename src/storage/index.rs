@@ -21,7 +21,7 @@
 
 use std::collections::VecDeque;
 
-use super::types::{QueueKey, QueueOffsets};
+use super::types::{LogPosition, QueueId, QueueKey, QueueOffset, QueueOffsets, TopicId};
 
 /// Bytes of one entry in an index file.
 pub const ENTRY_BYTES: usize = 32;
@@ -29,24 +29,24 @@ pub const ENTRY_BYTES: usize = 32;
 /// One stored batch of one queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct IndexEntry {
-    pub base_offset: u64,
-    pub position: u64,
+    pub base_offset: QueueOffset,
+    pub position: LogPosition,
     pub length: u32,
     pub record_count: u32,
     pub store_timestamp_ms: i64,
 }
 
 impl IndexEntry {
-    pub fn next_offset(&self) -> u64 {
+    pub fn next_offset(&self) -> QueueOffset {
         self.base_offset + u64::from(self.record_count)
     }
-    pub fn end(&self) -> u64 {
+    pub fn end(&self) -> LogPosition {
         self.position + u64::from(self.length)
     }
 
     pub fn encode(&self, out: &mut [u8]) {
-        out[0..8].copy_from_slice(&self.base_offset.to_le_bytes());
-        out[8..16].copy_from_slice(&self.position.to_le_bytes());
+        out[0..8].copy_from_slice(&self.base_offset.get().to_le_bytes());
+        out[8..16].copy_from_slice(&self.position.get().to_le_bytes());
         out[16..20].copy_from_slice(&self.length.to_le_bytes());
         out[20..24].copy_from_slice(&self.record_count.to_le_bytes());
         out[24..32].copy_from_slice(&self.store_timestamp_ms.to_le_bytes());
@@ -56,8 +56,8 @@ impl IndexEntry {
         let u64_at = |at: usize| u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"));
         let u32_at = |at: usize| u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"));
         IndexEntry {
-            base_offset: u64_at(0),
-            position: u64_at(8),
+            base_offset: QueueOffset::new(u64_at(0)),
+            position: LogPosition::new(u64_at(8)),
             length: u32_at(16),
             record_count: u32_at(20),
             store_timestamp_ms: u64_at(24) as i64,
@@ -76,14 +76,14 @@ pub struct QueueIndex {
     /// Entries not yet written, oldest first.
     pub pending: VecDeque<IndexEntry>,
     /// Lowest offset still stored (the queue floor when it holds no entries).
-    pub min_offset: u64,
+    pub min_offset: QueueOffset,
     /// Offset the next batch gets.
-    pub next_offset: u64,
+    pub next_offset: QueueOffset,
 }
 
 impl QueueIndex {
     /// A queue with no entries whose offsets start at `floor`.
-    pub fn with_floor(floor: u64) -> Self {
+    pub fn with_floor(floor: QueueOffset) -> Self {
         QueueIndex { min_offset: floor, next_offset: floor, ..QueueIndex::default() }
     }
 
@@ -101,7 +101,7 @@ impl QueueIndex {
 
     /// Offsets counting only batches that end at or before `visible`. Invisible batches are
     /// never durable yet, so they are always among the pending entries.
-    pub fn visible_offsets(&self, visible: u64) -> QueueOffsets {
+    pub fn visible_offsets(&self, visible: LogPosition) -> QueueOffsets {
         let mut o = self.offsets();
         let hidden = self.pending.iter().rev().take_while(|e| e.end() > visible).count();
         if hidden > 0 {
@@ -129,7 +129,7 @@ impl QueueIndex {
     }
 
     /// How many leading pending entries describe batches ending at or before `durable`.
-    pub fn writable_pending(&self, durable: u64) -> usize {
+    pub fn writable_pending(&self, durable: LogPosition) -> usize {
         self.pending.partition_point(|e| e.end() <= durable)
     }
 
@@ -148,7 +148,7 @@ impl QueueIndex {
 
     /// Drops every entry below `first` (retention); `first_entry_offset` is the base offset of
     /// entry `first` (or `next_offset` when `first` is the next entry).
-    pub fn drop_before(&mut self, first: u64, first_entry_offset: u64) {
+    pub fn drop_before(&mut self, first: u64, first_entry_offset: QueueOffset) {
         if first <= self.first_entry {
             return;
         }
@@ -166,7 +166,7 @@ impl QueueIndex {
 
     /// Forgets entries numbered `n` and above (recovery: their batches are past the log's
     /// end); `next_offset` becomes `offset`, the base offset of the first forgotten entry.
-    pub fn truncate_to(&mut self, n: u64, offset: u64) {
+    pub fn truncate_to(&mut self, n: u64, offset: QueueOffset) {
         if n >= self.next_entry() {
             return;
         }
@@ -195,16 +195,16 @@ pub struct QueueCheckpoint {
     pub queue: QueueKey,
     pub first_entry: u64,
     pub next_entry: u64,
-    pub min_offset: u64,
-    pub next_offset: u64,
+    pub min_offset: QueueOffset,
+    pub next_offset: QueueOffset,
 }
 
 /// One segment's facts in a checkpoint (so recovery need not scan segments below it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SegmentCheckpoint {
-    pub base: u64,
+    pub base: LogPosition,
     /// Position after the end marker if the segment was sealed.
-    pub sealed_end: Option<u64>,
+    pub sealed_end: Option<LogPosition>,
     /// Newest store time of the segment's batches below the checkpoint position.
     pub max_store_timestamp_ms: i64,
 }
@@ -213,7 +213,7 @@ pub struct SegmentCheckpoint {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IndexCheckpoint {
     /// Every batch below this log position has its entry in the index files.
-    pub position: u64,
+    pub position: LogPosition,
     /// `index_file_entries` the files were written with (they cannot be read with another).
     pub file_entries: u64,
     pub segments: Vec<SegmentCheckpoint>,
@@ -236,22 +236,23 @@ impl IndexCheckpoint {
         );
         b.extend_from_slice(CHECKPOINT_MAGIC);
         b.extend_from_slice(&CHECKPOINT_VERSION.to_le_bytes());
-        b.extend_from_slice(&self.position.to_le_bytes());
+        b.extend_from_slice(&self.position.get().to_le_bytes());
         b.extend_from_slice(&self.file_entries.to_le_bytes());
         b.extend_from_slice(&(self.segments.len() as u32).to_le_bytes());
         b.extend_from_slice(&(self.queues.len() as u32).to_le_bytes());
         for s in &self.segments {
-            b.extend_from_slice(&s.base.to_le_bytes());
-            b.extend_from_slice(&s.sealed_end.unwrap_or(0).to_le_bytes());
+            b.extend_from_slice(&s.base.get().to_le_bytes());
+            // 0 means not sealed: no segment ends at the log's very start.
+            b.extend_from_slice(&s.sealed_end.map_or(0, LogPosition::get).to_le_bytes());
             b.extend_from_slice(&s.max_store_timestamp_ms.to_le_bytes());
         }
         for q in &self.queues {
-            b.extend_from_slice(&q.queue.topic_id.to_le_bytes());
-            b.extend_from_slice(&q.queue.queue_id.to_le_bytes());
+            b.extend_from_slice(&q.queue.topic_id.get().to_le_bytes());
+            b.extend_from_slice(&q.queue.queue_id.get().to_le_bytes());
             b.extend_from_slice(&q.first_entry.to_le_bytes());
             b.extend_from_slice(&q.next_entry.to_le_bytes());
-            b.extend_from_slice(&q.min_offset.to_le_bytes());
-            b.extend_from_slice(&q.next_offset.to_le_bytes());
+            b.extend_from_slice(&q.min_offset.get().to_le_bytes());
+            b.extend_from_slice(&q.next_offset.get().to_le_bytes());
         }
         let crc = crc32c::crc32c(&b);
         b.extend_from_slice(&crc.to_le_bytes());
@@ -276,7 +277,7 @@ impl IndexCheckpoint {
         if u32_at(4) != CHECKPOINT_VERSION {
             return Err(format!("unsupported index checkpoint version {}", u32_at(4)));
         }
-        let position = u64_at(8);
+        let position = LogPosition::new(u64_at(8));
         let file_entries = u64_at(16);
         let segment_count = u32_at(24) as usize;
         let queue_count = u32_at(28) as usize;
@@ -291,8 +292,8 @@ impl IndexCheckpoint {
         for _ in 0..segment_count {
             let sealed_end = u64_at(at + 8);
             segments.push(SegmentCheckpoint {
-                base: u64_at(at),
-                sealed_end: (sealed_end != 0).then_some(sealed_end),
+                base: LogPosition::new(u64_at(at)),
+                sealed_end: (sealed_end != 0).then_some(LogPosition::new(sealed_end)),
                 max_store_timestamp_ms: u64_at(at + 16) as i64,
             });
             at += SEGMENT_RECORD_BYTES;
@@ -300,11 +301,11 @@ impl IndexCheckpoint {
         let mut queues = Vec::with_capacity(queue_count);
         for _ in 0..queue_count {
             let q = QueueCheckpoint {
-                queue: QueueKey::new(u32_at(at), u32_at(at + 4)),
+                queue: QueueKey::new(TopicId::new(u32_at(at)), QueueId::new(u32_at(at + 4))),
                 first_entry: u64_at(at + 8),
                 next_entry: u64_at(at + 16),
-                min_offset: u64_at(at + 24),
-                next_offset: u64_at(at + 32),
+                min_offset: QueueOffset::new(u64_at(at + 24)),
+                next_offset: QueueOffset::new(u64_at(at + 32)),
             };
             if q.first_entry > q.next_entry || q.min_offset > q.next_offset {
                 return Err(format!("index checkpoint of {} has inverted counters", q.queue));
@@ -320,10 +321,18 @@ impl IndexCheckpoint {
 mod tests {
     use super::*;
 
+    fn p(pos: u64) -> LogPosition {
+        LogPosition::new(pos)
+    }
+
+    fn o(offset: u64) -> QueueOffset {
+        QueueOffset::new(offset)
+    }
+
     fn entry(base: u64, pos: u64, n: u32, ts: i64) -> IndexEntry {
         IndexEntry {
-            base_offset: base,
-            position: pos,
+            base_offset: o(base),
+            position: p(pos),
             length: 100,
             record_count: n,
             store_timestamp_ms: ts,
@@ -340,22 +349,22 @@ mod tests {
 
     #[test]
     fn pending_write_drop_and_visibility() {
-        let mut q = QueueIndex::with_floor(10);
-        assert_eq!(q.offsets(), QueueOffsets { min: 10, next: 10 });
+        let mut q = QueueIndex::with_floor(o(10));
+        assert_eq!(q.offsets(), QueueOffsets { min: o(10), next: o(10) });
         q.push(entry(10, 0, 5, 1));
         q.push(entry(15, 100, 5, 2));
         q.push(entry(20, 200, 1, 3));
-        assert_eq!(q.visible_offsets(150), QueueOffsets { min: 10, next: 15 });
-        assert_eq!(q.visible_offsets(300), QueueOffsets { min: 10, next: 21 });
-        assert_eq!(q.writable_pending(200), 2);
+        assert_eq!(q.visible_offsets(p(150)), QueueOffsets { min: o(10), next: o(15) });
+        assert_eq!(q.visible_offsets(p(300)), QueueOffsets { min: o(10), next: o(21) });
+        assert_eq!(q.writable_pending(p(200)), 2);
         q.mark_written(2);
         assert_eq!((q.written_entries, q.next_entry()), (2, 3));
         assert_eq!(q.pending_entry(2), Some(entry(20, 200, 1, 3)));
         assert_eq!(q.pending_entry(1), None);
-        q.drop_before(1, 15);
-        assert_eq!(q.offsets(), QueueOffsets { min: 15, next: 21 });
-        q.truncate_to(2, 20);
-        assert_eq!(q.offsets(), QueueOffsets { min: 15, next: 20 });
+        q.drop_before(1, o(15));
+        assert_eq!(q.offsets(), QueueOffsets { min: o(15), next: o(21) });
+        q.truncate_to(2, o(20));
+        assert_eq!(q.offsets(), QueueOffsets { min: o(15), next: o(20) });
         assert_eq!(q.next_entry(), 2);
         q.push(entry(20, 300, 1, 4));
         q.mark_written(1);
@@ -373,18 +382,22 @@ mod tests {
     #[test]
     fn checkpoint_round_trip_and_corruption() {
         let c = IndexCheckpoint {
-            position: 4096,
+            position: p(4096),
             file_entries: 128,
             segments: vec![
-                SegmentCheckpoint { base: 0, sealed_end: Some(4000), max_store_timestamp_ms: 9 },
-                SegmentCheckpoint { base: 65536, sealed_end: None, max_store_timestamp_ms: 10 },
+                SegmentCheckpoint {
+                    base: p(0),
+                    sealed_end: Some(p(4000)),
+                    max_store_timestamp_ms: 9,
+                },
+                SegmentCheckpoint { base: p(65536), sealed_end: None, max_store_timestamp_ms: 10 },
             ],
             queues: vec![QueueCheckpoint {
-                queue: QueueKey::new(1, 2),
+                queue: QueueKey::new(TopicId::new(1), QueueId::new(2)),
                 first_entry: 3,
                 next_entry: 9,
-                min_offset: 30,
-                next_offset: 90,
+                min_offset: o(30),
+                next_offset: o(90),
             }],
         };
         let mut b = c.encode();

@@ -120,9 +120,10 @@ impl IndexCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::types::{QueueId, TopicId};
 
     fn key(q: u32, block: u64) -> BlockKey {
-        BlockKey { queue: QueueKey::new(1, q), block }
+        BlockKey { queue: QueueKey::new(TopicId::new(1), QueueId::new(q)), block }
     }
 
     fn block(fill: u8) -> Block {

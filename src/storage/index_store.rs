@@ -41,7 +41,7 @@ use std::rc::Rc;
 use super::file::{LogDir, LogFile};
 use super::index::{IndexCheckpoint, IndexEntry, QueueCheckpoint, QueueIndex, ENTRY_BYTES};
 use super::index_cache::{Block, BlockKey, IndexCache, BLOCK_BYTES, ENTRIES_PER_BLOCK};
-use super::types::{QueueKey, QueueOffsets};
+use super::types::{LogPosition, QueueId, QueueKey, QueueOffset, QueueOffsets, TopicId};
 use crate::runtime::{self, Semaphore};
 
 pub const QUEUE_INDEX_SUFFIX: &str = ".qidx";
@@ -55,7 +55,8 @@ const DIRTY_FILE_BYTES: usize = 32;
 
 /// Name of index file `file` of `queue`.
 pub fn index_file_name(queue: QueueKey, file: u64) -> String {
-    format!("{:010}-{:010}-{:020}{QUEUE_INDEX_SUFFIX}", queue.topic_id, queue.queue_id, file)
+    let (topic, queue) = (queue.topic_id.get(), queue.queue_id.get());
+    format!("{topic:010}-{queue:010}-{file:020}{QUEUE_INDEX_SUFFIX}")
 }
 
 /// Parses an index file name back into its queue and file number.
@@ -71,7 +72,8 @@ pub fn parse_index_file_name(name: &str) -> Option<(QueueKey, u64)> {
     let topic = u32::try_from(next(10)?).ok()?;
     let queue = u32::try_from(next(10)?).ok()?;
     let file = next(20)?;
-    parts.next().is_none().then_some((QueueKey::new(topic, queue), file))
+    let key = QueueKey::new(TopicId::new(topic), QueueId::new(queue));
+    parts.next().is_none().then_some((key, file))
 }
 
 /// Why a lookup failed.
@@ -183,7 +185,7 @@ pub struct IndexStore<F> {
     /// happened meanwhile, so an older copy never replaces a newer one.
     write_epoch: Cell<u64>,
     gate: Semaphore,
-    checkpoint_position: Cell<u64>,
+    checkpoint_position: Cell<LogPosition>,
 }
 
 impl<F: LogFile> IndexStore<F> {
@@ -210,7 +212,7 @@ impl<F: LogFile> IndexStore<F> {
             created_files: Cell::new(false),
             write_epoch: Cell::new(0),
             gate: Semaphore::new(1),
-            checkpoint_position: Cell::new(0),
+            checkpoint_position: Cell::new(LogPosition::ZERO),
         }
     }
 
@@ -220,7 +222,7 @@ impl<F: LogFile> IndexStore<F> {
     fn with_queue<T>(
         &self,
         queue: QueueKey,
-        floor: u64,
+        floor: QueueOffset,
         f: impl FnOnce(&mut QueueIndex) -> T,
     ) -> T {
         let out = {
@@ -246,12 +248,12 @@ impl<F: LogFile> IndexStore<F> {
 
     /// Records a new batch of `queue` (appended, not yet durable).
     pub fn push(&self, queue: QueueKey, e: IndexEntry) {
-        self.with_queue(queue, 0, |q| q.push(e));
+        self.with_queue(queue, QueueOffset::ZERO, |q| q.push(e));
     }
 
     /// Recovery: records a scanned batch unless it lies below the queue's floor; false if it
     /// does not continue the queue's offsets (then it is not our data).
-    pub fn push_scanned(&self, queue: QueueKey, e: IndexEntry, floor: u64) -> bool {
+    pub fn push_scanned(&self, queue: QueueKey, e: IndexEntry, floor: QueueOffset) -> bool {
         if e.next_offset() <= floor {
             return true;
         }
@@ -265,12 +267,12 @@ impl<F: LogFile> IndexStore<F> {
     }
 
     /// The offset the next batch of `queue` gets.
-    pub fn next_offset(&self, queue: QueueKey) -> u64 {
-        self.queues.borrow().get(&queue).map_or(0, |q| q.next_offset)
+    pub fn next_offset(&self, queue: QueueKey) -> QueueOffset {
+        self.queues.borrow().get(&queue).map_or(QueueOffset::ZERO, |q| q.next_offset)
     }
 
     /// The offsets of `queue` counting only batches ending at or before `visible`.
-    pub fn visible_offsets(&self, queue: QueueKey, visible: u64) -> Option<QueueOffsets> {
+    pub fn visible_offsets(&self, queue: QueueKey, visible: LogPosition) -> Option<QueueOffsets> {
         self.queues.borrow().get(&queue).map(|q| q.visible_offsets(visible))
     }
 
@@ -279,7 +281,7 @@ impl<F: LogFile> IndexStore<F> {
     }
 
     /// Every queue's lowest stored offset (for the floor file).
-    pub fn floors(&self) -> Vec<(QueueKey, u64)> {
+    pub fn floors(&self) -> Vec<(QueueKey, QueueOffset)> {
         self.queues.borrow().iter().map(|(k, q)| (*k, q.min_offset)).collect()
     }
 
@@ -300,7 +302,7 @@ impl<F: LogFile> IndexStore<F> {
     }
 
     /// The position of the last durable checkpoint.
-    pub fn checkpoint_position(&self) -> u64 {
+    pub fn checkpoint_position(&self) -> LogPosition {
         self.checkpoint_position.get()
     }
 
@@ -492,7 +494,7 @@ impl<F: LogFile> IndexStore<F> {
         &self,
         dir: &D,
         queue: QueueKey,
-        offset: u64,
+        offset: QueueOffset,
     ) -> Result<Option<u64>, LookupError> {
         let (lo, hi) = {
             let queues = self.queues.borrow();
@@ -516,10 +518,10 @@ impl<F: LogFile> IndexStore<F> {
         dir: &D,
         queue: QueueKey,
         ts_ms: i64,
-    ) -> Result<u64, LookupError> {
+    ) -> Result<QueueOffset, LookupError> {
         let (lo, hi, next_offset) = {
             let queues = self.queues.borrow();
-            let Some(q) = queues.get(&queue) else { return Ok(0) };
+            let Some(q) = queues.get(&queue) else { return Ok(QueueOffset::ZERO) };
             if q.pending.front().is_some_and(|e| e.store_timestamp_ms < ts_ms) {
                 // The answer is among the pending entries (or past them).
                 let i = q.pending.partition_point(|e| e.store_timestamp_ms < ts_ms);
@@ -542,7 +544,7 @@ impl<F: LogFile> IndexStore<F> {
         queue: QueueKey,
         mut n: u64,
         max_bytes: usize,
-        visible: u64,
+        visible: LogPosition,
     ) -> Result<Vec<IndexEntry>, LookupError> {
         let mut out: Vec<IndexEntry> = Vec::new();
         let mut total = 0usize;
@@ -583,7 +585,7 @@ impl<F: LogFile> IndexStore<F> {
     pub async fn writeback<D: LogDir<File = F>>(
         &self,
         dir: &D,
-        durable: u64,
+        durable: LogPosition,
     ) -> Result<(), WritebackError> {
         use WritebackError::Write;
         let todo: Vec<QueueKey> = self
@@ -637,7 +639,7 @@ impl<F: LogFile> IndexStore<F> {
                 }
                 self.dirty_files.borrow_mut().insert((queue, file));
                 self.cache.borrow_mut().insert(BlockKey { queue, block }, Rc::new(bytes));
-                self.with_queue(queue, 0, |q| q.mark_written(count));
+                self.with_queue(queue, QueueOffset::ZERO, |q| q.mark_written(count));
                 if self.dirty_files.borrow().len() * DIRTY_FILE_BYTES > self.budget_bytes / 16 {
                     // Remembering which files need an fdatasync costs memory too: sync early.
                     self.sync(dir).await.map_err(WritebackError::Sync)?;
@@ -667,7 +669,7 @@ impl<F: LogFile> IndexStore<F> {
     }
 
     /// Records that a checkpoint at `position` is durable.
-    pub fn checkpointed(&self, position: u64) {
+    pub fn checkpointed(&self, position: LogPosition) {
         self.checkpoint_position.set(position);
     }
 
@@ -677,7 +679,7 @@ impl<F: LogFile> IndexStore<F> {
     pub async fn drop_before<D: LogDir<File = F>>(
         &self,
         dir: &D,
-        start: u64,
+        start: LogPosition,
     ) -> Result<Vec<(QueueKey, u64)>, LookupError> {
         let mut doomed = Vec::new();
         for queue in self.queue_keys() {
@@ -694,7 +696,7 @@ impl<F: LogFile> IndexStore<F> {
                 true => self.entry(dir, queue, n).await?.base_offset,
                 false => next_offset,
             };
-            self.with_queue(queue, 0, |q| q.drop_before(n, min_offset));
+            self.with_queue(queue, QueueOffset::ZERO, |q| q.drop_before(n, min_offset));
             doomed.extend((first / self.file_entries..n / self.file_entries).map(|f| (queue, f)));
         }
         Ok(doomed)
@@ -727,7 +729,7 @@ impl<F: LogFile> IndexStore<F> {
         dir: &D,
         names: &[String],
         checkpoint: Option<&IndexCheckpoint>,
-        floors: &HashMap<QueueKey, u64>,
+        floors: &HashMap<QueueKey, QueueOffset>,
     ) -> Result<(), LookupError> {
         let files: Vec<(QueueKey, u64)> =
             names.iter().filter_map(|n| parse_index_file_name(n)).collect();
@@ -812,7 +814,7 @@ impl<F: LogFile> IndexStore<F> {
     pub async fn truncate_from<D: LogDir<File = F>>(
         &self,
         dir: &D,
-        end: u64,
+        end: LogPosition,
     ) -> Result<(), LookupError> {
         for queue in self.queue_keys() {
             let (first, next) = {
@@ -824,7 +826,7 @@ impl<F: LogFile> IndexStore<F> {
             }
             let n = self.partition(dir, queue, first, next, |e| e.end() <= end).await?;
             let offset = self.entry(dir, queue, n).await?.base_offset;
-            self.with_queue(queue, 0, |q| q.truncate_to(n, offset));
+            self.with_queue(queue, QueueOffset::ZERO, |q| q.truncate_to(n, offset));
         }
         self.checkpoint_position.set(self.checkpoint_position.get().min(end));
         Ok(())
@@ -838,8 +840,8 @@ mod tests {
 
     fn entry(base: u64, position: u64) -> IndexEntry {
         IndexEntry {
-            base_offset: base,
-            position,
+            base_offset: QueueOffset::new(base),
+            position: LogPosition::new(position),
             length: 100,
             record_count: 2,
             store_timestamp_ms: 5,
@@ -862,21 +864,27 @@ mod tests {
         on_executor(|| async {
             let dir = SimDir::new(1);
             let store: IndexStore<SimFileHandle> = IndexStore::new(128, 64 * 1024);
-            let q = QueueKey::new(1, 1);
+            let q = QueueKey::new(TopicId::new(1), QueueId::new(1));
             for i in 0..10 {
                 store.push(q, entry(2 * i, 100 * i));
             }
             let _gate = store.lock().await;
-            let doomed = store.drop_before(&dir, 500).await.unwrap();
+            let doomed = store.drop_before(&dir, LogPosition::new(500)).await.unwrap();
             assert!(doomed.is_empty(), "file 0 still holds retained entries");
-            assert_eq!(store.visible_offsets(q, u64::MAX).unwrap().min, 10);
+            assert_eq!(
+                store.visible_offsets(q, LogPosition::MAX).unwrap().min,
+                QueueOffset::new(10)
+            );
             store.push(q, entry(20, 1000));
-            store.writeback(&dir, u64::MAX).await.unwrap();
+            store.writeback(&dir, LogPosition::MAX).await.unwrap();
             store.sync(&dir).await.unwrap();
             store.clear_cache();
             for (offset, position) in [(10, 500), (19, 900), (21, 1000)] {
-                let n = store.find(&dir, q, offset).await.unwrap().unwrap();
-                assert_eq!(store.entry(&dir, q, n).await.unwrap().position, position);
+                let n = store.find(&dir, q, QueueOffset::new(offset)).await.unwrap().unwrap();
+                assert_eq!(
+                    store.entry(&dir, q, n).await.unwrap().position,
+                    LogPosition::new(position)
+                );
             }
             assert!(matches!(store.entry(&dir, q, 4).await, Err(LookupError::Gone)));
         });
@@ -884,7 +892,7 @@ mod tests {
 
     #[test]
     fn file_names_round_trip() {
-        let q = QueueKey::new(7, 4_000_000_000);
+        let q = QueueKey::new(TopicId::new(7), QueueId::new(4_000_000_000));
         let name = index_file_name(q, 12);
         assert_eq!(name, "0000000007-4000000000-00000000000000000012.qidx");
         assert_eq!(parse_index_file_name(&name), Some((q, 12)));

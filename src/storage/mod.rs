@@ -10,7 +10,10 @@
 //! Files, one concept each:
 //! - [`file`]: the storage seam (`LogDir`/`LogFile`); [`dma_dir`] is the real one (glommio),
 //!   [`sim_dir`] the fault-injecting one for tests.
-//! - [`commit_log`]: append, group commit, read, recovery, retention execution.
+//! - [`commit_log`]: the log itself, a directory with one file per concept: the facade,
+//!   appender, flusher (group commit), segment set, reader, read-ahead, recovery, index
+//!   writer and retention run.
+//! - [`floors`]: the queue floors file codec (pure).
 //! - [`write_tracker`]: contiguous-completion tracking of out-of-order writes.
 //! - [`chunk_cache`]: bounded cache of recently written chunks for reads.
 //! - [`index`]: per-queue index entries, counters and the checkpoint codec (pure).
@@ -29,6 +32,7 @@ pub mod config;
 pub mod dma_dir;
 pub mod error;
 pub mod file;
+pub mod floors;
 pub mod index;
 pub mod index_cache;
 pub mod index_store;
@@ -43,4 +47,7 @@ pub use commit_log::CommitLog;
 pub use config::{FlushMode, IoMode, StorageConfig};
 pub use error::StorageError;
 pub use file::ReadBuf;
-pub use types::{AppendStatus, Appended, LogPosition, QueueKey, QueueOffsets, ReadBatches};
+pub use types::{
+    AppendStatus, Appended, LogPosition, QueueId, QueueKey, QueueOffset, QueueOffsets, ReadBatches,
+    TopicId,
+};

@@ -40,6 +40,7 @@ use super::config::StorageConfig;
 use super::error::is_disk_full;
 use super::file::{LogDir, LogFile};
 use super::segment::{segment_name, Segment};
+use super::types::LogPosition;
 
 /// Why the last creation attempt failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,7 +63,7 @@ pub enum Shortage {
     /// The active segment could not be preallocated to its full size.
     ActiveUnallocated { reason: String },
     /// The last segment is sealed and its successor at `base` could not be created.
-    NoNextSegment { base: u64, reason: String },
+    NoNextSegment { base: LogPosition, reason: String },
 }
 
 #[derive(Debug)]
@@ -70,15 +71,15 @@ enum Prep<S> {
     Idle,
     /// A task is creating the segment at `base`.
     Creating {
-        base: u64,
+        base: LogPosition,
     },
     /// Created, preallocated, its name durable: a roll switches to it.
     Ready {
-        base: u64,
+        base: LogPosition,
         seg: S,
     },
     Failed {
-        base: u64,
+        base: LogPosition,
         failure: CreateFailure,
         retry_at: Instant,
     },
@@ -90,7 +91,7 @@ pub enum RollStep<S> {
     /// Switch to this segment.
     Use(S),
     /// A segment prepared at another base (the segment size changed): delete it, then ask again.
-    Discard { base: u64, seg: S },
+    Discard { base: LogPosition, seg: S },
     /// Creation is running: wait for it to finish, then ask again.
     Wait,
     /// No space, and the retry time has not come: fail this append with DISK_FULL.
@@ -165,7 +166,7 @@ impl<S> NextSegment<S> {
 
     /// Whether a background creation of the segment at `base` should start now; if so the
     /// state becomes `Creating` and the caller must report the outcome with [`Self::created`].
-    pub fn start_background(&mut self, base: u64, now: Instant) -> bool {
+    pub fn start_background(&mut self, base: LogPosition, now: Instant) -> bool {
         if self.active_short.is_some() {
             // The active segment is short of space itself; the roll path retries both.
             return false;
@@ -186,7 +187,7 @@ impl<S> NextSegment<S> {
     /// caller then deletes its file).
     pub fn created(
         &mut self,
-        base: u64,
+        base: LogPosition,
         outcome: Result<S, CreateFailure>,
         now: Instant,
     ) -> Option<S> {
@@ -201,7 +202,7 @@ impl<S> NextSegment<S> {
     }
 
     /// What a roll to the segment at `base` does now.
-    pub fn for_roll(&mut self, base: u64, now: Instant) -> RollStep<S> {
+    pub fn for_roll(&mut self, base: LogPosition, now: Instant) -> RollStep<S> {
         match std::mem::replace(&mut self.prep, Prep::Idle) {
             Prep::Ready { base: b, seg } if b == base => RollStep::Use(seg),
             Prep::Ready { base: b, seg } => RollStep::Discard { base: b, seg },
@@ -274,7 +275,7 @@ impl<S> NextSegment<S> {
     }
 
     /// Takes a prepared segment (when the log closes).
-    pub fn take_ready(&mut self) -> Option<(u64, S)> {
+    pub fn take_ready(&mut self) -> Option<(LogPosition, S)> {
         match std::mem::replace(&mut self.prep, Prep::Idle) {
             Prep::Ready { base, seg } => Some((base, seg)),
             other => {
@@ -306,7 +307,7 @@ impl<S> NextSegment<S> {
 pub async fn create_segment<D: LogDir>(
     dir: &D,
     config: &StorageConfig,
-    base: u64,
+    base: LogPosition,
 ) -> io::Result<Segment<D::File>> {
     let name = segment_name(base);
     let file = dir.open(&name, true).await?;
@@ -390,6 +391,10 @@ mod tests {
 
     const RETRY: Duration = Duration::from_millis(1000);
 
+    fn p(pos: u64) -> LogPosition {
+        LogPosition::new(pos)
+    }
+
     fn full(reason: &str) -> CreateFailure {
         CreateFailure { reason: reason.into(), disk_full: true }
     }
@@ -417,45 +422,49 @@ mod tests {
     fn background_creation_is_used_by_the_roll() {
         let t0 = Instant::now();
         let mut n: NextSegment<&str> = NextSegment::new(RETRY);
-        assert!(n.start_background(100, t0));
-        assert!(!n.start_background(100, t0), "one creation at a time");
-        assert!(matches!(n.for_roll(100, t0), RollStep::Wait));
-        assert!(n.created(100, Ok("seg"), t0).is_none());
-        assert!(matches!(n.for_roll(100, t0), RollStep::Use("seg")));
+        assert!(n.start_background(p(100), t0));
+        assert!(!n.start_background(p(100), t0), "one creation at a time");
+        assert!(matches!(n.for_roll(p(100), t0), RollStep::Wait));
+        assert!(n.created(p(100), Ok("seg"), t0).is_none());
+        assert!(matches!(n.for_roll(p(100), t0), RollStep::Use("seg")));
         // After the switch, the next one can be prepared again.
-        assert!(n.start_background(200, t0));
+        assert!(n.start_background(p(200), t0));
     }
 
     #[test]
     fn a_roll_without_preparation_creates_now_and_a_wrong_base_is_discarded() {
         let t0 = Instant::now();
         let mut n: NextSegment<&str> = NextSegment::new(RETRY);
-        assert!(matches!(n.for_roll(100, t0), RollStep::CreateNow));
+        assert!(matches!(n.for_roll(p(100), t0), RollStep::CreateNow));
         assert!(n.is_creating());
-        n.created(100, Ok("a"), t0);
-        assert!(matches!(n.for_roll(300, t0), RollStep::Discard { base: 100, seg: "a" }));
-        assert!(matches!(n.for_roll(300, t0), RollStep::CreateNow));
+        n.created(p(100), Ok("a"), t0);
+        assert!(
+            matches!(n.for_roll(p(300), t0), RollStep::Discard { base, seg: "a" } if base == p(100))
+        );
+        assert!(matches!(n.for_roll(p(300), t0), RollStep::CreateNow));
         // An outcome nobody waits for any more is handed back for deletion.
-        assert_eq!(n.created(999, Ok("stale"), t0), Some("stale"));
+        assert_eq!(n.created(p(999), Ok("stale"), t0), Some("stale"));
     }
 
     #[test]
     fn disk_full_backs_off_and_retries_once_per_interval() {
         let t0 = Instant::now();
         let mut n: NextSegment<&str> = NextSegment::new(RETRY);
-        assert!(matches!(n.for_roll(100, t0), RollStep::CreateNow));
-        n.created(100, Err(full("No space left on device")), t0);
+        assert!(matches!(n.for_roll(p(100), t0), RollStep::CreateNow));
+        n.created(p(100), Err(full("No space left on device")), t0);
         assert_eq!(n.disk_full_reason(), Some("No space left on device"));
         // Within the interval: DISK_FULL at once, no attempt, no background start.
         let soon = t0 + RETRY / 2;
-        assert!(matches!(n.for_roll(100, soon), RollStep::DiskFull(r) if r.contains("No space")));
-        assert!(!n.start_background(100, soon));
+        assert!(
+            matches!(n.for_roll(p(100), soon), RollStep::DiskFull(r) if r.contains("No space"))
+        );
+        assert!(!n.start_background(p(100), soon));
         // After it: one attempt.
         let later = t0 + RETRY;
-        assert!(matches!(n.for_roll(100, later), RollStep::CreateNow));
-        assert!(matches!(n.for_roll(100, later), RollStep::Wait));
-        n.created(100, Ok("seg"), later);
-        assert!(matches!(n.for_roll(100, later), RollStep::Use("seg")));
+        assert!(matches!(n.for_roll(p(100), later), RollStep::CreateNow));
+        assert!(matches!(n.for_roll(p(100), later), RollStep::Wait));
+        n.created(p(100), Ok("seg"), later);
+        assert!(matches!(n.for_roll(p(100), later), RollStep::Use("seg")));
         assert_eq!(n.disk_full_reason(), None);
     }
 
@@ -463,21 +472,21 @@ mod tests {
     fn freed_space_makes_the_retry_due_at_once() {
         let t0 = Instant::now();
         let mut n: NextSegment<&str> = NextSegment::new(RETRY);
-        assert!(n.start_background(100, t0));
-        n.created(100, Err(full("ENOSPC")), t0);
-        assert!(!n.start_background(100, t0));
+        assert!(n.start_background(p(100), t0));
+        n.created(p(100), Err(full("ENOSPC")), t0);
+        assert!(!n.start_background(p(100), t0));
         n.space_freed(t0);
-        assert!(n.start_background(100, t0));
+        assert!(n.start_background(p(100), t0));
     }
 
     #[test]
     fn other_failures_are_retried_by_the_roll_without_waiting() {
         let t0 = Instant::now();
         let mut n: NextSegment<&str> = NextSegment::new(RETRY);
-        assert!(n.start_background(100, t0));
-        n.created(100, Err(CreateFailure { reason: "EIO".into(), disk_full: false }), t0);
+        assert!(n.start_background(p(100), t0));
+        n.created(p(100), Err(CreateFailure { reason: "EIO".into(), disk_full: false }), t0);
         assert_eq!(n.disk_full_reason(), None);
-        assert!(matches!(n.for_roll(100, t0), RollStep::CreateNow));
+        assert!(matches!(n.for_roll(p(100), t0), RollStep::CreateNow));
     }
 
     #[test]
@@ -486,7 +495,10 @@ mod tests {
         let short = Shortage::ActiveUnallocated { reason: "ENOSPC".into() };
         let mut n: NextSegment<&str> = NextSegment::after_recovery(RETRY, Some(short), t0);
         assert_eq!(n.active_step(t0), ActiveStep::DiskFull("ENOSPC".into()));
-        assert!(!n.start_background(100, t0), "no background creation while the active is short");
+        assert!(
+            !n.start_background(p(100), t0),
+            "no background creation while the active is short"
+        );
         assert_eq!(n.active_step(t0 + RETRY), ActiveStep::AllocateNow);
         n.active_result(Err("still ENOSPC".into()), t0 + RETRY);
         assert_eq!(n.active_step(t0 + RETRY), ActiveStep::DiskFull("still ENOSPC".into()));
@@ -495,10 +507,10 @@ mod tests {
         n.active_result(Ok(()), t0 + RETRY);
         assert_eq!(n.active_step(t0 + RETRY), ActiveStep::Reserved);
 
-        let short = Shortage::NoNextSegment { base: 100, reason: "ENOSPC".into() };
+        let short = Shortage::NoNextSegment { base: p(100), reason: "ENOSPC".into() };
         let mut n: NextSegment<&str> = NextSegment::after_recovery(RETRY, Some(short), t0);
-        assert!(matches!(n.for_roll(100, t0), RollStep::DiskFull(_)));
-        assert!(matches!(n.for_roll(100, t0 + RETRY), RollStep::CreateNow));
+        assert!(matches!(n.for_roll(p(100), t0), RollStep::DiskFull(_)));
+        assert!(matches!(n.for_roll(p(100), t0 + RETRY), RollStep::CreateNow));
     }
 
     #[test]

@@ -4,10 +4,12 @@
 //! first, while the filesystem is fuller than `disk_max_used_ratio`. The active segment is never
 //! deleted, so a queue's newest data always survives.
 
+use super::types::LogPosition;
+
 /// What the policy needs to know about one sealed segment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SegmentFacts {
-    pub base: u64,
+    pub base: LogPosition,
     /// Bytes the segment file occupies on disk.
     pub size_bytes: u64,
     pub max_store_timestamp_ms: i64,
@@ -26,7 +28,7 @@ pub fn segments_to_delete(
     now_ms: i64,
     disk_used: u64,
     disk_total: u64,
-) -> Vec<u64> {
+) -> Vec<LogPosition> {
     let mut out = Vec::new();
     let mut used = disk_used;
     let limit = (disk_total as f64 * policy.disk_max_used_ratio) as u64;
@@ -49,8 +51,12 @@ mod tests {
 
     const HOUR: i64 = 3_600_000;
 
+    fn bases(b: &[u64]) -> Vec<LogPosition> {
+        b.iter().copied().map(LogPosition::new).collect()
+    }
+
     fn seg(base: u64, ts: i64) -> SegmentFacts {
-        SegmentFacts { base, size_bytes: 100, max_store_timestamp_ms: ts }
+        SegmentFacts { base: LogPosition::new(base), size_bytes: 100, max_store_timestamp_ms: ts }
     }
 
     #[test]
@@ -59,8 +65,8 @@ mod tests {
         let now = 100 * HOUR;
         let sealed =
             [seg(0, 10 * HOUR), seg(100, 55 * HOUR), seg(200, 60 * HOUR), seg(300, 20 * HOUR)];
-        assert_eq!(segments_to_delete(&p, &sealed, now, 0, 1000), vec![0]);
-        assert_eq!(segments_to_delete(&p, &[], now, 0, 1000), Vec::<u64>::new());
+        assert_eq!(segments_to_delete(&p, &sealed, now, 0, 1000), bases(&[0]));
+        assert_eq!(segments_to_delete(&p, &[], now, 0, 1000), bases(&[]));
     }
 
     #[test]
@@ -69,7 +75,7 @@ mod tests {
         let now = 10 * HOUR;
         let sealed = [seg(0, now), seg(100, now), seg(200, now), seg(300, now)];
         // 700 of 1000 used, limit 500: delete 0 (->600), 100 (->500), stop.
-        assert_eq!(segments_to_delete(&p, &sealed, now, 700, 1000), vec![0, 100]);
-        assert_eq!(segments_to_delete(&p, &sealed, now, 400, 1000), Vec::<u64>::new());
+        assert_eq!(segments_to_delete(&p, &sealed, now, 700, 1000), bases(&[0, 100]));
+        assert_eq!(segments_to_delete(&p, &sealed, now, 400, 1000), bases(&[]));
     }
 }

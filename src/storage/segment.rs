@@ -6,30 +6,32 @@
 use std::cell::Cell;
 use std::rc::Rc;
 
+use super::types::LogPosition;
+
 pub const SEGMENT_SUFFIX: &str = ".log";
 /// Per-segment index files of an earlier version (replaced by the queue index); recovery
 /// deletes them.
 pub const INDEX_SUFFIX: &str = ".index";
 
-pub fn segment_name(base: u64) -> String {
-    format!("{base:020}{SEGMENT_SUFFIX}")
+pub fn segment_name(base: LogPosition) -> String {
+    format!("{:020}{SEGMENT_SUFFIX}", base.get())
 }
 
 /// Parses a segment file name back into its base position.
-pub fn parse_segment_name(name: &str) -> Option<u64> {
+pub fn parse_segment_name(name: &str) -> Option<LogPosition> {
     let digits = name.strip_suffix(SEGMENT_SUFFIX)?;
     (digits.len() == 20 && digits.bytes().all(|b| b.is_ascii_digit()))
-        .then(|| digits.parse().ok())
+        .then(|| digits.parse().ok().map(LogPosition::new))
         .flatten()
 }
 
 /// One open segment. Shared (Rc) between the appender, in-flight writes and readers; a reader
 /// holding it keeps the file readable even if retention unlinks it meanwhile.
 pub struct Segment<F> {
-    pub base: u64,
+    pub base: LogPosition,
     pub file: Rc<F>,
     /// Log position one past the last batch, once the segment is sealed (end marker written).
-    pub sealed_end: Cell<Option<u64>>,
+    pub sealed_end: Cell<Option<LogPosition>>,
     /// Newest store timestamp of a batch in this segment (for time-based retention).
     pub max_store_timestamp_ms: Cell<i64>,
     /// Completed writes not yet covered by an fdatasync.
@@ -37,7 +39,7 @@ pub struct Segment<F> {
 }
 
 impl<F> Segment<F> {
-    pub fn new(base: u64, file: F) -> Self {
+    pub fn new(base: LogPosition, file: F) -> Self {
         Segment {
             base,
             file: Rc::new(file),
@@ -52,12 +54,16 @@ impl<F> Segment<F> {
 mod tests {
     use super::*;
 
+    fn p(pos: u64) -> LogPosition {
+        LogPosition::new(pos)
+    }
+
     #[test]
     fn names_round_trip_and_sort() {
-        assert_eq!(segment_name(0), "00000000000000000000.log");
-        assert_eq!(parse_segment_name(&segment_name(1 << 30)), Some(1 << 30));
+        assert_eq!(segment_name(p(0)), "00000000000000000000.log");
+        assert_eq!(parse_segment_name(&segment_name(p(1 << 30))), Some(p(1 << 30)));
         assert_eq!(parse_segment_name("1.log"), None);
         assert_eq!(parse_segment_name("0000000000000000000x.log"), None);
-        assert!(segment_name(9) < segment_name(10));
+        assert!(segment_name(p(9)) < segment_name(p(10)));
     }
 }

@@ -3,8 +3,13 @@
 
 use ringmq::format::{BatchBuilder, BatchView, Record};
 use ringmq::runtime::{run_on_new_executor, ExecutorOptions};
-use ringmq::storage::{FlushMode, StorageConfig};
+use ringmq::storage::{FlushMode, QueueOffset, StorageConfig};
 use std::future::Future;
+
+/// A queue offset from a number (tests count offsets as numbers).
+pub fn off(offset: u64) -> QueueOffset {
+    QueueOffset::new(offset)
+}
 
 /// Runs an async test body on a fresh glommio executor.
 pub fn run<F, Fut, T>(make: F) -> T

@@ -35,7 +35,7 @@ impl<L: ShardLog> Shard<L> {
                     detail: ErrorDetail::OffsetRange { min: o.min, next: o.next },
                 });
             }
-            let empty = |o: crate::storage::QueueOffsets, at: u64| Answer::Batches {
+            let empty = |o: crate::broker::shard_log::OffsetRange, at: u64| Answer::Batches {
                 min_offset: o.min,
                 next_offset: o.next,
                 scan_end_offset: at,

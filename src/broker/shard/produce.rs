@@ -190,8 +190,8 @@ impl<L: ShardLog> Shard<L> {
                         } else {
                             SendStatus::FlushDiskTimeout
                         },
-                        topic_id: key.topic_id,
-                        queue_id: key.queue_id,
+                        topic_id: key.topic_id.get(),
+                        queue_id: key.queue_id.get(),
                         base_offset: at.base_offset,
                         record_count: count,
                         store_timestamp_ms: at.store_timestamp_ms,
@@ -277,8 +277,8 @@ impl<L: ShardLog> Shard<L> {
             } else {
                 SendStatus::SendOk
             },
-            topic_id: key.topic_id,
-            queue_id: key.queue_id,
+            topic_id: key.topic_id.get(),
+            queue_id: key.queue_id.get(),
             base_offset: out.base_offset,
             record_count: out.record_count,
             store_timestamp_ms: out.store_timestamp_ms,

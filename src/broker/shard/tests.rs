@@ -4,6 +4,7 @@
 use super::*;
 use crate::storage::sim_dir::SimDir;
 use crate::storage::CommitLog;
+use crate::storage::{QueueId, TopicId};
 
 type SimLog = Rc<CommitLog<SimDir>>;
 use crate::broker::mesh;
@@ -172,7 +173,7 @@ fn retried_idempotent_batches_are_answered_not_stored_and_gaps_are_refused() {
         // Retries of either batch: their original offsets, nothing stored.
         assert_eq!(base_offset(&call(&s, idempotent(0, pid, 0, 3)).await), 0);
         assert_eq!(base_offset(&call(&s, idempotent(0, pid, 3, 2)).await), 3);
-        assert_eq!(s.log.offsets(QueueKey::new(1, 0)).next, 5);
+        assert_eq!(s.log.offsets(QueueKey::new(TopicId::new(1), QueueId::new(0))).next, 5);
         let e = call(&s, idempotent(0, pid, 7, 1)).await.unwrap_err();
         assert_eq!(e.code, ErrorCode::OUT_OF_ORDER_SEQUENCE, "{e:?}");
         let e = call(&s, idempotent(1, pid, 4, 1)).await.unwrap_err();
@@ -200,7 +201,7 @@ fn retried_idempotent_batches_are_answered_not_stored_and_gaps_are_refused() {
         assert_eq!(base_offset(&call(&s, idempotent(0, pid, 3, 2)).await), 3);
         assert_eq!(base_offset(&call(&s, idempotent(0, pid, 6, 1)).await), 6);
         assert_eq!(base_offset(&call(&s, idempotent(0, pid, 7, 1)).await), 7);
-        assert_eq!(s.log.offsets(QueueKey::new(1, 0)).next, 8);
+        assert_eq!(s.log.offsets(QueueKey::new(TopicId::new(1), QueueId::new(0))).next, 8);
         let Ok(Response::InitProducer { producer_id }) = call(&s, Request::InitProducer).await
         else {
             panic!()
@@ -215,7 +216,11 @@ fn retried_idempotent_batches_are_answered_not_stored_and_gaps_are_refused() {
         s.start_idempotence(3).await.unwrap();
         let e = call(&s, idempotent(0, pid, 7, 1)).await.unwrap_err();
         assert_eq!(e.code, ErrorCode::OUT_OF_ORDER_SEQUENCE);
-        assert_eq!(s.log.offsets(QueueKey::new(1, 0)).next, 8, "nothing stored twice");
+        assert_eq!(
+            s.log.offsets(QueueKey::new(TopicId::new(1), QueueId::new(0))).next,
+            8,
+            "nothing stored twice"
+        );
     });
 }
 
@@ -374,7 +379,10 @@ fn the_log_releases_a_batch_before_waiting_for_its_fsync() {
         let probe = DropProbe(batch(3), dropped.clone());
         let (s2, acked2) = (s.clone(), acked.clone());
         let append = runtime::spawn(async move {
-            let out = ShardLog::append(&s2.log, QueueKey::new(1, 0), probe).await.unwrap();
+            let out =
+                ShardLog::append(&s2.log, QueueKey::new(TopicId::new(1), QueueId::new(0)), probe)
+                    .await
+                    .unwrap();
             acked2.set(true);
             out
         });

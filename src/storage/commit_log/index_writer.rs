@@ -1,0 +1,165 @@
+//! The index writer: writes each durable batch's index entry to the per-queue index files
+//! behind the log, and checkpoints the index. A task on the log's shard, kicked by the flusher
+//! so index I/O never delays a group commit.
+//!
+//! About once per `segment_size_bytes` of durable log, and on open and close, a checkpoint
+//! makes the index files durable and records `index.checkpoint`: where recovery may start
+//! scanning. Appends force a write-back when the index's unwritten entries reach their bound.
+//!
+//! Promises: an index entry is written only for a durable batch; a failed index write or sync
+//! stops the log like a failed log write, except for a lack of space: then the entries stay in
+//! memory, appends get DiskFull until a retry succeeds, reads go on, and the previous
+//! checkpoint stays valid.
+
+use std::rc::Rc;
+
+use super::CommitLog;
+use crate::storage::error::{is_disk_full, Result, StorageError};
+use crate::storage::file::LogDir;
+use crate::storage::index::{IndexCheckpoint, SegmentCheckpoint};
+use crate::storage::index_store::{WritebackError, CHECKPOINT_FILE};
+use crate::storage::next_segment::IndexStep;
+
+impl<D: LogDir + 'static> CommitLog<D> {
+    /// Writes the index entries of every durable batch to the index files.
+    pub(super) async fn index_writeback(&self) -> Result<()> {
+        let _gate = self.index.lock().await;
+        let durable = self.st.borrow().durable;
+        let written = self.index.writeback(&self.dir, durable).await;
+        match written {
+            Ok(()) => Ok(()),
+            Err(e) => Err(self.index_write_failed("writing the queue index", e).await),
+        }
+    }
+
+    /// The error for a failed index write. Without space (ENOSPC, EDQUOT) nothing was lost:
+    /// the unwritten entries stay in memory, appends get DiskFull until a retry succeeds (see
+    /// [`Self::ensure_index_writable`]) and reads go on. Anything else, and every failed
+    /// fdatasync, stops the log like a failed data write.
+    pub(super) async fn index_write_failed(&self, what: &str, e: WritebackError) -> StorageError {
+        match e {
+            WritebackError::Write(e) if is_disk_full(&e) => {
+                let reason = format!("{what}: {e}");
+                tracing::warn!("{reason}; appends get DISK_FULL until there is room");
+                self.st.borrow_mut().next.index_result(Err(reason.clone()), self.clock.now());
+                self.disk_full_error(reason).await
+            }
+            e => {
+                let reason = format!("{what} failed: {e}");
+                self.fail(reason.clone());
+                self.failed_error(&reason)
+            }
+        }
+    }
+
+    /// Appends wait here while the index could not be written for lack of space: DiskFull
+    /// until the retry time, then one attempt (write-back, and the checkpoint if one is due).
+    pub(super) async fn ensure_index_writable(self: &Rc<Self>) -> Result<()> {
+        let step = self.st.borrow().next.index_step(self.clock.now());
+        match step {
+            IndexStep::Writable => Ok(()),
+            IndexStep::DiskFull(reason) => Err(self.disk_full_error(reason).await),
+            IndexStep::RetryNow => {
+                self.index_writeback().await?;
+                if self.checkpoint_due() {
+                    self.checkpoint_index().await?;
+                }
+                self.st.borrow_mut().next.index_result(Ok(()), self.clock.now());
+                Ok(())
+            }
+        }
+    }
+
+    /// Is a checkpoint due? One per `segment_size_bytes` of durable log bounds what recovery
+    /// scans to about two segments.
+    pub(super) fn checkpoint_due(&self) -> bool {
+        let durable = self.st.borrow().durable;
+        durable >= self.index.checkpoint_position() + self.config.segment_size_bytes
+    }
+
+    /// Writes every entry of the batches appended so far, makes the index files durable and
+    /// then records `index.checkpoint`, so recovery only scans the log past this point.
+    /// Waits for the log's durability of those batches first. A failed index write or sync
+    /// stops the log, like a failed log write, except for a lack of space: that is DiskFull
+    /// (see [`Self::index_write_failed`]), the previous checkpoint stays valid.
+    pub async fn checkpoint_index(self: &Rc<Self>) -> Result<()> {
+        let _gate = self.index.lock().await;
+        self.check_writable()?;
+        let (position, segments) = {
+            let st = self.st.borrow();
+            let segments = st
+                .segments
+                .values()
+                .map(|s| SegmentCheckpoint {
+                    base: s.base,
+                    sealed_end: s.sealed_end.get(),
+                    max_store_timestamp_ms: s.max_store_timestamp_ms.get(),
+                })
+                .collect();
+            (st.append_pos, segments)
+        };
+        let queues = self.index.snapshot();
+        self.wait_durable(position, None).await?;
+        let written = self.index.writeback(&self.dir, position).await;
+        if let Err(e) = written {
+            return Err(self.index_write_failed("writing the queue index", e).await);
+        }
+        let synced = self.index.sync(&self.dir).await;
+        if let Err(e) = synced {
+            let what = "syncing the queue index";
+            return Err(self.index_write_failed(what, WritebackError::Sync(e)).await);
+        }
+        let ckpt = IndexCheckpoint {
+            position,
+            file_entries: self.config.index_file_entries,
+            segments,
+            queues,
+        };
+        let stored = self.dir.write_atomic(CHECKPOINT_FILE, &ckpt.encode()).await;
+        if let Err(e) = stored {
+            // The index files are durable; only the new checkpoint is missing (the old one
+            // still describes a valid prefix), so this is a write, not a sync, failure.
+            let what = "writing the index checkpoint";
+            return Err(self.index_write_failed(what, WritebackError::Write(e)).await);
+        }
+        self.index.checkpointed(position);
+        Ok(())
+    }
+}
+
+/// Writes index entries behind the log and checkpoints the index when the flusher says it is
+/// time. Holds only a weak reference so dropping the log ends it.
+pub(super) async fn index_loop<D: LogDir + 'static>(weak: std::rc::Weak<CommitLog<D>>) {
+    loop {
+        let kick = match weak.upgrade() {
+            Some(log) => log.index_kick.clone(),
+            None => return,
+        };
+        kick.wait().await;
+        let Some(log) = weak.upgrade() else { return };
+        {
+            let st = log.st.borrow();
+            if !st.life.is_open() {
+                return;
+            }
+        }
+        if matches!(log.st.borrow().next.index_step(log.clock.now()), IndexStep::DiskFull(_)) {
+            // No room for the index: appends retry it after the back-off, not every flush.
+            continue;
+        }
+        let outcome = if log.checkpoint_due() {
+            log.checkpoint_index().await
+        } else {
+            log.index_writeback().await
+        };
+        match outcome {
+            // Failures of index I/O already stopped the log; a close meanwhile is fine; no
+            // room is retried (by appends, or the next kick after the back-off).
+            Err(StorageError::Closed | StorageError::DiskFull { .. }) | Ok(()) => {}
+            Err(e) => {
+                tracing::warn!("index write-back stopped: {e}");
+                return;
+            }
+        }
+    }
+}

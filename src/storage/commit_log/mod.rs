@@ -1,0 +1,403 @@
+//! The commit log of one shard: append, group commit, read, close.
+//!
+//! Lives on its shard's executor (it is `!Send`); callers share it as `Rc<CommitLog>`. This
+//! file is the facade: the [`CommitLog`] type, its shared state, opening, closing and the
+//! small queries. Each concept of the log lives in its own file, as more `impl CommitLog`
+//! blocks over the same state:
+//!
+//! | file | owns |
+//! |---|---|
+//! | `appender.rs` | the append order, the head chunk and its carried block, chunk permits, dispatching writes |
+//! | `flusher.rs` | group commit: the flusher task, durability waiters, acknowledgements |
+//! | `segment_set.rs` | active, pre-created and sealed segments: rolls, preallocation, disk-full back-off |
+//! | `reader.rs` | reads: planning from memory, read-ahead or disk, coalescing, verifying disk bytes |
+//! | `read_ahead.rs` | the few recent disk reads kept for the next sequential read |
+//! | `recovery.rs` | rebuilding the state from disk at open |
+//! | `index_writer.rs` | writing index entries behind the log, index checkpoints |
+//! | `retention_run.rs` | executing the retention policy: floors, then unlinking |
+//! | `lifecycle.rs` | open, failed, closed: the legal transitions (pure) |
+//!
+//! # Write path
+//! `append` validates the producer's batch (bounds, CRC, record framing), takes its place in
+//! the append order (a FIFO gate: appends are serialized, the copy itself never awaits), stamps
+//! topic, queue, base offset and store time into a copy of the header, and copies the batch
+//! once into the head chunk, a DMA buffer from the bounded chunk pool. A full chunk is
+//! dispatched as one O_DIRECT write; chunks are written concurrently.
+//!
+//! # Group commit
+//! One flusher task per log. When asked (a sync-mode append waits, `flush_bytes` are pending,
+//! `flush_interval_ms` passed, or `flush()`), it takes the target = everything appended so far,
+//! writes the partially filled head chunk (its last partial 4 KiB block is carried into the
+//! next chunk and rewritten later; the two writes of that block are ordered), waits until
+//! all writes below the target completed (a contiguous prefix), fdatasyncs the segments that
+//! have unsynced writes, and then declares the target durable and wakes every waiter at or
+//! below it. Appends arriving during a flush are covered by the next one, so one fdatasync
+//! covers every append issued before it started.
+//!
+//! # Failure
+//! A failed write or fdatasync stops the log: state `Failed`, every waiter and every later
+//! append gets [`StorageError::Failed`]. We never retry an fsync: after a failure the kernel
+//! may have dropped the dirty pages (fsyncgate), so only recovery from disk is trustworthy.
+//! No room for a new segment is not a failure: see [`super::next_segment`] (DiskFull, retried).
+//!
+//! # Index
+//! Each append records the batch's entry in the [`IndexStore`] (memory only). Entries are
+//! written to the per-queue index files behind the log, once durable, by the index task (kicked
+//! by the flusher, so index I/O never delays a group commit); about once per
+//! `segment_size_bytes` of durable log, and on close, [`CommitLog::checkpoint_index`] makes
+//! them durable and records the position recovery may start scanning from. Reads look entries
+//! up in the index (possibly reading index blocks) before planning their log reads.
+//!
+//! # Visibility
+//! In sync flush mode a batch becomes readable once durable; in async mode once appended (the
+//! RocketMQ behaviour). Fresh bytes are served from the chunk cache; older bytes from disk,
+//! with their CRCs verified.
+
+mod appender;
+mod flusher;
+mod index_writer;
+mod lifecycle;
+mod read_ahead;
+mod reader;
+mod recovery;
+mod retention_run;
+mod segment_set;
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, VecDeque};
+use std::rc::Rc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use futures::channel::oneshot;
+
+use self::appender::{Carry, Done, Head};
+use self::flusher::flusher_loop;
+use self::index_writer::index_loop;
+use self::lifecycle::Lifecycle;
+use self::read_ahead::ReadAhead;
+use self::recovery::recover;
+use self::retention_run::retention_loop;
+use super::chunk_cache::ChunkCache;
+use super::config::{FlushMode, StorageConfig};
+use super::dma_dir::DmaDir;
+use super::error::{Result, StorageError};
+use super::file::{LogDir, LogFile};
+use super::index_store::{IndexMemory, IndexStore};
+use super::next_segment::{space_warning, NextSegment};
+use super::segment::Segment;
+use super::types::{LogPosition, QueueKey, QueueOffsets};
+use super::write_tracker::WriteTracker;
+use crate::runtime::{self, Semaphore, SharedClock, Signal, StaticPermit};
+
+pub fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+struct State<F> {
+    segments: BTreeMap<LogPosition, Rc<Segment<F>>>,
+    head: Option<Head>,
+    carry: Option<Carry>,
+    spare_permits: Vec<StaticPermit>,
+    append_pos: LogPosition,
+    tracker: WriteTracker,
+    durable: LogPosition,
+    /// Completion of the last dispatched write, for ordering a rewrite of its last block.
+    last_write: Option<Done>,
+    waiters: VecDeque<(LogPosition, oneshot::Sender<std::result::Result<(), String>>)>,
+    /// Open, failed or closed; see `lifecycle.rs`.
+    life: Lifecycle,
+    flush_requested: bool,
+    cache: ChunkCache,
+    /// Recent disk reads that went past what was asked.
+    read_ahead: ReadAhead,
+    last_store_ts: i64,
+    /// The segment after the active one, and the disk-full back-off.
+    next: NextSegment<Rc<Segment<F>>>,
+    /// Files retention removed from the log but could not unlink yet; retried every run.
+    pending_deletes: Vec<String>,
+    /// Index files whose entries retention dropped but which it could not delete yet (the
+    /// floors write or the unlink failed); retried every run, after the floors are durable.
+    pending_index_deletes: Vec<(QueueKey, u64)>,
+}
+
+/// A shard's commit log. See the module documentation.
+pub struct CommitLog<D: LogDir = DmaDir> {
+    dir: D,
+    config: StorageConfig,
+    pool: Rc<Semaphore>,
+    append_gate: Semaphore,
+    st: RefCell<State<D::File>>,
+    /// The per-queue index (on disk, read through a bounded cache).
+    index: IndexStore<D::File>,
+    /// Shared with the flusher task, which waits on it without keeping the log alive.
+    flush_kick: Rc<Signal>,
+    /// Wakes the index task (write-back, checkpoints), which also holds only this signal.
+    index_kick: Rc<Signal>,
+    written_changed: Signal,
+    flusher: RefCell<Option<runtime::JoinHandle<()>>>,
+    /// Notified when a background segment creation finishes.
+    next_changed: Signal,
+    /// One retention run at a time (it runs without the append gate).
+    retention_gate: Semaphore,
+    /// The time every decision and wait of the log reads: store timestamps, flush interval,
+    /// sync-flush timeout, retention schedule and age, disk-full back-off.
+    clock: SharedClock,
+}
+
+impl CommitLog<DmaDir> {
+    /// Opens (creating or recovering) the log in `config.dir` on the real filesystem.
+    pub async fn open(config: StorageConfig) -> Result<Rc<Self>> {
+        config.validate().map_err(StorageError::Config)?;
+        let dir = DmaDir::open(&config.dir, config.io_mode).await.map_err(StorageError::Setup)?;
+        Self::open_with(dir, config).await
+    }
+}
+
+impl<D: LogDir + 'static> CommitLog<D> {
+    /// Opens the log in `dir`, recovering whatever a previous run left.
+    pub async fn open_with(dir: D, config: StorageConfig) -> Result<Rc<Self>> {
+        Self::open_with_clock(dir, config, runtime::system_clock()).await
+    }
+
+    /// [`CommitLog::open_with`] on a given clock (a [`runtime::SimClock`] in tests).
+    pub async fn open_with_clock(
+        dir: D,
+        config: StorageConfig,
+        clock: SharedClock,
+    ) -> Result<Rc<Self>> {
+        config.validate().map_err(StorageError::Config)?;
+        let recovered = recover(&dir, &config).await?;
+        let pool = Rc::new(Semaphore::new(config.chunk_pool_chunks as u64));
+        let log = Rc::new(CommitLog {
+            st: RefCell::new(State {
+                segments: recovered.segments,
+                head: None,
+                carry: recovered.carry,
+                spare_permits: Vec::new(),
+                append_pos: recovered.end,
+                tracker: WriteTracker::new(recovered.end),
+                durable: recovered.end,
+                last_write: None,
+                waiters: VecDeque::new(),
+                life: Lifecycle::Open,
+                flush_requested: false,
+                cache: ChunkCache::new(config.cache_bytes),
+                read_ahead: ReadAhead::new(),
+                last_store_ts: recovered.last_store_ts,
+                next: NextSegment::after_recovery(
+                    config.disk_full_retry(),
+                    recovered.shortage,
+                    clock.now(),
+                ),
+                pending_deletes: Vec::new(),
+                pending_index_deletes: Vec::new(),
+            }),
+            index: recovered.index,
+            dir,
+            config,
+            pool,
+            append_gate: Semaphore::new(1),
+            flush_kick: Rc::new(Signal::default()),
+            index_kick: Rc::new(Signal::default()),
+            written_changed: Signal::default(),
+            flusher: RefCell::new(None),
+            next_changed: Signal::default(),
+            retention_gate: Semaphore::new(1),
+            clock,
+        });
+        let weak = Rc::downgrade(&log);
+        let handle = runtime::spawn(async move { flusher_loop(weak).await });
+        *log.flusher.borrow_mut() = Some(handle);
+        // Persist what recovery rebuilt, so the next open scans nothing before this point. The
+        // recovered bytes may not have been fdatasynced by the run that wrote them.
+        let active = log.st.borrow().active().clone();
+        active
+            .file
+            .sync_data()
+            .await
+            .map_err(|e| StorageError::io("syncing the active segment", e))?;
+        match log.checkpoint_index().await {
+            Ok(()) => {}
+            // The index stays in memory (within its budget) and is written once there is room;
+            // reads must not be refused for it.
+            Err(StorageError::DiskFull { reason, .. }) => {
+                tracing::warn!("could not checkpoint the queue index at open: {reason}");
+            }
+            Err(e) => return Err(e),
+        }
+        match log.dir.disk_usage().await {
+            Ok((used, total)) => {
+                if let Some(w) = space_warning(used, total, log.config.segment_size_bytes) {
+                    tracing::warn!(dir = %log.dir.path().display(), "{w}");
+                }
+            }
+            Err(e) => tracing::warn!("cannot read the data filesystem's free space: {e}"),
+        }
+        if let Some(reason) = log.disk_full() {
+            tracing::warn!(
+                dir = %log.dir.path().display(),
+                "opened without room for new data ({reason}): reads work, appends get DISK_FULL \
+                 until space is freed"
+            );
+        }
+        let weak = Rc::downgrade(&log);
+        runtime::spawn_detached(async move { index_loop(weak).await });
+        let weak = Rc::downgrade(&log);
+        runtime::spawn_detached(async move { retention_loop(weak).await });
+        Ok(log)
+    }
+
+    fn check_writable(&self) -> Result<()> {
+        let st = self.st.borrow();
+        if let Some(reason) = st.life.failure() {
+            return Err(self.failed_error(reason));
+        }
+        if st.life.is_closed() {
+            return Err(StorageError::Closed);
+        }
+        Ok(())
+    }
+
+    fn failed_error(&self, reason: &str) -> StorageError {
+        StorageError::Failed { dir: self.dir.path().to_path_buf(), reason: reason.to_string() }
+    }
+
+    /// Stops the log after an I/O failure: every waiter and later append gets an error.
+    fn fail(&self, reason: String) {
+        let waiters = {
+            let mut st = self.st.borrow_mut();
+            if !st.life.fail(reason.clone()) {
+                // Already stopped: the first failure is the one reported. One after close is
+                // still an I/O error an operator must see.
+                if st.life.is_closed() {
+                    tracing::error!(dir = %self.dir.path().display(), "I/O failure after close: {reason}");
+                }
+                return;
+            }
+            tracing::error!(
+                dir = %self.dir.path().display(),
+                "commit log stopped after an I/O failure: {reason}; no further writes are \
+                 accepted on this shard, restart to recover"
+            );
+            std::mem::take(&mut st.waiters)
+        };
+        for (_, tx) in waiters {
+            let _ = tx.send(Err(reason.clone()));
+        }
+        self.flush_kick.notify();
+        self.written_changed.notify();
+    }
+
+    /// Every queue that has stored batches (or had them), in key order.
+    pub fn queues(&self) -> Vec<QueueKey> {
+        let mut v = self.index.queue_keys();
+        v.sort();
+        v
+    }
+
+    /// The readable offsets of `queue` (`{0, 0}` if it was never written).
+    pub fn offsets(&self, queue: QueueKey) -> QueueOffsets {
+        self.index.visible_offsets(queue, self.visible_end()).unwrap_or_default()
+    }
+
+    /// The log position up to which appended data is readable: the durable end in sync flush
+    /// mode, the appended end in async mode.
+    pub fn visible_end(&self) -> LogPosition {
+        let st = self.st.borrow();
+        match self.config.flush_mode {
+            FlushMode::Sync => st.durable,
+            FlushMode::Async => st.append_pos,
+        }
+    }
+
+    /// Memory the per-queue index holds, by part; its total stays within `index_cache_bytes`.
+    pub fn index_memory(&self) -> IndexMemory {
+        self.index.memory()
+    }
+
+    /// Drops the index's cached blocks (they are read again from the index files on use).
+    pub fn clear_index_cache(&self) {
+        self.index.clear_cache();
+    }
+
+    /// (appended end, written end, durable end) of the log.
+    pub fn positions(&self) -> (LogPosition, LogPosition, LogPosition) {
+        let st = self.st.borrow();
+        (st.append_pos, st.tracker.written(), st.durable)
+    }
+
+    /// Cache statistics: (bytes held, hits, misses).
+    pub fn cache_stats(&self) -> (usize, u64, u64) {
+        let st = self.st.borrow();
+        let (h, m) = st.cache.stats();
+        (st.cache.bytes(), h, m)
+    }
+
+    /// Bases of the segments, oldest first.
+    pub fn segment_bases(&self) -> Vec<LogPosition> {
+        self.st.borrow().segments.keys().copied().collect()
+    }
+
+    /// Is the log stopped after an I/O failure?
+    pub fn failure(&self) -> Option<String> {
+        self.st.borrow().life.failure().map(str::to_string)
+    }
+
+    /// Flushes everything, writes the active segment's index checkpoint (so the next open
+    /// scans nothing), and stops the flusher. Appends after this fail with `Closed`.
+    pub async fn close(self: &Rc<Self>) -> Result<()> {
+        let _gate = self.append_gate.acquire_permit(1).await.map_err(|_| StorageError::Closed)?;
+        if self.st.borrow().life.is_closed() {
+            return Ok(());
+        }
+        if self.st.borrow().life.is_open() {
+            self.flush().await?;
+            // Everything is durable: checkpoint the index so the next open scans nothing.
+            // Without room for it the next open scans from the previous checkpoint instead.
+            match self.checkpoint_index().await {
+                Ok(()) => {}
+                Err(StorageError::DiskFull { reason, .. }) => {
+                    tracing::warn!("closing without an index checkpoint: {reason}");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let failed = self.st.borrow_mut().life.close();
+        self.flush_kick.notify();
+        self.index_kick.notify();
+        let handle = self.flusher.borrow_mut().take();
+        if let Some(h) = handle {
+            h.await;
+        }
+        // No task of this log may touch the directory after close returns (a log reopened on
+        // it would lose files): wait for retention and for a segment creation in flight, and
+        // delete the prepared segment that will not be used.
+        let _retention =
+            self.retention_gate.acquire_permit(1).await.map_err(|_| StorageError::Closed)?;
+        while self.st.borrow().next.is_creating() {
+            self.next_changed.wait().await;
+        }
+        let ready = self.st.borrow_mut().next.take_ready();
+        if let Some((base, seg)) = ready {
+            drop(seg);
+            self.remove_unused_segment(base).await;
+        }
+        self.pool.close();
+        let segments: Vec<_> = self.st.borrow().segments.values().cloned().collect();
+        for s in segments {
+            let _ = s.file.close().await;
+        }
+        match failed {
+            Some(reason) => Err(self.failed_error(&reason)),
+            None => Ok(()),
+        }
+    }
+}
+
+impl<D: LogDir> Drop for CommitLog<D> {
+    fn drop(&mut self) {
+        // Lets the flusher and the index task notice the log is gone instead of waiting forever.
+        self.flush_kick.notify();
+        self.index_kick.notify();
+    }
+}

@@ -1,0 +1,317 @@
+//! The reader: serves `read` and `offset_for_timestamp` on the log's shard.
+//!
+//! A read looks the queue's entries up in the index, then plans where each batch's bytes
+//! come from: the chunk cache or the head chunk (memory we wrote: no checksum to verify), a
+//! read-ahead buffer, or the disk. Disk batches that lie close together in one segment are
+//! read with one I/O, plus up to `read_ahead_bytes` more kept for the next sequential read.
+//!
+//! Promises: only visible batches are returned (durable in sync mode, appended in async
+//! mode); every byte read from disk is verified (header and body CRCs) before it is served.
+//! A batch that fails verification ends the read: the batches before it are returned, and a
+//! read starting at it gets [`StorageError::CorruptBatch`] with its offsets, so a consumer can
+//! skip it explicitly. Nothing damaged is ever served.
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use super::{CommitLog, State};
+use crate::format::batch::BatchView;
+use crate::runtime;
+use crate::storage::config::FlushMode;
+use crate::storage::error::{Result, StorageError};
+use crate::storage::file::{LogDir, LogFile, ReadBuf};
+use crate::storage::index::IndexEntry;
+use crate::storage::index_store::LookupError;
+use crate::storage::segment::segment_name;
+use crate::storage::types::{LogPosition, QueueKey, QueueOffset, QueueOffsets, ReadBatches};
+
+/// Two disk batches of one fetch are read with one I/O when at most this far apart.
+pub(super) const COALESCE_GAP_BYTES: u64 = 128 * 1024;
+
+impl<D: LogDir + 'static> CommitLog<D> {
+    /// Reads whole stored batches of `queue` starting with the one holding `offset`, up to
+    /// `max_bytes` (at least one batch when any is readable).
+    pub async fn read(
+        self: &Rc<Self>,
+        queue: QueueKey,
+        offset: QueueOffset,
+        max_bytes: usize,
+    ) -> Result<ReadBatches> {
+        enum Source {
+            /// From memory we wrote: no checksum to verify.
+            Ready(ReadBuf),
+            /// From a disk read (now or read ahead earlier): verified below.
+            FromDisk(ReadBuf, LogPosition),
+            Disk {
+                pos: LogPosition,
+                len: usize,
+            },
+        }
+        let visible = {
+            let st = self.st.borrow();
+            match self.config.flush_mode {
+                FlushMode::Sync => st.durable,
+                FlushMode::Async => st.append_pos,
+            }
+        };
+        let Some(offsets) = self.index.visible_offsets(queue, visible) else {
+            if offset == QueueOffset::ZERO {
+                return Ok(ReadBatches {
+                    batches: vec![],
+                    next_offset: QueueOffset::ZERO,
+                    offsets: QueueOffsets::default(),
+                });
+            }
+            return Err(StorageError::OffsetOutOfRange {
+                queue,
+                requested: offset,
+                min: QueueOffset::ZERO,
+                next: QueueOffset::ZERO,
+            });
+        };
+        if offset < offsets.min || offset > offsets.next {
+            return Err(StorageError::OffsetOutOfRange {
+                queue,
+                requested: offset,
+                min: offsets.min,
+                next: offsets.next,
+            });
+        }
+        let entries = if offset < offsets.next {
+            self.index_entries(queue, offset, max_bytes, visible).await?
+        } else {
+            Vec::new()
+        };
+        let (plan, offsets, next_offset) = {
+            let mut guard = self.st.borrow_mut();
+            let st = &mut *guard;
+            let written = st.tracker.written();
+            let next_offset = entries.last().map_or(offset, IndexEntry::next_offset);
+            let mut plan = Vec::with_capacity(entries.len());
+            for e in &entries {
+                let len = e.length as usize;
+                if let Some(hit) = st.cache.get(e.position, len) {
+                    plan.push(Source::Ready(hit));
+                } else if let Some(bytes) = memory_copy(st, e.position, len) {
+                    // Straddles two cached chunks (or the head chunk): one copy, no disk I/O.
+                    plan.push(Source::Ready(ReadBuf::from_vec(bytes)));
+                } else if let Some(buf) = st.read_ahead.hit(e.position, len) {
+                    plan.push(Source::FromDisk(buf, e.position));
+                } else if e.end() <= written {
+                    plan.push(Source::Disk { pos: e.position, len });
+                } else {
+                    // Not yet on disk and not all in memory: its beginning was evicted after
+                    // it reached disk (the bytes at/after `written` are always in memory).
+                    plan.push(Source::Disk { pos: e.position, len });
+                }
+            }
+            (plan, offsets, next_offset)
+        };
+        let mut batches = Vec::with_capacity(plan.len());
+        // A batch that fails verification ends the read: the batches before it are returned
+        // (the next read starts at it), and a read that starts at it reports its offsets so a
+        // consumer can skip it explicitly.
+        let bad_batch = |k: usize, e: StorageError, batches: Vec<ReadBuf>| match e {
+            StorageError::Corrupt { file, offset: at, reason } if k == 0 => {
+                Err(StorageError::CorruptBatch {
+                    queue,
+                    first_offset: entries[0].base_offset,
+                    next_offset: entries[0].next_offset(),
+                    file,
+                    offset: at,
+                    reason,
+                })
+            }
+            StorageError::Corrupt { .. } => {
+                Ok(ReadBatches { batches, next_offset: entries[k].base_offset, offsets })
+            }
+            e => Err(e),
+        };
+        let mut i = 0;
+        while i < plan.len() {
+            match &plan[i] {
+                Source::Ready(b) => batches.push(b.clone()),
+                Source::FromDisk(b, pos) => match self.verified(b.clone(), *pos, b.len()) {
+                    Ok(b) => batches.push(b),
+                    Err(e) => return bad_batch(i, e, batches),
+                },
+                Source::Disk { pos, len } => {
+                    // Coalesce the following disk batches that lie close after this one.
+                    let (start, mut end) = (*pos, *pos + *len as u64);
+                    let span_limit = (max_bytes.max(self.config.read_ahead_bytes) * 2) as u64;
+                    // One read never crosses into the next segment (another file).
+                    let next_segment = {
+                        let st = self.st.borrow();
+                        st.segments.range(start + 1..).next().map_or(LogPosition::MAX, |(b, _)| *b)
+                    };
+                    let mut j = i + 1;
+                    while let Some(Source::Disk { pos: p, len: l }) = plan.get(j) {
+                        let (p, l) = (*p, *l as u64);
+                        if p < end
+                            || p - end > COALESCE_GAP_BYTES
+                            || p + l - start > span_limit
+                            || p + l > next_segment
+                        {
+                            break;
+                        }
+                        end = p + l;
+                        j += 1;
+                    }
+                    let span = self.read_span(start, end).await?;
+                    for (k, src) in plan[i..j].iter().enumerate() {
+                        let Source::Disk { pos, len } = src else { unreachable!("disk run") };
+                        let b = span.slice((*pos - start) as usize, *len);
+                        match self.verified(b, *pos, *len) {
+                            Ok(b) => batches.push(b),
+                            Err(e) => return bad_batch(i + k, e, batches),
+                        }
+                    }
+                    i = j;
+                    continue;
+                }
+            }
+            i += 1;
+        }
+        Ok(ReadBatches { batches, next_offset, offsets })
+    }
+
+    /// The index entries of `queue` from the one holding `offset`, about `max_bytes` of
+    /// batches that end at or before `visible`.
+    pub(super) async fn index_entries(
+        &self,
+        queue: QueueKey,
+        offset: QueueOffset,
+        max_bytes: usize,
+        visible: LogPosition,
+    ) -> Result<Vec<IndexEntry>> {
+        let found = match self.index.find(&self.dir, queue, offset).await {
+            Ok(Some(n)) => self.index.entries_from(&self.dir, queue, n, max_bytes, visible).await,
+            Ok(None) => Err(LookupError::Gone),
+            Err(e) => Err(e),
+        };
+        found.map_err(|e| self.lookup_error(queue, offset, e))
+    }
+
+    pub(super) fn lookup_error(
+        &self,
+        queue: QueueKey,
+        offset: QueueOffset,
+        e: LookupError,
+    ) -> StorageError {
+        match e {
+            LookupError::Gone => {
+                // Retention dropped the entry while we looked for it.
+                let o = self.offsets(queue);
+                StorageError::OffsetOutOfRange {
+                    queue,
+                    requested: offset,
+                    min: o.min,
+                    next: o.next,
+                }
+            }
+            LookupError::Io(e) => StorageError::io(format!("reading the index of {queue}"), e),
+            LookupError::Corrupt { file, reason } => {
+                StorageError::Corrupt { file, offset: 0, reason }
+            }
+        }
+    }
+
+    /// Checks a batch read from disk: both checksums must match.
+    pub(super) fn verified(&self, buf: ReadBuf, pos: LogPosition, len: usize) -> Result<ReadBuf> {
+        let corrupt = |reason: String| {
+            let base = self.st.borrow().segment_for(pos).map_or(LogPosition::ZERO, |s| s.base);
+            StorageError::Corrupt {
+                file: segment_name(base),
+                offset: pos - base,
+                reason: format!("batch fails verification: {reason}"),
+            }
+        };
+        let view = BatchView::parse(&buf, len).map_err(|e| corrupt(e.to_string()))?;
+        view.verify_stamp().map_err(|e| corrupt(e.to_string()))?;
+        Ok(buf)
+    }
+
+    /// Reads log bytes `[start, end)` (one segment) from disk, plus up to `read_ahead_bytes`
+    /// more that are already written, keeping the extra for the next sequential read.
+    pub(super) async fn read_span(&self, start: LogPosition, end: LogPosition) -> Result<ReadBuf> {
+        if self.st.borrow().tracker.written() < end {
+            // Only reachable when the memory path lost a batch's start (evicted after it
+            // reached disk) while its end is not written yet: get it to disk first.
+            self.request_flush();
+            while self.st.borrow().tracker.written() < end {
+                self.check_writable()?;
+                runtime::sleep(Duration::from_millis(1)).await;
+            }
+        }
+        let (seg, want_end) = {
+            let st = self.st.borrow();
+            let Some(seg) = st.segment_for(start).cloned() else {
+                return Err(StorageError::Corrupt {
+                    file: "?".into(),
+                    offset: start.get(),
+                    reason: "batch lies in a deleted segment".into(),
+                });
+            };
+            let seg_end = seg.sealed_end.get().unwrap_or(seg.base + self.config.segment_size_bytes);
+            let limit = st.tracker.written().min(seg_end);
+            (seg, (end + self.config.read_ahead_bytes as u64).min(limit).max(end))
+        };
+        let file_off = start - seg.base;
+        let buf = seg
+            .file
+            .read_at(file_off, (want_end - start) as usize)
+            .await
+            .map_err(|e| StorageError::io(format!("reading {}", segment_name(seg.base)), e))?;
+        if buf.len() < (end - start) as usize {
+            return Err(StorageError::Corrupt {
+                file: segment_name(seg.base),
+                offset: file_off,
+                reason: format!("short read: {} of {} bytes", buf.len(), end - start),
+            });
+        }
+        if buf.len() as u64 > end - start {
+            self.st.borrow_mut().read_ahead.keep(start, buf.clone());
+        }
+        Ok(buf)
+    }
+
+    /// First offset of `queue` stored at or after `ts_ms`; the next offset if none. Bounded
+    /// by the readable end (like [`Self::offsets`]), so a fetch at the answer never fails.
+    pub async fn offset_for_timestamp(&self, queue: QueueKey, ts_ms: i64) -> Result<QueueOffset> {
+        match self.index.offset_for_timestamp(&self.dir, queue, ts_ms).await {
+            Ok(o) => Ok(o.min(self.offsets(queue).next)),
+            // Retention dropped the entry found: the answer is now the queue's first offset.
+            Err(LookupError::Gone) => Ok(self.offsets(queue).min),
+            Err(e) => Err(self.lookup_error(queue, QueueOffset::ZERO, e)),
+        }
+    }
+}
+
+/// The log bytes `[pos, pos + len)` copied from memory, if memory holds all of them.
+pub(super) fn memory_copy<F>(st: &State<F>, pos: LogPosition, len: usize) -> Option<Vec<u8>> {
+    // Cheap pre-check so a cold read does not allocate and copy in vain.
+    let starts_in_memory = st.cache.contains(pos)
+        || st.head.as_ref().is_some_and(|h| pos >= h.pos && pos < h.pos + h.filled as u64);
+    if !starts_in_memory {
+        return None;
+    }
+    let mut out = vec![0u8; len];
+    (copy_from_memory(st, pos, &mut out) == len).then_some(out)
+}
+
+/// Copies the log bytes from `pos` into `out` from the cache and the head chunk.
+pub(super) fn copy_from_memory<F>(st: &State<F>, pos: LogPosition, out: &mut [u8]) -> usize {
+    let mut done = st.cache.copy_prefix(pos, out);
+    if done < out.len() {
+        if let Some(h) = &st.head {
+            let at = pos + done as u64;
+            if at >= h.pos && at < h.pos + h.filled as u64 {
+                let from = (at - h.pos) as usize;
+                let n = (h.filled - from).min(out.len() - done);
+                out[done..done + n].copy_from_slice(&h.buf.as_bytes()[from..from + n]);
+                done += n;
+            }
+        }
+    }
+    done
+}

@@ -1,0 +1,190 @@
+//! Retention, executed: applies the pure policy of [`crate::storage::retention`] to the log,
+//! every `retention_check_interval_ms` (a task on the log's shard) or when called.
+//!
+//! A run picks sealed, durable segments to delete, drops their queues' index entries, writes
+//! every queue's new floor (`queues.floor`, see [`crate::storage::floors`]) and only then
+//! unlinks the segment and index files. It runs beside appends, not under the append gate:
+//! only the bookkeeping is synchronous.
+//!
+//! Promises: offsets never go back, even after a restart and even if a queue loses all its
+//! data; a file that could not be unlinked is retried on every later run (its data is already
+//! out of the log).
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use super::recovery::index_error;
+use super::CommitLog;
+use crate::storage::error::{Result, StorageError};
+use crate::storage::file::LogDir;
+use crate::storage::floors::{encode_floors, FLOOR_FILE};
+use crate::storage::retention::{segments_to_delete, RetentionPolicy, SegmentFacts};
+use crate::storage::segment::segment_name;
+use crate::storage::types::LogPosition;
+
+impl<D: LogDir + 'static> CommitLog<D> {
+    /// Applies the retention policy at time `now_ms`; returns the bases of deleted segments.
+    ///
+    /// Runs beside appends, not under the append gate: only the bookkeeping is synchronous;
+    /// writing the floors and unlinking files (slow for a 1 GiB file) await without blocking
+    /// appends. A file that cannot be unlinked is reported (Err) and retried on every later
+    /// run: its data is already gone from the log (floors written), only its space is not yet
+    /// back; recovery skips its batches by the floors if the broker restarts meanwhile.
+    pub async fn enforce_retention(self: &Rc<Self>, now_ms: i64) -> Result<Vec<LogPosition>> {
+        let _running =
+            self.retention_gate.acquire_permit(1).await.map_err(|_| StorageError::Closed)?;
+        self.check_writable()?;
+        let mut first_error = None;
+        let pending = std::mem::take(&mut self.st.borrow_mut().pending_deletes);
+        let retried = !pending.is_empty();
+        if let Err(e) = self.delete_files(pending).await {
+            first_error = Some(e);
+        }
+        let (used, total) =
+            self.dir.disk_usage().await.map_err(|e| StorageError::io("reading disk usage", e))?;
+        let doomed = {
+            let st = self.st.borrow();
+            let active = st.active().base;
+            let facts: Vec<SegmentFacts> = st
+                .segments
+                .values()
+                .filter(|s| s.base != active)
+                // Only segments whose every byte is durable and indexed may go.
+                .take_while(|s| s.sealed_end.get().is_some_and(|e| e <= st.durable))
+                .map(|s| SegmentFacts {
+                    base: s.base,
+                    size_bytes: self.config.segment_size_bytes,
+                    max_store_timestamp_ms: s.max_store_timestamp_ms.get(),
+                })
+                .collect();
+            let policy = RetentionPolicy {
+                retention_ms: self.config.retention_hours as i64 * 3_600_000,
+                disk_max_used_ratio: self.config.disk_max_used_ratio,
+            };
+            segments_to_delete(&policy, &facts, now_ms, used, total)
+        };
+        let Some(&last) = doomed.last() else {
+            if retried {
+                self.space_freed();
+            }
+            return first_error.map_or(Ok(vec![]), Err);
+        };
+        let new_start = {
+            let st = self.st.borrow();
+            *st.segments.range(last + 1..).next().expect("the active segment remains").0
+        };
+        // Record each queue's new floor before deleting, so offsets never go back after a
+        // restart even if a queue loses all its data.
+        let index_gate = self.index.lock().await;
+        let dropped_files = self
+            .index
+            .drop_before(&self.dir, new_start)
+            .await
+            .map_err(|e| index_error("dropping index entries", e))?;
+        drop(index_gate);
+        // From here the entries are gone from the index: their files must be deleted by this
+        // run or a later one, whatever fails below.
+        self.st.borrow_mut().pending_index_deletes.extend(dropped_files);
+        let floors = {
+            let mut st = self.st.borrow_mut();
+            st.cache.retain_range(new_start, LogPosition::MAX);
+            st.read_ahead.drop_before(new_start);
+            encode_floors(&self.index.floors())
+        };
+        // If this fails the segments stay in the log (their queue entries are already
+        // dropped from memory) and the next run deletes them.
+        self.dir
+            .write_atomic(FLOOR_FILE, &floors)
+            .await
+            .map_err(|e| StorageError::io("writing queue floors", e))?;
+        // The floors are durable: the index files holding only dropped entries may go. Taken
+        // again (not held across the floors write) so write-back and checkpoints go on meanwhile;
+        // they never touch those files, which hold only entries below every queue's first.
+        let index_gate = self.index.lock().await;
+        let index_files = std::mem::take(&mut self.st.borrow_mut().pending_index_deletes);
+        let removed = self.index.remove_files(&self.dir, &index_files).await;
+        drop(index_gate);
+        if let Err(e) = removed {
+            // Retried by the next run (deleting a file twice is fine); recovery deletes such
+            // stale files too.
+            tracing::warn!("retention could not delete index files, will retry: {e}");
+            first_error.get_or_insert(StorageError::io("deleting index files", e));
+            self.st.borrow_mut().pending_index_deletes.extend(index_files);
+        }
+        let mut names = Vec::with_capacity(doomed.len());
+        {
+            let mut st = self.st.borrow_mut();
+            for base in &doomed {
+                st.segments.remove(base);
+                names.push(segment_name(*base));
+            }
+        }
+        let deleted = self.delete_files(names).await;
+        self.space_freed();
+        tracing::info!(deleted = doomed.len(), "retention deleted segments");
+        match first_error.map_or(deleted, Err) {
+            Ok(()) => Ok(doomed),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Unlinks files the log no longer refers to, then syncs the directory. Names that could
+    /// not be unlinked go to `pending_deletes` (retried by the next retention run); the first
+    /// error is returned.
+    pub(super) async fn delete_files(&self, names: Vec<String>) -> Result<()> {
+        if names.is_empty() {
+            return Ok(());
+        }
+        let mut first_error = None;
+        for name in names {
+            match self.dir.remove(&name).await {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    tracing::warn!(file = %name, "retention could not delete a file, will retry: {e}");
+                    first_error.get_or_insert(StorageError::io(format!("deleting {name}"), e));
+                    self.st.borrow_mut().pending_deletes.push(name);
+                }
+            }
+        }
+        if let Err(e) = self.dir.sync_dir().await {
+            first_error.get_or_insert(StorageError::io("syncing data directory", e));
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Retention freed space: an append waiting out a disk-full back-off may try at once.
+    pub(super) fn space_freed(&self) {
+        self.st.borrow_mut().next.space_freed(self.clock.now());
+    }
+
+    /// Files retention dropped from the log but could not unlink yet.
+    pub fn pending_deletes(&self) -> Vec<String> {
+        self.st.borrow().pending_deletes.clone()
+    }
+}
+
+/// Applies the retention policy every `retention_check_interval_ms` until the log goes away.
+pub(super) async fn retention_loop<D: LogDir + 'static>(weak: std::rc::Weak<CommitLog<D>>) {
+    loop {
+        let interval = match weak.upgrade() {
+            Some(log) => Duration::from_millis(log.config.retention_check_interval_ms.max(1)),
+            None => return,
+        };
+        let sleep = match weak.upgrade() {
+            Some(log) => log.clock.sleep_until(log.clock.now() + interval),
+            None => return,
+        };
+        sleep.await;
+        let Some(log) = weak.upgrade() else { return };
+        {
+            let st = log.st.borrow();
+            if !st.life.is_open() {
+                return;
+            }
+        }
+        if let Err(e) = log.enforce_retention(log.clock.unix_ms()).await {
+            tracing::warn!("retention failed: {e}");
+        }
+    }
+}
