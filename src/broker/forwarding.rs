@@ -41,5 +41,5 @@ pub async fn control_loop<L: ShardLog>(shard: Rc<Shard<L>>, rx: MeshReceiver<Con
     while let Some(msg) = rx.recv().await {
         shard.apply_control(msg);
     }
-    tracing::debug!(shard = shard.id, from = rx.from, "control channel closed");
+    tracing::debug!(shard = %shard.id, from = %rx.from, "control channel closed");
 }

@@ -192,7 +192,7 @@ pub async fn accept_loop<L: ShardLog>(
             Ok(s) => s,
             Err(e) => {
                 // EMFILE and friends: keep serving the connections we have; try again soon.
-                tracing::warn!(shard = shard.id, "accept failed: {e}");
+                tracing::warn!(shard = %shard.id, "accept failed: {e}");
                 runtime::sleep(std::time::Duration::from_millis(10)).await;
                 continue;
             }
@@ -202,7 +202,7 @@ pub async fn accept_loop<L: ShardLog>(
                 Some(slot) => slot,
                 None => {
                     tracing::debug!(
-                        shard = shard.id,
+                        shard = %shard.id,
                         %peer,
                         "refusing a connection: max_connections_per_ip reached"
                     );
@@ -212,7 +212,7 @@ pub async fn accept_loop<L: ShardLog>(
                 }
             },
             Err(e) => {
-                tracing::debug!(shard = shard.id, "accepted a connection without a peer: {e}");
+                tracing::debug!(shard = %shard.id, "accepted a connection without a peer: {e}");
                 continue;
             }
         };
@@ -220,7 +220,7 @@ pub async fn accept_loop<L: ShardLog>(
             Ok(p) => p,
             Err(_) => {
                 tracing::warn!(
-                    shard = shard.id,
+                    shard = %shard.id,
                     "refusing a connection: max_connections_per_shard reached"
                 );
                 drop(stream);

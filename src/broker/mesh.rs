@@ -6,13 +6,14 @@
 //! shard sends to `owner_shard(..)` directly. (glommio's own `MeshBuilder` orders peers by
 //! executor id, not by our shard id, hence this small replacement.)
 
+use super::routing::ShardId;
 use glommio::channels::shared_channel::{
     self, ConnectedReceiver, ConnectedSender, SharedReceiver, SharedSender,
 };
 
 /// One shard's unconnected ends: a sender to every other shard, a receiver from each.
 pub struct MeshEnds<T: Send + 'static> {
-    pub shard: usize,
+    pub shard: ShardId,
     to: Vec<Option<SharedSender<T>>>,
     from: Vec<Option<SharedReceiver<T>>>,
 }
@@ -21,7 +22,7 @@ pub struct MeshEnds<T: Send + 'static> {
 pub fn build<T: Send + 'static>(shards: usize, capacity: usize) -> Vec<MeshEnds<T>> {
     let mut ends: Vec<MeshEnds<T>> = (0..shards)
         .map(|shard| MeshEnds {
-            shard,
+            shard: ShardId::new(shard),
             to: (0..shards).map(|_| None).collect(),
             from: (0..shards).map(|_| None).collect(),
         })
@@ -45,8 +46,8 @@ pub struct MeshSender<T: Send + 'static> {
 
 impl<T: Send + 'static> MeshSender<T> {
     /// Sends to shard `to`, waiting while its channel is full. `Err(msg)` if it stopped.
-    pub async fn send(&self, to: usize, msg: T) -> Result<(), T> {
-        match self.senders.get(to).and_then(Option::as_ref) {
+    pub async fn send(&self, to: ShardId, msg: T) -> Result<(), T> {
+        match self.senders.get(to.get()).and_then(Option::as_ref) {
             Some(s) => s.send(msg).await.map_err(|e| match e {
                 glommio::GlommioError::Closed(glommio::ResourceType::Channel(m))
                 | glommio::GlommioError::WouldBlock(glommio::ResourceType::Channel(m)) => m,
@@ -66,7 +67,7 @@ impl<T: Send + 'static> MeshSender<T> {
 
 /// A connected receiver from shard `from`.
 pub struct MeshReceiver<T: Send + 'static> {
-    pub from: usize,
+    pub from: ShardId,
     inner: ConnectedReceiver<T>,
 }
 
@@ -89,7 +90,9 @@ impl<T: Send + 'static> MeshEnds<T> {
         let receivers = futures::future::join_all(self.from.into_iter().enumerate().map(
             |(from, r)| async move {
                 match r {
-                    Some(r) => Some(MeshReceiver { from, inner: r.connect().await }),
+                    Some(r) => {
+                        Some(MeshReceiver { from: ShardId::new(from), inner: r.connect().await })
+                    }
                     None => None,
                 }
             },

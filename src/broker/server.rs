@@ -30,6 +30,7 @@ use super::listener::{self, Reserved};
 use super::log_backend::{self, Log};
 use super::mesh::{self, MeshEnds};
 use super::metadata_store::{self, MetadataStore};
+use super::routing::ShardId;
 use super::shard::{Control, Forward, Ports, Shard};
 use super::shutdown::{self, Stop, StopHandle};
 use super::topics::TopicTable;
@@ -355,7 +356,7 @@ async fn shard_main(args: ShardArgs) -> Result<(), String> {
         None
     };
     let shard = Rc::new(Shard::new(
-        id,
+        ShardId::new(id),
         shard_count,
         config.clone(),
         log.clone(),

@@ -35,7 +35,7 @@ use super::long_poll::LongPoll;
 use super::mesh::MeshSender;
 use super::metadata_store::MetadataStore;
 use super::producer_ids::ProducerIdAllocator;
-use super::routing::owner_shard;
+use super::routing::{owner_shard, ShardId};
 use super::shard_log::ShardLog;
 use super::topics::{validate_topic_name, TopicEntry, TopicTable};
 use crate::format::batch::{peek_length, read_header, BatchHeader};
@@ -108,7 +108,7 @@ pub struct Ports {
 }
 
 pub struct Shard<L: ShardLog> {
-    pub id: usize,
+    pub id: ShardId,
     pub shard_count: usize,
     pub config: Arc<Config>,
     pub log: L,
@@ -150,7 +150,7 @@ fn ok_or_stopped<T>(r: Result<T, oneshot::Canceled>, what: &str) -> Result<T, Br
 impl<L: ShardLog> Shard<L> {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
-        id: usize,
+        id: ShardId,
         shard_count: usize,
         config: Arc<Config>,
         log: L,
@@ -173,7 +173,7 @@ impl<L: ShardLog> Shard<L> {
             data_mesh,
             control_mesh,
             metadata: metadata.map(|m| (m, crate::runtime::Semaphore::new(1))),
-            stats: RefCell::new(ShardStats { shard: id as u32, ..Default::default() }),
+            stats: RefCell::new(ShardStats { shard: id.get() as u32, ..Default::default() }),
             stopping: Cell::new(false),
             control_queue: runtime::TaskQueue::new(&format!("shard-{id}-control"), 100),
             sequences: RefCell::new(SequenceWindows::new(
@@ -181,7 +181,7 @@ impl<L: ShardLog> Shard<L> {
                 config.broker.idempotence_expiry_ms,
             )),
             // Boot 0 until `start_idempotence` sets this run's start count.
-            producer_ids: RefCell::new(ProducerIdAllocator::new(0, id, shard_count)),
+            producer_ids: RefCell::new(ProducerIdAllocator::new(0, id.get(), shard_count)),
             sequence_waiters: RefCell::new(HashMap::new()),
             started: clock.now(),
             clock,
@@ -242,7 +242,7 @@ impl<L: ShardLog> Shard<L> {
                     .collect(),
             }),
             Request::CreateTopic { .. } | Request::DeleteTopic { .. } => {
-                if self.id == 0 {
+                if self.id == ShardId::FIRST {
                     let me = self.clone();
                     self.control_queue
                         .spawn(async move { me.admin(request).await })
@@ -252,7 +252,12 @@ impl<L: ShardLog> Shard<L> {
                         })
                 } else {
                     let (reply, rx) = oneshot::channel();
-                    if self.control_mesh.send(0, Control::Admin { request, reply }).await.is_err() {
+                    if self
+                        .control_mesh
+                        .send(ShardId::FIRST, Control::Admin { request, reply })
+                        .await
+                        .is_err()
+                    {
                         return Err(BrokerError::new(ErrorCode::SHUTTING_DOWN, "shard 0 stopped"));
                     }
                     ok_or_stopped(rx.await, "shard 0")?
@@ -323,7 +328,7 @@ impl<L: ShardLog> Shard<L> {
             Control::Admin { request, reply } => {
                 let me = self.clone();
                 let _detached = self.control_queue.spawn(async move {
-                    let r = if me.id == 0 {
+                    let r = if me.id == ShardId::FIRST {
                         me.admin(request).await
                     } else {
                         Err(BrokerError::new(ErrorCode::INTERNAL, "topic changes run on shard 0"))

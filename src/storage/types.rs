@@ -19,26 +19,31 @@ impl LogPosition {
     /// Beyond every real position (an open upper bound).
     pub const MAX: LogPosition = LogPosition(u64::MAX);
 
+    #[inline]
     pub const fn new(pos: u64) -> Self {
         LogPosition(pos)
     }
 
     /// The position as a number of bytes from the start of the log (for encoding and files).
+    #[inline]
     pub const fn get(self) -> u64 {
         self.0
     }
 
     /// The start of the 4 KiB block holding this position.
+    #[inline]
     pub fn align_down(self) -> Self {
         LogPosition(super::file::align_down(self.0))
     }
 
     /// This position rounded up to a 4 KiB block boundary.
+    #[inline]
     pub fn align_up(self) -> Self {
         LogPosition(super::file::align_up(self.0))
     }
 
     /// Does a 4 KiB block start here?
+    #[inline]
     pub fn is_aligned(self) -> bool {
         self.0 % super::file::ALIGN == 0
     }
@@ -47,12 +52,14 @@ impl LogPosition {
 impl std::ops::Add<u64> for LogPosition {
     type Output = LogPosition;
     /// The position `len` bytes further.
+    #[inline]
     fn add(self, len: u64) -> LogPosition {
         LogPosition(self.0 + len)
     }
 }
 
 impl std::ops::AddAssign<u64> for LogPosition {
+    #[inline]
     fn add_assign(&mut self, len: u64) {
         self.0 += len;
     }
@@ -61,6 +68,7 @@ impl std::ops::AddAssign<u64> for LogPosition {
 impl std::ops::Sub for LogPosition {
     type Output = u64;
     /// The distance in bytes from `earlier` to `self`.
+    #[inline]
     fn sub(self, earlier: LogPosition) -> u64 {
         self.0 - earlier.0
     }
@@ -86,11 +94,13 @@ impl QueueOffset {
     /// A queue's first offset.
     pub const ZERO: QueueOffset = QueueOffset(0);
 
+    #[inline]
     pub const fn new(offset: u64) -> Self {
         QueueOffset(offset)
     }
 
     /// The offset as a number (for encoding, the broker and the wire).
+    #[inline]
     pub const fn get(self) -> u64 {
         self.0
     }
@@ -99,6 +109,7 @@ impl QueueOffset {
 impl std::ops::Add<u64> for QueueOffset {
     type Output = QueueOffset;
     /// The offset `records` records further.
+    #[inline]
     fn add(self, records: u64) -> QueueOffset {
         QueueOffset(self.0 + records)
     }
@@ -107,6 +118,7 @@ impl std::ops::Add<u64> for QueueOffset {
 impl std::ops::Sub for QueueOffset {
     type Output = u64;
     /// The number of records from `earlier` to `self`.
+    #[inline]
     fn sub(self, earlier: QueueOffset) -> u64 {
         self.0 - earlier.0
     }
@@ -126,11 +138,13 @@ impl fmt::Display for QueueOffset {
 pub struct TopicId(u32);
 
 impl TopicId {
+    #[inline]
     pub const fn new(id: u32) -> Self {
         TopicId(id)
     }
 
     /// The id as a number (for encoding, the broker and the wire).
+    #[inline]
     pub const fn get(self) -> u32 {
         self.0
     }
@@ -149,11 +163,13 @@ impl fmt::Display for TopicId {
 pub struct QueueId(u32);
 
 impl QueueId {
+    #[inline]
     pub const fn new(id: u32) -> Self {
         QueueId(id)
     }
 
     /// The number (for encoding, the broker and the wire).
+    #[inline]
     pub const fn get(self) -> u32 {
         self.0
     }
@@ -175,6 +191,7 @@ pub struct QueueKey {
 }
 
 impl QueueKey {
+    #[inline]
     pub const fn new(topic_id: TopicId, queue_id: QueueId) -> Self {
         QueueKey { topic_id, queue_id }
     }

@@ -11,7 +11,8 @@ impl<L: ShardLog> Shard<L> {
     /// fit in what is left of that budget gets no windows (its producers renumber); retries
     /// of its batches stored just before the restart may then be stored again.
     pub async fn start_idempotence(&self, boot: u64) -> Result<(), BrokerError> {
-        *self.producer_ids.borrow_mut() = ProducerIdAllocator::new(boot, self.id, self.shard_count);
+        *self.producer_ids.borrow_mut() =
+            ProducerIdAllocator::new(boot, self.id.get(), self.shard_count);
         let b = &self.config.broker;
         let since_ms = self.clock.unix_ms().saturating_sub(b.idempotence_recovery_window_ms as i64);
         let mut budget = b.idempotence_recovery_scan_bytes;
@@ -34,7 +35,7 @@ impl<L: ShardLog> Shard<L> {
                     // broker still starts and serves everything else.
                     Err(e @ StorageError::CorruptBatch { .. }) => {
                         tracing::warn!(
-                            shard = self.id,
+                            shard = %self.id,
                             "idempotence windows of {queue} not rebuilt: {e}"
                         );
                         self.sequences.borrow_mut().forget_queue(queue);
@@ -70,13 +71,13 @@ impl<L: ShardLog> Shard<L> {
         }
         if skipped > 0 {
             tracing::warn!(
-                shard = self.id,
+                shard = %self.id,
                 "idempotence windows of {skipped} queues not rebuilt: their recent batches \
                  exceed broker.idempotence_recovery_scan_bytes"
             );
         }
         tracing::info!(
-            shard = self.id,
+            shard = %self.id,
             batches,
             windows = self.sequences.borrow().len(),
             elapsed_ms = self.clock.now().saturating_duration_since(t).as_millis() as u64,

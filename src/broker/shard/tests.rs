@@ -76,7 +76,18 @@ async fn shard_with_clock(
     tweak(&mut storage);
     config.storage = storage.clone();
     let log = CommitLog::open_with(dir, storage).await.unwrap();
-    Rc::new(Shard::new(0, 1, Arc::new(config), log, ports, topics, data, control, None, clock))
+    Rc::new(Shard::new(
+        ShardId::new(0),
+        1,
+        Arc::new(config),
+        log,
+        ports,
+        topics,
+        data,
+        control,
+        None,
+        clock,
+    ))
 }
 
 async fn call(s: &Rc<Shard<SimLog>>, request: Request) -> Reply {

@@ -11,7 +11,7 @@ impl<L: ShardLog> Shard<L> {
             error_code: ErrorCode::NONE as u16,
             topic_id: e.id,
             queue_owners: (0..e.queue_count)
-                .map(|q| owner_shard(name, q, self.shard_count) as u16)
+                .map(|q| owner_shard(name, q, self.shard_count).get() as u16)
                 .collect(),
         };
         let topics = if names.is_empty() {
@@ -71,7 +71,7 @@ impl<L: ShardLog> Shard<L> {
         store.save(&table).await.map_err(|e| BrokerError::new(ErrorCode::INTERNAL, e))?;
         *self.topics.borrow_mut() = table.clone();
         let mut acks = Vec::with_capacity(self.shard_count);
-        for peer in (0..self.shard_count).filter(|&p| p != self.id) {
+        for peer in ShardId::all(self.shard_count).filter(|&p| p != self.id) {
             let (ack, rx) = oneshot::channel();
             let msg = Control::Topics { table: table.clone(), ack };
             if self.control_mesh.send(peer, msg).await.is_ok() {
