@@ -266,7 +266,13 @@ fn producer_main(
         let mut body = template.clone();
         Prefix { intended_ns: intended, producer: id, key, seq, key_seq }
             .write(&mut body[..PREFIX_LEN]);
-        let topic = &topics[(seq % topics.len() as u64) as usize];
+        // A key stays on one topic (and, through the hash selector, on one queue): per-key
+        // order holds within a queue, so a key spread over topics would have none to verify.
+        let topic = if keyed {
+            &topics[key as usize % topics.len()]
+        } else {
+            &topics[(seq % topics.len() as u64) as usize]
+        };
         let mut msg = Message::new(topic.as_str(), body);
         if keyed {
             msg.key = keys[key as usize].clone();
