@@ -6,31 +6,12 @@ mod broker_common;
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
-use broker_common::{config, free_port_block, poll_until, Broker};
+use broker_common::{config, drain, free_port_block, poll_until, Broker};
 use ringmq::client::{Client, Message, ProducerConfig, QueueSelector};
 use ringmq::protocol::{Request, Response, SendStatus};
 
 fn tempdir() -> tempfile::TempDir {
     tempfile::Builder::new().prefix("ringmq-e2e").tempdir().unwrap()
-}
-
-fn drain(
-    client: &Client,
-    topic: &str,
-    queue: u32,
-    from: u64,
-) -> Vec<ringmq::client::ConsumedMessage> {
-    let consumer = client.consumer();
-    let mut out = Vec::new();
-    let mut offset = from;
-    loop {
-        let r = consumer.pull(topic, queue, offset, Duration::ZERO).unwrap();
-        out.extend(r.messages);
-        if r.next_offset >= r.max_offset {
-            return out;
-        }
-        offset = r.next_offset;
-    }
 }
 
 #[test]

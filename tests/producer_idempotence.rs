@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use broker_common::{config, free_port_block, Broker};
+use broker_common::{config, drain, free_port_block, Broker};
 use ringmq::client::{Client, Message, ProducerConfig, QueueSelector};
 
 /// What the proxy did, for the test to check it was not vacuous.
@@ -187,18 +187,10 @@ fn a_delayed_first_copy_is_stored_once_and_overtaken_batches_keep_their_order() 
         sent.push((r.queue_id, r.queue_offset, body));
     }
     for q in 0..2u32 {
-        let mut stored = Vec::new();
-        let mut offset = 0;
-        loop {
-            let r = client.consumer().pull("idem", q, offset, Duration::ZERO).unwrap();
-            stored.extend(
-                r.messages.into_iter().map(|m| (m.offset, String::from_utf8(m.body).unwrap())),
-            );
-            if r.next_offset >= r.max_offset {
-                break;
-            }
-            offset = r.next_offset;
-        }
+        let stored: Vec<(u64, String)> = drain(&client, "idem", q, 0)
+            .into_iter()
+            .map(|m| (m.offset, String::from_utf8(m.body).unwrap()))
+            .collect();
         let expected: Vec<(u64, String)> =
             sent.iter().filter(|s| s.0 == q).map(|s| (s.1, s.2.clone())).collect();
         assert_eq!(stored, expected, "queue {q}: each message once, in send order, where acked");
@@ -257,18 +249,10 @@ fn batches_in_flight_at_a_sigkill_are_stored_once_after_the_restart() {
     }
     let client = Client::connect(&broker.addr()).unwrap();
     for q in 0..2u32 {
-        let mut stored = Vec::new();
-        let mut offset = 0;
-        loop {
-            let r = client.consumer().pull("crash", q, offset, Duration::ZERO).unwrap();
-            stored.extend(
-                r.messages.into_iter().map(|m| (m.offset, String::from_utf8(m.body).unwrap())),
-            );
-            if r.next_offset >= r.max_offset {
-                break;
-            }
-            offset = r.next_offset;
-        }
+        let stored: Vec<(u64, String)> = drain(&client, "crash", q, 0)
+            .into_iter()
+            .map(|m| (m.offset, String::from_utf8(m.body).unwrap()))
+            .collect();
         let expected: Vec<(u64, String)> =
             sent.iter().filter(|s| s.0 == q).map(|s| (s.1, s.2.clone())).collect();
         assert_eq!(stored.len(), expected.len(), "queue {q}: stored once each");

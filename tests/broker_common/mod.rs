@@ -235,3 +235,23 @@ pub fn free_port_block(n: u16) -> u16 {
     }
     panic!("no free block of {} ports below the ephemeral range", n + 1);
 }
+
+/// Every message of `queue` from `from` to the end, pulled through the client library.
+pub fn drain(
+    client: &ringmq::client::Client,
+    topic: &str,
+    queue: u32,
+    from: u64,
+) -> Vec<ringmq::client::ConsumedMessage> {
+    let consumer = client.consumer();
+    let mut out = Vec::new();
+    let mut offset = from;
+    loop {
+        let r = consumer.pull(topic, queue, offset, Duration::ZERO).unwrap();
+        out.extend(r.messages);
+        if r.next_offset >= r.max_offset {
+            return out;
+        }
+        offset = r.next_offset;
+    }
+}
