@@ -340,6 +340,18 @@ mod tests {
     }
 
     /// (batch, attempt, epoch, seq, renumber) of every send `next_send` allows now.
+    /// A sequencer at `t0` holding `batches` (name, records) in order, each due at `far`
+    /// (10 s later).
+    fn queued(batches: &[(&'static str, u32)]) -> (Instant, Instant, QueueSequencer<&'static str>) {
+        let t0 = Instant::now();
+        let far = t0 + Duration::from_secs(10);
+        let mut s = QueueSequencer::new(config());
+        for (name, records) in batches {
+            s.push(*name, *records, far);
+        }
+        (t0, far, s)
+    }
+
     fn sends(
         s: &mut QueueSequencer<&'static str>,
         now: Instant,
@@ -378,12 +390,7 @@ mod tests {
 
     #[test]
     fn a_retriable_failure_resends_everything_unacknowledged_in_order_after_backoff() {
-        let t0 = Instant::now();
-        let mut s = QueueSequencer::new(config());
-        let far = t0 + Duration::from_secs(10);
-        s.push("a", 1, far);
-        s.push("b", 1, far);
-        s.push("c", 1, far);
+        let (t0, _, mut s) = queued(&[("a", 1), ("b", 1), ("c", 1)]);
         let sent = sends(&mut s, t0);
         // b fails (e.g. its connection broke): a and c are abandoned too.
         assert!(s.on_reply(sent[1].1, 0, 1, ReplyKind::Retriable, t0).is_empty());
@@ -412,11 +419,7 @@ mod tests {
 
     #[test]
     fn an_unanswered_send_times_out_and_everything_is_resent() {
-        let t0 = Instant::now();
-        let mut s = QueueSequencer::new(config());
-        let far = t0 + Duration::from_secs(10);
-        s.push("a", 1, far);
-        s.push("b", 1, far);
+        let (t0, _, mut s) = queued(&[("a", 1), ("b", 1)]);
         let sent = sends(&mut s, t0);
         assert_eq!(s.next_wakeup(), Some(t0 + Duration::from_millis(100)));
         let t1 = t0 + Duration::from_millis(100);
@@ -436,11 +439,7 @@ mod tests {
 
     #[test]
     fn out_of_order_on_the_first_batch_renumbers_under_a_new_epoch() {
-        let t0 = Instant::now();
-        let mut s = QueueSequencer::new(config());
-        let far = t0 + Duration::from_secs(10);
-        s.push("a", 2, far);
-        s.push("b", 1, far);
+        let (t0, far, mut s) = queued(&[("a", 2), ("b", 1)]);
         let sent = sends(&mut s, t0);
         s.on_reply(sent[0].1, 0, 0, ReplyKind::Stored, t0);
         s.push("c", 1, far);
@@ -468,11 +467,7 @@ mod tests {
 
     #[test]
     fn out_of_order_on_a_later_batch_is_a_retry() {
-        let t0 = Instant::now();
-        let mut s = QueueSequencer::new(config());
-        let far = t0 + Duration::from_secs(10);
-        s.push("a", 1, far);
-        s.push("b", 1, far);
+        let (t0, _, mut s) = queued(&[("a", 1), ("b", 1)]);
         let sent = sends(&mut s, t0);
         assert!(s.on_reply(sent[1].1, 0, 1, ReplyKind::OutOfOrderSequence, t0).is_empty());
         let again = sends(&mut s, t0 + Duration::from_millis(10));
@@ -484,12 +479,7 @@ mod tests {
 
     #[test]
     fn a_fatal_failure_renumbers_the_batches_behind_it_which_wait_for_those_before() {
-        let t0 = Instant::now();
-        let mut s = QueueSequencer::new(config());
-        let far = t0 + Duration::from_secs(10);
-        s.push("a", 1, far);
-        s.push("b", 1, far);
-        s.push("c", 1, far);
+        let (t0, _, mut s) = queued(&[("a", 1), ("b", 1), ("c", 1)]);
         let sent = sends(&mut s, t0);
         let r = s.on_reply(sent[1].1, 0, 1, ReplyKind::Fatal, t0);
         assert_eq!(r, vec![Resolution::Failed("b", Failure::Reply)]);
