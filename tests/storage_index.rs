@@ -5,6 +5,7 @@
 mod common;
 
 use common::{batch, batch_tag, off, run, small_config};
+use ringmq::storage::commit_log::{Scanned, TailScan};
 use ringmq::storage::file::LogDir;
 use ringmq::storage::sim_dir::SimDir;
 use ringmq::storage::{CommitLog, FlushMode, QueueKey, StorageConfig, StorageError};
@@ -297,6 +298,111 @@ fn lookup_by_time_is_bounded_by_the_readable_end() {
         assert!(log.read(QA, off(3), 100).await.unwrap().batches.is_empty());
         log.flush().await.unwrap();
         assert_eq!(log.offset_for_timestamp(QA, b.store_timestamp_ms + 1).await.unwrap(), off(6));
+        log.close().await.unwrap();
+    });
+}
+
+/// (position, queue, base offset) of every batch a tail scan reports; damage as an error.
+async fn scan(
+    log: &Rc<CommitLog<SimDir>>,
+    max_bytes: u64,
+    since_ms: i64,
+) -> (Vec<(u64, QueueKey, u64)>, Vec<(u64, Option<QueueKey>)>, TailScan) {
+    let (mut batches, mut damaged) = (vec![], vec![]);
+    let s = log
+        .scan_tail(max_bytes, since_ms, |item| match item {
+            Scanned::Batch { position, header } => batches.push((
+                position.get(),
+                QueueKey::new(
+                    TopicId::new(header.stamp.topic_id),
+                    QueueId::new(header.stamp.queue_id),
+                ),
+                header.stamp.base_offset,
+            )),
+            Scanned::Damaged { position, queue, .. } => damaged.push((position.get(), queue)),
+        })
+        .await
+        .unwrap();
+    (batches, damaged, s)
+}
+
+/// What `fill(log, 0, n)` stored: batch `t` on QA (even) or QB (odd) at offset `t - t % 2`.
+fn filled(from: u64, to: u64) -> Vec<(QueueKey, u64)> {
+    (from..to).map(|t| (if t % 2 == 0 { QA } else { QB }, t - t % 2)).collect()
+}
+
+#[test]
+fn a_tail_scan_reads_the_logs_last_bytes_in_order_from_a_batch_boundary() {
+    run(|| async {
+        let dir = SimDir::new(41);
+        let clock = ringmq::runtime::SimClock::new(1_000_000);
+        let log = CommitLog::open_with_clock(dir.clone(), config(), clock.clone()).await.unwrap();
+        fill(&log, 0, 150).await;
+        clock.advance(std::time::Duration::from_secs(100));
+        fill(&log, 150, 150).await; // about 15 segments in all
+        log.close().await.unwrap();
+        let log = CommitLog::open_with_clock(dir.clone(), config(), clock.clone()).await.unwrap();
+        let end = log.visible_end().get();
+
+        // Everything, in log order, each batch once.
+        let (all, damaged, s) = scan(&log, u64::MAX, i64::MIN).await;
+        let seen: Vec<_> = all.iter().map(|&(_, q, o)| (q, o)).collect();
+        assert_eq!(seen, filled(0, 300));
+        assert!(damaged.is_empty() && s.stopped_at.is_none());
+        assert_eq!((s.start.get(), s.end.get()), (0, end));
+
+        // The last 100 KiB: a suffix starting at a batch boundary at most a segment before.
+        let budget = 100 << 10;
+        let (tail, _, s) = scan(&log, budget, i64::MIN).await;
+        assert!(s.start.get() <= end - budget, "{s:?}");
+        assert!(end - budget - s.start.get() < 64 << 10, "starts within a segment: {s:?}");
+        assert_eq!(tail[..], all[all.len() - tail.len()..]);
+        assert_eq!(tail[0].0, s.start.get(), "the start is a batch's position");
+
+        // Only segments holding batches stored in the time window are read.
+        let (recent, _, _) = scan(&log, u64::MAX, 1_000_000 + 100_000).await;
+        let first = all.iter().position(|b| b == &recent[0]).unwrap();
+        assert!((130..=150).contains(&first), "from the segment holding batch 150: {first}");
+        assert_eq!(recent[..], all[first..]);
+        let (none, _, _) = scan(&log, u64::MAX, 1_000_000 + 200_000).await;
+        assert!(none.is_empty());
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn a_tail_scan_reports_damage_and_goes_past_it_when_the_queue_is_known() {
+    run(|| async {
+        let dir = SimDir::new(42);
+        let log = CommitLog::open_with(dir.clone(), config()).await.unwrap();
+        fill(&log, 0, 100).await;
+        log.close().await.unwrap();
+        let log = CommitLog::open_with(dir.clone(), config()).await.unwrap();
+        let (all, _, _) = scan(&log, u64::MAX, i64::MIN).await;
+        let bases: Vec<u64> = log.segment_bases().iter().map(|b| b.get()).collect();
+        log.close().await.unwrap();
+        let segment_of = |pos: u64| *bases.iter().rev().find(|&&b| b <= pos).unwrap();
+        let damage = |i: usize, at: u64| {
+            let pos = all[i].0;
+            let base = segment_of(pos);
+            dir.corrupt(&format!("{base:020}.log"), (pos - base + at) as usize);
+        };
+        // A record byte of batch 40: its stamp still says whose it is.
+        damage(40, 200);
+        let log = CommitLog::open_with(dir.clone(), config()).await.unwrap();
+        let (seen, damaged, s) = scan(&log, u64::MAX, i64::MIN).await;
+        assert_eq!(damaged, vec![(all[40].0, Some(QA))]);
+        assert_eq!(seen.len(), 99, "every other batch, past the damaged one");
+        assert!(s.stopped_at.is_none());
+        log.close().await.unwrap();
+
+        // The length of batch 70: nothing after it can be framed; the scan stops there.
+        damage(70, 1);
+        let log = CommitLog::open_with(dir.clone(), config()).await.unwrap();
+        let (seen, damaged, s) = scan(&log, u64::MAX, i64::MIN).await;
+        assert_eq!(damaged, vec![(all[40].0, Some(QA)), (all[70].0, None)]);
+        assert_eq!(seen.len(), 69);
+        assert_eq!(s.stopped_at.map(|p| p.get()), Some(all[70].0));
         log.close().await.unwrap();
     });
 }

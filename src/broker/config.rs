@@ -93,8 +93,9 @@ pub struct BrokerConfig {
     /// last this-many ms (retries of older batches are impossible: clients give up after
     /// their send timeout). Default 60000.
     pub idempotence_recovery_window_ms: u64,
-    /// Most bytes one shard reads for that rebuild; a queue whose recent batches do not fit
-    /// gets no windows (its producers renumber). Default 128 MiB.
+    /// How much of the end of the shard's log that rebuild reads, in log order (one
+    /// sequential read); a producer whose last batch on a queue lies before it gets no window
+    /// there (it renumbers). Default 128 MiB.
     pub idempotence_recovery_scan_bytes: u64,
 }
 

@@ -266,6 +266,13 @@ impl SequenceWindows {
         }
     }
 
+    /// Drops every window (a rebuild at startup could not read the log to its end: a window
+    /// missing a pair's last batches would take their retries for new batches).
+    pub fn forget_all(&mut self) {
+        self.states.clear();
+        self.lru.clear();
+    }
+
     fn insert(&mut self, key: WindowKey, state: State, now_ms: u64) {
         self.shrink(self.max_states - 1);
         self.states.insert(key, state);

@@ -4,6 +4,7 @@
 use std::rc::Rc;
 
 use super::shard_log::{AppendOutcome, OffsetRange, ShardLog};
+use crate::storage::commit_log::{Scanned, TailScan};
 use crate::storage::file::LogDir;
 use crate::storage::{
     AppendStatus, CommitLog, LogPosition, QueueKey, QueueOffset, ReadBuf, StorageConfig,
@@ -53,10 +54,6 @@ impl<D: LogDir + 'static> ShardLog for Rc<CommitLog<D>> {
         CommitLog::offsets(self, queue).into()
     }
 
-    fn queues(&self) -> Vec<QueueKey> {
-        CommitLog::queues(self)
-    }
-
     async fn offset_for_timestamp(
         &self,
         queue: QueueKey,
@@ -67,6 +64,15 @@ impl<D: LogDir + 'static> ShardLog for Rc<CommitLog<D>> {
 
     fn visible_end(&self) -> u64 {
         CommitLog::visible_end(self).get()
+    }
+
+    async fn scan_tail(
+        &self,
+        max_bytes: u64,
+        since_ms: i64,
+        each: impl FnMut(Scanned<'_>),
+    ) -> Result<TailScan, StorageError> {
+        CommitLog::scan_tail(self, max_bytes, since_ms, each).await
     }
 
     async fn wait_visible(&self, end: u64) -> Result<(), StorageError> {

@@ -5,6 +5,7 @@
 //! request handling is tested without disks but against the real log. Keeping the seam this
 //! narrow keeps storage types that the broker does not need out of it.
 
+use crate::storage::commit_log::{Scanned, TailScan};
 use crate::storage::{QueueKey, QueueOffsets, ReadBuf, StorageError};
 
 /// A queue's readable offsets `[min, next)` as the broker and the wire count them: plain
@@ -59,8 +60,6 @@ pub trait ShardLog: 'static {
         max_bytes: usize,
     ) -> Result<Vec<ReadBuf>, StorageError>;
     fn offsets(&self, queue: QueueKey) -> OffsetRange;
-    /// Every queue that has stored batches (or had them).
-    fn queues(&self) -> Vec<QueueKey>;
     /// First offset whose batch was stored at or after `timestamp_ms`, else `next`; never past
     /// the readable `next`. Async: the index it searches lives on disk.
     async fn offset_for_timestamp(
@@ -70,6 +69,14 @@ pub trait ShardLog: 'static {
     ) -> Result<u64, StorageError>;
     /// The log position up to which appended data is readable.
     fn visible_end(&self) -> u64;
+    /// Reads the batches of the last `max_bytes` of the log stored at or after `since_ms` in
+    /// log order, with one sequential read (see [`crate::storage::CommitLog::scan_tail`]).
+    async fn scan_tail(
+        &self,
+        max_bytes: u64,
+        since_ms: i64,
+        each: impl FnMut(Scanned<'_>),
+    ) -> Result<TailScan, StorageError>;
     /// Resolves once everything before log position `end` is readable; an error when the log
     /// stopped first (then it never will be).
     async fn wait_visible(&self, end: u64) -> Result<(), StorageError>;

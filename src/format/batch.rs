@@ -173,6 +173,13 @@ pub fn read_header(bytes: &[u8]) -> Result<BatchHeader, FormatError> {
     })
 }
 
+/// Whether the broker-stamped fields of the stored batch at the start of `bytes` (topic,
+/// queue, base offset, store time) are intact, whatever the rest of it holds: a damaged batch
+/// can still be attributed to its queue.
+pub fn stamp_verifies(bytes: &[u8]) -> bool {
+    read_header(bytes).is_ok_and(|h| crc32c::crc32c(&bytes[STAMP_START..STAMP_END]) == h.stamp_crc)
+}
+
 /// A validated batch borrowed from a buffer: the header is decoded and the CRC verified.
 #[derive(Debug, Clone, Copy)]
 pub struct BatchView<'a> {

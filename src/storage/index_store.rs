@@ -536,6 +536,42 @@ impl<F: LogFile> IndexStore<F> {
         Ok(self.entry(dir, queue, n).await?.base_offset)
     }
 
+    /// Log position of the last batch of `queue` that starts at or before `target`, if the
+    /// queue still holds one: a batch boundary a scan of the log can start from.
+    pub async fn last_position_at_or_before<D: LogDir<File = F>>(
+        &self,
+        dir: &D,
+        queue: QueueKey,
+        target: LogPosition,
+    ) -> Result<Option<LogPosition>, LookupError> {
+        let (lo, hi) = {
+            let queues = self.queues.borrow();
+            let Some(q) = queues.get(&queue) else { return Ok(None) };
+            (q.first_entry, q.next_entry())
+        };
+        let n = self.partition(dir, queue, lo, hi, |e| e.position <= target).await?;
+        if n == lo {
+            return Ok(None);
+        }
+        Ok(Some(self.entry(dir, queue, n - 1).await?.position))
+    }
+
+    /// Up to `k` queues holding the most entries, most first: their entries lie densest in
+    /// the log.
+    pub fn busiest_queues(&self, k: usize) -> Vec<QueueKey> {
+        let queues = self.queues.borrow();
+        let mut all: Vec<(u64, QueueKey)> =
+            queues.iter().map(|(key, q)| (q.next_entry() - q.first_entry, *key)).collect();
+        let k = k.min(all.len());
+        if k == 0 {
+            return Vec::new();
+        }
+        all.select_nth_unstable_by(k - 1, |a, b| b.cmp(a));
+        all.truncate(k);
+        all.sort_unstable_by(|a, b| b.cmp(a));
+        all.into_iter().map(|(_, key)| key).collect()
+    }
+
     /// Entries from number `n` on whose batches end at or before `visible`, about `max_bytes`
     /// of batches (at least one when one is visible).
     pub async fn entries_from<D: LogDir<File = F>>(

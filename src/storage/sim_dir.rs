@@ -90,6 +90,7 @@ struct State {
     max_yields: u32,
     writes: u64,
     syncs: u64,
+    reads: u64,
 }
 
 impl State {
@@ -192,6 +193,7 @@ impl SimDir {
                 max_yields: 3,
                 writes: 0,
                 syncs: 0,
+                reads: 0,
             })),
             path: PathBuf::from("/sim"),
             generation: 0,
@@ -253,6 +255,10 @@ impl SimDir {
     pub fn op_counts(&self) -> (u64, u64) {
         let s = self.state.borrow();
         (s.writes, s.syncs)
+    }
+    /// Reads performed so far (of any file, failed ones included).
+    pub fn read_count(&self) -> u64 {
+        self.state.borrow().reads
     }
 
     /// Simulates a power cut: unsynced data and unsynced names are lost (or torn), and every
@@ -384,6 +390,7 @@ impl LogFile for SimFileHandle {
         jitter(&self.state).await;
         let _op = enter(&self.state, SimOp::Read).await;
         self.check_alive("read")?;
+        self.state.borrow_mut().reads += 1;
         if let Some(e) = self.state.borrow_mut().take_fault(SimOp::Read, "read") {
             return Err(e);
         }

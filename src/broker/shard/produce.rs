@@ -3,54 +3,40 @@
 //! idempotence windows from the log before the shard serves.
 
 use super::*;
+use crate::storage::commit_log::Scanned;
 
 impl<L: ShardLog> Shard<L> {
     /// Before serving: hands out producer ids of start `boot` and rebuilds the sequence
     /// windows from the batches the log stored in the last `idempotence_recovery_window_ms`,
-    /// reading at most `idempotence_recovery_scan_bytes`. A queue whose recent batches do not
-    /// fit in what is left of that budget gets no windows (its producers renumber); retries
-    /// of its batches stored just before the restart may then be stored again.
+    /// reading the last `idempotence_recovery_scan_bytes` of the log in log order (one
+    /// sequential read, whatever the number of queues).
+    ///
+    /// A (producer, queue) whose last batches lie in what was read gets its window back, even
+    /// if older batches of it lie before: a retry of one of those is refused as too old
+    /// (`DUPLICATE_SEQUENCE`), never stored again. One whose last batch lies before gets no
+    /// window: the producer renumbers, and a retry of a batch stored just before the restart
+    /// may then be stored again. A damaged batch drops its queue's windows (its sequence is
+    /// unknown); damage that hides which queue it was ends the scan there and drops every
+    /// window (any pair may have batches after it, and a window missing a pair's last batches
+    /// would store their retries again).
     pub async fn start_idempotence(&self, boot: u64) -> Result<(), BrokerError> {
         *self.producer_ids.borrow_mut() =
             ProducerIdAllocator::new(boot, self.id.get(), self.shard_count);
         let b = &self.config.broker;
         let since_ms = self.clock.unix_ms().saturating_sub(b.idempotence_recovery_window_ms as i64);
-        let mut budget = b.idempotence_recovery_scan_bytes;
         let t = self.clock.now();
-        let (mut batches, mut skipped) = (0u64, 0usize);
         let now_ms = self.now_ms();
-        for queue in self.log.queues() {
-            let end = self.log.offsets(queue).next;
-            let mut offset = self.log.offset_for_timestamp(queue, since_ms).await?;
-            while offset < end {
-                if budget == 0 {
-                    self.sequences.borrow_mut().forget_queue(queue);
-                    skipped += 1;
-                    break;
-                }
-                let read = match self.log.read(queue, offset, 1 << 20).await {
-                    Ok(read) => read,
-                    // A batch damaged on disk: its sequence is unknown, so the queue's windows
-                    // cannot be trusted; its producers renumber (as past the budget). The
-                    // broker still starts and serves everything else.
-                    Err(e @ StorageError::CorruptBatch { .. }) => {
-                        tracing::warn!(
-                            shard = %self.id,
-                            "idempotence windows of {queue} not rebuilt: {e}"
+        let mut batches = 0u64;
+        let scan = self
+            .log
+            .scan_tail(b.idempotence_recovery_scan_bytes, since_ms, |item| match item {
+                Scanned::Batch { header: h, .. } => {
+                    let idempotent = h.producer_id >= 0 && h.base_sequence >= 0;
+                    if idempotent && h.stamp.store_timestamp_ms >= since_ms {
+                        let queue = QueueKey::new(
+                            TopicId::new(h.stamp.topic_id),
+                            QueueId::new(h.stamp.queue_id),
                         );
-                        self.sequences.borrow_mut().forget_queue(queue);
-                        break;
-                    }
-                    Err(e) => return Err(e.into()),
-                };
-                let Some(last) = read.last() else { break };
-                let next = read_header(last).map_err(|e| {
-                    BrokerError::new(ErrorCode::INTERNAL, format!("rebuilding windows: {e}"))
-                })?;
-                for buf in &read {
-                    budget = budget.saturating_sub(buf.len() as u64);
-                    let Ok(h) = read_header(buf) else { continue };
-                    if h.producer_id >= 0 && !h.is_control() && h.base_sequence >= 0 {
                         let at = Stored {
                             base_offset: h.stamp.base_offset,
                             store_timestamp_ms: h.stamp.store_timestamp_ms,
@@ -66,22 +52,34 @@ impl<L: ShardLog> Shard<L> {
                         batches += 1;
                     }
                 }
-                offset = next.next_offset().max(offset + 1);
-            }
-        }
-        if skipped > 0 {
-            tracing::warn!(
-                shard = %self.id,
-                "idempotence windows of {skipped} queues not rebuilt: their recent batches \
-                 exceed broker.idempotence_recovery_scan_bytes"
-            );
-        }
+                Scanned::Damaged { position, queue, reason } => {
+                    // Its sequence is unknown, so the queue's windows cannot be trusted; its
+                    // producers renumber. The broker still starts and serves everything.
+                    tracing::warn!(
+                        shard = %self.id,
+                        "damaged batch at log position {position} while rebuilding idempotence \
+                         windows: {reason}; {}",
+                        match queue {
+                            Some(q) => format!("the windows of {q} are dropped"),
+                            None => "the log after it cannot be read, so no window is rebuilt".into(),
+                        }
+                    );
+                    match queue {
+                        Some(q) => self.sequences.borrow_mut().forget_queue(q),
+                        None => self.sequences.borrow_mut().forget_all(),
+                    }
+                }
+            })
+            .await?;
         tracing::info!(
             shard = %self.id,
             batches,
             windows = self.sequences.borrow().len(),
+            from = scan.start.get(),
+            to = scan.end.get(),
+            bytes_read = scan.bytes_read,
             elapsed_ms = self.clock.now().saturating_duration_since(t).as_millis() as u64,
-            "idempotence windows rebuilt from the log"
+            "idempotence windows rebuilt from the log tail"
         );
         Ok(())
     }

@@ -62,6 +62,7 @@ async fn shard_with_clock(
     config.broker.max_long_poll_waiters_per_queue = waiters;
     let mut topics = TopicTable::new(1);
     topics.create("t", 2, 16, 16).unwrap();
+    topics.create("wide", WIDE_QUEUES, WIDE_QUEUES, 16).unwrap();
     let data = mesh::build::<Forward>(1, 4).pop().unwrap().connect().await.0;
     let control = mesh::build::<Control>(1, 4).pop().unwrap().connect().await.0;
     let ports = Ports { shared: 1, per_shard: vec![2] };
@@ -157,6 +158,20 @@ fn idempotent(queue_id: u32, producer_id: i64, base_sequence: i32, n: usize) -> 
     Request::Produce { topic: "t".into(), queue_id, flags: 0, batch: batch.into() }
 }
 
+/// Queues of topic "wide".
+const WIDE_QUEUES: u32 = 16;
+
+/// `idempotent` on queue `queue_id` of topic "wide".
+fn wide(queue_id: u32, producer_id: i64, base_sequence: i32, n: usize) -> Request {
+    let batch = numbered_batch(n, "w", producer_id, base_sequence);
+    Request::Produce { topic: "wide".into(), queue_id, flags: 0, batch: batch.into() }
+}
+
+fn wide_key(queue_id: u32) -> QueueKey {
+    // "t" got topic id 1, "wide" 2.
+    QueueKey::new(TopicId::new(2), QueueId::new(queue_id))
+}
+
 fn base_offset(r: &Reply) -> u64 {
     match r {
         Ok(Response::Produce { base_offset, .. }) => *base_offset,
@@ -232,6 +247,118 @@ fn retried_idempotent_batches_are_answered_not_stored_and_gaps_are_refused() {
             8,
             "nothing stored twice"
         );
+    });
+}
+
+async fn new_producer(s: &Rc<Shard<SimLog>>) -> i64 {
+    let Ok(Response::InitProducer { producer_id }) = call(s, Request::InitProducer).await else {
+        panic!()
+    };
+    producer_id
+}
+
+/// Rounds of one 2-record batch on every queue of "wide", interleaved in the log as
+/// producers of many queues write them.
+async fn interleaved_rounds(s: &Rc<Shard<SimLog>>, pid: i64, rounds: std::ops::Range<i32>) {
+    for r in rounds {
+        for q in 0..WIDE_QUEUES {
+            assert_eq!(base_offset(&call(s, wide(q, pid, 2 * r, 2)).await), 2 * r as u64);
+        }
+    }
+}
+
+#[test]
+fn windows_of_many_interleaved_queues_are_rebuilt_by_one_sequential_read() {
+    run(|| async {
+        let dir = SimDir::new(31);
+        let s = shard_on(dir.clone(), 8, |_| {}).await;
+        let pid = new_producer(&s).await;
+        interleaved_rounds(&s, pid, 0..20).await;
+        s.log.close().await.unwrap();
+        drop(s);
+
+        let s = shard_on(dir.clone(), 8, |_| {}).await;
+        let before = dir.read_count();
+        s.start_idempotence(2).await.unwrap();
+        // Reading queue by queue costs at least one random read per queue (10,000 queues:
+        // minutes after a crash); the log tail is one sequential read here (it is < 4 MiB).
+        let reads = dir.read_count() - before;
+        assert!(reads <= 2, "{reads} reads to rebuild the windows of {WIDE_QUEUES} queues");
+        for q in 0..WIDE_QUEUES {
+            // Retries of the last batches: their original offsets, nothing stored.
+            assert_eq!(base_offset(&call(&s, wide(q, pid, 38, 2)).await), 38);
+            assert_eq!(base_offset(&call(&s, wide(q, pid, 36, 2)).await), 36);
+            assert_eq!(base_offset(&call(&s, wide(q, pid, 40, 2)).await), 40, "continues");
+            assert_eq!(s.log.offsets(wide_key(q)).next, 42);
+        }
+    });
+}
+
+#[test]
+fn a_scan_budget_shorter_than_the_log_rebuilds_the_windows_written_within_it() {
+    run(|| async {
+        let dir = SimDir::new(32);
+        let s = shard_on(dir.clone(), 8, |_| {}).await;
+        let pid = new_producer(&s).await;
+        // Another producer writes only at the start.
+        let early = new_producer(&s).await;
+        assert_eq!(base_offset(&call(&s, idempotent(1, early, 0, 2)).await), 0);
+        interleaved_rounds(&s, pid, 0..200).await;
+        let (end, _, _) = s.log.positions();
+        s.log.close().await.unwrap();
+        drop(s);
+
+        // Budget: about the last 10 of 200 rounds.
+        let budget = end.get() / 20;
+        let s = shard_with(dir.clone(), 8, |_| {}, |b| b.idempotence_recovery_scan_bytes = budget)
+            .await;
+        let before = dir.read_count();
+        s.start_idempotence(2).await.unwrap();
+        let reads = dir.read_count() - before;
+        // Finding where to start costs a few index lookups, not one per queue.
+        assert!(reads <= 4, "{reads} reads");
+        for q in 0..WIDE_QUEUES {
+            // Inside the budget: answered with the original offsets.
+            assert_eq!(base_offset(&call(&s, wide(q, pid, 398, 2)).await), 398);
+            // Before the budget: refused as too old to answer, never stored again.
+            let e = call(&s, wide(q, pid, 0, 2)).await.unwrap_err();
+            assert_eq!(e.code, ErrorCode::DUPLICATE_SEQUENCE, "{e:?}");
+        }
+        // A producer whose last batch lies before the budget has no window: it renumbers.
+        let e = call(&s, idempotent(1, early, 2, 2)).await.unwrap_err();
+        assert_eq!(e.code, ErrorCode::OUT_OF_ORDER_SEQUENCE, "{e:?}");
+        for q in 0..WIDE_QUEUES {
+            assert_eq!(s.log.offsets(wide_key(q)).next, 400, "nothing stored twice");
+        }
+        assert_eq!(s.log.offsets(QueueKey::new(TopicId::new(1), QueueId::new(1))).next, 2);
+    });
+}
+
+#[test]
+fn damage_that_ends_the_rebuild_leaves_no_partial_windows() {
+    run(|| async {
+        let dir = SimDir::new(33);
+        let s = shard_on(dir.clone(), 8, |_| {}).await;
+        let pid = new_producer(&s).await;
+        for seq in 0..5 {
+            assert_eq!(base_offset(&call(&s, idempotent(0, pid, seq, 1)).await), seq as u64);
+        }
+        // Another queue's batch, then the producer's last one behind it.
+        let (damaged_at, _, _) = s.log.positions();
+        assert_eq!(base_offset(&call(&s, produce(1, 1)).await), 0);
+        assert_eq!(base_offset(&call(&s, idempotent(0, pid, 5, 1)).await), 5);
+        s.log.close().await.unwrap();
+        drop(s);
+        // Its length field damaged: nothing after it can be read, so the rebuild stops there.
+        dir.corrupt(&format!("{:020}.log", 0), damaged_at.get() as usize + 1);
+
+        let s = shard_on(dir.clone(), 8, |_| {}).await;
+        s.start_idempotence(2).await.unwrap();
+        // A window built from the batches before the damage would expect sequence 5 next and
+        // store this retry again; with no window the producer renumbers instead.
+        let e = call(&s, idempotent(0, pid, 5, 1)).await.unwrap_err();
+        assert_eq!(e.code, ErrorCode::OUT_OF_ORDER_SEQUENCE, "{e:?}");
+        assert_eq!(s.log.offsets(QueueKey::new(TopicId::new(1), QueueId::new(0))).next, 6);
     });
 }
 

@@ -13,6 +13,7 @@
 //! | `reader.rs` | reads: planning from memory, read-ahead or disk, coalescing, verifying disk bytes |
 //! | `read_ahead.rs` | the few recent disk reads kept for the next sequential read |
 //! | `recovery.rs` | rebuilding the state from disk at open |
+//! | `tail_scan.rs` | reading the log's last bytes in log order (state rebuilt at startup) |
 //! | `index_writer.rs` | writing index entries behind the log, index checkpoints |
 //! | `retention_run.rs` | executing the retention policy: floors, then unlinking |
 //! | `lifecycle.rs` | open, failed, closed: the legal transitions (pure) |
@@ -62,6 +63,7 @@ mod reader;
 mod recovery;
 mod retention_run;
 mod segment_set;
+mod tail_scan;
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, VecDeque};
@@ -77,6 +79,7 @@ use self::lifecycle::Lifecycle;
 use self::read_ahead::ReadAhead;
 use self::recovery::recover;
 use self::retention_run::retention_loop;
+pub use self::tail_scan::{Scanned, TailScan};
 use super::chunk_cache::ChunkCache;
 use super::config::{FlushMode, StorageConfig};
 use super::dma_dir::DmaDir;
@@ -286,13 +289,6 @@ impl<D: LogDir + 'static> CommitLog<D> {
         }
         self.flush_kick.notify();
         self.written_changed.notify();
-    }
-
-    /// Every queue that has stored batches (or had them), in key order.
-    pub fn queues(&self) -> Vec<QueueKey> {
-        let mut v = self.index.queue_keys();
-        v.sort();
-        v
     }
 
     /// The readable offsets of `queue` (`{0, 0}` if it was never written).
