@@ -18,6 +18,76 @@ use crate::storage::StorageConfig;
 pub struct Config {
     pub broker: BrokerConfig,
     pub storage: StorageConfig,
+    pub group: GroupConfig,
+}
+
+/// The `[group]` section: consumer groups, per coordinator shard.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GroupConfig {
+    /// A member not heard from for this long leaves its group (its queues are rebalanced and
+    /// its locks released). Default 120000 (RocketMQ's).
+    pub session_timeout_ms: u64,
+    /// Groups one shard coordinates. Default 10000.
+    pub max_groups: usize,
+    /// Default 1000.
+    pub max_members_per_group: usize,
+    /// Default 100.
+    pub max_subscriptions_per_member: usize,
+    /// (group, topic, queue) committed offsets one shard keeps, about 100 bytes each in
+    /// memory. Default 200000.
+    pub max_committed_offsets: usize,
+    /// Queue locks one shard grants. Default 100000.
+    pub max_queue_locks: usize,
+    /// Longest lock lease granted (a longer one asked for is cut to this). Default 600000.
+    pub max_lock_lease_ms: u64,
+    /// Parked WATCH_GROUP requests (members-changed notices) one shard holds. Default 10000.
+    pub max_watchers: usize,
+    /// Snapshot the committed offsets into `%SYS%offsets` after this many commit records.
+    /// Default 100000.
+    pub snapshot_every_commits: u64,
+    /// ... and at least this often while offsets exist: it must stay well below
+    /// `storage.retention_ms`, or retention could delete the only copy of a live offset.
+    /// Default 600000.
+    pub snapshot_interval_ms: u64,
+}
+
+impl Default for GroupConfig {
+    fn default() -> Self {
+        GroupConfig {
+            session_timeout_ms: 120_000,
+            max_groups: 10_000,
+            max_members_per_group: 1_000,
+            max_subscriptions_per_member: 100,
+            max_committed_offsets: 200_000,
+            max_queue_locks: 100_000,
+            max_lock_lease_ms: 600_000,
+            max_watchers: 10_000,
+            snapshot_every_commits: 100_000,
+            snapshot_interval_ms: 600_000,
+        }
+    }
+}
+
+impl GroupConfig {
+    /// The coordinator's bounds and cadence.
+    pub fn coordinator(&self) -> crate::group::coordinator::CoordinatorConfig {
+        use crate::group::membership::GroupLimits;
+        use std::time::Duration;
+        crate::group::coordinator::CoordinatorConfig {
+            limits: GroupLimits {
+                max_groups: self.max_groups,
+                max_members_per_group: self.max_members_per_group,
+                max_subscriptions_per_member: self.max_subscriptions_per_member,
+                max_name_bytes: 255,
+                session_timeout: Duration::from_millis(self.session_timeout_ms),
+            },
+            max_locks: self.max_queue_locks,
+            max_offsets: self.max_committed_offsets,
+            snapshot_every_commits: self.snapshot_every_commits,
+            snapshot_interval: Duration::from_millis(self.snapshot_interval_ms),
+        }
+    }
 }
 
 /// The `[broker]` section.
@@ -230,6 +300,21 @@ impl Config {
 
     /// Checks the knobs against each other; messages name the knob to fix.
     pub fn validate(&self) -> Result<(), String> {
+        let g = &self.group;
+        if g.session_timeout_ms == 0 || g.snapshot_interval_ms == 0 || g.snapshot_every_commits == 0
+        {
+            return Err("group.session_timeout_ms, group.snapshot_interval_ms and \
+                        group.snapshot_every_commits must be positive"
+                .into());
+        }
+        let retention_ms = self.storage.retention_hours.saturating_mul(3_600_000);
+        if g.snapshot_interval_ms >= retention_ms / 2 {
+            return Err(format!(
+                "group.snapshot_interval_ms = {} must be below half of storage.retention_hours \
+                 ({retention_ms} ms), or retention could delete the only copy of a committed offset",
+                g.snapshot_interval_ms
+            ));
+        }
         let b = &self.broker;
         b.listen_address
             .parse::<IpAddr>()

@@ -41,6 +41,26 @@ impl<D: LogDir + 'static> ShardLog for Rc<CommitLog<D>> {
         })
     }
 
+    async fn append_then<T>(
+        &self,
+        queue: QueueKey,
+        batch: &[u8],
+        copied: impl FnOnce(u64) -> T,
+    ) -> Result<(T, AppendOutcome), StorageError> {
+        let a = CommitLog::append(self, queue, batch).await?;
+        // Same poll as the copy's completion: no other task ran in between.
+        let t = copied(a.base_offset.get());
+        let status = self.commit(&a).await?;
+        let outcome = AppendOutcome {
+            base_offset: a.base_offset.get(),
+            record_count: a.record_count,
+            store_timestamp_ms: a.store_timestamp_ms,
+            flush_timed_out: status == AppendStatus::FlushDiskTimeout,
+            end: a.end.get(),
+        };
+        Ok((t, outcome))
+    }
+
     async fn read(
         &self,
         queue: QueueKey,

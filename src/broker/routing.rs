@@ -44,6 +44,12 @@ pub fn owner_shard(topic: &str, queue_id: u32, shards: usize) -> ShardId {
     ShardId(((h + u64::from(queue_id)) % shards as u64) as usize)
 }
 
+/// The shard that coordinates consumer group `group` (membership, offsets, queue locks).
+pub fn coordinator_shard(group: &str, shards: usize) -> ShardId {
+    assert!(shards > 0, "a broker has at least one shard");
+    ShardId((crc32c::crc32c(group.as_bytes()) as usize) % shards)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -371,6 +371,10 @@ async fn shard_main(args: ShardArgs) -> Result<(), String> {
         close_log(id, &log).await;
         return Err(format!("shard {id}: {}", e.message));
     }
+    if let Err(e) = shard.start_groups().await {
+        close_log(id, &log).await;
+        return Err(format!("shard {id}: rebuilding committed offsets: {}", e.message));
+    }
 
     let forward_permits = Rc::new(Semaphore::new(b.max_forwarded_in_flight as u64));
     let mut mesh_loops = Vec::new();
@@ -392,6 +396,7 @@ async fn shard_main(args: ShardArgs) -> Result<(), String> {
         runtime::spawn(listener::accept_loop(shard, l, connections, per_ip, stop.clone()))
     });
     let release = control.spawn(listener::release_memory_loop(per_ip, stop.clone()));
+    let groups = control.spawn(shard.clone().group_loop(stop.clone()));
     tracing::debug!(shard = id, "serving");
 
     let _ = stop.await;
@@ -399,6 +404,7 @@ async fn shard_main(args: ShardArgs) -> Result<(), String> {
         a.await;
     }
     release.await;
+    groups.await;
     shard.begin_stop();
     let grace = Duration::from_millis(b.shutdown_timeout_ms);
     let all = b.max_connections_per_shard as u64;

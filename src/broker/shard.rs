@@ -16,8 +16,8 @@
 //!
 //! This file is the router: it owns the shard's components and hands each request to its
 //! handler, one file per request family under `shard/`: `produce` (with the idempotence
-//! windows), `fetch` (tag scan, long-poll), `topic_admin` (metadata and topic changes) and
-//! `stats`. A new feature adds a handler file and a dispatch arm, not logic here.
+//! windows), `fetch` (tag scan, long-poll), `topic_admin` (metadata and topic changes),
+//! `group` (consumer-group coordinator: membership, offsets, locks) and `stats`. A new feature adds a handler file and a dispatch arm, not logic here.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -39,6 +39,7 @@ use super::routing::{owner_shard, ShardId};
 use super::shard_log::ShardLog;
 use super::topics::{validate_topic_name, TopicEntry, TopicTable};
 use crate::format::batch::{peek_length, read_header, BatchHeader};
+use crate::format::{BatchBuilder, Record};
 use crate::protocol::{
     ErrorCode, ErrorDetail, Request, Response, SendStatus, ShardStats, SharedBytes, TopicInfo,
     TopicRoute,
@@ -95,6 +96,8 @@ pub enum Control {
     Topics { table: TopicTable, ack: oneshot::Sender<()> },
     /// Asks for the receiver's counters.
     Stats { reply: oneshot::Sender<ShardStats> },
+    /// Asks for the groups the receiver coordinates.
+    Groups { reply: oneshot::Sender<Vec<crate::protocol::group::GroupSummary>> },
 }
 
 /// Retries parked until the append of their first copy ends, by window and sequence.
@@ -136,8 +139,14 @@ pub struct Shard<L: ShardLog> {
     sequence_waiters: RefCell<SequenceWaiters>,
     /// Origin of the windows' clock (monotonic ms).
     started: Instant,
+    /// Consumer groups this shard coordinates (`group` handler): the pure state, the gate
+    /// that keeps an offsets commit's check, copy into the log and apply together, and the
+    /// parked members-changed watches.
+    coordinator: RefCell<crate::group::coordinator::Coordinator>,
+    group_gate: crate::runtime::Semaphore,
+    watchers: RefCell<group::Watchers>,
     /// Every time this shard's logic reads or waits on (long-poll deadlines, connection
-    /// timeouts, idempotence windows); simulated in tests.
+    /// timeouts, idempotence windows, group sessions); simulated in tests.
     pub clock: SharedClock,
 }
 
@@ -183,6 +192,11 @@ impl<L: ShardLog> Shard<L> {
             // Boot 0 until `start_idempotence` sets this run's start count.
             producer_ids: RefCell::new(ProducerIdAllocator::new(0, id.get(), shard_count)),
             sequence_waiters: RefCell::new(HashMap::new()),
+            coordinator: RefCell::new(crate::group::coordinator::Coordinator::new(
+                config.group.coordinator(),
+            )),
+            group_gate: crate::runtime::Semaphore::new(1),
+            watchers: RefCell::new(group::Watchers::new(config.group.max_watchers)),
             started: clock.now(),
             clock,
             config,
@@ -208,6 +222,7 @@ impl<L: ShardLog> Shard<L> {
     pub fn begin_stop(&self) {
         self.stopping.set(true);
         self.long_poll.borrow_mut().close();
+        self.watchers.borrow_mut().close_all();
     }
 
     /// Closes the mesh senders (after this shard's connections finished).
@@ -275,6 +290,7 @@ impl<L: ShardLog> Shard<L> {
                     ),
                 )),
             },
+            Request::Group(g) => self.group_request(g).await,
             Request::Produce { .. } | Request::Fetch { .. } | Request::Offsets { .. } => {
                 let (entry, queue_id) = self.resolve(&request)?;
                 let owner = owner_shard(queue_topic(&request), queue_id, self.shard_count);
@@ -298,8 +314,11 @@ impl<L: ShardLog> Shard<L> {
     }
 
     /// Handles a queue request forwarded by another shard.
-    pub async fn handle_forwarded(&self, request: Request) -> Reply {
+    pub async fn handle_forwarded(self: &Rc<Self>, request: Request) -> Reply {
         self.stats.borrow_mut().forwarded_in += 1;
+        if let Request::Group(g) = request {
+            return self.group_forwarded(g).await;
+        }
         let (entry, queue_id) = self.resolve(&request)?;
         let owner = owner_shard(queue_topic(&request), queue_id, self.shard_count);
         if owner != self.id {
@@ -324,6 +343,9 @@ impl<L: ShardLog> Shard<L> {
             }
             Control::Stats { reply } => {
                 let _ = reply.send(self.stats());
+            }
+            Control::Groups { reply } => {
+                let _ = reply.send(self.group_summaries());
             }
             Control::Admin { request, reply } => {
                 let me = self.clone();
@@ -397,6 +419,7 @@ fn queue_topic(request: &Request) -> &str {
 }
 
 mod fetch;
+mod group;
 mod produce;
 mod stats;
 mod topic_admin;

@@ -51,6 +51,15 @@ pub trait ShardLog: 'static {
         queue: QueueKey,
         batch: B,
     ) -> Result<AppendOutcome, StorageError>;
+    /// [`ShardLog::append`], calling `copied` with the batch's base offset as soon as it is
+    /// copied into the log, before the durability wait: in the order of the log, since no
+    /// other append can come between the copy and the call.
+    async fn append_then<T>(
+        &self,
+        queue: QueueKey,
+        batch: &[u8],
+        copied: impl FnOnce(u64) -> T,
+    ) -> Result<(T, AppendOutcome), StorageError>;
     /// Whole stored batches from the one containing `offset`, about `max_bytes` (at least one
     /// batch when any exists). Empty at the end; `OffsetOutOfRange` outside `[min, next]`.
     async fn read(

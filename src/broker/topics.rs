@@ -55,6 +55,12 @@ impl TopicError {
 }
 
 /// Checks a topic name against `^[A-Za-z0-9_%|-]{1,127}$`.
+/// Topic ids from here on are never handed out: the broker's own queues use them in the
+/// logs (they are not in the topic table, so no client can read or write them as topics).
+pub const FIRST_SYSTEM_TOPIC_ID: u32 = 0xFFFF_FF00;
+/// `%SYS%offsets`: each coordinator shard's committed consumer offsets (`shard/group.rs`).
+pub const SYSTEM_TOPIC_OFFSETS: u32 = u32::MAX;
+
 pub fn validate_topic_name(name: &str) -> Result<(), TopicError> {
     let bad = |reason| Err(TopicError::InvalidName { name: name.to_owned(), reason });
     if name.is_empty() {
@@ -129,7 +135,10 @@ impl TopicTable {
             return Err(TopicError::TooMany(self.topics.len()));
         }
         let id = self.next_topic_id;
-        self.next_topic_id = id.checked_add(1).ok_or(TopicError::IdsExhausted)?;
+        if id >= FIRST_SYSTEM_TOPIC_ID {
+            return Err(TopicError::IdsExhausted);
+        }
+        self.next_topic_id = id + 1;
         self.topics.insert(name.to_owned(), TopicEntry { id, queue_count });
         self.epoch += 1;
         Ok(id)

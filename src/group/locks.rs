@@ -1,8 +1,12 @@
 //! Queue locks for orderly consumption: at most one member of a group processes a queue at a
 //! time, for a lease it renews.
 //!
-//! The shard that owns a queue grants its locks (`../shared/DESIGN.md` section 5), so one
-//! [`QueueLocks`] per shard covers that shard's queues. An orderly consumer locks the queues its
+//! The group's coordinator grants its locks (one [`QueueLocks`] per shard, for the groups it
+//! coordinates): a batch lock is one request to one shard whatever shards own the queues, and
+//! the locks live next to the membership they depend on, so a member that leaves or whose
+//! session expires loses its locks at once. (`../shared/DESIGN.md` section 5 places locks on
+//! the queue's owner shard; docs/design.md says why ringmq keeps them at the coordinator.)
+//! An orderly consumer locks the queues its
 //! allocation gave it (in one batch request), processes a queue only while it holds the lock,
 //! renews well before the lease ends (RocketMQ renews every 20 s for a 60 s lease), and unlocks
 //! the queues it gives up after committing their offsets. A lock whose lease ran out is free
@@ -98,6 +102,14 @@ impl QueueLocks {
     pub fn release_member(&mut self, group: &str, client_id: &str) -> usize {
         let before = self.locks.len();
         self.locks.retain(|(g, _), l| !(g == group && l.owner == client_id));
+        before - self.locks.len()
+    }
+
+    /// Releases the locks in `group` of every holder `keep` rejects (members that left or
+    /// expired); returns how many it released.
+    pub fn release_absent(&mut self, group: &str, keep: impl Fn(&str) -> bool) -> usize {
+        let before = self.locks.len();
+        self.locks.retain(|(g, _), l| g != group || keep(&l.owner));
         before - self.locks.len()
     }
 

@@ -97,6 +97,8 @@ pub enum GroupError {
     InvalidName { what: &'static str, limit: usize },
     #[error("invalid tag expression {0:?}: use * or tags separated by ||")]
     InvalidExpression(String),
+    #[error("{client_id} is not a member of group {group} (its session expired?); heartbeat to join again")]
+    NotMember { group: String, client_id: String },
 }
 
 /// A member as the coordinator lists it.
@@ -252,6 +254,19 @@ impl Groups {
         }
         changed.sort();
         changed
+    }
+
+    /// Gives a group with members a new version without changing its members (its offsets
+    /// were reset: members must fetch them again). The new version, if it has members.
+    pub fn bump(&mut self, group: &str) -> Option<u64> {
+        let g = self.groups.get_mut(group)?;
+        self.last_version += 1;
+        g.version = self.last_version;
+        Some(g.version)
+    }
+
+    pub fn is_member(&self, group: &str, client_id: &str) -> bool {
+        self.groups.get(group).is_some_and(|g| g.members.contains_key(client_id))
     }
 
     /// When the next member expires: the coordinator's timer.

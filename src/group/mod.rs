@@ -6,8 +6,11 @@
 //! - [`allocate`]: which queues one member consumes, computed the same way by every member.
 //! - [`membership`]: the coordinator's members per group, sessions and versions.
 //! - [`locks`]: queue locks with leases, for orderly consumption.
-//! - [`offsets`]: committed offsets, their `%SYS%offsets` record codec and snapshots.
+//! - [`offsets`]: committed offsets, their `%SYS%offsets` record codec, snapshots and replay.
+//! - [`coordinator`]: one shard's coordinator state (the three above together) and when to
+//!   snapshot.
 pub mod allocate;
+pub mod coordinator;
 pub mod locks;
 pub mod membership;
 pub mod offsets;

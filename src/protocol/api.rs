@@ -15,6 +15,17 @@ pub enum ApiKey {
     Stats = 8,
     /// Hands out an idempotent producer id (docs/protocol.md).
     InitProducer = 9,
+    // Consumer groups (`super::group`).
+    Heartbeat = 10,
+    LeaveGroup = 11,
+    GroupMembers = 12,
+    WatchGroup = 13,
+    CommitOffsets = 14,
+    FetchOffsets = 15,
+    LockQueues = 16,
+    UnlockQueues = 17,
+    ResetOffsets = 18,
+    ListGroups = 19,
 }
 
 impl ApiKey {
@@ -28,7 +39,22 @@ impl ApiKey {
         ApiKey::Offsets,
         ApiKey::Stats,
         ApiKey::InitProducer,
+        ApiKey::Heartbeat,
+        ApiKey::LeaveGroup,
+        ApiKey::GroupMembers,
+        ApiKey::WatchGroup,
+        ApiKey::CommitOffsets,
+        ApiKey::FetchOffsets,
+        ApiKey::LockQueues,
+        ApiKey::UnlockQueues,
+        ApiKey::ResetOffsets,
+        ApiKey::ListGroups,
     ];
+
+    /// Served by a consumer group's coordinator (`super::group`).
+    pub fn is_group(self) -> bool {
+        self as u16 >= ApiKey::Heartbeat as u16
+    }
 
     pub fn from_u16(v: u16) -> Option<ApiKey> {
         ApiKey::ALL.iter().copied().find(|k| *k as u16 == v)

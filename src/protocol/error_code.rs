@@ -80,6 +80,10 @@ error_codes! {
     OUT_OF_ORDER_SEQUENCE = 21, No, "the sequence does not follow the producer's last one";
     UNSUPPORTED_FEATURE = 22, No, "a feature this broker does not implement yet (e.g. transactions)";
     CORRUPT_DATA = 23, No, "a stored batch fails its checksum on read; the payload carries its offsets [first, next)";
+    NOT_COORDINATOR = 24, Yes, "this shard does not coordinate the group; refresh metadata";
+    UNKNOWN_MEMBER = 25, No, "the client is not a member of the group (its session expired?); heartbeat to join again";
+    GROUP_LIMIT = 26, No, "a consumer-group limit is reached (groups, members, subscriptions, offsets, locks, watchers)";
+    STALE_GENERATION = 27, No, "the group's offsets were reset after the committer's rebalance; fetch the committed offsets again";
 }
 
 impl std::fmt::Display for ErrorCode {

@@ -9,6 +9,7 @@ use super::api::ApiKey;
 use super::codec::{DecodeError, Reader, Writer};
 use super::error_code::ErrorCode;
 use super::frame::{self, RequestHeader};
+use super::group::{GroupRequest, GroupResponse};
 use super::shared_bytes::SharedBytes;
 
 /// Upper bound on any list in a payload (topics in a metadata request, shards in stats...).
@@ -63,6 +64,8 @@ pub enum Request {
     Stats,
     /// A new idempotent producer id (epoch 0); see [`super::producer_id`].
     InitProducer,
+    /// A consumer-group request ([`super::group`]).
+    Group(GroupRequest),
 }
 
 impl Request {
@@ -77,6 +80,7 @@ impl Request {
             Request::Offsets { .. } => ApiKey::Offsets,
             Request::Stats => ApiKey::Stats,
             Request::InitProducer => ApiKey::InitProducer,
+            Request::Group(g) => g.api_key(),
         }
     }
 
@@ -151,6 +155,7 @@ impl Request {
             Request::Offsets { topic, queue_id, timestamp_ms } => {
                 w.string(topic).u32(*queue_id).i64(*timestamp_ms);
             }
+            Request::Group(g) => g.encode_body(&mut w),
         }
         let mut buf = w.buf;
         frame::finish_frame(&mut buf);
@@ -266,6 +271,7 @@ fn decode_body(
         },
         ApiKey::Stats => Request::Stats,
         ApiKey::InitProducer => Request::InitProducer,
+        group => Request::Group(GroupRequest::decode_body(group, &mut r)?),
     };
     r.finish()?;
     Ok(req)
@@ -365,6 +371,7 @@ pub enum Response {
     InitProducer {
         producer_id: i64,
     },
+    Group(GroupResponse),
 }
 
 impl Response {
@@ -379,6 +386,7 @@ impl Response {
             Response::Offsets { .. } => ApiKey::Offsets,
             Response::Stats { .. } => ApiKey::Stats,
             Response::InitProducer { .. } => ApiKey::InitProducer,
+            Response::Group(g) => g.api_key(),
         }
     }
 
@@ -458,6 +466,7 @@ impl Response {
             Response::InitProducer { producer_id } => {
                 w.i64(*producer_id);
             }
+            Response::Group(g) => g.encode_body(&mut w),
         }
         let mut buf = w.buf;
         frame::finish_frame(&mut buf);
@@ -553,6 +562,7 @@ impl Response {
                 Response::Stats { shards }
             }
             ApiKey::InitProducer => Response::InitProducer { producer_id: r.i64("producer_id")? },
+            group => Response::Group(GroupResponse::decode_body(group, &mut r)?),
         };
         r.finish()?;
         Ok(resp)
@@ -714,6 +724,47 @@ mod tests {
         round_trip_request(Request::Offsets { topic: "t".into(), queue_id: 0, timestamp_ms: -1 });
         round_trip_request(Request::Stats);
         round_trip_request(Request::InitProducer);
+        for g in group_requests() {
+            round_trip_request(Request::Group(g));
+        }
+    }
+
+    fn group_requests() -> Vec<GroupRequest> {
+        use super::super::group::*;
+        let q = |id| GroupQueue { topic: "t".into(), queue_id: id };
+        vec![
+            GroupRequest::Heartbeat {
+                group: "g".into(),
+                client_id: "c".into(),
+                room: "r1".into(),
+                subscriptions: vec![("t".into(), "A || B".into()), ("u".into(), "*".into())],
+            },
+            GroupRequest::Leave { group: "g".into(), client_id: "c".into() },
+            GroupRequest::Members { group: "g".into() },
+            GroupRequest::Watch { group: "g".into(), version: 7, max_wait_ms: 100 },
+            GroupRequest::CommitOffsets {
+                group: "g".into(),
+                generation: 3,
+                offsets: vec![QueueCommit { topic: "t".into(), queue_id: 2, offset: 1 << 40 }],
+            },
+            GroupRequest::FetchOffsets { group: "g".into(), queues: vec![q(0), q(9)] },
+            GroupRequest::Lock {
+                group: "g".into(),
+                client_id: "c".into(),
+                lease_ms: 1,
+                queues: vec![q(1)],
+            },
+            GroupRequest::Unlock { group: "g".into(), client_id: "c".into(), queues: vec![] },
+            GroupRequest::Reset { group: "g".into(), topic: "t".into(), to: ResetTo::Earliest },
+            GroupRequest::Reset { group: "g".into(), topic: "t".into(), to: ResetTo::Latest },
+            GroupRequest::Reset {
+                group: "g".into(),
+                topic: "t".into(),
+                to: ResetTo::Timestamp(-5),
+            },
+            GroupRequest::Reset { group: "g".into(), topic: "t".into(), to: ResetTo::Offset(9) },
+            GroupRequest::ListGroups,
+        ]
     }
 
     #[test]
@@ -757,6 +808,47 @@ mod tests {
             shards: vec![ShardStats { shard: 1, errors: 3, ..Default::default() }],
         });
         round_trip_response(Response::InitProducer { producer_id: 7 << 16 });
+        use super::super::group::*;
+        let q = |id| GroupQueue { topic: "t".into(), queue_id: id };
+        for g in [
+            GroupResponse::Heartbeat { version: 9, changed: true },
+            GroupResponse::Leave { version: 0 },
+            GroupResponse::Members {
+                version: 4,
+                members: vec![GroupMember {
+                    client_id: "c".into(),
+                    room: String::new(),
+                    subscriptions: vec![("t".into(), "*".into())],
+                }],
+            },
+            GroupResponse::Watch { version: 5 },
+            GroupResponse::CommitOffsets { status: SendStatus::FlushDiskTimeout },
+            GroupResponse::FetchOffsets { offsets: vec![(q(0), -1), (q(1), 12)] },
+            GroupResponse::Lock { granted: vec![q(3)] },
+            GroupResponse::Unlock { released: 2 },
+            GroupResponse::Reset { offsets: vec![(0, 1), (1, 2)] },
+            GroupResponse::ListGroups {
+                groups: vec![GroupSummary {
+                    group: "g".into(),
+                    members: 2,
+                    version: 3,
+                    committed_queues: 4,
+                }],
+            },
+        ] {
+            round_trip_response(Response::Group(g));
+        }
+    }
+
+    #[test]
+    fn truncated_group_requests_are_refused_not_panics() {
+        for g in group_requests() {
+            let f = Request::Group(g).encode_frame(1);
+            let (h, p) = split_request(&f);
+            for cut in 0..p.len() {
+                assert!(decode_request(&h, &p[..cut]).is_err(), "{h:?} cut at {cut}");
+            }
+        }
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub mod api;
 pub mod codec;
 pub mod error_code;
 pub mod frame;
+pub mod group;
 pub mod message;
 pub mod producer_id;
 pub mod read_buffer;

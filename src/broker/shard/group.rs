@@ -1,0 +1,582 @@
+//! Consumer groups on their coordinator shard (`crc32c(group) % shards`): the thin task around
+//! the pure [`crate::group::coordinator::Coordinator`].
+//!
+//! - Group requests decoded on another shard are forwarded here over the data mesh (clients
+//!   that know the shard layout connect to the coordinator directly).
+//! - Committed offsets live in this shard's log, in the system queue [`SYS_OFFSETS`] (never in
+//!   the topic table, so no client reads or writes it as a topic). A commit is checked, appended
+//!   as one batch of records, applied to the coordinator in the same step as its copy into the
+//!   log (the `group_gate` keeps check, copy and apply together), and acknowledged once durable
+//!   per the flush mode: in sync mode an acknowledged commit survives a crash.
+//! - Snapshots of all offsets are appended to the same queue under the same gate (by count
+//!   and at least every `group.snapshot_interval_ms`); at startup [`Shard::start_groups`] finds
+//!   the last complete snapshot by reading the queue backwards in steps and replays from there.
+//! - The members-changed notice is a parked `WATCH_GROUP`: it returns when the group's version
+//!   moves (join, leave, expiry, subscription change, offset reset), bounded by
+//!   `group.max_watchers` per shard.
+//! - [`Shard::group_tick`] (every [`GROUP_TICK`]) expires sessions and locks, wakes watchers
+//!   and takes a snapshot when one is due.
+
+use super::super::shutdown::Stop;
+use super::*;
+use crate::format::batch::BatchView;
+use crate::group::coordinator::CommitError;
+use crate::group::locks::{LockedQueue, DEFAULT_LOCK_LEASE};
+use crate::group::membership::{GroupError, MemberInfo, Subscription};
+use crate::group::offsets::{
+    parse_snapshot_key, snapshot_key, OffsetError, OffsetsReplay, COMMIT_KEY,
+};
+use crate::protocol::group::{
+    GroupMember, GroupQueue, GroupRequest, GroupResponse, GroupSummary, ResetTo,
+};
+use crate::storage::StorageError;
+
+use super::super::routing::coordinator_shard;
+use super::super::topics::SYSTEM_TOPIC_OFFSETS;
+
+/// The queue of each shard's log holding its coordinator's committed offsets (`%SYS%offsets`).
+pub const SYS_OFFSETS: QueueKey =
+    QueueKey::new(TopicId::new(SYSTEM_TOPIC_OFFSETS), QueueId::new(0));
+
+/// How often a coordinator expires sessions and locks and checks for a due snapshot.
+pub const GROUP_TICK: Duration = Duration::from_millis(250);
+
+/// Records read per step when looking backwards for the last complete snapshot.
+const SNAPSHOT_SEARCH_STEP: u64 = 4096;
+
+/// Largest snapshot part (one record, one batch).
+const SNAPSHOT_PART_BYTES: usize = 1 << 20;
+
+/// What [`Shard::start_groups`] replayed: records of `%SYS%offsets` from offset `from`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OffsetsRecovered {
+    pub from: u64,
+    pub records: u64,
+}
+
+/// Parked `WATCH_GROUP` requests, by group; at most `max` in all.
+pub(super) struct Watchers {
+    by_group: HashMap<String, Vec<oneshot::Sender<u64>>>,
+    count: usize,
+    max: usize,
+}
+
+impl Watchers {
+    pub(super) fn new(max: usize) -> Self {
+        Watchers { by_group: HashMap::new(), count: 0, max }
+    }
+
+    fn add(&mut self, group: &str, tx: oneshot::Sender<u64>) -> Result<(), oneshot::Sender<u64>> {
+        if self.count >= self.max {
+            // Watches that timed out leave their sender behind: drop those first.
+            for v in self.by_group.values_mut() {
+                v.retain(|t| !t.is_canceled());
+            }
+            self.by_group.retain(|_, v| !v.is_empty());
+            self.count = self.by_group.values().map(Vec::len).sum();
+            if self.count >= self.max {
+                return Err(tx);
+            }
+        }
+        self.by_group.entry(group.to_owned()).or_default().push(tx);
+        self.count += 1;
+        Ok(())
+    }
+
+    fn notify(&mut self, group: &str, version: u64) {
+        if let Some(waiting) = self.by_group.remove(group) {
+            self.count -= waiting.len();
+            for tx in waiting {
+                let _ = tx.send(version);
+            }
+        }
+    }
+
+    /// The broker is stopping: every watch returns now.
+    pub(super) fn close_all(&mut self) {
+        self.by_group.clear();
+        self.count = 0;
+    }
+}
+
+fn group_error(e: GroupError) -> BrokerError {
+    let code = match e {
+        GroupError::TooManyGroups(_)
+        | GroupError::TooManyMembers { .. }
+        | GroupError::TooManySubscriptions { .. } => ErrorCode::GROUP_LIMIT,
+        GroupError::InvalidName { .. } | GroupError::InvalidExpression(_) => {
+            ErrorCode::INVALID_ARGUMENT
+        }
+        GroupError::NotMember { .. } => ErrorCode::UNKNOWN_MEMBER,
+    };
+    BrokerError::new(code, e.to_string())
+}
+
+fn commit_error(e: CommitError) -> BrokerError {
+    let code = match &e {
+        CommitError::Stale { .. } => ErrorCode::STALE_GENERATION,
+        CommitError::Offsets(OffsetError::TooMany(_)) => ErrorCode::GROUP_LIMIT,
+        CommitError::Offsets(OffsetError::InvalidName(_)) => ErrorCode::INVALID_ARGUMENT,
+        CommitError::Offsets(OffsetError::Malformed(_)) => ErrorCode::INTERNAL,
+    };
+    BrokerError::new(code, e.to_string())
+}
+
+fn internal(what: impl std::fmt::Display) -> BrokerError {
+    BrokerError::new(ErrorCode::INTERNAL, what.to_string())
+}
+
+impl<L: ShardLog> Shard<L> {
+    /// A group request decoded on this shard: served here if this shard coordinates the group,
+    /// else forwarded to the coordinator. `ListGroups` gathers every shard's groups.
+    pub(super) async fn group_request(self: &Rc<Self>, request: GroupRequest) -> Reply {
+        let Some(group) = request.group() else {
+            let groups = self.gather_groups().await;
+            return Ok(Response::Group(GroupResponse::ListGroups { groups }));
+        };
+        let coordinator = coordinator_shard(group, self.shard_count);
+        if coordinator == self.id {
+            return self.coordinate(request).await.map(Response::Group);
+        }
+        self.stats.borrow_mut().forwarded_out += 1;
+        let (reply, rx) = oneshot::channel();
+        let request = Request::Group(request);
+        if self.data_mesh.send(coordinator, Forward { request, reply }).await.is_err() {
+            return Err(BrokerError::new(
+                ErrorCode::SHUTTING_DOWN,
+                format!("shard {coordinator} stopped"),
+            ));
+        }
+        ok_or_stopped(rx.await, "the coordinator shard")?
+    }
+
+    /// A group request forwarded by another shard.
+    pub(super) async fn group_forwarded(self: &Rc<Self>, request: GroupRequest) -> Reply {
+        let Some(group) = request.group() else {
+            return Err(internal("LIST_GROUPS is never forwarded"));
+        };
+        let coordinator = coordinator_shard(group, self.shard_count);
+        if coordinator != self.id {
+            return Err(BrokerError::new(
+                ErrorCode::NOT_COORDINATOR,
+                format!(
+                    "shard {} does not coordinate group {group:?}; shard {coordinator} does",
+                    self.id
+                ),
+            ));
+        }
+        self.coordinate(request).await.map(Response::Group)
+    }
+
+    /// Serves a request for a group this shard coordinates.
+    async fn coordinate(
+        self: &Rc<Self>,
+        request: GroupRequest,
+    ) -> Result<GroupResponse, BrokerError> {
+        let now = self.clock.now();
+        match request {
+            GroupRequest::Heartbeat { group, client_id, room, subscriptions } => {
+                let member = MemberInfo {
+                    client_id,
+                    room: (!room.is_empty()).then_some(room),
+                    subscriptions: subscriptions
+                        .into_iter()
+                        .map(|(topic, expression)| Subscription { topic, expression })
+                        .collect(),
+                };
+                let hb = self.coordinator.borrow_mut().heartbeat(&group, member, now);
+                let hb = hb.map_err(group_error)?;
+                if hb.changed {
+                    self.watchers.borrow_mut().notify(&group, hb.version);
+                }
+                Ok(GroupResponse::Heartbeat { version: hb.version, changed: hb.changed })
+            }
+            GroupRequest::Leave { group, client_id } => {
+                let version = self.coordinator.borrow_mut().leave(&group, &client_id);
+                if version != 0 {
+                    self.watchers.borrow_mut().notify(&group, version);
+                }
+                Ok(GroupResponse::Leave { version })
+            }
+            GroupRequest::Members { group } => {
+                let (version, members) = self.coordinator.borrow().members(&group);
+                let members = members
+                    .into_iter()
+                    .map(|m| GroupMember {
+                        client_id: m.client_id,
+                        room: m.room.unwrap_or_default(),
+                        subscriptions: m
+                            .subscriptions
+                            .into_iter()
+                            .map(|s| (s.topic, s.expression))
+                            .collect(),
+                    })
+                    .collect();
+                Ok(GroupResponse::Members { version, members })
+            }
+            GroupRequest::Watch { group, version, max_wait_ms } => {
+                let current = self.coordinator.borrow().version(&group);
+                if current != version || max_wait_ms == 0 || self.stopping.get() {
+                    return Ok(GroupResponse::Watch { version: current });
+                }
+                let (tx, rx) = oneshot::channel();
+                if self.watchers.borrow_mut().add(&group, tx).is_err() {
+                    return Err(BrokerError::new(
+                        ErrorCode::GROUP_LIMIT,
+                        format!(
+                            "shard {} holds its limit of {} parked watches (group.max_watchers)",
+                            self.id, self.config.group.max_watchers
+                        ),
+                    ));
+                }
+                let wait = max_wait_ms.min(self.config.broker.max_long_poll_wait_ms);
+                let deadline = now + Duration::from_millis(wait.into());
+                let woken = runtime::timeout_at(&*self.clock, deadline, rx).await;
+                let version = match woken {
+                    Some(Ok(v)) => v,
+                    _ => self.coordinator.borrow().version(&group),
+                };
+                Ok(GroupResponse::Watch { version })
+            }
+            GroupRequest::CommitOffsets { group, generation, offsets } => {
+                for c in &offsets {
+                    self.check_queue(&c.topic, c.queue_id)?;
+                }
+                let offsets = offsets.into_iter().map(|c| (c.topic, c.queue_id, c.offset));
+                let status = self.commit_offsets(&group, generation, offsets).await?;
+                Ok(GroupResponse::CommitOffsets { status })
+            }
+            GroupRequest::FetchOffsets { group, queues } => {
+                let queues: Vec<(String, u32)> =
+                    queues.into_iter().map(|q| (q.topic, q.queue_id)).collect();
+                let committed = self.coordinator.borrow().committed(&group, &queues);
+                let offsets = committed
+                    .into_iter()
+                    .map(|(topic, queue_id, o)| {
+                        (GroupQueue { topic, queue_id }, o.map_or(-1, |o| o as i64))
+                    })
+                    .collect();
+                Ok(GroupResponse::FetchOffsets { offsets })
+            }
+            GroupRequest::Lock { group, client_id, lease_ms, queues } => {
+                let lease = if lease_ms == 0 {
+                    DEFAULT_LOCK_LEASE
+                } else {
+                    Duration::from_millis(
+                        u64::from(lease_ms).min(self.config.group.max_lock_lease_ms),
+                    )
+                };
+                let queues: Vec<LockedQueue> = queues
+                    .into_iter()
+                    .map(|q| LockedQueue { topic: q.topic, queue_id: q.queue_id })
+                    .collect();
+                let granted =
+                    self.coordinator.borrow_mut().lock(&group, &client_id, &queues, now, lease);
+                let granted = granted
+                    .map_err(group_error)?
+                    .into_iter()
+                    .map(|q| GroupQueue { topic: q.topic, queue_id: q.queue_id })
+                    .collect();
+                Ok(GroupResponse::Lock { granted })
+            }
+            GroupRequest::Unlock { group, client_id, queues } => {
+                let queues: Vec<LockedQueue> = queues
+                    .into_iter()
+                    .map(|q| LockedQueue { topic: q.topic, queue_id: q.queue_id })
+                    .collect();
+                let released = self.coordinator.borrow_mut().unlock(&group, &client_id, &queues);
+                Ok(GroupResponse::Unlock { released: released as u32 })
+            }
+            GroupRequest::Reset { group, topic, to } => {
+                self.reset_offsets(&group, &topic, to).await
+            }
+            GroupRequest::ListGroups => Err(internal("LIST_GROUPS is gathered, not coordinated")),
+        }
+    }
+
+    /// A commit names a queue that exists.
+    fn check_queue(&self, topic: &str, queue_id: u32) -> Result<(), BrokerError> {
+        validate_topic_name(topic)?;
+        let entry = self.topics.borrow().get(topic).ok_or_else(|| {
+            BrokerError::new(ErrorCode::UNKNOWN_TOPIC, format!("topic {topic:?} does not exist"))
+        })?;
+        if queue_id >= entry.queue_count {
+            return Err(BrokerError::new(
+                ErrorCode::UNKNOWN_QUEUE,
+                format!(
+                    "topic {topic:?} has queues 0..{}, not queue {queue_id}",
+                    entry.queue_count
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Appends commits to `%SYS%offsets` as one batch and applies them as it is copied into
+    /// the log; resolves once durable per the flush mode.
+    async fn commit_offsets(
+        &self,
+        group: &str,
+        generation: u64,
+        offsets: impl IntoIterator<Item = (String, u32, u64)>,
+    ) -> Result<SendStatus, BrokerError> {
+        let gate = self.group_gate.acquire_permit(1).await.map_err(|_| {
+            BrokerError::new(ErrorCode::SHUTTING_DOWN, "the coordinator is stopping")
+        })?;
+        let commits = self.coordinator.borrow().check_commit(group, generation, offsets);
+        let commits = commits.map_err(commit_error)?;
+        if commits.is_empty() {
+            return Ok(SendStatus::SendOk);
+        }
+        let mut builder = BatchBuilder::new(self.config.storage.max_batch_bytes);
+        let timestamp_ms = self.clock.unix_ms();
+        for c in &commits {
+            let body = c
+                .encode()
+                .map_err(|e| BrokerError::new(ErrorCode::INVALID_ARGUMENT, e.to_string()))?;
+            let record =
+                Record { key: COMMIT_KEY, tag: b"", properties: &[], body: &body, timestamp_ms };
+            builder.push(&record).map_err(|_| {
+                BrokerError::new(
+                    ErrorCode::INVALID_ARGUMENT,
+                    format!(
+                        "{} offsets do not fit in one commit (storage.max_batch_bytes); commit \
+                         fewer queues per request",
+                        commits.len()
+                    ),
+                )
+            })?;
+        }
+        let batch = builder.finish(-1, -1);
+        let ((), outcome) = self
+            .log
+            .append_then(SYS_OFFSETS, &batch, move |_| {
+                self.coordinator.borrow_mut().apply_commit(commits);
+                drop(gate);
+            })
+            .await?;
+        Ok(if outcome.flush_timed_out { SendStatus::FlushDiskTimeout } else { SendStatus::SendOk })
+    }
+
+    /// Moves the group's committed offset on every queue of `topic`. Commits from members
+    /// that rebalanced before the reset are refused from now on (they fetch the new offsets
+    /// when the group's new version reaches them).
+    async fn reset_offsets(
+        self: &Rc<Self>,
+        group: &str,
+        topic: &str,
+        to: ResetTo,
+    ) -> Result<GroupResponse, BrokerError> {
+        validate_topic_name(topic)?;
+        let entry = self.topics.borrow().get(topic).ok_or_else(|| {
+            BrokerError::new(ErrorCode::UNKNOWN_TOPIC, format!("topic {topic:?} does not exist"))
+        })?;
+        let timestamp_ms = match to {
+            ResetTo::Timestamp(ms) => ms.max(0),
+            _ => -1,
+        };
+        let mut targets = Vec::with_capacity(entry.queue_count as usize);
+        for queue_id in 0..entry.queue_count {
+            let request = Request::Offsets { topic: topic.to_owned(), queue_id, timestamp_ms };
+            let answer = Box::pin(self.dispatch(request)).await?;
+            let Answer::Response(Response::Offsets { min_offset, next_offset, timestamp_offset }) =
+                answer
+            else {
+                return Err(internal("an OFFSETS request answered something else"));
+            };
+            let offset = match to {
+                ResetTo::Earliest => min_offset,
+                ResetTo::Latest => next_offset,
+                ResetTo::Timestamp(_) => timestamp_offset,
+                ResetTo::Offset(o) => o.clamp(min_offset, next_offset),
+            };
+            targets.push((queue_id, offset));
+        }
+        let version = self.coordinator.borrow_mut().begin_reset(group);
+        let commits = targets.iter().map(|&(q, o)| (topic.to_owned(), q, o));
+        let committed = self.commit_offsets(group, 0, commits).await;
+        if let Some(v) = version {
+            self.watchers.borrow_mut().notify(group, v);
+        }
+        committed?;
+        Ok(GroupResponse::Reset { offsets: targets })
+    }
+
+    /// Appends a snapshot of every committed offset (under the commit gate, so it holds
+    /// exactly the commits before it in the log).
+    pub(super) async fn snapshot_offsets(&self) -> Result<(), BrokerError> {
+        let _gate = self.group_gate.acquire_permit(1).await.map_err(|_| {
+            BrokerError::new(ErrorCode::SHUTTING_DOWN, "the coordinator is stopping")
+        })?;
+        let now = self.clock.now();
+        let part_bytes = SNAPSHOT_PART_BYTES.min(self.config.storage.max_batch_bytes / 2);
+        let parts = self.coordinator.borrow().snapshot_parts(part_bytes);
+        // Even a failed snapshot waits for the next interval (a log that fails has stopped).
+        self.coordinator.borrow_mut().snapshot_taken(now);
+        let n = parts.len() as u32;
+        let timestamp_ms = self.clock.unix_ms();
+        for (i, part) in parts.iter().enumerate() {
+            let key = snapshot_key(i as u32, n);
+            let mut builder = BatchBuilder::new(self.config.storage.max_batch_bytes);
+            let record = Record { key: &key, tag: b"", properties: &[], body: part, timestamp_ms };
+            builder.push(&record).map_err(internal)?;
+            let batch = builder.finish(-1, -1);
+            self.log.append_then(SYS_OFFSETS, &batch, |_| ()).await?;
+        }
+        tracing::debug!(shard = %self.id, parts = n, "committed offsets snapshotted");
+        Ok(())
+    }
+
+    /// Expires sessions and locks, tells the watchers of groups that changed, and snapshots
+    /// the offsets when due. Called every [`GROUP_TICK`].
+    pub async fn group_tick(&self) {
+        let now = self.clock.now();
+        let changed = self.coordinator.borrow_mut().expire(now);
+        for (group, version) in changed {
+            self.watchers.borrow_mut().notify(&group, version);
+        }
+        if self.coordinator.borrow().snapshot_due(now) {
+            if let Err(e) = self.snapshot_offsets().await {
+                tracing::warn!(shard = %self.id, "snapshot of the committed offsets failed: {}", e.message);
+            }
+        }
+    }
+
+    /// Runs [`Self::group_tick`] every [`GROUP_TICK`] until `stop`.
+    pub async fn group_loop(self: Rc<Self>, stop: Stop) {
+        loop {
+            let tick = Box::pin(self.clock.sleep_until(self.clock.now() + GROUP_TICK));
+            if let Either::Right(_) = select(tick, stop.clone()).await {
+                return;
+            }
+            self.group_tick().await;
+        }
+    }
+
+    /// Before serving: rebuilds the committed offsets from `%SYS%offsets`, replaying from the
+    /// last complete snapshot.
+    pub async fn start_groups(&self) -> Result<OffsetsRecovered, BrokerError> {
+        let t = self.clock.now();
+        let o = self.log.offsets(SYS_OFFSETS);
+        let start = self.last_snapshot_start(o.min, o.next).await?;
+        let mut replay = OffsetsReplay::new(self.config.group.max_committed_offsets);
+        self.read_offsets_queue(start, o.next, |_, key, body| replay.record(key, body)).await?;
+        let (records, skipped) = (replay.records, replay.skipped);
+        self.coordinator.borrow_mut().restore(replay.finish());
+        if skipped > 0 {
+            tracing::warn!(shard = %self.id, skipped, "offset records that could not be applied");
+        }
+        tracing::info!(
+            shard = %self.id,
+            from = start,
+            records,
+            offsets = self.coordinator.borrow().offsets_len(),
+            elapsed_ms = self.clock.now().saturating_duration_since(t).as_millis() as u64,
+            "committed offsets rebuilt"
+        );
+        Ok(OffsetsRecovered { from: start, records })
+    }
+
+    /// Offset of the first part of the last complete snapshot in `[min, next)`, else `min`.
+    async fn last_snapshot_start(&self, min: u64, next: u64) -> Result<u64, BrokerError> {
+        let mut hi = next;
+        while hi > min {
+            let lo = hi.saturating_sub(SNAPSHOT_SEARCH_STEP).max(min);
+            let mut starts = Vec::new();
+            self.read_offsets_queue(lo, hi, |offset, key, _| {
+                if let Some((0, parts)) = parse_snapshot_key(key) {
+                    starts.push((offset, parts));
+                }
+            })
+            .await?;
+            for (first, parts) in starts.into_iter().rev() {
+                let end = first + u64::from(parts);
+                if end > next {
+                    continue;
+                }
+                let mut complete = true;
+                self.read_offsets_queue(first + 1, end, |offset, key, _| {
+                    complete &= parse_snapshot_key(key) == Some(((offset - first) as u32, parts));
+                })
+                .await?;
+                if complete {
+                    return Ok(first);
+                }
+            }
+            hi = lo;
+        }
+        Ok(min)
+    }
+
+    /// Calls `each(offset, key, body)` for every record of `%SYS%offsets` in `[from, to)`. A
+    /// damaged batch is skipped (its commits are lost, later ones still apply).
+    async fn read_offsets_queue(
+        &self,
+        from: u64,
+        to: u64,
+        mut each: impl FnMut(u64, &[u8], &[u8]),
+    ) -> Result<(), BrokerError> {
+        let mut offset = from;
+        while offset < to {
+            let batches = match self.log.read(SYS_OFFSETS, offset, 1 << 20).await {
+                Ok(b) => b,
+                Err(StorageError::CorruptBatch { next_offset, .. }) => {
+                    tracing::warn!(shard = %self.id, offset, "a damaged batch of committed offsets is skipped");
+                    offset = next_offset.get();
+                    continue;
+                }
+                Err(StorageError::OffsetOutOfRange { min, .. }) if min.get() > offset => {
+                    // Retention deleted the start meanwhile.
+                    offset = min.get();
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            if batches.is_empty() {
+                break;
+            }
+            for buf in &batches {
+                let view = BatchView::parse(buf, buf.len()).map_err(internal)?;
+                let base = view.header.stamp.base_offset;
+                for (i, record) in view.records().enumerate() {
+                    let record = record.map_err(internal)?;
+                    let at = base + i as u64;
+                    if at >= offset && at < to {
+                        each(at, record.key, record.body);
+                    }
+                }
+                offset = offset.max(view.header.next_offset());
+            }
+        }
+        Ok(())
+    }
+
+    /// Every shard's groups (this one's and its peers', over the control mesh).
+    async fn gather_groups(&self) -> Vec<GroupSummary> {
+        let mut out = self.group_summaries();
+        for peer in ShardId::all(self.shard_count).filter(|&p| p != self.id) {
+            let (reply, rx) = oneshot::channel();
+            if self.control_mesh.send(peer, Control::Groups { reply }).await.is_ok() {
+                if let Ok(groups) = rx.await {
+                    out.extend(groups);
+                }
+            }
+        }
+        out.sort_by(|a, b| a.group.cmp(&b.group));
+        out
+    }
+
+    pub(super) fn group_summaries(&self) -> Vec<GroupSummary> {
+        self.coordinator
+            .borrow()
+            .overview()
+            .into_iter()
+            .map(|g| GroupSummary {
+                group: g.group,
+                members: g.members as u32,
+                version: g.version,
+                committed_queues: g.committed_queues as u32,
+            })
+            .collect()
+    }
+}

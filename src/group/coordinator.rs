@@ -1,0 +1,391 @@
+//! The consumer-group coordinator's state on one shard: membership, queue locks and committed
+//! offsets of the groups whose `crc32c(name) % shards` is this shard, plus when to snapshot the
+//! offsets. Pure: no I/O; every call that needs the time takes `now`.
+//!
+//! The thin task around it (`broker/shard/group.rs`) does the I/O:
+//! - a commit is checked here ([`Coordinator::check_commit`]), appended to the shard's
+//!   `%SYS%offsets` queue, applied here ([`Coordinator::apply_commit`]) in the same step as its
+//!   copy into the log (so the state always equals the log's records in order), and
+//!   acknowledged once durable per the flush mode;
+//! - a snapshot ([`Coordinator::snapshot_parts`]) is appended the same way, under the same gate,
+//!   so it holds exactly the commits before it in the log; replay (`offsets::OffsetsReplay`)
+//!   starts at the last complete one. Snapshots come every `snapshot_every_commits` commit
+//!   records and at least every `snapshot_interval` while there are offsets, so time retention,
+//!   which deletes old segments, never drops the only copy of a live offset;
+//! - a timer calls [`Coordinator::expire`] (sessions, then the locks of members gone).
+//!
+//! Offsets reset fence commits: after a reset the group gets a new version, and a commit that
+//! carries an older generation (a member still working from before the reset) is refused, so
+//! the reset is not overwritten by an in-flight commit.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use super::locks::{LockedQueue, QueueLocks};
+use super::membership::{GroupError, GroupLimits, Groups, Heartbeat, MemberInfo};
+use super::offsets::{CommittedOffsets, OffsetCommit, OffsetError};
+
+/// Bounds and cadence of one coordinator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CoordinatorConfig {
+    pub limits: GroupLimits,
+    pub max_locks: usize,
+    pub max_offsets: usize,
+    /// Snapshot after this many commit records.
+    pub snapshot_every_commits: u64,
+    /// Snapshot at least this often while offsets exist (must be well below retention).
+    pub snapshot_interval: Duration,
+}
+
+impl Default for CoordinatorConfig {
+    fn default() -> Self {
+        CoordinatorConfig {
+            limits: GroupLimits::default(),
+            max_locks: 100_000,
+            max_offsets: 200_000,
+            snapshot_every_commits: 100_000,
+            snapshot_interval: Duration::from_secs(600),
+        }
+    }
+}
+
+/// Why a commit was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommitError {
+    #[error(transparent)]
+    Offsets(#[from] OffsetError),
+    #[error(
+        "group {group}'s offsets were reset at version {reset_version}, after the committer's \
+         generation {generation}; fetch the committed offsets again"
+    )]
+    Stale { group: String, generation: u64, reset_version: u64 },
+}
+
+/// One group as `ListGroups` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupOverview {
+    pub group: String,
+    pub members: usize,
+    pub version: u64,
+    pub committed_queues: usize,
+}
+
+/// See the module documentation.
+#[derive(Debug)]
+pub struct Coordinator {
+    config: CoordinatorConfig,
+    groups: Groups,
+    locks: QueueLocks,
+    offsets: CommittedOffsets,
+    /// Group -> the version its offsets were last reset at (at most `max_groups` kept; the
+    /// oldest fence is dropped first).
+    resets: BTreeMap<String, u64>,
+    commits_since_snapshot: u64,
+    last_snapshot: Option<Instant>,
+}
+
+impl Coordinator {
+    pub fn new(config: CoordinatorConfig) -> Self {
+        Coordinator {
+            groups: Groups::new(config.limits),
+            locks: QueueLocks::new(config.max_locks),
+            offsets: CommittedOffsets::new(config.max_offsets),
+            resets: BTreeMap::new(),
+            commits_since_snapshot: 0,
+            last_snapshot: None,
+            config,
+        }
+    }
+
+    /// Installs the offsets replayed from the log at startup.
+    pub fn restore(&mut self, offsets: CommittedOffsets) {
+        self.offsets = offsets;
+    }
+
+    pub fn heartbeat(
+        &mut self,
+        group: &str,
+        member: MemberInfo,
+        now: Instant,
+    ) -> Result<Heartbeat, GroupError> {
+        self.groups.heartbeat(group, member, now)
+    }
+
+    /// A member leaves: its locks go at once. The group's version after, or 0 if it was not a
+    /// member.
+    pub fn leave(&mut self, group: &str, client_id: &str) -> u64 {
+        self.locks.release_member(group, client_id);
+        self.groups.leave(group, client_id).unwrap_or(0)
+    }
+
+    /// The group's version (0 for a group without members) and members.
+    pub fn members(&self, group: &str) -> (u64, Vec<MemberInfo>) {
+        self.groups.members(group).unwrap_or_default()
+    }
+
+    pub fn version(&self, group: &str) -> u64 {
+        self.members(group).0
+    }
+
+    /// Expires members whose session ended and the locks they held, and locks whose lease
+    /// ended. The groups whose member list changed, with their new versions.
+    pub fn expire(&mut self, now: Instant) -> Vec<(String, u64)> {
+        let changed = self.groups.expire(now);
+        for (group, _) in &changed {
+            let groups = &self.groups;
+            self.locks.release_absent(group, |client| groups.is_member(group, client));
+        }
+        self.locks.expire(now);
+        changed
+    }
+
+    /// The commits a `CommitOffsets` request would make, if it may: `generation` 0 (a tool)
+    /// or one not older than the group's last reset, and room for the new entries.
+    pub fn check_commit(
+        &self,
+        group: &str,
+        generation: u64,
+        offsets: impl IntoIterator<Item = (String, u32, u64)>,
+    ) -> Result<Vec<OffsetCommit>, CommitError> {
+        if let Some(&reset_version) = self.resets.get(group) {
+            if generation != 0 && generation < reset_version {
+                return Err(CommitError::Stale {
+                    group: group.to_owned(),
+                    generation,
+                    reset_version,
+                });
+            }
+        }
+        let commits: Vec<OffsetCommit> = offsets
+            .into_iter()
+            .map(|(topic, queue_id, offset)| OffsetCommit {
+                group: group.to_owned(),
+                topic,
+                queue_id,
+                offset,
+            })
+            .collect();
+        self.offsets.check_all(&commits)?;
+        Ok(commits)
+    }
+
+    /// Applies commits checked by [`Self::check_commit`], as their record is copied into the
+    /// log (nothing else may be appended to the system queue between the check and this).
+    pub fn apply_commit(&mut self, commits: Vec<OffsetCommit>) {
+        self.commits_since_snapshot += commits.len() as u64;
+        for c in commits {
+            self.offsets.apply(c).expect("checked under the same gate");
+        }
+    }
+
+    /// Fences commits of generations before now for `group` (its offsets are being reset) and
+    /// gives the group a new version so its members fetch their offsets again. The new version
+    /// if the group has members.
+    pub fn begin_reset(&mut self, group: &str) -> Option<u64> {
+        let version = self.groups.bump(group)?;
+        if !self.resets.contains_key(group) && self.resets.len() >= self.config.limits.max_groups {
+            let oldest = self.resets.iter().min_by_key(|(_, v)| **v).map(|(g, _)| g.clone());
+            if let Some(g) = oldest {
+                self.resets.remove(&g);
+            }
+        }
+        self.resets.insert(group.to_owned(), version);
+        Some(version)
+    }
+
+    /// The committed offset of each queue; every committed queue of the group when `queues` is
+    /// empty.
+    pub fn committed(
+        &self,
+        group: &str,
+        queues: &[(String, u32)],
+    ) -> Vec<(String, u32, Option<u64>)> {
+        if queues.is_empty() {
+            return self
+                .offsets
+                .group(group)
+                .into_iter()
+                .map(|(t, q, o)| (t, q, Some(o)))
+                .collect();
+        }
+        queues.iter().map(|(t, q)| (t.clone(), *q, self.offsets.get(group, t, *q))).collect()
+    }
+
+    /// Locks queues for a member of `group` (only members may: a consumer whose session
+    /// expired must join again before it processes anything in order).
+    pub fn lock(
+        &mut self,
+        group: &str,
+        client_id: &str,
+        queues: &[LockedQueue],
+        now: Instant,
+        lease: Duration,
+    ) -> Result<Vec<LockedQueue>, GroupError> {
+        if !self.groups.is_member(group, client_id) {
+            return Err(GroupError::NotMember {
+                group: group.to_owned(),
+                client_id: client_id.to_owned(),
+            });
+        }
+        Ok(self.locks.lock(group, client_id, queues, now, lease))
+    }
+
+    pub fn unlock(&mut self, group: &str, client_id: &str, queues: &[LockedQueue]) -> usize {
+        self.locks.unlock(group, client_id, queues)
+    }
+
+    pub fn lock_holder(&self, group: &str, queue: &LockedQueue, now: Instant) -> Option<&str> {
+        self.locks.holder(group, queue, now)
+    }
+
+    /// Whether the offsets should be snapshotted now.
+    pub fn snapshot_due(&self, now: Instant) -> bool {
+        if self.offsets.is_empty() {
+            return false;
+        }
+        self.commits_since_snapshot >= self.config.snapshot_every_commits
+            || self
+                .last_snapshot
+                .map_or(true, |t| now.saturating_duration_since(t) >= self.config.snapshot_interval)
+    }
+
+    /// The snapshot to append, in parts of about `max_part_bytes`.
+    pub fn snapshot_parts(&self, max_part_bytes: usize) -> Vec<Vec<u8>> {
+        self.offsets.snapshot_parts(max_part_bytes)
+    }
+
+    /// The snapshot was appended (or its append failed and the next try waits an interval).
+    pub fn snapshot_taken(&mut self, now: Instant) {
+        self.commits_since_snapshot = 0;
+        self.last_snapshot = Some(now);
+    }
+
+    /// Groups with members or committed offsets, sorted by name.
+    pub fn overview(&self) -> Vec<GroupOverview> {
+        let mut names = self.groups.group_names();
+        names.extend(self.offsets.group_names());
+        names.sort();
+        names.dedup();
+        names
+            .into_iter()
+            .map(|group| {
+                let (version, members) = self.members(&group);
+                GroupOverview {
+                    members: members.len(),
+                    version,
+                    committed_queues: self.offsets.group(&group).len(),
+                    group,
+                }
+            })
+            .collect()
+    }
+
+    pub fn offsets_len(&self) -> usize {
+        self.offsets.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::group::membership::Subscription;
+
+    fn member(id: &str) -> MemberInfo {
+        MemberInfo {
+            client_id: id.into(),
+            room: None,
+            subscriptions: vec![Subscription { topic: "t".into(), expression: "*".into() }],
+        }
+    }
+
+    fn q(id: u32) -> LockedQueue {
+        LockedQueue { topic: "t".into(), queue_id: id }
+    }
+
+    fn config() -> CoordinatorConfig {
+        CoordinatorConfig {
+            limits: GroupLimits {
+                session_timeout: Duration::from_secs(10),
+                ..GroupLimits::default()
+            },
+            max_offsets: 4,
+            snapshot_every_commits: 3,
+            snapshot_interval: Duration::from_secs(60),
+            ..CoordinatorConfig::default()
+        }
+    }
+
+    #[test]
+    fn an_expired_or_departed_member_loses_its_locks_at_once() {
+        let t0 = Instant::now();
+        let mut c = Coordinator::new(config());
+        c.heartbeat("g", member("a"), t0).unwrap();
+        c.heartbeat("g", member("b"), t0 + Duration::from_secs(5)).unwrap();
+        let lease = Duration::from_secs(60);
+        assert_eq!(c.lock("g", "a", &[q(0), q(1)], t0, lease).unwrap().len(), 2);
+        assert_eq!(c.lock("g", "b", &[q(1), q(2)], t0, lease).unwrap(), vec![q(2)]);
+        assert!(matches!(c.lock("g", "x", &[q(3)], t0, lease), Err(GroupError::NotMember { .. })));
+        // a's session ends at t0 + 10 s: its locks go with it, long before their lease.
+        let changed = c.expire(t0 + Duration::from_secs(10));
+        assert_eq!(changed.len(), 1);
+        assert_eq!(c.lock_holder("g", &q(0), t0 + Duration::from_secs(11)), None);
+        assert_eq!(
+            c.lock("g", "b", &[q(1)], t0 + Duration::from_secs(11), lease).unwrap(),
+            vec![q(1)]
+        );
+        // b leaves: its locks go too.
+        let before = c.version("g");
+        assert!(c.leave("g", "b") > before);
+        assert_eq!(c.lock_holder("g", &q(2), t0 + Duration::from_secs(12)), None);
+        assert_eq!(c.version("g"), 0, "no members left");
+    }
+
+    #[test]
+    fn a_reset_fences_commits_from_earlier_generations() {
+        let t0 = Instant::now();
+        let mut c = Coordinator::new(config());
+        let v1 = c.heartbeat("g", member("a"), t0).unwrap().version;
+        let commits = c.check_commit("g", v1, [("t".into(), 0, 10)]).unwrap();
+        c.apply_commit(commits);
+        let v2 = c.begin_reset("g").unwrap();
+        assert!(v2 > v1);
+        let commits = c.check_commit("g", 0, [("t".into(), 0, 0)]).unwrap();
+        c.apply_commit(commits);
+        // a, still working from before the reset, must not overwrite it.
+        let e = c.check_commit("g", v1, [("t".into(), 0, 11)]).unwrap_err();
+        assert!(matches!(e, CommitError::Stale { reset_version, .. } if reset_version == v2));
+        // After it saw the new version it may commit again.
+        assert!(c.check_commit("g", v2, [("t".into(), 0, 1)]).is_ok());
+        assert_eq!(c.committed("g", &[]), vec![("t".into(), 0, Some(0))]);
+        assert_eq!(c.committed("g", &[("t".into(), 5)]), vec![("t".into(), 5, None)]);
+        // A group without members has nothing to fence.
+        assert_eq!(c.begin_reset("nobody"), None);
+    }
+
+    #[test]
+    fn offsets_are_bounded_and_snapshots_come_by_count_and_by_time() {
+        let t0 = Instant::now();
+        let mut c = Coordinator::new(config());
+        assert!(!c.snapshot_due(t0), "nothing to snapshot");
+        let commits = c.check_commit("g", 0, (0..4).map(|i| ("t".to_string(), i, 1))).unwrap();
+        c.apply_commit(commits);
+        assert!(matches!(
+            c.check_commit("g", 0, [("t".into(), 9, 1)]),
+            Err(CommitError::Offsets(OffsetError::TooMany(4)))
+        ));
+        assert!(c.snapshot_due(t0), "4 commits >= 3, and never snapshotted");
+        c.snapshot_taken(t0);
+        assert!(!c.snapshot_due(t0 + Duration::from_secs(59)));
+        assert!(
+            c.snapshot_due(t0 + Duration::from_secs(60)),
+            "by time: retention must not drop it"
+        );
+        c.snapshot_taken(t0 + Duration::from_secs(60));
+        let commits = c.check_commit("g", 0, (0..3).map(|i| ("t".to_string(), i, 2))).unwrap();
+        c.apply_commit(commits);
+        assert!(c.snapshot_due(t0 + Duration::from_secs(61)), "by count");
+        let o = c.overview();
+        assert_eq!(o.len(), 1);
+        assert_eq!((o[0].members, o[0].committed_queues), (0, 4));
+    }
+}
