@@ -91,7 +91,20 @@ enum Command {
         /// on stderr with the offsets it skipped. Without it, consume stops at such a batch.
         #[arg(long)]
         skip_corrupt: bool,
+        /// Consume as a member of this consumer group (clustering): the group's members share
+        /// the topic's queues, each starts at the group's committed offset (else at the queue's
+        /// first offset) and commits what it printed. With --follow it stays a member, follows
+        /// rebalances and commits on SIGINT/SIGTERM before leaving.
+        #[arg(long)]
+        group: Option<String>,
         #[arg(long, default_value = "127.0.0.1:10911")]
+        broker: String,
+    },
+    /// Lists, describes or resets consumer groups.
+    Group {
+        #[command(subcommand)]
+        action: GroupAction,
+        #[arg(long, global = true, default_value = "127.0.0.1:10911")]
         broker: String,
     },
     /// Prints per-shard counters.
@@ -103,6 +116,23 @@ enum Command {
     Tune {
         #[command(subcommand)]
         action: ringmq::tune::TuneCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum GroupAction {
+    /// Groups with members or committed offsets.
+    List,
+    /// Members, queue assignment, committed offset, end and lag per queue, total lag.
+    Describe { group: String },
+    /// Moves the group's committed offsets on every queue of a topic.
+    Reset {
+        group: String,
+        #[arg(long)]
+        topic: String,
+        /// earliest, latest, an RFC 3339 time (2026-12-01T10:00:00Z) or an offset.
+        #[arg(long)]
+        to: String,
     },
 }
 
@@ -154,11 +184,19 @@ fn main() -> ExitCode {
             max_messages,
             tags,
             skip_corrupt,
+            group,
             broker,
         } => {
             let opts = ConsumeOptions { from_offset, follow, max_messages, tags, skip_corrupt };
-            consume(&broker, &topic, queue, opts)
+            match group {
+                Some(g) if queue.is_none() => group_consume::run(&broker, &topic, &g, opts),
+                Some(_) => {
+                    Err("--group and --queue exclude each other: the group assigns queues".into())
+                }
+                None => consume(&broker, &topic, queue, opts),
+            }
         }
+        Command::Group { action, broker } => group(&broker, action),
         Command::Stats { broker } => stats(&broker),
         Command::Tune { action } => return ringmq::tune::run(action),
     };
@@ -295,6 +333,8 @@ fn produce(
     Ok(())
 }
 
+mod group_consume;
+
 struct ConsumeOptions {
     from_offset: u64,
     follow: bool,
@@ -411,6 +451,66 @@ fn consume(
             return Ok(());
         }
     }
+}
+
+fn group(broker: &str, action: GroupAction) -> Result<(), String> {
+    use ringmq::protocol::group::ResetTo;
+    let groups = Client::connect(broker).map_err(err)?.groups();
+    match action {
+        GroupAction::List => {
+            println!("group\tmembers\tversion\tcommitted_queues");
+            for g in groups.list().map_err(err)? {
+                println!("{}\t{}\t{}\t{}", g.group, g.members, g.version, g.committed_queues);
+            }
+        }
+        GroupAction::Describe { group } => {
+            let d = groups.describe(&group).map_err(err)?;
+            println!("group {} version {} members {}", d.group, d.version, d.members.len());
+            for m in &d.members {
+                let subs: Vec<String> =
+                    m.subscriptions.iter().map(|(t, e)| format!("{t}:{e}")).collect();
+                let room =
+                    if m.room.is_empty() { String::new() } else { format!(" room={}", m.room) };
+                println!("member {}{room} subscriptions {}", m.client_id, subs.join(","));
+            }
+            println!("topic\tqueue\tmember\tcommitted\tmax_offset\tlag");
+            for q in &d.queues {
+                println!(
+                    "{}\t{}\t{}\t{}\t{}\t{}",
+                    q.topic,
+                    q.queue_id,
+                    q.assigned_to.as_deref().unwrap_or("-"),
+                    q.committed.map_or("-".to_string(), |o| o.to_string()),
+                    q.max_offset,
+                    q.lag
+                );
+            }
+            println!("total lag {}", d.total_lag);
+        }
+        GroupAction::Reset { group, topic, to } => {
+            let to = match to.as_str() {
+                "earliest" => ResetTo::Earliest,
+                "latest" => ResetTo::Latest,
+                t => match t.parse::<u64>() {
+                    Ok(o) => ResetTo::Offset(o),
+                    Err(_) => {
+                        let at = humantime::parse_rfc3339_weak(t).map_err(|e| {
+                            format!("--to {t:?}: not earliest, latest, an offset or an RFC 3339 time ({e})")
+                        })?;
+                        let ms = at
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map_err(|_| format!("--to {t:?} is before 1970"))?
+                            .as_millis();
+                        ResetTo::Timestamp(ms as i64)
+                    }
+                },
+            };
+            for (queue, offset) in groups.reset(&group, &topic, to).map_err(err)? {
+                println!("{topic}\t{queue}\t{offset}");
+            }
+        }
+    }
+    Ok(())
 }
 
 fn stats(broker: &str) -> Result<(), String> {

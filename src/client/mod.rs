@@ -36,6 +36,7 @@ pub mod admin;
 pub mod connection;
 pub mod consumer;
 pub mod error;
+pub mod group;
 pub mod message;
 pub mod pending;
 pub mod producer;
@@ -49,6 +50,7 @@ use std::sync::Arc;
 pub use admin::AdminClient;
 pub use consumer::{MessageView, PullConsumer, PullResult, PullView};
 pub use error::ClientError;
+pub use group::{GroupClient, GroupDescription, QueueLag};
 pub use message::{ConsumedMessage, Message};
 pub use pending::Pending;
 pub use producer::{Producer, ProducerConfig, SendBatchResult, SendResult};
@@ -75,6 +77,11 @@ impl Client {
 
     pub fn router(&self) -> &Arc<Router> {
         &self.router
+    }
+
+    /// Consumer-group calls (membership, committed offsets, locks, reset, describe).
+    pub fn groups(&self) -> GroupClient {
+        GroupClient::new(self.router.clone())
     }
 
     pub fn admin(&self) -> AdminClient {

@@ -52,6 +52,8 @@ pub struct Router {
     /// Routes marked for refresh, used while the broker cannot answer.
     stale: Mutex<HashMap<String, Arc<TopicRoute>>>,
     connections: Mutex<HashMap<u16, Arc<Connection>>>,
+    /// Each shard's own port, from the last metadata answer (for group coordinators).
+    shard_ports: Mutex<Vec<u16>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -74,6 +76,7 @@ impl Router {
             routes: Mutex::new(HashMap::new()),
             stale: Mutex::new(HashMap::new()),
             connections: Mutex::new(HashMap::new()),
+            shard_ports: Mutex::new(Vec::new()),
         }))
     }
 
@@ -129,6 +132,7 @@ impl Router {
         let Response::Metadata { shard_ports, topics, .. } = resp else {
             return Err(ClientError::Protocol("metadata request got another reply".into()));
         };
+        *lock(&self.shard_ports) = shard_ports.clone();
         let t = topics
             .into_iter()
             .find(|t| t.name == topic)
@@ -167,6 +171,30 @@ impl Router {
             ))
         })?;
         self.connection(port)
+    }
+
+    /// The connection to the shard coordinating consumer group `group`
+    /// (`crc32c(group) % shards`, as the broker computes it).
+    pub fn coordinator_connection(&self, group: &str) -> Result<Arc<Connection>> {
+        let mut ports = lock(&self.shard_ports).clone();
+        if ports.is_empty() {
+            let resp = self.call_bootstrap(&Request::Metadata { topics: vec![] })?;
+            let Response::Metadata { shard_ports, .. } = resp else {
+                return Err(ClientError::Protocol("metadata request got another reply".into()));
+            };
+            *lock(&self.shard_ports) = shard_ports.clone();
+            ports = shard_ports;
+        }
+        if ports.is_empty() {
+            return self.bootstrap();
+        }
+        let shard = crc32c::crc32c(group.as_bytes()) as usize % ports.len();
+        self.connection(ports[shard])
+    }
+
+    /// Forgets the shard layout (a NOT_COORDINATOR answer: ask the broker again).
+    pub fn refresh_layout(&self) {
+        lock(&self.shard_ports).clear();
     }
 
     /// Marks the cached route of `topic` for re-reading on next use.

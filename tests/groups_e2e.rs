@@ -1,0 +1,183 @@
+//! Consumer groups against the real binary: committed offsets through a SIGKILL, the CLI as a
+//! group member (share, commit, resume), describe with lag, reset by offset and by time.
+
+mod broker_common;
+
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use broker_common::{config, poll_until, Broker};
+use ringmq::client::{Client, Message, ProducerConfig, QueueSelector};
+use ringmq::protocol::group::ResetTo;
+use ringmq::protocol::SendStatus;
+
+fn tempdir() -> tempfile::TempDir {
+    tempfile::Builder::new().prefix("ringmq-groups").tempdir().unwrap()
+}
+
+fn cli(broker: &Broker, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_ringmq"))
+        .args(args)
+        .args(["--broker", &broker.addr()])
+        .output()
+        .unwrap();
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (out.status.success(), text(&out.stdout), text(&out.stderr))
+}
+
+/// Sends `n` messages with bodies `{prefix}{i}`, spread over the topic's queues.
+fn produce(client: &Client, topic: &str, prefix: &str, n: usize) {
+    let producer = client
+        .producer(ProducerConfig { selector: QueueSelector::RoundRobin, ..Default::default() })
+        .unwrap();
+    let pending: Vec<_> = (0..n)
+        .map(|i| producer.send_async(Message::new(topic, format!("{prefix}{i}"))).unwrap())
+        .collect();
+    for p in pending {
+        p.wait().unwrap();
+    }
+    producer.close().unwrap();
+}
+
+/// Bodies printed by `ringmq consume` (last column).
+fn bodies(stdout: &str) -> Vec<String> {
+    stdout.lines().filter_map(|l| l.rsplit('\t').next()).map(str::to_owned).collect()
+}
+
+#[test]
+fn acknowledged_commits_survive_a_sigkill_with_sync_flush() {
+    let dir = tempdir();
+    let cfg = config(dir.path(), 2, "", "flush_mode = \"sync\"");
+    let mut broker = Broker::start_in(dir.path(), &cfg);
+    let client = Client::connect(&broker.addr()).unwrap();
+    client.admin().create_topic("t", 4).unwrap();
+    let groups = client.groups();
+    // Enough groups that both shards coordinate some.
+    let mut expected = BTreeMap::new();
+    for g in 0..12 {
+        let group = format!("g{g}");
+        for round in 1..=3u64 {
+            let offsets: Vec<(String, u32, u64)> =
+                (0..4).map(|q| ("t".to_string(), q, round * 100 + g * 10 + u64::from(q))).collect();
+            assert_eq!(groups.commit(&group, 0, &offsets).unwrap(), SendStatus::SendOk);
+            expected.insert(group.clone(), offsets);
+        }
+    }
+    broker.kill();
+    let broker = Broker::start_in(dir.path(), &cfg);
+    let client = Client::connect(&broker.addr()).unwrap();
+    let groups = client.groups();
+    for (group, offsets) in &expected {
+        let got = groups.committed(group, &[]).unwrap();
+        let want: Vec<(String, u32, Option<u64>)> =
+            offsets.iter().map(|(t, q, o)| (t.clone(), *q, Some(*o))).collect();
+        assert_eq!(&got, &want, "{group}");
+    }
+    let listed = groups.list().unwrap();
+    assert_eq!(listed.len(), 12);
+    assert!(listed.iter().all(|g| g.committed_queues == 4 && g.members == 0));
+}
+
+#[test]
+fn the_cli_consumes_as_a_group_resumes_from_its_commits_and_resets() {
+    let dir = tempdir();
+    let broker = Broker::start_in(dir.path(), &config(dir.path(), 2, "", ""));
+    let client = Client::connect(&broker.addr()).unwrap();
+    client.admin().create_topic("t", 8).unwrap();
+    produce(&client, "t", "a", 200);
+
+    let consume = ["consume", "--topic", "t", "--group", "g"];
+    let (ok, out, err) = cli(&broker, &consume);
+    assert!(ok, "{err}");
+    let mut got = bodies(&out);
+    got.sort();
+    let mut want: Vec<String> = (0..200).map(|i| format!("a{i}")).collect();
+    want.sort();
+    assert_eq!(got, want);
+    // A second run resumes from the committed offsets: nothing new to print.
+    let (ok, out, err) = cli(&broker, &consume);
+    assert!(ok, "{err}");
+    assert_eq!(out, "");
+
+    let (ok, out, _) = cli(&broker, &["group", "describe", "g"]);
+    assert!(ok);
+    assert!(out.contains("total lag 0"), "{out}");
+    let cut = std::time::SystemTime::now();
+    std::thread::sleep(Duration::from_millis(20));
+    produce(&client, "t", "b", 10);
+    let (_, out, _) = cli(&broker, &["group", "describe", "g"]);
+    assert!(out.contains("total lag 10"), "{out}");
+    let (ok, out, _) = cli(&broker, &["group", "list"]);
+    assert!(ok && out.lines().any(|l| l.starts_with("g\t0\t")), "{out}");
+
+    // Reset to a time: only what was stored after it comes again.
+    let at = humantime::format_rfc3339_millis(cut).to_string();
+    let (ok, _, err) = cli(&broker, &["group", "reset", "g", "--topic", "t", "--to", &at]);
+    assert!(ok, "{err}");
+    let (ok, out, err) = cli(&broker, &consume);
+    assert!(ok, "{err}");
+    let mut got = bodies(&out);
+    got.sort();
+    let mut want: Vec<String> = (0..10).map(|i| format!("b{i}")).collect();
+    want.sort();
+    assert_eq!(got, want);
+    // Reset to the earliest: everything again.
+    let (ok, out, _) = cli(&broker, &["group", "reset", "g", "--topic", "t", "--to", "earliest"]);
+    assert!(ok);
+    assert_eq!(out.lines().count(), 8, "one line per queue: {out}");
+    let (_, out, _) = cli(&broker, &consume);
+    assert_eq!(bodies(&out).len(), 210);
+    let (ok, _, err) = cli(&broker, &["group", "reset", "g", "--topic", "t", "--to", "yesterday"]);
+    assert!(!ok && err.contains("RFC 3339"), "{err}");
+}
+
+fn follow(broker: &Broker) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_ringmq"))
+        .args(["consume", "--topic", "t", "--group", "shared", "--follow", "--broker"])
+        .arg(broker.addr())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn two_following_members_share_the_queues_and_commit_on_sigterm() {
+    let dir = tempdir();
+    let broker = Broker::start_in(dir.path(), &config(dir.path(), 2, "", ""));
+    let client = Client::connect(&broker.addr()).unwrap();
+    client.admin().create_topic("t", 8).unwrap();
+    let groups = client.groups();
+    let a = follow(&broker);
+    let b = follow(&broker);
+    // Both joined, and each took its share (a member rebalances within a heartbeat).
+    poll_until(Duration::from_secs(30), || {
+        let d = groups.describe("shared").ok()?;
+        (d.members.len() == 2).then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(2500));
+    produce(&client, "t", "m", 400);
+    poll_until(Duration::from_secs(60), || {
+        let d = groups.describe("shared").ok()?;
+        (d.total_lag == 0 && d.queues.iter().all(|q| q.committed.is_some())).then_some(())
+    });
+    let mut outputs = Vec::new();
+    for child in [a, b] {
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success());
+        outputs.push(bodies(&String::from_utf8_lossy(&out.stdout)));
+    }
+    assert!(!outputs[0].is_empty() && !outputs[1].is_empty(), "both consumed");
+    let mut all: Vec<String> = outputs.concat();
+    all.sort();
+    let mut want: Vec<String> = (0..400).map(|i| format!("m{i}")).collect();
+    want.sort();
+    assert_eq!(all, want, "every message exactly once between the two");
+    // Both left: no members, offsets kept.
+    let (version, members) = groups.members("shared").unwrap();
+    assert_eq!((version, members.len()), (0, 0));
+    let reset = groups.reset("shared", "t", ResetTo::Latest).unwrap();
+    assert_eq!(reset.iter().map(|(_, o)| o).sum::<u64>(), 400);
+}
