@@ -32,6 +32,18 @@ pub struct QueueLag {
     pub lag: u64,
 }
 
+/// A heartbeat's answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeartbeatAck {
+    /// The group's version.
+    pub version: u64,
+    /// The member list or a subscription changed: members must rebalance.
+    pub changed: bool,
+    /// The member is expired (and its queue locks released) unless it heartbeats again
+    /// within this: it must not act on its locks past it.
+    pub session_timeout: Duration,
+}
+
 /// What `ringmq group describe` prints.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupDescription {
@@ -78,15 +90,14 @@ impl GroupClient {
     }
 
     /// Joins `group` (or renews the session) with these (topic, tag expression)
-    /// subscriptions; `room` labels the member's machine room ("" for none). Returns the
-    /// group's version and whether it changed (members must then rebalance).
+    /// subscriptions; `room` labels the member's machine room ("" for none).
     pub fn heartbeat(
         &self,
         group: &str,
         client_id: &str,
         room: &str,
         subscriptions: &[(String, String)],
-    ) -> Result<(u64, bool)> {
+    ) -> Result<HeartbeatAck> {
         let req = GroupRequest::Heartbeat {
             group: group.into(),
             client_id: client_id.into(),
@@ -94,7 +105,11 @@ impl GroupClient {
             subscriptions: subscriptions.to_vec(),
         };
         match self.call(req, self.timeout())? {
-            GroupResponse::Heartbeat { version, changed } => Ok((version, changed)),
+            GroupResponse::Heartbeat { version, changed, session_timeout_ms } => Ok(HeartbeatAck {
+                version,
+                changed,
+                session_timeout: Duration::from_millis(session_timeout_ms.into()),
+            }),
             other => Err(unexpected("heartbeat", &Response::Group(other))),
         }
     }

@@ -39,7 +39,9 @@ pub mod error;
 pub mod group;
 pub mod message;
 pub mod pending;
+pub mod process_queue;
 pub mod producer;
+pub mod push_consumer;
 pub mod retry;
 pub mod router;
 pub mod selector;
@@ -54,6 +56,10 @@ pub use group::{GroupClient, GroupDescription, QueueLag};
 pub use message::{ConsumedMessage, Message};
 pub use pending::Pending;
 pub use producer::{Producer, ProducerConfig, SendBatchResult, SendResult};
+pub use push_consumer::{
+    ConsumeContext, ConsumeFrom, ConsumeMode, ConsumeStatus, MessageListener, MessageModel,
+    PushConsumer, PushConsumerConfig,
+};
 pub use router::{ClientOptions, Router};
 pub use selector::QueueSelector;
 
@@ -73,6 +79,12 @@ impl Client {
         let router = Router::new(address, options)?;
         router.bootstrap()?;
         Ok(Client { router })
+    }
+
+    /// A client of the same broker with its own connections, so its requests never queue
+    /// behind this one's (a push consumer's heartbeats behind a busy producer's sends).
+    pub fn detached(&self) -> Client {
+        Client { router: self.router.detached() }
     }
 
     pub fn router(&self) -> &Arc<Router> {

@@ -80,6 +80,20 @@ impl Router {
         }))
     }
 
+    /// A router to the same broker that shares no connection with this one (its traffic
+    /// never waits behind this one's in-flight requests).
+    pub fn detached(&self) -> Arc<Router> {
+        Arc::new(Router {
+            host: self.host.clone(),
+            bootstrap_port: self.bootstrap_port,
+            options: self.options.clone(),
+            routes: Mutex::new(HashMap::new()),
+            stale: Mutex::new(HashMap::new()),
+            connections: Mutex::new(HashMap::new()),
+            shard_ports: Mutex::new(Vec::new()),
+        })
+    }
+
     /// The connection to `port` on the broker host (made or remade as needed).
     pub fn connection(&self, port: u16) -> Result<Arc<Connection>> {
         if let Some(c) = lock(&self.connections).get(&port) {

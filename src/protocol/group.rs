@@ -120,9 +120,12 @@ pub enum GroupRequest {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GroupResponse {
     /// `changed`: the member list or a subscription changed; members must rebalance.
+    /// `session_timeout_ms`: without another heartbeat within it the member is expired and
+    /// its locks released, so a member must not act on its locks past that.
     Heartbeat {
         version: u64,
         changed: bool,
+        session_timeout_ms: u32,
     },
     /// The group's version after the leave (0 if the client was not a member).
     Leave {
@@ -333,8 +336,8 @@ impl GroupResponse {
 
     pub(super) fn encode_body(&self, w: &mut Writer) {
         match self {
-            GroupResponse::Heartbeat { version, changed } => {
-                w.u64(*version).u8(u8::from(*changed));
+            GroupResponse::Heartbeat { version, changed, session_timeout_ms } => {
+                w.u64(*version).u8(u8::from(*changed)).u32(*session_timeout_ms);
             }
             GroupResponse::Leave { version } | GroupResponse::Watch { version } => {
                 w.u64(*version);
@@ -385,6 +388,7 @@ impl GroupResponse {
                     1 => true,
                     v => return Err(DecodeError::BadValue { field: "changed", value: v.into() }),
                 },
+                session_timeout_ms: r.u32("session_timeout_ms")?,
             },
             ApiKey::LeaveGroup => GroupResponse::Leave { version: r.u64("version")? },
             ApiKey::WatchGroup => GroupResponse::Watch { version: r.u64("version")? },

@@ -811,7 +811,7 @@ mod tests {
         use super::super::group::*;
         let q = |id| GroupQueue { topic: "t".into(), queue_id: id };
         for g in [
-            GroupResponse::Heartbeat { version: 9, changed: true },
+            GroupResponse::Heartbeat { version: 9, changed: true, session_timeout_ms: 3000 },
             GroupResponse::Leave { version: 0 },
             GroupResponse::Members {
                 version: 4,

@@ -189,7 +189,13 @@ impl<L: ShardLog> Shard<L> {
                 if hb.changed {
                     self.watchers.borrow_mut().notify(&group, hb.version);
                 }
-                Ok(GroupResponse::Heartbeat { version: hb.version, changed: hb.changed })
+                let session_timeout_ms =
+                    self.config.group.session_timeout_ms.min(u32::MAX.into()) as u32;
+                Ok(GroupResponse::Heartbeat {
+                    version: hb.version,
+                    changed: hb.changed,
+                    session_timeout_ms,
+                })
             }
             GroupRequest::Leave { group, client_id } => {
                 let version = self.coordinator.borrow_mut().leave(&group, &client_id);

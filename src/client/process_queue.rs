@@ -1,0 +1,193 @@
+//! What a push consumer tracks per queue it owns, and its local retry policy. Pure: no I/O,
+//! no clock reads (times come in), tested exhaustively below.
+//!
+//! [`ProcessQueue`]: messages pulled and handed to the listener but not finished yet. The
+//! offset the consumer may commit is the lowest unfinished one, or the next offset to pull when
+//! nothing is unfinished: **the committed offset never passes an unfinished message**, so a
+//! crash redelivers from the oldest message not yet processed (and may redeliver some that
+//! were), never skips one. Bounded: the puller stops pulling while `max_unfinished` messages
+//! are unfinished.
+//!
+//! [`RetryPolicy`]: `RECONSUME_LATER` in this client redelivers locally after a growing delay
+//! (RocketMQ's delay levels 1 s, 5 s, 10 s, 30 s, 1 m, 2 m...), at most `max_attempts`
+//! times; then the message is given up (logged) so the queue can move on. The broker-side
+//! retry topic and dead letters replace this in a later change.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct ProcessQueue {
+    unfinished: BTreeSet<u64>,
+    next_pull: u64,
+    max_unfinished: usize,
+    /// Committable offset at the last commit (to commit only what moved).
+    committed: Option<u64>,
+}
+
+impl ProcessQueue {
+    /// A queue consumed from `start`.
+    pub fn new(start: u64, max_unfinished: usize) -> Self {
+        ProcessQueue {
+            unfinished: BTreeSet::new(),
+            next_pull: start,
+            max_unfinished: max_unfinished.max(1),
+            committed: None,
+        }
+    }
+
+    pub fn next_pull(&self) -> u64 {
+        self.next_pull
+    }
+
+    /// Whether the puller may pull more.
+    pub fn has_room(&self) -> bool {
+        self.unfinished.len() < self.max_unfinished
+    }
+
+    pub fn unfinished(&self) -> usize {
+        self.unfinished.len()
+    }
+
+    /// A pull returned `offsets` (in order) and ended at `next_offset` (past filtered or
+    /// skipped records too).
+    pub fn pulled(&mut self, offsets: impl IntoIterator<Item = u64>, next_offset: u64) {
+        for o in offsets {
+            if o >= self.next_pull {
+                self.unfinished.insert(o);
+            }
+        }
+        self.next_pull = self.next_pull.max(next_offset);
+    }
+
+    /// The pull offset moved without messages (out of range, a damaged batch skipped).
+    pub fn jump_to(&mut self, offset: u64) {
+        self.next_pull = offset;
+    }
+
+    /// The listener finished these messages (consumed, or given up after their retries).
+    pub fn finished(&mut self, offsets: impl IntoIterator<Item = u64>) {
+        for o in offsets {
+            self.unfinished.remove(&o);
+        }
+    }
+
+    /// The offset to commit: below it everything is finished.
+    pub fn committable(&self) -> u64 {
+        self.unfinished.first().copied().unwrap_or(self.next_pull)
+    }
+
+    /// The committable offset if it moved since the last [`Self::mark_committed`].
+    pub fn to_commit(&self) -> Option<u64> {
+        let c = self.committable();
+        (self.committed != Some(c)).then_some(c)
+    }
+
+    pub fn mark_committed(&mut self, offset: u64) {
+        self.committed = Some(offset);
+    }
+}
+
+/// Local redelivery of messages the listener asked to reconsume later.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Delay before attempt `n + 1` (the last one repeats).
+    pub delays: Vec<Duration>,
+    /// Deliveries after the first; past it the message is given up.
+    pub max_attempts: u32,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        let s = Duration::from_secs;
+        RetryPolicy {
+            // RocketMQ's first delay levels (messageDelayLevel "1s 5s 10s 30s 1m 2m ...").
+            delays: vec![s(1), s(5), s(10), s(30), s(60), s(120)],
+            max_attempts: 16,
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The delay before redelivering a message that failed `failures` times (1 = the first
+    /// delivery failed), or None when it has failed too often.
+    pub fn delay(&self, failures: u32) -> Option<Duration> {
+        if failures == 0 || failures > self.max_attempts {
+            return None;
+        }
+        let i = (failures as usize - 1).min(self.delays.len().saturating_sub(1));
+        Some(self.delays.get(i).copied().unwrap_or(Duration::ZERO))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn the_committable_offset_never_passes_an_unfinished_message() {
+        let mut q = ProcessQueue::new(10, 4);
+        assert_eq!(q.committable(), 10);
+        q.pulled([10, 11, 12], 13);
+        assert!(q.has_room());
+        q.pulled([13], 15); // 14 was filtered out by tag
+        assert!(!q.has_room(), "4 unfinished");
+        q.finished([11, 13]);
+        assert_eq!(q.committable(), 10);
+        q.finished([10]);
+        assert_eq!(q.committable(), 12);
+        q.finished([12]);
+        assert_eq!(q.committable(), 15, "past the filtered record");
+        assert_eq!(q.to_commit(), Some(15));
+        q.mark_committed(15);
+        assert_eq!(q.to_commit(), None);
+        q.jump_to(20);
+        assert_eq!(q.to_commit(), Some(20));
+    }
+
+    #[test]
+    fn retries_back_off_and_give_up() {
+        let p = RetryPolicy {
+            delays: vec![Duration::from_secs(1), Duration::from_secs(5)],
+            max_attempts: 3,
+        };
+        assert_eq!(p.delay(0), None);
+        assert_eq!(p.delay(1), Some(Duration::from_secs(1)));
+        assert_eq!(p.delay(2), Some(Duration::from_secs(5)));
+        assert_eq!(p.delay(3), Some(Duration::from_secs(5)), "the last delay repeats");
+        assert_eq!(p.delay(4), None);
+    }
+
+    proptest! {
+        /// Whatever order messages finish in, the committable offset is the lowest unfinished
+        /// one (or the pull position), and it never moves backwards.
+        #[test]
+        fn committable_is_the_lowest_unfinished(
+            batches in proptest::collection::vec(1u64..6, 1..20),
+            order in proptest::collection::vec(any::<prop::sample::Index>(), 0..100),
+        ) {
+            let mut q = ProcessQueue::new(0, usize::MAX);
+            let mut open: Vec<u64> = Vec::new();
+            let mut next = 0;
+            for n in batches {
+                let offsets: Vec<u64> = (next..next + n).collect();
+                next += n;
+                q.pulled(offsets.clone(), next);
+                open.extend(offsets);
+            }
+            let mut last = q.committable();
+            for i in order {
+                if open.is_empty() {
+                    break;
+                }
+                let o = open.remove(i.index(open.len()));
+                q.finished([o]);
+                let c = q.committable();
+                prop_assert!(c >= last);
+                prop_assert_eq!(c, open.iter().min().copied().unwrap_or(next));
+                last = c;
+            }
+        }
+    }
+}

@@ -1,0 +1,238 @@
+//! The push consumer against the real broker: members that join, leave and are SIGKILLed
+//! share a topic's queues with every message delivered once (again only after a crash, from
+//! the last commit); orderly consumption keeps each queue's order across rebalances;
+//! broadcasting delivers everything to every member and resumes from its local offsets.
+
+mod broker_common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use broker_common::{config, poll_until, Broker};
+use ringmq::client::{
+    Client, ConsumeFrom, ConsumeMode, ConsumeStatus, ConsumedMessage, Message, MessageModel,
+    ProducerConfig, PushConsumer, PushConsumerConfig, QueueSelector,
+};
+
+fn tempdir() -> tempfile::TempDir {
+    tempfile::Builder::new().prefix("ringmq-push").tempdir().unwrap()
+}
+
+/// A broker whose group sessions end after 3 s (so a SIGKILLed member's queues move on soon).
+fn broker(dir: &std::path::Path) -> Broker {
+    let cfg = config(dir, 2, "", "") + "[group]\nsession_timeout_ms = 3000\n";
+    Broker::start_in(dir, &cfg)
+}
+
+fn producer(client: &Client, selector: QueueSelector) -> ringmq::client::Producer {
+    client.producer(ProducerConfig { selector, ..Default::default() }).unwrap()
+}
+
+fn member(broker: &Broker, group: &str) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_ringmq"))
+        .args(["consume", "--topic", "t", "--group", group, "--follow", "--broker"])
+        .arg(broker.addr())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap()
+}
+
+fn members(client: &Client, group: &str) -> usize {
+    client.groups().members(group).map(|(_, m)| m.len()).unwrap_or(0)
+}
+
+fn bodies(child: Child) -> Vec<String> {
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.rsplit('\t').next())
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn members_joining_leaving_and_killed_share_every_message_once() {
+    let dir = tempdir();
+    let broker = broker(dir.path());
+    let client = Client::connect(&broker.addr()).unwrap();
+    client.admin().create_topic("t", 16).unwrap();
+    let a = member(&broker, "g");
+    let b = member(&broker, "g");
+    poll_until(Duration::from_secs(30), || (members(&client, "g") == 2).then_some(()));
+
+    let p = producer(&client, QueueSelector::RoundRobin);
+    let total = 3000;
+    let send = |from: usize, to: usize| {
+        let pending: Vec<_> =
+            (from..to).map(|i| p.send_async(Message::new("t", format!("m{i}"))).unwrap()).collect();
+        for x in pending {
+            x.wait().unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    send(0, 500);
+    let c = member(&broker, "g"); // joins
+    poll_until(Duration::from_secs(30), || (members(&client, "g") == 3).then_some(()));
+    send(500, 1000);
+    unsafe { libc::kill(b.id() as i32, libc::SIGTERM) }; // leaves cleanly
+    send(1000, 1500);
+    let mut a = a;
+    a.kill().unwrap(); // crashes: its queues move on when its session ends
+    send(1500, 2000);
+    let d = member(&broker, "g"); // joins
+    send(2000, total);
+    p.close().unwrap();
+    // Everything consumed and committed by the survivors.
+    poll_until(Duration::from_secs(90), || {
+        let d = client.groups().describe("g").ok()?;
+        (d.members.len() == 2 && d.total_lag == 0 && d.queues.iter().all(|q| q.committed.is_some()))
+            .then_some(())
+    });
+    for child in [&c, &d] {
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    }
+    let killed = bodies(a);
+    assert!(!killed.is_empty(), "a consumed before it was killed");
+    let outputs = [bodies(b), bodies(c), bodies(d)];
+    let mut count: HashMap<String, usize> = HashMap::new();
+    for body in outputs.iter().flatten().chain(killed.iter()) {
+        *count.entry(body.clone()).or_default() += 1;
+    }
+    for i in 0..total {
+        assert!(count.contains_key(&format!("m{i}")), "m{i} was never delivered");
+    }
+    // Delivered twice only when the crashed member had printed it after its last commit.
+    let killed: std::collections::HashSet<&String> = killed.iter().collect();
+    for (body, n) in &count {
+        assert!(*n == 1 || (*n == 2 && killed.contains(body)), "{body} delivered {n} times");
+    }
+    // a and b shared the queues from the start (the members that joined later get their
+    // share only once the owners let go, which a fast consumer may not leave work for).
+    assert!(!outputs[0].is_empty(), "b consumed");
+}
+
+/// Per queue, the sequence numbers (from the bodies `k{key}-{seq}`) in processing order.
+type Seen = Arc<Mutex<BTreeMap<String, Vec<u64>>>>;
+
+fn orderly(client: &Client, group: &str, seen: &Seen) -> PushConsumer {
+    let mut config = PushConsumerConfig::new(group).subscribe("t", "*");
+    config.mode = ConsumeMode::Orderly { batch_size: 4, suspend: Duration::from_millis(10) };
+    config.consume_from = ConsumeFrom::FirstOffset;
+    config.heartbeat_interval = Duration::from_millis(200);
+    let seen = seen.clone();
+    let listener = move |messages: &[ConsumedMessage], _: &ringmq::client::ConsumeContext<'_>| {
+        for m in messages {
+            let body = String::from_utf8_lossy(&m.body).into_owned();
+            let (key, seq) = body.split_once('-').unwrap();
+            let mut s = seen.lock().unwrap();
+            s.entry(key.to_owned()).or_default().push(seq.parse().unwrap());
+        }
+        std::thread::sleep(Duration::from_millis(1));
+        ConsumeStatus::Success
+    };
+    PushConsumer::start(client, config, listener).unwrap()
+}
+
+#[test]
+fn orderly_consumption_keeps_each_keys_order_across_rebalances() {
+    let dir = tempdir();
+    let broker = broker(dir.path());
+    let client = Client::connect(&broker.addr()).unwrap();
+    client.admin().create_topic("t", 8).unwrap();
+    let seen: Seen = Arc::default();
+    let first = orderly(&client, "o", &seen);
+    let p = producer(&client, QueueSelector::KeyHash);
+    let (keys, per_key) = (20u64, 60u64);
+    let send = |seqs: std::ops::Range<u64>| {
+        let mut pending = Vec::new();
+        for seq in seqs {
+            for k in 0..keys {
+                let m =
+                    Message::new("t", format!("k{k}-{seq}")).with_key(format!("k{k}").as_bytes());
+                pending.push(p.send_async(m).unwrap());
+            }
+        }
+        for x in pending {
+            x.wait().unwrap();
+        }
+    };
+    send(0..20);
+    let second = orderly(&client, "o", &seen); // a rebalance while the first is busy
+    send(20..40);
+    first.shutdown(); // another one
+    send(40..per_key);
+    p.close().unwrap();
+    poll_until(Duration::from_secs(60), || {
+        let s = seen.lock().unwrap();
+        (s.values().map(Vec::len).sum::<usize>() as u64 >= keys * per_key).then_some(())
+    });
+    second.shutdown();
+    let s = seen.lock().unwrap();
+    for k in 0..keys {
+        let got = &s[&format!("k{k}")];
+        assert_eq!(got, &(0..per_key).collect::<Vec<_>>(), "key k{k}: in order, each once");
+    }
+}
+
+fn broadcaster(
+    client: &Client,
+    file: &std::path::Path,
+    got: &Arc<Mutex<Vec<String>>>,
+) -> PushConsumer {
+    let mut config = PushConsumerConfig::new("b").subscribe("t", "*");
+    config.model = MessageModel::Broadcasting { offset_file: file.to_owned() };
+    config.consume_from = ConsumeFrom::FirstOffset;
+    config.heartbeat_interval = Duration::from_millis(200);
+    let got = got.clone();
+    let listener = move |messages: &[ConsumedMessage], _: &ringmq::client::ConsumeContext<'_>| {
+        let mut g = got.lock().unwrap();
+        g.extend(messages.iter().map(|m| String::from_utf8_lossy(&m.body).into_owned()));
+        ConsumeStatus::Success
+    };
+    PushConsumer::start(client, config, listener).unwrap()
+}
+
+#[test]
+fn broadcasting_delivers_everything_to_every_member_and_resumes_locally() {
+    let dir = tempdir();
+    let broker = broker(dir.path());
+    let client = Client::connect(&broker.addr()).unwrap();
+    client.admin().create_topic("t", 4).unwrap();
+    let p = producer(&client, QueueSelector::RoundRobin);
+    let pending: Vec<_> =
+        (0..200).map(|i| p.send_async(Message::new("t", format!("m{i}"))).unwrap()).collect();
+    for x in pending {
+        x.wait().unwrap();
+    }
+    let (got1, got2) = (Arc::new(Mutex::new(Vec::new())), Arc::new(Mutex::new(Vec::new())));
+    let (f1, f2) = (dir.path().join("one.json"), dir.path().join("two.json"));
+    let (c1, c2) = (broadcaster(&client, &f1, &got1), broadcaster(&client, &f2, &got2));
+    poll_until(Duration::from_secs(30), || {
+        (got1.lock().unwrap().len() >= 200 && got2.lock().unwrap().len() >= 200).then_some(())
+    });
+    c1.shutdown();
+    c2.shutdown();
+    for got in [&got1, &got2] {
+        let mut g = got.lock().unwrap().clone();
+        g.sort();
+        let mut want: Vec<String> = (0..200).map(|i| format!("m{i}")).collect();
+        want.sort();
+        assert_eq!(g, want);
+    }
+    // A restart resumes from the member's own file: only what came after.
+    let pending: Vec<_> =
+        (200..210).map(|i| p.send_async(Message::new("t", format!("m{i}"))).unwrap()).collect();
+    for x in pending {
+        x.wait().unwrap();
+    }
+    let again = Arc::new(Mutex::new(Vec::new()));
+    let c1 = broadcaster(&client, &f1, &again);
+    poll_until(Duration::from_secs(30), || (again.lock().unwrap().len() >= 10).then_some(()));
+    std::thread::sleep(Duration::from_millis(300));
+    c1.shutdown();
+    assert_eq!(again.lock().unwrap().len(), 10);
+    p.close().unwrap();
+}
