@@ -236,3 +236,60 @@ fn broadcasting_delivers_everything_to_every_member_and_resumes_locally() {
     assert_eq!(again.lock().unwrap().len(), 10);
     p.close().unwrap();
 }
+
+#[test]
+fn reconsume_later_redelivers_locally_and_the_commit_waits_for_it() {
+    let dir = tempdir();
+    let broker = broker(dir.path());
+    let client = Client::connect(&broker.addr()).unwrap();
+    client.admin().create_topic("t", 1).unwrap();
+    let p = producer(&client, QueueSelector::RoundRobin);
+    for i in 0..10 {
+        p.send(Message::new("t", format!("m{i}"))).unwrap();
+    }
+    p.close().unwrap();
+    // m3 fails twice, then succeeds; everything else succeeds at once.
+    let attempts: Arc<Mutex<Vec<(String, u32)>>> = Arc::default();
+    let release = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut config = PushConsumerConfig::new("r").subscribe("t", "*");
+    config.consume_from = ConsumeFrom::FirstOffset;
+    config.mode = ConsumeMode::Concurrent { threads: 2, batch_size: 1 };
+    config.retry = ringmq::client::process_queue::RetryPolicy {
+        delays: vec![Duration::from_millis(100)],
+        max_attempts: 16,
+    };
+    let (seen, gate) = (attempts.clone(), release.clone());
+    let consumer = PushConsumer::start(
+        &client,
+        config,
+        move |m: &[ConsumedMessage], ctx: &ringmq::client::ConsumeContext<'_>| {
+            let body = String::from_utf8_lossy(&m[0].body).into_owned();
+            seen.lock().unwrap().push((body.clone(), ctx.attempt));
+            if body == "m3" && (ctx.attempt < 2 || !gate.load(std::sync::atomic::Ordering::Relaxed))
+            {
+                return ConsumeStatus::ReconsumeLater;
+            }
+            ConsumeStatus::Success
+        },
+    )
+    .unwrap();
+    // While m3 keeps failing, the committed offset stays at it (offset 3).
+    poll_until(Duration::from_secs(30), || {
+        let a = attempts.lock().unwrap();
+        (a.iter().filter(|(b, _)| b == "m3").count() >= 3).then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(1500)); // a few commit intervals
+    let committed = client.groups().committed("r", &[("t".into(), 0)]).unwrap();
+    assert_eq!(committed[0].2, Some(3), "the commit never passes an unfinished message");
+    release.store(true, std::sync::atomic::Ordering::Relaxed);
+    poll_until(Duration::from_secs(30), || {
+        let c = client.groups().committed("r", &[("t".into(), 0)]).ok()?;
+        (c[0].2 == Some(10)).then_some(())
+    });
+    consumer.shutdown();
+    let a = attempts.lock().unwrap();
+    let m3: Vec<u32> = a.iter().filter(|(b, _)| b == "m3").map(|(_, n)| *n).collect();
+    assert!(m3.len() >= 3 && m3.windows(2).all(|w| w[1] == w[0] + 1), "attempts count up: {m3:?}");
+    let others = a.iter().filter(|(b, _)| b != "m3").count();
+    assert_eq!(others, 9, "every other message once");
+}

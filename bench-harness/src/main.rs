@@ -13,6 +13,7 @@
 
 mod broker;
 mod clock;
+mod group;
 mod payload;
 mod rate;
 mod raw;
@@ -42,6 +43,9 @@ enum Command {
     Compare { a: PathBuf, b: PathBuf },
     /// Prints a Markdown table of reports: one row per workload and overrides, medians.
     Summary { reports: Vec<PathBuf> },
+    /// Consumer-group consumption through the push consumer: throughput per member count and
+    /// the rebalance pause when a member joins (see `group.rs`).
+    Group(group::GroupArgs),
 }
 
 fn main() -> ExitCode {
@@ -60,6 +64,7 @@ fn main() -> ExitCode {
             })
         }
         Command::Run(args) => run(args),
+        Command::Group(args) => group::run(args),
     };
     match r {
         Ok(code) => code,

@@ -2,6 +2,27 @@
 //! calls a listener, committing what the listener finished (RocketMQ's
 //! `DefaultMQPushConsumer`).
 //!
+//! ```no_run
+//! use ringmq::client::{
+//!     Client, ConsumeContext, ConsumeStatus, ConsumedMessage, PushConsumer, PushConsumerConfig,
+//! };
+//!
+//! fn main() -> Result<(), ringmq::client::ClientError> {
+//!     let client = Client::connect("127.0.0.1:10911")?;
+//!     let config = PushConsumerConfig::new("billing").subscribe("orders", "paid || shipped");
+//!     let listener = |messages: &[ConsumedMessage], ctx: &ConsumeContext<'_>| {
+//!         for m in messages {
+//!             println!("{} {} {}", ctx.queue_id, m.offset, String::from_utf8_lossy(&m.body));
+//!         }
+//!         ConsumeStatus::Success
+//!     };
+//!     let consumer = PushConsumer::start(&client, config, listener)?;
+//!     // ... until the application stops:
+//!     consumer.shutdown(); // commits what was processed and leaves the group
+//!     Ok(())
+//! }
+//! ```
+//!
 //! # Threads
 //! - **control**: heartbeats, rebalances when the group's version moves (told at once by the
 //!   watch thread's parked `WATCH_GROUP`, or by a heartbeat), takes and gives up queues,
