@@ -25,6 +25,19 @@ use super::locks::{LockedQueue, QueueLocks};
 use super::membership::{GroupError, GroupLimits, Groups, Heartbeat, MemberInfo};
 use super::offsets::{CommittedOffsets, OffsetCommit, OffsetError};
 
+/// How often lapsed queue locks are swept from memory.
+pub const LOCK_SWEEP_INTERVAL: Duration = Duration::from_secs(10);
+
+/// An optional instant: `None` means "check now".
+#[derive(Debug, Clone, Copy)]
+struct NextCheck(Option<Instant>);
+
+impl NextCheck {
+    fn is_none_or_before(self, t: Instant) -> bool {
+        self.0.map_or(true, |at| at <= t)
+    }
+}
+
 /// Bounds and cadence of one coordinator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CoordinatorConfig {
@@ -82,6 +95,9 @@ pub struct Coordinator {
     resets: BTreeMap<String, u64>,
     commits_since_snapshot: u64,
     last_snapshot: Option<Instant>,
+    /// No session ends before this (see [`Coordinator::expire`]).
+    sessions_checked_until: NextCheck,
+    locks_swept_at: NextCheck,
 }
 
 impl Coordinator {
@@ -93,6 +109,8 @@ impl Coordinator {
             resets: BTreeMap::new(),
             commits_since_snapshot: 0,
             last_snapshot: None,
+            sessions_checked_until: NextCheck(None),
+            locks_swept_at: NextCheck(None),
             config,
         }
     }
@@ -129,13 +147,29 @@ impl Coordinator {
 
     /// Expires members whose session ended and the locks they held, and locks whose lease
     /// ended. The groups whose member list changed, with their new versions.
+    ///
+    /// Called on every tick, it scans nothing until the earliest session can have ended: a
+    /// heartbeat only moves a session's end later, and a new member's ends after every
+    /// existing one's, so the earliest end found by the last scan stays a lower bound.
+    /// Lapsed locks are dropped at most once per [`LOCK_SWEEP_INTERVAL`] (a lapsed lock is
+    /// already free for the next member asking; the sweep only returns its memory).
     pub fn expire(&mut self, now: Instant) -> Vec<(String, u64)> {
-        let changed = self.groups.expire(now);
-        for (group, _) in &changed {
-            let groups = &self.groups;
-            self.locks.release_absent(group, |client| groups.is_member(group, client));
+        let mut changed = Vec::new();
+        if self.sessions_checked_until.is_none_or_before(now) {
+            changed = self.groups.expire(now);
+            for (group, _) in &changed {
+                let groups = &self.groups;
+                self.locks.release_absent(group, |client| groups.is_member(group, client));
+            }
+            self.sessions_checked_until = NextCheck(self.groups.next_expiry());
         }
-        self.locks.expire(now);
+        if self
+            .locks_swept_at
+            .is_none_or_before(now.checked_sub(LOCK_SWEEP_INTERVAL).unwrap_or(now))
+        {
+            self.locks.expire(now);
+            self.locks_swept_at = NextCheck(Some(now));
+        }
         changed
     }
 
@@ -338,6 +372,27 @@ mod tests {
         assert!(c.leave("g", "b") > before);
         assert_eq!(c.lock_holder("g", &q(2), t0 + Duration::from_secs(12)), None);
         assert_eq!(c.version("g"), 0, "no members left");
+    }
+
+    #[test]
+    fn sessions_are_expired_on_time_though_scanned_only_when_one_can_end() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        let mut c = Coordinator::new(config()); // 10 s sessions
+        c.heartbeat("g", member("a"), t0).unwrap();
+        assert!(c.expire(t0 + s(1)).is_empty());
+        c.heartbeat("g", member("a"), t0 + s(5)).unwrap(); // now ends at t0 + 15 s
+        c.heartbeat("g", member("b"), t0 + s(6)).unwrap(); // ends at t0 + 16 s
+        assert!(c.expire(t0 + s(11)).is_empty(), "the old bound only triggers a scan");
+        assert!(c.expire(t0 + s(14)).is_empty());
+        assert_eq!(c.expire(t0 + s(15)).len(), 1, "a, exactly at its end");
+        assert_eq!(c.members("g").1.len(), 1);
+        assert_eq!(c.expire(t0 + s(16)).len(), 1, "then b");
+        assert_eq!(c.version("g"), 0);
+        // A member joining an empty coordinator is expired on time too.
+        c.heartbeat("h", member("x"), t0 + s(20)).unwrap();
+        assert!(c.expire(t0 + s(29)).is_empty());
+        assert_eq!(c.expire(t0 + s(30)).len(), 1);
     }
 
     #[test]
