@@ -39,6 +39,7 @@ pub mod error;
 pub mod message;
 pub mod pending;
 pub mod producer;
+pub mod queue_reader;
 pub mod retry;
 pub mod router;
 pub mod selector;
@@ -52,6 +53,7 @@ pub use error::ClientError;
 pub use message::{ConsumedMessage, Message};
 pub use pending::Pending;
 pub use producer::{Producer, ProducerConfig, SendBatchResult, SendResult};
+pub use queue_reader::QueueReader;
 pub use router::{ClientOptions, Router};
 pub use selector::QueueSelector;
 
