@@ -142,6 +142,11 @@ pub fn git_revision() -> String {
 }
 
 pub fn write(report: &Report, path: &Path) -> Result<(), String> {
+    write_json(report, path)
+}
+
+/// Any report (one run, a library/raw comparison, a scale table) as pretty JSON at `path`.
+pub fn write_json<T: Serialize>(report: &T, path: &Path) -> Result<(), String> {
     let text = serde_json::to_string_pretty(report).map_err(|e| e.to_string())?;
     if let Some(d) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(d).map_err(|e| format!("cannot create {}: {e}", d.display()))?;
@@ -237,7 +242,7 @@ pub fn table(report: &Report) -> String {
     out
 }
 
-fn fmt(v: f64) -> String {
+pub fn fmt(v: f64) -> String {
     if v.abs() >= 100.0 {
         format!("{v:.0}")
     } else {
@@ -363,11 +368,11 @@ pub fn summary(reports: &[Report]) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::stats::LatencySummary;
 
-    fn report(rate: f64) -> Report {
+    pub(crate) fn report(rate: f64) -> Report {
         let w = Workload::parse(
             "name = \"t\"\ntopics = 1\nqueues_per_topic = 1\nmessage_size_bytes = 64\n\
              producers = 1\nconsumers = 0\nduration_s = 1\n",
