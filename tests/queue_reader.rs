@@ -72,11 +72,21 @@ fn a_stream_reads_a_queue_in_order_across_many_fetches() {
 
     // From inside a stored batch (the broker returns it whole; the reader skips the head).
     let mut reader = consumer.stream("s", 1, 1234).with_prefetch(false);
-    assert_eq!(read_to(&mut reader, total).0, expected(1234));
+    let first = reader.next_batch(Duration::from_secs(5)).unwrap().expect("a batch");
+    assert_eq!(reader.outstanding_fetches(), 0, "prefetch is off");
+    let mut got: Vec<(u64, String)> = first
+        .messages()
+        .map(|m| (m.offset, String::from_utf8(m.body().to_vec()).unwrap()))
+        .collect();
+    drop(first);
+    got.extend(read_to(&mut reader, total).0);
+    assert_eq!(got, expected(1234));
 
     // A seek drops what was fetched ahead and reads from the new offset.
     let mut reader = consumer.stream("s", 1, 0);
     let first = reader.next_batch(Duration::from_secs(5)).unwrap().expect("a batch");
+    // The next fetch went out before the caller looked at this batch.
+    assert_eq!(reader.outstanding_fetches(), 1, "no prefetch");
     assert_eq!(first.messages().next().unwrap().offset, 0);
     drop(first);
     reader.seek(2500);

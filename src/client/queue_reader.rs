@@ -12,10 +12,13 @@
 //!
 //! A fetch of a queue starts where the previous reply ended (the broker returns whole stored
 //! batches and says where its scan stopped), so fetch k+1 cannot be sent before reply k is
-//! known. The reader sends it the moment it hands reply k to the caller, *before* the caller
-//! decodes k: the broker reads k+1 from its log and the network carries it while the caller
-//! works on k. A consumer of several queues keeps one fetch in flight per queue (one
-//! `QueueReader` each, swept with [`QueueReader::try_next`]).
+//! known. The reader reads where k+1 starts from reply k's batch headers
+//! ([`next_offset_from_headers`]) and sends it at once, *before* it verifies k's checksums and
+//! before the caller decodes k: the broker reads k+1 from its log and the network carries it
+//! while this thread works on k. If verification then stops early (a damaged batch: the view
+//! ends before it), the prefetched fetch is dropped and the reader fetches from where the view
+//! ends, so nothing is skipped. A consumer of several queues keeps one fetch in flight per
+//! queue (one `QueueReader` each, swept with [`QueueReader::try_next`]).
 //!
 //! The next fetch is sent from the caller's thread, never from the connection's reader thread
 //! in the reply callback: a write on the reader thread can block on a full socket send buffer
@@ -47,6 +50,8 @@ use std::time::{Duration, Instant};
 use super::connection::{FetchCallback, FetchReply};
 use super::consumer::{broker_corrupt, PullConsumer, PullView};
 use super::error::{ClientError, Result};
+use crate::format::batch::read_header;
+use crate::format::HEADER_LEN;
 use crate::protocol::ErrorCode;
 
 /// Fetches of one reader sent and not yet answered, the current one included.
@@ -363,18 +368,23 @@ impl QueueReader {
         }
     }
 
-    /// Verifies the current fetch's reply into a view, moves the position past it and sends
-    /// the next fetch before the caller reads the view.
+    /// Sends the next fetch (from the reply's batch headers), then verifies the reply into a
+    /// view and moves the position past it. A view that ends elsewhere than the headers said
+    /// (a batch failed verification: the view stops before it) drops the prefetched fetch and
+    /// fetches from where the view ends; a failure leaves the position where it was.
     fn deliver(&mut self, reply: Result<FetchReply>) -> Result<PullView> {
         let from = self.window.position();
         let view = match reply {
-            Ok(r) => self.consumer.view_of(
-                &self.topic,
-                self.queue_id,
-                from,
-                r,
-                Some(self.pool.clone()),
-            )?,
+            Ok(r) => {
+                if self.prefetch {
+                    // Before the checksums and the caller's decoding: the broker reads the
+                    // next batches meanwhile.
+                    let next = next_offset_from_headers(&r.batches, from, r.scan_end_offset);
+                    self.window.advance(next);
+                    self.send_due();
+                }
+                self.consumer.view_of(&self.topic, self.queue_id, from, r, Some(self.pool.clone()))
+            }
             Err(e) if e.is_retriable() => {
                 tracing::debug!(
                     topic = %self.topic,
@@ -385,16 +395,45 @@ impl QueueReader {
                     self.consumer.router().refresh(&self.topic);
                 }
                 // The pull's backoff, reconnects and route refreshes, on this thread.
-                self.consumer.pull_view(&self.topic, self.queue_id, from, self.max_wait)?
+                self.consumer.pull_view(&self.topic, self.queue_id, from, self.max_wait)
             }
-            Err(e) => return Err(broker_corrupt(&self.topic, self.queue_id, e)),
+            Err(e) => Err(broker_corrupt(&self.topic, self.queue_id, e)),
         };
-        self.window.advance(view.next_offset);
-        if self.prefetch {
-            self.send_due();
+        match view {
+            Ok(view) => {
+                if self.window.position() != view.next_offset {
+                    self.window.seek(view.next_offset);
+                }
+                if self.prefetch {
+                    self.send_due();
+                }
+                Ok(view)
+            }
+            Err(e) => {
+                self.window.seek(from);
+                Err(e)
+            }
         }
-        Ok(view)
     }
+}
+
+/// Where the fetch after `batches` (a reply to a fetch from `from`) starts if every batch
+/// verifies, read from the batch headers alone, without checksums: after the last batch, or
+/// where the broker's scan ended when that is further (as the pull settles it). A header that
+/// does not parse ends the walk there (verification will stop there too).
+pub fn next_offset_from_headers(mut batches: &[u8], from: u64, scan_end_offset: u64) -> u64 {
+    let mut next = from;
+    while !batches.is_empty() {
+        let Ok(h) = read_header(batches) else { return next };
+        let len = h.length as usize;
+        let end = h.stamp.base_offset.checked_add(u64::from(h.record_count));
+        let Some(end) = end.filter(|_| (HEADER_LEN..=batches.len()).contains(&len)) else {
+            return next;
+        };
+        next = next.max(end);
+        batches = &batches[len..];
+    }
+    next.max(scan_end_offset)
 }
 
 #[cfg(test)]
@@ -467,6 +506,45 @@ mod tests {
     fn the_position_never_moves_back() {
         let mut w = FetchWindow::new(7);
         w.advance(6);
+    }
+
+    fn stored_batch(base: u64, n: usize) -> Vec<u8> {
+        use crate::format::batch::stamp;
+        use crate::format::{BatchBuilder, Record, Stamp};
+        let mut b = BatchBuilder::new(1 << 16);
+        for _ in 0..n {
+            let r = Record { key: b"", tag: b"", properties: &[], body: b"x", timestamp_ms: 1 };
+            b.push(&r).unwrap();
+        }
+        let mut bytes = b.finish(-1, -1);
+        let s = Stamp { topic_id: 1, queue_id: 0, base_offset: base, store_timestamp_ms: 2 };
+        stamp(&mut bytes, &s);
+        bytes
+    }
+
+    #[test]
+    fn the_next_fetch_offset_from_headers_is_where_the_verified_pull_ends() {
+        use crate::client::consumer::scan_batches;
+        let mut bytes = stored_batch(3, 4);
+        bytes.extend(stored_batch(7, 2));
+        // What the pull settles for clean batches: after the last one, or the scan's end.
+        let scan = scan_batches(&bytes, 5, &[]);
+        assert_eq!((scan.next_offset, scan.corrupt), (9, None));
+        assert_eq!(next_offset_from_headers(&bytes, 5, 0), 9);
+        assert_eq!(next_offset_from_headers(&bytes, 5, 12), 12, "the broker skipped past them");
+        assert_eq!(next_offset_from_headers(&[], 5, 5), 5, "nothing new");
+        // A header that does not parse, a length past the end, an offset that overflows: the
+        // walk stops before it (and verification stops there too).
+        let mut torn = bytes.clone();
+        torn.extend_from_slice(&[0xAB; 100]);
+        assert_eq!(next_offset_from_headers(&torn, 5, 50), 9);
+        let first_len = stored_batch(3, 4).len();
+        let mut short = bytes.clone();
+        short.truncate(first_len + 10);
+        assert_eq!(next_offset_from_headers(&short, 5, 50), 7);
+        let mut huge = stored_batch(u64::MAX - 1, 4);
+        huge.extend(stored_batch(9, 1));
+        assert_eq!(next_offset_from_headers(&huge, 0, 0), 0);
     }
 
     #[test]
