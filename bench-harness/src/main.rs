@@ -50,7 +50,8 @@ enum Command {
     Scale(ScaleArgs),
     /// Prints two JSON reports side by side with the change in percent.
     Compare { a: PathBuf, b: PathBuf },
-    /// Prints a Markdown table of reports: one row per workload and overrides, medians.
+    /// Prints a Markdown table of reports (the runs of --compare-raw and scale reports too):
+    /// one row per workload and overrides, medians.
     Summary { reports: Vec<PathBuf> },
 }
 
@@ -64,8 +65,10 @@ fn main() -> ExitCode {
             })
         }
         Command::Summary { reports } => {
-            reports.iter().map(|p| report::load(p)).collect::<Result<Vec<_>, _>>().map(|rs| {
-                print!("{}", report::summary(&rs));
+            let runs: Result<Vec<Vec<report::Report>>, String> =
+                reports.iter().map(|p| report::load_runs(p)).collect();
+            runs.map(|rs| {
+                print!("{}", report::summary(&rs.into_iter().flatten().collect::<Vec<_>>()));
                 ExitCode::SUCCESS
             })
         }
