@@ -347,3 +347,37 @@ fn read_loop(inner: Arc<Inner>, mut stream: TcpStream, max_frame: usize) {
     };
     fail_all(&inner, &why);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fetch_reply_decodes_into_the_lent_buffer_as_the_generic_decoder_reads_it() {
+        let batches: Vec<u8> = (0..5000u32).map(|i| i as u8).collect();
+        let reply =
+            Response::Fetch { min_offset: 3, next_offset: 90, scan_end_offset: 77, batches };
+        let frame = reply.encode_frame(7);
+        let (_, payload) = split_response(&frame);
+        let mut lent = Vec::with_capacity(8192);
+        lent.extend_from_slice(b"stale bytes of an earlier fetch");
+        let lent_ptr = lent.as_ptr();
+        let got = decode_fetch_into(payload, lent).unwrap();
+        assert_eq!(got.batches.as_ptr(), lent_ptr, "decoded into the lent buffer");
+        let Ok(Response::Fetch { min_offset, next_offset, scan_end_offset, batches }) =
+            Response::decode(ApiKey::Fetch, payload)
+        else {
+            panic!("generic decode")
+        };
+        assert_eq!(
+            (got.min_offset, got.next_offset, got.scan_end_offset, &got.batches),
+            (min_offset, next_offset, scan_end_offset, &batches)
+        );
+        // Trailing or missing bytes are protocol errors, as for the generic decoder.
+        let mut long = payload.to_vec();
+        long.push(0);
+        assert!(matches!(decode_fetch_into(&long, Vec::new()), Err(ClientError::Protocol(_))));
+        let short = &payload[..payload.len() - 1];
+        assert!(matches!(decode_fetch_into(short, Vec::new()), Err(ClientError::Protocol(_))));
+    }
+}
