@@ -2,7 +2,8 @@
 # Runs every workload of the BENCHMARKS.md "Broker" section twice (two rounds, so a noisy
 # moment hits one run, not both), after the machine baseline (fio, iperf3), on a 2-core
 # machine: broker on CPU 0, load generator on CPU 1. Reports go to $1 (default
-# target/ringmq-bench/all-<time>); `ringmq-bench summary $1/*.json` prints the table.
+# target/ringmq-bench/all-<time>); `ringmq-bench summary $1/*.json` prints the table (the
+# library and raw runs of a --compare-raw report are rows of their own).
 #
 # Build first: cargo build --release --workspace --bins
 set -eu
@@ -45,23 +46,18 @@ one() { # round name [--set k=v ...]
 
 for round in a b; do
     baseline $round
-    one $round batched
-    one $round batched --set client=raw
-    one $round batched --set batch_max_bytes=65536
-    one $round batched --set client=raw --set batch_max_bytes=65536
-    one $round sync-flush
-    one $round sync-flush --set client=raw
-    one $round small-messages
-    one $round small-messages --set storage.flush_mode=sync
-    one $round small-messages --set client=raw
-    one $round small-messages --set client=raw --set storage.flush_mode=sync
+    # --compare-raw: library, then raw, against the same broker (one JSON with both and the
+    # library/raw ratios). Keyed and fixed-rate workloads run through the library only.
+    one $round batched --compare-raw
+    one $round batched --compare-raw --set batch_max_bytes=65536
+    one $round sync-flush --compare-raw
+    one $round small-messages --compare-raw
+    one $round small-messages --compare-raw --set storage.flush_mode=sync
     one $round ordered
     one $round latency
     one $round latency --set target_rate=20000
-    one $round backlog-drain
-    one $round backlog-drain --set client=raw
-    one $round many-queues
-    one $round many-queues --set client=raw
+    one $round backlog-drain --compare-raw
+    one $round many-queues --compare-raw
 done
 "$bench" summary "$out"/*.json > "$out/summary.md"
 cat "$out/summary.md"

@@ -317,7 +317,10 @@ fn produce(
                 let _ = writeln!(
                     out,
                     "{:?}\tqueue={}\toffset={}\tmsgId={}",
-                    r.status, r.queue_id, r.queue_offset, r.message_id
+                    r.status,
+                    r.queue_id,
+                    r.queue_offset,
+                    r.message_id()
                 );
             }
             Err(e) => {

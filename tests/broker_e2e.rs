@@ -38,7 +38,7 @@ fn round_trip_across_two_shards() {
     for p in pending {
         let r = p.wait().unwrap();
         assert_eq!(r.status, SendStatus::SendOk);
-        sent.insert((r.queue_id, r.queue_offset), r.message_id);
+        sent.insert((r.queue_id, r.queue_offset), r.message_id());
     }
     assert_eq!(sent.len(), 200);
     let mut bodies = Vec::new();

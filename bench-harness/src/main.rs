@@ -4,6 +4,11 @@
 //! core 0, runs the workload's producers and consumers on core 1, prints a progress line per
 //! second and a final table, and writes a JSON report (hardware, kernel, git revision, exact
 //! command, workload, broker config, results, per-second series).
+//! `ringmq-bench run WORKLOAD.toml --compare-raw …` runs the workload through the client library
+//! and then raw against the same broker and writes one JSON with both and the library/raw ratios
+//! ([`comparison`]). `ringmq-bench scale WORKLOAD.toml --counts 1,2,4,8 …` runs it once per
+//! producer/consumer thread count and writes one JSON with a table ([`scale`]). `--producers N`
+//! and `--consumers N` set the thread counts of any run.
 //! `ringmq-bench compare A.json B.json` prints two reports side by side; `ringmq-bench summary
 //! *.json` prints a Markdown table (medians of runs with the same workload and overrides).
 //!
@@ -13,17 +18,20 @@
 
 mod broker;
 mod clock;
+mod comparison;
 mod group;
 mod payload;
 mod rate;
 mod raw;
 mod report;
 mod runner;
+mod scale;
+mod session;
 mod stats;
 mod verify;
 mod workload;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -37,11 +45,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Runs a workload file.
+    /// Runs a workload file (with --compare-raw: through the library, then raw).
     Run(RunArgs),
+    /// Runs a workload file once per thread count (--counts 1,2,4,8): one JSON with a table.
+    Scale(ScaleArgs),
     /// Prints two JSON reports side by side with the change in percent.
     Compare { a: PathBuf, b: PathBuf },
-    /// Prints a Markdown table of reports: one row per workload and overrides, medians.
+    /// Prints a Markdown table of reports (the runs of --compare-raw and scale reports too):
+    /// one row per workload and overrides, medians.
     Summary { reports: Vec<PathBuf> },
     /// Consumer-group consumption through the push consumer: throughput per member count and
     /// the rebalance pause when a member joins (see `group.rs`).
@@ -58,13 +69,16 @@ fn main() -> ExitCode {
             })
         }
         Command::Summary { reports } => {
-            reports.iter().map(|p| report::load(p)).collect::<Result<Vec<_>, _>>().map(|rs| {
-                print!("{}", report::summary(&rs));
+            let runs: Result<Vec<Vec<report::Report>>, String> =
+                reports.iter().map(|p| report::load_runs(p)).collect();
+            runs.map(|rs| {
+                print!("{}", report::summary(&rs.into_iter().flatten().collect::<Vec<_>>()));
                 ExitCode::SUCCESS
             })
         }
         Command::Run(args) => run(args),
         Command::Group(args) => group::run(args),
+        Command::Scale(args) => scale(args),
     };
     match r {
         Ok(code) => code,
@@ -75,130 +89,180 @@ fn main() -> ExitCode {
     }
 }
 
+/// Workload changes on the command line (shared by `run` and `scale`).
 #[derive(clap::Args)]
-struct RunArgs {
-    workload: PathBuf,
-    /// A running broker's shared port, host:port.
-    #[arg(long, conflicts_with = "spawn_broker", required_unless_present = "spawn_broker")]
-    broker: Option<String>,
-    /// Start a `ringmq broker` for this run (temp data dir, the workload's broker config).
-    #[arg(long)]
-    spawn_broker: bool,
-    /// The ringmq binary (default: next to this executable).
-    #[arg(long)]
-    broker_bin: Option<PathBuf>,
-    /// CPUs for the spawned broker (one shard each unless the workload sets `shards`);
-    /// e.g. `0`. Default: not pinned, one shard.
-    #[arg(long)]
-    broker_cpus: Option<String>,
-    /// CPUs for the producer and consumer threads, e.g. `1`. Default: not pinned.
-    #[arg(long)]
-    cpus: Option<String>,
-    /// Where the spawned broker's temp data dir goes (must support O_DIRECT: not tmpfs).
-    #[arg(long)]
-    data_dir: Option<PathBuf>,
-    /// Keep the spawned broker's data dir.
-    #[arg(long)]
-    keep_data: bool,
-    /// Keep the topics on the broker after the run (they are deleted by default).
-    #[arg(long)]
-    keep_topics: bool,
+struct LoadArgs {
     /// Override a workload field: `duration_s=2`, `storage.flush_mode=sync`. Repeatable.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     overrides: Vec<String>,
-    /// JSON report path. Default: target/ringmq-bench/<workload>-<unix ms>.json.
+    /// Producer threads (each its own client); the workload's `producers` otherwise.
+    #[arg(long)]
+    producers: Option<u32>,
+    /// Consumer threads (each its own client); the workload's `consumers` otherwise.
+    #[arg(long)]
+    consumers: Option<u32>,
+}
+
+impl LoadArgs {
+    fn workload(&self, path: &Path) -> Result<workload::Workload, String> {
+        let mut overrides = self.overrides.clone();
+        overrides.extend(self.producers.map(|n| format!("producers={n}")));
+        overrides.extend(self.consumers.map(|n| format!("consumers={n}")));
+        workload::Workload::load(path, &overrides)
+    }
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    workload: PathBuf,
+    #[command(flatten)]
+    broker: session::BrokerArgs,
+    #[command(flatten)]
+    load: LoadArgs,
+    /// Run the workload through the library, then raw, against the same broker; one JSON
+    /// with both runs and the library/raw ratios.
+    #[arg(long)]
+    compare_raw: bool,
+    /// JSON report path. Default: target/ringmq-bench/<workload>[-compare-raw]-<unix ms>.json.
     #[arg(long)]
     out: Option<PathBuf>,
-    /// No per-second progress lines.
+}
+
+#[derive(clap::Args)]
+struct ScaleArgs {
+    workload: PathBuf,
+    #[command(flatten)]
+    broker: session::BrokerArgs,
+    #[command(flatten)]
+    load: LoadArgs,
+    /// Thread counts to run, comma-separated.
+    #[arg(long, default_value = "1,2,4,8")]
+    counts: String,
+    /// Which threads the counts set.
+    #[arg(long, value_enum, default_value = "both")]
+    vary: scale::Vary,
+    /// At each count, run through the library and then raw.
     #[arg(long)]
-    quiet: bool,
+    compare_raw: bool,
+    /// JSON report path. Default: target/ringmq-bench/<workload>-scale-<unix ms>.json.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+fn default_out(name: &str, suffix: &str, started_unix_ms: u64) -> PathBuf {
+    PathBuf::from(format!("target/ringmq-bench/{name}{suffix}-{started_unix_ms}.json"))
+}
+
+/// The exit code of a session: failure when a count check failed or the broker did not stop
+/// cleanly.
+fn exit_code(all_counts_ok: bool, finished: &session::Finished) -> ExitCode {
+    if let Some(e) = &finished.stop_error {
+        eprintln!("ringmq-bench: {e}");
+        return ExitCode::FAILURE;
+    }
+    if all_counts_ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 fn run(a: RunArgs) -> Result<ExitCode, String> {
-    let started_unix_ms = broker::unix_ms();
-    let command: Vec<String> = std::env::args().collect();
-    let w = workload::Workload::load(&a.workload, &a.overrides)?;
-    let broker_cpus = a.broker_cpus.as_deref().map(clock::parse_cpus).transpose()?;
-    let bench_cpus = a.cpus.as_deref().map(clock::parse_cpus).transpose()?.unwrap_or_default();
-    let mut spawned = None;
-    let address = match a.broker {
-        Some(addr) => addr,
-        None => {
-            let bin = broker::find_binary(a.broker_bin.as_deref())?;
-            let base = a.data_dir.clone().unwrap_or_else(std::env::temp_dir);
-            let b = broker::SpawnedBroker::start(
-                &bin,
-                &base,
-                a.keep_data,
-                &w.broker,
-                &w.storage,
-                broker_cpus.as_deref().unwrap_or(&[]),
-            )?;
-            eprintln!(
-                "ringmq-bench: broker pid {} at {} (data {})",
-                b.pid().unwrap_or(0),
-                b.address(),
-                b.dir.display()
-            );
-            let addr = b.address();
-            spawned = Some(b);
-            addr
+    let w = a.load.workload(&a.workload)?;
+    let plan = if a.compare_raw {
+        let (library, raw) = comparison::variants(&w)?;
+        vec![library, raw]
+    } else {
+        vec![w.clone()]
+    };
+    let mut s = session::Session::start(&a.broker, &w)?;
+    let mut outcomes = Vec::new();
+    for v in &plan {
+        match s.run(v) {
+            Ok(o) => outcomes.push(o),
+            Err(e) => {
+                s.finish();
+                return Err(e);
+            }
         }
-    };
-    // Pin the harness's own threads after the broker started (it must not inherit this).
-    if let Some(&c) = bench_cpus.first() {
-        clock::pin_current_thread(c)?;
     }
-    let opts = runner::RunOptions {
-        address: address.clone(),
-        cpus: bench_cpus.clone(),
-        progress: !a.quiet,
-        run_id: format!("{}-{}", std::process::id(), started_unix_ms % 1_000_000),
-        delete_topics: !a.keep_topics,
-    };
-    let outcome = runner::run(&w, &opts);
-    let data_dir = spawned.as_ref().map(|b| b.dir.clone());
-    // The revision of the broker measured: the one it reports when the bench started it; an
-    // external broker's is unknown here (the working directory may hold other code).
-    let git_revision = match &spawned {
-        Some(b) => b.revision.clone(),
-        None => format!(
-            "unknown (external broker; the bench ran in a checkout at {})",
-            report::git_revision()
-        ),
-    };
-    let config = spawned.as_ref().map(|b| b.config_text.clone()).unwrap_or_default();
-    let stopped = spawned.as_mut().map(|b| b.stop()).unwrap_or(Ok(()));
-    let hardware = report::hardware(data_dir.as_deref());
-    drop(spawned);
-    let (results, series) = outcome?;
-    let rep = report::Report {
-        report_version: report::REPORT_VERSION,
-        started_unix_ms,
-        command,
-        git_revision,
-        kernel: report::kernel(),
-        hardware,
-        bench_cpus,
-        broker: report::BrokerInfo {
-            address,
-            spawned: a.spawn_broker,
-            cpus: broker_cpus.unwrap_or_default(),
-            config,
-        },
-        workload: w,
-        results,
-        series,
-    };
-    let out = a.out.unwrap_or_else(|| {
-        PathBuf::from(format!("target/ringmq-bench/{}-{}.json", rep.workload.name, started_unix_ms))
-    });
-    report::write(&rep, &out)?;
-    print!("{}", report::table(&rep));
+    let finished = s.finish();
+    let mut reports: Vec<report::Report> = plan
+        .into_iter()
+        .zip(outcomes)
+        .map(|(v, (results, series))| finished.report(v, results, series))
+        .collect();
+    let ok = reports.iter().all(|r| r.results.counts_ok);
+    if a.compare_raw {
+        let raw = reports.pop().expect("two runs");
+        let library = reports.pop().expect("two runs");
+        let started = library.started_unix_ms;
+        let c = comparison::compare(library, raw);
+        let out = a.out.unwrap_or_else(|| default_out(&w.name, "-compare-raw", started));
+        comparison::write(&c, &out)?;
+        print!("{}", report::table(&c.library));
+        print!("{}", report::table(&c.raw));
+        print!("{}", comparison::table(&c));
+        println!("report: {}", out.display());
+    } else {
+        let rep = reports.pop().expect("one run");
+        let out = a.out.unwrap_or_else(|| default_out(&w.name, "", rep.started_unix_ms));
+        report::write(&rep, &out)?;
+        print!("{}", report::table(&rep));
+        println!("report: {}", out.display());
+    }
+    Ok(exit_code(ok, &finished))
+}
+
+fn scale(a: ScaleArgs) -> Result<ExitCode, String> {
+    let w = a.load.workload(&a.workload)?;
+    let counts = scale::parse_counts(&a.counts)?;
+    let mut plan = Vec::new();
+    for &c in &counts {
+        let v = scale::at_count(&w, a.vary, c)?;
+        if a.compare_raw {
+            let (library, raw) = comparison::variants(&v)?;
+            plan.push((c, library));
+            plan.push((c, raw));
+        } else {
+            plan.push((c, v));
+        }
+    }
+    let mut s = session::Session::start(&a.broker, &w)?;
+    let mut outcomes = Vec::new();
+    for (c, v) in &plan {
+        eprintln!(
+            "ringmq-bench: scale {} count {c}: {} producers, {} consumers, {:?}",
+            w.name, v.producers, v.consumers, v.client
+        );
+        match s.run(v) {
+            Ok(o) => outcomes.push(o),
+            Err(e) => {
+                s.finish();
+                return Err(e);
+            }
+        }
+    }
+    let finished = s.finish();
+    let runs: Vec<(u32, report::Report)> = plan
+        .into_iter()
+        .zip(outcomes)
+        .map(|((c, v), (results, series))| (c, finished.report(v, results, series)))
+        .collect();
+    let ok = runs.iter().all(|(_, r)| r.results.counts_ok);
+    let started = runs.first().map_or(0, |(_, r)| r.started_unix_ms);
+    let rep = scale::report(&w, a.vary, counts, runs);
+    let out = a.out.unwrap_or_else(|| default_out(&w.name, "-scale", started));
+    report::write_json(&rep, &out)?;
+    print!("{}", scale::table(&rep));
+    for (row, run) in rep.rows.iter().zip(&rep.runs) {
+        for p in &run.results.problems {
+            println!("  count {} ({:?}): COUNT PROBLEM: {p}", row.count, row.client);
+        }
+        for e in &run.results.errors {
+            println!("  count {} ({:?}): error: {e}", row.count, row.client);
+        }
+    }
     println!("report: {}", out.display());
-    if let Err(e) = stopped {
-        eprintln!("ringmq-bench: {e}");
-        return Ok(ExitCode::FAILURE);
-    }
-    Ok(if rep.results.counts_ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(exit_code(ok, &finished))
 }

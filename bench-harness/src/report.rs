@@ -6,7 +6,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::runner::{Results, SeriesPoint};
-use crate::workload::Workload;
+use crate::workload::{ClientKind, Workload};
 
 pub const REPORT_VERSION: u32 = 1;
 
@@ -142,6 +142,11 @@ pub fn git_revision() -> String {
 }
 
 pub fn write(report: &Report, path: &Path) -> Result<(), String> {
+    write_json(report, path)
+}
+
+/// Any report (one run, a library/raw comparison, a scale table) as pretty JSON at `path`.
+pub fn write_json<T: Serialize>(report: &T, path: &Path) -> Result<(), String> {
     let text = serde_json::to_string_pretty(report).map_err(|e| e.to_string())?;
     if let Some(d) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(d).map_err(|e| format!("cannot create {}: {e}", d.display()))?;
@@ -237,7 +242,7 @@ pub fn table(report: &Report) -> String {
     out
 }
 
-fn fmt(v: f64) -> String {
+pub fn fmt(v: f64) -> String {
     if v.abs() >= 100.0 {
         format!("{v:.0}")
     } else {
@@ -275,20 +280,62 @@ pub fn compare(a: &Report, b: &Report) -> String {
     out
 }
 
-/// The `--set` overrides of the command that produced `r`, joined: the run's label.
+/// The run's label: the `--set` overrides (and `--producers`/`--consumers`) of the command that
+/// produced `r`, joined; for a run of a multi-run session (`--compare-raw`, `scale`) also the
+/// client and thread counts that tell its runs apart.
 pub fn overrides(r: &Report) -> String {
-    let mut out = Vec::new();
+    let mut out: Vec<String> = Vec::new();
     let mut args = r.command.iter();
     while let Some(a) = args.next() {
-        if a == "--set" {
-            if let Some(v) = args.next() {
-                out.push(v.clone());
+        match a.as_str() {
+            "--set" => out.extend(args.next().cloned()),
+            "--producers" | "--consumers" => {
+                if let Some(v) = args.next() {
+                    out.push(format!("{}={v}", &a[2..]));
+                }
             }
-        } else if let Some(v) = a.strip_prefix("--set=") {
-            out.push(v.to_owned());
+            _ => out.extend(a.strip_prefix("--set=").map(str::to_owned)),
+        }
+    }
+    let multi = r.command.iter().any(|a| a == "--compare-raw")
+        || r.command.get(1).is_some_and(|a| a == "scale");
+    if multi {
+        let client = match r.workload.client {
+            ClientKind::Library => "library",
+            ClientKind::Raw => "raw",
+        };
+        for part in [
+            format!("client={client}"),
+            format!("producers={}", r.workload.producers),
+            format!("consumers={}", r.workload.consumers),
+        ] {
+            let key = part.split('=').next().unwrap_or_default();
+            if !out.iter().any(|o| o.split('=').next() == Some(key)) {
+                out.push(part);
+            }
         }
     }
     out.join(" ")
+}
+
+/// Every single run's report in the file at `path`: a run's report, both runs of a
+/// `--compare-raw` report, or every run of a `scale` report.
+pub fn load_runs(path: &Path) -> Result<Vec<Report>, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let bad = |e: serde_json::Error| format!("{} is not a report: {e}", path.display());
+    let v: serde_json::Value = serde_json::from_str(&text).map_err(bad)?;
+    match v.get("kind").and_then(|k| k.as_str()) {
+        Some(crate::comparison::KIND) => {
+            let c: crate::comparison::RawComparison = serde_json::from_value(v).map_err(bad)?;
+            Ok(vec![c.library, c.raw])
+        }
+        Some(crate::scale::KIND) => {
+            let s: crate::scale::ScaleReport = serde_json::from_value(v).map_err(bad)?;
+            Ok(s.runs)
+        }
+        _ => Ok(vec![serde_json::from_value(v).map_err(bad)?]),
+    }
 }
 
 /// One Markdown table row per report, reports with the same workload and overrides grouped,
@@ -363,11 +410,11 @@ pub fn summary(reports: &[Report]) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::stats::LatencySummary;
 
-    fn report(rate: f64) -> Report {
+    pub(crate) fn report(rate: f64) -> Report {
         let w = Workload::parse(
             "name = \"t\"\ntopics = 1\nqueues_per_topic = 1\nmessage_size_bytes = 64\n\
              producers = 1\nconsumers = 0\nduration_s = 1\n",
@@ -424,6 +471,40 @@ mod tests {
         assert!(line.contains("+50.0%"), "{c}");
         assert!(c.contains("ack p99 us"), "{c}");
         assert!(table(&report(1.0)).contains("counts: OK"));
+    }
+
+    #[test]
+    fn summary_reads_compare_raw_and_scale_files_as_their_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut lib = report(700.0);
+        lib.command = ["ringmq-bench", "run", "w.toml", "--compare-raw", "--producers", "2"]
+            .map(String::from)
+            .to_vec();
+        lib.workload.producers = 2;
+        let mut raw = lib.clone();
+        raw.workload.client = ClientKind::Raw;
+        raw.results.produce_msgs_per_s = 1000.0;
+        let pair = dir.path().join("pair.json");
+        crate::comparison::write(&crate::comparison::compare(lib.clone(), raw), &pair).unwrap();
+        let mut one = report(5.0);
+        one.command = ["ringmq-bench", "scale", "w.toml"].map(String::from).to_vec();
+        let w = one.workload.clone();
+        let s = crate::scale::report(&w, crate::scale::Vary::Both, vec![1], vec![(1, one)]);
+        let scaled = dir.path().join("scale.json");
+        write_json(&s, &scaled).unwrap();
+        let single = dir.path().join("single.json");
+        write(&report(9.0), &single).unwrap();
+        let runs: Vec<Report> =
+            [&pair, &scaled, &single].iter().flat_map(|p| load_runs(p).unwrap()).collect();
+        assert_eq!(runs.len(), 4);
+        // The two runs of a comparison are told apart by their client.
+        assert_eq!(overrides(&runs[0]), "producers=2 client=library consumers=0");
+        assert_eq!(overrides(&runs[1]), "producers=2 client=raw consumers=0");
+        let table = summary(&runs);
+        let rows: Vec<&str> = table.lines().filter(|l| l.starts_with("| t ")).collect();
+        assert_eq!(rows.len(), 4, "{table}");
+        assert!(rows[1].contains("client=raw") && rows[1].contains("| 1000 |"), "{table}");
+        assert!(load_runs(&dir.path().join("missing.json")).is_err());
     }
 
     #[test]

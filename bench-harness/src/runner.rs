@@ -19,7 +19,7 @@ use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
 use ringmq::client::{
-    Client, ClientError, Message, Pending, ProducerConfig, QueueSelector, SendResult,
+    Client, ClientError, Message, Pending, ProducerConfig, QueueReader, QueueSelector, SendResult,
 };
 use ringmq::protocol::SendStatus;
 use serde::{Deserialize, Serialize};
@@ -330,40 +330,50 @@ fn consumer_main(
     let client = Client::connect(address).map_err(|e| format!("consumer {id}: {e}"))?;
     let mut consumer = client.consumer();
     consumer.max_bytes = w.fetch_max_bytes;
-    let mut offsets = vec![0u64; queues.len()];
     while !shared.consumers_go.load(Acquire) {
         if shared.stop_consumers.load(Relaxed) {
             return Ok(());
         }
         std::thread::sleep(Duration::from_millis(1));
     }
-    // One queue: long-poll it. Several: sweep them without waiting, nap when all are empty.
+    // One queue: long-poll it. Several: sweep them without waiting (each reader keeps its
+    // next fetch in flight), nap when none had anything.
     let wait = if queues.len() == 1 { Duration::from_millis(100) } else { Duration::ZERO };
+    let mut readers: Vec<QueueReader> = queues
+        .iter()
+        .map(|(topic, queue)| consumer.stream(topic, *queue, 0).with_max_wait(wait))
+        .collect();
     let mut prefixes = Vec::new();
     while !shared.stop_consumers.load(Relaxed) {
         let mut got = 0usize;
-        for (i, (topic, queue)) in queues.iter().enumerate() {
-            let r = match consumer.pull(topic, *queue, offsets[i], wait) {
-                Ok(r) => r,
+        for reader in readers.iter_mut() {
+            let r = if wait.is_zero() {
+                reader.try_next()
+            } else {
+                reader.next_batch(wait + Duration::from_millis(100))
+            };
+            let view = match r {
+                Ok(Some(v)) => v,
+                Ok(None) => continue,
                 Err(e) => {
-                    shared.error(format!("consumer {id}: {topic}/{queue}: {e}"));
+                    shared.error(format!(
+                        "consumer {id}: {}/{}: {e}",
+                        reader.topic(),
+                        reader.queue_id()
+                    ));
                     std::thread::sleep(Duration::from_millis(10));
                     continue;
                 }
             };
-            offsets[i] = r.next_offset;
-            if r.messages.is_empty() {
-                continue;
-            }
-            got += r.messages.len();
             let mut foreign = 0u64;
             prefixes.clear();
-            for m in &r.messages {
-                match Prefix::read(&m.body) {
+            for m in view.messages() {
+                match Prefix::read(m.body()) {
                     Some(p) => prefixes.push(p),
                     None => foreign += 1,
                 }
             }
+            got += prefixes.len() + foreign as usize;
             record_consumed(w, shared, recorder, &prefixes, foreign);
         }
         if got == 0 && wait.is_zero() {

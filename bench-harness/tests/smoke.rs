@@ -39,41 +39,54 @@ fn workload(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("workloads").join(format!("{name}.toml"))
 }
 
-fn run(name: &str, extra: &[&str]) -> (Output, Option<serde_json::Value>) {
+const SMOKE_SETTINGS: [&str; 7] = [
+    "warmup_s=0",
+    "duration_s=1",
+    "target_rate=3000",
+    "drain_timeout_s=30",
+    "storage.segment_size_bytes=16777216",
+    "storage.cache_bytes=4194304",
+    "storage.chunk_pool_chunks=16",
+];
+
+/// `ringmq-bench <subcommand> <workload> --spawn-broker …` with the smoke settings, then the
+/// `extra` overrides, then `args`; the output and the JSON report it wrote.
+fn bench(
+    subcommand: &str,
+    name: &str,
+    extra: &[&str],
+    args: &[&str],
+) -> (Output, Option<serde_json::Value>) {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("report.json");
     let mut cmd = Command::new(bench_exe());
-    cmd.arg("run").arg(workload(name)).arg("--spawn-broker").arg("--broker-bin");
+    cmd.arg(subcommand).arg(workload(name)).arg("--spawn-broker").arg("--broker-bin");
     cmd.arg(broker_exe()).arg("--data-dir").arg(dir.path()).arg("--out").arg(&out);
     cmd.arg("--quiet");
-    for s in [
-        "warmup_s=0",
-        "duration_s=1",
-        "target_rate=3000",
-        "drain_timeout_s=30",
-        "storage.segment_size_bytes=16777216",
-        "storage.cache_bytes=4194304",
-        "storage.chunk_pool_chunks=16",
-    ] {
+    for s in SMOKE_SETTINGS.iter().chain(extra) {
         cmd.args(["--set", s]);
     }
-    for s in extra {
-        cmd.args(["--set", s]);
-    }
+    cmd.args(args);
     let output = cmd.output().expect("run ringmq-bench");
     let report = std::fs::read_to_string(&out).ok().map(|t| serde_json::from_str(&t).unwrap());
     (output, report)
 }
 
-fn smoke(name: &str, extra: &[&str]) -> serde_json::Value {
-    let (output, report) = run(name, extra);
-    let text = format!(
+fn run(name: &str, extra: &[&str]) -> (Output, Option<serde_json::Value>) {
+    bench("run", name, extra, &[])
+}
+
+fn text(output: &Output) -> String {
+    format!(
         "stdout:\n{}\nstderr:\n{}",
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(output.status.success(), "{name} failed:\n{text}");
-    let report = report.unwrap_or_else(|| panic!("{name}: no report\n{text}"));
+    )
+}
+
+/// One run's report: every count check passed, everything sent was acknowledged and (with
+/// consumers) consumed exactly once.
+fn assert_verified(name: &str, report: &serde_json::Value) {
     let r = &report["results"];
     assert_eq!(r["counts_ok"], true, "{name}: {}", r["problems"]);
     let sent = r["sent"].as_u64().unwrap();
@@ -83,6 +96,14 @@ fn smoke(name: &str, extra: &[&str]) -> serde_json::Value {
         assert_eq!(r["verify"]["unique"].as_u64(), Some(sent), "{name}");
         assert_eq!(r["verify"]["duplicates"].as_u64(), Some(0), "{name}");
     }
+}
+
+fn smoke(name: &str, extra: &[&str]) -> serde_json::Value {
+    let (output, report) = run(name, extra);
+    let text = text(&output);
+    assert!(output.status.success(), "{name} failed:\n{text}");
+    let report = report.unwrap_or_else(|| panic!("{name}: no report\n{text}"));
+    assert_verified(name, &report);
     assert!(report["hardware"]["cpu_model"].is_string());
     // The revision is the broker binary's own, not the working directory's.
     let version = Command::new(broker_exe()).arg("--version").output().unwrap();
@@ -158,6 +179,78 @@ fn many_queues_keyed() {
         &["topics=2", "queues_per_topic=100", "consumers=1", "key_count=1000"],
     );
     assert_eq!(r["results"]["verify"]["order_violations"].as_u64(), Some(0));
+}
+
+#[test]
+fn compare_raw_runs_library_then_raw_on_one_broker() {
+    let (output, report) = bench(
+        "run",
+        "backlog-drain",
+        &["backlog_bytes=4194304", "target_rate=0", "max_in_flight=1000"],
+        &["--compare-raw", "--producers", "1", "--consumers", "2"],
+    );
+    let text = text(&output);
+    assert!(output.status.success(), "{text}");
+    let c = report.unwrap_or_else(|| panic!("no report\n{text}"));
+    assert_eq!(c["kind"], "compare-raw");
+    for (run, client) in [("library", "library"), ("raw", "raw")] {
+        let r = &c[run];
+        assert_eq!(r["workload"]["client"], client, "{text}");
+        assert_eq!(
+            (r["workload"]["producers"].as_u64(), r["workload"]["consumers"].as_u64()),
+            (Some(1), Some(2))
+        );
+        assert_verified(run, r);
+        assert_eq!(r["results"]["backlog"]["messages"].as_u64(), Some(4096), "{run}");
+    }
+    // Both runs used the one broker of the session.
+    assert_eq!(c["library"]["broker"]["address"], c["raw"]["broker"]["address"]);
+    let ratios = c["ratios"].as_array().unwrap();
+    let drain = ratios.iter().find(|r| r["metric"] == "backlog drain MB/s").expect("drain ratio");
+    assert!(drain["library"].as_f64() > Some(0.0) && drain["raw"].as_f64() > Some(0.0));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let line = stdout.lines().find(|l| l.starts_with("library/raw:")).expect("ratio line");
+    assert!(line.contains("backlog drain MB/s"), "{line}");
+}
+
+#[test]
+fn compare_raw_refuses_a_workload_raw_cannot_run() {
+    let out = Command::new(bench_exe())
+        .arg("run")
+        .arg(workload("ordered"))
+        .args(["--compare-raw", "--broker", "127.0.0.1:1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("workload ordered cannot run raw"), "{err}");
+}
+
+#[test]
+fn scale_runs_each_count_and_writes_one_table() {
+    let (output, report) = bench("scale", "batched", &["consumers=1"], &["--counts", "1,2"]);
+    let text = text(&output);
+    assert!(output.status.success(), "{text}");
+    let s = report.unwrap_or_else(|| panic!("no report\n{text}"));
+    assert_eq!(s["kind"], "scale");
+    assert_eq!(s["counts"], serde_json::json!([1, 2]));
+    let rows = s["rows"].as_array().unwrap();
+    let runs = s["runs"].as_array().unwrap();
+    assert_eq!((rows.len(), runs.len()), (2, 2), "{text}");
+    for (i, count) in [1u64, 2].into_iter().enumerate() {
+        assert_eq!(rows[i]["count"].as_u64(), Some(count));
+        assert_eq!(rows[i]["producers"].as_u64(), Some(count));
+        assert_eq!(rows[i]["consumers"].as_u64(), Some(count));
+        assert_eq!(rows[i]["counts_ok"], true);
+        assert!(rows[i]["produce_msgs_per_s"].as_f64() > Some(0.0));
+        assert_eq!(runs[i]["workload"]["producers"].as_u64(), Some(count));
+        assert_verified(&format!("count {count}"), &runs[i]);
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("| count | client |") && stdout.contains("| 2 | library | 2 | 2 |"),
+        "{stdout}"
+    );
 }
 
 #[test]

@@ -27,7 +27,7 @@ use super::router::Router;
 use super::sequencer::{Failure, QueueSequencer, ReplyKind, Resolution, SequencerConfig};
 use crate::format::{BatchBuilder, FormatError};
 use crate::protocol::producer_id::with_epoch;
-use crate::protocol::{message_id, ErrorCode, Response};
+use crate::protocol::{ErrorCode, Response};
 use crate::runtime::SharedClock;
 
 pub(crate) type Done = Completer<Result<SendResult>>;
@@ -128,8 +128,8 @@ struct ReadyBatch {
 }
 
 struct QueueState {
-    /// (topic, queue id).
-    key: (String, u32),
+    /// (topic, queue id); the topic is shared with every `SendResult` of the queue.
+    key: (Arc<str>, u32),
     open: Option<OpenBatch>,
     sequencer: QueueSequencer<ReadyBatch>,
     /// The earliest wake-up this queue has in the worker's timer heap, if any.
@@ -251,7 +251,7 @@ impl<S: BatchSink> Worker<S> {
         }
         let id = self.queues.len();
         self.queues.push(QueueState {
-            key: (topic.to_owned(), queue_id),
+            key: (Arc::from(topic), queue_id),
             open: None,
             sequencer: QueueSequencer::new(self.sequencer_config()),
             armed: None,
@@ -391,17 +391,19 @@ impl<S: BatchSink> Worker<S> {
             Command::Send { msg, queue_id, timestamp_ms, done } => {
                 let id = self.queue(&msg.topic, queue_id);
                 self.mark(id);
-                let now = self.clock.now();
                 let max = self.config.max_batch_bytes;
                 let (pid, send_timeout) = (self.producer_id, self.config.send_timeout);
+                let clock = &self.clock;
                 let q = &mut self.queues[id];
                 if q.open.is_none() {
                     self.buffered_bytes += crate::format::HEADER_LEN;
                 }
+                // The clock is read when a batch opens (its linger and send timeout count
+                // from there), not per message.
                 let open = q.open.get_or_insert_with(|| OpenBatch {
                     builder: BatchBuilder::new(max),
                     dones: Vec::new(),
-                    started: now,
+                    started: clock.now(),
                 });
                 let before = open.builder.len_bytes();
                 match msg.with_record(timestamp_ms, |r| open.builder.push(r)) {
@@ -416,8 +418,11 @@ impl<S: BatchSink> Worker<S> {
                         match msg.with_record(timestamp_ms, |r| builder.push(r)) {
                             Ok(()) => {
                                 self.buffered_bytes += builder.len_bytes();
-                                q.open =
-                                    Some(OpenBatch { builder, dones: vec![done], started: now });
+                                q.open = Some(OpenBatch {
+                                    builder,
+                                    dones: vec![done],
+                                    started: clock.now(),
+                                });
                             }
                             Err(e) => done.complete(Err(too_large(e))),
                         }
@@ -532,14 +537,15 @@ impl<S: BatchSink> Worker<S> {
         };
         match (batch.completion, stored) {
             (Completion::PerMessage(dones), Ok((status, topic_id, queue_id, base_offset))) => {
+                // One reply resolves every message's handle; each result is plain data (the
+                // topic name shared, the message id made on demand): no allocation here.
                 for (i, done) in dones.into_iter().enumerate() {
-                    let offset = base_offset + i as u64;
                     done.complete(Ok(SendResult {
                         status,
                         topic: key.0.clone(),
+                        topic_id,
                         queue_id,
-                        queue_offset: offset,
-                        message_id: message_id(topic_id, queue_id, offset),
+                        queue_offset: base_offset + i as u64,
                     }));
                 }
             }
@@ -551,7 +557,7 @@ impl<S: BatchSink> Worker<S> {
             (Completion::Batch { done, count }, Ok((status, topic_id, queue_id, first_offset))) => {
                 done.complete(Ok(SendBatchResult {
                     status,
-                    topic: key.0.clone(),
+                    topic: key.0.to_string(),
                     topic_id,
                     queue_id,
                     first_offset,
@@ -571,6 +577,92 @@ impl<S: BatchSink> Worker<S> {
     }
 }
 
+/// Support for `benches/client_accumulator.rs`: the producer's worker thread behind the same
+/// hand-off as `Producer::send_async`, with a sink that answers every batch at once (no
+/// sockets, no broker), so the bench measures the client's own cost per message.
+#[doc(hidden)]
+pub mod bench {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex};
+    use std::thread::JoinHandle;
+
+    use crossbeam_channel::{bounded, Sender};
+
+    use super::{BatchSink, Command, Worker};
+    use crate::client::connection::Callback;
+    use crate::client::error::Result;
+    use crate::client::message::Message;
+    use crate::client::pending::Pending;
+    use crate::client::producer::{enqueue, run_worker, ProducerConfig, SendResult};
+    use crate::format::BatchView;
+    use crate::protocol::{Response, SendStatus};
+    use crate::runtime::{system_clock, SharedClock};
+
+    /// Stores every batch at the next offsets of its queue and answers at once.
+    #[derive(Default)]
+    struct Loopback {
+        next: Mutex<HashMap<u32, u64>>,
+    }
+
+    impl BatchSink for Arc<Loopback> {
+        fn send(&self, _topic: &str, queue_id: u32, batch: Arc<Vec<u8>>, on_reply: Callback) {
+            let reply = BatchView::parse(&batch, batch.len()).map(|v| {
+                let count = v.header.record_count;
+                let mut next = self.next.lock().unwrap_or_else(|p| p.into_inner());
+                let base = next.entry(queue_id).or_default();
+                let base_offset = *base;
+                *base += u64::from(count);
+                Response::Produce {
+                    status: SendStatus::SendOk,
+                    topic_id: 1,
+                    queue_id,
+                    base_offset,
+                    record_count: count,
+                    store_timestamp_ms: 0,
+                }
+            });
+            on_reply(reply.map_err(|e| crate::client::ClientError::Protocol(e.to_string())));
+        }
+        fn refresh(&self, _topic: &str) {}
+    }
+
+    /// A producer worker answering from memory.
+    pub struct LoopbackProducer {
+        clock: SharedClock,
+        commands: Option<Sender<Command>>,
+        worker: Option<JoinHandle<()>>,
+    }
+
+    impl LoopbackProducer {
+        pub fn start(config: ProducerConfig) -> LoopbackProducer {
+            let clock = system_clock();
+            let (tx, rx) = bounded(config.buffer_messages.max(1));
+            let worker = Worker::new(Arc::new(Loopback::default()), config, 1 << 16, clock.clone());
+            let handle = std::thread::spawn(move || run_worker(worker, rx));
+            LoopbackProducer { clock, commands: Some(tx), worker: Some(handle) }
+        }
+
+        /// `Producer::send_async` on queue `queue_id` (the queue already chosen).
+        pub fn send_async(
+            &self,
+            msg: Message,
+            queue_id: u32,
+        ) -> Result<Pending<Result<SendResult>>> {
+            let tx = self.commands.as_ref().expect("open until dropped");
+            enqueue(&self.clock, tx, msg, queue_id)
+        }
+    }
+
+    impl Drop for LoopbackProducer {
+        fn drop(&mut self) {
+            self.commands.take();
+            if let Some(h) = self.worker.take() {
+                let _ = h.join();
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     //! The worker's batching, ordering and retry logic against a scripted sink (no sockets).
@@ -581,6 +673,7 @@ mod tests {
     use crate::client::producer::run_worker;
     use crate::format::BatchBuilder;
     use crate::format::BatchView;
+    use crate::protocol::message_id;
     use crate::protocol::SendStatus;
     use crate::runtime::system_clock;
     use crate::runtime::{Clock, SimClock};
@@ -673,6 +766,56 @@ mod tests {
             message: "test".into(),
             detail: crate::protocol::ErrorDetail::None,
         })
+    }
+
+    /// The system clock, counting how often the worker reads it.
+    #[derive(Default)]
+    struct CountingClock {
+        reads: std::sync::atomic::AtomicU64,
+    }
+
+    impl Clock for CountingClock {
+        fn now(&self) -> Instant {
+            self.reads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Instant::now()
+        }
+        fn unix_ms(&self) -> i64 {
+            crate::runtime::SystemClock.unix_ms()
+        }
+        fn sleep_until(&self, deadline: Instant) -> crate::runtime::Sleep {
+            crate::runtime::SystemClock.sleep_until(deadline)
+        }
+    }
+
+    #[test]
+    fn queued_messages_are_taken_in_one_turn_into_one_batch_without_a_clock_read_each() {
+        let sink = ScriptedSink::default();
+        let clock = Arc::new(CountingClock::default());
+        let worker = Worker::new(sink.clone(), ProducerConfig::default(), PID, clock.clone());
+        let (tx, rx) = bounded(2000);
+        // Everything is queued before the worker starts: what a busy caller leaves behind
+        // while the worker works.
+        let n = 1000;
+        let handles: Vec<_> = (0..n).map(|i| send(&tx, 0, &format!("m{i}"))).collect();
+        let worker = std::thread::spawn(move || run_worker(worker, rx));
+        let mut seen = 0;
+        let (_, _, batch, cb) = sink.take(1, &mut seen).remove(0);
+        // One batch: the worker took the queued messages before stepping, instead of sending
+        // the first alone.
+        assert_eq!(bodies(&batch).len(), n, "the first batch holds every queued message");
+        let reads = clock.reads.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(reads < 50, "{reads} clock reads for {n} messages");
+        cb(ok_reply(100, &batch));
+        let results: Vec<SendResult> = handles.into_iter().map(|p| p.wait().unwrap()).collect();
+        for (i, r) in results.iter().enumerate() {
+            assert_eq!(r.queue_offset, 100 + i as u64);
+            assert_eq!(r.message_id(), message_id(1, 0, 100 + i as u64));
+            // The topic name is shared, not copied per message.
+            assert!(Arc::ptr_eq(&r.topic, &results[0].topic));
+        }
+        assert_eq!(&*results[0].topic, "t");
+        drop(tx);
+        worker.join().unwrap();
     }
 
     #[test]

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use super::error::{ClientError, Result};
 use super::pending::{pending, Completer, Pending};
+use crate::protocol::codec::Reader;
 use crate::protocol::frame::{check_response, split_response, Check};
 use crate::protocol::read_buffer::ReadBuffer;
 use crate::protocol::{ApiKey, ErrorCode, ErrorResponse, Request, Response};
@@ -22,23 +23,71 @@ use crate::protocol::{ApiKey, ErrorCode, ErrorResponse, Request, Response};
 /// A reply callback, run on the connection's reader thread; keep it short.
 pub type Callback = Box<dyn FnOnce(Result<Response>) + Send>;
 
+/// A FETCH reply decoded into a buffer the caller lent ([`Connection::send_fetch`]).
+#[derive(Debug)]
+pub struct FetchReply {
+    pub min_offset: u64,
+    pub next_offset: u64,
+    pub scan_end_offset: u64,
+    /// The stored batches, in the lent buffer (its capacity reused).
+    pub batches: Vec<u8>,
+}
+
+/// A FETCH reply callback, run on the connection's reader thread; keep it short.
+pub type FetchCallback = Box<dyn FnOnce(Result<FetchReply>) + Send>;
+
 enum Waiter {
     Pending(ApiKey, Completer<Result<Response>>),
     Callback(ApiKey, Callback),
+    /// A fetch whose batches are copied into `buffer` instead of a new allocation.
+    Fetch(Vec<u8>, FetchCallback),
 }
 
 impl Waiter {
-    fn api(&self) -> ApiKey {
+    fn complete_err(self, e: ClientError) {
         match self {
-            Waiter::Pending(a, _) | Waiter::Callback(a, _) => *a,
+            Waiter::Pending(_, c) => c.complete(Err(e)),
+            Waiter::Callback(_, f) => f(Err(e)),
+            Waiter::Fetch(_, f) => f(Err(e)),
         }
     }
-    fn complete(self, r: Result<Response>) {
+
+    /// Decodes the reply frame's payload for this waiter and completes it.
+    fn finish(self, error_code: u16, payload: &[u8]) {
+        if error_code != ErrorCode::NONE as u16 {
+            let e = match ErrorResponse::decode(error_code, payload) {
+                Ok(e) => ClientError::from_response(e),
+                Err(e) => ClientError::Protocol(e.to_string()),
+            };
+            return self.complete_err(e);
+        }
+        let decode =
+            |api| Response::decode(api, payload).map_err(|e| ClientError::Protocol(e.to_string()));
         match self {
-            Waiter::Pending(_, c) => c.complete(r),
-            Waiter::Callback(_, f) => f(r),
+            Waiter::Pending(api, c) => c.complete(decode(api)),
+            Waiter::Callback(api, f) => f(decode(api)),
+            Waiter::Fetch(buffer, f) => f(decode_fetch_into(payload, buffer)),
         }
     }
+}
+
+/// The FETCH success payload (as `Response::decode` reads it), its batches copied into
+/// `buffer`.
+fn decode_fetch_into(payload: &[u8], mut buffer: Vec<u8>) -> Result<FetchReply> {
+    let mut r = Reader::new(payload);
+    let head = (|| {
+        let min_offset = r.u64("min_offset")?;
+        let next_offset = r.u64("next_offset")?;
+        let scan_end_offset = r.u64("scan_end_offset")?;
+        let batches = r.bytes("batches")?;
+        Ok::<_, crate::protocol::DecodeError>((min_offset, next_offset, scan_end_offset, batches))
+    })();
+    let (min_offset, next_offset, scan_end_offset, batches) =
+        head.map_err(|e| ClientError::Protocol(e.to_string()))?;
+    r.finish().map_err(|e| ClientError::Protocol(e.to_string()))?;
+    buffer.clear();
+    buffer.extend_from_slice(batches);
+    Ok(FetchReply { min_offset, next_offset, scan_end_offset, batches: buffer })
 }
 
 /// Connection options.
@@ -133,7 +182,7 @@ impl Connection {
                 drop(st);
                 // Every waiter is completed exactly once, also when it was never sent.
                 let e = ClientError::Disconnected(self.inner.addr.clone());
-                w.complete(Err(e.clone()));
+                w.complete_err(e.clone());
                 return Err(e);
             }
             st.waiters.insert(id, w);
@@ -172,6 +221,22 @@ impl Connection {
     /// on this thread when the request could not be sent (then the error is also returned).
     pub fn send_with_callback(&self, request: &Request, callback: Callback) -> Result<()> {
         let id = self.register(Some(Waiter::Callback(request.api_key(), callback)))?;
+        let frame = request.encode_frame(id);
+        let _ = self.write(id, &frame);
+        Ok(())
+    }
+
+    /// Sends a FETCH request; its reply's batches are copied into `buffer` (cleared first,
+    /// its capacity reused) and `callback` runs with it, exactly once, as for
+    /// [`Self::send_with_callback`]. On an error the buffer is dropped.
+    pub fn send_fetch(
+        &self,
+        request: &Request,
+        buffer: Vec<u8>,
+        callback: FetchCallback,
+    ) -> Result<()> {
+        debug_assert_eq!(request.api_key(), ApiKey::Fetch);
+        let id = self.register(Some(Waiter::Fetch(buffer, callback)))?;
         let frame = request.encode_frame(id);
         let _ = self.write(id, &frame);
         Ok(())
@@ -239,7 +304,7 @@ fn fail_all(inner: &Inner, why: &str) {
         tracing::debug!(addr = %inner.addr, "{why}; failing {} requests", waiters.len());
     }
     for w in waiters {
-        w.complete(Err(ClientError::Disconnected(inner.addr.clone())));
+        w.complete_err(ClientError::Disconnected(inner.addr.clone()));
     }
 }
 
@@ -267,17 +332,8 @@ fn read_loop(inner: Arc<Inner>, mut stream: TcpStream, max_frame: usize) {
                         rb.consume(frame_bytes);
                         continue;
                     };
-                    let r = if h.error_code == ErrorCode::NONE as u16 {
-                        Response::decode(w.api(), payload)
-                            .map_err(|e| ClientError::Protocol(e.to_string()))
-                    } else {
-                        match ErrorResponse::decode(h.error_code, payload) {
-                            Ok(e) => Err(ClientError::from_response(e)),
-                            Err(e) => Err(ClientError::Protocol(e.to_string())),
-                        }
-                    };
+                    w.finish(h.error_code, payload);
                     rb.consume(frame_bytes);
-                    w.complete(r);
                 }
                 Err(e) => break 'read format!("bad response frame: {e}"),
             }
@@ -290,4 +346,38 @@ fn read_loop(inner: Arc<Inner>, mut stream: TcpStream, max_frame: usize) {
         }
     };
     fail_all(&inner, &why);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fetch_reply_decodes_into_the_lent_buffer_as_the_generic_decoder_reads_it() {
+        let batches: Vec<u8> = (0..5000u32).map(|i| i as u8).collect();
+        let reply =
+            Response::Fetch { min_offset: 3, next_offset: 90, scan_end_offset: 77, batches };
+        let frame = reply.encode_frame(7);
+        let (_, payload) = split_response(&frame);
+        let mut lent = Vec::with_capacity(8192);
+        lent.extend_from_slice(b"stale bytes of an earlier fetch");
+        let lent_ptr = lent.as_ptr();
+        let got = decode_fetch_into(payload, lent).unwrap();
+        assert_eq!(got.batches.as_ptr(), lent_ptr, "decoded into the lent buffer");
+        let Ok(Response::Fetch { min_offset, next_offset, scan_end_offset, batches }) =
+            Response::decode(ApiKey::Fetch, payload)
+        else {
+            panic!("generic decode")
+        };
+        assert_eq!(
+            (got.min_offset, got.next_offset, got.scan_end_offset, &got.batches),
+            (min_offset, next_offset, scan_end_offset, &batches)
+        );
+        // Trailing or missing bytes are protocol errors, as for the generic decoder.
+        let mut long = payload.to_vec();
+        long.push(0);
+        assert!(matches!(decode_fetch_into(&long, Vec::new()), Err(ClientError::Protocol(_))));
+        let short = &payload[..payload.len() - 1];
+        assert!(matches!(decode_fetch_into(short, Vec::new()), Err(ClientError::Protocol(_))));
+    }
 }

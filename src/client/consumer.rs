@@ -27,8 +27,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::connection::FetchReply;
 use super::error::{ClientError, Result};
 use super::message::ConsumedMessage;
+use super::queue_reader::{BufferPool, QueueReader};
 use super::retry::RetrySchedule;
 use super::router::Router;
 use crate::format::batch::read_header;
@@ -47,6 +49,7 @@ pub struct PullResult {
     pub max_offset: u64,
 }
 
+#[derive(Clone)]
 pub struct PullConsumer {
     router: Arc<Router>,
     /// Bytes asked for per pull. Default 1 MiB.
@@ -98,14 +101,7 @@ impl PullConsumer {
         offset: u64,
         max_wait: Duration,
     ) -> Result<PullView> {
-        let request = Request::Fetch {
-            topic: topic.to_owned(),
-            queue_id,
-            offset,
-            max_bytes: self.max_bytes,
-            max_wait_ms: max_wait.as_millis().min(u32::MAX as u128) as u32,
-            tags: self.tags.clone(),
-        };
+        let request = self.fetch_request(topic, queue_id, offset, max_wait);
         let timeout = self.router.options.request_timeout + max_wait;
         let mut schedule = RetrySchedule::new(
             self.retry_backoff,
@@ -127,30 +123,62 @@ impl PullConsumer {
                     tracing::debug!(topic, queue_id, "pull failed ({e}); retrying in {wait:?}");
                     std::thread::sleep(wait);
                 }
-                // The broker found the stored batch at `offset` damaged on its disk: the same
-                // explicit skip as for a batch that fails the client's own checks.
-                Err(ClientError::Broker {
-                    detail: ErrorDetail::CorruptRange { first, next },
-                    message,
-                    ..
-                }) => {
-                    return Err(ClientError::CorruptData {
-                        topic: topic.to_owned(),
-                        queue_id,
-                        first_offset: first,
-                        next_offset: next,
-                        reason: format!("the broker read it damaged: {message}"),
-                    })
-                }
-                other => break other?,
+                Err(e) => return Err(broker_corrupt(topic, queue_id, e)),
+                Ok(r) => break r,
             }
         };
-        let Response::Fetch { min_offset, next_offset, scan_end_offset, mut batches } = resp else {
+        let Response::Fetch { min_offset, next_offset, scan_end_offset, batches } = resp else {
             return Err(ClientError::Protocol("fetch got another reply".into()));
         };
+        let reply = FetchReply { min_offset, next_offset, scan_end_offset, batches };
+        self.view_of(topic, queue_id, offset, reply, None)
+    }
+
+    /// The FETCH request [`Self::pull_view`] sends.
+    pub(crate) fn fetch_request(
+        &self,
+        topic: &str,
+        queue_id: u32,
+        offset: u64,
+        max_wait: Duration,
+    ) -> Request {
+        Request::Fetch {
+            topic: topic.to_owned(),
+            queue_id,
+            offset,
+            max_bytes: self.max_bytes,
+            max_wait_ms: max_wait.as_millis().min(u32::MAX as u128) as u32,
+            tags: self.tags.clone(),
+        }
+    }
+
+    pub(crate) fn router(&self) -> &Arc<Router> {
+        &self.router
+    }
+
+    /// Verifies a fetch reply for a pull from `offset` and makes it a view; `pool` takes its
+    /// buffer back when the view is dropped.
+    pub(crate) fn view_of(
+        &self,
+        topic: &str,
+        queue_id: u32,
+        offset: u64,
+        reply: FetchReply,
+        pool: Option<Arc<BufferPool>>,
+    ) -> Result<PullView> {
+        let FetchReply { min_offset, next_offset, scan_end_offset, mut batches } = reply;
         let scan = scan_batches(&batches, offset, &self.tags);
-        let next =
-            settle(topic, queue_id, offset, scan_end_offset, scan.next_offset, scan.corrupt)?;
+        let settled =
+            settle(topic, queue_id, offset, scan_end_offset, scan.next_offset, scan.corrupt);
+        let next = match settled {
+            Ok(next) => next,
+            Err(e) => {
+                if let Some(p) = pool {
+                    p.give(batches);
+                }
+                return Err(e);
+            }
+        };
         // Only verified batches stay: the views read them without checking again.
         batches.truncate(scan.valid_len);
         Ok(PullView {
@@ -160,13 +188,40 @@ impl PullConsumer {
             next_offset: next,
             min_offset,
             max_offset: next_offset,
+            pool,
         })
+    }
+
+    /// A pipelined reader of `queue_id` of `topic` from offset `from` (see
+    /// [`super::queue_reader`]): batches in offset order, the next fetch in flight while the
+    /// caller reads the current one, fetch buffers reused.
+    pub fn stream(&self, topic: &str, queue_id: u32, from: u64) -> QueueReader {
+        QueueReader::new(self.clone(), topic, queue_id, from)
+    }
+}
+
+/// A fetch error as the pull reports it: the broker's CORRUPT_DATA (the stored batch at the
+/// requested offset is damaged on its disk) becomes the same explicit skip as a batch that
+/// fails the client's own checks; other errors are unchanged.
+pub(crate) fn broker_corrupt(topic: &str, queue_id: u32, e: ClientError) -> ClientError {
+    match e {
+        ClientError::Broker {
+            detail: ErrorDetail::CorruptRange { first, next }, message, ..
+        } => ClientError::CorruptData {
+            topic: topic.to_owned(),
+            queue_id,
+            first_offset: first,
+            next_offset: next,
+            reason: format!("the broker read it damaged: {message}"),
+        },
+        e => e,
     }
 }
 
 /// A pull's reply kept as the fetch buffer it arrived in: [`PullView::messages`] reads the
 /// messages in place, with no allocation per message; [`MessageView::to_owned`] copies the
 /// ones a caller keeps. Every batch in it was verified (both CRCs and the record framing).
+/// A view from a [`QueueReader`] gives its buffer back to the reader's pool when dropped.
 #[derive(Debug)]
 pub struct PullView {
     batches: Vec<u8>,
@@ -177,9 +232,28 @@ pub struct PullView {
     /// The queue's bounds when the broker replied: `[min_offset, max_offset)`.
     pub min_offset: u64,
     pub max_offset: u64,
+    pool: Option<Arc<BufferPool>>,
+}
+
+impl Drop for PullView {
+    fn drop(&mut self) {
+        if let Some(pool) = self.pool.take() {
+            pool.give(std::mem::take(&mut self.batches));
+        }
+    }
 }
 
 impl PullView {
+    /// The offset the pull started at (messages below it in the first batch are skipped).
+    pub fn from_offset(&self) -> u64 {
+        self.from
+    }
+
+    /// Bytes of verified batches held.
+    pub fn len_bytes(&self) -> usize {
+        self.batches.len()
+    }
+
     /// The messages at or after the requested offset that match the consumer's tags, in
     /// offset order.
     pub fn messages(&self) -> MessageViews<'_> {
@@ -472,14 +546,16 @@ mod tests {
         assert_eq!((scan.next_offset, scan.corrupt.as_ref().map(|c| c.first_offset)), (5, Some(5)));
         let mut buffer = bytes.clone();
         buffer.truncate(scan.valid_len);
-        let view = PullView {
-            batches: buffer,
+        let view_with = |batches: Vec<u8>, tags: Vec<Vec<u8>>| PullView {
+            batches,
             from: 1,
-            tags: Vec::new(),
+            tags,
             next_offset: 5,
             min_offset: 0,
             max_offset: 7,
+            pool: None,
         };
+        let view = view_with(buffer.clone(), Vec::new());
         let range = view.batches.as_ptr_range();
         let msgs: Vec<MessageView<'_>> = view.messages().collect();
         assert_eq!(msgs.iter().map(|m| m.offset).collect::<Vec<_>>(), [1, 2, 3, 4]);
@@ -494,7 +570,7 @@ mod tests {
         assert_eq!(owned, decode_batches(&bytes, 1, &[]).messages);
         assert_eq!(view.to_result().messages, owned);
         // Tag filtering on views matches the owned decode.
-        let tagged = PullView { tags: tags.clone(), ..view };
+        let tagged = view_with(buffer, tags.clone());
         let t: Vec<u64> = tagged.messages().map(|m| m.offset).collect();
         assert_eq!(t, offsets(&decode_batches(&bytes, 0, &tags).messages));
         assert_eq!(t, [3, 4]);

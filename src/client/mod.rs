@@ -23,6 +23,25 @@
 //! }
 //! ```
 //!
+//! To read a queue in order, [`PullConsumer::stream`] gives a [`QueueReader`]: batches of
+//! borrowed messages, the next fetch already in flight while the caller reads one, fetch
+//! buffers reused:
+//!
+//! ```no_run
+//! # use ringmq::client::Client;
+//! # use std::time::Duration;
+//! # fn main() -> Result<(), ringmq::client::ClientError> {
+//! # let client = Client::connect("127.0.0.1:10911")?;
+//! let mut reader = client.consumer().stream("orders", 0, 0);
+//! while let Some(batch) = reader.next_batch(Duration::from_secs(1))? {
+//!     for m in batch.messages() {
+//!         println!("{} {:?}", m.offset, m.body());
+//!     }
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! Threads: each connection has one reader thread; each producer one worker thread. Shared
 //! state (routes, connections, waiters) sits behind std mutexes: this is the client, not the
 //! broker's data path. Every buffer is bounded (in-flight requests per connection, messages
@@ -42,6 +61,7 @@ pub mod pending;
 pub mod process_queue;
 pub mod producer;
 pub mod push_consumer;
+pub mod queue_reader;
 pub mod retry;
 pub mod router;
 pub mod selector;
@@ -60,6 +80,7 @@ pub use push_consumer::{
     ConsumeContext, ConsumeFrom, ConsumeMode, ConsumeStatus, MessageListener, MessageModel,
     PushConsumer, PushConsumerConfig,
 };
+pub use queue_reader::QueueReader;
 pub use router::{ClientOptions, Router};
 pub use selector::QueueSelector;
 

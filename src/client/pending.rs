@@ -9,6 +9,10 @@ use std::time::{Duration, Instant};
 struct Slot<T> {
     value: Option<T>,
     waker: Option<Waker>,
+    /// A thread is (or was) blocked in `wait`/`wait_timeout`: only then does completing
+    /// notify the condvar (a futex wake system call each time, also with nobody waiting; a
+    /// producer completes one handle per message).
+    blocked: bool,
 }
 
 struct Shared<T> {
@@ -28,7 +32,7 @@ pub struct Completer<T> {
 
 pub fn pending<T>() -> (Completer<T>, Pending<T>) {
     let shared = Arc::new(Shared {
-        slot: Mutex::new(Slot { value: None, waker: None }),
+        slot: Mutex::new(Slot { value: None, waker: None, blocked: false }),
         ready: Condvar::new(),
     });
     (Completer { shared: shared.clone() }, Pending { shared })
@@ -40,15 +44,17 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl<T> Completer<T> {
     pub fn complete(self, value: T) {
-        let waker = {
+        let (waker, blocked) = {
             let mut s = lock(&self.shared.slot);
             if s.value.is_some() {
                 return;
             }
             s.value = Some(value);
-            s.waker.take()
+            (s.waker.take(), s.blocked)
         };
-        self.shared.ready.notify_all();
+        if blocked {
+            self.shared.ready.notify_all();
+        }
         if let Some(w) = waker {
             w.wake();
         }
@@ -63,6 +69,7 @@ impl<T> Pending<T> {
             if let Some(v) = s.value.take() {
                 return v;
             }
+            s.blocked = true;
             s = self.shared.ready.wait(s).unwrap_or_else(|p| p.into_inner());
         }
     }
@@ -80,6 +87,7 @@ impl<T> Pending<T> {
                 if now >= deadline {
                     break;
                 }
+                s.blocked = true;
                 s = self
                     .shared
                     .ready

@@ -44,7 +44,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crossbeam_channel::{bounded, select, Receiver, Sender};
+use crossbeam_channel::{bounded, select, Receiver, Sender, TryRecvError};
 
 use super::accumulator::{BatchSink, Command, Worker};
 use super::error::{ClientError, Result};
@@ -111,14 +111,24 @@ impl Default for ProducerConfig {
     }
 }
 
-/// Where a sent message was stored.
+/// Where a sent message was stored. Made for every message of a batch when its reply comes,
+/// so it allocates nothing: the topic name is shared with the producer's queue state, and the
+/// message id is made on demand ([`SendResult::message_id`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SendResult {
     pub status: SendStatus,
-    pub topic: String,
+    pub topic: Arc<str>,
+    /// The broker's id of the topic (part of the message id).
+    pub topic_id: u32,
     pub queue_id: u32,
     pub queue_offset: u64,
-    pub message_id: String,
+}
+
+impl SendResult {
+    /// The message id (RocketMQ's msgId: topic id, queue id and offset), made on demand.
+    pub fn message_id(&self) -> String {
+        message_id(self.topic_id, self.queue_id, self.queue_offset)
+    }
 }
 
 /// Where a [`Producer::send_batch`] was stored: all of its messages, at consecutive offsets
@@ -204,8 +214,7 @@ impl Producer {
 
     /// Queues `msg` with the producer's selector; the handle completes with the result.
     pub fn send_async(&self, msg: Message) -> Result<Pending<Result<SendResult>>> {
-        let selector = self.config.selector.clone();
-        self.send_async_with(msg, &selector)
+        self.send_async_with(msg, &self.config.selector)
     }
 
     /// Queues `msg` on the queue `selector` picks.
@@ -215,12 +224,8 @@ impl Producer {
         selector: &QueueSelector,
     ) -> Result<Pending<Result<SendResult>>> {
         let queue_id = self.select(&msg, selector)?;
-        let timestamp_ms = msg.timestamp_ms.unwrap_or_else(|| self.clock.unix_ms());
-        let (done, p) = pending();
         let tx = self.commands.as_ref().ok_or(ClientError::Closed)?;
-        tx.send(Command::Send { msg, queue_id, timestamp_ms, done })
-            .map_err(|_| ClientError::Closed)?;
-        Ok(p)
+        enqueue(&self.clock, tx, msg, queue_id)
     }
 
     /// Sends and waits for the broker's reply (at most `send_timeout`).
@@ -342,6 +347,21 @@ impl Drop for Producer {
     }
 }
 
+/// The caller's side of `send_async` after the queue is chosen: the message's timestamp, its
+/// handle, and the hand-off to the worker (blocks while the channel is full).
+pub(crate) fn enqueue(
+    clock: &SharedClock,
+    tx: &Sender<Command>,
+    msg: Message,
+    queue_id: u32,
+) -> Result<Pending<Result<SendResult>>> {
+    let timestamp_ms = msg.timestamp_ms.unwrap_or_else(|| clock.unix_ms());
+    let (done, p) = pending();
+    tx.send(Command::Send { msg, queue_id, timestamp_ms, done })
+        .map_err(|_| ClientError::Closed)?;
+    Ok(p)
+}
+
 pub(crate) fn too_large(e: FormatError) -> ClientError {
     ClientError::Invalid(format!("message does not fit in one batch: {e}"))
 }
@@ -351,6 +371,8 @@ pub(crate) fn too_large(e: FormatError) -> ClientError {
 /// It exits once the commands channel is closed and every batch is answered.
 pub(crate) fn run_worker<S: BatchSink>(mut worker: Worker<S>, commands: Receiver<Command>) {
     let mut commands_open = true;
+    // The same channel for the worker's life; cloned once, not per turn.
+    let replies = worker.replies().clone();
     loop {
         worker.step(worker.now());
         worker.finish_flushes();
@@ -361,11 +383,13 @@ pub(crate) fn run_worker<S: BatchSink>(mut worker: Worker<S>, commands: Receiver
             Some(t) => t.saturating_duration_since(worker.now()),
             None => Duration::from_secs(3600),
         };
-        let replies = worker.replies().clone();
         if commands_open && worker.accepts_commands() {
             select! {
                 recv(commands) -> c => match c {
-                    Ok(c) => worker.command(c),
+                    Ok(c) => {
+                        worker.command(c);
+                        commands_open = take_queued(&mut worker, &commands);
+                    }
                     Err(_) => { commands_open = false; worker.seal_all(); }
                 },
                 recv(replies) -> r => if let Ok(r) = r { worker.reply(r) },
@@ -375,4 +399,28 @@ pub(crate) fn run_worker<S: BatchSink>(mut worker: Worker<S>, commands: Receiver
             worker.reply(r);
         }
     }
+}
+
+/// Commands the worker takes in one turn before it steps: a busy producer's messages are
+/// appended back to back, and the turn's fixed costs (clock reads, the dirty queues' step, the
+/// channel select) are paid once per up to this many messages instead of once per message.
+const COMMANDS_PER_TURN: usize = 1024;
+
+/// Takes the commands already queued (at most [`COMMANDS_PER_TURN`], and only while the worker
+/// accepts them); false once the channel is closed (then every open batch is sealed).
+fn take_queued<S: BatchSink>(worker: &mut Worker<S>, commands: &Receiver<Command>) -> bool {
+    for _ in 1..COMMANDS_PER_TURN {
+        if !worker.accepts_commands() {
+            break;
+        }
+        match commands.try_recv() {
+            Ok(c) => worker.command(c),
+            Err(TryRecvError::Empty) => break,
+            Err(TryRecvError::Disconnected) => {
+                worker.seal_all();
+                return false;
+            }
+        }
+    }
+    true
 }

@@ -1,0 +1,195 @@
+//! One bench session: one broker (spawned for the session, or given), any number of workload
+//! runs against it, then one description of where they ran for every report.
+//!
+//! `run` makes one run; `run --compare-raw` two (library, then raw); `scale` one per count (two
+//! with `--compare-raw`). Runs of a session share the broker process, its data directory and
+//! config, so their numbers compare without a restart or another disk state in between; each
+//! run creates its own topics (a run-unique suffix) and deletes them afterwards unless asked.
+
+use std::path::PathBuf;
+
+use crate::broker::{self, SpawnedBroker};
+use crate::clock;
+use crate::report::{self, BrokerInfo, Report};
+use crate::runner::{self, Results, SeriesPoint};
+use crate::workload::Workload;
+
+/// Where the broker comes from and where the load runs (the flags `run` and `scale` share).
+#[derive(clap::Args, Debug, Clone)]
+pub struct BrokerArgs {
+    /// A running broker's shared port, host:port.
+    #[arg(long, conflicts_with = "spawn_broker", required_unless_present = "spawn_broker")]
+    pub broker: Option<String>,
+    /// Start a `ringmq broker` for this session (temp data dir, the workload's broker config).
+    #[arg(long)]
+    pub spawn_broker: bool,
+    /// The ringmq binary (default: next to this executable).
+    #[arg(long)]
+    pub broker_bin: Option<PathBuf>,
+    /// CPUs for the spawned broker (one shard each unless the workload sets `shards`);
+    /// e.g. `0`. Default: not pinned, one shard.
+    #[arg(long)]
+    pub broker_cpus: Option<String>,
+    /// CPUs for the producer and consumer threads, e.g. `1`. Default: not pinned.
+    #[arg(long)]
+    pub cpus: Option<String>,
+    /// Where the spawned broker's temp data dir goes (must support O_DIRECT: not tmpfs).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Keep the spawned broker's data dir.
+    #[arg(long)]
+    pub keep_data: bool,
+    /// Keep the topics on the broker after each run (they are deleted by default).
+    #[arg(long)]
+    pub keep_topics: bool,
+    /// No per-second progress lines.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+pub struct Session {
+    pub started_unix_ms: u64,
+    command: Vec<String>,
+    address: String,
+    spawned: Option<SpawnedBroker>,
+    spawn_flag: bool,
+    broker_cpus: Option<Vec<usize>>,
+    bench_cpus: Vec<usize>,
+    keep_topics: bool,
+    quiet: bool,
+    runs: usize,
+}
+
+/// What every report of a finished session says about where it ran.
+pub struct Finished {
+    started_unix_ms: u64,
+    command: Vec<String>,
+    git_revision: String,
+    kernel: String,
+    hardware: report::Hardware,
+    bench_cpus: Vec<usize>,
+    broker: BrokerInfo,
+    /// Stopping the spawned broker failed (it did not exit cleanly).
+    pub stop_error: Option<String>,
+}
+
+impl Session {
+    /// Starts the broker (with `--spawn-broker`, configured from `w`'s tables) and pins this
+    /// thread to the first bench CPU.
+    pub fn start(a: &BrokerArgs, w: &Workload) -> Result<Session, String> {
+        let started_unix_ms = broker::unix_ms();
+        let broker_cpus = a.broker_cpus.as_deref().map(clock::parse_cpus).transpose()?;
+        let bench_cpus = a.cpus.as_deref().map(clock::parse_cpus).transpose()?.unwrap_or_default();
+        let mut spawned = None;
+        let address = match &a.broker {
+            Some(addr) => addr.clone(),
+            None => {
+                let bin = broker::find_binary(a.broker_bin.as_deref())?;
+                let base = a.data_dir.clone().unwrap_or_else(std::env::temp_dir);
+                let b = SpawnedBroker::start(
+                    &bin,
+                    &base,
+                    a.keep_data,
+                    &w.broker,
+                    &w.storage,
+                    broker_cpus.as_deref().unwrap_or(&[]),
+                )?;
+                eprintln!(
+                    "ringmq-bench: broker pid {} at {} (data {})",
+                    b.pid().unwrap_or(0),
+                    b.address(),
+                    b.dir.display()
+                );
+                let addr = b.address();
+                spawned = Some(b);
+                addr
+            }
+        };
+        // Pin the harness's own threads after the broker started (it must not inherit this).
+        if let Some(&c) = bench_cpus.first() {
+            clock::pin_current_thread(c)?;
+        }
+        Ok(Session {
+            started_unix_ms,
+            command: std::env::args().collect(),
+            address,
+            spawned,
+            spawn_flag: a.spawn_broker,
+            broker_cpus,
+            bench_cpus,
+            keep_topics: a.keep_topics,
+            quiet: a.quiet,
+            runs: 0,
+        })
+    }
+
+    /// Runs `w` once against the session's broker.
+    pub fn run(&mut self, w: &Workload) -> Result<(Results, Vec<SeriesPoint>), String> {
+        self.runs += 1;
+        let opts = runner::RunOptions {
+            address: self.address.clone(),
+            cpus: self.bench_cpus.clone(),
+            progress: !self.quiet,
+            run_id: format!(
+                "{}-{}-{}",
+                std::process::id(),
+                self.started_unix_ms % 1_000_000,
+                self.runs
+            ),
+            delete_topics: !self.keep_topics,
+        };
+        runner::run(w, &opts)
+    }
+
+    /// Stops the spawned broker and describes the session.
+    pub fn finish(mut self) -> Finished {
+        let data_dir = self.spawned.as_ref().map(|b| b.dir.clone());
+        // The revision of the broker measured: the one it reports when the bench started it;
+        // an external broker's is unknown here (the working directory may hold other code).
+        let git_revision = match &self.spawned {
+            Some(b) => b.revision.clone(),
+            None => format!(
+                "unknown (external broker; the bench ran in a checkout at {})",
+                report::git_revision()
+            ),
+        };
+        let config = self.spawned.as_ref().map(|b| b.config_text.clone()).unwrap_or_default();
+        let stopped = self.spawned.as_mut().map(|b| b.stop()).unwrap_or(Ok(()));
+        let hardware = report::hardware(data_dir.as_deref());
+        drop(self.spawned.take());
+        Finished {
+            started_unix_ms: self.started_unix_ms,
+            command: self.command,
+            git_revision,
+            kernel: report::kernel(),
+            hardware,
+            bench_cpus: self.bench_cpus,
+            broker: BrokerInfo {
+                address: self.address,
+                spawned: self.spawn_flag,
+                cpus: self.broker_cpus.unwrap_or_default(),
+                config,
+            },
+            stop_error: stopped.err(),
+        }
+    }
+}
+
+impl Finished {
+    /// The report of one run of the session.
+    pub fn report(&self, workload: Workload, results: Results, series: Vec<SeriesPoint>) -> Report {
+        Report {
+            report_version: report::REPORT_VERSION,
+            started_unix_ms: self.started_unix_ms,
+            command: self.command.clone(),
+            git_revision: self.git_revision.clone(),
+            kernel: self.kernel.clone(),
+            hardware: self.hardware.clone(),
+            bench_cpus: self.bench_cpus.clone(),
+            broker: self.broker.clone(),
+            workload,
+            results,
+            series,
+        }
+    }
+}
