@@ -349,7 +349,7 @@ fn a_frame_trickled_byte_by_byte_is_cut_off() {
     // only a deadline from the frame's first byte ends it.
     let frame = {
         let mut f = Request::ListTopics.encode_frame(1);
-        f[..4].copy_from_slice(&1000u32.to_be_bytes());
+        f[..4].copy_from_slice(&1000u32.to_le_bytes()); // the protocol is little-endian
         f.resize(1000, 0);
         f
     };

@@ -384,6 +384,82 @@ fn consumer_main(
 }
 
 /// Feeds what one pull returned to the verifier and the end-to-end histogram.
+/// A consumer that is a member of the run's consumer group: a `PushConsumer` subscribed to
+/// every topic of the run, sharing the queues with the other members by rebalancing.
+#[allow(clippy::too_many_arguments)]
+fn group_consumer_main(
+    id: u32,
+    w: &Workload,
+    topics: &[String],
+    group: &str,
+    address: &str,
+    cpu: Option<usize>,
+    shared: &Shared,
+    recorder: &Mutex<Recorder>,
+) -> Result<(), String> {
+    use ringmq::client::{
+        ConsumeFrom, ConsumeMode, ConsumeStatus, PushConsumer, PushConsumerConfig,
+    };
+    if let Some(c) = cpu {
+        // The consumer's threads inherit this thread's CPU.
+        pin_current_thread(c)?;
+    }
+    let client = Client::connect(address).map_err(|e| format!("consumer {id}: {e}"))?;
+    while !shared.consumers_go.load(Acquire) {
+        if shared.stop_consumers.load(Relaxed) {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let mut config = PushConsumerConfig::new(group);
+    for t in topics {
+        config = config.subscribe(t.clone(), "*");
+    }
+    config.consume_from = ConsumeFrom::FirstOffset;
+    config.heartbeat_interval = Duration::from_secs(1);
+    config.max_unfinished_per_queue = 8192;
+    config.mode = if w.verify_order {
+        ConsumeMode::Orderly { batch_size: 256, suspend: Duration::from_millis(10) }
+    } else {
+        ConsumeMode::Concurrent { threads: 1, batch_size: 256 }
+    };
+    // The listener must be 'static: it hands what it read to this thread, which records it.
+    let (tx, rx) = std::sync::mpsc::sync_channel::<(Vec<Prefix>, u64)>(1024);
+    let listener = move |messages: &[ringmq::client::ConsumedMessage],
+                         _: &ringmq::client::ConsumeContext<'_>| {
+        let mut prefixes = Vec::with_capacity(messages.len());
+        let mut foreign = 0;
+        for m in messages {
+            match Prefix::read(&m.body) {
+                Some(p) => prefixes.push(p),
+                None => foreign += 1,
+            }
+        }
+        let _ = tx.send((prefixes, foreign));
+        ConsumeStatus::Success
+    };
+    let consumer = PushConsumer::start(&client, config, listener)
+        .map_err(|e| format!("consumer {id}: {e}"))?;
+    while !shared.stop_consumers.load(Relaxed) {
+        while let Ok((prefixes, foreign)) = rx.recv_timeout(Duration::from_millis(5)) {
+            record_consumed(w, shared, recorder, &prefixes, foreign);
+        }
+    }
+    // Stop receiving only after the consumer stopped (a listener blocked on a full channel
+    // would keep its shutdown waiting).
+    let drain = std::thread::scope(|s| {
+        let h = s.spawn(move || consumer.shutdown());
+        while !h.is_finished() {
+            while let Ok((prefixes, foreign)) = rx.recv_timeout(Duration::from_millis(5)) {
+                record_consumed(w, shared, recorder, &prefixes, foreign);
+            }
+        }
+        h.join()
+    });
+    drain.map_err(|_| format!("consumer {id}: shutting the push consumer down panicked"))?;
+    Ok(())
+}
+
 pub(crate) fn record_consumed(
     w: &Workload,
     shared: &Shared,
@@ -604,6 +680,10 @@ fn run_on_topics(
                 std::thread::Builder::new()
                     .name(format!("bench-consumer-{c}"))
                     .spawn_scoped(s, move || match w.client {
+                        ClientKind::Library if w.consumer_group => {
+                            let group = format!("bench-{}", opts.run_id);
+                            group_consumer_main(c as u32, w, topics, &group, addr, cpu, shared, rec)
+                        }
                         ClientKind::Library => {
                             consumer_main(c as u32, w, queues, addr, cpu, shared, rec)
                         }

@@ -76,6 +76,11 @@ pub struct Workload {
     /// Consumers check that each (producer, key)'s messages arrive in send order.
     #[serde(default)]
     pub verify_order: bool,
+    /// Consumers are members of one consumer group (the library's `PushConsumer`, orderly
+    /// listeners when `verify_order`) and share the queues by the group's rebalancing, instead
+    /// of each pulling a fixed set of queues. Library client only.
+    #[serde(default)]
+    pub consumer_group: bool,
     /// Bytes one pull asks for.
     #[serde(default = "default_fetch_max_bytes")]
     pub fetch_max_bytes: u32,
@@ -155,6 +160,9 @@ impl Workload {
         }
         if self.duration_s == 0 && self.backlog_bytes == 0 {
             return fail("duration_s must be at least 1".into());
+        }
+        if self.consumer_group && self.client != ClientKind::Library {
+            return fail("consumer_group = true needs client = \"library\"".into());
         }
         if self.backlog_bytes > 0 && self.consumers == 0 {
             return fail("backlog_bytes needs consumers to drain it".into());

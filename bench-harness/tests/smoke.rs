@@ -283,3 +283,14 @@ fn unreachable_broker_is_a_clear_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("cannot reach the broker"), "{err}");
 }
+
+#[test]
+fn consumers_as_a_consumer_group() {
+    smoke("batched", &["consumers=2", "consumer_group=true"]);
+}
+
+#[test]
+fn ordered_through_a_consumer_group() {
+    let r = smoke("ordered", &["key_count=100", "consumer_group=true"]);
+    assert_eq!(r["results"]["verify"]["order_violations"].as_u64(), Some(0));
+}
