@@ -193,7 +193,9 @@ pub fn run(a: GroupArgs) -> Result<ExitCode, String> {
 
     let rep = GroupReport {
         command: std::env::args().collect(),
-        git_revision: report::git_revision(),
+        // The revision of the client library this bench was built with (the push consumer
+        // measured here), not the checkout it runs in.
+        git_revision: ringmq::broker::server::GIT_REVISION.to_owned(),
         kernel: report::kernel(),
         started_unix_ms,
         broker: a.broker.clone(),
