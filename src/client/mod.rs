@@ -55,6 +55,7 @@ pub mod admin;
 pub mod connection;
 pub mod consumer;
 pub mod error;
+pub(crate) mod fx_hash;
 pub mod message;
 pub mod pending;
 pub mod producer;
