@@ -55,7 +55,6 @@ pub mod admin;
 pub mod connection;
 pub mod consumer;
 pub mod error;
-pub(crate) mod fx_hash;
 pub mod message;
 pub mod pending;
 pub mod producer;
@@ -64,6 +63,9 @@ pub mod retry;
 pub mod router;
 pub mod selector;
 pub mod sequencer;
+
+// Internal: the producer worker's map hashing.
+pub(crate) mod fx_hash;
 
 use std::sync::Arc;
 
