@@ -13,13 +13,14 @@
 //! queue of dirty queue indexes, and the next wake-up is the top of a timer heap.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BinaryHeap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{unbounded, Receiver, Sender};
 
 use super::error::{ClientError, Result};
+use super::fx_hash::FxHashMap;
 use super::message::Message;
 use super::pending::Completer;
 use super::producer::{too_large, ProducerConfig, SendBatchResult, SendResult};
@@ -162,8 +163,8 @@ pub(crate) struct Worker<S: BatchSink> {
     /// queue counts.
     queues: Vec<QueueState>,
     /// topic -> queue id -> index in `queues` (looked up by `&str`: no key allocation per
-    /// message).
-    index: HashMap<String, HashMap<u32, usize>>,
+    /// message; FxHash: two lookups per message).
+    index: FxHashMap<String, FxHashMap<u32, usize>>,
     /// Queues to look at in the next step, each at most once (`QueueState::queued`).
     dirty: VecDeque<usize>,
     /// (when, queue) wake-ups: lingers, request timeouts, backoffs, send deadlines. Entries a
@@ -216,7 +217,7 @@ impl<S: BatchSink> Worker<S> {
             config,
             producer_id,
             queues: Vec::new(),
-            index: HashMap::new(),
+            index: FxHashMap::default(),
             dirty: VecDeque::new(),
             timers: BinaryHeap::new(),
             busy_queues: 0,
