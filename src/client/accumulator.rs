@@ -20,7 +20,6 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{unbounded, Receiver, Sender};
 
 use super::error::{ClientError, Result};
-use super::fx_hash::FxHashMap;
 use super::message::Message;
 use super::pending::Completer;
 use super::producer::{too_large, ProducerConfig, SendBatchResult, SendResult};
@@ -30,6 +29,7 @@ use crate::format::{BatchBuilder, FormatError};
 use crate::protocol::producer_id::with_epoch;
 use crate::protocol::{ErrorCode, Response};
 use crate::runtime::SharedClock;
+use rustc_hash::FxHashMap;
 
 pub(crate) type Done = Completer<Result<SendResult>>;
 pub(crate) type BatchDone = Completer<Result<SendBatchResult>>;

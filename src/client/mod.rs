@@ -67,9 +67,6 @@ pub mod router;
 pub mod selector;
 pub mod sequencer;
 
-// Internal: the producer worker's map hashing.
-pub(crate) mod fx_hash;
-
 use std::sync::Arc;
 
 pub use admin::AdminClient;
