@@ -314,6 +314,127 @@ fn producer_main(
     Ok(ProducerStats { id, sent: seq })
 }
 
+/// A library producer sending `send_batch_messages` messages per `send_batch_async` call (one
+/// completion handle per batch), as fast as `max_in_flight` allows. Ack latency is taken when
+/// the batch's answer is collected (at most one loop turn late), for every message in it.
+fn batch_producer_main(
+    id: u32,
+    w: &Workload,
+    topics: &[String],
+    address: &str,
+    cpu: Option<usize>,
+    shared: &Shared,
+    recorder: &Mutex<Recorder>,
+) -> Result<ProducerStats, String> {
+    if let Some(c) = cpu {
+        pin_current_thread(c)?;
+    }
+    let client = Client::connect(address).map_err(|e| format!("producer {id}: {e}"))?;
+    let producer = client
+        .producer(ProducerConfig {
+            selector: QueueSelector::RoundRobin,
+            linger: Duration::from_millis(w.linger_ms),
+            max_batch_bytes: w.batch_max_bytes,
+            ..Default::default()
+        })
+        .map_err(|e| format!("producer {id}: {e}"))?;
+    let mut rng = 0x9E37_79B9_7F4A_7C15u64 ^ ((id as u64 + 1) << 32);
+    let template: Vec<u8> = (0..w.message_size_bytes).map(|_| xorshift(&mut rng) as u8).collect();
+    let per_batch = w.send_batch_messages as usize;
+    type Batch = (Pending<Result<ringmq::client::SendBatchResult, ClientError>>, u64, usize);
+    let mut in_flight: VecDeque<Batch> = VecDeque::new();
+    let mut in_flight_messages = 0usize;
+    let backlog = w.backlog_bytes > 0;
+    let mut seq = 0u64;
+    // Collects answered batches; with `block`, waits for the oldest one if none is answered.
+    let reap = |in_flight: &mut VecDeque<Batch>, block: bool| -> usize {
+        let mut done = 0;
+        loop {
+            let answered = match in_flight.front_mut() {
+                None => break,
+                Some((p, _, _)) => p.try_take(),
+            };
+            let (result, intended, count) = match answered {
+                Some(r) => {
+                    let (_, intended, count) = in_flight.pop_front().expect("front exists");
+                    (r, intended, count)
+                }
+                None if block && done == 0 => {
+                    let (p, intended, count) = in_flight.pop_front().expect("front exists");
+                    (p.wait(), intended, count)
+                }
+                None => break,
+            };
+            done += count;
+            match result {
+                Ok(r) => {
+                    shared.acked.fetch_add(count as u64, Relaxed);
+                    if r.status == SendStatus::FlushDiskTimeout {
+                        shared.flush_timeouts.fetch_add(count as u64, Relaxed);
+                    }
+                    let (at, measuring) = (now_ns(), shared.measuring.load(Relaxed));
+                    let mut rec = lock(recorder);
+                    for _ in 0..count {
+                        rec.latency(at.saturating_sub(intended), measuring);
+                    }
+                }
+                Err(e) => {
+                    shared.failed.fetch_add(count as u64, Relaxed);
+                    shared.error(format!("producer {id}: batch send failed: {e}"));
+                }
+            }
+        }
+        done
+    };
+    'send: loop {
+        if shared.stop_producers.load(Relaxed) {
+            break;
+        }
+        let intended = now_ns();
+        let topic = &topics[(seq / per_batch as u64 % topics.len() as u64) as usize];
+        let mut batch = Vec::with_capacity(per_batch);
+        for _ in 0..per_batch {
+            if backlog
+                && shared.backlog_left.fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1)).is_err()
+            {
+                break;
+            }
+            let mut body = template.clone();
+            Prefix { intended_ns: intended, producer: id, key: NO_KEY, seq, key_seq: 0 }
+                .write(&mut body[..PREFIX_LEN]);
+            batch.push(Message::new(topic.as_str(), body));
+            seq += 1;
+        }
+        let count = batch.len();
+        if count == 0 {
+            break 'send;
+        }
+        match producer.send_batch_async(batch) {
+            Ok(p) => in_flight.push_back((p, intended, count)),
+            Err(e) => {
+                shared.error(format!("producer {id}: {e}"));
+                break;
+            }
+        }
+        shared.sent.fetch_add(count as u64, Relaxed);
+        in_flight_messages += count;
+        in_flight_messages -= reap(&mut in_flight, false);
+        while in_flight_messages >= w.max_in_flight {
+            in_flight_messages -= reap(&mut in_flight, true);
+        }
+        if count < per_batch {
+            break; // the backlog is produced
+        }
+    }
+    while !in_flight.is_empty() {
+        reap(&mut in_flight, true);
+    }
+    if let Err(e) = producer.close() {
+        shared.error(format!("producer {id}: close: {e}"));
+    }
+    Ok(ProducerStats { id, sent: seq })
+}
+
 #[allow(clippy::too_many_arguments)]
 fn consumer_main(
     id: u32,
@@ -704,6 +825,9 @@ fn run_on_topics(
                     .name(format!("bench-producer-{p}"))
                     .spawn_scoped(s, move || {
                         let r = match w.client {
+                            ClientKind::Library if w.send_batch_messages > 0 => {
+                                batch_producer_main(p, w, topics, addr, cpu, shared, rec)
+                            }
                             ClientKind::Library => {
                                 producer_main(p, w, topics, addr, cpu, rate, shared, rec)
                             }

@@ -81,6 +81,12 @@ pub struct Workload {
     /// of each pulling a fixed set of queues. Library client only.
     #[serde(default)]
     pub consumer_group: bool,
+    /// Library producers send batches of this many messages with `Producer::send_batch_async`
+    /// (one handle per batch: RocketMQ's batch send) instead of one `send_async` handle per
+    /// message. 0 (default): per message. Unkeyed max-rate workloads only; the raw client
+    /// ignores it.
+    #[serde(default)]
+    pub send_batch_messages: u32,
     /// Bytes one pull asks for.
     #[serde(default = "default_fetch_max_bytes")]
     pub fetch_max_bytes: u32,
@@ -174,6 +180,12 @@ impl Workload {
                 "client = \"raw\" is for unkeyed max-rate workloads (no keys, target_rate = 0)"
                     .into(),
             );
+        }
+        if self.send_batch_messages > 0
+            && (self.key_distribution != KeyDistribution::None || self.target_rate > 0)
+        {
+            // (The raw client ignores it: it always sends pre-built batches.)
+            return fail("send_batch_messages is for unkeyed max-rate workloads".into());
         }
         if self.max_in_flight == 0 {
             return fail("max_in_flight must be at least 1".into());

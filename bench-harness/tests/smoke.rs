@@ -294,3 +294,8 @@ fn ordered_through_a_consumer_group() {
     let r = smoke("ordered", &["key_count=100", "consumer_group=true"]);
     assert_eq!(r["results"]["verify"]["order_violations"].as_u64(), Some(0));
 }
+
+#[test]
+fn small_messages_with_batch_sends() {
+    smoke("small-messages", &["consumers=1", "send_batch_messages=64", "target_rate=0"]);
+}
