@@ -368,6 +368,11 @@ impl<L: ShardLog> Shard<L> {
             | Request::Offsets { topic, queue_id, .. } => (topic, *queue_id),
             _ => unreachable!("resolve is called for queue requests only"),
         };
+        Ok((self.queue_entry(topic, queue_id)?, queue_id))
+    }
+
+    /// The entry of `topic` if it exists and has queue `queue_id`.
+    fn queue_entry(&self, topic: &str, queue_id: u32) -> Result<TopicEntry, BrokerError> {
         validate_topic_name(topic)?;
         let entry = self.topics.borrow().get(topic).ok_or_else(|| {
             BrokerError::new(ErrorCode::UNKNOWN_TOPIC, format!("topic {topic:?} does not exist"))
@@ -381,7 +386,7 @@ impl<L: ShardLog> Shard<L> {
                 ),
             ));
         }
-        Ok((entry, queue_id))
+        Ok(entry)
     }
 
     async fn queue_op(&self, entry: TopicEntry, queue_id: u32, request: Request) -> LocalReply {

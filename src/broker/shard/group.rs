@@ -246,7 +246,7 @@ impl<L: ShardLog> Shard<L> {
             }
             GroupRequest::CommitOffsets { group, generation, offsets } => {
                 for c in &offsets {
-                    self.check_queue(&c.topic, c.queue_id)?;
+                    self.queue_entry(&c.topic, c.queue_id)?;
                 }
                 let offsets = offsets.into_iter().map(|c| (c.topic, c.queue_id, c.offset));
                 let status = self.commit_offsets(&group, generation, offsets).await?;
@@ -298,24 +298,6 @@ impl<L: ShardLog> Shard<L> {
             }
             GroupRequest::ListGroups => Err(internal("LIST_GROUPS is gathered, not coordinated")),
         }
-    }
-
-    /// A commit names a queue that exists.
-    fn check_queue(&self, topic: &str, queue_id: u32) -> Result<(), BrokerError> {
-        validate_topic_name(topic)?;
-        let entry = self.topics.borrow().get(topic).ok_or_else(|| {
-            BrokerError::new(ErrorCode::UNKNOWN_TOPIC, format!("topic {topic:?} does not exist"))
-        })?;
-        if queue_id >= entry.queue_count {
-            return Err(BrokerError::new(
-                ErrorCode::UNKNOWN_QUEUE,
-                format!(
-                    "topic {topic:?} has queues 0..{}, not queue {queue_id}",
-                    entry.queue_count
-                ),
-            ));
-        }
-        Ok(())
     }
 
     /// Appends commits to `%SYS%offsets` as one batch and applies them as it is copied into
