@@ -18,7 +18,7 @@ use ringmq::client::{
     PushConsumerConfig,
 };
 
-use super::{err, ConsumeOptions};
+use super::{err, print_message, ConsumeOptions};
 
 pub fn run(broker: &str, topic: &str, group: &str, opts: ConsumeOptions) -> Result<(), String> {
     let ConsumeOptions { from_offset, follow, max_messages, tags, skip_corrupt: _ } = opts;
@@ -54,15 +54,7 @@ pub fn run(broker: &str, topic: &str, group: &str, opts: ConsumeOptions) -> Resu
         }
         let mut out = sink.lock().unwrap_or_else(|p| p.into_inner());
         for m in messages {
-            let _ = writeln!(
-                out,
-                "{}\t{}\t{}\t{}\t{}",
-                m.queue_id,
-                m.offset,
-                String::from_utf8_lossy(&m.key),
-                String::from_utf8_lossy(&m.tag),
-                String::from_utf8_lossy(&m.body)
-            );
+            print_message(&mut *out, m);
         }
         let _ = out.flush();
         count.fetch_add(messages.len() as u64, Ordering::Relaxed);

@@ -338,6 +338,20 @@ fn produce(
 
 mod group_consume;
 
+/// One consumed message as `ringmq consume` prints it: `queue offset key tag body`,
+/// tab-separated.
+fn print_message(out: &mut impl Write, m: &ringmq::client::ConsumedMessage) {
+    let _ = writeln!(
+        out,
+        "{}\t{}\t{}\t{}\t{}",
+        m.queue_id,
+        m.offset,
+        String::from_utf8_lossy(&m.key),
+        String::from_utf8_lossy(&m.tag),
+        String::from_utf8_lossy(&m.body)
+    );
+}
+
 struct ConsumeOptions {
     from_offset: u64,
     follow: bool,
@@ -423,15 +437,7 @@ fn consume(
                 eprintln!("ringmq: reconnected");
             }
             for m in &r.messages {
-                let _ = writeln!(
-                    out,
-                    "{}\t{}\t{}\t{}\t{}",
-                    m.queue_id,
-                    m.offset,
-                    String::from_utf8_lossy(&m.key),
-                    String::from_utf8_lossy(&m.tag),
-                    String::from_utf8_lossy(&m.body)
-                );
+                print_message(&mut out, m);
                 printed += 1;
                 if max_messages.is_some_and(|n| printed >= n) {
                     let _ = out.flush();
