@@ -23,31 +23,15 @@ pub async fn open(config: StorageConfig) -> Result<Rc<Log>, String> {
 /// Any commit log is a shard log: production runs it on real files, broker unit tests on the
 /// simulated directory (the real log code either way, never a stand-in).
 impl<D: LogDir + 'static> ShardLog for Rc<CommitLog<D>> {
-    async fn append<B: AsRef<[u8]>>(
+    async fn append_then<B: AsRef<[u8]>, T>(
         &self,
         queue: QueueKey,
         batch: B,
-    ) -> Result<AppendOutcome, StorageError> {
+        copied: impl FnOnce(u64) -> T,
+    ) -> Result<(T, AppendOutcome), StorageError> {
         let a = CommitLog::append(self, queue, batch.as_ref()).await?;
         // Copied into the log's chunk: release the caller's buffer before the durability wait.
         drop(batch);
-        let status = self.commit(&a).await?;
-        Ok(AppendOutcome {
-            base_offset: a.base_offset.get(),
-            record_count: a.record_count,
-            store_timestamp_ms: a.store_timestamp_ms,
-            flush_timed_out: status == AppendStatus::FlushDiskTimeout,
-            end: a.end.get(),
-        })
-    }
-
-    async fn append_then<T>(
-        &self,
-        queue: QueueKey,
-        batch: &[u8],
-        copied: impl FnOnce(u64) -> T,
-    ) -> Result<(T, AppendOutcome), StorageError> {
-        let a = CommitLog::append(self, queue, batch).await?;
         // Same poll as the copy's completion: no other task ran in between.
         let t = copied(a.base_offset.get());
         let status = self.commit(&a).await?;

@@ -50,14 +50,16 @@ pub trait ShardLog: 'static {
         &self,
         queue: QueueKey,
         batch: B,
-    ) -> Result<AppendOutcome, StorageError>;
+    ) -> Result<AppendOutcome, StorageError> {
+        Ok(self.append_then(queue, batch, |_| ()).await?.1)
+    }
     /// [`ShardLog::append`], calling `copied` with the batch's base offset as soon as it is
-    /// copied into the log, before the durability wait: in the order of the log, since no
-    /// other append can come between the copy and the call.
-    async fn append_then<T>(
+    /// copied into the log (and `batch` dropped), before the durability wait: in the order of
+    /// the log, since no other append can come between the copy and the call.
+    async fn append_then<B: AsRef<[u8]>, T>(
         &self,
         queue: QueueKey,
-        batch: &[u8],
+        batch: B,
         copied: impl FnOnce(u64) -> T,
     ) -> Result<(T, AppendOutcome), StorageError>;
     /// Whole stored batches from the one containing `offset`, about `max_bytes` (at least one
