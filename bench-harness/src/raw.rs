@@ -195,11 +195,8 @@ pub(crate) fn consumer_main(
     let client = Client::connect(address).map_err(|e| format!("consumer {id}: {e}"))?;
     let router = client.router().clone();
     let mut offsets = vec![0u64; queues.len()];
-    while !shared.consumers_go.load(Acquire) {
-        if shared.stop_consumers.load(Relaxed) {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(1));
+    if !shared.wait_for_consumers_go() {
+        return Ok(());
     }
     let wait_ms = if queues.len() == 1 { 100 } else { 0 };
     let mut prefixes = Vec::new();

@@ -123,6 +123,18 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// Consumers wait here for the go (after a backlog was produced); false if the run
+    /// stopped first.
+    pub(crate) fn wait_for_consumers_go(&self) -> bool {
+        while !self.consumers_go.load(Acquire) {
+            if self.stop_consumers.load(Relaxed) {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        true
+    }
+
     pub(crate) fn error(&self, e: String) {
         self.error_count.fetch_add(1, Relaxed);
         let mut v = lock(&self.errors);
@@ -169,6 +181,29 @@ fn xorshift(state: &mut u64) -> u64 {
 }
 
 #[allow(clippy::too_many_arguments)]
+/// A library producer on this thread (pinned to `cpu`) with the workload's batching: keyed
+/// workloads hash keys to queues, others go round robin.
+fn library_producer(
+    id: u32,
+    w: &Workload,
+    address: &str,
+    cpu: Option<usize>,
+) -> Result<ringmq::client::Producer, String> {
+    if let Some(c) = cpu {
+        pin_current_thread(c)?;
+    }
+    let client = Client::connect(address).map_err(|e| format!("producer {id}: {e}"))?;
+    let keyed = w.key_distribution != KeyDistribution::None;
+    client
+        .producer(ProducerConfig {
+            selector: if keyed { QueueSelector::KeyHash } else { QueueSelector::RoundRobin },
+            linger: Duration::from_millis(w.linger_ms),
+            max_batch_bytes: w.batch_max_bytes,
+            ..Default::default()
+        })
+        .map_err(|e| format!("producer {id}: {e}"))
+}
+
 fn producer_main(
     id: u32,
     w: &Workload,
@@ -179,20 +214,9 @@ fn producer_main(
     shared: &Shared,
     recorder: &Mutex<Recorder>,
 ) -> Result<ProducerStats, String> {
-    if let Some(c) = cpu {
-        pin_current_thread(c)?;
-    }
     precise_sleeps();
-    let client = Client::connect(address).map_err(|e| format!("producer {id}: {e}"))?;
     let keyed = w.key_distribution != KeyDistribution::None;
-    let producer = client
-        .producer(ProducerConfig {
-            selector: if keyed { QueueSelector::KeyHash } else { QueueSelector::RoundRobin },
-            linger: Duration::from_millis(w.linger_ms),
-            max_batch_bytes: w.batch_max_bytes,
-            ..Default::default()
-        })
-        .map_err(|e| format!("producer {id}: {e}"))?;
+    let producer = library_producer(id, w, address, cpu)?;
     let mut rng = 0x9E37_79B9_7F4A_7C15u64 ^ ((id as u64 + 1) << 32);
     // Incompressible filler after the header.
     let template: Vec<u8> = (0..w.message_size_bytes).map(|_| xorshift(&mut rng) as u8).collect();
@@ -326,18 +350,7 @@ fn batch_producer_main(
     shared: &Shared,
     recorder: &Mutex<Recorder>,
 ) -> Result<ProducerStats, String> {
-    if let Some(c) = cpu {
-        pin_current_thread(c)?;
-    }
-    let client = Client::connect(address).map_err(|e| format!("producer {id}: {e}"))?;
-    let producer = client
-        .producer(ProducerConfig {
-            selector: QueueSelector::RoundRobin,
-            linger: Duration::from_millis(w.linger_ms),
-            max_batch_bytes: w.batch_max_bytes,
-            ..Default::default()
-        })
-        .map_err(|e| format!("producer {id}: {e}"))?;
+    let producer = library_producer(id, w, address, cpu)?;
     let mut rng = 0x9E37_79B9_7F4A_7C15u64 ^ ((id as u64 + 1) << 32);
     let template: Vec<u8> = (0..w.message_size_bytes).map(|_| xorshift(&mut rng) as u8).collect();
     let per_batch = w.send_batch_messages as usize;
@@ -451,11 +464,8 @@ fn consumer_main(
     let client = Client::connect(address).map_err(|e| format!("consumer {id}: {e}"))?;
     let mut consumer = client.consumer();
     consumer.max_bytes = w.fetch_max_bytes;
-    while !shared.consumers_go.load(Acquire) {
-        if shared.stop_consumers.load(Relaxed) {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(1));
+    if !shared.wait_for_consumers_go() {
+        return Ok(());
     }
     // One queue: long-poll it. Several: sweep them without waiting (each reader keeps its
     // next fetch in flight), nap when none had anything.
@@ -526,11 +536,8 @@ fn group_consumer_main(
         pin_current_thread(c)?;
     }
     let client = Client::connect(address).map_err(|e| format!("consumer {id}: {e}"))?;
-    while !shared.consumers_go.load(Acquire) {
-        if shared.stop_consumers.load(Relaxed) {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(1));
+    if !shared.wait_for_consumers_go() {
+        return Ok(());
     }
     let mut config = PushConsumerConfig::new(group);
     for t in topics {

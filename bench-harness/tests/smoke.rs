@@ -7,8 +7,9 @@
 //! `target/<profile>/ringmq` next to its own executable; `cargo test --workspace` builds it,
 //! and these tests build it with `cargo build --bin ringmq` when it is missing.
 
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 
 fn bench_exe() -> &'static Path {
@@ -298,4 +299,50 @@ fn ordered_through_a_consumer_group() {
 #[test]
 fn small_messages_with_batch_sends() {
     smoke("small-messages", &["consumers=1", "send_batch_messages=64", "target_rate=0"]);
+}
+
+/// `ringmq-bench group` against a real broker with tiny sizes: a row per member count with
+/// every preloaded message consumed once, and a rebalance in which queues moved. Never speed.
+#[test]
+fn group_reports_throughput_per_member_count_and_the_rebalance_pause() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker = Command::new(broker_exe())
+        .args(["broker", "--port", "0", "--shards", "2", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = broker.stdout.take().unwrap();
+    let line = BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .find(|l| l.starts_with("ringmq broker ready"))
+        .expect("ready line");
+    let port = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("shared_port="))
+        .expect("shared_port")
+        .to_owned();
+    let out = dir.path().join("group.json");
+    let run = Command::new(env!("CARGO_BIN_EXE_ringmq-bench"))
+        .args(["group", "--broker", &format!("127.0.0.1:{port}"), "--members", "1,2"])
+        .args(["--queues", "4", "--messages", "2000", "--rebalance-rate", "500", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let _ = broker.kill();
+    let _ = broker.wait();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let rep: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    let rows = rep["throughput"].as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    for (row, members) in rows.iter().zip([1, 2]) {
+        assert_eq!(row["members"], members);
+        assert_eq!(row["messages"], 2000, "every message consumed once: {row}");
+    }
+    let r = &rep["rebalance"];
+    assert!(r["messages"].as_u64().unwrap() > 0);
+    assert!(r["queues_moved"].as_u64().unwrap() >= 1, "the joining member took queues: {r}");
+    assert!(rep["git_revision"].as_str().is_some() && rep["command"].is_array());
 }
