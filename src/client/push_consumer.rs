@@ -875,9 +875,15 @@ impl Control {
         let MessageModel::Broadcasting { offset_file } = &self.s.config.model else { return };
         let tmp = offset_file.with_extension("tmp");
         let bytes = serde_json::to_vec_pretty(&self.broadcast_offsets).expect("a map of numbers");
+        // Durable before it replaces the old file, and the rename durable too.
+        let dir = match offset_file.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
+            _ => std::path::PathBuf::from("."),
+        };
         let written = std::fs::write(&tmp, bytes)
             .and_then(|()| std::fs::File::open(&tmp)?.sync_all())
-            .and_then(|()| std::fs::rename(&tmp, offset_file));
+            .and_then(|()| std::fs::rename(&tmp, offset_file))
+            .and_then(|()| std::fs::File::open(&dir)?.sync_all());
         if let Err(e) = written {
             tracing::warn!(file = %offset_file.display(), "cannot save the broadcasting offsets: {e}");
         }
