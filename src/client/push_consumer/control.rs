@@ -1,0 +1,367 @@
+//! The push consumer's control thread: heartbeats, rebalancing, taking and giving up queues
+//! under the group's locks, lock renewal and commits (see the parent module).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::threads::puller;
+use super::{lock, ConsumeFrom, MessageModel, QueueKey, QueueState, Shared};
+use crate::client::error::{ClientError, Result};
+use crate::client::group::GroupClient;
+use crate::client::process_queue::ProcessQueue;
+use crate::client::AdminClient;
+use crate::group::allocate::{AllocMember, AllocQueue};
+use crate::group::membership::TagFilter;
+use crate::protocol::ErrorCode;
+
+struct Owned {
+    state: Arc<QueueState>,
+    puller: Option<JoinHandle<()>>,
+}
+
+/// The control thread's state.
+pub(super) struct Control {
+    s: Arc<Shared>,
+    groups: GroupClient,
+    admin: AdminClient,
+    owned: BTreeMap<QueueKey, Owned>,
+    /// Queues this member should own but whose lock it does not have yet.
+    pending: BTreeSet<QueueKey>,
+    version: u64,
+    broadcast_offsets: BTreeMap<String, u64>,
+}
+
+impl Control {
+    pub(super) fn new(s: Arc<Shared>) -> Self {
+        // Separate from the pullers' connections: a heartbeat never waits behind parked pulls.
+        let control = s.client.detached();
+        let (groups, admin) = (control.groups(), control.admin());
+        let broadcast_offsets = match &s.config.model {
+            MessageModel::Broadcasting { offset_file } => std::fs::read(offset_file)
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok())
+                .unwrap_or_default(),
+            MessageModel::Clustering => BTreeMap::new(),
+        };
+        Control {
+            s,
+            groups,
+            admin,
+            owned: BTreeMap::new(),
+            pending: BTreeSet::new(),
+            version: 0,
+            broadcast_offsets,
+        }
+    }
+
+    fn clustering(&self) -> bool {
+        self.s.config.model == MessageModel::Clustering
+    }
+
+    pub(super) fn run(mut self) {
+        let c = self.s.config.clone();
+        let now = Instant::now();
+        let (mut next_heartbeat, mut next_commit, mut next_renew, mut next_take) =
+            (now, now, now, now);
+        while !self.s.stop.load(Ordering::Relaxed) {
+            let now = Instant::now();
+            if now >= next_heartbeat || self.s.changed.swap(false, Ordering::Relaxed) {
+                next_heartbeat = now + c.heartbeat_interval;
+                let hb = self.groups.heartbeat(&c.group, &c.client_id, &c.room, &c.subscriptions);
+                if let Ok(ack) = &hb {
+                    *lock(&self.s.session_until) = now + ack.session_timeout * 2 / 3;
+                }
+                match hb.map(|ack| ack.version) {
+                    Ok(v) if v != self.version => {
+                        if let Err(e) = self.rebalance() {
+                            tracing::warn!(group = %c.group, "rebalance failed, retrying: {e}");
+                            next_heartbeat = now + Duration::from_millis(200);
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(group = %c.group, "heartbeat failed: {e}");
+                        next_heartbeat = now + Duration::from_millis(500);
+                    }
+                }
+            }
+            if !self.pending.is_empty() && now >= next_take {
+                next_take = now + Duration::from_millis(100);
+                if let Err(e) = self.take_pending() {
+                    tracing::debug!(group = %c.group, "taking queues: {e}");
+                }
+            }
+            if self.clustering() && now >= next_renew {
+                next_renew = now + c.lock_lease / 3;
+                self.renew();
+            }
+            if now >= next_commit {
+                next_commit = now + c.commit_interval;
+                self.commit_all();
+            }
+            let all_caught_up = self.pending.is_empty()
+                && self.version != 0
+                && self.owned.values().all(|o| {
+                    o.state.caught_up.load(Ordering::Relaxed)
+                        && o.state.running.load(Ordering::Relaxed) == 0
+                        && lock(&o.state.progress).unfinished() == 0
+                });
+            self.s.caught_up.store(all_caught_up, Ordering::Relaxed);
+            self.s.sleep(Duration::from_millis(50));
+        }
+        // Shutdown: give every queue up with a commit, then leave.
+        let all: Vec<QueueKey> = self.owned.keys().cloned().collect();
+        self.give_up(&all, true);
+        self.save_broadcast_offsets();
+        let _ = self.groups.leave(&c.group, &c.client_id);
+    }
+
+    /// Takes this member's share at the group's current version.
+    fn rebalance(&mut self) -> Result<()> {
+        let c = self.s.config.clone();
+        let (version, members) = self.groups.members(&c.group)?;
+        let mut wanted = BTreeSet::new();
+        for (topic, _) in &c.subscriptions {
+            let count = self.admin.route(topic)?.queue_count();
+            let queues: Vec<AllocQueue> =
+                (0..count).map(|q| AllocQueue::new(topic.clone(), q)).collect();
+            let mine = if self.clustering() {
+                let subscribers: Vec<AllocMember> = members
+                    .iter()
+                    .filter(|m| m.subscriptions.iter().any(|(t, _)| t == topic))
+                    .map(|m| AllocMember {
+                        client_id: m.client_id.clone(),
+                        room: (!m.room.is_empty()).then(|| m.room.clone()),
+                    })
+                    .collect();
+                c.strategy.allocate(&c.client_id, &subscribers, &queues)
+            } else {
+                queues
+            };
+            wanted.extend(mine.into_iter().map(|q| (q.topic, q.queue_id)));
+        }
+        let removed: Vec<QueueKey> =
+            self.owned.keys().filter(|k| !wanted.contains(*k)).cloned().collect();
+        self.give_up(&removed, true);
+        self.pending.retain(|k| wanted.contains(k));
+        for k in wanted {
+            if !self.owned.contains_key(&k) {
+                self.pending.insert(k);
+            }
+        }
+        self.version = version;
+        self.s.version.store(version, Ordering::Relaxed);
+        tracing::debug!(group = %c.group, version, owned = self.owned.len(), pending = self.pending.len(), "rebalanced");
+        self.take_pending()
+    }
+
+    /// Starts the pending queues this member can lock (all of them in broadcasting).
+    fn take_pending(&mut self) -> Result<()> {
+        let c = self.s.config.clone();
+        let asked: Vec<QueueKey> = self.pending.iter().cloned().collect();
+        if asked.is_empty() {
+            return Ok(());
+        }
+        let granted = if self.clustering() {
+            self.groups.lock(&c.group, &c.client_id, c.lock_lease, &asked)?
+        } else {
+            asked
+        };
+        if granted.is_empty() {
+            return Ok(());
+        }
+        let committed: HashMap<QueueKey, u64> = if self.clustering() {
+            self.groups
+                .committed(&c.group, &granted)?
+                .into_iter()
+                .filter_map(|(t, q, o)| o.map(|o| ((t, q), o)))
+                .collect()
+        } else {
+            granted
+                .iter()
+                .filter_map(|(t, q)| {
+                    self.broadcast_offsets.get(&format!("{t}:{q}")).map(|o| ((t.clone(), *q), *o))
+                })
+                .collect()
+        };
+        let lease_end = Instant::now() + c.lock_lease * 2 / 3;
+        for key in granted {
+            let start = match committed.get(&key) {
+                Some(&o) => o,
+                None => match c.consume_from {
+                    ConsumeFrom::FirstOffset => self.admin.queue_offsets(&key.0, key.1)?.min,
+                    ConsumeFrom::LastOffset => self.admin.queue_offsets(&key.0, key.1)?.next,
+                    ConsumeFrom::Timestamp(ms) => {
+                        self.admin.offset_for_timestamp(&key.0, key.1, ms)?
+                    }
+                },
+            };
+            let state = Arc::new(QueueState {
+                topic: key.0.clone(),
+                queue_id: key.1,
+                progress: Mutex::new(ProcessQueue::new(start, c.max_unfinished_per_queue)),
+                stop: AtomicBool::new(false),
+                lost: AtomicBool::new(false),
+                running: AtomicUsize::new(0),
+                caught_up: AtomicBool::new(false),
+                lock_until: Mutex::new(lease_end),
+            });
+            let expression =
+                c.subscriptions.iter().find(|(t, _)| *t == key.0).map_or("*", |(_, e)| e.as_str());
+            let tags = match TagFilter::parse(expression) {
+                Ok(TagFilter::Tags(tags)) => tags.into_iter().map(String::into_bytes).collect(),
+                _ => Vec::new(),
+            };
+            let (s, q) = (self.s.clone(), state.clone());
+            let puller = std::thread::Builder::new()
+                .name(format!("ringmq-pull-{}-{}", key.0, key.1))
+                .spawn(move || puller(s, q, tags))
+                .map_err(|e| ClientError::Invalid(format!("cannot start a puller thread: {e}")))?;
+            self.pending.remove(&key);
+            self.owned.insert(key, Owned { state, puller: Some(puller) });
+        }
+        Ok(())
+    }
+
+    /// Stops the queues' pullers, lets their running batches finish, commits (if `commit` and
+    /// the lock was not lost) and unlocks them.
+    fn give_up(&mut self, keys: &[QueueKey], commit: bool) {
+        // Stop every puller first, then wait for them together: each may be in a long-poll.
+        let mut stopping = Vec::new();
+        for key in keys {
+            let Some(o) = self.owned.remove(key) else { continue };
+            o.state.stop.store(true, Ordering::Relaxed);
+            stopping.push((key.clone(), o));
+        }
+        let mut gone = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for (key, mut o) in stopping {
+            if let Some(p) = o.puller.take() {
+                let _ = p.join();
+            }
+            while o.state.running.load(Ordering::Relaxed) > 0 && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            gone.push((key, o.state));
+        }
+        if gone.is_empty() {
+            return;
+        }
+        let c = self.s.config.clone();
+        if commit {
+            let offsets: Vec<(String, u32, u64)> = gone
+                .iter()
+                .filter(|(_, st)| !st.lost.load(Ordering::Relaxed))
+                .filter_map(|((t, q), st)| {
+                    lock(&st.progress).to_commit().map(|o| (t.clone(), *q, o))
+                })
+                .collect();
+            if self.clustering() {
+                if !offsets.is_empty() {
+                    if let Err(e) = self.groups.commit(&c.group, self.version, &offsets) {
+                        tracing::warn!(group = %c.group, "commit while giving queues up failed: {e}");
+                    }
+                }
+            } else {
+                for (t, q, o) in offsets {
+                    self.broadcast_offsets.insert(format!("{t}:{q}"), o);
+                }
+            }
+        }
+        if self.clustering() {
+            let keys: Vec<QueueKey> = gone.into_iter().map(|(k, _)| k).collect();
+            let _ = self.groups.unlock(&c.group, &c.client_id, &keys);
+        }
+    }
+
+    /// Renews the locks of the owned queues; a queue whose lock is gone stops without a commit
+    /// (another member may have it) and is asked for again.
+    fn renew(&mut self) {
+        let c = self.s.config.clone();
+        let keys: Vec<QueueKey> = self.owned.keys().cloned().collect();
+        if keys.is_empty() {
+            return;
+        }
+        let asked_at = Instant::now();
+        let r = self.groups.lock(&c.group, &c.client_id, c.lock_lease, &keys);
+        let Ok(granted) = r else {
+            return; // the broker is unreachable: the orderly pullers stop at their lease's end
+        };
+        let granted: BTreeSet<QueueKey> = granted.into_iter().collect();
+        let mut lost = Vec::new();
+        for (k, o) in &self.owned {
+            if granted.contains(k) {
+                *lock(&o.state.lock_until) = asked_at + c.lock_lease * 2 / 3;
+            } else {
+                o.state.lost.store(true, Ordering::Relaxed);
+                lost.push(k.clone());
+            }
+        }
+        if !lost.is_empty() {
+            self.give_up(&lost, false);
+            self.pending.extend(lost);
+        }
+    }
+
+    fn commit_all(&mut self) {
+        let c = self.s.config.clone();
+        let moved: Vec<(String, u32, u64)> = self
+            .owned
+            .iter()
+            .filter_map(|((t, q), o)| {
+                lock(&o.state.progress).to_commit().map(|off| (t.clone(), *q, off))
+            })
+            .collect();
+        if moved.is_empty() {
+            return;
+        }
+        if !self.clustering() {
+            for (t, q, o) in &moved {
+                self.broadcast_offsets.insert(format!("{t}:{q}"), *o);
+            }
+            self.save_broadcast_offsets();
+        } else {
+            match self.groups.commit(&c.group, self.version, &moved) {
+                Ok(_) => {}
+                Err(e) if e.code() == Some(ErrorCode::STALE_GENERATION) => {
+                    // The group's offsets were reset: start over from them.
+                    let all: Vec<QueueKey> = self.owned.keys().cloned().collect();
+                    self.give_up(&all, false);
+                    self.version = 0;
+                    self.s.changed.store(true, Ordering::Relaxed);
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(group = %c.group, "commit failed, retrying: {e}");
+                    return;
+                }
+            }
+        }
+        for (t, q, off) in moved {
+            if let Some(o) = self.owned.get(&(t, q)) {
+                lock(&o.state.progress).mark_committed(off);
+            }
+        }
+    }
+
+    fn save_broadcast_offsets(&self) {
+        let MessageModel::Broadcasting { offset_file } = &self.s.config.model else { return };
+        let tmp = offset_file.with_extension("tmp");
+        let bytes = serde_json::to_vec_pretty(&self.broadcast_offsets).expect("a map of numbers");
+        // Durable before it replaces the old file, and the rename durable too.
+        let dir = match offset_file.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
+            _ => std::path::PathBuf::from("."),
+        };
+        let written = std::fs::write(&tmp, bytes)
+            .and_then(|()| std::fs::File::open(&tmp)?.sync_all())
+            .and_then(|()| std::fs::rename(&tmp, offset_file))
+            .and_then(|()| std::fs::File::open(&dir)?.sync_all());
+        if let Err(e) = written {
+            tracing::warn!(file = %offset_file.display(), "cannot save the broadcasting offsets: {e}");
+        }
+    }
+}
