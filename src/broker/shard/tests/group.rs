@@ -1,0 +1,197 @@
+//! The consumer-group handler (`shard/group.rs`) on one shard over the real log on the
+//! simulated directory: durable commits and replay, watches, locks, resets.
+
+use super::*;
+
+use crate::protocol::group::{GroupQueue, GroupRequest, GroupResponse, QueueCommit, ResetTo};
+
+fn group_call(
+    s: &Rc<Shard<SimLog>>,
+    request: GroupRequest,
+) -> impl std::future::Future<Output = Reply> + '_ {
+    call(s, Request::Group(request))
+}
+
+fn join(group: &str, client: &str) -> GroupRequest {
+    GroupRequest::Heartbeat {
+        group: group.into(),
+        client_id: client.into(),
+        room: String::new(),
+        subscriptions: vec![("t".into(), "*".into())],
+    }
+}
+
+fn commit(group: &str, generation: u64, offsets: &[(u32, u64)]) -> GroupRequest {
+    GroupRequest::CommitOffsets {
+        group: group.into(),
+        generation,
+        offsets: offsets
+            .iter()
+            .map(|&(queue_id, offset)| QueueCommit { topic: "t".into(), queue_id, offset })
+            .collect(),
+    }
+}
+
+async fn committed(s: &Rc<Shard<SimLog>>, group: &str) -> Vec<(u32, i64)> {
+    let r = group_call(s, GroupRequest::FetchOffsets { group: group.into(), queues: vec![] }).await;
+    let Ok(Response::Group(GroupResponse::FetchOffsets { offsets })) = r else { panic!("{r:?}") };
+    offsets.into_iter().map(|(q, o)| (q.queue_id, o)).collect()
+}
+
+fn version_of(r: &Reply) -> u64 {
+    match r {
+        Ok(Response::Group(GroupResponse::Heartbeat { version, .. }))
+        | Ok(Response::Group(GroupResponse::Leave { version }))
+        | Ok(Response::Group(GroupResponse::Watch { version })) => *version,
+        other => panic!("{other:?}"),
+    }
+}
+
+fn sync_flush(st: &mut crate::storage::StorageConfig) {
+    st.flush_mode = crate::storage::FlushMode::Sync;
+}
+
+#[test]
+fn acknowledged_commits_survive_a_crash_and_replay_from_the_last_snapshot() {
+    run(|| async {
+        let dir = SimDir::new(61);
+        let clock = runtime::system_clock();
+        let few_commits = |c: &mut Config| c.group.snapshot_every_commits = 10;
+        let s = shard_configured(dir.clone(), sync_flush, few_commits, clock.clone()).await;
+        s.start_groups().await.unwrap();
+        for i in 0..25u64 {
+            let r = group_call(&s, commit("g", 0, &[(0, i), (1, 100 + i)])).await.unwrap();
+            assert!(matches!(
+                r,
+                Response::Group(GroupResponse::CommitOffsets { status: SendStatus::SendOk })
+            ));
+            if i % 4 == 3 {
+                s.group_tick().await; // takes a snapshot once 10 commit records piled up
+            }
+        }
+        assert_eq!(committed(&s, "g").await, vec![(0, 24), (1, 124)]);
+        // Power cut: only what the log made durable remains (sync mode: every ack).
+        dir.crash();
+        drop(s);
+        let s = shard_configured(dir.clone(), sync_flush, few_commits, clock.clone()).await;
+        let recovered = s.start_groups().await.unwrap();
+        assert_eq!(committed(&s, "g").await, vec![(0, 24), (1, 124)]);
+        assert!(recovered.from > 0, "replay starts at a snapshot: {recovered:?}");
+        assert!(recovered.records < 20, "not the whole queue: {recovered:?}");
+        // Nothing of it is visible as a topic, and unknown queues are refused.
+        let e = group_call(&s, commit("g", 0, &[(7, 1)])).await.unwrap_err();
+        assert_eq!(e.code, ErrorCode::UNKNOWN_QUEUE);
+        assert_eq!(committed(&s, "other").await, vec![]);
+    });
+}
+
+#[test]
+fn a_snapshot_whose_fsync_fails_loses_no_acknowledged_commit() {
+    run(|| async {
+        let dir = SimDir::new(62);
+        let clock = runtime::system_clock();
+        let s = shard_configured(dir.clone(), sync_flush, |_| {}, clock.clone()).await;
+        s.start_groups().await.unwrap();
+        group_call(&s, commit("g", 0, &[(0, 5)])).await.unwrap();
+        // The snapshot is appended, its fsync fails: the log stops; nothing acknowledged is lost.
+        dir.fail_syncs(1);
+        let _ = s.snapshot_offsets().await;
+        dir.crash();
+        drop(s);
+        let s = shard_configured(dir.clone(), sync_flush, |_| {}, clock.clone()).await;
+        s.start_groups().await.unwrap();
+        assert_eq!(committed(&s, "g").await, vec![(0, 5)]);
+    });
+}
+
+#[test]
+fn a_watch_returns_when_the_group_changes_and_members_expire() {
+    run(|| async {
+        let clock = runtime::SimClock::new(1_700_000_000_000);
+        let short = |c: &mut Config| c.group.session_timeout_ms = 10_000;
+        let s = shard_configured(SimDir::new(63), |_| {}, short, clock.clone()).await;
+        let v1 = version_of(&group_call(&s, join("g", "a")).await);
+        // Unchanged heartbeat: same version; a watch on it parks.
+        assert_eq!(version_of(&group_call(&s, join("g", "a")).await), v1);
+        let watch = GroupRequest::Watch { group: "g".into(), version: v1, max_wait_ms: 30_000 };
+        let (watched, joined) = futures::join!(group_call(&s, watch.clone()), async {
+            runtime::yield_once().await;
+            group_call(&s, join("g", "b")).await
+        });
+        let v2 = version_of(&joined);
+        assert!(v2 > v1);
+        assert_eq!(version_of(&watched), v2, "woken by the join, not by its deadline");
+        // A watch with a stale version answers at once.
+        let stale = GroupRequest::Watch { group: "g".into(), version: v1, max_wait_ms: 30_000 };
+        assert_eq!(version_of(&group_call(&s, stale).await), v2);
+        // b keeps its session, a does not: the tick expires a and wakes the watch.
+        clock.advance(Duration::from_secs(6));
+        group_call(&s, join("g", "b")).await.unwrap();
+        let watch = GroupRequest::Watch { group: "g".into(), version: v2, max_wait_ms: 30_000 };
+        let (watched, ()) = futures::join!(group_call(&s, watch), async {
+            runtime::yield_once().await;
+            clock.advance(Duration::from_secs(5));
+            s.group_tick().await;
+        });
+        assert!(version_of(&watched) > v2);
+        let r = group_call(&s, GroupRequest::Members { group: "g".into() }).await;
+        let Ok(Response::Group(GroupResponse::Members { members, .. })) = r else { panic!() };
+        assert_eq!(members.iter().map(|m| m.client_id.as_str()).collect::<Vec<_>>(), ["b"]);
+    });
+}
+
+#[test]
+fn locks_belong_to_members_and_a_reset_fences_older_commits() {
+    run(|| async {
+        let clock = runtime::system_clock();
+        let s = shard_configured(SimDir::new(64), |_| {}, |_| {}, clock).await;
+        s.start_groups().await.unwrap();
+        let q = |queue_id| GroupQueue { topic: "t".into(), queue_id };
+        let lock = |client: &str, queues: Vec<GroupQueue>| GroupRequest::Lock {
+            group: "g".into(),
+            client_id: client.into(),
+            lease_ms: 0,
+            queues,
+        };
+        let e = group_call(&s, lock("a", vec![q(0)])).await.unwrap_err();
+        assert_eq!(e.code, ErrorCode::UNKNOWN_MEMBER, "join first");
+        let va = version_of(&group_call(&s, join("g", "a")).await);
+        group_call(&s, join("g", "b")).await.unwrap();
+        let r = group_call(&s, lock("a", vec![q(0), q(1)])).await.unwrap();
+        assert_eq!(r, Response::Group(GroupResponse::Lock { granted: vec![q(0), q(1)] }));
+        let r = group_call(&s, lock("b", vec![q(1)])).await.unwrap();
+        assert_eq!(r, Response::Group(GroupResponse::Lock { granted: vec![] }));
+        // a leaves: its locks go with it.
+        group_call(&s, GroupRequest::Leave { group: "g".into(), client_id: "a".into() })
+            .await
+            .unwrap();
+        let r = group_call(&s, lock("b", vec![q(1)])).await.unwrap();
+        assert_eq!(r, Response::Group(GroupResponse::Lock { granted: vec![q(1)] }));
+
+        // Offsets: stored data 0..3 on queue 0, a commit at 3, a reset to the earliest.
+        for _ in 0..3 {
+            call(&s, produce(0, 1)).await.unwrap();
+        }
+        group_call(&s, commit("g", va, &[(0, 3)])).await.unwrap();
+        let reset =
+            GroupRequest::Reset { group: "g".into(), topic: "t".into(), to: ResetTo::Earliest };
+        let r = group_call(&s, reset).await.unwrap();
+        assert_eq!(r, Response::Group(GroupResponse::Reset { offsets: vec![(0, 0), (1, 0)] }));
+        assert_eq!(committed(&s, "g").await, vec![(0, 0), (1, 0)]);
+        // A commit from before the reset must not undo it.
+        let e = group_call(&s, commit("g", va, &[(0, 3)])).await.unwrap_err();
+        assert_eq!(e.code, ErrorCode::STALE_GENERATION);
+        let reset =
+            GroupRequest::Reset { group: "g".into(), topic: "t".into(), to: ResetTo::Offset(99) };
+        let r = group_call(&s, reset).await.unwrap();
+        assert_eq!(
+            r,
+            Response::Group(GroupResponse::Reset { offsets: vec![(0, 3), (1, 0)] }),
+            "clamped"
+        );
+        let r = group_call(&s, GroupRequest::ListGroups).await.unwrap();
+        let Response::Group(GroupResponse::ListGroups { groups }) = r else { panic!() };
+        assert_eq!(groups.len(), 1);
+        assert_eq!((groups[0].members, groups[0].committed_queues), (1, 2));
+    });
+}
