@@ -1,6 +1,7 @@
 //! Runs a workload against a broker: producer and consumer threads (each pinned to one of
 //! `--cpus`, round-robin; the client's own threads inherit the pin), the per-second reporter on
-//! the main thread, and the phase changes (warm-up, measurement, stop, drain).
+//! the main thread, and the phase changes (warm-up, measurement, stop, drain). The threads'
+//! bodies are per client: `library.rs` and `raw.rs`.
 //!
 //! Accounting: a producer counts a message *sent* once `send_async` took it, *acked* when its
 //! reply said it was stored, *failed* otherwise. Ack latency is reply time minus intended
@@ -10,26 +11,18 @@
 //! harness header of every message (end-to-end latency = receive time minus intended send
 //! time) and feed the [`Verifier`].
 
-use std::collections::VecDeque;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::*};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
-use ringmq::client::{
-    Client, ClientError, Message, Pending, ProducerConfig, QueueReader, QueueSelector, SendResult,
-};
-use ringmq::protocol::SendStatus;
+use ringmq::client::Client;
 use serde::{Deserialize, Serialize};
 
-use crate::clock::{now_ns, pin_current_thread, precise_sleeps, wait_until};
-use crate::payload::{Prefix, NO_KEY, PREFIX_LEN};
-use crate::rate::Schedule;
+use crate::clock::now_ns;
+use crate::payload::{Prefix, NO_KEY};
 use crate::stats::{merge, new_histogram, LatencySummary, Recorder};
 use crate::verify::{Verifier, VerifySummary};
-use crate::workload::{ClientKind, KeyDistribution, Workload};
+use crate::workload::{ClientKind, Workload};
 
 const MAX_ERRORS_KEPT: usize = 20;
 
@@ -148,446 +141,12 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Records the time a reply arrived: the producer's reply path wakes it.
-struct AckSlot(AtomicU64);
-
-impl Wake for AckSlot {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref()
-    }
-    fn wake_by_ref(self: &Arc<Self>) {
-        self.0.store(now_ns().max(1), Release);
-    }
-}
-
-struct InFlight {
-    pending: Pending<Result<SendResult, ClientError>>,
-    slot: Arc<AckSlot>,
-    intended_ns: u64,
-}
-
 pub(crate) struct ProducerStats {
     pub(crate) id: u32,
     pub(crate) sent: u64,
 }
 
-fn xorshift(state: &mut u64) -> u64 {
-    let mut x = *state;
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    *state = x;
-    x
-}
-
-#[allow(clippy::too_many_arguments)]
-/// A library producer on this thread (pinned to `cpu`) with the workload's batching: keyed
-/// workloads hash keys to queues, others go round robin.
-fn library_producer(
-    id: u32,
-    w: &Workload,
-    address: &str,
-    cpu: Option<usize>,
-) -> Result<ringmq::client::Producer, String> {
-    if let Some(c) = cpu {
-        pin_current_thread(c)?;
-    }
-    let client = Client::connect(address).map_err(|e| format!("producer {id}: {e}"))?;
-    let keyed = w.key_distribution != KeyDistribution::None;
-    client
-        .producer(ProducerConfig {
-            selector: if keyed { QueueSelector::KeyHash } else { QueueSelector::RoundRobin },
-            linger: Duration::from_millis(w.linger_ms),
-            max_batch_bytes: w.batch_max_bytes,
-            ..Default::default()
-        })
-        .map_err(|e| format!("producer {id}: {e}"))
-}
-
-fn producer_main(
-    id: u32,
-    w: &Workload,
-    topics: &[String],
-    address: &str,
-    cpu: Option<usize>,
-    rate: u64,
-    shared: &Shared,
-    recorder: &Mutex<Recorder>,
-) -> Result<ProducerStats, String> {
-    precise_sleeps();
-    let keyed = w.key_distribution != KeyDistribution::None;
-    let producer = library_producer(id, w, address, cpu)?;
-    let mut rng = 0x9E37_79B9_7F4A_7C15u64 ^ ((id as u64 + 1) << 32);
-    // Incompressible filler after the header.
-    let template: Vec<u8> = (0..w.message_size_bytes).map(|_| xorshift(&mut rng) as u8).collect();
-    let keys: Vec<Vec<u8>> = (0..w.key_count).map(|k| format!("k{k}").into_bytes()).collect();
-    let mut key_seqs = vec![0u64; w.key_count as usize];
-    let mut in_flight: VecDeque<InFlight> = VecDeque::new();
-    let mut schedule = Schedule::new(now_ns(), rate);
-    let backlog = w.backlog_bytes > 0;
-    let mut seq = 0u64;
-    let reap = |in_flight: &mut VecDeque<InFlight>, block: bool| {
-        while let Some(f) = in_flight.front() {
-            let at = f.slot.0.load(Acquire);
-            if at == 0 && !block {
-                break;
-            }
-            let f = in_flight.pop_front().expect("front exists");
-            let (result, at) = match f.pending.try_take() {
-                Some(r) => (r, at.max(1)),
-                None => {
-                    let r = f.pending.wait();
-                    let at = f.slot.0.load(Acquire);
-                    (r, if at == 0 { now_ns() } else { at })
-                }
-            };
-            match result {
-                Ok(r) => {
-                    shared.acked.fetch_add(1, Relaxed);
-                    if r.status == SendStatus::FlushDiskTimeout {
-                        shared.flush_timeouts.fetch_add(1, Relaxed);
-                    }
-                    let measuring = shared.measuring.load(Relaxed);
-                    lock(recorder).latency(at.saturating_sub(f.intended_ns), measuring);
-                }
-                Err(e) => {
-                    shared.failed.fetch_add(1, Relaxed);
-                    shared.error(format!("producer {id}: send failed: {e}"));
-                }
-            }
-        }
-    };
-    loop {
-        if shared.stop_producers.load(Relaxed) {
-            break;
-        }
-        if backlog
-            && shared.backlog_left.fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1)).is_err()
-        {
-            break;
-        }
-        let intended = schedule.next_intended(now_ns());
-        if schedule.is_fixed_rate() {
-            // Reap replies while waiting for the next slot.
-            while now_ns() + 200_000 < intended {
-                reap(&mut in_flight, false);
-                wait_until(intended.min(now_ns() + 1_000_000));
-            }
-            wait_until(intended);
-        }
-        let actual = now_ns();
-        let (key, key_seq) = if keyed {
-            let k = match w.key_distribution {
-                KeyDistribution::Random => (xorshift(&mut rng) % w.key_count as u64) as usize,
-                _ => (seq % w.key_count as u64) as usize,
-            };
-            let s = key_seqs[k];
-            key_seqs[k] += 1;
-            (k as u32, s)
-        } else {
-            (NO_KEY, 0)
-        };
-        let mut body = template.clone();
-        Prefix { intended_ns: intended, producer: id, key, seq, key_seq }
-            .write(&mut body[..PREFIX_LEN]);
-        // A key stays on one topic (and, through the hash selector, on one queue): per-key
-        // order holds within a queue, so a key spread over topics would have none to verify.
-        let topic = if keyed {
-            &topics[key as usize % topics.len()]
-        } else {
-            &topics[(seq % topics.len() as u64) as usize]
-        };
-        let mut msg = Message::new(topic.as_str(), body);
-        if keyed {
-            msg.key = keys[key as usize].clone();
-        }
-        let mut pending = match producer.send_async(msg) {
-            Ok(p) => p,
-            Err(e) => {
-                shared.error(format!("producer {id}: {e}"));
-                break;
-            }
-        };
-        seq += 1;
-        shared.sent.fetch_add(1, Relaxed);
-        if schedule.is_fixed_rate() {
-            lock(recorder).delay(actual.saturating_sub(intended), shared.measuring.load(Relaxed));
-        }
-        let slot = Arc::new(AckSlot(AtomicU64::new(0)));
-        let waker = Waker::from(slot.clone());
-        let mut cx = Context::from_waker(&waker);
-        match Pin::new(&mut pending).poll(&mut cx) {
-            Poll::Ready(r) => {
-                // Already answered: keep it for the reaper with the time now.
-                let (c, p) = ringmq::client::pending::pending();
-                c.complete(r);
-                slot.0.store(now_ns().max(1), Release);
-                in_flight.push_back(InFlight { pending: p, slot, intended_ns: intended });
-            }
-            Poll::Pending => in_flight.push_back(InFlight { pending, slot, intended_ns: intended }),
-        }
-        reap(&mut in_flight, false);
-        while in_flight.len() >= w.max_in_flight {
-            reap(&mut in_flight, true);
-        }
-    }
-    reap(&mut in_flight, true);
-    if let Err(e) = producer.close() {
-        shared.error(format!("producer {id}: close: {e}"));
-    }
-    Ok(ProducerStats { id, sent: seq })
-}
-
-/// A library producer sending `send_batch_messages` messages per `send_batch_async` call (one
-/// completion handle per batch), as fast as `max_in_flight` allows. Ack latency is taken when
-/// the batch's answer is collected (at most one loop turn late), for every message in it.
-fn batch_producer_main(
-    id: u32,
-    w: &Workload,
-    topics: &[String],
-    address: &str,
-    cpu: Option<usize>,
-    shared: &Shared,
-    recorder: &Mutex<Recorder>,
-) -> Result<ProducerStats, String> {
-    let producer = library_producer(id, w, address, cpu)?;
-    let mut rng = 0x9E37_79B9_7F4A_7C15u64 ^ ((id as u64 + 1) << 32);
-    let template: Vec<u8> = (0..w.message_size_bytes).map(|_| xorshift(&mut rng) as u8).collect();
-    let per_batch = w.send_batch_messages as usize;
-    type Batch = (Pending<Result<ringmq::client::SendBatchResult, ClientError>>, u64, usize);
-    let mut in_flight: VecDeque<Batch> = VecDeque::new();
-    let mut in_flight_messages = 0usize;
-    let backlog = w.backlog_bytes > 0;
-    let mut seq = 0u64;
-    // Collects answered batches; with `block`, waits for the oldest one if none is answered.
-    let reap = |in_flight: &mut VecDeque<Batch>, block: bool| -> usize {
-        let mut done = 0;
-        loop {
-            let answered = match in_flight.front_mut() {
-                None => break,
-                Some((p, _, _)) => p.try_take(),
-            };
-            let (result, intended, count) = match answered {
-                Some(r) => {
-                    let (_, intended, count) = in_flight.pop_front().expect("front exists");
-                    (r, intended, count)
-                }
-                None if block && done == 0 => {
-                    let (p, intended, count) = in_flight.pop_front().expect("front exists");
-                    (p.wait(), intended, count)
-                }
-                None => break,
-            };
-            done += count;
-            match result {
-                Ok(r) => {
-                    shared.acked.fetch_add(count as u64, Relaxed);
-                    if r.status == SendStatus::FlushDiskTimeout {
-                        shared.flush_timeouts.fetch_add(count as u64, Relaxed);
-                    }
-                    let (at, measuring) = (now_ns(), shared.measuring.load(Relaxed));
-                    let mut rec = lock(recorder);
-                    for _ in 0..count {
-                        rec.latency(at.saturating_sub(intended), measuring);
-                    }
-                }
-                Err(e) => {
-                    shared.failed.fetch_add(count as u64, Relaxed);
-                    shared.error(format!("producer {id}: batch send failed: {e}"));
-                }
-            }
-        }
-        done
-    };
-    'send: loop {
-        if shared.stop_producers.load(Relaxed) {
-            break;
-        }
-        let intended = now_ns();
-        let topic = &topics[(seq / per_batch as u64 % topics.len() as u64) as usize];
-        let mut batch = Vec::with_capacity(per_batch);
-        for _ in 0..per_batch {
-            if backlog
-                && shared.backlog_left.fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1)).is_err()
-            {
-                break;
-            }
-            let mut body = template.clone();
-            Prefix { intended_ns: intended, producer: id, key: NO_KEY, seq, key_seq: 0 }
-                .write(&mut body[..PREFIX_LEN]);
-            batch.push(Message::new(topic.as_str(), body));
-            seq += 1;
-        }
-        let count = batch.len();
-        if count == 0 {
-            break 'send;
-        }
-        match producer.send_batch_async(batch) {
-            Ok(p) => in_flight.push_back((p, intended, count)),
-            Err(e) => {
-                shared.error(format!("producer {id}: {e}"));
-                break;
-            }
-        }
-        shared.sent.fetch_add(count as u64, Relaxed);
-        in_flight_messages += count;
-        in_flight_messages -= reap(&mut in_flight, false);
-        while in_flight_messages >= w.max_in_flight {
-            in_flight_messages -= reap(&mut in_flight, true);
-        }
-        if count < per_batch {
-            break; // the backlog is produced
-        }
-    }
-    while !in_flight.is_empty() {
-        reap(&mut in_flight, true);
-    }
-    if let Err(e) = producer.close() {
-        shared.error(format!("producer {id}: close: {e}"));
-    }
-    Ok(ProducerStats { id, sent: seq })
-}
-
-#[allow(clippy::too_many_arguments)]
-fn consumer_main(
-    id: u32,
-    w: &Workload,
-    queues: &[(String, u32)],
-    address: &str,
-    cpu: Option<usize>,
-    shared: &Shared,
-    recorder: &Mutex<Recorder>,
-) -> Result<(), String> {
-    if let Some(c) = cpu {
-        pin_current_thread(c)?;
-    }
-    let client = Client::connect(address).map_err(|e| format!("consumer {id}: {e}"))?;
-    let mut consumer = client.consumer();
-    consumer.max_bytes = w.fetch_max_bytes;
-    if !shared.wait_for_consumers_go() {
-        return Ok(());
-    }
-    // One queue: long-poll it. Several: sweep them without waiting (each reader keeps its
-    // next fetch in flight), nap when none had anything.
-    let wait = if queues.len() == 1 { Duration::from_millis(100) } else { Duration::ZERO };
-    let mut readers: Vec<QueueReader> = queues
-        .iter()
-        .map(|(topic, queue)| consumer.stream(topic, *queue, 0).with_max_wait(wait))
-        .collect();
-    let mut prefixes = Vec::new();
-    while !shared.stop_consumers.load(Relaxed) {
-        let mut got = 0usize;
-        for reader in readers.iter_mut() {
-            let r = if wait.is_zero() {
-                reader.try_next()
-            } else {
-                reader.next_batch(wait + Duration::from_millis(100))
-            };
-            let view = match r {
-                Ok(Some(v)) => v,
-                Ok(None) => continue,
-                Err(e) => {
-                    shared.error(format!(
-                        "consumer {id}: {}/{}: {e}",
-                        reader.topic(),
-                        reader.queue_id()
-                    ));
-                    std::thread::sleep(Duration::from_millis(10));
-                    continue;
-                }
-            };
-            let mut foreign = 0u64;
-            prefixes.clear();
-            for m in view.messages() {
-                match Prefix::read(m.body()) {
-                    Some(p) => prefixes.push(p),
-                    None => foreign += 1,
-                }
-            }
-            got += prefixes.len() + foreign as usize;
-            record_consumed(w, shared, recorder, &prefixes, foreign);
-        }
-        if got == 0 && wait.is_zero() {
-            std::thread::sleep(Duration::from_micros(200));
-        }
-    }
-    Ok(())
-}
-
 /// Feeds what one pull returned to the verifier and the end-to-end histogram.
-/// A consumer that is a member of the run's consumer group: a `PushConsumer` subscribed to
-/// every topic of the run, sharing the queues with the other members by rebalancing.
-#[allow(clippy::too_many_arguments)]
-fn group_consumer_main(
-    id: u32,
-    w: &Workload,
-    topics: &[String],
-    group: &str,
-    address: &str,
-    cpu: Option<usize>,
-    shared: &Shared,
-    recorder: &Mutex<Recorder>,
-) -> Result<(), String> {
-    use ringmq::client::{
-        ConsumeFrom, ConsumeMode, ConsumeStatus, PushConsumer, PushConsumerConfig,
-    };
-    if let Some(c) = cpu {
-        // The consumer's threads inherit this thread's CPU.
-        pin_current_thread(c)?;
-    }
-    let client = Client::connect(address).map_err(|e| format!("consumer {id}: {e}"))?;
-    if !shared.wait_for_consumers_go() {
-        return Ok(());
-    }
-    let mut config = PushConsumerConfig::new(group);
-    for t in topics {
-        config = config.subscribe(t.clone(), "*");
-    }
-    config.consume_from = ConsumeFrom::FirstOffset;
-    config.heartbeat_interval = Duration::from_secs(1);
-    config.max_unfinished_per_queue = 8192;
-    config.mode = if w.verify_order {
-        ConsumeMode::Orderly { batch_size: 256, suspend: Duration::from_millis(10) }
-    } else {
-        ConsumeMode::Concurrent { threads: 1, batch_size: 256 }
-    };
-    // The listener must be 'static: it hands what it read to this thread, which records it.
-    let (tx, rx) = std::sync::mpsc::sync_channel::<(Vec<Prefix>, u64)>(1024);
-    let listener = move |messages: &[ringmq::client::ConsumedMessage],
-                         _: &ringmq::client::ConsumeContext<'_>| {
-        let mut prefixes = Vec::with_capacity(messages.len());
-        let mut foreign = 0;
-        for m in messages {
-            match Prefix::read(&m.body) {
-                Some(p) => prefixes.push(p),
-                None => foreign += 1,
-            }
-        }
-        let _ = tx.send((prefixes, foreign));
-        ConsumeStatus::Success
-    };
-    let consumer = PushConsumer::start(&client, config, listener)
-        .map_err(|e| format!("consumer {id}: {e}"))?;
-    while !shared.stop_consumers.load(Relaxed) {
-        while let Ok((prefixes, foreign)) = rx.recv_timeout(Duration::from_millis(5)) {
-            record_consumed(w, shared, recorder, &prefixes, foreign);
-        }
-    }
-    // Stop receiving only after the consumer stopped (a listener blocked on a full channel
-    // would keep its shutdown waiting).
-    let drain = std::thread::scope(|s| {
-        let h = s.spawn(move || consumer.shutdown());
-        while !h.is_finished() {
-            while let Ok((prefixes, foreign)) = rx.recv_timeout(Duration::from_millis(5)) {
-                record_consumed(w, shared, recorder, &prefixes, foreign);
-            }
-        }
-        h.join()
-    });
-    drain.map_err(|_| format!("consumer {id}: shutting the push consumer down panicked"))?;
-    Ok(())
-}
-
 pub(crate) fn record_consumed(
     w: &Workload,
     shared: &Shared,
@@ -810,11 +369,13 @@ fn run_on_topics(
                     .spawn_scoped(s, move || match w.client {
                         ClientKind::Library if w.consumer_group => {
                             let group = format!("bench-{}", opts.run_id);
-                            group_consumer_main(c as u32, w, topics, &group, addr, cpu, shared, rec)
+                            crate::library::group_consumer_main(
+                                c as u32, w, topics, &group, addr, cpu, shared, rec,
+                            )
                         }
-                        ClientKind::Library => {
-                            consumer_main(c as u32, w, queues, addr, cpu, shared, rec)
-                        }
+                        ClientKind::Library => crate::library::consumer_main(
+                            c as u32, w, queues, addr, cpu, shared, rec,
+                        ),
                         ClientKind::Raw => {
                             crate::raw::consumer_main(c as u32, w, queues, addr, cpu, shared, rec)
                         }
@@ -833,11 +394,13 @@ fn run_on_topics(
                     .spawn_scoped(s, move || {
                         let r = match w.client {
                             ClientKind::Library if w.send_batch_messages > 0 => {
-                                batch_producer_main(p, w, topics, addr, cpu, shared, rec)
+                                crate::library::batch_producer_main(
+                                    p, w, topics, addr, cpu, shared, rec,
+                                )
                             }
-                            ClientKind::Library => {
-                                producer_main(p, w, topics, addr, cpu, rate, shared, rec)
-                            }
+                            ClientKind::Library => crate::library::producer_main(
+                                p, w, topics, addr, cpu, rate, shared, rec,
+                            ),
                             ClientKind::Raw => {
                                 crate::raw::producer_main(p, w, topics, addr, cpu, shared, rec)
                             }
