@@ -20,6 +20,7 @@ pub mod client;
 pub mod format;
 pub mod group;
 pub mod protocol;
+pub mod replication;
 pub mod runtime;
 pub mod storage;
 pub mod tune;
