@@ -17,6 +17,7 @@
 
 pub mod broker;
 pub mod client;
+pub mod compat;
 pub mod format;
 pub mod group;
 pub mod protocol;
