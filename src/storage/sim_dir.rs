@@ -313,6 +313,11 @@ impl SimDir {
         self.state.borrow().names.get(name).map(|f| f.borrow().volatile.len())
     }
 
+    /// Current (volatile) bytes of a file, if it exists (e.g. to compare two logs).
+    pub fn contents(&self, name: &str) -> Option<Vec<u8>> {
+        self.state.borrow().names.get(name).map(|f| f.borrow().volatile.clone())
+    }
+
     /// Names in the directory now (volatile view).
     pub fn names(&self) -> Vec<String> {
         self.state.borrow().names.keys().cloned().collect()

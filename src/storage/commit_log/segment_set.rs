@@ -38,6 +38,15 @@ impl<D: LogDir + 'static> CommitLog<D> {
     /// segment is normally ready (created in the background); the switch itself never awaits.
     /// If it cannot be created for lack of space, nothing changes and the append gets DiskFull.
     pub(super) async fn roll(self: &Rc<Self>) -> Result<()> {
+        self.roll_with(None).await
+    }
+
+    /// [`Self::roll`], writing `mirrored` as the end marker instead of a new one (a replica
+    /// mirrors its master's marker byte for byte).
+    pub(super) async fn roll_with(
+        self: &Rc<Self>,
+        mirrored: Option<&[u8; HEADER_LEN]>,
+    ) -> Result<()> {
         let marker_len = HEADER_LEN as u64;
         let (old_base, sealed_end) = {
             let st = self.st.borrow();
@@ -54,11 +63,16 @@ impl<D: LogDir + 'static> CommitLog<D> {
         let mut st = self.st.borrow_mut();
         let active = st.active().clone();
         if active.sealed_end.get().is_none() {
-            let ts = self.clock.unix_ms().max(st.last_store_ts);
-            let marker = fmt::control_batch(
-                &Stamp { topic_id: 0, queue_id: 0, base_offset: 0, store_timestamp_ms: ts },
-                0,
-            );
+            let marker = match mirrored {
+                Some(m) => *m,
+                None => {
+                    let ts = self.clock.unix_ms().max(st.last_store_ts);
+                    fmt::control_batch(
+                        &Stamp { topic_id: 0, queue_id: 0, base_offset: 0, store_timestamp_ms: ts },
+                        0,
+                    )
+                }
+            };
             assert_eq!(marker.len() as u64, marker_len, "end marker is a bare header");
             self.put(&mut st, &marker);
             assert_eq!(st.append_pos, sealed_end, "the roll was planned for this end");

@@ -1,0 +1,185 @@
+//! A replica's commit log as a byte copy of its master's (`CommitLog::read_batches_at` on the
+//! master, `CommitLog::append_replicated` on the replica), on the simulated directory.
+
+mod common;
+
+use std::rc::Rc;
+
+use common::{batch, batch_tag, run, small_config};
+use ringmq::format::batch::{read_header, stamp, Stamp};
+use ringmq::format::BatchView;
+use ringmq::storage::segment::segment_name;
+use ringmq::storage::sim_dir::SimDir;
+use ringmq::storage::{
+    CommitLog, FlushMode, LogPosition, QueueId, QueueKey, StorageError, TopicId,
+};
+
+const QUEUES: [QueueKey; 3] = [
+    QueueKey::new(TopicId::new(1), QueueId::new(0)),
+    QueueKey::new(TopicId::new(1), QueueId::new(1)),
+    QueueKey::new(TopicId::new(2), QueueId::new(0)),
+];
+
+/// Appends `n` batches round-robin over the queues (several segments' worth) and syncs.
+async fn fill(log: &Rc<CommitLog<SimDir>>, from_tag: u64, n: u64) {
+    for tag in from_tag..from_tag + n {
+        let q = QUEUES[(tag % 3) as usize];
+        log.append(q, &batch(tag, 1 + (tag % 4) as usize, 300 + (tag % 7) as usize * 100))
+            .await
+            .unwrap();
+    }
+    log.flush().await.unwrap();
+}
+
+/// Copies the master's log from `from` to its written end into the replica, as a replica's
+/// follower task does, and makes it durable. Returns where it stopped.
+async fn follow(
+    master: &Rc<CommitLog<SimDir>>,
+    replica: &Rc<CommitLog<SimDir>>,
+    mut from: LogPosition,
+) -> LogPosition {
+    loop {
+        let (batches, next) =
+            master.read_batches_at(from, master.written_end(), 10_000).await.unwrap();
+        for b in &batches {
+            replica.append_replicated(b.position, &b.bytes).await.unwrap();
+        }
+        if next == from {
+            break;
+        }
+        from = next;
+    }
+    replica.flush().await.unwrap();
+    from
+}
+
+/// Every record tag of `q` with its queue offset.
+async fn contents(log: &Rc<CommitLog<SimDir>>, q: QueueKey) -> Vec<(u64, u64, i64)> {
+    let mut out = vec![];
+    let mut off = log.offsets(q).min;
+    loop {
+        let r = log.read(q, off, 100_000).await.unwrap();
+        if r.batches.is_empty() {
+            return out;
+        }
+        for b in &r.batches {
+            let h = BatchView::parse(b, usize::MAX).unwrap().header;
+            out.push((h.stamp.base_offset, batch_tag(b), h.stamp.store_timestamp_ms));
+        }
+        off = r.next_offset;
+    }
+}
+
+/// The two logs hold the same segments with the same bytes.
+fn assert_same_segments(
+    master: &Rc<CommitLog<SimDir>>,
+    mdir: &SimDir,
+    replica: &Rc<CommitLog<SimDir>>,
+    rdir: &SimDir,
+) {
+    let bases = master.segment_bases();
+    assert!(bases.len() >= 3, "the test must cross segments, got {bases:?}");
+    assert_eq!(replica.segment_bases()[..bases.len()], bases[..]);
+    for base in bases {
+        let name = segment_name(base);
+        let (m, r) = (mdir.contents(&name).unwrap(), rdir.contents(&name).unwrap());
+        let n = m.len().min(r.len());
+        assert!(m[..n] == r[..n], "segment {name} differs");
+        assert!(m[n..].iter().chain(&r[n..]).all(|&b| b == 0), "segment {name}: extra bytes");
+    }
+}
+
+#[test]
+fn a_replica_copies_the_master_byte_for_byte_across_segments() {
+    run(|| async {
+        let (mdir, rdir) = (SimDir::new(11), SimDir::new(12));
+        let master =
+            CommitLog::open_with(mdir.clone(), small_config(FlushMode::Async)).await.unwrap();
+        let replica =
+            CommitLog::open_with(rdir.clone(), small_config(FlushMode::Async)).await.unwrap();
+        fill(&master, 0, 200).await;
+        let end = follow(&master, &replica, LogPosition::new(0)).await;
+        assert_eq!(end, master.written_end());
+        assert_eq!(replica.written_end(), master.written_end());
+        for q in QUEUES {
+            let m = contents(&master, q).await;
+            assert!(!m.is_empty());
+            assert_eq!(contents(&replica, q).await, m, "{q}: same offsets, records, store times");
+        }
+        assert_same_segments(&master, &mdir, &replica, &rdir);
+    });
+}
+
+#[test]
+fn a_replica_refuses_batches_out_of_place() {
+    run(|| async {
+        let master =
+            CommitLog::open_with(SimDir::new(21), small_config(FlushMode::Async)).await.unwrap();
+        let replica =
+            CommitLog::open_with(SimDir::new(22), small_config(FlushMode::Async)).await.unwrap();
+        fill(&master, 0, 6).await;
+        let (batches, _) = master
+            .read_batches_at(LogPosition::new(0), master.written_end(), 1 << 20)
+            .await
+            .unwrap();
+        assert_eq!(batches.len(), 6);
+        // Skipping a batch: the next one is not where this log's next batch goes.
+        let e = replica.append_replicated(batches[1].position, &batches[1].bytes).await;
+        assert!(matches!(e, Err(StorageError::Corrupt { .. })), "{e:?}");
+        replica.append_replicated(batches[0].position, &batches[0].bytes).await.unwrap();
+        // The same batch again (a retried stream) is refused, not stored twice.
+        let e = replica.append_replicated(batches[0].position, &batches[0].bytes).await;
+        assert!(matches!(e, Err(StorageError::Corrupt { .. })), "{e:?}");
+        // Right place, wrong queue offset (a log that diverged): refused.
+        let mut wrong = batches[3].bytes.clone();
+        let h = read_header(&wrong).unwrap();
+        stamp(&mut wrong, &Stamp { base_offset: h.stamp.base_offset + 1, ..h.stamp });
+        let e = replica.append_replicated(batches[1].position, &wrong).await;
+        assert!(matches!(e, Err(StorageError::Corrupt { .. })), "{e:?}");
+        // A damaged stamp is an invalid batch.
+        let mut damaged = batches[1].bytes.clone();
+        damaged[20] ^= 1;
+        let e = replica.append_replicated(batches[1].position, &damaged).await;
+        assert!(matches!(e, Err(StorageError::InvalidBatch(_))), "{e:?}");
+        // Nothing of the refused batches was written.
+        replica.append_replicated(batches[1].position, &batches[1].bytes).await.unwrap();
+        assert_eq!(replica.written_end().get(), 0, "not yet written: async mode, no flush");
+        replica.flush().await.unwrap();
+        assert_eq!(replica.written_end(), batches[2].position);
+    });
+}
+
+#[test]
+fn a_replica_that_crashed_recovers_and_resumes_from_its_own_end() {
+    run(|| async {
+        let (mdir, rdir) = (SimDir::new(31), SimDir::new(32));
+        let master =
+            CommitLog::open_with(mdir.clone(), small_config(FlushMode::Async)).await.unwrap();
+        let replica =
+            CommitLog::open_with(rdir.clone(), small_config(FlushMode::Async)).await.unwrap();
+        fill(&master, 0, 120).await;
+        follow(&master, &replica, LogPosition::new(0)).await;
+        // More data reaches the replica but is not synced when it crashes.
+        fill(&master, 120, 40).await;
+        let (batches, _) = master
+            .read_batches_at(replica.written_end(), master.written_end(), 1 << 20)
+            .await
+            .unwrap();
+        for b in &batches[..10] {
+            replica.append_replicated(b.position, &b.bytes).await.unwrap();
+        }
+        drop(replica);
+        rdir.crash();
+        let replica =
+            CommitLog::open_with(rdir.clone(), small_config(FlushMode::Async)).await.unwrap();
+        let resumed_from = replica.written_end();
+        assert!(resumed_from < batches[10].position, "the unsynced tail was lost");
+        follow(&master, &replica, resumed_from).await;
+        fill(&master, 160, 60).await;
+        follow(&master, &replica, replica.written_end()).await;
+        for q in QUEUES {
+            assert_eq!(contents(&replica, q).await, contents(&master, q).await);
+        }
+        assert_same_segments(&master, &mdir, &replica, &rdir);
+    });
+}
