@@ -183,3 +183,50 @@ fn a_replica_that_crashed_recovers_and_resumes_from_its_own_end() {
         assert_same_segments(&master, &mdir, &replica, &rdir);
     });
 }
+
+#[test]
+fn a_replica_truncated_to_the_divergence_point_follows_a_new_master_byte_for_byte() {
+    run(|| async {
+        let (odir, rdir, ndir) = (SimDir::new(41), SimDir::new(42), SimDir::new(43));
+        let cfg = || small_config(FlushMode::Async);
+        let old = CommitLog::open_with(odir.clone(), cfg()).await.unwrap();
+        let replica = CommitLog::open_with(rdir.clone(), cfg()).await.unwrap();
+        let new = CommitLog::open_with(ndir.clone(), cfg()).await.unwrap();
+        // The old master wrote 150 batches; the replica has them all, the new master only the
+        // first 90 (it was behind when it was promoted), then writes batches of its own.
+        fill(&old, 0, 150).await;
+        follow(&old, &replica, LogPosition::new(0)).await;
+        let (first, _) =
+            old.read_batches_at(LogPosition::new(0), old.written_end(), 1 << 30).await.unwrap();
+        let data: Vec<_> =
+            first.iter().filter(|b| read_header(&b.bytes).unwrap().record_count > 0).collect();
+        let cut = data[90].position;
+        for b in first.iter().take_while(|b| b.position < cut) {
+            new.append_replicated(b.position, &b.bytes).await.unwrap();
+        }
+        new.flush().await.unwrap();
+        assert_eq!(new.written_end(), cut);
+        fill(&new, 1_000, 80).await;
+
+        // The replica keeps [0, cut): truncated on disk, then reopened.
+        replica.close().await.unwrap();
+        drop(replica);
+        ringmq::storage::commit_log::truncate_log(&rdir, cut).await.unwrap();
+        let replica = CommitLog::open_with(rdir.clone(), cfg()).await.unwrap();
+        assert_eq!(replica.written_end(), cut);
+        for q in QUEUES {
+            let kept: Vec<_> = contents(&replica, q).await;
+            assert!(kept.iter().all(|&(_, tag, _)| tag < 90), "{q}: nothing past the cut");
+        }
+        follow(&new, &replica, cut).await;
+        for q in QUEUES {
+            assert_eq!(contents(&replica, q).await, contents(&new, q).await);
+        }
+        assert_same_segments(&new, &ndir, &replica, &rdir);
+        // A crash right after truncating keeps the truncation (it was synced).
+        drop(replica);
+        rdir.crash();
+        let replica = CommitLog::open_with(rdir.clone(), cfg()).await.unwrap();
+        assert_eq!(replica.written_end(), new.written_end());
+    });
+}

@@ -79,7 +79,7 @@ use self::index_writer::index_loop;
 use self::lifecycle::Lifecycle;
 use self::read_ahead::ReadAhead;
 use self::recovery::recover;
-pub use self::replica::PositionedBatch;
+pub use self::replica::{truncate_log, PositionedBatch};
 use self::retention_run::retention_loop;
 pub use self::tail_scan::{Scanned, TailScan};
 use super::chunk_cache::ChunkCache;

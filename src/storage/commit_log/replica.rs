@@ -15,6 +15,8 @@
 //!   batch goes, or at the next segment's base (then this log seals its active segment with an
 //!   end marker at the same position the master's has). Group commit, acknowledgement per the
 //!   flush mode and the index work as for any append.
+//! - [`truncate_log`] (replica, log closed): cuts the log at the point where it diverged from
+//!   its master, durably, before it follows again.
 
 use std::rc::Rc;
 
@@ -23,6 +25,7 @@ use crate::format::batch::{BatchView, HEADER_LEN};
 use crate::storage::error::{Result, StorageError};
 use crate::storage::file::{LogDir, LogFile};
 use crate::storage::index::IndexEntry;
+use crate::storage::index_store::CHECKPOINT_FILE;
 use crate::storage::segment::segment_name;
 use crate::storage::types::{Appended, LogPosition, QueueId, QueueKey, QueueOffset, TopicId};
 
@@ -243,6 +246,47 @@ impl<D: LogDir + 'static> CommitLog<D> {
             end: position + HEADER_LEN as u64,
         })
     }
+}
+
+/// Physically truncates the closed log in `dir` to `end` (a batch boundary): a replica that
+/// diverged from its master keeps `[0, end)` and nothing after it. Segments starting past
+/// `end` are deleted and the one holding it is cut at `end`, each step synced, so a crash
+/// during or after it never brings the cut data back. The next open rebuilds the state from
+/// what remains (the queue index past `end` is dropped by recovery, see `recovery.rs`).
+pub async fn truncate_log<D: LogDir>(dir: &D, end: LogPosition) -> Result<()> {
+    let io = |what: String| move |e| StorageError::io(what, e);
+    let mut bases: Vec<LogPosition> = dir
+        .list()
+        .await
+        .map_err(io("listing the log directory".into()))?
+        .iter()
+        .filter_map(|n| crate::storage::segment::parse_segment_name(n))
+        .collect();
+    bases.sort();
+    // The index checkpoint describes segments and queues up to where it was taken, possibly
+    // past `end`: without it the next open rebuilds the queue index by scanning the whole
+    // log (a cost paid once, on a replica rejoining after a failover).
+    match dir.remove(CHECKPOINT_FILE).await {
+        Ok(()) => dir.sync_dir().await.map_err(io("syncing the log directory".into()))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(StorageError::io("deleting the index checkpoint", e)),
+    }
+    // Newest first: if a crash interrupts, what remains is still a prefix of the log.
+    for &base in bases.iter().rev() {
+        let name = segment_name(base);
+        if base > end || (base == end && bases.first() != Some(&base)) {
+            dir.remove(&name).await.map_err(io(format!("deleting {name}")))?;
+            dir.sync_dir().await.map_err(io("syncing the log directory".into()))?;
+        } else {
+            let file = dir.open(&name, false).await.map_err(io(format!("opening {name}")))?;
+            file.truncate(end - base).await.map_err(io(format!("truncating {name}")))?;
+            file.sync_data().await.map_err(io(format!("syncing {name}")))?;
+            file.close().await.map_err(io(format!("closing {name}")))?;
+            break;
+        }
+    }
+    dir.sync_dir().await.map_err(io("syncing the log directory".into()))?;
+    Ok(())
 }
 
 fn position_error(position: LogPosition, reason: &str) -> StorageError {
