@@ -3,5 +3,6 @@
 //! ([`wheel`]). No I/O and no clock reads: times are passed in. The broker's schedule task
 //! (`broker/shard/schedule.rs`) does the I/O around them.
 
+pub mod entry;
 pub mod levels;
 pub mod wheel;

@@ -227,6 +227,14 @@ impl Wheel {
         Ok(w)
     }
 
+    /// An empty wheel at `now_ms` over a timer log that already holds `records` records
+    /// (none reachable: after a restart without a usable checkpoint).
+    pub fn starting_at(tick_ms: u64, now_ms: i64, records: u64) -> Result<Wheel, WheelError> {
+        let mut w = Wheel::new(tick_ms, now_ms)?;
+        w.records = records;
+        Ok(w)
+    }
+
     pub fn checkpoint(&self) -> Checkpoint {
         Checkpoint {
             tick_ms: self.tick_ms,
