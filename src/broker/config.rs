@@ -523,6 +523,20 @@ mod tests {
     }
 
     #[test]
+    fn schedule_settings_are_checked_against_retention() {
+        let parse = |text: &str| Config::parse(text).and_then(|c| c.validate());
+        parse("[schedule]\ndelay_levels = \"1s 90s\"\n").unwrap();
+        let err = parse("[schedule]\ndelay_levels = \"1s 2x\"\n").unwrap_err();
+        assert!(err.contains("schedule.delay_levels") && err.contains("2x"), "{err}");
+        let err = parse("[storage]\nretention_hours = 1\n[schedule]\ndelay_levels = \"31m\"\n")
+            .unwrap_err();
+        assert!(err.contains("level 1") && err.contains("retention_hours"), "{err}");
+        assert!(parse("[schedule]\ntick_ms = 0\n").unwrap_err().contains("tick_ms"));
+        let c = Config::parse("[storage]\nretention_hours = 2\n").unwrap();
+        assert_eq!(c.schedule.schedule(2).unwrap().horizon_ms, 3_600_000, "half the retention");
+    }
+
+    #[test]
     fn the_example_file_parses_to_the_defaults() {
         let text = include_str!("../../tuning/broker.example.toml");
         let c = Config::parse(text).unwrap();

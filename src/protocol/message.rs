@@ -782,6 +782,25 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_scheduled_produce_with_an_unknown_delivery_kind_is_refused() {
+        let req = Request::ProduceScheduled {
+            topic: "t".into(),
+            queue_id: 0,
+            delivery: Delivery::Level(1),
+            batch: vec![1].into(),
+        };
+        let f = req.encode_frame(1);
+        for (at, value) in [(0usize, 3u8), (1, 0xFF)] {
+            let mut bad = f.clone();
+            // After the header, topic (u16 len + 1 byte) and queue id: kind, then i64 value.
+            let kind_at = f.len() - 4 - 1 - 8 - 1;
+            bad[kind_at + at * 8] = value;
+            let (header, payload) = split_request(&bad);
+            assert!(decode_request(&header, payload).is_err(), "byte {at} = {value}");
+        }
+    }
+
     fn group_requests() -> Vec<GroupRequest> {
         use super::super::group::*;
         let q = |id| GroupQueue { topic: "t".into(), queue_id: id };
