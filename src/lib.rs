@@ -9,6 +9,7 @@
 //!   metadata, long-poll, startup and shutdown.
 //! - [`group`]: consumer groups: membership, offsets, rebalance allocation, queue locks.
 //! - [`client`]: producer, pull consumer and admin client (std threads, usable from `fn main`).
+//! - [`schedule`]: scheduled delivery: delay levels and the timer wheel (pure).
 //! - [`tune`]: `ringmq tune`, the OS/config checker and the tuning profiles in tuning/.
 //! - [`runtime`]: the thin wrapper around glommio; the rest of the crate names glommio types only
 //!   through it.
@@ -23,5 +24,6 @@ pub mod group;
 pub mod protocol;
 pub mod replication;
 pub mod runtime;
+pub mod schedule;
 pub mod storage;
 pub mod tune;

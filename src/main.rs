@@ -64,6 +64,12 @@ enum Command {
         /// Send to this queue instead.
         #[arg(long)]
         queue: Option<u32>,
+        /// Deliver this long from now (scheduled message), e.g. 8s, 10m, 1h 30m.
+        #[arg(long, value_parser = humantime::parse_duration, conflicts_with = "deliver_at")]
+        delay: Option<std::time::Duration>,
+        /// Deliver at this time (scheduled message), RFC 3339, e.g. 2026-12-24T18:00:00Z.
+        #[arg(long, value_parser = humantime::parse_rfc3339_weak)]
+        deliver_at: Option<std::time::SystemTime>,
         #[arg(long, default_value = "127.0.0.1:10911")]
         broker: String,
         messages: Vec<String>,
@@ -173,8 +179,9 @@ fn main() -> ExitCode {
             run_broker(config, data_dir, port, shards, ready_file)
         }
         Command::Topic { action, broker } => topic(&broker, action),
-        Command::Produce { topic, key, tag, queue, broker, messages } => {
-            produce(&broker, &topic, key, tag, queue, messages)
+        Command::Produce { topic, key, tag, queue, delay, deliver_at, broker, messages } => {
+            let at = delay.map(|d| std::time::SystemTime::now() + d).or(deliver_at);
+            produce(&broker, &topic, key, tag, queue, at, messages)
         }
         Command::Consume {
             topic,
@@ -265,6 +272,7 @@ fn produce(
     key: Option<String>,
     tag: Option<String>,
     queue: Option<u32>,
+    deliver_at: Option<std::time::SystemTime>,
     messages: Vec<String>,
 ) -> Result<(), String> {
     let client = Client::connect(broker).map_err(err)?;
@@ -289,6 +297,9 @@ fn produce(
         }
         m
     };
+    if let Some(at) = deliver_at {
+        return produce_scheduled(&producer, at, messages.into_iter().map(make));
+    }
     // Send everything asynchronously (batched), then report each result in order.
     let mut pending = Vec::new();
     if messages.is_empty() {
@@ -332,6 +343,31 @@ fn produce(
     producer.close().map_err(err)?;
     if failed > 0 {
         return Err(format!("{failed} message(s) were not sent"));
+    }
+    Ok(())
+}
+
+/// Sends each message to be delivered at `at`, one scheduled send each, and prints where the
+/// broker holds it until then.
+fn produce_scheduled(
+    producer: &ringmq::client::Producer,
+    at: std::time::SystemTime,
+    messages: impl Iterator<Item = Message>,
+) -> Result<(), String> {
+    let when = humantime::format_rfc3339_millis(at);
+    let mut out = std::io::stdout().lock();
+    let mut any = false;
+    for m in messages {
+        any = true;
+        let r = producer.send_at(m, at).map_err(err)?;
+        let _ = writeln!(
+            out,
+            "{:?}\tscheduled\tdeliver_at={when}\theld_at=%SYS%schedule:{}",
+            r.status, r.queue_offset
+        );
+    }
+    if !any {
+        return Err("give the messages to schedule as arguments".into());
     }
     Ok(())
 }

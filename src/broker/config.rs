@@ -19,6 +19,67 @@ pub struct Config {
     pub broker: BrokerConfig,
     pub storage: StorageConfig,
     pub group: GroupConfig,
+    pub schedule: ScheduleConfig,
+}
+
+/// The `[schedule]` section: scheduled (delayed) messages, per shard (`broker/shard/schedule.rs`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ScheduleConfig {
+    /// The delay of each level, level 1 first, in RocketMQ's `messageDelayLevel` form.
+    /// Default `"1s 5s 10s 30s 1m 2m 3m 4m 5m 6m 7m 8m 9m 10m 20m 30m 1h 2h"`.
+    pub delay_levels: String,
+    /// Absolute delivery times at most this far ahead are accepted. Default 40 days; the
+    /// broker also refuses times past half of `storage.retention_hours` (retention would
+    /// delete the held message first).
+    pub horizon_ms: u64,
+    /// Timer precision: a message is delivered at most about this late (never early). It is
+    /// also how often the schedule task looks for due messages. Default 10.
+    pub tick_ms: u64,
+    /// Due messages moved to their queues per step of the schedule task. Default 256.
+    pub max_due_per_step: usize,
+    /// Timer-log records one step reads or writes (cascades of a full slot are spread over
+    /// steps). Default 4096.
+    pub max_timer_records_per_step: usize,
+    /// New schedule entries indexed per step. Default 4096.
+    pub max_index_per_step: usize,
+    /// Scheduled messages one shard holds (pending or not yet indexed); past it a scheduled
+    /// produce gets SCHEDULE_FULL. Default 10000000 (they live on disk; the wheel's memory is
+    /// fixed).
+    pub max_pending_per_shard: u64,
+    /// Take a wheel checkpoint after this long with changes. Default 1000.
+    pub checkpoint_interval_ms: u64,
+}
+
+impl Default for ScheduleConfig {
+    fn default() -> Self {
+        ScheduleConfig {
+            delay_levels: crate::schedule::levels::ROCKETMQ_DELAY_LEVELS.to_owned(),
+            horizon_ms: crate::schedule::levels::DEFAULT_HORIZON_MS,
+            tick_ms: 10,
+            max_due_per_step: 256,
+            max_timer_records_per_step: 4096,
+            max_index_per_step: 4096,
+            max_pending_per_shard: 10_000_000,
+            checkpoint_interval_ms: 1000,
+        }
+    }
+}
+
+impl ScheduleConfig {
+    /// The levels and the effective horizon (at most half the retention period).
+    pub fn schedule(
+        &self,
+        retention_hours: u64,
+    ) -> Result<crate::schedule::levels::Schedule, String> {
+        let levels = crate::schedule::levels::DelayLevels::parse(&self.delay_levels)
+            .map_err(|e| format!("schedule.delay_levels: {e}"))?;
+        let retention_ms = retention_hours.saturating_mul(3_600_000);
+        Ok(crate::schedule::levels::Schedule {
+            levels,
+            horizon_ms: self.horizon_ms.min(retention_ms / 2),
+        })
+    }
 }
 
 /// The `[group]` section: consumer groups, per coordinator shard.
@@ -315,6 +376,27 @@ impl Config {
                 g.snapshot_interval_ms
             ));
         }
+        let sc = &self.schedule;
+        let schedule = sc.schedule(self.storage.retention_hours)?;
+        if sc.tick_ms == 0
+            || sc.max_due_per_step == 0
+            || sc.max_timer_records_per_step == 0
+            || sc.max_index_per_step == 0
+            || sc.checkpoint_interval_ms == 0
+        {
+            return Err("schedule.tick_ms, max_due_per_step, max_timer_records_per_step, \
+                        max_index_per_step and checkpoint_interval_ms must be positive"
+                .into());
+        }
+        for level in 1..=schedule.levels.len() as u32 {
+            let delay = schedule.levels.delay_ms(level).map_err(|e| e.to_string())?;
+            if delay > schedule.horizon_ms {
+                return Err(format!(
+                    "schedule.delay_levels: level {level} ({delay} ms) is past half of \
+                     storage.retention_hours; retention would delete its messages before delivery"
+                ));
+            }
+        }
         let b = &self.broker;
         b.listen_address
             .parse::<IpAddr>()
@@ -438,6 +520,20 @@ mod tests {
         assert_eq!(c.broker.shards, 2);
         assert_eq!(c.storage.flush_mode, crate::storage::FlushMode::Sync);
         assert_eq!(c.storage_for_shard(1).dir, PathBuf::from("data/shard-1"));
+    }
+
+    #[test]
+    fn schedule_settings_are_checked_against_retention() {
+        let parse = |text: &str| Config::parse(text).and_then(|c| c.validate());
+        parse("[schedule]\ndelay_levels = \"1s 90s\"\n").unwrap();
+        let err = parse("[schedule]\ndelay_levels = \"1s 2x\"\n").unwrap_err();
+        assert!(err.contains("schedule.delay_levels") && err.contains("2x"), "{err}");
+        let err = parse("[storage]\nretention_hours = 1\n[schedule]\ndelay_levels = \"31m\"\n")
+            .unwrap_err();
+        assert!(err.contains("level 1") && err.contains("retention_hours"), "{err}");
+        assert!(parse("[schedule]\ntick_ms = 0\n").unwrap_err().contains("tick_ms"));
+        let c = Config::parse("[storage]\nretention_hours = 2\n").unwrap();
+        assert_eq!(c.schedule.schedule(2).unwrap().horizon_ms, 3_600_000, "half the retention");
     }
 
     #[test]

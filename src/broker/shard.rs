@@ -17,7 +17,8 @@
 //! This file is the router: it owns the shard's components and hands each request to its
 //! handler, one file per request family under `shard/`: `produce` (with the idempotence
 //! windows), `fetch` (tag scan, long-poll), `topic_admin` (metadata and topic changes),
-//! `group` (consumer-group coordinator: membership, offsets, locks) and `stats`. A new feature adds a handler file and a dispatch arm, not logic here.
+//! `group` (consumer-group coordinator: membership, offsets, locks), `schedule` (scheduled
+//! messages: held in `%SYS%schedule`, delivered by a timer wheel) and `stats`. A new feature adds a handler file and a dispatch arm, not logic here.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -145,6 +146,8 @@ pub struct Shard<L: ShardLog> {
     coordinator: RefCell<crate::group::coordinator::Coordinator>,
     group_gate: crate::runtime::Semaphore,
     watchers: RefCell<group::Watchers>,
+    /// Scheduled messages (`schedule` handler): the timer wheel and its progress.
+    schedule: RefCell<schedule::ScheduleState>,
     /// Every time this shard's logic reads or waits on (long-poll deadlines, connection
     /// timeouts, idempotence windows, group sessions); simulated in tests.
     pub clock: SharedClock,
@@ -198,6 +201,11 @@ impl<L: ShardLog> Shard<L> {
             group_gate: crate::runtime::Semaphore::new(1),
             watchers: RefCell::new(group::Watchers::new(config.group.max_watchers)),
             started: clock.now(),
+            schedule: RefCell::new(schedule::ScheduleState::new(
+                &config,
+                clock.now(),
+                clock.unix_ms(),
+            )),
             clock,
             config,
         }
@@ -291,7 +299,10 @@ impl<L: ShardLog> Shard<L> {
                 )),
             },
             Request::Group(g) => self.group_request(g).await,
-            Request::Produce { .. } | Request::Fetch { .. } | Request::Offsets { .. } => {
+            Request::Produce { .. }
+            | Request::Fetch { .. }
+            | Request::Offsets { .. }
+            | Request::ProduceScheduled { .. } => {
                 let (entry, queue_id) = self.resolve(&request)?;
                 let owner = owner_shard(queue_topic(&request), queue_id, self.shard_count);
                 if owner == self.id {
@@ -365,7 +376,8 @@ impl<L: ShardLog> Shard<L> {
         let (topic, queue_id) = match request {
             Request::Produce { topic, queue_id, .. }
             | Request::Fetch { topic, queue_id, .. }
-            | Request::Offsets { topic, queue_id, .. } => (topic, *queue_id),
+            | Request::Offsets { topic, queue_id, .. }
+            | Request::ProduceScheduled { topic, queue_id, .. } => (topic, *queue_id),
             _ => unreachable!("resolve is called for queue requests only"),
         };
         Ok((self.queue_entry(topic, queue_id)?, queue_id))
@@ -393,6 +405,9 @@ impl<L: ShardLog> Shard<L> {
         let key = QueueKey::new(TopicId::new(entry.id), QueueId::new(queue_id));
         match request {
             Request::Produce { batch, .. } => self.produce(key, batch).await.map(Answer::Response),
+            Request::ProduceScheduled { delivery, batch, .. } => {
+                self.produce_scheduled(key, delivery, batch).await.map(Answer::Response)
+            }
             Request::Fetch { offset, max_bytes, max_wait_ms, tags, .. } => {
                 self.fetch(key, offset, max_bytes, max_wait_ms, &tags).await
             }
@@ -418,7 +433,8 @@ fn queue_topic(request: &Request) -> &str {
     match request {
         Request::Produce { topic, .. }
         | Request::Fetch { topic, .. }
-        | Request::Offsets { topic, .. } => topic,
+        | Request::Offsets { topic, .. }
+        | Request::ProduceScheduled { topic, .. } => topic,
         _ => "",
     }
 }
@@ -426,6 +442,7 @@ fn queue_topic(request: &Request) -> &str {
 mod fetch;
 mod group;
 mod produce;
+pub mod schedule;
 mod stats;
 mod topic_admin;
 

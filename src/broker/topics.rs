@@ -60,6 +60,9 @@ impl TopicError {
 pub const FIRST_SYSTEM_TOPIC_ID: u32 = 0xFFFF_FF00;
 /// `%SYS%offsets`: each coordinator shard's committed consumer offsets (`shard/group.rs`).
 pub const SYSTEM_TOPIC_OFFSETS: u32 = u32::MAX;
+/// `%SYS%schedule`: each shard's scheduled messages, timer log and wheel checkpoints
+/// (`shard/schedule.rs`, record formats in `crate::schedule::entry`).
+pub const SYSTEM_TOPIC_SCHEDULE: u32 = 0xFFFF_FFFE;
 
 pub fn validate_topic_name(name: &str) -> Result<(), TopicError> {
     let bad = |reason| Err(TopicError::InvalidName { name: name.to_owned(), reason });

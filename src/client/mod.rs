@@ -64,11 +64,14 @@ pub mod push_consumer;
 pub mod queue_reader;
 pub mod retry;
 pub mod router;
+pub mod scheduled;
 pub mod selector;
 pub mod sequencer;
 
 use std::sync::Arc;
 
+/// When a scheduled send is delivered: a delay level or a Unix time in ms.
+pub use crate::protocol::message::Delivery;
 pub use admin::AdminClient;
 pub use consumer::{MessageView, PullConsumer, PullResult, PullView};
 pub use error::ClientError;
@@ -82,6 +85,7 @@ pub use push_consumer::{
 };
 pub use queue_reader::QueueReader;
 pub use router::{ClientOptions, Router};
+pub use scheduled::SCHEDULE_TOPIC;
 pub use selector::QueueSelector;
 
 /// Entry point: one per broker; cheap to clone.

@@ -42,7 +42,7 @@
 use std::sync::atomic::AtomicU32;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use crossbeam_channel::{bounded, select, Receiver, Sender, TryRecvError};
 
@@ -53,7 +53,7 @@ use super::pending::{pending, Pending};
 use super::router::Router;
 use super::selector::QueueSelector;
 use crate::format::{BatchBuilder, FormatError};
-use crate::protocol::message::PRODUCE_FLAG_NO_RESPONSE;
+use crate::protocol::message::{Delivery, PRODUCE_FLAG_NO_RESPONSE};
 use crate::protocol::producer_id::WINDOW_BATCHES;
 use crate::protocol::{message_id, Request, Response, SendStatus};
 use crate::runtime::{system_clock, SharedClock};
@@ -298,6 +298,45 @@ impl Producer {
             Ok(r) => r,
             Err(_) => Err(ClientError::Timeout(bound.as_millis() as u64)),
         }
+    }
+
+    /// Sends `msg` to be delivered after delay level `level` (1-based; by default 1s 5s 10s
+    /// 30s 1m 2m 3m 4m 5m 6m 7m 8m 9m 10m 20m 30m 1h 2h, the broker's `schedule.delay_levels`).
+    /// The result says where the broker holds it until then ([`super::scheduled`]).
+    pub fn send_delayed(&self, msg: Message, level: u32) -> Result<SendResult> {
+        let queue_id = self.select(&msg, &self.config.selector)?;
+        let topic = msg.topic.clone();
+        self.send_scheduled_batch(&topic, queue_id, &[msg], Delivery::Level(level))
+    }
+
+    /// Sends `msg` to be delivered at `at` (at once if it is past; refused beyond the
+    /// broker's horizon). The result says where the broker holds it until then.
+    pub fn send_at(&self, msg: Message, at: SystemTime) -> Result<SendResult> {
+        let queue_id = self.select(&msg, &self.config.selector)?;
+        let topic = msg.topic.clone();
+        let delivery = Delivery::AtMs(super::scheduled::unix_ms(at));
+        self.send_scheduled_batch(&topic, queue_id, &[msg], delivery)
+    }
+
+    /// Sends `msgs` as one batch to `topic` queue `queue_id`, delivered per `delivery`
+    /// (a delay level or a Unix time in ms); their own `topic` fields are ignored.
+    pub fn send_scheduled_batch(
+        &self,
+        topic: &str,
+        queue_id: u32,
+        msgs: &[Message],
+        delivery: Delivery,
+    ) -> Result<SendResult> {
+        super::scheduled::send(
+            &self.router,
+            topic,
+            queue_id,
+            msgs,
+            delivery,
+            self.config.max_batch_bytes,
+            self.clock.unix_ms(),
+            self.config.send_timeout,
+        )
     }
 
     /// Sends `msg` alone, now, without asking for a reply (RocketMQ oneway): no result, no

@@ -26,6 +26,8 @@ pub enum ApiKey {
     UnlockQueues = 17,
     ResetOffsets = 18,
     ListGroups = 19,
+    /// A produce held by the broker until a delivery time (scheduled messages).
+    ProduceScheduled = 20,
 }
 
 impl ApiKey {
@@ -49,11 +51,12 @@ impl ApiKey {
         ApiKey::UnlockQueues,
         ApiKey::ResetOffsets,
         ApiKey::ListGroups,
+        ApiKey::ProduceScheduled,
     ];
 
     /// Served by a consumer group's coordinator (`super::group`).
     pub fn is_group(self) -> bool {
-        self as u16 >= ApiKey::Heartbeat as u16
+        (ApiKey::Heartbeat as u16..=ApiKey::ListGroups as u16).contains(&(self as u16))
     }
 
     pub fn from_u16(v: u16) -> Option<ApiKey> {

@@ -66,6 +66,37 @@ pub enum Request {
     InitProducer,
     /// A consumer-group request ([`super::group`]).
     Group(GroupRequest),
+    /// One batch for one queue, held by the broker (invisible to consumers) until `delivery`,
+    /// then appended to the queue unchanged. Answered like a produce, with where the broker
+    /// holds it (`%SYS%schedule`); see docs/protocol.md.
+    ProduceScheduled {
+        topic: String,
+        queue_id: u32,
+        delivery: Delivery,
+        batch: SharedBytes,
+    },
+}
+
+/// When a scheduled produce is delivered: wire kind 1 (a delay level) or 2 (Unix ms).
+pub use crate::schedule::levels::DeliveryRequest as Delivery;
+
+fn encode_delivery(delivery: &Delivery, w: &mut Writer) {
+    match *delivery {
+        Delivery::Level(level) => w.u8(1).i64(level.into()),
+        Delivery::AtMs(at) => w.u8(2).i64(at),
+    };
+}
+
+fn decode_delivery(r: &mut Reader<'_>) -> Result<Delivery, DecodeError> {
+    let kind = r.u8("delivery_kind")?;
+    let value = r.i64("delivery")?;
+    match kind {
+        1 => u32::try_from(value)
+            .map(Delivery::Level)
+            .map_err(|_| DecodeError::BadValue { field: "delay level", value: value as u64 }),
+        2 => Ok(Delivery::AtMs(value)),
+        k => Err(DecodeError::BadValue { field: "delivery_kind", value: k.into() }),
+    }
 }
 
 impl Request {
@@ -81,6 +112,7 @@ impl Request {
             Request::Stats => ApiKey::Stats,
             Request::InitProducer => ApiKey::InitProducer,
             Request::Group(g) => g.api_key(),
+            Request::ProduceScheduled { .. } => ApiKey::ProduceScheduled,
         }
     }
 
@@ -156,6 +188,11 @@ impl Request {
                 w.string(topic).u32(*queue_id).i64(*timestamp_ms);
             }
             Request::Group(g) => g.encode_body(&mut w),
+            Request::ProduceScheduled { topic, queue_id, delivery, batch } => {
+                w.string(topic).u32(*queue_id);
+                encode_delivery(delivery, &mut w);
+                w.bytes(batch);
+            }
         }
         let mut buf = w.buf;
         frame::finish_frame(&mut buf);
@@ -271,6 +308,14 @@ fn decode_body(
         },
         ApiKey::Stats => Request::Stats,
         ApiKey::InitProducer => Request::InitProducer,
+        ApiKey::ProduceScheduled => {
+            let topic = r.string("topic")?;
+            let queue_id = r.u32("queue_id")?;
+            let delivery = decode_delivery(&mut r)?;
+            let len = r.bytes("batch")?.len();
+            let end = payload.len() - r.remaining();
+            Request::ProduceScheduled { topic, queue_id, delivery, batch: batch(end - len..end) }
+        }
         group => Request::Group(GroupRequest::decode_body(group, &mut r)?),
     };
     r.finish()?;
@@ -514,7 +559,7 @@ impl Response {
                 }
                 Response::ListTopics { topics }
             }
-            ApiKey::Produce => {
+            ApiKey::Produce | ApiKey::ProduceScheduled => {
                 let status = match r.u8("status")? {
                     0 => SendStatus::SendOk,
                     1 => SendStatus::FlushDiskTimeout,
@@ -724,8 +769,35 @@ mod tests {
         round_trip_request(Request::Offsets { topic: "t".into(), queue_id: 0, timestamp_ms: -1 });
         round_trip_request(Request::Stats);
         round_trip_request(Request::InitProducer);
+        for delivery in [Delivery::Level(3), Delivery::AtMs(-1), Delivery::AtMs(1 << 50)] {
+            round_trip_request(Request::ProduceScheduled {
+                topic: "t".into(),
+                queue_id: 2,
+                delivery,
+                batch: vec![4, 5].into(),
+            });
+        }
         for g in group_requests() {
             round_trip_request(Request::Group(g));
+        }
+    }
+
+    #[test]
+    fn a_scheduled_produce_with_an_unknown_delivery_kind_is_refused() {
+        let req = Request::ProduceScheduled {
+            topic: "t".into(),
+            queue_id: 0,
+            delivery: Delivery::Level(1),
+            batch: vec![1].into(),
+        };
+        let f = req.encode_frame(1);
+        for (at, value) in [(0usize, 3u8), (1, 0xFF)] {
+            let mut bad = f.clone();
+            // After the header, topic (u16 len + 1 byte) and queue id: kind, then i64 value.
+            let kind_at = f.len() - 4 - 1 - 8 - 1;
+            bad[kind_at + at * 8] = value;
+            let (header, payload) = split_request(&bad);
+            assert!(decode_request(&header, payload).is_err(), "byte {at} = {value}");
         }
     }
 

@@ -1,0 +1,619 @@
+//! Scheduled messages on the shard that owns their destination queue: the thin I/O task
+//! around the pure [`crate::schedule`] parts (DESIGN.md section 6).
+//!
+//! Everything lives in this shard's log, under the system topic `%SYS%schedule` (record
+//! formats in [`crate::schedule::entry`]), so it gets group commit, recovery and the log's
+//! prefix property for free:
+//! - **produce** ([`Shard::produce_scheduled`]): the producer's batch is checked (CRC, records)
+//!   and wrapped, unchanged, with its destination and delivery time in one entry record of the
+//!   schedule queue ([`SYS_SCHEDULE`]); acknowledged per the flush mode like any produce.
+//!   Consumers cannot see it: the system topic is not in the topic table.
+//! - **index** (a step of [`Shard::schedule_step`]): new entries are read back from the
+//!   schedule queue in order and inserted into the timer wheel; their timer records are
+//!   appended to the timer log ([`SYS_TIMER_LOG`], a record's queue offset is its index).
+//!   Memory holds only the wheel's slot heads, whatever the number of pending messages.
+//! - **deliver** (the same step): due entries' batches are appended to their queues unchanged
+//!   (key, tag, properties, producer CRC; the store timestamp is the time of delivery, at or
+//!   just after the delivery time), all of a step at once so one flush covers them, then a
+//!   delivered record lists their schedule offsets. At most `max_due_per_step` messages and
+//!   `max_timer_records_per_step` timer records per step.
+//! - **checkpoint**: the wheel's state and how far the schedule queue is indexed
+//!   ([`SYS_WHEEL`]), appended after everything it covers, at most every
+//!   `checkpoint_interval_ms`. After a restart or SIGKILL, [`Shard::start_schedule`] restores
+//!   the last checkpoint; the step re-indexes the entries after it, and entries listed in
+//!   delivered records after it are not delivered again. A crash between a delivery and its
+//!   delivered record delivers those messages again: at-least-once, never lost.
+//!
+//! Hazards: delivered batches must not touch the idempotence windows, so scheduled batches
+//! must be non-idempotent (`producer_id = -1`; an idempotent one is refused), and the window
+//! rebuild at start skips them as it skips every non-idempotent batch. Retention deletes
+//! whole segments by age, so the horizon is cut to half of `storage.retention_hours`
+//! ([`crate::broker::config::ScheduleConfig::schedule`]): a held message, its timer records
+//! and the last checkpoint are always younger than what retention deletes. Deletion for disk
+//! space (`disk_max_used_ratio`) does not know about held messages.
+
+use std::collections::HashSet;
+
+use super::*;
+use crate::format::batch::BatchView;
+use crate::protocol::message::Delivery;
+use crate::schedule::entry::{
+    decode_checkpoint, decode_delivered, encode_checkpoint, encode_delivered, Entry, DELIVERED_KEY,
+    ENTRY_KEY,
+};
+use crate::schedule::levels::Schedule;
+use crate::schedule::wheel::{Routed, TimerRecord, Wheel};
+use crate::storage::StorageError;
+
+use super::super::topics::SYSTEM_TOPIC_SCHEDULE;
+
+/// The schedule queue: entries and delivered records.
+pub const SYS_SCHEDULE: QueueKey =
+    QueueKey::new(TopicId::new(SYSTEM_TOPIC_SCHEDULE), QueueId::new(0));
+/// The timer log of the wheel.
+pub const SYS_TIMER_LOG: QueueKey =
+    QueueKey::new(TopicId::new(SYSTEM_TOPIC_SCHEDULE), QueueId::new(1));
+/// Wheel checkpoints.
+pub const SYS_WHEEL: QueueKey = QueueKey::new(TopicId::new(SYSTEM_TOPIC_SCHEDULE), QueueId::new(2));
+
+/// Bytes an entry adds around the producer's batch (outer header, record framing, head).
+const ENTRY_OVERHEAD_BYTES: usize = 256;
+/// Timer records per appended batch.
+const TIMER_RECORDS_PER_BATCH: usize = 1024;
+/// Most delivered-but-listed-after-the-checkpoint offsets kept after a restart.
+const MAX_ALREADY_DELIVERED: usize = 1 << 20;
+/// Checkpoint records tried, newest first, before starting from an empty wheel.
+const CHECKPOINT_TRIES: u64 = 16;
+
+/// The wheel and its progress through the schedule queue.
+pub(super) struct ScheduleState {
+    rules: Schedule,
+    wheel: Wheel,
+    /// Schedule-queue offsets below this are in the wheel.
+    indexed_through: u64,
+    /// After a restart: entries already delivered after the checkpoint; skipped once.
+    already_delivered: HashSet<u64>,
+    /// Something changed since the last checkpoint.
+    dirty: bool,
+    last_checkpoint: Instant,
+}
+
+impl ScheduleState {
+    pub(super) fn new(config: &Config, now: Instant, now_ms: i64) -> Self {
+        let rules = config
+            .schedule
+            .schedule(config.storage.retention_hours)
+            .expect("the configuration was validated");
+        let tick = config.schedule.tick_ms.max(1);
+        ScheduleState {
+            rules,
+            wheel: Wheel::new(tick, now_ms).expect("tick_ms is positive"),
+            indexed_through: 0,
+            already_delivered: HashSet::new(),
+            dirty: false,
+            last_checkpoint: now,
+        }
+    }
+}
+
+/// What [`Shard::start_schedule`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScheduleRecovered {
+    /// A checkpoint was restored (else the wheel started empty and re-indexes everything).
+    pub from_checkpoint: bool,
+    pub indexed_through: u64,
+    pub pending: u64,
+    pub already_delivered: usize,
+}
+
+/// What one [`Shard::schedule_step`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StepReport {
+    pub indexed: u64,
+    pub delivered: u64,
+    /// Due entries skipped: already delivered before a restart, or unreadable.
+    pub skipped: u64,
+    /// A limit stopped the step with work left: step again without waiting.
+    pub more: bool,
+}
+
+fn internal(what: impl std::fmt::Display) -> BrokerError {
+    BrokerError::new(ErrorCode::INTERNAL, what.to_string())
+}
+
+/// Timer-log records read back, by index.
+#[derive(Default)]
+struct TimerCache {
+    base: u64,
+    records: Vec<TimerRecord>,
+}
+
+impl TimerCache {
+    fn get(&self, index: u64) -> Option<TimerRecord> {
+        let i = index.checked_sub(self.base)?;
+        self.records.get(usize::try_from(i).ok()?).copied()
+    }
+}
+
+impl<L: ShardLog> Shard<L> {
+    /// Holds a batch for `key` until `delivery`.
+    pub(super) async fn produce_scheduled(
+        &self,
+        key: QueueKey,
+        delivery: Delivery,
+        batch: SharedBytes,
+    ) -> Reply {
+        let max = self.config.storage.max_batch_bytes.saturating_sub(ENTRY_OVERHEAD_BYTES);
+        if batch.len() > max {
+            return Err(BrokerError::new(
+                ErrorCode::BATCH_TOO_LARGE,
+                format!(
+                    "a scheduled batch of {} bytes exceeds max_batch_bytes less {} bytes the \
+                     broker wraps it in ({max})",
+                    batch.len(),
+                    ENTRY_OVERHEAD_BYTES
+                ),
+            ));
+        }
+        let view =
+            BatchView::parse(&batch, max).map_err(|e| BrokerError::from(StorageError::from(e)))?;
+        if view.header.length as usize != batch.len() {
+            return Err(BrokerError::new(
+                ErrorCode::INVALID_BATCH,
+                format!(
+                    "the payload holds {} bytes but its batch header says {}; send exactly one \
+                     batch",
+                    batch.len(),
+                    view.header.length
+                ),
+            ));
+        }
+        view.validate_records().map_err(|e| BrokerError::from(StorageError::from(e)))?;
+        let h = view.header;
+        if h.is_control() || h.is_transactional() || h.producer_id >= 0 {
+            return Err(BrokerError::new(
+                ErrorCode::INVALID_BATCH,
+                "a scheduled batch must be a plain, non-idempotent batch (no control or \
+                 transactional attribute, producer_id = -1): it reaches its queue later, \
+                 outside the producer's sequence",
+            ));
+        }
+        let now_ms = self.clock.unix_ms();
+        let deliver_at_ms = {
+            let st = self.schedule.borrow();
+            let at = st
+                .rules
+                .deliver_at_ms(delivery, now_ms)
+                .map_err(|e| BrokerError::new(ErrorCode::INVALID_DELIVERY_TIME, e.to_string()))?;
+            let unindexed = self.log.offsets(SYS_SCHEDULE).next.saturating_sub(st.indexed_through);
+            let held = st.wheel.pending() + unindexed;
+            if held >= self.config.schedule.max_pending_per_shard {
+                return Err(BrokerError::new(
+                    ErrorCode::SCHEDULE_FULL,
+                    format!(
+                        "shard {} holds {held} scheduled messages \
+                         (schedule.max_pending_per_shard)",
+                        self.id
+                    ),
+                ));
+            }
+            at
+        };
+        let entry = Entry {
+            topic_id: key.topic_id.get(),
+            queue_id: key.queue_id.get(),
+            deliver_at_ms,
+            batch: &batch,
+        };
+        let body = entry.encode();
+        drop(batch);
+        let mut builder = BatchBuilder::new(self.config.storage.max_batch_bytes);
+        let record =
+            Record { key: ENTRY_KEY, tag: b"", properties: &[], body: &body, timestamp_ms: now_ms };
+        builder.push(&record).map_err(internal)?;
+        let out = self.log.append(SYS_SCHEDULE, builder.finish(-1, -1)).await?;
+        self.stats.borrow_mut().produce_batches += 1;
+        Ok(Response::Produce {
+            status: if out.flush_timed_out {
+                SendStatus::FlushDiskTimeout
+            } else {
+                SendStatus::SendOk
+            },
+            topic_id: SYSTEM_TOPIC_SCHEDULE,
+            queue_id: SYS_SCHEDULE.queue_id.get(),
+            base_offset: out.base_offset,
+            record_count: out.record_count,
+            store_timestamp_ms: out.store_timestamp_ms,
+        })
+    }
+
+    /// Before serving: restores the wheel from the last checkpoint and learns which entries
+    /// after it were already delivered.
+    pub async fn start_schedule(&self) -> Result<ScheduleRecovered, BrokerError> {
+        let now_ms = self.clock.unix_ms();
+        let timer_next = self.log.offsets(SYS_TIMER_LOG).next;
+        let tick_ms = self.config.schedule.tick_ms.max(1);
+        let cps = self.log.offsets(SYS_WHEEL);
+        let mut restored = None;
+        let mut at = cps.next;
+        while at > cps.min && cps.next - at < CHECKPOINT_TRIES {
+            at -= 1;
+            let mut found = None;
+            self.read_system(SYS_WHEEL, at, at + 1, |_, _, body| {
+                found = Some(decode_checkpoint(body))
+            })
+            .await?;
+            match found {
+                Some(Ok((indexed_through, cp))) => match Wheel::restore(&cp, timer_next) {
+                    Ok(w) => {
+                        restored = Some((w, indexed_through));
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::warn!(shard = %self.id, at, "wheel checkpoint unusable: {e}")
+                    }
+                },
+                Some(Err(e)) => {
+                    tracing::warn!(shard = %self.id, at, "wheel checkpoint unreadable: {e}")
+                }
+                None => {}
+            }
+        }
+        let schedule_range = self.log.offsets(SYS_SCHEDULE);
+        let from_checkpoint = restored.is_some();
+        let (wheel, indexed_through) = match restored {
+            Some(r) => r,
+            None => (
+                Wheel::starting_at(tick_ms, now_ms, timer_next).map_err(internal)?,
+                schedule_range.min,
+            ),
+        };
+        if indexed_through < schedule_range.min {
+            tracing::error!(
+                shard = %self.id,
+                "retention deleted scheduled messages [{indexed_through}, {}) before they were \
+                 indexed",
+                schedule_range.min
+            );
+        }
+        let mut already = HashSet::new();
+        let mut overflow = false;
+        self.read_system(SYS_SCHEDULE, indexed_through, schedule_range.next, |_, key, body| {
+            if key == DELIVERED_KEY {
+                for o in decode_delivered(body).unwrap_or_default() {
+                    if already.len() < MAX_ALREADY_DELIVERED {
+                        already.insert(o);
+                    } else {
+                        overflow = true;
+                    }
+                }
+            }
+        })
+        .await?;
+        if overflow {
+            tracing::warn!(
+                shard = %self.id,
+                "more than {MAX_ALREADY_DELIVERED} scheduled messages were delivered after the \
+                 last checkpoint; some will be delivered again"
+            );
+        }
+        let recovered = ScheduleRecovered {
+            from_checkpoint,
+            indexed_through,
+            pending: wheel.pending(),
+            already_delivered: already.len(),
+        };
+        let mut st = self.schedule.borrow_mut();
+        st.wheel = wheel;
+        st.indexed_through = indexed_through.max(schedule_range.min);
+        st.already_delivered = already;
+        st.dirty = true;
+        drop(st);
+        tracing::info!(shard = %self.id, ?recovered, "scheduled messages recovered");
+        Ok(recovered)
+    }
+
+    /// Indexes new entries, delivers due ones (bounded), checkpoints when due.
+    pub async fn schedule_step(&self) -> Result<StepReport, BrokerError> {
+        let mut report = StepReport::default();
+        self.index_entries(&mut report).await?;
+        self.deliver_due(&mut report).await?;
+        let interval = Duration::from_millis(self.config.schedule.checkpoint_interval_ms);
+        let due = {
+            let st = self.schedule.borrow();
+            st.dirty && self.clock.now().saturating_duration_since(st.last_checkpoint) >= interval
+        };
+        if due {
+            self.checkpoint_schedule().await?;
+        }
+        Ok(report)
+    }
+
+    /// Appends a wheel checkpoint (after everything it covers, so the log's prefix property
+    /// makes it consistent).
+    pub async fn checkpoint_schedule(&self) -> Result<(), BrokerError> {
+        let body = {
+            let mut st = self.schedule.borrow_mut();
+            st.dirty = false;
+            st.last_checkpoint = self.clock.now();
+            encode_checkpoint(st.indexed_through, &st.wheel.checkpoint())
+        };
+        let mut builder = BatchBuilder::new(self.config.storage.max_batch_bytes);
+        let timestamp_ms = self.clock.unix_ms();
+        let record = Record { key: b"c", tag: b"", properties: &[], body: &body, timestamp_ms };
+        builder.push(&record).map_err(internal)?;
+        self.log.append(SYS_WHEEL, builder.finish(-1, -1)).await?;
+        Ok(())
+    }
+
+    async fn index_entries(&self, report: &mut StepReport) -> Result<(), BrokerError> {
+        let from = self.schedule.borrow().indexed_through;
+        let next = self.log.offsets(SYS_SCHEDULE).next;
+        if from >= next {
+            return Ok(());
+        }
+        let limit = self.config.schedule.max_index_per_step as u64;
+        let to = next.min(from + limit);
+        report.more |= to < next;
+        let mut records = Vec::new();
+        let mut first = None;
+        let mut reached = from;
+        let id = self.id;
+        self.read_system(SYS_SCHEDULE, from, to, |offset, key, body| {
+            reached = offset + 1;
+            if key != ENTRY_KEY {
+                return;
+            }
+            let mut st = self.schedule.borrow_mut();
+            match Entry::decode(body).map(|e| st.wheel.insert(e.deliver_at_ms, offset)) {
+                Ok(Ok((index, record))) => {
+                    first.get_or_insert(index);
+                    records.push(record);
+                }
+                Ok(Err(e)) => {
+                    tracing::error!(shard = %id, offset, "scheduled message dropped: {e}")
+                }
+                Err(e) => tracing::error!(shard = %id, offset, "scheduled message dropped: {e}"),
+            }
+        })
+        .await?;
+        report.indexed = records.len() as u64;
+        if let Some(first) = first {
+            self.append_timer_records(first, &records).await?;
+        }
+        let mut st = self.schedule.borrow_mut();
+        st.indexed_through = reached.max(from);
+        st.dirty = true;
+        Ok(())
+    }
+
+    /// Appends timer records that the wheel numbered from `first`; they must land there.
+    async fn append_timer_records(
+        &self,
+        first: u64,
+        records: &[TimerRecord],
+    ) -> Result<(), BrokerError> {
+        let timestamp_ms = self.clock.unix_ms();
+        let mut expected = first;
+        for chunk in records.chunks(TIMER_RECORDS_PER_BATCH) {
+            let mut builder = BatchBuilder::new(self.config.storage.max_batch_bytes);
+            for r in chunk {
+                let body = r.encode();
+                let record =
+                    Record { key: b"", tag: b"", properties: &[], body: &body, timestamp_ms };
+                builder.push(&record).map_err(internal)?;
+            }
+            let out = self.log.append(SYS_TIMER_LOG, builder.finish(-1, -1)).await?;
+            if out.base_offset != expected {
+                return Err(internal(format!(
+                    "timer log record {expected} landed at offset {}: the wheel and its log \
+                     disagree",
+                    out.base_offset
+                )));
+            }
+            expected += chunk.len() as u64;
+        }
+        Ok(())
+    }
+
+    async fn read_timer_record(
+        &self,
+        index: u64,
+        cache: &mut TimerCache,
+    ) -> Result<TimerRecord, BrokerError> {
+        if let Some(r) = cache.get(index) {
+            return Ok(r);
+        }
+        let batches = self.log.read(SYS_TIMER_LOG, index, 64 << 10).await?;
+        let mut fresh = TimerCache::default();
+        for buf in &batches {
+            let view = BatchView::parse(buf, buf.len()).map_err(internal)?;
+            if fresh.records.is_empty() {
+                fresh.base = view.header.stamp.base_offset;
+            }
+            for record in view.records() {
+                let record = record.map_err(internal)?;
+                let r = TimerRecord::decode(record.body)
+                    .ok_or_else(|| internal("a timer-log record is not 24 bytes"))?;
+                fresh.records.push(r);
+            }
+        }
+        *cache = fresh;
+        cache.get(index).ok_or_else(|| internal(format!("timer-log record {index} is missing")))
+    }
+
+    async fn deliver_due(&self, report: &mut StepReport) -> Result<(), BrokerError> {
+        let now_ms = self.clock.unix_ms();
+        let max_due = self.config.schedule.max_due_per_step;
+        let max_routed = self.config.schedule.max_timer_records_per_step;
+        let moved_base = self.schedule.borrow().wheel.records();
+        let mut moved: Vec<TimerRecord> = Vec::new();
+        let mut due: Vec<u64> = Vec::new();
+        let mut cache = TimerCache::default();
+        let mut routed = 0;
+        loop {
+            if due.len() >= max_due || routed >= max_routed {
+                report.more = true;
+                break;
+            }
+            let Some(index) = self.schedule.borrow_mut().wheel.poll(now_ms) else { break };
+            let record = match index.checked_sub(moved_base) {
+                Some(i) => moved[i as usize],
+                None => self.read_timer_record(index, &mut cache).await?,
+            };
+            routed += 1;
+            match self.schedule.borrow_mut().wheel.route(&record) {
+                Routed::Due { entry, .. } => due.push(entry),
+                Routed::Moved { index, record } => {
+                    debug_assert_eq!(index, moved_base + moved.len() as u64);
+                    moved.push(record);
+                }
+            }
+        }
+        if routed > 0 {
+            self.schedule.borrow_mut().dirty = true;
+        }
+        if !moved.is_empty() {
+            self.append_timer_records(moved_base, &moved).await?;
+        }
+        if due.is_empty() {
+            return Ok(());
+        }
+        // Read every due entry, then append them all at once: one flush covers them.
+        let mut batches = Vec::with_capacity(due.len());
+        for offset in due {
+            if self.schedule.borrow_mut().already_delivered.remove(&offset) {
+                report.skipped += 1;
+                continue;
+            }
+            let mut found = None;
+            self.read_system(SYS_SCHEDULE, offset, offset + 1, |_, key, body| {
+                if key == ENTRY_KEY {
+                    found = Entry::decode(body)
+                        .map(|e| {
+                            (
+                                QueueKey::new(TopicId::new(e.topic_id), QueueId::new(e.queue_id)),
+                                e.batch.to_vec(),
+                            )
+                        })
+                        .ok();
+                }
+            })
+            .await?;
+            match found {
+                Some((queue, batch)) if self.topic_exists(queue.topic_id.get()) => {
+                    batches.push((offset, queue, batch));
+                }
+                Some((queue, _)) => {
+                    tracing::warn!(shard = %self.id, offset, "scheduled message for {queue} dropped: its topic was deleted");
+                    report.skipped += 1;
+                }
+                None => {
+                    tracing::error!(shard = %self.id, offset, "scheduled message unreadable at delivery: lost");
+                    report.skipped += 1;
+                }
+            }
+        }
+        let appends =
+            batches.iter().map(|(_, queue, batch)| self.append(*queue, batch.clone().into()));
+        let results = futures::future::join_all(appends).await;
+        let mut delivered = Vec::with_capacity(batches.len());
+        for ((offset, queue, _), result) in batches.iter().zip(results) {
+            match result {
+                Ok(_) => delivered.push(*offset),
+                Err(e)
+                    if e.code == ErrorCode::SHARD_FAILED
+                        || e.code == ErrorCode::SHUTTING_DOWN
+                        || e.code == ErrorCode::DISK_FULL =>
+                {
+                    // Not marked delivered: the next run delivers it (at-least-once).
+                    return Err(e);
+                }
+                Err(e) => {
+                    tracing::error!(shard = %self.id, offset, "scheduled message for {queue} refused at delivery: {}", e.message);
+                    report.skipped += 1;
+                }
+            }
+        }
+        report.delivered = delivered.len() as u64;
+        if !delivered.is_empty() {
+            let body = encode_delivered(&delivered);
+            let mut builder = BatchBuilder::new(self.config.storage.max_batch_bytes);
+            let timestamp_ms = self.clock.unix_ms();
+            let record =
+                Record { key: DELIVERED_KEY, tag: b"", properties: &[], body: &body, timestamp_ms };
+            builder.push(&record).map_err(internal)?;
+            self.log.append(SYS_SCHEDULE, builder.finish(-1, -1)).await?;
+        }
+        Ok(())
+    }
+
+    fn topic_exists(&self, topic_id: u32) -> bool {
+        self.topics.borrow().iter().any(|(_, e)| e.id == topic_id)
+    }
+
+    /// Runs [`Self::schedule_step`] every `schedule.tick_ms` (at once while a limit left work)
+    /// until `stop`.
+    pub async fn schedule_loop(self: Rc<Self>, stop: super::super::shutdown::Stop) {
+        let tick = Duration::from_millis(self.config.schedule.tick_ms.max(1));
+        let mut wait = tick;
+        loop {
+            let sleep = Box::pin(self.clock.sleep_until(self.clock.now() + wait));
+            if let Either::Right(_) = select(sleep, stop.clone()).await {
+                return;
+            }
+            wait = match self.schedule_step().await {
+                Ok(r) if r.more => Duration::ZERO,
+                Ok(_) => tick,
+                Err(e) => {
+                    tracing::error!(shard = %self.id, "scheduled delivery failed: {}", e.message);
+                    Duration::from_secs(1)
+                }
+            };
+        }
+    }
+
+    /// Calls `each(offset, key, body)` for every record of a system `queue` in `[from, to)`.
+    /// A damaged batch is skipped.
+    async fn read_system(
+        &self,
+        queue: QueueKey,
+        from: u64,
+        to: u64,
+        mut each: impl FnMut(u64, &[u8], &[u8]),
+    ) -> Result<(), BrokerError> {
+        let mut offset = from;
+        while offset < to {
+            let batches = match self.log.read(queue, offset, 1 << 20).await {
+                Ok(b) => b,
+                Err(StorageError::CorruptBatch { next_offset, .. }) => {
+                    tracing::error!(shard = %self.id, %queue, offset, "a damaged schedule batch is skipped");
+                    offset = next_offset.get();
+                    continue;
+                }
+                Err(StorageError::OffsetOutOfRange { min, .. }) if min.get() > offset => {
+                    tracing::error!(shard = %self.id, %queue, offset, "schedule records deleted by retention");
+                    offset = min.get();
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            if batches.is_empty() {
+                break;
+            }
+            for buf in &batches {
+                let view = BatchView::parse(buf, buf.len()).map_err(internal)?;
+                let base = view.header.stamp.base_offset;
+                for (i, record) in view.records().enumerate() {
+                    let record = record.map_err(internal)?;
+                    let at = base + i as u64;
+                    if at >= offset && at < to {
+                        each(at, record.key, record.body);
+                    }
+                }
+                offset = offset.max(view.header.next_offset());
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,102 @@
+//! The records of the schedule system queues (pure codecs; the bytes come back from disk, so
+//! decoders check everything and never panic).
+//!
+//! Each shard's log holds, under the system topic `%SYS%schedule` (id `0xFFFF_FFFE`):
+//! - queue 0, the **schedule queue**: an [`ENTRY_KEY`] record per scheduled batch, its body
+//!   `dest_topic_id u32, dest_queue_id u32, deliver_at_ms i64` then the producer's batch,
+//!   unchanged (its CRC stays valid); and [`DELIVERED_KEY`] records, each listing the
+//!   schedule offsets whose batches were appended to their queues just before it.
+//! - queue 1, the **timer log**: one 24-byte [`super::wheel::TimerRecord`] per record; a
+//!   record's queue offset is its index.
+//! - queue 2, **wheel checkpoints**: `indexed_through u64` (schedule offsets below it are in
+//!   the wheel) then a [`super::wheel::Checkpoint`].
+//!
+//! Little-endian throughout.
+
+use super::wheel::Checkpoint;
+
+/// Key of a schedule entry record.
+pub const ENTRY_KEY: &[u8] = b"e";
+/// Key of a delivered-offsets record.
+pub const DELIVERED_KEY: &[u8] = b"d";
+/// Bytes of an entry body before the batch.
+pub const ENTRY_HEAD_LEN: usize = 16;
+
+/// A scheduled batch as the schedule queue holds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Entry<'a> {
+    pub topic_id: u32,
+    pub queue_id: u32,
+    pub deliver_at_ms: i64,
+    /// The producer's batch, as it was sent.
+    pub batch: &'a [u8],
+}
+
+impl<'a> Entry<'a> {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(ENTRY_HEAD_LEN + self.batch.len());
+        b.extend_from_slice(&self.topic_id.to_le_bytes());
+        b.extend_from_slice(&self.queue_id.to_le_bytes());
+        b.extend_from_slice(&self.deliver_at_ms.to_le_bytes());
+        b.extend_from_slice(self.batch);
+        b
+    }
+
+    pub fn decode(body: &'a [u8]) -> Result<Entry<'a>, String> {
+        if body.len() < ENTRY_HEAD_LEN {
+            return Err(format!("schedule entry of {} bytes is too short", body.len()));
+        }
+        Ok(Entry {
+            topic_id: u32::from_le_bytes(body[0..4].try_into().expect("4 bytes")),
+            queue_id: u32::from_le_bytes(body[4..8].try_into().expect("4 bytes")),
+            deliver_at_ms: i64::from_le_bytes(body[8..16].try_into().expect("8 bytes")),
+            batch: &body[ENTRY_HEAD_LEN..],
+        })
+    }
+}
+
+/// Body of a delivered-offsets record.
+pub fn encode_delivered(offsets: &[u64]) -> Vec<u8> {
+    offsets.iter().flat_map(|o| o.to_le_bytes()).collect()
+}
+
+pub fn decode_delivered(body: &[u8]) -> Result<Vec<u64>, String> {
+    if body.len() % 8 != 0 {
+        return Err(format!("delivered record of {} bytes is not whole offsets", body.len()));
+    }
+    Ok(body.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes"))).collect())
+}
+
+/// Body of a wheel checkpoint record.
+pub fn encode_checkpoint(indexed_through: u64, wheel: &Checkpoint) -> Vec<u8> {
+    let mut b = indexed_through.to_le_bytes().to_vec();
+    b.extend_from_slice(&wheel.encode());
+    b
+}
+
+pub fn decode_checkpoint(body: &[u8]) -> Result<(u64, Checkpoint), String> {
+    if body.len() < 8 {
+        return Err("wheel checkpoint record is too short".into());
+    }
+    let indexed_through = u64::from_le_bytes(body[..8].try_into().expect("8 bytes"));
+    let wheel = Checkpoint::decode(&body[8..]).map_err(|e| e.to_string())?;
+    Ok((indexed_through, wheel))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schedule::wheel::Wheel;
+
+    #[test]
+    fn records_round_trip_and_bad_bytes_are_refused() {
+        let e = Entry { topic_id: 3, queue_id: 9, deliver_at_ms: -5, batch: b"batch" };
+        assert_eq!(Entry::decode(&e.encode()), Ok(e));
+        assert!(Entry::decode(&[0; 15]).is_err());
+        assert_eq!(decode_delivered(&encode_delivered(&[1, u64::MAX])), Ok(vec![1, u64::MAX]));
+        assert!(decode_delivered(&[0; 9]).is_err());
+        let cp = Wheel::new(10, 12345).unwrap().checkpoint();
+        assert_eq!(decode_checkpoint(&encode_checkpoint(77, &cp)), Ok((77, cp)));
+        assert!(decode_checkpoint(&[1; 20]).is_err());
+    }
+}
