@@ -41,6 +41,9 @@ pub fn run(broker: &str, topic: &str, group: &str, opts: ConsumeOptions) -> Resu
     // One printing thread: lines of a batch stay together.
     config.mode = ConsumeMode::Concurrent { threads: 1, batch_size: 64 };
     config.heartbeat_interval = Duration::from_secs(1);
+    // Past --max-messages the listener declines messages: they stay for the next member, not
+    // sent to the group's retry topic as failures.
+    config.send_back = None;
     let printed = Arc::new(AtomicU64::new(0));
     let out = Arc::new(Mutex::new(std::io::stdout()));
     let (count, full, sink) = (printed.clone(), stop.clone(), out.clone());

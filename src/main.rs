@@ -113,6 +113,13 @@ enum Command {
         #[arg(long, global = true, default_value = "127.0.0.1:10911")]
         broker: String,
     },
+    /// Lists a consumer group's dead letters (`%DLQ%<group>`) or resends them to their topics.
+    Dlq {
+        #[command(subcommand)]
+        action: dlq_cli::DlqAction,
+        #[arg(long, global = true, default_value = "127.0.0.1:10911")]
+        broker: String,
+    },
     /// Prints per-shard counters.
     Stats {
         #[arg(long, default_value = "127.0.0.1:10911")]
@@ -204,6 +211,7 @@ fn main() -> ExitCode {
             }
         }
         Command::Group { action, broker } => group(&broker, action),
+        Command::Dlq { action, broker } => dlq_cli::run(&broker, action),
         Command::Stats { broker } => stats(&broker),
         Command::Tune { action } => return ringmq::tune::run(action),
     };
@@ -372,6 +380,7 @@ fn produce_scheduled(
     Ok(())
 }
 
+mod dlq_cli;
 mod group_consume;
 
 /// One consumed message as `ringmq consume` prints it: `queue offset key tag body`,

@@ -258,6 +258,8 @@ fn reconsume_later_redelivers_locally_and_the_commit_waits_for_it() {
         delays: vec![Duration::from_millis(100)],
         max_attempts: 16,
     };
+    // Local redelivery only (the broker-side retry topic is tests/retry_dlq_e2e.rs).
+    config.send_back = None;
     let (seen, gate) = (attempts.clone(), release.clone());
     let consumer = PushConsumer::start(
         &client,

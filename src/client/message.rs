@@ -60,3 +60,25 @@ pub struct ConsumedMessage {
     pub properties: Vec<(Vec<u8>, Vec<u8>)>,
     pub body: Vec<u8>,
 }
+
+impl ConsumedMessage {
+    /// A property's value, if the message carries it.
+    pub fn property(&self, name: &[u8]) -> Option<&[u8]> {
+        self.properties.iter().find(|(n, _)| n.as_slice() == name).map(|(_, v)| v.as_slice())
+    }
+
+    /// Failed deliveries before this one: 0 for a message from its original topic, `n` for
+    /// the `n`th retry from the group's retry topic ([`crate::schedule::retry`]).
+    pub fn reconsume_times(&self) -> u32 {
+        crate::schedule::retry::reconsume_times(
+            self.properties.iter().map(|(n, v)| (n.as_slice(), v.as_slice())),
+        )
+    }
+
+    /// The topic a retried or dead-lettered message was first sent to (`None` for a message
+    /// still in its original topic).
+    pub fn origin_topic(&self) -> Option<&str> {
+        self.property(crate::schedule::retry::PROPERTY_RETRY_TOPIC.as_bytes())
+            .and_then(|v| std::str::from_utf8(v).ok())
+    }
+}

@@ -80,6 +80,7 @@ use super::process_queue::{ProcessQueue, RetryPolicy};
 use super::Client;
 use crate::group::allocate::Strategy;
 use crate::group::membership::TagFilter;
+use crate::schedule::retry::{dlq_topic, retry_topic, SendBackPolicy};
 
 /// What the listener did with a batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -164,7 +165,14 @@ pub struct PushConsumerConfig {
     /// Long-poll wait of each pull (also how soon a puller notices it must stop). Default 1 s.
     pub pull_wait: Duration,
     pub max_unfinished_per_queue: usize,
+    /// Local redelivery: orderly and broadcasting consumers, and a clustering consumer whose
+    /// send-back to the retry topic failed.
     pub retry: RetryPolicy,
+    /// Clustering, concurrent mode: RECONSUME_LATER sends each message back to the group's
+    /// retry topic `%RETRY%<group>` (subscribed automatically), delayed by level
+    /// `first_delay_level + reconsume_times`; after `max_reconsume_times` failures it goes to
+    /// `%DLQ%<group>` ([`crate::schedule::retry`]). `None`: local redelivery only.
+    pub send_back: Option<SendBackPolicy>,
 }
 
 impl PushConsumerConfig {
@@ -187,6 +195,7 @@ impl PushConsumerConfig {
             pull_wait: Duration::from_secs(1),
             max_unfinished_per_queue: 1000,
             retry: RetryPolicy::default(),
+            send_back: Some(SendBackPolicy::default()),
         }
     }
 
@@ -233,6 +242,8 @@ struct Shared {
     retries: Mutex<Vec<(Instant, Task)>>,
     /// Every owned queue has been drained (for tools that stop at the end).
     caught_up: AtomicBool,
+    /// Clustering, concurrent mode: sends failed messages to the retry or dead-letter topic.
+    send_back: Option<(super::Producer, SendBackPolicy)>,
     /// Until when this member's session surely lasts (the last acknowledged heartbeat's send
     /// time plus two thirds of the session timeout). Past it the coordinator may have expired
     /// the member and given its queues to another: pullers pause, so a member that stalls
@@ -291,10 +302,35 @@ impl PushConsumer {
                 "a push consumer needs at least one subscription".into(),
             ));
         }
+        let mut config = config;
+        let sends_back = config.send_back.is_some()
+            && config.model == MessageModel::Clustering
+            && matches!(config.mode, ConsumeMode::Concurrent { .. });
+        if sends_back {
+            // The group's retry and dead-letter topics exist before the first failure, and the
+            // group consumes its retries like any subscription.
+            let retry = retry_topic(&config.group);
+            for topic in [retry.clone(), dlq_topic(&config.group)] {
+                match client.admin().create_topic(&topic, 1) {
+                    Ok(_) => {}
+                    Err(e) if e.code() == Some(crate::protocol::ErrorCode::TOPIC_EXISTS) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            if !config.subscriptions.iter().any(|(t, _)| *t == retry) {
+                config.subscriptions.push((retry, "*".into()));
+            }
+        }
         for (topic, expression) in &config.subscriptions {
             TagFilter::parse(expression).map_err(|e| ClientError::Invalid(e.to_string()))?;
             client.admin().route(topic)?;
         }
+        let send_back = match config.send_back {
+            Some(policy) if sends_back => {
+                Some((client.producer(super::ProducerConfig::default())?, policy))
+            }
+            _ => None,
+        };
         let threads_wanted = match config.mode {
             ConsumeMode::Concurrent { threads, .. } => threads.max(1),
             ConsumeMode::Orderly { .. } => 0,
@@ -314,6 +350,7 @@ impl PushConsumer {
             retries: Mutex::new(Vec::new()),
             caught_up: AtomicBool::new(false),
             session_until: Mutex::new(Instant::now()),
+            send_back,
         });
         let mut threads = Vec::new();
         let spawn = |name: String, f: Box<dyn FnOnce() + Send>| {

@@ -5,4 +5,5 @@
 
 pub mod entry;
 pub mod levels;
+pub mod retry;
 pub mod wheel;

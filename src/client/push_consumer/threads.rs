@@ -17,6 +17,22 @@ pub(super) fn worker(s: &Shared, rx: &Receiver<Task>) {
         match status {
             ConsumeStatus::Success => lock(&task.queue.progress).finished(offsets),
             ConsumeStatus::ReconsumeLater => {
+                if let Some((producer, policy)) = &s.send_back {
+                    match send_back(s, producer, policy, &task) {
+                        Ok(()) => {
+                            // The copies carry the messages on: the queue's offset moves past.
+                            lock(&task.queue.progress).finished(offsets);
+                            task.queue.running.fetch_sub(1, Ordering::Relaxed);
+                            continue;
+                        }
+                        Err(e) => tracing::warn!(
+                            topic = %task.queue.topic,
+                            queue = task.queue.queue_id,
+                            "cannot send failed messages back to the retry topic ({e}); \
+                             redelivering them locally"
+                        ),
+                    }
+                }
                 let failures = task.attempt + 1;
                 match s.config.retry.delay(failures) {
                     Some(d) => {
@@ -40,6 +56,72 @@ pub(super) fn worker(s: &Shared, rx: &Receiver<Task>) {
         }
         task.queue.running.fetch_sub(1, Ordering::Relaxed);
     }
+}
+
+/// Sends every message of a failed batch to the group's retry topic (delayed) or, past its
+/// last retry, to its dead-letter topic, with the original topic, reconsume count and
+/// original id as properties ([`crate::schedule::retry`]).
+fn send_back(
+    s: &Shared,
+    producer: &crate::client::Producer,
+    policy: &crate::schedule::retry::SendBackPolicy,
+    task: &Task,
+) -> Result<(), ClientError> {
+    use crate::schedule::retry::{self, SendBack};
+    for m in &task.messages {
+        let origin_topic = m.origin_topic().unwrap_or(&task.queue.topic).to_string();
+        let origin_id = m
+            .property(retry::PROPERTY_ORIGIN_MESSAGE_ID.as_bytes())
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .unwrap_or_else(|| m.message_id.clone());
+        let decision = policy.decide(m.reconsume_times());
+        let times = match decision {
+            SendBack::Retry { reconsume_times, .. } | SendBack::DeadLetter { reconsume_times } => {
+                reconsume_times
+            }
+        };
+        let ours = [
+            retry::PROPERTY_RETRY_TOPIC,
+            retry::PROPERTY_RECONSUME_TIME,
+            retry::PROPERTY_ORIGIN_MESSAGE_ID,
+        ];
+        let mut properties: Vec<(Vec<u8>, Vec<u8>)> = m
+            .properties
+            .iter()
+            .filter(|(k, _)| !ours.iter().any(|o| o.as_bytes() == k.as_slice()))
+            .cloned()
+            .collect();
+        properties.push((retry::PROPERTY_RETRY_TOPIC.into(), origin_topic.into_bytes()));
+        properties.push((retry::PROPERTY_RECONSUME_TIME.into(), times.to_string().into_bytes()));
+        properties.push((retry::PROPERTY_ORIGIN_MESSAGE_ID.into(), origin_id.into_bytes()));
+        let mut copy = crate::client::Message::new(String::new(), m.body.clone())
+            .with_key(m.key.clone())
+            .with_tag(m.tag.clone());
+        copy.properties = properties;
+        copy.timestamp_ms = Some(m.timestamp_ms);
+        match decision {
+            SendBack::Retry { delay_level, .. } => {
+                let topic = retry::retry_topic(&s.config.group);
+                copy.topic = topic.clone();
+                producer.send_scheduled_batch(
+                    &topic,
+                    0,
+                    &[copy],
+                    crate::client::Delivery::Level(delay_level),
+                )?;
+            }
+            SendBack::DeadLetter { .. } => {
+                copy.topic = retry::dlq_topic(&s.config.group);
+                producer.send(copy)?;
+                tracing::warn!(
+                    group = %s.config.group,
+                    message = %m.message_id,
+                    "message failed {times} times: moved to the dead-letter topic"
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 pub(super) fn retry_loop(s: &Shared) {
