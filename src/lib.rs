@@ -19,6 +19,7 @@ pub mod broker;
 pub mod client;
 pub mod format;
 pub mod group;
+pub mod metrics;
 pub mod protocol;
 pub mod runtime;
 pub mod storage;

@@ -44,6 +44,10 @@ enum Command {
         /// Writes the bound ports here once the broker accepts connections.
         #[arg(long)]
         ready_file: Option<PathBuf>,
+        /// Address of the /metrics endpoint (`[metrics] listen`), e.g. 127.0.0.1:0 for a free
+        /// port; the ready line prints the URL.
+        #[arg(long)]
+        metrics_listen: Option<String>,
     },
     /// Creates, lists or deletes topics.
     Topic {
@@ -169,8 +173,8 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     let result = match cli.command {
-        Command::Broker { config, data_dir, port, shards, ready_file } => {
-            run_broker(config, data_dir, port, shards, ready_file)
+        Command::Broker { config, data_dir, port, shards, ready_file, metrics_listen } => {
+            run_broker(config, data_dir, port, shards, ready_file, metrics_listen)
         }
         Command::Topic { action, broker } => topic(&broker, action),
         Command::Produce { topic, key, tag, queue, broker, messages } => {
@@ -215,6 +219,7 @@ fn run_broker(
     port: Option<u16>,
     shards: Option<usize>,
     ready_file: Option<PathBuf>,
+    metrics_listen: Option<String>,
 ) -> Result<(), String> {
     let mut cfg = match config {
         Some(path) => Config::load(&path)?,
@@ -231,6 +236,9 @@ fn run_broker(
     }
     if ready_file.is_some() {
         cfg.broker.ready_file = ready_file;
+    }
+    if let Some(a) = metrics_listen {
+        cfg.metrics.listen = a;
     }
     ringmq::broker::run(cfg)
 }

@@ -83,7 +83,8 @@ fn broker_flags_and_ready_file() {
     let ready = dir.path().join("ready");
     let data = dir.path().join("d");
     let mut child = Command::new(env!("CARGO_BIN_EXE_ringmq"))
-        .args(["broker", "--port", "0", "--shards", "1", "--log-level", "warn", "--data-dir"])
+        .args(["broker", "--port", "0", "--shards", "1", "--log-level", "warn"])
+        .args(["--metrics-listen", "127.0.0.1:0", "--data-dir"])
         .arg(&data)
         .arg("--ready-file")
         .arg(&ready)
@@ -116,7 +117,8 @@ fn a_port_in_use_fails_the_start_with_a_clear_message() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port().to_string();
     let out = Command::new(env!("CARGO_BIN_EXE_ringmq"))
-        .args(["broker", "--shards", "1", "--port", &port, "--data-dir"])
+        .args(["broker", "--shards", "1", "--port", &port, "--metrics-listen", "127.0.0.1:0"])
+        .arg("--data-dir")
         .arg(dir.path())
         .output()
         .unwrap();
@@ -130,7 +132,8 @@ fn the_ready_line_is_printed_once_and_names_the_build_revision() {
     let dir = tempfile::Builder::new().prefix("ringmq-ready").tempdir().unwrap();
     let ready = dir.path().join("ready");
     let child = Command::new(env!("CARGO_BIN_EXE_ringmq"))
-        .args(["broker", "--port", "0", "--shards", "1", "--log-level", "info", "--data-dir"])
+        .args(["broker", "--port", "0", "--shards", "1", "--log-level", "info"])
+        .args(["--metrics-listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir.path().join("d"))
         .arg("--ready-file")
         .arg(&ready)

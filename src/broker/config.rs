@@ -19,6 +19,8 @@ pub struct Config {
     pub broker: BrokerConfig,
     pub storage: StorageConfig,
     pub group: GroupConfig,
+    /// The `/metrics` endpoint ([`crate::metrics::MetricsConfig`]).
+    pub metrics: crate::metrics::MetricsConfig,
 }
 
 /// The `[group]` section: consumer groups, per coordinator shard.
@@ -300,6 +302,7 @@ impl Config {
 
     /// Checks the knobs against each other; messages name the knob to fix.
     pub fn validate(&self) -> Result<(), String> {
+        self.metrics.validate()?;
         let g = &self.group;
         if g.session_timeout_ms == 0 || g.snapshot_interval_ms == 0 || g.snapshot_every_commits == 0
         {
