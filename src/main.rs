@@ -151,6 +151,14 @@ enum TopicAction {
     Delete {
         name: String,
     },
+    /// Prints each queue's offsets: `queue=Q min=M next=N`, and with `--at`, `at=O`, the first
+    /// offset stored at or after that time (`next` when nothing is).
+    Offsets {
+        name: String,
+        /// An RFC 3339 time (`2026-12-01T10:00:00Z`; without a zone it is UTC).
+        #[arg(long)]
+        at: Option<String>,
+    },
 }
 
 fn init_logging(level: &str) -> Result<(), String> {
@@ -263,8 +271,32 @@ fn topic(broker: &str, action: TopicAction) -> Result<(), String> {
             let id = admin.delete_topic(&name).map_err(err)?;
             println!("deleted topic {name} (id {id})");
         }
+        TopicAction::Offsets { name, at } => {
+            let at_ms = at.as_deref().map(|t| rfc3339_ms("--at", t)).transpose()?;
+            let route = admin.route(&name).map_err(err)?;
+            for queue in 0..route.queue_count() {
+                let o = admin.queue_offsets(&name, queue).map_err(err)?;
+                let mut line = format!("queue={queue}\tmin={}\tnext={}", o.min, o.next);
+                if let Some(ms) = at_ms {
+                    let offset = admin.offset_for_timestamp(&name, queue, ms).map_err(err)?;
+                    line.push_str(&format!("\tat={offset}"));
+                }
+                println!("{line}");
+            }
+        }
     }
     Ok(())
+}
+
+/// Milliseconds since the Unix epoch of an RFC 3339 time given to `flag`.
+fn rfc3339_ms(flag: &str, text: &str) -> Result<i64, String> {
+    let at = humantime::parse_rfc3339_weak(text)
+        .map_err(|e| format!("{flag} {text:?} is not an RFC 3339 time ({e})"))?;
+    let ms = at
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|_| format!("{flag} {text:?} is before 1970"))?
+        .as_millis();
+    i64::try_from(ms).map_err(|_| format!("{flag} {text:?} is too far in the future"))
 }
 
 fn produce(
@@ -510,16 +542,9 @@ fn group(broker: &str, action: GroupAction) -> Result<(), String> {
                 "latest" => ResetTo::Latest,
                 t => match t.parse::<u64>() {
                     Ok(o) => ResetTo::Offset(o),
-                    Err(_) => {
-                        let at = humantime::parse_rfc3339_weak(t).map_err(|e| {
-                            format!("--to {t:?}: not earliest, latest, an offset or an RFC 3339 time ({e})")
-                        })?;
-                        let ms = at
-                            .duration_since(std::time::UNIX_EPOCH)
-                            .map_err(|_| format!("--to {t:?} is before 1970"))?
-                            .as_millis();
-                        ResetTo::Timestamp(ms as i64)
-                    }
+                    Err(_) => ResetTo::Timestamp(rfc3339_ms("--to", t).map_err(|e| {
+                        format!("{e}; --to takes earliest, latest, an offset or a time")
+                    })?),
                 },
             };
             for (queue, offset) in groups.reset(&group, &topic, to).map_err(err)? {
