@@ -185,3 +185,24 @@ fn the_endpoint_can_be_turned_off() {
     let client = Client::connect(&broker.addr()).unwrap();
     client.admin().create_topic("t", 1).unwrap();
 }
+
+#[test]
+fn a_busy_metrics_port_fails_the_start_and_says_what_to_change() {
+    let dir = tempdir();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let cfg = config(dir.path(), 1, "", "")
+        .replace("listen = \"127.0.0.1:0\"", &format!("listen = \"{addr}\""));
+    let path = dir.path().join("busy.toml");
+    std::fs::write(&path, cfg).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ringmq"))
+        .args(["broker", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot listen for metrics on") && err.contains(&addr), "{err}");
+    assert!(err.contains("[metrics] listen") && err.contains("enabled = false"), "{err}");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("ready"), "never ready");
+}
