@@ -49,7 +49,7 @@ enum Command {
         #[arg(long)]
         metrics_listen: Option<String>,
     },
-    /// Creates, lists or deletes topics.
+    /// Creates, lists or deletes topics; prints their queues' offsets (by time with --at).
     Topic {
         #[command(subcommand)]
         action: TopicAction,
