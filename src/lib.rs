@@ -21,6 +21,7 @@ pub mod client;
 pub mod compat;
 pub mod format;
 pub mod group;
+pub mod metrics;
 pub mod protocol;
 pub mod replication;
 pub mod runtime;

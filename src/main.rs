@@ -44,8 +44,12 @@ enum Command {
         /// Writes the bound ports here once the broker accepts connections.
         #[arg(long)]
         ready_file: Option<PathBuf>,
+        /// Address of the /metrics endpoint (`[metrics] listen`), e.g. 127.0.0.1:0 for a free
+        /// port; the ready line prints the URL.
+        #[arg(long)]
+        metrics_listen: Option<String>,
     },
-    /// Creates, lists or deletes topics.
+    /// Creates, lists or deletes topics; prints their queues' offsets (by time with --at).
     Topic {
         #[command(subcommand)]
         action: TopicAction,
@@ -160,6 +164,14 @@ enum TopicAction {
     Delete {
         name: String,
     },
+    /// Prints each queue's offsets: `queue=Q min=M next=N`, and with `--at`, `at=O`, the first
+    /// offset stored at or after that time (`next` when nothing is).
+    Offsets {
+        name: String,
+        /// An RFC 3339 time (`2026-12-01T10:00:00Z`; without a zone it is UTC).
+        #[arg(long)]
+        at: Option<String>,
+    },
 }
 
 fn init_logging(level: &str) -> Result<(), String> {
@@ -182,8 +194,8 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     let result = match cli.command {
-        Command::Broker { config, data_dir, port, shards, ready_file } => {
-            run_broker(config, data_dir, port, shards, ready_file)
+        Command::Broker { config, data_dir, port, shards, ready_file, metrics_listen } => {
+            run_broker(config, data_dir, port, shards, ready_file, metrics_listen)
         }
         Command::Topic { action, broker } => topic(&broker, action),
         Command::Produce { topic, key, tag, queue, delay, deliver_at, broker, messages } => {
@@ -230,6 +242,7 @@ fn run_broker(
     port: Option<u16>,
     shards: Option<usize>,
     ready_file: Option<PathBuf>,
+    metrics_listen: Option<String>,
 ) -> Result<(), String> {
     let mut cfg = match config {
         Some(path) => Config::load(&path)?,
@@ -246,6 +259,9 @@ fn run_broker(
     }
     if ready_file.is_some() {
         cfg.broker.ready_file = ready_file;
+    }
+    if let Some(a) = metrics_listen {
+        cfg.metrics.listen = a;
     }
     ringmq::broker::run(cfg)
 }
@@ -270,8 +286,32 @@ fn topic(broker: &str, action: TopicAction) -> Result<(), String> {
             let id = admin.delete_topic(&name).map_err(err)?;
             println!("deleted topic {name} (id {id})");
         }
+        TopicAction::Offsets { name, at } => {
+            let at_ms = at.as_deref().map(|t| rfc3339_ms("--at", t)).transpose()?;
+            let route = admin.route(&name).map_err(err)?;
+            for queue in 0..route.queue_count() {
+                let o = admin.queue_offsets(&name, queue).map_err(err)?;
+                let mut line = format!("queue={queue}\tmin={}\tnext={}", o.min, o.next);
+                if let Some(ms) = at_ms {
+                    let offset = admin.offset_for_timestamp(&name, queue, ms).map_err(err)?;
+                    line.push_str(&format!("\tat={offset}"));
+                }
+                println!("{line}");
+            }
+        }
     }
     Ok(())
+}
+
+/// Milliseconds since the Unix epoch of an RFC 3339 time given to `flag`.
+fn rfc3339_ms(flag: &str, text: &str) -> Result<i64, String> {
+    let at = humantime::parse_rfc3339_weak(text)
+        .map_err(|e| format!("{flag} {text:?} is not an RFC 3339 time ({e})"))?;
+    let ms = at
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|_| format!("{flag} {text:?} is before 1970"))?
+        .as_millis();
+    i64::try_from(ms).map_err(|_| format!("{flag} {text:?} is too far in the future"))
 }
 
 fn produce(
@@ -547,16 +587,9 @@ fn group(broker: &str, action: GroupAction) -> Result<(), String> {
                 "latest" => ResetTo::Latest,
                 t => match t.parse::<u64>() {
                     Ok(o) => ResetTo::Offset(o),
-                    Err(_) => {
-                        let at = humantime::parse_rfc3339_weak(t).map_err(|e| {
-                            format!("--to {t:?}: not earliest, latest, an offset or an RFC 3339 time ({e})")
-                        })?;
-                        let ms = at
-                            .duration_since(std::time::UNIX_EPOCH)
-                            .map_err(|_| format!("--to {t:?} is before 1970"))?
-                            .as_millis();
-                        ResetTo::Timestamp(ms as i64)
-                    }
+                    Err(_) => ResetTo::Timestamp(rfc3339_ms("--to", t).map_err(|e| {
+                        format!("{e}; --to takes earliest, latest, an offset or a time")
+                    })?),
                 },
             };
             for (queue, offset) in groups.reset(&group, &topic, to).map_err(err)? {

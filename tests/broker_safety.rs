@@ -46,9 +46,17 @@ enum Started {
 
 impl Proc {
     fn spawn(cwd: &Path, args: &[&str]) -> Proc {
+        // The metrics endpoint on a free port, whatever the config says: brokers of other
+        // tests may be running.
+        let metrics: &[&str] = if args.first() == Some(&"broker") {
+            &["--metrics-listen", "127.0.0.1:0"]
+        } else {
+            &[]
+        };
         let mut child = Command::new(bin())
             .current_dir(cwd)
             .args(args)
+            .args(metrics)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

@@ -83,7 +83,8 @@ fn broker_flags_and_ready_file() {
     let ready = dir.path().join("ready");
     let data = dir.path().join("d");
     let mut child = Command::new(env!("CARGO_BIN_EXE_ringmq"))
-        .args(["broker", "--port", "0", "--shards", "1", "--log-level", "warn", "--data-dir"])
+        .args(["broker", "--port", "0", "--shards", "1", "--log-level", "warn"])
+        .args(["--metrics-listen", "127.0.0.1:0", "--data-dir"])
         .arg(&data)
         .arg("--ready-file")
         .arg(&ready)
@@ -116,7 +117,8 @@ fn a_port_in_use_fails_the_start_with_a_clear_message() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port().to_string();
     let out = Command::new(env!("CARGO_BIN_EXE_ringmq"))
-        .args(["broker", "--shards", "1", "--port", &port, "--data-dir"])
+        .args(["broker", "--shards", "1", "--port", &port, "--metrics-listen", "127.0.0.1:0"])
+        .arg("--data-dir")
         .arg(dir.path())
         .output()
         .unwrap();
@@ -130,7 +132,8 @@ fn the_ready_line_is_printed_once_and_names_the_build_revision() {
     let dir = tempfile::Builder::new().prefix("ringmq-ready").tempdir().unwrap();
     let ready = dir.path().join("ready");
     let child = Command::new(env!("CARGO_BIN_EXE_ringmq"))
-        .args(["broker", "--port", "0", "--shards", "1", "--log-level", "info", "--data-dir"])
+        .args(["broker", "--port", "0", "--shards", "1", "--log-level", "info"])
+        .args(["--metrics-listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir.path().join("d"))
         .arg("--ready-file")
         .arg(&ready)
@@ -215,4 +218,52 @@ fn produce_without_messages_on_a_terminal_says_it_reads_stdin() {
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "{:?}", out);
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("SendOk"));
+}
+
+#[test]
+fn topic_offsets_at_a_time_finds_the_first_message_stored_at_or_after_it() {
+    use ringmq::client::Client;
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    let dir = tempfile::Builder::new().prefix("ringmq-offsets").tempdir().unwrap();
+    let broker = Broker::start_in(dir.path(), &config(dir.path(), 2, "", ""));
+    let b = broker.addr();
+    ok(ringmq(&["topic", "create", "at", "--queues", "2", "--broker", &b], None));
+    ok(ringmq(&["produce", "--topic", "at", "--queue", "0", "--broker", &b, "a", "b", "c"], None));
+    // The boundary: 1 ms after the last store time of the first round, once the clock passed it.
+    let client = Client::connect(&b).unwrap();
+    let first = client.consumer().pull("at", 0, 0, Duration::ZERO).unwrap();
+    assert_eq!(first.messages.len(), 3);
+    let boundary_ms = first.messages.iter().map(|m| m.store_timestamp_ms).max().unwrap() + 1;
+    let now_ms = || SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64;
+    broker_common::poll_until(Duration::from_secs(5), || (now_ms() > boundary_ms).then_some(()));
+    ok(ringmq(&["produce", "--topic", "at", "--queue", "0", "--broker", &b, "d", "e"], None));
+    ok(ringmq(&["produce", "--topic", "at", "--queue", "1", "--broker", &b, "f"], None));
+
+    let rfc3339 = |ms: i64| {
+        let t = UNIX_EPOCH + Duration::from_millis(ms as u64);
+        humantime::format_rfc3339_millis(t).to_string()
+    };
+    let offsets =
+        |at: &str| ok(ringmq(&["topic", "offsets", "at", "--at", at, "--broker", &b], None));
+    assert_eq!(
+        offsets(&rfc3339(boundary_ms)),
+        "queue=0\tmin=0\tnext=5\tat=3\nqueue=1\tmin=0\tnext=1\tat=0\n",
+        "queue 0's second round starts at offset 3; queue 1 has only messages after the boundary"
+    );
+    assert_eq!(
+        offsets("2000-01-01T00:00:00Z"),
+        "queue=0\tmin=0\tnext=5\tat=0\nqueue=1\tmin=0\tnext=1\tat=0\n",
+        "before everything: the first offset"
+    );
+    assert_eq!(
+        offsets(&rfc3339(now_ms() + 3_600_000)),
+        "queue=0\tmin=0\tnext=5\tat=5\nqueue=1\tmin=0\tnext=1\tat=1\n",
+        "after everything: the end"
+    );
+    let plain = ok(ringmq(&["topic", "offsets", "at", "--broker", &b], None));
+    assert_eq!(plain, "queue=0\tmin=0\tnext=5\nqueue=1\tmin=0\tnext=1\n");
+    let bad = ringmq(&["topic", "offsets", "at", "--at", "yesterday", "--broker", &b], None);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--at \"yesterday\""), "{bad:?}");
 }

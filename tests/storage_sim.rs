@@ -1059,3 +1059,44 @@ fn the_async_flush_interval_and_store_times_follow_the_logs_clock() {
         log.close().await.unwrap();
     });
 }
+
+#[test]
+fn the_log_counts_group_commits_fsync_times_and_waits_for_a_chunk() {
+    run(|| async {
+        let dir = SimDir::new(27);
+        let config = StorageConfig {
+            chunk_pool_chunks: 2,
+            max_batch_bytes: 4096,
+            ..small_config(FlushMode::Async)
+        };
+        let log = CommitLog::open_with(dir.clone(), config).await.unwrap();
+        let before = log.metrics().probe;
+        assert_eq!(before.chunk_pool_waits, 0);
+        // Writes hang: dispatched chunks keep their permits, so once two chunks (16 KiB) are
+        // filled an append waits for a chunk.
+        dir.pause(SimOp::Write);
+        let appender = log.clone();
+        let appends = ringmq::runtime::spawn(async move {
+            for tag in 0..8u64 {
+                appender.append(Q1, &batch(tag, 1, 3500)).await.unwrap();
+            }
+        });
+        for polls in 0.. {
+            if log.metrics().probe.chunk_pool_waits >= 1 {
+                break;
+            }
+            assert!(polls < 1000, "no append waited for a chunk");
+            ringmq::runtime::sleep(Duration::from_millis(1)).await;
+        }
+        dir.resume(SimOp::Write);
+        bounded("appends", appends).await;
+        bounded("flush", log.flush()).await.unwrap();
+        let after = log.metrics().probe;
+        assert!(after.chunk_pool_waits >= 1);
+        assert!(after.flushes > before.flushes, "{after:?}");
+        assert!(after.fsync_latency.count() > before.fsync_latency.count(), "{after:?}");
+        assert_eq!(read_all(&log, Q1).await, (0..8).collect::<Vec<_>>());
+        assert!(log.metrics().chunk_cache_hits > 0, "fresh data is read from the cache");
+        log.close().await.unwrap();
+    });
+}

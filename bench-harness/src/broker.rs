@@ -124,6 +124,8 @@ impl SpawnedBroker {
             .args(["broker", "--config"])
             .arg(&cfg)
             .args(["--log-level", "warn"])
+            // A free port for the metrics endpoint: another broker may serve the default one.
+            .args(["--metrics-listen", "127.0.0.1:0"])
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

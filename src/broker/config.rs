@@ -20,6 +20,8 @@ pub struct Config {
     pub storage: StorageConfig,
     pub group: GroupConfig,
     pub schedule: ScheduleConfig,
+    /// The `/metrics` endpoint ([`crate::metrics::MetricsConfig`]).
+    pub metrics: crate::metrics::MetricsConfig,
 }
 
 /// The `[schedule]` section: scheduled (delayed) messages, per shard (`broker/shard/schedule.rs`).
@@ -361,6 +363,7 @@ impl Config {
 
     /// Checks the knobs against each other; messages name the knob to fix.
     pub fn validate(&self) -> Result<(), String> {
+        self.metrics.validate()?;
         let g = &self.group;
         if g.session_timeout_ms == 0 || g.snapshot_interval_ms == 0 || g.snapshot_every_commits == 0
         {

@@ -6,6 +6,7 @@ use std::rc::Rc;
 use super::shard_log::{AppendOutcome, OffsetRange, ShardLog};
 use crate::storage::commit_log::{Scanned, TailScan};
 use crate::storage::file::LogDir;
+use crate::storage::probe::LogMetrics;
 use crate::storage::{
     AppendStatus, CommitLog, LogPosition, QueueKey, QueueOffset, ReadBuf, StorageConfig,
     StorageError,
@@ -93,5 +94,9 @@ impl<D: LogDir + 'static> ShardLog for Rc<CommitLog<D>> {
 
     async fn close(&self) -> Result<(), StorageError> {
         CommitLog::close(self).await
+    }
+
+    fn metrics(&self) -> LogMetrics {
+        CommitLog::metrics(self)
     }
 }

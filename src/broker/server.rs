@@ -3,9 +3,10 @@
 //! Start (main thread, [`run`]): validate the config, make `data_dir` absolute, lock it
 //! ([`DataDirLock`]: one broker per data directory), bind every port ([`listener::reserve`]:
 //! refuses ports another process serves), load the topic table, build the two meshes, start
-//! the shards; once every shard opened its log, send each the port list, print the ready line
-//! (`ringmq broker ready shared_port=P shard_ports=A,B,..`, stdout only) and write
-//! `ready_file`. A start that fails before the ready line removes the directories it created
+//! the shards; once every shard opened its log, start the metrics endpoint (its port was bound
+//! with the others), send each the port list, print the ready line
+//! (`ringmq broker ready shared_port=P shard_ports=A,B,.. revision=R metrics=URL`, stdout only)
+//! and write `ready_file`. A start that fails before the ready line removes the directories it created
 //! ([`StartFootprint`]).
 //!
 //! A shard's life (`shard_main`, on its executor): open log, take its listeners, report ready,
@@ -34,6 +35,9 @@ use super::routing::ShardId;
 use super::shard::{Control, Forward, Ports, Shard};
 use super::shutdown::{self, Stop, StopHandle};
 use super::topics::TopicTable;
+use crate::metrics::exposition;
+use crate::metrics::http::{HttpLimits, HttpServer};
+use crate::metrics::Exporter;
 use crate::runtime::{self, ExecutorOptions};
 
 enum Event {
@@ -60,6 +64,8 @@ struct ShardArgs {
     events: mpsc::SyncSender<Event>,
     /// This start's count, for producer ids (`producer_ids`).
     boot: u64,
+    /// Queries from the metrics exporter; None when `[metrics] enabled = false`.
+    metrics: Option<crate::metrics::Inbox>,
 }
 
 /// Runs the broker until SIGINT/SIGTERM; Ok after a clean stop.
@@ -116,6 +122,22 @@ fn run_locked(
     runtime::tune_allocator();
     tracing::info!(shards = n, "{}", config.shard_memory_budget());
     let reserved = listener::reserve(&config.broker.listen_address, config.broker.port, n)?;
+    // Bound before the shards start, like the broker's ports, so a busy metrics port fails
+    // the start instead of leaving a broker nobody can watch.
+    let metrics_listener = if config.metrics.enabled {
+        let addr = config.metrics.listen_addr()?;
+        Some(std::net::TcpListener::bind(addr).map_err(|e| {
+            format!(
+                "cannot listen for metrics on {addr}: {e} (choose a free address with \
+                 [metrics] listen or --metrics-listen, or set [metrics] enabled = false)"
+            )
+        })?)
+    } else {
+        None
+    };
+    let (exporter, inboxes) =
+        Exporter::new(n, config.metrics.limits(), config.metrics.scrape_timeout());
+    let mut inboxes = inboxes.into_iter();
     let topics = metadata_store::load(&config.broker.data_dir, n)?;
     let boot = super::producer_ids::advance_boot(&config.broker.data_dir)?;
     let config = Arc::new(config);
@@ -158,6 +180,7 @@ fn run_locked(
             stop,
             events: events.clone(),
             boot,
+            metrics: inboxes.next().filter(|_| metrics_listener.is_some()),
         };
         let opts = ExecutorOptions {
             name: format!("ringmq-shard-{id}"),
@@ -186,6 +209,14 @@ fn run_locked(
             Err(_) => unreachable!("main holds a sender"),
         }
     }
+    let mut metrics_server = None;
+    if let (None, Some(l)) = (&failure, metrics_listener) {
+        let scrape = move || Ok(exposition::render(exporter.gather()));
+        match HttpServer::start(l, HttpLimits::default(), Arc::new(scrape)) {
+            Ok(s) => metrics_server = Some(s),
+            Err(e) => failure = Some(format!("cannot start the metrics endpoint: {e}")),
+        }
+    }
     if let Some(e) = failure {
         // Dropping the go senders makes waiting shards close their logs and exit.
         drop(gos);
@@ -203,7 +234,7 @@ fn run_locked(
     *served = true;
     // The ready line goes to stdout only (scripts and tests read it there); the log says what
     // was started.
-    let line = ready_line(&ports);
+    let line = ready_line(&ports, metrics_server.as_ref().map(HttpServer::local_addr));
     println!("{line}");
     use std::io::Write;
     let _ = std::io::stdout().flush();
@@ -251,6 +282,9 @@ fn run_locked(
             result = Err(format!("shard {id} thread failed: {e}"));
         }
     }
+    if let Some(mut s) = metrics_server {
+        s.stop();
+    }
     if result.is_ok() {
         tracing::info!("stopped cleanly");
     }
@@ -262,11 +296,14 @@ fn run_locked(
 pub const GIT_REVISION: &str = env!("RINGMQ_GIT_REVISION");
 
 /// The startup line tests and scripts read: `ringmq broker ready shared_port=P
-/// shard_ports=A,B,.. revision=R` (fields may be added; read them by name).
-pub fn ready_line(ports: &Ports) -> String {
+/// shard_ports=A,B,.. revision=R metrics=URL` (fields may be added; read them by name).
+/// `metrics=off` when the endpoint is disabled.
+pub fn ready_line(ports: &Ports, metrics: Option<std::net::SocketAddr>) -> String {
     let list: Vec<String> = ports.per_shard.iter().map(u16::to_string).collect();
+    let metrics = metrics.map_or_else(|| "off".to_owned(), |a| format!("http://{a}/metrics"));
     format!(
-        "ringmq broker ready shared_port={} shard_ports={} revision={GIT_REVISION}",
+        "ringmq broker ready shared_port={} shard_ports={} revision={GIT_REVISION} \
+         metrics={metrics}",
         ports.shared,
         list.join(",")
     )
@@ -327,6 +364,7 @@ async fn shard_main(args: ShardArgs) -> Result<(), String> {
         stop,
         events,
         boot,
+        metrics,
     } = args;
     let b = &config.broker;
     let log = log_backend::open(config.storage_for_shard(id))
@@ -402,6 +440,8 @@ async fn shard_main(args: ShardArgs) -> Result<(), String> {
     let release = control.spawn(listener::release_memory_loop(per_ip, stop.clone()));
     let groups = control.spawn(shard.clone().group_loop(stop.clone()));
     let scheduled = control.spawn(shard.clone().schedule_loop(stop.clone()));
+    let metrics =
+        metrics.map(|inbox| control.spawn(shard.clone().serve_metrics(inbox, stop.clone())));
     tracing::debug!(shard = id, "serving");
 
     let _ = stop.await;
@@ -411,6 +451,9 @@ async fn shard_main(args: ShardArgs) -> Result<(), String> {
     release.await;
     groups.await;
     scheduled.await;
+    if let Some(m) = metrics {
+        m.await;
+    }
     shard.begin_stop();
     let grace = Duration::from_millis(b.shutdown_timeout_ms);
     let all = b.max_connections_per_shard as u64;

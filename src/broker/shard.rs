@@ -18,7 +18,8 @@
 //! handler, one file per request family under `shard/`: `produce` (with the idempotence
 //! windows), `fetch` (tag scan, long-poll), `topic_admin` (metadata and topic changes),
 //! `group` (consumer-group coordinator: membership, offsets, locks), `schedule` (scheduled
-//! messages: held in `%SYS%schedule`, delivered by a timer wheel) and `stats`. A new feature adds a handler file and a dispatch arm, not logic here.
+//! messages: held in `%SYS%schedule`, delivered by a timer wheel), `stats` and `metrics`
+//! (answers to the metrics exporter). A new feature adds a handler file and a dispatch arm, not logic here.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -129,6 +130,8 @@ pub struct Shard<L: ShardLog> {
     /// Shard 0 only: the metadata file and the lock that serializes topic changes.
     metadata: Option<(MetadataStore, crate::runtime::Semaphore)>,
     stats: RefCell<ShardStats>,
+    /// Latency histograms and errors by code for the metrics endpoint (`shard/metrics.rs`).
+    probe: RefCell<crate::metrics::ShardProbe>,
     stopping: Cell<bool>,
     /// Low-share task queue for control-plane work (topic changes, stats, control
     /// messages), so it never stalls produce and fetch in the default queue.
@@ -186,6 +189,7 @@ impl<L: ShardLog> Shard<L> {
             control_mesh,
             metadata: metadata.map(|m| (m, crate::runtime::Semaphore::new(1))),
             stats: RefCell::new(ShardStats { shard: id.get() as u32, ..Default::default() }),
+            probe: RefCell::new(crate::metrics::ShardProbe::default()),
             stopping: Cell::new(false),
             control_queue: runtime::TaskQueue::new(&format!("shard-{id}-control"), 100),
             sequences: RefCell::new(SequenceWindows::new(
@@ -243,8 +247,9 @@ impl<L: ShardLog> Shard<L> {
     pub async fn handle(self: &Rc<Self>, request: Request) -> LocalReply {
         self.stats.borrow_mut().requests += 1;
         let reply = self.dispatch(request).await;
-        if reply.is_err() {
+        if let Err(e) = &reply {
             self.stats.borrow_mut().errors += 1;
+            self.probe.borrow_mut().record_error(e.code);
         }
         reply
     }
@@ -441,6 +446,7 @@ fn queue_topic(request: &Request) -> &str {
 
 mod fetch;
 mod group;
+mod metrics;
 mod produce;
 pub mod schedule;
 mod stats;

@@ -6,6 +6,7 @@
 //! narrow keeps storage types that the broker does not need out of it.
 
 use crate::storage::commit_log::{Scanned, TailScan};
+use crate::storage::probe::LogMetrics;
 use crate::storage::{QueueKey, QueueOffsets, ReadBuf, StorageError};
 
 /// A queue's readable offsets `[min, next)` as the broker and the wire count them: plain
@@ -92,5 +93,8 @@ pub trait ShardLog: 'static {
     /// stopped first (then it never will be).
     async fn wait_visible(&self, end: u64) -> Result<(), StorageError>;
     async fn flush(&self) -> Result<(), StorageError>;
+    /// The log's counters (group commits, fsync latency, chunk-pool waits) and its caches'
+    /// hit counts, for the metrics endpoint.
+    fn metrics(&self) -> LogMetrics;
     async fn close(&self) -> Result<(), StorageError>;
 }

@@ -314,6 +314,11 @@ impl Coordinator {
             .collect()
     }
 
+    /// Every committed offset this coordinator holds (for the metrics endpoint).
+    pub fn committed_offsets(&self) -> &CommittedOffsets {
+        &self.offsets
+    }
+
     pub fn offsets_len(&self) -> usize {
         self.offsets.len()
     }

@@ -192,6 +192,13 @@ impl CommittedOffsets {
             .unwrap_or_default()
     }
 
+    /// Every committed offset as (group, topic, queue id, offset), sorted.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str, u32, u64)> + '_ {
+        self.groups.iter().flat_map(|(g, queues)| {
+            queues.iter().map(move |((t, q), o)| (g.as_str(), t.as_str(), *q, *o))
+        })
+    }
+
     /// Groups with committed offsets, sorted.
     pub fn group_names(&self) -> Vec<String> {
         self.groups.keys().cloned().collect()

@@ -37,6 +37,7 @@ pub mod index;
 pub mod index_cache;
 pub mod index_store;
 pub mod next_segment;
+pub mod probe;
 pub mod retention;
 pub mod segment;
 pub mod sim_dir;

@@ -19,6 +19,8 @@ pub struct Broker {
     pub dir: PathBuf,
     pub shared_port: u16,
     pub shard_ports: Vec<u16>,
+    /// The `/metrics` URL from the ready line; None when the endpoint is off.
+    pub metrics_url: Option<String>,
 }
 
 /// Config for a test broker: ephemeral ports, unpinned shards, small segments. Keys in the
@@ -49,8 +51,9 @@ pub fn config(dir: &Path, shards: usize, extra_broker: &str, extra_storage: &str
         out.push('\n');
         out
     };
+    // The metrics endpoint on a free port: tests run brokers in parallel.
     format!(
-        "[broker]\n{}[storage]\n{}",
+        "[broker]\n{}[storage]\n{}[metrics]\nlisten = \"127.0.0.1:0\"\n",
         section(&broker_defaults, extra_broker),
         section(&storage_defaults, extra_storage)
     )
@@ -92,11 +95,13 @@ impl Broker {
                     let shared_port = field("shared_port=").parse().unwrap();
                     let shard_ports =
                         field("shard_ports=").split(',').map(|p| p.parse().unwrap()).collect();
+                    let metrics_url = Some(field("metrics=")).filter(|u| u != "off");
                     return Broker {
                         child: Some(child),
                         dir: dir.to_owned(),
                         shared_port,
                         shard_ports,
+                        metrics_url,
                     };
                 }
                 Ok(_) => continue,

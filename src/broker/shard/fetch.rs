@@ -67,7 +67,10 @@ impl<L: ShardLog> Shard<L> {
                 }
                 continue;
             }
+            let read_started = self.clock.now();
             let mut batches = self.log.read(key, from, max_bytes).await?;
+            let took = self.clock.now().saturating_duration_since(read_started);
+            self.probe.borrow_mut().record_fetch_read(took);
             let total: usize = batches.iter().map(|b| b.len()).sum();
             let scan_end = batches
                 .last()

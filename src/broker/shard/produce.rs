@@ -252,7 +252,10 @@ impl<L: ShardLog> Shard<L> {
     /// Appends a validated-length batch, wakes long-polls and counts it.
     pub(super) async fn append(&self, key: QueueKey, batch: SharedBytes) -> Reply {
         let batch_len = batch.len();
+        let received = self.clock.now();
         let out = self.log.append(key, batch).await?;
+        let took = self.clock.now().saturating_duration_since(received);
+        self.probe.borrow_mut().record_append_ack(took);
         let visible = self.log.visible_end();
         if out.end > visible {
             // Acknowledged with FLUSH_DISK_TIMEOUT: readable only when the flush completes.

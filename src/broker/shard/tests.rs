@@ -703,4 +703,5 @@ fn a_long_poll_ends_when_the_clock_passes_its_deadline_not_before() {
 }
 
 mod group;
+mod metrics;
 mod schedule;

@@ -169,6 +169,10 @@ impl<D: LogDir + 'static> CommitLog<D> {
             if missing == 0 {
                 return Ok(());
             }
+            if self.pool.available() == 0 {
+                // Every chunk is being filled or written: this append waits for a write.
+                self.probe.borrow_mut().chunk_pool_waits += 1;
+            }
             let permit =
                 self.pool.acquire_static_permit(1).await.map_err(|_| StorageError::Closed)?;
             self.st.borrow_mut().spare_permits.push(permit);

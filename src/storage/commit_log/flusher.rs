@@ -157,10 +157,13 @@ pub(super) async fn flush_once<D: LogDir + 'static>(
         st.segments.values().filter(|s| s.unsynced.replace(false)).cloned().collect()
     };
     for seg in to_sync {
+        let started = log.clock.now();
         seg.file
             .sync_data()
             .await
             .map_err(|e| format!("fdatasync of {} failed: {e}", segment_name(seg.base)))?;
+        let took = log.clock.now().saturating_duration_since(started);
+        log.probe.borrow_mut().fsync_latency.record(took);
     }
     let (ready, more) = {
         let mut st = log.st.borrow_mut();
@@ -182,6 +185,7 @@ pub(super) async fn flush_once<D: LogDir + 'static>(
         }
         let more = !rest.is_empty();
         st.waiters = rest;
+        log.probe.borrow_mut().flushes += 1;
         if more {
             st.flush_requested = true;
         }

@@ -89,6 +89,7 @@ use super::error::{Result, StorageError};
 use super::file::{LogDir, LogFile};
 use super::index_store::{IndexMemory, IndexStore};
 use super::next_segment::{space_warning, NextSegment};
+use super::probe::{LogMetrics, LogProbe};
 use super::segment::Segment;
 use super::types::{LogPosition, QueueKey, QueueOffsets};
 use super::write_tracker::WriteTracker;
@@ -147,6 +148,8 @@ pub struct CommitLog<D: LogDir = DmaDir> {
     /// The time every decision and wait of the log reads: store timestamps, flush interval,
     /// sync-flush timeout, retention schedule and age, disk-full back-off.
     clock: SharedClock,
+    /// Counters for the metrics endpoint (`probe.rs`).
+    probe: RefCell<LogProbe>,
 }
 
 impl CommitLog<DmaDir> {
@@ -209,6 +212,7 @@ impl<D: LogDir + 'static> CommitLog<D> {
             next_changed: Signal::default(),
             retention_gate: Semaphore::new(1),
             clock,
+            probe: RefCell::new(LogProbe::default()),
         });
         let weak = Rc::downgrade(&log);
         let handle = runtime::spawn(async move { flusher_loop(weak).await });
@@ -329,6 +333,19 @@ impl<D: LogDir + 'static> CommitLog<D> {
         let st = self.st.borrow();
         let (h, m) = st.cache.stats();
         (st.cache.bytes(), h, m)
+    }
+
+    /// The log's counters and its caches' hit counts, for the metrics endpoint.
+    pub fn metrics(&self) -> LogMetrics {
+        let (chunk_cache_hits, chunk_cache_misses) = self.st.borrow().cache.stats();
+        let index = self.index.memory();
+        LogMetrics {
+            probe: *self.probe.borrow(),
+            chunk_cache_hits,
+            chunk_cache_misses,
+            index_cache_hits: index.cache_hits,
+            index_cache_misses: index.cache_misses,
+        }
     }
 
     /// Bases of the segments, oldest first.

@@ -1,0 +1,427 @@
+//! Renders a [`BrokerSnapshot`] in the Prometheus text format (0.0.4), through the
+//! `prometheus-client` crate's encoder: names, escaping, `_total` suffixes and histogram
+//! buckets are the maintained crate's, not ours.
+//!
+//! The snapshot is rendered by a `Collector` registered in a fresh registry per scrape: the
+//! values were already gathered from the shards, so there is no long-lived registry holding
+//! shared counters (which would put a lock or an atomic on the shards' data path).
+//!
+//! Names (prefix `ringmq_`, labels `shard`, `topic`, `queue`, `group`, `code`) are listed in
+//! docs/design.md, "Metrics".
+
+use std::sync::Arc;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+
+use super::snapshot::{BrokerSnapshot, ShardSnapshot};
+use super::LatencyHistogram;
+
+/// The `Content-Type` of [`render`]'s output.
+pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+
+type Labels = Vec<(&'static str, String)>;
+
+/// The snapshot as Prometheus text.
+pub fn render(snapshot: BrokerSnapshot) -> String {
+    let mut registry = Registry::with_prefix("ringmq");
+    registry.register_collector(Box::new(SnapshotCollector(Arc::new(snapshot))));
+    let mut out = String::new();
+    prometheus_client::encoding::prometheus_text::encode(&mut out, &registry)
+        .expect("writing to a String cannot fail");
+    out
+}
+
+#[derive(Debug)]
+struct SnapshotCollector(Arc<BrokerSnapshot>);
+
+fn shard_label(s: &ShardSnapshot) -> Labels {
+    vec![("shard", s.shard.to_string())]
+}
+
+fn counters(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    series: impl IntoIterator<Item = (Labels, u64)>,
+) -> std::fmt::Result {
+    let mut family = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (labels, v) in series {
+        family.encode_family(&labels)?.encode_counter::<NoLabelSet, u64, u64>(&v, None)?;
+    }
+    Ok(())
+}
+
+fn gauges<V: prometheus_client::encoding::EncodeGaugeValue>(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    series: impl IntoIterator<Item = (Labels, V)>,
+) -> std::fmt::Result {
+    let mut family = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    for (labels, v) in series {
+        family.encode_family(&labels)?.encode_gauge(&v)?;
+    }
+    Ok(())
+}
+
+fn histograms<'a>(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    series: impl IntoIterator<Item = (Labels, &'a LatencyHistogram)>,
+) -> std::fmt::Result {
+    let mut family = enc.encode_descriptor(name, help, None, MetricType::Histogram)?;
+    for (labels, h) in series {
+        family.encode_family(&labels)?.encode_histogram::<NoLabelSet>(
+            h.sum_us() as f64 / 1e6,
+            h.count(),
+            &h.buckets_seconds(),
+            None,
+        )?;
+    }
+    Ok(())
+}
+
+/// Hits over lookups since start; 0 before the first lookup.
+fn ratio(hits: u64, misses: u64) -> f64 {
+    let total = hits + misses;
+    if total == 0 {
+        0.0
+    } else {
+        hits as f64 / total as f64
+    }
+}
+
+impl Collector for SnapshotCollector {
+    fn encode(&self, mut enc: DescriptorEncoder) -> std::fmt::Result {
+        let b = &*self.0;
+        let shards = &b.shards;
+        let per_shard = |f: fn(&ShardSnapshot) -> u64| {
+            shards.iter().map(move |s| (shard_label(s), f(s))).collect::<Vec<_>>()
+        };
+        let e = &mut enc;
+        gauges(
+            e,
+            "shard_up",
+            "1 when the shard answered this scrape, 0 when it did not in time",
+            (0..b.shard_count).map(|i| {
+                let up = shards.iter().any(|s| s.shard as usize == i);
+                (vec![("shard", i.to_string())], u64::from(up))
+            }),
+        )?;
+        counters(
+            e,
+            "requests",
+            "Requests decoded on the shard",
+            per_shard(|s| s.counters.requests),
+        )?;
+        counters(
+            e,
+            "errors",
+            "Requests decoded on the shard that failed, by error code",
+            shards.iter().flat_map(|s| {
+                s.errors_by_code.iter().map(move |(code, n)| {
+                    (vec![("shard", s.shard.to_string()), ("code", (*code).to_owned())], *n)
+                })
+            }),
+        )?;
+        counters(
+            e,
+            "append_batches",
+            "Batches appended to the shard's log",
+            per_shard(|s| s.counters.produce_batches),
+        )?;
+        counters(
+            e,
+            "append_records",
+            "Records (messages) appended to the shard's log",
+            per_shard(|s| s.counters.produce_records),
+        )?;
+        counters(
+            e,
+            "append_bytes",
+            "Batch bytes appended to the shard's log",
+            per_shard(|s| s.counters.produce_bytes),
+        )?;
+        histograms(
+            e,
+            "append_ack_latency_seconds",
+            "From a produce reaching its owner shard to its acknowledgement (durable in sync flush mode)",
+            shards.iter().map(|s| (shard_label(s), &s.append_ack_latency)),
+        )?;
+        counters(e, "flushes", "Group commits completed", per_shard(|s| s.log.probe.flushes))?;
+        histograms(
+            e,
+            "fsync_latency_seconds",
+            "Time of each segment fdatasync",
+            shards.iter().map(|s| (shard_label(s), &s.log.probe.fsync_latency)),
+        )?;
+        counters(
+            e,
+            "chunk_pool_waits",
+            "Appends that waited for a free write chunk (backpressure from the disk)",
+            per_shard(|s| s.log.probe.chunk_pool_waits),
+        )?;
+        counters(
+            e,
+            "fetch_requests",
+            "Fetches served by the shard that owns the queue",
+            per_shard(|s| s.counters.fetch_requests),
+        )?;
+        counters(
+            e,
+            "fetch_bytes",
+            "Batch bytes returned by fetches",
+            per_shard(|s| s.counters.fetch_bytes),
+        )?;
+        histograms(
+            e,
+            "fetch_read_latency_seconds",
+            "Reading a fetch's batches from the log, cache or disk (long-poll waits excluded)",
+            shards.iter().map(|s| (shard_label(s), &s.fetch_read_latency)),
+        )?;
+        counters(
+            e,
+            "chunk_cache_hits",
+            "Log reads served from the chunk cache",
+            per_shard(|s| s.log.chunk_cache_hits),
+        )?;
+        counters(
+            e,
+            "chunk_cache_misses",
+            "Log reads that went to disk",
+            per_shard(|s| s.log.chunk_cache_misses),
+        )?;
+        counters(
+            e,
+            "index_cache_hits",
+            "Queue index block lookups served from the index cache",
+            per_shard(|s| s.log.index_cache_hits),
+        )?;
+        counters(
+            e,
+            "index_cache_misses",
+            "Queue index block lookups that read the index file",
+            per_shard(|s| s.log.index_cache_misses),
+        )?;
+        gauges(
+            e,
+            "cache_hit_ratio",
+            "Hits over lookups since start, by cache (chunk, index); rate() of the _hits and \
+             _misses counters gives the recent ratio",
+            shards.iter().flat_map(|s| {
+                let l = &s.log;
+                [
+                    ("chunk", ratio(l.chunk_cache_hits, l.chunk_cache_misses)),
+                    ("index", ratio(l.index_cache_hits, l.index_cache_misses)),
+                ]
+                .map(|(cache, r)| {
+                    (vec![("shard", s.shard.to_string()), ("cache", cache.into())], r)
+                })
+            }),
+        )?;
+        counters(
+            e,
+            "forwarded_out",
+            "Queue requests this shard forwarded to the owner shard",
+            per_shard(|s| s.counters.forwarded_out),
+        )?;
+        counters(
+            e,
+            "forwarded_in",
+            "Queue requests other shards forwarded to this one",
+            per_shard(|s| s.counters.forwarded_in),
+        )?;
+        gauges(
+            e,
+            "connections_open",
+            "Client connections open on the shard",
+            per_shard(|s| s.counters.connections_open),
+        )?;
+        gauges(
+            e,
+            "long_poll_waiters",
+            "Fetches parked at the end of a queue",
+            per_shard(|s| s.counters.long_poll_waiting),
+        )?;
+        gauges(
+            e,
+            "queue_messages",
+            "Messages retained in the queue (next offset minus first)",
+            b.queues.iter().map(|q| {
+                let labels = vec![
+                    ("topic", q.topic.clone()),
+                    ("queue", q.queue.to_string()),
+                    ("shard", q.shard.to_string()),
+                ];
+                (labels, q.messages())
+            }),
+        )?;
+        gauges(
+            e,
+            "queue_next_offset",
+            "The queue's next offset (its readable end)",
+            b.queues.iter().map(|q| {
+                let labels = vec![
+                    ("topic", q.topic.clone()),
+                    ("queue", q.queue.to_string()),
+                    ("shard", q.shard.to_string()),
+                ];
+                (labels, q.next_offset)
+            }),
+        )?;
+        gauges(
+            e,
+            "queue_series_omitted",
+            "Queues left out of the per-queue series by [metrics] max_queue_series",
+            [(Labels::new(), b.queue_series_omitted)],
+        )?;
+        let group_labels = |g: &super::snapshot::GroupLag| {
+            vec![
+                ("group", g.group.clone()),
+                ("topic", g.topic.clone()),
+                ("queue", g.queue.to_string()),
+            ]
+        };
+        gauges(
+            e,
+            "group_committed_offset",
+            "The group's committed offset (the next message it consumes) on the queue",
+            b.groups.iter().map(|g| (group_labels(g), g.committed_offset)),
+        )?;
+        gauges(
+            e,
+            "group_lag_messages",
+            "Messages of the queue the group has not consumed (queue end minus committed offset)",
+            b.groups.iter().filter_map(|g| g.lag().map(|lag| (group_labels(g), lag))),
+        )?;
+        gauges(
+            e,
+            "group_series_omitted",
+            "Committed offsets left out of the per-group series by [metrics] max_group_series",
+            [(Labels::new(), b.group_series_omitted)],
+        )?;
+        // Replication lag (DESIGN.md section 7) belongs here, per queue and replica, once
+        // src/replication/ exists: the master knows each replica's acknowledged position. No
+        // metric is exported for it before there is replication to measure.
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::snapshot::{GroupLag, QueueSample};
+    use prometheus_parse::{Scrape, Value};
+
+    fn parse(text: &str) -> Scrape {
+        Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).expect("valid Prometheus text")
+    }
+
+    fn value(scrape: &Scrape, metric: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == metric && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+            .map(|s| match &s.value {
+                Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => *v,
+                other => panic!("{metric} is {other:?}"),
+            })
+    }
+
+    fn example() -> BrokerSnapshot {
+        let mut s1 = ShardSnapshot { shard: 1, ..Default::default() };
+        s1.counters.produce_batches = 3;
+        s1.counters.produce_records = 30;
+        s1.counters.produce_bytes = 3000;
+        s1.counters.connections_open = 2;
+        s1.append_ack_latency.record_us(40);
+        s1.append_ack_latency.record_us(4_000);
+        s1.log.chunk_cache_hits = 3;
+        s1.log.chunk_cache_misses = 1;
+        s1.errors_by_code = vec![("UNKNOWN_TOPIC", 2)];
+        BrokerSnapshot {
+            shard_count: 2,
+            shards: vec![s1],
+            queues: vec![QueueSample {
+                topic: "%RETRY%orders|eu-1".into(),
+                queue: 1,
+                shard: 1,
+                min_offset: 5,
+                next_offset: 30,
+            }],
+            queue_series_omitted: 0,
+            groups: vec![GroupLag {
+                group: "billing".into(),
+                topic: "orders".into(),
+                queue: 1,
+                committed_offset: 12,
+                next_offset: Some(30),
+            }],
+            group_series_omitted: 7,
+        }
+    }
+
+    #[test]
+    fn a_snapshot_renders_as_text_a_prometheus_parser_reads_back() {
+        let text = render(example());
+        let s = parse(&text);
+        let shard1 = [("shard", "1")];
+        assert_eq!(value(&s, "ringmq_append_records_total", &shard1), Some(30.0), "{text}");
+        assert_eq!(value(&s, "ringmq_append_bytes_total", &shard1), Some(3000.0));
+        assert_eq!(value(&s, "ringmq_connections_open", &shard1), Some(2.0));
+        assert_eq!(
+            value(&s, "ringmq_shard_up", &[("shard", "0")]),
+            Some(0.0),
+            "shard 0 was silent"
+        );
+        assert_eq!(value(&s, "ringmq_shard_up", &shard1), Some(1.0));
+        assert_eq!(
+            value(&s, "ringmq_errors_total", &[("shard", "1"), ("code", "UNKNOWN_TOPIC")]),
+            Some(2.0)
+        );
+        assert_eq!(
+            value(&s, "ringmq_cache_hit_ratio", &[("shard", "1"), ("cache", "chunk")]),
+            Some(0.75)
+        );
+        // Every character a topic name may hold survives as a label value.
+        assert_eq!(
+            value(&s, "ringmq_queue_messages", &[("topic", "%RETRY%orders|eu-1"), ("queue", "1")]),
+            Some(25.0)
+        );
+        let g = [("group", "billing"), ("topic", "orders"), ("queue", "1")];
+        assert_eq!(value(&s, "ringmq_group_lag_messages", &g), Some(18.0));
+        assert_eq!(value(&s, "ringmq_group_committed_offset", &g), Some(12.0));
+        assert_eq!(value(&s, "ringmq_group_series_omitted", &[]), Some(7.0));
+        assert_eq!(value(&s, "ringmq_append_ack_latency_seconds_count", &shard1), Some(2.0));
+        let sum = value(&s, "ringmq_append_ack_latency_seconds_sum", &shard1).unwrap();
+        assert!((sum - 0.004_04).abs() < 1e-9, "{sum}");
+        let buckets = s
+            .samples
+            .iter()
+            .find_map(|x| match &x.value {
+                Value::Histogram(b) if x.metric == "ringmq_append_ack_latency_seconds" => Some(b),
+                _ => None,
+            })
+            .expect("the histogram");
+        let at = |le: f64| buckets.iter().find(|b| b.less_than == le).unwrap().count;
+        assert_eq!(
+            (at(0.000_025), at(0.000_05), at(0.005), at(f64::INFINITY)),
+            (0.0, 1.0, 2.0, 2.0)
+        );
+        assert!(text.contains("# TYPE ringmq_fsync_latency_seconds histogram"), "{text}");
+    }
+
+    #[test]
+    fn a_group_whose_queue_end_is_unknown_has_an_offset_but_no_lag() {
+        let mut b = example();
+        b.groups[0].next_offset = None;
+        let s = parse(&render(b));
+        let g = [("group", "billing")];
+        assert_eq!(value(&s, "ringmq_group_committed_offset", &g), Some(12.0));
+        assert_eq!(value(&s, "ringmq_group_lag_messages", &g), None);
+    }
+}

@@ -1,0 +1,30 @@
+//! What one commit log counts about itself for the metrics endpoint (Redpanda calls this a
+//! probe): group commits, fdatasync latency and waits for a free write chunk.
+//!
+//! Owned by its [`super::CommitLog`], on the log's shard only: plain numbers in a `RefCell`,
+//! no atomics and no lock, so counting costs an add on the write path. The shard copies them
+//! (with the chunk and index caches' hit counts, which those caches keep themselves) into a
+//! [`LogMetrics`] when the exporter asks; see `src/metrics/`.
+
+use crate::metrics::LatencyHistogram;
+
+/// The log's own counters, updated where the work happens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LogProbe {
+    /// Group commits completed (each made everything appended before it durable).
+    pub flushes: u64,
+    /// Time of each segment fdatasync; its count is the number of fdatasyncs.
+    pub fsync_latency: LatencyHistogram,
+    /// Appends that found no free chunk in the pool and had to wait for a write to complete.
+    pub chunk_pool_waits: u64,
+}
+
+/// A copy of a log's counters and its caches' hit counts, `Send` for the exporter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LogMetrics {
+    pub probe: LogProbe,
+    pub chunk_cache_hits: u64,
+    pub chunk_cache_misses: u64,
+    pub index_cache_hits: u64,
+    pub index_cache_misses: u64,
+}

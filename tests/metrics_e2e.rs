@@ -1,0 +1,208 @@
+//! The `/metrics` endpoint of the real binary: a produce/consume/commit run scraped and read
+//! by a Prometheus text-format parser, with counts that match what was sent; bad HTTP input
+//! answered with an error or a close, never a hang; the endpoint turned off.
+
+mod broker_common;
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use broker_common::{config, Broker};
+use ringmq::client::{Client, Message, ProducerConfig, QueueSelector};
+use ringmq::protocol::SendStatus;
+
+fn tempdir() -> tempfile::TempDir {
+    tempfile::Builder::new().prefix("ringmq-metrics").tempdir().unwrap()
+}
+
+/// `host:port` of the broker's metrics URL.
+fn metrics_addr(broker: &Broker) -> String {
+    let url = broker.metrics_url.as_deref().expect("the ready line names the metrics URL");
+    let rest = url.strip_prefix("http://").expect("an http URL");
+    let (addr, path) = rest.split_once('/').expect("a path");
+    assert_eq!(path, "metrics", "{url}");
+    addr.to_owned()
+}
+
+/// Sends `request` and reads the whole answer; the read is bounded by a timeout.
+fn exchange(addr: &str, request: &[u8]) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let _ = s.write_all(request);
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn scrape(addr: &str) -> prometheus_parse::Scrape {
+    let answer = exchange(addr, b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    let (head, body) = answer.split_once("\r\n\r\n").expect("a complete HTTP answer");
+    assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+    prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_owned()))).expect("parses")
+}
+
+/// The sum of `metric` over the series whose labels include `labels`.
+fn sum(s: &prometheus_parse::Scrape, metric: &str, labels: &[(&str, &str)]) -> f64 {
+    s.samples
+        .iter()
+        .filter(|x| x.metric == metric && labels.iter().all(|(k, v)| x.labels.get(k) == Some(*v)))
+        .map(|x| match x.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            ref other => panic!("{metric}: {other:?}"),
+        })
+        .sum()
+}
+
+#[test]
+fn a_scrape_after_produce_consume_and_commit_counts_what_was_sent() {
+    const MESSAGES: usize = 200;
+    let dir = tempdir();
+    // Sync flush, so every acknowledgement waited for an fsync the histograms must show.
+    let broker = Broker::start_in(dir.path(), &config(dir.path(), 2, "", "flush_mode = \"sync\""));
+    let addr = metrics_addr(&broker);
+    assert!(addr.starts_with("127.0.0.1:"), "bound to this host only: {addr}");
+
+    let client = Client::connect(&broker.addr()).unwrap();
+    client.admin().create_topic("m", 4).unwrap();
+    let producer = client
+        .producer(ProducerConfig { selector: QueueSelector::RoundRobin, ..Default::default() })
+        .unwrap();
+    let pending: Vec<_> = (0..MESSAGES)
+        .map(|i| producer.send_async(Message::new("m", format!("body-{i}"))).unwrap())
+        .collect();
+    let mut sent_per_queue = BTreeMap::<u32, u64>::new();
+    for p in pending {
+        let r = p.wait().unwrap();
+        assert_eq!(r.status, SendStatus::SendOk);
+        *sent_per_queue.entry(r.queue_id).or_default() += 1;
+    }
+    producer.close().unwrap();
+
+    // Consume every queue to its end.
+    let consumer = client.consumer();
+    let mut consumed = 0;
+    for q in 0..4 {
+        let mut at = 0;
+        loop {
+            let r = consumer.pull("m", q, at, Duration::ZERO).unwrap();
+            if r.messages.is_empty() {
+                break;
+            }
+            consumed += r.messages.len();
+            at = r.next_offset;
+        }
+    }
+    assert_eq!(consumed, MESSAGES);
+    // One failed request, with a code the scrape must show.
+    assert!(consumer.pull("m", 0, 1_000_000, Duration::ZERO).is_err());
+    // A group half way through queue 0 and at the end of queue 1.
+    let half = sent_per_queue[&0] / 2;
+    let commits = [("m".to_string(), 0, half), ("m".to_string(), 1, sent_per_queue[&1])];
+    assert_eq!(client.groups().commit("billing", 0, &commits).unwrap(), SendStatus::SendOk);
+
+    let s = scrape(&addr);
+    for shard in ["0", "1"] {
+        assert_eq!(sum(&s, "ringmq_shard_up", &[("shard", shard)]), 1.0);
+    }
+    assert_eq!(sum(&s, "ringmq_append_records_total", &[]), MESSAGES as f64);
+    let batches = sum(&s, "ringmq_append_batches_total", &[]);
+    assert!(batches >= 1.0 && batches <= MESSAGES as f64, "{batches}");
+    assert_eq!(sum(&s, "ringmq_append_ack_latency_seconds_count", &[]), batches);
+    let appended = sum(&s, "ringmq_append_bytes_total", &[]);
+    assert!(appended > (MESSAGES * "body-0".len()) as f64, "{appended}");
+    // Each batch was fetched exactly once, whole.
+    assert_eq!(sum(&s, "ringmq_fetch_bytes_total", &[]), appended);
+    let fetches = sum(&s, "ringmq_fetch_requests_total", &[]);
+    assert!(fetches >= 4.0 + 4.0, "a pull with data and an empty one per queue: {fetches}");
+    assert!(sum(&s, "ringmq_fetch_read_latency_seconds_count", &[]) >= 4.0);
+    assert!(sum(&s, "ringmq_flushes_total", &[]) >= 1.0);
+    assert!(sum(&s, "ringmq_fsync_latency_seconds_count", &[]) >= 1.0);
+    assert_eq!(sum(&s, "ringmq_errors_total", &[("code", "OFFSET_OUT_OF_RANGE")]), 1.0);
+    assert!(sum(&s, "ringmq_connections_open", &[]) >= 1.0);
+    for (q, sent) in &sent_per_queue {
+        let queue = q.to_string();
+        let labels = [("topic", "m"), ("queue", queue.as_str())];
+        assert_eq!(sum(&s, "ringmq_queue_messages", &labels), *sent as f64, "queue {q}");
+    }
+    assert_eq!(sum(&s, "ringmq_queue_messages", &[("topic", "m")]), MESSAGES as f64);
+    let lag = |q: &str| sum(&s, "ringmq_group_lag_messages", &[("group", "billing"), ("queue", q)]);
+    assert_eq!(lag("0"), (sent_per_queue[&0] - half) as f64);
+    assert_eq!(lag("1"), 0.0);
+    assert_eq!(sum(&s, "ringmq_group_committed_offset", &[("queue", "0")]), half as f64);
+    assert_eq!(sum(&s, "ringmq_queue_series_omitted", &[]), 0.0);
+}
+
+#[test]
+fn bad_http_input_gets_an_error_or_a_close_and_the_broker_keeps_serving() {
+    let dir = tempdir();
+    let broker = Broker::start_in(dir.path(), &config(dir.path(), 1, "", ""));
+    let addr = metrics_addr(&broker);
+    let status = |answer: &str| answer.split(' ').nth(1).map(str::to_owned);
+
+    let garbage = exchange(&addr, b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03\r\n\r\n");
+    assert!(garbage.is_empty() || status(&garbage).as_deref() == Some("400"), "{garbage}");
+    let oversize = format!("GET /metrics HTTP/1.1\r\nX-Big: {}\r\n\r\n", "x".repeat(64 * 1024));
+    let answer = exchange(&addr, oversize.as_bytes());
+    assert!(answer.is_empty() || status(&answer).as_deref() == Some("431"), "{answer}");
+    assert_eq!(status(&exchange(&addr, b"GET /other HTTP/1.1\r\n\r\n")).as_deref(), Some("404"));
+    assert_eq!(
+        status(&exchange(&addr, b"DELETE /metrics HTTP/1.1\r\n\r\n")).as_deref(),
+        Some("405")
+    );
+
+    // Slowloris: a head that never ends is cut off at the request timeout (5 s), and does not
+    // keep a scraper out meanwhile.
+    let mut slow = TcpStream::connect(&addr).unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    slow.write_all(b"GET /metrics HTTP/1.1\r\nX-Slow: a").unwrap();
+    let started = Instant::now();
+    let s = scrape(&addr);
+    assert_eq!(sum(&s, "ringmq_shard_up", &[("shard", "0")]), 1.0);
+    let mut out = String::new();
+    let _ = slow.read_to_string(&mut out);
+    assert!(out.is_empty() || status(&out).as_deref() == Some("408"), "{out}");
+    assert!(started.elapsed() < Duration::from_secs(20), "{:?}", started.elapsed());
+
+    // The broker still serves its clients and the endpoint.
+    let client = Client::connect(&broker.addr()).unwrap();
+    client.admin().create_topic("after", 1).unwrap();
+    let producer = client.producer(ProducerConfig::default()).unwrap();
+    producer.send(Message::new("after", "still here")).unwrap();
+    producer.close().unwrap();
+    assert_eq!(sum(&scrape(&addr), "ringmq_append_records_total", &[]), 1.0);
+}
+
+#[test]
+fn the_endpoint_can_be_turned_off() {
+    let dir = tempdir();
+    let cfg = config(dir.path(), 1, "", "").replace("[metrics]\n", "[metrics]\nenabled = false\n");
+    let broker = Broker::start_in(dir.path(), &cfg);
+    assert_eq!(broker.metrics_url, None, "the ready line says metrics=off");
+    let client = Client::connect(&broker.addr()).unwrap();
+    client.admin().create_topic("t", 1).unwrap();
+}
+
+#[test]
+fn a_busy_metrics_port_fails_the_start_and_says_what_to_change() {
+    let dir = tempdir();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let cfg = config(dir.path(), 1, "", "")
+        .replace("listen = \"127.0.0.1:0\"", &format!("listen = \"{addr}\""));
+    let path = dir.path().join("busy.toml");
+    std::fs::write(&path, cfg).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ringmq"))
+        .args(["broker", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot listen for metrics on") && err.contains(&addr), "{err}");
+    assert!(err.contains("[metrics] listen") && err.contains("enabled = false"), "{err}");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("ready"), "never ready");
+}
