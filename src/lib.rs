@@ -22,4 +22,5 @@ pub mod group;
 pub mod protocol;
 pub mod runtime;
 pub mod storage;
+pub mod transaction;
 pub mod tune;
