@@ -375,6 +375,10 @@ async fn shard_main(args: ShardArgs) -> Result<(), String> {
         close_log(id, &log).await;
         return Err(format!("shard {id}: rebuilding committed offsets: {}", e.message));
     }
+    if let Err(e) = shard.start_transactions().await {
+        close_log(id, &log).await;
+        return Err(format!("shard {id}: rebuilding undecided transactions: {}", e.message));
+    }
 
     let forward_permits = Rc::new(Semaphore::new(b.max_forwarded_in_flight as u64));
     let mut mesh_loops = Vec::new();
@@ -397,6 +401,7 @@ async fn shard_main(args: ShardArgs) -> Result<(), String> {
     });
     let release = control.spawn(listener::release_memory_loop(per_ip, stop.clone()));
     let groups = control.spawn(shard.clone().group_loop(stop.clone()));
+    let transactions = control.spawn(shard.clone().transaction_loop(stop.clone()));
     tracing::debug!(shard = id, "serving");
 
     let _ = stop.await;
@@ -405,6 +410,7 @@ async fn shard_main(args: ShardArgs) -> Result<(), String> {
     }
     release.await;
     groups.await;
+    transactions.await;
     shard.begin_stop();
     let grace = Duration::from_millis(b.shutdown_timeout_ms);
     let all = b.max_connections_per_shard as u64;

@@ -60,6 +60,10 @@ impl TopicError {
 pub const FIRST_SYSTEM_TOPIC_ID: u32 = 0xFFFF_FF00;
 /// `%SYS%offsets`: each coordinator shard's committed consumer offsets (`shard/group.rs`).
 pub const SYSTEM_TOPIC_OFFSETS: u32 = u32::MAX;
+/// `%SYS%half`: each shard's undecided and decided half messages (`shard/transaction.rs`).
+pub const SYSTEM_TOPIC_HALF: u32 = 0xFFFF_FFFC;
+/// `%SYS%txn-op`: each shard's transaction decisions (`shard/transaction.rs`).
+pub const SYSTEM_TOPIC_TXN_OP: u32 = 0xFFFF_FFFB;
 
 pub fn validate_topic_name(name: &str) -> Result<(), TopicError> {
     let bad = |reason| Err(TopicError::InvalidName { name: name.to_owned(), reason });

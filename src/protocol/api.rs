@@ -26,6 +26,10 @@ pub enum ApiKey {
     UnlockQueues = 17,
     ResetOffsets = 18,
     ListGroups = 19,
+    // Transactions (`super::transaction`).
+    EndTransaction = 30,
+    CheckTransactions = 31,
+    ListTransactions = 32,
 }
 
 impl ApiKey {
@@ -49,11 +53,19 @@ impl ApiKey {
         ApiKey::UnlockQueues,
         ApiKey::ResetOffsets,
         ApiKey::ListGroups,
+        ApiKey::EndTransaction,
+        ApiKey::CheckTransactions,
+        ApiKey::ListTransactions,
     ];
 
     /// Served by a consumer group's coordinator (`super::group`).
     pub fn is_group(self) -> bool {
-        self as u16 >= ApiKey::Heartbeat as u16
+        (ApiKey::Heartbeat as u16..=ApiKey::ListGroups as u16).contains(&(self as u16))
+    }
+
+    /// A transaction request (`super::transaction`).
+    pub fn is_transaction(self) -> bool {
+        (ApiKey::EndTransaction as u16..=ApiKey::ListTransactions as u16).contains(&(self as u16))
     }
 
     pub fn from_u16(v: u16) -> Option<ApiKey> {

@@ -11,6 +11,7 @@ use super::error_code::ErrorCode;
 use super::frame::{self, RequestHeader};
 use super::group::{GroupRequest, GroupResponse};
 use super::shared_bytes::SharedBytes;
+use super::transaction::{TxnRequest, TxnResponse};
 
 /// Upper bound on any list in a payload (topics in a metadata request, shards in stats...).
 pub const MAX_LIST_ITEMS: u32 = 100_000;
@@ -66,6 +67,8 @@ pub enum Request {
     InitProducer,
     /// A consumer-group request ([`super::group`]).
     Group(GroupRequest),
+    /// A transaction request ([`super::transaction`]).
+    Transaction(TxnRequest),
 }
 
 impl Request {
@@ -81,6 +84,7 @@ impl Request {
             Request::Stats => ApiKey::Stats,
             Request::InitProducer => ApiKey::InitProducer,
             Request::Group(g) => g.api_key(),
+            Request::Transaction(t) => t.api_key(),
         }
     }
 
@@ -156,6 +160,7 @@ impl Request {
                 w.string(topic).u32(*queue_id).i64(*timestamp_ms);
             }
             Request::Group(g) => g.encode_body(&mut w),
+            Request::Transaction(t) => t.encode_body(&mut w),
         }
         let mut buf = w.buf;
         frame::finish_frame(&mut buf);
@@ -271,6 +276,7 @@ fn decode_body(
         },
         ApiKey::Stats => Request::Stats,
         ApiKey::InitProducer => Request::InitProducer,
+        txn if txn.is_transaction() => Request::Transaction(TxnRequest::decode_body(txn, &mut r)?),
         group => Request::Group(GroupRequest::decode_body(group, &mut r)?),
     };
     r.finish()?;
@@ -372,6 +378,7 @@ pub enum Response {
         producer_id: i64,
     },
     Group(GroupResponse),
+    Transaction(TxnResponse),
 }
 
 impl Response {
@@ -387,6 +394,7 @@ impl Response {
             Response::Stats { .. } => ApiKey::Stats,
             Response::InitProducer { .. } => ApiKey::InitProducer,
             Response::Group(g) => g.api_key(),
+            Response::Transaction(t) => t.api_key(),
         }
     }
 
@@ -467,6 +475,7 @@ impl Response {
                 w.i64(*producer_id);
             }
             Response::Group(g) => g.encode_body(&mut w),
+            Response::Transaction(t) => t.encode_body(&mut w),
         }
         let mut buf = w.buf;
         frame::finish_frame(&mut buf);
@@ -562,6 +571,9 @@ impl Response {
                 Response::Stats { shards }
             }
             ApiKey::InitProducer => Response::InitProducer { producer_id: r.i64("producer_id")? },
+            txn if txn.is_transaction() => {
+                Response::Transaction(TxnResponse::decode_body(txn, &mut r)?)
+            }
             group => Response::Group(GroupResponse::decode_body(group, &mut r)?),
         };
         r.finish()?;
@@ -727,6 +739,80 @@ mod tests {
         for g in group_requests() {
             round_trip_request(Request::Group(g));
         }
+        for t in transaction_requests() {
+            round_trip_request(Request::Transaction(t));
+        }
+    }
+
+    fn transaction_requests() -> Vec<TxnRequest> {
+        use super::super::transaction::*;
+        vec![
+            TxnRequest::End {
+                group: "g".into(),
+                topic: "t".into(),
+                queue_id: 3,
+                transaction_id: 1 << 33,
+                action: EndAction::Commit,
+            },
+            TxnRequest::End {
+                group: "g".into(),
+                topic: "t".into(),
+                queue_id: 0,
+                transaction_id: 0,
+                action: EndAction::Rollback,
+            },
+            TxnRequest::Check { group: "g".into(), shard: 2, max_wait_ms: 500, max_checks: 8 },
+            TxnRequest::List { shard: 1, max: 100 },
+        ]
+    }
+
+    #[test]
+    fn transaction_responses_round_trip_and_bad_actions_are_refused() {
+        use super::super::transaction::*;
+        for resp in [
+            TxnResponse::End { status: SendStatus::SendOk, base_offset: 9, record_count: 2 },
+            TxnResponse::End {
+                status: SendStatus::FlushDiskTimeout,
+                base_offset: 0,
+                record_count: 0,
+            },
+            TxnResponse::Check {
+                checks: vec![TransactionCheck {
+                    transaction_id: 4,
+                    topic: "t".into(),
+                    queue_id: 1,
+                    checks: 3,
+                    batch: vec![1, 2, 3],
+                }],
+            },
+            TxnResponse::Check { checks: vec![] },
+            TxnResponse::List {
+                halves: vec![HalfInfo {
+                    transaction_id: 4,
+                    group: "g".into(),
+                    topic: "t".into(),
+                    queue_id: 1,
+                    age_ms: 60_000,
+                    checks: 2,
+                }],
+            },
+        ] {
+            round_trip_response(Response::Transaction(resp));
+        }
+        let mut f = Request::Transaction(TxnRequest::End {
+            group: "g".into(),
+            topic: "t".into(),
+            queue_id: 0,
+            transaction_id: 0,
+            action: EndAction::Commit,
+        })
+        .encode_frame(1);
+        *f.last_mut().unwrap() = 7;
+        let (h, p) = crate::protocol::frame::split_request(&f);
+        assert!(matches!(
+            decode_request(&h, p),
+            Err(RequestError::Malformed { api: ApiKey::EndTransaction, .. })
+        ));
     }
 
     fn group_requests() -> Vec<GroupRequest> {

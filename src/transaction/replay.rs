@@ -60,7 +60,9 @@ impl TxnReplay {
             Ok(op) if op.transaction_id >= self.from => {
                 self.decided.insert(op.transaction_id, op.decision);
             }
-            Ok(_) => {}
+            // Decided before the watermark: only remembered, so that a repeated end of it
+            // after the restart is answered precisely.
+            Ok(op) => self.table.remember(op.transaction_id, op.decision),
             Err(_) => self.skipped += 1,
         }
     }

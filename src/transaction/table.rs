@@ -105,7 +105,10 @@ pub enum TxnError {
          transactions first"
     )]
     TooMany(usize),
-    #[error("no undecided transaction {0} on this queue")]
+    #[error(
+        "no undecided transaction {0} on this queue (never stored here, or decided and \
+         forgotten long ago)"
+    )]
     Unknown(u64),
     #[error("transaction {id} is for topic id {} queue {}, not this queue", .belongs.topic_id, .belongs.queue_id)]
     WrongQueue { id: u64, belongs: Destination },
@@ -126,6 +129,8 @@ pub struct Transactions {
     schedule: BTreeSet<(i64, u64)>,
     recent: VecDeque<u64>,
     recent_decisions: HashMap<u64, Decision>,
+    /// Halves admitted whose record is being appended (not inserted yet).
+    admitted: usize,
 }
 
 impl Transactions {
@@ -136,6 +141,7 @@ impl Transactions {
             schedule: BTreeSet::new(),
             recent: VecDeque::new(),
             recent_decisions: HashMap::new(),
+            admitted: 0,
         }
     }
 
@@ -151,12 +157,20 @@ impl Transactions {
         self.halves.is_empty()
     }
 
-    /// Whether one more half may be stored (checked before its record is appended).
-    pub fn admit(&self) -> Result<(), TxnError> {
-        if self.halves.len() >= self.limits.max_undecided {
-            return Err(TxnError::TooMany(self.halves.len()));
+    /// Reserves room for one more half before its record is appended (halves being appended
+    /// count against the bound); [`Self::insert`] uses the reservation, [`Self::cancel_admit`]
+    /// returns it when the append failed.
+    pub fn admit(&mut self) -> Result<(), TxnError> {
+        let held = self.halves.len() + self.admitted;
+        if held >= self.limits.max_undecided {
+            return Err(TxnError::TooMany(held));
         }
+        self.admitted += 1;
         Ok(())
+    }
+
+    pub fn cancel_admit(&mut self) {
+        self.admitted = self.admitted.saturating_sub(1);
     }
 
     /// Adds a half stored at `stored_ms`. Its first check slot opens one interval later, or at
@@ -165,6 +179,7 @@ impl Transactions {
     /// was lowered): they are kept, and new ones refused until enough are decided.
     pub fn insert(&mut self, half: NewHalf, now_ms: i64) {
         let id = half.transaction_id;
+        self.admitted = self.admitted.saturating_sub(1);
         let first = half.stored_ms.saturating_add(self.interval_ms()).max(now_ms);
         let old = self.halves.insert(
             id,
@@ -337,7 +352,7 @@ impl Transactions {
         &self,
         destination: Destination,
         fingerprint: Fingerprint,
-    ) -> Option<u64> {
+    ) -> Option<NewHalf> {
         self.halves
             .values()
             .find(|h| {
@@ -345,7 +360,7 @@ impl Transactions {
                     && h.new.destination == destination
                     && h.new.fingerprint == fingerprint
             })
-            .map(|h| h.new.transaction_id)
+            .map(|h| h.new.clone())
     }
 
     /// Whether `id` is undecided or being decided.
