@@ -303,6 +303,7 @@ impl<L: ShardLog> Shard<L> {
                 };
                 self.transactions.borrow_mut().insert(half, timestamp_ms);
                 inserted.set(true);
+                self.pin_undecided();
             })
             .await;
         let ((), out) = match appended {
@@ -402,9 +403,17 @@ impl<L: ShardLog> Shard<L> {
             .log
             .append_then(SYS_TXN_OP, &batch, |_| {
                 self.transactions.borrow_mut().finish(id, decision);
+                self.pin_undecided();
             })
             .await?;
         Ok(out.flush_timed_out)
+    }
+
+    /// Keeps retention from deleting the oldest undecided half and what follows it.
+    fn pin_undecided(&self) {
+        let t = self.transactions.borrow();
+        let oldest = (!t.is_empty()).then(|| t.low_watermark(u64::MAX));
+        self.log.pin_retention(SYS_HALF, oldest);
     }
 
     /// The half record at `id`: (its entry, the producer's batch).
@@ -577,6 +586,7 @@ impl<L: ShardLog> Shard<L> {
         if skipped > 0 {
             tracing::warn!(shard = %self.id, skipped, "transaction records that could not be used");
         }
+        self.pin_undecided();
         let found_delivered = self.find_delivered().await?;
         let undecided = self.transactions.borrow().len();
         tracing::info!(

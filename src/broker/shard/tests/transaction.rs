@@ -383,3 +383,46 @@ fn delivered_transactional_batches_leave_the_idempotence_windows_alone() {
         assert!(matches!(r, Ok(Response::Produce { base_offset: 3, .. })), "{r:?}");
     });
 }
+
+#[test]
+fn retention_keeps_the_segments_of_undecided_halves() {
+    run(|| async {
+        let clock = runtime::SimClock::new(START_MS);
+        let s = shard_configured(SimDir::new(87), |_| {}, |_| {}, clock.clone()).await;
+        let plain = |fill: u8| {
+            let mut b = BatchBuilder::new(256 << 10);
+            let body = vec![fill; 200 << 10];
+            b.push(&Record { key: b"", tag: b"", properties: &[], body: &body, timestamp_ms: 5 })
+                .unwrap();
+            Request::Produce {
+                topic: "t".into(),
+                queue_id: 1,
+                flags: 0,
+                batch: b.finish(-1, -1).into(),
+            }
+        };
+        for i in 0..25 {
+            call(&s, plain(i)).await.unwrap();
+        }
+        let old = half(&s, 0, half_batch(1, "tx", -1, -1)).await;
+        let decided = half(&s, 0, half_batch(1, "tx", -1, -1)).await;
+        call(&s, end(0, decided, EndAction::Rollback)).await.unwrap();
+        // Segments of 4 MiB: the half sits in the second; ~15 MiB more roll past it.
+        for i in 0..75 {
+            call(&s, plain(i)).await.unwrap();
+        }
+        s.log.flush().await.unwrap();
+        let segments = s.log.segment_bases().len();
+        assert!(segments >= 4, "{segments} segments");
+        let far = crate::storage::commit_log::now_ms() + 10_000 * 3_600_000;
+        let deleted = s.log.enforce_retention(far).await.unwrap();
+        // The first segment went (nothing undecided in it); the half's segment and all after
+        // it stayed, and the half commits.
+        assert_eq!(deleted.len(), 1, "{deleted:?}");
+        call(&s, end(0, old, EndAction::Commit)).await.unwrap();
+        // Decided: nothing is pinned any more.
+        let deleted = s.log.enforce_retention(far).await.unwrap();
+        assert_eq!(deleted.len(), segments - 2);
+        assert_eq!(next_offset(&s, 0).await, 1);
+    });
+}
