@@ -27,4 +27,5 @@ pub mod replication;
 pub mod runtime;
 pub mod schedule;
 pub mod storage;
+pub mod transaction;
 pub mod tune;

@@ -124,6 +124,13 @@ enum Command {
         #[arg(long, global = true, default_value = "127.0.0.1:10911")]
         broker: String,
     },
+    /// Transactional messages: the undecided halves.
+    Txn {
+        #[command(subcommand)]
+        action: TxnAction,
+        #[arg(long, global = true, default_value = "127.0.0.1:10911")]
+        broker: String,
+    },
     /// Prints per-shard counters.
     Stats {
         #[arg(long, default_value = "127.0.0.1:10911")]
@@ -133,6 +140,16 @@ enum Command {
     Tune {
         #[command(subcommand)]
         action: ringmq::tune::TuneCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TxnAction {
+    /// Undecided halves on every shard, oldest first: age and check-backs so far.
+    List {
+        /// At most this many per shard.
+        #[arg(long, default_value_t = 1000)]
+        max: u32,
     },
 }
 
@@ -224,6 +241,7 @@ fn main() -> ExitCode {
         }
         Command::Group { action, broker } => group(&broker, action),
         Command::Dlq { action, broker } => dlq_cli::run(&broker, action),
+        Command::Txn { action: TxnAction::List { max }, broker } => txn_list(&broker, max),
         Command::Stats { broker } => stats(&broker),
         Command::Tune { action } => return ringmq::tune::run(action),
     };
@@ -545,6 +563,20 @@ fn consume(
             return Ok(());
         }
     }
+}
+
+fn txn_list(broker: &str, max: u32) -> Result<(), String> {
+    let client = Client::connect(broker).map_err(err)?;
+    let halves = ringmq::client::transaction::list_undecided(client.router(), max).map_err(err)?;
+    println!("shard\ttransaction_id\tgroup\ttopic\tqueue\tage_ms\tchecks");
+    for (shard, h) in halves {
+        let topic = if h.topic.is_empty() { "(deleted)" } else { h.topic.as_str() };
+        println!(
+            "{shard}\t{}\t{}\t{topic}\t{}\t{}\t{}",
+            h.transaction_id, h.group, h.queue_id, h.age_ms, h.checks
+        );
+    }
+    Ok(())
 }
 
 fn group(broker: &str, action: GroupAction) -> Result<(), String> {

@@ -1,7 +1,7 @@
 //! The library client's producer and consumer threads: what applications get (the raw
 //! client's are in `raw.rs`). Per-message `send_async` with each ack timed, batch sends
-//! (`send_batch_messages`), pipelined queue readers over fixed queues, and consumer-group
-//! members (`consumer_group`).
+//! (`send_batch_messages`), transactions (`transactional`: half + commit per message),
+//! pipelined queue readers over fixed queues, and consumer-group members (`consumer_group`).
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use ringmq::client::{
     Client, ClientError, Message, Pending, ProducerConfig, QueueReader, QueueSelector, SendResult,
+    TransactionProducerConfig, TransactionState,
 };
 use ringmq::protocol::SendStatus;
 
@@ -205,6 +206,68 @@ pub(crate) fn producer_main(
     if let Err(e) = producer.close() {
         shared.error(format!("producer {id}: close: {e}"));
     }
+    Ok(ProducerStats { id, sent: seq })
+}
+
+/// A transactional producer: each message is a half then its commit, one transaction at a
+/// time on this thread, as fast as they complete. Latency is from the half's send to the
+/// commit's answer (the message is visible then).
+pub(crate) fn transactional_producer_main(
+    id: u32,
+    w: &Workload,
+    topics: &[String],
+    address: &str,
+    cpu: Option<usize>,
+    shared: &Shared,
+    recorder: &Mutex<Recorder>,
+) -> Result<ProducerStats, String> {
+    if let Some(c) = cpu {
+        pin_current_thread(c)?;
+    }
+    let client = Client::connect(address).map_err(|e| format!("producer {id}: {e}"))?;
+    let config = TransactionProducerConfig {
+        selector: QueueSelector::RoundRobin,
+        max_batch_bytes: w.batch_max_bytes,
+        ..TransactionProducerConfig::new("ringmq-bench-tx")
+    };
+    // Every local transaction commits, so no half is ever checked back.
+    let producer = client
+        .transaction_producer(config, |_| TransactionState::Commit)
+        .map_err(|e| format!("producer {id}: {e}"))?;
+    let mut rng = 0x9E37_79B9_7F4A_7C15u64 ^ ((id as u64 + 1) << 32);
+    let template: Vec<u8> = (0..w.message_size_bytes).map(|_| xorshift(&mut rng) as u8).collect();
+    let mut seq = 0u64;
+    while !shared.stop_producers.load(Relaxed) {
+        let intended = now_ns();
+        let mut body = template.clone();
+        Prefix { intended_ns: intended, producer: id, key: NO_KEY, seq, key_seq: 0 }
+            .write(&mut body[..PREFIX_LEN]);
+        let topic = &topics[(seq % topics.len() as u64) as usize];
+        shared.sent.fetch_add(1, Relaxed);
+        seq += 1;
+        match producer
+            .send_in_transaction(Message::new(topic.as_str(), body), |_| TransactionState::Commit)
+        {
+            Ok(r) if r.queue_offset.is_some() => {
+                shared.acked.fetch_add(1, Relaxed);
+                if r.status == SendStatus::FlushDiskTimeout {
+                    shared.flush_timeouts.fetch_add(1, Relaxed);
+                }
+                let measuring = shared.measuring.load(Relaxed);
+                lock(recorder).latency(now_ns().saturating_sub(intended), measuring);
+            }
+            Ok(r) => {
+                shared.failed.fetch_add(1, Relaxed);
+                shared.error(format!("producer {id}: transaction not committed: {r:?}"));
+            }
+            Err(e) => {
+                shared.failed.fetch_add(1, Relaxed);
+                shared.error(format!("producer {id}: transaction failed: {e}"));
+                break;
+            }
+        }
+    }
+    producer.close();
     Ok(ProducerStats { id, sent: seq })
 }
 

@@ -393,6 +393,11 @@ fn run_on_topics(
                     .name(format!("bench-producer-{p}"))
                     .spawn_scoped(s, move || {
                         let r = match w.client {
+                            ClientKind::Library if w.transactional => {
+                                crate::library::transactional_producer_main(
+                                    p, w, topics, addr, cpu, shared, rec,
+                                )
+                            }
                             ClientKind::Library if w.send_batch_messages > 0 => {
                                 crate::library::batch_producer_main(
                                     p, w, topics, addr, cpu, shared, rec,

@@ -87,6 +87,11 @@ pub struct Workload {
     /// ignores it.
     #[serde(default)]
     pub send_batch_messages: u32,
+    /// Every message is a transaction of its own: a half, then its commit
+    /// (`TransactionProducer::send_in_transaction`, one at a time per producer thread, so
+    /// `producers` sets the concurrency). Library client, unkeyed, max rate, no batch sends.
+    #[serde(default)]
+    pub transactional: bool,
     /// Bytes one pull asks for.
     #[serde(default = "default_fetch_max_bytes")]
     pub fetch_max_bytes: u32,
@@ -187,6 +192,19 @@ impl Workload {
             // (The raw client ignores it: it always sends pre-built batches.)
             return fail("send_batch_messages is for unkeyed max-rate workloads".into());
         }
+        if self.transactional
+            && (self.client != ClientKind::Library
+                || self.key_distribution != KeyDistribution::None
+                || self.target_rate > 0
+                || self.send_batch_messages > 0
+                || self.backlog_bytes > 0)
+        {
+            return fail(
+                "transactional = true is for unkeyed max-rate library workloads (no batch sends, \
+                 no backlog)"
+                    .into(),
+            );
+        }
         if self.max_in_flight == 0 {
             return fail("max_in_flight must be at least 1".into());
         }
@@ -265,6 +283,9 @@ mod tests {
         assert!(e.contains("message_size_bytes"), "{e}");
         let e = Workload::parse(MIN, &["verify_order=true".into()]).unwrap_err();
         assert!(e.contains("verify_order"), "{e}");
+        let keyed_txn = ["transactional=true".into(), "target_rate=1000".into()];
+        let e = Workload::parse(MIN, &keyed_txn).unwrap_err();
+        assert!(e.contains("transactional"), "{e}");
         let e = Workload::parse("name = 1", &[]).unwrap_err();
         assert!(e.contains("invalid type") || e.contains("name"), "{e}");
         assert!(Workload::parse("topics = ", &[]).unwrap_err().contains("invalid TOML"));

@@ -120,6 +120,12 @@ fn batched() {
 }
 
 #[test]
+fn transactional() {
+    // Half + commit per message, every one consumed exactly once.
+    smoke("transactional", &["target_rate=0", "producers=1"]);
+}
+
+#[test]
 fn batched_raw_client() {
     smoke("batched", &["consumers=1", "client=raw", "target_rate=0", "max_in_flight=2000"]);
 }

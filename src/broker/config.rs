@@ -22,6 +22,7 @@ pub struct Config {
     pub schedule: ScheduleConfig,
     /// The `/metrics` endpoint ([`crate::metrics::MetricsConfig`]).
     pub metrics: crate::metrics::MetricsConfig,
+    pub transaction: TransactionConfig,
 }
 
 /// The `[schedule]` section: scheduled (delayed) messages, per shard (`broker/shard/schedule.rs`).
@@ -149,6 +150,46 @@ impl GroupConfig {
             max_offsets: self.max_committed_offsets,
             snapshot_every_commits: self.snapshot_every_commits,
             snapshot_interval: Duration::from_millis(self.snapshot_interval_ms),
+        }
+    }
+}
+
+/// The `[transaction]` section: transactional messages, per shard (`crate::transaction`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TransactionConfig {
+    /// An undecided half is checked back with a live producer of its group this often (its
+    /// first check this long after it was stored). Default 60000 (RocketMQ's
+    /// `transactionCheckInterval`).
+    pub check_interval_ms: u64,
+    /// Checks of one half before it is rolled back (and logged). Default 15 (RocketMQ's
+    /// `transactionCheckMax`).
+    pub check_max: u32,
+    /// Undecided halves one shard holds, about 150 bytes each in memory; past it a half is
+    /// refused with TRANSACTION_LIMIT. Default 100000.
+    pub max_undecided_halves: usize,
+    /// Parked CHECK_TRANSACTIONS requests one shard holds. Default 10000.
+    pub max_check_waiters: usize,
+}
+
+impl Default for TransactionConfig {
+    fn default() -> Self {
+        TransactionConfig {
+            check_interval_ms: 60_000,
+            check_max: 15,
+            max_undecided_halves: 100_000,
+            max_check_waiters: 10_000,
+        }
+    }
+}
+
+impl TransactionConfig {
+    /// The pure table's schedule and bounds.
+    pub fn limits(&self) -> crate::transaction::Limits {
+        crate::transaction::Limits {
+            check_interval_ms: self.check_interval_ms,
+            check_max: self.check_max,
+            max_undecided: self.max_undecided_halves,
         }
     }
 }
@@ -399,6 +440,20 @@ impl Config {
                      storage.retention_hours; retention would delete its messages before delivery"
                 ));
             }
+        }
+        let t = &self.transaction;
+        if t.check_interval_ms == 0 || t.max_undecided_halves == 0 || t.max_check_waiters == 0 {
+            return Err("transaction.check_interval_ms, transaction.max_undecided_halves and \
+                        transaction.max_check_waiters must be positive"
+                .into());
+        }
+        let life_ms = t.check_interval_ms.saturating_mul(u64::from(t.check_max) + 2);
+        if life_ms >= retention_ms / 2 {
+            return Err(format!(
+                "transaction.check_interval_ms x (transaction.check_max + 2) = {life_ms} ms must \
+                 be below half of storage.retention_hours ({retention_ms} ms): an undecided half \
+                 lives that long"
+            ));
         }
         let b = &self.broker;
         b.listen_address

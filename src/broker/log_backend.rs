@@ -59,6 +59,10 @@ impl<D: LogDir + 'static> ShardLog for Rc<CommitLog<D>> {
         CommitLog::offsets(self, queue).into()
     }
 
+    fn pin_retention(&self, queue: QueueKey, from: Option<u64>) {
+        CommitLog::pin_retention(self, queue, from.map(QueueOffset::new))
+    }
+
     async fn offset_for_timestamp(
         &self,
         queue: QueueKey,

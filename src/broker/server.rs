@@ -417,6 +417,10 @@ async fn shard_main(args: ShardArgs) -> Result<(), String> {
         close_log(id, &log).await;
         return Err(format!("shard {id}: recovering scheduled messages: {}", e.message));
     }
+    if let Err(e) = shard.start_transactions().await {
+        close_log(id, &log).await;
+        return Err(format!("shard {id}: rebuilding undecided transactions: {}", e.message));
+    }
 
     let forward_permits = Rc::new(Semaphore::new(b.max_forwarded_in_flight as u64));
     let mut mesh_loops = Vec::new();
@@ -442,6 +446,7 @@ async fn shard_main(args: ShardArgs) -> Result<(), String> {
     let scheduled = control.spawn(shard.clone().schedule_loop(stop.clone()));
     let metrics =
         metrics.map(|inbox| control.spawn(shard.clone().serve_metrics(inbox, stop.clone())));
+    let transactions = control.spawn(shard.clone().transaction_loop(stop.clone()));
     tracing::debug!(shard = id, "serving");
 
     let _ = stop.await;
@@ -454,6 +459,7 @@ async fn shard_main(args: ShardArgs) -> Result<(), String> {
     if let Some(m) = metrics {
         m.await;
     }
+    transactions.await;
     shard.begin_stop();
     let grace = Duration::from_millis(b.shutdown_timeout_ms);
     let all = b.max_connections_per_shard as u64;

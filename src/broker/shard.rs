@@ -18,8 +18,9 @@
 //! handler, one file per request family under `shard/`: `produce` (with the idempotence
 //! windows), `fetch` (tag scan, long-poll), `topic_admin` (metadata and topic changes),
 //! `group` (consumer-group coordinator: membership, offsets, locks), `schedule` (scheduled
-//! messages: held in `%SYS%schedule`, delivered by a timer wheel), `stats` and `metrics`
-//! (answers to the metrics exporter). A new feature adds a handler file and a dispatch arm, not logic here.
+//! messages: held in `%SYS%schedule`, delivered by a timer wheel), `transaction` (half
+//! messages, their end and check-back), `stats` and `metrics` (answers to the metrics
+//! exporter). A new feature adds a handler file and a dispatch arm, not logic here.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -151,6 +152,10 @@ pub struct Shard<L: ShardLog> {
     watchers: RefCell<group::Watchers>,
     /// Scheduled messages (`schedule` handler): the timer wheel and its progress.
     schedule: RefCell<schedule::ScheduleState>,
+    /// Transactional messages (`transaction` handler): the undecided halves of the queues
+    /// this shard owns and the parked check-back requests.
+    transactions: RefCell<crate::transaction::Transactions>,
+    check_waiters: RefCell<transaction::CheckWaiters>,
     /// Every time this shard's logic reads or waits on (long-poll deadlines, connection
     /// timeouts, idempotence windows, group sessions); simulated in tests.
     pub clock: SharedClock,
@@ -204,6 +209,12 @@ impl<L: ShardLog> Shard<L> {
             )),
             group_gate: crate::runtime::Semaphore::new(1),
             watchers: RefCell::new(group::Watchers::new(config.group.max_watchers)),
+            transactions: RefCell::new(crate::transaction::Transactions::new(
+                config.transaction.limits(),
+            )),
+            check_waiters: RefCell::new(transaction::CheckWaiters::new(
+                config.transaction.max_check_waiters,
+            )),
             started: clock.now(),
             schedule: RefCell::new(schedule::ScheduleState::new(
                 &config,
@@ -235,6 +246,7 @@ impl<L: ShardLog> Shard<L> {
         self.stopping.set(true);
         self.long_poll.borrow_mut().close();
         self.watchers.borrow_mut().close_all();
+        self.check_waiters.borrow_mut().close_all();
     }
 
     /// Closes the mesh senders (after this shard's connections finished).
@@ -304,6 +316,7 @@ impl<L: ShardLog> Shard<L> {
                 )),
             },
             Request::Group(g) => self.group_request(g).await,
+            Request::Transaction(t) => self.transaction_request(t).await,
             Request::Produce { .. }
             | Request::Fetch { .. }
             | Request::Offsets { .. }
@@ -334,6 +347,9 @@ impl<L: ShardLog> Shard<L> {
         self.stats.borrow_mut().forwarded_in += 1;
         if let Request::Group(g) = request {
             return self.group_forwarded(g).await;
+        }
+        if let Request::Transaction(t) = request {
+            return self.transaction_forwarded(t).await;
         }
         let (entry, queue_id) = self.resolve(&request)?;
         let owner = owner_shard(queue_topic(&request), queue_id, self.shard_count);
@@ -451,6 +467,7 @@ mod produce;
 pub mod schedule;
 mod stats;
 mod topic_admin;
+pub mod transaction;
 
 #[cfg(test)]
 mod tests;

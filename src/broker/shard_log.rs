@@ -79,6 +79,9 @@ pub trait ShardLog: 'static {
         queue: QueueKey,
         timestamp_ms: i64,
     ) -> Result<u64, StorageError>;
+    /// Keeps retention from deleting `queue`'s batches from offset `from` on (None: no pin);
+    /// see [`crate::storage::CommitLog::pin_retention`].
+    fn pin_retention(&self, queue: QueueKey, from: Option<u64>);
     /// The log position up to which appended data is readable.
     fn visible_end(&self) -> u64;
     /// Reads the batches of the last `max_bytes` of the log stored at or after `since_ms` in

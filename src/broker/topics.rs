@@ -63,6 +63,10 @@ pub const SYSTEM_TOPIC_OFFSETS: u32 = u32::MAX;
 /// `%SYS%schedule`: each shard's scheduled messages, timer log and wheel checkpoints
 /// (`shard/schedule.rs`, record formats in `crate::schedule::entry`).
 pub const SYSTEM_TOPIC_SCHEDULE: u32 = 0xFFFF_FFFE;
+/// `%SYS%half`: each shard's undecided and decided half messages (`shard/transaction.rs`).
+pub const SYSTEM_TOPIC_HALF: u32 = 0xFFFF_FFFC;
+/// `%SYS%txn-op`: each shard's transaction decisions (`shard/transaction.rs`).
+pub const SYSTEM_TOPIC_TXN_OP: u32 = 0xFFFF_FFFB;
 
 pub fn validate_topic_name(name: &str) -> Result<(), TopicError> {
     let bad = |reason| Err(TopicError::InvalidName { name: name.to_owned(), reason });

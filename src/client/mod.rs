@@ -67,6 +67,7 @@ pub mod router;
 pub mod scheduled;
 pub mod selector;
 pub mod sequencer;
+pub mod transaction;
 
 use std::sync::Arc;
 
@@ -87,6 +88,10 @@ pub use queue_reader::QueueReader;
 pub use router::{ClientOptions, Router};
 pub use scheduled::SCHEDULE_TOPIC;
 pub use selector::QueueSelector;
+pub use transaction::{
+    CheckedHalf, HalfMessage, TransactionProducer, TransactionProducerConfig, TransactionResult,
+    TransactionState,
+};
 
 /// Entry point: one per broker; cheap to clone.
 #[derive(Clone)]
@@ -127,6 +132,16 @@ impl Client {
 
     pub fn producer(&self, config: ProducerConfig) -> Result<Producer, ClientError> {
         Producer::new(self.router.clone(), config)
+    }
+
+    /// A transactional producer of `config.group`; `check` answers the broker's check-backs
+    /// of undecided halves ([`transaction`]).
+    pub fn transaction_producer(
+        &self,
+        config: TransactionProducerConfig,
+        check: impl Fn(&CheckedHalf) -> TransactionState + Send + Sync + 'static,
+    ) -> Result<TransactionProducer, ClientError> {
+        TransactionProducer::new(self.router.clone(), config, check)
     }
 
     pub fn consumer(&self) -> PullConsumer {

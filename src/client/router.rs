@@ -187,18 +187,24 @@ impl Router {
         self.connection(port)
     }
 
+    /// Each shard's own port, indexed by shard (asked for once, then cached).
+    pub fn shard_ports(&self) -> Result<Vec<u16>> {
+        let ports = lock(&self.shard_ports).clone();
+        if !ports.is_empty() {
+            return Ok(ports);
+        }
+        let resp = self.call_bootstrap(&Request::Metadata { topics: vec![] })?;
+        let Response::Metadata { shard_ports, .. } = resp else {
+            return Err(ClientError::Protocol("metadata request got another reply".into()));
+        };
+        *lock(&self.shard_ports) = shard_ports.clone();
+        Ok(shard_ports)
+    }
+
     /// The connection to the shard coordinating consumer group `group`
     /// (`crc32c(group) % shards`, as the broker computes it).
     pub fn coordinator_connection(&self, group: &str) -> Result<Arc<Connection>> {
-        let mut ports = lock(&self.shard_ports).clone();
-        if ports.is_empty() {
-            let resp = self.call_bootstrap(&Request::Metadata { topics: vec![] })?;
-            let Response::Metadata { shard_ports, .. } = resp else {
-                return Err(ClientError::Protocol("metadata request got another reply".into()));
-            };
-            *lock(&self.shard_ports) = shard_ports.clone();
-            ports = shard_ports;
-        }
+        let ports = self.shard_ports()?;
         if ports.is_empty() {
             return self.bootstrap();
         }

@@ -354,15 +354,30 @@ impl BatchBuilder {
     }
 
     /// Writes the header and CRC. `producer_id`/`base_sequence` are -1 for non-idempotent sends.
-    pub fn finish(mut self, producer_id: i64, base_sequence: i32) -> Vec<u8> {
+    pub fn finish(self, producer_id: i64, base_sequence: i32) -> Vec<u8> {
+        self.finish_with_attributes(producer_id, base_sequence, 0)
+    }
+
+    /// [`Self::finish`] for a transaction's half message (attribute bit 3): the broker holds
+    /// it until the transaction ends (`crate::transaction`).
+    pub fn finish_transactional(self, producer_id: i64, base_sequence: i32) -> Vec<u8> {
+        self.finish_with_attributes(producer_id, base_sequence, ATTR_TRANSACTIONAL)
+    }
+
+    fn finish_with_attributes(
+        mut self,
+        producer_id: i64,
+        base_sequence: i32,
+        attributes: u16,
+    ) -> Vec<u8> {
         assert!(self.count > 0, "a batch needs at least one record");
         let len = self.buf.len() as u32;
         let b = &mut self.buf;
         b[0..4].copy_from_slice(&len.to_le_bytes());
         b[4..6].copy_from_slice(&MAGIC.to_le_bytes());
         b[6] = FORMAT_VERSION;
-        // attributes [44, 46) stay 0: no compression, not transactional (the broker refuses
-        // transactional batches until transactional messages exist), not a control batch.
+        // attributes [44, 46): no compression, never a control batch (those are the broker's).
+        b[44..46].copy_from_slice(&attributes.to_le_bytes());
         b[48..52].copy_from_slice(&self.count.to_le_bytes());
         b[52..60].copy_from_slice(&self.first_ts.unwrap_or(0).to_le_bytes());
         b[60..68].copy_from_slice(&self.max_ts.to_le_bytes());

@@ -28,6 +28,10 @@ pub enum ApiKey {
     ListGroups = 19,
     /// A produce held by the broker until a delivery time (scheduled messages).
     ProduceScheduled = 20,
+    // Transactions (`super::transaction`).
+    EndTransaction = 30,
+    CheckTransactions = 31,
+    ListTransactions = 32,
 }
 
 impl ApiKey {
@@ -52,11 +56,19 @@ impl ApiKey {
         ApiKey::ResetOffsets,
         ApiKey::ListGroups,
         ApiKey::ProduceScheduled,
+        ApiKey::EndTransaction,
+        ApiKey::CheckTransactions,
+        ApiKey::ListTransactions,
     ];
 
     /// Served by a consumer group's coordinator (`super::group`).
     pub fn is_group(self) -> bool {
         (ApiKey::Heartbeat as u16..=ApiKey::ListGroups as u16).contains(&(self as u16))
+    }
+
+    /// A transaction request (`super::transaction`).
+    pub fn is_transaction(self) -> bool {
+        (ApiKey::EndTransaction as u16..=ApiKey::ListTransactions as u16).contains(&(self as u16))
     }
 
     pub fn from_u16(v: u16) -> Option<ApiKey> {

@@ -11,6 +11,7 @@ use super::error_code::ErrorCode;
 use super::frame::{self, RequestHeader};
 use super::group::{GroupRequest, GroupResponse};
 use super::shared_bytes::SharedBytes;
+use super::transaction::{TxnRequest, TxnResponse};
 
 /// Upper bound on any list in a payload (topics in a metadata request, shards in stats...).
 pub const MAX_LIST_ITEMS: u32 = 100_000;
@@ -75,6 +76,8 @@ pub enum Request {
         delivery: Delivery,
         batch: SharedBytes,
     },
+    /// A transaction request ([`super::transaction`]).
+    Transaction(TxnRequest),
 }
 
 /// When a scheduled produce is delivered: wire kind 1 (a delay level) or 2 (Unix ms).
@@ -113,6 +116,7 @@ impl Request {
             Request::InitProducer => ApiKey::InitProducer,
             Request::Group(g) => g.api_key(),
             Request::ProduceScheduled { .. } => ApiKey::ProduceScheduled,
+            Request::Transaction(t) => t.api_key(),
         }
     }
 
@@ -193,6 +197,7 @@ impl Request {
                 encode_delivery(delivery, &mut w);
                 w.bytes(batch);
             }
+            Request::Transaction(t) => t.encode_body(&mut w),
         }
         let mut buf = w.buf;
         frame::finish_frame(&mut buf);
@@ -316,6 +321,7 @@ fn decode_body(
             let end = payload.len() - r.remaining();
             Request::ProduceScheduled { topic, queue_id, delivery, batch: batch(end - len..end) }
         }
+        txn if txn.is_transaction() => Request::Transaction(TxnRequest::decode_body(txn, &mut r)?),
         group => Request::Group(GroupRequest::decode_body(group, &mut r)?),
     };
     r.finish()?;
@@ -417,6 +423,7 @@ pub enum Response {
         producer_id: i64,
     },
     Group(GroupResponse),
+    Transaction(TxnResponse),
 }
 
 impl Response {
@@ -432,6 +439,7 @@ impl Response {
             Response::Stats { .. } => ApiKey::Stats,
             Response::InitProducer { .. } => ApiKey::InitProducer,
             Response::Group(g) => g.api_key(),
+            Response::Transaction(t) => t.api_key(),
         }
     }
 
@@ -512,6 +520,7 @@ impl Response {
                 w.i64(*producer_id);
             }
             Response::Group(g) => g.encode_body(&mut w),
+            Response::Transaction(t) => t.encode_body(&mut w),
         }
         let mut buf = w.buf;
         frame::finish_frame(&mut buf);
@@ -607,6 +616,9 @@ impl Response {
                 Response::Stats { shards }
             }
             ApiKey::InitProducer => Response::InitProducer { producer_id: r.i64("producer_id")? },
+            txn if txn.is_transaction() => {
+                Response::Transaction(TxnResponse::decode_body(txn, &mut r)?)
+            }
             group => Response::Group(GroupResponse::decode_body(group, &mut r)?),
         };
         r.finish()?;
@@ -780,6 +792,80 @@ mod tests {
         for g in group_requests() {
             round_trip_request(Request::Group(g));
         }
+        for t in transaction_requests() {
+            round_trip_request(Request::Transaction(t));
+        }
+    }
+
+    fn transaction_requests() -> Vec<TxnRequest> {
+        use super::super::transaction::*;
+        vec![
+            TxnRequest::End {
+                group: "g".into(),
+                topic: "t".into(),
+                queue_id: 3,
+                transaction_id: 1 << 33,
+                action: EndAction::Commit,
+            },
+            TxnRequest::End {
+                group: "g".into(),
+                topic: "t".into(),
+                queue_id: 0,
+                transaction_id: 0,
+                action: EndAction::Rollback,
+            },
+            TxnRequest::Check { group: "g".into(), shard: 2, max_wait_ms: 500, max_checks: 8 },
+            TxnRequest::List { shard: 1, max: 100 },
+        ]
+    }
+
+    #[test]
+    fn transaction_responses_round_trip_and_bad_actions_are_refused() {
+        use super::super::transaction::*;
+        for resp in [
+            TxnResponse::End { status: SendStatus::SendOk, base_offset: 9, record_count: 2 },
+            TxnResponse::End {
+                status: SendStatus::FlushDiskTimeout,
+                base_offset: 0,
+                record_count: 0,
+            },
+            TxnResponse::Check {
+                checks: vec![TransactionCheck {
+                    transaction_id: 4,
+                    topic: "t".into(),
+                    queue_id: 1,
+                    checks: 3,
+                    batch: vec![1, 2, 3],
+                }],
+            },
+            TxnResponse::Check { checks: vec![] },
+            TxnResponse::List {
+                halves: vec![HalfInfo {
+                    transaction_id: 4,
+                    group: "g".into(),
+                    topic: "t".into(),
+                    queue_id: 1,
+                    age_ms: 60_000,
+                    checks: 2,
+                }],
+            },
+        ] {
+            round_trip_response(Response::Transaction(resp));
+        }
+        let mut f = Request::Transaction(TxnRequest::End {
+            group: "g".into(),
+            topic: "t".into(),
+            queue_id: 0,
+            transaction_id: 0,
+            action: EndAction::Commit,
+        })
+        .encode_frame(1);
+        *f.last_mut().unwrap() = 7;
+        let (h, p) = crate::protocol::frame::split_request(&f);
+        assert!(matches!(
+            decode_request(&h, p),
+            Err(RequestError::Malformed { api: ApiKey::EndTransaction, .. })
+        ));
     }
 
     #[test]

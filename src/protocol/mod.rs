@@ -21,6 +21,7 @@ pub mod message;
 pub mod producer_id;
 pub mod read_buffer;
 pub mod shared_bytes;
+pub mod transaction;
 
 pub use api::ApiKey;
 pub use codec::DecodeError;

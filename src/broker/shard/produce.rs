@@ -31,7 +31,10 @@ impl<L: ShardLog> Shard<L> {
             .log
             .scan_tail(b.idempotence_recovery_scan_bytes, since_ms, |item| match item {
                 Scanned::Batch { header: h, .. } => {
-                    let idempotent = h.producer_id >= 0 && h.base_sequence >= 0;
+                    // A transaction's batch (its half in `%SYS%half`, its delivered copy in its
+                    // queue, committed in any order) never went through the windows.
+                    let idempotent =
+                        h.producer_id >= 0 && h.base_sequence >= 0 && !h.is_transactional();
                     if idempotent && h.stamp.store_timestamp_ms >= since_ms {
                         let queue = QueueKey::new(
                             TopicId::new(h.stamp.topic_id),
@@ -118,14 +121,11 @@ impl<L: ShardLog> Shard<L> {
                 ))
             }
         }
-        if read_header(&batch).is_ok_and(|h| h.is_transactional()) {
-            return Err(BrokerError::new(
-                ErrorCode::UNSUPPORTED_FEATURE,
-                "transactional batches (attribute bit 3) are not supported yet: transactional \
-                 messages do not exist in this broker; send the batch without that attribute",
-            ));
-        }
         if let Ok(h) = read_header(&batch) {
+            if h.is_transactional() && !h.is_control() {
+                // A half message: held invisibly until its transaction ends (`transaction`).
+                return self.produce_half(key, batch, &h).await;
+            }
             if h.producer_id >= 0 && !h.is_control() {
                 return self.produce_idempotent(key, batch, &h).await;
             }

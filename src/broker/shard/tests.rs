@@ -571,24 +571,6 @@ fn timestamp_lookup_never_points_past_what_a_fetch_can_read() {
     });
 }
 
-#[test]
-fn transactional_batches_are_refused_until_transactions_exist() {
-    run(|| async {
-        let s = shard(8).await;
-        let mut b = batch(1);
-        b[44] |= crate::format::batch::ATTR_TRANSACTIONAL as u8;
-        let crc = crc32c::crc32c(&b[crate::format::CRC_START..]);
-        b[40..44].copy_from_slice(&crc.to_le_bytes());
-        let req = Request::Produce { topic: "t".into(), queue_id: 0, flags: 0, batch: b.into() };
-        let e = call(&s, req).await.unwrap_err();
-        assert_eq!(e.code, ErrorCode::UNSUPPORTED_FEATURE, "{e:?}");
-        assert!(e.message.contains("transactional"), "{}", e.message);
-        let o = Request::Offsets { topic: "t".into(), queue_id: 0, timestamp_ms: -1 };
-        let r = call(&s, o).await.unwrap();
-        assert!(matches!(r, Response::Offsets { next_offset: 0, .. }), "nothing stored");
-    });
-}
-
 fn tagged(n: usize, tag: &[u8]) -> Request {
     let mut b = BatchBuilder::new(1 << 16);
     for _ in 0..n {
@@ -705,3 +687,4 @@ fn a_long_poll_ends_when_the_clock_passes_its_deadline_not_before() {
 mod group;
 mod metrics;
 mod schedule;
+mod transaction;

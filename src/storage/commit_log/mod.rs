@@ -145,6 +145,8 @@ pub struct CommitLog<D: LogDir = DmaDir> {
     next_changed: Signal,
     /// One retention run at a time (it runs without the append gate).
     retention_gate: Semaphore,
+    /// Queues whose batches from an offset on retention must keep (`pin_retention`).
+    retention_pins: RefCell<std::collections::HashMap<QueueKey, crate::storage::QueueOffset>>,
     /// The time every decision and wait of the log reads: store timestamps, flush interval,
     /// sync-flush timeout, retention schedule and age, disk-full back-off.
     clock: SharedClock,
@@ -211,6 +213,7 @@ impl<D: LogDir + 'static> CommitLog<D> {
             flusher: RefCell::new(None),
             next_changed: Signal::default(),
             retention_gate: Semaphore::new(1),
+            retention_pins: RefCell::new(std::collections::HashMap::new()),
             clock,
             probe: RefCell::new(LogProbe::default()),
         });

@@ -6,6 +6,10 @@
 //! unlinks the segment and index files. It runs beside appends, not under the append gate:
 //! only the bookkeeping is synchronous.
 //!
+//! A queue may be pinned from an offset (`pin_retention`): no segment from the one holding
+//! that batch on is deleted, whatever its age or the disk usage (the broker pins its
+//! undecided transaction halves).
+//!
 //! Promises: offsets never go back, even after a restart and even if a queue loses all its
 //! data; a file that could not be unlinked is retried on every later run (its data is already
 //! out of the log).
@@ -20,9 +24,47 @@ use crate::storage::file::LogDir;
 use crate::storage::floors::{encode_floors, FLOOR_FILE};
 use crate::storage::retention::{segments_to_delete, RetentionPolicy, SegmentFacts};
 use crate::storage::segment::segment_name;
-use crate::storage::types::LogPosition;
+use crate::storage::types::{LogPosition, QueueKey, QueueOffset};
 
 impl<D: LogDir + 'static> CommitLog<D> {
+    /// Keeps retention from deleting the segment holding `queue`'s batch at offset `from` and
+    /// every later segment, whatever their age or the disk usage; `None` lifts the pin. For
+    /// data that must outlive retention until something decides it (undecided transaction
+    /// halves). Not persisted: the owner sets it again after a restart, before retention runs.
+    pub fn pin_retention(&self, queue: QueueKey, from: Option<QueueOffset>) {
+        let mut pins = self.retention_pins.borrow_mut();
+        match from {
+            Some(offset) => pins.insert(queue, offset),
+            None => pins.remove(&queue),
+        };
+    }
+
+    /// The lowest log position a pin keeps (`None`: no pin holds anything still stored). A
+    /// pin whose batch cannot be looked up keeps everything this run.
+    async fn pinned_position(&self) -> Option<LogPosition> {
+        let pins: Vec<(QueueKey, QueueOffset)> =
+            self.retention_pins.borrow().iter().map(|(q, o)| (*q, *o)).collect();
+        let mut lowest: Option<LogPosition> = None;
+        for (queue, offset) in pins {
+            let position = match self.index.find(&self.dir, queue, offset).await {
+                Ok(None) => continue,
+                Ok(Some(n)) => match self.index.entry(&self.dir, queue, n).await {
+                    Ok(e) => e.position,
+                    Err(e) => {
+                        tracing::warn!(%queue, "retention keeps everything: a pinned batch cannot be looked up: {e:?}");
+                        LogPosition::new(0)
+                    }
+                },
+                Err(e) => {
+                    tracing::warn!(%queue, "retention keeps everything: a pinned batch cannot be looked up: {e:?}");
+                    LogPosition::new(0)
+                }
+            };
+            lowest = Some(lowest.map_or(position, |l| l.min(position)));
+        }
+        lowest
+    }
+
     /// Applies the retention policy at time `now_ms`; returns the bases of deleted segments.
     ///
     /// Runs beside appends, not under the append gate: only the bookkeeping is synchronous;
@@ -42,6 +84,7 @@ impl<D: LogDir + 'static> CommitLog<D> {
         }
         let (used, total) =
             self.dir.disk_usage().await.map_err(|e| StorageError::io("reading disk usage", e))?;
+        let pinned = self.pinned_position().await.unwrap_or(LogPosition::MAX);
         let doomed = {
             let st = self.st.borrow();
             let active = st.active().base;
@@ -51,6 +94,8 @@ impl<D: LogDir + 'static> CommitLog<D> {
                 .filter(|s| s.base != active)
                 // Only segments whose every byte is durable and indexed may go.
                 .take_while(|s| s.sealed_end.get().is_some_and(|e| e <= st.durable))
+                // A pinned batch starts at `pinned`: segments ending after it are kept.
+                .take_while(|s| s.sealed_end.get().is_some_and(|e| e <= pinned))
                 .map(|s| SegmentFacts {
                     base: s.base,
                     size_bytes: self.config.segment_size_bytes,
