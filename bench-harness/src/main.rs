@@ -27,6 +27,7 @@ mod raw;
 mod report;
 mod runner;
 mod scale;
+mod scheduled;
 mod session;
 mod stats;
 mod verify;
@@ -58,6 +59,9 @@ enum Command {
     /// Consumer-group consumption through the push consumer: throughput per member count and
     /// the rebalance pause when a member joins (see `group.rs`).
     Group(group::GroupArgs),
+    /// Scheduled messages at a fixed timer rate: delivery lateness percentiles (see
+    /// `scheduled.rs`).
+    Scheduled(scheduled::ScheduledArgs),
 }
 
 fn main() -> ExitCode {
@@ -79,6 +83,7 @@ fn main() -> ExitCode {
         }
         Command::Run(args) => run(args),
         Command::Group(args) => group::run(args),
+        Command::Scheduled(args) => scheduled::run(args),
         Command::Scale(args) => scale(args),
     };
     match r {

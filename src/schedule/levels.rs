@@ -4,7 +4,7 @@
 //! `1s 5s 10s 30s 1m 2m 3m 4m 5m 6m 7m 8m 9m 10m 20m 30m 1h 2h`) or an **absolute delivery
 //! time** in Unix milliseconds. [`Schedule::deliver_at_ms`] turns either into the time the
 //! broker delivers it:
-//! - a level outside `1..=levels` is refused;
+//! - a level outside `1..=levels`, or whose delay is past the horizon, is refused;
 //! - an absolute time in the past (or now) delivers at once (`now_ms`);
 //! - an absolute time more than the horizon (default 40 days) ahead is refused, so a typo in a
 //!   timestamp cannot park a message for centuries, and the timer wheel's range stays bounded.
@@ -166,7 +166,15 @@ impl Schedule {
         match request {
             DeliveryRequest::Level(level) => {
                 let delay = self.levels.delay_ms(level)?;
-                Ok(now_ms.saturating_add(i64::try_from(delay).unwrap_or(i64::MAX)))
+                let at = now_ms.saturating_add(i64::try_from(delay).unwrap_or(i64::MAX));
+                if delay > self.horizon_ms {
+                    return Err(ScheduleError::BeyondHorizon {
+                        deliver_at_ms: at,
+                        ahead_ms: delay,
+                        horizon_ms: self.horizon_ms,
+                    });
+                }
+                Ok(at)
             }
             DeliveryRequest::AtMs(at) if at <= now_ms => Ok(now_ms),
             DeliveryRequest::AtMs(at) => {
@@ -241,5 +249,12 @@ mod tests {
             })
         );
         assert!(s.deliver_at_ms(DeliveryRequest::AtMs(i64::MAX), now).is_err());
+        // A level longer than the horizon (a short retention) is refused like a far time.
+        let short = Schedule { levels: DelayLevels::default(), horizon_ms: 1_800_000 };
+        assert_eq!(short.deliver_at_ms(DeliveryRequest::Level(16), now), Ok(now + 1_800_000));
+        assert!(matches!(
+            short.deliver_at_ms(DeliveryRequest::Level(17), now),
+            Err(ScheduleError::BeyondHorizon { ahead_ms: 3_600_000, .. })
+        ));
     }
 }

@@ -161,6 +161,14 @@ impl Checkpoint {
         {
             return Err(WheelError::BadCheckpoint("a head points past the records it covers"));
         }
+        // A slot behind the current tick would never be reached (the wheel keeps none).
+        for (i, &h) in self.heads.iter().enumerate() {
+            if h != NO_RECORD && slot_tick(self.next_tick, i / SLOTS, i % SLOTS) < self.next_tick {
+                return Err(WheelError::BadCheckpoint(
+                    "a slot behind the current tick holds timers",
+                ));
+            }
+        }
         Ok(())
     }
 }
@@ -178,6 +186,14 @@ pub struct Wheel {
     overdue: u64,
     records: u64,
     pending: u64,
+}
+
+/// The tick at which `slot` of `level` is processed, seen from `current`.
+fn slot_tick(current: u64, level: usize, slot: usize) -> u64 {
+    let shift = SLOT_BITS as usize * level;
+    let span_bits = shift + SLOT_BITS as usize;
+    let base = if span_bits >= 64 { 0 } else { current >> span_bits << span_bits };
+    base | ((slot as u64) << shift)
 }
 
 fn digit(tick: u64, level: usize) -> usize {
@@ -315,15 +331,12 @@ impl Wheel {
             if bits == 0 {
                 continue;
             }
-            let shift = SLOT_BITS as usize * level;
             let current = digit(self.next_tick, level);
             // Slots at or after the current digit; the invariant keeps the others empty.
             let ahead = bits & (u64::MAX << current);
             debug_assert_eq!(ahead, bits, "level {level} holds slots behind its current digit");
             let slot = ahead.trailing_zeros() as usize;
-            let span_bits = shift + SLOT_BITS as usize;
-            let base = if span_bits >= 64 { 0 } else { self.next_tick >> span_bits << span_bits };
-            let tick = base | ((slot as u64) << shift);
+            let tick = slot_tick(self.next_tick, level, slot);
             debug_assert!(tick >= self.next_tick);
             if !matches!(best, Some((t, _, _)) if t <= tick) {
                 best = Some((tick, level, slot));
@@ -509,6 +522,15 @@ mod tests {
         bytes[9] ^= 1;
         assert!(Checkpoint::decode(&bytes).is_err());
         assert!(Checkpoint::decode(&bytes[1..]).is_err());
+        // A timer in a slot the wheel already passed is refused, not silently never delivered.
+        let mut w = Wheel::new(1, 1_000).unwrap();
+        w.insert(1_000 + 64 * 5, 1).unwrap();
+        let mut cp = w.checkpoint();
+        cp.next_tick += 64 * 10;
+        assert_eq!(
+            Checkpoint::decode(&cp.encode()),
+            Err(WheelError::BadCheckpoint("a slot behind the current tick holds timers"))
+        );
         let r = TimerRecord { deliver_at_ms: -1, entry: 7, prev: NO_RECORD };
         assert_eq!(TimerRecord::decode(&r.encode()), Some(r));
         assert_eq!(TimerRecord::decode(&[0; 23]), None);

@@ -42,7 +42,7 @@ use crate::schedule::entry::{
     ENTRY_KEY,
 };
 use crate::schedule::levels::Schedule;
-use crate::schedule::wheel::{Routed, TimerRecord, Wheel};
+use crate::schedule::wheel::{Checkpoint, Routed, TimerRecord, Wheel};
 use crate::storage::StorageError;
 
 use super::super::topics::SYSTEM_TOPIC_SCHEDULE;
@@ -332,6 +332,14 @@ impl<L: ShardLog> Shard<L> {
     /// Appends a wheel checkpoint (after everything it covers, so the log's prefix property
     /// makes it consistent).
     pub async fn checkpoint_schedule(&self) -> Result<(), BrokerError> {
+        let result = self.append_checkpoint().await;
+        if result.is_err() {
+            self.schedule.borrow_mut().dirty = true;
+        }
+        result
+    }
+
+    async fn append_checkpoint(&self) -> Result<(), BrokerError> {
         let body = {
             let mut st = self.schedule.borrow_mut();
             st.dirty = false;
@@ -355,6 +363,7 @@ impl<L: ShardLog> Shard<L> {
         let limit = self.config.schedule.max_index_per_step as u64;
         let to = next.min(from + limit);
         report.more |= to < next;
+        let before = self.schedule.borrow().wheel.checkpoint();
         let mut records = Vec::new();
         let mut first = None;
         let mut reached = from;
@@ -379,12 +388,27 @@ impl<L: ShardLog> Shard<L> {
         .await?;
         report.indexed = records.len() as u64;
         if let Some(first) = first {
-            self.append_timer_records(first, &records).await?;
+            if let Err(e) = self.append_timer_records(first, &records).await {
+                self.rewind_wheel(&before);
+                return Err(e);
+            }
         }
+        // A range retention deleted before it was indexed is passed (reported by the read).
+        let min = self.log.offsets(SYS_SCHEDULE).min;
         let mut st = self.schedule.borrow_mut();
-        st.indexed_through = reached.max(from);
+        st.indexed_through = reached.max(from).max(min.min(to));
         st.dirty = true;
         Ok(())
+    }
+
+    /// Puts the wheel back to `before` after a step failed half-way (the timer log keeps what
+    /// was appended: unreachable records), so no timer it had is dropped.
+    fn rewind_wheel(&self, before: &Checkpoint) {
+        let timer_next = self.log.offsets(SYS_TIMER_LOG).next;
+        match Wheel::restore(before, timer_next) {
+            Ok(w) => self.schedule.borrow_mut().wheel = w,
+            Err(e) => tracing::error!(shard = %self.id, "the timer wheel cannot be rewound: {e}"),
+        }
     }
 
     /// Appends timer records that the wheel numbered from `first`; they must land there.
@@ -442,7 +466,30 @@ impl<L: ShardLog> Shard<L> {
         cache.get(index).ok_or_else(|| internal(format!("timer-log record {index} is missing")))
     }
 
+    /// Routes due timers and moves their batches. On a failure half-way the wheel goes back
+    /// to where the step began (its timers are routed again by a later step) and the batches
+    /// already moved are remembered as delivered, so nothing is dropped or moved twice.
     async fn deliver_due(&self, report: &mut StepReport) -> Result<(), BrokerError> {
+        let before = self.schedule.borrow().wheel.checkpoint();
+        let mut moved_ok = Vec::new();
+        let result = self.try_deliver_due(report, &mut moved_ok).await;
+        if result.is_err() {
+            self.rewind_wheel(&before);
+            let mut st = self.schedule.borrow_mut();
+            for offset in moved_ok {
+                if st.already_delivered.len() < MAX_ALREADY_DELIVERED {
+                    st.already_delivered.insert(offset);
+                }
+            }
+        }
+        result
+    }
+
+    async fn try_deliver_due(
+        &self,
+        report: &mut StepReport,
+        delivered: &mut Vec<u64>,
+    ) -> Result<(), BrokerError> {
         let now_ms = self.clock.unix_ms();
         let max_due = self.config.schedule.max_due_per_step;
         let max_routed = self.config.schedule.max_timer_records_per_step;
@@ -517,7 +564,7 @@ impl<L: ShardLog> Shard<L> {
         let appends =
             batches.iter().map(|(_, queue, batch)| self.append(*queue, batch.clone().into()));
         let results = futures::future::join_all(appends).await;
-        let mut delivered = Vec::with_capacity(batches.len());
+        let mut failed = None;
         for ((offset, queue, _), result) in batches.iter().zip(results) {
             match result {
                 Ok(_) => delivered.push(*offset),
@@ -526,8 +573,8 @@ impl<L: ShardLog> Shard<L> {
                         || e.code == ErrorCode::SHUTTING_DOWN
                         || e.code == ErrorCode::DISK_FULL =>
                 {
-                    // Not marked delivered: the next run delivers it (at-least-once).
-                    return Err(e);
+                    // Not delivered: routed again after the rewind (or after a restart).
+                    failed.get_or_insert(e);
                 }
                 Err(e) => {
                     tracing::error!(shard = %self.id, offset, "scheduled message for {queue} refused at delivery: {}", e.message);
@@ -537,7 +584,7 @@ impl<L: ShardLog> Shard<L> {
         }
         report.delivered = delivered.len() as u64;
         if !delivered.is_empty() {
-            let body = encode_delivered(&delivered);
+            let body = encode_delivered(delivered);
             let mut builder = BatchBuilder::new(self.config.storage.max_batch_bytes);
             let timestamp_ms = self.clock.unix_ms();
             let record =
@@ -545,7 +592,7 @@ impl<L: ShardLog> Shard<L> {
             builder.push(&record).map_err(internal)?;
             self.log.append(SYS_SCHEDULE, builder.finish(-1, -1)).await?;
         }
-        Ok(())
+        failed.map_or(Ok(()), Err)
     }
 
     fn topic_exists(&self, topic_id: u32) -> bool {
@@ -560,6 +607,12 @@ impl<L: ShardLog> Shard<L> {
         loop {
             let sleep = Box::pin(self.clock.sleep_until(self.clock.now() + wait));
             if let Either::Right(_) = select(sleep, stop.clone()).await {
+                // A clean stop leaves a checkpoint, so the next start re-reads nothing.
+                if self.schedule.borrow().dirty {
+                    if let Err(e) = self.checkpoint_schedule().await {
+                        tracing::warn!(shard = %self.id, "final wheel checkpoint failed: {}", e.message);
+                    }
+                }
                 return;
             }
             wait = match self.schedule_step().await {

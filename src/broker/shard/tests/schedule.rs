@@ -269,3 +269,73 @@ fn delivered_batches_leave_the_idempotence_windows_alone() {
         );
     });
 }
+
+#[test]
+fn a_delivery_whose_fsync_fails_is_made_after_the_restart() {
+    run(|| async {
+        let dir = SimDir::new(76);
+        let clock = runtime::SimClock::new(T0_MS);
+        let shard = || shard_configured(dir.clone(), sync_flush, |_| {}, clock.clone());
+        let s = shard().await;
+        s.start_schedule().await.unwrap();
+        for i in 0..5 {
+            call(&s, scheduled(0, Delivery::Level(1), &format!("m{i}"))).await.unwrap();
+        }
+        s.schedule_step().await.unwrap();
+        s.checkpoint_schedule().await.unwrap();
+        clock.advance(Duration::from_secs(1));
+        // The fsync covering the delivered batches fails: the log stops, the step reports it.
+        dir.fail_syncs(1);
+        let e = s.schedule_step().await.unwrap_err();
+        assert_eq!(e.code, ErrorCode::SHARD_FAILED, "{}", e.message);
+        dir.crash();
+        drop(s);
+        let s = shard().await;
+        s.start_schedule().await.unwrap();
+        while s.schedule_step().await.unwrap().more {}
+        assert_eq!(bodies(&s, 0).await, vec!["m0", "m1", "m2", "m3", "m4"]);
+    });
+}
+
+#[test]
+fn a_delivery_refused_for_a_full_disk_is_made_once_space_is_back() {
+    run(|| async {
+        let dir = SimDir::new(77);
+        let clock = runtime::SimClock::new(T0_MS);
+        let small = |st: &mut crate::storage::StorageConfig| {
+            st.segment_size_bytes = 256 << 10;
+            st.max_batch_bytes = 64 << 10;
+            st.disk_full_retry_ms = 5;
+        };
+        let s = shard_configured(dir.clone(), small, |_| {}, clock.clone()).await;
+        s.start_schedule().await.unwrap();
+        for i in 0..5 {
+            call(&s, scheduled(1, Delivery::Level(1), &format!("m{i}"))).await.unwrap();
+        }
+        s.schedule_step().await.unwrap();
+        // Room for the first segment, not for the next one: fill it.
+        dir.set_capacity(Some(300 << 10));
+        while call(&s, produce(0, 50)).await.is_ok() {}
+        clock.advance(Duration::from_secs(1));
+        let e = s.schedule_step().await.unwrap_err();
+        assert_eq!(e.code, ErrorCode::DISK_FULL, "{}", e.message);
+        assert!(bodies(&s, 1).await.is_empty());
+        // The shard keeps running; once there is space the same messages are delivered, once.
+        dir.set_capacity(None);
+        let t = Instant::now();
+        loop {
+            match s.schedule_step().await {
+                Ok(r) if !r.more && bodies(&s, 1).await.len() == 5 => break,
+                Ok(_) => {}
+                Err(e) => assert_eq!(e.code, ErrorCode::DISK_FULL, "{}", e.message),
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(5),
+                "never delivered: {:?}",
+                bodies(&s, 1).await
+            );
+            runtime::sleep(Duration::from_millis(2)).await;
+        }
+        assert_eq!(bodies(&s, 1).await, vec!["m0", "m1", "m2", "m3", "m4"]);
+    });
+}
