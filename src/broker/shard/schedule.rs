@@ -117,6 +117,25 @@ pub struct StepReport {
     pub more: bool,
 }
 
+/// Offsets closer than this are read in one run (the records between them are read and
+/// skipped): cheaper than another read.
+const DUE_RUN_GAP: u64 = 64;
+
+/// Splits sorted offsets into runs whose neighbours are at most [`DUE_RUN_GAP`] apart.
+fn due_runs(sorted: &[u64]) -> impl Iterator<Item = &[u64]> {
+    let mut rest = sorted;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let end =
+            rest.windows(2).position(|w| w[1] - w[0] > DUE_RUN_GAP).map_or(rest.len(), |i| i + 1);
+        let (run, tail) = rest.split_at(end);
+        rest = tail;
+        Some(run)
+    })
+}
+
 fn internal(what: impl std::fmt::Display) -> BrokerError {
     BrokerError::new(ErrorCode::INTERNAL, what.to_string())
 }
@@ -526,28 +545,36 @@ impl<L: ShardLog> Shard<L> {
         if due.is_empty() {
             return Ok(());
         }
-        // Read every due entry, then append them all at once: one flush covers them.
-        let mut batches = Vec::with_capacity(due.len());
+        // Read every due entry, then append them all at once: one flush covers them. Due
+        // entries were mostly scheduled together, so they are read in runs of nearby offsets
+        // (one read per run, not one read of up to a MiB per entry).
+        let mut wanted: Vec<u64> = Vec::with_capacity(due.len());
         for offset in due {
             if self.schedule.borrow_mut().already_delivered.remove(&offset) {
                 report.skipped += 1;
-                continue;
+            } else {
+                wanted.push(offset);
             }
-            let mut found = None;
-            self.read_system(SYS_SCHEDULE, offset, offset + 1, |_, key, body| {
-                if key == ENTRY_KEY {
-                    found = Entry::decode(body)
-                        .map(|e| {
-                            (
-                                QueueKey::new(TopicId::new(e.topic_id), QueueId::new(e.queue_id)),
-                                e.batch.to_vec(),
-                            )
-                        })
-                        .ok();
+        }
+        wanted.sort_unstable();
+        wanted.dedup();
+        let mut found: HashMap<u64, (QueueKey, Vec<u8>)> = HashMap::with_capacity(wanted.len());
+        for run in due_runs(&wanted) {
+            let (first, last) = (run[0], run[run.len() - 1]);
+            self.read_system(SYS_SCHEDULE, first, last + 1, |offset, key, body| {
+                if key == ENTRY_KEY && run.binary_search(&offset).is_ok() {
+                    if let Ok(e) = Entry::decode(body) {
+                        let queue =
+                            QueueKey::new(TopicId::new(e.topic_id), QueueId::new(e.queue_id));
+                        found.insert(offset, (queue, e.batch.to_vec()));
+                    }
                 }
             })
             .await?;
-            match found {
+        }
+        let mut batches = Vec::with_capacity(wanted.len());
+        for offset in wanted {
+            match found.remove(&offset) {
                 Some((queue, batch)) if self.topic_exists(queue.topic_id.get()) => {
                     batches.push((offset, queue, batch));
                 }
@@ -668,5 +695,21 @@ impl<L: ShardLog> Shard<L> {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod due_run_tests {
+    use super::{due_runs, DUE_RUN_GAP};
+
+    #[test]
+    fn nearby_offsets_share_a_run_and_gaps_split_runs() {
+        let g = DUE_RUN_GAP;
+        let offsets = [1, 2, 5, 5 + g, 5 + 2 * g + 1, 900, 901];
+        let runs: Vec<&[u64]> = due_runs(&offsets).collect();
+        assert_eq!(runs, vec![&[1, 2, 5, 5 + g][..], &[5 + 2 * g + 1], &[900, 901]]);
+        assert_eq!(due_runs(&[]).count(), 0);
+        let all: Vec<u64> = due_runs(&offsets).flatten().copied().collect();
+        assert_eq!(all, offsets, "every offset once, in order");
     }
 }
