@@ -232,9 +232,12 @@ fn decode_json(header: &[u8]) -> Result<RemotingCommand, DecodeError> {
         serde_json::from_slice(header).map_err(|e| DecodeError::BadJson(e.to_string()))?;
     let language = match &h.language {
         serde_json::Value::String(name) => language_code(name),
-        serde_json::Value::Number(n) => {
-            n.as_u64().and_then(|c| u8::try_from(c).ok()).unwrap_or(LANGUAGE_OTHER)
-        }
+        // Unknown codes read as OTHER, as in the binary header (what re-encoding writes).
+        serde_json::Value::Number(n) => n
+            .as_u64()
+            .and_then(|c| u8::try_from(c).ok())
+            .filter(|c| LANGUAGES.iter().any(|(l, _)| l == c))
+            .unwrap_or(LANGUAGE_OTHER),
         _ => LANGUAGE_OTHER,
     };
     let mut ext_fields = BTreeMap::new();

@@ -123,6 +123,25 @@ fn numbers_and_nulls_in_extension_fields_are_tolerated_nested_values_are_not() {
     assert!(matches!(decode(&frame(r#"{"opaque":1}"#)), Err(DecodeError::BadJson(_))));
 }
 
+/// Found by the fuzzer: a header in JSON's array form with an unknown numeric language
+/// re-encoded as `OTHER`, so the command did not survive a round trip.
+#[test]
+fn unknown_numeric_languages_read_as_other() {
+    let frame = |header: &[u8], body: &[u8]| {
+        let mut f = Vec::new();
+        f.extend_from_slice(&((4 + header.len() + body.len()) as u32).to_be_bytes());
+        f.extend_from_slice(&(header.len() as u32).to_be_bytes());
+        f.extend_from_slice(header);
+        f.extend_from_slice(body);
+        f
+    };
+    let (cmd, ty) = decode(&frame(b"[63,80]", &[13])).unwrap();
+    assert_eq!((cmd.code, cmd.language), (63, LANGUAGE_OTHER));
+    assert_eq!(decode(&encode(&cmd, ty)).unwrap().0, cmd);
+    let (known, _) = decode(&frame(br#"{"code":1,"language":3}"#, b"")).unwrap();
+    assert_eq!(known.language, 3, "PYTHON by its code");
+}
+
 #[test]
 fn framing_errors_are_named() {
     assert_eq!(frame_length(&[0, 0, 0], 100), Ok(None));
