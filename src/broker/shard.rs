@@ -168,6 +168,20 @@ fn ok_or_stopped<T>(r: Result<T, oneshot::Canceled>, what: &str) -> Result<T, Br
 }
 
 impl<L: ShardLog> Shard<L> {
+    /// Sends `request` to shard `target` over the data mesh and waits for its reply (`what`
+    /// names the target in the error when it stops first).
+    pub(super) async fn forward(&self, target: ShardId, request: Request, what: &str) -> Reply {
+        self.stats.borrow_mut().forwarded_out += 1;
+        let (reply, rx) = oneshot::channel();
+        if self.data_mesh.send(target, Forward { request, reply }).await.is_err() {
+            return Err(BrokerError::new(
+                ErrorCode::SHUTTING_DOWN,
+                format!("shard {target} stopped"),
+            ));
+        }
+        ok_or_stopped(rx.await, what)?
+    }
+
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         id: ShardId,
@@ -326,16 +340,7 @@ impl<L: ShardLog> Shard<L> {
                 if owner == self.id {
                     return self.queue_op(entry, queue_id, request).await;
                 } else {
-                    self.stats.borrow_mut().forwarded_out += 1;
-                    let (reply, rx) = oneshot::channel();
-                    if let Err(f) = self.data_mesh.send(owner, Forward { request, reply }).await {
-                        drop(f);
-                        return Err(BrokerError::new(
-                            ErrorCode::SHUTTING_DOWN,
-                            format!("shard {owner} stopped"),
-                        ));
-                    }
-                    ok_or_stopped(rx.await, "the owner shard")?
+                    self.forward(owner, request, "the owner shard").await
                 }
             }
         };
@@ -466,6 +471,7 @@ mod metrics;
 mod produce;
 pub mod schedule;
 mod stats;
+mod system_queue;
 mod topic_admin;
 pub mod transaction;
 

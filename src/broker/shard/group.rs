@@ -19,7 +19,6 @@
 
 use super::super::shutdown::Stop;
 use super::*;
-use crate::format::batch::BatchView;
 use crate::group::coordinator::CommitError;
 use crate::group::locks::{LockedQueue, DEFAULT_LOCK_LEASE};
 use crate::group::membership::{GroupError, MemberInfo, Subscription};
@@ -29,7 +28,6 @@ use crate::group::offsets::{
 use crate::protocol::group::{
     GroupMember, GroupQueue, GroupRequest, GroupResponse, GroupSummary, ResetTo,
 };
-use crate::storage::StorageError;
 
 use super::super::routing::coordinator_shard;
 use super::super::topics::SYSTEM_TOPIC_OFFSETS;
@@ -138,16 +136,7 @@ impl<L: ShardLog> Shard<L> {
         if coordinator == self.id {
             return self.coordinate(request).await.map(Response::Group);
         }
-        self.stats.borrow_mut().forwarded_out += 1;
-        let (reply, rx) = oneshot::channel();
-        let request = Request::Group(request);
-        if self.data_mesh.send(coordinator, Forward { request, reply }).await.is_err() {
-            return Err(BrokerError::new(
-                ErrorCode::SHUTTING_DOWN,
-                format!("shard {coordinator} stopped"),
-            ));
-        }
-        ok_or_stopped(rx.await, "the coordinator shard")?
+        self.forward(coordinator, Request::Group(request), "the coordinator shard").await
     }
 
     /// A group request forwarded by another shard.
@@ -448,7 +437,10 @@ impl<L: ShardLog> Shard<L> {
         let o = self.log.offsets(SYS_OFFSETS);
         let start = self.last_snapshot_start(o.min, o.next).await?;
         let mut replay = OffsetsReplay::new(self.config.group.max_committed_offsets);
-        self.read_offsets_queue(start, o.next, |_, key, body| replay.record(key, body)).await?;
+        self.read_system_records(SYS_OFFSETS, start, o.next, |_, _, key, body| {
+            replay.record(key, body)
+        })
+        .await?;
         let (records, skipped) = (replay.records, replay.skipped);
         self.coordinator.borrow_mut().restore(replay.finish());
         if skipped > 0 {
@@ -471,7 +463,7 @@ impl<L: ShardLog> Shard<L> {
         while hi > min {
             let lo = hi.saturating_sub(SNAPSHOT_SEARCH_STEP).max(min);
             let mut starts = Vec::new();
-            self.read_offsets_queue(lo, hi, |offset, key, _| {
+            self.read_system_records(SYS_OFFSETS, lo, hi, |offset, _, key, _| {
                 if let Some((0, parts)) = parse_snapshot_key(key) {
                     starts.push((offset, parts));
                 }
@@ -483,7 +475,7 @@ impl<L: ShardLog> Shard<L> {
                     continue;
                 }
                 let mut complete = true;
-                self.read_offsets_queue(first + 1, end, |offset, key, _| {
+                self.read_system_records(SYS_OFFSETS, first + 1, end, |offset, _, key, _| {
                     complete &= parse_snapshot_key(key) == Some(((offset - first) as u32, parts));
                 })
                 .await?;
@@ -494,49 +486,6 @@ impl<L: ShardLog> Shard<L> {
             hi = lo;
         }
         Ok(min)
-    }
-
-    /// Calls `each(offset, key, body)` for every record of `%SYS%offsets` in `[from, to)`. A
-    /// damaged batch is skipped (its commits are lost, later ones still apply).
-    async fn read_offsets_queue(
-        &self,
-        from: u64,
-        to: u64,
-        mut each: impl FnMut(u64, &[u8], &[u8]),
-    ) -> Result<(), BrokerError> {
-        let mut offset = from;
-        while offset < to {
-            let batches = match self.log.read(SYS_OFFSETS, offset, 1 << 20).await {
-                Ok(b) => b,
-                Err(StorageError::CorruptBatch { next_offset, .. }) => {
-                    tracing::warn!(shard = %self.id, offset, "a damaged batch of committed offsets is skipped");
-                    offset = next_offset.get();
-                    continue;
-                }
-                Err(StorageError::OffsetOutOfRange { min, .. }) if min.get() > offset => {
-                    // Retention deleted the start meanwhile.
-                    offset = min.get();
-                    continue;
-                }
-                Err(e) => return Err(e.into()),
-            };
-            if batches.is_empty() {
-                break;
-            }
-            for buf in &batches {
-                let view = BatchView::parse(buf, buf.len()).map_err(internal)?;
-                let base = view.header.stamp.base_offset;
-                for (i, record) in view.records().enumerate() {
-                    let record = record.map_err(internal)?;
-                    let at = base + i as u64;
-                    if at >= offset && at < to {
-                        each(at, record.key, record.body);
-                    }
-                }
-                offset = offset.max(view.header.next_offset());
-            }
-        }
-        Ok(())
     }
 
     /// Every shard's groups (this one's and its peers', over the control mesh).

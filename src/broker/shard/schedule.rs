@@ -258,7 +258,7 @@ impl<L: ShardLog> Shard<L> {
         while at > cps.min && cps.next - at < CHECKPOINT_TRIES {
             at -= 1;
             let mut found = None;
-            self.read_system(SYS_WHEEL, at, at + 1, |_, _, body| {
+            self.read_system_records(SYS_WHEEL, at, at + 1, |_, _, _, body| {
                 found = Some(decode_checkpoint(body))
             })
             .await?;
@@ -297,17 +297,22 @@ impl<L: ShardLog> Shard<L> {
         }
         let mut already = HashSet::new();
         let mut overflow = false;
-        self.read_system(SYS_SCHEDULE, indexed_through, schedule_range.next, |_, key, body| {
-            if key == DELIVERED_KEY {
-                for o in decode_delivered(body).unwrap_or_default() {
-                    if already.len() < MAX_ALREADY_DELIVERED {
-                        already.insert(o);
-                    } else {
-                        overflow = true;
+        self.read_system_records(
+            SYS_SCHEDULE,
+            indexed_through,
+            schedule_range.next,
+            |_, _, key, body| {
+                if key == DELIVERED_KEY {
+                    for o in decode_delivered(body).unwrap_or_default() {
+                        if already.len() < MAX_ALREADY_DELIVERED {
+                            already.insert(o);
+                        } else {
+                            overflow = true;
+                        }
                     }
                 }
-            }
-        })
+            },
+        )
         .await?;
         if overflow {
             tracing::warn!(
@@ -387,7 +392,7 @@ impl<L: ShardLog> Shard<L> {
         let mut first = None;
         let mut reached = from;
         let id = self.id;
-        self.read_system(SYS_SCHEDULE, from, to, |offset, key, body| {
+        self.read_system_records(SYS_SCHEDULE, from, to, |offset, _, key, body| {
             reached = offset + 1;
             if key != ENTRY_KEY {
                 return;
@@ -561,7 +566,7 @@ impl<L: ShardLog> Shard<L> {
         let mut found: HashMap<u64, (QueueKey, Vec<u8>)> = HashMap::with_capacity(wanted.len());
         for run in due_runs(&wanted) {
             let (first, last) = (run[0], run[run.len() - 1]);
-            self.read_system(SYS_SCHEDULE, first, last + 1, |offset, key, body| {
+            self.read_system_records(SYS_SCHEDULE, first, last + 1, |offset, _, key, body| {
                 if key == ENTRY_KEY && run.binary_search(&offset).is_ok() {
                     if let Ok(e) = Entry::decode(body) {
                         let queue =
@@ -651,50 +656,6 @@ impl<L: ShardLog> Shard<L> {
                 }
             };
         }
-    }
-
-    /// Calls `each(offset, key, body)` for every record of a system `queue` in `[from, to)`.
-    /// A damaged batch is skipped.
-    async fn read_system(
-        &self,
-        queue: QueueKey,
-        from: u64,
-        to: u64,
-        mut each: impl FnMut(u64, &[u8], &[u8]),
-    ) -> Result<(), BrokerError> {
-        let mut offset = from;
-        while offset < to {
-            let batches = match self.log.read(queue, offset, 1 << 20).await {
-                Ok(b) => b,
-                Err(StorageError::CorruptBatch { next_offset, .. }) => {
-                    tracing::error!(shard = %self.id, %queue, offset, "a damaged schedule batch is skipped");
-                    offset = next_offset.get();
-                    continue;
-                }
-                Err(StorageError::OffsetOutOfRange { min, .. }) if min.get() > offset => {
-                    tracing::error!(shard = %self.id, %queue, offset, "schedule records deleted by retention");
-                    offset = min.get();
-                    continue;
-                }
-                Err(e) => return Err(e.into()),
-            };
-            if batches.is_empty() {
-                break;
-            }
-            for buf in &batches {
-                let view = BatchView::parse(buf, buf.len()).map_err(internal)?;
-                let base = view.header.stamp.base_offset;
-                for (i, record) in view.records().enumerate() {
-                    let record = record.map_err(internal)?;
-                    let at = base + i as u64;
-                    if at >= offset && at < to {
-                        each(at, record.key, record.body);
-                    }
-                }
-                offset = offset.max(view.header.next_offset());
-            }
-        }
-        Ok(())
     }
 }
 

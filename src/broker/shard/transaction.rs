@@ -29,7 +29,6 @@ use crate::protocol::transaction::{
     EndAction, HalfInfo, TransactionCheck, TxnRequest, TxnResponse, PRODUCER_GROUP_PROPERTY,
 };
 use crate::storage::commit_log::Scanned;
-use crate::storage::StorageError;
 use crate::transaction::record::{HALF_KEY, HALF_OVERHEAD_BYTES, OP_KEY};
 use crate::transaction::replay::{decode_half, half_origin, replay_from, TxnReplay};
 use crate::transaction::{
@@ -150,16 +149,7 @@ impl<L: ShardLog> Shard<L> {
         if target == self.id {
             return self.serve_transaction(request).await.map(Response::Transaction);
         }
-        self.stats.borrow_mut().forwarded_out += 1;
-        let (reply, rx) = oneshot::channel();
-        let request = Request::Transaction(request);
-        if self.data_mesh.send(target, Forward { request, reply }).await.is_err() {
-            return Err(BrokerError::new(
-                ErrorCode::SHUTTING_DOWN,
-                format!("shard {target} stopped"),
-            ));
-        }
-        ok_or_stopped(rx.await, "the owner shard")?
+        self.forward(target, Request::Transaction(request), "the owner shard").await
     }
 
     /// A transaction request forwarded by another shard.
@@ -560,7 +550,7 @@ impl<L: ShardLog> Shard<L> {
         let ops = self.log.offsets(SYS_TXN_OP);
         let mut last_op = None;
         if ops.next > ops.min {
-            self.read_records(SYS_TXN_OP, ops.next - 1, ops.next, |_, _, body| {
+            self.read_system_records(SYS_TXN_OP, ops.next - 1, ops.next, |_, _, _, body| {
                 last_op = Some(body.to_vec())
             })
             .await?;
@@ -569,14 +559,17 @@ impl<L: ShardLog> Shard<L> {
         let mut replay = TxnReplay::new(self.config.transaction.limits(), from, now_ms);
         if from < halves.next {
             let mut op_from = ops.min;
-            self.read_records(SYS_HALF, from, from + 1, |_, _, body| {
+            self.read_system_records(SYS_HALF, from, from + 1, |_, _, _, body| {
                 if let Some((_, o)) = half_origin(body) {
                     op_from = o.max(ops.min);
                 }
             })
             .await?;
-            self.read_records(SYS_TXN_OP, op_from, ops.next, |_, _, body| replay.op(body)).await?;
-            self.read_records(SYS_HALF, from, halves.next, |id, stored_ms, body| {
+            self.read_system_records(SYS_TXN_OP, op_from, ops.next, |_, _, _, body| {
+                replay.op(body)
+            })
+            .await?;
+            self.read_system_records(SYS_HALF, from, halves.next, |id, stored_ms, _, body| {
                 replay.half(id, stored_ms, body)
             })
             .await?;
@@ -644,49 +637,5 @@ impl<L: ShardLog> Shard<L> {
             found += 1;
         }
         Ok(found)
-    }
-
-    /// Calls `each(offset, store_timestamp_ms, body)` for every record of `queue` in
-    /// `[from, to)`. A damaged batch is skipped and logged.
-    async fn read_records(
-        &self,
-        queue: QueueKey,
-        from: u64,
-        to: u64,
-        mut each: impl FnMut(u64, i64, &[u8]),
-    ) -> Result<(), BrokerError> {
-        let mut offset = from;
-        while offset < to {
-            let batches = match self.log.read(queue, offset, 1 << 20).await {
-                Ok(b) => b,
-                Err(StorageError::CorruptBatch { next_offset, .. }) => {
-                    tracing::warn!(shard = %self.id, %queue, offset, "a damaged transaction batch is skipped");
-                    offset = next_offset.get();
-                    continue;
-                }
-                Err(StorageError::OffsetOutOfRange { min, .. }) if min.get() > offset => {
-                    offset = min.get();
-                    continue;
-                }
-                Err(e) => return Err(e.into()),
-            };
-            if batches.is_empty() {
-                break;
-            }
-            for buf in &batches {
-                let view = BatchView::parse(buf, buf.len()).map_err(internal)?;
-                let base = view.header.stamp.base_offset;
-                let stored_ms = view.header.stamp.store_timestamp_ms;
-                for (i, record) in view.records().enumerate() {
-                    let record = record.map_err(internal)?;
-                    let at = base + i as u64;
-                    if at >= offset && at < to {
-                        each(at, stored_ms, record.body);
-                    }
-                }
-                offset = offset.max(view.header.next_offset());
-            }
-        }
-        Ok(())
     }
 }
