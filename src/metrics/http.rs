@@ -173,8 +173,12 @@ fn accept_loop(
         let (scrape, done) = (scrape.clone(), active.clone());
         let spawned =
             std::thread::Builder::new().name("ringmq-metrics-conn".into()).spawn(move || {
-                serve(stream, limits, &*scrape);
+                let mut stream = stream;
+                serve(&mut stream, limits, &*scrape);
+                // The slot is free before the socket closes: a client that saw the close and
+                // connects again is never refused for its own finished connection.
                 done.fetch_sub(1, Ordering::SeqCst);
+                drop(stream);
             });
         if let Err(e) = spawned {
             active.fetch_sub(1, Ordering::SeqCst);
@@ -184,9 +188,9 @@ fn accept_loop(
 }
 
 /// Answers one request on `stream`, then closes it.
-fn serve(mut stream: TcpStream, limits: HttpLimits, scrape: &Scrape) {
+fn serve(stream: &mut TcpStream, limits: HttpLimits, scrape: &Scrape) {
     let deadline = Instant::now() + limits.request_timeout;
-    let (status, body) = match read_head(&mut stream, limits, deadline) {
+    let (status, body) = match read_head(stream, limits, deadline) {
         Ok(Head::Complete { method, path }) => {
             if method != "GET" {
                 (405, "only GET is served\n".to_owned())
@@ -207,8 +211,11 @@ fn serve(mut stream: TcpStream, limits: HttpLimits, scrape: &Scrape) {
     let content_type = if status == 200 { super::exposition::CONTENT_TYPE } else { "text/plain" };
     let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(100));
     let _ = stream.set_write_timeout(Some(left));
-    if respond(&mut stream, status, content_type, &body).is_ok() {
-        linger(&mut stream, deadline);
+    if respond(stream, status, content_type, &body).is_ok() {
+        // The answer is complete: say so (the client's read ends now), then drain what it
+        // still sends until it closes.
+        let _ = stream.shutdown(std::net::Shutdown::Write);
+        linger(stream, deadline);
     }
 }
 
