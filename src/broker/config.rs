@@ -32,9 +32,10 @@ pub struct ScheduleConfig {
     /// The delay of each level, level 1 first, in RocketMQ's `messageDelayLevel` form.
     /// Default `"1s 5s 10s 30s 1m 2m 3m 4m 5m 6m 7m 8m 9m 10m 20m 30m 1h 2h"`.
     pub delay_levels: String,
-    /// Absolute delivery times at most this far ahead are accepted. Default 40 days; the
-    /// broker also refuses times and delay levels past half of `storage.retention_hours`
-    /// (retention would delete the held message first).
+    /// Absolute delivery times (and delay levels) at most this far ahead are accepted.
+    /// Default 40 days. A held message keeps retention from deleting its segment and every
+    /// later one until it is delivered, so the disk must hold this much of the shard's log
+    /// while a message scheduled this far ahead waits (see docs/operations.md).
     pub horizon_ms: u64,
     /// Timer precision: a message is delivered at most about this late (never early). It is
     /// also how often the schedule task looks for due messages. Default 10.
@@ -70,18 +71,11 @@ impl Default for ScheduleConfig {
 }
 
 impl ScheduleConfig {
-    /// The levels and the effective horizon (at most half the retention period).
-    pub fn schedule(
-        &self,
-        retention_hours: u64,
-    ) -> Result<crate::schedule::levels::Schedule, String> {
+    /// The levels and the horizon.
+    pub fn schedule(&self) -> Result<crate::schedule::levels::Schedule, String> {
         let levels = crate::schedule::levels::DelayLevels::parse(&self.delay_levels)
             .map_err(|e| format!("schedule.delay_levels: {e}"))?;
-        let retention_ms = retention_hours.saturating_mul(3_600_000);
-        Ok(crate::schedule::levels::Schedule {
-            levels,
-            horizon_ms: self.horizon_ms.min(retention_ms / 2),
-        })
+        Ok(crate::schedule::levels::Schedule { levels, horizon_ms: self.horizon_ms })
     }
 }
 
@@ -421,7 +415,7 @@ impl Config {
             ));
         }
         let sc = &self.schedule;
-        sc.schedule(self.storage.retention_hours)?;
+        sc.schedule()?;
         if sc.tick_ms == 0
             || sc.max_due_per_step == 0
             || sc.max_timer_records_per_step == 0
@@ -577,11 +571,11 @@ mod tests {
         parse("[schedule]\ndelay_levels = \"1s 90s\"\n").unwrap();
         let err = parse("[schedule]\ndelay_levels = \"1s 2x\"\n").unwrap_err();
         assert!(err.contains("schedule.delay_levels") && err.contains("2x"), "{err}");
-        // A short retention is fine: levels past half of it are refused at produce.
+        // A short retention is fine: held messages pin their segments.
         parse("[storage]\nretention_hours = 1\n").unwrap();
         assert!(parse("[schedule]\ntick_ms = 0\n").unwrap_err().contains("tick_ms"));
         let c = Config::parse("[storage]\nretention_hours = 2\n").unwrap();
-        assert_eq!(c.schedule.schedule(2).unwrap().horizon_ms, 3_600_000, "half the retention");
+        assert_eq!(c.schedule.schedule().unwrap().horizon_ms, 40 * 24 * 3_600_000);
     }
 
     #[test]

@@ -5,5 +5,6 @@
 
 pub mod entry;
 pub mod levels;
+pub mod pending;
 pub mod retry;
 pub mod wheel;

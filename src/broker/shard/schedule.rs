@@ -26,11 +26,14 @@
 //!
 //! Hazards: delivered batches must not touch the idempotence windows, so scheduled batches
 //! must be non-idempotent (`producer_id = -1`; an idempotent one is refused), and the window
-//! rebuild at start skips them as it skips every non-idempotent batch. Retention deletes
-//! whole segments by age, so the horizon is cut to half of `storage.retention_hours`
-//! ([`crate::broker::config::ScheduleConfig::schedule`]): a held message, its timer records
-//! and the last checkpoint are always younger than what retention deletes. Deletion for disk
-//! space (`disk_max_used_ratio`) does not know about held messages.
+//! rebuild at start skips them as it skips every non-idempotent batch.
+//!
+//! Retention: held messages outlive it. The wheel counts its pending entries per range of
+//! schedule offsets ([`PendingOffsets`], in the checkpoint); after each checkpoint the
+//! schedule queue is pinned from the oldest pending entry (or the first entry not yet
+//! indexed), so no segment from there on is deleted, by age or for disk space, until those
+//! messages are delivered. Their timer records and the checkpoint come later in the log and
+//! are kept with them. A restart pins again before retention runs.
 
 use std::collections::HashSet;
 
@@ -42,6 +45,7 @@ use crate::schedule::entry::{
     ENTRY_KEY,
 };
 use crate::schedule::levels::Schedule;
+use crate::schedule::pending::{PendingOffsets, DEFAULT_MAX_RANGES};
 use crate::schedule::wheel::{Checkpoint, Routed, TimerRecord, Wheel};
 use crate::storage::StorageError;
 
@@ -71,6 +75,8 @@ pub(super) struct ScheduleState {
     wheel: Wheel,
     /// Schedule-queue offsets below this are in the wheel.
     indexed_through: u64,
+    /// Where the wheel's pending entries are (for the retention pin).
+    pending: PendingOffsets,
     /// After a restart: entries already delivered after the checkpoint; skipped once.
     already_delivered: HashSet<u64>,
     /// Something changed since the last checkpoint.
@@ -80,15 +86,13 @@ pub(super) struct ScheduleState {
 
 impl ScheduleState {
     pub(super) fn new(config: &Config, now: Instant, now_ms: i64) -> Self {
-        let rules = config
-            .schedule
-            .schedule(config.storage.retention_hours)
-            .expect("the configuration was validated");
+        let rules = config.schedule.schedule().expect("the configuration was validated");
         let tick = config.schedule.tick_ms.max(1);
         ScheduleState {
             rules,
             wheel: Wheel::new(tick, now_ms).expect("tick_ms is positive"),
             indexed_through: 0,
+            pending: PendingOffsets::new(DEFAULT_MAX_RANGES),
             already_delivered: HashSet::new(),
             dirty: false,
             last_checkpoint: now,
@@ -259,13 +263,13 @@ impl<L: ShardLog> Shard<L> {
             at -= 1;
             let mut found = None;
             self.read_system_records(SYS_WHEEL, at, at + 1, |_, _, _, body| {
-                found = Some(decode_checkpoint(body))
+                found = Some(decode_checkpoint(body, DEFAULT_MAX_RANGES))
             })
             .await?;
             match found {
-                Some(Ok((indexed_through, cp))) => match Wheel::restore(&cp, timer_next) {
+                Some(Ok((indexed_through, cp, pending))) => match Wheel::restore(&cp, timer_next) {
                     Ok(w) => {
-                        restored = Some((w, indexed_through));
+                        restored = Some((w, indexed_through, pending));
                         break;
                     }
                     Err(e) => {
@@ -280,13 +284,17 @@ impl<L: ShardLog> Shard<L> {
         }
         let schedule_range = self.log.offsets(SYS_SCHEDULE);
         let from_checkpoint = restored.is_some();
-        let (wheel, indexed_through) = match restored {
+        let (wheel, indexed_through, pending) = match restored {
             Some(r) => r,
             None => (
                 Wheel::starting_at(tick_ms, now_ms, timer_next).map_err(internal)?,
                 schedule_range.min,
+                PendingOffsets::new(DEFAULT_MAX_RANGES),
             ),
         };
+        // Before retention runs: keep what the checkpoint needs (or, without one, everything
+        // the wheel is rebuilt from) until the next checkpoint moves the pin.
+        self.pin_schedule(indexed_through, &pending);
         if indexed_through < schedule_range.min {
             tracing::error!(
                 shard = %self.id,
@@ -330,6 +338,7 @@ impl<L: ShardLog> Shard<L> {
         let mut st = self.schedule.borrow_mut();
         st.wheel = wheel;
         st.indexed_through = indexed_through.max(schedule_range.min);
+        st.pending = pending;
         st.already_delivered = already;
         st.dirty = true;
         drop(st);
@@ -364,18 +373,31 @@ impl<L: ShardLog> Shard<L> {
     }
 
     async fn append_checkpoint(&self) -> Result<(), BrokerError> {
-        let body = {
+        let (body, indexed_through, pending) = {
             let mut st = self.schedule.borrow_mut();
             st.dirty = false;
             st.last_checkpoint = self.clock.now();
-            encode_checkpoint(st.indexed_through, &st.wheel.checkpoint())
+            let body = encode_checkpoint(st.indexed_through, &st.wheel.checkpoint(), &st.pending);
+            (body, st.indexed_through, st.pending.clone())
         };
         let mut builder = BatchBuilder::new(self.config.storage.max_batch_bytes);
         let timestamp_ms = self.clock.unix_ms();
         let record = Record { key: b"c", tag: b"", properties: &[], body: &body, timestamp_ms };
         builder.push(&record).map_err(internal)?;
         self.log.append(SYS_WHEEL, builder.finish(-1, -1)).await?;
+        // The checkpoint is in the log: what it covers need not be kept any more.
+        self.pin_schedule(indexed_through, &pending);
         Ok(())
+    }
+
+    /// Keeps retention (by age or disk usage) from deleting what a restart from a checkpoint
+    /// with these values reads: the pending entries (their timer records and the checkpoint
+    /// come after them in the log) and the entries not yet indexed. With nothing pending,
+    /// nothing is pinned (a restart without a checkpoint rebuilds from what is left).
+    fn pin_schedule(&self, indexed_through: u64, pending: &PendingOffsets) {
+        let next = self.log.offsets(SYS_SCHEDULE).next;
+        let from = pending.oldest().map_or(indexed_through, |o| o.min(indexed_through));
+        self.log.pin_retention(SYS_SCHEDULE, (from < next).then_some(from));
     }
 
     async fn index_entries(&self, report: &mut StepReport) -> Result<(), BrokerError> {
@@ -389,6 +411,7 @@ impl<L: ShardLog> Shard<L> {
         report.more |= to < next;
         let before = self.schedule.borrow().wheel.checkpoint();
         let mut records = Vec::new();
+        let mut inserted = Vec::new();
         let mut first = None;
         let mut reached = from;
         let id = self.id;
@@ -402,6 +425,7 @@ impl<L: ShardLog> Shard<L> {
                 Ok(Ok((index, record))) => {
                     first.get_or_insert(index);
                     records.push(record);
+                    inserted.push(offset);
                 }
                 Ok(Err(e)) => {
                     tracing::error!(shard = %id, offset, "scheduled message dropped: {e}")
@@ -420,6 +444,9 @@ impl<L: ShardLog> Shard<L> {
         // A range retention deleted before it was indexed is passed (reported by the read).
         let min = self.log.offsets(SYS_SCHEDULE).min;
         let mut st = self.schedule.borrow_mut();
+        for offset in inserted {
+            st.pending.insert(offset);
+        }
         st.indexed_through = reached.max(from).max(min.min(to));
         st.dirty = true;
         Ok(())
@@ -496,8 +523,17 @@ impl<L: ShardLog> Shard<L> {
     async fn deliver_due(&self, report: &mut StepReport) -> Result<(), BrokerError> {
         let before = self.schedule.borrow().wheel.checkpoint();
         let mut moved_ok = Vec::new();
-        let result = self.try_deliver_due(report, &mut moved_ok).await;
-        if result.is_err() {
+        let mut routed_due = Vec::new();
+        let result = self.try_deliver_due(report, &mut moved_ok, &mut routed_due).await;
+        if result.is_ok() {
+            // Delivered, or dropped for good: no longer held.
+            let mut st = self.schedule.borrow_mut();
+            for offset in routed_due {
+                if !st.pending.remove(offset) {
+                    tracing::warn!(shard = %self.id, offset, "a due scheduled message was not counted as pending");
+                }
+            }
+        } else {
             self.rewind_wheel(&before);
             let mut st = self.schedule.borrow_mut();
             for offset in moved_ok {
@@ -513,6 +549,7 @@ impl<L: ShardLog> Shard<L> {
         &self,
         report: &mut StepReport,
         delivered: &mut Vec<u64>,
+        routed_due: &mut Vec<u64>,
     ) -> Result<(), BrokerError> {
         let now_ms = self.clock.unix_ms();
         let max_due = self.config.schedule.max_due_per_step;
@@ -547,6 +584,7 @@ impl<L: ShardLog> Shard<L> {
         if !moved.is_empty() {
             self.append_timer_records(moved_base, &moved).await?;
         }
+        routed_due.extend_from_slice(&due);
         if due.is_empty() {
             return Ok(());
         }

@@ -119,14 +119,15 @@ fn bad_scheduled_produces_are_refused_clearly() {
         let clock = runtime::SimClock::new(T0_MS);
         let s = shard_with_clock(SimDir::new(72), 8, |_| {}, |_| {}, clock.clone()).await;
         s.start_schedule().await.unwrap();
+        const DAY_MS: i64 = 24 * 3_600_000;
         for delivery in
-            [Delivery::Level(0), Delivery::Level(19), Delivery::AtMs(T0_MS + 25 * 3_600_000)]
+            [Delivery::Level(0), Delivery::Level(19), Delivery::AtMs(T0_MS + 40 * DAY_MS + 1)]
         {
             let e = call(&s, scheduled(0, delivery, "x")).await.unwrap_err();
             assert_eq!(e.code, ErrorCode::INVALID_DELIVERY_TIME, "{delivery:?}: {}", e.message);
         }
-        // Half the default retention (48 h) is the horizon.
-        call(&s, scheduled(0, Delivery::AtMs(T0_MS + 24 * 3_600_000), "x")).await.unwrap();
+        // The horizon is 40 days, whatever the retention (48 h here): held messages pin it.
+        call(&s, scheduled(0, Delivery::AtMs(T0_MS + 40 * DAY_MS), "x")).await.unwrap();
         let Request::Produce { batch: idem, .. } = idempotent(0, 7 << 16, 0, 1) else { panic!() };
         let req = Request::ProduceScheduled {
             topic: "t".into(),
@@ -337,5 +338,63 @@ fn a_delivery_refused_for_a_full_disk_is_made_once_space_is_back() {
             runtime::sleep(Duration::from_millis(2)).await;
         }
         assert_eq!(bodies(&s, 1).await, vec!["m0", "m1", "m2", "m3", "m4"]);
+    });
+}
+
+/// A 200 KiB plain batch for queue 1 (segments are 4 MiB in these tests).
+fn filler(fill: u8) -> Request {
+    let mut b = BatchBuilder::new(256 << 10);
+    let body = vec![fill; 200 << 10];
+    b.push(&Record { key: b"", tag: b"", properties: &[], body: &body, timestamp_ms: 5 }).unwrap();
+    Request::Produce { topic: "t".into(), queue_id: 1, flags: 0, batch: b.finish(-1, -1).into() }
+}
+
+#[test]
+fn retention_keeps_held_scheduled_messages_until_delivered_even_across_a_crash() {
+    run(|| async {
+        const DAY_MS: i64 = 24 * 3_600_000;
+        let dir = SimDir::new(77);
+        let clock = runtime::SimClock::new(T0_MS);
+        let shard = || shard_configured(dir.clone(), sync_flush, |_| {}, clock.clone());
+        let mut s = shard().await;
+        s.start_schedule().await.unwrap();
+        for i in 0..25 {
+            call(&s, filler(i)).await.unwrap();
+        }
+        // Held for 30 days, far past the 48 h retention; and one due soon.
+        call(&s, scheduled(0, Delivery::AtMs(T0_MS + 30 * DAY_MS), "a month later")).await.unwrap();
+        call(&s, scheduled(0, Delivery::AtMs(T0_MS + 1_000), "soon")).await.unwrap();
+        s.schedule_step().await.unwrap();
+        s.checkpoint_schedule().await.unwrap();
+        for i in 0..75 {
+            call(&s, filler(i)).await.unwrap();
+        }
+        s.log.flush().await.unwrap();
+        let segments = s.log.segment_bases().len();
+        assert!(segments >= 4, "{segments} segments");
+        let far = crate::storage::commit_log::now_ms() + 10_000 * 3_600_000;
+        // Only the segment before the held entry goes.
+        assert_eq!(s.log.enforce_retention(far).await.unwrap().len(), 1);
+
+        // After a power cut the pin is set again before retention can run.
+        dir.crash();
+        drop(s);
+        s = shard().await;
+        s.start_schedule().await.unwrap();
+        assert!(s.log.enforce_retention(far).await.unwrap().is_empty());
+
+        clock.advance(Duration::from_millis(1_000));
+        assert_eq!(s.schedule_step().await.unwrap().delivered, 1);
+        assert_eq!(bodies(&s, 0).await, vec!["soon"]);
+        s.checkpoint_schedule().await.unwrap();
+        assert!(s.log.enforce_retention(far).await.unwrap().is_empty(), "one is still held");
+
+        clock.advance(Duration::from_millis((30 * DAY_MS) as u64));
+        assert_eq!(s.schedule_step().await.unwrap().delivered, 1);
+        assert_eq!(bodies(&s, 0).await, vec!["a month later", "soon"]);
+        // Nothing is held once a checkpoint records it: the old segments go.
+        s.checkpoint_schedule().await.unwrap();
+        let deleted = s.log.enforce_retention(far).await.unwrap();
+        assert!(deleted.len() >= segments - 2, "{deleted:?} of {segments}");
     });
 }
