@@ -51,6 +51,14 @@ pub struct ScheduleConfig {
     /// produce gets SCHEDULE_FULL. Default 10000000 (they live on disk; the wheel's memory is
     /// fixed).
     pub max_pending_per_shard: u64,
+    /// A scheduled send whose first message has a `UNIQ_KEY` property (the native client sets
+    /// one; RocketMQ clients do) is remembered this long by that id: a resend (after a lost
+    /// reply or a restart) is answered with the first one's place instead of being held twice.
+    /// Default 600000 (10 minutes).
+    pub dedup_window_ms: u64,
+    /// Unique ids remembered per shard (about 100 bytes each). Default 16384; 0 turns the
+    /// de-duplication off.
+    pub dedup_capacity: usize,
     /// Take a wheel checkpoint after this long with changes. Default 1000.
     pub checkpoint_interval_ms: u64,
 }
@@ -65,6 +73,8 @@ impl Default for ScheduleConfig {
             max_timer_records_per_step: 4096,
             max_index_per_step: 4096,
             max_pending_per_shard: 10_000_000,
+            dedup_window_ms: 600_000,
+            dedup_capacity: 16_384,
             checkpoint_interval_ms: 1000,
         }
     }
@@ -425,6 +435,12 @@ impl Config {
             return Err("schedule.tick_ms, max_due_per_step, max_timer_records_per_step, \
                         max_index_per_step and checkpoint_interval_ms must be positive"
                 .into());
+        }
+        if sc.dedup_capacity > 10_000_000 {
+            return Err(format!(
+                "schedule.dedup_capacity = {} is above 10000000 (about 100 bytes each per shard)",
+                sc.dedup_capacity
+            ));
         }
         let t = &self.transaction;
         if t.check_interval_ms == 0 || t.max_undecided_halves == 0 || t.max_check_waiters == 0 {

@@ -40,12 +40,14 @@ use std::collections::HashSet;
 use super::*;
 use crate::format::batch::BatchView;
 use crate::protocol::message::Delivery;
+use crate::schedule::dedup::{DedupWindow, PROPERTY_UNIQ_KEY};
 use crate::schedule::entry::{
     decode_checkpoint, decode_delivered, encode_checkpoint, encode_delivered, Entry, DELIVERED_KEY,
     ENTRY_KEY,
 };
 use crate::schedule::levels::Schedule;
 use crate::schedule::pending::{PendingOffsets, DEFAULT_MAX_RANGES};
+use crate::schedule::retry::PROPERTY_RECONSUME_TIME;
 use crate::schedule::wheel::{Checkpoint, Routed, TimerRecord, Wheel};
 use crate::storage::StorageError;
 
@@ -77,6 +79,8 @@ pub(super) struct ScheduleState {
     indexed_through: u64,
     /// Where the wheel's pending entries are (for the retention pin).
     pending: PendingOffsets,
+    /// Recent scheduled sends by unique id: a resend is answered, not held twice.
+    recent: DedupWindow<Seen>,
     /// After a restart: entries already delivered after the checkpoint; skipped once.
     already_delivered: HashSet<u64>,
     /// Something changed since the last checkpoint.
@@ -93,9 +97,87 @@ impl ScheduleState {
             wheel: Wheel::new(tick, now_ms).expect("tick_ms is positive"),
             indexed_through: 0,
             pending: PendingOffsets::new(DEFAULT_MAX_RANGES),
+            recent: DedupWindow::new(
+                config.schedule.dedup_capacity,
+                config.schedule.dedup_window_ms,
+            ),
             already_delivered: HashSet::new(),
             dirty: false,
             last_checkpoint: now,
+        }
+    }
+}
+
+/// Where a scheduled send with a unique id was held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Held {
+    offset: u64,
+    record_count: u32,
+    store_timestamp_ms: i64,
+}
+
+/// A unique id in the dedup window: held, or being stored by an earlier request (a resend
+/// waits for it; if it fails, the resend stores the batch itself).
+#[derive(Clone)]
+enum Seen {
+    Held(Held),
+    Storing(futures::future::Shared<futures::channel::oneshot::Receiver<Held>>),
+}
+
+impl Held {
+    fn reply(self) -> Response {
+        Response::Produce {
+            status: SendStatus::SendOk,
+            topic_id: SYSTEM_TOPIC_SCHEDULE,
+            queue_id: SYS_SCHEDULE.queue_id.get(),
+            base_offset: self.offset,
+            record_count: self.record_count,
+            store_timestamp_ms: self.store_timestamp_ms,
+        }
+    }
+}
+
+/// What identifies a scheduled send for de-duplication: its first record's `UNIQ_KEY`
+/// property, with the destination queue and the `RECONSUME_TIME` property. A message keeps
+/// its id when a consumer sends it back for a retry, so each retry (a new count) and each
+/// group's retry topic (a new queue) is a send of its own; only a resend of the same one
+/// is recognised.
+fn dedup_key(queue: QueueKey, batch: &[u8]) -> Option<Vec<u8>> {
+    let view = BatchView::parse(batch, batch.len()).ok()?;
+    let first = view.records().next()?.ok()?;
+    let id = first.property(PROPERTY_UNIQ_KEY.as_bytes()).filter(|id| !id.is_empty())?;
+    let retry = first.property(PROPERTY_RECONSUME_TIME.as_bytes()).unwrap_or_default();
+    let mut k = Vec::with_capacity(9 + retry.len() + id.len());
+    k.extend_from_slice(&queue.topic_id.get().to_le_bytes());
+    k.extend_from_slice(&queue.queue_id.get().to_le_bytes());
+    k.extend_from_slice(retry);
+    k.push(0);
+    k.extend_from_slice(id);
+    Some(k)
+}
+
+/// A unique id being stored by one request: `held` records where; dropped without it (the
+/// send failed), the id is forgotten and requests waiting on it store the batch themselves.
+struct Claim<'a, L: ShardLog> {
+    shard: &'a Shard<L>,
+    id: Vec<u8>,
+    tx: Option<futures::channel::oneshot::Sender<Held>>,
+}
+
+impl<L: ShardLog> Claim<'_, L> {
+    fn held(mut self, held: Held) {
+        let now_ms = self.shard.clock.unix_ms();
+        self.shard.schedule.borrow_mut().recent.insert(&self.id, Seen::Held(held), now_ms);
+        if let Some(tx) = self.tx.take() {
+            let _ = tx.send(held);
+        }
+    }
+}
+
+impl<L: ShardLog> Drop for Claim<'_, L> {
+    fn drop(&mut self) {
+        if self.tx.is_some() {
+            self.shard.schedule.borrow_mut().recent.remove(&self.id);
         }
     }
 }
@@ -108,6 +190,8 @@ pub struct ScheduleRecovered {
     pub indexed_through: u64,
     pub pending: u64,
     pub already_delivered: usize,
+    /// Unique ids of recent scheduled sends read back into the dedup window.
+    pub remembered: usize,
 }
 
 /// What one [`Shard::schedule_step`] did.
@@ -201,6 +285,14 @@ impl<L: ShardLog> Shard<L> {
                  outside the producer's sequence",
             ));
         }
+        let id = dedup_key(key, &batch);
+        let _storing = match &id {
+            Some(id) => match self.claim_unique_id(id).await {
+                Ok(claim) => Some(claim),
+                Err(held) => return Ok(held.reply()),
+            },
+            None => None,
+        };
         let now_ms = self.clock.unix_ms();
         let deliver_at_ms = {
             let st = self.schedule.borrow();
@@ -235,6 +327,13 @@ impl<L: ShardLog> Shard<L> {
             Record { key: ENTRY_KEY, tag: b"", properties: &[], body: &body, timestamp_ms: now_ms };
         builder.push(&record).map_err(internal)?;
         let out = self.log.append(SYS_SCHEDULE, builder.finish(-1, -1)).await?;
+        if let Some(claim) = _storing {
+            claim.held(Held {
+                offset: out.base_offset,
+                record_count: out.record_count,
+                store_timestamp_ms: out.store_timestamp_ms,
+            });
+        }
         self.stats.borrow_mut().produce_batches += 1;
         Ok(Response::Produce {
             status: if out.flush_timed_out {
@@ -248,6 +347,30 @@ impl<L: ShardLog> Shard<L> {
             record_count: out.record_count,
             store_timestamp_ms: out.store_timestamp_ms,
         })
+    }
+
+    /// Claims `id` for a scheduled send, or returns where a send with that id is held (after
+    /// waiting for one being stored).
+    async fn claim_unique_id(&self, id: &[u8]) -> Result<Claim<'_, L>, Held> {
+        loop {
+            let now_ms = self.clock.unix_ms();
+            let seen = self.schedule.borrow_mut().recent.get(id, now_ms).cloned();
+            match seen {
+                Some(Seen::Held(held)) => return Err(held),
+                Some(Seen::Storing(first)) => {
+                    if let Ok(held) = first.await {
+                        return Err(held);
+                    }
+                    // The first send failed and forgot the id: try again.
+                }
+                None => {
+                    let (tx, rx) = futures::channel::oneshot::channel();
+                    let storing = Seen::Storing(futures::FutureExt::shared(rx));
+                    self.schedule.borrow_mut().recent.insert(id, storing, now_ms);
+                    return Ok(Claim { shard: self, id: id.to_vec(), tx: Some(tx) });
+                }
+            }
+        }
     }
 
     /// Before serving: restores the wheel from the last checkpoint and learns which entries
@@ -329,8 +452,10 @@ impl<L: ShardLog> Shard<L> {
                  last checkpoint; some will be delivered again"
             );
         }
+        let remembered = self.rebuild_dedup_window(now_ms).await?;
         let recovered = ScheduleRecovered {
             from_checkpoint,
+            remembered,
             indexed_through,
             pending: wheel.pending(),
             already_delivered: already.len(),
@@ -344,6 +469,43 @@ impl<L: ShardLog> Shard<L> {
         drop(st);
         tracing::info!(shard = %self.id, ?recovered, "scheduled messages recovered");
         Ok(recovered)
+    }
+
+    /// Reads the unique ids of the scheduled sends of the last `dedup_window_ms` (at most
+    /// `dedup_capacity` entries) back into the dedup window, so a resend after a restart is
+    /// not held twice.
+    async fn rebuild_dedup_window(&self, now_ms: i64) -> Result<usize, BrokerError> {
+        let sc = &self.config.schedule;
+        if sc.dedup_capacity == 0 {
+            return Ok(0);
+        }
+        let range = self.log.offsets(SYS_SCHEDULE);
+        let since = now_ms.saturating_sub(i64::try_from(sc.dedup_window_ms).unwrap_or(i64::MAX));
+        let from = self
+            .log
+            .offset_for_timestamp(SYS_SCHEDULE, since)
+            .await?
+            .max(range.next.saturating_sub(sc.dedup_capacity as u64))
+            .max(range.min);
+        let mut ids = Vec::new();
+        self.read_system_records(SYS_SCHEDULE, from, range.next, |offset, stored_ms, key, body| {
+            if key != ENTRY_KEY {
+                return;
+            }
+            let Ok(e) = Entry::decode(body) else { return };
+            let queue = QueueKey::new(TopicId::new(e.topic_id), QueueId::new(e.queue_id));
+            if let Some(id) = dedup_key(queue, e.batch) {
+                ids.push((id, Held { offset, record_count: 1, store_timestamp_ms: stored_ms }));
+            }
+        })
+        .await?;
+        let n = ids.len();
+        let mut st = self.schedule.borrow_mut();
+        // Remembered from now (a resend waits at most one more window after a restart).
+        for (id, held) in ids {
+            st.recent.insert(&id, Seen::Held(held), now_ms);
+        }
+        Ok(n)
     }
 
     /// Indexes new entries, delivers due ones (bounded), checkpoints when due.

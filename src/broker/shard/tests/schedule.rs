@@ -398,3 +398,92 @@ fn retention_keeps_held_scheduled_messages_until_delivered_even_across_a_crash()
         assert!(deleted.len() >= segments - 2, "{deleted:?} of {segments}");
     });
 }
+
+fn scheduled_with_id(id: &str, delivery: Delivery, body: &str) -> Request {
+    let mut b = BatchBuilder::new(1 << 16);
+    let props: &[(&[u8], &[u8])] = &[(b"UNIQ_KEY", id.as_bytes())];
+    let rec =
+        Record { key: b"u", tag: b"", properties: props, body: body.as_bytes(), timestamp_ms: 5 };
+    b.push(&rec).unwrap();
+    Request::ProduceScheduled {
+        topic: "t".into(),
+        queue_id: 0,
+        delivery,
+        batch: b.finish(-1, -1).into(),
+    }
+}
+
+fn held_at(r: Response) -> u64 {
+    let Response::Produce { base_offset, status: SendStatus::SendOk, .. } = r else {
+        panic!("{r:?}")
+    };
+    base_offset
+}
+
+#[test]
+fn a_resent_scheduled_batch_is_held_once_by_its_unique_id_even_after_a_crash() {
+    run(|| async {
+        let dir = SimDir::new(78);
+        let clock = runtime::SimClock::new(T0_MS);
+        let shard = || shard_configured(dir.clone(), sync_flush, |_| {}, clock.clone());
+        let mut s = shard().await;
+        s.start_schedule().await.unwrap();
+        let at = Delivery::AtMs(T0_MS + 5_000);
+        let first = held_at(call(&s, scheduled_with_id("id-1", at, "one")).await.unwrap());
+        // A resend (lost reply): the same place, nothing held twice.
+        assert_eq!(held_at(call(&s, scheduled_with_id("id-1", at, "one")).await.unwrap()), first);
+        // Two copies in flight at once: one is stored, both get its place.
+        let (a, b) = futures::join!(
+            call(&s, scheduled_with_id("id-2", at, "two")),
+            call(&s, scheduled_with_id("id-2", at, "two"))
+        );
+        assert_eq!(held_at(a.unwrap()), held_at(b.unwrap()));
+        // Without a unique id nothing is recognised.
+        call(&s, scheduled(0, at, "plain")).await.unwrap();
+        call(&s, scheduled(0, at, "plain")).await.unwrap();
+        // The same id to another queue, or with another reconsume count (a consumer's next
+        // retry of the message), is a send of its own.
+        let other_queue = match scheduled_with_id("id-1", at, "one, queue 1") {
+            Request::ProduceScheduled { topic, delivery, batch, .. } => {
+                Request::ProduceScheduled { topic, queue_id: 1, delivery, batch }
+            }
+            _ => unreachable!(),
+        };
+        assert_ne!(held_at(call(&s, other_queue).await.unwrap()), first);
+        let mut b = BatchBuilder::new(1 << 16);
+        let props: &[(&[u8], &[u8])] = &[(b"UNIQ_KEY", b"id-1"), (b"RECONSUME_TIME", b"1")];
+        let rec = Record {
+            key: b"u",
+            tag: b"",
+            properties: props,
+            body: b"one, retry 1",
+            timestamp_ms: 5,
+        };
+        b.push(&rec).unwrap();
+        let retry = Request::ProduceScheduled {
+            topic: "t".into(),
+            queue_id: 0,
+            delivery: at,
+            batch: b.finish(-1, -1).into(),
+        };
+        assert_ne!(held_at(call(&s, retry).await.unwrap()), first);
+
+        // After a power cut the ids are read back from the log.
+        dir.crash();
+        drop(s);
+        s = shard().await;
+        let recovered = s.start_schedule().await.unwrap();
+        assert_eq!(recovered.remembered, 4, "{recovered:?}");
+        assert_eq!(held_at(call(&s, scheduled_with_id("id-1", at, "one")).await.unwrap()), first);
+
+        clock.advance(Duration::from_millis(5_000));
+        while s.schedule_step().await.unwrap().more {}
+        assert_eq!(bodies(&s, 0).await, vec!["one", "one, retry 1", "plain", "plain", "two"]);
+        assert_eq!(bodies(&s, 1).await, vec!["one, queue 1"]);
+
+        // Past the window the id is forgotten: a much later send is held again.
+        clock.advance(Duration::from_millis(600_000));
+        let again = held_at(call(&s, scheduled_with_id("id-1", at, "one")).await.unwrap());
+        assert!(again > first);
+    });
+}
