@@ -39,6 +39,16 @@ pub enum MessageAction {
     /// The message with this id: 32 hex digits, topic id (8) + queue id (8) + queue offset
     /// (16), as `ringmq produce` and `ringmq message query` print it.
     Get { id: String },
+    /// A message's life from the trace topic: sent (by which host, status, latency), stored
+    /// (queue, offset, store time), consumed (by which group and consumer, with what status,
+    /// how long). Needs tracing on in its producer and consumers (ProducerConfig::trace,
+    /// PushConsumerConfig::trace).
+    Trace {
+        id: String,
+        /// Where the clients recorded their traces.
+        #[arg(long, default_value = ringmq::client::trace::DEFAULT_TRACE_TOPIC)]
+        trace_topic: String,
+    },
 }
 
 fn text(b: &[u8]) -> String {
@@ -107,7 +117,72 @@ pub fn run(broker: &str, action: MessageAction) -> Result<(), String> {
             print_message(&topic, &m);
             Ok(())
         }
+        MessageAction::Trace { id, trace_topic } => trace(&client, &id, &trace_topic),
     }
+}
+
+/// Prints `message`'s life: one line per event, oldest first, tab-separated:
+/// `time  sent|consumed  ...` (see the help).
+fn trace(client: &Client, id: &str, trace_topic: &str) -> Result<(), String> {
+    use ringmq::client::trace::TraceEvent;
+    let events = client.trace_message(id, trace_topic, 1000).map_err(err)?;
+    // What the broker holds now, if it still does (retention may have removed it).
+    match client.get_message(id) {
+        Ok((topic, m)) => println!(
+            "{}\tstored\ttopic={topic}\tqueue={}\toffset={}\tkey={}",
+            store_time(m.store_timestamp_ms),
+            m.queue_id,
+            m.offset,
+            text(&m.key)
+        ),
+        Err(e) => eprintln!("the message itself: {e}"),
+    }
+    if events.is_empty() {
+        return Err(format!(
+            "no trace of message {id} in {trace_topic}: was tracing on for its producer and \
+             consumers? (the trace of a message is findable about 200 ms after it was recorded)"
+        ));
+    }
+    for e in &events {
+        match e {
+            TraceEvent::Send {
+                time_ms,
+                host,
+                client,
+                status,
+                latency_ms,
+                topic,
+                queue_id,
+                offset,
+                store_time_ms,
+                ..
+            } => println!(
+                "{}\tsent\thost={host}\tclient={client}\tstatus={status}\tlatency_ms={latency_ms}\t\
+                 topic={topic}\tqueue={queue_id}\toffset={offset}\tstored={}",
+                store_time(*time_ms),
+                store_time(*store_time_ms)
+            ),
+            TraceEvent::Consume {
+                time_ms,
+                host,
+                group,
+                consumer_id,
+                status,
+                latency_ms,
+                topic,
+                queue_id,
+                offset,
+                reconsume_times,
+                ..
+            } => println!(
+                "{}\tconsumed\tgroup={group}\tconsumer={consumer_id}\thost={host}\t\
+                 status={status}\tlatency_ms={latency_ms}\ttopic={topic}\tqueue={queue_id}\t\
+                 offset={offset}\treconsume_times={reconsume_times}",
+                store_time(*time_ms)
+            ),
+        }
+    }
+    Ok(())
 }
 
 fn print_message(topic: &str, m: &ConsumedMessage) {

@@ -672,7 +672,10 @@ mod tests {
         assert_eq!(budget.cache_bytes, 256 << 20);
         let text = budget.to_string();
         assert!(text.contains("io arena 4 MiB") && text.contains("256 MiB chunk cache"), "{text}");
-        assert!(text.contains(&format!("at most {} MiB", budget.bound_bytes() >> 20)), "{text}");
+        assert!(
+            text.contains(&format!("at most {} MiB", budget.bound_bytes().div_ceil(1 << 20))),
+            "{text}"
+        );
     }
 
     #[test]

@@ -162,6 +162,39 @@ impl Client {
     }
 }
 
+impl Client {
+    /// The trace events recorded for message `id` in `trace_topic` ([`super::trace`]),
+    /// oldest first, at most `max`.
+    pub fn trace_message(
+        &self,
+        id: &str,
+        trace_topic: &str,
+        max: u32,
+    ) -> Result<Vec<super::trace::TraceEvent>> {
+        parse_message_id(id).map_err(ClientError::Invalid)?;
+        // Ids are written in upper case; the index holds the key as written.
+        let id = id.to_ascii_uppercase();
+        let found = match self.query_by_key(trace_topic, id.as_bytes(), 0, i64::MAX, max) {
+            Ok(f) => f,
+            Err(e) if e.code() == Some(ErrorCode::UNKNOWN_TOPIC) => {
+                return Err(ClientError::Invalid(format!(
+                    "no trace topic {trace_topic:?}: no producer or consumer with tracing on \
+                     has used this broker (ProducerConfig::trace, PushConsumerConfig::trace)"
+                )))
+            }
+            Err(e) => return Err(e),
+        };
+        let mut events: Vec<super::trace::TraceEvent> = found
+            .messages
+            .iter()
+            .filter_map(|m| super::trace::TraceEvent::decode(&m.body).ok())
+            .filter(|e| e.msg_id() == id)
+            .collect();
+        events.sort_by_key(|e| e.time_ms());
+        Ok(events)
+    }
+}
+
 /// The message at `offset` of a queue, None when retention removed it.
 fn read_at(
     consumer: &super::PullConsumer,

@@ -68,6 +68,7 @@ pub mod router;
 pub mod scheduled;
 pub mod selector;
 pub mod sequencer;
+pub mod trace;
 pub mod transaction;
 
 use std::sync::Arc;
