@@ -19,8 +19,9 @@
 //! windows), `fetch` (tag scan, long-poll), `topic_admin` (metadata and topic changes),
 //! `group` (consumer-group coordinator: membership, offsets, locks), `schedule` (scheduled
 //! messages: held in `%SYS%schedule`, delivered by a timer wheel), `transaction` (half
-//! messages, their end and check-back), `key_index` (the key index task, QUERY_KEYS), `stats` and `metrics` (answers to the metrics
-//! exporter). A new feature adds a handler file and a dispatch arm, not logic here.
+//! messages, their end and check-back), `key_index` (the key index task, QUERY_KEYS),
+//! `stats` and `metrics` (answers to the metrics exporter). A new feature adds a handler file
+//! and a dispatch arm, not logic here.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
