@@ -176,3 +176,21 @@ fn query_by_key_and_id_survive_kill_and_restart() {
     let got = ok(ringmq(&["message", "get", &c2[7].1, "--broker", &b]));
     assert!(got.contains("body\tbody c 7"), "{got}");
 }
+
+#[test]
+fn without_a_key_index_queries_say_so_and_get_by_id_works() {
+    let dir = tempfile::Builder::new().prefix("ringmq-mquery-off").tempdir().unwrap();
+    let mut cfg = config(dir.path(), 1, "", "");
+    cfg.push_str("[key_index]\nenabled = false\n");
+    let broker = Broker::start_in(dir.path(), &cfg);
+    let b = broker.addr();
+    ok(ringmq(&["topic", "create", "orders", "--queues", "1", "--broker", &b]));
+    let client = Client::connect(&b).unwrap();
+    let sent = send(&client, "x", 1);
+    let e =
+        failure(ringmq(&["message", "query", "--topic", "orders", "--key", "x-0", "--broker", &b]));
+    assert!(e.contains("without a key index"), "{e}");
+    let got = ok(ringmq(&["message", "get", &sent[0].1, "--broker", &b]));
+    assert!(got.contains("body\tbody x 0"), "{got}");
+    assert!(!dir.path().join("data/shard-0/keys").exists(), "no key index files");
+}

@@ -31,6 +31,9 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct KeyIndexConfig {
+    /// Off: no key index (no memory, no second read of the log); QUERY_KEYS answers
+    /// INVALID_ARGUMENT saying so. Default true.
+    pub enabled: bool,
     /// Hash slots per index file (4 bytes each). Default 131072.
     pub slots_per_file: u32,
     /// Entries per index file (28 bytes each; one per key of a message). The active file is
@@ -54,6 +57,7 @@ pub struct KeyIndexConfig {
 impl Default for KeyIndexConfig {
     fn default() -> Self {
         KeyIndexConfig {
+            enabled: true,
             slots_per_file: 131_072,
             entries_per_file: 262_144,
             max_files: 64,
@@ -454,7 +458,11 @@ impl Config {
             write_pool_bytes: s.write_pool_bytes(),
             cache_bytes: s.cache_bytes,
             index_bytes: s.index_cache_bytes,
-            key_index_bytes: self.key_index.settings().geometry.file_bytes(),
+            key_index_bytes: if self.key_index.enabled {
+                self.key_index.settings().geometry.file_bytes()
+            } else {
+                0
+            },
             read_ahead_bytes: 4 * (s.read_ahead_bytes + 2 * s.max_batch_bytes),
             connection_buffers_bytes: b.max_connections_per_shard * CONNECTION_READ_BUFFER_BYTES,
             frame_bytes: b.max_frame_bytes,

@@ -34,6 +34,9 @@ use crate::storage::LogPosition;
 /// Keys one message is indexed under at most (a long key of many words indexes its first).
 pub const MAX_KEYS_PER_MESSAGE: usize = 32;
 
+/// Batches indexed between preemption points.
+const YIELD_EVERY_BATCHES: usize = 64;
+
 /// The shard's key index, once started.
 pub type ShardKeyIndex = Rc<KeyIndex<DmaDir>>;
 
@@ -66,6 +69,9 @@ impl<L: ShardLog> Shard<L> {
     /// Opens the key index in `<shard dir>/keys` and indexes the log from its checkpoint to the
     /// durable end (what a crash left unindexed), then checkpoints. Before serving.
     pub async fn start_key_index(&self) -> Result<(), String> {
+        if !self.config.key_index.enabled {
+            return Ok(());
+        }
         let dir = self.config.storage_for_shard(self.id.get()).dir.join("keys");
         let dir = DmaDir::open(&dir, self.config.storage.io_mode).await?;
         let index = Rc::new(KeyIndex::open(dir, self.config.key_index.settings()).await?);
@@ -103,8 +109,12 @@ impl<L: ShardLog> Shard<L> {
             })
             .await
             .map_err(|e| format!("reading the log for the key index: {e}"))?;
-        for (position, end, entries) in batches {
+        for (i, (position, end, entries)) in batches.into_iter().enumerate() {
             index.add_batch(LogPosition::new(position), LogPosition::new(end), &entries).await?;
+            if i % YIELD_EVERY_BATCHES == YIELD_EVERY_BATCHES - 1 {
+                // A preemption point: produce and fetch run between runs of batches.
+                runtime::yield_once().await;
+            }
         }
         index.skip_to(followed.next);
         Ok(followed.next > from)
@@ -219,7 +229,10 @@ impl<L: ShardLog> Shard<L> {
             ));
         }
         let index = self.keys.borrow().clone().ok_or_else(|| {
-            BrokerError::new(ErrorCode::INTERNAL, format!("shard {} has no key index", self.id))
+            BrokerError::new(
+                ErrorCode::INVALID_ARGUMENT,
+                "this broker runs without a key index (key_index.enabled = false)",
+            )
         })?;
         let walk =
             Walk { hash: key_hash(topic_id, &q.key), topic_id, from_ms: q.from_ms, to_ms: q.to_ms };
