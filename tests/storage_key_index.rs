@@ -197,3 +197,28 @@ fn a_failed_sync_stops_the_index_and_the_next_open_recovers() {
         check_all(&index, &log, 40, 5).await;
     });
 }
+
+#[test]
+fn a_missing_active_file_is_indexed_again_from_the_log() {
+    common::run(|| async {
+        let mut rng = Rng(11);
+        let mut log = make_log(&mut rng, 30);
+        // The last batch has keys, so the active file holds entries when it is checkpointed.
+        let last = log[29].clone();
+        let entry =
+            Entry { key_hash: 1, topic_id: 1, queue_id: 0, offset: 10_000, store_ms: 2_000 };
+        log.push(Batch { position: last.end, end: last.end + 100, entries: vec![entry] });
+        let sim = SimDir::new(4);
+        let index = KeyIndex::open(sim.clone(), settings(1000)).await.unwrap();
+        follow(&index, &log, 31).await;
+        index.checkpoint().await.unwrap();
+        let checkpointed = index.checkpointed_to();
+        drop(index);
+        let active = sim.names().into_iter().filter(|n| n.ends_with(".kidx")).max().unwrap();
+        sim.remove_now(&active);
+        let index = KeyIndex::open(sim.clone(), settings(1000)).await.unwrap();
+        assert!(index.indexed_to() < checkpointed, "the lost file's range is indexed again");
+        follow(&index, &log, 31).await;
+        check_all(&index, &log, 31, 11).await;
+    });
+}

@@ -219,7 +219,19 @@ impl<D: LogDir> KeyIndex<D> {
                 }
             }
         }
-        let indexed_to = checkpoint.map_or(LogPosition::ZERO, |c| c.indexed_to);
+        let mut indexed_to = checkpoint.map_or(LogPosition::ZERO, |c| c.indexed_to);
+        if let (None, Some(c)) = (&active, checkpoint) {
+            if c.active.entry_count > 0 {
+                // The checkpoint counts entries of a file that is gone (deleted by hand):
+                // index its range of the log again.
+                tracing::warn!(
+                    "{} is missing; re-indexing the log from position {}",
+                    key_file_name(c.active_seq),
+                    c.active.min_position
+                );
+                indexed_to = c.active.min_position;
+            }
+        }
         let (image, file) = match active {
             Some((image, file)) => (image, Some(file)),
             None => (ActiveImage::new(settings.geometry), None),
