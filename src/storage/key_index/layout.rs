@@ -635,6 +635,34 @@ mod tests {
             }
         }
 
+        /// What a disk hands back after any damage: the decoders never panic, what they
+        /// accept re-encodes to itself, and a loaded image's walks stay within its entries.
+        #[test]
+        fn arbitrary_bytes_never_panic(
+            bytes in prop::collection::vec(any::<u8>(), 0..2048),
+            count in 0u32..70,
+        ) {
+            if let Ok(h) = Header::decode(&bytes) {
+                prop_assert_eq!(Header::decode(&h.encode()), Ok(h));
+            }
+            if let Some(e) = RawEntry::decode(&bytes) {
+                let mut b = [0u8; ENTRY_BYTES];
+                e.encode(&mut b);
+                prop_assert_eq!(RawEntry::decode(&b), Some(e));
+            }
+            let geo = g(7, 64);
+            let p = LogPosition::ZERO;
+            match ActiveImage::load(geo, bytes, count, 0, 0, (p, p)) {
+                Ok(img) => {
+                    for hash in 0..7 {
+                        let (_, steps) = img.walk(&walk(hash), usize::MAX, usize::MAX);
+                        prop_assert!(steps <= count as usize);
+                    }
+                }
+                Err(_) => prop_assert!(count > 64),
+            }
+        }
+
         /// Loading at any count keeps exactly the first `count` entries reachable.
         #[test]
         fn load_keeps_the_counted_prefix(
