@@ -42,10 +42,11 @@ pub fn parse_message_id(id: &str) -> std::result::Result<MessageLocation, String
     })
 }
 
-/// Does `m` carry `key` (a word of its key, or its original id)?
+/// Does `m` carry `key` (a word of its key, its original id, or its `UNIQ_KEY`)?
 pub fn message_has_key(m: &ConsumedMessage, key: &[u8]) -> bool {
     crate::storage::key_index::split_keys(&m.key).any(|k| k == key)
         || m.property(PROPERTY_ORIGIN_MESSAGE_ID.as_bytes()) == Some(key)
+        || m.property(crate::storage::key_index::PROPERTY_UNIQ_KEY.as_bytes()) == Some(key)
 }
 
 /// A key query's answer.
@@ -237,11 +238,14 @@ mod tests {
             store_timestamp_ms: 0,
             key: b"a bc".to_vec(),
             tag: vec![],
-            properties: vec![(PROPERTY_ORIGIN_MESSAGE_ID.as_bytes().to_vec(), b"X1".to_vec())],
+            properties: vec![
+                (PROPERTY_ORIGIN_MESSAGE_ID.as_bytes().to_vec(), b"X1".to_vec()),
+                (b"UNIQ_KEY".to_vec(), b"U1".to_vec()),
+            ],
             body: vec![],
         };
         assert!(message_has_key(&m, b"a") && message_has_key(&m, b"bc"));
-        assert!(message_has_key(&m, b"X1"));
+        assert!(message_has_key(&m, b"X1") && message_has_key(&m, b"U1"));
         assert!(!message_has_key(&m, b"b") && !message_has_key(&m, b"a bc"));
     }
 }

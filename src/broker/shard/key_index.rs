@@ -9,8 +9,9 @@
 //!
 //! Indexed: user topics only (system queues are internal; a scheduled or transactional
 //! message is indexed when it reaches its real queue). Keys: each space-separated word of a
-//! record's key (RocketMQ KEYS), and the original id a retried or dead-lettered copy carries
-//! (`ORIGIN_MESSAGE_ID`), at most [`MAX_KEYS_PER_MESSAGE`] per message.
+//! record's key (RocketMQ KEYS), the original id a retried or dead-lettered copy carries
+//! (`ORIGIN_MESSAGE_ID`) and a client-set unique id (`UNIQ_KEY`), at most
+//! [`MAX_KEYS_PER_MESSAGE`] per message.
 
 use std::rc::Rc;
 use std::time::Duration;
@@ -28,7 +29,7 @@ use crate::protocol::{ErrorCode, Request, Response};
 use crate::runtime;
 use crate::schedule::retry::PROPERTY_ORIGIN_MESSAGE_ID;
 use crate::storage::dma_dir::DmaDir;
-use crate::storage::key_index::{key_hash, split_keys, Entry, KeyIndex, Walk};
+use crate::storage::key_index::{key_hash, split_keys, Entry, KeyIndex, Walk, PROPERTY_UNIQ_KEY};
 use crate::storage::LogPosition;
 
 /// Keys one message is indexed under at most (a long key of many words indexes its first).
@@ -52,7 +53,9 @@ pub fn batch_entries(bytes: &[u8], max_batch_bytes: usize, out: &mut Vec<Entry>)
         let Ok(record) = record else { return };
         let offset = stamp.base_offset + u64::from(record.index);
         let origin = record.property(PROPERTY_ORIGIN_MESSAGE_ID.as_bytes());
-        let keys = split_keys(record.key).chain(origin.into_iter().filter(|o| !o.is_empty()));
+        let unique = record.property(PROPERTY_UNIQ_KEY.as_bytes());
+        let ids = origin.into_iter().chain(unique).filter(|id| !id.is_empty());
+        let keys = split_keys(record.key).chain(ids);
         for key in keys.take(MAX_KEYS_PER_MESSAGE) {
             out.push(Entry {
                 key_hash: key_hash(stamp.topic_id, key),
@@ -281,13 +284,20 @@ mod tests {
     #[test]
     fn each_key_word_and_the_origin_id_are_indexed() {
         let origin: &[(&[u8], &[u8])] = &[(b"ORIGIN_MESSAGE_ID", b"ABC")];
-        let bytes = stamped(&[(b"k1 k2", &[]), (b"", origin), (b"", &[])], 9);
+        let unique: &[(&[u8], &[u8])] = &[(b"UNIQ_KEY", b"U1")];
+        let bytes = stamped(&[(b"k1 k2", &[]), (b"", origin), (b"", &[]), (b"k3", unique)], 9);
         let mut out = Vec::new();
         batch_entries(&bytes, 1 << 20, &mut out);
         let got: Vec<(u32, u64)> = out.iter().map(|e| (e.key_hash, e.offset)).collect();
         assert_eq!(
             got,
-            vec![(key_hash(9, b"k1"), 100), (key_hash(9, b"k2"), 100), (key_hash(9, b"ABC"), 101)]
+            vec![
+                (key_hash(9, b"k1"), 100),
+                (key_hash(9, b"k2"), 100),
+                (key_hash(9, b"ABC"), 101),
+                (key_hash(9, b"k3"), 103),
+                (key_hash(9, b"U1"), 103),
+            ]
         );
         assert!(out.iter().all(|e| e.queue_id == 2 && e.store_ms == 77 && e.topic_id == 9));
     }

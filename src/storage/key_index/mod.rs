@@ -3,8 +3,9 @@
 //! Every keyed message a shard stores gets an entry (hash of topic and key, queue, offset,
 //! store time) in a file of hash slots and linked entries, so `ringmq message query --key K`
 //! reads one slot and follows links instead of scanning the log. A message is indexed under
-//! each space-separated word of its key (RocketMQ KEYS) and under the original message id a
-//! retried or dead-lettered copy carries (RocketMQ's UNIQ_KEY role).
+//! each space-separated word of its key (RocketMQ KEYS), under the original message id a
+//! retried or dead-lettered copy carries (`ORIGIN_MESSAGE_ID`), and under a client-set
+//! `UNIQ_KEY` property.
 //!
 //! - [`layout`]: the file format, the in-memory active file and the chain walk (pure).
 //! - [`store`]: the files on disk: checkpoint, sealing, retention, queries.
@@ -14,6 +15,10 @@
 //! the acknowledgements, and checkpoints its progress; at start it re-indexes the log from
 //! its checkpoint. A query may therefore miss the last moments of produce (by about the
 //! task's interval), never a message older than that.
+
+/// RocketMQ's client-set unique message id property (`UNIQ_KEY`): a message carrying it is
+/// indexed under its value too.
+pub const PROPERTY_UNIQ_KEY: &str = "UNIQ_KEY";
 
 pub mod layout;
 pub mod store;
