@@ -124,6 +124,14 @@ enum Command {
         #[arg(long, global = true, default_value = "127.0.0.1:10911")]
         broker: String,
     },
+    /// Finds stored messages by key (the key index) or by message id. A message id is 32 hex
+    /// digits: topic id (8) + queue id (8) + queue offset (16), as `ringmq produce` prints it.
+    Message {
+        #[command(subcommand)]
+        action: message_cli::MessageAction,
+        #[arg(long, global = true, default_value = "127.0.0.1:10911")]
+        broker: String,
+    },
     /// Transactional messages: the undecided halves.
     Txn {
         #[command(subcommand)]
@@ -241,6 +249,7 @@ fn main() -> ExitCode {
         }
         Command::Group { action, broker } => group(&broker, action),
         Command::Dlq { action, broker } => dlq_cli::run(&broker, action),
+        Command::Message { action, broker } => message_cli::run(&broker, action),
         Command::Txn { action: TxnAction::List { max }, broker } => txn_list(&broker, max),
         Command::Stats { broker } => stats(&broker),
         Command::Tune { action } => return ringmq::tune::run(action),
@@ -440,6 +449,7 @@ fn produce_scheduled(
 
 mod dlq_cli;
 mod group_consume;
+mod message_cli;
 
 /// One consumed message as `ringmq consume` prints it: `queue offset key tag body`,
 /// tab-separated.

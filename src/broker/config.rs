@@ -23,6 +23,75 @@ pub struct Config {
     /// The `/metrics` endpoint ([`crate::metrics::MetricsConfig`]).
     pub metrics: crate::metrics::MetricsConfig,
     pub transaction: TransactionConfig,
+    pub key_index: KeyIndexConfig,
+}
+
+/// The `[key_index]` section: the per-shard index of message keys (`crate::storage::key_index`,
+/// `broker/shard/key_index.rs`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KeyIndexConfig {
+    /// Off: no key index (no memory, no second read of the log); QUERY_KEYS answers
+    /// INVALID_ARGUMENT saying so. Default true.
+    pub enabled: bool,
+    /// Hash slots per index file (4 bytes each). Default 131072.
+    pub slots_per_file: u32,
+    /// Entries per index file (28 bytes each; one per key of a message). The active file is
+    /// held in memory: slots x 4 + entries x 28 bytes per shard (about 7.5 MiB by default).
+    /// Default 262144.
+    pub entries_per_file: u32,
+    /// Index files kept per shard at most (older ones are deleted, as are those whose
+    /// messages retention removed). Default 64.
+    pub max_files: u32,
+    /// The index follows the log this often: a key is found about this long after its
+    /// message was acknowledged. Default 200.
+    pub interval_ms: u64,
+    /// Log bytes read per step at most, so indexing yields to produce and fetch. Default
+    /// 16 MiB.
+    pub max_step_bytes: u64,
+    /// The index's progress is made durable this often; a restart re-indexes the log written
+    /// since. Default 10000.
+    pub checkpoint_interval_ms: u64,
+}
+
+impl Default for KeyIndexConfig {
+    fn default() -> Self {
+        KeyIndexConfig {
+            enabled: true,
+            slots_per_file: 131_072,
+            entries_per_file: 262_144,
+            max_files: 64,
+            interval_ms: 200,
+            max_step_bytes: 16 << 20,
+            checkpoint_interval_ms: 10_000,
+        }
+    }
+}
+
+impl KeyIndexConfig {
+    pub fn settings(&self) -> crate::storage::key_index::KeyIndexSettings {
+        crate::storage::key_index::KeyIndexSettings {
+            geometry: crate::storage::key_index::Geometry {
+                slot_count: self.slots_per_file,
+                max_entries: self.entries_per_file,
+            },
+            max_files: self.max_files,
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        self.settings().geometry.validate().map_err(|e| format!("key_index: {e}"))?;
+        if self.max_files < 2
+            || self.interval_ms == 0
+            || self.max_step_bytes == 0
+            || self.checkpoint_interval_ms == 0
+        {
+            return Err("key_index.max_files must be at least 2; key_index.interval_ms, \
+                        max_step_bytes and checkpoint_interval_ms must be positive"
+                .into());
+        }
+        Ok(())
+    }
 }
 
 /// The `[schedule]` section: scheduled (delayed) messages, per shard (`broker/shard/schedule.rs`).
@@ -327,6 +396,8 @@ pub struct MemoryBudget {
     pub cache_bytes: usize,
     /// The queue index's block cache and entries not yet written (`index_cache_bytes`).
     pub index_bytes: usize,
+    /// The key index's active file, held whole in memory (`key_index`).
+    pub key_index_bytes: usize,
     pub read_ahead_bytes: usize,
     /// Every allowed connection's base read buffer.
     pub connection_buffers_bytes: usize,
@@ -341,6 +412,7 @@ impl MemoryBudget {
             + self.write_pool_bytes
             + self.cache_bytes
             + self.index_bytes
+            + self.key_index_bytes
             + self.read_ahead_bytes
             + self.connection_buffers_bytes
     }
@@ -352,7 +424,7 @@ impl std::fmt::Display for MemoryBudget {
         write!(
             f,
             "memory per shard: io arena {} MiB (resident from start); up to {} MiB write \
-             pool, {} MiB chunk cache, {} MiB queue index, {} MiB read-ahead, {} MiB \
+             pool, {} MiB chunk cache, {} MiB queue index, {} MiB key index, {} MiB read-ahead, {} MiB \
              connection read buffers \
              (max_connections_per_shard x {} KiB), each filled only as used: at most {} MiB, \
              plus frames being received (up to {} MiB each)",
@@ -360,6 +432,7 @@ impl std::fmt::Display for MemoryBudget {
             mib(self.write_pool_bytes),
             mib(self.cache_bytes),
             mib(self.index_bytes),
+            mib(self.key_index_bytes),
             mib(self.read_ahead_bytes),
             mib(self.connection_buffers_bytes),
             CONNECTION_READ_BUFFER_BYTES / 1024,
@@ -389,6 +462,11 @@ impl Config {
             write_pool_bytes: s.write_pool_bytes(),
             cache_bytes: s.cache_bytes,
             index_bytes: s.index_cache_bytes,
+            key_index_bytes: if self.key_index.enabled {
+                self.key_index.settings().geometry.file_bytes()
+            } else {
+                0
+            },
             read_ahead_bytes: 4 * (s.read_ahead_bytes + 2 * s.max_batch_bytes),
             connection_buffers_bytes: b.max_connections_per_shard * CONNECTION_READ_BUFFER_BYTES,
             frame_bytes: b.max_frame_bytes,
@@ -409,6 +487,7 @@ impl Config {
     /// Checks the knobs against each other; messages name the knob to fix.
     pub fn validate(&self) -> Result<(), String> {
         self.metrics.validate()?;
+        self.key_index.validate()?;
         let g = &self.group;
         if g.session_timeout_ms == 0 || g.snapshot_interval_ms == 0 || g.snapshot_every_commits == 0
         {
@@ -611,7 +690,10 @@ mod tests {
         assert_eq!(budget.cache_bytes, 256 << 20);
         let text = budget.to_string();
         assert!(text.contains("io arena 4 MiB") && text.contains("256 MiB chunk cache"), "{text}");
-        assert!(text.contains(&format!("at most {} MiB", budget.bound_bytes() >> 20)), "{text}");
+        assert!(
+            text.contains(&format!("at most {} MiB", budget.bound_bytes().div_ceil(1 << 20))),
+            "{text}"
+        );
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use std::rc::Rc;
 
 use super::shard_log::{AppendOutcome, OffsetRange, ShardLog};
-use crate::storage::commit_log::{Scanned, TailScan};
+use crate::storage::commit_log::{Followed, Scanned, TailScan};
 use crate::storage::file::LogDir;
 use crate::storage::probe::LogMetrics;
 use crate::storage::{
@@ -86,6 +86,23 @@ impl<D: LogDir + 'static> ShardLog for Rc<CommitLog<D>> {
         each: impl FnMut(Scanned<'_>),
     ) -> Result<TailScan, StorageError> {
         CommitLog::scan_tail(self, max_bytes, since_ms, each).await
+    }
+
+    async fn follow(
+        &self,
+        from: u64,
+        max_bytes: u64,
+        mut each: impl FnMut(u64, &[u8]),
+    ) -> Result<Followed, StorageError> {
+        CommitLog::follow(self, LogPosition::new(from), max_bytes, |p, b| each(p.get(), b)).await
+    }
+
+    fn oldest_position(&self) -> u64 {
+        CommitLog::oldest_position(self).get()
+    }
+
+    fn durable_end(&self) -> u64 {
+        CommitLog::durable_end(self).get()
     }
 
     async fn wait_visible(&self, end: u64) -> Result<(), StorageError> {

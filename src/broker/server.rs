@@ -421,6 +421,10 @@ async fn shard_main(args: ShardArgs) -> Result<(), String> {
         close_log(id, &log).await;
         return Err(format!("shard {id}: rebuilding undecided transactions: {}", e.message));
     }
+    if let Err(e) = shard.start_key_index().await {
+        close_log(id, &log).await;
+        return Err(format!("shard {id}: opening the key index: {e}"));
+    }
 
     let forward_permits = Rc::new(Semaphore::new(b.max_forwarded_in_flight as u64));
     let mut mesh_loops = Vec::new();
@@ -447,6 +451,7 @@ async fn shard_main(args: ShardArgs) -> Result<(), String> {
     let metrics =
         metrics.map(|inbox| control.spawn(shard.clone().serve_metrics(inbox, stop.clone())));
     let transactions = control.spawn(shard.clone().transaction_loop(stop.clone()));
+    let keys = control.spawn(shard.clone().key_index_loop(stop.clone()));
     tracing::debug!(shard = id, "serving");
 
     let _ = stop.await;
@@ -460,6 +465,7 @@ async fn shard_main(args: ShardArgs) -> Result<(), String> {
         m.await;
     }
     transactions.await;
+    keys.await;
     shard.begin_stop();
     let grace = Duration::from_millis(b.shutdown_timeout_ms);
     let all = b.max_connections_per_shard as u64;

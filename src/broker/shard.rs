@@ -19,8 +19,9 @@
 //! windows), `fetch` (tag scan, long-poll), `topic_admin` (metadata and topic changes),
 //! `group` (consumer-group coordinator: membership, offsets, locks), `schedule` (scheduled
 //! messages: held in `%SYS%schedule`, delivered by a timer wheel), `transaction` (half
-//! messages, their end and check-back), `stats` and `metrics` (answers to the metrics
-//! exporter). A new feature adds a handler file and a dispatch arm, not logic here.
+//! messages, their end and check-back), `key_index` (the key index task, QUERY_KEYS),
+//! `stats` and `metrics` (answers to the metrics exporter). A new feature adds a handler file
+//! and a dispatch arm, not logic here.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -156,6 +157,8 @@ pub struct Shard<L: ShardLog> {
     /// this shard owns and the parked check-back requests.
     transactions: RefCell<crate::transaction::Transactions>,
     check_waiters: RefCell<transaction::CheckWaiters>,
+    /// The key index (`key_index` handler), once `start_key_index` opened it.
+    keys: RefCell<Option<key_index::ShardKeyIndex>>,
     /// Every time this shard's logic reads or waits on (long-poll deadlines, connection
     /// timeouts, idempotence windows, group sessions); simulated in tests.
     pub clock: SharedClock,
@@ -229,6 +232,7 @@ impl<L: ShardLog> Shard<L> {
             check_waiters: RefCell::new(transaction::CheckWaiters::new(
                 config.transaction.max_check_waiters,
             )),
+            keys: RefCell::new(None),
             started: clock.now(),
             schedule: RefCell::new(schedule::ScheduleState::new(
                 &config,
@@ -331,6 +335,7 @@ impl<L: ShardLog> Shard<L> {
             },
             Request::Group(g) => self.group_request(g).await,
             Request::Transaction(t) => self.transaction_request(t).await,
+            Request::QueryKeys(q) => self.key_query_request(q).await,
             Request::Produce { .. }
             | Request::Fetch { .. }
             | Request::Offsets { .. }
@@ -355,6 +360,9 @@ impl<L: ShardLog> Shard<L> {
         }
         if let Request::Transaction(t) = request {
             return self.transaction_forwarded(t).await;
+        }
+        if let Request::QueryKeys(q) = request {
+            return self.key_query_forwarded(q).await;
         }
         let (entry, queue_id) = self.resolve(&request)?;
         let owner = owner_shard(queue_topic(&request), queue_id, self.shard_count);
@@ -467,6 +475,7 @@ fn queue_topic(request: &Request) -> &str {
 
 mod fetch;
 mod group;
+pub mod key_index;
 mod metrics;
 mod produce;
 pub mod schedule;

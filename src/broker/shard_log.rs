@@ -5,7 +5,7 @@
 //! request handling is tested without disks but against the real log. Keeping the seam this
 //! narrow keeps storage types that the broker does not need out of it.
 
-use crate::storage::commit_log::{Scanned, TailScan};
+use crate::storage::commit_log::{Followed, Scanned, TailScan};
 use crate::storage::probe::LogMetrics;
 use crate::storage::{QueueKey, QueueOffsets, ReadBuf, StorageError};
 
@@ -95,6 +95,18 @@ pub trait ShardLog: 'static {
         since_ms: i64,
         each: impl FnMut(Scanned<'_>),
     ) -> Result<TailScan, StorageError>;
+    /// Reports the durable batches from log position `from` in log order, reading about
+    /// `max_bytes` (see [`crate::storage::CommitLog::follow`]): for indexes behind the log.
+    async fn follow(
+        &self,
+        from: u64,
+        max_bytes: u64,
+        each: impl FnMut(u64, &[u8]),
+    ) -> Result<Followed, StorageError>;
+    /// The first log position the log still holds (retention removed what lies before).
+    fn oldest_position(&self) -> u64;
+    /// The durable end of the log.
+    fn durable_end(&self) -> u64;
     /// Resolves once everything before log position `end` is readable; an error when the log
     /// stopped first (then it never will be).
     async fn wait_visible(&self, end: u64) -> Result<(), StorageError>;

@@ -27,7 +27,7 @@ use super::router::Router;
 use super::sequencer::{Failure, QueueSequencer, ReplyKind, Resolution, SequencerConfig};
 use crate::format::{BatchBuilder, FormatError};
 use crate::protocol::producer_id::with_epoch;
-use crate::protocol::{ErrorCode, Response};
+use crate::protocol::{ErrorCode, Response, SendStatus};
 use crate::runtime::SharedClock;
 use rustc_hash::FxHashMap;
 
@@ -126,6 +126,8 @@ struct ReadyBatch {
     /// Shared with the sends in flight (a retry resends the same bytes without copying).
     bytes: Arc<Vec<u8>>,
     completion: Completion,
+    /// When its first message was handed to the worker (the send latency a trace reports).
+    started: Instant,
 }
 
 struct QueueState {
@@ -177,6 +179,8 @@ pub(crate) struct Worker<S: BatchSink> {
     flushes: Vec<Completer<()>>,
     replies_tx: Sender<Reply>,
     replies_rx: Receiver<Reply>,
+    /// With tracing on: where each resolved message's send event goes ([`super::trace`]).
+    tracer: Option<Arc<super::trace::Tracer>>,
     /// Queues looked at so far (the structural test of per-step cost reads it).
     #[cfg(test)]
     touched: u64,
@@ -185,6 +189,11 @@ pub(crate) struct Worker<S: BatchSink> {
 impl<S: BatchSink> Worker<S> {
     pub(crate) fn now(&self) -> Instant {
         self.clock.now()
+    }
+
+    /// Records a send event per message resolved from now on.
+    pub(crate) fn set_tracer(&mut self, tracer: Option<Arc<super::trace::Tracer>>) {
+        self.tracer = tracer;
     }
 
     /// Every queue is idle: nothing open, nothing unanswered.
@@ -225,6 +234,7 @@ impl<S: BatchSink> Worker<S> {
             flushes: Vec::new(),
             replies_tx,
             replies_rx,
+            tracer: None,
             #[cfg(test)]
             touched: 0,
         }
@@ -468,8 +478,11 @@ impl<S: BatchSink> Worker<S> {
         let count = builder.record_count();
         let (epoch, base_sequence) = q.sequencer.next_numbering();
         let bytes = Arc::new(builder.finish(with_epoch(producer_id, epoch), base_sequence));
-        let numbered =
-            q.sequencer.push(ReadyBatch { bytes, completion }, count, started + send_timeout);
+        let numbered = q.sequencer.push(
+            ReadyBatch { bytes, completion, started },
+            count,
+            started + send_timeout,
+        );
         debug_assert_eq!(numbered, (epoch, base_sequence));
     }
 
@@ -531,11 +544,29 @@ impl<S: BatchSink> Worker<S> {
         let stored = match (outcome, reply) {
             (
                 Ok(()),
-                Some(Ok(Response::Produce { status, topic_id, queue_id, base_offset, .. })),
-            ) => Ok((*status, *topic_id, *queue_id, *base_offset)),
+                Some(Ok(Response::Produce {
+                    status,
+                    topic_id,
+                    queue_id,
+                    base_offset,
+                    store_timestamp_ms,
+                    ..
+                })),
+            ) => Ok((*status, *topic_id, *queue_id, *base_offset, *store_timestamp_ms)),
             (Ok(()), _) => Err(ClientError::Protocol("a stored batch without its reply".into())),
             (Err(why), _) => Err(error(why)),
         };
+        if let Some(t) = &self.tracer {
+            let count = match &batch.completion {
+                Completion::PerMessage(d) => d.len() as u32,
+                Completion::Batch { count, .. } => *count,
+            };
+            let latency = self.clock.now().saturating_duration_since(batch.started);
+            trace_sends(t, &key.0, key.1, count, latency, self.clock.unix_ms(), &stored);
+        }
+        let stored = stored.map(|(status, topic_id, queue_id, base_offset, _)| {
+            (status, topic_id, queue_id, base_offset)
+        });
         match (batch.completion, stored) {
             (Completion::PerMessage(dones), Ok((status, topic_id, queue_id, base_offset))) => {
                 // One reply resolves every message's handle; each result is plain data (the
@@ -661,6 +692,54 @@ pub mod bench {
                 let _ = h.join();
             }
         }
+    }
+}
+
+/// A send event per message of a resolved batch: where each was stored, or the failure.
+fn trace_sends(
+    tracer: &super::trace::Tracer,
+    topic: &str,
+    queue_id: u32,
+    count: u32,
+    latency: Duration,
+    now_ms: i64,
+    stored: &Result<(SendStatus, u32, u32, u64, i64)>,
+) {
+    use super::trace::TraceEvent;
+    let latency_ms = latency.as_millis() as u64;
+    let time_ms = now_ms - latency_ms as i64;
+    for i in 0..count {
+        let event = match stored {
+            Ok((status, topic_id, queue, base_offset, store_time_ms)) => TraceEvent::Send {
+                time_ms,
+                host: tracer.host.clone(),
+                client: std::process::id().to_string(),
+                status: match status {
+                    SendStatus::SendOk => "SEND_OK",
+                    SendStatus::FlushDiskTimeout => "FLUSH_DISK_TIMEOUT",
+                }
+                .to_string(),
+                latency_ms,
+                msg_id: crate::protocol::message_id(*topic_id, *queue, base_offset + u64::from(i)),
+                topic: topic.to_string(),
+                queue_id: *queue,
+                offset: base_offset + u64::from(i),
+                store_time_ms: *store_time_ms,
+            },
+            Err(e) => TraceEvent::Send {
+                time_ms,
+                host: tracer.host.clone(),
+                client: std::process::id().to_string(),
+                status: e.to_string(),
+                latency_ms,
+                msg_id: String::new(),
+                topic: topic.to_string(),
+                queue_id,
+                offset: 0,
+                store_time_ms: 0,
+            },
+        };
+        tracer.record(event);
     }
 }
 

@@ -57,6 +57,7 @@ pub mod consumer;
 pub mod error;
 pub mod group;
 pub mod message;
+pub mod message_query;
 pub mod pending;
 pub mod process_queue;
 pub mod producer;
@@ -67,6 +68,7 @@ pub mod router;
 pub mod scheduled;
 pub mod selector;
 pub mod sequencer;
+pub mod trace;
 pub mod transaction;
 
 use std::sync::Arc;

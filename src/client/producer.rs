@@ -91,6 +91,9 @@ pub struct ProducerConfig {
     /// How long one send of a batch waits for its reply before it is resent (the broker
     /// answers a copy of a stored batch with its offsets). Default 2 s.
     pub request_timeout: Duration,
+    /// Record a trace event for every message sent (status, latency, where it was stored)
+    /// into a trace topic ([`super::trace`]). Default None (off).
+    pub trace: Option<super::trace::TraceConfig>,
 }
 
 impl Default for ProducerConfig {
@@ -107,6 +110,7 @@ impl Default for ProducerConfig {
             retry_backoff_max: Duration::from_secs(1),
             send_timeout: Duration::from_secs(3),
             request_timeout: Duration::from_secs(2),
+            trace: None,
         }
     }
 }
@@ -170,6 +174,8 @@ pub struct Producer {
     counter: AtomicU32,
     commands: Option<Sender<Command>>,
     worker: Option<JoinHandle<()>>,
+    /// With [`ProducerConfig::trace`]: where the worker records send events.
+    tracer: Option<Arc<super::trace::Tracer>>,
 }
 
 impl Producer {
@@ -190,9 +196,14 @@ impl Producer {
                 )))
             }
         };
+        let tracer = match &config.trace {
+            Some(t) => Some(super::trace::Tracer::start(router.clone(), t.clone())?),
+            None => None,
+        };
         let (tx, rx) = bounded(config.buffer_messages.max(1));
         let clock = system_clock();
-        let worker = Worker::new(router.clone(), config.clone(), producer_id, clock.clone());
+        let mut worker = Worker::new(router.clone(), config.clone(), producer_id, clock.clone());
+        worker.set_tracer(tracer.clone());
         let handle = std::thread::Builder::new()
             .name("ringmq-producer".into())
             .spawn(move || run_worker(worker, rx))
@@ -204,6 +215,7 @@ impl Producer {
             counter: AtomicU32::new(0),
             commands: Some(tx),
             worker: Some(handle),
+            tracer,
         })
     }
 
@@ -376,6 +388,16 @@ impl Producer {
         if let Some(h) = self.worker.take() {
             let _ = h.join();
         }
+        // After the worker recorded its last sends: they are sent to the trace topic too.
+        if let Some(t) = self.tracer.take() {
+            t.close();
+        }
+    }
+
+    /// Trace events dropped so far (the trace queue was full or a trace batch failed); 0
+    /// without tracing.
+    pub fn trace_dropped(&self) -> u64 {
+        self.tracer.as_ref().map_or(0, |t| t.dropped())
     }
 }
 

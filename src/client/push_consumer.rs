@@ -173,6 +173,9 @@ pub struct PushConsumerConfig {
     /// `first_delay_level + reconsume_times`; after `max_reconsume_times` failures it goes to
     /// `%DLQ%<group>` ([`crate::schedule::retry`]). `None`: local redelivery only.
     pub send_back: Option<SendBackPolicy>,
+    /// Record a trace event for every message the listener handled (group, consumer,
+    /// status, latency) into a trace topic ([`super::trace`]). Default None (off).
+    pub trace: Option<super::trace::TraceConfig>,
 }
 
 impl PushConsumerConfig {
@@ -196,6 +199,7 @@ impl PushConsumerConfig {
             max_unfinished_per_queue: 1000,
             retry: RetryPolicy::default(),
             send_back: Some(SendBackPolicy::default()),
+            trace: None,
         }
     }
 
@@ -249,6 +253,8 @@ struct Shared {
     /// the member and given its queues to another: pullers pause, so a member that stalls
     /// (or loses the broker) cannot consume a queue someone else now owns.
     session_until: Mutex<Instant>,
+    /// With [`PushConsumerConfig::trace`]: where consume events go.
+    tracer: Option<Arc<super::trace::Tracer>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -275,11 +281,54 @@ impl Shared {
         attempt: u32,
     ) -> ConsumeStatus {
         let ctx = ConsumeContext { topic: &q.topic, queue_id: q.queue_id, attempt };
-        std::panic::catch_unwind(AssertUnwindSafe(|| self.listener.consume(messages, &ctx)))
-            .unwrap_or_else(|_| {
-                tracing::error!(topic = %q.topic, queue = q.queue_id, "the listener panicked; reconsuming later");
-                ConsumeStatus::ReconsumeLater
-            })
+        let (began, began_ms) = (Instant::now(), super::trace::unix_now_ms());
+        let status =
+            std::panic::catch_unwind(AssertUnwindSafe(|| self.listener.consume(messages, &ctx)))
+                .unwrap_or_else(|_| {
+                    tracing::error!(topic = %q.topic, queue = q.queue_id, "the listener panicked; reconsuming later");
+                    ConsumeStatus::ReconsumeLater
+                });
+        if let Some(t) = &self.tracer {
+            let latency_ms = began.elapsed().as_millis() as u64;
+            for m in messages {
+                t.record(self.consume_event(q, m, status, began_ms, latency_ms, &t.host));
+            }
+        }
+        status
+    }
+
+    /// The trace of one message's listener call, keyed by its original id (a retried copy's
+    /// `ORIGIN_MESSAGE_ID`), so a message's consumptions and retries trace together.
+    fn consume_event(
+        &self,
+        q: &QueueState,
+        m: &ConsumedMessage,
+        status: ConsumeStatus,
+        time_ms: i64,
+        latency_ms: u64,
+        host: &str,
+    ) -> super::trace::TraceEvent {
+        let origin = m.property(crate::schedule::retry::PROPERTY_ORIGIN_MESSAGE_ID.as_bytes());
+        super::trace::TraceEvent::Consume {
+            time_ms,
+            host: host.to_string(),
+            group: self.config.group.clone(),
+            consumer_id: self.config.client_id.clone(),
+            status: match status {
+                ConsumeStatus::Success => "SUCCESS",
+                ConsumeStatus::ReconsumeLater => "RECONSUME_LATER",
+            }
+            .to_string(),
+            latency_ms,
+            msg_id: origin
+                .map(|o| String::from_utf8_lossy(o).into_owned())
+                .unwrap_or_else(|| m.message_id.clone()),
+            topic: m.origin_topic().unwrap_or(&q.topic).to_string(),
+            queue_id: m.queue_id,
+            offset: m.offset,
+            store_time_ms: m.store_timestamp_ms,
+            reconsume_times: m.reconsume_times(),
+        }
     }
 }
 
@@ -336,6 +385,10 @@ impl PushConsumer {
             ConsumeMode::Orderly { .. } => 0,
         };
         let (tx, rx) = bounded::<Task>(threads_wanted.max(1) * 2);
+        let tracer = match &config.trace {
+            Some(t) => Some(super::trace::Tracer::start(client.router().clone(), t.clone())?),
+            None => None,
+        };
         let shared = Arc::new(Shared {
             config,
             // Its own connections: heartbeats and pulls never wait behind the application's
@@ -351,6 +404,7 @@ impl PushConsumer {
             caught_up: AtomicBool::new(false),
             session_until: Mutex::new(Instant::now()),
             send_back,
+            tracer,
         });
         let mut threads = Vec::new();
         let spawn = |name: String, f: Box<dyn FnOnce() + Send>| {
@@ -401,6 +455,16 @@ impl PushConsumer {
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
+        // After the last listener call: its events are sent too.
+        if let Some(t) = &self.shared.tracer {
+            t.close();
+        }
+    }
+
+    /// Trace events dropped so far (the trace queue was full or a trace batch failed); 0
+    /// without tracing.
+    pub fn trace_dropped(&self) -> u64 {
+        self.shared.tracer.as_ref().map_or(0, |t| t.dropped())
     }
 }
 

@@ -32,6 +32,8 @@ pub enum ApiKey {
     EndTransaction = 30,
     CheckTransactions = 31,
     ListTransactions = 32,
+    /// Messages of a topic by key, from one shard's key index (`super::key_query`).
+    QueryKeys = 40,
 }
 
 impl ApiKey {
@@ -59,6 +61,7 @@ impl ApiKey {
         ApiKey::EndTransaction,
         ApiKey::CheckTransactions,
         ApiKey::ListTransactions,
+        ApiKey::QueryKeys,
     ];
 
     /// Served by a consumer group's coordinator (`super::group`).

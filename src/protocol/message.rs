@@ -10,6 +10,7 @@ use super::codec::{DecodeError, Reader, Writer};
 use super::error_code::ErrorCode;
 use super::frame::{self, RequestHeader};
 use super::group::{GroupRequest, GroupResponse};
+use super::key_query::{KeyHits, KeyQuery};
 use super::shared_bytes::SharedBytes;
 use super::transaction::{TxnRequest, TxnResponse};
 
@@ -78,6 +79,8 @@ pub enum Request {
     },
     /// A transaction request ([`super::transaction`]).
     Transaction(TxnRequest),
+    /// Messages by key from one shard's key index ([`super::key_query`]).
+    QueryKeys(KeyQuery),
 }
 
 /// When a scheduled produce is delivered: wire kind 1 (a delay level) or 2 (Unix ms).
@@ -117,6 +120,7 @@ impl Request {
             Request::Group(g) => g.api_key(),
             Request::ProduceScheduled { .. } => ApiKey::ProduceScheduled,
             Request::Transaction(t) => t.api_key(),
+            Request::QueryKeys(q) => q.api_key(),
         }
     }
 
@@ -198,6 +202,7 @@ impl Request {
                 w.bytes(batch);
             }
             Request::Transaction(t) => t.encode_body(&mut w),
+            Request::QueryKeys(q) => q.encode_body(&mut w),
         }
         let mut buf = w.buf;
         frame::finish_frame(&mut buf);
@@ -322,6 +327,7 @@ fn decode_body(
             Request::ProduceScheduled { topic, queue_id, delivery, batch: batch(end - len..end) }
         }
         txn if txn.is_transaction() => Request::Transaction(TxnRequest::decode_body(txn, &mut r)?),
+        ApiKey::QueryKeys => Request::QueryKeys(KeyQuery::decode_body(&mut r)?),
         group => Request::Group(GroupRequest::decode_body(group, &mut r)?),
     };
     r.finish()?;
@@ -424,6 +430,7 @@ pub enum Response {
     },
     Group(GroupResponse),
     Transaction(TxnResponse),
+    QueryKeys(KeyHits),
 }
 
 impl Response {
@@ -440,6 +447,7 @@ impl Response {
             Response::InitProducer { .. } => ApiKey::InitProducer,
             Response::Group(g) => g.api_key(),
             Response::Transaction(t) => t.api_key(),
+            Response::QueryKeys(_) => ApiKey::QueryKeys,
         }
     }
 
@@ -521,6 +529,7 @@ impl Response {
             }
             Response::Group(g) => g.encode_body(&mut w),
             Response::Transaction(t) => t.encode_body(&mut w),
+            Response::QueryKeys(h) => h.encode_body(&mut w),
         }
         let mut buf = w.buf;
         frame::finish_frame(&mut buf);
@@ -619,6 +628,7 @@ impl Response {
             txn if txn.is_transaction() => {
                 Response::Transaction(TxnResponse::decode_body(txn, &mut r)?)
             }
+            ApiKey::QueryKeys => Response::QueryKeys(KeyHits::decode_body(&mut r)?),
             group => Response::Group(GroupResponse::decode_body(group, &mut r)?),
         };
         r.finish()?;
@@ -795,6 +805,31 @@ mod tests {
         for t in transaction_requests() {
             round_trip_request(Request::Transaction(t));
         }
+        round_trip_request(Request::QueryKeys(KeyQuery {
+            shard: 3,
+            topic: "t".into(),
+            key: b"order-1".to_vec(),
+            from_ms: -1,
+            to_ms: i64::MAX,
+            max: 32,
+        }));
+    }
+
+    #[test]
+    fn key_hits_round_trip() {
+        use super::super::key_query::KeyHit;
+        round_trip_response(Response::QueryKeys(KeyHits {
+            hits: vec![KeyHit { queue_id: 2, offset: 1 << 40, store_timestamp_ms: 17 }],
+            truncated: true,
+            indexed_to: 4096,
+            log_end: 8192,
+        }));
+        round_trip_response(Response::QueryKeys(KeyHits {
+            hits: vec![],
+            truncated: false,
+            indexed_to: 0,
+            log_end: 0,
+        }));
     }
 
     fn transaction_requests() -> Vec<TxnRequest> {

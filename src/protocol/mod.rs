@@ -17,6 +17,7 @@ pub mod codec;
 pub mod error_code;
 pub mod frame;
 pub mod group;
+pub mod key_query;
 pub mod message;
 pub mod producer_id;
 pub mod read_buffer;

@@ -19,6 +19,7 @@
 //! - [`index`]: per-queue index entries, counters and the checkpoint codec (pure).
 //! - [`index_cache`]: bounded LRU cache of index blocks.
 //! - [`index_store`]: the on-disk per-queue index files, write-back, checkpoints, lookups.
+//! - [`key_index`]: the per-shard index of message keys (hash slots + linked entries).
 //! - [`next_segment`]: the next segment, created ahead of need; the disk-full back-off.
 //! - [`retention`]: which segments to delete (pure policy).
 //! - [`segment`]: segment naming and per-segment state.
@@ -36,6 +37,7 @@ pub mod floors;
 pub mod index;
 pub mod index_cache;
 pub mod index_store;
+pub mod key_index;
 pub mod next_segment;
 pub mod probe;
 pub mod retention;

@@ -14,6 +14,7 @@
 //! | `read_ahead.rs` | the few recent disk reads kept for the next sequential read |
 //! | `recovery.rs` | rebuilding the state from disk at open |
 //! | `tail_scan.rs` | reading the log's last bytes in log order (state rebuilt at startup) |
+//! | `follow.rs` | reading durable batches in log order for indexes behind the log (key index) |
 //! | `index_writer.rs` | writing index entries behind the log, index checkpoints |
 //! | `retention_run.rs` | executing the retention policy: floors, then unlinking |
 //! | `lifecycle.rs` | open, failed, closed: the legal transitions (pure) |
@@ -56,6 +57,7 @@
 
 mod appender;
 mod flusher;
+mod follow;
 mod index_writer;
 mod lifecycle;
 mod read_ahead;
@@ -75,6 +77,7 @@ use futures::channel::oneshot;
 
 use self::appender::{Carry, Done, Head};
 use self::flusher::flusher_loop;
+pub use self::follow::Followed;
 use self::index_writer::index_loop;
 use self::lifecycle::Lifecycle;
 use self::read_ahead::ReadAhead;

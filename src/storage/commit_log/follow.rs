@@ -1,0 +1,158 @@
+//! Following the log: reading durable batches in log order from a position, for indexes that
+//! live behind the log (the key index). Reads segment files in [`SCAN_READ_BYTES`] pieces,
+//! one buffer at a time, verifies every batch and hands its bytes to the caller.
+//!
+//! Promises: only durable batches are reported, each once, in log order; the returned
+//! position is where the next call continues (a batch boundary or a segment base). A range
+//! retention removed is skipped (the next position is the oldest segment's base). A batch that
+//! fails verification is skipped when its length can be trusted (its stamp verifies), otherwise
+//! the rest of its segment is skipped, with a warning: a follower never stops on damage that
+//! reads of the same bytes would report anyway.
+
+use std::rc::Rc;
+
+use super::recovery::SCAN_READ_BYTES;
+use super::CommitLog;
+use crate::format::batch::{self as fmt, BatchView, HEADER_LEN};
+use crate::storage::error::{Result, StorageError};
+use crate::storage::file::{LogDir, LogFile, ReadBuf};
+use crate::storage::segment::{segment_name, Segment};
+use crate::storage::types::LogPosition;
+
+/// What one call of [`CommitLog::follow`] covered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Followed {
+    /// Where the next call continues.
+    pub next: LogPosition,
+    /// Batches reported.
+    pub batches: u64,
+    /// Bytes read from disk.
+    pub bytes_read: u64,
+}
+
+impl<D: LogDir + 'static> CommitLog<D> {
+    /// The first position the log still holds (the oldest segment's base).
+    pub fn oldest_position(&self) -> LogPosition {
+        self.st.borrow().segments.keys().next().copied().unwrap_or(LogPosition::ZERO)
+    }
+
+    /// Reports the durable batches from `from` (a position an earlier call returned, or
+    /// zero) in log order, reading about `max_bytes`, with `each(position, batch bytes)`;
+    /// control batches are not reported. See the module documentation.
+    pub async fn follow(
+        self: &Rc<Self>,
+        from: LogPosition,
+        max_bytes: u64,
+        mut each: impl FnMut(LogPosition, &[u8]),
+    ) -> Result<Followed> {
+        let (segments, durable) = {
+            let st = self.st.borrow();
+            let durable = st.durable.min(st.tracker.written());
+            let segs: Vec<Rc<Segment<D::File>>> = st.segments.values().cloned().collect();
+            (segs, durable)
+        };
+        let mut out = Followed { next: from, batches: 0, bytes_read: 0 };
+        let Some(first) = segments.first() else { return Ok(out) };
+        if out.next < first.base {
+            out.next = first.base;
+        }
+        for (i, seg) in segments.iter().enumerate() {
+            let next_base = segments.get(i + 1).map(|s| s.base);
+            if next_base.is_some_and(|b| out.next >= b) {
+                continue;
+            }
+            out.next = out.next.max(seg.base);
+            let seg_end = seg.sealed_end.get().unwrap_or(durable).min(durable);
+            let done = self.follow_segment(seg, seg_end, max_bytes, &mut out, &mut each).await?;
+            if !done || out.bytes_read >= max_bytes {
+                return Ok(out);
+            }
+            match (seg.sealed_end.get(), next_base) {
+                // Sealed and read to its end: go on with the next segment.
+                (Some(e), Some(b)) if out.next >= e && b <= durable => out.next = b,
+                _ => return Ok(out),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Reads `seg` from `out.next` to `seg_end`. Returns false when it stopped early (the
+    /// byte budget), true when it reached `seg_end` (or skipped damage to it).
+    async fn follow_segment(
+        &self,
+        seg: &Segment<D::File>,
+        seg_end: LogPosition,
+        max_bytes: u64,
+        out: &mut Followed,
+        each: &mut impl FnMut(LogPosition, &[u8]),
+    ) -> Result<bool> {
+        let max_batch = self.config.max_batch_bytes;
+        let read = |pos: LogPosition, len: usize| async move {
+            seg.file
+                .read_at(pos - seg.base, len)
+                .await
+                .map_err(|e| StorageError::io(format!("following {}", segment_name(seg.base)), e))
+        };
+        let mut buf = ReadBuf::from_vec(Vec::new());
+        let mut buf_pos = out.next;
+        while out.next + HEADER_LEN as u64 <= seg_end {
+            if out.bytes_read >= max_bytes {
+                return Ok(false);
+            }
+            let pos = out.next;
+            let want = SCAN_READ_BYTES.min((seg_end - pos) as usize);
+            if pos < buf_pos || pos + HEADER_LEN as u64 > buf_pos + buf.len() as u64 {
+                (buf_pos, buf) = (pos, read(pos, want).await?);
+                out.bytes_read += buf.len() as u64;
+            }
+            let at = (pos - buf_pos) as usize;
+            let length = fmt::peek_length(&buf[at..]).unwrap_or(0) as usize;
+            if length < HEADER_LEN || length > max_batch || pos + length as u64 > seg_end {
+                tracing::warn!(
+                    segment = %segment_name(seg.base),
+                    "no batch can be framed at log position {pos} (length field {length}); \
+                     the key index skips the rest of this segment"
+                );
+                out.next = seg_end;
+                return Ok(true);
+            }
+            if at + length > buf.len() {
+                (buf_pos, buf) = (pos, read(pos, length.max(want)).await?);
+                out.bytes_read += buf.len() as u64;
+                if buf.len() < length {
+                    return Err(StorageError::Corrupt {
+                        file: segment_name(seg.base),
+                        offset: pos - seg.base,
+                        reason: format!("short read: {} of {length} bytes", buf.len()),
+                    });
+                }
+            }
+            let at = (pos - buf_pos) as usize;
+            let bytes = &buf[at..at + length];
+            match BatchView::parse(bytes, max_batch).and_then(|v| v.verify_stamp().map(|()| v)) {
+                Ok(view) if view.header.is_control() => {}
+                Ok(_) => {
+                    out.batches += 1;
+                    each(pos, bytes);
+                }
+                Err(e) if fmt::stamp_verifies(bytes) => {
+                    tracing::warn!(
+                        segment = %segment_name(seg.base),
+                        "damaged batch at log position {pos} not indexed: {e}"
+                    );
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        segment = %segment_name(seg.base),
+                        "damaged batch at log position {pos} ({e}); the key index skips the \
+                         rest of this segment"
+                    );
+                    out.next = seg_end;
+                    return Ok(true);
+                }
+            }
+            out.next = pos + length as u64;
+        }
+        Ok(true)
+    }
+}

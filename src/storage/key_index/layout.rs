@@ -1,0 +1,686 @@
+//! The key index file layout and its in-memory image (pure: no I/O).
+//!
+//! RocketMQ's IndexFile idea: a file of fixed size holding a hash-slot table and linked
+//! entries. Slot `hash % slot_count` holds the number of the newest entry whose key hashes
+//! there; every entry holds the number of the previous entry of its slot, so the entries of a
+//! key are found newest first by following links, without reading anything else.
+//!
+//! ```text
+//! header   64 bytes  magic "RMQKIDX1", u32 slot_count, u32 max_entries, u32 entry_count,
+//!                    u32 reserved, i64 begin_store_ms, i64 end_store_ms, u64 min_position,
+//!                    u64 end_position, u32 crc32c of bytes 0..56 (little endian)
+//! slots    slot_count x u32: entry number + 1 of the slot's newest entry (0: empty)
+//! entries  max_entries x 28 bytes: u32 key_hash, u32 topic_id, u32 queue_id, u64 offset,
+//!          u32 store time - begin_store_ms (ms), u32 previous entry number + 1 (0: none)
+//! ```
+//! The file size is rounded up to 4 KiB. Store times never decrease along the log, so a
+//! chain walked newest first has non-increasing times and a walk stops at the first entry
+//! older than the range asked for.
+
+use crate::storage::types::LogPosition;
+
+pub const MAGIC: &[u8; 8] = b"RMQKIDX1";
+pub const HEADER_BYTES: usize = 64;
+pub const ENTRY_BYTES: usize = 28;
+const BLOCK: usize = 4096;
+
+/// The hash of `key` in topic `topic_id` (crc32c over both): keys of different topics land
+/// in different chains, so a walk for one topic rarely steps over another's entries.
+pub fn key_hash(topic_id: u32, key: &[u8]) -> u32 {
+    crc32c::crc32c_append(crc32c::crc32c(&topic_id.to_le_bytes()), key)
+}
+
+/// Splits a record key into the keys it is indexed under: space-separated words, as
+/// RocketMQ's KEYS property (empty words skipped).
+pub fn split_keys(key: &[u8]) -> impl Iterator<Item = &[u8]> {
+    key.split(|b| *b == b' ').filter(|k| !k.is_empty())
+}
+
+/// The fixed dimensions of every file of one index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Geometry {
+    pub slot_count: u32,
+    pub max_entries: u32,
+}
+
+impl Geometry {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.slot_count == 0 || self.max_entries == 0 {
+            return Err("key index slots and entries per file must be at least 1".into());
+        }
+        // Entry numbers + 1 fit a u32 and a file stays well under 4 GiB.
+        if self.slot_count > 1 << 24 || self.max_entries > 1 << 26 {
+            return Err(format!(
+                "key index file too large: {} slots (at most {}), {} entries (at most {})",
+                self.slot_count,
+                1u32 << 24,
+                self.max_entries,
+                1u32 << 26
+            ));
+        }
+        Ok(())
+    }
+
+    fn slots_at(&self) -> usize {
+        HEADER_BYTES
+    }
+
+    fn entries_at(&self) -> usize {
+        HEADER_BYTES + self.slot_count as usize * 4
+    }
+
+    /// Bytes of one file (a multiple of 4 KiB).
+    pub fn file_bytes(&self) -> usize {
+        let raw = self.entries_at() + self.max_entries as usize * ENTRY_BYTES;
+        raw.div_ceil(BLOCK) * BLOCK
+    }
+
+    /// File offset of slot `slot`.
+    pub fn slot_offset(&self, slot: u32) -> usize {
+        self.slots_at() + slot as usize * 4
+    }
+
+    /// File offset of entry number `n`.
+    pub fn entry_offset(&self, n: u32) -> usize {
+        self.entries_at() + n as usize * ENTRY_BYTES
+    }
+
+    pub fn slot_of(&self, hash: u32) -> u32 {
+        hash % self.slot_count
+    }
+}
+
+/// One indexed message, as stored (with its absolute store time).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Entry {
+    pub key_hash: u32,
+    pub topic_id: u32,
+    pub queue_id: u32,
+    pub offset: u64,
+    pub store_ms: i64,
+}
+
+/// An entry's stored fields: the entry, its time delta and its link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RawEntry {
+    pub key_hash: u32,
+    pub topic_id: u32,
+    pub queue_id: u32,
+    pub offset: u64,
+    pub time_delta_ms: u32,
+    /// Previous entry number + 1 in the same slot (0: none).
+    pub previous: u32,
+}
+
+impl RawEntry {
+    pub fn encode(&self, out: &mut [u8]) {
+        out[0..4].copy_from_slice(&self.key_hash.to_le_bytes());
+        out[4..8].copy_from_slice(&self.topic_id.to_le_bytes());
+        out[8..12].copy_from_slice(&self.queue_id.to_le_bytes());
+        out[12..20].copy_from_slice(&self.offset.to_le_bytes());
+        out[20..24].copy_from_slice(&self.time_delta_ms.to_le_bytes());
+        out[24..28].copy_from_slice(&self.previous.to_le_bytes());
+    }
+
+    /// Decodes 28 bytes (shorter input: None).
+    pub fn decode(b: &[u8]) -> Option<RawEntry> {
+        if b.len() < ENTRY_BYTES {
+            return None;
+        }
+        let u32_at = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().expect("4 bytes"));
+        Some(RawEntry {
+            key_hash: u32_at(0),
+            topic_id: u32_at(4),
+            queue_id: u32_at(8),
+            offset: u64::from_le_bytes(b[12..20].try_into().expect("8 bytes")),
+            time_delta_ms: u32_at(20),
+            previous: u32_at(24),
+        })
+    }
+
+    pub fn entry(&self, begin_store_ms: i64) -> Entry {
+        Entry {
+            key_hash: self.key_hash,
+            topic_id: self.topic_id,
+            queue_id: self.queue_id,
+            offset: self.offset,
+            store_ms: begin_store_ms + i64::from(self.time_delta_ms),
+        }
+    }
+}
+
+/// A file's header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    pub geometry: Geometry,
+    pub entry_count: u32,
+    pub begin_store_ms: i64,
+    pub end_store_ms: i64,
+    /// Log position of the first batch indexed here.
+    pub min_position: LogPosition,
+    /// Log position one past the last batch indexed here.
+    pub end_position: LogPosition,
+}
+
+impl Header {
+    pub fn empty(geometry: Geometry) -> Header {
+        Header {
+            geometry,
+            entry_count: 0,
+            begin_store_ms: 0,
+            end_store_ms: 0,
+            min_position: LogPosition::ZERO,
+            end_position: LogPosition::ZERO,
+        }
+    }
+
+    pub fn encode(&self) -> [u8; HEADER_BYTES] {
+        let mut b = [0u8; HEADER_BYTES];
+        b[0..8].copy_from_slice(MAGIC);
+        b[8..12].copy_from_slice(&self.geometry.slot_count.to_le_bytes());
+        b[12..16].copy_from_slice(&self.geometry.max_entries.to_le_bytes());
+        b[16..20].copy_from_slice(&self.entry_count.to_le_bytes());
+        b[24..32].copy_from_slice(&self.begin_store_ms.to_le_bytes());
+        b[32..40].copy_from_slice(&self.end_store_ms.to_le_bytes());
+        b[40..48].copy_from_slice(&self.min_position.get().to_le_bytes());
+        b[48..56].copy_from_slice(&self.end_position.get().to_le_bytes());
+        let crc = crc32c::crc32c(&b[..56]);
+        b[56..60].copy_from_slice(&crc.to_le_bytes());
+        b
+    }
+
+    pub fn decode(b: &[u8]) -> Result<Header, String> {
+        if b.len() < HEADER_BYTES {
+            return Err(format!("key index header is {} bytes, not {HEADER_BYTES}", b.len()));
+        }
+        if &b[0..8] != MAGIC {
+            return Err("not a key index file (bad magic)".into());
+        }
+        let crc = u32::from_le_bytes(b[56..60].try_into().expect("4 bytes"));
+        if crc != crc32c::crc32c(&b[..56]) {
+            return Err("key index header checksum mismatch".into());
+        }
+        let u32_at = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().expect("4 bytes"));
+        let u64_at = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes"));
+        let geometry = Geometry { slot_count: u32_at(8), max_entries: u32_at(12) };
+        geometry.validate()?;
+        let entry_count = u32_at(16);
+        if entry_count > geometry.max_entries {
+            return Err(format!(
+                "key index header counts {entry_count} entries, more than its {}",
+                geometry.max_entries
+            ));
+        }
+        Ok(Header {
+            geometry,
+            entry_count,
+            begin_store_ms: u64_at(24) as i64,
+            end_store_ms: u64_at(32) as i64,
+            min_position: LogPosition::new(u64_at(40)),
+            end_position: LogPosition::new(u64_at(48)),
+        })
+    }
+
+    /// Could this file hold an entry stored in `[from_ms, to_ms]`?
+    pub fn overlaps(&self, from_ms: i64, to_ms: i64) -> bool {
+        self.entry_count > 0 && self.begin_store_ms <= to_ms && self.end_store_ms >= from_ms
+    }
+}
+
+/// Why an entry was not added.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AddError {
+    /// Every entry is used, or the store time is too far past the file's first one for the
+    /// 32-bit delta: seal this file and add to a new one.
+    Full,
+}
+
+/// A walk over one slot's chain, newest first, in a file read through `read`.
+#[derive(Debug, Clone, Copy)]
+pub struct Walk {
+    pub hash: u32,
+    pub topic_id: u32,
+    pub from_ms: i64,
+    pub to_ms: i64,
+}
+
+/// What a walk step decides about an entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// A match: report it, then go on to `next` (entry number + 1; 0 ends).
+    Match(Entry, u32),
+    /// Not a match: go on to `next`.
+    Skip(u32),
+    /// Older than the range: nothing further along the chain can match.
+    Stop,
+}
+
+impl Walk {
+    /// Decides about entry `raw` of a file that begins at `begin_store_ms` and holds `count`
+    /// valid entries. A link to an entry at or past `count` (written after the checkpoint the
+    /// file was loaded from) or not older than the current one ends the walk: chains only
+    /// point backwards, so anything else is damage and must not loop.
+    pub fn step(&self, raw: &RawEntry, current: u32, count: u32, begin_store_ms: i64) -> Step {
+        let entry = raw.entry(begin_store_ms);
+        if entry.store_ms < self.from_ms {
+            return Step::Stop;
+        }
+        let next = if raw.previous <= current && raw.previous <= count { raw.previous } else { 0 };
+        if raw.key_hash == self.hash
+            && raw.topic_id == self.topic_id
+            && entry.store_ms <= self.to_ms
+        {
+            Step::Match(entry, next)
+        } else {
+            Step::Skip(next)
+        }
+    }
+}
+
+/// The active (newest) file held whole in memory, with the 4 KiB blocks changed since it was
+/// last written. Bounded: exactly one file's bytes.
+pub struct ActiveImage {
+    pub header: Header,
+    bytes: Vec<u8>,
+    dirty: Vec<bool>,
+}
+
+impl ActiveImage {
+    pub fn new(geometry: Geometry) -> ActiveImage {
+        let size = geometry.file_bytes();
+        ActiveImage {
+            header: Header::empty(geometry),
+            bytes: vec![0; size],
+            dirty: vec![false; size / BLOCK],
+        }
+    }
+
+    /// Loads a file image written by an earlier run, keeping its first `count` entries (what
+    /// the checkpoint says is indexed and durable). The slots and links are rebuilt from those
+    /// entries, so nothing the crashed run wrote after its checkpoint (slots pointing at later
+    /// entries, torn blocks past the counted ones) can leak in; later entries are cleared.
+    pub fn load(
+        geometry: Geometry,
+        mut bytes: Vec<u8>,
+        count: u32,
+        begin_store_ms: i64,
+        end_store_ms: i64,
+        positions: (LogPosition, LogPosition),
+    ) -> Result<ActiveImage, String> {
+        if count > geometry.max_entries {
+            return Err(format!("checkpoint counts {count} entries, more than a file holds"));
+        }
+        bytes.resize(geometry.file_bytes(), 0);
+        let blocks = bytes.len() / BLOCK;
+        let mut image = ActiveImage {
+            header: Header {
+                geometry,
+                entry_count: count,
+                begin_store_ms,
+                end_store_ms,
+                min_position: positions.0,
+                end_position: positions.1,
+            },
+            bytes,
+            dirty: vec![true; blocks],
+        };
+        let slots = geometry.slot_offset(0)..geometry.entry_offset(0);
+        image.bytes[slots].fill(0);
+        for n in 0..count {
+            let mut raw = image.raw(n);
+            let slot = geometry.slot_of(raw.key_hash);
+            raw.previous = image.slot(slot);
+            let at = geometry.entry_offset(n);
+            raw.encode(&mut image.bytes[at..at + ENTRY_BYTES]);
+            image.set_slot(slot, n + 1);
+        }
+        let rest = geometry.entry_offset(count)..image.bytes.len();
+        image.bytes[rest].fill(0);
+        Ok(image)
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.header.entry_count == 0
+    }
+
+    fn mark(&mut self, at: usize, len: usize) {
+        if len == 0 {
+            return;
+        }
+        for b in at / BLOCK..=(at + len - 1) / BLOCK {
+            self.dirty[b] = true;
+        }
+    }
+
+    pub fn slot(&self, slot: u32) -> u32 {
+        let at = self.header.geometry.slot_offset(slot);
+        u32::from_le_bytes(self.bytes[at..at + 4].try_into().expect("4 bytes"))
+    }
+
+    fn set_slot(&mut self, slot: u32, v: u32) {
+        let at = self.header.geometry.slot_offset(slot);
+        self.bytes[at..at + 4].copy_from_slice(&v.to_le_bytes());
+        self.mark(at, 4);
+    }
+
+    /// Entry number `n` (must be below the file's capacity).
+    pub fn raw(&self, n: u32) -> RawEntry {
+        let at = self.header.geometry.entry_offset(n);
+        RawEntry::decode(&self.bytes[at..at + ENTRY_BYTES]).expect("entry in range")
+    }
+
+    /// Adds one entry for a batch at `position` ending at `end`.
+    pub fn add(
+        &mut self,
+        entry: Entry,
+        position: LogPosition,
+        end: LogPosition,
+    ) -> Result<(), AddError> {
+        let g = self.header.geometry;
+        let n = self.header.entry_count;
+        if n >= g.max_entries {
+            return Err(AddError::Full);
+        }
+        if n == 0 {
+            self.header.begin_store_ms = entry.store_ms;
+            self.header.end_store_ms = entry.store_ms;
+            self.header.min_position = position;
+        }
+        // Store times never go back along the log; a clock step back is indexed at the
+        // file's latest time rather than before its start.
+        let store_ms = entry.store_ms.max(self.header.begin_store_ms);
+        let Ok(delta) = u32::try_from(store_ms - self.header.begin_store_ms) else {
+            return Err(AddError::Full);
+        };
+        let slot = g.slot_of(entry.key_hash);
+        let raw = RawEntry {
+            key_hash: entry.key_hash,
+            topic_id: entry.topic_id,
+            queue_id: entry.queue_id,
+            offset: entry.offset,
+            time_delta_ms: delta,
+            previous: self.slot(slot),
+        };
+        let at = g.entry_offset(n);
+        raw.encode(&mut self.bytes[at..at + ENTRY_BYTES]);
+        self.mark(at, ENTRY_BYTES);
+        self.set_slot(slot, n + 1);
+        self.header.entry_count = n + 1;
+        self.header.end_store_ms = self.header.end_store_ms.max(store_ms);
+        self.header.end_position = self.header.end_position.max(end);
+        Ok(())
+    }
+
+    /// Notes that the log up to `end` is indexed here (batches without keys add no entry).
+    pub fn advance(&mut self, end: LogPosition) {
+        self.header.end_position = self.header.end_position.max(end);
+    }
+
+    /// Matches of `walk` in this image, newest first, at most `max`, after at most
+    /// `max_steps` entries read. Returns (matches, steps taken).
+    pub fn walk(&self, walk: &Walk, max: usize, max_steps: usize) -> (Vec<Entry>, usize) {
+        let count = self.header.entry_count;
+        let mut out = Vec::new();
+        let mut next = self.slot(self.header.geometry.slot_of(walk.hash));
+        let mut steps = 0;
+        while next != 0 && next <= count && out.len() < max && steps < max_steps {
+            steps += 1;
+            let current = next - 1;
+            match walk.step(&self.raw(current), current, count, self.header.begin_store_ms) {
+                Step::Match(e, n) => {
+                    out.push(e);
+                    next = n;
+                }
+                Step::Skip(n) => next = n,
+                Step::Stop => break,
+            }
+        }
+        (out, steps)
+    }
+
+    /// The dirty runs of blocks as (file offset, length), clearing the marks. The header
+    /// block is written with the current header.
+    pub fn take_dirty(&mut self) -> Vec<(usize, usize)> {
+        self.dirty[0] = true;
+        let header = self.header.encode();
+        self.bytes[..HEADER_BYTES].copy_from_slice(&header);
+        let mut runs: Vec<(usize, usize)> = Vec::new();
+        for (b, d) in self.dirty.iter_mut().enumerate() {
+            if !*d {
+                continue;
+            }
+            *d = false;
+            match runs.last_mut() {
+                Some((at, len)) if *at + *len == b * BLOCK => *len += BLOCK,
+                _ => runs.push((b * BLOCK, BLOCK)),
+            }
+        }
+        runs
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn g(slots: u32, entries: u32) -> Geometry {
+        Geometry { slot_count: slots, max_entries: entries }
+    }
+
+    fn entry(hash: u32, offset: u64, store_ms: i64) -> Entry {
+        Entry { key_hash: hash, topic_id: 1, queue_id: 0, offset, store_ms }
+    }
+
+    fn walk(hash: u32) -> Walk {
+        Walk { hash, topic_id: 1, from_ms: i64::MIN, to_ms: i64::MAX }
+    }
+
+    #[test]
+    fn entry_and_header_round_trip() {
+        let raw = RawEntry {
+            key_hash: 7,
+            topic_id: 9,
+            queue_id: 3,
+            offset: 1 << 40,
+            time_delta_ms: 12,
+            previous: 5,
+        };
+        let mut b = [0u8; ENTRY_BYTES];
+        raw.encode(&mut b);
+        assert_eq!(RawEntry::decode(&b), Some(raw));
+        assert_eq!(RawEntry::decode(&b[..27]), None);
+        let h = Header {
+            geometry: g(16, 32),
+            entry_count: 3,
+            begin_store_ms: 1000,
+            end_store_ms: 2000,
+            min_position: LogPosition::new(4096),
+            end_position: LogPosition::new(9000),
+        };
+        assert_eq!(Header::decode(&h.encode()), Ok(h));
+        let mut bad = h.encode();
+        bad[20] ^= 1;
+        assert!(Header::decode(&bad).unwrap_err().contains("checksum"));
+        assert!(Header::decode(&[0u8; 10]).is_err());
+        assert!(Header::decode(&[0u8; 64]).unwrap_err().contains("magic"));
+    }
+
+    #[test]
+    fn file_size_is_block_aligned_and_holds_everything() {
+        let geo = g(1000, 1000);
+        assert_eq!(geo.file_bytes() % 4096, 0);
+        assert!(geo.file_bytes() >= geo.entry_offset(1000));
+        assert!(g(0, 1).validate().is_err());
+        assert!(g(1 << 25, 1).validate().is_err());
+    }
+
+    #[test]
+    fn keys_split_on_spaces() {
+        let keys: Vec<&[u8]> = split_keys(b" a  bc d ").collect();
+        assert_eq!(keys, vec![&b"a"[..], b"bc", b"d"]);
+        assert_eq!(split_keys(b"").count(), 0);
+        assert_ne!(key_hash(1, b"k"), key_hash(2, b"k"));
+    }
+
+    #[test]
+    fn a_full_file_or_a_delta_overflow_refuses() {
+        let mut img = ActiveImage::new(g(4, 2));
+        let p = LogPosition::new(0);
+        img.add(entry(1, 0, 10), p, p + 1).unwrap();
+        assert_eq!(img.add(entry(1, 1, 10 + (1 << 33)), p, p + 1), Err(AddError::Full));
+        img.add(entry(1, 1, 11), p, p + 1).unwrap();
+        assert_eq!(img.add(entry(1, 2, 12), p, p + 1), Err(AddError::Full));
+    }
+
+    #[test]
+    fn the_walk_stops_at_entries_older_than_the_range() {
+        let mut img = ActiveImage::new(g(1, 100));
+        let p = LogPosition::new(0);
+        for i in 0..10 {
+            img.add(entry(5, i, 100 + i as i64 * 10), p, p + 1).unwrap();
+        }
+        let w = Walk { from_ms: 150, to_ms: 170, ..walk(5) };
+        let (found, steps) = img.walk(&w, 100, 1000);
+        assert_eq!(found.iter().map(|e| e.offset).collect::<Vec<_>>(), vec![7, 6, 5]);
+        // 9, 8 skipped (too new), 7..5 matched, 4 stops the walk.
+        assert_eq!(steps, 6);
+    }
+
+    #[test]
+    fn loading_cuts_entries_past_the_checkpoint_and_repairs_slots() {
+        let geo = g(2, 50);
+        let mut img = ActiveImage::new(geo);
+        let p = LogPosition::new(0);
+        for i in 0..20u64 {
+            img.add(entry(i as u32 % 4, i, 100 + i as i64), p, p + 1).unwrap();
+        }
+        img.take_dirty();
+        let bytes = img.bytes().to_vec();
+        let loaded = ActiveImage::load(geo, bytes, 12, 100, 111, (p, p + 1)).unwrap();
+        for h in 0..4 {
+            let (found, _) = loaded.walk(&walk(h), 100, 1000);
+            let want: Vec<u64> = (0..12u64).rev().filter(|i| *i as u32 % 4 == h).collect();
+            assert_eq!(found.iter().map(|e| e.offset).collect::<Vec<_>>(), want);
+        }
+        // The next entry takes number 12 and links to the repaired chain.
+        let mut loaded = loaded;
+        loaded.add(entry(0, 99, 200), p, p + 1).unwrap();
+        let (found, _) = loaded.walk(&walk(0), 100, 1000);
+        assert_eq!(found.iter().map(|e| e.offset).collect::<Vec<_>>(), vec![99, 8, 4, 0]);
+    }
+
+    #[test]
+    fn a_forward_or_uncounted_link_ends_the_walk() {
+        let w = walk(1);
+        let raw = |previous| RawEntry {
+            key_hash: 1,
+            topic_id: 1,
+            queue_id: 0,
+            offset: 0,
+            time_delta_ms: 0,
+            previous,
+        };
+        // Entry 3 linking to entry 3 or later (previous 4+) would loop: the walk ends.
+        assert!(matches!(w.step(&raw(4), 3, 10, 0), Step::Match(_, 0)));
+        // A link past the counted entries ends it too.
+        assert!(matches!(w.step(&raw(3), 5, 2, 0), Step::Match(_, 0)));
+        assert!(matches!(w.step(&raw(3), 5, 10, 0), Step::Match(_, 3)));
+    }
+
+    #[test]
+    fn dirty_runs_cover_changes_once() {
+        let geo = g(2000, 1000);
+        let mut img = ActiveImage::new(geo);
+        let p = LogPosition::new(0);
+        img.add(entry(1, 0, 1), p, p + 1).unwrap();
+        let runs = img.take_dirty();
+        let covered = |at: usize| runs.iter().any(|(a, l)| *a <= at && at < a + l);
+        assert!(covered(0) && covered(geo.slot_offset(geo.slot_of(1))));
+        assert!(covered(geo.entry_offset(0)));
+        // Only the header block is rewritten when nothing else changed.
+        assert_eq!(img.take_dirty(), vec![(0, 4096)]);
+    }
+
+    proptest! {
+        /// The walk finds exactly the model's matches, newest first, whatever the collisions.
+        #[test]
+        fn walk_matches_a_model(
+            slots in 1u32..8,
+            adds in prop::collection::vec((0u32..6, 1u32..3, 0i64..5), 0..200),
+            from in 0i64..300, len in 0i64..300, max in 1usize..50,
+        ) {
+            let geo = g(slots, 256);
+            let mut img = ActiveImage::new(geo);
+            let mut model = Vec::new();
+            let mut t = 0i64;
+            let p = LogPosition::new(0);
+            for (i, (hash, topic, dt)) in adds.iter().enumerate() {
+                t += dt;
+                let e = Entry { key_hash: *hash, topic_id: *topic, queue_id: 0, offset: i as u64, store_ms: t };
+                img.add(e, p, p + 1).unwrap();
+                model.push(e);
+            }
+            for hash in 0..6u32 {
+                let w = Walk { hash, topic_id: 1, from_ms: from, to_ms: from + len };
+                let want: Vec<Entry> = model.iter().rev()
+                    .filter(|e| e.key_hash == hash && e.topic_id == 1 && e.store_ms >= from && e.store_ms <= from + len)
+                    .take(max).copied().collect();
+                let (found, _) = img.walk(&w, max, usize::MAX);
+                prop_assert_eq!(found, want);
+            }
+        }
+
+        /// What a disk hands back after any damage: the decoders never panic, what they
+        /// accept re-encodes to itself, and a loaded image's walks stay within its entries.
+        #[test]
+        fn arbitrary_bytes_never_panic(
+            bytes in prop::collection::vec(any::<u8>(), 0..2048),
+            count in 0u32..70,
+        ) {
+            if let Ok(h) = Header::decode(&bytes) {
+                prop_assert_eq!(Header::decode(&h.encode()), Ok(h));
+            }
+            if let Some(e) = RawEntry::decode(&bytes) {
+                let mut b = [0u8; ENTRY_BYTES];
+                e.encode(&mut b);
+                prop_assert_eq!(RawEntry::decode(&b), Some(e));
+            }
+            let geo = g(7, 64);
+            let p = LogPosition::ZERO;
+            match ActiveImage::load(geo, bytes, count, 0, 0, (p, p)) {
+                Ok(img) => {
+                    for hash in 0..7 {
+                        let (_, steps) = img.walk(&walk(hash), usize::MAX, usize::MAX);
+                        prop_assert!(steps <= count as usize);
+                    }
+                }
+                Err(_) => prop_assert!(count > 64),
+            }
+        }
+
+        /// Loading at any count keeps exactly the first `count` entries reachable.
+        #[test]
+        fn load_keeps_the_counted_prefix(
+            adds in prop::collection::vec(0u32..5, 1..100), cut in 0usize..100,
+        ) {
+            let geo = g(3, 128);
+            let mut img = ActiveImage::new(geo);
+            let p = LogPosition::new(0);
+            for (i, h) in adds.iter().enumerate() {
+                img.add(entry(*h, i as u64, 5), p, p + 1).unwrap();
+            }
+            let count = cut.min(adds.len()) as u32;
+            let loaded = ActiveImage::load(geo, img.bytes().to_vec(), count, 5, 5, (p, p + 1)).unwrap();
+            for h in 0..5u32 {
+                let want: Vec<u64> = (0..count as u64).rev().filter(|i| adds[*i as usize] == h).collect();
+                let (found, _) = loaded.walk(&walk(h), usize::MAX, usize::MAX);
+                prop_assert_eq!(found.iter().map(|e| e.offset).collect::<Vec<_>>(), want);
+            }
+        }
+    }
+}
