@@ -67,6 +67,7 @@ pub mod router;
 pub mod scheduled;
 pub mod selector;
 pub mod sequencer;
+pub(crate) mod staging;
 pub mod transaction;
 
 use std::sync::Arc;
