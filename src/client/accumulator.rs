@@ -489,6 +489,7 @@ impl<S: BatchSink> Worker<S> {
             Resolution::Failed(b, why) => (b, Err(why)),
         };
         self.buffered_bytes = self.buffered_bytes.saturating_sub(batch.bytes.len());
+        self.staging.release(batch.bytes.len());
         let key = &self.queues[id].key;
         let error = |why: Failure| match (why, reply) {
             (Failure::Reply, Some(Err(e))) => e.clone(),
@@ -1207,23 +1208,26 @@ mod tests {
         };
         let (mut worker, sink, clock) = sim_worker(config);
         let mut sent = 0;
-        while worker.accepts_commands() {
+        // Callers may add messages while less than max_buffer_bytes is staged or held.
+        while worker.staging().staged().1 < 1024 {
             send_to(&mut worker, 0);
             sent += 1;
             worker.step(clock.now());
-            assert!(sent < 1000, "the worker never stopped taking messages");
+            assert!(sent < 1000, "the bound never stopped the callers");
         }
         // Full batches were sealed without waiting for the linger; one is in flight.
         let in_flight = drain_sent(&sink);
         assert_eq!(in_flight.len(), 1);
         assert!(in_flight[0].2.len() <= 256);
-        assert!(worker.buffered_bytes >= 1024 && worker.buffered_bytes < 1024 + 256);
-        // Its reply frees room: the worker takes messages again.
+        let held = worker.staging().staged().1;
+        assert!((1024..1024 + 256).contains(&held), "{held}");
+        assert!(worker.buffered_bytes <= held);
+        // Its reply frees room: callers may add messages again.
         let (_, _, b, cb) = in_flight.into_iter().next().unwrap();
         cb(ok_reply(0, &b));
         worker.reply(worker.replies_rx.try_recv().unwrap());
         worker.step(clock.now());
-        assert!(worker.accepts_commands());
+        assert!(worker.staging().staged().1 < 1024);
         let next = drain_sent(&sink);
         assert_eq!(numbering(&next[0].2).1, bodies(&b).len() as i32, "the next batch in order");
     }

@@ -37,9 +37,9 @@
 //! queues something happened to (a dirty queue of indexes) and at due timers (a heap of
 //! wake-ups: lingers, request timeouts, backoffs, send deadlines), so a step is O(log queues).
 //!
-//! Memory is bounded by what callers may stage (`buffer_messages` messages and
-//! `max_buffer_bytes` bytes, open batches included) plus `max_buffer_bytes` of batches held by
-//! the worker; past that the worker stops taking batches until replies come, and callers wait.
+//! Memory is bounded by `max_buffer_bytes` of batches, open ones included (staged by callers,
+//! or taken by the worker and not yet answered), and `buffer_messages` messages staged; past
+//! that callers wait (and lingering batches go at once) until replies free room.
 
 use std::sync::atomic::AtomicU32;
 use std::sync::Arc;
@@ -73,8 +73,8 @@ pub struct ProducerConfig {
     /// Messages callers may stage (in open batches and sealed ones the worker has not taken);
     /// a caller past it waits, and lingering batches go at once. Default 100,000.
     pub buffer_messages: usize,
-    /// Bytes callers may stage (as `buffer_messages`), and bytes of batches the worker may
-    /// hold (waiting and in flight). Default 32 MiB.
+    /// Bytes of batches the producer may hold: open, sealed, waiting and in flight. Default
+    /// 32 MiB.
     pub max_buffer_bytes: usize,
     /// Batches of one queue sent and not yet answered. 1..=5 (the broker remembers the last 5
     /// batches of each producer and queue, so any of them can be resent). Default 5.

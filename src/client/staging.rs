@@ -17,7 +17,9 @@
 //! takes an open batch when its linger and in-flight rules say it may go
 //! ([`Staging::take`]); until then callers keep appending to it (natural batching).
 //!
-//! Bounded: callers wait while `max_messages` messages or `max_bytes` bytes are staged.
+//! Bounded: callers wait while `max_messages` messages are staged, or while `max_bytes` bytes
+//! are staged or held by the worker (taken and not yet answered: [`Staging::release`]), so the
+//! producer's whole buffer, open batches included, stays within `max_buffer_bytes`.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -72,7 +74,9 @@ struct State {
     dirty: Vec<usize>,
     /// A wake-up is on its way to the worker and the dirty list not taken since.
     wake_sent: bool,
+    /// Messages staged (not yet taken by the worker).
     messages: usize,
+    /// Bytes staged, plus bytes taken by the worker and not yet released.
     bytes: usize,
     /// Callers waiting for room.
     waiting: usize,
@@ -298,7 +302,7 @@ impl Staging {
     ) -> OpenLeft {
         let mut st = lock(&self.state);
         let st = &mut *st;
-        let Some(q) = st.queues.get_mut(id) else { return None };
+        let q = st.queues.get_mut(id)?;
         let before = out.len();
         out.extend(q.sealed.drain(..));
         let open = q.open.as_ref().map(|o| (o.started, o.builder.len_bytes()));
@@ -312,7 +316,6 @@ impl Staging {
         let taken = &out[before..];
         if !taken.is_empty() {
             st.messages -= taken.iter().map(|s| s.builder.record_count() as usize).sum::<usize>();
-            st.bytes -= taken.iter().map(|s| s.builder.len_bytes()).sum::<usize>();
             if st.waiting > 0 {
                 self.room.notify_all();
             }
@@ -320,7 +323,16 @@ impl Staging {
         left
     }
 
-    /// (messages, bytes) staged.
+    /// The worker's side: `bytes` of batches it took are answered (or failed) and freed.
+    pub(crate) fn release(&self, bytes: usize) {
+        let mut st = lock(&self.state);
+        st.bytes = st.bytes.saturating_sub(bytes);
+        if st.waiting > 0 {
+            self.room.notify_all();
+        }
+    }
+
+    /// (messages staged, bytes staged or held by the worker).
     #[cfg(test)]
     pub(crate) fn staged(&self) -> (usize, usize) {
         let st = lock(&self.state);
@@ -398,12 +410,16 @@ mod tests {
         assert!(left.is_some_and(|(started, len)| started == t0 && len > 0));
         assert_eq!(out.len(), 1);
         assert!(out[0].builder.len_bytes() <= 400);
-        assert_eq!(s.staged().1, bytes - out[0].builder.len_bytes());
+        assert_eq!(s.staged().1, bytes, "taken bytes count until released");
         assert!(s.take(0, &mut out, |_, _, _, _| true).is_none());
         assert!(s.take(1, &mut out, |_, _, _, _| true).is_none());
-        assert_eq!(s.staged(), (0, 0), "everything taken: nothing counted");
+        assert_eq!(s.staged(), (0, bytes), "every message taken");
         let records: u32 = out.iter().map(|b| b.builder.record_count()).sum();
         assert_eq!(records as usize, messages);
+        let taken: usize = out.iter().map(|b| b.builder.len_bytes()).sum();
+        assert_eq!(taken, bytes, "the bytes counted are the batches' bytes");
+        s.release(taken);
+        assert_eq!(s.staged(), (0, 0));
     }
 
     #[test]
