@@ -24,7 +24,8 @@ use crate::runner::{lock, record_consumed, ProducerStats, Shared};
 use crate::stats::Recorder;
 use crate::workload::{KeyDistribution, Workload};
 
-/// Records the time a reply arrived: the producer's reply path wakes it.
+/// Records the time a reply arrived: the producer's reply path wakes it. Fixed-rate runs only
+/// (see `producer_main`).
 struct AckSlot(AtomicU64);
 
 impl Wake for AckSlot {
@@ -38,7 +39,9 @@ impl Wake for AckSlot {
 
 struct InFlight {
     pending: Pending<Result<SendResult, ClientError>>,
-    slot: Arc<AckSlot>,
+    /// Fixed-rate runs: the reply's exact arrival time. Max-rate runs have none: a reply is
+    /// timed when the producer collects it.
+    slot: Option<Arc<AckSlot>>,
     intended_ns: u64,
 }
 
@@ -97,35 +100,71 @@ pub(crate) fn producer_main(
     let mut schedule = Schedule::new(now_ns(), rate);
     let backlog = w.backlog_bytes > 0;
     let mut seq = 0u64;
+    // Collects the answered sends at the front (oldest first); with `block`, first waits for
+    // the front one (an earlier version waited for every send in flight, so the pipeline
+    // drained to empty whenever it reached `max_in_flight`). A send with an `AckSlot` (fixed
+    // rate) counts from when its reply arrived; one without (max rate) from when it is
+    // collected here, which is every loop turn (one send later, microseconds) or at once when
+    // the producer waits for room, but only in send order: a reply behind an unanswered older
+    // send waits for it. The histogram lock and the clock read are taken once per call.
     let reap = |in_flight: &mut VecDeque<InFlight>, block: bool| {
+        let mut now = 0u64;
+        let mut acked = 0u64;
+        let mut flush_timeouts = 0u64;
+        let measuring = shared.measuring.load(Relaxed);
+        let mut rec: Option<std::sync::MutexGuard<'_, Recorder>> = None;
+        let mut must_wait = block;
         while let Some(f) = in_flight.front() {
-            let at = f.slot.0.load(Acquire);
-            if at == 0 && !block {
+            let arrived = f.slot.as_ref().map(|s| s.0.load(Acquire));
+            if arrived == Some(0) && !must_wait {
                 break;
             }
+            let taken = f.pending.try_take();
+            if taken.is_none() && !must_wait {
+                break;
+            }
+            must_wait = false;
             let f = in_flight.pop_front().expect("front exists");
-            let (result, at) = match f.pending.try_take() {
-                Some(r) => (r, at.max(1)),
+            let (result, at) = match taken {
+                Some(r) => {
+                    let at = match arrived {
+                        Some(at) => at.max(1),
+                        None => {
+                            if now == 0 {
+                                now = now_ns();
+                            }
+                            now
+                        }
+                    };
+                    (r, at)
+                }
                 None => {
                     let r = f.pending.wait();
-                    let at = f.slot.0.load(Acquire);
-                    (r, if at == 0 { now_ns() } else { at })
+                    now = now_ns();
+                    let at = f.slot.as_ref().map_or(0, |s| s.0.load(Acquire));
+                    (r, if at == 0 { now } else { at })
                 }
             };
             match result {
                 Ok(r) => {
-                    shared.acked.fetch_add(1, Relaxed);
+                    acked += 1;
                     if r.status == SendStatus::FlushDiskTimeout {
-                        shared.flush_timeouts.fetch_add(1, Relaxed);
+                        flush_timeouts += 1;
                     }
-                    let measuring = shared.measuring.load(Relaxed);
-                    lock(recorder).latency(at.saturating_sub(f.intended_ns), measuring);
+                    rec.get_or_insert_with(|| lock(recorder))
+                        .latency(at.saturating_sub(f.intended_ns), measuring);
                 }
                 Err(e) => {
                     shared.failed.fetch_add(1, Relaxed);
                     shared.error(format!("producer {id}: send failed: {e}"));
                 }
             }
+        }
+        if acked > 0 {
+            shared.acked.fetch_add(acked, Relaxed);
+        }
+        if flush_timeouts > 0 {
+            shared.flush_timeouts.fetch_add(flush_timeouts, Relaxed);
         }
     };
     loop {
@@ -146,7 +185,7 @@ pub(crate) fn producer_main(
             }
             wait_until(intended);
         }
-        let actual = now_ns();
+        let actual = if schedule.is_fixed_rate() { now_ns() } else { intended };
         let (key, key_seq) = if keyed {
             let k = match w.key_distribution {
                 KeyDistribution::Random => (xorshift(&mut rng) % w.key_count as u64) as usize,
@@ -172,7 +211,7 @@ pub(crate) fn producer_main(
         if keyed {
             msg.key = keys[key as usize].clone();
         }
-        let mut pending = match producer.send_async(msg) {
+        let pending = match producer.send_async(msg) {
             Ok(p) => p,
             Err(e) => {
                 shared.error(format!("producer {id}: {e}"));
@@ -184,25 +223,38 @@ pub(crate) fn producer_main(
         if schedule.is_fixed_rate() {
             lock(recorder).delay(actual.saturating_sub(intended), shared.measuring.load(Relaxed));
         }
-        let slot = Arc::new(AckSlot(AtomicU64::new(0)));
-        let waker = Waker::from(slot.clone());
-        let mut cx = Context::from_waker(&waker);
-        match Pin::new(&mut pending).poll(&mut cx) {
-            Poll::Ready(r) => {
-                // Already answered: keep it for the reaper with the time now.
-                let (c, p) = ringmq::client::pending::pending();
-                c.complete(r);
-                slot.0.store(now_ns().max(1), Release);
-                in_flight.push_back(InFlight { pending: p, slot, intended_ns: intended });
+        if schedule.is_fixed_rate() {
+            // Time the reply exactly when it arrives (the producer sleeps between sends, so
+            // collecting it would time it up to a sleep late).
+            let slot = Arc::new(AckSlot(AtomicU64::new(0)));
+            let waker = Waker::from(slot.clone());
+            let mut cx = Context::from_waker(&waker);
+            let mut pending = pending;
+            match Pin::new(&mut pending).poll(&mut cx) {
+                Poll::Ready(r) => {
+                    // Already answered: keep it for the reaper with the time now.
+                    let (c, p) = ringmq::client::pending::pending();
+                    c.complete(r);
+                    slot.0.store(now_ns().max(1), Release);
+                    let slot = Some(slot);
+                    in_flight.push_back(InFlight { pending: p, slot, intended_ns: intended });
+                }
+                Poll::Pending => {
+                    let slot = Some(slot);
+                    in_flight.push_back(InFlight { pending, slot, intended_ns: intended })
+                }
             }
-            Poll::Pending => in_flight.push_back(InFlight { pending, slot, intended_ns: intended }),
+        } else {
+            in_flight.push_back(InFlight { pending, slot: None, intended_ns: intended });
         }
         reap(&mut in_flight, false);
         while in_flight.len() >= w.max_in_flight {
             reap(&mut in_flight, true);
         }
     }
-    reap(&mut in_flight, true);
+    while !in_flight.is_empty() {
+        reap(&mut in_flight, true);
+    }
     if let Err(e) = producer.close() {
         shared.error(format!("producer {id}: close: {e}"));
     }

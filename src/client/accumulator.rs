@@ -1,10 +1,13 @@
-//! The producer's accumulator: every queue's open batch, its sealing (linger, size), the
-//! numbering, in-flight bound and retries of its batches (through each queue's
-//! `QueueSequencer`), the memory bound, and the completion of callers' handles.
+//! The producer's accumulator: when each queue's open batch goes (linger, size, in-flight
+//! rules), the numbering, in-flight bound and retries of its batches (through each queue's
+//! `QueueSequencer`), the memory bound, and the completion of callers' handles. The open
+//! batches themselves are in the [`Staging`] area, where callers append to them on their own
+//! threads; the worker takes a batch from there when it may go.
 //!
 //! It runs on the producer's worker thread, driven by [`super::producer`]'s sender loop: a
-//! command, a reply or a due wake-up goes in, sends come out through the `BatchSink` seam
-//! (the router's connections, or a scripted sink in tests). It reads time only from the
+//! wake-up from a caller (a queue's staging changed), a flush, a reply or a due timer goes in,
+//! sends come out through the `BatchSink` seam (the router's connections, or a scripted sink
+//! in tests). It reads time only from the
 //! [`Clock`](crate::runtime::Clock) it is given and never blocks, so its tests step it by hand
 //! on a [`SimClock`](crate::runtime::SimClock).
 //!
@@ -20,36 +23,21 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{unbounded, Receiver, Sender};
 
 use super::error::{ClientError, Result};
-use super::message::Message;
 use super::pending::Completer;
-use super::producer::{too_large, ProducerConfig, SendBatchResult, SendResult};
+use super::producer::{ProducerConfig, SendBatchResult, SendResult};
 use super::router::Router;
 use super::sequencer::{Failure, QueueSequencer, ReplyKind, Resolution, SequencerConfig};
-use crate::format::{BatchBuilder, FormatError};
+use super::staging::{OpenLeft, Sealed, Staging, StagingLimits};
 use crate::protocol::producer_id::with_epoch;
 use crate::protocol::{ErrorCode, Response, SendStatus};
 use crate::runtime::SharedClock;
-use rustc_hash::FxHashMap;
 
 pub(crate) type Done = Completer<Result<SendResult>>;
 pub(crate) type BatchDone = Completer<Result<SendBatchResult>>;
 
 pub(crate) enum Command {
-    Send {
-        msg: Message,
-        queue_id: u32,
-        timestamp_ms: i64,
-        done: Done,
-    },
-    /// A whole batch, encoded on the caller's thread (`send_batch`): sent as one batch, after
-    /// what is already open for its queue.
-    Batch {
-        topic: String,
-        queue_id: u32,
-        builder: BatchBuilder,
-        started: Instant,
-        done: BatchDone,
-    },
+    /// A caller marked a queue in the staging area: look at the dirty ones.
+    Wake,
     Flush(Completer<()>),
 }
 
@@ -108,14 +96,8 @@ fn renumber(batch: &mut [u8], producer_id: i64, base_sequence: i32) {
     batch[40..44].copy_from_slice(&crc.to_le_bytes());
 }
 
-struct OpenBatch {
-    builder: BatchBuilder,
-    dones: Vec<Done>,
-    started: Instant,
-}
-
 /// Who hears how a batch ended.
-enum Completion {
+pub(crate) enum Completion {
     /// One handle per message, in the batch's order (`send_async`).
     PerMessage(Vec<Done>),
     /// One handle for the whole batch of `count` messages (`send_batch`).
@@ -133,7 +115,10 @@ struct ReadyBatch {
 struct QueueState {
     /// (topic, queue id); the topic is shared with every `SendResult` of the queue.
     key: (Arc<str>, u32),
-    open: Option<OpenBatch>,
+    /// The open batch the staging area held when the queue was last looked at.
+    open: OpenLeft,
+    /// Left in the staging area because the worker held `max_buffer_bytes` (on `starved`).
+    starved: bool,
     sequencer: QueueSequencer<ReadyBatch>,
     /// The earliest wake-up this queue has in the worker's timer heap, if any.
     armed: Option<Instant>,
@@ -145,7 +130,7 @@ struct QueueState {
 
 impl QueueState {
     fn is_idle(&self) -> bool {
-        self.open.is_none() && self.sequencer.is_empty()
+        self.open.is_none() && !self.starved && self.sequencer.is_empty()
     }
 }
 
@@ -161,12 +146,17 @@ pub(crate) struct Worker<S: BatchSink> {
     clock: SharedClock,
     config: ProducerConfig,
     producer_id: i64,
-    /// Every queue this producer sent to, by index (`Reply::queue`); bounded by the topics'
-    /// queue counts.
+    /// Every queue this producer sent to, by its index in the staging area (`Reply::queue`);
+    /// bounded by the topics' queue counts.
     queues: Vec<QueueState>,
-    /// topic -> queue id -> index in `queues` (looked up by `&str`: no key allocation per
-    /// message; FxHash: two lookups per message).
-    index: FxHashMap<String, FxHashMap<u32, usize>>,
+    /// The open batches and the batches sealed by callers, shared with them.
+    staging: Arc<Staging>,
+    /// Queues whose staged batches wait for the worker's memory to drop below the bound.
+    starved: Vec<usize>,
+    /// Reused: batches taken from the staging area, dirty queues, new queues' keys.
+    taken: Vec<Sealed>,
+    marked: Vec<usize>,
+    new_keys: Vec<(Arc<str>, u32)>,
     /// Queues to look at in the next step, each at most once (`QueueState::queued`).
     dirty: VecDeque<usize>,
     /// (when, queue) wake-ups: lingers, request timeouts, backoffs, send deadlines. Entries a
@@ -220,13 +210,23 @@ impl<S: BatchSink> Worker<S> {
         // Unbounded type, bounded in use: every reply answers a send, and sends are bounded by
         // the batches held (max_buffer_bytes) times the resends within a send timeout.
         let (replies_tx, replies_rx) = unbounded();
+        let staging = Arc::new(Staging::new(StagingLimits {
+            max_batch_bytes: config.max_batch_bytes,
+            pipeline_min_batch_bytes: config.pipeline_min_batch_bytes,
+            max_messages: config.buffer_messages.max(1),
+            max_bytes: config.max_buffer_bytes.max(1),
+        }));
         Worker {
             sink,
             clock,
             config,
             producer_id,
             queues: Vec::new(),
-            index: FxHashMap::default(),
+            staging,
+            starved: Vec::new(),
+            taken: Vec::new(),
+            marked: Vec::new(),
+            new_keys: Vec::new(),
             dirty: VecDeque::new(),
             timers: BinaryHeap::new(),
             busy_queues: 0,
@@ -249,28 +249,38 @@ impl<S: BatchSink> Worker<S> {
         }
     }
 
-    /// Whether the worker takes more messages now: not while it holds `max_buffer_bytes` of
-    /// batches (the callers then wait in the bounded hand-off channel).
+    /// The staging area callers append to.
+    pub(crate) fn staging(&self) -> &Arc<Staging> {
+        &self.staging
+    }
+
+    /// Whether the worker takes more batches from the staging area now: not while it holds
+    /// `max_buffer_bytes` of batches (callers then wait once the staging area is full too).
     pub(crate) fn accepts_commands(&self) -> bool {
         self.buffered_bytes < self.config.max_buffer_bytes
     }
 
-    /// The index of `topic`'s queue `queue_id`, created on first use.
-    fn queue(&mut self, topic: &str, queue_id: u32) -> usize {
-        if let Some(&id) = self.index.get(topic).and_then(|m| m.get(&queue_id)) {
-            return id;
+    /// Takes the staging area's dirty queues (and learns its new ones) to look at them.
+    fn sync(&mut self) {
+        let mut marked = std::mem::take(&mut self.marked);
+        let mut new_keys = std::mem::take(&mut self.new_keys);
+        self.staging.take_dirty(self.queues.len(), &mut marked, &mut new_keys);
+        let config = self.sequencer_config();
+        for key in new_keys.drain(..) {
+            self.queues.push(QueueState {
+                key,
+                open: None,
+                starved: false,
+                sequencer: QueueSequencer::new(config.clone()),
+                armed: None,
+                queued: false,
+                busy: false,
+            });
         }
-        let id = self.queues.len();
-        self.queues.push(QueueState {
-            key: (Arc::from(topic), queue_id),
-            open: None,
-            sequencer: QueueSequencer::new(self.sequencer_config()),
-            armed: None,
-            queued: false,
-            busy: false,
-        });
-        self.index.entry(topic.to_owned()).or_default().insert(queue_id, id);
-        id
+        for id in marked.drain(..) {
+            self.mark(id);
+        }
+        (self.marked, self.new_keys) = (marked, new_keys);
     }
 
     /// Queues `id` to be looked at in the next step.
@@ -284,6 +294,7 @@ impl<S: BatchSink> Worker<S> {
 
     /// Looks at the queues whose timers are due and those something happened to.
     pub(crate) fn step(&mut self, now: Instant) {
+        self.sync();
         while let Some(&Reverse((t, id))) = self.timers.peek() {
             if t > now {
                 break;
@@ -307,10 +318,13 @@ impl<S: BatchSink> Worker<S> {
     /// turned a 20k msg/s load into about 20k requests/s (one message per batch) and saturated
     /// the load generator's core and the broker's (ack p99 27-341 ms instead of about 1 ms;
     /// BENCHMARKS.md, 2026-12-01).
-    fn may_send_partial(q: &QueueState, min_bytes: usize) -> bool {
-        q.sequencer.is_empty()
-            || (q.sequencer.has_room()
-                && q.open.as_ref().is_some_and(|o| o.builder.len_bytes() >= min_bytes))
+    ///
+    /// `held`: the queue's batches in its sequencer (sent or waiting); `open_bytes`: the open
+    /// batch's size.
+    fn may_send_partial(&self, held: usize, open_bytes: usize) -> bool {
+        held == 0
+            || (held < self.config.max_in_flight_per_queue
+                && open_bytes >= self.config.pipeline_min_batch_bytes)
     }
 
     /// One queue's step: request timeouts (resend) and send deadlines (fail), seal a lingered
@@ -325,11 +339,27 @@ impl<S: BatchSink> Worker<S> {
         }
         let (pid, send_timeout, linger) =
             (self.producer_id, self.config.send_timeout, self.config.linger);
-        let q = &mut self.queues[id];
-        let lingered = q.open.as_ref().is_some_and(|o| now >= o.started + linger);
-        if lingered && Self::may_send_partial(q, self.config.pipeline_min_batch_bytes) {
-            Self::seal(q, pid, send_timeout);
+        if self.accepts_commands() {
+            // Batches sealed by callers go now; the open one when its linger ran out and the
+            // in-flight rules let a partly filled batch go.
+            let held = self.queues[id].sequencer.len();
+            let mut taken = std::mem::take(&mut self.taken);
+            let open = self.staging.take(id, &mut taken, |sealed, started, bytes, pressed| {
+                (pressed || now >= started + linger) && self.may_send_partial(held + sealed, bytes)
+            });
+            let q = &mut self.queues[id];
+            q.open = open;
+            q.starved = false;
+            for batch in taken.drain(..) {
+                self.buffered_bytes += batch.builder.len_bytes();
+                Self::push_sealed(q, pid, send_timeout, batch);
+            }
+            self.taken = taken;
+        } else if !self.queues[id].starved {
+            self.queues[id].starved = true;
+            self.starved.push(id);
         }
+        let q = &mut self.queues[id];
         while let Some(send) = q.sequencer.next_send(now) {
             if send.renumber {
                 let bytes = Arc::make_mut(&mut send.batch.bytes);
@@ -347,10 +377,16 @@ impl<S: BatchSink> Worker<S> {
                 }),
             );
         }
-        // A busy queue's open batch waits for a reply, not for a timer.
-        let min = self.config.pipeline_min_batch_bytes;
-        let linger_at =
-            q.open.as_ref().filter(|_| Self::may_send_partial(q, min)).map(|o| o.started + linger);
+        // A busy queue's open batch waits for a reply (or its callers' next event), not for
+        // a timer.
+        let (held, open, starved) = (q.sequencer.len(), q.open, q.starved);
+        let linger_at = match open {
+            Some((started, bytes)) if !starved && self.may_send_partial(held, bytes) => {
+                Some(started + linger)
+            }
+            _ => None,
+        };
+        let q = &mut self.queues[id];
         let wake = match (linger_at, q.sequencer.next_wakeup()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -388,93 +424,15 @@ impl<S: BatchSink> Worker<S> {
                 self.seal_all();
                 self.flushes.push(done);
             }
-            Command::Batch { topic, queue_id, builder, started, done } => {
-                let id = self.queue(&topic, queue_id);
-                self.mark(id);
-                let (pid, send_timeout) = (self.producer_id, self.config.send_timeout);
-                let q = &mut self.queues[id];
-                // Messages queued before the batch keep their place ahead of it.
-                Self::seal(q, pid, send_timeout);
-                self.buffered_bytes += builder.len_bytes();
-                let completion = Completion::Batch { done, count: builder.record_count() };
-                Self::push_sealed(q, pid, send_timeout, builder, completion, started);
-            }
-            Command::Send { msg, queue_id, timestamp_ms, done } => {
-                let id = self.queue(&msg.topic, queue_id);
-                self.mark(id);
-                let max = self.config.max_batch_bytes;
-                let (pid, send_timeout) = (self.producer_id, self.config.send_timeout);
-                let clock = &self.clock;
-                let q = &mut self.queues[id];
-                if q.open.is_none() {
-                    self.buffered_bytes += crate::format::HEADER_LEN;
-                }
-                // The clock is read when a batch opens (its linger and send timeout count
-                // from there), not per message.
-                let open = q.open.get_or_insert_with(|| OpenBatch {
-                    builder: BatchBuilder::new(max),
-                    dones: Vec::new(),
-                    started: clock.now(),
-                });
-                let before = open.builder.len_bytes();
-                match msg.with_record(timestamp_ms, |r| open.builder.push(r)) {
-                    Ok(()) => {
-                        open.dones.push(done);
-                        self.buffered_bytes += open.builder.len_bytes() - before;
-                    }
-                    Err(FormatError::BatchFull { .. }) if !open.builder.is_empty() => {
-                        // Seal the full batch and start a new one with this message.
-                        Self::seal(q, pid, send_timeout);
-                        let mut builder = BatchBuilder::new(max);
-                        match msg.with_record(timestamp_ms, |r| builder.push(r)) {
-                            Ok(()) => {
-                                self.buffered_bytes += builder.len_bytes();
-                                q.open = Some(OpenBatch {
-                                    builder,
-                                    dones: vec![done],
-                                    started: clock.now(),
-                                });
-                            }
-                            Err(e) => done.complete(Err(too_large(e))),
-                        }
-                    }
-                    Err(e) => {
-                        if open.builder.is_empty() {
-                            q.open = None;
-                            self.buffered_bytes =
-                                self.buffered_bytes.saturating_sub(crate::format::HEADER_LEN);
-                        }
-                        done.complete(Err(too_large(e)));
-                    }
-                }
-                if let Some(o) = &q.open {
-                    if o.builder.len_bytes() >= max {
-                        Self::seal(q, pid, send_timeout);
-                    }
-                }
-            }
+            // The next step takes the dirty queues.
+            Command::Wake => self.sync(),
         }
     }
 
-    /// Seals the open batch, numbered for its place in the queue's sequence; it must be
-    /// answered within `send_timeout` of its first message.
-    fn seal(q: &mut QueueState, producer_id: i64, send_timeout: Duration) {
-        if let Some(o) = q.open.take() {
-            let completion = Completion::PerMessage(o.dones);
-            Self::push_sealed(q, producer_id, send_timeout, o.builder, completion, o.started);
-        }
-    }
-
-    /// Numbers `builder`'s batch for its place in the queue's sequence and hands it to the
-    /// sequencer.
-    fn push_sealed(
-        q: &mut QueueState,
-        producer_id: i64,
-        send_timeout: Duration,
-        builder: BatchBuilder,
-        completion: Completion,
-        started: Instant,
-    ) {
+    /// Numbers a sealed batch for its place in the queue's sequence and hands it to the
+    /// sequencer; it must be answered within `send_timeout` of its first message.
+    fn push_sealed(q: &mut QueueState, producer_id: i64, send_timeout: Duration, batch: Sealed) {
+        let Sealed { builder, completion, started } = batch;
         let count = builder.record_count();
         let (epoch, base_sequence) = q.sequencer.next_numbering();
         let bytes = Arc::new(builder.finish(with_epoch(producer_id, epoch), base_sequence));
@@ -486,11 +444,22 @@ impl<S: BatchSink> Worker<S> {
         debug_assert_eq!(numbered, (epoch, base_sequence));
     }
 
+    /// Takes every staged batch, open ones included (flush, close), whatever the memory
+    /// bound.
     pub(crate) fn seal_all(&mut self) {
+        self.sync();
+        let mut taken = std::mem::take(&mut self.taken);
         for id in 0..self.queues.len() {
-            Self::seal(&mut self.queues[id], self.producer_id, self.config.send_timeout);
+            self.staging.take(id, &mut taken, |_, _, _, _| true);
+            let q = &mut self.queues[id];
+            q.open = None;
+            for batch in taken.drain(..) {
+                self.buffered_bytes += batch.builder.len_bytes();
+                Self::push_sealed(q, self.producer_id, self.config.send_timeout, batch);
+            }
             self.mark(id);
         }
+        self.taken = taken;
     }
 
     pub(crate) fn reply(&mut self, r: Reply) {
@@ -517,6 +486,12 @@ impl<S: BatchSink> Worker<S> {
             self.resolve(id, res, Some(&r.result));
         }
         self.mark(id);
+        if self.accepts_commands() && !self.starved.is_empty() {
+            // Room again: the queues whose staged batches waited for it.
+            for id in std::mem::take(&mut self.starved) {
+                self.mark(id);
+            }
+        }
     }
 
     /// Completes a resolved batch's messages: with their offsets from `reply` when stored,
@@ -527,6 +502,7 @@ impl<S: BatchSink> Worker<S> {
             Resolution::Failed(b, why) => (b, Err(why)),
         };
         self.buffered_bytes = self.buffered_bytes.saturating_sub(batch.bytes.len());
+        self.staging.release(batch.bytes.len());
         let key = &self.queues[id].key;
         let error = |why: Failure| match (why, reply) {
             (Failure::Reply, Some(Err(e))) => e.clone(),
@@ -620,7 +596,7 @@ pub mod bench {
 
     use crossbeam_channel::{bounded, Sender};
 
-    use super::{BatchSink, Command, Worker};
+    use super::{BatchSink, Command, Staging, Worker};
     use crate::client::connection::Callback;
     use crate::client::error::Result;
     use crate::client::message::Message;
@@ -661,6 +637,7 @@ pub mod bench {
     /// A producer worker answering from memory.
     pub struct LoopbackProducer {
         clock: SharedClock,
+        staging: Arc<Staging>,
         commands: Option<Sender<Command>>,
         worker: Option<JoinHandle<()>>,
     }
@@ -670,8 +647,9 @@ pub mod bench {
             let clock = system_clock();
             let (tx, rx) = bounded(config.buffer_messages.max(1));
             let worker = Worker::new(Arc::new(Loopback::default()), config, 1 << 16, clock.clone());
+            let staging = worker.staging().clone();
             let handle = std::thread::spawn(move || run_worker(worker, rx));
-            LoopbackProducer { clock, commands: Some(tx), worker: Some(handle) }
+            LoopbackProducer { clock, staging, commands: Some(tx), worker: Some(handle) }
         }
 
         /// `Producer::send_async` on queue `queue_id` (the queue already chosen).
@@ -681,7 +659,7 @@ pub mod bench {
             queue_id: u32,
         ) -> Result<Pending<Result<SendResult>>> {
             let tx = self.commands.as_ref().expect("open until dropped");
-            enqueue(&self.clock, tx, msg, queue_id)
+            enqueue(&self.clock, &self.staging, tx, msg, queue_id)
         }
     }
 
@@ -749,8 +727,10 @@ mod tests {
 
     use super::*;
     use crate::client::connection::Callback;
+    use crate::client::message::Message;
     use crate::client::pending::{pending, Pending};
-    use crate::client::producer::run_worker;
+    use crate::client::producer::{enqueue, run_worker};
+    use crate::client::staging::Staging;
     use crate::format::BatchBuilder;
     use crate::format::BatchView;
     use crate::protocol::message_id;
@@ -817,20 +797,39 @@ mod tests {
         v.records().map(|r| String::from_utf8(r.unwrap().body.to_vec()).unwrap()).collect()
     }
 
-    fn start(config: ProducerConfig) -> (ScriptedSink, Sender<Command>, JoinHandle<()>) {
+    /// A producer's caller side, as `Producer` holds it: the staging area and the channel.
+    struct Tx {
+        staging: Arc<Staging>,
+        commands: Sender<Command>,
+        clock: SharedClock,
+    }
+
+    impl Tx {
+        fn of<S: BatchSink>(worker: &Worker<S>, commands: Sender<Command>) -> Tx {
+            Tx { staging: worker.staging().clone(), commands, clock: worker.clock.clone() }
+        }
+        fn send(
+            &self,
+            c: Command,
+        ) -> std::result::Result<(), crossbeam_channel::SendError<Command>> {
+            self.commands.send(c)
+        }
+    }
+
+    fn start(config: ProducerConfig) -> (ScriptedSink, Tx, JoinHandle<()>) {
         let sink = ScriptedSink::default();
         let worker = Worker::new(sink.clone(), config, PID, system_clock());
         let (tx, rx) = bounded(100);
+        let tx = Tx::of(&worker, tx);
         (sink, tx, std::thread::spawn(move || run_worker(worker, rx)))
     }
 
     const PID: i64 = 9 << 16;
 
-    fn send(tx: &Sender<Command>, queue_id: u32, body: &str) -> Pending<Result<SendResult>> {
-        let (done, p) = pending();
-        let msg = Message::new("t", body);
-        tx.send(Command::Send { msg, queue_id, timestamp_ms: 1, done }).unwrap();
-        p
+    /// `send_async` of `body` to queue `queue_id` of topic "t" (timestamp 1).
+    fn send(tx: &Tx, queue_id: u32, body: &str) -> Pending<Result<SendResult>> {
+        let msg = Message { timestamp_ms: Some(1), ..Message::new("t", body) };
+        enqueue(&tx.clock, &tx.staging, &tx.commands, msg, queue_id).unwrap()
     }
 
     /// (producer id, base sequence) of a sent batch; parsing also checks its CRC.
@@ -873,6 +872,7 @@ mod tests {
         let clock = Arc::new(CountingClock::default());
         let worker = Worker::new(sink.clone(), ProducerConfig::default(), PID, clock.clone());
         let (tx, rx) = bounded(2000);
+        let tx = Tx::of(&worker, tx);
         // Everything is queued before the worker starts: what a busy caller leaves behind
         // while the worker works.
         let n = 1000;
@@ -1094,18 +1094,17 @@ mod tests {
         worker.join().unwrap();
     }
 
-    fn send_batch(
-        tx: &Sender<Command>,
-        queue_id: u32,
-        bodies: &[&str],
-    ) -> Pending<Result<SendBatchResult>> {
+    fn send_batch(tx: &Tx, queue_id: u32, bodies: &[&str]) -> Pending<Result<SendBatchResult>> {
         let mut builder = BatchBuilder::new(1 << 20);
         for b in bodies {
             Message::new("t", *b).with_record(1, |r| builder.push(r)).unwrap();
         }
         let (done, p) = pending();
         let started = Instant::now();
-        tx.send(Command::Batch { topic: "t".into(), queue_id, builder, started, done }).unwrap();
+        let wake = || drop(tx.send(Command::Wake));
+        if tx.staging.push_batch("t", queue_id, builder, started, done, &wake) {
+            tx.send(Command::Wake).unwrap();
+        }
         p
     }
 
@@ -1142,10 +1141,50 @@ mod tests {
         worker.join().unwrap();
     }
 
+    #[test]
+    fn a_caller_waiting_for_room_gets_lingering_batches_sent_at_once() {
+        // Two messages fill the staging area; their batch lingers for an hour.
+        let config = ProducerConfig {
+            linger: Duration::from_secs(3600),
+            buffer_messages: 2,
+            ..Default::default()
+        };
+        let (sink, tx, worker) = start(config);
+        let mut seen = 0;
+        let a = send(&tx, 0, "a");
+        let b = send(&tx, 0, "b");
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(sink.pending(), 0, "lingering");
+        // A third caller has to wait: the worker sends the lingering batch, which makes room.
+        let tx = Arc::new(tx);
+        let caller = {
+            let tx = tx.clone();
+            std::thread::spawn(move || send(&tx, 0, "c"))
+        };
+        let (_, _, batch, cb) = sink.take(1, &mut seen).remove(0);
+        assert_eq!(bodies(&batch), ["a", "b"]);
+        let c = caller.join().unwrap();
+        cb(ok_reply(0, &batch));
+        assert_eq!(a.wait().unwrap().queue_offset, 0);
+        assert_eq!(b.wait().unwrap().queue_offset, 1);
+        assert_eq!(tx.staging.staged().0, 1, "c waits in its own open batch");
+        // Closing sends what is staged (c) before the worker exits.
+        let Ok(tx) = Arc::try_unwrap(tx) else { panic!("one owner left") };
+        drop(tx);
+        let (_, _, last, cb) = sink.take(2, &mut seen).remove(0);
+        assert_eq!(bodies(&last), ["c"]);
+        cb(ok_reply(2, &last));
+        assert_eq!(c.wait().unwrap().queue_offset, 2);
+        worker.join().unwrap();
+    }
+
+    /// `send_async` of "m" to queue `queue_id` of topic "t" on a worker driven by hand (its
+    /// next `step` takes what the staging area asks it to look at).
     fn send_to(worker: &mut Worker<ScriptedSink>, queue_id: u32) -> Pending<Result<SendResult>> {
         let (done, p) = pending();
         let msg = Message::new("t", "m");
-        worker.command(Command::Send { msg, queue_id, timestamp_ms: 1, done });
+        let now = worker.now();
+        worker.staging().append("t", queue_id, &msg, 1, done, || now, &|| {});
         p
     }
 
@@ -1156,6 +1195,7 @@ mod tests {
         // Send and request timeouts beyond the simulated time: only lingers and replies act.
         let config = ProducerConfig {
             linger,
+            buffer_messages: 2 * QUEUES as usize,
             max_in_flight_per_queue: 1,
             send_timeout: 3 * linger,
             request_timeout: 3 * linger,
@@ -1170,11 +1210,12 @@ mod tests {
         worker.step(t0);
         assert_eq!(worker.touched, u64::from(QUEUES));
         assert_eq!(sink.pending(), 0, "all lingering");
-        // One more message: one queue looked at, none of the other 9,999.
+        // One more message, into queue 7's open batch: the caller appended it, the worker looks
+        // at no queue for it (none of the 10,000).
         let before = worker.touched;
         pending.push(send_to(&mut worker, 7));
         worker.step(t0);
-        assert_eq!(worker.touched - before, 1);
+        assert_eq!(worker.touched - before, 0);
         // Nothing happened and nothing is due: no queue looked at.
         let before = worker.touched;
         clock.advance(Duration::from_secs(1));
@@ -1246,23 +1287,26 @@ mod tests {
         };
         let (mut worker, sink, clock) = sim_worker(config);
         let mut sent = 0;
-        while worker.accepts_commands() {
+        // Callers may add messages while less than max_buffer_bytes is staged or held.
+        while worker.staging().staged().1 < 1024 {
             send_to(&mut worker, 0);
             sent += 1;
             worker.step(clock.now());
-            assert!(sent < 1000, "the worker never stopped taking messages");
+            assert!(sent < 1000, "the bound never stopped the callers");
         }
         // Full batches were sealed without waiting for the linger; one is in flight.
         let in_flight = drain_sent(&sink);
         assert_eq!(in_flight.len(), 1);
         assert!(in_flight[0].2.len() <= 256);
-        assert!(worker.buffered_bytes >= 1024 && worker.buffered_bytes < 1024 + 256);
-        // Its reply frees room: the worker takes messages again.
+        let held = worker.staging().staged().1;
+        assert!((1024..1024 + 256).contains(&held), "{held}");
+        assert!(worker.buffered_bytes <= held);
+        // Its reply frees room: callers may add messages again.
         let (_, _, b, cb) = in_flight.into_iter().next().unwrap();
         cb(ok_reply(0, &b));
         worker.reply(worker.replies_rx.try_recv().unwrap());
         worker.step(clock.now());
-        assert!(worker.accepts_commands());
+        assert!(worker.staging().staged().1 < 1024);
         let next = drain_sent(&sink);
         assert_eq!(numbering(&next[0].2).1, bodies(&b).len() as i32, "the next batch in order");
     }

@@ -68,6 +68,7 @@ pub mod router;
 pub mod scheduled;
 pub mod selector;
 pub mod sequencer;
+pub(crate) mod staging;
 pub mod trace;
 pub mod transaction;
 

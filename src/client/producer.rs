@@ -6,17 +6,18 @@
 //! and the accumulator it drives ([`super::accumulator`]: batches, linger, in-flight bounds,
 //! retries, memory bound; no I/O of its own, time from a `Clock`).
 //!
-//! `send_async` picks the queue on the caller's thread and hands the message to the
-//! producer's worker thread through a bounded channel (a full channel blocks the caller:
-//! backpressure). The worker keeps one open batch per queue. While the queue has
-//! `max_in_flight_per_queue` batches unanswered, new messages collect in the open batch (natural
-//! batching: the busier the queue, the bigger its batches); otherwise the open batch is sealed
-//! after `linger` (default 0: at once, so a lone synchronous send pays no delay), and a batch
-//! that reaches `max_batch_bytes` is sealed immediately.
+//! `send_async` picks the queue and encodes the message into that queue's open batch, all on
+//! the caller's thread (the [`staging`](super::staging) area, as Kafka's record accumulator;
+//! a full staging area blocks the caller: backpressure). The worker thread is told only when a
+//! queue needs it (a batch opened, sealed, or big enough to pipeline), not per message. While
+//! the queue has `max_in_flight_per_queue` batches unanswered, new messages collect in the
+//! open batch (natural batching: the busier the queue, the bigger its batches); otherwise the
+//! worker takes the open batch after `linger` (default 0: at once, so a lone synchronous send
+//! pays no delay), and a batch that reaches `max_batch_bytes` is sealed immediately.
 //!
 //! `send_batch` (RocketMQ's batch send) encodes a caller's messages into one batch on the
 //! caller's thread, for one topic and one queue selected once (by the first message); the
-//! worker seals the queue's open batch ahead of it and sends it as it is. The broker stores a
+//! queue's open batch is sealed ahead of it and the worker sends it as it is. The broker stores a
 //! batch whole or not at all, so the batch gets one result, [`SendBatchResult`], with the
 //! offset range its messages got: one completion per batch, no per-message handle, allocation
 //! or clock read.
@@ -36,8 +37,9 @@
 //! queues something happened to (a dirty queue of indexes) and at due timers (a heap of
 //! wake-ups: lingers, request timeouts, backoffs, send deadlines), so a step is O(log queues).
 //!
-//! Memory is bounded by `buffer_messages` queued in the channel plus `max_buffer_bytes` of
-//! batches held by the worker; past that the worker stops taking messages until replies come.
+//! Memory is bounded by `max_buffer_bytes` of batches, open ones included (staged by callers,
+//! or taken by the worker and not yet answered), and `buffer_messages` messages staged; past
+//! that callers wait (and lingering batches go at once) until replies free room.
 
 use std::sync::atomic::AtomicU32;
 use std::sync::Arc;
@@ -52,6 +54,7 @@ use super::message::Message;
 use super::pending::{pending, Pending};
 use super::router::Router;
 use super::selector::QueueSelector;
+use super::staging::Staging;
 use crate::format::{BatchBuilder, FormatError};
 use crate::protocol::message::{Delivery, PRODUCE_FLAG_NO_RESPONSE};
 use crate::protocol::producer_id::WINDOW_BATCHES;
@@ -67,9 +70,11 @@ pub struct ProducerConfig {
     pub linger: Duration,
     /// Largest batch (header included); at most the broker's `max_batch_bytes`. Default 1 MiB.
     pub max_batch_bytes: usize,
-    /// Messages that may wait in the hand-off channel. Default 10000.
+    /// Messages callers may stage (in open batches and sealed ones the worker has not taken);
+    /// a caller past it waits, and lingering batches go at once. Default 100,000.
     pub buffer_messages: usize,
-    /// Bytes of batches the worker may hold (open, waiting and in flight). Default 32 MiB.
+    /// Bytes of batches the producer may hold: open, sealed, waiting and in flight. Default
+    /// 32 MiB.
     pub max_buffer_bytes: usize,
     /// Batches of one queue sent and not yet answered. 1..=5 (the broker remembers the last 5
     /// batches of each producer and queue, so any of them can be resent). Default 5.
@@ -102,7 +107,7 @@ impl Default for ProducerConfig {
             selector: QueueSelector::RoundRobin,
             linger: Duration::ZERO,
             max_batch_bytes: 1 << 20,
-            buffer_messages: 10_000,
+            buffer_messages: 100_000,
             max_buffer_bytes: 32 << 20,
             max_in_flight_per_queue: WINDOW_BATCHES,
             pipeline_min_batch_bytes: 64 << 10,
@@ -172,6 +177,7 @@ pub struct Producer {
     clock: SharedClock,
     config: ProducerConfig,
     counter: AtomicU32,
+    staging: Arc<Staging>,
     commands: Option<Sender<Command>>,
     worker: Option<JoinHandle<()>>,
     /// With [`ProducerConfig::trace`]: where the worker records send events.
@@ -200,10 +206,12 @@ impl Producer {
             Some(t) => Some(super::trace::Tracer::start(router.clone(), t.clone())?),
             None => None,
         };
-        let (tx, rx) = bounded(config.buffer_messages.max(1));
+        // Wake-ups and flushes only: messages go through the staging area.
+        let (tx, rx) = bounded(COMMANDS_CAPACITY);
         let clock = system_clock();
         let mut worker = Worker::new(router.clone(), config.clone(), producer_id, clock.clone());
         worker.set_tracer(tracer.clone());
+        let staging = worker.staging().clone();
         let handle = std::thread::Builder::new()
             .name("ringmq-producer".into())
             .spawn(move || run_worker(worker, rx))
@@ -213,6 +221,7 @@ impl Producer {
             clock,
             config,
             counter: AtomicU32::new(0),
+            staging,
             commands: Some(tx),
             worker: Some(handle),
             tracer,
@@ -224,7 +233,8 @@ impl Producer {
         selector.select(msg, route.queue_count(), &self.counter)
     }
 
-    /// Queues `msg` with the producer's selector; the handle completes with the result.
+    /// Queues `msg` with the producer's selector (encoded into its queue's open batch on this
+    /// thread); the handle completes with the result.
     pub fn send_async(&self, msg: Message) -> Result<Pending<Result<SendResult>>> {
         self.send_async_with(msg, &self.config.selector)
     }
@@ -237,7 +247,7 @@ impl Producer {
     ) -> Result<Pending<Result<SendResult>>> {
         let queue_id = self.select(&msg, selector)?;
         let tx = self.commands.as_ref().ok_or(ClientError::Closed)?;
-        enqueue(&self.clock, tx, msg, queue_id)
+        enqueue(&self.clock, &self.staging, tx, msg, queue_id)
     }
 
     /// Sends and waits for the broker's reply (at most `send_timeout`).
@@ -291,10 +301,11 @@ impl Producer {
             })?;
         }
         let (done, p) = pending();
-        let topic = msgs.into_iter().next().map(|m| m.topic).unwrap_or_default();
         let tx = self.commands.as_ref().ok_or(ClientError::Closed)?;
-        tx.send(Command::Batch { topic, queue_id, builder, started, done })
-            .map_err(|_| ClientError::Closed)?;
+        let wake = || drop(tx.send(Command::Wake));
+        if self.staging.push_batch(&first.topic, queue_id, builder, started, done, &wake) {
+            tx.send(Command::Wake).map_err(|_| ClientError::Closed)?;
+        }
         Ok(p)
     }
 
@@ -409,17 +420,21 @@ impl Drop for Producer {
 }
 
 /// The caller's side of `send_async` after the queue is chosen: the message's timestamp, its
-/// handle, and the hand-off to the worker (blocks while the channel is full).
+/// handle, its encoding into the queue's open batch in the staging area (waits while that is
+/// full), and a wake-up for the worker when the queue needs it to act (not per message).
 pub(crate) fn enqueue(
     clock: &SharedClock,
+    staging: &Staging,
     tx: &Sender<Command>,
     msg: Message,
     queue_id: u32,
 ) -> Result<Pending<Result<SendResult>>> {
     let timestamp_ms = msg.timestamp_ms.unwrap_or_else(|| clock.unix_ms());
     let (done, p) = pending();
-    tx.send(Command::Send { msg, queue_id, timestamp_ms, done })
-        .map_err(|_| ClientError::Closed)?;
+    let wake = || drop(tx.send(Command::Wake));
+    if staging.append(&msg.topic, queue_id, &msg, timestamp_ms, done, || clock.now(), &wake) {
+        tx.send(Command::Wake).map_err(|_| ClientError::Closed)?;
+    }
     Ok(p)
 }
 
@@ -461,6 +476,9 @@ pub(crate) fn run_worker<S: BatchSink>(mut worker: Worker<S>, commands: Receiver
         }
     }
 }
+
+/// The hand-off channel's capacity: wake-ups (at most about one outstanding) and flushes.
+const COMMANDS_CAPACITY: usize = 64;
 
 /// Commands the worker takes in one turn before it steps: a busy producer's messages are
 /// appended back to back, and the turn's fixed costs (clock reads, the dirty queues' step, the

@@ -1,0 +1,435 @@
+//! The callers' side of the producer's accumulator: every queue's open batch, appended to on
+//! the calling thread (`send_async` encodes the message into its queue's open batch there),
+//! and the sealed batches the worker has not taken yet.
+//!
+//! Encoding on the caller's thread (as Kafka's `RecordAccumulator` does) keeps the per-message
+//! work where the message is: the caller's `Message` is read while it is still in the cache and
+//! freed on the thread that allocated it (with the system allocator, buffers freed on another
+//! thread made every allocation of the caller take the slow path: about a fifth of the load
+//! generator's core in `small-messages`, BENCHMARKS.md 2026-12-02), and the worker thread is
+//! not involved per message at all: no hand-off, no wake-up, no lookup.
+//!
+//! The worker hears about a queue only when something happens that it must act on: a batch
+//! opened (its linger starts; an idle queue sends it at once), a batch sealed because it is
+//! full or a `send_batch` arrived, or the open batch reached `pipeline_min_batch_bytes` (it may
+//! now be pipelined). Such a queue goes on the dirty list; the first one since the worker last
+//! looked asks the caller to wake the worker ([`Staging::append`] returns `true`). The worker
+//! takes an open batch when its linger and in-flight rules say it may go
+//! ([`Staging::take`]); until then callers keep appending to it (natural batching).
+//!
+//! Bounded: callers wait while `max_messages` messages are staged, or while `max_bytes` bytes
+//! are staged or held by the worker (taken and not yet answered: [`Staging::release`]), so the
+//! producer's whole buffer, open batches included, stays within `max_buffer_bytes`.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Instant;
+
+use rustc_hash::FxHashMap;
+
+use super::accumulator::{BatchDone, Completion, Done};
+use super::error::ClientError;
+use super::message::Message;
+use super::producer::too_large;
+use crate::format::{BatchBuilder, FormatError};
+
+/// A queue's batch still open for messages.
+pub(crate) struct OpenBatch {
+    builder: BatchBuilder,
+    dones: Vec<Done>,
+    started: Instant,
+}
+
+/// A batch closed for messages, not yet numbered (the worker numbers it when it takes it).
+pub(crate) struct Sealed {
+    pub(crate) builder: BatchBuilder,
+    pub(crate) completion: Completion,
+    /// When its first message was staged: its linger and send timeout count from there.
+    pub(crate) started: Instant,
+}
+
+impl OpenBatch {
+    fn seal(self) -> Sealed {
+        Sealed {
+            builder: self.builder,
+            completion: Completion::PerMessage(self.dones),
+            started: self.started,
+        }
+    }
+}
+
+struct StagedQueue {
+    key: (Arc<str>, u32),
+    open: Option<OpenBatch>,
+    /// Oldest first; all older than `open`.
+    sealed: VecDeque<Sealed>,
+    /// On the dirty list.
+    dirty: bool,
+}
+
+struct State {
+    /// topic -> queue id -> index in `queues` (the worker's queue index too).
+    index: FxHashMap<String, FxHashMap<u32, usize>>,
+    queues: Vec<StagedQueue>,
+    dirty: Vec<usize>,
+    /// A wake-up is on its way to the worker and the dirty list not taken since.
+    wake_sent: bool,
+    /// Messages staged (not yet taken by the worker).
+    messages: usize,
+    /// Bytes staged, plus bytes taken by the worker and not yet released.
+    bytes: usize,
+    /// Callers waiting for room.
+    waiting: usize,
+}
+
+/// Limits and thresholds of the staging area (from the `ProducerConfig`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct StagingLimits {
+    pub(crate) max_batch_bytes: usize,
+    pub(crate) pipeline_min_batch_bytes: usize,
+    pub(crate) max_messages: usize,
+    pub(crate) max_bytes: usize,
+}
+
+/// Shared by the producer's callers and its worker. See the module documentation.
+pub(crate) struct Staging {
+    limits: StagingLimits,
+    state: Mutex<State>,
+    room: Condvar,
+}
+
+/// What [`Staging::take`] left behind: the open batch's start and size, when there is one.
+pub(crate) type OpenLeft = Option<(Instant, usize)>;
+
+fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl State {
+    fn queue(&mut self, topic: &str, queue_id: u32) -> usize {
+        if let Some(&id) = self.index.get(topic).and_then(|m| m.get(&queue_id)) {
+            return id;
+        }
+        let id = self.queues.len();
+        self.queues.push(StagedQueue {
+            key: (Arc::from(topic), queue_id),
+            open: None,
+            sealed: VecDeque::new(),
+            dirty: false,
+        });
+        self.index.entry(topic.to_owned()).or_default().insert(queue_id, id);
+        id
+    }
+
+    /// Puts `id` on the dirty list; true when the worker must be woken for it.
+    fn mark(&mut self, id: usize) -> bool {
+        let q = &mut self.queues[id];
+        if !q.dirty {
+            q.dirty = true;
+            self.dirty.push(id);
+        }
+        !std::mem::replace(&mut self.wake_sent, true)
+    }
+}
+
+impl Staging {
+    pub(crate) fn new(limits: StagingLimits) -> Staging {
+        Staging {
+            limits,
+            state: Mutex::new(State {
+                index: FxHashMap::default(),
+                queues: Vec::new(),
+                dirty: Vec::new(),
+                wake_sent: false,
+                messages: 0,
+                bytes: 0,
+                waiting: 0,
+            }),
+            room: Condvar::new(),
+        }
+    }
+
+    /// Waits while the staging area is full. Before each wait it puts every queue with an
+    /// open batch on the dirty list (waking the worker through `wake` if needed): while a
+    /// caller waits, the worker takes open batches without waiting for their linger (as
+    /// Kafka's accumulator does when its buffer is exhausted). That walk is O(queues), paid
+    /// only by a caller that has to wait anyway.
+    fn room<'a>(&'a self, mut st: MutexGuard<'a, State>, wake: &dyn Fn()) -> MutexGuard<'a, State> {
+        loop {
+            if st.messages < self.limits.max_messages && st.bytes < self.limits.max_bytes {
+                return st;
+            }
+            let mut need_wake = false;
+            for id in 0..st.queues.len() {
+                if st.queues[id].open.is_some() {
+                    need_wake |= st.mark(id);
+                }
+            }
+            st.waiting += 1;
+            if need_wake {
+                drop(st);
+                wake();
+                st = lock(&self.state);
+                st.waiting -= 1;
+                continue; // room may have come meanwhile
+            }
+            st = self.room.wait(st).unwrap_or_else(|p| p.into_inner());
+            st.waiting -= 1;
+        }
+    }
+
+    /// Encodes `msg` (stamped `timestamp_ms`) into the open batch of `topic` queue `queue_id`,
+    /// opening one at `now()` if needed; `done` completes when the batch is answered. A message
+    /// that fits in no batch completes `done` with the error at once. Waits while the staging
+    /// area is full (calling `wake` to wake the worker). Returns whether the caller must wake
+    /// the worker.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn append(
+        &self,
+        topic: &str,
+        queue_id: u32,
+        msg: &Message,
+        timestamp_ms: i64,
+        done: Done,
+        now: impl Fn() -> Instant,
+        wake: &dyn Fn(),
+    ) -> bool {
+        let StagingLimits { max_batch_bytes: max, pipeline_min_batch_bytes: min, .. } = self.limits;
+        let mut guard = self.room(lock(&self.state), wake);
+        let id = guard.queue(topic, queue_id);
+        let st = &mut *guard;
+        let q = &mut st.queues[id];
+        let was_open = q.open.is_some();
+        let open_before = q.open.as_ref().map_or(0, |o| o.builder.len_bytes());
+        let sealed_before = q.sealed.len();
+        let open = q.open.get_or_insert_with(|| OpenBatch {
+            builder: BatchBuilder::new(max),
+            dones: Vec::new(),
+            started: now(),
+        });
+        let mut failed = None;
+        match msg.with_record(timestamp_ms, |r| open.builder.push(r)) {
+            Ok(()) => {
+                open.dones.push(done);
+                st.messages += 1;
+            }
+            Err(FormatError::BatchFull { .. }) if !open.builder.is_empty() => {
+                // Seal the full batch and open a new one with this message.
+                let mut builder = BatchBuilder::new(max);
+                match msg.with_record(timestamp_ms, |r| builder.push(r)) {
+                    Ok(()) => {
+                        let next = OpenBatch { builder, dones: vec![done], started: now() };
+                        q.sealed.extend(q.open.replace(next).map(OpenBatch::seal));
+                        st.messages += 1;
+                    }
+                    Err(e) => failed = Some((done, too_large(e))),
+                }
+            }
+            Err(e) => failed = Some((done, too_large(e))),
+        }
+        if q.open.as_ref().is_some_and(|o| o.builder.is_empty()) {
+            q.open = None; // opened for a message that fits in no batch
+        } else if q.open.as_ref().is_some_and(|o| o.builder.len_bytes() >= max) {
+            q.sealed.extend(q.open.take().map(OpenBatch::seal));
+        }
+        let open_after = q.open.as_ref().map_or(0, |o| o.builder.len_bytes());
+        let sealed_new: usize =
+            q.sealed.iter().skip(sealed_before).map(|s| s.builder.len_bytes()).sum();
+        st.bytes = st.bytes + open_after + sealed_new - open_before;
+        // The worker acts on a new batch (its linger starts, or it goes at once), a sealed one,
+        // and an open one that became big enough to be pipelined; not on other appends.
+        let event = (!was_open && q.open.is_some())
+            || sealed_new > 0
+            || (open_before < min && open_after >= min);
+        let wake = event && st.mark(id);
+        drop(guard);
+        if let Some((d, e)) = failed {
+            d.complete(Err::<_, ClientError>(e));
+        }
+        wake
+    }
+
+    /// Stages a whole batch built by the caller (`send_batch`) behind what its queue already
+    /// holds (the open batch is sealed ahead of it). Returns whether to wake the worker.
+    pub(crate) fn push_batch(
+        &self,
+        topic: &str,
+        queue_id: u32,
+        builder: BatchBuilder,
+        started: Instant,
+        done: BatchDone,
+        wake: &dyn Fn(),
+    ) -> bool {
+        let mut st = self.room(lock(&self.state), wake);
+        let id = st.queue(topic, queue_id);
+        let st = &mut *st;
+        let q = &mut st.queues[id];
+        q.sealed.extend(q.open.take().map(OpenBatch::seal));
+        st.messages += builder.record_count() as usize;
+        st.bytes += builder.len_bytes();
+        let completion = Completion::Batch { done, count: builder.record_count() };
+        q.sealed.push_back(Sealed { builder, completion, started });
+        st.mark(id)
+    }
+
+    /// The worker's side: the queues marked since the last call (their flags cleared, and a
+    /// new wake-up will be asked for), and the keys of queues created since the worker knew
+    /// `known` of them.
+    pub(crate) fn take_dirty(
+        &self,
+        known: usize,
+        dirty: &mut Vec<usize>,
+        new_keys: &mut Vec<(Arc<str>, u32)>,
+    ) {
+        let mut st = lock(&self.state);
+        let st = &mut *st;
+        std::mem::swap(dirty, &mut st.dirty);
+        for &id in dirty.iter() {
+            st.queues[id].dirty = false;
+        }
+        st.wake_sent = false;
+        new_keys.extend(st.queues[known.min(st.queues.len())..].iter().map(|q| q.key.clone()));
+    }
+
+    /// The worker's side: takes queue `id`'s sealed batches (oldest first) into `out`, then its
+    /// open batch too when `take_open(sealed taken, open started, open bytes, callers wait)`
+    /// says so. Returns the open batch left behind, if any.
+    pub(crate) fn take(
+        &self,
+        id: usize,
+        out: &mut Vec<Sealed>,
+        take_open: impl FnOnce(usize, Instant, usize, bool) -> bool,
+    ) -> OpenLeft {
+        let mut st = lock(&self.state);
+        let st = &mut *st;
+        let q = st.queues.get_mut(id)?;
+        let before = out.len();
+        out.extend(q.sealed.drain(..));
+        let open = q.open.as_ref().map(|o| (o.started, o.builder.len_bytes()));
+        let left = match open {
+            Some((started, len)) if take_open(out.len() - before, started, len, st.waiting > 0) => {
+                out.extend(q.open.take().map(OpenBatch::seal));
+                None
+            }
+            other => other,
+        };
+        let taken = &out[before..];
+        if !taken.is_empty() {
+            st.messages -= taken.iter().map(|s| s.builder.record_count() as usize).sum::<usize>();
+            if st.waiting > 0 {
+                self.room.notify_all();
+            }
+        }
+        left
+    }
+
+    /// The worker's side: `bytes` of batches it took are answered (or failed) and freed.
+    pub(crate) fn release(&self, bytes: usize) {
+        let mut st = lock(&self.state);
+        st.bytes = st.bytes.saturating_sub(bytes);
+        if st.waiting > 0 {
+            self.room.notify_all();
+        }
+    }
+
+    /// (messages staged, bytes staged or held by the worker).
+    #[cfg(test)]
+    pub(crate) fn staged(&self) -> (usize, usize) {
+        let st = lock(&self.state);
+        (st.messages, st.bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::pending::pending;
+
+    fn staging() -> Staging {
+        Staging::new(StagingLimits {
+            max_batch_bytes: 400,
+            pipeline_min_batch_bytes: 200,
+            max_messages: 1000,
+            max_bytes: 1 << 20,
+        })
+    }
+
+    /// Appends a 40-byte body to queue `q` of "t"; whether the worker was asked to wake.
+    fn append(s: &Staging, q: u32, t0: Instant) -> bool {
+        let (done, _p) = pending();
+        s.append("t", q, &Message::new("t", vec![7u8; 40]), 1, done, || t0, &|| {})
+    }
+
+    fn dirty(s: &Staging) -> Vec<usize> {
+        let (mut d, mut keys) = (Vec::new(), Vec::new());
+        s.take_dirty(0, &mut d, &mut keys);
+        d
+    }
+
+    #[test]
+    fn the_worker_hears_of_a_batch_opened_pipelineable_or_sealed_not_of_every_message() {
+        let s = staging();
+        let t0 = Instant::now();
+        assert!(append(&s, 0, t0), "a new batch: wake the worker");
+        let q0 = s.staged().1;
+        assert!(!append(&s, 1, t0), "another new batch, the wake-up already asked for");
+        let q1 = s.staged().1 - q0;
+        let record = q0 - crate::format::HEADER_LEN;
+        assert_eq!(dirty(&s), [0, 1]);
+        // Appends to queue 0 ask for nothing until its batch reaches pipeline_min_batch_bytes.
+        let mut messages = 2;
+        loop {
+            let woke = append(&s, 0, t0);
+            messages += 1;
+            let open = s.staged().1 - q1;
+            if woke {
+                assert!(open >= 200 && open - record < 200, "{open}");
+                break;
+            }
+            assert!(open < 200 && dirty(&s).is_empty(), "{open}");
+        }
+        assert_eq!(dirty(&s), [0]);
+        // Then nothing until it is full and sealed (the message that did not fit opens the
+        // next batch).
+        loop {
+            let woke = append(&s, 0, t0);
+            messages += 1;
+            if woke {
+                break;
+            }
+            assert!(s.staged().1 - q1 <= 400);
+        }
+        assert_eq!(s.staged().0, messages);
+        // The worker takes queue 0's sealed batch and, when it says so, the open one.
+        let mut out = Vec::new();
+        let bytes = s.staged().1;
+        let left = s.take(0, &mut out, |sealed, started, _, pressed| {
+            assert!(sealed == 1 && started == t0 && !pressed);
+            false
+        });
+        assert!(left.is_some_and(|(started, len)| started == t0 && len > 0));
+        assert_eq!(out.len(), 1);
+        assert!(out[0].builder.len_bytes() <= 400);
+        assert_eq!(s.staged().1, bytes, "taken bytes count until released");
+        assert!(s.take(0, &mut out, |_, _, _, _| true).is_none());
+        assert!(s.take(1, &mut out, |_, _, _, _| true).is_none());
+        assert_eq!(s.staged(), (0, bytes), "every message taken");
+        let records: u32 = out.iter().map(|b| b.builder.record_count()).sum();
+        assert_eq!(records as usize, messages);
+        let taken: usize = out.iter().map(|b| b.builder.len_bytes()).sum();
+        assert_eq!(taken, bytes, "the bytes counted are the batches' bytes");
+        s.release(taken);
+        assert_eq!(s.staged(), (0, 0));
+    }
+
+    #[test]
+    fn a_message_too_large_for_any_batch_fails_alone() {
+        let s = staging();
+        let t0 = Instant::now();
+        let (done, p) = pending();
+        assert!(!s.append("t", 0, &Message::new("t", vec![0u8; 500]), 1, done, || t0, &|| {}));
+        assert!(matches!(p.try_take(), Some(Err(ClientError::Invalid(_)))));
+        assert_eq!(s.staged(), (0, 0));
+        assert!(append(&s, 0, t0));
+    }
+}
