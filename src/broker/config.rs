@@ -23,6 +23,9 @@ pub struct Config {
     /// The `/metrics` endpoint ([`crate::metrics::MetricsConfig`]).
     pub metrics: crate::metrics::MetricsConfig,
     pub transaction: TransactionConfig,
+    /// Master/replica replication; None (no section) for a single broker
+    /// ([`crate::replication::config::ReplicationConfig`]).
+    pub replication: Option<crate::replication::config::ReplicationConfig>,
 }
 
 /// The `[schedule]` section: scheduled (delayed) messages, per shard (`broker/shard/schedule.rs`).
@@ -506,6 +509,9 @@ impl Config {
                 "broker.port = {} leaves no room for per-shard ports port+1..port+{}",
                 b.port, b.shards
             ));
+        }
+        if let Some(r) = &self.replication {
+            r.validate(self.storage.max_batch_bytes, b.max_fetch_bytes)?;
         }
         let mut storage = self.storage.clone();
         storage.dir = b.data_dir.join("shard-0");
