@@ -10,6 +10,7 @@ use super::codec::{DecodeError, Reader, Writer};
 use super::error_code::ErrorCode;
 use super::frame::{self, RequestHeader};
 use super::group::{GroupRequest, GroupResponse};
+use super::replication::{ReplRequest, ReplResponse};
 use super::shared_bytes::SharedBytes;
 use super::transaction::{TxnRequest, TxnResponse};
 
@@ -78,6 +79,8 @@ pub enum Request {
     },
     /// A transaction request ([`super::transaction`]).
     Transaction(TxnRequest),
+    /// A replica shard's request to its master shard ([`super::replication`]).
+    Replication(ReplRequest),
 }
 
 /// When a scheduled produce is delivered: wire kind 1 (a delay level) or 2 (Unix ms).
@@ -117,6 +120,7 @@ impl Request {
             Request::Group(g) => g.api_key(),
             Request::ProduceScheduled { .. } => ApiKey::ProduceScheduled,
             Request::Transaction(t) => t.api_key(),
+            Request::Replication(r) => r.api_key(),
         }
     }
 
@@ -198,6 +202,7 @@ impl Request {
                 w.bytes(batch);
             }
             Request::Transaction(t) => t.encode_body(&mut w),
+            Request::Replication(r) => r.encode_body(&mut w),
         }
         let mut buf = w.buf;
         frame::finish_frame(&mut buf);
@@ -322,6 +327,9 @@ fn decode_body(
             Request::ProduceScheduled { topic, queue_id, delivery, batch: batch(end - len..end) }
         }
         txn if txn.is_transaction() => Request::Transaction(TxnRequest::decode_body(txn, &mut r)?),
+        repl if repl.is_replication() => {
+            Request::Replication(ReplRequest::decode_body(repl, &mut r)?)
+        }
         group => Request::Group(GroupRequest::decode_body(group, &mut r)?),
     };
     r.finish()?;
@@ -337,6 +345,21 @@ pub enum SendStatus {
     /// Stored but the sync flush did not finish within `sync_flush_timeout_ms`; the data stays
     /// and will be flushed, but was not yet durable when the broker replied.
     FlushDiskTimeout = 1,
+    /// Sync replication: stored (and durable per the master's flush mode), but not confirmed
+    /// by the in-sync set within `sync_replication_timeout_ms`; a failover may lose it.
+    FlushSlaveTimeout = 2,
+}
+
+impl SendStatus {
+    /// The status of wire value `v`.
+    pub fn from_u8(v: u8) -> Result<SendStatus, DecodeError> {
+        match v {
+            0 => Ok(SendStatus::SendOk),
+            1 => Ok(SendStatus::FlushDiskTimeout),
+            2 => Ok(SendStatus::FlushSlaveTimeout),
+            v => Err(DecodeError::BadValue { field: "status", value: v.into() }),
+        }
+    }
 }
 
 /// One topic's route in a metadata response.
@@ -424,6 +447,7 @@ pub enum Response {
     },
     Group(GroupResponse),
     Transaction(TxnResponse),
+    Replication(ReplResponse),
 }
 
 impl Response {
@@ -440,6 +464,7 @@ impl Response {
             Response::InitProducer { .. } => ApiKey::InitProducer,
             Response::Group(g) => g.api_key(),
             Response::Transaction(t) => t.api_key(),
+            Response::Replication(r) => r.api_key(),
         }
     }
 
@@ -521,6 +546,7 @@ impl Response {
             }
             Response::Group(g) => g.encode_body(&mut w),
             Response::Transaction(t) => t.encode_body(&mut w),
+            Response::Replication(r) => r.encode_body(&mut w),
         }
         let mut buf = w.buf;
         frame::finish_frame(&mut buf);
@@ -569,11 +595,7 @@ impl Response {
                 Response::ListTopics { topics }
             }
             ApiKey::Produce | ApiKey::ProduceScheduled => {
-                let status = match r.u8("status")? {
-                    0 => SendStatus::SendOk,
-                    1 => SendStatus::FlushDiskTimeout,
-                    v => return Err(DecodeError::BadValue { field: "status", value: v.into() }),
-                };
+                let status = SendStatus::from_u8(r.u8("status")?)?;
                 Response::Produce {
                     status,
                     topic_id: r.u32("topic_id")?,
@@ -619,6 +641,9 @@ impl Response {
             txn if txn.is_transaction() => {
                 Response::Transaction(TxnResponse::decode_body(txn, &mut r)?)
             }
+            repl if repl.is_replication() => {
+                Response::Replication(ReplResponse::decode_body(repl, &mut r)?)
+            }
             group => Response::Group(GroupResponse::decode_body(group, &mut r)?),
         };
         r.finish()?;
@@ -660,6 +685,10 @@ pub enum ErrorDetail {
         first: u64,
         next: u64,
     },
+    /// NOT_MASTER: the master of this replica; writes go there.
+    NotMaster {
+        master: std::net::SocketAddr,
+    },
 }
 
 /// A decoded error response.
@@ -683,6 +712,12 @@ impl ErrorResponse {
             ErrorDetail::OffsetRange { min: r.u64("min")?, next: r.u64("next")? }
         } else if code == ErrorCode::CORRUPT_DATA as u16 {
             ErrorDetail::CorruptRange { first: r.u64("first")?, next: r.u64("next")? }
+        } else if code == ErrorCode::NOT_MASTER as u16 {
+            let master = r.string("master")?;
+            let master = master
+                .parse()
+                .map_err(|_| DecodeError::BadValue { field: "master address", value: 0 })?;
+            ErrorDetail::NotMaster { master }
         } else {
             ErrorDetail::None
         };
@@ -705,6 +740,9 @@ pub fn encode_error(
         ErrorDetail::OffsetRange { min: a, next: b }
         | ErrorDetail::CorruptRange { first: a, next: b } => {
             w.u64(a).u64(b);
+        }
+        ErrorDetail::NotMaster { master } => {
+            w.string(&master.to_string());
         }
         ErrorDetail::None => {}
     }

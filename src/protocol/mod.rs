@@ -20,6 +20,7 @@ pub mod group;
 pub mod message;
 pub mod producer_id;
 pub mod read_buffer;
+pub mod replication;
 pub mod shared_bytes;
 pub mod transaction;
 
