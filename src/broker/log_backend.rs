@@ -152,7 +152,7 @@ impl<D: LogDir + 'static> ShardLog for Rc<CommitLog<D>> {
     }
 
     async fn load_epochs(&self) -> Result<EpochHistory, StorageError> {
-        epoch_file::load(self.dir(), self.positions().0).await
+        epoch_file::load(self.dir(), LogPosition::MAX).await
     }
 
     async fn save_epochs(&self, history: &EpochHistory) -> Result<(), StorageError> {

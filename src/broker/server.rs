@@ -547,10 +547,14 @@ async fn start_replication(
             .load_epochs()
             .await
             .map_err(|e| format!("shard {id}: reading the epoch file: {e}"))?;
+        // Above every epoch the file names, also one whose data a crash lost: a replica may
+        // hold data of that epoch, and a reused number would look like agreement.
+        let newest_epoch = history.latest().map_or(0, |e| e.epoch);
+        history.truncate_to(log.append_end());
         match rc.role() {
             Role::Master => {
                 let end = log.append_end();
-                let epoch = history.latest().map_or(1, |e| e.epoch + 1);
+                let epoch = newest_epoch + 1;
                 history
                     .begin(epoch, end)
                     .map_err(|e| format!("shard {id}: beginning epoch {epoch}: {e}"))?;

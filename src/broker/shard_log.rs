@@ -130,7 +130,10 @@ pub trait ShardLog: 'static {
     fn set_read_cap(&self, cap: Option<u64>);
     /// The master epoch stamped into appended batches.
     fn set_epoch(&self, epoch: u32);
-    /// The log's epoch history (its fsynced epoch file), cut to the log's end.
+    /// The log's epoch history as its fsynced epoch file holds it, not cut to the log's end:
+    /// it may name epochs whose data was lost in a crash, and a new master epoch must be
+    /// above those too (else a replica that received data of a lost epoch would take the
+    /// reused number for agreement). Cut it with [`EpochHistory::truncate_to`] before use.
     async fn load_epochs(&self) -> Result<EpochHistory, StorageError>;
     /// Makes `history` the durable epoch file.
     async fn save_epochs(&self, history: &EpochHistory) -> Result<(), StorageError>;
