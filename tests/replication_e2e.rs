@@ -391,9 +391,9 @@ fn sigkill_rounds_keep_every_acknowledged_batch() {
         // until a sync send succeeds again (enough replicas rejoined).
         let mut s = Sender { port: pm, conn: None };
         poll_until(WAIT, || {
-            for i in 1..3 {
-                if !brokers[i].is_running() {
-                    brokers[i] = start(i);
+            for (i, b) in brokers.iter_mut().enumerate().skip(1) {
+                if !b.is_running() {
+                    *b = start(i);
                 }
             }
             next_tag += 1;
