@@ -562,7 +562,6 @@ async fn start_replication(
                     .await
                     .map_err(|e| format!("shard {id}: writing the epoch file: {e}"))?;
                 log.set_epoch(epoch);
-                log.set_read_cap(Some(end));
                 tracing::info!(shard = id, epoch, start = end, "master epoch begun");
                 Ok(ShardRole::Master(MasterSide::new(rc, history, end)))
             }
@@ -612,7 +611,6 @@ async fn start_replication(
                         "cannot join the master at start ({e}); serving reads and retrying"
                     ),
                 }
-                log.set_read_cap(Some(log.durable_end()));
                 Ok(ShardRole::Replica(ReplicaSide {
                     master,
                     advertise: rc.advertise_addr(),

@@ -114,8 +114,14 @@ fn log_changes(shard: ShardId, changes: &[MembershipChange], replicas: &[SocketA
 }
 
 impl<L: ShardLog> Shard<L> {
-    /// Sets this shard's replication role (once, before it serves).
+    /// Sets this shard's replication role (once, before it serves), and caps the log's reads:
+    /// at the confirmed position on a master, at the synced position on a replica.
     pub fn set_role(&self, role: ShardRole) {
+        let cap = match &role {
+            ShardRole::Master(m) => m.read_cap.get(),
+            ShardRole::Replica(_) => self.log.durable_end(),
+        };
+        self.log.set_read_cap(Some(cap));
         if self.replication.set(role).is_err() {
             panic!("the replication role of shard {} is set twice", self.id);
         }
