@@ -499,3 +499,64 @@ fn a_replica_truncates_a_tail_its_master_lost() {
         assert!(tags.values().any(|t| *t >= 20_000), "queue {q}: the new data is there");
     }
 }
+
+/// Manual failover by configuration: the master is SIGKILLed while a producer sends; its
+/// replica is restarted as the master (it begins a new epoch), the old master is restarted as
+/// its replica (at start it truncates whatever it had that the new master lacks). Every send
+/// acknowledged SEND_OK is on the new master exactly as acknowledged, and the old master ends
+/// byte-identical to it.
+#[test]
+fn a_replica_restarted_as_master_keeps_every_acknowledged_send() {
+    let dir = tempdir();
+    let (pa, pb) = (free_port_block(SHARDS as u16), free_port_block(SHARDS as u16));
+    let (da, db) = (dir.path().join("a"), dir.path().join("b"));
+    let as_master = |d: &Path, port: u16, replica: u16| {
+        format!(
+            "{}[replication]\nrole = \"master\"\nreplicas = [\"127.0.0.1:{replica}\"]\n\
+             min_in_sync_replicas = 2\nsync_replication_timeout_ms = 10000\n",
+            config(d, SHARDS, &format!("port = {port}"), "flush_mode = \"sync\"")
+        )
+    };
+    let mut a = Broker::start_in(&da, &as_master(&da, pa, pb));
+    let b = Broker::start_in(&db, &replica_config(&db, pb, pa));
+    Conn::connect(pa)
+        .call(&Request::CreateTopic { topic: TOPIC.into(), queue_count: QUEUES })
+        .unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let producer = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut s = Sender { port: pa, conn: None };
+            let (mut ok, mut tag) = (Vec::new(), 1u64);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let q = (tag % u64::from(QUEUES)) as u32;
+                match s.send(q, tag) {
+                    Some((SendStatus::SendOk, base)) => ok.push((q, base, tag)),
+                    _ => std::thread::sleep(Duration::from_millis(20)),
+                }
+                tag += 1;
+            }
+            ok
+        })
+    };
+    poll_until(WAIT, || (Conn::connect(pa).stored(0).0 > 20).then_some(()));
+    a.kill();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let acked = producer.join().unwrap();
+    assert!(!acked.is_empty());
+    drop(b); // SIGKILL too: the promotion is a restart with the master's role
+
+    let new_master = Broker::start_in(&db, &as_master(&db, pb, pa));
+    let mut m = Conn::connect(new_master.shared_port);
+    let on_new: Vec<_> = (0..QUEUES).map(|q| tags_by_offset(&m.stored(q).1)).collect();
+    for &(q, base, tag) in &acked {
+        assert_eq!(on_new[q as usize].get(&base), Some(&tag), "acknowledged {tag} lost");
+    }
+    let _old = Broker::start_in(&da, &replica_config(&da, pa, pb));
+    let mut tag = 1_000_000;
+    poll_until(WAIT, || {
+        tag += 1;
+        all_ok(&send_round(&mut m, tag)).then_some(())
+    });
+    poll_until(WAIT, || try_stored(pa).filter(|r| *r == try_stored(pb).unwrap()).map(|_| ()));
+}
