@@ -138,6 +138,32 @@ impl<L: ShardLog> Shard<L> {
         }
     }
 
+    /// This shard's replication state for the metrics endpoint.
+    pub(super) fn replication_sample(&self) -> Option<crate::metrics::ReplicationSample> {
+        use crate::metrics::{ReplicaSample, ReplicationSample};
+        Some(match self.replication.get()? {
+            ShardRole::Master(m) => {
+                let set = m.set.borrow();
+                ReplicationSample::Master {
+                    log_end: self.log.append_end(),
+                    confirmed: set.confirmed(),
+                    in_sync_members: set.in_sync_count() as u64,
+                    replicas: m
+                        .replicas
+                        .iter()
+                        .enumerate()
+                        .map(|(i, a)| ReplicaSample {
+                            replica: a.to_string(),
+                            in_sync: set.is_in_sync(i),
+                            lag_bytes: set.replica_lag_bytes(i),
+                        })
+                        .collect(),
+                }
+            }
+            ShardRole::Replica(_) => ReplicationSample::Replica { synced: self.log.durable_end() },
+        })
+    }
+
     /// A replica serves reads only: every other request is refused with its master's address.
     pub(super) fn refuse_on_replica(&self, request: &Request) -> Result<(), BrokerError> {
         match self.replication.get() {

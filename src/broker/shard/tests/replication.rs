@@ -112,6 +112,19 @@ fn a_sync_produce_waits_for_the_replica_and_consumers_see_confirmed_data_only() 
             other => panic!("{other:?}"),
         }
         assert_eq!(consumer_sees(call(&s, fetch(0, 0)).await), next as usize, "confirmed");
+        match s.replication_sample() {
+            Some(crate::metrics::ReplicationSample::Master {
+                log_end,
+                confirmed,
+                in_sync_members: 2,
+                replicas,
+            }) => {
+                assert_eq!((log_end, confirmed), (next, next));
+                assert!(replicas[0].in_sync);
+                assert_eq!(replicas[0].lag_bytes, Some(0));
+            }
+            other => panic!("{other:?}"),
+        }
 
         // Refusals: a stale session, an unlisted replica, another shard count.
         let e = call(&s, replica_fetch(session + 100, next)).await.unwrap_err();
