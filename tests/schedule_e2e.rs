@@ -82,6 +82,7 @@ fn delayed_messages_arrive_when_due_and_survive_a_sigkill() {
         sent.iter().all(|s| names.contains(s)).then_some(got)
     });
     let mut copies: HashMap<String, usize> = HashMap::new();
+    let mut ids: HashMap<Vec<u8>, String> = HashMap::new();
     for m in &got {
         let (body, due) = due_of(m);
         assert!(
@@ -90,9 +91,13 @@ fn delayed_messages_arrive_when_due_and_survive_a_sigkill() {
             m.store_timestamp_ms
         );
         assert_eq!(m.key, if body.starts_with("at") { b"k".to_vec() } else { vec![] });
+        let id = m.property(b"UNIQ_KEY").expect("the client gives each scheduled message an id");
+        ids.entry(id.to_vec()).or_insert_with(|| body.clone());
+        assert_eq!(ids[id], body, "an id names one message (copies carry the same one)");
         *copies.entry(body).or_default() += 1;
     }
     assert_eq!(copies.len(), sent.len(), "every scheduled message arrived");
+    assert_eq!(ids.len(), sent.len());
     // At-least-once across a SIGKILL: a copy more only for a delivery the kill cut short.
     let twice = copies.values().filter(|&&n| n > 1).count();
     assert!(twice <= 10, "{twice} messages delivered more than once");
@@ -127,7 +132,7 @@ fn the_cli_schedules_with_delay_and_deliver_at() {
     assert!(got[1].store_timestamp_ms >= sent_ms + 1_500);
     // A time past the horizon is refused with the broker's reason.
     let out = Command::new(env!("CARGO_BIN_EXE_ringmq"))
-        .args(["produce", "--broker", &broker.addr(), "--topic", "cli", "--delay", "30d", "x"])
+        .args(["produce", "--broker", &broker.addr(), "--topic", "cli", "--delay", "41d", "x"])
         .output()
         .unwrap();
     assert!(!out.status.success());

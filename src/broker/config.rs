@@ -35,9 +35,10 @@ pub struct ScheduleConfig {
     /// The delay of each level, level 1 first, in RocketMQ's `messageDelayLevel` form.
     /// Default `"1s 5s 10s 30s 1m 2m 3m 4m 5m 6m 7m 8m 9m 10m 20m 30m 1h 2h"`.
     pub delay_levels: String,
-    /// Absolute delivery times at most this far ahead are accepted. Default 40 days; the
-    /// broker also refuses times and delay levels past half of `storage.retention_hours`
-    /// (retention would delete the held message first).
+    /// Absolute delivery times (and delay levels) at most this far ahead are accepted.
+    /// Default 40 days. A held message keeps retention from deleting its segment and every
+    /// later one until it is delivered, so the disk must hold this much of the shard's log
+    /// while a message scheduled this far ahead waits (see docs/operations.md).
     pub horizon_ms: u64,
     /// Timer precision: a message is delivered at most about this late (never early). It is
     /// also how often the schedule task looks for due messages. Default 10.
@@ -53,6 +54,14 @@ pub struct ScheduleConfig {
     /// produce gets SCHEDULE_FULL. Default 10000000 (they live on disk; the wheel's memory is
     /// fixed).
     pub max_pending_per_shard: u64,
+    /// A scheduled send whose first message has a `UNIQ_KEY` property (the native client sets
+    /// one; RocketMQ clients do) is remembered this long by that id: a resend (after a lost
+    /// reply or a restart) is answered with the first one's place instead of being held twice.
+    /// Default 600000 (10 minutes).
+    pub dedup_window_ms: u64,
+    /// Unique ids remembered per shard (about 100 bytes each). Default 16384; 0 turns the
+    /// de-duplication off.
+    pub dedup_capacity: usize,
     /// Take a wheel checkpoint after this long with changes. Default 1000.
     pub checkpoint_interval_ms: u64,
 }
@@ -67,24 +76,19 @@ impl Default for ScheduleConfig {
             max_timer_records_per_step: 4096,
             max_index_per_step: 4096,
             max_pending_per_shard: 10_000_000,
+            dedup_window_ms: 600_000,
+            dedup_capacity: 16_384,
             checkpoint_interval_ms: 1000,
         }
     }
 }
 
 impl ScheduleConfig {
-    /// The levels and the effective horizon (at most half the retention period).
-    pub fn schedule(
-        &self,
-        retention_hours: u64,
-    ) -> Result<crate::schedule::levels::Schedule, String> {
+    /// The levels and the horizon.
+    pub fn schedule(&self) -> Result<crate::schedule::levels::Schedule, String> {
         let levels = crate::schedule::levels::DelayLevels::parse(&self.delay_levels)
             .map_err(|e| format!("schedule.delay_levels: {e}"))?;
-        let retention_ms = retention_hours.saturating_mul(3_600_000);
-        Ok(crate::schedule::levels::Schedule {
-            levels,
-            horizon_ms: self.horizon_ms.min(retention_ms / 2),
-        })
+        Ok(crate::schedule::levels::Schedule { levels, horizon_ms: self.horizon_ms })
     }
 }
 
@@ -424,7 +428,7 @@ impl Config {
             ));
         }
         let sc = &self.schedule;
-        sc.schedule(self.storage.retention_hours)?;
+        sc.schedule()?;
         if sc.tick_ms == 0
             || sc.max_due_per_step == 0
             || sc.max_timer_records_per_step == 0
@@ -434,6 +438,12 @@ impl Config {
             return Err("schedule.tick_ms, max_due_per_step, max_timer_records_per_step, \
                         max_index_per_step and checkpoint_interval_ms must be positive"
                 .into());
+        }
+        if sc.dedup_capacity > 10_000_000 {
+            return Err(format!(
+                "schedule.dedup_capacity = {} is above 10000000 (about 100 bytes each per shard)",
+                sc.dedup_capacity
+            ));
         }
         let t = &self.transaction;
         if t.check_interval_ms == 0 || t.max_undecided_halves == 0 || t.max_check_waiters == 0 {
@@ -583,11 +593,11 @@ mod tests {
         parse("[schedule]\ndelay_levels = \"1s 90s\"\n").unwrap();
         let err = parse("[schedule]\ndelay_levels = \"1s 2x\"\n").unwrap_err();
         assert!(err.contains("schedule.delay_levels") && err.contains("2x"), "{err}");
-        // A short retention is fine: levels past half of it are refused at produce.
+        // A short retention is fine: held messages pin their segments.
         parse("[storage]\nretention_hours = 1\n").unwrap();
         assert!(parse("[schedule]\ntick_ms = 0\n").unwrap_err().contains("tick_ms"));
         let c = Config::parse("[storage]\nretention_hours = 2\n").unwrap();
-        assert_eq!(c.schedule.schedule(2).unwrap().horizon_ms, 3_600_000, "half the retention");
+        assert_eq!(c.schedule.schedule().unwrap().horizon_ms, 40 * 24 * 3_600_000);
     }
 
     #[test]

@@ -77,6 +77,10 @@ impl<D: LogDir + 'static> ShardLog for Rc<CommitLog<D>> {
         CommitLog::visible_end(self).get()
     }
 
+    fn last_store_timestamp_ms(&self) -> i64 {
+        CommitLog::last_store_timestamp_ms(self)
+    }
+
     async fn scan_tail(
         &self,
         max_bytes: u64,

@@ -85,6 +85,9 @@ pub trait ShardLog: 'static {
     fn pin_retention(&self, queue: QueueKey, from: Option<u64>);
     /// The log position up to which appended data is readable.
     fn visible_end(&self) -> u64;
+    /// The newest store timestamp in the log (`i64::MIN` when empty): after a restart, about
+    /// when the broker last ran.
+    fn last_store_timestamp_ms(&self) -> i64;
     /// Reads the batches of the last `max_bytes` of the log stored at or after `since_ms` in
     /// log order, with one sequential read (see [`crate::storage::CommitLog::scan_tail`]).
     async fn scan_tail(

@@ -9,10 +9,12 @@
 //! - queue 1, the **timer log**: one 24-byte [`super::wheel::TimerRecord`] per record; a
 //!   record's queue offset is its index.
 //! - queue 2, **wheel checkpoints**: `indexed_through u64` (schedule offsets below it are in
-//!   the wheel) then a [`super::wheel::Checkpoint`].
+//!   the wheel), a [`super::wheel::Checkpoint`], then the [`PendingOffsets`] (where the
+//!   pending entries are, for the retention pin).
 //!
 //! Little-endian throughout.
 
+use super::pending::PendingOffsets;
 use super::wheel::Checkpoint;
 
 /// Key of a schedule entry record.
@@ -68,19 +70,41 @@ pub fn decode_delivered(body: &[u8]) -> Result<Vec<u64>, String> {
 }
 
 /// Body of a wheel checkpoint record.
-pub fn encode_checkpoint(indexed_through: u64, wheel: &Checkpoint) -> Vec<u8> {
+pub fn encode_checkpoint(
+    indexed_through: u64,
+    wheel: &Checkpoint,
+    pending: &PendingOffsets,
+) -> Vec<u8> {
     let mut b = indexed_through.to_le_bytes().to_vec();
     b.extend_from_slice(&wheel.encode());
+    b.extend_from_slice(&pending.encode());
     b
 }
 
-pub fn decode_checkpoint(body: &[u8]) -> Result<(u64, Checkpoint), String> {
-    if body.len() < 8 {
-        return Err("wheel checkpoint record is too short".into());
+/// Decodes a wheel checkpoint record; `max_ranges` bounds the pending offsets read back. A
+/// checkpoint without pending offsets (written before they existed) is refused: the broker
+/// then rebuilds the wheel from the schedule queue, which is slower but exact.
+pub fn decode_checkpoint(
+    body: &[u8],
+    max_ranges: usize,
+) -> Result<(u64, Checkpoint, PendingOffsets), String> {
+    let wheel_end = 8 + Checkpoint::ENCODED_LEN;
+    if body.len() <= wheel_end {
+        return Err("wheel checkpoint record is too short (or from a version without pending \
+                    offsets)"
+            .into());
     }
     let indexed_through = u64::from_le_bytes(body[..8].try_into().expect("8 bytes"));
-    let wheel = Checkpoint::decode(&body[8..]).map_err(|e| e.to_string())?;
-    Ok((indexed_through, wheel))
+    let wheel = Checkpoint::decode(&body[8..wheel_end]).map_err(|e| e.to_string())?;
+    let pending = PendingOffsets::decode(&body[wheel_end..], max_ranges)?;
+    if pending.len() != wheel.pending {
+        return Err(format!(
+            "wheel checkpoint counts {} pending timers but its pending offsets {}",
+            wheel.pending,
+            pending.len()
+        ));
+    }
+    Ok((indexed_through, wheel, pending))
 }
 
 #[cfg(test)]
@@ -96,7 +120,19 @@ mod tests {
         assert_eq!(decode_delivered(&encode_delivered(&[1, u64::MAX])), Ok(vec![1, u64::MAX]));
         assert!(decode_delivered(&[0; 9]).is_err());
         let cp = Wheel::new(10, 12345).unwrap().checkpoint();
-        assert_eq!(decode_checkpoint(&encode_checkpoint(77, &cp)), Ok((77, cp)));
-        assert!(decode_checkpoint(&[1; 20]).is_err());
+        let none = PendingOffsets::new(8);
+        assert_eq!(
+            decode_checkpoint(&encode_checkpoint(77, &cp, &none), 8),
+            Ok((77, cp.clone(), none))
+        );
+        assert!(decode_checkpoint(&[1; 20], 8).is_err());
+        // The format before pending offsets is refused (the wheel is rebuilt instead).
+        let mut old = 77u64.to_le_bytes().to_vec();
+        old.extend_from_slice(&cp.encode());
+        assert!(decode_checkpoint(&old, 8).is_err());
+        // Pending offsets that disagree with the wheel's count are refused.
+        let mut one = PendingOffsets::new(8);
+        one.insert(5);
+        assert!(decode_checkpoint(&encode_checkpoint(77, &cp, &one), 8).is_err());
     }
 }

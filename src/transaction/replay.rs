@@ -33,6 +33,7 @@ pub struct TxnReplay {
     decided: HashMap<u64, Decision>,
     table: Transactions,
     now_ms: i64,
+    alive_until_ms: i64,
     /// Records read, and those that could not be used (malformed).
     pub ops: u64,
     pub halves: u64,
@@ -40,10 +41,12 @@ pub struct TxnReplay {
 }
 
 impl TxnReplay {
-    /// Replays halves from transaction id `from` (see [`replay_from`]), at time `now_ms`.
-    pub fn new(limits: Limits, from: u64, now_ms: i64) -> Self {
+    /// Replays halves from transaction id `from` (see [`replay_from`]), at time `now_ms`, for
+    /// a broker last seen running at `alive_until_ms` (see [`Transactions::insert_replayed`]).
+    pub fn new(limits: Limits, from: u64, now_ms: i64, alive_until_ms: i64) -> Self {
         TxnReplay {
             from,
+            alive_until_ms,
             decided: HashMap::new(),
             table: Transactions::new(limits),
             now_ms,
@@ -83,7 +86,7 @@ impl TxnReplay {
         }
         match self.decided.remove(&transaction_id) {
             Some(decision) => self.table.remember(transaction_id, decision),
-            None => self.table.insert(new, self.now_ms),
+            None => self.table.insert_replayed(new, self.now_ms, self.alive_until_ms),
         }
     }
 

@@ -178,13 +178,27 @@ impl Transactions {
     /// not counted against it). Replay may pass more than `max_undecided` halves (the bound
     /// was lowered): they are kept, and new ones refused until enough are decided.
     pub fn insert(&mut self, half: NewHalf, now_ms: i64) {
+        self.insert_replayed(half, now_ms, i64::MIN);
+    }
+
+    /// [`Self::insert`] for a half read back after a restart, when the broker was last seen
+    /// running at `alive_until_ms` (its log's newest store time): the check slots that had
+    /// closed by then count as used (checks are not persisted), so restarts do not grant a
+    /// half more than `check_max` checks; at most the slot open at the stop is granted again.
+    pub fn insert_replayed(&mut self, half: NewHalf, now_ms: i64, alive_until_ms: i64) {
         let id = half.transaction_id;
         self.admitted = self.admitted.saturating_sub(1);
-        let first = half.stored_ms.saturating_add(self.interval_ms()).max(now_ms);
-        let old = self.halves.insert(
-            id,
-            Half { new: half, checks: 0, next_check_ms: first, state: State::Undecided },
-        );
+        let interval = self.interval_ms().max(1);
+        // Slot j (from 0) opens at stored + (j + 1) * interval and closes one interval later.
+        let closed = (alive_until_ms.saturating_sub(half.stored_ms) / interval - 1).max(0);
+        let checks = u32::try_from(closed).unwrap_or(u32::MAX).min(self.limits.check_max);
+        let first = half
+            .stored_ms
+            .saturating_add(interval.saturating_mul(i64::from(checks) + 1))
+            .max(now_ms);
+        let old = self
+            .halves
+            .insert(id, Half { new: half, checks, next_check_ms: first, state: State::Undecided });
         assert!(old.is_none(), "transaction id {id} inserted twice");
         self.schedule.insert((first, id));
     }

@@ -401,7 +401,7 @@ proptest! {
         }
         // Crash: replay as the broker does at start.
         let from = replay_from(ops.last().map(|b| b.as_slice()), 0, halves.len() as u64);
-        let mut r = TxnReplay::new(limits(15, 1000), from, 0);
+        let mut r = TxnReplay::new(limits(15, 1000), from, 0, i64::MIN);
         if (from as usize) < halves.len() {
             let (_, op_from) = half_origin(&halves[from as usize]).unwrap();
             for op in &ops[op_from as usize..] {
@@ -455,9 +455,35 @@ fn replay_skips_garbage_and_starts_at_the_half_queue_start_without_ops() {
     // A watermark behind retention, or past the end (impossible unless damaged): clamped.
     assert_eq!(replay_from(Some(&op(1)), 3, 9), 3);
     assert_eq!(replay_from(Some(&op(20)), 3, 9), 9);
-    let mut r = TxnReplay::new(limits(1, 10), 0, 0);
+    let mut r = TxnReplay::new(limits(1, 10), 0, 0, i64::MIN);
     r.op(b"x");
     r.half(0, 0, b"y");
     assert_eq!((r.ops, r.halves, r.skipped), (1, 1, 2));
     assert!(r.finish().is_empty());
+}
+
+#[test]
+fn checks_used_before_a_restart_count_against_the_limit() {
+    // Stored at 0, slots open at I, 2I, 3I...; the broker last ran at 2.5 I: the first slot
+    // closed (used), the second was open (granted again).
+    let mut t = Transactions::new(limits(3, 10));
+    t.admit().unwrap();
+    t.insert_replayed(half(1, "g", 0), 10 * I, I * 5 / 2);
+    assert_eq!(t.checks(1), Some(1));
+    // Long down: no more than the slots closed while it ran, whatever the downtime.
+    assert!(t.tick(10 * I).is_empty());
+    // A half whose every check was used before the stop is rolled back at the next slot,
+    // however many times the broker restarts.
+    let mut t = Transactions::new(limits(3, 10));
+    t.admit().unwrap();
+    t.insert_replayed(half(2, "g", 0), 10 * I, 100 * I);
+    assert_eq!(t.checks(2), Some(3));
+    assert!(t.take_checks("g", 10 * I, 10).is_empty(), "no check left to ask");
+    let rolled: Vec<u64> = t.tick(10 * I).iter().map(|h| h.transaction_id).collect();
+    assert_eq!(rolled, vec![2]);
+    // Never seen running (an empty log before): nothing counted.
+    let mut t = Transactions::new(limits(3, 10));
+    t.admit().unwrap();
+    t.insert_replayed(half(3, "g", 0), 0, i64::MIN);
+    assert_eq!(t.checks(3), Some(0));
 }

@@ -26,22 +26,28 @@
 //!
 //! Hazards: delivered batches must not touch the idempotence windows, so scheduled batches
 //! must be non-idempotent (`producer_id = -1`; an idempotent one is refused), and the window
-//! rebuild at start skips them as it skips every non-idempotent batch. Retention deletes
-//! whole segments by age, so the horizon is cut to half of `storage.retention_hours`
-//! ([`crate::broker::config::ScheduleConfig::schedule`]): a held message, its timer records
-//! and the last checkpoint are always younger than what retention deletes. Deletion for disk
-//! space (`disk_max_used_ratio`) does not know about held messages.
+//! rebuild at start skips them as it skips every non-idempotent batch.
+//!
+//! Retention: held messages outlive it. The wheel counts its pending entries per range of
+//! schedule offsets ([`PendingOffsets`], in the checkpoint); after each checkpoint the
+//! schedule queue is pinned from the oldest pending entry (or the first entry not yet
+//! indexed), so no segment from there on is deleted, by age or for disk space, until those
+//! messages are delivered. Their timer records and the checkpoint come later in the log and
+//! are kept with them. A restart pins again before retention runs.
 
 use std::collections::HashSet;
 
 use super::*;
 use crate::format::batch::BatchView;
 use crate::protocol::message::Delivery;
+use crate::schedule::dedup::{DedupWindow, PROPERTY_UNIQ_KEY};
 use crate::schedule::entry::{
     decode_checkpoint, decode_delivered, encode_checkpoint, encode_delivered, Entry, DELIVERED_KEY,
     ENTRY_KEY,
 };
 use crate::schedule::levels::Schedule;
+use crate::schedule::pending::{PendingOffsets, DEFAULT_MAX_RANGES};
+use crate::schedule::retry::PROPERTY_RECONSUME_TIME;
 use crate::schedule::wheel::{Checkpoint, Routed, TimerRecord, Wheel};
 use crate::storage::StorageError;
 
@@ -71,6 +77,10 @@ pub(super) struct ScheduleState {
     wheel: Wheel,
     /// Schedule-queue offsets below this are in the wheel.
     indexed_through: u64,
+    /// Where the wheel's pending entries are (for the retention pin).
+    pending: PendingOffsets,
+    /// Recent scheduled sends by unique id: a resend is answered, not held twice.
+    recent: DedupWindow<Seen>,
     /// After a restart: entries already delivered after the checkpoint; skipped once.
     already_delivered: HashSet<u64>,
     /// Something changed since the last checkpoint.
@@ -80,18 +90,94 @@ pub(super) struct ScheduleState {
 
 impl ScheduleState {
     pub(super) fn new(config: &Config, now: Instant, now_ms: i64) -> Self {
-        let rules = config
-            .schedule
-            .schedule(config.storage.retention_hours)
-            .expect("the configuration was validated");
+        let rules = config.schedule.schedule().expect("the configuration was validated");
         let tick = config.schedule.tick_ms.max(1);
         ScheduleState {
             rules,
             wheel: Wheel::new(tick, now_ms).expect("tick_ms is positive"),
             indexed_through: 0,
+            pending: PendingOffsets::new(DEFAULT_MAX_RANGES),
+            recent: DedupWindow::new(
+                config.schedule.dedup_capacity,
+                config.schedule.dedup_window_ms,
+            ),
             already_delivered: HashSet::new(),
             dirty: false,
             last_checkpoint: now,
+        }
+    }
+}
+
+/// Where a scheduled send with a unique id was held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Held {
+    offset: u64,
+    record_count: u32,
+    store_timestamp_ms: i64,
+}
+
+/// A unique id in the dedup window: held, or being stored by an earlier request (a resend
+/// waits for it; if it fails, the resend stores the batch itself).
+#[derive(Clone)]
+enum Seen {
+    Held(Held),
+    Storing(futures::future::Shared<futures::channel::oneshot::Receiver<Held>>),
+}
+
+impl Held {
+    fn reply(self) -> Response {
+        Response::Produce {
+            status: SendStatus::SendOk,
+            topic_id: SYSTEM_TOPIC_SCHEDULE,
+            queue_id: SYS_SCHEDULE.queue_id.get(),
+            base_offset: self.offset,
+            record_count: self.record_count,
+            store_timestamp_ms: self.store_timestamp_ms,
+        }
+    }
+}
+
+/// What identifies a scheduled send for de-duplication: its first record's `UNIQ_KEY`
+/// property, with the destination queue and the `RECONSUME_TIME` property. A message keeps
+/// its id when a consumer sends it back for a retry, so each retry (a new count) and each
+/// group's retry topic (a new queue) is a send of its own; only a resend of the same one
+/// is recognised.
+fn dedup_key(queue: QueueKey, batch: &[u8]) -> Option<Vec<u8>> {
+    let view = BatchView::parse(batch, batch.len()).ok()?;
+    let first = view.records().next()?.ok()?;
+    let id = first.property(PROPERTY_UNIQ_KEY.as_bytes()).filter(|id| !id.is_empty())?;
+    let retry = first.property(PROPERTY_RECONSUME_TIME.as_bytes()).unwrap_or_default();
+    let mut k = Vec::with_capacity(9 + retry.len() + id.len());
+    k.extend_from_slice(&queue.topic_id.get().to_le_bytes());
+    k.extend_from_slice(&queue.queue_id.get().to_le_bytes());
+    k.extend_from_slice(retry);
+    k.push(0);
+    k.extend_from_slice(id);
+    Some(k)
+}
+
+/// A unique id being stored by one request: `held` records where; dropped without it (the
+/// send failed), the id is forgotten and requests waiting on it store the batch themselves.
+struct Claim<'a, L: ShardLog> {
+    shard: &'a Shard<L>,
+    id: Vec<u8>,
+    tx: Option<futures::channel::oneshot::Sender<Held>>,
+}
+
+impl<L: ShardLog> Claim<'_, L> {
+    fn held(mut self, held: Held) {
+        let now_ms = self.shard.clock.unix_ms();
+        self.shard.schedule.borrow_mut().recent.insert(&self.id, Seen::Held(held), now_ms);
+        if let Some(tx) = self.tx.take() {
+            let _ = tx.send(held);
+        }
+    }
+}
+
+impl<L: ShardLog> Drop for Claim<'_, L> {
+    fn drop(&mut self) {
+        if self.tx.is_some() {
+            self.shard.schedule.borrow_mut().recent.remove(&self.id);
         }
     }
 }
@@ -104,6 +190,8 @@ pub struct ScheduleRecovered {
     pub indexed_through: u64,
     pub pending: u64,
     pub already_delivered: usize,
+    /// Unique ids of recent scheduled sends read back into the dedup window.
+    pub remembered: usize,
 }
 
 /// What one [`Shard::schedule_step`] did.
@@ -197,6 +285,14 @@ impl<L: ShardLog> Shard<L> {
                  outside the producer's sequence",
             ));
         }
+        let id = dedup_key(key, &batch);
+        let _storing = match &id {
+            Some(id) => match self.claim_unique_id(id).await {
+                Ok(claim) => Some(claim),
+                Err(held) => return Ok(held.reply()),
+            },
+            None => None,
+        };
         let now_ms = self.clock.unix_ms();
         let deliver_at_ms = {
             let st = self.schedule.borrow();
@@ -231,6 +327,13 @@ impl<L: ShardLog> Shard<L> {
             Record { key: ENTRY_KEY, tag: b"", properties: &[], body: &body, timestamp_ms: now_ms };
         builder.push(&record).map_err(internal)?;
         let out = self.log.append(SYS_SCHEDULE, builder.finish(-1, -1)).await?;
+        if let Some(claim) = _storing {
+            claim.held(Held {
+                offset: out.base_offset,
+                record_count: out.record_count,
+                store_timestamp_ms: out.store_timestamp_ms,
+            });
+        }
         self.stats.borrow_mut().produce_batches += 1;
         Ok(Response::Produce {
             status: if out.flush_timed_out {
@@ -246,6 +349,30 @@ impl<L: ShardLog> Shard<L> {
         })
     }
 
+    /// Claims `id` for a scheduled send, or returns where a send with that id is held (after
+    /// waiting for one being stored).
+    async fn claim_unique_id(&self, id: &[u8]) -> Result<Claim<'_, L>, Held> {
+        loop {
+            let now_ms = self.clock.unix_ms();
+            let seen = self.schedule.borrow_mut().recent.get(id, now_ms).cloned();
+            match seen {
+                Some(Seen::Held(held)) => return Err(held),
+                Some(Seen::Storing(first)) => {
+                    if let Ok(held) = first.await {
+                        return Err(held);
+                    }
+                    // The first send failed and forgot the id: try again.
+                }
+                None => {
+                    let (tx, rx) = futures::channel::oneshot::channel();
+                    let storing = Seen::Storing(futures::FutureExt::shared(rx));
+                    self.schedule.borrow_mut().recent.insert(id, storing, now_ms);
+                    return Ok(Claim { shard: self, id: id.to_vec(), tx: Some(tx) });
+                }
+            }
+        }
+    }
+
     /// Before serving: restores the wheel from the last checkpoint and learns which entries
     /// after it were already delivered.
     pub async fn start_schedule(&self) -> Result<ScheduleRecovered, BrokerError> {
@@ -259,13 +386,13 @@ impl<L: ShardLog> Shard<L> {
             at -= 1;
             let mut found = None;
             self.read_system_records(SYS_WHEEL, at, at + 1, |_, _, _, body| {
-                found = Some(decode_checkpoint(body))
+                found = Some(decode_checkpoint(body, DEFAULT_MAX_RANGES))
             })
             .await?;
             match found {
-                Some(Ok((indexed_through, cp))) => match Wheel::restore(&cp, timer_next) {
+                Some(Ok((indexed_through, cp, pending))) => match Wheel::restore(&cp, timer_next) {
                     Ok(w) => {
-                        restored = Some((w, indexed_through));
+                        restored = Some((w, indexed_through, pending));
                         break;
                     }
                     Err(e) => {
@@ -280,13 +407,17 @@ impl<L: ShardLog> Shard<L> {
         }
         let schedule_range = self.log.offsets(SYS_SCHEDULE);
         let from_checkpoint = restored.is_some();
-        let (wheel, indexed_through) = match restored {
+        let (wheel, indexed_through, pending) = match restored {
             Some(r) => r,
             None => (
                 Wheel::starting_at(tick_ms, now_ms, timer_next).map_err(internal)?,
                 schedule_range.min,
+                PendingOffsets::new(DEFAULT_MAX_RANGES),
             ),
         };
+        // Before retention runs: keep what the checkpoint needs (or, without one, everything
+        // the wheel is rebuilt from) until the next checkpoint moves the pin.
+        self.pin_schedule(indexed_through, &pending);
         if indexed_through < schedule_range.min {
             tracing::error!(
                 shard = %self.id,
@@ -321,8 +452,10 @@ impl<L: ShardLog> Shard<L> {
                  last checkpoint; some will be delivered again"
             );
         }
+        let remembered = self.rebuild_dedup_window(now_ms).await?;
         let recovered = ScheduleRecovered {
             from_checkpoint,
+            remembered,
             indexed_through,
             pending: wheel.pending(),
             already_delivered: already.len(),
@@ -330,11 +463,49 @@ impl<L: ShardLog> Shard<L> {
         let mut st = self.schedule.borrow_mut();
         st.wheel = wheel;
         st.indexed_through = indexed_through.max(schedule_range.min);
+        st.pending = pending;
         st.already_delivered = already;
         st.dirty = true;
         drop(st);
         tracing::info!(shard = %self.id, ?recovered, "scheduled messages recovered");
         Ok(recovered)
+    }
+
+    /// Reads the unique ids of the scheduled sends of the last `dedup_window_ms` (at most
+    /// `dedup_capacity` entries) back into the dedup window, so a resend after a restart is
+    /// not held twice.
+    async fn rebuild_dedup_window(&self, now_ms: i64) -> Result<usize, BrokerError> {
+        let sc = &self.config.schedule;
+        if sc.dedup_capacity == 0 {
+            return Ok(0);
+        }
+        let range = self.log.offsets(SYS_SCHEDULE);
+        let since = now_ms.saturating_sub(i64::try_from(sc.dedup_window_ms).unwrap_or(i64::MAX));
+        let from = self
+            .log
+            .offset_for_timestamp(SYS_SCHEDULE, since)
+            .await?
+            .max(range.next.saturating_sub(sc.dedup_capacity as u64))
+            .max(range.min);
+        let mut ids = Vec::new();
+        self.read_system_records(SYS_SCHEDULE, from, range.next, |offset, stored_ms, key, body| {
+            if key != ENTRY_KEY {
+                return;
+            }
+            let Ok(e) = Entry::decode(body) else { return };
+            let queue = QueueKey::new(TopicId::new(e.topic_id), QueueId::new(e.queue_id));
+            if let Some(id) = dedup_key(queue, e.batch) {
+                ids.push((id, Held { offset, record_count: 1, store_timestamp_ms: stored_ms }));
+            }
+        })
+        .await?;
+        let n = ids.len();
+        let mut st = self.schedule.borrow_mut();
+        // Remembered from now (a resend waits at most one more window after a restart).
+        for (id, held) in ids {
+            st.recent.insert(&id, Seen::Held(held), now_ms);
+        }
+        Ok(n)
     }
 
     /// Indexes new entries, delivers due ones (bounded), checkpoints when due.
@@ -364,18 +535,31 @@ impl<L: ShardLog> Shard<L> {
     }
 
     async fn append_checkpoint(&self) -> Result<(), BrokerError> {
-        let body = {
+        let (body, indexed_through, pending) = {
             let mut st = self.schedule.borrow_mut();
             st.dirty = false;
             st.last_checkpoint = self.clock.now();
-            encode_checkpoint(st.indexed_through, &st.wheel.checkpoint())
+            let body = encode_checkpoint(st.indexed_through, &st.wheel.checkpoint(), &st.pending);
+            (body, st.indexed_through, st.pending.clone())
         };
         let mut builder = BatchBuilder::new(self.config.storage.max_batch_bytes);
         let timestamp_ms = self.clock.unix_ms();
         let record = Record { key: b"c", tag: b"", properties: &[], body: &body, timestamp_ms };
         builder.push(&record).map_err(internal)?;
         self.log.append(SYS_WHEEL, builder.finish(-1, -1)).await?;
+        // The checkpoint is in the log: what it covers need not be kept any more.
+        self.pin_schedule(indexed_through, &pending);
         Ok(())
+    }
+
+    /// Keeps retention (by age or disk usage) from deleting what a restart from a checkpoint
+    /// with these values reads: the pending entries (their timer records and the checkpoint
+    /// come after them in the log) and the entries not yet indexed. With nothing pending,
+    /// nothing is pinned (a restart without a checkpoint rebuilds from what is left).
+    fn pin_schedule(&self, indexed_through: u64, pending: &PendingOffsets) {
+        let next = self.log.offsets(SYS_SCHEDULE).next;
+        let from = pending.oldest().map_or(indexed_through, |o| o.min(indexed_through));
+        self.log.pin_retention(SYS_SCHEDULE, (from < next).then_some(from));
     }
 
     async fn index_entries(&self, report: &mut StepReport) -> Result<(), BrokerError> {
@@ -389,6 +573,7 @@ impl<L: ShardLog> Shard<L> {
         report.more |= to < next;
         let before = self.schedule.borrow().wheel.checkpoint();
         let mut records = Vec::new();
+        let mut inserted = Vec::new();
         let mut first = None;
         let mut reached = from;
         let id = self.id;
@@ -402,6 +587,7 @@ impl<L: ShardLog> Shard<L> {
                 Ok(Ok((index, record))) => {
                     first.get_or_insert(index);
                     records.push(record);
+                    inserted.push(offset);
                 }
                 Ok(Err(e)) => {
                     tracing::error!(shard = %id, offset, "scheduled message dropped: {e}")
@@ -420,6 +606,9 @@ impl<L: ShardLog> Shard<L> {
         // A range retention deleted before it was indexed is passed (reported by the read).
         let min = self.log.offsets(SYS_SCHEDULE).min;
         let mut st = self.schedule.borrow_mut();
+        for offset in inserted {
+            st.pending.insert(offset);
+        }
         st.indexed_through = reached.max(from).max(min.min(to));
         st.dirty = true;
         Ok(())
@@ -496,8 +685,17 @@ impl<L: ShardLog> Shard<L> {
     async fn deliver_due(&self, report: &mut StepReport) -> Result<(), BrokerError> {
         let before = self.schedule.borrow().wheel.checkpoint();
         let mut moved_ok = Vec::new();
-        let result = self.try_deliver_due(report, &mut moved_ok).await;
-        if result.is_err() {
+        let mut routed_due = Vec::new();
+        let result = self.try_deliver_due(report, &mut moved_ok, &mut routed_due).await;
+        if result.is_ok() {
+            // Delivered, or dropped for good: no longer held.
+            let mut st = self.schedule.borrow_mut();
+            for offset in routed_due {
+                if !st.pending.remove(offset) {
+                    tracing::warn!(shard = %self.id, offset, "a due scheduled message was not counted as pending");
+                }
+            }
+        } else {
             self.rewind_wheel(&before);
             let mut st = self.schedule.borrow_mut();
             for offset in moved_ok {
@@ -513,6 +711,7 @@ impl<L: ShardLog> Shard<L> {
         &self,
         report: &mut StepReport,
         delivered: &mut Vec<u64>,
+        routed_due: &mut Vec<u64>,
     ) -> Result<(), BrokerError> {
         let now_ms = self.clock.unix_ms();
         let max_due = self.config.schedule.max_due_per_step;
@@ -547,6 +746,7 @@ impl<L: ShardLog> Shard<L> {
         if !moved.is_empty() {
             self.append_timer_records(moved_base, &moved).await?;
         }
+        routed_due.extend_from_slice(&due);
         if due.is_empty() {
             return Ok(());
         }

@@ -556,7 +556,10 @@ impl<L: ShardLog> Shard<L> {
             .await?;
         }
         let from = replay_from(last_op.as_deref(), halves.min, halves.next);
-        let mut replay = TxnReplay::new(self.config.transaction.limits(), from, now_ms);
+        // Before anything new is stored: when the broker was last seen running.
+        let alive_until_ms = self.log.last_store_timestamp_ms();
+        let mut replay =
+            TxnReplay::new(self.config.transaction.limits(), from, now_ms, alive_until_ms);
         if from < halves.next {
             let mut op_from = ops.min;
             self.read_system_records(SYS_HALF, from, from + 1, |_, _, _, body| {

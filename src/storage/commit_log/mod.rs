@@ -336,6 +336,12 @@ impl<D: LogDir + 'static> CommitLog<D> {
 
     /// The log position up to which appended data is readable: the durable end in sync flush
     /// mode, the appended end in async mode.
+    /// The newest store timestamp given to a batch (`i64::MIN` for an empty log); after a
+    /// restart, the newest one recovered.
+    pub fn last_store_timestamp_ms(&self) -> i64 {
+        self.st.borrow().last_store_ts
+    }
+
     pub fn visible_end(&self) -> LogPosition {
         let st = self.st.borrow();
         match self.config.flush_mode {

@@ -119,14 +119,15 @@ fn bad_scheduled_produces_are_refused_clearly() {
         let clock = runtime::SimClock::new(T0_MS);
         let s = shard_with_clock(SimDir::new(72), 8, |_| {}, |_| {}, clock.clone()).await;
         s.start_schedule().await.unwrap();
+        const DAY_MS: i64 = 24 * 3_600_000;
         for delivery in
-            [Delivery::Level(0), Delivery::Level(19), Delivery::AtMs(T0_MS + 25 * 3_600_000)]
+            [Delivery::Level(0), Delivery::Level(19), Delivery::AtMs(T0_MS + 40 * DAY_MS + 1)]
         {
             let e = call(&s, scheduled(0, delivery, "x")).await.unwrap_err();
             assert_eq!(e.code, ErrorCode::INVALID_DELIVERY_TIME, "{delivery:?}: {}", e.message);
         }
-        // Half the default retention (48 h) is the horizon.
-        call(&s, scheduled(0, Delivery::AtMs(T0_MS + 24 * 3_600_000), "x")).await.unwrap();
+        // The horizon is 40 days, whatever the retention (48 h here): held messages pin it.
+        call(&s, scheduled(0, Delivery::AtMs(T0_MS + 40 * DAY_MS), "x")).await.unwrap();
         let Request::Produce { batch: idem, .. } = idempotent(0, 7 << 16, 0, 1) else { panic!() };
         let req = Request::ProduceScheduled {
             topic: "t".into(),
@@ -337,5 +338,152 @@ fn a_delivery_refused_for_a_full_disk_is_made_once_space_is_back() {
             runtime::sleep(Duration::from_millis(2)).await;
         }
         assert_eq!(bodies(&s, 1).await, vec!["m0", "m1", "m2", "m3", "m4"]);
+    });
+}
+
+/// A 200 KiB plain batch for queue 1 (segments are 4 MiB in these tests).
+fn filler(fill: u8) -> Request {
+    let mut b = BatchBuilder::new(256 << 10);
+    let body = vec![fill; 200 << 10];
+    b.push(&Record { key: b"", tag: b"", properties: &[], body: &body, timestamp_ms: 5 }).unwrap();
+    Request::Produce { topic: "t".into(), queue_id: 1, flags: 0, batch: b.finish(-1, -1).into() }
+}
+
+#[test]
+fn retention_keeps_held_scheduled_messages_until_delivered_even_across_a_crash() {
+    run(|| async {
+        const DAY_MS: i64 = 24 * 3_600_000;
+        let dir = SimDir::new(77);
+        let clock = runtime::SimClock::new(T0_MS);
+        let shard = || shard_configured(dir.clone(), sync_flush, |_| {}, clock.clone());
+        let mut s = shard().await;
+        s.start_schedule().await.unwrap();
+        for i in 0..25 {
+            call(&s, filler(i)).await.unwrap();
+        }
+        // Held for 30 days, far past the 48 h retention; and one due soon.
+        call(&s, scheduled(0, Delivery::AtMs(T0_MS + 30 * DAY_MS), "a month later")).await.unwrap();
+        call(&s, scheduled(0, Delivery::AtMs(T0_MS + 1_000), "soon")).await.unwrap();
+        s.schedule_step().await.unwrap();
+        s.checkpoint_schedule().await.unwrap();
+        for i in 0..75 {
+            call(&s, filler(i)).await.unwrap();
+        }
+        s.log.flush().await.unwrap();
+        let segments = s.log.segment_bases().len();
+        assert!(segments >= 4, "{segments} segments");
+        let far = crate::storage::commit_log::now_ms() + 10_000 * 3_600_000;
+        // Only the segment before the held entry goes.
+        assert_eq!(s.log.enforce_retention(far).await.unwrap().len(), 1);
+
+        // After a power cut the pin is set again before retention can run.
+        dir.crash();
+        drop(s);
+        s = shard().await;
+        s.start_schedule().await.unwrap();
+        assert!(s.log.enforce_retention(far).await.unwrap().is_empty());
+
+        clock.advance(Duration::from_millis(1_000));
+        assert_eq!(s.schedule_step().await.unwrap().delivered, 1);
+        assert_eq!(bodies(&s, 0).await, vec!["soon"]);
+        s.checkpoint_schedule().await.unwrap();
+        assert!(s.log.enforce_retention(far).await.unwrap().is_empty(), "one is still held");
+
+        clock.advance(Duration::from_millis((30 * DAY_MS) as u64));
+        assert_eq!(s.schedule_step().await.unwrap().delivered, 1);
+        assert_eq!(bodies(&s, 0).await, vec!["a month later", "soon"]);
+        // Nothing is held once a checkpoint records it: the old segments go.
+        s.checkpoint_schedule().await.unwrap();
+        let deleted = s.log.enforce_retention(far).await.unwrap();
+        assert!(deleted.len() >= segments - 2, "{deleted:?} of {segments}");
+    });
+}
+
+fn scheduled_with_id(id: &str, delivery: Delivery, body: &str) -> Request {
+    let mut b = BatchBuilder::new(1 << 16);
+    let props: &[(&[u8], &[u8])] = &[(b"UNIQ_KEY", id.as_bytes())];
+    let rec =
+        Record { key: b"u", tag: b"", properties: props, body: body.as_bytes(), timestamp_ms: 5 };
+    b.push(&rec).unwrap();
+    Request::ProduceScheduled {
+        topic: "t".into(),
+        queue_id: 0,
+        delivery,
+        batch: b.finish(-1, -1).into(),
+    }
+}
+
+fn held_at(r: Response) -> u64 {
+    let Response::Produce { base_offset, status: SendStatus::SendOk, .. } = r else {
+        panic!("{r:?}")
+    };
+    base_offset
+}
+
+#[test]
+fn a_resent_scheduled_batch_is_held_once_by_its_unique_id_even_after_a_crash() {
+    run(|| async {
+        let dir = SimDir::new(78);
+        let clock = runtime::SimClock::new(T0_MS);
+        let shard = || shard_configured(dir.clone(), sync_flush, |_| {}, clock.clone());
+        let mut s = shard().await;
+        s.start_schedule().await.unwrap();
+        let at = Delivery::AtMs(T0_MS + 5_000);
+        let first = held_at(call(&s, scheduled_with_id("id-1", at, "one")).await.unwrap());
+        // A resend (lost reply): the same place, nothing held twice.
+        assert_eq!(held_at(call(&s, scheduled_with_id("id-1", at, "one")).await.unwrap()), first);
+        // Two copies in flight at once: one is stored, both get its place.
+        let (a, b) = futures::join!(
+            call(&s, scheduled_with_id("id-2", at, "two")),
+            call(&s, scheduled_with_id("id-2", at, "two"))
+        );
+        assert_eq!(held_at(a.unwrap()), held_at(b.unwrap()));
+        // Without a unique id nothing is recognised.
+        call(&s, scheduled(0, at, "plain")).await.unwrap();
+        call(&s, scheduled(0, at, "plain")).await.unwrap();
+        // The same id to another queue, or with another reconsume count (a consumer's next
+        // retry of the message), is a send of its own.
+        let other_queue = match scheduled_with_id("id-1", at, "one, queue 1") {
+            Request::ProduceScheduled { topic, delivery, batch, .. } => {
+                Request::ProduceScheduled { topic, queue_id: 1, delivery, batch }
+            }
+            _ => unreachable!(),
+        };
+        assert_ne!(held_at(call(&s, other_queue).await.unwrap()), first);
+        let mut b = BatchBuilder::new(1 << 16);
+        let props: &[(&[u8], &[u8])] = &[(b"UNIQ_KEY", b"id-1"), (b"RECONSUME_TIME", b"1")];
+        let rec = Record {
+            key: b"u",
+            tag: b"",
+            properties: props,
+            body: b"one, retry 1",
+            timestamp_ms: 5,
+        };
+        b.push(&rec).unwrap();
+        let retry = Request::ProduceScheduled {
+            topic: "t".into(),
+            queue_id: 0,
+            delivery: at,
+            batch: b.finish(-1, -1).into(),
+        };
+        assert_ne!(held_at(call(&s, retry).await.unwrap()), first);
+
+        // After a power cut the ids are read back from the log.
+        dir.crash();
+        drop(s);
+        s = shard().await;
+        let recovered = s.start_schedule().await.unwrap();
+        assert_eq!(recovered.remembered, 4, "{recovered:?}");
+        assert_eq!(held_at(call(&s, scheduled_with_id("id-1", at, "one")).await.unwrap()), first);
+
+        clock.advance(Duration::from_millis(5_000));
+        while s.schedule_step().await.unwrap().more {}
+        assert_eq!(bodies(&s, 0).await, vec!["one", "one, retry 1", "plain", "plain", "two"]);
+        assert_eq!(bodies(&s, 1).await, vec!["one, queue 1"]);
+
+        // Past the window the id is forgotten: a much later send is held again.
+        clock.advance(Duration::from_millis(600_000));
+        let again = held_at(call(&s, scheduled_with_id("id-1", at, "one")).await.unwrap());
+        assert!(again > first);
     });
 }
