@@ -48,15 +48,27 @@ pub fn find_binary(explicit: Option<&Path>) -> Result<PathBuf, String> {
     ))
 }
 
+/// What differs between the brokers of one session (`--replication` starts two).
+#[derive(Debug, Clone, Default)]
+pub struct Role {
+    /// Names the data directory (`broker`, `master`, `replica`).
+    pub name: String,
+    /// The shared port; 0 picks a free one.
+    pub port: u16,
+    /// The `[replication]` table, if any.
+    pub replication: Option<toml::Table>,
+}
+
 /// The broker config: the workload's tables, then what the harness must control.
 pub fn config_text(
     broker: &toml::Table,
     storage: &toml::Table,
     data_dir: &Path,
     cpus: &[usize],
+    role: &Role,
 ) -> Result<String, String> {
     let mut b = broker.clone();
-    b.insert("port".into(), toml::Value::Integer(0));
+    b.insert("port".into(), toml::Value::Integer(role.port.into()));
     b.insert("data_dir".into(), toml::Value::String(data_dir.display().to_string()));
     b.remove("ready_file");
     if cpus.is_empty() {
@@ -71,6 +83,9 @@ pub fn config_text(
     let mut root = toml::Table::new();
     root.insert("broker".into(), toml::Value::Table(b));
     root.insert("storage".into(), toml::Value::Table(storage.clone()));
+    if let Some(r) = &role.replication {
+        root.insert("replication".into(), toml::Value::Table(r.clone()));
+    }
     toml::to_string(&root).map_err(|e| format!("cannot write broker config: {e}"))
 }
 
@@ -90,11 +105,14 @@ impl SpawnedBroker {
         broker: &toml::Table,
         storage: &toml::Table,
         cpus: &[usize],
+        role: &Role,
     ) -> Result<SpawnedBroker, String> {
-        let dir = base_dir.join(format!("ringmq-bench-{}-{}", std::process::id(), unix_ms()));
+        let name = if role.name.is_empty() { "broker" } else { &role.name };
+        let dir =
+            base_dir.join(format!("ringmq-bench-{}-{}-{name}", std::process::id(), unix_ms()));
         std::fs::create_dir_all(&dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        let text = config_text(broker, storage, &dir.join("data"), cpus)?;
+        let text = config_text(broker, storage, &dir.join("data"), cpus, role)?;
         let cfg = dir.join("broker.toml");
         std::fs::write(&cfg, &text).map_err(|e| format!("cannot write {}: {e}", cfg.display()))?;
         let mut command = Command::new(binary);
@@ -239,14 +257,21 @@ mod tests {
         b.insert("max_queues_per_topic".into(), toml::Value::Integer(2000));
         let mut s = toml::Table::new();
         s.insert("flush_mode".into(), toml::Value::String("sync".into()));
-        let text = config_text(&b, &s, Path::new("/d"), &[0]).unwrap();
+        let text = config_text(&b, &s, Path::new("/d"), &[0], &Role::default()).unwrap();
         let t: toml::Table = text.parse().unwrap();
         assert_eq!(t["broker"]["port"].as_integer(), Some(0));
         assert_eq!(t["broker"]["shards"].as_integer(), Some(1));
         assert_eq!(t["broker"]["pin"].as_bool(), Some(true));
         assert_eq!(t["broker"]["max_queues_per_topic"].as_integer(), Some(2000));
         assert_eq!(t["storage"]["flush_mode"].as_str(), Some("sync"));
-        let text = config_text(&b, &s, Path::new("/d"), &[]).unwrap();
+        let text = config_text(&b, &s, Path::new("/d"), &[], &Role::default()).unwrap();
         assert!(text.contains("pin = false"), "{text}");
+        let mut r = toml::Table::new();
+        r.insert("role".into(), toml::Value::String("replica".into()));
+        let role = Role { name: "replica".into(), port: 20911, replication: Some(r) };
+        let t: toml::Table =
+            config_text(&b, &s, Path::new("/d"), &[], &role).unwrap().parse().unwrap();
+        assert_eq!(t["broker"]["port"].as_integer(), Some(20911));
+        assert_eq!(t["replication"]["role"].as_str(), Some("replica"));
     }
 }

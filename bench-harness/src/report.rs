@@ -36,6 +36,12 @@ pub struct BrokerInfo {
     pub cpus: Vec<usize>,
     /// The config file the harness wrote (spawned broker only).
     pub config: String,
+    /// `--replication`: none, async or sync. With replication, `config` is the master's and
+    /// this the replica's (same machine, same disk).
+    #[serde(default)]
+    pub replication: String,
+    #[serde(default)]
+    pub replica_config: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -434,6 +440,8 @@ pub(crate) mod tests {
                 spawned: true,
                 cpus: vec![0],
                 config: String::new(),
+                replication: "none".into(),
+                replica_config: String::new(),
             },
             workload: w,
             results: Results {

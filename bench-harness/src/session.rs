@@ -45,6 +45,68 @@ pub struct BrokerArgs {
     /// No per-second progress lines.
     #[arg(long)]
     pub quiet: bool,
+    /// With --spawn-broker: `none` (one broker), or a master and one replica on this machine
+    /// (same CPUs, same disk) replicating `async` or `sync` (min_in_sync_replicas = 2: every
+    /// send waits for the replica's disk).
+    #[arg(long, value_enum, default_value = "none")]
+    pub replication: Replication,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Replication {
+    None,
+    Async,
+    Sync,
+}
+
+impl Replication {
+    fn name(self) -> &'static str {
+        match self {
+            Replication::None => "none",
+            Replication::Async => "async",
+            Replication::Sync => "sync",
+        }
+    }
+}
+
+/// A port `p` with `p..=p + n` free now (the replica's shared and per-shard ports: the
+/// master's config must name the replica before it starts).
+fn free_ports(n: u16) -> Result<u16, String> {
+    for _ in 0..100 {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+        let base = probe.local_addr().map_err(|e| e.to_string())?.port();
+        drop(probe);
+        if base.checked_add(n).is_some()
+            && (0..=n).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok())
+        {
+            return Ok(base);
+        }
+    }
+    Err(format!("no {} consecutive free ports for the replica", n + 1))
+}
+
+/// Sends one message to a probe topic until the master acknowledges it SEND_OK: the replica
+/// joined its in-sync set (sync sends are refused SLAVE_NOT_AVAILABLE before).
+fn wait_replicated(address: &str) -> Result<(), String> {
+    use ringmq::client::{Client, Message, ProducerConfig};
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let client = Client::connect(address).map_err(|e| e.to_string())?;
+    let topic = "ringmq-bench-replication-probe";
+    match client.admin().create_topic(topic, 1) {
+        Ok(_) => {}
+        Err(e) if e.code() == Some(ringmq::protocol::ErrorCode::TOPIC_EXISTS) => {}
+        Err(e) => return Err(format!("creating {topic}: {e}")),
+    }
+    let producer = client.producer(ProducerConfig::default()).map_err(|e| e.to_string())?;
+    loop {
+        match producer.send(Message::new(topic, "probe")) {
+            Ok(r) if r.status == ringmq::protocol::SendStatus::SendOk => return Ok(()),
+            other if std::time::Instant::now() >= deadline => {
+                return Err(format!("the replica did not join within 60 s: {other:?}"))
+            }
+            _ => std::thread::sleep(std::time::Duration::from_millis(100)),
+        }
+    }
 }
 
 pub struct Session {
@@ -52,6 +114,9 @@ pub struct Session {
     command: Vec<String>,
     address: String,
     spawned: Option<SpawnedBroker>,
+    /// `--replication async|sync`: the replica (the master is `spawned`).
+    replica: Option<SpawnedBroker>,
+    replication: Replication,
     spawn_flag: bool,
     broker_cpus: Option<Vec<usize>>,
     bench_cpus: Vec<usize>,
@@ -81,19 +146,65 @@ impl Session {
         let broker_cpus = a.broker_cpus.as_deref().map(clock::parse_cpus).transpose()?;
         let bench_cpus = a.cpus.as_deref().map(clock::parse_cpus).transpose()?.unwrap_or_default();
         let mut spawned = None;
+        let mut replica = None;
+        if a.replication != Replication::None && a.broker.is_some() {
+            return Err(
+                "--replication starts its own master and replica: use --spawn-broker".into()
+            );
+        }
         let address = match &a.broker {
             Some(addr) => addr.clone(),
             None => {
                 let bin = broker::find_binary(a.broker_bin.as_deref())?;
                 let base = a.data_dir.clone().unwrap_or_else(std::env::temp_dir);
-                let b = SpawnedBroker::start(
-                    &bin,
-                    &base,
-                    a.keep_data,
-                    &w.broker,
-                    &w.storage,
-                    broker_cpus.as_deref().unwrap_or(&[]),
-                )?;
+                let cpus = broker_cpus.as_deref().unwrap_or(&[]);
+                let start = |role: &broker::Role| {
+                    SpawnedBroker::start(
+                        &bin,
+                        &base,
+                        a.keep_data,
+                        &w.broker,
+                        &w.storage,
+                        cpus,
+                        role,
+                    )
+                };
+                let b = if a.replication == Replication::None {
+                    start(&broker::Role::default())?
+                } else {
+                    let shards = w
+                        .broker
+                        .get("shards")
+                        .and_then(toml::Value::as_integer)
+                        .unwrap_or(if cpus.is_empty() { 1 } else { cpus.len() as i64 });
+                    let port = free_ports(u16::try_from(shards).map_err(|e| e.to_string())?)?;
+                    let mut m = toml::Table::new();
+                    m.insert("role".into(), "master".into());
+                    m.insert("replication".into(), a.replication.name().into());
+                    m.insert(
+                        "replicas".into(),
+                        toml::Value::Array(vec![format!("127.0.0.1:{port}").into()]),
+                    );
+                    m.insert("min_in_sync_replicas".into(), 2.into());
+                    let role =
+                        broker::Role { name: "master".into(), port: 0, replication: Some(m) };
+                    let master = start(&role)?;
+                    let mut r = toml::Table::new();
+                    r.insert("role".into(), "replica".into());
+                    r.insert("master".into(), master.address().into());
+                    let role = broker::Role { name: "replica".into(), port, replication: Some(r) };
+                    let rep = start(&role)?;
+                    eprintln!(
+                        "ringmq-bench: replica pid {} at {} (data {}), replication {}",
+                        rep.pid().unwrap_or(0),
+                        rep.address(),
+                        rep.dir.display(),
+                        a.replication.name()
+                    );
+                    wait_replicated(&master.address())?;
+                    replica = Some(rep);
+                    master
+                };
                 eprintln!(
                     "ringmq-bench: broker pid {} at {} (data {})",
                     b.pid().unwrap_or(0),
@@ -114,6 +225,8 @@ impl Session {
             command: std::env::args().collect(),
             address,
             spawned,
+            replica,
+            replication: a.replication,
             spawn_flag: a.spawn_broker,
             broker_cpus,
             bench_cpus,
@@ -154,7 +267,12 @@ impl Session {
             ),
         };
         let config = self.spawned.as_ref().map(|b| b.config_text.clone()).unwrap_or_default();
+        let replica_config =
+            self.replica.as_ref().map(|b| b.config_text.clone()).unwrap_or_default();
+        // The replica last: the master's stop must not wait on a replica that is gone.
         let stopped = self.spawned.as_mut().map(|b| b.stop()).unwrap_or(Ok(()));
+        let stopped = stopped.and(self.replica.as_mut().map(|b| b.stop()).unwrap_or(Ok(())));
+        drop(self.replica.take());
         let hardware = report::hardware(data_dir.as_deref());
         drop(self.spawned.take());
         Finished {
@@ -169,6 +287,8 @@ impl Session {
                 spawned: self.spawn_flag,
                 cpus: self.broker_cpus.unwrap_or_default(),
                 config,
+                replication: self.replication.name().into(),
+                replica_config,
             },
             stop_error: stopped.err(),
         }

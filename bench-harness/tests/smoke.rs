@@ -140,6 +140,25 @@ fn backlog_drain_raw_client() {
 }
 
 #[test]
+fn sync_replicated() {
+    // A master and a replica, every send waiting for the replica's disk; counts end to end.
+    let (output, report) =
+        bench("run", "sync-replicated", &["consumers=1"], &["--replication", "sync"]);
+    let text = text(&output);
+    assert!(output.status.success(), "sync-replicated failed:\n{text}");
+    let report = report.unwrap_or_else(|| panic!("no report\n{text}"));
+    assert_verified("sync-replicated", &report);
+    assert_eq!(report["broker"]["replication"], "sync");
+    let master = report["broker"]["config"].as_str().unwrap();
+    let replica = report["broker"]["replica_config"].as_str().unwrap();
+    assert!(
+        master.contains("role = \"master\"") && master.contains("replication = \"sync\""),
+        "{master}"
+    );
+    assert!(replica.contains("role = \"replica\""), "{replica}");
+}
+
+#[test]
 fn sync_flush() {
     let r = smoke("sync-flush", &["consumers=1"]);
     assert!(r["broker"]["config"].as_str().unwrap().contains("flush_mode = \"sync\""));

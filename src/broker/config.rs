@@ -24,6 +24,9 @@ pub struct Config {
     pub metrics: crate::metrics::MetricsConfig,
     pub transaction: TransactionConfig,
     pub key_index: KeyIndexConfig,
+    /// Master/replica replication; None (no section) for a single broker
+    /// ([`crate::replication::config::ReplicationConfig`]).
+    pub replication: Option<crate::replication::config::ReplicationConfig>,
 }
 
 /// The `[key_index]` section: the per-shard index of message keys (`crate::storage::key_index`,
@@ -595,6 +598,9 @@ impl Config {
                 "broker.port = {} leaves no room for per-shard ports port+1..port+{}",
                 b.port, b.shards
             ));
+        }
+        if let Some(r) = &self.replication {
+            r.validate(self.storage.max_batch_bytes, b.max_fetch_bytes)?;
         }
         let mut storage = self.storage.clone();
         storage.dir = b.data_dir.join("shard-0");

@@ -4,7 +4,9 @@
 use std::rc::Rc;
 
 use super::shard_log::{AppendOutcome, OffsetRange, ShardLog};
-use crate::storage::commit_log::{Followed, Scanned, TailScan};
+use crate::replication::epoch_file;
+use crate::replication::epochs::EpochHistory;
+use crate::storage::commit_log::{Followed, PositionedBatch, Scanned, TailScan};
 use crate::storage::file::LogDir;
 use crate::storage::probe::LogMetrics;
 use crate::storage::{
@@ -101,10 +103,6 @@ impl<D: LogDir + 'static> ShardLog for Rc<CommitLog<D>> {
         CommitLog::oldest_position(self).get()
     }
 
-    fn durable_end(&self) -> u64 {
-        CommitLog::durable_end(self).get()
-    }
-
     async fn wait_visible(&self, end: u64) -> Result<(), StorageError> {
         if CommitLog::visible_end(self).get() >= end {
             return Ok(());
@@ -123,5 +121,58 @@ impl<D: LogDir + 'static> ShardLog for Rc<CommitLog<D>> {
 
     fn metrics(&self) -> LogMetrics {
         CommitLog::metrics(self)
+    }
+
+    fn append_end(&self) -> u64 {
+        self.positions().0.get()
+    }
+
+    fn written_end(&self) -> u64 {
+        CommitLog::written_end(self).get()
+    }
+
+    fn durable_end(&self) -> u64 {
+        CommitLog::durable_end(self).get()
+    }
+
+    async fn read_batches_at(
+        &self,
+        from: u64,
+        up_to: u64,
+        max_bytes: usize,
+    ) -> Result<(Vec<PositionedBatch>, u64), StorageError> {
+        let (batches, next) = CommitLog::read_batches_at(
+            self,
+            LogPosition::new(from),
+            LogPosition::new(up_to),
+            max_bytes,
+        )
+        .await?;
+        Ok((batches, next.get()))
+    }
+
+    async fn append_replicated(
+        &self,
+        position: u64,
+        batch: &[u8],
+    ) -> Result<Option<QueueKey>, StorageError> {
+        let a = CommitLog::append_replicated(self, LogPosition::new(position), batch).await?;
+        Ok((a.record_count > 0).then_some(a.queue))
+    }
+
+    fn set_read_cap(&self, cap: Option<u64>) {
+        CommitLog::set_read_cap(self, cap.map(LogPosition::new))
+    }
+
+    fn set_epoch(&self, epoch: u32) {
+        CommitLog::set_epoch(self, epoch)
+    }
+
+    async fn load_epochs(&self) -> Result<EpochHistory, StorageError> {
+        epoch_file::load(self.dir(), LogPosition::MAX).await
+    }
+
+    async fn save_epochs(&self, history: &EpochHistory) -> Result<(), StorageError> {
+        epoch_file::save(self.dir(), history).await
     }
 }

@@ -56,6 +56,16 @@ impl LongPoll {
         }
     }
 
+    /// Wakes every waiter of every queue (replication: the confirmed position moved, which
+    /// may make data of any queue readable).
+    pub fn notify_all(&mut self) {
+        for (_, list) in self.waiters.drain() {
+            for w in list {
+                let _ = w.send(());
+            }
+        }
+    }
+
     /// Wakes everyone and refuses new waiters (shutdown).
     pub fn close(&mut self) {
         self.closed = true;

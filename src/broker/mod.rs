@@ -44,6 +44,7 @@ pub mod mesh;
 pub mod metadata_store;
 pub mod producer_ids;
 pub mod read_deadline;
+pub mod replication_peer;
 pub mod routing;
 pub mod server;
 pub mod shard;

@@ -31,14 +31,21 @@ use super::listener::{self, Reserved};
 use super::log_backend::{self, Log};
 use super::mesh::{self, MeshEnds};
 use super::metadata_store::{self, MetadataStore};
+use super::replication_peer::{self, JoinError, JoinFrom};
 use super::routing::ShardId;
+use super::shard::replication::{MasterSide, ReplicaSide, ShardRole};
 use super::shard::{Control, Forward, Ports, Shard};
+use super::shard_log::ShardLog;
 use super::shutdown::{self, Stop, StopHandle};
 use super::topics::TopicTable;
 use crate::metrics::exposition;
 use crate::metrics::http::{HttpLimits, HttpServer};
 use crate::metrics::Exporter;
+use crate::replication::config::Role;
 use crate::runtime::{self, ExecutorOptions};
+use crate::storage::commit_log::truncate_log;
+use crate::storage::dma_dir::DmaDir;
+use crate::storage::LogPosition;
 
 enum Event {
     /// A shard opened its log and holds its listeners.
@@ -48,6 +55,12 @@ enum Event {
         result: Result<(), String>,
     },
     Signal(i32),
+    /// A shard cannot go on (e.g. a replica whose log diverged from its master's): stop the
+    /// broker and exit with this error.
+    Fatal {
+        shard: usize,
+        error: String,
+    },
 }
 
 struct ShardArgs {
@@ -206,6 +219,7 @@ fn run_locked(
                 failure = Some(result.err().unwrap_or_else(|| format!("shard {shard} exited")));
             }
             Ok(Event::Signal(_)) => failure = Some("stopped by a signal during start".into()),
+            Ok(Event::Fatal { shard, error }) => failure = Some(format!("shard {shard}: {error}")),
             Err(_) => unreachable!("main holds a sender"),
         }
     }
@@ -267,6 +281,16 @@ fn run_locked(
                     if result.is_ok() {
                         result = Err(format!("shard {shard} stopped unexpectedly"));
                     }
+                    stopping = true;
+                    for s in &mut stops {
+                        s.fire();
+                    }
+                }
+            }
+            Ok(Event::Fatal { shard, error }) => {
+                tracing::error!(shard, "{error}");
+                result = Err(format!("shard {shard}: {error}"));
+                if !stopping {
                     stopping = true;
                     for s in &mut stops {
                         s.fire();
@@ -380,6 +404,8 @@ async fn shard_main(args: ShardArgs) -> Result<(), String> {
         close_log(id, &log).await;
         return Ok(());
     };
+    let (log, role) = start_replication(id, shard_count, &config, log, &ports).await?;
+    let is_replica = matches!(role, Some(ShardRole::Replica(_)));
     let ((data_tx, data_rx), (control_tx, control_rx)) =
         futures::future::join(data.connect(), control.connect()).await;
     let metadata = if id == 0 {
@@ -405,6 +431,9 @@ async fn shard_main(args: ShardArgs) -> Result<(), String> {
         metadata,
         runtime::system_clock(),
     ));
+    if let Some(role) = role {
+        shard.set_role(role);
+    }
     if let Err(e) = shard.start_idempotence(boot).await {
         close_log(id, &log).await;
         return Err(format!("shard {id}: {}", e.message));
@@ -446,12 +475,29 @@ async fn shard_main(args: ShardArgs) -> Result<(), String> {
         runtime::spawn(listener::accept_loop(shard, l, connections, per_ip, stop.clone()))
     });
     let release = control.spawn(listener::release_memory_loop(per_ip, stop.clone()));
-    let groups = control.spawn(shard.clone().group_loop(stop.clone()));
-    let scheduled = control.spawn(shard.clone().schedule_loop(stop.clone()));
+    // A replica's log is a copy of its master's: nothing but the follower writes to it, so
+    // the loops that append (group snapshots, scheduled delivery, transaction checks) run on
+    // masters and single brokers only.
+    let writers = (!is_replica).then(|| {
+        [
+            control.spawn(shard.clone().group_loop(stop.clone())),
+            control.spawn(shard.clone().schedule_loop(stop.clone())),
+            control.spawn(shard.clone().transaction_loop(stop.clone())),
+        ]
+    });
     let metrics =
         metrics.map(|inbox| control.spawn(shard.clone().serve_metrics(inbox, stop.clone())));
-    let transactions = control.spawn(shard.clone().transaction_loop(stop.clone()));
     let keys = control.spawn(shard.clone().key_index_loop(stop.clone()));
+    let replication = runtime::spawn(shard.clone().replication_loop(stop.clone()));
+    let follower = {
+        let (shard, stop, events) = (shard.clone(), stop.clone(), events.clone());
+        runtime::spawn(async move {
+            if let Err(error) = shard.follow_master(stop).await {
+                tracing::error!(shard = id, "{error}");
+                let _ = events.send(Event::Fatal { shard: id, error });
+            }
+        })
+    };
     tracing::debug!(shard = id, "serving");
 
     let _ = stop.await;
@@ -459,13 +505,15 @@ async fn shard_main(args: ShardArgs) -> Result<(), String> {
         a.await;
     }
     release.await;
-    groups.await;
-    scheduled.await;
+    for w in writers.into_iter().flatten() {
+        w.await;
+    }
     if let Some(m) = metrics {
         m.await;
     }
-    transactions.await;
     keys.await;
+    replication.await;
+    follower.await;
     shard.begin_stop();
     let grace = Duration::from_millis(b.shutdown_timeout_ms);
     let all = b.max_connections_per_shard as u64;
@@ -484,6 +532,108 @@ async fn shard_main(args: ShardArgs) -> Result<(), String> {
     closed.map_err(|e| format!("closing the log of shard {id} failed: {e}"))?;
     tracing::debug!(shard = id, "stopped");
     Ok(())
+}
+
+/// Before a shard serves: a master begins its new epoch (fsynced epoch file, stamped into
+/// every batch it appends); a replica joins its master once and, if its log diverged,
+/// truncates it to the divergence point (closed, truncated and synced, reopened) and adopts
+/// the master's epoch history. A master that cannot be reached is retried by the follower.
+/// On error the log is closed.
+async fn start_replication(
+    id: usize,
+    shard_count: usize,
+    config: &Config,
+    log: Rc<Log>,
+    ports: &Ports,
+) -> Result<(Rc<Log>, Option<ShardRole>), String> {
+    let Some(rc) = &config.replication else { return Ok((log, None)) };
+    let mut log = log;
+    let result = async {
+        let mut history = log
+            .load_epochs()
+            .await
+            .map_err(|e| format!("shard {id}: reading the epoch file: {e}"))?;
+        // Above every epoch the file names, also one whose data a crash lost: a replica may
+        // hold data of that epoch, and a reused number would look like agreement.
+        let newest_epoch = history.latest().map_or(0, |e| e.epoch);
+        history.truncate_to(log.append_end());
+        match rc.role() {
+            Role::Master => {
+                let end = log.append_end();
+                let epoch = newest_epoch + 1;
+                history
+                    .begin(epoch, end)
+                    .map_err(|e| format!("shard {id}: beginning epoch {epoch}: {e}"))?;
+                log.save_epochs(&history)
+                    .await
+                    .map_err(|e| format!("shard {id}: writing the epoch file: {e}"))?;
+                log.set_epoch(epoch);
+                tracing::info!(shard = id, epoch, start = end, "master epoch begun");
+                Ok(ShardRole::Master(MasterSide::new(rc, history, end)))
+            }
+            Role::Replica => {
+                let master = rc.master_addr().expect("validated: a replica names its master");
+                let end = log.append_end();
+                let from = JoinFrom {
+                    shard: id,
+                    shard_count,
+                    own_shared_port: ports.shared,
+                    advertise: rc.advertise_addr(),
+                    end,
+                    synced: log.durable_end(),
+                    history: &history,
+                };
+                match replication_peer::join(master, config.broker.max_frame_bytes, from).await {
+                    Ok(joined) => {
+                        if joined.truncate_to < end {
+                            tracing::warn!(
+                                shard = id,
+                                end,
+                                truncate_to = joined.truncate_to,
+                                "the log diverged from the master's: truncating it before following"
+                            );
+                            drop(joined.peer);
+                            log.close()
+                                .await
+                                .map_err(|e| format!("shard {id}: closing the log: {e}"))?;
+                            let storage = config.storage_for_shard(id);
+                            let dir = DmaDir::open(&storage.dir, storage.io_mode).await?;
+                            truncate_log(&dir, LogPosition::new(joined.truncate_to))
+                                .await
+                                .map_err(|e| format!("shard {id}: truncating the log: {e}"))?;
+                            log = log_backend::open(storage)
+                                .await
+                                .map_err(|e| format!("reopening the log of shard {id}: {e}"))?;
+                        }
+                        history = joined.history;
+                        log.save_epochs(&history)
+                            .await
+                            .map_err(|e| format!("shard {id}: writing the epoch file: {e}"))?;
+                    }
+                    Err(JoinError::Fatal(e)) => return Err(format!("shard {id}: {e}")),
+                    Err(JoinError::Retry(e)) => tracing::warn!(
+                        shard = id,
+                        %master,
+                        "cannot join the master at start ({e}); serving reads and retrying"
+                    ),
+                }
+                Ok(ShardRole::Replica(ReplicaSide {
+                    master,
+                    advertise: rc.advertise_addr(),
+                    fetch_bytes: rc.fetch_bytes,
+                    history: std::cell::RefCell::new(history),
+                }))
+            }
+        }
+    }
+    .await;
+    match result {
+        Ok(role) => Ok((log, Some(role))),
+        Err(e) => {
+            close_log(id, &log).await;
+            Err(e)
+        }
+    }
 }
 
 async fn close_log(id: usize, log: &Rc<Log>) {

@@ -22,6 +22,9 @@
 //! messages, their end and check-back), `key_index` (the key index task, QUERY_KEYS),
 //! `stats` and `metrics` (answers to the metrics exporter). A new feature adds a handler file
 //! and a dispatch arm, not logic here.
+//! messages, their end and check-back), `replication` (a master's stream and sync-produce
+//! gate, a replica's refusals), `follower` (a replica's stream from its master), `stats` and
+//! `metrics` (answers to the metrics exporter). A new feature adds a handler file and a dispatch arm, not logic here.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -159,6 +162,8 @@ pub struct Shard<L: ShardLog> {
     check_waiters: RefCell<transaction::CheckWaiters>,
     /// The key index (`key_index` handler), once `start_key_index` opened it.
     keys: RefCell<Option<key_index::ShardKeyIndex>>,
+    /// Master or replica (`replication` handler); unset for a single broker.
+    replication: std::cell::OnceCell<replication::ShardRole>,
     /// Every time this shard's logic reads or waits on (long-poll deadlines, connection
     /// timeouts, idempotence windows, group sessions); simulated in tests.
     pub clock: SharedClock,
@@ -239,6 +244,7 @@ impl<L: ShardLog> Shard<L> {
                 clock.now(),
                 clock.unix_ms(),
             )),
+            replication: std::cell::OnceCell::new(),
             clock,
             config,
         }
@@ -285,6 +291,7 @@ impl<L: ShardLog> Shard<L> {
     }
 
     async fn dispatch(self: &Rc<Self>, request: Request) -> LocalReply {
+        self.refuse_on_replica(&request)?;
         let response = match request {
             Request::Metadata { topics } => Ok(self.metadata_response(&topics)),
             Request::ListTopics => Ok(Response::ListTopics {
@@ -336,6 +343,7 @@ impl<L: ShardLog> Shard<L> {
             Request::Group(g) => self.group_request(g).await,
             Request::Transaction(t) => self.transaction_request(t).await,
             Request::QueryKeys(q) => self.key_query_request(q).await,
+            Request::Replication(r) => self.replication_request(r).await,
             Request::Produce { .. }
             | Request::Fetch { .. }
             | Request::Offsets { .. }
@@ -437,6 +445,9 @@ impl<L: ShardLog> Shard<L> {
 
     async fn queue_op(&self, entry: TopicEntry, queue_id: u32, request: Request) -> LocalReply {
         let key = QueueKey::new(TopicId::new(entry.id), QueueId::new(queue_id));
+        if matches!(request, Request::Produce { .. } | Request::ProduceScheduled { .. }) {
+            self.admit_produce()?;
+        }
         match request {
             Request::Produce { batch, .. } => self.produce(key, batch).await.map(Answer::Response),
             Request::ProduceScheduled { delivery, batch, .. } => {
@@ -474,10 +485,12 @@ fn queue_topic(request: &Request) -> &str {
 }
 
 mod fetch;
+mod follower;
 mod group;
 pub mod key_index;
 mod metrics;
 mod produce;
+pub mod replication;
 pub mod schedule;
 mod stats;
 mod system_queue;

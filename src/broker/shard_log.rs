@@ -5,7 +5,8 @@
 //! request handling is tested without disks but against the real log. Keeping the seam this
 //! narrow keeps storage types that the broker does not need out of it.
 
-use crate::storage::commit_log::{Followed, Scanned, TailScan};
+use crate::replication::epochs::EpochHistory;
+use crate::storage::commit_log::{Followed, PositionedBatch, Scanned, TailScan};
 use crate::storage::probe::LogMetrics;
 use crate::storage::{QueueKey, QueueOffsets, ReadBuf, StorageError};
 
@@ -105,8 +106,6 @@ pub trait ShardLog: 'static {
     ) -> Result<Followed, StorageError>;
     /// The first log position the log still holds (retention removed what lies before).
     fn oldest_position(&self) -> u64;
-    /// The durable end of the log.
-    fn durable_end(&self) -> u64;
     /// Resolves once everything before log position `end` is readable; an error when the log
     /// stopped first (then it never will be).
     async fn wait_visible(&self, end: u64) -> Result<(), StorageError>;
@@ -115,4 +114,40 @@ pub trait ShardLog: 'static {
     /// hit counts, for the metrics endpoint.
     fn metrics(&self) -> LogMetrics;
     async fn close(&self) -> Result<(), StorageError>;
+
+    // Replication (`crate::replication`, `broker::replication`): positions, the master's
+    // stream, the replica's appends, the read cap and the epoch file.
+
+    /// Where the next append goes (everything appended ends here).
+    fn append_end(&self) -> u64;
+    /// Everything below this is written to its file (not necessarily synced).
+    fn written_end(&self) -> u64;
+    /// Everything below this is synced to disk.
+    fn durable_end(&self) -> u64;
+    /// Whole stored batches from position `from` up to `up_to`, about `max_bytes`; and where
+    /// to continue (see [`crate::storage::CommitLog::read_batches_at`]).
+    async fn read_batches_at(
+        &self,
+        from: u64,
+        up_to: u64,
+        max_bytes: usize,
+    ) -> Result<(Vec<PositionedBatch>, u64), StorageError>;
+    /// Appends a master's stored batch at its position; returns its queue (None for a
+    /// segment-end marker). Durable after [`ShardLog::flush`].
+    async fn append_replicated(
+        &self,
+        position: u64,
+        batch: &[u8],
+    ) -> Result<Option<QueueKey>, StorageError>;
+    /// Reads see nothing at or past `cap` (None: no cap).
+    fn set_read_cap(&self, cap: Option<u64>);
+    /// The master epoch stamped into appended batches.
+    fn set_epoch(&self, epoch: u32);
+    /// The log's epoch history as its fsynced epoch file holds it, not cut to the log's end:
+    /// it may name epochs whose data was lost in a crash, and a new master epoch must be
+    /// above those too (else a replica that received data of a lost epoch would take the
+    /// reused number for agreement). Cut it with [`EpochHistory::truncate_to`] before use.
+    async fn load_epochs(&self) -> Result<EpochHistory, StorageError>;
+    /// Makes `history` the durable epoch file.
+    async fn save_epochs(&self, history: &EpochHistory) -> Result<(), StorageError>;
 }

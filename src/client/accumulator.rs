@@ -695,6 +695,7 @@ fn trace_sends(
                 status: match status {
                     SendStatus::SendOk => "SEND_OK",
                     SendStatus::FlushDiskTimeout => "FLUSH_DISK_TIMEOUT",
+                    SendStatus::FlushSlaveTimeout => "FLUSH_SLAVE_TIMEOUT",
                 }
                 .to_string(),
                 latency_ms,

@@ -512,7 +512,7 @@ mod tests {
         let mut bytes = b.finish(-1, -1);
         stamp(
             &mut bytes,
-            &Stamp { topic_id: 1, queue_id: 0, base_offset: base, store_timestamp_ms: 2 },
+            &Stamp { topic_id: 1, queue_id: 0, base_offset: base, store_timestamp_ms: 2, epoch: 0 },
         );
         bytes
     }

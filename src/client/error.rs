@@ -54,6 +54,14 @@ impl ClientError {
         }
     }
 
+    /// The master's address when a replica refused a write (`NOT_MASTER`): send it there.
+    pub fn master_address(&self) -> Option<std::net::SocketAddr> {
+        match self {
+            ClientError::Broker { detail: ErrorDetail::NotMaster { master }, .. } => Some(*master),
+            _ => None,
+        }
+    }
+
     /// Whether sending the same request again may succeed. Connection failures and timeouts
     /// count (the request may or may not have run); the producer's sends are idempotent, so
     /// its retries never store a batch twice (docs/protocol.md, "Idempotent produce").
@@ -69,3 +77,28 @@ impl ClientError {
 }
 
 pub type Result<T, E = ClientError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::ErrorCode;
+
+    #[test]
+    fn replication_refusals_say_where_to_go_and_whether_to_retry() {
+        let master = "10.0.0.1:10911".parse().unwrap();
+        let e = ClientError::from_response(ErrorResponse {
+            code: ErrorCode::NOT_MASTER as u16,
+            message: "replica".into(),
+            detail: ErrorDetail::NotMaster { master },
+        });
+        assert_eq!(e.master_address(), Some(master));
+        assert!(!e.is_retriable(), "a replica never accepts the write: go to the master");
+        let e = ClientError::from_response(ErrorResponse {
+            code: ErrorCode::SLAVE_NOT_AVAILABLE as u16,
+            message: "too few in sync".into(),
+            detail: ErrorDetail::None,
+        });
+        assert!(e.is_retriable(), "nothing was written; replicas may catch up");
+        assert_eq!(e.master_address(), None);
+    }
+}

@@ -517,7 +517,8 @@ mod tests {
             b.push(&r).unwrap();
         }
         let mut bytes = b.finish(-1, -1);
-        let s = Stamp { topic_id: 1, queue_id: 0, base_offset: base, store_timestamp_ms: 2 };
+        let s =
+            Stamp { topic_id: 1, queue_id: 0, base_offset: base, store_timestamp_ms: 2, epoch: 0 };
         stamp(&mut bytes, &s);
         bytes
     }

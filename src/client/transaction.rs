@@ -208,7 +208,7 @@ impl TransactionProducer {
         };
         let (status, offset) =
             end(&self.router, &self.config.group, &half.topic, queue_id, transaction_id, action)?;
-        if status == SendStatus::FlushDiskTimeout {
+        if status != SendStatus::SendOk {
             result.status = status;
         }
         result.queue_offset = (action == EndAction::Commit).then_some(offset);

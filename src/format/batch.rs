@@ -11,7 +11,7 @@
 //! 16     4   queue_id               stamp_crc    stamped by the broker
 //! 20     8   base_offset            stamp_crc    stamped: queue offset of the first record
 //! 28     8   store_timestamp_ms     stamp_crc    stamped: broker time of the append
-//! 36     4   reserved (0)           stamp_crc
+//! 36     4   epoch                  stamp_crc    stamped: the master epoch that wrote it (0 without replication)
 //! 40     4   crc                    -            CRC32C of bytes [44, length)
 //! 44     2   attributes             crc
 //! 46     2   reserved (0)           crc
@@ -89,6 +89,9 @@ pub struct Stamp {
     pub queue_id: u32,
     pub base_offset: u64,
     pub store_timestamp_ms: i64,
+    /// The master epoch that appended the batch (`crate::replication::epochs`); 0 on a
+    /// broker without replication.
+    pub epoch: u32,
 }
 
 /// Decoded header fields (a copy; cheap).
@@ -161,6 +164,7 @@ pub fn read_header(bytes: &[u8]) -> Result<BatchHeader, FormatError> {
             queue_id: u32_at(bytes, 16),
             base_offset: u64_at(bytes, 20),
             store_timestamp_ms: u64_at(bytes, 28) as i64,
+            epoch: u32_at(bytes, 36),
         },
         crc: u32_at(bytes, 40),
         attributes: u16_at(bytes, 44),
@@ -274,7 +278,7 @@ pub fn stamp(header: &mut [u8], stamp: &Stamp) {
     header[16..20].copy_from_slice(&stamp.queue_id.to_le_bytes());
     header[20..28].copy_from_slice(&stamp.base_offset.to_le_bytes());
     header[28..36].copy_from_slice(&stamp.store_timestamp_ms.to_le_bytes());
-    header[36..40].copy_from_slice(&0u32.to_le_bytes());
+    header[36..40].copy_from_slice(&stamp.epoch.to_le_bytes());
     let crc = crc32c::crc32c(&header[STAMP_START..STAMP_END]);
     header[8..12].copy_from_slice(&crc.to_le_bytes());
 }
@@ -431,7 +435,8 @@ mod tests {
     #[test]
     fn stamping_keeps_producer_crc_valid_and_is_checked() {
         let mut bytes = sample(2);
-        let s = Stamp { topic_id: 7, queue_id: 3, base_offset: 42, store_timestamp_ms: 99 };
+        let s =
+            Stamp { topic_id: 7, queue_id: 3, base_offset: 42, store_timestamp_ms: 99, epoch: 5 };
         stamp(&mut bytes, &s);
         let view = BatchView::parse(&bytes, 1 << 20).unwrap();
         assert_eq!(view.header.stamp, s);
@@ -518,7 +523,7 @@ mod tests {
 
     #[test]
     fn control_batch_is_valid_without_records() {
-        let s = Stamp { topic_id: 0, queue_id: 0, base_offset: 0, store_timestamp_ms: 5 };
+        let s = Stamp { topic_id: 0, queue_id: 0, base_offset: 0, store_timestamp_ms: 5, epoch: 0 };
         let b = control_batch(&s, 1);
         let v = BatchView::parse(&b, 1 << 20).unwrap();
         assert!(v.header.is_control());

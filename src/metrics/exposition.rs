@@ -16,7 +16,7 @@ use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
-use super::snapshot::{BrokerSnapshot, ShardSnapshot};
+use super::snapshot::{BrokerSnapshot, ReplicaSample, ReplicationSample, ShardSnapshot};
 use super::LatencyHistogram;
 
 /// The `Content-Type` of [`render`]'s output.
@@ -304,9 +304,76 @@ impl Collector for SnapshotCollector {
             "Committed offsets left out of the per-group series by [metrics] max_group_series",
             [(Labels::new(), b.group_series_omitted)],
         )?;
-        // Replication lag (DESIGN.md section 7) belongs here, per queue and replica, once
-        // src/replication/ exists: the master knows each replica's acknowledged position. No
-        // metric is exported for it before there is replication to measure.
+        let masters: Vec<_> = shards
+            .iter()
+            .filter_map(|s| match &s.replication {
+                Some(ReplicationSample::Master {
+                    log_end,
+                    confirmed,
+                    in_sync_members,
+                    replicas,
+                }) => Some((s, *log_end, *confirmed, *in_sync_members, replicas)),
+                _ => None,
+            })
+            .collect();
+        if !masters.is_empty() {
+            gauges(
+                e,
+                "replication_in_sync_members",
+                "Members of the shard's in-sync set, the master included",
+                masters.iter().map(|(s, _, _, n, _)| (shard_label(s), *n)),
+            )?;
+            gauges(
+                e,
+                "replication_unconfirmed_bytes",
+                "Bytes of the master shard's log past the confirmed position (not yet on every \
+                 in-sync member's disk; consumers do not see them yet)",
+                masters.iter().map(|(s, end, confirmed, _, _)| (shard_label(s), end - confirmed)),
+            )?;
+            let per_replica = |f: fn(&ReplicaSample) -> Option<u64>| {
+                masters
+                    .iter()
+                    .flat_map(move |(s, _, _, _, replicas)| {
+                        replicas.iter().filter_map(move |r| {
+                            let labels = vec![
+                                ("shard", s.shard.to_string()),
+                                ("replica", r.replica.clone()),
+                            ];
+                            f(r).map(|v| (labels, v))
+                        })
+                    })
+                    .collect::<Vec<_>>()
+            };
+            gauges(
+                e,
+                "replica_in_sync",
+                "1 when the replica is in the shard's in-sync set",
+                per_replica(|r| Some(u64::from(r.in_sync))),
+            )?;
+            gauges(
+                e,
+                "replica_lag_bytes",
+                "Bytes of the master shard's log the replica has not acknowledged as synced \
+                 (connected replicas only)",
+                per_replica(|r| r.lag_bytes),
+            )?;
+        }
+        let replicas: Vec<_> = shards
+            .iter()
+            .filter_map(|s| match &s.replication {
+                Some(ReplicationSample::Replica { synced }) => Some((shard_label(s), *synced)),
+                _ => None,
+            })
+            .collect();
+        if !replicas.is_empty() {
+            gauges(
+                e,
+                "replication_synced_position",
+                "Replica shard: the log position it synced from its master (its consumers see \
+                 up to it)",
+                replicas,
+            )?;
+        }
         Ok(())
     }
 }
@@ -334,6 +401,19 @@ mod tests {
 
     fn example() -> BrokerSnapshot {
         let mut s1 = ShardSnapshot { shard: 1, ..Default::default() };
+        s1.replication = Some(ReplicationSample::Master {
+            log_end: 5000,
+            confirmed: 4000,
+            in_sync_members: 2,
+            replicas: vec![
+                ReplicaSample {
+                    replica: "10.0.0.2:10911".into(),
+                    in_sync: true,
+                    lag_bytes: Some(1000),
+                },
+                ReplicaSample { replica: "10.0.0.3:10911".into(), in_sync: false, lag_bytes: None },
+            ],
+        });
         s1.counters.produce_batches = 3;
         s1.counters.produce_records = 30;
         s1.counters.produce_bytes = 3000;
@@ -413,6 +493,14 @@ mod tests {
             (0.0, 1.0, 2.0, 2.0)
         );
         assert!(text.contains("# TYPE ringmq_fsync_latency_seconds histogram"), "{text}");
+        assert_eq!(value(&s, "ringmq_replication_in_sync_members", &shard1), Some(2.0));
+        assert_eq!(value(&s, "ringmq_replication_unconfirmed_bytes", &shard1), Some(1000.0));
+        let r2 = [("shard", "1"), ("replica", "10.0.0.2:10911")];
+        assert_eq!(value(&s, "ringmq_replica_lag_bytes", &r2), Some(1000.0));
+        assert_eq!(value(&s, "ringmq_replica_in_sync", &r2), Some(1.0));
+        let r3 = [("shard", "1"), ("replica", "10.0.0.3:10911")];
+        assert_eq!(value(&s, "ringmq_replica_in_sync", &r3), Some(0.0));
+        assert_eq!(value(&s, "ringmq_replica_lag_bytes", &r3), None, "not connected");
     }
 
     #[test]

@@ -39,4 +39,7 @@ pub use config::MetricsConfig;
 pub use exporter::{Exporter, Inbox, QueryKind, ShardAnswer, ShardQuery};
 pub use histogram::LatencyHistogram;
 pub use probe::ShardProbe;
-pub use snapshot::{BrokerSnapshot, GroupOffsetSample, QueueSample, SeriesLimits, ShardSnapshot};
+pub use snapshot::{
+    BrokerSnapshot, GroupOffsetSample, QueueSample, ReplicaSample, ReplicationSample, SeriesLimits,
+    ShardSnapshot,
+};

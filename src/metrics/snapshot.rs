@@ -76,6 +76,35 @@ pub struct ShardSnapshot {
     pub group_offsets: Vec<GroupOffsetSample>,
     /// How many committed offsets the shard holds.
     pub group_offsets_held: u64,
+    /// Replication state; None on a broker without replication.
+    pub replication: Option<ReplicationSample>,
+}
+
+/// A shard's replication state (`broker/shard/replication.rs`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReplicationSample {
+    Master {
+        /// Where the log ends (appended).
+        log_end: u64,
+        /// The confirmed position (what consumers see).
+        confirmed: u64,
+        /// Members of the in-sync set, the master included.
+        in_sync_members: u64,
+        replicas: Vec<ReplicaSample>,
+    },
+    Replica {
+        /// What this replica synced (what its consumers see).
+        synced: u64,
+    },
+}
+
+/// One replica as its master sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaSample {
+    pub replica: String,
+    pub in_sync: bool,
+    /// Bytes of the master's log the replica has not acknowledged; None while not connected.
+    pub lag_bytes: Option<u64>,
 }
 
 /// A group's position on one queue and how far behind the queue's end it is.

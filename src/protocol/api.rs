@@ -33,7 +33,11 @@ pub enum ApiKey {
     CheckTransactions = 31,
     ListTransactions = 32,
     /// Messages of a topic by key, from one shard's key index (`super::key_query`).
-    QueryKeys = 40,
+    QueryKeys = 43,
+    // Replication between a replica shard and its master shard (`super::replication`).
+    ReplicaJoin = 40,
+    ReplicaFetch = 41,
+    ReplicaTopics = 42,
 }
 
 impl ApiKey {
@@ -62,6 +66,9 @@ impl ApiKey {
         ApiKey::CheckTransactions,
         ApiKey::ListTransactions,
         ApiKey::QueryKeys,
+        ApiKey::ReplicaJoin,
+        ApiKey::ReplicaFetch,
+        ApiKey::ReplicaTopics,
     ];
 
     /// Served by a consumer group's coordinator (`super::group`).
@@ -72,6 +79,11 @@ impl ApiKey {
     /// A transaction request (`super::transaction`).
     pub fn is_transaction(self) -> bool {
         (ApiKey::EndTransaction as u16..=ApiKey::ListTransactions as u16).contains(&(self as u16))
+    }
+
+    /// A replication request (`super::replication`).
+    pub fn is_replication(self) -> bool {
+        (ApiKey::ReplicaJoin as u16..=ApiKey::ReplicaTopics as u16).contains(&(self as u16))
     }
 
     pub fn from_u16(v: u16) -> Option<ApiKey> {

@@ -3,7 +3,8 @@
 //! An error response's payload is `string message` (human-readable, says what to fix);
 //! `OFFSET_OUT_OF_RANGE` adds `u64 min | u64 next` so a consumer can reposition without
 //! another round trip; `CORRUPT_DATA` adds `u64 first | u64 next`, the offsets of the stored
-//! batch that failed verification, so a consumer can skip it knowingly. Codes are stable: never renumber, only append.
+//! batch that failed verification, so a consumer can skip it knowingly; `NOT_MASTER` adds
+//! `string master`, the master's `ip:port`. Codes are stable: never renumber, only append.
 
 /// Whether a client may retry the same request (possibly after refreshing metadata).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,6 +90,8 @@ error_codes! {
     UNKNOWN_TRANSACTION = 30, No, "no undecided transaction with this id on this queue (wrong id, queue or producer group)";
     TRANSACTION_DECIDED = 31, No, "the transaction was already committed or rolled back (the message says which), or is being ended by another request";
     TRANSACTION_LIMIT = 32, Yes, "the shard holds its limit of undecided transactions (transaction.max_undecided_halves); retry once some end";
+    NOT_MASTER = 33, No, "this broker is a replica: it serves reads only; the payload carries its master's address, send writes there";
+    SLAVE_NOT_AVAILABLE = 34, Yes, "sync replication: the shard's in-sync set has fewer than min_in_sync_replicas members; nothing was written, retry once replicas caught up";
 }
 
 impl std::fmt::Display for ErrorCode {

@@ -1,4 +1,4 @@
-//! Finding messages by key (api key 40): `QueryKeys` asks one shard's key index for the
+//! Finding messages by key (api key 43): `QueryKeys` asks one shard's key index for the
 //! messages of a topic stored under a key within a time range. A client asks every shard
 //! (any shard forwards the request to the one it names) and reads each hit with an ordinary
 //! FETCH at its offset, checking the key there: the index holds key hashes, so a hit can be

@@ -11,6 +11,7 @@ use super::error_code::ErrorCode;
 use super::frame::{self, RequestHeader};
 use super::group::{GroupRequest, GroupResponse};
 use super::key_query::{KeyHits, KeyQuery};
+use super::replication::{ReplRequest, ReplResponse};
 use super::shared_bytes::SharedBytes;
 use super::transaction::{TxnRequest, TxnResponse};
 
@@ -81,6 +82,8 @@ pub enum Request {
     Transaction(TxnRequest),
     /// Messages by key from one shard's key index ([`super::key_query`]).
     QueryKeys(KeyQuery),
+    /// A replica shard's request to its master shard ([`super::replication`]).
+    Replication(ReplRequest),
 }
 
 /// When a scheduled produce is delivered: wire kind 1 (a delay level) or 2 (Unix ms).
@@ -121,6 +124,7 @@ impl Request {
             Request::ProduceScheduled { .. } => ApiKey::ProduceScheduled,
             Request::Transaction(t) => t.api_key(),
             Request::QueryKeys(q) => q.api_key(),
+            Request::Replication(r) => r.api_key(),
         }
     }
 
@@ -203,6 +207,7 @@ impl Request {
             }
             Request::Transaction(t) => t.encode_body(&mut w),
             Request::QueryKeys(q) => q.encode_body(&mut w),
+            Request::Replication(r) => r.encode_body(&mut w),
         }
         let mut buf = w.buf;
         frame::finish_frame(&mut buf);
@@ -328,6 +333,9 @@ fn decode_body(
         }
         txn if txn.is_transaction() => Request::Transaction(TxnRequest::decode_body(txn, &mut r)?),
         ApiKey::QueryKeys => Request::QueryKeys(KeyQuery::decode_body(&mut r)?),
+        repl if repl.is_replication() => {
+            Request::Replication(ReplRequest::decode_body(repl, &mut r)?)
+        }
         group => Request::Group(GroupRequest::decode_body(group, &mut r)?),
     };
     r.finish()?;
@@ -343,6 +351,21 @@ pub enum SendStatus {
     /// Stored but the sync flush did not finish within `sync_flush_timeout_ms`; the data stays
     /// and will be flushed, but was not yet durable when the broker replied.
     FlushDiskTimeout = 1,
+    /// Sync replication: stored (and durable per the master's flush mode), but not confirmed
+    /// by the in-sync set within `sync_replication_timeout_ms`; a failover may lose it.
+    FlushSlaveTimeout = 2,
+}
+
+impl SendStatus {
+    /// The status of wire value `v`.
+    pub fn from_u8(v: u8) -> Result<SendStatus, DecodeError> {
+        match v {
+            0 => Ok(SendStatus::SendOk),
+            1 => Ok(SendStatus::FlushDiskTimeout),
+            2 => Ok(SendStatus::FlushSlaveTimeout),
+            v => Err(DecodeError::BadValue { field: "status", value: v.into() }),
+        }
+    }
 }
 
 /// One topic's route in a metadata response.
@@ -431,6 +454,7 @@ pub enum Response {
     Group(GroupResponse),
     Transaction(TxnResponse),
     QueryKeys(KeyHits),
+    Replication(ReplResponse),
 }
 
 impl Response {
@@ -448,6 +472,7 @@ impl Response {
             Response::Group(g) => g.api_key(),
             Response::Transaction(t) => t.api_key(),
             Response::QueryKeys(_) => ApiKey::QueryKeys,
+            Response::Replication(r) => r.api_key(),
         }
     }
 
@@ -530,6 +555,7 @@ impl Response {
             Response::Group(g) => g.encode_body(&mut w),
             Response::Transaction(t) => t.encode_body(&mut w),
             Response::QueryKeys(h) => h.encode_body(&mut w),
+            Response::Replication(r) => r.encode_body(&mut w),
         }
         let mut buf = w.buf;
         frame::finish_frame(&mut buf);
@@ -578,11 +604,7 @@ impl Response {
                 Response::ListTopics { topics }
             }
             ApiKey::Produce | ApiKey::ProduceScheduled => {
-                let status = match r.u8("status")? {
-                    0 => SendStatus::SendOk,
-                    1 => SendStatus::FlushDiskTimeout,
-                    v => return Err(DecodeError::BadValue { field: "status", value: v.into() }),
-                };
+                let status = SendStatus::from_u8(r.u8("status")?)?;
                 Response::Produce {
                     status,
                     topic_id: r.u32("topic_id")?,
@@ -629,6 +651,9 @@ impl Response {
                 Response::Transaction(TxnResponse::decode_body(txn, &mut r)?)
             }
             ApiKey::QueryKeys => Response::QueryKeys(KeyHits::decode_body(&mut r)?),
+            repl if repl.is_replication() => {
+                Response::Replication(ReplResponse::decode_body(repl, &mut r)?)
+            }
             group => Response::Group(GroupResponse::decode_body(group, &mut r)?),
         };
         r.finish()?;
@@ -670,6 +695,10 @@ pub enum ErrorDetail {
         first: u64,
         next: u64,
     },
+    /// NOT_MASTER: the master of this replica; writes go there.
+    NotMaster {
+        master: std::net::SocketAddr,
+    },
 }
 
 /// A decoded error response.
@@ -693,6 +722,12 @@ impl ErrorResponse {
             ErrorDetail::OffsetRange { min: r.u64("min")?, next: r.u64("next")? }
         } else if code == ErrorCode::CORRUPT_DATA as u16 {
             ErrorDetail::CorruptRange { first: r.u64("first")?, next: r.u64("next")? }
+        } else if code == ErrorCode::NOT_MASTER as u16 {
+            let master = r.string("master")?;
+            let master = master
+                .parse()
+                .map_err(|_| DecodeError::BadValue { field: "master address", value: 0 })?;
+            ErrorDetail::NotMaster { master }
         } else {
             ErrorDetail::None
         };
@@ -715,6 +750,9 @@ pub fn encode_error(
         ErrorDetail::OffsetRange { min: a, next: b }
         | ErrorDetail::CorruptRange { first: a, next: b } => {
             w.u64(a).u64(b);
+        }
+        ErrorDetail::NotMaster { master } => {
+            w.string(&master.to_string());
         }
         ErrorDetail::None => {}
     }

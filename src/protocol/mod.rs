@@ -21,6 +21,7 @@ pub mod key_query;
 pub mod message;
 pub mod producer_id;
 pub mod read_buffer;
+pub mod replication;
 pub mod shared_bytes;
 pub mod transaction;
 

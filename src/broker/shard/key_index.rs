@@ -276,7 +276,7 @@ mod tests {
                 .unwrap();
         }
         let mut bytes = b.finish(-1, -1);
-        let s = Stamp { topic_id, queue_id: 2, base_offset: 100, store_timestamp_ms: 77 };
+        let s = Stamp { topic_id, queue_id: 2, base_offset: 100, store_timestamp_ms: 77, epoch: 0 };
         stamp(&mut bytes, &s);
         bytes
     }

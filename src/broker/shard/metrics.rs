@@ -77,6 +77,7 @@ impl<L: ShardLog> Shard<L> {
             queues_owned,
             group_offsets,
             group_offsets_held: offsets.len() as u64,
+            replication: self.replication_sample(),
         }
     }
 

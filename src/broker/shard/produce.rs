@@ -3,6 +3,7 @@
 //! idempotence windows from the log before the shard serves.
 
 use super::*;
+use crate::replication::in_sync::SyncStatus;
 use crate::storage::commit_log::Scanned;
 
 impl<L: ShardLog> Shard<L> {
@@ -273,12 +274,18 @@ impl<L: ShardLog> Shard<L> {
             s.produce_records += u64::from(out.record_count);
             s.produce_bytes += batch_len as u64;
         }
+        let status = if out.flush_timed_out {
+            // Not durable here yet: replication is not waited for either.
+            self.replication_progress();
+            SendStatus::FlushDiskTimeout
+        } else {
+            match self.await_replication(out.end).await {
+                Some(SyncStatus::FlushSlaveTimeout) => SendStatus::FlushSlaveTimeout,
+                Some(SyncStatus::SendOk) | None => SendStatus::SendOk,
+            }
+        };
         Ok(Response::Produce {
-            status: if out.flush_timed_out {
-                SendStatus::FlushDiskTimeout
-            } else {
-                SendStatus::SendOk
-            },
+            status,
             topic_id: key.topic_id.get(),
             queue_id: key.queue_id.get(),
             base_offset: out.base_offset,

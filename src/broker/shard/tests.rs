@@ -686,5 +686,6 @@ fn a_long_poll_ends_when_the_clock_passes_its_deadline_not_before() {
 
 mod group;
 mod metrics;
+mod replication;
 mod schedule;
 mod transaction;

@@ -69,6 +69,39 @@ impl<L: ShardLog> Shard<L> {
             _ => unreachable!("admin handles topic changes only"),
         };
         store.save(&table).await.map_err(|e| BrokerError::new(ErrorCode::INTERNAL, e))?;
+        self.publish_topics(table).await;
+        tracing::info!(?request, "topic change applied on all shards");
+        Ok(response)
+    }
+
+    /// Replica shard 0: makes the master's topic table (`topics.json` bytes) this broker's,
+    /// durably, on every shard.
+    pub(super) async fn adopt_topics(&self, json: &[u8]) -> Result<(), String> {
+        let table =
+            TopicTable::from_json(json).map_err(|e| format!("the master's topic table: {e}"))?;
+        if table.shard_count as usize != self.shard_count {
+            return Err(format!(
+                "the master's topic table is for {} shards, this replica runs {}",
+                table.shard_count, self.shard_count
+            ));
+        }
+        let Some((store, lock)) = &self.metadata else {
+            return Err("the topic table is kept by shard 0".into());
+        };
+        let _serialized =
+            lock.acquire_permit(1).await.map_err(|e| format!("topic lock closed: {e}"))?;
+        store.save(&table).await?;
+        tracing::info!(
+            epoch = table.epoch,
+            topics = table.len(),
+            "adopted the master's topic table"
+        );
+        self.publish_topics(table).await;
+        Ok(())
+    }
+
+    /// Installs `table` here and on every other shard; returns once they applied it.
+    async fn publish_topics(&self, table: TopicTable) {
         *self.topics.borrow_mut() = table.clone();
         let mut acks = Vec::with_capacity(self.shard_count);
         for peer in ShardId::all(self.shard_count).filter(|&p| p != self.id) {
@@ -82,7 +115,5 @@ impl<L: ShardLog> Shard<L> {
             // A stopped peer no longer serves anything; it loads the file on restart.
             let _ = rx.await;
         }
-        tracing::info!(?request, "topic change applied on all shards");
-        Ok(response)
     }
 }

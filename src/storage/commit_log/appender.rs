@@ -106,6 +106,7 @@ impl<D: LogDir + 'static> CommitLog<D> {
                 queue_id: queue.queue_id.get(),
                 base_offset: base_offset.get(),
                 store_timestamp_ms: store_ts,
+                epoch: self.epoch.get(),
             },
         );
         let position = st.append_pos;

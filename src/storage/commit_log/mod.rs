@@ -155,6 +155,11 @@ pub struct CommitLog<D: LogDir = DmaDir> {
     clock: SharedClock,
     /// Counters for the metrics endpoint (`probe.rs`).
     probe: RefCell<LogProbe>,
+    /// The master epoch stamped into every batch this log appends (0 without replication).
+    epoch: std::cell::Cell<u32>,
+    /// Replication: reads see nothing at or past this position (a master's confirmed
+    /// position, a replica's synced position); None: no cap.
+    read_cap: std::cell::Cell<Option<LogPosition>>,
 }
 
 impl CommitLog<DmaDir> {
@@ -219,6 +224,8 @@ impl<D: LogDir + 'static> CommitLog<D> {
             retention_pins: RefCell::new(std::collections::HashMap::new()),
             clock,
             probe: RefCell::new(LogProbe::default()),
+            epoch: std::cell::Cell::new(0),
+            read_cap: std::cell::Cell::new(None),
         });
         let weak = Rc::downgrade(&log);
         let handle = runtime::spawn(async move { flusher_loop(weak).await });
@@ -305,7 +312,29 @@ impl<D: LogDir + 'static> CommitLog<D> {
 
     /// The readable offsets of `queue` (`{0, 0}` if it was never written).
     pub fn offsets(&self, queue: QueueKey) -> QueueOffsets {
-        self.index.visible_offsets(queue, self.visible_end()).unwrap_or_default()
+        self.index.visible_offsets(queue, self.readable_end()).unwrap_or_default()
+    }
+
+    /// Stamps `epoch` into every batch appended from now on (a master's epoch).
+    pub fn set_epoch(&self, epoch: u32) {
+        self.epoch.set(epoch);
+    }
+
+    /// Caps what reads see at `cap` (None: no cap): replication keeps a master's consumers
+    /// below its confirmed position and a replica's below what it synced.
+    pub fn set_read_cap(&self, cap: Option<LogPosition>) {
+        self.read_cap.set(cap);
+    }
+
+    /// The position reads see up to: [`Self::visible_end`], lowered to the read cap if any.
+    pub fn readable_end(&self) -> LogPosition {
+        let visible = self.visible_end();
+        self.read_cap.get().map_or(visible, |cap| cap.min(visible))
+    }
+
+    /// The log's directory (for files kept next to the segments, e.g. the epoch file).
+    pub fn dir(&self) -> &D {
+        &self.dir
     }
 
     /// The log position up to which appended data is readable: the durable end in sync flush

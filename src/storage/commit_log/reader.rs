@@ -17,7 +17,6 @@ use std::time::Duration;
 use super::{CommitLog, State};
 use crate::format::batch::BatchView;
 use crate::runtime;
-use crate::storage::config::FlushMode;
 use crate::storage::error::{Result, StorageError};
 use crate::storage::file::{LogDir, LogFile, ReadBuf};
 use crate::storage::index::IndexEntry;
@@ -47,13 +46,7 @@ impl<D: LogDir + 'static> CommitLog<D> {
                 len: usize,
             },
         }
-        let visible = {
-            let st = self.st.borrow();
-            match self.config.flush_mode {
-                FlushMode::Sync => st.durable,
-                FlushMode::Async => st.append_pos,
-            }
-        };
+        let visible = self.readable_end();
         let Some(offsets) = self.index.visible_offsets(queue, visible) else {
             if offset == QueueOffset::ZERO {
                 return Ok(ReadBatches {

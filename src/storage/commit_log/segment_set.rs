@@ -68,7 +68,13 @@ impl<D: LogDir + 'static> CommitLog<D> {
                 None => {
                     let ts = self.clock.unix_ms().max(st.last_store_ts);
                     fmt::control_batch(
-                        &Stamp { topic_id: 0, queue_id: 0, base_offset: 0, store_timestamp_ms: ts },
+                        &Stamp {
+                            topic_id: 0,
+                            queue_id: 0,
+                            base_offset: 0,
+                            store_timestamp_ms: ts,
+                            epoch: self.epoch.get(),
+                        },
                         0,
                     )
                 }

@@ -1,0 +1,210 @@
+//! A replica shard's connection to its master: one request at a time over the native protocol
+//! (frames checked complete and bounded before decoding, every wait bounded by a timeout).
+//!
+//! Lives on the replica shard's executor (glommio's TCP stream). Used by the follower
+//! (`shard/follower.rs`) and by the replica's start-up handshake (`server.rs`).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use futures::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::TcpStream;
+
+use crate::protocol::frame::{check_response, split_response, Check};
+use crate::protocol::replication::{ReplRequest, ReplResponse};
+use crate::protocol::{ErrorCode, ErrorResponse, Request, Response};
+use crate::replication::epochs::EpochHistory;
+use crate::runtime;
+
+/// How a call to the master failed.
+#[derive(Debug)]
+pub enum PeerError {
+    /// Connecting, reading, writing, a timeout, or bytes that do not decode: reconnect.
+    Io(String),
+    /// The master answered with an error.
+    Refused(ErrorResponse),
+}
+
+impl std::fmt::Display for PeerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PeerError::Io(e) => f.write_str(e),
+            PeerError::Refused(e) => {
+                let name = e.known_code().map_or("UNKNOWN", ErrorCode::name);
+                write!(f, "{name}: {}", e.message)
+            }
+        }
+    }
+}
+
+pub struct Peer {
+    stream: TcpStream,
+    addr: SocketAddr,
+    buf: Vec<u8>,
+    next_id: u32,
+    max_frame: usize,
+}
+
+impl Peer {
+    pub async fn connect(
+        addr: SocketAddr,
+        max_frame: usize,
+        within: Duration,
+    ) -> Result<Peer, PeerError> {
+        let stream = runtime::timeout(within, TcpStream::connect(addr))
+            .await
+            .ok_or_else(|| PeerError::Io(format!("connecting to {addr} timed out")))?
+            .map_err(|e| PeerError::Io(format!("connecting to {addr}: {e}")))?;
+        let _ = stream.set_nodelay(true);
+        Ok(Peer { stream, addr, buf: Vec::new(), next_id: 1, max_frame })
+    }
+
+    /// The local IP of this connection (how the master sees this broker).
+    pub fn local_ip(&self) -> Option<std::net::IpAddr> {
+        self.stream.local_addr().ok().map(|a| a.ip())
+    }
+
+    /// Sends `request` and waits (at most `within`) for its answer.
+    pub async fn call(
+        &mut self,
+        request: &Request,
+        within: Duration,
+    ) -> Result<Response, PeerError> {
+        let addr = self.addr;
+        runtime::timeout(within, self.call_inner(request)).await.unwrap_or_else(|| {
+            Err(PeerError::Io(format!("no answer from {addr} within {within:?}")))
+        })
+    }
+
+    async fn call_inner(&mut self, request: &Request) -> Result<Response, PeerError> {
+        let id = self.next_id;
+        self.next_id = self.next_id.wrapping_add(1);
+        let io =
+            |what: &str, e: std::io::Error| PeerError::Io(format!("{what} {}: {e}", self.addr));
+        self.stream.write_all(&request.encode_frame(id)).await.map_err(|e| io("writing to", e))?;
+        self.buf.clear();
+        let frame_bytes = loop {
+            match check_response(&self.buf, self.max_frame) {
+                Ok(Check::Complete { frame_bytes }) => break frame_bytes,
+                Ok(Check::Incomplete { needed }) => {
+                    // One request at a time: read exactly up to the end of this frame.
+                    let have = self.buf.len();
+                    self.buf.resize(needed, 0);
+                    let n = self
+                        .stream
+                        .read(&mut self.buf[have..])
+                        .await
+                        .map_err(|e| io("reading from", e))?;
+                    self.buf.truncate(have + n);
+                    if n == 0 {
+                        return Err(PeerError::Io(format!("{} closed the connection", self.addr)));
+                    }
+                }
+                Err(e) => return Err(PeerError::Io(format!("bad frame from {}: {e}", self.addr))),
+            }
+        };
+        let (header, payload) = split_response(&self.buf[..frame_bytes]);
+        if header.correlation_id != id {
+            return Err(PeerError::Io(format!(
+                "{} answered correlation id {} to request {id}",
+                self.addr, header.correlation_id
+            )));
+        }
+        let bad = |e: crate::protocol::DecodeError| {
+            PeerError::Io(format!("undecodable answer from {}: {e}", self.addr))
+        };
+        if header.error_code != 0 {
+            return Err(PeerError::Refused(
+                ErrorResponse::decode(header.error_code, payload).map_err(bad)?,
+            ));
+        }
+        Response::decode(request.api_key(), payload).map_err(bad)
+    }
+}
+
+/// What a replica shard learns when it joins its master.
+pub struct Joined {
+    pub peer: Peer,
+    pub session: u64,
+    pub truncate_to: u64,
+    pub history: EpochHistory,
+}
+
+/// Why joining failed.
+pub enum JoinError {
+    /// Worth retrying later (master unreachable, stopping, refusing for now).
+    Retry(String),
+    /// A configuration mismatch a retry cannot fix.
+    Fatal(String),
+}
+
+/// Where this replica's log stands when it joins.
+pub struct JoinFrom<'a> {
+    pub shard: usize,
+    pub shard_count: usize,
+    pub own_shared_port: u16,
+    pub advertise: Option<SocketAddr>,
+    pub end: u64,
+    pub synced: u64,
+    pub history: &'a EpochHistory,
+}
+
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Connects to the master's shared port, checks its shard count, connects to the master shard
+/// of the same number and joins its stream.
+pub async fn join(
+    master: SocketAddr,
+    max_frame: usize,
+    from: JoinFrom<'_>,
+) -> Result<Joined, JoinError> {
+    let retry = |e: PeerError| JoinError::Retry(e.to_string());
+    let mut peer = Peer::connect(master, max_frame, CALL_TIMEOUT).await.map_err(retry)?;
+    let meta = peer
+        .call(&Request::Metadata { topics: vec!["%".into()] }, CALL_TIMEOUT)
+        .await
+        .map_err(retry)?;
+    let Response::Metadata { shard_count, shard_ports, .. } = meta else {
+        return Err(JoinError::Retry("the master answered METADATA with something else".into()));
+    };
+    if shard_count as usize != from.shard_count || shard_ports.len() != from.shard_count {
+        return Err(JoinError::Fatal(format!(
+            "the master {master} runs {shard_count} shards but this replica runs {}: shard s of a \
+             master replicates to shard s of its replicas, so set broker.shards = {shard_count}",
+            from.shard_count
+        )));
+    }
+    let shard_addr = SocketAddr::new(master.ip(), shard_ports[from.shard]);
+    let mut peer = Peer::connect(shard_addr, max_frame, CALL_TIMEOUT).await.map_err(retry)?;
+    let advertise = match from.advertise {
+        Some(a) => a,
+        None => {
+            let ip = peer.local_ip().ok_or_else(|| JoinError::Retry("no local address".into()))?;
+            SocketAddr::new(ip, from.own_shared_port)
+        }
+    };
+    let request = Request::Replication(ReplRequest::Join {
+        shard_count: from.shard_count as u32,
+        shard: from.shard as u32,
+        replica: advertise.to_string(),
+        end: from.end,
+        synced: from.synced,
+        history: from.history.clone(),
+    });
+    match peer.call(&request, CALL_TIMEOUT).await {
+        Ok(Response::Replication(ReplResponse::Join { session, truncate_to, history, .. })) => {
+            if truncate_to > from.end {
+                return Err(JoinError::Retry(format!(
+                    "the master answered truncate_to {truncate_to} past this log's end {}",
+                    from.end
+                )));
+            }
+            Ok(Joined { peer, session, truncate_to, history })
+        }
+        Ok(_) => Err(JoinError::Retry("the master answered JOIN with something else".into())),
+        Err(PeerError::Refused(e)) if e.known_code() == Some(ErrorCode::INVALID_ARGUMENT) => Err(
+            JoinError::Fatal(format!("the master {master} refused this replica: {}", e.message)),
+        ),
+        Err(e) => Err(retry(e)),
+    }
+}

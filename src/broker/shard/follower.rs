@@ -1,0 +1,168 @@
+//! A replica shard following its master shard: join (the divergence point is checked: a log
+//! that must be truncated stops the broker with a message, since truncation happens at start,
+//! before anything is served), then pull the master's batches, write them at the master's
+//! positions (`append_replicated`: same appender, O_DIRECT, group commit), sync them, and
+//! acknowledge the synced position with the next fetch. Reads on the replica are capped at
+//! what it synced. Shard 0 also copies the master's topic table when its version changes.
+//!
+//! One fetch in flight, at most `replication.fetch_bytes` of batches: the memory replication
+//! uses here is bounded. Network waits are raced with the stop signal; log work is never
+//! abandoned half-way.
+
+use super::replication::{ReplicaSide, ShardRole, MAX_REPLICA_WAIT_MS};
+use super::*;
+use crate::broker::replication_peer::{self, JoinError, JoinFrom, Joined, CALL_TIMEOUT};
+use crate::broker::shutdown::Stop;
+use crate::protocol::replication::{ReplRequest, ReplResponse};
+use crate::storage::StorageError;
+
+fn storage_failure(e: StorageError, what: &str) -> JoinError {
+    match e {
+        StorageError::Failed { .. } | StorageError::Closed => {
+            JoinError::Fatal(format!("{what}: {e}"))
+        }
+        e => JoinError::Retry(format!("{what}: {e}")),
+    }
+}
+
+impl<L: ShardLog> Shard<L> {
+    /// Follows the master until `stop`. An error means this replica cannot follow without a
+    /// restart (its log diverged, the shard counts differ, its storage failed).
+    pub async fn follow_master(self: Rc<Self>, stop: Stop) -> Result<(), String> {
+        let Some(ShardRole::Replica(r)) = self.replication.get() else { return Ok(()) };
+        let mut backoff = Duration::from_millis(100);
+        let mut last_error = String::new();
+        loop {
+            let mut joined = false;
+            match self.follow_session(r, &stop, &mut joined).await {
+                Ok(()) => return Ok(()),
+                Err(JoinError::Fatal(e)) => return Err(format!("shard {}: {e}", self.id)),
+                Err(JoinError::Retry(e)) => {
+                    if joined {
+                        backoff = Duration::from_millis(100);
+                    }
+                    if e != last_error {
+                        tracing::warn!(shard = %self.id, master = %r.master, "replication: {e}; retrying");
+                        last_error = e;
+                    }
+                }
+            }
+            let sleep = Box::pin(self.clock.sleep_until(self.clock.now() + backoff));
+            if let Either::Right(_) = select(sleep, stop.clone()).await {
+                return Ok(());
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+        }
+    }
+
+    /// One connection's worth of following; Ok when stopped.
+    async fn follow_session(
+        &self,
+        r: &ReplicaSide,
+        stop: &Stop,
+        joined: &mut bool,
+    ) -> Result<(), JoinError> {
+        let history = r.history.borrow().clone();
+        let end = self.log.append_end();
+        let from = JoinFrom {
+            shard: self.id.get(),
+            shard_count: self.shard_count,
+            own_shared_port: self.ports.shared,
+            advertise: r.advertise,
+            end,
+            synced: self.log.durable_end(),
+            history: &history,
+        };
+        let join =
+            Box::pin(replication_peer::join(r.master, self.config.broker.max_frame_bytes, from));
+        let Joined { mut peer, session, truncate_to, history } =
+            match select(join, stop.clone()).await {
+                Either::Left((j, _)) => j?,
+                Either::Right(_) => return Ok(()),
+            };
+        if truncate_to < end {
+            return Err(JoinError::Fatal(format!(
+                "this replica's log (end {end}) diverged from its master's at position \
+                 {truncate_to}: restart the replica; at start it truncates its log there and \
+                 follows the master"
+            )));
+        }
+        if history != *r.history.borrow() {
+            self.log
+                .save_epochs(&history)
+                .await
+                .map_err(|e| storage_failure(e, "saving the epoch file"))?;
+            *r.history.borrow_mut() = history;
+        }
+        *joined = true;
+        tracing::info!(shard = %self.id, master = %r.master, from = end, "following the master");
+        loop {
+            if self.stopping.get() {
+                return Ok(());
+            }
+            let request = Request::Replication(ReplRequest::Fetch {
+                session,
+                from: self.log.append_end(),
+                synced: self.log.durable_end(),
+                max_bytes: r.fetch_bytes as u32,
+                max_wait_ms: MAX_REPLICA_WAIT_MS,
+            });
+            let call = Box::pin(peer.call(&request, CALL_TIMEOUT));
+            let answer = match select(call, stop.clone()).await {
+                Either::Left((a, _)) => a,
+                Either::Right(_) => return Ok(()),
+            };
+            let (topics_epoch, batches) = match answer {
+                Ok(Response::Replication(ReplResponse::Fetch {
+                    topics_epoch, batches, ..
+                })) => (topics_epoch, batches),
+                Ok(_) => {
+                    return Err(JoinError::Retry(
+                        "the master answered a fetch with something else".into(),
+                    ))
+                }
+                Err(e) => return Err(JoinError::Retry(e.to_string())),
+            };
+            let mut queues = std::collections::HashSet::new();
+            for b in &batches {
+                match self.log.append_replicated(b.position, &b.bytes).await {
+                    Ok(Some(q)) => {
+                        queues.insert(q);
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        let what = format!("writing the master's batch at position {}", b.position);
+                        return Err(storage_failure(e, &what));
+                    }
+                }
+            }
+            if !batches.is_empty() {
+                self.log.flush().await.map_err(|e| {
+                    JoinError::Fatal(format!("syncing replicated data failed: {e}"))
+                })?;
+                self.log.set_read_cap(Some(self.log.durable_end()));
+                let mut long_poll = self.long_poll.borrow_mut();
+                for q in queues {
+                    long_poll.notify(q);
+                }
+                let mut s = self.stats.borrow_mut();
+                s.produce_batches += batches.len() as u64;
+                s.produce_bytes += batches.iter().map(|b| b.bytes.len() as u64).sum::<u64>();
+            }
+            if self.id == ShardId::FIRST && topics_epoch != self.topics.borrow().epoch {
+                let request = Request::Replication(ReplRequest::Topics);
+                match peer.call(&request, CALL_TIMEOUT).await {
+                    Ok(Response::Replication(ReplResponse::Topics { table_json })) => {
+                        self.adopt_topics(&table_json).await.map_err(JoinError::Retry)?;
+                    }
+                    Ok(_) => {
+                        return Err(JoinError::Retry(
+                            "the master answered REPLICA_TOPICS with something else".into(),
+                        ))
+                    }
+                    Err(e) => return Err(JoinError::Retry(e.to_string())),
+                }
+            }
+        }
+    }
+}

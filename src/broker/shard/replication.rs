@@ -1,0 +1,395 @@
+//! Replication on a shard (DESIGN.md section 7, docs/design.md "Replication"): the master's
+//! side of the stream and its sync-produce gate, and the replica's refusals.
+//!
+//! A master shard owns its [`InSyncSet`] and [`SyncWaiters`] (the pure rules of
+//! `crate::replication::in_sync`) and feeds them: its own log positions after every append and
+//! tick, each replica's JOIN (connected, at the divergence point) and each REPLICA_FETCH (the
+//! position the replica synced). Whenever the confirmed position moves, the log's read cap
+//! follows it (consumers see confirmed data only) and parked consumer fetches are woken.
+//! Sync produces wait in the bounded waiters for the confirmed position or their deadline.
+//!
+//! The master never waits for a replica on its produce path except where sync mode says so:
+//! replication fetches read what is already written (`read_batches_at`), one bounded fetch in
+//! flight per replica shard.
+
+use std::net::SocketAddr;
+
+use super::*;
+use crate::protocol::replication::{ReplRequest, ReplResponse, WireBatch};
+use crate::replication::config::{Mode, ReplicationConfig};
+use crate::replication::epochs::{divergence, EpochHistory};
+use crate::replication::in_sync::{InSyncSet, MembershipChange, SyncStatus, SyncWaiters};
+
+/// Longest a replication fetch waits at the master's end (the replica acknowledges at least
+/// this often, so an idle but live replica stays in the in-sync set).
+pub const MAX_REPLICA_WAIT_MS: u32 = 500;
+
+/// This shard's part in replication; unset for a single broker.
+pub enum ShardRole {
+    Master(MasterSide),
+    Replica(ReplicaSide),
+}
+
+/// A replica shard's state: whom it follows and its epoch history (the master's, once joined).
+pub struct ReplicaSide {
+    pub master: SocketAddr,
+    pub advertise: Option<SocketAddr>,
+    pub fetch_bytes: usize,
+    pub history: RefCell<EpochHistory>,
+}
+
+/// A master shard's replication state.
+pub struct MasterSide {
+    mode: Mode,
+    replicas: Vec<SocketAddr>,
+    history: EpochHistory,
+    set: RefCell<InSyncSet>,
+    waiters: RefCell<SyncWaiters<oneshot::Sender<SyncStatus>>>,
+    /// The highest end a sync produce waits for (waiters are kept in log order).
+    last_waited_end: Cell<u64>,
+    /// The current stream of each replica (by its place in `replicas`).
+    sessions: RefCell<Vec<Option<u64>>>,
+    next_session: Cell<u64>,
+    /// Replication fetches parked at the master's end, woken by appends. Bounded.
+    parked: RefCell<Vec<oneshot::Sender<()>>>,
+    /// The append end the parked fetches were last woken for.
+    woken_at: Cell<u64>,
+    /// The confirmed position the log's read cap was last set to.
+    read_cap: Cell<u64>,
+    fetch_bytes: usize,
+}
+
+impl MasterSide {
+    /// A master shard whose log ends at `end` (all of it readable: the master's log is the
+    /// truth under static roles), writing in the epoch `history` ends with.
+    pub fn new(config: &ReplicationConfig, history: EpochHistory, end: u64) -> Self {
+        let replicas = config.replica_addrs();
+        MasterSide {
+            mode: config.replication,
+            set: RefCell::new(InSyncSet::new(config.in_sync(), replicas.len(), end, end)),
+            waiters: RefCell::new(SyncWaiters::new(config.max_sync_waiters, config.sync_timeout())),
+            last_waited_end: Cell::new(0),
+            sessions: RefCell::new(vec![None; replicas.len()]),
+            next_session: Cell::new(1),
+            parked: RefCell::new(Vec::new()),
+            woken_at: Cell::new(end),
+            read_cap: Cell::new(end),
+            fetch_bytes: config.fetch_bytes,
+            replicas,
+            history,
+        }
+    }
+
+    pub fn confirmed(&self) -> u64 {
+        self.set.borrow().confirmed()
+    }
+
+    pub fn in_sync_count(&self) -> usize {
+        self.set.borrow().in_sync_count()
+    }
+}
+
+/// The NOT_MASTER refusal of a replica.
+pub fn not_master(master: SocketAddr) -> BrokerError {
+    BrokerError {
+        code: ErrorCode::NOT_MASTER,
+        message: format!(
+            "this broker is a replica (reads only); send writes to its master {master}"
+        ),
+        detail: ErrorDetail::NotMaster { master },
+    }
+}
+
+fn log_changes(shard: ShardId, changes: &[MembershipChange], replicas: &[SocketAddr]) {
+    for c in changes {
+        match *c {
+            MembershipChange::Joined(i) => {
+                tracing::info!(%shard, replica = %replicas[i], "replica joined the in-sync set")
+            }
+            MembershipChange::Left(i) => {
+                tracing::warn!(%shard, replica = %replicas[i], "replica left the in-sync set")
+            }
+        }
+    }
+}
+
+impl<L: ShardLog> Shard<L> {
+    /// Sets this shard's replication role (once, before it serves), and caps the log's reads:
+    /// at the confirmed position on a master, at the synced position on a replica.
+    pub fn set_role(&self, role: ShardRole) {
+        let cap = match &role {
+            ShardRole::Master(m) => m.read_cap.get(),
+            ShardRole::Replica(_) => self.log.durable_end(),
+        };
+        self.log.set_read_cap(Some(cap));
+        if self.replication.set(role).is_err() {
+            panic!("the replication role of shard {} is set twice", self.id);
+        }
+    }
+
+    pub fn role(&self) -> Option<&ShardRole> {
+        self.replication.get()
+    }
+
+    fn master_side(&self) -> Option<&MasterSide> {
+        match self.replication.get() {
+            Some(ShardRole::Master(m)) => Some(m),
+            _ => None,
+        }
+    }
+
+    /// This shard's replication state for the metrics endpoint.
+    pub(super) fn replication_sample(&self) -> Option<crate::metrics::ReplicationSample> {
+        use crate::metrics::{ReplicaSample, ReplicationSample};
+        Some(match self.replication.get()? {
+            ShardRole::Master(m) => {
+                let set = m.set.borrow();
+                ReplicationSample::Master {
+                    log_end: self.log.append_end(),
+                    confirmed: set.confirmed(),
+                    in_sync_members: set.in_sync_count() as u64,
+                    replicas: m
+                        .replicas
+                        .iter()
+                        .enumerate()
+                        .map(|(i, a)| ReplicaSample {
+                            replica: a.to_string(),
+                            in_sync: set.is_in_sync(i),
+                            lag_bytes: set.replica_lag_bytes(i),
+                        })
+                        .collect(),
+                }
+            }
+            ShardRole::Replica(_) => ReplicationSample::Replica { synced: self.log.durable_end() },
+        })
+    }
+
+    /// A replica serves reads only: every other request is refused with its master's address.
+    pub(super) fn refuse_on_replica(&self, request: &Request) -> Result<(), BrokerError> {
+        match self.replication.get() {
+            Some(ShardRole::Replica(r)) => match request {
+                Request::Metadata { .. }
+                | Request::ListTopics
+                | Request::Fetch { .. }
+                | Request::Offsets { .. }
+                | Request::QueryKeys(_)
+                | Request::Stats => Ok(()),
+                _ => Err(not_master(r.master)),
+            },
+            _ => Ok(()),
+        }
+    }
+
+    /// Before a produce writes anything: a sync master with too few in-sync members refuses.
+    pub(super) fn admit_produce(&self) -> Result<(), BrokerError> {
+        let Some(m) = self.master_side().filter(|m| m.mode == Mode::Sync) else { return Ok(()) };
+        m.set.borrow().admit().map_err(|(members, needed)| {
+            BrokerError::new(
+                ErrorCode::SLAVE_NOT_AVAILABLE,
+                format!(
+                    "shard {} has {members} in-sync member(s) (the master counts), sync \
+                     replication needs min_in_sync_replicas = {needed}; nothing was written",
+                    self.id
+                ),
+            )
+        })
+    }
+
+    /// Feeds the master's log positions to the in-sync set, answers the sync produces it now
+    /// covers (or whose deadline passed), moves the read cap with the confirmed position and
+    /// wakes who waits for it.
+    pub(super) fn replication_progress(&self) {
+        let Some(m) = self.master_side() else { return };
+        let now = self.clock.now();
+        let end = self.log.append_end();
+        let (answered, confirmed) = {
+            let mut set = m.set.borrow_mut();
+            set.appended(end);
+            set.master_synced(self.log.durable_end());
+            let answered = m.waiters.borrow_mut().poll(&set, now);
+            (answered, set.confirmed())
+        };
+        for (tx, status) in answered {
+            let _ = tx.send(status);
+        }
+        // Acknowledgements move the confirmed position too (inside the set): compare with
+        // what the cap was last set to, not with the position before this call.
+        if confirmed != m.read_cap.get() {
+            m.read_cap.set(confirmed);
+            self.log.set_read_cap(Some(confirmed));
+            self.long_poll.borrow_mut().notify_all();
+        }
+        if end > m.woken_at.get() {
+            m.woken_at.set(end);
+            for tx in m.parked.borrow_mut().drain(..) {
+                let _ = tx.send(());
+            }
+        }
+    }
+
+    /// After a produce stored its batch (ending at log position `end`): in sync mode, waits
+    /// until the in-sync set confirmed it or its deadline passed. None: no waiting applies.
+    pub(super) async fn await_replication(&self, end: u64) -> Option<SyncStatus> {
+        let m = self.master_side()?;
+        self.replication_progress();
+        if m.mode != Mode::Sync {
+            return None;
+        }
+        // Waiters are kept in log order; a produce that finished after a later one waits for
+        // that one's end too (confirming more never acknowledges early).
+        let end = end.max(m.last_waited_end.get());
+        m.last_waited_end.set(end);
+        let (tx, rx) = oneshot::channel();
+        if m.waiters.borrow_mut().push(end, self.clock.now(), tx).is_err() {
+            return Some(SyncStatus::FlushSlaveTimeout);
+        }
+        self.replication_progress();
+        Some(rx.await.unwrap_or(SyncStatus::FlushSlaveTimeout))
+    }
+
+    /// The master's replication timer: drops lagging replicas from the in-sync set and
+    /// answers sync produces past their deadline. On stop, answers every waiting produce.
+    pub async fn replication_loop(self: Rc<Self>, stop: crate::broker::shutdown::Stop) {
+        let Some(m) = self.master_side() else { return };
+        let c = self.config.replication.as_ref().expect("a master has a [replication] section");
+        let tick = (c.replica_lag_max_ms.min(c.sync_replication_timeout_ms) / 10).clamp(5, 100);
+        let tick = Duration::from_millis(tick);
+        loop {
+            let sleep = Box::pin(self.clock.sleep_until(self.clock.now() + tick));
+            if let Either::Right(_) = select(sleep, stop.clone()).await {
+                break;
+            }
+            let changes = m.set.borrow_mut().tick(self.clock.now());
+            log_changes(self.id, &changes, &m.replicas);
+            self.replication_progress();
+        }
+        let late = self.clock.now() + c.sync_timeout() + c.sync_timeout();
+        let answered = m.waiters.borrow_mut().poll(&m.set.borrow(), late);
+        for (tx, status) in answered {
+            let _ = tx.send(status);
+        }
+    }
+
+    /// JOIN, REPLICA_FETCH and REPLICA_TOPICS from a replica shard.
+    pub(super) async fn replication_request(&self, request: ReplRequest) -> Reply {
+        let m = match self.replication.get() {
+            Some(ShardRole::Master(m)) => m,
+            Some(ShardRole::Replica(r)) => return Err(not_master(r.master)),
+            None => {
+                return Err(BrokerError::new(
+                    ErrorCode::INVALID_ARGUMENT,
+                    "this broker has no [replication] section: it is not a master",
+                ))
+            }
+        };
+        let invalid = |message: String| Err(BrokerError::new(ErrorCode::INVALID_ARGUMENT, message));
+        match request {
+            ReplRequest::Join { shard_count, shard, replica, end, synced, history } => {
+                if shard_count as usize != self.shard_count {
+                    return invalid(format!(
+                        "the replica runs {shard_count} shards but the master runs {}: a replica \
+                         must run with the master's broker.shards",
+                        self.shard_count
+                    ));
+                }
+                if shard as usize != self.id.get() {
+                    return Err(BrokerError::new(
+                        ErrorCode::NOT_OWNER,
+                        format!(
+                            "this is shard {}; replica shard {shard} joins on its own port",
+                            self.id
+                        ),
+                    ));
+                }
+                let Some(index) = replica
+                    .parse::<SocketAddr>()
+                    .ok()
+                    .and_then(|a| m.replicas.iter().position(|r| *r == a))
+                else {
+                    return invalid(format!(
+                        "replica {replica:?} is not in this master's replication.replicas {:?}",
+                        m.replicas
+                    ));
+                };
+                self.replication_progress();
+                let master_end = self.log.append_end();
+                let truncate_to = divergence(&m.history, master_end, &history, end);
+                let session = m.next_session.get();
+                m.next_session.set(session + 1);
+                m.sessions.borrow_mut()[index] = Some(session);
+                let now = self.clock.now();
+                let changes = m.set.borrow_mut().connected(index, synced.min(truncate_to), now);
+                match changes {
+                    Ok(c) => log_changes(self.id, &c, &m.replicas),
+                    Err(e) => return invalid(format!("join refused: {e}")),
+                }
+                tracing::info!(
+                    shard = %self.id, replica = %replica, end, truncate_to, master_end,
+                    "replica joined the stream"
+                );
+                self.replication_progress();
+                Ok(Response::Replication(ReplResponse::Join {
+                    session,
+                    truncate_to,
+                    master_end,
+                    history: m.history.clone(),
+                }))
+            }
+            ReplRequest::Fetch { session, from, synced, max_bytes, max_wait_ms } => {
+                let index = m.sessions.borrow().iter().position(|s| *s == Some(session));
+                let Some(index) = index else {
+                    return invalid(format!(
+                        "replication session {session} is not current: join again"
+                    ));
+                };
+                self.replication_progress();
+                let acked = m.set.borrow_mut().acknowledged(index, synced, self.clock.now());
+                match acked {
+                    Ok(c) => log_changes(self.id, &c, &m.replicas),
+                    Err(e) => {
+                        let c = m.set.borrow_mut().disconnected(index);
+                        log_changes(self.id, &c, &m.replicas);
+                        m.sessions.borrow_mut()[index] = None;
+                        return invalid(format!("acknowledgement refused: {e}; join again"));
+                    }
+                }
+                self.replication_progress();
+                if from >= self.log.append_end() && max_wait_ms > 0 && !self.stopping.get() {
+                    let (tx, rx) = oneshot::channel();
+                    let room = {
+                        let mut parked = m.parked.borrow_mut();
+                        parked.retain(|t| !t.is_canceled());
+                        parked.len() < 4 * m.replicas.len() + 4 && {
+                            parked.push(tx);
+                            true
+                        }
+                    };
+                    if room {
+                        let wait = max_wait_ms.min(MAX_REPLICA_WAIT_MS);
+                        let _ = runtime::timeout(Duration::from_millis(wait.into()), rx).await;
+                    }
+                }
+                if from >= self.log.written_end() && from < self.log.append_end() {
+                    // Appended but still in the head chunk (async flush mode): write it out.
+                    self.log.flush().await?;
+                }
+                let max = (max_bytes as usize).min(m.fetch_bytes);
+                let (batches, next) =
+                    self.log.read_batches_at(from, self.log.append_end(), max).await?;
+                let batches = batches
+                    .into_iter()
+                    .map(|b| WireBatch { position: b.position.get(), bytes: b.bytes })
+                    .collect();
+                Ok(Response::Replication(ReplResponse::Fetch {
+                    confirmed: m.confirmed(),
+                    topics_epoch: self.topics.borrow().epoch,
+                    next,
+                    batches,
+                }))
+            }
+            ReplRequest::Topics => Ok(Response::Replication(ReplResponse::Topics {
+                table_json: self.topics.borrow().to_json(),
+            })),
+        }
+    }
+}

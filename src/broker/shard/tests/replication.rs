@@ -1,0 +1,215 @@
+//! The replication handler (`shard/replication.rs`) on one shard over the real log on the
+//! simulated directory, driven by REPLICA_JOIN / REPLICA_FETCH requests as a replica sends
+//! them: the sync-produce gate and acknowledgement, the confirmed position capping consumers,
+//! refusals, and a replica's NOT_MASTER.
+
+use super::*;
+
+use crate::broker::shard::replication::{MasterSide, ReplicaSide, ShardRole};
+use crate::protocol::replication::{ReplRequest, ReplResponse, WireBatch};
+use crate::replication::config::{Mode, ReplicationConfig, Role};
+use crate::replication::epochs::EpochHistory;
+
+const REPLICA: &str = "127.0.0.1:20911";
+
+fn replication(mode: Mode, timeout_ms: u64) -> ReplicationConfig {
+    ReplicationConfig {
+        role: Some(Role::Master),
+        replication: mode,
+        replicas: vec![REPLICA.into()],
+        sync_replication_timeout_ms: timeout_ms,
+        replica_lag_max_ms: 60_000,
+        ..Default::default()
+    }
+}
+
+async fn master(mode: Mode, timeout_ms: u64) -> Rc<Shard<SimLog>> {
+    let rc = replication(mode, timeout_ms);
+    let configured = rc.clone();
+    let s = shard_configured(
+        SimDir::new(3),
+        |_| {},
+        move |c| c.replication = Some(configured),
+        runtime::system_clock(),
+    )
+    .await;
+    let mut history = EpochHistory::new();
+    history.begin(1, 0).unwrap();
+    s.set_role(ShardRole::Master(MasterSide::new(&rc, history, 0)));
+    s
+}
+
+fn join(end: u64) -> Request {
+    Request::Replication(ReplRequest::Join {
+        shard_count: 1,
+        shard: 0,
+        replica: REPLICA.into(),
+        end,
+        synced: end,
+        history: EpochHistory::new(),
+    })
+}
+
+fn replica_fetch(session: u64, from: u64) -> Request {
+    Request::Replication(ReplRequest::Fetch {
+        session,
+        from,
+        synced: from,
+        max_bytes: 1 << 20,
+        max_wait_ms: 0,
+    })
+}
+
+async fn fetched(s: &Rc<Shard<SimLog>>, session: u64, from: u64) -> (u64, Vec<WireBatch>) {
+    match call(s, replica_fetch(session, from)).await.unwrap() {
+        Response::Replication(ReplResponse::Fetch { next, batches, .. }) => (next, batches),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Bytes of batches a consumer's fetch got.
+fn consumer_sees(r: Reply) -> usize {
+    match r.unwrap() {
+        Response::Fetch { batches, .. } => batches.len(),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_sync_produce_waits_for_the_replica_and_consumers_see_confirmed_data_only() {
+    run(|| async {
+        let s = master(Mode::Sync, 60_000).await;
+        // No replica in the in-sync set: refused before anything is written.
+        let e = call(&s, produce(0, 2)).await.unwrap_err();
+        assert_eq!(e.code, ErrorCode::SLAVE_NOT_AVAILABLE, "{e:?}");
+        assert_eq!(s.log.append_end(), 0, "nothing was written");
+
+        let session = match call(&s, join(0)).await.unwrap() {
+            Response::Replication(ReplResponse::Join { session, truncate_to, .. }) => {
+                assert_eq!(truncate_to, 0);
+                session
+            }
+            other => panic!("{other:?}"),
+        };
+        let me = s.clone();
+        let pending = runtime::spawn(async move { call(&me, produce(0, 2)).await });
+        // The produce is stored, then waits for the replica.
+        while s.log.append_end() == 0 {
+            runtime::yield_once().await;
+        }
+        let (next, batches) = fetched(&s, session, 0).await;
+        assert_eq!(batches.len(), 1);
+        assert_eq!(batches[0].position, 0);
+        assert_eq!(next, batches[0].bytes.len() as u64);
+        assert_eq!(consumer_sees(call(&s, fetch(0, 0)).await), 0, "not confirmed yet");
+        // The next fetch acknowledges the batch: confirmed, the produce is answered.
+        let (_, more) = fetched(&s, session, next).await;
+        assert!(more.is_empty());
+        match pending.await.unwrap() {
+            Ok(Response::Produce { status, base_offset: 0, .. }) => {
+                assert_eq!(status, SendStatus::SendOk)
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(consumer_sees(call(&s, fetch(0, 0)).await), next as usize, "confirmed");
+        match s.replication_sample() {
+            Some(crate::metrics::ReplicationSample::Master {
+                log_end,
+                confirmed,
+                in_sync_members: 2,
+                replicas,
+            }) => {
+                assert_eq!((log_end, confirmed), (next, next));
+                assert!(replicas[0].in_sync);
+                assert_eq!(replicas[0].lag_bytes, Some(0));
+            }
+            other => panic!("{other:?}"),
+        }
+
+        // Refusals: a stale session, an unlisted replica, another shard count.
+        let e = call(&s, replica_fetch(session + 100, next)).await.unwrap_err();
+        assert_eq!(e.code, ErrorCode::INVALID_ARGUMENT, "{e:?}");
+        let mut other = join(0);
+        if let Request::Replication(ReplRequest::Join { replica, .. }) = &mut other {
+            *replica = "127.0.0.1:1".into();
+        }
+        assert_eq!(call(&s, other).await.unwrap_err().code, ErrorCode::INVALID_ARGUMENT);
+        let mut other = join(0);
+        if let Request::Replication(ReplRequest::Join { shard_count, .. }) = &mut other {
+            *shard_count = 4;
+        }
+        let e = call(&s, other).await.unwrap_err();
+        assert!(e.message.contains("broker.shards"), "{e:?}");
+    });
+}
+
+#[test]
+fn an_unconfirmed_sync_produce_is_answered_flush_slave_timeout() {
+    run(|| async {
+        let s = master(Mode::Sync, 100).await;
+        let (stop_handle, stop) = crate::broker::shutdown::stop_pair();
+        let timer = runtime::spawn(s.clone().replication_loop(stop));
+        let Response::Replication(ReplResponse::Join { .. }) = call(&s, join(0)).await.unwrap()
+        else {
+            panic!("join")
+        };
+        // The replica never acknowledges: stored, then FLUSH_SLAVE_TIMEOUT.
+        match call(&s, produce(0, 1)).await {
+            Ok(Response::Produce { status, .. }) => {
+                assert_eq!(status, SendStatus::FlushSlaveTimeout)
+            }
+            other => panic!("{other:?}"),
+        }
+        let mut stop_handle = stop_handle;
+        stop_handle.fire();
+        timer.await;
+    });
+}
+
+#[test]
+fn async_mode_acknowledges_on_local_durability() {
+    run(|| async {
+        let s = master(Mode::Async, 60_000).await;
+        let (mut stop_handle, stop) = crate::broker::shutdown::stop_pair();
+        let timer = runtime::spawn(s.clone().replication_loop(stop));
+        match call(&s, produce(0, 1)).await {
+            Ok(Response::Produce { status, .. }) => assert_eq!(status, SendStatus::SendOk),
+            other => panic!("{other:?}"),
+        }
+        // The in-sync set is the master alone: its consumers see what it synced (async flush:
+        // after the flush; the replication timer moves the cap).
+        s.log.flush().await.unwrap();
+        let mut seen = 0;
+        for _ in 0..500 {
+            seen = consumer_sees(call(&s, fetch(0, 0)).await);
+            if seen > 0 {
+                break;
+            }
+            runtime::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(seen > 0, "the master's own synced data is confirmed");
+        stop_handle.fire();
+        timer.await;
+    });
+}
+
+#[test]
+fn a_replica_refuses_writes_with_its_masters_address_and_serves_reads() {
+    run(|| async {
+        let s = shard(4).await;
+        let master: std::net::SocketAddr = "10.0.0.1:10911".parse().unwrap();
+        s.set_role(ShardRole::Replica(ReplicaSide {
+            master,
+            advertise: None,
+            fetch_bytes: 1 << 20,
+            history: RefCell::new(EpochHistory::new()),
+        }));
+        let e = call(&s, produce(0, 1)).await.unwrap_err();
+        assert_eq!(e.code, ErrorCode::NOT_MASTER);
+        assert_eq!(e.detail, ErrorDetail::NotMaster { master });
+        let e = call(&s, Request::CreateTopic { topic: "x".into(), queue_count: 1 }).await;
+        assert_eq!(e.unwrap_err().code, ErrorCode::NOT_MASTER);
+        assert_eq!(call(&s, join(0)).await.unwrap_err().code, ErrorCode::NOT_MASTER);
+        assert_eq!(consumer_sees(call(&s, fetch(0, 0)).await), 0, "reads are served");
+    });
+}
