@@ -23,6 +23,8 @@ pub struct Config {
     /// The `/metrics` endpoint ([`crate::metrics::MetricsConfig`]).
     pub metrics: crate::metrics::MetricsConfig,
     pub transaction: TransactionConfig,
+    /// The RocketMQ 4.x front (`crate::compat::rocketmq`).
+    pub rocketmq: crate::compat::rocketmq::config::RocketMqConfig,
 }
 
 /// The `[schedule]` section: scheduled (delayed) messages, per shard (`broker/shard/schedule.rs`).
@@ -405,6 +407,7 @@ impl Config {
     /// Checks the knobs against each other; messages name the knob to fix.
     pub fn validate(&self) -> Result<(), String> {
         self.metrics.validate()?;
+        self.rocketmq.validate(self.broker.port, &self.broker.listen_address)?;
         let g = &self.group;
         if g.session_timeout_ms == 0 || g.snapshot_interval_ms == 0 || g.snapshot_every_commits == 0
         {
