@@ -34,8 +34,9 @@ fn number_or<T: FromStr>(
     }
 }
 
+/// A boolean field: Java clients write `true`, the C++ client `1`.
 fn flag_or(cmd: &RemotingCommand, field: &'static str) -> bool {
-    cmd.field(field).is_some_and(|v| v.trim() == "true")
+    cmd.field(field).is_some_and(|v| matches!(v.trim(), "true" | "1"))
 }
 
 /// SEND_MESSAGE (`SendMessageRequestHeader`, long names) and SEND_MESSAGE_V2 /
@@ -201,8 +202,8 @@ mod tests {
             ("h", "0"),
             ("i", "TAGS\u{1}A\u{2}"),
             ("j", "0"),
-            ("k", "false"),
-            ("m", "true"),
+            ("k", "0"),
+            ("m", "1"),
         ]);
         let h = SendHeader::read(&v2).unwrap();
         assert_eq!(h.topic, "T");
@@ -210,7 +211,13 @@ mod tests {
         assert_eq!(h.sys_flag, 1);
         assert_eq!(h.born_timestamp_ms, 1_700_000_000_000);
         assert!(h.batch);
-        let v1 = cmd(&[("producerGroup", "pg"), ("topic", "T"), ("queueId", "3"), ("flag", "5")]);
+        let v1 = cmd(&[
+            ("producerGroup", "pg"),
+            ("topic", "T"),
+            ("queueId", "3"),
+            ("flag", "5"),
+            ("batch", "false"),
+        ]);
         let h1 = SendHeader::read(&v1).unwrap();
         assert_eq!((h1.topic.as_str(), h1.queue_id, h1.flag, h1.batch), ("T", 3, 5, false));
         let bad = cmd(&[("a", "pg"), ("b", "T"), ("e", "three")]);

@@ -1,0 +1,420 @@
+//! The RocketMQ front against a real RocketMQ client: the Python client `rocketmq==0.4.4`
+//! (the C++ client inside), run as scripts (`tests/rocketmq/*.py`) against the real binary.
+//!
+//! The client comes from the virtual environment `.ci/run` builds (`target/rocketmq-venv`),
+//! or from `RINGMQ_ROCKETMQ_PYTHON`. Without either, these tests say so and pass, unless
+//! `RINGMQ_REQUIRE_ROCKETMQ=1` (set by `.ci/run`), which makes a missing client a failure.
+//! The raw-protocol tests at the end need no client.
+
+mod broker_common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use broker_common::{config, Broker};
+use ringmq::client::{Client, Message, ProducerConfig};
+use ringmq::compat::rocketmq::codec::{self, RemotingCommand, SerializeType};
+use serde_json::Value;
+
+/// Every client script runs under this limit (CI has 2 cores shared by several processes).
+const SCRIPT_TIMEOUT: Duration = Duration::from_secs(120);
+
+fn python() -> Option<PathBuf> {
+    if let Ok(p) = std::env::var("RINGMQ_ROCKETMQ_PYTHON") {
+        return Some(p.into());
+    }
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/rocketmq-venv/bin/python");
+    if venv.exists() {
+        return Some(venv);
+    }
+    if std::env::var("RINGMQ_REQUIRE_ROCKETMQ").as_deref() == Ok("1") {
+        panic!("RINGMQ_REQUIRE_ROCKETMQ=1 but no RocketMQ Python client (run .ci/run)");
+    }
+    eprintln!("skipped: no RocketMQ Python client (run .ci/run or set RINGMQ_ROCKETMQ_PYTHON)");
+    None
+}
+
+struct Front {
+    broker: Broker,
+    namesrv: String,
+    front_port: u16,
+    _dir: tempfile_dir::Dir,
+}
+
+mod tempfile_dir {
+    /// A fresh directory under the system temp dir, removed on drop.
+    pub struct Dir(pub std::path::PathBuf);
+    impl Dir {
+        pub fn new(name: &str) -> Dir {
+            let p = std::env::temp_dir().join(format!(
+                "ringmq-rocketmq-{name}-{}-{}",
+                std::process::id(),
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_nanos()
+            ));
+            std::fs::create_dir_all(&p).unwrap();
+            Dir(p)
+        }
+    }
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+fn start(name: &str) -> Front {
+    let dir = tempfile_dir::Dir::new(name);
+    let mut text = config(&dir.0, 2, "", "");
+    text.push_str("[rocketmq]\nenabled = true\nbroker_port = 0\nnamesrv_port = 0\n");
+    let broker = Broker::start_in(&dir.0, &text);
+    let field = |name: &str| -> u16 {
+        broker
+            .ready_line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix(name))
+            .unwrap_or_else(|| panic!("no {name} in {:?}", broker.ready_line))
+            .parse()
+            .unwrap()
+    };
+    let namesrv = format!("127.0.0.1:{}", field("rocketmq_namesrv="));
+    let front_port = field("rocketmq_broker=");
+    Front { broker, namesrv, front_port, _dir: dir }
+}
+
+/// Runs a client script to its end (bounded) and returns its JSON lines.
+fn script(python: &Path, name: &str, args: &[&str]) -> Vec<Value> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/rocketmq").join(name);
+    let mut child = Command::new(python)
+        .arg(&path)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start python");
+    let mut stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stdout.read_to_string(&mut s);
+        s
+    });
+    let deadline = Instant::now() + SCRIPT_TIMEOUT;
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{name} {args:?} did not finish within {SCRIPT_TIMEOUT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let out = reader.join().unwrap();
+    assert!(status.success(), "{name} {args:?} failed ({status}); output:\n{out}");
+    out.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}"))).collect()
+}
+
+fn messages(lines: &[Value]) -> Vec<&Value> {
+    lines.iter().filter(|v| v.get("done").is_none()).collect()
+}
+
+fn bodies(lines: &[Value]) -> Vec<String> {
+    let mut b: Vec<String> =
+        messages(lines).iter().map(|m| m["body"].as_str().unwrap().to_owned()).collect();
+    b.sort();
+    b
+}
+
+fn names(prefix: &str, range: std::ops::Range<usize>) -> Vec<String> {
+    let mut v: Vec<String> = range.map(|i| format!("{prefix}-{i}")).collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn python_producer_modes_and_a_push_consumer_filtering_tags() {
+    let Some(py) = python() else { return };
+    let f = start("modes");
+    let ns = f.namesrv.as_str();
+    let sent = script(
+        &py,
+        "produce.py",
+        &["--namesrv", ns, "--topic", "Orders", "--count", "6", "--prefix", "s", "--tags", "A,B,C"],
+    );
+    assert_eq!(sent.len(), 6);
+    for s in &sent {
+        assert_eq!(s["status"], 0, "SEND_OK: {s}");
+        assert_eq!(s["msg_id"].as_str().unwrap().len(), 32, "a UNIQ_KEY message id: {s}");
+    }
+    script(
+        &py,
+        "produce.py",
+        &[
+            "--namesrv",
+            ns,
+            "--topic",
+            "Orders",
+            "--mode",
+            "oneway",
+            "--count",
+            "3",
+            "--prefix",
+            "o",
+            "--tags",
+            "A",
+        ],
+    );
+    let orderly = script(
+        &py,
+        "produce.py",
+        &[
+            "--namesrv",
+            ns,
+            "--topic",
+            "Orders",
+            "--mode",
+            "orderly",
+            "--count",
+            "4",
+            "--prefix",
+            "r",
+            "--tags",
+            "B",
+        ],
+    );
+    assert!(orderly.iter().all(|s| s["status"] == 0));
+    script(
+        &py,
+        "produce.py",
+        &[
+            "--namesrv",
+            ns,
+            "--topic",
+            "Orders",
+            "--mode",
+            "batch",
+            "--count",
+            "3",
+            "--prefix",
+            "b",
+            "--tags",
+            "C,A",
+        ],
+    );
+
+    // A || B: s-0 s-1 s-3 s-4 (A, B), every o (A), every r (B), b-1 (A).
+    let want: Vec<String> = {
+        let mut w: Vec<String> =
+            ["s-0", "s-1", "s-3", "s-4", "o-0", "o-1", "o-2", "r-0", "r-1", "r-2", "r-3", "b-1"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+        w.sort();
+        w
+    };
+    let got = script(
+        &py,
+        "push_consume.py",
+        &[
+            "--namesrv",
+            ns,
+            "--topic",
+            "Orders",
+            "--group",
+            "CG_TAGS",
+            "--expression",
+            "A || B",
+            "--expect",
+            &want.len().to_string(),
+        ],
+    );
+    assert_eq!(bodies(&got), want, "exactly the A and B messages, once each");
+    for m in messages(&got) {
+        let body = m["body"].as_str().unwrap();
+        assert_eq!(m["keys"], body, "KEYS round-trip");
+        assert!(m["tags"] == "A" || m["tags"] == "B");
+        assert_eq!(m["topic"], "Orders");
+        let idx: usize = body.split('-').nth(1).unwrap().parse().unwrap();
+        assert_eq!(m["idx"], idx.to_string(), "a user property round-trips");
+    }
+    // The message id a consumer sees is the one the sync send returned (UNIQ_KEY).
+    let consumed_ids: Vec<&str> =
+        messages(&got).iter().map(|m| m["id"].as_str().unwrap()).collect();
+    for (i, s) in sent.iter().enumerate() {
+        if i % 3 != 2 {
+            assert!(consumed_ids.contains(&s["msg_id"].as_str().unwrap()), "id of s-{i}");
+        }
+    }
+    // Orderly sends with the same argument went to the same queue, in order.
+    let mut by_queue: std::collections::BTreeMap<u64, Vec<(u64, String)>> = Default::default();
+    for m in messages(&got).iter().filter(|m| m["body"].as_str().unwrap().starts_with("r-")) {
+        by_queue
+            .entry(m["queue_id"].as_u64().unwrap())
+            .or_default()
+            .push((m["offset"].as_u64().unwrap(), m["body"].as_str().unwrap().to_owned()));
+    }
+    assert_eq!(by_queue.len(), 2, "orderly: two selector arguments, two queues");
+    for list in by_queue.values_mut() {
+        list.sort();
+        let order: Vec<usize> =
+            list.iter().map(|(_, b)| b[2..].parse::<usize>().unwrap()).collect();
+        assert!(order.windows(2).all(|w| w[0] < w[1]), "queue order is send order: {order:?}");
+    }
+}
+
+#[test]
+fn a_restarted_push_consumer_resumes_from_its_committed_offset() {
+    let Some(py) = python() else { return };
+    let f = start("resume");
+    let ns = f.namesrv.as_str();
+    script(
+        &py,
+        "produce.py",
+        &["--namesrv", ns, "--topic", "Resume", "--count", "5", "--prefix", "first"],
+    );
+    let got = script(
+        &py,
+        "push_consume.py",
+        &["--namesrv", ns, "--topic", "Resume", "--group", "CG_RESUME", "--expect", "5"],
+    );
+    assert_eq!(bodies(&got), names("first", 0..5));
+    script(
+        &py,
+        "produce.py",
+        &["--namesrv", ns, "--topic", "Resume", "--count", "4", "--prefix", "second"],
+    );
+    let got = script(
+        &py,
+        "push_consume.py",
+        &["--namesrv", ns, "--topic", "Resume", "--group", "CG_RESUME", "--expect", "4"],
+    );
+    assert_eq!(bodies(&got), names("second", 0..4), "only what came after the commit");
+}
+
+#[test]
+fn python_and_native_clients_read_each_others_messages() {
+    let Some(py) = python() else { return };
+    let f = start("interop");
+    let ns = f.namesrv.as_str();
+    // Native -> Python (the topic is created by the native admin, 4 queues).
+    let client = Client::connect(&f.broker.addr()).unwrap();
+    client.admin().create_topic("FromNative", 4).unwrap();
+    let producer = client.producer(ProducerConfig::default()).unwrap();
+    for i in 0..6 {
+        let m = Message::new("FromNative", format!("n-{i}"))
+            .with_key(format!("n-{i}"))
+            .with_tag(if i % 2 == 0 { "A" } else { "B" })
+            .with_property("idx", i.to_string());
+        producer.send(m).unwrap();
+    }
+    let pulled = script(
+        &py,
+        "pull_consume.py",
+        &["--namesrv", ns, "--topic", "FromNative", "--group", "CG_PULL"],
+    );
+    assert_eq!(bodies(&pulled), names("n", 0..6), "the pull consumer drains every queue");
+    let got = script(
+        &py,
+        "push_consume.py",
+        &[
+            "--namesrv",
+            ns,
+            "--topic",
+            "FromNative",
+            "--group",
+            "CG_NATIVE",
+            "--expression",
+            "A",
+            "--expect",
+            "3",
+        ],
+    );
+    assert_eq!(bodies(&got), vec!["n-0", "n-2", "n-4"]);
+    for m in messages(&got) {
+        assert_eq!(m["keys"], m["body"], "the native key reads as KEYS");
+        assert_eq!(m["tags"], "A", "the native tag reads as TAGS");
+    }
+
+    // Python -> native.
+    script(
+        &py,
+        "produce.py",
+        &["--namesrv", ns, "--topic", "FromPython", "--count", "5", "--prefix", "p", "--tags", "X"],
+    );
+    let route = client.admin().route("FromPython").unwrap();
+    let consumer = client.consumer();
+    let mut seen = Vec::new();
+    for q in 0..route.queue_count() {
+        let r = consumer.pull("FromPython", q, 0, Duration::ZERO).unwrap();
+        for m in r.messages {
+            assert_eq!(m.key, m.body, "KEYS is the native key");
+            assert_eq!(m.tag, b"X", "TAGS is the native tag");
+            let idx = String::from_utf8(m.property(b"idx").unwrap().to_vec()).unwrap();
+            assert_eq!(format!("p-{idx}").into_bytes(), m.body, "a property round-trips");
+            assert!(m.property(b"UNIQ_KEY").is_some(), "the client's UNIQ_KEY is kept");
+            seen.push(String::from_utf8(m.body).unwrap());
+        }
+    }
+    seen.sort();
+    assert_eq!(seen, names("p", 0..5));
+}
+
+/// One request over a raw connection to the front; its answer.
+fn exchange(port: u16, frame: &[u8]) -> RemotingCommand {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.write_all(frame).unwrap();
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len).unwrap();
+    let mut rest = vec![0u8; u32::from_be_bytes(len) as usize];
+    s.read_exact(&mut rest).unwrap();
+    let mut whole = len.to_vec();
+    whole.extend(rest);
+    codec::decode(&whole).unwrap().0
+}
+
+#[test]
+fn unknown_codes_are_refused_with_a_remark_and_garbage_closes_only_its_connection() {
+    let f = start("raw");
+    for ty in [SerializeType::Json, SerializeType::RocketMq] {
+        let resp = exchange(f.front_port, &codec::encode(&RemotingCommand::request(9999, 41), ty));
+        assert_eq!(resp.code, codec::sys_code::REQUEST_CODE_NOT_SUPPORTED);
+        assert_eq!(resp.opaque, 41);
+        assert!(resp.remark.unwrap().contains("9999"));
+    }
+    // A send without its header fields is an error answer, not a crash.
+    let resp = exchange(
+        f.front_port,
+        &codec::encode(&RemotingCommand::request(310, 5), SerializeType::Json),
+    );
+    assert_eq!(resp.code, codec::sys_code::SYSTEM_ERROR);
+    assert!(resp.remark.unwrap().contains("field"));
+    // A frame longer than the limit, then a header that is not JSON: each closes its connection.
+    for garbage in [
+        &[0x7F, 0xFF, 0xFF, 0xFF, 0, 0, 0, 0][..],
+        &[0, 0, 0, 8, 0, 0, 0, 4, b'{', b'x', b'}', b'!'],
+    ] {
+        let mut s = TcpStream::connect(("127.0.0.1", f.front_port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        s.write_all(garbage).unwrap();
+        let mut buf = [0u8; 16];
+        assert_eq!(s.read(&mut buf).unwrap_or(0), 0, "closed without an answer");
+    }
+    // The name server answers routes with the front's address, creating the topic.
+    let ns_port: u16 = f.namesrv.rsplit(':').next().unwrap().parse().unwrap();
+    let mut req = RemotingCommand::request(105, 9);
+    req.set_field("topic", "Raw");
+    let resp = exchange(ns_port, &codec::encode(&req, SerializeType::Json));
+    assert_eq!(resp.code, 0);
+    let route: Value = serde_json::from_slice(&resp.body).unwrap();
+    assert_eq!(route["brokerDatas"][0]["brokerAddrs"]["0"], format!("127.0.0.1:{}", f.front_port));
+    assert_eq!(route["queueDatas"][0]["writeQueueNums"], 8);
+    let client = Client::connect(&f.broker.addr()).unwrap();
+    assert!(client.admin().list_topics().unwrap().iter().any(|t| t.name == "Raw"));
+}
