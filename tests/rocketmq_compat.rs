@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use broker_common::{config, Broker};
 use ringmq::client::{Client, Message, ProducerConfig};
 use ringmq::compat::rocketmq::codec::{self, RemotingCommand, SerializeType};
+use ringmq::compat::rocketmq::stored;
 use serde_json::Value;
 
 /// Every client script runs under this limit (CI has 2 cores shared by several processes).
@@ -41,38 +42,21 @@ struct Front {
     broker: Broker,
     namesrv: String,
     front_port: u16,
-    _dir: tempfile_dir::Dir,
-}
-
-mod tempfile_dir {
-    /// A fresh directory under the system temp dir, removed on drop.
-    pub struct Dir(pub std::path::PathBuf);
-    impl Dir {
-        pub fn new(name: &str) -> Dir {
-            let p = std::env::temp_dir().join(format!(
-                "ringmq-rocketmq-{name}-{}-{}",
-                std::process::id(),
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .unwrap()
-                    .as_nanos()
-            ));
-            std::fs::create_dir_all(&p).unwrap();
-            Dir(p)
-        }
-    }
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+    _dir: tempfile::TempDir,
 }
 
 fn start(name: &str) -> Front {
-    let dir = tempfile_dir::Dir::new(name);
-    let mut text = config(&dir.0, 2, "", "");
+    start_with(name, "")
+}
+
+/// A broker with the front on free ports; `extra` is appended to its config.
+fn start_with(name: &str, extra: &str) -> Front {
+    let dir =
+        tempfile::Builder::new().prefix(&format!("ringmq-rocketmq-{name}")).tempdir().unwrap();
+    let mut text = config(dir.path(), 2, "", "");
     text.push_str("[rocketmq]\nenabled = true\nbroker_port = 0\nnamesrv_port = 0\n");
-    let broker = Broker::start_in(&dir.0, &text);
+    text.push_str(extra);
+    let broker = Broker::start_in(dir.path(), &text);
     let field = |name: &str| -> u16 {
         broker
             .ready_line
@@ -365,6 +349,197 @@ fn python_and_native_clients_read_each_others_messages() {
     assert_eq!(seen, names("p", 0..5));
 }
 
+/// Eighteen delay levels of `level` each.
+fn short_levels(level: &str) -> String {
+    format!("[schedule]\ndelay_levels = \"{}\"\n", vec![level; 18].join(" "))
+}
+
+/// Every message of `topic` (all queues), read with the native client.
+fn native_read(f: &Front, topic: &str) -> Vec<ringmq::client::ConsumedMessage> {
+    let client = Client::connect(&f.broker.addr()).unwrap();
+    let Ok(route) = client.admin().route(topic) else { return Vec::new() };
+    let consumer = client.consumer();
+    let mut all = Vec::new();
+    for q in 0..route.queue_count() {
+        all.extend(consumer.pull(topic, q, 0, Duration::ZERO).unwrap().messages);
+    }
+    all
+}
+
+#[test]
+fn a_failing_callback_is_redelivered_and_one_that_always_fails_reaches_the_dlq() {
+    let Some(py) = python() else { return };
+    let f = start_with("retry", &short_levels("200ms"));
+    let ns = f.namesrv.as_str();
+    script(
+        &py,
+        "produce.py",
+        &["--namesrv", ns, "--topic", "Retry", "--count", "2", "--prefix", "r"],
+    );
+    let got = script(
+        &py,
+        "push_consume.py",
+        &[
+            "--namesrv",
+            ns,
+            "--topic",
+            "Retry",
+            "--group",
+            "CG_RETRY",
+            "--fail",
+            "first",
+            "--expect",
+            "4",
+        ],
+    );
+    let mut deliveries: Vec<(String, u64)> = messages(&got)
+        .iter()
+        .map(|m| (m["body"].as_str().unwrap().to_owned(), m["reconsume_times"].as_u64().unwrap()))
+        .collect();
+    deliveries.sort();
+    let want = [("r-0", 0), ("r-0", 1), ("r-1", 0), ("r-1", 1)];
+    assert_eq!(deliveries, want.map(|(b, n)| (b.to_owned(), n)), "each once more, count 1");
+    for m in messages(&got) {
+        assert_eq!(m["topic"], "Retry", "a retried message reads with its original topic");
+    }
+    let retried = native_read(&f, "%RETRY%CG_RETRY");
+    assert_eq!(retried.len(), 2, "the copies went through the group's retry topic");
+    for m in &retried {
+        assert_eq!(m.property(b"RETRY_TOPIC"), Some(&b"Retry"[..]));
+        assert_eq!(m.property(b"RECONSUME_TIME"), Some(&b"1"[..]));
+    }
+
+    // RocketMQ's default of 16 retries: 17 deliveries, then the dead-letter topic.
+    script(
+        &py,
+        "produce.py",
+        &["--namesrv", ns, "--topic", "Dead", "--count", "1", "--prefix", "d"],
+    );
+    let got = script(
+        &py,
+        "push_consume.py",
+        &[
+            "--namesrv",
+            ns,
+            "--topic",
+            "Dead",
+            "--group",
+            "CG_DEAD",
+            "--fail",
+            "always",
+            "--expect",
+            "17",
+            "--timeout",
+            "100",
+            "--settle",
+            "3",
+        ],
+    );
+    let counts: Vec<u64> =
+        messages(&got).iter().map(|m| m["reconsume_times"].as_u64().unwrap()).collect();
+    assert_eq!(counts, (0..17).collect::<Vec<u64>>(), "delivered with counts 0..=16, once each");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let dead = loop {
+        let dead = native_read(&f, "%DLQ%CG_DEAD");
+        if !dead.is_empty() || Instant::now() > deadline {
+            break dead;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(dead.len(), 1, "the message is in the dead-letter topic once");
+    assert_eq!(dead[0].body, b"d-0");
+    assert_eq!(dead[0].property(b"RECONSUME_TIME"), Some(&b"17"[..]));
+    assert_eq!(dead[0].property(b"RETRY_TOPIC"), Some(&b"Dead"[..]));
+}
+
+#[test]
+fn an_orderly_consumer_keeps_queue_order_and_a_delayed_message_waits_for_its_level() {
+    let Some(py) = python() else { return };
+    let levels =
+        "[schedule]\ndelay_levels = \"1s 3s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s\"\n";
+    let f = start_with("orderly", levels);
+    let ns = f.namesrv.as_str();
+    script(
+        &py,
+        "produce.py",
+        &[
+            "--namesrv",
+            ns,
+            "--topic",
+            "Ordered",
+            "--mode",
+            "orderly",
+            "--count",
+            "20",
+            "--prefix",
+            "o",
+        ],
+    );
+    let got = script(
+        &py,
+        "push_consume.py",
+        &[
+            "--namesrv",
+            ns,
+            "--topic",
+            "Ordered",
+            "--group",
+            "CG_ORDER",
+            "--orderly",
+            "--expect",
+            "20",
+        ],
+    );
+    assert_eq!(bodies(&got), names("o", 0..20));
+    for parity in 0..2 {
+        // Selector argument i % 2: each parity is one queue, consumed in send order.
+        let seen: Vec<usize> = messages(&got)
+            .iter()
+            .map(|m| m["body"].as_str().unwrap()[2..].parse::<usize>().unwrap())
+            .filter(|i| i % 2 == parity)
+            .collect();
+        assert!(seen.windows(2).all(|w| w[0] < w[1]), "parity {parity} out of order: {seen:?}");
+    }
+
+    // DELAY level 2 is 3 s here.
+    let sent = script(
+        &py,
+        "produce.py",
+        &[
+            "--namesrv",
+            ns,
+            "--topic",
+            "Later",
+            "--count",
+            "1",
+            "--prefix",
+            "l",
+            "--delay-level",
+            "2",
+        ],
+    );
+    let got = script(
+        &py,
+        "push_consume.py",
+        &[
+            "--namesrv",
+            ns,
+            "--topic",
+            "Later",
+            "--group",
+            "CG_LATER",
+            "--expect",
+            "1",
+            "--settle",
+            "0",
+        ],
+    );
+    let m = messages(&got)[0];
+    assert_eq!(m["body"], "l-0");
+    let waited = m["at_ms"].as_i64().unwrap() - sent[0]["sent_ms"].as_i64().unwrap();
+    assert!(waited >= 3000, "delivered {waited} ms after the send, before its 3 s level");
+}
+
 /// One request over a raw connection to the front; its answer.
 fn exchange(port: u16, frame: &[u8]) -> RemotingCommand {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -417,4 +592,25 @@ fn unknown_codes_are_refused_with_a_remark_and_garbage_closes_only_its_connectio
     assert_eq!(route["queueDatas"][0]["writeQueueNums"], 8);
     let client = Client::connect(&f.broker.addr()).unwrap();
     assert!(client.admin().list_topics().unwrap().iter().any(|t| t.name == "Raw"));
+
+    // VIEW_MESSAGE_BY_ID: the offset in an offset message id finds the stored message.
+    let producer = client.producer(ProducerConfig::default()).unwrap();
+    let sent = producer.send(Message::new("Raw", "viewed").with_key("vk").with_tag("T")).unwrap();
+    let packed = stored::pack_position(sent.topic_id, sent.queue_id, sent.queue_offset).unwrap();
+    let mut view = RemotingCommand::request(33, 10);
+    view.set_field("offset", packed);
+    let resp = exchange(f.front_port, &codec::encode(&view, SerializeType::Json));
+    assert_eq!(resp.code, 0, "{:?}", resp.remark);
+    let body = &resp.body;
+    let total = i32::from_be_bytes(body[..4].try_into().unwrap()) as usize;
+    assert_eq!(total, body.len(), "one stored message");
+    assert_eq!(&body[4..8], &stored::MAGIC_V1.to_be_bytes());
+    assert_eq!(i64::from_be_bytes(body[20..28].try_into().unwrap()) as u64, sent.queue_offset);
+    assert_eq!(i64::from_be_bytes(body[28..36].try_into().unwrap()) as u64, packed);
+    assert!(body.windows(6).any(|w| w == b"viewed"));
+    assert!(body.windows(8).any(|w| w == b"KEYS\x01vk\x02"));
+    view.set_field("offset", packed + 1000);
+    let resp = exchange(f.front_port, &codec::encode(&view, SerializeType::Json));
+    assert_ne!(resp.code, 0, "no message there");
+    assert!(resp.remark.unwrap().contains("no message"));
 }

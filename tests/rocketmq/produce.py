@@ -2,11 +2,12 @@
 
 One JSON object per message on stdout: index, send status, message id, queue offset.
 Message i has keys "<prefix>-<i>", tag tags[i % len(tags)], body "<prefix>-<i>" and the
-property idx=i. Modes: sync, oneway, orderly (queue chosen by i % 2), batch (one batch).
+property idx=i (and DELAY with --delay-level). Modes: sync, oneway, orderly (queue chosen by i % 2), batch (one batch).
 """
 import argparse
 import json
 import sys
+import time
 
 from rocketmq.client import Message, Producer
 
@@ -29,6 +30,7 @@ def main():
     ap.add_argument('--count', type=int, default=1)
     ap.add_argument('--prefix', default='m')
     ap.add_argument('--tags', default='A')
+    ap.add_argument('--delay-level', type=int, default=0)
     args = ap.parse_args()
     tags = args.tags.split(',')
     p = Producer(args.group, timeout=10000)
@@ -42,10 +44,13 @@ def main():
                               'offset': r.offset}))
         for i in range(args.count if args.mode != 'batch' else 0):
             m = message(args.topic, args.prefix, tags, i)
+            if args.delay_level:
+                m.set_delay_time_level(args.delay_level)
+            sent_ms = int(time.time() * 1000)
             if args.mode == 'sync':
                 r = p.send_sync(m)
                 print(json.dumps({'i': i, 'status': int(r.status), 'msg_id': r.msg_id,
-                                  'offset': r.offset}))
+                                  'offset': r.offset, 'sent_ms': sent_ms}))
             elif args.mode == 'oneway':
                 p.send_oneway(m)
                 print(json.dumps({'i': i}))

@@ -1,5 +1,5 @@
-"""Consumes with the RocketMQ Python client's push consumer (clustering) until --expect
-messages arrived (then --settle more seconds, to catch extras) or --timeout.
+"""Consumes with the RocketMQ Python client's push consumer (clustering; --orderly for the
+orderly consumer) until --expect deliveries arrived (then --settle more seconds, to catch extras) or --timeout.
 
 One JSON object per message on stdout, then {"done": count}.
 """
@@ -24,6 +24,9 @@ def main():
     ap.add_argument('--expect', type=int, required=True)
     ap.add_argument('--timeout', type=float, default=60)
     ap.add_argument('--settle', type=float, default=2)
+    ap.add_argument('--fail', choices=['none', 'first', 'always'], default='none',
+                    help='raise (RECONSUME_LATER) on a first delivery, or on every one')
+    ap.add_argument('--orderly', action='store_true')
     args = ap.parse_args()
     got = []
     lock = threading.Lock()
@@ -35,9 +38,12 @@ def main():
                 'body': text(msg.body), 'idx': text(msg.get_property('idx')),
                 'id': text(msg.id), 'queue_id': msg.queue_id, 'offset': msg.queue_offset,
                 'reconsume_times': msg.reconsume_times,
+                'at_ms': int(time.time() * 1000),
             })
+        if args.fail == 'always' or (args.fail == 'first' and msg.reconsume_times == 0):
+            raise RuntimeError('failing on purpose: the broker should redeliver')
 
-    c = PushConsumer(args.group)
+    c = PushConsumer(args.group, orderly=args.orderly)
     c.set_namesrv_addr(args.namesrv)
     c.set_thread_count(1)
     c.subscribe(args.topic, on_message, args.expression)

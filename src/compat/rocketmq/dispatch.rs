@@ -10,6 +10,7 @@
 //! | QUERY/UPDATE_CONSUMER_OFFSET | FETCH_OFFSETS / COMMIT_OFFSETS |
 //! | GET_MIN/MAX_OFFSET, SEARCH_OFFSET_BY_TIMESTAMP | OFFSETS |
 //! | HEART_BEAT, UNREGISTER_CLIENT, GET_CONSUMER_LIST_BY_GROUP | HEARTBEAT, LEAVE_GROUP, GROUP_MEMBERS |
+//! | LOCK/UNLOCK_BATCH_MQ, CONSUMER_SEND_MSG_BACK, VIEW_MESSAGE_BY_ID | see [`super::consume_ops`] |
 
 use std::net::SocketAddrV4;
 use std::rc::Rc;
@@ -18,6 +19,7 @@ use super::bodies;
 use super::codec::RemotingCommand;
 use super::codes::{property, pull_flag, request, response};
 use super::config::RocketMqConfig;
+use super::consume_ops;
 use super::headers::{self, ConsumerOffsetHeader, PullHeader, QueueHeader, SendHeader};
 use super::namesrv::auto_queue_count;
 use super::stored;
@@ -40,7 +42,7 @@ pub struct FrontSite {
     pub config: RocketMqConfig,
 }
 
-type Reply = Result<RemotingCommand, (i32, String)>;
+pub(super) type Reply = Result<RemotingCommand, (i32, String)>;
 
 fn remark_of(e: &BrokerError) -> String {
     format!("ringmq {}: {}", e.code.name(), e.message)
@@ -61,11 +63,14 @@ fn code_of(e: &BrokerError) -> i32 {
     }
 }
 
-fn fail(e: BrokerError) -> (i32, String) {
+pub(super) fn fail(e: BrokerError) -> (i32, String) {
     (code_of(&e), remark_of(&e))
 }
 
-async fn call<L: ShardLog>(shard: &Rc<Shard<L>>, req: Request) -> Result<Response, BrokerError> {
+pub(super) async fn call<L: ShardLog>(
+    shard: &Rc<Shard<L>>,
+    req: Request,
+) -> Result<Response, BrokerError> {
     shard.handle(req).await.map(Answer::into_response)
 }
 
@@ -88,6 +93,10 @@ pub async fn dispatch<L: ShardLog>(
         request::GET_MIN_OFFSET | request::GET_MAX_OFFSET | request::SEARCH_OFFSET_BY_TIMESTAMP => {
             queue_offset(shard, req).await
         }
+        request::CONSUMER_SEND_MSG_BACK => consume_ops::send_back(shard, site, req).await,
+        request::VIEW_MESSAGE_BY_ID => consume_ops::view_message(shard, site, req).await,
+        request::LOCK_BATCH_MQ => consume_ops::lock(shard, req).await,
+        request::UNLOCK_BATCH_MQ => consume_ops::unlock(shard, req).await,
         code => Err((
             response::REQUEST_CODE_NOT_SUPPORTED,
             format!("request code {code} is not supported by the ringmq RocketMQ front"),
@@ -184,12 +193,12 @@ async fn send<L: ShardLog>(shard: &Rc<Shard<L>>, site: &FrontSite, req: &Remotin
     }
 }
 
-fn unexpected(what: &str, r: &Response) -> (i32, String) {
+pub(super) fn unexpected(what: &str, r: &Response) -> (i32, String) {
     (response::SYSTEM_ERROR, format!("ringmq answered {what} with {:?}", r.api_key()))
 }
 
 /// Creates `topic` as the name server would on first use (an existing one is fine).
-async fn create_topic<L: ShardLog>(
+pub(super) async fn create_topic<L: ShardLog>(
     shard: &Rc<Shard<L>>,
     topic: &str,
     config: &RocketMqConfig,

@@ -10,12 +10,14 @@
 //! - [`bodies`]: JSON bodies (routes, cluster info, heartbeats, consumer lists).
 //! - [`namesrv`]: the name server (in-process with `ringmq broker --rocketmq`, or alone).
 //! - [`dispatch`]: broker requests as native requests through the shard router.
+//! - [`consume_ops`]: send-back (retry, dead letters), view by id, queue locks.
 //! - [`front`]: the broker port's connections, on every shard.
 //! - [`config`]: the `[rocketmq]` section.
 pub mod bodies;
 pub mod codec;
 pub mod codes;
 pub mod config;
+pub mod consume_ops;
 pub mod dispatch;
 pub mod front;
 pub mod headers;
