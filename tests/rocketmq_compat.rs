@@ -540,6 +540,55 @@ fn an_orderly_consumer_keeps_queue_order_and_a_delayed_message_waits_for_its_lev
     assert!(waited >= 3000, "delivered {waited} ms after the send, before its 3 s level");
 }
 
+/// `ringmq namesrv` alone, in front of a broker whose front runs without its own name server.
+#[test]
+fn a_standalone_name_server_routes_clients_to_the_broker_front() {
+    let Some(py) = python() else { return };
+    let f = start_with("standalone", "namesrv = false\n");
+    assert!(f.broker.ready_line.contains("rocketmq_namesrv=0"), "{}", f.broker.ready_line);
+    let mut ns = Command::new(env!("CARGO_BIN_EXE_ringmq"))
+        .args(["namesrv", "--listen", "127.0.0.1:0", "--queues", "3", "--broker"])
+        .arg(format!("{}={}", f.broker.addr(), format_args!("127.0.0.1:{}", f.front_port)))
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start ringmq namesrv");
+    let mut out = ns.stdout.take().unwrap();
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while out.read(&mut byte).unwrap_or(0) == 1 && byte[0] != b'\n' {
+        line.push(byte[0]);
+    }
+    let line = String::from_utf8(line).unwrap();
+    let addr = line.strip_prefix("ringmq namesrv ready listen=").unwrap_or_else(|| {
+        let _ = ns.kill();
+        panic!("no ready line: {line:?}")
+    });
+    let addr = addr.trim().to_owned();
+    script(
+        &py,
+        "produce.py",
+        &["--namesrv", &addr, "--topic", "Alone", "--count", "3", "--prefix", "a"],
+    );
+    let got = script(
+        &py,
+        "push_consume.py",
+        &["--namesrv", &addr, "--topic", "Alone", "--group", "CG_ALONE", "--expect", "3"],
+    );
+    assert_eq!(bodies(&got), names("a", 0..3));
+    let client = Client::connect(&f.broker.addr()).unwrap();
+    assert_eq!(client.admin().route("Alone").unwrap().queue_count(), 3, "created with --queues");
+    unsafe { libc::kill(ns.id() as i32, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = ns.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "ringmq namesrv did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status}");
+}
+
 /// One request over a raw connection to the front; its answer.
 fn exchange(port: u16, frame: &[u8]) -> RemotingCommand {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
