@@ -12,12 +12,15 @@ import time
 from rocketmq.client import Message, Producer
 
 
+PAD = 0
+
+
 def message(topic, prefix, tags, i):
     m = Message(topic)
     m.set_keys('%s-%d' % (prefix, i))
     m.set_tags(tags[i % len(tags)])
     m.set_property('idx', str(i))
-    m.set_body('%s-%d' % (prefix, i))
+    m.set_body('%s-%d' % (prefix, i) + 'x' * PAD)
     return m
 
 
@@ -31,8 +34,12 @@ def main():
     ap.add_argument('--prefix', default='m')
     ap.add_argument('--tags', default='A')
     ap.add_argument('--delay-level', type=int, default=0)
+    ap.add_argument('--pad', type=int, default=0,
+                    help='append this many x to each body (over 4 KiB the client compresses)')
     args = ap.parse_args()
     tags = args.tags.split(',')
+    global PAD
+    PAD = args.pad
     p = Producer(args.group, timeout=10000)
     p.set_namesrv_addr(args.namesrv)
     p.start()
