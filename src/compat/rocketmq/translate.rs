@@ -350,6 +350,34 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// The driver of `fuzz/fuzz_targets/rocketmq_bodies.rs`, on arbitrary and on
+        /// damaged well-formed batch bodies.
+        #[test]
+        fn front_readers_never_panic(
+            data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512),
+            flip in 0usize..64,
+        ) {
+            let mut body = batch_entry(3, b"body", "TAGS\u{1}A\u{2}KEYS\u{1}k\u{2}");
+            body.extend(batch_entry(0, &data[..data.len().min(40)], ""));
+            let at = flip % body.len();
+            body[at] ^= 0x5A;
+            for input in [&data[..], &body[..]] {
+                if let Ok(msgs) = decode_batch(input) {
+                    let held: usize = msgs.iter().map(|m| m.body.len()).sum();
+                    proptest::prop_assert!(held <= input.len());
+                    for m in &msgs {
+                        let _ = m.to_record();
+                    }
+                }
+                let _ = crate::compat::rocketmq::bodies::parse_heartbeat(input);
+                let text = String::from_utf8_lossy(input);
+                let _ = stored::decode_properties(&text);
+                let _ = parse_tag_expression(&text);
+            }
+        }
+    }
+
     #[test]
     fn tag_expressions_parse_as_rocketmq_does() {
         assert_eq!(parse_tag_expression("*"), TagFilter::All);
