@@ -407,7 +407,8 @@ impl Config {
     /// Checks the knobs against each other; messages name the knob to fix.
     pub fn validate(&self) -> Result<(), String> {
         self.metrics.validate()?;
-        self.rocketmq.validate(self.broker.port, &self.broker.listen_address)?;
+        let b = &self.broker;
+        self.rocketmq.validate(b.port, &b.listen_address, b.max_frame_bytes)?;
         let g = &self.group;
         if g.session_timeout_ms == 0 || g.snapshot_interval_ms == 0 || g.snapshot_every_commits == 0
         {

@@ -154,10 +154,7 @@ fn run_locked(
             "the RocketMQ broker port, rocketmq.broker_port",
         )?;
         let port = sockets.first().map_or(0, |r| r.port);
-        front_site = Some(FrontSite {
-            store_host: std::net::SocketAddrV4::new(ip, port),
-            config: rq.clone(),
-        });
+        front_site = Some(FrontSite::new(std::net::SocketAddrV4::new(ip, port), rq.clone()));
         front_sockets = sockets.into_iter().map(Some).collect();
         if rq.namesrv {
             let addr = format!("{}:{}", bracket(&listen), rq.namesrv_port);

@@ -38,7 +38,8 @@ pub struct RocketMqConfig {
     /// Longest pull suspension honoured. Default 30000 (also capped by
     /// `broker.max_long_poll_wait_ms`).
     pub max_suspend_ms: u64,
-    /// Most bytes of messages one pull answer carries. Default 4 MiB.
+    /// Most bytes of stored messages one pull reads. Default 4 MiB; at most half of
+    /// `broker.max_frame_bytes`.
     pub max_pull_bytes: usize,
 }
 
@@ -80,7 +81,12 @@ impl RocketMqConfig {
     }
 
     /// Checks the section against `broker.port`.
-    pub fn validate(&self, native_port: u16, listen_address: &str) -> Result<(), String> {
+    pub fn validate(
+        &self,
+        native_port: u16,
+        listen_address: &str,
+        max_frame_bytes: usize,
+    ) -> Result<(), String> {
         if !self.enabled {
             return Ok(());
         }
@@ -100,9 +106,44 @@ impl RocketMqConfig {
                         be positive and rocketmq.max_pull_bytes at least 65536"
                 .into());
         }
+        // Encoded messages take a little more than their stored records: keep a pull answer
+        // well inside a frame, or a client would be refused the same answer forever.
+        if self.max_pull_bytes > max_frame_bytes / 2 {
+            return Err(format!(
+                "rocketmq.max_pull_bytes = {} must be at most half of broker.max_frame_bytes = \
+                 {max_frame_bytes}",
+                self.max_pull_bytes
+            ));
+        }
         if self.broker_name.is_empty() || self.cluster_name.is_empty() {
             return Err("rocketmq.broker_name and rocketmq.cluster_name must not be empty".into());
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_section_is_checked_against_the_native_port_and_the_frame_size() {
+        let on = RocketMqConfig { enabled: true, ..Default::default() };
+        assert!(on.validate(10811, "0.0.0.0", 8 << 20).is_ok());
+        let e = on.validate(10911, "0.0.0.0", 8 << 20).unwrap_err();
+        assert!(e.contains("rocketmq.broker_port") && e.contains("broker.port"), "{e}");
+        assert!(RocketMqConfig::default().validate(10911, "0.0.0.0", 8 << 20).is_ok(), "off");
+        let e = on.validate(10811, "0.0.0.0", 4 << 20).unwrap_err();
+        assert!(e.contains("max_pull_bytes"), "{e}");
+        let e = on.validate(10811, "::", 8 << 20).map(|_| ()).and_then(|_| {
+            RocketMqConfig { advertise_address: "::1".into(), ..on.clone() }.validate(
+                10811,
+                "::",
+                8 << 20,
+            )
+        });
+        assert!(e.unwrap_err().contains("IPv4"));
+        assert_eq!(on.advertised_ip("10.1.2.3").unwrap().to_string(), "10.1.2.3");
+        assert_eq!(on.advertised_ip("0.0.0.0").unwrap().to_string(), "127.0.0.1");
     }
 }

@@ -40,6 +40,44 @@ pub struct FrontSite {
     /// The advertised address and port of the front: store host of every message.
     pub store_host: SocketAddrV4,
     pub config: RocketMqConfig,
+    /// The offsets pulls last committed on this shard, so a pull carrying the same offset
+    /// again (every long poll of an idle queue does) appends no commit record.
+    pub pull_commits: PullCommits,
+}
+
+impl FrontSite {
+    pub fn new(store_host: SocketAddrV4, config: RocketMqConfig) -> Self {
+        FrontSite { store_host, config, pull_commits: PullCommits::default() }
+    }
+}
+
+/// Most (group, topic, queue) entries [`PullCommits`] keeps; when full it starts over (a
+/// forgotten entry costs one redundant commit).
+pub const MAX_PULL_COMMITS: usize = 65_536;
+
+/// The last offset a pull committed per (group, topic, queue), bounded.
+#[derive(Debug, Clone, Default)]
+pub struct PullCommits(std::cell::RefCell<std::collections::HashMap<(String, String, u32), u64>>);
+
+impl PullCommits {
+    /// Whether `offset` differs from what was last committed there (then it is recorded).
+    pub fn changed(&self, group: &str, topic: &str, queue_id: u32, offset: u64) -> bool {
+        let mut map = self.0.borrow_mut();
+        let key = (group.to_owned(), topic.to_owned(), queue_id);
+        if map.get(&key) == Some(&offset) {
+            return false;
+        }
+        if map.len() >= MAX_PULL_COMMITS {
+            map.clear();
+        }
+        map.insert(key, offset);
+        true
+    }
+
+    /// Forgets an entry whose commit failed, so the next pull tries again.
+    pub fn forget(&self, group: &str, topic: &str, queue_id: u32) {
+        self.0.borrow_mut().remove(&(group.to_owned(), topic.to_owned(), queue_id));
+    }
 }
 
 pub(super) type Reply = Result<RemotingCommand, (i32, String)>;
@@ -213,11 +251,16 @@ pub(super) async fn create_topic<L: ShardLog>(
 
 async fn pull<L: ShardLog>(shard: &Rc<Shard<L>>, site: &FrontSite, req: &RemotingCommand) -> Reply {
     let h = PullHeader::read(req).map_err(bad_header)?;
-    if h.sys_flag & pull_flag::COMMIT_OFFSET != 0 && h.commit_offset >= 0 {
+    let (group, topic, queue_id) = (&h.consumer_group, &h.topic, h.queue_id);
+    if h.sys_flag & pull_flag::COMMIT_OFFSET != 0
+        && h.commit_offset >= 0
+        && site.pull_commits.changed(group, topic, queue_id, h.commit_offset as u64)
+    {
         // As RocketMQ's broker does: the pull carries the consumer's progress on this queue.
-        let commit = commit(shard, &h.consumer_group, &h.topic, h.queue_id, h.commit_offset as u64);
+        let commit = commit(shard, group, topic, queue_id, h.commit_offset as u64);
         if let Err(e) = commit.await {
-            tracing::debug!(group = %h.consumer_group, "commit carried by a pull failed: {e}");
+            site.pull_commits.forget(group, topic, queue_id);
+            tracing::debug!(%group, "commit carried by a pull failed: {e}");
         }
     }
     let tags = match h.subscription.as_deref().map(translate::parse_tag_expression) {
@@ -430,4 +473,24 @@ async fn queue_offset<L: ShardLog>(shard: &Rc<Shard<L>>, req: &RemotingCommand) 
     let mut resp = RemotingCommand::response_to(req, response::SUCCESS, None);
     resp.set_field("offset", offset);
     Ok(resp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pull_commit_is_sent_only_when_the_offset_moved() {
+        let c = PullCommits::default();
+        assert!(c.changed("g", "t", 0, 5));
+        assert!(!c.changed("g", "t", 0, 5), "the same offset again");
+        assert!(c.changed("g", "t", 1, 5), "another queue");
+        assert!(c.changed("g", "t", 0, 6));
+        c.forget("g", "t", 0);
+        assert!(c.changed("g", "t", 0, 6), "a failed commit is tried again");
+        for q in 0..(MAX_PULL_COMMITS as u32 + 10) {
+            c.changed("g", "t", q, 1);
+        }
+        assert!(c.0.borrow().len() <= MAX_PULL_COMMITS, "bounded");
+    }
 }
