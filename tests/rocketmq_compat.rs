@@ -663,6 +663,76 @@ fn the_ali_ons_producer_and_consumer_work_and_interoperate() {
     }
 }
 
+/// Reads one frame from `s`.
+fn read_frame(s: &mut TcpStream) -> RemotingCommand {
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len).unwrap();
+    let mut rest = vec![0u8; u32::from_be_bytes(len) as usize];
+    s.read_exact(&mut rest).unwrap();
+    let mut whole = len.to_vec();
+    whole.extend(rest);
+    codec::decode(&whole).unwrap().0
+}
+
+fn heartbeat(s: &mut TcpStream, client: &str, group: &str, opaque: i32) {
+    let mut hb = RemotingCommand::request(34, opaque);
+    hb.body = serde_json::to_vec(&serde_json::json!({
+        "clientID": client,
+        "consumerDataSet": [{"groupName": group, "messageModel": "CLUSTERING",
+            "subscriptionDataSet": [{"topic": "Watched", "subString": "*"}]}],
+        "producerDataSet": []
+    }))
+    .unwrap();
+    s.write_all(&codec::encode(&hb, SerializeType::Json)).unwrap();
+}
+
+#[test]
+fn a_member_joining_makes_the_broker_notify_the_others() {
+    let f = start("notify");
+    let connect = || {
+        let s = TcpStream::connect(("127.0.0.1", f.front_port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        s
+    };
+    let mut a = connect();
+    heartbeat(&mut a, "client-a", "CG_WATCH", 1);
+    let answer = read_frame(&mut a);
+    assert_eq!((answer.code, answer.opaque, answer.is_response()), (0, 1, true));
+    let mut b = connect();
+    // Each heartbeat or unregister of b changes the group; a must hear of one of them (the
+    // first may come before a's watch is parked).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    a.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut round = 0;
+    let notice = loop {
+        assert!(Instant::now() < deadline, "no NOTIFY_CONSUMER_IDS_CHANGED within 60 s");
+        round += 1;
+        if round % 2 == 1 {
+            heartbeat(&mut b, "client-b", "CG_WATCH", round);
+        } else {
+            let mut bye = RemotingCommand::request(35, round);
+            bye.set_field("clientID", "client-b");
+            bye.set_field("consumerGroup", "CG_WATCH");
+            b.write_all(&codec::encode(&bye, SerializeType::Json)).unwrap();
+        }
+        assert_eq!(read_frame(&mut b).code, 0);
+        let mut len = [0u8; 4];
+        match a.read_exact(&mut len) {
+            Ok(()) => {
+                let mut rest = vec![0u8; u32::from_be_bytes(len) as usize];
+                a.read_exact(&mut rest).unwrap();
+                let mut whole = len.to_vec();
+                whole.extend(rest);
+                break codec::decode(&whole).unwrap().0;
+            }
+            Err(_) => continue,
+        }
+    };
+    assert_eq!(notice.code, 40, "NOTIFY_CONSUMER_IDS_CHANGED");
+    assert!(notice.is_oneway() && !notice.is_response());
+    assert_eq!(notice.field("consumerGroup"), Some("CG_WATCH"));
+}
+
 /// One request over a raw connection to the front; its answer.
 fn exchange(port: u16, frame: &[u8]) -> RemotingCommand {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();

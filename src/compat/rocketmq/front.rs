@@ -8,13 +8,21 @@
 //! reader stops reading while that many are in flight (backpressure through TCP). Answers go
 //! to a writer task in any order, matched by the client through `opaque`.
 //!
+//! Members-changed notices: once a connection's HEART_BEAT names a clustering consumer
+//! group, a task on this shard keeps one WATCH_GROUP parked at the group's coordinator and,
+//! each time the group's membership version moves, sends the client NOTIFY_CONSUMER_IDS_CHANGED
+//! (a oneway request, as RocketMQ's broker does), so its members rebalance at once instead of
+//! on their next periodic rebalance. At most [`MAX_WATCHED_GROUPS`] per connection; the task
+//! ends with the connection (it holds only a weak handle on the writer) or on an error.
+//!
 //! Errors: a frame that decodes badly or breaks the framing closes the connection (the
 //! stream's framing can no longer be trusted; RocketMQ's own broker does the same). A frame
 //! must arrive whole within `broker.frame_read_timeout_ms`; a connection with nothing
 //! received and nothing in flight for `broker.idle_timeout_ms` is closed. On stop the reader
 //! stops, in-flight requests are answered, then the connection closes.
 
-use std::rc::Rc;
+use std::collections::HashSet;
+use std::rc::{Rc, Weak};
 use std::time::Duration;
 
 use futures::future::{select, Either};
@@ -22,14 +30,26 @@ use futures::{AsyncReadExt, AsyncWriteExt};
 use glommio::channels::local_channel;
 use glommio::net::TcpStream;
 
-use super::codec::{self, SerializeType};
+use super::bodies;
+use super::codec::{self, RemotingCommand, SerializeType};
+use super::codes::request;
 use super::dispatch::{dispatch, FrontSite};
 use crate::broker::shard::Shard;
 use crate::broker::shard_log::ShardLog;
 use crate::broker::shutdown::Stop;
+use crate::protocol::group::{GroupRequest, GroupResponse};
+use crate::protocol::{Request, Response};
 use crate::runtime::{self, Semaphore};
 
 const READ_CHUNK_BYTES: usize = 64 * 1024;
+
+/// Consumer groups one connection gets members-changed notices for.
+pub const MAX_WATCHED_GROUPS: usize = 64;
+
+/// How long one parked watch waits before it is renewed.
+const WATCH_WAIT_MS: u32 = 30_000;
+
+type Writer = local_channel::LocalSender<Vec<u8>>;
 
 pub async fn serve<L: ShardLog>(
     shard: Rc<Shard<L>>,
@@ -51,6 +71,7 @@ pub async fn serve<L: ShardLog>(
     let permits = Rc::new(Semaphore::new(max_in_flight as u64));
     let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK_BYTES);
     let mut chunk = vec![0u8; READ_CHUNK_BYTES];
+    let mut watched: HashSet<String> = HashSet::new();
     'conn: loop {
         loop {
             let len = match codec::frame_length(&buf, max_frame) {
@@ -71,7 +92,10 @@ pub async fn serve<L: ShardLog>(
                 }
             };
             if request.is_response() {
-                continue; // answers to requests the front never sends
+                continue; // answers to the oneway notices the front sends: none expected
+            }
+            if request.code == request::HEART_BEAT {
+                watch_groups(&shard, &request, ty, &tx, &mut watched);
             }
             let Ok(permit) = permits.acquire_static_permit(1).await else { break 'conn };
             let (shard, site, tx) = (shard.clone(), site.clone(), tx.clone());
@@ -105,6 +129,66 @@ pub async fn serve<L: ShardLog>(
     }
     drop(tx);
     write_task.await;
+}
+
+/// Starts a members-changed watch for each clustering group the heartbeat names that this
+/// connection does not watch yet.
+fn watch_groups<L: ShardLog>(
+    shard: &Rc<Shard<L>>,
+    heartbeat: &RemotingCommand,
+    ty: SerializeType,
+    tx: &Rc<Writer>,
+    watched: &mut HashSet<String>,
+) {
+    let Ok(hb) = bodies::parse_heartbeat(&heartbeat.body) else { return };
+    for c in hb.consumers.iter().filter(|c| !c.is_broadcasting()) {
+        if watched.len() >= MAX_WATCHED_GROUPS || watched.contains(&c.group) {
+            continue;
+        }
+        watched.insert(c.group.clone());
+        let (shard, group, tx) = (shard.clone(), c.group.clone(), Rc::downgrade(tx));
+        runtime::spawn_detached(notify_loop(shard, group, ty, tx));
+    }
+}
+
+/// Parks a watch on `group` until its version moves, then notifies the client; ends when the
+/// connection's writer is gone or a watch fails (the broker stops, or the watcher limit).
+async fn notify_loop<L: ShardLog>(
+    shard: Rc<Shard<L>>,
+    group: String,
+    ty: SerializeType,
+    tx: Weak<Writer>,
+) {
+    let mut known = u64::MAX; // the first answer only tells the current version
+    let mut opaque = 0i32;
+    loop {
+        let watch = GroupRequest::Watch {
+            group: group.clone(),
+            version: known,
+            max_wait_ms: WATCH_WAIT_MS,
+        };
+        let version = match shard.handle(Request::Group(watch)).await {
+            Ok(answer) => match answer.into_response() {
+                Response::Group(GroupResponse::Watch { version }) => version,
+                _ => return,
+            },
+            Err(e) => {
+                tracing::debug!(%group, "RocketMQ front: members-changed watch ended: {e}");
+                return;
+            }
+        };
+        let Some(writer) = tx.upgrade() else { return };
+        if known != u64::MAX && version != known {
+            opaque = opaque.wrapping_add(1);
+            let mut notice = RemotingCommand::request(request::NOTIFY_CONSUMER_IDS_CHANGED, opaque);
+            notice.flag = codec::FLAG_ONEWAY;
+            notice.set_field("consumerGroup", &group);
+            if writer.send(codec::encode(&notice, ty)).await.is_err() {
+                return;
+            }
+        }
+        known = version;
+    }
 }
 
 /// Encodes an answer; one over the frame limit becomes an error answer instead (the client
