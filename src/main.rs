@@ -48,6 +48,33 @@ enum Command {
         /// port; the ready line prints the URL.
         #[arg(long)]
         metrics_listen: Option<String>,
+        /// Serves RocketMQ 4.x clients too: a name server (`[rocketmq] namesrv_port`, 9876)
+        /// and a broker port (`[rocketmq] broker_port`, 10911; the native port then moves
+        /// from its default 10911 to 10811). See docs/rocketmq-compat.md.
+        #[arg(long)]
+        rocketmq: bool,
+    },
+    /// Runs a RocketMQ name server alone, in front of running brokers (`broker --rocketmq`
+    /// runs one in-process instead).
+    Namesrv {
+        /// Address to listen on.
+        #[arg(long, default_value = "0.0.0.0:9876")]
+        listen: String,
+        /// A broker as NATIVE=FRONT: its native shared port and its RocketMQ front port
+        /// (host:port each); repeat for more brokers.
+        #[arg(long, default_value = "127.0.0.1:10811=127.0.0.1:10911")]
+        broker: Vec<String>,
+        /// Broker name in routes (brokers after the first get -1, -2, ...).
+        #[arg(long, default_value = "ringmq")]
+        broker_name: String,
+        #[arg(long, default_value = "DefaultCluster")]
+        cluster_name: String,
+        /// Answer TOPIC_NOT_EXIST for unknown topics instead of creating them on first use.
+        #[arg(long)]
+        no_auto_create: bool,
+        /// Queues of a topic created on first use.
+        #[arg(long, default_value_t = 8)]
+        queues: u32,
     },
     /// Creates, lists or deletes topics; prints their queues' offsets (by time with --at).
     Topic {
@@ -219,8 +246,28 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     let result = match cli.command {
-        Command::Broker { config, data_dir, port, shards, ready_file, metrics_listen } => {
-            run_broker(config, data_dir, port, shards, ready_file, metrics_listen)
+        Command::Broker {
+            config,
+            data_dir,
+            port,
+            shards,
+            ready_file,
+            metrics_listen,
+            rocketmq,
+        } => {
+            let flags =
+                BrokerFlags { data_dir, port, shards, ready_file, metrics_listen, rocketmq };
+            run_broker(config, flags)
+        }
+        Command::Namesrv { listen, broker, broker_name, cluster_name, no_auto_create, queues } => {
+            ringmq::compat::rocketmq::standalone::run(
+                &listen,
+                &broker,
+                &broker_name,
+                &cluster_name,
+                !no_auto_create,
+                queues,
+            )
         }
         Command::Topic { action, broker } => topic(&broker, action),
         Command::Produce { topic, key, tag, queue, delay, deliver_at, broker, messages } => {
@@ -263,18 +310,30 @@ fn main() -> ExitCode {
     }
 }
 
-fn run_broker(
-    config: Option<PathBuf>,
+/// `ringmq broker` flags that override the config file.
+struct BrokerFlags {
     data_dir: Option<PathBuf>,
     port: Option<u16>,
     shards: Option<usize>,
     ready_file: Option<PathBuf>,
     metrics_listen: Option<String>,
-) -> Result<(), String> {
+    rocketmq: bool,
+}
+
+fn run_broker(config: Option<PathBuf>, flags: BrokerFlags) -> Result<(), String> {
+    let BrokerFlags { data_dir, port, shards, ready_file, metrics_listen, rocketmq } = flags;
     let mut cfg = match config {
         Some(path) => Config::load(&path)?,
         None => Config::default(),
     };
+    if rocketmq {
+        cfg.rocketmq.enabled = true;
+        // Both default to 10911 (RocketMQ's broker port): the front keeps it, the native
+        // port moves unless one was chosen.
+        if port.is_none() && cfg.broker.port == 10911 && cfg.rocketmq.broker_port == 10911 {
+            cfg.broker.port = 10811;
+        }
+    }
     if let Some(d) = data_dir {
         cfg.broker.data_dir = d;
     }

@@ -27,6 +27,8 @@ pub struct Config {
     /// Master/replica replication; None (no section) for a single broker
     /// ([`crate::replication::config::ReplicationConfig`]).
     pub replication: Option<crate::replication::config::ReplicationConfig>,
+    /// The RocketMQ 4.x front (`crate::compat::rocketmq`).
+    pub rocketmq: crate::compat::rocketmq::config::RocketMqConfig,
 }
 
 /// The `[key_index]` section: the per-shard index of message keys (`crate::storage::key_index`,
@@ -491,6 +493,8 @@ impl Config {
     pub fn validate(&self) -> Result<(), String> {
         self.metrics.validate()?;
         self.key_index.validate()?;
+        let b = &self.broker;
+        self.rocketmq.validate(b.port, &b.listen_address, b.max_frame_bytes)?;
         let g = &self.group;
         if g.session_timeout_ms == 0 || g.snapshot_interval_ms == 0 || g.snapshot_every_commits == 0
         {

@@ -17,7 +17,7 @@ use std::rc::Rc;
 use crate::runtime::Semaphore;
 use futures::future::{select, Either};
 use glommio::net::TcpListener;
-use socket2::{Domain, Protocol, Socket, Type};
+use socket2::{Domain, Protocol as IpProtocol, Socket, Type};
 
 use super::connection;
 use super::shard::Shard;
@@ -91,9 +91,33 @@ pub fn reserve(address: &str, port: u16, shards: usize) -> Result<PortReservatio
     Ok(PortReservation { shared, own })
 }
 
+/// Binds one more port that every shard accepts on (SO_REUSEPORT), one socket per shard: the
+/// RocketMQ front's broker port. The first bind is exclusive-checked as in [`reserve`], so a
+/// port another process serves fails the start. Port 0 picks one free port for all shards.
+pub fn reserve_shared(
+    address: &str,
+    port: u16,
+    shards: usize,
+    what: &str,
+) -> Result<Vec<Reserved>, String> {
+    let ip: IpAddr =
+        address.parse().map_err(|e| format!("broker.listen_address = {address:?}: {e}"))?;
+    if port != 0 {
+        bind(ip, port, false, false).map_err(|e| in_use(address, port, &e, what))?;
+    }
+    let mut out = Vec::with_capacity(shards);
+    let mut bound = port;
+    for _ in 0..shards {
+        let r = bind(ip, bound, true, true).map_err(|e| in_use(address, bound, &e, what))?;
+        bound = r.port;
+        out.push(r);
+    }
+    Ok(out)
+}
+
 fn bind(ip: IpAddr, port: u16, reuse_port: bool, listen: bool) -> std::io::Result<Reserved> {
     let addr = SocketAddr::new(ip, port);
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(IpProtocol::TCP))?;
     socket.set_reuse_address(true)?;
     socket.set_reuse_port(reuse_port)?;
     socket.bind(&addr.into())?;
@@ -174,13 +198,22 @@ impl Drop for IpSlot {
     }
 }
 
-/// Accepts until `stop` fires. The shard's two listeners share `connections` and `per_ip`.
+/// What a listener's connections speak.
+#[derive(Clone)]
+pub enum Protocol {
+    Native,
+    /// The RocketMQ front (`crate::compat::rocketmq::front`).
+    RocketMq(Rc<crate::compat::rocketmq::dispatch::FrontSite>),
+}
+
+/// Accepts until `stop` fires. The shard's listeners share `connections` and `per_ip`.
 pub async fn accept_loop<L: ShardLog>(
     shard: Rc<Shard<L>>,
     listener: TcpListener,
     connections: Rc<Semaphore>,
     per_ip: Rc<PerIpConnections>,
     stop: Stop,
+    protocol: Protocol,
 ) {
     let max_per_ip = shard.config.broker.max_connections_per_ip;
     loop {
@@ -227,10 +260,15 @@ pub async fn accept_loop<L: ShardLog>(
                 continue;
             }
         };
-        let (shard, stop) = (shard.clone(), stop.clone());
+        let (shard, stop, protocol) = (shard.clone(), stop.clone(), protocol.clone());
         runtime::spawn_detached(async move {
             shard.stats_mut().connections_open += 1;
-            connection::serve(shard.clone(), stream, stop).await;
+            match protocol {
+                Protocol::Native => connection::serve(shard.clone(), stream, stop).await,
+                Protocol::RocketMq(site) => {
+                    crate::compat::rocketmq::front::serve(shard.clone(), site, stream, stop).await
+                }
+            }
             shard.stats_mut().connections_open -= 1;
             drop(permit);
             drop(ip_slot);

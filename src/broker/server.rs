@@ -27,7 +27,7 @@ use futures::channel::oneshot;
 use super::config::{shard_placement, Config};
 use super::data_dir_lock::{DataDirLock, StartFootprint, LOCK_FILE_NAME};
 use super::forwarding;
-use super::listener::{self, Reserved};
+use super::listener::{self, Protocol, Reserved};
 use super::log_backend::{self, Log};
 use super::mesh::{self, MeshEnds};
 use super::metadata_store::{self, MetadataStore};
@@ -38,6 +38,9 @@ use super::shard::{Control, Forward, Ports, Shard};
 use super::shard_log::ShardLog;
 use super::shutdown::{self, Stop, StopHandle};
 use super::topics::TopicTable;
+use crate::compat::rocketmq::bodies::BrokerEntry;
+use crate::compat::rocketmq::dispatch::FrontSite;
+use crate::compat::rocketmq::namesrv::{NameServer, NamesrvOptions, NativeBroker, NativeBrokers};
 use crate::metrics::exposition;
 use crate::metrics::http::{HttpLimits, HttpServer};
 use crate::metrics::Exporter;
@@ -79,6 +82,8 @@ struct ShardArgs {
     boot: u64,
     /// Queries from the metrics exporter; None when `[metrics] enabled = false`.
     metrics: Option<crate::metrics::Inbox>,
+    /// This shard's socket on the RocketMQ front's broker port, when the front is on.
+    front: Option<(Reserved, FrontSite)>,
 }
 
 /// Runs the broker until SIGINT/SIGTERM; Ok after a clean stop.
@@ -148,6 +153,33 @@ fn run_locked(
     } else {
         None
     };
+    let rq = &config.rocketmq.clone();
+    let listen = config.broker.listen_address.clone();
+    let mut front_sockets: Vec<Option<Reserved>> = Vec::new();
+    let mut front_site = None;
+    let mut namesrv_listener = None;
+    if rq.enabled {
+        let ip = rq.advertised_ip(&listen)?;
+        let sockets = listener::reserve_shared(
+            &listen,
+            rq.broker_port,
+            n,
+            "the RocketMQ broker port, rocketmq.broker_port",
+        )?;
+        let port = sockets.first().map_or(0, |r| r.port);
+        front_site = Some(FrontSite::new(std::net::SocketAddrV4::new(ip, port), rq.clone()));
+        front_sockets = sockets.into_iter().map(Some).collect();
+        if rq.namesrv {
+            let addr = format!("{}:{}", bracket(&listen), rq.namesrv_port);
+            namesrv_listener = Some(std::net::TcpListener::bind(&addr).map_err(|e| {
+                format!(
+                    "cannot listen for the RocketMQ name server on {addr}: {e} (choose another \
+                     rocketmq.namesrv_port, or set rocketmq.namesrv = false and run `ringmq \
+                     namesrv` elsewhere)"
+                )
+            })?);
+        }
+    }
     let (exporter, inboxes) =
         Exporter::new(n, config.metrics.limits(), config.metrics.scrape_timeout());
     let mut inboxes = inboxes.into_iter();
@@ -194,6 +226,7 @@ fn run_locked(
             events: events.clone(),
             boot,
             metrics: inboxes.next().filter(|_| metrics_listener.is_some()),
+            front: front_sockets.get_mut(id).and_then(Option::take).zip(front_site.clone()),
         };
         let opts = ExecutorOptions {
             name: format!("ringmq-shard-{id}"),
@@ -231,6 +264,25 @@ fn run_locked(
             Err(e) => failure = Some(format!("cannot start the metrics endpoint: {e}")),
         }
     }
+    let mut namesrv = None;
+    if let (None, Some(l), Some(site)) = (&failure, namesrv_listener, &front_site) {
+        let native = format!("{}:{}", bracket(&loopback_of(&listen)), ports.shared);
+        let entry = BrokerEntry {
+            cluster: rq.cluster_name.clone(),
+            name: rq.broker_name.clone(),
+            address: site.store_host.to_string(),
+        };
+        let opts = NamesrvOptions {
+            auto_create_topics: rq.auto_create_topics,
+            auto_create_queue_count: rq.auto_create_queue_count,
+            max_connections: 1024,
+        };
+        let brokers = Arc::new(NativeBrokers(vec![NativeBroker::new(native, entry)]));
+        match NameServer::start(l, brokers, opts) {
+            Ok(s) => namesrv = Some(s),
+            Err(e) => failure = Some(format!("cannot start the RocketMQ name server: {e}")),
+        }
+    }
     if let Some(e) = failure {
         // Dropping the go senders makes waiting shards close their logs and exit.
         drop(gos);
@@ -248,7 +300,17 @@ fn run_locked(
     *served = true;
     // The ready line goes to stdout only (scripts and tests read it there); the log says what
     // was started.
-    let line = ready_line(&ports, metrics_server.as_ref().map(HttpServer::local_addr));
+    let mut line = ready_line(&ports, metrics_server.as_ref().map(HttpServer::local_addr));
+    match &front_site {
+        Some(site) => {
+            let namesrv_port = namesrv.as_ref().map_or(0, |s| s.local_addr().port());
+            line.push_str(&format!(
+                " rocketmq_namesrv={namesrv_port} rocketmq_broker={}",
+                site.store_host.port()
+            ));
+        }
+        None => line.push_str(" rocketmq=off"),
+    }
     println!("{line}");
     use std::io::Write;
     let _ = std::io::stdout().flush();
@@ -307,6 +369,9 @@ fn run_locked(
         }
     }
     if let Some(mut s) = metrics_server {
+        s.stop();
+    }
+    if let Some(mut s) = namesrv {
         s.stop();
     }
     if result.is_ok() {
@@ -389,12 +454,14 @@ async fn shard_main(args: ShardArgs) -> Result<(), String> {
         events,
         boot,
         metrics,
+        front,
     } = args;
     let b = &config.broker;
     let log = log_backend::open(config.storage_for_shard(id))
         .await
         .map_err(|e| format!("cannot open the commit log of shard {id}: {e}"))?;
     let (shared, own) = (shared.into_listener(), own.into_listener());
+    let front = front.map(|(socket, site)| (socket.into_listener(), Rc::new(site)));
     if events.send(Event::Ready).is_err() {
         close_log(id, &log).await;
         return Err("the main thread is gone".into());
@@ -470,10 +537,24 @@ async fn shard_main(args: ShardArgs) -> Result<(), String> {
     }
     let connections = Rc::new(Semaphore::new(b.max_connections_per_shard as u64));
     let per_ip = Rc::new(listener::PerIpConnections::default());
-    let accepts = [shared, own].map(|l| {
-        let (shard, connections, per_ip) = (shard.clone(), connections.clone(), per_ip.clone());
-        runtime::spawn(listener::accept_loop(shard, l, connections, per_ip, stop.clone()))
-    });
+    let mut listeners = vec![(shared, Protocol::Native), (own, Protocol::Native)];
+    if let Some((l, site)) = front {
+        listeners.push((l, Protocol::RocketMq(site)));
+    }
+    let accepts: Vec<_> = listeners
+        .into_iter()
+        .map(|(l, protocol)| {
+            let (shard, connections, per_ip) = (shard.clone(), connections.clone(), per_ip.clone());
+            runtime::spawn(listener::accept_loop(
+                shard,
+                l,
+                connections,
+                per_ip,
+                stop.clone(),
+                protocol,
+            ))
+        })
+        .collect();
     let release = control.spawn(listener::release_memory_loop(per_ip, stop.clone()));
     // A replica's log is a copy of its master's: nothing but the follower writes to it, so
     // the loops that append (group snapshots, scheduled delivery, transaction checks) run on
@@ -633,6 +714,24 @@ async fn start_replication(
             close_log(id, &log).await;
             Err(e)
         }
+    }
+}
+
+/// `address` ready for `host:port` (IPv6 in brackets).
+fn bracket(address: &str) -> String {
+    if address.contains(':') {
+        format!("[{address}]")
+    } else {
+        address.to_owned()
+    }
+}
+
+/// Where this process reaches its own listeners bound on `listen`.
+fn loopback_of(listen: &str) -> String {
+    match listen {
+        "0.0.0.0" => "127.0.0.1".into(),
+        "::" => "::1".into(),
+        other => other.into(),
     }
 }
 

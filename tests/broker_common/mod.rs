@@ -21,6 +21,8 @@ pub struct Broker {
     pub shard_ports: Vec<u16>,
     /// The `/metrics` URL from the ready line; None when the endpoint is off.
     pub metrics_url: Option<String>,
+    /// The whole ready line (fields are read by name).
+    pub ready_line: String,
 }
 
 /// Config for a test broker: ephemeral ports, unpinned shards, small segments. Keys in the
@@ -102,6 +104,7 @@ impl Broker {
                         shared_port,
                         shard_ports,
                         metrics_url,
+                        ready_line: line.clone(),
                     };
                 }
                 Ok(_) => continue,
