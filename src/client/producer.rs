@@ -446,6 +446,15 @@ pub(crate) fn too_large(e: FormatError) -> ClientError {
 /// accumulator's memory), replies and timer wake-ups, and lets the accumulator act on each.
 /// It exits once the commands channel is closed and every batch is answered.
 pub(crate) fn run_worker<S: BatchSink>(mut worker: Worker<S>, commands: Receiver<Command>) {
+    /// Closes the staging area when the worker ends, also by a panic: callers waiting for
+    /// room are woken with an error instead of blocking forever.
+    struct CloseOnExit(Arc<Staging>);
+    impl Drop for CloseOnExit {
+        fn drop(&mut self) {
+            self.0.close();
+        }
+    }
+    let _close = CloseOnExit(worker.staging().clone());
     let mut commands_open = true;
     // The same channel for the worker's life; cloned once, not per turn.
     let replies = worker.replies().clone();

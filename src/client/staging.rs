@@ -80,6 +80,8 @@ struct State {
     bytes: usize,
     /// Callers waiting for room.
     waiting: usize,
+    /// The worker is gone (closed or died): nothing staged will be sent.
+    closed: bool,
 }
 
 /// Limits and thresholds of the staging area (from the `ProducerConfig`).
@@ -144,6 +146,7 @@ impl Staging {
                 messages: 0,
                 bytes: 0,
                 waiting: 0,
+                closed: false,
             }),
             room: Condvar::new(),
         }
@@ -154,10 +157,18 @@ impl Staging {
     /// caller waits, the worker takes open batches without waiting for their linger (as
     /// Kafka's accumulator does when its buffer is exhausted). That walk is O(queues), paid
     /// only by a caller that has to wait anyway.
-    fn room<'a>(&'a self, mut st: MutexGuard<'a, State>, wake: &dyn Fn()) -> MutexGuard<'a, State> {
+    /// `None` once the worker is gone (a waiting caller is woken then, never left blocked).
+    fn room<'a>(
+        &'a self,
+        mut st: MutexGuard<'a, State>,
+        wake: &dyn Fn(),
+    ) -> Option<MutexGuard<'a, State>> {
         loop {
+            if st.closed {
+                return None;
+            }
             if st.messages < self.limits.max_messages && st.bytes < self.limits.max_bytes {
-                return st;
+                return Some(st);
             }
             let mut need_wake = false;
             for id in 0..st.queues.len() {
@@ -195,7 +206,10 @@ impl Staging {
         wake: &dyn Fn(),
     ) -> bool {
         let StagingLimits { max_batch_bytes: max, pipeline_min_batch_bytes: min, .. } = self.limits;
-        let mut guard = self.room(lock(&self.state), wake);
+        let Some(mut guard) = self.room(lock(&self.state), wake) else {
+            done.complete(Err::<_, ClientError>(ClientError::Closed));
+            return false;
+        };
         let id = guard.queue(topic, queue_id);
         let st = &mut *guard;
         let q = &mut st.queues[id];
@@ -260,7 +274,10 @@ impl Staging {
         done: BatchDone,
         wake: &dyn Fn(),
     ) -> bool {
-        let mut st = self.room(lock(&self.state), wake);
+        let Some(mut st) = self.room(lock(&self.state), wake) else {
+            done.complete(Err(ClientError::Closed));
+            return false;
+        };
         let id = st.queue(topic, queue_id);
         let st = &mut *st;
         let q = &mut st.queues[id];
@@ -270,6 +287,35 @@ impl Staging {
         let completion = Completion::Batch { done, count: builder.record_count() };
         q.sealed.push_back(Sealed { builder, completion, started });
         st.mark(id)
+    }
+
+    /// The worker is gone (it finished, or its thread panicked): every staged message fails
+    /// with [`ClientError::Closed`], callers waiting for room are woken, and later sends fail
+    /// at once instead of waiting for a worker that will never take them.
+    pub(crate) fn close(&self) {
+        let staged: Vec<Sealed> = {
+            let mut st = lock(&self.state);
+            st.closed = true;
+            st.messages = 0;
+            st.dirty.clear();
+            let mut out = Vec::new();
+            for q in &mut st.queues {
+                out.extend(q.sealed.drain(..));
+                out.extend(q.open.take().map(OpenBatch::seal));
+            }
+            out
+        };
+        self.room.notify_all();
+        for s in staged {
+            match s.completion {
+                Completion::PerMessage(dones) => {
+                    for d in dones {
+                        d.complete(Err(ClientError::Closed));
+                    }
+                }
+                Completion::Batch { done, .. } => done.complete(Err(ClientError::Closed)),
+            }
+        }
     }
 
     /// The worker's side: the queues marked since the last call (their flags cleared, and a
@@ -364,6 +410,36 @@ mod tests {
         let (mut d, mut keys) = (Vec::new(), Vec::new());
         s.take_dirty(0, &mut d, &mut keys);
         d
+    }
+
+    #[test]
+    fn when_the_worker_is_gone_waiting_and_staged_sends_fail_instead_of_blocking() {
+        let s = Arc::new(Staging::new(StagingLimits {
+            max_batch_bytes: 400,
+            pipeline_min_batch_bytes: 200,
+            max_messages: 1,
+            max_bytes: 1 << 20,
+        }));
+        let t0 = Instant::now();
+        let (done, staged) = pending();
+        s.append("t", 0, &Message::new("t", vec![7u8; 40]), 1, done, || t0, &|| {});
+        // Full: the next caller waits for room, which only the worker would make.
+        let waiter = {
+            let s = s.clone();
+            std::thread::spawn(move || {
+                let (done, p) = pending();
+                s.append("t", 0, &Message::new("t", vec![7u8; 40]), 1, done, || t0, &|| {});
+                p.wait()
+            })
+        };
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        s.close();
+        assert!(matches!(waiter.join().unwrap(), Err(ClientError::Closed)));
+        assert!(matches!(staged.wait(), Err(ClientError::Closed)));
+        // Later sends fail at once.
+        let (done, p) = pending();
+        assert!(!s.append("t", 1, &Message::new("t", vec![1]), 1, done, || t0, &|| {}));
+        assert!(matches!(p.wait(), Err(ClientError::Closed)));
     }
 
     #[test]

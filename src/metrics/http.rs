@@ -151,6 +151,10 @@ fn accept_loop(
     stop: Arc<AtomicBool>,
 ) {
     let active = Arc::new(AtomicUsize::new(0));
+    // Connections whose answer is sent and that only drain the client's leftovers (for at
+    // most a second): they no longer hold a request slot, so a client that reads an answer
+    // and connects again at once is not refused for its own finished connection.
+    let lingering = Arc::new(AtomicUsize::new(0));
     for conn in listener.incoming() {
         if stop.load(Ordering::SeqCst) {
             return;
@@ -167,17 +171,28 @@ fn accept_loop(
         if active.load(Ordering::SeqCst) >= limits.max_connections {
             let _ = stream.set_write_timeout(Some(Duration::from_millis(100)));
             let _ = respond(&mut stream, 503, "text/plain", "too many metrics connections\n");
+            let _ = stream.shutdown(std::net::Shutdown::Write);
             continue;
         }
         active.fetch_add(1, Ordering::SeqCst);
-        let (scrape, done) = (scrape.clone(), active.clone());
+        let (scrape, done, lingering) = (scrape.clone(), active.clone(), lingering.clone());
         let spawned =
             std::thread::Builder::new().name("ringmq-metrics-conn".into()).spawn(move || {
                 let mut stream = stream;
-                serve(&mut stream, limits, &*scrape);
-                // The slot is free before the socket closes: a client that saw the close and
-                // connects again is never refused for its own finished connection.
+                let answered = serve(&mut stream, limits, &*scrape);
+                // The request slot is free once the answer is written, before the client can
+                // see its end: a client that reads the answer to its end and connects again
+                // is never refused for this connection.
                 done.fetch_sub(1, Ordering::SeqCst);
+                if let Some(deadline) = answered {
+                    // The answer is complete: say so (the client's read ends now).
+                    let _ = stream.shutdown(std::net::Shutdown::Write);
+                    // Bounded: past 4 x the limit, close without draining.
+                    if lingering.fetch_add(1, Ordering::SeqCst) < 4 * limits.max_connections {
+                        linger(&mut stream, deadline);
+                    }
+                    lingering.fetch_sub(1, Ordering::SeqCst);
+                }
                 drop(stream);
             });
         if let Err(e) = spawned {
@@ -187,8 +202,10 @@ fn accept_loop(
     }
 }
 
-/// Answers one request on `stream`, then closes it.
-fn serve(stream: &mut TcpStream, limits: HttpLimits, scrape: &Scrape) {
+/// Answers one request on `stream`. Returns the request's deadline when an answer was
+/// written (the caller then ends the write side and drains what the client still sends, see
+/// [`linger`]), None when there was nobody to answer.
+fn serve(stream: &mut TcpStream, limits: HttpLimits, scrape: &Scrape) -> Option<Instant> {
     let deadline = Instant::now() + limits.request_timeout;
     let (status, body) = match read_head(stream, limits, deadline) {
         Ok(Head::Complete { method, path }) => {
@@ -206,17 +223,12 @@ fn serve(stream: &mut TcpStream, limits: HttpLimits, scrape: &Scrape) {
         Ok(Head::Bad(reason)) => (400, format!("{reason}\n")),
         Ok(Head::Incomplete) => unreachable!("read_head returns complete or bad heads"),
         Err(Some(status)) => (status, String::new()),
-        Err(None) => return, // the client closed or the socket failed: nobody to answer
+        Err(None) => return None, // the client closed or the socket failed: nobody to answer
     };
     let content_type = if status == 200 { super::exposition::CONTENT_TYPE } else { "text/plain" };
     let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(100));
     let _ = stream.set_write_timeout(Some(left));
-    if respond(stream, status, content_type, &body).is_ok() {
-        // The answer is complete: say so (the client's read ends now), then drain what it
-        // still sends until it closes.
-        let _ = stream.shutdown(std::net::Shutdown::Write);
-        linger(stream, deadline);
-    }
+    respond(stream, status, content_type, &body).is_ok().then_some(deadline)
 }
 
 /// Reads and drops what the client still sends (the rest of an oversized head, say) until it
@@ -300,8 +312,7 @@ fn respond(
     );
     stream.write_all(head.as_bytes())?;
     stream.write_all(body.as_bytes())?;
-    stream.flush()?;
-    stream.shutdown(std::net::Shutdown::Write)
+    stream.flush()
 }
 
 #[cfg(test)]
@@ -378,6 +389,19 @@ mod tests {
         let _ = slow.read_to_string(&mut out);
         assert!(out.starts_with("HTTP/1.1 408 "), "{out}");
         assert!(started.elapsed() < Duration::from_secs(10));
+    }
+
+    #[test]
+    fn a_client_that_read_its_answer_is_never_refused_for_that_connection() {
+        // One slot: each request follows the end of the previous answer, so none may be
+        // refused (it was, when the slot was freed only after the client closed).
+        let limits = HttpLimits { max_connections: 1, ..Default::default() };
+        let srv = server(limits);
+        let a = srv.local_addr();
+        for i in 0..300 {
+            let answer = exchange(a, b"GET /metrics HTTP/1.1\r\n\r\n");
+            assert!(answer.starts_with("HTTP/1.1 200 "), "request {i}: {answer}");
+        }
     }
 
     #[test]
