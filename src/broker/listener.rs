@@ -70,14 +70,16 @@ pub fn reserve(address: &str, port: u16, shards: usize) -> Result<PortReservatio
     let ip: IpAddr =
         address.parse().map_err(|e| format!("broker.listen_address = {address:?}: {e}"))?;
     if port != 0 {
-        bind(ip, port, false, false).map_err(|e| in_use(address, port, &e, "the shared port"))?;
+        bind_after_a_restart(ip, port, false, false)
+            .map_err(|e| in_use(address, port, &e, "the shared port"))?;
     }
     let mut own = Vec::with_capacity(shards);
     for id in 0..shards {
         let own_port = if port == 0 { 0 } else { port + 1 + id as u16 };
         let what = format!("shard {id}'s own port, port {port} + 1 + {id}");
         own.push(
-            bind(ip, own_port, false, true).map_err(|e| in_use(address, own_port, &e, &what))?,
+            bind_after_a_restart(ip, own_port, false, true)
+                .map_err(|e| in_use(address, own_port, &e, &what))?,
         );
     }
     let mut shared = Vec::with_capacity(shards);
@@ -113,6 +115,33 @@ pub fn reserve_shared(
         out.push(r);
     }
     Ok(out)
+}
+
+/// How long a port in use is retried at start. A broker killed a moment ago can still hold
+/// its listeners: its io_uring requests (a pending accept) keep the sockets open until the
+/// kernel's asynchronous ring teardown ends, after the process is gone. A port another live
+/// process serves still fails the start, this much later.
+const BIND_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// [`bind`], retried while the port is in use for at most [`BIND_RETRY`].
+fn bind_after_a_restart(
+    ip: IpAddr,
+    port: u16,
+    reuse_port: bool,
+    listen: bool,
+) -> std::io::Result<Reserved> {
+    let deadline = std::time::Instant::now() + BIND_RETRY;
+    loop {
+        match bind(ip, port, reuse_port, listen) {
+            Err(e)
+                if e.kind() == std::io::ErrorKind::AddrInUse
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            other => return other,
+        }
+    }
 }
 
 fn bind(ip: IpAddr, port: u16, reuse_port: bool, listen: bool) -> std::io::Result<Reserved> {
