@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use broker_common::{config, Broker};
+use broker_common::{start_front, Front};
 use ringmq::client::{Client, Message, ProducerConfig};
 use serde_json::Value;
 
@@ -51,37 +51,8 @@ fn ons_node_path() -> Option<PathBuf> {
     None
 }
 
-struct Front {
-    broker: Broker,
-    namesrv: String,
-    front_port: u16,
-    _dir: tempfile::TempDir,
-}
-
 fn start(name: &str) -> Front {
-    start_with(name, "")
-}
-
-/// A broker with the front on free ports; `extra` is appended to its config.
-fn start_with(name: &str, extra: &str) -> Front {
-    let dir =
-        tempfile::Builder::new().prefix(&format!("ringmq-rocketmq-{name}")).tempdir().unwrap();
-    let mut text = config(dir.path(), 2, "", "");
-    text.push_str("[rocketmq]\nenabled = true\nbroker_port = 0\nnamesrv_port = 0\n");
-    text.push_str(extra);
-    let broker = Broker::start_in(dir.path(), &text);
-    let field = |name: &str| -> u16 {
-        broker
-            .ready_line
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix(name))
-            .unwrap_or_else(|| panic!("no {name} in {:?}", broker.ready_line))
-            .parse()
-            .unwrap()
-    };
-    let namesrv = format!("127.0.0.1:{}", field("rocketmq_namesrv="));
-    let front_port = field("rocketmq_broker=");
-    Front { broker, namesrv, front_port, _dir: dir }
+    start_front(name, "")
 }
 
 /// Runs a client script to its end (bounded) and returns its JSON lines.
@@ -404,7 +375,7 @@ fn native_read(f: &Front, topic: &str) -> Vec<ringmq::client::ConsumedMessage> {
 #[test]
 fn a_failing_callback_is_redelivered_and_one_that_always_fails_reaches_the_dlq() {
     let Some(py) = python() else { return };
-    let f = start_with("retry", &short_levels("200ms"));
+    let f = start_front("retry", &short_levels("200ms"));
     let ns = f.namesrv.as_str();
     script(
         &py,
@@ -492,7 +463,7 @@ fn an_orderly_consumer_keeps_queue_order_and_a_delayed_message_waits_for_its_lev
     let Some(py) = python() else { return };
     let levels =
         "[schedule]\ndelay_levels = \"1s 3s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s\"\n";
-    let f = start_with("orderly", levels);
+    let f = start_front("orderly", levels);
     let ns = f.namesrv.as_str();
     script(
         &py,
@@ -579,7 +550,7 @@ fn an_orderly_consumer_keeps_queue_order_and_a_delayed_message_waits_for_its_lev
 #[test]
 fn a_standalone_name_server_routes_clients_to_the_broker_front() {
     let Some(py) = python() else { return };
-    let f = start_with("standalone", "namesrv = false\n");
+    let f = start_front("standalone", "namesrv = false\n");
     assert!(f.broker.ready_line.contains("rocketmq_namesrv=0"), "{}", f.broker.ready_line);
     let mut ns = Command::new(env!("CARGO_BIN_EXE_ringmq"))
         .args(["namesrv", "--listen", "127.0.0.1:0", "--queues", "3", "--broker"])

@@ -8,38 +8,15 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use broker_common::{config, Broker};
+use broker_common::{start_front, Front};
 use ringmq::client::{Client, Message, ProducerConfig};
 use ringmq::compat::rocketmq::codec::{self, RemotingCommand, SerializeType};
 use ringmq::compat::rocketmq::stored;
 use serde_json::Value;
 
-struct Front {
-    broker: Broker,
-    namesrv: String,
-    front_port: u16,
-    _dir: tempfile::TempDir,
-}
-
 /// A broker with the front (and its name server) on free ports.
 fn start(name: &str) -> Front {
-    let dir =
-        tempfile::Builder::new().prefix(&format!("ringmq-rocketmq-{name}")).tempdir().unwrap();
-    let mut text = config(dir.path(), 2, "", "");
-    text.push_str("[rocketmq]\nenabled = true\nbroker_port = 0\nnamesrv_port = 0\n");
-    let broker = Broker::start_in(dir.path(), &text);
-    let field = |name: &str| -> u16 {
-        broker
-            .ready_line
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix(name))
-            .unwrap_or_else(|| panic!("no {name} in {:?}", broker.ready_line))
-            .parse()
-            .unwrap()
-    };
-    let namesrv = format!("127.0.0.1:{}", field("rocketmq_namesrv="));
-    let front_port = field("rocketmq_broker=");
-    Front { broker, namesrv, front_port, _dir: dir }
+    start_front(name, "")
 }
 
 /// Reads one frame from `s`.

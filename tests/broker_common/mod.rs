@@ -263,3 +263,35 @@ pub fn drain(
         offset = r.next_offset;
     }
 }
+
+/// A broker with the RocketMQ front (`[rocketmq]`) and its name server on free ports, two
+/// shards; `extra` is appended to its config.
+pub struct Front {
+    pub broker: Broker,
+    /// `127.0.0.1:<port>` of the in-process name server.
+    pub namesrv: String,
+    /// The RocketMQ broker port.
+    pub front_port: u16,
+    _dir: tempfile::TempDir,
+}
+
+pub fn start_front(name: &str, extra: &str) -> Front {
+    let dir =
+        tempfile::Builder::new().prefix(&format!("ringmq-rocketmq-{name}")).tempdir().unwrap();
+    let mut text = config(dir.path(), 2, "", "");
+    text.push_str("[rocketmq]\nenabled = true\nbroker_port = 0\nnamesrv_port = 0\n");
+    text.push_str(extra);
+    let broker = Broker::start_in(dir.path(), &text);
+    let field = |name: &str| -> u16 {
+        broker
+            .ready_line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix(name))
+            .unwrap_or_else(|| panic!("no {name} in {:?}", broker.ready_line))
+            .parse()
+            .unwrap()
+    };
+    let namesrv = format!("127.0.0.1:{}", field("rocketmq_namesrv="));
+    let front_port = field("rocketmq_broker=");
+    Front { broker, namesrv, front_port, _dir: dir }
+}
