@@ -332,7 +332,7 @@ impl<L: ShardLog> Shard<L> {
                 drop(gate);
             })
             .await?;
-        Ok(if outcome.flush_timed_out { SendStatus::FlushDiskTimeout } else { SendStatus::SendOk })
+        Ok(self.ack_status(&outcome).await)
     }
 
     /// Moves the group's committed offset on every queue of `topic`. Commits from members

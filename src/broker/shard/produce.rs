@@ -3,7 +3,6 @@
 //! idempotence windows from the log before the shard serves.
 
 use super::*;
-use crate::replication::in_sync::SyncStatus;
 use crate::storage::commit_log::Scanned;
 
 impl<L: ShardLog> Shard<L> {
@@ -274,16 +273,7 @@ impl<L: ShardLog> Shard<L> {
             s.produce_records += u64::from(out.record_count);
             s.produce_bytes += batch_len as u64;
         }
-        let status = if out.flush_timed_out {
-            // Not durable here yet: replication is not waited for either.
-            self.replication_progress();
-            SendStatus::FlushDiskTimeout
-        } else {
-            match self.await_replication(out.end).await {
-                Some(SyncStatus::FlushSlaveTimeout) => SendStatus::FlushSlaveTimeout,
-                Some(SyncStatus::SendOk) | None => SendStatus::SendOk,
-            }
-        };
+        let status = self.ack_status(&out).await;
         Ok(Response::Produce {
             status,
             topic_id: key.topic_id.get(),

@@ -15,6 +15,7 @@
 use std::net::SocketAddr;
 
 use super::*;
+use crate::broker::shard_log::AppendOutcome;
 use crate::protocol::replication::{ReplRequest, ReplResponse, WireBatch};
 use crate::replication::config::{Mode, ReplicationConfig};
 use crate::replication::epochs::{divergence, EpochHistory};
@@ -224,6 +225,22 @@ impl<L: ShardLog> Shard<L> {
             for tx in m.parked.borrow_mut().drain(..) {
                 let _ = tx.send(());
             }
+        }
+    }
+
+    /// The status to acknowledge an append with, once the flush mode and, on a sync master,
+    /// the in-sync set say so: every append a client is answered for (produce, scheduled
+    /// produce, transaction half, offset commit) goes through here, so a SEND_OK from a sync
+    /// master always means durable on every in-sync member.
+    pub(super) async fn ack_status(&self, out: &AppendOutcome) -> SendStatus {
+        if out.flush_timed_out {
+            // Not durable here yet: replication is not waited for either.
+            self.replication_progress();
+            return SendStatus::FlushDiskTimeout;
+        }
+        match self.await_replication(out.end).await {
+            Some(SyncStatus::FlushSlaveTimeout) => SendStatus::FlushSlaveTimeout,
+            Some(SyncStatus::SendOk) | None => SendStatus::SendOk,
         }
     }
 

@@ -336,11 +336,7 @@ impl<L: ShardLog> Shard<L> {
         }
         self.stats.borrow_mut().produce_batches += 1;
         Ok(Response::Produce {
-            status: if out.flush_timed_out {
-                SendStatus::FlushDiskTimeout
-            } else {
-                SendStatus::SendOk
-            },
+            status: self.ack_status(&out).await,
             topic_id: SYSTEM_TOPIC_SCHEDULE,
             queue_id: SYS_SCHEDULE.queue_id.get(),
             base_offset: out.base_offset,

@@ -314,7 +314,7 @@ impl<L: ShardLog> Shard<L> {
             s.produce_bytes += batch.len() as u64;
         }
         Ok(Response::Produce {
-            status: status(out.flush_timed_out),
+            status: self.ack_status(&out).await,
             topic_id: SYSTEM_TOPIC_HALF,
             queue_id: key.queue_id.get(),
             base_offset: out.base_offset,

@@ -153,12 +153,21 @@ fn an_unconfirmed_sync_produce_is_answered_flush_slave_timeout() {
         else {
             panic!("join")
         };
-        // The replica never acknowledges: stored, then FLUSH_SLAVE_TIMEOUT.
-        match call(&s, produce(0, 1)).await {
-            Ok(Response::Produce { status, .. }) => {
-                assert_eq!(status, SendStatus::FlushSlaveTimeout)
+        // The replica never acknowledges: stored, then FLUSH_SLAVE_TIMEOUT; so is every other
+        // append a client is answered for (a scheduled send here), not only PRODUCE.
+        let scheduled = Request::ProduceScheduled {
+            topic: "t".into(),
+            queue_id: 0,
+            delivery: crate::protocol::message::Delivery::Level(1),
+            batch: batch(1).into(),
+        };
+        for request in [produce(0, 1), scheduled] {
+            match call(&s, request).await {
+                Ok(Response::Produce { status, .. }) => {
+                    assert_eq!(status, SendStatus::FlushSlaveTimeout)
+                }
+                other => panic!("{other:?}"),
             }
-            other => panic!("{other:?}"),
         }
         let mut stop_handle = stop_handle;
         stop_handle.fire();
