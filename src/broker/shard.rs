@@ -492,6 +492,7 @@ mod metrics;
 mod produce;
 pub mod replication;
 pub mod schedule;
+mod schedule_dedup;
 mod stats;
 mod system_queue;
 mod topic_admin;
