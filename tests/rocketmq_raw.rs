@@ -163,3 +163,244 @@ fn unknown_codes_are_refused_with_a_remark_and_garbage_closes_only_its_connectio
     assert_ne!(resp.code, 0, "no message there");
     assert!(resp.remark.unwrap().contains("no message"));
 }
+
+/// One message of a stored-message encoding (what pulls and checks carry), as a test reads it.
+#[derive(Debug)]
+struct Stored {
+    queue_offset: u64,
+    physical_offset: u64,
+    body: Vec<u8>,
+    topic: String,
+    properties: String,
+}
+
+fn decode_stored(mut bytes: &[u8]) -> Vec<Stored> {
+    let int = |b: &[u8], at: usize| i32::from_be_bytes(b[at..at + 4].try_into().unwrap());
+    let long = |b: &[u8], at: usize| i64::from_be_bytes(b[at..at + 8].try_into().unwrap()) as u64;
+    let mut out = Vec::new();
+    while !bytes.is_empty() {
+        let total = int(bytes, 0) as usize;
+        let m = &bytes[..total];
+        assert_eq!(int(m, 4), stored::MAGIC_V1);
+        let body_len = int(m, 84) as usize;
+        let body = m[88..88 + body_len].to_vec();
+        let t = 88 + body_len;
+        let topic_len = m[t] as usize;
+        let topic = String::from_utf8(m[t + 1..t + 1 + topic_len].to_vec()).unwrap();
+        let p = t + 1 + topic_len;
+        let props_len = i16::from_be_bytes([m[p], m[p + 1]]) as usize;
+        assert_eq!(p + 2 + props_len, total, "the properties end the message");
+        out.push(Stored {
+            queue_offset: long(m, 20),
+            physical_offset: long(m, 28),
+            body,
+            topic,
+            properties: String::from_utf8(m[p + 2..].to_vec()).unwrap(),
+        });
+        bytes = &bytes[total..];
+    }
+    out
+}
+
+/// A raw client connection: requests in, answers matched by opaque; requests the broker
+/// sends meanwhile are kept in `inbox`.
+struct Raw {
+    s: TcpStream,
+    opaque: i32,
+    inbox: Vec<RemotingCommand>,
+}
+
+impl Raw {
+    fn connect(port: u16) -> Raw {
+        let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        Raw { s, opaque: 100, inbox: Vec::new() }
+    }
+
+    fn send(&mut self, mut req: RemotingCommand) -> i32 {
+        self.opaque += 1;
+        req.opaque = self.opaque;
+        self.s.write_all(&codec::encode(&req, SerializeType::Json)).unwrap();
+        self.opaque
+    }
+
+    fn call(&mut self, req: RemotingCommand) -> RemotingCommand {
+        let opaque = self.send(req);
+        loop {
+            let f = read_frame(&mut self.s);
+            if f.is_response() && f.opaque == opaque {
+                return f;
+            }
+            if !f.is_response() {
+                self.inbox.push(f);
+            }
+        }
+    }
+
+    /// The next request the broker sends (within the read timeout).
+    fn next_request(&mut self) -> RemotingCommand {
+        if !self.inbox.is_empty() {
+            return self.inbox.remove(0);
+        }
+        loop {
+            let f = read_frame(&mut self.s);
+            if !f.is_response() {
+                return f;
+            }
+        }
+    }
+}
+
+/// SEND_MESSAGE_V2 of one message, as the Java and C++ clients send a transaction's half.
+fn half_send(topic: &str, group: &str, uniq: &str, body: &str) -> RemotingCommand {
+    let mut r = RemotingCommand::request(310, 0);
+    let props = format!("TRAN_MSG\u{1}true\u{2}PGROUP\u{1}{group}\u{2}UNIQ_KEY\u{1}{uniq}\u{2}KEYS\u{1}{uniq}\u{2}WAIT\u{1}true\u{2}");
+    for (k, v) in [
+        ("a", group),
+        ("b", topic),
+        ("c", "TBW102"),
+        ("d", "4"),
+        ("e", "0"),
+        ("f", "4"), // TRANSACTION_PREPARED_TYPE
+        ("g", "1700000000000"),
+        ("h", "0"),
+        ("i", props.as_str()),
+        ("j", "0"),
+        ("k", "false"),
+        ("m", "false"),
+    ] {
+        r.set_field(k, v);
+    }
+    r.body = body.as_bytes().to_vec();
+    r
+}
+
+/// END_TRANSACTION as clients send it: oneway.
+fn end_transaction(
+    group: &str,
+    commit_log_offset: &str,
+    table_offset: &str,
+    action: i32,
+    from_check: bool,
+) -> RemotingCommand {
+    let mut r = RemotingCommand::request(37, 0);
+    r.flag = codec::FLAG_ONEWAY;
+    r.set_field("producerGroup", group);
+    r.set_field("commitLogOffset", commit_log_offset);
+    r.set_field("tranStateTableOffset", table_offset);
+    r.set_field("commitOrRollback", action);
+    r.set_field("fromTransactionCheck", from_check);
+    r.set_field("msgId", "ignored");
+    r.set_field("transactionId", "ignored");
+    r
+}
+
+fn pull(topic: &str, queue_offset: u64) -> RemotingCommand {
+    let mut r = RemotingCommand::request(11, 0);
+    for (k, v) in [
+        ("consumerGroup", "CG_TX".to_string()),
+        ("topic", topic.to_string()),
+        ("queueId", "0".to_string()),
+        ("queueOffset", queue_offset.to_string()),
+        ("maxMsgNums", "32".to_string()),
+        ("sysFlag", "0".to_string()),
+        ("commitOffset", "0".to_string()),
+        ("suspendTimeoutMillis", "0".to_string()),
+        ("subscription", "*".to_string()),
+        ("subVersion", "0".to_string()),
+    ] {
+        r.set_field(k, v);
+    }
+    r
+}
+
+#[test]
+fn transactions_commit_roll_back_and_are_checked_back_over_the_front() {
+    let f = start_front("txn", "[transaction]\ncheck_interval_ms = 1000\n");
+    let (topic, group) = ("TxTopic", "PG_TX");
+    let mut c = Raw::connect(f.front_port);
+    let mut hb = RemotingCommand::request(34, 0);
+    hb.body = serde_json::to_vec(&serde_json::json!({
+        "clientID": "tx-client",
+        "consumerDataSet": [],
+        "producerDataSet": [{"groupName": group}, {"groupName": "CLIENT_INNER_PRODUCER"}]
+    }))
+    .unwrap();
+    assert_eq!(c.call(hb).code, 0);
+
+    // Three halves: each answered SEND_OK with an offset id and the transaction id.
+    let mut halves = Vec::new();
+    for name in ["A", "B", "C"] {
+        let answer = c.call(half_send(topic, group, &format!("U-{name}"), &format!("body-{name}")));
+        assert_eq!(answer.code, 0, "{:?}", answer.remark);
+        assert_eq!(answer.field("queueId"), Some("0"));
+        let msg_id = answer.field("msgId").unwrap().to_owned();
+        assert_eq!(msg_id.len(), 32);
+        let offset = u64::from_str_radix(&msg_id[16..], 16).unwrap();
+        let table = answer.field("queueOffset").unwrap().to_owned();
+        assert_eq!(stored::unpack_position(offset).2.to_string(), table, "the transaction id");
+        halves.push((offset.to_string(), table));
+    }
+    // Nothing is visible before a decision.
+    let answer = c.call(pull(topic, 0));
+    assert_eq!(answer.code, 19, "PULL_NOT_FOUND: {:?}", answer.remark);
+
+    // A commits, B rolls back, C's local transaction is unknown (0: nothing decided).
+    c.send(end_transaction(group, &halves[0].0, &halves[0].1, 8, false));
+    c.send(end_transaction(group, &halves[1].0, &halves[1].1, 12, false));
+    c.send(end_transaction(group, &halves[2].0, &halves[2].1, 0, false));
+
+    // The broker asks about C (and only C) on this producer's connection.
+    let check = c.next_request();
+    assert_eq!(check.code, 39, "CHECK_TRANSACTION_STATE");
+    assert!(check.is_oneway());
+    assert_eq!(check.field("commitLogOffset"), Some(halves[2].0.as_str()));
+    assert_eq!(check.field("tranStateTableOffset"), Some(halves[2].1.as_str()));
+    assert_eq!(check.field("msgId"), Some("U-C"));
+    assert_eq!(check.field("transactionId"), Some("U-C"));
+    let checked = decode_stored(&check.body);
+    assert_eq!(checked.len(), 1);
+    assert_eq!(checked[0].body, b"body-C");
+    assert_eq!(checked[0].topic, topic);
+    assert!(checked[0].properties.contains("TRAN_MSG\u{1}true\u{2}"), "{:?}", checked[0]);
+    assert!(checked[0].properties.contains("PGROUP\u{1}PG_TX\u{2}"), "{:?}", checked[0]);
+    // The check's answer decides: commit.
+    let (clo, tso) =
+        (check.field("commitLogOffset").unwrap(), check.field("tranStateTableOffset").unwrap());
+    c.send(end_transaction(group, clo, tso, 8, true));
+
+    // A consumer sees A and C, committed, in that order, never B, and no TRAN_MSG.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let seen = loop {
+        let answer = c.call(pull(topic, 0));
+        let got = if answer.code == 0 { decode_stored(&answer.body) } else { Vec::new() };
+        if got.len() >= 2 {
+            break got;
+        }
+        assert!(Instant::now() < deadline, "the committed messages never arrived: {got:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let bodies: Vec<&[u8]> = seen.iter().map(|m| m.body.as_slice()).collect();
+    assert_eq!(bodies, [&b"body-A"[..], b"body-C"]);
+    for (i, m) in seen.iter().enumerate() {
+        assert_eq!(m.queue_offset, i as u64);
+        assert_eq!(stored::unpack_position(m.physical_offset).2, i as u64, "an offset id");
+        assert!(!m.properties.contains("TRAN_MSG"), "{m:?}");
+        assert!(m.properties.contains("UNIQ_KEY"), "{m:?}");
+    }
+    // A repeated end changes nothing; a bad one is refused (answered when not oneway).
+    c.send(end_transaction(group, &halves[1].0, &halves[1].1, 8, false));
+    let mut bad = end_transaction(group, &halves[0].0, "999", 8, false);
+    bad.flag = 0;
+    let answer = c.call(bad);
+    assert_ne!(answer.code, 0);
+    assert!(answer.remark.unwrap().contains("tranStateTableOffset"));
+    std::thread::sleep(Duration::from_millis(500));
+    let answer = c.call(pull(topic, 0));
+    assert_eq!(decode_stored(&answer.body).len(), 2, "B stays rolled back");
+    // A native consumer reads the same two.
+    let client = Client::connect(&f.broker.addr()).unwrap();
+    let got = client.consumer().pull(topic, 0, 0, Duration::from_secs(5)).unwrap();
+    let bodies: Vec<&[u8]> = got.messages.iter().map(|m| m.body.as_slice()).collect();
+    assert_eq!(bodies, [&b"body-A"[..], b"body-C"]);
+}

@@ -425,6 +425,11 @@ impl<L: ShardLog> Shard<L> {
         Ok((self.queue_entry(topic, queue_id)?, queue_id))
     }
 
+    /// The id of `topic` in this shard's copy of the topic table (`None`: not known here).
+    pub fn topic_id(&self, topic: &str) -> Option<u32> {
+        self.topics.borrow().get(topic).map(|e| e.id)
+    }
+
     /// The entry of `topic` if it exists and has queue `queue_id`.
     fn queue_entry(&self, topic: &str, queue_id: u32) -> Result<TopicEntry, BrokerError> {
         validate_topic_name(topic)?;

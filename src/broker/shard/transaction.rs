@@ -219,7 +219,8 @@ impl<L: ShardLog> Shard<L> {
         }
     }
 
-    fn topic_name(&self, topic_id: u32) -> Option<String> {
+    /// The name of topic `topic_id` in this shard's copy of the topic table.
+    pub fn topic_name(&self, topic_id: u32) -> Option<String> {
         self.topics.borrow().iter().find(|(_, e)| e.id == topic_id).map(|(n, _)| n.to_owned())
     }
 

@@ -76,7 +76,19 @@ pub struct Heartbeat {
     pub client_id: String,
     #[serde(rename = "consumerDataSet", default)]
     pub consumers: Vec<ConsumerData>,
+    #[serde(rename = "producerDataSet", default)]
+    pub producers: Vec<ProducerData>,
 }
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct ProducerData {
+    #[serde(rename = "groupName")]
+    pub group: String,
+}
+
+/// The producer group every RocketMQ client names in its heartbeats for its own internal
+/// sends; it never sends transactional messages.
+pub const CLIENT_INNER_PRODUCER: &str = "CLIENT_INNER_PRODUCER";
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct ConsumerData {
@@ -95,7 +107,7 @@ pub struct SubscriptionData {
     pub expression: String,
 }
 
-/// Most consumer groups and subscriptions one heartbeat may carry.
+/// Most consumer groups, producer groups and subscriptions one heartbeat may carry.
 pub const MAX_HEARTBEAT_ENTRIES: usize = 1024;
 
 /// Reads a HEART_BEAT body.
@@ -103,7 +115,7 @@ pub fn parse_heartbeat(body: &[u8]) -> Result<Heartbeat, String> {
     let h: Heartbeat = serde_json::from_slice(body)
         .map_err(|e| format!("heartbeat body is not RocketMQ HeartbeatData JSON: {e}"))?;
     let subscriptions: usize = h.consumers.iter().map(|c| c.subscriptions.len()).sum();
-    if h.consumers.len() + subscriptions > MAX_HEARTBEAT_ENTRIES {
+    if h.consumers.len() + h.producers.len() + subscriptions > MAX_HEARTBEAT_ENTRIES {
         return Err(format!("heartbeat carries more than {MAX_HEARTBEAT_ENTRIES} entries"));
     }
     Ok(h)
@@ -168,6 +180,7 @@ mod tests {
         assert_eq!(h.consumers[0].group, "g");
         assert!(!h.consumers[0].is_broadcasting());
         assert_eq!(h.consumers[0].subscriptions[0].expression, "A || B");
+        assert_eq!(h.producers[0].group, CLIENT_INNER_PRODUCER);
         let java = r#"{"clientID":"c","consumerDataSet":[{"groupName":"g",
             "messageModel":"BROADCASTING","subscriptionDataSet":[]}]}"#;
         assert!(parse_heartbeat(java.as_bytes()).unwrap().consumers[0].is_broadcasting());

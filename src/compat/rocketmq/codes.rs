@@ -6,6 +6,7 @@
 pub mod request {
     pub const SEND_MESSAGE: i32 = 10;
     pub const PULL_MESSAGE: i32 = 11;
+    pub const QUERY_MESSAGE: i32 = 12;
     pub const QUERY_CONSUMER_OFFSET: i32 = 14;
     pub const UPDATE_CONSUMER_OFFSET: i32 = 15;
     pub const SEARCH_OFFSET_BY_TIMESTAMP: i32 = 29;
@@ -15,7 +16,10 @@ pub mod request {
     pub const HEART_BEAT: i32 = 34;
     pub const UNREGISTER_CLIENT: i32 = 35;
     pub const CONSUMER_SEND_MSG_BACK: i32 = 36;
+    pub const END_TRANSACTION: i32 = 37;
     pub const GET_CONSUMER_LIST_BY_GROUP: i32 = 38;
+    /// Broker to client: is this half message's local transaction decided?
+    pub const CHECK_TRANSACTION_STATE: i32 = 39;
     /// Broker to client: a group's members changed (rebalance now).
     pub const NOTIFY_CONSUMER_IDS_CHANGED: i32 = 40;
     pub const LOCK_BATCH_MQ: i32 = 41;
@@ -49,6 +53,10 @@ pub mod property {
     pub const DELAY: &str = "DELAY";
     pub const UNIQ_KEY: &str = "UNIQ_KEY";
     pub const RECONSUME_TIME: &str = "RECONSUME_TIME";
+    /// `true` on a transaction's half message (`PROPERTY_TRANSACTION_PREPARED`).
+    pub const TRAN_MSG: &str = "TRAN_MSG";
+    /// The producer group of a half message (`PROPERTY_PRODUCER_GROUP`).
+    pub const PGROUP: &str = "PGROUP";
     /// ringmq's own: a RocketMQ message's `flag` when it is not 0 (RocketMQ stores it in the
     /// message; ringmq's record has no field for it). Never shown to RocketMQ clients.
     pub const RINGMQ_FLAG: &str = "RMQ_FLAG";
@@ -59,6 +67,17 @@ pub mod property {
 
 /// `MessageSysFlag` bits.
 pub const SYSFLAG_COMPRESSED: i32 = 1;
+
+/// `MessageSysFlag`'s transaction values (bits 2-3) and END_TRANSACTION's `commitOrRollback`.
+pub mod txn_flag {
+    /// The bits that hold the transaction value.
+    pub const MASK: i32 = 3 << 2;
+    /// Not a transaction; as `commitOrRollback`: unknown (decide later, on a check).
+    pub const NOT_TYPE: i32 = 0;
+    pub const PREPARED: i32 = 1 << 2;
+    pub const COMMIT: i32 = 2 << 2;
+    pub const ROLLBACK: i32 = 3 << 2;
+}
 
 /// `PullSysFlag` bits.
 pub mod pull_flag {

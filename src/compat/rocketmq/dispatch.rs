@@ -11,6 +11,7 @@
 //! | GET_MIN/MAX_OFFSET, SEARCH_OFFSET_BY_TIMESTAMP | OFFSETS |
 //! | HEART_BEAT, UNREGISTER_CLIENT, GET_CONSUMER_LIST_BY_GROUP | HEARTBEAT, LEAVE_GROUP, GROUP_MEMBERS |
 //! | LOCK/UNLOCK_BATCH_MQ, CONSUMER_SEND_MSG_BACK, VIEW_MESSAGE_BY_ID | see [`super::consume_ops`] |
+//! | SEND_MESSAGE with TRAN_MSG, END_TRANSACTION | PRODUCE of a transactional batch, END_TRANSACTION ([`super::transaction`]) |
 
 use std::net::SocketAddrV4;
 use std::rc::Rc;
@@ -23,6 +24,7 @@ use super::consume_ops;
 use super::headers::{self, ConsumerOffsetHeader, PullHeader, QueueHeader, SendHeader};
 use super::namesrv::auto_queue_count;
 use super::stored;
+use super::transaction;
 use super::translate::{self, RmqMessage, StoreSite, TagFilter};
 use crate::broker::error::BrokerError;
 use crate::broker::shard::{Answer, Shard};
@@ -138,6 +140,7 @@ pub async fn dispatch<L: ShardLog>(
         request::VIEW_MESSAGE_BY_ID => consume_ops::view_message(shard, site, req).await,
         request::LOCK_BATCH_MQ => consume_ops::lock(shard, req).await,
         request::UNLOCK_BATCH_MQ => consume_ops::unlock(shard, req).await,
+        request::END_TRANSACTION => transaction::end(shard, req).await,
         code => Err((
             response::REQUEST_CODE_NOT_SUPPORTED,
             format!("request code {code} is not supported by the ringmq RocketMQ front"),
@@ -163,6 +166,18 @@ async fn send<L: ShardLog>(shard: &Rc<Shard<L>>, site: &FrontSite, req: &Remotin
             body: req.body.clone(),
         }]
     };
+    let half = messages.iter().any(|m| transaction::is_half(m, h.sys_flag));
+    let messages = if half {
+        if messages.len() != 1 {
+            return Err((
+                response::MESSAGE_ILLEGAL,
+                "a transactional message cannot be sent in a batch".into(),
+            ));
+        }
+        vec![transaction::prepare(&messages[0], &h.producer_group)]
+    } else {
+        messages
+    };
     // RocketMQ clients always choose the queue; a negative one (the broker's choice) is 0.
     let queue_id = u32::try_from(h.queue_id).unwrap_or(0);
     let timestamp_ms =
@@ -184,11 +199,12 @@ async fn send<L: ShardLog>(shard: &Rc<Shard<L>>, site: &FrontSite, req: &Remotin
     }
     let delay_level: u32 = messages
         .first()
-        .filter(|_| messages.len() == 1)
+        .filter(|_| messages.len() == 1 && !half)
         .and_then(|m| m.property(property::DELAY))
         .and_then(|d| d.trim().parse().ok())
         .unwrap_or(0);
-    let batch = builder.finish(-1, -1);
+    // A half: the native transactional batch (held until END_TRANSACTION).
+    let batch = if half { builder.finish_transactional(-1, -1) } else { builder.finish(-1, -1) };
     let make = |batch: Vec<u8>| {
         if delay_level > 0 {
             Request::ProduceScheduled {
@@ -215,6 +231,9 @@ async fn send<L: ShardLog>(shard: &Rc<Shard<L>>, site: &FrontSite, req: &Remotin
                 SendStatus::FlushDiskTimeout => response::FLUSH_DISK_TIMEOUT,
                 SendStatus::FlushSlaveTimeout => response::FLUSH_SLAVE_TIMEOUT,
             };
+            // A half's base offset is its transaction id; its id names its destination.
+            let topic_id =
+                if half { transaction::topic_id_of(shard, &h.topic).await? } else { topic_id };
             let ids: Vec<String> = (0..u64::from(record_count))
                 .map(|i| {
                     let offset = base_offset + i;

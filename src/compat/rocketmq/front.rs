@@ -15,6 +15,10 @@
 //! on their next periodic rebalance. At most [`MAX_WATCHED_GROUPS`] per connection; the task
 //! ends with the connection (it holds only a weak handle on the writer) or on an error.
 //!
+//! Transaction check-back: once a connection's HEART_BEAT names a producer group, tasks on
+//! this shard keep the group's native check parked on every shard and send the client
+//! CHECK_TRANSACTION_STATE for each half due ([`transaction::check_loop`]).
+//!
 //! Errors: a frame that decodes badly or breaks the framing closes the connection (the
 //! stream's framing can no longer be trusted; RocketMQ's own broker does the same). A frame
 //! must arrive whole within `broker.frame_read_timeout_ms`; a connection with nothing
@@ -34,6 +38,7 @@ use super::bodies;
 use super::codec::{self, RemotingCommand, SerializeType};
 use super::codes::request;
 use super::dispatch::{dispatch, FrontSite};
+use super::transaction;
 use crate::broker::shard::Shard;
 use crate::broker::shard_log::ShardLog;
 use crate::broker::shutdown::Stop;
@@ -72,6 +77,7 @@ pub async fn serve<L: ShardLog>(
     let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK_BYTES);
     let mut chunk = vec![0u8; READ_CHUNK_BYTES];
     let mut watched: HashSet<String> = HashSet::new();
+    let mut checked: HashSet<String> = HashSet::new();
     'conn: loop {
         loop {
             let len = match codec::frame_length(&buf, max_frame) {
@@ -96,6 +102,7 @@ pub async fn serve<L: ShardLog>(
             }
             if request.code == request::HEART_BEAT {
                 watch_groups(&shard, &request, ty, &tx, &mut watched);
+                check_producers(&shard, &site, &request, ty, &tx, &mut checked);
             }
             let Ok(permit) = permits.acquire_static_permit(1).await else { break 'conn };
             let (shard, site, tx) = (shard.clone(), site.clone(), tx.clone());
@@ -148,6 +155,36 @@ fn watch_groups<L: ShardLog>(
         watched.insert(c.group.clone());
         let (shard, group, tx) = (shard.clone(), c.group.clone(), Rc::downgrade(tx));
         runtime::spawn_detached(notify_loop(shard, group, ty, tx));
+    }
+}
+
+/// Starts check-back for each producer group the heartbeat names that this connection is
+/// not checked back for yet: one parked check per shard ([`transaction::check_loop`]).
+fn check_producers<L: ShardLog>(
+    shard: &Rc<Shard<L>>,
+    site: &Rc<FrontSite>,
+    heartbeat: &RemotingCommand,
+    ty: SerializeType,
+    tx: &Rc<Writer>,
+    checked: &mut HashSet<String>,
+) {
+    let Ok(hb) = bodies::parse_heartbeat(&heartbeat.body) else { return };
+    for p in hb.producers.iter().filter(|p| p.group != bodies::CLIENT_INNER_PRODUCER) {
+        if checked.len() >= transaction::MAX_CHECKED_GROUPS || checked.contains(&p.group) {
+            continue;
+        }
+        checked.insert(p.group.clone());
+        for target in 0..shard.shard_count {
+            let loop_ = transaction::check_loop(
+                shard.clone(),
+                site.clone(),
+                p.group.clone(),
+                target as u16,
+                ty,
+                Rc::downgrade(tx),
+            );
+            runtime::spawn_detached(loop_);
+        }
     }
 }
 

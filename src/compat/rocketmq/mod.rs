@@ -11,6 +11,7 @@
 //! - [`namesrv`]: the name server (in-process with `ringmq broker --rocketmq`, or alone).
 //! - [`dispatch`]: broker requests as native requests through the shard router.
 //! - [`consume_ops`]: send-back (retry, dead letters), view by id, queue locks.
+//! - [`transaction`]: half messages, END_TRANSACTION and check-back on native transactions.
 //! - [`front`]: the broker port's connections, on every shard.
 //! - [`config`]: the `[rocketmq]` section.
 pub mod bodies;
@@ -24,4 +25,5 @@ pub mod headers;
 pub mod namesrv;
 pub mod standalone;
 pub mod stored;
+pub mod transaction;
 pub mod translate;
