@@ -136,29 +136,9 @@ pub fn body_crc(body: &[u8]) -> i32 {
     (crc32_ieee(body) & 0x7FFF_FFFF) as i32
 }
 
-const CRC32_TABLE: [u32; 256] = {
-    let mut table = [0u32; 256];
-    let mut i = 0;
-    while i < 256 {
-        let mut c = i as u32;
-        let mut k = 0;
-        while k < 8 {
-            c = if c & 1 != 0 { 0xEDB8_8320 ^ (c >> 1) } else { c >> 1 };
-            k += 1;
-        }
-        table[i] = c;
-        i += 1;
-    }
-    table
-};
-
-/// CRC-32 (IEEE, reflected, polynomial 0xEDB88320): the crate set has CRC-32C only.
+/// CRC-32 (IEEE 802.3, reflected, polynomial 0xEDB88320), by the `crc32fast` crate.
 pub fn crc32_ieee(bytes: &[u8]) -> u32 {
-    let mut c = !0u32;
-    for &b in bytes {
-        c = CRC32_TABLE[((c ^ u32::from(b)) & 0xFF) as usize] ^ (c >> 8);
-    }
-    !c
+    crc32fast::hash(bytes)
 }
 
 /// Encodes properties as RocketMQ writes them. A name or value holding a separator byte
@@ -244,6 +224,34 @@ mod tests {
         assert_eq!(crc32_ieee(b"123456789"), 0xCBF4_3926);
         assert_eq!(crc32_ieee(b""), 0);
         assert_eq!(body_crc(b"123456789"), 0x4BF4_3926);
+        // zlib's crc32("The quick brown fox jumps over the lazy dog").
+        assert_eq!(crc32_ieee(b"The quick brown fox jumps over the lazy dog"), 0x414F_A339);
+    }
+
+    /// CRC-32 bit by bit, straight from the definition (reflected, polynomial 0xEDB88320,
+    /// initial and final XOR all ones): what the front computed by hand before `crc32fast`.
+    fn crc32_by_definition(bytes: &[u8]) -> u32 {
+        let mut c = !0u32;
+        for &b in bytes {
+            c ^= u32::from(b);
+            for _ in 0..8 {
+                c = if c & 1 != 0 { 0xEDB8_8320 ^ (c >> 1) } else { c >> 1 };
+            }
+        }
+        !c
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn crc32fast_gives_the_same_bytes_as_the_definition(
+            data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..4096),
+        ) {
+            proptest::prop_assert_eq!(crc32_ieee(&data), crc32_by_definition(&data));
+            proptest::prop_assert_eq!(
+                body_crc(&data),
+                (crc32_by_definition(&data) & 0x7FFF_FFFF) as i32
+            );
+        }
     }
 
     #[test]
