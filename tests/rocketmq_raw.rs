@@ -404,3 +404,89 @@ fn transactions_commit_roll_back_and_are_checked_back_over_the_front() {
     let bodies: Vec<&[u8]> = got.messages.iter().map(|m| m.body.as_slice()).collect();
     assert_eq!(bodies, [&b"body-A"[..], b"body-C"]);
 }
+
+/// SEND_MESSAGE_V2 of one plain message to queue 0.
+fn plain_send(topic: &str, keys: &str, uniq: &str, body: &str) -> RemotingCommand {
+    let mut r = half_send(topic, "PG_PLAIN", uniq, body);
+    let props = format!("KEYS\u{1}{keys}\u{2}UNIQ_KEY\u{1}{uniq}\u{2}WAIT\u{1}true\u{2}");
+    r.set_field("i", props);
+    r.set_field("f", "0");
+    r
+}
+
+fn query(topic: &str, key: &str, max: u32, begin: i64, end: i64) -> RemotingCommand {
+    let mut r = RemotingCommand::request(12, 0);
+    r.set_field("topic", topic);
+    r.set_field("key", key);
+    r.set_field("maxNum", max);
+    r.set_field("beginTimestamp", begin);
+    r.set_field("endTimestamp", end);
+    r
+}
+
+#[test]
+fn query_message_finds_by_key_and_view_finds_the_ids_the_front_hands_out() {
+    let f = start_front("query", "[key_index]\ninterval_ms = 50\n");
+    let topic = "QueryTopic";
+    let mut c = Raw::connect(f.front_port);
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let answer = c.call(plain_send(
+            topic,
+            &format!("order-{i} shared"),
+            &format!("U-{i}"),
+            &format!("body-{i}"),
+        ));
+        assert_eq!(answer.code, 0, "{:?}", answer.remark);
+        ids.push(answer.field("msgId").unwrap().to_owned());
+    }
+    // VIEW_MESSAGE_BY_ID with the offset of each id a send answered.
+    for (i, id) in ids.iter().enumerate() {
+        let mut view = RemotingCommand::request(33, 0);
+        view.set_field("offset", u64::from_str_radix(&id[16..], 16).unwrap());
+        let answer = c.call(view);
+        assert_eq!(answer.code, 0, "{:?}", answer.remark);
+        let m = decode_stored(&answer.body);
+        assert_eq!(m.len(), 1);
+        assert_eq!(m[0].body, format!("body-{i}").as_bytes());
+        assert_eq!(format!("{:016X}", m[0].physical_offset), id[16..]);
+    }
+    // The index follows the log: wait until the last message is found.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let answer = c.call(query(topic, "order-4", 32, 0, i64::MAX));
+        if answer.code == 0 {
+            let m = decode_stored(&answer.body);
+            assert_eq!(m.len(), 1, "{m:?}");
+            assert_eq!(m[0].body, b"body-4");
+            assert!(m[0].properties.contains("KEYS\u{1}order-4 shared\u{2}"), "{:?}", m[0]);
+            assert!(answer.field("indexLastUpdatePhyoffset").is_some());
+            assert!(answer.field("indexLastUpdateTimestamp").is_some());
+            break;
+        }
+        assert_eq!(answer.code, 22, "QUERY_NOT_FOUND while not indexed: {:?}", answer.remark);
+        assert!(Instant::now() < deadline, "order-4 never found");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Every word of KEYS is a key; maxNum bounds the answer.
+    let m = decode_stored(&c.call(query(topic, "shared", 32, 0, i64::MAX)).body);
+    let mut bodies: Vec<Vec<u8>> = m.iter().map(|m| m.body.clone()).collect();
+    bodies.sort();
+    let want: Vec<Vec<u8>> = (0..5).map(|i| format!("body-{i}").into_bytes()).collect();
+    assert_eq!(bodies, want);
+    assert_eq!(decode_stored(&c.call(query(topic, "shared", 2, 0, i64::MAX)).body).len(), 2);
+    // UNIQ_KEY is a key (the Java client's viewMessage by message id queries it).
+    let m = decode_stored(&c.call(query(topic, "U-2", 32, 0, i64::MAX)).body);
+    assert_eq!(m.len(), 1);
+    assert_eq!(m[0].body, b"body-2");
+    // Nothing under another key, or outside the time range: QUERY_NOT_FOUND with a remark.
+    let answer = c.call(query(topic, "order-9", 32, 0, i64::MAX));
+    assert_eq!(answer.code, 22);
+    assert!(answer.remark.unwrap().contains("order-9"));
+    assert_eq!(c.call(query(topic, "order-1", 32, 0, 1000)).code, 22);
+    // Bad headers are errors, not hangs.
+    let answer = c.call(query(topic, "order-1", 32, 10, 5));
+    assert_eq!(answer.code, 1);
+    assert!(answer.remark.unwrap().contains("after"));
+    assert_eq!(c.call(query("NoSuchTopic", "k", 32, 0, i64::MAX)).code, 17, "TOPIC_NOT_EXIST");
+}

@@ -63,31 +63,32 @@ async fn find<L: ShardLog>(
         }
         other => return Err(unexpected("list topics", &other)),
     };
+    let m = read_one(shard, &topic, queue_id, offset).await?.ok_or_else(not_found)?;
+    Ok((topic, topic_id, m))
+}
+
+/// The message at `offset` of queue `queue_id` of `topic` (`None`: no message there).
+pub(super) async fn read_one<L: ShardLog>(
+    shard: &Rc<Shard<L>>,
+    topic: &str,
+    queue_id: u32,
+    offset: u64,
+) -> Result<Option<ConsumedMessage>, (i32, String)> {
     let fetch = Request::Fetch {
-        topic: topic.clone(),
+        topic: topic.to_owned(),
         queue_id,
         offset,
         max_bytes: 64 * 1024,
         max_wait_ms: 0,
         tags: Vec::new(),
     };
-    let fetched = call(shard, fetch).await.map_err(|e| {
-        if e.code == crate::protocol::ErrorCode::OFFSET_OUT_OF_RANGE {
-            not_found()
-        } else {
-            fail(e)
-        }
-    })?;
-    let batches = match fetched {
-        Response::Fetch { batches, .. } => batches,
-        other => return Err(unexpected("fetch", &other)),
+    let batches = match call(shard, fetch).await {
+        Ok(Response::Fetch { batches, .. }) => batches,
+        Ok(other) => return Err(unexpected("fetch", &other)),
+        Err(e) if e.code == crate::protocol::ErrorCode::OFFSET_OUT_OF_RANGE => return Ok(None),
+        Err(e) => return Err(fail(e)),
     };
-    let m = decode_batches(&batches, offset, &[])
-        .messages
-        .into_iter()
-        .find(|m| m.offset == offset)
-        .ok_or_else(not_found)?;
-    Ok((topic, topic_id, m))
+    Ok(decode_batches(&batches, offset, &[]).messages.into_iter().find(|m| m.offset == offset))
 }
 
 pub async fn view_message<L: ShardLog>(

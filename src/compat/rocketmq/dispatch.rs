@@ -11,6 +11,7 @@
 //! | GET_MIN/MAX_OFFSET, SEARCH_OFFSET_BY_TIMESTAMP | OFFSETS |
 //! | HEART_BEAT, UNREGISTER_CLIENT, GET_CONSUMER_LIST_BY_GROUP | HEARTBEAT, LEAVE_GROUP, GROUP_MEMBERS |
 //! | LOCK/UNLOCK_BATCH_MQ, CONSUMER_SEND_MSG_BACK, VIEW_MESSAGE_BY_ID | see [`super::consume_ops`] |
+//! | QUERY_MESSAGE | QUERY_KEYS on every shard, FETCH of each hit ([`super::query`]) |
 //! | SEND_MESSAGE with TRAN_MSG, END_TRANSACTION | PRODUCE of a transactional batch, END_TRANSACTION ([`super::transaction`]) |
 
 use std::net::SocketAddrV4;
@@ -23,6 +24,7 @@ use super::config::RocketMqConfig;
 use super::consume_ops;
 use super::headers::{self, ConsumerOffsetHeader, PullHeader, QueueHeader, SendHeader};
 use super::namesrv::auto_queue_count;
+use super::query;
 use super::stored;
 use super::transaction;
 use super::translate::{self, RmqMessage, StoreSite, TagFilter};
@@ -141,6 +143,7 @@ pub async fn dispatch<L: ShardLog>(
         request::LOCK_BATCH_MQ => consume_ops::lock(shard, req).await,
         request::UNLOCK_BATCH_MQ => consume_ops::unlock(shard, req).await,
         request::END_TRANSACTION => transaction::end(shard, req).await,
+        request::QUERY_MESSAGE => query::query_message(shard, site, req).await,
         code => Err((
             response::REQUEST_CODE_NOT_SUPPORTED,
             format!("request code {code} is not supported by the ringmq RocketMQ front"),

@@ -11,6 +11,7 @@
 //! - [`namesrv`]: the name server (in-process with `ringmq broker --rocketmq`, or alone).
 //! - [`dispatch`]: broker requests as native requests through the shard router.
 //! - [`consume_ops`]: send-back (retry, dead letters), view by id, queue locks.
+//! - [`query`]: QUERY_MESSAGE by key through the key index.
 //! - [`transaction`]: half messages, END_TRANSACTION and check-back on native transactions.
 //! - [`front`]: the broker port's connections, on every shard.
 //! - [`config`]: the `[rocketmq]` section.
@@ -23,6 +24,7 @@ pub mod dispatch;
 pub mod front;
 pub mod headers;
 pub mod namesrv;
+pub mod query;
 pub mod standalone;
 pub mod stored;
 pub mod transaction;

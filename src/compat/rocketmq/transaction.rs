@@ -68,7 +68,7 @@ pub fn is_half(m: &RmqMessage, sys_flag: i32) -> bool {
 pub fn prepare(m: &RmqMessage, producer_group: &str) -> RmqMessage {
     let mut m = m.clone();
     m.properties.retain(|(k, _)| k != property::TRAN_MSG);
-    if m.property(property::PGROUP).is_none_or(str::is_empty) {
+    if m.property(property::PGROUP).map_or(true, str::is_empty) {
         m.properties.retain(|(k, _)| k != property::PGROUP);
         m.properties.push((property::PGROUP.to_owned(), producer_group.to_owned()));
     }
