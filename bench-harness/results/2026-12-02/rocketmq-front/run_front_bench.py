@@ -3,8 +3,9 @@ through the front, a raw-frame Rust RocketMQ client through the front, and the n
 each sending 100-byte messages one at a time from 4 threads (each waiting for its ack).
 
 Per run it records the client's JSON line, the load average before the run, the broker
-process's CPU time (utime+stime from /proc) and the client process's CPU time (rusage of
-children), so the cost per message splits into client and broker.
+process's CPU time (utime+stime from /proc), its threads' context switches (voluntary and
+not, /proc/<pid>/task/*/status) and the client process's CPU time (rusage of children), so
+the cost per message splits into client and broker.
 
 Run from the repository root after
   cargo build --release --bin ringmq --example native_sync_sends --example rocketmq_raw_sync_sends
@@ -31,6 +32,18 @@ TICK = os.sysconf('SC_CLK_TCK')
 def cpu_s(pid):
     f = open(f'/proc/{pid}/stat').read().rsplit(')', 1)[1].split()
     return (int(f[11]) + int(f[12])) / TICK
+
+
+def ctx_switches(pid):
+    n = 0
+    for task in os.listdir(f'/proc/{pid}/task'):
+        try:
+            for line in open(f'/proc/{pid}/task/{task}/status'):
+                if 'ctxt_switches' in line:
+                    n += int(line.split()[1])
+        except FileNotFoundError:
+            pass
+    return n
 
 
 def children_cpu_s():
@@ -68,9 +81,11 @@ def main():
         for r in range(ROUNDS):
             for name, cmd in commands.items():
                 load = open('/proc/loadavg').read().split()[:3]
+                x0 = ctx_switches(broker.pid)
                 b0, c0, t0 = cpu_s(broker.pid), children_cpu_s(), time.time()
                 out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
                 b1, c1 = cpu_s(broker.pid), children_cpu_s()
+                x1 = ctx_switches(broker.pid)
                 if out.returncode != 0:
                     sys.exit(f'{name} failed: {out.stderr[-2000:]}')
                 result = json.loads(out.stdout.strip().splitlines()[-1])
@@ -79,7 +94,8 @@ def main():
                        'wall_s': round(time.time() - t0, 2), 'result': result,
                        'broker_cpu_s': round(b1 - b0, 2), 'client_cpu_s': round(c1 - c0, 2),
                        'broker_cpu_us_per_msg': round((b1 - b0) * 1e6 / n, 1),
-                       'client_cpu_us_per_msg': round((c1 - c0) * 1e6 / n, 1)}
+                       'client_cpu_us_per_msg': round((c1 - c0) * 1e6 / n, 1),
+                       'broker_ctx_switches_per_msg': round((x1 - x0) / n, 2)}
                 print(json.dumps(run), flush=True)
                 runs.append(run)
     finally:
@@ -98,6 +114,7 @@ def main():
             'ack_ms_p99_median': med(lambda x: x['result']['ack_ms_p99']),
             'broker_cpu_us_per_msg_median': med(lambda x: x['broker_cpu_us_per_msg']),
             'client_cpu_us_per_msg_median': med(lambda x: x['client_cpu_us_per_msg']),
+            'broker_ctx_switches_per_msg_median': med(lambda x: x['broker_ctx_switches_per_msg']),
         }
     n = summary['native']['msgs_per_s_median']
     summary['ratio_python_front_to_native'] = round(summary['python_front']['msgs_per_s_median'] / n, 3)
