@@ -318,15 +318,21 @@ fn pull(topic: &str, queue_offset: u64) -> RemotingCommand {
 fn transactions_commit_roll_back_and_are_checked_back_over_the_front() {
     let f = start_front("txn", "[transaction]\ncheck_interval_ms = 1000\n");
     let (topic, group) = ("TxTopic", "PG_TX");
+    let producer_heartbeat = |client: &str, group: &str| {
+        let mut hb = RemotingCommand::request(34, 0);
+        hb.body = serde_json::to_vec(&serde_json::json!({
+            "clientID": client,
+            "consumerDataSet": [],
+            "producerDataSet": [{"groupName": group}, {"groupName": "CLIENT_INNER_PRODUCER"}]
+        }))
+        .unwrap();
+        hb
+    };
     let mut c = Raw::connect(f.front_port);
-    let mut hb = RemotingCommand::request(34, 0);
-    hb.body = serde_json::to_vec(&serde_json::json!({
-        "clientID": "tx-client",
-        "consumerDataSet": [],
-        "producerDataSet": [{"groupName": group}, {"groupName": "CLIENT_INNER_PRODUCER"}]
-    }))
-    .unwrap();
-    assert_eq!(c.call(hb).code, 0);
+    assert_eq!(c.call(producer_heartbeat("tx-client", group)).code, 0);
+    // A producer of another group: never asked about this group's halves.
+    let mut other = Raw::connect(f.front_port);
+    assert_eq!(other.call(producer_heartbeat("other-client", "PG_OTHER")).code, 0);
 
     // Three halves: each answered SEND_OK with an offset id and the transaction id.
     let mut halves = Vec::new();
@@ -364,6 +370,9 @@ fn transactions_commit_roll_back_and_are_checked_back_over_the_front() {
     assert_eq!(checked[0].topic, topic);
     assert!(checked[0].properties.contains("TRAN_MSG\u{1}true\u{2}"), "{:?}", checked[0]);
     assert!(checked[0].properties.contains("PGROUP\u{1}PG_TX\u{2}"), "{:?}", checked[0]);
+    other.s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let mut byte = [0u8; 1];
+    assert!(other.s.read(&mut byte).is_err(), "another group's producer got a request");
     // The check's answer decides: commit.
     let (clo, tso) =
         (check.field("commitLogOffset").unwrap(), check.field("tranStateTableOffset").unwrap());
