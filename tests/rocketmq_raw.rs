@@ -407,6 +407,12 @@ fn transactions_commit_roll_back_and_are_checked_back_over_the_front() {
     std::thread::sleep(Duration::from_millis(500));
     let answer = c.call(pull(topic, 0));
     assert_eq!(decode_stored(&answer.body).len(), 2, "B stays rolled back");
+    // A half END_TRANSACTION could not name (queue id past 10 bits) is refused, not stored.
+    let mut far = half_send(topic, group, "U-far", "body-far");
+    far.set_field("e", "1500");
+    let answer = c.call(far);
+    assert_eq!(answer.code, 13, "MESSAGE_ILLEGAL");
+    assert!(answer.remark.unwrap().contains("below 1024"));
     // A native consumer reads the same two.
     let client = Client::connect(&f.broker.addr()).unwrap();
     let got = client.consumer().pull(topic, 0, 0, Duration::from_secs(5)).unwrap();

@@ -183,6 +183,17 @@ async fn send<L: ShardLog>(shard: &Rc<Shard<L>>, site: &FrontSite, req: &Remotin
     };
     // RocketMQ clients always choose the queue; a negative one (the broker's choice) is 0.
     let queue_id = u32::try_from(h.queue_id).unwrap_or(0);
+    if half && stored::pack_position(shard.topic_id(&h.topic).unwrap_or(0), queue_id, 0).is_none() {
+        // END_TRANSACTION could not name it (see `transaction`): refused before it is stored.
+        return Err((
+            response::MESSAGE_ILLEGAL,
+            format!(
+                "a transactional message for queue {queue_id} of {}: the front's message ids \
+                 carry topic ids below 65536 and queue ids below 1024 only",
+                h.topic
+            ),
+        ));
+    }
     let timestamp_ms =
         if h.born_timestamp_ms > 0 { h.born_timestamp_ms } else { shard.clock.unix_ms() };
     let mut builder = BatchBuilder::new(shard.config.storage.max_batch_bytes);

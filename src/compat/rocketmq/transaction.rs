@@ -386,6 +386,34 @@ mod tests {
         c
     }
 
+    proptest::proptest! {
+        /// Any text in any END_TRANSACTION or QUERY_MESSAGE field is read or refused, never
+        /// a panic.
+        #[test]
+        fn header_readers_never_panic(
+            values in proptest::collection::vec(".{0,24}", 8),
+            present in proptest::collection::vec(proptest::prelude::any::<bool>(), 8),
+        ) {
+            let names = [
+                "producerGroup", "commitLogOffset", "tranStateTableOffset", "commitOrRollback",
+                "fromTransactionCheck", "topic", "key", "maxNum",
+            ];
+            let mut c = RemotingCommand::request(request::END_TRANSACTION, 1);
+            for ((name, value), on) in names.iter().zip(&values).zip(&present) {
+                if *on {
+                    c.set_field(name, value);
+                }
+            }
+            c.set_field("beginTimestamp", &values[1]);
+            c.set_field("endTimestamp", &values[2]);
+            let _ = EndHeader::read(&c);
+            if let Ok(q) = super::super::query::QueryHeader::read(&c) {
+                proptest::prop_assert!(q.max >= 1 && q.max <= super::super::query::MAX_QUERY_MESSAGES);
+                proptest::prop_assert!(q.begin_ms <= q.end_ms);
+            }
+        }
+    }
+
     #[test]
     fn end_headers_read_and_refuse_bad_values() {
         let h = EndHeader::read(&end_req(&[
