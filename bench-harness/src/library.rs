@@ -8,11 +8,11 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering::*};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, Wake, Waker};
+use std::task::{Context, Wake, Waker};
 use std::time::Duration;
 
 use ringmq::client::{
-    Client, ClientError, Message, Pending, ProducerConfig, QueueReader, QueueSelector, SendResult,
+    Client, ClientError, Message, Pending, ProducerConfig, QueueReader, QueueSelector, SendHandle,
     TransactionProducerConfig, TransactionState,
 };
 use ringmq::protocol::SendStatus;
@@ -38,7 +38,7 @@ impl Wake for AckSlot {
 }
 
 struct InFlight {
-    pending: Pending<Result<SendResult, ClientError>>,
+    pending: SendHandle,
     /// Fixed-rate runs: the reply's exact arrival time. Max-rate runs have none: a reply is
     /// timed when the producer collects it.
     slot: Option<Arc<AckSlot>>,
@@ -230,20 +230,12 @@ pub(crate) fn producer_main(
             let waker = Waker::from(slot.clone());
             let mut cx = Context::from_waker(&waker);
             let mut pending = pending;
-            match Pin::new(&mut pending).poll(&mut cx) {
-                Poll::Ready(r) => {
-                    // Already answered: keep it for the reaper with the time now.
-                    let (c, p) = ringmq::client::pending::pending();
-                    c.complete(r);
-                    slot.0.store(now_ns().max(1), Release);
-                    let slot = Some(slot);
-                    in_flight.push_back(InFlight { pending: p, slot, intended_ns: intended });
-                }
-                Poll::Pending => {
-                    let slot = Some(slot);
-                    in_flight.push_back(InFlight { pending, slot, intended_ns: intended })
-                }
+            if Pin::new(&mut pending).poll(&mut cx).is_ready() {
+                // Already answered: the reaper times it from now (a handle's result can be
+                // taken again).
+                slot.0.store(now_ns().max(1), Release);
             }
+            in_flight.push_back(InFlight { pending, slot: Some(slot), intended_ns: intended });
         } else {
             in_flight.push_back(InFlight { pending, slot: None, intended_ns: intended });
         }

@@ -67,6 +67,7 @@ pub mod retry;
 pub mod router;
 pub mod scheduled;
 pub mod selector;
+pub mod send_handle;
 pub mod sequencer;
 pub(crate) mod staging;
 pub mod trace;
@@ -91,6 +92,7 @@ pub use queue_reader::QueueReader;
 pub use router::{ClientOptions, Router};
 pub use scheduled::SCHEDULE_TOPIC;
 pub use selector::QueueSelector;
+pub use send_handle::SendHandle;
 pub use transaction::{
     CheckedHalf, HalfMessage, TransactionProducer, TransactionProducerConfig, TransactionResult,
     TransactionState,
