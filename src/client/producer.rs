@@ -230,8 +230,8 @@ impl Producer {
     }
 
     fn select(&self, msg: &Message, selector: &QueueSelector) -> Result<u32> {
-        let route = self.router.route(&msg.topic)?;
-        selector.select(msg, route.queue_count(), &self.counter)
+        let queue_count = self.router.queue_count(&msg.topic)?;
+        selector.select(msg, queue_count, &self.counter)
     }
 
     /// Queues `msg` with the producer's selector (encoded into its queue's open batch on this
