@@ -8,7 +8,7 @@
 set -u
 out=$(dirname "$0")
 w=bench-harness/workloads
-rounds=${ROUNDS:-3}
+rounds=${ROUNDS:-3}  # FIRST=4 ROUNDS=5: rounds 4 and 5
 one() { # label bin args...
     label=$1; bin=$2; shift 2
     echo "$(date -u +%T) $label load: $(cut -d' ' -f1-3 /proc/loadavg)" >> "$out/loadavg.txt"
@@ -17,7 +17,7 @@ one() { # label bin args...
         || echo "   ($label exit $?)" >&2
     echo "$(date -u +%T) $label done" >&2
 }
-for i in $(seq 1 "$rounds"); do
+for i in $(seq "${FIRST:-1}" "$rounds"); do
     one drain-before-$i /tmp/c2/before
     one drain-after-$i /tmp/c2/a2
 done
