@@ -21,3 +21,21 @@ for w in ['small', 'drain']:
             rat.append(lib[-1] / raw[-1])
         unit = 'M msg/s' if w == 'small' else 'MB/s'
         print(f"{w:6s} {v:7s} n={len(files)} library {unit} {m(lib):.2f} ({fmt(lib)}) raw {m(raw):.2f} ({fmt(raw)}) library/raw {m(rat):.2f} ({fmt(rat)})")
+# Per-round pairs (the same round's runs, minutes apart).
+def rate(f, side, w):
+    r = json.load(open(f))[side]['results']
+    return r['produce_msgs_per_s'] if w == 'small' else r['backlog']['drain_bytes_per_s']
+for i in range(1, 100):
+    b = f'{d}/small-before-{i}.json'
+    if not os.path.exists(b):
+        break
+    a, o = f'{d}/small-after-{i}.json', f'{d}/small-owned-{i}.json'
+    print(f"round {i} library msg/s: after/before {rate(a, 'library', 'small') / rate(b, 'library', 'small'):.2f}"
+          f" owned/before {rate(o, 'library', 'small') / rate(b, 'library', 'small'):.2f}")
+for i in range(1, 100):
+    b = f'{d}/drain-before-{i}.json'
+    if not os.path.exists(b):
+        break
+    a = f'{d}/drain-after-{i}.json'
+    print(f"drain round {i} after/before: library {rate(a, 'library', 'drain') / rate(b, 'library', 'drain'):.2f}"
+          f" raw {rate(a, 'raw', 'drain') / rate(b, 'raw', 'drain'):.2f}")
