@@ -410,6 +410,55 @@ fn large_disk_reads_across_segment_boundaries() {
     });
 }
 
+/// A fetch whose batches lie far apart (other queues' batches between them) reads them as
+/// several disk runs, issued at once: the batches still come back in order, and a damaged
+/// batch in a later run ends the read there as it does for one run.
+#[test]
+fn a_fetch_of_batches_far_apart_reads_them_in_order_and_stops_at_a_damaged_one() {
+    run(|| async {
+        let dir = SimDir::new(14);
+        let mut cfg = small_config(FlushMode::Async);
+        cfg.cache_bytes = 0;
+        cfg.read_ahead_bytes = 0;
+        cfg.segment_size_bytes = 1 << 20;
+        let log = CommitLog::open_with(dir.clone(), cfg.clone()).await.unwrap();
+        // Each round: one small Q1 batch, then 140 KB of Q2 (more than the coalescing gap).
+        const ROUNDS: u64 = 6;
+        for i in 0..ROUNDS {
+            log.append(Q1, &batch(i, 1, 600)).await.unwrap();
+            for j in 0..10 {
+                log.append(Q2, &batch(1000 + i * 10 + j, 1, 14_000)).await.unwrap();
+            }
+        }
+        log.close().await.unwrap();
+        let log = CommitLog::open_with(dir.clone(), cfg.clone()).await.unwrap();
+        assert_eq!(log.segment_bases().len(), 1, "all in one segment: runs split by the gap");
+        let r = log.read(Q1, off(0), 1 << 20).await.unwrap();
+        let tags: Vec<u64> = r.batches.iter().map(|b| batch_tag(b)).collect();
+        assert_eq!(tags, (0..ROUNDS).collect::<Vec<_>>());
+        let q2 = read_all(&log, Q2).await;
+        assert_eq!(q2, (0..ROUNDS * 10).map(|t| 1000 + t).collect::<Vec<_>>());
+        log.close().await.unwrap();
+        // Damage Q1's batch 3 (its fourth disk run).
+        let round = (batch(0, 1, 600).len() + 10 * batch(1000, 1, 14_000).len()) as u64;
+        dir.corrupt(&segment_name(LogPosition::ZERO), (3 * round + 500) as usize);
+        let log = CommitLog::open_with(dir.clone(), cfg).await.unwrap();
+        let r = log.read(Q1, off(0), 1 << 20).await.unwrap();
+        let tags: Vec<u64> = r.batches.iter().map(|b| batch_tag(b)).collect();
+        assert_eq!(tags, vec![0, 1, 2]);
+        assert_eq!(r.next_offset, off(3));
+        match log.read(Q1, off(3), 1 << 20).await.unwrap_err() {
+            StorageError::CorruptBatch { first_offset, next_offset, .. }
+                if (first_offset, next_offset) == (off(3), off(4)) => {}
+            err => panic!("expected the damaged batch's offsets, got {err}"),
+        }
+        let r = log.read(Q1, off(4), 1 << 20).await.unwrap();
+        let tags: Vec<u64> = r.batches.iter().map(|b| batch_tag(b)).collect();
+        assert_eq!(tags, (4..ROUNDS).collect::<Vec<_>>());
+        log.close().await.unwrap();
+    });
+}
+
 #[test]
 fn slow_fsync_reports_flush_disk_timeout_and_still_flushes() {
     run(|| async {

@@ -8,11 +8,11 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering::*};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, Wake, Waker};
+use std::task::{Context, Wake, Waker};
 use std::time::Duration;
 
 use ringmq::client::{
-    Client, ClientError, Message, Pending, ProducerConfig, QueueReader, QueueSelector, SendResult,
+    Client, ClientError, Message, Pending, ProducerConfig, QueueReader, QueueSelector, SendHandle,
     TransactionProducerConfig, TransactionState,
 };
 use ringmq::protocol::SendStatus;
@@ -38,7 +38,7 @@ impl Wake for AckSlot {
 }
 
 struct InFlight {
-    pending: Pending<Result<SendResult, ClientError>>,
+    pending: SendHandle,
     /// Fixed-rate runs: the reply's exact arrival time. Max-rate runs have none: a reply is
     /// timed when the producer collects it.
     slot: Option<Arc<AckSlot>>,
@@ -95,6 +95,9 @@ pub(crate) fn producer_main(
     // Incompressible filler after the header.
     let template: Vec<u8> = (0..w.message_size_bytes).map(|_| xorshift(&mut rng) as u8).collect();
     let keys: Vec<Vec<u8>> = (0..w.key_count).map(|k| format!("k{k}").into_bytes()).collect();
+    // One message per topic, refilled for every send (unless `send_owned_messages`).
+    let mut reused: Vec<Message> =
+        topics.iter().map(|t| Message::new(t.as_str(), template.clone())).collect();
     let mut key_seqs = vec![0u64; w.key_count as usize];
     let mut in_flight: VecDeque<InFlight> = VecDeque::new();
     let mut schedule = Schedule::new(now_ns(), rate);
@@ -197,21 +200,29 @@ pub(crate) fn producer_main(
         } else {
             (NO_KEY, 0)
         };
-        let mut body = template.clone();
-        Prefix { intended_ns: intended, producer: id, key, seq, key_seq }
-            .write(&mut body[..PREFIX_LEN]);
         // A key stays on one topic (and, through the hash selector, on one queue): per-key
         // order holds within a queue, so a key spread over topics would have none to verify.
-        let topic = if keyed {
-            &topics[key as usize % topics.len()]
+        let topic_index =
+            if keyed { key as usize % topics.len() } else { (seq % topics.len() as u64) as usize };
+        let prefix = Prefix { intended_ns: intended, producer: id, key, seq, key_seq };
+        let sent = if w.send_owned_messages {
+            let mut body = template.clone();
+            prefix.write(&mut body[..PREFIX_LEN]);
+            let mut msg = Message::new(topics[topic_index].as_str(), body);
+            if keyed {
+                msg.key = keys[key as usize].clone();
+            }
+            producer.send_async(msg)
         } else {
-            &topics[(seq % topics.len() as u64) as usize]
+            let msg = &mut reused[topic_index];
+            prefix.write(&mut msg.body[..PREFIX_LEN]);
+            if keyed {
+                msg.key.clear();
+                msg.key.extend_from_slice(&keys[key as usize]);
+            }
+            producer.send_async_ref(msg)
         };
-        let mut msg = Message::new(topic.as_str(), body);
-        if keyed {
-            msg.key = keys[key as usize].clone();
-        }
-        let pending = match producer.send_async(msg) {
+        let pending = match sent {
             Ok(p) => p,
             Err(e) => {
                 shared.error(format!("producer {id}: {e}"));
@@ -230,20 +241,12 @@ pub(crate) fn producer_main(
             let waker = Waker::from(slot.clone());
             let mut cx = Context::from_waker(&waker);
             let mut pending = pending;
-            match Pin::new(&mut pending).poll(&mut cx) {
-                Poll::Ready(r) => {
-                    // Already answered: keep it for the reaper with the time now.
-                    let (c, p) = ringmq::client::pending::pending();
-                    c.complete(r);
-                    slot.0.store(now_ns().max(1), Release);
-                    let slot = Some(slot);
-                    in_flight.push_back(InFlight { pending: p, slot, intended_ns: intended });
-                }
-                Poll::Pending => {
-                    let slot = Some(slot);
-                    in_flight.push_back(InFlight { pending, slot, intended_ns: intended })
-                }
+            if Pin::new(&mut pending).poll(&mut cx).is_ready() {
+                // Already answered: the reaper times it from now (a handle's result can be
+                // taken again).
+                slot.0.store(now_ns().max(1), Release);
             }
+            in_flight.push_back(InFlight { pending, slot: Some(slot), intended_ns: intended });
         } else {
             in_flight.push_back(InFlight { pending, slot: None, intended_ns: intended });
         }

@@ -87,6 +87,12 @@ pub struct Workload {
     /// ignores it.
     #[serde(default)]
     pub send_batch_messages: u32,
+    /// Library producers build a new `Message` for every `send_async` (its topic and body
+    /// allocated per message, as an application that hands messages over does) instead of
+    /// refilling one `Message` per topic and sending it with `Producer::send_async_ref`.
+    /// Default false (reused). The raw client ignores it.
+    #[serde(default)]
+    pub send_owned_messages: bool,
     /// Every message is a transaction of its own: a half, then its commit
     /// (`TransactionProducer::send_in_transaction`, one at a time per producer thread, so
     /// `producers` sets the concurrency). Library client, unkeyed, max rate, no batch sends.

@@ -24,15 +24,15 @@ use crossbeam_channel::{unbounded, Receiver, Sender};
 
 use super::error::{ClientError, Result};
 use super::pending::Completer;
-use super::producer::{ProducerConfig, SendBatchResult, SendResult};
+use super::producer::{ProducerConfig, SendBatchResult};
 use super::router::Router;
+use super::send_handle::{BatchCompletion, BatchStored};
 use super::sequencer::{Failure, QueueSequencer, ReplyKind, Resolution, SequencerConfig};
 use super::staging::{OpenLeft, Sealed, Staging, StagingLimits};
 use crate::protocol::producer_id::with_epoch;
 use crate::protocol::{ErrorCode, Response, SendStatus};
 use crate::runtime::SharedClock;
 
-pub(crate) type Done = Completer<Result<SendResult>>;
 pub(crate) type BatchDone = Completer<Result<SendBatchResult>>;
 
 pub(crate) enum Command {
@@ -98,8 +98,9 @@ fn renumber(batch: &mut [u8], producer_id: i64, base_sequence: i32) {
 
 /// Who hears how a batch ended.
 pub(crate) enum Completion {
-    /// One handle per message, in the batch's order (`send_async`).
-    PerMessage(Vec<Done>),
+    /// One handle per message (`send_async`), all resolved through the batch's one shared
+    /// completion: the `n`th message's handle reads offset `base + n`.
+    PerMessage { batch: Arc<BatchCompletion>, count: u32 },
     /// One handle for the whole batch of `count` messages (`send_batch`).
     Batch { done: BatchDone, count: u32 },
 }
@@ -534,8 +535,7 @@ impl<S: BatchSink> Worker<S> {
         };
         if let Some(t) = &self.tracer {
             let count = match &batch.completion {
-                Completion::PerMessage(d) => d.len() as u32,
-                Completion::Batch { count, .. } => *count,
+                Completion::PerMessage { count, .. } | Completion::Batch { count, .. } => *count,
             };
             let latency = self.clock.now().saturating_duration_since(batch.started);
             trace_sends(t, &key.0, key.1, count, latency, self.clock.unix_ms(), &stored);
@@ -544,24 +544,21 @@ impl<S: BatchSink> Worker<S> {
             (status, topic_id, queue_id, base_offset)
         });
         match (batch.completion, stored) {
-            (Completion::PerMessage(dones), Ok((status, topic_id, queue_id, base_offset))) => {
-                // One reply resolves every message's handle; each result is plain data (the
-                // topic name shared, the message id made on demand): no allocation here.
-                for (i, done) in dones.into_iter().enumerate() {
-                    done.complete(Ok(SendResult {
-                        status,
-                        topic: key.0.clone(),
-                        topic_id,
-                        queue_id,
-                        queue_offset: base_offset + i as u64,
-                    }));
-                }
+            (
+                Completion::PerMessage { batch, .. },
+                Ok((status, topic_id, queue_id, base_offset)),
+            ) => {
+                // One reply resolves every message's handle with one store and one lock: each
+                // handle makes its result (its offset, the shared topic name) when asked.
+                batch.complete(Ok(BatchStored {
+                    status,
+                    topic: key.0.clone(),
+                    topic_id,
+                    queue_id,
+                    base_offset,
+                }));
             }
-            (Completion::PerMessage(dones), Err(e)) => {
-                for done in dones {
-                    done.complete(Err(e.clone()));
-                }
-            }
+            (Completion::PerMessage { batch, .. }, Err(e)) => batch.complete(Err(e)),
             (Completion::Batch { done, count }, Ok((status, topic_id, queue_id, first_offset))) => {
                 done.complete(Ok(SendBatchResult {
                     status,
@@ -600,8 +597,8 @@ pub mod bench {
     use crate::client::connection::Callback;
     use crate::client::error::Result;
     use crate::client::message::Message;
-    use crate::client::pending::Pending;
-    use crate::client::producer::{enqueue, run_worker, ProducerConfig, SendResult};
+    use crate::client::producer::{enqueue, run_worker, ProducerConfig};
+    use crate::client::send_handle::SendHandle;
     use crate::format::BatchView;
     use crate::protocol::{Response, SendStatus};
     use crate::runtime::{system_clock, SharedClock};
@@ -653,13 +650,9 @@ pub mod bench {
         }
 
         /// `Producer::send_async` on queue `queue_id` (the queue already chosen).
-        pub fn send_async(
-            &self,
-            msg: Message,
-            queue_id: u32,
-        ) -> Result<Pending<Result<SendResult>>> {
+        pub fn send_async(&self, msg: Message, queue_id: u32) -> Result<SendHandle> {
             let tx = self.commands.as_ref().expect("open until dropped");
-            enqueue(&self.clock, &self.staging, tx, msg, queue_id)
+            enqueue(&self.clock, &self.staging, tx, &msg, queue_id)
         }
     }
 
@@ -730,7 +723,8 @@ mod tests {
     use crate::client::connection::Callback;
     use crate::client::message::Message;
     use crate::client::pending::{pending, Pending};
-    use crate::client::producer::{enqueue, run_worker};
+    use crate::client::producer::{enqueue, run_worker, SendResult};
+    use crate::client::send_handle::SendHandle;
     use crate::client::staging::Staging;
     use crate::format::BatchBuilder;
     use crate::format::BatchView;
@@ -828,9 +822,9 @@ mod tests {
     const PID: i64 = 9 << 16;
 
     /// `send_async` of `body` to queue `queue_id` of topic "t" (timestamp 1).
-    fn send(tx: &Tx, queue_id: u32, body: &str) -> Pending<Result<SendResult>> {
+    fn send(tx: &Tx, queue_id: u32, body: &str) -> SendHandle {
         let msg = Message { timestamp_ms: Some(1), ..Message::new("t", body) };
-        enqueue(&tx.clock, &tx.staging, &tx.commands, msg, queue_id).unwrap()
+        enqueue(&tx.clock, &tx.staging, &tx.commands, &msg, queue_id).unwrap()
     }
 
     /// (producer id, base sequence) of a sent batch; parsing also checks its CRC.
@@ -1181,12 +1175,10 @@ mod tests {
 
     /// `send_async` of "m" to queue `queue_id` of topic "t" on a worker driven by hand (its
     /// next `step` takes what the staging area asks it to look at).
-    fn send_to(worker: &mut Worker<ScriptedSink>, queue_id: u32) -> Pending<Result<SendResult>> {
-        let (done, p) = pending();
+    fn send_to(worker: &mut Worker<ScriptedSink>, queue_id: u32) -> SendHandle {
         let msg = Message::new("t", "m");
         let now = worker.now();
-        worker.staging().append("t", queue_id, &msg, 1, done, || now, &|| {});
-        p
+        worker.staging().append("t", queue_id, &msg, 1, || now, &|| {}).0
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! The client library: producer, pull consumer and admin client for the native protocol.
 //!
 //! It runs on ordinary threads with blocking sockets, so it needs no async runtime and works
-//! from a plain `fn main`; async callers can `.await` the [`Pending`] handles `send_async`
-//! returns (they are std futures, woken from the connection's reader thread).
+//! from a plain `fn main`; async callers can `.await` the [`SendHandle`]s `send_async` returns
+//! and the [`Pending`] handles of batch sends (they are std futures, woken from the producer's
+//! worker thread). A `SendHandle` costs no allocation, lock or wake-up per message: all the
+//! handles of one batch share its one completion ([`send_handle`]).
 //!
 //! ```no_run
 //! use ringmq::client::{Client, Message, ProducerConfig, QueueSelector};
@@ -67,6 +69,7 @@ pub mod retry;
 pub mod router;
 pub mod scheduled;
 pub mod selector;
+pub mod send_handle;
 pub mod sequencer;
 pub(crate) mod staging;
 pub mod trace;
@@ -91,6 +94,7 @@ pub use queue_reader::QueueReader;
 pub use router::{ClientOptions, Router};
 pub use scheduled::SCHEDULE_TOPIC;
 pub use selector::QueueSelector;
+pub use send_handle::SendHandle;
 pub use transaction::{
     CheckedHalf, HalfMessage, TransactionProducer, TransactionProducerConfig, TransactionResult,
     TransactionState,

@@ -54,6 +54,7 @@ use super::message::Message;
 use super::pending::{pending, Pending};
 use super::router::Router;
 use super::selector::QueueSelector;
+use super::send_handle::SendHandle;
 use super::staging::Staging;
 use crate::format::{BatchBuilder, FormatError};
 use crate::protocol::message::{Delivery, PRODUCE_FLAG_NO_RESPONSE};
@@ -229,30 +230,42 @@ impl Producer {
     }
 
     fn select(&self, msg: &Message, selector: &QueueSelector) -> Result<u32> {
-        let route = self.router.route(&msg.topic)?;
-        selector.select(msg, route.queue_count(), &self.counter)
+        let queue_count = self.router.queue_count(&msg.topic)?;
+        selector.select(msg, queue_count, &self.counter)
     }
 
     /// Queues `msg` with the producer's selector (encoded into its queue's open batch on this
-    /// thread); the handle completes with the result.
-    pub fn send_async(&self, msg: Message) -> Result<Pending<Result<SendResult>>> {
-        self.send_async_with(msg, &self.config.selector)
+    /// thread); the handle resolves with the result when the batch is answered.
+    pub fn send_async(&self, msg: Message) -> Result<SendHandle> {
+        self.send_async_ref(&msg)
+    }
+
+    /// [`Producer::send_async`] from a borrowed message: it is encoded into its queue's open
+    /// batch here and the caller keeps it, so a caller sending many messages can reuse one
+    /// `Message` (its topic and body buffers) instead of allocating each.
+    pub fn send_async_ref(&self, msg: &Message) -> Result<SendHandle> {
+        self.send_async_ref_with(msg, &self.config.selector)
     }
 
     /// Queues `msg` on the queue `selector` picks.
-    pub fn send_async_with(
+    pub fn send_async_with(&self, msg: Message, selector: &QueueSelector) -> Result<SendHandle> {
+        self.send_async_ref_with(&msg, selector)
+    }
+
+    /// [`Producer::send_async_ref`] on the queue `selector` picks.
+    pub fn send_async_ref_with(
         &self,
-        msg: Message,
+        msg: &Message,
         selector: &QueueSelector,
-    ) -> Result<Pending<Result<SendResult>>> {
-        let queue_id = self.select(&msg, selector)?;
+    ) -> Result<SendHandle> {
+        let queue_id = self.select(msg, selector)?;
         let tx = self.commands.as_ref().ok_or(ClientError::Closed)?;
         enqueue(&self.clock, &self.staging, tx, msg, queue_id)
     }
 
     /// Sends and waits for the broker's reply (at most `send_timeout`).
     pub fn send(&self, msg: Message) -> Result<SendResult> {
-        self.wait(self.send_async(msg)?)
+        self.wait_send(self.send_async(msg)?)
     }
 
     /// Sends `msgs` as one batch (RocketMQ's batch send) and waits for the broker's reply: all
@@ -310,14 +323,26 @@ impl Producer {
     }
 
     pub fn send_with(&self, msg: Message, selector: &QueueSelector) -> Result<SendResult> {
-        self.wait(self.send_async_with(msg, selector)?)
+        self.wait_send(self.send_async_with(msg, selector)?)
+    }
+
+    /// How long a blocking send waits: the worker resolves every message by its send
+    /// timeout; the margin covers the wait in the hand-off channel.
+    fn wait_bound(&self) -> Duration {
+        self.config.send_timeout + self.config.request_timeout
     }
 
     fn wait<T>(&self, p: Pending<Result<T>>) -> Result<T> {
-        // The worker resolves every message by its send timeout; the margin covers the wait
-        // in the hand-off channel.
-        let bound = self.config.send_timeout + self.config.request_timeout;
+        let bound = self.wait_bound();
         match p.wait_timeout(bound) {
+            Ok(r) => r,
+            Err(_) => Err(ClientError::Timeout(bound.as_millis() as u64)),
+        }
+    }
+
+    fn wait_send(&self, h: SendHandle) -> Result<SendResult> {
+        let bound = self.wait_bound();
+        match h.wait_timeout(bound) {
             Ok(r) => r,
             Err(_) => Err(ClientError::Timeout(bound.as_millis() as u64)),
         }
@@ -420,22 +445,24 @@ impl Drop for Producer {
 }
 
 /// The caller's side of `send_async` after the queue is chosen: the message's timestamp, its
-/// handle, its encoding into the queue's open batch in the staging area (waits while that is
-/// full), and a wake-up for the worker when the queue needs it to act (not per message).
+/// encoding into the queue's open batch in the staging area (waits while that is full), its
+/// handle (shared with the batch: no allocation), and a wake-up for the worker when the queue
+/// needs it to act (not per message).
 pub(crate) fn enqueue(
     clock: &SharedClock,
     staging: &Staging,
     tx: &Sender<Command>,
-    msg: Message,
+    msg: &Message,
     queue_id: u32,
-) -> Result<Pending<Result<SendResult>>> {
+) -> Result<SendHandle> {
     let timestamp_ms = msg.timestamp_ms.unwrap_or_else(|| clock.unix_ms());
-    let (done, p) = pending();
     let wake = || drop(tx.send(Command::Wake));
-    if staging.append(&msg.topic, queue_id, &msg, timestamp_ms, done, || clock.now(), &wake) {
+    let (handle, woke) =
+        staging.append(&msg.topic, queue_id, msg, timestamp_ms, || clock.now(), &wake);
+    if woke {
         tx.send(Command::Wake).map_err(|_| ClientError::Closed)?;
     }
-    Ok(p)
+    Ok(handle)
 }
 
 pub(crate) fn too_large(e: FormatError) -> ClientError {

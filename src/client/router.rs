@@ -6,6 +6,8 @@
 //! NOT_OWNER, an unknown topic, or a dead connection). Thread-safe; share it in an `Arc`.
 
 use std::collections::HashMap;
+
+use rustc_hash::FxHashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -48,9 +50,11 @@ pub struct Router {
     host: String,
     bootstrap_port: u16,
     pub options: ClientOptions,
-    routes: Mutex<HashMap<String, Arc<TopicRoute>>>,
+    /// Looked up for every message a producer sends: a fast hash (the keys are topic names
+    /// the application chose, not an attacker's).
+    routes: Mutex<FxHashMap<String, Arc<TopicRoute>>>,
     /// Routes marked for refresh, used while the broker cannot answer.
-    stale: Mutex<HashMap<String, Arc<TopicRoute>>>,
+    stale: Mutex<FxHashMap<String, Arc<TopicRoute>>>,
     connections: Mutex<HashMap<u16, Arc<Connection>>>,
     /// Each shard's own port, from the last metadata answer (for group coordinators).
     shard_ports: Mutex<Vec<u16>>,
@@ -73,8 +77,8 @@ impl Router {
             host,
             bootstrap_port: port,
             options,
-            routes: Mutex::new(HashMap::new()),
-            stale: Mutex::new(HashMap::new()),
+            routes: Mutex::new(FxHashMap::default()),
+            stale: Mutex::new(FxHashMap::default()),
             connections: Mutex::new(HashMap::new()),
             shard_ports: Mutex::new(Vec::new()),
         }))
@@ -87,8 +91,8 @@ impl Router {
             host: self.host.clone(),
             bootstrap_port: self.bootstrap_port,
             options: self.options.clone(),
-            routes: Mutex::new(HashMap::new()),
-            stale: Mutex::new(HashMap::new()),
+            routes: Mutex::new(FxHashMap::default()),
+            stale: Mutex::new(FxHashMap::default()),
             connections: Mutex::new(HashMap::new()),
             shard_ports: Mutex::new(Vec::new()),
         })
@@ -121,6 +125,15 @@ impl Router {
     /// The topic's route (cached). After [`Router::refresh`] the route is asked for again;
     /// if the broker cannot be reached then, the previous route is used (a restarting broker
     /// keeps its placement), so retries can go on.
+    /// The number of queues of `topic` (its route's): what a producer needs per message,
+    /// read without cloning the route when it is known.
+    pub fn queue_count(&self, topic: &str) -> Result<u32> {
+        if let Some(r) = lock(&self.routes).get(topic) {
+            return Ok(r.queue_count());
+        }
+        self.route(topic).map(|r| r.queue_count())
+    }
+
     pub fn route(&self, topic: &str) -> Result<Arc<TopicRoute>> {
         if let Some(r) = lock(&self.routes).get(topic) {
             return Ok(r.clone());

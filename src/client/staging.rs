@@ -27,16 +27,18 @@ use std::time::Instant;
 
 use rustc_hash::FxHashMap;
 
-use super::accumulator::{BatchDone, Completion, Done};
+use super::accumulator::{BatchDone, Completion};
 use super::error::ClientError;
 use super::message::Message;
 use super::producer::too_large;
+use super::send_handle::{BatchCompletion, SendHandle};
 use crate::format::{BatchBuilder, FormatError};
 
 /// A queue's batch still open for messages.
 pub(crate) struct OpenBatch {
     builder: BatchBuilder,
-    dones: Vec<Done>,
+    /// Shared by the handles of its messages (the `n`th message's handle has index `n`).
+    completion: Arc<BatchCompletion>,
     started: Instant,
 }
 
@@ -49,10 +51,26 @@ pub(crate) struct Sealed {
 }
 
 impl OpenBatch {
+    fn new(max_batch_bytes: usize, started: Instant) -> OpenBatch {
+        OpenBatch {
+            builder: BatchBuilder::new(max_batch_bytes),
+            completion: BatchCompletion::new(),
+            started,
+        }
+    }
+
+    /// Encodes `msg` as the batch's next message; its handle on success.
+    fn push(&mut self, msg: &Message, timestamp_ms: i64) -> Result<SendHandle, FormatError> {
+        let index = self.builder.record_count();
+        msg.with_record(timestamp_ms, |r| self.builder.push(r))?;
+        Ok(SendHandle::new(self.completion.clone(), index))
+    }
+
     fn seal(self) -> Sealed {
+        let count = self.builder.record_count();
         Sealed {
             builder: self.builder,
-            completion: Completion::PerMessage(self.dones),
+            completion: Completion::PerMessage { batch: self.completion, count },
             started: self.started,
         }
     }
@@ -190,25 +208,22 @@ impl Staging {
     }
 
     /// Encodes `msg` (stamped `timestamp_ms`) into the open batch of `topic` queue `queue_id`,
-    /// opening one at `now()` if needed; `done` completes when the batch is answered. A message
-    /// that fits in no batch completes `done` with the error at once. Waits while the staging
-    /// area is full (calling `wake` to wake the worker). Returns whether the caller must wake
-    /// the worker.
-    #[allow(clippy::too_many_arguments)]
+    /// opening one at `now()` if needed. Returns the message's handle (resolved with its
+    /// batch: no allocation of its own) and whether the caller must wake the worker. A message
+    /// that fits in no batch gets a handle already failed. Waits while the staging area is
+    /// full (calling `wake` to wake the worker).
     pub(crate) fn append(
         &self,
         topic: &str,
         queue_id: u32,
         msg: &Message,
         timestamp_ms: i64,
-        done: Done,
         now: impl Fn() -> Instant,
         wake: &dyn Fn(),
-    ) -> bool {
+    ) -> (SendHandle, bool) {
         let StagingLimits { max_batch_bytes: max, pipeline_min_batch_bytes: min, .. } = self.limits;
         let Some(mut guard) = self.room(lock(&self.state), wake) else {
-            done.complete(Err::<_, ClientError>(ClientError::Closed));
-            return false;
+            return (SendHandle::failed(ClientError::Closed), false);
         };
         let id = guard.queue(topic, queue_id);
         let st = &mut *guard;
@@ -216,31 +231,26 @@ impl Staging {
         let was_open = q.open.is_some();
         let open_before = q.open.as_ref().map_or(0, |o| o.builder.len_bytes());
         let sealed_before = q.sealed.len();
-        let open = q.open.get_or_insert_with(|| OpenBatch {
-            builder: BatchBuilder::new(max),
-            dones: Vec::new(),
-            started: now(),
-        });
-        let mut failed = None;
-        match msg.with_record(timestamp_ms, |r| open.builder.push(r)) {
-            Ok(()) => {
-                open.dones.push(done);
+        let open = q.open.get_or_insert_with(|| OpenBatch::new(max, now()));
+        let handle = match open.push(msg, timestamp_ms) {
+            Ok(h) => {
                 st.messages += 1;
+                h
             }
             Err(FormatError::BatchFull { .. }) if !open.builder.is_empty() => {
                 // Seal the full batch and open a new one with this message.
-                let mut builder = BatchBuilder::new(max);
-                match msg.with_record(timestamp_ms, |r| builder.push(r)) {
-                    Ok(()) => {
-                        let next = OpenBatch { builder, dones: vec![done], started: now() };
+                let mut next = OpenBatch::new(max, now());
+                match next.push(msg, timestamp_ms) {
+                    Ok(h) => {
                         q.sealed.extend(q.open.replace(next).map(OpenBatch::seal));
                         st.messages += 1;
+                        h
                     }
-                    Err(e) => failed = Some((done, too_large(e))),
+                    Err(e) => SendHandle::failed(too_large(e)),
                 }
             }
-            Err(e) => failed = Some((done, too_large(e))),
-        }
+            Err(e) => SendHandle::failed(too_large(e)),
+        };
         if q.open.as_ref().is_some_and(|o| o.builder.is_empty()) {
             q.open = None; // opened for a message that fits in no batch
         } else if q.open.as_ref().is_some_and(|o| o.builder.len_bytes() >= max) {
@@ -257,10 +267,7 @@ impl Staging {
             || (open_before < min && open_after >= min);
         let wake = event && st.mark(id);
         drop(guard);
-        if let Some((d, e)) = failed {
-            d.complete(Err::<_, ClientError>(e));
-        }
-        wake
+        (handle, wake)
     }
 
     /// Stages a whole batch built by the caller (`send_batch`) behind what its queue already
@@ -308,11 +315,7 @@ impl Staging {
         self.room.notify_all();
         for s in staged {
             match s.completion {
-                Completion::PerMessage(dones) => {
-                    for d in dones {
-                        d.complete(Err(ClientError::Closed));
-                    }
-                }
+                Completion::PerMessage { batch, .. } => batch.complete(Err(ClientError::Closed)),
                 Completion::Batch { done, .. } => done.complete(Err(ClientError::Closed)),
             }
         }
@@ -389,7 +392,6 @@ impl Staging {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::client::pending::pending;
 
     fn staging() -> Staging {
         Staging::new(StagingLimits {
@@ -402,8 +404,7 @@ mod tests {
 
     /// Appends a 40-byte body to queue `q` of "t"; whether the worker was asked to wake.
     fn append(s: &Staging, q: u32, t0: Instant) -> bool {
-        let (done, _p) = pending();
-        s.append("t", q, &Message::new("t", vec![7u8; 40]), 1, done, || t0, &|| {})
+        s.append("t", q, &Message::new("t", vec![7u8; 40]), 1, || t0, &|| {}).1
     }
 
     fn dirty(s: &Staging) -> Vec<usize> {
@@ -421,15 +422,12 @@ mod tests {
             max_bytes: 1 << 20,
         }));
         let t0 = Instant::now();
-        let (done, staged) = pending();
-        s.append("t", 0, &Message::new("t", vec![7u8; 40]), 1, done, || t0, &|| {});
+        let (staged, _) = s.append("t", 0, &Message::new("t", vec![7u8; 40]), 1, || t0, &|| {});
         // Full: the next caller waits for room, which only the worker would make.
         let waiter = {
             let s = s.clone();
             std::thread::spawn(move || {
-                let (done, p) = pending();
-                s.append("t", 0, &Message::new("t", vec![7u8; 40]), 1, done, || t0, &|| {});
-                p.wait()
+                s.append("t", 0, &Message::new("t", vec![7u8; 40]), 1, || t0, &|| {}).0.wait()
             })
         };
         std::thread::sleep(std::time::Duration::from_millis(50));
@@ -437,8 +435,8 @@ mod tests {
         assert!(matches!(waiter.join().unwrap(), Err(ClientError::Closed)));
         assert!(matches!(staged.wait(), Err(ClientError::Closed)));
         // Later sends fail at once.
-        let (done, p) = pending();
-        assert!(!s.append("t", 1, &Message::new("t", vec![1]), 1, done, || t0, &|| {}));
+        let (p, woke) = s.append("t", 1, &Message::new("t", vec![1]), 1, || t0, &|| {});
+        assert!(!woke);
         assert!(matches!(p.wait(), Err(ClientError::Closed)));
     }
 
@@ -502,8 +500,8 @@ mod tests {
     fn a_message_too_large_for_any_batch_fails_alone() {
         let s = staging();
         let t0 = Instant::now();
-        let (done, p) = pending();
-        assert!(!s.append("t", 0, &Message::new("t", vec![0u8; 500]), 1, done, || t0, &|| {}));
+        let (p, woke) = s.append("t", 0, &Message::new("t", vec![0u8; 500]), 1, || t0, &|| {});
+        assert!(!woke);
         assert!(matches!(p.try_take(), Some(Err(ClientError::Invalid(_)))));
         assert_eq!(s.staged(), (0, 0));
         assert!(append(&s, 0, t0));

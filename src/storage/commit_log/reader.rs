@@ -120,6 +120,45 @@ impl<D: LogDir + 'static> CommitLog<D> {
             }
             e => Err(e),
         };
+        // Group the disk batches into runs read with one I/O each (batches that lie close
+        // together in one segment), then issue every run's read at once: a catching-up
+        // consumer's fetch holds several batches of its queue, spread over the log between
+        // other queues' batches, and reading them one after the other left the disk with one
+        // read in flight per fetch.
+        let span_limit = (max_bytes.max(self.config.read_ahead_bytes) * 2) as u64;
+        let mut runs = Vec::new(); // (first plan index, end plan index, start, end)
+        let mut i = 0;
+        while i < plan.len() {
+            let Source::Disk { pos, len } = &plan[i] else {
+                i += 1;
+                continue;
+            };
+            let (start, mut end) = (*pos, *pos + *len as u64);
+            // One read never crosses into the next segment (another file).
+            let next_segment = {
+                let st = self.st.borrow();
+                st.segments.range(start + 1..).next().map_or(LogPosition::MAX, |(b, _)| *b)
+            };
+            let mut j = i + 1;
+            while let Some(Source::Disk { pos: p, len: l }) = plan.get(j) {
+                let (p, l) = (*p, *l as u64);
+                if p < end
+                    || p - end > COALESCE_GAP_BYTES
+                    || p + l - start > span_limit
+                    || p + l > next_segment
+                {
+                    break;
+                }
+                end = p + l;
+                j += 1;
+            }
+            runs.push((i, j, start, end));
+            i = j;
+        }
+        // Bounded by the fetch: at most one read per batch of at most `max_bytes` of entries.
+        let spans =
+            futures::future::join_all(runs.iter().map(|&(_, _, s, e)| self.read_span(s, e))).await;
+        let mut spans = runs.iter().zip(spans);
         let mut i = 0;
         while i < plan.len() {
             match &plan[i] {
@@ -128,29 +167,12 @@ impl<D: LogDir + 'static> CommitLog<D> {
                     Ok(b) => batches.push(b),
                     Err(e) => return bad_batch(i, e, batches),
                 },
-                Source::Disk { pos, len } => {
-                    // Coalesce the following disk batches that lie close after this one.
-                    let (start, mut end) = (*pos, *pos + *len as u64);
-                    let span_limit = (max_bytes.max(self.config.read_ahead_bytes) * 2) as u64;
-                    // One read never crosses into the next segment (another file).
-                    let next_segment = {
-                        let st = self.st.borrow();
-                        st.segments.range(start + 1..).next().map_or(LogPosition::MAX, |(b, _)| *b)
+                Source::Disk { .. } => {
+                    let Some((&(first, j, start, _), span)) = spans.next() else {
+                        unreachable!("a run for every disk batch")
                     };
-                    let mut j = i + 1;
-                    while let Some(Source::Disk { pos: p, len: l }) = plan.get(j) {
-                        let (p, l) = (*p, *l as u64);
-                        if p < end
-                            || p - end > COALESCE_GAP_BYTES
-                            || p + l - start > span_limit
-                            || p + l > next_segment
-                        {
-                            break;
-                        }
-                        end = p + l;
-                        j += 1;
-                    }
-                    let span = self.read_span(start, end).await?;
+                    debug_assert_eq!(first, i);
+                    let span = span?;
                     for (k, src) in plan[i..j].iter().enumerate() {
                         let Source::Disk { pos, len } = src else { unreachable!("disk run") };
                         let b = span.slice((*pos - start) as usize, *len);
