@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use crate::runtime::Semaphore;
 use futures::channel::oneshot;
+use futures::FutureExt;
 
 use super::config::{shard_placement, Config};
 use super::data_dir_lock::{DataDirLock, StartFootprint, LOCK_FILE_NAME};
@@ -108,6 +109,7 @@ pub fn run(mut config: Config) -> Result<(), String> {
     let data_dir = config.broker.data_dir.clone();
     let lock_existed = data_dir.join(LOCK_FILE_NAME).exists();
     let lock = DataDirLock::acquire(&data_dir)?;
+    apply_role_override(&mut config)?;
     let footprint = StartFootprint::record(
         &data_dir,
         data_dir_existed,
@@ -559,21 +561,41 @@ async fn shard_main(args: ShardArgs) -> Result<(), String> {
     // A replica's log is a copy of its master's: nothing but the follower writes to it, so
     // the loops that append (group snapshots, scheduled delivery, transaction checks) run on
     // masters and single brokers only.
-    let writers = (!is_replica).then(|| {
-        [
-            control.spawn(shard.clone().group_loop(stop.clone())),
-            control.spawn(shard.clone().schedule_loop(stop.clone())),
-            control.spawn(shard.clone().transaction_loop(stop.clone())),
-        ]
-    });
+    // A replica shard starts them when `ringmq cluster promote` makes it master.
+    let writers = {
+        let (shard, stop) = (shard.clone(), stop.clone());
+        control.spawn(async move {
+            if is_replica && !shard.await_promotion(stop.clone()).await {
+                return;
+            }
+            futures::future::join3(
+                shard.clone().group_loop(stop.clone()),
+                shard.clone().schedule_loop(stop.clone()),
+                shard.clone().transaction_loop(stop),
+            )
+            .await;
+        })
+    };
     let metrics =
         metrics.map(|inbox| control.spawn(shard.clone().serve_metrics(inbox, stop.clone())));
     let keys = control.spawn(shard.clone().key_index_loop(stop.clone()));
-    let replication = runtime::spawn(shard.clone().replication_loop(stop.clone()));
+    let replication = {
+        let (shard, stop) = (shard.clone(), stop.clone());
+        runtime::spawn(async move {
+            if is_replica && !shard.await_promotion(stop.clone()).await {
+                return;
+            }
+            shard.replication_loop(stop).await
+        })
+    };
     let follower = {
         let (shard, stop, events) = (shard.clone(), stop.clone(), events.clone());
+        // Stops with the broker, or when a promotion makes this shard master.
+        let until = futures::future::select(stop, shard.unfollow_signal()).map(|_| ()).shared();
         runtime::spawn(async move {
-            if let Err(error) = shard.follow_master(stop).await {
+            let result = shard.clone().follow_master(until).await;
+            shard.follower_stopped();
+            if let Err(error) = result {
                 tracing::error!(shard = id, "{error}");
                 let _ = events.send(Event::Fatal { shard: id, error });
             }
@@ -586,9 +608,7 @@ async fn shard_main(args: ShardArgs) -> Result<(), String> {
         a.await;
     }
     release.await;
-    for w in writers.into_iter().flatten() {
-        w.await;
-    }
+    writers.await;
     if let Some(m) = metrics {
         m.await;
     }
@@ -715,6 +735,40 @@ async fn start_replication(
             Err(e)
         }
     }
+}
+
+/// A replica broker that `ringmq cluster promote` made master runs as master after a restart
+/// too (`replication::role_override`).
+fn apply_role_override(config: &mut Config) -> Result<(), String> {
+    use crate::replication::role_override::{effective, ROLE_OVERRIDE_FILE};
+    let Some(configured) = &config.replication else { return Ok(()) };
+    let path = config.broker.data_dir.join(ROLE_OVERRIDE_FILE);
+    let file = match std::fs::read(&path) {
+        Ok(b) => Some(b),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+    };
+    let (max_batch, max_fetch) = (config.storage.max_batch_bytes, config.broker.max_fetch_bytes);
+    let (section, applied) = effective(configured, file.as_deref(), max_batch, max_fetch)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    if applied {
+        tracing::warn!(
+            replicas = ?section.replicas,
+            mode = ?section.replication,
+            "this broker was promoted to master ({}): it runs as master although its config \
+             says role = \"replica\"; set role = \"master\" and replicas in the config, then \
+             delete the file",
+            path.display()
+        );
+    } else if file.is_some() {
+        tracing::info!(
+            "{} is left from a promotion; the config says role = \"master\", so it is not \
+             used (delete it)",
+            path.display()
+        );
+    }
+    config.replication = Some(section);
+    Ok(())
 }
 
 /// `address` ready for `host:port` (IPv6 in brackets).

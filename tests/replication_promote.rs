@@ -1,0 +1,184 @@
+//! `ringmq cluster promote` with the real binary on 127.0.0.1: a master and two replicas, sync
+//! replication and sync flush, two shards each.
+//!
+//! - the master is SIGKILLed while a producer sends; replica 1 is promoted live (no restart)
+//!   and every acknowledged send is on it exactly as acknowledged; replica 2 is restarted
+//!   pointing at it, sends succeed again (it is in the new master's in-sync set) and
+//!   consumers read everything;
+//! - the promoted broker, restarted with its old config (`role = "replica"`), stays master
+//!   (the role override file);
+//! - the old master restarted as a replica of the new one truncates what the new master
+//!   lacks and ends byte-identical to it;
+//! - promote is refused on a master and while the old master still answers.
+
+mod broker_common;
+mod replication_common;
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use broker_common::{config, free_port_block, poll_until, Broker};
+use replication_common::*;
+use ringmq::protocol::{ErrorCode, Request, SendStatus};
+
+fn master_text(dir: &Path, port: u16, replicas: &[u16]) -> String {
+    let list: Vec<String> = replicas.iter().map(|p| format!("\"127.0.0.1:{p}\"")).collect();
+    format!(
+        "{}[replication]\nrole = \"master\"\nreplicas = [{}]\nmin_in_sync_replicas = 2\n\
+         sync_replication_timeout_ms = 10000\nreplica_lag_max_ms = 3000\n",
+        config(dir, SHARDS, &format!("port = {port}"), "flush_mode = \"sync\""),
+        list.join(", ")
+    )
+}
+
+/// `ringmq cluster promote --broker 127.0.0.1:<port> ...`: (success, stdout, stderr).
+fn promote(port: u16, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_ringmq"))
+        .args(["cluster", "promote", "--broker", &format!("127.0.0.1:{port}")])
+        .args(args)
+        .output()
+        .expect("run ringmq cluster promote");
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (out.status.success(), text(&out.stdout), text(&out.stderr))
+}
+
+/// Sends from a thread until `stop`; the SEND_OK ones as (queue, base offset, tag).
+fn producer(
+    port: u16,
+    first_tag: u64,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<Vec<(u32, u64, u64)>> {
+    std::thread::spawn(move || {
+        let mut s = Sender { port, conn: None };
+        let (mut ok, mut tag) = (Vec::new(), first_tag);
+        while !stop.load(Ordering::Relaxed) {
+            let q = (tag % u64::from(QUEUES)) as u32;
+            match s.send(q, tag) {
+                Some((SendStatus::SendOk, base)) => ok.push((q, base, tag)),
+                _ => std::thread::sleep(Duration::from_millis(20)),
+            }
+            tag += 1;
+        }
+        ok
+    })
+}
+
+fn assert_all_there(port: u16, acked: &[(u32, u64, u64)], what: &str) {
+    let mut c = Conn::connect(port);
+    let stored: Vec<_> = (0..QUEUES).map(|q| tags_by_offset(&c.stored(q).1)).collect();
+    for &(q, base, tag) in acked {
+        assert_eq!(
+            stored[q as usize].get(&base),
+            Some(&tag),
+            "{what}: acknowledged {tag} at {q}/{base}"
+        );
+    }
+}
+
+#[test]
+fn a_replica_promoted_live_keeps_every_acknowledged_send_and_stays_master() {
+    let dir = tempdir();
+    let pm = free_port_block(SHARDS as u16);
+    let (p1, p2) = (free_port_block(SHARDS as u16), free_port_block(SHARDS as u16));
+    let (d0, d1, d2) = (dir.path().join("m"), dir.path().join("r1"), dir.path().join("r2"));
+    let mut m = Broker::start_in(&d0, &master_text(&d0, pm, &[p1, p2]));
+    let mut r1 = Broker::start_in(&d1, &replica_config(&d1, p1, pm));
+    let mut r2 = Broker::start_in(&d2, &replica_config(&d2, p2, pm));
+    Conn::connect(pm)
+        .call(&Request::CreateTopic { topic: TOPIC.into(), queue_count: QUEUES })
+        .unwrap();
+    for port in [p1, p2] {
+        let mut c = Conn::connect(port);
+        poll_until(WAIT, || (c.topics() == 1).then_some(()));
+    }
+
+    // Sends while the master is SIGKILLed.
+    let stop = Arc::new(AtomicBool::new(false));
+    let sending = producer(pm, 1, stop.clone());
+    poll_until(WAIT, || (Conn::connect(pm).stored(0).0 > 30).then_some(()));
+    m.kill();
+    stop.store(true, Ordering::Relaxed);
+    let mut acked = sending.join().unwrap();
+    assert!(acked.len() > 30, "sends were acknowledged: {}", acked.len());
+
+    // Replica 1 refuses writes until promoted; promoted live, it has every acknowledged send.
+    assert_eq!(
+        Conn::connect(p1).produce(0, 1).unwrap_err().known_code(),
+        Some(ErrorCode::NOT_MASTER)
+    );
+    let replicas = format!("127.0.0.1:{p2},127.0.0.1:{pm}");
+    let (ok, out, err) = promote(p1, &["--replicas", &replicas]);
+    assert!(ok, "promote failed: {err}");
+    assert_eq!(out.lines().filter(|l| l.contains("epoch=")).count(), SHARDS, "{out}");
+    assert!(r1.is_running(), "promoted without a restart");
+    assert!(d1.join("data").join("replication-role.json").exists());
+    assert_all_there(p1, &acked, "promoted replica");
+
+    // Replica 2 follows the new master (a restart with the new master in its config; it
+    // truncates whatever it had from the old master that the new one lacks).
+    r2.stop();
+    let _r2 = Broker::start_in(&d2, &replica_config(&d2, p2, p1));
+    let mut c1 = Conn::connect(p1);
+    let mut tag = 1_000_000;
+    poll_until(WAIT, || {
+        tag += 1;
+        all_ok(&send_round(&mut c1, tag)).then_some(())
+    });
+    let stop = Arc::new(AtomicBool::new(false));
+    let sending = producer(p1, 2_000_000, stop.clone());
+    poll_until(WAIT, || (Conn::connect(p1).stored(0).0 > 60).then_some(()));
+    stop.store(true, Ordering::Relaxed);
+    let more = sending.join().unwrap();
+    assert!(!more.is_empty());
+    acked.extend(more);
+    assert_all_there(p1, &acked, "new master");
+    // What its consumers read is what replica 2 holds, byte for byte.
+    poll_until(WAIT, || try_stored(p2).filter(|r| *r == try_stored(p1).unwrap()).map(|_| ()));
+
+    // Restarted with its old config (role = "replica"), the promoted broker stays master.
+    r1.kill();
+    let r1 = Broker::start_in(&d1, &replica_config(&d1, p1, pm));
+    assert_all_there(r1.shared_port, &acked, "restarted new master");
+    let mut c1 = Conn::connect(p1);
+    poll_until(WAIT, || {
+        tag += 1;
+        all_ok(&send_round(&mut c1, tag)).then_some(())
+    });
+    let (ok, _, err) = promote(p1, &["--replicas", &replicas]);
+    assert!(!ok && err.contains("already a master"), "promote on a master: {err}");
+
+    // The old master rejoins as a replica: it truncates what the new master lacks and ends
+    // byte-identical.
+    let _old = Broker::start_in(&d0, &replica_config(&d0, pm, p1));
+    tag += 1;
+    assert!(all_ok(&send_round(&mut c1, tag)));
+    poll_until(WAIT, || try_stored(pm).filter(|r| *r == try_stored(p1).unwrap()).map(|_| ()));
+    assert_all_there(pm, &acked, "old master rejoined");
+}
+
+#[test]
+fn promote_is_refused_while_the_old_master_answers_and_on_a_master() {
+    let dir = tempdir();
+    let (pm, p1) = (free_port_block(SHARDS as u16), free_port_block(SHARDS as u16));
+    let (d0, d1) = (dir.path().join("m"), dir.path().join("r1"));
+    let m = Broker::start_in(&d0, &master_text(&d0, pm, &[p1]));
+    let r1 = Broker::start_in(&d1, &replica_config(&d1, p1, pm));
+    let replicas = format!("127.0.0.1:{pm}");
+    let (ok, _, err) = promote(m.shared_port, &["--replicas", &format!("127.0.0.1:{p1}")]);
+    assert!(!ok && err.contains("already a master"), "{err}");
+    let (ok, _, err) = promote(r1.shared_port, &["--replicas", &replicas]);
+    assert!(!ok && err.contains("still answers"), "{err}");
+    assert!(!d1.join("data").join("replication-role.json").exists());
+    // A bad section is refused with the knob named, before anything changes.
+    let (ok, _, err) =
+        promote(r1.shared_port, &["--replicas", &replicas, "--min-in-sync-replicas", "5"]);
+    assert!(!ok && err.contains("min_in_sync_replicas"), "{err}");
+    // The replica still follows and refuses writes.
+    assert_eq!(
+        Conn::connect(p1).produce(0, 1).unwrap_err().known_code(),
+        Some(ErrorCode::NOT_MASTER)
+    );
+}
