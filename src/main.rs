@@ -191,7 +191,7 @@ enum ClusterAction {
     /// Makes the replica broker --broker the master of its group, live, on every shard: it
     /// stops following, begins a new epoch and takes writes. Refused on a master, and while
     /// the old master still answers (stop it first, or --force). The role survives restarts
-    /// (data_dir/replication-role.json); see docs/operations.md "Failover".
+    /// (data_dir/replication-role.json); see docs/design.md "Replication".
     Promote {
         /// The new master's replicas, ip:port each, comma-separated (the old master's address
         /// too if it is to rejoin as a replica).

@@ -78,6 +78,32 @@ fn assert_all_there(port: u16, acked: &[(u32, u64, u64)], what: &str) {
     }
 }
 
+/// Runs a broker with `text` that must fail to start: (whether it ran: exited 0 or was
+/// still running after [`WAIT`]; its stderr). Its ready line comes before the shards' replication
+/// start, which is where this refusal happens, so only the exit tells.
+fn start_fails(dir: &Path, text: &str) -> (bool, String) {
+    let cfg = dir.join("broker-stale.toml");
+    std::fs::write(&cfg, text).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ringmq"))
+        .args(["broker", "--config"])
+        .arg(&cfg)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + WAIT;
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (out.status.success() || out.status.code().is_none(), text(&out.stderr))
+}
+
 #[test]
 fn a_replica_promoted_live_keeps_every_acknowledged_send_and_stays_master() {
     let dir = tempdir();
@@ -149,6 +175,11 @@ fn a_replica_promoted_live_keeps_every_acknowledged_send_and_stays_master() {
     });
     let (ok, _, err) = promote(p1, &["--replicas", &replicas]);
     assert!(!ok && err.contains("already a master"), "promote on a master: {err}");
+
+    // The old master, started with its old config (role = "master"), refuses to start: its
+    // replicas follow the new master (a second master would reuse the epoch number).
+    let (started, err) = start_fails(&d0, &master_text(&d0, pm, &[p1, p2]));
+    assert!(!started && err.contains("answers as a master"), "stale master: {err}");
 
     // The old master rejoins as a replica: it truncates what the new master lacks and ends
     // byte-identical.

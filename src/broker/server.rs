@@ -660,6 +660,18 @@ async fn start_replication(
         history.truncate_to(log.append_end());
         match rc.role() {
             Role::Master => {
+                // Refused where detectable: a replica that is a master, or follows another
+                // broker, means this one was replaced (`ringmq cluster promote`).
+                let probes = rc.replica_addrs().into_iter().map(|r| {
+                    replication_peer::check_not_replaced(
+                        r,
+                        ports.shared,
+                        config.broker.max_frame_bytes,
+                    )
+                });
+                for probe in futures::future::join_all(probes).await {
+                    probe.map_err(|e| format!("shard {id}: {e}"))?;
+                }
                 let end = log.append_end();
                 let epoch = newest_epoch + 1;
                 history

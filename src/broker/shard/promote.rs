@@ -1,5 +1,5 @@
 //! `ringmq cluster promote` (REPLICA_PROMOTE): a replica broker becomes the master of its
-//! group without a restart (docs/design.md "Replication", docs/operations.md).
+//! group without a restart (docs/design.md "Replication", "Failover").
 //!
 //! The shard that decodes the request coordinates: it refuses on a master or a single broker,
 //! checks the new master's `[replication]` section, refuses while the old master still
