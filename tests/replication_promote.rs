@@ -317,13 +317,23 @@ fn sync_promote_rounds_lose_nothing() {
 
 /// Async replication: what the replicas had not synced when the master died is lost; the
 /// count is printed (`-- --nocapture`), the logs still end byte-identical.
+/// `RINGMQ_PROMOTE_REPORT=<path>` also writes the counts as JSON there.
 #[test]
 fn async_promote_rounds_report_what_they_lose() {
     let (acked, lost) = promote_rounds("async", rounds());
     assert!(acked > 0);
+    let percent = 100.0 * lost as f64 / acked as f64;
     println!(
-        "async promote rounds: {acked} sends acknowledged, {lost} lost ({:.3}%) over {} failovers",
-        100.0 * lost as f64 / acked as f64,
+        "async promote rounds: {acked} sends acknowledged, {lost} lost ({percent:.3}%) over {} \
+         failovers",
         rounds()
     );
+    if let Ok(path) = std::env::var("RINGMQ_PROMOTE_REPORT") {
+        let json = format!(
+            "{{\"mode\": \"async\", \"failovers\": {}, \"acknowledged\": {acked}, \
+             \"lost\": {lost}, \"lost_percent\": {percent:.3}}}\n",
+            rounds()
+        );
+        std::fs::write(&path, json).unwrap();
+    }
 }
