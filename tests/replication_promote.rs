@@ -34,15 +34,19 @@ fn master_text(dir: &Path, port: u16, replicas: &[u16]) -> String {
     )
 }
 
-/// `ringmq cluster promote --broker 127.0.0.1:<port> ...`: (success, stdout, stderr).
-fn promote(port: u16, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_ringmq"))
-        .args(["cluster", "promote", "--broker", &format!("127.0.0.1:{port}")])
-        .args(args)
-        .output()
-        .expect("run ringmq cluster promote");
+/// `ringmq <args>`: (success, stdout, stderr).
+fn cli(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_ringmq")).args(args).output().expect("run ringmq");
     let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
     (out.status.success(), text(&out.stdout), text(&out.stderr))
+}
+
+/// `ringmq cluster promote --broker 127.0.0.1:<port> ...`.
+fn promote(port: u16, args: &[&str]) -> (bool, String, String) {
+    let broker = format!("127.0.0.1:{port}");
+    let mut all = vec!["cluster", "promote", "--broker", &broker];
+    all.extend_from_slice(args);
+    cli(&all)
 }
 
 /// Sends from a thread until `stop`; the SEND_OK ones as (queue, base offset, tag).
@@ -121,6 +125,37 @@ fn a_replica_promoted_live_keeps_every_acknowledged_send_and_stays_master() {
         poll_until(WAIT, || (c.topics() == 1).then_some(()));
     }
 
+    // A consumer group commits offsets on the master (they ride in its log).
+    let mut cm = Conn::connect(pm);
+    let mut tag = 900_000;
+    poll_until(WAIT, || {
+        tag += 1;
+        all_ok(&send_round(&mut cm, tag)).then_some(())
+    });
+    let (ok, _, err) = cli(&[
+        "consume",
+        "--topic",
+        TOPIC,
+        "--group",
+        "g",
+        "--max-messages",
+        "8",
+        "--broker",
+        &format!("127.0.0.1:{pm}"),
+    ]);
+    assert!(ok, "consume: {err}");
+    let committed = |port: u16| {
+        let (ok, out, err) =
+            cli(&["group", "describe", "g", "--broker", &format!("127.0.0.1:{port}")]);
+        assert!(ok, "group describe: {err}");
+        out.lines()
+            .filter(|l| l.starts_with(&format!("{TOPIC}\t")))
+            .filter_map(|l| l.split('\t').nth(3)?.parse::<u64>().ok())
+            .sum::<u64>()
+    };
+    let before = committed(pm);
+    assert!(before > 0, "the group committed what it consumed: {before}");
+
     // Sends while the master is SIGKILLed.
     let stop = Arc::new(AtomicBool::new(false));
     let sending = producer(pm, 1, stop.clone());
@@ -142,6 +177,7 @@ fn a_replica_promoted_live_keeps_every_acknowledged_send_and_stays_master() {
     assert!(r1.is_running(), "promoted without a restart");
     assert!(d1.join("data").join("replication-role.json").exists());
     assert_all_there(p1, &acked, "promoted replica");
+    assert_eq!(committed(p1), before, "the new master rebuilt the committed offsets");
 
     // Replica 2 follows the new master (a restart with the new master in its config; it
     // truncates whatever it had from the old master that the new one lacks).
