@@ -169,7 +169,7 @@ enum Command {
     /// Master/replica groups: promote a replica to master.
     Cluster {
         #[command(subcommand)]
-        action: ClusterAction,
+        action: cluster_cli::ClusterAction,
         /// The broker to act on (its shared port).
         #[arg(long, global = true, default_value = "127.0.0.1:10911")]
         broker: String,
@@ -183,33 +183,6 @@ enum Command {
     Tune {
         #[command(subcommand)]
         action: ringmq::tune::TuneCommand,
-    },
-}
-
-#[derive(Subcommand)]
-enum ClusterAction {
-    /// Makes the replica broker --broker the master of its group, live, on every shard: it
-    /// stops following, begins a new epoch and takes writes. Refused on a master, and while
-    /// the old master still answers (stop it first, or --force). The role survives restarts
-    /// (data_dir/replication-role.json); see docs/design.md "Replication".
-    Promote {
-        /// The new master's replicas, ip:port each, comma-separated (the old master's address
-        /// too if it is to rejoin as a replica).
-        #[arg(long, value_delimiter = ',', required = true)]
-        replicas: Vec<String>,
-        /// sync or async.
-        #[arg(long, default_value = "sync", value_parser = ["sync", "async"])]
-        replication: String,
-        /// Members of the in-sync set, the master included, a sync send needs.
-        #[arg(long, default_value_t = 2)]
-        min_in_sync_replicas: u32,
-        /// Promote even though the old master still answers (only when it is fenced some
-        /// other way: two masters taking writes lose acknowledged messages).
-        #[arg(long)]
-        force: bool,
-        /// How long to wait for the promotion (each shard rebuilds its state from its log).
-        #[arg(long, value_parser = humantime::parse_duration, default_value = "2m")]
-        timeout: std::time::Duration,
     },
 }
 
@@ -333,7 +306,7 @@ fn main() -> ExitCode {
         Command::Dlq { action, broker } => dlq_cli::run(&broker, action),
         Command::Message { action, broker } => message_cli::run(&broker, action),
         Command::Txn { action: TxnAction::List { max }, broker } => txn_list(&broker, max),
-        Command::Cluster { action, broker } => cluster(&broker, action),
+        Command::Cluster { action, broker } => cluster_cli::run(&broker, action),
         Command::Stats { broker } => stats(&broker),
         Command::Tune { action } => return ringmq::tune::run(action),
     };
@@ -390,23 +363,6 @@ fn run_broker(config: Option<PathBuf>, flags: BrokerFlags) -> Result<(), String>
 
 fn err(e: ClientError) -> String {
     e.to_string()
-}
-
-fn cluster(broker: &str, action: ClusterAction) -> Result<(), String> {
-    use ringmq::replication::config::Mode;
-    match action {
-        ClusterAction::Promote { replicas, replication, min_in_sync_replicas, force, timeout } => {
-            let mode = if replication == "async" { Mode::Async } else { Mode::Sync };
-            let admin = Client::connect(broker).map_err(err)?.admin();
-            let shards =
-                admin.promote(replicas, mode, min_in_sync_replicas, force, timeout).map_err(err)?;
-            for s in shards {
-                println!("shard={}\tepoch={}\tstart={}", s.shard, s.epoch, s.start);
-            }
-            println!("{broker} is the master; restarts keep it master (replication-role.json)");
-        }
-    }
-    Ok(())
 }
 
 fn topic(broker: &str, action: TopicAction) -> Result<(), String> {
@@ -559,6 +515,7 @@ fn produce_scheduled(
     Ok(())
 }
 
+mod cluster_cli;
 mod dlq_cli;
 mod group_consume;
 mod message_cli;

@@ -46,6 +46,7 @@ use crate::metrics::exposition;
 use crate::metrics::http::{HttpLimits, HttpServer};
 use crate::metrics::Exporter;
 use crate::replication::config::Role;
+use crate::replication::role_override::apply_role_override;
 use crate::runtime::{self, ExecutorOptions};
 use crate::storage::commit_log::truncate_log;
 use crate::storage::dma_dir::DmaDir;
@@ -747,40 +748,6 @@ async fn start_replication(
             Err(e)
         }
     }
-}
-
-/// A replica broker that `ringmq cluster promote` made master runs as master after a restart
-/// too (`replication::role_override`).
-fn apply_role_override(config: &mut Config) -> Result<(), String> {
-    use crate::replication::role_override::{effective, ROLE_OVERRIDE_FILE};
-    let Some(configured) = &config.replication else { return Ok(()) };
-    let path = config.broker.data_dir.join(ROLE_OVERRIDE_FILE);
-    let file = match std::fs::read(&path) {
-        Ok(b) => Some(b),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
-    };
-    let (max_batch, max_fetch) = (config.storage.max_batch_bytes, config.broker.max_fetch_bytes);
-    let (section, applied) = effective(configured, file.as_deref(), max_batch, max_fetch)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    if applied {
-        tracing::warn!(
-            replicas = ?section.replicas,
-            mode = ?section.replication,
-            "this broker was promoted to master ({}): it runs as master although its config \
-             says role = \"replica\"; set role = \"master\" and replicas in the config, then \
-             delete the file",
-            path.display()
-        );
-    } else if file.is_some() {
-        tracing::info!(
-            "{} is left from a promotion; the config says role = \"master\", so it is not \
-             used (delete it)",
-            path.display()
-        );
-    }
-    config.replication = Some(section);
-    Ok(())
 }
 
 /// `address` ready for `host:port` (IPv6 in brackets).

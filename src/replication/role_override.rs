@@ -7,7 +7,8 @@
 //! shard stops following. At start, a broker whose config says `role = "replica"` and whose
 //! data directory holds the file runs as the master the file describes; a config that says
 //! `role = "master"` wins (the operator updated it). To make a promoted broker a replica
-//! again, the operator deletes the file. Pure: parsing and [`RoleOverride::apply`].
+//! again, the operator deletes the file. Parsing and [`effective`] are pure;
+//! [`apply_role_override`] reads the file at start.
 
 use serde::{Deserialize, Serialize};
 
@@ -88,6 +89,40 @@ pub fn effective(
         }
         _ => Ok((configured.clone(), false)),
     }
+}
+
+/// At start (main thread, data directory locked): a replica broker that `ringmq cluster
+/// promote` made master runs as master after a restart too. Reads the file in the config's
+/// `data_dir`; replaces the `[replication]` section with the effective one.
+pub fn apply_role_override(config: &mut crate::broker::Config) -> Result<(), String> {
+    let Some(configured) = &config.replication else { return Ok(()) };
+    let path = config.broker.data_dir.join(ROLE_OVERRIDE_FILE);
+    let file = match std::fs::read(&path) {
+        Ok(b) => Some(b),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+    };
+    let (max_batch, max_fetch) = (config.storage.max_batch_bytes, config.broker.max_fetch_bytes);
+    let (section, applied) = effective(configured, file.as_deref(), max_batch, max_fetch)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    if applied {
+        tracing::warn!(
+            replicas = ?section.replicas,
+            mode = ?section.replication,
+            "this broker was promoted to master ({}): it runs as master although its config \
+             says role = \"replica\"; set role = \"master\" and replicas in the config, then \
+             delete the file",
+            path.display()
+        );
+    } else if file.is_some() {
+        tracing::info!(
+            "{} is left from a promotion; the config says role = \"master\", so it is not \
+             used (delete it)",
+            path.display()
+        );
+    }
+    config.replication = Some(section);
+    Ok(())
 }
 
 #[cfg(test)]
