@@ -166,6 +166,14 @@ enum Command {
         #[arg(long, global = true, default_value = "127.0.0.1:10911")]
         broker: String,
     },
+    /// Master/replica groups: promote a replica to master.
+    Cluster {
+        #[command(subcommand)]
+        action: cluster_cli::ClusterAction,
+        /// The broker to act on (its shared port).
+        #[arg(long, global = true, default_value = "127.0.0.1:10911")]
+        broker: String,
+    },
     /// Prints per-shard counters.
     Stats {
         #[arg(long, default_value = "127.0.0.1:10911")]
@@ -298,6 +306,7 @@ fn main() -> ExitCode {
         Command::Dlq { action, broker } => dlq_cli::run(&broker, action),
         Command::Message { action, broker } => message_cli::run(&broker, action),
         Command::Txn { action: TxnAction::List { max }, broker } => txn_list(&broker, max),
+        Command::Cluster { action, broker } => cluster_cli::run(&broker, action),
         Command::Stats { broker } => stats(&broker),
         Command::Tune { action } => return ringmq::tune::run(action),
     };
@@ -506,6 +515,7 @@ fn produce_scheduled(
     Ok(())
 }
 
+mod cluster_cli;
 mod dlq_cli;
 mod group_consume;
 mod message_cli;

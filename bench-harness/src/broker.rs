@@ -19,6 +19,8 @@ pub struct SpawnedBroker {
     pub config_text: String,
     /// The git revision the broker binary was built from, from its ready line.
     pub revision: String,
+    /// Its metrics endpoint (`metrics=` of the ready line), if on.
+    pub metrics_url: Option<String>,
 }
 
 /// The `ringmq` binary: `explicit`, else next to this executable (`target/<profile>/`), else
@@ -155,6 +157,7 @@ impl SpawnedBroker {
             shared_port: 0,
             config_text: text,
             revision: String::new(),
+            metrics_url: None,
         };
         let stdout = child.stdout.take().expect("piped");
         me.child = Some(child);
@@ -179,6 +182,11 @@ impl SpawnedBroker {
                         .ok_or_else(|| format!("no shared_port in the ready line {line:?}"))?;
                     me.shared_port = port;
                     me.revision = ready_line_revision(&line);
+                    me.metrics_url = line
+                        .split_whitespace()
+                        .find_map(|w| w.strip_prefix("metrics="))
+                        .filter(|u| *u != "off")
+                        .map(str::to_owned);
                     return Ok(me);
                 }
                 Ok(_) => continue,

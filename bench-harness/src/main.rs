@@ -20,6 +20,7 @@ mod broker;
 mod clock;
 mod comparison;
 mod group;
+mod lag;
 mod library;
 mod payload;
 mod rate;

@@ -235,6 +235,21 @@ pub fn table(report: &Report) -> String {
     for (name, v) in metrics(r) {
         out.push_str(&format!("  {name:<22} {:>14}\n", fmt(v)));
     }
+    if let Some(l) = &r.replication_lag {
+        out.push_str(&format!(
+            "  replication lag bytes  p50 {} p99 {} max {} mean {} ({} samples every {} ms, {} \
+             failed); time behind (est.) p50 {} ms p99 {} ms\n",
+            l.lag_bytes_p50,
+            l.lag_bytes_p99,
+            l.lag_bytes_max,
+            fmt(l.lag_bytes_mean),
+            l.samples,
+            l.interval_ms,
+            l.failed_samples,
+            fmt(l.est_time_behind_ms_p50),
+            fmt(l.est_time_behind_ms_p99)
+        ));
+    }
     if r.counts_ok {
         out.push_str("  counts: OK\n");
     } else {

@@ -93,6 +93,9 @@ pub struct Results {
     pub problems: Vec<String>,
     /// The first client errors seen.
     pub errors: Vec<String>,
+    /// `--replication async|sync`: how far the replica was behind (`crate::lag`).
+    #[serde(default)]
+    pub replication_lag: Option<crate::lag::ReplicationLag>,
 }
 
 pub(crate) struct Shared {
@@ -512,6 +515,7 @@ fn run_on_topics(
         counts_ok: false,
         problems: Vec::new(),
         errors: lock(&shared.errors).clone(),
+        replication_lag: None,
     };
     if w.consumers > 0 {
         results.missing = producer_stats.iter().map(|p| verifier.missing(p.id, p.sent)).sum();

@@ -251,7 +251,15 @@ impl Session {
             ),
             delete_topics: !self.keep_topics,
         };
-        runner::run(w, &opts)
+        let sampler = match (&self.replica, &self.spawned) {
+            (Some(_), Some(m)) => m.metrics_url.clone().map(crate::lag::Sampler::start),
+            _ => None,
+        };
+        let (mut results, series) = runner::run(w, &opts)?;
+        if let Some(s) = sampler {
+            results.replication_lag = Some(s.finish(results.produce_bytes_per_s));
+        }
+        Ok((results, series))
     }
 
     /// Stops the spawned broker and describes the session.

@@ -208,3 +208,50 @@ pub async fn join(
         Err(e) => Err(retry(e)),
     }
 }
+
+/// How long a starting master waits for each of its replicas to say whom it follows.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Before a master begins a new epoch: asks `replica` whom it follows (REPLICA_TOPICS, which a
+/// master answers and a replica refuses with NOT_MASTER naming its master). Err when the
+/// replica is a master itself or follows another broker than this one (`me`, this broker's
+/// shared port at the IP it reaches the replica from): another broker was promoted, so this
+/// one must rejoin as a replica instead of starting a second master. Ok when it follows this
+/// broker, or cannot be asked (down, unreachable, no replication: nothing to learn).
+pub async fn check_not_replaced(
+    replica: SocketAddr,
+    own_shared_port: u16,
+    max_frame: usize,
+) -> Result<(), String> {
+    let Ok(mut peer) = Peer::connect(replica, max_frame, PROBE_TIMEOUT).await else {
+        return Ok(());
+    };
+    let me = peer.local_ip().map(|ip| SocketAddr::new(ip, own_shared_port));
+    let answer = peer.call(&Request::Replication(ReplRequest::Topics), PROBE_TIMEOUT).await;
+    let restart_as_replica = |master: &str| {
+        format!(
+            "restart this broker with role = \"replica\" and master = \"{master}\" (it truncates \
+             what the master lacks and follows), or, if this broker must be the master, \
+             reconfigure {replica} first"
+        )
+    };
+    match answer {
+        Ok(Response::Replication(ReplResponse::Topics { .. })) => Err(format!(
+            "replica {replica} answers as a master (promoted?): starting this broker as a \
+             master too would make two masters; {}",
+            restart_as_replica(&replica.to_string())
+        )),
+        Err(PeerError::Refused(e)) => match e.detail {
+            crate::protocol::ErrorDetail::NotMaster { master } if Some(master) != me => {
+                Err(format!(
+                    "replica {replica} follows {master}, not this broker ({}): another broker \
+                     is master; {}",
+                    me.map_or("?".into(), |m| m.to_string()),
+                    restart_as_replica(&master.to_string())
+                ))
+            }
+            _ => Ok(()),
+        },
+        Ok(_) | Err(PeerError::Io(_)) => Ok(()),
+    }
+}

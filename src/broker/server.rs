@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use crate::runtime::Semaphore;
 use futures::channel::oneshot;
+use futures::FutureExt;
 
 use super::config::{shard_placement, Config};
 use super::data_dir_lock::{DataDirLock, StartFootprint, LOCK_FILE_NAME};
@@ -45,6 +46,7 @@ use crate::metrics::exposition;
 use crate::metrics::http::{HttpLimits, HttpServer};
 use crate::metrics::Exporter;
 use crate::replication::config::Role;
+use crate::replication::role_override::apply_role_override;
 use crate::runtime::{self, ExecutorOptions};
 use crate::storage::commit_log::truncate_log;
 use crate::storage::dma_dir::DmaDir;
@@ -108,6 +110,7 @@ pub fn run(mut config: Config) -> Result<(), String> {
     let data_dir = config.broker.data_dir.clone();
     let lock_existed = data_dir.join(LOCK_FILE_NAME).exists();
     let lock = DataDirLock::acquire(&data_dir)?;
+    apply_role_override(&mut config)?;
     let footprint = StartFootprint::record(
         &data_dir,
         data_dir_existed,
@@ -559,21 +562,41 @@ async fn shard_main(args: ShardArgs) -> Result<(), String> {
     // A replica's log is a copy of its master's: nothing but the follower writes to it, so
     // the loops that append (group snapshots, scheduled delivery, transaction checks) run on
     // masters and single brokers only.
-    let writers = (!is_replica).then(|| {
-        [
-            control.spawn(shard.clone().group_loop(stop.clone())),
-            control.spawn(shard.clone().schedule_loop(stop.clone())),
-            control.spawn(shard.clone().transaction_loop(stop.clone())),
-        ]
-    });
+    // A replica shard starts them when `ringmq cluster promote` makes it master.
+    let writers = {
+        let (shard, stop) = (shard.clone(), stop.clone());
+        control.spawn(async move {
+            if is_replica && !shard.await_promotion(stop.clone()).await {
+                return;
+            }
+            futures::future::join3(
+                shard.clone().group_loop(stop.clone()),
+                shard.clone().schedule_loop(stop.clone()),
+                shard.clone().transaction_loop(stop),
+            )
+            .await;
+        })
+    };
     let metrics =
         metrics.map(|inbox| control.spawn(shard.clone().serve_metrics(inbox, stop.clone())));
     let keys = control.spawn(shard.clone().key_index_loop(stop.clone()));
-    let replication = runtime::spawn(shard.clone().replication_loop(stop.clone()));
+    let replication = {
+        let (shard, stop) = (shard.clone(), stop.clone());
+        runtime::spawn(async move {
+            if is_replica && !shard.await_promotion(stop.clone()).await {
+                return;
+            }
+            shard.replication_loop(stop).await
+        })
+    };
     let follower = {
         let (shard, stop, events) = (shard.clone(), stop.clone(), events.clone());
+        // Stops with the broker, or when a promotion makes this shard master.
+        let until = futures::future::select(stop, shard.unfollow_signal()).map(|_| ()).shared();
         runtime::spawn(async move {
-            if let Err(error) = shard.follow_master(stop).await {
+            let result = shard.clone().follow_master(until).await;
+            shard.follower_stopped();
+            if let Err(error) = result {
                 tracing::error!(shard = id, "{error}");
                 let _ = events.send(Event::Fatal { shard: id, error });
             }
@@ -586,9 +609,7 @@ async fn shard_main(args: ShardArgs) -> Result<(), String> {
         a.await;
     }
     release.await;
-    for w in writers.into_iter().flatten() {
-        w.await;
-    }
+    writers.await;
     if let Some(m) = metrics {
         m.await;
     }
@@ -640,6 +661,18 @@ async fn start_replication(
         history.truncate_to(log.append_end());
         match rc.role() {
             Role::Master => {
+                // Refused where detectable: a replica that is a master, or follows another
+                // broker, means this one was replaced (`ringmq cluster promote`).
+                let probes = rc.replica_addrs().into_iter().map(|r| {
+                    replication_peer::check_not_replaced(
+                        r,
+                        ports.shared,
+                        config.broker.max_frame_bytes,
+                    )
+                });
+                for probe in futures::future::join_all(probes).await {
+                    probe.map_err(|e| format!("shard {id}: {e}"))?;
+                }
                 let end = log.append_end();
                 let epoch = newest_epoch + 1;
                 history

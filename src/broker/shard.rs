@@ -23,7 +23,8 @@
 //! `stats` and `metrics` (answers to the metrics exporter). A new feature adds a handler file
 //! and a dispatch arm, not logic here.
 //! messages, their end and check-back), `replication` (a master's stream and sync-produce
-//! gate, a replica's refusals), `follower` (a replica's stream from its master), `stats` and
+//! gate, a replica's refusals), `follower` (a replica's stream from its master), `promote`
+//! (a replica broker made master live, `ringmq cluster promote`), `stats` and
 //! `metrics` (answers to the metrics exporter). A new feature adds a handler file and a dispatch arm, not logic here.
 
 use std::cell::{Cell, RefCell};
@@ -105,6 +106,11 @@ pub enum Control {
     Stats { reply: oneshot::Sender<ShardStats> },
     /// Asks for the groups the receiver coordinates.
     Groups { reply: oneshot::Sender<Vec<crate::protocol::group::GroupSummary>> },
+    /// Promotes the receiver (a replica shard) to master with this `[replication]` section.
+    Promote {
+        config: crate::replication::config::ReplicationConfig,
+        reply: oneshot::Sender<Result<crate::protocol::replication::PromotedShard, BrokerError>>,
+    },
 }
 
 /// Retries parked until the append of their first copy ends, by window and sequence.
@@ -164,6 +170,8 @@ pub struct Shard<L: ShardLog> {
     keys: RefCell<Option<key_index::ShardKeyIndex>>,
     /// Master or replica (`replication` handler); unset for a single broker.
     replication: std::cell::OnceCell<replication::ShardRole>,
+    /// A live promotion of a replica shard (`promote` handler).
+    promotion: promote::Promotion,
     /// Every time this shard's logic reads or waits on (long-poll deadlines, connection
     /// timeouts, idempotence windows, group sessions); simulated in tests.
     pub clock: SharedClock,
@@ -245,6 +253,7 @@ impl<L: ShardLog> Shard<L> {
                 clock.unix_ms(),
             )),
             replication: std::cell::OnceCell::new(),
+            promotion: promote::Promotion::new(),
             clock,
             config,
         }
@@ -400,6 +409,12 @@ impl<L: ShardLog> Shard<L> {
             Control::Groups { reply } => {
                 let _ = reply.send(self.group_summaries());
             }
+            Control::Promote { config, reply } => {
+                let me = self.clone();
+                let _detached = self.control_queue.spawn(async move {
+                    let _ = reply.send(me.promote_shard(&config).await);
+                });
+            }
             Control::Admin { request, reply } => {
                 let me = self.clone();
                 let _detached = self.control_queue.spawn(async move {
@@ -495,6 +510,7 @@ mod group;
 pub mod key_index;
 mod metrics;
 mod produce;
+mod promote;
 pub mod replication;
 pub mod schedule;
 mod schedule_dedup;

@@ -1,10 +1,13 @@
 //! The admin client: topics, queue offsets, broker stats.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::error::{ClientError, Result};
 use super::router::{Router, TopicRoute};
+use crate::protocol::replication::{PromotedShard, ReplRequest, ReplResponse};
 use crate::protocol::{Request, Response, ShardStats, TopicInfo};
+use crate::replication::config::Mode;
 
 /// A queue's offsets `[min, next)` as the broker reports them: `next` is where the next record
 /// goes. Plain numbers, as on the wire (the broker's storage types them; the client need not).
@@ -89,6 +92,31 @@ impl AdminClient {
         timestamp_ms: i64,
     ) -> Result<u64> {
         Ok(self.offsets_call(topic, queue_id, timestamp_ms.max(0))?.1)
+    }
+
+    /// Makes the replica broker this client is connected to the master of its group, on
+    /// every shard (REPLICA_PROMOTE, `ringmq cluster promote`): its replicas, their mode and
+    /// `min_in_sync_replicas` as the new master's `[replication]` section. Without `force` the
+    /// broker refuses while its old master still answers. Waits up to `timeout` (a promotion
+    /// rebuilds each shard's state from its log). Returns each shard's new epoch.
+    pub fn promote(
+        &self,
+        replicas: Vec<String>,
+        mode: Mode,
+        min_in_sync_replicas: u32,
+        force: bool,
+        timeout: Duration,
+    ) -> Result<Vec<PromotedShard>> {
+        let req = Request::Replication(ReplRequest::Promote {
+            replicas,
+            mode,
+            min_in_sync_replicas,
+            force,
+        });
+        match self.router.bootstrap()?.call(&req, timeout)? {
+            Response::Replication(ReplResponse::Promote { shards }) => Ok(shards),
+            other => Err(unexpected("promote", &other)),
+        }
     }
 
     /// Counters of every shard.

@@ -38,6 +38,8 @@ pub enum ApiKey {
     ReplicaJoin = 40,
     ReplicaFetch = 41,
     ReplicaTopics = 42,
+    /// Makes a replica broker the master of its group (`ringmq cluster promote`).
+    ReplicaPromote = 44,
 }
 
 impl ApiKey {
@@ -69,6 +71,7 @@ impl ApiKey {
         ApiKey::ReplicaJoin,
         ApiKey::ReplicaFetch,
         ApiKey::ReplicaTopics,
+        ApiKey::ReplicaPromote,
     ];
 
     /// Served by a consumer group's coordinator (`super::group`).
@@ -84,6 +87,7 @@ impl ApiKey {
     /// A replication request (`super::replication`).
     pub fn is_replication(self) -> bool {
         (ApiKey::ReplicaJoin as u16..=ApiKey::ReplicaTopics as u16).contains(&(self as u16))
+            || self == ApiKey::ReplicaPromote
     }
 
     pub fn from_u16(v: u16) -> Option<ApiKey> {

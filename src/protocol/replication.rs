@@ -1,4 +1,5 @@
-//! Replication requests between a replica shard and its master shard (API keys 40-42).
+//! Replication requests between a replica shard and its master shard (API keys 40-42), and
+//! the operator's REPLICA_PROMOTE (44).
 //!
 //! Replica shard s connects to master shard s's own port and pulls: JOIN once per connection
 //! (shard count and shard checked, epoch histories compared, the point to truncate to
@@ -9,6 +10,7 @@
 
 use super::api::ApiKey;
 use super::codec::{DecodeError, Reader, Writer};
+use crate::replication::config::Mode;
 use crate::replication::epochs::{EpochHistory, MAX_EPOCH_ENTRIES};
 
 /// Most batches one fetch answer lists (bounded by bytes as well).
@@ -32,6 +34,22 @@ pub enum ReplRequest {
     Fetch { session: u64, from: u64, synced: u64, max_bytes: u32, max_wait_ms: u32 },
     /// The master's topic table.
     Topics,
+    /// An operator's promotion of this replica broker to master, on every shard: the new
+    /// master's `replicas`, its mode and `min_in_sync_replicas`. Without `force` it is refused
+    /// while the old master answers.
+    Promote { replicas: Vec<String>, mode: Mode, min_in_sync_replicas: u32, force: bool },
+}
+
+/// Most replica addresses a PROMOTE lists.
+pub const MAX_PROMOTE_REPLICAS: u32 = 64;
+
+/// One shard's new epoch after a promotion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PromotedShard {
+    pub shard: u32,
+    pub epoch: u32,
+    /// The log position the epoch begins at (the shard's log end when it was promoted).
+    pub start: u64,
 }
 
 /// One batch as the master stored it, at its log position.
@@ -53,6 +71,8 @@ pub enum ReplResponse {
     Fetch { confirmed: u64, topics_epoch: u64, next: u64, batches: Vec<WireBatch> },
     /// The master's topic table (`topics.json`'s bytes).
     Topics { table_json: Vec<u8> },
+    /// Every shard's new epoch, by shard.
+    Promote { shards: Vec<PromotedShard> },
 }
 
 impl ReplRequest {
@@ -61,6 +81,7 @@ impl ReplRequest {
             ReplRequest::Join { .. } => ApiKey::ReplicaJoin,
             ReplRequest::Fetch { .. } => ApiKey::ReplicaFetch,
             ReplRequest::Topics => ApiKey::ReplicaTopics,
+            ReplRequest::Promote { .. } => ApiKey::ReplicaPromote,
         }
     }
 
@@ -74,6 +95,17 @@ impl ReplRequest {
                 w.u64(*session).u64(*from).u64(*synced).u32(*max_bytes).u32(*max_wait_ms);
             }
             ReplRequest::Topics => {}
+            ReplRequest::Promote { replicas, mode, min_in_sync_replicas, force } => {
+                w.count(replicas.len());
+                for r in replicas {
+                    w.string(r);
+                }
+                w.u8(match mode {
+                    Mode::Sync => 0,
+                    Mode::Async => 1,
+                });
+                w.u32(*min_in_sync_replicas).u8(u8::from(*force));
+            }
         }
     }
 
@@ -94,6 +126,25 @@ impl ReplRequest {
                 max_bytes: r.u32("max_bytes")?,
                 max_wait_ms: r.u32("max_wait_ms")?,
             },
+            ApiKey::ReplicaPromote => {
+                let n = r.count("replicas", MAX_PROMOTE_REPLICAS, 2)?;
+                let mut replicas = Vec::with_capacity(n);
+                for _ in 0..n {
+                    replicas.push(r.string("replica")?);
+                }
+                let mode = match r.u8("mode")? {
+                    0 => Mode::Sync,
+                    1 => Mode::Async,
+                    v => return Err(DecodeError::BadValue { field: "mode", value: v.into() }),
+                };
+                let min_in_sync_replicas = r.u32("min_in_sync_replicas")?;
+                let force = match r.u8("force")? {
+                    0 => false,
+                    1 => true,
+                    v => return Err(DecodeError::BadValue { field: "force", value: v.into() }),
+                };
+                ReplRequest::Promote { replicas, mode, min_in_sync_replicas, force }
+            }
             _ => ReplRequest::Topics,
         })
     }
@@ -117,6 +168,7 @@ impl ReplResponse {
             ReplResponse::Join { .. } => ApiKey::ReplicaJoin,
             ReplResponse::Fetch { .. } => ApiKey::ReplicaFetch,
             ReplResponse::Topics { .. } => ApiKey::ReplicaTopics,
+            ReplResponse::Promote { .. } => ApiKey::ReplicaPromote,
         }
     }
 
@@ -133,6 +185,12 @@ impl ReplResponse {
             }
             ReplResponse::Topics { table_json } => {
                 w.bytes(table_json);
+            }
+            ReplResponse::Promote { shards } => {
+                w.count(shards.len());
+                for s in shards {
+                    w.u32(s.shard).u32(s.epoch).u64(s.start);
+                }
             }
         }
     }
@@ -156,6 +214,18 @@ impl ReplResponse {
                     batches.push(WireBatch { position, bytes: r.bytes("batch")?.to_vec() });
                 }
                 ReplResponse::Fetch { confirmed, topics_epoch, next, batches }
+            }
+            ApiKey::ReplicaPromote => {
+                let n = r.count("shards", 1024, 16)?;
+                let mut shards = Vec::with_capacity(n);
+                for _ in 0..n {
+                    shards.push(PromotedShard {
+                        shard: r.u32("shard")?,
+                        epoch: r.u32("epoch")?,
+                        start: r.u64("start")?,
+                    });
+                }
+                ReplResponse::Promote { shards }
             }
             _ => ReplResponse::Topics { table_json: r.bytes("table")?.to_vec() },
         })
@@ -193,6 +263,12 @@ mod tests {
                 max_wait_ms: 500,
             },
             ReplRequest::Topics,
+            ReplRequest::Promote {
+                replicas: vec!["127.0.0.1:30911".into(), "127.0.0.1:10911".into()],
+                mode: Mode::Async,
+                min_in_sync_replicas: 2,
+                force: true,
+            },
         ] {
             let req = Request::Replication(req);
             let frame = req.encode_frame(5);
@@ -211,6 +287,12 @@ mod tests {
                 ],
             },
             ReplResponse::Topics { table_json: b"{}".to_vec() },
+            ReplResponse::Promote {
+                shards: vec![
+                    PromotedShard { shard: 0, epoch: 3, start: 8192 },
+                    PromotedShard { shard: 1, epoch: 2, start: 0 },
+                ],
+            },
         ] {
             let api = resp.api_key();
             let resp = Response::Replication(resp);

@@ -189,6 +189,35 @@ pub fn divergence(
     end
 }
 
+/// Why a leader must not lead a follower with history `follower`, if it must not: the
+/// follower holds an epoch newer than the leader's newest (another master began it after
+/// this one: this leader is stale), or an epoch number the leader also has but from a
+/// different position (two masters picked the same number, so equal labels would not mean
+/// equal data). Epochs are only begun by a master and copied whole, so neither happens
+/// between a master and its own followers.
+pub fn conflict(leader: &EpochHistory, follower: &EpochHistory) -> Option<String> {
+    let newest = leader.latest().map_or(0, |e| e.epoch);
+    for f in follower.entries() {
+        if f.epoch > newest {
+            return Some(format!(
+                "the replica's log holds epoch {} (from position {}), newer than this master's \
+                 newest epoch {newest}: another broker became master after this one",
+                f.epoch, f.start
+            ));
+        }
+        if let Some(l) = leader.entries().iter().find(|l| l.epoch == f.epoch) {
+            if l.start != f.start {
+                return Some(format!(
+                    "epoch {} began at position {} on this master but at {} in the replica's \
+                     log: two masters picked the same epoch number",
+                    f.epoch, l.start, f.start
+                ));
+            }
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -211,6 +240,21 @@ mod tests {
     fn brute_divergence(l: &EpochHistory, le: u64, f: &EpochHistory, fe: u64) -> u64 {
         let (a, b) = (labels(l, le), labels(f, fe));
         a.iter().zip(&b).take_while(|(x, y)| x == y).count() as u64
+    }
+
+    #[test]
+    fn a_stale_master_or_a_reused_epoch_number_is_a_conflict() {
+        let master = h(&[(1, 0), (2, 100), (3, 150)]);
+        // Its own followers, at any point of its history: no conflict.
+        for f in [h(&[]), h(&[(1, 0)]), h(&[(1, 0), (2, 100)]), master.clone()] {
+            assert_eq!(conflict(&master, &f), None);
+        }
+        // A follower of a master promoted after this one (epoch 4).
+        let newer = h(&[(1, 0), (2, 100), (4, 120)]);
+        assert!(conflict(&master, &newer).unwrap().contains("newer than this master"));
+        // Two masters began epoch 3, at different positions.
+        let reused = h(&[(1, 0), (2, 100), (3, 170)]);
+        assert!(conflict(&master, &reused).unwrap().contains("same epoch number"));
     }
 
     #[test]

@@ -174,10 +174,7 @@ impl InSyncSet {
         if synced > master_end {
             return Err(AckError::PastMasterEnd { replica, synced, master_end });
         }
-        let mut changes = Vec::new();
-        if r.in_sync {
-            changes.push(MembershipChange::Left(replica));
-        }
+        let was_in_sync = r.in_sync;
         *r = Replica {
             connected: true,
             in_sync: false,
@@ -185,9 +182,15 @@ impl InSyncSet {
             last_caught_up: (synced >= master_end).then_some(now),
             previous_target: Some((master_end, now)),
         };
-        self.try_join(replica, now, &mut changes);
+        self.try_join(replica, now, &mut Vec::new());
         self.recompute();
-        Ok(changes)
+        // The net change: a member whose new stream starts caught up (a replica's start-up
+        // join followed by its follower's, or a reconnect) never left.
+        Ok(match (was_in_sync, self.replicas[replica].in_sync) {
+            (true, false) => vec![MembershipChange::Left(replica)],
+            (false, true) => vec![MembershipChange::Joined(replica)],
+            _ => Vec::new(),
+        })
     }
 
     /// A replica's stream broke: it leaves the set at once (it cannot acknowledge anything).

@@ -10,7 +10,10 @@
 //! - [`epoch_file`]: that history's fsynced file in the log directory.
 //! - [`in_sync`]: the in-sync set of a master shard, its confirmed position (the high
 //!   watermark consumers may read up to) and the statuses of synchronously replicated sends.
+//! - [`role_override`]: the role `ringmq cluster promote` gave a replica broker, kept in its
+//!   data directory so a restart keeps it.
 pub mod config;
 pub mod epoch_file;
 pub mod epochs;
 pub mod in_sync;
+pub mod role_override;

@@ -12,9 +12,9 @@
 use super::replication::{ReplicaSide, ShardRole, MAX_REPLICA_WAIT_MS};
 use super::*;
 use crate::broker::replication_peer::{self, JoinError, JoinFrom, Joined, CALL_TIMEOUT};
-use crate::broker::shutdown::Stop;
 use crate::protocol::replication::{ReplRequest, ReplResponse};
 use crate::storage::StorageError;
+use std::future::Future;
 
 fn storage_failure(e: StorageError, what: &str) -> JoinError {
     match e {
@@ -26,9 +26,13 @@ fn storage_failure(e: StorageError, what: &str) -> JoinError {
 }
 
 impl<L: ShardLog> Shard<L> {
-    /// Follows the master until `stop`. An error means this replica cannot follow without a
-    /// restart (its log diverged, the shard counts differ, its storage failed).
-    pub async fn follow_master(self: Rc<Self>, stop: Stop) -> Result<(), String> {
+    /// Follows the master until `stop` (the broker stops, or a promotion stops the
+    /// following). An error means this replica cannot follow without a restart (its log
+    /// diverged, the shard counts differ, its storage failed).
+    pub async fn follow_master<S>(self: Rc<Self>, stop: S) -> Result<(), String>
+    where
+        S: Future + Clone + Unpin,
+    {
         let Some(ShardRole::Replica(r)) = self.replication.get() else { return Ok(()) };
         let mut backoff = Duration::from_millis(100);
         let mut last_error = String::new();
@@ -56,12 +60,15 @@ impl<L: ShardLog> Shard<L> {
     }
 
     /// One connection's worth of following; Ok when stopped.
-    async fn follow_session(
+    async fn follow_session<S>(
         &self,
         r: &ReplicaSide,
-        stop: &Stop,
+        stop: &S,
         joined: &mut bool,
-    ) -> Result<(), JoinError> {
+    ) -> Result<(), JoinError>
+    where
+        S: Future + Clone + Unpin,
+    {
         let history = r.history.borrow().clone();
         let end = self.log.append_end();
         let from = JoinFrom {

@@ -20,6 +20,7 @@ impl<L: ShardLog> Shard<L> {
     /// window (any pair may have batches after it, and a window missing a pair's last batches
     /// would store their retries again).
     pub async fn start_idempotence(&self, boot: u64) -> Result<(), BrokerError> {
+        self.promotion.boot.set(boot);
         *self.producer_ids.borrow_mut() =
             ProducerIdAllocator::new(boot, self.id.get(), self.shard_count);
         let b = &self.config.broker;

@@ -18,7 +18,7 @@ use super::*;
 use crate::broker::shard_log::AppendOutcome;
 use crate::protocol::replication::{ReplRequest, ReplResponse, WireBatch};
 use crate::replication::config::{Mode, ReplicationConfig};
-use crate::replication::epochs::{divergence, EpochHistory};
+use crate::replication::epochs::{conflict, divergence, EpochEntry, EpochHistory};
 use crate::replication::in_sync::{InSyncSet, MembershipChange, SyncStatus, SyncWaiters};
 
 /// Longest a replication fetch waits at the master's end (the replica acknowledges at least
@@ -88,6 +88,11 @@ impl MasterSide {
     pub fn in_sync_count(&self) -> usize {
         self.set.borrow().in_sync_count()
     }
+
+    /// The epoch this master writes in, and where it began.
+    pub fn current_epoch(&self) -> Option<EpochEntry> {
+        self.history.latest()
+    }
 }
 
 /// The NOT_MASTER refusal of a replica.
@@ -128,12 +133,14 @@ impl<L: ShardLog> Shard<L> {
         }
     }
 
+    /// The role this shard has now: the master side a promotion made, else the one it
+    /// started with.
     pub fn role(&self) -> Option<&ShardRole> {
-        self.replication.get()
+        self.promotion.master.get().or_else(|| self.replication.get())
     }
 
     fn master_side(&self) -> Option<&MasterSide> {
-        match self.replication.get() {
+        match self.role() {
             Some(ShardRole::Master(m)) => Some(m),
             _ => None,
         }
@@ -142,7 +149,7 @@ impl<L: ShardLog> Shard<L> {
     /// This shard's replication state for the metrics endpoint.
     pub(super) fn replication_sample(&self) -> Option<crate::metrics::ReplicationSample> {
         use crate::metrics::{ReplicaSample, ReplicationSample};
-        Some(match self.replication.get()? {
+        Some(match self.role()? {
             ShardRole::Master(m) => {
                 let set = m.set.borrow();
                 ReplicationSample::Master {
@@ -167,9 +174,10 @@ impl<L: ShardLog> Shard<L> {
 
     /// A replica serves reads only: every other request is refused with its master's address.
     pub(super) fn refuse_on_replica(&self, request: &Request) -> Result<(), BrokerError> {
-        match self.replication.get() {
+        match self.role() {
             Some(ShardRole::Replica(r)) => match request {
-                Request::Metadata { .. }
+                Request::Replication(ReplRequest::Promote { .. })
+                | Request::Metadata { .. }
                 | Request::ListTopics
                 | Request::Fetch { .. }
                 | Request::Offsets { .. }
@@ -288,8 +296,12 @@ impl<L: ShardLog> Shard<L> {
     }
 
     /// JOIN, REPLICA_FETCH and REPLICA_TOPICS from a replica shard.
-    pub(super) async fn replication_request(&self, request: ReplRequest) -> Reply {
-        let m = match self.replication.get() {
+    pub(super) async fn replication_request(self: &Rc<Self>, request: ReplRequest) -> Reply {
+        if let ReplRequest::Promote { replicas, mode, min_in_sync_replicas, force } = request {
+            let shards = self.promote_broker(replicas, mode, min_in_sync_replicas, force).await?;
+            return Ok(Response::Replication(ReplResponse::Promote { shards }));
+        }
+        let m = match self.role() {
             Some(ShardRole::Master(m)) => m,
             Some(ShardRole::Replica(r)) => return Err(not_master(r.master)),
             None => {
@@ -328,6 +340,13 @@ impl<L: ShardLog> Shard<L> {
                         m.replicas
                     ));
                 };
+                if let Some(reason) = conflict(&m.history, &history) {
+                    tracing::error!(shard = %self.id, %replica, "join refused: {reason}");
+                    return invalid(format!(
+                        "join refused: {reason}. If this broker is a stale master, stop it and \
+                         restart it with role = \"replica\" following the current master"
+                    ));
+                }
                 self.replication_progress();
                 let master_end = self.log.append_end();
                 let truncate_to = divergence(&m.history, master_end, &history, end);
@@ -407,6 +426,7 @@ impl<L: ShardLog> Shard<L> {
             ReplRequest::Topics => Ok(Response::Replication(ReplResponse::Topics {
                 table_json: self.topics.borrow().to_json(),
             })),
+            ReplRequest::Promote { .. } => unreachable!("answered above"),
         }
     }
 }

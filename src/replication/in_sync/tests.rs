@@ -81,6 +81,24 @@ fn a_broken_stream_leaves_at_once_and_a_reconnect_starts_out_of_the_set() {
 }
 
 #[test]
+fn a_member_that_reconnects_caught_up_reports_no_change() {
+    let t0 = Instant::now();
+    let mut set = InSyncSet::new(config(2), 1, 100, 100);
+    assert_eq!(set.connected(0, 100, t0).unwrap(), vec![MembershipChange::Joined(0)]);
+    // A second stream (the replica's follower after its start-up join): still a member, no
+    // "left" then "joined".
+    assert_eq!(set.connected(0, 100, ms(t0, 5)).unwrap(), vec![]);
+    assert!(set.is_in_sync(0));
+    // Reconnecting behind the confirmed position is a real departure.
+    set.appended(200);
+    set.master_synced(200);
+    set.acknowledged(0, 200, ms(t0, 6)).unwrap();
+    assert_eq!(set.confirmed(), 200);
+    assert_eq!(set.connected(0, 150, ms(t0, 7)).unwrap(), vec![MembershipChange::Left(0)]);
+    assert!(!set.is_in_sync(0));
+}
+
+#[test]
 fn acknowledgements_the_rules_cannot_accept_are_errors() {
     let t0 = Instant::now();
     let mut set = InSyncSet::new(config(2), 1, 10, 10);
