@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use broker_common::{config, free_port_block, poll_until, Broker};
 use replication_common::*;
-use ringmq::protocol::{ErrorCode, Request, SendStatus};
+use ringmq::protocol::{producer_id, ErrorCode, Request, SendStatus};
 
 fn master_text(dir: &Path, port: u16, replicas: &[u16]) -> String {
     let list: Vec<String> = replicas.iter().map(|p| format!("\"127.0.0.1:{p}\"")).collect();
@@ -155,6 +155,9 @@ fn a_replica_promoted_live_keeps_every_acknowledged_send_and_stays_master() {
     };
     let before = committed(pm);
     assert!(before > 0, "the group committed what it consumed: {before}");
+    // An idempotent producer of the old master (its id carries the old master's start count).
+    let old_producer = cm.init_producer();
+    assert_eq!(cm.produce_as(0, 800_000, old_producer, 0).unwrap().0, SendStatus::SendOk);
 
     // Sends while the master is SIGKILLed.
     let stop = Arc::new(AtomicBool::new(false));
@@ -177,6 +180,14 @@ fn a_replica_promoted_live_keeps_every_acknowledged_send_and_stays_master() {
     assert!(r1.is_running(), "promoted without a restart");
     assert!(d1.join("data").join("replication-role.json").exists());
     assert_all_there(p1, &acked, "promoted replica");
+    // The new master's producer ids come from a start count above the old master's, so no
+    // new producer gets the id a producer of the old master still holds (both data
+    // directories are new: each broker started once, so their own counts are equal).
+    let new_producer = Conn::connect(p1).init_producer();
+    assert!(
+        producer_id::boot(new_producer) > producer_id::boot(old_producer),
+        "new master's producer id {new_producer:#x} vs the old master's {old_producer:#x}"
+    );
     assert_eq!(committed(p1), before, "the new master rebuilt the committed offsets");
 
     // Replica 2 follows the new master (a restart with the new master in its config; it

@@ -13,6 +13,7 @@
 
 use std::io::Write;
 use std::path::Path;
+use std::sync::Mutex;
 
 use crate::protocol::producer_id::{compose, BOOT_BITS, PRODUCER_BITS};
 
@@ -20,9 +21,43 @@ pub const BOOT_FILE: &str = "producer_ids.boot";
 /// `u64 boot` (little-endian) then the CRC32C of those 8 bytes.
 const BOOT_FILE_LEN: usize = 12;
 
+/// Serializes the reads and writes of the boot file: the main thread at start, and shard
+/// threads while they follow a master or are promoted (rare: once per boot of the master).
+static BOOT_FILE_LOCK: Mutex<()> = Mutex::new(());
+
 /// Reads the last start count, writes the next one durably (temp file, fsync, rename,
-/// directory fsync) and returns it. Main thread, before the shards start.
+/// directory fsync) and returns it. Main thread, before the shards start; a promoted shard
+/// also takes a fresh one (a boot no id of this data directory, nor any id its log holds
+/// from another master, was made with: see [`note_boot_seen`]).
 pub fn advance_boot(data_dir: &Path) -> Result<u64, String> {
+    let _guard = BOOT_FILE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let next = read_boot(data_dir)? + 1;
+    if next >= 1 << BOOT_BITS {
+        return Err(format!(
+            "{}: the broker was started {} times; no producer ids are left",
+            data_dir.join(BOOT_FILE).display(),
+            next - 1
+        ));
+    }
+    write_boot(data_dir, next)?;
+    Ok(next)
+}
+
+/// A replica stores batches with producer ids its master made, whose boot counts are the
+/// master's, not this broker's: raise this data directory's count to at least `boot`, durably,
+/// so that once this broker is a master (promoted, or restarted with `role = "master"`) it
+/// never hands out an id a producer of the old master still holds. Called before the replica
+/// acknowledges the batch that carried `boot`.
+pub fn note_boot_seen(data_dir: &Path, boot: u64) -> Result<(), String> {
+    let _guard = BOOT_FILE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    if read_boot(data_dir)? < boot {
+        write_boot(data_dir, boot)?;
+    }
+    Ok(())
+}
+
+/// The boot count stored in the file, 0 when there is none.
+fn read_boot(data_dir: &Path) -> Result<u64, String> {
     let path = data_dir.join(BOOT_FILE);
     let last = match std::fs::read(&path) {
         Ok(bytes) => decode_boot(&bytes).ok_or_else(|| {
@@ -35,13 +70,12 @@ pub fn advance_boot(data_dir: &Path) -> Result<u64, String> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
         Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
     };
-    let next = last + 1;
-    if next >= 1 << BOOT_BITS {
-        return Err(format!(
-            "{}: the broker was started {last} times; no producer ids are left",
-            path.display()
-        ));
-    }
+    Ok(last)
+}
+
+/// Writes `next` durably (temp file, fsync, rename, directory fsync).
+fn write_boot(data_dir: &Path, next: u64) -> Result<(), String> {
+    let path = data_dir.join(BOOT_FILE);
     let tmp = data_dir.join(format!("{BOOT_FILE}.tmp"));
     let write = || -> std::io::Result<()> {
         let mut f = std::fs::File::create(&tmp)?;
@@ -50,8 +84,7 @@ pub fn advance_boot(data_dir: &Path) -> Result<u64, String> {
         std::fs::rename(&tmp, &path)?;
         std::fs::File::open(data_dir)?.sync_all()
     };
-    write().map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    Ok(next)
+    write().map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
 fn encode_boot(boot: u64) -> [u8; BOOT_FILE_LEN] {
@@ -118,6 +151,23 @@ mod tests {
         std::fs::write(&path, &bytes).unwrap();
         let e = advance_boot(dir.path()).unwrap_err();
         assert!(e.contains("corrupt"), "{e}");
+    }
+
+    #[test]
+    fn a_boot_seen_from_a_master_is_passed_by_the_next_boot() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(advance_boot(dir.path()).unwrap(), 1);
+        // The master's ids carry boot 7: recorded durably; the next boot is above it.
+        note_boot_seen(dir.path(), 7).unwrap();
+        note_boot_seen(dir.path(), 3).unwrap(); // lower: no change
+        assert_eq!(advance_boot(dir.path()).unwrap(), 8);
+        // Seen boots never lower the count.
+        note_boot_seen(dir.path(), 2).unwrap();
+        assert_eq!(advance_boot(dir.path()).unwrap(), 9);
+        // A new data directory that first follows a master.
+        let fresh = tempfile::tempdir().unwrap();
+        note_boot_seen(fresh.path(), 4).unwrap();
+        assert_eq!(advance_boot(fresh.path()).unwrap(), 5);
     }
 
     #[test]

@@ -43,6 +43,11 @@ pub fn epoch(producer_id: i64) -> u16 {
     (producer_id & i64::from(MAX_EPOCH)) as u16
 }
 
+/// The broker start count (boot) an id was made in.
+pub fn boot(producer_id: i64) -> u64 {
+    (producer_id as u64) >> (PRODUCER_BITS + EPOCH_BITS)
+}
+
 /// `producer_id` with its epoch replaced.
 pub fn with_epoch(producer_id: i64, epoch: u16) -> i64 {
     (base_id(producer_id) << EPOCH_BITS) | i64::from(epoch)

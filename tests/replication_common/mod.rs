@@ -43,6 +43,25 @@ impl Conn {
     }
 
     pub fn produce(&mut self, queue_id: u32, tag: u64) -> Result<(SendStatus, u64), ErrorResponse> {
+        self.produce_as(queue_id, tag, -1, -1)
+    }
+
+    /// A producer id from INIT_PRODUCER.
+    pub fn init_producer(&mut self) -> i64 {
+        match self.call(&Request::InitProducer).unwrap() {
+            Response::InitProducer { producer_id } => producer_id,
+            other => panic!("INIT_PRODUCER answered {other:?}"),
+        }
+    }
+
+    /// [`Conn::produce`] as an idempotent producer (`-1, -1`: not idempotent).
+    pub fn produce_as(
+        &mut self,
+        queue_id: u32,
+        tag: u64,
+        producer_id: i64,
+        base_sequence: i32,
+    ) -> Result<(SendStatus, u64), ErrorResponse> {
         let mut b = BatchBuilder::new(1 << 20);
         for i in 0..3 {
             let body = format!("{tag}:{i}:{}", "x".repeat(100));
@@ -55,7 +74,7 @@ impl Conn {
             })
             .unwrap();
         }
-        let batch = SharedBytes::from(b.finish(-1, -1));
+        let batch = SharedBytes::from(b.finish(producer_id, base_sequence));
         let request = Request::Produce { topic: TOPIC.into(), queue_id, flags: 0, batch };
         match self.call(&request)? {
             Response::Produce { status, base_offset, .. } => Ok((status, base_offset)),

@@ -143,6 +143,21 @@ impl<L: ShardLog> Shard<L> {
                     }
                 }
             }
+            // Before this position is acknowledged: the master's producer-id boots, so that
+            // this broker, once a master, never hands out an id the old one made.
+            let boot = batches
+                .iter()
+                .filter_map(|b| read_header(&b.bytes).ok())
+                .filter(|h| h.producer_id >= 0)
+                .map(|h| crate::protocol::producer_id::boot(h.producer_id))
+                .max();
+            if let Some(boot) = boot.filter(|&b| b > self.promotion.seen_boot.get()) {
+                crate::broker::producer_ids::note_boot_seen(&self.config.broker.data_dir, boot)
+                    .map_err(|e| {
+                        JoinError::Fatal(format!("recording the master's producer-id boot: {e}"))
+                    })?;
+                self.promotion.seen_boot.set(boot);
+            }
             if !batches.is_empty() {
                 self.log.flush().await.map_err(|e| {
                     JoinError::Fatal(format!("syncing replicated data failed: {e}"))

@@ -56,8 +56,11 @@ pub struct Promotion {
     promoted_tx: RefCell<Option<oneshot::Sender<()>>>,
     promoted: Signal,
     busy: Cell<bool>,
-    /// This broker run's start count (`start_idempotence`), to rebuild the producer ids.
+    /// This broker run's start count (`start_idempotence`).
     pub(super) boot: Cell<u64>,
+    /// The highest producer-id boot a replicated batch carried that this shard recorded in
+    /// the boot file ([`crate::broker::producer_ids::note_boot_seen`]).
+    pub(super) seen_boot: Cell<u64>,
 }
 
 impl Promotion {
@@ -75,6 +78,7 @@ impl Promotion {
             promoted,
             busy: Cell::new(false),
             boot: Cell::new(0),
+            seen_boot: Cell::new(0),
         }
     }
 }
@@ -264,7 +268,12 @@ impl<L: ShardLog> Shard<L> {
             self.config.broker.idempotence_max_producer_queues,
             self.config.broker.idempotence_expiry_ms,
         );
-        self.start_idempotence(self.promotion.boot.get()).await?;
+        //    Producer ids from a boot count no id of this data directory was made with, and
+        //    above every boot the old master's ids carried (the follower recorded them): a
+        //    producer of the old master keeps its id, and no new producer may get it.
+        let boot = crate::broker::producer_ids::advance_boot(&self.config.broker.data_dir)
+            .map_err(|e| failed(id, "taking a fresh producer-id boot", e))?;
+        self.start_idempotence(boot).await?;
         self.start_groups().await?;
         self.start_schedule().await?;
         self.start_transactions().await?;
