@@ -239,6 +239,12 @@ impl<L: ShardLog> Shard<L> {
         Ok(answer(m))
     }
 
+    /// A replica shard that is not being promoted: nothing may append to its log but the
+    /// follower.
+    pub(super) fn is_following_replica(&self) -> bool {
+        matches!(self.role(), Some(ShardRole::Replica(_))) && !self.promotion.busy.get()
+    }
+
     async fn promote_replica(
         &self,
         r: &super::replication::ReplicaSide,

@@ -601,8 +601,11 @@ impl<L: ShardLog> Shard<L> {
     /// Undecided halves whose batch is in the log tail (the last
     /// `idempotence_recovery_scan_bytes`, where a crash between a delivery and its op record
     /// leaves it): their commit is recorded, so it is never delivered twice.
+    ///
+    /// Not on a replica (unless it is being promoted): its log holds the master's records at
+    /// the master's positions, and the master's op record for such a commit follows.
     async fn find_delivered(&self) -> Result<usize, BrokerError> {
-        if self.transactions.borrow().is_empty() {
+        if self.transactions.borrow().is_empty() || self.is_following_replica() {
             return Ok(0);
         }
         let mut delivered = Vec::new();

@@ -347,6 +347,36 @@ fn a_delivery_whose_op_record_was_lost_is_not_delivered_again() {
 }
 
 #[test]
+fn a_replica_leaves_a_delivery_without_its_op_record_to_its_master() {
+    run(|| async {
+        let dir = SimDir::new(87);
+        let clock = runtime::SimClock::new(START_MS);
+        let s = shard_configured(dir.clone(), sync_flush, txn_config, clock.clone()).await;
+        s.start_transactions().await.unwrap();
+        let sent = half_batch(1, "tx", 5, 0);
+        half(&s, 0, sent.clone()).await;
+        // As replicated up to a delivery whose op record the master had not sent yet.
+        let key = QueueKey::new(TopicId::new(1), QueueId::new(0));
+        ShardLog::append(&s.log, key, &sent[..]).await.unwrap();
+        dir.crash();
+        drop(s);
+        let s = shard_configured(dir.clone(), sync_flush, txn_config, clock.clone()).await;
+        s.set_role(crate::broker::shard::replication::ShardRole::Replica(
+            crate::broker::shard::replication::ReplicaSide {
+                master: "10.0.0.1:10911".parse().unwrap(),
+                advertise: None,
+                fetch_bytes: 1 << 20,
+                history: RefCell::new(crate::replication::epochs::EpochHistory::new()),
+            },
+        ));
+        let end = s.log.append_end();
+        let r = s.start_transactions().await.unwrap();
+        assert_eq!((r.undecided, r.found_delivered), (1, 0), "{r:?}");
+        assert_eq!(s.log.append_end(), end, "a replica's log holds only its master's records");
+    });
+}
+
+#[test]
 fn delivered_transactional_batches_leave_the_idempotence_windows_alone() {
     run(|| async {
         let dir = SimDir::new(86);
