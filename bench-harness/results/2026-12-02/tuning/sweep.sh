@@ -4,15 +4,17 @@
 # of one knob next to each other (A B C, then A B C in the next round), with `uptime` recorded
 # per run in runs.tsv. Broker (1 shard) on CPU 0, load generator on CPU 1.
 #
-#   bench-harness/results/2026-12-02/tuning/sweep.sh OUT_DIR [ROUNDS]
+#   bench-harness/results/2026-12-02/tuning/sweep.sh OUT_DIR [ROUNDS] [FIRST_ROUND]
 #   python3 bench-harness/results/2026-12-02/tuning/summarize.py OUT_DIR > OUT_DIR/summary.md
 #
 # The "buffered+os" values set the latency profile's dirty-page sysctls (tuning/latency.os.toml)
 # for that one run and restore the machine's values right after it (needs root; without it the
 # run is skipped and runs.tsv says so). No other OS setting is changed.
 set -u
-out=${1:?usage: sweep.sh OUT_DIR [ROUNDS]}
+out=${1:?usage: sweep.sh OUT_DIR [ROUNDS] [FIRST_ROUND]}
 rounds=${2:-3}
+# More rounds into the same OUT_DIR later: sweep.sh OUT_DIR 2 4 runs rounds 4 and 5.
+first=${3:-1}
 root=$(git rev-parse --show-toplevel)
 cd "$root" || exit 2
 mkdir -p "$out"
@@ -113,7 +115,7 @@ EOF
 }
 
 [ -f "$out/runs.tsv" ] || printf 'round\tknob\tlabel\tworkload\trevision\tstart_utc\tload1\tload5\texit\tfile\tos\n' > "$out/runs.tsv"
-for round in $(seq 1 "$rounds"); do
+for round in $(seq "$first" $((first + rounds - 1))); do
   for r in "${runs[@]}"; do
     IFS='|' read -r knob label wl extra <<< "$r"
     case $wl in
