@@ -3,15 +3,16 @@
 # are read at once than a log has read-ahead buffers (4)? backlog-drain (1 GiB) with 2 and 8
 # queues, read-ahead 1 MiB and 4 MiB, interleaved per round. Uses the release binaries as built
 # (run sweep.sh first, which builds them). Broker on CPU 0, load on CPU 1.
-#   readahead-queues.sh OUT_DIR [ROUNDS]
+#   readahead-queues.sh OUT_DIR [ROUNDS] [FIRST_ROUND]
 set -u
 out=${1:?usage: readahead-queues.sh OUT_DIR [ROUNDS]}
 rounds=${2:-3}
+first=${3:-1}
 cd "$(git rev-parse --show-toplevel)" || exit 2
 mkdir -p "$out"
 bench=target/release/ringmq-bench
 [ -f "$out/runs.tsv" ] || printf 'round\tknob\tlabel\tworkload\trevision\tstart_utc\tload1\tload5\texit\tfile\tos\n' > "$out/runs.tsv"
-for round in $(seq 1 "$rounds"); do
+for round in $(seq "$first" $((first + rounds - 1))); do
   for q in 2 8; do
     for ra in 1048576 4194304; do
       label="$((ra >> 20))MiB"
