@@ -61,10 +61,12 @@ pub struct Role {
     pub replication: Option<toml::Table>,
 }
 
-/// The broker config: the workload's tables, then what the harness must control.
+/// The broker config: the workload's tables, then what the harness must control. An empty
+/// `key_index` table is left out (the broker's defaults apply).
 pub fn config_text(
     broker: &toml::Table,
     storage: &toml::Table,
+    key_index: &toml::Table,
     data_dir: &Path,
     cpus: &[usize],
     role: &Role,
@@ -85,6 +87,9 @@ pub fn config_text(
     let mut root = toml::Table::new();
     root.insert("broker".into(), toml::Value::Table(b));
     root.insert("storage".into(), toml::Value::Table(storage.clone()));
+    if !key_index.is_empty() {
+        root.insert("key_index".into(), toml::Value::Table(key_index.clone()));
+    }
     if let Some(r) = &role.replication {
         root.insert("replication".into(), toml::Value::Table(r.clone()));
     }
@@ -106,6 +111,7 @@ impl SpawnedBroker {
         keep_dir: bool,
         broker: &toml::Table,
         storage: &toml::Table,
+        key_index: &toml::Table,
         cpus: &[usize],
         role: &Role,
     ) -> Result<SpawnedBroker, String> {
@@ -114,7 +120,7 @@ impl SpawnedBroker {
             base_dir.join(format!("ringmq-bench-{}-{}-{name}", std::process::id(), unix_ms()));
         std::fs::create_dir_all(&dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        let text = config_text(broker, storage, &dir.join("data"), cpus, role)?;
+        let text = config_text(broker, storage, key_index, &dir.join("data"), cpus, role)?;
         let cfg = dir.join("broker.toml");
         std::fs::write(&cfg, &text).map_err(|e| format!("cannot write {}: {e}", cfg.display()))?;
         let mut command = Command::new(binary);
@@ -265,21 +271,32 @@ mod tests {
         b.insert("max_queues_per_topic".into(), toml::Value::Integer(2000));
         let mut s = toml::Table::new();
         s.insert("flush_mode".into(), toml::Value::String("sync".into()));
-        let text = config_text(&b, &s, Path::new("/d"), &[0], &Role::default()).unwrap();
+        let text =
+            config_text(&b, &s, &toml::Table::new(), Path::new("/d"), &[0], &Role::default())
+                .unwrap();
         let t: toml::Table = text.parse().unwrap();
         assert_eq!(t["broker"]["port"].as_integer(), Some(0));
         assert_eq!(t["broker"]["shards"].as_integer(), Some(1));
         assert_eq!(t["broker"]["pin"].as_bool(), Some(true));
         assert_eq!(t["broker"]["max_queues_per_topic"].as_integer(), Some(2000));
         assert_eq!(t["storage"]["flush_mode"].as_str(), Some("sync"));
-        let text = config_text(&b, &s, Path::new("/d"), &[], &Role::default()).unwrap();
+        let text = config_text(&b, &s, &toml::Table::new(), Path::new("/d"), &[], &Role::default())
+            .unwrap();
         assert!(text.contains("pin = false"), "{text}");
         let mut r = toml::Table::new();
         r.insert("role".into(), toml::Value::String("replica".into()));
         let role = Role { name: "replica".into(), port: 20911, replication: Some(r) };
-        let t: toml::Table =
-            config_text(&b, &s, Path::new("/d"), &[], &role).unwrap().parse().unwrap();
+        let t: toml::Table = config_text(&b, &s, &toml::Table::new(), Path::new("/d"), &[], &role)
+            .unwrap()
+            .parse()
+            .unwrap();
         assert_eq!(t["broker"]["port"].as_integer(), Some(20911));
         assert_eq!(t["replication"]["role"].as_str(), Some("replica"));
+        assert!(t.get("key_index").is_none(), "an empty key_index table is left out");
+        let mut k = toml::Table::new();
+        k.insert("enabled".into(), toml::Value::Boolean(false));
+        let t: toml::Table =
+            config_text(&b, &s, &k, Path::new("/d"), &[], &role).unwrap().parse().unwrap();
+        assert_eq!(t["key_index"]["enabled"].as_bool(), Some(false));
     }
 }

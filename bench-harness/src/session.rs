@@ -165,6 +165,7 @@ impl Session {
                         a.keep_data,
                         &w.broker,
                         &w.storage,
+                        &w.key_index,
                         cpus,
                         role,
                     )

@@ -104,12 +104,14 @@ pub struct Workload {
     /// How long consumers may take to catch up once producers stop.
     #[serde(default = "default_drain_timeout_s")]
     pub drain_timeout_s: u64,
-    /// Broker settings for `--spawn-broker`: copied into the broker's `[broker]` and
-    /// `[storage]` tables (ports, data dir and CPUs are set by the harness).
+    /// Broker settings for `--spawn-broker`: copied into the broker's `[broker]`,
+    /// `[storage]` and `[key_index]` tables (ports, data dir and CPUs are set by the harness).
     #[serde(default)]
     pub broker: toml::Table,
     #[serde(default)]
     pub storage: toml::Table,
+    #[serde(default)]
+    pub key_index: toml::Table,
 }
 
 fn default_batch_max_bytes() -> usize {
@@ -258,12 +260,18 @@ mod tests {
         assert_eq!(w.target_rate, 0);
         let w = Workload::parse(
             MIN,
-            &["duration_s=1".into(), "storage.flush_mode=sync".into(), "key_count = 7".into()],
+            &[
+                "duration_s=1".into(),
+                "storage.flush_mode=sync".into(),
+                "key_count = 7".into(),
+                "key_index.enabled=false".into(),
+            ],
         )
         .unwrap();
         assert_eq!(w.duration_s, 1);
         assert_eq!(w.key_count, 7);
         assert_eq!(w.storage["flush_mode"].as_str(), Some("sync"));
+        assert_eq!(w.key_index["enabled"].as_bool(), Some(false));
     }
 
     #[test]
