@@ -460,6 +460,43 @@ fn a_fetch_of_batches_far_apart_reads_them_in_order_and_stops_at_a_damaged_one()
 }
 
 #[test]
+fn a_fetch_of_batches_far_apart_reads_no_other_queues_bytes_ahead() {
+    run(|| async {
+        let dir = SimDir::new(15);
+        let mut cfg = small_config(FlushMode::Async);
+        cfg.cache_bytes = 0;
+        cfg.read_ahead_bytes = 64 << 10;
+        cfg.segment_size_bytes = 4 << 20;
+        let log = CommitLog::open_with(dir.clone(), cfg.clone()).await.unwrap();
+        // Q1's batches lie 140 KB apart, between Q2's: every Q1 batch is a disk run.
+        const ROUNDS: u64 = 6;
+        for i in 0..ROUNDS {
+            log.append(Q1, &batch(i, 1, 600)).await.unwrap();
+            for j in 0..10 {
+                log.append(Q2, &batch(1000 + i * 10 + j, 1, 14_000)).await.unwrap();
+            }
+        }
+        log.close().await.unwrap();
+        let log = CommitLog::open_with(dir.clone(), cfg.clone()).await.unwrap();
+        let before = dir.read_bytes();
+        let r = log.read(Q1, off(0), 1 << 20).await.unwrap();
+        assert_eq!(r.batches.len() as u64, ROUNDS);
+        let served: u64 = r.batches.iter().map(|b| b.len() as u64).sum();
+        // Its batches and its index page, not 64 KiB ahead of each of them.
+        let read = dir.read_bytes() - before;
+        assert!(read < served + (64 << 10), "read {read} bytes to serve {served}");
+        // One run (Q2's adjacent batches): read ahead, so the next fetch reads nothing.
+        let first = log.read(Q2, off(0), 30_000).await.unwrap();
+        assert_eq!(first.batches.len(), 2);
+        let reads = dir.read_count();
+        let next = log.read(Q2, first.next_offset, 30_000).await.unwrap();
+        assert_eq!(next.batches.len(), 2);
+        assert_eq!(dir.read_count(), reads, "served from the read-ahead");
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
 fn slow_fsync_reports_flush_disk_timeout_and_still_flushes() {
     run(|| async {
         let dir = SimDir::new(14);

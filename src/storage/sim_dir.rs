@@ -91,6 +91,7 @@ struct State {
     writes: u64,
     syncs: u64,
     reads: u64,
+    read_bytes: u64,
 }
 
 impl State {
@@ -194,6 +195,7 @@ impl SimDir {
                 writes: 0,
                 syncs: 0,
                 reads: 0,
+                read_bytes: 0,
             })),
             path: PathBuf::from("/sim"),
             generation: 0,
@@ -259,6 +261,11 @@ impl SimDir {
     /// Reads performed so far (of any file, failed ones included).
     pub fn read_count(&self) -> u64 {
         self.state.borrow().reads
+    }
+
+    /// Bytes returned by reads so far.
+    pub fn read_bytes(&self) -> u64 {
+        self.state.borrow().read_bytes
     }
 
     /// Simulates a power cut: unsynced data and unsynced names are lost (or torn), and every
@@ -402,6 +409,7 @@ impl LogFile for SimFileHandle {
         let f = self.file.borrow();
         let start = (pos as usize).min(f.volatile.len());
         let end = (pos as usize + len).min(f.volatile.len());
+        self.state.borrow_mut().read_bytes += (end - start) as u64;
         Ok(ReadBuf::from_vec(f.volatile[start..end].to_vec()))
     }
 

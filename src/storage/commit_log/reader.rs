@@ -156,8 +156,15 @@ impl<D: LogDir + 'static> CommitLog<D> {
             i = j;
         }
         // Bounded by the fetch: at most one read per batch of at most `max_bytes` of entries.
-        let spans =
-            futures::future::join_all(runs.iter().map(|&(_, _, s, e)| self.read_span(s, e))).await;
+        // Read ahead only when the fetch is one run: a queue whose batches lie apart (between
+        // other queues' batches) would read ahead other queues' bytes, which with more
+        // catching-up queues than read-ahead slots are evicted before anyone reads them (a
+        // drain of 8 interleaved queues read twice the bytes it served).
+        let read_ahead = runs.len() == 1;
+        let spans = futures::future::join_all(
+            runs.iter().map(|&(_, _, s, e)| self.read_span(s, e, read_ahead)),
+        )
+        .await;
         let mut spans = runs.iter().zip(spans);
         let mut i = 0;
         while i < plan.len() {
@@ -246,9 +253,15 @@ impl<D: LogDir + 'static> CommitLog<D> {
         Ok(buf)
     }
 
-    /// Reads log bytes `[start, end)` (one segment) from disk, plus up to `read_ahead_bytes`
-    /// more that are already written, keeping the extra for the next sequential read.
-    pub(super) async fn read_span(&self, start: LogPosition, end: LogPosition) -> Result<ReadBuf> {
+    /// Reads log bytes `[start, end)` (one segment) from disk, plus (with `read_ahead`) up to
+    /// `read_ahead_bytes` more that are already written, keeping the extra for the next
+    /// sequential read.
+    pub(super) async fn read_span(
+        &self,
+        start: LogPosition,
+        end: LogPosition,
+        read_ahead: bool,
+    ) -> Result<ReadBuf> {
         if self.st.borrow().tracker.written() < end {
             // Only reachable when the memory path lost a batch's start (evicted after it
             // reached disk) while its end is not written yet: get it to disk first.
@@ -269,7 +282,8 @@ impl<D: LogDir + 'static> CommitLog<D> {
             };
             let seg_end = seg.sealed_end.get().unwrap_or(seg.base + self.config.segment_size_bytes);
             let limit = st.tracker.written().min(seg_end);
-            (seg, (end + self.config.read_ahead_bytes as u64).min(limit).max(end))
+            let ahead = if read_ahead { self.config.read_ahead_bytes as u64 } else { 0 };
+            (seg, (end + ahead).min(limit).max(end))
         };
         let file_off = start - seg.base;
         let buf = seg
