@@ -7,7 +7,7 @@
 //! shard with a completion callback, and keeps up to `max_in_flight` messages in flight over
 //! all queues (several batches per queue). The raw consumer sends `Fetch` requests and walks
 //! the returned batches in place (`BatchView`, CRCs checked) instead of copying every record
-//! into a `ConsumedMessage`. Everything is measured and verified the same way as in library
+//! into a `ConsumedMessage`; it keeps one fetch per queue in flight. Everything is measured and verified the same way as in library
 //! mode. Only for unkeyed, max-rate workloads (checked by the workload).
 
 use std::collections::HashMap;
@@ -202,17 +202,29 @@ pub(crate) fn consumer_main(
     let mut prefixes = Vec::new();
     while !shared.stop_consumers.load(Relaxed) {
         let mut got = 0usize;
-        for (i, (topic, queue)) in queues.iter().enumerate() {
-            let request = Request::Fetch {
-                topic: topic.clone(),
-                queue_id: *queue,
-                offset: offsets[i],
-                max_bytes: w.fetch_max_bytes,
-                max_wait_ms: wait_ms,
-                tags: Vec::new(),
-            };
-            let timeout = router.options.request_timeout + Duration::from_millis(wait_ms as u64);
-            let r = router.queue_connection(topic, *queue).and_then(|c| c.call(&request, timeout));
+        // One fetch per queue in flight at once (as the library's queue readers keep theirs),
+        // then each answer in turn.
+        let timeout = router.options.request_timeout + Duration::from_millis(wait_ms as u64);
+        let fetches: Vec<_> = queues
+            .iter()
+            .enumerate()
+            .map(|(i, (topic, queue))| {
+                let request = Request::Fetch {
+                    topic: topic.clone(),
+                    queue_id: *queue,
+                    offset: offsets[i],
+                    max_bytes: w.fetch_max_bytes,
+                    max_wait_ms: wait_ms,
+                    tags: Vec::new(),
+                };
+                router.queue_connection(topic, *queue).and_then(|c| c.send(&request))
+            })
+            .collect();
+        for (i, ((topic, queue), fetch)) in queues.iter().zip(fetches).enumerate() {
+            let r = fetch.and_then(|p| {
+                p.wait_timeout(timeout)
+                    .unwrap_or(Err(ClientError::Timeout(timeout.as_millis() as u64)))
+            });
             let batches = match r {
                 Ok(Response::Fetch { batches, .. }) => batches,
                 Ok(other) => {
