@@ -304,6 +304,21 @@ fn a_replica_truncates_a_tail_its_master_lost() {
         assert!(tags.values().all(|t| !(10_000..11_000).contains(t)), "queue {q}: lost tail kept");
         assert!(tags.values().any(|t| *t >= 20_000), "queue {q}: the new data is there");
     }
+    // The replica's key index was rebuilt past the cut: a query by the new data's key ("k2",
+    // rounds 200..205) answers what the master's does (the replica's index had indexed the
+    // lost tail, "k1", and would skip what replaced it).
+    let by_key = |port: u16| {
+        let client = ringmq::client::Client::connect(&format!("127.0.0.1:{port}")).ok()?;
+        let found = client.query_by_key(TOPIC, b"k2", 0, i64::MAX, 10_000).ok()?;
+        let mut at: Vec<(u32, u64, Vec<u8>)> =
+            found.messages.iter().map(|m| (m.queue_id, m.offset, m.body.to_vec())).collect();
+        at.sort();
+        (found.unindexed_bytes == 0 && !found.truncated).then_some(at)
+    };
+    poll_until(WAIT, || {
+        let master = by_key(pm)?;
+        (by_key(p1)? == master && !master.is_empty()).then_some(())
+    });
 }
 
 /// Manual failover by configuration: the master is SIGKILLed while a producer sends; its

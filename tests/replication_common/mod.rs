@@ -63,10 +63,12 @@ impl Conn {
         base_sequence: i32,
     ) -> Result<(SendStatus, u64), ErrorResponse> {
         let mut b = BatchBuilder::new(1 << 20);
+        // The key names the hundreds of the round (`send_round`): "k1" for rounds 100..199.
+        let key = format!("k{}", tag / 10_000);
         for i in 0..3 {
             let body = format!("{tag}:{i}:{}", "x".repeat(100));
             b.push(&Record {
-                key: b"k",
+                key: key.as_bytes(),
                 tag: b"T",
                 properties: &[],
                 body: body.as_bytes(),
