@@ -410,6 +410,21 @@ fn large_disk_reads_across_segment_boundaries() {
     });
 }
 
+/// Rounds of the next two tests: each one small Q1 batch (tag = round), then 10 Q2 batches
+/// of 14 KB (tags 1000..): 140 KB of Q2, more than the coalescing gap, between Q1's batches.
+const ROUNDS: u64 = 6;
+
+async fn write_q1_between_q2(dir: &SimDir, cfg: &StorageConfig) {
+    let log = CommitLog::open_with(dir.clone(), cfg.clone()).await.unwrap();
+    for i in 0..ROUNDS {
+        log.append(Q1, &batch(i, 1, 600)).await.unwrap();
+        for j in 0..10 {
+            log.append(Q2, &batch(1000 + i * 10 + j, 1, 14_000)).await.unwrap();
+        }
+    }
+    log.close().await.unwrap();
+}
+
 /// A fetch whose batches lie far apart (other queues' batches between them) reads them as
 /// several disk runs, issued at once: the batches still come back in order, and a damaged
 /// batch in a later run ends the read there as it does for one run.
@@ -421,16 +436,7 @@ fn a_fetch_of_batches_far_apart_reads_them_in_order_and_stops_at_a_damaged_one()
         cfg.cache_bytes = 0;
         cfg.read_ahead_bytes = 0;
         cfg.segment_size_bytes = 1 << 20;
-        let log = CommitLog::open_with(dir.clone(), cfg.clone()).await.unwrap();
-        // Each round: one small Q1 batch, then 140 KB of Q2 (more than the coalescing gap).
-        const ROUNDS: u64 = 6;
-        for i in 0..ROUNDS {
-            log.append(Q1, &batch(i, 1, 600)).await.unwrap();
-            for j in 0..10 {
-                log.append(Q2, &batch(1000 + i * 10 + j, 1, 14_000)).await.unwrap();
-            }
-        }
-        log.close().await.unwrap();
+        write_q1_between_q2(&dir, &cfg).await;
         let log = CommitLog::open_with(dir.clone(), cfg.clone()).await.unwrap();
         assert_eq!(log.segment_bases().len(), 1, "all in one segment: runs split by the gap");
         let r = log.read(Q1, off(0), 1 << 20).await.unwrap();
@@ -467,16 +473,8 @@ fn a_fetch_of_batches_far_apart_reads_no_other_queues_bytes_ahead() {
         cfg.cache_bytes = 0;
         cfg.read_ahead_bytes = 64 << 10;
         cfg.segment_size_bytes = 4 << 20;
-        let log = CommitLog::open_with(dir.clone(), cfg.clone()).await.unwrap();
         // Q1's batches lie 140 KB apart, between Q2's: every Q1 batch is a disk run.
-        const ROUNDS: u64 = 6;
-        for i in 0..ROUNDS {
-            log.append(Q1, &batch(i, 1, 600)).await.unwrap();
-            for j in 0..10 {
-                log.append(Q2, &batch(1000 + i * 10 + j, 1, 14_000)).await.unwrap();
-            }
-        }
-        log.close().await.unwrap();
+        write_q1_between_q2(&dir, &cfg).await;
         let log = CommitLog::open_with(dir.clone(), cfg.clone()).await.unwrap();
         let before = dir.read_bytes();
         let r = log.read(Q1, off(0), 1 << 20).await.unwrap();
