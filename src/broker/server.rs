@@ -718,8 +718,10 @@ async fn start_replication(
                             // The key index may cover the cut positions (and would skip what
                             // the master writes there): without its checkpoint it is rebuilt
                             // from the log at open, once per rejoin like the queue index.
-                            forget_key_index(&storage.dir.join("keys"))
-                                .map_err(|e| format!("shard {id}: {e}"))?;
+                            crate::storage::key_index::store::forget_checkpoint(
+                                &storage.dir.join("keys"),
+                            )
+                            .map_err(|e| format!("shard {id}: {e}"))?;
                             log = log_backend::open(storage)
                                 .await
                                 .map_err(|e| format!("reopening the log of shard {id}: {e}"))?;
@@ -776,18 +778,5 @@ fn loopback_of(listen: &str) -> String {
 async fn close_log(id: usize, log: &Rc<Log>) {
     if let Err(e) = log.close().await {
         tracing::error!(shard = id, "closing the log failed: {e}");
-    }
-}
-
-/// Deletes the key index checkpoint in `keys` (durably), so the next open rebuilds the
-/// index from the log. Nothing to do when the index was never written.
-fn forget_key_index(keys: &std::path::Path) -> Result<(), String> {
-    use crate::storage::key_index::store::KEY_CHECKPOINT_FILE;
-    match std::fs::remove_file(keys.join(KEY_CHECKPOINT_FILE)) {
-        Ok(()) => std::fs::File::open(keys)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| format!("syncing {} after dropping its checkpoint: {e}", keys.display())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(format!("dropping the key index checkpoint in {}: {e}", keys.display())),
     }
 }

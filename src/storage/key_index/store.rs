@@ -158,6 +158,19 @@ fn io_err(what: impl std::fmt::Display, e: io::Error) -> String {
     format!("{what}: {e}")
 }
 
+/// Deletes the checkpoint in the key index directory `keys` (durably), so the next
+/// [`KeyIndex::open`] rebuilds the index from the log: for a log cut below what the index
+/// covers (a replica truncated to its master's). Nothing to do when there is none.
+pub fn forget_checkpoint(keys: &std::path::Path) -> Result<(), String> {
+    match std::fs::remove_file(keys.join(KEY_CHECKPOINT_FILE)) {
+        Ok(()) => std::fs::File::open(keys)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| format!("syncing {} after dropping its checkpoint: {e}", keys.display())),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(format!("dropping the key index checkpoint in {}: {e}", keys.display())),
+    }
+}
+
 impl<D: LogDir> KeyIndex<D> {
     /// Opens the index in `dir`, keeping what the last checkpoint made durable and deleting
     /// what it does not cover. The caller then indexes the log from [`Self::indexed_to`].
