@@ -45,6 +45,7 @@ pub mod metadata_store;
 pub mod producer_ids;
 pub mod read_deadline;
 pub mod replication_peer;
+mod replication_start;
 pub mod routing;
 pub mod server;
 pub mod shard;

@@ -32,11 +32,9 @@ use super::listener::{self, Protocol, Reserved};
 use super::log_backend::{self, Log};
 use super::mesh::{self, MeshEnds};
 use super::metadata_store::{self, MetadataStore};
-use super::replication_peer::{self, JoinError, JoinFrom};
 use super::routing::ShardId;
-use super::shard::replication::{MasterSide, ReplicaSide, ShardRole};
+use super::shard::replication::ShardRole;
 use super::shard::{Control, Forward, Ports, Shard};
-use super::shard_log::ShardLog;
 use super::shutdown::{self, Stop, StopHandle};
 use super::topics::TopicTable;
 use crate::compat::rocketmq::bodies::BrokerEntry;
@@ -45,12 +43,8 @@ use crate::compat::rocketmq::namesrv::{NameServer, NamesrvOptions, NativeBroker,
 use crate::metrics::exposition;
 use crate::metrics::http::{HttpLimits, HttpServer};
 use crate::metrics::Exporter;
-use crate::replication::config::Role;
 use crate::replication::role_override::apply_role_override;
 use crate::runtime::{self, ExecutorOptions};
-use crate::storage::commit_log::truncate_log;
-use crate::storage::dma_dir::DmaDir;
-use crate::storage::LogPosition;
 
 enum Event {
     /// A shard opened its log and holds its listeners.
@@ -474,7 +468,8 @@ async fn shard_main(args: ShardArgs) -> Result<(), String> {
         close_log(id, &log).await;
         return Ok(());
     };
-    let (log, role) = start_replication(id, shard_count, &config, log, &ports).await?;
+    let (log, role) =
+        super::replication_start::start_replication(id, shard_count, &config, log, &ports).await?;
     let is_replica = matches!(role, Some(ShardRole::Replica(_)));
     let ((data_tx, data_rx), (control_tx, control_rx)) =
         futures::future::join(data.connect(), control.connect()).await;
@@ -636,127 +631,6 @@ async fn shard_main(args: ShardArgs) -> Result<(), String> {
     Ok(())
 }
 
-/// Before a shard serves: a master begins its new epoch (fsynced epoch file, stamped into
-/// every batch it appends); a replica joins its master once and, if its log diverged,
-/// truncates it to the divergence point (closed, truncated and synced, reopened) and adopts
-/// the master's epoch history. A master that cannot be reached is retried by the follower.
-/// On error the log is closed.
-async fn start_replication(
-    id: usize,
-    shard_count: usize,
-    config: &Config,
-    log: Rc<Log>,
-    ports: &Ports,
-) -> Result<(Rc<Log>, Option<ShardRole>), String> {
-    let Some(rc) = &config.replication else { return Ok((log, None)) };
-    let mut log = log;
-    let result = async {
-        let mut history = log
-            .load_epochs()
-            .await
-            .map_err(|e| format!("shard {id}: reading the epoch file: {e}"))?;
-        // Above every epoch the file names, also one whose data a crash lost: a replica may
-        // hold data of that epoch, and a reused number would look like agreement.
-        let newest_epoch = history.latest().map_or(0, |e| e.epoch);
-        history.truncate_to(log.append_end());
-        match rc.role() {
-            Role::Master => {
-                // Refused where detectable: a replica that is a master, or follows another
-                // broker, means this one was replaced (`ringmq cluster promote`).
-                let probes = rc.replica_addrs().into_iter().map(|r| {
-                    replication_peer::check_not_replaced(
-                        r,
-                        ports.shared,
-                        config.broker.max_frame_bytes,
-                    )
-                });
-                for probe in futures::future::join_all(probes).await {
-                    probe.map_err(|e| format!("shard {id}: {e}"))?;
-                }
-                let end = log.append_end();
-                let epoch = newest_epoch + 1;
-                history
-                    .begin(epoch, end)
-                    .map_err(|e| format!("shard {id}: beginning epoch {epoch}: {e}"))?;
-                log.save_epochs(&history)
-                    .await
-                    .map_err(|e| format!("shard {id}: writing the epoch file: {e}"))?;
-                log.set_epoch(epoch);
-                tracing::info!(shard = id, epoch, start = end, "master epoch begun");
-                Ok(ShardRole::Master(MasterSide::new(rc, history, end)))
-            }
-            Role::Replica => {
-                let master = rc.master_addr().expect("validated: a replica names its master");
-                let end = log.append_end();
-                let from = JoinFrom {
-                    shard: id,
-                    shard_count,
-                    own_shared_port: ports.shared,
-                    advertise: rc.advertise_addr(),
-                    end,
-                    synced: log.durable_end(),
-                    history: &history,
-                };
-                match replication_peer::join(master, config.broker.max_frame_bytes, from).await {
-                    Ok(joined) => {
-                        if joined.truncate_to < end {
-                            tracing::warn!(
-                                shard = id,
-                                end,
-                                truncate_to = joined.truncate_to,
-                                "the log diverged from the master's: truncating it before following"
-                            );
-                            drop(joined.peer);
-                            log.close()
-                                .await
-                                .map_err(|e| format!("shard {id}: closing the log: {e}"))?;
-                            let storage = config.storage_for_shard(id);
-                            let dir = DmaDir::open(&storage.dir, storage.io_mode).await?;
-                            truncate_log(&dir, LogPosition::new(joined.truncate_to))
-                                .await
-                                .map_err(|e| format!("shard {id}: truncating the log: {e}"))?;
-                            // The key index may cover the cut positions (and would skip what
-                            // the master writes there): without its checkpoint it is rebuilt
-                            // from the log at open, once per rejoin like the queue index.
-                            crate::storage::key_index::store::forget_checkpoint(
-                                &storage.dir.join("keys"),
-                            )
-                            .map_err(|e| format!("shard {id}: {e}"))?;
-                            log = log_backend::open(storage)
-                                .await
-                                .map_err(|e| format!("reopening the log of shard {id}: {e}"))?;
-                        }
-                        history = joined.history;
-                        log.save_epochs(&history)
-                            .await
-                            .map_err(|e| format!("shard {id}: writing the epoch file: {e}"))?;
-                    }
-                    Err(JoinError::Fatal(e)) => return Err(format!("shard {id}: {e}")),
-                    Err(JoinError::Retry(e)) => tracing::warn!(
-                        shard = id,
-                        %master,
-                        "cannot join the master at start ({e}); serving reads and retrying"
-                    ),
-                }
-                Ok(ShardRole::Replica(ReplicaSide {
-                    master,
-                    advertise: rc.advertise_addr(),
-                    fetch_bytes: rc.fetch_bytes,
-                    history: std::cell::RefCell::new(history),
-                }))
-            }
-        }
-    }
-    .await;
-    match result {
-        Ok(role) => Ok((log, Some(role))),
-        Err(e) => {
-            close_log(id, &log).await;
-            Err(e)
-        }
-    }
-}
-
 /// `address` ready for `host:port` (IPv6 in brackets).
 fn bracket(address: &str) -> String {
     if address.contains(':') {
@@ -775,7 +649,7 @@ fn loopback_of(listen: &str) -> String {
     }
 }
 
-async fn close_log(id: usize, log: &Rc<Log>) {
+pub(super) async fn close_log(id: usize, log: &Rc<Log>) {
     if let Err(e) = log.close().await {
         tracing::error!(shard = id, "closing the log failed: {e}");
     }
