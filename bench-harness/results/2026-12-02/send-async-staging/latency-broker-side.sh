@@ -2,10 +2,10 @@
 # Where the latency workload's ack p99 goes: the broker's own append->ack histogram
 # (ringmq_append_ack_latency_seconds, from the metrics endpoint) next to the client's ack
 # latency for the same run. Broker pinned to CPU 0 with metrics, harness on CPU 1.
-# Usage: latency-broker-side.sh BIN_DIR LABEL [RATE]
+# Usage: latency-broker-side.sh BIN_DIR LABEL [RATE]   (OUT=<dir>: reports there, not here)
 set -eu
 bin=$1; label=$2; rate=${3:-20000}
-out=$(dirname "$0")
+out=${OUT:-$(dirname "$0")}
 dir=$(mktemp -d /work/ringmq-lat-XXXX)
 cat > "$dir/broker.toml" <<CFG
 [broker]
