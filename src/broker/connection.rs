@@ -32,7 +32,7 @@ use std::time::Duration;
 
 use crate::runtime::Semaphore;
 use futures::future::{select, Either};
-use futures::{AsyncReadExt, AsyncWriteExt};
+use futures::{AsyncReadExt, AsyncWriteExt, FutureExt};
 use glommio::channels::local_channel;
 use glommio::net::TcpStream;
 
@@ -232,9 +232,14 @@ impl Outgoing {
     }
 }
 
-/// Small fetched batches are gathered into the head to save syscalls; larger ones are written
-/// from where the log holds them.
+/// Small fetched batches are gathered into the write buffer to save syscalls; larger ones are
+/// written from where the log holds them.
 const GATHER_BELOW_BYTES: usize = 16 * 1024;
+
+/// Responses already waiting when the writer wakes are gathered into one write up to this many
+/// bytes: a read of many small requests (a producer's step of one-message batches for many
+/// queues) is answered with one `send`, not one per request.
+const GATHER_MAX_BYTES: usize = 256 * 1024;
 
 async fn write_loop<W: futures::AsyncWrite + Unpin>(
     mut writer: W,
@@ -242,13 +247,31 @@ async fn write_loop<W: futures::AsyncWrite + Unpin>(
     peer: String,
 ) {
     let mut healthy = true;
-    while let Some(out) = rx.recv().await {
+    let mut buf = Vec::new();
+    while let Some(first) = rx.recv().await {
         if !healthy {
             continue; // keep draining so request tasks never wait on a dead peer
         }
-        if let Err(e) = write_outgoing(&mut writer, out).await {
+        let mut next = Some(first);
+        let written = async {
+            while let Some(out) = next.take() {
+                gather(&mut writer, &mut buf, out).await?;
+                if buf.len() < GATHER_MAX_BYTES {
+                    // Only what is there already: never wait with bytes unwritten.
+                    next = rx.recv().now_or_never().flatten();
+                }
+            }
+            let r = writer.write_all(&buf).await;
+            buf.clear();
+            r
+        };
+        if let Err(e) = written.await {
             tracing::debug!(%peer, "write failed: {e}");
             healthy = false;
+            buf = Vec::new();
+        }
+        if buf.capacity() > 4 * GATHER_MAX_BYTES {
+            buf = Vec::new(); // after one huge fetch head, keep the buffer's memory bounded
         }
     }
     if healthy {
@@ -257,22 +280,22 @@ async fn write_loop<W: futures::AsyncWrite + Unpin>(
     }
 }
 
-async fn write_outgoing<W: futures::AsyncWrite + Unpin>(
+/// Appends `out` to `buf`: its head and small batches copied, and before each large batch the
+/// buffer so far written, then the batch from the log's buffer.
+async fn gather<W: futures::AsyncWrite + Unpin>(
     writer: &mut W,
+    buf: &mut Vec<u8>,
     out: Outgoing,
 ) -> std::io::Result<()> {
-    let Outgoing { mut head, batches } = out;
-    let mut rest = batches.as_slice();
-    while let Some((b, tail)) = rest.split_first() {
-        if b.len() >= GATHER_BELOW_BYTES {
-            break;
+    buf.extend_from_slice(&out.head);
+    for b in &out.batches {
+        if b.len() < GATHER_BELOW_BYTES {
+            buf.extend_from_slice(b);
+        } else {
+            writer.write_all(buf).await?;
+            buf.clear();
+            writer.write_all(b).await?;
         }
-        head.extend_from_slice(b);
-        rest = tail;
-    }
-    writer.write_all(&head).await?;
-    for b in rest {
-        writer.write_all(b).await?;
     }
     Ok(())
 }
@@ -293,4 +316,64 @@ fn refuse_oversized(out: Outgoing, correlation_id: u32, max_frame: usize) -> Out
         ),
         ErrorDetail::None,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An `AsyncWrite` that records each write call's bytes.
+    #[derive(Default)]
+    struct Writes(Vec<Vec<u8>>);
+
+    impl futures::AsyncWrite for Writes {
+        fn poll_write(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &[u8],
+        ) -> Poll<std::io::Result<usize>> {
+            self.0.push(buf.to_vec());
+            Poll::Ready(Ok(buf.len()))
+        }
+        fn poll_flush(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_close(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[test]
+    fn responses_waiting_together_go_out_in_one_write_in_order_large_batches_from_their_buffers() {
+        let large = vec![9u8; GATHER_BELOW_BYTES];
+        glommio::LocalExecutorBuilder::default()
+            .spawn(move || async move {
+                let (tx, rx) = local_channel::new_bounded::<Outgoing>(8);
+                for i in 0..3u8 {
+                    tx.send(Outgoing::frame(vec![i; 5])).await.unwrap();
+                }
+                let fetch = Outgoing {
+                    head: vec![7; 3],
+                    batches: vec![ReadBuf::from_vec(vec![8; 10]), ReadBuf::from_vec(large.clone())],
+                };
+                tx.send(fetch).await.unwrap();
+                tx.send(Outgoing::frame(vec![3; 2])).await.unwrap();
+                drop(tx);
+                let mut w = Writes::default();
+                write_loop(&mut w, rx, "test".into()).await;
+                let mut first = [vec![0u8; 5], vec![1; 5], vec![2; 5], vec![7; 3]].concat();
+                first.extend_from_slice(&[8; 10]);
+                // Everything already queued, in order; the large batch written on its own.
+                assert_eq!(w.0, vec![first, large, vec![3; 2]]);
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+    }
 }
