@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{unbounded, Receiver, Sender};
 
+use super::connection::{Connection, ProduceFrame};
 use super::error::{ClientError, Result};
 use super::pending::Completer;
 use super::producer::{ProducerConfig, SendBatchResult};
@@ -52,34 +53,31 @@ pub(crate) struct Reply {
 }
 
 /// Where the worker sends sealed batches: the seam between batching logic and the network.
-/// `send` must eventually call `on_reply` exactly once (also on failure).
+/// `send_all` takes every frame of `frames` (leaving it empty, its capacity kept) and must
+/// eventually call each frame's `callback` exactly once (also on failure).
 pub(crate) trait BatchSink: Send + 'static {
-    fn send(
-        &self,
-        topic: &str,
-        queue_id: u32,
-        batch: Arc<Vec<u8>>,
-        on_reply: super::connection::Callback,
-    );
+    fn send_all(&self, frames: &mut Vec<ProduceFrame>);
     /// The route of `topic` may be stale (after NOT_OWNER or a connection failure).
     fn refresh(&self, topic: &str);
 }
 
 impl BatchSink for Arc<Router> {
-    fn send(
-        &self,
-        topic: &str,
-        queue_id: u32,
-        batch: Arc<Vec<u8>>,
-        on_reply: super::connection::Callback,
-    ) {
-        match self.queue_connection(topic, queue_id) {
-            Ok(conn) => {
-                // Written from the batch's own buffer; on failure the callback already ran
-                // with the error.
-                let _ = conn.send_produce(topic, queue_id, &batch, on_reply);
+    /// One gathered write per connection for a step's batches (the usual case is one
+    /// connection per shard), in their order within each connection.
+    fn send_all(&self, frames: &mut Vec<ProduceFrame>) {
+        let mut by_conn: Vec<(Arc<Connection>, Vec<ProduceFrame>)> = Vec::new();
+        for f in frames.drain(..) {
+            match self.queue_connection(&f.topic, f.queue_id) {
+                Ok(conn) => match by_conn.iter_mut().find(|(c, _)| Arc::ptr_eq(c, &conn)) {
+                    Some((_, fs)) => fs.push(f),
+                    None => by_conn.push((conn, vec![f])),
+                },
+                Err(e) => (f.callback)(Err(e)),
             }
-            Err(e) => on_reply(Err(e)),
+        }
+        for (conn, fs) in by_conn {
+            // On a failed write every callback already ran with the error.
+            conn.send_produces(fs);
         }
     }
     fn refresh(&self, topic: &str) {
@@ -158,6 +156,9 @@ pub(crate) struct Worker<S: BatchSink> {
     taken: Vec<Sealed>,
     marked: Vec<usize>,
     new_keys: Vec<(Arc<str>, u32)>,
+    /// The step's sends, handed to the sink together at its end (one gathered write per
+    /// connection); empty between steps.
+    outbox: Vec<ProduceFrame>,
     /// Queues to look at in the next step, each at most once (`QueueState::queued`).
     dirty: VecDeque<usize>,
     /// (when, queue) wake-ups: lingers, request timeouts, backoffs, send deadlines. Entries a
@@ -228,6 +229,7 @@ impl<S: BatchSink> Worker<S> {
             taken: Vec::new(),
             marked: Vec::new(),
             new_keys: Vec::new(),
+            outbox: Vec::new(),
             dirty: VecDeque::new(),
             timers: BinaryHeap::new(),
             busy_queues: 0,
@@ -310,6 +312,9 @@ impl<S: BatchSink> Worker<S> {
             self.queues[id].queued = false;
             self.process(id, now);
         }
+        if !self.outbox.is_empty() {
+            self.sink.send_all(&mut self.outbox);
+        }
     }
 
     /// Whether the queue's open batch may be sealed by its linger now. A partly filled batch
@@ -367,16 +372,15 @@ impl<S: BatchSink> Worker<S> {
                 renumber(bytes, with_epoch(pid, send.epoch), send.base_sequence);
             }
             let (attempt, epoch, base_sequence) = (send.attempt, send.epoch, send.base_sequence);
-            let bytes = send.batch.bytes.clone();
             let tx = self.replies_tx.clone();
-            self.sink.send(
-                &q.key.0,
-                q.key.1,
-                bytes,
-                Box::new(move |result| {
+            self.outbox.push(ProduceFrame {
+                topic: q.key.0.clone(),
+                queue_id: q.key.1,
+                batch: send.batch.bytes.clone(),
+                callback: Box::new(move |result| {
                     let _ = tx.send(Reply { queue: id, attempt, epoch, base_sequence, result });
                 }),
-            );
+            });
         }
         // A busy queue's open batch waits for a reply (or its callers' next event), not for
         // a timer.
@@ -594,7 +598,7 @@ pub mod bench {
     use crossbeam_channel::{bounded, Sender};
 
     use super::{BatchSink, Command, Staging, Worker};
-    use crate::client::connection::Callback;
+    use crate::client::connection::{Callback, ProduceFrame};
     use crate::client::error::Result;
     use crate::client::message::Message;
     use crate::client::producer::{enqueue, run_worker, ProducerConfig};
@@ -610,8 +614,17 @@ pub mod bench {
     }
 
     impl BatchSink for Arc<Loopback> {
-        fn send(&self, _topic: &str, queue_id: u32, batch: Arc<Vec<u8>>, on_reply: Callback) {
-            let reply = BatchView::parse(&batch, batch.len()).map(|v| {
+        fn send_all(&self, frames: &mut Vec<ProduceFrame>) {
+            for f in frames.drain(..) {
+                self.send(f.queue_id, &f.batch, f.callback);
+            }
+        }
+        fn refresh(&self, _topic: &str) {}
+    }
+
+    impl Loopback {
+        fn send(&self, queue_id: u32, batch: &[u8], on_reply: Callback) {
+            let reply = BatchView::parse(batch, batch.len()).map(|v| {
                 let count = v.header.record_count;
                 let mut next = self.next.lock().unwrap_or_else(|p| p.into_inner());
                 let base = next.entry(queue_id).or_default();
@@ -628,7 +641,6 @@ pub mod bench {
             });
             on_reply(reply.map_err(|e| crate::client::ClientError::Protocol(e.to_string())));
         }
-        fn refresh(&self, _topic: &str) {}
     }
 
     /// A producer worker answering from memory.

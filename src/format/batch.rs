@@ -313,7 +313,13 @@ pub struct BatchBuilder {
 impl BatchBuilder {
     /// A builder whose finished batch will not exceed `max_bytes` (header included).
     pub fn new(max_bytes: usize) -> Self {
-        let mut buf = Vec::with_capacity(max_bytes.min(64 * 1024));
+        Self::with_capacity(max_bytes, 64 * 1024)
+    }
+
+    /// [`Self::new`] whose buffer starts with room for `capacity` bytes (at most `max_bytes`)
+    /// and grows as records come: for a caller that expects small batches.
+    pub fn with_capacity(max_bytes: usize, capacity: usize) -> Self {
+        let mut buf = Vec::with_capacity(max_bytes.min(capacity).max(HEADER_LEN));
         buf.resize(HEADER_LEN, 0);
         BatchBuilder {
             buf,
@@ -323,6 +329,11 @@ impl BatchBuilder {
             max_ts: i64::MIN,
             tags: TagSummary::EMPTY,
         }
+    }
+
+    /// Bytes the buffer holds room for now (it grows as records come).
+    pub fn capacity(&self) -> usize {
+        self.buf.capacity()
     }
 
     pub fn record_count(&self) -> u32 {

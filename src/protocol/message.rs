@@ -134,31 +134,29 @@ impl Request {
     }
 
     /// Encodes a whole request frame.
-    /// Everything of a produce request's frame except the batch bytes, which follow it on the
-    /// wire unchanged: lets a sender write `head` then the batch from its own buffer instead of
-    /// copying the batch into a frame. `head + batch` equals the `encode_frame` of the same
-    /// `Request::Produce`.
-    pub fn encode_produce_head(
+    /// Appends everything of a produce request's frame except the batch bytes to `out`; the
+    /// batch follows it on the wire unchanged: lets a sender write the head then the batch from
+    /// its own buffer (or gather several requests' heads into one write) instead of copying the
+    /// batch into a frame. Head + batch equals the `encode_frame` of the same `Request::Produce`.
+    pub fn append_produce_head(
+        out: &mut Vec<u8>,
         correlation_id: u32,
         topic: &str,
         queue_id: u32,
         flags: u8,
         batch_len: usize,
-    ) -> Vec<u8> {
+    ) {
         let key = ApiKey::Produce;
-        let buf = frame::begin_request(RequestHeader {
-            api_key: key as u16,
-            api_version: key.current_version(),
-            correlation_id,
-        });
-        let mut w = Writer::with_buffer(buf);
+        let start = out.len();
+        let mut w = Writer::with_buffer(std::mem::take(out));
+        // frame::begin_request's header, written in place.
+        w.u32(0).u16(key as u16).u16(key.current_version()).u32(correlation_id);
         let n = u32::try_from(batch_len).expect("batch under 4 GiB (frames are bounded)");
         w.string(topic).u32(queue_id).u8(flags).u32(n);
-        let mut head = w.buf;
-        let total = head.len() + batch_len - frame::LEN_PREFIX;
+        *out = w.buf;
+        let total = out.len() - start + batch_len - frame::LEN_PREFIX;
         let total = u32::try_from(total).expect("frame under 4 GiB");
-        head[..frame::LEN_PREFIX].copy_from_slice(&total.to_le_bytes());
-        head
+        out[start..start + frame::LEN_PREFIX].copy_from_slice(&total.to_le_bytes());
     }
 
     pub fn encode_frame(&self, correlation_id: u32) -> Vec<u8> {
@@ -779,9 +777,12 @@ mod produce_head_tests {
             Request::Produce { topic: "orders".into(), queue_id: 7, flags: 1, batch: batch.into() };
         let whole = req.encode_frame(42);
         let Request::Produce { batch, .. } = &req else { unreachable!() };
-        let mut parts = Request::encode_produce_head(42, "orders", 7, 1, batch.len());
+        // After bytes already in the buffer (a gathered write), as at its start.
+        let mut parts = b"earlier frames".to_vec();
+        Request::append_produce_head(&mut parts, 42, "orders", 7, 1, batch.len());
         parts.extend_from_slice(batch);
-        assert_eq!(parts, whole);
+        assert_eq!(&parts[14..], &whole[..]);
+        assert_eq!(&parts[..14], b"earlier frames");
     }
 }
 

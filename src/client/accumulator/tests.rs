@@ -26,9 +26,11 @@ struct ScriptedSink {
 }
 
 impl BatchSink for ScriptedSink {
-    fn send(&self, topic: &str, queue_id: u32, batch: Arc<Vec<u8>>, on_reply: Callback) {
-        let batch = Arc::try_unwrap(batch).unwrap_or_else(|shared| (*shared).clone());
-        self.sent.lock().unwrap().push((topic.to_owned(), queue_id, batch, on_reply));
+    fn send_all(&self, frames: &mut Vec<ProduceFrame>) {
+        for f in frames.drain(..) {
+            let batch = Arc::try_unwrap(f.batch).unwrap_or_else(|shared| (*shared).clone());
+            self.sent.lock().unwrap().push((f.topic.to_string(), f.queue_id, batch, f.callback));
+        }
     }
     fn refresh(&self, topic: &str) {
         self.refreshed.lock().unwrap().push(topic.to_owned());
