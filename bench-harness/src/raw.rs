@@ -7,8 +7,9 @@
 //! shard with a completion callback, and keeps up to `max_in_flight` messages in flight over
 //! all queues (several batches per queue). The raw consumer sends `Fetch` requests and walks
 //! the returned batches in place (`BatchView`, CRCs checked) instead of copying every record
-//! into a `ConsumedMessage`; it keeps one fetch per queue in flight. Everything is measured and verified the same way as in library
-//! mode. Only for unkeyed, max-rate workloads (checked by the workload).
+//! into a `ConsumedMessage`; it keeps one fetch per queue in flight at all times (the next one
+//! sent as soon as an answer's headers give its offset). Everything is measured and verified
+//! the same way as in library mode. Only for unkeyed, max-rate workloads (checked by the workload).
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering::*;
@@ -199,78 +200,95 @@ pub(crate) fn consumer_main(
         return Ok(());
     }
     let wait_ms = if queues.len() == 1 { 100 } else { 0 };
+    let timeout = router.options.request_timeout + Duration::from_millis(wait_ms as u64);
+    let send = |i: usize, offset: u64| {
+        let (topic, queue) = &queues[i];
+        let request = Request::Fetch {
+            topic: topic.clone(),
+            queue_id: *queue,
+            offset,
+            max_bytes: w.fetch_max_bytes,
+            max_wait_ms: wait_ms,
+            tags: Vec::new(),
+        };
+        router.queue_connection(topic, *queue).and_then(|c| c.send(&request))
+    };
+    // One fetch per queue always in flight (as the library's queue readers keep theirs): each
+    // answer is taken in turn, and its queue's next fetch goes out as soon as the answer's
+    // batch headers give the next offset, before its records are walked, so the broker is
+    // never left without this consumer's fetches while it verifies records.
+    let mut fetches: Vec<_> = (0..queues.len()).map(|i| Some(send(i, 0))).collect();
     let mut prefixes = Vec::new();
-    while !shared.stop_consumers.load(Relaxed) {
-        let mut got = 0usize;
-        // One fetch per queue in flight at once (as the library's queue readers keep theirs),
-        // then each answer in turn.
-        let timeout = router.options.request_timeout + Duration::from_millis(wait_ms as u64);
-        let fetches: Vec<_> = queues
-            .iter()
-            .enumerate()
-            .map(|(i, (topic, queue))| {
-                let request = Request::Fetch {
-                    topic: topic.clone(),
-                    queue_id: *queue,
-                    offset: offsets[i],
-                    max_bytes: w.fetch_max_bytes,
-                    max_wait_ms: wait_ms,
-                    tags: Vec::new(),
-                };
-                router.queue_connection(topic, *queue).and_then(|c| c.send(&request))
-            })
-            .collect();
-        for (i, ((topic, queue), fetch)) in queues.iter().zip(fetches).enumerate() {
-            let r = fetch.and_then(|p| {
-                p.wait_timeout(timeout)
-                    .unwrap_or(Err(ClientError::Timeout(timeout.as_millis() as u64)))
-            });
-            let batches = match r {
-                Ok(Response::Fetch { batches, .. }) => batches,
-                Ok(other) => {
-                    shared.error(format!("consumer {id}: fetch got a {:?} reply", other.api_key()));
+    let mut idle_pass = true;
+    for i in (0..queues.len()).cycle() {
+        if shared.stop_consumers.load(Relaxed) {
+            break;
+        }
+        if i == 0 {
+            if idle_pass && wait_ms == 0 {
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            idle_pass = true;
+        }
+        let (topic, queue) = &queues[i];
+        let fetch = fetches[i].take().expect("one fetch per queue in flight");
+        let r = fetch.and_then(|p| {
+            p.wait_timeout(timeout).unwrap_or(Err(ClientError::Timeout(timeout.as_millis() as u64)))
+        });
+        let batches = match r {
+            Ok(Response::Fetch { batches, .. }) => batches,
+            Ok(other) => {
+                shared.error(format!("consumer {id}: fetch got a {:?} reply", other.api_key()));
+                fetches[i] = Some(send(i, offsets[i]));
+                continue;
+            }
+            Err(e) => {
+                if matches!(e.code(), Some(ErrorCode::NOT_OWNER)) || e.code().is_none() {
+                    router.refresh(topic);
+                }
+                shared.error(format!("consumer {id}: {topic}/{queue}: {e}"));
+                std::thread::sleep(Duration::from_millis(10));
+                fetches[i] = Some(send(i, offsets[i]));
+                continue;
+            }
+        };
+        // The next offset from the batch headers (lengths checked by BatchView::parse below).
+        let from = offsets[i];
+        let mut next = from;
+        let mut rest: &[u8] = &batches;
+        while rest.len() >= ringmq::format::batch::HEADER_LEN {
+            let Ok(view) = BatchView::parse(rest, rest.len()) else { break };
+            next = next.max(view.header.next_offset());
+            rest = &rest[view.header.length as usize..];
+        }
+        fetches[i] = Some(send(i, next));
+        prefixes.clear();
+        let mut foreign = 0u64;
+        let mut rest: &[u8] = &batches;
+        while !rest.is_empty() {
+            let view = BatchView::parse(rest, rest.len())
+                .and_then(|v| v.verify_stamp().map(|()| v))
+                .map_err(|e| format!("consumer {id}: fetched batch is invalid: {e}"))?;
+            let h = view.header;
+            rest = &rest[h.length as usize..];
+            if h.is_control() || h.next_offset() <= from {
+                continue;
+            }
+            for rec in view.records() {
+                let rec = rec.map_err(|e| format!("consumer {id}: fetched record: {e}"))?;
+                if h.stamp.base_offset + u64::from(rec.index) < from {
                     continue;
                 }
-                Err(e) => {
-                    if matches!(e.code(), Some(ErrorCode::NOT_OWNER)) || e.code().is_none() {
-                        router.refresh(topic);
-                    }
-                    shared.error(format!("consumer {id}: {topic}/{queue}: {e}"));
-                    std::thread::sleep(Duration::from_millis(10));
-                    continue;
-                }
-            };
-            prefixes.clear();
-            let mut foreign = 0u64;
-            let from = offsets[i];
-            let mut rest: &[u8] = &batches;
-            while !rest.is_empty() {
-                let view = BatchView::parse(rest, rest.len())
-                    .and_then(|v| v.verify_stamp().map(|()| v))
-                    .map_err(|e| format!("consumer {id}: fetched batch is invalid: {e}"))?;
-                let h = view.header;
-                rest = &rest[h.length as usize..];
-                offsets[i] = offsets[i].max(h.next_offset());
-                if h.is_control() || h.next_offset() <= from {
-                    continue;
-                }
-                for rec in view.records() {
-                    let rec = rec.map_err(|e| format!("consumer {id}: fetched record: {e}"))?;
-                    if h.stamp.base_offset + u64::from(rec.index) < from {
-                        continue;
-                    }
-                    match Prefix::read(rec.body) {
-                        Some(p) => prefixes.push(p),
-                        None => foreign += 1,
-                    }
+                match Prefix::read(rec.body) {
+                    Some(p) => prefixes.push(p),
+                    None => foreign += 1,
                 }
             }
-            got += prefixes.len() + foreign as usize;
-            record_consumed(w, shared, recorder, &prefixes, foreign);
         }
-        if got == 0 && wait_ms == 0 {
-            std::thread::sleep(Duration::from_micros(200));
-        }
+        offsets[i] = next;
+        let got = prefixes.len() + foreign as usize;
+        idle_pass &= got == 0;
+        record_consumed(w, shared, recorder, &prefixes, foreign);
     }
     Ok(())
 }

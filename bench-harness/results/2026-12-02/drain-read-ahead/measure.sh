@@ -8,8 +8,9 @@
 #   rounds 3-4: FIRST=3 ROUNDS=4 ARMS="after:/tmp/ab/after rawpipe:/tmp/ab/after2" sh measure.sh
 #               (rawpipe: the bench at 14acd25, its raw consumer with a fetch per queue in
 #               flight, against the same 362d2be broker)
+# OUT=dir writes the reports there instead of next to this script.
 set -u
-out=$(dirname "$0")
+out=${OUT:-$(dirname "$0")}
 w=bench-harness/workloads
 arms=${ARMS:-before:/tmp/ab/before after:/tmp/ab/after}
 for i in $(seq "${FIRST:-1}" "${ROUNDS:-2}"); do
