@@ -10,7 +10,7 @@ use proptest::prelude::*;
 use ringmq::storage::commit_log::now_ms;
 use ringmq::storage::sim_dir::SimDir;
 use ringmq::storage::{
-    CommitLog, FlushMode, QueueId, QueueKey, StorageConfig, StorageError, TopicId,
+    CommitLog, FlushMode, LogPosition, QueueId, QueueKey, StorageConfig, StorageError, TopicId,
 };
 use std::rc::Rc;
 
@@ -82,6 +82,8 @@ fn key(q: u8) -> QueueKey {
 struct Model {
     /// (queue, tag, records) in append order.
     appends: Vec<(u8, u64, u64)>,
+    /// Where each append ends in the log (as `appends`).
+    ends: Vec<LogPosition>,
     durable: usize,
     /// Batches of each queue deleted by retention (always its oldest).
     dropped: [usize; 4],
@@ -98,6 +100,15 @@ impl Model {
     /// Tags of the batches of `q` still stored.
     fn kept_tags(&self, q: u8) -> Vec<u64> {
         self.queue(q).iter().skip(self.dropped[q as usize]).map(|(t, _)| *t).collect()
+    }
+    /// The log may make appends durable that nobody waited for: a flush it needs for its own
+    /// work (index write-back before an append, retention) covers everything appended so far.
+    /// In sync mode those become readable too, so the model learns the log's durable end
+    /// (which must cover everything the model already counts as durable).
+    fn learn_durable(&mut self, durable_end: LogPosition) {
+        let covered = self.ends.iter().take_while(|e| **e <= durable_end).count();
+        assert!(covered >= self.durable, "durable end {durable_end:?} went back");
+        self.durable = covered;
     }
     /// Lowest offset of `q` still stored.
     fn min_offset(&self, q: u8) -> u64 {
@@ -139,11 +150,13 @@ async fn run_ops(seed: u64, mode: FlushMode, ops: Vec<Op>) {
                 };
                 assert_eq!(a.base_offset, off(expect_offset));
                 m.appends.push((q, next_tag, u64::from(records)));
+                m.ends.push(a.end);
                 if commit && mode == FlushMode::Sync {
                     m.durable = m.appends.len();
                 }
             }
             Op::Read { q, frac, max_bytes } => {
+                m.learn_durable(log.positions().2);
                 let batches = match mode {
                     FlushMode::Sync => m.visible(q),
                     FlushMode::Async => m.queue(q),
@@ -199,6 +212,7 @@ async fn run_ops(seed: u64, mode: FlushMode, ops: Vec<Op>) {
                 }
                 assert!(kept >= m.durable, "lost durable appends: kept {kept} < {}", m.durable);
                 m.appends.truncate(kept);
+                m.ends.truncate(kept);
                 for q in 0..4u8 {
                     let got = tags_of(&log, key(q)).await;
                     assert_eq!(
@@ -282,4 +296,30 @@ fn crash_right_after_segment_roll() {
     ops.push(Op::Append { q: 1, records: 1, body: 10, commit: true });
     ops.push(Op::Reopen);
     run(move || run_ops(99, FlushMode::Sync, ops));
+}
+
+/// Found by `log_matches_model` in CI (seed 285404002391266404, sync mode): retention flushed
+/// the log, so an append nobody waited for became durable and readable; the model expected a
+/// read to stop before it. Data the log made durable on its own is readable (the model now
+/// learns the log's durable end before a read).
+#[test]
+fn an_append_made_durable_by_retention_is_readable_in_sync_mode() {
+    let q0 = |records: u8, body: u16, commit: bool| Op::Append { q: 0, records, body, commit };
+    let ops = vec![
+        q0(3, 713, false),
+        q0(3, 1099, false),
+        q0(5, 2229, false),
+        q0(4, 801, false),
+        q0(4, 2947, false),
+        q0(5, 2492, false),
+        q0(4, 2848, false),
+        q0(1, 2361, false),
+        q0(1, 1910, false),
+        q0(5, 490, false),
+        q0(1, 1501, true),
+        q0(1, 0, false),
+        Op::Retention,
+        Op::Read { q: 0, frac: 0, max_bytes: 1730 },
+    ];
+    run(move || run_ops(285404002391266404, FlushMode::Sync, ops));
 }
