@@ -4,13 +4,16 @@
 //! ([`DataDirLock`]: one broker per data directory), bind every port ([`listener::reserve`]:
 //! refuses ports another process serves), load the topic table, build the two meshes, start
 //! the shards; once every shard opened its log, start the metrics endpoint (its port was bound
-//! with the others), send each the port list, print the ready line
+//! with the others) and send each the port list; once every shard finished its start-up
+//! (replication role, rebuilt state) and serves, print the ready line
 //! (`ringmq broker ready shared_port=P shard_ports=A,B,.. revision=R metrics=URL`, stdout only)
-//! and write `ready_file`. A start that fails before the ready line removes the directories it created
-//! ([`StartFootprint`]).
+//! and write `ready_file`. A start that fails before the port list went out removes the
+//! directories it created ([`StartFootprint`]); one that fails after it (a replica refused by
+//! its master, a master whose replicas follow another) exits with the error and no ready line.
 //!
 //! A shard's life (`shard_main`, on its executor): open log, take its listeners, report ready,
-//! wait for the port list, connect the meshes, serve. On stop: stop accepting; wake long-polls; wait (at
+//! wait for the port list, start its replication role, rebuild its state, connect the meshes,
+//! serve (and report serving). On stop: stop accepting; wake long-polls; wait (at
 //! most `shutdown_timeout_ms`) for connections to answer their in-flight requests; close the
 //! mesh senders; keep serving forwarded requests until every peer closed its senders; then
 //! `flush()` and `close()` the log. The process exits 0 when every shard stopped cleanly.
@@ -49,6 +52,8 @@ use crate::runtime::{self, ExecutorOptions};
 enum Event {
     /// A shard opened its log and holds its listeners.
     Ready,
+    /// A shard finished its start-up and accepts connections.
+    Serving,
     Exited {
         shard: usize,
         result: Result<(), String>,
@@ -245,6 +250,7 @@ fn run_locked(
     while failure.is_none() && ready < n {
         match events_rx.recv() {
             Ok(Event::Ready) => ready += 1,
+            Ok(Event::Serving) => {} // only after the port list went out
             Ok(Event::Exited { shard, result }) => {
                 failure = Some(result.err().unwrap_or_else(|| format!("shard {shard} exited")));
             }
@@ -295,6 +301,30 @@ fn run_locked(
         let _ = go.send(ports.clone());
     }
     *served = true;
+    // The ready line says the broker serves: not before every shard's start-up succeeded (a
+    // replication refusal happens there, and then the broker exits without a ready line).
+    let mut serving = 0;
+    while failure.is_none() && serving < n {
+        match events_rx.recv() {
+            Ok(Event::Serving) => serving += 1,
+            Ok(Event::Ready) => {}
+            Ok(Event::Exited { shard, result }) => {
+                failure = Some(result.err().unwrap_or_else(|| format!("shard {shard} exited")));
+            }
+            Ok(Event::Signal(_)) => failure = Some("stopped by a signal during start".into()),
+            Ok(Event::Fatal { shard, error }) => failure = Some(format!("shard {shard}: {error}")),
+            Err(_) => unreachable!("main holds a sender"),
+        }
+    }
+    if let Some(e) = failure {
+        for s in &mut stops {
+            s.fire();
+        }
+        for h in handles {
+            let _ = h.join();
+        }
+        return Err(e);
+    }
     // The ready line goes to stdout only (scripts and tests read it there); the log says what
     // was started.
     let mut line = ready_line(&ports, metrics_server.as_ref().map(HttpServer::local_addr));
@@ -356,7 +386,7 @@ fn run_locked(
                     }
                 }
             }
-            Ok(Event::Ready) => {}
+            Ok(Event::Ready | Event::Serving) => {}
             Err(_) => break,
         }
     }
@@ -598,6 +628,7 @@ async fn shard_main(args: ShardArgs) -> Result<(), String> {
         })
     };
     tracing::debug!(shard = id, "serving");
+    let _ = events.send(Event::Serving);
 
     let _ = stop.await;
     for a in accepts {
