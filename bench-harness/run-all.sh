@@ -58,6 +58,7 @@ for round in a b; do
     one $round latency --set target_rate=20000
     one $round backlog-drain --compare-raw
     one $round many-queues --compare-raw
+    one $round many-queues-sticky
 done
 "$bench" summary "$out"/*.json > "$out/summary.md"
 cat "$out/summary.md"

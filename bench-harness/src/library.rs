@@ -69,7 +69,11 @@ fn library_producer(
     let keyed = w.key_distribution != KeyDistribution::None;
     client
         .producer(ProducerConfig {
-            selector: if keyed { QueueSelector::KeyHash } else { QueueSelector::RoundRobin },
+            selector: match (keyed, w.sticky_messages) {
+                (true, _) => QueueSelector::KeyHash,
+                (false, 0) => QueueSelector::RoundRobin,
+                (false, n) => QueueSelector::Sticky(n),
+            },
             linger: Duration::from_millis(w.linger_ms),
             max_batch_bytes: w.batch_max_bytes,
             ..Default::default()

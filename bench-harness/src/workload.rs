@@ -98,6 +98,10 @@ pub struct Workload {
     /// `producers` sets the concurrency). Library client, unkeyed, max rate, no batch sends.
     #[serde(default)]
     pub transactional: bool,
+    /// Library producers of unkeyed messages stick to a queue for this many consecutive
+    /// messages (`QueueSelector::Sticky`) instead of going round-robin per message. 0: off.
+    #[serde(default)]
+    pub sticky_messages: u32,
     /// Bytes one pull asks for.
     #[serde(default = "default_fetch_max_bytes")]
     pub fetch_max_bytes: u32,
@@ -173,6 +177,11 @@ impl Workload {
         }
         if self.key_distribution != KeyDistribution::None && self.key_count == 0 {
             return fail("key_count must be at least 1 with a key distribution".into());
+        }
+        if self.sticky_messages > 0 && self.key_distribution != KeyDistribution::None {
+            return fail(
+                "sticky_messages is for unkeyed messages (keys choose their queue)".into(),
+            );
         }
         if self.verify_order && self.key_distribution == KeyDistribution::None {
             return fail("verify_order needs keys (key_distribution and key_count)".into());

@@ -199,6 +199,14 @@ fn many_queues() {
 }
 
 #[test]
+fn many_queues_sticky() {
+    smoke(
+        "many-queues-sticky",
+        &["topics=2", "queues_per_topic=100", "consumers=1", "sticky_messages=50"],
+    );
+}
+
+#[test]
 fn many_queues_keyed() {
     let r = smoke(
         "many-queues-keyed",

@@ -14,6 +14,12 @@ pub enum QueueSelector {
     /// Spread messages over all queues in turn.
     #[default]
     RoundRobin,
+    /// Spread messages over all queues in turn, `n` consecutive messages to each (as Kafka's
+    /// sticky partitioner does for records without a key). With many queues, round-robin puts
+    /// about one message in each queue's batch; sticking to a queue for a batch's worth of
+    /// messages fills the batch instead (BENCHMARKS.md, many-queues). The distribution over
+    /// queues is as even, in runs of `n`. `n = 0` counts as 1.
+    Sticky(u32),
     /// `crc32c(key) % queue_count`: every message with the same key goes to the same queue,
     /// so a key's messages are delivered in the order they were sent (ordered messages).
     KeyHash,
@@ -26,6 +32,7 @@ impl std::fmt::Debug for QueueSelector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             QueueSelector::RoundRobin => f.write_str("RoundRobin"),
+            QueueSelector::Sticky(n) => write!(f, "Sticky({n})"),
             QueueSelector::KeyHash => f.write_str("KeyHash"),
             QueueSelector::Queue(q) => write!(f, "Queue({q})"),
             QueueSelector::Custom(_) => f.write_str("Custom(..)"),
@@ -40,6 +47,9 @@ impl QueueSelector {
         }
         let q = match self {
             QueueSelector::RoundRobin => counter.fetch_add(1, Ordering::Relaxed) % queue_count,
+            QueueSelector::Sticky(n) => {
+                counter.fetch_add(1, Ordering::Relaxed) / (*n).max(1) % queue_count
+            }
             QueueSelector::KeyHash => crc32c::crc32c(&msg.key) % queue_count,
             QueueSelector::Queue(q) => *q,
             QueueSelector::Custom(f) => f(msg, queue_count),
@@ -68,6 +78,13 @@ mod tests {
         let a = QueueSelector::KeyHash.select(&m, 8, &c).unwrap();
         assert_eq!(a, QueueSelector::KeyHash.select(&m, 8, &c).unwrap());
         assert!(QueueSelector::Queue(9).select(&m, 8, &c).is_err());
+        let c = AtomicU32::new(0);
+        let sticky: Vec<_> =
+            (0..9).map(|_| QueueSelector::Sticky(2).select(&m, 3, &c).unwrap()).collect();
+        assert_eq!(sticky, vec![0, 0, 1, 1, 2, 2, 0, 0, 1]);
+        let c = AtomicU32::new(0);
+        assert_eq!(QueueSelector::Sticky(0).select(&m, 3, &c).unwrap(), 0);
+        assert_eq!(QueueSelector::Sticky(0).select(&m, 3, &c).unwrap(), 1, "0 counts as 1");
         let f = QueueSelector::Custom(Arc::new(|_, n| n - 1));
         assert_eq!(f.select(&m, 5, &c).unwrap(), 4);
     }
