@@ -207,7 +207,6 @@ fn run_locked(
     let mut handles = Vec::with_capacity(n);
     let mut stops: Vec<StopHandle> = Vec::with_capacity(n);
     let mut gos = Vec::with_capacity(n);
-    let mut ready = 0;
     let mut failure: Option<String> = None;
     let sockets = reserved.shared.into_iter().zip(reserved.own);
     let ends = data_ends.into_iter().zip(control_ends).zip(sockets).enumerate();
@@ -247,17 +246,8 @@ fn run_locked(
         stops.push(stop_handle);
         gos.push(go_tx);
     }
-    while failure.is_none() && ready < n {
-        match events_rx.recv() {
-            Ok(Event::Ready) => ready += 1,
-            Ok(Event::Serving) => {} // only after the port list went out
-            Ok(Event::Exited { shard, result }) => {
-                failure = Some(result.err().unwrap_or_else(|| format!("shard {shard} exited")));
-            }
-            Ok(Event::Signal(_)) => failure = Some("stopped by a signal during start".into()),
-            Ok(Event::Fatal { shard, error }) => failure = Some(format!("shard {shard}: {error}")),
-            Err(_) => unreachable!("main holds a sender"),
-        }
+    if failure.is_none() {
+        failure = await_shards(&events_rx, n, Event::is_ready);
     }
     let mut metrics_server = None;
     if let (None, Some(l)) = (&failure, metrics_listener) {
@@ -289,12 +279,7 @@ fn run_locked(
     if let Some(e) = failure {
         // Dropping the go senders makes waiting shards close their logs and exit.
         drop(gos);
-        for s in &mut stops {
-            s.fire();
-        }
-        for h in handles {
-            let _ = h.join();
-        }
+        stop_shards(&mut stops, handles);
         return Err(e);
     }
     for go in gos {
@@ -303,26 +288,8 @@ fn run_locked(
     *served = true;
     // The ready line says the broker serves: not before every shard's start-up succeeded (a
     // replication refusal happens there, and then the broker exits without a ready line).
-    let mut serving = 0;
-    while failure.is_none() && serving < n {
-        match events_rx.recv() {
-            Ok(Event::Serving) => serving += 1,
-            Ok(Event::Ready) => {}
-            Ok(Event::Exited { shard, result }) => {
-                failure = Some(result.err().unwrap_or_else(|| format!("shard {shard} exited")));
-            }
-            Ok(Event::Signal(_)) => failure = Some("stopped by a signal during start".into()),
-            Ok(Event::Fatal { shard, error }) => failure = Some(format!("shard {shard}: {error}")),
-            Err(_) => unreachable!("main holds a sender"),
-        }
-    }
-    if let Some(e) = failure {
-        for s in &mut stops {
-            s.fire();
-        }
-        for h in handles {
-            let _ = h.join();
-        }
+    if let Some(e) = await_shards(&events_rx, n, Event::is_serving) {
+        stop_shards(&mut stops, handles);
         return Err(e);
     }
     // The ready line goes to stdout only (scripts and tests read it there); the log says what
@@ -410,6 +377,48 @@ fn run_locked(
 /// The git revision this broker was built from (`+dirty` with uncommitted changes; "unknown"
 /// when built outside a git checkout). Embedded by `build.rs`.
 pub const GIT_REVISION: &str = env!("RINGMQ_GIT_REVISION");
+
+impl Event {
+    fn is_ready(&self) -> bool {
+        matches!(self, Event::Ready)
+    }
+    fn is_serving(&self) -> bool {
+        matches!(self, Event::Serving)
+    }
+}
+
+/// Waits during start until `n` shards sent an event `counts` (ready, then serving), or one
+/// failed, exited or a signal came: then why.
+fn await_shards(
+    events: &mpsc::Receiver<Event>,
+    n: usize,
+    counts: fn(&Event) -> bool,
+) -> Option<String> {
+    let mut seen = 0;
+    while seen < n {
+        match events.recv() {
+            Ok(e) if counts(&e) => seen += 1,
+            Ok(Event::Ready | Event::Serving) => {}
+            Ok(Event::Exited { shard, result }) => {
+                return Some(result.err().unwrap_or_else(|| format!("shard {shard} exited")));
+            }
+            Ok(Event::Signal(_)) => return Some("stopped by a signal during start".into()),
+            Ok(Event::Fatal { shard, error }) => return Some(format!("shard {shard}: {error}")),
+            Err(_) => unreachable!("main holds a sender"),
+        }
+    }
+    None
+}
+
+/// Stops every started shard and waits for its thread (a start that failed).
+fn stop_shards<T: Send>(stops: &mut [StopHandle], handles: Vec<glommio::ExecutorJoinHandle<T>>) {
+    for s in stops {
+        s.fire();
+    }
+    for h in handles {
+        let _ = h.join();
+    }
+}
 
 /// The startup line tests and scripts read: `ringmq broker ready shared_port=P
 /// shard_ports=A,B,.. revision=R metrics=URL` (fields may be added; read them by name).
