@@ -18,7 +18,8 @@ use ringmq::client::{
     PushConsumerConfig,
 };
 
-use super::{err, print_message, ConsumeOptions};
+use super::consume_cli::{print_message, ConsumeOptions};
+use super::err;
 
 pub fn run(broker: &str, topic: &str, group: &str, opts: ConsumeOptions) -> Result<(), String> {
     let ConsumeOptions { from_offset, follow, max_messages, tags, skip_corrupt: _ } = opts;
