@@ -265,8 +265,8 @@ impl Connection {
     /// step of a producer's worker), instead of two writes per frame.
     /// Each `callback` runs exactly once, as for [`Self::send_with_callback`]; when the
     /// connection is full, what is gathered is written before waiting for room.
-    pub(crate) fn send_produces(&self, frames: impl IntoIterator<Item = ProduceFrame>) {
-        let mut out = Gathered::default();
+    pub(crate) fn send_produces(&self, frames: Vec<ProduceFrame>) {
+        let mut out = Gathered::with_room_for(&frames);
         for f in frames {
             let waiter = Waiter::Callback(ApiKey::Produce, f.callback);
             let id = match self.try_register(waiter) {
@@ -362,6 +362,19 @@ struct Gathered {
 }
 
 impl Gathered {
+    /// Empty, its buffer sized once for what `frames` copy into it (up to a gather's bound):
+    /// grown a doubling at a time, it copied every gathered byte again on the worker's path.
+    fn with_room_for(frames: &[ProduceFrame]) -> Self {
+        let copied = |f: &ProduceFrame| {
+            let head = 32 + f.topic.len(); // frame and produce headers, the topic's bytes
+            head + if f.batch.len() < GATHER_BELOW_BYTES { f.batch.len() } else { 0 }
+        };
+        let bytes: usize = frames.iter().map(copied).sum();
+        // A push may pass the bound by one small frame before the gather is written.
+        let bound = GATHER_MAX_BYTES + GATHER_BELOW_BYTES + 64;
+        Gathered { buf: Vec::with_capacity(bytes.min(bound)), ..Default::default() }
+    }
+
     fn push(&mut self, id: u32, topic: &str, queue_id: u32, batch: Arc<Vec<u8>>) {
         Request::append_produce_head(&mut self.buf, id, topic, queue_id, 0, batch.len());
         if batch.len() < GATHER_BELOW_BYTES {
@@ -549,6 +562,27 @@ mod tests {
         }
         g.clear();
         assert!(g.is_empty() && !g.is_full());
+    }
+
+    #[test]
+    fn a_gather_is_sized_once_for_its_frames() {
+        let frame = |topic: &str, n: usize| ProduceFrame {
+            topic: topic.into(),
+            queue_id: 3,
+            batch: Arc::new(vec![1; n]),
+            callback: Box::new(|_| {}),
+        };
+        let frames: Vec<_> = (0..40)
+            .map(|i| frame(if i % 2 == 0 { "orders" } else { "a-longer-topic-name" }, 100 * i))
+            .chain([frame("big", GATHER_BELOW_BYTES)])
+            .collect();
+        let mut g = Gathered::with_room_for(&frames);
+        let capacity = g.buf.capacity();
+        for (i, f) in frames.into_iter().enumerate() {
+            g.push(i as u32, &f.topic, f.queue_id, f.batch);
+        }
+        assert_eq!(g.buf.capacity(), capacity, "no regrowth while gathering");
+        assert!(capacity - g.buf.len() < 41 * 32, "and not much more than needed");
     }
 
     #[test]
