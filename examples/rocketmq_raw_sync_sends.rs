@@ -9,9 +9,10 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::time::{Duration, Instant};
 
 use ringmq::compat::rocketmq::codec::{self, RemotingCommand, SerializeType};
+
+mod sync_sends;
 
 fn send(s: &mut TcpStream, topic: &str, queue: u32, opaque: i32, body: &[u8]) {
     let mut r = RemotingCommand::request(310, opaque);
@@ -51,51 +52,20 @@ fn send(s: &mut TcpStream, topic: &str, queue: u32, opaque: i32, body: &[u8]) {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let arg = |i: usize, default: &str| args.get(i).cloned().unwrap_or_else(|| default.to_owned());
-    let front = arg(1, "127.0.0.1:10911");
-    let topic = arg(2, "BenchRaw");
-    let threads: usize = arg(3, "4").parse().expect("threads");
-    let size: usize = arg(4, "100").parse().expect("size");
-    let seconds: f64 = arg(5, "10").parse().expect("seconds");
-    let body = vec![b'x'; size];
+    let args = sync_sends::Args::parse("127.0.0.1:10911", "BenchRaw");
+    let (front, topic) = (&args.addr, &args.topic);
+    let body = vec![b'x'; args.size];
     // Creates the topic (the front's automatic creation) before the clock starts.
-    send(&mut TcpStream::connect(&front).expect("connect"), &topic, 0, 1, &body);
-    let stop = Instant::now() + Duration::from_secs_f64(seconds);
-    let start = Instant::now();
-    let mut latencies: Vec<Duration> = std::thread::scope(|s| {
-        let workers: Vec<_> = (0..threads)
-            .map(|t| {
-                let (front, topic, body) = (&front, &topic, &body);
-                s.spawn(move || {
-                    let mut conn = TcpStream::connect(front).expect("connect");
-                    conn.set_nodelay(true).expect("nodelay");
-                    let mut mine = Vec::new();
-                    let mut opaque = 1;
-                    while Instant::now() < stop {
-                        opaque += 1;
-                        let queue = (t as u32 + opaque as u32) % 8;
-                        let at = Instant::now();
-                        send(&mut conn, topic, queue, opaque, body);
-                        mine.push(at.elapsed());
-                    }
-                    mine
-                })
-            })
-            .collect();
-        workers.into_iter().flat_map(|w| w.join().expect("worker")).collect()
+    send(&mut TcpStream::connect(front).expect("connect"), topic, 0, 1, &body);
+    let client = "raw RocketMQ frames (Rust) SEND_MESSAGE_V2";
+    sync_sends::run_and_report(client, &args, |t| {
+        let mut conn = TcpStream::connect(front).expect("connect");
+        conn.set_nodelay(true).expect("nodelay");
+        let (body, mut opaque) = (&body, 1);
+        move || {
+            opaque += 1;
+            let queue = (t as u32 + opaque as u32) % 8;
+            send(&mut conn, topic, queue, opaque, body);
+        }
     });
-    let took = start.elapsed().as_secs_f64();
-    latencies.sort();
-    let n = latencies.len();
-    let pct = |q: f64| latencies[((q * n as f64) as usize).min(n - 1)].as_secs_f64() * 1000.0;
-    println!(
-        "{{\"client\": \"raw RocketMQ frames (Rust) SEND_MESSAGE_V2\", \"threads\": {threads}, \
-         \"size\": {size}, \"messages\": {n}, \"seconds\": {took:.2}, \"msgs_per_s\": {:.0}, \
-         \"ack_ms_p50\": {:.3}, \"ack_ms_p99\": {:.3}, \"ack_ms_max\": {:.3}}}",
-        n as f64 / took,
-        pct(0.5),
-        pct(0.99),
-        pct(1.0)
-    );
 }
