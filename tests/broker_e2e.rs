@@ -402,6 +402,51 @@ fn async_and_oneway_sends() {
     producer.close().unwrap();
 }
 
+/// Round-robin and sticky selection count per topic (RocketMQ keeps one `sendWhichQueue` per
+/// topic): a producer alternating between two topics spreads each over all its queues. With one
+/// counter for all topics, topic "rr-a" got only even queues and "rr-b" only odd ones.
+#[test]
+fn round_robin_spreads_each_topic_over_all_its_queues() {
+    let dir = tempdir();
+    let broker = Broker::start_in(dir.path(), &config(dir.path(), 1, "", ""));
+    let client = Client::connect(&broker.addr()).unwrap();
+    for t in ["rr-a", "rr-b", "st-a", "st-b"] {
+        client.admin().create_topic(t, 4).unwrap();
+    }
+    for (selector, topics) in [
+        (QueueSelector::RoundRobin, ["rr-a", "rr-b"]),
+        (QueueSelector::Sticky(2), ["st-a", "st-b"]),
+    ] {
+        let producer = client
+            .producer(ProducerConfig { selector: selector.clone(), ..Default::default() })
+            .unwrap();
+        let pending: Vec<_> = (0..80)
+            .map(|i| {
+                let topic = topics[i % 2];
+                (topic, producer.send_async(Message::new(topic, format!("m{i}"))).unwrap())
+            })
+            .collect();
+        let mut per_queue: BTreeMap<(&str, u32), usize> = BTreeMap::new();
+        let mut order: HashMap<&str, Vec<u32>> = HashMap::new();
+        for (topic, p) in pending {
+            let r = p.wait().unwrap();
+            *per_queue.entry((topic, r.queue_id)).or_default() += 1;
+            order.entry(topic).or_default().push(r.queue_id);
+        }
+        let even: BTreeMap<(&str, u32), usize> =
+            topics.iter().flat_map(|&t| (0..4).map(move |q| ((t, q), 10))).collect();
+        assert_eq!(per_queue, even, "{selector:?}: every queue of both topics, evenly");
+        let expected: Vec<u32> = match selector {
+            QueueSelector::Sticky(_) => (0..40).map(|i| i / 2 % 4).collect(),
+            _ => (0..40).map(|i| i % 4).collect(),
+        };
+        for t in topics {
+            assert_eq!(order[t], expected, "{selector:?}: {t} in turn");
+        }
+        producer.close().unwrap();
+    }
+}
+
 #[test]
 fn producer_retries_across_a_broker_restart() {
     let dir = tempdir();

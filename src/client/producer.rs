@@ -41,7 +41,6 @@
 //! or taken by the worker and not yet answered), and `buffer_messages` messages staged; past
 //! that callers wait (and lingering batches go at once) until replies free room.
 
-use std::sync::atomic::AtomicU32;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
@@ -177,7 +176,6 @@ pub struct Producer {
     router: Arc<Router>,
     clock: SharedClock,
     config: ProducerConfig,
-    counter: AtomicU32,
     staging: Arc<Staging>,
     commands: Option<Sender<Command>>,
     worker: Option<JoinHandle<()>>,
@@ -221,7 +219,6 @@ impl Producer {
             router,
             clock,
             config,
-            counter: AtomicU32::new(0),
             staging,
             commands: Some(tx),
             worker: Some(handle),
@@ -230,8 +227,7 @@ impl Producer {
     }
 
     fn select(&self, msg: &Message, selector: &QueueSelector) -> Result<u32> {
-        let queue_count = self.router.queue_count(&msg.topic)?;
-        selector.select(msg, queue_count, &self.counter)
+        self.router.select_queue(msg, selector)
     }
 
     /// Queues `msg` with the producer's selector (encoded into its queue's open batch on this

@@ -13,6 +13,8 @@ use std::time::Duration;
 
 use super::connection::{Connection, ConnectionOptions};
 use super::error::{ClientError, Result};
+use super::message::Message;
+use super::selector::{QueueSelector, SelectorTurn};
 use crate::protocol::{ErrorCode, Request, Response};
 
 /// A topic's route as the broker reported it.
@@ -21,6 +23,10 @@ pub struct TopicRoute {
     pub topic_id: u32,
     /// Port of the shard owning each queue.
     pub queue_ports: Vec<u16>,
+    /// The round-robin and sticky selectors' position in this topic (RocketMQ's
+    /// `sendWhichQueue`, one per topic): shared by the client's producers, carried over when
+    /// the route is read again.
+    pub(crate) turn: SelectorTurn,
 }
 
 impl TopicRoute {
@@ -122,18 +128,16 @@ impl Router {
         self.bootstrap()?.call(request, self.options.request_timeout)
     }
 
+    /// The queue of `msg.topic` that `selector` picks, with the topic's own round-robin turn:
+    /// what a producer asks for every message.
+    pub fn select_queue(&self, msg: &Message, selector: &QueueSelector) -> Result<u32> {
+        let route = self.route(&msg.topic)?;
+        selector.select(msg, route.queue_count(), &route.turn)
+    }
+
     /// The topic's route (cached). After [`Router::refresh`] the route is asked for again;
     /// if the broker cannot be reached then, the previous route is used (a restarting broker
     /// keeps its placement), so retries can go on.
-    /// The number of queues of `topic` (its route's): what a producer needs per message,
-    /// read without cloning the route when it is known.
-    pub fn queue_count(&self, topic: &str) -> Result<u32> {
-        if let Some(r) = lock(&self.routes).get(topic) {
-            return Ok(r.queue_count());
-        }
-        self.route(topic).map(|r| r.queue_count())
-    }
-
     pub fn route(&self, topic: &str) -> Result<Arc<TopicRoute>> {
         if let Some(r) = lock(&self.routes).get(topic) {
             return Ok(r.clone());
@@ -183,7 +187,9 @@ impl Router {
             })?;
             queue_ports.push(port);
         }
-        let route = Arc::new(TopicRoute { topic_id: t.topic_id, queue_ports });
+        // Round-robin goes on where it was, not from queue 0 after every refresh.
+        let turn = lock(&self.stale).get(topic).map(|old| old.turn.clone()).unwrap_or_default();
+        let route = Arc::new(TopicRoute { topic_id: t.topic_id, queue_ports, turn });
         lock(&self.routes).insert(topic.to_owned(), route.clone());
         Ok(route)
     }

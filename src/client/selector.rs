@@ -41,16 +41,48 @@ impl std::fmt::Debug for QueueSelector {
     }
 }
 
+/// A topic's position for the round-robin and sticky selectors: one per topic, as RocketMQ's
+/// `sendWhichQueue`. (One position shared by all topics spread a producer that alternates
+/// between two topics over half the queues of each.) A clone starts where the original is; it
+/// is not part of a route's identity, so every two positions compare equal.
+#[derive(Default)]
+pub struct SelectorTurn(AtomicU32);
+
+impl SelectorTurn {
+    fn next(&self) -> u32 {
+        self.0.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+impl Clone for SelectorTurn {
+    fn clone(&self) -> Self {
+        SelectorTurn(AtomicU32::new(self.0.load(Ordering::Relaxed)))
+    }
+}
+
+impl PartialEq for SelectorTurn {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for SelectorTurn {}
+
+impl std::fmt::Debug for SelectorTurn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SelectorTurn({})", self.0.load(Ordering::Relaxed))
+    }
+}
+
 impl QueueSelector {
-    pub fn select(&self, msg: &Message, queue_count: u32, counter: &AtomicU32) -> Result<u32> {
+    /// The queue for `msg` among `queue_count`; `turn` is the topic's round-robin position.
+    pub fn select(&self, msg: &Message, queue_count: u32, turn: &SelectorTurn) -> Result<u32> {
         if queue_count == 0 {
             return Err(ClientError::Invalid(format!("topic {:?} has no queues", msg.topic)));
         }
         let q = match self {
-            QueueSelector::RoundRobin => counter.fetch_add(1, Ordering::Relaxed) % queue_count,
-            QueueSelector::Sticky(n) => {
-                counter.fetch_add(1, Ordering::Relaxed) / (*n).max(1) % queue_count
-            }
+            QueueSelector::RoundRobin => turn.next() % queue_count,
+            QueueSelector::Sticky(n) => turn.next() / (*n).max(1) % queue_count,
             QueueSelector::KeyHash => crc32c::crc32c(&msg.key) % queue_count,
             QueueSelector::Queue(q) => *q,
             QueueSelector::Custom(f) => f(msg, queue_count),
@@ -71,7 +103,7 @@ mod tests {
 
     #[test]
     fn selectors() {
-        let c = AtomicU32::new(0);
+        let c = SelectorTurn::default();
         let m = Message::new("t", "b").with_key("order-1");
         let rr: Vec<_> =
             (0..4).map(|_| QueueSelector::RoundRobin.select(&m, 3, &c).unwrap()).collect();
@@ -79,11 +111,11 @@ mod tests {
         let a = QueueSelector::KeyHash.select(&m, 8, &c).unwrap();
         assert_eq!(a, QueueSelector::KeyHash.select(&m, 8, &c).unwrap());
         assert!(QueueSelector::Queue(9).select(&m, 8, &c).is_err());
-        let c = AtomicU32::new(0);
+        let c = SelectorTurn::default();
         let sticky: Vec<_> =
             (0..9).map(|_| QueueSelector::Sticky(2).select(&m, 3, &c).unwrap()).collect();
         assert_eq!(sticky, vec![0, 0, 1, 1, 2, 2, 0, 0, 1]);
-        let c = AtomicU32::new(0);
+        let c = SelectorTurn::default();
         assert_eq!(QueueSelector::Sticky(0).select(&m, 3, &c).unwrap(), 0);
         assert_eq!(QueueSelector::Sticky(0).select(&m, 3, &c).unwrap(), 1, "0 counts as 1");
         let f = QueueSelector::Custom(Arc::new(|_, n| n - 1));

@@ -29,7 +29,7 @@
 //! Delivery: a committed half is delivered exactly once. A half whose produce reply was lost
 //! is not resent (the broker would hold two); it is resolved by check-back.
 
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -124,7 +124,6 @@ pub struct TransactionProducer {
     config: TransactionProducerConfig,
     producer_id: i64,
     sequence: AtomicI32,
-    counter: AtomicU32,
     closed: Arc<AtomicBool>,
     checkers: Vec<JoinHandle<()>>,
 }
@@ -165,7 +164,6 @@ impl TransactionProducer {
             config,
             producer_id,
             sequence: AtomicI32::new(0),
-            counter: AtomicU32::new(0),
             closed,
             checkers,
         })
@@ -179,8 +177,7 @@ impl TransactionProducer {
         msg: Message,
         local: impl FnOnce(&HalfMessage) -> TransactionState,
     ) -> Result<TransactionResult> {
-        let route = self.router.route(&msg.topic)?;
-        let queue_id = self.config.selector.select(&msg, route.queue_count(), &self.counter)?;
+        let queue_id = self.router.select_queue(&msg, &self.config.selector)?;
         let batch = self.half_batch(&msg)?;
         let conn = self.router.queue_connection(&msg.topic, queue_id)?;
         let request =
