@@ -118,6 +118,10 @@ struct QueueState {
     open: OpenLeft,
     /// Left in the staging area because the worker held `max_buffer_bytes` (on `starved`).
     starved: bool,
+    /// Its open batch waited for its linger when last looked at.
+    lingers: bool,
+    /// On the `lingering` list.
+    listed: bool,
     sequencer: QueueSequencer<ReadyBatch>,
     /// The earliest wake-up this queue has in the worker's timer heap, if any.
     armed: Option<Instant>,
@@ -150,8 +154,13 @@ pub(crate) struct Worker<S: BatchSink> {
     queues: Vec<QueueState>,
     /// The open batches and the batches sealed by callers, shared with them.
     staging: Arc<Staging>,
-    /// Queues whose staged batches wait for the worker's memory to drop below the bound.
-    starved: Vec<usize>,
+    /// Queues whose staged batches wait for the worker's memory to drop below the bound,
+    /// oldest first: served in turn as room comes (`step`), none going ahead of them.
+    starved: VecDeque<usize>,
+    /// Queues whose open batch waited for its linger when last looked at, each at most once
+    /// (`QueueState::listed`): what a caller waiting for room has the worker send at once.
+    /// Taken whole at each such wait; entries whose batch went meanwhile are skipped then.
+    lingering: Vec<usize>,
     /// Reused: batches taken from the staging area, dirty queues, new queues' keys.
     taken: Vec<Sealed>,
     marked: Vec<usize>,
@@ -225,7 +234,8 @@ impl<S: BatchSink> Worker<S> {
             producer_id,
             queues: Vec::new(),
             staging,
-            starved: Vec::new(),
+            starved: VecDeque::new(),
+            lingering: Vec::new(),
             taken: Vec::new(),
             marked: Vec::new(),
             new_keys: Vec::new(),
@@ -267,13 +277,15 @@ impl<S: BatchSink> Worker<S> {
     fn sync(&mut self) {
         let mut marked = std::mem::take(&mut self.marked);
         let mut new_keys = std::mem::take(&mut self.new_keys);
-        self.staging.take_dirty(self.queues.len(), &mut marked, &mut new_keys);
+        let pressed = self.staging.take_dirty(self.queues.len(), &mut marked, &mut new_keys);
         let config = self.sequencer_config();
         for key in new_keys.drain(..) {
             self.queues.push(QueueState {
                 key,
                 open: None,
                 starved: false,
+                lingers: false,
+                listed: false,
                 sequencer: QueueSequencer::new(config.clone()),
                 armed: None,
                 queued: false,
@@ -282,6 +294,16 @@ impl<S: BatchSink> Worker<S> {
         }
         for id in marked.drain(..) {
             self.mark(id);
+        }
+        if pressed {
+            // Callers wait for room: the lingering batches go at once (`process` takes an open
+            // batch without its linger while callers wait).
+            for id in std::mem::take(&mut self.lingering) {
+                self.queues[id].listed = false;
+                if self.queues[id].lingers {
+                    self.mark(id);
+                }
+            }
         }
         (self.marked, self.new_keys) = (marked, new_keys);
     }
@@ -310,7 +332,14 @@ impl<S: BatchSink> Worker<S> {
         }
         while let Some(id) = self.dirty.pop_front() {
             self.queues[id].queued = false;
-            self.process(id, now);
+            self.process(id, now, false);
+        }
+        // Room: the queues left at the memory bound, oldest first, while it lasts (each is
+        // looked at once, not all of them whenever a reply frees a little).
+        while self.accepts_commands() {
+            let Some(id) = self.starved.pop_front() else { break };
+            self.queues[id].starved = false;
+            self.process(id, now, true);
         }
         if !self.outbox.is_empty() {
             self.sink.send_all(&mut self.outbox);
@@ -334,8 +363,10 @@ impl<S: BatchSink> Worker<S> {
     }
 
     /// One queue's step: request timeouts (resend) and send deadlines (fail), seal a lingered
-    /// batch, send what the sequencer allows, and arm the queue's next wake-up.
-    fn process(&mut self, id: usize, now: Instant) {
+    /// batch, send what the sequencer allows, and arm the queue's next wake-up. Staged batches
+    /// are taken only below the memory bound and, while queues wait for room (`starved`), only
+    /// by the one `served` from the front of that line.
+    fn process(&mut self, id: usize, now: Instant, served: bool) {
         #[cfg(test)]
         {
             self.touched += 1;
@@ -345,7 +376,7 @@ impl<S: BatchSink> Worker<S> {
         }
         let (pid, send_timeout, linger) =
             (self.producer_id, self.config.send_timeout, self.config.linger);
-        if self.accepts_commands() {
+        if self.accepts_commands() && (served || self.starved.is_empty()) {
             // Batches sealed by callers go now; the open one when its linger ran out and the
             // in-flight rules let a partly filled batch go.
             let held = self.queues[id].sequencer.len();
@@ -361,9 +392,9 @@ impl<S: BatchSink> Worker<S> {
                 Self::push_sealed(q, pid, send_timeout, batch);
             }
             self.taken = taken;
-        } else if !self.queues[id].starved {
+        } else if !self.queues[id].starved && self.staging.has_staged(id) {
             self.queues[id].starved = true;
-            self.starved.push(id);
+            self.starved.push_back(id);
         }
         let q = &mut self.queues[id];
         while let Some(send) = q.sequencer.next_send(now) {
@@ -396,6 +427,11 @@ impl<S: BatchSink> Worker<S> {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
+        q.lingers = linger_at.is_some();
+        if q.lingers && !q.listed {
+            q.listed = true;
+            self.lingering.push(id);
+        }
         if let Some(t) = wake {
             if q.armed.map_or(true, |armed| t < armed) {
                 q.armed = Some(t);
@@ -491,12 +527,6 @@ impl<S: BatchSink> Worker<S> {
             self.resolve(id, res, Some(&r.result));
         }
         self.mark(id);
-        if self.accepts_commands() && !self.starved.is_empty() {
-            // Room again: the queues whose staged batches waited for it.
-            for id in std::mem::take(&mut self.starved) {
-                self.mark(id);
-            }
-        }
     }
 
     /// Completes a resolved batch's messages: with their offsets from `reply` when stored,

@@ -517,6 +517,125 @@ fn a_step_looks_only_at_the_queues_something_happened_to_with_10000_queues_open(
     assert_eq!(worker.busy_queues, QUEUES as usize - 1, "queue 7 is idle again");
 }
 
+/// A caller waiting for room used to put every queue with an open batch on the dirty list, so
+/// with thousands of queues each wait cost the worker a look at all of them (many-queues with
+/// the producer's buffer full: 28 MB/s and send timeouts). Only the queues whose open batch
+/// waits for its linger can act on the press; the others wait for their replies.
+#[test]
+fn a_caller_waiting_for_room_costs_the_worker_only_the_lingering_queues() {
+    const QUEUES: u32 = 1_000;
+    let linger = Duration::from_secs(3600);
+    let bound = 200 * QUEUES as usize;
+    let config = ProducerConfig {
+        linger,
+        max_buffer_bytes: bound,
+        max_in_flight_per_queue: 1,
+        send_timeout: 3 * linger,
+        request_timeout: 3 * linger,
+        ..Default::default()
+    };
+    let (mut worker, sink, clock) = sim_worker(config);
+    // Every queue has a batch in flight, then an open batch behind it that waits for the
+    // reply (no linger of its own), until the buffer is full.
+    for q in 0..QUEUES {
+        send_to(&mut worker, q);
+    }
+    worker.step(clock.now());
+    clock.advance(linger);
+    worker.step(clock.now());
+    let mut in_flight = drain_sent(&sink);
+    assert_eq!(in_flight.len(), QUEUES as usize);
+    // One more queue, idle, with a lingering batch: the one a waiting caller's press sends.
+    let lingering = send_to(&mut worker, QUEUES);
+    let mut next = 0;
+    while worker.staging().staged().1 < bound {
+        send_to(&mut worker, next % QUEUES);
+        next += 1;
+    }
+    worker.step(clock.now());
+    assert_eq!(sink.pending(), 0);
+    let (staging, t) = (worker.staging().clone(), worker.now());
+    // A caller finds no room and waits.
+    let caller = std::thread::spawn(move || {
+        let msg = Message::new("t", "m");
+        staging.append("t", 0, &msg, 1, || t, &|| {}).0
+    });
+    while worker.staging().waiting() == 0 {
+        std::thread::yield_now();
+    }
+    let before = worker.touched;
+    worker.step(clock.now());
+    assert_eq!(worker.touched - before, 1, "the lingering queue alone, not every open one");
+    let (_, queue, b, cb) = drain_sent(&sink).remove(0);
+    assert_eq!(queue, QUEUES);
+    cb(ok_reply(0, &b));
+    worker.reply(worker.replies_rx.try_recv().unwrap());
+    worker.step(clock.now());
+    assert_eq!(lingering.try_take().unwrap().unwrap().queue_offset, 0);
+    // A reply frees room: the caller goes on, into queue 0's open batch.
+    let i = in_flight.iter().position(|s| s.1 == 5).unwrap();
+    let (_, _, b, cb) = in_flight.swap_remove(i);
+    cb(ok_reply(0, &b));
+    worker.reply(worker.replies_rx.try_recv().unwrap());
+    worker.step(clock.now());
+    let waited = caller.join().unwrap();
+    assert!(waited.try_take().is_none(), "staged behind queue 0's batch in flight");
+}
+
+/// Queues left behind at the memory bound get room in turn as replies free it, each looked at
+/// once: a reply that made room used to have the worker look at every such queue (most only to
+/// leave them behind again), and a queue with a reply went ahead of them (many-queues: send
+/// timeouts). The bytes other queues hold are played by `buffered_bytes`.
+#[test]
+fn queues_left_at_the_memory_bound_get_room_in_turn_each_looked_at_once() {
+    const QUEUES: u32 = 100;
+    let max = 1 << 20;
+    let config = ProducerConfig { max_buffer_bytes: max, ..Default::default() };
+    let (mut worker, sink, clock) = sim_worker(config);
+    // A batch in flight on queue QUEUES; the rest of the bound held elsewhere.
+    send_to(&mut worker, QUEUES);
+    worker.step(clock.now());
+    let mut replies: Vec<Sent> = drain_sent(&sink);
+    let one = worker.buffered_bytes;
+    worker.buffered_bytes = max;
+    // A message for each other queue: each is looked at, and left behind.
+    for q in 0..QUEUES {
+        send_to(&mut worker, q);
+    }
+    worker.step(clock.now());
+    assert_eq!(sink.pending(), 0);
+    assert_eq!(worker.starved.len(), QUEUES as usize);
+    // Each reply makes room for one batch: the oldest queue left behind goes. Queue 0 gets a
+    // second message before its reply: it does not go ahead of the others.
+    let mut order = Vec::new();
+    let mut steps = 0;
+    while let Some((_, queue, b, cb)) = replies.pop() {
+        if queue == 0 && order.len() == 1 {
+            send_to(&mut worker, 0);
+        }
+        cb(ok_reply(0, &b));
+        worker.reply(worker.replies_rx.try_recv().unwrap());
+        let before = worker.touched;
+        worker.step(clock.now());
+        let sent = drain_sent(&sink);
+        assert!(sent.len() <= 1, "room for one batch, {} went", sent.len());
+        assert!(
+            worker.touched - before <= 2,
+            "looked at {} queues at {queue}, {order:?}",
+            worker.touched - before
+        );
+        order.extend(sent.iter().map(|s| s.1));
+        replies.extend(sent);
+        steps += 1;
+        assert!(steps < 10 * QUEUES, "the queues left behind never got room");
+    }
+    let expected: Vec<u32> = (0..QUEUES).chain([0]).collect();
+    assert_eq!(order, expected, "every queue's batch in turn, queue 0's second last");
+    assert_eq!(worker.buffered_bytes, max - one, "only the bytes held elsewhere");
+    worker.buffered_bytes = 0;
+    assert_eq!(worker.busy_queues, 0);
+}
+
 /// A worker driven by hand on a simulated clock: no thread, no sleep.
 fn sim_worker(config: ProducerConfig) -> (Worker<ScriptedSink>, ScriptedSink, Arc<SimClock>) {
     let sink = ScriptedSink::default();
