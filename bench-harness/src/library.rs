@@ -76,6 +76,10 @@ fn library_producer(
             },
             linger: Duration::from_millis(w.linger_ms),
             max_batch_bytes: w.batch_max_bytes,
+            max_buffer_bytes: match w.producer_buffer_bytes {
+                0 => ProducerConfig::default().max_buffer_bytes,
+                n => n,
+            },
             ..Default::default()
         })
         .map_err(|e| format!("producer {id}: {e}"))

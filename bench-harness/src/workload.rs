@@ -102,6 +102,12 @@ pub struct Workload {
     /// messages (`QueueSelector::Sticky`) instead of going round-robin per message. 0: off.
     #[serde(default)]
     pub sticky_messages: u32,
+    /// Library producers' `ProducerConfig::max_buffer_bytes`: the bytes of open, waiting and
+    /// unanswered batches one producer may hold. With round-robin over many queues a queue's
+    /// batch holds at most about this divided by the queue count. 0 (default): the library's
+    /// default (32 MiB). The raw client ignores it.
+    #[serde(default)]
+    pub producer_buffer_bytes: usize,
     /// Bytes one pull asks for.
     #[serde(default = "default_fetch_max_bytes")]
     pub fetch_max_bytes: u32,
