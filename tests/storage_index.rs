@@ -7,7 +7,7 @@ mod common;
 use common::{batch, batch_tag, off, run, small_config};
 use ringmq::storage::commit_log::{Scanned, TailScan};
 use ringmq::storage::file::LogDir;
-use ringmq::storage::sim_dir::SimDir;
+use ringmq::storage::sim_dir::{SimDir, SimOp};
 use ringmq::storage::{CommitLog, FlushMode, QueueKey, StorageConfig, StorageError};
 use ringmq::storage::{QueueId, TopicId};
 use std::rc::Rc;
@@ -182,6 +182,44 @@ fn a_failed_index_write_stops_the_log() {
         dir.crash();
         let log = CommitLog::open_with(dir.clone(), config()).await.unwrap();
         assert_eq!(tags(&log, QA).await, expected(0, 10, QA));
+        log.close().await.unwrap();
+    });
+}
+
+/// An append at the index's bound (unwritten entries at half of `index_cache_bytes`) waits
+/// only until the index writer has written enough of them back, not for every queue's: with
+/// index files slow to create (as on a filesystem that has just deleted as many) and 200
+/// queues, the append used to wait until all 200 files were created and written.
+#[test]
+fn an_append_at_the_index_bound_waits_only_for_enough_write_back() {
+    run(|| async {
+        const QUEUES: u64 = 200;
+        let dir = SimDir::new(7);
+        // No checkpoint due (it writes everything back) while the test runs.
+        let cfg = StorageConfig { segment_size_bytes: 16 << 20, ..config() };
+        let log = CommitLog::open_with(dir.clone(), cfg.clone()).await.unwrap();
+        dir.set_latency(SimOp::Create, std::time::Duration::from_millis(20));
+        let q = |t: u64| QueueKey::new(TopicId::new(2), QueueId::new((t % QUEUES) as u32));
+        let half = cfg.index_cache_bytes / 2;
+        let mut t = 0;
+        while log.index_memory().pending_bytes < half {
+            log.append(q(t), &batch(t, 1, 10)).await.unwrap();
+            t += 1;
+            assert!(t < 100_000, "the index never reached its bound");
+        }
+        log.append(q(t), &batch(t, 1, 10)).await.unwrap();
+        let created = index_files(&dir).await.len();
+        assert!(
+            created < QUEUES as usize / 2,
+            "{created} of {QUEUES} index files were created before the append went on"
+        );
+        log.close().await.unwrap();
+        // Everything appended is indexed.
+        let log = CommitLog::open_with(dir.clone(), cfg).await.unwrap();
+        for k in 0..QUEUES {
+            let offsets = log.offsets(q(k));
+            assert_eq!(offsets.next.get(), (t + 1 + QUEUES - 1 - k) / QUEUES, "queue {k}");
+        }
         log.close().await.unwrap();
     });
 }

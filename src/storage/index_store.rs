@@ -185,6 +185,9 @@ pub struct IndexStore<F> {
     /// happened meanwhile, so an older copy never replaces a newer one.
     write_epoch: Cell<u64>,
     gate: Semaphore,
+    /// Notified whenever a write-back wrote a block of entries: an append waiting for the
+    /// unwritten entries to drop below their bound watches it.
+    progress: runtime::Signal,
     checkpoint_position: Cell<LogPosition>,
 }
 
@@ -212,6 +215,7 @@ impl<F: LogFile> IndexStore<F> {
             created_files: Cell::new(false),
             write_epoch: Cell::new(0),
             gate: Semaphore::new(1),
+            progress: runtime::Signal::default(),
             checkpoint_position: Cell::new(LogPosition::ZERO),
         }
     }
@@ -299,6 +303,12 @@ impl<F: LogFile> IndexStore<F> {
     /// Pending entries are half the budget: appends must wait for a write-back.
     pub fn must_writeback(&self) -> bool {
         self.pending_capacity.get() * std::mem::size_of::<IndexEntry>() >= self.budget_bytes / 2
+    }
+
+    /// Ready after the next block of entries is written (or after a notification since the
+    /// last wait): see [`IndexStore::must_writeback`].
+    pub fn progress(&self) -> &runtime::Signal {
+        &self.progress
     }
 
     /// The position of the last durable checkpoint.
@@ -623,18 +633,28 @@ impl<F: LogFile> IndexStore<F> {
         dir: &D,
         durable: LogPosition,
     ) -> Result<(), WritebackError> {
+        self.writeback_live(dir, || durable).await
+    }
+
+    /// [`IndexStore::writeback`] with the durable end read again for each queue: a long
+    /// write-back (thousands of queues) also writes the entries made durable while it runs,
+    /// so each queue it reaches is written whole and its memory freed (a queue's pending
+    /// entries keep their buffer until all are written).
+    pub async fn writeback_live<D: LogDir<File = F>>(
+        &self,
+        dir: &D,
+        durable: impl Fn() -> LogPosition,
+    ) -> Result<(), WritebackError> {
         use WritebackError::Write;
-        let todo: Vec<QueueKey> = self
-            .queues
-            .borrow()
-            .iter()
-            .filter(|(_, q)| q.writable_pending(durable) > 0)
-            .map(|(k, _)| *k)
-            .collect();
+        let todo: Vec<QueueKey> = {
+            let end = durable();
+            let queues = self.queues.borrow();
+            queues.iter().filter(|(_, q)| q.writable_pending(end) > 0).map(|(k, _)| *k).collect()
+        };
         for queue in todo {
             loop {
                 let (start, n) = match self.queues.borrow().get(&queue) {
-                    Some(q) => (q.written_entries, q.writable_pending(durable)),
+                    Some(q) => (q.written_entries, q.writable_pending(durable())),
                     None => break,
                 };
                 if n == 0 {
@@ -676,6 +696,7 @@ impl<F: LogFile> IndexStore<F> {
                 self.dirty_files.borrow_mut().insert((queue, file));
                 self.cache.borrow_mut().insert(BlockKey { queue, block }, Rc::new(bytes));
                 self.with_queue(queue, QueueOffset::ZERO, |q| q.mark_written(count));
+                self.progress.notify();
                 if self.dirty_files.borrow().len() * DIRTY_FILE_BYTES > self.budget_bytes / 16 {
                     // Remembering which files need an fdatasync costs memory too: sync early.
                     self.sync(dir).await.map_err(WritebackError::Sync)?;

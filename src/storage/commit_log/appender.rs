@@ -84,11 +84,8 @@ impl<D: LogDir + 'static> CommitLog<D> {
         if needs_roll {
             self.roll().await?;
         }
-        if self.index.must_writeback() {
-            // Bound the index's unwritten entries: make them durable and write them first.
-            self.flush().await?;
-            self.index_writeback().await?;
-        }
+        // Bound the index's unwritten entries.
+        self.wait_index_room().await?;
         self.reserve(len as usize).await?;
 
         let mut guard = self.st.borrow_mut();

@@ -4,7 +4,8 @@
 //!
 //! About once per `segment_size_bytes` of durable log, and on open and close, a checkpoint
 //! makes the index files durable and records `index.checkpoint`: where recovery may start
-//! scanning. Appends force a write-back when the index's unwritten entries reach their bound.
+//! scanning. When the index's unwritten entries reach their bound, appends wait while this
+//! task writes them back, each going on as soon as they are below it again.
 //!
 //! Promises: an index entry is written only for a durable batch; a failed index write or sync
 //! stops the log like a failed log write, except for a lack of space: then the entries stay in
@@ -24,12 +25,37 @@ impl<D: LogDir + 'static> CommitLog<D> {
     /// Writes the index entries of every durable batch to the index files.
     pub(super) async fn index_writeback(&self) -> Result<()> {
         let _gate = self.index.lock().await;
-        let durable = self.st.borrow().durable;
-        let written = self.index.writeback(&self.dir, durable).await;
+        let written = self.index.writeback_live(&self.dir, || self.st.borrow().durable).await;
         match written {
             Ok(()) => Ok(()),
             Err(e) => Err(self.index_write_failed("writing the queue index", e).await),
         }
+    }
+
+    /// Waits while the index's unwritten entries are at their bound (half of
+    /// `index_cache_bytes`): makes them durable, has the index writer write them back, and
+    /// goes on as soon as enough are written. It used to write back every queue itself first:
+    /// when that meant creating thousands of index files (a new set of 10,000 queues on a
+    /// filesystem that had just deleted as many), appends stopped for 5-10 s and producers'
+    /// sends timed out (BENCHMARKS.md, many-queues on 10,000 queues). Now appends go on at the
+    /// pace the writer frees entries. Callers hold the append gate: one waiter at a time, as
+    /// the `progress` signal wakes one.
+    pub(super) async fn wait_index_room(self: &Rc<Self>) -> Result<()> {
+        if !self.index.must_writeback() {
+            return Ok(());
+        }
+        // Entries are written only for durable batches.
+        self.flush().await?;
+        while self.index.must_writeback() {
+            self.check_writable()?;
+            let step = self.st.borrow().next.index_step(self.clock.now());
+            if let IndexStep::DiskFull(reason) = step {
+                return Err(self.disk_full_error(reason).await);
+            }
+            self.index_kick.notify();
+            self.index.progress().wait().await;
+        }
+        Ok(())
     }
 
     /// The error for a failed index write. Without space (ENOSPC, EDQUOT) nothing was lost:
@@ -137,14 +163,14 @@ pub(super) async fn index_loop<D: LogDir + 'static>(weak: std::rc::Weak<CommitLo
         };
         kick.wait().await;
         let Some(log) = weak.upgrade() else { return };
-        {
-            let st = log.st.borrow();
-            if !st.life.is_open() {
-                return;
-            }
+        if !log.st.borrow().life.is_open() {
+            // An append waiting for the index's room gets the log's error.
+            log.index.progress().notify();
+            return;
         }
         if matches!(log.st.borrow().next.index_step(log.clock.now()), IndexStep::DiskFull(_)) {
             // No room for the index: appends retry it after the back-off, not every flush.
+            log.index.progress().notify();
             continue;
         }
         let outcome = if log.checkpoint_due() {
@@ -152,6 +178,8 @@ pub(super) async fn index_loop<D: LogDir + 'static>(weak: std::rc::Weak<CommitLo
         } else {
             log.index_writeback().await
         };
+        // An append waiting for the index's room looks again (and asks for another pass).
+        log.index.progress().notify();
         match outcome {
             // Failures of index I/O already stopped the log; a close meanwhile is fine; no
             // room is retried (by appends, or the next kick after the back-off).

@@ -177,10 +177,7 @@ impl<D: LogDir + 'static> CommitLog<D> {
                 ),
             ));
         }
-        if self.index.must_writeback() {
-            self.flush().await?;
-            self.index_writeback().await?;
-        }
+        self.wait_index_room().await?;
         self.reserve(batch.len()).await?;
 
         let mut guard = self.st.borrow_mut();
