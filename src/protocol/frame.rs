@@ -139,11 +139,17 @@ pub fn split_response(frame: &[u8]) -> (ResponseHeader, &[u8]) {
 /// Starts a request frame; the caller appends the payload and calls [`finish_frame`].
 pub fn begin_request(header: RequestHeader) -> Vec<u8> {
     let mut b = Vec::with_capacity(64);
-    b.extend_from_slice(&[0; 4]);
-    b.extend_from_slice(&header.api_key.to_le_bytes());
-    b.extend_from_slice(&header.api_version.to_le_bytes());
-    b.extend_from_slice(&header.correlation_id.to_le_bytes());
+    append_request_head(&mut b, header);
     b
+}
+
+/// [`begin_request`] at the end of `out` (after other frames of a gathered write): a zero
+/// length prefix, then the request header.
+pub fn append_request_head(out: &mut Vec<u8>, header: RequestHeader) {
+    out.extend_from_slice(&[0; LEN_PREFIX]);
+    out.extend_from_slice(&header.api_key.to_le_bytes());
+    out.extend_from_slice(&header.api_version.to_le_bytes());
+    out.extend_from_slice(&header.correlation_id.to_le_bytes());
 }
 
 /// Starts a response frame; the caller appends the payload and calls [`finish_frame`].

@@ -148,9 +148,13 @@ impl Request {
     ) {
         let key = ApiKey::Produce;
         let start = out.len();
+        let header = RequestHeader {
+            api_key: key as u16,
+            api_version: key.current_version(),
+            correlation_id,
+        };
+        frame::append_request_head(out, header);
         let mut w = Writer::with_buffer(std::mem::take(out));
-        // frame::begin_request's header, written in place.
-        w.u32(0).u16(key as u16).u16(key.current_version()).u32(correlation_id);
         let n = u32::try_from(batch_len).expect("batch under 4 GiB (frames are bounded)");
         w.string(topic).u32(queue_id).u8(flags).u32(n);
         *out = w.buf;
