@@ -18,7 +18,7 @@ use super::selector::{QueueSelector, SelectorTurn};
 use crate::protocol::{ErrorCode, Request, Response};
 
 /// A topic's route as the broker reported it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct TopicRoute {
     pub topic_id: u32,
     /// Port of the shard owning each queue.
@@ -131,6 +131,13 @@ impl Router {
     /// The queue of `msg.topic` that `selector` picks, with the topic's own round-robin turn:
     /// what a producer asks for every message.
     pub fn select_queue(&self, msg: &Message, selector: &QueueSelector) -> Result<u32> {
+        // A known route is read in place, without cloning it, except for a `Custom` selector:
+        // the application's function never runs under the router's lock.
+        if !matches!(selector, QueueSelector::Custom(_)) {
+            if let Some(r) = lock(&self.routes).get(msg.topic.as_str()) {
+                return selector.select(msg, r.queue_count(), &r.turn);
+            }
+        }
         let route = self.route(&msg.topic)?;
         selector.select(msg, route.queue_count(), &route.turn)
     }

@@ -43,8 +43,7 @@ impl std::fmt::Debug for QueueSelector {
 
 /// A topic's position for the round-robin and sticky selectors: one per topic, as RocketMQ's
 /// `sendWhichQueue`. (One position shared by all topics spread a producer that alternates
-/// between two topics over half the queues of each.) A clone starts where the original is; it
-/// is not part of a route's identity, so every two positions compare equal.
+/// between two topics over half the queues of each.) A clone starts where the original is.
 #[derive(Default)]
 pub struct SelectorTurn(AtomicU32);
 
@@ -59,14 +58,6 @@ impl Clone for SelectorTurn {
         SelectorTurn(AtomicU32::new(self.0.load(Ordering::Relaxed)))
     }
 }
-
-impl PartialEq for SelectorTurn {
-    fn eq(&self, _: &Self) -> bool {
-        true
-    }
-}
-
-impl Eq for SelectorTurn {}
 
 impl std::fmt::Debug for SelectorTurn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
