@@ -304,22 +304,26 @@ fn crash_right_after_segment_roll() {
 /// learns the log's durable end before a read).
 #[test]
 fn an_append_made_durable_by_retention_is_readable_in_sync_mode() {
-    let q0 = |records: u8, body: u16, commit: bool| Op::Append { q: 0, records, body, commit };
-    let ops = vec![
-        q0(3, 713, false),
-        q0(3, 1099, false),
-        q0(5, 2229, false),
-        q0(4, 801, false),
-        q0(4, 2947, false),
-        q0(5, 2492, false),
-        q0(4, 2848, false),
-        q0(1, 2361, false),
-        q0(1, 1910, false),
-        q0(5, 490, false),
-        q0(1, 1501, true),
-        q0(1, 0, false),
-        Op::Retention,
-        Op::Read { q: 0, frac: 0, max_bytes: 1730 },
+    // (records, body, commit) of each append to queue 0, as the failing case made them.
+    let appends = [
+        (3, 713, false),
+        (3, 1099, false),
+        (5, 2229, false),
+        (4, 801, false),
+        (4, 2947, false),
+        (5, 2492, false),
+        (4, 2848, false),
+        (1, 2361, false),
+        (1, 1910, false),
+        (5, 490, false),
+        (1, 1501, true),
+        (1, 0, false),
     ];
+    let mut ops: Vec<Op> = appends
+        .into_iter()
+        .map(|(records, body, commit)| Op::Append { q: 0, records, body, commit })
+        .collect();
+    ops.push(Op::Retention);
+    ops.push(Op::Read { q: 0, frac: 0, max_bytes: 1730 });
     run(move || run_ops(285404002391266404, FlushMode::Sync, ops));
 }
