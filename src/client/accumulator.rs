@@ -20,9 +20,9 @@ use std::collections::{BinaryHeap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{unbounded, Receiver, Sender};
+use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
 
-use super::connection::{Connection, ProduceFrame};
+use super::connection::{Connection, ProduceFrame, ProduceReply, ReplyWake};
 use super::error::{ClientError, Result};
 use super::pending::Completer;
 use super::producer::{ProducerConfig, SendBatchResult};
@@ -54,7 +54,7 @@ pub(crate) struct Reply {
 
 /// Where the worker sends sealed batches: the seam between batching logic and the network.
 /// `send_all` takes every frame of `frames` (leaving it empty, its capacity kept) and must
-/// eventually call each frame's `callback` exactly once (also on failure).
+/// eventually complete each frame's `reply` exactly once (also on failure).
 pub(crate) trait BatchSink: Send + 'static {
     fn send_all(&self, frames: &mut Vec<ProduceFrame>);
     /// The route of `topic` may be stale (after NOT_OWNER or a connection failure).
@@ -72,11 +72,11 @@ impl BatchSink for Arc<Router> {
                     Some((_, fs)) => fs.push(f),
                     None => by_conn.push((conn, vec![f])),
                 },
-                Err(e) => (f.callback)(Err(e)),
+                Err(e) => f.reply.complete(Err(e)),
             }
         }
         for (conn, fs) in by_conn {
-            // On a failed write every callback already ran with the error.
+            // On a failed write every reply was already completed with the error.
             conn.send_produces(fs);
         }
     }
@@ -178,8 +178,13 @@ pub(crate) struct Worker<S: BatchSink> {
     busy_queues: usize,
     buffered_bytes: usize,
     flushes: Vec<Completer<()>>,
+    /// Replies delivered by the sink's callbacks; a send never wakes the worker (it does not
+    /// wait on this channel): `reply_wake` does, once for a reader's round of replies.
     replies_tx: Sender<Reply>,
     replies_rx: Receiver<Reply>,
+    reply_wake: ReplyWake,
+    /// A token when replies were delivered since the worker last looked (at most one held).
+    replies_woken: Receiver<()>,
     /// With tracing on: where each resolved message's send event goes ([`super::trace`]).
     tracer: Option<Arc<super::trace::Tracer>>,
     /// Queues looked at so far (the structural test of per-step cost reads it).
@@ -207,9 +212,26 @@ impl<S: BatchSink> Worker<S> {
         self.timers.peek().map(|Reverse((t, _))| *t)
     }
 
-    /// Where the sink's callbacks deliver replies (for [`Worker::reply`]).
-    pub(crate) fn replies(&self) -> &Receiver<Reply> {
-        &self.replies_rx
+    /// Where the worker waits for replies: a token each time some were delivered (then
+    /// [`Worker::take_replies`]).
+    pub(crate) fn replies_woken(&self) -> &Receiver<()> {
+        &self.replies_woken
+    }
+
+    /// Acts on every reply delivered so far; false when there was none.
+    pub(crate) fn take_replies(&mut self) -> bool {
+        let mut any = false;
+        while let Ok(r) = self.replies_rx.try_recv() {
+            self.reply(r);
+            any = true;
+        }
+        any
+    }
+
+    /// Replies are waiting (delivered on the worker's own thread, by a send that failed,
+    /// they come with no wake-up).
+    pub(crate) fn has_replies(&self) -> bool {
+        !self.replies_rx.is_empty()
     }
 
     pub(crate) fn new(
@@ -221,6 +243,10 @@ impl<S: BatchSink> Worker<S> {
         // Unbounded type, bounded in use: every reply answers a send, and sends are bounded by
         // the batches held (max_buffer_bytes) times the resends within a send timeout.
         let (replies_tx, replies_rx) = unbounded();
+        let (woken_tx, replies_woken) = bounded(1);
+        let reply_wake: ReplyWake = Arc::new(move || {
+            let _ = woken_tx.try_send(());
+        });
         let staging = Arc::new(Staging::new(StagingLimits {
             max_batch_bytes: config.max_batch_bytes,
             pipeline_min_batch_bytes: config.pipeline_min_batch_bytes,
@@ -247,6 +273,8 @@ impl<S: BatchSink> Worker<S> {
             flushes: Vec::new(),
             replies_tx,
             replies_rx,
+            reply_wake,
+            replies_woken,
             tracer: None,
             #[cfg(test)]
             touched: 0,
@@ -408,9 +436,12 @@ impl<S: BatchSink> Worker<S> {
                 topic: q.key.0.clone(),
                 queue_id: q.key.1,
                 batch: send.batch.bytes.clone(),
-                callback: Box::new(move |result| {
-                    let _ = tx.send(Reply { queue: id, attempt, epoch, base_sequence, result });
-                }),
+                reply: ProduceReply {
+                    deliver: Box::new(move |result| {
+                        let _ = tx.send(Reply { queue: id, attempt, epoch, base_sequence, result });
+                    }),
+                    wake: self.reply_wake.clone(),
+                },
             });
         }
         // A busy queue's open batch waits for a reply (or its callers' next event), not for

@@ -42,7 +42,46 @@ pub(crate) struct ProduceFrame {
     pub(crate) topic: Arc<str>,
     pub(crate) queue_id: u32,
     pub(crate) batch: Arc<Vec<u8>>,
-    pub(crate) callback: Callback,
+    pub(crate) reply: ProduceReply,
+}
+
+/// Tells a producer that replies were delivered to it (see [`ProduceReply`]).
+pub(crate) type ReplyWake = Arc<dyn Fn() + Send + Sync>;
+
+/// Where a produce request's reply goes: `deliver` hands it over (it must not wake anyone),
+/// then `wake` tells the producer to take it. The reader thread delivers every reply it found
+/// in one read before it wakes each producer once: woken per reply, a producer's worker on the
+/// same core ran once per reply and wrote one request per run (many-queues: one `writev` and
+/// two futex calls per batch of two messages).
+pub(crate) struct ProduceReply {
+    pub(crate) deliver: Callback,
+    pub(crate) wake: ReplyWake,
+}
+
+impl ProduceReply {
+    /// Delivers `result` and wakes the producer.
+    pub(crate) fn complete(self, result: Result<Response>) {
+        (self.deliver)(result);
+        (self.wake)();
+    }
+}
+
+/// The producers to wake once the replies at hand are delivered, each once.
+#[derive(Default)]
+struct Wakes(Vec<ReplyWake>);
+
+impl Wakes {
+    fn add(&mut self, wake: ReplyWake) {
+        if !self.0.iter().any(|w| Arc::ptr_eq(w, &wake)) {
+            self.0.push(wake);
+        }
+    }
+
+    fn run(&mut self) {
+        for wake in self.0.drain(..) {
+            wake();
+        }
+    }
 }
 
 /// Batches smaller than this are copied into a gathered write's buffer; larger ones are
@@ -56,6 +95,8 @@ const GATHER_MAX_SLICES: usize = 256;
 enum Waiter {
     Pending(ApiKey, Completer<Result<Response>>),
     Callback(ApiKey, Callback),
+    /// A produce request's reply, its producer woken by whoever completes it.
+    Produce(ProduceReply),
     /// A fetch whose batches are copied into `buffer` instead of a new allocation.
     Fetch(Vec<u8>, FetchCallback),
 }
@@ -65,12 +106,18 @@ impl Waiter {
         match self {
             Waiter::Pending(_, c) => c.complete(Err(e)),
             Waiter::Callback(_, f) => f(Err(e)),
+            Waiter::Produce(reply) => reply.complete(Err(e)),
             Waiter::Fetch(_, f) => f(Err(e)),
         }
     }
 
-    /// Decodes the reply frame's payload for this waiter and completes it.
-    fn finish(self, error_code: u16, payload: &[u8]) {
+    /// Decodes the reply frame's payload for this waiter and completes it; a produce reply's
+    /// producer goes on `wakes` instead of being woken here.
+    fn finish(self, error_code: u16, payload: &[u8], wakes: &mut Wakes) {
+        if let Waiter::Produce(ProduceReply { deliver, wake }) = self {
+            wakes.add(wake);
+            return Waiter::Callback(ApiKey::Produce, deliver).finish(error_code, payload, wakes);
+        }
         if error_code != ErrorCode::NONE as u16 {
             let e = match ErrorResponse::decode(error_code, payload) {
                 Ok(e) => ClientError::from_response(e),
@@ -83,6 +130,7 @@ impl Waiter {
         match self {
             Waiter::Pending(api, c) => c.complete(decode(api)),
             Waiter::Callback(api, f) => f(decode(api)),
+            Waiter::Produce(_) => unreachable!("delivered as a callback above"),
             Waiter::Fetch(buffer, f) => f(decode_fetch_into(payload, buffer)),
         }
     }
@@ -127,6 +175,9 @@ impl Default for ConnectionOptions {
 
 struct State {
     waiters: HashMap<u32, Waiter>,
+    /// Senders waiting on `room`: a reply notifies only when there are some (a notify is a
+    /// futex call even with no one waiting, and replies come by the tens of thousands a second).
+    waiting_for_room: usize,
     dead: bool,
 }
 
@@ -165,7 +216,7 @@ impl Connection {
         let inner = Arc::new(Inner {
             addr: addr.to_owned(),
             writer: Mutex::new(stream),
-            state: Mutex::new(State { waiters: HashMap::new(), dead: false }),
+            state: Mutex::new(State { waiters: HashMap::new(), waiting_for_room: 0, dead: false }),
             room: Condvar::new(),
             next_id: AtomicU32::new(1),
             alive: AtomicBool::new(true),
@@ -193,7 +244,9 @@ impl Connection {
         let mut st = lock(&self.inner.state);
         if let Some(w) = waiter {
             while !st.dead && st.waiters.len() >= self.inner.max_in_flight {
+                st.waiting_for_room += 1;
                 st = self.inner.room.wait(st).unwrap_or_else(|p| p.into_inner());
+                st.waiting_for_room -= 1;
             }
             if st.dead {
                 drop(st);
@@ -268,7 +321,7 @@ impl Connection {
     pub(crate) fn send_produces(&self, frames: Vec<ProduceFrame>) {
         let mut out = Gathered::with_room_for(&frames);
         for f in frames {
-            let waiter = Waiter::Callback(ApiKey::Produce, f.callback);
+            let waiter = Waiter::Produce(f.reply);
             let id = match self.try_register(waiter) {
                 Ok(id) => id,
                 Err(Some(waiter)) => {
@@ -336,8 +389,7 @@ impl Connection {
             Ok(r) => r,
             Err(_) => {
                 // Free the in-flight slot; a late reply is then dropped by the reader.
-                lock(&self.inner.state).waiters.remove(&id);
-                self.inner.room.notify_one();
+                self.inner.remove_waiter(id);
                 Err(ClientError::Timeout(timeout.as_millis() as u64))
             }
         }
@@ -461,21 +513,47 @@ fn fail_all(inner: &Inner, why: &str) {
     }
 }
 
+impl Inner {
+    /// Takes request `id`'s waiter out, making room for a sender waiting for it.
+    fn remove_waiter(&self, id: u32) -> Option<Waiter> {
+        let waiter = lock(&self.state).waiters.remove(&id);
+        self.made_room();
+        waiter
+    }
+
+    /// Wakes the senders waiting for room, if any. The reader calls it once for all the
+    /// replies of a read: per reply, a producer's worker waiting at the in-flight bound ran
+    /// and wrote one request per reply.
+    fn made_room(&self) {
+        if lock(&self.state).waiting_for_room > 0 {
+            self.room.notify_all();
+        }
+    }
+}
+
 fn read_loop(inner: Arc<Inner>, mut stream: TcpStream, max_frame: usize) {
     let mut rb = ReadBuffer::new(64 * 1024);
+    let mut wakes = Wakes::default();
+    let mut freed = false;
     let why = 'read: loop {
         let needed;
         loop {
             match check_response(rb.filled(), max_frame) {
                 Ok(Check::Incomplete { needed: n }) => {
                     needed = n;
+                    // Every reply read so far is delivered: wake the senders waiting for the
+                    // room they made, and their producers, once each.
+                    if std::mem::take(&mut freed) {
+                        inner.made_room();
+                    }
+                    wakes.run();
                     break;
                 }
                 Ok(Check::Complete { frame_bytes }) => {
                     let frame = &rb.filled()[..frame_bytes];
                     let (h, payload) = split_response(frame);
                     let waiter = lock(&inner.state).waiters.remove(&h.correlation_id);
-                    inner.room.notify_one();
+                    freed = true;
                     let Some(w) = waiter else {
                         // Error replies to oneway sends, or replies after a timeout.
                         if h.error_code != 0 {
@@ -485,10 +563,13 @@ fn read_loop(inner: Arc<Inner>, mut stream: TcpStream, max_frame: usize) {
                         rb.consume(frame_bytes);
                         continue;
                     };
-                    w.finish(h.error_code, payload);
+                    w.finish(h.error_code, payload, &mut wakes);
                     rb.consume(frame_bytes);
                 }
-                Err(e) => break 'read format!("bad response frame: {e}"),
+                Err(e) => {
+                    wakes.run();
+                    break 'read format!("bad response frame: {e}");
+                }
             }
         }
         match stream.read(rb.space_for(needed)) {
@@ -570,7 +651,7 @@ mod tests {
             topic: topic.into(),
             queue_id: 3,
             batch: Arc::new(vec![1; n]),
-            callback: Box::new(|_| {}),
+            reply: ProduceReply { deliver: Box::new(|_| {}), wake: Arc::new(|| {}) },
         };
         let frames: Vec<_> = (0..40)
             .map(|i| frame(if i % 2 == 0 { "orders" } else { "a-longer-topic-name" }, 100 * i))
@@ -612,5 +693,115 @@ mod tests {
         assert!(matches!(decode_fetch_into(&long, Vec::new()), Err(ClientError::Protocol(_))));
         let short = &payload[..payload.len() - 1];
         assert!(matches!(decode_fetch_into(short, Vec::new()), Err(ClientError::Protocol(_))));
+    }
+
+    /// A peer on loopback that reads produce requests `per_round` at a time and answers each
+    /// round with one write (as a broker's shard answers what one read brought).
+    fn answering_peer(rounds: usize, per_round: usize) -> (String, std::thread::JoinHandle<()>) {
+        use crate::protocol::frame::{check_request, split_request};
+        use crate::protocol::SendStatus;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let peer = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            for _ in 0..rounds {
+                let mut ids = Vec::new();
+                while ids.len() < per_round {
+                    match check_request(&buf, 1 << 20).unwrap() {
+                        Check::Complete { frame_bytes } => {
+                            ids.push(split_request(&buf[..frame_bytes]).0.correlation_id);
+                            buf.drain(..frame_bytes);
+                        }
+                        Check::Incomplete { .. } => {
+                            let n = s.read(&mut chunk).unwrap();
+                            assert!(n > 0, "the client closed early");
+                            buf.extend_from_slice(&chunk[..n]);
+                        }
+                    }
+                }
+                let mut out = Vec::new();
+                for (i, id) in ids.into_iter().enumerate() {
+                    let reply = Response::Produce {
+                        status: SendStatus::SendOk,
+                        topic_id: 1,
+                        queue_id: 0,
+                        base_offset: i as u64,
+                        record_count: 1,
+                        store_timestamp_ms: 0,
+                    };
+                    out.extend_from_slice(&reply.encode_frame(id));
+                }
+                s.write_all(&out).unwrap();
+            }
+        });
+        (addr, peer)
+    }
+
+    /// Replies delivered so far, and at each wake how many had been.
+    #[derive(Default)]
+    struct Delivered {
+        replies: Mutex<Vec<Result<Response>>>,
+        wakes: Mutex<Vec<usize>>,
+    }
+
+    impl Delivered {
+        /// `n` frames of one producer (one wake shared by all, as a worker's frames share it).
+        fn frames(self: &Arc<Self>, n: usize) -> Vec<ProduceFrame> {
+            let w = self.clone();
+            let wake: ReplyWake = Arc::new(move || {
+                let n = w.replies.lock().unwrap().len();
+                w.wakes.lock().unwrap().push(n);
+            });
+            let frame = |d: Arc<Self>| ProduceFrame {
+                topic: "t".into(),
+                queue_id: 0,
+                batch: Arc::new(vec![0; 100]),
+                reply: ProduceReply {
+                    deliver: Box::new(move |r| d.replies.lock().unwrap().push(r)),
+                    wake: wake.clone(),
+                },
+            };
+            (0..n).map(|_| frame(self.clone())).collect()
+        }
+
+        /// Waits (bounded) until `n` replies were delivered and woken for.
+        fn wait_for(&self, n: usize) {
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            while self.wakes.lock().unwrap().last() != Some(&n) {
+                assert!(std::time::Instant::now() < deadline, "{n} replies never delivered");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+    }
+
+    #[test]
+    fn the_replies_of_one_read_are_all_delivered_before_their_producer_is_woken_once() {
+        let (addr, peer) = answering_peer(1, 32);
+        let conn = Connection::connect(&addr, &ConnectionOptions::default()).unwrap();
+        let delivered = Arc::new(Delivered::default());
+        conn.send_produces(delivered.frames(32));
+        delivered.wait_for(32);
+        peer.join().unwrap();
+        // Woken per reply, the producer's worker ran (and wrote a request) once per reply.
+        assert_eq!(*delivered.wakes.lock().unwrap(), [32], "one wake, after all 32");
+        assert!(delivered.replies.lock().unwrap().iter().all(|r| r.is_ok()));
+    }
+
+    #[test]
+    fn a_sender_at_the_in_flight_bound_goes_on_when_a_reply_makes_room() {
+        // One request in flight at most: the second waits for the first's reply, which the
+        // reader's one wake-up per read must still deliver to it.
+        let (addr, peer) = answering_peer(3, 1);
+        let opts = ConnectionOptions { max_in_flight: 1, ..ConnectionOptions::default() };
+        let conn = Connection::connect(&addr, &opts).unwrap();
+        let delivered = Arc::new(Delivered::default());
+        let frames = delivered.frames(3);
+        // On a thread of its own: left waiting, it must not hang the test.
+        std::thread::spawn(move || conn.send_produces(frames));
+        delivered.wait_for(3);
+        peer.join().unwrap();
+        assert_eq!(*delivered.wakes.lock().unwrap(), [1, 2, 3]);
     }
 }

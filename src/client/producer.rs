@@ -480,12 +480,16 @@ pub(crate) fn run_worker<S: BatchSink>(mut worker: Worker<S>, commands: Receiver
     let _close = CloseOnExit(worker.staging().clone());
     let mut commands_open = true;
     // The same channel for the worker's life; cloned once, not per turn.
-    let replies = worker.replies().clone();
+    let replies_woken = worker.replies_woken().clone();
     loop {
+        worker.take_replies();
         worker.step(worker.now());
         worker.finish_flushes();
         if !commands_open && worker.is_drained() {
             return;
+        }
+        if worker.has_replies() {
+            continue;
         }
         let timeout = match worker.next_wakeup() {
             Some(t) => t.saturating_duration_since(worker.now()),
@@ -500,11 +504,11 @@ pub(crate) fn run_worker<S: BatchSink>(mut worker: Worker<S>, commands: Receiver
                     }
                     Err(_) => { commands_open = false; worker.seal_all(); }
                 },
-                recv(replies) -> r => if let Ok(r) = r { worker.reply(r) },
+                recv(replies_woken) -> _ => {},
                 default(timeout) => {},
             }
-        } else if let Ok(r) = replies.recv_timeout(timeout) {
-            worker.reply(r);
+        } else {
+            let _ = replies_woken.recv_timeout(timeout);
         }
     }
 }

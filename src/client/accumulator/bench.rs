@@ -9,7 +9,7 @@ use std::thread::JoinHandle;
 use crossbeam_channel::{bounded, Sender};
 
 use super::{BatchSink, Command, Staging, Worker};
-use crate::client::connection::{Callback, ProduceFrame};
+use crate::client::connection::{ProduceFrame, ProduceReply};
 use crate::client::error::Result;
 use crate::client::message::Message;
 use crate::client::producer::{enqueue, run_worker, ProducerConfig};
@@ -27,14 +27,14 @@ struct Loopback {
 impl BatchSink for Arc<Loopback> {
     fn send_all(&self, frames: &mut Vec<ProduceFrame>) {
         for f in frames.drain(..) {
-            self.send(f.queue_id, &f.batch, f.callback);
+            self.send(f.queue_id, &f.batch, f.reply);
         }
     }
     fn refresh(&self, _topic: &str) {}
 }
 
 impl Loopback {
-    fn send(&self, queue_id: u32, batch: &[u8], on_reply: Callback) {
+    fn send(&self, queue_id: u32, batch: &[u8], on_reply: ProduceReply) {
         let reply = BatchView::parse(batch, batch.len()).map(|v| {
             let count = v.header.record_count;
             let mut next = self.next.lock().unwrap_or_else(|p| p.into_inner());
@@ -50,7 +50,7 @@ impl Loopback {
                 store_timestamp_ms: 0,
             }
         });
-        on_reply(reply.map_err(|e| crate::client::ClientError::Protocol(e.to_string())));
+        on_reply.complete(reply.map_err(|e| crate::client::ClientError::Protocol(e.to_string())));
     }
 }
 

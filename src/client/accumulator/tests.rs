@@ -1,7 +1,7 @@
 //! The worker's batching, ordering and retry logic against a scripted sink (no sockets).
 
 use super::*;
-use crate::client::connection::Callback;
+use crate::client::connection::ProduceReply;
 use crate::client::message::Message;
 use crate::client::pending::{pending, Pending};
 use crate::client::producer::{enqueue, run_worker, SendResult};
@@ -17,7 +17,7 @@ use crossbeam_channel::bounded;
 use std::sync::Mutex;
 use std::thread::JoinHandle;
 
-type Sent = (String, u32, Vec<u8>, Callback);
+type Sent = (String, u32, Vec<u8>, ProduceReply);
 
 #[derive(Clone, Default)]
 struct ScriptedSink {
@@ -29,7 +29,7 @@ impl BatchSink for ScriptedSink {
     fn send_all(&self, frames: &mut Vec<ProduceFrame>) {
         for f in frames.drain(..) {
             let batch = Arc::try_unwrap(f.batch).unwrap_or_else(|shared| (*shared).clone());
-            self.sent.lock().unwrap().push((f.topic.to_string(), f.queue_id, batch, f.callback));
+            self.sent.lock().unwrap().push((f.topic.to_string(), f.queue_id, batch, f.reply));
         }
     }
     fn refresh(&self, topic: &str) {
@@ -160,7 +160,7 @@ fn queued_messages_are_taken_in_one_turn_into_one_batch_without_a_clock_read_eac
     assert_eq!(bodies(&batch).len(), n, "the first batch holds every queued message");
     let reads = clock.reads.load(std::sync::atomic::Ordering::Relaxed);
     assert!(reads < 50, "{reads} clock reads for {n} messages");
-    cb(ok_reply(100, &batch));
+    cb.complete(ok_reply(100, &batch));
     let results: Vec<SendResult> = handles.into_iter().map(|p| p.wait().unwrap()).collect();
     for (i, r) in results.iter().enumerate() {
         assert_eq!(r.queue_offset, 100 + i as u64);
@@ -187,11 +187,11 @@ fn small_batches_gather_while_their_queue_has_one_in_flight() {
         std::thread::sleep(Duration::from_millis(1));
     }
     assert_eq!(sink.pending(), 0, "a small batch was pipelined behind one in flight");
-    cb(ok_reply(0, &first));
+    cb.complete(ok_reply(0, &first));
     assert_eq!(a.wait().unwrap().queue_offset, 0);
     let (_, _, second, cb) = sink.take(2, &mut seen).remove(0);
     assert_eq!(bodies(&second), ["b", "c", "d"], "gathered during the round trip");
-    cb(ok_reply(1, &second));
+    cb.complete(ok_reply(1, &second));
     for (i, p) in later.into_iter().enumerate() {
         assert_eq!(p.wait().unwrap().queue_offset, 1 + i as u64);
     }
@@ -224,13 +224,13 @@ fn a_queue_pipelines_numbered_batches_up_to_its_bound_in_send_order() {
     assert_eq!(numbering(&sent[1].2), (PID, 1), "sequences count records");
     let (_, _, b1, cb1) = sent.pop().unwrap();
     let (_, _, b0, cb0) = sent.pop().unwrap();
-    cb1(ok_reply(1, &b1));
-    cb0(ok_reply(0, &b0));
+    cb1.complete(ok_reply(1, &b1));
+    cb0.complete(ok_reply(0, &b0));
     let (_, _, b2, cb2) = sink.take(4, &mut seen).remove(0);
     assert_eq!(bodies(&b2), ["m2", "m3", "m4"], "send order kept");
     assert_eq!(numbering(&b2), (PID, 2));
-    cb2(ok_reply(2, &b2));
-    q1.3(ok_reply(0, &q1.2));
+    cb2.complete(ok_reply(2, &b2));
+    q1.3.complete(ok_reply(0, &q1.2));
     assert_eq!(first.wait().unwrap().queue_offset, 0);
     assert_eq!(second.wait().unwrap().queue_offset, 1);
     let offsets: Vec<u64> = rest.into_iter().map(|p| p.wait().unwrap().queue_offset).collect();
@@ -256,13 +256,13 @@ fn retriable_failures_resend_in_order_until_the_send_timeout() {
     let b = send(&tx, 0, "b");
     let (_, _, bb, cbb) = sink.take(2, &mut seen).remove(0);
     // b's connection broke: both are resent, a first, with the same numbering.
-    cbb(Err(ClientError::Disconnected("test".into())));
+    cbb.complete(Err(ClientError::Disconnected("test".into())));
     let again = sink.take(4, &mut seen);
     assert_eq!(again[0].2, ba, "the first unacknowledged batch is resent first");
     assert_eq!(again[1].2, bb);
     assert_eq!(sink.refreshed.lock().unwrap().as_slice(), ["t"]);
     // a's first copy was stored after all: its late reply counts.
-    cba(ok_reply(7, &ba));
+    cba.complete(ok_reply(7, &ba));
     assert_eq!(a.wait().unwrap().queue_offset, 7);
     // b keeps failing: resent with backoff until its send timeout, then reported.
     let t = Instant::now();
@@ -271,7 +271,7 @@ fn retriable_failures_resend_in_order_until_the_send_timeout() {
     let _a_resend = failing.remove(0);
     loop {
         for (_, _, _, cb) in failing.drain(..) {
-            cb(Err(ClientError::Disconnected("test".into())));
+            cb.complete(Err(ClientError::Disconnected("test".into())));
         }
         if let Some(r) = b.try_take() {
             assert!(matches!(r, Err(ClientError::Timeout(300))), "{r:?}");
@@ -298,13 +298,13 @@ fn a_non_retriable_error_fails_the_batch_and_renumbers_the_next_under_a_new_epoc
     let next = send(&tx, 0, "next");
     let (_, _, b_next, _late) = sink.take(2, &mut seen).remove(0);
     assert_eq!(numbering(&b_next), (PID, 1));
-    cb(broker_error(ErrorCode::CORRUPT_BATCH));
+    cb.complete(broker_error(ErrorCode::CORRUPT_BATCH));
     assert_eq!(bad.wait().unwrap_err().code(), Some(ErrorCode::CORRUPT_BATCH), "not retried");
     // The broker expects sequence 0 again, so "next" moves to epoch 1, sequence 0.
     let (_, _, again, cb) = sink.take(3, &mut seen).remove(0);
     assert_eq!(numbering(&again), (PID | 1, 0));
     assert_eq!(bodies(&again), ["next"]);
-    cb(ok_reply(0, &again));
+    cb.complete(ok_reply(0, &again));
     assert_eq!(next.wait().unwrap().queue_offset, 0);
     drop(tx);
     worker.join().unwrap();
@@ -316,16 +316,16 @@ fn out_of_order_on_the_first_batch_renumbers_it_and_resends() {
     let mut seen = 0;
     let p = send(&tx, 0, "x");
     let (_, _, b, cb) = sink.take(1, &mut seen).remove(0);
-    cb(ok_reply(0, &b));
+    cb.complete(ok_reply(0, &b));
     p.wait().unwrap();
     let p = send(&tx, 0, "y");
     let (_, _, b, cb) = sink.take(2, &mut seen).remove(0);
     assert_eq!(numbering(&b), (PID, 1));
     // The broker lost the producer's state (e.g. it expired): y is renumbered from 0.
-    cb(broker_error(ErrorCode::OUT_OF_ORDER_SEQUENCE));
+    cb.complete(broker_error(ErrorCode::OUT_OF_ORDER_SEQUENCE));
     let (_, _, again, cb) = sink.take(3, &mut seen).remove(0);
     assert_eq!(numbering(&again), (PID | 1, 0), "CRC recomputed (parse checks it)");
-    cb(ok_reply(1, &again));
+    cb.complete(ok_reply(1, &again));
     assert_eq!(p.wait().unwrap().queue_offset, 1);
     drop(tx);
     worker.join().unwrap();
@@ -345,9 +345,9 @@ fn an_unanswered_send_times_out_and_is_resent_with_the_same_numbering() {
     // No reply: after request_timeout the batch is sent again, same bytes.
     let (_, _, again, cb) = sink.take(2, &mut seen).remove(0);
     assert_eq!(again, b);
-    cb(ok_reply(4, &again));
+    cb.complete(ok_reply(4, &again));
     assert_eq!(p.wait().unwrap().queue_offset, 4);
-    late(ok_reply(4, &b)); // the first copy's reply, after the batch was resolved: ignored
+    late.complete(ok_reply(4, &b)); // the first copy's reply, after the batch was resolved: ignored
     drop(tx);
     worker.join().unwrap();
 }
@@ -362,7 +362,7 @@ fn flush_waits_for_every_reply() {
     let (_, _, b, cb) = sink.take(1, &mut seen).remove(0);
     std::thread::sleep(Duration::from_millis(20));
     let flush = flush.wait_timeout(Duration::ZERO).expect_err("flush waits for the reply");
-    cb(ok_reply(7, &b));
+    cb.complete(ok_reply(7, &b));
     flush.wait();
     assert_eq!(p.wait().unwrap().queue_offset, 7);
     drop(tx);
@@ -393,14 +393,14 @@ fn a_batch_goes_as_one_after_the_queues_open_messages_with_one_result() {
     // m1 waits in the open batch (one batch in flight); the batch must not overtake it.
     let second = send(&tx, 0, "m1");
     let batch = send_batch(&tx, 0, &["b0", "b1", "b2"]);
-    cb0(ok_reply(0, &b0));
+    cb0.complete(ok_reply(0, &b0));
     let (_, _, b1, cb1) = sink.take(2, &mut seen).remove(0);
     assert_eq!(bodies(&b1), ["m1"], "the open batch was sealed before the batch");
-    cb1(ok_reply(1, &b1));
+    cb1.complete(ok_reply(1, &b1));
     let (_, _, b2, cb2) = sink.take(3, &mut seen).remove(0);
     assert_eq!(bodies(&b2), ["b0", "b1", "b2"], "one batch, in order");
     assert_eq!(numbering(&b2), (PID, 2));
-    cb2(ok_reply(2, &b2));
+    cb2.complete(ok_reply(2, &b2));
     assert_eq!(first.wait().unwrap().queue_offset, 0);
     assert_eq!(second.wait().unwrap().queue_offset, 1);
     let r = batch.wait().unwrap();
@@ -410,7 +410,7 @@ fn a_batch_goes_as_one_after_the_queues_open_messages_with_one_result() {
     // A refused batch fails as a whole, with one error.
     let refused = send_batch(&tx, 0, &["x", "y"]);
     let (_, _, _, cb) = sink.take(4, &mut seen).remove(0);
-    cb(broker_error(ErrorCode::BATCH_TOO_LARGE));
+    cb.complete(broker_error(ErrorCode::BATCH_TOO_LARGE));
     assert_eq!(refused.wait().unwrap_err().code(), Some(ErrorCode::BATCH_TOO_LARGE));
     drop(tx);
     worker.join().unwrap();
@@ -439,7 +439,7 @@ fn a_caller_waiting_for_room_gets_lingering_batches_sent_at_once() {
     let (_, _, batch, cb) = sink.take(1, &mut seen).remove(0);
     assert_eq!(bodies(&batch), ["a", "b"]);
     let c = caller.join().unwrap();
-    cb(ok_reply(0, &batch));
+    cb.complete(ok_reply(0, &batch));
     assert_eq!(a.wait().unwrap().queue_offset, 0);
     assert_eq!(b.wait().unwrap().queue_offset, 1);
     assert_eq!(tx.staging.staged().0, 1, "c waits in its own open batch");
@@ -448,7 +448,7 @@ fn a_caller_waiting_for_room_gets_lingering_batches_sent_at_once() {
     drop(tx);
     let (_, _, last, cb) = sink.take(2, &mut seen).remove(0);
     assert_eq!(bodies(&last), ["c"]);
-    cb(ok_reply(2, &last));
+    cb.complete(ok_reply(2, &last));
     assert_eq!(c.wait().unwrap().queue_offset, 2);
     worker.join().unwrap();
 }
@@ -505,7 +505,7 @@ fn a_step_looks_only_at_the_queues_something_happened_to_with_10000_queues_open(
     // A reply for one queue (10,000 batches in flight): that queue alone is looked at.
     let i = sent.iter().position(|s| s.1 == 7).unwrap();
     let (_, _, b, cb) = sent.swap_remove(i);
-    cb(ok_reply(0, &b));
+    cb.complete(ok_reply(0, &b));
     let reply = worker.replies_rx.try_recv().unwrap();
     let before = worker.touched;
     worker.reply(reply);
@@ -568,14 +568,14 @@ fn a_caller_waiting_for_room_costs_the_worker_only_the_lingering_queues() {
     assert_eq!(worker.touched - before, 1, "the lingering queue alone, not every open one");
     let (_, queue, b, cb) = drain_sent(&sink).remove(0);
     assert_eq!(queue, QUEUES);
-    cb(ok_reply(0, &b));
+    cb.complete(ok_reply(0, &b));
     worker.reply(worker.replies_rx.try_recv().unwrap());
     worker.step(clock.now());
     assert_eq!(lingering.try_take().unwrap().unwrap().queue_offset, 0);
     // A reply frees room: the caller goes on, into queue 0's open batch.
     let i = in_flight.iter().position(|s| s.1 == 5).unwrap();
     let (_, _, b, cb) = in_flight.swap_remove(i);
-    cb(ok_reply(0, &b));
+    cb.complete(ok_reply(0, &b));
     worker.reply(worker.replies_rx.try_recv().unwrap());
     worker.step(clock.now());
     let waited = caller.join().unwrap();
@@ -613,7 +613,7 @@ fn queues_left_at_the_memory_bound_get_room_in_turn_each_looked_at_once() {
         if queue == 0 && order.len() == 1 {
             send_to(&mut worker, 0);
         }
-        cb(ok_reply(0, &b));
+        cb.complete(ok_reply(0, &b));
         worker.reply(worker.replies_rx.try_recv().unwrap());
         let before = worker.touched;
         worker.step(clock.now());
@@ -660,7 +660,7 @@ fn an_idle_queues_batch_waits_for_the_linger_on_the_simulated_clock() {
     worker.step(clock.now());
     let (_, _, b, cb) = drain_sent(&sink).remove(0);
     assert_eq!(bodies(&b).len(), 3, "one batch of the three messages");
-    cb(ok_reply(0, &b));
+    cb.complete(ok_reply(0, &b));
     worker.reply(worker.replies_rx.try_recv().unwrap());
     worker.step(clock.now());
     let offsets: Vec<u64> = p.into_iter().map(|p| p.wait().unwrap().queue_offset).collect();
@@ -695,7 +695,7 @@ fn a_full_batch_is_sealed_at_once_and_memory_stays_under_its_bound() {
     assert!(worker.buffered_bytes <= held);
     // Its reply frees room: callers may add messages again.
     let (_, _, b, cb) = in_flight.into_iter().next().unwrap();
-    cb(ok_reply(0, &b));
+    cb.complete(ok_reply(0, &b));
     worker.reply(worker.replies_rx.try_recv().unwrap());
     worker.step(clock.now());
     assert!(worker.staging().staged().1 < 1024);
@@ -722,7 +722,7 @@ fn a_retriable_failure_is_resent_after_the_backoff_until_the_send_timeout() {
         }
         sends += 1;
         let (_, _, _, cb) = sent.into_iter().next().unwrap();
-        cb(Err(ClientError::Disconnected("test".into())));
+        cb.complete(Err(ClientError::Disconnected("test".into())));
         worker.reply(worker.replies_rx.try_recv().unwrap());
         clock.advance(Duration::from_millis(49));
         worker.step(clock.now());
