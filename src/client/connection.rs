@@ -114,24 +114,26 @@ impl Waiter {
     /// Decodes the reply frame's payload for this waiter and completes it; a produce reply's
     /// producer goes on `wakes` instead of being woken here.
     fn finish(self, error_code: u16, payload: &[u8], wakes: &mut Wakes) {
-        if let Waiter::Produce(ProduceReply { deliver, wake }) = self {
-            wakes.add(wake);
-            return Waiter::Callback(ApiKey::Produce, deliver).finish(error_code, payload, wakes);
-        }
-        if error_code != ErrorCode::NONE as u16 {
-            let e = match ErrorResponse::decode(error_code, payload) {
-                Ok(e) => ClientError::from_response(e),
-                Err(e) => ClientError::Protocol(e.to_string()),
-            };
-            return self.complete_err(e);
-        }
-        let decode =
-            |api| Response::decode(api, payload).map_err(|e| ClientError::Protocol(e.to_string()));
+        let ok = error_code == ErrorCode::NONE as u16;
+        let refused = || match ErrorResponse::decode(error_code, payload) {
+            Ok(e) => ClientError::from_response(e),
+            Err(e) => ClientError::Protocol(e.to_string()),
+        };
+        let decode = |api| {
+            if !ok {
+                return Err(refused());
+            }
+            Response::decode(api, payload).map_err(|e| ClientError::Protocol(e.to_string()))
+        };
         match self {
             Waiter::Pending(api, c) => c.complete(decode(api)),
             Waiter::Callback(api, f) => f(decode(api)),
-            Waiter::Produce(_) => unreachable!("delivered as a callback above"),
-            Waiter::Fetch(buffer, f) => f(decode_fetch_into(payload, buffer)),
+            Waiter::Produce(ProduceReply { deliver, wake }) => {
+                deliver(decode(ApiKey::Produce));
+                wakes.add(wake);
+            }
+            Waiter::Fetch(buffer, f) if ok => f(decode_fetch_into(payload, buffer)),
+            Waiter::Fetch(_, f) => f(Err(refused())),
         }
     }
 }
