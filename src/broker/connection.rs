@@ -111,7 +111,9 @@ pub async fn serve<L: ShardLog>(shard: Rc<Shard<L>>, stream: TcpStream, stop: St
                             let id = header.correlation_id;
                             runtime::spawn_detached(async move {
                                 let wants_response = request.wants_response();
-                                let reply = shard.handle(request).await;
+                                // Boxed: the handling future is about 3 KiB, and this task is
+                                // moved several times on its way into the executor.
+                                let reply = Box::pin(shard.handle(request)).await;
                                 let frame = match reply {
                                     Ok(Answer::Response(resp)) => {
                                         Outgoing::frame(resp.encode_frame(id))

@@ -38,6 +38,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io;
 use std::rc::Rc;
 
+use rustc_hash::FxHashMap;
+
 use super::file::{LogDir, LogFile};
 use super::index::{IndexCheckpoint, IndexEntry, QueueCheckpoint, QueueIndex, ENTRY_BYTES};
 use super::index_cache::{Block, BlockKey, IndexCache, BLOCK_BYTES, ENTRIES_PER_BLOCK};
@@ -172,7 +174,9 @@ impl IndexMemory {
 pub struct IndexStore<F> {
     file_entries: u64,
     budget_bytes: usize,
-    queues: RefCell<HashMap<QueueKey, QueueIndex>>,
+    /// Fx-hashed: looked up twice for every appended batch, and queue keys are the broker's
+    /// own (topic ids it assigned, queue numbers below the topic's count).
+    queues: RefCell<FxHashMap<QueueKey, QueueIndex>>,
     /// Sum of the pending deques' capacities, in entries.
     pending_capacity: Cell<usize>,
     cache: RefCell<IndexCache>,
@@ -201,7 +205,7 @@ impl<F: LogFile> IndexStore<F> {
         IndexStore {
             file_entries,
             budget_bytes,
-            queues: RefCell::new(HashMap::new()),
+            queues: RefCell::new(FxHashMap::default()),
             pending_capacity: Cell::new(0),
             cache: RefCell::new(IndexCache::new(budget_bytes)),
             files: RefCell::new(OpenFiles {
