@@ -86,6 +86,17 @@ impl ChunkCache {
         hit
     }
 
+    /// The bytes from `pos` to the end of the cached chunk holding `pos`, at most `max_len`,
+    /// without copying (for followers of the log, so not counted in [`Self::stats`]).
+    pub fn rest_of_chunk(&self, pos: LogPosition, max_len: usize) -> Option<ReadBuf> {
+        let (_, c) = self.chunks.range(..=pos).next_back()?;
+        (pos < c.end).then(|| ReadBuf::Chunk {
+            buf: c.buf.clone(),
+            start: (pos - c.start) as usize,
+            len: ((c.end - pos) as usize).min(max_len),
+        })
+    }
+
     /// Does a cached chunk hold the byte at `pos`?
     pub fn contains(&self, pos: LogPosition) -> bool {
         self.chunks.range(..=pos).next_back().is_some_and(|(_, c)| pos < c.end)

@@ -1,6 +1,8 @@
 //! Following the log: reading durable batches in log order from a position, for indexes that
-//! live behind the log (the key index). Reads segment files in [`SCAN_READ_BYTES`] pieces,
-//! one buffer at a time, verifies every batch and hands its bytes to the caller.
+//! live behind the log (the key index). Takes the bytes from the log's chunk cache while it
+//! still holds them (a follower close behind the log reads no disk and allocates nothing), and
+//! otherwise reads segment files in [`SCAN_READ_BYTES`] pieces, one buffer at a time; verifies
+//! every batch and hands its bytes to the caller.
 //!
 //! Promises: only durable batches are reported, each once, in log order; the returned
 //! position is where the next call continues (a batch boundary or a segment base). A range
@@ -11,6 +13,7 @@
 
 use std::rc::Rc;
 
+use super::reader::memory_copy;
 use super::recovery::SCAN_READ_BYTES;
 use super::CommitLog;
 use crate::format::batch::{self as fmt, BatchView, HEADER_LEN};
@@ -26,7 +29,7 @@ pub struct Followed {
     pub next: LogPosition,
     /// Batches reported.
     pub batches: u64,
-    /// Bytes read from disk.
+    /// Bytes read, from disk or memory (what `max_bytes` bounds).
     pub bytes_read: u64,
 }
 
@@ -87,7 +90,15 @@ impl<D: LogDir + 'static> CommitLog<D> {
         each: &mut impl FnMut(LogPosition, &[u8]),
     ) -> Result<bool> {
         let max_batch = self.config.max_batch_bytes;
-        let read = |pos: LogPosition, len: usize| async move {
+        // `len` bytes from `pos` if memory holds at least `need` of them, else from disk. Every
+        // follow used to read the disk into a fresh buffer: with the key index a few hundred
+        // milliseconds behind the log, the broker read back everything it wrote, and the
+        // kernel zeroed a new page for every 4 KiB of it (12.6% of the broker's samples in
+        // the many-queues workload, BENCHMARKS.md 2026-12-03).
+        let read = |pos: LogPosition, len: usize, need: usize| async move {
+            if let Some(buf) = self.follow_from_memory(pos, len, need) {
+                return Ok(buf);
+            }
             seg.file
                 .read_at(pos - seg.base, len)
                 .await
@@ -102,7 +113,7 @@ impl<D: LogDir + 'static> CommitLog<D> {
             let pos = out.next;
             let want = SCAN_READ_BYTES.min((seg_end - pos) as usize);
             if pos < buf_pos || pos + HEADER_LEN as u64 > buf_pos + buf.len() as u64 {
-                (buf_pos, buf) = (pos, read(pos, want).await?);
+                (buf_pos, buf) = (pos, read(pos, want, HEADER_LEN).await?);
                 out.bytes_read += buf.len() as u64;
             }
             let at = (pos - buf_pos) as usize;
@@ -117,7 +128,7 @@ impl<D: LogDir + 'static> CommitLog<D> {
                 return Ok(true);
             }
             if at + length > buf.len() {
-                (buf_pos, buf) = (pos, read(pos, length.max(want)).await?);
+                (buf_pos, buf) = (pos, read(pos, length.max(want), length).await?);
                 out.bytes_read += buf.len() as u64;
                 if buf.len() < length {
                     return Err(StorageError::Corrupt {
@@ -154,5 +165,16 @@ impl<D: LogDir + 'static> CommitLog<D> {
             out.next = pos + length as u64;
         }
         Ok(true)
+    }
+
+    /// Up to `len` log bytes from `pos` out of memory, if it holds at least `need` of them:
+    /// the rest of the cached chunk holding `pos` (shared, not copied), or, for a batch that
+    /// continues into the next chunk, a copy of its `need` bytes.
+    fn follow_from_memory(&self, pos: LogPosition, len: usize, need: usize) -> Option<ReadBuf> {
+        let st = self.st.borrow();
+        match st.cache.rest_of_chunk(pos, len) {
+            Some(buf) if buf.len() >= need => Some(buf),
+            _ => memory_copy(&st, pos, need).map(ReadBuf::from_vec),
+        }
     }
 }
