@@ -10,6 +10,7 @@ import sys
 import time
 
 from rocketmq.client import Message, Producer
+from rocketmq.exceptions import ProducerException
 
 
 PAD = 0
@@ -22,6 +23,25 @@ def message(topic, prefix, tags, i):
     m.set_property('idx', str(i))
     m.set_body('%s-%d' % (prefix, i) + 'x' * PAD)
     return m
+
+
+def first_send(send):
+    """Runs the producer's first send, again if the C++ client lost its own race.
+
+    Right after start, the client's heartbeat thread may be connecting to the broker when the
+    first send asks for the same connection: the send's try-lock on the connection table fails
+    within a millisecond ("GetTransport ... get timed_mutex timeout" in its log), the one
+    broker is then excluded and the send fails with "No route info" without a byte reaching
+    the broker. Only that failure of the first send is retried; every later send must succeed.
+    """
+    for attempt in range(5):
+        try:
+            return send()
+        except ProducerException as e:
+            if 'No route info' not in str(e) or attempt == 4:
+                raise
+            print('first send failed before reaching the broker (%s); again' % e, file=sys.stderr)
+            time.sleep(0.3)
 
 
 def main():
@@ -46,7 +66,7 @@ def main():
     try:
         if args.mode == 'batch':
             msgs = [message(args.topic, args.prefix, tags, i) for i in range(args.count)]
-            r = p.send_batch(msgs)
+            r = first_send(lambda: p.send_batch(msgs))
             print(json.dumps({'i': -1, 'status': int(r.status), 'msg_id': r.msg_id,
                               'offset': r.offset}))
         for i in range(args.count if args.mode != 'batch' else 0):
@@ -55,14 +75,15 @@ def main():
                 m.set_delay_time_level(args.delay_level)
             sent_ms = int(time.time() * 1000)
             if args.mode == 'sync':
-                r = p.send_sync(m)
+                r = first_send(lambda: p.send_sync(m)) if i == 0 else p.send_sync(m)
                 print(json.dumps({'i': i, 'status': int(r.status), 'msg_id': r.msg_id,
                                   'offset': r.offset, 'sent_ms': sent_ms}))
             elif args.mode == 'oneway':
                 p.send_oneway(m)
                 print(json.dumps({'i': i}))
             else:
-                r = p.send_orderly(m, i % 2)
+                r = (first_send(lambda: p.send_orderly(m, i % 2)) if i == 0
+                     else p.send_orderly(m, i % 2))
                 print(json.dumps({'i': i, 'status': int(r.status), 'msg_id': r.msg_id,
                                   'offset': r.offset}))
             sys.stdout.flush()
