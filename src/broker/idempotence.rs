@@ -27,9 +27,10 @@
 //! full the least recently used pair without a batch in progress makes room. The shard
 //! rebuilds the windows at startup from the tail of its log ([`SequenceWindows::recover`]).
 
+use std::collections::hash_map::RandomState;
 use std::collections::VecDeque;
 
-use std::collections::HashMap;
+use hashlink::LinkedHashMap;
 
 use crate::protocol::producer_id::{base_id, distance, epoch, next_sequence};
 use crate::storage::QueueKey;
@@ -115,38 +116,15 @@ impl State {
     }
 }
 
-/// No slot: the end of the use-order list.
-const NIL: u32 = u32::MAX;
-
-/// A pair's state in the slab, linked into the use-order list.
-#[derive(Debug)]
-struct Slot {
-    key: WindowKey,
-    state: State,
-    /// Less recently used neighbour.
-    prev: u32,
-    /// More recently used neighbour.
-    next: u32,
-}
-
 /// One shard's sequence windows. See the module documentation.
 ///
-/// The pairs live in a slab of slots, found by key through one map and kept in use order by
-/// a list threaded through the slots, so a batch costs a lookup and a few link updates however
-/// many pairs the shard holds (10,000 queues × producers is an ordinary load). The map keeps
-/// std's keyed hasher: producer ids come from clients, and a fixed hash would let one pick
-/// ids that collide (criterion `broker_windows`: 108-132 against 64 ns a batch on 20,000 pairs).
+/// The pairs live in a linked hash map kept in use order (least recently used first), so a
+/// batch costs one lookup and a relink however many pairs the shard holds (10,000 queues ×
+/// producers is an ordinary load). It hashes with std's keyed hasher: producer ids come from
+/// clients, and a fixed hash would let one pick ids that collide.
 #[derive(Debug)]
 pub struct SequenceWindows {
-    index: HashMap<WindowKey, u32>,
-    slots: Vec<Slot>,
-    /// Slots of removed pairs, reused before the slab grows: it never holds more slots than
-    /// the most pairs held at once (`max_states` plus the pairs with appends in progress).
-    free: Vec<u32>,
-    /// Least recently used.
-    head: u32,
-    /// Most recently used.
-    tail: u32,
+    states: LinkedHashMap<WindowKey, State, RandomState>,
     max_states: usize,
     expiry_ms: u64,
     /// The `now_ms` of the last expiry scan: one scan per millisecond is enough, as nothing
@@ -157,11 +135,7 @@ pub struct SequenceWindows {
 impl SequenceWindows {
     pub fn new(max_states: usize, expiry_ms: u64) -> Self {
         SequenceWindows {
-            index: HashMap::new(),
-            slots: Vec::new(),
-            free: Vec::new(),
-            head: NIL,
-            tail: NIL,
+            states: LinkedHashMap::with_hasher(RandomState::new()),
             max_states: max_states.max(1),
             expiry_ms,
             expired_at_ms: None,
@@ -170,11 +144,11 @@ impl SequenceWindows {
 
     /// (producer, queue) pairs held.
     pub fn len(&self) -> usize {
-        self.index.len()
+        self.states.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.index.is_empty()
+        self.states.is_empty()
     }
 
     pub fn key(producer_id: i64, queue: QueueKey) -> WindowKey {
@@ -195,7 +169,8 @@ impl SequenceWindows {
         let key = Self::key(producer_id, queue);
         let batch_epoch = epoch(producer_id);
         let fresh = Entry { base_sequence, record_count, stored: None };
-        let Some(&slot) = self.index.get(&key) else {
+        // Every answer about a held pair counts as a use: it moves to the back.
+        let Some(state) = self.states.to_back(&key) else {
             if base_sequence != 0 {
                 return Verdict::OutOfOrder { expected: 0 };
             }
@@ -204,7 +179,7 @@ impl SequenceWindows {
             self.insert(key, state, now_ms);
             return Verdict::Append;
         };
-        let state = &mut self.slots[slot as usize].state;
+        state.last_used_ms = now_ms;
         let verdict = if batch_epoch < state.epoch {
             Verdict::Fenced { current_epoch: state.epoch }
         } else if batch_epoch > state.epoch {
@@ -229,7 +204,6 @@ impl SequenceWindows {
         } else {
             Verdict::OutOfOrder { expected: state.next_sequence }
         };
-        self.touch(slot, now_ms);
         verdict
     }
 
@@ -260,7 +234,7 @@ impl SequenceWindows {
             None => false,
         };
         if drop_pair {
-            self.remove(Self::key(producer_id, queue));
+            self.states.remove(&Self::key(producer_id, queue));
         }
         self.shrink(self.max_states);
     }
@@ -279,13 +253,12 @@ impl SequenceWindows {
         let key = Self::key(producer_id, queue);
         let batch_epoch = epoch(producer_id);
         let entry = Entry { base_sequence, record_count, stored: Some(at) };
-        if let Some(&slot) = self.index.get(&key) {
-            let state = &mut self.slots[slot as usize].state;
+        if let Some(state) = self.states.to_back(&key) {
             if batch_epoch != state.epoch || base_sequence != state.next_sequence {
                 state.restart(batch_epoch);
             }
             state.push(entry);
-            self.touch(slot, now_ms);
+            state.last_used_ms = now_ms;
         } else {
             let mut state = State::new(batch_epoch);
             state.push(entry);
@@ -296,102 +269,42 @@ impl SequenceWindows {
     /// Drops every window of `queue` (its rebuild at startup did not reach the log's end).
     pub fn forget_queue(&mut self, queue: QueueKey) {
         let keys: Vec<WindowKey> =
-            self.index.keys().filter(|k| k.queue == queue).copied().collect();
+            self.states.keys().filter(|k| k.queue == queue).copied().collect();
         for k in keys {
-            self.remove(k);
+            self.states.remove(&k);
         }
     }
 
     /// Drops every window (a rebuild at startup could not read the log to its end: a window
     /// missing a pair's last batches would take their retries for new batches).
     pub fn forget_all(&mut self) {
-        self.index.clear();
-        self.slots.clear();
-        self.free.clear();
-        self.head = NIL;
-        self.tail = NIL;
+        self.states.clear();
     }
 
     /// The state of the pair `producer_id` belongs to, if held and of the same epoch.
     fn state_of(&mut self, producer_id: i64, queue: QueueKey) -> Option<&mut State> {
-        let slot = *self.index.get(&Self::key(producer_id, queue))?;
-        let state = &mut self.slots[slot as usize].state;
+        let state = self.states.get_mut(&Self::key(producer_id, queue))?;
         (state.epoch == epoch(producer_id)).then_some(state)
     }
 
-    fn insert(&mut self, key: WindowKey, state: State, now_ms: u64) {
+    fn insert(&mut self, key: WindowKey, mut state: State, now_ms: u64) {
         self.shrink(self.max_states - 1);
-        let node = Slot { key, state, prev: NIL, next: NIL };
-        let slot = match self.free.pop() {
-            Some(s) => {
-                self.slots[s as usize] = node;
-                s
-            }
-            None => {
-                self.slots.push(node);
-                u32::try_from(self.slots.len() - 1).expect("fewer than 2^32 pairs")
-            }
-        };
-        self.index.insert(key, slot);
-        self.link_last(slot);
-        self.slots[slot as usize].state.last_used_ms = now_ms;
+        state.last_used_ms = now_ms;
+        self.states.insert(key, state);
     }
 
     /// Drops least recently used pairs with nothing in progress until at most `target`
     /// remain (pairs with a batch in progress are bounded by the requests in flight).
     fn shrink(&mut self, target: usize) {
-        let mut at = self.head;
-        while self.index.len() > target && at != NIL {
-            let next = self.slots[at as usize].next;
-            if !self.slots[at as usize].state.in_progress() {
-                self.remove(self.slots[at as usize].key);
+        while self.states.len() > target {
+            let victim = self.states.iter().find(|(_, s)| !s.in_progress()).map(|(k, _)| *k);
+            match victim {
+                Some(k) => {
+                    self.states.remove(&k);
+                }
+                None => break,
             }
-            at = next;
         }
-    }
-
-    /// Marks the pair in `slot` as the most recently used.
-    fn touch(&mut self, slot: u32, now_ms: u64) {
-        self.slots[slot as usize].state.last_used_ms = now_ms;
-        if self.tail != slot {
-            self.unlink(slot);
-            self.link_last(slot);
-        }
-    }
-
-    fn remove(&mut self, key: WindowKey) {
-        if let Some(slot) = self.index.remove(&key) {
-            self.unlink(slot);
-            // Its entries' buffer goes now; the slot itself waits for the next pair.
-            self.slots[slot as usize].state.entries = VecDeque::new();
-            self.free.push(slot);
-        }
-    }
-
-    fn unlink(&mut self, slot: u32) {
-        let Slot { prev, next, .. } = self.slots[slot as usize];
-        match prev {
-            NIL => self.head = next,
-            p => self.slots[p as usize].next = next,
-        }
-        match next {
-            NIL => self.tail = prev,
-            n => self.slots[n as usize].prev = prev,
-        }
-    }
-
-    fn link_last(&mut self, slot: u32) {
-        let tail = self.tail;
-        {
-            let s = &mut self.slots[slot as usize];
-            s.prev = tail;
-            s.next = NIL;
-        }
-        match tail {
-            NIL => self.head = slot,
-            t => self.slots[t as usize].next = slot,
-        }
-        self.tail = slot;
     }
 
     /// Drops pairs idle for `expiry_ms` (in use order, so the scan stops at the first live one).
@@ -400,25 +313,18 @@ impl SequenceWindows {
             return;
         }
         self.expired_at_ms = Some(now_ms);
-        while self.head != NIL {
-            let Slot { key, ref state, .. } = self.slots[self.head as usize];
+        while let Some((_, state)) = self.states.front() {
             if now_ms < state.last_used_ms.saturating_add(self.expiry_ms) || state.in_progress() {
                 break;
             }
-            self.remove(key);
+            self.states.pop_front();
         }
     }
 
-    /// The use-order list, least recently used first (tests check it against the map).
+    /// The pairs in use order, least recently used first (tests check it against last use).
     #[cfg(test)]
     fn use_order(&self) -> Vec<WindowKey> {
-        let mut keys = Vec::new();
-        let mut at = self.head;
-        while at != NIL {
-            keys.push(self.slots[at as usize].key);
-            at = self.slots[at as usize].next;
-        }
-        keys
+        self.states.keys().copied().collect()
     }
 }
 
@@ -427,7 +333,7 @@ mod tests {
     use super::*;
     use crate::storage::{QueueId, TopicId};
     use proptest::prelude::*;
-    use std::collections::HashSet;
+    use std::collections::{HashMap, HashSet};
 
     const Q: QueueKey = QueueKey::new(TopicId::new(1), QueueId::new(0));
     const P: i64 = 7 << 16;
@@ -529,7 +435,7 @@ mod tests {
     }
 
     #[test]
-    fn a_shard_cycling_through_many_pairs_reuses_the_slots_of_evicted_ones() {
+    fn a_shard_cycling_through_many_pairs_keeps_the_most_recent_ones() {
         let mut w = SequenceWindows::new(4, 60_000);
         for q in 0..1_000u32 {
             let queue = QueueKey::new(TopicId::new(1), QueueId::new(q));
@@ -537,7 +443,6 @@ mod tests {
             w.stored(P, queue, 0, at(u64::from(q)));
         }
         assert_eq!(w.len(), 4);
-        assert!(w.slots.len() <= 5, "the slab grew to {} slots for 4 pairs", w.slots.len());
         // The four most recent pairs are the ones kept, in use order.
         let kept: Vec<u32> = w.use_order().iter().map(|k| k.queue.queue_id.get()).collect();
         assert_eq!(kept, vec![996, 997, 998, 999]);
@@ -610,7 +515,7 @@ mod tests {
                 producer: i64::from(p) + 1,
                 queue: QueueKey::new(TopicId::new(1), QueueId::new(u32::from(q))),
             };
-            w.index.contains_key(&key)
+            w.states.contains_key(&key)
         });
     }
 
@@ -702,8 +607,7 @@ mod tests {
                 prop_assert!(w.len() <= max_states + in_progress.len());
                 let order = w.use_order();
                 prop_assert_eq!(order.len(), w.len());
-                prop_assert!(order.iter().all(|k| w.index.contains_key(k)));
-                let by_use: Vec<u64> = order.iter().map(|k| w.slots[w.index[k] as usize].state.last_used_ms).collect();
+                let by_use: Vec<u64> = order.iter().map(|k| w.states[k].last_used_ms).collect();
                 prop_assert!(by_use.windows(2).all(|p| p[0] <= p[1]), "use order follows last use");
             }
         }
