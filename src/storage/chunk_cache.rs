@@ -69,15 +69,22 @@ impl ChunkCache {
         }
     }
 
+    /// The cached chunk holding the byte at `pos`.
+    fn chunk_at(&self, pos: LogPosition) -> Option<&Cached> {
+        self.chunks.range(..=pos).next_back().map(|(_, c)| c).filter(|c| pos < c.end)
+    }
+
+    /// `len` bytes of the chunk holding `pos`, from `pos`, shared (not copied).
+    fn slice(c: &Cached, pos: LogPosition, len: usize) -> ReadBuf {
+        ReadBuf::Chunk { buf: c.buf.clone(), start: (pos - c.start) as usize, len }
+    }
+
     /// The bytes `[pos, pos + len)` if one cached chunk holds all of them.
     pub fn get(&mut self, pos: LogPosition, len: usize) -> Option<ReadBuf> {
-        let hit = self.chunks.range(..=pos).next_back().and_then(|(_, c)| {
-            (pos + len as u64 <= c.end).then(|| ReadBuf::Chunk {
-                buf: c.buf.clone(),
-                start: (pos - c.start) as usize,
-                len,
-            })
-        });
+        let hit = self
+            .chunk_at(pos)
+            .filter(|c| pos + len as u64 <= c.end)
+            .map(|c| Self::slice(c, pos, len));
         if hit.is_some() {
             self.hits += 1;
         } else {
@@ -89,17 +96,12 @@ impl ChunkCache {
     /// The bytes from `pos` to the end of the cached chunk holding `pos`, at most `max_len`,
     /// without copying (for followers of the log, so not counted in [`Self::stats`]).
     pub fn rest_of_chunk(&self, pos: LogPosition, max_len: usize) -> Option<ReadBuf> {
-        let (_, c) = self.chunks.range(..=pos).next_back()?;
-        (pos < c.end).then(|| ReadBuf::Chunk {
-            buf: c.buf.clone(),
-            start: (pos - c.start) as usize,
-            len: ((c.end - pos) as usize).min(max_len),
-        })
+        self.chunk_at(pos).map(|c| Self::slice(c, pos, ((c.end - pos) as usize).min(max_len)))
     }
 
     /// Does a cached chunk hold the byte at `pos`?
     pub fn contains(&self, pos: LogPosition) -> bool {
-        self.chunks.range(..=pos).next_back().is_some_and(|(_, c)| pos < c.end)
+        self.chunk_at(pos).is_some()
     }
 
     /// Copies whatever of `[pos, pos + out.len())` the cache holds into `out`, in order from
@@ -108,10 +110,7 @@ impl ChunkCache {
         let mut done = 0usize;
         while done < out.len() {
             let at = pos + done as u64;
-            let Some((_, c)) = self.chunks.range(..=at).next_back() else { break };
-            if at >= c.end {
-                break;
-            }
+            let Some(c) = self.chunk_at(at) else { break };
             let n = ((c.end - at) as usize).min(out.len() - done);
             let from = (at - c.start) as usize;
             out[done..done + n].copy_from_slice(&c.buf.as_bytes()[from..from + n]);
