@@ -396,6 +396,83 @@ fn an_idle_connection_is_closed_but_not_one_waiting_on_a_long_poll() {
     assert!(waited.elapsed() >= Duration::from_millis(1000), "the long poll waited");
 }
 
+/// A long-poll fetch of `topic`'s empty queue 0 that waits `wait_ms`, padded with 40 tags of
+/// 15,000 bytes: a request of about 600 KB that stays in flight until its deadline.
+fn padded_long_poll(topic: &str, wait_ms: u32, id: u32) -> Vec<u8> {
+    Request::Fetch {
+        topic: topic.into(),
+        queue_id: 0,
+        offset: 0,
+        max_bytes: 1 << 20,
+        max_wait_ms: wait_ms,
+        tags: (0..40u8).map(|i| vec![i; 15_000]).collect(),
+    }
+    .encode_frame(id)
+}
+
+/// Which of the frames `ids` the broker answers on `raw` within `wait` (none after it
+/// stopped answering within `wait`), in answer order.
+fn answered_within(raw: &mut broker_common::Raw, wait: Duration, n: usize) -> Vec<u32> {
+    raw.stream.set_read_timeout(Some(wait)).unwrap();
+    let mut ids = Vec::new();
+    for _ in 0..n {
+        match raw.try_read_frame() {
+            Some((h, _)) => ids.push(h.correlation_id),
+            None => break,
+        }
+    }
+    raw.stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    ids
+}
+
+#[test]
+fn a_connection_s_requests_in_flight_are_bounded_by_count_and_by_bytes() {
+    let _serial = serial();
+    let dir = tempdir();
+    // Two ~600 KB requests fit under the count (4) but not under the bytes (1 MiB).
+    let extra = "max_in_flight_per_connection = 4\nmax_in_flight_bytes_per_connection = 1048576";
+    let broker = Broker::start_in(dir.path(), &config(dir.path(), 1, extra, ""));
+    let client = Client::connect(&broker.addr()).unwrap();
+    client.admin().create_topic("lp", 1).unwrap();
+
+    // Bytes: the second padded long poll waits for the first to end, and the small request
+    // behind it waits too (the connection is not read meanwhile).
+    let mut raw = broker_common::Raw::connect(broker.shared_port);
+    raw.send(&padded_long_poll("lp", 3000, 1));
+    raw.send(&padded_long_poll("lp", 3000, 2));
+    raw.send(&Request::ListTopics.encode_frame(3));
+    let started = Instant::now();
+    assert_eq!(
+        answered_within(&mut raw, Duration::from_millis(1500), 3),
+        Vec::<u32>::new(),
+        "over 1 MiB of requests was taken in flight"
+    );
+    // The first poll ends at its deadline; then the other two are read, and the list answered
+    // while the second poll waits.
+    assert_eq!(answered_within(&mut raw, Duration::from_secs(20), 2), vec![1, 3]);
+    assert!(started.elapsed() >= Duration::from_millis(2500), "{:?}", started.elapsed());
+    assert_eq!(answered_within(&mut raw, Duration::from_secs(20), 1), vec![2]);
+
+    // Count: four small long polls fill the connection; a fifth request waits for one of them.
+    let mut raw = broker_common::Raw::connect(broker.shared_port);
+    for id in 10..14 {
+        let poll = Request::Fetch {
+            topic: "lp".into(),
+            queue_id: 0,
+            offset: 0,
+            max_bytes: 1 << 20,
+            max_wait_ms: 3000,
+            tags: Vec::new(),
+        };
+        raw.send(&poll.encode_frame(id));
+    }
+    raw.send(&Request::ListTopics.encode_frame(20));
+    assert_eq!(answered_within(&mut raw, Duration::from_millis(1500), 5), Vec::<u32>::new());
+    let mut ids = answered_within(&mut raw, Duration::from_secs(20), 5);
+    ids.sort_unstable();
+    assert_eq!(ids, vec![10, 11, 12, 13, 20]);
+}
+
 #[test]
 fn the_per_ip_limit_refuses_the_excess_and_keeps_the_rest_working() {
     let _serial = serial();

@@ -293,8 +293,14 @@ pub struct BrokerConfig {
     /// Largest frame accepted or sent, length prefix included. Default 8 MiB.
     pub max_frame_bytes: usize,
     /// Requests one connection may have in flight; further frames are not read until one
-    /// completes (backpressure). Default 64.
+    /// completes (backpressure). Default 256.
     pub max_in_flight_per_connection: usize,
+    /// Request bytes (whole frames) one connection may have in flight; a frame that would go
+    /// over waits, unread further, until earlier requests complete (one frame larger than
+    /// this runs alone). With `max_in_flight_per_connection` this bounds what one
+    /// connection's requests hold: many small requests pipeline deeply, large ones stop at
+    /// this many bytes. Default 64 MiB.
+    pub max_in_flight_bytes_per_connection: usize,
     /// Connections one shard serves at once; more are accepted and closed. Default 4096.
     pub max_connections_per_shard: usize,
     /// Connections one client IP address may have open on one shard; more are accepted and
@@ -361,7 +367,8 @@ impl Default for BrokerConfig {
             pin: true,
             data_dir: PathBuf::from("data"),
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
-            max_in_flight_per_connection: 64,
+            max_in_flight_per_connection: 256,
+            max_in_flight_bytes_per_connection: 64 << 20,
             max_connections_per_shard: 4096,
             max_connections_per_ip: 1000,
             frame_read_timeout_ms: 30_000,
@@ -408,6 +415,9 @@ pub struct MemoryBudget {
     pub connection_buffers_bytes: usize,
     /// A connection receiving a large frame holds up to this much while it arrives.
     pub frame_bytes: usize,
+    /// A connection's requests in flight hold up to this much (their frames, bounded by
+    /// `max_in_flight_bytes_per_connection` plus one frame over it).
+    pub in_flight_bytes: usize,
 }
 
 impl MemoryBudget {
@@ -432,7 +442,8 @@ impl std::fmt::Display for MemoryBudget {
              pool, {} MiB chunk cache, {} MiB queue index, {} MiB key index, {} MiB read-ahead, {} MiB \
              connection read buffers \
              (max_connections_per_shard x {} KiB), each filled only as used: at most {} MiB, \
-             plus frames being received (up to {} MiB each)",
+             plus frames being received (up to {} MiB each) and requests in flight (up to {} \
+             MiB per connection)",
             mib(self.io_arena_bytes),
             mib(self.write_pool_bytes),
             mib(self.cache_bytes),
@@ -443,6 +454,7 @@ impl std::fmt::Display for MemoryBudget {
             CONNECTION_READ_BUFFER_BYTES / 1024,
             mib(self.bound_bytes()),
             mib(self.frame_bytes),
+            mib(self.in_flight_bytes),
         )
     }
 }
@@ -475,6 +487,7 @@ impl Config {
             read_ahead_bytes: 4 * (s.read_ahead_bytes + 2 * s.max_batch_bytes),
             connection_buffers_bytes: b.max_connections_per_shard * CONNECTION_READ_BUFFER_BYTES,
             frame_bytes: b.max_frame_bytes,
+            in_flight_bytes: b.max_in_flight_bytes_per_connection + b.max_frame_bytes,
         }
     }
 
@@ -577,6 +590,7 @@ impl Config {
         }
         for (name, v) in [
             ("max_in_flight_per_connection", b.max_in_flight_per_connection),
+            ("max_in_flight_bytes_per_connection", b.max_in_flight_bytes_per_connection),
             ("max_connections_per_shard", b.max_connections_per_shard),
             ("max_connections_per_ip", b.max_connections_per_ip),
             ("frame_read_timeout_ms", b.frame_read_timeout_ms as usize),

@@ -7,8 +7,10 @@
 //! count): still one copy, made by the owner's log.
 //!
 //! The reader decodes frames (checked complete and bounded first) and starts one task per
-//! request; at most `max_in_flight_per_connection` run at once, and the reader stops reading
-//! while that many are in flight (backpressure through TCP). Tasks finish in any order and
+//! request; at most `max_in_flight_per_connection` requests and
+//! `max_in_flight_bytes_per_connection` bytes of their frames run at once (a frame larger
+//! than the byte bound runs alone), and the reader stops reading while a frame waits for
+//! room (backpressure through TCP). A request's bytes are counted until it is answered. Tasks finish in any order and
 //! hand their response frames, tagged with the request's correlation id, to the writer task.
 //!
 //! Errors: a request that decodes badly gets an error response and the connection goes on
@@ -62,6 +64,8 @@ pub async fn serve<L: ShardLog>(shard: Rc<Shard<L>>, stream: TcpStream, stop: St
     let tx = Rc::new(tx);
     let write_task = runtime::spawn(write_loop(writer, rx, peer.clone()));
     let permits = Rc::new(Semaphore::new(max_in_flight as u64));
+    let max_in_flight_bytes = shard.config.broker.max_in_flight_bytes_per_connection;
+    let byte_permits = Rc::new(Semaphore::new(max_in_flight_bytes as u64));
 
     let mut rb = ReadBuffer::new(READ_CHUNK_BYTES);
     let b = &shard.config.broker;
@@ -107,6 +111,13 @@ pub async fn serve<L: ShardLog>(shard: Rc<Shard<L>>, stream: TcpStream, stop: St
                                 Ok(p) => p,
                                 Err(_) => break 'conn,
                             };
+                            // A frame over the whole bound waits for every byte of it.
+                            let charge = frame_bytes.min(max_in_flight_bytes) as u64;
+                            let bytes_permit =
+                                match byte_permits.acquire_static_permit(charge).await {
+                                    Ok(p) => p,
+                                    Err(_) => break 'conn,
+                                };
                             let (shard, tx) = (shard.clone(), tx.clone());
                             let id = header.correlation_id;
                             runtime::spawn_detached(async move {
@@ -143,6 +154,7 @@ pub async fn serve<L: ShardLog>(shard: Rc<Shard<L>>, stream: TcpStream, stop: St
                                     // Fails only when the writer is gone (peer closed).
                                     let _ = tx.send(frame).await;
                                 }
+                                drop(bytes_permit);
                                 drop(permit);
                             });
                         }

@@ -160,6 +160,10 @@ fn decode_fetch_into(payload: &[u8], mut buffer: Vec<u8>) -> Result<FetchReply> 
 /// Connection options.
 #[derive(Debug, Clone)]
 pub struct ConnectionOptions {
+    /// Requests one connection keeps waiting for replies; a sender waits for room beyond it.
+    /// Default 256, the broker's default `max_in_flight_per_connection` (the broker bounds
+    /// the bytes of what is in flight too, so small requests pipeline deeply while large
+    /// ones stop at its byte bound). A producer's bytes are bounded by its own buffer.
     pub max_in_flight: usize,
     pub max_frame_bytes: usize,
     pub connect_timeout: Duration,
@@ -168,7 +172,7 @@ pub struct ConnectionOptions {
 impl Default for ConnectionOptions {
     fn default() -> Self {
         ConnectionOptions {
-            max_in_flight: 64,
+            max_in_flight: 256,
             max_frame_bytes: crate::protocol::DEFAULT_MAX_FRAME_BYTES,
             connect_timeout: Duration::from_secs(5),
         }

@@ -200,6 +200,20 @@ impl Raw {
 
     /// The next response frame; None if the broker closed the connection.
     pub fn read_frame(&mut self) -> Option<(ResponseHeader, Vec<u8>)> {
+        self.read_frame_or_timeout(false)
+    }
+
+    /// The next response frame; None if the broker closed the connection or none arrived
+    /// within the stream's read timeout.
+    #[allow(dead_code)] // not every test binary waits for an answer that may not come
+    pub fn try_read_frame(&mut self) -> Option<(ResponseHeader, Vec<u8>)> {
+        self.read_frame_or_timeout(true)
+    }
+
+    fn read_frame_or_timeout(
+        &mut self,
+        timeout_is_none: bool,
+    ) -> Option<(ResponseHeader, Vec<u8>)> {
         let mut chunk = [0u8; 65536];
         loop {
             if let Ok(Check::Complete { frame_bytes }) = check_response(&self.buf, 64 << 20) {
@@ -210,6 +224,15 @@ impl Raw {
             let n = match self.stream.read(&mut chunk) {
                 Ok(n) => n,
                 Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => 0,
+                Err(e)
+                    if timeout_is_none
+                        && matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                        ) =>
+                {
+                    return None
+                }
                 Err(e) => panic!("read failed (timed out?): {e}"),
             };
             if n == 0 {
