@@ -129,6 +129,10 @@ struct QueueState {
     queued: bool,
     /// Counted in the worker's `busy_queues` (not idle when last looked at).
     busy: bool,
+    /// The last retriable refusal since the queue's last stored batch: a batch that reaches
+    /// its send timeout fails with it (`ClientError::GaveUp`), so a caller learns why (a full
+    /// disk, a refused connection), not only that time ran out.
+    last_refusal: Option<Box<ClientError>>,
 }
 
 impl QueueState {
@@ -318,6 +322,7 @@ impl<S: BatchSink> Worker<S> {
                 armed: None,
                 queued: false,
                 busy: false,
+                last_refusal: None,
             });
         }
         for id in marked.drain(..) {
@@ -538,7 +543,10 @@ impl<S: BatchSink> Worker<S> {
         let id = r.queue;
         let Some(q) = self.queues.get_mut(id) else { return };
         let kind = match &r.result {
-            Ok(Response::Produce { .. }) => ReplyKind::Stored,
+            Ok(Response::Produce { .. }) => {
+                q.last_refusal = None;
+                ReplyKind::Stored
+            }
             Ok(_) => ReplyKind::Fatal,
             Err(e) if e.code() == Some(ErrorCode::OUT_OF_ORDER_SEQUENCE) => {
                 ReplyKind::OutOfOrderSequence
@@ -548,6 +556,7 @@ impl<S: BatchSink> Worker<S> {
                 if matches!(e.code(), Some(ErrorCode::NOT_OWNER)) || e.code().is_none() {
                     self.sink.refresh(&q.key.0);
                 }
+                q.last_refusal = Some(Box::new(e.clone()));
                 ReplyKind::Retriable
             }
             Err(_) => ReplyKind::Fatal,
@@ -570,13 +579,18 @@ impl<S: BatchSink> Worker<S> {
         self.buffered_bytes = self.buffered_bytes.saturating_sub(batch.bytes.len());
         self.staging.release(batch.bytes.len());
         let key = &self.queues[id].key;
+        let last_refusal = &self.queues[id].last_refusal;
         let error = |why: Failure| match (why, reply) {
             (Failure::Reply, Some(Err(e))) => e.clone(),
             (Failure::Reply, Some(Ok(other))) => {
                 ClientError::Protocol(format!("produce got a {:?} reply", other.api_key()))
             }
             (Failure::Timeout, _) | (Failure::Reply, None) => {
-                ClientError::Timeout(self.config.send_timeout.as_millis() as u64)
+                let after_ms = self.config.send_timeout.as_millis() as u64;
+                match last_refusal {
+                    Some(last) => ClientError::GaveUp { after_ms, last: last.clone() },
+                    None => ClientError::Timeout(after_ms),
+                }
             }
             (Failure::EpochsExhausted, _) => ClientError::Invalid(format!(
                 "queue {} of {} needed a new producer epoch after 65535; create a new producer",

@@ -12,6 +12,12 @@ pub enum ClientError {
     Disconnected(String),
     #[error("no reply within {0} ms")]
     Timeout(u64),
+    /// A send's deadline (`send_timeout`) passed while its attempts were refused with
+    /// retriable errors: `last` is the last of them (a broker error such as DISK_FULL, or a
+    /// connection failure). [`ClientError::code`] and [`ClientError::is_retriable`] are
+    /// `last`'s. A send that was only ever unanswered fails with [`ClientError::Timeout`].
+    #[error("gave up after {after_ms} ms of retries; last error: {last}")]
+    GaveUp { after_ms: u64, last: Box<ClientError> },
     /// The broker answered with an error.
     #[error("broker error {name} ({code}): {message}")]
     Broker { code: u16, name: String, message: String, detail: ErrorDetail },
@@ -50,6 +56,7 @@ impl ClientError {
     pub fn code(&self) -> Option<ErrorCode> {
         match self {
             ClientError::Broker { code, .. } => ErrorCode::from_u16(*code),
+            ClientError::GaveUp { last, .. } => last.code(),
             _ => None,
         }
     }
@@ -58,6 +65,7 @@ impl ClientError {
     pub fn master_address(&self) -> Option<std::net::SocketAddr> {
         match self {
             ClientError::Broker { detail: ErrorDetail::NotMaster { master }, .. } => Some(*master),
+            ClientError::GaveUp { last, .. } => last.master_address(),
             _ => None,
         }
     }
@@ -68,6 +76,7 @@ impl ClientError {
     pub fn is_retriable(&self) -> bool {
         match self {
             ClientError::Io { .. } | ClientError::Disconnected(_) | ClientError::Timeout(_) => true,
+            ClientError::GaveUp { last, .. } => last.is_retriable(),
             ClientError::Broker { .. } => {
                 self.code().map(|c| c.retriable() == Retriable::Yes).unwrap_or(false)
             }

@@ -90,7 +90,9 @@ pub struct ProducerConfig {
     /// Default 1 s.
     pub retry_backoff_max: Duration,
     /// Total time a message may take, from `send` to the broker's reply, retries included
-    /// (RocketMQ's sendMsgTimeout); then it fails with a timeout. Default 3 s, enough to ride
+    /// (RocketMQ's sendMsgTimeout); then it fails with the last retriable refusal
+    /// (`ClientError::GaveUp`, e.g. DISK_FULL), or with a timeout when the broker never
+    /// answered. Default 3 s, enough to ride
     /// out a broker restart.
     pub send_timeout: Duration,
     /// How long one send of a batch waits for its reply before it is resent (the broker

@@ -274,7 +274,9 @@ fn retriable_failures_resend_in_order_until_the_send_timeout() {
             cb.complete(Err(ClientError::Disconnected("test".into())));
         }
         if let Some(r) = b.try_take() {
-            assert!(matches!(r, Err(ClientError::Timeout(300))), "{r:?}");
+            // Reported with the last refusal, not as an unanswered send.
+            let Err(ClientError::GaveUp { after_ms: 300, last }) = &r else { panic!("{r:?}") };
+            assert_eq!(**last, ClientError::Disconnected("test".into()));
             break;
         }
         assert!(t.elapsed() < Duration::from_secs(10), "b never timed out");
@@ -284,6 +286,39 @@ fn retriable_failures_resend_in_order_until_the_send_timeout() {
         }
         failing = sink.sent.lock().unwrap().drain(..).collect();
     }
+    drop(tx);
+    worker.join().unwrap();
+}
+
+#[test]
+fn a_send_refused_until_its_timeout_fails_with_the_broker_s_last_refusal() {
+    // A broker whose disk is full answers DISK_FULL (retriable) at once, every time: the
+    // caller learns that at the send timeout, not that the broker did not answer.
+    let config = ProducerConfig {
+        pipeline_min_batch_bytes: 0,
+        retry_backoff: Duration::from_millis(2),
+        retry_backoff_max: Duration::from_millis(8),
+        send_timeout: Duration::from_millis(300),
+        ..Default::default()
+    };
+    let (sink, tx, worker) = start(config);
+    let h = send(&tx, 0, "a");
+    let t = Instant::now();
+    let r = loop {
+        for (_, _, _, cb) in sink.sent.lock().unwrap().drain(..) {
+            cb.complete(broker_error(ErrorCode::DISK_FULL));
+        }
+        if let Some(r) = h.try_take() {
+            break r;
+        }
+        assert!(t.elapsed() < Duration::from_secs(10), "the send never ended");
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    let e = r.unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::DISK_FULL), "{e}");
+    assert!(e.is_retriable(), "the disk may have room later");
+    let text = e.to_string();
+    assert!(text.contains("300 ms") && text.contains("DISK_FULL"), "{text}");
     drop(tx);
     worker.join().unwrap();
 }
@@ -732,7 +767,8 @@ fn a_retriable_failure_is_resent_after_the_backoff_until_the_send_timeout() {
     }
     // 500 ms of send timeout at one try per 50 ms.
     assert_eq!(sends, 10);
-    assert!(matches!(p.try_take(), Some(Err(ClientError::Timeout(500)))));
+    let last = Box::new(ClientError::Disconnected("test".into()));
+    assert_eq!(p.try_take(), Some(Err(ClientError::GaveUp { after_ms: 500, last })));
     assert_eq!(worker.busy_queues, 0);
 }
 
@@ -750,4 +786,37 @@ fn renumbering_rewrites_the_fields_and_the_crc() {
     let mut bytes = b.finish(5 << 16, 3);
     renumber(&mut bytes, (5 << 16) | 2, 0);
     assert_eq!(numbering(&bytes), ((5 << 16) | 2, 0));
+}
+
+#[test]
+fn a_send_never_answered_fails_as_a_timeout_and_a_stored_batch_clears_the_last_refusal() {
+    let config = ProducerConfig {
+        retry_backoff: Duration::from_millis(10),
+        retry_backoff_max: Duration::from_millis(10),
+        request_timeout: Duration::from_millis(100),
+        send_timeout: Duration::from_millis(500),
+        ..Default::default()
+    };
+    let (mut worker, sink, clock) = sim_worker(config);
+    // Refused once, then stored: the refusal is forgotten.
+    let first = send_to(&mut worker, 0);
+    worker.step(clock.now());
+    let (_, _, _, cb) = drain_sent(&sink).remove(0);
+    cb.complete(broker_error(ErrorCode::DISK_FULL));
+    worker.reply(worker.replies_rx.try_recv().unwrap());
+    clock.advance(Duration::from_millis(10));
+    worker.step(clock.now());
+    let (_, _, b, cb) = drain_sent(&sink).remove(0);
+    cb.complete(ok_reply(0, &b));
+    worker.reply(worker.replies_rx.try_recv().unwrap());
+    assert_eq!(first.try_take().unwrap().unwrap().queue_offset, 0);
+    // The next batch's sends are never answered: a plain timeout.
+    let second = send_to(&mut worker, 0);
+    worker.step(clock.now());
+    for _ in 0..60 {
+        clock.advance(Duration::from_millis(10));
+        worker.step(clock.now());
+    }
+    assert_eq!(second.try_take(), Some(Err(ClientError::Timeout(500))));
+    assert!(drain_sent(&sink).len() > 1, "resent after each request timeout");
 }
