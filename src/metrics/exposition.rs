@@ -167,6 +167,18 @@ impl Collector for SnapshotCollector {
         )?;
         counters(
             e,
+            "index_room_waits",
+            "Appends that waited for the queue index to write entries back (unwritten entries at their bound)",
+            per_shard(|s| s.log.probe.index_room_waits),
+        )?;
+        histograms(
+            e,
+            "index_checkpoint_latency_seconds",
+            "Time of each queue index checkpoint (write-back and fdatasync of the written index files)",
+            shards.iter().map(|s| (shard_label(s), &s.log.probe.index_checkpoint_latency)),
+        )?;
+        counters(
+            e,
             "fetch_requests",
             "Fetches served by the shard that owns the queue",
             per_shard(|s| s.counters.fetch_requests),

@@ -17,6 +17,11 @@ pub struct LogProbe {
     pub fsync_latency: LatencyHistogram,
     /// Appends that found no free chunk in the pool and had to wait for a write to complete.
     pub chunk_pool_waits: u64,
+    /// Appends that waited because the queue index's unwritten entries were at their bound.
+    pub index_room_waits: u64,
+    /// Time of each queue index checkpoint (write-back, fdatasync of every written index
+    /// file, the checkpoint file).
+    pub index_checkpoint_latency: LatencyHistogram,
 }
 
 /// A copy of a log's counters and its caches' hit counts, `Send` for the exporter.

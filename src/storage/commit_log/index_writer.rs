@@ -44,6 +44,7 @@ impl<D: LogDir + 'static> CommitLog<D> {
         if !self.index.must_writeback() {
             return Ok(());
         }
+        self.probe.borrow_mut().index_room_waits += 1;
         // Entries are written only for durable batches.
         self.flush().await?;
         while self.index.must_writeback() {
@@ -110,6 +111,7 @@ impl<D: LogDir + 'static> CommitLog<D> {
     /// (see [`Self::index_write_failed`]), the previous checkpoint stays valid.
     pub async fn checkpoint_index(self: &Rc<Self>) -> Result<()> {
         let _gate = self.index.lock().await;
+        let started = self.clock.now();
         self.check_writable()?;
         let (position, segments) = {
             let st = self.st.borrow();
@@ -130,7 +132,13 @@ impl<D: LogDir + 'static> CommitLog<D> {
         if let Err(e) = written {
             return Err(self.index_write_failed("writing the queue index", e).await);
         }
+        let written_at = self.clock.now();
         let synced = self.index.sync(&self.dir).await;
+        tracing::debug!(
+            writeback_ms = written_at.saturating_duration_since(started).as_millis() as u64,
+            sync_ms = self.clock.now().saturating_duration_since(written_at).as_millis() as u64,
+            "queue index checkpoint written and synced"
+        );
         if let Err(e) = synced {
             let what = "syncing the queue index";
             return Err(self.index_write_failed(what, WritebackError::Sync(e)).await);
@@ -149,6 +157,8 @@ impl<D: LogDir + 'static> CommitLog<D> {
             return Err(self.index_write_failed(what, WritebackError::Write(e)).await);
         }
         self.index.checkpointed(position);
+        let took = self.clock.now().saturating_duration_since(started);
+        self.probe.borrow_mut().index_checkpoint_latency.record(took);
         Ok(())
     }
 }
