@@ -1,0 +1,150 @@
+//! The index store against the simulated disk: write-back, sync, retention, lookups.
+
+use super::*;
+use crate::storage::sim_dir::{SimDir, SimFileHandle, SimOp};
+
+fn entry(base: u64, position: u64) -> IndexEntry {
+    IndexEntry {
+        base_offset: QueueOffset::new(base),
+        position: LogPosition::new(position),
+        length: 100,
+        record_count: 2,
+        store_timestamp_ms: 5,
+    }
+}
+
+fn on_executor<Fut: std::future::Future<Output = ()> + 'static>(
+    f: impl FnOnce() -> Fut + Send + 'static,
+) {
+    let opts = runtime::ExecutorOptions { name: "t".into(), cpu: None, io_memory_bytes: 1 << 20 };
+    runtime::run_on_new_executor(opts, f).expect("executor");
+}
+
+/// Regression: retention dropped entries that were never written (no write-back yet);
+/// the write-back of the next entries then read the block of the dropped ones from a file
+/// that was never created, failed, and stopped the log.
+#[test]
+fn entries_dropped_before_they_were_written_leave_nothing_to_read() {
+    on_executor(|| async {
+        let dir = SimDir::new(1);
+        let store: IndexStore<SimFileHandle> = IndexStore::new(128, 64 * 1024);
+        let q = QueueKey::new(TopicId::new(1), QueueId::new(1));
+        for i in 0..10 {
+            store.push(q, entry(2 * i, 100 * i));
+        }
+        let _gate = store.lock().await;
+        let doomed = store.drop_before(&dir, LogPosition::new(500)).await.unwrap();
+        assert!(doomed.is_empty(), "file 0 still holds retained entries");
+        assert_eq!(store.visible_offsets(q, LogPosition::MAX).unwrap().min, QueueOffset::new(10));
+        store.push(q, entry(20, 1000));
+        store.writeback(&dir, LogPosition::MAX).await.unwrap();
+        store.sync(&dir).await.unwrap();
+        store.clear_cache();
+        for (offset, position) in [(10, 500), (19, 900), (21, 1000)] {
+            let n = store.find(&dir, q, QueueOffset::new(offset)).await.unwrap().unwrap();
+            assert_eq!(store.entry(&dir, q, n).await.unwrap().position, LogPosition::new(position));
+        }
+        assert!(matches!(store.entry(&dir, q, 4).await, Err(LookupError::Gone)));
+    });
+}
+
+/// Yields until `f` holds, at most 10,000 times.
+async fn yield_until(mut f: impl FnMut() -> bool) {
+    for _ in 0..10_000 {
+        if f() {
+            return;
+        }
+        runtime::yield_once().await;
+    }
+    panic!("never happened");
+}
+
+/// A write-back of many queues keeps [`INDEX_WRITE_CONCURRENCY`] writes in flight, and a
+/// sync [`INDEX_SYNC_CONCURRENCY`] fdatasyncs: one at a time, 10,000 queues took seconds.
+#[test]
+fn many_queues_are_written_back_and_synced_concurrently_within_the_bounds() {
+    on_executor(|| async {
+        let dir = SimDir::new(3);
+        let store: Rc<IndexStore<SimFileHandle>> = Rc::new(IndexStore::new(128, 1 << 20));
+        let queues: Vec<QueueKey> =
+            (0..100).map(|i| QueueKey::new(TopicId::new(1), QueueId::new(i))).collect();
+        for (i, q) in queues.iter().enumerate() {
+            store.push(*q, entry(0, 100 * i as u64));
+        }
+        dir.pause(SimOp::Write);
+        let (s, d) = (store.clone(), dir.clone());
+        let writing = runtime::spawn(async move {
+            let _gate = s.lock().await;
+            s.writeback(&d, LogPosition::MAX).await
+        });
+        yield_until(|| dir.in_progress(SimOp::Write) == INDEX_WRITE_CONCURRENCY as u32).await;
+        for _ in 0..100 {
+            runtime::yield_once().await;
+        }
+        assert_eq!(dir.in_progress(SimOp::Write), INDEX_WRITE_CONCURRENCY as u32);
+        dir.resume(SimOp::Write);
+        writing.await.unwrap().unwrap();
+
+        dir.pause(SimOp::Sync);
+        let (s, d) = (store.clone(), dir.clone());
+        let syncing = runtime::spawn(async move {
+            let _gate = s.lock().await;
+            s.sync(&d).await
+        });
+        yield_until(|| dir.in_progress(SimOp::Sync) == INDEX_SYNC_CONCURRENCY as u32).await;
+        for _ in 0..100 {
+            runtime::yield_once().await;
+        }
+        assert_eq!(dir.in_progress(SimOp::Sync), INDEX_SYNC_CONCURRENCY as u32);
+        dir.resume(SimOp::Sync);
+        syncing.await.unwrap().unwrap();
+
+        // Durable: every queue's file and entry survive a crash.
+        dir.crash();
+        let dir = dir.clone();
+        for (i, q) in queues.iter().enumerate() {
+            let bytes = dir.contents(&index_file_name(*q, 0)).expect("file survived");
+            let e = IndexEntry::decode(&bytes[..ENTRY_BYTES]);
+            assert_eq!(e.position, LogPosition::new(100 * i as u64), "queue {i}");
+        }
+    });
+}
+
+/// A failed write among many: the write-back reports it, starts no further queue, and
+/// every entry not written stays pending and is written by the next write-back.
+#[test]
+fn a_failed_write_in_a_concurrent_write_back_loses_no_pending_entry() {
+    on_executor(|| async {
+        let dir = SimDir::new(4);
+        let store: IndexStore<SimFileHandle> = IndexStore::new(128, 1 << 20);
+        let queues: Vec<QueueKey> =
+            (0..100).map(|i| QueueKey::new(TopicId::new(2), QueueId::new(i))).collect();
+        for (i, q) in queues.iter().enumerate() {
+            store.push(*q, entry(0, 100 * i as u64));
+        }
+        let _gate = store.lock().await;
+        dir.fail_next(SimOp::Write, 1, libc::ENOSPC);
+        let failed = store.writeback(&dir, LogPosition::MAX).await;
+        assert!(matches!(failed, Err(WritebackError::Write(_))), "{failed:?}");
+        assert!(store.pending_bytes() > 0, "entries not written stay pending");
+        store.writeback(&dir, LogPosition::MAX).await.unwrap();
+        assert_eq!(store.pending_bytes(), 0);
+        store.sync(&dir).await.unwrap();
+        store.clear_cache();
+        for (i, q) in queues.iter().enumerate() {
+            let e = store.entry(&dir, *q, 0).await.unwrap();
+            assert_eq!(e.position, LogPosition::new(100 * i as u64), "queue {i}");
+        }
+    });
+}
+
+#[test]
+fn file_names_round_trip() {
+    let q = QueueKey::new(TopicId::new(7), QueueId::new(4_000_000_000));
+    let name = index_file_name(q, 12);
+    assert_eq!(name, "0000000007-4000000000-00000000000000000012.qidx");
+    assert_eq!(parse_index_file_name(&name), Some((q, 12)));
+    assert_eq!(parse_index_file_name("0000000007-0000000001-12.qidx"), None);
+    assert_eq!(parse_index_file_name("00000000000000000000.log"), None);
+    assert_eq!(parse_index_file_name("9999999999-0000000001-00000000000000000012.qidx"), None);
+}
