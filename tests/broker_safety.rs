@@ -397,13 +397,14 @@ fn an_idle_connection_is_closed_but_not_one_waiting_on_a_long_poll() {
 }
 
 /// A long-poll fetch of `topic`'s empty queue 0 that waits `wait_ms`, padded with 40 tags of
-/// 15,000 bytes: a request of about 600 KB that stays in flight until its deadline.
+/// 15,000 bytes: a frame of about 600 KB (asking for 1,000 bytes of batches) that stays in
+/// flight until its deadline.
 fn padded_long_poll(topic: &str, wait_ms: u32, id: u32) -> Vec<u8> {
     Request::Fetch {
         topic: topic.into(),
         queue_id: 0,
         offset: 0,
-        max_bytes: 1 << 20,
+        max_bytes: 1000,
         max_wait_ms: wait_ms,
         tags: (0..40u8).map(|i| vec![i; 15_000]).collect(),
     }
@@ -430,6 +431,7 @@ fn a_connection_s_requests_in_flight_are_bounded_by_count_and_by_bytes() {
     let _serial = serial();
     let dir = tempdir();
     // Two ~600 KB requests fit under the count (4) but not under the bytes (1 MiB).
+    // max_fetch_bytes stays at its default (8 MiB - 64): a fetch counts its own max_bytes.
     let extra = "max_in_flight_per_connection = 4\nmax_in_flight_bytes_per_connection = 1048576";
     let broker = Broker::start_in(dir.path(), &config(dir.path(), 1, extra, ""));
     let client = Client::connect(&broker.addr()).unwrap();
@@ -453,6 +455,25 @@ fn a_connection_s_requests_in_flight_are_bounded_by_count_and_by_bytes() {
     assert!(started.elapsed() >= Duration::from_millis(2500), "{:?}", started.elapsed());
     assert_eq!(answered_within(&mut raw, Duration::from_secs(20), 1), vec![2]);
 
+    // A fetch also counts the batches its answer may carry (its max_bytes): two small long
+    // polls asking for 600 KB each do not fit in 1 MiB either.
+    let mut raw = broker_common::Raw::connect(broker.shared_port);
+    for id in [30, 31] {
+        let poll = Request::Fetch {
+            topic: "lp".into(),
+            queue_id: 0,
+            offset: 0,
+            max_bytes: 600_000,
+            max_wait_ms: 3000,
+            tags: Vec::new(),
+        };
+        raw.send(&poll.encode_frame(id));
+    }
+    raw.send(&Request::ListTopics.encode_frame(32));
+    assert_eq!(answered_within(&mut raw, Duration::from_millis(1500), 3), Vec::<u32>::new());
+    assert_eq!(answered_within(&mut raw, Duration::from_secs(20), 2), vec![30, 32]);
+    assert_eq!(answered_within(&mut raw, Duration::from_secs(20), 1), vec![31]);
+
     // Count: four small long polls fill the connection; a fifth request waits for one of them.
     let mut raw = broker_common::Raw::connect(broker.shared_port);
     for id in 10..14 {
@@ -460,7 +481,7 @@ fn a_connection_s_requests_in_flight_are_bounded_by_count_and_by_bytes() {
             topic: "lp".into(),
             queue_id: 0,
             offset: 0,
-            max_bytes: 1 << 20,
+            max_bytes: 1000,
             max_wait_ms: 3000,
             tags: Vec::new(),
         };

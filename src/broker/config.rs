@@ -295,11 +295,12 @@ pub struct BrokerConfig {
     /// Requests one connection may have in flight; further frames are not read until one
     /// completes (backpressure). Default 256.
     pub max_in_flight_per_connection: usize,
-    /// Request bytes (whole frames) one connection may have in flight; a frame that would go
-    /// over waits, unread further, until earlier requests complete (one frame larger than
-    /// this runs alone). With `max_in_flight_per_connection` this bounds what one
-    /// connection's requests hold: many small requests pipeline deeply, large ones stop at
-    /// this many bytes. Default 64 MiB.
+    /// Bytes one connection's requests may hold until their responses are written: a request
+    /// counts its frame, and a fetch also its `max_bytes` (at most `max_fetch_bytes`). A
+    /// request that would go over waits, the connection unread, until earlier ones are
+    /// answered (one larger than this runs alone). With `max_in_flight_per_connection` this
+    /// bounds what one connection holds: many small requests pipeline deeply, large ones stop
+    /// at this many bytes. Default 64 MiB.
     pub max_in_flight_bytes_per_connection: usize,
     /// Connections one shard serves at once; more are accepted and closed. Default 4096.
     pub max_connections_per_shard: usize,
@@ -415,8 +416,8 @@ pub struct MemoryBudget {
     pub connection_buffers_bytes: usize,
     /// A connection receiving a large frame holds up to this much while it arrives.
     pub frame_bytes: usize,
-    /// A connection's requests in flight hold up to this much (their frames, bounded by
-    /// `max_in_flight_bytes_per_connection` plus one frame over it).
+    /// A connection's requests in flight and unwritten responses hold up to this much
+    /// (`max_in_flight_bytes_per_connection` plus one request over it).
     pub in_flight_bytes: usize,
 }
 

@@ -8,9 +8,11 @@
 //!
 //! The reader decodes frames (checked complete and bounded first) and starts one task per
 //! request; at most `max_in_flight_per_connection` requests and
-//! `max_in_flight_bytes_per_connection` bytes of their frames run at once (a frame larger
-//! than the byte bound runs alone), and the reader stops reading while a frame waits for
-//! room (backpressure through TCP). A request's bytes are counted until it is answered. Tasks finish in any order and
+//! `max_in_flight_bytes_per_connection` bytes run at once (a request larger than the byte
+//! bound runs alone), and the reader stops reading while a frame waits for room
+//! (backpressure through TCP). A request counts its frame, plus for a fetch the batches its
+//! answer may carry (its `max_bytes`, at most `max_fetch_bytes`), until its response has been
+//! handed to the socket: a peer that reads slowly holds no more than that. Tasks finish in any order and
 //! hand their response frames, tagged with the request's correlation id, to the writer task.
 //!
 //! Errors: a request that decodes badly gets an error response and the connection goes on
@@ -32,7 +34,9 @@ use std::rc::Rc;
 use std::task::Poll;
 use std::time::Duration;
 
-use crate::runtime::Semaphore;
+use crate::protocol::replication::ReplRequest;
+use crate::protocol::Request;
+use crate::runtime::{Semaphore, StaticPermit};
 use futures::future::{select, Either};
 use futures::{AsyncReadExt, AsyncWriteExt, FutureExt};
 use glommio::channels::local_channel;
@@ -65,6 +69,7 @@ pub async fn serve<L: ShardLog>(shard: Rc<Shard<L>>, stream: TcpStream, stop: St
     let write_task = runtime::spawn(write_loop(writer, rx, peer.clone()));
     let permits = Rc::new(Semaphore::new(max_in_flight as u64));
     let max_in_flight_bytes = shard.config.broker.max_in_flight_bytes_per_connection;
+    let max_fetch = shard.config.broker.max_fetch_bytes;
     let byte_permits = Rc::new(Semaphore::new(max_in_flight_bytes as u64));
 
     let mut rb = ReadBuffer::new(READ_CHUNK_BYTES);
@@ -111,8 +116,10 @@ pub async fn serve<L: ShardLog>(shard: Rc<Shard<L>>, stream: TcpStream, stop: St
                                 Ok(p) => p,
                                 Err(_) => break 'conn,
                             };
-                            // A frame over the whole bound waits for every byte of it.
-                            let charge = frame_bytes.min(max_in_flight_bytes) as u64;
+                            // A request over the whole bound waits for every byte of it.
+                            let charge = in_flight_charge(&request, frame_bytes, max_fetch)
+                                .min(max_in_flight_bytes)
+                                as u64;
                             let bytes_permit =
                                 match byte_permits.acquire_static_permit(charge).await {
                                     Ok(p) => p,
@@ -143,19 +150,19 @@ pub async fn serve<L: ShardLog>(shard: Rc<Shard<L>>, stream: TcpStream, stop: St
                                             scan_end_offset,
                                             len,
                                         );
-                                        Outgoing { head, batches }
+                                        Outgoing { head, batches, held: None }
                                     }
                                     Err(e) => Outgoing::frame(encode_error(
                                         id, e.code, &e.message, e.detail,
                                     )),
                                 };
-                                let frame = refuse_oversized(frame, id, max_frame);
+                                let mut frame = refuse_oversized(frame, id, max_frame);
+                                // Held until the writer has handed the response to the socket.
+                                frame.held = Some((permit, bytes_permit));
                                 if wants_response {
                                     // Fails only when the writer is gone (peer closed).
                                     let _ = tx.send(frame).await;
                                 }
-                                drop(bytes_permit);
-                                drop(permit);
                             });
                         }
                     }
@@ -238,12 +245,28 @@ pub async fn serve<L: ShardLog>(shard: Rc<Shard<L>>, stream: TcpStream, stop: St
 struct Outgoing {
     head: Vec<u8>,
     batches: Vec<ReadBuf>,
+    /// The request's places in the connection's in-flight bounds (count, bytes), released
+    /// when the writer is done with the response.
+    held: Option<(StaticPermit, StaticPermit)>,
 }
 
 impl Outgoing {
     fn frame(head: Vec<u8>) -> Self {
-        Outgoing { head, batches: Vec::new() }
+        Outgoing { head, batches: Vec::new(), held: None }
     }
+}
+
+/// What a request counts against `max_in_flight_bytes_per_connection`: its frame, plus for a
+/// fetch the batches its answer may carry (read from disk into buffers of its own).
+fn in_flight_charge(request: &Request, frame_bytes: usize, max_fetch_bytes: usize) -> usize {
+    let answer = match request {
+        Request::Fetch { max_bytes, .. }
+        | Request::Replication(ReplRequest::Fetch { max_bytes, .. }) => {
+            (*max_bytes as usize).min(max_fetch_bytes)
+        }
+        _ => 0,
+    };
+    frame_bytes + answer
 }
 
 /// Small fetched batches are gathered into the write buffer to save syscalls; larger ones are
@@ -375,6 +398,7 @@ mod tests {
                 let fetch = Outgoing {
                     head: vec![7; 3],
                     batches: vec![ReadBuf::from_vec(vec![8; 10]), ReadBuf::from_vec(large.clone())],
+                    held: None,
                 };
                 tx.send(fetch).await.unwrap();
                 tx.send(Outgoing::frame(vec![3; 2])).await.unwrap();
