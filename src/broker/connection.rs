@@ -11,9 +11,11 @@
 //! `max_in_flight_bytes_per_connection` bytes run at once (a request larger than the byte
 //! bound runs alone), and the reader stops reading while a frame waits for room
 //! (backpressure through TCP). A request counts its frame, plus for a fetch the batches its
-//! answer may carry (its `max_bytes`, at most `max_fetch_bytes`), until its response has been
-//! handed to the socket: a peer that reads slowly holds no more than that. Tasks finish in any order and
-//! hand their response frames, tagged with the request's correlation id, to the writer task.
+//! answer may carry (its `max_bytes`, at most `max_fetch_bytes`), until the writer has taken
+//! its response (large batches written to the socket, the rest copied into the writer's
+//! bounded buffer): a peer that reads slowly holds no more than that. Tasks finish in any
+//! order and hand their response frames, tagged with the request's correlation id, to the
+//! writer task.
 //!
 //! Errors: a request that decodes badly gets an error response and the connection goes on
 //! (framing is intact). A frame that is too large or too short for a header breaks framing:
@@ -157,7 +159,7 @@ pub async fn serve<L: ShardLog>(shard: Rc<Shard<L>>, stream: TcpStream, stop: St
                                     )),
                                 };
                                 let mut frame = refuse_oversized(frame, id, max_frame);
-                                // Held until the writer has handed the response to the socket.
+                                // Held until the writer has taken the response.
                                 frame.held = Some((permit, bytes_permit));
                                 if wants_response {
                                     // Fails only when the writer is gone (peer closed).
