@@ -396,23 +396,23 @@ fn an_idle_connection_is_closed_but_not_one_waiting_on_a_long_poll() {
     assert!(waited.elapsed() >= Duration::from_millis(1000), "the long poll waited");
 }
 
-/// A long-poll fetch of `topic`'s empty queue 0 that waits `wait_ms`, padded with 40 tags of
-/// 15,000 bytes: a frame of about 600 KB (asking for 1,000 bytes of batches) that stays in
-/// flight until its deadline.
-fn padded_long_poll(topic: &str, wait_ms: u32, id: u32) -> Vec<u8> {
+/// A long-poll fetch of the empty queue 0 of topic "lp" that waits 3 s (so it stays in flight
+/// that long), asking for `max_bytes` of batches; its frame is padded with tags of 15,000
+/// bytes to about `padding` bytes.
+fn long_poll(max_bytes: u32, padding: usize, id: u32) -> Vec<u8> {
     Request::Fetch {
-        topic: topic.into(),
+        topic: "lp".into(),
         queue_id: 0,
         offset: 0,
-        max_bytes: 1000,
-        max_wait_ms: wait_ms,
-        tags: (0..40u8).map(|i| vec![i; 15_000]).collect(),
+        max_bytes,
+        max_wait_ms: 3000,
+        tags: (0..padding / 15_000).map(|i| vec![i as u8; 15_000]).collect(),
     }
     .encode_frame(id)
 }
 
-/// Which of the frames `ids` the broker answers on `raw` within `wait` (none after it
-/// stopped answering within `wait`), in answer order.
+/// The correlation ids of up to `n` responses on `raw`, in arrival order, each arriving within
+/// `wait` of the one before (fewer when one does not).
 fn answered_within(raw: &mut broker_common::Raw, wait: Duration, n: usize) -> Vec<u32> {
     raw.stream.set_read_timeout(Some(wait)).unwrap();
     let mut ids = Vec::new();
@@ -440,8 +440,8 @@ fn a_connection_s_requests_in_flight_are_bounded_by_count_and_by_bytes() {
     // Bytes: the second padded long poll waits for the first to end, and the small request
     // behind it waits too (the connection is not read meanwhile).
     let mut raw = broker_common::Raw::connect(broker.shared_port);
-    raw.send(&padded_long_poll("lp", 3000, 1));
-    raw.send(&padded_long_poll("lp", 3000, 2));
+    raw.send(&long_poll(1000, 600_000, 1));
+    raw.send(&long_poll(1000, 600_000, 2));
     raw.send(&Request::ListTopics.encode_frame(3));
     let started = Instant::now();
     assert_eq!(
@@ -458,17 +458,8 @@ fn a_connection_s_requests_in_flight_are_bounded_by_count_and_by_bytes() {
     // A fetch also counts the batches its answer may carry (its max_bytes): two small long
     // polls asking for 600 KB each do not fit in 1 MiB either.
     let mut raw = broker_common::Raw::connect(broker.shared_port);
-    for id in [30, 31] {
-        let poll = Request::Fetch {
-            topic: "lp".into(),
-            queue_id: 0,
-            offset: 0,
-            max_bytes: 600_000,
-            max_wait_ms: 3000,
-            tags: Vec::new(),
-        };
-        raw.send(&poll.encode_frame(id));
-    }
+    raw.send(&long_poll(600_000, 0, 30));
+    raw.send(&long_poll(600_000, 0, 31));
     raw.send(&Request::ListTopics.encode_frame(32));
     assert_eq!(answered_within(&mut raw, Duration::from_millis(1500), 3), Vec::<u32>::new());
     assert_eq!(answered_within(&mut raw, Duration::from_secs(20), 2), vec![30, 32]);
@@ -477,15 +468,7 @@ fn a_connection_s_requests_in_flight_are_bounded_by_count_and_by_bytes() {
     // Count: four small long polls fill the connection; a fifth request waits for one of them.
     let mut raw = broker_common::Raw::connect(broker.shared_port);
     for id in 10..14 {
-        let poll = Request::Fetch {
-            topic: "lp".into(),
-            queue_id: 0,
-            offset: 0,
-            max_bytes: 1000,
-            max_wait_ms: 3000,
-            tags: Vec::new(),
-        };
-        raw.send(&poll.encode_frame(id));
+        raw.send(&long_poll(1000, 0, id));
     }
     raw.send(&Request::ListTopics.encode_frame(20));
     assert_eq!(answered_within(&mut raw, Duration::from_millis(1500), 5), Vec::<u32>::new());
