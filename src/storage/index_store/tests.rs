@@ -48,15 +48,29 @@ fn entries_dropped_before_they_were_written_leave_nothing_to_read() {
     });
 }
 
-/// Yields until `f` holds, at most 10,000 times.
-async fn yield_until(mut f: impl FnMut() -> bool) {
-    for _ in 0..10_000 {
-        if f() {
-            return;
-        }
+/// With `op` paused: yields until `n` operations of it are in progress, then checks that no
+/// more start (at most 10,000 yields, then 100 more).
+async fn settles_at(dir: &SimDir, op: SimOp, n: usize) {
+    let mut yields = 0;
+    while dir.in_progress(op) != n as u32 {
+        assert!(yields < 10_000, "{} {op:?} in progress, expected {n}", dir.in_progress(op));
+        runtime::yield_once().await;
+        yields += 1;
+    }
+    for _ in 0..100 {
         runtime::yield_once().await;
     }
-    panic!("never happened");
+    assert_eq!(dir.in_progress(op), n as u32, "more {op:?} started");
+}
+
+/// Queues 0..n of `topic`, each with one pending entry (queue i's at position 100 * i).
+fn one_entry_each(store: &IndexStore<SimFileHandle>, topic: u32, n: u32) -> Vec<QueueKey> {
+    let queues: Vec<QueueKey> =
+        (0..n).map(|i| QueueKey::new(TopicId::new(topic), QueueId::new(i))).collect();
+    for (i, q) in queues.iter().enumerate() {
+        store.push(*q, entry(0, 100 * i as u64));
+    }
+    queues
 }
 
 /// A write-back of many queues keeps [`INDEX_WRITE_CONCURRENCY`] writes in flight, and a
@@ -66,22 +80,14 @@ fn many_queues_are_written_back_and_synced_concurrently_within_the_bounds() {
     on_executor(|| async {
         let dir = SimDir::new(3);
         let store: Rc<IndexStore<SimFileHandle>> = Rc::new(IndexStore::new(128, 1 << 20));
-        let queues: Vec<QueueKey> =
-            (0..100).map(|i| QueueKey::new(TopicId::new(1), QueueId::new(i))).collect();
-        for (i, q) in queues.iter().enumerate() {
-            store.push(*q, entry(0, 100 * i as u64));
-        }
+        let queues = one_entry_each(&store, 1, 100);
         dir.pause(SimOp::Write);
         let (s, d) = (store.clone(), dir.clone());
         let writing = runtime::spawn(async move {
             let _gate = s.lock().await;
             s.writeback(&d, LogPosition::MAX).await
         });
-        yield_until(|| dir.in_progress(SimOp::Write) == INDEX_WRITE_CONCURRENCY as u32).await;
-        for _ in 0..100 {
-            runtime::yield_once().await;
-        }
-        assert_eq!(dir.in_progress(SimOp::Write), INDEX_WRITE_CONCURRENCY as u32);
+        settles_at(&dir, SimOp::Write, INDEX_WRITE_CONCURRENCY).await;
         dir.resume(SimOp::Write);
         writing.await.unwrap().unwrap();
 
@@ -91,11 +97,7 @@ fn many_queues_are_written_back_and_synced_concurrently_within_the_bounds() {
             let _gate = s.lock().await;
             s.sync(&d).await
         });
-        yield_until(|| dir.in_progress(SimOp::Sync) == INDEX_SYNC_CONCURRENCY as u32).await;
-        for _ in 0..100 {
-            runtime::yield_once().await;
-        }
-        assert_eq!(dir.in_progress(SimOp::Sync), INDEX_SYNC_CONCURRENCY as u32);
+        settles_at(&dir, SimOp::Sync, INDEX_SYNC_CONCURRENCY).await;
         dir.resume(SimOp::Sync);
         syncing.await.unwrap().unwrap();
 
@@ -117,11 +119,7 @@ fn a_failed_write_in_a_concurrent_write_back_loses_no_pending_entry() {
     on_executor(|| async {
         let dir = SimDir::new(4);
         let store: IndexStore<SimFileHandle> = IndexStore::new(128, 1 << 20);
-        let queues: Vec<QueueKey> =
-            (0..100).map(|i| QueueKey::new(TopicId::new(2), QueueId::new(i))).collect();
-        for (i, q) in queues.iter().enumerate() {
-            store.push(*q, entry(0, 100 * i as u64));
-        }
+        let queues = one_entry_each(&store, 2, 100);
         let _gate = store.lock().await;
         dir.fail_next(SimOp::Write, 1, libc::ENOSPC);
         let failed = store.writeback(&dir, LogPosition::MAX).await;
