@@ -796,3 +796,68 @@ fn a_batch_damaged_on_disk_is_reported_with_its_offsets_and_can_be_skipped() {
     assert_eq!(printed.lines().count() as u64, 10 - (next - first), "{printed}");
     assert!(!printed.contains("damage-me-05"));
 }
+
+#[test]
+fn a_produce_multi_to_one_port_stores_each_batch_on_its_owner_shard() {
+    use ringmq::format::{BatchBuilder, Record};
+    use ringmq::protocol::produce_multi::ProduceEntry;
+    let dir = tempdir();
+    let broker = Broker::start_in(dir.path(), &config(dir.path(), 2, "", ""));
+    let client = Client::connect(&broker.addr()).unwrap();
+    client.admin().create_topic("pm", 4).unwrap();
+    let route = client.admin().route("pm").unwrap();
+    let batch = |body: &str| {
+        let mut b = BatchBuilder::new(1 << 16);
+        let rec =
+            Record { key: b"", tag: b"", properties: &[], body: body.as_bytes(), timestamp_ms: 1 };
+        b.push(&rec).unwrap();
+        b.finish(-1, -1).into()
+    };
+    let entry = |topic: &str, queue_id: u32, body: &str| ProduceEntry {
+        topic: topic.into(),
+        queue_id,
+        batch: batch(body),
+    };
+    // Every queue, two of them twice, and a topic that does not exist, all to shard 0's port:
+    // the queues of shard 1 are forwarded there.
+    let entries = vec![
+        entry("pm", 0, "a"),
+        entry("pm", 1, "b"),
+        entry("pm", 2, "c"),
+        entry("missing", 0, "x"),
+        entry("pm", 3, "d"),
+        entry("pm", 1, "e"),
+        entry("pm", 2, "f"),
+    ];
+    let conn = client.router().connection(broker.shard_ports[0]).unwrap();
+    let r = conn.call(&Request::ProduceMulti { entries }, Duration::from_secs(20)).unwrap();
+    let Response::ProduceMulti { results } = r else { panic!("{r:?}") };
+    let got: Vec<Result<(u32, u64), u16>> = results
+        .iter()
+        .map(|r| match r {
+            Ok(Response::Produce { queue_id, base_offset, status: SendStatus::SendOk, .. }) => {
+                Ok((*queue_id, *base_offset))
+            }
+            Ok(other) => panic!("{other:?}"),
+            Err(e) => Err(e.code),
+        })
+        .collect();
+    let unknown = Err(ringmq::protocol::ErrorCode::UNKNOWN_TOPIC as u16);
+    assert_eq!(
+        got,
+        [Ok((0, 0)), Ok((1, 0)), Ok((2, 0)), unknown, Ok((3, 0)), Ok((1, 1)), Ok((2, 1))]
+    );
+    let bodies = |q: u32| -> Vec<Vec<u8>> {
+        drain(&client, "pm", q, 0).into_iter().map(|m| m.body).collect()
+    };
+    assert_eq!(bodies(0), [b"a"]);
+    assert_eq!(bodies(1), [b"b", b"e"]);
+    assert_eq!(bodies(2), [b"c", b"f"]);
+    assert_eq!(bodies(3), [b"d"]);
+    assert!(
+        route.queue_ports.iter().any(|p| *p != broker.shard_ports[0]),
+        "some queues are shard 1's"
+    );
+    let stats = client.admin().stats().unwrap();
+    assert!(stats.iter().map(|s| s.forwarded_in).sum::<u64>() >= 1, "{stats:?}");
+}

@@ -353,6 +353,7 @@ impl<L: ShardLog> Shard<L> {
             Request::Transaction(t) => self.transaction_request(t).await,
             Request::QueryKeys(q) => self.key_query_request(q).await,
             Request::Replication(r) => self.replication_request(r).await,
+            Request::ProduceMulti { entries } => Ok(self.produce_multi(entries).await),
             Request::Produce { .. }
             | Request::Fetch { .. }
             | Request::Offsets { .. }
@@ -380,6 +381,10 @@ impl<L: ShardLog> Shard<L> {
         }
         if let Request::QueryKeys(q) = request {
             return self.key_query_forwarded(q).await;
+        }
+        if let Request::ProduceMulti { .. } = request {
+            // A shard forwards a multi's entries one by one (`produce_multi`), never the whole.
+            return Err(BrokerError::new(ErrorCode::INTERNAL, "PRODUCE_MULTI is not forwarded"));
         }
         let (entry, queue_id) = self.resolve(&request)?;
         let owner = owner_shard(queue_topic(&request), queue_id, self.shard_count);

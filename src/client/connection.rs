@@ -17,6 +17,7 @@ use super::error::{ClientError, Result};
 use super::pending::{pending, Completer, Pending};
 use crate::protocol::codec::Reader;
 use crate::protocol::frame::{check_response, split_response, Check};
+use crate::protocol::produce_multi;
 use crate::protocol::read_buffer::ReadBuffer;
 use crate::protocol::{ApiKey, ErrorCode, ErrorResponse, Request, Response};
 
@@ -91,12 +92,22 @@ const GATHER_BELOW_BYTES: usize = 16 * 1024;
 /// iovecs, so it stays bounded however many frames one call sends.
 const GATHER_MAX_BYTES: usize = 256 * 1024;
 const GATHER_MAX_SLICES: usize = 256;
+/// Batches smaller than this, two or more in one call, go together in PRODUCE_MULTI requests
+/// (a request per batch cost both ends more than the batch when batches hold a few messages:
+/// many queues, short linger); larger ones each in a PRODUCE of their own.
+const MULTI_BELOW_BYTES: usize = GATHER_BELOW_BYTES;
+/// A PRODUCE_MULTI carries at most this many bytes of entries (well under any sane
+/// `max_frame_bytes`) and this many entries.
+const MULTI_MAX_BYTES: usize = 256 * 1024;
+const MULTI_MAX_ENTRIES: usize = 1024;
 
 enum Waiter {
     Pending(ApiKey, Completer<Result<Response>>),
     Callback(ApiKey, Callback),
     /// A produce request's reply, its producer woken by whoever completes it.
     Produce(ProduceReply),
+    /// A PRODUCE_MULTI's replies, one per entry in its order.
+    ProduceMulti(Vec<ProduceReply>),
     /// A fetch whose batches are copied into `buffer` instead of a new allocation.
     Fetch(Vec<u8>, FetchCallback),
 }
@@ -107,13 +118,21 @@ impl Waiter {
             Waiter::Pending(_, c) => c.complete(Err(e)),
             Waiter::Callback(_, f) => f(Err(e)),
             Waiter::Produce(reply) => reply.complete(Err(e)),
+            Waiter::ProduceMulti(replies) => {
+                let mut wakes = Wakes::default();
+                for r in replies {
+                    (r.deliver)(Err(e.clone()));
+                    wakes.add(r.wake);
+                }
+                wakes.run();
+            }
             Waiter::Fetch(_, f) => f(Err(e)),
         }
     }
 
     /// Decodes the reply frame's payload for this waiter and completes it; a produce reply's
     /// producer goes on `wakes` instead of being woken here.
-    fn finish(self, error_code: u16, payload: &[u8], wakes: &mut Wakes) {
+    fn finish(self, error_code: u16, payload: &[u8], wakes: &mut Wakes, inner: &Inner) {
         let ok = error_code == ErrorCode::NONE as u16;
         let refused = || match ErrorResponse::decode(error_code, payload) {
             Ok(e) => ClientError::from_response(e),
@@ -131,6 +150,46 @@ impl Waiter {
             Waiter::Produce(ProduceReply { deliver, wake }) => {
                 deliver(decode(ApiKey::Produce));
                 wakes.add(wake);
+            }
+            Waiter::ProduceMulti(replies) => {
+                let results = match decode(ApiKey::ProduceMulti) {
+                    Ok(Response::ProduceMulti { results }) if results.len() == replies.len() => {
+                        Ok(results)
+                    }
+                    Ok(Response::ProduceMulti { results }) => Err(ClientError::Protocol(format!(
+                        "PRODUCE_MULTI of {} batches answered with {} results",
+                        replies.len(),
+                        results.len()
+                    ))),
+                    Ok(other) => Err(ClientError::Protocol(format!(
+                        "PRODUCE_MULTI got a {:?} reply",
+                        other.api_key()
+                    ))),
+                    Err(e) if e.code() == Some(ErrorCode::UNSUPPORTED_API) => {
+                        // A broker from before PRODUCE_MULTI: this connection sends PRODUCEs
+                        // from now on, and the batches are resent (retriable, idempotent).
+                        inner.no_multi.store(true, Ordering::Relaxed);
+                        Err(ClientError::Io {
+                            addr: inner.addr.clone(),
+                            reason: format!("{e}; resending as single PRODUCE requests"),
+                        })
+                    }
+                    Err(e) => Err(e),
+                };
+                match results {
+                    Ok(results) => {
+                        for (r, result) in replies.into_iter().zip(results) {
+                            (r.deliver)(result.map_err(ClientError::from_response));
+                            wakes.add(r.wake);
+                        }
+                    }
+                    Err(e) => {
+                        for r in replies {
+                            (r.deliver)(Err(e.clone()));
+                            wakes.add(r.wake);
+                        }
+                    }
+                }
             }
             Waiter::Fetch(buffer, f) if ok => f(decode_fetch_into(payload, buffer)),
             Waiter::Fetch(_, f) => f(Err(refused())),
@@ -195,6 +254,8 @@ struct Inner {
     next_id: AtomicU32,
     alive: AtomicBool,
     max_in_flight: usize,
+    /// The broker answered PRODUCE_MULTI with UNSUPPORTED_API: send single PRODUCEs.
+    no_multi: AtomicBool,
 }
 
 pub struct Connection {
@@ -227,6 +288,7 @@ impl Connection {
             next_id: AtomicU32::new(1),
             alive: AtomicBool::new(true),
             max_in_flight: opts.max_in_flight.max(1),
+            no_multi: AtomicBool::new(false),
         });
         let for_reader = inner.clone();
         let max_frame = opts.max_frame_bytes;
@@ -321,31 +383,89 @@ impl Connection {
     /// Sends produce requests, each batch without copying it into a frame of its own: the
     /// frames' heads, and batches under [`GATHER_BELOW_BYTES`], are gathered into one buffer,
     /// and everything goes out in as few `writev` calls as the bounds allow (one for the usual
-    /// step of a producer's worker), instead of two writes per frame.
+    /// step of a producer's worker), instead of two writes per frame. Small batches, two or
+    /// more, go together in PRODUCE_MULTI requests (up to [`MULTI_MAX_BYTES`] each); the
+    /// requests keep the order of `frames`, so each queue's batches keep theirs.
     /// Each `callback` runs exactly once, as for [`Self::send_with_callback`]; when the
     /// connection is full, what is gathered is written before waiting for room.
     pub(crate) fn send_produces(&self, frames: Vec<ProduceFrame>) {
         let mut out = Gathered::with_room_for(&frames);
+        let small = |f: &ProduceFrame| f.batch.len() < MULTI_BELOW_BYTES;
+        let multi = !self.inner.no_multi.load(Ordering::Relaxed)
+            && frames.iter().filter(|f| small(f)).nth(1).is_some();
+        let mut entries: Vec<ProduceFrame> = Vec::new();
+        let mut entries_bytes = 0;
         for f in frames {
-            let waiter = Waiter::Produce(f.reply);
-            let id = match self.try_register(waiter) {
-                Ok(id) => id,
-                Err(Some(waiter)) => {
-                    // Replies make room only for requests already written.
-                    self.write_gathered(&mut out);
-                    match self.register(Some(waiter)) {
-                        Ok(id) => id,
-                        Err(_) => continue, // its callback ran with the error
-                    }
+            if multi && small(&f) {
+                let bytes = produce_multi::entry_bytes(&f.topic, f.batch.len());
+                if entries_bytes + bytes > MULTI_MAX_BYTES || entries.len() == MULTI_MAX_ENTRIES {
+                    self.push_entries(&mut out, &mut entries);
+                    entries_bytes = 0;
                 }
-                Err(None) => continue, // dead: its callback ran with the error
-            };
-            out.push(id, &f.topic, f.queue_id, f.batch);
-            if out.is_full() {
-                self.write_gathered(&mut out);
+                entries_bytes += bytes;
+                entries.push(f);
+                continue;
+            }
+            // Whatever was gathered before it goes first: each queue's batches keep their order.
+            self.push_entries(&mut out, &mut entries);
+            entries_bytes = 0;
+            self.push_request(&mut out, Waiter::Produce(f.reply), |out, id| {
+                out.push(id, &f.topic, f.queue_id, f.batch)
+            });
+        }
+        self.push_entries(&mut out, &mut entries);
+        self.write_gathered(&mut out);
+    }
+
+    /// Gathers `entries` (emptied) as one PRODUCE_MULTI, or a lone one as a PRODUCE.
+    fn push_entries(&self, out: &mut Gathered, entries: &mut Vec<ProduceFrame>) {
+        match entries.len() {
+            0 => {}
+            1 => {
+                let f = entries.pop().expect("one entry");
+                self.push_request(out, Waiter::Produce(f.reply), |out, id| {
+                    out.push(id, &f.topic, f.queue_id, f.batch)
+                });
+            }
+            _ => {
+                let mut replies = Vec::with_capacity(entries.len());
+                let mut heads = Vec::with_capacity(entries.len());
+                for f in entries.drain(..) {
+                    replies.push(f.reply);
+                    heads.push((f.topic, f.queue_id, f.batch));
+                }
+                self.push_request(out, Waiter::ProduceMulti(replies), |out, id| {
+                    out.push_multi(id, &heads)
+                });
             }
         }
-        self.write_gathered(&mut out);
+    }
+
+    /// Registers `waiter` (writing what is gathered first when the connection is full) and
+    /// gathers its request with `push`; on a dead connection the waiter completes with the
+    /// error instead.
+    fn push_request(
+        &self,
+        out: &mut Gathered,
+        waiter: Waiter,
+        push: impl FnOnce(&mut Gathered, u32),
+    ) {
+        let id = match self.try_register(waiter) {
+            Ok(id) => id,
+            Err(Some(waiter)) => {
+                // Replies make room only for requests already written.
+                self.write_gathered(out);
+                match self.register(Some(waiter)) {
+                    Ok(id) => id,
+                    Err(_) => return, // its callback ran with the error
+                }
+            }
+            Err(None) => return, // dead: its callback ran with the error
+        };
+        push(out, id);
+        if out.is_full() {
+            self.write_gathered(out);
+        }
     }
 
     /// [`Self::register`] without waiting: `Err(Some(waiter))` back when the connection has
@@ -408,6 +528,9 @@ impl Drop for Connection {
     }
 }
 
+/// A PRODUCE_MULTI entry to gather: topic, queue id, batch.
+type EntryHead = (Arc<str>, u32, Arc<Vec<u8>>);
+
 /// Produce frames gathered for one write: heads and small batches copied into `buf`, large
 /// batches kept by reference; `parts` is the order of both.
 #[derive(Default)]
@@ -441,6 +564,17 @@ impl Gathered {
             self.parts.push(Ok(self.buf.len()));
             self.parts.push(Err(self.large.len()));
             self.large.push(batch);
+        }
+        self.frames += 1;
+    }
+
+    /// A PRODUCE_MULTI of small batches (each copied into the buffer).
+    fn push_multi(&mut self, id: u32, entries: &[EntryHead]) {
+        let bytes = entries.iter().map(|(t, _, b)| produce_multi::entry_bytes(t, b.len())).sum();
+        produce_multi::append_head(&mut self.buf, id, entries.len(), bytes);
+        for (topic, queue_id, batch) in entries {
+            produce_multi::append_entry_head(&mut self.buf, topic, *queue_id, batch.len());
+            self.buf.extend_from_slice(batch);
         }
         self.frames += 1;
     }
@@ -569,7 +703,7 @@ fn read_loop(inner: Arc<Inner>, mut stream: TcpStream, max_frame: usize) {
                         rb.consume(frame_bytes);
                         continue;
                     };
-                    w.finish(h.error_code, payload, &mut wakes);
+                    w.finish(h.error_code, payload, &mut wakes, &inner);
                     rb.consume(frame_bytes);
                 }
                 Err(e) => {
@@ -702,22 +836,38 @@ mod tests {
     }
 
     /// A peer on loopback that reads produce requests `per_round` at a time and answers each
-    /// round with one write (as a broker's shard answers what one read brought).
-    fn answering_peer(rounds: usize, per_round: usize) -> (String, std::thread::JoinHandle<()>) {
+    /// round with one write (as a broker's shard answers what one read brought): a PRODUCE
+    /// with offset 0, the entries of a PRODUCE_MULTI with offsets 0, 1, ... Returns each
+    /// request's api key and entry count.
+    fn answering_peer(
+        rounds: usize,
+        per_round: usize,
+    ) -> (String, std::thread::JoinHandle<Vec<(ApiKey, usize)>>) {
+        answering_peer_with(vec![per_round; rounds], false)
+    }
+
+    /// As [`answering_peer`]; with `no_multi` it answers a PRODUCE_MULTI as a broker from
+    /// before it does (UNSUPPORTED_API).
+    fn answering_peer_with(
+        rounds: Vec<usize>,
+        no_multi: bool,
+    ) -> (String, std::thread::JoinHandle<Vec<(ApiKey, usize)>>) {
         use crate::protocol::frame::{check_request, split_request};
-        use crate::protocol::SendStatus;
+        use crate::protocol::{decode_request, encode_error, ErrorDetail, Request, SendStatus};
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         let peer = std::thread::spawn(move || {
             let (mut s, _) = listener.accept().unwrap();
             let mut buf = Vec::new();
             let mut chunk = [0u8; 4096];
-            for _ in 0..rounds {
-                let mut ids = Vec::new();
-                while ids.len() < per_round {
+            let mut seen = Vec::new();
+            for per_round in rounds {
+                let mut requests = Vec::new();
+                while requests.len() < per_round {
                     match check_request(&buf, 1 << 20).unwrap() {
                         Check::Complete { frame_bytes } => {
-                            ids.push(split_request(&buf[..frame_bytes]).0.correlation_id);
+                            let (h, payload) = split_request(&buf[..frame_bytes]);
+                            requests.push((h.correlation_id, decode_request(&h, payload).unwrap()));
                             buf.drain(..frame_bytes);
                         }
                         Check::Incomplete { .. } => {
@@ -727,20 +877,36 @@ mod tests {
                         }
                     }
                 }
+                let stored = |i: usize| Response::Produce {
+                    status: SendStatus::SendOk,
+                    topic_id: 1,
+                    queue_id: 0,
+                    base_offset: i as u64,
+                    record_count: 1,
+                    store_timestamp_ms: 0,
+                };
                 let mut out = Vec::new();
-                for (i, id) in ids.into_iter().enumerate() {
-                    let reply = Response::Produce {
-                        status: SendStatus::SendOk,
-                        topic_id: 1,
-                        queue_id: 0,
-                        base_offset: i as u64,
-                        record_count: 1,
-                        store_timestamp_ms: 0,
+                for (id, request) in requests {
+                    let reply = match request {
+                        Request::ProduceMulti { entries } if no_multi => {
+                            seen.push((ApiKey::ProduceMulti, entries.len()));
+                            encode_error(id, ErrorCode::UNSUPPORTED_API, "21", ErrorDetail::None)
+                        }
+                        Request::ProduceMulti { entries } => {
+                            seen.push((ApiKey::ProduceMulti, entries.len()));
+                            let results = (0..entries.len()).map(|i| Ok(stored(i))).collect();
+                            Response::ProduceMulti { results }.encode_frame(id)
+                        }
+                        other => {
+                            seen.push((other.api_key(), 1));
+                            stored(0).encode_frame(id)
+                        }
                     };
-                    out.extend_from_slice(&reply.encode_frame(id));
+                    out.extend_from_slice(&reply);
                 }
                 s.write_all(&out).unwrap();
             }
+            seen
         });
         (addr, peer)
     }
@@ -755,21 +921,26 @@ mod tests {
     impl Delivered {
         /// `n` frames of one producer (one wake shared by all, as a worker's frames share it).
         fn frames(self: &Arc<Self>, n: usize) -> Vec<ProduceFrame> {
+            self.sized_frames(&vec![100; n])
+        }
+
+        /// A frame per size, each with a batch of that many bytes.
+        fn sized_frames(self: &Arc<Self>, sizes: &[usize]) -> Vec<ProduceFrame> {
             let w = self.clone();
             let wake: ReplyWake = Arc::new(move || {
                 let n = w.replies.lock().unwrap().len();
                 w.wakes.lock().unwrap().push(n);
             });
-            let frame = |d: Arc<Self>| ProduceFrame {
+            let frame = |d: Arc<Self>, size: usize| ProduceFrame {
                 topic: "t".into(),
                 queue_id: 0,
-                batch: Arc::new(vec![0; 100]),
+                batch: Arc::new(vec![0; size]),
                 reply: ProduceReply {
                     deliver: Box::new(move |r| d.replies.lock().unwrap().push(r)),
                     wake: wake.clone(),
                 },
             };
-            (0..n).map(|_| frame(self.clone())).collect()
+            sizes.iter().map(|&size| frame(self.clone(), size)).collect()
         }
 
         /// Waits (bounded) until `n` replies were delivered and woken for.
@@ -784,15 +955,93 @@ mod tests {
 
     #[test]
     fn the_replies_of_one_read_are_all_delivered_before_their_producer_is_woken_once() {
+        // Large batches: one PRODUCE each, 32 replies in the peer's one write.
         let (addr, peer) = answering_peer(1, 32);
         let conn = Connection::connect(&addr, &ConnectionOptions::default()).unwrap();
         let delivered = Arc::new(Delivered::default());
-        conn.send_produces(delivered.frames(32));
+        conn.send_produces(delivered.sized_frames(&[MULTI_BELOW_BYTES; 32]));
         delivered.wait_for(32);
-        peer.join().unwrap();
+        assert_eq!(peer.join().unwrap(), vec![(ApiKey::Produce, 1); 32]);
         // Woken per reply, the producer's worker ran (and wrote a request) once per reply.
         assert_eq!(*delivered.wakes.lock().unwrap(), [32], "one wake, after all 32");
         assert!(delivered.replies.lock().unwrap().iter().all(|r| r.is_ok()));
+    }
+
+    /// The offsets the delivered replies carry, in delivery order.
+    fn offsets(delivered: &Delivered) -> Vec<u64> {
+        let replies = delivered.replies.lock().unwrap();
+        replies
+            .iter()
+            .map(|r| match r {
+                Ok(Response::Produce { base_offset, .. }) => *base_offset,
+                other => panic!("not a stored reply: {other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn small_batches_go_together_in_one_produce_multi_and_each_gets_its_own_result() {
+        let (addr, peer) = answering_peer(1, 1);
+        let conn = Connection::connect(&addr, &ConnectionOptions::default()).unwrap();
+        let delivered = Arc::new(Delivered::default());
+        conn.send_produces(delivered.frames(40));
+        delivered.wait_for(40);
+        assert_eq!(peer.join().unwrap(), vec![(ApiKey::ProduceMulti, 40)]);
+        assert_eq!(offsets(&delivered), (0..40).collect::<Vec<u64>>(), "results in entry order");
+    }
+
+    #[test]
+    fn requests_keep_the_order_of_the_batches_a_lone_small_one_and_large_ones_as_produce() {
+        let (big, small) = (MULTI_BELOW_BYTES, MULTI_BELOW_BYTES - 1);
+        let (addr, peer) = answering_peer(1, 5);
+        let conn = Connection::connect(&addr, &ConnectionOptions::default()).unwrap();
+        let delivered = Arc::new(Delivered::default());
+        conn.send_produces(delivered.sized_frames(&[small, small, big, small, big, small, small]));
+        delivered.wait_for(7);
+        let multi = ApiKey::ProduceMulti;
+        assert_eq!(
+            peer.join().unwrap(),
+            [
+                (multi, 2),
+                (ApiKey::Produce, 1),
+                (ApiKey::Produce, 1),
+                (ApiKey::Produce, 1),
+                (multi, 2)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_produce_multi_is_bounded_in_bytes_and_the_rest_goes_in_the_next() {
+        let size = MULTI_BELOW_BYTES - 1;
+        let per_multi = MULTI_MAX_BYTES / produce_multi::entry_bytes("t", size);
+        let (addr, peer) = answering_peer(1, 2);
+        let conn = Connection::connect(&addr, &ConnectionOptions::default()).unwrap();
+        let delivered = Arc::new(Delivered::default());
+        conn.send_produces(delivered.sized_frames(&vec![size; per_multi + 3]));
+        delivered.wait_for(per_multi + 3);
+        let multi = ApiKey::ProduceMulti;
+        assert_eq!(peer.join().unwrap(), [(multi, per_multi), (multi, 3)]);
+    }
+
+    #[test]
+    fn a_broker_without_produce_multi_gets_single_produces_after_one_retriable_refusal() {
+        let (addr, peer) = answering_peer_with(vec![1, 2], true);
+        let conn = Connection::connect(&addr, &ConnectionOptions::default()).unwrap();
+        let delivered = Arc::new(Delivered::default());
+        conn.send_produces(delivered.frames(3));
+        delivered.wait_for(3);
+        {
+            let replies = delivered.replies.lock().unwrap();
+            // The producer's accumulator resends these batches (idempotently).
+            assert!(replies.iter().all(|r| r.as_ref().is_err_and(|e| e.is_retriable())));
+        }
+        let again = Arc::new(Delivered::default());
+        conn.send_produces(again.frames(2));
+        again.wait_for(2);
+        assert_eq!(offsets(&again), [0, 0]);
+        let produce = (ApiKey::Produce, 1);
+        assert_eq!(peer.join().unwrap(), [(ApiKey::ProduceMulti, 3), produce, produce]);
     }
 
     #[test]
@@ -803,7 +1052,7 @@ mod tests {
         let opts = ConnectionOptions { max_in_flight: 1, ..ConnectionOptions::default() };
         let conn = Connection::connect(&addr, &opts).unwrap();
         let delivered = Arc::new(Delivered::default());
-        let frames = delivered.frames(3);
+        let frames = delivered.sized_frames(&[MULTI_BELOW_BYTES; 3]);
         // On a thread of its own: left waiting, it must not hang the test.
         std::thread::spawn(move || conn.send_produces(frames));
         delivered.wait_for(3);

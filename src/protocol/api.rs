@@ -28,6 +28,8 @@ pub enum ApiKey {
     ListGroups = 19,
     /// A produce held by the broker until a delivery time (scheduled messages).
     ProduceScheduled = 20,
+    /// Batches for several queues in one request (`super::produce_multi`).
+    ProduceMulti = 21,
     // Transactions (`super::transaction`).
     EndTransaction = 30,
     CheckTransactions = 31,
@@ -64,6 +66,7 @@ impl ApiKey {
         ApiKey::ResetOffsets,
         ApiKey::ListGroups,
         ApiKey::ProduceScheduled,
+        ApiKey::ProduceMulti,
         ApiKey::EndTransaction,
         ApiKey::CheckTransactions,
         ApiKey::ListTransactions,

@@ -11,6 +11,7 @@ use super::error_code::ErrorCode;
 use super::frame::{self, RequestHeader};
 use super::group::{GroupRequest, GroupResponse};
 use super::key_query::{KeyHits, KeyQuery};
+use super::produce_multi::{self, ProduceEntry, ProduceResult};
 use super::replication::{ReplRequest, ReplResponse};
 use super::shared_bytes::SharedBytes;
 use super::transaction::{TxnRequest, TxnResponse};
@@ -46,6 +47,11 @@ pub enum Request {
         queue_id: u32,
         flags: u8,
         batch: SharedBytes,
+    },
+    /// Batches for several queues, each stored and answered as its own PRODUCE would be
+    /// ([`super::produce_multi`]). The batches are ranges of the read buffer, as a PRODUCE's.
+    ProduceMulti {
+        entries: Vec<ProduceEntry>,
     },
     /// Stored batches from `offset`, up to about `max_bytes` (at least one whole batch when
     /// any exists). Waits up to `max_wait_ms` when `offset` is the queue's end. With `tags`,
@@ -116,6 +122,7 @@ impl Request {
             Request::DeleteTopic { .. } => ApiKey::DeleteTopic,
             Request::ListTopics => ApiKey::ListTopics,
             Request::Produce { .. } => ApiKey::Produce,
+            Request::ProduceMulti { .. } => ApiKey::ProduceMulti,
             Request::Fetch { .. } => ApiKey::Fetch,
             Request::Offsets { .. } => ApiKey::Offsets,
             Request::Stats => ApiKey::Stats,
@@ -191,6 +198,7 @@ impl Request {
             Request::Produce { topic, queue_id, flags, batch } => {
                 w.string(topic).u32(*queue_id).u8(*flags).bytes(batch);
             }
+            Request::ProduceMulti { entries } => produce_multi::encode_entries(entries, &mut w),
             Request::Fetch { topic, queue_id, offset, max_bytes, max_wait_ms, tags } => {
                 w.string(topic).u32(*queue_id).u64(*offset).u32(*max_bytes).u32(*max_wait_ms);
                 w.count(tags.len());
@@ -297,6 +305,9 @@ fn decode_body(
             let end = payload.len() - r.remaining();
             Request::Produce { topic, queue_id, flags, batch: batch(end - len..end) }
         }
+        ApiKey::ProduceMulti => Request::ProduceMulti {
+            entries: produce_multi::decode_entries(&mut r, payload.len(), batch)?,
+        },
         ApiKey::Fetch => {
             let topic = r.string("topic")?;
             let queue_id = r.u32("queue_id")?;
@@ -434,6 +445,10 @@ pub enum Response {
         record_count: u32,
         store_timestamp_ms: i64,
     },
+    /// One result per entry of the request, in its order.
+    ProduceMulti {
+        results: Vec<ProduceResult>,
+    },
     /// `batches` are stored batches, unmodified, concatenated. `scan_end_offset` is where the
     /// next fetch should start: after the last batch the broker returned or skipped.
     Fetch {
@@ -467,6 +482,7 @@ impl Response {
             Response::DeleteTopic { .. } => ApiKey::DeleteTopic,
             Response::ListTopics { .. } => ApiKey::ListTopics,
             Response::Produce { .. } => ApiKey::Produce,
+            Response::ProduceMulti { .. } => ApiKey::ProduceMulti,
             Response::Fetch { .. } => ApiKey::Fetch,
             Response::Offsets { .. } => ApiKey::Offsets,
             Response::Stats { .. } => ApiKey::Stats,
@@ -486,6 +502,14 @@ impl Response {
             buf.reserve(batches.len() + 32);
         }
         let mut w = Writer::with_buffer(buf);
+        self.encode_body(&mut w);
+        let mut buf = w.buf;
+        frame::finish_frame(&mut buf);
+        buf
+    }
+
+    /// Appends the success payload.
+    pub fn encode_body(&self, w: &mut Writer) {
         match self {
             Response::Metadata { shard_count, shared_port, shard_ports, topics } => {
                 w.u32(*shard_count).u16(*shared_port).count(shard_ports.len());
@@ -524,6 +548,7 @@ impl Response {
                     .u32(*record_count)
                     .i64(*store_timestamp_ms);
             }
+            Response::ProduceMulti { results } => produce_multi::encode_results(results, w),
             Response::Fetch { min_offset, next_offset, scan_end_offset, batches } => {
                 w.u64(*min_offset).u64(*next_offset).u64(*scan_end_offset).bytes(batches);
             }
@@ -554,14 +579,11 @@ impl Response {
             Response::InitProducer { producer_id } => {
                 w.i64(*producer_id);
             }
-            Response::Group(g) => g.encode_body(&mut w),
-            Response::Transaction(t) => t.encode_body(&mut w),
-            Response::QueryKeys(h) => h.encode_body(&mut w),
-            Response::Replication(r) => r.encode_body(&mut w),
+            Response::Group(g) => g.encode_body(w),
+            Response::Transaction(t) => t.encode_body(w),
+            Response::QueryKeys(h) => h.encode_body(w),
+            Response::Replication(r) => r.encode_body(w),
         }
-        let mut buf = w.buf;
-        frame::finish_frame(&mut buf);
-        buf
     }
 
     /// Decodes the payload of a success response to a request of type `api`.
@@ -615,6 +637,9 @@ impl Response {
                     record_count: r.u32("record_count")?,
                     store_timestamp_ms: r.i64("store_timestamp_ms")?,
                 }
+            }
+            ApiKey::ProduceMulti => {
+                Response::ProduceMulti { results: produce_multi::decode_results(&mut r)? }
             }
             ApiKey::Fetch => Response::Fetch {
                 min_offset: r.u64("min_offset")?,
@@ -747,17 +772,7 @@ pub fn encode_error(
 ) -> Vec<u8> {
     debug_assert!(code != ErrorCode::NONE, "an error response needs an error code");
     let mut w = Writer::with_buffer(frame::begin_response(correlation_id, code));
-    w.string(message);
-    match detail {
-        ErrorDetail::OffsetRange { min: a, next: b }
-        | ErrorDetail::CorruptRange { first: a, next: b } => {
-            w.u64(a).u64(b);
-        }
-        ErrorDetail::NotMaster { master } => {
-            w.string(&master.to_string());
-        }
-        ErrorDetail::None => {}
-    }
+    produce_multi::encode_error_body(message, detail, &mut w);
     let mut buf = w.buf;
     frame::finish_frame(&mut buf);
     buf

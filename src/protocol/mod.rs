@@ -19,6 +19,7 @@ pub mod frame;
 pub mod group;
 pub mod key_query;
 pub mod message;
+pub mod produce_multi;
 pub mod producer_id;
 pub mod read_buffer;
 pub mod replication;

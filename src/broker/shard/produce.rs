@@ -3,7 +3,14 @@
 //! idempotence windows from the log before the shard serves.
 
 use super::*;
+use crate::protocol::produce_multi::ProduceEntry;
+use crate::protocol::ErrorResponse;
 use crate::storage::commit_log::Scanned;
+use futures::future::join_all;
+
+/// Entries of a PRODUCE_MULTI joined together ([`futures::future::join_all`] polls up to 30
+/// futures in place).
+const JOIN_GROUP: usize = 30;
 
 impl<L: ShardLog> Shard<L> {
     /// Before serving: hands out producer ids of start `boot` and rebuilds the sequence
@@ -90,6 +97,46 @@ impl<L: ShardLog> Shard<L> {
 
     pub(super) fn now_ms(&self) -> u64 {
         self.clock.now().saturating_duration_since(self.started).as_millis() as u64
+    }
+
+    /// PRODUCE_MULTI: each entry as its own PRODUCE would be (resolved, forwarded to its owner
+    /// shard, stored, refused), all at once. The appends start in the entries' order, so two
+    /// batches of one queue keep it, as two pipelined PRODUCEs do.
+    pub(super) async fn produce_multi(self: &Rc<Self>, entries: Vec<ProduceEntry>) -> Response {
+        // Joined in groups: `join_all` of up to 30 futures keeps them in one allocation and
+        // polls them all on a wake-up, where a longer one allocates a task per future (each
+        // about 3 KiB: the broker's malloc was 12% of its core with one task per entry).
+        let mut entries = entries.into_iter();
+        let mut groups = Vec::with_capacity(entries.len().div_ceil(JOIN_GROUP));
+        while entries.len() > 0 {
+            let group: Vec<_> = entries.by_ref().take(JOIN_GROUP).collect();
+            groups.push(join_all(group.into_iter().map(|e| self.produce_entry(e))));
+        }
+        let results = join_all(groups)
+            .await
+            .into_iter()
+            .flatten()
+            .map(|r| {
+                r.map_err(|e| {
+                    self.stats.borrow_mut().errors += 1;
+                    self.probe.borrow_mut().record_error(e.code);
+                    ErrorResponse { code: e.code as u16, message: e.message, detail: e.detail }
+                })
+            })
+            .collect();
+        Response::ProduceMulti { results }
+    }
+
+    async fn produce_entry(self: &Rc<Self>, e: ProduceEntry) -> Reply {
+        let ProduceEntry { topic, queue_id, batch } = e;
+        let entry = self.queue_entry(&topic, queue_id)?;
+        let owner = owner_shard(&topic, queue_id, self.shard_count);
+        if owner != self.id {
+            let request = Request::Produce { topic, queue_id, flags: 0, batch };
+            return self.forward(owner, request, "the owner shard").await;
+        }
+        self.admit_produce()?;
+        self.produce(QueueKey::new(TopicId::new(entry.id), QueueId::new(queue_id)), batch).await
     }
 
     /// Stores one batch. `batch` is usually a range of the connection's read buffer (or, when

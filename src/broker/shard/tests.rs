@@ -686,6 +686,7 @@ fn a_long_poll_ends_when_the_clock_passes_its_deadline_not_before() {
 
 mod group;
 mod metrics;
+mod produce_multi;
 mod replication;
 mod schedule;
 mod transaction;
