@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
 
-use super::connection::{Connection, ProduceFrame, ProduceReply, ReplyWake};
+use super::connection::{Connection, ProduceFrame, ProduceReply, ReplySink, ReplyTag};
 use super::error::{ClientError, Result};
 use super::pending::Completer;
 use super::producer::{ProducerConfig, SendBatchResult};
@@ -43,13 +43,25 @@ pub(crate) enum Command {
 }
 
 pub(crate) struct Reply {
-    /// The queue's index in the worker's `queues`.
-    queue: usize,
-    /// Which send of which batch this answers (see `QueueSequencer::on_reply`).
-    attempt: u64,
-    epoch: u16,
-    base_sequence: i32,
+    /// The queue's index in the worker's `queues` (`tag.queue`), and which send of which batch
+    /// this answers (see `QueueSequencer::on_reply`).
+    tag: ReplyTag,
     result: Result<Response>,
+}
+
+/// The worker's end of its replies: queued for the worker, which a token wakes.
+struct Replies {
+    tx: Sender<Reply>,
+    woken: Sender<()>,
+}
+
+impl ReplySink for Replies {
+    fn deliver(&self, tag: ReplyTag, result: Result<Response>) {
+        let _ = self.tx.send(Reply { tag, result });
+    }
+    fn wake(&self) {
+        let _ = self.woken.try_send(());
+    }
 }
 
 /// Where the worker sends sealed batches: the seam between batching logic and the network.
@@ -184,9 +196,8 @@ pub(crate) struct Worker<S: BatchSink> {
     flushes: Vec<Completer<()>>,
     /// Replies delivered by the sink's callbacks; a send never wakes the worker (it does not
     /// wait on this channel): `reply_wake` does, once for a reader's round of replies.
-    replies_tx: Sender<Reply>,
+    replies: Arc<Replies>,
     replies_rx: Receiver<Reply>,
-    reply_wake: ReplyWake,
     /// A token when replies were delivered since the worker last looked (at most one held).
     replies_woken: Receiver<()>,
     /// With tracing on: where each resolved message's send event goes ([`super::trace`]).
@@ -247,10 +258,7 @@ impl<S: BatchSink> Worker<S> {
         // Unbounded type, bounded in use: every reply answers a send, and sends are bounded by
         // the batches held (max_buffer_bytes) times the resends within a send timeout.
         let (replies_tx, replies_rx) = unbounded();
-        let (woken_tx, replies_woken) = bounded(1);
-        let reply_wake: ReplyWake = Arc::new(move || {
-            let _ = woken_tx.try_send(());
-        });
+        let (woken, replies_woken) = bounded(1);
         let staging = Arc::new(Staging::new(StagingLimits {
             max_batch_bytes: config.max_batch_bytes,
             pipeline_min_batch_bytes: config.pipeline_min_batch_bytes,
@@ -275,9 +283,8 @@ impl<S: BatchSink> Worker<S> {
             busy_queues: 0,
             buffered_bytes: 0,
             flushes: Vec::new(),
-            replies_tx,
+            replies: Arc::new(Replies { tx: replies_tx, woken }),
             replies_rx,
-            reply_wake,
             replies_woken,
             tracer: None,
             #[cfg(test)]
@@ -435,18 +442,17 @@ impl<S: BatchSink> Worker<S> {
                 let bytes = Arc::make_mut(&mut send.batch.bytes);
                 renumber(bytes, with_epoch(pid, send.epoch), send.base_sequence);
             }
-            let (attempt, epoch, base_sequence) = (send.attempt, send.epoch, send.base_sequence);
-            let tx = self.replies_tx.clone();
+            let tag = ReplyTag {
+                queue: id,
+                attempt: send.attempt,
+                epoch: send.epoch,
+                base_sequence: send.base_sequence,
+            };
             self.outbox.push(ProduceFrame {
                 topic: q.key.0.clone(),
                 queue_id: q.key.1,
                 batch: send.batch.bytes.clone(),
-                reply: ProduceReply {
-                    deliver: Box::new(move |result| {
-                        let _ = tx.send(Reply { queue: id, attempt, epoch, base_sequence, result });
-                    }),
-                    wake: self.reply_wake.clone(),
-                },
+                reply: ProduceReply { sink: self.replies.clone(), tag },
             });
         }
         // A busy queue's open batch waits for a reply (or its callers' next event), not for
@@ -540,7 +546,7 @@ impl<S: BatchSink> Worker<S> {
     }
 
     pub(crate) fn reply(&mut self, r: Reply) {
-        let id = r.queue;
+        let id = r.tag.queue;
         let Some(q) = self.queues.get_mut(id) else { return };
         let kind = match &r.result {
             Ok(Response::Produce { .. }) => {
@@ -561,8 +567,9 @@ impl<S: BatchSink> Worker<S> {
             }
             Err(_) => ReplyKind::Fatal,
         };
+        let t = r.tag;
         let resolved =
-            q.sequencer.on_reply(r.attempt, r.epoch, r.base_sequence, kind, self.clock.now());
+            q.sequencer.on_reply(t.attempt, t.epoch, t.base_sequence, kind, self.clock.now());
         for res in resolved {
             self.resolve(id, res, Some(&r.result));
         }
