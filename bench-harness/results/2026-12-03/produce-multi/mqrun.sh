@@ -1,5 +1,5 @@
 #!/bin/sh
-# usage: OUT=dir [WL=workload.toml] [SET="--set k=v ..."] mqrun.sh BIN_DIR LABEL: many-queues
+# usage: OUT=dir [WL=workload.toml] [SET="--set k=v ..."] [STORAGE="key = value"] mqrun.sh BIN_DIR LABEL: many-queues
 # (or $WL) against a broker on CPU 0 with metrics (load generator on CPU 1); the broker's
 # request, batch and record counters at the end of the run (records per batch, batches per
 # request). Data kept in /work/kd/LABEL (deleting 10,000 index files slows ext4 for minutes
@@ -15,12 +15,13 @@ cpus = [0]
 pin = true
 [storage]
 flush_mode = "async"
+$STORAGE
 CFG
-$bin/ringmq broker --config $dir/broker.toml --metrics-listen 127.0.0.1:19990 > $dir/broker.log 2>&1 &
+$bin/ringmq ${LOG:+--log-level $LOG} broker --config $dir/broker.toml --metrics-listen 127.0.0.1:19990 > $dir/broker.log 2>&1 &
 pid=$!
 sleep 2
 $bin/ringmq-bench run ${WL:-bench-harness/workloads/many-queues.toml} --broker 127.0.0.1:19911 --cpus 1 --quiet $SET --out $OUT/$label.json > $OUT/$label.txt 2>&1
-curl -s 127.0.0.1:19990/metrics | grep -E "^ringmq_(requests_total|append_batches_total|append_records_total|append_bytes_total|index_room_waits_total)" > $OUT/$label-metrics.txt
+curl -s 127.0.0.1:19990/metrics | grep -E "^ringmq_(requests_total|append_batches_total|index_room_waits_total|append_records_total|append_bytes_total)" > $OUT/$label-metrics.txt
 kill $pid; wait $pid
 v() { grep "^ringmq_$1" $OUT/$label-metrics.txt | awk '{print $NF}'; }
-echo "$label $(grep 'produce MB/s' $OUT/$label.txt | awk '{print "MB/s=" $NF}') requests=$(v requests_total) batches=$(v append_batches_total) records=$(v append_records_total) records/batch=$(echo "$(v append_records_total) $(v append_batches_total)" | awk '{printf "%.1f", $1/$2}') batches/request=$(echo "$(v append_batches_total) $(v requests_total)" | awk '{printf "%.1f", $1/$2}')"
+echo "$label $(grep 'produce MB/s' $OUT/$label.txt | awk '{print "MB/s=" $NF}') requests=$(v requests_total) batches=$(v append_batches_total) records=$(v append_records_total) records/batch=$(echo "$(v append_records_total) $(v append_batches_total)" | awk '{printf "%.1f", $1/$2}') batches/request=$(echo "$(v append_batches_total) $(v requests_total)" | awk '{printf "%.1f", $1/$2}') index_room_waits=$(v index_room_waits_total)"
