@@ -861,3 +861,36 @@ fn a_produce_multi_to_one_port_stores_each_batch_on_its_owner_shard() {
     let stats = client.admin().stats().unwrap();
     assert!(stats.iter().map(|s| s.forwarded_in).sum::<u64>() >= 1, "{stats:?}");
 }
+
+#[test]
+fn many_small_batches_fit_a_broker_with_a_small_frame_bound() {
+    // Batches of at most 8 KiB, frames of at most 16 KiB: the producer's PRODUCE_MULTIs hold
+    // no more than one batch's worth, so none is refused as too large (which would close the
+    // connection and fail every send in flight on it).
+    let dir = tempdir();
+    let small = "max_frame_bytes = 16384\nmax_fetch_bytes = 16000";
+    let cfg = config(dir.path(), 1, small, "max_batch_bytes = 8192");
+    let broker = Broker::start_in(dir.path(), &cfg);
+    let client = Client::connect(&broker.addr()).unwrap();
+    client.admin().create_topic("small-frames", 64).unwrap();
+    let producer = client
+        .producer(ProducerConfig {
+            max_batch_bytes: 8192,
+            linger: Duration::from_millis(5),
+            ..Default::default()
+        })
+        .unwrap();
+    let pending: Vec<_> = (0..3000)
+        .map(|i| producer.send_async(Message::new("small-frames", format!("{i:0>500}"))).unwrap())
+        .collect();
+    let mut per_queue: HashMap<u32, u64> = HashMap::new();
+    for p in pending {
+        let r = p.wait().unwrap();
+        *per_queue.entry(r.queue_id).or_default() += 1;
+    }
+    assert_eq!(per_queue.len(), 64, "round-robin over every queue");
+    assert_eq!(per_queue.values().sum::<u64>(), 3000);
+    let stats = client.admin().stats().unwrap();
+    assert_eq!(stats.iter().map(|s| s.errors).sum::<u64>(), 0, "{stats:?}");
+    producer.close().unwrap();
+}

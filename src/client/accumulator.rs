@@ -66,9 +66,11 @@ impl ReplySink for Replies {
 
 /// Where the worker sends sealed batches: the seam between batching logic and the network.
 /// `send_all` takes every frame of `frames` (leaving it empty, its capacity kept) and must
-/// eventually complete each frame's `reply` exactly once (also on failure).
+/// eventually complete each frame's `reply` exactly once (also on failure); a request that
+/// carries several batches holds at most `max_request_bytes` of them (the producer's
+/// `max_batch_bytes`, which fits the broker's frame bound as one batch does).
 pub(crate) trait BatchSink: Send + 'static {
-    fn send_all(&self, frames: &mut Vec<ProduceFrame>);
+    fn send_all(&self, frames: &mut Vec<ProduceFrame>, max_request_bytes: usize);
     /// The route of `topic` may be stale (after NOT_OWNER or a connection failure).
     fn refresh(&self, topic: &str);
 }
@@ -76,7 +78,7 @@ pub(crate) trait BatchSink: Send + 'static {
 impl BatchSink for Arc<Router> {
     /// One gathered write per connection for a step's batches (the usual case is one
     /// connection per shard), in their order within each connection.
-    fn send_all(&self, frames: &mut Vec<ProduceFrame>) {
+    fn send_all(&self, frames: &mut Vec<ProduceFrame>, max_request_bytes: usize) {
         let mut by_conn: Vec<(Arc<Connection>, Vec<ProduceFrame>)> = Vec::new();
         for f in frames.drain(..) {
             match self.queue_connection(&f.topic, f.queue_id) {
@@ -89,7 +91,7 @@ impl BatchSink for Arc<Router> {
         }
         for (conn, fs) in by_conn {
             // On a failed write every reply was already completed with the error.
-            conn.send_produces(fs);
+            conn.send_produces(fs, max_request_bytes);
         }
     }
     fn refresh(&self, topic: &str) {
@@ -382,7 +384,7 @@ impl<S: BatchSink> Worker<S> {
             self.process(id, now, true);
         }
         if !self.outbox.is_empty() {
-            self.sink.send_all(&mut self.outbox);
+            self.sink.send_all(&mut self.outbox, self.config.max_batch_bytes);
         }
     }
 

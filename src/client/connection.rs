@@ -405,11 +405,14 @@ impl Connection {
     /// frames' heads, and batches under [`GATHER_BELOW_BYTES`], are gathered into one buffer,
     /// and everything goes out in as few `writev` calls as the bounds allow (one for the usual
     /// step of a producer's worker), instead of two writes per frame. Small batches, two or
-    /// more, go together in PRODUCE_MULTI requests (up to [`MULTI_MAX_BYTES`] each); the
-    /// requests keep the order of `frames`, so each queue's batches keep theirs.
+    /// more, go together in PRODUCE_MULTI requests of at most `max_request_bytes` (the
+    /// producer's `max_batch_bytes`: what fits the broker's frame bound as one batch does) and
+    /// [`MULTI_MAX_BYTES`]; the requests keep the order of `frames`, so each queue's batches
+    /// keep theirs.
     /// Each `callback` runs exactly once, as for [`Self::send_with_callback`]; when the
     /// connection is full, what is gathered is written before waiting for room.
-    pub(crate) fn send_produces(&self, frames: Vec<ProduceFrame>) {
+    pub(crate) fn send_produces(&self, frames: Vec<ProduceFrame>, max_request_bytes: usize) {
+        let max_multi = max_request_bytes.min(MULTI_MAX_BYTES);
         let mut out = Gathered::with_room_for(&frames);
         let small = |f: &ProduceFrame| f.batch.len() < MULTI_BELOW_BYTES;
         let multi = !self.inner.no_multi.load(Ordering::Relaxed)
@@ -419,7 +422,7 @@ impl Connection {
         for f in frames {
             if multi && small(&f) {
                 let bytes = produce_multi::entry_bytes(&f.topic, f.batch.len());
-                if entries_bytes + bytes > MULTI_MAX_BYTES || entries.len() == MULTI_MAX_ENTRIES {
+                if entries_bytes + bytes > max_multi || entries.len() == MULTI_MAX_ENTRIES {
                     self.push_entries(&mut out, &mut entries);
                     entries_bytes = 0;
                 }
@@ -1030,7 +1033,7 @@ mod tests {
         let (addr, peer) = answering_peer(1, 32);
         let conn = Connection::connect(&addr, &ConnectionOptions::default()).unwrap();
         let delivered = Arc::new(Delivered::default());
-        conn.send_produces(delivered.sized_frames(&[MULTI_BELOW_BYTES; 32]));
+        conn.send_produces(delivered.sized_frames(&[MULTI_BELOW_BYTES; 32]), 1 << 20);
         delivered.wait_for(32);
         assert_eq!(peer.join().unwrap(), vec![(ApiKey::Produce, 1); 32]);
         // Woken per reply, the producer's worker ran (and wrote a request) once per reply.
@@ -1055,7 +1058,7 @@ mod tests {
         let (addr, peer) = answering_peer(1, 1);
         let conn = Connection::connect(&addr, &ConnectionOptions::default()).unwrap();
         let delivered = Arc::new(Delivered::default());
-        conn.send_produces(delivered.frames(40));
+        conn.send_produces(delivered.frames(40), 1 << 20);
         delivered.wait_for(40);
         assert_eq!(peer.join().unwrap(), vec![(ApiKey::ProduceMulti, 40)]);
         assert_eq!(offsets(&delivered), (0..40).collect::<Vec<u64>>(), "results in entry order");
@@ -1069,7 +1072,10 @@ mod tests {
         let (addr, peer) = answering_peer(1, 5);
         let conn = Connection::connect(&addr, &ConnectionOptions::default()).unwrap();
         let delivered = Arc::new(Delivered::default());
-        conn.send_produces(delivered.sized_frames(&[small, small, big, small, big, small, small]));
+        conn.send_produces(
+            delivered.sized_frames(&[small, small, big, small, big, small, small]),
+            1 << 20,
+        );
         delivered.wait_for(7);
         let multi = ApiKey::ProduceMulti;
         assert_eq!(
@@ -1091,10 +1097,24 @@ mod tests {
         let (addr, peer) = answering_peer(1, 2);
         let conn = Connection::connect(&addr, &ConnectionOptions::default()).unwrap();
         let delivered = Arc::new(Delivered::default());
-        conn.send_produces(delivered.sized_frames(&vec![size; per_multi + 3]));
+        conn.send_produces(delivered.sized_frames(&vec![size; per_multi + 3]), 1 << 20);
         delivered.wait_for(per_multi + 3);
         let multi = ApiKey::ProduceMulti;
         assert_eq!(peer.join().unwrap(), [(multi, per_multi), (multi, 3)]);
+    }
+
+    #[test]
+    fn a_produce_multi_holds_no_more_than_the_producer_s_batch_bound() {
+        // A producer whose batches are at most 3 KiB (for a broker with a small frame bound):
+        // two 1 KiB batches (and their heads) fit a request, a third does not; the fifth,
+        // alone, goes as a PRODUCE.
+        let (addr, peer) = answering_peer(1, 3);
+        let conn = Connection::connect(&addr, &ConnectionOptions::default()).unwrap();
+        let delivered = Arc::new(Delivered::default());
+        conn.send_produces(delivered.sized_frames(&[1024, 1024, 1024, 1024, 1024]), 3 * 1024);
+        delivered.wait_for(5);
+        let multi = ApiKey::ProduceMulti;
+        assert_eq!(peer.join().unwrap(), [(multi, 2), (multi, 2), (ApiKey::Produce, 1)]);
     }
 
     #[test]
@@ -1102,7 +1122,7 @@ mod tests {
         let (addr, peer) = answering_peer_with(vec![1, 2], true);
         let conn = Connection::connect(&addr, &ConnectionOptions::default()).unwrap();
         let delivered = Arc::new(Delivered::default());
-        conn.send_produces(delivered.frames(3));
+        conn.send_produces(delivered.frames(3), 1 << 20);
         delivered.wait_for(3);
         {
             let replies = delivered.replies.lock().unwrap();
@@ -1110,7 +1130,7 @@ mod tests {
             assert!(replies.iter().all(|r| r.as_ref().is_err_and(|e| e.is_retriable())));
         }
         let again = Arc::new(Delivered::default());
-        conn.send_produces(again.frames(2));
+        conn.send_produces(again.frames(2), 1 << 20);
         again.wait_for(2);
         assert_eq!(offsets(&again), [0, 0]);
         let produce = (ApiKey::Produce, 1);
@@ -1127,7 +1147,7 @@ mod tests {
         let delivered = Arc::new(Delivered::default());
         let frames = delivered.sized_frames(&[MULTI_BELOW_BYTES; 3]);
         // On a thread of its own: left waiting, it must not hang the test.
-        std::thread::spawn(move || conn.send_produces(frames));
+        std::thread::spawn(move || conn.send_produces(frames, 1 << 20));
         delivered.wait_for(3);
         peer.join().unwrap();
         assert_eq!(*delivered.wakes.lock().unwrap(), [1, 2, 3]);

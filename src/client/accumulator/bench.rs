@@ -25,7 +25,7 @@ struct Loopback {
 }
 
 impl BatchSink for Arc<Loopback> {
-    fn send_all(&self, frames: &mut Vec<ProduceFrame>) {
+    fn send_all(&self, frames: &mut Vec<ProduceFrame>, _max_request_bytes: usize) {
         for f in frames.drain(..) {
             self.send(f.queue_id, &f.batch, f.reply);
         }

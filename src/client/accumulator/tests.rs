@@ -26,7 +26,7 @@ struct ScriptedSink {
 }
 
 impl BatchSink for ScriptedSink {
-    fn send_all(&self, frames: &mut Vec<ProduceFrame>) {
+    fn send_all(&self, frames: &mut Vec<ProduceFrame>, _max_request_bytes: usize) {
         for f in frames.drain(..) {
             let batch = Arc::try_unwrap(f.batch).unwrap_or_else(|shared| (*shared).clone());
             self.sent.lock().unwrap().push((f.topic.to_string(), f.queue_id, batch, f.reply));
