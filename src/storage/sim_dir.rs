@@ -91,6 +91,8 @@ struct State {
     writes: u64,
     syncs: u64,
     reads: u64,
+    /// Successful opens (of existing or new files).
+    opens: u64,
     read_bytes: u64,
 }
 
@@ -195,6 +197,7 @@ impl SimDir {
                 writes: 0,
                 syncs: 0,
                 reads: 0,
+                opens: 0,
                 read_bytes: 0,
             })),
             path: PathBuf::from("/sim"),
@@ -257,6 +260,10 @@ impl SimDir {
     pub fn op_counts(&self) -> (u64, u64) {
         let s = self.state.borrow();
         (s.writes, s.syncs)
+    }
+    /// Files opened so far (created ones included).
+    pub fn open_count(&self) -> u64 {
+        self.state.borrow().opens
     }
     /// Reads performed so far (of any file, failed ones included).
     pub fn read_count(&self) -> u64 {
@@ -514,6 +521,7 @@ impl LogDir for SimDir {
             }
             None => return Err(io::Error::from(io::ErrorKind::NotFound)),
         };
+        s.opens += 1;
         Ok(SimFileHandle { file, state: self.state.clone(), generation: s.generation })
     }
 

@@ -34,6 +34,29 @@ impl<F: LogFile> IndexStore<F> {
         dir: &D,
         durable: impl Fn() -> LogPosition,
     ) -> Result<(), WritebackError> {
+        self.writeback_passes(dir, durable, false).await
+    }
+
+    /// A checkpoint's write-back: [`Self::writeback`] of the entries of batches ending at or
+    /// before `durable`, each queue's files fdatasynced by the task that wrote them, right
+    /// after its writes, while it still holds them open. Then only the files written by
+    /// earlier write-backs are left for [`Self::sync`]. Synced in a second pass, a checkpoint
+    /// of 10,000 queues opened every file twice (at most [`MAX_OPEN_INDEX_FILES`] stay open).
+    /// Caller holds [`Self::lock`].
+    pub async fn writeback_synced<D: LogDir<File = F>>(
+        &self,
+        dir: &D,
+        durable: LogPosition,
+    ) -> Result<(), WritebackError> {
+        self.writeback_passes(dir, || durable, true).await
+    }
+
+    async fn writeback_passes<D: LogDir<File = F>>(
+        &self,
+        dir: &D,
+        durable: impl Fn() -> LogPosition,
+        sync_each: bool,
+    ) -> Result<(), WritebackError> {
         use futures::StreamExt;
         let todo: Vec<QueueKey> = {
             let end = durable();
@@ -48,7 +71,7 @@ impl<F: LogFile> IndexStore<F> {
                 if failed_ref.borrow().is_some() {
                     return;
                 }
-                let mut result = self.writeback_queue(dir, queue, durable_ref).await;
+                let mut result = self.writeback_queue(dir, queue, durable_ref, sync_each).await;
                 let too_many_dirty =
                     self.dirty_files.borrow().len() * DIRTY_FILE_BYTES > self.budget_bytes / 16;
                 if result.is_ok() && too_many_dirty && !syncing_ref.replace(true) {
@@ -67,20 +90,31 @@ impl<F: LogFile> IndexStore<F> {
         }
     }
 
-    /// Writes `queue`'s pending entries of durable batches, a block at a time.
+    /// Writes `queue`'s pending entries of durable batches, a block at a time; with
+    /// `sync_each`, then fdatasyncs the files it wrote (and they are no longer dirty).
     async fn writeback_queue<D: LogDir<File = F>>(
         &self,
         dir: &D,
         queue: QueueKey,
         durable: &impl Fn() -> LogPosition,
+        sync_each: bool,
     ) -> Result<(), WritebackError> {
         use WritebackError::Write;
+        // The files written, held open until they are synced (a queue writes one file, or two
+        // when its entries cross into the next).
+        let mut to_sync: Vec<(u64, Rc<F>)> = Vec::new();
         loop {
             let (start, n) = match self.queues.borrow().get(&queue) {
                 Some(q) => (q.written_entries, q.writable_pending(durable())),
-                None => return Ok(()),
+                None => (0, 0),
             };
             if n == 0 {
+                // Only this task writes this queue's files meanwhile (the caller holds the
+                // gate), so a file synced here is clean unless written again later.
+                for (file, f) in to_sync {
+                    f.sync_data().await.map_err(WritebackError::Sync)?;
+                    self.dirty_files.borrow_mut().remove(&(queue, file));
+                }
                 return Ok(());
             }
             let block = start / ENTRIES_PER_BLOCK;
@@ -115,6 +149,9 @@ impl<F: LogFile> IndexStore<F> {
             written.map_err(Write)?;
             if new_file {
                 self.created_files.set(true);
+            }
+            if sync_each && !to_sync.iter().any(|(w, _)| *w == file) {
+                to_sync.push((file, f.clone()));
             }
             self.dirty_files.borrow_mut().insert((queue, file));
             self.cache.borrow_mut().insert(BlockKey { queue, block }, Rc::new(bytes));

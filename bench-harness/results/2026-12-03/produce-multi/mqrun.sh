@@ -21,7 +21,7 @@ $bin/ringmq ${LOG:+--log-level $LOG} broker --config $dir/broker.toml --metrics-
 pid=$!
 sleep 2
 $bin/ringmq-bench run ${WL:-bench-harness/workloads/many-queues.toml} --broker 127.0.0.1:19911 --cpus 1 --quiet $SET --out $OUT/$label.json > $OUT/$label.txt 2>&1
-curl -s 127.0.0.1:19990/metrics | grep -E "^ringmq_(requests_total|append_batches_total|index_room_waits_total|append_records_total|append_bytes_total)" > $OUT/$label-metrics.txt
+curl -s 127.0.0.1:19990/metrics | grep -E "^ringmq_(requests_total|append_batches_total|index_room_waits_total|append_records_total|append_bytes_total|index_checkpoint_latency_seconds_(sum|count))" > $OUT/$label-metrics.txt
 kill $pid; wait $pid
 v() { grep "^ringmq_$1" $OUT/$label-metrics.txt | awk '{print $NF}'; }
-echo "$label $(grep 'produce MB/s' $OUT/$label.txt | awk '{print "MB/s=" $NF}') requests=$(v requests_total) batches=$(v append_batches_total) records=$(v append_records_total) records/batch=$(echo "$(v append_records_total) $(v append_batches_total)" | awk '{printf "%.1f", $1/$2}') batches/request=$(echo "$(v append_batches_total) $(v requests_total)" | awk '{printf "%.1f", $1/$2}') index_room_waits=$(v index_room_waits_total)"
+echo "$label $(grep 'produce MB/s' $OUT/$label.txt | awk '{print "MB/s=" $NF}') requests=$(v requests_total) batches=$(v append_batches_total) records=$(v append_records_total) records/batch=$(echo "$(v append_records_total) $(v append_batches_total)" | awk '{printf "%.1f", $1/$2}') batches/request=$(echo "$(v append_batches_total) $(v requests_total)" | awk '{printf "%.1f", $1/$2}') index_room_waits=$(v index_room_waits_total) checkpoints=$(v index_checkpoint_latency_seconds_count) checkpoint_s=$(v index_checkpoint_latency_seconds_sum)"
