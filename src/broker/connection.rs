@@ -259,17 +259,23 @@ impl Outgoing {
 }
 
 /// What a request counts against `max_in_flight_bytes_per_connection`: its frame, plus for a
-/// fetch the batches its answer may carry (read from disk into buffers of its own).
+/// fetch the batches its answer may carry (read from disk into buffers of its own), and for a
+/// PRODUCE_MULTI the state of each entry's handling while the request runs.
 fn in_flight_charge(request: &Request, frame_bytes: usize, max_fetch_bytes: usize) -> usize {
     let answer = match request {
         Request::Fetch { max_bytes, .. }
         | Request::Replication(ReplRequest::Fetch { max_bytes, .. }) => {
             (*max_bytes as usize).min(max_fetch_bytes)
         }
+        Request::ProduceMulti { entries } => entries.len() * ENTRY_TASK_BYTES,
         _ => 0,
     };
     frame_bytes + answer
 }
+
+/// What the broker holds per PRODUCE_MULTI entry while the request runs: its handling future
+/// (about 3 KiB, as a PRODUCE's), rounded up.
+const ENTRY_TASK_BYTES: usize = 4096;
 
 /// Small fetched batches are gathered into the write buffer to save syscalls; larger ones are
 /// written from where the log holds them.
@@ -386,6 +392,21 @@ mod tests {
         ) -> Poll<std::io::Result<()>> {
             Poll::Ready(Ok(()))
         }
+    }
+
+    #[test]
+    fn a_produce_multi_counts_its_frame_and_each_entry_s_handling_against_the_byte_bound() {
+        use crate::protocol::produce_multi::ProduceEntry;
+        let entry = ProduceEntry { topic: "t".into(), queue_id: 0, batch: vec![0; 100].into() };
+        let multi = Request::ProduceMulti { entries: vec![entry; 50] };
+        assert_eq!(in_flight_charge(&multi, 6_000, 1 << 20), 6_000 + 50 * ENTRY_TASK_BYTES);
+        let produce = Request::Produce {
+            topic: "t".into(),
+            queue_id: 0,
+            flags: 0,
+            batch: vec![0; 100].into(),
+        };
+        assert_eq!(in_flight_charge(&produce, 140, 1 << 20), 140);
     }
 
     #[test]

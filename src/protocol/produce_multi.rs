@@ -18,8 +18,12 @@
 use super::api::ApiKey;
 use super::codec::{DecodeError, Reader, Writer};
 use super::frame::{self, RequestHeader};
-use super::message::{ErrorDetail, ErrorResponse, Response, MAX_LIST_ITEMS};
+use super::message::{ErrorDetail, ErrorResponse, Response};
 use super::shared_bytes::SharedBytes;
+
+/// Most entries one PRODUCE_MULTI may carry: the broker holds a handling task's state per
+/// entry while the request runs (and counts it against the connection's in-flight bytes).
+pub const MAX_ENTRIES: u32 = 1024;
 
 /// One queue's batch in a PRODUCE_MULTI request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,7 +84,7 @@ pub(super) fn decode_entries(
     payload_len: usize,
     batch: &dyn Fn(std::ops::Range<usize>) -> SharedBytes,
 ) -> Result<Vec<ProduceEntry>, DecodeError> {
-    let n = r.count("entries", MAX_LIST_ITEMS, MIN_ENTRY_BYTES)?;
+    let n = r.count("entries", MAX_ENTRIES, MIN_ENTRY_BYTES)?;
     let mut entries = Vec::with_capacity(n);
     for _ in 0..n {
         let topic = r.string("topic")?;
@@ -112,7 +116,7 @@ pub(super) fn encode_results(results: &[ProduceResult], w: &mut Writer) {
 }
 
 pub(super) fn decode_results(r: &mut Reader<'_>) -> Result<Vec<ProduceResult>, DecodeError> {
-    let n = r.count("results", MAX_LIST_ITEMS, MIN_RESULT_BYTES)?;
+    let n = r.count("results", MAX_ENTRIES, MIN_RESULT_BYTES)?;
     let mut results = Vec::with_capacity(n);
     for _ in 0..n {
         let code = r.u16("error_code")?;
@@ -222,6 +226,14 @@ mod tests {
         let mut w = Writer::new();
         w.count(1).string("t").u32(0).u32(1000);
         assert!(decode_request(&header, &w.buf).is_err());
+        // More entries than a request may carry, though the bytes could hold them.
+        let mut w = Writer::new();
+        w.count(MAX_ENTRIES as usize + 1);
+        for _ in 0..=MAX_ENTRIES {
+            w.string("").u32(0).u32(0);
+        }
+        let e = decode_request(&header, &w.buf).unwrap_err();
+        assert!(e.to_string().contains("entries count 1025 exceeds the limit 1024"), "{e}");
         // Trailing bytes.
         let mut w = Writer::new();
         w.count(0).u8(1);
