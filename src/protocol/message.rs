@@ -763,6 +763,23 @@ impl ErrorResponse {
     }
 }
 
+/// An error payload (what follows the header of an error frame, and a refused PRODUCE_MULTI
+/// entry's result): the message, then the detail its code carries ([`ErrorResponse::decode`]
+/// reads it).
+pub(super) fn encode_error_body(message: &str, detail: ErrorDetail, w: &mut Writer) {
+    w.string(message);
+    match detail {
+        ErrorDetail::OffsetRange { min: a, next: b }
+        | ErrorDetail::CorruptRange { first: a, next: b } => {
+            w.u64(a).u64(b);
+        }
+        ErrorDetail::NotMaster { master } => {
+            w.string(&master.to_string());
+        }
+        ErrorDetail::None => {}
+    }
+}
+
 /// Encodes a whole error response frame.
 pub fn encode_error(
     correlation_id: u32,
@@ -772,7 +789,7 @@ pub fn encode_error(
 ) -> Vec<u8> {
     debug_assert!(code != ErrorCode::NONE, "an error response needs an error code");
     let mut w = Writer::with_buffer(frame::begin_response(correlation_id, code));
-    produce_multi::encode_error_body(message, detail, &mut w);
+    encode_error_body(message, detail, &mut w);
     let mut buf = w.buf;
     frame::finish_frame(&mut buf);
     buf

@@ -18,7 +18,7 @@
 use super::api::ApiKey;
 use super::codec::{DecodeError, Reader, Writer};
 use super::frame::{self, RequestHeader};
-use super::message::{ErrorDetail, ErrorResponse, Response};
+use super::message::{encode_error_body, ErrorResponse, Response};
 use super::shared_bytes::SharedBytes;
 
 /// Most entries one PRODUCE_MULTI may carry: the broker holds a handling task's state per
@@ -99,19 +99,23 @@ pub(super) fn decode_entries(
 pub(super) fn encode_results(results: &[ProduceResult], w: &mut Writer) {
     w.count(results.len());
     for result in results {
-        let mut body = Writer::new();
+        // `u16 code, u32 length, payload`: the payload is encoded in place and its length
+        // filled in after (no buffer of its own per result).
         let code = match result {
+            Ok(_) => 0,
+            Err(e) => e.code,
+        };
+        w.u16(code).u32(0);
+        let start = w.buf.len();
+        match result {
             Ok(r) => {
                 debug_assert!(matches!(r, Response::Produce { .. }), "a produce result");
-                r.encode_body(&mut body);
-                0
+                r.encode_body(w);
             }
-            Err(e) => {
-                encode_error_body(&e.message, e.detail, &mut body);
-                e.code
-            }
-        };
-        w.u16(code).bytes(&body.buf);
+            Err(e) => encode_error_body(&e.message, e.detail, w),
+        }
+        let len = u32::try_from(w.buf.len() - start).expect("a result under 4 GiB");
+        w.buf[start - 4..start].copy_from_slice(&len.to_le_bytes());
     }
 }
 
@@ -130,27 +134,12 @@ pub(super) fn decode_results(r: &mut Reader<'_>) -> Result<Vec<ProduceResult>, D
     Ok(results)
 }
 
-/// An error payload: the message, then the detail its code carries.
-pub(super) fn encode_error_body(message: &str, detail: ErrorDetail, w: &mut Writer) {
-    w.string(message);
-    match detail {
-        ErrorDetail::OffsetRange { min: a, next: b }
-        | ErrorDetail::CorruptRange { first: a, next: b } => {
-            w.u64(a).u64(b);
-        }
-        ErrorDetail::NotMaster { master } => {
-            w.string(&master.to_string());
-        }
-        ErrorDetail::None => {}
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::protocol::frame::{check_request, check_response, split_request, split_response};
     use crate::protocol::message::{decode_request, Request, SendStatus};
-    use crate::protocol::ErrorCode;
+    use crate::protocol::{ErrorCode, ErrorDetail};
 
     fn entries() -> Vec<ProduceEntry> {
         (0..3u32)
