@@ -357,17 +357,21 @@ impl<L: ShardLog> Shard<L> {
             Request::Produce { .. }
             | Request::Fetch { .. }
             | Request::Offsets { .. }
-            | Request::ProduceScheduled { .. } => {
-                let (entry, queue_id) = self.resolve(&request)?;
-                let owner = owner_shard(queue_topic(&request), queue_id, self.shard_count);
-                if owner == self.id {
-                    return self.queue_op(entry, queue_id, request).await;
-                } else {
-                    self.forward(owner, request, "the owner shard").await
-                }
-            }
+            | Request::ProduceScheduled { .. } => return self.queue_request(request).await,
         };
         response.map(Answer::Response)
+    }
+
+    /// A queue request (produce, fetch, offsets, scheduled produce): served here when this
+    /// shard owns the queue, else forwarded to the owner.
+    pub(super) async fn queue_request(&self, request: Request) -> LocalReply {
+        let (entry, queue_id) = self.resolve(&request)?;
+        let owner = owner_shard(queue_topic(&request), queue_id, self.shard_count);
+        if owner == self.id {
+            self.queue_op(entry, queue_id, request).await
+        } else {
+            self.forward(owner, request, "the owner shard").await.map(Answer::Response)
+        }
     }
 
     /// Handles a queue request forwarded by another shard.

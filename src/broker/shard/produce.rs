@@ -127,16 +127,11 @@ impl<L: ShardLog> Shard<L> {
         Response::ProduceMulti { results }
     }
 
-    async fn produce_entry(self: &Rc<Self>, e: ProduceEntry) -> Reply {
+    /// One entry, exactly as the PRODUCE of its batch.
+    async fn produce_entry(&self, e: ProduceEntry) -> Reply {
         let ProduceEntry { topic, queue_id, batch } = e;
-        let entry = self.queue_entry(&topic, queue_id)?;
-        let owner = owner_shard(&topic, queue_id, self.shard_count);
-        if owner != self.id {
-            let request = Request::Produce { topic, queue_id, flags: 0, batch };
-            return self.forward(owner, request, "the owner shard").await;
-        }
-        self.admit_produce()?;
-        self.produce(QueueKey::new(TopicId::new(entry.id), QueueId::new(queue_id)), batch).await
+        let request = Request::Produce { topic, queue_id, flags: 0, batch };
+        self.queue_request(request).await.map(Answer::into_response)
     }
 
     /// Stores one batch. `batch` is usually a range of the connection's read buffer (or, when
