@@ -319,7 +319,12 @@ impl BatchBuilder {
     /// [`Self::new`] whose buffer starts with room for `capacity` bytes (at most `max_bytes`)
     /// and grows as records come: for a caller that expects small batches.
     pub fn with_capacity(max_bytes: usize, capacity: usize) -> Self {
-        let mut buf = Vec::with_capacity(max_bytes.min(capacity).max(HEADER_LEN));
+        Self::with_buffer(max_bytes, Vec::with_capacity(max_bytes.min(capacity).max(HEADER_LEN)))
+    }
+
+    /// [`Self::new`] writing into `buf` (emptied first): a finished batch's buffer used again.
+    pub fn with_buffer(max_bytes: usize, mut buf: Vec<u8>) -> Self {
+        buf.clear();
         buf.resize(HEADER_LEN, 0);
         BatchBuilder {
             buf,

@@ -23,11 +23,14 @@ type Sent = (String, u32, Vec<u8>, ProduceReply);
 struct ScriptedSink {
     sent: Arc<Mutex<Vec<Sent>>>,
     refreshed: Arc<Mutex<Vec<String>>>,
+    /// Where each sent batch's shared handle points, in send order.
+    handles: Arc<Mutex<Vec<usize>>>,
 }
 
 impl BatchSink for ScriptedSink {
     fn send_all(&self, frames: &mut Vec<ProduceFrame>, _max_request_bytes: usize) {
         for f in frames.drain(..) {
+            self.handles.lock().unwrap().push(Arc::as_ptr(&f.batch) as usize);
             let batch = Arc::try_unwrap(f.batch).unwrap_or_else(|shared| (*shared).clone());
             self.sent.lock().unwrap().push((f.topic.to_string(), f.queue_id, batch, f.reply));
         }
@@ -819,4 +822,34 @@ fn a_send_never_answered_fails_as_a_timeout_and_a_stored_batch_clears_the_last_r
     }
     assert_eq!(second.try_take(), Some(Err(ClientError::Timeout(500))));
     assert!(drain_sent(&sink).len() > 1, "resent after each request timeout");
+}
+
+/// An answered batch's buffer and shared handle are used again for the next batches, so a
+/// producer whose batches hold a message or two does not allocate two blocks per batch.
+#[test]
+fn an_answered_batch_s_buffer_and_handle_carry_the_next_batch() {
+    let config = ProducerConfig { max_in_flight_per_queue: 1, ..Default::default() };
+    let sink = ScriptedSink::default();
+    let clock = crate::runtime::SimClock::new(0);
+    let mut worker = Worker::new(sink.clone(), config, PID, clock.clone());
+    let first = send_to(&mut worker, 0);
+    worker.step(clock.now());
+    let (_, _, b, cb) = sink.sent.lock().unwrap().pop().unwrap();
+    cb.complete(ok_reply(0, &b));
+    worker.reply(worker.replies_rx.try_recv().unwrap());
+    assert_eq!(first.try_take().unwrap().unwrap().queue_offset, 0);
+    assert_eq!(worker.batch_arcs.len(), 1, "the emptied handle is kept");
+    // The next batch (another queue's) is written into the buffer and sent in the handle.
+    let second = send_to(&mut worker, 1);
+    assert_eq!(worker.staging().spare_count(), 0, "the buffer opened the new batch");
+    worker.step(clock.now());
+    let handles = sink.handles.lock().unwrap().clone();
+    assert_eq!(handles.len(), 2);
+    assert_eq!(handles[0], handles[1], "the second batch went in the first one's handle");
+    assert!(worker.batch_arcs.is_empty());
+    let (_, q, b, cb) = sink.sent.lock().unwrap().pop().unwrap();
+    assert_eq!((q, bodies(&b)), (1, vec!["m".to_string()]));
+    cb.complete(ok_reply(0, &b));
+    worker.reply(worker.replies_rx.try_recv().unwrap());
+    assert_eq!(second.try_take().unwrap().unwrap().queue_offset, 0);
 }
