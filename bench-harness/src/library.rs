@@ -194,7 +194,7 @@ pub(crate) fn producer_main(
                 reap(&mut in_flight, false);
                 wait_until(intended.min(now_ns() + 1_000_000));
             }
-            wait_until(intended);
+            wait_until(crate::rate::send_time(intended, now_ns()));
         }
         let actual = if schedule.is_fixed_rate() { now_ns() } else { intended };
         let (key, key_seq) = if keyed {

@@ -33,6 +33,26 @@ impl Schedule {
     }
 }
 
+/// The shortest wait of a fixed-rate producer: when its next message is due sooner, it sleeps
+/// this long and then sends every message that came due meanwhile, each timed from its own
+/// intended time (so the lateness is in the measured latency and the publish delay).
+///
+/// Sleeping until each message's own time made a producer at 336k msg/s sleep and wake 336k
+/// times a second on the core it shares with the client's worker and reader threads: ack p99
+/// was 41 ms with no consumer running (BENCHMARKS.md, "latency: a producer that sleeps at
+/// most every 50 µs").
+pub const MIN_SLEEP_NS: u64 = 50_000;
+
+/// When to send a message intended at `intended_ns`, at `now_ns`: now when it is due,
+/// otherwise at its intended time but not before [`MIN_SLEEP_NS`] from now.
+pub fn send_time(intended_ns: u64, now_ns: u64) -> u64 {
+    if intended_ns <= now_ns {
+        now_ns
+    } else {
+        intended_ns.max(now_ns + MIN_SLEEP_NS)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -44,6 +64,32 @@ mod tests {
         assert_eq!(times, vec![1_000, 250_001_000, 500_001_000, 750_001_000]);
         // A stall does not move the schedule: the next message was due long ago.
         assert_eq!(s.next_intended(10_000_000_000), 1_000_001_000);
+    }
+
+    #[test]
+    fn a_message_due_soon_waits_the_minimum_sleep_and_late_ones_go_at_once() {
+        // Due: sent now, however late.
+        assert_eq!(send_time(100, 100), 100);
+        assert_eq!(send_time(100, 5_000_000), 5_000_000);
+        // Due in 3 µs (336k msg/s): one sleep of MIN_SLEEP_NS instead of one per message.
+        assert_eq!(send_time(1_003_000, 1_000_000), 1_000_000 + MIN_SLEEP_NS);
+        // Due later than the minimum sleep: sent on time.
+        assert_eq!(send_time(2_000_000, 1_000_000), 2_000_000);
+        // At 336k msg/s, the ~17 messages intended within one minimum sleep go out together
+        // after it: each later than intended by less than the sleep.
+        let mut s = Schedule::new(0, 336_000);
+        let mut now = 0;
+        let mut sleeps = 0;
+        for _ in 0..336 {
+            let intended = s.next_intended(now);
+            let at = send_time(intended, now);
+            if at > now {
+                sleeps += 1;
+                now = at;
+            }
+            assert!(now >= intended && now - intended <= MIN_SLEEP_NS);
+        }
+        assert!((19..=21).contains(&sleeps), "{sleeps} sleeps for 1 ms of messages");
     }
 
     #[test]
