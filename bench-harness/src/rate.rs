@@ -39,8 +39,8 @@ impl Schedule {
 ///
 /// Sleeping until each message's own time made a producer at 336k msg/s sleep and wake 336k
 /// times a second on the core it shares with the client's worker and reader threads: ack p99
-/// was 41 ms with no consumer running (BENCHMARKS.md, "latency: a producer that sleeps at
-/// most every 50 µs").
+/// was 41 ms with no consumer running (BENCHMARKS.md, "Many small batches: reused buffers,
+/// and a fixed-rate producer's sleeps").
 pub const MIN_SLEEP_NS: u64 = 50_000;
 
 /// When to send a message intended at `intended_ns`, at `now_ns`: now when it is due,

@@ -186,9 +186,8 @@ pub(crate) struct Worker<S: BatchSink> {
     taken: Vec<Sealed>,
     /// Reused: answered batches' shared handles, emptied (their buffers go back to the
     /// staging area), for the next batches sent; at most [`KEPT_BATCH_ARCS`]. With many
-    /// queues nearly every message makes a batch, and a new handle allocated and freed per
-    /// batch took the allocator's slow path (with the buffer's, about 3% of the load
-    /// generator's core in many-queues, perf).
+    /// queues nearly every message makes a batch, and a handle allocated and freed per batch
+    /// is one more trip through the allocator.
     batch_arcs: Vec<Arc<Vec<u8>>>,
     marked: Vec<usize>,
     new_keys: Vec<(Arc<str>, u32)>,

@@ -110,8 +110,8 @@ impl StagedQueue {
 }
 
 /// Buffers of answered batches, used again for new ones: with many queues nearly every
-/// message opens a batch, and allocating its buffer on the caller's thread and freeing it on
-/// the worker's cost about a twentieth of the load generator's core (many-queues, perf).
+/// message opens a batch, and a buffer allocated on the caller's thread and freed on the
+/// worker's takes the allocator's slow path on both.
 /// Bounded: buffers of at most [`SPARE_MAX_CAPACITY`], [`Spares::max_bytes`] of them in all.
 struct Spares {
     bufs: Vec<Vec<u8>>,
