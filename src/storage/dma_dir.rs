@@ -3,7 +3,9 @@
 //! `io_mode = direct` opens segments with O_DIRECT (glommio `DmaFile`): writes go from our DMA
 //! chunks straight to the device through io_uring, no page cache, no extra copy.
 //! `io_mode = buffered` uses glommio `BufferedFile` (page cache + fdatasync); it copies each
-//! chunk into a `Vec` because that is what the buffered API takes.
+//! chunk into a `Vec` because that is what the buffered API takes. The queue index's files
+//! are always buffered ([`LogDir::open_buffered`]): their writes are 4 KiB per queue, scattered
+//! over thousands of files, and one `syncfs` per checkpoint makes them durable.
 //!
 //! Opening checks what users get wrong: a missing or unwritable directory, and a filesystem that
 //! rejects O_DIRECT (tmpfs, some overlay/network filesystems) — then the error names
@@ -13,7 +15,8 @@
 //! directory fsync go through io_uring; unlink and rename through glommio's blocking thread
 //! pool (`glommio::io::remove`/`rename`, one helper thread per executor, so a slow unlink of a
 //! 1 GiB segment stalls no produce or fetch); listing the directory, reading a small metadata
-//! file whole, `statvfs` and the checks at open run on the same pool ([`off_thread`]).
+//! file whole, `statvfs`, `syncfs` and the checks at open run on the same pool
+//! ([`off_thread`]).
 //!
 //! glommio quirk handled here: it probes whether a device supports polled I/O (IOPOLL) by
 //! reading from the first file opened on it, and caches the answer per thread. A probe read of
@@ -22,9 +25,11 @@
 //! gives the true answer.
 
 use std::io;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::sync::Arc;
 
 use glommio::io::{BufferedFile, DmaFile, OpenOptions};
 
@@ -37,6 +42,9 @@ const PROBE_NAME: &str = ".io_probe";
 pub struct DmaDir {
     path: PathBuf,
     mode: IoMode,
+    /// The directory, open for the log's life: `syncfs` reports write-back errors of the
+    /// filesystem since the descriptor was opened, so it must not be opened per call.
+    handle: Arc<std::fs::File>,
 }
 
 pub enum DmaLogFile {
@@ -58,7 +66,11 @@ impl DmaDir {
                 .map_err(|e| format!("cannot open {} for direct I/O: {e}", probe.display()))?;
             let _ = f.close().await;
         }
-        Ok(DmaDir { path: path.to_path_buf(), mode })
+        let dir = path.to_path_buf();
+        let handle = off_thread(move || std::fs::File::open(&dir))
+            .await
+            .map_err(|e| format!("cannot open data directory {}: {e}", path.display()))?;
+        Ok(DmaDir { path: path.to_path_buf(), mode, handle: Arc::new(handle) })
     }
 }
 
@@ -198,6 +210,13 @@ impl LogDir for DmaDir {
         }
     }
 
+    async fn open_buffered(&self, name: &str, create: bool) -> io::Result<DmaLogFile> {
+        let mut opts = OpenOptions::new();
+        opts.read(true).write(true).create(create);
+        let f = opts.buffered_open(&self.path.join(name)).await.map_err(to_io)?;
+        Ok(DmaLogFile::Buffered(f))
+    }
+
     async fn remove(&self, name: &str) -> io::Result<()> {
         glommio::io::remove(self.path.join(name)).await.map_err(to_io)
     }
@@ -223,6 +242,19 @@ impl LogDir for DmaDir {
     async fn sync_dir(&self) -> io::Result<()> {
         let dir = glommio::io::Directory::open(&self.path).await.map_err(to_io)?;
         dir.sync().await.map_err(to_io)
+    }
+
+    async fn sync_filesystem(&self) -> io::Result<()> {
+        let handle = self.handle.clone();
+        off_thread(move || {
+            // SAFETY: syncfs takes a descriptor, which `handle` keeps open during the call.
+            if unsafe { libc::syncfs(handle.as_raw_fd()) } == 0 {
+                Ok(())
+            } else {
+                Err(io::Error::last_os_error())
+            }
+        })
+        .await
     }
 
     async fn write_atomic(&self, name: &str, bytes: &[u8]) -> io::Result<()> {

@@ -91,11 +91,20 @@ pub trait LogDir {
     fn path(&self) -> &Path;
     /// Opens `name` for reading and writing, creating it when `create`.
     async fn open(&self, name: &str, create: bool) -> io::Result<Self::File>;
+    /// [`Self::open`] through the page cache whatever the directory's I/O mode: for the queue
+    /// index's small scattered writes, which the page cache absorbs and one
+    /// [`Self::sync_filesystem`] writes out together.
+    async fn open_buffered(&self, name: &str, create: bool) -> io::Result<Self::File>;
     async fn remove(&self, name: &str) -> io::Result<()>;
     /// File names in the directory (no sub-directories).
     async fn list(&self) -> io::Result<Vec<String>>;
     /// Makes created and removed names durable.
     async fn sync_dir(&self) -> io::Result<()>;
+    /// Makes every completed write to every file of the filesystem holding the directory
+    /// durable, names included, with one call (`syncfs`): what the index checkpoint uses
+    /// instead of an fdatasync per written index file. Also reports a write-back failure of
+    /// any file of that filesystem since the directory was opened.
+    async fn sync_filesystem(&self) -> io::Result<()>;
     /// Replaces `name` with `bytes` atomically and durably (temp file, sync, rename, sync dir).
     async fn write_atomic(&self, name: &str, bytes: &[u8]) -> io::Result<()>;
     /// Whole contents of a small file, or None if it does not exist.

@@ -13,12 +13,10 @@
 //! Per-queue files (RocketMQ's ConsumeQueue layout) keep a queue's entries contiguous, so a
 //! consumer reading a queue reads consecutive blocks and retention deletes whole old files.
 //! The price is file handles (bounded: at most [`MAX_OPEN_INDEX_FILES`] open, fewer with a
-//! small budget, least recently used closed first) and one fdatasync per written file per
-//! checkpoint (or earlier, when the set of files to sync grows past a sixteenth of the budget).
-//! With thousands of queues that is thousands of small writes, opens and fdatasyncs per
-//! checkpoint, so a write-back works on [`INDEX_WRITE_CONCURRENCY`] queues at once and a sync
-//! on [`INDEX_SYNC_CONCURRENCY`] files at once (the kernel's journal then commits many
-//! fdatasyncs together).
+//! small budget, least recently used closed first) and a small write per queue per write-back:
+//! with thousands of queues, thousands of writes and opens, so a write-back works on
+//! [`INDEX_WRITE_CONCURRENCY`] queues at once. A checkpoint makes them durable with one
+//! filesystem sync (`syncfs`, [`IndexStore::sync`]), not an fdatasync per file.
 //!
 //! # Memory (`index_cache_bytes`)
 //! Counted by [`IndexStore::memory_bytes`]: per-queue counters, pending entries, open file
@@ -29,8 +27,8 @@
 //! # Writing behind the log
 //! An entry is written only once its batch is durable ([`IndexStore::writeback`]), one block
 //! per I/O (the block's earlier entries come from the cache or the file). Written entries never
-//! change, so readers and the writer never conflict on them. Index files are fdatasynced only by
-//! a checkpoint, which then records in `index.checkpoint` that every batch below its position
+//! change, so readers and the writer never conflict on them. Index files are made durable only
+//! by a checkpoint (one filesystem sync), which then records in `index.checkpoint` that every batch below its position
 //! is indexed; a crash loses at most the entries past the last checkpoint, and recovery
 //! rebuilds exactly those by scanning the log from the checkpoint position.
 //!
@@ -54,14 +52,10 @@ pub const QUEUE_INDEX_SUFFIX: &str = ".qidx";
 pub const CHECKPOINT_FILE: &str = "index.checkpoint";
 /// Index files kept open at once at most (fewer with a small budget); more are reopened on use.
 pub const MAX_OPEN_INDEX_FILES: usize = 64;
-/// Index files a checkpoint opens and fdatasyncs at once (see [`IndexStore::sync`]).
-pub const INDEX_SYNC_CONCURRENCY: usize = 32;
 /// Queues a write-back writes at once (see [`IndexStore::writeback_live`]).
 pub const INDEX_WRITE_CONCURRENCY: usize = 32;
 /// Memory an open file handle costs, counted in the budget (fd, glommio state, map slots).
 const OPEN_FILE_BYTES: usize = 512;
-/// Memory one entry of the dirty-file set costs.
-const DIRTY_FILE_BYTES: usize = 32;
 
 /// Name of index file `file` of `queue`.
 pub fn index_file_name(queue: QueueKey, file: u64) -> String {
@@ -189,8 +183,8 @@ pub struct IndexStore<F> {
     pending_capacity: Cell<usize>,
     cache: RefCell<IndexCache>,
     files: RefCell<OpenFiles<F>>,
-    /// Files written since their last fdatasync.
-    dirty_files: RefCell<BTreeSet<(QueueKey, u64)>>,
+    /// Index files were written since the last sync.
+    unsynced: Cell<bool>,
     /// A file was created since the last directory fsync.
     created_files: Cell<bool>,
     /// Bumped by every block write: a reader caches a block it read from disk only if no write
@@ -223,7 +217,7 @@ impl<F: LogFile> IndexStore<F> {
                 // Open handles may take a sixteenth of the budget.
                 max_open: (budget_bytes / 16 / OPEN_FILE_BYTES).clamp(2, MAX_OPEN_INDEX_FILES),
             }),
-            dirty_files: RefCell::new(BTreeSet::new()),
+            unsynced: Cell::new(false),
             created_files: Cell::new(false),
             write_epoch: Cell::new(0),
             gate: Semaphore::new(1),
@@ -336,8 +330,7 @@ impl<F: LogFile> IndexStore<F> {
             queues_bytes: queues.capacity()
                 * (std::mem::size_of::<(QueueKey, QueueIndex)>() + std::mem::size_of::<u64>()),
             pending_bytes: self.pending_capacity.get() * std::mem::size_of::<IndexEntry>(),
-            files_bytes: self.files.borrow().files.len() * OPEN_FILE_BYTES
-                + self.dirty_files.borrow().len() * DIRTY_FILE_BYTES,
+            files_bytes: self.files.borrow().files.len() * OPEN_FILE_BYTES,
             cache_bytes: cache.bytes(),
             budget_bytes: self.budget_bytes,
             cache_hits,
@@ -390,7 +383,7 @@ impl<F: LogFile> IndexStore<F> {
         if let Some(f) = self.files.borrow_mut().get((queue, file)) {
             return Ok(f);
         }
-        let f = Rc::new(dir.open(&index_file_name(queue, file), create).await?);
+        let f = Rc::new(dir.open_buffered(&index_file_name(queue, file), create).await?);
         self.files.borrow_mut().insert((queue, file), f.clone());
         self.rebalance();
         Ok(f)

@@ -93,6 +93,8 @@ struct State {
     reads: u64,
     /// Successful opens (of existing or new files).
     opens: u64,
+    /// Successful and failed filesystem syncs (`sync_filesystem`).
+    fs_syncs: u64,
     read_bytes: u64,
 }
 
@@ -198,6 +200,7 @@ impl SimDir {
                 syncs: 0,
                 reads: 0,
                 opens: 0,
+                fs_syncs: 0,
                 read_bytes: 0,
             })),
             path: PathBuf::from("/sim"),
@@ -264,6 +267,10 @@ impl SimDir {
     /// Files opened so far (created ones included).
     pub fn open_count(&self) -> u64 {
         self.state.borrow().opens
+    }
+    /// Filesystem syncs so far (`sync_filesystem`; not counted in [`Self::op_counts`]).
+    pub fn fs_sync_count(&self) -> u64 {
+        self.state.borrow().fs_syncs
     }
     /// Reads performed so far (of any file, failed ones included).
     pub fn read_count(&self) -> u64 {
@@ -525,6 +532,11 @@ impl LogDir for SimDir {
         Ok(SimFileHandle { file, state: self.state.clone(), generation: s.generation })
     }
 
+    async fn open_buffered(&self, name: &str, create: bool) -> io::Result<SimFileHandle> {
+        // Writes are volatile until synced in every mode: the same model.
+        self.open(name, create).await
+    }
+
     async fn remove(&self, name: &str) -> io::Result<()> {
         self.jitter().await;
         let _op = enter(&self.state, SimOp::Remove).await;
@@ -548,6 +560,28 @@ impl LogDir for SimDir {
         let mut s = self.state.borrow_mut();
         if let Some(e) = s.take_fault(SimOp::Sync, "directory fsync") {
             return Err(e);
+        }
+        s.durable_names = s.names.clone();
+        Ok(())
+    }
+
+    async fn sync_filesystem(&self) -> io::Result<()> {
+        self.jitter().await;
+        let _op = enter(&self.state, SimOp::Sync).await;
+        self.check_alive("syncfs")?;
+        let mut s = self.state.borrow_mut();
+        s.fs_syncs += 1;
+        if let Some(e) = s.take_fault(SimOp::Sync, "syncfs") {
+            // As a failed fdatasync, for every file: the dirty state is dropped.
+            for f in s.names.values() {
+                f.borrow_mut().unsynced.clear();
+            }
+            return Err(e);
+        }
+        for f in s.names.values() {
+            let mut f = f.borrow_mut();
+            f.durable = f.volatile.clone();
+            f.unsynced.clear();
         }
         s.durable_names = s.names.clone();
         Ok(())

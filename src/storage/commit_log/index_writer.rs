@@ -128,8 +128,7 @@ impl<D: LogDir + 'static> CommitLog<D> {
         };
         let queues = self.index.snapshot();
         self.wait_durable(position, None).await?;
-        // Each queue's files synced as they are written; `sync` then takes the rest.
-        let written = self.index.writeback_synced(&self.dir, position).await;
+        let written = self.index.writeback(&self.dir, position).await;
         if let Err(e) = written {
             return Err(self.index_write_failed("writing the queue index", e).await);
         }

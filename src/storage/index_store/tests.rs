@@ -80,10 +80,10 @@ fn durable_positions(dir: &SimDir, queue: QueueKey, n: usize) -> Vec<LogPosition
     bytes.chunks(ENTRY_BYTES).take(n).map(|e| IndexEntry::decode(e).position).collect()
 }
 
-/// A write-back of many queues keeps [`INDEX_WRITE_CONCURRENCY`] writes in flight, and a
-/// sync [`INDEX_SYNC_CONCURRENCY`] fdatasyncs: one at a time, 10,000 queues took seconds.
+/// A write-back of many queues keeps [`INDEX_WRITE_CONCURRENCY`] writes in flight (one at a
+/// time, 10,000 queues took seconds), and the sync after it is one filesystem sync.
 #[test]
-fn many_queues_are_written_back_and_synced_concurrently_within_the_bounds() {
+fn many_queues_are_written_back_concurrently_and_synced_with_one_call() {
     on_executor(|| async {
         let dir = SimDir::new(3);
         let store: Rc<IndexStore<SimFileHandle>> = Rc::new(IndexStore::new(128, 1 << 20));
@@ -98,15 +98,14 @@ fn many_queues_are_written_back_and_synced_concurrently_within_the_bounds() {
         dir.resume(SimOp::Write);
         writing.await.unwrap().unwrap();
 
-        dir.pause(SimOp::Sync);
-        let (s, d) = (store.clone(), dir.clone());
-        let syncing = runtime::spawn(async move {
-            let _gate = s.lock().await;
-            s.sync(&d).await
-        });
-        settles_at(&dir, SimOp::Sync, INDEX_SYNC_CONCURRENCY).await;
-        dir.resume(SimOp::Sync);
-        syncing.await.unwrap().unwrap();
+        {
+            let _gate = store.lock().await;
+            store.sync(&dir).await.unwrap();
+            // Nothing written since: nothing to sync.
+            store.sync(&dir).await.unwrap();
+        }
+        assert_eq!(dir.fs_sync_count(), 1);
+        assert_eq!(dir.op_counts(), (100, 0), "a write per file, no fdatasync");
 
         // Durable: every queue's file and entry survive a crash.
         dir.crash();
@@ -141,35 +140,43 @@ fn a_failed_write_in_a_concurrent_write_back_loses_no_pending_entry() {
     });
 }
 
-/// A checkpoint's write-back syncs each queue's file while it holds it open: with more files
-/// than may stay open, each is opened once (synced in a second pass, each was opened again).
-/// Files written by an earlier write-back and not by this one are left to `sync`.
+/// A checkpoint of more files than may stay open: each file opened once (to write it), no
+/// file fdatasynced one by one, one filesystem sync; entries written by an earlier write-back
+/// are made durable by it too. A failed filesystem sync is an error, not a retry.
 #[test]
-fn a_checkpoint_write_back_syncs_each_file_while_open_and_opens_it_once() {
+fn a_checkpoint_opens_each_file_once_and_syncs_the_filesystem_once() {
     on_executor(|| async {
         let dir = SimDir::new(5);
         let store: IndexStore<SimFileHandle> = IndexStore::new(128, 1 << 20);
         let queues = one_entry_each(&store, 3, 200);
         let _gate = store.lock().await;
-        store.writeback_synced(&dir, LogPosition::MAX).await.unwrap();
-        assert_eq!(dir.op_counts(), (200, 200), "a write and an fdatasync per file");
+        store.writeback(&dir, LogPosition::MAX).await.unwrap();
         store.sync(&dir).await.unwrap();
         assert_eq!(dir.open_count(), 200, "each file opened once");
-        assert_eq!(dir.op_counts().1, 200, "no file synced again");
+        assert_eq!(dir.op_counts(), (200, 0), "a write per file, no fdatasync");
+        assert_eq!(dir.fs_sync_count(), 1);
 
-        // Second entries: queues 0..100 by a write-back left unsynced, 100..200 by the
-        // checkpoint's; everything is durable after the checkpoint's `sync`.
+        // Second entries: queues 0..100 by a write-back before the checkpoint's, 100..200 by
+        // the checkpoint's; both are durable after its one sync.
         for (i, q) in queues.iter().enumerate() {
             store.push(*q, entry(2, 100_000 + 100 * i as u64));
             if i == 99 {
                 store.writeback(&dir, LogPosition::MAX).await.unwrap();
             }
         }
-        let syncs = dir.op_counts().1;
-        store.writeback_synced(&dir, LogPosition::MAX).await.unwrap();
-        assert_eq!(dir.op_counts().1 - syncs, 100, "the files this write-back wrote");
+        store.writeback(&dir, LogPosition::MAX).await.unwrap();
         store.sync(&dir).await.unwrap();
-        assert_eq!(dir.op_counts().1 - syncs, 200, "and those the earlier one wrote");
+        assert_eq!(dir.fs_sync_count(), 2);
+        assert_eq!(dir.op_counts().1, 0, "no file synced one by one");
+
+        // A third entry each, and the sync fails: reported, not retried.
+        for (i, q) in queues.iter().enumerate() {
+            store.push(*q, entry(4, 200_000 + 100 * i as u64));
+        }
+        store.writeback(&dir, LogPosition::MAX).await.unwrap();
+        dir.fail_syncs(1);
+        assert!(store.sync(&dir).await.is_err());
+
         dir.crash();
         for (i, q) in queues.iter().enumerate() {
             let want = [100 * i as u64, 100_000 + 100 * i as u64].map(LogPosition::new);

@@ -1,5 +1,5 @@
-//! The index's writes: write-back of pending entries, fdatasync of written files, retention
-//! of whole files. Callers hold [`IndexStore::lock`] (the gate that serializes write-back,
+//! The index's writes: write-back of pending entries, the filesystem sync that makes them
+//! durable, retention of whole files. Callers hold [`IndexStore::lock`] (the gate that serializes write-back,
 //! checkpoints and retention).
 
 use super::*;
@@ -34,28 +34,13 @@ impl<F: LogFile> IndexStore<F> {
         dir: &D,
         durable: impl Fn() -> LogPosition,
     ) -> Result<(), WritebackError> {
-        self.writeback_passes(dir, durable, false).await
-    }
-
-    /// A checkpoint's write-back: [`Self::writeback`] of the entries of batches ending at or
-    /// before `durable`, each queue's files fdatasynced by the task that wrote them, right
-    /// after its writes, while it still holds them open. Then only the files written by
-    /// earlier write-backs are left for [`Self::sync`]. Synced in a second pass, a checkpoint
-    /// of 10,000 queues opened every file twice (at most [`MAX_OPEN_INDEX_FILES`] stay open).
-    /// Caller holds [`Self::lock`].
-    pub async fn writeback_synced<D: LogDir<File = F>>(
-        &self,
-        dir: &D,
-        durable: LogPosition,
-    ) -> Result<(), WritebackError> {
-        self.writeback_passes(dir, || durable, true).await
+        self.writeback_passes(dir, durable).await
     }
 
     async fn writeback_passes<D: LogDir<File = F>>(
         &self,
         dir: &D,
         durable: impl Fn() -> LogPosition,
-        sync_each: bool,
     ) -> Result<(), WritebackError> {
         use futures::StreamExt;
         let todo: Vec<QueueKey> = {
@@ -64,22 +49,13 @@ impl<F: LogFile> IndexStore<F> {
             queues.iter().filter(|(_, q)| q.writable_pending(end) > 0).map(|(k, _)| *k).collect()
         };
         let failed: RefCell<Option<WritebackError>> = RefCell::new(None);
-        let syncing = Cell::new(false);
-        let (failed_ref, syncing_ref, durable_ref) = (&failed, &syncing, &durable);
+        let (failed_ref, durable_ref) = (&failed, &durable);
         futures::stream::iter(todo)
             .for_each_concurrent(INDEX_WRITE_CONCURRENCY, |queue| async move {
                 if failed_ref.borrow().is_some() {
                     return;
                 }
-                let mut result = self.writeback_queue(dir, queue, durable_ref, sync_each).await;
-                let too_many_dirty =
-                    self.dirty_files.borrow().len() * DIRTY_FILE_BYTES > self.budget_bytes / 16;
-                if result.is_ok() && too_many_dirty && !syncing_ref.replace(true) {
-                    // Remembering which files need an fdatasync costs memory too: sync early.
-                    result = self.sync(dir).await.map_err(WritebackError::Sync);
-                    syncing_ref.set(false);
-                }
-                if let Err(e) = result {
+                if let Err(e) = self.writeback_queue(dir, queue, durable_ref).await {
                     failed_ref.borrow_mut().get_or_insert(e);
                 }
             })
@@ -90,31 +66,20 @@ impl<F: LogFile> IndexStore<F> {
         }
     }
 
-    /// Writes `queue`'s pending entries of durable batches, a block at a time; with
-    /// `sync_each`, then fdatasyncs the files it wrote (and they are no longer dirty).
+    /// Writes `queue`'s pending entries of durable batches, a block at a time.
     async fn writeback_queue<D: LogDir<File = F>>(
         &self,
         dir: &D,
         queue: QueueKey,
         durable: &impl Fn() -> LogPosition,
-        sync_each: bool,
     ) -> Result<(), WritebackError> {
         use WritebackError::Write;
-        // The files written, held open until they are synced (a queue writes one file, or two
-        // when its entries cross into the next).
-        let mut to_sync: Vec<(u64, Rc<F>)> = Vec::new();
         loop {
             let (start, n) = match self.queues.borrow().get(&queue) {
                 Some(q) => (q.written_entries, q.writable_pending(durable())),
                 None => (0, 0),
             };
             if n == 0 {
-                // Only this task writes this queue's files meanwhile (the caller holds the
-                // gate), so a file synced here is clean unless written again later.
-                for (file, f) in to_sync {
-                    f.sync_data().await.map_err(WritebackError::Sync)?;
-                    self.dirty_files.borrow_mut().remove(&(queue, file));
-                }
                 return Ok(());
             }
             let block = start / ENTRIES_PER_BLOCK;
@@ -150,39 +115,27 @@ impl<F: LogFile> IndexStore<F> {
             if new_file {
                 self.created_files.set(true);
             }
-            if sync_each && !to_sync.iter().any(|(w, _)| *w == file) {
-                to_sync.push((file, f.clone()));
-            }
-            self.dirty_files.borrow_mut().insert((queue, file));
+            self.unsynced.set(true);
             self.cache.borrow_mut().insert(BlockKey { queue, block }, Rc::new(bytes));
             self.with_queue(queue, QueueOffset::ZERO, |q| q.mark_written(count));
             self.progress.notify();
         }
     }
 
-    /// Makes every written entry durable (fdatasync of written files, directory fsync of
-    /// created ones). Caller holds [`Self::lock`].
+    /// Makes every written entry durable: one filesystem sync (`syncfs`) when files were
+    /// written since the last, and a directory fsync when files were created. Caller holds
+    /// [`Self::lock`].
     ///
-    /// Up to [`INDEX_SYNC_CONCURRENCY`] files are opened and fdatasynced at once: a checkpoint
-    /// of 10,000 queues syncs as many files, and one at a time that took seconds (each waits
-    /// for its own journal commit) while appends waited for the index's room. Every sync is
-    /// awaited before an error is returned.
+    /// One fdatasync per written file made a checkpoint of 10,000 queues 10,000 syncs (32 at
+    /// a time, each opening its file again when it was no longer open): 1.8-3.5 s, during
+    /// which appends could reach the bound of unwritten entries and wait. On this machine's
+    /// ext4, 10,000 fdatasyncs of 4 KiB O_DIRECT writes take 0.66-0.74 s one at a time and
+    /// one syncfs after the same writes 12-63 ms (BENCHMARKS.md, "The index checkpoint
+    /// syncs the filesystem once").
     pub async fn sync<D: LogDir<File = F>>(&self, dir: &D) -> io::Result<()> {
-        use futures::StreamExt;
-        let dirty = std::mem::take(&mut *self.dirty_files.borrow_mut());
-        let results: Vec<io::Result<()>> = futures::stream::iter(dirty)
-            .map(|(queue, file)| async move {
-                match self.file(dir, queue, file, false).await {
-                    Ok(f) => f.sync_data().await,
-                    // Deleted by retention after it was written: nothing left to make durable.
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-                    Err(e) => Err(e),
-                }
-            })
-            .buffer_unordered(INDEX_SYNC_CONCURRENCY)
-            .collect()
-            .await;
-        results.into_iter().collect::<io::Result<()>>()?;
+        if self.unsynced.replace(false) {
+            dir.sync_filesystem().await?;
+        }
         if self.created_files.replace(false) {
             dir.sync_dir().await?;
         }
@@ -232,7 +185,6 @@ impl<F: LogFile> IndexStore<F> {
     ) -> io::Result<()> {
         for &(queue, file) in files {
             self.files.borrow_mut().remove((queue, file));
-            self.dirty_files.borrow_mut().remove(&(queue, file));
             match dir.remove(&index_file_name(queue, file)).await {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
                 _ => {}
