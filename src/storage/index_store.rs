@@ -28,9 +28,10 @@
 //! An entry is written only once its batch is durable ([`IndexStore::writeback`]), one block
 //! per I/O (the block's earlier entries come from the cache or the file). Written entries never
 //! change, so readers and the writer never conflict on them. Index files are made durable only
-//! by a checkpoint (one filesystem sync), which then records in `index.checkpoint` that every batch below its position
-//! is indexed; a crash loses at most the entries past the last checkpoint, and recovery
-//! rebuilds exactly those by scanning the log from the checkpoint position.
+//! by a checkpoint (one filesystem sync), which then records in `index.checkpoint` that every
+//! batch below its position is indexed; a crash loses at most the entries past the last
+//! checkpoint, and recovery rebuilds exactly those by scanning the log from the checkpoint
+//! position.
 //!
 //! Runs on the shard that owns the log. Write-back, checkpoints and retention take `gate` so
 //! that only one of them changes files at a time; reads never wait for it.

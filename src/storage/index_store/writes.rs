@@ -1,6 +1,6 @@
 //! The index's writes: write-back of pending entries, the filesystem sync that makes them
-//! durable, retention of whole files. Callers hold [`IndexStore::lock`] (the gate that serializes write-back,
-//! checkpoints and retention).
+//! durable, retention of whole files. Callers hold [`IndexStore::lock`] (the gate that
+//! serializes write-back, checkpoints and retention).
 
 use super::*;
 
@@ -30,14 +30,6 @@ impl<F: LogFile> IndexStore<F> {
     /// waiting on single 4 KiB writes and file opens, during which appends could reach the
     /// bound of unwritten entries. After a failure no queue is started; those running finish.
     pub async fn writeback_live<D: LogDir<File = F>>(
-        &self,
-        dir: &D,
-        durable: impl Fn() -> LogPosition,
-    ) -> Result<(), WritebackError> {
-        self.writeback_passes(dir, durable).await
-    }
-
-    async fn writeback_passes<D: LogDir<File = F>>(
         &self,
         dir: &D,
         durable: impl Fn() -> LogPosition,
