@@ -51,7 +51,7 @@ pub(crate) struct Sealed {
 }
 
 impl OpenBatch {
-    /// In a spare buffer if there is one ([`Spares`]), else in a new one with room for
+    /// In a spare buffer if one fits ([`Spares::take`]), else in a new one with room for
     /// `capacity` bytes at first ([`StagedQueue::capacity`]).
     fn new(
         max_batch_bytes: usize,
@@ -59,7 +59,7 @@ impl OpenBatch {
         started: Instant,
         spares: &mut Spares,
     ) -> OpenBatch {
-        let builder = match spares.take() {
+        let builder = match spares.take(capacity) {
             Some(buf) => BatchBuilder::with_buffer(max_batch_bytes, buf),
             None => BatchBuilder::with_capacity(max_batch_bytes, capacity),
         };
@@ -122,20 +122,24 @@ struct Spares {
 
 /// Larger buffers are freed: their allocation is paid by many messages.
 const SPARE_MAX_CAPACITY: usize = 64 * 1024;
+/// A spare at most this many times the room a new batch is expected to need is used for it.
+const SPARE_OVERSIZE: usize = 4;
 
 impl Spares {
     fn new(max_bytes: usize) -> Spares {
         Spares { bufs: Vec::new(), bytes: 0, max_bytes }
     }
 
-    /// The last buffer returned, whatever its size: a batch that outgrows it grows it, as a
-    /// new buffer would grow (taking only buffers with the room a queue's last batch needed
-    /// missed most of the time with many queues, so the spares filled up and every answered
-    /// buffer was freed anyway).
-    fn take(&mut self) -> Option<Vec<u8>> {
+    /// The last buffer returned, for a batch expected to need `capacity` bytes. A smaller one
+    /// is used too and grows as a new buffer would (taking only buffers with enough room
+    /// missed most of the time with many queues: the spares filled up and every answered
+    /// buffer was freed anyway). One more than [`SPARE_OVERSIZE`] times too large is freed
+    /// instead: handed to a queue of one-message batches it would hold memory the staging
+    /// area does not count (it counts bytes written, not capacity).
+    fn take(&mut self, capacity: usize) -> Option<Vec<u8>> {
         let buf = self.bufs.pop()?;
         self.bytes -= buf.capacity();
-        Some(buf)
+        (buf.capacity() <= capacity.saturating_mul(SPARE_OVERSIZE)).then_some(buf)
     }
 
     /// Keeps `buf` for a later batch if it is small and the spares have room; frees it if not.
@@ -551,6 +555,12 @@ mod tests {
             append(&s, 3, t0);
         }
         assert!(open_capacity(&s, 3).is_some_and(|c| c >= 21 * 40));
+        // One far larger than the batch is expected to need (a new queue's: 1 KiB) is freed,
+        // not handed to it.
+        s.release(0, Some(Vec::with_capacity(4 * 1024 + 1)));
+        append(&s, 4, t0);
+        assert_eq!(open_capacity(&s, 4), Some(1024));
+        assert_eq!(s.spare_count(), 0);
         // Bounded: large buffers are freed, and at most a sixteenth of max_bytes is kept.
         s.release(0, Some(Vec::with_capacity(SPARE_MAX_CAPACITY + 1)));
         for _ in 0..100 {

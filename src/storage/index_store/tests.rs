@@ -142,7 +142,7 @@ fn a_failed_write_in_a_concurrent_write_back_loses_no_pending_entry() {
 
 /// A checkpoint of more files than may stay open: each file opened once (to write it), no
 /// file fdatasynced one by one, one filesystem sync; entries written by an earlier write-back
-/// are made durable by it too. A failed filesystem sync is an error, not a retry.
+/// are made durable by it too. A failed filesystem sync is reported.
 #[test]
 fn a_checkpoint_opens_each_file_once_and_syncs_the_filesystem_once() {
     on_executor(|| async {
