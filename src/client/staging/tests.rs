@@ -1,0 +1,207 @@
+//! The staging area: appends, the worker's hand-offs, bounds and spare buffers.
+
+use super::*;
+
+fn staging() -> Staging {
+    Staging::new(StagingLimits {
+        max_batch_bytes: 400,
+        pipeline_min_batch_bytes: 200,
+        max_messages: 1000,
+        max_bytes: 1 << 20,
+    })
+}
+
+/// Appends a 40-byte body to queue `q` of "t"; whether the worker was asked to wake.
+fn append(s: &Staging, q: u32, t0: Instant) -> bool {
+    s.append("t", q, &Message::new("t", vec![7u8; 40]), 1, || t0, &|| {}).1
+}
+
+fn dirty(s: &Staging) -> Vec<usize> {
+    let (mut d, mut keys) = (Vec::new(), Vec::new());
+    s.take_dirty(0, &mut d, &mut keys);
+    d
+}
+
+#[test]
+fn an_answered_batch_s_buffer_is_used_again_within_a_bound() {
+    // max_bytes 1 MiB: spares keep at most 64 KiB.
+    let s = Staging::new(StagingLimits {
+        max_batch_bytes: 1 << 20,
+        pipeline_min_batch_bytes: 1 << 20,
+        max_messages: 1000,
+        max_bytes: 1 << 20,
+    });
+    let t0 = Instant::now();
+    let open_capacity = |s: &Staging, id: usize| {
+        lock(&s.state).queues[id].open.as_ref().map(|o| o.builder_capacity())
+    };
+    // Without spares a new queue's batch starts at 1 KiB.
+    append(&s, 0, t0);
+    assert_eq!(open_capacity(&s, 0), Some(1024));
+    // An answered batch's buffer opens the next new batch.
+    s.release(0, Some(Vec::with_capacity(3000)));
+    append(&s, 1, t0);
+    assert_eq!(open_capacity(&s, 1), Some(3000));
+    append(&s, 2, t0);
+    assert_eq!(open_capacity(&s, 2), Some(1024), "no spare left");
+    // A spare smaller than the batch's expected size is used too, and grows with it.
+    s.release(0, Some(Vec::with_capacity(500)));
+    append(&s, 3, t0);
+    assert_eq!(open_capacity(&s, 3), Some(500));
+    for _ in 0..20 {
+        append(&s, 3, t0);
+    }
+    assert!(open_capacity(&s, 3).is_some_and(|c| c >= 21 * 40));
+    // One far larger than the batch is expected to need (a new queue's: 1 KiB) is freed,
+    // not handed to it.
+    s.release(0, Some(Vec::with_capacity(4 * 1024 + 1)));
+    append(&s, 4, t0);
+    assert_eq!(open_capacity(&s, 4), Some(1024));
+    assert_eq!(s.spare_count(), 0);
+    // Bounded: large buffers are freed, and at most a sixteenth of max_bytes is kept.
+    s.release(0, Some(Vec::with_capacity(SPARE_MAX_CAPACITY + 1)));
+    for _ in 0..100 {
+        s.release(0, Some(Vec::with_capacity(4096)));
+    }
+    let st = lock(&s.state);
+    assert!(st.spares.bufs.iter().all(|b| b.capacity() <= SPARE_MAX_CAPACITY));
+    assert_eq!(st.spares.bytes, st.spares.bufs.iter().map(Vec::capacity).sum::<usize>());
+    assert_eq!(st.spares.bufs.len(), 16, "64 KiB of 4 KiB buffers");
+    assert_eq!(st.spares.bytes, (1 << 20) / 16);
+}
+
+#[test]
+fn queues_are_told_apart_by_topic_and_id_in_any_order() {
+    let s = staging();
+    let mut st = lock(&s.state);
+    let ids: Vec<usize> = [("t", 5), ("t", 2), ("u", 2), ("t", 5), ("u", 0), ("t", 2)]
+        .iter()
+        .map(|&(t, q)| st.queue(t, q))
+        .collect();
+    assert_eq!(ids, [0, 1, 2, 0, 3, 1]);
+    assert_eq!(st.queues[2].key, (Arc::from("u"), 2));
+}
+
+#[test]
+fn a_queue_s_next_batch_starts_about_the_size_of_its_last_one() {
+    let s = Staging::new(StagingLimits {
+        max_batch_bytes: 1 << 20,
+        pipeline_min_batch_bytes: 0,
+        max_messages: 1000,
+        max_bytes: 1 << 30,
+    });
+    let t0 = Instant::now();
+    let capacity = |s: &Staging| {
+        let st = lock(&s.state);
+        let q = &st.queues[0];
+        (q.capacity(), q.open.as_ref().map(|o| o.builder_capacity()))
+    };
+    let msg = Message::new("t", vec![7u8; 3000]);
+    s.append("t", 0, &msg, 1, || t0, &|| {});
+    assert_eq!(capacity(&s).0, 1024, "a new queue's first batch starts small (and grows)");
+    let mut out = Vec::new();
+    s.take(0, &mut out, |_, _, _, _| true);
+    let taken = out[0].builder.len_bytes();
+    assert_eq!(capacity(&s).0, 2 * taken);
+    s.append("t", 0, &msg, 1, || t0, &|| {});
+    assert_eq!(capacity(&s).1, Some(2 * taken), "room for the next one, no regrowth");
+    for _ in 0..100 {
+        s.append("t", 0, &msg, 1, || t0, &|| {});
+    }
+    s.take(0, &mut out, |_, _, _, _| true);
+    assert_eq!(capacity(&s).0, 64 * 1024, "at most 64 KiB up front");
+}
+
+#[test]
+fn when_the_worker_is_gone_waiting_and_staged_sends_fail_instead_of_blocking() {
+    let s = Arc::new(Staging::new(StagingLimits {
+        max_batch_bytes: 400,
+        pipeline_min_batch_bytes: 200,
+        max_messages: 1,
+        max_bytes: 1 << 20,
+    }));
+    let t0 = Instant::now();
+    let (staged, _) = s.append("t", 0, &Message::new("t", vec![7u8; 40]), 1, || t0, &|| {});
+    // Full: the next caller waits for room, which only the worker would make.
+    let waiter = {
+        let s = s.clone();
+        std::thread::spawn(move || {
+            s.append("t", 0, &Message::new("t", vec![7u8; 40]), 1, || t0, &|| {}).0.wait()
+        })
+    };
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    s.close();
+    assert!(matches!(waiter.join().unwrap(), Err(ClientError::Closed)));
+    assert!(matches!(staged.wait(), Err(ClientError::Closed)));
+    // Later sends fail at once.
+    let (p, woke) = s.append("t", 1, &Message::new("t", vec![1]), 1, || t0, &|| {});
+    assert!(!woke);
+    assert!(matches!(p.wait(), Err(ClientError::Closed)));
+}
+
+#[test]
+fn the_worker_hears_of_a_batch_opened_pipelineable_or_sealed_not_of_every_message() {
+    let s = staging();
+    let t0 = Instant::now();
+    assert!(append(&s, 0, t0), "a new batch: wake the worker");
+    let q0 = s.staged().1;
+    assert!(!append(&s, 1, t0), "another new batch, the wake-up already asked for");
+    let q1 = s.staged().1 - q0;
+    let record = q0 - crate::format::HEADER_LEN;
+    assert_eq!(dirty(&s), [0, 1]);
+    // Appends to queue 0 ask for nothing until its batch reaches pipeline_min_batch_bytes.
+    let mut messages = 2;
+    loop {
+        let woke = append(&s, 0, t0);
+        messages += 1;
+        let open = s.staged().1 - q1;
+        if woke {
+            assert!(open >= 200 && open - record < 200, "{open}");
+            break;
+        }
+        assert!(open < 200 && dirty(&s).is_empty(), "{open}");
+    }
+    assert_eq!(dirty(&s), [0]);
+    // Then nothing until it is full and sealed (the message that did not fit opens the
+    // next batch).
+    loop {
+        let woke = append(&s, 0, t0);
+        messages += 1;
+        if woke {
+            break;
+        }
+        assert!(s.staged().1 - q1 <= 400);
+    }
+    assert_eq!(s.staged().0, messages);
+    // The worker takes queue 0's sealed batch and, when it says so, the open one.
+    let mut out = Vec::new();
+    let bytes = s.staged().1;
+    let left = s.take(0, &mut out, |sealed, started, _, pressed| {
+        assert!(sealed == 1 && started == t0 && !pressed);
+        false
+    });
+    assert!(left.is_some_and(|(started, len)| started == t0 && len > 0));
+    assert_eq!(out.len(), 1);
+    assert!(out[0].builder.len_bytes() <= 400);
+    assert_eq!(s.staged().1, bytes, "taken bytes count until released");
+    assert!(s.take(0, &mut out, |_, _, _, _| true).is_none());
+    assert!(s.take(1, &mut out, |_, _, _, _| true).is_none());
+    assert_eq!(s.staged(), (0, bytes), "every message taken");
+    let records: u32 = out.iter().map(|b| b.builder.record_count()).sum();
+    assert_eq!(records as usize, messages);
+    let taken: usize = out.iter().map(|b| b.builder.len_bytes()).sum();
+    assert_eq!(taken, bytes, "the bytes counted are the batches' bytes");
+    s.release(taken, None);
+    assert_eq!(s.staged(), (0, 0));
+}
+
+#[test]
+fn a_message_too_large_for_any_batch_fails_alone() {
+    let s = staging();
+    let t0 = Instant::now();
+    let (p, woke) = s.append("t", 0, &Message::new("t", vec![0u8; 500]), 1, || t0, &|| {});
+    assert!(!woke);
+    assert!(matches!(p.try_take(), Some(Err(ClientError::Invalid(_)))));
+    assert_eq!(s.staged(), (0, 0));
+    assert!(append(&s, 0, t0));
+}
