@@ -131,6 +131,25 @@ pub fn plan(root: &Root, facts: &Facts, os: &OsSettings) -> Vec<Step> {
     if let Some(want) = &os.cpu_governor {
         steps.push(governor_step(root, facts, want));
     }
+    if let Some(want) = os.guest_halt_poll_ns {
+        let setting = "haltpoll guest_halt_poll_ns";
+        let path = root.path(facts::GUEST_HALT_POLL_NS);
+        steps.push(match &facts.guest_halt_poll_ns {
+            Ok(Some(current)) => plain_step(setting, path, &Ok(*current), want),
+            Ok(None) => Step {
+                setting: setting.into(),
+                paths: Vec::new(),
+                from: "absent".into(),
+                to: want.to_string(),
+                action: Action::Cannot(
+                    "this kernel has no haltpoll cpuidle governor (KVM guests only): nothing to \
+                     set"
+                    .into(),
+                ),
+            },
+            Err(e) => plain_step(setting, path, &Err(e.clone()), want),
+        });
+    }
     steps
 }
 

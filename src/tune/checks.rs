@@ -79,6 +79,9 @@ pub const RING_MEMLOCK_BYTES_PER_SHARD: u64 = 8 << 20;
 pub const FILES_PER_SHARD: u64 = 1024;
 /// Descriptors of the process itself (config, metadata, stdio, logging).
 pub const FILES_PER_PROCESS: u64 = 256;
+/// guest_halt_poll_ns of the haltpoll cpuidle governor: the kernel's own default, which some
+/// hosts turn off on their guests' command line (`haltpoll.guest_halt_poll_ns=0`).
+pub const GUEST_HALT_POLL_NS: u64 = 200_000;
 
 /// The shard count the broker would run with here: the config's, or one per allowed CPU.
 pub fn effective_shards(cfg: &Config, facts: &Facts) -> Fact<usize> {
@@ -125,6 +128,7 @@ pub fn check(facts: &Facts, cfg: &Config) -> Vec<Finding> {
     out.extend(check_filesystem(facts, cfg));
     out.extend(check_disks(facts, cfg));
     out.push(check_governor(facts));
+    out.push(check_halt_poll(facts));
     out.extend(check_cpus(facts, cfg, &shards));
     out
 }
@@ -602,6 +606,57 @@ fn check_governor(facts: &Facts) -> Finding {
         )
     };
     finding(severity, name, current, "performance", why)
+}
+
+fn check_halt_poll(facts: &Facts) -> Finding {
+    let name = "haltpoll guest_halt_poll_ns (KVM guests)";
+    let recommended = GUEST_HALT_POLL_NS.to_string();
+    let polls = match &facts.guest_halt_poll_ns {
+        Err(e) => return unknown(name, recommended, e),
+        Ok(None) => {
+            return finding(
+                Severity::Ok,
+                name,
+                "absent",
+                "nothing to set",
+                "this kernel has no haltpoll cpuidle governor (not a KVM guest)",
+            )
+        }
+        Ok(Some(ns)) => *ns,
+    };
+    match facts.cpuidle_governor.as_deref() {
+        Ok("haltpoll") => {}
+        Ok(other) => {
+            return finding(
+                Severity::Info,
+                name,
+                polls.to_string(),
+                recommended,
+                format!("the cpuidle governor is {other}, not haltpoll: the setting has no effect"),
+            )
+        }
+        Err(e) => return unknown(name, recommended, e),
+    }
+    if polls == 0 {
+        finding(
+            Severity::Warn,
+            name,
+            "0",
+            recommended,
+            "an idle vCPU halts at once, and a request or timer that wakes it waits for the \
+             host to run it again: milliseconds on a busy host, on every request that finds a \
+             shard or a client idle (tuning/README.md, guest halt polling)",
+        )
+    } else {
+        finding(
+            Severity::Ok,
+            name,
+            polls.to_string(),
+            recommended,
+            "an idle vCPU polls before it halts, so a request arriving soon after is served \
+             without waiting for the host",
+        )
+    }
 }
 
 fn check_cpus(facts: &Facts, cfg: &Config, shards: &Fact<usize>) -> Vec<Finding> {

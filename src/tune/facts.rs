@@ -175,6 +175,12 @@ pub struct Facts {
     /// scaling_available_governors of the first online CPU with cpufreq.
     pub governors_available: Fact<Vec<String>>,
     pub numa_nodes: Fact<Vec<NumaNode>>,
+    /// The cpuidle governor in use ("menu", "teo", "haltpoll", ...).
+    pub cpuidle_governor: Fact<String>,
+    /// The haltpoll cpuidle governor's guest_halt_poll_ns: how long an idle vCPU of a KVM guest
+    /// polls before it halts. `None` when this kernel has no haltpoll governor (not a KVM
+    /// guest, or one built without it).
+    pub guest_halt_poll_ns: Fact<Option<u64>>,
     pub data: DataDirFacts,
 }
 
@@ -189,6 +195,8 @@ pub const SYSCTL_IO_URING_DISABLED: &str = "/proc/sys/kernel/io_uring_disabled";
 pub const THP_ENABLED: &str = "/sys/kernel/mm/transparent_hugepage/enabled";
 pub const THP_DEFRAG: &str = "/sys/kernel/mm/transparent_hugepage/defrag";
 pub const CPU_DIR: &str = "/sys/devices/system/cpu";
+pub const CPUIDLE_GOVERNOR: &str = "/sys/devices/system/cpu/cpuidle/current_governor";
+pub const GUEST_HALT_POLL_NS: &str = "/sys/module/haltpoll/parameters/guest_halt_poll_ns";
 pub const NODE_DIR: &str = "/sys/devices/system/node";
 
 /// The path of CPU `cpu`'s scaling governor.
@@ -237,6 +245,11 @@ impl Facts {
             governors_available: read_available_governors(root, &governors),
             governors,
             numa_nodes: read_numa_nodes(root),
+            cpuidle_governor: read_text(&root.path(CPUIDLE_GOVERNOR)),
+            guest_halt_poll_ns: match root.path(GUEST_HALT_POLL_NS) {
+                p if p.exists() => read_u64(&p).map(Some),
+                _ => Ok(None),
+            },
             data: DataDirFacts::collect(root, data_dir),
         }
     }

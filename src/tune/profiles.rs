@@ -29,6 +29,10 @@ pub struct OsSettings {
     pub io_scheduler_rotational: Option<String>,
     /// scaling_governor written to every online CPU that has cpufreq.
     pub cpu_governor: Option<String>,
+    /// KVM guests with the haltpoll cpuidle governor: how long an idle vCPU polls before it
+    /// halts (/sys/module/haltpoll/parameters/guest_halt_poll_ns). Elsewhere there is nothing
+    /// to set, and `apply` says so.
+    pub guest_halt_poll_ns: Option<u64>,
 }
 
 #[derive(Deserialize)]

@@ -395,3 +395,61 @@ fn the_filesystem_is_judged_for_durability_and_direct_io() {
     assert_eq!(judge(0x6969), (Severity::Warn, "nfs".into()));
     assert_eq!(judge(0x1234), (Severity::Info, "unknown (statfs magic 0x1234)".into()));
 }
+
+#[test]
+fn guest_halt_polling_is_judged_on_kvm_guests_and_set_by_the_latency_profile() {
+    let m = FakeMachine::new();
+    let r = m.root_dir.path();
+    let judge =
+        || find(&check(&m.facts(), &m.config(IoMode::Direct)), "guest_halt_poll_ns").clone();
+    let latency = profiles::load("latency").unwrap().os;
+    let apply_latency = || {
+        let outcomes = apply::execute(apply::plan(&m.root(), &m.facts(), &latency), false);
+        outcomes
+            .iter()
+            .map(|o| o.describe(false))
+            .find(|l| l.contains("guest_halt_poll_ns"))
+            .expect("the latency profile has a halt-polling step")
+    };
+
+    // Bare metal (no haltpoll governor): nothing to judge, nothing created.
+    let hp = judge();
+    assert_eq!((hp.severity, hp.current.as_str()), (Severity::Ok, "absent"), "{hp:?}");
+    let line = apply_latency();
+    assert!(
+        line.starts_with("cannot set haltpoll guest_halt_poll_ns to 200000: this kernel has no"),
+        "{line}"
+    );
+    assert!(!r.join("sys/module/haltpoll").exists());
+
+    // A KVM guest whose host turned polling off on the kernel command line.
+    write(r, "sys/devices/system/cpu/cpuidle/current_governor", "haltpoll");
+    write(r, "sys/module/haltpoll/parameters/guest_halt_poll_ns", "0");
+    let hp = judge();
+    assert_eq!(
+        (hp.severity, hp.current.as_str(), hp.recommended.as_str()),
+        (Severity::Warn, "0", "200000"),
+        "{hp:?}"
+    );
+    // Only the latency profile sets it.
+    for name in ["throughput", "durability"] {
+        let os = profiles::load(name).unwrap().os;
+        let steps = apply::plan(&m.root(), &m.facts(), &os);
+        assert!(steps.iter().all(|s| !s.setting.contains("halt")), "{name}: {steps:#?}");
+    }
+    assert!(apply_latency().starts_with("set haltpoll guest_halt_poll_ns: 0 -> 200000"));
+    let param = r.join("sys/module/haltpoll/parameters/guest_halt_poll_ns");
+    assert_eq!(std::fs::read_to_string(&param).unwrap(), "200000\n");
+    assert_eq!(judge().severity, Severity::Ok);
+    assert!(apply_latency().starts_with("unchanged haltpoll guest_halt_poll_ns: already 200000"));
+
+    // Another cpuidle governor ignores the value: said so, not judged.
+    write(r, "sys/devices/system/cpu/cpuidle/current_governor", "menu");
+    let hp = judge();
+    assert_eq!(hp.severity, Severity::Info, "{hp:?}");
+    assert!(hp.why.contains("menu, not haltpoll"), "{hp:?}");
+    // An unreadable value is unknown, never fatal.
+    write(r, "sys/module/haltpoll/parameters/guest_halt_poll_ns", "lots");
+    let hp = judge();
+    assert_eq!((hp.severity, hp.current.as_str()), (Severity::Info, "unknown"), "{hp:?}");
+}
