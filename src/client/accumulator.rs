@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
 
-use super::connection::{Connection, ProduceFrame, ProduceReply, ReplySink, ReplyTag};
+use super::connection::{Connection, EarlyAck, ProduceFrame, ProduceReply, ReplySink, ReplyTag};
 use super::error::{ClientError, Result};
 use super::pending::Completer;
 use super::producer::{ProducerConfig, SendBatchResult};
@@ -459,11 +459,17 @@ impl<S: BatchSink> Worker<S> {
                 epoch: send.epoch,
                 base_sequence: send.base_sequence,
             };
+            let early = match &send.batch.completion {
+                Completion::PerMessage { batch, .. } => {
+                    Some(EarlyAck { handles: batch.clone(), topic: q.key.0.clone() })
+                }
+                Completion::Batch { .. } => None,
+            };
             self.outbox.push(ProduceFrame {
                 topic: q.key.0.clone(),
                 queue_id: q.key.1,
                 batch: send.batch.bytes.clone(),
-                reply: ProduceReply { sink: self.replies.clone(), tag },
+                reply: ProduceReply { sink: self.replies.clone(), tag, early },
             });
         }
         // A busy queue's open batch waits for a reply (or its callers' next event), not for

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use super::error::{ClientError, Result};
 use super::pending::{pending, Completer, Pending};
+use super::send_handle::{BatchCompletion, BatchStored};
 use crate::protocol::codec::Reader;
 use crate::protocol::frame::{check_response, split_response, Check};
 use crate::protocol::produce_multi;
@@ -74,19 +75,53 @@ pub(crate) trait ReplySink: Send + Sync {
 pub(crate) struct ProduceReply {
     pub(crate) sink: Arc<dyn ReplySink>,
     pub(crate) tag: ReplyTag,
+    /// The `send_async` handles of the batch, resolved by whoever reads a "stored" reply,
+    /// before the producer's worker hears of it (see [`EarlyAck`]).
+    pub(crate) early: Option<EarlyAck>,
+}
+
+/// The per-message handles of a batch in flight, with the topic their results name.
+///
+/// A reply that says the batch is stored resolves them on the thread that read it: the
+/// caller's ack then waits for one thread (the connection's reader) instead of two (the
+/// reader, then the producer's worker), each of which can wait for the CPU behind the other
+/// threads of a busy core. Only "stored" is final here; failures, retries and the memory bound
+/// stay with the worker, whose own resolution of the same batch later keeps this first
+/// outcome ([`BatchCompletion::complete`]). A stored reply is the truth about the bytes it
+/// answers even when the worker ignores it (a copy renumbered since, and stored again).
+pub(crate) struct EarlyAck {
+    pub(crate) handles: Arc<BatchCompletion>,
+    pub(crate) topic: Arc<str>,
 }
 
 impl ProduceReply {
     /// Delivers `result` and wakes the producer.
     pub(crate) fn complete(self, result: Result<Response>) {
+        self.ack_early(&result);
         self.sink.deliver(self.tag, result);
         self.sink.wake();
     }
 
     /// Delivers `result`; its producer goes on `wakes`.
     fn deliver(self, result: Result<Response>, wakes: &mut Wakes) {
+        self.ack_early(&result);
         self.sink.deliver(self.tag, result);
         wakes.add(self.sink);
+    }
+
+    fn ack_early(&self, result: &Result<Response>) {
+        let (Some(early), Ok(Response::Produce { status, topic_id, queue_id, base_offset, .. })) =
+            (&self.early, result)
+        else {
+            return;
+        };
+        early.handles.complete(Ok(BatchStored {
+            status: *status,
+            topic: early.topic.clone(),
+            topic_id: *topic_id,
+            queue_id: *queue_id,
+            base_offset: *base_offset,
+        }));
     }
 }
 

@@ -853,3 +853,43 @@ fn an_answered_batch_s_buffer_and_handle_carry_the_next_batch() {
     worker.reply(worker.replies_rx.try_recv().unwrap());
     assert_eq!(second.try_take().unwrap().unwrap().queue_offset, 0);
 }
+
+/// A "stored" reply resolves the batch's `send_async` handles on the thread that reads it,
+/// before the worker takes the reply: the caller's ack does not wait for the worker to run.
+/// Failures are the worker's to judge (it retries them), and its own resolution of a stored
+/// batch changes nothing a caller already saw.
+#[test]
+fn a_stored_reply_resolves_the_handles_where_it_is_read_and_a_failure_waits_for_the_worker() {
+    let config = ProducerConfig { linger: Duration::ZERO, ..Default::default() };
+    let (mut worker, sink, clock) = sim_worker(config);
+    let handles: Vec<_> = (0..3).map(|_| send_to(&mut worker, 0)).collect();
+    worker.step(clock.now());
+    let (_, _, b, cb) = drain_sent(&sink).remove(0);
+    assert_eq!(bodies(&b).len(), 3);
+    cb.complete(ok_reply(7, &b));
+    // The worker has not run since: the reply waits in its channel.
+    assert!(worker.has_replies());
+    let results: Vec<SendResult> = handles.iter().map(|h| h.try_take().unwrap().unwrap()).collect();
+    let offsets: Vec<u64> = results.iter().map(|r| r.queue_offset).collect();
+    assert_eq!(offsets, [7, 8, 9]);
+    assert_eq!((&*results[0].topic, results[0].status), ("t", SendStatus::SendOk));
+    // The worker's turn keeps that outcome and frees the batch's memory.
+    worker.reply(worker.replies_rx.try_recv().unwrap());
+    worker.step(clock.now());
+    assert_eq!(handles[2].try_take().unwrap().unwrap().queue_offset, 9);
+    assert_eq!((worker.busy_queues, worker.buffered_bytes), (0, 0));
+
+    // A retriable failure resolves nothing: the worker resends, and the resend's reply counts.
+    let h = send_to(&mut worker, 0);
+    worker.step(clock.now());
+    let (_, _, _, cb) = drain_sent(&sink).remove(0);
+    cb.complete(broker_error(ErrorCode::DISK_FULL));
+    assert!(h.try_take().is_none(), "a refusal is not final");
+    worker.reply(worker.replies_rx.try_recv().unwrap());
+    clock.advance(Duration::from_secs(1));
+    worker.step(clock.now());
+    assert!(h.try_take().is_none());
+    let (_, _, b, cb) = drain_sent(&sink).remove(0);
+    cb.complete(ok_reply(10, &b));
+    assert_eq!(h.try_take().unwrap().unwrap().queue_offset, 10);
+}

@@ -101,7 +101,7 @@ fn a_gather_is_sized_once_for_its_frames() {
         topic: topic.into(),
         queue_id: 3,
         batch: Arc::new(vec![1; n]),
-        reply: ProduceReply { sink: Arc::new(Delivered::default()), tag: tag(0) },
+        reply: ProduceReply { sink: Arc::new(Delivered::default()), tag: tag(0), early: None },
     };
     let frames: Vec<_> = (0..40)
         .map(|i| frame(if i % 2 == 0 { "orders" } else { "a-longer-topic-name" }, 100 * i))
@@ -256,7 +256,7 @@ impl Delivered {
             topic: "t".into(),
             queue_id: 0,
             batch: Arc::new(vec![0; size]),
-            reply: ProduceReply { sink: self.clone(), tag: tag(i) },
+            reply: ProduceReply { sink: self.clone(), tag: tag(i), early: None },
         };
         sizes.iter().enumerate().map(|(i, &size)| frame(i, size)).collect()
     }
