@@ -27,6 +27,15 @@ pub struct Hardware {
     pub disks: Vec<Disk>,
     /// The filesystem and device holding the broker's data (spawned broker only).
     pub data_mount: String,
+    /// The cpuidle governor ("menu", "teo", "haltpoll"; empty when unknown). How fast an idle
+    /// CPU answers sets the floor of fixed-rate latency (BENCHMARKS.md, "The latency floor of
+    /// this VM").
+    #[serde(default)]
+    pub cpuidle_governor: String,
+    /// KVM guests with the haltpoll governor: how long an idle vCPU polls before it halts
+    /// (`/sys/module/haltpoll/parameters/guest_halt_poll_ns`); `None` elsewhere.
+    #[serde(default)]
+    pub guest_halt_poll_ns: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -95,7 +104,15 @@ pub fn hardware(data_dir: Option<&Path>) -> Hardware {
     }
     disks.sort_by(|a, b| a.name.cmp(&b.name));
     let data_mount = data_dir.map(mount_of).unwrap_or_default();
-    Hardware { cpu_model, logical_cpus, memory_bytes, disks, data_mount }
+    Hardware {
+        cpu_model,
+        logical_cpus,
+        memory_bytes,
+        disks,
+        data_mount,
+        cpuidle_governor: read("/sys/devices/system/cpu/cpuidle/current_governor"),
+        guest_halt_poll_ns: read("/sys/module/haltpoll/parameters/guest_halt_poll_ns").parse().ok(),
+    }
 }
 
 /// "device on mountpoint type fstype (options)" of the longest mount containing `path`.
@@ -271,7 +288,18 @@ pub fn fmt(v: f64) -> String {
     }
 }
 
-/// Side by side: every metric of `a` and `b` and the change in percent.
+/// How the machine's idle CPUs wake: the cpuidle governor, and haltpoll's polling time
+/// ("haltpoll 200us").
+fn cpu_idle(h: &Hardware) -> String {
+    match (h.cpuidle_governor.as_str(), h.guest_halt_poll_ns) {
+        ("", None) => "unknown".into(),
+        (g, Some(ns)) => format!("{g} {}us", ns / 1000),
+        (g, None) => g.into(),
+    }
+}
+
+/// Side by side: every metric of `a` and `b` and the change in percent (and the machines'
+/// idle settings when they differ).
 pub fn compare(a: &Report, b: &Report) -> String {
     let mut out = format!(
         "{:<22} {:>14} {:>14} {:>9}\n{:<22} {:>14} {:>14}\n",
@@ -284,6 +312,11 @@ pub fn compare(a: &Report, b: &Report) -> String {
         short(&a.git_revision),
         short(&b.git_revision)
     ));
+    let (idle_a, idle_b) = (cpu_idle(&a.hardware), cpu_idle(&b.hardware));
+    if idle_a != idle_b {
+        // Fixed-rate latency depends on it more than on most code changes (BENCHMARKS.md).
+        out.push_str(&format!("{:<22} {idle_a:>14} {idle_b:>14}\n", "cpu idle"));
+    }
     let mb = metrics(&b.results);
     for (name, va) in metrics(&a.results) {
         let vb = mb.iter().find(|(n, _)| *n == name).map(|(_, v)| *v);
@@ -493,7 +526,31 @@ pub(crate) mod tests {
         let line = c.lines().find(|l| l.starts_with("produce msg/s")).unwrap();
         assert!(line.contains("+50.0%"), "{c}");
         assert!(c.contains("ack p99 us"), "{c}");
+        assert!(!c.contains("cpu idle"), "same machine: {c}");
         assert!(table(&report(1.0)).contains("counts: OK"));
+
+        // Runs on differently idling machines say so.
+        let (mut a, mut b) = (report(1000.0), report(1000.0));
+        a.hardware.cpuidle_governor = "haltpoll".into();
+        a.hardware.guest_halt_poll_ns = Some(0);
+        b.hardware.cpuidle_governor = "haltpoll".into();
+        b.hardware.guest_halt_poll_ns = Some(200_000);
+        let c = compare(&a, &b);
+        let line = c.lines().find(|l| l.starts_with("cpu idle")).expect("an idle line");
+        assert!(line.contains("haltpoll 0us") && line.contains("haltpoll 200us"), "{c}");
+    }
+
+    #[test]
+    fn reports_from_before_the_idle_fields_still_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.json");
+        let mut v = serde_json::to_value(report(1.0)).unwrap();
+        let hw = v["hardware"].as_object_mut().unwrap();
+        hw.remove("cpuidle_governor");
+        hw.remove("guest_halt_poll_ns");
+        std::fs::write(&path, v.to_string()).unwrap();
+        let back = load(&path).unwrap();
+        assert_eq!(cpu_idle(&back.hardware), "unknown");
     }
 
     #[test]
