@@ -87,6 +87,12 @@ def main():
                 print(json.dumps({'i': i, 'status': int(r.status), 'msg_id': r.msg_id,
                                   'offset': r.offset}))
             sys.stdout.flush()
+        if args.mode == 'oneway':
+            # A oneway send returns once the C++ client has queued the frame for its I/O
+            # thread, and nothing answers it; shutting down at once can drop frames that
+            # thread has not written yet (seen once in CI: all three oneway messages missing
+            # while the script succeeded, on a loaded machine). Give it time to write them.
+            time.sleep(1)
     finally:
         p.shutdown()
 
