@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use ringmq::tune::facts;
 use serde::{Deserialize, Serialize};
 
 use crate::runner::{Results, SeriesPoint};
@@ -110,8 +111,10 @@ pub fn hardware(data_dir: Option<&Path>) -> Hardware {
         memory_bytes,
         disks,
         data_mount,
-        cpuidle_governor: read("/sys/devices/system/cpu/cpuidle/current_governor"),
-        guest_halt_poll_ns: read("/sys/module/haltpoll/parameters/guest_halt_poll_ns").parse().ok(),
+        cpuidle_governor: read(facts::CPUIDLE_GOVERNOR),
+        guest_halt_poll_ns: facts::read_u64_if_present(Path::new(facts::GUEST_HALT_POLL_NS))
+            .ok()
+            .flatten(),
     }
 }
 

@@ -52,6 +52,16 @@ pub fn read_u64(path: &Path) -> Fact<u64> {
     text.parse().map_err(|_| format!("{} holds {text:?}, not a number", path.display()))
 }
 
+/// A number in a file this kernel may not have (a sysctl added later, a module's parameter):
+/// `None` when the file does not exist.
+pub fn read_u64_if_present(path: &Path) -> Fact<Option<u64>> {
+    if path.exists() {
+        read_u64(path).map(Some)
+    } else {
+        Ok(None)
+    }
+}
+
 /// A resource limit; `None` means unlimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limit {
@@ -225,10 +235,7 @@ impl Facts {
         Facts {
             memlock: limit("Max locked memory"),
             nofile: limit("Max open files"),
-            io_uring_disabled: match root.path(SYSCTL_IO_URING_DISABLED) {
-                p if p.exists() => read_u64(&p).map(Some),
-                _ => Ok(None),
-            },
+            io_uring_disabled: read_u64_if_present(&root.path(SYSCTL_IO_URING_DISABLED)),
             thp_enabled: read_text(&root.path(THP_ENABLED)).and_then(|t| parse_selection(&t)),
             thp_defrag: read_text(&root.path(THP_DEFRAG)).and_then(|t| parse_selection(&t)),
             swappiness: sysctl(SYSCTL_SWAPPINESS),
@@ -246,10 +253,7 @@ impl Facts {
             governors,
             numa_nodes: read_numa_nodes(root),
             cpuidle_governor: read_text(&root.path(CPUIDLE_GOVERNOR)),
-            guest_halt_poll_ns: match root.path(GUEST_HALT_POLL_NS) {
-                p if p.exists() => read_u64(&p).map(Some),
-                _ => Ok(None),
-            },
+            guest_halt_poll_ns: read_u64_if_present(&root.path(GUEST_HALT_POLL_NS)),
             data: DataDirFacts::collect(root, data_dir),
         }
     }
