@@ -21,13 +21,12 @@ use std::collections::{BinaryHeap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
+use crossbeam_channel::{bounded, unbounded, Receiver};
 
-use super::connection::{Connection, EarlyAck, ProduceFrame, ProduceReply, ReplySink, ReplyTag};
+use super::connection::{EarlyAck, ProduceFrame, ProduceReply, ReplyTag};
 use super::error::{ClientError, Result};
 use super::pending::Completer;
 use super::producer::{ProducerConfig, SendBatchResult};
-use super::router::Router;
 use super::send_handle::{BatchCompletion, BatchStored};
 use super::sequencer::{Failure, QueueSequencer, ReplyKind, Resolution, SequencerConfig};
 use super::staging::{OpenLeft, Sealed, Staging, StagingLimits};
@@ -37,6 +36,10 @@ use crate::runtime::SharedClock;
 
 pub(crate) type BatchDone = Completer<Result<SendBatchResult>>;
 
+mod sink;
+pub(crate) use sink::BatchSink;
+use sink::{Replies, Reply};
+
 /// Emptied batch handles a worker keeps for its next batches (`Worker::batch_arcs`).
 const KEPT_BATCH_ARCS: usize = 1024;
 
@@ -44,63 +47,6 @@ pub(crate) enum Command {
     /// A caller marked a queue in the staging area: look at the dirty ones.
     Wake,
     Flush(Completer<()>),
-}
-
-pub(crate) struct Reply {
-    /// The queue's index in the worker's `queues` (`tag.queue`), and which send of which batch
-    /// this answers (see `QueueSequencer::on_reply`).
-    tag: ReplyTag,
-    result: Result<Response>,
-}
-
-/// The worker's end of its replies: queued for the worker, which a token wakes.
-struct Replies {
-    tx: Sender<Reply>,
-    woken: Sender<()>,
-}
-
-impl ReplySink for Replies {
-    fn deliver(&self, tag: ReplyTag, result: Result<Response>) {
-        let _ = self.tx.send(Reply { tag, result });
-    }
-    fn wake(&self) {
-        let _ = self.woken.try_send(());
-    }
-}
-
-/// Where the worker sends sealed batches: the seam between batching logic and the network.
-/// `send_all` takes every frame of `frames` (leaving it empty, its capacity kept) and must
-/// eventually complete each frame's `reply` exactly once (also on failure); a request that
-/// carries several batches holds at most `max_request_bytes` of them (the producer's
-/// `max_batch_bytes`, which fits the broker's frame bound as one batch does).
-pub(crate) trait BatchSink: Send + 'static {
-    fn send_all(&self, frames: &mut Vec<ProduceFrame>, max_request_bytes: usize);
-    /// The route of `topic` may be stale (after NOT_OWNER or a connection failure).
-    fn refresh(&self, topic: &str);
-}
-
-impl BatchSink for Arc<Router> {
-    /// One gathered write per connection for a step's batches (the usual case is one
-    /// connection per shard), in their order within each connection.
-    fn send_all(&self, frames: &mut Vec<ProduceFrame>, max_request_bytes: usize) {
-        let mut by_conn: Vec<(Arc<Connection>, Vec<ProduceFrame>)> = Vec::new();
-        for f in frames.drain(..) {
-            match self.queue_connection(&f.topic, f.queue_id) {
-                Ok(conn) => match by_conn.iter_mut().find(|(c, _)| Arc::ptr_eq(c, &conn)) {
-                    Some((_, fs)) => fs.push(f),
-                    None => by_conn.push((conn, vec![f])),
-                },
-                Err(e) => f.reply.complete(Err(e)),
-            }
-        }
-        for (conn, fs) in by_conn {
-            // On a failed write every reply was already completed with the error.
-            conn.send_produces(fs, max_request_bytes);
-        }
-    }
-    fn refresh(&self, topic: &str) {
-        Router::refresh(self, topic)
-    }
 }
 
 /// Rewrites a sealed batch's producer id and base sequence and recomputes its CRC

@@ -13,7 +13,7 @@ use crate::protocol::message_id;
 use crate::protocol::SendStatus;
 use crate::runtime::system_clock;
 use crate::runtime::{Clock, SimClock};
-use crossbeam_channel::bounded;
+use crossbeam_channel::{bounded, Sender};
 use std::sync::Mutex;
 use std::thread::JoinHandle;
 
