@@ -134,9 +134,9 @@ pub fn plan(root: &Root, facts: &Facts, os: &OsSettings) -> Vec<Step> {
     if let Some(want) = os.guest_halt_poll_ns {
         let setting = "haltpoll guest_halt_poll_ns";
         let path = root.path(facts::GUEST_HALT_POLL_NS);
-        steps.push(match &facts.guest_halt_poll_ns {
-            Ok(Some(current)) => plain_step(setting, path, &Ok(*current), want),
-            Ok(None) => Step {
+        steps.push(match facts.guest_halt_poll_ns.clone().transpose() {
+            Some(current) => plain_step(setting, path, &current, want),
+            None => Step {
                 setting: setting.into(),
                 paths: Vec::new(),
                 from: "absent".into(),
@@ -147,7 +147,6 @@ pub fn plan(root: &Root, facts: &Facts, os: &OsSettings) -> Vec<Step> {
                     .into(),
                 ),
             },
-            Err(e) => plain_step(setting, path, &Err(e.clone()), want),
         });
     }
     steps

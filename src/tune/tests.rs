@@ -452,4 +452,7 @@ fn guest_halt_polling_is_judged_on_kvm_guests_and_set_by_the_latency_profile() {
     write(r, "sys/module/haltpoll/parameters/guest_halt_poll_ns", "lots");
     let hp = judge();
     assert_eq!((hp.severity, hp.current.as_str()), (Severity::Info, "unknown"), "{hp:?}");
+    let line = apply_latency();
+    assert!(line.starts_with("cannot set haltpoll guest_halt_poll_ns to 200000:"), "{line}");
+    assert!(line.contains("not a number"), "{line}");
 }
