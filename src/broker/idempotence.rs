@@ -28,7 +28,6 @@
 //! rebuilds the windows at startup from the tail of its log ([`SequenceWindows::recover`]).
 
 use std::collections::hash_map::RandomState;
-use std::collections::VecDeque;
 
 use hashlink::LinkedHashMap;
 
@@ -70,7 +69,7 @@ pub enum Verdict {
     Mismatch { record_count: u32 },
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy, Default)]
 struct Entry {
     base_sequence: i32,
     record_count: u32,
@@ -78,22 +77,74 @@ struct Entry {
     stored: Option<Stored>,
 }
 
+/// A pair's last [`WINDOW_BATCHES`] batches, oldest first, held inline: with 10,000 queues a
+/// window on the heap was one more cache miss for every batch checked and stored.
+#[derive(Debug, Clone, Copy, Default)]
+struct Window {
+    ring: [Entry; WINDOW_BATCHES],
+    /// Index in `ring` of the oldest entry.
+    start: usize,
+    len: usize,
+}
+
+impl Window {
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn slot(&self, i: usize) -> usize {
+        (self.start + i) % WINDOW_BATCHES
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Entry> {
+        (0..self.len).map(|i| &self.ring[self.slot(i)])
+    }
+
+    fn find(&self, base_sequence: i32) -> Option<Entry> {
+        self.iter().find(|e| e.base_sequence == base_sequence).copied()
+    }
+
+    fn find_mut(&mut self, base_sequence: i32) -> Option<&mut Entry> {
+        let i = self.position(base_sequence)?;
+        let slot = self.slot(i);
+        Some(&mut self.ring[slot])
+    }
+
+    fn position(&self, base_sequence: i32) -> Option<usize> {
+        self.iter().position(|e| e.base_sequence == base_sequence)
+    }
+
+    /// Appends `entry`, dropping the oldest when the window is full.
+    fn push_back(&mut self, entry: Entry) {
+        if self.len == WINDOW_BATCHES {
+            self.start = self.slot(1);
+            self.len -= 1;
+        }
+        let slot = self.slot(self.len);
+        self.ring[slot] = entry;
+        self.len += 1;
+    }
+
+    fn pop_back(&mut self) {
+        self.len = self.len.saturating_sub(1);
+    }
+
+    fn clear(&mut self) {
+        self.len = 0;
+    }
+}
+
 #[derive(Debug)]
 struct State {
     epoch: u16,
     next_sequence: i32,
-    entries: VecDeque<Entry>,
+    entries: Window,
     last_used_ms: u64,
 }
 
 impl State {
     fn new(epoch: u16) -> Self {
-        State {
-            epoch,
-            next_sequence: 0,
-            entries: VecDeque::with_capacity(WINDOW_BATCHES),
-            last_used_ms: 0,
-        }
+        State { epoch, next_sequence: 0, entries: Window::default(), last_used_ms: 0 }
     }
 
     fn in_progress(&self) -> bool {
@@ -103,9 +154,6 @@ impl State {
     fn push(&mut self, entry: Entry) {
         self.next_sequence = next_sequence(entry.base_sequence, entry.record_count);
         self.entries.push_back(entry);
-        if self.entries.len() > WINDOW_BATCHES {
-            self.entries.pop_front();
-        }
     }
 
     /// Starts the window over at a new epoch (the pair keeps its place in use order).
@@ -190,7 +238,7 @@ impl SequenceWindows {
             } else {
                 Verdict::OutOfOrder { expected: 0 }
             }
-        } else if let Some(e) = state.entries.iter().find(|e| e.base_sequence == base_sequence) {
+        } else if let Some(e) = state.entries.find(base_sequence) {
             if e.record_count != record_count {
                 Verdict::Mismatch { record_count: e.record_count }
             } else {
@@ -210,7 +258,7 @@ impl SequenceWindows {
     /// The batch reserved by an `Append` verdict was stored.
     pub fn stored(&mut self, producer_id: i64, queue: QueueKey, base_sequence: i32, at: Stored) {
         let Some(state) = self.state_of(producer_id, queue) else { return };
-        if let Some(e) = state.entries.iter_mut().find(|e| e.base_sequence == base_sequence) {
+        if let Some(e) = state.entries.find_mut(base_sequence) {
             e.stored = Some(at);
         }
         // Pairs admitted over the bound while their appends were in progress make room now.
@@ -222,7 +270,7 @@ impl SequenceWindows {
     /// about the pair can be trusted any more and its state is dropped.
     pub fn abort(&mut self, producer_id: i64, queue: QueueKey, base_sequence: i32) {
         let Some(state) = self.state_of(producer_id, queue) else { return };
-        let drop_pair = match state.entries.iter().position(|e| e.base_sequence == base_sequence) {
+        let drop_pair = match state.entries.position(base_sequence) {
             // The pair's first batch: as if it never came.
             Some(0) if state.entries.len() == 1 && base_sequence == 0 => true,
             Some(i) if i + 1 == state.entries.len() => {
@@ -333,7 +381,7 @@ mod tests {
     use super::*;
     use crate::storage::{QueueId, TopicId};
     use proptest::prelude::*;
-    use std::collections::{HashMap, HashSet};
+    use std::collections::{HashMap, HashSet, VecDeque};
 
     const Q: QueueKey = QueueKey::new(TopicId::new(1), QueueId::new(0));
     const P: i64 = 7 << 16;
@@ -397,6 +445,36 @@ mod tests {
         assert_eq!(w.check(P, Q, 8, 1, 0), Verdict::Fenced { current_epoch: 1 });
         assert_eq!(w.check(e1, Q, 0, 1, 0), Verdict::Duplicate(at(8)));
         assert_eq!(w.check(e1, Q, 1, 1, 0), Verdict::Append);
+    }
+
+    #[test]
+    fn a_window_keeps_the_last_batches_in_order_across_its_ring() {
+        let e = |seq: i32| Entry { base_sequence: seq, record_count: 1, stored: None };
+        let mut w = Window::default();
+        let mut model: VecDeque<i32> = VecDeque::new();
+        for seq in 0..23 {
+            w.push_back(e(seq));
+            model.push_back(seq);
+            if model.len() > WINDOW_BATCHES {
+                model.pop_front();
+            }
+            if seq % 7 == 6 {
+                w.pop_back();
+                model.pop_back();
+            }
+            let held: Vec<i32> = w.iter().map(|e| e.base_sequence).collect();
+            assert_eq!(held, Vec::from(model.clone()), "after {seq}");
+            for (i, s) in model.iter().enumerate() {
+                assert_eq!(w.position(*s), Some(i));
+            }
+            assert!(w.find(seq + 100).is_none());
+        }
+        let last = *model.back().unwrap();
+        w.find_mut(last).unwrap().record_count = 9;
+        assert_eq!(w.find(last).unwrap().record_count, 9);
+        w.clear();
+        assert_eq!(w.len(), 0);
+        assert_eq!(w.iter().count(), 0);
     }
 
     #[test]
