@@ -18,7 +18,7 @@ async fn follow_all(log: &std::rc::Rc<CommitLog<SimDir>>, step: u64) -> Vec<(u64
     let mut from = LogPosition::ZERO;
     loop {
         let f = log
-            .follow(from, step, |pos, bytes| out.push((pos.get(), batch_tag(bytes))))
+            .follow(from, step, |pos, view| out.push((pos.get(), batch_tag(view.as_bytes()))))
             .await
             .unwrap();
         if f.next == from {

@@ -4,6 +4,7 @@
 use std::rc::Rc;
 
 use super::shard_log::{AppendOutcome, OffsetRange, ShardLog};
+use crate::format::batch::BatchView;
 use crate::replication::epoch_file;
 use crate::replication::epochs::EpochHistory;
 use crate::storage::commit_log::{Followed, PositionedBatch, Scanned, TailScan};
@@ -94,7 +95,7 @@ impl<D: LogDir + 'static> ShardLog for Rc<CommitLog<D>> {
         &self,
         from: u64,
         max_bytes: u64,
-        mut each: impl FnMut(u64, &[u8]),
+        mut each: impl FnMut(u64, &BatchView<'_>),
     ) -> Result<Followed, StorageError> {
         CommitLog::follow(self, LogPosition::new(from), max_bytes, |p, b| each(p.get(), b)).await
     }

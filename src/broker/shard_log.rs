@@ -5,6 +5,7 @@
 //! request handling is tested without disks but against the real log. Keeping the seam this
 //! narrow keeps storage types that the broker does not need out of it.
 
+use crate::format::batch::BatchView;
 use crate::replication::epochs::EpochHistory;
 use crate::storage::commit_log::{Followed, PositionedBatch, Scanned, TailScan};
 use crate::storage::probe::LogMetrics;
@@ -102,7 +103,7 @@ pub trait ShardLog: 'static {
         &self,
         from: u64,
         max_bytes: u64,
-        each: impl FnMut(u64, &[u8]),
+        each: impl FnMut(u64, &BatchView<'_>),
     ) -> Result<Followed, StorageError>;
     /// The first log position the log still holds (retention removed what lies before).
     fn oldest_position(&self) -> u64;

@@ -41,10 +41,10 @@ const YIELD_EVERY_BATCHES: usize = 64;
 /// The shard's key index, once started.
 pub type ShardKeyIndex = Rc<KeyIndex<DmaDir>>;
 
-/// The key index entries of one stored batch (pure: bytes in, entries out). Batches of
-/// system topics and batches whose records do not parse give none.
-pub fn batch_entries(bytes: &[u8], max_batch_bytes: usize, out: &mut Vec<Entry>) {
-    let Ok(view) = BatchView::parse(bytes, max_batch_bytes) else { return };
+/// The key index entries of one stored batch, parsed and verified by the log's follower
+/// (pure: a batch in, entries out). Batches of system topics give none, and a record that does
+/// not parse ends its batch's entries.
+pub fn batch_entries(view: &BatchView<'_>, out: &mut Vec<Entry>) {
     let stamp = view.header.stamp;
     if stamp.topic_id >= FIRST_SYSTEM_TOPIC_ID {
         return;
@@ -101,14 +101,13 @@ impl<L: ShardLog> Shard<L> {
     /// Indexes one step of durable log past the index's position. Returns whether it moved.
     async fn index_keys_step(&self, index: &ShardKeyIndex) -> Result<bool, String> {
         let from = index.indexed_to();
-        let max_batch = self.config.storage.max_batch_bytes;
         let mut batches: Vec<(u64, u64, Vec<Entry>)> = Vec::new();
         let followed = self
             .log
-            .follow(from.get(), self.config.key_index.max_step_bytes, |position, bytes| {
+            .follow(from.get(), self.config.key_index.max_step_bytes, |position, view| {
                 let mut entries = Vec::new();
-                batch_entries(bytes, max_batch, &mut entries);
-                batches.push((position, position + bytes.len() as u64, entries));
+                batch_entries(view, &mut entries);
+                batches.push((position, position + view.as_bytes().len() as u64, entries));
             })
             .await
             .map_err(|e| format!("reading the log for the key index: {e}"))?;
@@ -269,6 +268,10 @@ mod tests {
 
     type Properties<'a> = &'a [(&'a [u8], &'a [u8])];
 
+    fn view(bytes: &[u8]) -> BatchView<'_> {
+        BatchView::parse(bytes, 1 << 20).unwrap()
+    }
+
     fn stamped(records: &[(&[u8], Properties<'_>)], topic_id: u32) -> Vec<u8> {
         let mut b = BatchBuilder::new(1 << 20);
         for (key, props) in records {
@@ -287,7 +290,7 @@ mod tests {
         let unique: &[(&[u8], &[u8])] = &[(b"UNIQ_KEY", b"U1")];
         let bytes = stamped(&[(b"k1 k2", &[]), (b"", origin), (b"", &[]), (b"k3", unique)], 9);
         let mut out = Vec::new();
-        batch_entries(&bytes, 1 << 20, &mut out);
+        batch_entries(&view(&bytes), &mut out);
         let got: Vec<(u32, u64)> = out.iter().map(|e| (e.key_hash, e.offset)).collect();
         assert_eq!(
             got,
@@ -303,11 +306,10 @@ mod tests {
     }
 
     #[test]
-    fn system_topics_and_damaged_batches_give_nothing() {
+    fn system_topics_give_nothing() {
         let bytes = stamped(&[(b"k", &[])], FIRST_SYSTEM_TOPIC_ID);
         let mut out = Vec::new();
-        batch_entries(&bytes, 1 << 20, &mut out);
-        batch_entries(&bytes[..50], 1 << 20, &mut out);
+        batch_entries(&view(&bytes), &mut out);
         assert!(out.is_empty());
     }
 
@@ -316,7 +318,7 @@ mod tests {
         let key = (0..100).map(|i| format!("k{i}")).collect::<Vec<_>>().join(" ");
         let bytes = stamped(&[(key.as_bytes(), &[])], 1);
         let mut out = Vec::new();
-        batch_entries(&bytes, 1 << 20, &mut out);
+        batch_entries(&view(&bytes), &mut out);
         assert_eq!(out.len(), MAX_KEYS_PER_MESSAGE);
     }
 }

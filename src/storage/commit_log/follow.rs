@@ -40,13 +40,14 @@ impl<D: LogDir + 'static> CommitLog<D> {
     }
 
     /// Reports the durable batches from `from` (a position an earlier call returned, or
-    /// zero) in log order, reading about `max_bytes`, with `each(position, batch bytes)`;
+    /// zero) in log order, reading about `max_bytes`, with `each(position, batch)`: each
+    /// batch parsed and its CRCs verified once, here (the key index used to parse it again);
     /// control batches are not reported. See the module documentation.
     pub async fn follow(
         self: &Rc<Self>,
         from: LogPosition,
         max_bytes: u64,
-        mut each: impl FnMut(LogPosition, &[u8]),
+        mut each: impl FnMut(LogPosition, &BatchView<'_>),
     ) -> Result<Followed> {
         let (segments, durable) = {
             let st = self.st.borrow();
@@ -87,7 +88,7 @@ impl<D: LogDir + 'static> CommitLog<D> {
         seg_end: LogPosition,
         max_bytes: u64,
         out: &mut Followed,
-        each: &mut impl FnMut(LogPosition, &[u8]),
+        each: &mut impl FnMut(LogPosition, &BatchView<'_>),
     ) -> Result<bool> {
         let max_batch = self.config.max_batch_bytes;
         // `len` bytes from `pos` if memory holds at least `need` of them, else from disk. Every
@@ -142,9 +143,9 @@ impl<D: LogDir + 'static> CommitLog<D> {
             let bytes = &buf[at..at + length];
             match BatchView::parse(bytes, max_batch).and_then(|v| v.verify_stamp().map(|()| v)) {
                 Ok(view) if view.header.is_control() => {}
-                Ok(_) => {
+                Ok(view) => {
                     out.batches += 1;
-                    each(pos, bytes);
+                    each(pos, &view);
                 }
                 Err(e) if fmt::stamp_verifies(bytes) => {
                     tracing::warn!(
