@@ -79,15 +79,7 @@ pub struct QueueIndex {
     pub min_offset: QueueOffset,
     /// Offset the next batch gets.
     pub next_offset: QueueOffset,
-    /// The capacity `pending` had when a write-back emptied and freed it (at most
-    /// [`PENDING_REFILL_MAX`]): its next entry reserves that much at once instead of growing
-    /// the buffer from 4 entries by doubling. With thousands of busy queues each write-back
-    /// empties every queue, and the regrowth was several allocations and copies per queue.
-    pub refill_capacity: u32,
 }
-
-/// The most entries a queue reserves again after a write-back emptied it (8 KiB).
-pub const PENDING_REFILL_MAX: usize = 256;
 
 impl QueueIndex {
     /// A queue with no entries whose offsets start at `floor`.
@@ -128,9 +120,6 @@ impl QueueIndex {
             self.min_offset = e.base_offset;
         }
         self.next_offset = e.next_offset();
-        if self.pending.capacity() == 0 && self.refill_capacity > 0 {
-            self.pending.reserve_exact(self.refill_capacity as usize);
-        }
         self.pending.push_back(e);
     }
 
@@ -151,7 +140,6 @@ impl QueueIndex {
         // Idle queues must not keep buffers: 10,000 queues × a few spare entries each would
         // eat the budget the block cache needs.
         if self.pending.is_empty() {
-            self.refill_capacity = self.pending.capacity().min(PENDING_REFILL_MAX) as u32;
             self.pending = VecDeque::new();
         } else if self.pending.capacity() > 2 * self.pending.len() + 16 {
             self.pending.shrink_to(self.pending.len() + 8);
@@ -381,32 +369,6 @@ mod tests {
         q.push(entry(20, 300, 1, 4));
         q.mark_written(1);
         assert_eq!(q.pending.capacity(), 0, "an idle queue keeps no buffer");
-    }
-
-    #[test]
-    fn a_queue_emptied_by_a_write_back_reserves_its_former_capacity_at_its_next_entry() {
-        let mut q = QueueIndex::default();
-        let fill = |q: &mut QueueIndex, n: u64| {
-            for _ in 0..n {
-                let (next, pos) = (q.next_offset.get(), q.next_entry() * 100);
-                q.push(entry(next, pos, 1, 1));
-            }
-        };
-        fill(&mut q, 40);
-        let grown = q.pending.capacity();
-        assert!(grown >= 40);
-        q.mark_written(40);
-        assert_eq!(q.pending.capacity(), 0, "an idle queue keeps no buffer");
-        fill(&mut q, 1);
-        assert!(q.pending.capacity() >= grown, "one allocation for the next pass's entries");
-        // A burst's capacity is not reserved again whole.
-        fill(&mut q, 5_000);
-        q.mark_written(q.pending.len());
-        fill(&mut q, 1);
-        assert!(q.pending.capacity() < 2 * PENDING_REFILL_MAX, "{}", q.pending.capacity());
-        // Nor is it kept by a queue that went idle.
-        q.mark_written(1);
-        assert_eq!(q.pending.capacity(), 0);
     }
 
     #[test]
