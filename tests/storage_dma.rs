@@ -59,6 +59,10 @@ fn round_trip(dir: PathBuf, io: IoMode) {
         tags.sort_unstable();
         assert_eq!(tags, (0..120).collect::<Vec<_>>());
         log.close().await.unwrap();
+        // The queue's index file holds exactly its 120 entries of 32 bytes: written through
+        // the page cache at their own offsets, not as whole 4 KiB blocks.
+        let index = dir.join(ringmq::storage::index_store::index_file_name(Q, 0));
+        assert_eq!(std::fs::metadata(&index).unwrap().len(), 120 * 32);
 
         let log = CommitLog::open(cfg).await.unwrap();
         assert_eq!(log.offsets(Q).next.get(), 480);

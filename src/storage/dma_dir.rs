@@ -149,6 +149,24 @@ impl LogFile for DmaLogFile {
         Ok(())
     }
 
+    async fn write_bytes_at(&self, bytes: Vec<u8>, pos: u64) -> io::Result<()> {
+        let DmaLogFile::Buffered(f) = self else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("an unaligned write at {pos} to a file opened with O_DIRECT"),
+            ));
+        };
+        let len = bytes.len();
+        let written = f.write_at(bytes, pos).await.map_err(to_io)?;
+        if written != len {
+            return Err(io::Error::new(
+                io::ErrorKind::WriteZero,
+                format!("short write at {pos}: {written} of {len} bytes (disk full?)"),
+            ));
+        }
+        Ok(())
+    }
+
     async fn read_at(&self, pos: u64, len: usize) -> io::Result<ReadBuf> {
         let r = match self {
             DmaLogFile::Direct(f) => f.read_at(pos, len).await.map_err(to_io)?,

@@ -8,6 +8,8 @@
 //! Contract:
 //! - `write_at` writes the whole buffer at `pos`; both are multiples of [`ALIGN`]. A short write
 //!   is reported as an error by the implementation, never as success.
+//! - `write_bytes_at` does the same at any position and length, for files opened with
+//!   `open_buffered` only (the page cache takes unaligned writes; O_DIRECT does not).
 //! - Written data is durable only after a later `sync_data` on the same file returns Ok.
 //! - A created or removed file name is durable only after `sync_dir` returns Ok.
 //! - `read_at` may return fewer bytes than asked only at the end of the file.
@@ -72,6 +74,9 @@ impl Deref for ReadBuf {
 pub trait LogFile {
     /// Writes all of `buf` at `pos` (both aligned to [`ALIGN`]).
     async fn write_at(&self, buf: Rc<DmaBuffer>, pos: u64) -> io::Result<()>;
+    /// Writes all of `bytes` at `pos`, any alignment: only on a file opened with
+    /// [`LogDir::open_buffered`] (an O_DIRECT file answers `InvalidInput`).
+    async fn write_bytes_at(&self, bytes: Vec<u8>, pos: u64) -> io::Result<()>;
     /// Reads up to `len` bytes at `pos` (any alignment); shorter only at end of file.
     async fn read_at(&self, pos: u64, len: usize) -> io::Result<ReadBuf>;
     /// Makes every completed write to this file durable.

@@ -178,6 +178,8 @@ pub struct SimFileHandle {
     file: Rc<RefCell<SimFile>>,
     state: Rc<RefCell<State>>,
     generation: u64,
+    /// Opened with `open_buffered`: takes unaligned writes (`write_bytes_at`).
+    buffered: bool,
 }
 
 fn eio(what: &str) -> io::Error {
@@ -381,12 +383,9 @@ impl SimFileHandle {
         }
         Ok(())
     }
-}
 
-impl LogFile for SimFileHandle {
-    async fn write_at(&self, buf: Rc<DmaBuffer>, pos: u64) -> io::Result<()> {
-        assert_eq!(pos % ALIGN, 0, "unaligned write position {pos}");
-        assert_eq!(buf.len() as u64 % ALIGN, 0, "unaligned write length {}", buf.len());
+    /// A write at any alignment: the same faults, capacity and crash model as every write.
+    async fn write_bytes(&self, bytes: &[u8], pos: u64) -> io::Result<()> {
         jitter(&self.state).await;
         let _op = enter(&self.state, SimOp::Write).await;
         self.check_alive("write")?;
@@ -395,7 +394,7 @@ impl LogFile for SimFileHandle {
         if let Some(e) = s.take_fault(SimOp::Write, "write") {
             return Err(e);
         }
-        let end = pos as usize + buf.len();
+        let end = pos as usize + bytes.len();
         let grow = end.saturating_sub(self.file.borrow().volatile.len()) as u64;
         if let Some(cap) = s.capacity {
             if s.used() + grow > cap {
@@ -407,9 +406,27 @@ impl LogFile for SimFileHandle {
         if f.volatile.len() < end {
             f.volatile.resize(end, 0);
         }
-        f.volatile[pos as usize..end].copy_from_slice(buf.as_bytes());
+        f.volatile[pos as usize..end].copy_from_slice(bytes);
         f.unsynced.push((pos as usize, end));
         Ok(())
+    }
+}
+
+impl LogFile for SimFileHandle {
+    async fn write_at(&self, buf: Rc<DmaBuffer>, pos: u64) -> io::Result<()> {
+        assert_eq!(pos % ALIGN, 0, "unaligned write position {pos}");
+        assert_eq!(buf.len() as u64 % ALIGN, 0, "unaligned write length {}", buf.len());
+        self.write_bytes(buf.as_bytes(), pos).await
+    }
+
+    async fn write_bytes_at(&self, bytes: Vec<u8>, pos: u64) -> io::Result<()> {
+        if !self.buffered {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("an unaligned write at {pos} to a file opened with O_DIRECT"),
+            ));
+        }
+        self.write_bytes(&bytes, pos).await
     }
 
     async fn read_at(&self, pos: u64, len: usize) -> io::Result<ReadBuf> {
@@ -529,12 +546,20 @@ impl LogDir for SimDir {
             None => return Err(io::Error::from(io::ErrorKind::NotFound)),
         };
         s.opens += 1;
-        Ok(SimFileHandle { file, state: self.state.clone(), generation: s.generation })
+        Ok(SimFileHandle {
+            file,
+            state: self.state.clone(),
+            generation: s.generation,
+            buffered: false,
+        })
     }
 
     async fn open_buffered(&self, name: &str, create: bool) -> io::Result<SimFileHandle> {
-        // Writes are volatile until synced in every mode: the same model.
-        self.open(name, create).await
+        // Writes are volatile until synced in every mode: the same model, with unaligned
+        // writes allowed.
+        let mut f = self.open(name, create).await?;
+        f.buffered = true;
+        Ok(f)
     }
 
     async fn remove(&self, name: &str) -> io::Result<()> {

@@ -58,7 +58,14 @@ impl<F: LogFile> IndexStore<F> {
         }
     }
 
-    /// Writes `queue`'s pending entries of durable batches, a block at a time.
+    /// Writes `queue`'s pending entries of durable batches: one write of exactly their bytes
+    /// per index file they fall in (index files go through the page cache, which takes
+    /// unaligned writes). Cached blocks they fall in get them too.
+    ///
+    /// It wrote a whole 4 KiB block per write: a queue with a few new entries in a block
+    /// that already held others needed the block's earlier entries first, from the cache or
+    /// read from the file, and with 10,000 queues the cache could not hold every queue's
+    /// last block, so a write-back pass read about as many blocks as it wrote.
     async fn writeback_queue<D: LogDir<File = F>>(
         &self,
         dir: &D,
@@ -67,50 +74,59 @@ impl<F: LogFile> IndexStore<F> {
     ) -> Result<(), WritebackError> {
         use WritebackError::Write;
         loop {
-            let (start, n) = match self.queues.borrow().get(&queue) {
-                Some(q) => (q.written_entries, q.writable_pending(durable())),
-                None => (0, 0),
+            let (start, n, first) = match self.queues.borrow().get(&queue) {
+                Some(q) => (q.written_entries, q.writable_pending(durable()), q.first_entry),
+                None => (0, 0, 0),
             };
             if n == 0 {
                 return Ok(());
             }
-            let block = start / ENTRIES_PER_BLOCK;
-            let slot = start % ENTRIES_PER_BLOCK;
-            let count = (n as u64).min(ENTRIES_PER_BLOCK - slot) as usize;
-            // Earlier entries of this block that are still retained must be kept; entries
-            // dropped by retention before they were written leave nothing to keep.
-            let first = self.queues.borrow().get(&queue).map_or(0, |q| q.first_entry);
-            let keep_earlier = slot > 0 && first < start;
-            let mut bytes = if keep_earlier {
-                self.block(dir, queue, block).await.map_err(Write)?.to_vec()
-            } else {
-                vec![0u8; BLOCK_BYTES]
-            };
+            let file = start / self.file_entries;
+            let in_file = start % self.file_entries;
+            let count = (n as u64).min(self.file_entries - in_file) as usize;
+            let mut bytes = vec![0u8; count * ENTRY_BYTES];
             {
                 let queues = self.queues.borrow();
                 let q = queues.get(&queue).expect("queues are never removed");
-                for (k, e) in q.pending.iter().take(count).enumerate() {
-                    let at = (slot as usize + k) * ENTRY_BYTES;
-                    e.encode(&mut bytes[at..at + ENTRY_BYTES]);
+                for (e, at) in q.pending.iter().take(count).zip(bytes.chunks_exact_mut(ENTRY_BYTES))
+                {
+                    e.encode(at);
                 }
             }
-            let (file, at) = self.file_of(block);
-            // Without an earlier entry in this block, the file may not exist yet.
-            let new_file = !keep_earlier;
+            // The file exists if it holds a retained entry written before these (retention
+            // deletes a file only once none of its entries is retained).
+            let new_file = in_file == 0 || first >= start;
             let f = self.file(dir, queue, file, new_file).await.map_err(Write)?;
-            let mut buf = runtime::alloc_dma(BLOCK_BYTES);
-            buf.as_bytes_mut()[..BLOCK_BYTES].copy_from_slice(&bytes);
+            // Into the cache first (the write takes the bytes): readers use a block's entries
+            // only below the written count, which moves once the write succeeded, and a failed
+            // write leaves these entries pending, to be written again with the same bytes.
+            self.update_cached_blocks(queue, start, &bytes);
             self.write_epoch.set(self.write_epoch.get() + 1);
-            let written = f.write_at(Rc::new(buf), at).await;
+            let written = f.write_bytes_at(bytes, in_file * ENTRY_BYTES as u64).await;
             self.write_epoch.set(self.write_epoch.get() + 1);
             written.map_err(Write)?;
             if new_file {
                 self.created_files.set(true);
             }
             self.unsynced.set(true);
-            self.cache.borrow_mut().insert(BlockKey { queue, block }, Rc::new(bytes));
             self.with_queue(queue, QueueOffset::ZERO, |q| q.mark_written(count));
             self.progress.notify();
+        }
+    }
+
+    /// Copies entries `[start, start + bytes / 32)` of `queue` into the cached blocks holding
+    /// them (a block not cached is read from its file when next needed).
+    fn update_cached_blocks(&self, queue: QueueKey, start: u64, bytes: &[u8]) {
+        let mut cache = self.cache.borrow_mut();
+        let (mut n, mut rest) = (start, bytes);
+        while !rest.is_empty() {
+            let (block, slot) = (n / ENTRIES_PER_BLOCK, (n % ENTRIES_PER_BLOCK) as usize);
+            let take = rest.len().min((ENTRIES_PER_BLOCK as usize - slot) * ENTRY_BYTES);
+            let (head, tail) = rest.split_at(take);
+            let at = slot * ENTRY_BYTES;
+            cache.update(BlockKey { queue, block }, |b| b[at..at + take].copy_from_slice(head));
+            n += (take / ENTRY_BYTES) as u64;
+            rest = tail;
         }
     }
 
