@@ -228,7 +228,7 @@ impl SequenceWindows {
             return Verdict::Append;
         };
         state.last_used_ms = now_ms;
-        let verdict = if batch_epoch < state.epoch {
+        if batch_epoch < state.epoch {
             Verdict::Fenced { current_epoch: state.epoch }
         } else if batch_epoch > state.epoch {
             if base_sequence == 0 {
@@ -251,8 +251,7 @@ impl SequenceWindows {
             Verdict::TooOld { next_sequence: state.next_sequence }
         } else {
             Verdict::OutOfOrder { expected: state.next_sequence }
-        };
-        verdict
+        }
     }
 
     /// The batch reserved by an `Append` verdict was stored.

@@ -250,3 +250,26 @@ fn a_write_back_writes_only_the_new_entries_and_reads_nothing() {
         }
     });
 }
+
+/// One queue's long run of pending entries goes in writes of at most 2,048 entries (64 KiB
+/// buffers), each entry where it belongs.
+#[test]
+fn a_long_run_of_entries_is_written_in_bounded_writes() {
+    on_executor(|| async {
+        let dir = SimDir::new(4);
+        let store: IndexStore<SimFileHandle> = IndexStore::new(8192, 4 << 20);
+        let q = QueueKey::new(TopicId::new(2), QueueId::new(0));
+        for i in 0..5000u64 {
+            store.push(q, entry(2 * i, 100 * i));
+        }
+        let (writes, _) = dir.op_counts();
+        let _gate = store.lock().await;
+        store.writeback(&dir, LogPosition::MAX).await.unwrap();
+        assert_eq!(dir.op_counts().0 - writes, 3, "2,048 + 2,048 + 904 entries");
+        store.clear_cache();
+        for n in [0, 2047, 2048, 4095, 4096, 4999] {
+            assert_eq!(store.entry(&dir, q, n).await.unwrap().position.get(), 100 * n);
+        }
+        assert_eq!(dir.file_len(&index_file_name(q, 0)), Some(5000 * ENTRY_BYTES));
+    });
+}

@@ -4,6 +4,9 @@
 
 use super::*;
 
+/// Entries one index write carries at most (64 KiB): the write's buffer is a copy of them.
+const MAX_WRITE_ENTRIES: u64 = 2048;
+
 impl<F: LogFile> IndexStore<F> {
     /// Serializes write-back, checkpoints and retention.
     pub async fn lock(&self) -> glommio::sync::Permit<'_> {
@@ -58,9 +61,9 @@ impl<F: LogFile> IndexStore<F> {
         }
     }
 
-    /// Writes `queue`'s pending entries of durable batches: one write of exactly their bytes
-    /// per index file they fall in (index files go through the page cache, which takes
-    /// unaligned writes). Cached blocks they fall in get them too.
+    /// Writes `queue`'s pending entries of durable batches: writes of exactly their bytes, one
+    /// per index file they fall in and per [`MAX_WRITE_ENTRIES`] (index files go through the
+    /// page cache, which takes unaligned writes). Cached blocks they fall in get them too.
     ///
     /// It wrote a whole 4 KiB block per write: a queue with a few new entries in a block
     /// that already held others needed the block's earlier entries first, from the cache or
@@ -83,7 +86,7 @@ impl<F: LogFile> IndexStore<F> {
             }
             let file = start / self.file_entries;
             let in_file = start % self.file_entries;
-            let count = (n as u64).min(self.file_entries - in_file) as usize;
+            let count = (n as u64).min(self.file_entries - in_file).min(MAX_WRITE_ENTRIES) as usize;
             let mut bytes = vec![0u8; count * ENTRY_BYTES];
             {
                 let queues = self.queues.borrow();
