@@ -25,9 +25,10 @@
 //! quarter of the budget the log asks for a write-back, above half an append waits for one.
 //!
 //! # Writing behind the log
-//! An entry is written only once its batch is durable ([`IndexStore::writeback`]), one block
-//! per I/O (the block's earlier entries come from the cache or the file). Written entries never
-//! change, so readers and the writer never conflict on them. Index files are made durable only
+//! An entry is written only once its batch is durable ([`IndexStore::writeback`]): exactly the
+//! new entries' bytes, at their place in the file (index files are page-cache files), and the
+//! cached blocks holding them are updated. Written entries never change, so readers and the
+//! writer never conflict on them. Index files are made durable only
 //! by a checkpoint (one filesystem sync), which then records in `index.checkpoint` that every
 //! batch below its position is indexed; a crash loses at most the entries past the last
 //! checkpoint, and recovery rebuilds exactly those by scanning the log from the checkpoint
