@@ -122,7 +122,6 @@ pub(crate) fn producer_main(
         let mut now = 0u64;
         let mut acked = 0u64;
         let mut flush_timeouts = 0u64;
-        let measuring = shared.measuring.load(Relaxed);
         let mut rec: Option<std::sync::MutexGuard<'_, Recorder>> = None;
         let mut must_wait = block;
         while let Some(f) = in_flight.front() {
@@ -163,7 +162,7 @@ pub(crate) fn producer_main(
                         flush_timeouts += 1;
                     }
                     rec.get_or_insert_with(|| lock(recorder))
-                        .latency(at.saturating_sub(f.intended_ns), measuring);
+                        .latency(at.saturating_sub(f.intended_ns));
                 }
                 Err(e) => {
                     shared.failed.fetch_add(1, Relaxed);
@@ -240,7 +239,7 @@ pub(crate) fn producer_main(
         seq += 1;
         shared.sent.fetch_add(1, Relaxed);
         if schedule.is_fixed_rate() {
-            lock(recorder).delay(actual.saturating_sub(intended), shared.measuring.load(Relaxed));
+            lock(recorder).delay(actual.saturating_sub(intended));
         }
         if schedule.is_fixed_rate() {
             // Time the reply exactly when it arrives (the producer sleeps between sends, so
@@ -316,8 +315,7 @@ pub(crate) fn transactional_producer_main(
                 if r.status == SendStatus::FlushDiskTimeout {
                     shared.flush_timeouts.fetch_add(1, Relaxed);
                 }
-                let measuring = shared.measuring.load(Relaxed);
-                lock(recorder).latency(now_ns().saturating_sub(intended), measuring);
+                lock(recorder).latency(now_ns().saturating_sub(intended));
             }
             Ok(r) => {
                 shared.failed.fetch_add(1, Relaxed);
@@ -381,10 +379,10 @@ pub(crate) fn batch_producer_main(
                     if r.status == SendStatus::FlushDiskTimeout {
                         shared.flush_timeouts.fetch_add(count as u64, Relaxed);
                     }
-                    let (at, measuring) = (now_ns(), shared.measuring.load(Relaxed));
+                    let at = now_ns();
                     let mut rec = lock(recorder);
                     for _ in 0..count {
-                        rec.latency(at.saturating_sub(intended), measuring);
+                        rec.latency(at.saturating_sub(intended));
                     }
                 }
                 Err(e) => {

@@ -70,10 +70,9 @@ pub(crate) fn producer_main(
                 if timed_out {
                     shared.flush_timeouts.fetch_add(intended.len() as u64, Relaxed);
                 }
-                let measuring = shared.measuring.load(Relaxed);
                 let mut r = lock(recorder);
                 for i in intended {
-                    r.latency(at.saturating_sub(i), measuring);
+                    r.latency(at.saturating_sub(i));
                 }
             }
             Err(e) => {

@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::*};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use hdrhistogram::Histogram;
 use ringmq::client::Client;
 use serde::{Deserialize, Serialize};
 
@@ -161,7 +162,6 @@ pub(crate) fn record_consumed(
         return;
     }
     let now = now_ns();
-    let measuring = shared.measuring.load(Relaxed);
     let mut unique = 0;
     {
         let mut rec = lock(recorder);
@@ -176,7 +176,7 @@ pub(crate) fn record_consumed(
             if w.verify_order && p.key != NO_KEY {
                 v.observe_key(p.producer, p.key, p.key_seq);
             }
-            rec.latency(now.saturating_sub(p.intended_ns), measuring);
+            rec.latency(now.saturating_sub(p.intended_ns));
         }
     }
     shared.consumed.fetch_add(prefixes.len() as u64 + foreign, Relaxed);
@@ -212,6 +212,11 @@ struct Reporter<'a> {
     last: Counts,
     series: Vec<SeriesPoint>,
     progress: bool,
+    /// What the recorders held since the last point: ack, end-to-end and publish-delay
+    /// latencies (a cut when measuring starts or stops adds to them between points).
+    ack: Histogram<u64>,
+    e2e: Histogram<u64>,
+    publish_delay: Histogram<u64>,
 }
 
 impl Reporter<'_> {
@@ -222,16 +227,7 @@ impl Reporter<'_> {
             return;
         }
         let dt = (now.t_ns - self.last.t_ns) as f64 / 1e9;
-        let interval_p99 = |recs: &[Arc<Mutex<Recorder>>], delay: bool| {
-            let mut h = new_histogram();
-            for r in recs {
-                let mut r = lock(r);
-                let src = if delay { &mut r.interval_delay } else { &mut r.interval };
-                merge(&mut h, src);
-                src.reset();
-            }
-            LatencySummary::of(&h).p99_us
-        };
+        self.cut();
         let size = self.w.message_size_bytes as f64;
         let p = SeriesPoint {
             t_s: (now.t_ns - self.start_ns) as f64 / 1e9,
@@ -240,9 +236,9 @@ impl Reporter<'_> {
             consumed_per_s: (now.consumed - self.last.consumed) as f64 / dt,
             produce_mb_per_s: (now.acked - self.last.acked) as f64 * size / dt / 1e6,
             consume_mb_per_s: (now.consumed - self.last.consumed) as f64 * size / dt / 1e6,
-            ack_p99_us: interval_p99(self.producer_recs, false),
-            e2e_p99_us: interval_p99(self.consumer_recs, false),
-            publish_delay_p99_us: interval_p99(self.producer_recs, true),
+            ack_p99_us: LatencySummary::of(&self.ack).p99_us,
+            e2e_p99_us: LatencySummary::of(&self.e2e).p99_us,
+            publish_delay_p99_us: LatencySummary::of(&self.publish_delay).p99_us,
             measuring: self.shared.measuring.load(Relaxed),
         };
         if self.progress {
@@ -262,6 +258,29 @@ impl Reporter<'_> {
         }
         self.series.push(p);
         self.last = now;
+        for h in [&mut self.ack, &mut self.e2e, &mut self.publish_delay] {
+            h.reset();
+        }
+    }
+
+    /// Takes what every recorder holds into this point's histograms, and into the recorders'
+    /// totals if the run is measuring. Called at every point and right before measuring
+    /// starts or stops, so each cut lies wholly inside or outside the measured window.
+    fn cut(&mut self) {
+        let measured = self.shared.measuring.load(Relaxed);
+        let mut unused = new_histogram();
+        for r in self.producer_recs {
+            lock(r).cut(measured, &mut self.ack, &mut self.publish_delay);
+        }
+        for r in self.consumer_recs {
+            lock(r).cut(measured, &mut self.e2e, &mut unused);
+        }
+    }
+
+    /// Sets whether the run is measuring, cutting first what was recorded before.
+    fn set_measuring(&mut self, on: bool) {
+        self.cut();
+        self.shared.measuring.store(on, Relaxed);
     }
 
     /// Ticks every 10 ms until `done` (true) or `limit_ns` passes (false).
@@ -356,6 +375,9 @@ fn run_on_topics(
         last: Counts::now(&shared),
         series: Vec::new(),
         progress: opts.progress,
+        ack: new_histogram(),
+        e2e: new_histogram(),
+        publish_delay: new_histogram(),
     };
     let mut window = (Counts::default(), Counts::default());
     let mut backlog_result = None;
@@ -422,7 +444,7 @@ fn run_on_topics(
         let all_produced = || shared.producers_done.load(Acquire) == w.producers as usize;
         if w.backlog_bytes > 0 {
             // Build the backlog (measured: ack latency, build rate), then drain it.
-            shared.measuring.store(true, Relaxed);
+            reporter.set_measuring(true);
             let built_start = Counts::now(&shared);
             reporter.run_until(u64::MAX, all_produced);
             let built = Counts::now(&shared);
@@ -450,10 +472,10 @@ fn run_on_topics(
             let warm_end = start_ns + w.warmup_s * 1_000_000_000;
             reporter.run_until(warm_end, || false);
             window.0 = Counts::now(&shared);
-            shared.measuring.store(true, Relaxed);
+            reporter.set_measuring(true);
             reporter.run_until(warm_end + w.duration_s * 1_000_000_000, || false);
             window.1 = Counts::now(&shared);
-            shared.measuring.store(false, Relaxed);
+            reporter.set_measuring(false);
             shared.stop_producers.store(true, Relaxed);
             reporter.run_until(u64::MAX, all_produced);
             if w.consumers > 0 {
@@ -481,6 +503,8 @@ fn run_on_topics(
     if !thread_errors.is_empty() {
         return Err(thread_errors.join("; "));
     }
+    // What was recorded since the last cut (a backlog run measures to its end).
+    reporter.cut();
     let series = std::mem::take(&mut reporter.series);
     let total = |recs: &[Arc<Mutex<Recorder>>], delay: bool| {
         let mut h = new_histogram();
