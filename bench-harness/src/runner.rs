@@ -268,12 +268,12 @@ impl Reporter<'_> {
     /// starts or stops, so each cut lies wholly inside or outside the measured window.
     fn cut(&mut self) {
         let measured = self.shared.measuring.load(Relaxed);
-        let mut unused = new_histogram();
         for r in self.producer_recs {
             lock(r).cut(measured, &mut self.ack, &mut self.publish_delay);
         }
         for r in self.consumer_recs {
-            lock(r).cut(measured, &mut self.e2e, &mut unused);
+            // Consumers record no publish delays: theirs are empty.
+            lock(r).cut(measured, &mut self.e2e, &mut self.publish_delay);
         }
     }
 

@@ -87,15 +87,16 @@ impl IndexCache {
         Some(block.clone())
     }
 
-    /// Adds or replaces a block, then evicts the least recently used ones over capacity.
     /// Applies `f` to the cached copy of `key`, if the cache holds one (a write-back adding
-    /// entries to a block). Neither a hit nor a use: the block keeps its place.
+    /// entries to a block). Neither a hit nor a use: the block keeps its place. A reader still
+    /// holding the block keeps its own copy as it was.
     pub fn update(&mut self, key: BlockKey, f: impl FnOnce(&mut [u8])) {
         if let Some((block, _)) = self.blocks.get_mut(&key) {
             f(Rc::make_mut(block).as_mut_slice());
         }
     }
 
+    /// Adds or replaces a block, then evicts the least recently used ones over capacity.
     pub fn insert(&mut self, key: BlockKey, block: Block) {
         assert_eq!(block.len(), BLOCK_BYTES, "index blocks are whole");
         self.tick += 1;
