@@ -130,23 +130,27 @@ fn to_io(e: glommio::GlommioError<()>) -> io::Error {
     }
 }
 
+/// A write of `len` bytes at `pos` that wrote `written`: a short write (the kernel wrote a
+/// prefix; ENOSPC is the usual cause) is a failure.
+fn whole_write(written: usize, len: usize, pos: u64) -> io::Result<()> {
+    if written != len {
+        return Err(io::Error::new(
+            io::ErrorKind::WriteZero,
+            format!("short write at {pos}: {written} of {len} bytes (disk full?)"),
+        ));
+    }
+    Ok(())
+}
+
 impl LogFile for DmaLogFile {
     async fn write_at(&self, buf: Rc<DmaBuffer>, pos: u64) -> io::Result<()> {
-        let len = buf.len();
-        let written = match self {
-            DmaLogFile::Direct(f) => f.write_rc_at(buf, pos).await.map_err(to_io)?,
-            DmaLogFile::Buffered(f) => {
-                f.write_at(buf.as_bytes().to_vec(), pos).await.map_err(to_io)?
+        match self {
+            DmaLogFile::Direct(f) => {
+                let len = buf.len();
+                whole_write(f.write_rc_at(buf, pos).await.map_err(to_io)?, len, pos)
             }
-        };
-        if written != len {
-            // The kernel wrote a prefix (ENOSPC is the usual cause): report it as a failure.
-            return Err(io::Error::new(
-                io::ErrorKind::WriteZero,
-                format!("short write at {pos}: {written} of {len} bytes (disk full?)"),
-            ));
+            DmaLogFile::Buffered(_) => self.write_bytes_at(buf.as_bytes().to_vec(), pos).await,
         }
-        Ok(())
     }
 
     async fn write_bytes_at(&self, bytes: Vec<u8>, pos: u64) -> io::Result<()> {
@@ -157,14 +161,7 @@ impl LogFile for DmaLogFile {
             ));
         };
         let len = bytes.len();
-        let written = f.write_at(bytes, pos).await.map_err(to_io)?;
-        if written != len {
-            return Err(io::Error::new(
-                io::ErrorKind::WriteZero,
-                format!("short write at {pos}: {written} of {len} bytes (disk full?)"),
-            ));
-        }
-        Ok(())
+        whole_write(f.write_at(bytes, pos).await.map_err(to_io)?, len, pos)
     }
 
     async fn read_at(&self, pos: u64, len: usize) -> io::Result<ReadBuf> {
