@@ -60,8 +60,8 @@ impl LatencySummary {
 /// the totals when it was recorded while the run was measuring.
 ///
 /// Each value used to be recorded twice while measuring (interval and total) by the thread
-/// that timed it: with four histograms of about 650 KiB each per thread, two more cache
-/// misses a message on the load generator's core.
+/// that timed it: with four histograms of about 250 KiB of counts each per thread, likely two
+/// more cache misses a message on the load generator's core.
 pub struct Recorder {
     pub interval: Histogram<u64>,
     pub total: Histogram<u64>,
