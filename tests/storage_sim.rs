@@ -472,6 +472,8 @@ fn a_fetch_of_batches_far_apart_reads_no_other_queues_bytes_ahead() {
         let mut cfg = small_config(FlushMode::Async);
         cfg.cache_bytes = 0;
         cfg.read_ahead_bytes = 64 << 10;
+        // Read-ahead alone (the next test reads the next fetch ahead).
+        cfg.prefetch_bytes = 0;
         cfg.segment_size_bytes = 4 << 20;
         // Q1's batches lie 140 KB apart, between Q2's: every Q1 batch is a disk run.
         write_q1_between_q2(&dir, &cfg).await;
@@ -491,6 +493,64 @@ fn a_fetch_of_batches_far_apart_reads_no_other_queues_bytes_ahead() {
         assert_eq!(next.batches.len(), 2);
         assert_eq!(dir.read_count(), reads, "served from the read-ahead");
         log.close().await.unwrap();
+    });
+}
+
+/// A queue whose fetch was read from disk is catching up: its next fetch is read while its
+/// consumer takes the current one, and is then served from those reads. Every batch still
+/// comes once, in order, and nothing is read twice, also when the next fetch comes before the
+/// prefetch is done (it waits for those reads). With `prefetch_bytes = 0`, or a bound below
+/// one fetch, every fetch reads the disk itself.
+#[test]
+fn a_catching_up_queues_next_fetch_is_read_while_it_takes_the_current_one() {
+    run(|| async {
+        let cases = [(32 << 20, true, 5), (32 << 20, true, 0), (0, false, 5), (1000, false, 5)];
+        for (prefetch_bytes, prefetched, pause_ms) in cases {
+            let dir = SimDir::new(16);
+            let mut cfg = small_config(FlushMode::Async);
+            cfg.cache_bytes = 0;
+            cfg.read_ahead_bytes = 0;
+            cfg.prefetch_bytes = prefetch_bytes;
+            cfg.segment_size_bytes = 4 << 20;
+            // Q1's batches lie 140 KB apart: two of them a fetch, each its own disk read.
+            write_q1_between_q2(&dir, &cfg).await;
+            let log = CommitLog::open_with(dir.clone(), cfg.clone()).await.unwrap();
+            let fetch = 2 * batch(0, 1, 600).len();
+            let (mut tags, mut at, mut served) = (Vec::new(), off(0), 0u64);
+            // Disk reads during the fetches after the first.
+            let mut read_in_fetches = 0;
+            let mut fetches = 0;
+            while tags.len() < ROUNDS as usize {
+                let before = dir.read_count();
+                let r = log.read(Q1, at, fetch).await.unwrap();
+                if fetches > 0 {
+                    read_in_fetches += dir.read_count() - before;
+                }
+                fetches += 1;
+                tags.extend(r.batches.iter().map(|b| batch_tag(b)));
+                served += r.batches.iter().map(|b| b.len() as u64).sum::<u64>();
+                at = r.next_offset;
+                // The consumer takes its time (or not): a prefetch reads meanwhile.
+                if pause_ms > 0 {
+                    ringmq::runtime::sleep(Duration::from_millis(pause_ms)).await;
+                }
+            }
+            assert_eq!(tags, (0..ROUNDS).collect::<Vec<_>>(), "prefetch_bytes {prefetch_bytes}");
+            assert_eq!(fetches, ROUNDS / 2);
+            let m = log.metrics().probe;
+            if prefetched {
+                if pause_ms > 0 {
+                    // Each fetch after the first was read while the one before was taken.
+                    assert_eq!(read_in_fetches, 0);
+                }
+                assert_eq!(m.prefetch_served_bytes, served * 2 / 3);
+                assert_eq!(m.prefetch_bytes, m.prefetch_served_bytes, "nothing read twice");
+            } else {
+                assert!(read_in_fetches >= ROUNDS - 2, "each batch read by its fetch");
+                assert_eq!((m.prefetch_bytes, m.prefetch_served_bytes), (0, 0));
+            }
+            log.close().await.unwrap();
+        }
     });
 }
 

@@ -209,6 +209,18 @@ impl Collector for SnapshotCollector {
         )?;
         counters(
             e,
+            "prefetch_bytes",
+            "Bytes read from disk ahead of catching-up queues' next fetches",
+            per_shard(|s| s.log.probe.prefetch_bytes),
+        )?;
+        counters(
+            e,
+            "prefetch_served_bytes",
+            "Batch bytes fetches took from what was read ahead for them",
+            per_shard(|s| s.log.probe.prefetch_served_bytes),
+        )?;
+        counters(
+            e,
             "index_cache_hits",
             "Queue index block lookups served from the index cache",
             per_shard(|s| s.log.index_cache_hits),

@@ -53,6 +53,12 @@ pub struct StorageConfig {
     /// Cold reads fetch this many bytes past what a request needs and keep them (in a few
     /// bounded slots) for the next sequential read. Default 1 MiB.
     pub read_ahead_bytes: usize,
+    /// A consumer whose fetch was read from disk (it is catching up, behind the chunk cache)
+    /// gets its queue's next fetch read ahead while it takes this one, so the disk keeps
+    /// working between its fetches. Prefetched bytes (read and in flight) of all queues stay
+    /// within this bound; the oldest unused ones go first. 0 turns prefetching off.
+    /// Default 32 MiB.
+    pub prefetch_bytes: usize,
     /// Allocate each new segment's full size up front (fallocate). Writes then never extend
     /// the file, so io_uring completes them without handing them to kernel worker threads.
     /// Default true.
@@ -91,6 +97,7 @@ impl Default for StorageConfig {
             chunk_pool_chunks: 32,
             cache_bytes: 256 << 20,
             read_ahead_bytes: 1 << 20,
+            prefetch_bytes: 32 << 20,
             preallocate: true,
             retention_hours: 48,
             disk_max_used_ratio: 0.75,
@@ -180,14 +187,18 @@ impl StorageConfig {
         self.chunk_size_bytes * self.chunk_pool_chunks
     }
 
-    /// DMA memory one log uses at most: the write pool, the chunk cache, the read-ahead slots
-    /// and room for reads in flight. Size the shard executor's `io_memory` with this: buffers
+    /// DMA memory one log uses at most: the write pool, the chunk cache, the read-ahead slots,
+    /// prefetched fetches and room for reads in flight. Size the shard executor's `io_memory` with this: buffers
     /// then come from glommio's pre-allocated arena and are reused, instead of fresh heap
     /// memory that page-faults on every chunk (measured: the largest cost on the append path).
     pub fn dma_memory_bytes(&self) -> usize {
         let read_ahead = 4 * (self.read_ahead_bytes + 2 * self.max_batch_bytes);
         let reads_in_flight = 16 << 20;
-        self.write_pool_bytes() + self.cache_bytes + read_ahead + reads_in_flight
+        self.write_pool_bytes()
+            + self.cache_bytes
+            + read_ahead
+            + self.prefetch_bytes
+            + reads_in_flight
     }
 }
 

@@ -22,6 +22,10 @@ pub struct LogProbe {
     /// Time of each queue index checkpoint (write-back, fdatasync of every written index
     /// file, the checkpoint file).
     pub index_checkpoint_latency: LatencyHistogram,
+    /// Bytes read from disk ahead of catching-up queues' fetches (`prefetch_bytes`).
+    pub prefetch_bytes: u64,
+    /// Batch bytes fetches took from those reads (the rest were evicted or are still kept).
+    pub prefetch_served_bytes: u64,
 }
 
 /// A copy of a log's counters and its caches' hit counts, `Send` for the exporter.

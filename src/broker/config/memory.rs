@@ -23,6 +23,8 @@ pub struct MemoryBudget {
     /// The key index's active file, held whole in memory (`key_index`).
     pub key_index_bytes: usize,
     pub read_ahead_bytes: usize,
+    /// Catching-up queues' next fetches, read ahead (`prefetch_bytes`).
+    pub prefetch_bytes: usize,
     /// Every allowed connection's base read buffer.
     pub connection_buffers_bytes: usize,
     /// A connection receiving a large frame holds up to this much while it arrives.
@@ -41,6 +43,7 @@ impl MemoryBudget {
             + self.index_bytes
             + self.key_index_bytes
             + self.read_ahead_bytes
+            + self.prefetch_bytes
             + self.connection_buffers_bytes
     }
 }
@@ -51,8 +54,8 @@ impl std::fmt::Display for MemoryBudget {
         write!(
             f,
             "memory per shard: io arena {} MiB (resident from start); up to {} MiB write \
-             pool, {} MiB chunk cache, {} MiB queue index, {} MiB key index, {} MiB read-ahead, {} MiB \
-             connection read buffers \
+             pool, {} MiB chunk cache, {} MiB queue index, {} MiB key index, {} MiB read-ahead, \
+             {} MiB prefetch, {} MiB connection read buffers \
              (max_connections_per_shard x {} KiB), each filled only as used: at most {} MiB, \
              plus frames being received (up to {} MiB each) and requests in flight (up to {} \
              MiB per connection)",
@@ -62,6 +65,7 @@ impl std::fmt::Display for MemoryBudget {
             mib(self.index_bytes),
             mib(self.key_index_bytes),
             mib(self.read_ahead_bytes),
+            mib(self.prefetch_bytes),
             mib(self.connection_buffers_bytes),
             CONNECTION_READ_BUFFER_BYTES / 1024,
             mib(self.bound_bytes()),
@@ -94,6 +98,7 @@ impl Config {
                 0
             },
             read_ahead_bytes: 4 * (s.read_ahead_bytes + 2 * s.max_batch_bytes),
+            prefetch_bytes: s.prefetch_bytes,
             connection_buffers_bytes: b.max_connections_per_shard * CONNECTION_READ_BUFFER_BYTES,
             frame_bytes: b.max_frame_bytes,
             in_flight_bytes: b.max_in_flight_bytes_per_connection + b.max_frame_bytes,

@@ -80,7 +80,7 @@ use self::flusher::flusher_loop;
 pub use self::follow::Followed;
 use self::index_writer::index_loop;
 use self::lifecycle::Lifecycle;
-use self::read_ahead::ReadAhead;
+use self::read_ahead::{Prefetched, ReadAhead};
 use self::recovery::recover;
 pub use self::replica::{truncate_log, PositionedBatch};
 use self::retention_run::retention_loop;
@@ -94,13 +94,16 @@ use super::index_store::{IndexMemory, IndexStore};
 use super::next_segment::{space_warning, NextSegment};
 use super::probe::{LogMetrics, LogProbe};
 use super::segment::Segment;
-use super::types::{LogPosition, QueueKey, QueueOffsets};
+use super::types::{LogPosition, QueueKey, QueueOffset, QueueOffsets};
 use super::write_tracker::WriteTracker;
 use crate::runtime::{self, Semaphore, SharedClock, Signal, StaticPermit};
 
 pub fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
+
+/// A prefetch's task, awaited by the fetch it reads for and by close.
+type Prefetch = futures::future::Shared<runtime::JoinHandle<()>>;
 
 struct State<F> {
     segments: BTreeMap<LogPosition, Rc<Segment<F>>>,
@@ -119,6 +122,8 @@ struct State<F> {
     cache: ChunkCache,
     /// Recent disk reads that went past what was asked.
     read_ahead: ReadAhead,
+    /// Catching-up queues' next fetches, read ahead (`reader.rs`).
+    prefetched: Prefetched,
     last_store_ts: i64,
     /// The segment after the active one, and the disk-full back-off.
     next: NextSegment<Rc<Segment<F>>>,
@@ -148,6 +153,9 @@ pub struct CommitLog<D: LogDir = DmaDir> {
     next_changed: Signal,
     /// One retention run at a time (it runs without the append gate).
     retention_gate: Semaphore,
+    /// Prefetches in flight, by queue: the offset of the fetch each reads, and its task (a
+    /// fetch from that offset waits for it; close waits for all).
+    prefetches: RefCell<std::collections::HashMap<QueueKey, (QueueOffset, Prefetch)>>,
     /// Queues whose batches from an offset on retention must keep (`pin_retention`).
     retention_pins: RefCell<std::collections::HashMap<QueueKey, crate::storage::QueueOffset>>,
     /// The time every decision and wait of the log reads: store timestamps, flush interval,
@@ -201,6 +209,7 @@ impl<D: LogDir + 'static> CommitLog<D> {
                 flush_requested: false,
                 cache: ChunkCache::new(config.cache_bytes),
                 read_ahead: ReadAhead::new(),
+                prefetched: Prefetched::new(config.prefetch_bytes),
                 last_store_ts: recovered.last_store_ts,
                 next: NextSegment::after_recovery(
                     config.disk_full_retry(),
@@ -222,6 +231,7 @@ impl<D: LogDir + 'static> CommitLog<D> {
             next_changed: Signal::default(),
             retention_gate: Semaphore::new(1),
             retention_pins: RefCell::new(std::collections::HashMap::new()),
+            prefetches: RefCell::new(std::collections::HashMap::new()),
             clock,
             probe: RefCell::new(LogProbe::default()),
             epoch: std::cell::Cell::new(0),
@@ -421,6 +431,10 @@ impl<D: LogDir + 'static> CommitLog<D> {
         let failed = self.st.borrow_mut().life.close();
         self.flush_kick.notify();
         self.index_kick.notify();
+        // No prefetch starts now; those in flight read segment files closed below.
+        let prefetches: Vec<_> =
+            self.prefetches.borrow().values().map(|(_, p)| p.clone()).collect();
+        futures::future::join_all(prefetches).await;
         let handle = self.flusher.borrow_mut().take();
         if let Some(h) = handle {
             h.await;

@@ -14,6 +14,8 @@
 use std::rc::Rc;
 use std::time::Duration;
 
+use futures::FutureExt;
+
 use super::{CommitLog, State};
 use crate::format::batch::BatchView;
 use crate::runtime;
@@ -26,6 +28,8 @@ use crate::storage::types::{LogPosition, QueueKey, QueueOffset, QueueOffsets, Re
 
 /// Two disk batches of one fetch are read with one I/O when at most this far apart.
 pub(super) const COALESCE_GAP_BYTES: u64 = 128 * 1024;
+/// Prefetches in flight at once, at most (their bytes are bounded by `prefetch_bytes`).
+const MAX_PREFETCHES: usize = 1024;
 
 impl<D: LogDir + 'static> CommitLog<D> {
     /// Reads whole stored batches of `queue` starting with the one holding `offset`, up to
@@ -70,6 +74,14 @@ impl<D: LogDir + 'static> CommitLog<D> {
                 next: offsets.next,
             });
         }
+        // This fetch is being read ahead (the queue's previous fetch started it): wait for
+        // those reads instead of issuing the same ones again.
+        let prefetching = self.prefetches.borrow().get(&queue).map(|(o, h)| (*o, h.clone()));
+        if let Some((from, reads)) = prefetching {
+            if from == offset {
+                reads.await;
+            }
+        }
         let entries = if offset < offsets.next {
             self.index_entries(queue, offset, max_bytes, visible).await?
         } else {
@@ -90,6 +102,9 @@ impl<D: LogDir + 'static> CommitLog<D> {
                     plan.push(Source::Ready(ReadBuf::from_vec(bytes)));
                 } else if let Some(buf) = st.read_ahead.hit(e.position, len) {
                     plan.push(Source::FromDisk(buf, e.position));
+                } else if let Some(buf) = st.prefetched.hit(e.position, len) {
+                    self.probe.borrow_mut().prefetch_served_bytes += len as u64;
+                    plan.push(Source::FromDisk(buf, e.position));
                 } else if e.end() <= written {
                     plan.push(Source::Disk { pos: e.position, len });
                 } else {
@@ -98,8 +113,17 @@ impl<D: LogDir + 'static> CommitLog<D> {
                     plan.push(Source::Disk { pos: e.position, len });
                 }
             }
+            if let Some(last) = entries.last() {
+                st.prefetched.consumed(queue, last.end());
+            }
             (plan, offsets, next_offset)
         };
+        // A queue read from disk is catching up: read its next fetch while this one is served
+        // and its consumer takes it, so the disk keeps working between the consumer's fetches.
+        let cold = plan.iter().any(|s| matches!(s, Source::Disk { .. } | Source::FromDisk(..)));
+        let prefetching = cold
+            && next_offset < offsets.next
+            && self.start_prefetch(queue, next_offset, max_bytes, visible);
         let mut batches = Vec::with_capacity(plan.len());
         // A batch that fails verification ends the read: the batches before it are returned
         // (the next read starts at it), and a read that starts at it reports its offsets so a
@@ -120,47 +144,25 @@ impl<D: LogDir + 'static> CommitLog<D> {
             }
             e => Err(e),
         };
-        // Group the disk batches into runs read with one I/O each (batches that lie close
-        // together in one segment), then issue every run's read at once: a catching-up
-        // consumer's fetch holds several batches of its queue, spread over the log between
-        // other queues' batches, and reading them one after the other left the disk with one
-        // read in flight per fetch.
-        let span_limit = (max_bytes.max(self.config.read_ahead_bytes) * 2) as u64;
-        let mut runs = Vec::new(); // (first plan index, end plan index, start, end)
-        let mut i = 0;
-        while i < plan.len() {
-            let Source::Disk { pos, len } = &plan[i] else {
-                i += 1;
-                continue;
-            };
-            let (start, mut end) = (*pos, *pos + *len as u64);
-            // One read never crosses into the next segment (another file).
-            let next_segment = {
-                let st = self.st.borrow();
-                st.segments.range(start + 1..).next().map_or(LogPosition::MAX, |(b, _)| *b)
-            };
-            let mut j = i + 1;
-            while let Some(Source::Disk { pos: p, len: l }) = plan.get(j) {
-                let (p, l) = (*p, *l as u64);
-                if p < end
-                    || p - end > COALESCE_GAP_BYTES
-                    || p + l - start > span_limit
-                    || p + l > next_segment
-                {
-                    break;
-                }
-                end = p + l;
-                j += 1;
-            }
-            runs.push((i, j, start, end));
-            i = j;
-        }
+        // Disk batches that lie close together in one segment are read with one I/O each (a
+        // run), and every run's read is issued at once: a catching-up consumer's fetch holds
+        // several batches of its queue, spread over the log between other queues' batches,
+        // and reading them one after the other left the disk with one read in flight per fetch.
+        let disk: Vec<_> = plan
+            .iter()
+            .map(|s| match s {
+                Source::Disk { pos, len } => Some((*pos, *len)),
+                _ => None,
+            })
+            .collect();
+        let runs = self.disk_runs(&disk, max_bytes);
         // Bounded by the fetch: at most one read per batch of at most `max_bytes` of entries.
         // Read ahead only when the fetch is one run: a queue whose batches lie apart (between
         // other queues' batches) would read ahead other queues' bytes, which with more
         // catching-up queues than read-ahead slots are evicted before anyone reads them (a
         // drain of 8 interleaved queues read twice the bytes it served).
-        let read_ahead = runs.len() == 1;
+        // A prefetch of the next fetch reads (more of) what read-ahead would.
+        let read_ahead = runs.len() == 1 && !prefetching;
         let spans = futures::future::join_all(
             runs.iter().map(|&(_, _, s, e)| self.read_span(s, e, read_ahead)),
         )
@@ -195,6 +197,127 @@ impl<D: LogDir + 'static> CommitLog<D> {
             i += 1;
         }
         Ok(ReadBatches { batches, next_offset, offsets })
+    }
+
+    /// Groups a fetch's batches into disk runs, each read with one I/O: consecutive disk
+    /// batches (`Some((position, length))`; `None` is one served from memory) at most
+    /// [`COALESCE_GAP_BYTES`] apart, within one segment and twice the larger of `max_bytes`
+    /// and `read_ahead_bytes`. Each run is (first index, end index, start, end).
+    fn disk_runs(
+        &self,
+        batches: &[Option<(LogPosition, usize)>],
+        max_bytes: usize,
+    ) -> Vec<(usize, usize, LogPosition, LogPosition)> {
+        let span_limit = (max_bytes.max(self.config.read_ahead_bytes) * 2) as u64;
+        let mut runs = Vec::new();
+        let mut i = 0;
+        while i < batches.len() {
+            let Some((pos, len)) = batches[i] else {
+                i += 1;
+                continue;
+            };
+            let (start, mut end) = (pos, pos + len as u64);
+            // One read never crosses into the next segment (another file).
+            let next_segment = {
+                let st = self.st.borrow();
+                st.segments.range(start + 1..).next().map_or(LogPosition::MAX, |(b, _)| *b)
+            };
+            let mut j = i + 1;
+            while let Some(Some((p, l))) = batches.get(j) {
+                let (p, l) = (*p, *l as u64);
+                if p < end
+                    || p - end > COALESCE_GAP_BYTES
+                    || p + l - start > span_limit
+                    || p + l > next_segment
+                {
+                    break;
+                }
+                end = p + l;
+                j += 1;
+            }
+            runs.push((i, j, start, end));
+            i = j;
+        }
+        runs
+    }
+
+    /// Starts reading `queue`'s fetch from `from` (of `max_bytes`) ahead, unless one of its
+    /// prefetches is in flight or the log is closing; whether it started. See
+    /// [`Self::prefetch`].
+    fn start_prefetch(
+        self: &Rc<Self>,
+        queue: QueueKey,
+        from: QueueOffset,
+        max_bytes: usize,
+        visible: LogPosition,
+    ) -> bool {
+        if self.config.prefetch_bytes == 0 || !self.st.borrow().life.is_open() {
+            return false;
+        }
+        let mut prefetches = self.prefetches.borrow_mut();
+        // Each in flight reserves at least one byte of `prefetch_bytes`, so this only bounds
+        // the map while their index lookups run.
+        if prefetches.contains_key(&queue) || prefetches.len() >= MAX_PREFETCHES {
+            return false;
+        }
+        let log = Rc::clone(self);
+        let reads = runtime::spawn(async move {
+            // glommio may poll a new task inline: not while `prefetches` is borrowed.
+            runtime::yield_once().await;
+            log.prefetch(queue, from, max_bytes, visible).await;
+            log.prefetches.borrow_mut().remove(&queue);
+        });
+        prefetches.insert(queue, (from, reads.shared()));
+        true
+    }
+
+    /// Reads from disk the batches `queue`'s fetch from `from` would read, up to the first
+    /// batch that memory holds or that is not written yet, and keeps them (unverified: the
+    /// fetch verifies them like any disk read) within `prefetch_bytes`. Failures are left to
+    /// that fetch, which reads again what is not kept.
+    async fn prefetch(
+        &self,
+        queue: QueueKey,
+        from: QueueOffset,
+        max_bytes: usize,
+        visible: LogPosition,
+    ) {
+        let Ok(entries) = self.index_entries(queue, from, max_bytes, visible).await else {
+            return;
+        };
+        let disk: Vec<_> = {
+            let st = self.st.borrow();
+            let written = st.tracker.written();
+            let mut disk = Vec::with_capacity(entries.len());
+            for e in &entries {
+                let len = e.length as usize;
+                if st.cache.contains(e.position) || e.end() > written {
+                    break;
+                }
+                let kept = st.read_ahead.hit(e.position, len).is_some()
+                    || st.prefetched.hit(e.position, len).is_some();
+                disk.push((!kept).then_some((e.position, len)));
+            }
+            disk
+        };
+        let runs = self.disk_runs(&disk, max_bytes);
+        let reserved: usize = runs.iter().map(|&(_, _, s, e)| (e - s) as usize).sum();
+        if !self.st.borrow_mut().prefetched.reserve(reserved) {
+            return;
+        }
+        let spans =
+            futures::future::join_all(runs.iter().map(|&(_, _, s, e)| self.read_span(s, e, false)))
+                .await;
+        let mut st = self.st.borrow_mut();
+        for (&(_, _, start, end), span) in runs.iter().zip(spans) {
+            if let Ok(buf) = span {
+                if buf.len() as u64 == end - start {
+                    self.probe.borrow_mut().prefetch_bytes += buf.len() as u64;
+                    st.prefetched.keep(queue, start, buf);
+                }
+            }
+        }
+        st.prefetched.release(reserved);
     }
 
     /// The index entries of `queue` from the one holding `offset`, about `max_bytes` of

@@ -134,6 +134,7 @@ impl<D: LogDir + 'static> CommitLog<D> {
             let mut st = self.st.borrow_mut();
             st.cache.retain_range(new_start, LogPosition::MAX);
             st.read_ahead.drop_before(new_start);
+            st.prefetched.drop_before(new_start);
             encode_floors(&self.index.floors())
         };
         // If this fails the segments stay in the log (their queue entries are already
