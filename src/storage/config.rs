@@ -57,7 +57,7 @@ pub struct StorageConfig {
     /// gets its queue's next fetch read ahead while it takes this one, so the disk keeps
     /// working between its fetches. Prefetched bytes (read and in flight) of all queues stay
     /// within this bound; the oldest unused ones go first. 0 turns prefetching off.
-    /// Default 32 MiB.
+    /// Default 16 MiB.
     pub prefetch_bytes: usize,
     /// Allocate each new segment's full size up front (fallocate). Writes then never extend
     /// the file, so io_uring completes them without handing them to kernel worker threads.
@@ -97,7 +97,7 @@ impl Default for StorageConfig {
             chunk_pool_chunks: 32,
             cache_bytes: 256 << 20,
             read_ahead_bytes: 1 << 20,
-            prefetch_bytes: 32 << 20,
+            prefetch_bytes: 16 << 20,
             preallocate: true,
             retention_hours: 48,
             disk_max_used_ratio: 0.75,
