@@ -11,7 +11,7 @@
 //! | `flusher.rs` | group commit: the flusher task, durability waiters, acknowledgements |
 //! | `segment_set.rs` | active, pre-created and sealed segments: rolls, preallocation, disk-full back-off |
 //! | `reader.rs` | reads: planning from memory, read-ahead or disk, coalescing, verifying disk bytes |
-//! | `read_ahead.rs` | the few recent disk reads kept for the next sequential read |
+//! | `read_ahead.rs` | the few recent disk reads kept for the next sequential read; prefetched next fetches |
 //! | `recovery.rs` | rebuilding the state from disk at open |
 //! | `tail_scan.rs` | reading the log's last bytes in log order (state rebuilt at startup) |
 //! | `follow.rs` | reading durable batches in log order for indexes behind the log (key index) |

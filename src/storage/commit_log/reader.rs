@@ -2,8 +2,10 @@
 //!
 //! A read looks the queue's entries up in the index, then plans where each batch's bytes
 //! come from: the chunk cache or the head chunk (memory we wrote: no checksum to verify), a
-//! read-ahead buffer, or the disk. Disk batches that lie close together in one segment are
-//! read with one I/O, plus up to `read_ahead_bytes` more kept for the next sequential read.
+//! read-ahead or prefetched buffer, or the disk. Disk batches that lie close together in one
+//! segment are read with one I/O, plus up to `read_ahead_bytes` more kept for the next
+//! sequential read. A fetch read from disk starts a prefetch of the queue's next fetch
+//! (`prefetch_bytes`), which that fetch then takes (or waits for, if still in flight).
 //!
 //! Promises: only visible batches are returned (durable in sync mode, appended in async
 //! mode); every byte read from disk is verified (header and body CRCs) before it is served.
@@ -76,8 +78,8 @@ impl<D: LogDir + 'static> CommitLog<D> {
         }
         // This fetch is being read ahead (the queue's previous fetch started it): wait for
         // those reads instead of issuing the same ones again.
-        let prefetching = self.prefetches.borrow().get(&queue).map(|(o, h)| (*o, h.clone()));
-        if let Some((from, reads)) = prefetching {
+        let in_flight = self.prefetches.borrow().get(&queue).map(|(o, h)| (*o, h.clone()));
+        if let Some((from, reads)) = in_flight {
             if from == offset {
                 reads.await;
             }
