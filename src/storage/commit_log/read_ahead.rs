@@ -8,7 +8,7 @@
 //! `prefetch_bytes`. Retention drops the buffers of deleted segments. Bytes served from here
 //! came from disk, so the reader verifies them like any disk read.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 
 use crate::storage::file::ReadBuf;
 use crate::storage::types::{LogPosition, QueueKey};
@@ -49,81 +49,148 @@ impl ReadAhead {
 }
 
 /// Disk reads of catching-up queues' next fetches (by the reader's prefetch), each kept until
-/// that queue's fetch has read past it, or until room is needed for a newer one.
-/// Bounded: kept and reserved (in flight) bytes together at most `max_bytes`.
+/// that queue's fetch has read past it, or until room is needed for a newer one (the oldest
+/// goes first). Looked up by queue, then by position (a queue's buffers are kept in log order:
+/// its prefetches read its successive fetches).
+/// Bounded: kept and reserved (in flight) bytes together at most `max_bytes`, counting each
+/// buffer by the memory a DMA read of it takes ([`Prefetched::charge`]); at most
+/// [`PREFETCHED_BUFFERS`] buffers, kept and reserved.
 pub(super) struct Prefetched {
-    /// (queue, log position of `buf[0]`, buf), oldest first.
-    bufs: VecDeque<(QueueKey, LogPosition, ReadBuf)>,
+    /// By queue: (age, log position of `buf[0]`, buf), in log order.
+    queues: HashMap<QueueKey, VecDeque<(u64, LogPosition, ReadBuf)>>,
+    /// The age of the next buffer kept.
+    next_age: u64,
     kept_bytes: usize,
-    /// Bytes of prefetches in flight (each reserved before its reads are issued).
+    kept_buffers: usize,
+    /// Of prefetches in flight (each reserved before its reads are issued).
     reserved_bytes: usize,
+    reserved_buffers: usize,
     max_bytes: usize,
 }
 
+/// Buffers kept and in flight at most: a queue whose batches are small and far apart reads one
+/// buffer per batch.
+pub(super) const PREFETCHED_BUFFERS: usize = 1024;
+
 impl Prefetched {
     pub(super) fn new(max_bytes: usize) -> Self {
-        Prefetched { bufs: VecDeque::new(), kept_bytes: 0, reserved_bytes: 0, max_bytes }
+        Prefetched {
+            queues: HashMap::new(),
+            next_age: 0,
+            kept_bytes: 0,
+            kept_buffers: 0,
+            reserved_bytes: 0,
+            reserved_buffers: 0,
+            max_bytes,
+        }
     }
 
-    /// The bytes `[pos, pos + len)` if a prefetched buffer holds them.
-    pub(super) fn hit(&self, pos: LogPosition, len: usize) -> Option<ReadBuf> {
-        self.bufs.iter().rev().find_map(|(_, start, buf)| {
-            (pos >= *start && pos + len as u64 <= *start + buf.len() as u64)
-                .then(|| buf.slice((pos - *start) as usize, len))
-        })
+    /// The memory a read of `len` bytes is counted for: a DMA read is done in whole 4 KiB
+    /// blocks, plus one for an unaligned start.
+    pub(super) fn charge(len: usize) -> usize {
+        len.next_multiple_of(4096) + 4096
     }
 
-    /// Room for a prefetch of `bytes`: the oldest kept buffers go to make it. False (nothing
-    /// changed) when prefetches in flight leave too little, or `bytes` is 0.
-    pub(super) fn reserve(&mut self, bytes: usize) -> bool {
-        if bytes == 0 || self.reserved_bytes + bytes > self.max_bytes {
+    /// The bytes `[pos, pos + len)` of `queue` if one of its prefetched buffers holds them.
+    pub(super) fn hit(&self, queue: QueueKey, pos: LogPosition, len: usize) -> Option<ReadBuf> {
+        let bufs = self.queues.get(&queue)?;
+        let after = bufs.partition_point(|(_, start, _)| *start <= pos);
+        let (_, start, buf) = bufs.get(after.checked_sub(1)?)?;
+        (pos + len as u64 <= *start + buf.len() as u64)
+            .then(|| buf.slice((pos - *start) as usize, len))
+    }
+
+    /// Room for a prefetch of `buffers` reads charged `bytes` in all: the oldest kept buffers
+    /// go to make it. False (nothing changed) when prefetches in flight leave too little, or
+    /// there is nothing to read.
+    pub(super) fn reserve(&mut self, bytes: usize, buffers: usize) -> bool {
+        if buffers == 0
+            || self.reserved_bytes + bytes > self.max_bytes
+            || self.reserved_buffers + buffers > PREFETCHED_BUFFERS
+        {
             return false;
         }
-        while self.kept_bytes + self.reserved_bytes + bytes > self.max_bytes {
-            let Some((_, _, old)) = self.bufs.pop_front() else { break };
-            self.kept_bytes -= old.len();
+        while self.kept_bytes + self.reserved_bytes + bytes > self.max_bytes
+            || self.kept_buffers + self.reserved_buffers + buffers > PREFETCHED_BUFFERS
+        {
+            self.evict_oldest();
         }
         self.reserved_bytes += bytes;
+        self.reserved_buffers += buffers;
         true
     }
 
-    /// Keeps a buffer a prefetch read within its reservation ([`Self::reserve`]), before it
-    /// [releases](Self::release) that.
-    pub(super) fn keep(&mut self, queue: QueueKey, start: LogPosition, buf: ReadBuf) {
-        debug_assert!(self.kept_bytes + buf.len() <= self.max_bytes);
-        self.kept_bytes += buf.len();
-        self.bufs.push_back((queue, start, buf));
+    /// Drops the oldest kept buffer (a look at every queue holding any: only when full).
+    fn evict_oldest(&mut self) {
+        let oldest = self
+            .queues
+            .iter()
+            .filter_map(|(q, bufs)| bufs.front().map(|(age, _, _)| (*age, *q)))
+            .min();
+        if let Some((_, queue)) = oldest {
+            self.remove(queue, |_, _| true, 1);
+        }
     }
 
-    /// Ends a prefetch's reservation of `bytes`.
-    pub(super) fn release(&mut self, bytes: usize) {
+    /// Removes up to `at_most` of `queue`'s buffers from the front (in log order) while
+    /// `used(start, end)` holds for them.
+    fn remove(
+        &mut self,
+        queue: QueueKey,
+        used: impl Fn(LogPosition, LogPosition) -> bool,
+        at_most: usize,
+    ) {
+        let Some(bufs) = self.queues.get_mut(&queue) else { return };
+        let mut removed = 0;
+        while removed < at_most {
+            let Some((_, start, buf)) = bufs.front() else { break };
+            if !used(*start, *start + buf.len() as u64) {
+                break;
+            }
+            self.kept_bytes -= Self::charge(buf.len());
+            self.kept_buffers -= 1;
+            bufs.pop_front();
+            removed += 1;
+        }
+        if bufs.is_empty() {
+            self.queues.remove(&queue);
+        }
+    }
+
+    /// Keeps a buffer a prefetch of `queue` read within its reservation ([`Self::reserve`]),
+    /// before it [releases](Self::release) that; whether it was kept. A buffer that does not
+    /// start after the queue's last one (a prefetch for a fetch from an earlier offset, after a
+    /// rewind) is not kept, so a queue's buffers stay in log order.
+    pub(super) fn keep(&mut self, queue: QueueKey, start: LogPosition, buf: ReadBuf) -> bool {
+        let bufs = self.queues.entry(queue).or_default();
+        if bufs.back().is_some_and(|(_, last, _)| *last >= start) {
+            return false;
+        }
+        self.kept_bytes += Self::charge(buf.len());
+        self.kept_buffers += 1;
+        bufs.push_back((self.next_age, start, buf));
+        self.next_age += 1;
+        true
+    }
+
+    /// Ends a prefetch's reservation ([`Self::reserve`]).
+    pub(super) fn release(&mut self, bytes: usize, buffers: usize) {
         self.reserved_bytes -= bytes;
+        self.reserved_buffers -= buffers;
     }
 
     /// `queue`'s fetch read everything before log position `end`: its buffers that end there
     /// or earlier are used up.
     pub(super) fn consumed(&mut self, queue: QueueKey, end: LogPosition) {
-        let mut freed = 0;
-        self.bufs.retain(|(q, start, buf)| {
-            let used = *q == queue && *start + buf.len() as u64 <= end;
-            if used {
-                freed += buf.len();
-            }
-            !used
-        });
-        self.kept_bytes -= freed;
+        self.remove(queue, |_, buf_end| buf_end <= end, usize::MAX);
     }
 
     /// Drops the buffers that start before `pos` (their segments were deleted).
     pub(super) fn drop_before(&mut self, pos: LogPosition) {
-        let mut freed = 0;
-        self.bufs.retain(|(_, start, buf)| {
-            if *start < pos {
-                freed += buf.len();
-            }
-            *start >= pos
-        });
-        self.kept_bytes -= freed;
+        let queues: Vec<QueueKey> = self.queues.keys().copied().collect();
+        for q in queues {
+            self.remove(q, |start, _| start < pos, usize::MAX);
+        }
     }
 
     #[cfg(test)]
@@ -184,43 +251,62 @@ mod tests {
 
     #[test]
     fn prefetched_bytes_kept_and_in_flight_stay_within_the_bound() {
-        let mut pf = Prefetched::new(300);
-        assert!(pf.reserve(200));
-        assert!(!pf.reserve(101), "in flight: 200 of 300");
-        assert!(!pf.reserve(0), "nothing to prefetch");
-        pf.keep(A, p(0), buf(0, 150));
-        pf.release(200);
-        assert_eq!(pf.bytes(), (150, 0));
-        assert!(pf.reserve(100));
-        pf.keep(B, p(1000), buf(1, 100));
-        pf.release(100);
-        assert_eq!(pf.bytes(), (250, 0));
-        // A third needs room: the oldest kept buffer (A's) goes, B's stays.
-        assert!(pf.reserve(100));
-        assert_eq!(pf.bytes(), (100, 100));
-        assert!(pf.hit(p(0), 10).is_none());
-        assert_eq!(pf.hit(p(1010), 5).expect("B kept")[0], 11);
+        let c = Prefetched::charge;
+        assert_eq!((c(1), c(4096), c(4097)), (8192, 8192, 12288), "whole blocks, plus one");
+        let mut pf = Prefetched::new(3 * 8192);
+        assert!(pf.reserve(2 * 8192, 2));
+        assert!(!pf.reserve(8193, 1), "in flight: 2 of 3 blocks");
+        assert!(!pf.reserve(0, 0), "nothing to read");
+        assert!(pf.keep(A, p(0), buf(0, 100)));
+        assert!(pf.keep(A, p(5000), buf(0, 100)));
+        pf.release(2 * 8192, 2);
+        assert_eq!(pf.bytes(), (2 * 8192, 0));
+        // A third needs room: the oldest kept buffer (A's first) goes.
+        assert!(pf.reserve(2 * 8192, 1));
+        assert_eq!(pf.bytes(), (8192, 2 * 8192));
+        assert!(pf.hit(A, p(0), 10).is_none());
+        assert_eq!(pf.hit(A, p(5010), 5).expect("A's second kept")[0], 10);
+        assert!(pf.keep(B, p(1000), buf(1, 100)));
+        pf.release(2 * 8192, 1);
         // More than the bound never fits.
-        pf.release(100);
-        assert!(!pf.reserve(301));
-        assert_eq!(pf.bytes(), (100, 0));
+        assert!(!pf.reserve(3 * 8192 + 1, 1));
+        assert_eq!(pf.bytes(), (2 * 8192, 0));
+    }
+
+    #[test]
+    fn at_most_a_fixed_number_of_buffers_is_kept_and_in_flight() {
+        let mut pf = Prefetched::new(usize::MAX / 2);
+        assert!(!pf.reserve(1, PREFETCHED_BUFFERS + 1));
+        assert!(pf.reserve(1, PREFETCHED_BUFFERS));
+        for i in 0..PREFETCHED_BUFFERS as u64 {
+            assert!(pf.keep(A, p(i * 100), buf(0, 10)));
+        }
+        pf.release(1, PREFETCHED_BUFFERS);
+        // The next reservation evicts the oldest buffers to stay within the count.
+        assert!(pf.reserve(1, 2));
+        assert!(pf.hit(A, p(0), 10).is_none() && pf.hit(A, p(100), 10).is_none());
+        assert!(pf.hit(A, p(200), 10).is_some());
     }
 
     #[test]
     fn a_queues_fetch_past_a_prefetched_buffer_frees_it_and_only_its_own() {
-        let mut pf = Prefetched::new(1000);
-        assert!(pf.reserve(300));
-        pf.keep(A, p(0), buf(0, 100));
-        pf.keep(B, p(100), buf(0, 100));
-        pf.keep(A, p(200), buf(0, 100));
-        pf.release(300);
+        let mut pf = Prefetched::new(1 << 20);
+        assert!(pf.reserve(3 * 8192, 3));
+        assert!(pf.keep(A, p(0), buf(0, 100)));
+        assert!(pf.keep(B, p(100), buf(0, 100)));
+        assert!(pf.keep(A, p(200), buf(7, 100)));
+        assert!(!pf.keep(A, p(150), buf(0, 10)), "not after A's last: out of log order");
+        pf.release(3 * 8192, 3);
+        assert!(pf.hit(B, p(0), 10).is_none(), "only a queue's own buffers serve it");
+        assert_eq!(pf.hit(A, p(250), 10).expect("A's second")[0], 57);
+        assert!(pf.hit(A, p(290), 11).is_none(), "ends past the buffer");
         pf.consumed(A, p(250));
-        assert!(pf.hit(p(0), 100).is_none(), "A's first buffer was read past");
-        assert!(pf.hit(p(100), 100).is_some(), "B's buffer is not A's to free");
-        assert!(pf.hit(p(200), 100).is_some(), "A's second is read only in part");
-        assert_eq!(pf.bytes(), (200, 0));
+        assert!(pf.hit(A, p(0), 100).is_none(), "A's first buffer was read past");
+        assert!(pf.hit(B, p(100), 100).is_some(), "B's buffer is not A's to free");
+        assert!(pf.hit(A, p(200), 100).is_some(), "A's second is read only in part");
+        assert_eq!(pf.bytes(), (2 * 8192, 0));
         pf.drop_before(p(200));
-        assert_eq!(pf.bytes(), (100, 0));
-        assert!(pf.hit(p(100), 1).is_none());
+        assert_eq!(pf.bytes(), (8192, 0));
+        assert!(pf.hit(B, p(100), 1).is_none());
     }
 }

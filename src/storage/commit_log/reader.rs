@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use futures::FutureExt;
 
+use super::read_ahead::Prefetched;
 use super::{CommitLog, State};
 use crate::format::batch::BatchView;
 use crate::runtime;
@@ -104,7 +105,7 @@ impl<D: LogDir + 'static> CommitLog<D> {
                     plan.push(Source::Ready(ReadBuf::from_vec(bytes)));
                 } else if let Some(buf) = st.read_ahead.hit(e.position, len) {
                     plan.push(Source::FromDisk(buf, e.position));
-                } else if let Some(buf) = st.prefetched.hit(e.position, len) {
+                } else if let Some(buf) = st.prefetched.hit(queue, e.position, len) {
                     self.probe.borrow_mut().prefetch_served_bytes += len as u64;
                     plan.push(Source::FromDisk(buf, e.position));
                 } else if e.end() <= written {
@@ -297,14 +298,17 @@ impl<D: LogDir + 'static> CommitLog<D> {
                     break;
                 }
                 let kept = st.read_ahead.hit(e.position, len).is_some()
-                    || st.prefetched.hit(e.position, len).is_some();
+                    || st.prefetched.hit(queue, e.position, len).is_some();
                 disk.push((!kept).then_some((e.position, len)));
             }
             disk
         };
         let runs = self.disk_runs(&disk, max_bytes);
-        let reserved: usize = runs.iter().map(|&(_, _, s, e)| (e - s) as usize).sum();
-        if !self.st.borrow_mut().prefetched.reserve(reserved) {
+        let charge = |&(_, _, s, e): &(usize, usize, LogPosition, LogPosition)| {
+            Prefetched::charge((e - s) as usize)
+        };
+        let reserved: usize = runs.iter().map(charge).sum();
+        if !self.st.borrow_mut().prefetched.reserve(reserved, runs.len()) {
             return;
         }
         let spans =
@@ -312,14 +316,13 @@ impl<D: LogDir + 'static> CommitLog<D> {
                 .await;
         let mut st = self.st.borrow_mut();
         for (&(_, _, start, end), span) in runs.iter().zip(spans) {
-            if let Ok(buf) = span {
-                if buf.len() as u64 == end - start {
-                    self.probe.borrow_mut().prefetch_bytes += buf.len() as u64;
-                    st.prefetched.keep(queue, start, buf);
-                }
+            let len = (end - start) as usize;
+            let Ok(buf) = span else { continue };
+            if buf.len() >= len && st.prefetched.keep(queue, start, buf.slice(0, len)) {
+                self.probe.borrow_mut().prefetch_bytes += len as u64;
             }
         }
-        st.prefetched.release(reserved);
+        st.prefetched.release(reserved, runs.len());
     }
 
     /// The index entries of `queue` from the one holding `offset`, about `max_bytes` of
