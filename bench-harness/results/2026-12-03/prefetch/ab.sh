@@ -4,7 +4,9 @@
 # fio's O_DIRECT 1 MiB sequential read (iodepth 32) of a 2 GiB file at the start of each round.
 # Broker on CPU 0, load generator on CPU 1. Run from the repository root:
 #   OUT=dir FIRST=1 LAST=4 BIN=/tmp/ab/pf [EXTRA="--set fetch_max_bytes=1048576"] sh ab.sh
-# BIN holds release builds of ringmq and ringmq-bench side by side.
+# BIN holds release builds of ringmq and ringmq-bench side by side. ON=BYTES runs the "on" arm
+# at prefetch_bytes = BYTES instead of the build's default, labelled on16 for 16 MiB (onN for
+# N MiB).
 set -u
 out=$OUT
 "$BIN/ringmq" --version > "$out/version.txt"
@@ -14,9 +16,12 @@ for i in $(seq "$FIRST" "$LAST"); do
       > "$out/fio-read-$i.json" 2>/dev/null
   rm -f /work/fio.test
   fioread=$(python3 -c "import json;print(round(json.load(open('$out/fio-read-$i.json'))['jobs'][0]['read']['bw_bytes']/1e6))")
-  if [ $((i % 2)) = 1 ]; then arms="on off"; else arms="off on"; fi
+  on=on${ON:+$((ON / 1048576))}
+  if [ $((i % 2)) = 1 ]; then arms="$on off"; else arms="off $on"; fi
   for a in $arms; do
-    if [ "$a" = off ]; then set -- --set storage.prefetch_bytes=0; else set --; fi
+    if [ "$a" = off ]; then set -- --set storage.prefetch_bytes=0
+    elif [ -n "${ON:-}" ]; then set -- --set storage.prefetch_bytes="$ON"
+    else set --; fi
     echo "$(date -u +%T) $a-$i load: $(cut -d' ' -f1-3 /proc/loadavg)" >> "$out/loadavg.txt"
     "$BIN/ringmq-bench" run bench-harness/workloads/backlog-drain.toml --spawn-broker \
         --broker-cpus 0 --cpus 1 --quiet --compare-raw "$@" ${EXTRA:-} \
