@@ -563,6 +563,33 @@ fn a_catching_up_queues_next_fetch_is_read_while_it_takes_the_current_one() {
     });
 }
 
+/// Close waits for a prefetch in flight (it reads segment files close is about to close), and
+/// the log reopens with every batch readable.
+#[test]
+fn close_waits_for_a_prefetch_in_flight() {
+    run(|| async {
+        let dir = SimDir::new(17);
+        let mut cfg = small_config(FlushMode::Async);
+        cfg.cache_bytes = 0;
+        cfg.read_ahead_bytes = 0;
+        cfg.segment_size_bytes = 4 << 20;
+        write_q1_between_q2(&dir, &cfg).await;
+        let log = CommitLog::open_with(dir.clone(), cfg.clone()).await.unwrap();
+        let fetch = 2 * batch(0, 1, 600).len();
+        let first = log.read(Q1, off(0), fetch).await.unwrap();
+        assert_eq!(first.batches.len(), 2);
+        // The prefetch of the next fetch has not read yet: its reads take 50 ms each.
+        assert_eq!(log.metrics().probe.prefetch_bytes, 0);
+        dir.set_latency(SimOp::Read, Duration::from_millis(50));
+        log.close().await.unwrap();
+        assert_eq!(log.metrics().probe.prefetch_bytes, fetch as u64, "it finished first");
+        dir.set_latency(SimOp::Read, Duration::ZERO);
+        let log = CommitLog::open_with(dir.clone(), cfg).await.unwrap();
+        assert_eq!(read_all(&log, Q1).await, (0..ROUNDS).collect::<Vec<_>>());
+        log.close().await.unwrap();
+    });
+}
+
 #[test]
 fn slow_fsync_reports_flush_disk_timeout_and_still_flushes() {
     run(|| async {
