@@ -327,3 +327,47 @@ fn an_append_made_durable_by_retention_is_readable_in_sync_mode() {
     ops.push(Op::Read { q: 0, frac: 0, max_bytes: 1730 });
     run(move || run_ops(285404002391266404, FlushMode::Sync, ops));
 }
+
+/// Found by `log_matches_model` (CI, 2026-12-03): a crash while a prefetch was in flight. The
+/// prefetch's task held the crashed log alive, so its index writer went on writing the index
+/// files of the log reopened on the same directory ("entry 5 is missing").
+#[test]
+fn crash_with_a_prefetch_in_flight() {
+    let ops = vec![
+        Op::Crash,
+        Op::Append { q: 1, records: 4, body: 179, commit: false },
+        Op::Append { q: 2, records: 1, body: 555, commit: false },
+        Op::IndexCheckpoint,
+        Op::Read { q: 0, frac: 0, max_bytes: 1 },
+        Op::Append { q: 3, records: 5, body: 1931, commit: false },
+        Op::ClearIndexCache,
+        Op::Append { q: 0, records: 2, body: 2187, commit: false },
+        Op::Append { q: 1, records: 3, body: 2595, commit: false },
+        Op::Append { q: 3, records: 1, body: 1735, commit: false },
+        Op::Append { q: 0, records: 3, body: 238, commit: false },
+        Op::Append { q: 2, records: 1, body: 0, commit: false },
+        Op::IndexCheckpoint,
+        Op::Append { q: 0, records: 2, body: 505, commit: false },
+        Op::Append { q: 0, records: 1, body: 383, commit: false },
+        Op::Append { q: 2, records: 2, body: 1866, commit: false },
+        Op::Append { q: 0, records: 2, body: 2048, commit: false },
+        Op::Append { q: 0, records: 5, body: 2630, commit: false },
+        Op::Read { q: 1, frac: 0, max_bytes: 1 },
+        Op::Append { q: 2, records: 2, body: 2298, commit: false },
+        Op::Append { q: 3, records: 1, body: 2614, commit: false },
+        Op::Read { q: 2, frac: 0, max_bytes: 4649 },
+        Op::Read { q: 3, frac: 0, max_bytes: 1 },
+        Op::Append { q: 0, records: 4, body: 2251, commit: false },
+        Op::Read { q: 1, frac: 130, max_bytes: 1592 },
+        Op::Append { q: 1, records: 5, body: 2131, commit: false },
+        Op::Append { q: 1, records: 1, body: 2348, commit: false },
+        Op::Append { q: 2, records: 4, body: 1008, commit: false },
+        Op::Append { q: 2, records: 4, body: 694, commit: true },
+        Op::Append { q: 0, records: 4, body: 2707, commit: true },
+        Op::Read { q: 1, frac: 153, max_bytes: 6907 },
+        Op::Append { q: 0, records: 2, body: 2889, commit: true },
+        Op::Read { q: 1, frac: 115, max_bytes: 574 },
+        Op::Append { q: 1, records: 3, body: 1657, commit: false },
+    ];
+    run(move || run_ops(3613338673496833866, FlushMode::Async, ops));
+}

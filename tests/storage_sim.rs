@@ -632,6 +632,46 @@ fn a_dropped_log_is_freed_in_both_flush_modes() {
     }
 }
 
+/// A prefetch in flight holds the log only weakly: a dropped log is freed (its flusher and
+/// index writer stop) while the prefetch's reads still run. Holding it made a crashed log's
+/// index writer write into the index files of the log reopened on its directory
+/// (`storage_model.rs`, `crash_with_a_prefetch_in_flight`).
+#[test]
+fn a_dropped_log_is_freed_while_a_prefetch_reads() {
+    run(|| async {
+        let dir = SimDir::new(18);
+        let mut cfg = small_config(FlushMode::Async);
+        cfg.cache_bytes = 0;
+        cfg.read_ahead_bytes = 0;
+        cfg.segment_size_bytes = 4 << 20;
+        write_q1_between_q2(&dir, &cfg).await;
+        let log = CommitLog::open_with(dir.clone(), cfg).await.unwrap();
+        let fetch = 2 * batch(0, 1, 600).len();
+        let first = log.read(Q1, off(0), fetch).await.unwrap();
+        let mut polls = 0;
+        while log.metrics().probe.prefetch_bytes == 0 {
+            polls += 1;
+            assert!(polls < 5000, "the second fetch was not read ahead");
+            ringmq::runtime::sleep(Duration::from_millis(1)).await;
+        }
+        // The second fetch is served from memory and starts the third's prefetch, whose reads
+        // are held.
+        dir.pause(SimOp::Read);
+        let second = log.read(Q1, first.next_offset, fetch).await.unwrap();
+        assert_eq!(second.batches.len(), 2);
+        let weak = Rc::downgrade(&log);
+        drop(log);
+        for _ in 0..100 {
+            if weak.upgrade().is_none() {
+                dir.resume(SimOp::Read);
+                return;
+            }
+            ringmq::runtime::sleep(Duration::from_millis(2)).await;
+        }
+        panic!("the log is still alive while its prefetch reads");
+    });
+}
+
 // ---- Disk full (issue 7.4) ----
 
 /// A config whose disk-full back-off is short, so tests that wait for a retry stay fast.

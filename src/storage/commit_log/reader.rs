@@ -126,7 +126,7 @@ impl<D: LogDir + 'static> CommitLog<D> {
         let cold = plan.iter().any(|s| matches!(s, Source::Disk { .. } | Source::FromDisk(..)));
         let prefetching = cold
             && next_offset < offsets.next
-            && self.start_prefetch(queue, next_offset, max_bytes, visible);
+            && self.start_prefetch(queue, next_offset, max_bytes, visible).await;
         let mut batches = Vec::with_capacity(plan.len());
         // A batch that fails verification ends the read: the batches before it are returned
         // (the next read starts at it), and a read that starts at it reports its offsets so a
@@ -244,50 +244,39 @@ impl<D: LogDir + 'static> CommitLog<D> {
         runs
     }
 
-    /// Starts reading `queue`'s fetch from `from` (of `max_bytes`) ahead, unless one of its
-    /// prefetches is in flight or the log is closing; whether it started. See
-    /// [`Self::prefetch`].
-    fn start_prefetch(
+    /// Starts reading ahead `queue`'s fetch from `from` (of `max_bytes`): the batches it would
+    /// read from disk, up to the first one memory holds or that is not written yet, kept
+    /// (unverified: that fetch verifies them like any disk read) within `prefetch_bytes`.
+    /// Whether it started: not while one of the queue's prefetches is in flight, while the
+    /// log is closing, or without room. The index lookup is done here, on the fetch's path
+    /// (its blocks are usually cached by this fetch's own lookup); the reads go on in a task
+    /// that holds the log only weakly, so a dropped log is not kept alive (and its background
+    /// tasks not left running) by reads in flight. Failed reads are left to that fetch, which
+    /// reads again what is not kept.
+    async fn start_prefetch(
         self: &Rc<Self>,
         queue: QueueKey,
         from: QueueOffset,
         max_bytes: usize,
         visible: LogPosition,
     ) -> bool {
-        if self.config.prefetch_bytes == 0 || !self.st.borrow().life.is_open() {
-            return false;
-        }
-        let mut prefetches = self.prefetches.borrow_mut();
-        // Each in flight reserves at least one byte of `prefetch_bytes`, so this only bounds
-        // the map while their index lookups run.
-        if prefetches.contains_key(&queue) || prefetches.len() >= MAX_PREFETCHES {
-            return false;
-        }
-        let log = Rc::clone(self);
-        let reads = runtime::spawn(async move {
-            // glommio may poll a new task inline: not while `prefetches` is borrowed.
-            runtime::yield_once().await;
-            log.prefetch(queue, from, max_bytes, visible).await;
-            log.prefetches.borrow_mut().remove(&queue);
-        });
-        prefetches.insert(queue, (from, reads.shared()));
-        true
-    }
-
-    /// Reads from disk the batches `queue`'s fetch from `from` would read, up to the first
-    /// batch that memory holds or that is not written yet, and keeps them (unverified: the
-    /// fetch verifies them like any disk read) within `prefetch_bytes`. Failures are left to
-    /// that fetch, which reads again what is not kept.
-    async fn prefetch(
-        &self,
-        queue: QueueKey,
-        from: QueueOffset,
-        max_bytes: usize,
-        visible: LogPosition,
-    ) {
-        let Ok(entries) = self.index_entries(queue, from, max_bytes, visible).await else {
-            return;
+        let may_start = |log: &Self| {
+            let prefetches = log.prefetches.borrow();
+            log.config.prefetch_bytes > 0
+                && log.st.borrow().life.is_open()
+                && !prefetches.contains_key(&queue)
+                && prefetches.len() < MAX_PREFETCHES
         };
+        if !may_start(self) {
+            return false;
+        }
+        let Ok(entries) = self.index_entries(queue, from, max_bytes, visible).await else {
+            return false;
+        };
+        // Another fetch of the queue may have started one during the lookup.
+        if !may_start(self) {
+            return false;
+        }
         let disk: Vec<_> = {
             let st = self.st.borrow();
             let written = st.tracker.written();
@@ -309,20 +298,41 @@ impl<D: LogDir + 'static> CommitLog<D> {
         };
         let reserved: usize = runs.iter().map(charge).sum();
         if !self.st.borrow_mut().prefetched.reserve(reserved, runs.len()) {
-            return;
+            return false;
         }
-        let spans =
-            futures::future::join_all(runs.iter().map(|&(_, _, s, e)| self.read_span(s, e, false)))
-                .await;
-        let mut st = self.st.borrow_mut();
-        for (&(_, _, start, end), span) in runs.iter().zip(spans) {
-            let len = (end - start) as usize;
-            let Ok(buf) = span else { continue };
-            if buf.len() >= len && st.prefetched.keep(queue, start, buf.slice(0, len)) {
-                self.probe.borrow_mut().prefetch_bytes += len as u64;
+        // Each read owns its segment (the file stays open while it runs), not the log.
+        let reads: Vec<_> = {
+            let st = self.st.borrow();
+            runs.iter()
+                .filter_map(|&(_, _, start, end)| {
+                    let seg = st.segment_for(start).cloned()?;
+                    let len = (end - start) as usize;
+                    Some(async move {
+                        let buf = seg.file.read_at(start - seg.base, len).await.ok()?;
+                        (buf.len() >= len).then(|| (start, buf.slice(0, len)))
+                    })
+                })
+                .collect()
+        };
+        let (weak, buffers) = (Rc::downgrade(self), runs.len());
+        let task = runtime::spawn(async move {
+            // glommio may poll a new task inline: its entry goes in `prefetches` first.
+            runtime::yield_once().await;
+            let spans = futures::future::join_all(reads).await;
+            let Some(log) = weak.upgrade() else { return };
+            let mut st = log.st.borrow_mut();
+            for (start, buf) in spans.into_iter().flatten() {
+                let len = buf.len() as u64;
+                if st.prefetched.keep(queue, start, buf) {
+                    log.probe.borrow_mut().prefetch_bytes += len;
+                }
             }
-        }
-        st.prefetched.release(reserved, runs.len());
+            st.prefetched.release(reserved, buffers);
+            drop(st);
+            log.prefetches.borrow_mut().remove(&queue);
+        });
+        self.prefetches.borrow_mut().insert(queue, (from, task.shared()));
+        true
     }
 
     /// The index entries of `queue` from the one holding `offset`, about `max_bytes` of
