@@ -1,0 +1,164 @@
+//! More faults (issue 9.6).
+
+use super::*;
+
+#[test]
+fn a_failed_remove_during_retention_is_reported_and_retried() {
+    run(|| async {
+        let dir = SimDir::new(28);
+        let log = CommitLog::open_with(dir.clone(), small_config(FlushMode::Sync)).await.unwrap();
+        let mut tag = 0u64;
+        while log.segment_bases().len() < 3 {
+            log.append_committed(Q1, &batch(tag, 1, 1000)).await.unwrap();
+            tag += 1;
+        }
+        let offsets = log.offsets(Q1);
+        let first = segment_name(LogPosition::ZERO);
+        dir.fail_next(SimOp::Remove, 1, libc::EIO);
+        let later = ringmq::storage::commit_log::now_ms() + 49 * 3_600_000;
+        let err = log.enforce_retention(later).await.unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("deleting") && text.contains("EIO"), "{text}");
+        // The data is gone from the log; the file waits for the next run.
+        assert!(!log.segment_bases().contains(&LogPosition::ZERO));
+        assert_eq!(log.pending_deletes(), vec![first.clone()]);
+        assert!(dir.file_len(&first).is_some());
+        assert!(log.offsets(Q1).min > off(0));
+        assert!(log.failure().is_none());
+        log.append_committed(Q1, &batch(tag, 1, 1000)).await.unwrap();
+        log.enforce_retention(later).await.unwrap();
+        assert!(log.pending_deletes().is_empty());
+        assert!(dir.file_len(&first).is_none());
+        // A restart with the file still there would not resurrect its batches either.
+        log.close().await.unwrap();
+        let log = CommitLog::open_with(dir.clone(), small_config(FlushMode::Sync)).await.unwrap();
+        assert_eq!(log.offsets(Q1).next, offsets.next + 1);
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn a_file_left_by_a_failed_remove_is_not_resurrected_by_a_restart() {
+    run(|| async {
+        let dir = SimDir::new(29);
+        let log = CommitLog::open_with(dir.clone(), small_config(FlushMode::Sync)).await.unwrap();
+        let mut tag = 0u64;
+        while log.segment_bases().len() < 3 {
+            log.append_committed(Q1, &batch(tag, 1, 1000)).await.unwrap();
+            tag += 1;
+        }
+        dir.fail_next(SimOp::Remove, 100, libc::EIO);
+        let later = ringmq::storage::commit_log::now_ms() + 49 * 3_600_000;
+        assert!(log.enforce_retention(later).await.is_err());
+        let min = log.offsets(Q1).min;
+        assert!(dir.file_len(&segment_name(LogPosition::ZERO)).is_some());
+        log.close().await.unwrap();
+        dir.fail_next(SimOp::Remove, 0, libc::EIO);
+        let log = CommitLog::open_with(dir.clone(), small_config(FlushMode::Sync)).await.unwrap();
+        assert_eq!(log.offsets(Q1).min, min, "deleted batches came back");
+        assert_eq!(read_all(&log, Q1).await.first(), Some(&min.get()));
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn a_failed_rename_of_the_floors_keeps_the_segments_for_the_next_run() {
+    run(|| async {
+        let dir = SimDir::new(30);
+        let log = CommitLog::open_with(dir.clone(), small_config(FlushMode::Sync)).await.unwrap();
+        let mut tag = 0u64;
+        while log.segment_bases().len() < 3 {
+            log.append_committed(Q1, &batch(tag, 1, 1000)).await.unwrap();
+            tag += 1;
+        }
+        let bases = log.segment_bases();
+        // Every rename fails (no checkpoint is due meanwhile: that would stop the log).
+        dir.fail_next(SimOp::Rename, 1_000, libc::EIO);
+        let later = ringmq::storage::commit_log::now_ms() + 49 * 3_600_000;
+        let err = log.enforce_retention(later).await.unwrap_err();
+        assert!(err.to_string().contains("floors"), "{err}");
+        assert_eq!(log.segment_bases(), bases, "nothing deleted without durable floors");
+        assert!(dir.file_len(&segment_name(LogPosition::ZERO)).is_some());
+        dir.fail_next(SimOp::Rename, 0, libc::EIO);
+        let deleted = log.enforce_retention(later).await.unwrap();
+        assert_eq!(deleted.len(), bases.len() - 1);
+        assert!(dir.file_len(&segment_name(LogPosition::ZERO)).is_none());
+        log.close().await.unwrap();
+    });
+}
+
+/// Retention drops index entries before it writes the floors; if that write fails, the index
+/// files holding only dropped entries must still be deleted by the next run (the entries are
+/// gone, so the next run's search no longer finds them).
+#[test]
+fn index_files_of_a_run_whose_floors_failed_are_deleted_by_the_next_run() {
+    run(|| async {
+        let dir = SimDir::new(32);
+        let cfg = StorageConfig { index_file_entries: 128, ..small_config(FlushMode::Sync) };
+        let log = CommitLog::open_with(dir.clone(), cfg).await.unwrap();
+        let mut tag = 0u64;
+        while log.segment_bases().len() < 4 {
+            log.append_committed(Q1, &batch(tag, 1, 100)).await.unwrap();
+            tag += 1;
+        }
+        log.checkpoint_index().await.unwrap();
+        let qidx = |dir: &SimDir| -> Vec<String> {
+            dir.names().into_iter().filter(|n| n.ends_with(".qidx")).collect()
+        };
+        let before = qidx(&dir);
+        assert!(before.len() >= 3, "{before:?}");
+        dir.fail_next(SimOp::Rename, 1, libc::EIO);
+        let later = ringmq::storage::commit_log::now_ms() + 49 * 3_600_000;
+        let err = log.enforce_retention(later).await.unwrap_err();
+        assert!(err.to_string().contains("floors"), "{err}");
+        let deleted = log.enforce_retention(later).await.unwrap();
+        assert_eq!(deleted.len(), 3);
+        let after = qidx(&dir);
+        assert!(after.len() < before.len(), "no index file deleted: {after:?}");
+        assert!(!after.contains(&before[0]), "{after:?}");
+        assert_eq!(read_all(&log, Q1).await.last(), Some(&(tag - 1)));
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn eio_on_read_is_reported_and_never_serves_garbage() {
+    run(|| async {
+        let dir = SimDir::new(31);
+        let mut cfg = small_config(FlushMode::Sync);
+        cfg.cache_bytes = 0;
+        let log = CommitLog::open_with(dir.clone(), cfg.clone()).await.unwrap();
+        for tag in 0..100u64 {
+            log.append_committed(Q1, &batch(tag, 1, 600)).await.unwrap();
+        }
+        dir.fail_next(SimOp::Read, 1, libc::EIO);
+        let err = log.read(Q1, off(0), 4096).await.unwrap_err();
+        assert!(matches!(err, StorageError::Io { .. }), "{err}");
+        assert!(err.to_string().contains("reading") && err.to_string().contains("EIO"), "{err}");
+        assert!(log.failure().is_none(), "a read error does not stop writes");
+        // The next read is served, whole and correct.
+        assert_eq!(read_all(&log, Q1).await, (0..100).collect::<Vec<_>>());
+        // A read error during recovery fails the open; it never truncates data it could not
+        // read. After a crash (no index for the tail) recovery must scan.
+        log.append(Q1, &batch(100, 1, 600)).await.unwrap();
+        log.flush().await.unwrap();
+        dir.crash();
+        drop(log);
+        for failing in 1..4 {
+            dir.fail_next(SimOp::Read, failing, libc::EIO);
+            match CommitLog::open_with(dir.clone(), cfg.clone()).await {
+                Err(e) => assert!(e.to_string().contains("EIO"), "{e}"),
+                Ok(log) => {
+                    // The failing reads hit only optional files (an index): data intact.
+                    dir.fail_next(SimOp::Read, 0, libc::EIO);
+                    assert_eq!(read_all(&log, Q1).await, (0..101).collect::<Vec<_>>());
+                    log.close().await.unwrap();
+                }
+            }
+        }
+        dir.fail_next(SimOp::Read, 0, libc::EIO);
+        let log = CommitLog::open_with(dir.clone(), cfg).await.unwrap();
+        assert_eq!(read_all(&log, Q1).await, (0..101).collect::<Vec<_>>());
+        log.close().await.unwrap();
+    });
+}

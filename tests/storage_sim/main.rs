@@ -1,0 +1,60 @@
+//! Commit log behaviour on the simulated, fault-injecting directory.
+//!
+//! `basics`: appends, reads, recovery, failed writes and syncs, retention, the flusher;
+//! `reads`: disk reads of fetches, read-ahead and prefetch; `disk_full`; `stalls`: appends
+//! that must not wait behind segment creation or retention; `faults`: failed removes,
+//! renames and reads.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod basics;
+mod disk_full;
+mod faults;
+mod reads;
+mod stalls;
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use common::{batch, batch_tag, off, run, small_config};
+use ringmq::format::BatchView;
+use ringmq::storage::file::LogDir;
+use ringmq::storage::segment::segment_name;
+use ringmq::storage::sim_dir::{SimDir, SimOp};
+use ringmq::storage::{
+    AppendStatus, CommitLog, FlushMode, LogPosition, QueueKey, StorageConfig, StorageError,
+};
+use ringmq::storage::{QueueId, TopicId};
+
+const Q1: QueueKey = QueueKey::new(TopicId::new(1), QueueId::new(0));
+const Q2: QueueKey = QueueKey::new(TopicId::new(1), QueueId::new(1));
+const Q3: QueueKey = QueueKey::new(TopicId::new(2), QueueId::new(0));
+
+/// Reads every batch of `q` from offset 0 and returns the tags in order.
+async fn read_all(log: &Rc<CommitLog<SimDir>>, q: QueueKey) -> Vec<u64> {
+    let mut out = vec![];
+    let mut off = log.offsets(q).min;
+    loop {
+        let r = log.read(q, off, 10_000).await.unwrap();
+        if r.batches.is_empty() {
+            break;
+        }
+        for b in &r.batches {
+            let v = BatchView::parse(b, usize::MAX).unwrap();
+            assert_eq!(v.header.stamp.topic_id, q.topic_id.get());
+            assert_eq!(v.header.stamp.queue_id, q.queue_id.get());
+            out.push(batch_tag(b));
+        }
+        off = r.next_offset;
+    }
+    out
+}
+
+/// Awaits `fut` for at most 5 s; a stall fails the test instead of hanging it.
+async fn bounded<T>(what: &str, fut: impl std::future::Future<Output = T>) -> T {
+    match ringmq::runtime::timeout(Duration::from_secs(5), fut).await {
+        Some(v) => v,
+        None => panic!("{what} stalled"),
+    }
+}

@@ -1,0 +1,223 @@
+//! Disk reads of fetches: batches far apart, and a catching-up queue's next fetch read ahead.
+
+use super::*;
+
+/// Rounds of the next two tests: each one small Q1 batch (tag = round), then 10 Q2 batches
+/// of 14 KB (tags 1000..): 140 KB of Q2, more than the coalescing gap, between Q1's batches.
+const ROUNDS: u64 = 6;
+
+async fn write_q1_between_q2(dir: &SimDir, cfg: &StorageConfig) {
+    let log = CommitLog::open_with(dir.clone(), cfg.clone()).await.unwrap();
+    for i in 0..ROUNDS {
+        log.append(Q1, &batch(i, 1, 600)).await.unwrap();
+        for j in 0..10 {
+            log.append(Q2, &batch(1000 + i * 10 + j, 1, 14_000)).await.unwrap();
+        }
+    }
+    log.close().await.unwrap();
+}
+
+/// A fetch whose batches lie far apart (other queues' batches between them) reads them as
+/// several disk runs, issued at once: the batches still come back in order, and a damaged
+/// batch in a later run ends the read there as it does for one run.
+#[test]
+fn a_fetch_of_batches_far_apart_reads_them_in_order_and_stops_at_a_damaged_one() {
+    run(|| async {
+        let dir = SimDir::new(14);
+        let mut cfg = small_config(FlushMode::Async);
+        cfg.cache_bytes = 0;
+        cfg.read_ahead_bytes = 0;
+        cfg.segment_size_bytes = 1 << 20;
+        write_q1_between_q2(&dir, &cfg).await;
+        let log = CommitLog::open_with(dir.clone(), cfg.clone()).await.unwrap();
+        assert_eq!(log.segment_bases().len(), 1, "all in one segment: runs split by the gap");
+        let r = log.read(Q1, off(0), 1 << 20).await.unwrap();
+        let tags: Vec<u64> = r.batches.iter().map(|b| batch_tag(b)).collect();
+        assert_eq!(tags, (0..ROUNDS).collect::<Vec<_>>());
+        let q2 = read_all(&log, Q2).await;
+        assert_eq!(q2, (0..ROUNDS * 10).map(|t| 1000 + t).collect::<Vec<_>>());
+        log.close().await.unwrap();
+        // Damage Q1's batch 3 (its fourth disk run).
+        let round = (batch(0, 1, 600).len() + 10 * batch(1000, 1, 14_000).len()) as u64;
+        dir.corrupt(&segment_name(LogPosition::ZERO), (3 * round + 500) as usize);
+        let log = CommitLog::open_with(dir.clone(), cfg).await.unwrap();
+        let r = log.read(Q1, off(0), 1 << 20).await.unwrap();
+        let tags: Vec<u64> = r.batches.iter().map(|b| batch_tag(b)).collect();
+        assert_eq!(tags, vec![0, 1, 2]);
+        assert_eq!(r.next_offset, off(3));
+        match log.read(Q1, off(3), 1 << 20).await.unwrap_err() {
+            StorageError::CorruptBatch { first_offset, next_offset, .. }
+                if (first_offset, next_offset) == (off(3), off(4)) => {}
+            err => panic!("expected the damaged batch's offsets, got {err}"),
+        }
+        let r = log.read(Q1, off(4), 1 << 20).await.unwrap();
+        let tags: Vec<u64> = r.batches.iter().map(|b| batch_tag(b)).collect();
+        assert_eq!(tags, (4..ROUNDS).collect::<Vec<_>>());
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn a_fetch_of_batches_far_apart_reads_no_other_queues_bytes_ahead() {
+    run(|| async {
+        let dir = SimDir::new(15);
+        let mut cfg = small_config(FlushMode::Async);
+        cfg.cache_bytes = 0;
+        cfg.read_ahead_bytes = 64 << 10;
+        // Read-ahead alone (the next test reads the next fetch ahead).
+        cfg.prefetch_bytes = 0;
+        cfg.segment_size_bytes = 4 << 20;
+        // Q1's batches lie 140 KB apart, between Q2's: every Q1 batch is a disk run.
+        write_q1_between_q2(&dir, &cfg).await;
+        let log = CommitLog::open_with(dir.clone(), cfg.clone()).await.unwrap();
+        let before = dir.read_bytes();
+        let r = log.read(Q1, off(0), 1 << 20).await.unwrap();
+        assert_eq!(r.batches.len() as u64, ROUNDS);
+        let served: u64 = r.batches.iter().map(|b| b.len() as u64).sum();
+        // Its batches and its index page, not 64 KiB ahead of each of them.
+        let read = dir.read_bytes() - before;
+        assert!(read < served + (64 << 10), "read {read} bytes to serve {served}");
+        // One run (Q2's adjacent batches): read ahead, so the next fetch reads nothing.
+        let first = log.read(Q2, off(0), 30_000).await.unwrap();
+        assert_eq!(first.batches.len(), 2);
+        let reads = dir.read_count();
+        let next = log.read(Q2, first.next_offset, 30_000).await.unwrap();
+        assert_eq!(next.batches.len(), 2);
+        assert_eq!(dir.read_count(), reads, "served from the read-ahead");
+        log.close().await.unwrap();
+    });
+}
+
+/// A queue whose fetch was read from disk is catching up: its next fetch is read while its
+/// consumer takes the current one, and is then served from those reads. Every batch still
+/// comes once, in order, and nothing is read twice, also when the next fetch comes at once
+/// (it waits for the prefetch's reads). With `prefetch_bytes = 0`, or a bound below one fetch,
+/// every fetch reads the disk itself.
+#[test]
+fn a_catching_up_queues_next_fetch_is_read_while_it_takes_the_current_one() {
+    run(|| async {
+        // (prefetch_bytes, prefetching, the consumer waits for the prefetch before its next fetch)
+        let cases = [(32 << 20, true, true), (32 << 20, true, false), (0, false, false)];
+        for (prefetch_bytes, prefetched, pause) in cases.into_iter().chain([(1000, false, false)]) {
+            let dir = SimDir::new(16);
+            let mut cfg = small_config(FlushMode::Async);
+            cfg.cache_bytes = 0;
+            cfg.read_ahead_bytes = 0;
+            cfg.prefetch_bytes = prefetch_bytes;
+            cfg.segment_size_bytes = 4 << 20;
+            // Q1's batches lie 140 KB apart: two of them a fetch, each its own disk read.
+            write_q1_between_q2(&dir, &cfg).await;
+            let log = CommitLog::open_with(dir.clone(), cfg.clone()).await.unwrap();
+            let fetch = 2 * batch(0, 1, 600).len();
+            let (mut tags, mut at, mut served) = (Vec::new(), off(0), 0u64);
+            // Disk reads during the fetches after the first.
+            let mut read_in_fetches = 0;
+            let mut fetches = 0;
+            while tags.len() < ROUNDS as usize {
+                let before = dir.read_count();
+                let prefetched_before = log.metrics().probe.prefetch_bytes;
+                let r = log.read(Q1, at, fetch).await.unwrap();
+                if fetches > 0 {
+                    read_in_fetches += dir.read_count() - before;
+                }
+                fetches += 1;
+                tags.extend(r.batches.iter().map(|b| batch_tag(b)));
+                served += r.batches.iter().map(|b| b.len() as u64).sum::<u64>();
+                at = r.next_offset;
+                // The consumer takes its time: its next fetch is read meanwhile (polled with a
+                // bound; the last fetch has no next).
+                let mut polls = 0;
+                while pause
+                    && tags.len() < ROUNDS as usize
+                    && log.metrics().probe.prefetch_bytes == prefetched_before
+                {
+                    polls += 1;
+                    assert!(polls < 5000, "the next fetch was not read ahead");
+                    ringmq::runtime::sleep(Duration::from_millis(1)).await;
+                }
+            }
+            assert_eq!(tags, (0..ROUNDS).collect::<Vec<_>>(), "prefetch_bytes {prefetch_bytes}");
+            assert_eq!(fetches, ROUNDS / 2);
+            let m = log.metrics().probe;
+            if prefetched {
+                if pause {
+                    // Each fetch after the first was read while the one before was taken.
+                    assert_eq!(read_in_fetches, 0);
+                }
+                assert_eq!(m.prefetch_served_bytes, served * 2 / 3);
+                assert_eq!(m.prefetch_bytes, m.prefetch_served_bytes, "nothing read twice");
+            } else {
+                assert!(read_in_fetches >= ROUNDS - 2, "each batch read by its fetch");
+                assert_eq!((m.prefetch_bytes, m.prefetch_served_bytes), (0, 0));
+            }
+            log.close().await.unwrap();
+        }
+    });
+}
+
+/// Close waits for a prefetch in flight (it reads segment files close is about to close), and
+/// the log reopens with every batch readable.
+#[test]
+fn close_waits_for_a_prefetch_in_flight() {
+    run(|| async {
+        let dir = SimDir::new(17);
+        let mut cfg = small_config(FlushMode::Async);
+        cfg.cache_bytes = 0;
+        cfg.read_ahead_bytes = 0;
+        cfg.segment_size_bytes = 4 << 20;
+        write_q1_between_q2(&dir, &cfg).await;
+        let log = CommitLog::open_with(dir.clone(), cfg.clone()).await.unwrap();
+        let fetch = 2 * batch(0, 1, 600).len();
+        let first = log.read(Q1, off(0), fetch).await.unwrap();
+        assert_eq!(first.batches.len(), 2);
+        // The prefetch of the next fetch has not read yet: its reads take 50 ms each.
+        assert_eq!(log.metrics().probe.prefetch_bytes, 0);
+        dir.set_latency(SimOp::Read, Duration::from_millis(50));
+        log.close().await.unwrap();
+        assert_eq!(log.metrics().probe.prefetch_bytes, fetch as u64, "it finished first");
+        dir.set_latency(SimOp::Read, Duration::ZERO);
+        let log = CommitLog::open_with(dir.clone(), cfg).await.unwrap();
+        assert_eq!(read_all(&log, Q1).await, (0..ROUNDS).collect::<Vec<_>>());
+        log.close().await.unwrap();
+    });
+}
+
+/// A prefetch in flight holds the log only weakly: a dropped log is freed (its flusher and
+/// index writer stop) while the prefetch's reads still run. Holding it made a crashed log's
+/// index writer write into the index files of the log reopened on its directory
+/// (`storage_model.rs`, `crash_with_a_prefetch_in_flight`).
+#[test]
+fn a_dropped_log_is_freed_while_a_prefetch_reads() {
+    run(|| async {
+        let dir = SimDir::new(18);
+        let mut cfg = small_config(FlushMode::Async);
+        cfg.cache_bytes = 0;
+        cfg.read_ahead_bytes = 0;
+        cfg.segment_size_bytes = 4 << 20;
+        write_q1_between_q2(&dir, &cfg).await;
+        let log = CommitLog::open_with(dir.clone(), cfg).await.unwrap();
+        let fetch = 2 * batch(0, 1, 600).len();
+        let first = log.read(Q1, off(0), fetch).await.unwrap();
+        let mut polls = 0;
+        while log.metrics().probe.prefetch_bytes == 0 {
+            polls += 1;
+            assert!(polls < 5000, "the second fetch was not read ahead");
+            ringmq::runtime::sleep(Duration::from_millis(1)).await;
+        }
+        // The second fetch is served from memory and starts the third's prefetch, whose reads
+        // are held.
+        dir.pause(SimOp::Read);
+        let second = log.read(Q1, first.next_offset, fetch).await.unwrap();
+        assert_eq!(second.batches.len(), 2);
+        let weak = Rc::downgrade(&log);
+        drop(log);
+        for _ in 0..100 {
+            if weak.upgrade().is_none() {
+                dir.resume(SimOp::Read);
+                return;
+            }
+            ringmq::runtime::sleep(Duration::from_millis(2)).await;
+        }
+        panic!("the log is still alive while its prefetch reads");
+    });
+}

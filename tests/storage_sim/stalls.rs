@@ -1,0 +1,130 @@
+//! No stalls (issue 9.3).
+
+use super::*;
+
+#[test]
+fn appends_complete_while_the_next_segment_is_created_and_rolls_only_switch() {
+    run(|| async {
+        let dir = SimDir::new(26);
+        let log = CommitLog::open_with(dir.clone(), small_config(FlushMode::Sync)).await.unwrap();
+        // Every fallocate hangs until resumed: a very slow segment creation.
+        dir.pause(SimOp::Allocate);
+        let mut tag = 0u64;
+        let mut polls = 0;
+        while dir.in_progress(SimOp::Allocate) == 0 {
+            bounded("append", log.append_committed(Q1, &batch(tag, 1, 1000))).await.unwrap();
+            tag += 1;
+            polls += 1;
+            assert!(polls < 1000, "no segment creation started ahead of the roll");
+        }
+        assert_eq!(log.segment_bases(), vec![LogPosition::ZERO], "creation starts before the roll");
+        // Appends complete while the creation is still held.
+        for _ in 0..5 {
+            bounded("append", log.append_committed(Q1, &batch(tag, 1, 1000))).await.unwrap();
+            tag += 1;
+        }
+        assert_eq!(dir.in_progress(SimOp::Allocate), 1, "the creation is still in progress");
+        dir.resume(SimOp::Allocate);
+        for _ in 0..1000 {
+            if dir.in_progress(SimOp::Allocate) == 0 && dir.in_progress(SimOp::Sync) == 0 {
+                break;
+            }
+            ringmq::runtime::sleep(Duration::from_millis(1)).await;
+        }
+        // The next segment is ready: the roll must not create or allocate anything.
+        dir.pause(SimOp::Create);
+        dir.pause(SimOp::Allocate);
+        while log.segment_bases().len() < 2 {
+            bounded("append across the roll", log.append_committed(Q1, &batch(tag, 1, 1000)))
+                .await
+                .unwrap();
+            tag += 1;
+        }
+        dir.resume(SimOp::Create);
+        dir.resume(SimOp::Allocate);
+        assert_eq!(read_all(&log, Q1).await, (0..tag).collect::<Vec<_>>());
+        log.close().await.unwrap();
+        let log = CommitLog::open_with(dir.clone(), small_config(FlushMode::Sync)).await.unwrap();
+        assert_eq!(read_all(&log, Q1).await, (0..tag).collect::<Vec<_>>());
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn appends_complete_while_retention_deletes() {
+    run(|| async {
+        let dir = SimDir::new(27);
+        let log = CommitLog::open_with(dir.clone(), small_config(FlushMode::Sync)).await.unwrap();
+        let mut tag = 0u64;
+        while log.segment_bases().len() < 4 {
+            log.append_committed(Q1, &batch(tag, 1, 1000)).await.unwrap();
+            tag += 1;
+        }
+        // Unlinking hangs until resumed: a very slow delete of a huge segment.
+        dir.pause(SimOp::Remove);
+        let retention = {
+            let log = log.clone();
+            let now = ringmq::storage::commit_log::now_ms();
+            ringmq::runtime::spawn(async move { log.enforce_retention(now + 49 * 3_600_000).await })
+        };
+        for _ in 0..5000 {
+            if dir.in_progress(SimOp::Remove) > 0 {
+                break;
+            }
+            ringmq::runtime::yield_once().await;
+        }
+        assert!(dir.in_progress(SimOp::Remove) > 0, "retention did not start deleting");
+        for _ in 0..5 {
+            bounded("append", log.append_committed(Q1, &batch(tag, 1, 1000))).await.unwrap();
+            tag += 1;
+        }
+        assert!(dir.in_progress(SimOp::Remove) > 0, "the delete is still in progress");
+        dir.resume(SimOp::Remove);
+        let deleted = bounded("retention", retention).await.expect("task ran").unwrap();
+        assert_eq!(deleted.len(), 3);
+        assert_eq!(read_all(&log, Q1).await.last(), Some(&(tag - 1)));
+        log.close().await.unwrap();
+    });
+}
+
+/// Retention searches each queue's index for the first entry it keeps, reading index blocks:
+/// slow reads there must not hold appends back (it runs outside the append gate, and appends
+/// do not wait for the index gate it holds while the index is within its budget).
+#[test]
+fn appends_complete_while_retention_searches_the_index() {
+    run(|| async {
+        let dir = SimDir::new(30);
+        let log = CommitLog::open_with(dir.clone(), small_config(FlushMode::Sync)).await.unwrap();
+        let mut tag = 0u64;
+        while log.segment_bases().len() < 4 {
+            log.append_committed(Q1, &batch(tag, 1, 1000)).await.unwrap();
+            tag += 1;
+        }
+        // Every entry on disk and none cached: the search must read index blocks.
+        log.checkpoint_index().await.unwrap();
+        log.clear_index_cache();
+        dir.pause(SimOp::Read);
+        let retention = {
+            let log = log.clone();
+            let now = ringmq::storage::commit_log::now_ms();
+            ringmq::runtime::spawn(async move { log.enforce_retention(now + 49 * 3_600_000).await })
+        };
+        for _ in 0..5000 {
+            if dir.in_progress(SimOp::Read) > 0 {
+                break;
+            }
+            ringmq::runtime::yield_once().await;
+        }
+        assert!(dir.in_progress(SimOp::Read) > 0, "retention did not read the index");
+        for _ in 0..5 {
+            bounded("append", log.append_committed(Q1, &batch(tag, 1, 1000))).await.unwrap();
+            tag += 1;
+        }
+        assert!(dir.in_progress(SimOp::Read) > 0, "the index read is still in progress");
+        dir.resume(SimOp::Read);
+        let deleted = bounded("retention", retention).await.expect("task ran").unwrap();
+        assert_eq!(deleted.len(), 3);
+        assert_eq!(read_all(&log, Q1).await.last(), Some(&(tag - 1)));
+        log.close().await.unwrap();
+    });
+}
