@@ -23,8 +23,9 @@
 //! The queue index files are the other thing that grows: ENOSPC writing them (or the index
 //! checkpoint) is the same kind of shortage. Their unwritten entries stay in memory, so appends
 //! get DiskFull (keeping that memory within the index budget) until a retry after the same
-//! back-off writes them ([`IndexStep`]); reads go on. A failed fdatasync of an index file
-//! still stops the log.
+//! back-off writes them ([`IndexStep`]); reads go on. A failed sync of the index files (the
+//! checkpoint's `syncfs`) still stops the log, ENOSPC included: the files' page-cache state is
+//! unknown after it.
 //!
 //! At recovery the same rule holds: if the active segment cannot be preallocated, or a sealed
 //! last segment has no successor and one cannot be created, the log still opens for reads and

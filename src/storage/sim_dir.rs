@@ -50,6 +50,8 @@ pub enum SimOp {
     Read,
     /// `sync_data`, `sync_dir` and the fsync inside `write_atomic`.
     Sync,
+    /// `sync_filesystem` (syncfs: the queue index checkpoint's one sync).
+    SyncFs,
     /// Opening a name that does not exist yet (creating it).
     Create,
     /// `allocate` (fallocate).
@@ -229,11 +231,13 @@ impl SimDir {
     pub fn set_latency(&self, op: SimOp, delay: Duration) {
         self.state.borrow_mut().ops.entry(op).or_default().latency = delay;
     }
-    /// Every later `sync_data` takes `delay` before it completes.
+    /// Every later file and directory sync (`sync_data`, `sync_dir`, the fsync inside
+    /// `write_atomic`; not `sync_filesystem`) takes `delay` before it completes.
     pub fn set_sync_delay(&self, delay: Duration) {
         self.set_latency(SimOp::Sync, delay);
     }
-    /// The next `n` syncs fail with EIO.
+    /// The next `n` file and directory syncs fail with EIO (not `sync_filesystem`, which is
+    /// [`SimOp::SyncFs`]).
     pub fn fail_syncs(&self, n: u32) {
         self.fail_next(SimOp::Sync, n, libc::EIO);
     }
@@ -592,11 +596,11 @@ impl LogDir for SimDir {
 
     async fn sync_filesystem(&self) -> io::Result<()> {
         self.jitter().await;
-        let _op = enter(&self.state, SimOp::Sync).await;
+        let _op = enter(&self.state, SimOp::SyncFs).await;
         self.check_alive("syncfs")?;
         let mut s = self.state.borrow_mut();
         s.fs_syncs += 1;
-        if let Some(e) = s.take_fault(SimOp::Sync, "syncfs") {
+        if let Some(e) = s.take_fault(SimOp::SyncFs, "syncfs") {
             // As a failed fdatasync, for every file: the dirty state is dropped.
             for f in s.names.values() {
                 f.borrow_mut().unsynced.clear();

@@ -153,6 +153,51 @@ fn fsync_failure_stops_writes_loudly() {
     });
 }
 
+/// A failed sync of the queue index (its checkpoint's one `syncfs`) stops the log like a
+/// failed fdatasync, ENOSPC included: after a failed sync the page cache's state of the
+/// index files is unknown, so this is not DISK_FULL (unlike ENOSPC writing them, which
+/// `disk_full.rs` covers). Every acknowledged batch is read back after a reopen.
+#[test]
+fn a_failed_index_sync_stops_the_log_and_a_reopen_keeps_every_acked_batch() {
+    for (seed, errno) in [(31, libc::ENOSPC), (32, libc::EIO)] {
+        run(move || async move {
+            let dir = SimDir::new(seed);
+            let cfg = small_config(FlushMode::Sync);
+            let log = CommitLog::open_with(dir.clone(), cfg.clone()).await.unwrap();
+            let syncs_at_open = dir.fs_sync_count();
+            dir.fail_next(SimOp::SyncFs, 1, errno);
+            let mut acked = vec![];
+            let mut err = None;
+            // A checkpoint is due after each 64 KiB segment's worth of durable log: about
+            // 16 of these batches. The index writer runs behind the appends.
+            for i in 0..1_000 {
+                match log.append_committed(Q1, &batch(i, 4, 1000)).await {
+                    Ok(_) => acked.push(i),
+                    Err(e) => {
+                        err = Some(e);
+                        break;
+                    }
+                }
+                ringmq::runtime::yield_once().await;
+            }
+            let err = err.expect("appends stop after the failed index sync");
+            assert!(dir.fs_sync_count() > syncs_at_open, "the checkpoint's syncfs ran");
+            assert!(matches!(err, StorageError::Failed { .. }), "{err}");
+            let reason = log.failure().expect("the log is stopped");
+            assert!(reason.contains("syncing the queue index"), "{reason}");
+            assert!(acked.len() >= 10, "only {} acked", acked.len());
+            dir.crash();
+            drop(log);
+            let log = CommitLog::open_with(dir.clone(), cfg).await.unwrap();
+            let got = read_all(&log, Q1).await;
+            assert_eq!(got[..acked.len()], acked[..], "every acked batch, in order");
+            // An append in flight when the log stopped may be durable without its ack.
+            assert!(got.len() <= acked.len() + 1, "{} read, {} acked", got.len(), acked.len());
+            log.close().await.unwrap();
+        });
+    }
+}
+
 #[test]
 fn write_errors_stop_writes() {
     run(|| async {

@@ -8,9 +8,9 @@
 //! task writes them back, each going on as soon as they are below it again.
 //!
 //! Promises: an index entry is written only for a durable batch; a failed index write or sync
-//! stops the log like a failed log write, except for a lack of space: then the entries stay in
-//! memory, appends get DiskFull until a retry succeeds, reads go on, and the previous
-//! checkpoint stays valid.
+//! stops the log like a failed log write, except for a write that lacked space (a failed sync
+//! stops it whatever the error): then the entries stay in memory, appends get DiskFull until a
+//! retry succeeds, reads go on, and the previous checkpoint stays valid.
 
 use std::rc::Rc;
 
@@ -62,7 +62,8 @@ impl<D: LogDir + 'static> CommitLog<D> {
     /// The error for a failed index write. Without space (ENOSPC, EDQUOT) nothing was lost:
     /// the unwritten entries stay in memory, appends get DiskFull until a retry succeeds (see
     /// [`Self::ensure_index_writable`]) and reads go on. Anything else, and every failed
-    /// fdatasync, stops the log like a failed data write.
+    /// sync (the checkpoint's `syncfs`, ENOSPC included: the page cache's state of the files
+    /// is unknown after it), stops the log like a failed data write.
     pub(super) async fn index_write_failed(&self, what: &str, e: WritebackError) -> StorageError {
         match e {
             WritebackError::Write(e) if is_disk_full(&e) => {

@@ -174,7 +174,7 @@ fn a_checkpoint_opens_each_file_once_and_syncs_the_filesystem_once() {
             store.push(*q, entry(4, 200_000 + 100 * i as u64));
         }
         store.writeback(&dir, LogPosition::MAX).await.unwrap();
-        dir.fail_syncs(1);
+        dir.fail_next(SimOp::SyncFs, 1, libc::EIO);
         assert!(store.sync(&dir).await.is_err());
 
         dir.crash();
