@@ -1,6 +1,6 @@
 //! ringmq: a thread-per-core message broker on io_uring.
 //!
-//! - [`format`]: the one record-batch format used on the wire and on disk.
+//! - [`format`](mod@format): the one record-batch format used on the wire and on disk.
 //! - [`storage`]: the per-shard commit log (direct I/O, group commit, per-queue indexes,
 //!   recovery, retention).
 //! - [`protocol`]: the native wire protocol (frames, requests, responses, error codes;

@@ -7,7 +7,7 @@
 //! `ringmq-bench run WORKLOAD.toml --compare-raw …` runs the workload through the client library
 //! and then raw against the same broker and writes one JSON with both and the library/raw ratios
 //! ([`comparison`]). `ringmq-bench scale WORKLOAD.toml --counts 1,2,4,8 …` runs it once per
-//! producer/consumer thread count and writes one JSON with a table ([`scale`]). `--producers N`
+//! producer/consumer thread count and writes one JSON with a table ([`scale`](mod@scale)). `--producers N`
 //! and `--consumers N` set the thread counts of any run.
 //! `ringmq-bench compare A.json B.json` prints two reports side by side; `ringmq-bench summary
 //! *.json` prints a Markdown table (medians of runs with the same workload and overrides).
@@ -130,7 +130,7 @@ struct RunArgs {
     /// with both runs and the library/raw ratios.
     #[arg(long)]
     compare_raw: bool,
-    /// JSON report path. Default: target/ringmq-bench/<workload>[-compare-raw]-<unix ms>.json.
+    /// JSON report path. Default: `target/ringmq-bench/<workload>[-compare-raw]-<unix ms>.json`.
     #[arg(long)]
     out: Option<PathBuf>,
 }
@@ -151,7 +151,7 @@ struct ScaleArgs {
     /// At each count, run through the library and then raw.
     #[arg(long)]
     compare_raw: bool,
-    /// JSON report path. Default: target/ringmq-bench/<workload>-scale-<unix ms>.json.
+    /// JSON report path. Default: `target/ringmq-bench/<workload>-scale-<unix ms>.json`.
     #[arg(long)]
     out: Option<PathBuf>,
 }

@@ -2,7 +2,7 @@
 //! rules), the numbering, in-flight bound and retries of its batches (through each queue's
 //! `QueueSequencer`), the memory bound, and the completion of callers' handles (a stored
 //! batch's `send_async` handles are resolved first by the connection that read its reply,
-//! [`EarlyAck`]). The open batches themselves are in the [`Staging`] area, where callers
+//! `EarlyAck`). The open batches themselves are in the `Staging` area, where callers
 //! append to them on their own threads; the worker takes a batch from there when it may go.
 //!
 //! It runs on the producer's worker thread, driven by [`super::producer`]'s sender loop: a

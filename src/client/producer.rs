@@ -7,7 +7,7 @@
 //! retries, memory bound; no I/O of its own, time from a `Clock`).
 //!
 //! `send_async` picks the queue and encodes the message into that queue's open batch, all on
-//! the caller's thread (the [`staging`](super::staging) area, as Kafka's record accumulator;
+//! the caller's thread (the `staging` area, as Kafka's record accumulator;
 //! a full staging area blocks the caller: backpressure). The worker thread is told only when a
 //! queue needs it (a batch opened, sealed, or big enough to pipeline), not per message. While
 //! the queue has `max_in_flight_per_queue` batches unanswered, new messages collect in the

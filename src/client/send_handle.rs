@@ -2,10 +2,10 @@
 //!
 //! `send_async` returns a [`SendHandle`] for each message, but the producer does not allocate,
 //! lock or wake anything per message for it: every message of an open batch shares the batch's
-//! [`BatchCompletion`] (one `Arc` allocated when the batch opens), and a handle is that `Arc`
+//! `BatchCompletion` (one `Arc` allocated when the batch opens), and a handle is that `Arc`
 //! plus the message's index in the batch. The batch is resolved once: a reply that says it is
 //! stored resolves it on the connection's reader thread that read the reply
-//! ([`EarlyAck`](super::connection::EarlyAck)); a failure, after the producer's worker has
+//! (`connection::EarlyAck`); a failure, after the producer's worker has
 //! given up retrying. The outcome is stored (status, topic, queue and first offset, or the
 //! error) and the wakers and blocked threads waiting on any of its handles are woken, under
 //! one lock. Each handle then makes its own [`SendResult`] on demand: its offset is the

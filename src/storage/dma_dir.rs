@@ -16,7 +16,7 @@
 //! pool (`glommio::io::remove`/`rename`, one helper thread per executor, so a slow unlink of a
 //! 1 GiB segment stalls no produce or fetch); listing the directory, reading a small metadata
 //! file whole, `statvfs`, `syncfs` and the checks at open run on the same pool
-//! ([`off_thread`]).
+//! (`off_thread`).
 //!
 //! glommio quirk handled here: it probes whether a device supports polled I/O (IOPOLL) by
 //! reading from the first file opened on it, and caches the answer per thread. A probe read of

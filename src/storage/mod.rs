@@ -8,7 +8,7 @@
 //! recovered on open by verifying checksums past the last index checkpoint.
 //!
 //! Files, one concept each:
-//! - [`file`]: the storage seam (`LogDir`/`LogFile`); [`dma_dir`] is the real one (glommio),
+//! - [`file`](mod@file): the storage seam (`LogDir`/`LogFile`); [`dma_dir`] is the real one (glommio),
 //!   [`sim_dir`] the fault-injecting one for tests.
 //! - [`commit_log`]: the log itself, a directory with one file per concept: the facade,
 //!   appender, flusher (group commit), segment set, reader, read-ahead, recovery, index

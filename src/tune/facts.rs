@@ -75,7 +75,7 @@ impl Limit {
     }
 }
 
-/// Finds the limit named `name` ("Max locked memory") in the text of /proc/<pid>/limits.
+/// Finds the limit named `name` ("Max locked memory") in the text of `/proc/<pid>/limits`.
 pub fn parse_limit(limits: &str, name: &str) -> Fact<Limit> {
     let line = limits
         .lines()
@@ -97,7 +97,7 @@ pub fn parse_limit(limits: &str, name: &str) -> Fact<Limit> {
     Ok(Limit { soft, hard })
 }
 
-/// A sysfs choice file such as "always [madvise] never": the bracketed entry is the current one.
+/// A sysfs choice file such as `always [madvise] never`: the bracketed entry is the current one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Selection {
     pub current: String,

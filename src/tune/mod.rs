@@ -15,7 +15,7 @@
 //! - [`checks`]: pure rules, facts and config in, [`Finding`]s out.
 //! - [`apply`]: a pure plan of writes from a profile's OS settings, then its execution.
 //! - [`profiles`]: the `throughput`, `latency` and `durability` profiles in tuning/.
-//! - [`unit`]: the systemd unit with the limits the broker needs.
+//! - [`unit`](mod@unit): the systemd unit with the limits the broker needs.
 //!
 //! The hidden `--root DIR` flag reads (and, for `apply`, writes) /proc and /sys under DIR
 //! instead of `/`. It exists for tests, which must never write the real ones.
@@ -57,7 +57,7 @@ pub enum TuneCommand {
     /// Applies a profile's OS settings (sysctls, transparent huge pages, the data disk's I/O
     /// scheduler, CPU governor), printing each change, and writes a systemd unit.
     Apply {
-        /// throughput, latency or durability (tuning/<name>.toml and <name>.os.toml).
+        /// throughput, latency or durability (`tuning/<name>.toml` and `<name>.os.toml`).
         #[arg(long)]
         profile: String,
         /// Print what would change, and the unit, without changing anything.

@@ -405,7 +405,7 @@ impl<L: ShardLog> Shard<L> {
     }
 
     /// Expires sessions and locks, tells the watchers of groups that changed, and snapshots
-    /// the offsets when due. Called every [`GROUP_TICK`].
+    /// the offsets when due. Called every `GROUP_TICK`.
     pub async fn group_tick(&self) {
         let now = self.clock.now();
         let changed = self.coordinator.borrow_mut().expire(now);
@@ -419,7 +419,7 @@ impl<L: ShardLog> Shard<L> {
         }
     }
 
-    /// Runs [`Self::group_tick`] every [`GROUP_TICK`] until `stop`.
+    /// Runs [`Self::group_tick`] every `GROUP_TICK` until `stop`.
     pub async fn group_loop(self: Rc<Self>, stop: Stop) {
         loop {
             let tick = Box::pin(self.clock.sleep_until(self.clock.now() + GROUP_TICK));

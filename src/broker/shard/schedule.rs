@@ -4,7 +4,7 @@
 //! Everything lives in this shard's log, under the system topic `%SYS%schedule` (record
 //! formats in [`crate::schedule::entry`]), so it gets group commit, recovery and the log's
 //! prefix property for free:
-//! - **produce** ([`Shard::produce_scheduled`]): the producer's batch is checked (CRC, records)
+//! - **produce** (`Shard::produce_scheduled`): the producer's batch is checked (CRC, records)
 //!   and wrapped, unchanged, with its destination and delivery time in one entry record of the
 //!   schedule queue ([`SYS_SCHEDULE`]); acknowledged per the flush mode like any produce.
 //!   Consumers cannot see it: the system topic is not in the topic table.

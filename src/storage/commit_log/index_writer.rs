@@ -109,7 +109,7 @@ impl<D: LogDir + 'static> CommitLog<D> {
     /// then records `index.checkpoint`, so recovery only scans the log past this point.
     /// Waits for the log's durability of those batches first. A failed index write or sync
     /// stops the log, like a failed log write, except for a lack of space: that is DiskFull
-    /// (see [`Self::index_write_failed`]), the previous checkpoint stays valid.
+    /// (see `Self::index_write_failed`), the previous checkpoint stays valid.
     pub async fn checkpoint_index(self: &Rc<Self>) -> Result<()> {
         let _gate = self.index.lock().await;
         let started = self.clock.now();
