@@ -56,8 +56,10 @@ pub struct StorageConfig {
     /// A consumer whose fetch was read from disk (it is catching up, behind the chunk cache)
     /// gets its queue's next fetch read ahead while it takes this one, so the disk keeps
     /// working between its fetches. Prefetched bytes (read and in flight) of all queues stay
-    /// within this bound; the oldest unused ones go first. 0 turns prefetching off.
-    /// Default 16 MiB.
+    /// within this bound; the oldest unused ones go first. A prefetch starts only while the
+    /// disk reads in flight, consumers' fetches' and prefetches' together, stay within it too:
+    /// consumers whose own fetches keep that much read at once (large fetches, many queues)
+    /// keep the disk busy without it. 0 turns prefetching off. Default 16 MiB.
     pub prefetch_bytes: usize,
     /// Allocate each new segment's full size up front (fallocate). Writes then never extend
     /// the file, so io_uring completes them without handing them to kernel worker threads.

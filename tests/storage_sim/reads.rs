@@ -155,6 +155,74 @@ fn a_catching_up_queues_next_fetch_is_read_while_it_takes_the_current_one() {
     });
 }
 
+/// A prefetch starts only while the disk reads in flight (other fetches', this fetch's own and
+/// the prefetches') leave room for it within `prefetch_bytes`: consumers whose own fetches
+/// keep that much read at once keep the disk busy without it. Q2's fetch of 42 KB is in flight
+/// while Q1 fetches two small batches: no prefetch (32 KiB bound); alone, Q1's next fetch is
+/// read ahead.
+#[test]
+fn no_prefetch_while_other_fetches_reads_fill_the_bound() {
+    run(|| async {
+        let dir = SimDir::new(18);
+        let mut cfg = small_config(FlushMode::Async);
+        cfg.cache_bytes = 0;
+        cfg.read_ahead_bytes = 0;
+        cfg.prefetch_bytes = 32 * 1024;
+        cfg.segment_size_bytes = 4 << 20;
+        write_q1_between_q2(&dir, &cfg).await;
+        let log = CommitLog::open_with(dir.clone(), cfg.clone()).await.unwrap();
+        let fetch = 2 * batch(0, 1, 600).len();
+        // The last batch of each queue (nothing after it to prefetch): their index blocks are
+        // cached, so the fetches below read only batches.
+        assert_eq!(log.read(Q1, off(ROUNDS - 1), fetch).await.unwrap().batches.len(), 1);
+        assert_eq!(log.read(Q2, off(ROUNDS * 10 - 1), 64 * 1024).await.unwrap().batches.len(), 1);
+        let settle = |n: u32| {
+            let dir = dir.clone();
+            async move {
+                let mut polls = 0;
+                while dir.in_progress(SimOp::Read) != n {
+                    polls += 1;
+                    assert!(
+                        polls < 5000,
+                        "{} reads in flight, not {n}",
+                        dir.in_progress(SimOp::Read)
+                    );
+                    ringmq::runtime::sleep(Duration::from_millis(1)).await;
+                }
+            }
+        };
+        dir.pause(SimOp::Read);
+        let q2 = {
+            let log = log.clone();
+            ringmq::runtime::spawn(async move { log.read(Q2, off(57), 64 * 1024).await })
+        };
+        settle(1).await; // Q2's three batches: one read of 42 KB.
+        let q1 = {
+            let log = log.clone();
+            ringmq::runtime::spawn(async move { log.read(Q1, off(0), fetch).await })
+        };
+        settle(3).await; // Q1's two batches lie apart: two reads.
+        ringmq::runtime::sleep(Duration::from_millis(5)).await;
+        assert_eq!(dir.in_progress(SimOp::Read), 3, "no prefetch reads issued");
+        dir.resume(SimOp::Read);
+        assert_eq!(q2.await.unwrap().unwrap().batches.len(), 3);
+        let first = q1.await.unwrap().unwrap();
+        assert_eq!(first.batches.iter().map(|b| batch_tag(b)).collect::<Vec<_>>(), [0, 1]);
+        settle(0).await;
+        assert_eq!(log.metrics().probe.prefetch_bytes, 0);
+        // Alone, with room: Q1's fetch after the next is read ahead.
+        let next = log.read(Q1, first.next_offset, fetch).await.unwrap();
+        assert_eq!(next.batches.len(), 2);
+        let mut polls = 0;
+        while log.metrics().probe.prefetch_bytes != fetch as u64 {
+            polls += 1;
+            assert!(polls < 5000, "the fetch after it was not read ahead");
+            ringmq::runtime::sleep(Duration::from_millis(1)).await;
+        }
+        log.close().await.unwrap();
+    });
+}
+
 /// Close waits for a prefetch in flight (it reads segment files close is about to close), and
 /// the log reopens with every batch readable.
 #[test]

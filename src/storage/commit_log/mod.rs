@@ -156,6 +156,9 @@ pub struct CommitLog<D: LogDir = DmaDir> {
     /// Prefetches in flight, by queue: the offset of the fetch each reads, and its task (a
     /// fetch from that offset waits for it; close waits for all).
     prefetches: RefCell<std::collections::HashMap<QueueKey, (QueueOffset, Prefetch)>>,
+    /// Bytes of fetches' own disk reads in flight (not prefetches'): a prefetch starts only
+    /// while these and the prefetches in flight stay within `prefetch_bytes`.
+    fetch_reads: std::cell::Cell<usize>,
     /// Queues whose batches from an offset on retention must keep (`pin_retention`).
     retention_pins: RefCell<std::collections::HashMap<QueueKey, crate::storage::QueueOffset>>,
     /// The time every decision and wait of the log reads: store timestamps, flush interval,
@@ -232,6 +235,7 @@ impl<D: LogDir + 'static> CommitLog<D> {
             retention_gate: Semaphore::new(1),
             retention_pins: RefCell::new(std::collections::HashMap::new()),
             prefetches: RefCell::new(std::collections::HashMap::new()),
+            fetch_reads: std::cell::Cell::new(0),
             clock,
             probe: RefCell::new(LogProbe::default()),
             epoch: std::cell::Cell::new(0),

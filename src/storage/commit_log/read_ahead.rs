@@ -101,11 +101,12 @@ impl Prefetched {
     }
 
     /// Room for a prefetch of `buffers` reads charged `bytes` in all: the oldest kept buffers
-    /// go to make it. False (nothing changed) when prefetches in flight leave too little, or
-    /// there is nothing to read.
-    pub(super) fn reserve(&mut self, bytes: usize, buffers: usize) -> bool {
+    /// go to make it. False (nothing changed) when the reads in flight leave too little (the
+    /// prefetches' and `fetch_reads`, the bytes fetches are reading themselves), or there is
+    /// nothing to read.
+    pub(super) fn reserve(&mut self, bytes: usize, buffers: usize, fetch_reads: usize) -> bool {
         if buffers == 0
-            || self.reserved_bytes + bytes > self.max_bytes
+            || fetch_reads + self.reserved_bytes + bytes > self.max_bytes
             || self.reserved_buffers + buffers > PREFETCHED_BUFFERS
         {
             return false;
@@ -254,36 +255,49 @@ mod tests {
         let c = Prefetched::charge;
         assert_eq!((c(1), c(4096), c(4097)), (8192, 8192, 12288), "whole blocks, plus one");
         let mut pf = Prefetched::new(3 * 8192);
-        assert!(pf.reserve(2 * 8192, 2));
-        assert!(!pf.reserve(8193, 1), "in flight: 2 of 3 blocks");
-        assert!(!pf.reserve(0, 0), "nothing to read");
+        assert!(pf.reserve(2 * 8192, 2, 0));
+        assert!(!pf.reserve(8193, 1, 0), "in flight: 2 of 3 blocks");
+        assert!(!pf.reserve(0, 0, 0), "nothing to read");
         assert!(pf.keep(A, p(0), buf(0, 100)));
         assert!(pf.keep(A, p(5000), buf(0, 100)));
         pf.release(2 * 8192, 2);
         assert_eq!(pf.bytes(), (2 * 8192, 0));
         // A third needs room: the oldest kept buffer (A's first) goes.
-        assert!(pf.reserve(2 * 8192, 1));
+        assert!(pf.reserve(2 * 8192, 1, 0));
         assert_eq!(pf.bytes(), (8192, 2 * 8192));
         assert!(pf.hit(A, p(0), 10).is_none());
         assert_eq!(pf.hit(A, p(5010), 5).expect("A's second kept")[0], 10);
         assert!(pf.keep(B, p(1000), buf(1, 100)));
         pf.release(2 * 8192, 1);
         // More than the bound never fits.
-        assert!(!pf.reserve(3 * 8192 + 1, 1));
+        assert!(!pf.reserve(3 * 8192 + 1, 1, 0));
         assert_eq!(pf.bytes(), (2 * 8192, 0));
+    }
+
+    #[test]
+    fn fetches_reads_in_flight_leave_a_prefetch_less_room() {
+        let mut pf = Prefetched::new(4 * 8192);
+        assert!(!pf.reserve(2 * 8192, 1, 2 * 8192 + 1), "fetches read half the bound, and more");
+        assert!(pf.reserve(2 * 8192, 1, 2 * 8192), "exactly the bound");
+        assert!(!pf.reserve(2 * 8192, 1, 8192), "with that prefetch in flight: 5 blocks of 4");
+        // Kept buffers are memory, not reads in flight: they make room only by going.
+        assert!(pf.keep(A, p(0), buf(0, 100)));
+        pf.release(2 * 8192, 1);
+        assert!(pf.reserve(2 * 8192, 1, 2 * 8192));
+        assert!(pf.hit(A, p(0), 10).is_some(), "room without evicting it");
     }
 
     #[test]
     fn at_most_a_fixed_number_of_buffers_is_kept_and_in_flight() {
         let mut pf = Prefetched::new(usize::MAX / 2);
-        assert!(!pf.reserve(1, PREFETCHED_BUFFERS + 1));
-        assert!(pf.reserve(1, PREFETCHED_BUFFERS));
+        assert!(!pf.reserve(1, PREFETCHED_BUFFERS + 1, 0));
+        assert!(pf.reserve(1, PREFETCHED_BUFFERS, 0));
         for i in 0..PREFETCHED_BUFFERS as u64 {
             assert!(pf.keep(A, p(i * 100), buf(0, 10)));
         }
         pf.release(1, PREFETCHED_BUFFERS);
         // The next reservation evicts the oldest buffers to stay within the count.
-        assert!(pf.reserve(1, 2));
+        assert!(pf.reserve(1, 2, 0));
         assert!(pf.hit(A, p(0), 10).is_none() && pf.hit(A, p(100), 10).is_none());
         assert!(pf.hit(A, p(200), 10).is_some());
     }
@@ -291,7 +305,7 @@ mod tests {
     #[test]
     fn a_queues_fetch_past_a_prefetched_buffer_frees_it_and_only_its_own() {
         let mut pf = Prefetched::new(1 << 20);
-        assert!(pf.reserve(3 * 8192, 3));
+        assert!(pf.reserve(3 * 8192, 3, 0));
         assert!(pf.keep(A, p(0), buf(0, 100)));
         assert!(pf.keep(B, p(100), buf(0, 100)));
         assert!(pf.keep(A, p(200), buf(7, 100)));

@@ -5,7 +5,8 @@
 //! read-ahead or prefetched buffer, or the disk. Disk batches that lie close together in one
 //! segment are read with one I/O, plus up to `read_ahead_bytes` more kept for the next
 //! sequential read. A fetch read from disk starts a prefetch of the queue's next fetch
-//! (`prefetch_bytes`), which that fetch then takes (or waits for, if still in flight).
+//! (`prefetch_bytes`), which that fetch then takes (or waits for, if still in flight), while
+//! the log's disk reads in flight leave room for it.
 //!
 //! Promises: only visible batches are returned (durable in sync mode, appended in async
 //! mode); every byte read from disk is verified (header and body CRCs) before it is served.
@@ -124,9 +125,11 @@ impl<D: LogDir + 'static> CommitLog<D> {
         // A queue read from disk is catching up: read its next fetch while this one is served
         // and its consumer takes it, so the disk keeps working between the consumer's fetches.
         let cold = plan.iter().any(|s| matches!(s, Source::Disk { .. } | Source::FromDisk(..)));
+        let own_reads: usize =
+            plan.iter().map(|s| if let Source::Disk { len, .. } = s { *len } else { 0 }).sum();
         let prefetching = cold
             && next_offset < offsets.next
-            && self.start_prefetch(queue, next_offset, max_bytes, visible).await;
+            && self.start_prefetch(queue, next_offset, max_bytes, visible, own_reads).await;
         let mut batches = Vec::with_capacity(plan.len());
         // A batch that fails verification ends the read: the batches before it are returned
         // (the next read starts at it), and a read that starts at it reports its offsets so a
@@ -166,6 +169,8 @@ impl<D: LogDir + 'static> CommitLog<D> {
         // drain of 8 interleaved queues read twice the bytes it served).
         // A prefetch of the next fetch reads (more of) what read-ahead would.
         let read_ahead = runs.len() == 1 && !prefetching;
+        let run_bytes = runs.iter().map(|&(_, _, s, e)| (e - s) as usize).sum();
+        let _counted = FetchReads::count(&self.fetch_reads, run_bytes);
         let spans = futures::future::join_all(
             runs.iter().map(|&(_, _, s, e)| self.read_span(s, e, read_ahead)),
         )
@@ -248,8 +253,12 @@ impl<D: LogDir + 'static> CommitLog<D> {
     /// read from disk, up to the first one memory holds or that is not written yet, kept
     /// (unverified: that fetch verifies them like any disk read) within `prefetch_bytes`.
     /// Whether it started: not while one of the queue's prefetches is in flight, while the
-    /// log is closing, or without room. The index lookup is done here, on the fetch's path
-    /// (its blocks are usually cached by this fetch's own lookup); the reads go on in a task
+    /// log is closing, or without room: the disk reads in flight (other fetches', this one's
+    /// `own_reads`, and the prefetches') and this prefetch's reads within `prefetch_bytes`.
+    /// Consumers whose own fetches keep that much read at once (large fetches, many queues)
+    /// keep the disk busy without it, and a prefetch would only lengthen their reads. The
+    /// index lookup is done here, on the fetch's path (its blocks are usually cached by this
+    /// fetch's own lookup); the reads go on in a task
     /// that holds the log only weakly, so a dropped log is not kept alive (and its background
     /// tasks not left running) by reads in flight. Failed reads are left to that fetch, which
     /// reads again what is not kept.
@@ -259,6 +268,7 @@ impl<D: LogDir + 'static> CommitLog<D> {
         from: QueueOffset,
         max_bytes: usize,
         visible: LogPosition,
+        own_reads: usize,
     ) -> bool {
         let may_start = |log: &Self| {
             let prefetches = log.prefetches.borrow();
@@ -297,7 +307,8 @@ impl<D: LogDir + 'static> CommitLog<D> {
             Prefetched::charge((e - s) as usize)
         };
         let reserved: usize = runs.iter().map(charge).sum();
-        if !self.st.borrow_mut().prefetched.reserve(reserved, runs.len()) {
+        let fetch_reads = self.fetch_reads.get() + own_reads;
+        if !self.st.borrow_mut().prefetched.reserve(reserved, runs.len(), fetch_reads) {
             return false;
         }
         // Each read owns its segment (the file stays open while it runs), not the log.
@@ -481,4 +492,24 @@ pub(super) fn copy_from_memory<F>(st: &State<F>, pos: LogPosition, out: &mut [u8
         }
     }
     done
+}
+
+/// Counts a fetch's disk reads in `CommitLog::fetch_reads` while they are in flight (until
+/// dropped: also when the fetch is).
+struct FetchReads<'a> {
+    counter: &'a std::cell::Cell<usize>,
+    bytes: usize,
+}
+
+impl<'a> FetchReads<'a> {
+    fn count(counter: &'a std::cell::Cell<usize>, bytes: usize) -> Self {
+        counter.set(counter.get() + bytes);
+        FetchReads { counter, bytes }
+    }
+}
+
+impl Drop for FetchReads<'_> {
+    fn drop(&mut self) {
+        self.counter.set(self.counter.get() - self.bytes);
+    }
 }
