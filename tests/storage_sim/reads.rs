@@ -2,6 +2,27 @@
 
 use super::*;
 
+/// For reads from disk: no chunk cache, no read-ahead, segments of `segment_size_bytes`.
+fn cold_config(segment_size_bytes: u64) -> StorageConfig {
+    let mut cfg = small_config(FlushMode::Async);
+    cfg.cache_bytes = 0;
+    cfg.read_ahead_bytes = 0;
+    cfg.segment_size_bytes = segment_size_bytes;
+    cfg
+}
+
+/// Polls `done` every millisecond for at most 5 s: a wait that never ends fails the test
+/// (with `what`) instead of hanging it.
+async fn poll_until(what: impl Fn() -> String, mut done: impl FnMut() -> bool) {
+    for _ in 0..5000 {
+        if done() {
+            return;
+        }
+        ringmq::runtime::sleep(Duration::from_millis(1)).await;
+    }
+    panic!("{}", what());
+}
+
 /// Rounds of the next two tests: each one small Q1 batch (tag = round), then 10 Q2 batches
 /// of 14 KB (tags 1000..): 140 KB of Q2, more than the coalescing gap, between Q1's batches.
 const ROUNDS: u64 = 6;
@@ -24,10 +45,7 @@ async fn write_q1_between_q2(dir: &SimDir, cfg: &StorageConfig) {
 fn a_fetch_of_batches_far_apart_reads_them_in_order_and_stops_at_a_damaged_one() {
     run(|| async {
         let dir = SimDir::new(14);
-        let mut cfg = small_config(FlushMode::Async);
-        cfg.cache_bytes = 0;
-        cfg.read_ahead_bytes = 0;
-        cfg.segment_size_bytes = 1 << 20;
+        let cfg = cold_config(1 << 20);
         write_q1_between_q2(&dir, &cfg).await;
         let log = CommitLog::open_with(dir.clone(), cfg.clone()).await.unwrap();
         assert_eq!(log.segment_bases().len(), 1, "all in one segment: runs split by the gap");
@@ -100,11 +118,8 @@ fn a_catching_up_queues_next_fetch_is_read_while_it_takes_the_current_one() {
         let cases = [(32 << 20, true, true), (32 << 20, true, false), (0, false, false)];
         for (prefetch_bytes, prefetched, pause) in cases.into_iter().chain([(1000, false, false)]) {
             let dir = SimDir::new(16);
-            let mut cfg = small_config(FlushMode::Async);
-            cfg.cache_bytes = 0;
-            cfg.read_ahead_bytes = 0;
+            let mut cfg = cold_config(4 << 20);
             cfg.prefetch_bytes = prefetch_bytes;
-            cfg.segment_size_bytes = 4 << 20;
             // Q1's batches lie 140 KB apart: two of them a fetch, each its own disk read.
             write_q1_between_q2(&dir, &cfg).await;
             let log = CommitLog::open_with(dir.clone(), cfg.clone()).await.unwrap();
@@ -126,14 +141,9 @@ fn a_catching_up_queues_next_fetch_is_read_while_it_takes_the_current_one() {
                 at = r.next_offset;
                 // The consumer takes its time: its next fetch is read meanwhile (polled with a
                 // bound; the last fetch has no next).
-                let mut polls = 0;
-                while pause
-                    && tags.len() < ROUNDS as usize
-                    && log.metrics().probe.prefetch_bytes == prefetched_before
-                {
-                    polls += 1;
-                    assert!(polls < 5000, "the next fetch was not read ahead");
-                    ringmq::runtime::sleep(Duration::from_millis(1)).await;
+                if pause && tags.len() < ROUNDS as usize {
+                    let read_ahead = || log.metrics().probe.prefetch_bytes != prefetched_before;
+                    poll_until(|| "the next fetch was not read ahead".into(), read_ahead).await;
                 }
             }
             assert_eq!(tags, (0..ROUNDS).collect::<Vec<_>>(), "prefetch_bytes {prefetch_bytes}");
@@ -163,12 +173,9 @@ fn a_catching_up_queues_next_fetch_is_read_while_it_takes_the_current_one() {
 #[test]
 fn no_prefetch_while_other_fetches_reads_fill_the_bound() {
     run(|| async {
-        let dir = SimDir::new(18);
-        let mut cfg = small_config(FlushMode::Async);
-        cfg.cache_bytes = 0;
-        cfg.read_ahead_bytes = 0;
+        let dir = SimDir::new(19);
+        let mut cfg = cold_config(4 << 20);
         cfg.prefetch_bytes = 32 * 1024;
-        cfg.segment_size_bytes = 4 << 20;
         write_q1_between_q2(&dir, &cfg).await;
         let log = CommitLog::open_with(dir.clone(), cfg.clone()).await.unwrap();
         let fetch = 2 * batch(0, 1, 600).len();
@@ -176,20 +183,12 @@ fn no_prefetch_while_other_fetches_reads_fill_the_bound() {
         // cached, so the fetches below read only batches.
         assert_eq!(log.read(Q1, off(ROUNDS - 1), fetch).await.unwrap().batches.len(), 1);
         assert_eq!(log.read(Q2, off(ROUNDS * 10 - 1), 64 * 1024).await.unwrap().batches.len(), 1);
+        let reads = || dir.in_progress(SimOp::Read);
         let settle = |n: u32| {
-            let dir = dir.clone();
-            async move {
-                let mut polls = 0;
-                while dir.in_progress(SimOp::Read) != n {
-                    polls += 1;
-                    assert!(
-                        polls < 5000,
-                        "{} reads in flight, not {n}",
-                        dir.in_progress(SimOp::Read)
-                    );
-                    ringmq::runtime::sleep(Duration::from_millis(1)).await;
-                }
-            }
+            poll_until(
+                move || format!("{} reads in flight, not {n}", reads()),
+                move || reads() == n,
+            )
         };
         dir.pause(SimOp::Read);
         let q2 = {
@@ -213,12 +212,8 @@ fn no_prefetch_while_other_fetches_reads_fill_the_bound() {
         // Alone, with room: Q1's fetch after the next is read ahead.
         let next = log.read(Q1, first.next_offset, fetch).await.unwrap();
         assert_eq!(next.batches.len(), 2);
-        let mut polls = 0;
-        while log.metrics().probe.prefetch_bytes != fetch as u64 {
-            polls += 1;
-            assert!(polls < 5000, "the fetch after it was not read ahead");
-            ringmq::runtime::sleep(Duration::from_millis(1)).await;
-        }
+        let read_ahead = || log.metrics().probe.prefetch_bytes == fetch as u64;
+        poll_until(|| "the fetch after it was not read ahead".into(), read_ahead).await;
         log.close().await.unwrap();
     });
 }
@@ -229,10 +224,7 @@ fn no_prefetch_while_other_fetches_reads_fill_the_bound() {
 fn close_waits_for_a_prefetch_in_flight() {
     run(|| async {
         let dir = SimDir::new(17);
-        let mut cfg = small_config(FlushMode::Async);
-        cfg.cache_bytes = 0;
-        cfg.read_ahead_bytes = 0;
-        cfg.segment_size_bytes = 4 << 20;
+        let cfg = cold_config(4 << 20);
         write_q1_between_q2(&dir, &cfg).await;
         let log = CommitLog::open_with(dir.clone(), cfg.clone()).await.unwrap();
         let fetch = 2 * batch(0, 1, 600).len();
@@ -258,20 +250,13 @@ fn close_waits_for_a_prefetch_in_flight() {
 fn a_dropped_log_is_freed_while_a_prefetch_reads() {
     run(|| async {
         let dir = SimDir::new(18);
-        let mut cfg = small_config(FlushMode::Async);
-        cfg.cache_bytes = 0;
-        cfg.read_ahead_bytes = 0;
-        cfg.segment_size_bytes = 4 << 20;
+        let cfg = cold_config(4 << 20);
         write_q1_between_q2(&dir, &cfg).await;
         let log = CommitLog::open_with(dir.clone(), cfg).await.unwrap();
         let fetch = 2 * batch(0, 1, 600).len();
         let first = log.read(Q1, off(0), fetch).await.unwrap();
-        let mut polls = 0;
-        while log.metrics().probe.prefetch_bytes == 0 {
-            polls += 1;
-            assert!(polls < 5000, "the second fetch was not read ahead");
-            ringmq::runtime::sleep(Duration::from_millis(1)).await;
-        }
+        let read_ahead = || log.metrics().probe.prefetch_bytes > 0;
+        poll_until(|| "the second fetch was not read ahead".into(), read_ahead).await;
         // The second fetch is served from memory and starts the third's prefetch, whose reads
         // are held.
         dir.pause(SimOp::Read);
