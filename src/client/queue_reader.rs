@@ -438,7 +438,7 @@ pub fn next_offset_from_headers(mut batches: &[u8], from: u64, scan_end_offset: 
 
 #[cfg(test)]
 mod tests {
-    //! The window and the pool without sockets; `tests/broker_e2e.rs` reads real queues.
+    //! The window and the pool without sockets; `tests/broker_e2e/` reads real queues.
 
     use super::*;
 
