@@ -54,7 +54,7 @@ pub fn parse_lag(page: &str) -> Option<u64> {
 }
 
 /// `GET <url>` over plain HTTP/1.1 (`http://host:port/path`), the body.
-fn get(url: &str) -> Result<String, String> {
+pub fn get(url: &str) -> Result<String, String> {
     let rest = url.strip_prefix("http://").ok_or_else(|| format!("not an http URL: {url}"))?;
     let (host, path) = rest.split_once('/').map_or((rest, "/"), |(h, _)| (h, &rest[h.len()..]));
     let mut s = TcpStream::connect(host).map_err(|e| e.to_string())?;

@@ -19,6 +19,7 @@
 mod broker;
 mod clock;
 mod comparison;
+mod counters;
 mod group;
 mod lag;
 mod library;

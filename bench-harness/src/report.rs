@@ -186,6 +186,25 @@ pub fn load(path: &Path) -> Result<Report, String> {
     serde_json::from_str(&text).map_err(|e| format!("{} is not a report: {e}", path.display()))
 }
 
+/// A few of the broker's counters over a run, in words (all of them are in the JSON).
+fn counters_line(c: &crate::counters::Counters) -> String {
+    let get = |k: &str| c.get(k).copied().unwrap_or(0.0);
+    let mb = |k: &str| fmt(get(k) / 1e6);
+    format!(
+        "fetched {} MB, read ahead {} MB (served {} MB), chunk cache hits {} misses {}, \
+         fsyncs {} ({} s), index room waits {} ({} series in the JSON)",
+        mb("ringmq_fetch_bytes_total"),
+        mb("ringmq_prefetch_bytes_total"),
+        mb("ringmq_prefetch_served_bytes_total"),
+        get("ringmq_chunk_cache_hits_total"),
+        get("ringmq_chunk_cache_misses_total"),
+        get("ringmq_fsync_latency_seconds_count"),
+        fmt(get("ringmq_fsync_latency_seconds_sum")),
+        get("ringmq_index_room_waits_total"),
+        c.len()
+    )
+}
+
 /// The headline numbers, in display order: (name, value).
 pub fn metrics(r: &Results) -> Vec<(&'static str, f64)> {
     let mut m = vec![
@@ -269,6 +288,9 @@ pub fn table(report: &Report) -> String {
             fmt(l.est_time_behind_ms_p50),
             fmt(l.est_time_behind_ms_p99)
         ));
+    }
+    if let Some(c) = &r.broker_counters {
+        out.push_str(&format!("  broker counters        {}\n", counters_line(c)));
     }
     if r.counts_ok {
         out.push_str("  counts: OK\n");

@@ -97,6 +97,11 @@ pub struct Results {
     /// `--replication async|sync`: how far the replica was behind (`crate::lag`).
     #[serde(default)]
     pub replication_lag: Option<crate::lag::ReplicationLag>,
+    /// A spawned broker's counters over the run (`crate::counters`): what it did, by series
+    /// (metric name and labels other than `shard`, summed over shards). None against an
+    /// external broker, or when its metrics endpoint did not answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broker_counters: Option<crate::counters::Counters>,
 }
 
 pub(crate) struct Shared {
@@ -540,6 +545,7 @@ fn run_on_topics(
         problems: Vec::new(),
         errors: lock(&shared.errors).clone(),
         replication_lag: None,
+        broker_counters: None,
     };
     if w.consumers > 0 {
         results.missing = producer_stats.iter().map(|p| verifier.missing(p.id, p.sent)).sum();

@@ -256,9 +256,15 @@ impl Session {
             (Some(_), Some(m)) => m.metrics_url.clone().map(crate::lag::Sampler::start),
             _ => None,
         };
+        let metrics_url = self.spawned.as_ref().and_then(|b| b.metrics_url.clone());
+        let before = metrics_url.as_deref().and_then(crate::counters::read);
         let (mut results, series) = runner::run(w, &opts)?;
         if let Some(s) = sampler {
             results.replication_lag = Some(s.finish(results.produce_bytes_per_s));
+        }
+        let after = metrics_url.as_deref().and_then(crate::counters::read);
+        if let (Some(before), Some(after)) = (before, after) {
+            results.broker_counters = Some(crate::counters::delta(&before, &after));
         }
         Ok((results, series))
     }

@@ -111,6 +111,11 @@ fn smoke(name: &str, extra: &[&str]) -> serde_json::Value {
     let version = String::from_utf8_lossy(&version.stdout);
     let revision = report["git_revision"].as_str().expect("git_revision");
     assert!(version.contains(&format!("(revision {revision})")), "{revision} vs {version}");
+    // What the spawned broker did during the run: at least every acknowledged record appended.
+    let appended = &report["results"]["broker_counters"]["ringmq_append_records_total"];
+    let sent = report["results"]["sent"].as_u64().unwrap();
+    assert!(appended.as_f64() >= Some(sent as f64), "{name}: {appended} appended, {sent} sent");
+    assert!(text.contains("broker counters"), "{name}: {text}");
     report
 }
 
@@ -191,6 +196,8 @@ fn backlog_drain() {
     let b = &r["results"]["backlog"];
     assert_eq!(b["drained_all"], true);
     assert_eq!(b["messages"].as_u64(), Some(4096));
+    let fetched = &r["results"]["broker_counters"]["ringmq_fetch_bytes_total"];
+    assert!(fetched.as_f64() >= Some(4194304.0), "the backlog fetched: {fetched}");
 }
 
 #[test]
