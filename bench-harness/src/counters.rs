@@ -14,30 +14,29 @@ const MAX_SERIES: usize = 4096;
 /// Counter values by series: the metric's name with its labels other than `shard`.
 pub type Counters = BTreeMap<String, f64>;
 
-/// Every counter of a metrics page (Prometheus text format), summed over shards.
+/// The samples of a metrics page (Prometheus text format): (metric name, the labels between
+/// its braces or "", value). Comments and lines without a value are skipped.
+pub fn samples(page: &str) -> impl Iterator<Item = (&str, &str, f64)> {
+    page.lines().filter(|l| !l.starts_with('#')).filter_map(|line| {
+        let (series, value) = line.rsplit_once(' ')?;
+        let value = value.parse::<f64>().ok()?;
+        let name = series.split('{').next().unwrap_or(series);
+        let labels = series[name.len()..].strip_prefix('{').and_then(|l| l.strip_suffix('}'));
+        Some((name, labels.unwrap_or(""), value))
+    })
+}
+
+/// Every counter of a metrics page, summed over shards.
 pub fn parse(page: &str) -> Counters {
     let mut out = Counters::new();
-    for line in page.lines() {
-        if line.starts_with('#') {
-            continue;
-        }
-        let Some((series, value)) = line.rsplit_once(' ') else { continue };
-        let Ok(value) = value.parse::<f64>() else { continue };
-        let name = series.split('{').next().unwrap_or(series);
+    for (name, labels, value) in samples(page) {
         if !(name.ends_with("_total") || name.ends_with("_count") || name.ends_with("_sum")) {
             continue;
         }
-        let key = match series[name.len()..].strip_prefix('{').and_then(|l| l.strip_suffix('}')) {
-            Some(labels) => {
-                let kept: Vec<_> =
-                    split_labels(labels).filter(|l| !l.starts_with("shard=")).collect();
-                if kept.is_empty() {
-                    name.to_owned()
-                } else {
-                    format!("{name}{{{}}}", kept.join(","))
-                }
-            }
-            None => name.to_owned(),
+        let kept: Vec<_> = split_labels(labels).filter(|l| !l.starts_with("shard=")).collect();
+        let key = match kept.is_empty() {
+            true => name.to_owned(),
+            false => format!("{name}{{{}}}", kept.join(",")),
         };
         if out.len() < MAX_SERIES || out.contains_key(&key) {
             *out.entry(key).or_insert(0.0) += value;

@@ -40,15 +40,8 @@ pub struct ReplicationLag {
 /// has none (no replica connected).
 pub fn parse_lag(page: &str) -> Option<u64> {
     let mut sum = None;
-    for line in page.lines() {
-        let Some(rest) = line.strip_prefix(METRIC) else { continue };
-        if !(rest.starts_with('{') || rest.starts_with(' ')) {
-            continue;
-        }
-        let value = rest.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok());
-        if let Some(v) = value {
-            *sum.get_or_insert(0u64) += v as u64;
-        }
+    for (_, _, v) in crate::counters::samples(page).filter(|(name, _, _)| *name == METRIC) {
+        *sum.get_or_insert(0u64) += v as u64;
     }
     sum
 }
