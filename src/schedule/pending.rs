@@ -74,7 +74,8 @@ impl PendingOffsets {
 
     /// Entries counted.
     pub fn len(&self) -> u64 {
-        self.ranges.iter().map(|&(_, c)| c).sum()
+        // Saturating: only every offset below 2^64 pending at once would reach it.
+        self.ranges.iter().fold(0u64, |n, &(_, c)| n.saturating_add(c))
     }
 
     pub fn is_empty(&self) -> bool {
@@ -134,6 +135,11 @@ impl PendingOffsets {
             let count = u64::from_le_bytes(c[8..].try_into().expect("8 bytes"));
             if count == 0 || ranges.back().is_some_and(|&(last, _)| last >= r) {
                 return Err("pending offsets: ranges not ascending or empty".into());
+            }
+            // A range covers `1 << shift` offsets below 2^64: more entries, or a range past
+            // the last offset, cannot come from `insert` (and would overflow the sums).
+            if r > u64::MAX >> shift || count > 1u64 << shift {
+                return Err(format!("pending offsets: range {r} of {count} does not fit"));
             }
             ranges.push_back((r, count));
         }
@@ -253,5 +259,31 @@ mod tests {
         assert!(small.ranges.len() <= 4);
         assert_eq!(small.len(), 40);
         assert_eq!(small.oldest(), Some(0));
+    }
+
+    fn encoded(shift: u32, ranges: &[(u64, u64)]) -> Vec<u8> {
+        let mut b = Vec::new();
+        b.extend_from_slice(&shift.to_le_bytes());
+        b.extend_from_slice(&(ranges.len() as u32).to_le_bytes());
+        for &(r, c) in ranges {
+            b.extend_from_slice(&r.to_le_bytes());
+            b.extend_from_slice(&c.to_le_bytes());
+        }
+        let crc = crc32c::crc32c(&b);
+        b.extend_from_slice(&crc.to_le_bytes());
+        b
+    }
+
+    #[test]
+    fn impossible_ranges_with_a_valid_checksum_are_refused() {
+        // More entries in a range than it has offsets: their sum would overflow.
+        let full = 1u64 << 63;
+        assert!(PendingOffsets::decode(&encoded(63, &[(0, full), (1, full + 1)]), 8).is_err());
+        // A range past the last offset: widening would shift by 64.
+        assert!(PendingOffsets::decode(&encoded(63, &[(0, 1), (1, 1), (2, 1)]), 2).is_err());
+        // The largest honest ranges are accepted and counted without overflow.
+        let p = PendingOffsets::decode(&encoded(63, &[(0, full), (1, full)]), 2).unwrap();
+        assert_eq!(p.len(), u64::MAX);
+        assert_eq!(p.oldest(), Some(0));
     }
 }

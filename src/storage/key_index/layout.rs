@@ -144,7 +144,8 @@ impl RawEntry {
             topic_id: self.topic_id,
             queue_id: self.queue_id,
             offset: self.offset,
-            store_ms: begin_store_ms + i64::from(self.time_delta_ms),
+            // Saturating: a damaged header's time must not overflow (stores never get there).
+            store_ms: begin_store_ms.saturating_add(i64::from(self.time_delta_ms)),
         }
     }
 }
@@ -393,7 +394,8 @@ impl ActiveImage {
         // Store times never go back along the log; a clock step back is indexed at the
         // file's latest time rather than before its start.
         let store_ms = entry.store_ms.max(self.header.begin_store_ms);
-        let Ok(delta) = u32::try_from(store_ms - self.header.begin_store_ms) else {
+        let Some(Ok(delta)) = store_ms.checked_sub(self.header.begin_store_ms).map(u32::try_from)
+        else {
             return Err(AddError::Full);
         };
         let slot = g.slot_of(entry.key_hash);
@@ -535,6 +537,25 @@ mod tests {
         assert_eq!(img.add(entry(1, 1, 10 + (1 << 33)), p, p + 1), Err(AddError::Full));
         img.add(entry(1, 1, 11), p, p + 1).unwrap();
         assert_eq!(img.add(entry(1, 2, 12), p, p + 1), Err(AddError::Full));
+    }
+
+    #[test]
+    fn extreme_store_times_read_back_from_disk_never_overflow() {
+        // A checksum-valid header may hold any begin time; reading its entries back and adding
+        // to a loaded image must give an answer, not an arithmetic overflow.
+        let raw = RawEntry {
+            key_hash: 1,
+            topic_id: 1,
+            queue_id: 0,
+            offset: 0,
+            time_delta_ms: u32::MAX,
+            previous: 0,
+        };
+        assert_eq!(raw.entry(i64::MAX).store_ms, i64::MAX);
+        let p = LogPosition::new(0);
+        let mut img = ActiveImage::load(g(4, 8), Vec::new(), 0, 0, 0, (p, p)).unwrap();
+        img.add(entry(1, 0, i64::MIN), p, p + 1).unwrap();
+        assert_eq!(img.add(entry(1, 1, i64::MAX), p, p + 1), Err(AddError::Full));
     }
 
     #[test]
