@@ -3,17 +3,18 @@
 //! log at startup and on every delivery step. They must never panic; what they accept must
 //! survive an encode and decode unchanged, and a checkpoint they accept must restore a wheel.
 //!
-//! The first input byte picks a decoder; for the checkpoint, odd modes append a correct CRC32C
-//! so the fuzzer gets past the checksum to the structural checks.
+//! The first input byte picks a decoder; for the checkpoint and the pending offsets, odd modes
+//! append a correct CRC32C so the fuzzer gets past the checksum to the structural checks.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use ringmq::schedule::entry::{decode_checkpoint, decode_delivered, encode_delivered, Entry};
+use ringmq::schedule::pending::{PendingOffsets, DEFAULT_MAX_RANGES};
 use ringmq::schedule::wheel::{Checkpoint, TimerRecord, Wheel};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&mode, rest)) = data.split_first() else { return };
-    match mode % 6 {
+    match mode % 8 {
         0 => {
             if let Ok(e) = Entry::decode(rest) {
                 assert_eq!(Entry::decode(&e.encode()), Ok(e));
@@ -30,7 +31,25 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         3 => {
-            let _ = decode_checkpoint(rest);
+            // Bounded like the broker reads it back: never more ranges than it keeps.
+            if let Ok((_, _, pending)) = decode_checkpoint(rest, DEFAULT_MAX_RANGES) {
+                let again = pending.encode();
+                assert!(again.len() <= rest.len(), "re-encoded pending offsets grew");
+            }
+        }
+        6 | 7 => {
+            // The pending offsets alone, with a correct CRC32C appended on mode 7.
+            let mut bytes = rest.to_vec();
+            if mode % 2 == 1 {
+                let crc = crc32c(&bytes);
+                bytes.extend_from_slice(&crc.to_le_bytes());
+            }
+            if let Ok(p) = PendingOffsets::decode(&bytes, DEFAULT_MAX_RANGES) {
+                let again = PendingOffsets::decode(&p.encode(), DEFAULT_MAX_RANGES);
+                assert_eq!(again.as_ref().map(PendingOffsets::len), Ok(p.len()));
+                // Reading it must not shift past 63 bits.
+                let _ = (p.oldest(), p.range_width());
+            }
         }
         _ => {
             let mut bytes = rest.to_vec();
