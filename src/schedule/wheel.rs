@@ -383,7 +383,9 @@ impl Wheel {
     pub fn route(&mut self, record: &TimerRecord) -> Routed {
         assert_ne!(self.draining, NO_RECORD, "route without a record named by poll");
         self.draining = record.prev;
-        let tick = self.ceil_tick(record.deliver_at_ms);
+        // The record comes back from disk: a time past the range (which `insert` refuses) can
+        // only be a bad record. Keep it in the last tick the wheel has, never delivered early.
+        let tick = self.ceil_tick(record.deliver_at_ms).min(MAX_TICK - 1);
         if tick < self.next_tick {
             self.pending -= 1;
             Routed::Due { entry: record.entry, deliver_at_ms: record.deliver_at_ms }
@@ -534,6 +536,18 @@ mod tests {
         let r = TimerRecord { deliver_at_ms: -1, entry: 7, prev: NO_RECORD };
         assert_eq!(TimerRecord::decode(&r.encode()), Some(r));
         assert_eq!(TimerRecord::decode(&[0; 23]), None);
+    }
+
+    #[test]
+    fn a_record_read_back_with_a_time_past_the_range_stays_pending_instead_of_panicking() {
+        // The timer log is checksummed, but a record from an older version (or a hand-edited
+        // log) can hold a delivery time `insert` would have refused.
+        let mut w = Wheel::new(1, 0).unwrap();
+        let mut log = Vec::new();
+        insert(&mut w, &mut log, 5, 1);
+        log[0].deliver_at_ms = i64::MAX;
+        assert_eq!(drain(&mut w, &mut log, 10), vec![]);
+        assert_eq!(w.pending(), 1);
     }
 
     #[derive(Debug, Clone)]
