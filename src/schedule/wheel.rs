@@ -382,7 +382,13 @@ impl Wheel {
     /// The record [`Wheel::poll`] named was read back: it is due, or moved to a finer level.
     pub fn route(&mut self, record: &TimerRecord) -> Routed {
         assert_ne!(self.draining, NO_RECORD, "route without a record named by poll");
-        self.draining = record.prev;
+        // A record only ever points back at older records (it is appended after the one it
+        // points at). One read back pointing at itself or past it is bad: end the chain there
+        // rather than route the same records forever.
+        self.draining = match record.prev {
+            prev if prev == NO_RECORD || prev < self.draining => prev,
+            _ => NO_RECORD,
+        };
         // The record comes back from disk: a time past the range (which `insert` refuses) can
         // only be a bad record. Keep it in the last tick the wheel has, never delivered early.
         let tick = self.ceil_tick(record.deliver_at_ms).min(MAX_TICK - 1);
@@ -548,6 +554,18 @@ mod tests {
         log[0].deliver_at_ms = i64::MAX;
         assert_eq!(drain(&mut w, &mut log, 10), vec![]);
         assert_eq!(w.pending(), 1);
+    }
+
+    #[test]
+    fn a_record_read_back_whose_chain_points_at_itself_ends_the_chain() {
+        // Records only ever point back at older ones; a record pointing at itself (or past
+        // itself) would make the wheel route it again and again.
+        let mut w = Wheel::new(1, 0).unwrap();
+        let mut log = Vec::new();
+        insert(&mut w, &mut log, 5, 1);
+        log[0].prev = 0;
+        assert_eq!(drain(&mut w, &mut log, 10), vec![(1, 5)]);
+        assert_eq!(w.pending(), 0);
     }
 
     #[derive(Debug, Clone)]
