@@ -100,7 +100,12 @@ fn decode_boot(bytes: &[u8]) -> Option<u64> {
         return None;
     }
     let crc = u32::from_le_bytes(bytes[8..].try_into().ok()?);
-    (crc == crc32c::crc32c(&bytes[..8])).then(|| u64::from_le_bytes(bytes[..8].try_into().unwrap()))
+    let boot = (crc == crc32c::crc32c(&bytes[..8]))
+        .then(|| u64::from_le_bytes(bytes[..8].try_into().unwrap()))?;
+    // No count this file can hold is past the boots an id has room for: advance_boot stops
+    // before it and a seen boot comes from an id. A larger one is not ours (and adding 1 to
+    // it could overflow).
+    (boot < 1 << BOOT_BITS).then_some(boot)
 }
 
 /// Hands out one shard's producer ids (epoch 0). Pure: the boot count comes from the caller.
@@ -149,6 +154,14 @@ mod tests {
         let mut bytes = std::fs::read(&path).unwrap();
         bytes[0] ^= 1;
         std::fs::write(&path, &bytes).unwrap();
+        let e = advance_boot(dir.path()).unwrap_err();
+        assert!(e.contains("corrupt"), "{e}");
+    }
+
+    #[test]
+    fn a_checksum_valid_boot_count_past_the_id_range_is_corrupt_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(BOOT_FILE), encode_boot(u64::MAX)).unwrap();
         let e = advance_boot(dir.path()).unwrap_err();
         assert!(e.contains("corrupt"), "{e}");
     }
