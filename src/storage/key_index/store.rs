@@ -100,9 +100,14 @@ impl KeyCheckpoint {
         if entry_count > geometry.max_entries {
             return Err(format!("key checkpoint counts {entry_count} entries, more than a file"));
         }
+        let active_seq = u64_at(16);
+        if active_seq == u64::MAX {
+            // Sealing the active file numbers the next one after it: there would be none.
+            return Err(format!("key checkpoint names file {active_seq}, the last number"));
+        }
         Ok(KeyCheckpoint {
             indexed_to: LogPosition::new(u64_at(8)),
-            active_seq: u64_at(16),
+            active_seq,
             active: Header {
                 geometry,
                 entry_count,
@@ -604,6 +609,34 @@ mod tests {
         assert_eq!(parse_key_file_name(&key_file_name(42)), Some(42));
         assert_eq!(parse_key_file_name("keys-42.kidx"), None);
         assert_eq!(parse_key_file_name("keys-0000000000000000004x.kidx"), None);
+    }
+
+    #[test]
+    fn a_checkpoint_naming_the_last_file_number_is_refused_not_a_panic_at_the_next_seal() {
+        use crate::runtime::{run_on_new_executor, ExecutorOptions};
+        use crate::storage::sim_dir::SimDir;
+        // Checksum-valid, but no file can follow the active one: the first seal would
+        // overflow its number.
+        run_on_new_executor(ExecutorOptions::default(), || async {
+            let dir = SimDir::new(1);
+            let geometry = Geometry { slot_count: 4, max_entries: 1 };
+            let ckpt = KeyCheckpoint {
+                indexed_to: LogPosition::ZERO,
+                active_seq: u64::MAX,
+                active: Header::empty(geometry),
+            };
+            dir.write_atomic(KEY_CHECKPOINT_FILE, &ckpt.encode()).await.unwrap();
+            let index =
+                KeyIndex::open(dir, KeyIndexSettings { geometry, max_files: 4 }).await.unwrap();
+            let e = Entry { key_hash: 1, topic_id: 1, queue_id: 0, offset: 0, store_ms: 1 };
+            let (p, q) = (LogPosition::new(0), LogPosition::new(100));
+            index.add_batch(p, q, &[e]).await.unwrap();
+            // The second entry does not fit: the active file is sealed.
+            let e = Entry { offset: 1, ..e };
+            index.add_batch(q, LogPosition::new(200), &[e]).await.unwrap();
+            assert_eq!(index.file_count(), 2);
+        })
+        .unwrap();
     }
 
     proptest! {
