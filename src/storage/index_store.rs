@@ -266,6 +266,11 @@ impl<F: LogFile> IndexStore<F> {
     /// Recovery: records a scanned batch unless it lies below the queue's floor; false if it
     /// does not continue the queue's offsets (then it is not our data).
     pub fn push_scanned(&self, queue: QueueKey, e: IndexEntry, floor: QueueOffset) -> bool {
+        // The batch is checksummed but its offsets may still pass the last one (a bad
+        // stamp): no queue of ours holds it, and its next offset would overflow.
+        if e.base_offset.get().checked_add(u64::from(e.record_count)).is_none() {
+            return false;
+        }
         if e.next_offset() <= floor {
             return true;
         }

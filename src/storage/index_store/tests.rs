@@ -273,3 +273,16 @@ fn a_long_run_of_entries_is_written_in_bounded_writes() {
         assert_eq!(dir.file_len(&index_file_name(q, 0)), Some(5000 * ENTRY_BYTES));
     });
 }
+
+/// A scanned batch is checksummed, but its stamped base offset plus its record count can still
+/// pass the last offset (an older version's bug, a hand-edited segment): not our data.
+#[test]
+fn a_scanned_batch_whose_offsets_pass_the_last_offset_is_refused() {
+    on_executor(|| async {
+        let store: IndexStore<SimFileHandle> = IndexStore::new(128, 64 * 1024);
+        let q = QueueKey::new(TopicId::new(1), QueueId::new(1));
+        let e = IndexEntry { base_offset: QueueOffset::new(u64::MAX - 1), ..entry(0, 0) };
+        assert!(!store.push_scanned(q, e, QueueOffset::ZERO));
+        assert!(store.queue_keys().is_empty());
+    });
+}
