@@ -287,6 +287,14 @@ pub(super) async fn recover_index<D: LogDir>(
     let fresh = || IndexStore::new(config.index_file_entries, config.index_cache_bytes);
     let checkpoint = match dir.read_all(CHECKPOINT_FILE).await {
         Ok(Some(b)) => match IndexCheckpoint::decode(&b) {
+            Ok(c) if !position_within_segments(&c, config) => {
+                tracing::warn!(
+                    "the index checkpoint position {} lies past the segments it describes; \
+                     rebuilding the queue index from the log",
+                    c.position
+                );
+                None
+            }
             Ok(c) if c.file_entries == config.index_file_entries => Some(c),
             Ok(c) => {
                 tracing::warn!(
@@ -327,6 +335,21 @@ pub(super) async fn recover_index<D: LogDir>(
             Ok((index, HashMap::new()))
         }
     }
+}
+
+/// Whether a checkpoint's position lies where its newest segment can end (the log's append
+/// position when it was written always does). A checksum-valid checkpoint past that cannot
+/// be trusted: recovery would scan from a position no segment holds (and overflow near the
+/// top of the range). A `segment_size_bytes` lowered since then only costs a rebuild.
+fn position_within_segments(c: &IndexCheckpoint, config: &StorageConfig) -> bool {
+    let Some(last) = c.segments.iter().max_by_key(|s| s.base) else {
+        return c.position == LogPosition::ZERO;
+    };
+    let sealed_end = last.sealed_end.map_or(0, LogPosition::get);
+    last.base
+        .get()
+        .checked_add(config.segment_size_bytes)
+        .is_some_and(|end| c.position.get() <= end.max(sealed_end))
 }
 
 pub(super) fn index_error(what: &str, e: LookupError) -> StorageError {
@@ -441,5 +464,48 @@ pub(super) async fn scan_segment<D: LogDir>(
         seg.max_store_timestamp_ms
             .set(seg.max_store_timestamp_ms.get().max(h.stamp.store_timestamp_ms));
         pos += length as u64;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::{run_on_new_executor, ExecutorOptions};
+    use crate::storage::sim_dir::SimDir;
+
+    fn config() -> StorageConfig {
+        StorageConfig {
+            dir: "/sim".into(),
+            segment_size_bytes: 64 * 1024,
+            index_file_entries: 128,
+            ..StorageConfig::default()
+        }
+    }
+
+    /// A checksum-valid index checkpoint (an older version's bug, a hand-edited file) whose
+    /// position lies past where its segments can end: it cannot be trusted, so the index is
+    /// rebuilt from the log, not scanned from there.
+    #[test]
+    fn a_checkpoint_position_past_its_segments_rebuilds_the_index() {
+        run_on_new_executor(ExecutorOptions::default(), || async {
+            let dir = SimDir::new(1);
+            let config = config();
+            dir.open(&segment_name(LogPosition::ZERO), true).await.unwrap();
+            let ckpt = IndexCheckpoint {
+                position: LogPosition::new(u64::MAX),
+                file_entries: config.index_file_entries,
+                segments: vec![SegmentCheckpoint {
+                    base: LogPosition::ZERO,
+                    sealed_end: None,
+                    max_store_timestamp_ms: 0,
+                }],
+                queues: vec![],
+            };
+            dir.write_atomic(CHECKPOINT_FILE, &ckpt.encode()).await.unwrap();
+            let recovered = recover(&dir, &config).await.unwrap();
+            assert_eq!(recovered.end, LogPosition::ZERO);
+            assert_eq!(recovered.index.checkpoint_position(), LogPosition::ZERO);
+        })
+        .unwrap();
     }
 }
