@@ -132,7 +132,19 @@ pub(super) async fn recover<D: LogDir>(
             ScanEnd::Sealed(e)
         } else {
             let size = seg.file.size().await.map_err(io(format!("stat {}", segment_name(base))))?;
-            let limit = base + size.max(config.segment_size_bytes);
+            let len = size.max(config.segment_size_bytes);
+            // The name is read from disk: a base so near the top of the range that the segment
+            // (and a header past it, as the scan and the appender look) would pass the last log
+            // position is not a segment we wrote.
+            if len.checked_add(HEADER_LEN as u64).and_then(|n| base.get().checked_add(n)).is_none()
+            {
+                return Err(StorageError::Corrupt {
+                    file: segment_name(base),
+                    offset: 0,
+                    reason: "a segment at this base would end past the last log position".into(),
+                });
+            }
+            let limit = base + len;
             let outcome =
                 scan_segment(dir, &seg, config, scan_from, limit, &index, &floors).await?;
             let (ScanEnd::Sealed(e) | ScanEnd::Open { end: e, .. }) = outcome;
@@ -480,6 +492,24 @@ mod tests {
             index_file_entries: 128,
             ..StorageConfig::default()
         }
+    }
+
+    /// A file named like a segment whose base lies so near the top of the range that the
+    /// segment would end past the last log position (a stray or hand-made file): a clear
+    /// error, not an overflow.
+    #[test]
+    fn a_segment_named_near_the_last_position_is_refused() {
+        run_on_new_executor(ExecutorOptions::default(), || async {
+            let dir = SimDir::new(1);
+            let base = LogPosition::new(u64::MAX - 4095);
+            dir.open(&segment_name(base), true).await.unwrap();
+            match recover(&dir, &config()).await {
+                Err(StorageError::Corrupt { file, .. }) => assert_eq!(file, segment_name(base)),
+                Err(e) => panic!("unexpected error {e}"),
+                Ok(_) => panic!("recovered a log past the last position"),
+            }
+        })
+        .unwrap();
     }
 
     /// A checksum-valid index checkpoint (an older version's bug, a hand-edited file) whose
