@@ -36,7 +36,11 @@ impl<F: LogFile> IndexStore<F> {
             let mut needed = (c.first_entry / self.file_entries).max(needed_from)
                 ..c.next_entry.div_ceil(self.file_entries);
             let all_dropped = floors.get(&c.queue).is_some_and(|f| *f >= c.next_offset);
-            if let Some(f) = needed.find(|f| !all_dropped && !present.contains(&(c.queue, *f))) {
+            // Checked first: the counts come from disk, and looking for every file of a huge
+            // range that is all dropped anyway would never end.
+            let missing =
+                if all_dropped { None } else { needed.find(|f| !present.contains(&(c.queue, *f))) };
+            if let Some(f) = missing {
                 return Err(LookupError::Corrupt {
                     file: index_file_name(c.queue, f),
                     reason: "an index file the checkpoint counts entries in is missing".into(),

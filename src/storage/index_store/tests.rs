@@ -286,3 +286,29 @@ fn a_scanned_batch_whose_offsets_pass_the_last_offset_is_refused() {
         assert!(store.queue_keys().is_empty());
     });
 }
+
+/// A checksum-valid checkpoint counting a huge number of entries for a queue the floors say
+/// is all dropped: recovery must not look for each of its files one by one.
+#[test]
+fn a_checkpoint_counting_huge_dropped_queues_does_not_hang_recovery() {
+    on_executor(|| async {
+        let dir = SimDir::new(1);
+        let store: IndexStore<SimFileHandle> = IndexStore::new(128, 64 * 1024);
+        let q = QueueKey::new(TopicId::new(1), QueueId::new(1));
+        let ckpt = IndexCheckpoint {
+            position: LogPosition::ZERO,
+            file_entries: 128,
+            segments: vec![],
+            queues: vec![QueueCheckpoint {
+                queue: q,
+                first_entry: 0,
+                next_entry: u64::MAX,
+                min_offset: QueueOffset::ZERO,
+                next_offset: QueueOffset::new(10),
+            }],
+        };
+        let floors = HashMap::from([(q, QueueOffset::new(10))]);
+        store.recover(&dir, &[], Some(&ckpt), &floors).await.unwrap();
+        assert_eq!(store.visible_offsets(q, LogPosition::MAX).unwrap().min, QueueOffset::new(10));
+    });
+}
