@@ -62,7 +62,11 @@ impl<F: LogFile> IndexStore<F> {
             }
             // Retention ran after the checkpoint. Its files are deleted oldest first, so
             // files below the lowest one left held only dropped entries.
-            let lo = lowest_file.get(&queue).map_or(next, |f| (f * self.file_entries).max(first));
+            // File numbers come from names on disk: one past every entry (a stray file) means
+            // no file holds them any more, not entries beyond the queue's.
+            let lo = lowest_file
+                .get(&queue)
+                .map_or(next, |f| f.saturating_mul(self.file_entries).clamp(first.min(next), next));
             if floor >= next_offset {
                 self.with_queue(queue, floor, |q| {
                     q.drop_before(next, next_offset);
@@ -84,8 +88,9 @@ impl<F: LogFile> IndexStore<F> {
                 .into_iter()
                 .filter(|(q, f)| {
                     queues.get(q).map_or(true, |qi| {
+                        // Saturating: a number from a stray name may overflow; it is stale.
                         *f < qi.first_entry / self.file_entries
-                            || *f * self.file_entries >= qi.next_entry()
+                            || f.saturating_mul(self.file_entries) >= qi.next_entry()
                     })
                 })
                 .collect()

@@ -312,3 +312,32 @@ fn a_checkpoint_counting_huge_dropped_queues_does_not_hang_recovery() {
         assert_eq!(store.visible_offsets(q, LogPosition::MAX).unwrap().min, QueueOffset::new(10));
     });
 }
+
+/// Index file names come from the directory: a stray file numbered past every entry the
+/// checkpoint counts (or so far that its first entry number overflows) is stale, not a panic.
+#[test]
+fn index_files_numbered_past_the_queues_entries_are_stale() {
+    for file in [1000, u64::MAX] {
+        on_executor(move || async move {
+            let dir = SimDir::new(1);
+            let store: IndexStore<SimFileHandle> = IndexStore::new(128, 64 * 1024);
+            let q = QueueKey::new(TopicId::new(1), QueueId::new(1));
+            let ckpt = IndexCheckpoint {
+                position: LogPosition::ZERO,
+                file_entries: 128,
+                segments: vec![],
+                queues: vec![QueueCheckpoint {
+                    queue: q,
+                    first_entry: 0,
+                    next_entry: 10,
+                    min_offset: QueueOffset::ZERO,
+                    next_offset: QueueOffset::new(20),
+                }],
+            };
+            let names = vec![index_file_name(q, file)];
+            let floors = HashMap::from([(q, QueueOffset::new(5))]);
+            store.recover(&dir, &names, Some(&ckpt), &floors).await.unwrap();
+            assert_eq!(store.next_offset(q), QueueOffset::new(20));
+        });
+    }
+}
