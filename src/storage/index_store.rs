@@ -473,6 +473,15 @@ impl<F: LogFile> IndexStore<F> {
                 reason: format!("entry {n} is missing (the file is shorter than written)"),
             });
         }
+        // Index files carry no checksum: an entry whose offsets or bytes would pass the last
+        // one is damage (its next offset or end would overflow).
+        let offsets_fit = e.base_offset.get().checked_add(u64::from(e.record_count)).is_some();
+        if !offsets_fit || e.position.get().checked_add(u64::from(e.length)).is_none() {
+            return Err(LookupError::Corrupt {
+                file: index_file_name(queue, n / self.file_entries),
+                reason: format!("entry {n} reaches past the last offset or log position"),
+            });
+        }
         Ok(e)
     }
 

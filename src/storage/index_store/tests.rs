@@ -341,3 +341,32 @@ fn index_files_numbered_past_the_queues_entries_are_stale() {
         });
     }
 }
+
+/// Index files carry no checksum: an entry read back whose offsets or position pass the last
+/// one (a flipped high bit) is corruption, reported, not an overflow.
+#[test]
+fn an_entry_read_back_past_the_last_offset_is_corrupt() {
+    on_executor(|| async {
+        let dir = SimDir::new(1);
+        let store: IndexStore<SimFileHandle> = IndexStore::new(128, 64 * 1024);
+        let q = QueueKey::new(TopicId::new(1), QueueId::new(1));
+        let mut bytes = vec![0u8; ENTRY_BYTES];
+        IndexEntry { base_offset: QueueOffset::new(u64::MAX), ..entry(0, 0) }.encode(&mut bytes);
+        dir.write_atomic(&index_file_name(q, 0), &bytes).await.unwrap();
+        let ckpt = IndexCheckpoint {
+            position: LogPosition::ZERO,
+            file_entries: 128,
+            segments: vec![],
+            queues: vec![QueueCheckpoint {
+                queue: q,
+                first_entry: 0,
+                next_entry: 1,
+                min_offset: QueueOffset::ZERO,
+                next_offset: QueueOffset::new(2),
+            }],
+        };
+        store.recover(&dir, &[index_file_name(q, 0)], Some(&ckpt), &HashMap::new()).await.unwrap();
+        let found = store.find(&dir, q, QueueOffset::new(1)).await;
+        assert!(matches!(found, Err(LookupError::Corrupt { .. })), "{found:?}");
+    });
+}
