@@ -119,7 +119,9 @@ impl BatchHeader {
     }
     /// Queue offset one past the last record of this batch.
     pub fn next_offset(&self) -> u64 {
-        self.stamp.base_offset + u64::from(self.record_count)
+        // Saturating: the stamp is read from disk or a peer, and no checksum can say that its
+        // base offset leaves room for the records (no queue gets near the last offset).
+        self.stamp.base_offset.saturating_add(u64::from(self.record_count))
     }
 }
 
@@ -461,6 +463,25 @@ mod tests {
         bytes[21] ^= 1;
         let view = BatchView::parse(&bytes, 1 << 20).unwrap();
         assert!(matches!(view.verify_stamp(), Err(FormatError::StampCrcMismatch { .. })));
+    }
+
+    #[test]
+    fn a_stamped_base_offset_near_the_last_offset_saturates_the_next_offset() {
+        // Both checksums hold, yet the stamp (an older version's bug, a hand-edited segment,
+        // a broker speaking wrongly) puts the batch's records past the last offset. Readers
+        // (recovery, fetch, the client's scan) ask for its next offset.
+        let mut bytes = sample(3);
+        let s = Stamp {
+            topic_id: 7,
+            queue_id: 3,
+            base_offset: u64::MAX - 1,
+            store_timestamp_ms: 99,
+            epoch: 5,
+        };
+        stamp(&mut bytes, &s);
+        let view = BatchView::parse(&bytes, 1 << 20).unwrap();
+        view.verify_stamp().unwrap();
+        assert_eq!(view.header.next_offset(), u64::MAX);
     }
 
     #[test]
