@@ -518,6 +518,24 @@ mod tests {
     }
 
     #[test]
+    fn a_checksum_valid_batch_stamped_past_the_last_offset_is_corrupt_not_a_panic() {
+        // A broker speaking wrongly (or a hand-edited segment it serves): both checksums hold
+        // but the records' offsets pass u64::MAX.
+        let mut bytes = batch(0, 3, b"A");
+        let s = Stamp {
+            topic_id: 1,
+            queue_id: 0,
+            base_offset: u64::MAX - 1,
+            store_timestamp_ms: 2,
+            epoch: 0,
+        };
+        stamp(&mut bytes, &s);
+        let d = decode_batches(&bytes, 0, &[]);
+        assert!(d.messages.is_empty());
+        assert_eq!(d.corrupt.map(|c| c.first_offset), Some(0));
+    }
+
+    #[test]
     fn skips_records_below_the_requested_offset_and_filters_tags() {
         let mut bytes = batch(0, 3, b"A");
         bytes.extend(batch(3, 2, b"B"));

@@ -68,6 +68,8 @@ pub enum FormatError {
     CrcMismatch { expected: u32, actual: u32 },
     #[error("stamped-field CRC mismatch: header says {expected:#010x}, bytes give {actual:#010x}")]
     StampCrcMismatch { expected: u32, actual: u32 },
+    #[error("stamped base offset {base_offset} leaves no room for {record_count} records")]
+    StampPastLastOffset { base_offset: u64, record_count: u32 },
     #[error("reserved header byte {offset} is {value}, must be 0")]
     ReservedNotZero { offset: usize, value: u8 },
     #[error("control batch carries {0} records, must carry none")]
@@ -232,14 +234,19 @@ impl<'a> BatchView<'a> {
         Ok(BatchView { header, bytes })
     }
 
-    /// Checks the CRC over the broker-stamped fields (for stored batches).
+    /// Checks the CRC over the broker-stamped fields (for stored batches), and that the
+    /// stamped base offset leaves room for the records: no checksum can say that, and every
+    /// reader adds record numbers to it.
     pub fn verify_stamp(&self) -> Result<(), FormatError> {
         let actual = crc32c::crc32c(&self.bytes[STAMP_START..STAMP_END]);
-        if actual == self.header.stamp_crc {
-            Ok(())
-        } else {
-            Err(FormatError::StampCrcMismatch { expected: self.header.stamp_crc, actual })
+        if actual != self.header.stamp_crc {
+            return Err(FormatError::StampCrcMismatch { expected: self.header.stamp_crc, actual });
         }
+        let (base_offset, record_count) = (self.header.stamp.base_offset, self.header.record_count);
+        if base_offset.checked_add(u64::from(record_count)).is_none() {
+            return Err(FormatError::StampPastLastOffset { base_offset, record_count });
+        }
+        Ok(())
     }
 
     /// The whole batch, header included.
@@ -480,7 +487,8 @@ mod tests {
         };
         stamp(&mut bytes, &s);
         let view = BatchView::parse(&bytes, 1 << 20).unwrap();
-        view.verify_stamp().unwrap();
+        assert!(matches!(view.verify_stamp(), Err(FormatError::StampPastLastOffset { .. })));
+        // Readers of the header alone (before verifying) get a saturated offset.
         assert_eq!(view.header.next_offset(), u64::MAX);
     }
 
