@@ -248,6 +248,34 @@ mod tests {
     }
 
     #[test]
+    fn a_produce_reply_whose_offsets_pass_the_last_one_is_refused_not_a_panic() {
+        use crate::protocol::codec::Writer;
+        use crate::protocol::{ApiKey, Response};
+        // A broker speaking wrongly: three records stored from offset u64::MAX - 1. The reply
+        // is decoded, then each message's handle adds its index to the base offset.
+        let reply = Response::Produce {
+            status: SendStatus::SendOk,
+            topic_id: 3,
+            queue_id: 2,
+            base_offset: u64::MAX - 1,
+            record_count: 3,
+            store_timestamp_ms: 1,
+        };
+        let mut w = Writer::new();
+        reply.encode_body(&mut w);
+        let decoded = Response::decode(ApiKey::Produce, &w.buf);
+        if let Ok(Response::Produce { base_offset, .. }) = &decoded {
+            let batch = BatchCompletion::new();
+            let hs = handles(&batch, 3);
+            batch.complete(Ok(stored(*base_offset)));
+            for h in hs {
+                let _ = h.try_take();
+            }
+        }
+        assert!(decoded.is_err(), "{decoded:?}");
+    }
+
+    #[test]
     fn every_handle_resolves_once_with_its_own_offset() {
         let batch = BatchCompletion::new();
         let hs = handles(&batch, 5);

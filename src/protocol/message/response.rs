@@ -277,12 +277,19 @@ impl Response {
             }
             ApiKey::Produce | ApiKey::ProduceScheduled => {
                 let status = SendStatus::from_u8(r.u8("status")?)?;
+                let (topic_id, queue_id) = (r.u32("topic_id")?, r.u32("queue_id")?);
+                let (base_offset, record_count) = (r.u64("base_offset")?, r.u32("record_count")?);
+                // The client numbers each message from the base offset: records past the last
+                // offset are a broker speaking wrongly.
+                if base_offset.checked_add(u64::from(record_count)).is_none() {
+                    return Err(DecodeError::BadValue { field: "base_offset", value: base_offset });
+                }
                 Response::Produce {
                     status,
-                    topic_id: r.u32("topic_id")?,
-                    queue_id: r.u32("queue_id")?,
-                    base_offset: r.u64("base_offset")?,
-                    record_count: r.u32("record_count")?,
+                    topic_id,
+                    queue_id,
+                    base_offset,
+                    record_count,
                     store_timestamp_ms: r.i64("store_timestamp_ms")?,
                 }
             }
