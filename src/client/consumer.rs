@@ -453,7 +453,8 @@ pub fn scan_batches(mut bytes: &[u8], from: u64, tags: &[Vec<u8>]) -> Scan {
                 // only, so a skip never passes data it did not see.
                 let corrupt = CorruptBatch {
                     first_offset: next,
-                    next_offset: next + 1,
+                    // Saturating: the batches before may end at the last offset.
+                    next_offset: next.saturating_add(1),
                     reason: format!("batch fails verification: {e}"),
                 };
                 return Scan { valid_len, next_offset: next, corrupt: Some(corrupt) };
@@ -533,6 +534,26 @@ mod tests {
         let d = decode_batches(&bytes, 0, &[]);
         assert!(d.messages.is_empty());
         assert_eq!(d.corrupt.map(|c| c.first_offset), Some(0));
+    }
+
+    #[test]
+    fn damage_after_a_batch_ending_at_the_last_offset_is_reported_not_a_panic() {
+        // Offsets [u64::MAX - 3, u64::MAX) are all valid; the damage after them starts at the
+        // last offset, and is reported as covering at most what is left.
+        let mut bytes = batch(0, 3, b"A");
+        let s = Stamp {
+            topic_id: 1,
+            queue_id: 0,
+            base_offset: u64::MAX - 3,
+            store_timestamp_ms: 2,
+            epoch: 0,
+        };
+        stamp(&mut bytes, &s);
+        bytes.extend_from_slice(&[0xff; 100]);
+        let scan = scan_batches(&bytes, 0, &[]);
+        assert_eq!(scan.next_offset, u64::MAX);
+        let corrupt = scan.corrupt.unwrap();
+        assert_eq!((corrupt.first_offset, corrupt.next_offset), (u64::MAX, u64::MAX));
     }
 
     #[test]
