@@ -310,6 +310,14 @@ impl IndexCheckpoint {
             if q.first_entry > q.next_entry || q.min_offset > q.next_offset {
                 return Err(format!("index checkpoint of {} has inverted counters", q.queue));
             }
+            // Entries are numbered from 0 and each holds at least one record, so there are
+            // never more entries than offsets; past that, entry numbers can overflow.
+            if q.next_entry > q.next_offset.get() {
+                return Err(format!(
+                    "index checkpoint of {} counts {} entries but {} offsets",
+                    q.queue, q.next_entry, q.next_offset
+                ));
+            }
             queues.push(q);
             at += QUEUE_RECORD_BYTES;
         }

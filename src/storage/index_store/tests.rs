@@ -370,3 +370,35 @@ fn an_entry_read_back_past_the_last_offset_is_corrupt() {
         assert!(matches!(found, Err(LookupError::Corrupt { .. })), "{found:?}");
     });
 }
+
+/// A checksum-valid checkpoint counting more entries than a queue has offsets (each entry
+/// holds at least one record, numbered from 0): the entry numbers it starts from overflow as
+/// soon as a batch is added.
+#[test]
+fn a_checkpoint_counting_more_entries_than_offsets_is_refused() {
+    on_executor(|| async {
+        let dir = SimDir::new(1);
+        let q = QueueKey::new(TopicId::new(1), QueueId::new(1));
+        let written = IndexCheckpoint {
+            position: LogPosition::ZERO,
+            file_entries: 128,
+            segments: vec![],
+            queues: vec![QueueCheckpoint {
+                queue: q,
+                first_entry: u64::MAX,
+                next_entry: u64::MAX,
+                min_offset: QueueOffset::new(5),
+                next_offset: QueueOffset::new(5),
+            }],
+        };
+        let decoded = IndexCheckpoint::decode(&written.encode());
+        if let Ok(ckpt) = &decoded {
+            let store: IndexStore<SimFileHandle> = IndexStore::new(128, 64 * 1024);
+            let floors = HashMap::from([(q, QueueOffset::new(5))]);
+            store.recover(&dir, &[], Some(ckpt), &floors).await.unwrap();
+            assert!(store.push_scanned(q, entry(5, 0), QueueOffset::new(5)));
+            let _ = store.find(&dir, q, QueueOffset::new(6)).await;
+        }
+        assert!(decoded.is_err(), "{decoded:?}");
+    });
+}
