@@ -68,6 +68,7 @@ pub struct StorageConfig {
     /// Delete whole segments whose newest batch is older than this. Default 48.
     pub retention_hours: u64,
     /// Delete oldest segments while the data filesystem is fuller than this ratio. Default 0.75.
+    /// Counted as `df` does: used over used plus what the broker may still write.
     pub disk_max_used_ratio: f64,
     /// How often the log applies the retention policy on its own. Default 60000.
     pub retention_check_interval_ms: u64,

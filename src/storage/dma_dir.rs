@@ -317,7 +317,38 @@ fn statvfs_usage(path: &Path) -> io::Result<(u64, u64)> {
     if unsafe { libc::statvfs(c.as_ptr(), &mut s) } != 0 {
         return Err(io::Error::last_os_error());
     }
-    let total = s.f_blocks as u64 * s.f_frsize as u64;
-    let free = s.f_bfree as u64 * s.f_frsize as u64;
-    Ok((total.saturating_sub(free), total))
+    Ok(usage(s.f_blocks as u64, s.f_bfree as u64, s.f_bavail as u64, s.f_frsize as u64))
+}
+
+/// (used, total) from statvfs counts of `frsize`-byte blocks, as `df` counts them: the total
+/// is what is used plus what this process may still write (`f_bavail`). Blocks reserved for
+/// root or for another uid are not room the log can fill; counting them (`f_bfree`) made a
+/// disk the broker could no longer write look partly empty, so `disk_max_used_ratio` never
+/// deleted anything before appends got DISK_FULL, and DISK_FULL errors named free space that
+/// could not be used.
+fn usage(blocks: u64, bfree: u64, bavail: u64, frsize: u64) -> (u64, u64) {
+    let used = blocks.saturating_sub(bfree).saturating_mul(frsize);
+    (used, used.saturating_add(bavail.saturating_mul(frsize)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::usage;
+
+    const GB: u64 = 1_000_000_000;
+
+    #[test]
+    fn usage_counts_only_the_space_this_process_can_write() {
+        // This VM's root filesystem (`resv_strict`, blocks reserved for another uid): 270 GB,
+        // 254 GB free, 81 GB of it writable by the broker. Full for the broker means full.
+        assert_eq!(usage(270, 254, 81, GB), (16 * GB, 97 * GB));
+        let (used, total) = usage(270, 173, 0, GB);
+        assert_eq!(used, total, "no block left to write: 100% used");
+        // An ordinary ext4 with 5% reserved for root, seen by a non-root broker.
+        assert_eq!(usage(100, 40, 35, GB), (60 * GB, 95 * GB));
+        // Nothing reserved: the plain ratio.
+        assert_eq!(usage(100, 40, 40, GB), (60 * GB, 100 * GB));
+        // Counts that disagree (a racing statvfs) never overflow or underflow.
+        assert_eq!(usage(10, 20, 30, GB), (0, 30 * GB));
+    }
 }

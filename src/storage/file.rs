@@ -114,6 +114,7 @@ pub trait LogDir {
     async fn write_atomic(&self, name: &str, bytes: &[u8]) -> io::Result<()>;
     /// Whole contents of a small file, or None if it does not exist.
     async fn read_all(&self, name: &str) -> io::Result<Option<Vec<u8>>>;
-    /// (used, total) bytes of the filesystem holding the directory.
+    /// (used, total) bytes of the filesystem holding the directory; the total counts only what
+    /// this process may still write besides what is used (as `df` does).
     async fn disk_usage(&self) -> io::Result<(u64, u64)>;
 }
