@@ -339,7 +339,9 @@ pub struct BrokerConfig {
     /// `runtime::tune_allocator`).
     pub io_memory_bytes: usize,
     /// How long a stopping broker waits for connections to finish in-flight requests before
-    /// closing them. Default 10000.
+    /// closing them, and at most how long its key index goes on indexing the log before its
+    /// last checkpoint (what is left is indexed at the next start, before it serves). Default
+    /// 10000.
     pub shutdown_timeout_ms: u64,
     /// If set, the broker writes its bound ports here (same text as the startup line) once it
     /// accepts connections.

@@ -267,6 +267,13 @@ impl Collector for SnapshotCollector {
         )?;
         gauges(
             e,
+            "key_index_behind_bytes",
+            "Durable log bytes the key index has not indexed yet: keys of their messages are not \
+             found by QUERY_KEYS until it has",
+            shards.iter().filter_map(|s| s.key_index_behind_bytes.map(|b| (shard_label(s), b))),
+        )?;
+        gauges(
+            e,
             "long_poll_waiters",
             "Fetches parked at the end of a queue",
             per_shard(|s| s.counters.long_poll_waiting),
@@ -442,6 +449,7 @@ mod tests {
         s1.counters.produce_records = 30;
         s1.counters.produce_bytes = 3000;
         s1.counters.connections_open = 2;
+        s1.key_index_behind_bytes = Some(4096);
         s1.append_ack_latency.record_us(40);
         s1.append_ack_latency.record_us(4_000);
         s1.log.chunk_cache_hits = 3;
@@ -477,6 +485,7 @@ mod tests {
         assert_eq!(value(&s, "ringmq_append_records_total", &shard1), Some(30.0), "{text}");
         assert_eq!(value(&s, "ringmq_append_bytes_total", &shard1), Some(3000.0));
         assert_eq!(value(&s, "ringmq_connections_open", &shard1), Some(2.0));
+        assert_eq!(value(&s, "ringmq_key_index_behind_bytes", &shard1), Some(4096.0));
         assert_eq!(
             value(&s, "ringmq_shard_up", &[("shard", "0")]),
             Some(0.0),

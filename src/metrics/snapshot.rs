@@ -78,6 +78,9 @@ pub struct ShardSnapshot {
     pub group_offsets_held: u64,
     /// Replication state; None on a broker without replication.
     pub replication: Option<ReplicationSample>,
+    /// Durable log bytes past the key index's position (keys QUERY_KEYS does not find yet);
+    /// None without a key index.
+    pub key_index_behind_bytes: Option<u64>,
 }
 
 /// A shard's replication state (`broker/shard/replication.rs`).

@@ -5,7 +5,10 @@
 //! step, in the control task queue, so it yields to produce and fetch), adds an entry per key
 //! of each message, and about every `checkpoint_interval_ms` makes its progress durable. At
 //! start the shard re-indexes the log from the index's checkpoint to the durable end before it
-//! serves, so a restart (even after kill -9) loses no key of an acknowledged message.
+//! serves, so a restart (even after kill -9) loses no key of an acknowledged message. An index
+//! that falls behind (a log written faster than one core indexes it while it also serves) still
+//! checkpoints on time, and a stop indexes for at most `shutdown_timeout_ms` before its last
+//! checkpoint: a broker stopped 30 GB behind used to index all of it first (BENCHMARKS.md).
 //!
 //! Indexed: user topics only (system queues are internal; a scheduled or transactional
 //! message is indexed when it reaches its real queue). Keys: each space-separated word of a
@@ -17,6 +20,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use futures::future::{select, Either};
+use futures::FutureExt;
 
 use super::Shard;
 use crate::broker::error::BrokerError;
@@ -122,53 +126,88 @@ impl<L: ShardLog> Shard<L> {
         Ok(followed.next > from)
     }
 
-    /// Follows the log until `stop`, checkpointing periodically and once more at the end.
+    /// Follows the log until `stop`, checkpointing periodically and once more at the end. At
+    /// stop it indexes for at most `shutdown_timeout_ms` more; the rest is indexed at the next
+    /// start.
     pub async fn key_index_loop(self: Rc<Self>, stop: Stop) {
+        let budget = Duration::from_millis(self.config.broker.shutdown_timeout_ms);
+        self.key_index_loop_with(stop, budget).await
+    }
+
+    /// [`Self::key_index_loop`] with the stop's indexing budget given. Every `interval_ms` it
+    /// catches up in steps of at most `max_step_bytes`, yielding between them and watching
+    /// `stop`; retention and checkpoints run when it caught up and every
+    /// `checkpoint_interval_ms` while it did not, so an index that a log written faster than it
+    /// is indexed keeps behind still checkpoints (a restart re-indexes only since then).
+    pub(super) async fn key_index_loop_with(self: Rc<Self>, stop: Stop, stop_budget: Duration) {
         let Some(index) = self.keys.borrow().clone() else { return };
         let c = &self.config.key_index;
         let interval = Duration::from_millis(c.interval_ms);
         let checkpoint_every = Duration::from_millis(c.checkpoint_interval_ms);
         let mut last_checkpoint = self.clock.now();
+        let mut behind = false;
         loop {
-            let tick = Box::pin(self.clock.sleep_until(self.clock.now() + interval));
-            if let Either::Right(_) = select(tick, stop.clone()).await {
-                break;
+            if behind {
+                if stop.clone().now_or_never().is_some() {
+                    break;
+                }
+                runtime::yield_once().await;
+            } else {
+                let tick = Box::pin(self.clock.sleep_until(self.clock.now() + interval));
+                if let Either::Right(_) = select(tick, stop.clone()).await {
+                    break;
+                }
             }
+            behind = false;
             if index.failure().is_some() {
                 // Stopped after an I/O failure (logged): queries answer the error.
                 continue;
             }
-            // Catch up in steps, yielding between them.
-            loop {
-                match self.index_keys_step(&index).await {
-                    Ok(true) if index.indexed_to().get() < self.log.durable_end() => {
-                        runtime::yield_once().await;
-                    }
-                    Ok(_) => break,
-                    Err(e) => {
-                        tracing::error!(shard = self.id.get(), "key index: {e}");
-                        break;
-                    }
-                }
+            match self.index_keys_step(&index).await {
+                Ok(moved) => behind = moved && index.indexed_to().get() < self.log.durable_end(),
+                Err(e) => tracing::error!(shard = self.id.get(), "key index: {e}"),
+            }
+            let now = self.clock.now();
+            let due = now.duration_since(last_checkpoint) >= checkpoint_every;
+            if behind && !due {
+                continue;
             }
             if let Err(e) = index.retain(LogPosition::new(self.log.oldest_position())).await {
                 tracing::warn!(shard = self.id.get(), "key index retention: {e}");
             }
-            let now = self.clock.now();
-            if now.duration_since(last_checkpoint) >= checkpoint_every
-                && index.checkpointed_to() < index.indexed_to()
-            {
+            if due {
                 last_checkpoint = now;
-                if let Err(e) = index.checkpoint().await {
-                    tracing::error!(shard = self.id.get(), "key index checkpoint: {e}");
+                if index.checkpointed_to() < index.indexed_to() {
+                    if let Err(e) = index.checkpoint().await {
+                        tracing::error!(shard = self.id.get(), "key index checkpoint: {e}");
+                    }
                 }
             }
         }
-        if index.failure().is_none() {
-            while let Ok(true) = self.index_keys_step(&index).await {}
-            if let Err(e) = index.checkpoint().await {
-                tracing::error!(shard = self.id.get(), "key index final checkpoint: {e}");
+        if index.failure().is_some() {
+            return;
+        }
+        let deadline = self.clock.now() + stop_budget;
+        while index.indexed_to().get() < self.log.durable_end() && self.clock.now() < deadline {
+            match self.index_keys_step(&index).await {
+                Ok(true) => runtime::yield_once().await,
+                Ok(false) => break,
+                Err(e) => {
+                    tracing::error!(shard = self.id.get(), "key index: {e}");
+                    break;
+                }
             }
+        }
+        let left = self.log.durable_end().saturating_sub(index.indexed_to().get());
+        if left > 0 {
+            tracing::info!(
+                shard = self.id.get(),
+                "key index: stopping {left} log bytes behind after {stop_budget:?}; the next \
+                 start indexes them before it serves"
+            );
+        }
+        if let Err(e) = index.checkpoint().await {
+            tracing::error!(shard = self.id.get(), "key index final checkpoint: {e}");
         }
     }
 

@@ -78,6 +78,11 @@ impl<L: ShardLog> Shard<L> {
             group_offsets,
             group_offsets_held: offsets.len() as u64,
             replication: self.replication_sample(),
+            key_index_behind_bytes: self
+                .keys
+                .borrow()
+                .as_ref()
+                .map(|index| self.log.durable_end().saturating_sub(index.indexed_to().get())),
         }
     }
 

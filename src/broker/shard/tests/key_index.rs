@@ -1,0 +1,154 @@
+//! The key index task (`shard/key_index.rs`) on one shard over the real log on the simulated
+//! directory, with a simulated clock: a log written faster than it is indexed still gets
+//! periodic checkpoints, and a stop indexes for a bounded time, checkpoints what it indexed
+//! and leaves the rest to the next start.
+
+use std::time::Duration;
+
+use super::super::key_index::ShardKeyIndex;
+use super::*;
+use crate::broker::shutdown::stop_pair;
+use crate::runtime::{Clock, SimClock};
+
+const T0_MS: i64 = 1_700_000_000_000;
+
+/// A batch of `n` keyed records of 1 KiB each (about `n` KiB).
+fn keyed_batch(n: usize) -> Request {
+    let mut b = BatchBuilder::new(1 << 18);
+    let body = [7u8; 1024];
+    for _ in 0..n {
+        let rec = Record { key: b"k1 k2", tag: b"", properties: &[], body: &body, timestamp_ms: 5 };
+        b.push(&rec).unwrap();
+    }
+    Request::Produce { topic: "t".into(), queue_id: 0, flags: 0, batch: b.finish(-1, -1).into() }
+}
+
+/// A shard whose log is on `sim` and whose key index is in `keys_dir` (a real directory),
+/// reading `step` log bytes per step at most, checkpointing every 10 s of `clock`.
+async fn keyed_shard(
+    sim: &SimDir,
+    keys_dir: &std::path::Path,
+    step: u64,
+    clock: SharedClock,
+) -> Rc<Shard<SimLog>> {
+    let dir = keys_dir.to_owned();
+    let s = shard_configured(
+        sim.clone(),
+        |st| {
+            st.flush_mode = crate::storage::FlushMode::Sync;
+            st.segment_size_bytes = 64 << 20;
+        },
+        move |c| {
+            c.broker.data_dir = dir;
+            c.key_index.max_step_bytes = step;
+            c.key_index.interval_ms = 200;
+            c.key_index.checkpoint_interval_ms = 10_000;
+        },
+        clock,
+    )
+    .await;
+    s.start_key_index().await.unwrap();
+    s
+}
+
+fn index_of(s: &Rc<Shard<SimLog>>) -> ShardKeyIndex {
+    s.keys.borrow().clone().expect("the key index is open")
+}
+
+/// Simulated time that moves a second each time it is read: the key index task reads it once
+/// per step, so its budgets and intervals count steps, whatever the machine's speed. Sleeps
+/// end when reads moved the time past them.
+struct SteppingClock(Arc<SimClock>);
+
+impl Clock for SteppingClock {
+    fn now(&self) -> std::time::Instant {
+        self.0.advance(Duration::from_secs(1));
+        self.0.now()
+    }
+
+    fn unix_ms(&self) -> i64 {
+        self.0.unix_ms()
+    }
+
+    fn sleep_until(&self, deadline: std::time::Instant) -> runtime::Sleep {
+        self.0.sleep_until(deadline)
+    }
+}
+
+fn stepping_clock() -> SharedClock {
+    Arc::new(SteppingClock(SimClock::new(T0_MS)))
+}
+
+#[test]
+fn a_stop_indexes_for_its_budget_then_checkpoints_and_leaves_the_rest_to_the_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().to_owned();
+    run(move || async move {
+        let sim = SimDir::new(7);
+        let s = keyed_shard(&sim, &path, 64 << 10, stepping_clock()).await;
+        // 40 batches of 150 KiB: one per step of 64 KiB.
+        for _ in 0..40 {
+            call(&s, keyed_batch(150)).await.unwrap();
+        }
+        let end = s.log.durable_end();
+        assert!(end > 5 << 20, "{end}");
+        let behind = |s: &Rc<Shard<SimLog>>| {
+            s.metrics_snapshot(super::metrics::WIDE_LIMITS).key_index_behind_bytes
+        };
+        assert_eq!(behind(&s), Some(end), "the metric shows what is not indexed yet");
+        let (mut fire, stop) = stop_pair();
+        fire.fire();
+        // A budget of 5 s: about five steps.
+        s.clone().key_index_loop_with(stop, Duration::from_secs(5)).await;
+        let index = index_of(&s);
+        let indexed = index.indexed_to().get();
+        assert!(indexed > 0, "the stop indexed within its budget");
+        assert!(indexed < end / 4, "the stop kept to its budget: {indexed} of {end} bytes");
+        assert_eq!(index.checkpointed_to().get(), indexed, "what was indexed is checkpointed");
+        assert_eq!(behind(&s), Some(end - indexed));
+        drop(index);
+        drop(s);
+
+        // The next start indexes the rest before it serves.
+        let s = keyed_shard(&sim, &path, 64 << 10, stepping_clock()).await;
+        assert_eq!(index_of(&s).indexed_to().get(), s.log.durable_end());
+        assert_eq!(behind(&s), Some(0));
+    });
+}
+
+#[test]
+fn a_long_catch_up_checkpoints_on_the_way() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().to_owned();
+    run(move || async move {
+        // One batch (150 KiB) per step, a second per step: 100 steps behind is ten checkpoint
+        // intervals, the state of an index that a log written faster than it is indexed keeps
+        // behind.
+        let clock = stepping_clock();
+        let s = keyed_shard(&SimDir::new(8), &path, 4 << 10, clock.clone()).await;
+        for _ in 0..100 {
+            call(&s, keyed_batch(150)).await.unwrap();
+        }
+        let end = s.log.durable_end();
+        let (mut fire, stop) = stop_pair();
+        let task = runtime::spawn(s.clone().key_index_loop_with(stop, Duration::from_secs(5)));
+        let index = index_of(&s);
+        let mut checkpointed_while_behind = false;
+        while index.indexed_to().get() < end {
+            // Moves the time (for the index's first tick) and lets a step run; while the index
+            // waits for its checkpoint's I/O, a real sleep lets the executor poll for it.
+            let at = index.indexed_to();
+            clock.now();
+            runtime::yield_once().await;
+            if index.indexed_to() == at {
+                runtime::sleep(Duration::from_millis(1)).await;
+            }
+            checkpointed_while_behind |=
+                index.checkpointed_to().get() > 0 && index.indexed_to().get() < end;
+        }
+        assert!(checkpointed_while_behind, "no checkpoint in 100 simulated seconds");
+        fire.fire();
+        task.await;
+        assert_eq!(index.checkpointed_to().get(), end);
+    });
+}
