@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::topics::MAX_QUEUES_PER_TOPIC;
 use crate::protocol::DEFAULT_MAX_FRAME_BYTES;
 use crate::storage::StorageConfig;
 
@@ -515,8 +516,10 @@ impl Config {
                 return Err(format!("broker.{name} must be at least 1"));
             }
         }
-        if b.max_queues_per_topic == 0 || b.max_queues_per_topic > u32::from(u16::MAX) {
-            return Err("broker.max_queues_per_topic must be in 1..=65535".into());
+        if b.max_queues_per_topic == 0 || b.max_queues_per_topic > MAX_QUEUES_PER_TOPIC {
+            return Err(format!(
+                "broker.max_queues_per_topic must be in 1..={MAX_QUEUES_PER_TOPIC}"
+            ));
         }
         if b.shards > 1024 {
             return Err(format!("broker.shards = {} is more than 1024", b.shards));

@@ -16,6 +16,9 @@ use crate::protocol::ErrorCode;
 
 /// Longest topic name (RocketMQ's limit).
 pub const MAX_TOPIC_NAME_LEN: usize = 127;
+/// The most queues a topic can have: the bound of `broker.max_queues_per_topic`. A route
+/// answer lists an owner per queue.
+pub const MAX_QUEUES_PER_TOPIC: u32 = u16::MAX as u32;
 const FORMAT_VERSION: u32 = 1;
 
 /// One topic.
@@ -183,6 +186,13 @@ impl TopicTable {
             if e.queue_count == 0 {
                 return Err(format!("topic {name:?} has no queues"));
             }
+            if e.queue_count > MAX_QUEUES_PER_TOPIC {
+                return Err(format!(
+                    "topic {name:?} has {} queues; a broker creates at most \
+                     {MAX_QUEUES_PER_TOPIC}",
+                    e.queue_count
+                ));
+            }
         }
         Ok(t)
     }
@@ -231,5 +241,17 @@ mod tests {
             .unwrap()
             .replace("\"next_topic_id\": 2", "\"next_topic_id\": 1");
         assert!(TopicTable::from_json(text.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn a_stored_table_with_more_queues_than_a_broker_creates_is_refused() {
+        let mut t = TopicTable::new(1);
+        t.create("a", 2, 16, 10).unwrap();
+        let text = String::from_utf8(t.to_json()).unwrap();
+        let with = |n: u32| text.replace("\"queue_count\": 2", &format!("\"queue_count\": {n}"));
+        assert!(TopicTable::from_json(with(MAX_QUEUES_PER_TOPIC).as_bytes()).is_ok());
+        // A route answer would have allocated an owner per queue: 8 GB for this one.
+        let e = TopicTable::from_json(with(4_000_000_000).as_bytes()).unwrap_err();
+        assert!(e.contains("4000000000 queues") && e.contains("65535"), "{e}");
     }
 }
