@@ -12,6 +12,7 @@ use super::shard::replication::{MasterSide, ReplicaSide, ShardRole};
 use super::shard::Ports;
 use super::shard_log::ShardLog;
 use crate::replication::config::Role;
+use crate::replication::epochs::next_epoch;
 use crate::storage::commit_log::truncate_log;
 use crate::storage::dma_dir::DmaDir;
 use crate::storage::LogPosition;
@@ -54,7 +55,7 @@ pub(super) async fn start_replication(
                     probe.map_err(|e| format!("shard {id}: {e}"))?;
                 }
                 let end = log.append_end();
-                let epoch = newest_epoch + 1;
+                let epoch = next_epoch(newest_epoch).map_err(|e| format!("shard {id}: {e}"))?;
                 history
                     .begin(epoch, end)
                     .map_err(|e| format!("shard {id}: beginning epoch {epoch}: {e}"))?;

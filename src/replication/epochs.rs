@@ -39,6 +39,13 @@ pub enum EpochError {
     TooLong(usize),
     #[error("epoch file is malformed: {0}")]
     Malformed(&'static str),
+    #[error("no epoch follows epoch {0}: the epoch file or a master named the last one")]
+    Exhausted(u32),
+}
+
+/// The epoch a new master begins above `newest`, the newest epoch it has seen.
+pub fn next_epoch(newest: u32) -> Result<u32, EpochError> {
+    newest.checked_add(1).ok_or(EpochError::Exhausted(newest))
 }
 
 /// The epoch history of one shard's log.
@@ -221,6 +228,13 @@ pub fn conflict(leader: &EpochHistory, follower: &EpochHistory) -> Option<String
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_next_epoch_is_one_above_and_the_last_one_has_none() {
+        assert_eq!(next_epoch(0), Ok(1));
+        assert_eq!(next_epoch(41), Ok(42));
+        assert_eq!(next_epoch(u32::MAX), Err(EpochError::Exhausted(u32::MAX)));
+    }
     use proptest::prelude::*;
 
     fn h(entries: &[(u32, u64)]) -> EpochHistory {

@@ -22,6 +22,7 @@ use super::*;
 use crate::broker::replication_peer::Peer;
 use crate::protocol::replication::PromotedShard;
 use crate::replication::config::{Mode, ReplicationConfig, Role};
+use crate::replication::epochs::next_epoch;
 use crate::replication::role_override::{RoleOverride, ROLE_OVERRIDE_FILE};
 use crate::storage::dma_dir::DmaDir;
 use crate::storage::file::LogDir;
@@ -263,7 +264,8 @@ impl<L: ShardLog> Shard<L> {
         let file = self.log.load_epochs().await.map_err(|e| failed(id, "reading epochs", e))?;
         let mut history = r.history.borrow().clone();
         let newest = [history.latest(), file.latest()].into_iter().flatten().map(|e| e.epoch);
-        let epoch = newest.max().unwrap_or(0) + 1;
+        let epoch = next_epoch(newest.max().unwrap_or(0))
+            .map_err(|e| failed(id, "choosing the epoch", e))?;
         history.truncate_to(end);
         history.begin(epoch, end).map_err(|e| failed(id, "beginning the epoch", e))?;
         self.log.save_epochs(&history).await.map_err(|e| failed(id, "saving epochs", e))?;
