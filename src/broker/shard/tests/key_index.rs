@@ -1,7 +1,7 @@
 //! The key index task (`shard/key_index.rs`) on one shard over the real log on the simulated
 //! directory, with a simulated clock: a log written faster than it is indexed still gets
-//! periodic checkpoints, and a stop indexes for a bounded time, checkpoints what it indexed
-//! and leaves the rest to the next start.
+//! periodic checkpoints, a stop indexes for a bounded time, checkpoints what it indexed and
+//! leaves the rest to the next start, and an index past the end of its log is rebuilt.
 
 use std::time::Duration;
 
@@ -49,6 +49,17 @@ async fn keyed_shard(
     .await;
     s.start_key_index().await.unwrap();
     s
+}
+
+fn key_query(key: &str) -> Request {
+    Request::QueryKeys(crate::protocol::key_query::KeyQuery {
+        shard: 0,
+        topic: "t".into(),
+        key: key.as_bytes().to_vec(),
+        from_ms: 0,
+        to_ms: i64::MAX,
+        max: 1000,
+    })
 }
 
 fn index_of(s: &Rc<Shard<SimLog>>) -> ShardKeyIndex {
@@ -150,5 +161,42 @@ fn a_long_catch_up_checkpoints_on_the_way() {
         fire.fire();
         task.await;
         assert_eq!(index.checkpointed_to().get(), end);
+    });
+}
+
+#[test]
+fn an_index_past_the_end_of_its_log_is_rebuilt_at_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().to_owned();
+    run(move || async move {
+        // An index that covers 10 batches, over a log that holds 2 (the log restored from an
+        // older copy, or its tail lost with the index's checkpoint kept).
+        let s = keyed_shard(&SimDir::new(9), &path, 64 << 10, stepping_clock()).await;
+        for _ in 0..10 {
+            call(&s, keyed_batch(10)).await.unwrap();
+        }
+        let (mut fire, stop) = stop_pair();
+        fire.fire();
+        s.clone().key_index_loop_with(stop, Duration::from_secs(3600)).await;
+        assert_eq!(index_of(&s).checkpointed_to().get(), s.log.durable_end());
+        drop(s);
+        let sim = SimDir::new(10);
+        let s = keyed_shard(&sim, &path, 64 << 10, stepping_clock()).await;
+        for _ in 0..2 {
+            call(&s, keyed_batch(10)).await.unwrap();
+        }
+        drop(s);
+
+        let s = keyed_shard(&sim, &path, 64 << 10, stepping_clock()).await;
+        let end = s.log.durable_end();
+        assert_eq!(index_of(&s).indexed_to().get(), end, "rebuilt from the log it has");
+        // Messages written now are indexed, and only the log's own keys are found.
+        call(&s, keyed_batch(10)).await.unwrap();
+        let (mut fire, stop) = stop_pair();
+        fire.fire();
+        s.clone().key_index_loop_with(stop, Duration::from_secs(3600)).await;
+        assert_eq!(index_of(&s).indexed_to().get(), s.log.durable_end());
+        let Response::QueryKeys(hits) = call(&s, key_query("k1")).await.unwrap() else { panic!() };
+        assert_eq!(hits.hits.len(), 30, "{hits:?}");
     });
 }
