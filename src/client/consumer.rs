@@ -511,11 +511,15 @@ mod tests {
             .unwrap();
         }
         let mut bytes = b.finish(-1, -1);
-        stamp(
-            &mut bytes,
-            &Stamp { topic_id: 1, queue_id: 0, base_offset: base, store_timestamp_ms: 2, epoch: 0 },
-        );
+        stamp_at(&mut bytes, base);
         bytes
+    }
+
+    /// Stamps `bytes` as the broker would for queue 0 of topic 1 at `base`.
+    fn stamp_at(bytes: &mut [u8], base: u64) {
+        let s =
+            Stamp { topic_id: 1, queue_id: 0, base_offset: base, store_timestamp_ms: 2, epoch: 0 };
+        stamp(bytes, &s);
     }
 
     #[test]
@@ -523,14 +527,7 @@ mod tests {
         // A broker speaking wrongly (or a hand-edited segment it serves): both checksums hold
         // but the records' offsets pass u64::MAX.
         let mut bytes = batch(0, 3, b"A");
-        let s = Stamp {
-            topic_id: 1,
-            queue_id: 0,
-            base_offset: u64::MAX - 1,
-            store_timestamp_ms: 2,
-            epoch: 0,
-        };
-        stamp(&mut bytes, &s);
+        stamp_at(&mut bytes, u64::MAX - 1);
         let d = decode_batches(&bytes, 0, &[]);
         assert!(d.messages.is_empty());
         assert_eq!(d.corrupt.map(|c| c.first_offset), Some(0));
@@ -541,14 +538,7 @@ mod tests {
         // Offsets [u64::MAX - 3, u64::MAX) are all valid; the damage after them starts at the
         // last offset, and is reported as covering at most what is left.
         let mut bytes = batch(0, 3, b"A");
-        let s = Stamp {
-            topic_id: 1,
-            queue_id: 0,
-            base_offset: u64::MAX - 3,
-            store_timestamp_ms: 2,
-            epoch: 0,
-        };
-        stamp(&mut bytes, &s);
+        stamp_at(&mut bytes, u64::MAX - 3);
         bytes.extend_from_slice(&[0xff; 100]);
         let scan = scan_batches(&bytes, 0, &[]);
         assert_eq!(scan.next_offset, u64::MAX);

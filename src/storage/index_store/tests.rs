@@ -287,6 +287,26 @@ fn a_scanned_batch_whose_offsets_pass_the_last_offset_is_refused() {
     });
 }
 
+/// A checkpoint (128 entries per file, no segments) of queue `q` alone.
+fn one_queue_checkpoint(
+    q: QueueKey,
+    entries: std::ops::Range<u64>,
+    offsets: std::ops::Range<QueueOffset>,
+) -> IndexCheckpoint {
+    IndexCheckpoint {
+        position: LogPosition::ZERO,
+        file_entries: 128,
+        segments: vec![],
+        queues: vec![QueueCheckpoint {
+            queue: q,
+            first_entry: entries.start,
+            next_entry: entries.end,
+            min_offset: offsets.start,
+            next_offset: offsets.end,
+        }],
+    }
+}
+
 /// A checksum-valid checkpoint counting a huge number of entries for a queue the floors say
 /// is all dropped: recovery must not look for each of its files one by one.
 #[test]
@@ -295,18 +315,7 @@ fn a_checkpoint_counting_huge_dropped_queues_does_not_hang_recovery() {
         let dir = SimDir::new(1);
         let store: IndexStore<SimFileHandle> = IndexStore::new(128, 64 * 1024);
         let q = QueueKey::new(TopicId::new(1), QueueId::new(1));
-        let ckpt = IndexCheckpoint {
-            position: LogPosition::ZERO,
-            file_entries: 128,
-            segments: vec![],
-            queues: vec![QueueCheckpoint {
-                queue: q,
-                first_entry: 0,
-                next_entry: u64::MAX,
-                min_offset: QueueOffset::ZERO,
-                next_offset: QueueOffset::new(10),
-            }],
-        };
+        let ckpt = one_queue_checkpoint(q, 0..u64::MAX, QueueOffset::ZERO..QueueOffset::new(10));
         let floors = HashMap::from([(q, QueueOffset::new(10))]);
         store.recover(&dir, &[], Some(&ckpt), &floors).await.unwrap();
         assert_eq!(store.visible_offsets(q, LogPosition::MAX).unwrap().min, QueueOffset::new(10));
@@ -322,18 +331,7 @@ fn index_files_numbered_past_the_queues_entries_are_stale() {
             let dir = SimDir::new(1);
             let store: IndexStore<SimFileHandle> = IndexStore::new(128, 64 * 1024);
             let q = QueueKey::new(TopicId::new(1), QueueId::new(1));
-            let ckpt = IndexCheckpoint {
-                position: LogPosition::ZERO,
-                file_entries: 128,
-                segments: vec![],
-                queues: vec![QueueCheckpoint {
-                    queue: q,
-                    first_entry: 0,
-                    next_entry: 10,
-                    min_offset: QueueOffset::ZERO,
-                    next_offset: QueueOffset::new(20),
-                }],
-            };
+            let ckpt = one_queue_checkpoint(q, 0..10, QueueOffset::ZERO..QueueOffset::new(20));
             let names = vec![index_file_name(q, file)];
             let floors = HashMap::from([(q, QueueOffset::new(5))]);
             store.recover(&dir, &names, Some(&ckpt), &floors).await.unwrap();
@@ -353,18 +351,7 @@ fn an_entry_read_back_past_the_last_offset_is_corrupt() {
         let mut bytes = vec![0u8; ENTRY_BYTES];
         IndexEntry { base_offset: QueueOffset::new(u64::MAX), ..entry(0, 0) }.encode(&mut bytes);
         dir.write_atomic(&index_file_name(q, 0), &bytes).await.unwrap();
-        let ckpt = IndexCheckpoint {
-            position: LogPosition::ZERO,
-            file_entries: 128,
-            segments: vec![],
-            queues: vec![QueueCheckpoint {
-                queue: q,
-                first_entry: 0,
-                next_entry: 1,
-                min_offset: QueueOffset::ZERO,
-                next_offset: QueueOffset::new(2),
-            }],
-        };
+        let ckpt = one_queue_checkpoint(q, 0..1, QueueOffset::ZERO..QueueOffset::new(2));
         store.recover(&dir, &[index_file_name(q, 0)], Some(&ckpt), &HashMap::new()).await.unwrap();
         let found = store.find(&dir, q, QueueOffset::new(1)).await;
         assert!(matches!(found, Err(LookupError::Corrupt { .. })), "{found:?}");
@@ -379,18 +366,8 @@ fn a_checkpoint_counting_more_entries_than_offsets_is_refused() {
     on_executor(|| async {
         let dir = SimDir::new(1);
         let q = QueueKey::new(TopicId::new(1), QueueId::new(1));
-        let written = IndexCheckpoint {
-            position: LogPosition::ZERO,
-            file_entries: 128,
-            segments: vec![],
-            queues: vec![QueueCheckpoint {
-                queue: q,
-                first_entry: u64::MAX,
-                next_entry: u64::MAX,
-                min_offset: QueueOffset::new(5),
-                next_offset: QueueOffset::new(5),
-            }],
-        };
+        let written =
+            one_queue_checkpoint(q, u64::MAX..u64::MAX, QueueOffset::new(5)..QueueOffset::new(5));
         let decoded = IndexCheckpoint::decode(&written.encode());
         if let Ok(ckpt) = &decoded {
             let store: IndexStore<SimFileHandle> = IndexStore::new(128, 64 * 1024);
