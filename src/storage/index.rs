@@ -290,9 +290,14 @@ impl IndexCheckpoint {
         let mut at = CHECKPOINT_HEADER_BYTES;
         let mut segments = Vec::with_capacity(segment_count);
         for _ in 0..segment_count {
-            let sealed_end = u64_at(at + 8);
+            let (base, sealed_end) = (u64_at(at), u64_at(at + 8));
+            if sealed_end != 0 && sealed_end < base {
+                return Err(format!(
+                    "index checkpoint seals the segment at {base} at {sealed_end}, below its base"
+                ));
+            }
             segments.push(SegmentCheckpoint {
-                base: LogPosition::new(u64_at(at)),
+                base: LogPosition::new(base),
                 sealed_end: (sealed_end != 0).then_some(LogPosition::new(sealed_end)),
                 max_store_timestamp_ms: u64_at(at + 16) as i64,
             });
@@ -413,5 +418,23 @@ mod tests {
         b[30] ^= 1;
         assert!(IndexCheckpoint::decode(&b).is_err());
         assert!(IndexCheckpoint::decode(&b[..10]).is_err());
+    }
+
+    #[test]
+    fn a_checkpoint_sealing_a_segment_below_its_base_is_refused() {
+        let mut c = IndexCheckpoint {
+            position: p(70000),
+            file_entries: 128,
+            segments: vec![SegmentCheckpoint {
+                base: p(65536),
+                sealed_end: Some(p(65536)),
+                max_store_timestamp_ms: 9,
+            }],
+            queues: vec![],
+        };
+        assert_eq!(IndexCheckpoint::decode(&c.encode()).unwrap(), c);
+        c.segments[0].sealed_end = Some(p(4000));
+        let e = IndexCheckpoint::decode(&c.encode()).unwrap_err();
+        assert!(e.contains("below its base"), "{e}");
     }
 }
