@@ -114,7 +114,8 @@ fn crashes_lose_nothing_the_log_can_not_give_back() {
             let log = make_log(&mut rng, 120);
             let sim = SimDir::new(seed);
             sim.set_torn_crash(true);
-            let mut index = KeyIndex::open(sim.clone(), settings(1000)).await.unwrap();
+            let mut index =
+                KeyIndex::open(sim.clone(), settings(1000), LogPosition::MAX).await.unwrap();
             let mut done = 0usize;
             while done < log.len() {
                 let to = (done + 1 + rng.below(15) as usize).min(log.len());
@@ -125,7 +126,9 @@ fn crashes_lose_nothing_the_log_can_not_give_back() {
                         let checkpointed = index.checkpointed_to();
                         sim.crash();
                         drop(index);
-                        index = KeyIndex::open(sim.clone(), settings(1000)).await.unwrap();
+                        index = KeyIndex::open(sim.clone(), settings(1000), LogPosition::MAX)
+                            .await
+                            .unwrap();
                         // Nothing past the checkpoint is trusted, nothing before it lost.
                         assert_eq!(index.indexed_to(), checkpointed, "seed {seed}");
                         done = log
@@ -150,7 +153,7 @@ fn retention_and_the_file_bound_delete_the_oldest_files() {
         let mut rng = Rng(77);
         let log = make_log(&mut rng, 200);
         let sim = SimDir::new(3);
-        let index = KeyIndex::open(sim.clone(), settings(4)).await.unwrap();
+        let index = KeyIndex::open(sim.clone(), settings(4), LogPosition::MAX).await.unwrap();
         follow(&index, &log, log.len()).await;
         index.checkpoint().await.unwrap();
         // At most 4 files: 3 sealed + the active one.
@@ -178,7 +181,7 @@ fn a_failed_sync_stops_the_index_and_the_next_open_recovers() {
         let mut rng = Rng(5);
         let log = make_log(&mut rng, 40);
         let sim = SimDir::new(9);
-        let index = KeyIndex::open(sim.clone(), settings(1000)).await.unwrap();
+        let index = KeyIndex::open(sim.clone(), settings(1000), LogPosition::MAX).await.unwrap();
         follow(&index, &log, 20).await;
         index.checkpoint().await.unwrap();
         follow(&index, &log, 40).await;
@@ -191,7 +194,7 @@ fn a_failed_sync_stops_the_index_and_the_next_open_recovers() {
         assert!(index.query(&walk, 10).await.unwrap_err().contains("stopped"));
         sim.crash();
         drop(index);
-        let index = KeyIndex::open(sim.clone(), settings(1000)).await.unwrap();
+        let index = KeyIndex::open(sim.clone(), settings(1000), LogPosition::MAX).await.unwrap();
         assert_eq!(index.indexed_to(), checkpointed);
         follow(&index, &log, 40).await;
         check_all(&index, &log, 40, 5).await;
@@ -209,14 +212,14 @@ fn a_missing_active_file_is_indexed_again_from_the_log() {
             Entry { key_hash: 1, topic_id: 1, queue_id: 0, offset: 10_000, store_ms: 2_000 };
         log.push(Batch { position: last.end, end: last.end + 100, entries: vec![entry] });
         let sim = SimDir::new(4);
-        let index = KeyIndex::open(sim.clone(), settings(1000)).await.unwrap();
+        let index = KeyIndex::open(sim.clone(), settings(1000), LogPosition::MAX).await.unwrap();
         follow(&index, &log, 31).await;
         index.checkpoint().await.unwrap();
         let checkpointed = index.checkpointed_to();
         drop(index);
         let active = sim.names().into_iter().filter(|n| n.ends_with(".kidx")).max().unwrap();
         sim.remove_now(&active);
-        let index = KeyIndex::open(sim.clone(), settings(1000)).await.unwrap();
+        let index = KeyIndex::open(sim.clone(), settings(1000), LogPosition::MAX).await.unwrap();
         assert!(index.indexed_to() < checkpointed, "the lost file's range is indexed again");
         follow(&index, &log, 31).await;
         check_all(&index, &log, 31, 11).await;

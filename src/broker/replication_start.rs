@@ -96,13 +96,8 @@ pub(super) async fn start_replication(
                             truncate_log(&dir, LogPosition::new(joined.truncate_to))
                                 .await
                                 .map_err(|e| format!("shard {id}: truncating the log: {e}"))?;
-                            // The key index may cover the cut positions (and would skip what
-                            // the master writes there): without its checkpoint it is rebuilt
-                            // from the log at open, once per rejoin like the queue index.
-                            crate::storage::key_index::store::forget_checkpoint(
-                                &storage.dir.join("keys"),
-                            )
-                            .map_err(|e| format!("shard {id}: {e}"))?;
+                            // A key index covering the cut positions is rebuilt when it
+                            // opens (`KeyIndex::open` distrusts a checkpoint past the log).
                             log = log_backend::open(storage)
                                 .await
                                 .map_err(|e| format!("reopening the log of shard {id}: {e}"))?;

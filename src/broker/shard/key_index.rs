@@ -79,26 +79,10 @@ impl<L: ShardLog> Shard<L> {
         if !self.config.key_index.enabled {
             return Ok(());
         }
-        let path = self.config.storage_for_shard(self.id.get()).dir.join("keys");
-        let open = || async {
-            let dir = DmaDir::open(&path, self.config.storage.io_mode).await?;
-            KeyIndex::open(dir, self.config.key_index.settings()).await.map(Rc::new)
-        };
-        let mut index = open().await?;
-        if index.indexed_to().get() > self.log.durable_end() {
-            // It would wait for the log to pass that point and never index what lies below
-            // it; its entries past the end name messages the log does not hold.
-            tracing::warn!(
-                shard = self.id.get(),
-                "key index: its checkpoint covers the log to {} but the log ends at {}; \
-                 rebuilding it from the log",
-                index.indexed_to(),
-                self.log.durable_end()
-            );
-            drop(index);
-            crate::storage::key_index::store::forget_checkpoint(&path)?;
-            index = open().await?;
-        }
+        let dir = self.config.storage_for_shard(self.id.get()).dir.join("keys");
+        let dir = DmaDir::open(&dir, self.config.storage.io_mode).await?;
+        let log_end = LogPosition::new(self.log.durable_end());
+        let index = Rc::new(KeyIndex::open(dir, self.config.key_index.settings(), log_end).await?);
         let (from, end) = (index.indexed_to(), self.log.durable_end());
         let started = std::time::Instant::now();
         while index.indexed_to().get() < self.log.durable_end() {

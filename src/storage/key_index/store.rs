@@ -163,23 +163,19 @@ fn io_err(what: impl std::fmt::Display, e: io::Error) -> String {
     format!("{what}: {e}")
 }
 
-/// Deletes the checkpoint in the key index directory `keys` (durably), so the next
-/// [`KeyIndex::open`] rebuilds the index from the log: for a log cut below what the index
-/// covers (a replica truncated to its master's). Nothing to do when there is none.
-pub fn forget_checkpoint(keys: &std::path::Path) -> Result<(), String> {
-    match std::fs::remove_file(keys.join(KEY_CHECKPOINT_FILE)) {
-        Ok(()) => std::fs::File::open(keys)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| format!("syncing {} after dropping its checkpoint: {e}", keys.display())),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(format!("dropping the key index checkpoint in {}: {e}", keys.display())),
-    }
-}
-
 impl<D: LogDir> KeyIndex<D> {
     /// Opens the index in `dir`, keeping what the last checkpoint made durable and deleting
     /// what it does not cover. The caller then indexes the log from [`Self::indexed_to`].
-    pub async fn open(dir: D, settings: KeyIndexSettings) -> Result<KeyIndex<D>, String> {
+    /// A checkpoint past `log_end`, the end of the log it indexes (a replica's log truncated
+    /// to its master's, a log restored from an older copy), is not trusted: its entries past
+    /// the end name messages the log does not hold, and the log's new bytes below its
+    /// position would never be indexed. The index is rebuilt from the log, as for a damaged
+    /// checkpoint.
+    pub async fn open(
+        dir: D,
+        settings: KeyIndexSettings,
+        log_end: LogPosition,
+    ) -> Result<KeyIndex<D>, String> {
         settings.geometry.validate()?;
         let names = dir.list().await.map_err(|e| io_err("listing the key index", e))?;
         for n in names.iter().filter(|n| n.ends_with(".tmp")) {
@@ -187,6 +183,15 @@ impl<D: LogDir> KeyIndex<D> {
         }
         let checkpoint = match dir.read_all(KEY_CHECKPOINT_FILE).await {
             Ok(Some(b)) => match KeyCheckpoint::decode(&b) {
+                Ok(c) if c.indexed_to > log_end => {
+                    tracing::warn!(
+                        "{}: covers the log to {} but the log ends at {log_end}; rebuilding \
+                         the key index",
+                        KEY_CHECKPOINT_FILE,
+                        c.indexed_to
+                    );
+                    None
+                }
                 Ok(c) => Some(c),
                 Err(e) => {
                     // Only the index is lost: it is rebuilt from the log.
@@ -626,8 +631,8 @@ mod tests {
                 active: Header::empty(geometry),
             };
             dir.write_atomic(KEY_CHECKPOINT_FILE, &ckpt.encode()).await.unwrap();
-            let index =
-                KeyIndex::open(dir, KeyIndexSettings { geometry, max_files: 4 }).await.unwrap();
+            let settings = KeyIndexSettings { geometry, max_files: 4 };
+            let index = KeyIndex::open(dir, settings, LogPosition::MAX).await.unwrap();
             let e = Entry { key_hash: 1, topic_id: 1, queue_id: 0, offset: 0, store_ms: 1 };
             let (p, q) = (LogPosition::new(0), LogPosition::new(100));
             index.add_batch(p, q, &[e]).await.unwrap();
@@ -635,6 +640,34 @@ mod tests {
             let e = Entry { offset: 1, ..e };
             index.add_batch(q, LogPosition::new(200), &[e]).await.unwrap();
             assert_eq!(index.file_count(), 2);
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn a_checkpoint_past_the_end_of_the_log_is_not_trusted() {
+        use crate::runtime::{run_on_new_executor, ExecutorOptions};
+        use crate::storage::sim_dir::SimDir;
+        run_on_new_executor(ExecutorOptions::default(), || async {
+            let dir = SimDir::new(1);
+            let settings = KeyIndexSettings {
+                geometry: Geometry { slot_count: 4, max_entries: 8 },
+                max_files: 4,
+            };
+            let index = KeyIndex::open(dir.clone(), settings, LogPosition::MAX).await.unwrap();
+            let e = Entry { key_hash: 1, topic_id: 1, queue_id: 0, offset: 0, store_ms: 1 };
+            index.add_batch(LogPosition::ZERO, LogPosition::new(100), &[e]).await.unwrap();
+            index.checkpoint().await.unwrap();
+            drop(index);
+            // The log ends at 100: the checkpoint is kept.
+            let index = KeyIndex::open(dir.clone(), settings, LogPosition::new(100)).await.unwrap();
+            assert_eq!(index.indexed_to(), LogPosition::new(100));
+            drop(index);
+            // The log was cut to 40: rebuilt from the log, nothing of the cut range found.
+            let index = KeyIndex::open(dir, settings, LogPosition::new(40)).await.unwrap();
+            assert_eq!(index.indexed_to(), LogPosition::ZERO);
+            let walk = Walk { hash: 1, topic_id: 1, from_ms: i64::MIN, to_ms: i64::MAX };
+            assert!(index.query(&walk, 10).await.unwrap().entries.is_empty());
         })
         .unwrap();
     }
