@@ -228,6 +228,7 @@ pub fn conflict(leader: &EpochHistory, follower: &EpochHistory) -> Option<String
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     #[test]
     fn the_next_epoch_is_one_above_and_the_last_one_has_none() {
@@ -235,7 +236,6 @@ mod tests {
         assert_eq!(next_epoch(41), Ok(42));
         assert_eq!(next_epoch(u32::MAX), Err(EpochError::Exhausted(u32::MAX)));
     }
-    use proptest::prelude::*;
 
     fn h(entries: &[(u32, u64)]) -> EpochHistory {
         EpochHistory::from_entries(
