@@ -128,3 +128,44 @@ fn appends_complete_while_retention_searches_the_index() {
         log.close().await.unwrap();
     });
 }
+
+#[test]
+fn one_slow_write_holds_appends_at_the_write_pool_not_memory() {
+    run(|| async {
+        // Async flush, chunks of 8 KiB, a pool of 8. One write takes 400 ms (a slow O_DIRECT
+        // write under load); the writes after it complete at once. Their chunks must not give
+        // their permits back while the slow one holds the written end: the pool bounds the
+        // bytes not yet written, and with them what the chunk cache holds (before, appends
+        // went on, and a 150 ms stall let 315 MB pile up and then leave the cache at once).
+        let dir = SimDir::new(34);
+        let cfg = small_config(FlushMode::Async);
+        let pool = (cfg.chunk_size_bytes * cfg.chunk_pool_chunks) as u64;
+        let log = CommitLog::open_with(dir.clone(), cfg).await.unwrap();
+        dir.set_latency(SimOp::Write, Duration::from_millis(400));
+        // A full chunk: its write starts now, with the latency.
+        let mut tag = 0u64;
+        while dir.in_progress(SimOp::Write) == 0 {
+            log.append(Q1, &batch(tag, 1, 1000)).await.unwrap();
+            tag += 1;
+            ringmq::runtime::yield_once().await;
+        }
+        dir.set_latency(SimOp::Write, Duration::ZERO);
+        let appender = ringmq::runtime::spawn({
+            let log = log.clone();
+            async move {
+                for t in tag..tag + 200 {
+                    log.append(Q1, &batch(t, 1, 1000)).await.unwrap();
+                }
+            }
+        });
+        ringmq::runtime::sleep(Duration::from_millis(100)).await;
+        let (appended, _, _) = log.positions();
+        let ahead = appended.get() - log.written_end().get();
+        assert!(dir.in_progress(SimOp::Write) >= 1, "the slow write is still in flight");
+        assert!(ahead <= pool + 8192, "{ahead} bytes appended past the written end (pool {pool})");
+        bounded("appends after the slow write", appender).await.unwrap();
+        log.flush().await.unwrap();
+        assert_eq!(read_all(&log, Q1).await, (0..tag + 200).collect::<Vec<_>>());
+        log.close().await.unwrap();
+    });
+}

@@ -254,7 +254,6 @@ impl<D: LogDir + 'static> CommitLog<D> {
                 let _ = prev.await;
             }
             let result = seg.file.write_at(buf, file_offset).await;
-            drop(permit);
             match result {
                 Ok(()) => {
                     let mut st = log.st.borrow_mut();
@@ -262,7 +261,13 @@ impl<D: LogDir + 'static> CommitLog<D> {
                     st.tracker.completed(valid_start, valid_end);
                     let written = st.tracker.written();
                     st.cache.evict(written);
+                    // This chunk's permit, and those of later chunks that completed first, go
+                    // back once the written end has passed them.
+                    st.written_permits.insert(valid_end, permit);
+                    let later = st.written_permits.split_off(&LogPosition::new(written.get() + 1));
+                    let released = std::mem::replace(&mut st.written_permits, later);
                     drop(st);
+                    drop(released);
                     log.written_changed.notify();
                 }
                 Err(e) => log.fail(format!(

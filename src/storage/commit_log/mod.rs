@@ -110,6 +110,11 @@ struct State<F> {
     head: Option<Head>,
     carry: Option<Carry>,
     spare_permits: Vec<StaticPermit>,
+    /// Permits of completed writes past the written end (by the end of their bytes): a chunk
+    /// gives its permit back only once every write before it completed too, so the pool bounds
+    /// the bytes not yet written, and the chunk cache's memory (`chunk_cache.rs`), even while
+    /// one slow write holds the written end and later ones complete.
+    written_permits: BTreeMap<LogPosition, StaticPermit>,
     append_pos: LogPosition,
     tracker: WriteTracker,
     durable: LogPosition,
@@ -203,6 +208,7 @@ impl<D: LogDir + 'static> CommitLog<D> {
                 head: None,
                 carry: recovered.carry,
                 spare_permits: Vec::new(),
+                written_permits: BTreeMap::new(),
                 append_pos: recovered.end,
                 tracker: WriteTracker::new(recovered.end),
                 durable: recovered.end,
