@@ -474,20 +474,26 @@ pub(super) fn memory_copy<F>(st: &State<F>, pos: LogPosition, len: usize) -> Opt
     if !starts_in_memory {
         return None;
     }
-    let mut out = vec![0u8; len];
-    (copy_from_memory(st, pos, &mut out) == len).then_some(out)
+    let mut out = Vec::with_capacity(len);
+    (extend_from_memory(st, pos, len, &mut out) == len).then_some(out)
 }
 
-/// Copies the log bytes from `pos` into `out` from the cache and the head chunk.
-pub(super) fn copy_from_memory<F>(st: &State<F>, pos: LogPosition, out: &mut [u8]) -> usize {
-    let mut done = st.cache.copy_prefix(pos, out);
-    if done < out.len() {
+/// Appends the log bytes `[pos, pos + len)` to `out` from the cache and the head chunk, as far
+/// as memory holds them; returns how many.
+pub(super) fn extend_from_memory<F>(
+    st: &State<F>,
+    pos: LogPosition,
+    len: usize,
+    out: &mut Vec<u8>,
+) -> usize {
+    let mut done = st.cache.extend_prefix(pos, len, out);
+    if done < len {
         if let Some(h) = &st.head {
             let at = pos + done as u64;
             if at >= h.pos && at < h.pos + h.filled as u64 {
                 let from = (at - h.pos) as usize;
-                let n = (h.filled - from).min(out.len() - done);
-                out[done..done + n].copy_from_slice(&h.buf.as_bytes()[from..from + n]);
+                let n = (h.filled - from).min(len - done);
+                out.extend_from_slice(&h.buf.as_bytes()[from..from + n]);
                 done += n;
             }
         }
