@@ -95,9 +95,11 @@ impl<D: LogDir + 'static> ShardLog for Rc<CommitLog<D>> {
         &self,
         from: u64,
         max_bytes: u64,
+        up_to: u64,
         mut each: impl FnMut(u64, &BatchView<'_>),
     ) -> Result<Followed, StorageError> {
-        CommitLog::follow(self, LogPosition::new(from), max_bytes, |p, b| each(p.get(), b)).await
+        let (from, up_to) = (LogPosition::new(from), LogPosition::new(up_to));
+        CommitLog::follow(self, from, max_bytes, up_to, |p, b| each(p.get(), b)).await
     }
 
     fn oldest_position(&self) -> u64 {

@@ -168,6 +168,8 @@ pub struct Shard<L: ShardLog> {
     check_waiters: RefCell<transaction::CheckWaiters>,
     /// The key index (`key_index` handler), once `start_key_index` opened it.
     keys: RefCell<Option<key_index::ShardKeyIndex>>,
+    /// What the produce path shares with the key index's reader (`key_index::KeyReader`).
+    keys_reader: key_index::KeyReader,
     /// Master or replica (`replication` handler); unset for a single broker.
     replication: std::cell::OnceCell<replication::ShardRole>,
     /// A live promotion of a replica shard (`promote` handler).
@@ -246,6 +248,7 @@ impl<L: ShardLog> Shard<L> {
                 config.transaction.max_check_waiters,
             )),
             keys: RefCell::new(None),
+            keys_reader: key_index::KeyReader::default(),
             started: clock.now(),
             schedule: RefCell::new(schedule::ScheduleState::new(
                 &config,

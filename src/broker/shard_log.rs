@@ -97,12 +97,14 @@ pub trait ShardLog: 'static {
         since_ms: i64,
         each: impl FnMut(Scanned<'_>),
     ) -> Result<TailScan, StorageError>;
-    /// Reports the durable batches from log position `from` in log order, reading about
-    /// `max_bytes` (see [`crate::storage::CommitLog::follow`]): for indexes behind the log.
+    /// Reports the written batches from log position `from` up to `up_to` in log order,
+    /// reading about `max_bytes` (see [`crate::storage::CommitLog::follow`]): for indexes
+    /// behind the log.
     async fn follow(
         &self,
         from: u64,
         max_bytes: u64,
+        up_to: u64,
         each: impl FnMut(u64, &BatchView<'_>),
     ) -> Result<Followed, StorageError>;
     /// The first log position the log still holds (retention removed what lies before).

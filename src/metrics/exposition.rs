@@ -272,6 +272,13 @@ impl Collector for SnapshotCollector {
              found by QUERY_KEYS until it has",
             shards.iter().filter_map(|s| s.key_index_behind_bytes.map(|b| (shard_label(s), b))),
         )?;
+        counters(
+            e,
+            "key_index_disk_read_bytes",
+            "Log bytes the key index read back from disk: its reader fell behind what the chunk \
+             cache holds, or a start re-indexed the log since the last checkpoint",
+            shards.iter().filter_map(|s| s.key_index_disk_read_bytes.map(|b| (shard_label(s), b))),
+        )?;
         gauges(
             e,
             "long_poll_waiters",
@@ -450,6 +457,7 @@ mod tests {
         s1.counters.produce_bytes = 3000;
         s1.counters.connections_open = 2;
         s1.key_index_behind_bytes = Some(4096);
+        s1.key_index_disk_read_bytes = Some(8192);
         s1.append_ack_latency.record_us(40);
         s1.append_ack_latency.record_us(4_000);
         s1.log.chunk_cache_hits = 3;
@@ -486,6 +494,7 @@ mod tests {
         assert_eq!(value(&s, "ringmq_append_bytes_total", &shard1), Some(3000.0));
         assert_eq!(value(&s, "ringmq_connections_open", &shard1), Some(2.0));
         assert_eq!(value(&s, "ringmq_key_index_behind_bytes", &shard1), Some(4096.0));
+        assert_eq!(value(&s, "ringmq_key_index_disk_read_bytes_total", &shard1), Some(8192.0));
         assert_eq!(
             value(&s, "ringmq_shard_up", &[("shard", "0")]),
             Some(0.0),

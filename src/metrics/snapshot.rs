@@ -81,6 +81,9 @@ pub struct ShardSnapshot {
     /// Durable log bytes past the key index's position (keys QUERY_KEYS does not find yet);
     /// None without a key index.
     pub key_index_behind_bytes: Option<u64>,
+    /// Log bytes the key index read back from disk since start (it fell behind the chunk
+    /// cache, or the start re-indexed); None without a key index.
+    pub key_index_disk_read_bytes: Option<u64>,
 }
 
 /// A shard's replication state (`broker/shard/replication.rs`).

@@ -20,7 +20,8 @@ pub struct MemoryBudget {
     pub cache_bytes: usize,
     /// The queue index's block cache and entries not yet written (`index_cache_bytes`).
     pub index_bytes: usize,
-    /// The key index's active file, held whole in memory (`key_index`).
+    /// The key index's active file, held whole in memory, and the keys its reader took ahead
+    /// of the log's durable end (`key_index`).
     pub key_index_bytes: usize,
     pub read_ahead_bytes: usize,
     /// Catching-up queues' next fetches, read ahead (`prefetch_bytes`).
@@ -94,6 +95,9 @@ impl Config {
             index_bytes: s.index_cache_bytes,
             key_index_bytes: if self.key_index.enabled {
                 self.key_index.settings().geometry.file_bytes()
+                    + crate::storage::key_index::staged::max_bytes(
+                        self.key_index.entries_per_file as usize,
+                    )
             } else {
                 0
             },

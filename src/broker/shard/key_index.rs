@@ -1,14 +1,25 @@
 //! The shard's key index task and QUERY_KEYS handler (`crate::storage::key_index`).
 //!
-//! The index follows the shard's log off the acknowledgement path: every `interval_ms` the
-//! task reads the durable batches past the index's position (at most `max_step_bytes` per
-//! step, in the control task queue, so it yields to produce and fetch), adds an entry per key
-//! of each message, and about every `checkpoint_interval_ms` makes its progress durable. At
-//! start the shard re-indexes the log from the index's checkpoint to the durable end before it
-//! serves, so a restart (even after kill -9) loses no key of an acknowledged message. An index
-//! that falls behind (a log written faster than one core indexes it while it also serves) still
-//! checkpoints on time, and a stop indexes for at most `shutdown_timeout_ms` before its last
-//! checkpoint: a broker stopped 30 GB behind used to index all of it first (BENCHMARKS.md).
+//! The index follows the shard's log off the acknowledgement path, in two parts of one task in
+//! the control task queue, so they yield to produce and fetch:
+//! - the **reader**, every `interval_ms` or as soon as the written log ran `max_step_bytes`
+//!   past it, reads the *written* batches past its position (at most `max_step_bytes` per
+//!   step) while the chunk cache still holds them, and stages each message's keys
+//!   (`staged::Staged`, bounded by `entries_per_file` keys plus one step);
+//! - the **writer** adds the staged batches to the index once the log's *durable* end has
+//!   passed them (the index never names a message a crash can take back), and every
+//!   `checkpoint_interval_ms` makes its progress durable. While it waits for a checkpoint's or
+//!   a seal's I/O, the reader goes on reading from memory.
+//!
+//! Both used to be one loop that read only durable batches: an fdatasync of 100-400 ms under a
+//! 1.7 GB/s write load, or the index's own checkpoint, let the log run past what the cache
+//! holds, and from then on the index read everything back from a disk busy with writes and
+//! fell tens of GB behind (BENCHMARKS.md, 2026-12-04).
+//!
+//! At start the shard re-indexes the log from the index's checkpoint to the durable end before
+//! it serves, so a restart (even after kill -9) loses no key of an acknowledged message. A
+//! stop indexes what the reader staged and the durable log past it for at most
+//! `shutdown_timeout_ms` before its last checkpoint; the rest is indexed at the next start.
 //!
 //! Indexed: user topics only (system queues are internal; a scheduled or transactional
 //! message is indexed when it reaches its real queue). Keys: each space-separated word of a
@@ -16,6 +27,7 @@
 //! (`ORIGIN_MESSAGE_ID`) and a client-set unique id (`UNIQ_KEY`), at most
 //! [`MAX_KEYS_PER_MESSAGE`] per message.
 
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -33,6 +45,7 @@ use crate::protocol::{ErrorCode, Request, Response};
 use crate::runtime;
 use crate::schedule::retry::PROPERTY_ORIGIN_MESSAGE_ID;
 use crate::storage::dma_dir::DmaDir;
+use crate::storage::key_index::staged::Staged;
 use crate::storage::key_index::{key_hash, split_keys, Entry, KeyIndex, Walk, PROPERTY_UNIQ_KEY};
 use crate::storage::LogPosition;
 
@@ -44,6 +57,61 @@ const YIELD_EVERY_BATCHES: usize = 64;
 
 /// The shard's key index, once started.
 pub type ShardKeyIndex = Rc<KeyIndex<DmaDir>>;
+
+/// What the produce path shares with the key index's reader: the written end that wakes it
+/// before its interval ends (once the log's written end ran `max_step_bytes` past it, so at
+/// max rate it reads each step while the chunk cache still holds it: at 1.7 GB/s an interval
+/// of 200 ms is 340 MB, more than the cache's 256 MiB), and the bytes it had to read back from
+/// disk. The written end, not the appended one: the reader can take only written bytes, and a
+/// wake-up for bytes still in flight would find nothing to read.
+pub struct KeyReader {
+    wake_at: Cell<u64>,
+    woken: runtime::Signal,
+    disk_bytes: Cell<u64>,
+}
+
+impl Default for KeyReader {
+    fn default() -> Self {
+        KeyReader {
+            wake_at: Cell::new(u64::MAX),
+            woken: runtime::Signal::default(),
+            disk_bytes: Cell::new(0),
+        }
+    }
+}
+
+impl KeyReader {
+    /// The log is written up to `end` (checked after each append): wakes the reader if that
+    /// passes its mark.
+    pub fn written(&self, end: u64) {
+        if end >= self.wake_at.get() {
+            self.wake_at.set(u64::MAX);
+            self.woken.notify();
+        }
+    }
+
+    /// Log bytes the key index read back from disk (its reader fell behind the chunk cache, or
+    /// a start re-indexed): a counter for the metrics endpoint.
+    pub fn disk_bytes(&self) -> u64 {
+        self.disk_bytes.get()
+    }
+
+    fn note_disk_bytes(&self, n: u64) {
+        self.disk_bytes.set(self.disk_bytes.get() + n);
+    }
+
+    fn arm(&self, at: u64) {
+        self.wake_at.set(at);
+    }
+
+    fn disarm(&self) {
+        self.wake_at.set(u64::MAX);
+    }
+
+    fn woken(&self) -> impl std::future::Future<Output = ()> + '_ {
+        self.woken.wait()
+    }
+}
 
 /// The key index entries of one stored batch, parsed and verified by the log's follower
 /// (pure: a batch in, entries out). Batches of system topics give none, and a record that does
@@ -103,19 +171,26 @@ impl<L: ShardLog> Shard<L> {
         Ok(())
     }
 
-    /// Indexes one step of durable log past the index's position. Returns whether it moved.
+    /// Indexes one step of durable log past the index's position, reading it as it goes (the
+    /// start's and the stop's catch-up). Returns whether it moved.
     async fn index_keys_step(&self, index: &ShardKeyIndex) -> Result<bool, String> {
         let from = index.indexed_to();
         let mut batches: Vec<(u64, u64, Vec<Entry>)> = Vec::new();
         let followed = self
             .log
-            .follow(from.get(), self.config.key_index.max_step_bytes, |position, view| {
-                let mut entries = Vec::new();
-                batch_entries(view, &mut entries);
-                batches.push((position, position + view.as_bytes().len() as u64, entries));
-            })
+            .follow(
+                from.get(),
+                self.config.key_index.max_step_bytes,
+                self.log.durable_end(),
+                |position, view| {
+                    let mut entries = Vec::new();
+                    batch_entries(view, &mut entries);
+                    batches.push((position, position + view.as_bytes().len() as u64, entries));
+                },
+            )
             .await
             .map_err(|e| format!("reading the log for the key index: {e}"))?;
+        self.keys_reader.note_disk_bytes(followed.disk_bytes);
         for (i, (position, end, entries)) in batches.into_iter().enumerate() {
             index.add_batch(LogPosition::new(position), LogPosition::new(end), &entries).await?;
             if i % YIELD_EVERY_BATCHES == YIELD_EVERY_BATCHES - 1 {
@@ -135,59 +210,29 @@ impl<L: ShardLog> Shard<L> {
         self.key_index_loop_with(stop, budget).await
     }
 
-    /// [`Self::key_index_loop`] with the stop's indexing budget given. Every `interval_ms` it
-    /// catches up in steps of at most `max_step_bytes`, yielding between them and watching
-    /// `stop`; retention and checkpoints run when it caught up and every
-    /// `checkpoint_interval_ms` while it did not, so an index that a log written faster than it
-    /// is indexed keeps behind still checkpoints (a restart re-indexes only since then).
+    /// [`Self::key_index_loop`] with the stop's indexing budget given: the reader and the
+    /// writer (see the module documentation) until `stop`, then what the reader took and is
+    /// durable is indexed, then the durable log past it for at most `stop_budget`, then the
+    /// last checkpoint.
     pub(super) async fn key_index_loop_with(self: Rc<Self>, stop: Stop, stop_budget: Duration) {
         let Some(index) = self.keys.borrow().clone() else { return };
-        let c = &self.config.key_index;
-        let interval = Duration::from_millis(c.interval_ms);
-        let checkpoint_every = Duration::from_millis(c.checkpoint_interval_ms);
-        let mut last_checkpoint = self.clock.now();
-        let mut behind = false;
-        loop {
-            if behind {
-                if stop.clone().now_or_never().is_some() {
-                    break;
-                }
-                runtime::yield_once().await;
-            } else {
-                let tick = Box::pin(self.clock.sleep_until(self.clock.now() + interval));
-                if let Either::Right(_) = select(tick, stop.clone()).await {
-                    break;
-                }
-            }
-            behind = false;
-            if index.failure().is_some() {
-                // Stopped after an I/O failure (logged): queries answer the error.
-                continue;
-            }
-            match self.index_keys_step(&index).await {
-                Ok(moved) => behind = moved && index.indexed_to().get() < self.log.durable_end(),
-                Err(e) => tracing::error!(shard = self.id.get(), "key index: {e}"),
-            }
-            let now = self.clock.now();
-            let due = now.duration_since(last_checkpoint) >= checkpoint_every;
-            if behind && !due {
-                continue;
-            }
-            if let Err(e) = index.retain(LogPosition::new(self.log.oldest_position())).await {
-                tracing::warn!(shard = self.id.get(), "key index retention: {e}");
-            }
-            if due {
-                last_checkpoint = now;
-                if index.checkpointed_to() < index.indexed_to() {
-                    if let Err(e) = index.checkpoint().await {
-                        tracing::error!(shard = self.id.get(), "key index checkpoint: {e}");
-                    }
-                }
-            }
-        }
+        let max_entries = self.config.key_index.entries_per_file as usize;
+        let staged = RefCell::new(Staged::new(index.indexed_to(), max_entries));
+        let (taken, room) = (runtime::Signal::default(), runtime::Signal::default());
+        futures::future::join(
+            self.key_reader(&index, &staged, &taken, &room, stop.clone()),
+            self.key_writer(&index, &staged, &taken, &room, stop),
+        )
+        .await;
+        self.keys_reader.disarm();
         if index.failure().is_some() {
             return;
         }
+        if let Err(e) = self.index_staged(&index, &staged, &room).await {
+            tracing::error!(shard = self.id.get(), "key index: {e}");
+            return;
+        }
+        drop(staged);
         let deadline = self.clock.now() + stop_budget;
         while index.indexed_to().get() < self.log.durable_end() && self.clock.now() < deadline {
             match self.index_keys_step(&index).await {
@@ -210,6 +255,163 @@ impl<L: ShardLog> Shard<L> {
         if let Err(e) = index.checkpoint().await {
             tracing::error!(shard = self.id.get(), "key index final checkpoint: {e}");
         }
+    }
+
+    /// The reader: every `interval_ms`, or as soon as the written log ran `max_step_bytes` past
+    /// it,
+    /// takes the keys of the written log past where it is in steps of at most
+    /// `max_step_bytes` (yielding between them), while the staged keys leave room.
+    async fn key_reader(
+        &self,
+        index: &ShardKeyIndex,
+        staged: &RefCell<Staged>,
+        taken: &runtime::Signal,
+        room: &runtime::Signal,
+        stop: Stop,
+    ) {
+        let c = &self.config.key_index;
+        let interval = Duration::from_millis(c.interval_ms);
+        let mut behind = false;
+        loop {
+            if !staged.borrow().has_room() {
+                // The writer makes room as the log's durable end passes the staged keys.
+                if let Either::Right(_) = select(Box::pin(room.wait()), stop.clone()).await {
+                    return;
+                }
+                continue;
+            }
+            if behind {
+                if stop.clone().now_or_never().is_some() {
+                    return;
+                }
+                runtime::yield_once().await;
+            } else {
+                self.keys_reader
+                    .arm(staged.borrow().read_to().get().saturating_add(c.max_step_bytes));
+                let tick = Box::pin(self.clock.sleep_until(self.clock.now() + interval));
+                let woken = Box::pin(self.keys_reader.woken());
+                if let Either::Right(_) = select(select(tick, woken), stop.clone()).await {
+                    return;
+                }
+                self.keys_reader.disarm();
+            }
+            behind = false;
+            if index.failure().is_some() {
+                // Stopped after an I/O failure (logged): queries answer the error.
+                continue;
+            }
+            match self.read_keys_step(staged).await {
+                Ok(moved) => {
+                    if moved {
+                        taken.notify();
+                    }
+                    behind = moved && staged.borrow().read_to().get() < self.log.written_end();
+                }
+                Err(e) => tracing::error!(shard = self.id.get(), "key index: {e}"),
+            }
+        }
+    }
+
+    /// Takes the keys of one step of written log past the reader's position. Returns whether
+    /// it moved.
+    async fn read_keys_step(&self, staged: &RefCell<Staged>) -> Result<bool, String> {
+        let from = staged.borrow().read_to();
+        let followed = self
+            .log
+            .follow(
+                from.get(),
+                self.config.key_index.max_step_bytes,
+                self.log.written_end(),
+                |position, view| {
+                    let mut entries = Vec::new();
+                    batch_entries(view, &mut entries);
+                    let end = position + view.as_bytes().len() as u64;
+                    let (position, end) = (LogPosition::new(position), LogPosition::new(end));
+                    staged.borrow_mut().push(position, end, entries);
+                },
+            )
+            .await
+            .map_err(|e| format!("reading the log for the key index: {e}"))?;
+        self.keys_reader.note_disk_bytes(followed.disk_bytes);
+        staged.borrow_mut().skip_to(followed.next);
+        Ok(followed.next > from)
+    }
+
+    /// The writer: when the reader took keys, and every `interval_ms`, indexes the staged
+    /// batches the durable end has passed; retains when it caught up and checkpoints every
+    /// `checkpoint_interval_ms` (caught up or not), while the reader goes on.
+    async fn key_writer(
+        &self,
+        index: &ShardKeyIndex,
+        staged: &RefCell<Staged>,
+        taken: &runtime::Signal,
+        room: &runtime::Signal,
+        stop: Stop,
+    ) {
+        let c = &self.config.key_index;
+        let interval = Duration::from_millis(c.interval_ms);
+        let checkpoint_every = Duration::from_millis(c.checkpoint_interval_ms);
+        let mut last_checkpoint = self.clock.now();
+        loop {
+            let tick = Box::pin(self.clock.sleep_until(self.clock.now() + interval));
+            if let Either::Right(_) =
+                select(select(tick, Box::pin(taken.wait())), stop.clone()).await
+            {
+                return;
+            }
+            if index.failure().is_some() {
+                continue;
+            }
+            if let Err(e) = self.index_staged(index, staged, room).await {
+                tracing::error!(shard = self.id.get(), "key index: {e}");
+                continue;
+            }
+            let caught_up = index.indexed_to().get() >= self.log.durable_end();
+            let now = self.clock.now();
+            let due = now.duration_since(last_checkpoint) >= checkpoint_every;
+            if !caught_up && !due {
+                continue;
+            }
+            if let Err(e) = index.retain(LogPosition::new(self.log.oldest_position())).await {
+                tracing::warn!(shard = self.id.get(), "key index retention: {e}");
+            }
+            if due {
+                last_checkpoint = now;
+                if index.checkpointed_to() < index.indexed_to() {
+                    if let Err(e) = index.checkpoint().await {
+                        tracing::error!(shard = self.id.get(), "key index checkpoint: {e}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Indexes the staged batches that lie below the log's durable end, in log order.
+    async fn index_staged(
+        &self,
+        index: &ShardKeyIndex,
+        staged: &RefCell<Staged>,
+        room: &runtime::Signal,
+    ) -> Result<(), String> {
+        let durable = LogPosition::new(self.log.durable_end());
+        let mut added = 0usize;
+        loop {
+            let Some(span) = staged.borrow_mut().pop_durable(durable) else { break };
+            index.add_batch(span.position, span.end, &span.entries).await?;
+            room.notify();
+            added += 1;
+            if added % YIELD_EVERY_BATCHES == 0 {
+                // A preemption point: produce and fetch run between runs of batches.
+                runtime::yield_once().await;
+            }
+        }
+        let s = staged.borrow();
+        if s.is_empty() {
+            // Every batch before the reader's position is indexed; between the last one and
+            // it the log holds none (a segment's end, a range retention removed).
+            index.skip_to(s.read_to().min(durable));
+        }
+        Ok(())
     }
 
     /// QUERY_KEYS decoded on this shard: served here or forwarded to the shard it names.

@@ -83,6 +83,11 @@ impl<L: ShardLog> Shard<L> {
                 .borrow()
                 .as_ref()
                 .map(|index| self.log.durable_end().saturating_sub(index.indexed_to().get())),
+            key_index_disk_read_bytes: self
+                .keys
+                .borrow()
+                .as_ref()
+                .map(|_| self.keys_reader.disk_bytes()),
         }
     }
 

@@ -310,6 +310,7 @@ impl<L: ShardLog> Shard<L> {
         // Wake fetches parked at the old end: the data is readable now, or they learn above
         // when it will be.
         self.long_poll.borrow_mut().notify(key);
+        self.keys_reader.written(self.log.written_end());
         {
             let mut s = self.stats.borrow_mut();
             s.produce_batches += 1;

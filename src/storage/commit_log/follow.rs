@@ -1,10 +1,13 @@
-//! Following the log: reading durable batches in log order from a position, for indexes that
+//! Following the log: reading written batches in log order from a position, for indexes that
 //! live behind the log (the key index). Takes the bytes from the log's chunk cache while it
 //! still holds them (a follower close behind the log reads no disk and allocates nothing), and
 //! otherwise reads segment files in [`SCAN_READ_BYTES`] pieces, one buffer at a time; verifies
 //! every batch and hands its bytes to the caller.
 //!
-//! Promises: only durable batches are reported, each once, in log order; the returned
+//! Promises: only batches below the caller's bound and the written end (on disk, not
+//! necessarily synced: a caller that must not claim what a crash can take back bounds by
+//! [`CommitLog::durable_end`], or holds what it read until that passes it) are reported, each
+//! once, in log order; the returned
 //! position is where the next call continues (a batch boundary or a segment base). A range
 //! retention removed is skipped (the next position is the oldest segment's base). A batch that
 //! fails verification is skipped when its length can be trusted (its stamp verifies), otherwise
@@ -31,6 +34,8 @@ pub struct Followed {
     pub batches: u64,
     /// Bytes read, from disk or memory (what `max_bytes` bounds).
     pub bytes_read: u64,
+    /// Of those, bytes read from disk (the chunk cache no longer held them).
+    pub disk_bytes: u64,
 }
 
 impl<D: LogDir + 'static> CommitLog<D> {
@@ -39,23 +44,25 @@ impl<D: LogDir + 'static> CommitLog<D> {
         self.st.borrow().segments.keys().next().copied().unwrap_or(LogPosition::ZERO)
     }
 
-    /// Reports the durable batches from `from` (a position an earlier call returned, or
-    /// zero) in log order, reading about `max_bytes`, with `each(position, batch)`: each
-    /// batch parsed and its CRCs verified once, here (the key index used to parse it again);
-    /// control batches are not reported. See the module documentation.
+    /// Reports the batches from `from` (a position an earlier call returned, or zero) up to
+    /// `up_to` and the written end in log order, reading about `max_bytes`, with
+    /// `each(position, batch)`: each batch parsed and its CRCs verified once, here (the key
+    /// index used to parse it again); control batches are not reported. See the module
+    /// documentation.
     pub async fn follow(
         self: &Rc<Self>,
         from: LogPosition,
         max_bytes: u64,
+        up_to: LogPosition,
         mut each: impl FnMut(LogPosition, &BatchView<'_>),
     ) -> Result<Followed> {
-        let (segments, durable) = {
+        let (segments, limit) = {
             let st = self.st.borrow();
-            let durable = st.durable.min(st.tracker.written());
+            let limit = up_to.min(st.tracker.written());
             let segs: Vec<Rc<Segment<D::File>>> = st.segments.values().cloned().collect();
-            (segs, durable)
+            (segs, limit)
         };
-        let mut out = Followed { next: from, batches: 0, bytes_read: 0 };
+        let mut out = Followed { next: from, batches: 0, bytes_read: 0, disk_bytes: 0 };
         let Some(first) = segments.first() else { return Ok(out) };
         if out.next < first.base {
             out.next = first.base;
@@ -66,14 +73,14 @@ impl<D: LogDir + 'static> CommitLog<D> {
                 continue;
             }
             out.next = out.next.max(seg.base);
-            let seg_end = seg.sealed_end.get().unwrap_or(durable).min(durable);
+            let seg_end = seg.sealed_end.get().unwrap_or(limit).min(limit);
             let done = self.follow_segment(seg, seg_end, max_bytes, &mut out, &mut each).await?;
             if !done || out.bytes_read >= max_bytes {
                 return Ok(out);
             }
             match (seg.sealed_end.get(), next_base) {
                 // Sealed and read to its end: go on with the next segment.
-                (Some(e), Some(b)) if out.next >= e && b <= durable => out.next = b,
+                (Some(e), Some(b)) if out.next >= e && b <= limit => out.next = b,
                 _ => return Ok(out),
             }
         }
@@ -81,7 +88,8 @@ impl<D: LogDir + 'static> CommitLog<D> {
     }
 
     /// Reads `seg` from `out.next` to `seg_end`. Returns false when it stopped early (the
-    /// byte budget), true when it reached `seg_end` (or skipped damage to it).
+    /// byte budget, or a batch not yet written whole), true when it reached `seg_end` (or
+    /// skipped damage to it).
     async fn follow_segment(
         &self,
         seg: &Segment<D::File>,
@@ -96,14 +104,21 @@ impl<D: LogDir + 'static> CommitLog<D> {
         // milliseconds behind the log, the broker read back everything it wrote, and the
         // kernel zeroed a new page for every 4 KiB of it (12.6% of the broker's samples in
         // the many-queues workload, BENCHMARKS.md 2026-12-03).
-        let read = |pos: LogPosition, len: usize, need: usize| async move {
-            if let Some(buf) = self.follow_from_memory(pos, len, need) {
-                return Ok(buf);
+        let read =
+            |pos: LogPosition, len: usize, need: usize| async move {
+                if let Some(buf) = self.follow_from_memory(pos, len, need) {
+                    return Ok((buf, false));
+                }
+                seg.file.read_at(pos - seg.base, len).await.map(|buf| (buf, true)).map_err(|e| {
+                    StorageError::io(format!("following {}", segment_name(seg.base)), e)
+                })
+            };
+        let count = |out: &mut Followed, (buf, disk): (ReadBuf, bool)| {
+            out.bytes_read += buf.len() as u64;
+            if disk {
+                out.disk_bytes += buf.len() as u64;
             }
-            seg.file
-                .read_at(pos - seg.base, len)
-                .await
-                .map_err(|e| StorageError::io(format!("following {}", segment_name(seg.base)), e))
+            buf
         };
         let mut buf = ReadBuf::from_vec(Vec::new());
         let mut buf_pos = out.next;
@@ -114,12 +129,17 @@ impl<D: LogDir + 'static> CommitLog<D> {
             let pos = out.next;
             let want = SCAN_READ_BYTES.min((seg_end - pos) as usize);
             if pos < buf_pos || pos + HEADER_LEN as u64 > buf_pos + buf.len() as u64 {
-                (buf_pos, buf) = (pos, read(pos, want, HEADER_LEN).await?);
-                out.bytes_read += buf.len() as u64;
+                (buf_pos, buf) = (pos, count(out, read(pos, want, HEADER_LEN).await?));
             }
             let at = (pos - buf_pos) as usize;
             let length = fmt::peek_length(&buf[at..]).unwrap_or(0) as usize;
-            if length < HEADER_LEN || length > max_batch || pos + length as u64 > seg_end {
+            let framed = (HEADER_LEN..=max_batch).contains(&length);
+            if framed && pos + length as u64 > seg_end && seg.sealed_end.get() != Some(seg_end) {
+                // The written end can fall inside a batch (it moves by chunks): this one is
+                // taken once written whole.
+                return Ok(false);
+            }
+            if !framed || pos + length as u64 > seg_end {
                 tracing::warn!(
                     segment = %segment_name(seg.base),
                     "no batch can be framed at log position {pos} (length field {length}); \
@@ -129,8 +149,7 @@ impl<D: LogDir + 'static> CommitLog<D> {
                 return Ok(true);
             }
             if at + length > buf.len() {
-                (buf_pos, buf) = (pos, read(pos, length.max(want), length).await?);
-                out.bytes_read += buf.len() as u64;
+                (buf_pos, buf) = (pos, count(out, read(pos, length.max(want), length).await?));
                 if buf.len() < length {
                     return Err(StorageError::Corrupt {
                         file: segment_name(seg.base),
