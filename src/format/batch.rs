@@ -200,6 +200,18 @@ impl<'a> BatchView<'a> {
     /// magic, version, attributes, record count and the producer CRC. Does not check the
     /// stamp CRC (a producer's batch is not stamped yet); see [`BatchView::verify_stamp`].
     pub fn parse(bytes: &'a [u8], max_len: usize) -> Result<Self, FormatError> {
+        Self::parse_checked(bytes, max_len, true)
+    }
+
+    /// [`BatchView::parse`] without the producer CRC, for bytes this process verified when
+    /// they arrived and kept in memory since (the log's chunk cache): the key index reads
+    /// every batch again, and the CRC of a 1 MiB batch is most of what parsing it costs. Every
+    /// other check is made.
+    pub fn parse_verified_before(bytes: &'a [u8], max_len: usize) -> Result<Self, FormatError> {
+        Self::parse_checked(bytes, max_len, false)
+    }
+
+    fn parse_checked(bytes: &'a [u8], max_len: usize, crc: bool) -> Result<Self, FormatError> {
         let header = read_header(bytes)?;
         let length = header.length as usize;
         if length < HEADER_LEN || length > max_len {
@@ -220,9 +232,11 @@ impl<'a> BatchView<'a> {
             return Err(FormatError::UnsupportedCompression(codec));
         }
         let bytes = &bytes[..length];
-        let actual = crc32c::crc32c(&bytes[CRC_START..]);
-        if actual != header.crc {
-            return Err(FormatError::CrcMismatch { expected: header.crc, actual });
+        if crc {
+            let actual = crc32c::crc32c(&bytes[CRC_START..]);
+            if actual != header.crc {
+                return Err(FormatError::CrcMismatch { expected: header.crc, actual });
+            }
         }
         let control = header.attributes & ATTR_CONTROL != 0;
         if control && (header.record_count != 0 || length != HEADER_LEN) {
@@ -500,6 +514,31 @@ mod tests {
             b[i] ^= 0x10;
             assert!(BatchView::parse(&b, 1 << 20).is_err(), "flip at {i} undetected");
         }
+    }
+
+    #[test]
+    fn bytes_verified_before_skip_only_the_producer_crc() {
+        let mut bytes = sample(2);
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0x10;
+        assert!(matches!(BatchView::parse(&bytes, 1 << 20), Err(FormatError::CrcMismatch { .. })));
+        let view = BatchView::parse_verified_before(&bytes, 1 << 20).unwrap();
+        assert_eq!(view.as_bytes(), &bytes[..]);
+        // Every other check still holds.
+        assert!(matches!(
+            BatchView::parse_verified_before(&bytes, 50),
+            Err(FormatError::BadLength { .. })
+        ));
+        assert!(matches!(
+            BatchView::parse_verified_before(&bytes[..bytes.len() - 1], 1 << 20),
+            Err(FormatError::Truncated { .. })
+        ));
+        let mut b = bytes.clone();
+        b[4] ^= 1;
+        assert!(matches!(
+            BatchView::parse_verified_before(&b, 1 << 20),
+            Err(FormatError::BadMagic(_))
+        ));
     }
 
     #[test]

@@ -47,8 +47,9 @@ impl<D: LogDir + 'static> CommitLog<D> {
     /// Reports the batches from `from` (a position an earlier call returned, or zero) up to
     /// `up_to` and the written end in log order, reading about `max_bytes`, with
     /// `each(position, batch)`: each batch parsed and its CRCs verified once, here (the key
-    /// index used to parse it again); control batches are not reported. See the module
-    /// documentation.
+    /// index used to parse it again; the producer's CRC only for bytes read from disk, as
+    /// those in memory were verified when appended); control batches are not reported. See
+    /// the module documentation.
     pub async fn follow(
         self: &Rc<Self>,
         from: LogPosition,
@@ -118,8 +119,11 @@ impl<D: LogDir + 'static> CommitLog<D> {
             if disk {
                 out.disk_bytes += buf.len() as u64;
             }
-            buf
+            (buf, disk)
         };
+        // Whether `buf` came from disk: bytes from memory were verified when appended (the
+        // producer's CRC at ingest, or built here), so only the stamp CRC is checked again.
+        let mut from_disk = false;
         let mut buf = ReadBuf::from_vec(Vec::new());
         let mut buf_pos = out.next;
         while out.next + HEADER_LEN as u64 <= seg_end {
@@ -129,7 +133,8 @@ impl<D: LogDir + 'static> CommitLog<D> {
             let pos = out.next;
             let want = SCAN_READ_BYTES.min((seg_end - pos) as usize);
             if pos < buf_pos || pos + HEADER_LEN as u64 > buf_pos + buf.len() as u64 {
-                (buf_pos, buf) = (pos, count(out, read(pos, want, HEADER_LEN).await?));
+                let got = count(out, read(pos, want, HEADER_LEN).await?);
+                (buf_pos, (buf, from_disk)) = (pos, got);
             }
             let at = (pos - buf_pos) as usize;
             let length = fmt::peek_length(&buf[at..]).unwrap_or(0) as usize;
@@ -149,7 +154,8 @@ impl<D: LogDir + 'static> CommitLog<D> {
                 return Ok(true);
             }
             if at + length > buf.len() {
-                (buf_pos, buf) = (pos, count(out, read(pos, length.max(want), length).await?));
+                let got = count(out, read(pos, length.max(want), length).await?);
+                (buf_pos, (buf, from_disk)) = (pos, got);
                 if buf.len() < length {
                     return Err(StorageError::Corrupt {
                         file: segment_name(seg.base),
@@ -160,7 +166,12 @@ impl<D: LogDir + 'static> CommitLog<D> {
             }
             let at = (pos - buf_pos) as usize;
             let bytes = &buf[at..at + length];
-            match BatchView::parse(bytes, max_batch).and_then(|v| v.verify_stamp().map(|()| v)) {
+            let parsed = if from_disk {
+                BatchView::parse(bytes, max_batch)
+            } else {
+                BatchView::parse_verified_before(bytes, max_batch)
+            };
+            match parsed.and_then(|v| v.verify_stamp().map(|()| v)) {
                 Ok(view) if view.header.is_control() => {}
                 Ok(view) => {
                     out.batches += 1;
