@@ -58,6 +58,17 @@ const YIELD_EVERY_BATCHES: usize = 64;
 /// The shard's key index, once started.
 pub type ShardKeyIndex = Rc<KeyIndex<DmaDir>>;
 
+/// What the key index's reader and writer share while the task runs.
+struct Pipeline {
+    index: ShardKeyIndex,
+    /// The keys the reader took and the writer has not indexed yet.
+    staged: RefCell<Staged>,
+    /// Reader to writer: keys were taken.
+    taken: runtime::Signal,
+    /// Writer to reader: the staged keys have room again.
+    room: runtime::Signal,
+}
+
 /// What the produce path shares with the key index's reader: the written end that wakes it
 /// before its interval ends (once the log's written end ran `max_step_bytes` past it, so at
 /// max rate it reads each step while the chunk cache still holds it: at 1.7 GB/s an interval
@@ -217,22 +228,22 @@ impl<L: ShardLog> Shard<L> {
     pub(super) async fn key_index_loop_with(self: Rc<Self>, stop: Stop, stop_budget: Duration) {
         let Some(index) = self.keys.borrow().clone() else { return };
         let max_entries = self.config.key_index.entries_per_file as usize;
-        let staged = RefCell::new(Staged::new(index.indexed_to(), max_entries));
-        let (taken, room) = (runtime::Signal::default(), runtime::Signal::default());
-        futures::future::join(
-            self.key_reader(&index, &staged, &taken, &room, stop.clone()),
-            self.key_writer(&index, &staged, &taken, &room, stop),
-        )
-        .await;
+        let p = Pipeline {
+            staged: RefCell::new(Staged::new(index.indexed_to(), max_entries)),
+            index: index.clone(),
+            taken: runtime::Signal::default(),
+            room: runtime::Signal::default(),
+        };
+        futures::future::join(self.key_reader(&p, stop.clone()), self.key_writer(&p, stop)).await;
         self.keys_reader.disarm();
         if index.failure().is_some() {
             return;
         }
-        if let Err(e) = self.index_staged(&index, &staged, &room).await {
+        if let Err(e) = self.index_staged(&p).await {
             tracing::error!(shard = self.id.get(), "key index: {e}");
             return;
         }
-        drop(staged);
+        drop(p);
         let deadline = self.clock.now() + stop_budget;
         while index.indexed_to().get() < self.log.durable_end() && self.clock.now() < deadline {
             match self.index_keys_step(&index).await {
@@ -258,17 +269,10 @@ impl<L: ShardLog> Shard<L> {
     }
 
     /// The reader: every `interval_ms`, or as soon as the written log ran `max_step_bytes` past
-    /// it,
-    /// takes the keys of the written log past where it is in steps of at most
+    /// it, takes the keys of the written log past where it is in steps of at most
     /// `max_step_bytes` (yielding between them), while the staged keys leave room.
-    async fn key_reader(
-        &self,
-        index: &ShardKeyIndex,
-        staged: &RefCell<Staged>,
-        taken: &runtime::Signal,
-        room: &runtime::Signal,
-        stop: Stop,
-    ) {
+    async fn key_reader(&self, p: &Pipeline, stop: Stop) {
+        let Pipeline { index, staged, taken, room } = p;
         let c = &self.config.key_index;
         let interval = Duration::from_millis(c.interval_ms);
         let mut behind = false;
@@ -340,14 +344,8 @@ impl<L: ShardLog> Shard<L> {
     /// The writer: when the reader took keys, and every `interval_ms`, indexes the staged
     /// batches the durable end has passed; retains when it caught up and checkpoints every
     /// `checkpoint_interval_ms` (caught up or not), while the reader goes on.
-    async fn key_writer(
-        &self,
-        index: &ShardKeyIndex,
-        staged: &RefCell<Staged>,
-        taken: &runtime::Signal,
-        room: &runtime::Signal,
-        stop: Stop,
-    ) {
+    async fn key_writer(&self, p: &Pipeline, stop: Stop) {
+        let Pipeline { index, taken, .. } = p;
         let c = &self.config.key_index;
         let interval = Duration::from_millis(c.interval_ms);
         let checkpoint_every = Duration::from_millis(c.checkpoint_interval_ms);
@@ -362,7 +360,7 @@ impl<L: ShardLog> Shard<L> {
             if index.failure().is_some() {
                 continue;
             }
-            if let Err(e) = self.index_staged(index, staged, room).await {
+            if let Err(e) = self.index_staged(p).await {
                 tracing::error!(shard = self.id.get(), "key index: {e}");
                 continue;
             }
@@ -387,12 +385,8 @@ impl<L: ShardLog> Shard<L> {
     }
 
     /// Indexes the staged batches that lie below the log's durable end, in log order.
-    async fn index_staged(
-        &self,
-        index: &ShardKeyIndex,
-        staged: &RefCell<Staged>,
-        room: &runtime::Signal,
-    ) -> Result<(), String> {
+    async fn index_staged(&self, p: &Pipeline) -> Result<(), String> {
+        let Pipeline { index, staged, room, .. } = p;
         let durable = LogPosition::new(self.log.durable_end());
         let mut added = 0usize;
         loop {
