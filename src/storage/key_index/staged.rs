@@ -121,14 +121,6 @@ impl Staged {
         self.entries -= span.entries.len();
         Some(span)
     }
-
-    /// Drops everything waiting; the reader starts again at `from` (a stop, or an index
-    /// that stopped after a failure).
-    pub fn reset(&mut self, from: LogPosition) {
-        self.spans.clear();
-        self.entries = 0;
-        self.read_to = from;
-    }
 }
 
 #[cfg(test)]
@@ -208,7 +200,7 @@ mod tests {
     }
 
     #[test]
-    fn batches_already_taken_or_empty_are_ignored_and_reset_starts_over() {
+    fn batches_already_taken_or_empty_are_ignored() {
         let mut s = Staged::new(pos(100), 10);
         s.push(pos(50), pos(100), keys(1, 0));
         s.push(pos(100), pos(100), keys(1, 0));
@@ -216,8 +208,6 @@ mod tests {
         s.push(pos(100), pos(150), keys(1, 0));
         s.skip_to(pos(120));
         assert_eq!(s.read_to(), pos(150), "skip_to never moves back");
-        s.reset(pos(100));
-        assert!(s.is_empty());
-        assert_eq!((s.entries(), s.read_to()), (0, pos(100)));
+        assert_eq!(s.entries(), 1);
     }
 }
