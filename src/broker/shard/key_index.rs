@@ -185,32 +185,20 @@ impl<L: ShardLog> Shard<L> {
     /// Indexes one step of durable log past the index's position, reading it as it goes (the
     /// start's and the stop's catch-up). Returns whether it moved.
     async fn index_keys_step(&self, index: &ShardKeyIndex) -> Result<bool, String> {
-        let from = index.indexed_to();
-        let mut batches: Vec<(u64, u64, Vec<Entry>)> = Vec::new();
-        let followed = self
-            .log
-            .follow(
-                from.get(),
-                self.config.key_index.max_step_bytes,
-                self.log.durable_end(),
-                |position, view| {
-                    let mut entries = Vec::new();
-                    batch_entries(view, &mut entries);
-                    batches.push((position, position + view.as_bytes().len() as u64, entries));
-                },
-            )
-            .await
-            .map_err(|e| format!("reading the log for the key index: {e}"))?;
-        self.keys_reader.note_disk_bytes(followed.disk_bytes);
-        for (i, (position, end, entries)) in batches.into_iter().enumerate() {
-            index.add_batch(LogPosition::new(position), LogPosition::new(end), &entries).await?;
-            if i % YIELD_EVERY_BATCHES == YIELD_EVERY_BATCHES - 1 {
+        let staged = RefCell::new(Staged::new(index.indexed_to(), usize::MAX));
+        let moved = self.read_keys_step(&staged, self.log.durable_end()).await?;
+        let mut staged = staged.into_inner();
+        let mut added = 0usize;
+        while let Some(span) = staged.pop_durable(LogPosition::new(u64::MAX)) {
+            index.add_batch(span.position, span.end, &span.entries).await?;
+            added += 1;
+            if added % YIELD_EVERY_BATCHES == 0 {
                 // A preemption point: produce and fetch run between runs of batches.
                 runtime::yield_once().await;
             }
         }
-        index.skip_to(followed.next);
-        Ok(followed.next > from)
+        index.skip_to(staged.read_to());
+        Ok(moved)
     }
 
     /// Follows the log until `stop`, checkpointing periodically and once more at the end. At
@@ -304,7 +292,7 @@ impl<L: ShardLog> Shard<L> {
                 // Stopped after an I/O failure (logged): queries answer the error.
                 continue;
             }
-            match self.read_keys_step(staged).await {
+            match self.read_keys_step(staged, self.log.written_end()).await {
                 Ok(moved) => {
                     if moved {
                         taken.notify();
@@ -316,24 +304,20 @@ impl<L: ShardLog> Shard<L> {
         }
     }
 
-    /// Takes the keys of one step of written log past the reader's position. Returns whether
-    /// it moved.
-    async fn read_keys_step(&self, staged: &RefCell<Staged>) -> Result<bool, String> {
+    /// Takes the keys of one step of log below `up_to` (the written end for the reader, the
+    /// durable end for the start's and stop's catch-up) past the staging's position. Returns
+    /// whether it moved.
+    async fn read_keys_step(&self, staged: &RefCell<Staged>, up_to: u64) -> Result<bool, String> {
         let from = staged.borrow().read_to();
         let followed = self
             .log
-            .follow(
-                from.get(),
-                self.config.key_index.max_step_bytes,
-                self.log.written_end(),
-                |position, view| {
-                    let mut entries = Vec::new();
-                    batch_entries(view, &mut entries);
-                    let end = position + view.as_bytes().len() as u64;
-                    let (position, end) = (LogPosition::new(position), LogPosition::new(end));
-                    staged.borrow_mut().push(position, end, entries);
-                },
-            )
+            .follow(from.get(), self.config.key_index.max_step_bytes, up_to, |position, view| {
+                let mut entries = Vec::new();
+                batch_entries(view, &mut entries);
+                let end = position + view.as_bytes().len() as u64;
+                let (position, end) = (LogPosition::new(position), LogPosition::new(end));
+                staged.borrow_mut().push(position, end, entries);
+            })
             .await
             .map_err(|e| format!("reading the log for the key index: {e}"))?;
         self.keys_reader.note_disk_bytes(followed.disk_bytes);
