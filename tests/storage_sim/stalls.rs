@@ -169,3 +169,43 @@ fn one_slow_write_holds_appends_at_the_write_pool_not_memory() {
         log.close().await.unwrap();
     });
 }
+
+#[test]
+fn appends_waiting_behind_a_slow_write_that_fails_get_the_failure() {
+    run(|| async {
+        // As above, but the slow write fails: the chunks written after it hold their permits
+        // for good, and appends waiting for the pool must still get the log's failure, not
+        // wait forever (appends take the pool one at a time, and the failed write's own
+        // permit lets the waiting one see the failure).
+        let dir = SimDir::new(35);
+        let log = CommitLog::open_with(dir.clone(), small_config(FlushMode::Async)).await.unwrap();
+        dir.set_latency(SimOp::Write, Duration::from_millis(300));
+        let mut tag = 0u64;
+        while dir.in_progress(SimOp::Write) == 0 {
+            log.append(Q1, &batch(tag, 1, 1000)).await.unwrap();
+            tag += 1;
+            ringmq::runtime::yield_once().await;
+        }
+        dir.set_latency(SimOp::Write, Duration::ZERO);
+        // Three appenders (connections): the failed write's own permit frees only one.
+        let appenders: Vec<_> = (0..3u64)
+            .map(|a| {
+                let log = log.clone();
+                ringmq::runtime::spawn(async move {
+                    for t in 0..100 {
+                        log.append(Q1, &batch(1000 * (a + 1) + t, 1, 1000)).await?;
+                    }
+                    Ok::<(), ringmq::storage::StorageError>(())
+                })
+            })
+            .collect();
+        ringmq::runtime::sleep(Duration::from_millis(100)).await;
+        // Armed now: the next write to finish is the slow one (the others are done, and the
+        // appends wait for the pool).
+        dir.fail_writes(1);
+        for appender in appenders {
+            let result = bounded("appends after the failed write", appender).await.unwrap();
+            assert!(result.is_err(), "the appends got the failure");
+        }
+    });
+}
