@@ -129,6 +129,20 @@ fn appends_complete_while_retention_searches_the_index() {
     });
 }
 
+/// Appends batches (tags from 0) until a chunk's write starts, that one write taking
+/// `latency`; later writes take none. Returns the next tag.
+async fn start_one_slow_write(dir: &SimDir, log: &Rc<CommitLog<SimDir>>, latency: Duration) -> u64 {
+    dir.set_latency(SimOp::Write, latency);
+    let mut tag = 0u64;
+    while dir.in_progress(SimOp::Write) == 0 {
+        log.append(Q1, &batch(tag, 1, 1000)).await.unwrap();
+        tag += 1;
+        ringmq::runtime::yield_once().await;
+    }
+    dir.set_latency(SimOp::Write, Duration::ZERO);
+    tag
+}
+
 #[test]
 fn one_slow_write_holds_appends_at_the_write_pool_not_memory() {
     run(|| async {
@@ -141,15 +155,7 @@ fn one_slow_write_holds_appends_at_the_write_pool_not_memory() {
         let cfg = small_config(FlushMode::Async);
         let pool = (cfg.chunk_size_bytes * cfg.chunk_pool_chunks) as u64;
         let log = CommitLog::open_with(dir.clone(), cfg).await.unwrap();
-        dir.set_latency(SimOp::Write, Duration::from_millis(400));
-        // A full chunk: its write starts now, with the latency.
-        let mut tag = 0u64;
-        while dir.in_progress(SimOp::Write) == 0 {
-            log.append(Q1, &batch(tag, 1, 1000)).await.unwrap();
-            tag += 1;
-            ringmq::runtime::yield_once().await;
-        }
-        dir.set_latency(SimOp::Write, Duration::ZERO);
+        let tag = start_one_slow_write(&dir, &log, Duration::from_millis(400)).await;
         let appender = ringmq::runtime::spawn({
             let log = log.clone();
             async move {
@@ -179,14 +185,7 @@ fn appends_waiting_behind_a_slow_write_that_fails_get_the_failure() {
         // permit lets the waiting one see the failure).
         let dir = SimDir::new(35);
         let log = CommitLog::open_with(dir.clone(), small_config(FlushMode::Async)).await.unwrap();
-        dir.set_latency(SimOp::Write, Duration::from_millis(300));
-        let mut tag = 0u64;
-        while dir.in_progress(SimOp::Write) == 0 {
-            log.append(Q1, &batch(tag, 1, 1000)).await.unwrap();
-            tag += 1;
-            ringmq::runtime::yield_once().await;
-        }
-        dir.set_latency(SimOp::Write, Duration::ZERO);
+        start_one_slow_write(&dir, &log, Duration::from_millis(300)).await;
         // Three appenders (connections): the failed write's own permit frees only one.
         let appenders: Vec<_> = (0..3u64)
             .map(|a| {
