@@ -187,17 +187,8 @@ impl<L: ShardLog> Shard<L> {
     async fn index_keys_step(&self, index: &ShardKeyIndex) -> Result<bool, String> {
         let staged = RefCell::new(Staged::new(index.indexed_to(), usize::MAX));
         let moved = self.read_keys_step(&staged, self.log.durable_end()).await?;
-        let mut staged = staged.into_inner();
-        let mut added = 0usize;
-        while let Some(span) = staged.pop_durable(LogPosition::new(u64::MAX)) {
-            index.add_batch(span.position, span.end, &span.entries).await?;
-            added += 1;
-            if added % YIELD_EVERY_BATCHES == 0 {
-                // A preemption point: produce and fetch run between runs of batches.
-                runtime::yield_once().await;
-            }
-        }
-        index.skip_to(staged.read_to());
+        // All of it is durable: the writer's step indexes it all.
+        self.add_durable(index, &staged, &runtime::Signal::default()).await?;
         Ok(moved)
     }
 
@@ -227,7 +218,7 @@ impl<L: ShardLog> Shard<L> {
         if index.failure().is_some() {
             return;
         }
-        if let Err(e) = self.index_staged(&p).await {
+        if let Err(e) = self.add_durable(&p.index, &p.staged, &p.room).await {
             tracing::error!(shard = self.id.get(), "key index: {e}");
             return;
         }
@@ -344,7 +335,7 @@ impl<L: ShardLog> Shard<L> {
             if index.failure().is_some() {
                 continue;
             }
-            if let Err(e) = self.index_staged(p).await {
+            if let Err(e) = self.add_durable(index, &p.staged, &p.room).await {
                 tracing::error!(shard = self.id.get(), "key index: {e}");
                 continue;
             }
@@ -368,9 +359,14 @@ impl<L: ShardLog> Shard<L> {
         }
     }
 
-    /// Indexes the staged batches that lie below the log's durable end, in log order.
-    async fn index_staged(&self, p: &Pipeline) -> Result<(), String> {
-        let Pipeline { index, staged, room, .. } = p;
+    /// Adds the staged batches below the log's durable end to `index`, in log order, telling
+    /// `room` as they leave.
+    async fn add_durable(
+        &self,
+        index: &ShardKeyIndex,
+        staged: &RefCell<Staged>,
+        room: &runtime::Signal,
+    ) -> Result<(), String> {
         let durable = LogPosition::new(self.log.durable_end());
         let mut added = 0usize;
         loop {
