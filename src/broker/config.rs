@@ -308,6 +308,12 @@ pub struct BrokerConfig {
     pub max_in_flight_bytes_per_connection: usize,
     /// Connections one shard serves at once; more are accepted and closed. Default 4096.
     pub max_connections_per_shard: usize,
+    /// Free connection read buffers one shard keeps for reuse, in bytes. Produce frames are
+    /// released in bursts (appends wait for the write pool, then copy many frames at once),
+    /// and a connection keeps one free buffer itself; the rest come here instead of being
+    /// freed, so the next frames are read into them rather than into new, zero-filled
+    /// memory. 0 keeps none. Default 32 MiB.
+    pub read_buffer_pool_bytes: usize,
     /// Connections one client IP address may have open on one shard; more are accepted and
     /// closed, so one client cannot take every slot of a shard. Default 1000.
     pub max_connections_per_ip: usize,
@@ -377,6 +383,7 @@ impl Default for BrokerConfig {
             max_in_flight_per_connection: 256,
             max_in_flight_bytes_per_connection: 64 << 20,
             max_connections_per_shard: 4096,
+            read_buffer_pool_bytes: 32 << 20,
             max_connections_per_ip: 1000,
             frame_read_timeout_ms: 30_000,
             idle_timeout_ms: 600_000,
@@ -627,6 +634,7 @@ mod tests {
         assert_eq!(budget.cache_bytes, 256 << 20);
         let text = budget.to_string();
         assert!(text.contains("io arena 4 MiB") && text.contains("256 MiB chunk cache"), "{text}");
+        assert!(text.contains("32 MiB of free read buffers"), "{text}");
         assert!(
             text.contains(&format!("at most {} MiB", budget.bound_bytes().div_ceil(1 << 20))),
             "{text}"

@@ -189,7 +189,8 @@ pub async fn serve<L: ShardLog>(shard: Rc<Shard<L>>, stream: TcpStream, stop: St
             completed = false;
         }
         // `needed` is bounded by max_frame_bytes: check_request refused anything larger.
-        let mut read = reader.read(rb.space_for(needed));
+        let mut read =
+            reader.read(rb.space_for_pooled(needed, &mut shard.read_buffers.borrow_mut()));
         // Most reads find bytes waiting; arm a timer only for a read that has to wait.
         let result = match futures::poll!(&mut read) {
             Poll::Ready(r) => r,

@@ -170,6 +170,9 @@ pub struct Shard<L: ShardLog> {
     keys: RefCell<Option<key_index::ShardKeyIndex>>,
     /// What the produce path shares with the key index's reader (`key_index::KeyReader`).
     keys_reader: key_index::KeyReader,
+    /// Free connection read buffers, shared by this shard's connections
+    /// (`read_buffer_pool_bytes`).
+    pub(super) read_buffers: RefCell<crate::protocol::read_buffer::BufferPool>,
     /// Master or replica (`replication` handler); unset for a single broker.
     replication: std::cell::OnceCell<replication::ShardRole>,
     /// A live promotion of a replica shard (`promote` handler).
@@ -249,6 +252,9 @@ impl<L: ShardLog> Shard<L> {
             )),
             keys: RefCell::new(None),
             keys_reader: key_index::KeyReader::default(),
+            read_buffers: RefCell::new(crate::protocol::read_buffer::BufferPool::new(
+                config.broker.read_buffer_pool_bytes,
+            )),
             started: clock.now(),
             schedule: RefCell::new(schedule::ScheduleState::new(
                 &config,

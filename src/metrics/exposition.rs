@@ -281,6 +281,19 @@ impl Collector for SnapshotCollector {
         )?;
         gauges(
             e,
+            "read_buffer_pool_bytes",
+            "Free connection read buffers the shard keeps for reuse (read_buffer_pool_bytes)",
+            per_shard(|s| s.read_buffer_pool_bytes),
+        )?;
+        counters(
+            e,
+            "read_buffer_allocated_bytes",
+            "Connection read buffers allocated new (zero-filled): what neither the connection nor \
+             the shard's pool had free; steady growth under steady load means the pool is small",
+            per_shard(|s| s.read_buffer_allocated_bytes),
+        )?;
+        gauges(
+            e,
             "long_poll_waiters",
             "Fetches parked at the end of a queue",
             per_shard(|s| s.counters.long_poll_waiting),
@@ -458,6 +471,8 @@ mod tests {
         s1.counters.connections_open = 2;
         s1.key_index_behind_bytes = Some(4096);
         s1.key_index_disk_read_bytes = Some(8192);
+        s1.read_buffer_pool_bytes = 65536;
+        s1.read_buffer_allocated_bytes = 131072;
         s1.append_ack_latency.record_us(40);
         s1.append_ack_latency.record_us(4_000);
         s1.log.chunk_cache_hits = 3;
@@ -495,6 +510,8 @@ mod tests {
         assert_eq!(value(&s, "ringmq_connections_open", &shard1), Some(2.0));
         assert_eq!(value(&s, "ringmq_key_index_behind_bytes", &shard1), Some(4096.0));
         assert_eq!(value(&s, "ringmq_key_index_disk_read_bytes_total", &shard1), Some(8192.0));
+        assert_eq!(value(&s, "ringmq_read_buffer_pool_bytes", &shard1), Some(65536.0));
+        assert_eq!(value(&s, "ringmq_read_buffer_allocated_bytes_total", &shard1), Some(131072.0));
         assert_eq!(
             value(&s, "ringmq_shard_up", &[("shard", "0")]),
             Some(0.0),

@@ -84,6 +84,11 @@ pub struct ShardSnapshot {
     /// Log bytes the key index read back from disk since start (it fell behind the chunk
     /// cache, or the start re-indexed); None without a key index.
     pub key_index_disk_read_bytes: Option<u64>,
+    /// Free connection read buffers the shard holds for reuse (`read_buffer_pool_bytes`).
+    pub read_buffer_pool_bytes: u64,
+    /// New connection read buffers allocated (zero-filled) since start: what the pool could
+    /// not serve.
+    pub read_buffer_allocated_bytes: u64,
 }
 
 /// A shard's replication state (`broker/shard/replication.rs`).

@@ -26,6 +26,13 @@ use super::shared_bytes::SharedBytes;
 /// without allocating. Kept: at most [`SPARE_BUFFERS`] buffers with frames still out and
 /// one free one (pruned before each read). What lent frames pin is
 /// bounded by the connection's in-flight request limit, as when each was a copy.
+///
+/// Frames are released in bursts (a broker's appends wait for its write pool, then copy many
+/// frames at once), so more buffers fall free at once than one connection keeps. With a
+/// [`BufferPool`] ([`ReadBuffer::space_for_pooled`]) those go to the pool, shared by the
+/// thread's connections and bounded in bytes, and the next move takes one from there instead
+/// of allocating a new, zero-filled buffer (measured: 13% of a broker core at 1.4 GB/s of 1
+/// MiB produce frames, 64 MiB in flight).
 pub struct ReadBuffer {
     /// Initialised once; `data.len()` is the capacity in use. Written only while unshared.
     data: Arc<Vec<u8>>,
@@ -43,8 +50,66 @@ pub struct ReadBuffer {
 
 /// Small frames in a row after which an empty, grown buffer shrinks back.
 pub const SMALL_FRAMES_BEFORE_SHRINK: u32 = 64;
-/// Buffers kept for reuse after frames were lent from them (each at most one grown buffer).
-pub const SPARE_BUFFERS: usize = 4;
+/// Buffers with lent frames still out that a connection keeps track of, to reuse once their
+/// frames are dropped (each at most one grown buffer). The frames pin them anyway, within
+/// the connection's in-flight bounds; past this many the oldest is forgotten, and freed when
+/// its last frame is.
+pub const SPARE_BUFFERS: usize = 64;
+
+/// Free read buffers shared by the connections of one thread (a broker shard), up to
+/// `max_bytes`: a connection whose lent frames were released in a burst gives the buffers it
+/// does not keep to the pool, and a connection that needs a new buffer takes one from it
+/// before allocating. Each buffer was a connection's, so at most one frame plus one read
+/// chunk long.
+#[derive(Debug, Default)]
+pub struct BufferPool {
+    free: Vec<Vec<u8>>,
+    bytes: usize,
+    max_bytes: usize,
+    allocated_bytes: u64,
+    reused_bytes: u64,
+}
+
+impl BufferPool {
+    /// A pool holding at most `max_bytes` of free buffers (0 keeps none).
+    pub fn new(max_bytes: usize) -> Self {
+        BufferPool { max_bytes, ..Default::default() }
+    }
+
+    /// Bytes of free buffers held.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Bytes of new buffers allocated by connections using this pool.
+    pub fn allocated_bytes(&self) -> u64 {
+        self.allocated_bytes
+    }
+
+    /// Bytes of buffers taken from this pool instead of allocating.
+    pub fn reused_bytes(&self) -> u64 {
+        self.reused_bytes
+    }
+
+    /// The free buffer given last (the likeliest to be in the CPU's caches still) of at least
+    /// `len` bytes and at most twice that: a connection reading small frames does not take a
+    /// buffer grown for large ones.
+    fn take(&mut self, len: usize) -> Option<Vec<u8>> {
+        let i = self.free.iter().rposition(|b| b.len() >= len && b.len() <= 2 * len)?;
+        let buf = self.free.remove(i);
+        self.bytes -= buf.len();
+        self.reused_bytes += buf.len() as u64;
+        Some(buf)
+    }
+
+    /// Keeps `buf` if it fits under the bound, else drops it.
+    fn give(&mut self, buf: Vec<u8>) {
+        if self.bytes + buf.len() <= self.max_bytes {
+            self.bytes += buf.len();
+            self.free.push(buf);
+        }
+    }
+}
 
 impl ReadBuffer {
     /// A buffer of `chunk` bytes (also its base size and the growth step).
@@ -101,13 +166,23 @@ impl ReadBuffer {
     /// received get their whole room at once, as a connection streaming large frames needs
     /// (a new buffer while lent frames pin the old one is then allocated in one step).
     pub fn space_for(&mut self, needed: usize) -> &mut [u8] {
+        self.space_in(needed, None)
+    }
+
+    /// [`ReadBuffer::space_for`], with free buffers beyond the one this connection keeps
+    /// given to `pool`, and a new buffer taken from it when one is needed.
+    pub fn space_for_pooled(&mut self, needed: usize, pool: &mut BufferPool) -> &mut [u8] {
+        self.space_in(needed, Some(pool))
+    }
+
+    fn space_in(&mut self, needed: usize, pool: Option<&mut BufferPool>) -> &mut [u8] {
         let held = self.end - self.start;
         let want = if needed <= self.proven { needed } else { needed.min(2 * held + self.chunk) };
         let want = want.max(held + 1);
         if Arc::get_mut(&mut self.data).is_none() {
-            self.move_to_unshared(want);
+            self.move_to_unshared(want, pool);
         } else if !self.spares.is_empty() {
-            self.prune_spares();
+            self.prune_spares(pool);
         }
         let data = Arc::get_mut(&mut self.data).expect("the buffer being filled is unshared");
         if self.start > 0 && self.start + want > data.len() {
@@ -127,9 +202,9 @@ impl ReadBuffer {
 
     /// Continues in a buffer nobody else holds, leaving the current one to its lent frames:
     /// the largest spare whose frames were all dropped (so a connection that keeps receiving
-    /// large frames keeps reusing a grown buffer), else a new one just large enough. Copies
-    /// only the partly received frame.
-    fn move_to_unshared(&mut self, want: usize) {
+    /// large frames keeps reusing a grown buffer), else one from the pool, else a new one just
+    /// large enough. Copies only the partly received frame.
+    fn move_to_unshared(&mut self, want: usize, mut pool: Option<&mut BufferPool>) {
         let reusable = self
             .spares
             .iter_mut()
@@ -138,9 +213,18 @@ impl ReadBuffer {
             .filter_map(|(i, s)| Arc::get_mut(s).map(|b| (i, b.len())))
             .max_by_key(|&(_, len)| len)
             .map(|(i, _)| i);
+        let len = want.next_multiple_of(self.chunk);
         let next = match reusable {
             Some(i) => self.spares.remove(i),
-            None => Arc::new(vec![0; want.next_multiple_of(self.chunk)]),
+            None => match pool.as_deref_mut().and_then(|p| p.take(len)) {
+                Some(buf) => Arc::new(buf),
+                None => {
+                    if let Some(p) = pool.as_deref_mut() {
+                        p.allocated_bytes += len as u64;
+                    }
+                    Arc::new(vec![0; len])
+                }
+            },
         };
         let old = std::mem::replace(&mut self.data, next);
         let partial = self.end - self.start;
@@ -149,20 +233,28 @@ impl ReadBuffer {
         self.start = 0;
         self.end = partial;
         self.spares.push(old);
-        self.prune_spares();
+        self.prune_spares(pool);
     }
 
     /// Buffers with frames still out cost nothing extra (the frames pin them); of those whose
-    /// frames are all gone, one is kept for the next move and the rest are freed. Past
-    /// [`SPARE_BUFFERS`], the oldest is forgotten (freed when its last lent frame is).
-    fn prune_spares(&mut self) {
+    /// frames are all gone, one is kept for the next move and the rest go to the pool (or are
+    /// freed). Past [`SPARE_BUFFERS`], the oldest is forgotten (freed when its last lent
+    /// frame is).
+    fn prune_spares(&mut self, mut pool: Option<&mut BufferPool>) {
         let mut kept_free = false;
-        self.spares.retain_mut(|s| {
-            let free = Arc::get_mut(s).is_some();
-            let keep = !free || !kept_free;
-            kept_free |= free;
-            keep
-        });
+        let mut i = 0;
+        while i < self.spares.len() {
+            let free = Arc::get_mut(&mut self.spares[i]).is_some();
+            if free && kept_free {
+                let spare = self.spares.remove(i);
+                if let (Some(p), Ok(buf)) = (pool.as_deref_mut(), Arc::try_unwrap(spare)) {
+                    p.give(buf);
+                }
+            } else {
+                kept_free |= free;
+                i += 1;
+            }
+        }
         if self.spares.len() > SPARE_BUFFERS {
             self.spares.remove(0);
         }
@@ -325,6 +417,78 @@ mod tests {
         let free = rb.spares.iter().filter(|s| Arc::strong_count(s) == 1).count();
         assert!(free <= 1, "{free} free spares kept");
         assert!(rb.spares.len() <= 2, "{} spares", rb.spares.len());
+    }
+
+    /// Reads 20 bursts of `burst` frames of `frame` bytes into one connection's buffer,
+    /// with `in_flight` frames lent and alive before each burst is released at once (as
+    /// appends waiting for the write pool release them). Returns the bytes of new buffers
+    /// allocated after the first rounds.
+    fn bursts(pool: &mut BufferPool, frame: usize, in_flight: usize, burst: usize) -> u64 {
+        let mut rb = ReadBuffer::new(CHUNK);
+        let mut alive = std::collections::VecDeque::new();
+        let mut after_warmup = 0;
+        for round in 0..20 {
+            if round == 3 {
+                // By now `in_flight` frames were alive at once: the buffers they need exist.
+                after_warmup = pool.allocated_bytes();
+            }
+            for _ in 0..burst {
+                let mut at = 0;
+                while at < frame {
+                    let space = rb.space_for_pooled(frame, pool);
+                    let n = space.len().min(frame - at).min(CHUNK);
+                    space[..n].fill(round as u8);
+                    rb.advance(n);
+                    at += n;
+                }
+                alive.push_back(rb.lend(frame));
+            }
+            while alive.len() > in_flight - burst {
+                let f = alive.pop_front().unwrap();
+                assert!(f.iter().all(|&b| b == f[0]), "a lent frame changed");
+            }
+            assert!(pool.bytes() <= pool.max_bytes, "{} bytes pooled", pool.bytes());
+        }
+        pool.allocated_bytes() - after_warmup
+    }
+
+    #[test]
+    fn buffers_released_in_a_burst_are_read_into_again_through_the_pool() {
+        let frame = 4 * CHUNK;
+        // 40 frames in flight, released 16 at a time: one connection keeps a single
+        // free buffer, so without a pool most of each burst is freed and allocated again.
+        let mut none = BufferPool::new(0);
+        let without = bursts(&mut none, frame, 40, 16);
+        assert!(without >= 100 * frame as u64, "{without} bytes allocated without a pool");
+        let mut pool = BufferPool::new(32 * frame);
+        assert_eq!(bursts(&mut pool, frame, 40, 16), 0, "allocated after the first bursts");
+        assert!(pool.reused_bytes() > 200 * frame as u64);
+        // A pool too small for a burst still bounds what it holds, and saves what it can.
+        let mut small = BufferPool::new(4 * frame + 4 * CHUNK);
+        let with_small = bursts(&mut small, frame, 40, 16);
+        assert!(with_small < without, "{with_small} against {without}");
+    }
+
+    #[test]
+    fn the_pool_gives_back_a_buffer_large_enough_or_none() {
+        let mut pool = BufferPool::new(8 * CHUNK);
+        pool.give(vec![1; CHUNK]);
+        pool.give(vec![2; 2 * CHUNK]);
+        pool.give(vec![3; 5 * CHUNK]);
+        pool.give(vec![4; CHUNK]); // over the bound: dropped
+        assert_eq!(pool.bytes(), 8 * CHUNK);
+        assert!(pool.take(6 * CHUNK).is_none(), "none large enough");
+        // Not a buffer more than twice the size asked: that one stays for larger frames.
+        assert_eq!(pool.take(2 * CHUNK).unwrap()[0], 2);
+        assert_eq!(pool.take(CHUNK).unwrap()[0], 1);
+        assert!(pool.take(CHUNK).is_none(), "only the 5-chunk buffer is left");
+        assert_eq!(pool.take(3 * CHUNK).unwrap()[0], 3);
+        assert_eq!(pool.bytes(), 0);
+        assert_eq!(pool.reused_bytes(), 8 * CHUNK as u64);
+        // Of two that fit, the one given last.
+        pool.give(vec![5; CHUNK]);
+        pool.give(vec![6; CHUNK]);
+        assert_eq!(pool.take(CHUNK).unwrap()[0], 6);
     }
 
     #[test]

@@ -28,6 +28,8 @@ pub struct MemoryBudget {
     pub prefetch_bytes: usize,
     /// Every allowed connection's base read buffer.
     pub connection_buffers_bytes: usize,
+    /// Free read buffers kept for the shard's connections to reuse (`read_buffer_pool_bytes`).
+    pub read_buffer_pool_bytes: usize,
     /// A connection receiving a large frame holds up to this much while it arrives.
     pub frame_bytes: usize,
     /// A connection's requests in flight and unwritten responses hold up to this much
@@ -46,6 +48,7 @@ impl MemoryBudget {
             + self.read_ahead_bytes
             + self.prefetch_bytes
             + self.connection_buffers_bytes
+            + self.read_buffer_pool_bytes
     }
 }
 
@@ -57,7 +60,8 @@ impl std::fmt::Display for MemoryBudget {
             "memory per shard: io arena {} MiB (resident from start); up to {} MiB write \
              pool, {} MiB chunk cache, {} MiB queue index, {} MiB key index, {} MiB read-ahead, \
              {} MiB prefetch, {} MiB connection read buffers \
-             (max_connections_per_shard x {} KiB), each filled only as used: at most {} MiB, \
+             (max_connections_per_shard x {} KiB), {} MiB of free read buffers, each filled \
+             only as used: at most {} MiB, \
              plus frames being received (up to {} MiB each) and requests in flight (up to {} \
              MiB per connection)",
             mib(self.io_arena_bytes),
@@ -69,6 +73,7 @@ impl std::fmt::Display for MemoryBudget {
             mib(self.prefetch_bytes),
             mib(self.connection_buffers_bytes),
             CONNECTION_READ_BUFFER_BYTES / 1024,
+            mib(self.read_buffer_pool_bytes),
             mib(self.bound_bytes()),
             mib(self.frame_bytes),
             mib(self.in_flight_bytes),
@@ -104,6 +109,7 @@ impl Config {
             read_ahead_bytes: 4 * (s.read_ahead_bytes + 2 * s.max_batch_bytes),
             prefetch_bytes: s.prefetch_bytes,
             connection_buffers_bytes: b.max_connections_per_shard * CONNECTION_READ_BUFFER_BYTES,
+            read_buffer_pool_bytes: b.read_buffer_pool_bytes,
             frame_bytes: b.max_frame_bytes,
             in_flight_bytes: b.max_in_flight_bytes_per_connection + b.max_frame_bytes,
         }

@@ -88,6 +88,8 @@ impl<L: ShardLog> Shard<L> {
                 .borrow()
                 .as_ref()
                 .map(|_| self.keys_reader.disk_bytes()),
+            read_buffer_pool_bytes: self.read_buffers.borrow().bytes() as u64,
+            read_buffer_allocated_bytes: self.read_buffers.borrow().allocated_bytes(),
         }
     }
 
