@@ -241,17 +241,19 @@ impl ReadBuffer {
     /// freed). Past [`SPARE_BUFFERS`], the oldest is forgotten (freed when its last lent
     /// frame is).
     fn prune_spares(&mut self, mut pool: Option<&mut BufferPool>) {
-        let mut kept_free = false;
+        // The newest free one is kept: its frames were the last copied out, so it is the
+        // likeliest to be in the CPU's caches. Older free ones go to the pool, oldest first.
+        let newest_free = self.spares.iter_mut().rposition(|s| Arc::get_mut(s).is_some());
         let mut i = 0;
-        while i < self.spares.len() {
-            let free = Arc::get_mut(&mut self.spares[i]).is_some();
-            if free && kept_free {
+        let mut end = newest_free.unwrap_or(0);
+        while i < end {
+            if Arc::get_mut(&mut self.spares[i]).is_some() {
                 let spare = self.spares.remove(i);
+                end -= 1;
                 if let (Some(p), Ok(buf)) = (pool.as_deref_mut(), Arc::try_unwrap(spare)) {
                     p.give(buf);
                 }
             } else {
-                kept_free |= free;
                 i += 1;
             }
         }
