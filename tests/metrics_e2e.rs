@@ -134,6 +134,22 @@ fn a_scrape_after_produce_consume_and_commit_counts_what_was_sent() {
     assert_eq!(lag("1"), 0.0);
     assert_eq!(sum(&s, "ringmq_group_committed_offset", &[("queue", "0")]), half as f64);
     assert_eq!(sum(&s, "ringmq_queue_series_omitted", &[]), 0.0);
+
+    // Where each shard's time went: every kind of work ran, and the counters only grow.
+    let busy = |s: &prometheus_parse::Scrape, labels: &[(&str, &str)]| {
+        sum(s, "ringmq_task_queue_busy_seconds_total", labels)
+    };
+    for shard in ["0", "1"] {
+        for queue in ["data", "control"] {
+            let b = busy(&s, &[("shard", shard), ("queue", queue)]);
+            assert!(b > 0.0, "shard {shard}, {queue}: {b}");
+        }
+    }
+    assert!(busy(&s, &[("queue", "key_index")]) > 0.0, "the key index's reader ran");
+    let again = scrape(&addr);
+    for queue in ["data", "control", "key_index"] {
+        assert!(busy(&again, &[("queue", queue)]) >= busy(&s, &[("queue", queue)]), "{queue}");
+    }
 }
 
 #[test]

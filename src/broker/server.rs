@@ -613,7 +613,7 @@ async fn shard_main(args: ShardArgs) -> Result<(), String> {
     };
     let metrics =
         metrics.map(|inbox| control.spawn(shard.clone().serve_metrics(inbox, stop.clone())));
-    let keys = control.spawn(shard.clone().key_index_loop(stop.clone()));
+    let keys = shard.key_index_queue().spawn(shard.clone().key_index_loop(stop.clone()));
     let replication = {
         let (shard, stop) = (shard.clone(), stop.clone());
         runtime::spawn(async move {

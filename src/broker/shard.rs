@@ -147,6 +147,14 @@ pub struct Shard<L: ShardLog> {
     /// Low-share task queue for control-plane work (topic changes, stats, control
     /// messages), so it never stalls produce and fetch in the default queue.
     control_queue: runtime::TaskQueue,
+    /// The key index's reader and writer (`key_index_loop`), in a queue of their own with the
+    /// control queue's shares, so their CPU time is measured apart.
+    key_index_queue: runtime::TaskQueue,
+    /// The queue the shard was made in: connections, produce, fetch, the log's own tasks.
+    data_queue: runtime::TaskQueue,
+    /// Time each queue's tasks ran since start, as [`TASK_QUEUES`] names them (glommio's
+    /// counters restart when read, so the metrics snapshot adds them up here).
+    queue_busy: RefCell<[Duration; 3]>,
     /// Idempotent produce (`idempotence` module): the sequence windows, this shard's producer
     /// ids, and retries waiting for a copy of themselves that is being appended.
     sequences: RefCell<SequenceWindows>,
@@ -181,6 +189,10 @@ pub struct Shard<L: ShardLog> {
     /// timeouts, idempotence windows, group sessions); simulated in tests.
     pub clock: SharedClock,
 }
+
+/// The shard's task queues, as the `queue` label of `ringmq_task_queue_busy_seconds_total`
+/// names them.
+pub const TASK_QUEUES: [&str; 3] = ["data", "control", "key_index"];
 
 fn ok_or_stopped<T>(r: Result<T, oneshot::Canceled>, what: &str) -> Result<T, BrokerError> {
     r.map_err(|_| {
@@ -232,6 +244,9 @@ impl<L: ShardLog> Shard<L> {
             probe: RefCell::new(crate::metrics::ShardProbe::default()),
             stopping: Cell::new(false),
             control_queue: runtime::TaskQueue::new(&format!("shard-{id}-control"), 100),
+            key_index_queue: runtime::TaskQueue::new(&format!("shard-{id}-key-index"), 100),
+            data_queue: runtime::TaskQueue::current(),
+            queue_busy: RefCell::new([Duration::ZERO; 3]),
             sequences: RefCell::new(SequenceWindows::new(
                 config.broker.idempotence_max_producer_queues,
                 config.broker.idempotence_expiry_ms,
@@ -271,6 +286,21 @@ impl<L: ShardLog> Shard<L> {
     /// The task queue for control-plane work on this shard.
     pub fn control_queue(&self) -> runtime::TaskQueue {
         self.control_queue
+    }
+
+    /// The task queue the key index's loop runs in.
+    pub fn key_index_queue(&self) -> runtime::TaskQueue {
+        self.key_index_queue
+    }
+
+    /// How long each of the shard's task queues ran since start, by [`TASK_QUEUES`] name.
+    pub fn task_queue_busy(&self) -> [(&'static str, Duration); 3] {
+        let mut busy = self.queue_busy.borrow_mut();
+        let queues = [self.data_queue, self.control_queue, self.key_index_queue];
+        for (total, queue) in busy.iter_mut().zip(queues) {
+            *total += queue.take_runtime();
+        }
+        std::array::from_fn(|i| (TASK_QUEUES[i], busy[i]))
     }
 
     pub fn stats_mut(&self) -> std::cell::RefMut<'_, ShardStats> {

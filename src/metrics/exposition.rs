@@ -41,15 +41,15 @@ fn shard_label(s: &ShardSnapshot) -> Labels {
     vec![("shard", s.shard.to_string())]
 }
 
-fn counters(
+fn counters<V: prometheus_client::encoding::EncodeCounterValue>(
     enc: &mut DescriptorEncoder,
     name: &str,
     help: &str,
-    series: impl IntoIterator<Item = (Labels, u64)>,
+    series: impl IntoIterator<Item = (Labels, V)>,
 ) -> std::fmt::Result {
     let mut family = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
     for (labels, v) in series {
-        family.encode_family(&labels)?.encode_counter::<NoLabelSet, u64, u64>(&v, None)?;
+        family.encode_family(&labels)?.encode_counter::<NoLabelSet, V, u64>(&v, None)?;
     }
     Ok(())
 }
@@ -292,6 +292,18 @@ impl Collector for SnapshotCollector {
              the shard's pool had free; steady growth under steady load means the pool is small",
             per_shard(|s| s.read_buffer_allocated_bytes),
         )?;
+        counters(
+            e,
+            "task_queue_busy_seconds",
+            "Time the shard's tasks of each kind ran: data (connections, produce, fetch, the \
+             log), control (groups, schedules, transactions, metrics), key_index",
+            shards.iter().flat_map(|s| {
+                s.task_queue_busy.iter().map(move |(queue, busy)| {
+                    let labels = vec![("shard", s.shard.to_string()), ("queue", (*queue).into())];
+                    (labels, busy.as_secs_f64())
+                })
+            }),
+        )?;
         gauges(
             e,
             "long_poll_waiters",
@@ -473,6 +485,7 @@ mod tests {
         s1.key_index_disk_read_bytes = Some(8192);
         s1.read_buffer_pool_bytes = 65536;
         s1.read_buffer_allocated_bytes = 131072;
+        s1.task_queue_busy = vec![("data", std::time::Duration::from_millis(2500))];
         s1.append_ack_latency.record_us(40);
         s1.append_ack_latency.record_us(4_000);
         s1.log.chunk_cache_hits = 3;
@@ -512,6 +525,10 @@ mod tests {
         assert_eq!(value(&s, "ringmq_key_index_disk_read_bytes_total", &shard1), Some(8192.0));
         assert_eq!(value(&s, "ringmq_read_buffer_pool_bytes", &shard1), Some(65536.0));
         assert_eq!(value(&s, "ringmq_read_buffer_allocated_bytes_total", &shard1), Some(131072.0));
+        assert_eq!(
+            value(&s, "ringmq_task_queue_busy_seconds_total", &[("shard", "1"), ("queue", "data")]),
+            Some(2.5)
+        );
         assert_eq!(
             value(&s, "ringmq_shard_up", &[("shard", "0")]),
             Some(0.0),

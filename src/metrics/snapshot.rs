@@ -89,6 +89,9 @@ pub struct ShardSnapshot {
     /// New connection read buffers allocated (zero-filled) since start: what the pool could
     /// not serve.
     pub read_buffer_allocated_bytes: u64,
+    /// Time each of the shard's task queues ran since start (`data`, `control`, `key_index`):
+    /// its CPU time by kind of work, host preemption while a task ran included.
+    pub task_queue_busy: Vec<(&'static str, std::time::Duration)>,
 }
 
 /// A shard's replication state (`broker/shard/replication.rs`).

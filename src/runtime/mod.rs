@@ -293,6 +293,19 @@ impl TaskQueue {
         ))
     }
 
+    /// The queue of the task that calls this (an executor's first task runs in its default
+    /// queue).
+    pub fn current() -> TaskQueue {
+        TaskQueue(glommio::executor().current_task_queue())
+    }
+
+    /// How long this queue's tasks ran since the previous call (glommio hands its counter
+    /// over and restarts it, so one owner must do all the reading); zero outside an executor
+    /// or for a removed queue.
+    pub fn take_runtime(&self) -> Duration {
+        glommio::executor().task_queue_stats(self.0).map(|s| s.runtime()).unwrap_or_default()
+    }
+
     /// Spawns `fut` into this queue; it runs to completion even if the handle is dropped.
     pub fn spawn<F, T>(&self, fut: F) -> JoinHandle<T>
     where

@@ -90,6 +90,7 @@ impl<L: ShardLog> Shard<L> {
                 .map(|_| self.keys_reader.disk_bytes()),
             read_buffer_pool_bytes: self.read_buffers.borrow().bytes() as u64,
             read_buffer_allocated_bytes: self.read_buffers.borrow().allocated_bytes(),
+            task_queue_busy: self.task_queue_busy().to_vec(),
         }
     }
 
