@@ -5,8 +5,15 @@
 mod common;
 
 use common::{batch, batch_tag, run, small_config};
+use ringmq::storage::commit_log::FollowedBatch;
 use ringmq::storage::sim_dir::SimDir;
 use ringmq::storage::{CommitLog, FlushMode, LogPosition, QueueId, QueueKey, TopicId};
+
+thread_local! {
+    /// Batches the follower reported in pieces (held in memory across two chunks) on this
+    /// test's thread.
+    static IN_PIECES: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
 
 const Q1: QueueKey = QueueKey::new(TopicId::new(1), QueueId::new(0));
 const Q2: QueueKey = QueueKey::new(TopicId::new(1), QueueId::new(1));
@@ -33,8 +40,15 @@ async fn follow_from(
     let mut disk = 0;
     loop {
         let f = log
-            .follow(from, step, up_to, |pos, view| {
-                out.push((pos.get(), batch_tag(view.as_bytes())))
+            .follow(from, step, up_to, |pos, batch| {
+                // Every record walks, where it lies, whole or in pieces.
+                let mut records = 0;
+                assert_eq!(batch.for_each_record(|_| records += 1), Ok(()));
+                assert_eq!(records, batch.header().record_count);
+                if let FollowedBatch::Pieces { .. } = batch {
+                    IN_PIECES.set(IN_PIECES.get() + 1);
+                }
+                out.push((pos.get(), batch_tag(&batch.to_vec())))
             })
             .await
             .unwrap();
@@ -70,6 +84,7 @@ fn a_follower_close_behind_the_log_reads_memory_and_a_late_one_the_disk() {
         log.flush().await.unwrap();
         let reads_before = dir.read_count();
         let (from_memory, disk) = follow_all(&log, 16 << 10).await;
+        assert!(IN_PIECES.get() > 0, "batches across two chunks came in their pieces");
         assert_eq!(from_memory.iter().map(|(_, t)| *t).collect::<Vec<_>>(), tags);
         assert!(from_memory.windows(2).all(|w| w[0].0 < w[1].0), "in log order");
         assert_eq!(dir.read_count(), reads_before, "followed from memory, no disk read");

@@ -4,10 +4,9 @@
 use std::rc::Rc;
 
 use super::shard_log::{AppendOutcome, OffsetRange, ShardLog};
-use crate::format::batch::BatchView;
 use crate::replication::epoch_file;
 use crate::replication::epochs::EpochHistory;
-use crate::storage::commit_log::{Followed, PositionedBatch, Scanned, TailScan};
+use crate::storage::commit_log::{Followed, FollowedBatch, PositionedBatch, Scanned, TailScan};
 use crate::storage::file::LogDir;
 use crate::storage::probe::LogMetrics;
 use crate::storage::{
@@ -96,7 +95,7 @@ impl<D: LogDir + 'static> ShardLog for Rc<CommitLog<D>> {
         from: u64,
         max_bytes: u64,
         up_to: u64,
-        mut each: impl FnMut(u64, &BatchView<'_>),
+        mut each: impl FnMut(u64, &FollowedBatch<'_>),
     ) -> Result<Followed, StorageError> {
         let (from, up_to) = (LogPosition::new(from), LogPosition::new(up_to));
         CommitLog::follow(self, from, max_bytes, up_to, |p, b| each(p.get(), b)).await

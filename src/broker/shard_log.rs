@@ -5,9 +5,8 @@
 //! request handling is tested without disks but against the real log. Keeping the seam this
 //! narrow keeps storage types that the broker does not need out of it.
 
-use crate::format::batch::BatchView;
 use crate::replication::epochs::EpochHistory;
-use crate::storage::commit_log::{Followed, PositionedBatch, Scanned, TailScan};
+use crate::storage::commit_log::{Followed, FollowedBatch, PositionedBatch, Scanned, TailScan};
 use crate::storage::probe::LogMetrics;
 use crate::storage::{QueueKey, QueueOffsets, ReadBuf, StorageError};
 
@@ -105,7 +104,7 @@ pub trait ShardLog: 'static {
         from: u64,
         max_bytes: u64,
         up_to: u64,
-        each: impl FnMut(u64, &BatchView<'_>),
+        each: impl FnMut(u64, &FollowedBatch<'_>),
     ) -> Result<Followed, StorageError>;
     /// The first log position the log still holds (retention removed what lies before).
     fn oldest_position(&self) -> u64;

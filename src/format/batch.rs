@@ -188,6 +188,59 @@ pub fn stamp_verifies(bytes: &[u8]) -> bool {
     read_header(bytes).is_ok_and(|h| crc32c::crc32c(&bytes[STAMP_START..STAMP_END]) == h.stamp_crc)
 }
 
+fn check_attributes(header: &BatchHeader) -> Result<(), FormatError> {
+    if header.attributes & !ATTR_KNOWN != 0 {
+        return Err(FormatError::UnknownAttributes(header.attributes & !ATTR_KNOWN));
+    }
+    let codec = header.attributes & ATTR_COMPRESSION_MASK;
+    if codec != 0 {
+        return Err(FormatError::UnsupportedCompression(codec));
+    }
+    Ok(())
+}
+
+fn check_record_count(header: &BatchHeader) -> Result<(), FormatError> {
+    let control = header.attributes & ATTR_CONTROL != 0;
+    if control && (header.record_count != 0 || header.length as usize != HEADER_LEN) {
+        return Err(FormatError::ControlWithRecords(header.record_count));
+    }
+    if !control && (header.record_count == 0 || header.record_count > MAX_RECORDS_PER_BATCH) {
+        return Err(FormatError::BadRecordCount(header.record_count));
+    }
+    Ok(())
+}
+
+/// The header of a stored batch whose bytes this process verified when they were appended
+/// and holds in pieces (the log's chunk cache, across two chunks): every check of
+/// [`BatchView::parse_verified_before`] and [`BatchView::verify_stamp`] that the header alone
+/// allows. `header_bytes` are the batch's first [`HEADER_LEN`] bytes; walk its records with
+/// [`super::record::walk_pieces`].
+pub fn verify_stored_header(
+    header_bytes: &[u8],
+    max_len: usize,
+) -> Result<BatchHeader, FormatError> {
+    let header = read_header(header_bytes)?;
+    let length = header.length as usize;
+    if length < HEADER_LEN || length > max_len {
+        return Err(FormatError::BadLength {
+            length: header.length.into(),
+            min: HEADER_LEN,
+            max: max_len,
+        });
+    }
+    check_attributes(&header)?;
+    check_record_count(&header)?;
+    let actual = crc32c::crc32c(&header_bytes[STAMP_START..STAMP_END]);
+    if actual != header.stamp_crc {
+        return Err(FormatError::StampCrcMismatch { expected: header.stamp_crc, actual });
+    }
+    let (base_offset, record_count) = (header.stamp.base_offset, header.record_count);
+    if base_offset.checked_add(u64::from(record_count)).is_none() {
+        return Err(FormatError::StampPastLastOffset { base_offset, record_count });
+    }
+    Ok(header)
+}
+
 /// A validated batch borrowed from a buffer: the header is decoded and the CRC verified.
 #[derive(Debug, Clone, Copy)]
 pub struct BatchView<'a> {
@@ -224,13 +277,7 @@ impl<'a> BatchView<'a> {
         if bytes.len() < length {
             return Err(FormatError::Truncated { needed: length, have: bytes.len() });
         }
-        if header.attributes & !ATTR_KNOWN != 0 {
-            return Err(FormatError::UnknownAttributes(header.attributes & !ATTR_KNOWN));
-        }
-        let codec = header.attributes & ATTR_COMPRESSION_MASK;
-        if codec != 0 {
-            return Err(FormatError::UnsupportedCompression(codec));
-        }
+        check_attributes(&header)?;
         let bytes = &bytes[..length];
         if crc {
             let actual = crc32c::crc32c(&bytes[CRC_START..]);
@@ -238,13 +285,7 @@ impl<'a> BatchView<'a> {
                 return Err(FormatError::CrcMismatch { expected: header.crc, actual });
             }
         }
-        let control = header.attributes & ATTR_CONTROL != 0;
-        if control && (header.record_count != 0 || length != HEADER_LEN) {
-            return Err(FormatError::ControlWithRecords(header.record_count));
-        }
-        if !control && (header.record_count == 0 || header.record_count > MAX_RECORDS_PER_BATCH) {
-            return Err(FormatError::BadRecordCount(header.record_count));
-        }
+        check_record_count(&header)?;
         Ok(BatchView { header, bytes })
     }
 

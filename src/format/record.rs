@@ -175,35 +175,135 @@ impl<'a> Iterator for RecordIter<'a> {
         let Some(body) = outer.sized32() else {
             return self.fail("record length runs past the batch");
         };
-        let mut c = Cursor { rest: body };
-        let parsed = (|| {
-            let delta = c.u32()?;
-            let key = c.sized16()?;
-            let tag = c.sized16()?;
-            let properties = c.sized32()?;
-            let payload = c.sized32()?;
-            Some((delta, key, tag, properties, payload))
-        })();
-        let Some((delta, key, tag, properties, payload)) = parsed else {
-            return self.fail("a field runs past the record");
-        };
-        if !c.rest.is_empty() {
-            return self.fail("bytes left inside the record");
+        match record_body(body, self.index, self.first_ts) {
+            Ok(rec) => {
+                self.rest = outer.rest;
+                self.index += 1;
+                Some(Ok(rec))
+            }
+            Err(reason) => self.fail(reason),
         }
-        if (PropertyIter { rest: properties }).any(|p| p.is_err()) {
-            return self.fail("malformed properties");
+    }
+}
+
+/// Decodes one record's bytes after its length prefix.
+fn record_body(body: &[u8], index: u32, first_ts: i64) -> Result<RecordRef<'_>, &'static str> {
+    let mut c = Cursor { rest: body };
+    let parsed = (|| {
+        let delta = c.u32()?;
+        let key = c.sized16()?;
+        let tag = c.sized16()?;
+        let properties = c.sized32()?;
+        let payload = c.sized32()?;
+        Some((delta, key, tag, properties, payload))
+    })();
+    let Some((delta, key, tag, properties, payload)) = parsed else {
+        return Err("a field runs past the record");
+    };
+    if !c.rest.is_empty() {
+        return Err("bytes left inside the record");
+    }
+    if (PropertyIter { rest: properties }).any(|p| p.is_err()) {
+        return Err("malformed properties");
+    }
+    Ok(RecordRef {
+        index,
+        timestamp_ms: first_ts.saturating_add(i64::from(delta)),
+        key,
+        tag,
+        properties,
+        body: payload,
+    })
+}
+
+/// The records section of a batch held in several pieces (a batch the log keeps in memory
+/// across two chunks), walked with the checks [`RecordIter`] makes: each record is decoded
+/// where it lies, and only one that straddles two pieces is copied (into a buffer reused
+/// for the next). Stops at the first malformed record, with its error.
+pub fn walk_pieces(
+    pieces: &[&[u8]],
+    count: u32,
+    first_ts: i64,
+    mut each: impl FnMut(RecordRef<'_>),
+) -> Result<(), FormatError> {
+    let mut at = Pieces { pieces, piece: 0, offset: 0 };
+    let mut scratch = Vec::new();
+    let bad = |index, reason| FormatError::BadRecord { index, reason };
+    for index in 0..count {
+        let mut len = [0u8; 4];
+        if !at.copy_to(&mut len) {
+            return Err(bad(index, "record length runs past the batch"));
         }
-        let rec = RecordRef {
-            index: self.index,
-            timestamp_ms: self.first_ts.saturating_add(i64::from(delta)),
-            key,
-            tag,
-            properties,
-            body: payload,
+        let len = u32::from_le_bytes(len) as usize;
+        if len > at.remaining() {
+            // Before any copy: a length from damaged bytes must not size a buffer.
+            return Err(bad(index, "record length runs past the batch"));
+        }
+        let body = match at.borrow(len) {
+            Some(body) => body,
+            None => {
+                scratch.resize(len, 0);
+                if !at.copy_to(&mut scratch) {
+                    return Err(bad(index, "record length runs past the batch"));
+                }
+                &scratch[..]
+            }
         };
-        self.rest = outer.rest;
-        self.index += 1;
-        Some(Ok(rec))
+        each(record_body(body, index, first_ts).map_err(|reason| bad(index, reason))?);
+    }
+    if at.remaining() > 0 {
+        return Err(bad(count, "bytes left after the last record"));
+    }
+    Ok(())
+}
+
+/// A read position in a sequence of byte slices.
+struct Pieces<'p, 'a> {
+    pieces: &'p [&'a [u8]],
+    piece: usize,
+    offset: usize,
+}
+
+impl<'a> Pieces<'_, 'a> {
+    /// Skips exhausted pieces.
+    fn settle(&mut self) {
+        while self.piece < self.pieces.len() && self.offset == self.pieces[self.piece].len() {
+            self.piece += 1;
+            self.offset = 0;
+        }
+    }
+
+    /// The next `n` bytes if one piece holds them all (then consumed), else None (nothing
+    /// consumed).
+    fn borrow(&mut self, n: usize) -> Option<&'a [u8]> {
+        self.settle();
+        if n == 0 {
+            return Some(&[]);
+        }
+        let piece = *self.pieces.get(self.piece)?;
+        let bytes = piece.get(self.offset..self.offset.checked_add(n)?)?;
+        self.offset += n;
+        Some(bytes)
+    }
+
+    /// Fills `out` from the next bytes, across pieces; false (position undefined) if they run
+    /// out first.
+    fn copy_to(&mut self, out: &mut [u8]) -> bool {
+        let mut done = 0;
+        while done < out.len() {
+            self.settle();
+            let Some(piece) = self.pieces.get(self.piece) else { return false };
+            let n = (piece.len() - self.offset).min(out.len() - done);
+            out[done..done + n].copy_from_slice(&piece[self.offset..self.offset + n]);
+            self.offset += n;
+            done += n;
+        }
+        true
+    }
+
+    fn remaining(&self) -> usize {
+        let rest: usize = self.pieces.iter().skip(self.piece).map(|p| p.len()).sum();
+        rest - if self.piece < self.pieces.len() { self.offset } else { 0 }
     }
 }
 
@@ -298,6 +398,48 @@ mod tests {
             let decoded: Result<Vec<_>, _> = view.records().collect();
             let decoded_ok = decoded.as_ref().is_ok_and(|r| r.len() as u32 == view.header.record_count);
             prop_assert_eq!(view.validate_records().is_ok(), decoded_ok);
+        }
+
+        /// Records held in pieces (cut anywhere) walk to the same records as the whole
+        /// section, and to the same error: valid records first, then random bytes.
+        #[test]
+        fn pieces_walk_like_the_whole_section(
+            good in 0usize..5,
+            tail in proptest::collection::vec(any::<u8>(), 0..60),
+            extra in 0u32..3,
+            cuts in proptest::collection::vec(0usize..400, 0..5),
+        ) {
+            let mut b = BatchBuilder::new(1 << 16);
+            for i in 0..good.max(1) {
+                let props = [(b"n".as_slice(), b"v".as_slice())];
+                let key = vec![b'k'; i * 7];
+                let rec = Record { key: &key, tag: b"t", properties: &props, body: &[i as u8; 40], timestamp_ms: 1 };
+                b.push(&rec).unwrap();
+            }
+            let bytes = b.finish(-1, -1);
+            let mut records = bytes[crate::format::HEADER_LEN..].to_vec();
+            records.extend_from_slice(&tail);
+            let count = good.max(1) as u32 + extra;
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(records.len())).collect();
+            cuts.sort_unstable();
+            let mut pieces = Vec::new();
+            let mut from = 0;
+            for c in cuts.into_iter().chain([records.len()]) {
+                pieces.push(&records[from..c]);
+                from = c;
+            }
+            let owned = |r: RecordRef<'_>| format!("{} {:?} {:?} {:?}", r.index, r.key, r.body, r.property(b"n"));
+            let whole: Result<Vec<String>, FormatError> =
+                RecordIter::new(&records, count, 1).map(|r| r.map(owned)).collect();
+            let mut walked = Vec::new();
+            let result = walk_pieces(&pieces, count, 1, |r| walked.push(owned(r)));
+            match whole {
+                Ok(all) => {
+                    prop_assert!(result.is_ok(), "{:?}", result);
+                    prop_assert_eq!(walked, all);
+                }
+                Err(e) => prop_assert_eq!(result.unwrap_err(), e),
+            }
         }
 
         /// The decoder never panics, whatever the bytes.

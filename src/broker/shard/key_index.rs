@@ -39,11 +39,11 @@ use crate::broker::error::BrokerError;
 use crate::broker::shard_log::ShardLog;
 use crate::broker::shutdown::Stop;
 use crate::broker::topics::FIRST_SYSTEM_TOPIC_ID;
-use crate::format::batch::BatchView;
 use crate::protocol::key_query::{KeyHit, KeyHits, KeyQuery, MAX_KEY_HITS};
 use crate::protocol::{ErrorCode, Request, Response};
 use crate::runtime;
 use crate::schedule::retry::PROPERTY_ORIGIN_MESSAGE_ID;
+use crate::storage::commit_log::FollowedBatch;
 use crate::storage::dma_dir::DmaDir;
 use crate::storage::key_index::staged::Staged;
 use crate::storage::key_index::{key_hash, split_keys, Entry, KeyIndex, Walk, PROPERTY_UNIQ_KEY};
@@ -127,13 +127,13 @@ impl KeyReader {
 /// The key index entries of one stored batch, parsed and verified by the log's follower
 /// (pure: a batch in, entries out). Batches of system topics give none, and a record that does
 /// not parse ends its batch's entries.
-pub fn batch_entries(view: &BatchView<'_>, out: &mut Vec<Entry>) {
-    let stamp = view.header.stamp;
+pub fn batch_entries(batch: &FollowedBatch<'_>, out: &mut Vec<Entry>) {
+    let stamp = batch.header().stamp;
     if stamp.topic_id >= FIRST_SYSTEM_TOPIC_ID {
         return;
     }
-    for record in view.records() {
-        let Ok(record) = record else { return };
+    // A record that does not parse ends the entries (those before it are kept).
+    let _ = batch.for_each_record(|record| {
         let offset = stamp.base_offset + u64::from(record.index);
         let origin = record.property(PROPERTY_ORIGIN_MESSAGE_ID.as_bytes());
         let unique = record.property(PROPERTY_UNIQ_KEY.as_bytes());
@@ -148,7 +148,7 @@ pub fn batch_entries(view: &BatchView<'_>, out: &mut Vec<Entry>) {
                 store_ms: stamp.store_timestamp_ms,
             });
         }
-    }
+    });
 }
 
 impl<L: ShardLog> Shard<L> {
@@ -305,7 +305,7 @@ impl<L: ShardLog> Shard<L> {
             .follow(from.get(), self.config.key_index.max_step_bytes, up_to, |position, view| {
                 let mut entries = Vec::new();
                 batch_entries(view, &mut entries);
-                let end = position + view.as_bytes().len() as u64;
+                let end = position + view.length() as u64;
                 let (position, end) = (LogPosition::new(position), LogPosition::new(end));
                 staged.borrow_mut().push(position, end, entries);
             })
@@ -479,7 +479,7 @@ impl<L: ShardLog> Shard<L> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::format::batch::{stamp, Stamp};
+    use crate::format::batch::{stamp, BatchView, Stamp};
     use crate::format::{BatchBuilder, Record};
 
     type Properties<'a> = &'a [(&'a [u8], &'a [u8])];
@@ -506,7 +506,7 @@ mod tests {
         let unique: &[(&[u8], &[u8])] = &[(b"UNIQ_KEY", b"U1")];
         let bytes = stamped(&[(b"k1 k2", &[]), (b"", origin), (b"", &[]), (b"k3", unique)], 9);
         let mut out = Vec::new();
-        batch_entries(&view(&bytes), &mut out);
+        batch_entries(&FollowedBatch::Whole(view(&bytes)), &mut out);
         let got: Vec<(u32, u64)> = out.iter().map(|e| (e.key_hash, e.offset)).collect();
         assert_eq!(
             got,
@@ -522,10 +522,29 @@ mod tests {
     }
 
     #[test]
+    fn a_batch_in_pieces_gives_the_entries_it_gives_whole() {
+        let origin: &[(&[u8], &[u8])] = &[(b"ORIGIN_MESSAGE_ID", b"ABC")];
+        let bytes = stamped(&[(b"k1 k2", &[]), (b"", origin), (b"k3 k4 k5", &[]), (b"k6", &[])], 9);
+        let mut whole = Vec::new();
+        batch_entries(&FollowedBatch::Whole(view(&bytes)), &mut whole);
+        assert_eq!(whole.len(), 7);
+        // Cut everywhere: inside the header, inside records, at their edges.
+        for a in 1..bytes.len() {
+            for b in [a, (a + 13).min(bytes.len()), (a + 60).min(bytes.len())] {
+                let pieces = [&bytes[..a], &bytes[a..b], &bytes[b..]];
+                let header = view(&bytes).header;
+                let mut got = Vec::new();
+                batch_entries(&FollowedBatch::Pieces { header, pieces: &pieces }, &mut got);
+                assert_eq!(got, whole, "cut at {a} and {b}");
+            }
+        }
+    }
+
+    #[test]
     fn system_topics_give_nothing() {
         let bytes = stamped(&[(b"k", &[])], FIRST_SYSTEM_TOPIC_ID);
         let mut out = Vec::new();
-        batch_entries(&view(&bytes), &mut out);
+        batch_entries(&FollowedBatch::Whole(view(&bytes)), &mut out);
         assert!(out.is_empty());
     }
 
@@ -534,7 +553,7 @@ mod tests {
         let key = (0..100).map(|i| format!("k{i}")).collect::<Vec<_>>().join(" ");
         let bytes = stamped(&[(key.as_bytes(), &[])], 1);
         let mut out = Vec::new();
-        batch_entries(&view(&bytes), &mut out);
+        batch_entries(&FollowedBatch::Whole(view(&bytes)), &mut out);
         assert_eq!(out.len(), MAX_KEYS_PER_MESSAGE);
     }
 }

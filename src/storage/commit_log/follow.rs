@@ -19,11 +19,69 @@ use std::rc::Rc;
 use super::reader::memory_copy;
 use super::recovery::SCAN_READ_BYTES;
 use super::CommitLog;
-use crate::format::batch::{self as fmt, BatchView, HEADER_LEN};
+use crate::format::batch::{self as fmt, BatchHeader, BatchView, FormatError, HEADER_LEN};
+use crate::format::record::{walk_pieces, RecordRef};
 use crate::storage::error::{Result, StorageError};
 use crate::storage::file::{LogDir, LogFile, ReadBuf};
 use crate::storage::segment::{segment_name, Segment};
 use crate::storage::types::LogPosition;
+
+/// A batch as [`CommitLog::follow`] reports it: whole, or, when the log holds it in memory
+/// across chunks (a 1 MiB batch over 1 MiB chunks nearly always is), in those chunks' pieces.
+/// Walking the pieces where they lie instead of copying them together took the key index's
+/// reader from 0.12-0.13 to 0.09 CPU seconds per GB of raw produce (BENCHMARKS.md, round 19).
+pub enum FollowedBatch<'a> {
+    Whole(BatchView<'a>),
+    /// The header verified as far as it can be without the records
+    /// ([`fmt::verify_stored_header`]); the pieces hold the whole batch, header included.
+    Pieces {
+        header: BatchHeader,
+        pieces: &'a [&'a [u8]],
+    },
+}
+
+impl FollowedBatch<'_> {
+    pub fn header(&self) -> &BatchHeader {
+        match self {
+            FollowedBatch::Whole(v) => &v.header,
+            FollowedBatch::Pieces { header, .. } => header,
+        }
+    }
+
+    /// The batch's length in bytes, header included.
+    pub fn length(&self) -> usize {
+        self.header().length as usize
+    }
+
+    /// Calls `each` with every record, in order; stops at the first malformed one, with its
+    /// error (the checks of [`BatchView::records`]).
+    pub fn for_each_record(&self, mut each: impl FnMut(RecordRef<'_>)) -> Result<(), FormatError> {
+        match self {
+            FollowedBatch::Whole(v) => v.records().try_for_each(|r| r.map(&mut each)),
+            FollowedBatch::Pieces { header, pieces } => {
+                let mut skip = HEADER_LEN;
+                let mut records: Vec<&[u8]> = Vec::with_capacity(pieces.len());
+                for p in pieces.iter() {
+                    if skip >= p.len() {
+                        skip -= p.len();
+                    } else {
+                        records.push(&p[skip..]);
+                        skip = 0;
+                    }
+                }
+                walk_pieces(&records, header.record_count, header.first_timestamp_ms, each)
+            }
+        }
+    }
+
+    /// The batch's bytes, copied together when it is in pieces.
+    pub fn to_vec(&self) -> Vec<u8> {
+        match self {
+            FollowedBatch::Whole(v) => v.as_bytes().to_vec(),
+            FollowedBatch::Pieces { pieces, .. } => pieces.concat(),
+        }
+    }
+}
 
 /// What one call of [`CommitLog::follow`] covered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,7 +113,7 @@ impl<D: LogDir + 'static> CommitLog<D> {
         from: LogPosition,
         max_bytes: u64,
         up_to: LogPosition,
-        mut each: impl FnMut(LogPosition, &BatchView<'_>),
+        mut each: impl FnMut(LogPosition, &FollowedBatch<'_>),
     ) -> Result<Followed> {
         let (segments, limit) = {
             let st = self.st.borrow();
@@ -97,7 +155,7 @@ impl<D: LogDir + 'static> CommitLog<D> {
         seg_end: LogPosition,
         max_bytes: u64,
         out: &mut Followed,
-        each: &mut impl FnMut(LogPosition, &BatchView<'_>),
+        each: &mut impl FnMut(LogPosition, &FollowedBatch<'_>),
     ) -> Result<bool> {
         let max_batch = self.config.max_batch_bytes;
         // `len` bytes from `pos` if memory holds at least `need` of them, else from disk. Every
@@ -154,6 +212,32 @@ impl<D: LogDir + 'static> CommitLog<D> {
                 return Ok(true);
             }
             if at + length > buf.len() {
+                if let Some(pieces) = self.memory_pieces(pos, length) {
+                    out.bytes_read += length as u64;
+                    let pieces: Vec<&[u8]> = pieces.iter().map(|b| &b[..]).collect();
+                    let mut head = [0u8; HEADER_LEN];
+                    let mut filled = 0;
+                    for p in &pieces {
+                        let n = p.len().min(HEADER_LEN - filled);
+                        head[filled..filled + n].copy_from_slice(&p[..n]);
+                        filled += n;
+                    }
+                    match fmt::verify_stored_header(&head, max_batch) {
+                        Ok(header) if header.is_control() => {}
+                        Ok(header) => {
+                            out.batches += 1;
+                            each(pos, &FollowedBatch::Pieces { header, pieces: &pieces });
+                        }
+                        Err(e) => {
+                            if !self.damaged(seg, pos, &head, &e) {
+                                out.next = seg_end;
+                                return Ok(true);
+                            }
+                        }
+                    }
+                    out.next = pos + length as u64;
+                    continue;
+                }
                 let got = count(out, read(pos, length.max(want), length).await?);
                 (buf_pos, (buf, from_disk)) = (pos, got);
                 if buf.len() < length {
@@ -175,27 +259,59 @@ impl<D: LogDir + 'static> CommitLog<D> {
                 Ok(view) if view.header.is_control() => {}
                 Ok(view) => {
                     out.batches += 1;
-                    each(pos, &view);
-                }
-                Err(e) if fmt::stamp_verifies(bytes) => {
-                    tracing::warn!(
-                        segment = %segment_name(seg.base),
-                        "damaged batch at log position {pos} not indexed: {e}"
-                    );
+                    each(pos, &FollowedBatch::Whole(view));
                 }
                 Err(e) => {
-                    tracing::warn!(
-                        segment = %segment_name(seg.base),
-                        "damaged batch at log position {pos} ({e}); the key index skips the \
-                         rest of this segment"
-                    );
-                    out.next = seg_end;
-                    return Ok(true);
+                    if !self.damaged(seg, pos, bytes, &e) {
+                        out.next = seg_end;
+                        return Ok(true);
+                    }
                 }
             }
             out.next = pos + length as u64;
         }
         Ok(true)
+    }
+
+    /// Reports a batch at `pos` that failed verification; returns whether the follower may
+    /// go on after it (its stamp verifies, so its length can be trusted), else it skips the
+    /// rest of the segment.
+    fn damaged(
+        &self,
+        seg: &Segment<D::File>,
+        pos: LogPosition,
+        bytes: &[u8],
+        e: &FormatError,
+    ) -> bool {
+        if fmt::stamp_verifies(bytes) {
+            tracing::warn!(
+                segment = %segment_name(seg.base),
+                "damaged batch at log position {pos} not indexed: {e}"
+            );
+            return true;
+        }
+        tracing::warn!(
+            segment = %segment_name(seg.base),
+            "damaged batch at log position {pos} ({e}); the key index skips the rest of this \
+             segment"
+        );
+        false
+    }
+
+    /// The `len` log bytes from `pos` as the cached chunks hold them, if they hold them all.
+    fn memory_pieces(&self, pos: LogPosition, len: usize) -> Option<Vec<ReadBuf>> {
+        let st = self.st.borrow();
+        let mut pieces = Vec::new();
+        let mut done = 0;
+        while done < len {
+            let piece = st.cache.rest_of_chunk(pos + done as u64, len - done)?;
+            if piece.is_empty() {
+                return None;
+            }
+            done += piece.len();
+            pieces.push(piece);
+        }
+        Some(pieces)
     }
 
     /// Up to `len` log bytes from `pos` out of memory, if it holds at least `need` of them:

@@ -77,7 +77,7 @@ use futures::channel::oneshot;
 
 use self::appender::{Carry, Done, Head};
 use self::flusher::flusher_loop;
-pub use self::follow::Followed;
+pub use self::follow::{Followed, FollowedBatch};
 use self::index_writer::index_loop;
 use self::lifecycle::Lifecycle;
 use self::read_ahead::{Prefetched, ReadAhead};
