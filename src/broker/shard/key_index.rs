@@ -1,7 +1,8 @@
 //! The shard's key index task and QUERY_KEYS handler (`crate::storage::key_index`).
 //!
 //! The index follows the shard's log off the acknowledgement path, in two parts of one task in
-//! the control task queue, so they yield to produce and fetch:
+//! a task queue of its own (the control queue's shares), so they yield to produce and fetch
+//! and their CPU time is counted apart (`ringmq_task_queue_busy_seconds_total`):
 //! - the **reader**, every `interval_ms` or as soon as the written log ran `max_step_bytes`
 //!   past it, reads the *written* batches past its position (at most `max_step_bytes` per
 //!   step) while the chunk cache still holds them, and stages each message's keys
