@@ -172,14 +172,14 @@ impl<'a> RecordIter<'a> {
 /// it was written (the key index's reader) is out of the CPU's caches, and each record's
 /// length must arrive before the next record is found, so without a hint every record waits
 /// for memory in turn. Guessed from the current record's size (a batch's records are usually
-/// alike); a wrong guess costs one useless load. Measured: the key index's reader at 0.49x
-/// its CPU per GB of 1 KiB messages, 0.70x of 100-byte ones (BENCHMARKS.md, round 19).
+/// alike); a wrong guess costs one useless load. Measured: the key index's reader at
+/// 0.52-0.56x its CPU per GB of 1 KiB messages (BENCHMARKS.md, round 19).
 const PREFETCH_RECORDS: usize = 8;
 
 /// Records smaller than this are not prefetched: a walk over them touches every cache line in
 /// order, which the CPU's own prefetcher follows, and the hints only cost (measured with
-/// 100-byte messages: the key index's reader at 0.70x its CPU per GB, but the shard's other
-/// work at 1.09x).
+/// 100-byte messages: the key index's reader at 0.70-0.72x its CPU per GB, but the shard's
+/// other work at about 1.07x).
 const PREFETCH_MIN_RECORD: usize = 256;
 
 /// Hints the CPU to load the cache line holding the record `PREFETCH_RECORDS - 1` records
