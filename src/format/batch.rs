@@ -220,6 +220,15 @@ pub fn verify_stored_header(
     max_len: usize,
 ) -> Result<BatchHeader, FormatError> {
     let header = read_header(header_bytes)?;
+    check_length(&header, max_len)?;
+    check_attributes(&header)?;
+    check_record_count(&header)?;
+    check_stamp(&header, header_bytes)?;
+    Ok(header)
+}
+
+/// The header's length is at least a bare header and at most `max_len`; returns it.
+fn check_length(header: &BatchHeader, max_len: usize) -> Result<usize, FormatError> {
     let length = header.length as usize;
     if length < HEADER_LEN || length > max_len {
         return Err(FormatError::BadLength {
@@ -228,9 +237,13 @@ pub fn verify_stored_header(
             max: max_len,
         });
     }
-    check_attributes(&header)?;
-    check_record_count(&header)?;
-    let actual = crc32c::crc32c(&header_bytes[STAMP_START..STAMP_END]);
+    Ok(length)
+}
+
+/// The stamp CRC over `bytes` (the batch's first [`HEADER_LEN`] bytes or more) matches the
+/// header's, and the stamped offsets do not run past the last one.
+fn check_stamp(header: &BatchHeader, bytes: &[u8]) -> Result<(), FormatError> {
+    let actual = crc32c::crc32c(&bytes[STAMP_START..STAMP_END]);
     if actual != header.stamp_crc {
         return Err(FormatError::StampCrcMismatch { expected: header.stamp_crc, actual });
     }
@@ -238,7 +251,7 @@ pub fn verify_stored_header(
     if base_offset.checked_add(u64::from(record_count)).is_none() {
         return Err(FormatError::StampPastLastOffset { base_offset, record_count });
     }
-    Ok(header)
+    Ok(())
 }
 
 /// A validated batch borrowed from a buffer: the header is decoded and the CRC verified.
@@ -266,14 +279,7 @@ impl<'a> BatchView<'a> {
 
     fn parse_checked(bytes: &'a [u8], max_len: usize, crc: bool) -> Result<Self, FormatError> {
         let header = read_header(bytes)?;
-        let length = header.length as usize;
-        if length < HEADER_LEN || length > max_len {
-            return Err(FormatError::BadLength {
-                length: header.length.into(),
-                min: HEADER_LEN,
-                max: max_len,
-            });
-        }
+        let length = check_length(&header, max_len)?;
         if bytes.len() < length {
             return Err(FormatError::Truncated { needed: length, have: bytes.len() });
         }
@@ -293,15 +299,7 @@ impl<'a> BatchView<'a> {
     /// stamped base offset leaves room for the records: no checksum can say that, and every
     /// reader adds record numbers to it.
     pub fn verify_stamp(&self) -> Result<(), FormatError> {
-        let actual = crc32c::crc32c(&self.bytes[STAMP_START..STAMP_END]);
-        if actual != self.header.stamp_crc {
-            return Err(FormatError::StampCrcMismatch { expected: self.header.stamp_crc, actual });
-        }
-        let (base_offset, record_count) = (self.header.stamp.base_offset, self.header.record_count);
-        if base_offset.checked_add(u64::from(record_count)).is_none() {
-            return Err(FormatError::StampPastLastOffset { base_offset, record_count });
-        }
-        Ok(())
+        check_stamp(&self.header, self.bytes)
     }
 
     /// The whole batch, header included.
