@@ -154,9 +154,9 @@ impl<'a> RecordIter<'a> {
     }
 
     /// For records likely out of the CPU's caches (read again long after they were written):
-    /// each step hints the load of the record [`PREFETCH_RECORDS`] ahead. Not for records
-    /// just received or copied, which are in the caches: there the hint only costs (measured
-    /// with 100-byte records on the append path).
+    /// each step hints the load of the record 8 ahead, for records of 256 bytes or more. Not
+    /// for records just received or copied, which are in the caches: there the hint only
+    /// costs (measured with 100-byte records).
     pub fn prefetching(mut self) -> Self {
         self.prefetch = true;
         self
