@@ -20,7 +20,7 @@ use super::reader::memory_copy;
 use super::recovery::SCAN_READ_BYTES;
 use super::CommitLog;
 use crate::format::batch::{self as fmt, BatchHeader, BatchView, FormatError, HEADER_LEN};
-use crate::format::record::{walk_pieces, RecordRef};
+use crate::format::record::{copy_prefix, walk_pieces, RecordRef};
 use crate::storage::error::{Result, StorageError};
 use crate::storage::file::{LogDir, LogFile, ReadBuf};
 use crate::storage::segment::{segment_name, Segment};
@@ -59,19 +59,13 @@ impl FollowedBatch<'_> {
         match self {
             // Followed batches were written a while ago: out of the caches, so prefetched.
             FollowedBatch::Whole(v) => v.records().prefetching().try_for_each(|r| r.map(&mut each)),
-            FollowedBatch::Pieces { header, pieces } => {
-                let mut skip = HEADER_LEN;
-                let mut records: Vec<&[u8]> = Vec::with_capacity(pieces.len());
-                for p in pieces.iter() {
-                    if skip >= p.len() {
-                        skip -= p.len();
-                    } else {
-                        records.push(&p[skip..]);
-                        skip = 0;
-                    }
-                }
-                walk_pieces(&records, header.record_count, header.first_timestamp_ms, each)
-            }
+            FollowedBatch::Pieces { header, pieces } => walk_pieces(
+                pieces,
+                HEADER_LEN,
+                header.record_count,
+                header.first_timestamp_ms,
+                each,
+            ),
         }
     }
 
@@ -217,12 +211,8 @@ impl<D: LogDir + 'static> CommitLog<D> {
                     out.bytes_read += length as u64;
                     let pieces: Vec<&[u8]> = pieces.iter().map(|b| &b[..]).collect();
                     let mut head = [0u8; HEADER_LEN];
-                    let mut filled = 0;
-                    for p in &pieces {
-                        let n = p.len().min(HEADER_LEN - filled);
-                        head[filled..filled + n].copy_from_slice(&p[..n]);
-                        filled += n;
-                    }
+                    // `length` (at least a header) bytes are in the pieces.
+                    copy_prefix(&pieces, &mut head);
                     match fmt::verify_stored_header(&head, max_batch) {
                         Ok(header) if header.is_control() => {}
                         Ok(header) => {
