@@ -97,6 +97,8 @@ struct StagedQueue {
     dirty: bool,
     /// Size of the queue's last batch when it was sealed or taken.
     last_batch_bytes: usize,
+    /// `State::appends` at the queue's last message.
+    last_append: u64,
 }
 
 impl StagedQueue {
@@ -171,10 +173,17 @@ struct State {
     waiting: usize,
     /// A caller waited for room since the worker last took the dirty list.
     pressed: bool,
+    /// Messages appended so far (to any queue).
+    appends: u64,
     /// The worker is gone (closed or died): nothing staged will be sent.
     closed: bool,
     spares: Spares,
 }
+
+/// A queue whose previous message came at most this many messages (to any queue) ago gets
+/// the room of its next one fetched ([`crate::format::BatchBuilder::prefetch_room`]): about
+/// 256 KiB of 1 KiB messages in between, well within a core's L2 cache.
+const HOT_QUEUE: u64 = 256;
 
 /// An id in `State::index` with no queue yet.
 const NO_QUEUE: u32 = u32::MAX;
@@ -217,6 +226,7 @@ impl State {
             sealed: VecDeque::new(),
             dirty: false,
             last_batch_bytes: 0,
+            last_append: 0,
         });
         let ids = self.index.entry(topic.to_owned()).or_default();
         if ids.len() <= at {
@@ -250,6 +260,7 @@ impl Staging {
                 bytes: 0,
                 waiting: 0,
                 pressed: false,
+                appends: 0,
                 closed: false,
                 spares: Spares::new(limits.max_bytes / 16),
             }),
@@ -318,9 +329,18 @@ impl Staging {
         let capacity = q.capacity();
         let spares = &mut st.spares;
         let open = q.open.get_or_insert_with(|| OpenBatch::new(max, capacity, now(), spares));
+        let len_before = open.builder.len_bytes();
         let handle = match open.push(msg, timestamp_ms) {
             Ok(h) => {
                 st.messages += 1;
+                st.appends += 1;
+                // A queue written to often gets its next message soon: fetch that message's
+                // room for writing now, while the caller goes on (the batch's buffer was last
+                // touched as an earlier batch, long out of the cache). With many queues a
+                // queue's next message comes too late for the fetched lines to stay.
+                if st.appends - std::mem::replace(&mut q.last_append, st.appends) <= HOT_QUEUE {
+                    open.builder.prefetch_room(open.builder.len_bytes() - len_before);
+                }
                 h
             }
             Err(FormatError::BatchFull { .. }) if !open.builder.is_empty() => {

@@ -398,6 +398,34 @@ impl BatchBuilder {
         }
     }
 
+    /// Hints the CPU to fetch for writing the cache lines of the buffer's next `len` bytes, as
+    /// far as its capacity goes: where the next record will be encoded, when the caller expects
+    /// one soon. Encoding into memory not in the cache waits for each line to be fetched; a hint
+    /// given one record ahead lets that happen while the caller does other work.
+    #[inline]
+    pub fn prefetch_room(&self, len: usize) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let room = self.buf.capacity() - self.buf.len();
+            let start = self.buf.as_ptr().wrapping_add(self.buf.len());
+            let mut at = 0;
+            while at < len.min(room) {
+                // SAFETY: PREFETCHW only hints the cache hierarchy (a no-op where unsupported),
+                // here of an address inside the buffer's allocation; it cannot fault.
+                unsafe {
+                    std::arch::asm!(
+                        "prefetchw [{}]",
+                        in(reg) start.wrapping_add(at),
+                        options(nostack, preserves_flags, readonly)
+                    )
+                };
+                at += 64;
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = len;
+    }
+
     /// Bytes the buffer holds room for now (it grows as records come).
     pub fn capacity(&self) -> usize {
         self.buf.capacity()
@@ -508,6 +536,26 @@ mod tests {
         assert_eq!(recs[1].key, b"k1");
         assert_eq!(recs[2].timestamp_ms, 1_002);
         assert_eq!(recs[0].properties().next().unwrap().unwrap(), (&b"p"[..], &b"v"[..]));
+    }
+
+    #[test]
+    fn fetching_room_changes_nothing_the_batch_holds() {
+        let rec = Record { key: b"", tag: b"", properties: &[], body: b"body", timestamp_ms: 7 };
+        let mut b = BatchBuilder::with_capacity(4096, 256);
+        // Any length: within the room, past it, and with no room left at all.
+        for len in [0, 1, 64, 100, 256, 4096, usize::MAX] {
+            b.prefetch_room(len);
+            b.push(&rec).unwrap();
+        }
+        while b.push(&rec).is_ok() {
+            b.prefetch_room(64);
+        }
+        b.prefetch_room(usize::MAX);
+        let count = b.record_count();
+        let bytes = b.finish(-1, -1);
+        let view = BatchView::parse(&bytes, 4096).unwrap();
+        assert_eq!(view.header.record_count, count);
+        assert!(view.records().all(|r| r.unwrap().body == b"body"));
     }
 
     #[test]
