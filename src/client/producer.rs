@@ -39,7 +39,9 @@
 //!
 //! Memory is bounded by `max_buffer_bytes` of batches, open ones included (staged by callers,
 //! or taken by the worker and not yet answered), and `buffer_messages` messages staged; past
-//! that callers wait (and lingering batches go at once) until replies free room.
+//! that callers wait (and lingering batches go at once) until replies free room. Open batches
+//! also hold room not yet written: up to 64 KiB each, and at most `max_buffer_bytes` more in
+//! all for queues whose batches fill up (their next batch gets its whole room at once).
 
 use std::sync::Arc;
 use std::thread::JoinHandle;

@@ -19,7 +19,9 @@
 //!
 //! Bounded: callers wait while `max_messages` messages are staged, or while `max_bytes` bytes
 //! are staged or held by the worker (taken and not yet answered: [`Staging::release`]), so the
-//! producer's whole buffer, open batches included, stays within `max_buffer_bytes`.
+//! producer's whole buffer, open batches included, stays within `max_buffer_bytes`. Those are
+//! bytes written; the room allocated ahead of them in open batches is at most 64 KiB a batch,
+//! plus at most `max_bytes` for batches given more at once ([`OpenBatch::new`]).
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -40,6 +42,8 @@ pub(crate) struct OpenBatch {
     /// Shared by the handles of its messages (the `n`th message's handle has index `n`).
     completion: Arc<BatchCompletion>,
     started: Instant,
+    /// Its capacity, when counted in [`State::reserved`] (0 if not).
+    reserved: usize,
 }
 
 /// A batch closed for messages, not yet numbered (the worker numbers it when it takes it).
@@ -50,20 +54,37 @@ pub(crate) struct Sealed {
     pub(crate) started: Instant,
 }
 
+/// Room for records a new batch gets at first without counting in [`State::reserved`].
+const SMALL_CAPACITY: usize = 64 * 1024;
+
 impl OpenBatch {
-    /// In a spare buffer if one fits ([`Spares::take`]), else in a new one with room for
-    /// `capacity` bytes at first ([`StagedQueue::capacity`]).
+    /// With room for `capacity` bytes at first ([`StagedQueue::capacity`]), at most the batch
+    /// limit. Room beyond [`SMALL_CAPACITY`] is given only while `reserved` stays within
+    /// `reserve_max` (it counts such batches' room, the buffer's bytes written or not); a small
+    /// batch is written into a spare buffer if one fits ([`Spares::take`]).
     fn new(
         max_batch_bytes: usize,
         capacity: usize,
         started: Instant,
         spares: &mut Spares,
+        (reserved, reserve_max): (&mut usize, usize),
     ) -> OpenBatch {
-        let builder = match spares.take(capacity) {
+        let mut capacity = capacity.min(max_batch_bytes);
+        let mut counted = 0;
+        if capacity > SMALL_CAPACITY {
+            if *reserved + capacity <= reserve_max {
+                *reserved += capacity;
+                counted = capacity;
+            } else {
+                capacity = SMALL_CAPACITY;
+            }
+        }
+        let spare = if counted == 0 { spares.take(capacity) } else { None };
+        let builder = match spare {
             Some(buf) => BatchBuilder::with_buffer(max_batch_bytes, buf),
             None => BatchBuilder::with_capacity(max_batch_bytes, capacity),
         };
-        OpenBatch { builder, completion: BatchCompletion::new(), started }
+        OpenBatch { builder, completion: BatchCompletion::new(), started, reserved: counted }
     }
 
     /// Encodes `msg` as the batch's next message; its handle on success.
@@ -78,7 +99,13 @@ impl OpenBatch {
         self.builder.capacity()
     }
 
-    fn seal(self) -> Sealed {
+    /// Its room leaves `reserved`; room it did not use is given back if that is most of it (a
+    /// batch taken at its linger long before it is full).
+    fn seal(mut self, reserved: &mut usize) -> Sealed {
+        *reserved -= self.reserved;
+        if self.reserved > 0 && self.builder.len_bytes() < self.builder.capacity() / 2 {
+            self.builder.shrink_to_fit();
+        }
         let count = self.builder.record_count();
         Sealed {
             builder: self.builder,
@@ -102,12 +129,15 @@ struct StagedQueue {
 }
 
 impl StagedQueue {
-    /// The first allocation of the queue's next batch: about twice its last one, between 1 KiB
-    /// and 64 KiB (the buffer grows as messages come). With many queues each batch holds one
-    /// or a few messages; a 64 KiB buffer for each of them, cold in the cache, made the first
-    /// write into a new batch about a tenth of the load generator's core (many-queues, perf).
+    /// The first allocation of the queue's next batch: about twice its last one, at least
+    /// 1 KiB (the buffer grows as messages come, [`OpenBatch::new`] has the upper bounds).
+    /// With many queues each batch holds one or a few messages; a 64 KiB buffer for each of
+    /// them, cold in the cache, made the first write into a new batch about a tenth of the load
+    /// generator's core (many-queues, perf). A queue whose batches fill up gets its whole batch
+    /// at once: grown from 64 KiB, a 1 MiB batch's bytes were copied into new memory once
+    /// more, 13% of the load generator's core (batched, perf).
     fn capacity(&self) -> usize {
-        self.last_batch_bytes.saturating_mul(2).clamp(1024, 64 * 1024)
+        self.last_batch_bytes.saturating_mul(2).max(1024)
     }
 }
 
@@ -178,6 +208,9 @@ struct State {
     /// The worker is gone (closed or died): nothing staged will be sent.
     closed: bool,
     spares: Spares,
+    /// Capacity of the open batches given more than [`SMALL_CAPACITY`] at first, together:
+    /// at most the staging area's `max_bytes`.
+    reserved: usize,
 }
 
 /// A queue whose previous message came at most this many messages (to any queue) ago gets
@@ -263,6 +296,7 @@ impl Staging {
                 appends: 0,
                 closed: false,
                 spares: Spares::new(limits.max_bytes / 16),
+                reserved: 0,
             }),
             room: Condvar::new(),
         }
@@ -328,7 +362,9 @@ impl Staging {
         let sealed_before = q.sealed.len();
         let capacity = q.capacity();
         let spares = &mut st.spares;
-        let open = q.open.get_or_insert_with(|| OpenBatch::new(max, capacity, now(), spares));
+        let reserve = (&mut st.reserved, self.limits.max_bytes);
+        let open =
+            q.open.get_or_insert_with(|| OpenBatch::new(max, capacity, now(), spares, reserve));
         let len_before = open.builder.len_bytes();
         let handle = match open.push(msg, timestamp_ms) {
             Ok(h) => {
@@ -346,22 +382,29 @@ impl Staging {
             Err(FormatError::BatchFull { .. }) if !open.builder.is_empty() => {
                 // Seal the full batch and open a new one with this message.
                 q.last_batch_bytes = open.builder.len_bytes();
-                let mut next = OpenBatch::new(max, q.capacity(), now(), &mut st.spares);
+                let reserve = (&mut st.reserved, self.limits.max_bytes);
+                let mut next = OpenBatch::new(max, q.capacity(), now(), &mut st.spares, reserve);
                 match next.push(msg, timestamp_ms) {
                     Ok(h) => {
-                        q.sealed.extend(q.open.replace(next).map(OpenBatch::seal));
+                        let full = q.open.replace(next);
+                        q.sealed.extend(full.map(|o| o.seal(&mut st.reserved)));
                         st.messages += 1;
                         h
                     }
-                    Err(e) => SendHandle::failed(too_large(e)),
+                    Err(e) => {
+                        next.seal(&mut st.reserved);
+                        SendHandle::failed(too_large(e))
+                    }
                 }
             }
             Err(e) => SendHandle::failed(too_large(e)),
         };
         if q.open.as_ref().is_some_and(|o| o.builder.is_empty()) {
-            q.open = None; // opened for a message that fits in no batch
+            if let Some(unused) = q.open.take() {
+                unused.seal(&mut st.reserved); // opened for a message that fits in no batch
+            }
         } else if q.open.as_ref().is_some_and(|o| o.builder.len_bytes() >= max) {
-            q.sealed.extend(q.open.take().map(OpenBatch::seal));
+            q.sealed.extend(q.open.take().map(|o| o.seal(&mut st.reserved)));
         }
         let open_after = q.open.as_ref().map_or(0, |o| o.builder.len_bytes());
         let sealed_new: usize =
@@ -395,7 +438,7 @@ impl Staging {
         let id = st.queue(topic, queue_id);
         let st = &mut *st;
         let q = &mut st.queues[id];
-        q.sealed.extend(q.open.take().map(OpenBatch::seal));
+        q.sealed.extend(q.open.take().map(|o| o.seal(&mut st.reserved)));
         st.messages += builder.record_count() as usize;
         st.bytes += builder.len_bytes();
         let completion = Completion::Batch { done, count: builder.record_count() };
@@ -413,9 +456,10 @@ impl Staging {
             st.messages = 0;
             st.dirty.clear();
             let mut out = Vec::new();
+            let st = &mut *st;
             for q in &mut st.queues {
                 out.extend(q.sealed.drain(..));
-                out.extend(q.open.take().map(OpenBatch::seal));
+                out.extend(q.open.take().map(|o| o.seal(&mut st.reserved)));
             }
             out
         };
@@ -466,7 +510,7 @@ impl Staging {
         let left = match open {
             Some((started, len)) if take_open(out.len() - before, started, len, st.waiting > 0) => {
                 q.last_batch_bytes = len;
-                out.extend(q.open.take().map(OpenBatch::seal));
+                out.extend(q.open.take().map(|o| o.seal(&mut st.reserved)));
                 None
             }
             other => other,

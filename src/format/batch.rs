@@ -426,6 +426,11 @@ impl BatchBuilder {
         let _ = len;
     }
 
+    /// Gives back the buffer's room beyond what it holds.
+    pub fn shrink_to_fit(&mut self) {
+        self.buf.shrink_to_fit();
+    }
+
     /// Bytes the buffer holds room for now (it grows as records come).
     pub fn capacity(&self) -> usize {
         self.buf.capacity()

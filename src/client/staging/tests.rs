@@ -109,7 +109,62 @@ fn a_queue_s_next_batch_starts_about_the_size_of_its_last_one() {
         s.append("t", 0, &msg, 1, || t0, &|| {});
     }
     s.take(0, &mut out, |_, _, _, _| true);
-    assert_eq!(capacity(&s).0, 64 * 1024, "at most 64 KiB up front");
+    let taken = out[1].builder.len_bytes();
+    assert!(taken > 64 * 1024);
+    assert_eq!(capacity(&s).0, 2 * taken);
+    s.append("t", 0, &msg, 1, || t0, &|| {});
+    assert_eq!(capacity(&s).1, Some(2 * taken), "a large batch's room at once too");
+}
+
+#[test]
+fn room_beyond_64_kib_is_given_within_the_buffer_s_bytes_and_given_back() {
+    let s = Staging::new(StagingLimits {
+        max_batch_bytes: 1 << 20,
+        pipeline_min_batch_bytes: 1 << 20,
+        max_messages: 100_000,
+        max_bytes: 4 << 20,
+    });
+    let t0 = Instant::now();
+    let open_capacity = |s: &Staging, id: usize| {
+        lock(&s.state).queues[id].open.as_ref().map(|o| o.builder_capacity())
+    };
+    let reserved = |s: &Staging| lock(&s.state).reserved;
+    {
+        // Ten queues whose last batches were full.
+        let mut st = lock(&s.state);
+        for q in 0..10 {
+            let id = st.queue("t", q);
+            st.queues[id].last_batch_bytes = 1 << 20;
+        }
+    }
+    for q in 0..6 {
+        append(&s, q, t0);
+    }
+    // The batch limit's room for as many as max_bytes holds, 64 KiB for the others.
+    let caps: Vec<_> = (0..6).map(|id| open_capacity(&s, id).unwrap()).collect();
+    assert_eq!(caps, [1 << 20, 1 << 20, 1 << 20, 1 << 20, 64 * 1024, 64 * 1024]);
+    assert_eq!(reserved(&s), 4 << 20);
+    // A batch taken long before it is full gives its room back, and its unused bytes too.
+    let mut out = Vec::new();
+    s.take(0, &mut out, |_, _, _, _| true);
+    assert_eq!(reserved(&s), 3 << 20);
+    assert!(out[0].builder.capacity() < 64 * 1024, "{}", out[0].builder.capacity());
+    // A batch filled past half its room keeps it.
+    let open_len = |s: &Staging, id: usize| {
+        lock(&s.state).queues[id].open.as_ref().map_or(0, |o| o.builder.len_bytes())
+    };
+    while open_len(&s, 1) < 600 * 1024 {
+        append(&s, 1, t0);
+    }
+    s.take(1, &mut out, |_, _, _, _| true);
+    assert_eq!(out[1].builder.capacity(), 1 << 20);
+    assert_eq!(reserved(&s), 2 << 20);
+    // The room given back goes to the next large batch.
+    append(&s, 6, t0);
+    assert_eq!(open_capacity(&s, 6), Some(1 << 20));
+    // Every batch sealed (the worker gone) gives it all back.
+    s.close();
+    assert_eq!(reserved(&s), 0);
 }
 
 #[test]
