@@ -16,6 +16,21 @@ fn append(s: &Staging, q: u32, t0: Instant) -> bool {
     s.append("t", q, &Message::new("t", vec![7u8; 40]), 1, || t0, &|| {}).1
 }
 
+/// Batches of up to 1 MiB, none pipelined before it is full.
+fn large_batches(max_messages: usize, max_bytes: usize) -> Staging {
+    Staging::new(StagingLimits {
+        max_batch_bytes: 1 << 20,
+        pipeline_min_batch_bytes: 1 << 20,
+        max_messages,
+        max_bytes,
+    })
+}
+
+/// Capacity of queue `id`'s open batch, if it has one.
+fn open_capacity(s: &Staging, id: usize) -> Option<usize> {
+    lock(&s.state).queues[id].open.as_ref().map(|o| o.builder_capacity())
+}
+
 fn dirty(s: &Staging) -> Vec<usize> {
     let (mut d, mut keys) = (Vec::new(), Vec::new());
     s.take_dirty(0, &mut d, &mut keys);
@@ -25,16 +40,8 @@ fn dirty(s: &Staging) -> Vec<usize> {
 #[test]
 fn an_answered_batch_s_buffer_is_used_again_within_a_bound() {
     // max_bytes 1 MiB: spares keep at most 64 KiB.
-    let s = Staging::new(StagingLimits {
-        max_batch_bytes: 1 << 20,
-        pipeline_min_batch_bytes: 1 << 20,
-        max_messages: 1000,
-        max_bytes: 1 << 20,
-    });
+    let s = large_batches(1000, 1 << 20);
     let t0 = Instant::now();
-    let open_capacity = |s: &Staging, id: usize| {
-        lock(&s.state).queues[id].open.as_ref().map(|o| o.builder_capacity())
-    };
     // Without spares a new queue's batch starts at 1 KiB.
     append(&s, 0, t0);
     assert_eq!(open_capacity(&s, 0), Some(1024));
@@ -118,16 +125,8 @@ fn a_queue_s_next_batch_starts_about_the_size_of_its_last_one() {
 
 #[test]
 fn room_beyond_64_kib_is_given_within_the_buffer_s_bytes_and_given_back() {
-    let s = Staging::new(StagingLimits {
-        max_batch_bytes: 1 << 20,
-        pipeline_min_batch_bytes: 1 << 20,
-        max_messages: 100_000,
-        max_bytes: 4 << 20,
-    });
+    let s = large_batches(100_000, 4 << 20);
     let t0 = Instant::now();
-    let open_capacity = |s: &Staging, id: usize| {
-        lock(&s.state).queues[id].open.as_ref().map(|o| o.builder_capacity())
-    };
     let reserved = |s: &Staging| lock(&s.state).reserved;
     {
         // Ten queues whose last batches were full.
