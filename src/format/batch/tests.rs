@@ -1,4 +1,4 @@
-//! The batch format: headers, views, validation and the builder.
+//! Tests of the batch format: headers, views, validation and the builder.
 
 use super::*;
 use crate::format::record::Record;
