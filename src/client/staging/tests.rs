@@ -259,3 +259,38 @@ fn a_message_too_large_for_any_batch_fails_alone() {
     assert_eq!(s.staged(), (0, 0));
     assert!(append(&s, 0, t0));
 }
+
+#[test]
+fn room_is_given_back_when_a_full_batch_is_sealed_and_when_a_message_fits_in_none() {
+    let s = large_batches(100_000, 4 << 20);
+    let t0 = Instant::now();
+    let reserved = |s: &Staging| lock(&s.state).reserved;
+    lock(&s.state).queue("t", 0);
+    lock(&s.state).queues[0].last_batch_bytes = 1 << 20;
+    // A message larger than any batch: the batch opened for it gives its room back.
+    let (h, _) = s.append("t", 0, &Message::new("t", vec![0u8; 2 << 20]), 1, || t0, &|| {});
+    assert!(h.wait().is_err());
+    assert_eq!(reserved(&s), 0);
+    // Filled until a message no longer fits: the full batch is sealed and gives its room back,
+    // the next one (its last batch was full) takes the whole room again.
+    append(&s, 0, t0);
+    assert_eq!(reserved(&s), 1 << 20);
+    while lock(&s.state).queues[0].sealed.is_empty() {
+        append(&s, 0, t0);
+    }
+    assert_eq!(open_capacity(&s, 0), Some(1 << 20));
+    assert_eq!(reserved(&s), 1 << 20, "one open batch holds it, the sealed one none");
+    // A batch built by the caller seals the open one behind it.
+    let mut b = BatchBuilder::new(1 << 20);
+    b.push(&crate::format::Record {
+        key: b"",
+        tag: b"",
+        properties: &[],
+        body: b"x",
+        timestamp_ms: 1,
+    })
+    .unwrap();
+    let (done, _pending) = crate::client::pending::pending();
+    s.push_batch("t", 0, b, t0, done, &|| {});
+    assert_eq!(reserved(&s), 0);
+}
