@@ -1,5 +1,6 @@
 //! Facts about the broker's data directory: its filesystem (statfs), whether O_DIRECT works
-//! there (by trying it), and the disks behind it ([`super::block_device`]).
+//! there (by trying it), whether an ext4 filesystem has a journal (its sysfs directory), and
+//! the disks behind it ([`super::block_device`]).
 //!
 //! The directory is a real path even when /proc and /sys come from a fake [`Root`]: stat,
 //! statfs and the O_DIRECT probe are system calls on it. A data directory that does not exist
@@ -12,7 +13,7 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use super::block_device::{backing_devices, split_dev, BlockDevice};
-use super::facts::{Fact, Root};
+use super::facts::{read_text, Fact, Root};
 
 #[derive(Debug, Clone)]
 pub struct DataDirFacts {
@@ -24,6 +25,8 @@ pub struct DataDirFacts {
     pub o_direct: Fact<ODirect>,
     /// (major, minor) of the filesystem's device.
     pub device_number: Fact<(u64, u64)>,
+    /// Whether the filesystem has a journal, if it is ext4 (see [`ext4_journal`]).
+    pub ext4_journal: Fact<bool>,
     pub devices: Fact<Vec<BlockDevice>>,
 }
 
@@ -88,10 +91,25 @@ impl DataDirFacts {
             devices: device_number
                 .clone()
                 .and_then(|(major, minor)| backing_devices(root, major, minor)),
+            ext4_journal: device_number.clone().and_then(|dev| ext4_journal(root, dev)),
             device_number,
             probed,
         }
     }
+}
+
+/// Whether the ext4 filesystem on device `major:minor` has a journal. ext4 names each mounted
+/// filesystem's sysfs directory after its device (`/sys/fs/ext4/vda1`, `dm-0`), and its
+/// `journal_task` holds the journal thread's pid, or `<none>` when it has no journal.
+pub fn ext4_journal(root: &Root, (major, minor): (u64, u64)) -> Fact<bool> {
+    let link = root.path(&format!("/sys/dev/block/{major}:{minor}"));
+    let device = std::fs::canonicalize(&link).map_err(|e| format!("{}: {e}", link.display()))?;
+    let name = device
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| format!("{} names no device", device.display()))?;
+    let task = read_text(&root.path(&format!("/sys/fs/ext4/{name}/journal_task")))?;
+    Ok(task.trim() != "<none>")
 }
 
 /// `dir` or its nearest existing ancestor.

@@ -397,6 +397,41 @@ fn the_filesystem_is_judged_for_durability_and_direct_io() {
 }
 
 #[test]
+fn an_ext4_data_directory_without_a_journal_is_warned_about() {
+    use super::data_dir::{ext4_journal, Filesystem};
+    let m = FakeMachine::new();
+    let (major, minor) = data_dev(m.data_dir.path());
+    if major == 0 {
+        return; // The test directory has no disk (tmpfs): nothing to name the ext4 directory by.
+    }
+    let r = m.root_dir.path();
+    let cfg = m.config(IoMode::Direct);
+    // The fake disk `sda` is what the data directory's device resolves to.
+    let journal = || ext4_journal(&m.root(), (major, minor));
+    assert!(journal().unwrap_err().contains("sys/fs/ext4/sda/journal_task"), "{:?}", journal());
+    write(r, "sys/fs/ext4/sda/journal_task", "<none>");
+    assert_eq!(journal(), Ok(false));
+    let judge = |magic: u32| {
+        let mut facts = m.facts();
+        facts.data.filesystem = Ok(Filesystem { magic });
+        check(&facts, &cfg).into_iter().find(|f| f.setting.starts_with("ext4 journal of"))
+    };
+    let f = judge(0xEF53).expect("ext4 gets a journal finding");
+    assert_eq!((f.severity, f.current.as_str()), (Severity::Warn, "none"), "{f:?}");
+    assert!(f.why.contains("tune2fs -O has_journal"), "{f:?}");
+    // Other filesystems have no ext4 journal to judge.
+    assert!(judge(0x5846_5342).is_none());
+
+    write(r, "sys/fs/ext4/sda/journal_task", "1489");
+    assert_eq!(journal(), Ok(true));
+    let f = judge(0xEF53).unwrap();
+    assert_eq!((f.severity, f.current.as_str()), (Severity::Ok, "present"), "{f:?}");
+
+    // A device whose sysfs link is missing: unknown, with the reason.
+    assert!(ext4_journal(&m.root(), (major, minor + 1000)).is_err());
+}
+
+#[test]
 fn guest_halt_polling_is_judged_on_kvm_guests_and_set_by_the_latency_profile() {
     let m = FakeMachine::new();
     let r = m.root_dir.path();
