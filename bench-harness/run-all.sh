@@ -6,9 +6,13 @@
 # library and raw runs of a --compare-raw report are rows of their own).
 #
 # Build first: cargo build --release --workspace --bins
+# DATA_DIR=dir puts the spawned brokers' data directories there (default: the temp dir). On ext4
+# without a journal the many-queues runs pay its inode reuse delay after each other's deletions
+# (BENCHMARKS.md, 2026-12-05): use a journaled filesystem there.
 set -eu
 out=${1:-target/ringmq-bench/all-$(date +%Y%m%d-%H%M%S)}
 bench=${BENCH:-target/release/ringmq-bench}
+data=${DATA_DIR:+--data-dir $DATA_DIR}
 w=bench-harness/workloads
 mkdir -p "$out/baseline"
 
@@ -23,14 +27,14 @@ quiet() {
 
 baseline() {
     quiet
-    fio --name=seqwrite --filename=/work/fio.test --rw=write --bs=1M --size=2G --direct=1 \
+    fio --name=seqwrite --filename=${DATA_DIR:-/work}/fio.test --rw=write --bs=1M --size=2G --direct=1 \
         --ioengine=io_uring --iodepth=32 --group_reporting --output-format=json \
         > "$out/baseline/fio-$1.json"
     # Context for backlog-drain (reads): the same file read back sequentially.
-    fio --name=seqread --filename=/work/fio.test --rw=read --bs=1M --size=2G --direct=1 \
+    fio --name=seqread --filename=${DATA_DIR:-/work}/fio.test --rw=read --bs=1M --size=2G --direct=1 \
         --ioengine=io_uring --iodepth=32 --group_reporting --output-format=json \
         > "$out/baseline/fio-read-$1.json"
-    rm -f /work/fio.test
+    rm -f ${DATA_DIR:-/work}/fio.test
     taskset -c 0 iperf3 -s -1 -D -p 5399 -B 127.0.0.1 >/dev/null; sleep 0.5
     taskset -c 1 iperf3 -c 127.0.0.1 -p 5399 -t 5 -J > "$out/baseline/iperf3-$1.json"
 }
@@ -40,7 +44,7 @@ one() { # round name [--set k=v ...]
     tag=$(echo "$name $*" | sed 's/--set //g; s/[^A-Za-z0-9=.-]/_/g; s/__*/_/g')
     quiet
     echo "== round $round: $name $*" >&2
-    "$bench" run "$w/$name.toml" --spawn-broker --broker-cpus 0 --cpus 1 --quiet \
+    "$bench" run "$w/$name.toml" --spawn-broker $data --broker-cpus 0 --cpus 1 --quiet \
         --out "$out/$tag-$round.json" "$@" > "$out/$tag-$round.txt" 2>&1 || echo "   (exit $?)" >&2
 }
 

@@ -3,6 +3,8 @@
 
 use std::path::Path;
 
+use ringmq::tune::block_device::split_dev;
+use ringmq::tune::data_dir::ext4_journal;
 use ringmq::tune::facts;
 use serde::{Deserialize, Serialize};
 
@@ -37,6 +39,11 @@ pub struct Hardware {
     /// (`/sys/module/haltpoll/parameters/guest_halt_poll_ns`); `None` elsewhere.
     #[serde(default)]
     pub guest_halt_poll_ns: Option<u64>,
+    /// Whether the data directory's ext4 filesystem has a journal (`None`: not ext4, unknown,
+    /// or no spawned broker). Without one, creating thousands of queues within minutes of
+    /// deleting as many is slow (BENCHMARKS.md, 2026-12-05): see [`data_dir_journal`].
+    #[serde(default)]
+    pub data_ext4_journal: Option<bool>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -115,7 +122,16 @@ pub fn hardware(data_dir: Option<&Path>) -> Hardware {
         guest_halt_poll_ns: facts::read_u64_if_present(Path::new(facts::GUEST_HALT_POLL_NS))
             .ok()
             .flatten(),
+        data_ext4_journal: data_dir.and_then(data_dir_journal),
     }
+}
+
+/// Whether `dir` lies on an ext4 filesystem with a journal (`ringmq tune check` reads the same);
+/// `None` when it is not ext4 or cannot be told.
+pub fn data_dir_journal(dir: &Path) -> Option<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let dev = std::fs::metadata(dir).ok()?.dev();
+    ext4_journal(&facts::Root::real(), split_dev(dev)).ok()
 }
 
 /// "device on mountpoint type fstype (options)" of the longest mount containing `path`.

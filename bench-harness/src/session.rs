@@ -212,6 +212,15 @@ impl Session {
                     b.address(),
                     b.dir.display()
                 );
+                if report::data_dir_journal(&b.dir) == Some(false) {
+                    eprintln!(
+                        "ringmq-bench: note: {} is on ext4 without a journal: a run that creates \
+                         thousands of queues within 5 minutes of deleting as many (the run \
+                         before it) pays ext4's inode reuse delay, about a quarter of the \
+                         broker's core (BENCHMARKS.md, 2026-12-05; `ringmq tune check`)",
+                        b.dir.display()
+                    );
+                }
                 let addr = b.address();
                 spawned = Some(b);
                 addr
