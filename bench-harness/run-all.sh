@@ -8,7 +8,8 @@
 # Build first: cargo build --release --workspace --bins
 # DATA_DIR=dir puts the spawned brokers' data directories there (default: the temp dir). On ext4
 # without a journal the many-queues runs pay its inode reuse delay after each other's deletions
-# (BENCHMARKS.md, 2026-12-05): use a journaled filesystem there.
+# (BENCHMARKS.md, 2026-12-05): use a journaled filesystem there. Before each run, DATA_DIR is
+# trimmed (fstrim) if possible.
 set -eu
 out=${1:-target/ringmq-bench/all-$(date +%Y%m%d-%H%M%S)}
 bench=${BENCH:-target/release/ringmq-bench}
@@ -23,6 +24,10 @@ quiet() {
         i=$((i + 1)); [ $i -gt 300 ] && { echo "machine still busy, running anyway" >&2; break; }
         sleep 1
     done
+    # The previous run's deleted data is trimmed now, not while the next run writes (a
+    # filesystem mounted with `-o discard`, or a loop device's image, punched it out during
+    # the next run: BENCHMARKS.md, 2026-12-05). Needs root; skipped where it cannot run.
+    if [ -n "${DATA_DIR:-}" ]; then fstrim "$DATA_DIR" 2>/dev/null || true; fi
 }
 
 baseline() {
