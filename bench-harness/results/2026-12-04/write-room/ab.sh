@@ -6,9 +6,11 @@
 # Usage: ARMS="a b" ROUNDS=n WL=batched OUT=dir [SETS="--set x=y"]; binaries in /tmp/ab/ARM
 # KiB_per_batch: bytes appended per batch in the window (ringmq_append_batches_total); the
 # broker's metrics at 5 s and 14 s are kept as <run>.m0 and <run>.m1.
+# Since round 21 (2026-12-05): DATA=dir is the broker's data directory (default /tmp/r21-data),
+# and each line also has the broker's user CPU per GB and its user CPU µs per batch.
 set -u
 OUT=${OUT:?}; ROUNDS=${ROUNDS:-2}; WL=${WL:-batched}; SETS=${SETS:-}
-mkdir -p $OUT; DATA=/tmp/r20-data
+mkdir -p $OUT; DATA=${DATA:-/tmp/r21-data}
 cat > $OUT/broker.toml <<T
 [broker]
 cpus = [0]
@@ -31,7 +33,7 @@ one() { arm=$1; r=$2; tag=$WL-$arm-$r; BIN=/tmp/ab/$arm; rm -rf $DATA
   sleep 9; read bu1 bs1 < <(awk '{print $14, $15}' /proc/$bench/stat); read u1 s1 < <(awk '{print $14, $15}' /proc/$bp/stat); st1=$(steal); curl -s localhost:9105/metrics > $OUT/$tag.m1; a1=$(app $OUT/$tag.m1); b1=$(bat $OUT/$tag.m1)
   wait $bench; kill -INT $bp; wait $bp; rm -rf $DATA
   gb=$(echo "scale=4; ($a1-$a0)/1000000000" | bc)
-  echo "$WL $arm $r MB/s $(grep -m1 'produce MB/s' $OUT/$tag.txt | awk '{print $3}') winGB $gb client_cpu_per_GB $(echo "scale=3; ($bu1+$bs1-$bu0-$bs0)/100/$gb" | bc) broker_cpu_per_GB $(echo "scale=3; ($u1+$s1-$u0-$s0)/100/$gb" | bc) steal_s $(echo "scale=2; ($st1-$st0)/100" | bc) KiB_per_batch $(echo "scale=1; ($a1-$a0)/($b1-$b0)/1024" | bc)" | tee -a $OUT/summary.txt
+  echo "$WL $arm $r MB/s $(grep -m1 'produce MB/s' $OUT/$tag.txt | awk '{print $3}') winGB $gb client_cpu_per_GB $(echo "scale=3; ($bu1+$bs1-$bu0-$bs0)/100/$gb" | bc) broker_cpu_per_GB $(echo "scale=3; ($u1+$s1-$u0-$s0)/100/$gb" | bc) broker_user_per_GB $(echo "scale=3; ($u1-$u0)/100/$gb" | bc) broker_us_per_batch $(echo "scale=2; ($u1-$u0)*10000/($b1-$b0)" | bc) steal_s $(echo "scale=2; ($st1-$st0)/100" | bc) KiB_per_batch $(echo "scale=1; ($a1-$a0)/($b1-$b0)/1024" | bc)" | tee -a $OUT/summary.txt
 }
 for r in $(seq 1 $ROUNDS); do
   if [ $((r % 2)) = 1 ]; then order="$ARMS"; else order=$(echo $ARMS | awk '{for(i=NF;i>0;i--) printf "%s ", $i}'); fi
