@@ -400,35 +400,34 @@ fn the_filesystem_is_judged_for_durability_and_direct_io() {
 fn an_ext4_data_directory_without_a_journal_is_warned_about() {
     use super::data_dir::{ext4_journal, Filesystem};
     let m = FakeMachine::new();
-    let (major, minor) = data_dev(m.data_dir.path());
-    if major == 0 {
-        return; // The test directory has no disk (tmpfs): nothing to name the ext4 directory by.
-    }
     let r = m.root_dir.path();
-    let cfg = m.config(IoMode::Direct);
-    // The fake disk `sda` is what the data directory's device resolves to.
-    let journal = || ext4_journal(&m.root(), (major, minor));
-    assert!(journal().unwrap_err().contains("sys/fs/ext4/sda/journal_task"), "{:?}", journal());
-    write(r, "sys/fs/ext4/sda/journal_task", "<none>");
+    // Read from the sysfs directory ext4 names after the device, found through its number.
+    fake_disk(r, "pci1", "nvme0n1", "259:0", "[none] mq-deadline");
+    let journal = || ext4_journal(&m.root(), (259, 0));
+    let missing = journal().unwrap_err();
+    assert!(missing.contains("sys/fs/ext4/nvme0n1/journal_task"), "{missing}");
+    write(r, "sys/fs/ext4/nvme0n1/journal_task", "<none>");
     assert_eq!(journal(), Ok(false));
-    let judge = |magic: u32| {
+    write(r, "sys/fs/ext4/nvme0n1/journal_task", "1489");
+    assert_eq!(journal(), Ok(true));
+    assert!(ext4_journal(&m.root(), (259, 7)).unwrap_err().contains("259:7"));
+
+    let cfg = m.config(IoMode::Direct);
+    let judge = |magic: u32, journal: Result<bool, String>| {
         let mut facts = m.facts();
         facts.data.filesystem = Ok(Filesystem { magic });
+        facts.data.ext4_journal = journal;
         check(&facts, &cfg).into_iter().find(|f| f.setting.starts_with("ext4 journal of"))
     };
-    let f = judge(0xEF53).expect("ext4 gets a journal finding");
+    let f = judge(0xEF53, Ok(false)).expect("ext4 gets a journal finding");
     assert_eq!((f.severity, f.current.as_str()), (Severity::Warn, "none"), "{f:?}");
     assert!(f.why.contains("tune2fs -O has_journal"), "{f:?}");
-    // Other filesystems have no ext4 journal to judge.
-    assert!(judge(0x5846_5342).is_none());
-
-    write(r, "sys/fs/ext4/sda/journal_task", "1489");
-    assert_eq!(journal(), Ok(true));
-    let f = judge(0xEF53).unwrap();
+    let f = judge(0xEF53, Ok(true)).unwrap();
     assert_eq!((f.severity, f.current.as_str()), (Severity::Ok, "present"), "{f:?}");
-
-    // A device whose sysfs link is missing: unknown, with the reason.
-    assert!(ext4_journal(&m.root(), (major, minor + 1000)).is_err());
+    let f = judge(0xEF53, Err("cannot read it".into())).unwrap();
+    assert_eq!((f.severity, f.current.as_str()), (Severity::Info, "unknown"), "{f:?}");
+    // Other filesystems have no ext4 journal to judge.
+    assert!(judge(0x5846_5342, Ok(false)).is_none());
 }
 
 #[test]
