@@ -505,5 +505,15 @@ impl BatchBuilder {
     }
 }
 
+/// A builder of at most `max_bytes` holding one record (body `x`), for tests anywhere in the
+/// crate.
+#[cfg(test)]
+pub(crate) fn one_record_builder(max_bytes: usize) -> BatchBuilder {
+    let mut b = BatchBuilder::new(max_bytes);
+    let r = super::Record { key: b"", tag: b"", properties: &[], body: b"x", timestamp_ms: 1 };
+    b.push(&r).expect("one small record fits");
+    b
+}
+
 #[cfg(test)]
 mod tests;

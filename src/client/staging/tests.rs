@@ -281,15 +281,7 @@ fn room_is_given_back_when_a_full_batch_is_sealed_and_when_a_message_fits_in_non
     assert_eq!(open_capacity(&s, 0), Some(1 << 20));
     assert_eq!(reserved(&s), 1 << 20, "one open batch holds it, the sealed one none");
     // A batch built by the caller seals the open one behind it.
-    let mut b = BatchBuilder::new(1 << 20);
-    b.push(&crate::format::Record {
-        key: b"",
-        tag: b"",
-        properties: &[],
-        body: b"x",
-        timestamp_ms: 1,
-    })
-    .unwrap();
+    let b = crate::format::batch::one_record_builder(1 << 20);
     let (done, _pending) = crate::client::pending::pending();
     s.push_batch("t", 0, b, t0, done, &|| {});
     assert_eq!(reserved(&s), 0);

@@ -270,15 +270,7 @@ fn a_retriable_failure_is_resent_after_the_backoff_until_the_send_timeout() {
 
 #[test]
 fn renumbering_rewrites_the_fields_and_the_crc() {
-    let mut b = BatchBuilder::new(1 << 16);
-    b.push(&crate::format::Record {
-        key: b"",
-        tag: b"",
-        properties: &[],
-        body: b"x",
-        timestamp_ms: 1,
-    })
-    .unwrap();
+    let b = crate::format::batch::one_record_builder(1 << 16);
     let mut bytes = b.finish(5 << 16, 3);
     renumber(&mut bytes, (5 << 16) | 2, 0);
     assert_eq!(numbering(&bytes), ((5 << 16) | 2, 0));
