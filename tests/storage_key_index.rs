@@ -225,3 +225,54 @@ fn a_missing_active_file_is_indexed_again_from_the_log() {
         check_all(&index, &log, 31, 11).await;
     });
 }
+
+/// The last run's files were made with `old`; this run opens with [`settings`], and every
+/// key is found once the log is followed again. Returns the bytes the second open read, the
+/// position it indexes from and the position the last run's checkpoint covered.
+async fn reopen_with_other_geometry(old: Geometry, seed: u64) -> (u64, LogPosition, LogPosition) {
+    const BATCHES: usize = 60;
+    let mut rng = Rng(seed);
+    let log = make_log(&mut rng, BATCHES);
+    let sim = SimDir::new(seed);
+    let before = KeyIndexSettings { geometry: old, max_files: 1000 };
+    let index = KeyIndex::open(sim.clone(), before, LogPosition::MAX).await.unwrap();
+    follow(&index, &log, BATCHES).await;
+    index.checkpoint().await.unwrap();
+    let checkpointed = index.checkpointed_to();
+    drop(index);
+    let read_before = sim.read_bytes();
+    let index = KeyIndex::open(sim.clone(), settings(1000), LogPosition::MAX).await.unwrap();
+    let read = sim.read_bytes() - read_before;
+    let reopened_at = index.indexed_to();
+    follow(&index, &log, BATCHES).await;
+    check_all(&index, &log, BATCHES, seed).await;
+    (read, reopened_at, checkpointed)
+}
+
+#[test]
+fn an_active_file_of_a_smaller_geometry_is_kept_and_sealed() {
+    common::run(|| async {
+        let old = Geometry { slot_count: 2, max_entries: 128 };
+        assert!(old.file_bytes() <= settings(1).geometry.file_bytes());
+        let (_, reopened_at, checkpointed) = reopen_with_other_geometry(old, 21).await;
+        assert_eq!(reopened_at, checkpointed, "nothing is indexed again");
+    });
+}
+
+#[test]
+fn an_active_file_of_a_larger_geometry_is_not_read_into_memory_but_indexed_again() {
+    common::run(|| async {
+        // A checkpoint may name any geometry `Geometry::validate` allows (up to about
+        // 1.9 GB a file); loading it would take that much memory beyond the configured
+        // budget. Its range of the log is indexed again into a file of this run's size.
+        let old = Geometry { slot_count: 1024, max_entries: 4096 };
+        let configured = settings(1).geometry.file_bytes() as u64;
+        assert!(old.file_bytes() as u64 > 8 * configured);
+        let (read, reopened_at, checkpointed) = reopen_with_other_geometry(old, 22).await;
+        assert!(
+            read <= configured,
+            "opening read {read} bytes, more than one file of {configured}"
+        );
+        assert!(reopened_at < checkpointed, "the dropped file's range is indexed again");
+    });
+}

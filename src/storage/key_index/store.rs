@@ -159,6 +159,22 @@ pub struct KeyIndex<D: LogDir> {
     gate: Semaphore,
 }
 
+/// The first `len` bytes of `file` (fewer where it is shorter) in one `Vec`, read a MiB at a
+/// time: the whole file is never held twice.
+async fn read_whole<F: LogFile>(file: &F, len: usize) -> io::Result<Vec<u8>> {
+    const STEP: usize = 1 << 20;
+    let mut out = Vec::with_capacity(len);
+    while out.len() < len {
+        let want = STEP.min(len - out.len());
+        let got = file.read_at(out.len() as u64, want).await?;
+        out.extend_from_slice(&got);
+        if got.len() < want {
+            break;
+        }
+    }
+    Ok(out)
+}
+
 fn io_err(what: impl std::fmt::Display, e: io::Error) -> String {
     format!("{what}: {e}")
 }
@@ -207,21 +223,42 @@ impl<D: LogDir> KeyIndex<D> {
         let active_seq = checkpoint.map_or(0, |c| c.active_seq);
         let mut sealed = BTreeMap::new();
         let mut active = None;
+        let configured_bytes = settings.geometry.file_bytes();
+        let mut active_dropped = false;
         for seq in seqs {
             let name = key_file_name(seq);
             if checkpoint.is_none() || seq > active_seq {
                 dir.remove(&name).await.map_err(|e| io_err(format!("removing {name}"), e))?;
                 continue;
             }
+            let c = checkpoint.expect("checked above");
+            if seq == active_seq && c.active.geometry.file_bytes() > configured_bytes {
+                // A file of a larger geometry than this run's (any `Geometry::validate`
+                // allows, up to about 1.9 GB) would be loaded whole into memory, beyond the
+                // budget of one configured file: its range of the log is indexed again.
+                let g = c.active.geometry;
+                tracing::warn!(
+                    "{name}: made with {} slots and {} entries, larger than the configured {} \
+                     and {}; re-indexing the log from position {}",
+                    g.slot_count,
+                    g.max_entries,
+                    settings.geometry.slot_count,
+                    settings.geometry.max_entries,
+                    c.active.min_position
+                );
+                dir.remove(&name).await.map_err(|e| io_err(format!("removing {name}"), e))?;
+                active_dropped = true;
+                continue;
+            }
             let file = dir.open(&name, false).await.map_err(|e| io_err(&name, e))?;
             if seq == active_seq {
-                let c = checkpoint.expect("checked above");
-                let size = c.active.geometry.file_bytes();
-                let bytes = file.read_at(0, size).await.map_err(|e| io_err(&name, e))?;
                 let h = c.active;
+                let bytes = read_whole(&file, h.geometry.file_bytes())
+                    .await
+                    .map_err(|e| io_err(&name, e))?;
                 let image = ActiveImage::load(
                     h.geometry,
-                    bytes.to_vec(),
+                    bytes,
                     h.entry_count,
                     h.begin_store_ms,
                     h.end_store_ms,
@@ -245,13 +282,15 @@ impl<D: LogDir> KeyIndex<D> {
         let mut indexed_to = checkpoint.map_or(LogPosition::ZERO, |c| c.indexed_to);
         if let (None, Some(c)) = (&active, checkpoint) {
             if c.active.entry_count > 0 {
-                // The checkpoint counts entries of a file that is gone (deleted by hand):
-                // index its range of the log again.
-                tracing::warn!(
-                    "{} is missing; re-indexing the log from position {}",
-                    key_file_name(c.active_seq),
-                    c.active.min_position
-                );
+                // The checkpoint counts entries of a file that is gone (deleted by hand, or
+                // dropped above): index its range of the log again.
+                if !active_dropped {
+                    tracing::warn!(
+                        "{} is missing; re-indexing the log from position {}",
+                        key_file_name(c.active_seq),
+                        c.active.min_position
+                    );
+                }
                 indexed_to = c.active.min_position;
             }
         }
