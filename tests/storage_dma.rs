@@ -297,6 +297,8 @@ fn a_real_full_disk_reports_disk_full_and_recovers_without_a_restart() {
     run(move || async move {
         let cfg = StorageConfig {
             disk_full_retry_ms: 5,
+            // Retention at every new segment would keep the disk from filling.
+            disk_max_used_ratio: 1.0,
             ..config(&dir, FlushMode::Sync, IoMode::Buffered)
         };
         let log = CommitLog::open(cfg.clone()).await.unwrap();

@@ -70,7 +70,8 @@ pub struct StorageConfig {
     /// Delete oldest segments while the data filesystem is fuller than this ratio. Default 0.75.
     /// Counted as `df` does: used over used plus what the broker may still write.
     pub disk_max_used_ratio: f64,
-    /// How often the log applies the retention policy on its own. Default 60000.
+    /// How often the log applies the retention policy on its own. It also does whenever it
+    /// creates or rolls to a new segment (the disk holds one more). Default 60000.
     pub retention_check_interval_ms: u64,
     /// After the disk had no room for a new segment, appends that need one get DISK_FULL at
     /// once, and the log tries again at most this often (sooner when retention frees space).

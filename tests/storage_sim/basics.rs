@@ -219,6 +219,8 @@ fn full_disk_on_a_data_write_still_stops_the_log() {
         dir.set_capacity(Some(200_000));
         let mut cfg = small_config(FlushMode::Sync);
         cfg.preallocate = false;
+        // Retention (at every new segment) would keep the disk from filling.
+        cfg.disk_max_used_ratio = 1.0;
         let log = CommitLog::open_with(dir.clone(), cfg).await.unwrap();
         let mut result = Ok(());
         for i in 0..100 {
@@ -331,6 +333,34 @@ fn retention_by_disk_ratio() {
         assert!(!deleted.is_empty() && deleted.len() < n, "deleted {deleted:?} of {n}");
         let (used, total) = ringmq::storage::file::LogDir::disk_usage(&dir).await.unwrap();
         assert!(used as f64 <= total as f64 * 0.2 + 65536.0, "used {used} of {total}");
+        log.close().await.unwrap();
+    });
+}
+
+/// Retention's timer is minutes; a fast writer fills that much disk between two runs. A
+/// new segment (more disk used) runs it too: here the timer never fires (the log's clock
+/// stands still), and the disk ratio is still kept.
+#[test]
+fn a_new_segment_runs_retention_without_waiting_for_its_timer() {
+    run(|| async {
+        let dir = SimDir::new(12);
+        dir.set_capacity(Some(1 << 20));
+        let mut cfg = small_config(FlushMode::Sync);
+        cfg.disk_max_used_ratio = 0.3;
+        cfg.retention_check_interval_ms = 3_600_000;
+        let clock = ringmq::runtime::SimClock::new(1_700_000_000_000);
+        let log = CommitLog::open_with_clock(dir.clone(), cfg, clock).await.unwrap();
+        let segment_files = || dir.names().iter().filter(|n| n.ends_with(".log")).count();
+        let mut most = 0;
+        // 16 segments of 64 KiB (the disk holds 1 MiB): without retention the disk fills.
+        for i in 0..1_600u64 {
+            log.append_committed(Q1, &batch(i, 1, 600)).await.unwrap();
+            most = most.max(segment_files());
+        }
+        // 0.3 of 1 MiB is under five segments; a run may come one segment late.
+        assert!(most <= 7, "{most} segment files at once");
+        let (used, total) = ringmq::storage::file::LogDir::disk_usage(&dir).await.unwrap();
+        assert!(used as f64 <= total as f64 * 0.3 + 2.0 * 65536.0, "used {used} of {total}");
         log.close().await.unwrap();
     });
 }

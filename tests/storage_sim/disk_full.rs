@@ -2,9 +2,11 @@
 
 use super::*;
 
-/// A config whose disk-full back-off is short, so tests that wait for a retry stay fast.
+/// A config whose disk-full back-off is short, so tests that wait for a retry stay fast, and
+/// whose retention never deletes for disk usage (it runs at every new segment), so the disk
+/// does fill.
 fn disk_full_config(mode: FlushMode) -> StorageConfig {
-    StorageConfig { disk_full_retry_ms: 5, ..small_config(mode) }
+    StorageConfig { disk_full_retry_ms: 5, disk_max_used_ratio: 1.0, ..small_config(mode) }
 }
 
 /// Appends `tag`s to Q1 until one fails; returns the acknowledged tags and the error.

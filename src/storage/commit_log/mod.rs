@@ -158,6 +158,10 @@ pub struct CommitLog<D: LogDir = DmaDir> {
     next_changed: Signal,
     /// One retention run at a time (it runs without the append gate).
     retention_gate: Semaphore,
+    /// Runs retention before its timer: a segment was created or rolled to (the disk holds
+    /// one more). Shared with the retention task, which waits on it without keeping the log
+    /// alive.
+    retention_kick: Rc<Signal>,
     /// Prefetches in flight, by queue: the offset of the fetch each reads, and its task (a
     /// fetch from that offset waits for it; close waits for all).
     prefetches: RefCell<std::collections::HashMap<QueueKey, (QueueOffset, Prefetch)>>,
@@ -239,6 +243,7 @@ impl<D: LogDir + 'static> CommitLog<D> {
             flusher: RefCell::new(None),
             next_changed: Signal::default(),
             retention_gate: Semaphore::new(1),
+            retention_kick: Rc::new(Signal::default()),
             retention_pins: RefCell::new(std::collections::HashMap::new()),
             prefetches: RefCell::new(std::collections::HashMap::new()),
             fetch_reads: std::cell::Cell::new(0),
@@ -441,6 +446,7 @@ impl<D: LogDir + 'static> CommitLog<D> {
         let failed = self.st.borrow_mut().life.close();
         self.flush_kick.notify();
         self.index_kick.notify();
+        self.retention_kick.notify();
         // No prefetch starts now; those in flight read segment files closed below.
         let prefetches: Vec<_> =
             self.prefetches.borrow().values().map(|(_, p)| p.clone()).collect();
@@ -476,8 +482,10 @@ impl<D: LogDir + 'static> CommitLog<D> {
 
 impl<D: LogDir> Drop for CommitLog<D> {
     fn drop(&mut self) {
-        // Lets the flusher and the index task notice the log is gone instead of waiting forever.
+        // Lets the flusher, the index and the retention tasks notice the log is gone instead of
+        // waiting on.
         self.flush_kick.notify();
         self.index_kick.notify();
+        self.retention_kick.notify();
     }
 }

@@ -1,5 +1,6 @@
 //! Retention, executed: applies the pure policy of [`crate::storage::retention`] to the log,
-//! every `retention_check_interval_ms` (a task on the log's shard) or when called.
+//! every `retention_check_interval_ms` and whenever a segment is created or rolled to (a task
+//! on the log's shard), or when called.
 //!
 //! A run picks sealed, durable segments to delete, drops their queues' index entries, writes
 //! every queue's new floor (`queues.floor`, see [`crate::storage::floors`]) and only then
@@ -19,6 +20,7 @@ use std::time::Duration;
 
 use super::recovery::index_error;
 use super::CommitLog;
+use crate::runtime;
 use crate::storage::error::{Result, StorageError};
 use crate::storage::file::LogDir;
 use crate::storage::floors::{encode_floors, FLOOR_FILE};
@@ -210,18 +212,21 @@ impl<D: LogDir + 'static> CommitLog<D> {
     }
 }
 
-/// Applies the retention policy every `retention_check_interval_ms` until the log goes away.
+/// Applies the retention policy every `retention_check_interval_ms`, and whenever a segment
+/// is created or rolled to (the disk holds one more: at 2 GB/s a minute's timer would let
+/// 120 GB in between), until the log goes away.
 pub(super) async fn retention_loop<D: LogDir + 'static>(weak: std::rc::Weak<CommitLog<D>>) {
     loop {
-        let interval = match weak.upgrade() {
-            Some(log) => Duration::from_millis(log.config.retention_check_interval_ms.max(1)),
+        let (kick, sleep) = match weak.upgrade() {
+            Some(log) => {
+                let interval = Duration::from_millis(log.config.retention_check_interval_ms.max(1));
+                (log.retention_kick.clone(), log.clock.sleep_until(log.clock.now() + interval))
+            }
             None => return,
         };
-        let sleep = match weak.upgrade() {
-            Some(log) => log.clock.sleep_until(log.clock.now() + interval),
-            None => return,
-        };
-        sleep.await;
+        // Wait holding only the signal, so a log dropped meanwhile is freed (its Drop
+        // notifies the signal, and the next upgrade fails).
+        runtime::first_or_timeout(kick.wait(), sleep).await;
         let Some(log) = weak.upgrade() else { return };
         {
             let st = log.st.borrow();

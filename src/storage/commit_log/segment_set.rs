@@ -93,6 +93,7 @@ impl<D: LogDir + 'static> CommitLog<D> {
         st.tracker.skip_to(next_base);
         st.append_pos = next_base;
         st.segments.insert(next_base, seg);
+        self.retention_kick.notify();
         Ok(())
     }
 
@@ -185,6 +186,7 @@ impl<D: LogDir + 'static> CommitLog<D> {
                 log.remove_unused_segment(base).await;
             }
             log.next_changed.notify();
+            log.retention_kick.notify();
         });
     }
 
