@@ -111,6 +111,31 @@ fn a_replica_copies_the_master_byte_for_byte_across_segments() {
 }
 
 #[test]
+fn each_fetch_ends_where_the_replica_appends_next_even_at_a_segment_end() {
+    // The master bounds a replica's acknowledgement by where its stream ended: that must be
+    // where the replica's log ends after appending what it got, also when the byte budget
+    // stops a fetch right after a segment's end marker (the replica then rolls to the next
+    // segment's base).
+    run(|| async {
+        let master =
+            CommitLog::open_with(SimDir::new(13), small_config(FlushMode::Async)).await.unwrap();
+        let replica =
+            CommitLog::open_with(SimDir::new(14), small_config(FlushMode::Async)).await.unwrap();
+        fill(&master, 0, 120).await;
+        assert!(master.segment_bases().len() >= 3, "the test must cross segments");
+        let mut from = LogPosition::new(0);
+        while from < master.written_end() {
+            let (batches, next) =
+                master.read_batches_at(from, master.written_end(), 1).await.unwrap();
+            assert_eq!(batches.len(), 1, "one batch per fetch at {from}");
+            replica.append_replicated(batches[0].position, &batches[0].bytes).await.unwrap();
+            assert_eq!(next, replica.positions().0, "after the batch at {from}");
+            from = next;
+        }
+    });
+}
+
+#[test]
 fn a_replica_refuses_batches_out_of_place() {
     run(|| async {
         let master =

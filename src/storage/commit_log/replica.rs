@@ -51,7 +51,8 @@ impl<D: LogDir + 'static> CommitLog<D> {
     /// the next segment) while they end at or before `up_to` (at most the written end), until
     /// `max_bytes` are gathered (at least one batch when one fits under `up_to`). A segment's
     /// end marker is returned like a batch, so the replica ends its segment at the same place.
-    /// Returns the batches and the position to continue from.
+    /// Returns the batches and the position to continue from (the next segment's base when
+    /// they end at a sealed segment's end).
     pub async fn read_batches_at(
         self: &Rc<Self>,
         from: LogPosition,
@@ -116,6 +117,17 @@ impl<D: LogDir + 'static> CommitLog<D> {
             gathered += length;
             out.push(PositionedBatch { position: pos, bytes });
             pos += length as u64;
+        }
+        // Nothing lies between a sealed segment's end and the next segment's base, and a
+        // replica that appended the end marker continues at that base: so does the stream
+        // (the master bounds the replica's acknowledgements by where it ended).
+        let st = self.st.borrow();
+        if let Some(seg) = st.segment_for(pos) {
+            if seg.sealed_end.get().is_some_and(|sealed| pos >= sealed) {
+                if let Some((&base, _)) = st.segments.range(seg.base + 1..).next() {
+                    pos = base;
+                }
+            }
         }
         Ok((out, pos))
     }
