@@ -39,6 +39,15 @@ pub struct ReplicaSide {
     pub history: RefCell<EpochHistory>,
 }
 
+/// One replica's current stream.
+#[derive(Debug, Clone, Copy)]
+struct Stream {
+    session: u64,
+    /// Where the replica's log can end at most: where it was kept at the join, or the end of
+    /// the batches this stream sent it since. It cannot hold, let alone have synced, more.
+    sent_end: u64,
+}
+
 /// A master shard's replication state.
 pub struct MasterSide {
     mode: Mode,
@@ -49,7 +58,7 @@ pub struct MasterSide {
     /// The highest end a sync produce waits for (waiters are kept in log order).
     last_waited_end: Cell<u64>,
     /// The current stream of each replica (by its place in `replicas`).
-    sessions: RefCell<Vec<Option<u64>>>,
+    sessions: RefCell<Vec<Option<Stream>>>,
     next_session: Cell<u64>,
     /// Replication fetches parked at the master's end, woken by appends. Bounded.
     parked: RefCell<Vec<oneshot::Sender<()>>>,
@@ -352,7 +361,7 @@ impl<L: ShardLog> Shard<L> {
                 let truncate_to = divergence(&m.history, master_end, &history, end);
                 let session = m.next_session.get();
                 m.next_session.set(session + 1);
-                m.sessions.borrow_mut()[index] = Some(session);
+                m.sessions.borrow_mut()[index] = Some(Stream { session, sent_end: truncate_to });
                 let now = self.clock.now();
                 let changes = m.set.borrow_mut().connected(index, synced.min(truncate_to), now);
                 match changes {
@@ -372,17 +381,35 @@ impl<L: ShardLog> Shard<L> {
                 }))
             }
             ReplRequest::Fetch { session, from, synced, max_bytes, max_wait_ms } => {
-                let index = m.sessions.borrow().iter().position(|s| *s == Some(session));
-                let Some(index) = index else {
+                let stream = m
+                    .sessions
+                    .borrow()
+                    .iter()
+                    .enumerate()
+                    .find_map(|(i, s)| s.filter(|s| s.session == session).map(|s| (i, s)));
+                let Some((index, stream)) = stream else {
                     return invalid(format!(
                         "replication session {session} is not current: join again"
                     ));
                 };
                 self.replication_progress();
-                let acked = m.set.borrow_mut().acknowledged(index, synced, self.clock.now());
+                let acked = if synced > from || from > stream.sent_end {
+                    Err(format!(
+                        "the replica says its log ends at {from} with {synced} synced, but this \
+                         stream sent it data up to {} only",
+                        stream.sent_end
+                    ))
+                } else {
+                    let now = self.clock.now();
+                    m.set.borrow_mut().acknowledged(index, synced, now).map_err(|e| e.to_string())
+                };
                 match acked {
                     Ok(c) => log_changes(self.id, &c, &m.replicas),
                     Err(e) => {
+                        tracing::warn!(
+                            shard = %self.id, replica = %m.replicas[index],
+                            "acknowledgement refused, the stream ends: {e}"
+                        );
                         let c = m.set.borrow_mut().disconnected(index);
                         log_changes(self.id, &c, &m.replicas);
                         m.sessions.borrow_mut()[index] = None;
@@ -412,6 +439,12 @@ impl<L: ShardLog> Shard<L> {
                 let max = (max_bytes as usize).min(m.fetch_bytes);
                 let (batches, next) =
                     self.log.read_batches_at(from, self.log.append_end(), max).await?;
+                // The session may have been replaced while this fetch waited.
+                if let Some(s) = m.sessions.borrow_mut()[index].as_mut() {
+                    if s.session == session {
+                        s.sent_end = s.sent_end.max(next);
+                    }
+                }
                 let batches = batches
                     .into_iter()
                     .map(|b| WireBatch { position: b.position.get(), bytes: b.bytes })

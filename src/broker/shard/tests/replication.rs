@@ -143,6 +143,65 @@ fn a_sync_produce_waits_for_the_replica_and_consumers_see_confirmed_data_only() 
     });
 }
 
+async fn joined(s: &Rc<Shard<SimLog>>, end: u64) -> u64 {
+    match call(s, join(end)).await.unwrap() {
+        Response::Replication(ReplResponse::Join { session, .. }) => session,
+        other => panic!("{other:?}"),
+    }
+}
+
+/// The master's confirmed position, as its metrics report it.
+fn confirmed(s: &Rc<Shard<SimLog>>) -> u64 {
+    match s.replication_sample() {
+        Some(crate::metrics::ReplicationSample::Master { confirmed, .. }) => confirmed,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn an_acknowledgement_of_bytes_the_stream_never_sent_is_refused() {
+    run(|| async {
+        let s = master(Mode::Sync, 60_000).await;
+        let session = joined(&s, 0).await;
+        let me = s.clone();
+        let pending = runtime::spawn(async move { call(&me, produce(0, 2)).await });
+        while s.log.append_end() == 0 {
+            runtime::yield_once().await;
+        }
+        let end = s.log.append_end();
+        // The replica never fetched the batch: it cannot have it on disk, whatever it says.
+        // Claimed as its log end and synced position, or as synced past its own log end.
+        let lies = [(end, end), (0, end)];
+        for (i, (from, synced)) in lies.into_iter().enumerate() {
+            let session = if i == 0 { session } else { joined(&s, 0).await };
+            let lie = Request::Replication(ReplRequest::Fetch {
+                session,
+                from,
+                synced,
+                max_bytes: 1 << 20,
+                max_wait_ms: 0,
+            });
+            let e = call(&s, lie).await.unwrap_err();
+            assert_eq!(e.code, ErrorCode::INVALID_ARGUMENT, "{e:?}");
+            assert_eq!(confirmed(&s), 0, "from {from}, synced {synced}: not confirmed");
+            assert_eq!(consumer_sees(call(&s, fetch(0, 0)).await), 0);
+            // The stream is over: the replica must join again.
+            let e = call(&s, replica_fetch(session, 0)).await.unwrap_err();
+            assert_eq!(e.code, ErrorCode::INVALID_ARGUMENT, "{e:?}");
+        }
+        // A replica that does fetch the batch confirms it.
+        let session = joined(&s, 0).await;
+        let (next, batches) = fetched(&s, session, 0).await;
+        assert_eq!((batches.len(), next), (1, end));
+        fetched(&s, session, next).await;
+        match pending.await.unwrap() {
+            Ok(Response::Produce { status, .. }) => assert_eq!(status, SendStatus::SendOk),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(confirmed(&s), end);
+    });
+}
+
 #[test]
 fn an_unconfirmed_sync_produce_is_answered_flush_slave_timeout() {
     run(|| async {
