@@ -166,7 +166,18 @@ impl Control {
             return Ok(());
         }
         let granted = if self.clustering() {
-            self.groups.lock(&c.group, &c.client_id, c.lock_lease, &asked)?
+            let answer = self.groups.lock(&c.group, &c.client_id, c.lock_lease, &asked)?;
+            // The queues asked for, once each: a puller started for anything else would be
+            // one nobody owns, so nobody stops.
+            let granted: BTreeSet<QueueKey> =
+                answer.iter().filter(|k| self.pending.contains(*k)).cloned().collect();
+            if granted.len() != answer.len() {
+                tracing::warn!(
+                    group = %c.group,
+                    "the coordinator granted queue locks not asked for (or twice); ignoring those"
+                );
+            }
+            granted.into_iter().collect()
         } else {
             asked
         };
@@ -362,6 +373,122 @@ impl Control {
             .and_then(|()| std::fs::File::open(&dir)?.sync_all());
         if let Err(e) = written {
             tracing::warn!(file = %offset_file.display(), "cannot save the broadcasting offsets: {e}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+
+    use super::*;
+    use crate::client::push_consumer::{ConsumeContext, ConsumeStatus, PushConsumerConfig};
+    use crate::client::Client;
+    use crate::client::ConsumedMessage;
+    use crate::protocol::frame::{check_request, split_request};
+    use crate::protocol::group::{GroupQueue, GroupRequest, GroupResponse};
+    use crate::protocol::{decode_request, Check, Request, Response};
+
+    /// A coordinator that answers every LOCK_QUEUES with the queues asked for, one of them
+    /// twice, plus a queue nobody asked for; and offset 0 for every committed offset asked.
+    fn over_granting_broker() -> String {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for s in listener.incoming() {
+                let Ok(mut s) = s else { return };
+                std::thread::spawn(move || {
+                    let (mut buf, mut chunk) = (Vec::new(), [0u8; 4096]);
+                    loop {
+                        let frame_bytes = match check_request(&buf, 1 << 20).unwrap() {
+                            Check::Complete { frame_bytes } => frame_bytes,
+                            Check::Incomplete { .. } => match s.read(&mut chunk) {
+                                Ok(n) if n > 0 => {
+                                    buf.extend_from_slice(&chunk[..n]);
+                                    continue;
+                                }
+                                _ => return,
+                            },
+                        };
+                        let (h, payload) = split_request(&buf[..frame_bytes]);
+                        let request = decode_request(&h, payload).unwrap();
+                        let reply = match request {
+                            Request::Metadata { .. } => Response::Metadata {
+                                shard_count: 1,
+                                shared_port: port,
+                                shard_ports: Vec::new(),
+                                topics: Vec::new(),
+                            },
+                            Request::Group(GroupRequest::Lock { queues, .. }) => {
+                                let mut granted = queues.clone();
+                                granted.extend(queues.first().cloned());
+                                granted.push(GroupQueue { topic: "other".into(), queue_id: 7 });
+                                Response::Group(GroupResponse::Lock { granted })
+                            }
+                            Request::Group(GroupRequest::FetchOffsets { queues, .. }) => {
+                                let offsets = queues.into_iter().map(|q| (q, 0)).collect();
+                                Response::Group(GroupResponse::FetchOffsets { offsets })
+                            }
+                            other => panic!("unexpected {other:?}"),
+                        };
+                        s.write_all(&reply.encode_frame(h.correlation_id)).unwrap();
+                        buf.drain(..frame_bytes);
+                    }
+                });
+            }
+        });
+        format!("127.0.0.1:{port}")
+    }
+
+    fn shared(client: &Client) -> Arc<Shared> {
+        let listener = |_: &[ConsumedMessage], _: &ConsumeContext<'_>| ConsumeStatus::Success;
+        Arc::new(Shared {
+            config: PushConsumerConfig::new("g").subscribe("z", "*"),
+            client: client.detached(),
+            listener: Arc::new(listener),
+            stop: AtomicBool::new(false),
+            changed: AtomicBool::new(false),
+            wake: (Mutex::new(()), std::sync::Condvar::new()),
+            version: std::sync::atomic::AtomicU64::new(0),
+            tasks: Mutex::new(None),
+            retries: Mutex::new(Vec::new()),
+            caught_up: AtomicBool::new(false),
+            send_back: None,
+            // Expired: the pullers started wait instead of pulling.
+            session_until: Mutex::new(Instant::now()),
+            tracer: None,
+        })
+    }
+
+    /// Live threads of this process named `name` (Linux truncates names to 15 bytes).
+    fn threads_named(name: &str) -> usize {
+        std::fs::read_dir("/proc/self/task")
+            .unwrap()
+            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+            .filter(|comm| comm.trim_end() == name)
+            .count()
+    }
+
+    #[test]
+    fn a_lock_answer_starts_only_the_queues_asked_for_once_each() {
+        let client = Client::connect(&over_granting_broker()).unwrap();
+        let mut control = Control::new(shared(&client));
+        let asked: BTreeSet<QueueKey> = [("z".to_string(), 0), ("z".to_string(), 1)].into();
+        control.pending = asked.clone();
+        control.take_pending().unwrap();
+        let owned: BTreeSet<QueueKey> = control.owned.keys().cloned().collect();
+        assert_eq!(owned, asked, "a queue not asked for is not consumed");
+        assert!(control.pending.is_empty());
+        for o in control.owned.values_mut() {
+            o.state.stop.store(true, Ordering::Relaxed);
+            o.puller.take().unwrap().join().unwrap();
+        }
+        // A queue granted twice started one puller, which is stopped with the queue: none is
+        // left running unowned.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while threads_named("ringmq-pull-z-0") > 0 {
+            assert!(Instant::now() < deadline, "a puller of z:0 runs though nobody owns it");
+            std::thread::sleep(Duration::from_millis(10));
         }
     }
 }
