@@ -257,7 +257,7 @@ impl GroupClient {
         topics.dedup();
         let admin = AdminClient::new(self.router.clone());
         let mut queues = Vec::new();
-        let mut total_lag = 0;
+        let mut total_lag = 0u64;
         for topic in topics {
             let route = match admin.route(&topic) {
                 Ok(r) => r,
@@ -289,7 +289,7 @@ impl GroupClient {
                     .find(|(t, q, _)| *t == topic && *q == queue_id)
                     .and_then(|(_, _, o)| *o);
                 let lag = bounds.next.saturating_sub(c.unwrap_or(bounds.min).max(bounds.min));
-                total_lag += lag;
+                total_lag = total_lag.saturating_add(lag);
                 queues.push(QueueLag {
                     topic: topic.clone(),
                     queue_id,
@@ -301,5 +301,53 @@ impl GroupClient {
             }
         }
         Ok(GroupDescription { group: group.into(), version, members, queues, total_lag })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::scripted_broker::scripted_broker;
+    use crate::client::Client;
+    use crate::protocol::TopicRoute;
+
+    #[test]
+    fn describe_saturates_a_total_lag_past_u64_max_instead_of_overflowing() {
+        // A broker whose two queues each claim nearly u64::MAX messages.
+        let addr = scripted_broker(|port, request| match request {
+            Request::Metadata { topics } => Response::Metadata {
+                shard_count: 1,
+                shared_port: port,
+                shard_ports: vec![port],
+                topics: topics
+                    .into_iter()
+                    .map(|name| TopicRoute {
+                        name,
+                        error_code: 0,
+                        topic_id: 1,
+                        queue_owners: vec![0, 0],
+                    })
+                    .collect(),
+            },
+            Request::Group(GroupRequest::Members { .. }) => {
+                let member = GroupMember {
+                    client_id: "a".into(),
+                    room: String::new(),
+                    subscriptions: vec![("t".into(), "*".into())],
+                };
+                Response::Group(GroupResponse::Members { version: 1, members: vec![member] })
+            }
+            Request::Group(GroupRequest::FetchOffsets { .. }) => {
+                Response::Group(GroupResponse::FetchOffsets { offsets: Vec::new() })
+            }
+            Request::Offsets { .. } => {
+                Response::Offsets { min_offset: 0, next_offset: u64::MAX, timestamp_offset: 0 }
+            }
+            other => panic!("unexpected {other:?}"),
+        });
+        let d = Client::connect(&addr).unwrap().groups().describe("g").unwrap();
+        assert_eq!(d.queues.len(), 2);
+        assert!(d.queues.iter().all(|q| q.lag == u64::MAX));
+        assert_eq!(d.total_lag, u64::MAX);
     }
 }

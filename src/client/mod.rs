@@ -68,6 +68,8 @@ pub mod queue_reader;
 pub mod retry;
 pub mod router;
 pub mod scheduled;
+#[cfg(test)]
+mod scripted_broker;
 pub mod selector;
 pub mod send_handle;
 pub mod sequencer;

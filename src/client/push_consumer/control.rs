@@ -379,65 +379,36 @@ impl Control {
 
 #[cfg(test)]
 mod tests {
-    use std::io::{Read, Write};
-
     use super::*;
     use crate::client::push_consumer::{ConsumeContext, ConsumeStatus, PushConsumerConfig};
+    use crate::client::scripted_broker::scripted_broker;
     use crate::client::Client;
     use crate::client::ConsumedMessage;
-    use crate::protocol::frame::{check_request, split_request};
     use crate::protocol::group::{GroupQueue, GroupRequest, GroupResponse};
-    use crate::protocol::{decode_request, Check, Request, Response};
+    use crate::protocol::{Request, Response};
 
     /// A coordinator that answers every LOCK_QUEUES with the queues asked for, one of them
     /// twice, plus a queue nobody asked for; and offset 0 for every committed offset asked.
     fn over_granting_broker() -> String {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        std::thread::spawn(move || {
-            for s in listener.incoming() {
-                let Ok(mut s) = s else { return };
-                std::thread::spawn(move || {
-                    let (mut buf, mut chunk) = (Vec::new(), [0u8; 4096]);
-                    loop {
-                        let frame_bytes = match check_request(&buf, 1 << 20).unwrap() {
-                            Check::Complete { frame_bytes } => frame_bytes,
-                            Check::Incomplete { .. } => match s.read(&mut chunk) {
-                                Ok(n) if n > 0 => {
-                                    buf.extend_from_slice(&chunk[..n]);
-                                    continue;
-                                }
-                                _ => return,
-                            },
-                        };
-                        let (h, payload) = split_request(&buf[..frame_bytes]);
-                        let request = decode_request(&h, payload).unwrap();
-                        let reply = match request {
-                            Request::Metadata { .. } => Response::Metadata {
-                                shard_count: 1,
-                                shared_port: port,
-                                shard_ports: Vec::new(),
-                                topics: Vec::new(),
-                            },
-                            Request::Group(GroupRequest::Lock { queues, .. }) => {
-                                let mut granted = queues.clone();
-                                granted.extend(queues.first().cloned());
-                                granted.push(GroupQueue { topic: "other".into(), queue_id: 7 });
-                                Response::Group(GroupResponse::Lock { granted })
-                            }
-                            Request::Group(GroupRequest::FetchOffsets { queues, .. }) => {
-                                let offsets = queues.into_iter().map(|q| (q, 0)).collect();
-                                Response::Group(GroupResponse::FetchOffsets { offsets })
-                            }
-                            other => panic!("unexpected {other:?}"),
-                        };
-                        s.write_all(&reply.encode_frame(h.correlation_id)).unwrap();
-                        buf.drain(..frame_bytes);
-                    }
-                });
+        scripted_broker(|port, request| match request {
+            Request::Metadata { .. } => Response::Metadata {
+                shard_count: 1,
+                shared_port: port,
+                shard_ports: Vec::new(),
+                topics: Vec::new(),
+            },
+            Request::Group(GroupRequest::Lock { queues, .. }) => {
+                let mut granted = queues.clone();
+                granted.extend(queues.first().cloned());
+                granted.push(GroupQueue { topic: "other".into(), queue_id: 7 });
+                Response::Group(GroupResponse::Lock { granted })
             }
-        });
-        format!("127.0.0.1:{port}")
+            Request::Group(GroupRequest::FetchOffsets { queues, .. }) => {
+                let offsets = queues.into_iter().map(|q| (q, 0)).collect();
+                Response::Group(GroupResponse::FetchOffsets { offsets })
+            }
+            other => panic!("unexpected {other:?}"),
+        })
     }
 
     fn shared(client: &Client) -> Arc<Shared> {

@@ -1,0 +1,47 @@
+//! A broker for client tests that answers every request with a function of it: a hostile or
+//! inconsistent broker is a few lines. Plain threads and sockets on 127.0.0.1, one thread per
+//! connection; it lives until the test process ends.
+
+use std::io::{Read, Write};
+use std::sync::Arc;
+
+use crate::protocol::frame::{check_request, split_request};
+use crate::protocol::{decode_request, Check, Request, Response};
+
+/// Starts the broker; returns its address. `answer` gets the broker's port (for METADATA)
+/// and the request.
+pub(crate) fn scripted_broker(
+    answer: impl Fn(u16, Request) -> Response + Send + Sync + 'static,
+) -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let answer = Arc::new(answer);
+    std::thread::spawn(move || {
+        for s in listener.incoming() {
+            let Ok(mut s) = s else { return };
+            let answer = answer.clone();
+            std::thread::spawn(move || {
+                let (mut buf, mut chunk) = (Vec::new(), [0u8; 4096]);
+                loop {
+                    let frame_bytes = match check_request(&buf, 1 << 20).unwrap() {
+                        Check::Complete { frame_bytes } => frame_bytes,
+                        Check::Incomplete { .. } => match s.read(&mut chunk) {
+                            Ok(n) if n > 0 => {
+                                buf.extend_from_slice(&chunk[..n]);
+                                continue;
+                            }
+                            _ => return,
+                        },
+                    };
+                    let (h, payload) = split_request(&buf[..frame_bytes]);
+                    let reply = answer(port, decode_request(&h, payload).unwrap());
+                    if s.write_all(&reply.encode_frame(h.correlation_id)).is_err() {
+                        return;
+                    }
+                    buf.drain(..frame_bytes);
+                }
+            });
+        }
+    });
+    format!("127.0.0.1:{port}")
+}
