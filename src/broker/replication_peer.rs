@@ -13,7 +13,7 @@ use glommio::net::TcpStream;
 use crate::protocol::frame::{check_response, split_response, Check};
 use crate::protocol::replication::{ReplRequest, ReplResponse};
 use crate::protocol::{ErrorCode, ErrorResponse, Request, Response};
-use crate::replication::epochs::EpochHistory;
+use crate::replication::epochs::{conflict, EpochHistory};
 use crate::runtime;
 
 /// How a call to the master failed.
@@ -199,6 +199,15 @@ pub async fn join(
                     from.end
                 )));
             }
+            // The master checked this replica's history against its own; one whose history
+            // conflicts anyway (an epoch this replica holds missing or numbered elsewhere) is
+            // not followed: adopting its history would forget that epoch.
+            if let Some(reason) = conflict(&history, from.history) {
+                return Err(JoinError::Fatal(format!(
+                    "the master {master} answered an epoch history this replica cannot adopt: \
+                     {reason}"
+                )));
+            }
             Ok(Joined { peer, session, truncate_to, history })
         }
         Ok(_) => Err(JoinError::Retry("the master answered JOIN with something else".into())),
@@ -253,5 +262,63 @@ pub async fn check_not_replaced(
             _ => Ok(()),
         },
         Ok(_) | Err(PeerError::Io(_)) => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::scripted_broker::scripted_broker;
+    use crate::replication::epochs::EpochEntry;
+    use crate::runtime::{run_on_new_executor, ExecutorOptions};
+
+    fn history(entries: &[(u32, u64)]) -> EpochHistory {
+        let entries = entries.iter().map(|&(epoch, start)| EpochEntry { epoch, start }).collect();
+        EpochHistory::from_entries(entries).unwrap()
+    }
+
+    #[test]
+    fn a_master_answering_a_history_without_this_replicas_newest_epoch_is_refused() {
+        // A master (stale, or broken) that joins a replica holding epoch 2 although its own
+        // history ends at epoch 1: adopting that history would forget epoch 2, and a later
+        // promotion could begin epoch 2 again over different data.
+        let master = scripted_broker(|port, request| match request {
+            Request::Metadata { .. } => Response::Metadata {
+                shard_count: 1,
+                shared_port: port,
+                shard_ports: vec![port],
+                topics: Vec::new(),
+            },
+            Request::Replication(ReplRequest::Join { end, .. }) => {
+                Response::Replication(ReplResponse::Join {
+                    session: 1,
+                    truncate_to: end,
+                    master_end: end,
+                    history: history(&[(1, 0)]),
+                })
+            }
+            other => panic!("unexpected {other:?}"),
+        });
+        let master: SocketAddr = master.parse().unwrap();
+        let outcome = run_on_new_executor(ExecutorOptions::default(), move || async move {
+            let own = history(&[(1, 0), (2, 500)]);
+            let from = JoinFrom {
+                shard: 0,
+                shard_count: 1,
+                own_shared_port: 1,
+                advertise: Some("127.0.0.1:1".parse().unwrap()),
+                end: 1000,
+                synced: 1000,
+                history: &own,
+            };
+            match join(master, 1 << 20, from).await {
+                Ok(j) => Err(format!("joined with history {:?}", j.history)),
+                Err(JoinError::Retry(e)) => Err(format!("retry: {e}")),
+                Err(JoinError::Fatal(e)) => Ok(e),
+            }
+        })
+        .unwrap();
+        let reason = outcome.unwrap();
+        assert!(reason.contains("epoch 2"), "{reason}");
     }
 }

@@ -69,7 +69,7 @@ pub mod retry;
 pub mod router;
 pub mod scheduled;
 #[cfg(test)]
-mod scripted_broker;
+pub(crate) mod scripted_broker;
 pub mod selector;
 pub mod send_handle;
 pub mod sequencer;
