@@ -114,6 +114,7 @@ impl<L: ShardLog> Shard<L> {
                 max_bytes: r.fetch_bytes as u32,
                 max_wait_ms: MAX_REPLICA_WAIT_MS,
             });
+            let asked = self.clock.now();
             let call = Box::pin(peer.call(&request, CALL_TIMEOUT));
             let answer = match select(call, stop.clone()).await {
                 Either::Left((a, _)) => a,
@@ -186,6 +187,39 @@ impl<L: ShardLog> Shard<L> {
                     Err(e) => return Err(JoinError::Retry(e.to_string())),
                 }
             }
+            if let Some(at) = next_fetch_at(asked, !batches.is_empty()) {
+                let pause = Box::pin(self.clock.sleep_until(at));
+                if let Either::Right(_) = select(pause, stop.clone()).await {
+                    return Ok(());
+                }
+            }
         }
+    }
+}
+
+/// When the next fetch may go, after one asked at `asked` came back: at once with batches;
+/// after an empty answer, not before `EMPTY_FETCH_PACE` from the last ask. A master holds a
+/// fetch with nothing new for up to `MAX_REPLICA_WAIT_MS`, so only a master that answers
+/// empty at once (misbehaving) is paced: without this, its replica asked it again thousands
+/// of times a second.
+fn next_fetch_at(asked: Instant, got_batches: bool) -> Option<Instant> {
+    (!got_batches).then(|| asked + EMPTY_FETCH_PACE)
+}
+
+const EMPTY_FETCH_PACE: Duration = Duration::from_millis(10);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_empty_answers_pace_the_next_fetch() {
+        let t = Instant::now();
+        assert_eq!(next_fetch_at(t, true), None);
+        assert_eq!(next_fetch_at(t, false), Some(t + Duration::from_millis(10)));
+        // An empty answer that took the master's whole wait is not delayed further: the
+        // pause ends before the answer came.
+        let answered = t + Duration::from_millis(MAX_REPLICA_WAIT_MS as u64);
+        assert!(next_fetch_at(t, false).unwrap() < answered);
     }
 }

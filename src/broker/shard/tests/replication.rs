@@ -281,3 +281,55 @@ fn a_replica_refuses_writes_with_its_masters_address_and_serves_reads() {
         assert_eq!(consumer_sees(call(&s, fetch(0, 0)).await), 0, "reads are served");
     });
 }
+
+#[test]
+fn a_master_answering_every_fetch_at_once_with_nothing_is_not_asked_in_a_busy_loop() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    run(|| async {
+        let s = shard(5).await;
+        let epoch = s.topics.borrow().epoch;
+        // An honest master holds a fetch with nothing new for up to MAX_REPLICA_WAIT_MS; this
+        // one answers at once, every time.
+        let fetches = Arc::new(AtomicU64::new(0));
+        let counted = fetches.clone();
+        let master =
+            crate::client::scripted_broker::scripted_broker(move |port, request| match request {
+                Request::Metadata { .. } => Response::Metadata {
+                    shard_count: 1,
+                    shared_port: port,
+                    shard_ports: vec![port],
+                    topics: Vec::new(),
+                },
+                Request::Replication(ReplRequest::Join { end, .. }) => {
+                    Response::Replication(ReplResponse::Join {
+                        session: 1,
+                        truncate_to: end,
+                        master_end: end,
+                        history: EpochHistory::new(),
+                    })
+                }
+                Request::Replication(ReplRequest::Fetch { from, .. }) => {
+                    counted.fetch_add(1, Ordering::Relaxed);
+                    Response::Replication(ReplResponse::Fetch {
+                        confirmed: from,
+                        topics_epoch: epoch,
+                        next: from,
+                        batches: Vec::new(),
+                    })
+                }
+                other => panic!("unexpected {other:?}"),
+            });
+        s.set_role(ShardRole::Replica(ReplicaSide {
+            master: master.parse().unwrap(),
+            advertise: None,
+            fetch_bytes: 1 << 20,
+            history: RefCell::new(EpochHistory::new()),
+        }));
+        let stop = futures::FutureExt::shared(Box::pin(runtime::sleep(Duration::from_millis(400))));
+        s.clone().follow_master(stop).await.unwrap();
+        let n = fetches.load(Ordering::Relaxed);
+        // At most one fetch per `EMPTY_FETCH_PACE` (10 ms), plus slack.
+        assert!((1..=45).contains(&n), "{n} fetches in 400 ms");
+    });
+}
