@@ -268,7 +268,7 @@ pub async fn check_not_replaced(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::client::scripted_broker::scripted_broker;
+    use crate::client::scripted_broker::{join_keeping, one_shard, scripted_broker};
     use crate::replication::epochs::EpochEntry;
     use crate::runtime::{run_on_new_executor, ExecutorOptions};
 
@@ -283,19 +283,9 @@ mod tests {
         // history ends at epoch 1: adopting that history would forget epoch 2, and a later
         // promotion could begin epoch 2 again over different data.
         let master = scripted_broker(|port, request| match request {
-            Request::Metadata { .. } => Response::Metadata {
-                shard_count: 1,
-                shared_port: port,
-                shard_ports: vec![port],
-                topics: Vec::new(),
-            },
+            Request::Metadata { .. } => one_shard(port),
             Request::Replication(ReplRequest::Join { end, .. }) => {
-                Response::Replication(ReplResponse::Join {
-                    session: 1,
-                    truncate_to: end,
-                    master_end: end,
-                    history: history(&[(1, 0)]),
-                })
+                join_keeping(end, history(&[(1, 0)]))
             }
             other => panic!("unexpected {other:?}"),
         });

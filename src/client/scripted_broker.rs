@@ -6,7 +6,29 @@ use std::io::{Read, Write};
 use std::sync::Arc;
 
 use crate::protocol::frame::{check_request, split_request};
+use crate::protocol::replication::ReplResponse;
 use crate::protocol::{decode_request, Check, Request, Response};
+use crate::replication::epochs::EpochHistory;
+
+/// METADATA's answer for a broker of one shard on `port`, with no topics.
+pub(crate) fn one_shard(port: u16) -> Response {
+    Response::Metadata {
+        shard_count: 1,
+        shared_port: port,
+        shard_ports: vec![port],
+        topics: Vec::new(),
+    }
+}
+
+/// A master's REPLICA_JOIN answer that keeps the replica's whole log (`end`), session 1.
+pub(crate) fn join_keeping(end: u64, history: EpochHistory) -> Response {
+    Response::Replication(ReplResponse::Join {
+        session: 1,
+        truncate_to: end,
+        master_end: end,
+        history,
+    })
+}
 
 /// Starts the broker; returns its address. `answer` gets the broker's port (for METADATA)
 /// and the request.

@@ -284,6 +284,7 @@ fn a_replica_refuses_writes_with_its_masters_address_and_serves_reads() {
 
 #[test]
 fn a_master_answering_every_fetch_at_once_with_nothing_is_not_asked_in_a_busy_loop() {
+    use crate::client::scripted_broker::{join_keeping, one_shard, scripted_broker};
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::Arc;
     run(|| async {
@@ -293,33 +294,22 @@ fn a_master_answering_every_fetch_at_once_with_nothing_is_not_asked_in_a_busy_lo
         // one answers at once, every time.
         let fetches = Arc::new(AtomicU64::new(0));
         let counted = fetches.clone();
-        let master =
-            crate::client::scripted_broker::scripted_broker(move |port, request| match request {
-                Request::Metadata { .. } => Response::Metadata {
-                    shard_count: 1,
-                    shared_port: port,
-                    shard_ports: vec![port],
-                    topics: Vec::new(),
-                },
-                Request::Replication(ReplRequest::Join { end, .. }) => {
-                    Response::Replication(ReplResponse::Join {
-                        session: 1,
-                        truncate_to: end,
-                        master_end: end,
-                        history: EpochHistory::new(),
-                    })
-                }
-                Request::Replication(ReplRequest::Fetch { from, .. }) => {
-                    counted.fetch_add(1, Ordering::Relaxed);
-                    Response::Replication(ReplResponse::Fetch {
-                        confirmed: from,
-                        topics_epoch: epoch,
-                        next: from,
-                        batches: Vec::new(),
-                    })
-                }
-                other => panic!("unexpected {other:?}"),
-            });
+        let master = scripted_broker(move |port, request| match request {
+            Request::Metadata { .. } => one_shard(port),
+            Request::Replication(ReplRequest::Join { end, .. }) => {
+                join_keeping(end, EpochHistory::new())
+            }
+            Request::Replication(ReplRequest::Fetch { from, .. }) => {
+                counted.fetch_add(1, Ordering::Relaxed);
+                Response::Replication(ReplResponse::Fetch {
+                    confirmed: from,
+                    topics_epoch: epoch,
+                    next: from,
+                    batches: Vec::new(),
+                })
+            }
+            other => panic!("unexpected {other:?}"),
+        });
         s.set_role(ShardRole::Replica(ReplicaSide {
             master: master.parse().unwrap(),
             advertise: None,
