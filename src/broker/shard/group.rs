@@ -261,10 +261,22 @@ impl<L: ShardLog> Shard<L> {
                         u64::from(lease_ms).min(self.config.group.max_lock_lease_ms),
                     )
                 };
+                // Only queues that exist are locked: a lock is kept until its lease ends, and
+                // locks on made-up queues would fill the shard's table (`max_queue_locks`, shared
+                // by every group) with names of any length. A name no topic can have is bad
+                // input; a topic or queue that does not exist (deleted since the client's last
+                // route refresh) is left out of the answer like a queue another member holds,
+                // so the member's other queues keep their locks.
+                for q in &queues {
+                    validate_topic_name(&q.topic)?;
+                }
+                let topics = self.topics.borrow();
                 let queues: Vec<LockedQueue> = queues
                     .into_iter()
+                    .filter(|q| topics.get(&q.topic).is_some_and(|e| q.queue_id < e.queue_count))
                     .map(|q| LockedQueue { topic: q.topic, queue_id: q.queue_id })
                     .collect();
+                drop(topics);
                 let granted =
                     self.coordinator.borrow_mut().lock(&group, &client_id, &queues, now, lease);
                 let granted = granted

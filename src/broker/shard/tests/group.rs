@@ -195,3 +195,34 @@ fn locks_belong_to_members_and_a_reset_fences_older_commits() {
         assert_eq!((groups[0].members, groups[0].committed_queues), (1, 2));
     });
 }
+
+fn member_lock(client: &str, lease_ms: u32, queues: Vec<GroupQueue>) -> GroupRequest {
+    GroupRequest::Lock { group: "g".into(), client_id: client.into(), lease_ms, queues }
+}
+
+#[test]
+fn locks_are_granted_on_existing_queues_only() {
+    run(|| async {
+        let s = shard_configured(SimDir::new(65), |_| {}, |_| {}, runtime::system_clock()).await;
+        s.start_groups().await.unwrap();
+        group_call(&s, join("g", "a")).await.unwrap();
+        let q = |topic: &str, queue_id| GroupQueue { topic: topic.into(), queue_id };
+        // A topic that does not exist and a queue past the topic's count are never stored as
+        // locks (they would fill the shard's lock table for every group): left out.
+        let asked = vec![q("t", 0), q("nope", 0), q("t", 2), q("t", u32::MAX), q("wide", 3)];
+        let r = group_call(&s, member_lock("a", 0, asked)).await.unwrap();
+        assert_eq!(
+            r,
+            Response::Group(GroupResponse::Lock { granted: vec![q("t", 0), q("wide", 3)] })
+        );
+        // A name no topic can have is bad input: refused, nothing locked.
+        for bad in ["x".repeat(300), "bad name".into(), String::new()] {
+            let e =
+                group_call(&s, member_lock("a", 0, vec![q("t", 1), q(&bad, 0)])).await.unwrap_err();
+            assert_eq!(e.code, ErrorCode::INVALID_TOPIC_NAME, "{bad:?}");
+        }
+        group_call(&s, join("g", "b")).await.unwrap();
+        let r = group_call(&s, member_lock("b", 0, vec![q("t", 1)])).await.unwrap();
+        assert_eq!(r, Response::Group(GroupResponse::Lock { granted: vec![q("t", 1)] }));
+    });
+}
