@@ -254,13 +254,12 @@ impl<L: ShardLog> Shard<L> {
                 Ok(GroupResponse::FetchOffsets { offsets })
             }
             GroupRequest::Lock { group, client_id, lease_ms, queues } => {
-                let lease = if lease_ms == 0 {
-                    DEFAULT_LOCK_LEASE
-                } else {
-                    Duration::from_millis(
-                        u64::from(lease_ms).min(self.config.group.max_lock_lease_ms),
-                    )
+                // Every lease, the default one too, is cut to group.max_lock_lease_ms.
+                let asked = match lease_ms {
+                    0 => DEFAULT_LOCK_LEASE,
+                    ms => Duration::from_millis(ms.into()),
                 };
+                let lease = asked.min(Duration::from_millis(self.config.group.max_lock_lease_ms));
                 // Only queues that exist are locked: a lock is kept until its lease ends, and
                 // locks on made-up queues would fill the shard's table (`max_queue_locks`, shared
                 // by every group) with names of any length. A name no topic can have is bad

@@ -226,3 +226,24 @@ fn locks_are_granted_on_existing_queues_only() {
         assert_eq!(r, Response::Group(GroupResponse::Lock { granted: vec![q("t", 1)] }));
     });
 }
+
+#[test]
+fn a_lease_of_zero_is_cut_to_the_longest_lease_too() {
+    run(|| async {
+        let clock = runtime::SimClock::new(1_700_000_000_000);
+        let short = |c: &mut Config| c.group.max_lock_lease_ms = 10_000;
+        let s = shard_configured(SimDir::new(66), |_| {}, short, clock.clone()).await;
+        group_call(&s, join("g", "a")).await.unwrap();
+        group_call(&s, join("g", "b")).await.unwrap();
+        let q0 = || vec![GroupQueue { topic: "t".into(), queue_id: 0 }];
+        let r = group_call(&s, member_lock("a", 0, q0())).await.unwrap();
+        assert_eq!(r, Response::Group(GroupResponse::Lock { granted: q0() }));
+        clock.advance(Duration::from_secs(10));
+        let r = group_call(&s, member_lock("b", 0, q0())).await.unwrap();
+        assert_eq!(
+            r,
+            Response::Group(GroupResponse::Lock { granted: q0() }),
+            "a's lease (0 = the 60 s default) ended at group.max_lock_lease_ms"
+        );
+    });
+}
