@@ -129,6 +129,11 @@ impl Coordinator {
         self.groups.heartbeat(group, member, now)
     }
 
+    /// Whether `group` is a name a member could join (empty or too long is refused).
+    pub fn check_group_name(&self, group: &str) -> Result<(), GroupError> {
+        self.groups.check_group_name(group)
+    }
+
     /// A member leaves: its locks go at once. The group's version after, or 0 if it was not a
     /// member.
     pub fn leave(&mut self, group: &str, client_id: &str) -> u64 {

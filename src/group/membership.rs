@@ -157,6 +157,12 @@ impl Groups {
         Ok(())
     }
 
+    /// Whether `group` is a name a member could join (a request that parks or keeps state
+    /// under a group's name checks it first).
+    pub fn check_group_name(&self, group: &str) -> Result<(), GroupError> {
+        self.check_name("group name", group)
+    }
+
     /// A member joins `group`, or renews its session; its subscriptions and room replace
     /// the ones it had. Nothing changes when the request is refused.
     pub fn heartbeat(

@@ -210,6 +210,9 @@ impl<L: ShardLog> Shard<L> {
                 Ok(GroupResponse::Members { version, members })
             }
             GroupRequest::Watch { group, version, max_wait_ms } => {
+                // A parked watch keeps the group's name until it returns: only names a member
+                // could join, so group.max_watchers bounds the bytes too (not 64 KiB each).
+                self.coordinator.borrow().check_group_name(&group).map_err(group_error)?;
                 let current = self.coordinator.borrow().version(&group);
                 if current != version || max_wait_ms == 0 || self.stopping.get() {
                     return Ok(GroupResponse::Watch { version: current });

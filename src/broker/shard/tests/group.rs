@@ -247,3 +247,17 @@ fn a_lease_of_zero_is_cut_to_the_longest_lease_too() {
         );
     });
 }
+
+#[test]
+fn a_watch_names_a_group_a_member_could_join() {
+    run(|| async {
+        let s = shard_configured(SimDir::new(67), |_| {}, |_| {}, runtime::system_clock()).await;
+        for group in [String::new(), "g".repeat(256), "g".repeat(u16::MAX as usize)] {
+            let watch = GroupRequest::Watch { group, version: 0, max_wait_ms: 1 };
+            let e = group_call(&s, watch).await.unwrap_err();
+            assert_eq!(e.code, ErrorCode::INVALID_ARGUMENT);
+        }
+        let watch = GroupRequest::Watch { group: "g".repeat(255), version: 0, max_wait_ms: 1 };
+        assert_eq!(version_of(&group_call(&s, watch).await), 0);
+    });
+}
