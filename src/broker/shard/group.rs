@@ -239,6 +239,20 @@ impl<L: ShardLog> Shard<L> {
             GroupRequest::CommitOffsets { group, generation, offsets } => {
                 for c in &offsets {
                     self.queue_entry(&c.topic, c.queue_id)?;
+                    // FETCH_OFFSETS answers an i64 (-1: none committed), RESET_OFFSETS and
+                    // RocketMQ take no larger offset: a larger one would read back as negative.
+                    if i64::try_from(c.offset).is_err() {
+                        return Err(BrokerError::new(
+                            ErrorCode::INVALID_ARGUMENT,
+                            format!(
+                                "offset {} of queue {} of {:?} is above {} (offsets are i64)",
+                                c.offset,
+                                c.queue_id,
+                                c.topic,
+                                i64::MAX
+                            ),
+                        ));
+                    }
                 }
                 let offsets = offsets.into_iter().map(|c| (c.topic, c.queue_id, c.offset));
                 let status = self.commit_offsets(&group, generation, offsets).await?;

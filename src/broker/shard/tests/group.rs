@@ -261,3 +261,19 @@ fn a_watch_names_a_group_a_member_could_join() {
         assert_eq!(version_of(&group_call(&s, watch).await), 0);
     });
 }
+
+#[test]
+fn a_commit_fetch_offsets_could_not_answer_is_refused() {
+    run(|| async {
+        let s = shard_configured(SimDir::new(68), |_| {}, |_| {}, runtime::system_clock()).await;
+        s.start_groups().await.unwrap();
+        let too_far = i64::MAX as u64 + 1;
+        for offset in [too_far, u64::MAX] {
+            let e = group_call(&s, commit("g", 0, &[(0, 5), (1, offset)])).await.unwrap_err();
+            assert_eq!(e.code, ErrorCode::INVALID_ARGUMENT, "{offset}");
+        }
+        assert_eq!(committed(&s, "g").await, vec![], "all or nothing");
+        group_call(&s, commit("g", 0, &[(0, i64::MAX as u64)])).await.unwrap();
+        assert_eq!(committed(&s, "g").await, vec![(0, i64::MAX)]);
+    });
+}
