@@ -201,20 +201,17 @@ mod tests {
     }
 
     #[test]
-    fn a_lock_request_of_many_distinct_queues_is_answered_in_linear_time() {
+    fn a_queue_named_again_in_one_request_is_answered_once() {
         let now = SimClock::new(0).now();
-        // As many queues as one request may name (`MAX_LIST_ITEMS`), each once, plus repeats.
+        // As many queues as one request may name (`MAX_LIST_ITEMS`), then repeats. Its time
+        // (it was quadratic in the queues named) is measured by `benches/group_locks.rs`.
         let n = crate::protocol::message::MAX_LIST_ITEMS;
         let mut l = QueueLocks::new(n as usize);
         let mut queues: Vec<LockedQueue> = (0..n).map(q).collect();
         queues.extend((0..10).map(q));
-        let started = std::time::Instant::now();
         let granted = l.lock("g", "a", &queues, now, DEFAULT_LOCK_LEASE);
-        let elapsed = started.elapsed();
         assert_eq!(granted, (0..n).map(q).collect::<Vec<_>>(), "each queue once, in order");
-        // Quadratic work here (n^2 / 2 comparisons) stalls the coordinator shard for seconds
-        // to minutes; linear work takes well under one even in a debug build.
-        assert!(elapsed < Duration::from_secs(5), "{elapsed:?} for {n} queues");
+        assert_eq!(l.len(), n as usize);
     }
 
     proptest! {
