@@ -244,7 +244,8 @@ impl<L: ShardLog> Shard<L> {
             probe: RefCell::new(crate::metrics::ShardProbe::default()),
             stopping: Cell::new(false),
             control_queue: runtime::TaskQueue::new(&format!("shard-{id}-control"), 100),
-            key_index_queue: runtime::TaskQueue::new(&format!("shard-{id}-key-index"), 100),
+            // Its reader and writer yield between steps while they catch up.
+            key_index_queue: runtime::TaskQueue::yielding(&format!("shard-{id}-key-index"), 100),
             data_queue: runtime::TaskQueue::current(),
             queue_busy: RefCell::new([Duration::ZERO; 3]),
             sequences: RefCell::new(SequenceWindows::new(

@@ -36,12 +36,6 @@ impl Default for ExecutorOptions {
     }
 }
 
-/// How long an executor runs ready tasks before it polls for I/O completions and timers again.
-/// glommio's default is 100 ms: a task that keeps yielding without awaiting I/O (the key
-/// index catching up from memory, [`yield_once`] loops) then held every socket read, disk
-/// write completion and timer of its shard for 100 ms at a time.
-pub const PREEMPT_TIMER: Duration = Duration::from_millis(1);
-
 /// Runs `make()`'s future to completion on a new executor thread and returns its output.
 pub fn run_on_new_executor<F, Fut, T>(opts: ExecutorOptions, make: F) -> std::io::Result<T>
 where
@@ -70,7 +64,6 @@ where
     glommio::LocalExecutorBuilder::new(placement)
         .name(&opts.name)
         .io_memory(opts.io_memory_bytes)
-        .preempt_timer(PREEMPT_TIMER)
         // The helper thread for unlink/rename/listing (storage::dma_dir): unbound, so a slow
         // unlink of a 1 GiB segment need not share the pinned shard's core (glommio's default
         // pins it to the executor's CPU).
@@ -284,6 +277,10 @@ impl Signal {
     }
 }
 
+/// How often an executor polls I/O and timers while a [`TaskQueue::yielding`] queue has tasks
+/// ready.
+pub const YIELDING_QUEUE_PREEMPT: Duration = Duration::from_millis(1);
+
 /// A task queue of the current executor. Queues share the CPU in proportion to their shares
 /// (the executor's default queue has 1000), so work spawned into a low-share queue (admin,
 /// timers) cannot starve the default queue's data-plane tasks.
@@ -296,6 +293,22 @@ impl TaskQueue {
         TaskQueue(glommio::executor().create_task_queue(
             glommio::Shares::Static(shares),
             glommio::Latency::NotImportant,
+            name,
+        ))
+    }
+
+    /// [`Self::new`] for work that steps in a loop and yields between steps without awaiting
+    /// I/O ([`yield_once`]; the key index catching up from memory). glommio polls io_uring
+    /// completions and timers only when its preempt timer fires (100 ms by default) or no task
+    /// is ready, and such a loop is always ready: every socket read, disk write completion
+    /// and timer of the shard waited for up to 100 ms at a time. While this queue has tasks
+    /// ready, the executor polls at least every [`YIELDING_QUEUE_PREEMPT`]. (Every executor
+    /// at 1 ms, always, cost about 5% more of the broker's CPU at 130k msg/s, BENCHMARKS.md
+    /// round 22.)
+    pub fn yielding(name: &str, shares: usize) -> TaskQueue {
+        TaskQueue(glommio::executor().create_task_queue(
+            glommio::Shares::Static(shares),
+            glommio::Latency::Matters(YIELDING_QUEUE_PREEMPT),
             name,
         ))
     }
@@ -343,7 +356,7 @@ mod tests {
     }
 
     #[test]
-    fn a_task_that_keeps_yielding_does_not_hold_off_io_or_timers() {
+    fn a_task_that_keeps_yielding_in_its_queue_does_not_hold_off_io_or_timers() {
         use futures::{AsyncReadExt, AsyncWriteExt};
         use std::io::{Read, Write};
         // A peer that answers each byte 2 ms later: the read waits on the ring.
@@ -360,7 +373,7 @@ mod tests {
         let (trips, sleeps) = run_on_new_executor(ExecutorOptions::default(), move || async move {
             let stop = std::rc::Rc::new(std::cell::Cell::new(false));
             let stopped = stop.clone();
-            let spinner = spawn(async move {
+            let spinner = TaskQueue::yielding("spinner", 100).spawn(async move {
                 while !stopped.get() {
                     yield_once().await;
                 }
@@ -381,8 +394,8 @@ mod tests {
             (trips, sleeps)
         })
         .unwrap();
-        // With glommio's default preempt timer each took about 100 ms; now a few ms. The
-        // medians, with a wide margin for a loaded machine.
+        // In a queue of `TaskQueue::new` each took about 100 ms (glommio's preempt timer);
+        // here a few ms. The medians, with a wide margin for a loaded machine.
         let median = |mut v: Vec<Duration>| {
             v.sort();
             v[v.len() / 2]
