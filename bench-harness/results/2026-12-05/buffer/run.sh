@@ -9,6 +9,7 @@
 #                L=$(losetup --direct-io=on -f --show /work/r22-ext4.img); mount $L /mnt/r22
 # Usage: OUT=dir BIN=/tmp/ab/<build> ROUNDS=n ARMS="b32 mq32 mq128 ..." sh run.sh
 #   bNN: batched, mqNN: many-queues, NN = producer buffer in MiB (32 is the default).
+#   sm: small-messages, lat: latency (default buffer).
 #   An arm BUILD:ARM runs /tmp/ab/BUILD's binaries instead of BIN's (A/B of two builds).
 set -u
 OUT=${OUT:?}; BIN=${BIN:?}; ROUNDS=${ROUNDS:-3}; ARMS=${ARMS:?}; DATA=${DATA:-/mnt/r22/data}
@@ -28,7 +29,8 @@ flush_mode = "async"
 T
 one() { arm=$1; r=$2; tag=$(echo $arm | tr : -)-$r; bin=$BIN
   case $arm in *:*) bin=/tmp/ab/${arm%%:*}; arm=${arm#*:} ;; esac
-  case $arm in b*) wl=batched; mib=${arm#b} ;; mq*) wl=many-queues; mib=${arm#mq} ;; esac
+  case $arm in b*) wl=batched; mib=${arm#b} ;; mq*) wl=many-queues; mib=${arm#mq} ;;
+    sm) wl=small-messages; mib=32 ;; lat) wl=latency; mib=32 ;; esac
   SET="--set duration_s=15"
   if [ "$mib" != 32 ]; then
     SET="$SET --set producer_buffer_bytes=$((mib << 20)) --set max_in_flight=$((mib * 2 * 1024))"
