@@ -427,11 +427,16 @@ impl Config {
         let b = &self.broker;
         self.rocketmq.validate(b.port, &b.listen_address, b.max_frame_bytes)?;
         let g = &self.group;
-        if g.session_timeout_ms == 0 || g.snapshot_interval_ms == 0 || g.snapshot_every_commits == 0
+        if g.session_timeout_ms == 0
+            || g.snapshot_interval_ms == 0
+            || g.snapshot_every_commits == 0
+            || g.max_lock_lease_ms == 0
         {
-            return Err("group.session_timeout_ms, group.snapshot_interval_ms and \
-                        group.snapshot_every_commits must be positive"
-                .into());
+            return Err(
+                "group.session_timeout_ms, group.snapshot_interval_ms, \
+                        group.snapshot_every_commits and group.max_lock_lease_ms must be positive"
+                    .into(),
+            );
         }
         let retention_ms = self.storage.retention_hours.saturating_mul(3_600_000);
         if g.snapshot_interval_ms >= retention_ms / 2 {
@@ -615,6 +620,16 @@ mod tests {
         assert!(parse("[schedule]\ntick_ms = 0\n").unwrap_err().contains("tick_ms"));
         let c = Config::parse("[storage]\nretention_hours = 2\n").unwrap();
         assert_eq!(c.schedule.schedule().unwrap().horizon_ms, 40 * 24 * 3_600_000);
+    }
+
+    #[test]
+    fn a_lock_lease_of_zero_is_refused() {
+        // Every lock would expire the moment it is granted: orderly consumers would never
+        // hold a queue.
+        let parse = |text: &str| Config::parse(text).and_then(|c| c.validate());
+        let err = parse("[group]\nmax_lock_lease_ms = 0\n").unwrap_err();
+        assert!(err.contains("group.max_lock_lease_ms"), "{err}");
+        parse("[group]\nmax_lock_lease_ms = 1\n").unwrap();
     }
 
     #[test]
