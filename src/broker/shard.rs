@@ -450,6 +450,13 @@ impl<L: ShardLog> Shard<L> {
                 if table.epoch >= mine.epoch {
                     *mine = table;
                 }
+                drop(mine);
+                // Before the ack: once DELETE_TOPIC is answered, no group has an offset of
+                // the topic left (a topic created again under its name starts at 0).
+                if self.forget_deleted_topics() {
+                    let me = self.clone();
+                    runtime::spawn_detached(async move { me.snapshot_forgotten().await });
+                }
                 let _ = ack.send(());
             }
             Control::Stats { reply } => {

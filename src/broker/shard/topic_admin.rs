@@ -103,6 +103,9 @@ impl<L: ShardLog> Shard<L> {
     /// Installs `table` here and on every other shard; returns once they applied it.
     async fn publish_topics(&self, table: TopicTable) {
         *self.topics.borrow_mut() = table.clone();
+        if self.forget_deleted_topics() {
+            self.snapshot_forgotten().await;
+        }
         let mut acks = Vec::with_capacity(self.shard_count);
         for peer in ShardId::all(self.shard_count).filter(|&p| p != self.id) {
             let (ack, rx) = oneshot::channel();
@@ -114,6 +117,33 @@ impl<L: ShardLog> Shard<L> {
         for rx in acks {
             // A stopped peer no longer serves anything; it loads the file on restart.
             let _ = rx.await;
+        }
+    }
+}
+
+impl<L: ShardLog> Shard<L> {
+    /// Forgets every group's committed offsets of topics the table no longer holds (deleted):
+    /// RocketMQ does the same at a topic's deletion. A topic created again under the name
+    /// starts its queues at 0, and an old offset would put its consumers past their ends, where
+    /// they jump to the end and skip what was produced meanwhile. True when any went and the
+    /// change must be snapshotted. A following replica keeps its state as its log has it.
+    pub(super) fn forget_deleted_topics(&self) -> bool {
+        if self.is_following_replica() {
+            return false;
+        }
+        let topics = self.topics.borrow();
+        let gone = self.coordinator.borrow_mut().forget_topics(|t| topics.get(t).is_some());
+        if gone > 0 {
+            tracing::info!(shard = %self.id, offsets = gone, "forgot the committed offsets of deleted topics");
+        }
+        gone > 0
+    }
+
+    /// Snapshots the offsets after [`Self::forget_deleted_topics`], so that a restart does not
+    /// replay the forgotten ones.
+    pub(super) async fn snapshot_forgotten(&self) {
+        if let Err(e) = self.snapshot_offsets().await {
+            tracing::warn!(shard = %self.id, "snapshot of the committed offsets failed: {}", e.message);
         }
     }
 }

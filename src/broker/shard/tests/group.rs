@@ -3,6 +3,7 @@
 
 use super::*;
 
+use crate::broker::shard::group::SYS_OFFSETS;
 use crate::protocol::group::{GroupQueue, GroupRequest, GroupResponse, QueueCommit, ResetTo};
 
 fn group_call(
@@ -275,5 +276,43 @@ fn a_commit_fetch_offsets_could_not_answer_is_refused() {
         assert_eq!(committed(&s, "g").await, vec![], "all or nothing");
         group_call(&s, commit("g", 0, &[(0, i64::MAX as u64)])).await.unwrap();
         assert_eq!(committed(&s, "g").await, vec![(0, i64::MAX)]);
+    });
+}
+
+#[test]
+fn a_deleted_topic_s_committed_offsets_are_forgotten_also_after_a_restart() {
+    run(|| async {
+        let dir = SimDir::new(67);
+        let clock = runtime::system_clock();
+        let s = shard_configured(dir.clone(), sync_flush, |_| {}, clock.clone()).await;
+        s.start_groups().await.unwrap();
+        group_call(&s, commit("g", 0, &[(0, 7), (1, 9)])).await.unwrap();
+        assert_eq!(committed(&s, "g").await, vec![(0, 7), (1, 9)]);
+        let snapshots_before = s.log.offsets(SYS_OFFSETS).next;
+        // Shard 0 deletes "t" and broadcasts its table, then creates "t" again: the new
+        // topic's queues start at 0, so the group's old offsets would put it past their ends.
+        let apply = |table: &TopicTable| {
+            let (ack, rx) = oneshot::channel();
+            s.apply_control(Control::Topics { table: table.clone(), ack });
+            rx
+        };
+        let mut table = s.topics.borrow().clone();
+        table.delete("t").unwrap();
+        apply(&table).await.unwrap();
+        assert_eq!(committed(&s, "g").await, vec![], "forgotten before the deletion's answer");
+        table.create("t", 2, 16, 16).unwrap();
+        apply(&table).await.unwrap();
+        assert_eq!(committed(&s, "g").await, vec![]);
+        // The forgetting is snapshotted, so a restart does not replay the old commits.
+        let started = std::time::Instant::now();
+        while s.log.offsets(SYS_OFFSETS).next == snapshots_before {
+            assert!(started.elapsed() < Duration::from_secs(10), "no snapshot was written");
+            runtime::sleep(Duration::from_millis(1)).await;
+        }
+        dir.crash();
+        drop(s);
+        let s = shard_configured(dir.clone(), sync_flush, |_| {}, clock.clone()).await;
+        s.start_groups().await.unwrap();
+        assert_eq!(committed(&s, "g").await, vec![]);
     });
 }
