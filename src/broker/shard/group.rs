@@ -471,14 +471,9 @@ impl<L: ShardLog> Shard<L> {
         .await?;
         let (records, skipped) = (replay.records, replay.skipped);
         self.coordinator.borrow_mut().restore(replay.finish());
-        // Topics deleted before the last snapshot after their deletion was written (a crash
-        // in between): the next snapshot stores the offsets without them.
-        let topics = self.topics.borrow();
-        let gone = self.coordinator.borrow_mut().forget_topics(|t| topics.get(t).is_some());
-        drop(topics);
-        if gone > 0 {
-            tracing::info!(shard = %self.id, offsets = gone, "forgot the committed offsets of deleted topics");
-        }
+        // Topics deleted before a crash that came before the snapshot after their deletion:
+        // the next snapshot stores the offsets without them.
+        self.forget_deleted_topics();
         if skipped > 0 {
             tracing::warn!(shard = %self.id, skipped, "offset records that could not be applied");
         }
