@@ -123,9 +123,7 @@ impl Coordinator {
     /// Forgets every group's committed offsets of the topics `exists` says are gone (deleted:
     /// a topic created again under a name starts its queues at 0). Returns how many went.
     pub fn forget_topics(&mut self, exists: impl Fn(&str) -> bool) -> usize {
-        let gone: Vec<String> =
-            self.offsets.topics().into_iter().filter(|t| !exists(t)).map(str::to_owned).collect();
-        gone.iter().map(|t| self.offsets.remove_topic(t)).sum()
+        self.offsets.retain_topics(exists)
     }
 
     pub fn heartbeat(
