@@ -455,7 +455,7 @@ impl<L: ShardLog> Shard<L> {
                 // the topic left (a topic created again under its name starts at 0).
                 if self.forget_deleted_topics() {
                     let me = self.clone();
-                    runtime::spawn_detached(async move { me.snapshot_forgotten().await });
+                    runtime::spawn_detached(async move { me.snapshot_offsets_logged().await });
                 }
                 let _ = ack.send(());
             }

@@ -441,9 +441,15 @@ impl<L: ShardLog> Shard<L> {
             self.watchers.borrow_mut().notify(&group, version);
         }
         if self.coordinator.borrow().snapshot_due(now) {
-            if let Err(e) = self.snapshot_offsets().await {
-                tracing::warn!(shard = %self.id, "snapshot of the committed offsets failed: {}", e.message);
-            }
+            self.snapshot_offsets_logged().await;
+        }
+    }
+
+    /// [`Self::snapshot_offsets`] where nobody waits for its answer: a failure is logged (the
+    /// next snapshot is due at the next interval).
+    pub(super) async fn snapshot_offsets_logged(&self) {
+        if let Err(e) = self.snapshot_offsets().await {
+            tracing::warn!(shard = %self.id, "snapshot of the committed offsets failed: {}", e.message);
         }
     }
 

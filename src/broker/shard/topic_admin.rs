@@ -104,7 +104,8 @@ impl<L: ShardLog> Shard<L> {
     async fn publish_topics(&self, table: TopicTable) {
         *self.topics.borrow_mut() = table.clone();
         if self.forget_deleted_topics() {
-            self.snapshot_forgotten().await;
+            // So that a restart does not replay the forgotten offsets.
+            self.snapshot_offsets_logged().await;
         }
         let mut acks = Vec::with_capacity(self.shard_count);
         for peer in ShardId::all(self.shard_count).filter(|&p| p != self.id) {
@@ -119,9 +120,7 @@ impl<L: ShardLog> Shard<L> {
             let _ = rx.await;
         }
     }
-}
 
-impl<L: ShardLog> Shard<L> {
     /// Forgets every group's committed offsets of topics the table no longer holds (deleted):
     /// RocketMQ does the same at a topic's deletion. A topic created again under the name
     /// starts its queues at 0, and an old offset would put its consumers past their ends, where
@@ -137,13 +136,5 @@ impl<L: ShardLog> Shard<L> {
             tracing::info!(shard = %self.id, offsets = gone, "forgot the committed offsets of deleted topics");
         }
         gone > 0
-    }
-
-    /// Snapshots the offsets after [`Self::forget_deleted_topics`], so that a restart does not
-    /// replay the forgotten ones.
-    pub(super) async fn snapshot_forgotten(&self) {
-        if let Err(e) = self.snapshot_offsets().await {
-            tracing::warn!(shard = %self.id, "snapshot of the committed offsets failed: {}", e.message);
-        }
     }
 }
