@@ -196,6 +196,10 @@ pub struct GroupConfig {
     /// `storage.retention_ms`, or retention could delete the only copy of a live offset.
     /// Default 600000.
     pub snapshot_interval_ms: u64,
+    /// A group without members whose last commit (or last member leaving or expiring) is this
+    /// long ago has its committed offsets forgotten (Kafka's `offsets.retention.minutes`).
+    /// Offsets restored at start count from the broker's start. Default 604800000 (7 days).
+    pub offsets_retention_ms: u64,
 }
 
 impl Default for GroupConfig {
@@ -211,6 +215,7 @@ impl Default for GroupConfig {
             max_watchers: 10_000,
             snapshot_every_commits: 100_000,
             snapshot_interval_ms: 600_000,
+            offsets_retention_ms: 604_800_000,
         }
     }
 }
@@ -232,6 +237,7 @@ impl GroupConfig {
             max_offsets: self.max_committed_offsets,
             snapshot_every_commits: self.snapshot_every_commits,
             snapshot_interval: Duration::from_millis(self.snapshot_interval_ms),
+            offsets_retention: Duration::from_millis(self.offsets_retention_ms),
         }
     }
 }
@@ -438,6 +444,13 @@ impl Config {
                     .into(),
             );
         }
+        if g.offsets_retention_ms == 0 {
+            return Err(
+                "group.offsets_retention_ms must be positive: at 0 every group would lose \
+                        its committed offsets the moment its last member left"
+                    .into(),
+            );
+        }
         let retention_ms = self.storage.retention_hours.saturating_mul(3_600_000);
         if g.snapshot_interval_ms >= retention_ms / 2 {
             return Err(format!(
@@ -630,6 +643,17 @@ mod tests {
         let err = parse("[group]\nmax_lock_lease_ms = 0\n").unwrap_err();
         assert!(err.contains("group.max_lock_lease_ms"), "{err}");
         parse("[group]\nmax_lock_lease_ms = 1\n").unwrap();
+    }
+
+    #[test]
+    fn an_offsets_retention_of_zero_is_refused() {
+        let parse = |text: &str| Config::parse(text).and_then(|c| c.validate());
+        let err = parse("[group]\noffsets_retention_ms = 0\n").unwrap_err();
+        assert!(err.contains("group.offsets_retention_ms"), "{err}");
+        let c = Config::parse("[group]\noffsets_retention_ms = 1\n").unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.group.coordinator().offsets_retention, std::time::Duration::from_millis(1));
+        assert_eq!(Config::default().group.offsets_retention_ms, 7 * 24 * 3_600_000);
     }
 
     #[test]

@@ -12,7 +12,9 @@
 //!   starts at the last complete one. Snapshots come every `snapshot_every_commits` commit
 //!   records and at least every `snapshot_interval` while there are offsets, so time retention,
 //!   which deletes old segments, never drops the only copy of a live offset;
-//! - a timer calls [`Coordinator::expire`] (sessions, then the locks of members gone).
+//! - a timer calls [`Coordinator::expire`] (sessions, then the locks of members gone) and
+//!   [`Coordinator::expire_offsets`] (the offsets of groups without members past
+//!   `offsets_retention`, see `super::retention`), and snapshots when offsets went.
 //!
 //! Offsets reset fence commits: after a reset the group gets a new version, and a commit that
 //! carries an older generation (a member still working from before the reset) is refused, so
@@ -24,6 +26,7 @@ use std::time::{Duration, Instant};
 use super::locks::{LockedQueue, QueueLocks};
 use super::membership::{GroupError, GroupLimits, Groups, Heartbeat, MemberInfo};
 use super::offsets::{CommittedOffsets, OffsetCommit, OffsetError};
+use super::retention::OffsetsRetention;
 
 /// How often lapsed queue locks are swept from memory.
 pub const LOCK_SWEEP_INTERVAL: Duration = Duration::from_secs(10);
@@ -48,6 +51,9 @@ pub struct CoordinatorConfig {
     pub snapshot_every_commits: u64,
     /// Snapshot at least this often while offsets exist (must be well below retention).
     pub snapshot_interval: Duration,
+    /// A group without members and without a commit for this long has its offsets forgotten
+    /// (must be positive).
+    pub offsets_retention: Duration,
 }
 
 impl Default for CoordinatorConfig {
@@ -58,6 +64,7 @@ impl Default for CoordinatorConfig {
             max_offsets: 200_000,
             snapshot_every_commits: 100_000,
             snapshot_interval: Duration::from_secs(600),
+            offsets_retention: Duration::from_secs(7 * 24 * 3600),
         }
     }
 }
@@ -90,6 +97,8 @@ pub struct Coordinator {
     groups: Groups,
     locks: QueueLocks,
     offsets: CommittedOffsets,
+    /// Last activity of each group with offsets, for `offsets_retention`.
+    retention: OffsetsRetention,
     /// Group -> the version its offsets were last reset at (at most `max_groups` kept; the
     /// oldest fence is dropped first).
     resets: BTreeMap<String, u64>,
@@ -106,6 +115,7 @@ impl Coordinator {
             groups: Groups::new(config.limits),
             locks: QueueLocks::new(config.max_locks),
             offsets: CommittedOffsets::new(config.max_offsets),
+            retention: OffsetsRetention::new(config.offsets_retention),
             resets: BTreeMap::new(),
             commits_since_snapshot: 0,
             last_snapshot: None,
@@ -115,15 +125,54 @@ impl Coordinator {
         }
     }
 
-    /// Installs the offsets replayed from the log at startup.
-    pub fn restore(&mut self, offsets: CommittedOffsets) {
+    /// Installs the offsets replayed from the log at startup, `now`: their groups' retention
+    /// counts from it (the log does not say when a group was last active).
+    pub fn restore(&mut self, offsets: CommittedOffsets, now: Instant) {
         self.offsets = offsets;
+        self.retention = OffsetsRetention::new(self.config.offsets_retention);
+        for group in self.offsets.group_names() {
+            self.retention.touch(&group, now);
+        }
     }
 
     /// Forgets every group's committed offsets of the topics `exists` says are gone (deleted:
     /// a topic created again under a name starts its queues at 0). Returns how many went.
     pub fn forget_topics(&mut self, exists: impl Fn(&str) -> bool) -> usize {
-        self.offsets.retain_topics(exists)
+        let gone = self.offsets.retain_topics(exists);
+        if gone > 0 {
+            let offsets = &self.offsets;
+            self.retention.retain(|g| offsets.has_group(g));
+        }
+        gone
+    }
+
+    fn forget_group(&mut self, group: &str) -> usize {
+        self.retention.forget(group);
+        self.resets.remove(group);
+        self.offsets.remove_group(group)
+    }
+
+    /// Forgets the offsets of every group without members whose last activity (commit, or
+    /// last member leaving or expiring) is `offsets_retention` or more before `now`. The
+    /// groups that lost offsets, with how many queues each.
+    pub fn expire_offsets(&mut self, now: Instant) -> Vec<(String, usize)> {
+        let groups = &self.groups;
+        let lapsed = self.retention.lapsed(now, |g| groups.has_members(g));
+        lapsed
+            .into_iter()
+            .map(|g| {
+                let n = self.forget_group(&g);
+                (g, n)
+            })
+            .filter(|(_, n)| *n > 0)
+            .collect()
+    }
+
+    /// The last member of `group` left or expired: its retention counts from `now`.
+    fn emptied(&mut self, group: &str, now: Instant) {
+        if !self.groups.has_members(group) && self.offsets.has_group(group) {
+            self.retention.touch(group, now);
+        }
     }
 
     pub fn heartbeat(
@@ -142,9 +191,13 @@ impl Coordinator {
 
     /// A member leaves: its locks go at once. The group's version after, or 0 if it was not a
     /// member.
-    pub fn leave(&mut self, group: &str, client_id: &str) -> u64 {
+    pub fn leave(&mut self, group: &str, client_id: &str, now: Instant) -> u64 {
         self.locks.release_member(group, client_id);
-        self.groups.leave(group, client_id).unwrap_or(0)
+        let version = self.groups.leave(group, client_id).unwrap_or(0);
+        if version != 0 {
+            self.emptied(group, now);
+        }
+        version
     }
 
     /// The group's version (0 for a group without members) and members.
@@ -171,6 +224,7 @@ impl Coordinator {
             for (group, _) in &changed {
                 let groups = &self.groups;
                 self.locks.release_absent(group, |client| groups.is_member(group, client));
+                self.emptied(group, now);
             }
             self.sessions_checked_until = NextCheck(self.groups.next_expiry());
         }
@@ -216,9 +270,11 @@ impl Coordinator {
 
     /// Applies commits checked by [`Self::check_commit`], as their record is copied into the
     /// log (nothing else may be appended to the system queue between the check and this).
-    pub fn apply_commit(&mut self, commits: Vec<OffsetCommit>) {
+    /// A commit is its group's activity: its retention counts from `now`.
+    pub fn apply_commit(&mut self, commits: Vec<OffsetCommit>, now: Instant) {
         self.commits_since_snapshot += commits.len() as u64;
         for c in commits {
+            self.retention.touch(&c.group, now);
             self.offsets.apply(c).expect("checked under the same gate");
         }
     }
@@ -333,6 +389,11 @@ impl Coordinator {
     pub fn offsets_len(&self) -> usize {
         self.offsets.len()
     }
+
+    /// Groups whose retention is tracked (every group with offsets, no other).
+    pub fn retention_len(&self) -> usize {
+        self.retention.len()
+    }
 }
 
 #[cfg(test)]
@@ -361,8 +422,20 @@ mod tests {
             max_offsets: 4,
             snapshot_every_commits: 3,
             snapshot_interval: Duration::from_secs(60),
+            offsets_retention: RETENTION,
             ..CoordinatorConfig::default()
         }
+    }
+
+    const RETENTION: Duration = Duration::from_secs(3600);
+
+    fn commit(c: &mut Coordinator, group: &str, queue_id: u32, now: Instant) {
+        let commits = c.check_commit(group, 0, [("t".into(), queue_id, 1)]).unwrap();
+        c.apply_commit(commits, now);
+    }
+
+    fn queues(c: &Coordinator, group: &str) -> usize {
+        c.committed(group, &[]).len()
     }
 
     #[test]
@@ -385,7 +458,7 @@ mod tests {
         );
         // b leaves: its locks go too.
         let before = c.version("g");
-        assert!(c.leave("g", "b") > before);
+        assert!(c.leave("g", "b", t0) > before);
         assert_eq!(c.lock_holder("g", &q(2), t0 + Duration::from_secs(12)), None);
         assert_eq!(c.version("g"), 0, "no members left");
     }
@@ -417,11 +490,11 @@ mod tests {
         let mut c = Coordinator::new(config());
         let v1 = c.heartbeat("g", member("a"), t0).unwrap().version;
         let commits = c.check_commit("g", v1, [("t".into(), 0, 10)]).unwrap();
-        c.apply_commit(commits);
+        c.apply_commit(commits, t0);
         let v2 = c.begin_reset("g").unwrap();
         assert!(v2 > v1);
         let commits = c.check_commit("g", 0, [("t".into(), 0, 0)]).unwrap();
-        c.apply_commit(commits);
+        c.apply_commit(commits, t0);
         // a, still working from before the reset, must not overwrite it.
         let e = c.check_commit("g", v1, [("t".into(), 0, 11)]).unwrap_err();
         assert!(matches!(e, CommitError::Stale { reset_version, .. } if reset_version == v2));
@@ -439,7 +512,7 @@ mod tests {
         let mut c = Coordinator::new(config());
         assert!(!c.snapshot_due(t0), "nothing to snapshot");
         let commits = c.check_commit("g", 0, (0..4).map(|i| ("t".to_string(), i, 1))).unwrap();
-        c.apply_commit(commits);
+        c.apply_commit(commits, t0);
         assert!(matches!(
             c.check_commit("g", 0, [("t".into(), 9, 1)]),
             Err(CommitError::Offsets(OffsetError::TooMany(4)))
@@ -453,10 +526,90 @@ mod tests {
         );
         c.snapshot_taken(t0 + Duration::from_secs(60));
         let commits = c.check_commit("g", 0, (0..3).map(|i| ("t".to_string(), i, 2))).unwrap();
-        c.apply_commit(commits);
+        c.apply_commit(commits, t0);
         assert!(c.snapshot_due(t0 + Duration::from_secs(61)), "by count");
         let o = c.overview();
         assert_eq!(o.len(), 1);
         assert_eq!((o[0].members, o[0].committed_queues), (0, 4));
+    }
+
+    #[test]
+    fn an_empty_group_s_offsets_go_at_the_retention_after_its_last_commit() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut c = Coordinator::new(config());
+        commit(&mut c, "g", 0, t0);
+        commit(&mut c, "g", 1, t0);
+        commit(&mut c, "h", 0, t0 + ms(1));
+        assert!(c.expire_offsets(t0 + RETENTION - ms(1)).is_empty());
+        assert_eq!(queues(&c, "g"), 2, "kept one millisecond before");
+        assert_eq!(c.expire_offsets(t0 + RETENTION), vec![("g".to_string(), 2)]);
+        assert_eq!((queues(&c, "g"), queues(&c, "h")), (0, 1));
+        // A new commit restarts h's count.
+        commit(&mut c, "h", 0, t0 + RETENTION);
+        assert!(c.expire_offsets(t0 + ms(1) + RETENTION).is_empty());
+        assert!(c.expire_offsets(t0 + RETENTION * 2 - ms(1)).is_empty());
+        assert_eq!(c.expire_offsets(t0 + RETENTION * 2), vec![("h".to_string(), 1)]);
+        assert_eq!((c.offsets_len(), c.retention_len()), (0, 0), "their room is free");
+        commit(&mut c, "k", 0, t0 + RETENTION * 2);
+        commit(&mut c, "k", 1, t0 + RETENTION * 2);
+    }
+
+    #[test]
+    fn a_group_with_members_keeps_its_offsets_and_its_count_starts_when_the_last_one_goes() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        // Sessions of 10 s; members renew them well past the retention.
+        let mut c = Coordinator::new(config());
+        c.heartbeat("left", member("a"), t0).unwrap();
+        c.heartbeat("expired", member("b"), t0).unwrap();
+        commit(&mut c, "left", 0, t0);
+        commit(&mut c, "expired", 0, t0);
+        let mut now = t0;
+        while now < t0 + RETENTION * 3 {
+            now += s(5);
+            c.heartbeat("left", member("a"), now).unwrap();
+            c.heartbeat("expired", member("b"), now).unwrap();
+            c.expire(now);
+            assert!(c.expire_offsets(now).is_empty(), "members at {:?}", now - t0);
+        }
+        assert_eq!((queues(&c, "left"), queues(&c, "expired")), (1, 1));
+        // Off the retention's multiples, so that nothing else counts from the same instant.
+        now += s(7);
+        c.heartbeat("left", member("a"), now).unwrap();
+        c.heartbeat("expired", member("b"), now).unwrap();
+        // "left"'s member leaves now; "expired"'s stops heartbeating and expires 10 s later.
+        c.leave("left", "a", now);
+        assert_eq!(c.expire(now + s(10)).len(), 1);
+        assert!(c.expire_offsets(now + RETENTION - s(1)).is_empty());
+        assert_eq!(c.expire_offsets(now + RETENTION), vec![("left".to_string(), 1)]);
+        assert!(c.expire_offsets(now + s(10) + RETENTION - s(1)).is_empty());
+        assert_eq!(c.expire_offsets(now + s(10) + RETENTION), vec![("expired".to_string(), 1)]);
+        assert_eq!(c.retention_len(), 0);
+    }
+
+    #[test]
+    fn offsets_restored_at_start_count_from_the_start() {
+        let t0 = Instant::now();
+        let mut old = CommittedOffsets::new(4);
+        old.apply(OffsetCommit { group: "g".into(), topic: "t".into(), queue_id: 0, offset: 3 })
+            .unwrap();
+        let mut c = Coordinator::new(config());
+        c.restore(old, t0);
+        assert_eq!(c.retention_len(), 1);
+        assert!(c.expire_offsets(t0 + RETENTION - Duration::from_millis(1)).is_empty());
+        assert_eq!(c.expire_offsets(t0 + RETENTION), vec![("g".to_string(), 1)]);
+    }
+
+    #[test]
+    fn a_deleted_topic_s_groups_leave_no_retention_entry() {
+        let t0 = Instant::now();
+        let mut c = Coordinator::new(config());
+        commit(&mut c, "g", 0, t0);
+        let commits = c.check_commit("h", 0, [("u".into(), 0, 1)]).unwrap();
+        c.apply_commit(commits, t0);
+        assert_eq!(c.retention_len(), 2);
+        assert_eq!(c.forget_topics(|t| t != "t"), 1);
+        assert_eq!(c.retention_len(), 1, "g has no offsets left: bounded by groups with offsets");
     }
 }

@@ -271,6 +271,11 @@ impl Groups {
         Some(g.version)
     }
 
+    /// Whether `group` has members (a group is dropped when its last member goes).
+    pub fn has_members(&self, group: &str) -> bool {
+        self.groups.contains_key(group)
+    }
+
     pub fn is_member(&self, group: &str, client_id: &str) -> bool {
         self.groups.get(group).is_some_and(|g| g.members.contains_key(client_id))
     }

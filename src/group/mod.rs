@@ -7,10 +7,12 @@
 //! - [`membership`]: the coordinator's members per group, sessions and versions.
 //! - [`locks`]: queue locks with leases, for orderly consumption.
 //! - [`offsets`]: committed offsets, their `%SYS%offsets` record codec, snapshots and replay.
-//! - [`coordinator`]: one shard's coordinator state (the three above together) and when to
+//! - [`retention`]: when the offsets of a group without members are forgotten.
+//! - [`coordinator`]: one shard's coordinator state (the parts above together) and when to
 //!   snapshot.
 pub mod allocate;
 pub mod coordinator;
 pub mod locks;
 pub mod membership;
 pub mod offsets;
+pub mod retention;

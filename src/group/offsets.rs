@@ -204,6 +204,11 @@ impl CommittedOffsets {
         self.groups.keys().cloned().collect()
     }
 
+    /// Whether `group` has any committed offset.
+    pub fn has_group(&self, group: &str) -> bool {
+        self.groups.contains_key(group)
+    }
+
     /// Forgets a group's offsets (the group was deleted).
     pub fn remove_group(&mut self, group: &str) -> usize {
         let n = self.groups.remove(group).map_or(0, |g| g.len());

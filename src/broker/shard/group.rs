@@ -14,8 +14,9 @@
 //! - The members-changed notice is a parked `WATCH_GROUP`: it returns when the group's version
 //!   moves (join, leave, expiry, subscription change, offset reset), bounded by
 //!   `group.max_watchers` per shard.
-//! - [`Shard::group_tick`] (every [`GROUP_TICK`]) expires sessions and locks, wakes watchers
-//!   and takes a snapshot when one is due.
+//! - [`Shard::group_tick`] (every [`GROUP_TICK`]) expires sessions and locks, wakes watchers,
+//!   forgets the offsets of groups without members past `group.offsets_retention_ms`, and
+//!   takes a snapshot when one is due or offsets went.
 
 use super::super::shutdown::Stop;
 use super::*;
@@ -187,7 +188,7 @@ impl<L: ShardLog> Shard<L> {
                 })
             }
             GroupRequest::Leave { group, client_id } => {
-                let version = self.coordinator.borrow_mut().leave(&group, &client_id);
+                let version = self.coordinator.borrow_mut().leave(&group, &client_id, now);
                 if version != 0 {
                     self.watchers.borrow_mut().notify(&group, version);
                 }
@@ -328,6 +329,7 @@ impl<L: ShardLog> Shard<L> {
         let gate = self.group_gate.acquire_permit(1).await.map_err(|_| {
             BrokerError::new(ErrorCode::SHUTTING_DOWN, "the coordinator is stopping")
         })?;
+        let now = self.clock.now();
         let commits = self.coordinator.borrow().check_commit(group, generation, offsets);
         let commits = commits.map_err(commit_error)?;
         if commits.is_empty() {
@@ -356,7 +358,7 @@ impl<L: ShardLog> Shard<L> {
         let ((), outcome) = self
             .log
             .append_then(SYS_OFFSETS, &batch, move |_| {
-                self.coordinator.borrow_mut().apply_commit(commits);
+                self.coordinator.borrow_mut().apply_commit(commits, now);
                 drop(gate);
             })
             .await?;
@@ -440,7 +442,19 @@ impl<L: ShardLog> Shard<L> {
         for (group, version) in changed {
             self.watchers.borrow_mut().notify(&group, version);
         }
-        if self.coordinator.borrow().snapshot_due(now) {
+        let lapsed = self.coordinator.borrow_mut().expire_offsets(now);
+        for (group, queues) in &lapsed {
+            tracing::info!(
+                shard = %self.id,
+                group,
+                queues,
+                retention_ms = self.config.group.offsets_retention_ms,
+                "forgot the committed offsets of a group without members past \
+                 group.offsets_retention_ms"
+            );
+        }
+        // A snapshot without the lapsed groups, so that a restart does not replay them.
+        if !lapsed.is_empty() || self.coordinator.borrow().snapshot_due(now) {
             self.snapshot_offsets_logged().await;
         }
     }
@@ -476,7 +490,9 @@ impl<L: ShardLog> Shard<L> {
         })
         .await?;
         let (records, skipped) = (replay.records, replay.skipped);
-        self.coordinator.borrow_mut().restore(replay.finish());
+        // Offsets restored count their retention from now: the log does not say when a group
+        // was last active.
+        self.coordinator.borrow_mut().restore(replay.finish(), self.clock.now());
         // Topics deleted before a crash that came before the snapshot after their deletion:
         // the next snapshot stores the offsets without them.
         self.forget_deleted_topics();

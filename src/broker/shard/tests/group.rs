@@ -316,3 +316,30 @@ fn a_deleted_topic_s_committed_offsets_are_forgotten_also_after_a_restart() {
         assert_eq!(committed(&s, "g").await, vec![]);
     });
 }
+
+#[test]
+fn an_empty_group_s_offsets_go_at_the_retention_and_stay_gone_after_a_crash() {
+    run(|| async {
+        let dir = SimDir::new(70);
+        let clock = runtime::SimClock::new(1_700_000_000_000);
+        let retention = Duration::from_secs(3600);
+        let config = |c: &mut Config| c.group.offsets_retention_ms = 3_600_000;
+        let s = shard_configured(dir.clone(), sync_flush, config, clock.clone()).await;
+        s.start_groups().await.unwrap();
+        group_call(&s, commit("g", 0, &[(0, 3), (1, 4)])).await.unwrap();
+        clock.advance(retention - Duration::from_millis(1));
+        s.group_tick().await; // the first snapshot (never snapshotted): it holds g's offsets
+        assert_eq!(committed(&s, "g").await, vec![(0, 3), (1, 4)], "kept 1 ms before");
+        let snapshots_before = s.log.offsets(SYS_OFFSETS).next;
+        clock.advance(Duration::from_millis(1));
+        s.group_tick().await;
+        assert_eq!(committed(&s, "g").await, vec![]);
+        // No snapshot is due by count or interval: this one is for the forgotten offsets.
+        assert!(s.log.offsets(SYS_OFFSETS).next > snapshots_before, "the tick snapshotted");
+        dir.crash();
+        drop(s);
+        let s = shard_configured(dir.clone(), sync_flush, config, clock.clone()).await;
+        s.start_groups().await.unwrap();
+        assert_eq!(committed(&s, "g").await, vec![]);
+    });
+}
