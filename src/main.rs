@@ -209,6 +209,9 @@ enum GroupAction {
         #[arg(long)]
         to: String,
     },
+    /// Forgets a group without members: its committed offsets on every queue. Refused while
+    /// the group has live members (stop its consumers first).
+    Delete { group: String },
 }
 
 #[derive(Subcommand)]
@@ -587,6 +590,10 @@ fn group(broker: &str, action: GroupAction) -> Result<(), String> {
             for (queue, offset) in groups.reset(&group, &topic, to).map_err(err)? {
                 println!("{topic}\t{queue}\t{offset}");
             }
+        }
+        GroupAction::Delete { group } => {
+            let removed = groups.delete(&group).map_err(err)?;
+            println!("group {group} deleted: committed offsets of {removed} queue(s) removed");
         }
     }
     Ok(())

@@ -1,5 +1,6 @@
 //! Consumer groups against the real binary: committed offsets through a SIGKILL, the CLI as a
-//! group member (share, commit, resume), describe with lag, reset by offset and by time.
+//! group member (share, commit, resume), describe with lag, reset by offset and by time, and
+//! group deletion (CLI, forwarding between shards, through a SIGKILL).
 
 mod broker_common;
 
@@ -9,8 +10,8 @@ use std::time::Duration;
 
 use broker_common::{config, poll_until, Broker};
 use ringmq::client::{Client, Message, ProducerConfig, QueueSelector};
-use ringmq::protocol::group::ResetTo;
-use ringmq::protocol::SendStatus;
+use ringmq::protocol::group::{GroupRequest, GroupResponse, ResetTo};
+use ringmq::protocol::{Request, Response, SendStatus};
 
 fn tempdir() -> tempfile::TempDir {
     tempfile::Builder::new().prefix("ringmq-groups").tempdir().unwrap()
@@ -130,6 +131,51 @@ fn the_cli_consumes_as_a_group_resumes_from_its_commits_and_resets() {
     assert_eq!(bodies(&out).len(), 210);
     let (ok, _, err) = cli(&broker, &["group", "reset", "g", "--topic", "t", "--to", "yesterday"]);
     assert!(!ok && err.contains("RFC 3339"), "{err}");
+}
+
+#[test]
+fn deleted_groups_lose_their_offsets_through_a_sigkill_and_live_ones_are_refused() {
+    let dir = tempdir();
+    let cfg = config(dir.path(), 2, "", "flush_mode = \"sync\"");
+    let mut broker = Broker::start_in(dir.path(), &cfg);
+    let client = Client::connect(&broker.addr()).unwrap();
+    client.admin().create_topic("t", 4).unwrap();
+    let groups = client.groups();
+    // Enough groups that both shards coordinate some.
+    let names: Vec<String> = (0..8).map(|g| format!("g{g}")).collect();
+    let offsets: Vec<(String, u32, u64)> = (0..4).map(|q| ("t".to_string(), q, 10)).collect();
+    for g in &names {
+        groups.commit(g, 0, &offsets).unwrap();
+    }
+    let sub = [("t".to_string(), "*".to_string())];
+    groups.heartbeat("g0", "member-a", "", &sub).unwrap();
+
+    let (ok, _, err) = cli(&broker, &["group", "delete", "g0"]);
+    assert!(!ok && err.contains("GROUP_NOT_EMPTY") && err.contains("live member"), "{err}");
+    let (ok, out, err) = cli(&broker, &["group", "delete", "g1"]);
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "group g1 deleted: committed offsets of 4 queue(s) removed");
+    assert_eq!(client.admin().delete_group("g2").unwrap(), 4);
+    // Through the shared port: each shard forwards to the group's coordinator.
+    for g in &names[3..] {
+        let r = client
+            .router()
+            .call_bootstrap(&Request::Group(GroupRequest::Delete { group: g.clone() }));
+        assert!(matches!(r, Ok(Response::Group(GroupResponse::Delete { removed: 4 }))), "{r:?}");
+    }
+    let (ok, out, _) = cli(&broker, &["group", "delete", "never-committed"]);
+    assert!(ok && out.contains("of 0 queue(s)"), "{out}");
+
+    broker.kill();
+    let broker = Broker::start_in(dir.path(), &cfg);
+    let client = Client::connect(&broker.addr()).unwrap();
+    let groups = client.groups();
+    assert_eq!(groups.committed("g0", &[]).unwrap().len(), 4, "refused: kept");
+    for g in &names[1..] {
+        assert_eq!(groups.committed(g, &[]).unwrap(), vec![], "{g}");
+    }
+    let listed: Vec<String> = groups.list().unwrap().into_iter().map(|g| g.group).collect();
+    assert_eq!(listed, ["g0"]);
 }
 
 fn follow(broker: &Broker) -> Child {

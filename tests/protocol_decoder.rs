@@ -6,6 +6,7 @@ use proptest::prelude::*;
 use ringmq::protocol::frame::{
     check_request, check_response, split_request, split_response, Check,
 };
+use ringmq::protocol::group::GroupRequest;
 use ringmq::protocol::{
     decode_request, decode_request_shared, ApiKey, ErrorResponse, Request, Response, SharedBytes,
 };
@@ -55,6 +56,7 @@ fn valid_frames() -> Vec<Vec<u8>> {
         .encode_frame(4),
         Request::Offsets { topic: "t".into(), queue_id: 0, timestamp_ms: 7 }.encode_frame(5),
         Request::Stats.encode_frame(6),
+        Request::Group(GroupRequest::Delete { group: "g".into() }).encode_frame(7),
     ]
 }
 
@@ -69,7 +71,7 @@ proptest! {
 
     #[test]
     fn mutated_valid_frames_never_panic(
-        which in 0usize..6,
+        which in 0usize..7,
         flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..8),
         cut in any::<usize>(),
     ) {

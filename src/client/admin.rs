@@ -1,4 +1,4 @@
-//! The admin client: topics, queue offsets, broker stats.
+//! The admin client: topics, consumer-group deletion, queue offsets, broker stats.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -50,6 +50,14 @@ impl AdminClient {
             Response::DeleteTopic { topic_id } => Ok(topic_id),
             other => Err(unexpected("delete topic", &other)),
         }
+    }
+
+    /// Deletes a consumer group without members: its committed offsets are forgotten (durably,
+    /// before the answer). Returns how many queues' offsets went (0 for a group nothing was
+    /// committed for). A group with live members is refused (`GROUP_NOT_EMPTY`). Sent to the
+    /// group's coordinator shard ([`super::group::GroupClient::delete`]).
+    pub fn delete_group(&self, group: &str) -> Result<u32> {
+        super::group::GroupClient::new(self.router.clone()).delete(group)
     }
 
     pub fn list_topics(&self) -> Result<Vec<TopicInfo>> {

@@ -1,5 +1,6 @@
 //! Consumer groups from the client: membership, the members-changed watch, committed offsets,
-//! queue locks, offset reset, and `describe` (members, assignment, offsets and lag) for tools.
+//! queue locks, offset reset, group deletion, and `describe` (members, assignment, offsets and
+//! lag) for tools.
 //!
 //! Every call goes to the group's coordinator shard directly (`crc32c(group) % shards`, the
 //! broker's rule; [`Router::coordinator_connection`]); a `NOT_COORDINATOR` answer (the layout
@@ -231,6 +232,17 @@ impl GroupClient {
         match self.call(req, self.timeout())? {
             GroupResponse::Reset { offsets } => Ok(offsets),
             other => Err(unexpected("reset", &Response::Group(other))),
+        }
+    }
+
+    /// Deletes a group without members: forgets its committed offsets (durably, before the
+    /// answer) and returns how many queues' offsets went. `GROUP_NOT_EMPTY` while it has
+    /// members.
+    pub fn delete(&self, group: &str) -> Result<u32> {
+        let req = GroupRequest::Delete { group: group.into() };
+        match self.call(req, self.timeout())? {
+            GroupResponse::Delete { removed } => Ok(removed),
+            other => Err(unexpected("delete group", &Response::Group(other))),
         }
     }
 

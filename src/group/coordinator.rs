@@ -14,7 +14,9 @@
 //!   which deletes old segments, never drops the only copy of a live offset;
 //! - a timer calls [`Coordinator::expire`] (sessions, then the locks of members gone) and
 //!   [`Coordinator::expire_offsets`] (the offsets of groups without members past
-//!   `offsets_retention`, see `super::retention`), and snapshots when offsets went.
+//!   `offsets_retention`, see `super::retention`), and snapshots when offsets went;
+//! - [`Coordinator::delete_group`] forgets a group without members (DELETE_GROUP); the task
+//!   snapshots before it answers, so a restart does not replay the forgotten commits.
 //!
 //! Offsets reset fence commits: after a reset the group gets a new version, and a commit that
 //! carries an older generation (a member still working from before the reset) is refused, so
@@ -81,6 +83,18 @@ pub enum CommitError {
     Stale { group: String, generation: u64, reset_version: u64 },
 }
 
+/// Why a group was not deleted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DeleteError {
+    #[error(transparent)]
+    Group(#[from] GroupError),
+    #[error(
+        "group {group} has {members} live member(s): stop its consumers (or wait for their \
+         sessions to end) before deleting it"
+    )]
+    NotEmpty { group: String, members: usize },
+}
+
 /// One group as `ListGroups` reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupOverview {
@@ -144,6 +158,16 @@ impl Coordinator {
             self.retention.retain(|g| offsets.has_group(g));
         }
         gone
+    }
+
+    /// Forgets `group`'s committed offsets and reset fence (DELETE_GROUP); refused while it
+    /// has members. How many queues' offsets went (0 for a group nothing was committed for).
+    pub fn delete_group(&mut self, group: &str) -> Result<usize, DeleteError> {
+        self.groups.check_group_name(group)?;
+        if let Some((_, members)) = self.groups.members(group) {
+            return Err(DeleteError::NotEmpty { group: group.to_owned(), members: members.len() });
+        }
+        Ok(self.forget_group(group))
     }
 
     fn forget_group(&mut self, group: &str) -> usize {
@@ -599,6 +623,32 @@ mod tests {
         assert_eq!(c.retention_len(), 1);
         assert!(c.expire_offsets(t0 + RETENTION - Duration::from_millis(1)).is_empty());
         assert_eq!(c.expire_offsets(t0 + RETENTION), vec![("g".to_string(), 1)]);
+    }
+
+    #[test]
+    fn a_group_is_deleted_only_without_members_with_its_offsets_and_reset_fence() {
+        let t0 = Instant::now();
+        let mut c = Coordinator::new(config());
+        let v1 = c.heartbeat("g", member("a"), t0).unwrap().version;
+        commit(&mut c, "g", 0, t0);
+        commit(&mut c, "g", 1, t0);
+        c.begin_reset("g").unwrap();
+        let refused = c.delete_group("g").unwrap_err();
+        assert_eq!(refused, DeleteError::NotEmpty { group: "g".into(), members: 1 });
+        assert_eq!(queues(&c, "g"), 2, "kept");
+        c.leave("g", "a", t0);
+        assert_eq!(c.delete_group("g"), Ok(2));
+        assert_eq!((c.offsets_len(), c.retention_len(), queues(&c, "g")), (0, 0, 0));
+        // The reset fence went too: a commit of the old generation is taken.
+        assert!(c.check_commit("g", v1, [("t".into(), 0, 1)]).is_ok());
+        assert_eq!(c.delete_group("g"), Ok(0), "nothing left: deleted again, 0");
+        assert_eq!(c.delete_group("never"), Ok(0));
+        assert!(matches!(
+            c.delete_group(""),
+            Err(DeleteError::Group(GroupError::InvalidName { .. }))
+        ));
+        // A deleted group's retention entry went with it: nothing lapses later.
+        assert!(c.expire_offsets(t0 + RETENTION * 2).is_empty());
     }
 
     #[test]

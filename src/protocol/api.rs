@@ -42,6 +42,8 @@ pub enum ApiKey {
     ReplicaTopics = 42,
     /// Makes a replica broker the master of its group (`ringmq cluster promote`).
     ReplicaPromote = 44,
+    /// Forgets a consumer group without members: its committed offsets (`super::group`).
+    DeleteGroup = 45,
 }
 
 impl ApiKey {
@@ -75,11 +77,13 @@ impl ApiKey {
         ApiKey::ReplicaFetch,
         ApiKey::ReplicaTopics,
         ApiKey::ReplicaPromote,
+        ApiKey::DeleteGroup,
     ];
 
     /// Served by a consumer group's coordinator (`super::group`).
     pub fn is_group(self) -> bool {
         (ApiKey::Heartbeat as u16..=ApiKey::ListGroups as u16).contains(&(self as u16))
+            || self == ApiKey::DeleteGroup
     }
 
     /// A transaction request (`super::transaction`).

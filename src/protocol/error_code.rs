@@ -92,6 +92,7 @@ error_codes! {
     TRANSACTION_LIMIT = 32, Yes, "the shard holds its limit of undecided transactions (transaction.max_undecided_halves); retry once some end";
     NOT_MASTER = 33, No, "this broker is a replica: it serves reads only; the payload carries its master's address, send writes there";
     SLAVE_NOT_AVAILABLE = 34, Yes, "sync replication: the shard's in-sync set has fewer than min_in_sync_replicas members; nothing was written, retry once replicas caught up";
+    GROUP_NOT_EMPTY = 35, No, "the group has live members: only a group without members can be deleted (stop its consumers, or wait for their sessions to end)";
 }
 
 impl std::fmt::Display for ErrorCode {

@@ -1,5 +1,6 @@
-//! Consumer-group requests and responses (api keys 10-19): membership, the members-changed
-//! notice, committed offsets, queue locks, offset reset and the group list.
+//! Consumer-group requests and responses (api keys 10-19 and 45): membership, the
+//! members-changed notice, committed offsets, queue locks, offset reset, the group list and
+//! the deletion of a group without members.
 //!
 //! Every request but `ListGroups` names a group and is served by the group's coordinator shard
 //! (`crc32c(group) % shards`, see `broker::routing::coordinator_shard`); another shard forwards
@@ -115,6 +116,11 @@ pub enum GroupRequest {
         to: ResetTo,
     },
     ListGroups,
+    /// Forgets a group without members: its committed offsets (and its reset fence). Refused
+    /// with `GROUP_NOT_EMPTY` while the group has members.
+    Delete {
+        group: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -159,6 +165,10 @@ pub enum GroupResponse {
     ListGroups {
         groups: Vec<GroupSummary>,
     },
+    /// How many queues' committed offsets the deletion forgot (0: nothing was committed).
+    Delete {
+        removed: u32,
+    },
 }
 
 /// Smallest encoded group queue: an empty topic name and a queue id.
@@ -177,6 +187,7 @@ impl GroupRequest {
             GroupRequest::Unlock { .. } => ApiKey::UnlockQueues,
             GroupRequest::Reset { .. } => ApiKey::ResetOffsets,
             GroupRequest::ListGroups => ApiKey::ListGroups,
+            GroupRequest::Delete { .. } => ApiKey::DeleteGroup,
         }
     }
 
@@ -191,7 +202,8 @@ impl GroupRequest {
             | GroupRequest::FetchOffsets { group, .. }
             | GroupRequest::Lock { group, .. }
             | GroupRequest::Unlock { group, .. }
-            | GroupRequest::Reset { group, .. } => Some(group),
+            | GroupRequest::Reset { group, .. }
+            | GroupRequest::Delete { group } => Some(group),
             GroupRequest::ListGroups => None,
         }
     }
@@ -207,7 +219,7 @@ impl GroupRequest {
             GroupRequest::Leave { group, client_id } => {
                 w.string(group).string(client_id);
             }
-            GroupRequest::Members { group } => {
+            GroupRequest::Members { group } | GroupRequest::Delete { group } => {
                 w.string(group);
             }
             GroupRequest::Watch { group, version, max_wait_ms } => {
@@ -313,6 +325,7 @@ impl GroupRequest {
                 GroupRequest::Reset { group, topic, to }
             }
             ApiKey::ListGroups => GroupRequest::ListGroups,
+            ApiKey::DeleteGroup => GroupRequest::Delete { group: r.string("group")? },
             _ => unreachable!("decode_body is called for group api keys only"),
         })
     }
@@ -331,6 +344,7 @@ impl GroupResponse {
             GroupResponse::Unlock { .. } => ApiKey::UnlockQueues,
             GroupResponse::Reset { .. } => ApiKey::ResetOffsets,
             GroupResponse::ListGroups { .. } => ApiKey::ListGroups,
+            GroupResponse::Delete { .. } => ApiKey::DeleteGroup,
         }
     }
 
@@ -361,7 +375,7 @@ impl GroupResponse {
                 }
             }
             GroupResponse::Lock { granted } => put_queues(w, granted),
-            GroupResponse::Unlock { released } => {
+            GroupResponse::Unlock { released } | GroupResponse::Delete { removed: released } => {
                 w.u32(*released);
             }
             GroupResponse::Reset { offsets } => {
@@ -447,6 +461,7 @@ impl GroupResponse {
                 }
                 GroupResponse::ListGroups { groups }
             }
+            ApiKey::DeleteGroup => GroupResponse::Delete { removed: r.u32("removed")? },
             _ => unreachable!("decode_body is called for group api keys only"),
         })
     }

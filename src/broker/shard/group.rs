@@ -17,10 +17,14 @@
 //! - [`Shard::group_tick`] (every [`GROUP_TICK`]) expires sessions and locks, wakes watchers,
 //!   forgets the offsets of groups without members past `group.offsets_retention_ms`, and
 //!   takes a snapshot when one is due or offsets went.
+//! - DELETE_GROUP forgets a group without members: its offsets go and a snapshot is appended
+//!   (under the gate) and durable per the flush mode before the answer, so a restart does not
+//!   replay the forgotten commits.
 
+use super::super::shard_log::AppendOutcome;
 use super::super::shutdown::Stop;
 use super::*;
-use crate::group::coordinator::CommitError;
+use crate::group::coordinator::{CommitError, DeleteError};
 use crate::group::locks::{LockedQueue, DEFAULT_LOCK_LEASE};
 use crate::group::membership::{GroupError, MemberInfo, Subscription};
 use crate::group::offsets::{
@@ -119,6 +123,15 @@ fn commit_error(e: CommitError) -> BrokerError {
         CommitError::Offsets(OffsetError::Malformed(_)) => ErrorCode::INTERNAL,
     };
     BrokerError::new(code, e.to_string())
+}
+
+fn delete_error(e: DeleteError) -> BrokerError {
+    match e {
+        DeleteError::Group(e) => group_error(e),
+        e @ DeleteError::NotEmpty { .. } => {
+            BrokerError::new(ErrorCode::GROUP_NOT_EMPTY, e.to_string())
+        }
+    }
 }
 
 fn internal(what: impl std::fmt::Display) -> BrokerError {
@@ -314,6 +327,10 @@ impl<L: ShardLog> Shard<L> {
             GroupRequest::Reset { group, topic, to } => {
                 self.reset_offsets(&group, &topic, to).await
             }
+            GroupRequest::Delete { group } => {
+                let removed = self.delete_group(&group).await?;
+                Ok(GroupResponse::Delete { removed })
+            }
             GroupRequest::ListGroups => Err(internal("LIST_GROUPS is gathered, not coordinated")),
         }
     }
@@ -409,12 +426,41 @@ impl<L: ShardLog> Shard<L> {
         Ok(GroupResponse::Reset { offsets: targets })
     }
 
+    /// Forgets a group without members (DELETE_GROUP): its offsets go, and a snapshot without
+    /// them is appended under the same gate and durable per the flush mode before the answer,
+    /// so a restart does not replay the forgotten commits. How many queues' offsets went.
+    async fn delete_group(&self, group: &str) -> Result<u32, BrokerError> {
+        let gate = self.group_gate.acquire_permit(1).await.map_err(|_| {
+            BrokerError::new(ErrorCode::SHUTTING_DOWN, "the coordinator is stopping")
+        })?;
+        let removed = self.coordinator.borrow_mut().delete_group(group).map_err(delete_error)?;
+        if removed == 0 {
+            return Ok(0);
+        }
+        let outcome = self.append_snapshot().await?;
+        // Commits may go on while the replicas (sync mode) confirm the snapshot.
+        drop(gate);
+        let status = self.ack_status(&outcome).await;
+        if status != SendStatus::SendOk {
+            // Stored, and durable once the flush (or the replicas) catch up.
+            tracing::warn!(shard = %self.id, group, ?status, "the snapshot after a group's deletion is not durable yet");
+        }
+        tracing::info!(shard = %self.id, group, queues = removed, "group deleted: its committed offsets were forgotten");
+        Ok(removed.min(u32::MAX as usize) as u32)
+    }
+
     /// Appends a snapshot of every committed offset (under the commit gate, so it holds
     /// exactly the commits before it in the log).
     pub(super) async fn snapshot_offsets(&self) -> Result<(), BrokerError> {
         let _gate = self.group_gate.acquire_permit(1).await.map_err(|_| {
             BrokerError::new(ErrorCode::SHUTTING_DOWN, "the coordinator is stopping")
         })?;
+        self.append_snapshot().await.map(|_| ())
+    }
+
+    /// [`Self::snapshot_offsets`] for a caller that holds the commit gate: the outcome of the
+    /// snapshot's last part.
+    async fn append_snapshot(&self) -> Result<AppendOutcome, BrokerError> {
         let now = self.clock.now();
         let part_bytes = SNAPSHOT_PART_BYTES.min(self.config.storage.max_batch_bytes / 2);
         let parts = self.coordinator.borrow().snapshot_parts(part_bytes);
@@ -422,16 +468,17 @@ impl<L: ShardLog> Shard<L> {
         self.coordinator.borrow_mut().snapshot_taken(now);
         let n = parts.len() as u32;
         let timestamp_ms = self.clock.unix_ms();
+        let mut last = None;
         for (i, part) in parts.iter().enumerate() {
             let key = snapshot_key(i as u32, n);
             let mut builder = BatchBuilder::new(self.config.storage.max_batch_bytes);
             let record = Record { key: &key, tag: b"", properties: &[], body: part, timestamp_ms };
             builder.push(&record).map_err(internal)?;
             let batch = builder.finish(-1, -1);
-            self.log.append_then(SYS_OFFSETS, &batch, |_| ()).await?;
+            last = Some(self.log.append_then(SYS_OFFSETS, &batch, |_| ()).await?.1);
         }
         tracing::debug!(shard = %self.id, parts = n, "committed offsets snapshotted");
-        Ok(())
+        last.ok_or_else(|| internal("a snapshot has at least one part"))
     }
 
     /// Expires sessions and locks, tells the watchers of groups that changed, and snapshots

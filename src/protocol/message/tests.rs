@@ -198,6 +198,7 @@ fn group_requests() -> Vec<GroupRequest> {
         GroupRequest::Reset { group: "g".into(), topic: "t".into(), to: ResetTo::Timestamp(-5) },
         GroupRequest::Reset { group: "g".into(), topic: "t".into(), to: ResetTo::Offset(9) },
         GroupRequest::ListGroups,
+        GroupRequest::Delete { group: "g".into() },
     ]
 }
 
@@ -256,6 +257,7 @@ fn every_response_round_trips() {
         GroupResponse::FetchOffsets { offsets: vec![(q(0), -1), (q(1), 12)] },
         GroupResponse::Lock { granted: vec![q(3)] },
         GroupResponse::Unlock { released: 2 },
+        GroupResponse::Delete { removed: 3 },
         GroupResponse::Reset { offsets: vec![(0, 1), (1, 2)] },
         GroupResponse::ListGroups {
             groups: vec![GroupSummary {

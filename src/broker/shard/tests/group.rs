@@ -317,6 +317,67 @@ fn a_deleted_topic_s_committed_offsets_are_forgotten_also_after_a_restart() {
     });
 }
 
+fn delete(group: &str) -> GroupRequest {
+    GroupRequest::Delete { group: group.into() }
+}
+
+fn removed(r: Reply) -> u32 {
+    match r {
+        Ok(Response::Group(GroupResponse::Delete { removed })) => removed,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_deleted_group_s_offsets_are_gone_free_their_room_and_stay_gone_after_a_crash() {
+    run(|| async {
+        let dir = SimDir::new(68);
+        let clock = runtime::system_clock();
+        let room_for_two = |c: &mut Config| c.group.max_committed_offsets = 2;
+        let s = shard_configured(dir.clone(), sync_flush, room_for_two, clock.clone()).await;
+        s.start_groups().await.unwrap();
+        // A client commits for a made-up group without joining, and fills the shard's room.
+        group_call(&s, commit("junk", 0, &[(0, 7), (1, 9)])).await.unwrap();
+        let e = group_call(&s, commit("g", 0, &[(0, 1)])).await.unwrap_err();
+        assert_eq!(e.code, ErrorCode::GROUP_LIMIT);
+        assert_eq!(removed(group_call(&s, delete("junk")).await), 2);
+        assert_eq!(committed(&s, "junk").await, vec![]);
+        group_call(&s, commit("g", 0, &[(0, 1)])).await.unwrap();
+        // Unknown group: nothing to forget. A name no member could join: refused.
+        assert_eq!(removed(group_call(&s, delete("never")).await), 0);
+        let e = group_call(&s, delete("")).await.unwrap_err();
+        assert_eq!(e.code, ErrorCode::INVALID_ARGUMENT);
+        // The answer came after a durable snapshot: a power cut right after it does not bring
+        // the deleted commits back.
+        dir.crash();
+        drop(s);
+        let s = shard_configured(dir.clone(), sync_flush, room_for_two, clock.clone()).await;
+        s.start_groups().await.unwrap();
+        assert_eq!(committed(&s, "junk").await, vec![]);
+        assert_eq!(committed(&s, "g").await, vec![(0, 1)]);
+    });
+}
+
+#[test]
+fn a_group_with_a_live_member_is_not_deleted_and_keeps_its_offsets() {
+    run(|| async {
+        let s =
+            shard_configured(SimDir::new(69), sync_flush, |_| {}, runtime::system_clock()).await;
+        s.start_groups().await.unwrap();
+        group_call(&s, join("g", "a")).await.unwrap();
+        group_call(&s, commit("g", 0, &[(0, 4)])).await.unwrap();
+        let e = group_call(&s, delete("g")).await.unwrap_err();
+        assert_eq!(e.code, ErrorCode::GROUP_NOT_EMPTY);
+        assert!(e.message.contains("1 live member"), "{}", e.message);
+        assert_eq!(committed(&s, "g").await, vec![(0, 4)]);
+        group_call(&s, GroupRequest::Leave { group: "g".into(), client_id: "a".into() })
+            .await
+            .unwrap();
+        assert_eq!(removed(group_call(&s, delete("g")).await), 1);
+        assert_eq!(committed(&s, "g").await, vec![]);
+    });
+}
+
 #[test]
 fn an_empty_group_s_offsets_go_at_the_retention_and_stay_gone_after_a_crash() {
     run(|| async {
