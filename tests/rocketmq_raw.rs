@@ -1,6 +1,7 @@
 //! The RocketMQ front over raw remoting frames (no client library): refusals of unknown codes
 //! and bad frames, name-server routes, VIEW_MESSAGE_BY_ID, and the NOTIFY_CONSUMER_IDS_CHANGED
-//! the broker sends. The tests with real RocketMQ clients are in `rocketmq_compat.rs`.
+//! the broker sends, DELETE_SUBSCRIPTIONGROUP. The tests with real RocketMQ clients are in
+//! `rocketmq_compat.rs`.
 
 mod broker_common;
 
@@ -512,4 +513,43 @@ fn query_message_finds_by_key_and_view_finds_the_ids_the_front_hands_out() {
     assert_eq!(answer.code, 1);
     assert!(answer.remark.unwrap().contains("after"));
     assert_eq!(c.call(query("NoSuchTopic", "k", 32, 0, i64::MAX)).code, 17, "TOPIC_NOT_EXIST");
+}
+
+fn delete_subscription_group(group: &str, clean_offset: Option<&str>) -> RemotingCommand {
+    let mut req = RemotingCommand::request(207, 77);
+    req.set_field("groupName", group);
+    if let Some(clean) = clean_offset {
+        req.set_field("cleanOffset", clean);
+    }
+    req
+}
+
+#[test]
+fn delete_subscription_group_with_clean_offset_forgets_an_empty_group_s_offsets() {
+    let f = start("delgroup");
+    let client = Client::connect(&f.broker.addr()).unwrap();
+    client.admin().create_topic("Del", 2).unwrap();
+    let groups = client.groups();
+    let offsets = [("Del".to_string(), 0, 5), ("Del".to_string(), 1, 6)];
+    groups.commit("CG_GONE", 0, &offsets).unwrap();
+    groups.commit("CG_LIVE", 0, &offsets).unwrap();
+    let send =
+        |req: &RemotingCommand| exchange(f.front_port, &codec::encode(req, SerializeType::Json));
+    // Without cleanOffset there is nothing ringmq keeps to delete: the offsets stay.
+    let resp = send(&delete_subscription_group("CG_GONE", None));
+    assert_eq!(resp.code, 0, "{:?}", resp.remark);
+    assert_eq!(groups.committed("CG_GONE", &[]).unwrap().len(), 2);
+    let resp = send(&delete_subscription_group("CG_GONE", Some("true")));
+    assert_eq!((resp.code, resp.opaque), (0, 77), "{:?}", resp.remark);
+    assert_eq!(groups.committed("CG_GONE", &[]).unwrap(), vec![]);
+    // A group with a live member keeps its offsets.
+    groups.heartbeat("CG_LIVE", "member", "", &[("Del".into(), "*".into())]).unwrap();
+    let resp = send(&delete_subscription_group("CG_LIVE", Some("true")));
+    assert_eq!(resp.code, codec::sys_code::SYSTEM_ERROR);
+    assert!(resp.remark.unwrap().contains("GROUP_NOT_EMPTY"));
+    assert_eq!(groups.committed("CG_LIVE", &[]).unwrap().len(), 2);
+    // Without its group name: an error naming the field.
+    let resp = send(&RemotingCommand::request(207, 78));
+    assert_eq!(resp.code, codec::sys_code::SYSTEM_ERROR);
+    assert!(resp.remark.unwrap().contains("groupName"));
 }

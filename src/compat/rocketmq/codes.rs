@@ -27,6 +27,8 @@ pub mod request {
     pub const GET_ROUTEINFO_BY_TOPIC: i32 = 105;
     pub const GET_BROKER_CLUSTER_INFO: i32 = 106;
     pub const GET_ALL_TOPIC_LIST_FROM_NAMESERVER: i32 = 206;
+    /// `mqadmin deleteSubGroup`: header `groupName`, `cleanOffset` (newer brokers).
+    pub const DELETE_SUBSCRIPTIONGROUP: i32 = 207;
     pub const SEND_MESSAGE_V2: i32 = 310;
     pub const SEND_BATCH_MESSAGE: i32 = 320;
 }

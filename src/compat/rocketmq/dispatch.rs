@@ -10,6 +10,7 @@
 //! | QUERY/UPDATE_CONSUMER_OFFSET | FETCH_OFFSETS / COMMIT_OFFSETS |
 //! | GET_MIN/MAX_OFFSET, SEARCH_OFFSET_BY_TIMESTAMP | OFFSETS |
 //! | HEART_BEAT, UNREGISTER_CLIENT, GET_CONSUMER_LIST_BY_GROUP | HEARTBEAT, LEAVE_GROUP, GROUP_MEMBERS |
+//! | DELETE_SUBSCRIPTIONGROUP with cleanOffset (without: nothing to delete) | DELETE_GROUP |
 //! | LOCK/UNLOCK_BATCH_MQ, CONSUMER_SEND_MSG_BACK, VIEW_MESSAGE_BY_ID | see [`super::consume_ops`] |
 //! | QUERY_MESSAGE | QUERY_KEYS on every shard, FETCH of each hit ([`super::query`]) |
 //! | SEND_MESSAGE with TRAN_MSG, END_TRANSACTION | PRODUCE of a transactional batch, END_TRANSACTION ([`super::transaction`]) |
@@ -133,6 +134,7 @@ pub async fn dispatch<L: ShardLog>(
         request::HEART_BEAT => heartbeat(shard, req).await,
         request::UNREGISTER_CLIENT => unregister(shard, req).await,
         request::GET_CONSUMER_LIST_BY_GROUP => consumer_list(shard, req).await,
+        request::DELETE_SUBSCRIPTIONGROUP => delete_group(shard, req).await,
         request::QUERY_CONSUMER_OFFSET => query_offset(shard, req).await,
         request::UPDATE_CONSUMER_OFFSET => update_offset(shard, req).await,
         request::GET_MIN_OFFSET | request::GET_MAX_OFFSET | request::SEARCH_OFFSET_BY_TIMESTAMP => {
@@ -420,6 +422,21 @@ async fn unregister<L: ShardLog>(shard: &Rc<Shard<L>>, req: &RemotingCommand) ->
         call(shard, Request::Group(GroupRequest::Leave { group, client_id }))
             .await
             .map_err(fail)?;
+    }
+    Ok(RemotingCommand::response_to(req, response::SUCCESS, None))
+}
+
+/// RocketMQ's broker deletes the group's subscription config and, with `cleanOffset`, its
+/// offsets. ringmq keeps no subscription config, so without `cleanOffset` there is nothing to
+/// delete; with it the group's offsets go as DELETE_GROUP's do, which, unlike RocketMQ, is
+/// refused while the group has live members (remark `GROUP_NOT_EMPTY`).
+async fn delete_group<L: ShardLog>(shard: &Rc<Shard<L>>, req: &RemotingCommand) -> Reply {
+    let (group, clean_offset) = headers::delete_group(req).map_err(bad_header)?;
+    if clean_offset {
+        match call(shard, Request::Group(GroupRequest::Delete { group })).await.map_err(fail)? {
+            Response::Group(GroupResponse::Delete { .. }) => {}
+            other => return Err(unexpected("delete group", &other)),
+        }
     }
     Ok(RemotingCommand::response_to(req, response::SUCCESS, None))
 }

@@ -171,6 +171,12 @@ pub fn consumer_group(cmd: &RemotingCommand) -> Result<String, HeaderError> {
     Ok(required(cmd, "consumerGroup")?.to_owned())
 }
 
+/// DELETE_SUBSCRIPTIONGROUP: (group name, whether to clean its offsets). `cleanOffset` is
+/// absent (false) from older clients.
+pub fn delete_group(cmd: &RemotingCommand) -> Result<(String, bool), HeaderError> {
+    Ok((required(cmd, "groupName")?.to_owned(), flag_or(cmd, "cleanOffset")))
+}
+
 /// UNREGISTER_CLIENT: (client id, consumer group if any).
 pub fn unregister(cmd: &RemotingCommand) -> Result<(String, Option<String>), HeaderError> {
     let group = cmd.field("consumerGroup").filter(|g| !g.is_empty()).map(str::to_owned);
