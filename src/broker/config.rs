@@ -167,12 +167,19 @@ impl ScheduleConfig {
     }
 }
 
+/// Longest `group.session_timeout_ms` (30 min, Kafka's `group.max.session.timeout.ms`): a
+/// member gone without leaving keeps its queues, unconsumed, for a session.
+pub const MAX_SESSION_TIMEOUT_MS: u64 = 30 * 60_000;
+/// Longest `group.max_lock_lease_ms` (1 hour): a crashed orderly consumer's queues wait for
+/// its lease to end (unless its session ends first).
+pub const MAX_LOCK_LEASE_MS: u64 = 60 * 60_000;
+
 /// The `[group]` section: consumer groups, per coordinator shard.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct GroupConfig {
     /// A member not heard from for this long leaves its group (its queues are rebalanced and
-    /// its locks released). Default 120000 (RocketMQ's).
+    /// its locks released). Default 120000 (RocketMQ's), at most [`MAX_SESSION_TIMEOUT_MS`].
     pub session_timeout_ms: u64,
     /// Groups one shard coordinates. Default 10000.
     pub max_groups: usize,
@@ -185,7 +192,8 @@ pub struct GroupConfig {
     pub max_committed_offsets: usize,
     /// Queue locks one shard grants. Default 100000.
     pub max_queue_locks: usize,
-    /// Longest lock lease granted (a longer one asked for is cut to this). Default 600000.
+    /// Longest lock lease granted (a longer one asked for is cut to this). Default 600000, at
+    /// most [`MAX_LOCK_LEASE_MS`].
     pub max_lock_lease_ms: u64,
     /// Parked WATCH_GROUP requests (members-changed notices) one shard holds. Default 10000.
     pub max_watchers: usize,
@@ -451,6 +459,19 @@ impl Config {
                     .into(),
             );
         }
+        if g.session_timeout_ms > MAX_SESSION_TIMEOUT_MS {
+            return Err(format!(
+                "group.session_timeout_ms = {} is over the maximum {MAX_SESSION_TIMEOUT_MS} \
+                 (30 min): a member gone without leaving would keep its queues that long",
+                g.session_timeout_ms
+            ));
+        }
+        if g.max_lock_lease_ms > MAX_LOCK_LEASE_MS {
+            return Err(format!(
+                "group.max_lock_lease_ms = {} is over the maximum {MAX_LOCK_LEASE_MS} (1 hour)",
+                g.max_lock_lease_ms
+            ));
+        }
         let retention_ms = self.storage.retention_hours.saturating_mul(3_600_000);
         if g.snapshot_interval_ms >= retention_ms / 2 {
             return Err(format!(
@@ -654,6 +675,27 @@ mod tests {
         c.validate().unwrap();
         assert_eq!(c.group.coordinator().offsets_retention, std::time::Duration::from_millis(1));
         assert_eq!(Config::default().group.offsets_retention_ms, 7 * 24 * 3_600_000);
+    }
+
+    #[test]
+    fn sessions_and_lock_leases_have_maxima() {
+        // Any value used to validate: a member gone without leaving could hold its queues
+        // for centuries.
+        let parse = |text: &str| Config::parse(text).and_then(|c| c.validate());
+        for text in [
+            "[group]\nsession_timeout_ms = 1800001\n",
+            "[group]\nsession_timeout_ms = 9223372036854775807\n",
+        ] {
+            let err = parse(text).unwrap_err();
+            assert!(err.contains("group.session_timeout_ms") && err.contains("30 min"), "{err}");
+        }
+        parse("[group]\nsession_timeout_ms = 1800000\n").unwrap();
+        let err = parse("[group]\nmax_lock_lease_ms = 3600001\n").unwrap_err();
+        assert!(err.contains("group.max_lock_lease_ms") && err.contains("1 hour"), "{err}");
+        parse("[group]\nmax_lock_lease_ms = 3600000\n").unwrap();
+        let d = GroupConfig::default();
+        assert!(d.session_timeout_ms <= MAX_SESSION_TIMEOUT_MS);
+        assert!(d.max_lock_lease_ms <= MAX_LOCK_LEASE_MS);
     }
 
     #[test]
