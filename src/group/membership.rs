@@ -12,8 +12,12 @@
 //!
 //! Pure: no I/O, no clock reads (every call that needs the time takes `now`), bounded by
 //! [`GroupLimits`]. The thin task around it arms one timer at [`Groups::next_expiry`].
+//!
+//! Sessions are kept in a deadline index ordered by when each ends, so [`Groups::expire`] costs
+//! O(expired · log n) and [`Groups::next_expiry`] O(log n), whatever the number of members:
+//! with staggered heartbeats the timer fires often, on the shard's only thread.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 /// A topic subscription: the topic and a tag expression, `*` or `A || B || C`.
@@ -115,6 +119,8 @@ pub struct MemberInfo {
 struct Member {
     info: MemberInfo,
     expires_at: Instant,
+    /// Unique among members: with `expires_at`, its key in the deadline index.
+    seq: u64,
 }
 
 #[derive(Debug, Default)]
@@ -137,13 +143,23 @@ pub struct Heartbeat {
 pub struct Groups {
     limits: GroupLimits,
     groups: HashMap<String, Group>,
+    /// (end of session, member seq) -> (group, client id): one entry per member.
+    deadlines: BTreeMap<(Instant, u64), (String, String)>,
+    /// The next member's seq.
+    next_seq: u64,
     /// The last version handed out, to any group.
     last_version: u64,
 }
 
 impl Groups {
     pub fn new(limits: GroupLimits) -> Self {
-        Groups { limits, groups: HashMap::new(), last_version: 0 }
+        Groups {
+            limits,
+            groups: HashMap::new(),
+            deadlines: BTreeMap::new(),
+            next_seq: 0,
+            last_version: 0,
+        }
     }
 
     pub fn limits(&self) -> &GroupLimits {
@@ -208,13 +224,22 @@ impl Groups {
         let g = self.groups.entry(group.to_owned()).or_default();
         let changed = match g.members.get_mut(&info.client_id) {
             Some(m) => {
-                m.expires_at = expires_at;
+                if m.expires_at != expires_at {
+                    if let Some(names) = self.deadlines.remove(&(m.expires_at, m.seq)) {
+                        self.deadlines.insert((expires_at, m.seq), names);
+                    }
+                    m.expires_at = expires_at;
+                }
                 let changed = m.info != info;
                 m.info = info;
                 changed
             }
             None => {
-                g.members.insert(info.client_id.clone(), Member { info, expires_at });
+                let seq = self.next_seq;
+                self.next_seq += 1;
+                let client = info.client_id.clone();
+                self.deadlines.insert((expires_at, seq), (group.to_owned(), client.clone()));
+                g.members.insert(client, Member { info, expires_at, seq });
                 true
             }
         };
@@ -225,41 +250,53 @@ impl Groups {
         Ok(Heartbeat { version: g.version, changed })
     }
 
+    /// A new version for group `name`, which just lost members; removes it if it has none
+    /// left. The version.
+    fn lost_members(&mut self, name: &str) -> u64 {
+        self.last_version += 1;
+        let Some(g) = self.groups.get_mut(name) else {
+            debug_assert!(false, "group {name} not found");
+            return self.last_version;
+        };
+        g.version = self.last_version;
+        if g.members.is_empty() {
+            self.groups.remove(name);
+        }
+        self.last_version
+    }
+
     /// A member leaves (a clean shutdown). The group's new version if it was a member.
     pub fn leave(&mut self, group: &str, client_id: &str) -> Option<u64> {
-        let g = self.groups.get_mut(group)?;
-        g.members.remove(client_id)?;
-        self.last_version += 1;
-        g.version = self.last_version;
-        let version = g.version;
-        if g.members.is_empty() {
-            self.groups.remove(group);
-        }
-        Some(version)
+        let m = self.groups.get_mut(group)?.members.remove(client_id)?;
+        self.deadlines.remove(&(m.expires_at, m.seq));
+        Some(self.lost_members(group))
     }
 
     /// Expires every member whose session ended at or before `now`; returns the groups that
-    /// changed with their new versions, sorted by name (their members must rebalance).
+    /// changed with their new versions, sorted by name (their members must rebalance; the
+    /// versions are handed out in that order). Costs O(expired · log n): only the deadline
+    /// index's due entries are visited.
     pub fn expire(&mut self, now: Instant) -> Vec<(String, u64)> {
-        let mut changed = Vec::new();
-        let mut emptied = Vec::new();
-        for (name, g) in self.groups.iter_mut() {
-            let before = g.members.len();
-            g.members.retain(|_, m| m.expires_at > now);
-            if g.members.len() != before {
-                self.last_version += 1;
-                g.version = self.last_version;
-                changed.push((name.clone(), g.version));
-                if g.members.is_empty() {
-                    emptied.push(name.clone());
-                }
+        let mut changed = BTreeSet::new();
+        while let Some(entry) = self.deadlines.first_entry() {
+            if entry.key().0 > now {
+                break;
             }
+            let (group, client_id) = entry.remove();
+            let Some(g) = self.groups.get_mut(&group) else {
+                debug_assert!(false, "indexed member {client_id} of a missing group {group}");
+                continue;
+            };
+            g.members.remove(&client_id);
+            changed.insert(group);
         }
-        for name in emptied {
-            self.groups.remove(&name);
-        }
-        changed.sort();
         changed
+            .into_iter()
+            .map(|group| {
+                let version = self.lost_members(&group);
+                (group, version)
+            })
+            .collect()
     }
 
     /// Gives a group with members a new version without changing its members (its offsets
@@ -282,7 +319,7 @@ impl Groups {
 
     /// When the next member expires: the coordinator's timer.
     pub fn next_expiry(&self) -> Option<Instant> {
-        self.groups.values().flat_map(|g| g.members.values()).map(|m| m.expires_at).min()
+        self.deadlines.first_key_value().map(|((at, _), _)| *at)
     }
 
     /// The group's version and members (sorted by client id); None for a group without
@@ -301,7 +338,7 @@ impl Groups {
 
     /// Members across all groups (bounded by the limits).
     pub fn member_count(&self) -> usize {
-        self.groups.values().map(|g| g.members.len()).sum()
+        self.deadlines.len()
     }
 }
 
@@ -507,6 +544,175 @@ mod tests {
                         None => prop_assert!(want.is_empty()),
                     }
                 }
+            }
+        }
+    }
+
+    /// A group of the model: its version and its members with their sessions' ends.
+    type ModelGroup = (u64, BTreeMap<String, (MemberInfo, Instant)>);
+
+    /// The straightforward coordinator the deadline index must behave exactly as: each
+    /// member keeps its session's end, expiry scans every member (groups in name order) and
+    /// the next expiry is the least of them.
+    #[derive(Default)]
+    struct Model {
+        groups: BTreeMap<String, ModelGroup>,
+        last_version: u64,
+    }
+
+    impl Model {
+        fn heartbeat(
+            &mut self,
+            l: &GroupLimits,
+            group: &str,
+            mut info: MemberInfo,
+            now: Instant,
+        ) -> Result<Heartbeat, GroupError> {
+            info.subscriptions.sort();
+            info.subscriptions.dedup_by(|a, b| a.topic == b.topic);
+            if !self.groups.contains_key(group) && self.groups.len() >= l.max_groups {
+                return Err(GroupError::TooManyGroups(l.max_groups));
+            }
+            let members = self.groups.get(group).map_or(0, |g| g.1.len());
+            let known = self.groups.get(group).is_some_and(|g| g.1.contains_key(&info.client_id));
+            if !known && members >= l.max_members_per_group {
+                let limit = l.max_members_per_group;
+                return Err(GroupError::TooManyMembers { group: group.into(), limit });
+            }
+            let g = self.groups.entry(group.into()).or_default();
+            let old = g.1.insert(info.client_id.clone(), (info.clone(), now + l.session_timeout));
+            let changed = old.map(|o| o.0) != Some(info);
+            if changed {
+                self.last_version += 1;
+                g.0 = self.last_version;
+            }
+            Ok(Heartbeat { version: g.0, changed })
+        }
+
+        fn leave(&mut self, group: &str, client_id: &str) -> Option<u64> {
+            let g = self.groups.get_mut(group)?;
+            g.1.remove(client_id)?;
+            self.last_version += 1;
+            g.0 = self.last_version;
+            if g.1.is_empty() {
+                self.groups.remove(group);
+            }
+            Some(self.last_version)
+        }
+
+        fn expire(&mut self, now: Instant) -> Vec<(String, u64)> {
+            let mut changed = Vec::new();
+            for (name, g) in self.groups.iter_mut() {
+                let before = g.1.len();
+                g.1.retain(|_, (_, at)| *at > now);
+                if g.1.len() != before {
+                    self.last_version += 1;
+                    g.0 = self.last_version;
+                    changed.push((name.clone(), g.0));
+                }
+            }
+            self.groups.retain(|_, g| !g.1.is_empty());
+            changed
+        }
+
+        fn bump(&mut self, group: &str) -> Option<u64> {
+            let g = self.groups.get_mut(group)?;
+            self.last_version += 1;
+            g.0 = self.last_version;
+            Some(g.0)
+        }
+
+        fn next_expiry(&self) -> Option<Instant> {
+            self.groups.values().flat_map(|g| g.1.values()).map(|(_, at)| *at).min()
+        }
+    }
+
+    #[derive(Debug, Clone)]
+    enum ModelOp {
+        /// Group, client, subscriptions (topic and expression picks), room.
+        Beat(u8, u8, Vec<(u8, u8)>, Option<u8>),
+        Leave(u8, u8),
+        /// Milliseconds; 0 keeps sessions ending at the same instant.
+        Advance(u32),
+        Expire,
+        Bump(u8),
+    }
+
+    fn model_op() -> impl Strategy<Value = ModelOp> {
+        let subs = proptest::collection::vec((0u8..3, 0u8..2), 0..3);
+        prop_oneof![
+            4 => (0u8..4, 0u8..4, subs, proptest::option::of(0u8..2))
+                .prop_map(|(g, m, s, r)| ModelOp::Beat(g, m, s, r)),
+            1 => (0u8..4, 0u8..4).prop_map(|(g, m)| ModelOp::Leave(g, m)),
+            2 => prop_oneof![Just(0u32), 0u32..40_000].prop_map(ModelOp::Advance),
+            2 => Just(ModelOp::Expire),
+            1 => (0u8..4).prop_map(ModelOp::Bump),
+        ]
+    }
+
+    fn model_member(client: u8, subs: &[(u8, u8)], room: Option<u8>) -> MemberInfo {
+        const TOPICS: [&str; 3] = ["t", "orders", "a-longer-topic"];
+        const EXPRESSIONS: [&str; 2] = ["*", "TagA || TagB"];
+        MemberInfo {
+            client_id: format!("m{client}"),
+            room: room.map(|r| ["r", "room-two"][usize::from(r)].to_owned()),
+            subscriptions: subs
+                .iter()
+                .map(|&(t, e)| Subscription {
+                    topic: TOPICS[usize::from(t)].into(),
+                    expression: EXPRESSIONS[usize::from(e)].into(),
+                })
+                .collect(),
+        }
+    }
+
+    proptest! {
+        /// The deadline index against the straightforward model, over random heartbeats,
+        /// leaves, expiries and bumps at simulated times: every answer (versions and errors
+        /// included), the next expiry and the members agree.
+        #[test]
+        fn the_deadline_index_matches_a_full_scan(
+            ops in proptest::collection::vec(model_op(), 1..300),
+        ) {
+            let clock = SimClock::new(0);
+            let l = GroupLimits {
+                max_groups: 3,
+                max_members_per_group: 3,
+                ..limits()
+            };
+            let mut g = Groups::new(l);
+            let mut model = Model::default();
+            for op in ops {
+                let now = clock.now();
+                match op {
+                    ModelOp::Beat(gi, mi, subs, room) => {
+                        let m = model_member(mi, &subs, room);
+                        let group = format!("g{gi}");
+                        prop_assert_eq!(
+                            g.heartbeat(&group, m.clone(), now),
+                            model.heartbeat(&l, &group, m, now)
+                        );
+                    }
+                    ModelOp::Leave(gi, mi) => {
+                        let (group, client) = (format!("g{gi}"), format!("m{mi}"));
+                        prop_assert_eq!(g.leave(&group, &client), model.leave(&group, &client));
+                    }
+                    ModelOp::Advance(ms) => clock.advance(Duration::from_millis(u64::from(ms))),
+                    ModelOp::Expire => prop_assert_eq!(g.expire(now), model.expire(now)),
+                    ModelOp::Bump(gi) => {
+                        let group = format!("g{gi}");
+                        prop_assert_eq!(g.bump(&group), model.bump(&group));
+                    }
+                }
+                prop_assert_eq!(g.next_expiry(), model.next_expiry());
+                prop_assert_eq!(g.group_names(), model.groups.keys().cloned().collect::<Vec<_>>());
+                let mut members = 0;
+                for (name, (version, ms)) in &model.groups {
+                    let want: Vec<MemberInfo> = ms.values().map(|(m, _)| m.clone()).collect();
+                    members += want.len();
+                    prop_assert_eq!(g.members(name), Some((*version, want)));
+                }
+                prop_assert_eq!(g.member_count(), members);
             }
         }
     }
