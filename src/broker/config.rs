@@ -195,6 +195,12 @@ pub struct GroupConfig {
     /// Longest lock lease granted (a longer one asked for is cut to this). Default 600000, at
     /// most [`MAX_LOCK_LEASE_MS`].
     pub max_lock_lease_ms: u64,
+    /// Bytes of membership state one shard keeps: each member's client id, room and
+    /// subscriptions (topic and expression) plus a fixed overhead per member, subscription
+    /// and group (`crate::group::membership::member_bytes`). A heartbeat past it is refused
+    /// with GROUP_LIMIT. Default 67108864 (64 MiB: about 150,000 members of one subscription
+    /// with 20-byte names).
+    pub max_membership_bytes: usize,
     /// Parked WATCH_GROUP requests (members-changed notices) one shard holds. Default 10000.
     pub max_watchers: usize,
     /// Snapshot the committed offsets into `%SYS%offsets` after this many commit records.
@@ -220,6 +226,7 @@ impl Default for GroupConfig {
             max_committed_offsets: 200_000,
             max_queue_locks: 100_000,
             max_lock_lease_ms: 600_000,
+            max_membership_bytes: 64 << 20,
             max_watchers: 10_000,
             snapshot_every_commits: 100_000,
             snapshot_interval_ms: 600_000,
@@ -229,8 +236,12 @@ impl Default for GroupConfig {
 }
 
 impl GroupConfig {
-    /// The coordinator's bounds and cadence.
-    pub fn coordinator(&self) -> crate::group::coordinator::CoordinatorConfig {
+    /// The coordinator's bounds and cadence; `max_frame_bytes` bounds a group's GROUP_MEMBERS
+    /// answer.
+    pub fn coordinator(
+        &self,
+        max_frame_bytes: usize,
+    ) -> crate::group::coordinator::CoordinatorConfig {
         use crate::group::membership::GroupLimits;
         use std::time::Duration;
         crate::group::coordinator::CoordinatorConfig {
@@ -240,6 +251,8 @@ impl GroupConfig {
                 max_subscriptions_per_member: self.max_subscriptions_per_member,
                 max_name_bytes: 255,
                 session_timeout: Duration::from_millis(self.session_timeout_ms),
+                max_membership_bytes: self.max_membership_bytes,
+                max_members_answer_bytes: max_frame_bytes,
             },
             max_locks: self.max_queue_locks,
             max_offsets: self.max_committed_offsets,
@@ -472,6 +485,25 @@ impl Config {
                 g.max_lock_lease_ms
             ));
         }
+        let limits = g.coordinator(b.max_frame_bytes).limits;
+        if g.max_membership_bytes < limits.largest_member_bytes() {
+            return Err(format!(
+                "group.max_membership_bytes = {} is below the {} bytes one member may take with \
+                 group.max_subscriptions_per_member = {}",
+                g.max_membership_bytes,
+                limits.largest_member_bytes(),
+                g.max_subscriptions_per_member
+            ));
+        }
+        if limits.largest_member_answer_bytes() > b.max_frame_bytes {
+            return Err(format!(
+                "group.max_subscriptions_per_member = {} lets one member need a {}-byte \
+                 GROUP_MEMBERS answer, over broker.max_frame_bytes = {}",
+                g.max_subscriptions_per_member,
+                limits.largest_member_answer_bytes(),
+                b.max_frame_bytes
+            ));
+        }
         let retention_ms = self.storage.retention_hours.saturating_mul(3_600_000);
         if g.snapshot_interval_ms >= retention_ms / 2 {
             return Err(format!(
@@ -673,7 +705,8 @@ mod tests {
         assert!(err.contains("group.offsets_retention_ms"), "{err}");
         let c = Config::parse("[group]\noffsets_retention_ms = 1\n").unwrap();
         c.validate().unwrap();
-        assert_eq!(c.group.coordinator().offsets_retention, std::time::Duration::from_millis(1));
+        let retention = c.group.coordinator(c.broker.max_frame_bytes).offsets_retention;
+        assert_eq!(retention, std::time::Duration::from_millis(1));
         assert_eq!(Config::default().group.offsets_retention_ms, 7 * 24 * 3_600_000);
     }
 
@@ -696,6 +729,25 @@ mod tests {
         let d = GroupConfig::default();
         assert!(d.session_timeout_ms <= MAX_SESSION_TIMEOUT_MS);
         assert!(d.max_lock_lease_ms <= MAX_LOCK_LEASE_MS);
+    }
+
+    #[test]
+    fn the_membership_budget_holds_the_largest_member_and_its_answer_a_frame() {
+        let parse = |text: &str| Config::parse(text).and_then(|c| c.validate());
+        let c = Config::default();
+        let limits = c.group.coordinator(c.broker.max_frame_bytes).limits;
+        assert_eq!(limits.max_membership_bytes, 64 << 20);
+        assert_eq!(limits.max_members_answer_bytes, c.broker.max_frame_bytes);
+        let largest = limits.largest_member_bytes();
+        let err = parse(&format!("[group]\nmax_membership_bytes = {}\n", largest - 1)).unwrap_err();
+        assert!(err.contains("group.max_membership_bytes"), "{err}");
+        parse(&format!("[group]\nmax_membership_bytes = {largest}\n")).unwrap();
+        assert!(parse("[group]\nmax_membership_bytes = 0\n").is_err());
+        // 20,000 subscriptions of 255-byte names would not fit an 8 MiB frame.
+        let text =
+            "[group]\nmax_subscriptions_per_member = 20000\nmax_membership_bytes = 1000000000\n";
+        let err = parse(text).unwrap_err();
+        assert!(err.contains("broker.max_frame_bytes"), "{err}");
     }
 
     #[test]

@@ -256,7 +256,7 @@ impl<L: ShardLog> Shard<L> {
             producer_ids: RefCell::new(ProducerIdAllocator::new(0, id.get(), shard_count)),
             sequence_waiters: RefCell::new(HashMap::new()),
             coordinator: RefCell::new(crate::group::coordinator::Coordinator::new(
-                config.group.coordinator(),
+                config.group.coordinator(config.broker.max_frame_bytes),
             )),
             group_gate: crate::runtime::Semaphore::new(1),
             watchers: RefCell::new(group::Watchers::new(config.group.max_watchers)),

@@ -16,6 +16,13 @@
 //! Sessions are kept in a deadline index ordered by when each ends, so [`Groups::expire`] costs
 //! O(expired · log n) and [`Groups::next_expiry`] O(log n), whatever the number of members:
 //! with staggered heartbeats the timer fires often, on the shard's only thread.
+//!
+//! Memory is bounded in bytes too ([`GroupLimits::max_membership_bytes`]): each member is
+//! charged [`member_bytes`], each group [`group_bytes`]; a heartbeat that would take the total
+//! over the budget is refused, and leaving or expiring gives the bytes back. One group's
+//! members must also fit one GROUP_MEMBERS answer frame
+//! ([`GroupLimits::max_members_answer_bytes`]), so every member can always read the list it
+//! rebalances on.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
@@ -63,6 +70,48 @@ impl TagFilter {
     }
 }
 
+/// Bytes charged for a member besides its strings: its entries in its group's map and in the
+/// deadline index, and its session.
+pub const MEMBER_OVERHEAD_BYTES: usize = 256;
+/// Bytes charged for a subscription besides its topic and expression.
+pub const SUBSCRIPTION_OVERHEAD_BYTES: usize = 64;
+/// Bytes charged for a group besides its name.
+pub const GROUP_OVERHEAD_BYTES: usize = 128;
+/// Bytes of a GROUP_MEMBERS answer frame besides its members: length prefix, response header,
+/// version and the member count.
+pub const MEMBERS_ANSWER_FIXED_BYTES: usize = 4 + 6 + 8 + 4;
+
+/// The bytes a member of `group` is charged against [`GroupLimits::max_membership_bytes`]: its
+/// client id (twice: the deadline index names it too), the group's name (likewise), its room,
+/// each subscription's topic and expression plus [`SUBSCRIPTION_OVERHEAD_BYTES`], and
+/// [`MEMBER_OVERHEAD_BYTES`].
+pub fn member_bytes(group: &str, member: &MemberInfo) -> usize {
+    let subscriptions: usize = member
+        .subscriptions
+        .iter()
+        .map(|s| SUBSCRIPTION_OVERHEAD_BYTES + s.topic.len() + s.expression.len())
+        .sum();
+    MEMBER_OVERHEAD_BYTES
+        + group.len()
+        + 2 * member.client_id.len()
+        + member.room.as_ref().map_or(0, String::len)
+        + subscriptions
+}
+
+/// The bytes a group (with members) is charged besides its members'.
+pub fn group_bytes(group: &str) -> usize {
+    GROUP_OVERHEAD_BYTES + group.len()
+}
+
+/// A member's bytes in a GROUP_MEMBERS answer: `string client_id, string room,
+/// list<(string topic, string expression)>` (strings are `u16 len | bytes`, lists `u32 count |
+/// items`).
+pub fn member_answer_bytes(member: &MemberInfo) -> usize {
+    let subscriptions: usize =
+        member.subscriptions.iter().map(|s| 4 + s.topic.len() + s.expression.len()).sum();
+    2 + member.client_id.len() + 2 + member.room.as_ref().map_or(0, String::len) + 4 + subscriptions
+}
+
 /// Bounds of one coordinator's membership state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GroupLimits {
@@ -73,6 +122,11 @@ pub struct GroupLimits {
     pub max_name_bytes: usize,
     /// A member not heard from for this long is expired.
     pub session_timeout: Duration,
+    /// Bytes all groups' membership may take, as [`member_bytes`] and [`group_bytes`] count.
+    pub max_membership_bytes: usize,
+    /// Largest GROUP_MEMBERS answer frame one group may need ([`MEMBERS_ANSWER_FIXED_BYTES`]
+    /// plus each member's [`member_answer_bytes`]): the frame limit.
+    pub max_members_answer_bytes: usize,
 }
 
 impl Default for GroupLimits {
@@ -84,7 +138,32 @@ impl Default for GroupLimits {
             max_name_bytes: 255,
             // RocketMQ's broker expires a client after 120 s without a heartbeat.
             session_timeout: Duration::from_secs(120),
+            max_membership_bytes: 64 << 20,
+            max_members_answer_bytes: crate::protocol::DEFAULT_MAX_FRAME_BYTES,
         }
+    }
+}
+
+impl GroupLimits {
+    /// The most one member may be charged, with its group: every name as long as allowed and
+    /// every subscription taken. A budget below it would refuse members the other limits
+    /// allow.
+    pub fn largest_member_bytes(&self) -> usize {
+        let n = self.max_name_bytes;
+        MEMBER_OVERHEAD_BYTES
+            + GROUP_OVERHEAD_BYTES
+            + 5 * n
+            + self.max_subscriptions_per_member.saturating_mul(SUBSCRIPTION_OVERHEAD_BYTES + 2 * n)
+    }
+
+    /// The largest GROUP_MEMBERS answer frame of a group with one member the other limits
+    /// allow.
+    pub fn largest_member_answer_bytes(&self) -> usize {
+        let n = self.max_name_bytes;
+        MEMBERS_ANSWER_FIXED_BYTES
+            + 8
+            + 2 * n
+            + self.max_subscriptions_per_member.saturating_mul(4 + 2 * n)
     }
 }
 
@@ -103,6 +182,16 @@ pub enum GroupError {
     InvalidExpression(String),
     #[error("{client_id} is not a member of group {group} (its session expired?); heartbeat to join again")]
     NotMember { group: String, client_id: String },
+    #[error(
+        "the coordinator's membership would take {bytes} bytes, over its budget of {limit} \
+         (group.max_membership_bytes): fewer members, subscriptions or shorter names"
+    )]
+    TooManyBytes { bytes: usize, limit: usize },
+    #[error(
+        "group {group}'s members would need a {bytes}-byte GROUP_MEMBERS answer, over the \
+         {limit} bytes a frame may carry (broker.max_frame_bytes)"
+    )]
+    MembersAnswerTooLarge { group: String, bytes: usize, limit: usize },
 }
 
 /// A member as the coordinator lists it.
@@ -121,12 +210,24 @@ struct Member {
     expires_at: Instant,
     /// Unique among members: with `expires_at`, its key in the deadline index.
     seq: u64,
+    /// [`member_bytes`] of it.
+    bytes: usize,
+    /// [`member_answer_bytes`] of it.
+    answer_bytes: usize,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Group {
     members: BTreeMap<String, Member>,
     version: u64,
+    /// The GROUP_MEMBERS answer frame's bytes: [`MEMBERS_ANSWER_FIXED_BYTES`] plus the members'.
+    answer_bytes: usize,
+}
+
+impl Default for Group {
+    fn default() -> Self {
+        Group { members: BTreeMap::new(), version: 0, answer_bytes: MEMBERS_ANSWER_FIXED_BYTES }
+    }
 }
 
 /// What a heartbeat did.
@@ -147,6 +248,8 @@ pub struct Groups {
     deadlines: BTreeMap<(Instant, u64), (String, String)>,
     /// The next member's seq.
     next_seq: u64,
+    /// Bytes charged: [`group_bytes`] of each group plus [`member_bytes`] of each member.
+    bytes: usize,
     /// The last version handed out, to any group.
     last_version: u64,
 }
@@ -158,6 +261,7 @@ impl Groups {
             groups: HashMap::new(),
             deadlines: BTreeMap::new(),
             next_seq: 0,
+            bytes: 0,
             last_version: 0,
         }
     }
@@ -215,13 +319,37 @@ impl Groups {
         info.subscriptions.dedup_by(|a, b| a.topic == b.topic);
         let expires_at = now + self.limits.session_timeout;
         let max_members = self.limits.max_members_per_group;
-        let full = self.groups.get(group).is_some_and(|g| {
-            g.members.len() >= max_members && !g.members.contains_key(&info.client_id)
-        });
-        if full {
+        let existing = self.groups.get(group);
+        let old = existing.and_then(|g| g.members.get(&info.client_id));
+        if old.is_none() && existing.is_some_and(|g| g.members.len() >= max_members) {
             return Err(GroupError::TooManyMembers { group: group.to_owned(), limit: max_members });
         }
-        let g = self.groups.entry(group.to_owned()).or_default();
+        // Bytes: the state after it must fit the budgets (a member growing, joining or
+        // founding its group may not fit; one shrinking or renewing always does).
+        let new_bytes = member_bytes(group, &info);
+        let new_answer = member_answer_bytes(&info);
+        let (old_bytes, old_answer) = old.map_or((0, 0), |m| (m.bytes, m.answer_bytes));
+        let founding = if existing.is_none() { group_bytes(group) } else { 0 };
+        let bytes = self.bytes - old_bytes + new_bytes + founding;
+        if bytes > self.limits.max_membership_bytes {
+            let limit = self.limits.max_membership_bytes;
+            return Err(GroupError::TooManyBytes { bytes, limit });
+        }
+        let group_answer = existing.map_or(MEMBERS_ANSWER_FIXED_BYTES, |g| g.answer_bytes);
+        let answer = group_answer - old_answer + new_answer;
+        if answer > self.limits.max_members_answer_bytes {
+            return Err(GroupError::MembersAnswerTooLarge {
+                group: group.to_owned(),
+                bytes: answer,
+                limit: self.limits.max_members_answer_bytes,
+            });
+        }
+        if existing.is_none() {
+            self.groups.insert(group.to_owned(), Group::default());
+        }
+        self.bytes = self.bytes - old_bytes + new_bytes + founding;
+        let g = self.groups.get_mut(group).expect("inserted above");
+        g.answer_bytes = g.answer_bytes - old_answer + new_answer;
         let changed = match g.members.get_mut(&info.client_id) {
             Some(m) => {
                 if m.expires_at != expires_at {
@@ -230,6 +358,8 @@ impl Groups {
                     }
                     m.expires_at = expires_at;
                 }
+                m.bytes = new_bytes;
+                m.answer_bytes = new_answer;
                 let changed = m.info != info;
                 m.info = info;
                 changed
@@ -239,7 +369,9 @@ impl Groups {
                 self.next_seq += 1;
                 let client = info.client_id.clone();
                 self.deadlines.insert((expires_at, seq), (group.to_owned(), client.clone()));
-                g.members.insert(client, Member { info, expires_at, seq });
+                let member =
+                    Member { info, expires_at, seq, bytes: new_bytes, answer_bytes: new_answer };
+                g.members.insert(client, member);
                 true
             }
         };
@@ -248,6 +380,17 @@ impl Groups {
             g.version = self.last_version;
         }
         Ok(Heartbeat { version: g.version, changed })
+    }
+
+    /// Takes `client_id` out of group `name`, with its deadline and bytes; removes the group
+    /// if it emptied (and returns whether it did). None if it was not a member.
+    fn remove_member(&mut self, name: &str, client_id: &str) -> Option<bool> {
+        let g = self.groups.get_mut(name)?;
+        let m = g.members.remove(client_id)?;
+        self.deadlines.remove(&(m.expires_at, m.seq));
+        self.bytes -= m.bytes;
+        g.answer_bytes -= m.answer_bytes;
+        Some(g.members.is_empty())
     }
 
     /// A new version for group `name`, which just lost members; removes it if it has none
@@ -261,14 +404,14 @@ impl Groups {
         g.version = self.last_version;
         if g.members.is_empty() {
             self.groups.remove(name);
+            self.bytes -= group_bytes(name);
         }
         self.last_version
     }
 
     /// A member leaves (a clean shutdown). The group's new version if it was a member.
     pub fn leave(&mut self, group: &str, client_id: &str) -> Option<u64> {
-        let m = self.groups.get_mut(group)?.members.remove(client_id)?;
-        self.deadlines.remove(&(m.expires_at, m.seq));
+        self.remove_member(group, client_id)?;
         Some(self.lost_members(group))
     }
 
@@ -287,7 +430,10 @@ impl Groups {
                 debug_assert!(false, "indexed member {client_id} of a missing group {group}");
                 continue;
             };
-            g.members.remove(&client_id);
+            if let Some(m) = g.members.remove(&client_id) {
+                self.bytes -= m.bytes;
+                g.answer_bytes -= m.answer_bytes;
+            }
             changed.insert(group);
         }
         changed
@@ -340,6 +486,11 @@ impl Groups {
     pub fn member_count(&self) -> usize {
         self.deadlines.len()
     }
+
+    /// Bytes charged against [`GroupLimits::max_membership_bytes`].
+    pub fn membership_bytes(&self) -> usize {
+        self.bytes
+    }
 }
 
 #[cfg(test)]
@@ -366,6 +517,8 @@ mod tests {
             max_subscriptions_per_member: 2,
             max_name_bytes: 16,
             session_timeout: Duration::from_secs(30),
+            max_membership_bytes: 1 << 20,
+            max_members_answer_bytes: 1 << 20,
         }
     }
 
@@ -447,6 +600,112 @@ mod tests {
         let mut m = member("a", &["t"]);
         m.subscriptions[0].expression = "A || || B".into();
         assert!(matches!(g.heartbeat("g", m, now), Err(GroupError::InvalidExpression(_))));
+    }
+
+    #[test]
+    fn the_byte_budget_refuses_growth_and_gets_its_bytes_back() {
+        let clock = SimClock::new(0);
+        let used = |ms: &[(&str, &[&str])]| {
+            group_bytes("g")
+                + ms.iter().map(|(id, t)| member_bytes("g", &member(id, t))).sum::<usize>()
+        };
+        let budget = used(&[("a", &["t", "u"]), ("b", &["t"])]);
+        let l = GroupLimits { max_members_per_group: 3, max_membership_bytes: budget, ..limits() };
+        let mut g = Groups::new(l);
+        g.heartbeat("g", member("a", &["t", "u"]), clock.now()).unwrap();
+        let b = g.heartbeat("g", member("b", &["t"]), clock.now()).unwrap();
+        assert_eq!(g.membership_bytes(), budget);
+        // A new member, a new group, or a member's longer subscription list: over the budget.
+        let e = g.heartbeat("g", member("c", &["t"]), clock.now()).unwrap_err();
+        let over = budget + member_bytes("g", &member("c", &["t"]));
+        assert_eq!(e, GroupError::TooManyBytes { bytes: over, limit: budget });
+        assert!(e.to_string().contains("group.max_membership_bytes"), "{e}");
+        assert!(matches!(
+            g.heartbeat("h", member("c", &["t"]), clock.now()),
+            Err(GroupError::TooManyBytes { .. })
+        ));
+        let mut longer = member("b", &["t"]);
+        longer.room = Some("room".into());
+        assert!(matches!(
+            g.heartbeat("g", longer, clock.now()),
+            Err(GroupError::TooManyBytes { .. })
+        ));
+        assert_eq!(g.members("g").unwrap().0, b.version, "nothing changed");
+        assert_eq!(g.membership_bytes(), budget);
+        // Renewing, or shrinking, always may; growing back into what it gave may too.
+        g.heartbeat("g", member("b", &["t"]), clock.now()).unwrap();
+        g.heartbeat("g", member("a", &["t"]), clock.now()).unwrap();
+        assert_eq!(g.membership_bytes(), used(&[("a", &["t"]), ("b", &["t"])]));
+        g.heartbeat("g", member("a", &["t", "u"]), clock.now()).unwrap();
+        // Leaving gives a member's bytes back, expiry all of them.
+        g.leave("g", "b").unwrap();
+        assert_eq!(g.membership_bytes(), used(&[("a", &["t", "u"])]));
+        g.heartbeat("g", member("c", &["t"]), clock.now()).unwrap();
+        clock.advance(limits().session_timeout);
+        assert_eq!(g.expire(clock.now()).len(), 1);
+        assert_eq!((g.membership_bytes(), g.member_count()), (0, 0));
+    }
+
+    #[test]
+    fn a_group_s_members_always_fit_one_answer_frame() {
+        use crate::protocol::group::{GroupMember, GroupResponse};
+        use crate::protocol::Response;
+        let now = SimClock::new(0).now();
+        let mut a = member("a", &["t", "u"]);
+        a.room = Some("room-1".into());
+        let b = member("b", &["t"]);
+        let limit = MEMBERS_ANSWER_FIXED_BYTES + member_answer_bytes(&a) + member_answer_bytes(&b);
+        let l =
+            GroupLimits { max_members_per_group: 3, max_members_answer_bytes: limit, ..limits() };
+        let mut g = Groups::new(l);
+        g.heartbeat("g", a, now).unwrap();
+        g.heartbeat("g", b, now).unwrap();
+        // The answer as the broker encodes it takes exactly the bytes counted.
+        let (version, ms) = g.members("g").unwrap();
+        let members = ms
+            .into_iter()
+            .map(|m| GroupMember {
+                client_id: m.client_id,
+                room: m.room.unwrap_or_default(),
+                subscriptions: m
+                    .subscriptions
+                    .into_iter()
+                    .map(|s| (s.topic, s.expression))
+                    .collect(),
+            })
+            .collect();
+        let frame = Response::Group(GroupResponse::Members { version, members }).encode_frame(7);
+        assert_eq!(frame.len(), limit);
+        // One more member, or a longer list for one, would not fit: refused.
+        let e = g.heartbeat("g", member("c", &[]), now).unwrap_err();
+        let bytes = limit + member_answer_bytes(&member("c", &[]));
+        assert_eq!(e, GroupError::MembersAnswerTooLarge { group: "g".into(), bytes, limit });
+        assert!(e.to_string().contains("broker.max_frame_bytes"), "{e}");
+        assert!(g.heartbeat("g", member("b", &["t", "u"]), now).is_err());
+        // The bound is per group; a shorter list always fits.
+        g.heartbeat("h", member("c", &["t"]), now).unwrap();
+        g.heartbeat("g", member("b", &[]), now).unwrap();
+        g.heartbeat("g", member("b", &["t"]), now).unwrap();
+    }
+
+    #[test]
+    fn the_largest_member_the_limits_allow_is_what_it_is_charged() {
+        let l = GroupLimits { max_subscriptions_per_member: 2, ..limits() };
+        let n = |c: char| c.to_string().repeat(l.max_name_bytes);
+        let big = MemberInfo {
+            client_id: n('c'),
+            room: Some(n('r')),
+            subscriptions: (0..2)
+                .map(|i| Subscription { topic: format!("{i}{}", &n('t')[1..]), expression: n('e') })
+                .collect(),
+        };
+        let mut g = Groups::new(GroupLimits {
+            max_membership_bytes: l.largest_member_bytes(),
+            max_members_answer_bytes: l.largest_member_answer_bytes(),
+            ..l
+        });
+        g.heartbeat(&n('g'), big, SimClock::new(0).now()).unwrap();
+        assert_eq!(g.membership_bytes(), l.largest_member_bytes());
     }
 
     #[test]
@@ -552,8 +811,8 @@ mod tests {
     type ModelGroup = (u64, BTreeMap<String, (MemberInfo, Instant)>);
 
     /// The straightforward coordinator the deadline index must behave exactly as: each
-    /// member keeps its session's end, expiry scans every member (groups in name order) and
-    /// the next expiry is the least of them.
+    /// member keeps its session's end, expiry scans every member (groups in name order), the
+    /// next expiry is the least of them, and the bytes are summed afresh.
     #[derive(Default)]
     struct Model {
         groups: BTreeMap<String, ModelGroup>,
@@ -561,6 +820,19 @@ mod tests {
     }
 
     impl Model {
+        fn bytes(&self) -> usize {
+            let members = |name: &str, ms: &BTreeMap<String, (MemberInfo, Instant)>| -> usize {
+                ms.values().map(|(m, _)| member_bytes(name, m)).sum()
+            };
+            self.groups.iter().map(|(name, (_, ms))| group_bytes(name) + members(name, ms)).sum()
+        }
+
+        fn answer(&self, group: &str) -> usize {
+            let ms = self.groups.get(group).map(|g| g.1.values());
+            MEMBERS_ANSWER_FIXED_BYTES
+                + ms.into_iter().flatten().map(|(m, _)| member_answer_bytes(m)).sum::<usize>()
+        }
+
         fn heartbeat(
             &mut self,
             l: &GroupLimits,
@@ -579,9 +851,24 @@ mod tests {
                 let limit = l.max_members_per_group;
                 return Err(GroupError::TooManyMembers { group: group.into(), limit });
             }
-            let g = self.groups.entry(group.into()).or_default();
+            let mut after = Model { groups: self.groups.clone(), last_version: 0 };
+            let g = after.groups.entry(group.into()).or_default();
             let old = g.1.insert(info.client_id.clone(), (info.clone(), now + l.session_timeout));
+            let (bytes, answer) = (after.bytes(), after.answer(group));
+            if bytes > l.max_membership_bytes {
+                return Err(GroupError::TooManyBytes { bytes, limit: l.max_membership_bytes });
+            }
+            if answer > l.max_members_answer_bytes {
+                let limit = l.max_members_answer_bytes;
+                return Err(GroupError::MembersAnswerTooLarge {
+                    group: group.into(),
+                    bytes: answer,
+                    limit,
+                });
+            }
             let changed = old.map(|o| o.0) != Some(info);
+            self.groups = after.groups;
+            let g = self.groups.get_mut(group).unwrap();
             if changed {
                 self.last_version += 1;
                 g.0 = self.last_version;
@@ -667,17 +954,21 @@ mod tests {
     }
 
     proptest! {
-        /// The deadline index against the straightforward model, over random heartbeats,
-        /// leaves, expiries and bumps at simulated times: every answer (versions and errors
-        /// included), the next expiry and the members agree.
+        /// The deadline index and the byte accounts against the straightforward model, over
+        /// random heartbeats, leaves, expiries and bumps at simulated times: every answer
+        /// (versions and errors included), the next expiry, the members and the bytes agree.
         #[test]
         fn the_deadline_index_matches_a_full_scan(
             ops in proptest::collection::vec(model_op(), 1..300),
+            budget in 1_000usize..4_000,
+            answer in 40usize..200,
         ) {
             let clock = SimClock::new(0);
             let l = GroupLimits {
                 max_groups: 3,
                 max_members_per_group: 3,
+                max_membership_bytes: budget,
+                max_members_answer_bytes: answer,
                 ..limits()
             };
             let mut g = Groups::new(l);
@@ -705,6 +996,7 @@ mod tests {
                     }
                 }
                 prop_assert_eq!(g.next_expiry(), model.next_expiry());
+                prop_assert_eq!(g.membership_bytes(), model.bytes());
                 prop_assert_eq!(g.group_names(), model.groups.keys().cloned().collect::<Vec<_>>());
                 let mut members = 0;
                 for (name, (version, ms)) in &model.groups {

@@ -106,7 +106,9 @@ fn group_error(e: GroupError) -> BrokerError {
     let code = match e {
         GroupError::TooManyGroups(_)
         | GroupError::TooManyMembers { .. }
-        | GroupError::TooManySubscriptions { .. } => ErrorCode::GROUP_LIMIT,
+        | GroupError::TooManySubscriptions { .. }
+        | GroupError::TooManyBytes { .. }
+        | GroupError::MembersAnswerTooLarge { .. } => ErrorCode::GROUP_LIMIT,
         GroupError::InvalidName { .. } | GroupError::InvalidExpression(_) => {
             ErrorCode::INVALID_ARGUMENT
         }

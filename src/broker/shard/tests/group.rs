@@ -264,6 +264,62 @@ fn a_watch_names_a_group_a_member_could_join() {
 }
 
 #[test]
+fn membership_past_its_byte_budget_is_refused_and_leaving_gives_bytes_back() {
+    run(|| async {
+        // Room for one group of two members with one subscription and 255-byte client ids.
+        let id = |c: char| c.to_string().repeat(255);
+        let member = |c: char| crate::group::membership::MemberInfo {
+            client_id: id(c),
+            room: None,
+            subscriptions: vec![crate::group::membership::Subscription {
+                topic: "t".into(),
+                expression: "*".into(),
+            }],
+        };
+        use crate::group::membership::{group_bytes, member_bytes};
+        let budget = group_bytes("g") + member_bytes("g", &member('a')) * 2;
+        let small = |c: &mut Config| c.group.max_membership_bytes = budget;
+        let s = shard_configured(SimDir::new(91), |_| {}, small, runtime::system_clock()).await;
+        group_call(&s, join("g", &id('a'))).await.unwrap();
+        group_call(&s, join("g", &id('b'))).await.unwrap();
+        let e = group_call(&s, join("g", &id('c'))).await.unwrap_err();
+        assert_eq!(e.code, ErrorCode::GROUP_LIMIT);
+        assert!(e.message.contains("group.max_membership_bytes"), "{}", e.message);
+        group_call(&s, GroupRequest::Leave { group: "g".into(), client_id: id('b') })
+            .await
+            .unwrap();
+        group_call(&s, join("g", &id('c'))).await.unwrap();
+    });
+}
+
+#[test]
+fn a_group_s_members_answer_always_fits_a_frame() {
+    run(|| async {
+        let max_frame = 4096;
+        let small = |c: &mut Config| c.broker.max_frame_bytes = max_frame;
+        let s = shard_configured(SimDir::new(92), |_| {}, small, runtime::system_clock()).await;
+        let mut joined = 0;
+        let refused = loop {
+            let client = format!("{joined:0>255}");
+            match group_call(&s, join("g", &client)).await {
+                Ok(_) => joined += 1,
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(refused.code, ErrorCode::GROUP_LIMIT);
+        assert!(refused.message.contains("broker.max_frame_bytes"), "{}", refused.message);
+        assert!(joined > 1, "{joined}");
+        let r = group_call(&s, GroupRequest::Members { group: "g".into() }).await.unwrap();
+        let frame = r.encode_frame(1);
+        let Response::Group(GroupResponse::Members { members, .. }) = r else { panic!("{r:?}") };
+        assert_eq!(members.len(), joined);
+        assert!(frame.len() <= max_frame, "{} bytes", frame.len());
+        // One more member's bytes would not have fitted.
+        assert!(frame.len() + 2 + 255 + 2 + 4 + 4 + 1 + 1 > max_frame);
+    });
+}
+
+#[test]
 fn a_commit_fetch_offsets_could_not_answer_is_refused() {
     run(|| async {
         let s = shard_configured(SimDir::new(68), |_| {}, |_| {}, runtime::system_clock()).await;
