@@ -13,7 +13,9 @@
 //! for the next member that asks: a crashed consumer's queues move on after one lease.
 //!
 //! Pure: no I/O, the time comes in with each call. Bounded: at most `max_locks` locks are
-//! held; expired ones are dropped before a new one is refused.
+//! held; expired ones are dropped before a new one is refused. The locks are kept by group, so
+//! releasing a member's (it left, or its session expired: the coordinator's timer) visits only
+//! its group's locks, not every group's.
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -37,13 +39,16 @@ struct Lock {
 /// The queue locks one shard grants.
 #[derive(Debug)]
 pub struct QueueLocks {
-    locks: HashMap<(String, LockedQueue), Lock>,
+    /// Group -> queue -> lock; no group without locks.
+    locks: HashMap<String, HashMap<LockedQueue, Lock>>,
+    /// Locks held, in all groups.
+    len: usize,
     max_locks: usize,
 }
 
 impl QueueLocks {
     pub fn new(max_locks: usize) -> Self {
-        QueueLocks { locks: HashMap::new(), max_locks }
+        QueueLocks { locks: HashMap::new(), len: 0, max_locks }
     }
 
     /// `client_id` of `group` asks for `queues` until `now + lease`. Returns the queues it
@@ -68,22 +73,31 @@ impl QueueLocks {
             if !seen.insert(q) {
                 continue;
             }
-            let key = (group.to_owned(), q.clone());
-            let held_by_other =
-                self.locks.get(&key).is_some_and(|l| l.owner != client_id && l.expires_at > now);
-            if held_by_other {
+            let current = self.locks.get(group).and_then(|g| g.get(q));
+            if current.is_some_and(|l| l.owner != client_id && l.expires_at > now) {
                 continue;
             }
-            if !self.locks.contains_key(&key) && self.locks.len() >= self.max_locks {
+            if current.is_none() && self.len >= self.max_locks {
                 if !swept {
                     self.expire(now);
                     swept = true;
                 }
-                if self.locks.len() >= self.max_locks {
+                if self.len >= self.max_locks {
                     continue;
                 }
             }
-            self.locks.insert(key, Lock { owner: client_id.to_owned(), expires_at: now + lease });
+            let lock = Lock { owner: client_id.to_owned(), expires_at: now + lease };
+            match self.locks.get_mut(group) {
+                Some(g) => {
+                    if g.insert(q.clone(), lock).is_none() {
+                        self.len += 1;
+                    }
+                }
+                None => {
+                    self.locks.insert(group.to_owned(), HashMap::from([(q.clone(), lock)]));
+                    self.len += 1;
+                }
+            }
             granted.push(q.clone());
         }
         granted
@@ -92,53 +106,72 @@ impl QueueLocks {
     /// Releases the `queues` `client_id` holds (others' locks are untouched); returns how many
     /// it released.
     pub fn unlock(&mut self, group: &str, client_id: &str, queues: &[LockedQueue]) -> usize {
+        let Some(g) = self.locks.get_mut(group) else {
+            return 0;
+        };
         let mut released = 0;
         for q in queues {
-            let key = (group.to_owned(), q.clone());
-            if self.locks.get(&key).is_some_and(|l| l.owner == client_id) {
-                self.locks.remove(&key);
+            if g.get(q).is_some_and(|l| l.owner == client_id) {
+                g.remove(q);
                 released += 1;
             }
+        }
+        self.len -= released;
+        if g.is_empty() {
+            self.locks.remove(group);
         }
         released
     }
 
     /// Releases every lock of `client_id` in `group` (it left the group or was expired).
     pub fn release_member(&mut self, group: &str, client_id: &str) -> usize {
-        let before = self.locks.len();
-        self.locks.retain(|(g, _), l| !(g == group && l.owner == client_id));
-        before - self.locks.len()
+        self.release_in(group, |owner| owner == client_id)
     }
 
     /// Releases the locks in `group` of every holder `keep` rejects (members that left or
     /// expired); returns how many it released.
     pub fn release_absent(&mut self, group: &str, keep: impl Fn(&str) -> bool) -> usize {
-        let before = self.locks.len();
-        self.locks.retain(|(g, _), l| g != group || keep(&l.owner));
-        before - self.locks.len()
+        self.release_in(group, |owner| !keep(owner))
+    }
+
+    /// Releases the locks in `group` whose owner `release` picks, visiting that group's locks
+    /// only.
+    fn release_in(&mut self, group: &str, release: impl Fn(&str) -> bool) -> usize {
+        let Some(g) = self.locks.get_mut(group) else {
+            return 0;
+        };
+        let before = g.len();
+        g.retain(|_, l| !release(&l.owner));
+        let released = before - g.len();
+        self.len -= released;
+        if g.is_empty() {
+            self.locks.remove(group);
+        }
+        released
     }
 
     /// Who holds `queue` for `group` at `now`.
     pub fn holder(&self, group: &str, queue: &LockedQueue, now: Instant) -> Option<&str> {
-        self.locks
-            .get(&(group.to_owned(), queue.clone()))
-            .filter(|l| l.expires_at > now)
-            .map(|l| l.owner.as_str())
+        self.locks.get(group)?.get(queue).filter(|l| l.expires_at > now).map(|l| l.owner.as_str())
     }
 
     /// Drops every lock whose lease ended at or before `now`.
     pub fn expire(&mut self, now: Instant) -> usize {
-        let before = self.locks.len();
-        self.locks.retain(|_, l| l.expires_at > now);
-        before - self.locks.len()
+        let before = self.len;
+        for g in self.locks.values_mut() {
+            g.retain(|_, l| l.expires_at > now);
+        }
+        self.locks.retain(|_, g| !g.is_empty());
+        self.len = self.locks.values().map(HashMap::len).sum();
+        before - self.len
     }
 
     pub fn len(&self) -> usize {
-        self.locks.len()
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.locks.is_empty()
+        self.len == 0
     }
 }
 
@@ -187,6 +220,34 @@ mod tests {
     }
 
     #[test]
+    fn releasing_a_member_s_locks_leaves_other_groups_alone() {
+        let now = SimClock::new(0).now();
+        let mut l = QueueLocks::new(100);
+        let groups = ["", "f", "g", "g2", "h"];
+        for group in groups {
+            assert_eq!(l.lock(group, "a", &[q(0), q(2)], now, DEFAULT_LOCK_LEASE).len(), 2);
+            assert_eq!(l.lock(group, "b", &[q(1)], now, DEFAULT_LOCK_LEASE).len(), 1);
+        }
+        assert_eq!(l.release_member("g", "a"), 2);
+        assert_eq!(l.release_member("g", "a"), 0);
+        assert_eq!(l.release_absent("g2", |m| m == "a"), 1, "b's");
+        assert_eq!(l.release_absent("nobody", |_| false), 0);
+        assert_eq!(l.len(), groups.len() * 3 - 3);
+        for group in groups {
+            let a = (group != "g").then_some("a");
+            let b = (group != "g2").then_some("b");
+            assert_eq!(l.holder(group, &q(2), now), a, "{group:?}");
+            assert_eq!(l.holder(group, &q(1), now), b, "{group:?}");
+        }
+        // Emptied groups are forgotten: the count is that of the locks left.
+        for group in groups {
+            l.release_absent(group, |_| false);
+        }
+        assert!(l.is_empty());
+        assert!(l.locks.is_empty(), "no group without locks is kept");
+    }
+
+    #[test]
     fn the_number_of_locks_is_bounded() {
         let clock = SimClock::new(0);
         let mut l = QueueLocks::new(2);
@@ -215,40 +276,48 @@ mod tests {
     }
 
     proptest! {
-        /// Whatever the members ask, renew, release or let expire: at any time at most one
-        /// member holds a queue, a holder only changes once the lease ended or was released,
-        /// and the bound holds.
+        /// Whatever the members of two groups ask, renew, release, leave with or let expire:
+        /// at any time at most one member holds a queue of a group, a holder only changes once
+        /// the lease ended or was released, and the bound holds.
         #[test]
-        fn never_two_holders(ops in proptest::collection::vec((0u8..4, 0u8..3, 0u32..4, 0u8..30), 1..300)) {
+        fn never_two_holders(
+            ops in proptest::collection::vec((0u8..5, 0u8..3, 0u32..4, 0u8..30, 0u8..2), 1..300),
+        ) {
             let clock = SimClock::new(0);
             let lease = Duration::from_secs(20);
             let mut l = QueueLocks::new(6);
-            // queue -> (holder, lease end) as granted
-            let mut granted: HashMap<u32, (String, Instant)> = HashMap::new();
-            for (kind, member, queue, secs) in ops {
-                let m = format!("m{member}");
+            // (group, queue) -> (holder, lease end) as granted
+            let mut granted: HashMap<(u8, u32), (String, Instant)> = HashMap::new();
+            for (kind, member, queue, secs, group) in ops {
+                let (m, g) = (format!("m{member}"), format!("g{group}"));
                 let now = clock.now();
                 match kind {
                     0 | 1 => {
-                        let got = l.lock("g", &m, &[q(queue)], now, lease);
+                        let got = l.lock(&g, &m, &[q(queue)], now, lease);
                         if got == vec![q(queue)] {
-                            if let Some((h, end)) = granted.get(&queue) {
+                            if let Some((h, end)) = granted.get(&(group, queue)) {
                                 prop_assert!(*h == m || *end <= now, "{} took q{} from {}", m, queue, h);
                             }
-                            granted.insert(queue, (m.clone(), now + lease));
+                            granted.insert((group, queue), (m.clone(), now + lease));
                         }
                     }
                     2 => {
-                        if l.unlock("g", &m, &[q(queue)]) == 1 {
-                            let (h, _) = granted.remove(&queue).unwrap();
+                        if l.unlock(&g, &m, &[q(queue)]) == 1 {
+                            let (h, _) = granted.remove(&(group, queue)).unwrap();
                             prop_assert_eq!(h, m);
                         }
+                    }
+                    3 => {
+                        l.release_member(&g, &m);
+                        granted.retain(|(gi, _), (h, _)| *gi != group || *h != m);
                     }
                     _ => clock.advance(Duration::from_secs(u64::from(secs))),
                 }
                 prop_assert!(l.len() <= 6);
-                for (queue, (h, end)) in &granted {
-                    let holder = l.holder("g", &q(*queue), clock.now());
+                prop_assert_eq!(l.len(), l.locks.values().map(HashMap::len).sum::<usize>());
+                prop_assert!(l.locks.values().all(|g| !g.is_empty()), "no group without locks");
+                for ((group, queue), (h, end)) in &granted {
+                    let holder = l.holder(&format!("g{group}"), &q(*queue), clock.now());
                     if *end > clock.now() {
                         prop_assert_eq!(holder, Some(h.as_str()));
                     } else {
