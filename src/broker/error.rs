@@ -59,6 +59,9 @@ impl From<StorageError> for BrokerError {
             StorageError::Failed { .. } => BrokerError::new(ErrorCode::SHARD_FAILED, message),
             StorageError::DiskFull { .. } => BrokerError::new(ErrorCode::DISK_FULL, message),
             StorageError::Closed => BrokerError::new(ErrorCode::SHUTTING_DOWN, message),
+            StorageError::NotABatchBoundary { .. } => {
+                BrokerError::new(ErrorCode::INVALID_ARGUMENT, message)
+            }
             _ => BrokerError::new(ErrorCode::INTERNAL, message),
         }
     }

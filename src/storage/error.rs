@@ -61,6 +61,11 @@ pub enum StorageError {
         offset: u64,
         reason: String,
     },
+    /// A replica asked for the log's batches from `position`, but no batch starts there
+    /// (no valid batch header: the position is inside a batch, or past what was written at
+    /// it). The requester's position is wrong; nothing is wrong with the log.
+    #[error("position {position} is not a batch boundary of this log: {reason}")]
+    NotABatchBoundary { position: u64, reason: String },
     /// The environment cannot run the log as configured; the message says how to fix it.
     #[error("{0}")]
     Setup(String),

@@ -20,6 +20,7 @@ use crate::protocol::replication::{ReplRequest, ReplResponse, WireBatch};
 use crate::replication::config::{Mode, ReplicationConfig};
 use crate::replication::epochs::{conflict, divergence, EpochEntry, EpochHistory};
 use crate::replication::in_sync::{InSyncSet, MembershipChange, SyncStatus, SyncWaiters};
+use crate::storage::StorageError;
 
 /// Longest a replication fetch waits at the master's end (the replica acknowledges at least
 /// this often, so an idle but live replica stays in the in-sync set).
@@ -46,6 +47,10 @@ struct Stream {
     /// Where the replica's log can end at most: where it was kept at the join, or the end of
     /// the batches this stream sent it since. It cannot hold, let alone have synced, more.
     sent_end: u64,
+    /// Whether this master knows `sent_end` to be one of its batch boundaries (it answered
+    /// it as `next`, or it is its own log end or an epoch start at the join), rather than
+    /// taking the replica's word for it.
+    sent_end_checked: bool,
 }
 
 /// A master shard's replication state.
@@ -304,6 +309,18 @@ impl<L: ShardLog> Shard<L> {
         }
     }
 
+    /// Ends replica `index`'s stream `session` (if still its current one): it leaves the
+    /// in-sync set and must join again.
+    fn end_stream(&self, m: &MasterSide, index: usize, session: u64) {
+        let mut sessions = m.sessions.borrow_mut();
+        if sessions[index].is_some_and(|s| s.session == session) {
+            sessions[index] = None;
+            drop(sessions);
+            let c = m.set.borrow_mut().disconnected(index);
+            log_changes(self.id, &c, &m.replicas);
+        }
+    }
+
     /// JOIN, REPLICA_FETCH and REPLICA_TOPICS from a replica shard.
     pub(super) async fn replication_request(self: &Rc<Self>, request: ReplRequest) -> Reply {
         if let ReplRequest::Promote { replicas, mode, min_in_sync_replicas, force } = request {
@@ -361,7 +378,10 @@ impl<L: ShardLog> Shard<L> {
                 let truncate_to = divergence(&m.history, master_end, &history, end);
                 let session = m.next_session.get();
                 m.next_session.set(session + 1);
-                m.sessions.borrow_mut()[index] = Some(Stream { session, sent_end: truncate_to });
+                let sent_end_checked = truncate_to == master_end
+                    || m.history.entries().iter().any(|e| e.start == truncate_to);
+                m.sessions.borrow_mut()[index] =
+                    Some(Stream { session, sent_end: truncate_to, sent_end_checked });
                 let now = self.clock.now();
                 let changes = m.set.borrow_mut().connected(index, synced.min(truncate_to), now);
                 match changes {
@@ -410,9 +430,7 @@ impl<L: ShardLog> Shard<L> {
                             shard = %self.id, replica = %m.replicas[index],
                             "acknowledgement refused, the stream ends: {e}"
                         );
-                        let c = m.set.borrow_mut().disconnected(index);
-                        log_changes(self.id, &c, &m.replicas);
-                        m.sessions.borrow_mut()[index] = None;
+                        self.end_stream(m, index, session);
                         return invalid(format!("acknowledgement refused: {e}; join again"));
                     }
                 }
@@ -437,12 +455,47 @@ impl<L: ShardLog> Shard<L> {
                     self.log.flush().await?;
                 }
                 let max = (max_bytes as usize).min(m.fetch_bytes);
-                let (batches, next) =
-                    self.log.read_batches_at(from, self.log.append_end(), max).await?;
+                let read = self.log.read_batches_at(from, self.log.append_end(), max).await;
+                let (batches, next) = match read {
+                    Ok(r) => r,
+                    Err(StorageError::NotABatchBoundary { position, reason })
+                        if !(from == stream.sent_end && stream.sent_end_checked) =>
+                    {
+                        // The replica's position, not this log, is wrong: its log is not a
+                        // copy of this one there (or it has a bug). Its acknowledgements are
+                        // not trusted either: the stream ends, as for a bad acknowledgement.
+                        let e = format!(
+                            "the replica fetches from position {position}, which is not a batch \
+                             boundary of this master's log ({reason}); its log is not a copy of \
+                             the master's there"
+                        );
+                        tracing::warn!(
+                            shard = %self.id, replica = %m.replicas[index],
+                            "replica fetch refused, the stream ends: {e}"
+                        );
+                        self.end_stream(m, index, session);
+                        return invalid(format!("{e}; join again"));
+                    }
+                    Err(StorageError::NotABatchBoundary { position, reason }) => {
+                        // A position this master answered as a batch boundary itself.
+                        let e = StorageError::Corrupt {
+                            file: "the master's log".into(),
+                            offset: position,
+                            reason: format!(
+                                "no intact batch header at a batch boundary this master sent \
+                                 its replica ({reason})"
+                            ),
+                        };
+                        tracing::error!(shard = %self.id, "replica fetch: {e}");
+                        return Err(e.into());
+                    }
+                    Err(e) => return Err(e.into()),
+                };
                 // The session may have been replaced while this fetch waited.
                 if let Some(s) = m.sessions.borrow_mut()[index].as_mut() {
                     if s.session == session {
                         s.sent_end = s.sent_end.max(next);
+                        s.sent_end_checked = s.sent_end == next || s.sent_end_checked;
                     }
                 }
                 let batches = batches

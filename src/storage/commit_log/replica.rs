@@ -53,6 +53,9 @@ impl<D: LogDir + 'static> CommitLog<D> {
     /// end marker is returned like a batch, so the replica ends its segment at the same place.
     /// Returns the batches and the position to continue from (the next segment's base when
     /// they end at a sealed segment's end).
+    ///
+    /// A `from` where no intact batch header starts is [`StorageError::NotABatchBoundary`]
+    /// (the caller's mistake); a damaged batch found there or further is `Corrupt`.
     pub async fn read_batches_at(
         self: &Rc<Self>,
         from: LogPosition,
@@ -91,13 +94,33 @@ impl<D: LogDir + 'static> CommitLog<D> {
                     })
                 }
             };
+            if pos + HEADER_LEN as u64 > up_to {
+                // Not even the header is there yet (it may be half written).
+                break;
+            }
             let head = read(pos, HEADER_LEN).await?;
             if head.len() < HEADER_LEN {
                 return Err(position_error(pos, "short read of a batch header"));
             }
             let length = crate::format::batch::peek_length(&head).unwrap_or(0) as usize;
-            if length < HEADER_LEN || length > max_batch {
-                return Err(position_error(pos, "not a batch boundary"));
+            let no_batch = if length < HEADER_LEN || length > max_batch {
+                Some(format!("its length field says {length} bytes"))
+            } else if !crate::format::batch::stamp_verifies(&head) {
+                Some("no intact batch header starts there".to_string())
+            } else {
+                None
+            };
+            if let Some(reason) = no_batch {
+                // At the position the caller chose, the caller is wrong (a position inside a
+                // batch); past it, this log walked there from a verified batch: damage.
+                if pos == from {
+                    return Err(StorageError::NotABatchBoundary { position: pos.get(), reason });
+                }
+                return Err(StorageError::Corrupt {
+                    file: segment_name(seg.base),
+                    offset: pos - seg.base,
+                    reason: format!("not a batch boundary after a verified batch: {reason}"),
+                });
             }
             if pos + length as u64 > up_to {
                 break;

@@ -8,7 +8,7 @@ use super::*;
 use crate::broker::shard::replication::{MasterSide, ReplicaSide, ShardRole};
 use crate::protocol::replication::{ReplRequest, ReplResponse, WireBatch};
 use crate::replication::config::{Mode, ReplicationConfig, Role};
-use crate::replication::epochs::EpochHistory;
+use crate::replication::epochs::{EpochEntry, EpochHistory};
 
 const REPLICA: &str = "127.0.0.1:20911";
 
@@ -199,6 +199,69 @@ fn an_acknowledgement_of_bytes_the_stream_never_sent_is_refused() {
             other => panic!("{other:?}"),
         }
         assert_eq!(confirmed(&s), end);
+    });
+}
+
+#[test]
+fn a_fetch_from_inside_a_batch_is_the_replicas_mistake_not_a_corrupt_log() {
+    run(|| async {
+        let s = master(Mode::Sync, 60_000).await;
+        let session = joined(&s, 0).await;
+        let me = s.clone();
+        let pending = runtime::spawn(async move { call(&me, produce(0, 2)).await });
+        while s.log.append_end() == 0 {
+            runtime::yield_once().await;
+        }
+        let end = s.log.append_end();
+        let from_5 = |session| {
+            Request::Replication(ReplRequest::Fetch {
+                session,
+                from: 5,
+                synced: 0,
+                max_bytes: 1 << 20,
+                max_wait_ms: 0,
+            })
+        };
+        // A replica that fetches from inside the batch its stream sent it; and one whose log
+        // "ends" 5 bytes into that batch (not a copy of the master's log), with the master's
+        // history, which the join keeps and the fetch cannot continue from.
+        assert_eq!(fetched(&s, session, 0).await.0, end);
+        let mut inside = join(5);
+        if let Request::Replication(ReplRequest::Join { history, synced, .. }) = &mut inside {
+            *history = EpochHistory::from_entries(vec![EpochEntry { epoch: 1, start: 0 }]).unwrap();
+            *synced = 0;
+        }
+        for round in 0..2 {
+            let session = match round {
+                0 => session,
+                _ => match call(&s, inside.clone()).await.unwrap() {
+                    Response::Replication(ReplResponse::Join { session, truncate_to, .. }) => {
+                        assert_eq!(truncate_to, 5);
+                        session
+                    }
+                    other => panic!("{other:?}"),
+                },
+            };
+            let e = call(&s, from_5(session)).await.unwrap_err();
+            assert_eq!(e.code, ErrorCode::INVALID_ARGUMENT, "{e:?}");
+            assert!(e.message.contains("position 5"), "{e:?}");
+            assert!(e.message.contains("not a batch boundary"), "{e:?}");
+            assert!(!e.message.contains("corrupt"), "the master's log is not blamed: {e:?}");
+            // The stream is over: the replica must join again.
+            let e = call(&s, replica_fetch(session, 0)).await.unwrap_err();
+            assert_eq!(e.code, ErrorCode::INVALID_ARGUMENT, "{e:?}");
+        }
+        // Nothing is wrong with the master's log: a replica at a batch boundary gets the
+        // batch and confirms it, and consumers read it.
+        let session = joined(&s, 0).await;
+        let (next, batches) = fetched(&s, session, 0).await;
+        assert_eq!((batches.len(), next), (1, end));
+        fetched(&s, session, next).await;
+        match pending.await.unwrap() {
+            Ok(Response::Produce { status, .. }) => assert_eq!(status, SendStatus::SendOk),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(consumer_sees(call(&s, fetch(0, 0)).await), end as usize);
     });
 }
 
