@@ -167,7 +167,29 @@ impl PullConsumer {
         pool: Option<Arc<BufferPool>>,
     ) -> Result<PullView> {
         let FetchReply { min_offset, next_offset, scan_end_offset, mut batches } = reply;
-        let scan = scan_batches(&batches, offset, &self.tags);
+        let mut expect = StampedQueue { topic_id: self.router.cached_topic_id(topic), queue_id };
+        let mut scan = scan_queue_batches(&batches, offset, &self.tags, expect);
+        if scan.misrouted.is_some_and(|m| m.queue_id == queue_id) {
+            // Only the topic id differs: the topic may have been deleted and made again under
+            // a new id since the route was read. Read it again and look once more.
+            self.router.refresh(topic);
+            if let Ok(route) = self.router.route(topic) {
+                expect.topic_id = Some(route.topic_id);
+                scan = scan_queue_batches(&batches, offset, &self.tags, expect);
+            }
+        }
+        if let Some(m) = scan.misrouted {
+            if let Some(p) = pool {
+                p.give(batches);
+            }
+            let topic_id = expect.topic_id.map_or("?".to_string(), |id| id.to_string());
+            return Err(ClientError::Protocol(format!(
+                "a fetch of {topic:?} (topic id {topic_id}) queue {queue_id} from offset {offset} \
+                 was answered with a batch stamped for topic id {} queue {} (offsets [{}, {})): \
+                 the broker misrouted it; nothing of this answer was delivered",
+                m.topic_id, m.queue_id, m.first_offset, m.next_offset
+            )));
+        }
         let settled =
             settle(topic, queue_id, offset, scan_end_offset, scan.next_offset, scan.corrupt);
         let next = match settled {
@@ -431,13 +453,51 @@ pub struct Scan {
     pub next_offset: u64,
     /// The first batch that did not verify; the scan stopped there.
     pub corrupt: Option<CorruptBatch>,
+    /// The first verified batch stamped for another queue than the one expected
+    /// ([`scan_queue_batches`]); the scan stopped there.
+    pub misrouted: Option<Misrouted>,
+}
+
+/// The queue a fetch asked for, as the broker stamps it into each batch it stores (the topic's
+/// id as METADATA reported it; `None` when unknown: the queue id alone is checked).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StampedQueue {
+    pub topic_id: Option<u32>,
+    pub queue_id: u32,
+}
+
+/// A verified batch stamped for another queue than the fetch asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Misrouted {
+    pub topic_id: u32,
+    pub queue_id: u32,
+    pub first_offset: u64,
+    pub next_offset: u64,
 }
 
 /// Verifies concatenated stored batches without decoding into anything (no allocation per
 /// message): both CRCs of every batch and the record framing of those with records at or
 /// after `from` for `tags` (a batch is delivered whole or not at all; batches below `from` or
 /// ruled out by their tag summary are not looked into).
-pub fn scan_batches(mut bytes: &[u8], from: u64, tags: &[Vec<u8>]) -> Scan {
+pub fn scan_batches(bytes: &[u8], from: u64, tags: &[Vec<u8>]) -> Scan {
+    scan_batches_stamped(bytes, from, tags, None)
+}
+
+/// [`scan_batches`] for a fetch of one queue: each verified batch's stamped topic and queue
+/// (header fields the scan reads anyway, once per batch) must be `queue`'s. A batch of
+/// another queue stops the scan, like a corrupt one, and is reported in
+/// [`Scan::misrouted`]: a broker (or a proxy) that misroutes must not have another queue's
+/// messages delivered, and their offsets committed, as this queue's.
+pub fn scan_queue_batches(bytes: &[u8], from: u64, tags: &[Vec<u8>], queue: StampedQueue) -> Scan {
+    scan_batches_stamped(bytes, from, tags, Some(queue))
+}
+
+fn scan_batches_stamped(
+    mut bytes: &[u8],
+    from: u64,
+    tags: &[Vec<u8>],
+    queue: Option<StampedQueue>,
+) -> Scan {
     let total = bytes.len();
     let mut next = from;
     while !bytes.is_empty() {
@@ -457,10 +517,32 @@ pub fn scan_batches(mut bytes: &[u8], from: u64, tags: &[Vec<u8>]) -> Scan {
                     next_offset: next.saturating_add(1),
                     reason: format!("batch fails verification: {e}"),
                 };
-                return Scan { valid_len, next_offset: next, corrupt: Some(corrupt) };
+                return Scan {
+                    valid_len,
+                    next_offset: next,
+                    corrupt: Some(corrupt),
+                    misrouted: None,
+                };
             }
         };
         let h = view.header;
+        if let Some(q) = queue {
+            let stamped = (h.stamp.topic_id, h.stamp.queue_id);
+            if stamped != (q.topic_id.unwrap_or(h.stamp.topic_id), q.queue_id) {
+                let misrouted = Misrouted {
+                    topic_id: h.stamp.topic_id,
+                    queue_id: h.stamp.queue_id,
+                    first_offset: h.stamp.base_offset,
+                    next_offset: h.next_offset(),
+                };
+                return Scan {
+                    valid_len,
+                    next_offset: next,
+                    corrupt: None,
+                    misrouted: Some(misrouted),
+                };
+            }
+        }
         let wanted = !h.is_control()
             && h.next_offset() > from
             && (tags.is_empty() || h.tag_summary.may_contain_any(tags.iter().map(Vec::as_slice)));
@@ -472,13 +554,18 @@ pub fn scan_batches(mut bytes: &[u8], from: u64, tags: &[Vec<u8>]) -> Scan {
                     next_offset: h.next_offset(),
                     reason: e.to_string(),
                 };
-                return Scan { valid_len, next_offset: next, corrupt: Some(corrupt) };
+                return Scan {
+                    valid_len,
+                    next_offset: next,
+                    corrupt: Some(corrupt),
+                    misrouted: None,
+                };
             }
         }
         bytes = &bytes[h.length as usize..];
         next = next.max(h.next_offset());
     }
-    Scan { valid_len: total, next_offset: next, corrupt: None }
+    Scan { valid_len: total, next_offset: next, corrupt: None, misrouted: None }
 }
 
 /// Decodes concatenated stored batches into owned messages: the records at or after `from`
@@ -603,6 +690,80 @@ mod tests {
         let t: Vec<u64> = tagged.messages().map(|m| m.offset).collect();
         assert_eq!(t, offsets(&decode_batches(&bytes, 0, &tags).messages));
         assert_eq!(t, [3, 4]);
+    }
+
+    /// A broker with topic "t" (id 7, two queues) that answers every fetch with one batch of
+    /// two messages from offset 0, stamped for topic `stamped.0` queue `stamped.1`; counts the
+    /// METADATA requests.
+    fn broker_stamping(stamped: (u32, u32)) -> (PullConsumer, Arc<std::sync::atomic::AtomicU64>) {
+        use crate::client::router::{ClientOptions, Router};
+        use crate::client::scripted_broker::scripted_broker;
+        use crate::protocol::TopicRoute;
+        use std::sync::atomic::{AtomicU64, Ordering};
+        let metadata = Arc::new(AtomicU64::new(0));
+        let asked = metadata.clone();
+        let addr = scripted_broker(move |port, request| match request {
+            Request::Metadata { .. } => {
+                asked.fetch_add(1, Ordering::Relaxed);
+                Response::Metadata {
+                    shard_count: 1,
+                    shared_port: port,
+                    shard_ports: vec![port],
+                    topics: vec![TopicRoute {
+                        name: "t".into(),
+                        error_code: 0,
+                        topic_id: 7,
+                        queue_owners: vec![0, 0],
+                    }],
+                }
+            }
+            Request::Fetch { .. } => {
+                let mut bytes = batch(0, 2, b"");
+                let s = Stamp {
+                    topic_id: stamped.0,
+                    queue_id: stamped.1,
+                    base_offset: 0,
+                    store_timestamp_ms: 2,
+                    epoch: 0,
+                };
+                stamp(&mut bytes, &s);
+                Response::Fetch {
+                    min_offset: 0,
+                    next_offset: 2,
+                    scan_end_offset: 2,
+                    batches: bytes,
+                }
+            }
+            other => panic!("unexpected {other:?}"),
+        });
+        let router = Router::new(&addr, ClientOptions::default()).unwrap();
+        (PullConsumer::new(router), metadata)
+    }
+
+    #[test]
+    fn a_batch_stamped_for_another_queue_fails_the_fetch_and_delivers_nothing() {
+        use std::sync::atomic::Ordering;
+        // The queue asked for: delivered.
+        let (consumer, _) = broker_stamping((7, 1));
+        let got = consumer.pull("t", 1, 0, Duration::ZERO).unwrap();
+        assert_eq!((got.messages.len(), got.next_offset), (2, 2));
+        // Queue 0's batch answered to a fetch of queue 1, by a pull and by a queue reader.
+        let (consumer, _) = broker_stamping((7, 0));
+        let e = consumer.pull("t", 1, 0, Duration::ZERO).unwrap_err();
+        let ClientError::Protocol(text) = &e else { panic!("{e:?}") };
+        assert!(text.contains("queue 1") && text.contains("topic id 7 queue 0"), "{text}");
+        assert!(text.contains("misrouted"), "{text}");
+        let mut reader = consumer.stream("t", 1, 0);
+        let e = reader.next_batch(Duration::from_secs(30)).unwrap_err();
+        assert!(matches!(e, ClientError::Protocol(_)), "{e:?}");
+        assert_eq!(reader.position(), 0, "nothing was delivered, no offset moved");
+        // Another topic's batch for the same queue number: the route is read again (the topic
+        // may have been made again under a new id), then the fetch fails all the same.
+        let (consumer, metadata) = broker_stamping((9, 1));
+        let e = consumer.pull("t", 1, 0, Duration::ZERO).unwrap_err();
+        let ClientError::Protocol(text) = &e else { panic!("{e:?}") };
+        assert!(text.contains("topic id 9 queue 1"), "{text}");
+        assert_eq!(metadata.load(Ordering::Relaxed), 2, "the route was read again once");
     }
 
     fn offsets(msgs: &[ConsumedMessage]) -> Vec<u64> {

@@ -201,6 +201,13 @@ impl Router {
         Ok(route)
     }
 
+    /// The id of `topic` in the route this router holds (current, or marked for refresh), if
+    /// it holds one; asks the broker nothing.
+    pub fn cached_topic_id(&self, topic: &str) -> Option<u32> {
+        let route = lock(&self.routes).get(topic).map(|r| r.topic_id);
+        route.or_else(|| lock(&self.stale).get(topic).map(|r| r.topic_id))
+    }
+
     /// The connection to the shard owning `queue_id` of `topic`.
     pub fn queue_connection(&self, topic: &str, queue_id: u32) -> Result<Arc<Connection>> {
         let route = self.route(topic)?;
