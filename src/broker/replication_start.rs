@@ -32,13 +32,14 @@ pub(super) async fn start_replication(
     let Some(rc) = &config.replication else { return Ok((log, None)) };
     let mut log = log;
     let result = async {
-        let mut history = log
+        let file = log
             .load_epochs()
             .await
             .map_err(|e| format!("shard {id}: reading the epoch file: {e}"))?;
         // Above every epoch the file names, also one whose data a crash lost: a replica may
         // hold data of that epoch, and a reused number would look like agreement.
-        let newest_epoch = history.latest().map_or(0, |e| e.epoch);
+        let newest_epoch = file.latest().map_or(0, |e| e.epoch);
+        let mut history = file.clone();
         history.truncate_to(log.append_end());
         match rc.role() {
             Role::Master => {
@@ -69,6 +70,12 @@ pub(super) async fn start_replication(
             Role::Replica => {
                 let master = rc.master_addr().expect("validated: a replica names its master");
                 let end = log.append_end();
+                // The whole file, not cut to the log's end: an epoch whose data a crash lost is
+                // checked against the master's history too (a master that lacks it while its
+                // newest epoch is older is stale; one that has that number from elsewhere
+                // reused it). Adopting the master's history must not forget it silently: a
+                // later promotion of this broker would begin that epoch number again. The cut
+                // entries start at or past `end`, so the divergence point is the same.
                 let from = JoinFrom {
                     shard: id,
                     shard_count,
@@ -76,7 +83,7 @@ pub(super) async fn start_replication(
                     advertise: rc.advertise_addr(),
                     end,
                     synced: log.durable_end(),
-                    history: &history,
+                    history: &file,
                 };
                 match replication_peer::join(master, config.broker.max_frame_bytes, from).await {
                     Ok(joined) => {
@@ -108,11 +115,15 @@ pub(super) async fn start_replication(
                             .map_err(|e| format!("shard {id}: writing the epoch file: {e}"))?;
                     }
                     Err(JoinError::Fatal(e)) => return Err(format!("shard {id}: {e}")),
-                    Err(JoinError::Retry(e)) => tracing::warn!(
-                        shard = id,
-                        %master,
-                        "cannot join the master at start ({e}); serving reads and retrying"
-                    ),
+                    Err(JoinError::Retry(e)) => {
+                        tracing::warn!(
+                            shard = id,
+                            %master,
+                            "cannot join the master at start ({e}); serving reads and retrying"
+                        );
+                        // The follower joins with it later: the whole file, as above.
+                        history = file;
+                    }
                 }
                 Ok(ShardRole::Replica(ReplicaSide {
                     master,
@@ -130,5 +141,112 @@ pub(super) async fn start_replication(
             close_log(id, &log).await;
             Err(e)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::scripted_broker::{join_keeping, one_shard, scripted_broker};
+    use crate::protocol::replication::ReplRequest;
+    use crate::protocol::Request;
+    use crate::replication::config::ReplicationConfig;
+    use crate::replication::epochs::{EpochEntry, EpochHistory};
+    use crate::runtime::{run_on_new_executor, ExecutorOptions};
+    use crate::storage::IoMode;
+
+    fn history(entries: &[(u32, u64)]) -> EpochHistory {
+        let entries = entries.iter().map(|&(epoch, start)| EpochEntry { epoch, start }).collect();
+        EpochHistory::from_entries(entries).unwrap()
+    }
+
+    /// A replica's config on `dir`, following `master`.
+    fn replica_config(dir: &std::path::Path, master: String) -> Config {
+        let mut config = Config::default();
+        config.broker.data_dir = dir.to_path_buf();
+        config.storage.io_mode = IoMode::Buffered;
+        config.storage.segment_size_bytes = 16 << 20;
+        config.replication = Some(ReplicationConfig {
+            role: Some(Role::Replica),
+            master: Some(master),
+            ..Default::default()
+        });
+        config
+    }
+
+    /// Starts shard 0 of `config` as a replica (its epoch file first set to `file`, its log
+    /// empty); returns how the start ended (the history the replica follows with) and the
+    /// epoch file after it.
+    fn start_with_epoch_file(
+        config: Config,
+        file: EpochHistory,
+    ) -> (Result<EpochHistory, String>, EpochHistory) {
+        run_on_new_executor(ExecutorOptions::default(), move || async move {
+            let log = log_backend::open(config.storage_for_shard(0)).await.unwrap();
+            log.save_epochs(&file).await.unwrap();
+            let ports = Ports { shared: 1, per_shard: vec![2] };
+            let started = start_replication(0, 1, &config, log, &ports).await;
+            let started = match started {
+                Ok((log, Some(ShardRole::Replica(r)))) => {
+                    log.close().await.unwrap();
+                    Ok(r.history.into_inner())
+                }
+                Ok(_) => panic!("not a replica"),
+                Err(e) => Err(e),
+            };
+            let log = log_backend::open(config.storage_for_shard(0)).await.unwrap();
+            let after = log.load_epochs().await.unwrap();
+            log.close().await.unwrap();
+            (started, after)
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn a_replica_never_forgets_an_epoch_only_its_epoch_file_names() {
+        // This broker began epoch 2 at position 0 (promoted), then crashed and lost all it
+        // wrote in it: its log is empty, its epoch file still names epoch 2. Restarted as a
+        // replica of a master whose newest epoch is 1 (stale: epoch 2 was begun after it),
+        // adopting the master's history would forget epoch 2, and a later promotion would
+        // begin epoch 2 again, which a replica holding the lost epoch-2 data takes for
+        // agreement.
+        let master = scripted_broker(|port, request| match request {
+            Request::Metadata { .. } => one_shard(port),
+            Request::Replication(ReplRequest::Join { end, .. }) => {
+                join_keeping(end, history(&[(1, 0)]))
+            }
+            other => panic!("unexpected {other:?}"),
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let (started, after) =
+            start_with_epoch_file(replica_config(dir.path(), master), history(&[(2, 0)]));
+        let e = started.unwrap_err();
+        assert!(e.contains("epoch 2") && e.contains("newest epoch 1"), "{e}");
+        assert_eq!(after, history(&[(2, 0)]), "the epoch file still names epoch 2");
+
+        // A master that has the epoch: followed, its history adopted.
+        let master = scripted_broker(|port, request| match request {
+            Request::Metadata { .. } => one_shard(port),
+            Request::Replication(ReplRequest::Join { end, .. }) => {
+                join_keeping(end, history(&[(2, 0), (3, 100)]))
+            }
+            other => panic!("unexpected {other:?}"),
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let (started, after) =
+            start_with_epoch_file(replica_config(dir.path(), master), history(&[(2, 0)]));
+        assert_eq!(started.unwrap(), history(&[(2, 0), (3, 100)]));
+        assert_eq!(after, history(&[(2, 0), (3, 100)]));
+
+        // A master that cannot be reached at start: the follower joins later with the whole
+        // epoch file too, not with it cut to the log's end.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let master = closed.local_addr().unwrap().to_string();
+        drop(closed);
+        let dir = tempfile::tempdir().unwrap();
+        let (started, after) =
+            start_with_epoch_file(replica_config(dir.path(), master), history(&[(2, 0)]));
+        assert_eq!(started.unwrap(), history(&[(2, 0)]));
+        assert_eq!(after, history(&[(2, 0)]));
     }
 }
