@@ -207,8 +207,8 @@ pub fn conflict(leader: &EpochHistory, follower: &EpochHistory) -> Option<String
     for f in follower.entries() {
         if f.epoch > newest {
             return Some(format!(
-                "the replica's log holds epoch {} (from position {}), newer than this master's \
-                 newest epoch {newest}: another broker became master after this one",
+                "the replica's epoch file names epoch {} (from position {}), newer than this \
+                 master's newest epoch {newest}: another broker became master after this one",
                 f.epoch, f.start
             ));
         }
@@ -216,7 +216,7 @@ pub fn conflict(leader: &EpochHistory, follower: &EpochHistory) -> Option<String
             if l.start != f.start {
                 return Some(format!(
                     "epoch {} began at position {} on this master but at {} in the replica's \
-                     log: two masters picked the same epoch number",
+                     epoch file: two masters picked the same epoch number",
                     f.epoch, l.start, f.start
                 ));
             }
