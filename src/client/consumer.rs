@@ -696,6 +696,16 @@ mod tests {
     /// two messages from offset 0, stamped for topic `stamped.0` queue `stamped.1`; counts the
     /// METADATA requests.
     fn broker_stamping(stamped: (u32, u32)) -> (PullConsumer, Arc<std::sync::atomic::AtomicU64>) {
+        broker_stamping_as(stamped, &[7])
+    }
+
+    /// [`broker_stamping`] whose METADATA answer n gives topic "t" id `topic_ids[n]` (the
+    /// last one from then on).
+    fn broker_stamping_as(
+        stamped: (u32, u32),
+        topic_ids: &[u32],
+    ) -> (PullConsumer, Arc<std::sync::atomic::AtomicU64>) {
+        let topic_ids = topic_ids.to_vec();
         use crate::client::router::{ClientOptions, Router};
         use crate::client::scripted_broker::scripted_broker;
         use crate::protocol::TopicRoute;
@@ -704,7 +714,8 @@ mod tests {
         let asked = metadata.clone();
         let addr = scripted_broker(move |port, request| match request {
             Request::Metadata { .. } => {
-                asked.fetch_add(1, Ordering::Relaxed);
+                let n = asked.fetch_add(1, Ordering::Relaxed) as usize;
+                let topic_id = topic_ids[n.min(topic_ids.len() - 1)];
                 Response::Metadata {
                     shard_count: 1,
                     shared_port: port,
@@ -712,7 +723,7 @@ mod tests {
                     topics: vec![TopicRoute {
                         name: "t".into(),
                         error_code: 0,
-                        topic_id: 7,
+                        topic_id,
                         queue_owners: vec![0, 0],
                     }],
                 }
@@ -764,6 +775,20 @@ mod tests {
         let ClientError::Protocol(text) = &e else { panic!("{e:?}") };
         assert!(text.contains("topic id 9 queue 1"), "{text}");
         assert_eq!(metadata.load(Ordering::Relaxed), 2, "the route was read again once");
+    }
+
+    #[test]
+    fn a_topic_made_again_under_a_new_id_is_read_again_not_refused() {
+        use std::sync::atomic::Ordering;
+        // The route read first says id 7; the topic was deleted and made again (id 8), which
+        // the broker's batches are stamped with.
+        let (consumer, metadata) = broker_stamping_as((8, 1), &[7, 8]);
+        let got = consumer.pull("t", 1, 0, Duration::ZERO).unwrap();
+        assert_eq!((got.messages.len(), got.next_offset), (2, 2));
+        assert_eq!(metadata.load(Ordering::Relaxed), 2);
+        // From then on the route holds the new id: no more METADATA.
+        consumer.pull("t", 1, 0, Duration::ZERO).unwrap();
+        assert_eq!(metadata.load(Ordering::Relaxed), 2);
     }
 
     fn offsets(msgs: &[ConsumedMessage]) -> Vec<u64> {
