@@ -266,6 +266,53 @@ fn a_fetch_from_inside_a_batch_is_the_replicas_mistake_not_a_corrupt_log() {
 }
 
 #[test]
+fn a_damaged_header_where_the_master_said_to_continue_is_still_reported_as_damage() {
+    run(|| async {
+        let dir = SimDir::new(5);
+        let rc = replication(Mode::Async, 60_000);
+        let configured = rc.clone();
+        let s = shard_configured(
+            dir.clone(),
+            |_| {},
+            move |c| c.replication = Some(configured),
+            runtime::system_clock(),
+        )
+        .await;
+        let mut history = EpochHistory::new();
+        history.begin(1, 0).unwrap();
+        s.set_role(ShardRole::Master(MasterSide::new(&rc, history, 0)));
+        for _ in 0..2 {
+            call(&s, produce(0, 1)).await.unwrap();
+        }
+        s.log.flush().await.unwrap();
+        let session = joined(&s, 0).await;
+        // One batch (a budget of one byte still gets one whole batch).
+        let one = Request::Replication(ReplRequest::Fetch {
+            session,
+            from: 0,
+            synced: 0,
+            max_bytes: 1,
+            max_wait_ms: 0,
+        });
+        let next = match call(&s, one).await.unwrap() {
+            Response::Replication(ReplResponse::Fetch { next, batches, .. }) => {
+                assert_eq!(batches.len(), 1);
+                next
+            }
+            other => panic!("{other:?}"),
+        };
+        assert!(next < s.log.append_end());
+        // The second batch's stamped queue id is damaged on disk: no intact header starts
+        // where this master told its replica to continue. Its log, not the replica, is wrong.
+        let first = crate::storage::segment::segment_name(crate::storage::LogPosition::ZERO);
+        dir.corrupt(&first, next as usize + 16);
+        let e = call(&s, replica_fetch(session, next)).await.unwrap_err();
+        assert_eq!(e.code, ErrorCode::INTERNAL, "{e:?}");
+        assert!(e.message.contains("corrupt") && e.message.contains("master"), "{e:?}");
+    });
+}
+
+#[test]
 fn an_unconfirmed_sync_produce_is_answered_flush_slave_timeout() {
     run(|| async {
         let s = master(Mode::Sync, 100).await;
