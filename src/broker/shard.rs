@@ -452,12 +452,17 @@ impl<L: ShardLog> Shard<L> {
                 }
                 drop(mine);
                 // Before the ack: once DELETE_TOPIC is answered, no group has an offset of
-                // the topic left (a topic created again under its name starts at 0).
+                // the topic left (a topic created again under its name starts at 0), not
+                // even after a power cut.
                 if self.forget_deleted_topics() {
                     let me = self.clone();
-                    runtime::spawn_detached(async move { me.snapshot_offsets_logged().await });
+                    runtime::spawn_detached(async move {
+                        me.snapshot_offsets_durably().await;
+                        let _ = ack.send(());
+                    });
+                } else {
+                    let _ = ack.send(());
                 }
-                let _ = ack.send(());
             }
             Control::Stats { reply } => {
                 let _ = reply.send(self.stats());

@@ -516,6 +516,17 @@ impl<L: ShardLog> Shard<L> {
         }
     }
 
+    /// [`Self::snapshot_offsets_logged`], then waits until the log holds it durably, whatever
+    /// the flush mode: for a change another file already holds durably. A topic's deletion
+    /// is in `topics.json` at once; were the snapshot that forgets its offsets lost to a power
+    /// cut, a topic created again under its name would get them back.
+    pub(super) async fn snapshot_offsets_durably(&self) {
+        self.snapshot_offsets_logged().await;
+        if let Err(e) = self.log.flush().await {
+            tracing::warn!(shard = %self.id, "flushing the committed offsets' snapshot failed: {e}");
+        }
+    }
+
     /// Runs [`Self::group_tick`] every `GROUP_TICK` until `stop`.
     pub async fn group_loop(self: Rc<Self>, stop: Stop) {
         loop {

@@ -105,7 +105,7 @@ impl<L: ShardLog> Shard<L> {
         *self.topics.borrow_mut() = table.clone();
         if self.forget_deleted_topics() {
             // So that a restart does not replay the forgotten offsets.
-            self.snapshot_offsets_logged().await;
+            self.snapshot_offsets_durably().await;
         }
         let mut acks = Vec::with_capacity(self.shard_count);
         for peer in ShardId::all(self.shard_count).filter(|&p| p != self.id) {
