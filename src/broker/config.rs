@@ -237,7 +237,7 @@ impl Default for GroupConfig {
 
 impl GroupConfig {
     /// The coordinator's bounds and cadence; `max_frame_bytes` bounds a group's GROUP_MEMBERS
-    /// answer.
+    /// and FETCH_OFFSETS answers.
     pub fn coordinator(
         &self,
         max_frame_bytes: usize,
@@ -256,6 +256,7 @@ impl GroupConfig {
             },
             max_locks: self.max_queue_locks,
             max_offsets: self.max_committed_offsets,
+            max_offsets_answer_bytes: max_frame_bytes,
             snapshot_every_commits: self.snapshot_every_commits,
             snapshot_interval: Duration::from_millis(self.snapshot_interval_ms),
             offsets_retention: Duration::from_millis(self.offsets_retention_ms),

@@ -49,6 +49,9 @@ pub struct CoordinatorConfig {
     pub limits: GroupLimits,
     pub max_locks: usize,
     pub max_offsets: usize,
+    /// Largest FETCH_OFFSETS answer frame one group's committed queues may need (the frame
+    /// limit): a commit of a new queue past it is refused.
+    pub max_offsets_answer_bytes: usize,
     /// Snapshot after this many commit records.
     pub snapshot_every_commits: u64,
     /// Snapshot at least this often while offsets exist (must be well below retention).
@@ -64,6 +67,7 @@ impl Default for CoordinatorConfig {
             limits: GroupLimits::default(),
             max_locks: 100_000,
             max_offsets: 200_000,
+            max_offsets_answer_bytes: crate::protocol::DEFAULT_MAX_FRAME_BYTES,
             snapshot_every_commits: 100_000,
             snapshot_interval: Duration::from_secs(600),
             offsets_retention: Duration::from_secs(7 * 24 * 3600),
@@ -263,7 +267,8 @@ impl Coordinator {
     }
 
     /// The commits a `CommitOffsets` request would make, if it may: `generation` 0 (a tool)
-    /// or one not older than the group's last reset, and room for the new entries.
+    /// or one not older than the group's last reset, room for the new entries, and room for
+    /// them in the group's FETCH_OFFSETS answer (one frame).
     pub fn check_commit(
         &self,
         group: &str,
@@ -288,7 +293,7 @@ impl Coordinator {
                 offset,
             })
             .collect();
-        self.offsets.check_all(&commits)?;
+        self.offsets.check_all(&commits, self.config.max_offsets_answer_bytes)?;
         Ok(commits)
     }
 

@@ -12,13 +12,31 @@
 //! system-queue offset to replay) | u32 count | count x (record body without its version)`.
 //! Decoders refuse anything else with an error, never a panic (proptest feeds them garbage).
 //!
-//! Pure: no I/O. Bounded by `max_entries` (group, topic, queue) triples.
+//! Pure: no I/O. Bounded by `max_entries` (group, topic, queue) triples. Each group also keeps
+//! the exact size of its FETCH_OFFSETS answer for "every committed queue"
+//! ([`CommittedOffsets::fetch_answer_bytes`]), so that a commit which would add a queue past
+//! what one answer frame can carry is refused ([`CommittedOffsets::check_all`]) and every
+//! member can always read its group's offsets.
 
 use std::collections::BTreeMap;
 
 const VERSION: u8 = 1;
 /// Longest group or topic name in a record.
 pub const MAX_NAME_BYTES: usize = 255;
+
+/// Bytes of a FETCH_OFFSETS answer frame besides its entries: length prefix, response header
+/// and the entry count.
+pub const FETCH_ANSWER_FIXED_BYTES: usize =
+    crate::protocol::frame::LEN_PREFIX + crate::protocol::frame::RESPONSE_HEADER_LEN + 4;
+
+/// Most entries one FETCH_OFFSETS answer may hold: the decoders' bound on any list.
+pub const MAX_FETCH_ANSWER_QUEUES: usize = crate::protocol::message::MAX_LIST_ITEMS as usize;
+
+/// A committed queue's bytes in a FETCH_OFFSETS answer: `string topic, u32 queue_id, i64
+/// offset` (strings are `u16 len | bytes`).
+pub fn fetch_answer_entry_bytes(topic: &str) -> usize {
+    2 + topic.len() + 4 + 8
+}
 
 /// One commit: `group` consumes `queue_id` of `topic` from `offset` next.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,6 +55,13 @@ pub enum OffsetError {
     InvalidName(&'static str),
     #[error("malformed offset record or snapshot: {0}")]
     Malformed(String),
+    #[error(
+        "group {group} would have {queues} committed queues, a {bytes}-byte FETCH_OFFSETS \
+         answer: over the {limit} bytes a frame may carry (broker.max_frame_bytes) or the \
+         {MAX_FETCH_ANSWER_QUEUES} entries an answer may hold; commit fewer queues or use \
+         another group"
+    )]
+    FetchAnswerTooLarge { group: String, queues: usize, bytes: usize, limit: usize },
 }
 
 impl OffsetCommit {
@@ -122,11 +147,20 @@ impl Reader<'_> {
     }
 }
 
+/// One group's committed offsets.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct GroupOffsets {
+    /// (topic, queue id) -> next offset.
+    queues: BTreeMap<(String, u32), u64>,
+    /// [`fetch_answer_entry_bytes`] of every queue.
+    answer_bytes: usize,
+}
+
 /// The committed offsets one coordinator holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CommittedOffsets {
-    /// group -> (topic, queue id) -> next offset. Sorted, so snapshots are deterministic.
-    groups: BTreeMap<String, BTreeMap<(String, u32), u64>>,
+    /// group -> its offsets. Sorted, so snapshots are deterministic.
+    groups: BTreeMap<String, GroupOffsets>,
     entries: usize,
     max_entries: usize,
 }
@@ -139,34 +173,66 @@ impl CommittedOffsets {
     /// Whether `c` can be applied (checked before its record is appended, so a record in the
     /// log always replays).
     pub fn check(&self, c: &OffsetCommit) -> Result<(), OffsetError> {
-        let known = self
-            .groups
-            .get(&c.group)
-            .is_some_and(|g| g.contains_key(&(c.topic.clone(), c.queue_id)));
-        if !known && self.entries >= self.max_entries {
+        if !self.has(c) && self.entries >= self.max_entries {
             return Err(OffsetError::TooMany(self.max_entries));
         }
         Ok(())
     }
 
+    /// Whether `c`'s queue already has a committed offset for its group.
+    fn has(&self, c: &OffsetCommit) -> bool {
+        self.groups
+            .get(&c.group)
+            .is_some_and(|g| g.queues.contains_key(&(c.topic.clone(), c.queue_id)))
+    }
+
     /// Whether every commit of `commits` can be applied together (distinct new entries are
-    /// counted against the bound once each).
-    pub fn check_all(&self, commits: &[OffsetCommit]) -> Result<(), OffsetError> {
+    /// counted against the bound once each), and each group's FETCH_OFFSETS answer for every
+    /// committed queue would still fit `max_answer_bytes` (the frame limit) and
+    /// [`MAX_FETCH_ANSWER_QUEUES`] entries. Commits to queues already committed always pass
+    /// the latter: only a new queue grows the answer.
+    pub fn check_all(
+        &self,
+        commits: &[OffsetCommit],
+        max_answer_bytes: usize,
+    ) -> Result<(), OffsetError> {
         let mut new = std::collections::BTreeSet::new();
         for c in commits {
             OffsetCommit::encode_fields(c, &mut Vec::new())?;
-            let known = self
-                .groups
-                .get(&c.group)
-                .is_some_and(|g| g.contains_key(&(c.topic.clone(), c.queue_id)));
-            if !known {
+            if !self.has(c) {
                 new.insert((&c.group, &c.topic, c.queue_id));
             }
         }
         if self.entries + new.len() > self.max_entries {
             return Err(OffsetError::TooMany(self.max_entries));
         }
+        // The new queues by group (sorted by group: one run each).
+        let mut at = 0;
+        let new: Vec<_> = new.into_iter().collect();
+        while at < new.len() {
+            let group = new[at].0;
+            let run = new[at..].iter().take_while(|(g, _, _)| *g == group).count();
+            let added: usize =
+                new[at..at + run].iter().map(|(_, t, _)| fetch_answer_entry_bytes(t)).sum();
+            let bytes = self.fetch_answer_bytes(group) + added;
+            let queues = self.groups.get(group).map_or(0, |g| g.queues.len()) + run;
+            if bytes > max_answer_bytes || queues > MAX_FETCH_ANSWER_QUEUES {
+                return Err(OffsetError::FetchAnswerTooLarge {
+                    group: group.clone(),
+                    queues,
+                    bytes,
+                    limit: max_answer_bytes,
+                });
+            }
+            at += run;
+        }
         Ok(())
+    }
+
+    /// The exact size of `group`'s FETCH_OFFSETS answer frame for every committed queue
+    /// ([`FETCH_ANSWER_FIXED_BYTES`] for a group without offsets).
+    pub fn fetch_answer_bytes(&self, group: &str) -> usize {
+        FETCH_ANSWER_FIXED_BYTES + self.groups.get(group).map_or(0, |g| g.answer_bytes)
     }
 
     /// Applies a commit (a new one, or one replayed from the log). A commit may move an offset
@@ -174,28 +240,35 @@ impl CommittedOffsets {
     pub fn apply(&mut self, c: OffsetCommit) -> Result<(), OffsetError> {
         self.check(&c)?;
         let g = self.groups.entry(c.group).or_default();
-        if g.insert((c.topic, c.queue_id), c.offset).is_none() {
+        let entry_bytes = fetch_answer_entry_bytes(&c.topic);
+        if g.queues.insert((c.topic, c.queue_id), c.offset).is_none() {
             self.entries += 1;
+            g.answer_bytes += entry_bytes;
         }
         Ok(())
     }
 
     pub fn get(&self, group: &str, topic: &str, queue_id: u32) -> Option<u64> {
-        self.groups.get(group)?.get(&(topic.to_owned(), queue_id)).copied()
+        self.groups.get(group)?.queues.get(&(topic.to_owned(), queue_id)).copied()
     }
 
     /// The group's committed offsets, sorted by topic and queue.
     pub fn group(&self, group: &str) -> Vec<(String, u32, u64)> {
         self.groups
             .get(group)
-            .map(|g| g.iter().map(|((t, q), o)| (t.clone(), *q, *o)).collect())
+            .map(|g| g.queues.iter().map(|((t, q), o)| (t.clone(), *q, *o)).collect())
             .unwrap_or_default()
+    }
+
+    /// How many queues `group` committed.
+    pub fn group_len(&self, group: &str) -> usize {
+        self.groups.get(group).map_or(0, |g| g.queues.len())
     }
 
     /// Every committed offset as (group, topic, queue id, offset), sorted.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str, u32, u64)> + '_ {
-        self.groups.iter().flat_map(|(g, queues)| {
-            queues.iter().map(move |((t, q), o)| (g.as_str(), t.as_str(), *q, *o))
+        self.groups.iter().flat_map(|(g, offsets)| {
+            offsets.queues.iter().map(move |((t, q), o)| (g.as_str(), t.as_str(), *q, *o))
         })
     }
 
@@ -211,7 +284,7 @@ impl CommittedOffsets {
 
     /// Forgets a group's offsets (the group was deleted).
     pub fn remove_group(&mut self, group: &str) -> usize {
-        let n = self.groups.remove(group).map_or(0, |g| g.len());
+        let n = self.groups.remove(group).map_or(0, |g| g.queues.len());
         self.entries -= n;
         n
     }
@@ -221,11 +294,19 @@ impl CommittedOffsets {
     /// consumers past the new queues' ends). One pass; returns how many went.
     pub fn retain_topics(&mut self, keep: impl Fn(&str) -> bool) -> usize {
         let mut n = 0;
-        self.groups.retain(|_, queues| {
-            let before = queues.len();
-            queues.retain(|(t, _), _| keep(t));
-            n += before - queues.len();
-            !queues.is_empty()
+        self.groups.retain(|_, g| {
+            let before = g.queues.len();
+            let mut gone_bytes = 0;
+            g.queues.retain(|(t, _), _| {
+                let kept = keep(t);
+                if !kept {
+                    gone_bytes += fetch_answer_entry_bytes(t);
+                }
+                kept
+            });
+            g.answer_bytes -= gone_bytes;
+            n += before - g.queues.len();
+            !g.queues.is_empty()
         });
         self.entries -= n;
         n
@@ -245,7 +326,7 @@ impl CommittedOffsets {
         out.extend_from_slice(&covered.to_le_bytes());
         out.extend_from_slice(&(self.entries as u32).to_le_bytes());
         for (group, offsets) in &self.groups {
-            for ((topic, queue_id), offset) in offsets {
+            for ((topic, queue_id), offset) in &offsets.queues {
                 let c = OffsetCommit {
                     group: group.clone(),
                     topic: topic.clone(),
@@ -265,7 +346,7 @@ impl CommittedOffsets {
         let mut part = CommittedOffsets::new(usize::MAX);
         let mut bytes = 0;
         for (group, offsets) in &self.groups {
-            for ((topic, queue_id), offset) in offsets {
+            for ((topic, queue_id), offset) in &offsets.queues {
                 let entry_bytes = 2 + group.len() + 2 + topic.len() + 12;
                 if bytes > 0 && bytes + entry_bytes > max_part_bytes {
                     parts.push(std::mem::replace(&mut part, CommittedOffsets::new(usize::MAX)));
@@ -288,7 +369,7 @@ impl CommittedOffsets {
     /// Adds every entry of `other` (entries of `other` win).
     fn merge(&mut self, other: CommittedOffsets) -> Result<(), OffsetError> {
         for (group, offsets) in other.groups {
-            for ((topic, queue_id), offset) in offsets {
+            for ((topic, queue_id), offset) in offsets.queues {
                 self.apply(OffsetCommit { group: group.clone(), topic, queue_id, offset })?;
             }
         }
@@ -473,10 +554,90 @@ mod tests {
         let mut o = CommittedOffsets::new(3);
         o.apply(commit("g", "t", 0, 1)).unwrap();
         let batch = [commit("g", "t", 0, 5), commit("g", "t", 1, 5), commit("g", "t", 2, 5)];
-        assert_eq!(o.check_all(&batch), Ok(()));
+        assert_eq!(o.check_all(&batch, usize::MAX), Ok(()));
         let batch = [commit("g", "t", 1, 5), commit("g", "t", 2, 5), commit("g", "t", 3, 5)];
-        assert_eq!(o.check_all(&batch), Err(OffsetError::TooMany(3)));
-        assert!(o.check_all(&[commit("", "t", 1, 5)]).is_err());
+        assert_eq!(o.check_all(&batch, usize::MAX), Err(OffsetError::TooMany(3)));
+        assert!(o.check_all(&[commit("", "t", 1, 5)], usize::MAX).is_err());
+    }
+
+    /// `group`'s FETCH_OFFSETS answer for every committed queue, encoded as the broker sends it.
+    fn encoded_fetch_answer(o: &CommittedOffsets, group: &str) -> Vec<u8> {
+        use crate::protocol::group::{GroupQueue, GroupResponse};
+        let offsets = o
+            .group(group)
+            .into_iter()
+            .map(|(topic, queue_id, offset)| (GroupQueue { topic, queue_id }, offset as i64))
+            .collect();
+        crate::protocol::Response::Group(GroupResponse::FetchOffsets { offsets }).encode_frame(7)
+    }
+
+    #[test]
+    fn the_counted_fetch_answer_is_the_encoded_one() {
+        let mut o = CommittedOffsets::new(100);
+        assert_eq!(o.fetch_answer_bytes("g"), encoded_fetch_answer(&o, "g").len(), "empty");
+        o.apply(commit("g", "t", 0, 1)).unwrap();
+        o.apply(commit("g", &"u".repeat(255), 3, 1 << 40)).unwrap();
+        o.apply(commit("g", "t", 0, 9)).unwrap(); // an update adds no entry
+        o.apply(commit("h", "orders", 1, 5)).unwrap();
+        for g in ["g", "h", "none"] {
+            assert_eq!(o.fetch_answer_bytes(g), encoded_fetch_answer(&o, g).len(), "{g}");
+        }
+        // Forgetting a topic gives its entries' bytes back; so does a restore from a snapshot.
+        o.retain_topics(|t| t != "t");
+        assert_eq!(o.fetch_answer_bytes("g"), encoded_fetch_answer(&o, "g").len());
+        let (restored, _) = CommittedOffsets::restore(&o.snapshot(0), 100).unwrap();
+        assert_eq!(restored.fetch_answer_bytes("g"), o.fetch_answer_bytes("g"));
+        assert_eq!(o.remove_group("g"), 1);
+        assert_eq!(o.fetch_answer_bytes("g"), FETCH_ANSWER_FIXED_BYTES);
+    }
+
+    #[test]
+    fn a_new_queue_past_one_fetch_answer_frame_is_refused_and_known_ones_pass() {
+        let topic = "orders";
+        // Room for exactly three queues of `topic` in g's answer.
+        let limit = FETCH_ANSWER_FIXED_BYTES + 3 * fetch_answer_entry_bytes(topic);
+        let mut o = CommittedOffsets::new(100);
+        for q in 0..3 {
+            let c = [commit("g", topic, q, 1)];
+            o.check_all(&c, limit).unwrap();
+            o.apply(c[0].clone()).unwrap();
+        }
+        assert_eq!(o.fetch_answer_bytes("g"), limit);
+        assert_eq!(encoded_fetch_answer(&o, "g").len(), limit);
+        let e = o.check_all(&[commit("g", topic, 3, 1)], limit).unwrap_err();
+        let bytes = limit + fetch_answer_entry_bytes(topic);
+        let want = OffsetError::FetchAnswerTooLarge { group: "g".into(), queues: 4, bytes, limit };
+        assert_eq!(e, want);
+        assert!(e.to_string().contains("broker.max_frame_bytes"), "{e}");
+        // All or nothing: a batch with a known queue and a new one is refused whole.
+        let batch = [commit("g", topic, 0, 2), commit("g", topic, 9, 2)];
+        assert!(matches!(o.check_all(&batch, limit), Err(OffsetError::FetchAnswerTooLarge { .. })));
+        // The same new queue twice counts once; known queues always pass; other groups have
+        // their own answer.
+        let known = [commit("g", topic, 0, 5), commit("g", topic, 2, 5), commit("g", topic, 2, 6)];
+        o.check_all(&known, limit).unwrap();
+        let h = [commit("h", topic, 0, 1), commit("h", topic, 1, 1), commit("h", topic, 1, 2)];
+        o.check_all(&h, limit).unwrap();
+        // A longer topic name takes more of the answer.
+        let long = "x".repeat(255);
+        let mut p = CommittedOffsets::new(100);
+        p.apply(commit("g", topic, 0, 1)).unwrap();
+        assert!(p.check_all(&[commit("g", &long, 0, 1)], limit).is_err());
+        // Replay never refuses what the log holds (a frame limit lowered since the commits).
+        assert!(p.apply(commit("g", &long, 0, 1)).is_ok());
+    }
+
+    #[test]
+    fn a_fetch_answer_holds_at_most_the_entries_a_list_may() {
+        let mut o = CommittedOffsets::new(MAX_FETCH_ANSWER_QUEUES + 10);
+        for q in 0..MAX_FETCH_ANSWER_QUEUES as u32 {
+            o.apply(commit("g", "t", q, 1)).unwrap();
+        }
+        let e = o.check_all(&[commit("g", "t", u32::MAX, 1)], usize::MAX).unwrap_err();
+        assert!(
+            matches!(e, OffsetError::FetchAnswerTooLarge { queues, .. } if queues == MAX_FETCH_ANSWER_QUEUES + 1)
+        );
+        o.check_all(&[commit("g", "t", 0, 2), commit("h", "t", 0, 1)], usize::MAX).unwrap();
     }
 
     #[test]

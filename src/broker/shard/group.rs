@@ -120,7 +120,8 @@ fn group_error(e: GroupError) -> BrokerError {
 fn commit_error(e: CommitError) -> BrokerError {
     let code = match &e {
         CommitError::Stale { .. } => ErrorCode::STALE_GENERATION,
-        CommitError::Offsets(OffsetError::TooMany(_)) => ErrorCode::GROUP_LIMIT,
+        CommitError::Offsets(OffsetError::TooMany(_))
+        | CommitError::Offsets(OffsetError::FetchAnswerTooLarge { .. }) => ErrorCode::GROUP_LIMIT,
         CommitError::Offsets(OffsetError::InvalidName(_)) => ErrorCode::INVALID_ARGUMENT,
         CommitError::Offsets(OffsetError::Malformed(_)) => ErrorCode::INTERNAL,
     };

@@ -320,6 +320,53 @@ fn a_group_s_members_answer_always_fits_a_frame() {
 }
 
 #[test]
+fn a_group_s_committed_queues_always_fit_one_fetch_offsets_answer() {
+    run(|| async {
+        use crate::group::offsets::{fetch_answer_entry_bytes, FETCH_ANSWER_FIXED_BYTES};
+        // Room for 5 queues of "wide" in one answer frame.
+        let max_frame = FETCH_ANSWER_FIXED_BYTES + 5 * fetch_answer_entry_bytes("wide");
+        let small = |c: &mut Config| c.broker.max_frame_bytes = max_frame;
+        let s = shard_configured(SimDir::new(93), |_| {}, small, runtime::system_clock()).await;
+        s.start_groups().await.unwrap();
+        let wide = |queues: std::ops::Range<u32>, offset: u64| GroupRequest::CommitOffsets {
+            group: "g".into(),
+            generation: 0,
+            offsets: queues
+                .map(|queue_id| QueueCommit { topic: "wide".into(), queue_id, offset })
+                .collect(),
+        };
+        group_call(&s, wide(0..3, 1)).await.unwrap();
+        // Two known queues and three new ones: one too many, refused whole.
+        let e = group_call(&s, wide(1..6, 2)).await.unwrap_err();
+        assert_eq!(e.code, ErrorCode::GROUP_LIMIT);
+        assert!(e.message.contains("broker.max_frame_bytes"), "{}", e.message);
+        assert_eq!(committed(&s, "g").await, vec![(0, 1), (1, 1), (2, 1)], "all or nothing");
+        group_call(&s, wide(3..5, 1)).await.unwrap();
+        let e = group_call(&s, wide(5..6, 1)).await.unwrap_err();
+        assert_eq!(e.code, ErrorCode::GROUP_LIMIT);
+        // Queues already committed always pass; another group has its own answer.
+        group_call(&s, wide(0..5, 7)).await.unwrap();
+        group_call(&s, commit("h", 0, &[(0, 1)])).await.unwrap();
+        // A reset of every queue of the topic would add the eleven others: refused too.
+        let reset =
+            GroupRequest::Reset { group: "g".into(), topic: "wide".into(), to: ResetTo::Earliest };
+        assert_eq!(group_call(&s, reset).await.unwrap_err().code, ErrorCode::GROUP_LIMIT);
+        // The answer for every committed queue holds all five and fits the frame exactly.
+        let fetch = GroupRequest::FetchOffsets { group: "g".into(), queues: vec![] };
+        let r = group_call(&s, fetch).await.unwrap();
+        assert_eq!(r.encode_frame(1).len(), max_frame);
+        let Response::Group(GroupResponse::FetchOffsets { offsets }) = r else { panic!("{r:?}") };
+        assert_eq!(
+            offsets.iter().map(|(q, o)| (q.queue_id, *o)).collect::<Vec<_>>(),
+            [(0, 7), (1, 7), (2, 7), (3, 7), (4, 7)]
+        );
+        // Deleting the group frees its answer's room.
+        assert_eq!(removed(group_call(&s, delete("g")).await), 5);
+        group_call(&s, wide(5..10, 1)).await.unwrap();
+    });
+}
+
+#[test]
 fn a_commit_fetch_offsets_could_not_answer_is_refused() {
     run(|| async {
         let s = shard_configured(SimDir::new(68), |_| {}, |_| {}, runtime::system_clock()).await;
