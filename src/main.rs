@@ -548,9 +548,17 @@ fn group(broker: &str, action: GroupAction) -> Result<(), String> {
     match action {
         GroupAction::List => {
             println!("group\tmembers\tversion\tcommitted_queues");
-            for g in groups.list().map_err(err)? {
-                println!("{}\t{}\t{}\t{}", g.group, g.members, g.version, g.committed_queues);
-            }
+            // Page by page, as the broker answers them: every group, each once, in name order.
+            groups
+                .list_each(|page| {
+                    for g in page {
+                        println!(
+                            "{}\t{}\t{}\t{}",
+                            g.group, g.members, g.version, g.committed_queues
+                        );
+                    }
+                })
+                .map_err(err)?;
         }
         GroupAction::Describe { group } => {
             let d = groups.describe(&group).map_err(err)?;

@@ -227,3 +227,60 @@ fn two_following_members_share_the_queues_and_commit_on_sigterm() {
     let reset = groups.reset("shared", "t", ResetTo::Latest).unwrap();
     assert_eq!(reset.iter().map(|(_, o)| o).sum::<u64>(), 400);
 }
+
+#[test]
+fn group_list_pages_through_every_shard_s_groups_within_a_small_frame() {
+    use ringmq::protocol::group::{group_summary_bytes, LIST_GROUPS_ANSWER_FIXED_BYTES};
+    const FRAME: usize = 65536;
+    let dir = tempdir();
+    let broker_knobs = format!("max_frame_bytes = {FRAME}\nmax_fetch_bytes = 32768");
+    let cfg = config(dir.path(), 3, &broker_knobs, "max_batch_bytes = 32768");
+    let broker = Broker::start_in(dir.path(), &cfg);
+    let client = Client::connect(&broker.addr()).unwrap();
+    client.admin().create_topic("t", 1).unwrap();
+    let groups = client.groups();
+    // 600 groups of 240-byte names, over the three coordinators: about 154 KB of answer, three
+    // frames' worth.
+    let mut want: Vec<String> =
+        (0..600).map(|i| format!("grp-{:04}-{}", (i * 7919) % 600, "x".repeat(231))).collect();
+    for g in &want {
+        groups.commit(g, 0, &[("t".to_string(), 0, 1)]).unwrap();
+    }
+    want.sort();
+
+    // Page by page: each within the frame, the next after the last one listed.
+    let mut listed = Vec::new();
+    let mut after = String::new();
+    let mut pages = 0;
+    loop {
+        let (page, more) = groups.list_page(&after).unwrap();
+        let bytes: usize = page.iter().map(|g| group_summary_bytes(&g.group)).sum();
+        assert!(LIST_GROUPS_ANSWER_FIXED_BYTES + 1 + bytes <= FRAME, "page {pages}: {bytes}");
+        pages += 1;
+        listed.extend(page.into_iter().map(|g| g.group));
+        if !more {
+            break;
+        }
+        after = listed.last().unwrap().clone();
+        assert!(pages < 100, "paging did not end");
+    }
+    assert!(pages >= 3, "{pages} pages");
+    assert!(listed == want, "{} listed of {}, in order once each", listed.len(), want.len());
+    let all: Vec<String> = groups.list().unwrap().into_iter().map(|g| g.group).collect();
+    assert!(all == want);
+
+    // A client before paging (no `after`) gets the first page, not FRAME_TOO_LARGE.
+    let old = Request::Group(GroupRequest::ListGroups { after: None });
+    let r = client.router().call_bootstrap(&old);
+    let Ok(Response::Group(GroupResponse::ListGroups { groups: first, more: None })) = r else {
+        panic!("{r:?}")
+    };
+    assert!(!first.is_empty() && first.len() < want.len(), "{}", first.len());
+    assert_eq!(first[0].group, want[0]);
+
+    // The CLI prints every group once, in order.
+    let (ok, out, err) = cli(&broker, &["group", "list"]);
+    assert!(ok, "{err}");
+    let printed: Vec<&str> = out.lines().skip(1).filter_map(|l| l.split('\t').next()).collect();
+    assert!(printed == want, "{} printed of {}", printed.len(), want.len());
+}

@@ -104,8 +104,9 @@ pub enum Control {
     Topics { table: TopicTable, ack: oneshot::Sender<()> },
     /// Asks for the receiver's counters.
     Stats { reply: oneshot::Sender<ShardStats> },
-    /// Asks for the groups the receiver coordinates.
-    Groups { reply: oneshot::Sender<Vec<crate::protocol::group::GroupSummary>> },
+    /// Asks for a page of the groups the receiver coordinates: its first after `after` that
+    /// fit `max_bytes` of a LIST_GROUPS answer.
+    Groups { after: String, max_bytes: usize, reply: oneshot::Sender<group::GroupPage> },
     /// Promotes the receiver (a replica shard) to master with this `[replication]` section.
     Promote {
         config: crate::replication::config::ReplicationConfig,
@@ -467,8 +468,8 @@ impl<L: ShardLog> Shard<L> {
             Control::Stats { reply } => {
                 let _ = reply.send(self.stats());
             }
-            Control::Groups { reply } => {
-                let _ = reply.send(self.group_summaries());
+            Control::Groups { after, max_bytes, reply } => {
+                let _ = reply.send(self.group_page(&after, max_bytes));
             }
             Control::Promote { config, reply } => {
                 let me = self.clone();

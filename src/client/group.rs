@@ -246,12 +246,49 @@ impl GroupClient {
         }
     }
 
-    /// Every group of the broker (with members or committed offsets).
-    pub fn list(&self) -> Result<Vec<GroupSummary>> {
-        match self.call(GroupRequest::ListGroups, self.timeout())? {
-            GroupResponse::ListGroups { groups } => Ok(groups),
+    /// One page of the broker's groups (with members or committed offsets): those whose names
+    /// sort after `after` (`""`: from the first), in name order, as many as fit one answer
+    /// frame; and whether more remain (ask again after the last one listed).
+    pub fn list_page(&self, after: &str) -> Result<(Vec<GroupSummary>, bool)> {
+        let request = GroupRequest::ListGroups { after: Some(after.to_owned()) };
+        match self.call(request, self.timeout())? {
+            // A broker answers `more` to a request with `after`; without it, it listed all.
+            GroupResponse::ListGroups { groups, more } => Ok((groups, more.unwrap_or(false))),
             other => Err(unexpected("list groups", &Response::Group(other))),
         }
+    }
+
+    /// Every group of the broker, page by page: `visit` gets each page, in name order.
+    pub fn list_each(&self, mut visit: impl FnMut(Vec<GroupSummary>)) -> Result<()> {
+        let mut after = String::new();
+        loop {
+            let (groups, more) = self.list_page(&after)?;
+            if let Some(g) = groups.iter().find(|g| g.group <= after) {
+                return Err(ClientError::Protocol(format!(
+                    "LIST_GROUPS after {after:?} listed {:?}, not after it",
+                    g.group
+                )));
+            }
+            let next = groups.last().map(|g| g.group.clone());
+            visit(groups);
+            match next {
+                Some(last) if more => after = last,
+                None if more => {
+                    return Err(ClientError::Protocol(format!(
+                        "LIST_GROUPS after {after:?} said more remain but listed none"
+                    )))
+                }
+                _ => return Ok(()),
+            }
+        }
+    }
+
+    /// Every group of the broker (with members or committed offsets), in name order: every
+    /// page of [`Self::list_page`].
+    pub fn list(&self) -> Result<Vec<GroupSummary>> {
+        let mut all = Vec::new();
+        self.list_each(|page| all.extend(page))?;
+        Ok(all)
     }
 
     /// Members, the queues of the topics they subscribe to (and of topics the group

@@ -29,6 +29,7 @@ use super::locks::{LockedQueue, QueueLocks};
 use super::membership::{GroupError, GroupLimits, Groups, Heartbeat, MemberInfo};
 use super::offsets::{CommittedOffsets, OffsetCommit, OffsetError};
 use super::retention::OffsetsRetention;
+use crate::protocol::group::group_summary_bytes;
 
 /// How often lapsed queue locks are swept from memory.
 pub const LOCK_SWEEP_INTERVAL: Duration = Duration::from_secs(10);
@@ -392,22 +393,51 @@ impl Coordinator {
 
     /// Groups with members or committed offsets, sorted by name.
     pub fn overview(&self) -> Vec<GroupOverview> {
-        let mut names = self.groups.group_names();
-        names.extend(self.offsets.group_names());
-        names.sort();
-        names.dedup();
-        names
-            .into_iter()
-            .map(|group| {
-                let (version, members) = self.members(&group);
-                GroupOverview {
-                    members: members.len(),
-                    version,
-                    committed_queues: self.offsets.group(&group).len(),
-                    group,
+        self.overview_page("", usize::MAX, usize::MAX).0
+    }
+
+    /// A page of LIST_GROUPS: the groups with members or committed offsets whose names sort
+    /// after `after`, in name order, as many as fit `max_bytes` of answer
+    /// ([`group_summary_bytes`] each) and `max_items` (at least one, whatever their size);
+    /// and whether groups after the last one returned remain.
+    pub fn overview_page(
+        &self,
+        after: &str,
+        max_bytes: usize,
+        max_items: usize,
+    ) -> (Vec<GroupOverview>, bool) {
+        let mut with_members = self.groups.group_names();
+        with_members.retain(|g| g.as_str() > after);
+        let mut with_members = with_members.into_iter().peekable();
+        let mut with_offsets = self.offsets.group_names_after(after).peekable();
+        let mut page = Vec::new();
+        let mut bytes = 0usize;
+        loop {
+            // The next name of either sorted list (a group in both, once).
+            let name = match (with_members.peek(), with_offsets.peek()) {
+                (None, None) => return (page, false),
+                (Some(m), Some(o)) if m.as_str() == *o => {
+                    with_offsets.next();
+                    with_members.next()
                 }
-            })
-            .collect()
+                (Some(m), Some(o)) if m.as_str() < *o => with_members.next(),
+                (Some(_), None) => with_members.next(),
+                _ => with_offsets.next().map(str::to_owned),
+            }
+            .expect("peeked");
+            let b = group_summary_bytes(&name);
+            if !page.is_empty() && (page.len() >= max_items || bytes + b > max_bytes) {
+                return (page, true);
+            }
+            bytes += b;
+            let (version, members) = self.groups.version_and_size(&name).unwrap_or_default();
+            page.push(GroupOverview {
+                members,
+                version,
+                committed_queues: self.offsets.group_len(&name),
+                group: name,
+            });
+        }
     }
 
     /// Every committed offset this coordinator holds (for the metrics endpoint).

@@ -475,6 +475,11 @@ impl Groups {
         Some((g.version, g.members.values().map(|m| m.info.clone()).collect()))
     }
 
+    /// The group's version and how many members it has, without copying them.
+    pub fn version_and_size(&self, group: &str) -> Option<(u64, usize)> {
+        self.groups.get(group).map(|g| (g.version, g.members.len()))
+    }
+
     /// The groups with members, sorted.
     pub fn group_names(&self) -> Vec<String> {
         let mut v: Vec<String> = self.groups.keys().cloned().collect();

@@ -277,6 +277,13 @@ impl CommittedOffsets {
         self.groups.keys().cloned().collect()
     }
 
+    /// Groups with committed offsets whose names sort after `after`, in name order.
+    pub fn group_names_after<'a>(&'a self, after: &str) -> impl Iterator<Item = &'a str> + 'a {
+        use std::ops::Bound;
+        let range = (Bound::Excluded(after.to_owned()), Bound::Unbounded);
+        self.groups.range::<String, _>(range).map(|(g, _)| g.as_str())
+    }
+
     /// Whether `group` has any committed offset.
     pub fn has_group(&self, group: &str) -> bool {
         self.groups.contains_key(group)

@@ -61,6 +61,17 @@ pub struct GroupSummary {
     pub committed_queues: u32,
 }
 
+/// Bytes of a `ListGroups` answer frame besides its groups: length prefix, response header
+/// and the group count (plus 1 for `more` when the request carried `after`).
+pub const LIST_GROUPS_ANSWER_FIXED_BYTES: usize =
+    super::frame::LEN_PREFIX + super::frame::RESPONSE_HEADER_LEN + 4;
+
+/// A group's bytes in a `ListGroups` answer: `string group, u32 members, u64 version, u32
+/// committed_queues`.
+pub fn group_summary_bytes(group: &str) -> usize {
+    2 + group.len() + 4 + 8 + 4
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GroupRequest {
     /// Joins `group` or renews the session; the subscriptions and room replace earlier ones.
@@ -115,7 +126,13 @@ pub enum GroupRequest {
         topic: String,
         to: ResetTo,
     },
-    ListGroups,
+    /// A page of the broker's groups, in name order: those whose names sort after `after`,
+    /// as many as fit one answer frame. `after` is optional on the wire: a request without it
+    /// (an empty payload, what clients before paging send) gets the first page and an answer
+    /// without `more`; one with it (`Some("")` for the first page) gets `more`.
+    ListGroups {
+        after: Option<String>,
+    },
     /// Forgets a group without members: its committed offsets (and its reset fence). Refused
     /// with `GROUP_NOT_EMPTY` while the group has members.
     Delete {
@@ -162,8 +179,11 @@ pub enum GroupResponse {
     Reset {
         offsets: Vec<(u32, u64)>,
     },
+    /// `more`: groups after the last one listed remain (ask again with `after` set to its
+    /// name); present only when the request carried `after`.
     ListGroups {
         groups: Vec<GroupSummary>,
+        more: Option<bool>,
     },
     /// How many queues' committed offsets the deletion forgot (0: nothing was committed).
     Delete {
@@ -186,7 +206,7 @@ impl GroupRequest {
             GroupRequest::Lock { .. } => ApiKey::LockQueues,
             GroupRequest::Unlock { .. } => ApiKey::UnlockQueues,
             GroupRequest::Reset { .. } => ApiKey::ResetOffsets,
-            GroupRequest::ListGroups => ApiKey::ListGroups,
+            GroupRequest::ListGroups { .. } => ApiKey::ListGroups,
             GroupRequest::Delete { .. } => ApiKey::DeleteGroup,
         }
     }
@@ -204,7 +224,7 @@ impl GroupRequest {
             | GroupRequest::Unlock { group, .. }
             | GroupRequest::Reset { group, .. }
             | GroupRequest::Delete { group } => Some(group),
-            GroupRequest::ListGroups => None,
+            GroupRequest::ListGroups { .. } => None,
         }
     }
 
@@ -253,7 +273,11 @@ impl GroupRequest {
                 };
                 w.u8(mode).i64(value);
             }
-            GroupRequest::ListGroups => {}
+            GroupRequest::ListGroups { after } => {
+                if let Some(after) = after {
+                    w.string(after);
+                }
+            }
         }
     }
 
@@ -324,7 +348,9 @@ impl GroupRequest {
                 };
                 GroupRequest::Reset { group, topic, to }
             }
-            ApiKey::ListGroups => GroupRequest::ListGroups,
+            // Clients before paging send nothing: the first page.
+            ApiKey::ListGroups if r.remaining() == 0 => GroupRequest::ListGroups { after: None },
+            ApiKey::ListGroups => GroupRequest::ListGroups { after: Some(r.string("after")?) },
             ApiKey::DeleteGroup => GroupRequest::Delete { group: r.string("group")? },
             _ => unreachable!("decode_body is called for group api keys only"),
         })
@@ -384,10 +410,13 @@ impl GroupResponse {
                     w.u32(*queue_id).u64(*offset);
                 }
             }
-            GroupResponse::ListGroups { groups } => {
+            GroupResponse::ListGroups { groups, more } => {
                 w.count(groups.len());
                 for g in groups {
                     w.string(&g.group).u32(g.members).u64(g.version).u32(g.committed_queues);
+                }
+                if let Some(more) = more {
+                    w.u8(u8::from(*more));
                 }
             }
         }
@@ -459,7 +488,16 @@ impl GroupResponse {
                         committed_queues: r.u32("committed_queues")?,
                     });
                 }
-                GroupResponse::ListGroups { groups }
+                // A broker answers `more` only to a request that carried `after`.
+                let more = match r.remaining() {
+                    0 => None,
+                    _ => Some(match r.u8("more")? {
+                        0 => false,
+                        1 => true,
+                        v => return Err(DecodeError::BadValue { field: "more", value: v.into() }),
+                    }),
+                };
+                GroupResponse::ListGroups { groups, more }
             }
             ApiKey::DeleteGroup => GroupResponse::Delete { removed: r.u32("removed")? },
             _ => unreachable!("decode_body is called for group api keys only"),

@@ -31,8 +31,10 @@ use crate::group::offsets::{
     parse_snapshot_key, snapshot_key, OffsetError, OffsetsReplay, COMMIT_KEY,
 };
 use crate::protocol::group::{
-    GroupMember, GroupQueue, GroupRequest, GroupResponse, GroupSummary, ResetTo,
+    group_summary_bytes, GroupMember, GroupQueue, GroupRequest, GroupResponse, GroupSummary,
+    ResetTo, LIST_GROUPS_ANSWER_FIXED_BYTES,
 };
+use crate::protocol::message::MAX_LIST_ITEMS;
 
 use super::super::routing::coordinator_shard;
 use super::super::topics::SYSTEM_TOPIC_OFFSETS;
@@ -143,11 +145,13 @@ fn internal(what: impl std::fmt::Display) -> BrokerError {
 
 impl<L: ShardLog> Shard<L> {
     /// A group request decoded on this shard: served here if this shard coordinates the group,
-    /// else forwarded to the coordinator. `ListGroups` gathers every shard's groups.
+    /// else forwarded to the coordinator. `ListGroups` gathers a page of every shard's groups.
     pub(super) async fn group_request(self: &Rc<Self>, request: GroupRequest) -> Reply {
         let Some(group) = request.group() else {
-            let groups = self.gather_groups().await;
-            return Ok(Response::Group(GroupResponse::ListGroups { groups }));
+            let GroupRequest::ListGroups { after } = request else {
+                return Err(internal("a group request without a group"));
+            };
+            return Ok(Response::Group(self.list_groups(after).await));
         };
         let coordinator = coordinator_shard(group, self.shard_count);
         if coordinator == self.id {
@@ -334,7 +338,9 @@ impl<L: ShardLog> Shard<L> {
                 let removed = self.delete_group(&group).await?;
                 Ok(GroupResponse::Delete { removed })
             }
-            GroupRequest::ListGroups => Err(internal("LIST_GROUPS is gathered, not coordinated")),
+            GroupRequest::ListGroups { .. } => {
+                Err(internal("LIST_GROUPS is gathered, not coordinated"))
+            }
         }
     }
 
@@ -602,32 +608,175 @@ impl<L: ShardLog> Shard<L> {
         Ok(min)
     }
 
-    /// Every shard's groups (this one's and its peers', over the control mesh).
-    async fn gather_groups(&self) -> Vec<GroupSummary> {
-        let mut out = self.group_summaries();
+    /// A page of every shard's groups (this one's and its peers', over the control mesh): those
+    /// after `after` in name order, as many as fit one answer frame (`broker.max_frame_bytes`)
+    /// and one list ([`MAX_LIST_ITEMS`]). A request without `after` (a client before paging)
+    /// gets the first page, without `more`.
+    ///
+    /// Each shard answers its own first groups that fit a frame; a shard that had more marks
+    /// where the page must end (a group of its after its last one may sort before another
+    /// shard's next). The page is kept within a frame after each shard's, so the gathering
+    /// holds at most two pages.
+    async fn list_groups(&self, after: Option<String>) -> GroupResponse {
+        let fixed = LIST_GROUPS_ANSWER_FIXED_BYTES + usize::from(after.is_some());
+        let max_bytes = self.config.broker.max_frame_bytes.saturating_sub(fixed);
+        let from = after.as_deref().unwrap_or("");
+        let mut page = ListPage::new(max_bytes);
+        page.add(self.group_page(from, max_bytes));
         for peer in ShardId::all(self.shard_count).filter(|&p| p != self.id) {
             let (reply, rx) = oneshot::channel();
-            if self.control_mesh.send(peer, Control::Groups { reply }).await.is_ok() {
-                if let Ok(groups) = rx.await {
-                    out.extend(groups);
+            let ask = Control::Groups { after: from.to_owned(), max_bytes, reply };
+            if self.control_mesh.send(peer, ask).await.is_ok() {
+                if let Ok(p) = rx.await {
+                    page.add(p);
                 }
             }
         }
-        out.sort_by(|a, b| a.group.cmp(&b.group));
-        out
+        GroupResponse::ListGroups { more: after.map(|_| page.more()), groups: page.groups }
     }
 
-    pub(super) fn group_summaries(&self) -> Vec<GroupSummary> {
-        self.coordinator
-            .borrow()
-            .overview()
+    /// This shard's groups after `after`, in name order, as many as fit `max_bytes` of a
+    /// LIST_GROUPS answer (at least one), and whether more remain.
+    pub(super) fn group_page(&self, after: &str, max_bytes: usize) -> GroupPage {
+        let (groups, more) =
+            self.coordinator.borrow().overview_page(after, max_bytes, MAX_LIST_ITEMS as usize);
+        let groups = groups
             .into_iter()
             .map(|g| GroupSummary {
                 group: g.group,
-                members: g.members as u32,
+                members: g.members.min(u32::MAX as usize) as u32,
                 version: g.version,
-                committed_queues: g.committed_queues as u32,
+                committed_queues: g.committed_queues.min(u32::MAX as usize) as u32,
             })
-            .collect()
+            .collect();
+        GroupPage { groups, more }
+    }
+}
+
+/// One shard's page of LIST_GROUPS: its groups in name order and whether it had more.
+#[derive(Debug)]
+pub struct GroupPage {
+    pub groups: Vec<GroupSummary>,
+    pub more: bool,
+}
+
+/// The LIST_GROUPS answer being gathered from the shards' pages.
+struct ListPage {
+    /// Every group of the pages so far up to `end`, in name order.
+    groups: Vec<GroupSummary>,
+    /// The last name the answer may hold: a shard that had more does not say what its next
+    /// group is, nor does a page cut at the frame; None while every page was whole.
+    end: Option<String>,
+    max_bytes: usize,
+}
+
+impl ListPage {
+    fn new(max_bytes: usize) -> Self {
+        ListPage { groups: Vec::new(), end: None, max_bytes }
+    }
+
+    /// Whether groups after the last one gathered remain.
+    fn more(&self) -> bool {
+        self.end.is_some()
+    }
+
+    /// Merges a shard's page: in name order, up to `end`, within the frame and the list bound
+    /// (at least one group: a frame of at least 1024 bytes always holds one).
+    fn add(&mut self, page: GroupPage) {
+        if page.more {
+            if let Some(last) = page.groups.last() {
+                if self.end.as_ref().map_or(true, |end| last.group < *end) {
+                    self.end = Some(last.group.clone());
+                }
+            }
+        }
+        self.groups.extend(page.groups);
+        self.groups.sort_by(|a, b| a.group.cmp(&b.group));
+        if let Some(end) = &self.end {
+            let cut = self.groups.partition_point(|g| g.group <= *end);
+            self.groups.truncate(cut);
+        }
+        let mut bytes = 0;
+        let mut keep = 0;
+        for g in &self.groups {
+            let b = group_summary_bytes(&g.group);
+            if keep > 0 && (keep >= MAX_LIST_ITEMS as usize || bytes + b > self.max_bytes) {
+                break;
+            }
+            bytes += b;
+            keep += 1;
+        }
+        if keep < self.groups.len() {
+            self.groups.truncate(keep);
+            self.end = self.groups.last().map(|g| g.group.clone());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn summary(group: &str) -> GroupSummary {
+        GroupSummary { group: group.into(), members: 0, version: 0, committed_queues: 1 }
+    }
+
+    /// Shard `groups` (sorted) as `group_page` answers: its first after `after` within
+    /// `max_bytes` (at least one).
+    fn shard_page(groups: &[String], after: &str, max_bytes: usize) -> GroupPage {
+        let mut page = Vec::new();
+        let mut bytes = 0;
+        for g in groups.iter().filter(|g| g.as_str() > after) {
+            let b = group_summary_bytes(g);
+            if !page.is_empty() && bytes + b > max_bytes {
+                return GroupPage { groups: page, more: true };
+            }
+            bytes += b;
+            page.push(summary(g));
+        }
+        GroupPage { groups: page, more: false }
+    }
+
+    /// Pages through shards holding `shards` until a page says no more: every group once, in
+    /// order, each page within `max_bytes`.
+    fn page_through(shards: &[Vec<String>], max_bytes: usize) -> Vec<String> {
+        let mut after = String::new();
+        let mut listed = Vec::new();
+        for _ in 0..10_000 {
+            let mut page = ListPage::new(max_bytes);
+            for groups in shards {
+                page.add(shard_page(groups, &after, max_bytes));
+            }
+            let bytes: usize = page.groups.iter().map(|g| group_summary_bytes(&g.group)).sum();
+            assert!(bytes <= max_bytes, "{bytes} bytes");
+            let more = page.more();
+            listed.extend(page.groups.into_iter().map(|g| g.group));
+            if !more {
+                return listed;
+            }
+            after = listed.last().expect("a page with more lists a group").clone();
+        }
+        panic!("paging did not end");
+    }
+
+    #[test]
+    fn pages_merged_from_shards_list_every_group_once_in_order() {
+        // Long names on one shard, short ones on another sorting between them: a shard that
+        // stopped early must end the page, or the short names past its next would be listed
+        // before it.
+        let long = |i: usize| format!("a{i:03}{}", "x".repeat(250));
+        let shards = vec![
+            (0..40).map(long).collect::<Vec<_>>(),
+            (0..300).map(|i| format!("a{i:03}")).collect(),
+            (0..7).map(|i| format!("b{i}")).collect(),
+            vec![],
+        ];
+        let mut want: Vec<String> = shards.iter().flatten().cloned().collect();
+        want.sort();
+        for max_bytes in [300, 1000, 4000, 1 << 20] {
+            assert_eq!(page_through(&shards, max_bytes), want, "{max_bytes}");
+        }
+        // Nothing anywhere: one empty page without more.
+        assert_eq!(page_through(&[vec![], vec![]], 1000), Vec::<String>::new());
     }
 }

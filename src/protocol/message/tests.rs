@@ -197,7 +197,9 @@ fn group_requests() -> Vec<GroupRequest> {
         GroupRequest::Reset { group: "g".into(), topic: "t".into(), to: ResetTo::Latest },
         GroupRequest::Reset { group: "g".into(), topic: "t".into(), to: ResetTo::Timestamp(-5) },
         GroupRequest::Reset { group: "g".into(), topic: "t".into(), to: ResetTo::Offset(9) },
-        GroupRequest::ListGroups,
+        GroupRequest::ListGroups { after: None },
+        GroupRequest::ListGroups { after: Some(String::new()) },
+        GroupRequest::ListGroups { after: Some("g-0042".into()) },
         GroupRequest::Delete { group: "g".into() },
     ]
 }
@@ -266,6 +268,17 @@ fn every_response_round_trips() {
                 version: 3,
                 committed_queues: 4,
             }],
+            more: None,
+        },
+        GroupResponse::ListGroups { groups: vec![], more: Some(false) },
+        GroupResponse::ListGroups {
+            groups: vec![GroupSummary {
+                group: "h".into(),
+                members: 0,
+                version: 0,
+                committed_queues: 1,
+            }],
+            more: Some(true),
         },
     ] {
         round_trip_response(Response::Group(g));
@@ -278,6 +291,12 @@ fn truncated_group_requests_are_refused_not_panics() {
         let f = Request::Group(g).encode_frame(1);
         let (h, p) = split_request(&f);
         for cut in 0..p.len() {
+            // LIST_GROUPS's `after` is optional: without it, the request of older clients.
+            if cut == 0 && h.api_key == ApiKey::ListGroups as u16 {
+                let old = Request::Group(GroupRequest::ListGroups { after: None });
+                assert_eq!(decode_request(&h, &p[..cut]), Ok(old));
+                continue;
+            }
             assert!(decode_request(&h, &p[..cut]).is_err(), "{h:?} cut at {cut}");
         }
     }
@@ -395,4 +414,37 @@ fn produce_head_plus_batch_is_the_encoded_frame() {
     parts.extend_from_slice(batch);
     assert_eq!(&parts[14..], &whole[..]);
     assert_eq!(&parts[..14], b"earlier frames");
+}
+
+#[test]
+fn a_list_groups_answer_takes_the_bytes_counted_for_it() {
+    use super::super::group::*;
+    let long = "c".repeat(255);
+    let groups: Vec<GroupSummary> = ["a", "bb", long.as_str()]
+        .iter()
+        .map(|g| GroupSummary { group: (*g).into(), members: 1, version: 2, committed_queues: 3 })
+        .collect();
+    for more in [None, Some(false), Some(true)] {
+        let counted = LIST_GROUPS_ANSWER_FIXED_BYTES
+            + usize::from(more.is_some())
+            + groups.iter().map(|g| group_summary_bytes(&g.group)).sum::<usize>();
+        let answer = GroupResponse::ListGroups { groups: groups.clone(), more };
+        assert_eq!(Response::Group(answer).encode_frame(1).len(), counted, "{more:?}");
+    }
+}
+
+#[test]
+fn a_list_groups_request_without_after_is_the_first_page_of_older_clients() {
+    use super::super::group::*;
+    // What clients before paging send: an empty payload.
+    let h = RequestHeader { api_key: ApiKey::ListGroups as u16, api_version: 1, correlation_id: 3 };
+    let want = Request::Group(GroupRequest::ListGroups { after: None });
+    assert_eq!(decode_request(&h, &[]), Ok(want));
+    // Their answer has no `more` byte: the layout they decode.
+    let old = GroupResponse::ListGroups { groups: vec![], more: None };
+    let f = Response::Group(old).encode_frame(3);
+    let (_, p) = split_response(&f);
+    assert_eq!(p, [0, 0, 0, 0]);
+    // A `more` byte other than 0 or 1 is refused.
+    assert!(Response::decode(ApiKey::ListGroups, &[0, 0, 0, 0, 2]).is_err());
 }

@@ -190,8 +190,11 @@ fn locks_belong_to_members_and_a_reset_fences_older_commits() {
             Response::Group(GroupResponse::Reset { offsets: vec![(0, 3), (1, 0)] }),
             "clamped"
         );
-        let r = group_call(&s, GroupRequest::ListGroups).await.unwrap();
-        let Response::Group(GroupResponse::ListGroups { groups }) = r else { panic!() };
+        // The request of clients before paging: the first page, without `more`.
+        let r = group_call(&s, GroupRequest::ListGroups { after: None }).await.unwrap();
+        let Response::Group(GroupResponse::ListGroups { groups, more: None }) = r else {
+            panic!("{r:?}")
+        };
         assert_eq!(groups.len(), 1);
         assert_eq!((groups[0].members, groups[0].committed_queues), (1, 2));
     });
@@ -363,6 +366,69 @@ fn a_group_s_committed_queues_always_fit_one_fetch_offsets_answer() {
         // Deleting the group frees its answer's room.
         assert_eq!(removed(group_call(&s, delete("g")).await), 5);
         group_call(&s, wide(5..10, 1)).await.unwrap();
+    });
+}
+
+#[test]
+fn list_groups_pages_through_every_group_once_in_name_order_within_the_frame() {
+    run(|| async {
+        use crate::protocol::group::GroupSummary;
+        let max_frame = 4096;
+        let small = |c: &mut Config| c.broker.max_frame_bytes = max_frame;
+        let s = shard_configured(SimDir::new(94), |_| {}, small, runtime::system_clock()).await;
+        s.start_groups().await.unwrap();
+        // Groups with offsets and groups with members (some both), names of every length.
+        let name = |i: usize| format!("g{i:04}{}", "n".repeat(i * 7 % 250));
+        let mut want = Vec::new();
+        // i % 3: 0 a member only, 1 offsets only, 2 both.
+        for i in 0..120 {
+            if i % 3 != 0 {
+                group_call(&s, commit(&name(i), 0, &[(0, i as u64)])).await.unwrap();
+            }
+            if i % 3 != 1 {
+                group_call(&s, join(&name(i), "c")).await.unwrap();
+            }
+            want.push(name(i));
+        }
+        let mut listed: Vec<GroupSummary> = Vec::new();
+        let mut after = String::new();
+        let mut pages = 0;
+        loop {
+            let request = GroupRequest::ListGroups { after: Some(after.clone()) };
+            let r = group_call(&s, request).await.unwrap();
+            assert!(r.encode_frame(1).len() <= max_frame);
+            let Response::Group(GroupResponse::ListGroups { groups, more: Some(more) }) = r else {
+                panic!("{r:?}")
+            };
+            pages += 1;
+            listed.extend(groups);
+            if !more {
+                break;
+            }
+            after = listed.last().unwrap().group.clone();
+            assert!(pages < 1000, "paging did not end");
+        }
+        assert!(pages > 3, "{pages} pages");
+        let names: Vec<String> = listed.iter().map(|g| g.group.clone()).collect();
+        assert!(names == want, "{} listed, {} groups", names.len(), want.len());
+        for (i, g) in listed.iter().enumerate() {
+            assert_eq!(g.members, u32::from(i % 3 != 1), "{}", g.group);
+            assert_eq!(g.committed_queues, u32::from(i % 3 != 0), "{}", g.group);
+        }
+        // A request without `after` (clients before paging) gets the first page, within the
+        // frame too.
+        let r = group_call(&s, GroupRequest::ListGroups { after: None }).await.unwrap();
+        assert!(r.encode_frame(1).len() <= max_frame);
+        let Response::Group(GroupResponse::ListGroups { groups, more: None }) = r else {
+            panic!("{r:?}")
+        };
+        assert_eq!(groups[0].group, want[0]);
+        // After the last group: an empty page.
+        let request = GroupRequest::ListGroups { after: Some(want.last().unwrap().clone()) };
+        let r = group_call(&s, request).await.unwrap();
+        let empty =
+            Response::Group(GroupResponse::ListGroups { groups: vec![], more: Some(false) });
+        assert_eq!(r, empty);
     });
 }
 
