@@ -222,3 +222,59 @@ fn a_busy_metrics_port_fails_the_start_and_says_what_to_change() {
     assert!(err.contains("[metrics] listen") && err.contains("enabled = false"), "{err}");
     assert!(!String::from_utf8_lossy(&out.stdout).contains("ready"), "never ready");
 }
+
+#[test]
+fn a_scrape_shows_each_coordinator_s_group_state() {
+    use ringmq::group::membership::{group_bytes, member_bytes, MemberInfo, Subscription};
+    let dir = tempdir();
+    let broker = Broker::start_in(dir.path(), &config(dir.path(), 2, "", ""));
+    let addr = metrics_addr(&broker);
+    let client = Client::connect(&broker.addr()).unwrap();
+    client.admin().create_topic("m", 4).unwrap();
+    let groups = client.groups();
+    let subscriptions = [("m".to_string(), "*".to_string())];
+    groups.heartbeat("billing", "c1", "", &subscriptions).unwrap();
+    let commits = [("m".to_string(), 0, 5), ("m".to_string(), 1, 7)];
+    assert_eq!(groups.commit("billing", 0, &commits).unwrap(), SendStatus::SendOk);
+    let locked =
+        groups.lock("billing", "c1", Duration::from_secs(60), &[("m".to_string(), 2)]).unwrap();
+    assert_eq!(locked.len(), 1);
+
+    let member = MemberInfo {
+        client_id: "c1".into(),
+        room: None,
+        subscriptions: vec![Subscription { topic: "m".into(), expression: "*".into() }],
+    };
+    let bytes = (group_bytes("billing") + member_bytes("billing", &member)) as f64;
+    let s = scrape(&addr);
+    for shard in ["0", "1"] {
+        // Every shard has each series, its coordinator's state or 0.
+        for metric in [
+            "ringmq_group_membership_bytes",
+            "ringmq_group_members",
+            "ringmq_group_offsets_held",
+            "ringmq_group_queue_locks",
+            "ringmq_group_retention_groups",
+        ] {
+            let present = s
+                .samples
+                .iter()
+                .any(|x| x.metric == metric && x.labels.get("shard") == Some(shard));
+            assert!(present, "{metric} of shard {shard}");
+        }
+    }
+    assert_eq!(sum(&s, "ringmq_group_membership_bytes", &[]), bytes);
+    assert_eq!(sum(&s, "ringmq_group_members", &[]), 1.0);
+    assert_eq!(sum(&s, "ringmq_group_offsets_held", &[]), 2.0);
+    assert_eq!(sum(&s, "ringmq_group_queue_locks", &[]), 1.0);
+    assert_eq!(sum(&s, "ringmq_group_retention_groups", &[]), 1.0);
+
+    // The member leaves: its bytes and lock go; the offsets stay, their retention tracked.
+    groups.leave("billing", "c1").unwrap();
+    let s = scrape(&addr);
+    assert_eq!(sum(&s, "ringmq_group_membership_bytes", &[]), 0.0);
+    assert_eq!(sum(&s, "ringmq_group_members", &[]), 0.0);
+    assert_eq!(sum(&s, "ringmq_group_queue_locks", &[]), 0.0);
+    assert_eq!(sum(&s, "ringmq_group_offsets_held", &[]), 2.0);
+    assert_eq!(sum(&s, "ringmq_group_retention_groups", &[]), 1.0);
+}

@@ -453,6 +453,21 @@ impl Coordinator {
     pub fn retention_len(&self) -> usize {
         self.retention.len()
     }
+
+    /// Bytes of membership charged against the byte budget.
+    pub fn membership_bytes(&self) -> usize {
+        self.groups.membership_bytes()
+    }
+
+    /// Members of every group.
+    pub fn member_count(&self) -> usize {
+        self.groups.member_count()
+    }
+
+    /// Queue locks held in the table (lapsed ones until the next sweep).
+    pub fn locks_len(&self) -> usize {
+        self.locks.len()
+    }
 }
 
 #[cfg(test)]

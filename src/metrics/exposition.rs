@@ -306,6 +306,40 @@ impl Collector for SnapshotCollector {
         )?;
         gauges(
             e,
+            "group_membership_bytes",
+            "Bytes of membership state the shard's coordinator holds, as charged against \
+             group.max_membership_bytes",
+            per_shard(|s| s.group_membership_bytes),
+        )?;
+        gauges(
+            e,
+            "group_members",
+            "Members of the groups the shard coordinates",
+            per_shard(|s| s.group_members),
+        )?;
+        gauges(
+            e,
+            "group_offsets_held",
+            "Committed offsets (group, topic, queue) the shard's coordinator holds \
+             (group.max_committed_offsets)",
+            per_shard(|s| s.group_offsets_held),
+        )?;
+        gauges(
+            e,
+            "group_queue_locks",
+            "Queue locks in the shard's coordinator's table (group.max_queue_locks); lapsed ones \
+             until the next sweep",
+            per_shard(|s| s.group_queue_locks),
+        )?;
+        gauges(
+            e,
+            "group_retention_groups",
+            "Groups whose offsets retention the shard's coordinator tracks (every group with \
+             committed offsets; group.offsets_retention_ms)",
+            per_shard(|s| s.group_retention_groups),
+        )?;
+        gauges(
+            e,
             "long_poll_waiters",
             "Fetches parked at the end of a queue",
             per_shard(|s| s.counters.long_poll_waiting),
@@ -485,6 +519,11 @@ mod tests {
         s1.key_index_disk_read_bytes = Some(8192);
         s1.read_buffer_pool_bytes = 65536;
         s1.read_buffer_allocated_bytes = 131072;
+        s1.group_membership_bytes = 900;
+        s1.group_members = 3;
+        s1.group_offsets_held = 12;
+        s1.group_queue_locks = 4;
+        s1.group_retention_groups = 2;
         s1.task_queue_busy = vec![("data", std::time::Duration::from_millis(2500))];
         s1.append_ack_latency.record_us(40);
         s1.append_ack_latency.record_us(4_000);
@@ -525,6 +564,15 @@ mod tests {
         assert_eq!(value(&s, "ringmq_key_index_disk_read_bytes_total", &shard1), Some(8192.0));
         assert_eq!(value(&s, "ringmq_read_buffer_pool_bytes", &shard1), Some(65536.0));
         assert_eq!(value(&s, "ringmq_read_buffer_allocated_bytes_total", &shard1), Some(131072.0));
+        for (metric, want) in [
+            ("ringmq_group_membership_bytes", 900.0),
+            ("ringmq_group_members", 3.0),
+            ("ringmq_group_offsets_held", 12.0),
+            ("ringmq_group_queue_locks", 4.0),
+            ("ringmq_group_retention_groups", 2.0),
+        ] {
+            assert_eq!(value(&s, metric, &shard1), Some(want), "{metric}");
+        }
         assert_eq!(
             value(&s, "ringmq_task_queue_busy_seconds_total", &[("shard", "1"), ("queue", "data")]),
             Some(2.5)

@@ -76,6 +76,16 @@ pub struct ShardSnapshot {
     pub group_offsets: Vec<GroupOffsetSample>,
     /// How many committed offsets the shard holds.
     pub group_offsets_held: u64,
+    /// The shard's coordinator: bytes of membership charged against
+    /// `group.max_membership_bytes`.
+    pub group_membership_bytes: u64,
+    /// Members of the groups the shard coordinates.
+    pub group_members: u64,
+    /// Queue locks in the coordinator's table (`group.max_queue_locks`), lapsed ones until the
+    /// next sweep.
+    pub group_queue_locks: u64,
+    /// Groups whose offsets retention the coordinator tracks (every group with offsets).
+    pub group_retention_groups: u64,
     /// Replication state; None on a broker without replication.
     pub replication: Option<ReplicationSample>,
     /// Durable log bytes past the key index's position (keys QUERY_KEYS does not find yet);

@@ -77,6 +77,10 @@ impl<L: ShardLog> Shard<L> {
             queues_owned,
             group_offsets,
             group_offsets_held: offsets.len() as u64,
+            group_membership_bytes: coordinator.membership_bytes() as u64,
+            group_members: coordinator.member_count() as u64,
+            group_queue_locks: coordinator.locks_len() as u64,
+            group_retention_groups: coordinator.retention_len() as u64,
             replication: self.replication_sample(),
             key_index_behind_bytes: self
                 .keys

@@ -68,3 +68,61 @@ fn a_snapshot_stops_collecting_series_at_the_caps() {
         assert_eq!(snap.group_offsets_held, 1, "what was left out is still counted");
     });
 }
+
+#[test]
+fn a_snapshot_holds_the_coordinator_s_group_state() {
+    run(|| async {
+        use crate::group::membership::{group_bytes, member_bytes, MemberInfo, Subscription};
+        use crate::protocol::group::GroupQueue;
+        let s = shard(8).await;
+        let state = |s: &Rc<Shard<SimLog>>| {
+            let snap = s.metrics_snapshot(WIDE_LIMITS);
+            (
+                snap.group_membership_bytes,
+                snap.group_members,
+                snap.group_offsets_held,
+                snap.group_queue_locks,
+                snap.group_retention_groups,
+            )
+        };
+        assert_eq!(state(&s), (0, 0, 0, 0, 0));
+        for client_id in ["a", "b"] {
+            let join = GroupRequest::Heartbeat {
+                group: "g".into(),
+                client_id: client_id.into(),
+                room: String::new(),
+                subscriptions: vec![("t".into(), "*".into())],
+            };
+            call(&s, Request::Group(join)).await.unwrap();
+        }
+        let commit = GroupRequest::CommitOffsets {
+            group: "g".into(),
+            generation: 0,
+            offsets: (0..2)
+                .map(|q| QueueCommit { topic: "t".into(), queue_id: q, offset: 1 })
+                .collect(),
+        };
+        call(&s, Request::Group(commit)).await.unwrap();
+        let lock = GroupRequest::Lock {
+            group: "g".into(),
+            client_id: "a".into(),
+            lease_ms: 60_000,
+            queues: vec![GroupQueue { topic: "t".into(), queue_id: 0 }],
+        };
+        call(&s, Request::Group(lock)).await.unwrap();
+        let info = |client_id: &str| MemberInfo {
+            client_id: client_id.into(),
+            room: None,
+            subscriptions: vec![Subscription { topic: "t".into(), expression: "*".into() }],
+        };
+        let bytes =
+            group_bytes("g") + member_bytes("g", &info("a")) + member_bytes("g", &info("b"));
+        assert_eq!(state(&s), (bytes as u64, 2, 2, 1, 1));
+        // Leaving gives back the member's bytes and locks; the offsets stay, tracked.
+        for client_id in ["a", "b"] {
+            let leave = GroupRequest::Leave { group: "g".into(), client_id: client_id.into() };
+            call(&s, Request::Group(leave)).await.unwrap();
+        }
+        assert_eq!(state(&s), (0, 0, 2, 0, 1));
+    });
+}
