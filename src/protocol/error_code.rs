@@ -83,7 +83,7 @@ error_codes! {
     CORRUPT_DATA = 23, No, "a stored batch fails its checksum on read; the payload carries its offsets [first, next)";
     NOT_COORDINATOR = 24, Yes, "this shard does not coordinate the group; refresh metadata";
     UNKNOWN_MEMBER = 25, No, "the client is not a member of the group (its session expired?); heartbeat to join again";
-    GROUP_LIMIT = 26, No, "a consumer-group limit is reached (groups, members, subscriptions, membership bytes, offsets, locks, watchers)";
+    GROUP_LIMIT = 26, No, "a consumer-group limit is reached (groups, members, subscriptions, membership bytes, offsets, a group's answer over the frame limit, locks, watchers)";
     STALE_GENERATION = 27, No, "the group's offsets were reset after the committer's rebalance; fetch the committed offsets again";
     INVALID_DELIVERY_TIME = 28, No, "a scheduled produce asks for an unknown delay level or a time beyond the horizon";
     SCHEDULE_FULL = 29, Yes, "the owning shard holds its limit of pending scheduled messages; retry once some are delivered";
