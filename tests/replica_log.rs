@@ -148,19 +148,32 @@ fn a_replica_refuses_batches_out_of_place() {
             .await
             .unwrap();
         assert_eq!(batches.len(), 6);
-        // Skipping a batch: the next one is not where this log's next batch goes.
+        // Skipping a batch: the next one is not where this log's next batch goes. A position
+        // mismatch between the replica and the stream, not damage in either log.
+        let misplaced = |e: Result<_, StorageError>, at: LogPosition, says: &str| match e {
+            Err(e @ StorageError::ReplicaMismatch { position, .. }) => {
+                assert_eq!(position, at.get());
+                let text = e.to_string();
+                assert!(text.contains("does not continue this replica's log"), "{text}");
+                assert!(text.contains(says), "{text}");
+                assert!(!text.contains("corrupt"), "{text}");
+            }
+            e => panic!("expected a replica mismatch at {at}, got {e:?}"),
+        };
         let e = replica.append_replicated(batches[1].position, &batches[1].bytes).await;
-        assert!(matches!(e, Err(StorageError::Corrupt { .. })), "{e:?}");
+        let first = format!("this log's next batch goes at {}", LogPosition::new(0));
+        misplaced(e, batches[1].position, &first);
         replica.append_replicated(batches[0].position, &batches[0].bytes).await.unwrap();
         // The same batch again (a retried stream) is refused, not stored twice.
         let e = replica.append_replicated(batches[0].position, &batches[0].bytes).await;
-        assert!(matches!(e, Err(StorageError::Corrupt { .. })), "{e:?}");
+        let next = format!("this log's next batch goes at {}", batches[1].position);
+        misplaced(e, batches[0].position, &next);
         // Right place, wrong queue offset (a log that diverged): refused.
         let mut wrong = batches[3].bytes.clone();
         let h = read_header(&wrong).unwrap();
         stamp(&mut wrong, &Stamp { base_offset: h.stamp.base_offset + 1, ..h.stamp });
         let e = replica.append_replicated(batches[1].position, &wrong).await;
-        assert!(matches!(e, Err(StorageError::Corrupt { .. })), "{e:?}");
+        misplaced(e, batches[1].position, "this log's next is");
         // A damaged stamp is an invalid batch.
         let mut damaged = batches[1].bytes.clone();
         damaged[20] ^= 1;

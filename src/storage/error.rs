@@ -66,6 +66,15 @@ pub enum StorageError {
     /// it). The requester's position is wrong; nothing is wrong with the log.
     #[error("position {position} is not a batch boundary of this log: {reason}")]
     NotABatchBoundary { position: u64, reason: String },
+    /// A replica was handed a master's batch that does not continue its log: it lies
+    /// elsewhere than where this log's next batch (or segment end) goes, or starts its queue
+    /// at another offset than this log's next, or does not fit the segment where the
+    /// master's did. Nothing was written; nothing is wrong with either log's bytes: the
+    /// replica's position and the master's stream disagree (the reason says how).
+    #[error(
+        "the master's batch at position {position} does not continue this replica's log: {reason}"
+    )]
+    ReplicaMismatch { position: u64, reason: String },
     /// The environment cannot run the log as configured; the message says how to fix it.
     #[error("{0}")]
     Setup(String),

@@ -190,13 +190,10 @@ impl<D: LogDir + 'static> CommitLog<D> {
             (st.append_pos, a.base, a.sealed_end.get().is_some())
         };
         if position != append_pos || sealed {
-            return Err(position_error(
-                position,
-                &format!("this log's next batch goes at {append_pos}"),
-            ));
+            return Err(mismatch(position, &format!("this log's next batch goes at {append_pos}")));
         }
         if append_pos + len + HEADER_LEN as u64 > active_base + self.config.segment_size_bytes {
-            return Err(position_error(
+            return Err(mismatch(
                 position,
                 "the batch does not fit the active segment: master and replica must use the \
                  same segment_size_bytes",
@@ -204,7 +201,7 @@ impl<D: LogDir + 'static> CommitLog<D> {
         }
         let next = self.index.next_offset(queue);
         if header.stamp.base_offset != next.get() {
-            return Err(position_error(
+            return Err(mismatch(
                 position,
                 &format!(
                     "the batch starts {queue} at offset {}, this log's next is {next}",
@@ -263,7 +260,7 @@ impl<D: LogDir + 'static> CommitLog<D> {
             (st.append_pos, st.active().sealed_end.get().is_some())
         };
         if position != append_pos || sealed {
-            return Err(position_error(
+            return Err(mismatch(
                 position,
                 &format!("this log's segment end would go at {append_pos}"),
             ));
@@ -319,6 +316,12 @@ pub async fn truncate_log<D: LogDir>(dir: &D, end: LogPosition) -> Result<()> {
     }
     dir.sync_dir().await.map_err(io("syncing the log directory".into()))?;
     Ok(())
+}
+
+/// A master's batch that does not continue this replica's log (see
+/// [`StorageError::ReplicaMismatch`]).
+fn mismatch(position: LogPosition, reason: &str) -> StorageError {
+    StorageError::ReplicaMismatch { position: position.get(), reason: reason.to_string() }
 }
 
 fn position_error(position: LogPosition, reason: &str) -> StorageError {
