@@ -268,3 +268,35 @@ fn a_replica_truncated_to_the_divergence_point_follows_a_new_master_byte_for_byt
         assert_eq!(replica.written_end(), new.written_end());
     });
 }
+
+#[test]
+fn a_read_below_the_oldest_retained_segment_names_it_and_is_not_damage() {
+    // A replica that fell behind the master's retention asks for a position whose segment
+    // the master deleted: the master says so, with its oldest retained position, instead of
+    // reporting its own log as corrupt.
+    run(|| async {
+        let master =
+            CommitLog::open_with(SimDir::new(51), small_config(FlushMode::Async)).await.unwrap();
+        fill(&master, 0, 200).await;
+        let now = ringmq::storage::commit_log::now_ms();
+        let deleted = master.enforce_retention(now + 49 * 3_600_000).await.unwrap();
+        assert!(!deleted.is_empty(), "the test needs deleted segments");
+        let oldest = master.oldest_position();
+        assert!(oldest > LogPosition::new(0));
+        let end = master.written_end();
+        for from in [LogPosition::new(0), deleted[deleted.len() - 1]] {
+            let e = master.read_batches_at(from, end, 1 << 20).await.unwrap_err();
+            let text = e.to_string();
+            let StorageError::BelowOldest { position, oldest: o, end: e_end } = e else {
+                panic!("from {from}: expected BelowOldest, got {text}");
+            };
+            assert_eq!((position, o, e_end), (from.get(), oldest.get(), end.get()));
+            let named = format!("oldest retained position {}", oldest.get());
+            assert!(text.contains(&named), "{text}");
+            assert!(!text.contains("corrupt"), "{text}");
+        }
+        // From the oldest retained position the stream reads on.
+        let (batches, _) = master.read_batches_at(oldest, end, 1 << 20).await.unwrap();
+        assert_eq!(batches[0].position, oldest);
+    });
+}

@@ -62,6 +62,11 @@ impl From<StorageError> for BrokerError {
             StorageError::NotABatchBoundary { .. } => {
                 BrokerError::new(ErrorCode::INVALID_ARGUMENT, message)
             }
+            StorageError::BelowOldest { oldest, end, .. } => BrokerError {
+                code: ErrorCode::OFFSET_OUT_OF_RANGE,
+                message,
+                detail: ErrorDetail::OffsetRange { min: oldest, next: end },
+            },
             _ => BrokerError::new(ErrorCode::INTERNAL, message),
         }
     }

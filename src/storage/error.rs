@@ -66,6 +66,15 @@ pub enum StorageError {
     /// it). The requester's position is wrong; nothing is wrong with the log.
     #[error("position {position} is not a batch boundary of this log: {reason}")]
     NotABatchBoundary { position: u64, reason: String },
+    /// A replica asked for the log's batches from `position`, below the oldest position the
+    /// log still holds (`oldest`, its oldest segment's base: retention deleted the segments
+    /// before it); the log ends at `end`. Nothing is wrong with the log: the requester fell
+    /// behind its retention and cannot continue from there.
+    #[error(
+        "position {position} is below this log's oldest retained position {oldest} (retention \
+         deleted the segments before it; the log holds [{oldest}, {end}))"
+    )]
+    BelowOldest { position: u64, oldest: u64, end: u64 },
     /// A replica was handed a master's batch that does not continue its log: it lies
     /// elsewhere than where this log's next batch (or segment end) goes, or starts its queue
     /// at another offset than this log's next, or does not fit the segment where the

@@ -120,6 +120,21 @@ pub fn not_master(master: SocketAddr) -> BrokerError {
     }
 }
 
+/// The OFFSET_OUT_OF_RANGE refusal of a replica that needs this master's log from `position`,
+/// below `oldest`, the oldest position it still holds (its log holds `[oldest, end)`).
+pub fn behind_retention(position: u64, oldest: u64, end: u64) -> BrokerError {
+    BrokerError {
+        code: ErrorCode::OFFSET_OUT_OF_RANGE,
+        message: format!(
+            "the replica needs this master's log from position {position}, but the oldest \
+             position the master still holds is {oldest} (retention deleted the segments \
+             before it; the master holds [{oldest}, {end})): the replica is behind the \
+             master's retention and cannot catch up by fetching"
+        ),
+        detail: ErrorDetail::OffsetRange { min: oldest, next: end },
+    }
+}
+
 fn log_changes(shard: ShardId, changes: &[MembershipChange], replicas: &[SocketAddr]) {
     for c in changes {
         match *c {
@@ -376,6 +391,17 @@ impl<L: ShardLog> Shard<L> {
                 self.replication_progress();
                 let master_end = self.log.append_end();
                 let truncate_to = divergence(&m.history, master_end, &history, end);
+                let oldest = self.log.oldest_position();
+                if truncate_to < oldest {
+                    // The replica would continue from a position retention deleted here: no
+                    // stream can bring it back, so it is not joined (nor counted in sync).
+                    let e = behind_retention(truncate_to, oldest, master_end);
+                    tracing::warn!(
+                        shard = %self.id, %replica, end, truncate_to, oldest, master_end,
+                        "join refused: {}", e.message
+                    );
+                    return Err(e);
+                }
                 let session = m.next_session.get();
                 m.next_session.set(session + 1);
                 let sent_end_checked = truncate_to == master_end
@@ -488,6 +514,17 @@ impl<L: ShardLog> Shard<L> {
                         };
                         tracing::error!(shard = %self.id, "replica fetch: {e}");
                         return Err(e.into());
+                    }
+                    Err(StorageError::BelowOldest { position, oldest, end }) => {
+                        // Retention deleted what the replica still needed while it streamed
+                        // (it lagged longer than the retention): it cannot continue.
+                        let e = behind_retention(position, oldest, end);
+                        tracing::warn!(
+                            shard = %self.id, replica = %m.replicas[index],
+                            "replica fetch refused, the stream ends: {}", e.message
+                        );
+                        self.end_stream(m, index, session);
+                        return Err(e);
                     }
                     Err(e) => return Err(e.into()),
                 };

@@ -55,7 +55,8 @@ impl<D: LogDir + 'static> CommitLog<D> {
     /// they end at a sealed segment's end).
     ///
     /// A `from` where no intact batch header starts is [`StorageError::NotABatchBoundary`]
-    /// (the caller's mistake); a damaged batch found there or further is `Corrupt`.
+    /// (the caller's mistake); one below the oldest segment (retention deleted it) is
+    /// [`StorageError::BelowOldest`]; a damaged batch found there or further is `Corrupt`.
     pub async fn read_batches_at(
         self: &Rc<Self>,
         from: LogPosition,
@@ -71,7 +72,13 @@ impl<D: LogDir + 'static> CommitLog<D> {
             let (seg, next_base) = {
                 let st = self.st.borrow();
                 let Some(seg) = st.segment_for(pos).cloned() else {
-                    return Err(position_error(pos, "no segment holds this position"));
+                    // Below the oldest segment: retention deleted what held it (before this
+                    // read, or while it ran).
+                    return Err(StorageError::BelowOldest {
+                        position: pos.get(),
+                        oldest: st.segments.keys().next().map_or(0, |b| b.get()),
+                        end: st.append_pos.get(),
+                    });
                 };
                 let next = st.segments.range(seg.base + 1..).next().map(|(b, _)| *b);
                 (seg, next)

@@ -433,3 +433,73 @@ fn a_master_answering_every_fetch_at_once_with_nothing_is_not_asked_in_a_busy_lo
         assert!((1..=45).contains(&n), "{n} fetches in 400 ms");
     });
 }
+
+#[test]
+fn a_replica_behind_the_masters_retention_is_refused_with_the_oldest_position() {
+    run(|| async {
+        let rc = replication(Mode::Async, 60_000);
+        let configured = rc.clone();
+        let s = shard_configured(
+            SimDir::new(8),
+            |c| {
+                c.segment_size_bytes = 64 * 1024;
+                c.max_batch_bytes = 16 * 1024;
+            },
+            move |c| c.replication = Some(configured),
+            runtime::system_clock(),
+        )
+        .await;
+        let mut history = EpochHistory::new();
+        history.begin(1, 0).unwrap();
+        s.set_role(ShardRole::Master(MasterSide::new(&rc, history.clone(), 0)));
+        let session = match call(&s, join(0)).await.unwrap() {
+            Response::Replication(ReplResponse::Join { session, .. }) => session,
+            other => panic!("{other:?}"),
+        };
+        // The replica goes quiet; the master writes several segments, then retention deletes
+        // the old ones.
+        while s.log.segment_bases().len() < 4 {
+            call(&s, produce(0, 100)).await.unwrap();
+        }
+        s.log.flush().await.unwrap();
+        let later = crate::storage::commit_log::now_ms() + 10_000 * 3_600_000;
+        let deleted = s.log.enforce_retention(later).await.unwrap();
+        assert!(!deleted.is_empty(), "the test needs deleted segments");
+        let oldest = s.log.oldest_position();
+        let end = s.log.append_end();
+        let behind = |e: BrokerError, position: u64| {
+            assert_eq!(e.code, ErrorCode::OFFSET_OUT_OF_RANGE, "{e:?}");
+            assert_eq!(e.detail, ErrorDetail::OffsetRange { min: oldest, next: end });
+            assert!(e.message.contains(&format!("from position {position}")), "{e:?}");
+            assert!(e.message.contains(&format!("still holds is {oldest}")), "{e:?}");
+            assert!(!e.message.contains("corrupt"), "{e:?}");
+        };
+        // Its stream's next fetch: the master's log is not blamed, and the stream ends.
+        behind(call(&s, replica_fetch(session, 0)).await.unwrap_err(), 0);
+        let e = call(&s, replica_fetch(session, 0)).await.unwrap_err();
+        assert_eq!(e.code, ErrorCode::INVALID_ARGUMENT, "the stream ended: {e:?}");
+        // Joining again from where it stopped (or a new, empty replica): refused at the join.
+        behind(call(&s, join(0)).await.unwrap_err(), 0);
+        let mut inside = join(deleted[deleted.len() - 1].get() + 10);
+        if let Request::Replication(ReplRequest::Join { history: h, .. }) = &mut inside {
+            *h = history.clone();
+        }
+        behind(call(&s, inside).await.unwrap_err(), deleted[deleted.len() - 1].get() + 10);
+        let Some(ShardRole::Master(m)) = s.role() else { panic!("a master") };
+        assert_eq!(m.in_sync_count(), 1, "the master alone: refused joins do not count");
+        // A replica whose log reaches the oldest retained position joins and streams from it.
+        let mut kept = join(oldest);
+        if let Request::Replication(ReplRequest::Join { history: h, .. }) = &mut kept {
+            *h = history.clone();
+        }
+        let session = match call(&s, kept).await.unwrap() {
+            Response::Replication(ReplResponse::Join { session, truncate_to, .. }) => {
+                assert_eq!(truncate_to, oldest);
+                session
+            }
+            other => panic!("{other:?}"),
+        };
+        let (_, batches) = fetched(&s, session, oldest).await;
+        assert_eq!(batches[0].position, oldest);
+    });
+}
