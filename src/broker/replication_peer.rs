@@ -214,8 +214,29 @@ pub async fn join(
         Err(PeerError::Refused(e)) if e.known_code() == Some(ErrorCode::INVALID_ARGUMENT) => Err(
             JoinError::Fatal(format!("the master {master} refused this replica: {}", e.message)),
         ),
+        Err(PeerError::Refused(e)) if e.known_code() == Some(ErrorCode::OFFSET_OUT_OF_RANGE) => {
+            Err(JoinError::Fatal(behind_retention(master, &e)))
+        }
         Err(e) => Err(retry(e)),
     }
+}
+
+/// Why a replica stops when its master refuses it with OFFSET_OUT_OF_RANGE (at the join or a
+/// fetch): the master's retention deleted the log this replica would continue from. No retry
+/// brings it back, so the replica does not retry; the message says what the operator does.
+pub fn behind_retention(master: SocketAddr, refusal: &ErrorResponse) -> String {
+    let oldest = match refusal.detail {
+        crate::protocol::ErrorDetail::OffsetRange { min, .. } => min.to_string(),
+        _ => "?".into(),
+    };
+    format!(
+        "the master {master} no longer holds this replica's position: {}. This replica stops \
+         following: no fetch can bring the deleted data back. Rebuild it from a copy of the \
+         master's shard-<n> directories taken while the master is stopped (they begin at its \
+         oldest retained position {oldest}), then start it (docs/protocol.md, \"Replication\": \
+         a replica behind the master's retention)",
+        refusal.message
+    )
 }
 
 /// How long a starting master waits for each of its replicas to say whom it follows.
@@ -310,5 +331,48 @@ mod tests {
         .unwrap();
         let reason = outcome.unwrap();
         assert!(reason.contains("epoch 2"), "{reason}");
+    }
+
+    #[test]
+    fn a_replica_behind_its_masters_retention_stops_with_what_to_do() {
+        use crate::client::scripted_broker::scripted_broker_refusing;
+        use crate::protocol::ErrorDetail;
+        // The master deleted the segments this replica's log would continue into: a refusal
+        // no retry can change, so the join fails for good, saying why and what to do.
+        let master = scripted_broker_refusing(|port, request| match request {
+            Request::Metadata { .. } => Ok(one_shard(port)),
+            Request::Replication(ReplRequest::Join { .. }) => Err((
+                ErrorCode::OFFSET_OUT_OF_RANGE,
+                "the replica needs this master's log from position 0, but the oldest position \
+                 the master still holds is 65536"
+                    .into(),
+                ErrorDetail::OffsetRange { min: 65536, next: 70000 },
+            )),
+            other => panic!("unexpected {other:?}"),
+        });
+        let master: SocketAddr = master.parse().unwrap();
+        let outcome = run_on_new_executor(ExecutorOptions::default(), move || async move {
+            let own = EpochHistory::new();
+            let from = JoinFrom {
+                shard: 0,
+                shard_count: 1,
+                own_shared_port: 1,
+                advertise: Some("127.0.0.1:1".parse().unwrap()),
+                end: 0,
+                synced: 0,
+                history: &own,
+            };
+            match join(master, 1 << 20, from).await {
+                Ok(_) => Err("joined".to_string()),
+                Err(JoinError::Retry(e)) => Err(format!("retry: {e}")),
+                Err(JoinError::Fatal(e)) => Ok(e),
+            }
+        })
+        .unwrap();
+        let reason = outcome.unwrap();
+        assert!(reason.contains("no longer holds this replica's position"), "{reason}");
+        assert!(reason.contains("oldest position the master still holds is 65536"), "{reason}");
+        assert!(reason.contains("oldest retained position 65536"), "{reason}");
+        assert!(reason.contains("stops following"), "{reason}");
     }
 }

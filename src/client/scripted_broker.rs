@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use crate::protocol::frame::{check_request, split_request};
 use crate::protocol::replication::ReplResponse;
-use crate::protocol::{decode_request, Check, Request, Response};
+use crate::protocol::{
+    decode_request, encode_error, Check, ErrorCode, ErrorDetail, Request, Response,
+};
 use crate::replication::epochs::EpochHistory;
 
 /// METADATA's answer for a broker of one shard on `port`, with no topics.
@@ -35,6 +37,16 @@ pub(crate) fn join_keeping(end: u64, history: EpochHistory) -> Response {
 pub(crate) fn scripted_broker(
     answer: impl Fn(u16, Request) -> Response + Send + Sync + 'static,
 ) -> String {
+    scripted_broker_refusing(move |port, request| Ok(answer(port, request)))
+}
+
+/// An error answer of a scripted broker: code, message, detail.
+pub(crate) type Refusal = (ErrorCode, String, ErrorDetail);
+
+/// [`scripted_broker`] whose `answer` may also refuse a request with an error response.
+pub(crate) fn scripted_broker_refusing(
+    answer: impl Fn(u16, Request) -> Result<Response, Refusal> + Send + Sync + 'static,
+) -> String {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let answer = Arc::new(answer);
@@ -56,8 +68,13 @@ pub(crate) fn scripted_broker(
                         },
                     };
                     let (h, payload) = split_request(&buf[..frame_bytes]);
-                    let reply = answer(port, decode_request(&h, payload).unwrap());
-                    if s.write_all(&reply.encode_frame(h.correlation_id)).is_err() {
+                    let frame = match answer(port, decode_request(&h, payload).unwrap()) {
+                        Ok(reply) => reply.encode_frame(h.correlation_id),
+                        Err((code, message, detail)) => {
+                            encode_error(h.correlation_id, code, &message, detail)
+                        }
+                    };
+                    if s.write_all(&frame).is_err() {
                         return;
                     }
                     buf.drain(..frame_bytes);

@@ -1,9 +1,11 @@
 //! A replica shard following its master shard: join (the divergence point is checked: a log
 //! that must be truncated stops the broker with a message, since truncation happens at start,
-//! before anything is served), then pull the master's batches, write them at the master's
-//! positions (`append_replicated`: same appender, O_DIRECT, group commit), sync them, and
-//! acknowledge the synced position with the next fetch. Reads on the replica are capped at
-//! what it synced. Shard 0 also copies the master's topic table when its version changes.
+//! before anything is served; so does a master that no longer holds the position this
+//! replica continues from, at the join or at any fetch: its retention deleted it), then pull
+//! the master's batches, write them at the master's positions (`append_replicated`: same
+//! appender, O_DIRECT, group commit), sync them, and acknowledge the synced position with the
+//! next fetch. Reads on the replica are capped at what it synced. Shard 0 also copies the
+//! master's topic table when its version changes.
 //!
 //! One fetch in flight, at most `replication.fetch_bytes` of batches: the memory replication
 //! uses here is bounded. Network waits are raced with the stop signal; log work is never
@@ -11,7 +13,7 @@
 
 use super::replication::{ReplicaSide, ShardRole, MAX_REPLICA_WAIT_MS};
 use super::*;
-use crate::broker::replication_peer::{self, JoinError, JoinFrom, Joined, CALL_TIMEOUT};
+use crate::broker::replication_peer::{self, JoinError, JoinFrom, Joined, PeerError, CALL_TIMEOUT};
 use crate::protocol::replication::{ReplRequest, ReplResponse};
 use crate::storage::StorageError;
 use std::future::Future;
@@ -128,6 +130,12 @@ impl<L: ShardLog> Shard<L> {
                     return Err(JoinError::Retry(
                         "the master answered a fetch with something else".into(),
                     ))
+                }
+                Err(PeerError::Refused(e))
+                    if e.known_code() == Some(ErrorCode::OFFSET_OUT_OF_RANGE) =>
+                {
+                    // Retention deleted what this replica needs next while it streamed.
+                    return Err(JoinError::Fatal(replication_peer::behind_retention(r.master, &e)));
                 }
                 Err(e) => return Err(JoinError::Retry(e.to_string())),
             };

@@ -435,6 +435,44 @@ fn a_master_answering_every_fetch_at_once_with_nothing_is_not_asked_in_a_busy_lo
 }
 
 #[test]
+fn a_replica_whose_master_deleted_its_next_position_stops_following_instead_of_retrying() {
+    use crate::client::scripted_broker::{join_keeping, one_shard, scripted_broker_refusing};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    run(|| async {
+        let s = shard(6).await;
+        // Joined, then retention deleted what the replica needs next (it lagged too long).
+        let fetches = Arc::new(AtomicU64::new(0));
+        let counted = fetches.clone();
+        let master = scripted_broker_refusing(move |port, request| match request {
+            Request::Metadata { .. } => Ok(one_shard(port)),
+            Request::Replication(ReplRequest::Join { end, .. }) => {
+                Ok(join_keeping(end, EpochHistory::new()))
+            }
+            Request::Replication(ReplRequest::Fetch { from, .. }) => {
+                counted.fetch_add(1, Ordering::Relaxed);
+                let e = crate::broker::shard::replication::behind_retention(from, 65_536, 70_000);
+                Err((e.code, e.message, e.detail))
+            }
+            other => panic!("unexpected {other:?}"),
+        });
+        s.set_role(ShardRole::Replica(ReplicaSide {
+            master: master.parse().unwrap(),
+            advertise: None,
+            fetch_bytes: 1 << 20,
+            history: RefCell::new(EpochHistory::new()),
+        }));
+        // Generous: the follower must stop by itself long before this.
+        let stop = futures::FutureExt::shared(Box::pin(runtime::sleep(Duration::from_secs(60))));
+        let e = s.clone().follow_master(stop).await.unwrap_err();
+        assert!(e.contains("no longer holds this replica's position"), "{e}");
+        assert!(e.contains("from position 0"), "{e}");
+        assert!(e.contains("oldest retained position 65536"), "{e}");
+        assert_eq!(fetches.load(Ordering::Relaxed), 1, "not asked again");
+    });
+}
+
+#[test]
 fn a_replica_behind_the_masters_retention_is_refused_with_the_oldest_position() {
     run(|| async {
         let rc = replication(Mode::Async, 60_000);
