@@ -8,6 +8,7 @@ use std::rc::Rc;
 use common::{batch, batch_tag, run, small_config};
 use ringmq::format::batch::{read_header, stamp, Stamp};
 use ringmq::format::BatchView;
+use ringmq::storage::file::LogDir;
 use ringmq::storage::segment::segment_name;
 use ringmq::storage::sim_dir::SimDir;
 use ringmq::storage::{
@@ -298,5 +299,42 @@ fn a_read_below_the_oldest_retained_segment_names_it_and_is_not_damage() {
         // From the oldest retained position the stream reads on.
         let (batches, _) = master.read_batches_at(oldest, end, 1 << 20).await.unwrap();
         assert_eq!(batches[0].position, oldest);
+    });
+}
+
+#[test]
+fn a_replica_rebuilt_from_a_copy_of_a_master_log_after_retention_follows_on_from_its_end() {
+    // The documented way back for a replica behind its master's retention: a copy of the
+    // stopped master's log directory (segments from the oldest retained one, queue floors,
+    // index checkpoint). It opens at the master's oldest position with the master's queue
+    // offsets, and continues the master's stream byte for byte.
+    run(|| async {
+        let (mdir, rdir) = (SimDir::new(61), SimDir::new(62));
+        let cfg = || small_config(FlushMode::Async);
+        let master = CommitLog::open_with(mdir.clone(), cfg()).await.unwrap();
+        fill(&master, 0, 200).await;
+        let now = ringmq::storage::commit_log::now_ms();
+        assert!(!master.enforce_retention(now + 49 * 3_600_000).await.unwrap().is_empty());
+        fill(&master, 200, 20).await;
+        let oldest = master.oldest_position();
+        assert!(oldest > LogPosition::new(0));
+        master.close().await.unwrap();
+        drop(master);
+        for name in mdir.names() {
+            rdir.write_atomic(&name, &mdir.contents(&name).unwrap()).await.unwrap();
+        }
+        let master = CommitLog::open_with(mdir.clone(), cfg()).await.unwrap();
+        let copied_end = master.written_end();
+        fill(&master, 220, 60).await;
+
+        let replica = CommitLog::open_with(rdir.clone(), cfg()).await.unwrap();
+        assert_eq!(replica.oldest_position(), oldest);
+        assert_eq!(replica.written_end(), copied_end);
+        follow(&master, &replica, copied_end).await;
+        for q in QUEUES {
+            assert_eq!(replica.offsets(q), master.offsets(q), "{q}");
+            assert_eq!(contents(&replica, q).await, contents(&master, q).await, "{q}");
+        }
+        assert_same_segments(&master, &mdir, &replica, &rdir);
     });
 }

@@ -232,9 +232,10 @@ pub fn behind_retention(master: SocketAddr, refusal: &ErrorResponse) -> String {
     format!(
         "the master {master} no longer holds this replica's position: {}. This replica stops \
          following: no fetch can bring the deleted data back. Rebuild it from a copy of the \
-         master's shard-<n> directories taken while the master is stopped (they begin at its \
-         oldest retained position {oldest}), then start it (docs/protocol.md, \"Replication\": \
-         a replica behind the master's retention)",
+         master's data directory taken while the master is stopped, without its LOCK and \
+         replication-role.json files (its logs begin at the master's oldest retained \
+         position {oldest}), then start it; see docs/protocol.md, \"Replication\", a replica \
+         behind the master's retention",
         refusal.message
     )
 }
