@@ -2,7 +2,8 @@
 //!
 //! An error response's payload is `string message` (human-readable, says what to fix);
 //! `OFFSET_OUT_OF_RANGE` adds `u64 min | u64 next` so a consumer can reposition without
-//! another round trip; `CORRUPT_DATA` adds `u64 first | u64 next`, the offsets of the stored
+//! another round trip (to a replica's REPLICA_JOIN or REPLICA_FETCH: the master's oldest
+//! retained log position and its log end); `CORRUPT_DATA` adds `u64 first | u64 next`, the offsets of the stored
 //! batch that failed verification, so a consumer can skip it knowingly; `NOT_MASTER` adds
 //! `string master`, the master's `ip:port`. Codes are stable: never renumber, only append.
 
@@ -65,7 +66,7 @@ error_codes! {
     INVALID_BATCH = 5, No, "the batch is malformed (length, magic, version, attributes, records)";
     CORRUPT_BATCH = 6, No, "the batch CRC does not match its bytes";
     BATCH_TOO_LARGE = 7, No, "the batch exceeds the broker's max batch size";
-    OFFSET_OUT_OF_RANGE = 8, No, "the offset is outside [min, next]; the payload carries both";
+    OFFSET_OUT_OF_RANGE = 8, No, "the offset is outside [min, next]; the payload carries both (to a replica: its log position is below the master's oldest retained one, [min, next) are the master's log positions)";
     UNSUPPORTED_API = 9, No, "the api key is unknown to this broker";
     UNSUPPORTED_VERSION = 10, No, "the api version is not supported for this api key";
     FRAME_TOO_LARGE = 11, No, "the frame exceeds max_frame_bytes; the connection is closed";
