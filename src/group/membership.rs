@@ -204,6 +204,17 @@ pub struct MemberInfo {
     pub subscriptions: Vec<Subscription>,
 }
 
+impl From<MemberInfo> for crate::protocol::group::GroupMember {
+    /// The member as GROUP_MEMBERS answers it (no room: empty).
+    fn from(m: MemberInfo) -> Self {
+        crate::protocol::group::GroupMember {
+            client_id: m.client_id,
+            room: m.room.unwrap_or_default(),
+            subscriptions: m.subscriptions.into_iter().map(|s| (s.topic, s.expression)).collect(),
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Member {
     info: MemberInfo,
@@ -667,18 +678,7 @@ mod tests {
         g.heartbeat("g", b, now).unwrap();
         // The answer as the broker encodes it takes exactly the bytes counted.
         let (version, ms) = g.members("g").unwrap();
-        let members = ms
-            .into_iter()
-            .map(|m| GroupMember {
-                client_id: m.client_id,
-                room: m.room.unwrap_or_default(),
-                subscriptions: m
-                    .subscriptions
-                    .into_iter()
-                    .map(|s| (s.topic, s.expression))
-                    .collect(),
-            })
-            .collect();
+        let members = ms.into_iter().map(GroupMember::from).collect();
         let frame = Response::Group(GroupResponse::Members { version, members }).encode_frame(7);
         assert_eq!(frame.len(), limit);
         // One more member, or a longer list for one, would not fit: refused.

@@ -216,18 +216,7 @@ impl<L: ShardLog> Shard<L> {
             }
             GroupRequest::Members { group } => {
                 let (version, members) = self.coordinator.borrow().members(&group);
-                let members = members
-                    .into_iter()
-                    .map(|m| GroupMember {
-                        client_id: m.client_id,
-                        room: m.room.unwrap_or_default(),
-                        subscriptions: m
-                            .subscriptions
-                            .into_iter()
-                            .map(|s| (s.topic, s.expression))
-                            .collect(),
-                    })
-                    .collect();
+                let members = members.into_iter().map(GroupMember::from).collect();
                 Ok(GroupResponse::Members { version, members })
             }
             GroupRequest::Watch { group, version, max_wait_ms } => {

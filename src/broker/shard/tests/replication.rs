@@ -150,6 +150,42 @@ async fn joined(s: &Rc<Shard<SimLog>>, end: u64) -> u64 {
     }
 }
 
+/// A produce of 2 messages to a sync master, stored and waiting for its replicas; and the
+/// log's end after it.
+async fn a_sync_produce_waiting(
+    s: &Rc<Shard<SimLog>>,
+) -> (glommio::task::JoinHandle<Result<Response, BrokerError>>, u64) {
+    let me = s.clone();
+    let pending = runtime::spawn(async move { call(&me, produce(0, 2)).await });
+    while s.log.append_end() == 0 {
+        runtime::yield_once().await;
+    }
+    (pending, s.log.append_end())
+}
+
+/// The replication stream `session` is over: the replica must join again.
+async fn stream_ended(s: &Rc<Shard<SimLog>>, session: u64) {
+    let e = call(s, replica_fetch(session, 0)).await.unwrap_err();
+    assert_eq!(e.code, ErrorCode::INVALID_ARGUMENT, "{e:?}");
+}
+
+/// A new replica fetches the master's one batch (ending at `end`) and confirms it: the
+/// `pending` produce is acknowledged SEND_OK.
+async fn a_new_replica_confirms(
+    s: &Rc<Shard<SimLog>>,
+    pending: glommio::task::JoinHandle<Result<Response, BrokerError>>,
+    end: u64,
+) {
+    let session = joined(s, 0).await;
+    let (next, batches) = fetched(s, session, 0).await;
+    assert_eq!((batches.len(), next), (1, end));
+    fetched(s, session, next).await;
+    match pending.await.unwrap() {
+        Ok(Response::Produce { status, .. }) => assert_eq!(status, SendStatus::SendOk),
+        other => panic!("{other:?}"),
+    }
+}
+
 /// The master's confirmed position, as its metrics report it.
 fn confirmed(s: &Rc<Shard<SimLog>>) -> u64 {
     match s.replication_sample() {
@@ -163,12 +199,7 @@ fn an_acknowledgement_of_bytes_the_stream_never_sent_is_refused() {
     run(|| async {
         let s = master(Mode::Sync, 60_000).await;
         let session = joined(&s, 0).await;
-        let me = s.clone();
-        let pending = runtime::spawn(async move { call(&me, produce(0, 2)).await });
-        while s.log.append_end() == 0 {
-            runtime::yield_once().await;
-        }
-        let end = s.log.append_end();
+        let (pending, end) = a_sync_produce_waiting(&s).await;
         // The replica never fetched the batch: it cannot have it on disk, whatever it says.
         // Claimed as its log end and synced position, or as synced past its own log end.
         let lies = [(end, end), (0, end)];
@@ -185,19 +216,10 @@ fn an_acknowledgement_of_bytes_the_stream_never_sent_is_refused() {
             assert_eq!(e.code, ErrorCode::INVALID_ARGUMENT, "{e:?}");
             assert_eq!(confirmed(&s), 0, "from {from}, synced {synced}: not confirmed");
             assert_eq!(consumer_sees(call(&s, fetch(0, 0)).await), 0);
-            // The stream is over: the replica must join again.
-            let e = call(&s, replica_fetch(session, 0)).await.unwrap_err();
-            assert_eq!(e.code, ErrorCode::INVALID_ARGUMENT, "{e:?}");
+            stream_ended(&s, session).await;
         }
         // A replica that does fetch the batch confirms it.
-        let session = joined(&s, 0).await;
-        let (next, batches) = fetched(&s, session, 0).await;
-        assert_eq!((batches.len(), next), (1, end));
-        fetched(&s, session, next).await;
-        match pending.await.unwrap() {
-            Ok(Response::Produce { status, .. }) => assert_eq!(status, SendStatus::SendOk),
-            other => panic!("{other:?}"),
-        }
+        a_new_replica_confirms(&s, pending, end).await;
         assert_eq!(confirmed(&s), end);
     });
 }
@@ -207,12 +229,7 @@ fn a_fetch_from_inside_a_batch_is_the_replicas_mistake_not_a_corrupt_log() {
     run(|| async {
         let s = master(Mode::Sync, 60_000).await;
         let session = joined(&s, 0).await;
-        let me = s.clone();
-        let pending = runtime::spawn(async move { call(&me, produce(0, 2)).await });
-        while s.log.append_end() == 0 {
-            runtime::yield_once().await;
-        }
-        let end = s.log.append_end();
+        let (pending, end) = a_sync_produce_waiting(&s).await;
         let from_5 = |session| {
             Request::Replication(ReplRequest::Fetch {
                 session,
@@ -247,20 +264,11 @@ fn a_fetch_from_inside_a_batch_is_the_replicas_mistake_not_a_corrupt_log() {
             assert!(e.message.contains("position 5"), "{e:?}");
             assert!(e.message.contains("not a batch boundary"), "{e:?}");
             assert!(!e.message.contains("corrupt"), "the master's log is not blamed: {e:?}");
-            // The stream is over: the replica must join again.
-            let e = call(&s, replica_fetch(session, 0)).await.unwrap_err();
-            assert_eq!(e.code, ErrorCode::INVALID_ARGUMENT, "{e:?}");
+            stream_ended(&s, session).await;
         }
         // Nothing is wrong with the master's log: a replica at a batch boundary gets the
         // batch and confirms it, and consumers read it.
-        let session = joined(&s, 0).await;
-        let (next, batches) = fetched(&s, session, 0).await;
-        assert_eq!((batches.len(), next), (1, end));
-        fetched(&s, session, next).await;
-        match pending.await.unwrap() {
-            Ok(Response::Produce { status, .. }) => assert_eq!(status, SendStatus::SendOk),
-            other => panic!("{other:?}"),
-        }
+        a_new_replica_confirms(&s, pending, end).await;
         assert_eq!(consumer_sees(call(&s, fetch(0, 0)).await), end as usize);
     });
 }
@@ -514,8 +522,7 @@ fn a_replica_behind_the_masters_retention_is_refused_with_the_oldest_position() 
         };
         // Its stream's next fetch: the master's log is not blamed, and the stream ends.
         behind(call(&s, replica_fetch(session, 0)).await.unwrap_err(), 0);
-        let e = call(&s, replica_fetch(session, 0)).await.unwrap_err();
-        assert_eq!(e.code, ErrorCode::INVALID_ARGUMENT, "the stream ended: {e:?}");
+        stream_ended(&s, session).await;
         // Joining again from where it stopped (or a new, empty replica): refused at the join.
         behind(call(&s, join(0)).await.unwrap_err(), 0);
         let mut inside = join(deleted[deleted.len() - 1].get() + 10);
