@@ -513,13 +513,25 @@ impl<L: ShardLog> Shard<L> {
     }
 
     /// [`Self::snapshot_offsets_logged`], then waits until the log holds it durably, whatever
-    /// the flush mode: for a change another file already holds durably. A topic's deletion
-    /// is in `topics.json` at once; were the snapshot that forgets its offsets lost to a power
-    /// cut, a topic created again under its name would get them back.
+    /// the flush mode, and, on a sync master, until every in-sync replica does: for a change
+    /// another file already holds durably. A topic's deletion is in `topics.json` at once;
+    /// were the snapshot that forgets its offsets lost to a power cut, or to a failover onto a
+    /// replica that had not fetched it, a topic created again under its name would get them
+    /// back.
     pub(super) async fn snapshot_offsets_durably(&self) {
         self.snapshot_offsets_logged().await;
         if let Err(e) = self.log.flush().await {
             tracing::warn!(shard = %self.id, "flushing the committed offsets' snapshot failed: {e}");
+            return;
+        }
+        let end = self.log.append_end();
+        use crate::replication::in_sync::SyncStatus;
+        if let Some(SyncStatus::FlushSlaveTimeout) = self.await_replication(end).await {
+            tracing::warn!(
+                shard = %self.id, end,
+                "the committed offsets' snapshot was not confirmed by the in-sync replicas \
+                 within replication.sync_replication_timeout_ms"
+            );
         }
     }
 

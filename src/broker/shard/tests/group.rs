@@ -6,7 +6,7 @@ use super::*;
 use crate::broker::shard::group::SYS_OFFSETS;
 use crate::protocol::group::{GroupQueue, GroupRequest, GroupResponse, QueueCommit, ResetTo};
 
-fn group_call(
+pub(super) fn group_call(
     s: &Rc<Shard<SimLog>>,
     request: GroupRequest,
 ) -> impl std::future::Future<Output = Reply> + '_ {
@@ -22,7 +22,7 @@ fn join(group: &str, client: &str) -> GroupRequest {
     }
 }
 
-fn commit(group: &str, generation: u64, offsets: &[(u32, u64)]) -> GroupRequest {
+pub(super) fn commit(group: &str, generation: u64, offsets: &[(u32, u64)]) -> GroupRequest {
     GroupRequest::CommitOffsets {
         group: group.into(),
         generation,

@@ -548,3 +548,38 @@ fn a_replica_behind_the_masters_retention_is_refused_with_the_oldest_position() 
         assert_eq!(batches[0].position, oldest);
     });
 }
+
+#[test]
+fn a_topic_deletion_on_a_sync_master_is_answered_once_the_replica_holds_the_offsets_snapshot() {
+    use super::group::{commit, group_call};
+    // A sync master answers DELETE_TOPIC once the snapshot without the topic's offsets is on
+    // every in-sync replica: else, promoted, a replica that missed it gives a topic created
+    // again under the name its old offsets back (past its new queues' ends).
+    run(|| async {
+        let s = master(Mode::Sync, 60_000).await;
+        s.start_groups().await.unwrap();
+        let session = joined(&s, 0).await;
+        let me = s.clone();
+        let committing =
+            runtime::spawn(async move { group_call(&me, commit("g", 0, &[(0, 7)])).await });
+        let (next, _) = fetched(&s, session, 0).await;
+        let (mut next, _) = fetched(&s, session, next).await;
+        assert!(matches!(committing.await.unwrap(), Ok(Response::Group(_))));
+        let (ack, mut answered) = oneshot::channel();
+        let mut table = s.topics.borrow().clone();
+        table.delete("t").unwrap();
+        s.apply_control(Control::Topics { table, ack });
+        // The snapshot is written and flushed here, but the replica has not fetched it.
+        while s.log.durable_end() <= next {
+            runtime::yield_once().await;
+        }
+        runtime::sleep(Duration::from_millis(50)).await;
+        assert!(answered.try_recv().unwrap().is_none(), "answered before the replica has it");
+        // The replica fetches the snapshot, then says it is synced: the deletion is answered.
+        while s.log.append_end() > next {
+            next = fetched(&s, session, next).await.0;
+        }
+        fetched(&s, session, next).await;
+        answered.await.unwrap();
+    });
+}
