@@ -496,15 +496,9 @@ impl Config {
                 g.max_subscriptions_per_member
             ));
         }
-        if limits.largest_member_answer_bytes() > b.max_frame_bytes {
-            return Err(format!(
-                "group.max_subscriptions_per_member = {} lets one member need a {}-byte \
-                 GROUP_MEMBERS answer, over broker.max_frame_bytes = {}",
-                g.max_subscriptions_per_member,
-                limits.largest_member_answer_bytes(),
-                b.max_frame_bytes
-            ));
-        }
+        // No check of the largest member's GROUP_MEMBERS answer against the frame: a small
+        // frame (16 KiB) with the default subscription limit ran before, and a heartbeat whose
+        // member would not fit its group's answer is refused with GROUP_LIMIT at run time.
         let retention_ms = self.storage.retention_hours.saturating_mul(3_600_000);
         if g.snapshot_interval_ms >= retention_ms / 2 {
             return Err(format!(
@@ -697,6 +691,15 @@ mod tests {
         let err = parse("[group]\nmax_lock_lease_ms = 0\n").unwrap_err();
         assert!(err.contains("group.max_lock_lease_ms"), "{err}");
         parse("[group]\nmax_lock_lease_ms = 1\n").unwrap();
+    }
+
+    #[test]
+    fn a_small_frame_with_the_default_group_limits_is_accepted() {
+        // A 16 KiB frame ran before GROUP_MEMBERS answers were bounded by it: the bound is
+        // enforced per heartbeat (GROUP_LIMIT), not by refusing the broker's start.
+        let text = "[broker]\nmax_frame_bytes = 16384\nmax_fetch_bytes = 16000\n\
+                    [storage]\nmax_batch_bytes = 8192\n";
+        Config::parse(text).unwrap().validate().unwrap();
     }
 
     #[test]
