@@ -82,6 +82,9 @@ struct QueueState {
     open: OpenLeft,
     /// Left in the staging area because the worker held `max_buffer_bytes` (on `starved`).
     starved: bool,
+    /// Its small open batch left to gather while the worker held
+    /// `small_batches_in_flight_bytes` (on `gated`).
+    gated: bool,
     /// Its open batch waited for its linger when last looked at.
     lingers: bool,
     /// On the `lingering` list.
@@ -125,6 +128,11 @@ pub(crate) struct Worker<S: BatchSink> {
     /// Queues whose staged batches wait for the worker's memory to drop below the bound,
     /// oldest first: served in turn as room comes (`step`), none going ahead of them.
     starved: VecDeque<usize>,
+    /// Queues whose open batch, smaller than `pipeline_min_batch_bytes`, would have gone but
+    /// was left to gather messages because the worker held `small_batches_in_flight_bytes`,
+    /// each at most once (`QueueState::gated`), oldest first: looked at again in turn once
+    /// replies bring the worker's bytes below that.
+    gated: VecDeque<usize>,
     /// Queues whose open batch waited for its linger when last looked at, each at most once
     /// (`QueueState::listed`): what a caller waiting for room has the worker send at once.
     /// Taken whole at each such wait; entries whose batch went meanwhile are skipped then.
@@ -230,6 +238,7 @@ impl<S: BatchSink> Worker<S> {
             queues: Vec::new(),
             staging,
             starved: VecDeque::new(),
+            gated: VecDeque::new(),
             lingering: Vec::new(),
             taken: Vec::new(),
             batch_arcs: Vec::new(),
@@ -270,6 +279,28 @@ impl<S: BatchSink> Worker<S> {
         self.buffered_bytes < self.config.max_buffer_bytes
     }
 
+    /// Whether a small partly filled batch may go now (see [`Self::gathers`]).
+    fn gate_open(&self) -> bool {
+        let cap = self.config.small_batches_in_flight_bytes;
+        cap == 0 || self.buffered_bytes < cap
+    }
+
+    /// Whether an open batch of `bytes`, which its linger and in-flight rules would let go,
+    /// stays open instead to gather more messages: it is smaller than
+    /// `pipeline_min_batch_bytes` while the worker holds `small_batches_in_flight_bytes` of
+    /// batches (taken and not yet answered). With thousands of queues each batch would
+    /// otherwise go with the one or two messages that came since its queue's last one, and
+    /// per-batch work made most of the client's: the pipeline is full anyway, and the
+    /// messages wait in their open batch instead of behind it (BENCHMARKS.md, round 24).
+    ///
+    /// While queues gather, the gate is theirs, oldest first: another queue's small batch
+    /// waits behind them (`turn`: this queue was served from the front of `gated`), or a
+    /// batch of one new message would take the room a reply freed ahead of one that gathered.
+    fn gathers(&self, bytes: usize, turn: bool) -> bool {
+        bytes < self.config.pipeline_min_batch_bytes
+            && (!self.gate_open() || (!turn && !self.gated.is_empty()))
+    }
+
     /// Takes the staging area's dirty queues (and learns its new ones) to look at them.
     fn sync(&mut self) {
         let mut marked = std::mem::take(&mut self.marked);
@@ -281,6 +312,7 @@ impl<S: BatchSink> Worker<S> {
                 key,
                 open: None,
                 starved: false,
+                gated: false,
                 lingers: false,
                 listed: false,
                 sequencer: QueueSequencer::new(config.clone()),
@@ -330,14 +362,21 @@ impl<S: BatchSink> Worker<S> {
         }
         while let Some(id) = self.dirty.pop_front() {
             self.queues[id].queued = false;
-            self.process(id, now, false);
+            self.process(id, now, false, false);
         }
         // Room: the queues left at the memory bound, oldest first, while it lasts (each is
         // looked at once, not all of them whenever a reply frees a little).
         while self.accepts_commands() {
             let Some(id) = self.starved.pop_front() else { break };
             self.queues[id].starved = false;
-            self.process(id, now, true);
+            self.process(id, now, true, false);
+        }
+        // Below the in-flight bytes for small batches: the gathering queues, oldest first,
+        // while it lasts (one taken may close the gate again; the rest keep gathering).
+        while self.gate_open() {
+            let Some(id) = self.gated.pop_front() else { break };
+            self.queues[id].gated = false;
+            self.process(id, now, false, true);
         }
         if !self.outbox.is_empty() {
             self.sink.send_all(&mut self.outbox, self.config.max_batch_bytes);
@@ -363,8 +402,9 @@ impl<S: BatchSink> Worker<S> {
     /// One queue's step: request timeouts (resend) and send deadlines (fail), seal a lingered
     /// batch, send what the sequencer allows, and arm the queue's next wake-up. Staged batches
     /// are taken only below the memory bound and, while queues wait for room (`starved`), only
-    /// by the one `served` from the front of that line.
-    fn process(&mut self, id: usize, now: Instant, served: bool) {
+    /// by the one `served` from the front of that line; small open batches, while queues
+    /// gather, only by the one whose `turn` it is ([`Self::gathers`]).
+    fn process(&mut self, id: usize, now: Instant, served: bool, turn: bool) {
         #[cfg(test)]
         {
             self.touched += 1;
@@ -380,7 +420,9 @@ impl<S: BatchSink> Worker<S> {
             let held = self.queues[id].sequencer.len();
             let mut taken = std::mem::take(&mut self.taken);
             let open = self.staging.take(id, &mut taken, |sealed, started, bytes, pressed| {
-                (pressed || now >= started + linger) && self.may_send_partial(held + sealed, bytes)
+                (pressed || now >= started + linger)
+                    && self.may_send_partial(held + sealed, bytes)
+                    && !self.gathers(bytes, turn)
             });
             let q = &mut self.queues[id];
             q.open = open;
@@ -422,13 +464,22 @@ impl<S: BatchSink> Worker<S> {
         // A busy queue's open batch waits for a reply (or its callers' next event), not for
         // a timer.
         let (held, open, starved) = (q.sequencer.len(), q.open, q.starved);
-        let linger_at = match open {
+        let (linger_at, gathers) = match open {
             Some((started, bytes)) if !starved && self.may_send_partial(held, bytes) => {
-                Some(started + linger)
+                if self.gathers(bytes, turn) {
+                    // No timer: replies that open the gate look at it again.
+                    (None, true)
+                } else {
+                    (Some(started + linger), false)
+                }
             }
-            _ => None,
+            _ => (None, false),
         };
         let q = &mut self.queues[id];
+        if gathers && !q.gated {
+            q.gated = true;
+            self.gated.push_back(id);
+        }
         let wake = match (linger_at, q.sequencer.next_wakeup()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),

@@ -13,7 +13,10 @@
 //! the queue has `max_in_flight_per_queue` batches unanswered, new messages collect in the
 //! open batch (natural batching: the busier the queue, the bigger its batches); otherwise the
 //! worker takes the open batch after `linger` (default 0: at once, so a lone synchronous send
-//! pays no delay), and a batch that reaches `max_batch_bytes` is sealed immediately.
+//! pays no delay), and a batch that reaches `max_batch_bytes` is sealed immediately. Across
+//! queues, while the producer holds `small_batches_in_flight_bytes` of unanswered batches, open
+//! batches below `pipeline_min_batch_bytes` keep gathering too and go in turn as replies come
+//! (with thousands of queues round-robin, each batch otherwise held one or two messages).
 //!
 //! `send_batch` (RocketMQ's batch send) encodes a caller's messages into one batch on the
 //! caller's thread, for one topic and one queue selected once (by the first message); the
@@ -86,6 +89,14 @@ pub struct ProducerConfig {
     /// keep gathering messages (natural batching). Full batches (`max_batch_bytes`) are always
     /// pipelined up to `max_in_flight_per_queue`. 0 pipelines every batch. Default 64 KiB.
     pub pipeline_min_batch_bytes: usize,
+    /// While the producer holds this many bytes of batches sent or waiting to be sent and
+    /// not yet answered, a partly filled batch smaller than `pipeline_min_batch_bytes` is not
+    /// taken, whatever its linger: it stays open and keeps gathering messages until replies
+    /// bring the bytes below this (full batches and larger ones go as before). With thousands
+    /// of queues, each batch otherwise held the one or two messages that came since its
+    /// queue's last batch. Best well below `max_buffer_bytes`, whose rest then holds the
+    /// gathering batches. 0: off. Default 4 MiB.
+    pub small_batches_in_flight_bytes: usize,
     /// Wait before resending after a retriable failure; doubles per failure in a row up to
     /// `retry_backoff_max`. Default 50 ms.
     pub retry_backoff: Duration,
@@ -115,6 +126,7 @@ impl Default for ProducerConfig {
             max_buffer_bytes: 32 << 20,
             max_in_flight_per_queue: WINDOW_BATCHES,
             pipeline_min_batch_bytes: 64 << 10,
+            small_batches_in_flight_bytes: 4 << 20,
             retry_backoff: Duration::from_millis(50),
             retry_backoff_max: Duration::from_secs(1),
             send_timeout: Duration::from_secs(3),

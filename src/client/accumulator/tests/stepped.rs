@@ -378,3 +378,95 @@ fn a_stored_reply_resolves_the_handles_where_it_is_read_and_a_failure_waits_for_
     cb.complete(ok_reply(10, &b));
     assert_eq!(h.try_take().unwrap().unwrap().queue_offset, 10);
 }
+
+/// With 10,000 queues round-robin, each queue's batch went with the one or two messages that
+/// came since its last one, and per-batch work took most of the client's core (many-queues,
+/// BENCHMARKS.md round 24). While the worker holds `small_batches_in_flight_bytes`, small open
+/// batches gather instead, and go in turn, oldest first, as replies free bytes; a new queue's
+/// one message waits behind them; a batch that reached `pipeline_min_batch_bytes` goes anyway.
+/// The bytes other queues hold are played by `buffered_bytes`.
+#[test]
+fn small_batches_gather_while_the_in_flight_bytes_are_held_and_go_in_turn() {
+    const QUEUES: u32 = 50;
+    let cap = 1 << 20;
+    let config = ProducerConfig {
+        small_batches_in_flight_bytes: cap,
+        pipeline_min_batch_bytes: 4096,
+        ..Default::default()
+    };
+    let (mut worker, sink, clock) = sim_worker(config);
+    // A batch in flight on queue QUEUES; the rest of the bytes held elsewhere.
+    send_to(&mut worker, QUEUES);
+    worker.step(clock.now());
+    let mut replies: Vec<Sent> = drain_sent(&sink);
+    assert_eq!(replies.len(), 1);
+    let one = worker.buffered_bytes;
+    worker.buffered_bytes = cap;
+    // Each queue's batch (no linger) would go at once: it gathers, with no timer.
+    let mut handles = Vec::new();
+    for q in 0..QUEUES {
+        handles.push(send_to(&mut worker, q));
+    }
+    worker.step(clock.now());
+    assert_eq!(sink.pending(), 0);
+    assert_eq!(worker.gated.len(), QUEUES as usize);
+    let (in_flight, gathering): (Vec<_>, Vec<_>) =
+        worker.queues.iter().partition(|q| q.key.1 == QUEUES);
+    assert!(gathering.iter().all(|q| q.armed.is_none()), "no timers");
+    assert_eq!(worker.next_wakeup(), in_flight[0].armed, "the request timeout alone");
+    // Two more messages each gather in the open batches; a new queue's waits behind them.
+    for q in (0..QUEUES).chain(0..QUEUES) {
+        handles.push(send_to(&mut worker, q));
+    }
+    handles.push(send_to(&mut worker, QUEUES + 1));
+    worker.step(clock.now());
+    assert_eq!(sink.pending(), 0);
+    // Each reply frees the bytes of one batch: the oldest gathering queue's goes, whole.
+    let mut order = Vec::new();
+    let mut steps = 0;
+    while let Some((_, queue, b, cb)) = replies.pop() {
+        cb.complete(ok_reply(0, &b));
+        worker.reply(worker.replies_rx.try_recv().unwrap());
+        worker.step(clock.now());
+        let sent = drain_sent(&sink);
+        assert!(sent.len() <= 1, "room for one batch at {queue}, {} went", sent.len());
+        order.extend(sent.iter().map(|s| (s.1, bodies(&s.2).len())));
+        replies.extend(sent);
+        steps += 1;
+        assert!(steps < 10 * QUEUES, "the gathering queues never went");
+    }
+    let expected: Vec<(u32, usize)> =
+        (0..QUEUES).map(|q| (q, 3)).chain([(QUEUES + 1, 1)]).collect();
+    assert_eq!(order, expected, "in turn, each batch with its three messages");
+    assert!(handles.iter().all(|h| h.try_take().is_some()), "every message answered");
+    assert_eq!(worker.buffered_bytes, cap - one, "only the bytes held elsewhere");
+    // A batch that reached pipeline_min_batch_bytes does not wait for the gate.
+    worker.buffered_bytes = cap;
+    send_to(&mut worker, 0);
+    worker.step(clock.now());
+    assert_eq!(sink.pending(), 0);
+    while worker.staging().staged().1 < 4096 {
+        send_to(&mut worker, 0);
+    }
+    worker.step(clock.now());
+    let sent = drain_sent(&sink);
+    assert_eq!(sent.len(), 1, "the large batch went with the gate closed");
+    worker.buffered_bytes -= cap;
+}
+
+#[test]
+fn without_the_in_flight_bytes_for_small_batches_every_batch_goes_at_once() {
+    // 16 MiB held, below the buffer's 32 MiB: by default (4 MiB) small batches gather; at 0
+    // (off) they go as before.
+    for (cap, sent) in [(0, 10), (ProducerConfig::default().small_batches_in_flight_bytes, 0)] {
+        let config = ProducerConfig { small_batches_in_flight_bytes: cap, ..Default::default() };
+        let (mut worker, sink, clock) = sim_worker(config);
+        worker.buffered_bytes = 16 << 20;
+        for q in 0..10 {
+            send_to(&mut worker, q);
+        }
+        worker.step(clock.now());
+        assert_eq!(drain_sent(&sink).len(), sent, "cap {cap}");
+        assert_eq!(worker.gated.len(), 10 - sent, "cap {cap}");
+    }
+}
