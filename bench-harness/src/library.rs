@@ -80,6 +80,9 @@ fn library_producer(
                 0 => ProducerConfig::default().max_buffer_bytes,
                 n => n,
             },
+            small_batches_in_flight_bytes: w
+                .producer_small_batches_in_flight_bytes
+                .unwrap_or(ProducerConfig::default().small_batches_in_flight_bytes),
             ..Default::default()
         })
         .map_err(|e| format!("producer {id}: {e}"))

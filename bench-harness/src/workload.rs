@@ -108,6 +108,11 @@ pub struct Workload {
     /// default (32 MiB). The raw client ignores it.
     #[serde(default)]
     pub producer_buffer_bytes: usize,
+    /// Library producers' `ProducerConfig::small_batches_in_flight_bytes`: while a producer
+    /// holds this many bytes of unanswered batches, its small open batches keep gathering
+    /// messages. Unset: the library's default (4 MiB); 0: off. The raw client ignores it.
+    #[serde(default)]
+    pub producer_small_batches_in_flight_bytes: Option<usize>,
     /// Bytes one pull asks for.
     #[serde(default = "default_fetch_max_bytes")]
     pub fetch_max_bytes: u32,
