@@ -22,6 +22,16 @@ fn join(group: &str, client: &str) -> GroupRequest {
     }
 }
 
+/// Hands the shard a topic table as shard 0 broadcasts one: answered once it applied it.
+pub(super) fn apply_topics(
+    s: &Rc<Shard<SimLog>>,
+    table: &TopicTable,
+) -> futures::channel::oneshot::Receiver<()> {
+    let (ack, rx) = oneshot::channel();
+    s.apply_control(Control::Topics { table: table.clone(), ack });
+    rx
+}
+
 pub(super) fn commit(group: &str, generation: u64, offsets: &[(u32, u64)]) -> GroupRequest {
     GroupRequest::CommitOffsets {
         group: group.into(),
@@ -460,11 +470,7 @@ fn a_deleted_topic_s_committed_offsets_are_forgotten_also_after_a_restart() {
         let snapshots_before = s.log.offsets(SYS_OFFSETS).next;
         // Shard 0 deletes "t" and broadcasts its table, then creates "t" again: the new
         // topic's queues start at 0, so the group's old offsets would put it past their ends.
-        let apply = |table: &TopicTable| {
-            let (ack, rx) = oneshot::channel();
-            s.apply_control(Control::Topics { table: table.clone(), ack });
-            rx
-        };
+        let apply = |table: &TopicTable| apply_topics(&s, table);
         let mut table = s.topics.borrow().clone();
         table.delete("t").unwrap();
         apply(&table).await.unwrap();
@@ -499,11 +505,7 @@ fn a_topic_deleted_and_created_again_does_not_get_its_old_offsets_back_after_a_p
         s.start_groups().await.unwrap();
         group_call(&s, commit("g", 0, &[(0, 7), (1, 9)])).await.unwrap();
         s.log.flush().await.unwrap();
-        let apply = |table: &TopicTable| {
-            let (ack, rx) = oneshot::channel();
-            s.apply_control(Control::Topics { table: table.clone(), ack });
-            rx
-        };
+        let apply = |table: &TopicTable| apply_topics(&s, table);
         let mut table = s.topics.borrow().clone();
         table.delete("t").unwrap();
         apply(&table).await.unwrap();

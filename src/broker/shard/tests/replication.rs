@@ -150,6 +150,16 @@ async fn joined(s: &Rc<Shard<SimLog>>, end: u64) -> u64 {
     }
 }
 
+/// Makes the shard a replica of `master` (a scripted broker's address), with no epochs yet.
+fn follow(s: &Rc<Shard<SimLog>>, master: &str) {
+    s.set_role(ShardRole::Replica(ReplicaSide {
+        master: master.parse().unwrap(),
+        advertise: None,
+        fetch_bytes: 1 << 20,
+        history: RefCell::new(EpochHistory::new()),
+    }));
+}
+
 /// A produce of 2 messages to a sync master, stored and waiting for its replicas; and the
 /// log's end after it.
 async fn a_sync_produce_waiting(
@@ -428,12 +438,7 @@ fn a_master_answering_every_fetch_at_once_with_nothing_is_not_asked_in_a_busy_lo
             }
             other => panic!("unexpected {other:?}"),
         });
-        s.set_role(ShardRole::Replica(ReplicaSide {
-            master: master.parse().unwrap(),
-            advertise: None,
-            fetch_bytes: 1 << 20,
-            history: RefCell::new(EpochHistory::new()),
-        }));
+        follow(&s, &master);
         let stop = futures::FutureExt::shared(Box::pin(runtime::sleep(Duration::from_millis(400))));
         s.clone().follow_master(stop).await.unwrap();
         let n = fetches.load(Ordering::Relaxed);
@@ -464,12 +469,7 @@ fn a_replica_whose_master_deleted_its_next_position_stops_following_instead_of_r
             }
             other => panic!("unexpected {other:?}"),
         });
-        s.set_role(ShardRole::Replica(ReplicaSide {
-            master: master.parse().unwrap(),
-            advertise: None,
-            fetch_bytes: 1 << 20,
-            history: RefCell::new(EpochHistory::new()),
-        }));
+        follow(&s, &master);
         // Generous: the follower must stop by itself long before this.
         let stop = futures::FutureExt::shared(Box::pin(runtime::sleep(Duration::from_secs(60))));
         let e = s.clone().follow_master(stop).await.unwrap_err();
@@ -551,7 +551,7 @@ fn a_replica_behind_the_masters_retention_is_refused_with_the_oldest_position() 
 
 #[test]
 fn a_topic_deletion_on_a_sync_master_is_answered_once_the_replica_holds_the_offsets_snapshot() {
-    use super::group::{commit, group_call};
+    use super::group::{apply_topics, commit, group_call};
     // A sync master answers DELETE_TOPIC once the snapshot without the topic's offsets is on
     // every in-sync replica: else, promoted, a replica that missed it gives a topic created
     // again under the name its old offsets back (past its new queues' ends).
@@ -565,10 +565,9 @@ fn a_topic_deletion_on_a_sync_master_is_answered_once_the_replica_holds_the_offs
         let (next, _) = fetched(&s, session, 0).await;
         let (mut next, _) = fetched(&s, session, next).await;
         assert!(matches!(committing.await.unwrap(), Ok(Response::Group(_))));
-        let (ack, mut answered) = oneshot::channel();
         let mut table = s.topics.borrow().clone();
         table.delete("t").unwrap();
-        s.apply_control(Control::Topics { table, ack });
+        let mut answered = apply_topics(&s, &table);
         // The snapshot is written and flushed here, but the replica has not fetched it.
         while s.log.durable_end() <= next {
             runtime::yield_once().await;
