@@ -123,8 +123,6 @@ pub struct Coordinator {
     resets: BTreeMap<String, u64>,
     commits_since_snapshot: u64,
     last_snapshot: Option<Instant>,
-    /// No session ends before this (see [`Coordinator::expire`]).
-    sessions_checked_until: NextCheck,
     locks_swept_at: NextCheck,
 }
 
@@ -138,7 +136,6 @@ impl Coordinator {
             resets: BTreeMap::new(),
             commits_since_snapshot: 0,
             last_snapshot: None,
-            sessions_checked_until: NextCheck(None),
             locks_swept_at: NextCheck(None),
             config,
         }
@@ -241,21 +238,15 @@ impl Coordinator {
     /// Expires members whose session ended and the locks they held, and locks whose lease
     /// ended. The groups whose member list changed, with their new versions.
     ///
-    /// Called on every tick, it scans nothing until the earliest session can have ended: a
-    /// heartbeat only moves a session's end later, and a new member's ends after every
-    /// existing one's, so the earliest end found by the last scan stays a lower bound.
-    /// Lapsed locks are dropped at most once per [`LOCK_SWEEP_INTERVAL`] (a lapsed lock is
+    /// Called on every tick: the membership's deadline index visits only the sessions that
+    /// ended (O(expired · log n)). Lapsed locks are dropped at most once per [`LOCK_SWEEP_INTERVAL`] (a lapsed lock is
     /// already free for the next member asking; the sweep only returns its memory).
     pub fn expire(&mut self, now: Instant) -> Vec<(String, u64)> {
-        let mut changed = Vec::new();
-        if self.sessions_checked_until.is_none_or_before(now) {
-            changed = self.groups.expire(now);
-            for (group, _) in &changed {
-                let groups = &self.groups;
-                self.locks.release_absent(group, |client| groups.is_member(group, client));
-                self.emptied(group, now);
-            }
-            self.sessions_checked_until = NextCheck(self.groups.next_expiry());
+        let changed = self.groups.expire(now);
+        for (group, _) in &changed {
+            let groups = &self.groups;
+            self.locks.release_absent(group, |client| groups.is_member(group, client));
+            self.emptied(group, now);
         }
         if self
             .locks_swept_at
