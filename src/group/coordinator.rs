@@ -397,8 +397,9 @@ impl Coordinator {
         max_bytes: usize,
         max_items: usize,
     ) -> (Vec<GroupOverview>, bool) {
-        let mut with_members = self.groups.group_names();
-        with_members.retain(|g| g.as_str() > after);
+        // Only the names after `after` are sorted, and none is copied until it is listed.
+        let mut with_members: Vec<&str> = self.groups.names().filter(|g| *g > after).collect();
+        with_members.sort_unstable();
         let mut with_members = with_members.into_iter().peekable();
         let mut with_offsets = self.offsets.group_names_after(after).peekable();
         let mut page = Vec::new();
@@ -407,15 +408,16 @@ impl Coordinator {
             // The next name of either sorted list (a group in both, once).
             let name = match (with_members.peek(), with_offsets.peek()) {
                 (None, None) => return (page, false),
-                (Some(m), Some(o)) if m.as_str() == *o => {
+                (Some(m), Some(o)) if m == o => {
                     with_offsets.next();
                     with_members.next()
                 }
-                (Some(m), Some(o)) if m.as_str() < *o => with_members.next(),
+                (Some(m), Some(o)) if m < o => with_members.next(),
                 (Some(_), None) => with_members.next(),
-                _ => with_offsets.next().map(str::to_owned),
+                _ => with_offsets.next(),
             }
-            .expect("peeked");
+            .expect("peeked")
+            .to_owned();
             let b = group_summary_bytes(&name);
             if !page.is_empty() && (page.len() >= max_items || bytes + b > max_bytes) {
                 return (page, true);

@@ -491,6 +491,11 @@ impl Groups {
         self.groups.get(group).map(|g| (g.version, g.members.len()))
     }
 
+    /// The names of the groups with members, unordered and not copied.
+    pub fn names(&self) -> impl Iterator<Item = &str> + '_ {
+        self.groups.keys().map(String::as_str)
+    }
+
     /// The groups with members, sorted.
     pub fn group_names(&self) -> Vec<String> {
         let mut v: Vec<String> = self.groups.keys().cloned().collect();
