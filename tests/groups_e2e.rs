@@ -17,6 +17,16 @@ fn tempdir() -> tempfile::TempDir {
     tempfile::Builder::new().prefix("ringmq-groups").tempdir().unwrap()
 }
 
+/// A broker of two shards in sync flush mode, with topic "t" of 4 queues, a client, and the
+/// config to start it again.
+fn sync_broker_with_topic(dir: &std::path::Path) -> (Broker, Client, String) {
+    let cfg = config(dir, 2, "", "flush_mode = \"sync\"");
+    let broker = Broker::start_in(dir, &cfg);
+    let client = Client::connect(&broker.addr()).unwrap();
+    client.admin().create_topic("t", 4).unwrap();
+    (broker, client, cfg)
+}
+
 fn cli(broker: &Broker, args: &[&str]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_ringmq"))
         .args(args)
@@ -49,10 +59,7 @@ fn bodies(stdout: &str) -> Vec<String> {
 #[test]
 fn acknowledged_commits_survive_a_sigkill_with_sync_flush() {
     let dir = tempdir();
-    let cfg = config(dir.path(), 2, "", "flush_mode = \"sync\"");
-    let mut broker = Broker::start_in(dir.path(), &cfg);
-    let client = Client::connect(&broker.addr()).unwrap();
-    client.admin().create_topic("t", 4).unwrap();
+    let (mut broker, client, cfg) = sync_broker_with_topic(dir.path());
     let groups = client.groups();
     // Enough groups that both shards coordinate some.
     let mut expected = BTreeMap::new();
@@ -136,10 +143,7 @@ fn the_cli_consumes_as_a_group_resumes_from_its_commits_and_resets() {
 #[test]
 fn deleted_groups_lose_their_offsets_through_a_sigkill_and_live_ones_are_refused() {
     let dir = tempdir();
-    let cfg = config(dir.path(), 2, "", "flush_mode = \"sync\"");
-    let mut broker = Broker::start_in(dir.path(), &cfg);
-    let client = Client::connect(&broker.addr()).unwrap();
-    client.admin().create_topic("t", 4).unwrap();
+    let (mut broker, client, cfg) = sync_broker_with_topic(dir.path());
     let groups = client.groups();
     // Enough groups that both shards coordinate some.
     let names: Vec<String> = (0..8).map(|g| format!("g{g}")).collect();

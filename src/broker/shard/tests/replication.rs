@@ -24,10 +24,15 @@ fn replication(mode: Mode, timeout_ms: u64) -> ReplicationConfig {
 }
 
 async fn master(mode: Mode, timeout_ms: u64) -> Rc<Shard<SimLog>> {
+    master_in(SimDir::new(3), mode, timeout_ms).await
+}
+
+/// A master shard (epoch 1 from position 0) on `dir`, its one replica not yet joined.
+async fn master_in(dir: SimDir, mode: Mode, timeout_ms: u64) -> Rc<Shard<SimLog>> {
     let rc = replication(mode, timeout_ms);
     let configured = rc.clone();
     let s = shard_configured(
-        SimDir::new(3),
+        dir,
         |_| {},
         move |c| c.replication = Some(configured),
         runtime::system_clock(),
@@ -287,18 +292,7 @@ fn a_fetch_from_inside_a_batch_is_the_replicas_mistake_not_a_corrupt_log() {
 fn a_damaged_header_where_the_master_said_to_continue_is_still_reported_as_damage() {
     run(|| async {
         let dir = SimDir::new(5);
-        let rc = replication(Mode::Async, 60_000);
-        let configured = rc.clone();
-        let s = shard_configured(
-            dir.clone(),
-            |_| {},
-            move |c| c.replication = Some(configured),
-            runtime::system_clock(),
-        )
-        .await;
-        let mut history = EpochHistory::new();
-        history.begin(1, 0).unwrap();
-        s.set_role(ShardRole::Master(MasterSide::new(&rc, history, 0)));
+        let s = master_in(dir.clone(), Mode::Async, 60_000).await;
         for _ in 0..2 {
             call(&s, produce(0, 1)).await.unwrap();
         }
