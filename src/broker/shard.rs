@@ -100,8 +100,9 @@ pub struct Forward {
 pub enum Control {
     /// A topic change, sent to shard 0.
     Admin { request: Request, reply: oneshot::Sender<Reply> },
-    /// Shard 0's new topic table; the receiver applies it and acknowledges.
-    Topics { table: TopicTable, ack: oneshot::Sender<()> },
+    /// Shard 0's new topic table; the receiver applies it and acknowledges, with why the
+    /// snapshot that forgets a deleted topic's offsets could not be made durable, if so.
+    Topics { table: TopicTable, ack: oneshot::Sender<Result<(), String>> },
     /// Asks for the receiver's counters.
     Stats { reply: oneshot::Sender<ShardStats> },
     /// Asks for a page of the groups the receiver coordinates: its first after `after` that
@@ -458,11 +459,10 @@ impl<L: ShardLog> Shard<L> {
                 if self.forget_deleted_topics() {
                     let me = self.clone();
                     runtime::spawn_detached(async move {
-                        me.snapshot_offsets_durably().await;
-                        let _ = ack.send(());
+                        let _ = ack.send(me.snapshot_offsets_durably().await);
                     });
                 } else {
-                    let _ = ack.send(());
+                    let _ = ack.send(Ok(()));
                 }
             }
             Control::Stats { reply } => {

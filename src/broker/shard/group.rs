@@ -512,18 +512,26 @@ impl<L: ShardLog> Shard<L> {
         }
     }
 
-    /// [`Self::snapshot_offsets_logged`], then waits until the log holds it durably, whatever
-    /// the flush mode, and, on a sync master, until every in-sync replica does: for a change
-    /// another file already holds durably. A topic's deletion is in `topics.json` at once;
-    /// were the snapshot that forgets its offsets lost to a power cut, or to a failover onto a
-    /// replica that had not fetched it, a topic created again under its name would get them
-    /// back.
-    pub(super) async fn snapshot_offsets_durably(&self) {
-        self.snapshot_offsets_logged().await;
-        if let Err(e) = self.log.flush().await {
-            tracing::warn!(shard = %self.id, "flushing the committed offsets' snapshot failed: {e}");
-            return;
-        }
+    /// [`Self::snapshot_offsets`], then waits until the log holds it durably, whatever the
+    /// flush mode, and, on a sync master, until every in-sync replica does (or the sync
+    /// replication timeout passed, logged): for a change another file already holds durably.
+    /// A topic's deletion is in `topics.json` at once; were the snapshot that forgets its
+    /// offsets lost to a power cut, or to a failover onto a replica that had not fetched it, a
+    /// topic created again under its name would get them back. Err: the snapshot was not
+    /// stored or not made durable (what to tell whoever waits for the change).
+    pub(super) async fn snapshot_offsets_durably(&self) -> Result<(), String> {
+        let failed = |what: &str, e: &dyn std::fmt::Display| {
+            let message = format!("shard {}: {what}: {e}", self.id);
+            tracing::error!("{message}");
+            message
+        };
+        self.snapshot_offsets()
+            .await
+            .map_err(|e| failed("the committed offsets' snapshot failed", &e.message))?;
+        self.log
+            .flush()
+            .await
+            .map_err(|e| failed("flushing the committed offsets' snapshot failed", &e))?;
         let end = self.log.append_end();
         use crate::replication::in_sync::SyncStatus;
         if let Some(SyncStatus::FlushSlaveTimeout) = self.await_replication(end).await {
@@ -533,6 +541,7 @@ impl<L: ShardLog> Shard<L> {
                  within replication.sync_replication_timeout_ms"
             );
         }
+        Ok(())
     }
 
     /// Runs [`Self::group_tick`] every `GROUP_TICK` until `stop`.

@@ -69,7 +69,17 @@ impl<L: ShardLog> Shard<L> {
             _ => unreachable!("admin handles topic changes only"),
         };
         store.save(&table).await.map_err(|e| BrokerError::new(ErrorCode::INTERNAL, e))?;
-        self.publish_topics(table).await;
+        self.publish_topics(table).await.map_err(|e| {
+            BrokerError::new(
+                ErrorCode::INTERNAL,
+                format!(
+                    "the topic change is stored and applied on every shard, but the snapshot \
+                     that forgets the deleted topic's committed offsets is not durable ({e}): \
+                     do not create the topic again under this name before the broker restarts \
+                     cleanly"
+                ),
+            )
+        })?;
         tracing::info!(?request, "topic change applied on all shards");
         Ok(response)
     }
@@ -96,16 +106,18 @@ impl<L: ShardLog> Shard<L> {
             topics = table.len(),
             "adopted the master's topic table"
         );
-        self.publish_topics(table).await;
-        Ok(())
+        self.publish_topics(table).await
     }
 
-    /// Installs `table` here and on every other shard; returns once they applied it.
-    async fn publish_topics(&self, table: TopicTable) {
+    /// Installs `table` here and on every other shard; returns once they applied it. Err:
+    /// a shard's snapshot without a deleted topic's offsets is not durable (the first such
+    /// reason; every shard still applied the table).
+    async fn publish_topics(&self, table: TopicTable) -> Result<(), String> {
         *self.topics.borrow_mut() = table.clone();
+        let mut outcome = Ok(());
         if self.forget_deleted_topics() {
             // So that a restart does not replay the forgotten offsets.
-            self.snapshot_offsets_durably().await;
+            outcome = self.snapshot_offsets_durably().await;
         }
         let mut acks = Vec::with_capacity(self.shard_count);
         for peer in ShardId::all(self.shard_count).filter(|&p| p != self.id) {
@@ -117,8 +129,11 @@ impl<L: ShardLog> Shard<L> {
         }
         for rx in acks {
             // A stopped peer no longer serves anything; it loads the file on restart.
-            let _ = rx.await;
+            if let Ok(Err(e)) = rx.await {
+                outcome = outcome.and(Err(e));
+            }
         }
+        outcome
     }
 
     /// Forgets every group's committed offsets of topics the table no longer holds (deleted):

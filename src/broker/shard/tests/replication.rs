@@ -573,6 +573,6 @@ fn a_topic_deletion_on_a_sync_master_is_answered_once_the_replica_holds_the_offs
             next = fetched(&s, session, next).await.0;
         }
         fetched(&s, session, next).await;
-        answered.await.unwrap();
+        answered.await.unwrap().unwrap();
     });
 }
