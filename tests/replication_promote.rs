@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use broker_common::{config, free_port_block, poll_until, Broker};
 use replication_common::*;
-use ringmq::protocol::{producer_id, ErrorCode, Request, SendStatus};
+use ringmq::protocol::{producer_id, ErrorCode, SendStatus};
 
 fn master_text(dir: &Path, port: u16, replicas: &[u16]) -> String {
     let list: Vec<String> = replicas.iter().map(|p| format!("\"127.0.0.1:{p}\"")).collect();
@@ -118,9 +118,7 @@ fn a_replica_promoted_live_keeps_every_acknowledged_send_and_stays_master() {
     let mut m = Broker::start_in(&d0, &master_text(&d0, pm, &[p1, p2]));
     let mut r1 = Broker::start_in(&d1, &replica_config(&d1, p1, pm));
     let mut r2 = Broker::start_in(&d2, &replica_config(&d2, p2, pm));
-    Conn::connect(pm)
-        .call(&Request::CreateTopic { topic: TOPIC.into(), queue_count: QUEUES })
-        .unwrap();
+    create_topic(pm);
     for port in [p1, p2] {
         let mut c = Conn::connect(port);
         poll_until(WAIT, || (c.topics() == 1).then_some(()));
@@ -287,9 +285,7 @@ fn promote_rounds(mode: &str, rounds: u64) -> (usize, usize) {
     let mut brokers = vec![Broker::start_in(&dirs[0], &master_cfg(0))];
     brokers.push(as_replica_of(1, 0));
     brokers.push(as_replica_of(2, 0));
-    Conn::connect(ports[0])
-        .call(&Request::CreateTopic { topic: TOPIC.into(), queue_count: QUEUES })
-        .unwrap();
+    create_topic(ports[0]);
     for &port in &ports[1..] {
         let mut c = Conn::connect(port);
         poll_until(WAIT, || (c.topics() == 1).then_some(()));

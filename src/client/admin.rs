@@ -6,7 +6,7 @@ use std::time::Duration;
 use super::error::{ClientError, Result};
 use super::router::{Router, TopicRoute};
 use crate::protocol::replication::{PromotedShard, ReplRequest, ReplResponse};
-use crate::protocol::{Request, Response, ShardStats, TopicInfo};
+use crate::protocol::{ErrorCode, Request, Response, ShardStats, TopicInfo};
 use crate::replication::config::Mode;
 
 /// A queue's offsets `[min, next)` as the broker reports them: `next` is where the next record
@@ -16,6 +16,11 @@ pub struct QueueOffsets {
     pub min: u64,
     pub next: u64,
 }
+
+/// How long a topic change waits for a sync master's in-sync set to have enough members.
+const IN_SYNC_WAIT: Duration = Duration::from_secs(30);
+/// How often it asks again meanwhile.
+const IN_SYNC_RETRY: Duration = Duration::from_millis(100);
 
 pub struct AdminClient {
     router: Arc<Router>,
@@ -30,11 +35,29 @@ impl AdminClient {
         AdminClient { router }
     }
 
-    /// Creates a topic with `queue_count` queues; returns its id.
+    /// A topic change. A sync master refuses one with SLAVE_NOT_AVAILABLE, before changing
+    /// anything, while its in-sync set has fewer than `min_in_sync_replicas` members (as it
+    /// refuses sends): just after the brokers started, its replicas may not have joined yet.
+    /// Asked again every [`IN_SYNC_RETRY`] for at most [`IN_SYNC_WAIT`].
+    fn change_topics(&self, request: &Request) -> Result<Response> {
+        let deadline = std::time::Instant::now() + IN_SYNC_WAIT;
+        loop {
+            match self.router.call_bootstrap(request) {
+                Err(e)
+                    if e.code() == Some(ErrorCode::SLAVE_NOT_AVAILABLE)
+                        && std::time::Instant::now() + IN_SYNC_RETRY < deadline =>
+                {
+                    std::thread::sleep(IN_SYNC_RETRY);
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Creates a topic with `queue_count` queues; returns its id. On a sync master, answered
+    /// once every in-sync replica holds the change (a failover keeps it).
     pub fn create_topic(&self, topic: &str, queue_count: u32) -> Result<u32> {
-        let r = self
-            .router
-            .call_bootstrap(&Request::CreateTopic { topic: topic.into(), queue_count })?;
+        let r = self.change_topics(&Request::CreateTopic { topic: topic.into(), queue_count })?;
         self.router.refresh(topic);
         match r {
             Response::CreateTopic { topic_id } => Ok(topic_id),
@@ -42,9 +65,9 @@ impl AdminClient {
         }
     }
 
-    /// Deletes a topic; returns the id it had.
+    /// Deletes a topic; returns the id it had. On a sync master, as [`Self::create_topic`].
     pub fn delete_topic(&self, topic: &str) -> Result<u32> {
-        let r = self.router.call_bootstrap(&Request::DeleteTopic { topic: topic.into() })?;
+        let r = self.change_topics(&Request::DeleteTopic { topic: topic.into() })?;
         self.router.refresh(topic);
         match r {
             Response::DeleteTopic { topic_id } => Ok(topic_id),

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use crate::broker_common::{config, poll_until, Raw};
 use ringmq::format::{BatchBuilder, Record};
-use ringmq::protocol::{ErrorResponse, Request, Response, SendStatus, SharedBytes};
+use ringmq::protocol::{ErrorCode, ErrorResponse, Request, Response, SendStatus, SharedBytes};
 
 pub const TOPIC: &str = "repl";
 pub const QUEUES: u32 = 4;
@@ -115,6 +115,19 @@ impl Conn {
             other => panic!("list answered {other:?}"),
         }
     }
+}
+
+/// Creates `TOPIC` on the master at `port`. A sync master refuses topic changes with
+/// SLAVE_NOT_AVAILABLE until its replicas joined the in-sync set (as it refuses sends): asks
+/// again until then.
+pub fn create_topic(port: u16) {
+    let mut m = Conn::connect(port);
+    let request = Request::CreateTopic { topic: TOPIC.into(), queue_count: QUEUES };
+    poll_until(WAIT, || match m.call(&request) {
+        Ok(Response::CreateTopic { .. }) => Some(()),
+        Err(e) if e.known_code() == Some(ErrorCode::SLAVE_NOT_AVAILABLE) => None,
+        other => panic!("create topic: {other:?}"),
+    });
 }
 
 pub fn master_config(dir: &Path, replicas: &[u16], mode: &str) -> String {

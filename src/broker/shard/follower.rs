@@ -181,6 +181,9 @@ impl<L: ShardLog> Shard<L> {
                 s.produce_batches += batches.len() as u64;
                 s.produce_bytes += batches.iter().map(|b| b.bytes.len() as u64).sum::<u64>();
             }
+            // Before the next fetch acknowledges these batches: a sync master answers a topic
+            // change once its replicas acknowledged what shard 0 wrote after it (fetched with
+            // the new epoch), trusting that the table was adopted by then (`publish_topics`).
             if self.id == ShardId::FIRST && topics_epoch != self.topics.borrow().epoch {
                 let request = Request::Replication(ReplRequest::Topics);
                 match peer.call(&request, CALL_TIMEOUT).await {

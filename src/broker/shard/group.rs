@@ -535,11 +535,12 @@ impl<L: ShardLog> Shard<L> {
         let end = self.log.append_end();
         use crate::replication::in_sync::SyncStatus;
         if let Some(SyncStatus::FlushSlaveTimeout) = self.await_replication(end).await {
-            tracing::warn!(
-                shard = %self.id, end,
-                "the committed offsets' snapshot was not confirmed by the in-sync replicas \
-                 within replication.sync_replication_timeout_ms"
-            );
+            let e = format!("log position {end}");
+            return Err(failed(
+                "the in-sync replicas did not confirm the committed offsets' snapshot within \
+                 replication.sync_replication_timeout_ms",
+                &e,
+            ));
         }
         Ok(())
     }

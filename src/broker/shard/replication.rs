@@ -218,7 +218,13 @@ impl<L: ShardLog> Shard<L> {
         }
     }
 
-    /// Before a produce writes anything: a sync master with too few in-sync members refuses.
+    /// Whether this shard is a master that replicates synchronously (its role now).
+    pub(super) fn is_sync_master(&self) -> bool {
+        self.master_side().is_some_and(|m| m.mode == Mode::Sync)
+    }
+
+    /// Before a produce (or a topic change) writes anything: a sync master with too few
+    /// in-sync members refuses.
     pub(super) fn admit_produce(&self) -> Result<(), BrokerError> {
         let Some(m) = self.master_side().filter(|m| m.mode == Mode::Sync) else { return Ok(()) };
         m.set.borrow().admit().map_err(|(members, needed)| {

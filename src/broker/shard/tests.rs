@@ -71,6 +71,17 @@ async fn shard_configured(
     configure: impl FnOnce(&mut Config),
     clock: SharedClock,
 ) -> Rc<Shard<SimLog>> {
+    shard_with_metadata(dir, tweak, configure, clock, None).await
+}
+
+/// [`shard_configured`], with `metadata` as its topic table's file (topic changes need one).
+async fn shard_with_metadata(
+    dir: SimDir,
+    tweak: impl FnOnce(&mut crate::storage::StorageConfig),
+    configure: impl FnOnce(&mut Config),
+    clock: SharedClock,
+    metadata: Option<MetadataStore>,
+) -> Rc<Shard<SimLog>> {
     let mut config = Config::default();
     configure(&mut config);
     let mut topics = TopicTable::new(1);
@@ -99,7 +110,7 @@ async fn shard_configured(
         topics,
         data,
         control,
-        None,
+        metadata,
         clock,
     ))
 }

@@ -52,6 +52,8 @@ impl<L: ShardLog> Shard<L> {
         let _serialized = lock.acquire_permit(1).await.map_err(|e| {
             BrokerError::new(ErrorCode::SHUTTING_DOWN, format!("topic lock closed: {e}"))
         })?;
+        // A sync master changes nothing its in-sync set could not confirm (as a produce).
+        self.admit_produce()?;
         let b = &self.config.broker;
         let mut table = self.topics.borrow().clone();
         let response = match &request {
@@ -73,10 +75,11 @@ impl<L: ShardLog> Shard<L> {
             BrokerError::new(
                 ErrorCode::INTERNAL,
                 format!(
-                    "the topic change is stored and applied on every shard, but the snapshot \
-                     that forgets the deleted topic's committed offsets is not durable ({e}): \
-                     do not create the topic again under this name before the broker restarts \
-                     cleanly"
+                    "the topic change is stored and applied on every shard of this broker, but \
+                     it is not acknowledged: {e}. A deleted topic's committed offsets may come \
+                     back after a power cut, or a failover to a replica may lose the change; \
+                     check the broker's disk and replicas before creating a deleted topic again \
+                     under its name"
                 ),
             )
         })?;
@@ -110,13 +113,22 @@ impl<L: ShardLog> Shard<L> {
     }
 
     /// Installs `table` here and on every other shard; returns once they applied it. Err:
-    /// a shard's snapshot without a deleted topic's offsets is not durable (the first such
+    /// a shard's snapshot without a deleted topic's offsets is not durable, or, on a sync
+    /// master, the in-sync replicas did not confirm the change in time (the first such
     /// reason; every shard still applied the table).
+    ///
+    /// On a sync master the change is confirmed through shard 0's log: a snapshot of its
+    /// committed offsets is written after the table changed, and the change is answered once
+    /// every in-sync replica acknowledged it. A replica fetches that snapshot with the master's
+    /// new topic epoch in the answer, and adopts the table (durably) before it acknowledges
+    /// what came with it (`follower.rs`), so an acknowledged change survives a failover.
     async fn publish_topics(&self, table: TopicTable) -> Result<(), String> {
         *self.topics.borrow_mut() = table.clone();
         let mut outcome = Ok(());
-        if self.forget_deleted_topics() {
-            // So that a restart does not replay the forgotten offsets.
+        // `forget_deleted_topics` first: it must run whether or not this is a sync master.
+        if self.forget_deleted_topics() || self.is_sync_master() {
+            // So that a restart does not replay the forgotten offsets, and, on a sync master,
+            // so that the replicas confirm the change.
             outcome = self.snapshot_offsets_durably().await;
         }
         let mut acks = Vec::with_capacity(self.shard_count);

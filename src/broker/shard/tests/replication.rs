@@ -29,13 +29,24 @@ async fn master(mode: Mode, timeout_ms: u64) -> Rc<Shard<SimLog>> {
 
 /// A master shard (epoch 1 from position 0) on `dir`, its one replica not yet joined.
 async fn master_in(dir: SimDir, mode: Mode, timeout_ms: u64) -> Rc<Shard<SimLog>> {
+    master_with_metadata(dir, mode, timeout_ms, None).await
+}
+
+/// [`master_in`], with `metadata` as its topic table's file (topic changes need one).
+async fn master_with_metadata(
+    dir: SimDir,
+    mode: Mode,
+    timeout_ms: u64,
+    metadata: Option<MetadataStore>,
+) -> Rc<Shard<SimLog>> {
     let rc = replication(mode, timeout_ms);
     let configured = rc.clone();
-    let s = shard_configured(
+    let s = shard_with_metadata(
         dir,
         |_| {},
         move |c| c.replication = Some(configured),
         runtime::system_clock(),
+        metadata,
     )
     .await;
     let mut history = EpochHistory::new();
@@ -574,5 +585,107 @@ fn a_topic_deletion_on_a_sync_master_is_answered_once_the_replica_holds_the_offs
         }
         fetched(&s, session, next).await;
         answered.await.unwrap().unwrap();
+    });
+}
+
+/// The full answer to a replica's fetch from `from` (acknowledging `from` as synced).
+/// A sync master (timeout `timeout_ms`) whose topic changes are saved under `dir`, its
+/// groups started.
+async fn sync_master_changing_topics(dir: &std::path::Path, timeout_ms: u64) -> Rc<Shard<SimLog>> {
+    let store = MetadataStore::open(dir).await.unwrap();
+    let s = master_with_metadata(SimDir::new(3), Mode::Sync, timeout_ms, Some(store)).await;
+    s.start_groups().await.unwrap();
+    s
+}
+
+async fn fetch_answer(s: &Rc<Shard<SimLog>>, session: u64, from: u64) -> ReplResponse {
+    match call(s, replica_fetch(session, from)).await.unwrap() {
+        Response::Replication(r) => r,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_topic_change_on_a_sync_master_is_answered_once_the_replica_fetched_and_acknowledged_it() {
+    // A sync master answers CREATE_TOPIC (and DELETE_TOPIC) once every in-sync replica has
+    // acknowledged a position of shard 0's log written after the change, fetched with the
+    // changed table's epoch: a replica adopts that table before it acknowledges what came
+    // with it. Without that, a failover right after the answer could lose the topic (and the
+    // new master would give its id to another topic, with the first one's messages in it).
+    run(|| async {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = sync_master_changing_topics(tmp.path(), 60_000).await;
+        let session = joined(&s, 0).await;
+        let mut next = s.log.append_end();
+        while let ReplResponse::Fetch { next: n, batches, .. } =
+            fetch_answer(&s, session, next).await
+        {
+            if batches.is_empty() {
+                break;
+            }
+            next = n;
+        }
+        let epoch_before = s.topics.borrow().epoch;
+        let (tx, mut answered) = oneshot::channel();
+        let me = s.clone();
+        runtime::spawn_detached(async move {
+            let r = call(&me, Request::CreateTopic { topic: "new".into(), queue_count: 2 }).await;
+            let _ = tx.send(r);
+        });
+        while s.topics.borrow().epoch == epoch_before {
+            if let Some(r) = answered.try_recv().unwrap() {
+                panic!("answered without a change: {r:?}");
+            }
+            runtime::sleep(Duration::from_millis(1)).await;
+        }
+        runtime::sleep(Duration::from_millis(50)).await;
+        assert!(answered.try_recv().unwrap().is_none(), "answered before the replica has it");
+        // The replica fetches what shard 0 wrote after the change, with the new table's epoch.
+        let ReplResponse::Fetch { next: after, batches, topics_epoch, .. } =
+            fetch_answer(&s, session, next).await
+        else {
+            panic!("not a fetch answer")
+        };
+        assert!(!batches.is_empty(), "shard 0 wrote after the change");
+        assert_eq!(topics_epoch, s.topics.borrow().epoch);
+        runtime::sleep(Duration::from_millis(20)).await;
+        assert!(answered.try_recv().unwrap().is_none(), "answered before the acknowledgement");
+        // Its next fetch acknowledges it: the creation is answered.
+        fetch_answer(&s, session, after).await;
+        let r = answered.await.unwrap();
+        assert!(matches!(r, Ok(Response::CreateTopic { .. })), "{r:?}");
+    });
+}
+
+#[test]
+fn a_topic_change_on_a_sync_master_without_enough_in_sync_replicas_is_refused_unapplied() {
+    run(|| async {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = sync_master_changing_topics(tmp.path(), 60_000).await;
+        let epoch = s.topics.borrow().epoch;
+        let e = call(&s, Request::CreateTopic { topic: "new".into(), queue_count: 1 }).await;
+        assert_eq!(e.unwrap_err().code, ErrorCode::SLAVE_NOT_AVAILABLE);
+        assert_eq!(s.topics.borrow().epoch, epoch, "nothing changed");
+        assert!(s.topics.borrow().get("new").is_none());
+    });
+}
+
+#[test]
+fn a_topic_change_the_replicas_do_not_confirm_in_time_is_not_answered_as_done() {
+    run(|| async {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = sync_master_changing_topics(tmp.path(), 200).await;
+        let (mut stop_handle, stop) = crate::broker::shutdown::stop_pair();
+        let timer = runtime::spawn(s.clone().replication_loop(stop));
+        let _session = joined(&s, 0).await;
+        // The replica joined and never acknowledges anything.
+        let e = call(&s, Request::CreateTopic { topic: "new".into(), queue_count: 1 }).await;
+        stop_handle.fire();
+        timer.await;
+        let e = e.unwrap_err();
+        assert_eq!(e.code, ErrorCode::INTERNAL, "{e:?}");
+        assert!(e.message.contains("in-sync replicas"), "{e:?}");
+        // The change stands on the master, as a sync produce that timed out stays stored.
+        assert!(s.topics.borrow().get("new").is_some());
     });
 }
