@@ -139,6 +139,26 @@ impl<L: ShardLog> Shard<L> {
                 }
                 Err(e) => return Err(JoinError::Retry(e.to_string())),
             };
+            // Before these batches are written, so before anything acknowledges them (the next
+            // fetch, or a JOIN after a crash, reports what is on disk): a sync master answers a
+            // topic change once its replicas acknowledged what shard 0 wrote after it (fetched
+            // with the new epoch), trusting that the table was adopted by then
+            // (`publish_topics`). The table adopted is the master's current one, at least as
+            // new as these batches'.
+            if self.id == ShardId::FIRST && topics_epoch != self.topics.borrow().epoch {
+                let request = Request::Replication(ReplRequest::Topics);
+                match peer.call(&request, CALL_TIMEOUT).await {
+                    Ok(Response::Replication(ReplResponse::Topics { table_json })) => {
+                        self.adopt_topics(&table_json).await.map_err(JoinError::Retry)?;
+                    }
+                    Ok(_) => {
+                        return Err(JoinError::Retry(
+                            "the master answered REPLICA_TOPICS with something else".into(),
+                        ))
+                    }
+                    Err(e) => return Err(JoinError::Retry(e.to_string())),
+                }
+            }
             let mut queues = std::collections::HashSet::new();
             for b in &batches {
                 match self.log.append_replicated(b.position, &b.bytes).await {
@@ -180,23 +200,6 @@ impl<L: ShardLog> Shard<L> {
                 let mut s = self.stats.borrow_mut();
                 s.produce_batches += batches.len() as u64;
                 s.produce_bytes += batches.iter().map(|b| b.bytes.len() as u64).sum::<u64>();
-            }
-            // Before the next fetch acknowledges these batches: a sync master answers a topic
-            // change once its replicas acknowledged what shard 0 wrote after it (fetched with
-            // the new epoch), trusting that the table was adopted by then (`publish_topics`).
-            if self.id == ShardId::FIRST && topics_epoch != self.topics.borrow().epoch {
-                let request = Request::Replication(ReplRequest::Topics);
-                match peer.call(&request, CALL_TIMEOUT).await {
-                    Ok(Response::Replication(ReplResponse::Topics { table_json })) => {
-                        self.adopt_topics(&table_json).await.map_err(JoinError::Retry)?;
-                    }
-                    Ok(_) => {
-                        return Err(JoinError::Retry(
-                            "the master answered REPLICA_TOPICS with something else".into(),
-                        ))
-                    }
-                    Err(e) => return Err(JoinError::Retry(e.to_string())),
-                }
             }
             if let Some(at) = next_fetch_at(asked, !batches.is_empty()) {
                 let pause = Box::pin(self.clock.sleep_until(at));

@@ -120,8 +120,8 @@ impl<L: ShardLog> Shard<L> {
     /// On a sync master the change is confirmed through shard 0's log: a snapshot of its
     /// committed offsets is written after the table changed, and the change is answered once
     /// every in-sync replica acknowledged it. A replica fetches that snapshot with the master's
-    /// new topic epoch in the answer, and adopts the table (durably) before it acknowledges
-    /// what came with it (`follower.rs`), so an acknowledged change survives a failover.
+    /// new topic epoch in the answer, and adopts the table (durably) before it writes what
+    /// came with it (`follower.rs`), so an acknowledged change survives a failover.
     async fn publish_topics(&self, table: TopicTable) -> Result<(), String> {
         *self.topics.borrow_mut() = table.clone();
         let mut outcome = Ok(());

@@ -689,3 +689,48 @@ fn a_topic_change_the_replicas_do_not_confirm_in_time_is_not_answered_as_done() 
         assert!(s.topics.borrow().get("new").is_some());
     });
 }
+
+#[test]
+fn a_replica_adopts_a_new_topic_table_before_it_writes_the_batches_that_came_with_it() {
+    use crate::client::scripted_broker::{join_keeping, one_shard, scripted_broker_refusing};
+    // What a replica has written may be acknowledged before it adopts a table: by its next
+    // fetch, or by a JOIN after a crash (it reports what is on disk). A sync master answers a
+    // topic change once its replicas acknowledged what shard 0 wrote after it, so the table
+    // that came with batches is adopted before they are written.
+    run(|| async {
+        // Batches as a master answers them.
+        let m = master(Mode::Async, 60_000).await;
+        call(&m, produce(0, 2)).await.unwrap();
+        let session = joined(&m, 0).await;
+        let (next, batches) = fetched(&m, session, 0).await;
+        assert!(!batches.is_empty());
+        let mut history = EpochHistory::new();
+        history.begin(1, 0).unwrap(); // the master's (`master_in`)
+        let s = shard(7).await;
+        let newer = s.topics.borrow().epoch + 1;
+        // This master answers the batches with a newer table's epoch, and cannot give the
+        // table (yet).
+        let master = scripted_broker_refusing(move |port, request| match request {
+            Request::Metadata { .. } => Ok(one_shard(port)),
+            Request::Replication(ReplRequest::Join { end, .. }) => {
+                Ok(join_keeping(end, history.clone()))
+            }
+            Request::Replication(ReplRequest::Fetch { from, .. }) => {
+                Ok(Response::Replication(ReplResponse::Fetch {
+                    confirmed: from,
+                    topics_epoch: newer,
+                    next,
+                    batches: if from == 0 { batches.clone() } else { Vec::new() },
+                }))
+            }
+            Request::Replication(ReplRequest::Topics) => {
+                Err((ErrorCode::INTERNAL, "no table today".into(), ErrorDetail::None))
+            }
+            other => panic!("unexpected {other:?}"),
+        });
+        follow(&s, &master);
+        let stop = futures::FutureExt::shared(Box::pin(runtime::sleep(Duration::from_millis(300))));
+        s.clone().follow_master(stop).await.unwrap();
+        assert_eq!(s.log.append_end(), 0, "written before the table that came with it");
+    });
+}
