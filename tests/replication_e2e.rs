@@ -317,6 +317,16 @@ fn a_replica_truncates_a_tail_its_master_lost() {
     });
 }
 
+/// A sync master (sync flush) on `port` with one replica, on `replica`'s port, that must be
+/// in sync (`min_in_sync_replicas = 2`).
+fn sync_master_of_one(dir: &Path, port: u16, replica: u16) -> String {
+    format!(
+        "{}[replication]\nrole = \"master\"\nreplicas = [\"127.0.0.1:{replica}\"]\n\
+         min_in_sync_replicas = 2\nsync_replication_timeout_ms = 10000\n",
+        config(dir, SHARDS, &format!("port = {port}"), "flush_mode = \"sync\"")
+    )
+}
+
 /// Manual failover by configuration: the master is SIGKILLed while a producer sends; its
 /// replica is restarted as the master (it begins a new epoch), the old master is restarted as
 /// its replica (at start it truncates whatever it had that the new master lacks). Every send
@@ -327,14 +337,7 @@ fn a_replica_restarted_as_master_keeps_every_acknowledged_send() {
     let dir = tempdir();
     let (pa, pb) = (free_port_block(SHARDS as u16), free_port_block(SHARDS as u16));
     let (da, db) = (dir.path().join("a"), dir.path().join("b"));
-    let as_master = |d: &Path, port: u16, replica: u16| {
-        format!(
-            "{}[replication]\nrole = \"master\"\nreplicas = [\"127.0.0.1:{replica}\"]\n\
-             min_in_sync_replicas = 2\nsync_replication_timeout_ms = 10000\n",
-            config(d, SHARDS, &format!("port = {port}"), "flush_mode = \"sync\"")
-        )
-    };
-    let mut a = Broker::start_in(&da, &as_master(&da, pa, pb));
+    let mut a = Broker::start_in(&da, &sync_master_of_one(&da, pa, pb));
     let b = Broker::start_in(&db, &replica_config(&db, pb, pa));
     create_topic(pa);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -361,7 +364,7 @@ fn a_replica_restarted_as_master_keeps_every_acknowledged_send() {
     assert!(!acked.is_empty());
     drop(b); // SIGKILL too: the promotion is a restart with the master's role
 
-    let new_master = Broker::start_in(&db, &as_master(&db, pb, pa));
+    let new_master = Broker::start_in(&db, &sync_master_of_one(&db, pb, pa));
     let mut m = Conn::connect(new_master.shared_port);
     let on_new: Vec<_> = (0..QUEUES).map(|q| tags_by_offset(&m.stored(q).1)).collect();
     for &(q, base, tag) in &acked {
@@ -385,14 +388,7 @@ fn topic_changes_a_sync_master_acknowledged_survive_a_failover() {
     let dir = tempdir();
     let (pa, pb) = (free_port_block(SHARDS as u16), free_port_block(SHARDS as u16));
     let (da, db) = (dir.path().join("a"), dir.path().join("b"));
-    let as_master = |d: &Path, port: u16, replica: u16| {
-        format!(
-            "{}[replication]\nrole = \"master\"\nreplicas = [\"127.0.0.1:{replica}\"]\n\
-             min_in_sync_replicas = 2\nsync_replication_timeout_ms = 10000\n",
-            config(d, SHARDS, &format!("port = {port}"), "flush_mode = \"sync\"")
-        )
-    };
-    let mut a = Broker::start_in(&da, &as_master(&da, pa, pb));
+    let mut a = Broker::start_in(&da, &sync_master_of_one(&da, pa, pb));
     let b = Broker::start_in(&db, &replica_config(&db, pb, pa));
     create_topic(pa);
     let mut m = Conn::connect(pa);
@@ -411,7 +407,7 @@ fn topic_changes_a_sync_master_acknowledged_survive_a_failover() {
     a.kill();
     drop(b); // SIGKILL too: the promotion is a restart with the master's role
 
-    let new_master = Broker::start_in(&db, &as_master(&db, pb, pa));
+    let new_master = Broker::start_in(&db, &sync_master_of_one(&db, pb, pa));
     let listed = match Conn::connect(new_master.shared_port).call(&Request::ListTopics).unwrap() {
         ringmq::protocol::Response::ListTopics { topics } => topics,
         other => panic!("list answered {other:?}"),
