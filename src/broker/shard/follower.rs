@@ -140,12 +140,15 @@ impl<L: ShardLog> Shard<L> {
                 Err(e) => return Err(JoinError::Retry(e.to_string())),
             };
             // Before these batches are written, so before anything acknowledges them (the next
-            // fetch, or a JOIN after a crash, reports what is on disk): a sync master answers a
-            // topic change once its replicas acknowledged what shard 0 wrote after it (fetched
-            // with the new epoch), trusting that the table was adopted by then
-            // (`publish_topics`). The table adopted is the master's current one, at least as
-            // new as these batches'.
-            if self.id == ShardId::FIRST && topics_epoch != self.topics.borrow().epoch {
+            // fetch, or a JOIN after a crash, reports what is on disk), this broker's topic
+            // table is at least as new as the one they came with (`topics_epoch`, the master
+            // shard's): a batch is never acknowledged on a replica that does not know its topic.
+            // A sync master relies on it: it answers a topic change once its replicas
+            // acknowledged what shard 0 wrote after it (`publish_topics`), and a send to a new
+            // topic, on any shard, once its replicas acknowledged the batch.
+            // - The shard that keeps the table (shard 0) adopts the master's current one.
+            // - The others wait until shard 0 has applied it here.
+            if self.metadata.is_some() && topics_epoch != self.topics.borrow().epoch {
                 let request = Request::Replication(ReplRequest::Topics);
                 match peer.call(&request, CALL_TIMEOUT).await {
                     Ok(Response::Replication(ReplResponse::Topics { table_json })) => {
@@ -158,6 +161,9 @@ impl<L: ShardLog> Shard<L> {
                     }
                     Err(e) => return Err(JoinError::Retry(e.to_string())),
                 }
+            }
+            if self.metadata.is_none() && !self.topics_reach(topics_epoch, r, stop).await {
+                return Ok(()); // stopped
             }
             let mut queues = std::collections::HashSet::new();
             for b in &batches {
@@ -210,6 +216,38 @@ impl<L: ShardLog> Shard<L> {
         }
     }
 }
+
+impl<L: ShardLog> Shard<L> {
+    /// A replica shard that does not keep the topic table: waits until shard 0 has applied a
+    /// table of at least `epoch` here. False when `stop` fired first.
+    async fn topics_reach<S>(&self, epoch: u64, r: &ReplicaSide, stop: &S) -> bool
+    where
+        S: Future + Clone + Unpin,
+    {
+        let since = self.clock.now();
+        let mut warned = false;
+        while self.topics.borrow().epoch < epoch {
+            if !warned && self.clock.now() >= since + TOPICS_WAIT_WARNING {
+                warned = true;
+                tracing::warn!(
+                    shard = %self.id, master = %r.master, epoch,
+                    "replication: waiting for shard 0 to adopt the master's topic table before \
+                     writing what came with it"
+                );
+            }
+            let pause = Box::pin(self.clock.sleep_until(self.clock.now() + TOPICS_POLL));
+            if let Either::Right(_) = select(pause, stop.clone()).await {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// How often a replica shard looks whether shard 0 adopted the master's topic table.
+const TOPICS_POLL: Duration = Duration::from_millis(2);
+/// A wait that long for it is logged (shard 0 cannot reach the master, or cannot store it).
+const TOPICS_WAIT_WARNING: Duration = Duration::from_secs(5);
 
 /// When the next fetch may go, after one asked at `asked` came back: at once with batches;
 /// after an empty answer, not before `EMPTY_FETCH_PACE` from the last ask. A master holds a

@@ -706,7 +706,17 @@ fn a_replica_adopts_a_new_topic_table_before_it_writes_the_batches_that_came_wit
         assert!(!batches.is_empty());
         let mut history = EpochHistory::new();
         history.begin(1, 0).unwrap(); // the master's (`master_in`)
-        let s = shard(7).await;
+                                      // The replica's shard that keeps the topic table (shard 0).
+        let tmp = tempfile::tempdir().unwrap();
+        let store = MetadataStore::open(tmp.path()).await.unwrap();
+        let s = shard_with_metadata(
+            SimDir::new(3),
+            |_| {},
+            |_| {},
+            runtime::system_clock(),
+            Some(store),
+        )
+        .await;
         let newer = s.topics.borrow().epoch + 1;
         // This master answers the batches with a newer table's epoch, and cannot give the
         // table (yet).
@@ -732,5 +742,55 @@ fn a_replica_adopts_a_new_topic_table_before_it_writes_the_batches_that_came_wit
         let stop = futures::FutureExt::shared(Box::pin(runtime::sleep(Duration::from_millis(300))));
         s.clone().follow_master(stop).await.unwrap();
         assert_eq!(s.log.append_end(), 0, "written before the table that came with it");
+    });
+}
+
+#[test]
+fn a_replica_shard_writes_batches_only_once_its_topic_table_is_as_new_as_theirs() {
+    use crate::client::scripted_broker::{join_keeping, one_shard, scripted_broker};
+    // A shard that does not keep the topic table waits for shard 0 to apply the one its
+    // batches came with: a send to a topic just created, on any shard, is acknowledged by a
+    // replica only once that replica knows the topic.
+    run(|| async {
+        let m = master(Mode::Async, 60_000).await;
+        call(&m, produce(0, 2)).await.unwrap();
+        let session = joined(&m, 0).await;
+        let (next, batches) = fetched(&m, session, 0).await;
+        let mut history = EpochHistory::new();
+        history.begin(1, 0).unwrap(); // the master's (`master_in`)
+        let s = shard(7).await; // no topic table of its own to keep
+        let mut newer = s.topics.borrow().clone();
+        newer.create("new", 1, 16, 16).unwrap();
+        let newer_epoch = newer.epoch;
+        let master = scripted_broker(move |port, request| match request {
+            Request::Metadata { .. } => one_shard(port),
+            Request::Replication(ReplRequest::Join { end, .. }) => {
+                join_keeping(end, history.clone())
+            }
+            Request::Replication(ReplRequest::Fetch { from, .. }) => {
+                Response::Replication(ReplResponse::Fetch {
+                    confirmed: from,
+                    topics_epoch: newer_epoch,
+                    next,
+                    batches: if from == 0 { batches.clone() } else { Vec::new() },
+                })
+            }
+            other => panic!("unexpected {other:?}"),
+        });
+        follow(&s, &master);
+        let (mut stop_handle, stop) = crate::broker::shutdown::stop_pair();
+        let following = runtime::spawn(s.clone().follow_master(stop));
+        runtime::sleep(Duration::from_millis(200)).await;
+        assert_eq!(s.log.append_end(), 0, "written before this broker's table knew their topic");
+        // Shard 0 adopted the table and applies it here: the batches are written.
+        let (ack, _answered) = oneshot::channel();
+        s.apply_control(Control::Topics { table: newer, ack });
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while s.log.append_end() == 0 {
+            assert!(std::time::Instant::now() < deadline, "not written after the table came");
+            runtime::sleep(Duration::from_millis(5)).await;
+        }
+        stop_handle.fire();
+        following.await.unwrap().unwrap();
     });
 }
