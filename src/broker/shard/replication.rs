@@ -218,6 +218,18 @@ impl<L: ShardLog> Shard<L> {
         }
     }
 
+    /// A master: answers the replica fetches parked at its end now (with what they find),
+    /// so that a replica hears of a new topic table without waiting for data or for
+    /// `MAX_REPLICA_WAIT_MS`: its other shards wait for it before they write what came with
+    /// the new table (`follower.rs`).
+    pub(super) fn wake_parked_replica_fetches(&self) {
+        if let Some(m) = self.master_side() {
+            for tx in m.parked.borrow_mut().drain(..) {
+                let _ = tx.send(());
+            }
+        }
+    }
+
     /// Whether this shard is a master that replicates synchronously (its role now).
     pub(super) fn is_sync_master(&self) -> bool {
         self.master_side().is_some_and(|m| m.mode == Mode::Sync)

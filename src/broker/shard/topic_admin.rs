@@ -124,6 +124,7 @@ impl<L: ShardLog> Shard<L> {
     /// came with it (`follower.rs`), so an acknowledged change survives a failover.
     async fn publish_topics(&self, table: TopicTable) -> Result<(), String> {
         *self.topics.borrow_mut() = table.clone();
+        self.wake_parked_replica_fetches();
         let mut outcome = Ok(());
         // `forget_deleted_topics` first: it must run whether or not this is a sync master.
         if self.forget_deleted_topics() || self.is_sync_master() {

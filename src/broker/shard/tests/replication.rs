@@ -5,7 +5,7 @@
 
 use super::*;
 
-use crate::broker::shard::replication::{MasterSide, ReplicaSide, ShardRole};
+use crate::broker::shard::replication::{MasterSide, ReplicaSide, ShardRole, MAX_REPLICA_WAIT_MS};
 use crate::protocol::replication::{ReplRequest, ReplResponse, WireBatch};
 use crate::replication::config::{Mode, ReplicationConfig, Role};
 use crate::replication::epochs::{EpochEntry, EpochHistory};
@@ -792,5 +792,44 @@ fn a_replica_shard_writes_batches_only_once_its_topic_table_is_as_new_as_theirs(
         }
         stop_handle.fire();
         following.await.unwrap().unwrap();
+    });
+}
+
+#[test]
+fn a_topic_change_answers_the_replica_fetches_parked_at_the_masters_end() {
+    // A replica's shards other than 0 wait for shard 0 to adopt a new table before they write
+    // what came with it; shard 0 hears of it at once, not after its parked fetch's wait.
+    run(|| async {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = MetadataStore::open(tmp.path()).await.unwrap();
+        let s = master_with_metadata(SimDir::new(3), Mode::Async, 60_000, Some(store)).await;
+        s.start_groups().await.unwrap();
+        let session = joined(&s, 0).await;
+        let end = s.log.append_end();
+        let me = s.clone();
+        let parked = runtime::spawn(async move {
+            let asked = std::time::Instant::now();
+            let fetch = Request::Replication(ReplRequest::Fetch {
+                session,
+                from: end,
+                synced: end,
+                max_bytes: 1 << 20,
+                max_wait_ms: MAX_REPLICA_WAIT_MS,
+            });
+            let answer = call(&me, fetch).await.unwrap();
+            (answer, asked.elapsed())
+        });
+        runtime::sleep(Duration::from_millis(20)).await;
+        let created = call(&s, Request::CreateTopic { topic: "new".into(), queue_count: 1 }).await;
+        assert!(created.is_ok(), "{created:?}");
+        let (answer, waited) = parked.await.unwrap();
+        let Response::Replication(ReplResponse::Fetch { topics_epoch, .. }) = answer else {
+            panic!("{answer:?}")
+        };
+        assert_eq!(topics_epoch, s.topics.borrow().epoch);
+        assert!(
+            waited < Duration::from_millis(MAX_REPLICA_WAIT_MS as u64 - 100),
+            "the parked fetch waited {waited:?}"
+        );
     });
 }
