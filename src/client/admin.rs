@@ -158,3 +158,42 @@ impl AdminClient {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::client::scripted_broker::{one_shard, scripted_broker_refusing};
+    use crate::client::Client;
+    use crate::protocol::{ErrorCode, ErrorDetail, Request, Response};
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::Arc;
+
+    #[test]
+    fn a_topic_change_is_asked_again_while_a_sync_master_lacks_in_sync_replicas() {
+        // Refused twice (the replicas have not joined yet), then done; another error is not
+        // asked again.
+        let asked = Arc::new(AtomicU32::new(0));
+        let counted = asked.clone();
+        let addr = scripted_broker_refusing(move |port, request| match request {
+            Request::Metadata { .. } => Ok(one_shard(port)),
+            Request::CreateTopic { topic, .. } if topic == "t" => {
+                if counted.fetch_add(1, Ordering::Relaxed) < 2 {
+                    let e = "1 in-sync member(s), needs 2".to_string();
+                    Err((ErrorCode::SLAVE_NOT_AVAILABLE, e, ErrorDetail::None))
+                } else {
+                    Ok(Response::CreateTopic { topic_id: 7 })
+                }
+            }
+            Request::CreateTopic { .. } => {
+                counted.fetch_add(1, Ordering::Relaxed);
+                Err((ErrorCode::TOPIC_EXISTS, "exists".into(), ErrorDetail::None))
+            }
+            other => panic!("unexpected {other:?}"),
+        });
+        let admin = Client::connect(&addr).unwrap().admin();
+        assert_eq!(admin.create_topic("t", 1).unwrap(), 7);
+        assert_eq!(asked.load(Ordering::Relaxed), 3);
+        let e = admin.create_topic("u", 1).unwrap_err();
+        assert_eq!(e.code(), Some(ErrorCode::TOPIC_EXISTS));
+        assert_eq!(asked.load(Ordering::Relaxed), 4, "asked once");
+    }
+}
