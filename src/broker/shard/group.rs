@@ -432,18 +432,38 @@ impl<L: ShardLog> Shard<L> {
             BrokerError::new(ErrorCode::SHUTTING_DOWN, "the coordinator is stopping")
         })?;
         let removed = self.coordinator.borrow_mut().delete_group(group).map_err(delete_error)?;
-        if removed == 0 {
-            return Ok(0);
-        }
-        let outcome = self.append_snapshot().await?;
-        // Commits may go on while the replicas (sync mode) confirm the snapshot.
+        let end = if removed > 0 {
+            self.append_snapshot().await?.end
+        } else {
+            // Nothing to forget now; a deletion answered with an error before (its snapshot
+            // not durable) is made durable by this one.
+            self.log.append_end()
+        };
+        // Commits may go on while the snapshot is flushed and the replicas confirm it.
         drop(gate);
-        let status = self.ack_status(&outcome).await;
-        if status != SendStatus::SendOk {
-            // Stored, and durable once the flush (or the replicas) catch up.
-            tracing::warn!(shard = %self.id, group, ?status, "the snapshot after a group's deletion is not durable yet");
+        // Durable before the answer whatever the flush mode, and on a sync master on every
+        // in-sync replica: a power cut or a failover must not bring the offsets back.
+        let not_done = |why: String| {
+            let message = format!(
+                "group {group}'s committed offsets are forgotten on this broker, but the \
+                 snapshot that forgets them {why}: they may come back after a power cut or a \
+                 failover; delete the group again once the broker and its replicas are healthy"
+            );
+            tracing::error!(shard = %self.id, "{message}");
+            BrokerError::new(ErrorCode::INTERNAL, message)
+        };
+        self.log.flush().await.map_err(|e| not_done(format!("is not durable ({e})")))?;
+        use crate::replication::in_sync::SyncStatus;
+        if let Some(SyncStatus::FlushSlaveTimeout) = self.await_replication(end).await {
+            return Err(not_done(
+                "was not confirmed by the in-sync replicas within \
+                 replication.sync_replication_timeout_ms"
+                    .into(),
+            ));
         }
-        tracing::info!(shard = %self.id, group, queues = removed, "group deleted: its committed offsets were forgotten");
+        if removed > 0 {
+            tracing::info!(shard = %self.id, group, queues = removed, "group deleted: its committed offsets were forgotten");
+        }
         Ok(removed.min(u32::MAX as usize) as u32)
     }
 

@@ -629,3 +629,44 @@ fn an_empty_group_s_offsets_go_at_the_retention_and_stay_gone_after_a_crash() {
         assert_eq!(committed(&s, "g").await, vec![]);
     });
 }
+
+#[test]
+fn a_deleted_group_does_not_get_its_offsets_back_after_a_power_cut() {
+    // Async flush: the offsets log is made durable by the flusher. DELETE_GROUP's answer says
+    // the group's offsets are forgotten; a power cut right after it must not bring them back.
+    run(|| async {
+        let dir = SimDir::new(71);
+        let clock = runtime::system_clock();
+        let async_flush = |st: &mut crate::storage::StorageConfig| {
+            st.flush_mode = crate::storage::FlushMode::Async;
+        };
+        let s = shard_configured(dir.clone(), async_flush, |_| {}, clock.clone()).await;
+        s.start_groups().await.unwrap();
+        group_call(&s, commit("g", 0, &[(0, 7), (1, 9)])).await.unwrap();
+        s.log.flush().await.unwrap();
+        assert_eq!(removed(group_call(&s, delete("g")).await), 2);
+        // The power goes right after the answer.
+        dir.crash();
+        drop(s);
+        let s = shard_configured(dir.clone(), async_flush, |_| {}, clock.clone()).await;
+        s.start_groups().await.unwrap();
+        assert_eq!(committed(&s, "g").await, vec![]);
+    });
+}
+
+#[test]
+fn a_group_deletion_whose_snapshot_is_not_durable_is_not_answered_as_done() {
+    run(|| async {
+        let dir = SimDir::new(72);
+        let async_flush = |st: &mut crate::storage::StorageConfig| {
+            st.flush_mode = crate::storage::FlushMode::Async;
+        };
+        let s = shard_configured(dir.clone(), async_flush, |_| {}, runtime::system_clock()).await;
+        s.start_groups().await.unwrap();
+        group_call(&s, commit("g", 0, &[(0, 7)])).await.unwrap();
+        s.log.flush().await.unwrap();
+        dir.fail_syncs(1);
+        let e = group_call(&s, delete("g")).await.unwrap_err();
+        assert!(e.message.contains("snapshot"), "{e:?}");
+    });
+}
