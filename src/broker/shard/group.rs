@@ -420,13 +420,26 @@ impl<L: ShardLog> Shard<L> {
         if let Some(v) = version {
             self.watchers.borrow_mut().notify(group, v);
         }
-        committed?;
+        // The answer has no status: a reset its flush (sync flush mode) or the in-sync
+        // replicas (sync master) did not confirm in time is an error, not a success.
+        let status = committed?;
+        if status != SendStatus::SendOk {
+            return Err(BrokerError::new(
+                ErrorCode::INTERNAL,
+                format!(
+                    "group {group}'s offsets on {topic} are reset on this broker, but the reset \
+                     is not acknowledged ({status:?}): it may be undone by a power cut or a \
+                     failover; reset again once the broker and its replicas are healthy"
+                ),
+            ));
+        }
         Ok(GroupResponse::Reset { offsets: targets })
     }
 
     /// Forgets a group without members (DELETE_GROUP): its offsets go, and a snapshot without
-    /// them is appended under the same gate and durable per the flush mode before the answer,
-    /// so a restart does not replay the forgotten commits. How many queues' offsets went.
+    /// them is appended under the same gate and made durable (whatever the flush mode) and, on
+    /// a sync master, confirmed by the in-sync set before the answer, so neither a restart nor
+    /// a failover replays the forgotten commits. How many queues' offsets went.
     async fn delete_group(&self, group: &str) -> Result<u32, BrokerError> {
         let gate = self.group_gate.acquire_permit(1).await.map_err(|_| {
             BrokerError::new(ErrorCode::SHUTTING_DOWN, "the coordinator is stopping")

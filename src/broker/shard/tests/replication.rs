@@ -833,3 +833,24 @@ fn a_topic_change_answers_the_replica_fetches_parked_at_the_masters_end() {
         );
     });
 }
+
+#[test]
+fn an_offsets_reset_the_replicas_do_not_confirm_in_time_is_not_answered_as_done() {
+    use crate::protocol::group::{GroupRequest, ResetTo};
+    run(|| async {
+        let s = master(Mode::Sync, 200).await;
+        s.start_groups().await.unwrap();
+        let (mut stop_handle, stop) = crate::broker::shutdown::stop_pair();
+        let timer = runtime::spawn(s.clone().replication_loop(stop));
+        let _session = joined(&s, 0).await;
+        // The replica joined and never acknowledges anything.
+        let reset =
+            GroupRequest::Reset { group: "g".into(), topic: "t".into(), to: ResetTo::Earliest };
+        let r = super::group::group_call(&s, reset).await;
+        stop_handle.fire();
+        timer.await;
+        let e = r.unwrap_err();
+        assert_eq!(e.code, ErrorCode::INTERNAL, "{e:?}");
+        assert!(e.message.contains("FlushSlaveTimeout"), "{e:?}");
+    });
+}
