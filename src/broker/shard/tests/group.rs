@@ -489,6 +489,25 @@ fn a_deleted_topic_s_committed_offsets_are_forgotten_also_after_a_restart() {
     });
 }
 
+/// A shard on `dir` in async flush mode (the offsets log made durable by the flusher only),
+/// its groups started.
+async fn async_flush_shard(dir: &SimDir) -> Rc<Shard<SimLog>> {
+    let async_flush = |st: &mut crate::storage::StorageConfig| {
+        st.flush_mode = crate::storage::FlushMode::Async;
+    };
+    let s = shard_configured(dir.clone(), async_flush, |_| {}, runtime::system_clock()).await;
+    s.start_groups().await.unwrap();
+    s
+}
+
+/// [`async_flush_shard`], with group "g"'s `offsets` of topic "t" committed and flushed.
+async fn async_flush_shard_committed(dir: &SimDir, offsets: &[(u32, u64)]) -> Rc<Shard<SimLog>> {
+    let s = async_flush_shard(dir).await;
+    group_call(&s, commit("g", 0, offsets)).await.unwrap();
+    s.log.flush().await.unwrap();
+    s
+}
+
 #[test]
 fn a_topic_deleted_and_created_again_does_not_get_its_old_offsets_back_after_a_power_cut() {
     // Async flush: topics.json is written durably at once, the offsets log only by the
@@ -497,14 +516,7 @@ fn a_topic_deleted_and_created_again_does_not_get_its_old_offsets_back_after_a_p
     // a power cut (past its new queues' ends: its groups would skip to the end).
     run(|| async {
         let dir = SimDir::new(69);
-        let clock = runtime::system_clock();
-        let async_flush = |st: &mut crate::storage::StorageConfig| {
-            st.flush_mode = crate::storage::FlushMode::Async;
-        };
-        let s = shard_configured(dir.clone(), async_flush, |_| {}, clock.clone()).await;
-        s.start_groups().await.unwrap();
-        group_call(&s, commit("g", 0, &[(0, 7), (1, 9)])).await.unwrap();
-        s.log.flush().await.unwrap();
+        let s = async_flush_shard_committed(&dir, &[(0, 7), (1, 9)]).await;
         let apply = |table: &TopicTable| apply_topics(&s, table);
         let mut table = s.topics.borrow().clone();
         table.delete("t").unwrap();
@@ -514,8 +526,7 @@ fn a_topic_deleted_and_created_again_does_not_get_its_old_offsets_back_after_a_p
         // The power goes right after the answers.
         dir.crash();
         drop(s);
-        let s = shard_configured(dir.clone(), async_flush, |_| {}, clock.clone()).await;
-        s.start_groups().await.unwrap();
+        let s = async_flush_shard(&dir).await;
         assert_eq!(committed(&s, "g").await, vec![]);
     });
 }
@@ -526,13 +537,7 @@ fn a_topic_deletion_whose_offsets_snapshot_is_not_durable_is_not_answered_as_don
     // deletion's answer says so, instead of claiming what a power cut could undo.
     run(|| async {
         let dir = SimDir::new(70);
-        let async_flush = |st: &mut crate::storage::StorageConfig| {
-            st.flush_mode = crate::storage::FlushMode::Async;
-        };
-        let s = shard_configured(dir.clone(), async_flush, |_| {}, runtime::system_clock()).await;
-        s.start_groups().await.unwrap();
-        group_call(&s, commit("g", 0, &[(0, 7)])).await.unwrap();
-        s.log.flush().await.unwrap();
+        let s = async_flush_shard_committed(&dir, &[(0, 7)]).await;
         dir.fail_syncs(1);
         let mut table = s.topics.borrow().clone();
         table.delete("t").unwrap();
@@ -636,20 +641,12 @@ fn a_deleted_group_does_not_get_its_offsets_back_after_a_power_cut() {
     // the group's offsets are forgotten; a power cut right after it must not bring them back.
     run(|| async {
         let dir = SimDir::new(71);
-        let clock = runtime::system_clock();
-        let async_flush = |st: &mut crate::storage::StorageConfig| {
-            st.flush_mode = crate::storage::FlushMode::Async;
-        };
-        let s = shard_configured(dir.clone(), async_flush, |_| {}, clock.clone()).await;
-        s.start_groups().await.unwrap();
-        group_call(&s, commit("g", 0, &[(0, 7), (1, 9)])).await.unwrap();
-        s.log.flush().await.unwrap();
+        let s = async_flush_shard_committed(&dir, &[(0, 7), (1, 9)]).await;
         assert_eq!(removed(group_call(&s, delete("g")).await), 2);
         // The power goes right after the answer.
         dir.crash();
         drop(s);
-        let s = shard_configured(dir.clone(), async_flush, |_| {}, clock.clone()).await;
-        s.start_groups().await.unwrap();
+        let s = async_flush_shard(&dir).await;
         assert_eq!(committed(&s, "g").await, vec![]);
     });
 }
@@ -658,13 +655,7 @@ fn a_deleted_group_does_not_get_its_offsets_back_after_a_power_cut() {
 fn a_group_deletion_whose_snapshot_is_not_durable_is_not_answered_as_done() {
     run(|| async {
         let dir = SimDir::new(72);
-        let async_flush = |st: &mut crate::storage::StorageConfig| {
-            st.flush_mode = crate::storage::FlushMode::Async;
-        };
-        let s = shard_configured(dir.clone(), async_flush, |_| {}, runtime::system_clock()).await;
-        s.start_groups().await.unwrap();
-        group_call(&s, commit("g", 0, &[(0, 7)])).await.unwrap();
-        s.log.flush().await.unwrap();
+        let s = async_flush_shard_committed(&dir, &[(0, 7)]).await;
         dir.fail_syncs(1);
         let e = group_call(&s, delete("g")).await.unwrap_err();
         assert!(e.message.contains("snapshot"), "{e:?}");
