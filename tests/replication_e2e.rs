@@ -13,7 +13,7 @@ mod broker_common;
 mod replication_common;
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use broker_common::{config, free_port_block, poll_until, Broker};
@@ -327,6 +327,19 @@ fn sync_master_of_one(dir: &Path, port: u16, replica: u16) -> String {
     )
 }
 
+/// A sync master ("a", [`sync_master_of_one`]) and its replica ("b") in a new temporary
+/// directory, with `TOPIC` created: the directory, each one's port and data directory, the
+/// brokers.
+fn sync_master_and_replica() -> (tempfile::TempDir, [(u16, PathBuf); 2], Broker, Broker) {
+    let dir = tempdir();
+    let (pa, pb) = (free_port_block(SHARDS as u16), free_port_block(SHARDS as u16));
+    let (da, db) = (dir.path().join("a"), dir.path().join("b"));
+    let a = Broker::start_in(&da, &sync_master_of_one(&da, pa, pb));
+    let b = Broker::start_in(&db, &replica_config(&db, pb, pa));
+    create_topic(pa);
+    (dir, [(pa, da), (pb, db)], a, b)
+}
+
 /// Manual failover by configuration: the master is SIGKILLed while a producer sends; its
 /// replica is restarted as the master (it begins a new epoch), the old master is restarted as
 /// its replica (at start it truncates whatever it had that the new master lacks). Every send
@@ -334,12 +347,7 @@ fn sync_master_of_one(dir: &Path, port: u16, replica: u16) -> String {
 /// byte-identical to it.
 #[test]
 fn a_replica_restarted_as_master_keeps_every_acknowledged_send() {
-    let dir = tempdir();
-    let (pa, pb) = (free_port_block(SHARDS as u16), free_port_block(SHARDS as u16));
-    let (da, db) = (dir.path().join("a"), dir.path().join("b"));
-    let mut a = Broker::start_in(&da, &sync_master_of_one(&da, pa, pb));
-    let b = Broker::start_in(&db, &replica_config(&db, pb, pa));
-    create_topic(pa);
+    let (_dir, [(pa, da), (pb, db)], mut a, b) = sync_master_and_replica();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let producer = {
         let stop = stop.clone();
@@ -382,15 +390,10 @@ fn a_replica_restarted_as_master_keeps_every_acknowledged_send() {
 /// Topic changes a sync master acknowledged survive a failover: topics are created and one
 /// deleted, the master is SIGKILLed right after the last answer, and its replica, restarted as
 /// master, lists exactly the acknowledged topics with their ids (a replica adopts the master's
-/// topic table before it acknowledges what came with it; `docs/protocol.md`, CREATE_TOPIC).
+/// topic table before it writes what came with it; `docs/protocol.md`, CREATE_TOPIC).
 #[test]
 fn topic_changes_a_sync_master_acknowledged_survive_a_failover() {
-    let dir = tempdir();
-    let (pa, pb) = (free_port_block(SHARDS as u16), free_port_block(SHARDS as u16));
-    let (da, db) = (dir.path().join("a"), dir.path().join("b"));
-    let mut a = Broker::start_in(&da, &sync_master_of_one(&da, pa, pb));
-    let b = Broker::start_in(&db, &replica_config(&db, pb, pa));
-    create_topic(pa);
+    let (_dir, [(pa, _), (pb, db)], mut a, b) = sync_master_and_replica();
     let mut m = Conn::connect(pa);
     let mut expected = std::collections::BTreeMap::new();
     for i in 0..5 {
