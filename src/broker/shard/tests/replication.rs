@@ -690,6 +690,19 @@ fn a_topic_change_the_replicas_do_not_confirm_in_time_is_not_answered_as_done() 
     });
 }
 
+/// A master's epoch history and its answer to a replica's first fetch, with a produce's
+/// batch: (history, batches, where the next fetch goes).
+async fn a_masters_first_batches() -> (EpochHistory, Vec<WireBatch>, u64) {
+    let m = master(Mode::Async, 60_000).await;
+    call(&m, produce(0, 2)).await.unwrap();
+    let session = joined(&m, 0).await;
+    let (next, batches) = fetched(&m, session, 0).await;
+    assert!(!batches.is_empty());
+    let mut history = EpochHistory::new();
+    history.begin(1, 0).unwrap(); // the master's (`master_in`)
+    (history, batches, next)
+}
+
 #[test]
 fn a_replica_adopts_a_new_topic_table_before_it_writes_the_batches_that_came_with_it() {
     use crate::client::scripted_broker::{join_keeping, one_shard, scripted_broker_refusing};
@@ -698,15 +711,8 @@ fn a_replica_adopts_a_new_topic_table_before_it_writes_the_batches_that_came_wit
     // topic change once its replicas acknowledged what shard 0 wrote after it, so the table
     // that came with batches is adopted before they are written.
     run(|| async {
-        // Batches as a master answers them.
-        let m = master(Mode::Async, 60_000).await;
-        call(&m, produce(0, 2)).await.unwrap();
-        let session = joined(&m, 0).await;
-        let (next, batches) = fetched(&m, session, 0).await;
-        assert!(!batches.is_empty());
-        let mut history = EpochHistory::new();
-        history.begin(1, 0).unwrap(); // the master's (`master_in`)
-                                      // The replica's shard that keeps the topic table (shard 0).
+        let (history, batches, next) = a_masters_first_batches().await;
+        // The replica's shard that keeps the topic table (shard 0).
         let tmp = tempfile::tempdir().unwrap();
         let store = MetadataStore::open(tmp.path()).await.unwrap();
         let s = shard_with_metadata(
@@ -752,12 +758,7 @@ fn a_replica_shard_writes_batches_only_once_its_topic_table_is_as_new_as_theirs(
     // batches came with: a send to a topic just created, on any shard, is acknowledged by a
     // replica only once that replica knows the topic.
     run(|| async {
-        let m = master(Mode::Async, 60_000).await;
-        call(&m, produce(0, 2)).await.unwrap();
-        let session = joined(&m, 0).await;
-        let (next, batches) = fetched(&m, session, 0).await;
-        let mut history = EpochHistory::new();
-        history.begin(1, 0).unwrap(); // the master's (`master_in`)
+        let (history, batches, next) = a_masters_first_batches().await;
         let s = shard(7).await; // no topic table of its own to keep
         let mut newer = s.topics.borrow().clone();
         newer.create("new", 1, 16, 16).unwrap();
