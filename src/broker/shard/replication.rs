@@ -277,9 +277,7 @@ impl<L: ShardLog> Shard<L> {
         }
         if end > m.woken_at.get() {
             m.woken_at.set(end);
-            for tx in m.parked.borrow_mut().drain(..) {
-                let _ = tx.send(());
-            }
+            self.wake_parked_replica_fetches();
         }
     }
 
