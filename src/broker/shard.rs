@@ -448,11 +448,12 @@ impl<L: ShardLog> Shard<L> {
     pub fn apply_control(self: &Rc<Self>, msg: Control) {
         match msg {
             Control::Topics { table, ack } => {
-                let mut mine = self.topics.borrow_mut();
-                if table.epoch >= mine.epoch {
-                    *mine = table;
-                }
-                drop(mine);
+                // Shard 0 is the table's only source here, and sends one change at a time
+                // (under its topic lock, each acknowledged by every shard before the next):
+                // its table replaces this one whatever the epochs. A replica's shard 0 adopts
+                // its master's, whose epoch may be lower than this broker's own (a former
+                // master whose last changes the new master never got).
+                *self.topics.borrow_mut() = table;
                 // Before the ack: once DELETE_TOPIC is answered, no group has an offset of
                 // the topic left (a topic created again under its name starts at 0), not
                 // even after a power cut.

@@ -855,3 +855,26 @@ fn an_offsets_reset_the_replicas_do_not_confirm_in_time_is_not_answered_as_done(
         assert!(e.message.contains("FlushSlaveTimeout"), "{e:?}");
     });
 }
+
+#[test]
+fn a_shard_takes_the_table_shard_0_adopted_even_with_a_lower_epoch_than_its_own() {
+    // A former master restarted as a replica of the broker that replaced it (async
+    // replication): its own table had changes the new master never got, so its epoch can be
+    // higher than the new master's. Shard 0 adopts the master's table; every other shard must
+    // take it too, or it would serve and wait on a table the master does not have.
+    run(|| async {
+        let s = shard(7).await; // a shard other than the table's keeper
+        let mut ours = s.topics.borrow().clone();
+        ours.create("only-here-1", 1, 16, 16).unwrap();
+        ours.create("only-here-2", 1, 16, 16).unwrap();
+        super::group::apply_topics(&s, &ours).await.unwrap().unwrap();
+        let mut masters = TopicTable::new(1);
+        masters.create("t", 2, 16, 16).unwrap();
+        masters.create("on-the-master", 1, 16, 16).unwrap();
+        assert!(masters.epoch < ours.epoch);
+        super::group::apply_topics(&s, &masters).await.unwrap().unwrap();
+        let now = s.topics.borrow().clone();
+        assert!(now.get("on-the-master").is_some() && now.get("only-here-1").is_none());
+        assert_eq!(now.epoch, masters.epoch);
+    });
+}
