@@ -132,6 +132,9 @@ pub struct Shard<L: ShardLog> {
     pub log: L,
     pub ports: Ports,
     topics: RefCell<TopicTable>,
+    /// Notified when shard 0 sends this shard a table (`Control::Topics`): a replica shard's
+    /// follower waits on it for the table its fetched batches came with (`follower.rs`).
+    topics_applied: crate::runtime::Signal,
     long_poll: RefCell<LongPoll>,
     /// Sync mode: queues with an acknowledged append (FLUSH_DISK_TIMEOUT) that is not readable
     /// yet, and the log position it becomes readable at. Fetches parked on such a queue also
@@ -237,6 +240,7 @@ impl<L: ShardLog> Shard<L> {
             log,
             ports,
             topics: RefCell::new(topics),
+            topics_applied: crate::runtime::Signal::default(),
             long_poll: RefCell::new(LongPoll::new(waiters)),
             late_visible: RefCell::new(HashMap::new()),
             data_mesh,
@@ -454,6 +458,7 @@ impl<L: ShardLog> Shard<L> {
                 // its master's, whose epoch may be lower than this broker's own (a former
                 // master whose last changes the new master never got).
                 *self.topics.borrow_mut() = table;
+                self.topics_applied.notify();
                 // Before the ack: once DELETE_TOPIC is answered, no group has an offset of
                 // the topic left (a topic created again under its name starts at 0), not
                 // even after a power cut.

@@ -219,33 +219,42 @@ impl<L: ShardLog> Shard<L> {
 
 impl<L: ShardLog> Shard<L> {
     /// A replica shard that does not keep the topic table: waits until shard 0 has applied a
-    /// table of at least `epoch` here. False when `stop` fired first.
+    /// table of at least `epoch` here (each table it sends notifies `topics_applied`). A wait
+    /// past [`TOPICS_WAIT_WARNING`] is logged. False when `stop` fired first.
     async fn topics_reach<S>(&self, epoch: u64, r: &ReplicaSide, stop: &S) -> bool
     where
         S: Future + Clone + Unpin,
     {
-        let since = self.clock.now();
-        let mut warned = false;
+        let mut warn_at = Some(self.clock.now() + TOPICS_WAIT_WARNING);
         while self.topics.borrow().epoch < epoch {
-            if !warned && self.clock.now() >= since + TOPICS_WAIT_WARNING {
-                warned = true;
+            let applied = Box::pin(self.topics_applied.wait());
+            let woken = match warn_at {
+                Some(at) => {
+                    let warning = Box::pin(self.clock.sleep_until(at));
+                    match select(select(applied, warning), stop.clone()).await {
+                        Either::Left((Either::Left(_), _)) => true,
+                        Either::Left((Either::Right(_), _)) => false,
+                        Either::Right(_) => return false,
+                    }
+                }
+                None => match select(applied, stop.clone()).await {
+                    Either::Left(_) => true,
+                    Either::Right(_) => return false,
+                },
+            };
+            if !woken {
+                warn_at = None;
                 tracing::warn!(
                     shard = %self.id, master = %r.master, epoch,
                     "replication: waiting for shard 0 to adopt the master's topic table before \
                      writing what came with it"
                 );
             }
-            let pause = Box::pin(self.clock.sleep_until(self.clock.now() + TOPICS_POLL));
-            if let Either::Right(_) = select(pause, stop.clone()).await {
-                return false;
-            }
         }
         true
     }
 }
 
-/// How often a replica shard looks whether shard 0 adopted the master's topic table.
-const TOPICS_POLL: Duration = Duration::from_millis(2);
 /// A wait that long for it is logged (shard 0 cannot reach the master, or cannot store it).
 const TOPICS_WAIT_WARNING: Duration = Duration::from_secs(5);
 
