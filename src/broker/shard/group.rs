@@ -465,15 +465,7 @@ impl<L: ShardLog> Shard<L> {
             tracing::error!(shard = %self.id, "{message}");
             BrokerError::new(ErrorCode::INTERNAL, message)
         };
-        self.log.flush().await.map_err(|e| not_done(format!("is not durable ({e})")))?;
-        use crate::replication::in_sync::SyncStatus;
-        if let Some(SyncStatus::FlushSlaveTimeout) = self.await_replication(end).await {
-            return Err(not_done(
-                "was not confirmed by the in-sync replicas within \
-                 replication.sync_replication_timeout_ms"
-                    .into(),
-            ));
-        }
+        self.durable_and_confirmed(end).await.map_err(not_done)?;
         if removed > 0 {
             tracing::info!(shard = %self.id, group, queues = removed, "group deleted: its committed offsets were forgotten");
         }
@@ -545,37 +537,20 @@ impl<L: ShardLog> Shard<L> {
         }
     }
 
-    /// [`Self::snapshot_offsets`], then waits until the log holds it durably, whatever the
-    /// flush mode, and, on a sync master, until every in-sync replica does (or the sync
-    /// replication timeout passed, logged): for a change another file already holds durably.
-    /// A topic's deletion is in `topics.json` at once; were the snapshot that forgets its
-    /// offsets lost to a power cut, or to a failover onto a replica that had not fetched it, a
-    /// topic created again under its name would get them back. Err: the snapshot was not
-    /// stored or not made durable (what to tell whoever waits for the change).
+    /// [`Self::snapshot_offsets`], then [`Self::durable_and_confirmed`]: for a change another
+    /// file already holds durably. A topic's deletion is in `topics.json` at once; were the
+    /// snapshot that forgets its offsets lost to a power cut, or to a failover onto a replica
+    /// that had not fetched it, a topic created again under its name would get them back. Err:
+    /// the snapshot was not stored, not made durable or not confirmed (what to tell whoever
+    /// waits for the change).
     pub(super) async fn snapshot_offsets_durably(&self) -> Result<(), String> {
-        let failed = |what: &str, e: &dyn std::fmt::Display| {
-            let message = format!("shard {}: {what}: {e}", self.id);
+        let failed = |why: String| {
+            let message = format!("shard {}: the committed offsets' snapshot {why}", self.id);
             tracing::error!("{message}");
             message
         };
-        self.snapshot_offsets()
-            .await
-            .map_err(|e| failed("the committed offsets' snapshot failed", &e.message))?;
-        self.log
-            .flush()
-            .await
-            .map_err(|e| failed("flushing the committed offsets' snapshot failed", &e))?;
-        let end = self.log.append_end();
-        use crate::replication::in_sync::SyncStatus;
-        if let Some(SyncStatus::FlushSlaveTimeout) = self.await_replication(end).await {
-            let e = format!("log position {end}");
-            return Err(failed(
-                "the in-sync replicas did not confirm the committed offsets' snapshot within \
-                 replication.sync_replication_timeout_ms",
-                &e,
-            ));
-        }
-        Ok(())
+        self.snapshot_offsets().await.map_err(|e| failed(format!("failed: {}", e.message)))?;
+        self.durable_and_confirmed(self.log.append_end()).await.map_err(failed)
     }
 
     /// Runs [`Self::group_tick`] every `GROUP_TICK` until `stop`.

@@ -317,6 +317,22 @@ impl<L: ShardLog> Shard<L> {
         Some(rx.await.unwrap_or(SyncStatus::FlushSlaveTimeout))
     }
 
+    /// Waits until the log holds everything up to `end` durably, whatever the flush mode, and,
+    /// on a sync master, until every in-sync replica does: for an answer that promises more
+    /// than the flush mode does (a deletion another file already holds durably). Err: why not,
+    /// as the end of a sentence about what was written ("is not durable (...)", "was not
+    /// confirmed ...").
+    pub(super) async fn durable_and_confirmed(&self, end: u64) -> Result<(), String> {
+        self.log.flush().await.map_err(|e| format!("is not durable ({e})"))?;
+        match self.await_replication(end).await {
+            Some(SyncStatus::FlushSlaveTimeout) => Err(format!(
+                "was not confirmed by the in-sync replicas within \
+                 replication.sync_replication_timeout_ms (log position {end})"
+            )),
+            Some(SyncStatus::SendOk) | None => Ok(()),
+        }
+    }
+
     /// The master's replication timer: drops lagging replicas from the in-sync set and
     /// answers sync produces past their deadline. On stop, answers every waiting produce.
     pub async fn replication_loop(self: Rc<Self>, stop: crate::broker::shutdown::Stop) {
