@@ -135,6 +135,11 @@ pub struct Shard<L: ShardLog> {
     /// Notified when shard 0 sends this shard a table (`Control::Topics`): a replica shard's
     /// follower waits on it for the table its fetched batches came with (`follower.rs`).
     topics_applied: crate::runtime::Signal,
+    /// A replica: this shard's table is one shard 0 adopted from the master since this
+    /// process started. Until then its epoch says nothing about the master's: a former master
+    /// restarted as a replica may hold changes its master never got, under epochs as high as
+    /// the master's or higher (`follower.rs` adopts, or waits, before writing anything).
+    topics_adopted: Cell<bool>,
     long_poll: RefCell<LongPoll>,
     /// Sync mode: queues with an acknowledged append (FLUSH_DISK_TIMEOUT) that is not readable
     /// yet, and the log position it becomes readable at. Fetches parked on such a queue also
@@ -241,6 +246,7 @@ impl<L: ShardLog> Shard<L> {
             ports,
             topics: RefCell::new(topics),
             topics_applied: crate::runtime::Signal::default(),
+            topics_adopted: Cell::new(false),
             long_poll: RefCell::new(LongPoll::new(waiters)),
             late_visible: RefCell::new(HashMap::new()),
             data_mesh,
@@ -458,6 +464,9 @@ impl<L: ShardLog> Shard<L> {
                 // its master's, whose epoch may be lower than this broker's own (a former
                 // master whose last changes the new master never got).
                 *self.topics.borrow_mut() = table;
+                // On a replica, shard 0 sends only the tables it adopted from the master:
+                // topic changes are refused there (`refuse_on_replica`).
+                self.topics_adopted.set(true);
                 self.topics_applied.notify();
                 // Before the ack: once DELETE_TOPIC is answered, no group has an offset of
                 // the topic left (a topic created again under its name starts at 0), not

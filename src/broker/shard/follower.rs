@@ -146,9 +146,13 @@ impl<L: ShardLog> Shard<L> {
             // A sync master relies on it: it answers a topic change once its replicas
             // acknowledged what shard 0 wrote after it (`publish_topics`), and a send to a new
             // topic, on any shard, once its replicas acknowledged the batch.
-            // - The shard that keeps the table (shard 0) adopts the master's current one.
+            // - The shard that keeps the table (shard 0) adopts the master's current one: at
+            //   its first fetch whatever the epochs (the table this broker started with may be
+            //   a former master's, see `topics_adopted`), then whenever the epoch changes.
             // - The others wait until shard 0 has applied it here.
-            if self.metadata.is_some() && topics_epoch != self.topics.borrow().epoch {
+            if self.metadata.is_some()
+                && (!self.topics_adopted.get() || topics_epoch != self.topics.borrow().epoch)
+            {
                 let request = Request::Replication(ReplRequest::Topics);
                 match peer.call(&request, CALL_TIMEOUT).await {
                     Ok(Response::Replication(ReplResponse::Topics { table_json })) => {
@@ -218,15 +222,16 @@ impl<L: ShardLog> Shard<L> {
 }
 
 impl<L: ShardLog> Shard<L> {
-    /// A replica shard that does not keep the topic table: waits until shard 0 has applied a
-    /// table of at least `epoch` here (each table it sends notifies `topics_applied`). A wait
-    /// past [`TOPICS_WAIT_WARNING`] is logged. False when `stop` fired first.
+    /// A replica shard that does not keep the topic table: waits until shard 0 has applied
+    /// here a table it adopted from the master, of at least `epoch` (each table it sends
+    /// notifies `topics_applied`). A wait past [`TOPICS_WAIT_WARNING`] is logged. False when
+    /// `stop` fired first.
     async fn topics_reach<S>(&self, epoch: u64, r: &ReplicaSide, stop: &S) -> bool
     where
         S: Future + Clone + Unpin,
     {
         let mut warn_at = Some(self.clock.now() + TOPICS_WAIT_WARNING);
-        while self.topics.borrow().epoch < epoch {
+        while !self.topics_adopted.get() || self.topics.borrow().epoch < epoch {
             let applied = Box::pin(self.topics_applied.wait());
             let woken = match warn_at {
                 Some(at) => {

@@ -109,6 +109,7 @@ impl<L: ShardLog> Shard<L> {
             topics = table.len(),
             "adopted the master's topic table"
         );
+        self.topics_adopted.set(true);
         self.publish_topics(table).await
     }
 

@@ -878,3 +878,111 @@ fn a_shard_takes_the_table_shard_0_adopted_even_with_a_lower_epoch_than_its_own(
         assert_eq!(now.epoch, masters.epoch);
     });
 }
+
+/// A replica's shard 0 following a scripted master that has `masters` as its table (at the
+/// same epoch as `ours`, this broker's own table, with other topics): what its table is after
+/// a short while of following.
+async fn shard_0_following_a_master_with_the_same_epoch(
+    ours: TopicTable,
+    masters: TopicTable,
+) -> TopicTable {
+    use crate::client::scripted_broker::{join_keeping, one_shard, scripted_broker};
+    let (history, batches, next) = a_masters_first_batches().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let store = MetadataStore::open(tmp.path()).await.unwrap();
+    let s =
+        shard_with_metadata(SimDir::new(3), |_| {}, |_| {}, runtime::system_clock(), Some(store))
+            .await;
+    *s.topics.borrow_mut() = ours;
+    let epoch = masters.epoch;
+    let json = masters.to_json();
+    let master = scripted_broker(move |port, request| match request {
+        Request::Metadata { .. } => one_shard(port),
+        Request::Replication(ReplRequest::Join { end, .. }) => join_keeping(end, history.clone()),
+        Request::Replication(ReplRequest::Fetch { from, .. }) => {
+            Response::Replication(ReplResponse::Fetch {
+                confirmed: from,
+                topics_epoch: epoch,
+                next,
+                batches: if from == 0 { batches.clone() } else { Vec::new() },
+            })
+        }
+        Request::Replication(ReplRequest::Topics) => {
+            Response::Replication(ReplResponse::Topics { table_json: json.clone() })
+        }
+        other => panic!("unexpected {other:?}"),
+    });
+    follow(&s, &master);
+    let stop = futures::FutureExt::shared(Box::pin(runtime::sleep(Duration::from_millis(300))));
+    s.clone().follow_master(stop).await.unwrap();
+    assert!(s.log.append_end() > 0, "the master's batches were written");
+    let table = s.topics.borrow().clone();
+    table
+}
+
+#[test]
+fn a_replica_adopts_its_masters_table_at_its_first_fetch_whatever_the_epochs() {
+    // A former master restarted as the replica of the broker that replaced it (async
+    // replication) may hold a table whose epoch says nothing about its master's: changes the
+    // new master never got, under numbers the new master may reach with other changes. The
+    // first fetch's table is adopted even when the epochs are equal.
+    run(|| async {
+        let mut ours = TopicTable::new(1);
+        ours.create("only-here", 1, 16, 16).unwrap();
+        let mut masters = TopicTable::new(1);
+        masters.create("on-the-master", 1, 16, 16).unwrap();
+        assert_eq!(ours.epoch, masters.epoch);
+        let now = shard_0_following_a_master_with_the_same_epoch(ours, masters.clone()).await;
+        assert!(now.get("on-the-master").is_some(), "{now:?}");
+        assert!(now.get("only-here").is_none(), "{now:?}");
+    });
+}
+
+#[test]
+fn a_replica_shard_waits_for_the_masters_table_even_when_its_own_epoch_is_higher() {
+    use crate::client::scripted_broker::{join_keeping, one_shard, scripted_broker};
+    // The other shards of that former master: their table's epoch is higher than the one the
+    // master's batches come with, but it is not the master's table. They write nothing before
+    // shard 0 adopted the master's (a batch's topic id may name another topic there).
+    run(|| async {
+        let (history, batches, next) = a_masters_first_batches().await;
+        let s = shard(7).await; // a shard other than the table's keeper
+        let mut ours = s.topics.borrow().clone();
+        ours.create("only-here-1", 1, 16, 16).unwrap();
+        ours.create("only-here-2", 1, 16, 16).unwrap();
+        let mut masters_table = TopicTable::new(1);
+        masters_table.create("t", 2, 16, 16).unwrap();
+        let masters_epoch = masters_table.epoch;
+        assert!(masters_epoch < ours.epoch);
+        *s.topics.borrow_mut() = ours;
+        let master = scripted_broker(move |port, request| match request {
+            Request::Metadata { .. } => one_shard(port),
+            Request::Replication(ReplRequest::Join { end, .. }) => {
+                join_keeping(end, history.clone())
+            }
+            Request::Replication(ReplRequest::Fetch { from, .. }) => {
+                Response::Replication(ReplResponse::Fetch {
+                    confirmed: from,
+                    topics_epoch: masters_epoch,
+                    next,
+                    batches: if from == 0 { batches.clone() } else { Vec::new() },
+                })
+            }
+            other => panic!("unexpected {other:?}"),
+        });
+        follow(&s, &master);
+        let (mut stop_handle, stop) = crate::broker::shutdown::stop_pair();
+        let following = runtime::spawn(s.clone().follow_master(stop));
+        runtime::sleep(Duration::from_millis(200)).await;
+        assert_eq!(s.log.append_end(), 0, "written before shard 0 adopted the master's table");
+        let (ack, _answered) = oneshot::channel();
+        s.apply_control(Control::Topics { table: masters_table, ack });
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while s.log.append_end() == 0 {
+            assert!(std::time::Instant::now() < deadline, "not written after the table came");
+            runtime::sleep(Duration::from_millis(5)).await;
+        }
+        stop_handle.fire();
+        following.await.unwrap().unwrap();
+    });
+}
