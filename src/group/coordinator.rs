@@ -15,8 +15,11 @@
 //! - a timer calls [`Coordinator::expire`] (sessions, then the locks of members gone) and
 //!   [`Coordinator::expire_offsets`] (the offsets of groups without members past
 //!   `offsets_retention`, see `super::retention`), and snapshots when offsets went;
-//! - [`Coordinator::delete_group`] forgets a group without members (DELETE_GROUP); the task
-//!   snapshots before it answers, so a restart does not replay the forgotten commits.
+//! - DELETE_GROUP is checked here ([`Coordinator::check_delete`]: a group without members),
+//!   a snapshot without the group's offsets is appended, and the group is forgotten
+//!   ([`Coordinator::forget_group`]) as that snapshot is copied into the log, so a restart
+//!   does not replay the forgotten commits and a snapshot that cannot be written changes
+//!   nothing.
 //!
 //! Offsets reset fence commits: after a reset the group gets a new version, and a commit that
 //! carries an older generation (a member still working from before the reset) is refused, so
@@ -162,17 +165,20 @@ impl Coordinator {
         gone
     }
 
-    /// Forgets `group`'s committed offsets and reset fence (DELETE_GROUP); refused while it
-    /// has members. How many queues' offsets went (0 for a group nothing was committed for).
-    pub fn delete_group(&mut self, group: &str) -> Result<usize, DeleteError> {
+    /// DELETE_GROUP in two steps, as a commit: checked here (refused while the group has
+    /// members); true when it has offsets to forget. Then the snapshot without them
+    /// ([`Self::snapshot_parts`]) is appended, and [`Self::forget_group`] applies the deletion
+    /// as its last part is copied into the log, so the state always equals the log's.
+    pub fn check_delete(&self, group: &str) -> Result<bool, DeleteError> {
         self.groups.check_group_name(group)?;
         if let Some((_, members)) = self.groups.members(group) {
             return Err(DeleteError::NotEmpty { group: group.to_owned(), members: members.len() });
         }
-        Ok(self.forget_group(group))
+        Ok(self.offsets.has_group(group))
     }
 
-    fn forget_group(&mut self, group: &str) -> usize {
+    /// Forgets `group`'s committed offsets and reset fence; how many queues' offsets went.
+    pub fn forget_group(&mut self, group: &str) -> usize {
         self.retention.forget(group);
         self.resets.remove(group);
         self.offsets.remove_group(group)
@@ -371,9 +377,10 @@ impl Coordinator {
                 .map_or(true, |t| now.saturating_duration_since(t) >= self.config.snapshot_interval)
     }
 
-    /// The snapshot to append, in parts of about `max_part_bytes`.
-    pub fn snapshot_parts(&self, max_part_bytes: usize) -> Vec<Vec<u8>> {
-        self.offsets.snapshot_parts(max_part_bytes)
+    /// The snapshot to append, in parts of about `max_part_bytes`; without group `without`'s
+    /// offsets when given (the snapshot that deletes it, [`Self::check_delete`]).
+    pub fn snapshot_parts(&self, max_part_bytes: usize, without: Option<&str>) -> Vec<Vec<u8>> {
+        self.offsets.snapshot_parts(max_part_bytes, without)
     }
 
     /// The snapshot was appended (or its append failed and the next try waits an interval).
@@ -675,23 +682,31 @@ mod tests {
         let v1 = c.heartbeat("g", member("a"), t0).unwrap().version;
         commit(&mut c, "g", 0, t0);
         commit(&mut c, "g", 1, t0);
+        commit(&mut c, "h", 0, t0);
         c.begin_reset("g").unwrap();
-        let refused = c.delete_group("g").unwrap_err();
+        let refused = c.check_delete("g").unwrap_err();
         assert_eq!(refused, DeleteError::NotEmpty { group: "g".into(), members: 1 });
         assert_eq!(queues(&c, "g"), 2, "kept");
         c.leave("g", "a", t0);
-        assert_eq!(c.delete_group("g"), Ok(2));
-        assert_eq!((c.offsets_len(), c.retention_len(), queues(&c, "g")), (0, 0, 0));
+        assert_eq!(c.check_delete("g"), Ok(true));
+        // The snapshot that deletes it is the one taken after it went.
+        let deleting = c.snapshot_parts(1 << 20, Some("g"));
+        assert_ne!(deleting, c.snapshot_parts(1 << 20, None));
+        assert_eq!(c.forget_group("g"), 2);
+        assert_eq!(deleting, c.snapshot_parts(1 << 20, None));
+        assert_eq!((c.offsets_len(), c.retention_len(), queues(&c, "g")), (1, 1, 0));
         // The reset fence went too: a commit of the old generation is taken.
         assert!(c.check_commit("g", v1, [("t".into(), 0, 1)]).is_ok());
-        assert_eq!(c.delete_group("g"), Ok(0), "nothing left: deleted again, 0");
-        assert_eq!(c.delete_group("never"), Ok(0));
+        assert_eq!(c.check_delete("g"), Ok(false), "nothing left to forget");
+        assert_eq!(c.forget_group("g"), 0);
+        assert_eq!(c.check_delete("never"), Ok(false));
         assert!(matches!(
-            c.delete_group(""),
+            c.check_delete(""),
             Err(DeleteError::Group(GroupError::InvalidName { .. }))
         ));
-        // A deleted group's retention entry went with it: nothing lapses later.
-        assert!(c.expire_offsets(t0 + RETENTION * 2).is_empty());
+        // A deleted group's retention entry went with it: only "h" lapses later.
+        let lapsed = c.expire_offsets(t0 + RETENTION * 2);
+        assert_eq!(lapsed, vec![("h".to_string(), 1)]);
     }
 
     #[test]

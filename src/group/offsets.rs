@@ -348,11 +348,15 @@ impl CommittedOffsets {
 
     /// The snapshot split into standalone snapshots of about `max_part_bytes` each (at least
     /// one entry per part; one empty part when there is nothing), so each fits in a batch.
-    pub fn snapshot_parts(&self, max_part_bytes: usize) -> Vec<Vec<u8>> {
+    /// Without the offsets of group `without` when given (the snapshot that deletes it).
+    pub fn snapshot_parts(&self, max_part_bytes: usize, without: Option<&str>) -> Vec<Vec<u8>> {
         let mut parts = Vec::new();
         let mut part = CommittedOffsets::new(usize::MAX);
         let mut bytes = 0;
         for (group, offsets) in &self.groups {
+            if without == Some(group.as_str()) {
+                continue;
+            }
             for ((topic, queue_id), offset) in &offsets.queues {
                 let entry_bytes = 2 + group.len() + 2 + topic.len() + 12;
                 if bytes > 0 && bytes + entry_bytes > max_part_bytes {
@@ -504,7 +508,7 @@ mod tests {
 
     /// Feeds a snapshot of `o` in parts of `part_bytes`.
     fn feed_snapshot(r: &mut OffsetsReplay, o: &CommittedOffsets, part_bytes: usize) {
-        let parts = o.snapshot_parts(part_bytes);
+        let parts = o.snapshot_parts(part_bytes, None);
         let n = parts.len() as u32;
         for (i, p) in parts.iter().enumerate() {
             r.record(&snapshot_key(i as u32, n), p);
@@ -517,7 +521,7 @@ mod tests {
         for q in 0..20 {
             o.apply(commit("g", "t", q, q as u64 * 10)).unwrap();
         }
-        let parts = o.snapshot_parts(100);
+        let parts = o.snapshot_parts(100, None);
         assert!(parts.len() > 3, "small parts: {}", parts.len());
 
         // Commits, then a whole snapshot, then commits: the snapshot's state plus what follows.
@@ -744,7 +748,7 @@ mod tests {
             for (i, c) in all.iter().enumerate() {
                 if i == k {
                     snapshot_at = log.len();
-                    let parts = full.snapshot_parts(part_bytes);
+                    let parts = full.snapshot_parts(part_bytes, None);
                     for (j, p) in parts.iter().enumerate() {
                         log.push((snapshot_key(j as u32, parts.len() as u32), p.clone()));
                     }

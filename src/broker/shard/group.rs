@@ -444,13 +444,21 @@ impl<L: ShardLog> Shard<L> {
         let gate = self.group_gate.acquire_permit(1).await.map_err(|_| {
             BrokerError::new(ErrorCode::SHUTTING_DOWN, "the coordinator is stopping")
         })?;
-        let removed = self.coordinator.borrow_mut().delete_group(group).map_err(delete_error)?;
-        let end = if removed > 0 {
-            self.append_snapshot().await?.end
+        let has_offsets = self.coordinator.borrow().check_delete(group).map_err(delete_error)?;
+        let (removed, end) = if has_offsets {
+            // Forgotten here only as the snapshot without them is copied into the log: a
+            // snapshot that cannot be written (a full disk) changes nothing, and deleting the
+            // group again writes it.
+            let (outcome, removed) = self.append_snapshot(Some(group)).await.map_err(|mut e| {
+                e.message = format!("group {group} is not deleted: {}", e.message);
+                e
+            })?;
+            (removed, outcome.end)
         } else {
-            // Nothing to forget now; a deletion answered with an error before (its snapshot
-            // not durable) is made durable by this one.
-            self.log.append_end()
+            // No offsets to forget (its reset fence, if any, goes); a deletion answered with
+            // an error before (its snapshot not durable) is made durable by this one.
+            self.coordinator.borrow_mut().forget_group(group);
+            (0, self.log.append_end())
         };
         // Commits may go on while the snapshot is flushed and the replicas confirm it.
         drop(gate);
@@ -478,15 +486,20 @@ impl<L: ShardLog> Shard<L> {
         let _gate = self.group_gate.acquire_permit(1).await.map_err(|_| {
             BrokerError::new(ErrorCode::SHUTTING_DOWN, "the coordinator is stopping")
         })?;
-        self.append_snapshot().await.map(|_| ())
+        self.append_snapshot(None).await.map(|_| ())
     }
 
     /// [`Self::snapshot_offsets`] for a caller that holds the commit gate: the outcome of the
-    /// snapshot's last part.
-    async fn append_snapshot(&self) -> Result<AppendOutcome, BrokerError> {
+    /// snapshot's last part. `deleting`: the snapshot that deletes that group (DELETE_GROUP,
+    /// checked): written without its offsets, which are forgotten here as its last part is
+    /// copied into the log (how many queues' offsets went is returned).
+    async fn append_snapshot(
+        &self,
+        deleting: Option<&str>,
+    ) -> Result<(AppendOutcome, usize), BrokerError> {
         let now = self.clock.now();
         let part_bytes = SNAPSHOT_PART_BYTES.min(self.config.storage.max_batch_bytes / 2);
-        let parts = self.coordinator.borrow().snapshot_parts(part_bytes);
+        let parts = self.coordinator.borrow().snapshot_parts(part_bytes, deleting);
         // Even a failed snapshot waits for the next interval (a log that fails has stopped).
         self.coordinator.borrow_mut().snapshot_taken(now);
         let n = parts.len() as u32;
@@ -498,7 +511,13 @@ impl<L: ShardLog> Shard<L> {
             let record = Record { key: &key, tag: b"", properties: &[], body: part, timestamp_ms };
             builder.push(&record).map_err(internal)?;
             let batch = builder.finish(-1, -1);
-            last = Some(self.log.append_then(SYS_OFFSETS, &batch, |_| ()).await?.1);
+            let last_part = i + 1 == parts.len();
+            let copied = |_| match deleting {
+                Some(group) if last_part => self.coordinator.borrow_mut().forget_group(group),
+                _ => 0,
+            };
+            let (removed, outcome) = self.log.append_then(SYS_OFFSETS, &batch, copied).await?;
+            last = Some((outcome, removed));
         }
         tracing::debug!(shard = %self.id, parts = n, "committed offsets snapshotted");
         last.ok_or_else(|| internal("a snapshot has at least one part"))

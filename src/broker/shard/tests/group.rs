@@ -661,3 +661,47 @@ fn a_group_deletion_whose_snapshot_is_not_durable_is_not_answered_as_done() {
         assert!(e.message.contains("snapshot"), "{e:?}");
     });
 }
+
+#[test]
+fn a_group_deletion_refused_for_a_full_disk_changes_nothing_and_is_done_once_space_is_back() {
+    // The snapshot that forgets the group cannot be written: the group keeps its offsets
+    // here as in the log. Deleting it again once there is room writes that snapshot, so the
+    // offsets do not come back after a restart.
+    run(|| async {
+        let dir = SimDir::new(73);
+        let small = |st: &mut crate::storage::StorageConfig| {
+            sync_flush(st);
+            st.segment_size_bytes = 256 << 10;
+            st.max_batch_bytes = 64 << 10;
+            st.disk_full_retry_ms = 5;
+        };
+        let shard = || shard_configured(dir.clone(), small, |_| {}, runtime::system_clock());
+        let s = shard().await;
+        s.start_groups().await.unwrap();
+        group_call(&s, commit("g", 0, &[(0, 7)])).await.unwrap();
+        // Room for the first segment, not for the next one: fill it.
+        dir.set_capacity(Some(300 << 10));
+        while call(&s, produce(0, 50)).await.is_ok() {}
+        // To the last bytes: a commit is smaller than the snapshot of "g" and "x".
+        while group_call(&s, commit("x", 0, &[(0, 1)])).await.is_ok() {}
+        let e = group_call(&s, delete("g")).await.unwrap_err();
+        assert_eq!(e.code, ErrorCode::DISK_FULL, "{e:?}");
+        assert_eq!(committed(&s, "g").await, vec![(0, 7)], "forgotten here, not in the log");
+        dir.set_capacity(None);
+        let t = Instant::now();
+        let removed = loop {
+            match group_call(&s, delete("g")).await {
+                Ok(r) => break removed(Ok(r)),
+                Err(e) => assert_eq!(e.code, ErrorCode::DISK_FULL, "{e:?}"),
+            }
+            assert!(t.elapsed() < Duration::from_secs(5), "the deletion never went through");
+            runtime::sleep(Duration::from_millis(2)).await;
+        };
+        assert_eq!(removed, 1);
+        dir.crash();
+        drop(s);
+        let s = shard().await;
+        s.start_groups().await.unwrap();
+        assert_eq!(committed(&s, "g").await, vec![], "the deleted group's offsets came back");
+    });
+}
