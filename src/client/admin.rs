@@ -17,9 +17,8 @@ pub struct QueueOffsets {
     pub next: u64,
 }
 
-/// How long a topic change waits for a sync master's in-sync set to have enough members.
-const IN_SYNC_WAIT: Duration = Duration::from_secs(30);
-/// How often it asks again meanwhile.
+/// How often a topic change asks a sync master again while its in-sync set lacks members
+/// (for at most `ClientOptions::topic_change_wait`).
 const IN_SYNC_RETRY: Duration = Duration::from_millis(100);
 
 pub struct AdminClient {
@@ -38,9 +37,9 @@ impl AdminClient {
     /// A topic change. A sync master refuses one with SLAVE_NOT_AVAILABLE, before changing
     /// anything, while its in-sync set has fewer than `min_in_sync_replicas` members (as it
     /// refuses sends): just after the brokers started, its replicas may not have joined yet.
-    /// Asked again every [`IN_SYNC_RETRY`] for at most [`IN_SYNC_WAIT`].
+    /// Asked again every [`IN_SYNC_RETRY`] for at most `ClientOptions::topic_change_wait`.
     fn change_topics(&self, request: &Request) -> Result<Response> {
-        let deadline = std::time::Instant::now() + IN_SYNC_WAIT;
+        let deadline = std::time::Instant::now() + self.router.options.topic_change_wait;
         loop {
             match self.router.call_bootstrap(request) {
                 Err(e)
@@ -162,10 +161,11 @@ impl AdminClient {
 #[cfg(test)]
 mod tests {
     use crate::client::scripted_broker::{one_shard, scripted_broker_refusing};
-    use crate::client::Client;
+    use crate::client::{Client, ClientOptions};
     use crate::protocol::{ErrorCode, ErrorDetail, Request, Response};
     use std::sync::atomic::{AtomicU32, Ordering};
     use std::sync::Arc;
+    use std::time::Duration;
 
     #[test]
     fn a_topic_change_is_asked_again_while_a_sync_master_lacks_in_sync_replicas() {
@@ -195,5 +195,13 @@ mod tests {
         let e = admin.create_topic("u", 1).unwrap_err();
         assert_eq!(e.code(), Some(ErrorCode::TOPIC_EXISTS));
         assert_eq!(asked.load(Ordering::Relaxed), 4, "asked once");
+
+        // Without a wait (the RocketMQ name server's choice): the refusal comes back at once.
+        asked.store(0, Ordering::Relaxed);
+        let options = ClientOptions { topic_change_wait: Duration::ZERO, ..Default::default() };
+        let admin = Client::with_options(&addr, options).unwrap().admin();
+        let e = admin.create_topic("t", 1).unwrap_err();
+        assert_eq!(e.code(), Some(ErrorCode::SLAVE_NOT_AVAILABLE));
+        assert_eq!(asked.load(Ordering::Relaxed), 1, "asked once");
     }
 }

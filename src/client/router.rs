@@ -41,6 +41,10 @@ pub struct ClientOptions {
     pub connection: ConnectionOptions,
     /// Longest wait for any one reply (long-poll fetches add their wait). Default 10 s.
     pub request_timeout: Duration,
+    /// How long a topic change (`AdminClient::create_topic`, `delete_topic`) keeps asking a
+    /// sync master that refuses it with SLAVE_NOT_AVAILABLE (its replicas have not joined
+    /// yet), every 100 ms. Default 30 s; zero: that refusal is returned at once.
+    pub topic_change_wait: Duration,
 }
 
 impl Default for ClientOptions {
@@ -48,6 +52,7 @@ impl Default for ClientOptions {
         ClientOptions {
             connection: ConnectionOptions::default(),
             request_timeout: Duration::from_secs(10),
+            topic_change_wait: Duration::from_secs(30),
         }
     }
 }

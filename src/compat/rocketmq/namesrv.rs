@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use super::bodies::{self, BrokerEntry};
 use super::codec::{self, RemotingCommand};
 use super::codes::{request, response};
-use crate::client::{Client, ClientError};
+use crate::client::{Client, ClientError, ClientOptions};
 use crate::protocol::ErrorCode;
 
 /// Largest request frame the name server reads (its requests are a few hundred bytes).
@@ -41,6 +41,12 @@ pub const FRAME_READ_TIMEOUT: Duration = Duration::from_secs(30);
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(600);
 /// How often blocked reads and accepts look at the stop flag.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(200);
+
+/// How long creating a topic on first use keeps asking a sync master whose replicas have not
+/// joined yet (SLAVE_NOT_AVAILABLE): under the 3 s RocketMQ clients give a route lookup, so
+/// they get the name server's answer (no route yet; they ask again) instead of a timeout, and
+/// the connection's thread is not held for the library's default 30 s.
+pub const TOPIC_CREATE_WAIT: Duration = Duration::from_secs(2);
 
 /// The topic source behind the name server: ringmq brokers.
 pub trait Brokers: Send + Sync {
@@ -72,7 +78,8 @@ impl NativeBroker {
         if let Some(c) = slot.as_ref() {
             return Ok(c.clone());
         }
-        let c = Client::connect(&self.native_address)
+        let options = ClientOptions { topic_change_wait: TOPIC_CREATE_WAIT, ..Default::default() };
+        let c = Client::with_options(&self.native_address, options)
             .map_err(|e| format!("broker {} ({}): {e}", self.entry.name, self.native_address))?;
         *slot = Some(c.clone());
         Ok(c)
@@ -434,6 +441,33 @@ mod tests {
         let resp = handle(&route_request("other"), &t, &off);
         assert_eq!(resp.code, response::TOPIC_NOT_EXIST);
         assert!(resp.remark.unwrap().contains("other"));
+    }
+
+    #[test]
+    fn a_topic_a_sync_master_cannot_create_yet_is_answered_within_a_route_lookup_s_timeout() {
+        use crate::client::scripted_broker::{one_shard, scripted_broker_refusing};
+        use crate::protocol::{ErrorDetail, Request, Response};
+        let broker = scripted_broker_refusing(|port, request| match request {
+            Request::Metadata { .. } => Ok(one_shard(port)),
+            Request::ListTopics => Ok(Response::ListTopics { topics: vec![] }),
+            Request::CreateTopic { .. } => {
+                let e = "1 in-sync member(s), needs 2".to_string();
+                Err((ErrorCode::SLAVE_NOT_AVAILABLE, e, ErrorDetail::None))
+            }
+            other => panic!("unexpected {other:?}"),
+        });
+        let brokers = NativeBrokers(vec![NativeBroker::new(broker, table().entry)]);
+        let on = NamesrvOptions {
+            auto_create_topics: true,
+            auto_create_queue_count: 8,
+            max_connections: 4,
+        };
+        let asked = std::time::Instant::now();
+        let resp = handle(&route_request("orders"), &brokers, &on);
+        assert_ne!(resp.code, response::SUCCESS);
+        assert!(resp.remark.unwrap().contains("SLAVE_NOT_AVAILABLE"));
+        // TOPIC_CREATE_WAIT, not the library's default 30 s (generous: CI shares its cores).
+        assert!(asked.elapsed() < Duration::from_secs(10), "{:?}", asked.elapsed());
     }
 
     #[test]
