@@ -337,12 +337,16 @@ impl<'a> MessageView<'a> {
 
 /// Iterates the messages of verified batches (see [`scan_batches`]) at or after `from` that
 /// match `tags`; batches below `from`, control batches and batches whose tag summary rules
-/// the tags out are stepped over by their header.
+/// the tags out are stepped over by their header. Records at offsets an earlier batch of the
+/// answer already covered are stepped over too, as [`scan_batches`] does, so messages come
+/// once each, in offset order, whatever a broker sends.
 pub struct MessageViews<'a> {
     rest: &'a [u8],
+    /// The requested offset, then past the end of every batch seen.
     from: u64,
     tags: &'a [Vec<u8>],
-    batch: Option<(BatchHeader, RecordIter<'a>)>,
+    /// The batch being read, and the offset its records count from (`from` before it).
+    batch: Option<(BatchHeader, RecordIter<'a>, u64)>,
 }
 
 impl<'a> MessageViews<'a> {
@@ -356,12 +360,12 @@ impl<'a> Iterator for MessageViews<'a> {
 
     fn next(&mut self) -> Option<MessageView<'a>> {
         loop {
-            if let Some((h, records)) = &mut self.batch {
+            if let Some((h, records, from)) = &mut self.batch {
                 // Verified by the scan: a framing error cannot occur; it would end the batch.
                 match records.next() {
                     Some(Ok(record)) => {
                         let offset = h.stamp.base_offset + u64::from(record.index);
-                        if offset < self.from
+                        if offset < *from
                             || (!self.tags.is_empty()
                                 && !self.tags.iter().any(|t| t.as_slice() == record.tag))
                         {
@@ -389,10 +393,12 @@ impl<'a> Iterator for MessageViews<'a> {
                 && h.next_offset() > self.from
                 && (self.tags.is_empty()
                     || h.tag_summary.may_contain_any(self.tags.iter().map(Vec::as_slice)));
+            let from = self.from;
+            self.from = self.from.max(h.next_offset());
             if wanted {
                 let records =
                     RecordIter::new(&batch[HEADER_LEN..], h.record_count, h.first_timestamp_ms);
-                self.batch = Some((h, records));
+                self.batch = Some((h, records, from));
             }
         }
     }
@@ -543,8 +549,10 @@ fn scan_batches_stamped(
                 };
             }
         }
+        // Past `next`, not only `from`: records an earlier batch of this answer covered are
+        // not delivered again (a broker or proxy that repeats a batch), as MessageViews skips.
         let wanted = !h.is_control()
-            && h.next_offset() > from
+            && h.next_offset() > next
             && (tags.is_empty() || h.tag_summary.may_contain_any(tags.iter().map(Vec::as_slice)));
         if wanted {
             if let Err(e) = view.validate_records() {
@@ -631,6 +639,22 @@ mod tests {
         assert_eq!(scan.next_offset, u64::MAX);
         let corrupt = scan.corrupt.unwrap();
         assert_eq!((corrupt.first_offset, corrupt.next_offset), (u64::MAX, u64::MAX));
+    }
+
+    #[test]
+    fn records_an_answer_repeats_are_delivered_once_in_offset_order() {
+        // Found by the fetch_decode fuzzer: a batch sent twice in one answer (a broker or a
+        // proxy gone wrong) was delivered twice, offsets going back. Records at offsets the
+        // answer already passed are stepped over, as those below the requested offset are.
+        let mut bytes = batch(0, 3, b"A");
+        bytes.extend(batch(0, 3, b"A"));
+        bytes.extend(batch(2, 3, b"A"));
+        for tags in [vec![], vec![b"A".to_vec()]] {
+            let d = decode_batches(&bytes, 1, &tags);
+            let offsets: Vec<u64> = d.messages.iter().map(|m| m.offset).collect();
+            assert_eq!(offsets, vec![1, 2, 3, 4]);
+            assert_eq!((d.next_offset, d.corrupt), (5, None));
+        }
     }
 
     #[test]
@@ -838,5 +862,53 @@ mod tests {
         let d = decode_batches(after, 5, &[]);
         let next = settle("t", 4, 5, 6, d.next_offset, d.corrupt).unwrap();
         assert_eq!((offsets(&d.messages), next), (vec![5], 6));
+    }
+
+    proptest::proptest! {
+        /// A fetch answer's bytes come from a broker (or whatever answers on its port): any
+        /// bytes, and valid batches cut or with a byte changed, decode without a panic into
+        /// messages within the scanned offsets, in order.
+        #[test]
+        fn any_fetched_bytes_decode_without_a_panic(
+            raw in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..400),
+            counts in proptest::collection::vec(1usize..5, 0..4),
+            base in proptest::prop_oneof![0u64..100, (u64::MAX - 20)..=u64::MAX],
+            from in proptest::prop_oneof![0u64..120, (u64::MAX - 20)..=u64::MAX],
+            cut in proptest::prelude::any::<proptest::sample::Index>(),
+            flip in proptest::prelude::any::<(proptest::sample::Index, u8)>(),
+            mode in 0u8..4,
+        ) {
+            let mut bytes = Vec::new();
+            let mut next = base;
+            for n in counts {
+                bytes.extend(batch(0, n, b"A"));
+                let at = bytes.len() - batch(0, n, b"A").len();
+                stamp_at(&mut bytes[at..], next);
+                next = next.saturating_add(n as u64);
+            }
+            match mode {
+                0 => bytes = raw,
+                1 if !bytes.is_empty() => bytes.truncate(cut.index(bytes.len())),
+                2 if !bytes.is_empty() => {
+                    let i = flip.0.index(bytes.len());
+                    bytes[i] ^= flip.1.max(1);
+                }
+                _ => bytes.extend_from_slice(&raw),
+            }
+            let tags = [b"A".to_vec()];
+            for tags in [&[][..], &tags[..]] {
+                let scan = scan_batches(&bytes, from, tags);
+                proptest::prop_assert!(scan.valid_len <= bytes.len());
+                proptest::prop_assert!(scan.next_offset >= from);
+                let d = decode_batches(&bytes, from, tags);
+                proptest::prop_assert_eq!(d.next_offset, scan.next_offset);
+                let offsets: Vec<u64> = d.messages.iter().map(|m| m.offset).collect();
+                proptest::prop_assert!(offsets.windows(2).all(|w| w[0] < w[1]), "{:?}", offsets);
+                proptest::prop_assert!(offsets.iter().all(|&o| o >= from && o < d.next_offset));
+                let queue = StampedQueue { topic_id: Some(1), queue_id: 0 };
+                let stamped = scan_queue_batches(&bytes, from, tags, queue);
+                proptest::prop_assert!(stamped.valid_len <= scan.valid_len);
+            }
+        }
     }
 }
