@@ -370,7 +370,19 @@ pub struct BatchBuilder {
     first_ts: Option<i64>,
     max_ts: i64,
     tags: TagSummary,
+    /// CRC32C of the records in `buf[HEADER_LEN..crc_upto]`: past [`RUNNING_CRC_FROM`] bytes
+    /// of records, computed as each record is pushed (see there).
+    records_crc: u32,
+    crc_upto: usize,
 }
+
+/// Records past this many bytes in a batch get their CRC computed as they are pushed, while
+/// they are in the cache, instead of all at once when the batch is finished: by then the first
+/// records of a large batch are no longer cached, and the CRC waited for memory (about 115 ns a
+/// KiB in the load generator's profile of `batched`, against 64 ns a KiB for bytes just written).
+/// Smaller batches are checksummed whole at the end: joining the two CRCs costs more than it
+/// saves there.
+const RUNNING_CRC_FROM: usize = 16 * 1024;
 
 impl BatchBuilder {
     /// A builder whose finished batch will not exceed `max_bytes` (header included).
@@ -395,6 +407,8 @@ impl BatchBuilder {
             first_ts: None,
             max_ts: i64::MIN,
             tags: TagSummary::EMPTY,
+            records_crc: 0,
+            crc_upto: HEADER_LEN,
         }
     }
 
@@ -459,6 +473,11 @@ impl BatchBuilder {
             return Err(FormatError::BatchFull { max: self.max_bytes });
         }
         super::record::encode(record, first_ts, &mut self.buf)?;
+        if self.buf.len() - HEADER_LEN >= RUNNING_CRC_FROM {
+            let new = &self.buf[self.crc_upto..];
+            self.records_crc = crc32c::crc32c_append(self.records_crc, new);
+            self.crc_upto = self.buf.len();
+        }
         self.first_ts = Some(first_ts);
         self.max_ts = self.max_ts.max(record.timestamp_ms);
         self.count += 1;
@@ -499,7 +518,13 @@ impl BatchBuilder {
         b[68..76].copy_from_slice(&producer_id.to_le_bytes());
         b[76..80].copy_from_slice(&base_sequence.to_le_bytes());
         b[80..88].copy_from_slice(&self.tags.0.to_le_bytes());
-        let crc = crc32c::crc32c(&b[CRC_START..]);
+        let crc = if self.crc_upto > HEADER_LEN {
+            let records = crc32c::crc32c_append(self.records_crc, &b[self.crc_upto..]);
+            let header = crc32c::crc32c(&b[CRC_START..HEADER_LEN]);
+            super::crc::crc32c_combine(header, records, b.len() - HEADER_LEN)
+        } else {
+            crc32c::crc32c(&b[CRC_START..])
+        };
         b[40..44].copy_from_slice(&crc.to_le_bytes());
         self.buf
     }

@@ -18,6 +18,7 @@
 //! Multi-byte fields are little-endian.
 
 pub mod batch;
+pub mod crc;
 pub mod record;
 pub mod tags;
 

@@ -192,3 +192,34 @@ fn control_batch_is_valid_without_records() {
     v.verify_stamp().unwrap();
     assert_eq!(v.records().count(), 0);
 }
+
+proptest::proptest! {
+    /// Whether the records' CRC was computed as they came (past `RUNNING_CRC_FROM` bytes) or
+    /// at the end, the finished batch carries the CRC of its bytes; so does a builder whose
+    /// buffer held another batch before.
+    #[test]
+    fn the_crc_is_that_of_the_finished_bytes_however_large_the_batch(
+        sizes in proptest::collection::vec(0usize..6000, 1..40),
+        reuse in proptest::prelude::any::<bool>(),
+    ) {
+        let mut b = BatchBuilder::new(1 << 20);
+        if reuse {
+            let mut first = BatchBuilder::new(1 << 20);
+            for _ in 0..8 {
+                let body = [3u8; 5000];
+                let r = Record { key: b"", tag: b"", properties: &[], body: &body, timestamp_ms: 1 };
+                first.push(&r).unwrap();
+            }
+            b = BatchBuilder::with_buffer(1 << 20, first.finish(-1, -1));
+        }
+        for (i, size) in sizes.iter().enumerate() {
+            let body: Vec<u8> = (0..*size).map(|j| (i * 31 + j) as u8).collect();
+            let r = Record { key: b"k", tag: b"t", properties: &[], body: &body, timestamp_ms: i as i64 };
+            b.push(&r).unwrap();
+        }
+        let bytes = b.finish(7, 3);
+        let crc = u32::from_le_bytes(bytes[40..44].try_into().unwrap());
+        proptest::prop_assert_eq!(crc, crc32c::crc32c(&bytes[CRC_START..]));
+        proptest::prop_assert!(BatchView::parse(&bytes, bytes.len()).is_ok());
+    }
+}

@@ -1,0 +1,104 @@
+//! CRC32C of a concatenation from the CRCs of its parts, for [`super::BatchBuilder`]: it
+//! computes its records' CRC as they are pushed, while they are in the cache, and joins it to
+//! the header's (written last) when the batch is finished.
+//!
+//! The crc32c crate's own `crc32c_combine` (zlib's method) builds the operators that append
+//! 1, 2, 4, ... zero bytes to a CRC on every call: 16 µs for 4 KiB and 44 µs for 1 MiB on the
+//! reference machine, more than the CRC of the bytes themselves. Here they are built once;
+//! a combine then costs one 32x32-bit operator applied per bit set in the length. The result
+//! is checked against that crate's combine in the tests.
+
+use std::sync::OnceLock;
+
+/// The CRC-32C polynomial, bit-reflected.
+const POLY: u32 = 0x82F6_3B78;
+
+/// A linear operator on a 32-bit CRC register: column `i` is the image of bit `i`.
+type Op = [u32; 32];
+
+fn apply(op: &Op, mut v: u32) -> u32 {
+    let mut out = 0;
+    let mut i = 0;
+    while v != 0 {
+        if v & 1 == 1 {
+            out ^= op[i];
+        }
+        v >>= 1;
+        i += 1;
+    }
+    out
+}
+
+/// `op` applied twice.
+fn square(op: &Op) -> Op {
+    let mut out = [0; 32];
+    for (o, &column) in out.iter_mut().zip(op.iter()) {
+        *o = apply(op, column);
+    }
+    out
+}
+
+/// `ZEROS[k]` appends 2^k zero bytes to a CRC register.
+fn zeros() -> &'static [Op; 64] {
+    static ZEROS: OnceLock<[Op; 64]> = OnceLock::new();
+    ZEROS.get_or_init(|| {
+        // One zero bit: shift right, folding the polynomial in where bit 0 falls out.
+        let mut bit: Op = [0; 32];
+        bit[0] = POLY;
+        for (i, column) in bit.iter_mut().enumerate().skip(1) {
+            *column = 1 << (i - 1);
+        }
+        let mut ops = [[0; 32]; 64];
+        ops[0] = square(&square(&square(&bit))); // 8 bits: one byte
+        for k in 1..64 {
+            ops[k] = square(&ops[k - 1]);
+        }
+        ops
+    })
+}
+
+/// `crc32c(a ++ b)` from `crc32c(a)`, `crc32c(b)` and `b.len()`.
+pub fn crc32c_combine(crc_a: u32, crc_b: u32, len_b: usize) -> u32 {
+    let ops = zeros();
+    let mut crc = crc_a;
+    let mut len = len_b as u64;
+    let mut k = 0;
+    while len != 0 {
+        if len & 1 == 1 {
+            crc = apply(&ops[k], crc);
+        }
+        len >>= 1;
+        k += 1;
+    }
+    crc ^ crc_b
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn combining_two_crcs_gives_the_crc_of_the_concatenation(
+            a in proptest::collection::vec(any::<u8>(), 0..300),
+            b in proptest::collection::vec(any::<u8>(), 0..3000),
+        ) {
+            let whole: Vec<u8> = a.iter().chain(b.iter()).copied().collect();
+            let combined = crc32c_combine(crc32c::crc32c(&a), crc32c::crc32c(&b), b.len());
+            prop_assert_eq!(combined, crc32c::crc32c(&whole));
+        }
+
+        #[test]
+        fn it_agrees_with_the_crc32c_crate_at_any_length(
+            crc_a in any::<u32>(),
+            crc_b in any::<u32>(),
+            len in prop_oneof![0usize..70_000, any::<u32>().prop_map(|l| l as usize)],
+        ) {
+            prop_assert_eq!(
+                crc32c_combine(crc_a, crc_b, len),
+                crc32c::crc32c_combine(crc_a, crc_b, len)
+            );
+        }
+    }
+}
