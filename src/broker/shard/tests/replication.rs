@@ -751,48 +751,57 @@ fn a_replica_adopts_a_new_topic_table_before_it_writes_the_batches_that_came_wit
     });
 }
 
+/// Shard `s` (not the table's keeper) follows a scripted master whose batches come with
+/// topic epoch `answer_epoch`: it writes nothing until shard 0 sends it `table`, then writes
+/// them. `why` names what writing earlier would have meant.
+async fn writes_the_fetched_batches_once_shard_0_sends(
+    s: &Rc<Shard<SimLog>>,
+    answer_epoch: u64,
+    table: TopicTable,
+    why: &str,
+) {
+    use crate::client::scripted_broker::{join_keeping, one_shard, scripted_broker};
+    let (history, batches, next) = a_masters_first_batches().await;
+    let master = scripted_broker(move |port, request| match request {
+        Request::Metadata { .. } => one_shard(port),
+        Request::Replication(ReplRequest::Join { end, .. }) => join_keeping(end, history.clone()),
+        Request::Replication(ReplRequest::Fetch { from, .. }) => {
+            Response::Replication(ReplResponse::Fetch {
+                confirmed: from,
+                topics_epoch: answer_epoch,
+                next,
+                batches: if from == 0 { batches.clone() } else { Vec::new() },
+            })
+        }
+        other => panic!("unexpected {other:?}"),
+    });
+    follow(s, &master);
+    let (mut stop_handle, stop) = crate::broker::shutdown::stop_pair();
+    let following = runtime::spawn(s.clone().follow_master(stop));
+    runtime::sleep(Duration::from_millis(200)).await;
+    assert_eq!(s.log.append_end(), 0, "written before {why}");
+    let (ack, _answered) = oneshot::channel();
+    s.apply_control(Control::Topics { table, ack });
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while s.log.append_end() == 0 {
+        assert!(std::time::Instant::now() < deadline, "not written after the table came");
+        runtime::sleep(Duration::from_millis(5)).await;
+    }
+    stop_handle.fire();
+    following.await.unwrap().unwrap();
+}
+
 #[test]
 fn a_replica_shard_writes_batches_only_once_its_topic_table_is_as_new_as_theirs() {
-    use crate::client::scripted_broker::{join_keeping, one_shard, scripted_broker};
     // A shard that does not keep the topic table waits for shard 0 to apply the one its
     // batches came with: a send to a topic just created, on any shard, is acknowledged by a
     // replica only once that replica knows the topic.
     run(|| async {
-        let (history, batches, next) = a_masters_first_batches().await;
         let s = shard(7).await; // no topic table of its own to keep
         let mut newer = s.topics.borrow().clone();
         newer.create("new", 1, 16, 16).unwrap();
-        let newer_epoch = newer.epoch;
-        let master = scripted_broker(move |port, request| match request {
-            Request::Metadata { .. } => one_shard(port),
-            Request::Replication(ReplRequest::Join { end, .. }) => {
-                join_keeping(end, history.clone())
-            }
-            Request::Replication(ReplRequest::Fetch { from, .. }) => {
-                Response::Replication(ReplResponse::Fetch {
-                    confirmed: from,
-                    topics_epoch: newer_epoch,
-                    next,
-                    batches: if from == 0 { batches.clone() } else { Vec::new() },
-                })
-            }
-            other => panic!("unexpected {other:?}"),
-        });
-        follow(&s, &master);
-        let (mut stop_handle, stop) = crate::broker::shutdown::stop_pair();
-        let following = runtime::spawn(s.clone().follow_master(stop));
-        runtime::sleep(Duration::from_millis(200)).await;
-        assert_eq!(s.log.append_end(), 0, "written before this broker's table knew their topic");
-        // Shard 0 adopted the table and applies it here: the batches are written.
-        let (ack, _answered) = oneshot::channel();
-        s.apply_control(Control::Topics { table: newer, ack });
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while s.log.append_end() == 0 {
-            assert!(std::time::Instant::now() < deadline, "not written after the table came");
-            runtime::sleep(Duration::from_millis(5)).await;
-        }
-        stop_handle.fire();
-        following.await.unwrap().unwrap();
+        let why = "this broker's table knew their topic";
+        writes_the_fetched_batches_once_shard_0_sends(&s, newer.epoch, newer, why).await;
     });
 }
 
@@ -940,49 +949,19 @@ fn a_replica_adopts_its_masters_table_at_its_first_fetch_whatever_the_epochs() {
 
 #[test]
 fn a_replica_shard_waits_for_the_masters_table_even_when_its_own_epoch_is_higher() {
-    use crate::client::scripted_broker::{join_keeping, one_shard, scripted_broker};
     // The other shards of that former master: their table's epoch is higher than the one the
     // master's batches come with, but it is not the master's table. They write nothing before
     // shard 0 adopted the master's (a batch's topic id may name another topic there).
     run(|| async {
-        let (history, batches, next) = a_masters_first_batches().await;
         let s = shard(7).await; // a shard other than the table's keeper
         let mut ours = s.topics.borrow().clone();
         ours.create("only-here-1", 1, 16, 16).unwrap();
         ours.create("only-here-2", 1, 16, 16).unwrap();
-        let mut masters_table = TopicTable::new(1);
-        masters_table.create("t", 2, 16, 16).unwrap();
-        let masters_epoch = masters_table.epoch;
-        assert!(masters_epoch < ours.epoch);
+        let mut masters = TopicTable::new(1);
+        masters.create("t", 2, 16, 16).unwrap();
+        assert!(masters.epoch < ours.epoch);
         *s.topics.borrow_mut() = ours;
-        let master = scripted_broker(move |port, request| match request {
-            Request::Metadata { .. } => one_shard(port),
-            Request::Replication(ReplRequest::Join { end, .. }) => {
-                join_keeping(end, history.clone())
-            }
-            Request::Replication(ReplRequest::Fetch { from, .. }) => {
-                Response::Replication(ReplResponse::Fetch {
-                    confirmed: from,
-                    topics_epoch: masters_epoch,
-                    next,
-                    batches: if from == 0 { batches.clone() } else { Vec::new() },
-                })
-            }
-            other => panic!("unexpected {other:?}"),
-        });
-        follow(&s, &master);
-        let (mut stop_handle, stop) = crate::broker::shutdown::stop_pair();
-        let following = runtime::spawn(s.clone().follow_master(stop));
-        runtime::sleep(Duration::from_millis(200)).await;
-        assert_eq!(s.log.append_end(), 0, "written before shard 0 adopted the master's table");
-        let (ack, _answered) = oneshot::channel();
-        s.apply_control(Control::Topics { table: masters_table, ack });
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while s.log.append_end() == 0 {
-            assert!(std::time::Instant::now() < deadline, "not written after the table came");
-            runtime::sleep(Duration::from_millis(5)).await;
-        }
-        stop_handle.fire();
-        following.await.unwrap().unwrap();
+        let why = "shard 0 adopted the master's table";
+        writes_the_fetched_batches_once_shard_0_sends(&s, masters.epoch, masters, why).await;
     });
 }
