@@ -703,6 +703,31 @@ async fn a_masters_first_batches() -> (EpochHistory, Vec<WireBatch>, u64) {
     (history, batches, next)
 }
 
+/// A scripted master (its address) that answers a replica's first fetch with
+/// [`a_masters_first_batches`] and topic epoch `answer_epoch`, and REPLICA_TOPICS with `table`
+/// when given.
+async fn a_scripted_master(answer_epoch: u64, table: Option<TopicTable>) -> String {
+    use crate::client::scripted_broker::{join_keeping, one_shard, scripted_broker};
+    let (history, batches, next) = a_masters_first_batches().await;
+    let json = table.map(|t| t.to_json());
+    scripted_broker(move |port, request| match request {
+        Request::Metadata { .. } => one_shard(port),
+        Request::Replication(ReplRequest::Join { end, .. }) => join_keeping(end, history.clone()),
+        Request::Replication(ReplRequest::Fetch { from, .. }) => {
+            Response::Replication(ReplResponse::Fetch {
+                confirmed: from,
+                topics_epoch: answer_epoch,
+                next,
+                batches: if from == 0 { batches.clone() } else { Vec::new() },
+            })
+        }
+        Request::Replication(ReplRequest::Topics) if json.is_some() => {
+            Response::Replication(ReplResponse::Topics { table_json: json.clone().unwrap() })
+        }
+        other => panic!("unexpected {other:?}"),
+    })
+}
+
 #[test]
 fn a_replica_adopts_a_new_topic_table_before_it_writes_the_batches_that_came_with_it() {
     use crate::client::scripted_broker::{join_keeping, one_shard, scripted_broker_refusing};
@@ -760,21 +785,7 @@ async fn writes_the_fetched_batches_once_shard_0_sends(
     table: TopicTable,
     why: &str,
 ) {
-    use crate::client::scripted_broker::{join_keeping, one_shard, scripted_broker};
-    let (history, batches, next) = a_masters_first_batches().await;
-    let master = scripted_broker(move |port, request| match request {
-        Request::Metadata { .. } => one_shard(port),
-        Request::Replication(ReplRequest::Join { end, .. }) => join_keeping(end, history.clone()),
-        Request::Replication(ReplRequest::Fetch { from, .. }) => {
-            Response::Replication(ReplResponse::Fetch {
-                confirmed: from,
-                topics_epoch: answer_epoch,
-                next,
-                batches: if from == 0 { batches.clone() } else { Vec::new() },
-            })
-        }
-        other => panic!("unexpected {other:?}"),
-    });
+    let master = a_scripted_master(answer_epoch, None).await;
     follow(s, &master);
     let (mut stop_handle, stop) = crate::broker::shutdown::stop_pair();
     let following = runtime::spawn(s.clone().follow_master(stop));
@@ -865,6 +876,19 @@ fn an_offsets_reset_the_replicas_do_not_confirm_in_time_is_not_answered_as_done(
     });
 }
 
+/// A former master's table (shard `s`'s, with two topics its new master never got) and its
+/// new master's, whose epoch is lower.
+fn a_former_masters_table_and_its_masters(s: &Rc<Shard<SimLog>>) -> (TopicTable, TopicTable) {
+    let mut ours = s.topics.borrow().clone();
+    ours.create("only-here-1", 1, 16, 16).unwrap();
+    ours.create("only-here-2", 1, 16, 16).unwrap();
+    let mut masters = TopicTable::new(1);
+    masters.create("t", 2, 16, 16).unwrap();
+    masters.create("on-the-master", 1, 16, 16).unwrap();
+    assert!(masters.epoch < ours.epoch);
+    (ours, masters)
+}
+
 #[test]
 fn a_shard_takes_the_table_shard_0_adopted_even_with_a_lower_epoch_than_its_own() {
     // A former master restarted as a replica of the broker that replaced it (async
@@ -873,14 +897,8 @@ fn a_shard_takes_the_table_shard_0_adopted_even_with_a_lower_epoch_than_its_own(
     // take it too, or it would serve and wait on a table the master does not have.
     run(|| async {
         let s = shard(7).await; // a shard other than the table's keeper
-        let mut ours = s.topics.borrow().clone();
-        ours.create("only-here-1", 1, 16, 16).unwrap();
-        ours.create("only-here-2", 1, 16, 16).unwrap();
+        let (ours, masters) = a_former_masters_table_and_its_masters(&s);
         super::group::apply_topics(&s, &ours).await.unwrap().unwrap();
-        let mut masters = TopicTable::new(1);
-        masters.create("t", 2, 16, 16).unwrap();
-        masters.create("on-the-master", 1, 16, 16).unwrap();
-        assert!(masters.epoch < ours.epoch);
         super::group::apply_topics(&s, &masters).await.unwrap().unwrap();
         let now = s.topics.borrow().clone();
         assert!(now.get("on-the-master").is_some() && now.get("only-here-1").is_none());
@@ -895,32 +913,13 @@ async fn shard_0_following_a_master_with_the_same_epoch(
     ours: TopicTable,
     masters: TopicTable,
 ) -> TopicTable {
-    use crate::client::scripted_broker::{join_keeping, one_shard, scripted_broker};
-    let (history, batches, next) = a_masters_first_batches().await;
     let tmp = tempfile::tempdir().unwrap();
     let store = MetadataStore::open(tmp.path()).await.unwrap();
     let s =
         shard_with_metadata(SimDir::new(3), |_| {}, |_| {}, runtime::system_clock(), Some(store))
             .await;
     *s.topics.borrow_mut() = ours;
-    let epoch = masters.epoch;
-    let json = masters.to_json();
-    let master = scripted_broker(move |port, request| match request {
-        Request::Metadata { .. } => one_shard(port),
-        Request::Replication(ReplRequest::Join { end, .. }) => join_keeping(end, history.clone()),
-        Request::Replication(ReplRequest::Fetch { from, .. }) => {
-            Response::Replication(ReplResponse::Fetch {
-                confirmed: from,
-                topics_epoch: epoch,
-                next,
-                batches: if from == 0 { batches.clone() } else { Vec::new() },
-            })
-        }
-        Request::Replication(ReplRequest::Topics) => {
-            Response::Replication(ReplResponse::Topics { table_json: json.clone() })
-        }
-        other => panic!("unexpected {other:?}"),
-    });
+    let master = a_scripted_master(masters.epoch, Some(masters)).await;
     follow(&s, &master);
     let stop = futures::FutureExt::shared(Box::pin(runtime::sleep(Duration::from_millis(300))));
     s.clone().follow_master(stop).await.unwrap();
@@ -954,12 +953,7 @@ fn a_replica_shard_waits_for_the_masters_table_even_when_its_own_epoch_is_higher
     // shard 0 adopted the master's (a batch's topic id may name another topic there).
     run(|| async {
         let s = shard(7).await; // a shard other than the table's keeper
-        let mut ours = s.topics.borrow().clone();
-        ours.create("only-here-1", 1, 16, 16).unwrap();
-        ours.create("only-here-2", 1, 16, 16).unwrap();
-        let mut masters = TopicTable::new(1);
-        masters.create("t", 2, 16, 16).unwrap();
-        assert!(masters.epoch < ours.epoch);
+        let (ours, masters) = a_former_masters_table_and_its_masters(&s);
         *s.topics.borrow_mut() = ours;
         let why = "shard 0 adopted the master's table";
         writes_the_fetched_batches_once_shard_0_sends(&s, masters.epoch, masters, why).await;
