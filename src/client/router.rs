@@ -8,6 +8,8 @@
 use std::collections::HashMap;
 
 use rustc_hash::FxHashMap;
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -69,6 +71,28 @@ pub struct Router {
     connections: Mutex<HashMap<u16, Arc<Connection>>>,
     /// Each shard's own port, from the last metadata answer (for group coordinators).
     shard_ports: Mutex<Vec<u16>>,
+    /// This router among every router of the process ([`LastRoute`]).
+    id: u64,
+    /// Changes whenever `routes` loses or replaces a route: a thread's [`LastRoute`] of this
+    /// router is used only while it has not changed.
+    generation: AtomicU64,
+}
+
+/// Every router's [`Router::id`], handed out in order (never reused, unlike an address).
+static ROUTER_IDS: AtomicU64 = AtomicU64::new(0);
+
+/// The route this thread's producer used last, read again without the router's lock: a
+/// producer sends message after message to the same topic, and the lock and the hash lookup by
+/// name were about a tenth of the load generator's core in small-messages (perf).
+struct LastRoute {
+    router: u64,
+    generation: u64,
+    topic: String,
+    route: Arc<TopicRoute>,
+}
+
+thread_local! {
+    static LAST_ROUTE: RefCell<Option<LastRoute>> = const { RefCell::new(None) };
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -92,6 +116,8 @@ impl Router {
             stale: Mutex::new(FxHashMap::default()),
             connections: Mutex::new(HashMap::new()),
             shard_ports: Mutex::new(Vec::new()),
+            id: ROUTER_IDS.fetch_add(1, Ordering::Relaxed),
+            generation: AtomicU64::new(0),
         }))
     }
 
@@ -106,6 +132,8 @@ impl Router {
             stale: Mutex::new(FxHashMap::default()),
             connections: Mutex::new(HashMap::new()),
             shard_ports: Mutex::new(Vec::new()),
+            id: ROUTER_IDS.fetch_add(1, Ordering::Relaxed),
+            generation: AtomicU64::new(0),
         })
     }
 
@@ -136,14 +164,31 @@ impl Router {
     /// The queue of `msg.topic` that `selector` picks, with the topic's own round-robin turn:
     /// what a producer asks for every message.
     pub fn select_queue(&self, msg: &Message, selector: &QueueSelector) -> Result<u32> {
-        // A known route is read in place, without cloning it, except for a `Custom` selector:
-        // the application's function never runs under the router's lock.
+        // The route this thread used last, if it is this router's current one for the topic,
+        // read in place. Not for a `Custom` selector: the application's function could send
+        // from inside (the thread's entry is borrowed meanwhile).
+        let generation = self.generation.load(Ordering::Acquire);
         if !matches!(selector, QueueSelector::Custom(_)) {
-            if let Some(r) = lock(&self.routes).get(msg.topic.as_str()) {
-                return selector.select(msg, r.queue_count(), &r.turn);
+            let picked = LAST_ROUTE.with(|l| {
+                let l = l.borrow();
+                let l = l.as_ref().filter(|l| {
+                    l.router == self.id && l.generation == generation && l.topic == msg.topic
+                })?;
+                Some(selector.select(msg, l.route.queue_count(), &l.route.turn))
+            });
+            if let Some(picked) = picked {
+                return picked;
             }
         }
         let route = self.route(&msg.topic)?;
+        LAST_ROUTE.with(|l| {
+            *l.borrow_mut() = Some(LastRoute {
+                router: self.id,
+                generation,
+                topic: msg.topic.clone(),
+                route: route.clone(),
+            })
+        });
         selector.select(msg, route.queue_count(), &route.turn)
     }
 
@@ -202,7 +247,9 @@ impl Router {
         // Round-robin goes on where it was, not from queue 0 after every refresh.
         let turn = lock(&self.stale).get(topic).map(|old| old.turn.clone()).unwrap_or_default();
         let route = Arc::new(TopicRoute { topic_id: t.topic_id, queue_ports, turn });
-        lock(&self.routes).insert(topic.to_owned(), route.clone());
+        if lock(&self.routes).insert(topic.to_owned(), route.clone()).is_some() {
+            self.generation.fetch_add(1, Ordering::Release);
+        }
         Ok(route)
     }
 
@@ -258,7 +305,62 @@ impl Router {
     /// Marks the cached route of `topic` for re-reading on next use.
     pub fn refresh(&self, topic: &str) {
         if let Some(old) = lock(&self.routes).remove(topic) {
+            self.generation.fetch_add(1, Ordering::Release);
             lock(&self.stale).insert(topic.to_owned(), old);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::scripted_broker::scripted_broker;
+    use crate::protocol::TopicRoute as Meta;
+    use std::sync::atomic::AtomicU32;
+
+    /// A broker whose topic "t" has `queues` queues (read at each METADATA).
+    fn broker(queues: Arc<AtomicU32>) -> String {
+        scripted_broker(move |port, request| match request {
+            Request::Metadata { topics } => Response::Metadata {
+                shard_count: 1,
+                shared_port: port,
+                shard_ports: vec![port],
+                topics: topics
+                    .into_iter()
+                    .map(|name| Meta {
+                        name,
+                        error_code: 0,
+                        topic_id: 1,
+                        queue_owners: vec![0; queues.load(Ordering::Relaxed) as usize],
+                    })
+                    .collect(),
+            },
+            other => panic!("unexpected {other:?}"),
+        })
+    }
+
+    fn picks(router: &Router, n: usize) -> Vec<u32> {
+        let m = Message::new("t", "b");
+        (0..n).map(|_| router.select_queue(&m, &QueueSelector::RoundRobin).unwrap()).collect()
+    }
+
+    #[test]
+    fn a_refreshed_route_is_read_again_by_the_next_selection() {
+        // The route a thread used last is kept without the router's lock; a refresh (a topic
+        // deleted and created again with more queues) must still be seen at once.
+        let queues = Arc::new(AtomicU32::new(2));
+        let router = Router::new(&broker(queues.clone()), ClientOptions::default()).unwrap();
+        let other =
+            Router::new(&broker(Arc::new(AtomicU32::new(1))), ClientOptions::default()).unwrap();
+        assert!(picks(&router, 6).iter().all(|&q| q < 2));
+        // Another router's route for the same topic name, on this thread, is not this one's.
+        assert_eq!(picks(&other, 3), vec![0, 0, 0]);
+        assert!(picks(&router, 6).iter().all(|&q| q < 2));
+        queues.store(5, Ordering::Relaxed);
+        assert!(picks(&router, 6).iter().all(|&q| q < 2), "the route is cached until refreshed");
+        router.refresh("t");
+        let after = picks(&router, 10);
+        assert!(after.iter().any(|&q| q >= 2), "{after:?}");
+        assert!(after.iter().all(|&q| q < 5), "{after:?}");
     }
 }
