@@ -356,28 +356,14 @@ impl GroupClient {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::client::scripted_broker::scripted_broker;
+    use crate::client::scripted_broker::{one_shard_with, scripted_broker};
     use crate::client::Client;
-    use crate::protocol::TopicRoute;
 
     #[test]
     fn describe_saturates_a_total_lag_past_u64_max_instead_of_overflowing() {
         // A broker whose two queues each claim nearly u64::MAX messages.
         let addr = scripted_broker(|port, request| match request {
-            Request::Metadata { topics } => Response::Metadata {
-                shard_count: 1,
-                shared_port: port,
-                shard_ports: vec![port],
-                topics: topics
-                    .into_iter()
-                    .map(|name| TopicRoute {
-                        name,
-                        error_code: 0,
-                        topic_id: 1,
-                        queue_owners: vec![0, 0],
-                    })
-                    .collect(),
-            },
+            Request::Metadata { topics } => one_shard_with(port, topics, 2),
             Request::Group(GroupRequest::Members { .. }) => {
                 let member = GroupMember {
                     client_id: "a".into(),

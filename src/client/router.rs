@@ -314,27 +314,15 @@ impl Router {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::client::scripted_broker::scripted_broker;
-    use crate::protocol::TopicRoute as Meta;
+    use crate::client::scripted_broker::{one_shard_with, scripted_broker};
     use std::sync::atomic::AtomicU32;
 
     /// A broker whose topic "t" has `queues` queues (read at each METADATA).
     fn broker(queues: Arc<AtomicU32>) -> String {
         scripted_broker(move |port, request| match request {
-            Request::Metadata { topics } => Response::Metadata {
-                shard_count: 1,
-                shared_port: port,
-                shard_ports: vec![port],
-                topics: topics
-                    .into_iter()
-                    .map(|name| Meta {
-                        name,
-                        error_code: 0,
-                        topic_id: 1,
-                        queue_owners: vec![0; queues.load(Ordering::Relaxed) as usize],
-                    })
-                    .collect(),
-            },
+            Request::Metadata { topics } => {
+                one_shard_with(port, topics, queues.load(Ordering::Relaxed) as usize)
+            }
             other => panic!("unexpected {other:?}"),
         })
     }

@@ -22,6 +22,24 @@ pub(crate) fn one_shard(port: u16) -> Response {
     }
 }
 
+/// [`one_shard`]'s METADATA answer naming `topics`, each with `queues` queues (topic id 1).
+pub(crate) fn one_shard_with(port: u16, topics: Vec<String>, queues: usize) -> Response {
+    Response::Metadata {
+        shard_count: 1,
+        shared_port: port,
+        shard_ports: vec![port],
+        topics: topics
+            .into_iter()
+            .map(|name| crate::protocol::TopicRoute {
+                name,
+                error_code: 0,
+                topic_id: 1,
+                queue_owners: vec![0; queues],
+            })
+            .collect(),
+    }
+}
+
 /// A master's REPLICA_JOIN answer that keeps the replica's whole log (`end`), session 1.
 pub(crate) fn join_keeping(end: u64, history: EpochHistory) -> Response {
     Response::Replication(ReplResponse::Join {
