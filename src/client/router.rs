@@ -81,9 +81,11 @@ pub struct Router {
 /// Every router's [`Router::id`], handed out in order (never reused, unlike an address).
 static ROUTER_IDS: AtomicU64 = AtomicU64::new(0);
 
-/// The route this thread's producer used last, read again without the router's lock: a
-/// producer sends message after message to the same topic, and the lock and the hash lookup by
-/// name were about a tenth of the load generator's core in small-messages (perf).
+/// One route a thread reads without the router's lock: the first one it sent to through the
+/// first router it used, taken again after that router's routes change. A producer usually sends
+/// message after message to one topic, and the lock and the hash lookup by name were about a
+/// tenth of the load generator's core in small-messages (perf). Sends to other topics, or
+/// through other routers, take the lock as before.
 struct LastRoute {
     router: u64,
     generation: u64,
@@ -164,31 +166,50 @@ impl Router {
     /// The queue of `msg.topic` that `selector` picks, with the topic's own round-robin turn:
     /// what a producer asks for every message.
     pub fn select_queue(&self, msg: &Message, selector: &QueueSelector) -> Result<u32> {
-        // The route this thread used last, if it is this router's current one for the topic,
-        // read in place. Not for a `Custom` selector: the application's function could send
-        // from inside (the thread's entry is borrowed meanwhile).
+        // The thread's entry, if it is this router's current route for the topic, read in
+        // place. Not for a `Custom` selector: the application's function could send from
+        // inside (the thread's entry is borrowed meanwhile), and it never runs under the
+        // router's lock either.
         let generation = self.generation.load(Ordering::Acquire);
-        if !matches!(selector, QueueSelector::Custom(_)) {
-            let picked = LAST_ROUTE.with(|l| {
-                let l = l.borrow();
-                let l = l.as_ref().filter(|l| {
-                    l.router == self.id && l.generation == generation && l.topic == msg.topic
-                })?;
-                Some(selector.select(msg, l.route.queue_count(), &l.route.turn))
-            });
-            if let Some(picked) = picked {
-                return picked;
+        if matches!(selector, QueueSelector::Custom(_)) {
+            let route = self.route(&msg.topic)?;
+            return selector.select(msg, route.queue_count(), &route.turn);
+        }
+        let (picked, take) = LAST_ROUTE.with(|l| match l.borrow().as_ref() {
+            Some(l) if l.router == self.id && l.generation == generation => {
+                if l.topic == msg.topic {
+                    (Some(selector.select(msg, l.route.queue_count(), &l.route.turn)), false)
+                } else {
+                    (None, false)
+                }
+            }
+            // Another router's entry stays (a thread that alternates between routers would
+            // replace it at every send); this router's entry from before a change goes.
+            Some(l) if l.router != self.id => (None, false),
+            _ => (None, true),
+        });
+        if let Some(picked) = picked {
+            return picked;
+        }
+        // Sends to other topics than the entry's take the lock, as before, reading the route
+        // in place: a producer going round the topics would otherwise replace the entry (a
+        // copy of the name, a reference count shared with other threads) at every send.
+        if !take {
+            if let Some(r) = lock(&self.routes).get(msg.topic.as_str()) {
+                return selector.select(msg, r.queue_count(), &r.turn);
             }
         }
         let route = self.route(&msg.topic)?;
-        LAST_ROUTE.with(|l| {
-            *l.borrow_mut() = Some(LastRoute {
-                router: self.id,
-                generation,
-                topic: msg.topic.clone(),
-                route: route.clone(),
-            })
-        });
+        if take {
+            LAST_ROUTE.with(|l| {
+                *l.borrow_mut() = Some(LastRoute {
+                    router: self.id,
+                    generation,
+                    topic: msg.topic.clone(),
+                    route: route.clone(),
+                })
+            });
+        }
         selector.select(msg, route.queue_count(), &route.turn)
     }
 
