@@ -381,7 +381,7 @@ pub struct BatchBuilder {
 /// records of a large batch are no longer cached, and the CRC waited for memory (about 115 ns a
 /// KiB in the load generator's profile of `batched`, against 64 ns a KiB for bytes just written).
 /// Smaller batches are checksummed whole at the end: joining the two CRCs costs more than it
-/// saves there.
+/// saves there, unless the caller knows the batch will be cold ([`BatchBuilder::checksum_now`]).
 const RUNNING_CRC_FROM: usize = 16 * 1024;
 
 impl BatchBuilder {
@@ -474,9 +474,7 @@ impl BatchBuilder {
         }
         super::record::encode(record, first_ts, &mut self.buf)?;
         if self.buf.len() - HEADER_LEN >= RUNNING_CRC_FROM {
-            let new = &self.buf[self.crc_upto..];
-            self.records_crc = crc32c::crc32c_append(self.records_crc, new);
-            self.crc_upto = self.buf.len();
+            self.checksum_now();
         }
         self.first_ts = Some(first_ts);
         self.max_ts = self.max_ts.max(record.timestamp_ms);
@@ -485,6 +483,23 @@ impl BatchBuilder {
             self.tags.add(record.tag);
         }
         Ok(())
+    }
+
+    /// Adds the records pushed since the last such call to the batch's running CRC now, while
+    /// they are in the cache, whatever the batch's size: for a caller that will finish the
+    /// batch long after its records were pushed. With 10,000 queues each batch is finished
+    /// after tens of megabytes were written to the others, and its CRC at the end waited for
+    /// memory: about 210 ns a KiB in the load generator's profile of `many-queues`.
+    pub fn checksum_now(&mut self) {
+        let new = &self.buf[self.crc_upto..];
+        self.records_crc = crc32c::crc32c_append(self.records_crc, new);
+        self.crc_upto = self.buf.len();
+    }
+
+    /// Record bytes not yet in the running CRC (checksummed when the batch is finished).
+    #[cfg(test)]
+    pub(crate) fn unchecksummed_bytes(&self) -> usize {
+        self.buf.len() - self.crc_upto
     }
 
     /// Writes the header and CRC. `producer_id`/`base_sequence` are -1 for non-idempotent sends.

@@ -286,3 +286,34 @@ fn room_is_given_back_when_a_full_batch_is_sealed_and_when_a_message_fits_in_non
     s.push_batch("t", 0, b, t0, done, &|| {});
     assert_eq!(reserved(&s), 0);
 }
+
+#[test]
+fn a_queue_written_to_rarely_has_its_records_checksummed_as_they_come() {
+    let s = large_batches(100_000, 4 << 20);
+    let t0 = Instant::now();
+    let queues = HOT_QUEUE as u32 + 10;
+    // Round-robin over more queues than the hot distance: from its second message on, each
+    // queue is cold when written to. Queue 0 then gets messages back to back (hot).
+    for _ in 0..3 {
+        for q in 0..queues {
+            append(&s, q, t0);
+        }
+    }
+    for _ in 0..3 {
+        append(&s, 0, t0);
+    }
+    let pending = |id: usize| {
+        lock(&s.state).queues[id].open.as_ref().map(|o| o.builder.unchecksummed_bytes())
+    };
+    assert_eq!(pending(1), Some(0), "every record of a cold queue is in the running CRC");
+    assert!(pending(0).unwrap() > 0, "a hot queue's records are checksummed at the end");
+    for id in [0, 1, queues as usize - 1] {
+        let mut out = Vec::new();
+        s.take(id, &mut out, |_, _, _, _| true);
+        let [batch] = &mut out[..] else { panic!("one batch") };
+        let builder = std::mem::replace(&mut batch.builder, BatchBuilder::new(1024));
+        let bytes = builder.finish(-1, -1);
+        let view = crate::format::BatchView::parse(&bytes, bytes.len()).expect("its CRC holds");
+        assert_eq!(view.header.record_count, if id == 0 { 6 } else { 3 });
+    }
+}

@@ -194,12 +194,13 @@ fn control_batch_is_valid_without_records() {
 }
 
 proptest::proptest! {
-    /// Whether the records' CRC was computed as they came (past `RUNNING_CRC_FROM` bytes) or
-    /// at the end, the finished batch carries the CRC of its bytes; so does a builder whose
-    /// buffer held another batch before.
+    /// Whether the records' CRC was computed as they came (past `RUNNING_CRC_FROM` bytes, or
+    /// when the caller asked: `now`) or at the end, the finished batch carries the CRC of its
+    /// bytes; so does a builder whose buffer held another batch before.
     #[test]
     fn the_crc_is_that_of_the_finished_bytes_however_large_the_batch(
         sizes in proptest::collection::vec(0usize..6000, 1..40),
+        now in proptest::collection::vec(proptest::prelude::any::<bool>(), 40),
         reuse in proptest::prelude::any::<bool>(),
     ) {
         let mut b = BatchBuilder::new(1 << 20);
@@ -216,6 +217,9 @@ proptest::proptest! {
             let body: Vec<u8> = (0..*size).map(|j| (i * 31 + j) as u8).collect();
             let r = Record { key: b"k", tag: b"t", properties: &[], body: &body, timestamp_ms: i as i64 };
             b.push(&r).unwrap();
+            if now[i] {
+                b.checksum_now();
+            }
         }
         let bytes = b.finish(7, 3);
         let crc = u32::from_le_bytes(bytes[40..44].try_into().unwrap());
