@@ -100,6 +100,9 @@ struct QueueState {
     /// its send timeout fails with it (`ClientError::GaveUp`), so a caller learns why (a full
     /// disk, a refused connection), not only that time ran out.
     last_refusal: Option<Box<ClientError>>,
+    /// What the staging area was last told ([`Staging::set_flow`]): (batches held, as many
+    /// as may be in flight).
+    told: (bool, bool),
 }
 
 impl QueueState {
@@ -320,6 +323,7 @@ impl<S: BatchSink> Worker<S> {
                 queued: false,
                 busy: false,
                 last_refusal: None,
+                told: (false, false),
             });
         }
         for id in marked.drain(..) {
@@ -360,23 +364,27 @@ impl<S: BatchSink> Worker<S> {
             }
             self.mark(id);
         }
-        while let Some(id) = self.dirty.pop_front() {
-            self.queues[id].queued = false;
-            self.process(id, now, false, false);
-        }
-        // Room: the queues left at the memory bound, oldest first, while it lasts (each is
-        // looked at once, not all of them whenever a reply frees a little).
-        while self.accepts_commands() {
-            let Some(id) = self.starved.pop_front() else { break };
-            self.queues[id].starved = false;
-            self.process(id, now, true, false);
-        }
-        // Below the in-flight bytes for small batches: the gathering queues, oldest first,
-        // while it lasts (one taken may close the gate again; the rest keep gathering).
-        while self.gate_open() {
-            let Some(id) = self.gated.pop_front() else { break };
-            self.queues[id].gated = false;
-            self.process(id, now, false, true);
+        // A queue looked at may put itself on the dirty list again ([`Self::tell_flow`]).
+        while !self.dirty.is_empty() {
+            while let Some(id) = self.dirty.pop_front() {
+                self.queues[id].queued = false;
+                self.process(id, now, false, false);
+            }
+            // Room: the queues left at the memory bound, oldest first, while it lasts (each
+            // is looked at once, not all of them whenever a reply frees a little).
+            while self.accepts_commands() {
+                let Some(id) = self.starved.pop_front() else { break };
+                self.queues[id].starved = false;
+                self.process(id, now, true, false);
+            }
+            // Below the in-flight bytes for small batches: the gathering queues, oldest
+            // first, while it lasts (one taken may close the gate again; the rest keep
+            // gathering).
+            while self.gate_open() {
+                let Some(id) = self.gated.pop_front() else { break };
+                self.queues[id].gated = false;
+                self.process(id, now, false, true);
+            }
         }
         if !self.outbox.is_empty() {
             self.sink.send_all(&mut self.outbox, self.config.max_batch_bytes);
@@ -495,6 +503,8 @@ impl<S: BatchSink> Worker<S> {
                 self.timers.push(Reverse((t, id)));
             }
         }
+        self.tell_flow(id);
+        let q = &mut self.queues[id];
         let busy = !q.is_idle();
         if busy != q.busy {
             q.busy = busy;
@@ -513,6 +523,23 @@ impl<S: BatchSink> Worker<S> {
                 .enumerate()
                 .filter_map(|(i, q)| q.armed.map(|t| Reverse((t, i))))
                 .collect();
+        }
+    }
+
+    /// Tells the staging area whether queue `id` has batches held and whether it holds all it
+    /// may have in flight, when that changed: its callers then need not wake the worker for it
+    /// ([`Staging::append`]). Cleared with a batch staged, the queue is looked at again (an
+    /// append may have counted on a reply that has come since), unless it waits for room or
+    /// for the gate already: it is looked at then.
+    fn tell_flow(&mut self, id: usize) {
+        let q = &mut self.queues[id];
+        let held = q.sequencer.len();
+        let flow = (held > 0, held >= self.config.max_in_flight_per_queue);
+        if flow != q.told {
+            q.told = flow;
+            if self.staging.set_flow(id, flow.0, flow.1) && !q.starved && !q.gated {
+                self.mark(id);
+            }
         }
     }
 

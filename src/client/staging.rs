@@ -12,7 +12,8 @@
 //! The worker hears about a queue only when something happens that it must act on: a batch
 //! opened (its linger starts; an idle queue sends it at once), a batch sealed because it is
 //! full or a `send_batch` arrived, or the open batch reached `pipeline_min_batch_bytes` (it may
-//! now be pipelined). Such a queue goes on the dirty list; the first one since the worker last
+//! now be pipelined). A queue whose replies the worker awaits does not call it for a batch
+//! opened or filled ([`Staging::set_flow`]): the replies do. Such a queue goes on the dirty list; the first one since the worker last
 //! looked asks the caller to wake the worker ([`Staging::append`] returns `true`). The worker
 //! takes an open batch when its linger and in-flight rules say it may go
 //! ([`Staging::take`]); until then callers keep appending to it (natural batching).
@@ -126,6 +127,12 @@ struct StagedQueue {
     last_batch_bytes: usize,
     /// `State::appends` at the queue's last message.
     last_append: u64,
+    /// Set by the worker ([`Staging::set_flow`]): it holds batches of this queue not yet
+    /// answered, and looks at the queue when their replies come.
+    awaited: bool,
+    /// Set by the worker: it holds as many of this queue's batches as may be in flight, so
+    /// nothing more of the queue can go before a reply.
+    full: bool,
 }
 
 impl StagedQueue {
@@ -260,6 +267,8 @@ impl State {
             dirty: false,
             last_batch_bytes: 0,
             last_append: 0,
+            awaited: false,
+            full: false,
         });
         let ids = self.index.entry(topic.to_owned()).or_default();
         if ids.len() <= at {
@@ -416,10 +425,18 @@ impl Staging {
             q.sealed.iter().skip(sealed_before).map(|s| s.builder.len_bytes()).sum();
         st.bytes = st.bytes + open_after + sealed_new - open_before;
         // The worker acts on a new batch (its linger starts, or it goes at once), a sealed one,
-        // and an open one that became big enough to be pipelined; not on other appends.
-        let event = (!was_open && q.open.is_some())
-            || sealed_new > 0
-            || (open_before < min && open_after >= min);
+        // and an open one that became big enough to be pipelined; not on other appends. Nor on
+        // a new or sealed batch behind batches in flight: their replies make the worker look
+        // at the queue and take what gathered meanwhile. One big enough to be pipelined still
+        // asks for it, unless the queue has all it may have in flight. Waking the worker for
+        // each batch preempted the caller on a shared core (small-messages: about 60,000
+        // context switches a second, against 15,000 for the raw client; BENCHMARKS.md,
+        // round 27).
+        let q = &st.queues[id];
+        let pipelineable = open_after >= min && !q.full;
+        let event = (!was_open && q.open.is_some() && (!q.awaited || pipelineable))
+            || (sealed_new > 0 && !q.awaited)
+            || (open_before < min && open_after >= min && !q.full);
         let wake = event && st.mark(id);
         drop(guard);
         (handle, wake)
@@ -528,6 +545,18 @@ impl Staging {
             }
         }
         left
+    }
+
+    /// The worker's side: whether it awaits replies for queue `id` and whether it holds all
+    /// the queue may have in flight (see [`Staging::append`]: appends then do not wake it).
+    /// Returns true when a flag is cleared and the queue has a batch staged: an append may
+    /// have left it to a reply that is no longer coming, so the worker looks at it now.
+    pub(crate) fn set_flow(&self, id: usize, awaited: bool, full: bool) -> bool {
+        let mut st = lock(&self.state);
+        let Some(q) = st.queues.get_mut(id) else { return false };
+        let cleared = (q.awaited && !awaited) || (q.full && !full);
+        (q.awaited, q.full) = (awaited, full);
+        cleared && (q.open.is_some() || !q.sealed.is_empty())
     }
 
     /// The worker's side: whether queue `id` has a batch staged (open or sealed).

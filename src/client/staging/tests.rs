@@ -317,3 +317,50 @@ fn a_queue_written_to_rarely_has_its_records_checksummed_as_they_come() {
         assert_eq!(view.header.record_count, if id == 0 { 6 } else { 3 });
     }
 }
+
+#[test]
+fn appends_to_a_queue_whose_reply_the_worker_awaits_do_not_wake_it() {
+    let s = staging(); // batches of 400 bytes, pipelined from 200
+    let t0 = Instant::now();
+    let sealed = |s: &Staging| lock(&s.state).queues[0].sealed.len();
+    let open_bytes =
+        |s: &Staging| lock(&s.state).queues[0].open.as_ref().map_or(0, |o| o.builder.len_bytes());
+    // Nothing held: a new batch asks for the worker, and so does a sealed one.
+    assert!(append(&s, 0, t0));
+    assert_eq!(dirty(&s), [0]);
+    while sealed(&s) == 0 {
+        append(&s, 0, t0);
+    }
+    assert_eq!(dirty(&s), [0]);
+    let mut out = Vec::new();
+    s.take(0, &mut out, |_, _, _, _| true);
+    // The worker holds batches of queue 0, below its in-flight bound: a new batch gathers for
+    // the reply, one that became big enough to be pipelined asks for the worker, a sealed one
+    // waits for the reply.
+    assert!(!s.set_flow(0, true, false));
+    assert!(!append(&s, 0, t0));
+    assert_eq!(dirty(&s), Vec::<usize>::new());
+    while open_bytes(&s) < 200 {
+        append(&s, 0, t0);
+    }
+    assert_eq!(dirty(&s), [0], "pipelineable");
+    while sealed(&s) == 0 {
+        assert!(!append(&s, 0, t0));
+    }
+    assert_eq!(dirty(&s), Vec::<usize>::new());
+    // All it may have in flight: a batch that can be pipelined does not ask for it either.
+    assert!(!s.set_flow(0, true, true));
+    while open_bytes(&s) < 200 {
+        assert!(!append(&s, 0, t0));
+    }
+    assert_eq!(dirty(&s), Vec::<usize>::new());
+    // The flags cleared with batches staged: the worker is told to look at the queue.
+    assert!(s.set_flow(0, true, false));
+    assert!(!s.set_flow(0, true, false), "not cleared: nothing to say");
+    assert!(s.set_flow(0, false, false));
+    // Nothing staged: nothing to look at.
+    s.take(0, &mut out, |_, _, _, _| true);
+    s.set_flow(0, true, true);
+    assert!(!s.set_flow(0, false, false));
+    assert!(append(&s, 0, t0), "an idle queue's new batch asks for the worker again");
+}

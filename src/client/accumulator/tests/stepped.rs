@@ -470,3 +470,75 @@ fn without_the_in_flight_bytes_for_small_batches_every_batch_goes_at_once() {
         assert_eq!(worker.gated.len(), 10 - sent, "cap {cap}");
     }
 }
+
+/// A caller's new batch behind one in flight, or any batch while the queue has all it may have
+/// in flight, does not make the worker look at the queue: the reply does, and sends it.
+#[test]
+fn a_batch_behind_one_in_flight_is_looked_at_when_the_reply_comes_not_when_it_opens() {
+    let config = ProducerConfig {
+        linger: Duration::ZERO,
+        max_in_flight_per_queue: 1,
+        send_timeout: Duration::from_secs(3600),
+        request_timeout: Duration::from_secs(3600),
+        ..Default::default()
+    };
+    let (mut worker, sink, clock) = sim_worker(config);
+    let first = send_to(&mut worker, 0);
+    worker.step(clock.now());
+    let mut sent = drain_sent(&sink);
+    assert_eq!(sent.len(), 1, "an idle queue's batch goes at once");
+    let before = worker.touched;
+    let later: Vec<_> = (0..3).map(|_| send_to(&mut worker, 0)).collect();
+    worker.step(clock.now());
+    assert_eq!(worker.touched, before, "the new batch did not make the worker look");
+    let (_, _, b, cb) = sent.remove(0);
+    cb.complete(ok_reply(0, &b));
+    let reply = worker.replies_rx.try_recv().unwrap();
+    worker.reply(reply);
+    worker.step(clock.now());
+    let sent = drain_sent(&sink);
+    assert_eq!(sent.len(), 1, "the reply sent the gathered batch");
+    assert_eq!(bodies(&sent[0].2), ["m", "m", "m"]);
+    assert_eq!(first.try_take().unwrap().unwrap().queue_offset, 0);
+    let (_, _, b, cb) = sent.into_iter().next().unwrap();
+    cb.complete(ok_reply(1, &b));
+    let reply = worker.replies_rx.try_recv().unwrap();
+    worker.reply(reply);
+    worker.step(clock.now());
+    for (i, h) in later.into_iter().enumerate() {
+        assert_eq!(h.try_take().unwrap().unwrap().queue_offset, 1 + i as u64);
+    }
+    assert_eq!(worker.busy_queues, 0);
+}
+
+/// The window between the worker's look at a queue and its telling the staging area that
+/// the queue's replies all came: an append in it counted on a reply, and the worker looks at
+/// the queue when it clears the flags instead of leaving the batch unsent.
+#[test]
+fn an_append_that_counted_on_a_reply_already_come_is_looked_at_when_the_flags_clear() {
+    let config = ProducerConfig { linger: Duration::ZERO, ..Default::default() };
+    let (mut worker, sink, clock) = sim_worker(config);
+    let first = send_to(&mut worker, 0);
+    worker.step(clock.now());
+    let (_, _, b, cb) = drain_sent(&sink).remove(0);
+    cb.complete(ok_reply(0, &b));
+    let reply = worker.replies_rx.try_recv().unwrap();
+    worker.reply(reply);
+    worker.step(clock.now());
+    assert_eq!(first.try_take().unwrap().unwrap().queue_offset, 0);
+    // Nothing held now; the staging area still believes a reply is awaited, as it does until
+    // the worker tells it otherwise.
+    worker.staging().set_flow(0, true, false);
+    worker.queues[0].told = (true, false);
+    let second = send_to(&mut worker, 0);
+    worker.step(clock.now());
+    assert_eq!(sink.pending(), 0, "the append did not ask for the worker");
+    worker.tell_flow(0);
+    worker.step(clock.now());
+    let (_, _, b, cb) = drain_sent(&sink).remove(0);
+    cb.complete(ok_reply(1, &b));
+    let reply = worker.replies_rx.try_recv().unwrap();
+    worker.reply(reply);
+    worker.step(clock.now());
+    assert_eq!(second.try_take().unwrap().unwrap().queue_offset, 1);
+}

@@ -335,3 +335,64 @@ fn a_caller_waiting_for_room_gets_lingering_batches_sent_at_once() {
     assert_eq!(c.wait().unwrap().queue_offset, 2);
     worker.join().unwrap();
 }
+
+/// Callers on several threads, replies from another, batches that open, fill and pipeline
+/// while replies come: every message is answered (no wake-up an append left to a reply is
+/// lost), in order per queue.
+#[test]
+fn every_message_is_answered_while_appends_race_the_replies() {
+    for in_flight in [1, 2, 5] {
+        let config = ProducerConfig {
+            linger: Duration::ZERO,
+            max_batch_bytes: 600,
+            pipeline_min_batch_bytes: 300,
+            max_in_flight_per_queue: in_flight,
+            ..Default::default()
+        };
+        let (sink, tx, worker) = start(config);
+        let tx = Arc::new(tx);
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let responder = {
+            let (sink, stop) = (sink.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut next = [0u64; 3];
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let sent: Vec<Sent> = sink.sent.lock().unwrap().drain(..).collect();
+                    for (_, q, b, cb) in sent {
+                        let n = BatchView::parse(&b, 1 << 20).unwrap().header.record_count;
+                        cb.complete(ok_reply(next[q as usize], &b));
+                        next[q as usize] += u64::from(n);
+                    }
+                    std::thread::yield_now();
+                }
+            })
+        };
+        let senders: Vec<_> = (0..3u32)
+            .map(|t| {
+                let tx = tx.clone();
+                std::thread::spawn(move || {
+                    let handles: Vec<_> = (0..3000)
+                        .map(|i| ((t + i) % 3, send(&tx, (t + i) % 3, "message")))
+                        .collect();
+                    let mut last = [None::<u64>; 3];
+                    for (q, h) in handles {
+                        let r = h
+                            .wait_timeout(Duration::from_secs(30))
+                            .unwrap_or_else(|_| panic!("a message was never answered"))
+                            .unwrap();
+                        let q = q as usize;
+                        assert!(last[q].map_or(true, |l| r.queue_offset > l), "in order");
+                        last[q] = Some(r.queue_offset);
+                    }
+                })
+            })
+            .collect();
+        for s in senders {
+            s.join().unwrap();
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        responder.join().unwrap();
+        drop(tx);
+        worker.join().unwrap();
+    }
+}
