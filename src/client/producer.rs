@@ -9,7 +9,9 @@
 //! `send_async` picks the queue and encodes the message into that queue's open batch, all on
 //! the caller's thread (the `staging` area, as Kafka's record accumulator;
 //! a full staging area blocks the caller: backpressure). The worker thread is told only when a
-//! queue needs it (a batch opened, sealed, or big enough to pipeline), not per message. While
+//! queue needs it (a batch opened, sealed, or big enough to pipeline), not per message; while
+//! the queue has batches in flight, only a batch big enough to pipeline tells it, and the
+//! replies do the rest (on a shared core each wake-up preempted the caller). While
 //! the queue has `max_in_flight_per_queue` batches unanswered, new messages collect in the
 //! open batch (natural batching: the busier the queue, the bigger its batches); otherwise the
 //! worker takes the open batch after `linger` (default 0: at once, so a lone synchronous send
@@ -87,7 +89,9 @@ pub struct ProducerConfig {
     /// A partly filled batch (sealed by `linger`) is sent while its queue has another batch in
     /// flight only once it holds this many bytes; smaller ones wait for the queue's replies and
     /// keep gathering messages (natural batching). Full batches (`max_batch_bytes`) are always
-    /// pipelined up to `max_in_flight_per_queue`. 0 pipelines every batch. Default 64 KiB.
+    /// pipelined up to `max_in_flight_per_queue`; one filled while its queue has batches in
+    /// flight goes when the worker next looks at the queue, with their next reply at the
+    /// latest. 0 pipelines every batch. Default 64 KiB.
     pub pipeline_min_batch_bytes: usize,
     /// While the producer holds this many bytes of batches sent or waiting to be sent and
     /// not yet answered, a partly filled batch smaller than `pipeline_min_batch_bytes` is not
