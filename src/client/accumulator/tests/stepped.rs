@@ -471,8 +471,8 @@ fn without_the_in_flight_bytes_for_small_batches_every_batch_goes_at_once() {
     }
 }
 
-/// A caller's new batch behind one in flight, or any batch while the queue has all it may have
-/// in flight, does not make the worker look at the queue: the reply does, and sends it.
+/// A caller's new or filled batch behind one in flight does not make the worker look at the
+/// queue: the reply does, and sends it.
 #[test]
 fn a_batch_behind_one_in_flight_is_looked_at_when_the_reply_comes_not_when_it_opens() {
     let config = ProducerConfig {
