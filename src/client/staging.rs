@@ -12,9 +12,10 @@
 //! The worker hears about a queue only when something happens that it must act on: a batch
 //! opened (its linger starts; an idle queue sends it at once), a batch sealed because it is
 //! full or a `send_batch` arrived, or the open batch reached `pipeline_min_batch_bytes` (it may
-//! now be pipelined). A queue whose replies the worker awaits does not call it for a batch
-//! opened or filled ([`Staging::set_flow`]): the replies do. Such a queue goes on the dirty list; the first one since the worker last
-//! looked asks the caller to wake the worker ([`Staging::append`] returns `true`). The worker
+//! now be pipelined). Such a queue goes on the dirty list; the first one since the worker last
+//! looked asks the caller to wake the worker ([`Staging::append`] returns `true`). A queue
+//! whose replies the worker awaits is not put there for a batch opened or filled
+//! ([`Staging::set_flow`]): the replies make the worker look at it. The worker
 //! takes an open batch when its linger and in-flight rules say it may go
 //! ([`Staging::take`]); until then callers keep appending to it (natural batching).
 //!
@@ -429,8 +430,8 @@ impl Staging {
         // a new or sealed batch behind batches in flight: their replies make the worker look
         // at the queue and take what gathered meanwhile. One big enough to be pipelined still
         // asks for it, unless the queue has all it may have in flight. Waking the worker for
-        // each batch preempted the caller on a shared core (small-messages: about 60,000
-        // context switches a second, against 15,000 for the raw client; BENCHMARKS.md,
+        // each batch preempted the caller on a shared core (small-messages: about 66,000
+        // context switches a second, against 15,000-17,000 for the raw client; BENCHMARKS.md,
         // round 27).
         let q = &st.queues[id];
         let pipelineable = open_after >= min && !q.full;
