@@ -13,11 +13,13 @@
 //! registration), so it is sized small and the rest comes from the heap ([`tune_allocator`]).
 
 pub mod clock;
+pub mod fair_gate;
 
 use std::future::Future;
 use std::time::{Duration, Instant};
 
 pub use clock::{system_clock, Clock, SharedClock, SimClock, Sleep, SystemClock};
+pub use fair_gate::{FairGate, GatePermit};
 pub use glommio::io::{DmaBuffer, ReadResult};
 
 /// Options for one executor.

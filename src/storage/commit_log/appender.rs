@@ -70,7 +70,7 @@ impl<D: LogDir + 'static> CommitLog<D> {
         view.validate_records()?;
         let len = batch.len() as u64;
 
-        let _gate = self.append_gate.acquire_permit(1).await.map_err(|_| StorageError::Closed)?;
+        let _gate = self.append_gate.acquire().await;
         self.check_writable()?;
         self.ensure_active_reserved().await?;
         self.ensure_index_writable().await?;

@@ -96,7 +96,7 @@ use super::probe::{LogMetrics, LogProbe};
 use super::segment::Segment;
 use super::types::{LogPosition, QueueKey, QueueOffset, QueueOffsets};
 use super::write_tracker::WriteTracker;
-use crate::runtime::{self, Semaphore, SharedClock, Signal, StaticPermit};
+use crate::runtime::{self, FairGate, Semaphore, SharedClock, Signal, StaticPermit};
 
 pub fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
@@ -144,7 +144,8 @@ pub struct CommitLog<D: LogDir = DmaDir> {
     dir: D,
     config: StorageConfig,
     pool: Rc<Semaphore>,
-    append_gate: Semaphore,
+    /// Appends, rolls and closes one at a time, in the order they asked (see `FairGate`).
+    append_gate: FairGate,
     st: RefCell<State<D::File>>,
     /// The per-queue index (on disk, read through a bounded cache).
     index: IndexStore<D::File>,
@@ -236,7 +237,7 @@ impl<D: LogDir + 'static> CommitLog<D> {
             dir,
             config,
             pool,
-            append_gate: Semaphore::new(1),
+            append_gate: FairGate::new(),
             flush_kick: Rc::new(Signal::default()),
             index_kick: Rc::new(Signal::default()),
             written_changed: Signal::default(),
@@ -427,7 +428,7 @@ impl<D: LogDir + 'static> CommitLog<D> {
     /// Flushes everything, writes the active segment's index checkpoint (so the next open
     /// scans nothing), and stops the flusher. Appends after this fail with `Closed`.
     pub async fn close(self: &Rc<Self>) -> Result<()> {
-        let _gate = self.append_gate.acquire_permit(1).await.map_err(|_| StorageError::Closed)?;
+        let _gate = self.append_gate.acquire().await;
         if self.st.borrow().life.is_closed() {
             return Ok(());
         }

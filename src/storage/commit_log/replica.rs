@@ -187,7 +187,7 @@ impl<D: LogDir + 'static> CommitLog<D> {
         let queue =
             QueueKey::new(TopicId::new(header.stamp.topic_id), QueueId::new(header.stamp.queue_id));
 
-        let _gate = self.append_gate.acquire_permit(1).await.map_err(|_| StorageError::Closed)?;
+        let _gate = self.append_gate.acquire().await;
         self.check_writable()?;
         self.ensure_active_reserved().await?;
         self.ensure_index_writable().await?;
@@ -259,7 +259,7 @@ impl<D: LogDir + 'static> CommitLog<D> {
         let marker: &[u8; HEADER_LEN] = marker
             .try_into()
             .map_err(|_| position_error(position, "an end marker is a bare header"))?;
-        let _gate = self.append_gate.acquire_permit(1).await.map_err(|_| StorageError::Closed)?;
+        let _gate = self.append_gate.acquire().await;
         self.check_writable()?;
         self.ensure_active_reserved().await?;
         let (append_pos, sealed) = {
