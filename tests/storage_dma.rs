@@ -369,3 +369,38 @@ fn the_blocking_helper_of_a_pinned_shard_is_not_pinned() {
     assert_eq!(shard, 1, "the shard thread is pinned");
     assert!(helper > 1, "the blocking helper is pinned to the shard's CPU");
 }
+
+/// Appends to one queue are stored in the order they asked for the log, while earlier ones
+/// wait inside it (for a chunk of the pool of 3, for a new 256 KiB segment) and more keep
+/// asking. (The race that broke this under load, a release and a later asker coming before the
+/// woken waiter, is reproduced step by step in `ringmq::runtime::fair_gate`'s tests.)
+#[test]
+fn appends_are_stored_in_the_order_they_asked_while_earlier_ones_wait_for_a_chunk() {
+    let tmp = tempfile::tempdir_in(std::env::temp_dir()).unwrap();
+    let dir = tmp.path().join("log");
+    run(move || async move {
+        let cfg = StorageConfig {
+            chunk_pool_chunks: 3,
+            ..config(&dir, FlushMode::Async, IoMode::Direct)
+        };
+        let log = CommitLog::open(cfg).await.unwrap();
+        let mut tasks = vec![];
+        for i in 0..600u64 {
+            let log = log.clone();
+            tasks.push(ringmq::runtime::spawn(async move {
+                log.append(Q, &batch(i, 4, 5000)).await.unwrap()
+            }));
+            // New appends keep asking while earlier ones wait and finish.
+            let clock = ringmq::runtime::system_clock();
+            clock
+                .sleep_until(std::time::Instant::now() + std::time::Duration::from_micros(100))
+                .await;
+        }
+        for t in tasks {
+            t.await.expect("task");
+        }
+        let tags = read_tags(&log, Q).await;
+        assert_eq!(tags, (0..600).collect::<Vec<_>>(), "stored in the order asked");
+        log.close().await.unwrap();
+    });
+}

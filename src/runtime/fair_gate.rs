@@ -151,7 +151,8 @@ mod tests {
     use futures::FutureExt;
 
     /// The sequence that let a later batch of a queue be stored first: the holder releases,
-    /// the woken waiter has not run yet, and another task asks. It waits its turn.
+    /// the woken waiter has not run yet, and another task asks. It waits its turn; glommio's
+    /// `Semaphore` gives it the permit in this sequence (checked when this gate was written).
     #[test]
     fn a_release_hands_the_gate_to_the_oldest_waiter_not_to_a_later_asker() {
         let gate = FairGate::new();
