@@ -176,7 +176,9 @@ pub struct Shard<L: ShardLog> {
     /// that keeps an offsets commit's check, copy into the log and apply together, and the
     /// parked members-changed watches.
     coordinator: RefCell<crate::group::coordinator::Coordinator>,
-    group_gate: crate::runtime::Semaphore,
+    /// Offset commits, deletions and snapshots one at a time, appended in the order they
+    /// asked (a later commit of a queue never lands before an earlier one).
+    group_gate: crate::runtime::FairGate,
     watchers: RefCell<group::Watchers>,
     /// Scheduled messages (`schedule` handler): the timer wheel and its progress.
     schedule: RefCell<schedule::ScheduleState>,
@@ -270,7 +272,7 @@ impl<L: ShardLog> Shard<L> {
             coordinator: RefCell::new(crate::group::coordinator::Coordinator::new(
                 config.group.coordinator(config.broker.max_frame_bytes),
             )),
-            group_gate: crate::runtime::Semaphore::new(1),
+            group_gate: crate::runtime::FairGate::new(),
             watchers: RefCell::new(group::Watchers::new(config.group.max_watchers)),
             transactions: RefCell::new(crate::transaction::Transactions::new(
                 config.transaction.limits(),

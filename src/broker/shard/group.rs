@@ -341,9 +341,7 @@ impl<L: ShardLog> Shard<L> {
         generation: u64,
         offsets: impl IntoIterator<Item = (String, u32, u64)>,
     ) -> Result<SendStatus, BrokerError> {
-        let gate = self.group_gate.acquire_permit(1).await.map_err(|_| {
-            BrokerError::new(ErrorCode::SHUTTING_DOWN, "the coordinator is stopping")
-        })?;
+        let gate = self.group_gate.acquire().await;
         let now = self.clock.now();
         let commits = self.coordinator.borrow().check_commit(group, generation, offsets);
         let commits = commits.map_err(commit_error)?;
@@ -441,9 +439,7 @@ impl<L: ShardLog> Shard<L> {
     /// a sync master, confirmed by the in-sync set before the answer, so neither a restart nor
     /// a failover replays the forgotten commits. How many queues' offsets went.
     async fn delete_group(&self, group: &str) -> Result<u32, BrokerError> {
-        let gate = self.group_gate.acquire_permit(1).await.map_err(|_| {
-            BrokerError::new(ErrorCode::SHUTTING_DOWN, "the coordinator is stopping")
-        })?;
+        let gate = self.group_gate.acquire().await;
         let has_offsets = self.coordinator.borrow().check_delete(group).map_err(delete_error)?;
         let (removed, end) = if has_offsets {
             // Forgotten here only as the snapshot without them is copied into the log: a
@@ -483,9 +479,7 @@ impl<L: ShardLog> Shard<L> {
     /// Appends a snapshot of every committed offset (under the commit gate, so it holds
     /// exactly the commits before it in the log).
     pub(super) async fn snapshot_offsets(&self) -> Result<(), BrokerError> {
-        let _gate = self.group_gate.acquire_permit(1).await.map_err(|_| {
-            BrokerError::new(ErrorCode::SHUTTING_DOWN, "the coordinator is stopping")
-        })?;
+        let _gate = self.group_gate.acquire().await;
         self.append_snapshot(None).await.map(|_| ())
     }
 
