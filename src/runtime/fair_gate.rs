@@ -20,15 +20,14 @@ use std::task::{Context, Poll, Waker};
 #[derive(Default)]
 struct Waiter {
     granted: bool,
-    /// Gave up (its future was dropped) before the gate was handed to it.
-    cancelled: bool,
     waker: Option<Waker>,
 }
 
 #[derive(Default)]
 struct GateState {
     held: bool,
-    /// Oldest first.
+    /// Oldest first. A waiter that gives up leaves the line at once, so it holds only the
+    /// tasks waiting now.
     waiters: VecDeque<Rc<RefCell<Waiter>>>,
 }
 
@@ -63,24 +62,17 @@ impl FairGate {
 
     /// Tasks waiting for the gate.
     pub fn waiting(&self) -> usize {
-        self.st.borrow().waiters.iter().filter(|w| !w.borrow().cancelled).count()
+        self.st.borrow().waiters.len()
     }
 }
 
-/// Hands the gate to the oldest waiter that has not given up, or frees it.
+/// Hands the gate to the oldest waiter, or frees it.
 fn release(st: &RefCell<GateState>) {
     let next = {
         let mut st = st.borrow_mut();
-        loop {
-            match st.waiters.pop_front() {
-                Some(w) if w.borrow().cancelled => continue,
-                Some(w) => break Some(w),
-                None => {
-                    st.held = false;
-                    break None;
-                }
-            }
-        }
+        let next = st.waiters.pop_front();
+        st.held = next.is_some();
+        next
     };
     if let Some(w) = next {
         let waker = {
@@ -140,7 +132,7 @@ impl Drop for Acquire {
             // Held and never taken as a permit: pass the gate on.
             release(&self.st);
         } else if let Some(w) = &self.waiter {
-            w.borrow_mut().cancelled = true;
+            self.st.borrow_mut().waiters.retain(|other| !Rc::ptr_eq(other, w));
         }
     }
 }
@@ -172,7 +164,7 @@ mod tests {
     }
 
     #[test]
-    fn a_waiter_that_gives_up_is_skipped_and_one_handed_the_gate_passes_it_on() {
+    fn a_waiter_that_gives_up_leaves_the_line_and_one_handed_the_gate_passes_it_on() {
         let gate = FairGate::new();
         let held = gate.acquire().now_or_never().unwrap();
         let mut a = gate.acquire();
@@ -182,7 +174,7 @@ mod tests {
             assert!(f.now_or_never().is_none());
         }
         assert_eq!(gate.waiting(), 3);
-        drop(a); // gave up before its turn: skipped
+        drop(a); // gave up before its turn: out of the line
         assert_eq!(gate.waiting(), 2);
         drop(held); // to b
         drop(b); // handed the gate, dropped before it ran: passes it on to c
