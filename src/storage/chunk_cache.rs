@@ -4,7 +4,15 @@
 //! oldest first once the cache holds more than `cache_bytes` — but never while their bytes are
 //! not yet on disk (position >= the written position), since a disk read could not serve them.
 //! The chunks still being written are bounded by the write pool, so memory stays bounded by
-//! `cache_bytes + write pool`.
+//! `cache_bytes + write pool`, plus at most [`SPARE_CHUNKS`] chunks kept for reuse.
+//!
+//! A chunk that leaves at its full length with nobody else holding it (no reader still has a
+//! slice of it) is kept as a spare for the appender's next chunk ([`ChunkCache::take_spare`]).
+//! A new 1 MiB allocation for every chunk was freshly faulted in, page by page, as the append
+//! copied into it whenever the allocator had given the memory back to the kernel: a quarter of
+//! the shard's core went to clearing pages with 10,000 queues and batches of four records
+//! (BENCHMARKS.md, 2026-12-05 round 28). A chunk trimmed for a partial write (a flush before it
+//! filled) cannot grow back and is freed.
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -21,24 +29,68 @@ struct Cached {
     end: LogPosition,
 }
 
+/// Chunks kept for reuse, at most.
+pub const SPARE_CHUNKS: usize = 4;
+
 pub struct ChunkCache {
     chunks: BTreeMap<LogPosition, Cached>,
     bytes: usize,
     max_bytes: usize,
     hits: u64,
     misses: u64,
+    /// Length of a whole chunk: only such buffers are kept as spares.
+    chunk_len: usize,
+    spares: Vec<DmaBuffer>,
+    reused: u64,
 }
 
 impl ChunkCache {
-    pub fn new(max_bytes: usize) -> Self {
-        ChunkCache { chunks: BTreeMap::new(), bytes: 0, max_bytes, hits: 0, misses: 0 }
+    /// A cache of at most `max_bytes` of written chunks, whose chunks are `chunk_len` long.
+    pub fn new(max_bytes: usize, chunk_len: usize) -> Self {
+        ChunkCache {
+            chunks: BTreeMap::new(),
+            bytes: 0,
+            max_bytes,
+            hits: 0,
+            misses: 0,
+            chunk_len,
+            spares: Vec::new(),
+            reused: 0,
+        }
+    }
+
+    /// A buffer for the next chunk: a spare, or a new allocation. Its bytes are whatever an
+    /// earlier chunk left there; the appender writes every byte it dispatches.
+    pub fn take_spare(&mut self) -> DmaBuffer {
+        match self.spares.pop() {
+            Some(buf) => {
+                self.reused += 1;
+                buf
+            }
+            None => crate::runtime::alloc_dma(self.chunk_len),
+        }
+    }
+
+    /// Chunks given out again by [`Self::take_spare`] instead of allocated.
+    pub fn reused(&self) -> u64 {
+        self.reused
+    }
+
+    /// Takes a chunk out of the accounting; keeps its buffer as a spare if it may be.
+    fn leave(&mut self, c: Cached) {
+        self.bytes -= c.buf.len();
+        if c.buf.len() == self.chunk_len && self.spares.len() < SPARE_CHUNKS {
+            if let Ok(buf) = Rc::try_unwrap(c.buf) {
+                self.spares.push(buf);
+            }
+        }
     }
 
     /// Adds a dispatched chunk whose valid bytes are `buf[..(end - start)]`.
     pub fn insert(&mut self, start: LogPosition, end: LogPosition, buf: Rc<DmaBuffer>) {
         self.bytes += buf.len();
         if let Some(old) = self.chunks.insert(start, Cached { buf, start, end }) {
-            self.bytes -= old.buf.len();
+            self.leave(old);
         }
     }
 
@@ -49,8 +101,8 @@ impl ChunkCache {
             if c.end > written {
                 break;
             }
-            self.bytes -= c.buf.len();
-            self.chunks.remove(&k);
+            let c = self.chunks.remove(&k).expect("the first key is present");
+            self.leave(c);
         }
     }
 
@@ -64,7 +116,7 @@ impl ChunkCache {
             .collect();
         for k in keep {
             if let Some(c) = self.chunks.remove(&k) {
-                self.bytes -= c.buf.len();
+                self.leave(c);
             }
         }
     }
@@ -151,7 +203,7 @@ mod tests {
     #[test]
     fn hits_misses_straddles_and_bounded_eviction() {
         run(|| async {
-            let mut c = ChunkCache::new(8192);
+            let mut c = ChunkCache::new(8192, 4096);
             c.insert(p(0), p(4096), chunk(1));
             c.insert(p(4096), p(6000), chunk(2));
             assert_eq!(&*c.get(p(100), 10).unwrap(), &[1u8; 10]);
@@ -174,6 +226,51 @@ mod tests {
             c.retain_range(p(8192), LogPosition::MAX);
             assert!(!c.contains(p(4096)) && c.contains(p(8192)));
             assert_eq!(c.stats().0, 1);
+        });
+    }
+
+    #[test]
+    fn whole_chunks_nobody_holds_are_reused_and_the_spares_are_bounded() {
+        run(|| async {
+            let mut c = ChunkCache::new(0, 4096);
+            let first = c.take_spare();
+            assert_eq!(first.len(), 4096);
+            let addr = first.as_ptr();
+            c.insert(p(0), p(4096), Rc::new(first));
+            c.evict(p(4096));
+            assert_eq!(c.bytes(), 0);
+            let again = c.take_spare();
+            assert_eq!(again.as_ptr(), addr, "the evicted chunk's buffer is given out again");
+            assert_eq!(c.reused(), 1);
+
+            // A reader still holding a slice keeps the buffer: it is not reused under it.
+            let held = Rc::new(again);
+            c.insert(p(4096), p(8192), held.clone());
+            let slice = c.rest_of_chunk(p(4096), 10).expect("cached");
+            drop(held);
+            c.evict(p(8192));
+            assert_ne!(c.take_spare().as_ptr(), addr, "a held chunk is not a spare");
+            assert_eq!(c.reused(), 1);
+            drop(slice);
+
+            // A chunk trimmed for a partial write cannot grow back: freed, not kept.
+            let mut trimmed = c.take_spare();
+            trimmed.trim_to_size(512);
+            c.insert(p(8192), p(8704), Rc::new(trimmed));
+            c.evict(p(8704));
+            let _ = c.take_spare();
+            assert_eq!(c.reused(), 1);
+
+            // At most SPARE_CHUNKS are kept, however many leave at once.
+            for i in 0..(SPARE_CHUNKS as u64 + 3) {
+                let start = p(16384 + i * 4096);
+                c.insert(start, start + 4096, Rc::new(crate::runtime::alloc_dma(4096)));
+            }
+            c.evict(LogPosition::MAX);
+            for _ in 0..SPARE_CHUNKS + 3 {
+                let _ = c.take_spare();
+            }
+            assert_eq!(c.reused(), 1 + SPARE_CHUNKS as u64);
         });
     }
 }

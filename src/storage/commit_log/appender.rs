@@ -184,7 +184,7 @@ impl<D: LogDir + 'static> CommitLog<D> {
         while !bytes.is_empty() {
             if st.head.is_none() {
                 let permit = st.spare_permits.pop().expect("chunk permits reserved before put");
-                let mut buf = runtime::alloc_dma(chunk);
+                let mut buf = st.cache.take_spare();
                 let (pos, filled) = match st.carry.take() {
                     Some(c) => {
                         buf.as_bytes_mut()[..c.bytes.len()].copy_from_slice(&c.bytes);

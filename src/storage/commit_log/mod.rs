@@ -221,7 +221,7 @@ impl<D: LogDir + 'static> CommitLog<D> {
                 waiters: VecDeque::new(),
                 life: Lifecycle::Open,
                 flush_requested: false,
-                cache: ChunkCache::new(config.cache_bytes),
+                cache: ChunkCache::new(config.cache_bytes, config.chunk_size_bytes),
                 read_ahead: ReadAhead::new(),
                 prefetched: Prefetched::new(config.prefetch_bytes),
                 last_store_ts: recovered.last_store_ts,
