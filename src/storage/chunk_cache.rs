@@ -76,9 +76,17 @@ impl ChunkCache {
         self.reused
     }
 
+    /// What a chunk counts against `max_bytes`: its allocation, not the bytes it holds. A chunk
+    /// dispatched before it filled (every group commit of a sync flush) is trimmed to what it
+    /// holds but keeps its whole allocation; counted by what it held, a cache of 256 MiB held
+    /// thousands of them and the broker's memory grew for minutes (BENCHMARKS.md, round 28).
+    fn footprint(&self, buf: &DmaBuffer) -> usize {
+        buf.len().max(self.chunk_len)
+    }
+
     /// Takes a chunk out of the accounting; keeps its buffer as a spare if it may be.
     fn leave(&mut self, c: Cached) {
-        self.bytes -= c.buf.len();
+        self.bytes -= self.footprint(&c.buf);
         if c.buf.len() == self.chunk_len && self.spares.len() < SPARE_CHUNKS {
             if let Ok(buf) = Rc::try_unwrap(c.buf) {
                 self.spares.push(buf);
@@ -88,7 +96,7 @@ impl ChunkCache {
 
     /// Adds a dispatched chunk whose valid bytes are `buf[..(end - start)]`.
     pub fn insert(&mut self, start: LogPosition, end: LogPosition, buf: Rc<DmaBuffer>) {
-        self.bytes += buf.len();
+        self.bytes += self.footprint(&buf);
         if let Some(old) = self.chunks.insert(start, Cached { buf, start, end }) {
             self.leave(old);
         }
@@ -257,6 +265,7 @@ mod tests {
             let mut trimmed = c.take_spare();
             trimmed.trim_to_size(512);
             c.insert(p(8192), p(8704), Rc::new(trimmed));
+            assert_eq!(c.bytes(), 4096, "a trimmed chunk counts its whole allocation");
             c.evict(p(8704));
             let _ = c.take_spare();
             assert_eq!(c.reused(), 1);
