@@ -48,7 +48,9 @@ pub struct StorageConfig {
     /// Chunks that may be filling or in flight at once: the bound on not-yet-written bytes.
     /// Appends wait (backpressure) when all are busy. Default 32.
     pub chunk_pool_chunks: usize,
-    /// Bytes of recently written chunks kept in memory for reads. Default 256 MiB.
+    /// Bytes of recently written chunks kept in memory for reads, each chunk counted at its
+    /// whole `chunk_size_bytes` (a chunk written before it filled, as every sync-flush group
+    /// commit does, holds fewer bytes but all of its memory). Default 256 MiB.
     pub cache_bytes: usize,
     /// Cold reads fetch this many bytes past what a request needs and keep them (in a few
     /// bounded slots) for the next sequential read. Default 1 MiB.
