@@ -3,7 +3,7 @@
 
 use std::rc::Rc;
 
-use super::shard_log::{AppendOutcome, OffsetRange, ShardLog};
+use super::shard_log::{AppendOutcome, Copied, OffsetRange, ShardLog};
 use crate::replication::epoch_file;
 use crate::replication::epochs::EpochHistory;
 use crate::storage::commit_log::{Followed, FollowedBatch, PositionedBatch, Scanned, TailScan};
@@ -30,13 +30,13 @@ impl<D: LogDir + 'static> ShardLog for Rc<CommitLog<D>> {
         &self,
         queue: QueueKey,
         batch: B,
-        copied: impl FnOnce(u64) -> T,
+        copied: impl FnOnce(Copied) -> T,
     ) -> Result<(T, AppendOutcome), StorageError> {
         let a = CommitLog::append(self, queue, batch.as_ref()).await?;
         // Copied into the log's chunk: release the caller's buffer before the durability wait.
         drop(batch);
         // Same poll as the copy's completion: no other task ran in between.
-        let t = copied(a.base_offset.get());
+        let t = copied(Copied { base_offset: a.base_offset.get(), position: a.position.get() });
         let status = self.commit(&a).await?;
         let outcome = AppendOutcome {
             base_offset: a.base_offset.get(),

@@ -25,6 +25,16 @@ impl From<QueueOffsets> for OffsetRange {
     }
 }
 
+/// Where an append's batch went, known as soon as it is copied into the log
+/// ([`ShardLog::append_then`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Copied {
+    /// Queue offset of the batch's first record.
+    pub base_offset: u64,
+    /// Log position of the batch.
+    pub position: u64,
+}
+
 /// What an append stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AppendOutcome {
@@ -55,14 +65,14 @@ pub trait ShardLog: 'static {
     ) -> Result<AppendOutcome, StorageError> {
         Ok(self.append_then(queue, batch, |_| ()).await?.1)
     }
-    /// [`ShardLog::append`], calling `copied` with the batch's base offset as soon as it is
+    /// [`ShardLog::append`], calling `copied` with where the batch went as soon as it is
     /// copied into the log (and `batch` dropped), before the durability wait: in the order of
     /// the log, since no other append can come between the copy and the call.
     async fn append_then<B: AsRef<[u8]>, T>(
         &self,
         queue: QueueKey,
         batch: B,
-        copied: impl FnOnce(u64) -> T,
+        copied: impl FnOnce(Copied) -> T,
     ) -> Result<(T, AppendOutcome), StorageError>;
     /// Whole stored batches from the one containing `offset`, about `max_bytes` (at least one
     /// batch when any exists). Empty at the end; `OffsetOutOfRange` outside `[min, next]`.

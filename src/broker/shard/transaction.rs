@@ -284,7 +284,8 @@ impl<L: ShardLog> Shard<L> {
         let inserted = std::cell::Cell::new(false);
         let appended = self
             .log
-            .append_then(SYS_HALF, &half_batch, |transaction_id| {
+            .append_then(SYS_HALF, &half_batch, |copied| {
+                let transaction_id = copied.base_offset;
                 let half = NewHalf {
                     transaction_id,
                     group,
