@@ -279,6 +279,13 @@ impl Collector for SnapshotCollector {
              cache holds, or a start re-indexed the log since the last checkpoint",
             shards.iter().filter_map(|s| s.key_index_disk_read_bytes.map(|b| (shard_label(s), b))),
         )?;
+        counters(
+            e,
+            "key_index_skipped_batches",
+            "Batches the key index skipped without reading their records back: appended since \
+             start with no keys or properties in any record",
+            shards.iter().filter_map(|s| s.key_index_skipped_batches.map(|b| (shard_label(s), b))),
+        )?;
         gauges(
             e,
             "read_buffer_pool_bytes",
@@ -517,6 +524,7 @@ mod tests {
         s1.counters.connections_open = 2;
         s1.key_index_behind_bytes = Some(4096);
         s1.key_index_disk_read_bytes = Some(8192);
+        s1.key_index_skipped_batches = Some(7);
         s1.read_buffer_pool_bytes = 65536;
         s1.read_buffer_allocated_bytes = 131072;
         s1.group_membership_bytes = 900;
@@ -562,6 +570,7 @@ mod tests {
         assert_eq!(value(&s, "ringmq_connections_open", &shard1), Some(2.0));
         assert_eq!(value(&s, "ringmq_key_index_behind_bytes", &shard1), Some(4096.0));
         assert_eq!(value(&s, "ringmq_key_index_disk_read_bytes_total", &shard1), Some(8192.0));
+        assert_eq!(value(&s, "ringmq_key_index_skipped_batches_total", &shard1), Some(7.0));
         assert_eq!(value(&s, "ringmq_read_buffer_pool_bytes", &shard1), Some(65536.0));
         assert_eq!(value(&s, "ringmq_read_buffer_allocated_bytes_total", &shard1), Some(131072.0));
         for (metric, want) in [

@@ -94,6 +94,9 @@ pub struct ShardSnapshot {
     /// Log bytes the key index read back from disk since start (it fell behind the chunk
     /// cache, or the start re-indexed); None without a key index.
     pub key_index_disk_read_bytes: Option<u64>,
+    /// Batches the key index skipped without reading their records: appended since start
+    /// with no keys or properties. None without a key index.
+    pub key_index_skipped_batches: Option<u64>,
     /// Free connection read buffers the shard holds for reuse (`read_buffer_pool_bytes`).
     pub read_buffer_pool_bytes: u64,
     /// New connection read buffers allocated (zero-filled) since start: what the pool could

@@ -29,6 +29,7 @@
 //! [`MAX_KEYS_PER_MESSAGE`] per message.
 
 use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -76,11 +77,25 @@ struct Pipeline {
 /// of 200 ms is 340 MB, more than the cache's 256 MiB), and the bytes it had to read back from
 /// disk. The written end, not the appended one: the reader can take only written bytes, and a
 /// wake-up for bytes still in flight would find nothing to read.
+///
+/// Also the log positions of batches appended since the start whose records have neither keys
+/// nor properties ([`crate::format::record::all_bare`], checked on the produce path while the
+/// batch is in the cache), oldest first: the reader skips them without reading their records
+/// back. Reading every record back to find none was about 8% of the shard's core in `batched`
+/// and `many-queues`, whose messages have no keys (BENCHMARKS.md, round 28). Bounded by
+/// [`BARE_HINTS`]; a batch without a hint is read as before. Positions are never reused while
+/// the broker runs (a replica truncates its log only at start), so a hint cannot name another
+/// batch.
 pub struct KeyReader {
     wake_at: Cell<u64>,
     woken: runtime::Signal,
     disk_bytes: Cell<u64>,
+    bare: RefCell<VecDeque<u64>>,
+    skipped: Cell<u64>,
 }
+
+/// Positions of keyless batches kept for the reader, at most (8 bytes each).
+pub const BARE_HINTS: usize = 1 << 16;
 
 impl Default for KeyReader {
     fn default() -> Self {
@@ -88,11 +103,42 @@ impl Default for KeyReader {
             wake_at: Cell::new(u64::MAX),
             woken: runtime::Signal::default(),
             disk_bytes: Cell::new(0),
+            bare: RefCell::new(VecDeque::new()),
+            skipped: Cell::new(0),
         }
     }
 }
 
 impl KeyReader {
+    /// The batch just copied into the log at `position` has no keys or properties (called in
+    /// the log's order). Dropped when [`BARE_HINTS`] are waiting: that batch is read back.
+    pub fn appended_bare(&self, position: u64) {
+        let mut bare = self.bare.borrow_mut();
+        if bare.len() < BARE_HINTS {
+            bare.push_back(position);
+        }
+    }
+
+    /// Whether the batch at `position`, the next one the reader takes, was appended bare; drops
+    /// the hints of batches before it (the reader passed them).
+    fn take_bare(&self, position: u64) -> bool {
+        let mut bare = self.bare.borrow_mut();
+        while bare.front().is_some_and(|&p| p < position) {
+            bare.pop_front();
+        }
+        let hit = bare.front() == Some(&position);
+        if hit {
+            bare.pop_front();
+            self.skipped.set(self.skipped.get() + 1);
+        }
+        hit
+    }
+
+    /// Batches the reader skipped on a hint: a counter for the metrics endpoint.
+    pub fn skipped_batches(&self) -> u64 {
+        self.skipped.get()
+    }
+
     /// The log is written up to `end` (checked after each append): wakes the reader if that
     /// passes its mark.
     pub fn written(&self, end: u64) {
@@ -305,7 +351,9 @@ impl<L: ShardLog> Shard<L> {
             .log
             .follow(from.get(), self.config.key_index.max_step_bytes, up_to, |position, view| {
                 let mut entries = Vec::new();
-                batch_entries(view, &mut entries);
+                if !self.keys_reader.take_bare(position) {
+                    batch_entries(view, &mut entries);
+                }
                 let end = position + view.length() as u64;
                 let (position, end) = (LogPosition::new(position), LogPosition::new(end));
                 staged.borrow_mut().push(position, end, entries);

@@ -92,6 +92,11 @@ impl<L: ShardLog> Shard<L> {
                 .borrow()
                 .as_ref()
                 .map(|_| self.keys_reader.disk_bytes()),
+            key_index_skipped_batches: self
+                .keys
+                .borrow()
+                .as_ref()
+                .map(|_| self.keys_reader.skipped_batches()),
             read_buffer_pool_bytes: self.read_buffers.borrow().bytes() as u64,
             read_buffer_allocated_bytes: self.read_buffers.borrow().allocated_bytes(),
             task_queue_busy: self.task_queue_busy().to_vec(),

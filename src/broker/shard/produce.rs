@@ -296,7 +296,18 @@ impl<L: ShardLog> Shard<L> {
     pub(super) async fn append(&self, key: QueueKey, batch: SharedBytes) -> Reply {
         let batch_len = batch.len();
         let received = self.clock.now();
-        let out = self.log.append(key, batch).await?;
+        // Checked here, where the batch was just received and is in the cache; the key
+        // index's reader would otherwise read every record back to find no keys.
+        let bare = self.config.key_index.enabled
+            && batch.get(crate::format::HEADER_LEN..).is_some_and(crate::format::record::all_bare);
+        let ((), out) = self
+            .log
+            .append_then(key, batch, |copied| {
+                if bare {
+                    self.keys_reader.appended_bare(copied.position);
+                }
+            })
+            .await?;
         let took = self.clock.now().saturating_duration_since(received);
         self.probe.borrow_mut().record_append_ack(took);
         let visible = self.log.visible_end();

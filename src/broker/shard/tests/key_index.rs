@@ -265,3 +265,43 @@ fn the_reader_takes_written_batches_from_memory_while_the_log_is_not_yet_durable
         assert_eq!(index.checkpointed_to().get(), end);
     });
 }
+
+/// A batch of `n` records of 1 KiB, each with `key` and, if given, the unique id `id`.
+fn batch_with(n: usize, key: &[u8], id: Option<&[u8]>) -> Request {
+    let mut b = BatchBuilder::new(1 << 18);
+    let body = [7u8; 1024];
+    let uniq = crate::storage::key_index::PROPERTY_UNIQ_KEY.as_bytes();
+    let props: Vec<(&[u8], &[u8])> = id.into_iter().map(|id| (uniq, id)).collect();
+    for _ in 0..n {
+        let rec = Record { key, tag: b"", properties: &props, body: &body, timestamp_ms: 5 };
+        b.push(&rec).unwrap();
+    }
+    Request::Produce { topic: "t".into(), queue_id: 0, flags: 0, batch: b.finish(-1, -1).into() }
+}
+
+#[test]
+fn batches_without_keys_or_properties_are_skipped_and_the_others_still_found() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().to_owned();
+    run(move || async move {
+        let s = keyed_shard(&SimDir::new(11), &path, 64 << 10, stepping_clock()).await;
+        for i in 0..12 {
+            call(&s, batch_with(3, b"", None)).await.unwrap();
+            match i % 3 {
+                0 => call(&s, batch_with(2, b"k1", None)).await.unwrap(),
+                1 => call(&s, batch_with(1, b"", Some(b"ID1"))).await.unwrap(),
+                _ => call(&s, batch_with(1, b"", None)).await.unwrap(),
+            };
+        }
+        let (mut fire, stop) = stop_pair();
+        fire.fire();
+        s.clone().key_index_loop_with(stop, Duration::from_secs(3600)).await;
+        assert_eq!(index_of(&s).indexed_to().get(), s.log.durable_end());
+        let skipped = s.metrics_snapshot(super::metrics::WIDE_LIMITS).key_index_skipped_batches;
+        assert_eq!(skipped, Some(12 + 4), "the bare batches, and only those");
+        let Response::QueryKeys(hits) = call(&s, key_query("k1")).await.unwrap() else { panic!() };
+        assert_eq!(hits.hits.len(), 8, "keys among skipped batches are found: {hits:?}");
+        let Response::QueryKeys(hits) = call(&s, key_query("ID1")).await.unwrap() else { panic!() };
+        assert_eq!(hits.hits.len(), 4, "a batch with only a message id is read: {hits:?}");
+    });
+}

@@ -43,6 +43,7 @@ fn a_snapshot_holds_the_counters_queues_and_committed_offsets_of_the_shard() {
         assert_eq!(snap.group_offsets_held, 1);
         assert_eq!(snap.key_index_behind_bytes, None, "no key index opened");
         assert_eq!(snap.key_index_disk_read_bytes, None);
+        assert_eq!(snap.key_index_skipped_batches, None);
 
         let ends = s.queue_ends(&[("t".into(), 0), ("t".into(), 9), ("nope".into(), 0)]);
         assert_eq!(ends, [(("t".to_string(), 0), 5)], "unknown queues and topics are skipped");
