@@ -15,13 +15,7 @@ const T0_MS: i64 = 1_700_000_000_000;
 
 /// A batch of `n` keyed records of 1 KiB each (about `n` KiB).
 fn keyed_batch(n: usize) -> Request {
-    let mut b = BatchBuilder::new(1 << 18);
-    let body = [7u8; 1024];
-    for _ in 0..n {
-        let rec = Record { key: b"k1 k2", tag: b"", properties: &[], body: &body, timestamp_ms: 5 };
-        b.push(&rec).unwrap();
-    }
-    Request::Produce { topic: "t".into(), queue_id: 0, flags: 0, batch: b.finish(-1, -1).into() }
+    batch_with(n, b"k1 k2", None)
 }
 
 /// A shard whose log is on `sim` and whose key index is in `keys_dir` (a real directory),
