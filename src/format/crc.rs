@@ -16,15 +16,13 @@ const POLY: u32 = 0x82F6_3B78;
 /// A linear operator on a 32-bit CRC register: column `i` is the image of bit `i`.
 type Op = [u32; 32];
 
-fn apply(op: &Op, mut v: u32) -> u32 {
+fn apply(op: &Op, v: u32) -> u32 {
+    // Every column masked by its bit, without a branch: the bits of a CRC are random, and a
+    // branch on each mispredicted half the time: 694 ns a combine at 4-5 KiB, 56 ns without
+    // (`benches/crc_combine.rs`).
     let mut out = 0;
-    let mut i = 0;
-    while v != 0 {
-        if v & 1 == 1 {
-            out ^= op[i];
-        }
-        v >>= 1;
-        i += 1;
+    for (i, &column) in op.iter().enumerate() {
+        out ^= column & 0u32.wrapping_sub((v >> i) & 1);
     }
     out
 }
