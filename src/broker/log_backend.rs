@@ -36,7 +36,11 @@ impl<D: LogDir + 'static> ShardLog for Rc<CommitLog<D>> {
         // Copied into the log's chunk: release the caller's buffer before the durability wait.
         drop(batch);
         // Same poll as the copy's completion: no other task ran in between.
-        let t = copied(Copied { base_offset: a.base_offset.get(), position: a.position.get() });
+        let t = copied(Copied {
+            base_offset: a.base_offset.get(),
+            position: a.position.get(),
+            bare: a.bare,
+        });
         let status = self.commit(&a).await?;
         let outcome = AppendOutcome {
             base_offset: a.base_offset.get(),

@@ -33,6 +33,8 @@ pub struct Copied {
     pub base_offset: u64,
     /// Log position of the batch.
     pub position: u64,
+    /// No record of the batch has a key or properties (found while validating it).
+    pub bare: bool,
 }
 
 /// What an append stored.

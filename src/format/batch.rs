@@ -320,7 +320,14 @@ impl<'a> BatchView<'a> {
     /// consumer of its queue). Cost: a few bounds checks per record and property, no
     /// allocation.
     pub fn validate_records(&self) -> Result<(), FormatError> {
-        self.records().try_for_each(|r| r.map(|_| ()))
+        self.validate_records_bare().map(|_| ())
+    }
+
+    /// [`Self::validate_records`], telling in the same pass whether every record is bare
+    /// ([`super::RecordRef::is_bare`]: no key, no properties): the broker's key index skips
+    /// such a batch instead of reading it back.
+    pub fn validate_records_bare(&self) -> Result<bool, FormatError> {
+        self.records().try_fold(true, |bare, r| r.map(|r| bare && r.is_bare()))
     }
 
     /// Iterates the records, validating each one's bounds.

@@ -47,6 +47,10 @@ impl<'a> RecordRef<'a> {
     pub fn property(&self, name: &[u8]) -> Option<&'a [u8]> {
         self.properties().filter_map(Result::ok).find(|(n, _)| *n == name).map(|(_, v)| v)
     }
+    /// Neither a key nor properties: nothing a key index takes (keys, message ids).
+    pub fn is_bare(&self) -> bool {
+        self.key.is_empty() && self.properties.is_empty()
+    }
 }
 
 fn props_len(props: &[(&[u8], &[u8])]) -> Result<usize, FormatError> {
@@ -135,29 +139,6 @@ impl<'a> Cursor<'a> {
         let n = self.u32()? as usize;
         self.take(n)
     }
-}
-
-/// Whether every record in `records` (a batch's bytes after its header) has neither a key nor
-/// properties: nothing a key index takes (keys, message ids) can be in them. Reads only the
-/// length fields in front of each record's key, tag and properties; false where the bytes do
-/// not parse as records, so a caller may skip such a batch only when this says true.
-pub fn all_bare(records: &[u8]) -> bool {
-    let mut outer = Cursor { rest: records };
-    while !outer.rest.is_empty() {
-        let Some(body) = outer.sized32() else { return false };
-        let mut c = Cursor { rest: body };
-        let bare = (|| {
-            c.u32()?; // timestamp delta
-            let key = c.sized16()?;
-            c.sized16()?; // tag
-            let properties = c.u32()?;
-            Some(key.is_empty() && properties == 0)
-        })();
-        if bare != Some(true) {
-            return false;
-        }
-    }
-    true
 }
 
 /// Iterates the records of a batch. Yields an error (then stops) at the first malformed record,
@@ -564,32 +545,6 @@ mod tests {
             }
             let mut it = RecordIter::new(&bytes, 3, 0);
             for _ in 0..10 { if it.next().is_none() { break; } }
-        }
-    }
-
-    #[test]
-    fn bare_records_have_neither_key_nor_properties() {
-        let body = [3u8; 40];
-        let rec = |key: &'static [u8], properties: &'static [(&'static [u8], &'static [u8])]| {
-            Record { key, tag: b"tg", properties, body: &body, timestamp_ms: 9 }
-        };
-        let encode_all = |recs: &[Record<'_>]| {
-            let mut out = Vec::new();
-            for r in recs {
-                encode(r, 9, &mut out).unwrap();
-            }
-            out
-        };
-        let bare = encode_all(&[rec(b"", &[]), rec(b"", &[])]);
-        assert!(all_bare(&bare));
-        assert!(all_bare(&[]), "no records: nothing to index");
-        let keyed = encode_all(&[rec(b"", &[]), rec(b"k", &[])]);
-        assert!(!all_bare(&keyed), "a key in the last record");
-        let with_id = encode_all(&[rec(b"", &[(b"UNIQ_KEY", b"id")]), rec(b"", &[])]);
-        assert!(!all_bare(&with_id), "a property in the first record");
-        let one = bare.len() / 2;
-        for cut in (1..bare.len()).filter(|&c| c != one) {
-            assert!(!all_bare(&bare[..cut]), "cut at {cut}: not records, so not bare");
         }
     }
 

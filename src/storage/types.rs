@@ -221,6 +221,9 @@ pub struct Appended {
     /// Log position of the batch and one past its end.
     pub position: LogPosition,
     pub end: LogPosition,
+    /// No record has a key or properties (checked while validating a producer's batch; false
+    /// where not checked).
+    pub bare: bool,
 }
 
 /// How an append was acknowledged (maps to RocketMQ's SendStatus).

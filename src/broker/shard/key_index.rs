@@ -79,8 +79,8 @@ struct Pipeline {
 /// wake-up for bytes still in flight would find nothing to read.
 ///
 /// Also the log positions of batches appended since the start whose records have neither keys
-/// nor properties ([`crate::format::record::all_bare`], checked on the produce path while the
-/// batch is in the cache), oldest first: the reader skips them without reading their records
+/// nor properties (found by the log's validation of a produced batch's records,
+/// [`crate::format::BatchView::validate_records_bare`]), oldest first: the reader skips them without reading their records
 /// back. Reading every record back to find none was about 8% of the shard's core in `batched`
 /// and `many-queues`, whose messages have no keys (BENCHMARKS.md, round 28). Bounded by
 /// [`BARE_HINTS`]; a batch without a hint is read as before. Positions are never reused while

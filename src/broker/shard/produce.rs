@@ -296,14 +296,12 @@ impl<L: ShardLog> Shard<L> {
     pub(super) async fn append(&self, key: QueueKey, batch: SharedBytes) -> Reply {
         let batch_len = batch.len();
         let received = self.clock.now();
-        // Checked here, where the batch was just received and is in the cache; the key
-        // index's reader would otherwise read every record back to find no keys.
-        let bare = self.config.key_index.enabled
-            && batch.get(crate::format::HEADER_LEN..).is_some_and(crate::format::record::all_bare);
+        // The log's validation of the records tells whether any has a key or properties; the
+        // key index's reader would otherwise read every record back to find none.
         let ((), out) = self
             .log
             .append_then(key, batch, |copied| {
-                if bare {
+                if copied.bare && self.config.key_index.enabled {
                     self.keys_reader.appended_bare(copied.position);
                 }
             })

@@ -227,3 +227,25 @@ proptest::proptest! {
         proptest::prop_assert!(BatchView::parse(&bytes, bytes.len()).is_ok());
     }
 }
+
+/// A record's key and properties.
+type KeyProps<'a> = (&'a [u8], &'a [(&'a [u8], &'a [u8])]);
+
+#[test]
+fn validation_tells_whether_every_record_is_bare() {
+    let build = |recs: &[KeyProps<'_>]| {
+        let mut b = BatchBuilder::new(1 << 16);
+        for (key, properties) in recs {
+            let rec = Record { key, tag: b"tg", properties, body: b"body", timestamp_ms: 3 };
+            b.push(&rec).unwrap();
+        }
+        b.finish(-1, -1)
+    };
+    let bare = |batch: &[u8]| BatchView::parse(batch, 1 << 16).unwrap().validate_records_bare();
+    assert!(bare(&build(&[(b"", &[]), (b"", &[])])).unwrap());
+    assert!(!bare(&build(&[(b"", &[]), (b"k", &[])])).unwrap(), "a key in the last");
+    let id: &[(&[u8], &[u8])] = &[(b"UNIQ_KEY", b"id")];
+    assert!(!bare(&build(&[(b"", id), (b"", &[])])).unwrap(), "a property in the first");
+    // Malformed records are an error, whatever their keys (the framing test above).
+    assert!(bare(&sample(3)).is_ok_and(|b| !b), "sample's records have keys");
+}

@@ -67,7 +67,7 @@ impl<D: LogDir + 'static> CommitLog<D> {
             .into());
         }
         // A valid CRC over malformed records would fail every consumer of the queue.
-        view.validate_records()?;
+        let bare = view.validate_records_bare()?;
         let len = batch.len() as u64;
 
         let _gate = self.append_gate.acquire().await;
@@ -134,6 +134,7 @@ impl<D: LogDir + 'static> CommitLog<D> {
             store_timestamp_ms: store_ts,
             position,
             end: position + len,
+            bare,
         })
     }
 

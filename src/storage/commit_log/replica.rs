@@ -246,6 +246,7 @@ impl<D: LogDir + 'static> CommitLog<D> {
             store_timestamp_ms: store_ts,
             position,
             end: position + len,
+            bare: false,
         })
     }
 
@@ -280,6 +281,7 @@ impl<D: LogDir + 'static> CommitLog<D> {
             store_timestamp_ms: 0,
             position,
             end: position + HEADER_LEN as u64,
+            bare: false,
         })
     }
 }
