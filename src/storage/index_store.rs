@@ -520,6 +520,31 @@ impl<F: LogFile> IndexStore<F> {
         Ok(lo)
     }
 
+    /// [`Self::partition`] for a boundary expected near `lo`: probes `lo`, `lo + 1`,
+    /// `lo + 3`, `lo + 7`, ... until `pred` is false, then searches between the last two
+    /// probes. A boundary `d` entries in costs about 2 log2(d) probes, all in `lo`'s block
+    /// while `d` is small, where a binary search over `[lo, hi)` first reads blocks far away.
+    async fn partition_from<D: LogDir<File = F>>(
+        &self,
+        dir: &D,
+        queue: QueueKey,
+        lo: u64,
+        hi: u64,
+        pred: impl Fn(&IndexEntry) -> bool,
+    ) -> Result<u64, LookupError> {
+        // Every entry below `from` satisfies `pred`.
+        let (mut from, mut step) = (lo, 1u64);
+        while from < hi {
+            let probe = from.saturating_add(step - 1).min(hi - 1);
+            if !pred(&self.entry(dir, queue, probe).await?) {
+                return self.partition(dir, queue, from, probe, &pred).await;
+            }
+            from = probe + 1;
+            step = step.saturating_mul(2);
+        }
+        Ok(hi)
+    }
+
     /// Number of the entry holding `offset`, if the queue stores it.
     pub async fn find<D: LogDir<File = F>>(
         &self,

@@ -116,6 +116,90 @@ fn many_queues_are_written_back_concurrently_and_synced_with_one_call() {
     });
 }
 
+/// `queues` queues of `topic` with `per_queue` entries each, written back and synced, the
+/// cache emptied: queue i's entry j is at position 100 * (j * queues + i) (log order).
+async fn written_queues(
+    dir: &SimDir,
+    store: &IndexStore<SimFileHandle>,
+    topic: u32,
+    queues: u32,
+    per_queue: u64,
+) -> Vec<QueueKey> {
+    let keys: Vec<QueueKey> =
+        (0..queues).map(|i| QueueKey::new(TopicId::new(topic), QueueId::new(i))).collect();
+    for j in 0..per_queue {
+        for (i, q) in keys.iter().enumerate() {
+            store.push(*q, entry(2 * j, 100 * (j * queues as u64 + i as u64)));
+        }
+    }
+    let _gate = store.lock().await;
+    store.writeback(dir, LogPosition::MAX).await.unwrap();
+    store.sync(dir).await.unwrap();
+    store.clear_cache();
+    keys
+}
+
+/// Retention drops the oldest entries of every queue: the boundary is near each queue's first
+/// entry, and looking for it from there reads that entry's block only. A binary search over
+/// all of a queue's entries read about four blocks of each, and with 10,000 queues behind a
+/// busy disk the first drop took 7 s, while the disk filled past `disk_max_used_ratio` to
+/// DISK_FULL (BENCHMARKS.md, round 29).
+#[test]
+fn a_drop_of_the_oldest_entries_reads_one_block_a_queue() {
+    on_executor(|| async {
+        let dir = SimDir::new(5);
+        let store: IndexStore<SimFileHandle> = IndexStore::new(4096, 1 << 20);
+        let queues = written_queues(&dir, &store, 1, 10, 1000).await;
+        let reads = dir.read_count();
+        let _gate = store.lock().await;
+        // Entries 0..20 of every queue are before position 100 * 200.
+        let doomed = store.drop_before(&dir, LogPosition::new(100 * 200)).await.unwrap();
+        assert!(doomed.is_empty(), "file 0 still holds retained entries");
+        assert_eq!(dir.read_count() - reads, queues.len() as u64, "one block read a queue");
+        for q in &queues {
+            assert_eq!(
+                store.visible_offsets(*q, LogPosition::MAX).unwrap().min,
+                QueueOffset::new(40)
+            );
+            let n = store.find(&dir, *q, QueueOffset::new(40)).await.unwrap().unwrap();
+            assert_eq!(n, 20);
+        }
+        // Further on, across blocks and files: still right.
+        let doomed = store.drop_before(&dir, LogPosition::new(100 * 10 * 900 + 100)).await.unwrap();
+        assert_eq!(doomed.len(), 0, "file 0 (4096 entries) holds the rest");
+        for (i, q) in queues.iter().enumerate() {
+            let min = store.visible_offsets(*q, LogPosition::MAX).unwrap().min;
+            assert_eq!(min, QueueOffset::new(if i == 0 { 1802 } else { 1800 }), "queue {i}");
+        }
+    });
+}
+
+/// A drop over many queues whose entries are not cached keeps
+/// [`INDEX_WRITE_CONCURRENCY`] reads in flight, not one at a time.
+#[test]
+fn a_drop_over_many_queues_reads_them_concurrently() {
+    on_executor(|| async {
+        let dir = SimDir::new(6);
+        let store: Rc<IndexStore<SimFileHandle>> = Rc::new(IndexStore::new(128, 1 << 20));
+        let queues = written_queues(&dir, &store, 2, 100, 3).await;
+        dir.pause(SimOp::Read);
+        let (s, d) = (store.clone(), dir.clone());
+        let dropping = runtime::spawn(async move {
+            let _gate = s.lock().await;
+            s.drop_before(&d, LogPosition::new(100 * 100)).await
+        });
+        settles_at(&dir, SimOp::Read, INDEX_WRITE_CONCURRENCY).await;
+        dir.resume(SimOp::Read);
+        assert!(dropping.await.unwrap().unwrap().is_empty());
+        for q in &queues {
+            assert_eq!(
+                store.visible_offsets(*q, LogPosition::MAX).unwrap().min,
+                QueueOffset::new(2)
+            );
+        }
+    });
+}
+
 /// A failed write among many: the write-back reports it, starts no further queue, and
 /// every entry not written stays pending and is written by the next write-back.
 #[test]

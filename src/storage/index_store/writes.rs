@@ -162,30 +162,63 @@ impl<F: LogFile> IndexStore<F> {
     /// Retention: drops every entry of a batch below log position `start`. Returns the index
     /// files that now hold no retained entry; delete them (with [`Self::remove_files`]) only
     /// once the new floors are durable. Caller holds [`Self::lock`].
+    ///
+    /// Each queue's boundary is looked for from its first entry ([`Self::partition_from`]),
+    /// where retention finds it, and up to [`INDEX_WRITE_CONCURRENCY`] queues are looked at
+    /// at once. One queue at a time with a binary search over each queue's entries, the first
+    /// drop with 10,000 queues read about four blocks of each, waited 7 s on a disk busy with
+    /// the log's writes, and the disk filled to DISK_FULL meanwhile (BENCHMARKS.md, round 29).
+    /// After a failure no queue is started; those running finish (each queue's drop is whole).
     pub async fn drop_before<D: LogDir<File = F>>(
         &self,
         dir: &D,
         start: LogPosition,
     ) -> Result<Vec<(QueueKey, u64)>, LookupError> {
-        let mut doomed = Vec::new();
-        for queue in self.queue_keys() {
-            let (first, next, next_offset) = {
-                let queues = self.queues.borrow();
-                let q = &queues[&queue];
-                (q.first_entry, q.next_entry(), q.next_offset)
-            };
-            if first == next || self.entry(dir, queue, first).await?.position >= start {
-                continue;
-            }
-            let n = self.partition(dir, queue, first, next, |e| e.position < start).await?;
-            let min_offset = match n < next {
-                true => self.entry(dir, queue, n).await?.base_offset,
-                false => next_offset,
-            };
-            self.with_queue(queue, QueueOffset::ZERO, |q| q.drop_before(n, min_offset));
-            doomed.extend((first / self.file_entries..n / self.file_entries).map(|f| (queue, f)));
+        use futures::StreamExt;
+        let doomed = RefCell::new(Vec::new());
+        let failed: RefCell<Option<LookupError>> = RefCell::new(None);
+        let (doomed_ref, failed_ref) = (&doomed, &failed);
+        futures::stream::iter(self.queue_keys())
+            .for_each_concurrent(INDEX_WRITE_CONCURRENCY, |queue| async move {
+                if failed_ref.borrow().is_some() {
+                    return;
+                }
+                match self.drop_queue_before(dir, queue, start).await {
+                    Ok(files) => doomed_ref.borrow_mut().extend(files.map(|f| (queue, f))),
+                    Err(e) => {
+                        failed_ref.borrow_mut().get_or_insert(e);
+                    }
+                }
+            })
+            .await;
+        match failed.into_inner() {
+            Some(e) => Err(e),
+            None => Ok(doomed.into_inner()),
         }
-        Ok(doomed)
+    }
+
+    /// [`Self::drop_before`] of one queue: the index files it no longer needs.
+    async fn drop_queue_before<D: LogDir<File = F>>(
+        &self,
+        dir: &D,
+        queue: QueueKey,
+        start: LogPosition,
+    ) -> Result<std::ops::Range<u64>, LookupError> {
+        let (first, next, next_offset) = {
+            let queues = self.queues.borrow();
+            let q = &queues[&queue];
+            (q.first_entry, q.next_entry(), q.next_offset)
+        };
+        if first == next || self.entry(dir, queue, first).await?.position >= start {
+            return Ok(0..0);
+        }
+        let n = self.partition_from(dir, queue, first, next, |e| e.position < start).await?;
+        let min_offset = match n < next {
+            true => self.entry(dir, queue, n).await?.base_offset,
+            false => next_offset,
+        };
+        self.with_queue(queue, QueueOffset::ZERO, |q| q.drop_before(n, min_offset));
+        Ok(first / self.file_entries..n / self.file_entries)
     }
 
     /// Deletes index files (missing ones are fine). Caller holds [`Self::lock`].
