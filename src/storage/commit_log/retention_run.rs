@@ -122,13 +122,18 @@ impl<D: LogDir + 'static> CommitLog<D> {
         };
         // Record each queue's new floor before deleting, so offsets never go back after a
         // restart even if a queue loses all its data.
+        // Timed for the log line below: with thousands of queues a run waits for the queue
+        // index behind a checkpoint, and the drop reads every queue's first index block.
+        let started = self.clock.now();
         let index_gate = self.index.lock().await;
+        let locked = self.clock.now();
         let dropped_files = self
             .index
             .drop_before(&self.dir, new_start)
             .await
             .map_err(|e| index_error("dropping index entries", e))?;
         drop(index_gate);
+        let dropped = self.clock.now();
         // From here the entries are gone from the index: their files must be deleted by this
         // run or a later one, whatever fails below.
         self.st.borrow_mut().pending_index_deletes.extend(dropped_files);
@@ -169,7 +174,18 @@ impl<D: LogDir + 'static> CommitLog<D> {
         }
         let deleted = self.delete_files(names).await;
         self.space_freed();
-        tracing::info!(deleted = doomed.len(), "retention deleted segments");
+        let ms = |from: std::time::Instant, to: std::time::Instant| {
+            to.saturating_duration_since(from).as_millis() as u64
+        };
+        tracing::info!(
+            deleted = doomed.len(),
+            disk_used = used,
+            disk_total = total,
+            index_wait_ms = ms(started, locked),
+            index_drop_ms = ms(locked, dropped),
+            total_ms = ms(started, self.clock.now()),
+            "retention deleted segments"
+        );
         match first_error.map_or(deleted, Err) {
             Ok(()) => Ok(doomed),
             Err(e) => Err(e),
