@@ -208,3 +208,78 @@ fn appends_waiting_behind_a_slow_write_that_fails_get_the_failure() {
         }
     });
 }
+
+/// Once the floors are durable, retention frees the segments' space at once, not after the
+/// queue index's gate: a checkpoint holds that gate through its filesystem sync, which took
+/// seconds on a disk busy with the log's writes, and the log wrote on to a full disk
+/// meanwhile (BENCHMARKS.md, round 29). Its index files go once the gate is free.
+#[test]
+fn retention_frees_segments_while_a_checkpoint_holds_the_index() {
+    run(|| async {
+        let dir = SimDir::new(33);
+        let cfg = StorageConfig { index_file_entries: 128, ..small_config(FlushMode::Sync) };
+        let log = CommitLog::open_with(dir.clone(), cfg).await.unwrap();
+        let mut tag = 0u64;
+        while log.segment_bases().len() < 4 {
+            log.append_committed(Q1, &batch(tag, 1, 100)).await.unwrap();
+            tag += 1;
+        }
+        log.checkpoint_index().await.unwrap();
+        let qidx = |dir: &SimDir| -> Vec<String> {
+            dir.names().into_iter().filter(|n| n.ends_with(".qidx")).collect()
+        };
+        let index_files = qidx(&dir);
+        // Retention stops at its floors' rename; a checkpoint then takes the index gate and
+        // stops at its filesystem sync.
+        dir.pause(SimOp::Rename);
+        let retention = {
+            let log = log.clone();
+            let now = ringmq::storage::commit_log::now_ms();
+            ringmq::runtime::spawn(async move { log.enforce_retention(now + 49 * 3_600_000).await })
+        };
+        let until = |what: &'static str, done: Box<dyn Fn() -> bool>| async move {
+            for _ in 0..5000 {
+                if done() {
+                    return;
+                }
+                ringmq::runtime::yield_once().await;
+            }
+            panic!("{what}");
+        };
+        let d = dir.clone();
+        until("retention reached the floors", Box::new(move || d.in_progress(SimOp::Rename) > 0))
+            .await;
+        log.append_committed(Q1, &batch(tag, 1, 100)).await.unwrap();
+        dir.pause(SimOp::SyncFs);
+        let checkpoint = {
+            let log = log.clone();
+            ringmq::runtime::spawn(async move { log.checkpoint_index().await })
+        };
+        let d = dir.clone();
+        until(
+            "the checkpoint reached its sync",
+            Box::new(move || d.in_progress(SimOp::SyncFs) > 0),
+        )
+        .await;
+        dir.resume(SimOp::Rename);
+        let d = dir.clone();
+        let first = segment_name(LogPosition::ZERO);
+        until("the segments were not freed", Box::new(move || d.file_len(&first).is_none())).await;
+        assert_eq!(log.segment_bases().len(), 1, "{:?}", log.segment_bases());
+        assert_eq!(qidx(&dir), index_files, "index files wait for the gate");
+        assert!(dir.in_progress(SimOp::SyncFs) > 0, "the checkpoint still holds the gate");
+        dir.resume(SimOp::SyncFs);
+        bounded("checkpoint", checkpoint).await.expect("task ran").unwrap();
+        let deleted = bounded("retention", retention).await.expect("task ran").unwrap();
+        assert_eq!(deleted.len(), 3);
+        let after = qidx(&dir);
+        assert!(after.len() < index_files.len(), "no index file deleted: {after:?}");
+        assert_eq!(read_all(&log, Q1).await.last(), Some(&tag));
+        // A restart finds the same data.
+        log.close().await.unwrap();
+        let cfg = StorageConfig { index_file_entries: 128, ..small_config(FlushMode::Sync) };
+        let log = CommitLog::open_with(dir.clone(), cfg).await.unwrap();
+        assert_eq!(read_all(&log, Q1).await.last(), Some(&tag));
+        log.close().await.unwrap();
+    });
+}

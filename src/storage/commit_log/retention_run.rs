@@ -150,7 +150,22 @@ impl<D: LogDir + 'static> CommitLog<D> {
             .write_atomic(FLOOR_FILE, &floors)
             .await
             .map_err(|e| StorageError::io("writing queue floors", e))?;
-        // The floors are durable: the index files holding only dropped entries may go. Taken
+        // The floors are durable: the segments go first, freeing their space without waiting
+        // for the index gate (a checkpoint's filesystem sync can hold it for seconds while the
+        // log writes on toward a full disk). A crash before their index files go leaves files
+        // whose entries lie below every floor, which recovery drops (as after a failed unlink
+        // of those files).
+        let mut names = Vec::with_capacity(doomed.len());
+        {
+            let mut st = self.st.borrow_mut();
+            for base in &doomed {
+                st.segments.remove(base);
+                names.push(segment_name(*base));
+            }
+        }
+        let deleted = self.delete_files(names).await;
+        self.space_freed();
+        // Then the index files holding only dropped entries. The index gate is taken
         // again (not held across the floors write) so write-back and checkpoints go on meanwhile;
         // they never touch those files, which hold only entries below every queue's first.
         let index_gate = self.index.lock().await;
@@ -164,16 +179,6 @@ impl<D: LogDir + 'static> CommitLog<D> {
             first_error.get_or_insert(StorageError::io("deleting index files", e));
             self.st.borrow_mut().pending_index_deletes.extend(index_files);
         }
-        let mut names = Vec::with_capacity(doomed.len());
-        {
-            let mut st = self.st.borrow_mut();
-            for base in &doomed {
-                st.segments.remove(base);
-                names.push(segment_name(*base));
-            }
-        }
-        let deleted = self.delete_files(names).await;
-        self.space_freed();
         let ms = |from: std::time::Instant, to: std::time::Instant| {
             to.saturating_duration_since(from).as_millis() as u64
         };
