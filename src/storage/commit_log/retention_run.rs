@@ -165,6 +165,7 @@ impl<D: LogDir + 'static> CommitLog<D> {
         }
         let deleted = self.delete_files(names).await;
         self.space_freed();
+        let freed = self.clock.now();
         // Then the index files holding only dropped entries. The index gate is taken
         // again (not held across the floors write) so write-back and checkpoints go on meanwhile;
         // they never touch those files, which hold only entries below every queue's first.
@@ -188,6 +189,7 @@ impl<D: LogDir + 'static> CommitLog<D> {
             disk_total = total,
             index_wait_ms = ms(started, locked),
             index_drop_ms = ms(locked, dropped),
+            segments_freed_ms = ms(started, freed),
             total_ms = ms(started, self.clock.now()),
             "retention deleted segments"
         );
