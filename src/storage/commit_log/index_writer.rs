@@ -110,8 +110,19 @@ impl<D: LogDir + 'static> CommitLog<D> {
     /// Waits for the log's durability of those batches first. A failed index write or sync
     /// stops the log, like a failed log write, except for a lack of space: that is DiskFull
     /// (see `Self::index_write_failed`), the previous checkpoint stays valid.
+    ///
+    /// The index's gate is held while the entries are written, not through the filesystem
+    /// sync: behind a disk busy with the log's writes that took seconds, and retention (which
+    /// needs the gate to drop entries) and write-backs waited for it while the log wrote on
+    /// toward a full disk (BENCHMARKS.md, round 29). The sync covers every entry written
+    /// before it, so those of this checkpoint's position; write-backs meanwhile only add
+    /// entries past it (synced by the next checkpoint), and retention meanwhile only drops
+    /// entries below its floors, as it may between two checkpoints. Checkpoints themselves run
+    /// one at a time (`checkpoint_gate`).
     pub async fn checkpoint_index(self: &Rc<Self>) -> Result<()> {
-        let _gate = self.index.lock().await;
+        let _checkpoint =
+            self.checkpoint_gate.acquire_permit(1).await.map_err(|_| StorageError::Closed)?;
+        let gate = self.index.lock().await;
         let started = self.clock.now();
         self.check_writable()?;
         let (position, segments) = {
@@ -133,6 +144,7 @@ impl<D: LogDir + 'static> CommitLog<D> {
         if let Err(e) = written {
             return Err(self.index_write_failed("writing the queue index", e).await);
         }
+        drop(gate);
         let written_at = self.clock.now();
         let synced = self.index.sync(&self.dir).await;
         tracing::debug!(

@@ -159,6 +159,9 @@ pub struct CommitLog<D: LogDir = DmaDir> {
     next_changed: Signal,
     /// One retention run at a time (it runs without the append gate).
     retention_gate: Semaphore,
+    /// One index checkpoint at a time: it holds the index's gate only while it writes entries
+    /// back, not through its filesystem sync ([`CommitLog::checkpoint_index`]).
+    checkpoint_gate: Semaphore,
     /// Runs retention before its timer: a segment was created or rolled to (the disk holds
     /// one more). Shared with the retention task, which waits on it without keeping the log
     /// alive.
@@ -244,6 +247,7 @@ impl<D: LogDir + 'static> CommitLog<D> {
             flusher: RefCell::new(None),
             next_changed: Signal::default(),
             retention_gate: Semaphore::new(1),
+            checkpoint_gate: Semaphore::new(1),
             retention_kick: Rc::new(Signal::default()),
             retention_pins: RefCell::new(std::collections::HashMap::new()),
             prefetches: RefCell::new(std::collections::HashMap::new()),

@@ -133,9 +133,10 @@ impl<F: LogFile> IndexStore<F> {
         }
     }
 
-    /// Makes every written entry durable: one filesystem sync (`syncfs`) when files were
-    /// written since the last, and a directory fsync when files were created. Caller holds
-    /// [`Self::lock`].
+    /// Makes every entry written before it durable: one filesystem sync (`syncfs`) when files
+    /// were written since the last, and a directory fsync when files were created. One call at
+    /// a time (the log's checkpoint gate); write-backs may run meanwhile (what they write
+    /// after the call began is left for the next).
     ///
     /// One fdatasync per written file made a checkpoint of 10,000 queues 10,000 syncs (32 at
     /// a time, each opening its file again when it was no longer open): 1.8-3.5 s, during
