@@ -53,6 +53,16 @@ one() { # round name [--set k=v ...]
         --out "$out/$tag-$round.json" "$@" > "$out/$tag-$round.txt" 2>&1 || echo "   (exit $?)" >&2
 }
 
+# many-queues --compare-raw writes about 30 s of the library's rate and then 30 s of the raw
+# client's into one broker: on the reference machine 20 GB, then up to 45 GB more. With less
+# room, retention (disk_max_used_ratio) cannot free segments as fast and the raw run gets
+# DISK_FULL refusals: its number is then not valid (BENCHMARKS.md, round 29).
+avail_gb=$(df -P -B1G "${DATA_DIR:-${TMPDIR:-/tmp}}" 2>/dev/null | awk 'NR == 2 {print $4}')
+if [ -n "$avail_gb" ] && [ "$avail_gb" -lt 64 ]; then
+    echo "warning: ${avail_gb} GB free where the brokers write; many-queues --compare-raw may" \
+        "get DISK_FULL in its raw run (64 GB or more recommended)" | tee "$out/space-warning.txt" >&2
+fi
+
 for round in a b; do
     baseline $round
     # --compare-raw: library, then raw, against the same broker (one JSON with both and the
