@@ -94,18 +94,8 @@ fn a_failed_rename_of_the_floors_keeps_the_segments_for_the_next_run() {
 fn index_files_of_a_run_whose_floors_failed_are_deleted_by_the_next_run() {
     run(|| async {
         let dir = SimDir::new(32);
-        let cfg = StorageConfig { index_file_entries: 128, ..small_config(FlushMode::Sync) };
-        let log = CommitLog::open_with(dir.clone(), cfg).await.unwrap();
-        let mut tag = 0u64;
-        while log.segment_bases().len() < 4 {
-            log.append_committed(Q1, &batch(tag, 1, 100)).await.unwrap();
-            tag += 1;
-        }
-        log.checkpoint_index().await.unwrap();
-        let qidx = |dir: &SimDir| -> Vec<String> {
-            dir.names().into_iter().filter(|n| n.ends_with(".qidx")).collect()
-        };
-        let before = qidx(&dir);
+        let (log, tag) = four_segments_indexed(&dir).await;
+        let before = index_files(&dir);
         assert!(before.len() >= 3, "{before:?}");
         dir.fail_next(SimOp::Rename, 1, libc::EIO);
         let later = ringmq::storage::commit_log::now_ms() + 49 * 3_600_000;
@@ -113,7 +103,7 @@ fn index_files_of_a_run_whose_floors_failed_are_deleted_by_the_next_run() {
         assert!(err.to_string().contains("floors"), "{err}");
         let deleted = log.enforce_retention(later).await.unwrap();
         assert_eq!(deleted.len(), 3);
-        let after = qidx(&dir);
+        let after = index_files(&dir);
         assert!(after.len() < before.len(), "no index file deleted: {after:?}");
         assert!(!after.contains(&before[0]), "{after:?}");
         assert_eq!(read_all(&log, Q1).await.last(), Some(&(tag - 1)));

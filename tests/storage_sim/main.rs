@@ -51,6 +51,29 @@ async fn read_all(log: &Rc<CommitLog<SimDir>>, q: QueueKey) -> Vec<u64> {
     out
 }
 
+/// A sync-flush log whose index files hold 128 entries.
+fn small_index_config() -> StorageConfig {
+    StorageConfig { index_file_entries: 128, ..small_config(FlushMode::Sync) }
+}
+
+/// A [`small_index_config`] log on `dir` filled with one-record batches of `Q1` (tags from 0)
+/// until it has four segments, its index checkpointed; the next tag.
+async fn four_segments_indexed(dir: &SimDir) -> (Rc<CommitLog<SimDir>>, u64) {
+    let log = CommitLog::open_with(dir.clone(), small_index_config()).await.unwrap();
+    let mut tag = 0u64;
+    while log.segment_bases().len() < 4 {
+        log.append_committed(Q1, &batch(tag, 1, 100)).await.unwrap();
+        tag += 1;
+    }
+    log.checkpoint_index().await.unwrap();
+    (log, tag)
+}
+
+/// Names of the queue index files in `dir`.
+fn index_files(dir: &SimDir) -> Vec<String> {
+    dir.names().into_iter().filter(|n| n.ends_with(".qidx")).collect()
+}
+
 /// Awaits `fut` for at most 5 s; a stall fails the test instead of hanging it.
 async fn bounded<T>(what: &str, fut: impl std::future::Future<Output = T>) -> T {
     match ringmq::runtime::timeout(Duration::from_secs(5), fut).await {

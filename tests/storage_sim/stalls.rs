@@ -217,18 +217,8 @@ fn appends_waiting_behind_a_slow_write_that_fails_get_the_failure() {
 fn retention_frees_segments_while_a_checkpoint_holds_the_index() {
     run(|| async {
         let dir = SimDir::new(33);
-        let cfg = StorageConfig { index_file_entries: 128, ..small_config(FlushMode::Sync) };
-        let log = CommitLog::open_with(dir.clone(), cfg).await.unwrap();
-        let mut tag = 0u64;
-        while log.segment_bases().len() < 4 {
-            log.append_committed(Q1, &batch(tag, 1, 100)).await.unwrap();
-            tag += 1;
-        }
-        log.checkpoint_index().await.unwrap();
-        let qidx = |dir: &SimDir| -> Vec<String> {
-            dir.names().into_iter().filter(|n| n.ends_with(".qidx")).collect()
-        };
-        let index_files = qidx(&dir);
+        let (log, tag) = four_segments_indexed(&dir).await;
+        let before = index_files(&dir);
         // Retention stops at its floors' rename; a checkpoint then takes the index gate and
         // stops at its filesystem sync.
         dir.pause(SimOp::Rename);
@@ -266,19 +256,18 @@ fn retention_frees_segments_while_a_checkpoint_holds_the_index() {
         let first = segment_name(LogPosition::ZERO);
         until("the segments were not freed", Box::new(move || d.file_len(&first).is_none())).await;
         assert_eq!(log.segment_bases().len(), 1, "{:?}", log.segment_bases());
-        assert_eq!(qidx(&dir), index_files, "index files wait for the gate");
+        assert_eq!(index_files(&dir), before, "index files wait for the gate");
         assert!(dir.in_progress(SimOp::SyncFs) > 0, "the checkpoint still holds the gate");
         dir.resume(SimOp::SyncFs);
         bounded("checkpoint", checkpoint).await.expect("task ran").unwrap();
         let deleted = bounded("retention", retention).await.expect("task ran").unwrap();
         assert_eq!(deleted.len(), 3);
-        let after = qidx(&dir);
-        assert!(after.len() < index_files.len(), "no index file deleted: {after:?}");
+        let after = index_files(&dir);
+        assert!(after.len() < before.len(), "no index file deleted: {after:?}");
         assert_eq!(read_all(&log, Q1).await.last(), Some(&tag));
         // A restart finds the same data.
         log.close().await.unwrap();
-        let cfg = StorageConfig { index_file_entries: 128, ..small_config(FlushMode::Sync) };
-        let log = CommitLog::open_with(dir.clone(), cfg).await.unwrap();
+        let log = CommitLog::open_with(dir.clone(), small_index_config()).await.unwrap();
         assert_eq!(read_all(&log, Q1).await.last(), Some(&tag));
         log.close().await.unwrap();
     });
@@ -292,14 +281,7 @@ fn retention_frees_segments_while_a_checkpoint_holds_the_index() {
 fn a_checkpoints_filesystem_sync_does_not_hold_retention_back() {
     run(|| async {
         let dir = SimDir::new(34);
-        let cfg = StorageConfig { index_file_entries: 128, ..small_config(FlushMode::Sync) };
-        let log = CommitLog::open_with(dir.clone(), cfg.clone()).await.unwrap();
-        let mut tag = 0u64;
-        while log.segment_bases().len() < 4 {
-            log.append_committed(Q1, &batch(tag, 1, 100)).await.unwrap();
-            tag += 1;
-        }
-        log.checkpoint_index().await.unwrap();
+        let (log, mut tag) = four_segments_indexed(&dir).await;
         log.append_committed(Q1, &batch(tag, 1, 100)).await.unwrap();
         dir.pause(SimOp::SyncFs);
         let checkpoint = {
@@ -325,7 +307,7 @@ fn a_checkpoints_filesystem_sync_does_not_hold_retention_back() {
         // A crash now: the checkpoint written after retention's drop, the floors before it.
         dir.crash();
         drop(log);
-        let log = CommitLog::open_with(dir.clone(), cfg).await.unwrap();
+        let log = CommitLog::open_with(dir.clone(), small_index_config()).await.unwrap();
         assert_eq!(log.offsets(Q1).min, min, "deleted batches came back, or retained ones went");
         let all = read_all(&log, Q1).await;
         assert_eq!(all.first(), Some(&min.get()));
