@@ -164,7 +164,7 @@ impl<F: LogFile> IndexStore<F> {
     /// files that now hold no retained entry; delete them (with [`Self::remove_files`]) only
     /// once the new floors are durable. Caller holds [`Self::lock`].
     ///
-    /// Each queue's boundary is looked for from its first entry ([`Self::partition_from`]),
+    /// Each queue's boundary is looked for from its first entry (`partition_from`),
     /// where retention finds it, and up to [`INDEX_WRITE_CONCURRENCY`] queues are looked at
     /// at once. One queue at a time with a binary search over each queue's entries, the first
     /// drop with 10,000 queues read about four blocks of each, waited 7 s on a disk busy with
