@@ -22,6 +22,9 @@ fn config(dir: &Path, mode: FlushMode, io: IoMode) -> StorageConfig {
         flush_mode: mode,
         io_mode: io,
         preallocate: true,
+        // Retention by disk usage would depend on how full the host filesystem is (see
+        // storage_crash.rs).
+        disk_max_used_ratio: 1.0,
         ..StorageConfig::default()
     }
 }
