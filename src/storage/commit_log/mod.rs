@@ -461,10 +461,13 @@ impl<D: LogDir + 'static> CommitLog<D> {
             h.await;
         }
         // No task of this log may touch the directory after close returns (a log reopened on
-        // it would lose files): wait for retention and for a segment creation in flight, and
-        // delete the prepared segment that will not be used.
+        // it would lose files): wait for retention, for an index checkpoint (its sync and file
+        // write run outside the index gate) and for a segment creation in flight, and delete
+        // the prepared segment that will not be used.
         let _retention =
             self.retention_gate.acquire_permit(1).await.map_err(|_| StorageError::Closed)?;
+        let _checkpoint =
+            self.checkpoint_gate.acquire_permit(1).await.map_err(|_| StorageError::Closed)?;
         while self.st.borrow().next.is_creating() {
             self.next_changed.wait().await;
         }
