@@ -19,9 +19,10 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(floors) = decode_floors(&bytes) {
         // A file may name a queue twice (the last one wins), so compare the decoded floors,
         // not the bytes.
-        let mut entries: Vec<_> = floors.iter().map(|(q, f)| (*q, *f)).collect();
+        let mut entries: Vec<_> = floors.queues.iter().map(|(q, f)| (*q, *f)).collect();
         entries.sort();
-        let again = decode_floors(&encode_floors(&entries)).expect("re-encoded floors decode");
+        let again = decode_floors(&encode_floors(&entries, floors.log_start, floors.index_dropped))
+            .expect("re-encoded floors decode");
         assert_eq!(again, floors, "encode then decode must give the same floors");
     }
 });

@@ -1,37 +1,73 @@
 //! The queue floors file (`queues.floor`): each queue's first offset after retention, so
-//! offsets never go back after a restart, even for a queue whose every batch was deleted.
+//! offsets never go back after a restart, even for a queue whose every batch was deleted; and
+//! the log's start, the first position retention kept.
 //!
 //! Pure codec, no I/O. Retention writes the file atomically (see
-//! [`crate::storage::commit_log`]) before it unlinks any segment; recovery reads it first.
-//! The bytes come from disk, so [`decode_floors`] checks everything and never panics (fuzzed
-//! by `fuzz/fuzz_targets/floors_decode.rs`).
+//! [`crate::storage::commit_log`]) twice a run: before it unlinks any segment, with the new
+//! log start and the queue floors as they were (`index_dropped` false), and once it dropped
+//! the queue index's entries below that start, with the new floors (`index_dropped` true).
+//! Recovery reads it first: it deletes segments below the start that are still there and, if
+//! the drop did not complete, drops those entries itself. The bytes come from disk, so
+//! [`decode_floors`] checks everything and never panics (fuzzed by
+//! `fuzz/fuzz_targets/floors_decode.rs`).
 //!
 //! Format, little-endian: `count: u32`, then `count` times `topic_id: u32, queue_id: u32,
-//! floor: u64`, then the CRC32C of everything before it as `u32`.
+//! floor: u64`, then `log_start: u64, index_dropped: u8` (0 or 1), then the CRC32C of
+//! everything before it as `u32`. A file without the `log_start` and `index_dropped` fields
+//! (written before they existed) reads as log start 0, index dropped.
 
 use std::collections::HashMap;
 
-use super::types::{QueueId, QueueKey, QueueOffset, TopicId};
+use super::types::{LogPosition, QueueId, QueueKey, QueueOffset, TopicId};
 
 /// The floors file's name in the log directory.
 pub const FLOOR_FILE: &str = "queues.floor";
 
-/// Encodes each queue's floor (its first offset) into the file's bytes.
-pub fn encode_floors(floors: &[(QueueKey, QueueOffset)]) -> Vec<u8> {
-    let mut b = Vec::with_capacity(8 + floors.len() * 16);
+/// What the floors file records.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Floors {
+    /// Each queue's first offset (a queue may have no batch left from it).
+    pub queues: HashMap<QueueKey, QueueOffset>,
+    /// The first log position retention kept: every segment below it is out of the log.
+    pub log_start: LogPosition,
+    /// Whether the queue index's entries below `log_start` were dropped and `queues` counts
+    /// that drop; false between a run's unlinking of segments and the end of its drop.
+    pub index_dropped: bool,
+}
+
+impl Default for Floors {
+    /// No file: no floors, nothing deleted, nothing to drop.
+    fn default() -> Self {
+        Floors { queues: HashMap::new(), log_start: LogPosition::ZERO, index_dropped: true }
+    }
+}
+
+/// Encodes each queue's floor (its first offset), the log's start and whether the index's
+/// entries below it are dropped into the file's bytes.
+pub fn encode_floors(
+    floors: &[(QueueKey, QueueOffset)],
+    log_start: LogPosition,
+    index_dropped: bool,
+) -> Vec<u8> {
+    let mut b = Vec::with_capacity(4 + floors.len() * 16 + TRAILER_LEN + 4);
     b.extend_from_slice(&(floors.len() as u32).to_le_bytes());
     for (q, floor) in floors {
         b.extend_from_slice(&q.topic_id.get().to_le_bytes());
         b.extend_from_slice(&q.queue_id.get().to_le_bytes());
         b.extend_from_slice(&floor.get().to_le_bytes());
     }
+    b.extend_from_slice(&log_start.get().to_le_bytes());
+    b.push(u8::from(index_dropped));
     let crc = crc32c::crc32c(&b);
     b.extend_from_slice(&crc.to_le_bytes());
     b
 }
 
+/// `log_start: u64, index_dropped: u8`.
+const TRAILER_LEN: usize = 9;
+
 /// Decodes the file's bytes; Err says why they are not a valid floors file.
-pub fn decode_floors(b: &[u8]) -> std::result::Result<HashMap<QueueKey, QueueOffset>, String> {
+pub fn decode_floors(b: &[u8]) -> std::result::Result<Floors, String> {
     if b.len() < 8 {
         return Err("queue floor file too short".into());
     }
@@ -40,23 +76,44 @@ pub fn decode_floors(b: &[u8]) -> std::result::Result<HashMap<QueueKey, QueueOff
         return Err("queue floor file checksum mismatch".into());
     }
     let n = u32::from_le_bytes(body[..4].try_into().expect("4")) as usize;
-    if body.len() != 4 + n * 16 {
-        return Err("queue floor file length mismatch".into());
-    }
-    let mut out = HashMap::with_capacity(n);
+    // Checked arithmetic: `n` comes from disk (a huge count must not overflow on 32 bits).
+    let entries_end = n.checked_mul(16).and_then(|l| l.checked_add(4));
+    let (log_start, index_dropped) = match entries_end {
+        // Written before the log start was recorded.
+        Some(end) if body.len() == end => (LogPosition::ZERO, true),
+        Some(end) if end.checked_add(TRAILER_LEN) == Some(body.len()) => {
+            let start = u64::from_le_bytes(body[end..end + 8].try_into().expect("8"));
+            let dropped = match body[end + 8] {
+                0 => false,
+                1 => true,
+                other => return Err(format!("queue floor file: index_dropped is {other}")),
+            };
+            (LogPosition::new(start), dropped)
+        }
+        _ => return Err("queue floor file length mismatch".into()),
+    };
+    let mut queues = HashMap::with_capacity(n);
     for i in 0..n {
         let at = 4 + i * 16;
         let t = u32::from_le_bytes(body[at..at + 4].try_into().expect("4"));
         let q = u32::from_le_bytes(body[at + 4..at + 8].try_into().expect("4"));
         let f = u64::from_le_bytes(body[at + 8..at + 16].try_into().expect("8"));
-        out.insert(QueueKey::new(TopicId::new(t), QueueId::new(q)), QueueOffset::new(f));
+        queues.insert(QueueKey::new(TopicId::new(t), QueueId::new(q)), QueueOffset::new(f));
     }
-    Ok(out)
+    Ok(Floors { queues, log_start, index_dropped })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn floors_of(entries: &[(QueueKey, QueueOffset)], start: u64, dropped: bool) -> Floors {
+        Floors {
+            queues: entries.iter().copied().collect(),
+            log_start: LogPosition::new(start),
+            index_dropped: dropped,
+        }
+    }
 
     #[test]
     fn round_trips() {
@@ -64,17 +121,34 @@ mod tests {
             (QueueKey::new(TopicId::new(1), QueueId::new(0)), QueueOffset::ZERO),
             (QueueKey::new(TopicId::new(7), QueueId::new(3)), QueueOffset::new(u64::MAX)),
         ];
-        let decoded = decode_floors(&encode_floors(&floors)).expect("valid");
-        assert_eq!(decoded, floors.into_iter().collect::<HashMap<_, _>>());
-        assert_eq!(decode_floors(&encode_floors(&[])).expect("empty is valid"), HashMap::new());
+        for (start, dropped) in [(0, true), (4096, false), (u64::MAX, true)] {
+            let decoded =
+                decode_floors(&encode_floors(&floors, LogPosition::new(start), dropped)).unwrap();
+            assert_eq!(decoded, floors_of(&floors, start, dropped));
+        }
+        let empty = decode_floors(&encode_floors(&[], LogPosition::ZERO, false)).unwrap();
+        assert_eq!(empty, floors_of(&[], 0, false));
+    }
+
+    #[test]
+    fn a_file_from_before_the_log_start_reads_as_start_zero_dropped() {
+        let q = QueueKey::new(TopicId::new(1), QueueId::new(2));
+        let mut old = 1u32.to_le_bytes().to_vec();
+        old.extend_from_slice(&1u32.to_le_bytes());
+        old.extend_from_slice(&2u32.to_le_bytes());
+        old.extend_from_slice(&42u64.to_le_bytes());
+        let crc = crc32c::crc32c(&old);
+        old.extend_from_slice(&crc.to_le_bytes());
+        assert_eq!(decode_floors(&old).unwrap(), floors_of(&[(q, QueueOffset::new(42))], 0, true));
     }
 
     #[test]
     fn rejects_damaged_files() {
-        let good = encode_floors(&[(
-            QueueKey::new(TopicId::new(1), QueueId::new(2)),
-            QueueOffset::new(42),
-        )]);
+        let good = encode_floors(
+            &[(QueueKey::new(TopicId::new(1), QueueId::new(2)), QueueOffset::new(42))],
+            LogPosition::new(1 << 30),
+            false,
+        );
         for len in 0..good.len() {
             assert!(decode_floors(&good[..len]).is_err(), "truncated to {len} bytes");
         }
@@ -83,6 +157,16 @@ mod tests {
             bad[at] ^= 0x10;
             assert!(decode_floors(&bad).is_err(), "bit flipped in byte {at}");
         }
+    }
+
+    #[test]
+    fn an_index_dropped_flag_other_than_0_or_1_is_an_error() {
+        let mut body = encode_floors(&[], LogPosition::ZERO, true);
+        body.truncate(body.len() - 4);
+        *body.last_mut().unwrap() = 2;
+        let crc = crc32c::crc32c(&body);
+        body.extend_from_slice(&crc.to_le_bytes());
+        assert_eq!(decode_floors(&body), Err("queue floor file: index_dropped is 2".to_string()));
     }
 
     #[test]

@@ -87,9 +87,10 @@ fn a_failed_rename_of_the_floors_keeps_the_segments_for_the_next_run() {
     });
 }
 
-/// Retention drops index entries before it writes the floors; if that write fails, the index
-/// files holding only dropped entries must still be deleted by the next run (the entries are
-/// gone, so the next run's search no longer finds them).
+/// Retention drops index entries before it writes the floors that count the drop; if that
+/// write fails, the index files holding only dropped entries must still be deleted by the
+/// next run (the entries are gone, so the next run's search no longer finds them), even a run
+/// with no segment to delete.
 #[test]
 fn index_files_of_a_run_whose_floors_failed_are_deleted_by_the_next_run() {
     run(|| async {
@@ -97,12 +98,25 @@ fn index_files_of_a_run_whose_floors_failed_are_deleted_by_the_next_run() {
         let (log, tag) = four_segments_indexed(&dir).await;
         let before = index_files(&dir);
         assert!(before.len() >= 3, "{before:?}");
+        // The run writes the log start, frees the segments and waits in its drop's read;
+        // then the floors' second write fails.
+        dir.pause(SimOp::Read);
+        let retention = {
+            let log = log.clone();
+            let later = ringmq::storage::commit_log::now_ms() + 49 * 3_600_000;
+            ringmq::runtime::spawn(async move { log.enforce_retention(later).await })
+        };
+        let d = dir.clone();
+        let first = segment_name(LogPosition::ZERO);
+        until("the segments were not freed", move || d.file_len(&first).is_none()).await;
         dir.fail_next(SimOp::Rename, 1, libc::EIO);
-        let later = ringmq::storage::commit_log::now_ms() + 49 * 3_600_000;
-        let err = log.enforce_retention(later).await.unwrap_err();
+        dir.resume(SimOp::Read);
+        let err = bounded("retention", retention).await.expect("task ran").unwrap_err();
         assert!(err.to_string().contains("floors"), "{err}");
+        assert_eq!(index_files(&dir), before, "deleted before the floors were durable");
+        let later = ringmq::storage::commit_log::now_ms() + 49 * 3_600_000;
         let deleted = log.enforce_retention(later).await.unwrap();
-        assert_eq!(deleted.len(), 3);
+        assert!(deleted.is_empty(), "{deleted:?}");
         let after = index_files(&dir);
         assert!(after.len() < before.len(), "no index file deleted: {after:?}");
         assert!(!after.contains(&before[0]), "{after:?}");

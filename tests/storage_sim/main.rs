@@ -74,6 +74,17 @@ fn index_files(dir: &SimDir) -> Vec<String> {
     dir.names().into_iter().filter(|n| n.ends_with(".qidx")).collect()
 }
 
+/// Yields until `done` holds, at most 5,000 times; fails the test with `what` otherwise.
+async fn until(what: &str, done: impl Fn() -> bool) {
+    for _ in 0..5000 {
+        if done() {
+            return;
+        }
+        ringmq::runtime::yield_once().await;
+    }
+    panic!("{what}");
+}
+
 /// Awaits `fut` for at most 5 s; a stall fails the test instead of hanging it.
 async fn bounded<T>(what: &str, fut: impl std::future::Future<Output = T>) -> T {
     match ringmq::runtime::timeout(Duration::from_secs(5), fut).await {

@@ -137,6 +137,10 @@ struct State<F> {
     /// Index files whose entries retention dropped but which it could not delete yet (the
     /// floors write or the unlink failed); retried every run, after the floors are durable.
     pending_index_deletes: Vec<(QueueKey, u64)>,
+    /// The queue index holds no entry below this position. Below the log start (the first
+    /// segment's base) while retention drops the entries of segments it already unlinked,
+    /// and after a drop failed (the next run drops them).
+    index_dropped_to: LogPosition,
 }
 
 /// A shard's commit log. See the module documentation.
@@ -233,8 +237,9 @@ impl<D: LogDir + 'static> CommitLog<D> {
                     recovered.shortage,
                     clock.now(),
                 ),
-                pending_deletes: Vec::new(),
+                pending_deletes: recovered.pending_deletes,
                 pending_index_deletes: Vec::new(),
+                index_dropped_to: recovered.index_dropped_to,
             }),
             index: recovered.index,
             dir,

@@ -30,6 +30,16 @@ use crate::storage::index_store::LookupError;
 use crate::storage::segment::segment_name;
 use crate::storage::types::{LogPosition, QueueKey, QueueOffset, QueueOffsets, ReadBatches};
 
+/// What a read finds in the index before planning (see `CommitLog::lookup`).
+enum Lookup {
+    /// The readable end, the queue's offsets and the entries to read.
+    Entries(LogPosition, QueueOffsets, Vec<IndexEntry>),
+    /// Answered without reading (an empty queue read at offset 0).
+    Answered(ReadBatches),
+    /// The first entry lies below the log start.
+    BelowLogStart,
+}
+
 /// Two disk batches of one fetch are read with one I/O when at most this far apart.
 pub(super) const COALESCE_GAP_BYTES: u64 = 128 * 1024;
 /// Prefetches in flight at once, at most (their bytes are bounded by `prefetch_bytes`).
@@ -54,42 +64,23 @@ impl<D: LogDir + 'static> CommitLog<D> {
                 len: usize,
             },
         }
-        let visible = self.readable_end();
-        let Some(offsets) = self.index.visible_offsets(queue, visible) else {
-            if offset == QueueOffset::ZERO {
-                return Ok(ReadBatches {
-                    batches: vec![],
-                    next_offset: QueueOffset::ZERO,
-                    offsets: QueueOffsets::default(),
-                });
+        let (visible, offsets, entries) = match self.lookup(queue, offset, max_bytes, false).await?
+        {
+            Lookup::Entries(v, o, e) => (v, o, e),
+            Lookup::Answered(r) => return Ok(r),
+            Lookup::BelowLogStart => {
+                // Retention deleted this batch's segment and is dropping its index entries:
+                // wait for the run, then look again (the queue's new floor). Only once: if
+                // that run's drop failed, the entry stays until a later run and the read
+                // below reports the batch as gone.
+                let run = self.retention_gate.acquire_permit(1).await;
+                drop(run.map_err(|_| StorageError::Closed)?);
+                match self.lookup(queue, offset, max_bytes, true).await? {
+                    Lookup::Entries(v, o, e) => (v, o, e),
+                    Lookup::Answered(r) => return Ok(r),
+                    Lookup::BelowLogStart => unreachable!("looked up with below_start_ok"),
+                }
             }
-            return Err(StorageError::OffsetOutOfRange {
-                queue,
-                requested: offset,
-                min: QueueOffset::ZERO,
-                next: QueueOffset::ZERO,
-            });
-        };
-        if offset < offsets.min || offset > offsets.next {
-            return Err(StorageError::OffsetOutOfRange {
-                queue,
-                requested: offset,
-                min: offsets.min,
-                next: offsets.next,
-            });
-        }
-        // This fetch is being read ahead (the queue's previous fetch started it): wait for
-        // those reads instead of issuing the same ones again.
-        let in_flight = self.prefetches.borrow().get(&queue).map(|(o, h)| (*o, h.clone()));
-        if let Some((from, reads)) = in_flight {
-            if from == offset {
-                reads.await;
-            }
-        }
-        let entries = if offset < offsets.next {
-            self.index_entries(queue, offset, max_bytes, visible).await?
-        } else {
-            Vec::new()
         };
         let (plan, offsets, next_offset) = {
             let mut guard = self.st.borrow_mut();
@@ -401,6 +392,60 @@ impl<D: LogDir + 'static> CommitLog<D> {
         let view = BatchView::parse(&buf, len).map_err(|e| corrupt(e.to_string()))?;
         view.verify_stamp().map_err(|e| corrupt(e.to_string()))?;
         Ok(buf)
+    }
+
+    /// A read's index lookup: the readable end, the queue's offsets and the entries of the
+    /// batches to read. Unless `below_start_ok`, entries below the log start (whose
+    /// segments retention deleted while it drops them from the index) give
+    /// [`Lookup::BelowLogStart`].
+    async fn lookup(
+        &self,
+        queue: QueueKey,
+        offset: QueueOffset,
+        max_bytes: usize,
+        below_start_ok: bool,
+    ) -> Result<Lookup> {
+        let visible = self.readable_end();
+        let Some(offsets) = self.index.visible_offsets(queue, visible) else {
+            if offset == QueueOffset::ZERO {
+                return Ok(Lookup::Answered(ReadBatches {
+                    batches: vec![],
+                    next_offset: QueueOffset::ZERO,
+                    offsets: QueueOffsets::default(),
+                }));
+            }
+            return Err(StorageError::OffsetOutOfRange {
+                queue,
+                requested: offset,
+                min: QueueOffset::ZERO,
+                next: QueueOffset::ZERO,
+            });
+        };
+        if offset < offsets.min || offset > offsets.next {
+            return Err(StorageError::OffsetOutOfRange {
+                queue,
+                requested: offset,
+                min: offsets.min,
+                next: offsets.next,
+            });
+        }
+        // This fetch is being read ahead (the queue's previous fetch started it): wait for
+        // those reads instead of issuing the same ones again.
+        let in_flight = self.prefetches.borrow().get(&queue).map(|(o, h)| (*o, h.clone()));
+        if let Some((from, reads)) = in_flight {
+            if from == offset {
+                reads.await;
+            }
+        }
+        let entries = if offset < offsets.next {
+            self.index_entries(queue, offset, max_bytes, visible).await?
+        } else {
+            Vec::new()
+        };
+        if !below_start_ok && entries.first().is_some_and(|e| e.position < self.oldest_position()) {
+            return Ok(Lookup::BelowLogStart);
+        }
+        Ok(Lookup::Entries(visible, offsets, entries))
     }
 
     /// Reads log bytes `[start, end)` (one segment) from disk, plus (with `read_ahead`) up to

@@ -20,7 +20,7 @@ use crate::format::batch::{self as fmt, BatchView, HEADER_LEN};
 use crate::storage::config::StorageConfig;
 use crate::storage::error::{is_disk_full, Result, StorageError};
 use crate::storage::file::{LogDir, LogFile, ReadBuf};
-use crate::storage::floors::{decode_floors, FLOOR_FILE};
+use crate::storage::floors::{decode_floors, encode_floors, Floors, FLOOR_FILE};
 use crate::storage::index::{IndexCheckpoint, IndexEntry, SegmentCheckpoint};
 use crate::storage::index_store::{IndexStore, LookupError, WritebackError, CHECKPOINT_FILE};
 use crate::storage::next_segment::{allocate_or_give_back, create_segment, Shortage};
@@ -39,6 +39,10 @@ pub(super) struct Recovered<F> {
     pub(super) last_store_ts: i64,
     /// Space recovery could not reserve (disk full); appends get DiskFull until it can.
     pub(super) shortage: Option<Shortage>,
+    /// The log start the queue index's entries are dropped below (the floors file's).
+    pub(super) index_dropped_to: LogPosition,
+    /// Segments below the log start recovery could not unlink (retried by retention).
+    pub(super) pending_deletes: Vec<String>,
 }
 
 /// Outcome of scanning one segment.
@@ -70,14 +74,31 @@ pub(super) async fn recover<D: LogDir>(
             offset: 0,
             reason,
         })?,
-        None => HashMap::new(),
+        None => Floors::default(),
     };
-    let (index, checkpoint_segments) = recover_index(dir, config, &names, &floors).await?;
+    // Segments below the log start are out of the log: retention recorded the start, then
+    // crashed (or failed) before unlinking them.
+    let mut pending_deletes = Vec::new();
+    for &base in bases.iter().filter(|b| **b < floors.log_start) {
+        let name = segment_name(base);
+        match dir.remove(&name).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::warn!(file = %name, "could not delete a segment below the log start, will retry: {e}");
+                pending_deletes.push(name);
+            }
+        }
+    }
+    bases.retain(|b| *b >= floors.log_start);
+    let (index, checkpoint_segments) = recover_index(dir, config, &names, &floors.queues).await?;
     let mut segments = BTreeMap::new();
     let mut last_store_ts = i64::MIN;
 
     if bases.is_empty() {
-        let seg = match create_segment(dir, config, LogPosition::ZERO).await {
+        // A new log starts at 0; one whose segments all went (by hand) where it started.
+        let first = floors.log_start;
+        let seg = match create_segment(dir, config, first).await {
             Ok(seg) => seg,
             Err(e) if is_disk_full(&e) => {
                 let free_bytes =
@@ -91,14 +112,17 @@ pub(super) async fn recover<D: LogDir>(
             }
             Err(e) => return Err(StorageError::io("creating first segment", e)),
         };
-        segments.insert(LogPosition::ZERO, Rc::new(seg));
+        segments.insert(first, Rc::new(seg));
+        finish_index_drop(dir, &index, &floors).await?;
         return Ok(Recovered {
             segments,
             index,
-            end: LogPosition::ZERO,
+            end: first,
             carry: None,
             last_store_ts: 0,
             shortage: None,
+            index_dropped_to: floors.log_start,
+            pending_deletes,
         });
     }
 
@@ -146,7 +170,7 @@ pub(super) async fn recover<D: LogDir>(
             }
             let limit = base + len;
             let outcome =
-                scan_segment(dir, &seg, config, scan_from, limit, &index, &floors).await?;
+                scan_segment(dir, &seg, config, scan_from, limit, &index, &floors.queues).await?;
             let (ScanEnd::Sealed(e) | ScanEnd::Open { end: e, .. }) = outcome;
             scanned_bytes += e.get().saturating_sub(scan_from.get());
             outcome
@@ -258,6 +282,7 @@ pub(super) async fn recover<D: LogDir>(
     } else {
         None
     };
+    finish_index_drop(dir, &index, &floors).await?;
     // Per-segment index files of the previous format are replaced by the queue index files.
     for n in &names {
         if n.strip_suffix(INDEX_SUFFIX).is_some_and(|d| d.parse::<u64>().is_ok()) {
@@ -284,7 +309,40 @@ pub(super) async fn recover<D: LogDir>(
         carry,
         last_store_ts: if last_store_ts == i64::MIN { 0 } else { last_store_ts },
         shortage,
+        index_dropped_to: floors.log_start,
+        pending_deletes,
     })
+}
+
+/// Retention unlinked segments below the log start but did not finish dropping the queue
+/// index's entries of their batches (a crash or a failed read in between): drops them, records
+/// the queues' new floors, then deletes the index files that held only dropped entries.
+async fn finish_index_drop<D: LogDir>(
+    dir: &D,
+    index: &IndexStore<D::File>,
+    floors: &Floors,
+) -> Result<()> {
+    if floors.index_dropped || floors.log_start == LogPosition::ZERO {
+        return Ok(());
+    }
+    let files = index
+        .drop_before(dir, floors.log_start)
+        .await
+        .map_err(|e| index_error("dropping index entries below the log start", e))?;
+    let bytes = encode_floors(&index.floors(), floors.log_start, true);
+    dir.write_atomic(FLOOR_FILE, &bytes)
+        .await
+        .map_err(|e| StorageError::io("writing queue floors", e))?;
+    index
+        .remove_files(dir, &files)
+        .await
+        .map_err(|e| StorageError::io("deleting index files", e))?;
+    tracing::info!(
+        log_start = floors.log_start.get(),
+        index_files = files.len(),
+        "recovery dropped the index entries retention left below the log start"
+    );
+    Ok(())
 }
 
 /// The queue index as the checkpoint left it, adjusted to the queue floors; rebuilt from

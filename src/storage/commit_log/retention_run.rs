@@ -2,10 +2,14 @@
 //! every `retention_check_interval_ms` and whenever a segment is created or rolled to (a task
 //! on the log's shard), or when called.
 //!
-//! A run picks sealed, durable segments to delete, drops their queues' index entries, writes
-//! every queue's new floor (`queues.floor`, see [`crate::storage::floors`]) and only then
-//! unlinks the segment and index files. It runs beside appends, not under the append gate:
-//! only the bookkeeping is synchronous.
+//! A run picks sealed, durable segments to delete, records the new log start durably
+//! (`queues.floor`, see [`crate::storage::floors`]), unlinks the segments, and only then drops
+//! their queues' index entries, records every queue's new floor in the same file and deletes
+//! the index files that held only dropped entries. The space comes back before the drop,
+//! which reads every queue's first index block (seconds with 20,000 queues on a busy disk,
+//! BENCHMARKS.md round 30); a fetch that finds an entry below the log start meanwhile waits
+//! for the run. A crash in between leaves the file saying the drop is not done: recovery does
+//! it. It runs beside appends, not under the append gate: only the bookkeeping is synchronous.
 //!
 //! A queue may be pinned from an offset (`pin_retention`): no segment from the one holding
 //! that batch on is deleted, whatever its age or the disk usage (the broker pins its
@@ -110,9 +114,21 @@ impl<D: LogDir + 'static> CommitLog<D> {
             };
             segments_to_delete(&policy, &facts, now_ms, used, total)
         };
+        // A previous run's drop of index entries failed (or a file of it could not be deleted):
+        // finish it, even if no segment goes this time.
+        let unfinished = {
+            let st = self.st.borrow();
+            let start = *st.segments.keys().next().expect("the active segment remains");
+            (st.index_dropped_to < start || !st.pending_index_deletes.is_empty()).then_some(start)
+        };
         let Some(&last) = doomed.last() else {
             if retried {
                 self.space_freed();
+            }
+            if let Some(start) = unfinished {
+                if let Err(e) = self.drop_index_before(start).await {
+                    first_error.get_or_insert(e);
+                }
             }
             return first_error.map_or(Ok(vec![]), Err);
         };
@@ -120,41 +136,17 @@ impl<D: LogDir + 'static> CommitLog<D> {
             let st = self.st.borrow();
             *st.segments.range(last + 1..).next().expect("the active segment remains").0
         };
-        // Record each queue's new floor before deleting, so offsets never go back after a
-        // restart even if a queue loses all its data.
-        // Timed for the log line below: with thousands of queues a run waits for the queue
-        // index behind a checkpoint, and the drop reads every queue's first index block.
+        // Record the new log start before deleting, with the queue floors as they are: from
+        // here on the doomed segments are out of the log, even after a crash (recovery
+        // deletes any left and drops their index entries if this run does not get to).
+        // Timed for the log line below: with thousands of queues the drop of their index
+        // entries reads every queue's first index block, and the space must not wait for it.
         let started = self.clock.now();
-        let index_gate = self.index.lock().await;
-        let locked = self.clock.now();
-        let dropped_files = self
-            .index
-            .drop_before(&self.dir, new_start)
-            .await
-            .map_err(|e| index_error("dropping index entries", e))?;
-        drop(index_gate);
-        let dropped = self.clock.now();
-        // From here the entries are gone from the index: their files must be deleted by this
-        // run or a later one, whatever fails below.
-        self.st.borrow_mut().pending_index_deletes.extend(dropped_files);
-        let floors = {
-            let mut st = self.st.borrow_mut();
-            st.cache.retain_range(new_start, LogPosition::MAX);
-            st.read_ahead.drop_before(new_start);
-            st.prefetched.drop_before(new_start);
-            encode_floors(&self.index.floors())
-        };
-        // If this fails the segments stay in the log (their queue entries are already
-        // dropped from memory) and the next run deletes them.
+        let floors = encode_floors(&self.index.floors(), new_start, false);
         self.dir
             .write_atomic(FLOOR_FILE, &floors)
             .await
-            .map_err(|e| StorageError::io("writing queue floors", e))?;
-        // The floors are durable: the segments go first, freeing their space without waiting
-        // for the index gate (a checkpoint's filesystem sync can hold it for seconds while the
-        // log writes on toward a full disk). A crash before their index files go leaves files
-        // whose entries lie below every floor, which recovery drops (as after a failed unlink
-        // of those files).
+            .map_err(|e| StorageError::io("writing the log start to the queue floors", e))?;
         let mut names = Vec::with_capacity(doomed.len());
         {
             let mut st = self.st.borrow_mut();
@@ -162,13 +154,75 @@ impl<D: LogDir + 'static> CommitLog<D> {
                 st.segments.remove(base);
                 names.push(segment_name(*base));
             }
+            st.cache.retain_range(new_start, LogPosition::MAX);
+            st.read_ahead.drop_before(new_start);
+            st.prefetched.drop_before(new_start);
         }
         let deleted = self.delete_files(names).await;
         self.space_freed();
         let freed = self.clock.now();
-        // Then the index files holding only dropped entries. The index gate is taken
-        // again (not held across the floors write) so write-back and checkpoints go on meanwhile;
-        // they never touch those files, which hold only entries below every queue's first.
+        // Then the queue index: its entries of the deleted batches (a fetch that finds one
+        // waits for this run, see `reader.rs`), the new floors, and the index files holding
+        // only dropped entries.
+        let drop = self.drop_index_before(new_start).await;
+        let ms = |from: std::time::Instant, to: std::time::Instant| {
+            to.saturating_duration_since(from).as_millis() as u64
+        };
+        match &drop {
+            Ok(timing) => tracing::info!(
+                deleted = doomed.len(),
+                disk_used = used,
+                disk_total = total,
+                segments_freed_ms = ms(started, freed),
+                index_wait_ms = timing.wait_ms,
+                index_drop_ms = timing.drop_ms,
+                total_ms = ms(started, self.clock.now()),
+                "retention deleted segments"
+            ),
+            Err(e) => tracing::warn!(
+                deleted = doomed.len(),
+                segments_freed_ms = ms(started, freed),
+                "retention deleted segments but not yet their index entries, will retry: {e}"
+            ),
+        }
+        if let Err(e) = drop {
+            first_error.get_or_insert(e);
+        }
+        match first_error.map_or(deleted, Err) {
+            Ok(()) => Ok(doomed),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Drops the queue index's entries below `start` (the log start: their segments are
+    /// deleted), records the queues' new floors, then deletes the index files holding only
+    /// dropped entries (and those an earlier run could not). On a failure the entries or
+    /// files stay for the next run, which calls this again.
+    async fn drop_index_before(&self, start: LogPosition) -> Result<DropTiming> {
+        let waiting = self.clock.now();
+        let index_gate = self.index.lock().await;
+        let locked = self.clock.now();
+        if self.st.borrow().index_dropped_to < start {
+            let dropped_files = self
+                .index
+                .drop_before(&self.dir, start)
+                .await
+                .map_err(|e| index_error("dropping index entries", e))?;
+            // From here the entries are gone from the index: their files must be deleted by
+            // this run or a later one, whatever fails below.
+            self.st.borrow_mut().pending_index_deletes.extend(dropped_files);
+        }
+        // The index gate is not held across the floors write, so write-back and checkpoints
+        // go on meanwhile; they never touch those files, which hold only entries below every
+        // queue's first.
+        drop(index_gate);
+        let dropped = self.clock.now();
+        let floors = encode_floors(&self.index.floors(), start, true);
+        self.dir
+            .write_atomic(FLOOR_FILE, &floors)
+            .await
+            .map_err(|e| StorageError::io("writing queue floors", e))?;
+        self.st.borrow_mut().index_dropped_to = start;
         let index_gate = self.index.lock().await;
         let index_files = std::mem::take(&mut self.st.borrow_mut().pending_index_deletes);
         let removed = self.index.remove_files(&self.dir, &index_files).await;
@@ -177,26 +231,13 @@ impl<D: LogDir + 'static> CommitLog<D> {
             // Retried by the next run (deleting a file twice is fine); recovery deletes such
             // stale files too.
             tracing::warn!("retention could not delete index files, will retry: {e}");
-            first_error.get_or_insert(StorageError::io("deleting index files", e));
             self.st.borrow_mut().pending_index_deletes.extend(index_files);
+            return Err(StorageError::io("deleting index files", e));
         }
         let ms = |from: std::time::Instant, to: std::time::Instant| {
             to.saturating_duration_since(from).as_millis() as u64
         };
-        tracing::info!(
-            deleted = doomed.len(),
-            disk_used = used,
-            disk_total = total,
-            index_wait_ms = ms(started, locked),
-            index_drop_ms = ms(locked, dropped),
-            segments_freed_ms = ms(started, freed),
-            total_ms = ms(started, self.clock.now()),
-            "retention deleted segments"
-        );
-        match first_error.map_or(deleted, Err) {
-            Ok(()) => Ok(doomed),
-            Err(e) => Err(e),
-        }
+        Ok(DropTiming { wait_ms: ms(waiting, locked), drop_ms: ms(locked, dropped) })
     }
 
     /// Unlinks files the log no longer refers to, then syncs the directory. Names that could
@@ -233,6 +274,12 @@ impl<D: LogDir + 'static> CommitLog<D> {
     pub fn pending_deletes(&self) -> Vec<String> {
         self.st.borrow().pending_deletes.clone()
     }
+}
+
+/// How long a run's drop of index entries waited for the index and took.
+struct DropTiming {
+    wait_ms: u64,
+    drop_ms: u64,
 }
 
 /// Applies the retention policy every `retention_check_interval_ms`, and whenever a segment
