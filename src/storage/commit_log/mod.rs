@@ -83,7 +83,7 @@ use self::lifecycle::Lifecycle;
 use self::read_ahead::{Prefetched, ReadAhead};
 use self::recovery::recover;
 pub use self::replica::{truncate_log, PositionedBatch};
-use self::retention_run::retention_loop;
+use self::retention_run::{index_drop_loop, retention_loop};
 pub use self::tail_scan::{Scanned, TailScan};
 use super::chunk_cache::ChunkCache;
 use super::config::{FlushMode, StorageConfig};
@@ -139,8 +139,12 @@ struct State<F> {
     pending_index_deletes: Vec<(QueueKey, u64)>,
     /// The queue index holds no entry below this position. Below the log start (the first
     /// segment's base) while retention drops the entries of segments it already unlinked,
-    /// and after a drop failed (the next run drops them).
+    /// and after a drop failed (the next one drops them).
     index_dropped_to: LogPosition,
+    /// The log start the floors file records, and whether its floors count the drop of the
+    /// index entries below it (`retention_run.rs`).
+    floors_start: LogPosition,
+    floors_dropped: bool,
 }
 
 /// A shard's commit log. See the module documentation.
@@ -170,6 +174,14 @@ pub struct CommitLog<D: LogDir = DmaDir> {
     /// one more). Shared with the retention task, which waits on it without keeping the log
     /// alive.
     retention_kick: Rc<Signal>,
+    /// One drop of index entries below the log start at a time (`retention_run.rs`): a
+    /// retention run does not wait for the previous run's drop.
+    drop_gate: Semaphore,
+    /// One write of the floors file at a time (a retention run's and a drop's).
+    floors_gate: Semaphore,
+    /// Wakes the index drop task: a retention run moved the log start. Held like
+    /// `retention_kick`.
+    drop_kick: Rc<Signal>,
     /// Prefetches in flight, by queue: the offset of the fetch each reads, and its task (a
     /// fetch from that offset waits for it; close waits for all).
     prefetches: RefCell<std::collections::HashMap<QueueKey, (QueueOffset, Prefetch)>>,
@@ -214,6 +226,7 @@ impl<D: LogDir + 'static> CommitLog<D> {
         config.validate().map_err(StorageError::Config)?;
         let recovered = recover(&dir, &config).await?;
         let pool = Rc::new(Semaphore::new(config.chunk_pool_chunks as u64));
+        let log_start = *recovered.segments.keys().next().expect("recovery leaves a segment");
         let log = Rc::new(CommitLog {
             st: RefCell::new(State {
                 segments: recovered.segments,
@@ -240,6 +253,8 @@ impl<D: LogDir + 'static> CommitLog<D> {
                 pending_deletes: recovered.pending_deletes,
                 pending_index_deletes: Vec::new(),
                 index_dropped_to: recovered.index_dropped_to,
+                floors_start: log_start,
+                floors_dropped: true,
             }),
             index: recovered.index,
             dir,
@@ -254,6 +269,9 @@ impl<D: LogDir + 'static> CommitLog<D> {
             retention_gate: Semaphore::new(1),
             checkpoint_gate: Semaphore::new(1),
             retention_kick: Rc::new(Signal::default()),
+            drop_gate: Semaphore::new(1),
+            floors_gate: Semaphore::new(1),
+            drop_kick: Rc::new(Signal::default()),
             retention_pins: RefCell::new(std::collections::HashMap::new()),
             prefetches: RefCell::new(std::collections::HashMap::new()),
             fetch_reads: std::cell::Cell::new(0),
@@ -301,6 +319,8 @@ impl<D: LogDir + 'static> CommitLog<D> {
         runtime::spawn_detached(async move { index_loop(weak).await });
         let weak = Rc::downgrade(&log);
         runtime::spawn_detached(async move { retention_loop(weak).await });
+        let weak = Rc::downgrade(&log);
+        runtime::spawn_detached(async move { index_drop_loop(weak).await });
         Ok(log)
     }
 
@@ -457,6 +477,7 @@ impl<D: LogDir + 'static> CommitLog<D> {
         self.flush_kick.notify();
         self.index_kick.notify();
         self.retention_kick.notify();
+        self.drop_kick.notify();
         // No prefetch starts now; those in flight read segment files closed below.
         let prefetches: Vec<_> =
             self.prefetches.borrow().values().map(|(_, p)| p.clone()).collect();
@@ -466,13 +487,15 @@ impl<D: LogDir + 'static> CommitLog<D> {
             h.await;
         }
         // No task of this log may touch the directory after close returns (a log reopened on
-        // it would lose files): wait for retention, for an index checkpoint (its sync and file
-        // write run outside the index gate) and for a segment creation in flight, and delete
+        // it would lose files): wait for retention and its drop of index entries, for an index
+        // checkpoint (its sync and file write run outside the index gate) and for a segment
+        // creation in flight, and delete
         // the prepared segment that will not be used.
         let _retention =
             self.retention_gate.acquire_permit(1).await.map_err(|_| StorageError::Closed)?;
         let _checkpoint =
             self.checkpoint_gate.acquire_permit(1).await.map_err(|_| StorageError::Closed)?;
+        let _drop = self.drop_gate.acquire_permit(1).await.map_err(|_| StorageError::Closed)?;
         while self.st.borrow().next.is_creating() {
             self.next_changed.wait().await;
         }
@@ -500,5 +523,6 @@ impl<D: LogDir> Drop for CommitLog<D> {
         self.flush_kick.notify();
         self.index_kick.notify();
         self.retention_kick.notify();
+        self.drop_kick.notify();
     }
 }

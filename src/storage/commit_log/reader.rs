@@ -69,12 +69,13 @@ impl<D: LogDir + 'static> CommitLog<D> {
             Lookup::Entries(v, o, e) => (v, o, e),
             Lookup::Answered(r) => return Ok(r),
             Lookup::BelowLogStart => {
-                // Retention deleted this batch's segment and is dropping its index entries:
-                // wait for the run, then look again (the queue's new floor). Only once: if
-                // that run's drop failed, the entry stays until a later run and the read
-                // below reports the batch as gone.
-                let run = self.retention_gate.acquire_permit(1).await;
-                drop(run.map_err(|_| StorageError::Closed)?);
+                // Retention deleted this batch's segment and its index entries are still to
+                // be dropped: drop them (or wait for the drop in flight), then look again
+                // (the queue's new floor). Only once: if the drop failed, the entry stays
+                // until a later one and the read below reports the batch as gone.
+                if let Err(e) = self.drop_index().await {
+                    tracing::warn!(%queue, "a fetch below the log start could not drop index entries: {e}");
+                }
                 match self.lookup(queue, offset, max_bytes, true).await? {
                     Lookup::Entries(v, o, e) => (v, o, e),
                     Lookup::Answered(r) => return Ok(r),

@@ -39,7 +39,8 @@ pub(super) struct Recovered<F> {
     pub(super) last_store_ts: i64,
     /// Space recovery could not reserve (disk full); appends get DiskFull until it can.
     pub(super) shortage: Option<Shortage>,
-    /// The log start the queue index's entries are dropped below (the floors file's).
+    /// The queue index holds no entry below this position: the first segment's base, or 0
+    /// without a floors file (segments deleted by hand: the first drop finds their entries).
     pub(super) index_dropped_to: LogPosition,
     /// Segments below the log start recovery could not unlink (retried by retention).
     pub(super) pending_deletes: Vec<String>,
@@ -68,7 +69,9 @@ pub(super) async fn recover<D: LogDir>(
     for n in names.iter().filter(|n| n.ends_with(".tmp")) {
         let _ = dir.remove(n).await;
     }
-    let floors = match dir.read_all(FLOOR_FILE).await.map_err(io("reading queue floors".into()))? {
+    let floor_file = dir.read_all(FLOOR_FILE).await.map_err(io("reading queue floors".into()))?;
+    let has_floors = floor_file.is_some();
+    let floors = match floor_file {
         Some(b) => decode_floors(&b).map_err(|reason| StorageError::Corrupt {
             file: FLOOR_FILE.into(),
             offset: 0,
@@ -121,7 +124,7 @@ pub(super) async fn recover<D: LogDir>(
             carry: None,
             last_store_ts: 0,
             shortage: None,
-            index_dropped_to: floors.log_start,
+            index_dropped_to: first,
             pending_deletes,
         });
     }
@@ -309,7 +312,7 @@ pub(super) async fn recover<D: LogDir>(
         carry,
         last_store_ts: if last_store_ts == i64::MIN { 0 } else { last_store_ts },
         shortage,
-        index_dropped_to: floors.log_start,
+        index_dropped_to: if has_floors { bases[0] } else { LogPosition::ZERO },
         pending_deletes,
     })
 }

@@ -3,13 +3,15 @@
 //! on the log's shard), or when called.
 //!
 //! A run picks sealed, durable segments to delete, records the new log start durably
-//! (`queues.floor`, see [`crate::storage::floors`]), unlinks the segments, and only then drops
-//! their queues' index entries, records every queue's new floor in the same file and deletes
-//! the index files that held only dropped entries. The space comes back before the drop,
-//! which reads every queue's first index block (seconds with 20,000 queues on a busy disk,
-//! BENCHMARKS.md round 30); a fetch that finds an entry below the log start meanwhile waits
-//! for the run. A crash in between leaves the file saying the drop is not done: recovery does
-//! it. It runs beside appends, not under the append gate: only the bookkeeping is synchronous.
+//! (`queues.floor`, see [`crate::storage::floors`]) and unlinks the segments. Then a task of
+//! its own drops their queues' index entries, records every queue's new floor in the same file
+//! and deletes the index files that held only dropped entries. The space comes back before the
+//! drop, and the next run does not wait for it: the drop reads every queue's first index block,
+//! seconds with 20,000 queues on a busy disk, during which the log wrote on to DISK_FULL
+//! (BENCHMARKS.md round 30). A fetch that finds an entry below the log start meanwhile does the
+//! drop itself (or waits for the one in flight). A crash in between leaves the file saying the
+//! drop is not done: recovery does it. Retention runs beside appends, not under the append gate:
+//! only the bookkeeping is synchronous.
 //!
 //! A queue may be pinned from an offset (`pin_retention`): no segment from the one holding
 //! that batch on is deleted, whatever its age or the disk usage (the broker pins its
@@ -71,14 +73,28 @@ impl<D: LogDir + 'static> CommitLog<D> {
         lowest
     }
 
-    /// Applies the retention policy at time `now_ms`; returns the bases of deleted segments.
+    /// Applies the retention policy at time `now_ms`, then drops the deleted batches' entries
+    /// from the queue index ([`Self::drop_index`]); returns the bases of deleted segments.
+    /// The retention task does the two apart: its next run does not wait for this one's drop.
+    pub async fn enforce_retention(self: &Rc<Self>, now_ms: i64) -> Result<Vec<LogPosition>> {
+        let deleted = self.delete_segments(now_ms).await;
+        let dropped = self.drop_index().await;
+        match (deleted, dropped) {
+            (Err(e), _) | (Ok(_), Err(e)) => Err(e),
+            (Ok(bases), Ok(())) => Ok(bases),
+        }
+    }
+
+    /// Applies the retention policy at time `now_ms`: records the new log start, then unlinks
+    /// the segments below it; returns their bases. Their queues' index entries are dropped
+    /// by [`Self::drop_index`], after.
     ///
     /// Runs beside appends, not under the append gate: only the bookkeeping is synchronous;
     /// writing the floors and unlinking files (slow for a 1 GiB file) await without blocking
     /// appends. A file that cannot be unlinked is reported (Err) and retried on every later
-    /// run: its data is already gone from the log (floors written), only its space is not yet
-    /// back; recovery skips its batches by the floors if the broker restarts meanwhile.
-    pub async fn enforce_retention(self: &Rc<Self>, now_ms: i64) -> Result<Vec<LogPosition>> {
+    /// run: its data is already gone from the log (the log start is durable), only its space
+    /// is not yet back; recovery deletes it if the broker restarts meanwhile.
+    async fn delete_segments(self: &Rc<Self>, now_ms: i64) -> Result<Vec<LogPosition>> {
         let _running =
             self.retention_gate.acquire_permit(1).await.map_err(|_| StorageError::Closed)?;
         self.check_writable()?;
@@ -114,21 +130,9 @@ impl<D: LogDir + 'static> CommitLog<D> {
             };
             segments_to_delete(&policy, &facts, now_ms, used, total)
         };
-        // A previous run's drop of index entries failed (or a file of it could not be deleted):
-        // finish it, even if no segment goes this time.
-        let unfinished = {
-            let st = self.st.borrow();
-            let start = *st.segments.keys().next().expect("the active segment remains");
-            (st.index_dropped_to < start || !st.pending_index_deletes.is_empty()).then_some(start)
-        };
         let Some(&last) = doomed.last() else {
             if retried {
                 self.space_freed();
-            }
-            if let Some(start) = unfinished {
-                if let Err(e) = self.drop_index_before(start).await {
-                    first_error.get_or_insert(e);
-                }
             }
             return first_error.map_or(Ok(vec![]), Err);
         };
@@ -138,18 +142,22 @@ impl<D: LogDir + 'static> CommitLog<D> {
         };
         // Record the new log start before deleting, with the queue floors as they are: from
         // here on the doomed segments are out of the log, even after a crash (recovery
-        // deletes any left and drops their index entries if this run does not get to).
-        // Timed for the log line below: with thousands of queues the drop of their index
-        // entries reads every queue's first index block, and the space must not wait for it.
+        // deletes any left and drops their index entries if `drop_index` does not get to).
         let started = self.clock.now();
-        let floors = encode_floors(&self.index.floors(), new_start, false);
-        self.dir
-            .write_atomic(FLOOR_FILE, &floors)
-            .await
-            .map_err(|e| StorageError::io("writing the log start to the queue floors", e))?;
-        let mut names = Vec::with_capacity(doomed.len());
-        {
+        let names = {
+            let _floors =
+                self.floors_gate.acquire_permit(1).await.map_err(|_| StorageError::Closed)?;
+            let floors = encode_floors(&self.index.floors(), new_start, false);
+            self.dir
+                .write_atomic(FLOOR_FILE, &floors)
+                .await
+                .map_err(|e| StorageError::io("writing the log start to the queue floors", e))?;
+            // No await from the write to here: a floors write of `drop_index` (waiting for
+            // the gate) finds the file's start and the segments moved together.
             let mut st = self.st.borrow_mut();
+            st.floors_start = new_start;
+            st.floors_dropped = false;
+            let mut names = Vec::with_capacity(doomed.len());
             for base in &doomed {
                 st.segments.remove(base);
                 names.push(segment_name(*base));
@@ -157,87 +165,102 @@ impl<D: LogDir + 'static> CommitLog<D> {
             st.cache.retain_range(new_start, LogPosition::MAX);
             st.read_ahead.drop_before(new_start);
             st.prefetched.drop_before(new_start);
-        }
+            names
+        };
         let deleted = self.delete_files(names).await;
         self.space_freed();
-        let freed = self.clock.now();
-        // Then the queue index: its entries of the deleted batches (a fetch that finds one
-        // waits for this run, see `reader.rs`), the new floors, and the index files holding
-        // only dropped entries.
-        let drop = self.drop_index_before(new_start).await;
-        let ms = |from: std::time::Instant, to: std::time::Instant| {
-            to.saturating_duration_since(from).as_millis() as u64
-        };
-        match &drop {
-            Ok(timing) => tracing::info!(
-                deleted = doomed.len(),
-                disk_used = used,
-                disk_total = total,
-                segments_freed_ms = ms(started, freed),
-                index_wait_ms = timing.wait_ms,
-                index_drop_ms = timing.drop_ms,
-                total_ms = ms(started, self.clock.now()),
-                "retention deleted segments"
-            ),
-            Err(e) => tracing::warn!(
-                deleted = doomed.len(),
-                segments_freed_ms = ms(started, freed),
-                "retention deleted segments but not yet their index entries, will retry: {e}"
-            ),
-        }
-        if let Err(e) = drop {
-            first_error.get_or_insert(e);
-        }
+        self.drop_kick.notify();
+        let freed_ms = self.clock.now().saturating_duration_since(started).as_millis() as u64;
+        tracing::info!(
+            deleted = doomed.len(),
+            disk_used = used,
+            disk_total = total,
+            segments_freed_ms = freed_ms,
+            "retention deleted segments"
+        );
         match first_error.map_or(deleted, Err) {
             Ok(()) => Ok(doomed),
             Err(e) => Err(e),
         }
     }
 
-    /// Drops the queue index's entries below `start` (the log start: their segments are
-    /// deleted), records the queues' new floors, then deletes the index files holding only
-    /// dropped entries (and those an earlier run could not). On a failure the entries or
-    /// files stay for the next run, which calls this again.
-    async fn drop_index_before(&self, start: LogPosition) -> Result<DropTiming> {
-        let waiting = self.clock.now();
-        let index_gate = self.index.lock().await;
-        let locked = self.clock.now();
-        if self.st.borrow().index_dropped_to < start {
-            let dropped_files = self
-                .index
-                .drop_before(&self.dir, start)
-                .await
-                .map_err(|e| index_error("dropping index entries", e))?;
-            // From here the entries are gone from the index: their files must be deleted by
-            // this run or a later one, whatever fails below.
-            self.st.borrow_mut().pending_index_deletes.extend(dropped_files);
+    /// Drops the queue index's entries below the log start (their segments are deleted),
+    /// records the queues' new floors, then deletes the index files holding only dropped
+    /// entries (and those an earlier drop could not), until the index is clean up to the log
+    /// start (a retention run meanwhile moves it on). One drop at a time; it reads every
+    /// queue's first index block, seconds with 20,000 queues on a busy disk, which is why
+    /// the space does not wait for it. On a failure the entries or files stay for the next
+    /// call (the next retention run kicks one).
+    pub(super) async fn drop_index(&self) -> Result<()> {
+        let _dropping = self.drop_gate.acquire_permit(1).await.map_err(|_| StorageError::Closed)?;
+        self.check_writable()?;
+        loop {
+            let target = self.oldest_position();
+            let (behind, clean) = {
+                let st = self.st.borrow();
+                (
+                    st.index_dropped_to < target,
+                    st.floors_dropped && st.pending_index_deletes.is_empty(),
+                )
+            };
+            if !behind && clean {
+                return Ok(());
+            }
+            if behind {
+                let waiting = self.clock.now();
+                let index_gate = self.index.lock().await;
+                let locked = self.clock.now();
+                let files = self
+                    .index
+                    .drop_before(&self.dir, target)
+                    .await
+                    .map_err(|e| index_error("dropping index entries", e))?;
+                // The gate is not held across the floors write, so write-back and
+                // checkpoints go on meanwhile; they never touch those files, which hold only
+                // entries below every queue's first.
+                drop(index_gate);
+                let mut st = self.st.borrow_mut();
+                // From here the entries are gone from the index: their files must be deleted
+                // by this drop or a later one, whatever fails below.
+                st.pending_index_deletes.extend(files);
+                st.index_dropped_to = target;
+                let ms = |from: std::time::Instant, to: std::time::Instant| {
+                    to.saturating_duration_since(from).as_millis() as u64
+                };
+                tracing::info!(
+                    log_start = target.get(),
+                    index_wait_ms = ms(waiting, locked),
+                    index_drop_ms = ms(locked, self.clock.now()),
+                    "retention dropped index entries"
+                );
+            }
+            {
+                let _floors =
+                    self.floors_gate.acquire_permit(1).await.map_err(|_| StorageError::Closed)?;
+                let (start, dropped) = {
+                    let st = self.st.borrow();
+                    (st.floors_start, st.index_dropped_to >= st.floors_start)
+                };
+                let floors = encode_floors(&self.index.floors(), start, dropped);
+                self.dir
+                    .write_atomic(FLOOR_FILE, &floors)
+                    .await
+                    .map_err(|e| StorageError::io("writing queue floors", e))?;
+                self.st.borrow_mut().floors_dropped = dropped;
+            }
+            // The floors count every drop so far: their files may go.
+            let index_gate = self.index.lock().await;
+            let index_files = std::mem::take(&mut self.st.borrow_mut().pending_index_deletes);
+            let removed = self.index.remove_files(&self.dir, &index_files).await;
+            drop(index_gate);
+            if let Err(e) = removed {
+                // Retried by the next drop (deleting a file twice is fine); recovery deletes
+                // such stale files too.
+                tracing::warn!("retention could not delete index files, will retry: {e}");
+                self.st.borrow_mut().pending_index_deletes.extend(index_files);
+                return Err(StorageError::io("deleting index files", e));
+            }
         }
-        // The index gate is not held across the floors write, so write-back and checkpoints
-        // go on meanwhile; they never touch those files, which hold only entries below every
-        // queue's first.
-        drop(index_gate);
-        let dropped = self.clock.now();
-        let floors = encode_floors(&self.index.floors(), start, true);
-        self.dir
-            .write_atomic(FLOOR_FILE, &floors)
-            .await
-            .map_err(|e| StorageError::io("writing queue floors", e))?;
-        self.st.borrow_mut().index_dropped_to = start;
-        let index_gate = self.index.lock().await;
-        let index_files = std::mem::take(&mut self.st.borrow_mut().pending_index_deletes);
-        let removed = self.index.remove_files(&self.dir, &index_files).await;
-        drop(index_gate);
-        if let Err(e) = removed {
-            // Retried by the next run (deleting a file twice is fine); recovery deletes such
-            // stale files too.
-            tracing::warn!("retention could not delete index files, will retry: {e}");
-            self.st.borrow_mut().pending_index_deletes.extend(index_files);
-            return Err(StorageError::io("deleting index files", e));
-        }
-        let ms = |from: std::time::Instant, to: std::time::Instant| {
-            to.saturating_duration_since(from).as_millis() as u64
-        };
-        Ok(DropTiming { wait_ms: ms(waiting, locked), drop_ms: ms(locked, dropped) })
     }
 
     /// Unlinks files the log no longer refers to, then syncs the directory. Names that could
@@ -276,12 +299,6 @@ impl<D: LogDir + 'static> CommitLog<D> {
     }
 }
 
-/// How long a run's drop of index entries waited for the index and took.
-struct DropTiming {
-    wait_ms: u64,
-    drop_ms: u64,
-}
-
 /// Applies the retention policy every `retention_check_interval_ms`, and whenever a segment
 /// is created or rolled to (the disk holds one more: at 2 GB/s a minute's timer would let
 /// 120 GB in between), until the log goes away.
@@ -304,8 +321,30 @@ pub(super) async fn retention_loop<D: LogDir + 'static>(weak: std::rc::Weak<Comm
                 return;
             }
         }
-        if let Err(e) = log.enforce_retention(log.clock.unix_ms()).await {
+        // The drop of the deleted batches' index entries is the drop task's: this loop's
+        // next run must not wait for it (BENCHMARKS.md, round 30).
+        if let Err(e) = log.delete_segments(log.clock.unix_ms()).await {
             tracing::warn!("retention failed: {e}");
+        }
+        // Also after a run that deleted nothing: a drop that failed is tried again (one
+        // with nothing to do returns at once).
+        log.drop_kick.notify();
+    }
+}
+
+/// Drops the index entries below the log start whenever a retention run moved it
+/// ([`CommitLog::drop_index`]), until the log goes away.
+pub(super) async fn index_drop_loop<D: LogDir + 'static>(weak: std::rc::Weak<CommitLog<D>>) {
+    loop {
+        let Some(kick) = weak.upgrade().map(|log| log.drop_kick.clone()) else { return };
+        // Wait holding only the signal (as the retention loop does).
+        kick.wait().await;
+        let Some(log) = weak.upgrade() else { return };
+        if !log.st.borrow().life.is_open() {
+            return;
+        }
+        if let Err(e) = log.drop_index().await {
+            tracing::warn!("retention could not drop index entries, will retry: {e}");
         }
     }
 }
