@@ -35,6 +35,11 @@ enum Op {
     Crash,
     /// Retention with a clock far in the future: deletes every sealed, durable segment.
     Retention,
+    /// Such a retention run, and a crash after `steps` turns of the executor (anywhere in
+    /// the run: recording the log start, unlinking, dropping index entries, the floors).
+    RetentionCrash {
+        steps: u8,
+    },
     /// Writes and syncs the index, then records its checkpoint.
     IndexCheckpoint,
     /// Drops every cached index block.
@@ -50,6 +55,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::Reopen),
         1 => Just(Op::Crash),
         1 => Just(Op::Retention),
+        1 => (0u8..80).prop_map(|steps| Op::RetentionCrash { steps }),
         1 => Just(Op::IndexCheckpoint),
         1 => Just(Op::ClearIndexCache),
     ]
@@ -109,6 +115,21 @@ impl Model {
         let covered = self.ends.iter().take_while(|e| **e <= durable_end).count();
         assert!(covered >= self.durable, "durable end {durable_end:?} went back");
         self.durable = covered;
+    }
+    /// How many of `q`'s batches a floor of `min` drops. The floor must be a batch
+    /// boundary (of a batch the model knows) at or above the model's.
+    fn dropped_to(&self, q: u8, min: u64) -> usize {
+        let batches = self.queue(q);
+        let mut offset = 0u64;
+        let mut dropped = 0usize;
+        while offset < min {
+            assert!(dropped < batches.len(), "queue {q}: floor {min} past every batch");
+            offset += batches[dropped].1;
+            dropped += 1;
+        }
+        assert_eq!(offset, min, "queue {q}: floor {min} splits a batch");
+        assert!(dropped >= self.dropped[q as usize], "queue {q}: floor went back");
+        dropped
     }
     /// Lowest offset of `q` still stored.
     fn min_offset(&self, q: u8) -> u64 {
@@ -194,10 +215,34 @@ async fn run_ops(seed: u64, mode: FlushMode, ops: Vec<Op>) {
                 log = CommitLog::open_with(dir.clone(), config(mode)).await.unwrap();
                 m.durable = m.appends.len();
             }
-            Op::Crash => {
-                dir.crash();
+            Op::Crash | Op::RetentionCrash { .. } => {
+                if let Op::RetentionCrash { steps } = op {
+                    let run = {
+                        let log = log.clone();
+                        let far_future = now_ms() + 100 * 3_600_000;
+                        ringmq::runtime::spawn(async move {
+                            let _ = log.enforce_retention(far_future).await;
+                        })
+                    };
+                    for _ in 0..steps {
+                        ringmq::runtime::yield_once().await;
+                    }
+                    dir.crash();
+                    // The run goes on against a dead directory handle: it only gets errors,
+                    // and must not hang.
+                    let ended =
+                        ringmq::runtime::timeout(std::time::Duration::from_secs(5), run).await;
+                    assert!(ended.is_some(), "a retention run hung after a crash");
+                } else {
+                    dir.crash();
+                }
                 drop(log);
                 log = CommitLog::open_with(dir.clone(), config(mode)).await.unwrap();
+                // Retention may have deleted durable batches before the crash: each queue's
+                // floor is a batch boundary at or above what the model had dropped.
+                for q in 0..4u8 {
+                    m.dropped[q as usize] = m.dropped_to(q, log.offsets(key(q)).min.get());
+                }
                 // What survived must be every durable append plus a prefix of the rest.
                 let mut kept = 0usize;
                 for q in 0..4u8 {
@@ -228,17 +273,7 @@ async fn run_ops(seed: u64, mode: FlushMode, ops: Vec<Op>) {
                 log.enforce_retention(far_future).await.unwrap();
                 for q in 0..4u8 {
                     let min = log.offsets(key(q)).min.get();
-                    // The new floor is a batch boundary at or above the old one.
-                    let batches = m.queue(q);
-                    let mut offset = 0u64;
-                    let mut dropped = 0usize;
-                    while offset < min {
-                        offset += batches[dropped].1;
-                        dropped += 1;
-                    }
-                    assert_eq!(offset, min, "queue {q}: floor {min} splits a batch");
-                    assert!(dropped >= m.dropped[q as usize], "queue {q}: floor went back");
-                    m.dropped[q as usize] = dropped;
+                    m.dropped[q as usize] = m.dropped_to(q, min);
                     if min > 0 {
                         assert!(matches!(
                             log.read(key(q), off(min - 1), 100).await,
@@ -370,4 +405,38 @@ fn crash_with_a_prefetch_in_flight() {
         Op::Append { q: 1, records: 3, body: 1657, commit: false },
     ];
     run(move || run_ops(3613338673496833866, FlushMode::Async, ops));
+}
+
+/// Found by `log_matches_model` with `RetentionCrash` (round 30): a crash inside a retention
+/// run.
+#[test]
+fn a_crash_inside_a_retention_run_loses_no_durable_append() {
+    let a = |q, records, body, commit| Op::Append { q, records, body, commit };
+    let ops = vec![
+        a(0, 4, 432, false),
+        a(0, 4, 2631, false),
+        a(0, 3, 1575, false),
+        a(0, 1, 2085, true),
+        a(1, 2, 2986, false),
+        a(0, 5, 2616, false),
+        a(0, 5, 950, true),
+        a(0, 3, 851, true),
+        a(0, 3, 1516, false),
+        a(0, 4, 1165, false),
+        a(0, 3, 2090, false),
+        a(2, 1, 2616, false),
+        a(3, 5, 1533, false),
+        a(3, 1, 2900, true),
+        a(2, 5, 2598, false),
+        Op::Retention,
+        a(1, 4, 2810, false),
+        a(0, 2, 2387, true),
+        Op::RetentionCrash { steps: 0 },
+        a(0, 5, 453, true),
+        a(0, 5, 2354, false),
+        a(0, 5, 1529, false),
+        Op::Flush,
+        Op::RetentionCrash { steps: 2 },
+    ];
+    run(move || run_ops(735980021921639306, FlushMode::Sync, ops));
 }

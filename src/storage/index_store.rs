@@ -264,8 +264,17 @@ impl<F: LogFile> IndexStore<F> {
     }
 
     /// Recovery: records a scanned batch unless it lies below the queue's floor; false if it
-    /// does not continue the queue's offsets (then it is not our data).
-    pub fn push_scanned(&self, queue: QueueKey, e: IndexEntry, floor: QueueOffset) -> bool {
+    /// does not continue the queue's offsets (then it is not our data). With `first_may_skip`,
+    /// a queue's first batch may start above its floor: retention deleted the batches between
+    /// and crashed before recording the floors that count them, and no checkpoint covers
+    /// them (the index is rebuilt from the log).
+    pub fn push_scanned(
+        &self,
+        queue: QueueKey,
+        e: IndexEntry,
+        floor: QueueOffset,
+        first_may_skip: bool,
+    ) -> bool {
         // The batch is checksummed but its offsets may still pass the last one (a bad
         // stamp): no queue of ours holds it, and its next offset would overflow.
         if e.base_offset.get().checked_add(u64::from(e.record_count)).is_none() {
@@ -276,7 +285,11 @@ impl<F: LogFile> IndexStore<F> {
         }
         self.with_queue(queue, floor, |q| {
             if e.base_offset != q.next_offset {
-                return false;
+                if !(first_may_skip && q.is_empty() && e.base_offset > q.next_offset) {
+                    return false;
+                }
+                q.min_offset = e.base_offset;
+                q.next_offset = e.base_offset;
             }
             q.push(e);
             true

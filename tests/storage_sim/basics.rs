@@ -365,50 +365,6 @@ fn a_new_segment_runs_retention_without_waiting_for_its_timer() {
     });
 }
 
-/// The retention task's runs do not wait for the drop of index entries (a task of its own):
-/// with every read stopped, so that each drop waits for its first index block, new
-/// segments' runs still keep the disk ratio; the drops complete once reads resume.
-#[test]
-fn retention_runs_keep_the_ratio_while_the_index_drop_waits() {
-    run(|| async {
-        let dir = SimDir::new(13);
-        dir.set_capacity(Some(1 << 20));
-        let mut cfg = small_config(FlushMode::Sync);
-        cfg.disk_max_used_ratio = 0.3;
-        cfg.retention_check_interval_ms = 3_600_000;
-        let clock = ringmq::runtime::SimClock::new(1_700_000_000_000);
-        let log = CommitLog::open_with_clock(dir.clone(), cfg, clock).await.unwrap();
-        let segment_files = || dir.names().iter().filter(|n| n.ends_with(".log")).count();
-        let mut most = 0;
-        dir.pause(SimOp::Read);
-        for i in 0..1_600u64 {
-            log.append_committed(Q1, &batch(i, 1, 600)).await.unwrap();
-            most = most.max(segment_files());
-        }
-        assert!(most <= 7, "{most} segment files at once");
-        assert_eq!(log.offsets(Q1).min, off(0), "a drop completed without reading");
-        dir.resume(SimOp::Read);
-        // A fetch at the first offset the index still names drops what is due (or waits for
-        // the drop task) and then gets the queue's floor, whose batch is there.
-        let mut served = None;
-        for _ in 0..100 {
-            let min = log.offsets(Q1).min;
-            match bounded("fetch", log.read(Q1, min, 10_000)).await {
-                Ok(r) => {
-                    served = Some((min, batch_tag(&r.batches[0])));
-                    break;
-                }
-                Err(StorageError::OffsetOutOfRange { .. }) => continue,
-                Err(e) => panic!("{e}"),
-            }
-        }
-        let (min, tag) = served.expect("no fetch was served");
-        assert!(min > off(0));
-        assert_eq!(tag, min.get());
-        log.close().await.unwrap();
-    });
-}
-
 #[test]
 fn lookup_by_timestamp() {
     run(|| async {

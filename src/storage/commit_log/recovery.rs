@@ -129,6 +129,19 @@ pub(super) async fn recover<D: LogDir>(
         });
     }
 
+    // Retention recorded a log start, unlinked segments and crashed before recording the
+    // floors that count their batches, and no checkpoint describes them (retention deletes
+    // only checkpointed segments: this is a checkpoint that cannot be used, rebuilt from the
+    // log): a queue's first scanned batch may start above its floor. Queues with no batch left
+    // keep their old floor: their offsets may start again below what they had reached.
+    let gaps_ok = !floors.index_dropped && index.checkpoint_position() < floors.log_start;
+    if gaps_ok {
+        tracing::warn!(
+            log_start = floors.log_start.get(),
+            "rebuilding the queue index after retention deleted segments whose floors were not \
+             recorded: queues whose every batch was deleted keep their previous floor"
+        );
+    }
     let started = std::time::Instant::now();
     let (mut scanned_bytes, mut discarded_segments) = (0u64, 0usize);
     let mut end = bases[0];
@@ -173,7 +186,7 @@ pub(super) async fn recover<D: LogDir>(
             }
             let limit = base + len;
             let outcome =
-                scan_segment(dir, &seg, config, scan_from, limit, &index, &floors.queues).await?;
+                scan_segment(dir, &seg, config, scan_from, limit, &index, &floors, gaps_ok).await?;
             let (ScanEnd::Sealed(e) | ScanEnd::Open { end: e, .. }) = outcome;
             scanned_bytes += e.get().saturating_sub(scan_from.get());
             outcome
@@ -447,7 +460,8 @@ pub(super) async fn scan_segment<D: LogDir>(
     from: LogPosition,
     seg_end: LogPosition,
     index: &IndexStore<D::File>,
-    floors: &HashMap<QueueKey, QueueOffset>,
+    floors: &Floors,
+    gaps_ok: bool,
 ) -> Result<ScanEnd> {
     let mut pos = from;
     // Set after a write-back found no room: the rest of this segment's entries stay in memory.
@@ -501,7 +515,7 @@ pub(super) async fn scan_segment<D: LogDir>(
             return Ok(ScanEnd::Sealed(pos + length as u64));
         }
         let q = QueueKey::new(TopicId::new(h.stamp.topic_id), QueueId::new(h.stamp.queue_id));
-        let floor = floors.get(&q).copied().unwrap_or_default();
+        let floor = floors.queues.get(&q).copied().unwrap_or_default();
         let entry = IndexEntry {
             base_offset: QueueOffset::new(h.stamp.base_offset),
             position: pos,
@@ -510,7 +524,7 @@ pub(super) async fn scan_segment<D: LogDir>(
             store_timestamp_ms: h.stamp.store_timestamp_ms,
         };
         // Batches below the checkpoint are indexed already (a segment it did not describe).
-        if pos >= index.checkpoint_position() && !index.push_scanned(q, entry, floor) {
+        if pos >= index.checkpoint_position() && !index.push_scanned(q, entry, floor, gaps_ok) {
             // Offsets must continue the queue exactly; anything else is not our data.
             return Ok(ScanEnd::Open { end: pos, torn: true });
         }

@@ -114,7 +114,8 @@ impl<D: LogDir + 'static> CommitLog<D> {
                 .segments
                 .values()
                 .filter(|s| s.base != active)
-                // Only segments whose every byte is durable and indexed may go.
+                // Only segments whose every byte is durable may go (and indexed by a
+                // checkpoint: below).
                 .take_while(|s| s.sealed_end.get().is_some_and(|e| e <= st.durable))
                 // A pinned batch starts at `pinned`: segments ending after it are kept.
                 .take_while(|s| s.sealed_end.get().is_some_and(|e| e <= pinned))
@@ -136,10 +137,23 @@ impl<D: LogDir + 'static> CommitLog<D> {
             }
             return first_error.map_or(Ok(vec![]), Err);
         };
-        let new_start = {
+        let (new_start, doomed_end) = {
             let st = self.st.borrow();
-            *st.segments.range(last + 1..).next().expect("the active segment remains").0
+            let end = st.segments[&last].sealed_end.get().expect("a doomed segment is sealed");
+            (*st.segments.range(last + 1..).next().expect("the active segment remains").0, end)
         };
+        // Every entry of the doomed batches must be in a durable index checkpoint: the log
+        // start is recorded before the drop writes the new floors, and after a crash in
+        // between, recovery finds those entries in the checkpointed index only (it rebuilds
+        // the entries past the checkpoint by scanning the log, which no longer holds these
+        // batches: their queues' offsets would have a hole, taken for a torn end). Usually
+        // the checkpoint is far ahead of the oldest segments; when it is not, one is taken now.
+        if doomed_end > self.index.checkpoint_position() {
+            self.checkpoint_index().await?;
+            if doomed_end > self.index.checkpoint_position() {
+                return first_error.map_or(Ok(vec![]), Err);
+            }
+        }
         // Record the new log start before deleting, with the queue floors as they are: from
         // here on the doomed segments are out of the log, even after a crash (recovery
         // deletes any left and drops their index entries if `drop_index` does not get to).

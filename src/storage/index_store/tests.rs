@@ -366,7 +366,7 @@ fn a_scanned_batch_whose_offsets_pass_the_last_offset_is_refused() {
         let store: IndexStore<SimFileHandle> = IndexStore::new(128, 64 * 1024);
         let q = QueueKey::new(TopicId::new(1), QueueId::new(1));
         let e = IndexEntry { base_offset: QueueOffset::new(u64::MAX - 1), ..entry(0, 0) };
-        assert!(!store.push_scanned(q, e, QueueOffset::ZERO));
+        assert!(!store.push_scanned(q, e, QueueOffset::ZERO, false));
         assert!(store.queue_keys().is_empty());
     });
 }
@@ -457,7 +457,7 @@ fn a_checkpoint_counting_more_entries_than_offsets_is_refused() {
             let store: IndexStore<SimFileHandle> = IndexStore::new(128, 64 * 1024);
             let floors = HashMap::from([(q, QueueOffset::new(5))]);
             store.recover(&dir, &[], Some(ckpt), &floors).await.unwrap();
-            assert!(store.push_scanned(q, entry(5, 0), QueueOffset::new(5)));
+            assert!(store.push_scanned(q, entry(5, 0), QueueOffset::new(5), false));
             let _ = store.find(&dir, q, QueueOffset::new(6)).await;
         }
         assert!(decoded.is_err(), "{decoded:?}");
