@@ -103,14 +103,8 @@ fn index_files_of_a_run_whose_floors_failed_are_deleted_by_the_next_run() {
         // The run writes the log start, frees the segments and waits in its drop's read;
         // then the floors' second write fails.
         dir.pause(SimOp::Read);
-        let retention = {
-            let log = log.clone();
-            let later = ringmq::storage::commit_log::now_ms() + 49 * 3_600_000;
-            ringmq::runtime::spawn(async move { log.enforce_retention(later).await })
-        };
-        let d = dir.clone();
-        let first = segment_name(LogPosition::ZERO);
-        until("the segments were not freed", move || d.file_len(&first).is_none()).await;
+        let retention = spawn_retention(&log);
+        until_removed("the segments were not freed", &dir, segment_name(LogPosition::ZERO)).await;
         dir.fail_next(SimOp::Rename, 1, libc::EIO);
         dir.resume(SimOp::Read);
         let err = bounded("retention", retention).await.expect("task ran").unwrap_err();

@@ -74,6 +74,22 @@ fn index_files(dir: &SimDir) -> Vec<String> {
     dir.names().into_iter().filter(|n| n.ends_with(".qidx")).collect()
 }
 
+/// Retention at 49 hours from now (every sealed, durable segment is old enough), on a task of
+/// its own.
+fn spawn_retention(
+    log: &Rc<CommitLog<SimDir>>,
+) -> ringmq::runtime::JoinHandle<Result<Vec<LogPosition>, StorageError>> {
+    let log = log.clone();
+    let later = ringmq::storage::commit_log::now_ms() + 49 * 3_600_000;
+    ringmq::runtime::spawn(async move { log.enforce_retention(later).await })
+}
+
+/// Yields until the file `name` is gone from `dir` (see [`until`]).
+async fn until_removed(what: &str, dir: &SimDir, name: String) {
+    let d = dir.clone();
+    until(what, move || d.file_len(&name).is_none()).await;
+}
+
 /// Yields until `done` holds, at most 5,000 times; fails the test with `what` otherwise.
 async fn until(what: &str, done: impl Fn() -> bool) {
     for _ in 0..5000 {

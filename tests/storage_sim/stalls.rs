@@ -62,11 +62,7 @@ fn appends_complete_while_retention_deletes() {
         }
         // Unlinking hangs until resumed: a very slow delete of a huge segment.
         dir.pause(SimOp::Remove);
-        let retention = {
-            let log = log.clone();
-            let now = ringmq::storage::commit_log::now_ms();
-            ringmq::runtime::spawn(async move { log.enforce_retention(now + 49 * 3_600_000).await })
-        };
+        let retention = spawn_retention(&log);
         for _ in 0..5000 {
             if dir.in_progress(SimOp::Remove) > 0 {
                 break;
@@ -104,11 +100,7 @@ fn appends_complete_while_retention_searches_the_index() {
         log.checkpoint_index().await.unwrap();
         log.clear_index_cache();
         dir.pause(SimOp::Read);
-        let retention = {
-            let log = log.clone();
-            let now = ringmq::storage::commit_log::now_ms();
-            ringmq::runtime::spawn(async move { log.enforce_retention(now + 49 * 3_600_000).await })
-        };
+        let retention = spawn_retention(&log);
         for _ in 0..5000 {
             if dir.in_progress(SimOp::Read) > 0 {
                 break;
@@ -222,11 +214,7 @@ fn retention_frees_segments_while_a_checkpoint_holds_the_index() {
         // Retention stops at its floors' rename; a checkpoint then takes the index gate and
         // stops at its filesystem sync.
         dir.pause(SimOp::Rename);
-        let retention = {
-            let log = log.clone();
-            let now = ringmq::storage::commit_log::now_ms();
-            ringmq::runtime::spawn(async move { log.enforce_retention(now + 49 * 3_600_000).await })
-        };
+        let retention = spawn_retention(&log);
         let d = dir.clone();
         until("retention reached the floors", move || d.in_progress(SimOp::Rename) > 0).await;
         log.append_committed(Q1, &batch(tag, 1, 100)).await.unwrap();
@@ -238,9 +226,7 @@ fn retention_frees_segments_while_a_checkpoint_holds_the_index() {
         let d = dir.clone();
         until("the checkpoint reached its sync", move || d.in_progress(SimOp::SyncFs) > 0).await;
         dir.resume(SimOp::Rename);
-        let d = dir.clone();
-        let first = segment_name(LogPosition::ZERO);
-        until("the segments were not freed", move || d.file_len(&first).is_none()).await;
+        until_removed("the segments were not freed", &dir, segment_name(LogPosition::ZERO)).await;
         assert_eq!(log.segment_bases().len(), 1, "{:?}", log.segment_bases());
         assert_eq!(index_files(&dir), before, "index files wait for the gate");
         assert!(dir.in_progress(SimOp::SyncFs) > 0, "the checkpoint still holds the gate");
@@ -315,14 +301,8 @@ fn retention_frees_segments_before_dropping_their_index_entries() {
         let old_min = log.offsets(Q1).min;
         // Reads stop: the drop waits for the queue's first index block.
         dir.pause(SimOp::Read);
-        let retention = {
-            let log = log.clone();
-            let now = ringmq::storage::commit_log::now_ms();
-            ringmq::runtime::spawn(async move { log.enforce_retention(now + 49 * 3_600_000).await })
-        };
-        let d = dir.clone();
-        let first = segment_name(LogPosition::ZERO);
-        until("the segments were not freed", move || d.file_len(&first).is_none()).await;
+        let retention = spawn_retention(&log);
+        until_removed("the segments were not freed", &dir, segment_name(LogPosition::ZERO)).await;
         assert_eq!(log.segment_bases().len(), 1, "{:?}", log.segment_bases());
         assert_eq!(index_files(&dir), before, "index files go after the drop");
         assert_eq!(log.offsets(Q1).min, old_min, "the drop waits for its read");
@@ -468,15 +448,11 @@ fn a_retention_run_does_not_wait_for_the_previous_runs_index_drop() {
         // would wait for the drop's index gate).
         log.checkpoint_index().await.unwrap();
         let third = segment_name(log.segment_bases()[2]);
-        let later = ringmq::storage::commit_log::now_ms() + 49 * 3_600_000;
-        let spawn_run = |log: Rc<CommitLog<SimDir>>| {
-            ringmq::runtime::spawn(async move { log.enforce_retention(later).await })
-        };
         log.pin_retention(Q2, Some(off(0)));
         // The first run looks its pin up (reads), records the log start (a rename), unlinks,
         // and its drop then waits for reads.
         dir.pause(SimOp::Rename);
-        let first = spawn_run(log.clone());
+        let first = spawn_retention(&log);
         let d = dir.clone();
         until("the first run did not record the log start", move || {
             d.in_progress(SimOp::Rename) > 0
@@ -485,17 +461,16 @@ fn a_retention_run_does_not_wait_for_the_previous_runs_index_drop() {
         log.clear_index_cache();
         dir.pause(SimOp::Read);
         dir.resume(SimOp::Rename);
-        let d = dir.clone();
-        let zero = segment_name(LogPosition::ZERO);
-        until("the first run's segments were not freed", move || d.file_len(&zero).is_none()).await;
+        until_removed(
+            "the first run's segments were not freed",
+            &dir,
+            segment_name(LogPosition::ZERO),
+        )
+        .await;
         assert_eq!(log.segment_bases().len(), 3, "{:?}", log.segment_bases());
         log.pin_retention(Q2, None);
-        let second = spawn_run(log.clone());
-        let d = dir.clone();
-        until("the second run waited for the first one's drop", move || {
-            d.file_len(&third).is_none()
-        })
-        .await;
+        let second = spawn_retention(&log);
+        until_removed("the second run waited for the first one's drop", &dir, third).await;
         assert_eq!(log.segment_bases().len(), 1, "{:?}", log.segment_bases());
         dir.resume(SimOp::Read);
         assert_eq!(bounded("first run", first).await.expect("task ran").unwrap().len(), 2);
@@ -537,13 +512,8 @@ fn retention_checkpoints_the_index_before_deleting_a_segment_past_the_checkpoint
         let syncs = dir.fs_sync_count();
         // The run stops in its drop (reads paused) and the machine crashes there.
         dir.pause(SimOp::Read);
-        let retention = {
-            let log = log.clone();
-            let later = ringmq::storage::commit_log::now_ms() + 49 * 3_600_000;
-            ringmq::runtime::spawn(async move { log.enforce_retention(later).await })
-        };
-        let d = dir.clone();
-        until("the fourth segment was not deleted", move || d.file_len(&fourth).is_none()).await;
+        let retention = spawn_retention(&log);
+        until_removed("the fourth segment was not deleted", &dir, fourth).await;
         assert!(dir.fs_sync_count() > syncs, "no index checkpoint before the deletion");
         dir.crash();
         dir.resume(SimOp::Read);
@@ -570,14 +540,8 @@ fn a_rebuilt_index_after_a_crash_inside_retention_keeps_every_retained_batch() {
         let (log, tag) = four_segments_indexed(&dir).await;
         let old_min = log.offsets(Q1).min;
         dir.pause(SimOp::Read);
-        let retention = {
-            let log = log.clone();
-            let later = ringmq::storage::commit_log::now_ms() + 49 * 3_600_000;
-            ringmq::runtime::spawn(async move { log.enforce_retention(later).await })
-        };
-        let d = dir.clone();
-        let zero = segment_name(LogPosition::ZERO);
-        until("the segments were not freed", move || d.file_len(&zero).is_none()).await;
+        let retention = spawn_retention(&log);
+        until_removed("the segments were not freed", &dir, segment_name(LogPosition::ZERO)).await;
         let retained_from = log.segment_bases()[0];
         dir.crash();
         dir.resume(SimOp::Read);
