@@ -69,6 +69,12 @@ async fn four_segments_indexed(dir: &SimDir) -> (Rc<CommitLog<SimDir>>, u64) {
     (log, tag)
 }
 
+/// Closes `log` and opens the [`small_index_config`] log on `dir` again.
+async fn reopen(log: Rc<CommitLog<SimDir>>, dir: &SimDir) -> Rc<CommitLog<SimDir>> {
+    log.close().await.unwrap();
+    CommitLog::open_with(dir.clone(), small_index_config()).await.unwrap()
+}
+
 /// Names of the queue index files in `dir`.
 fn index_files(dir: &SimDir) -> Vec<String> {
     dir.names().into_iter().filter(|n| n.ends_with(".qidx")).collect()

@@ -238,8 +238,7 @@ fn retention_frees_segments_while_a_checkpoint_holds_the_index() {
         assert!(after.len() < before.len(), "no index file deleted: {after:?}");
         assert_eq!(read_all(&log, Q1).await.last(), Some(&tag));
         // A restart finds the same data.
-        log.close().await.unwrap();
-        let log = CommitLog::open_with(dir.clone(), small_index_config()).await.unwrap();
+        let log = reopen(log, &dir).await;
         assert_eq!(read_all(&log, Q1).await.last(), Some(&tag));
         log.close().await.unwrap();
     });
@@ -325,8 +324,7 @@ fn retention_frees_segments_before_dropping_their_index_entries() {
         assert!(index_files(&dir).len() < before.len(), "no index file deleted");
         let all = read_all(&log, Q1).await;
         assert_eq!((all.first(), all.last()), (Some(&min.get()), Some(&(tag - 1))));
-        log.close().await.unwrap();
-        let log = CommitLog::open_with(dir.clone(), small_index_config()).await.unwrap();
+        let log = reopen(log, &dir).await;
         assert_eq!(log.offsets(Q1).min, min);
         assert_eq!(read_all(&log, Q1).await, all);
         log.close().await.unwrap();
@@ -363,8 +361,7 @@ fn recovery_finishes_an_index_drop_retention_did_not() {
             Err(StorageError::OffsetOutOfRange { min: m, .. }) if m == min
         ));
         // The floors say the drop is done: the next start finds the same.
-        log.close().await.unwrap();
-        let log = CommitLog::open_with(dir.clone(), small_index_config()).await.unwrap();
+        let log = reopen(log, &dir).await;
         assert_eq!(log.offsets(Q1).min, min);
         assert_eq!(read_all(&log, Q1).await, all);
         log.close().await.unwrap();
@@ -479,8 +476,7 @@ fn a_retention_run_does_not_wait_for_the_previous_runs_index_drop() {
         let all = read_all(&log, Q1).await;
         assert_eq!(all.last(), Some(&(tag - 1)));
         assert_eq!(log.offsets(Q2).min, off(1));
-        log.close().await.unwrap();
-        let log = CommitLog::open_with(dir.clone(), small_index_config()).await.unwrap();
+        let log = reopen(log, &dir).await;
         assert_eq!(log.offsets(Q1).min, min);
         assert_eq!(read_all(&log, Q1).await, all);
         log.close().await.unwrap();
