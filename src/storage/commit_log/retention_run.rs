@@ -74,7 +74,7 @@ impl<D: LogDir + 'static> CommitLog<D> {
     }
 
     /// Applies the retention policy at time `now_ms`, then drops the deleted batches' entries
-    /// from the queue index ([`Self::drop_index`]); returns the bases of deleted segments.
+    /// from the queue index (`drop_index`); returns the bases of deleted segments.
     /// The retention task does the two apart: its next run does not wait for this one's drop.
     pub async fn enforce_retention(self: &Rc<Self>, now_ms: i64) -> Result<Vec<LogPosition>> {
         let deleted = self.delete_segments(now_ms).await;
