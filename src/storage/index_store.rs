@@ -157,6 +157,34 @@ impl<F> OpenFiles<F> {
     }
 }
 
+/// What a drop of the entries below a log position will do ([`IndexStore::plan_drop`]): one
+/// step for each queue with entries below it. Bounded by the queue count.
+#[derive(Debug, Default)]
+pub struct DropPlan {
+    queues: Vec<QueueDrop>,
+}
+
+impl DropPlan {
+    /// Queues with entries to drop.
+    pub fn len(&self) -> usize {
+        self.queues.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.queues.is_empty()
+    }
+}
+
+/// One queue's step of a [`DropPlan`]: its entries `first..to` go, and its offsets then start
+/// at `min_offset`.
+#[derive(Debug)]
+struct QueueDrop {
+    queue: QueueKey,
+    first: u64,
+    to: u64,
+    min_offset: QueueOffset,
+}
+
 /// Memory use of the index, by part (bytes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct IndexMemory {

@@ -221,17 +221,22 @@ impl<D: LogDir + 'static> CommitLog<D> {
                 return Ok(());
             }
             if behind {
+                // The index is read without its gate (seconds with many queues), so
+                // write-back and checkpoints go on meanwhile; only the change, without I/O,
+                // waits for the gate.
+                let reading = self.clock.now();
+                let plan = self
+                    .index
+                    .plan_drop(&self.dir, target)
+                    .await
+                    .map_err(|e| index_error("dropping index entries", e))?;
                 let waiting = self.clock.now();
                 let index_gate = self.index.lock().await;
                 let locked = self.clock.now();
-                let files = self
-                    .index
-                    .drop_before(&self.dir, target)
-                    .await
-                    .map_err(|e| index_error("dropping index entries", e))?;
-                // The gate is not held across the floors write, so write-back and
-                // checkpoints go on meanwhile; they never touch those files, which hold only
-                // entries below every queue's first.
+                let files = self.index.apply_drop(&plan);
+                // The gate is not held across the floors write either; write-back and
+                // checkpoints never touch those files, which hold only entries below every
+                // queue's first.
                 drop(index_gate);
                 let mut st = self.st.borrow_mut();
                 // From here the entries are gone from the index: their files must be deleted
@@ -243,8 +248,9 @@ impl<D: LogDir + 'static> CommitLog<D> {
                 };
                 tracing::info!(
                     log_start = target.get(),
+                    queues = plan.len(),
+                    index_read_ms = ms(reading, waiting),
                     index_wait_ms = ms(waiting, locked),
-                    index_drop_ms = ms(locked, self.clock.now()),
                     "retention dropped index entries"
                 );
             }

@@ -463,3 +463,44 @@ fn a_checkpoint_counting_more_entries_than_offsets_is_refused() {
         assert!(decoded.is_err(), "{decoded:?}");
     });
 }
+
+/// A drop is planned without the index gate and applied later: entries added and written
+/// back in between (past the drop's log position) stay, and a queue whose every entry was
+/// below it starts at the offset its next entry then got.
+#[test]
+fn a_drop_applied_after_writes_keeps_the_entries_added_since_its_plan() {
+    on_executor(|| async {
+        let dir = SimDir::new(2);
+        let store: IndexStore<SimFileHandle> = IndexStore::new(128, 64 * 1024);
+        let (q1, q2) = (
+            QueueKey::new(TopicId::new(1), QueueId::new(1)),
+            QueueKey::new(TopicId::new(1), QueueId::new(2)),
+        );
+        // q1: 300 entries at positions 0, 100, ...; q2: 3 entries below 500.
+        for i in 0..300 {
+            store.push(q1, entry(2 * i, 100 * i));
+        }
+        for i in 0..3 {
+            store.push(q2, entry(2 * i, 100 * i + 50));
+        }
+        store.writeback(&dir, LogPosition::MAX).await.unwrap();
+        store.clear_cache();
+        let plan = store.plan_drop(&dir, LogPosition::new(20_000)).await.unwrap();
+        assert_eq!(plan.len(), 2, "both queues have entries below the start");
+        // Nothing is dropped by the plan alone.
+        assert_eq!(store.visible_offsets(q1, LogPosition::MAX).unwrap().min, QueueOffset::ZERO);
+        store.push(q1, entry(600, 30_000));
+        store.push(q2, entry(6, 30_100));
+        store.writeback(&dir, LogPosition::MAX).await.unwrap();
+        let doomed = store.apply_drop(&plan);
+        assert_eq!(doomed, vec![(q1, 0)], "q1's first file holds only dropped entries");
+        assert_eq!(store.visible_offsets(q1, LogPosition::MAX).unwrap().min, QueueOffset::new(400));
+        assert_eq!(store.visible_offsets(q2, LogPosition::MAX).unwrap().min, QueueOffset::new(6));
+        store.clear_cache();
+        for (q, offset, position) in [(q1, 400, 20_000), (q1, 600, 30_000), (q2, 6, 30_100)] {
+            let n = store.find(&dir, q, QueueOffset::new(offset)).await.unwrap().unwrap();
+            assert_eq!(store.entry(&dir, q, n).await.unwrap().position, LogPosition::new(position));
+        }
+        assert_eq!(store.floors().len(), 2);
+    });
+}

@@ -162,30 +162,48 @@ impl<F: LogFile> IndexStore<F> {
 
     /// Retention: drops every entry of a batch below log position `start`. Returns the index
     /// files that now hold no retained entry; delete them (with [`Self::remove_files`]) only
-    /// once the new floors are durable. Caller holds [`Self::lock`].
+    /// once the new floors are durable. [`Self::plan_drop`] then [`Self::apply_drop`] in one
+    /// go: for recovery and tests, where nothing else runs meanwhile.
+    pub async fn drop_before<D: LogDir<File = F>>(
+        &self,
+        dir: &D,
+        start: LogPosition,
+    ) -> Result<Vec<(QueueKey, u64)>, LookupError> {
+        let plan = self.plan_drop(dir, start).await?;
+        Ok(self.apply_drop(&plan))
+    }
+
+    /// Finds each queue's first entry at or above log position `start` (the boundary of
+    /// [`Self::drop_before`]), reading the index but changing nothing, so the caller need not
+    /// hold [`Self::lock`]: with 20,000 queues this reads a block of each, 1.3-3.7 s on a busy
+    /// disk, and holding the gate throughout kept write-back and checkpoints waiting that long
+    /// (BENCHMARKS.md, round 31). Entries below `start` never change (the queue's first ones
+    /// move only by a drop, one at a time, and entries are added at the log's end, past
+    /// `start`), so the plan stays right until [`Self::apply_drop`].
     ///
     /// Each queue's boundary is looked for from its first entry (`partition_from`),
     /// where retention finds it, and up to [`INDEX_WRITE_CONCURRENCY`] queues are looked at
     /// at once. One queue at a time with a binary search over each queue's entries, the first
     /// drop with 10,000 queues read about four blocks of each, waited 7 s on a disk busy with
     /// the log's writes, and the disk filled to DISK_FULL meanwhile (BENCHMARKS.md, round 29).
-    /// After a failure no queue is started; those running finish (each queue's drop is whole).
-    pub async fn drop_before<D: LogDir<File = F>>(
+    /// After a failure no queue is started and the error is returned.
+    pub async fn plan_drop<D: LogDir<File = F>>(
         &self,
         dir: &D,
         start: LogPosition,
-    ) -> Result<Vec<(QueueKey, u64)>, LookupError> {
+    ) -> Result<DropPlan, LookupError> {
         use futures::StreamExt;
-        let doomed = RefCell::new(Vec::new());
+        let planned = RefCell::new(Vec::new());
         let failed: RefCell<Option<LookupError>> = RefCell::new(None);
-        let (doomed_ref, failed_ref) = (&doomed, &failed);
+        let (planned_ref, failed_ref) = (&planned, &failed);
         futures::stream::iter(self.queue_keys())
             .for_each_concurrent(INDEX_WRITE_CONCURRENCY, |queue| async move {
                 if failed_ref.borrow().is_some() {
                     return;
                 }
-                match self.drop_queue_before(dir, queue, start).await {
-                    Ok(files) => doomed_ref.borrow_mut().extend(files.map(|f| (queue, f))),
+                match self.plan_queue_drop(dir, queue, start).await {
+                    Ok(Some(step)) => planned_ref.borrow_mut().push(step),
+                    Ok(None) => {}
                     Err(e) => {
                         failed_ref.borrow_mut().get_or_insert(e);
                     }
@@ -194,32 +212,53 @@ impl<F: LogFile> IndexStore<F> {
             .await;
         match failed.into_inner() {
             Some(e) => Err(e),
-            None => Ok(doomed.into_inner()),
+            None => Ok(DropPlan { queues: planned.into_inner() }),
         }
     }
 
-    /// [`Self::drop_before`] of one queue: the index files it no longer needs.
-    async fn drop_queue_before<D: LogDir<File = F>>(
+    /// [`Self::plan_drop`] of one queue: None when it has nothing below `start`.
+    async fn plan_queue_drop<D: LogDir<File = F>>(
         &self,
         dir: &D,
         queue: QueueKey,
         start: LogPosition,
-    ) -> Result<std::ops::Range<u64>, LookupError> {
+    ) -> Result<Option<QueueDrop>, LookupError> {
         let (first, next, next_offset) = {
             let queues = self.queues.borrow();
             let q = &queues[&queue];
             (q.first_entry, q.next_entry(), q.next_offset)
         };
         if first == next || self.entry(dir, queue, first).await?.position >= start {
-            return Ok(0..0);
+            return Ok(None);
         }
         let n = self.partition_from(dir, queue, first, next, |e| e.position < start).await?;
+        // Entries added since `next` was read lie past `start`: the first of them has offset
+        // `next_offset`.
         let min_offset = match n < next {
             true => self.entry(dir, queue, n).await?.base_offset,
             false => next_offset,
         };
-        self.with_queue(queue, QueueOffset::ZERO, |q| q.drop_before(n, min_offset));
-        Ok(first / self.file_entries..n / self.file_entries)
+        Ok(Some(QueueDrop { queue, first, to: n, min_offset }))
+    }
+
+    /// Drops the entries `plan` found below its log position, without I/O: the index files
+    /// that now hold no retained entry. Caller holds [`Self::lock`] (a write-back in flight
+    /// counts the queues' entries).
+    pub fn apply_drop(&self, plan: &DropPlan) -> Vec<(QueueKey, u64)> {
+        let mut files = Vec::new();
+        for d in &plan.queues {
+            let first = self.queues.borrow().get(&d.queue).map(|q| q.first_entry);
+            // Only a drop moves a queue's first entry, one drop at a time.
+            debug_assert_eq!(first, Some(d.first), "a queue's first entry moved during a drop");
+            if first != Some(d.first) {
+                continue;
+            }
+            self.with_queue(d.queue, QueueOffset::ZERO, |q| q.drop_before(d.to, d.min_offset));
+            files.extend(
+                (d.first / self.file_entries..d.to / self.file_entries).map(|f| (d.queue, f)),
+            );
+        }
+        files
     }
 
     /// Deletes index files (missing ones are fine). Caller holds [`Self::lock`].
