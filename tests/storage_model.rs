@@ -8,6 +8,7 @@ mod common;
 use common::{batch, batch_tag, off, run};
 use proptest::prelude::*;
 use ringmq::storage::commit_log::now_ms;
+use ringmq::storage::index_store::CHECKPOINT_FILE;
 use ringmq::storage::sim_dir::SimDir;
 use ringmq::storage::{
     CommitLog, FlushMode, LogPosition, QueueId, QueueKey, StorageConfig, StorageError, TopicId,
@@ -40,6 +41,12 @@ enum Op {
     RetentionCrash {
         steps: u8,
     },
+    /// A crash (inside such a retention run when `retention_steps` is set) after which the
+    /// index checkpoint cannot be used (its file is gone): recovery rebuilds the queue index
+    /// by scanning the log.
+    CrashRebuild {
+        retention_steps: Option<u8>,
+    },
     /// Writes and syncs the index, then records its checkpoint.
     IndexCheckpoint,
     /// Drops every cached index block.
@@ -56,6 +63,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::Crash),
         1 => Just(Op::Retention),
         1 => (0u8..80).prop_map(|steps| Op::RetentionCrash { steps }),
+        1 => proptest::option::of(0u8..80)
+            .prop_map(|retention_steps| Op::CrashRebuild { retention_steps }),
         1 => Just(Op::IndexCheckpoint),
         1 => Just(Op::ClearIndexCache),
     ]
@@ -215,8 +224,13 @@ async fn run_ops(seed: u64, mode: FlushMode, ops: Vec<Op>) {
                 log = CommitLog::open_with(dir.clone(), config(mode)).await.unwrap();
                 m.durable = m.appends.len();
             }
-            Op::Crash | Op::RetentionCrash { .. } => {
-                if let Op::RetentionCrash { steps } = op {
+            Op::Crash | Op::RetentionCrash { .. } | Op::CrashRebuild { .. } => {
+                let retention_steps = match op {
+                    Op::RetentionCrash { steps } => Some(steps),
+                    Op::CrashRebuild { retention_steps } => retention_steps,
+                    _ => None,
+                };
+                if let Some(steps) = retention_steps {
                     let run = {
                         let log = log.clone();
                         let far_future = now_ms() + 100 * 3_600_000;
@@ -235,6 +249,9 @@ async fn run_ops(seed: u64, mode: FlushMode, ops: Vec<Op>) {
                     assert!(ended.is_some(), "a retention run hung after a crash");
                 } else {
                     dir.crash();
+                }
+                if matches!(op, Op::CrashRebuild { .. }) {
+                    dir.remove_now(CHECKPOINT_FILE);
                 }
                 drop(log);
                 log = CommitLog::open_with(dir.clone(), config(mode)).await.unwrap();
@@ -439,4 +456,37 @@ fn a_crash_inside_a_retention_run_loses_no_durable_append() {
         Op::RetentionCrash { steps: 2 },
     ];
     run(move || run_ops(735980021921639306, FlushMode::Sync, ops));
+}
+
+/// Found by `log_matches_model` with `CrashRebuild` (round 31): a crash inside a retention
+/// run that also loses the index checkpoint, so recovery rebuilds the index from the log. Queue
+/// 1's only batch was in a deleted segment; the queue kept its old floor (0), below the offset
+/// it had given out, and the model counted that batch as lost.
+#[test]
+fn a_crash_inside_retention_with_the_index_rebuilt_keeps_emptied_queues_offsets() {
+    let a = |q, records, body, commit| Op::Append { q, records, body, commit };
+    let ops = vec![
+        a(0, 5, 1635, false),
+        a(0, 2, 2496, false),
+        a(0, 5, 2470, false),
+        a(1, 5, 1175, false),
+        a(0, 1, 0, false),
+        a(2, 3, 1239, false),
+        a(2, 4, 1570, false),
+        a(2, 3, 807, false),
+        Op::IndexCheckpoint,
+        a(0, 1, 1375, false),
+        a(2, 2, 2661, false),
+        Op::Flush,
+        a(0, 1, 0, false),
+        a(0, 1, 0, false),
+        a(0, 1, 0, false),
+        a(0, 3, 233, false),
+        a(0, 5, 2385, false),
+        Op::Flush,
+        Op::CrashRebuild { retention_steps: Some(3) },
+        // The queue goes on from the offset it had reached.
+        a(1, 2, 100, true),
+    ];
+    run(move || run_ops(3101878834011201, FlushMode::Async, ops));
 }

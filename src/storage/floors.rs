@@ -4,17 +4,22 @@
 //!
 //! Pure codec, no I/O. Retention writes the file atomically (see
 //! [`crate::storage::commit_log`]) twice a run: before it unlinks any segment, with the new
-//! log start and the queue floors as they were (`index_dropped` false), and once it dropped
-//! the queue index's entries below that start, with the new floors (`index_dropped` true).
+//! log start, the queue floors as they were (`index_dropped` false) and each queue's next
+//! offset counting its durable batches (`nexts`); and once it dropped the queue index's
+//! entries below that start, with the new floors (`index_dropped` true, no `nexts`).
 //! Recovery reads it first: it deletes segments below the start that are still there and, if
-//! the drop did not complete, drops those entries itself. The bytes come from disk, so
+//! the drop did not complete, drops those entries itself. If it must also rebuild the index
+//! from the log (an unusable checkpoint), a queue with no batch left starts at its recorded
+//! next offset: its batches were all in the deleted segments. The bytes come from disk, so
 //! [`decode_floors`] checks everything and never panics (fuzzed by
 //! `fuzz/fuzz_targets/floors_decode.rs`).
 //!
 //! Format, little-endian: `count: u32`, then `count` times `topic_id: u32, queue_id: u32,
-//! floor: u64`, then `log_start: u64, index_dropped: u8` (0 or 1), then the CRC32C of
-//! everything before it as `u32`. A file without the `log_start` and `index_dropped` fields
-//! (written before they existed) reads as log start 0, index dropped.
+//! floor: u64`, then `log_start: u64, index_dropped: u8` (0 or 1), then `next_count: u32` and
+//! `next_count` times `topic_id: u32, queue_id: u32, next: u64`, then the CRC32C of
+//! everything before it as `u32`. A file without the `next_count` part (written before it existed) reads as
+//! no recorded next offsets; one without `log_start` and `index_dropped` either (written
+//! before they existed) as log start 0, index dropped. The three lengths differ modulo 16.
 
 use std::collections::HashMap;
 
@@ -33,34 +38,63 @@ pub struct Floors {
     /// Whether the queue index's entries below `log_start` were dropped and `queues` counts
     /// that drop; false between a run's unlinking of segments and the end of its drop.
     pub index_dropped: bool,
+    /// Each queue's next offset counting its durable batches when `log_start` was recorded
+    /// (empty once the drop is recorded, and in files written before they were recorded).
+    pub nexts: HashMap<QueueKey, QueueOffset>,
 }
 
 impl Default for Floors {
     /// No file: no floors, nothing deleted, nothing to drop.
     fn default() -> Self {
-        Floors { queues: HashMap::new(), log_start: LogPosition::ZERO, index_dropped: true }
+        Floors {
+            queues: HashMap::new(),
+            log_start: LogPosition::ZERO,
+            index_dropped: true,
+            nexts: HashMap::new(),
+        }
     }
 }
 
-/// Encodes each queue's floor (its first offset), the log's start and whether the index's
-/// entries below it are dropped into the file's bytes.
+/// Encodes each queue's floor (its first offset), the log's start, whether the index's
+/// entries below it are dropped, and each queue's durable next offset (`nexts`, for a file
+/// with `index_dropped` false) into the file's bytes.
 pub fn encode_floors(
     floors: &[(QueueKey, QueueOffset)],
     log_start: LogPosition,
     index_dropped: bool,
+    nexts: &[(QueueKey, QueueOffset)],
 ) -> Vec<u8> {
-    let mut b = Vec::with_capacity(4 + floors.len() * 16 + TRAILER_LEN + 4);
+    let mut b = Vec::with_capacity(4 + floors.len() * 16 + TRAILER_LEN + 4 + nexts.len() * 16 + 4);
     b.extend_from_slice(&(floors.len() as u32).to_le_bytes());
-    for (q, floor) in floors {
-        b.extend_from_slice(&q.topic_id.get().to_le_bytes());
-        b.extend_from_slice(&q.queue_id.get().to_le_bytes());
-        b.extend_from_slice(&floor.get().to_le_bytes());
-    }
+    put_queues(&mut b, floors);
     b.extend_from_slice(&log_start.get().to_le_bytes());
     b.push(u8::from(index_dropped));
+    b.extend_from_slice(&(nexts.len() as u32).to_le_bytes());
+    put_queues(&mut b, nexts);
     let crc = crc32c::crc32c(&b);
     b.extend_from_slice(&crc.to_le_bytes());
     b
+}
+
+fn put_queues(b: &mut Vec<u8>, queues: &[(QueueKey, QueueOffset)]) {
+    for (q, offset) in queues {
+        b.extend_from_slice(&q.topic_id.get().to_le_bytes());
+        b.extend_from_slice(&q.queue_id.get().to_le_bytes());
+        b.extend_from_slice(&offset.get().to_le_bytes());
+    }
+}
+
+/// `count` (topic, queue, offset) entries of 16 bytes from `b` (whose length the caller
+/// checked).
+fn get_queues(b: &[u8], count: usize) -> HashMap<QueueKey, QueueOffset> {
+    let mut queues = HashMap::with_capacity(count);
+    for e in b.chunks_exact(16).take(count) {
+        let t = u32::from_le_bytes(e[0..4].try_into().expect("4"));
+        let q = u32::from_le_bytes(e[4..8].try_into().expect("4"));
+        let f = u64::from_le_bytes(e[8..16].try_into().expect("8"));
+        queues.insert(QueueKey::new(TopicId::new(t), QueueId::new(q)), QueueOffset::new(f));
+    }
+    queues
 }
 
 /// `log_start: u64, index_dropped: u8`.
@@ -76,31 +110,42 @@ pub fn decode_floors(b: &[u8]) -> std::result::Result<Floors, String> {
         return Err("queue floor file checksum mismatch".into());
     }
     let n = u32::from_le_bytes(body[..4].try_into().expect("4")) as usize;
+    let mismatch = || "queue floor file length mismatch".to_string();
     // Checked arithmetic: `n` comes from disk (a huge count must not overflow on 32 bits).
-    let entries_end = n.checked_mul(16).and_then(|l| l.checked_add(4));
-    let (log_start, index_dropped) = match entries_end {
-        // Written before the log start was recorded.
-        Some(end) if body.len() == end => (LogPosition::ZERO, true),
-        Some(end) if end.checked_add(TRAILER_LEN) == Some(body.len()) => {
-            let start = u64::from_le_bytes(body[end..end + 8].try_into().expect("8"));
-            let dropped = match body[end + 8] {
-                0 => false,
-                1 => true,
-                other => return Err(format!("queue floor file: index_dropped is {other}")),
-            };
-            (LogPosition::new(start), dropped)
-        }
-        _ => return Err("queue floor file length mismatch".into()),
-    };
-    let mut queues = HashMap::with_capacity(n);
-    for i in 0..n {
-        let at = 4 + i * 16;
-        let t = u32::from_le_bytes(body[at..at + 4].try_into().expect("4"));
-        let q = u32::from_le_bytes(body[at + 4..at + 8].try_into().expect("4"));
-        let f = u64::from_le_bytes(body[at + 8..at + 16].try_into().expect("8"));
-        queues.insert(QueueKey::new(TopicId::new(t), QueueId::new(q)), QueueOffset::new(f));
+    let end = n.checked_mul(16).and_then(|l| l.checked_add(4)).ok_or_else(mismatch)?;
+    let rest = body.len().checked_sub(end).ok_or_else(mismatch)?;
+    // Written before the log start was recorded.
+    if rest == 0 {
+        return Ok(Floors { queues: get_queues(&body[4..], n), ..Floors::default() });
     }
-    Ok(Floors { queues, log_start, index_dropped })
+    if rest < TRAILER_LEN {
+        return Err(mismatch());
+    }
+    let log_start = u64::from_le_bytes(body[end..end + 8].try_into().expect("8"));
+    let index_dropped = match body[end + 8] {
+        0 => false,
+        1 => true,
+        other => return Err(format!("queue floor file: index_dropped is {other}")),
+    };
+    let nexts_at = end + TRAILER_LEN;
+    let nexts = match rest - TRAILER_LEN {
+        // Written before the next offsets were recorded.
+        0 => HashMap::new(),
+        more if more >= 4 => {
+            let m = u32::from_le_bytes(body[nexts_at..nexts_at + 4].try_into().expect("4"));
+            if (m as usize).checked_mul(16) != Some(more - 4) {
+                return Err(mismatch());
+            }
+            get_queues(&body[nexts_at + 4..], m as usize)
+        }
+        _ => return Err(mismatch()),
+    };
+    Ok(Floors {
+        queues: get_queues(&body[4..], n),
+        log_start: LogPosition::new(log_start),
+        index_dropped,
+        nexts,
+    })
 }
 
 #[cfg(test)]
@@ -112,6 +157,7 @@ mod tests {
             queues: entries.iter().copied().collect(),
             log_start: LogPosition::new(start),
             index_dropped: dropped,
+            nexts: HashMap::new(),
         }
     }
 
@@ -123,11 +169,19 @@ mod tests {
         ];
         for (start, dropped) in [(0, true), (4096, false), (u64::MAX, true)] {
             let decoded =
-                decode_floors(&encode_floors(&floors, LogPosition::new(start), dropped)).unwrap();
+                decode_floors(&encode_floors(&floors, LogPosition::new(start), dropped, &[]))
+                    .unwrap();
             assert_eq!(decoded, floors_of(&floors, start, dropped));
         }
-        let empty = decode_floors(&encode_floors(&[], LogPosition::ZERO, false)).unwrap();
+        let empty = decode_floors(&encode_floors(&[], LogPosition::ZERO, false, &[])).unwrap();
         assert_eq!(empty, floors_of(&[], 0, false));
+        let nexts = [(QueueKey::new(TopicId::new(2), QueueId::new(5)), QueueOffset::new(77))];
+        let with_nexts =
+            decode_floors(&encode_floors(&floors, LogPosition::new(8192), false, &nexts)).unwrap();
+        assert_eq!(
+            with_nexts,
+            Floors { nexts: nexts.iter().copied().collect(), ..floors_of(&floors, 8192, false) }
+        );
     }
 
     #[test]
@@ -143,11 +197,30 @@ mod tests {
     }
 
     #[test]
+    fn a_file_from_before_the_next_offsets_reads_without_them() {
+        let q = QueueKey::new(TopicId::new(1), QueueId::new(2));
+        let mut old = 1u32.to_le_bytes().to_vec();
+        old.extend_from_slice(&1u32.to_le_bytes());
+        old.extend_from_slice(&2u32.to_le_bytes());
+        old.extend_from_slice(&42u64.to_le_bytes());
+        old.extend_from_slice(&4096u64.to_le_bytes());
+        old.push(0);
+        let crc = crc32c::crc32c(&old);
+        old.extend_from_slice(&crc.to_le_bytes());
+        assert_eq!(
+            decode_floors(&old).unwrap(),
+            floors_of(&[(q, QueueOffset::new(42))], 4096, false)
+        );
+    }
+
+    #[test]
     fn rejects_damaged_files() {
+        let q = QueueKey::new(TopicId::new(1), QueueId::new(2));
         let good = encode_floors(
-            &[(QueueKey::new(TopicId::new(1), QueueId::new(2)), QueueOffset::new(42))],
+            &[(q, QueueOffset::new(42))],
             LogPosition::new(1 << 30),
             false,
+            &[(q, QueueOffset::new(50))],
         );
         for len in 0..good.len() {
             assert!(decode_floors(&good[..len]).is_err(), "truncated to {len} bytes");
@@ -161,9 +234,10 @@ mod tests {
 
     #[test]
     fn an_index_dropped_flag_other_than_0_or_1_is_an_error() {
-        let mut body = encode_floors(&[], LogPosition::ZERO, true);
-        body.truncate(body.len() - 4);
+        let mut body = encode_floors(&[], LogPosition::ZERO, true, &[]);
+        body.truncate(body.len() - 8);
         *body.last_mut().unwrap() = 2;
+        body.extend_from_slice(&0u32.to_le_bytes());
         let crc = crc32c::crc32c(&body);
         body.extend_from_slice(&crc.to_le_bytes());
         assert_eq!(decode_floors(&body), Err("queue floor file: index_dropped is 2".to_string()));

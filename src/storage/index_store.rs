@@ -343,6 +343,26 @@ impl<F: LogFile> IndexStore<F> {
         self.queues.borrow().iter().map(|(k, q)| (*k, q.min_offset)).collect()
     }
 
+    /// Each queue's next offset counting only batches that end at or before `durable`: what
+    /// retention records with the log start (see [`crate::storage::floors`]).
+    pub fn durable_nexts(&self, durable: LogPosition) -> Vec<(QueueKey, QueueOffset)> {
+        self.queues.borrow().iter().map(|(k, q)| (*k, q.visible_offsets(durable).next)).collect()
+    }
+
+    /// Recovery, after an index rebuilt from the log: a queue that has no entry and whose
+    /// offsets start below `next` starts at `next` (its batches were all deleted, and retention
+    /// recorded where they ended). Returns whether it moved.
+    pub fn raise_empty_queue(&self, queue: QueueKey, next: QueueOffset) -> bool {
+        self.with_queue(queue, next, |q| {
+            let raise = q.is_empty() && q.next_offset < next;
+            if raise {
+                q.min_offset = next;
+                q.next_offset = next;
+            }
+            raise
+        })
+    }
+
     /// Entries waiting to be written, in bytes.
     pub fn pending_bytes(&self) -> usize {
         self.queues.borrow().values().map(|q| q.pending.len()).sum::<usize>()

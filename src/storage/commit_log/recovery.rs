@@ -116,7 +116,8 @@ pub(super) async fn recover<D: LogDir>(
             Err(e) => return Err(StorageError::io("creating first segment", e)),
         };
         segments.insert(first, Rc::new(seg));
-        finish_index_drop(dir, &index, &floors).await?;
+        let rebuilt = !floors.index_dropped && index.checkpoint_position() < floors.log_start;
+        finish_index_drop(dir, &index, &floors, rebuilt).await?;
         return Ok(Recovered {
             segments,
             index,
@@ -132,14 +133,15 @@ pub(super) async fn recover<D: LogDir>(
     // Retention recorded a log start, unlinked segments and crashed before recording the
     // floors that count their batches, and no checkpoint describes them (retention deletes
     // only checkpointed segments: this is a checkpoint that cannot be used, rebuilt from the
-    // log): a queue's first scanned batch may start above its floor. Queues with no batch left
-    // keep their old floor: their offsets may start again below what they had reached.
+    // log): a queue's first scanned batch may start above its floor, and a queue with no batch
+    // left starts at the next offset retention recorded for it (`finish_index_drop`).
     let gaps_ok = !floors.index_dropped && index.checkpoint_position() < floors.log_start;
     if gaps_ok {
         tracing::warn!(
             log_start = floors.log_start.get(),
+            recorded_next_offsets = floors.nexts.len(),
             "rebuilding the queue index after retention deleted segments whose floors were not \
-             recorded: queues whose every batch was deleted keep their previous floor"
+             recorded"
         );
     }
     let started = std::time::Instant::now();
@@ -298,7 +300,7 @@ pub(super) async fn recover<D: LogDir>(
     } else {
         None
     };
-    finish_index_drop(dir, &index, &floors).await?;
+    finish_index_drop(dir, &index, &floors, gaps_ok).await?;
     // Per-segment index files of the previous format are replaced by the queue index files.
     for n in &names {
         if n.strip_suffix(INDEX_SUFFIX).is_some_and(|d| d.parse::<u64>().is_ok()) {
@@ -333,19 +335,36 @@ pub(super) async fn recover<D: LogDir>(
 /// Retention unlinked segments below the log start but did not finish dropping the queue
 /// index's entries of their batches (a crash or a failed read in between): drops them, records
 /// the queues' new floors, then deletes the index files that held only dropped entries.
+/// `rebuilt`: the index was rebuilt from the log, which no longer holds those batches, so a
+/// queue left with none starts at the next offset retention recorded for it (a file from
+/// before they were recorded has none: such a queue keeps its old floor, below offsets it gave out).
 async fn finish_index_drop<D: LogDir>(
     dir: &D,
     index: &IndexStore<D::File>,
     floors: &Floors,
+    rebuilt: bool,
 ) -> Result<()> {
     if floors.index_dropped || floors.log_start == LogPosition::ZERO {
         return Ok(());
+    }
+    if rebuilt {
+        let raised = floors.nexts.iter().filter(|(q, n)| index.raise_empty_queue(**q, **n)).count();
+        tracing::info!(
+            queues = raised,
+            "queues with no batch left start at the next offset retention recorded"
+        );
+        if floors.nexts.is_empty() {
+            tracing::warn!(
+                "the queue floors file records no next offsets (written before they were recorded): \
+                 queues whose every batch was deleted keep their previous floor"
+            );
+        }
     }
     let files = index
         .drop_before(dir, floors.log_start)
         .await
         .map_err(|e| index_error("dropping index entries below the log start", e))?;
-    let bytes = encode_floors(&index.floors(), floors.log_start, true);
+    let bytes = encode_floors(&index.floors(), floors.log_start, true, &[]);
     dir.write_atomic(FLOOR_FILE, &bytes)
         .await
         .map_err(|e| StorageError::io("writing queue floors", e))?;

@@ -161,7 +161,7 @@ impl<D: LogDir + 'static> CommitLog<D> {
         let names = {
             let _floors =
                 self.floors_gate.acquire_permit(1).await.map_err(|_| StorageError::Closed)?;
-            let floors = encode_floors(&self.index.floors(), new_start, false);
+            let floors = self.floors_bytes(new_start, false);
             self.dir
                 .write_atomic(FLOOR_FILE, &floors)
                 .await
@@ -261,7 +261,7 @@ impl<D: LogDir + 'static> CommitLog<D> {
                     let st = self.st.borrow();
                     (st.floors_start, st.index_dropped_to >= st.floors_start)
                 };
-                let floors = encode_floors(&self.index.floors(), start, dropped);
+                let floors = self.floors_bytes(start, dropped);
                 self.dir
                     .write_atomic(FLOOR_FILE, &floors)
                     .await
@@ -281,6 +281,20 @@ impl<D: LogDir + 'static> CommitLog<D> {
                 return Err(StorageError::io("deleting index files", e));
             }
         }
+    }
+
+    /// The floors file's bytes: the queues' floors, the log start and whether the index's
+    /// entries below it are dropped. Until they are, also each queue's next offset counting
+    /// its durable batches: if recovery must rebuild the index from the log before the drop
+    /// is recorded, a queue whose every batch was deleted starts there, not at its old floor
+    /// (below offsets it had given out). Durable batches are never lost, so a queue the
+    /// rebuild finds empty had all of them below the log start, whenever this was written.
+    fn floors_bytes(&self, log_start: LogPosition, index_dropped: bool) -> Vec<u8> {
+        let nexts = match index_dropped {
+            true => Vec::new(),
+            false => self.index.durable_nexts(self.st.borrow().durable),
+        };
+        encode_floors(&self.index.floors(), log_start, index_dropped, &nexts)
     }
 
     /// Unlinks files the log no longer refers to, then syncs the directory. Names that could
