@@ -21,8 +21,10 @@ fuzz_target!(|data: &[u8]| {
         // not the bytes.
         let mut entries: Vec<_> = floors.queues.iter().map(|(q, f)| (*q, *f)).collect();
         entries.sort();
-        let again = decode_floors(&encode_floors(&entries, floors.log_start, floors.index_dropped))
-            .expect("re-encoded floors decode");
+        let mut nexts: Vec<_> = floors.nexts.iter().map(|(q, n)| (*q, *n)).collect();
+        nexts.sort();
+        let bytes = encode_floors(&entries, floors.log_start, floors.index_dropped, &nexts);
+        let again = decode_floors(&bytes).expect("re-encoded floors decode");
         assert_eq!(again, floors, "encode then decode must give the same floors");
     }
 });
