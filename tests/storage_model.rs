@@ -490,3 +490,37 @@ fn a_crash_inside_retention_with_the_index_rebuilt_keeps_emptied_queues_offsets(
     ];
     run(move || run_ops(3101878834011201, FlushMode::Async, ops));
 }
+
+/// Found by `log_matches_model` (round 31, 6,000 cases): a read of queue 1's index block began
+/// while a write-back of its entries was in flight, completed first, and was cached without
+/// them; once the write ended, every lookup of those entries failed as "missing (the file is
+/// shorter than written)" although the file held them (the index's block cache, not the
+/// crashes, was at fault: `index_store::tests::a_block_read_during_a_write_of_its_queue_is_not_cached`).
+#[test]
+fn a_block_read_beside_a_write_back_never_hides_written_entries() {
+    let a = |q, records, body| Op::Append { q, records, body, commit: false };
+    let ops = vec![
+        a(0, 1, 380),
+        a(0, 4, 1521),
+        a(0, 1, 2800),
+        a(0, 5, 1303),
+        Op::Crash,
+        a(1, 1, 1631),
+        Op::Flush,
+        Op::Crash,
+        Op::Reopen,
+        Op::RetentionCrash { steps: 0 },
+        a(1, 3, 617),
+        a(1, 3, 2524),
+        a(1, 5, 2428),
+        a(1, 5, 2737),
+        a(1, 5, 2247),
+        Op::ClearIndexCache,
+        Op::Flush,
+        a(3, 1, 2011),
+        a(0, 4, 1569),
+        a(1, 5, 1501),
+        a(2, 1, 368),
+    ];
+    run(move || run_ops(5364773060362887310, FlushMode::Async, ops));
+}

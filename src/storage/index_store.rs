@@ -217,9 +217,13 @@ pub struct IndexStore<F> {
     unsynced: Cell<bool>,
     /// A file was created since the last directory fsync.
     created_files: Cell<bool>,
-    /// Bumped by every block write: a reader caches a block it read from disk only if no write
-    /// happened meanwhile, so an older copy never replaces a newer one.
+    /// Bumped when a write of entries starts and when it ends; with `writes_in_flight`, a
+    /// reader caches a block it read from disk only if no write was in flight when it began
+    /// and none started or ended meanwhile, so the cache never holds a copy older than the
+    /// entries counted written (see [`Self::block`]).
     write_epoch: Cell<u64>,
+    /// Writes of entries started and not yet ended.
+    writes_in_flight: Cell<usize>,
     gate: Semaphore,
     /// Notified whenever a write-back wrote a block of entries: an append waiting for the
     /// unwritten entries to drop below their bound watches it.
@@ -250,6 +254,7 @@ impl<F: LogFile> IndexStore<F> {
             unsynced: Cell::new(false),
             created_files: Cell::new(false),
             write_epoch: Cell::new(0),
+            writes_in_flight: Cell::new(0),
             gate: Semaphore::new(1),
             progress: runtime::Signal::default(),
             checkpoint_position: Cell::new(LogPosition::ZERO),
@@ -468,14 +473,20 @@ impl<F: LogFile> IndexStore<F> {
         if let Some(b) = self.cache.borrow_mut().get(key) {
             return Ok(b);
         }
+        // A write in flight when the read begins may land after the read took the bytes
+        // (both are in flight at once), and once it ends its entries count as written: a copy
+        // without them must not stay in the cache. A write starting or ending during the read
+        // moves the epoch. (Checking only the epoch cached such copies: lookups of the entries
+        // then failed as missing until the block left the cache; found by `storage_model`.)
         let epoch = self.write_epoch.get();
+        let quiet = self.writes_in_flight.get() == 0;
         let (file, at) = self.file_of(block);
         let f = self.file(dir, queue, file, false).await?;
         let buf = f.read_at(at, BLOCK_BYTES).await?;
         let mut bytes = vec![0u8; BLOCK_BYTES];
         bytes[..buf.len()].copy_from_slice(&buf);
         let b = Rc::new(bytes);
-        if self.write_epoch.get() == epoch {
+        if quiet && self.write_epoch.get() == epoch {
             self.cache.borrow_mut().insert(key, b.clone());
         }
         Ok(b)

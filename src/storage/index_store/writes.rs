@@ -104,9 +104,9 @@ impl<F: LogFile> IndexStore<F> {
             // only below the written count, which moves once the write succeeded, and a failed
             // write leaves these entries pending, to be written again with the same bytes.
             self.update_cached_blocks(queue, start, &bytes);
-            self.write_epoch.set(self.write_epoch.get() + 1);
+            let in_flight = WriteInFlight::start(self);
             let written = f.write_bytes_at(bytes, in_file * ENTRY_BYTES as u64).await;
-            self.write_epoch.set(self.write_epoch.get() + 1);
+            drop(in_flight);
             written.map_err(Write)?;
             if new_file {
                 self.created_files.set(true);
@@ -276,5 +276,27 @@ impl<F: LogFile> IndexStore<F> {
         }
         self.rebalance();
         Ok(())
+    }
+}
+
+/// A write of entries in flight ([`IndexStore::block`] does not cache what it reads meanwhile):
+/// counted from its start to its end, also when the write's future is dropped.
+struct WriteInFlight<'a, F> {
+    store: &'a IndexStore<F>,
+}
+
+impl<'a, F> WriteInFlight<'a, F> {
+    fn start(store: &'a IndexStore<F>) -> Self {
+        store.write_epoch.set(store.write_epoch.get() + 1);
+        store.writes_in_flight.set(store.writes_in_flight.get() + 1);
+        WriteInFlight { store }
+    }
+}
+
+impl<F> Drop for WriteInFlight<'_, F> {
+    fn drop(&mut self) {
+        let s = self.store;
+        s.writes_in_flight.set(s.writes_in_flight.get() - 1);
+        s.write_epoch.set(s.write_epoch.get() + 1);
     }
 }
