@@ -157,34 +157,6 @@ impl<F> OpenFiles<F> {
     }
 }
 
-/// What a drop of the entries below a log position will do ([`IndexStore::plan_drop`]): one
-/// step for each queue with entries below it. Bounded by the queue count.
-#[derive(Debug, Default)]
-pub struct DropPlan {
-    queues: Vec<QueueDrop>,
-}
-
-impl DropPlan {
-    /// Queues with entries to drop.
-    pub fn len(&self) -> usize {
-        self.queues.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.queues.is_empty()
-    }
-}
-
-/// One queue's step of a [`DropPlan`]: its entries `first..to` go, and its offsets then start
-/// at `min_offset`.
-#[derive(Debug)]
-struct QueueDrop {
-    queue: QueueKey,
-    first: u64,
-    to: u64,
-    min_offset: QueueOffset,
-}
-
 /// Memory use of the index, by part (bytes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct IndexMemory {
@@ -346,26 +318,6 @@ impl<F: LogFile> IndexStore<F> {
     /// Every queue's lowest stored offset (for the floor file).
     pub fn floors(&self) -> Vec<(QueueKey, QueueOffset)> {
         self.queues.borrow().iter().map(|(k, q)| (*k, q.min_offset)).collect()
-    }
-
-    /// Each queue's next offset counting only batches that end at or before `durable`: what
-    /// retention records with the log start (see [`crate::storage::floors`]).
-    pub fn durable_nexts(&self, durable: LogPosition) -> Vec<(QueueKey, QueueOffset)> {
-        self.queues.borrow().iter().map(|(k, q)| (*k, q.visible_offsets(durable).next)).collect()
-    }
-
-    /// Recovery, after an index rebuilt from the log: a queue that has no entry and whose
-    /// offsets start below `next` starts at `next` (its batches were all deleted, and retention
-    /// recorded where they ended). Returns whether it moved.
-    pub fn raise_empty_queue(&self, queue: QueueKey, next: QueueOffset) -> bool {
-        self.with_queue(queue, next, |q| {
-            let raise = q.is_empty() && q.next_offset < next;
-            if raise {
-                q.min_offset = next;
-                q.next_offset = next;
-            }
-            raise
-        })
     }
 
     /// Entries waiting to be written, in bytes.
@@ -740,6 +692,8 @@ impl<F: LogFile> IndexStore<F> {
 
 mod recovery;
 mod writes;
+
+pub use writes::DropPlan;
 
 #[cfg(test)]
 mod tests;

@@ -100,6 +100,20 @@ impl<F: LogFile> IndexStore<F> {
         Ok(())
     }
 
+    /// Recovery, after an index rebuilt from the log: a queue that has no entry and whose
+    /// offsets start below `next` starts at `next` (its batches were all deleted, and retention
+    /// recorded where they ended). Returns whether it moved.
+    pub fn raise_empty_queue(&self, queue: QueueKey, next: QueueOffset) -> bool {
+        self.with_queue(queue, next, |q| {
+            let raise = q.is_empty() && q.next_offset < next;
+            if raise {
+                q.min_offset = next;
+                q.next_offset = next;
+            }
+            raise
+        })
+    }
+
     /// Recovery: forgets entries of batches at or past `end` (the log ended before the
     /// checkpoint position; only after corruption).
     pub async fn truncate_from<D: LogDir<File = F>>(

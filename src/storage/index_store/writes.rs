@@ -160,6 +160,12 @@ impl<F: LogFile> IndexStore<F> {
         self.checkpoint_position.set(position);
     }
 
+    /// Each queue's next offset counting only batches that end at or before `durable`: what
+    /// retention records with the log start (see [`crate::storage::floors`]).
+    pub fn durable_nexts(&self, durable: LogPosition) -> Vec<(QueueKey, QueueOffset)> {
+        self.queues.borrow().iter().map(|(k, q)| (*k, q.visible_offsets(durable).next)).collect()
+    }
+
     /// Retention: drops every entry of a batch below log position `start`. Returns the index
     /// files that now hold no retained entry; delete them (with [`Self::remove_files`]) only
     /// once the new floors are durable. [`Self::plan_drop`] then [`Self::apply_drop`] in one
@@ -299,4 +305,32 @@ impl<F> Drop for WriteInFlight<'_, F> {
         s.writes_in_flight.set(s.writes_in_flight.get() - 1);
         s.write_epoch.set(s.write_epoch.get() + 1);
     }
+}
+
+/// What a drop of the entries below a log position will do ([`IndexStore::plan_drop`]): one
+/// step for each queue with entries below it. Bounded by the queue count.
+#[derive(Debug, Default)]
+pub struct DropPlan {
+    queues: Vec<QueueDrop>,
+}
+
+impl DropPlan {
+    /// Queues with entries to drop.
+    pub fn len(&self) -> usize {
+        self.queues.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.queues.is_empty()
+    }
+}
+
+/// One queue's step of a [`DropPlan`]: its entries `first..to` go, and its offsets then start
+/// at `min_offset`.
+#[derive(Debug)]
+struct QueueDrop {
+    queue: QueueKey,
+    first: u64,
+    to: u64,
+    min_offset: QueueOffset,
 }
