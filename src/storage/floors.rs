@@ -184,31 +184,36 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_file_from_before_the_log_start_reads_as_start_zero_dropped() {
-        let q = QueueKey::new(TopicId::new(1), QueueId::new(2));
+    /// A file as written before this format's later fields: queue (1, 2) at floor 42, then
+    /// `trailer` (a log start and `index_dropped`, as before the next offsets) if given.
+    fn older_file(trailer: Option<(u64, u8)>) -> Vec<u8> {
         let mut old = 1u32.to_le_bytes().to_vec();
         old.extend_from_slice(&1u32.to_le_bytes());
         old.extend_from_slice(&2u32.to_le_bytes());
         old.extend_from_slice(&42u64.to_le_bytes());
+        if let Some((start, dropped)) = trailer {
+            old.extend_from_slice(&start.to_le_bytes());
+            old.push(dropped);
+        }
         let crc = crc32c::crc32c(&old);
         old.extend_from_slice(&crc.to_le_bytes());
-        assert_eq!(decode_floors(&old).unwrap(), floors_of(&[(q, QueueOffset::new(42))], 0, true));
+        old
+    }
+
+    #[test]
+    fn a_file_from_before_the_log_start_reads_as_start_zero_dropped() {
+        let q = QueueKey::new(TopicId::new(1), QueueId::new(2));
+        assert_eq!(
+            decode_floors(&older_file(None)).unwrap(),
+            floors_of(&[(q, QueueOffset::new(42))], 0, true)
+        );
     }
 
     #[test]
     fn a_file_from_before_the_next_offsets_reads_without_them() {
         let q = QueueKey::new(TopicId::new(1), QueueId::new(2));
-        let mut old = 1u32.to_le_bytes().to_vec();
-        old.extend_from_slice(&1u32.to_le_bytes());
-        old.extend_from_slice(&2u32.to_le_bytes());
-        old.extend_from_slice(&42u64.to_le_bytes());
-        old.extend_from_slice(&4096u64.to_le_bytes());
-        old.push(0);
-        let crc = crc32c::crc32c(&old);
-        old.extend_from_slice(&crc.to_le_bytes());
         assert_eq!(
-            decode_floors(&old).unwrap(),
+            decode_floors(&older_file(Some((4096, 0)))).unwrap(),
             floors_of(&[(q, QueueOffset::new(42))], 4096, false)
         );
     }

@@ -349,10 +349,12 @@ async fn finish_index_drop<D: LogDir>(
     }
     if rebuilt {
         let raised = floors.nexts.iter().filter(|(q, n)| index.raise_empty_queue(**q, **n)).count();
-        tracing::info!(
-            queues = raised,
-            "queues with no batch left start at the next offset retention recorded"
-        );
+        if raised > 0 {
+            tracing::info!(
+                queues = raised,
+                "queues with no batch left start at the next offset retention recorded"
+            );
+        }
         if floors.nexts.is_empty() {
             tracing::warn!(
                 "the queue floors file records no next offsets (written before they were recorded): \
