@@ -136,7 +136,10 @@ pub(crate) fn producer_main(
             if arrived == Some(0) && !must_wait {
                 break;
             }
-            let taken = f.pending.try_take();
+            // The status only (`try_status`): this producer checks that each send was stored
+            // and counts flush timeouts; a whole `SendResult` per message shares the topic's
+            // name with it, a reference count taken and dropped for nothing here.
+            let taken = f.pending.try_status();
             if taken.is_none() && !must_wait {
                 break;
             }
@@ -156,16 +159,16 @@ pub(crate) fn producer_main(
                     (r, at)
                 }
                 None => {
-                    let r = f.pending.wait();
+                    let r = f.pending.wait().map(|r| r.status);
                     now = now_ns();
                     let at = f.slot.as_ref().map_or(0, |s| s.0.load(Acquire));
                     (r, if at == 0 { now } else { at })
                 }
             };
             match result {
-                Ok(r) => {
+                Ok(status) => {
                     acked += 1;
-                    if r.status == SendStatus::FlushDiskTimeout {
+                    if status == SendStatus::FlushDiskTimeout {
                         flush_timeouts += 1;
                     }
                     rec.get_or_insert_with(|| lock(recorder))

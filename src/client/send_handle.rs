@@ -148,6 +148,17 @@ impl SendHandle {
         self.batch.result(self.index)
     }
 
+    /// The send's status if its result already arrived, without making a [`SendResult`]:
+    /// for a caller that only checks that its sends were stored. `try_take` shares the
+    /// batch's topic name with each result (a reference count taken and later dropped, two
+    /// locked instructions per message); this reads the batch's outcome in place.
+    pub fn try_status(&self) -> Option<Result<SendStatus>> {
+        self.batch.outcome.get().map(|o| match o {
+            Ok(s) => Ok(s.status),
+            Err(e) => Err(e.clone()),
+        })
+    }
+
     /// Whether the result arrived.
     pub fn is_done(&self) -> bool {
         self.batch.outcome.get().is_some()
@@ -291,6 +302,29 @@ mod tests {
             assert_eq!(h.try_take().unwrap().unwrap(), r, "the same result when asked again");
             assert_eq!(h.wait().unwrap(), r);
         }
+    }
+
+    #[test]
+    fn the_status_alone_comes_with_the_result_and_shares_nothing() {
+        let batch = BatchCompletion::new();
+        let hs = handles(&batch, 3);
+        assert!(hs.iter().all(|h| h.try_status().is_none()));
+        let mut s = stored(7);
+        s.status = SendStatus::FlushDiskTimeout;
+        let topic = s.topic.clone();
+        batch.complete(Ok(s));
+        let held = Arc::strong_count(&topic);
+        for h in &hs {
+            assert_eq!(h.try_status().unwrap().unwrap(), SendStatus::FlushDiskTimeout);
+        }
+        assert_eq!(Arc::strong_count(&topic), held, "no result made, the topic not shared");
+        let r = hs[2].try_take().unwrap().unwrap();
+        assert_eq!(Arc::strong_count(&topic), held + 1, "a whole result shares the topic");
+        assert_eq!(r.queue_offset, 9);
+        let failed = BatchCompletion::new();
+        let h = handles(&failed, 1).remove(0);
+        failed.complete(Err(ClientError::Closed));
+        assert!(matches!(h.try_status(), Some(Err(ClientError::Closed))));
     }
 
     #[test]
