@@ -90,7 +90,7 @@ fn write_boot(data_dir: &Path, next: u64) -> Result<(), String> {
 fn encode_boot(boot: u64) -> [u8; BOOT_FILE_LEN] {
     let mut out = [0u8; BOOT_FILE_LEN];
     out[..8].copy_from_slice(&boot.to_le_bytes());
-    let crc = crc32c::crc32c(&out[..8]);
+    let crc = crate::format::crc::crc32c(&out[..8]);
     out[8..].copy_from_slice(&crc.to_le_bytes());
     out
 }
@@ -100,7 +100,7 @@ fn decode_boot(bytes: &[u8]) -> Option<u64> {
         return None;
     }
     let crc = u32::from_le_bytes(bytes[8..].try_into().ok()?);
-    let boot = (crc == crc32c::crc32c(&bytes[..8]))
+    let boot = (crc == crate::format::crc::crc32c(&bytes[..8]))
         .then(|| u64::from_le_bytes(bytes[..8].try_into().unwrap()))?;
     // No count this file can hold is past the boots an id has room for: advance_boot stops
     // before it and a seen boot comes from an id. A larger one is not ours (and adding 1 to

@@ -40,14 +40,14 @@ impl std::fmt::Display for ShardId {
 /// The shard that owns `queue_id` of `topic`.
 pub fn owner_shard(topic: &str, queue_id: u32, shards: usize) -> ShardId {
     assert!(shards > 0, "a broker has at least one shard");
-    let h = u64::from(crc32c::crc32c(topic.as_bytes()));
+    let h = u64::from(crate::format::crc::crc32c(topic.as_bytes()));
     ShardId(((h + u64::from(queue_id)) % shards as u64) as usize)
 }
 
 /// The shard that coordinates consumer group `group` (membership, offsets, queue locks).
 pub fn coordinator_shard(group: &str, shards: usize) -> ShardId {
     assert!(shards > 0, "a broker has at least one shard");
-    ShardId((crc32c::crc32c(group.as_bytes()) as usize) % shards)
+    ShardId((crate::format::crc::crc32c(group.as_bytes()) as usize) % shards)
 }
 
 #[cfg(test)]
@@ -60,8 +60,12 @@ mod tests {
         // docs/format.md): a change to the hash or the formula moves data between shards on
         // upgrade, so it must fail here. crc32c("TopicTest") = 3436752183,
         // crc32c("orders") = 161988746.
-        assert_eq!(crc32c::crc32c(b"123456789"), 0xE306_9283, "the CRC-32C check value");
-        assert_eq!(crc32c::crc32c(b"TopicTest"), 3_436_752_183);
+        assert_eq!(
+            crate::format::crc::crc32c(b"123456789"),
+            0xE306_9283,
+            "the CRC-32C check value"
+        );
+        assert_eq!(crate::format::crc::crc32c(b"TopicTest"), 3_436_752_183);
         let owners: Vec<_> = (0..8).map(|q| owner_shard("TopicTest", q, 4).get()).collect();
         assert_eq!(owners, [3, 0, 1, 2, 3, 0, 1, 2]);
         let owners: Vec<_> = (0..8).map(|q| owner_shard("orders", q, 4).get()).collect();

@@ -54,7 +54,7 @@ pub(crate) enum Command {
 fn renumber(batch: &mut [u8], producer_id: i64, base_sequence: i32) {
     batch[68..76].copy_from_slice(&producer_id.to_le_bytes());
     batch[76..80].copy_from_slice(&base_sequence.to_le_bytes());
-    let crc = crc32c::crc32c(&batch[crate::format::batch::CRC_START..]);
+    let crc = crate::format::crc::crc32c(&batch[crate::format::batch::CRC_START..]);
     batch[40..44].copy_from_slice(&crc.to_le_bytes());
 }
 

@@ -826,7 +826,7 @@ mod tests {
         let first_len = u32::from_le_bytes(b[88..92].try_into().unwrap()) as usize;
         let second = 88 + 4 + first_len;
         b[second + 8..second + 10].copy_from_slice(&u16::MAX.to_le_bytes());
-        let crc = crc32c::crc32c(&b[crate::format::CRC_START..]);
+        let crc = crate::format::crc::crc32c(&b[crate::format::CRC_START..]);
         b[40..44].copy_from_slice(&crc.to_le_bytes());
         b
     }

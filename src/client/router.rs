@@ -314,7 +314,7 @@ impl Router {
         if ports.is_empty() {
             return self.bootstrap();
         }
-        let shard = crc32c::crc32c(group.as_bytes()) as usize % ports.len();
+        let shard = crate::format::crc::crc32c(group.as_bytes()) as usize % ports.len();
         self.connection(ports[shard])
     }
 

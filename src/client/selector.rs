@@ -83,7 +83,7 @@ impl QueueSelector {
         let q = match self {
             QueueSelector::RoundRobin => turn.next() % queue_count,
             QueueSelector::Sticky(n) => turn.next() / (*n).max(1) % queue_count,
-            QueueSelector::KeyHash => crc32c::crc32c(&msg.key) % queue_count,
+            QueueSelector::KeyHash => crate::format::crc::crc32c(&msg.key) % queue_count,
             QueueSelector::Queue(q) => *q,
             QueueSelector::Custom(f) => f(msg, queue_count),
         };

@@ -185,7 +185,8 @@ pub fn read_header(bytes: &[u8]) -> Result<BatchHeader, FormatError> {
 /// queue, base offset, store time) are intact, whatever the rest of it holds: a damaged batch
 /// can still be attributed to its queue.
 pub fn stamp_verifies(bytes: &[u8]) -> bool {
-    read_header(bytes).is_ok_and(|h| crc32c::crc32c(&bytes[STAMP_START..STAMP_END]) == h.stamp_crc)
+    read_header(bytes)
+        .is_ok_and(|h| crate::format::crc::crc32c(&bytes[STAMP_START..STAMP_END]) == h.stamp_crc)
 }
 
 fn check_attributes(header: &BatchHeader) -> Result<(), FormatError> {
@@ -243,7 +244,7 @@ fn check_length(header: &BatchHeader, max_len: usize) -> Result<usize, FormatErr
 /// The stamp CRC over `bytes` (the batch's first [`HEADER_LEN`] bytes or more) matches the
 /// header's, and the stamped offsets do not run past the last one.
 fn check_stamp(header: &BatchHeader, bytes: &[u8]) -> Result<(), FormatError> {
-    let actual = crc32c::crc32c(&bytes[STAMP_START..STAMP_END]);
+    let actual = crate::format::crc::crc32c(&bytes[STAMP_START..STAMP_END]);
     if actual != header.stamp_crc {
         return Err(FormatError::StampCrcMismatch { expected: header.stamp_crc, actual });
     }
@@ -286,7 +287,7 @@ impl<'a> BatchView<'a> {
         check_attributes(&header)?;
         let bytes = &bytes[..length];
         if crc {
-            let actual = crc32c::crc32c(&bytes[CRC_START..]);
+            let actual = crate::format::crc::crc32c(&bytes[CRC_START..]);
             if actual != header.crc {
                 return Err(FormatError::CrcMismatch { expected: header.crc, actual });
             }
@@ -348,7 +349,7 @@ pub fn stamp(header: &mut [u8], stamp: &Stamp) {
     header[20..28].copy_from_slice(&stamp.base_offset.to_le_bytes());
     header[28..36].copy_from_slice(&stamp.store_timestamp_ms.to_le_bytes());
     header[36..40].copy_from_slice(&stamp.epoch.to_le_bytes());
-    let crc = crc32c::crc32c(&header[STAMP_START..STAMP_END]);
+    let crc = crate::format::crc::crc32c(&header[STAMP_START..STAMP_END]);
     header[8..12].copy_from_slice(&crc.to_le_bytes());
 }
 
@@ -362,7 +363,7 @@ pub fn control_batch(stamp_fields: &Stamp, marker: i64) -> [u8; HEADER_LEN] {
     b[44..46].copy_from_slice(&ATTR_CONTROL.to_le_bytes());
     b[68..76].copy_from_slice(&marker.to_le_bytes());
     b[76..80].copy_from_slice(&(-1i32).to_le_bytes());
-    let crc = crc32c::crc32c(&b[CRC_START..]);
+    let crc = crate::format::crc::crc32c(&b[CRC_START..]);
     b[40..44].copy_from_slice(&crc.to_le_bytes());
     stamp(&mut b, stamp_fields);
     b
@@ -377,19 +378,22 @@ pub struct BatchBuilder {
     first_ts: Option<i64>,
     max_ts: i64,
     tags: TagSummary,
-    /// CRC32C of the records in `buf[HEADER_LEN..crc_upto]`: past [`RUNNING_CRC_FROM`] bytes
-    /// of records, computed as each record is pushed (see there).
+    /// CRC32C of the records in `buf[HEADER_LEN..crc_upto]`: computed [`RUNNING_CRC_STEP`]
+    /// bytes at a time as records are pushed (see there).
     records_crc: u32,
     crc_upto: usize,
 }
 
-/// Records past this many bytes in a batch get their CRC computed as they are pushed, while
-/// they are in the cache, instead of all at once when the batch is finished: by then the first
-/// records of a large batch are no longer cached, and the CRC waited for memory (about 115 ns a
-/// KiB in the load generator's profile of `batched`, against 64 ns a KiB for bytes just written).
-/// Smaller batches are checksummed whole at the end: joining the two CRCs costs more than it
-/// saves there, unless the caller knows the batch will be cold ([`BatchBuilder::checksum_now`]).
-const RUNNING_CRC_FROM: usize = 16 * 1024;
+/// Each time this many bytes of records are not yet in the batch's running CRC, they are added
+/// to it, while they are in the cache, instead of all at once when the batch is finished: by
+/// then the first records of a large batch are no longer cached, and the CRC waited for memory
+/// (about 115 ns a KiB in the load generator's profile of `batched`, against 64 ns a KiB for
+/// bytes just written, with the `crc32c` crate). 16 KiB at a time, not record by record: the
+/// CRC's setup and the vector fold's tail are paid per call (with 1 KiB records, a record at
+/// a time cost 68 ns a KiB, 16 KiB at a time 14; `benches/crc_combine.rs`), and 16 KiB just
+/// written are still in the core's first-level cache. Smaller batches are checksummed whole at
+/// the end, unless the caller knows the batch will be cold ([`BatchBuilder::checksum_now`]).
+const RUNNING_CRC_STEP: usize = 16 * 1024;
 
 impl BatchBuilder {
     /// A builder whose finished batch will not exceed `max_bytes` (header included).
@@ -480,7 +484,7 @@ impl BatchBuilder {
             return Err(FormatError::BatchFull { max: self.max_bytes });
         }
         super::record::encode(record, first_ts, &mut self.buf)?;
-        if self.buf.len() - HEADER_LEN >= RUNNING_CRC_FROM {
+        if self.buf.len() - self.crc_upto >= RUNNING_CRC_STEP {
             self.checksum_now();
         }
         self.first_ts = Some(first_ts);
@@ -499,7 +503,7 @@ impl BatchBuilder {
     /// memory: about 200 ns a KiB in the load generator's profile of `many-queues`.
     pub fn checksum_now(&mut self) {
         let new = &self.buf[self.crc_upto..];
-        self.records_crc = crc32c::crc32c_append(self.records_crc, new);
+        self.records_crc = crate::format::crc::crc32c_append(self.records_crc, new);
         self.crc_upto = self.buf.len();
     }
 
@@ -541,11 +545,11 @@ impl BatchBuilder {
         b[76..80].copy_from_slice(&base_sequence.to_le_bytes());
         b[80..88].copy_from_slice(&self.tags.0.to_le_bytes());
         let crc = if self.crc_upto > HEADER_LEN {
-            let records = crc32c::crc32c_append(self.records_crc, &b[self.crc_upto..]);
-            let header = crc32c::crc32c(&b[CRC_START..HEADER_LEN]);
+            let records = crate::format::crc::crc32c_append(self.records_crc, &b[self.crc_upto..]);
+            let header = crate::format::crc::crc32c(&b[CRC_START..HEADER_LEN]);
             super::crc::crc32c_combine(header, records, b.len() - HEADER_LEN)
         } else {
-            crc32c::crc32c(&b[CRC_START..])
+            crate::format::crc::crc32c(&b[CRC_START..])
         };
         b[40..44].copy_from_slice(&crc.to_le_bytes());
         self.buf

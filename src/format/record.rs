@@ -487,7 +487,7 @@ mod tests {
             let len = bytes.len() as u32;
             bytes[0..4].copy_from_slice(&len.to_le_bytes());
             bytes[48..52].copy_from_slice(&(good_prefix as u32 + count).to_le_bytes());
-            let crc = crc32c::crc32c(&bytes[crate::format::CRC_START..]);
+            let crc = crate::format::crc::crc32c(&bytes[crate::format::CRC_START..]);
             bytes[40..44].copy_from_slice(&crc.to_le_bytes());
             let view = BatchView::parse(&bytes, 1 << 20).unwrap();
             let decoded: Result<Vec<_>, _> = view.records().collect();

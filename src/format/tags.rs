@@ -12,8 +12,8 @@ impl TagSummary {
     pub const EMPTY: TagSummary = TagSummary(0);
 
     fn bits(tag: &[u8]) -> u64 {
-        let h1 = crc32c::crc32c(tag);
-        let h2 = crc32c::crc32c_append(0x9E37_79B9, tag);
+        let h1 = crate::format::crc::crc32c(tag);
+        let h2 = crate::format::crc::crc32c_append(0x9E37_79B9, tag);
         (1u64 << (h1 & 63)) | (1u64 << (h2 & 63))
     }
 

@@ -135,7 +135,7 @@ impl EpochHistory {
             b.extend_from_slice(&e.epoch.to_le_bytes());
             b.extend_from_slice(&e.start.to_le_bytes());
         }
-        let crc = crc32c::crc32c(&b);
+        let crc = crate::format::crc::crc32c(&b);
         b.extend_from_slice(&crc.to_le_bytes());
         b
     }
@@ -146,7 +146,8 @@ impl EpochHistory {
             return Err(EpochError::Malformed("shorter than its fixed fields"));
         }
         let (body, crc) = b.split_at(b.len() - 4);
-        if crc32c::crc32c(body) != u32::from_le_bytes(crc.try_into().expect("4 bytes")) {
+        if crate::format::crc::crc32c(body) != u32::from_le_bytes(crc.try_into().expect("4 bytes"))
+        {
             return Err(EpochError::Malformed("checksum mismatch"));
         }
         if u32::from_le_bytes(body[..4].try_into().expect("4 bytes")) != FILE_MAGIC {

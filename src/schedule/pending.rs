@@ -109,7 +109,7 @@ impl PendingOffsets {
             b.extend_from_slice(&r.to_le_bytes());
             b.extend_from_slice(&c.to_le_bytes());
         }
-        let crc = crc32c::crc32c(&b);
+        let crc = crate::format::crc::crc32c(&b);
         b.extend_from_slice(&crc.to_le_bytes());
         b
     }
@@ -121,7 +121,8 @@ impl PendingOffsets {
             return Err(format!("pending offsets of {} bytes are too short", b.len()));
         }
         let (body, crc) = b.split_at(b.len() - 4);
-        if crc32c::crc32c(body) != u32::from_le_bytes(crc.try_into().expect("4 bytes")) {
+        if crate::format::crc::crc32c(body) != u32::from_le_bytes(crc.try_into().expect("4 bytes"))
+        {
             return Err("pending offsets: checksum mismatch".into());
         }
         let shift = u32::from_le_bytes(body[0..4].try_into().expect("4 bytes"));
@@ -269,7 +270,7 @@ mod tests {
             b.extend_from_slice(&r.to_le_bytes());
             b.extend_from_slice(&c.to_le_bytes());
         }
-        let crc = crc32c::crc32c(&b);
+        let crc = crate::format::crc::crc32c(&b);
         b.extend_from_slice(&crc.to_le_bytes());
         b
     }

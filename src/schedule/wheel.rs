@@ -122,7 +122,7 @@ impl Checkpoint {
         for h in &self.heads {
             b.extend_from_slice(&h.to_le_bytes());
         }
-        let crc = crc32c::crc32c(&b);
+        let crc = crate::format::crc::crc32c(&b);
         b.extend_from_slice(&crc.to_le_bytes());
         b
     }
@@ -133,7 +133,8 @@ impl Checkpoint {
             return Err(WheelError::BadCheckpoint("wrong length"));
         }
         let (body, crc) = b.split_at(b.len() - 4);
-        if crc32c::crc32c(body) != u32::from_le_bytes(crc.try_into().expect("4 bytes")) {
+        if crate::format::crc::crc32c(body) != u32::from_le_bytes(crc.try_into().expect("4 bytes"))
+        {
             return Err(WheelError::BadCheckpoint("checksum mismatch"));
         }
         let mut words =

@@ -254,7 +254,7 @@ impl IndexCheckpoint {
             b.extend_from_slice(&q.min_offset.get().to_le_bytes());
             b.extend_from_slice(&q.next_offset.get().to_le_bytes());
         }
-        let crc = crc32c::crc32c(&b);
+        let crc = crate::format::crc::crc32c(&b);
         b.extend_from_slice(&crc.to_le_bytes());
         b
     }
@@ -266,7 +266,7 @@ impl IndexCheckpoint {
             return Err("index checkpoint too short".into());
         }
         let (body, crc) = b.split_at(b.len() - 4);
-        if crc32c::crc32c(body) != u32::from_le_bytes(crc.try_into().expect("4")) {
+        if crate::format::crc::crc32c(body) != u32::from_le_bytes(crc.try_into().expect("4")) {
             return Err("index checkpoint checksum mismatch".into());
         }
         if &body[0..4] != CHECKPOINT_MAGIC {

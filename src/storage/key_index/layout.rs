@@ -27,7 +27,7 @@ const BLOCK: usize = 4096;
 /// The hash of `key` in topic `topic_id` (crc32c over both): keys of different topics land
 /// in different chains, so a walk for one topic rarely steps over another's entries.
 pub fn key_hash(topic_id: u32, key: &[u8]) -> u32 {
-    crc32c::crc32c_append(crc32c::crc32c(&topic_id.to_le_bytes()), key)
+    crate::format::crc::crc32c_append(crate::format::crc::crc32c(&topic_id.to_le_bytes()), key)
 }
 
 /// Splits a record key into the keys it is indexed under: space-separated words, as
@@ -185,7 +185,7 @@ impl Header {
         b[32..40].copy_from_slice(&self.end_store_ms.to_le_bytes());
         b[40..48].copy_from_slice(&self.min_position.get().to_le_bytes());
         b[48..56].copy_from_slice(&self.end_position.get().to_le_bytes());
-        let crc = crc32c::crc32c(&b[..56]);
+        let crc = crate::format::crc::crc32c(&b[..56]);
         b[56..60].copy_from_slice(&crc.to_le_bytes());
         b
     }
@@ -198,7 +198,7 @@ impl Header {
             return Err("not a key index file (bad magic)".into());
         }
         let crc = u32::from_le_bytes(b[56..60].try_into().expect("4 bytes"));
-        if crc != crc32c::crc32c(&b[..56]) {
+        if crc != crate::format::crc::crc32c(&b[..56]) {
             return Err("key index header checksum mismatch".into());
         }
         let u32_at = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().expect("4 bytes"));

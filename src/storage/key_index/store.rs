@@ -75,7 +75,7 @@ impl KeyCheckpoint {
         b.extend_from_slice(&h.end_store_ms.to_le_bytes());
         b.extend_from_slice(&h.min_position.get().to_le_bytes());
         b.extend_from_slice(&h.end_position.get().to_le_bytes());
-        let crc = crc32c::crc32c(&b);
+        let crc = crate::format::crc::crc32c(&b);
         b.extend_from_slice(&crc.to_le_bytes());
         b
     }
@@ -89,7 +89,7 @@ impl KeyCheckpoint {
         }
         let body = CHECKPOINT_BYTES - 4;
         let crc = u32::from_le_bytes(b[body..].try_into().expect("4 bytes"));
-        if crc != crc32c::crc32c(&b[..body]) {
+        if crc != crate::format::crc::crc32c(&b[..body]) {
             return Err("key index checkpoint checksum mismatch".into());
         }
         let u32_at = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().expect("4 bytes"));
