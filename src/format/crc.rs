@@ -3,9 +3,10 @@
 //!
 //! [`crc32c`] and [`crc32c_append`] compute it with the `crc-fast` crate: on x86-64 with
 //! AVX-512 VPCLMULQDQ it folds 64 bytes an instruction where the `crc32c` crate issues one CRC32
-//! instruction per 8 bytes (on the reference machine 70-80 GB/s against 17-20 for 16 KiB and
-//! more, 21 against 12 for a 1 KiB record; `benches/crc_combine.rs`); on other CPUs it picks the
-//! best of what they have, down to a table. The values are the same: the tests check them
+//! instruction per 8 bytes: about 4 times as fast at 16 KiB and 1 MiB on the reference machine
+//! (49-69 GiB/s against 12-16), 1.3-1.4 times for a 1 KiB record added to a running CRC
+//! (`benches/crc_combine.rs`, two runs in `bench-harness/results/2026-12-05/r33/`); on other
+//! CPUs it picks the best of what they have, down to a table. The values are the same: the tests check them
 //! against the `crc32c` crate at every length and alignment.
 //!
 //! [`crc32c_combine`] is for [`super::BatchBuilder`]: it computes its records' CRC as they are
