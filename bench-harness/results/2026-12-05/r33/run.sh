@@ -8,7 +8,8 @@
 #                L=$(losetup --direct-io=on -f --show /work/r33-ext4.img); mount $L /mnt/r22
 # Usage: OUT=dir ROUNDS=n ARMS="build@sm build@raw:sm ..." bash run.sh
 #   Arms: bNN batched, mqNN many-queues (NN = producer buffer in MiB, 32 the default),
-#   sm small-messages, lat latency, sf sync-flush (broker in sync flush mode); raw:ARM runs
+#   sm small-messages, lat latency, sf sync-flush (broker in sync flush mode; sfNN with an NN
+#   MiB producer buffer); raw:ARM runs
 #   the raw client; build@ARM runs /tmp/ab/build.
 set -u
 OUT=${OUT:?}; ROUNDS=${ROUNDS:-3}; ARMS=${ARMS:?}; DATA=${DATA:-/mnt/r22/data}
@@ -31,7 +32,8 @@ one() { arm=$1; r=$2; tag=$(echo $arm | tr :@ --)-$r; bin=/tmp/ab/${arm%%@*}; ar
   CLIENT=""
   case $arm in raw:*) CLIENT="--set client=raw"; arm=${arm#*:} ;; esac
   case $arm in b*) wl=batched; mib=${arm#b} ;; mq*) wl=many-queues; mib=${arm#mq} ;;
-    sm) wl=small-messages; mib=32 ;; lat) wl=latency; mib=32 ;; sf) wl=sync-flush; mib=32 ;; esac
+    sm) wl=small-messages; mib=32 ;; lat) wl=latency; mib=32 ;; sf) wl=sync-flush; mib=32 ;;
+    sf*) wl=sync-flush; mib=${arm#sf} ;; esac
   SET="--set duration_s=15 $CLIENT"
   if [ "$mib" != 32 ]; then
     SET="$SET --set producer_buffer_bytes=$((mib << 20)) --set max_in_flight=$((mib * 2 * 1024))"
