@@ -391,8 +391,9 @@ pub struct BatchBuilder {
 /// bytes just written, with the `crc32c` crate). 16 KiB at a time, not record by record: the
 /// CRC's setup and the vector fold's tail are paid per call (with 1 KiB records, a record at
 /// a time cost 68-76 ns a KiB, 16 KiB at a time 17-19; `benches/crc_combine.rs`), and 16 KiB
-/// just written are still in the core's first-level cache. Smaller batches are checksummed whole at
-/// the end, unless the caller knows the batch will be cold ([`BatchBuilder::checksum_now`]).
+/// just written are still in the core's first-level cache. Smaller batches are checksummed
+/// whole at the end, unless the caller knows the batch will be cold
+/// ([`BatchBuilder::checksum_now`]).
 const RUNNING_CRC_STEP: usize = 16 * 1024;
 
 impl BatchBuilder {

@@ -6,8 +6,8 @@
 //! instruction per 8 bytes: about 4 times as fast at 16 KiB and 1 MiB on the reference machine
 //! (49-69 GiB/s against 12-16), 1.3-1.4 times for a 1 KiB record added to a running CRC
 //! (`benches/crc_combine.rs`, two runs in `bench-harness/results/2026-12-05/r33/`); on other
-//! CPUs it picks the best of what they have, down to a table. The values are the same: the tests check them
-//! against the `crc32c` crate at every length and alignment.
+//! CPUs it picks the best of what they have, down to a table. The values are the same: the
+//! tests check them against the `crc32c` crate at every length and alignment.
 //!
 //! [`crc32c_combine`] is for [`super::BatchBuilder`]: it computes its records' CRC as they are
 //! pushed, while they are in the cache, and joins it to the header's (written last) when the
