@@ -69,26 +69,35 @@ fn library_producer(
         pin_current_thread(c)?;
     }
     let client = Client::connect(address).map_err(|e| format!("producer {id}: {e}"))?;
+    client.producer(producer_config(w)).map_err(|e| format!("producer {id}: {e}"))
+}
+
+/// The library producers' settings for `w`: its selector, batching and buffer bounds, the
+/// library's defaults for the rest.
+fn producer_config(w: &Workload) -> ProducerConfig {
     let keyed = w.key_distribution != KeyDistribution::None;
-    client
-        .producer(ProducerConfig {
-            selector: match (keyed, w.sticky_messages) {
-                (true, _) => QueueSelector::KeyHash,
-                (false, 0) => QueueSelector::RoundRobin,
-                (false, n) => QueueSelector::Sticky(n),
-            },
-            linger: Duration::from_millis(w.linger_ms),
-            max_batch_bytes: w.batch_max_bytes,
-            max_buffer_bytes: match w.producer_buffer_bytes {
-                0 => ProducerConfig::default().max_buffer_bytes,
-                n => n,
-            },
-            small_batches_in_flight_bytes: w
-                .producer_small_batches_in_flight_bytes
-                .unwrap_or(ProducerConfig::default().small_batches_in_flight_bytes),
-            ..Default::default()
-        })
-        .map_err(|e| format!("producer {id}: {e}"))
+    let default = ProducerConfig::default();
+    ProducerConfig {
+        selector: match (keyed, w.sticky_messages) {
+            (true, _) => QueueSelector::KeyHash,
+            (false, 0) => QueueSelector::RoundRobin,
+            (false, n) => QueueSelector::Sticky(n),
+        },
+        linger: Duration::from_millis(w.linger_ms),
+        max_batch_bytes: w.batch_max_bytes,
+        max_buffer_bytes: match w.producer_buffer_bytes {
+            0 => default.max_buffer_bytes,
+            n => n,
+        },
+        buffer_messages: match w.producer_buffer_messages {
+            0 => default.buffer_messages,
+            n => n,
+        },
+        small_batches_in_flight_bytes: w
+            .producer_small_batches_in_flight_bytes
+            .unwrap_or(default.small_batches_in_flight_bytes),
+        ..default
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -597,4 +606,31 @@ pub(crate) fn group_consumer_main(
     });
     drain.map_err(|_| format!("consumer {id}: shutting the push consumer down panicked"))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: &str = "name = \"t\"\ntopics = 1\nqueues_per_topic = 4\nmessage_size_bytes = 1024\n\
+                       producers = 1\nconsumers = 0\nduration_s = 5\n";
+
+    #[test]
+    fn the_producer_buffer_settings_reach_the_producer_or_default_to_the_library_s() {
+        let d = ProducerConfig::default();
+        let c = producer_config(&Workload::parse(MIN, &[]).unwrap());
+        assert_eq!(
+            (c.max_buffer_bytes, c.buffer_messages, c.small_batches_in_flight_bytes),
+            (d.max_buffer_bytes, d.buffer_messages, d.small_batches_in_flight_bytes)
+        );
+        let set = [
+            "producer_buffer_bytes = 1048576".into(),
+            "producer_buffer_messages = 500000".into(),
+            "producer_small_batches_in_flight_bytes = 0".into(),
+        ];
+        let c = producer_config(&Workload::parse(MIN, &set).unwrap());
+        assert_eq!(c.max_buffer_bytes, 1 << 20);
+        assert_eq!(c.buffer_messages, 500_000);
+        assert_eq!(c.small_batches_in_flight_bytes, 0);
+    }
 }

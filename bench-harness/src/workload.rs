@@ -108,6 +108,12 @@ pub struct Workload {
     /// default (32 MiB). The raw client ignores it.
     #[serde(default)]
     pub producer_buffer_bytes: usize,
+    /// Library producers' `ProducerConfig::buffer_messages`: the messages callers may stage
+    /// (in open batches and sealed ones the worker has not taken). With round-robin over many
+    /// queues an open batch holds at most about this divided by the queue count. 0 (default):
+    /// the library's default (100,000). The raw client ignores it.
+    #[serde(default)]
+    pub producer_buffer_messages: usize,
     /// Library producers' `ProducerConfig::small_batches_in_flight_bytes`: while a producer
     /// holds this many bytes of unanswered batches, its small open batches keep gathering
     /// messages. Unset: the library's default (4 MiB); 0: off. The raw client ignores it.
