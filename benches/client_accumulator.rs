@@ -6,7 +6,9 @@
 //! the linger) and the per-batch cost is spread thin: what remains is the cost per message. The
 //! sink answers at once, so with the default `linger` of 0 every message would go alone in its
 //! own batch (the producer pipelines batches while replies are outstanding), which measures the
-//! cost per batch instead. Run quickly:
+//! cost per batch instead. `send_async/10000q-1KiB`: the same, round-robin over 10,000 queues
+//! (each queue's open batch is cold when its next message comes; the batches stay small). Run
+//! quickly:
 //! `cargo bench --bench client_accumulator -- --warm-up-time 1 --measurement-time 3`.
 //! Under `cargo test --benches` each runs once.
 
@@ -18,7 +20,9 @@ use ringmq::client::{Message, ProducerConfig};
 
 fn send_async(c: &mut Criterion) {
     let mut g = c.benchmark_group("send_async");
-    for (name, size) in [("100B", 100usize), ("1KiB", 1024)] {
+    for (name, size, queues) in
+        [("100B", 100usize, 1u32), ("1KiB", 1024, 1), ("10000q-1KiB", 1024, 10_000)]
+    {
         g.throughput(Throughput::Elements(1));
         g.bench_function(name, |b| {
             let producer = LoopbackProducer::start(ProducerConfig {
@@ -32,8 +36,9 @@ fn send_async(c: &mut Criterion) {
                     (0..iters).map(|_| Message::new("bench", body.clone())).collect();
                 let mut handles = Vec::with_capacity(iters as usize);
                 let t = Instant::now();
-                for m in msgs {
-                    handles.push(producer.send_async(m, 0).expect("worker running"));
+                for (i, m) in msgs.into_iter().enumerate() {
+                    let queue = i as u32 % queues;
+                    handles.push(producer.send_async(m, queue).expect("worker running"));
                 }
                 for h in handles {
                     h.wait().expect("loopback stores everything");

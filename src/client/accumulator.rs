@@ -27,7 +27,7 @@ use super::connection::{EarlyAck, ProduceFrame, ProduceReply, ReplyTag};
 use super::error::{ClientError, Result};
 use super::pending::Completer;
 use super::producer::{ProducerConfig, SendBatchResult};
-use super::send_handle::{BatchCompletion, BatchStored};
+use super::send_handle::{BatchStored, CompletionRef};
 use super::sequencer::{Failure, QueueSequencer, ReplyKind, Resolution, SequencerConfig};
 use super::staging::{OpenLeft, Sealed, Staging, StagingLimits};
 use crate::protocol::producer_id::with_epoch;
@@ -62,7 +62,7 @@ fn renumber(batch: &mut [u8], producer_id: i64, base_sequence: i32) {
 pub(crate) enum Completion {
     /// One handle per message (`send_async`), all resolved through the batch's one shared
     /// completion: the `n`th message's handle reads offset `base + n`.
-    PerMessage { batch: Arc<BatchCompletion>, count: u32 },
+    PerMessage { batch: CompletionRef, count: u32 },
     /// One handle for the whole batch of `count` messages (`send_batch`).
     Batch { done: BatchDone, count: u32 },
 }

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use super::error::{ClientError, Result};
 use super::pending::{pending, Completer, Pending};
-use super::send_handle::{BatchCompletion, BatchStored};
+use super::send_handle::{BatchStored, CompletionRef};
 use crate::protocol::codec::Reader;
 use crate::protocol::frame::{check_response, split_response, Check};
 use crate::protocol::produce_multi;
@@ -87,10 +87,10 @@ pub(crate) struct ProduceReply {
 /// reader, then the producer's worker), each of which can wait for the CPU behind the other
 /// threads of a busy core. Only "stored" is final here; failures, retries and the memory bound
 /// stay with the worker, whose own resolution of the same batch later keeps this first
-/// outcome ([`BatchCompletion::complete`]). A stored reply is the truth about the bytes it
+/// outcome (`BatchCompletion::complete`). A stored reply is the truth about the bytes it
 /// answers even when the worker ignores it (a copy renumbered since, and stored again).
 pub(crate) struct EarlyAck {
-    pub(crate) handles: Arc<BatchCompletion>,
+    pub(crate) handles: CompletionRef,
     pub(crate) topic: Arc<str>,
 }
 

@@ -2,8 +2,10 @@
 //!
 //! `send_async` returns a [`SendHandle`] for each message, but the producer does not allocate,
 //! lock or wake anything per message for it: every message of an open batch shares the batch's
-//! `BatchCompletion` (one `Arc` allocated when the batch opens), and a handle is that `Arc`
-//! plus the message's index in the batch. The batch is resolved once: a reply that says it is
+//! `BatchCompletion` (one counted allocation when the batch opens, a `CompletionRef`), and a
+//! handle is a reference to it plus the message's index in the batch. The open batch pays for
+//! its handles' references in advance, many with one atomic add (`Credits`), so that handing
+//! out a handle is not a locked instruction either. The batch is resolved once: a reply that says it is
 //! stored resolves it on the connection's reader thread that read the reply
 //! (`connection::EarlyAck`); a failure, after the producer's worker has
 //! given up retrying. The outcome is stored (status, topic, queue and first offset, or the
@@ -20,7 +22,10 @@
 //! Resolution happens exactly once; a second `complete` keeps the first outcome.
 
 use std::future::Future;
+use std::ops::Deref;
 use std::pin::Pin;
+use std::ptr::NonNull;
+use std::sync::atomic::{fence, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -61,21 +66,6 @@ fn lock(m: &Mutex<Waiters>) -> MutexGuard<'_, Waiters> {
 }
 
 impl BatchCompletion {
-    pub(crate) fn new() -> Arc<BatchCompletion> {
-        Arc::new(BatchCompletion {
-            outcome: OnceLock::new(),
-            waiters: Mutex::new(Waiters::default()),
-            ready: Condvar::new(),
-        })
-    }
-
-    /// A completion already failed with `e` (a message refused before it joined a batch).
-    pub(crate) fn failed(e: ClientError) -> Arc<BatchCompletion> {
-        let c = BatchCompletion::new();
-        c.complete(Err(e));
-        c
-    }
-
     /// Resolves every handle of the batch: one lock, then every registered waker is woken
     /// (and blocked threads notified). A second call keeps the first outcome.
     pub(crate) fn complete(&self, outcome: Result<BatchStored>) {
@@ -116,11 +106,152 @@ impl BatchCompletion {
     }
 }
 
+/// The references a count may hold, at most (as `Arc`: past it the process aborts rather than
+/// let the count wrap and free what is still referenced).
+const MAX_REFS: usize = isize::MAX as usize;
+
+/// A batch's completion and the count of references to it ([`CompletionRef`], [`Credits`]).
+struct Counted {
+    refs: AtomicUsize,
+    completion: BatchCompletion,
+}
+
+/// A counted reference to a batch's completion, as an `Arc<BatchCompletion>` is, except that
+/// references can also be paid for in advance, many with one atomic add ([`Credits`]). The
+/// completion is freed when the count, handed-out and prepaid references together, reaches
+/// zero. Same orderings as `Arc`: an increment is relaxed (it is made from a reference held),
+/// a decrement releases, and the one that reaches zero acquires before freeing.
+pub(crate) struct CompletionRef {
+    ptr: NonNull<Counted>,
+}
+
+// SAFETY: a `CompletionRef` gives shared access to a `BatchCompletion` (Send and Sync: a
+// `OnceLock`, a `Mutex` and a `Condvar` of Send values) from any thread, and the last reference
+// frees it on whichever thread drops it, as `Arc<BatchCompletion>` does.
+unsafe impl Send for CompletionRef {}
+unsafe impl Sync for CompletionRef {}
+
+impl CompletionRef {
+    /// A new batch's completion, not resolved yet: the one reference to it.
+    pub(crate) fn pending() -> CompletionRef {
+        let completion = BatchCompletion {
+            outcome: OnceLock::new(),
+            waiters: Mutex::new(Waiters::default()),
+            ready: Condvar::new(),
+        };
+        let counted = Box::new(Counted { refs: AtomicUsize::new(1), completion });
+        CompletionRef { ptr: NonNull::from(Box::leak(counted)) }
+    }
+
+    /// A completion already failed with `e` (a message refused before it joined a batch).
+    pub(crate) fn failed(e: ClientError) -> CompletionRef {
+        let c = CompletionRef::pending();
+        c.complete(Err(e));
+        c
+    }
+
+    fn counted(&self) -> &Counted {
+        // SAFETY: the count includes this reference, so the allocation is alive.
+        unsafe { self.ptr.as_ref() }
+    }
+
+    /// `n` references paid for now, with one atomic add, to be handed out one by one.
+    pub(crate) fn credits(&self, n: usize) -> Credits {
+        if n > 0 && self.counted().refs.fetch_add(n, Ordering::Relaxed) > MAX_REFS - n {
+            std::process::abort();
+        }
+        Credits { ptr: self.ptr, left: n }
+    }
+
+    /// References counted now, handed out or prepaid (tests).
+    #[cfg(test)]
+    pub(crate) fn refs(&self) -> usize {
+        self.counted().refs.load(Ordering::Acquire)
+    }
+}
+
+/// Drops `n` references of `ptr`'s count; frees the completion when they were the last.
+///
+/// # Safety
+/// The caller owns `n` of the references counted (and gives them up).
+unsafe fn release(ptr: NonNull<Counted>, n: usize) {
+    // SAFETY: the caller's references keep the allocation alive until this decrement.
+    if unsafe { ptr.as_ref() }.refs.fetch_sub(n, Ordering::Release) != n {
+        return;
+    }
+    // Every other reference was dropped before its decrement (released); see them all.
+    fence(Ordering::Acquire);
+    // SAFETY: the count reached zero: nothing references the allocation any more, and it was
+    // made by `Box::new` in `CompletionRef::new`.
+    drop(unsafe { Box::from_raw(ptr.as_ptr()) });
+}
+
+impl Clone for CompletionRef {
+    fn clone(&self) -> CompletionRef {
+        if self.counted().refs.fetch_add(1, Ordering::Relaxed) > MAX_REFS - 1 {
+            std::process::abort();
+        }
+        CompletionRef { ptr: self.ptr }
+    }
+}
+
+impl Drop for CompletionRef {
+    fn drop(&mut self) {
+        // SAFETY: this reference is counted and given up here.
+        unsafe { release(self.ptr, 1) }
+    }
+}
+
+impl Deref for CompletionRef {
+    type Target = BatchCompletion;
+    fn deref(&self) -> &BatchCompletion {
+        &self.counted().completion
+    }
+}
+
+/// References to one completion paid for in advance ([`CompletionRef::credits`]), handed out
+/// by [`Credits::take`] without touching the count; the ones not taken are given back, with
+/// one atomic subtraction, when the credits are dropped.
+pub(crate) struct Credits {
+    ptr: NonNull<Counted>,
+    left: usize,
+}
+
+// SAFETY: as for `CompletionRef`: counted references to a Send and Sync completion.
+unsafe impl Send for Credits {}
+unsafe impl Sync for Credits {}
+
+impl Credits {
+    /// One prepaid reference, or None when all were taken.
+    pub(crate) fn take(&mut self) -> Option<CompletionRef> {
+        if self.left == 0 {
+            return None;
+        }
+        self.left -= 1;
+        Some(CompletionRef { ptr: self.ptr })
+    }
+
+    /// Prepaid references not taken yet (tests).
+    #[cfg(test)]
+    pub(crate) fn left(&self) -> usize {
+        self.left
+    }
+}
+
+impl Drop for Credits {
+    fn drop(&mut self) {
+        if self.left > 0 {
+            // SAFETY: the `left` references not taken are counted and owned by the credits.
+            unsafe { release(self.ptr, self.left) }
+        }
+    }
+}
+
 /// The result of one `send_async` message, to come: wait for it (blocking), poll it
 /// ([`SendHandle::try_take`]) or `.await` it (any executor). Cheap to hold: a shared pointer
 /// to its batch's completion and its index in the batch.
 pub struct SendHandle {
-    batch: Arc<BatchCompletion>,
+    batch: CompletionRef,
     index: u32,
 }
 
@@ -134,13 +265,13 @@ impl std::fmt::Debug for SendHandle {
 }
 
 impl SendHandle {
-    pub(crate) fn new(batch: Arc<BatchCompletion>, index: u32) -> SendHandle {
+    pub(crate) fn new(batch: CompletionRef, index: u32) -> SendHandle {
         SendHandle { batch, index }
     }
 
     /// A handle already failed with `e`.
     pub(crate) fn failed(e: ClientError) -> SendHandle {
-        SendHandle::new(BatchCompletion::failed(e), 0)
+        SendHandle::new(CompletionRef::failed(e), 0)
     }
 
     /// The result if it already arrived (the same result every time it is asked).
@@ -245,7 +376,7 @@ mod tests {
         }
     }
 
-    fn handles(batch: &Arc<BatchCompletion>, n: u32) -> Vec<SendHandle> {
+    fn handles(batch: &CompletionRef, n: u32) -> Vec<SendHandle> {
         (0..n).map(|i| SendHandle::new(batch.clone(), i)).collect()
     }
 
@@ -276,7 +407,7 @@ mod tests {
         reply.encode_body(&mut w);
         let decoded = Response::decode(ApiKey::Produce, &w.buf);
         if let Ok(Response::Produce { base_offset, .. }) = &decoded {
-            let batch = BatchCompletion::new();
+            let batch = CompletionRef::pending();
             let hs = handles(&batch, 3);
             batch.complete(Ok(stored(*base_offset)));
             for h in hs {
@@ -288,7 +419,7 @@ mod tests {
 
     #[test]
     fn every_handle_resolves_once_with_its_own_offset() {
-        let batch = BatchCompletion::new();
+        let batch = CompletionRef::pending();
         let hs = handles(&batch, 5);
         assert!(hs.iter().all(|h| h.try_take().is_none() && !h.is_done()));
         batch.complete(Ok(stored(100)));
@@ -306,7 +437,7 @@ mod tests {
 
     #[test]
     fn the_status_alone_comes_with_the_result_and_shares_nothing() {
-        let batch = BatchCompletion::new();
+        let batch = CompletionRef::pending();
         let hs = handles(&batch, 3);
         assert!(hs.iter().all(|h| h.try_status().is_none()));
         let mut s = stored(7);
@@ -321,7 +452,7 @@ mod tests {
         let r = hs[2].try_take().unwrap().unwrap();
         assert_eq!(Arc::strong_count(&topic), held + 1, "a whole result shares the topic");
         assert_eq!(r.queue_offset, 9);
-        let failed = BatchCompletion::new();
+        let failed = CompletionRef::pending();
         let h = handles(&failed, 1).remove(0);
         failed.complete(Err(ClientError::Closed));
         assert!(matches!(h.try_status(), Some(Err(ClientError::Closed))));
@@ -329,7 +460,7 @@ mod tests {
 
     #[test]
     fn an_error_reaches_every_handle_including_blocked_and_async_ones() {
-        let batch = BatchCompletion::new();
+        let batch = CompletionRef::pending();
         let mut hs = handles(&batch, 4);
         // Handle 0 waits in another thread, handle 1 is polled by a task, 2 and 3 look later.
         let blocked = {
@@ -358,7 +489,7 @@ mod tests {
 
     #[test]
     fn polling_keeps_one_waker_per_handle_and_resolution_frees_them() {
-        let batch = BatchCompletion::new();
+        let batch = CompletionRef::pending();
         let mut hs = handles(&batch, 100);
         let counters: Vec<Arc<CountingWaker>> = (0..3).map(|_| Arc::default()).collect();
         // Every handle polled many times, with changing wakers: the map holds one per handle.
@@ -390,5 +521,103 @@ mod tests {
         let h = SendHandle::failed(ClientError::Closed);
         assert!(h.is_done());
         assert!(matches!(h.wait_timeout(Duration::ZERO), Ok(Err(ClientError::Closed))));
+    }
+
+    /// A completion resolved with a result naming `topic`: it holds one count of the topic
+    /// for as long as it lives, which shows when it is freed.
+    fn resolved_with(topic: &Arc<str>) -> CompletionRef {
+        let c = CompletionRef::pending();
+        c.complete(Ok(BatchStored { topic: topic.clone(), ..stored(0) }));
+        c
+    }
+
+    #[test]
+    fn prepaid_references_are_counted_once_and_the_unused_given_back() {
+        let c = CompletionRef::pending();
+        assert_eq!(c.refs(), 1);
+        let mut credits = c.credits(5);
+        assert_eq!(c.refs(), 6, "five references paid for with one add");
+        let a = SendHandle::new(credits.take().unwrap(), 0);
+        let b = SendHandle::new(credits.take().unwrap(), 1);
+        assert_eq!(c.refs(), 6, "taking a prepaid reference does not count again");
+        assert_eq!(credits.left(), 3);
+        drop(credits);
+        assert_eq!(c.refs(), 3, "the three not taken are given back");
+        drop(a);
+        assert_eq!(c.refs(), 2);
+        drop(b);
+        assert_eq!(c.refs(), 1);
+        let mut none = c.credits(0);
+        assert!(none.take().is_none());
+        drop(none);
+        assert_eq!(c.refs(), 1);
+    }
+
+    #[test]
+    fn a_completion_is_freed_by_its_last_reference_whichever_kind() {
+        let topic: Arc<str> = Arc::from("freed");
+        let held = Arc::strong_count(&topic);
+        // The credits last.
+        let c = resolved_with(&topic);
+        let mut credits = c.credits(4);
+        let h = SendHandle::new(credits.take().unwrap(), 0);
+        drop(c);
+        drop(h);
+        assert_eq!(Arc::strong_count(&topic), held + 1, "unused credits keep it");
+        drop(credits);
+        assert_eq!(Arc::strong_count(&topic), held, "freed with the credits");
+        // A handle lasts.
+        let c = resolved_with(&topic);
+        let mut credits = c.credits(2);
+        let h = SendHandle::new(credits.take().unwrap(), 0);
+        drop(credits);
+        drop(c);
+        assert!(matches!(h.try_status(), Some(Ok(SendStatus::SendOk))));
+        assert_eq!(Arc::strong_count(&topic), held + 1);
+        drop(h);
+        assert_eq!(Arc::strong_count(&topic), held, "freed with the last handle");
+        // A clone lasts.
+        let c = resolved_with(&topic);
+        let d = c.clone();
+        drop(c);
+        assert_eq!(Arc::strong_count(&topic), held + 1);
+        drop(d);
+        assert_eq!(Arc::strong_count(&topic), held);
+    }
+
+    #[test]
+    fn references_dropped_on_many_threads_free_the_completion_once() {
+        let topic: Arc<str> = Arc::from("threads");
+        let held = Arc::strong_count(&topic);
+        for round in 0..200 {
+            let c = resolved_with(&topic);
+            let mut credits = c.credits(64);
+            let mut per_thread: Vec<Vec<SendHandle>> = (0..4).map(|_| Vec::new()).collect();
+            for i in 0..48u32 {
+                per_thread[i as usize % 4].push(SendHandle::new(credits.take().unwrap(), i));
+            }
+            let clones: Vec<CompletionRef> = (0..4).map(|_| c.clone()).collect();
+            std::thread::scope(|s| {
+                for (handles, clone) in per_thread.into_iter().zip(clones) {
+                    s.spawn(move || {
+                        for h in &handles {
+                            assert!(h.is_done());
+                        }
+                        drop(handles);
+                        drop(clone);
+                    });
+                }
+                // The owner's reference and the unused credits go while the threads run,
+                // in either order.
+                if round % 2 == 0 {
+                    drop(credits);
+                    drop(c);
+                } else {
+                    drop(c);
+                    drop(credits);
+                }
+            });
+            assert_eq!(Arc::strong_count(&topic), held, "round {round}: freed once, at the end");
+        }
     }
 }

@@ -364,3 +364,39 @@ fn appends_to_a_queue_whose_reply_the_worker_awaits_do_not_wake_it() {
     assert!(!s.set_flow(0, false, false));
     assert!(append(&s, 0, t0), "an idle queue's new batch asks for the worker again");
 }
+
+#[test]
+fn an_open_batch_s_handles_are_paid_for_in_advance() {
+    let s = large_batches(1000, 1 << 20);
+    let t0 = Instant::now();
+    let refs = |s: &Staging| {
+        let st = lock(&s.state);
+        st.queues[0].open.as_ref().map(|o| (o.completion.refs(), o.credits.left()))
+    };
+    let msg = Message::new("t", vec![7u8; 40]);
+    let mut handles = Vec::new();
+    handles.push(s.append("t", 0, &msg, 1, || t0, &|| {}).0);
+    assert_eq!(refs(&s), Some((1 + HANDLE_CREDITS, HANDLE_CREDITS - 1)), "one add paid for many");
+    for _ in 1..HANDLE_CREDITS {
+        handles.push(s.append("t", 0, &msg, 1, || t0, &|| {}).0);
+    }
+    assert_eq!(refs(&s), Some((1 + HANDLE_CREDITS, 0)), "no count per handle");
+    handles.push(s.append("t", 0, &msg, 1, || t0, &|| {}).0);
+    assert_eq!(refs(&s), Some((1 + 2 * HANDLE_CREDITS, HANDLE_CREDITS - 1)), "the next add");
+    // Sealed, the batch gives back the references it did not hand out: its completion's
+    // count is its own reference and its handles'.
+    let sealed = {
+        let mut st = lock(&s.state);
+        let q = &mut st.queues[0];
+        let open = q.open.take().unwrap();
+        let mut reserved = open.reserved;
+        open.seal(&mut reserved)
+    };
+    let Completion::PerMessage { batch, count } = &sealed.completion else {
+        panic!("a batch of send_async messages")
+    };
+    assert_eq!(*count as usize, handles.len());
+    assert_eq!(batch.refs(), 1 + handles.len());
+    drop(handles);
+    assert_eq!(batch.refs(), 1);
+}
