@@ -5,8 +5,8 @@
 //! `BatchCompletion` (one counted allocation when the batch opens, a `CompletionRef`), and a
 //! handle is a reference to it plus the message's index in the batch. The open batch pays for
 //! its handles' references in advance, many with one atomic add (`Credits`), so that handing
-//! out a handle is not a locked instruction either. The batch is resolved once: a reply that says it is
-//! stored resolves it on the connection's reader thread that read the reply
+//! out a handle is not a locked instruction either. The batch is resolved once: a reply that
+//! says it is stored resolves it on the connection's reader thread that read the reply
 //! (`connection::EarlyAck`); a failure, after the producer's worker has
 //! given up retrying. The outcome is stored (status, topic, queue and first offset, or the
 //! error) and the wakers and blocked threads waiting on any of its handles are woken, under
@@ -126,10 +126,16 @@ pub(crate) struct CompletionRef {
 }
 
 // SAFETY: a `CompletionRef` gives shared access to a `BatchCompletion` (Send and Sync: a
-// `OnceLock`, a `Mutex` and a `Condvar` of Send values) from any thread, and the last reference
-// frees it on whichever thread drops it, as `Arc<BatchCompletion>` does.
+// `OnceLock`, a `Mutex` and a `Condvar` of Send values; checked below) from any thread, and the
+// last reference frees it on whichever thread drops it, as `Arc<BatchCompletion>` does.
 unsafe impl Send for CompletionRef {}
 unsafe impl Sync for CompletionRef {}
+
+/// The compiler's check of what the `unsafe impl`s above and below claim.
+const _: () = {
+    const fn send_and_sync<T: Send + Sync>() {}
+    send_and_sync::<BatchCompletion>();
+};
 
 impl CompletionRef {
     /// A new batch's completion, not resolved yet: the one reference to it.
@@ -182,7 +188,7 @@ unsafe fn release(ptr: NonNull<Counted>, n: usize) {
     // Every other reference was dropped before its decrement (released); see them all.
     fence(Ordering::Acquire);
     // SAFETY: the count reached zero: nothing references the allocation any more, and it was
-    // made by `Box::new` in `CompletionRef::new`.
+    // made by `Box::new` in `CompletionRef::pending`.
     drop(unsafe { Box::from_raw(ptr.as_ptr()) });
 }
 
