@@ -611,9 +611,7 @@ pub(crate) fn group_consumer_main(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const MIN: &str = "name = \"t\"\ntopics = 1\nqueues_per_topic = 4\nmessage_size_bytes = 1024\n\
-                       producers = 1\nconsumers = 0\nduration_s = 5\n";
+    use crate::workload::tests::MIN;
 
     #[test]
     fn the_producer_buffer_settings_reach_the_producer_or_default_to_the_library_s() {

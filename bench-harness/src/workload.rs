@@ -272,10 +272,12 @@ fn apply_override(table: &mut toml::Table, o: &str) -> Result<(), String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    const MIN: &str = "name = \"t\"\ntopics = 1\nqueues_per_topic = 4\nmessage_size_bytes = 1024\n\
+    /// The smallest valid workload (tests here and in the other modules).
+    pub(crate) const MIN: &str =
+        "name = \"t\"\ntopics = 1\nqueues_per_topic = 4\nmessage_size_bytes = 1024\n\
                        producers = 1\nconsumers = 1\nduration_s = 5\n";
 
     #[test]
