@@ -23,6 +23,8 @@
 
 use std::collections::HashMap;
 
+use crate::format::crc::crc32c;
+
 use super::types::{LogPosition, QueueId, QueueKey, QueueOffset, TopicId};
 
 /// The floors file's name in the log directory.
@@ -71,7 +73,7 @@ pub fn encode_floors(
     b.push(u8::from(index_dropped));
     b.extend_from_slice(&(nexts.len() as u32).to_le_bytes());
     put_queues(&mut b, nexts);
-    let crc = crate::format::crc::crc32c(&b);
+    let crc = crc32c(&b);
     b.extend_from_slice(&crc.to_le_bytes());
     b
 }
@@ -106,7 +108,7 @@ pub fn decode_floors(b: &[u8]) -> std::result::Result<Floors, String> {
         return Err("queue floor file too short".into());
     }
     let (body, crc) = b.split_at(b.len() - 4);
-    if crate::format::crc::crc32c(body) != u32::from_le_bytes(crc.try_into().expect("4")) {
+    if crc32c(body) != u32::from_le_bytes(crc.try_into().expect("4")) {
         return Err("queue floor file checksum mismatch".into());
     }
     let n = u32::from_le_bytes(body[..4].try_into().expect("4")) as usize;
@@ -195,7 +197,7 @@ mod tests {
             old.extend_from_slice(&start.to_le_bytes());
             old.push(dropped);
         }
-        let crc = crate::format::crc::crc32c(&old);
+        let crc = crc32c(&old);
         old.extend_from_slice(&crc.to_le_bytes());
         old
     }
@@ -243,7 +245,7 @@ mod tests {
         body.truncate(body.len() - 8);
         *body.last_mut().unwrap() = 2;
         body.extend_from_slice(&0u32.to_le_bytes());
-        let crc = crate::format::crc::crc32c(&body);
+        let crc = crc32c(&body);
         body.extend_from_slice(&crc.to_le_bytes());
         assert_eq!(decode_floors(&body), Err("queue floor file: index_dropped is 2".to_string()));
     }
@@ -253,7 +255,7 @@ mod tests {
         // A huge count with a valid checksum: must be refused before any allocation.
         let mut body = u32::MAX.to_le_bytes().to_vec();
         body.extend_from_slice(&[0; 16]);
-        let crc = crate::format::crc::crc32c(&body);
+        let crc = crc32c(&body);
         body.extend_from_slice(&crc.to_le_bytes());
         assert_eq!(decode_floors(&body), Err("queue floor file length mismatch".to_string()));
     }
