@@ -3,6 +3,7 @@
 //! cargo-fuzz target in fuzz/).
 
 use proptest::prelude::*;
+use ringmq::protocol::fetch_multi::{FetchMulti, FetchQueue, FetchTopic};
 use ringmq::protocol::frame::{
     check_request, check_response, split_request, split_response, Check,
 };
@@ -57,6 +58,18 @@ fn valid_frames() -> Vec<Vec<u8>> {
         Request::Offsets { topic: "t".into(), queue_id: 0, timestamp_ms: 7 }.encode_frame(5),
         Request::Stats.encode_frame(6),
         Request::Group(GroupRequest::Delete { group: "g".into() }).encode_frame(7),
+        Request::FetchMulti(FetchMulti {
+            max_bytes: 100,
+            max_wait_ms: 5,
+            topics: vec![
+                FetchTopic {
+                    topic: "t".into(),
+                    queues: vec![FetchQueue { queue_id: 1, offset: 2 }],
+                },
+                FetchTopic { topic: "u".into(), queues: vec![] },
+            ],
+        })
+        .encode_frame(8),
     ]
 }
 

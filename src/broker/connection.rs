@@ -45,9 +45,11 @@ use glommio::channels::local_channel;
 use glommio::net::TcpStream;
 
 use super::read_deadline::{Expiry, ReadDeadline};
+use super::shard::fetch_multi::MultiPart;
 use super::shard::{Answer, Shard};
 use super::shard_log::ShardLog;
 use super::shutdown::Stop;
+use crate::protocol::fetch_multi;
 use crate::protocol::frame::{check_request, split_request, Check};
 use crate::protocol::message::encode_fetch_head;
 use crate::protocol::read_buffer::ReadBuffer;
@@ -154,6 +156,7 @@ pub async fn serve<L: ShardLog>(shard: Rc<Shard<L>>, stream: TcpStream, stop: St
                                         );
                                         Outgoing { head, batches, held: None }
                                     }
+                                    Ok(Answer::Multi(parts)) => multi_outgoing(id, parts),
                                     Err(e) => Outgoing::frame(encode_error(
                                         id, e.code, &e.message, e.detail,
                                     )),
@@ -259,6 +262,43 @@ impl Outgoing {
     }
 }
 
+/// A FETCH_MULTI's answer: the frame head, then each part's head (bytes of their own) and
+/// its batches from where the log holds them.
+fn multi_outgoing(id: u32, parts: Vec<MultiPart>) -> Outgoing {
+    let mut batches = Vec::with_capacity(parts.len() * 2);
+    let mut heads = Vec::new();
+    let mut len = 0;
+    let count = parts.len();
+    for p in parts {
+        match p.result {
+            Ok(f) => {
+                let n = f.batches.iter().map(|b| b.len()).sum();
+                let at = heads.len();
+                fetch_multi::append_result_head(
+                    &mut heads,
+                    p.index,
+                    f.min_offset,
+                    f.next_offset,
+                    f.scan_end_offset,
+                    n,
+                );
+                len += heads.len() - at + n;
+                batches.push(ReadBuf::from_vec(std::mem::take(&mut heads)));
+                batches.extend(f.batches);
+            }
+            Err(e) => {
+                let at = heads.len();
+                fetch_multi::append_error_result(&mut heads, p.index, e.code, &e.message, e.detail);
+                len += heads.len() - at;
+            }
+        }
+    }
+    if !heads.is_empty() {
+        batches.push(ReadBuf::from_vec(heads));
+    }
+    Outgoing { head: fetch_multi::response_head(id, count, len), batches, held: None }
+}
+
 /// What a request counts against `max_in_flight_bytes_per_connection`: its frame, plus for a
 /// fetch the batches its answer may carry (read from disk into buffers of its own), and for a
 /// PRODUCE_MULTI the state of each entry's handling while the request runs.
@@ -268,11 +308,19 @@ fn in_flight_charge(request: &Request, frame_bytes: usize, max_fetch_bytes: usiz
         | Request::Replication(ReplRequest::Fetch { max_bytes, .. }) => {
             (*max_bytes as usize).min(max_fetch_bytes)
         }
+        // Its batches, and what the broker holds per queue while it looks them up.
+        Request::FetchMulti(f) => {
+            (f.max_bytes as usize).min(max_fetch_bytes) + f.queue_count() * MULTI_QUEUE_BYTES
+        }
         Request::ProduceMulti { entries } => entries.len() * ENTRY_TASK_BYTES,
         _ => 0,
     };
     frame_bytes + answer
 }
+
+/// What the broker holds per FETCH_MULTI queue while the request runs (its lookup, its
+/// place in the read's order and its part of the answer), rounded up.
+const MULTI_QUEUE_BYTES: usize = 128;
 
 /// What the broker holds per PRODUCE_MULTI entry while the request runs: its handling future
 /// (about 3 KiB, as a PRODUCE's), rounded up.
@@ -408,6 +456,77 @@ mod tests {
             batch: vec![0; 100].into(),
         };
         assert_eq!(in_flight_charge(&produce, 140, 1 << 20), 140);
+    }
+
+    #[test]
+    fn a_fetch_multi_counts_its_answer_and_each_queue_s_lookup_against_the_byte_bound() {
+        use crate::protocol::fetch_multi::{FetchMulti, FetchQueue, FetchTopic};
+        let queues = vec![FetchQueue { queue_id: 0, offset: 0 }; 300];
+        let multi = Request::FetchMulti(FetchMulti {
+            max_bytes: 4 << 20,
+            max_wait_ms: 0,
+            topics: vec![FetchTopic { topic: "t".into(), queues }],
+        });
+        // `max_bytes` bounded by the broker's `max_fetch_bytes`, as a FETCH's.
+        assert_eq!(
+            in_flight_charge(&multi, 4_000, 1 << 20),
+            4_000 + (1 << 20) + 300 * MULTI_QUEUE_BYTES
+        );
+    }
+
+    /// The answer written from the log's buffers is, byte for byte, the FETCH_MULTI response
+    /// the client decodes (the one a forwarding shard would encode).
+    #[test]
+    fn a_fetch_multi_answer_from_the_log_s_buffers_is_the_encoded_response() {
+        use crate::broker::error::BrokerError;
+        use crate::broker::shard::fetch_multi::{multi_response, Fetched};
+        let parts = || {
+            vec![
+                MultiPart {
+                    index: 0,
+                    result: Err(BrokerError::new(ErrorCode::UNKNOWN_QUEUE, "no queue 9")),
+                },
+                MultiPart {
+                    index: 2,
+                    result: Ok(Fetched {
+                        min_offset: 1,
+                        next_offset: 9,
+                        scan_end_offset: 7,
+                        batches: vec![
+                            ReadBuf::from_vec(vec![5; 30]),
+                            ReadBuf::from_vec(vec![6; 3]),
+                        ],
+                    }),
+                },
+                MultiPart {
+                    index: 3,
+                    result: Err(BrokerError {
+                        code: ErrorCode::OFFSET_OUT_OF_RANGE,
+                        message: "gone".into(),
+                        detail: ErrorDetail::OffsetRange { min: 4, next: 8 },
+                    }),
+                },
+                MultiPart {
+                    index: 5,
+                    result: Ok(Fetched {
+                        min_offset: 0,
+                        next_offset: 2,
+                        scan_end_offset: 2,
+                        batches: vec![ReadBuf::from_vec(vec![1; 12])],
+                    }),
+                },
+            ]
+        };
+        let out = multi_outgoing(11, parts());
+        let mut wire = out.head.clone();
+        for b in &out.batches {
+            wire.extend_from_slice(b);
+        }
+        assert_eq!(wire, multi_response(parts()).encode_frame(11));
+        assert_eq!(
+            multi_outgoing(12, Vec::new()).head,
+            multi_response(Vec::new()).encode_frame(12)
+        );
     }
 
     #[test]

@@ -61,6 +61,15 @@ impl<D: LogDir + 'static> ShardLog for Rc<CommitLog<D>> {
         Ok(CommitLog::read(self, queue, QueueOffset::new(offset), max_bytes).await?.batches)
     }
 
+    async fn read_many(
+        &self,
+        reads: &[(QueueKey, u64)],
+        max_bytes: usize,
+    ) -> Result<Vec<Result<Vec<ReadBuf>, StorageError>>, StorageError> {
+        let reads: Vec<_> = reads.iter().map(|&(q, o)| (q, QueueOffset::new(o))).collect();
+        CommitLog::read_many(self, &reads, max_bytes).await
+    }
+
     fn offsets(&self, queue: QueueKey) -> OffsetRange {
         CommitLog::offsets(self, queue).into()
     }

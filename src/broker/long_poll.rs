@@ -8,6 +8,8 @@
 //! readable end to pass that data (`Shard::fetch`), so nobody sleeps until the deadline.
 //! Waiters per queue are bounded: when a queue's list is full, cancelled waiters are pruned
 //! and, if it is still full, the fetch is answered at once (empty) instead of waiting.
+//! A FETCH_MULTI at the end of all its queues waits for an append to any queue of the shard
+//! ([`LongPoll::register_any`], bounded the same way) and then looks at its queues again.
 
 use std::collections::HashMap;
 
@@ -21,12 +23,14 @@ pub type Waiter = oneshot::Receiver<()>;
 pub struct LongPoll {
     max_per_queue: usize,
     waiters: HashMap<QueueKey, Vec<oneshot::Sender<()>>>,
+    /// Woken by an append to any queue.
+    any: Vec<oneshot::Sender<()>>,
     closed: bool,
 }
 
 impl LongPoll {
     pub fn new(max_per_queue: usize) -> Self {
-        LongPoll { max_per_queue, waiters: HashMap::new(), closed: false }
+        LongPoll { max_per_queue, waiters: HashMap::new(), any: Vec::new(), closed: false }
     }
 
     /// Registers a waiter on `queue`; None when the queue's waiter list is full or the
@@ -47,12 +51,36 @@ impl LongPoll {
         Some(rx)
     }
 
-    /// Wakes every waiter of `queue`.
+    /// Registers a waiter woken by an append to any queue; None when that list is full (of
+    /// `max_per_queue` waiters not cancelled) or the broker is stopping.
+    pub fn register_any(&mut self) -> Option<Waiter> {
+        if self.closed {
+            return None;
+        }
+        if self.any.len() >= self.max_per_queue {
+            self.any.retain(|s| !s.is_canceled());
+        }
+        if self.any.len() >= self.max_per_queue {
+            return None;
+        }
+        let (tx, rx) = oneshot::channel();
+        self.any.push(tx);
+        Some(rx)
+    }
+
+    /// Wakes every waiter of `queue`, and those waiting for any queue.
     pub fn notify(&mut self, queue: QueueKey) {
         if let Some(list) = self.waiters.remove(&queue) {
             for w in list {
                 let _ = w.send(());
             }
+        }
+        self.wake_any();
+    }
+
+    fn wake_any(&mut self) {
+        for w in self.any.drain(..) {
+            let _ = w.send(());
         }
     }
 
@@ -64,21 +92,18 @@ impl LongPoll {
                 let _ = w.send(());
             }
         }
+        self.wake_any();
     }
 
     /// Wakes everyone and refuses new waiters (shutdown).
     pub fn close(&mut self) {
         self.closed = true;
-        for (_, list) in self.waiters.drain() {
-            for w in list {
-                let _ = w.send(());
-            }
-        }
+        self.notify_all();
     }
 
     /// Waiters currently registered and not cancelled.
     pub fn waiting(&self) -> usize {
-        self.waiters.values().flatten().filter(|s| !s.is_canceled()).count()
+        self.waiters.values().flatten().chain(&self.any).filter(|s| !s.is_canceled()).count()
     }
 }
 
@@ -106,5 +131,32 @@ mod tests {
         lp.close();
         assert_eq!(d.try_recv(), Ok(Some(())));
         assert!(lp.register(q).is_none());
+    }
+
+    #[test]
+    fn waiters_for_any_queue_are_bounded_and_woken_by_every_queue_s_append() {
+        let (q, r) = (
+            QueueKey::new(TopicId::new(1), QueueId::new(0)),
+            QueueKey::new(TopicId::new(2), QueueId::new(5)),
+        );
+        let mut lp = LongPoll::new(2);
+        let mut a = lp.register_any().unwrap();
+        let b = lp.register_any().unwrap();
+        assert!(lp.register_any().is_none(), "third waiter exceeds the bound");
+        drop(b);
+        let mut c = lp.register_any().expect("cancelled waiter was pruned");
+        assert_eq!(lp.waiting(), 2);
+        lp.notify(r);
+        assert_eq!(a.try_recv(), Ok(Some(())));
+        assert_eq!(c.try_recv(), Ok(Some(())));
+        let mut d = lp.register_any().unwrap();
+        let mut e = lp.register(q).unwrap();
+        lp.notify_all();
+        assert_eq!(d.try_recv(), Ok(Some(())));
+        assert_eq!(e.try_recv(), Ok(Some(())));
+        let mut f = lp.register_any().unwrap();
+        lp.close();
+        assert_eq!(f.try_recv(), Ok(Some(())));
+        assert!(lp.register_any().is_none());
     }
 }

@@ -70,7 +70,14 @@ pub type LocalReply = Result<Answer, BrokerError>;
 #[derive(Debug)]
 pub enum Answer {
     Response(Response),
-    Batches { min_offset: u64, next_offset: u64, scan_end_offset: u64, batches: Vec<ReadBuf> },
+    Batches {
+        min_offset: u64,
+        next_offset: u64,
+        scan_end_offset: u64,
+        batches: Vec<ReadBuf>,
+    },
+    /// A FETCH_MULTI's parts, in index order.
+    Multi(Vec<fetch_multi::MultiPart>),
 }
 
 impl Answer {
@@ -86,6 +93,7 @@ impl Answer {
                 }
                 Response::Fetch { min_offset, next_offset, scan_end_offset, batches: bytes }
             }
+            Answer::Multi(parts) => fetch_multi::multi_response(parts),
         }
     }
 }
@@ -408,6 +416,7 @@ impl<L: ShardLog> Shard<L> {
             Request::QueryKeys(q) => self.key_query_request(q).await,
             Request::Replication(r) => self.replication_request(r).await,
             Request::ProduceMulti { entries } => Ok(self.produce_multi(entries).await),
+            Request::FetchMulti(f) => return self.fetch_multi(f).await,
             Request::Produce { .. }
             | Request::Fetch { .. }
             | Request::Offsets { .. }
@@ -439,6 +448,10 @@ impl<L: ShardLog> Shard<L> {
         }
         if let Request::QueryKeys(q) = request {
             return self.key_query_forwarded(q).await;
+        }
+        if let Request::FetchMulti(f) = request {
+            // Its queues are this shard's: read here, never forwarded again.
+            return Ok(self.fetch_multi(f).await?.into_response());
         }
         if let Request::ProduceMulti { .. } = request {
             // A shard forwards a multi's entries one by one (`produce_multi`), never the whole.
@@ -584,6 +597,7 @@ fn queue_topic(request: &Request) -> &str {
 }
 
 mod fetch;
+pub mod fetch_multi;
 mod follower;
 mod group;
 pub mod key_index;

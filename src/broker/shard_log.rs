@@ -84,6 +84,14 @@ pub trait ShardLog: 'static {
         offset: u64,
         max_bytes: usize,
     ) -> Result<Vec<ReadBuf>, StorageError>;
+    /// Several queues read together: about `max_bytes` of whole batches in all, taken in log
+    /// order (at least one batch when any queue has one at its offset); one result per read,
+    /// in its order. An I/O error fails the whole read.
+    async fn read_many(
+        &self,
+        reads: &[(QueueKey, u64)],
+        max_bytes: usize,
+    ) -> Result<Vec<Result<Vec<ReadBuf>, StorageError>>, StorageError>;
     fn offsets(&self, queue: QueueKey) -> OffsetRange;
     /// First offset whose batch was stored at or after `timestamp_ms`, else `next`; never past
     /// the readable `next`. Async: the index it searches lives on disk.

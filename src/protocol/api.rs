@@ -30,6 +30,8 @@ pub enum ApiKey {
     ProduceScheduled = 20,
     /// Batches for several queues in one request (`super::produce_multi`).
     ProduceMulti = 21,
+    /// Several queues read in one request, in log order (`super::fetch_multi`).
+    FetchMulti = 22,
     // Transactions (`super::transaction`).
     EndTransaction = 30,
     CheckTransactions = 31,
@@ -69,6 +71,7 @@ impl ApiKey {
         ApiKey::ListGroups,
         ApiKey::ProduceScheduled,
         ApiKey::ProduceMulti,
+        ApiKey::FetchMulti,
         ApiKey::EndTransaction,
         ApiKey::CheckTransactions,
         ApiKey::ListTransactions,

@@ -8,6 +8,7 @@
 use super::api::ApiKey;
 use super::codec::{DecodeError, Reader, Writer};
 use super::error_code::ErrorCode;
+use super::fetch_multi::{self, FetchMulti, FetchResult};
 use super::frame::{self, RequestHeader};
 use super::group::{GroupRequest, GroupResponse};
 use super::key_query::{KeyHits, KeyQuery};
@@ -68,6 +69,8 @@ pub enum Request {
         max_wait_ms: u32,
         tags: Vec<Vec<u8>>,
     },
+    /// Several queues' stored batches, chosen in log order ([`super::fetch_multi`]).
+    FetchMulti(FetchMulti),
     /// Queue bounds and, when `timestamp_ms >= 0`, the first offset stored at or after it.
     Offsets {
         topic: String,
@@ -128,6 +131,7 @@ impl Request {
             Request::Produce { .. } => ApiKey::Produce,
             Request::ProduceMulti { .. } => ApiKey::ProduceMulti,
             Request::Fetch { .. } => ApiKey::Fetch,
+            Request::FetchMulti(_) => ApiKey::FetchMulti,
             Request::Offsets { .. } => ApiKey::Offsets,
             Request::Stats => ApiKey::Stats,
             Request::InitProducer => ApiKey::InitProducer,
@@ -210,6 +214,7 @@ impl Request {
                     w.bytes(t);
                 }
             }
+            Request::FetchMulti(f) => f.encode_body(&mut w),
             Request::Offsets { topic, queue_id, timestamp_ms } => {
                 w.string(topic).u32(*queue_id).i64(*timestamp_ms);
             }
@@ -333,6 +338,7 @@ fn decode_body(
             }
             Request::Fetch { topic, queue_id, offset, max_bytes, max_wait_ms, tags }
         }
+        ApiKey::FetchMulti => Request::FetchMulti(FetchMulti::decode_body(&mut r)?),
         ApiKey::Offsets => Request::Offsets {
             topic: r.string("topic")?,
             queue_id: r.u32("queue_id")?,

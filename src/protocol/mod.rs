@@ -15,6 +15,7 @@
 pub mod api;
 pub mod codec;
 pub mod error_code;
+pub mod fetch_multi;
 pub mod frame;
 pub mod group;
 pub mod key_query;

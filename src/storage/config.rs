@@ -63,6 +63,13 @@ pub struct StorageConfig {
     /// consumers whose own fetches keep that much read at once (large fetches, many queues)
     /// keep the disk busy without it. 0 turns prefetching off. Default 16 MiB.
     pub prefetch_bytes: usize,
+    /// Multi-queue reads (FETCH_MULTI) read a cold log in 1 MiB blocks and keep the most
+    /// recent ones, up to this many bytes, for the other consumers (and the other requests of
+    /// a consumer) reading the same region for other queues: each block is read from disk
+    /// once while kept. Size it to the log regions such readers are apart: each request spans
+    /// up to twice its `max_bytes` of the log and reads as much ahead. 0 keeps none (each
+    /// request reads its own blocks). Default 64 MiB.
+    pub multi_read_keep_bytes: usize,
     /// Allocate each new segment's full size up front (fallocate). Writes then never extend
     /// the file, so io_uring completes them without handing them to kernel worker threads.
     /// Default true.
@@ -104,6 +111,7 @@ impl Default for StorageConfig {
             cache_bytes: 256 << 20,
             read_ahead_bytes: 1 << 20,
             prefetch_bytes: 16 << 20,
+            multi_read_keep_bytes: 64 << 20,
             preallocate: true,
             retention_hours: 48,
             disk_max_used_ratio: 0.75,
@@ -194,7 +202,7 @@ impl StorageConfig {
     }
 
     /// DMA memory one log uses at most: the write pool, the chunk cache, the read-ahead slots,
-    /// prefetched fetches and room for reads in flight. Size the shard executor's `io_memory` with this: buffers
+    /// prefetched fetches, multi-queue reads' blocks and room for reads in flight. Size the shard executor's `io_memory` with this: buffers
     /// then come from glommio's pre-allocated arena and are reused, instead of fresh heap
     /// memory that page-faults on every chunk (measured: the largest cost on the append path).
     pub fn dma_memory_bytes(&self) -> usize {
@@ -204,6 +212,7 @@ impl StorageConfig {
             + self.cache_bytes
             + read_ahead
             + self.prefetch_bytes
+            + self.multi_read_keep_bytes
             + reads_in_flight
     }
 }

@@ -11,6 +11,7 @@ mod common;
 mod basics;
 mod disk_full;
 mod faults;
+mod read_many;
 mod reads;
 mod stalls;
 

@@ -26,6 +26,8 @@ pub struct MemoryBudget {
     pub read_ahead_bytes: usize,
     /// Catching-up queues' next fetches, read ahead (`prefetch_bytes`).
     pub prefetch_bytes: usize,
+    /// Multi-queue reads' blocks of the log (`multi_read_keep_bytes`).
+    pub multi_read_bytes: usize,
     /// Every allowed connection's base read buffer.
     pub connection_buffers_bytes: usize,
     /// Free read buffers kept for the shard's connections to reuse (`read_buffer_pool_bytes`).
@@ -47,6 +49,7 @@ impl MemoryBudget {
             + self.key_index_bytes
             + self.read_ahead_bytes
             + self.prefetch_bytes
+            + self.multi_read_bytes
             + self.connection_buffers_bytes
             + self.read_buffer_pool_bytes
     }
@@ -59,7 +62,7 @@ impl std::fmt::Display for MemoryBudget {
             f,
             "memory per shard: io arena {} MiB (resident from start); up to {} MiB write \
              pool, {} MiB chunk cache, {} MiB queue index, {} MiB key index, {} MiB read-ahead, \
-             {} MiB prefetch, {} MiB connection read buffers \
+             {} MiB prefetch, {} MiB multi-queue reads, {} MiB connection read buffers \
              (max_connections_per_shard x {} KiB), {} MiB of free read buffers, each filled \
              only as used: at most {} MiB, \
              plus frames being received (up to {} MiB each) and requests in flight (up to {} \
@@ -71,6 +74,7 @@ impl std::fmt::Display for MemoryBudget {
             mib(self.key_index_bytes),
             mib(self.read_ahead_bytes),
             mib(self.prefetch_bytes),
+            mib(self.multi_read_bytes),
             mib(self.connection_buffers_bytes),
             CONNECTION_READ_BUFFER_BYTES / 1024,
             mib(self.read_buffer_pool_bytes),
@@ -108,6 +112,7 @@ impl Config {
             },
             read_ahead_bytes: 4 * (s.read_ahead_bytes + 2 * s.max_batch_bytes),
             prefetch_bytes: s.prefetch_bytes,
+            multi_read_bytes: s.multi_read_keep_bytes,
             connection_buffers_bytes: b.max_connections_per_shard * CONNECTION_READ_BUFFER_BYTES,
             read_buffer_pool_bytes: b.read_buffer_pool_bytes,
             frame_bytes: b.max_frame_bytes,

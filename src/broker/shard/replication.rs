@@ -209,6 +209,7 @@ impl<L: ShardLog> Shard<L> {
                 | Request::Metadata { .. }
                 | Request::ListTopics
                 | Request::Fetch { .. }
+                | Request::FetchMulti(_)
                 | Request::Offsets { .. }
                 | Request::QueryKeys(_)
                 | Request::Stats => Ok(()),

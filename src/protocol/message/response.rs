@@ -105,6 +105,11 @@ pub enum Response {
         scan_end_offset: u64,
         batches: Vec<u8>,
     },
+    /// Results of the queues with batches or an error, in index order
+    /// ([`super::super::fetch_multi`]).
+    FetchMulti {
+        results: Vec<FetchResult>,
+    },
     Offsets {
         min_offset: u64,
         next_offset: u64,
@@ -132,6 +137,7 @@ impl Response {
             Response::Produce { .. } => ApiKey::Produce,
             Response::ProduceMulti { .. } => ApiKey::ProduceMulti,
             Response::Fetch { .. } => ApiKey::Fetch,
+            Response::FetchMulti { .. } => ApiKey::FetchMulti,
             Response::Offsets { .. } => ApiKey::Offsets,
             Response::Stats { .. } => ApiKey::Stats,
             Response::InitProducer { .. } => ApiKey::InitProducer,
@@ -200,6 +206,7 @@ impl Response {
             Response::Fetch { min_offset, next_offset, scan_end_offset, batches } => {
                 w.u64(*min_offset).u64(*next_offset).u64(*scan_end_offset).bytes(batches);
             }
+            Response::FetchMulti { results } => fetch_multi::encode_results(results, w),
             Response::Offsets { min_offset, next_offset, timestamp_offset } => {
                 w.u64(*min_offset).u64(*next_offset).u64(*timestamp_offset);
             }
@@ -302,6 +309,9 @@ impl Response {
                 scan_end_offset: r.u64("scan_end_offset")?,
                 batches: r.bytes("batches")?.to_vec(),
             },
+            ApiKey::FetchMulti => {
+                Response::FetchMulti { results: fetch_multi::decode_results(&mut r)? }
+            }
             ApiKey::Offsets => Response::Offsets {
                 min_offset: r.u64("min_offset")?,
                 next_offset: r.u64("next_offset")?,

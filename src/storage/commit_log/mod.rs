@@ -61,6 +61,7 @@ mod follow;
 mod index_writer;
 mod lifecycle;
 mod read_ahead;
+mod read_many;
 mod reader;
 mod recovery;
 mod replica;
@@ -188,6 +189,10 @@ pub struct CommitLog<D: LogDir = DmaDir> {
     /// Bytes of fetches' own disk reads in flight (not prefetches'): a prefetch starts only
     /// while these and the prefetches in flight stay within `prefetch_bytes`.
     fetch_reads: std::cell::Cell<usize>,
+    /// Index entries looked up by multi-queue reads and not yet read (`read_many.rs`).
+    cursors: RefCell<read_many::Cursors>,
+    /// Multi-queue reads' recent disk spans and the read ahead of the next (`read_many.rs`).
+    scan: RefCell<read_many::Scan>,
     /// Queues whose batches from an offset on retention must keep (`pin_retention`).
     retention_pins: RefCell<std::collections::HashMap<QueueKey, crate::storage::QueueOffset>>,
     /// The time every decision and wait of the log reads: store timestamps, flush interval,
@@ -227,6 +232,7 @@ impl<D: LogDir + 'static> CommitLog<D> {
         let recovered = recover(&dir, &config).await?;
         let pool = Rc::new(Semaphore::new(config.chunk_pool_chunks as u64));
         let log_start = *recovered.segments.keys().next().expect("recovery leaves a segment");
+        let multi_read_keep_bytes = config.multi_read_keep_bytes;
         let log = Rc::new(CommitLog {
             st: RefCell::new(State {
                 segments: recovered.segments,
@@ -275,6 +281,8 @@ impl<D: LogDir + 'static> CommitLog<D> {
             retention_pins: RefCell::new(std::collections::HashMap::new()),
             prefetches: RefCell::new(std::collections::HashMap::new()),
             fetch_reads: std::cell::Cell::new(0),
+            cursors: RefCell::new(read_many::Cursors::default()),
+            scan: RefCell::new(read_many::Scan::new(multi_read_keep_bytes)),
             clock,
             probe: RefCell::new(LogProbe::default()),
             epoch: std::cell::Cell::new(0),
@@ -479,8 +487,9 @@ impl<D: LogDir + 'static> CommitLog<D> {
         self.retention_kick.notify();
         self.drop_kick.notify();
         // No prefetch starts now; those in flight read segment files closed below.
-        let prefetches: Vec<_> =
+        let mut prefetches: Vec<_> =
             self.prefetches.borrow().values().map(|(_, p)| p.clone()).collect();
+        prefetches.extend(self.scan.borrow().in_flight());
         futures::future::join_all(prefetches).await;
         let handle = self.flusher.borrow_mut().take();
         if let Some(h) = handle {

@@ -31,7 +31,7 @@ use crate::storage::segment::segment_name;
 use crate::storage::types::{LogPosition, QueueKey, QueueOffset, QueueOffsets, ReadBatches};
 
 /// What a read finds in the index before planning (see `CommitLog::lookup`).
-enum Lookup {
+pub(super) enum Lookup {
     /// The readable end, the queue's offsets and the entries to read.
     Entries(LogPosition, QueueOffsets, Vec<IndexEntry>),
     /// Answered without reading (an empty queue read at offset 0).
@@ -203,7 +203,7 @@ impl<D: LogDir + 'static> CommitLog<D> {
     /// batches (`Some((position, length))`; `None` is one served from memory) at most
     /// [`COALESCE_GAP_BYTES`] apart, within one segment and twice the larger of `max_bytes`
     /// and `read_ahead_bytes`. Each run is (first index, end index, start, end).
-    fn disk_runs(
+    pub(super) fn disk_runs(
         &self,
         batches: &[Option<(LogPosition, usize)>],
         max_bytes: usize,
@@ -399,7 +399,7 @@ impl<D: LogDir + 'static> CommitLog<D> {
     /// batches to read. Unless `below_start_ok`, entries below the log start (whose
     /// segments retention deleted while it drops them from the index) give
     /// [`Lookup::BelowLogStart`].
-    async fn lookup(
+    pub(super) async fn lookup(
         &self,
         queue: QueueKey,
         offset: QueueOffset,
@@ -549,13 +549,13 @@ pub(super) fn extend_from_memory<F>(
 
 /// Counts a fetch's disk reads in `CommitLog::fetch_reads` while they are in flight (until
 /// dropped: also when the fetch is).
-struct FetchReads<'a> {
+pub(super) struct FetchReads<'a> {
     counter: &'a std::cell::Cell<usize>,
     bytes: usize,
 }
 
 impl<'a> FetchReads<'a> {
-    fn count(counter: &'a std::cell::Cell<usize>, bytes: usize) -> Self {
+    pub(super) fn count(counter: &'a std::cell::Cell<usize>, bytes: usize) -> Self {
         counter.set(counter.get() + bytes);
         FetchReads { counter, bytes }
     }

@@ -412,6 +412,12 @@ fn a_replica_refuses_writes_with_its_masters_address_and_serves_reads() {
         assert_eq!(e.unwrap_err().code, ErrorCode::NOT_MASTER);
         assert_eq!(call(&s, join(0)).await.unwrap_err().code, ErrorCode::NOT_MASTER);
         assert_eq!(consumer_sees(call(&s, fetch(0, 0)).await), 0, "reads are served");
+        let multi = Request::FetchMulti(crate::protocol::fetch_multi::FetchMulti {
+            max_bytes: 1 << 20,
+            max_wait_ms: 0,
+            topics: vec![],
+        });
+        assert!(matches!(call(&s, multi).await, Ok(Response::FetchMulti { .. })));
     });
 }
 
