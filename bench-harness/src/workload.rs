@@ -119,7 +119,13 @@ pub struct Workload {
     /// messages. Unset: the library's default (4 MiB); 0: off. The raw client ignores it.
     #[serde(default)]
     pub producer_small_batches_in_flight_bytes: Option<usize>,
-    /// Bytes one pull asks for.
+    /// Library consumers read their queues with FETCH_MULTI (`MultiQueueReader`: each
+    /// shard's queues in two requests at a time, the broker picking their batches in log
+    /// order) instead of one pipelined FETCH per queue (`QueueReader`). Unset: when a
+    /// consumer reads more than 64 queues. The raw client ignores it.
+    #[serde(default)]
+    pub consumer_fetch_multi: Option<bool>,
+    /// Bytes one pull asks for (one FETCH_MULTI, with `consumer_fetch_multi`).
     #[serde(default = "default_fetch_max_bytes")]
     pub fetch_max_bytes: u32,
     /// How long consumers may take to catch up once producers stop.

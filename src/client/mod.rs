@@ -60,6 +60,7 @@ pub mod error;
 pub mod group;
 pub mod message;
 pub mod message_query;
+pub mod multi_reader;
 pub mod pending;
 pub mod process_queue;
 pub mod producer;
@@ -86,6 +87,7 @@ pub use consumer::{MessageView, PullConsumer, PullResult, PullView};
 pub use error::ClientError;
 pub use group::{GroupClient, GroupDescription, QueueLag};
 pub use message::{ConsumedMessage, Message};
+pub use multi_reader::MultiQueueReader;
 pub use pending::Pending;
 pub use producer::{Producer, ProducerConfig, SendBatchResult, SendResult};
 pub use push_consumer::{

@@ -1,0 +1,332 @@
+//! The many-queue reader: the queues of each broker shard read with one FETCH_MULTI at a time,
+//! their batches chosen by the broker in log order.
+//!
+//! A consumer of thousands of queues that keeps one FETCH per queue in flight
+//! ([`super::queue_reader`]) sends a request per queue, and the broker reads each queue's
+//! batches on their own: with the queues interleaved in the log every batch was its own disk
+//! read (3 KiB each with 10,000 queues, BENCHMARKS.md round 34). [`MultiQueueReader`] asks
+//! for all of a shard's queues in one request; the broker answers with about `max_bytes` of
+//! batches taken in log order from all of them, read from disk in long runs.
+//!
+//! # Pipelining
+//!
+//! Two FETCH_MULTIs per shard connection are in flight, each for half of its queues ([`LANES`]);
+//! both read the same regions of the log (the queues lie interleaved in it), the second from
+//! what the broker kept of the first's reads. When a reply comes, the reader checks
+//! each queue's batches (checksums, offsets, the queue they are stamped for), moves each queue
+//! to where its batches end, and sends that shard's next request *before* handing the batches
+//! to the caller, so the broker reads the next part of the log while the caller works on this
+//! one. Requests are sent from the caller's thread, never from the connection's reader thread
+//! (see [`super::queue_reader`] on why).
+//!
+//! # Failures
+//!
+//! A queue's own failure (its offset out of range, a corrupt batch at its offset, a batch
+//! stamped for another queue) is returned for that queue and leaves its position where it
+//! was, until the caller [`MultiQueueReader::seek`]s it. A retriable failure (the request's:
+//! connection lost, no reply in time; or a queue's: a shard that no longer owns it) is
+//! retried after the consumer's `retry_backoff`: the routes are read again where they may
+//! have changed and the queues asked for again.
+//!
+//! # Bounds
+//!
+//! [`LANES`] requests in flight per shard connection, each answered with at most about `max_bytes`
+//! of the consumer (the broker's bound, or one stored batch per queue when a batch is
+//! larger); replies are copied once out of the connection's read buffer.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use super::connection::{Callback, Connection, FetchReply};
+use super::consumer::{broker_corrupt, PullConsumer, PullView};
+use super::error::{ClientError, Result};
+use crate::protocol::fetch_multi::{FetchMulti, FetchQueue, FetchTopic, MAX_QUEUES};
+use crate::protocol::{ErrorCode, Request, Response};
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A queue the reader reads, and where.
+#[derive(Clone)]
+struct Position {
+    topic: String,
+    queue_id: u32,
+    offset: u64,
+    /// Seeks since the reader started: a reply for an older position is not applied.
+    generation: u64,
+    /// A request holding this queue is in flight.
+    asked: bool,
+    /// The connection to the queue's shard, once looked up (again after a failure).
+    conn: Option<Arc<Connection>>,
+}
+
+/// A request in flight: its queues (indexes into the reader's positions) at the positions
+/// asked for.
+struct Asked {
+    queues: Vec<(usize, u64, u64)>,
+    sent: Instant,
+    conn: Arc<Connection>,
+}
+
+/// Requests a shard's queues are split into when none of that shard is in flight.
+pub const LANES: usize = 2;
+
+/// Replies handed over by the connections' reader threads.
+#[derive(Default)]
+struct Arrivals {
+    replies: Mutex<VecDeque<(u64, Result<Response>)>>,
+    ready: Condvar,
+}
+
+/// Reads many queues, each shard's with one FETCH_MULTI in flight (see the module docs).
+pub struct MultiQueueReader {
+    consumer: PullConsumer,
+    positions: Vec<Position>,
+    max_wait: Duration,
+    /// Requests in flight by id.
+    asked: HashMap<u64, Asked>,
+    next_id: u64,
+    arrivals: Arc<Arrivals>,
+    /// A request failure waits this long before its queues are asked for again.
+    retry_after: Option<Instant>,
+}
+
+impl MultiQueueReader {
+    /// Reads `queues` (topic, queue id, offset) with `consumer`'s `max_bytes` per request and
+    /// shard; a request waits up to `max_wait` at the broker when none of its queues has data.
+    /// Tag filters are not applied: use [`PullConsumer::stream`] for a consumer with tags.
+    pub fn new(consumer: PullConsumer, queues: &[(String, u32, u64)], max_wait: Duration) -> Self {
+        let positions = queues
+            .iter()
+            .map(|(topic, queue_id, offset)| Position {
+                topic: topic.clone(),
+                queue_id: *queue_id,
+                offset: *offset,
+                generation: 0,
+                asked: false,
+                conn: None,
+            })
+            .collect();
+        MultiQueueReader {
+            consumer,
+            positions,
+            max_wait,
+            asked: HashMap::new(),
+            next_id: 0,
+            arrivals: Arc::new(Arrivals::default()),
+            retry_after: None,
+        }
+    }
+
+    /// The offset queue `i` (its place in the list given to [`Self::new`]) is read from next.
+    pub fn position(&self, i: usize) -> u64 {
+        self.positions[i].offset
+    }
+
+    /// The topic and queue id of queue `i`.
+    pub fn queue(&self, i: usize) -> (&str, u32) {
+        (&self.positions[i].topic, self.positions[i].queue_id)
+    }
+
+    /// Reads queue `i` from `offset` on (a reply in flight for its old position is dropped).
+    pub fn seek(&mut self, i: usize, offset: u64) {
+        let p = &mut self.positions[i];
+        p.offset = offset;
+        p.generation += 1;
+    }
+
+    /// The batches of the next reply that has any, waiting up to `timeout`: (queue index,
+    /// its batches or its own failure). Empty when nothing came in time.
+    pub fn next_batches(&mut self, timeout: Duration) -> Result<Vec<(usize, Result<PullView>)>> {
+        let until = Instant::now() + timeout;
+        loop {
+            self.send_due()?;
+            let Some((id, reply)) = self.wait_arrival(until) else { return Ok(Vec::new()) };
+            let Some(asked) = self.asked.remove(&id) else { continue };
+            for &(i, _, _) in &asked.queues {
+                self.positions[i].asked = false;
+            }
+            let out = self.settle(asked, reply)?;
+            // The shard's next request goes out before the caller reads this one.
+            self.send_due()?;
+            if !out.is_empty() {
+                return Ok(out);
+            }
+            if Instant::now() >= until {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// Sends a request for every shard's queues that have none in flight: at first (no request
+    /// of that shard in flight) in [`LANES`] requests, so that one shard's requests follow each
+    /// other without a gap (the broker reads the next while the last is being taken).
+    fn send_due(&mut self) -> Result<()> {
+        if self.retry_after.is_some_and(|t| Instant::now() < t) {
+            return Ok(());
+        }
+        self.retry_after = None;
+        let router = self.consumer.router().clone();
+        // The queues not asked for, grouped by the connection of their shard.
+        let mut groups: Vec<(Arc<Connection>, Vec<usize>)> = Vec::new();
+        for (i, p) in self.positions.iter_mut().enumerate() {
+            if p.asked {
+                continue;
+            }
+            let conn = match &p.conn {
+                Some(c) if c.is_alive() => c.clone(),
+                _ => match router.queue_connection(&p.topic, p.queue_id) {
+                    Ok(c) => {
+                        p.conn = Some(c.clone());
+                        c
+                    }
+                    Err(e) if e.is_retriable() => {
+                        self.retry_after = Some(Instant::now() + self.consumer.retry_backoff);
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                },
+            };
+            match groups.iter_mut().find(|(c, _)| Arc::ptr_eq(c, &conn)) {
+                Some((_, members)) => members.push(i),
+                None => groups.push((conn, vec![i])),
+            }
+        }
+        for (conn, members) in groups {
+            let idle = !self.asked.values().any(|a| Arc::ptr_eq(&a.conn, &conn));
+            let lanes = if idle { LANES } else { 1 };
+            let per = members.len().div_ceil(lanes).clamp(1, MAX_QUEUES as usize);
+            for chunk in members.chunks(per) {
+                self.send(&conn, chunk);
+            }
+        }
+        Ok(())
+    }
+
+    fn send(&mut self, conn: &Arc<Connection>, members: &[usize]) {
+        let mut topics: Vec<FetchTopic> = Vec::new();
+        let mut queues = Vec::with_capacity(members.len());
+        for &i in members {
+            let p = &mut self.positions[i];
+            p.asked = true;
+            queues.push((i, p.offset, p.generation));
+            let q = FetchQueue { queue_id: p.queue_id, offset: p.offset };
+            match topics.last_mut() {
+                Some(t) if t.topic == p.topic => t.queues.push(q),
+                _ => topics.push(FetchTopic { topic: p.topic.clone(), queues: vec![q] }),
+            }
+        }
+        let request = Request::FetchMulti(FetchMulti {
+            max_bytes: self.consumer.max_bytes,
+            max_wait_ms: self.max_wait.as_millis().min(u32::MAX as u128) as u32,
+            topics,
+        });
+        let id = self.next_id;
+        self.next_id += 1;
+        self.asked.insert(id, Asked { queues, sent: Instant::now(), conn: conn.clone() });
+        let arrivals = self.arrivals.clone();
+        let callback: Callback = Box::new(move |reply| {
+            lock(&arrivals.replies).push_back((id, reply));
+            arrivals.ready.notify_one();
+        });
+        // On a failed send the callback already ran with the error.
+        let _ = conn.send_with_callback(&request, callback);
+    }
+
+    /// The next reply, waiting until `until` at most; a request unanswered for the request
+    /// timeout plus its wait is given up as a timeout.
+    fn wait_arrival(&self, until: Instant) -> Option<(u64, Result<Response>)> {
+        let limit = self.consumer.router().options.request_timeout + self.max_wait;
+        let mut replies = lock(&self.arrivals.replies);
+        loop {
+            if let Some(r) = replies.pop_front() {
+                return Some(r);
+            }
+            let now = Instant::now();
+            if let Some((&id, _)) = self.asked.iter().find(|(_, a)| now >= a.sent + limit) {
+                return Some((id, Err(ClientError::Timeout(limit.as_millis() as u64))));
+            }
+            if now >= until {
+                return None;
+            }
+            let oldest = self.asked.values().map(|a| a.sent + limit).min();
+            let wake = oldest.map_or(until, |o| o.min(until));
+            let (guard, _) = self
+                .arrivals
+                .ready
+                .wait_timeout(replies, wake.saturating_duration_since(now))
+                .unwrap_or_else(|p| p.into_inner());
+            replies = guard;
+        }
+    }
+
+    /// Applies a reply: each queue's batches checked and its position moved past them.
+    fn settle(
+        &mut self,
+        asked: Asked,
+        reply: Result<Response>,
+    ) -> Result<Vec<(usize, Result<PullView>)>> {
+        let results = match reply {
+            Ok(Response::FetchMulti { results }) => results,
+            Ok(_) => return Err(ClientError::Protocol("FETCH_MULTI got another reply".into())),
+            Err(e) if e.is_retriable() => {
+                if matches!(e.code(), Some(ErrorCode::NOT_OWNER)) || e.code().is_none() {
+                    for (i, _, _) in &asked.queues {
+                        self.consumer.router().refresh(&self.positions[*i].topic);
+                        self.positions[*i].conn = None;
+                    }
+                }
+                tracing::debug!("a FETCH_MULTI failed ({e}); asking again");
+                self.retry_after = Some(Instant::now() + self.consumer.retry_backoff);
+                return Ok(Vec::new());
+            }
+            Err(e) => return Err(e),
+        };
+        let mut out = Vec::with_capacity(results.len());
+        for r in results {
+            let Some(&(i, offset, generation)) = asked.queues.get(r.index as usize) else {
+                return Err(ClientError::Protocol(format!(
+                    "a FETCH_MULTI of {} queues was answered for queue {}",
+                    asked.queues.len(),
+                    r.index
+                )));
+            };
+            if self.positions[i].generation != generation {
+                continue; // sought elsewhere since: this reply is for the old position
+            }
+            let (topic, queue_id) = (self.positions[i].topic.clone(), self.positions[i].queue_id);
+            let result = match r.result {
+                Ok(f) => {
+                    let reply = FetchReply {
+                        min_offset: f.min_offset,
+                        next_offset: f.next_offset,
+                        scan_end_offset: f.scan_end_offset,
+                        batches: f.batches,
+                    };
+                    self.consumer.view_of(&topic, queue_id, offset, reply, None)
+                }
+                Err(e) => {
+                    let e = ClientError::from_response(e);
+                    if e.is_retriable() {
+                        // Asked again after the backoff (a shard that no longer owns the
+                        // queue: after the routes are read again).
+                        if matches!(e.code(), Some(ErrorCode::NOT_OWNER)) {
+                            self.consumer.router().refresh(&topic);
+                            self.positions[i].conn = None;
+                        }
+                        self.retry_after = Some(Instant::now() + self.consumer.retry_backoff);
+                        continue;
+                    }
+                    Err(broker_corrupt(&topic, queue_id, e))
+                }
+            };
+            if let Ok(v) = &result {
+                self.positions[i].offset = v.next_offset;
+            }
+            out.push((i, result));
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,184 @@
+//! The many-queue reader (`MultiQueueReader`, FETCH_MULTI) against the real `ringmq` binary:
+//! every message of many queues on two shards once and in order per queue, while they are
+//! written and from a cold log; seeks; a queue's own failure; FETCH_MULTI on the shared port
+//! answered for the queues of every shard.
+
+mod broker_common;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use broker_common::{config, Broker, Raw};
+use ringmq::client::{Client, Message, MultiQueueReader, ProducerConfig};
+use ringmq::protocol::fetch_multi::{FetchMulti, FetchQueue, FetchTopic};
+use ringmq::protocol::{ApiKey, ErrorCode, Request, Response};
+
+const QUEUES: u32 = 48;
+
+fn tempdir() -> tempfile::TempDir {
+    tempfile::Builder::new().prefix("ringmq-multi").tempdir().unwrap()
+}
+
+fn body(i: u64) -> String {
+    format!("{i:06}-{}", "y".repeat(200))
+}
+
+/// Sends `from..to` round-robin over the topic's queues.
+fn produce(addr: &str, topic: &str, from: u64, to: u64) {
+    let client = Client::connect(addr).unwrap();
+    let producer = client.producer(ProducerConfig::default()).unwrap();
+    let pending: Vec<_> =
+        (from..to).map(|i| producer.send_async(Message::new(topic, body(i))).unwrap()).collect();
+    for p in pending {
+        p.wait().unwrap();
+    }
+    producer.close().unwrap();
+}
+
+/// Reads until the queues' positions add up to `total` (bounded in time): each queue's
+/// (offset, body number) in the order they came.
+fn read_to(reader: &mut MultiQueueReader, total: u64) -> BTreeMap<usize, Vec<(u64, u64)>> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut got: BTreeMap<usize, Vec<(u64, u64)>> = BTreeMap::new();
+    while (0..QUEUES as usize).map(|i| reader.position(i)).sum::<u64>() < total {
+        assert!(Instant::now() < deadline, "stuck");
+        for (i, view) in reader.next_batches(Duration::from_millis(200)).unwrap() {
+            let view = view.unwrap();
+            let mine = got.entry(i).or_default();
+            for m in view.messages() {
+                let n = std::str::from_utf8(&m.body()[..6]).unwrap().parse().unwrap();
+                mine.push((m.offset, n));
+            }
+            assert_eq!(reader.position(i), view.next_offset);
+        }
+    }
+    got
+}
+
+/// Each queue's offsets from 0 with no gap or repeat, and every body once.
+fn check_complete(got: &BTreeMap<usize, Vec<(u64, u64)>>, total: u64) {
+    let mut bodies = Vec::new();
+    for (q, msgs) in got {
+        let offsets: Vec<u64> = msgs.iter().map(|m| m.0).collect();
+        assert_eq!(offsets, (0..msgs.len() as u64).collect::<Vec<_>>(), "queue {q}");
+        // One producer: a queue's bodies come in send order.
+        assert!(msgs.windows(2).all(|w| w[0].1 < w[1].1), "queue {q} out of order");
+        bodies.extend(msgs.iter().map(|m| m.1));
+    }
+    bodies.sort_unstable();
+    assert_eq!(bodies, (0..total).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_multi_reader_reads_queues_of_two_shards_while_written_and_from_a_cold_log() {
+    let dir = tempdir();
+    // A small chunk cache: the second read comes from disk.
+    let broker = Broker::start_in(dir.path(), &config(dir.path(), 2, "", "cache_bytes = 1048576"));
+    let client = Client::connect(&broker.addr()).unwrap();
+    client.admin().create_topic("m", QUEUES).unwrap();
+    let total = 12_000u64;
+    let addr = broker.addr();
+    let writer = std::thread::spawn(move || produce(&addr, "m", 0, total));
+    let mut consumer = client.consumer();
+    consumer.max_bytes = 64 << 10;
+    let queues: Vec<_> = (0..QUEUES).map(|q| ("m".to_string(), q, 0)).collect();
+    let mut reader = MultiQueueReader::new(consumer.clone(), &queues, Duration::from_millis(50));
+    let got = read_to(&mut reader, total);
+    writer.join().unwrap();
+    check_complete(&got, total);
+
+    // Again from the start: a cold log (2.7 MB against a 1 MiB cache).
+    let mut cold = MultiQueueReader::new(consumer.clone(), &queues, Duration::from_millis(50));
+    check_complete(&read_to(&mut cold, total), total);
+
+    // A seek reads that queue again from there; the others have nothing new.
+    let end = reader.position(5);
+    reader.seek(5, end - 3);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut again = Vec::new();
+    while reader.position(5) < end {
+        assert!(Instant::now() < deadline);
+        for (i, view) in reader.next_batches(Duration::from_millis(200)).unwrap() {
+            assert_eq!(i, 5, "only the queue sought has data");
+            again.extend(view.unwrap().messages().map(|m| m.offset));
+        }
+    }
+    assert_eq!(again, (end - 3..end).collect::<Vec<_>>());
+
+    // A queue sought past its end gets its own error, every time, until sought back; the
+    // others are read on (a message written to queue 7 arrives).
+    reader.seek(9, 1_000_000);
+    let producer = client
+        .producer(ProducerConfig {
+            selector: ringmq::client::QueueSelector::Queue(7),
+            ..Default::default()
+        })
+        .unwrap();
+    producer.send(Message::new("m", body(total))).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (mut refusals, mut arrived) = (0, false);
+    while refusals < 2 || !arrived {
+        assert!(Instant::now() < deadline, "refusals {refusals}, arrived {arrived}");
+        for (i, view) in reader.next_batches(Duration::from_millis(200)).unwrap() {
+            match (i, view) {
+                (9, Err(e)) => {
+                    assert_eq!(e.code(), Some(ErrorCode::OFFSET_OUT_OF_RANGE), "{e}");
+                    refusals += 1;
+                }
+                (7, Ok(v)) => arrived |= v.messages().count() == 1,
+                (i, v) => panic!("queue {i}: {:?}", v.map(|v| v.next_offset)),
+            }
+        }
+    }
+    assert_eq!(reader.position(9), 1_000_000);
+}
+
+/// A FETCH_MULTI on the broker's shared port names queues of both shards: the receiving
+/// shard asks the other for its queues, and every queue's batches come back by index.
+#[test]
+fn a_fetch_multi_on_the_shared_port_is_answered_for_the_queues_of_every_shard() {
+    let dir = tempdir();
+    let broker = Broker::start_in(dir.path(), &config(dir.path(), 2, "", ""));
+    let client = Client::connect(&broker.addr()).unwrap();
+    client.admin().create_topic("m", QUEUES).unwrap();
+    let total = 2_400u64;
+    produce(&broker.addr(), "m", 0, total);
+    let port: u16 = broker.addr().rsplit(':').next().unwrap().parse().unwrap();
+    let mut raw = Raw::connect(port);
+    // Queues in reverse, and one that does not exist: results by index.
+    let mut queues: Vec<_> =
+        (0..QUEUES).rev().map(|q| FetchQueue { queue_id: q, offset: 0 }).collect();
+    queues.push(FetchQueue { queue_id: QUEUES, offset: 0 });
+    let request = Request::FetchMulti(FetchMulti {
+        max_bytes: 16 << 20,
+        max_wait_ms: 0,
+        topics: vec![FetchTopic { topic: "m".into(), queues }],
+    });
+    raw.send(&request.encode_frame(1));
+    let (header, payload) = raw.read_frame().unwrap();
+    assert_eq!(header.error_code, 0);
+    let Response::FetchMulti { results } = Response::decode(ApiKey::FetchMulti, &payload).unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(results.len(), QUEUES as usize + 1);
+    let mut records = 0u64;
+    for r in &results[..QUEUES as usize] {
+        let f = r.result.as_ref().unwrap();
+        let mut rest = &f.batches[..];
+        let mut n = 0;
+        while !rest.is_empty() {
+            let v = ringmq::format::BatchView::parse(rest, 1 << 20).unwrap();
+            let stamp = v.header.stamp;
+            assert_eq!(stamp.queue_id, QUEUES - 1 - r.index, "index {} is its queue", r.index);
+            n += u64::from(v.header.record_count);
+            rest = &rest[v.header.length as usize..];
+        }
+        assert_eq!(f.scan_end_offset, n);
+        assert_eq!(f.next_offset, n);
+        records += n;
+    }
+    assert_eq!(records, total);
+    let last = results[QUEUES as usize].result.as_ref().unwrap_err();
+    assert_eq!(last.code, ErrorCode::UNKNOWN_QUEUE as u16);
+}
