@@ -221,6 +221,18 @@ impl Collector for SnapshotCollector {
         )?;
         counters(
             e,
+            "multi_read_bytes",
+            "Bytes multi-queue fetches read from disk in blocks of the log",
+            per_shard(|s| s.log.probe.multi_read_bytes),
+        )?;
+        counters(
+            e,
+            "multi_read_served_bytes",
+            "Batch bytes multi-queue fetches served from the blocks they read",
+            per_shard(|s| s.log.probe.multi_read_served_bytes),
+        )?;
+        counters(
+            e,
             "index_cache_hits",
             "Queue index block lookups served from the index cache",
             per_shard(|s| s.log.index_cache_hits),

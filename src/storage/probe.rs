@@ -26,6 +26,10 @@ pub struct LogProbe {
     pub prefetch_bytes: u64,
     /// Batch bytes fetches took from those reads (the rest were evicted or are still kept).
     pub prefetch_served_bytes: u64,
+    /// Bytes multi-queue reads (FETCH_MULTI) read from disk into blocks of the log.
+    pub multi_read_bytes: u64,
+    /// Batch bytes multi-queue reads served from those blocks.
+    pub multi_read_served_bytes: u64,
 }
 
 /// A copy of a log's counters and its caches' hit counts, `Send` for the exporter.

@@ -132,6 +132,10 @@ fn readers_of_interleaved_queues_read_the_cold_log_about_once() {
                 read < log_bytes + log_bytes / 5 + (2 << 20),
                 "{readers} readers read {read} bytes of a {log_bytes}-byte log"
             );
+            // Counted: every batch served from the blocks, each block read once.
+            let m = log.metrics().probe;
+            assert_eq!(m.multi_read_served_bytes, log_bytes, "{readers} readers");
+            assert!(m.multi_read_bytes >= log_bytes && m.multi_read_bytes < log_bytes + (1 << 20));
             log.close().await.unwrap();
         }
     });

@@ -378,7 +378,10 @@ impl<D: LogDir + 'static> CommitLog<D> {
             };
             let held = self.block_bytes(pos, len);
             out.push(Some(match held {
-                Some(b) => b,
+                Some(b) => {
+                    self.probe.borrow_mut().multi_read_served_bytes += len as u64;
+                    b
+                }
                 None => self.read_span(pos, pos + len as u64, false).await?,
             }));
         }
@@ -457,6 +460,9 @@ impl<D: LogDir + 'static> CommitLog<D> {
                 let want = (to - from) as usize;
                 let read = seg.file.read_at(from - seg.base, want).await;
                 let Some(log) = weak.upgrade() else { return };
+                if let Ok(b) = &read {
+                    log.probe.borrow_mut().multi_read_bytes += b.len().min(want) as u64;
+                }
                 let mut scan = log.scan.borrow_mut();
                 for i in first..end {
                     scan.reading.remove(&(base, i));
