@@ -521,22 +521,33 @@ pub(crate) fn consumer_main(
                     continue;
                 }
             };
-            let mut foreign = 0u64;
-            prefixes.clear();
-            for m in view.messages() {
-                match Prefix::read(m.body()) {
-                    Some(p) => prefixes.push(p),
-                    None => foreign += 1,
-                }
-            }
-            got += prefixes.len() + foreign as usize;
-            record_consumed(w, shared, recorder, &prefixes, foreign);
+            got += record_view(w, shared, recorder, &view, &mut prefixes);
         }
         if got == 0 && wait.is_zero() {
             std::thread::sleep(Duration::from_micros(200));
         }
     }
     Ok(())
+}
+
+/// Records a fetched view's messages (their prefixes read into `prefixes`); how many.
+fn record_view(
+    w: &Workload,
+    shared: &Shared,
+    recorder: &Mutex<Recorder>,
+    view: &ringmq::client::PullView,
+    prefixes: &mut Vec<Prefix>,
+) -> usize {
+    let mut foreign = 0u64;
+    prefixes.clear();
+    for m in view.messages() {
+        match Prefix::read(m.body()) {
+            Some(p) => prefixes.push(p),
+            None => foreign += 1,
+        }
+    }
+    record_consumed(w, shared, recorder, prefixes, foreign);
+    prefixes.len() + foreign as usize
 }
 
 /// A library consumer of more queues than this reads them with FETCH_MULTI unless the workload
@@ -574,15 +585,7 @@ fn multi_consumer(
                     continue;
                 }
             };
-            let mut foreign = 0u64;
-            prefixes.clear();
-            for m in view.messages() {
-                match Prefix::read(m.body()) {
-                    Some(p) => prefixes.push(p),
-                    None => foreign += 1,
-                }
-            }
-            record_consumed(w, shared, recorder, &prefixes, foreign);
+            record_view(w, shared, recorder, &view, &mut prefixes);
         }
     }
     Ok(())
