@@ -39,16 +39,7 @@ impl LongPoll {
         if self.closed {
             return None;
         }
-        let list = self.waiters.entry(queue).or_default();
-        if list.len() >= self.max_per_queue {
-            list.retain(|s| !s.is_canceled());
-        }
-        if list.len() >= self.max_per_queue {
-            return None;
-        }
-        let (tx, rx) = oneshot::channel();
-        list.push(tx);
-        Some(rx)
+        push_bounded(self.waiters.entry(queue).or_default(), self.max_per_queue)
     }
 
     /// Registers a waiter woken by an append to any queue; None when that list is full (of
@@ -57,15 +48,7 @@ impl LongPoll {
         if self.closed {
             return None;
         }
-        if self.any.len() >= self.max_per_queue {
-            self.any.retain(|s| !s.is_canceled());
-        }
-        if self.any.len() >= self.max_per_queue {
-            return None;
-        }
-        let (tx, rx) = oneshot::channel();
-        self.any.push(tx);
-        Some(rx)
+        push_bounded(&mut self.any, self.max_per_queue)
     }
 
     /// Wakes every waiter of `queue`, and those waiting for any queue.
@@ -105,6 +88,19 @@ impl LongPoll {
     pub fn waiting(&self) -> usize {
         self.waiters.values().flatten().chain(&self.any).filter(|s| !s.is_canceled()).count()
     }
+}
+
+/// A new waiter in `list` unless it holds `max` waiters not cancelled.
+fn push_bounded(list: &mut Vec<oneshot::Sender<()>>, max: usize) -> Option<Waiter> {
+    if list.len() >= max {
+        list.retain(|s| !s.is_canceled());
+    }
+    if list.len() >= max {
+        return None;
+    }
+    let (tx, rx) = oneshot::channel();
+    list.push(tx);
+    Some(rx)
 }
 
 #[cfg(test)]

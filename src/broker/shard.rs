@@ -539,20 +539,17 @@ impl<L: ShardLog> Shard<L> {
 
     /// The entry of `topic` if it exists and has queue `queue_id`.
     fn queue_entry(&self, topic: &str, queue_id: u32) -> Result<TopicEntry, BrokerError> {
-        validate_topic_name(topic)?;
-        let entry = self.topics.borrow().get(topic).ok_or_else(|| {
-            BrokerError::new(ErrorCode::UNKNOWN_TOPIC, format!("topic {topic:?} does not exist"))
-        })?;
-        if queue_id >= entry.queue_count {
-            return Err(BrokerError::new(
-                ErrorCode::UNKNOWN_QUEUE,
-                format!(
-                    "topic {topic:?} has queues 0..{}, not queue {queue_id}",
-                    entry.queue_count
-                ),
-            ));
-        }
+        let entry = self.topic_entry(topic)?;
+        has_queue(topic, &entry, queue_id)?;
         Ok(entry)
+    }
+
+    /// The entry of `topic` if its name is valid and it exists.
+    fn topic_entry(&self, topic: &str) -> Result<TopicEntry, BrokerError> {
+        validate_topic_name(topic)?;
+        self.topics.borrow().get(topic).ok_or_else(|| {
+            BrokerError::new(ErrorCode::UNKNOWN_TOPIC, format!("topic {topic:?} does not exist"))
+        })
     }
 
     async fn queue_op(&self, entry: TopicEntry, queue_id: u32, request: Request) -> LocalReply {
@@ -583,6 +580,29 @@ impl<L: ShardLog> Shard<L> {
             }
             _ => unreachable!("queue_op is called for queue requests only"),
         }
+    }
+}
+
+/// UNKNOWN_QUEUE unless `topic` (its `entry`) has queue `queue_id`.
+fn has_queue(topic: &str, entry: &TopicEntry, queue_id: u32) -> Result<(), BrokerError> {
+    if queue_id >= entry.queue_count {
+        return Err(BrokerError::new(
+            ErrorCode::UNKNOWN_QUEUE,
+            format!("topic {topic:?} has queues 0..{}, not queue {queue_id}", entry.queue_count),
+        ));
+    }
+    Ok(())
+}
+
+/// OFFSET_OUT_OF_RANGE for a read of `key` from `from`, with the queue's bounds.
+fn out_of_range(key: QueueKey, from: u64, o: super::shard_log::OffsetRange) -> BrokerError {
+    BrokerError {
+        code: ErrorCode::OFFSET_OUT_OF_RANGE,
+        message: format!(
+            "offset {from} is out of range for queue {}: it holds [{}, {})",
+            key.queue_id, o.min, o.next
+        ),
+        detail: ErrorDetail::OffsetRange { min: o.min, next: o.next },
     }
 }
 

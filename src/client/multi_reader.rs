@@ -41,12 +41,9 @@ use std::time::{Duration, Instant};
 use super::connection::{Callback, Connection, FetchReply};
 use super::consumer::{broker_corrupt, PullConsumer, PullView};
 use super::error::{ClientError, Result};
+use super::queue_reader::lock;
 use crate::protocol::fetch_multi::{FetchMulti, FetchQueue, FetchTopic, MAX_QUEUES};
 use crate::protocol::{ErrorCode, Request, Response};
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 /// A queue the reader reads, and where.
 #[derive(Clone)]

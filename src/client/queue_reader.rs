@@ -57,7 +57,7 @@ use crate::protocol::ErrorCode;
 /// Fetches of one reader sent and not yet answered, the current one included.
 pub const MAX_OUTSTANDING_FETCHES: usize = 4;
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 

@@ -26,14 +26,7 @@ impl<L: ShardLog> Shard<L> {
         loop {
             let o = self.log.offsets(key);
             if from < o.min || from > o.next {
-                return Err(BrokerError {
-                    code: ErrorCode::OFFSET_OUT_OF_RANGE,
-                    message: format!(
-                        "offset {from} is out of range for queue {}: it holds [{}, {})",
-                        key.queue_id, o.min, o.next
-                    ),
-                    detail: ErrorDetail::OffsetRange { min: o.min, next: o.next },
-                });
+                return Err(out_of_range(key, from, o));
             }
             let empty = |o: crate::broker::shard_log::OffsetRange, at: u64| Answer::Batches {
                 min_offset: o.min,

@@ -73,35 +73,20 @@ impl<L: ShardLog> Shard<L> {
         let mut index = 0u32;
         for t in &f.topics {
             // The topic is looked up once for its queues.
-            let entry = validate_topic_name(&t.topic).map_err(BrokerError::from).and_then(|()| {
-                self.topics.borrow().get(&t.topic).ok_or_else(|| {
-                    BrokerError::new(
-                        ErrorCode::UNKNOWN_TOPIC,
-                        format!("topic {:?} does not exist", t.topic),
-                    )
-                })
-            });
+            let entry = self.topic_entry(&t.topic);
             for &queue in &t.queues {
                 let i = index;
                 index += 1;
-                let entry = match &entry {
-                    Err(e) => {
-                        parts.push(MultiPart { index: i, result: Err(e.clone()) });
-                        continue;
-                    }
-                    Ok(entry) if queue.queue_id >= entry.queue_count => {
-                        let e = BrokerError::new(
-                            ErrorCode::UNKNOWN_QUEUE,
-                            format!(
-                                "topic {:?} has queues 0..{}, not queue {}",
-                                t.topic, entry.queue_count, queue.queue_id
-                            ),
-                        );
-                        parts.push(MultiPart { index: i, result: Err(e) });
-                        continue;
-                    }
-                    Ok(entry) => entry,
-                };
+                let entry =
+                    match entry.as_ref().map_err(Clone::clone).and_then(|entry| {
+                        has_queue(&t.topic, entry, queue.queue_id).map(|()| entry)
+                    }) {
+                        Ok(entry) => entry,
+                        Err(e) => {
+                            parts.push(MultiPart { index: i, result: Err(e) });
+                            continue;
+                        }
+                    };
                 let owner = owner_shard(&t.topic, queue.queue_id, self.shard_count);
                 if owner == self.id {
                     let key = QueueKey::new(TopicId::new(entry.id), QueueId::new(queue.queue_id));
@@ -156,17 +141,7 @@ impl<L: ShardLog> Shard<L> {
             for &(index, key, from) in queues {
                 let o = self.log.offsets(key);
                 if from < o.min || from > o.next {
-                    parts.push(MultiPart {
-                        index,
-                        result: Err(BrokerError {
-                            code: ErrorCode::OFFSET_OUT_OF_RANGE,
-                            message: format!(
-                                "offset {from} is out of range for queue {}: it holds [{}, {})",
-                                key.queue_id, o.min, o.next
-                            ),
-                            detail: ErrorDetail::OffsetRange { min: o.min, next: o.next },
-                        }),
-                    });
+                    parts.push(MultiPart { index, result: Err(out_of_range(key, from, o)) });
                 } else if from < o.next {
                     reads.push((key, from));
                     read_index.push(index);
