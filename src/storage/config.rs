@@ -67,8 +67,9 @@ pub struct StorageConfig {
     /// recent ones, up to this many bytes, for the other consumers (and the other requests of
     /// a consumer) reading the same region for other queues: each block is read from disk
     /// once while kept. Size it to the log regions such readers are apart: each request spans
-    /// up to twice its `max_bytes` of the log and reads as much ahead. 0 keeps none (each
-    /// request reads its own blocks). Default 64 MiB.
+    /// up to twice its `max_bytes` of the log and reads as much ahead. Below what one
+    /// request reads (about four times its `max_bytes`), blocks may leave before their request
+    /// takes them, and its batches are then read one by one (0: always). Default 64 MiB.
     pub multi_read_keep_bytes: usize,
     /// Allocate each new segment's full size up front (fallocate). Writes then never extend
     /// the file, so io_uring completes them without handing them to kernel worker threads.

@@ -141,6 +141,31 @@ fn readers_of_interleaved_queues_read_the_cold_log_about_once() {
     });
 }
 
+/// With no blocks kept (`multi_read_keep_bytes = 0`) every batch is still served, in order:
+/// each request reads its batches on its own.
+#[test]
+fn without_kept_blocks_every_batch_is_still_read_and_served_in_order() {
+    run(|| async {
+        let dir = SimDir::new(67);
+        let qs = queues(60);
+        interleaved(&dir, &qs, 5, 1500).await;
+        let mut cfg = small_config(FlushMode::Async);
+        cfg.cache_bytes = 0;
+        cfg.read_ahead_bytes = 0;
+        cfg.segment_size_bytes = 16 << 20;
+        cfg.multi_read_keep_bytes = 0;
+        let log = CommitLog::open_with(dir.clone(), cfg).await.unwrap();
+        for readers in [1, 2] {
+            let (tags, _) = read_all_many(&log, &qs, readers, 64 << 10).await;
+            for (i, t) in tags.iter().enumerate() {
+                assert_eq!(t, &(0..5).map(|r| r * 1000 + i as u64).collect::<Vec<_>>());
+            }
+        }
+        assert_eq!(log.metrics().probe.multi_read_served_bytes, 0, "nothing kept to serve from");
+        log.close().await.unwrap();
+    });
+}
+
 /// Per-queue reads of the same interleaved log read each batch on its own: the comparison
 /// the test above stands against (many small reads, not a few long ones).
 #[test]

@@ -340,7 +340,7 @@ impl<D: LogDir + 'static> CommitLog<D> {
     /// otherwise) from the log's blocks: those kept, those being read, and the others read
     /// now (consecutive ones with one I/O); then `ahead` bytes of blocks past the last are
     /// read ahead for the next request. A batch the blocks do not hold whole (a block read
-    /// short at the written end) is read on its own.
+    /// short at the written end, or dropped before this request took it) is read on its own.
     async fn from_blocks(
         self: &Rc<Self>,
         disk: &[Option<(LogPosition, usize)>],
@@ -371,19 +371,25 @@ impl<D: LogDir + 'static> CommitLog<D> {
             }
         }
         let mut out = Vec::with_capacity(disk.len());
-        for &d in disk {
-            let Some((pos, len)) = d else {
-                out.push(None);
-                continue;
-            };
-            let held = self.block_bytes(pos, len);
-            out.push(Some(match held {
-                Some(b) => {
-                    self.probe.borrow_mut().multi_read_served_bytes += len as u64;
-                    b
-                }
-                None => self.read_span(pos, pos + len as u64, false).await?,
-            }));
+        let mut missed = Vec::new();
+        for (m, &d) in disk.iter().enumerate() {
+            let held = d.and_then(|(pos, len)| self.block_bytes(pos, len));
+            if let (Some(_), Some((_, len))) = (&held, d) {
+                self.probe.borrow_mut().multi_read_served_bytes += len as u64;
+            }
+            if let (None, Some((pos, len))) = (&held, d) {
+                missed.push((m, pos, len));
+            }
+            out.push(held);
+        }
+        // Batches the blocks do not hold (a block read short, or dropped before this request
+        // took it: `multi_read_keep_bytes` below what one request reads) are read on their
+        // own, all at once.
+        let reads =
+            missed.iter().map(|&(_, pos, len)| self.read_span(pos, pos + len as u64, false));
+        let read = futures::future::join_all(reads).await;
+        for ((m, _, _), buf) in missed.into_iter().zip(read) {
+            out[m] = Some(buf?);
         }
         Ok(out)
     }
