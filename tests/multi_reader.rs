@@ -182,3 +182,97 @@ fn a_fetch_multi_on_the_shared_port_is_answered_for_the_queues_of_every_shard() 
     let last = results[QUEUES as usize].result.as_ref().unwrap_err();
     assert_eq!(last.code, ErrorCode::UNKNOWN_QUEUE as u16);
 }
+
+/// Queues added, removed and paused while requests are in flight (a push consumer's queues
+/// move with rebalances): a removed queue's batches are never returned once it is removed, its
+/// index goes to the next queue added, a paused queue is not read until resumed, and
+/// `caught_up` says when every queue was read to its end.
+#[test]
+fn queues_come_and_go_and_pause_while_read() {
+    let dir = tempdir();
+    let broker = Broker::start_in(dir.path(), &config(dir.path(), 2, "", ""));
+    let client = Client::connect(&broker.addr()).unwrap();
+    client.admin().create_topic("c", 4).unwrap();
+    produce(&broker.addr(), "c", 0, 400); // 100 per queue
+    let consumer = client.consumer();
+    let mut reader = MultiQueueReader::new(consumer, &[], Duration::from_millis(50));
+    assert!(reader.is_empty() && reader.caught_up(), "nothing to read is caught up");
+    let q0 = reader.add("c", 0, 0, Vec::new());
+    let q1 = reader.add("c", 1, 0, Vec::new());
+    reader.set_paused(q1, true);
+    assert!(!reader.caught_up(), "added queues are not read yet");
+    // Only queue 0 is read while queue 1 is paused.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut counts = [0u64; 2];
+    while counts[0] < 100 {
+        assert!(Instant::now() < deadline, "stuck: {counts:?}");
+        for (i, view) in reader.next_batches(Duration::from_millis(100)).unwrap() {
+            assert_eq!(i, q0, "a paused queue is not read");
+            counts[0] += view.unwrap().messages().count() as u64;
+        }
+    }
+    // Queue 0 read to its end, queue 1 never: the reader is not caught up because of it.
+    let _ = reader.next_batches(Duration::from_millis(200)).unwrap();
+    assert_eq!((reader.position(q0), reader.position(q1)), (100, 0));
+    assert!(!reader.caught_up());
+    // Resumed, it is read to its end, and then the reader is caught up.
+    reader.set_paused(q1, false);
+    while !reader.caught_up() {
+        assert!(Instant::now() < deadline, "stuck: {counts:?}");
+        for (i, view) in reader.next_batches(Duration::from_millis(100)).unwrap() {
+            counts[if i == q0 { 0 } else { 1 }] += view.unwrap().messages().count() as u64;
+        }
+    }
+    assert_eq!(counts, [100, 100]);
+    // Queue 0 removed while a request for it waits at the broker; a message for it is never
+    // returned, and its index is reused by the next queue once that request is answered.
+    let _ = reader.next_batches(Duration::from_millis(10)).unwrap(); // requests out again
+    reader.remove(q0);
+    assert_eq!(reader.len(), 1);
+    produce(&broker.addr(), "c", 400, 404); // one more per queue
+    let q3 = reader.add("c", 3, 0, Vec::new());
+    let mut got3 = 0;
+    while got3 < 101 || reader.position(q1) < 101 {
+        assert!(Instant::now() < deadline, "stuck: {got3}");
+        for (i, view) in reader.next_batches(Duration::from_millis(100)).unwrap() {
+            let view = view.unwrap();
+            let (topic, queue) = reader.queue(i);
+            assert_eq!(topic, "c");
+            assert!(queue == 1 || queue == 3, "queue {queue} was removed");
+            if queue == 3 {
+                got3 += view.messages().count();
+            }
+        }
+    }
+    assert_eq!(reader.len(), 2);
+    assert!(q3 == q0 || q3 == 2, "index {q3}: a removed index is reused, or the next one");
+}
+
+/// A queue with tags keeps only its tags' messages and moves past the others.
+#[test]
+fn a_queue_added_with_tags_gets_only_those_tags() {
+    let dir = tempdir();
+    let broker = Broker::start_in(dir.path(), &config(dir.path(), 1, "", ""));
+    let client = Client::connect(&broker.addr()).unwrap();
+    client.admin().create_topic("g", 1).unwrap();
+    let producer = client.producer(ProducerConfig::default()).unwrap();
+    for i in 0..60u64 {
+        let tag = ["A", "B", "C"][i as usize % 3];
+        producer.send(Message::new("g", body(i)).with_tag(tag)).unwrap();
+    }
+    producer.close().unwrap();
+    let mut reader = MultiQueueReader::new(client.consumer(), &[], Duration::from_millis(50));
+    let q = reader.add("g", 0, 0, vec![b"B".to_vec()]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut seen = Vec::new();
+    while !reader.caught_up() {
+        assert!(Instant::now() < deadline, "stuck");
+        for (_, view) in reader.next_batches(Duration::from_millis(100)).unwrap() {
+            seen.extend(view.unwrap().messages().map(|m| (m.offset, m.record.tag.to_vec())));
+        }
+    }
+    assert_eq!(reader.position(q), 60);
+    let offsets: Vec<u64> = seen.iter().map(|s| s.0).collect();
+    assert_eq!(offsets, (0..60).filter(|i| i % 3 == 1).collect::<Vec<_>>());
+    assert!(seen.iter().all(|s| s.1 == b"B"));
+}

@@ -119,7 +119,8 @@ type Seen = Arc<Mutex<BTreeMap<String, Vec<u64>>>>;
 
 fn orderly(client: &Client, group: &str, seen: &Seen) -> PushConsumer {
     let mut config = PushConsumerConfig::new(group).subscribe("t", "*");
-    config.mode = ConsumeMode::Orderly { batch_size: 4, suspend: Duration::from_millis(10) };
+    config.mode =
+        ConsumeMode::Orderly { threads: 4, batch_size: 4, suspend: Duration::from_millis(10) };
     config.consume_from = ConsumeFrom::FirstOffset;
     config.heartbeat_interval = Duration::from_millis(200);
     let seen = seen.clone();
@@ -294,4 +295,178 @@ fn reconsume_later_redelivers_locally_and_the_commit_waits_for_it() {
     assert!(m3.len() >= 3 && m3.windows(2).all(|w| w[1] == w[0] + 1), "attempts count up: {m3:?}");
     let others = a.iter().filter(|(b, _)| b != "m3").count();
     assert_eq!(others, 9, "every other message once");
+}
+
+/// Live threads of this process.
+fn threads() -> usize {
+    std::fs::read_dir("/proc/self/task").unwrap().count()
+}
+
+/// A member of 1,000 queues consumes every message once with as many threads as a member of
+/// one queue: the queues are read by one fetch thread with FETCH_MULTI, not one thread each.
+#[test]
+fn a_member_of_a_thousand_queues_consumes_them_all_with_a_fixed_number_of_threads() {
+    let dir = tempdir();
+    let broker = broker(dir.path());
+    let client = Client::connect(&broker.addr()).unwrap();
+    client.admin().create_topic("many", 1000).unwrap();
+    let p = producer(&client, QueueSelector::RoundRobin);
+    let pending: Vec<_> =
+        (0..3000).map(|i| p.send_async(Message::new("many", format!("m{i}"))).unwrap()).collect();
+    for h in pending {
+        h.wait().unwrap();
+    }
+    p.close().unwrap();
+    let before = threads();
+    let seen: Arc<Mutex<Vec<(u32, u64)>>> = Arc::default();
+    let mut config = PushConsumerConfig::new("many-g").subscribe("many", "*");
+    config.consume_from = ConsumeFrom::FirstOffset;
+    config.mode = ConsumeMode::Concurrent { threads: 2, batch_size: 16 };
+    let s = seen.clone();
+    let consumer = PushConsumer::start(
+        &client,
+        config,
+        move |m: &[ConsumedMessage], ctx: &ringmq::client::ConsumeContext<'_>| {
+            s.lock().unwrap().extend(m.iter().map(|m| (ctx.queue_id, m.offset)));
+            ConsumeStatus::Success
+        },
+    )
+    .unwrap();
+    let mut most = 0;
+    poll_until(Duration::from_secs(60), || {
+        most = most.max(threads());
+        (consumer.caught_up() && seen.lock().unwrap().len() >= 3000).then_some(())
+    });
+    consumer.shutdown();
+    let mut seen = seen.lock().unwrap().clone();
+    seen.sort_unstable();
+    let expected: Vec<(u32, u64)> = (0..1000).flat_map(|q| (0..3).map(move |o| (q, o))).collect();
+    assert_eq!(seen, expected, "every message of every queue once");
+    // Control, watch, fetch, retry, two workers, the trace-less connections' readers and the
+    // send-back producer's: a few dozen at most, not a thousand.
+    assert!(most - before < 40, "{} threads for 1,000 queues", most - before);
+}
+
+/// A subscription with tags gets only those tags, and its committed offsets move past the
+/// messages it does not want.
+#[test]
+fn a_tag_subscription_gets_only_its_tags_and_commits_past_the_others() {
+    let dir = tempdir();
+    let broker = broker(dir.path());
+    let client = Client::connect(&broker.addr()).unwrap();
+    client.admin().create_topic("tagged", 2).unwrap();
+    let p = producer(&client, QueueSelector::RoundRobin);
+    for i in 0..60 {
+        let tag = ["paid", "shipped", "cancelled"][i % 3];
+        p.send(Message::new("tagged", format!("{tag}-{i}")).with_tag(tag)).unwrap();
+    }
+    p.close().unwrap();
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let mut config = PushConsumerConfig::new("tags-g").subscribe("tagged", "paid || cancelled");
+    config.consume_from = ConsumeFrom::FirstOffset;
+    let s = seen.clone();
+    let consumer = PushConsumer::start(
+        &client,
+        config,
+        move |m: &[ConsumedMessage], _: &ringmq::client::ConsumeContext<'_>| {
+            s.lock().unwrap().extend(m.iter().map(|m| String::from_utf8_lossy(&m.body).into()));
+            ConsumeStatus::Success
+        },
+    )
+    .unwrap();
+    poll_until(Duration::from_secs(30), || consumer.caught_up().then_some(()));
+    consumer.shutdown();
+    let mut seen = seen.lock().unwrap().clone();
+    seen.sort_by_key(|b| b.rsplit('-').next().unwrap().parse::<u32>().unwrap());
+    let expected: Vec<String> = (0..60)
+        .filter(|i| i % 3 != 1)
+        .map(|i| format!("{}-{i}", ["paid", "shipped", "cancelled"][i % 3]))
+        .collect();
+    assert_eq!(seen, expected);
+    let committed =
+        client.groups().committed("tags-g", &[("tagged".into(), 0), ("tagged".into(), 1)]);
+    let ends: Vec<Option<u64>> = committed.unwrap().into_iter().map(|c| c.2).collect();
+    assert_eq!(ends, vec![Some(30), Some(30)], "committed past the filtered messages");
+}
+
+/// Orderly mode with fewer workers than queues: a queue's batches never run at once, each
+/// queue's messages arrive in offset order, and a batch that asks to be reconsumed is
+/// delivered again (counting its attempts) before anything after it.
+#[test]
+fn orderly_workers_run_one_batch_of_a_queue_at_a_time_and_retry_a_failed_one_first() {
+    let dir = tempdir();
+    let broker = broker(dir.path());
+    let client = Client::connect(&broker.addr()).unwrap();
+    client.admin().create_topic("o", 8).unwrap();
+    let p = producer(&client, QueueSelector::RoundRobin);
+    let pending: Vec<_> =
+        (0..800).map(|i| p.send_async(Message::new("o", format!("m{i}"))).unwrap()).collect();
+    for h in pending {
+        h.wait().unwrap();
+    }
+    p.close().unwrap();
+    let busy: Arc<Vec<std::sync::atomic::AtomicBool>> =
+        Arc::new((0..8).map(|_| std::sync::atomic::AtomicBool::new(false)).collect());
+    let overlaps = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    // Per queue, in delivery order: (first offset, messages, attempt) of each batch.
+    let log: Arc<Mutex<BTreeMap<u32, Vec<Delivery>>>> = Arc::default();
+    let mut config = PushConsumerConfig::new("o-g").subscribe("o", "*");
+    config.consume_from = ConsumeFrom::FirstOffset;
+    config.mode =
+        ConsumeMode::Orderly { threads: 3, batch_size: 10, suspend: Duration::from_millis(10) };
+    let (b, o, l) = (busy.clone(), overlaps.clone(), log.clone());
+    let consumer = PushConsumer::start(
+        &client,
+        config,
+        move |m: &[ConsumedMessage], ctx: &ringmq::client::ConsumeContext<'_>| {
+            use std::sync::atomic::Ordering::SeqCst;
+            let q = ctx.queue_id as usize;
+            if b[q].swap(true, SeqCst) {
+                o.fetch_add(1, SeqCst);
+            }
+            std::thread::sleep(Duration::from_millis(1));
+            let (first, n) = (m[0].offset, m.len() as u64);
+            assert!(m.windows(2).all(|w| w[1].offset == w[0].offset + 1), "a batch in order");
+            l.lock().unwrap().entry(ctx.queue_id).or_default().push((first, n, ctx.attempt));
+            b[q].store(false, SeqCst);
+            // Queue 2's batch holding offset 40 fails twice.
+            if failing(ctx.queue_id, first, n) && ctx.attempt < 2 {
+                return ConsumeStatus::ReconsumeLater;
+            }
+            ConsumeStatus::Success
+        },
+    )
+    .unwrap();
+    poll_until(Duration::from_secs(60), || consumer.caught_up().then_some(()));
+    consumer.shutdown();
+    assert_eq!(
+        overlaps.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "two batches of a queue at once"
+    );
+    let log = log.lock().unwrap();
+    for q in 0..8u32 {
+        // The batches that succeeded cover the queue in order; a failed batch is followed by
+        // itself again, one attempt later.
+        let (mut next, mut retried) = (0, 0);
+        for (i, &(first, n, attempt)) in log[&q].iter().enumerate() {
+            assert_eq!(first, next, "queue {q}: {:?}", log[&q]);
+            if failing(q, first, n) && attempt < 2 {
+                assert_eq!(log[&q][i + 1], (first, n, attempt + 1), "queue {q}");
+                retried += 1;
+                continue;
+            }
+            assert!(n <= 10);
+            next = first + n;
+        }
+        assert_eq!(next, 100, "queue {q}");
+        assert_eq!(retried, if q == 2 { 2 } else { 0 });
+    }
+}
+
+/// A listener call: the batch's first offset, its messages, the attempt.
+type Delivery = (u64, u64, u32);
+
+fn failing(queue: u32, first: u64, n: u64) -> bool {
+    queue == 2 && (first..first + n).contains(&40)
 }

@@ -623,7 +623,7 @@ pub(crate) fn group_consumer_main(
     config.heartbeat_interval = Duration::from_secs(1);
     config.max_unfinished_per_queue = 8192;
     config.mode = if w.verify_order {
-        ConsumeMode::Orderly { batch_size: 256, suspend: Duration::from_millis(10) }
+        ConsumeMode::Orderly { threads: 1, batch_size: 256, suspend: Duration::from_millis(10) }
     } else {
         ConsumeMode::Concurrent { threads: 1, batch_size: 256 }
     };

@@ -166,16 +166,30 @@ impl PullConsumer {
         reply: FetchReply,
         pool: Option<Arc<BufferPool>>,
     ) -> Result<PullView> {
+        self.view_of_tagged(topic, queue_id, offset, reply, pool, &self.tags)
+    }
+
+    /// [`Self::view_of`] keeping the messages with one of `tags` (empty: all) instead of the
+    /// consumer's own.
+    pub(crate) fn view_of_tagged(
+        &self,
+        topic: &str,
+        queue_id: u32,
+        offset: u64,
+        reply: FetchReply,
+        pool: Option<Arc<BufferPool>>,
+        tags: &[Vec<u8>],
+    ) -> Result<PullView> {
         let FetchReply { min_offset, next_offset, scan_end_offset, mut batches } = reply;
         let mut expect = StampedQueue { topic_id: self.router.cached_topic_id(topic), queue_id };
-        let mut scan = scan_queue_batches(&batches, offset, &self.tags, expect);
+        let mut scan = scan_queue_batches(&batches, offset, tags, expect);
         if scan.misrouted.is_some_and(|m| m.queue_id == queue_id) {
             // Only the topic id differs: the topic may have been deleted and made again under
             // a new id since the route was read. Read it again and look once more.
             self.router.refresh(topic);
             if let Ok(route) = self.router.route(topic) {
                 expect.topic_id = Some(route.topic_id);
-                scan = scan_queue_batches(&batches, offset, &self.tags, expect);
+                scan = scan_queue_batches(&batches, offset, tags, expect);
             }
         }
         if let Some(m) = scan.misrouted {
@@ -206,7 +220,7 @@ impl PullConsumer {
         Ok(PullView {
             batches,
             from: offset,
-            tags: self.tags.clone(),
+            tags: tags.to_vec(),
             next_offset: next,
             min_offset,
             max_offset: next_offset,

@@ -23,10 +23,18 @@
 //!
 //! A queue's own failure (its offset out of range, a corrupt batch at its offset, a batch
 //! stamped for another queue) is returned for that queue and leaves its position where it
-//! was, until the caller [`MultiQueueReader::seek`]s it. A retriable failure (the request's:
+//! was, until the caller [`MultiQueueReader::seek`]s it. A queue whose route cannot be found
+//! (its topic deleted, say) is returned with that error and paused until the caller resumes
+//! it ([`MultiQueueReader::set_paused`]). A retriable failure (the request's:
 //! connection lost, no reply in time; or a queue's: a shard that no longer owns it) is
 //! retried after the consumer's `retry_backoff`: the routes are read again where they may
 //! have changed and the queues asked for again.
+//!
+//! # Queues come and go
+//!
+//! Queues can be added, removed and paused while requests are in flight (a push consumer's
+//! queues move with its group's rebalances): a reply for a removed queue is dropped (its slot's
+//! generation moved on), a paused queue is left out of the next requests.
 //!
 //! # Bounds
 //!
@@ -57,6 +65,14 @@ struct Position {
     asked: bool,
     /// The connection to the queue's shard, once looked up (again after a failure).
     conn: Option<Arc<Connection>>,
+    /// Not asked for until resumed ([`MultiQueueReader::set_paused`]).
+    paused: bool,
+    /// Removed ([`MultiQueueReader::remove`]): a free slot.
+    removed: bool,
+    /// Only messages with one of these tags (empty: all), filtered here.
+    tags: Vec<Vec<u8>>,
+    /// The last reply for it found nothing at its position.
+    at_end: bool,
 }
 
 /// A request in flight: its queues (indexes into the reader's positions) at the positions
@@ -88,33 +104,102 @@ pub struct MultiQueueReader {
     arrivals: Arc<Arrivals>,
     /// A request failure waits this long before its queues are asked for again.
     retry_after: Option<Instant>,
+    /// Removed slots, reused by [`MultiQueueReader::add`].
+    free: Vec<usize>,
+    /// Queues whose route could not be found: returned with the next batches.
+    failed: Vec<(usize, ClientError)>,
+    /// Queues being read whose last reply did not find them at their end.
+    not_at_end: usize,
 }
 
 impl MultiQueueReader {
     /// Reads `queues` (topic, queue id, offset) with `consumer`'s `max_bytes` per request and
     /// shard; a request waits up to `max_wait` at the broker when none of its queues has data.
-    /// Tag filters are not applied: use [`PullConsumer::stream`] for a consumer with tags.
+    /// The consumer's tags are not applied: give each queue its own with [`Self::add`].
     pub fn new(consumer: PullConsumer, queues: &[(String, u32, u64)], max_wait: Duration) -> Self {
-        let positions = queues
-            .iter()
-            .map(|(topic, queue_id, offset)| Position {
-                topic: topic.clone(),
-                queue_id: *queue_id,
-                offset: *offset,
-                generation: 0,
-                asked: false,
-                conn: None,
-            })
-            .collect();
-        MultiQueueReader {
+        let mut reader = MultiQueueReader {
             consumer,
-            positions,
+            positions: Vec::with_capacity(queues.len()),
             max_wait,
             asked: HashMap::new(),
             next_id: 0,
             arrivals: Arc::new(Arrivals::default()),
             retry_after: None,
+            free: Vec::new(),
+            failed: Vec::new(),
+            not_at_end: 0,
+        };
+        for (topic, queue_id, offset) in queues {
+            reader.add(topic, *queue_id, *offset, Vec::new());
         }
+        reader
+    }
+
+    /// Starts reading another queue from `offset`, keeping only messages with one of `tags`
+    /// (empty: all; filtered here, after the broker sent them): its index. An index freed by
+    /// [`Self::remove`] is reused once no request for its old queue is in flight.
+    pub fn add(&mut self, topic: &str, queue_id: u32, offset: u64, tags: Vec<Vec<u8>>) -> usize {
+        let reusable = self.free.iter().position(|&i| !self.positions[i].asked);
+        let fresh = |generation| Position {
+            topic: topic.to_owned(),
+            queue_id,
+            offset,
+            generation,
+            asked: false,
+            conn: None,
+            paused: false,
+            removed: false,
+            tags,
+            at_end: false,
+        };
+        self.not_at_end += 1;
+        match reusable {
+            Some(f) => {
+                let i = self.free.swap_remove(f);
+                // A later generation: nothing asked for the slot's old queue applies to it.
+                let generation = self.positions[i].generation + 1;
+                self.positions[i] = fresh(generation);
+                i
+            }
+            None => {
+                self.positions.push(fresh(0));
+                self.positions.len() - 1
+            }
+        }
+    }
+
+    /// Stops reading queue `i`: a reply in flight for it is dropped, and its index may be
+    /// given to a queue added later.
+    pub fn remove(&mut self, i: usize) {
+        let p = &mut self.positions[i];
+        if p.removed {
+            return;
+        }
+        p.removed = true;
+        p.generation += 1;
+        if !p.at_end {
+            self.not_at_end -= 1;
+        }
+        p.conn = None;
+        p.topic = String::new();
+        p.tags = Vec::new();
+        self.failed.retain(|(f, _)| *f != i);
+        self.free.push(i);
+    }
+
+    /// Stops asking for queue `i` while `paused` (a reply already in flight still comes), or
+    /// asks for it again.
+    pub fn set_paused(&mut self, i: usize, paused: bool) {
+        self.positions[i].paused = paused;
+    }
+
+    /// Queues being read (added and not removed).
+    pub fn len(&self) -> usize {
+        self.positions.len() - self.free.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// The offset queue `i` (its place in the list given to [`Self::new`]) is read from next.
@@ -132,6 +217,28 @@ impl MultiQueueReader {
         let p = &mut self.positions[i];
         p.offset = offset;
         p.generation += 1;
+        self.set_at_end(i, false);
+    }
+
+    /// Whether every queue's last reply found nothing more at its position (a reply with no
+    /// batches for any of its queues, after its wait): the reader has caught up with what the
+    /// queues hold. A queue added, sought, or left out of a reply that had batches of others
+    /// counts as not at its end.
+    pub fn caught_up(&self) -> bool {
+        self.not_at_end == 0
+    }
+
+    fn set_at_end(&mut self, i: usize, at_end: bool) {
+        let p = &mut self.positions[i];
+        if p.removed || p.at_end == at_end {
+            return;
+        }
+        p.at_end = at_end;
+        if at_end {
+            self.not_at_end -= 1;
+        } else {
+            self.not_at_end += 1;
+        }
     }
 
     /// The batches of the next reply that has any, waiting up to `timeout`: (queue index,
@@ -140,6 +247,9 @@ impl MultiQueueReader {
         let until = Instant::now() + timeout;
         loop {
             self.send_due()?;
+            if !self.failed.is_empty() {
+                return Ok(self.failed.drain(..).map(|(i, e)| (i, Err(e))).collect());
+            }
             let Some((id, reply)) = self.wait_arrival(until) else { return Ok(Vec::new()) };
             let Some(asked) = self.asked.remove(&id) else { continue };
             for &(i, _, _) in &asked.queues {
@@ -169,7 +279,7 @@ impl MultiQueueReader {
         // The queues not asked for, grouped by the connection of their shard.
         let mut groups: Vec<(Arc<Connection>, Vec<usize>)> = Vec::new();
         for (i, p) in self.positions.iter_mut().enumerate() {
-            if p.asked {
+            if p.asked || p.paused || p.removed {
                 continue;
             }
             let conn = match &p.conn {
@@ -183,7 +293,13 @@ impl MultiQueueReader {
                         self.retry_after = Some(Instant::now() + self.consumer.retry_backoff);
                         continue;
                     }
-                    Err(e) => return Err(e),
+                    Err(e) => {
+                        // This queue's own failure (its topic is gone, say): paused and
+                        // returned for it; the others go on.
+                        p.paused = true;
+                        self.failed.push((i, e));
+                        continue;
+                    }
                 },
             };
             match groups.iter_mut().find(|(c, _)| Arc::ptr_eq(c, &conn)) {
@@ -281,6 +397,14 @@ impl MultiQueueReader {
             }
             Err(e) => return Err(e),
         };
+        // No batches for any of the queues (after the wait): each is at its end. With batches
+        // for some, the others may only not have fit.
+        let nothing = results.is_empty();
+        for &(i, _, generation) in &asked.queues {
+            if self.positions[i].generation == generation {
+                self.set_at_end(i, nothing);
+            }
+        }
         let mut out = Vec::with_capacity(results.len());
         for r in results {
             let Some(&(i, offset, generation)) = asked.queues.get(r.index as usize) else {
@@ -302,7 +426,8 @@ impl MultiQueueReader {
                         scan_end_offset: f.scan_end_offset,
                         batches: f.batches,
                     };
-                    self.consumer.view_of(&topic, queue_id, offset, reply, None)
+                    let tags = &self.positions[i].tags;
+                    self.consumer.view_of_tagged(&topic, queue_id, offset, reply, None, tags)
                 }
                 Err(e) => {
                     let e = ClientError::from_response(e);
@@ -321,6 +446,7 @@ impl MultiQueueReader {
             };
             if let Ok(v) = &result {
                 self.positions[i].offset = v.next_offset;
+                self.set_at_end(i, v.next_offset >= v.max_offset);
             }
             out.push((i, result));
         }

@@ -5,7 +5,7 @@
 //! offset the consumer may commit is the lowest unfinished one, or the next offset to pull when
 //! nothing is unfinished: **the committed offset never passes an unfinished message**, so a
 //! crash redelivers from the oldest message not yet processed (and may redeliver some that
-//! were), never skips one. Bounded: the puller stops pulling while `max_unfinished` messages
+//! were), never skips one. Bounded: the queue is not fetched while `max_unfinished` messages
 //! are unfinished.
 //!
 //! [`RetryPolicy`]: `RECONSUME_LATER` in this client redelivers locally after a growing delay
@@ -40,7 +40,7 @@ impl ProcessQueue {
         self.next_pull
     }
 
-    /// Whether the puller may pull more.
+    /// Whether more may be fetched.
     pub fn has_room(&self) -> bool {
         self.unfinished.len() < self.max_unfinished
     }

@@ -28,11 +28,21 @@
 //!   watch thread's parked `WATCH_GROUP`, or by a heartbeat), takes and gives up queues,
 //!   renews queue locks, commits offsets every `commit_interval`;
 //! - **watch**: keeps one `WATCH_GROUP` outstanding and wakes the control thread;
-//! - **one puller per owned queue**: pulls (long-poll) and, in concurrent mode, hands batches
-//!   of `batch_size` messages to the worker pool; in orderly mode it calls the listener itself,
-//!   one batch at a time, in queue order;
-//! - **workers** (concurrent mode): `threads` threads taking batches from a bounded channel;
-//! - **retry** (concurrent mode): redelivers `RECONSUME_LATER` batches after their delay.
+//! - **fetch**: reads every owned queue with one [`MultiQueueReader`](super::MultiQueueReader)
+//!   (each broker shard's queues in one long-polled FETCH_MULTI, two in flight per shard, the
+//!   broker choosing batches in log order), however many queues the member owns; hands
+//!   batches of `batch_size` messages to the workers (concurrent mode) or appends them to
+//!   their queue's backlog and schedules the queue (orderly mode);
+//! - **workers**: `threads` threads taking tasks from a bounded channel. Concurrent mode: any
+//!   batch, in any order. Orderly mode: a task is a queue, run by one worker at a time, which
+//!   calls the listener on its backlog in queue order, one batch at a time, while it holds
+//!   the queue's lock;
+//! - **retry**: redelivers `RECONSUME_LATER` batches after their delay (concurrent mode) and
+//!   runs suspended or lock-waiting queues again (orderly mode).
+//!
+//! The thread count does not grow with the queues owned: a member of 10,000 queues runs the
+//! same threads as a member of one (the four above, `threads` workers, and one reader thread
+//! per broker connection).
 //!
 //! This file holds the public types, the state the threads share and start/shutdown; the
 //! control thread is `control.rs`, the other threads' loops are `threads.rs`.
@@ -41,7 +51,7 @@
 //! Every member computes its share with the same allocation over the member list. A queue is
 //! consumed only under the group's lock on it (held at the coordinator, renewed every third of
 //! the lease): a member gaining a queue asks for its lock until the previous owner, which stops
-//! its puller, lets running batches finish, commits and unlocks, has let go; only then does it
+//! its fetching, lets running batches finish, commits and unlocks, has let go; only then does it
 //! read the committed offset and start. So a queue has at most one consumer at a time and a
 //! rebalance redelivers nothing. A member that crashes keeps its locks until its session
 //! expires (`group.session_timeout_ms`); its queues then restart from its last commit.
@@ -56,8 +66,10 @@
 //! group, so the others take its queues at once.
 //!
 //! # Bounds
-//! Unfinished messages per queue (`max_unfinished_per_queue`; the puller waits above it), the
-//! worker channel (`threads * 2` batches), one pull buffer per owned queue.
+//! Unfinished messages per queue (`max_unfinished_per_queue`; the queue is left out of the
+//! fetches above it, so it holds at most that plus one fetch's worth), the worker channel
+//! (`threads * 2` tasks), the fetches in flight (two per broker shard, each of at most the
+//! consumer's `max_bytes`, 1 MiB).
 
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
@@ -69,7 +81,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{bounded, Sender};
 
 use self::control::Control;
-use self::threads::{retry_loop, watch_loop, worker};
+use self::threads::{fetch_loop, retry_loop, watch_loop, worker};
 
 mod control;
 mod threads;
@@ -101,8 +113,8 @@ pub struct ConsumeContext<'a> {
     pub attempt: u32,
 }
 
-/// The application's callback. Called from worker threads (concurrent) or one thread per
-/// queue (orderly); a panic counts as `ReconsumeLater`.
+/// The application's callback, called from the worker threads (in orderly mode never for two
+/// batches of one queue at once); a panic counts as `ReconsumeLater`.
 pub trait MessageListener: Send + Sync + 'static {
     fn consume(&self, messages: &[ConsumedMessage], ctx: &ConsumeContext<'_>) -> ConsumeStatus;
 }
@@ -121,8 +133,8 @@ pub enum ConsumeMode {
     /// Batches of a queue may be processed in parallel and out of order.
     Concurrent { threads: usize, batch_size: usize },
     /// Each queue's messages strictly in order, one batch at a time, only while holding the
-    /// queue's lock.
-    Orderly { batch_size: usize, suspend: Duration },
+    /// queue's lock; `threads` workers run different queues at once.
+    Orderly { threads: usize, batch_size: usize, suspend: Duration },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -162,7 +174,7 @@ pub struct PushConsumerConfig {
     pub commit_interval: Duration,
     /// Queue lock lease (renewed every third of it). Default 60 s.
     pub lock_lease: Duration,
-    /// Long-poll wait of each pull (also how soon a puller notices it must stop). Default 1 s.
+    /// Long-poll wait of each fetch at the broker. Default 1 s.
     pub pull_wait: Duration,
     pub max_unfinished_per_queue: usize,
     /// Local redelivery: orderly and broadcasting consumers, and a clustering consumer whose
@@ -211,7 +223,7 @@ impl PushConsumerConfig {
 
 type QueueKey = (String, u32);
 
-/// One owned queue, shared by its puller, the workers and the control thread.
+/// One owned queue, shared by the fetch thread, the workers and the control thread.
 struct QueueState {
     topic: String,
     queue_id: u32,
@@ -221,10 +233,31 @@ struct QueueState {
     lost: AtomicBool,
     /// Batches in the worker channel or being processed.
     running: AtomicUsize,
-    /// The last pull found nothing more to read.
-    caught_up: AtomicBool,
     /// Orderly: process only before this (the lock's lease as last granted).
     lock_until: Mutex<Instant>,
+    /// The fetch thread let go of it (after `stop`): it hands over nothing more.
+    detached: AtomicBool,
+    /// Orderly: fetched messages not yet given to the listener.
+    orderly: Mutex<OrderlyBacklog>,
+}
+
+/// An orderly queue's messages waiting for the listener, in queue order (bounded by
+/// `max_unfinished_per_queue` plus one fetch: they count as unfinished).
+#[derive(Default)]
+struct OrderlyBacklog {
+    messages: std::collections::VecDeque<ConsumedMessage>,
+    /// A task runs the queue (in the worker channel, in a worker, or waiting to be rerun).
+    scheduled: bool,
+    /// Failed deliveries of the batch at the head.
+    attempt: u32,
+}
+
+/// What the control thread tells the fetch thread.
+enum FetchCommand {
+    /// Read this queue (from its progress's next offset), keeping these tags (empty: all).
+    Add(Arc<QueueState>, Vec<Vec<u8>>),
+    /// Stop reading it (its `stop` is set) and mark it `detached`.
+    Remove(Arc<QueueState>),
 }
 
 struct Task {
@@ -250,11 +283,18 @@ struct Shared {
     send_back: Option<(super::Producer, SendBackPolicy)>,
     /// Until when this member's session surely lasts (the last acknowledged heartbeat's send
     /// time plus two thirds of the session timeout). Past it the coordinator may have expired
-    /// the member and given its queues to another: pullers pause, so a member that stalls
+    /// the member and given its queues to another: fetching pauses, so a member that stalls
     /// (or loses the broker) cannot consume a queue someone else now owns.
     session_until: Mutex<Instant>,
     /// With [`PushConsumerConfig::trace`]: where consume events go.
     tracer: Option<Arc<super::trace::Tracer>>,
+    /// Queues to start and stop reading, taken by the fetch thread.
+    fetch: Mutex<Vec<FetchCommand>>,
+    /// The control thread has given every queue up: the fetch thread ends.
+    fetch_done: AtomicBool,
+    /// The fetch thread has every queue it was told to read, and read each to its end
+    /// ([`super::MultiQueueReader::caught_up`]). Written under the `fetch` lock.
+    fetched_all: AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -381,10 +421,11 @@ impl PushConsumer {
             _ => None,
         };
         let threads_wanted = match config.mode {
-            ConsumeMode::Concurrent { threads, .. } => threads.max(1),
-            ConsumeMode::Orderly { .. } => 0,
+            ConsumeMode::Concurrent { threads, .. } | ConsumeMode::Orderly { threads, .. } => {
+                threads.max(1)
+            }
         };
-        let (tx, rx) = bounded::<Task>(threads_wanted.max(1) * 2);
+        let (tx, rx) = bounded::<Task>(threads_wanted * 2);
         let tracer = match &config.trace {
             Some(t) => Some(super::trace::Tracer::start(client.router().clone(), t.clone())?),
             None => None,
@@ -405,6 +446,9 @@ impl PushConsumer {
             session_until: Mutex::new(Instant::now()),
             send_back,
             tracer,
+            fetch: Mutex::new(Vec::new()),
+            fetch_done: AtomicBool::new(false),
+            fetched_all: AtomicBool::new(false),
         });
         let mut threads = Vec::new();
         let spawn = |name: String, f: Box<dyn FnOnce() + Send>| {
@@ -418,12 +462,12 @@ impl PushConsumer {
             threads.push(spawn(format!("ringmq-consume-{i}"), Box::new(move || worker(&s, &rx)))?);
         }
         drop(rx);
-        if threads_wanted > 0 {
-            let s = shared.clone();
-            threads.push(spawn("ringmq-retry".into(), Box::new(move || retry_loop(&s)))?);
-        }
+        let s = shared.clone();
+        threads.push(spawn("ringmq-retry".into(), Box::new(move || retry_loop(&s)))?);
         let s = shared.clone();
         threads.push(spawn("ringmq-watch".into(), Box::new(move || watch_loop(&s)))?);
+        let s = shared.clone();
+        threads.push(spawn("ringmq-fetch".into(), Box::new(move || fetch_loop(&s)))?);
         let s = shared.clone();
         let control = spawn("ringmq-rebalance".into(), Box::new(move || Control::new(s).run()))?;
         Ok(PushConsumer { shared, threads, control: Some(control) })
@@ -451,6 +495,8 @@ impl PushConsumer {
         if let Some(c) = self.control.take() {
             let _ = c.join();
         }
+        // Set by the control thread after its last give-up; here too if it panicked.
+        self.shared.fetch_done.store(true, Ordering::SeqCst);
         lock(&self.shared.tasks).take();
         for t in self.threads.drain(..) {
             let _ = t.join();

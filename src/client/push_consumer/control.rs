@@ -4,12 +4,10 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::threads::puller;
-use super::{lock, ConsumeFrom, MessageModel, QueueKey, QueueState, Shared};
-use crate::client::error::{ClientError, Result};
+use super::{lock, ConsumeFrom, FetchCommand, MessageModel, QueueKey, QueueState, Shared};
+use crate::client::error::Result;
 use crate::client::group::GroupClient;
 use crate::client::process_queue::ProcessQueue;
 use crate::client::AdminClient;
@@ -17,17 +15,12 @@ use crate::group::allocate::{AllocMember, AllocQueue};
 use crate::group::membership::TagFilter;
 use crate::protocol::ErrorCode;
 
-struct Owned {
-    state: Arc<QueueState>,
-    puller: Option<JoinHandle<()>>,
-}
-
 /// The control thread's state.
 pub(super) struct Control {
     s: Arc<Shared>,
     groups: GroupClient,
     admin: AdminClient,
-    owned: BTreeMap<QueueKey, Owned>,
+    owned: BTreeMap<QueueKey, Arc<QueueState>>,
     /// Queues this member should own but whose lock it does not have yet.
     pending: BTreeSet<QueueKey>,
     version: u64,
@@ -36,7 +29,8 @@ pub(super) struct Control {
 
 impl Control {
     pub(super) fn new(s: Arc<Shared>) -> Self {
-        // Separate from the pullers' connections: a heartbeat never waits behind parked pulls.
+        // Separate from the fetch thread's connections: a heartbeat never waits behind parked
+        // fetches.
         let control = s.client.detached();
         let (groups, admin) = (control.groups(), control.admin());
         let broadcast_offsets = match &s.config.model {
@@ -104,10 +98,9 @@ impl Control {
             }
             let all_caught_up = self.pending.is_empty()
                 && self.version != 0
-                && self.owned.values().all(|o| {
-                    o.state.caught_up.load(Ordering::Relaxed)
-                        && o.state.running.load(Ordering::Relaxed) == 0
-                        && lock(&o.state.progress).unfinished() == 0
+                && self.s.fetched_all.load(Ordering::SeqCst)
+                && self.owned.values().all(|q| {
+                    q.running.load(Ordering::SeqCst) == 0 && lock(&q.progress).unfinished() == 0
                 });
             self.s.caught_up.store(all_caught_up, Ordering::Relaxed);
             self.s.sleep(Duration::from_millis(50));
@@ -117,6 +110,7 @@ impl Control {
         self.give_up(&all, true);
         self.save_broadcast_offsets();
         let _ = self.groups.leave(&c.group, &c.client_id);
+        self.s.fetch_done.store(true, Ordering::SeqCst);
     }
 
     /// Takes this member's share at the group's current version.
@@ -167,8 +161,8 @@ impl Control {
         }
         let granted = if self.clustering() {
             let answer = self.groups.lock(&c.group, &c.client_id, c.lock_lease, &asked)?;
-            // The queues asked for, once each: a puller started for anything else would be
-            // one nobody owns, so nobody stops.
+            // The queues asked for, once each: a queue read for anything else would be one
+            // nobody owns, so nobody stops reading it.
             let granted: BTreeSet<QueueKey> =
                 answer.iter().filter(|k| self.pending.contains(*k)).cloned().collect();
             if granted.len() != answer.len() {
@@ -217,8 +211,9 @@ impl Control {
                 stop: AtomicBool::new(false),
                 lost: AtomicBool::new(false),
                 running: AtomicUsize::new(0),
-                caught_up: AtomicBool::new(false),
                 lock_until: Mutex::new(lease_end),
+                detached: AtomicBool::new(false),
+                orderly: Mutex::new(Default::default()),
             });
             let expression =
                 c.subscriptions.iter().find(|(t, _)| *t == key.0).map_or("*", |(_, e)| e.as_str());
@@ -226,37 +221,42 @@ impl Control {
                 Ok(TagFilter::Tags(tags)) => tags.into_iter().map(String::into_bytes).collect(),
                 _ => Vec::new(),
             };
-            let (s, q) = (self.s.clone(), state.clone());
-            let puller = std::thread::Builder::new()
-                .name(format!("ringmq-pull-{}-{}", key.0, key.1))
-                .spawn(move || puller(s, q, tags))
-                .map_err(|e| ClientError::Invalid(format!("cannot start a puller thread: {e}")))?;
+            {
+                let mut fetch = lock(&self.s.fetch);
+                fetch.push(FetchCommand::Add(state.clone(), tags));
+                self.s.fetched_all.store(false, Ordering::SeqCst);
+            }
             self.pending.remove(&key);
-            self.owned.insert(key, Owned { state, puller: Some(puller) });
+            self.owned.insert(key, state);
         }
         Ok(())
     }
 
-    /// Stops the queues' pullers, lets their running batches finish, commits (if `commit` and
+    /// Stops reading the queues, lets their running batches finish, commits (if `commit` and
     /// the lock was not lost) and unlocks them.
     fn give_up(&mut self, keys: &[QueueKey], commit: bool) {
-        // Stop every puller first, then wait for them together: each may be in a long-poll.
+        // Stop every queue first, then wait for them together.
         let mut stopping = Vec::new();
-        for key in keys {
-            let Some(o) = self.owned.remove(key) else { continue };
-            o.state.stop.store(true, Ordering::Relaxed);
-            stopping.push((key.clone(), o));
+        {
+            let mut fetch = lock(&self.s.fetch);
+            for key in keys {
+                let Some(q) = self.owned.remove(key) else { continue };
+                q.stop.store(true, Ordering::SeqCst);
+                fetch.push(FetchCommand::Remove(q.clone()));
+                stopping.push((key.clone(), q));
+            }
         }
         let mut gone = Vec::new();
         let deadline = Instant::now() + Duration::from_secs(30);
-        for (key, mut o) in stopping {
-            if let Some(p) = o.puller.take() {
-                let _ = p.join();
-            }
-            while o.state.running.load(Ordering::Relaxed) > 0 && Instant::now() < deadline {
+        for (key, q) in stopping {
+            // The fetch thread hands nothing more over once it let go of the queue; then
+            // every batch handed over is counted in `running`.
+            while !(q.detached.load(Ordering::SeqCst) && q.running.load(Ordering::SeqCst) == 0)
+                && Instant::now() < deadline
+            {
                 std::thread::sleep(Duration::from_millis(5));
             }
-            gone.push((key, o.state));
+            gone.push((key, q));
         }
         if gone.is_empty() {
             return;
@@ -299,15 +299,15 @@ impl Control {
         let asked_at = Instant::now();
         let r = self.groups.lock(&c.group, &c.client_id, c.lock_lease, &keys);
         let Ok(granted) = r else {
-            return; // the broker is unreachable: the orderly pullers stop at their lease's end
+            return; // the broker is unreachable: orderly queues stop at their lease's end
         };
         let granted: BTreeSet<QueueKey> = granted.into_iter().collect();
         let mut lost = Vec::new();
-        for (k, o) in &self.owned {
+        for (k, q) in &self.owned {
             if granted.contains(k) {
-                *lock(&o.state.lock_until) = asked_at + c.lock_lease * 2 / 3;
+                *lock(&q.lock_until) = asked_at + c.lock_lease * 2 / 3;
             } else {
-                o.state.lost.store(true, Ordering::Relaxed);
+                q.lost.store(true, Ordering::SeqCst);
                 lost.push(k.clone());
             }
         }
@@ -322,8 +322,8 @@ impl Control {
         let moved: Vec<(String, u32, u64)> = self
             .owned
             .iter()
-            .filter_map(|((t, q), o)| {
-                lock(&o.state.progress).to_commit().map(|off| (t.clone(), *q, off))
+            .filter_map(|((t, q), state)| {
+                lock(&state.progress).to_commit().map(|off| (t.clone(), *q, off))
             })
             .collect();
         if moved.is_empty() {
@@ -352,8 +352,8 @@ impl Control {
             }
         }
         for (t, q, off) in moved {
-            if let Some(o) = self.owned.get(&(t, q)) {
-                lock(&o.state.progress).mark_committed(off);
+            if let Some(state) = self.owned.get(&(t, q)) {
+                lock(&state.progress).mark_committed(off);
             }
         }
     }
@@ -425,19 +425,12 @@ mod tests {
             retries: Mutex::new(Vec::new()),
             caught_up: AtomicBool::new(false),
             send_back: None,
-            // Expired: the pullers started wait instead of pulling.
             session_until: Mutex::new(Instant::now()),
             tracer: None,
+            fetch: Mutex::new(Vec::new()),
+            fetch_done: AtomicBool::new(false),
+            fetched_all: AtomicBool::new(false),
         })
-    }
-
-    /// Live threads of this process named `name` (Linux truncates names to 15 bytes).
-    fn threads_named(name: &str) -> usize {
-        std::fs::read_dir("/proc/self/task")
-            .unwrap()
-            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
-            .filter(|comm| comm.trim_end() == name)
-            .count()
     }
 
     #[test]
@@ -450,16 +443,15 @@ mod tests {
         let owned: BTreeSet<QueueKey> = control.owned.keys().cloned().collect();
         assert_eq!(owned, asked, "a queue not asked for is not consumed");
         assert!(control.pending.is_empty());
-        for o in control.owned.values_mut() {
-            o.state.stop.store(true, Ordering::Relaxed);
-            o.puller.take().unwrap().join().unwrap();
-        }
-        // A queue granted twice started one puller, which is stopped with the queue: none is
-        // left running unowned.
-        let deadline = Instant::now() + Duration::from_secs(2);
-        while threads_named("ringmq-pull-z-0") > 0 {
-            assert!(Instant::now() < deadline, "a puller of z:0 runs though nobody owns it");
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        // A queue granted twice is read once, and nothing not asked for is read at all: the
+        // fetch thread is told to read exactly the owned queues.
+        let read: Vec<QueueKey> = lock(&control.s.fetch)
+            .iter()
+            .map(|c| match c {
+                FetchCommand::Add(q, _) => (q.topic.clone(), q.queue_id),
+                FetchCommand::Remove(_) => panic!("nothing was given up"),
+            })
+            .collect();
+        assert_eq!(read, asked.into_iter().collect::<Vec<_>>());
     }
 }

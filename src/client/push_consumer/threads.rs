@@ -1,17 +1,24 @@
-//! The push consumer's worker, retry, watch and puller threads (see the parent module).
+//! The push consumer's worker, retry, watch and fetch threads (see the parent module).
 
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 
-use super::{lock, ConsumeMode, ConsumeStatus, QueueState, Shared, Task};
+use super::{lock, ConsumeMode, ConsumeStatus, FetchCommand, QueueState, Shared, Task};
 use crate::client::error::ClientError;
+use crate::client::{ConsumedMessage, MultiQueueReader};
 use crate::protocol::{ErrorCode, ErrorDetail};
 
 pub(super) fn worker(s: &Shared, rx: &Receiver<Task>) {
     while let Ok(task) = rx.recv() {
+        if let ConsumeMode::Orderly { batch_size, suspend, .. } = s.config.mode {
+            run_orderly(s, &task.queue, batch_size, suspend);
+            task.queue.running.fetch_sub(1, Ordering::SeqCst);
+            continue;
+        }
         let status = s.call_listener(&task.queue, &task.messages, task.attempt);
         let offsets = task.messages.iter().map(|m| m.offset);
         match status {
@@ -22,7 +29,7 @@ pub(super) fn worker(s: &Shared, rx: &Receiver<Task>) {
                         Ok(()) => {
                             // The copies carry the messages on: the queue's offset moves past.
                             lock(&task.queue.progress).finished(offsets);
-                            task.queue.running.fetch_sub(1, Ordering::Relaxed);
+                            task.queue.running.fetch_sub(1, Ordering::SeqCst);
                             continue;
                         }
                         Err(e) => tracing::warn!(
@@ -54,7 +61,7 @@ pub(super) fn worker(s: &Shared, rx: &Receiver<Task>) {
                 }
             }
         }
-        task.queue.running.fetch_sub(1, Ordering::Relaxed);
+        task.queue.running.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -135,14 +142,14 @@ pub(super) fn retry_loop(s: &Shared) {
         };
         for t in due {
             // A queue given up meanwhile: its batch stays unfinished (the next owner gets it).
-            if t.queue.stop.load(Ordering::Relaxed) {
+            if t.queue.stop.load(Ordering::SeqCst) {
                 continue;
             }
-            t.queue.running.fetch_add(1, Ordering::Relaxed);
+            t.queue.running.fetch_add(1, Ordering::SeqCst);
             let q = t.queue.clone();
             let sender = lock(&s.tasks).clone();
             if sender.map_or(true, |tx| tx.send(t).is_err()) {
-                q.running.fetch_sub(1, Ordering::Relaxed);
+                q.running.fetch_sub(1, Ordering::SeqCst);
             }
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -167,98 +174,219 @@ pub(super) fn watch_loop(s: &Shared) {
     }
 }
 
-pub(super) fn puller(s: Arc<Shared>, q: Arc<QueueState>, tags: Vec<Vec<u8>>) {
-    let mut consumer = s.client.consumer();
-    consumer.tags = tags;
+/// Where the fetch thread keeps an owned queue: its reader index and state.
+struct Fetched {
+    state: Arc<QueueState>,
+    /// Left out of the fetches: its unfinished messages are at the bound, or it failed and
+    /// waits until this time.
+    paused: Option<Instant>,
+}
+
+/// The fetch thread: reads every owned queue with one [`MultiQueueReader`] and hands what it
+/// reads to the workers (see the parent module).
+pub(super) fn fetch_loop(s: &Shared) {
+    let mut reader = MultiQueueReader::new(s.client.consumer(), &[], s.config.pull_wait);
+    let mut queues: HashMap<usize, Fetched> = HashMap::new();
+    // Indexes of paused queues (few; checked every turn).
+    let mut paused: Vec<usize> = Vec::new();
     let mut logged = false;
-    while !q.stop.load(Ordering::Relaxed) && !q.lost.load(Ordering::Relaxed) {
-        if Instant::now() >= *lock(&s.session_until) {
+    while !s.fetch_done.load(Ordering::SeqCst) {
+        let commands = {
+            let mut fetch = lock(&s.fetch);
+            if fetch.is_empty() {
+                // Under the lock the control thread adds queues with: never true for a queue
+                // added and not read yet.
+                s.fetched_all.store(reader.caught_up(), Ordering::SeqCst);
+            }
+            std::mem::take(&mut *fetch)
+        };
+        for c in commands {
+            match c {
+                FetchCommand::Add(q, tags) => {
+                    let from = lock(&q.progress).next_pull();
+                    let i = reader.add(&q.topic, q.queue_id, from, tags);
+                    queues.insert(i, Fetched { state: q, paused: None });
+                }
+                FetchCommand::Remove(q) => {
+                    let found = queues.iter().find(|(_, f)| Arc::ptr_eq(&f.state, &q));
+                    if let Some(&i) = found.map(|(i, _)| i) {
+                        reader.remove(i);
+                        queues.remove(&i);
+                        paused.retain(|&p| p != i);
+                    }
+                    q.detached.store(true, Ordering::SeqCst);
+                }
+            }
+        }
+        let now = Instant::now();
+        paused.retain(|&i| {
+            let Some(f) = queues.get_mut(&i) else { return false };
+            let waited = f.paused.map_or(true, |until| now >= until);
+            if waited && lock(&f.state.progress).has_room() {
+                f.paused = None;
+                reader.set_paused(i, false);
+                return false;
+            }
+            true
+        });
+        if reader.is_empty() || now >= *lock(&s.session_until) {
+            // Nothing to read, or this member's session may have expired (another member
+            // may own its queues now): wait for the control thread.
             std::thread::sleep(Duration::from_millis(20));
             continue;
         }
-        let (offset, room) = {
-            let p = lock(&q.progress);
-            (p.next_pull(), p.has_room())
-        };
-        if !room {
-            std::thread::sleep(Duration::from_millis(5));
-            continue;
-        }
-        let r = match consumer.pull(&q.topic, q.queue_id, offset, s.config.pull_wait) {
-            Ok(r) => r,
-            Err(ClientError::Broker {
-                code,
-                detail: ErrorDetail::OffsetRange { min, next },
-                ..
-            }) if code == ErrorCode::OFFSET_OUT_OF_RANGE as u16 => {
-                lock(&q.progress).jump_to(if offset < min { min } else { next });
-                continue;
-            }
-            Err(ClientError::CorruptData { first_offset, next_offset, reason, .. }) => {
-                tracing::error!(
-                    topic = %q.topic, queue = q.queue_id,
-                    "skipping the damaged batch at offsets [{first_offset}, {next_offset}): {reason}"
-                );
-                lock(&q.progress).jump_to(next_offset);
-                continue;
+        let got = match reader.next_batches(Duration::from_millis(50)) {
+            Ok(got) => {
+                logged = false;
+                got
             }
             Err(e) => {
                 if !logged {
-                    tracing::warn!(topic = %q.topic, queue = q.queue_id, "pull failed, retrying: {e}");
+                    tracing::warn!(group = %s.config.group, "fetching failed, retrying: {e}");
                     logged = true;
                 }
                 std::thread::sleep(Duration::from_millis(200));
                 continue;
             }
         };
-        logged = false;
-        q.caught_up
-            .store(r.messages.is_empty() && r.next_offset >= r.max_offset, Ordering::Relaxed);
-        lock(&q.progress).pulled(r.messages.iter().map(|m| m.offset), r.next_offset);
-        if r.messages.is_empty() {
-            continue;
-        }
-        match s.config.mode {
-            ConsumeMode::Concurrent { batch_size, .. } => {
-                let mut rest = r.messages;
-                while !rest.is_empty() {
-                    let tail = rest.split_off(batch_size.max(1).min(rest.len()));
-                    let batch = std::mem::replace(&mut rest, tail);
-                    q.running.fetch_add(1, Ordering::Relaxed);
-                    let task = Task { queue: q.clone(), messages: batch, attempt: 0 };
-                    let sender = lock(&s.tasks).clone();
-                    if sender.map_or(true, |tx| tx.send(task).is_err()) {
-                        q.running.fetch_sub(1, Ordering::Relaxed);
-                        return;
+        for (i, result) in got {
+            let Some(f) = queues.get_mut(&i) else { continue };
+            let q = f.state.clone();
+            if q.stop.load(Ordering::SeqCst) {
+                continue;
+            }
+            let view = match result {
+                Ok(v) => v,
+                Err(e) => {
+                    if let Some(to) = moved_past(&q, &e) {
+                        lock(&q.progress).jump_to(to);
+                        reader.seek(i, to);
+                    } else {
+                        tracing::warn!(topic = %q.topic, queue = q.queue_id, "fetch failed, retrying: {e}");
+                        f.paused = Some(Instant::now() + Duration::from_millis(200));
+                        reader.set_paused(i, true);
+                        paused.push(i);
                     }
+                    continue;
+                }
+            };
+            let r = view.to_result();
+            let room = {
+                let mut p = lock(&q.progress);
+                p.pulled(r.messages.iter().map(|m| m.offset), r.next_offset);
+                p.has_room()
+            };
+            if !room && f.paused.is_none() {
+                f.paused = Some(Instant::now());
+                reader.set_paused(i, true);
+                paused.push(i);
+            }
+            if !r.messages.is_empty() && !hand_over(s, &q, r.messages) {
+                return;
+            }
+        }
+    }
+}
+
+/// Where a queue's failed fetch moves it: the nearest end of its range when its offset is out
+/// of it, past a damaged batch. None: retry at the same offset.
+fn moved_past(q: &QueueState, e: &ClientError) -> Option<u64> {
+    match e {
+        ClientError::Broker { code, detail: ErrorDetail::OffsetRange { min, next }, .. }
+            if *code == ErrorCode::OFFSET_OUT_OF_RANGE as u16 =>
+        {
+            let offset = lock(&q.progress).next_pull();
+            Some(if offset < *min { *min } else { *next })
+        }
+        ClientError::CorruptData { first_offset, next_offset, reason, .. } => {
+            tracing::error!(
+                topic = %q.topic, queue = q.queue_id,
+                "skipping the damaged batch at offsets [{first_offset}, {next_offset}): {reason}"
+            );
+            Some(*next_offset)
+        }
+        _ => None,
+    }
+}
+
+/// Gives fetched messages to the workers: batches of `batch_size` (concurrent), or the
+/// queue's backlog, scheduling the queue if no task runs it (orderly). False when the
+/// consumer is shutting down.
+fn hand_over(s: &Shared, q: &Arc<QueueState>, messages: Vec<ConsumedMessage>) -> bool {
+    let send = |task: Task| {
+        q.running.fetch_add(1, Ordering::SeqCst);
+        let sender = lock(&s.tasks).clone();
+        if sender.map_or(true, |tx| tx.send(task).is_err()) {
+            q.running.fetch_sub(1, Ordering::SeqCst);
+            return false;
+        }
+        true
+    };
+    match s.config.mode {
+        ConsumeMode::Concurrent { batch_size, .. } => {
+            let mut rest = messages;
+            while !rest.is_empty() {
+                let tail = rest.split_off(batch_size.max(1).min(rest.len()));
+                let batch = std::mem::replace(&mut rest, tail);
+                if !send(Task { queue: q.clone(), messages: batch, attempt: 0 }) {
+                    return false;
                 }
             }
-            ConsumeMode::Orderly { batch_size, suspend } => {
-                for batch in r.messages.chunks(batch_size.max(1)) {
-                    let mut attempt = 0;
-                    loop {
-                        if q.stop.load(Ordering::Relaxed) || q.lost.load(Ordering::Relaxed) {
-                            return;
-                        }
-                        let valid = (*lock(&q.lock_until)).min(*lock(&s.session_until));
-                        if Instant::now() >= valid {
-                            // The lease or the session may have run out: wait for the control
-                            // thread's renewal.
-                            std::thread::sleep(Duration::from_millis(20));
-                            continue;
-                        }
-                        match s.call_listener(&q, batch, attempt) {
-                            ConsumeStatus::Success => {
-                                lock(&q.progress).finished(batch.iter().map(|m| m.offset));
-                                break;
-                            }
-                            ConsumeStatus::ReconsumeLater => {
-                                attempt += 1;
-                                std::thread::sleep(suspend);
-                            }
-                        }
-                    }
+            true
+        }
+        ConsumeMode::Orderly { .. } => {
+            let schedule = {
+                let mut backlog = lock(&q.orderly);
+                backlog.messages.extend(messages);
+                !std::mem::replace(&mut backlog.scheduled, true)
+            };
+            !schedule || send(Task { queue: q.clone(), messages: Vec::new(), attempt: 0 })
+        }
+    }
+}
+
+/// Orderly mode: runs queue `q`'s backlog through the listener in order, one batch at a time,
+/// until it is empty, the queue stops, or the queue must wait (its lock or the session not
+/// surely held, or the listener asked to reconsume later): then the queue is run again later
+/// by the retry thread.
+fn run_orderly(s: &Shared, q: &Arc<QueueState>, batch_size: usize, suspend: Duration) {
+    let later = |delay: Duration| {
+        let task = Task { queue: q.clone(), messages: Vec::new(), attempt: 0 };
+        lock(&s.retries).push((Instant::now() + delay, task));
+    };
+    loop {
+        if q.stop.load(Ordering::SeqCst) || q.lost.load(Ordering::SeqCst) {
+            return; // given up: the backlog is never delivered here (the next owner reads it)
+        }
+        let valid = (*lock(&q.lock_until)).min(*lock(&s.session_until));
+        if Instant::now() >= valid {
+            // The lease or the session may have run out: wait for the control thread's renewal.
+            later(Duration::from_millis(20));
+            return;
+        }
+        let (batch, attempt) = {
+            let mut backlog = lock(&q.orderly);
+            if backlog.messages.is_empty() {
+                backlog.scheduled = false;
+                return;
+            }
+            let n = batch_size.max(1).min(backlog.messages.len());
+            (backlog.messages.drain(..n).collect::<Vec<_>>(), backlog.attempt)
+        };
+        match s.call_listener(q, &batch, attempt) {
+            ConsumeStatus::Success => {
+                lock(&q.orderly).attempt = 0;
+                lock(&q.progress).finished(batch.iter().map(|m| m.offset));
+            }
+            ConsumeStatus::ReconsumeLater => {
+                let mut backlog = lock(&q.orderly);
+                backlog.attempt += 1;
+                for m in batch.into_iter().rev() {
+                    backlog.messages.push_front(m);
                 }
+                drop(backlog);
+                later(suspend);
+                return;
             }
         }
     }
