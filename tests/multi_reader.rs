@@ -152,7 +152,7 @@ fn a_fetch_multi_on_the_shared_port_is_answered_for_the_queues_of_every_shard() 
     let request = Request::FetchMulti(FetchMulti {
         max_bytes: 16 << 20,
         max_wait_ms: 0,
-        topics: vec![FetchTopic { topic: "m".into(), queues }],
+        topics: vec![FetchTopic { topic: "m".into(), tags: Vec::new(), queues }],
     });
     raw.send(&request.encode_frame(1));
     let (header, payload) = raw.read_frame().unwrap();
@@ -275,4 +275,34 @@ fn a_queue_added_with_tags_gets_only_those_tags() {
     let offsets: Vec<u64> = seen.iter().map(|s| s.0).collect();
     assert_eq!(offsets, (0..60).filter(|i| i % 3 == 1).collect::<Vec<_>>());
     assert!(seen.iter().all(|s| s.1 == b"B"));
+}
+
+/// Queues added one at a time while the first requests wait at the broker (a push consumer
+/// taking queues as their locks come) go out in one extra request, not one each: the requests
+/// in flight stay within two per shard connection plus one (`LANES` + 1).
+#[test]
+fn queues_added_one_at_a_time_do_not_multiply_the_requests_in_flight() {
+    let dir = tempdir();
+    let broker = Broker::start_in(dir.path(), &config(dir.path(), 1, "", ""));
+    let client = Client::connect(&broker.addr()).unwrap();
+    client.admin().create_topic("idle", 64).unwrap();
+    let mut reader = MultiQueueReader::new(client.consumer(), &[], Duration::from_millis(2_000));
+    let mut most = 0;
+    for q in 0..64 {
+        reader.add("idle", q, 0, Vec::new());
+        assert!(reader.next_batches(Duration::from_millis(2)).unwrap().is_empty());
+        most = most.max(reader.in_flight());
+    }
+    assert_eq!(most, ringmq::client::multi_reader::LANES + 1, "requests in flight");
+    // A message for the last queue added still comes at once (its request is parked at the
+    // broker, which answers it on the append).
+    produce(&broker.addr(), "idle", 0, 64);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut got = 0;
+    while got < 64 {
+        assert!(Instant::now() < deadline, "stuck at {got}");
+        for (_, view) in reader.next_batches(Duration::from_millis(100)).unwrap() {
+            got += view.unwrap().messages().count();
+        }
+    }
 }

@@ -64,9 +64,10 @@ fn valid_frames() -> Vec<Vec<u8>> {
             topics: vec![
                 FetchTopic {
                     topic: "t".into(),
+                    tags: vec![b"A".to_vec()],
                     queues: vec![FetchQueue { queue_id: 1, offset: 2 }],
                 },
-                FetchTopic { topic: "u".into(), queues: vec![] },
+                FetchTopic { topic: "u".into(), tags: vec![], queues: vec![] },
             ],
         })
         .encode_frame(8),

@@ -67,6 +67,13 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // The library's logs (a consumer's retries, rebalances), only when asked for.
+    if let Ok(filter) = std::env::var("RUST_LOG") {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let cli = Cli::parse();
     let r = match cli.command {
         Command::Compare { a, b } => {

@@ -465,7 +465,7 @@ mod tests {
         let multi = Request::FetchMulti(FetchMulti {
             max_bytes: 4 << 20,
             max_wait_ms: 0,
-            topics: vec![FetchTopic { topic: "t".into(), queues }],
+            topics: vec![FetchTopic { topic: "t".into(), tags: Vec::new(), queues }],
         });
         // `max_bytes` bounded by the broker's `max_fetch_bytes`, as a FETCH's.
         assert_eq!(

@@ -87,7 +87,7 @@ pub use consumer::{MessageView, PullConsumer, PullResult, PullView};
 pub use error::ClientError;
 pub use group::{GroupClient, GroupDescription, QueueLag};
 pub use message::{ConsumedMessage, Message};
-pub use multi_reader::MultiQueueReader;
+pub use multi_reader::{MultiQueueReader, ReaderWaker};
 pub use pending::Pending;
 pub use producer::{Producer, ProducerConfig, SendBatchResult, SendResult};
 pub use push_consumer::{

@@ -290,6 +290,8 @@ struct Shared {
     tracer: Option<Arc<super::trace::Tracer>>,
     /// Queues to start and stop reading, taken by the fetch thread.
     fetch: Mutex<Vec<FetchCommand>>,
+    /// Wakes the fetch thread's wait for replies (set by the fetch thread when it starts).
+    fetch_waker: Mutex<Option<super::ReaderWaker>>,
     /// The control thread has given every queue up: the fetch thread ends.
     fetch_done: AtomicBool,
     /// The fetch thread has every queue it was told to read, and read each to its end
@@ -302,6 +304,22 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Shared {
+    /// Tells the fetch thread (add or remove queues).
+    fn tell_fetch(&self, commands: impl IntoIterator<Item = FetchCommand>) {
+        let mut fetch = lock(&self.fetch);
+        let before = fetch.len();
+        fetch.extend(commands);
+        if fetch[before..].iter().any(|c| matches!(c, FetchCommand::Add(..))) {
+            // Under the lock the fetch thread publishes it with: never true for a queue it
+            // was told to read and has not read yet.
+            self.fetched_all.store(false, Ordering::SeqCst);
+        }
+        drop(fetch);
+        if let Some(w) = lock(&self.fetch_waker).as_ref() {
+            w.wake();
+        }
+    }
+
     fn wake(&self) {
         let _g = lock(&self.wake.0);
         self.wake.1.notify_all();
@@ -447,6 +465,7 @@ impl PushConsumer {
             send_back,
             tracer,
             fetch: Mutex::new(Vec::new()),
+            fetch_waker: Mutex::new(None),
             fetch_done: AtomicBool::new(false),
             fetched_all: AtomicBool::new(false),
         });

@@ -3,7 +3,8 @@
 //!
 //! ```text
 //! request:  u32 max_bytes, u32 max_wait_ms, list<topic>
-//!           topic  = string name, list<queue>   queue = u32 queue_id, u64 offset
+//!           topic  = string name, list<bytes> tags, list<queue>
+//!           queue  = u32 queue_id, u64 offset
 //! response: list<result>
 //!           result = u32 index, u16 error_code, bytes payload
 //! ```
@@ -16,6 +17,10 @@
 //! Results come in the order of their indexes. The broker fills `max_bytes` with the queues'
 //! batches in log order (at least one batch when any queue has one), and waits up to
 //! `max_wait_ms` for one of the queues to receive data when none has any.
+//!
+//! A topic's `tags` (at most 64; empty: all) filter its queues as FETCH's do: batches whose
+//! tag summary cannot contain one of them are left out, and a queue whose batches were all
+//! left out has a result with no batches whose `scan_end_offset` is past them.
 //!
 //! Why: a consumer of thousands of queues sent one FETCH per queue, and a catching-up
 //! consumer's fetches each read one queue's batches, which lie far apart in the log (other
@@ -32,8 +37,8 @@ use super::ErrorCode;
 /// request runs.
 pub const MAX_QUEUES: u32 = 65_536;
 
-/// Smallest encoded topic: an empty name and an empty queue list.
-const MIN_TOPIC_BYTES: usize = 2 + 4;
+/// Smallest encoded topic: an empty name, an empty tag list and an empty queue list.
+const MIN_TOPIC_BYTES: usize = 2 + 4 + 4;
 /// An encoded queue: its id and offset.
 const QUEUE_BYTES: usize = 4 + 8;
 /// Smallest encoded result: index, code and an empty payload's length.
@@ -50,6 +55,8 @@ pub struct FetchQueue {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FetchTopic {
     pub topic: String,
+    /// Only batches that may hold one of these tags (empty: all).
+    pub tags: Vec<Vec<u8>>,
     pub queues: Vec<FetchQueue>,
 }
 
@@ -83,6 +90,10 @@ impl FetchMulti {
         w.count(self.topics.len());
         for t in &self.topics {
             w.string(&t.topic);
+            w.count(t.tags.len());
+            for tag in &t.tags {
+                w.bytes(tag);
+            }
             w.count(t.queues.len());
             for q in &t.queues {
                 w.u32(q.queue_id).u64(q.offset);
@@ -98,6 +109,7 @@ impl FetchMulti {
         let mut total = 0u64;
         for _ in 0..n {
             let topic = r.string("topic")?;
+            let tags = super::message::decode_tags(r)?;
             let m = r.count("queues", MAX_QUEUES, QUEUE_BYTES)?;
             total += m as u64;
             if total > u64::from(MAX_QUEUES) {
@@ -111,7 +123,7 @@ impl FetchMulti {
             for _ in 0..m {
                 queues.push(FetchQueue { queue_id: r.u32("queue_id")?, offset: r.u64("offset")? });
             }
-            topics.push(FetchTopic { topic, queues });
+            topics.push(FetchTopic { topic, tags, queues });
         }
         Ok(FetchMulti { max_bytes, max_wait_ms, topics })
     }
@@ -245,6 +257,7 @@ mod tests {
             topics: vec![
                 FetchTopic {
                     topic: "a".into(),
+                    tags: vec![b"paid".to_vec(), b"shipped".to_vec()],
                     queues: vec![
                         FetchQueue { queue_id: 0, offset: 5 },
                         FetchQueue { queue_id: 7, offset: 0 },
@@ -252,6 +265,7 @@ mod tests {
                 },
                 FetchTopic {
                     topic: "b".into(),
+                    tags: vec![],
                     queues: vec![FetchQueue { queue_id: 3, offset: 9 }],
                 },
             ],
@@ -315,6 +329,20 @@ mod tests {
     }
 
     #[test]
+    fn a_topic_with_too_many_or_too_long_tags_is_refused() {
+        for tags in
+            [vec![b"t".to_vec(); 65], vec![vec![b'x'; crate::format::record::MAX_KEY_LEN + 1]]]
+        {
+            let mut f = request();
+            f.topics[1].tags = tags;
+            let whole = Request::FetchMulti(f).encode_frame(1);
+            let (h, payload) = split_request(&whole);
+            let e = decode_request(&h, payload).unwrap_err();
+            assert!(e.to_string().contains("tag"), "{e}");
+        }
+    }
+
+    #[test]
     fn results_out_of_index_order_or_a_payload_with_trailing_bytes_are_refused() {
         let mut w = Writer::new();
         let mut r = results();
@@ -332,12 +360,12 @@ mod tests {
         let mut w = Writer::new();
         w.u32(1).u32(0).count(2);
         // Two topics whose counts together pass the limit, with too few bytes for either.
-        w.string("a").u32(MAX_QUEUES);
+        w.string("a").count(0).u32(MAX_QUEUES);
         let r = FetchMulti::decode_body(&mut Reader::new(&w.buf));
         assert!(r.is_err());
         let mut w = Writer::new();
-        w.u32(1).u32(0).count(2).string("a").count(1).u32(0).u64(0);
-        w.string("b").u32(MAX_QUEUES);
+        w.u32(1).u32(0).count(2).string("a").count(0).count(1).u32(0).u64(0);
+        w.string("b").count(0).u32(MAX_QUEUES);
         w.buf.extend(std::iter::repeat(0).take(QUEUE_BYTES * MAX_QUEUES as usize));
         let e = FetchMulti::decode_body(&mut Reader::new(&w.buf)).unwrap_err();
         assert!(matches!(e, DecodeError::TooMany { field: "queues", .. }), "{e}");

@@ -24,6 +24,25 @@ pub use response::*;
 /// Upper bound on any list in a payload (topics in a metadata request, shards in stats...).
 pub const MAX_LIST_ITEMS: u32 = 100_000;
 
+/// A fetch's tag filter: `list<bytes>`, at most [`MAX_FETCH_TAGS`] tags of at most a record
+/// key's length each.
+pub(super) fn decode_tags(r: &mut Reader<'_>) -> Result<Vec<Vec<u8>>, DecodeError> {
+    let n = r.count("tags", MAX_FETCH_TAGS, 4)?;
+    let mut tags = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = r.bytes("tag")?;
+        if t.len() > crate::format::record::MAX_KEY_LEN {
+            return Err(DecodeError::TooMany {
+                field: "tag bytes",
+                count: t.len() as u64,
+                max: crate::format::record::MAX_KEY_LEN as u64,
+            });
+        }
+        tags.push(t.to_vec());
+    }
+    Ok(tags)
+}
+
 /// Most tags one fetch may filter on.
 pub const MAX_FETCH_TAGS: u32 = 64;
 
@@ -323,19 +342,7 @@ fn decode_body(
             let offset = r.u64("offset")?;
             let max_bytes = r.u32("max_bytes")?;
             let max_wait_ms = r.u32("max_wait_ms")?;
-            let n = r.count("tags", MAX_FETCH_TAGS, 4)?;
-            let mut tags = Vec::with_capacity(n);
-            for _ in 0..n {
-                let t = r.bytes("tag")?;
-                if t.len() > crate::format::record::MAX_KEY_LEN {
-                    return Err(DecodeError::TooMany {
-                        field: "tag bytes",
-                        count: t.len() as u64,
-                        max: crate::format::record::MAX_KEY_LEN as u64,
-                    });
-                }
-                tags.push(t.to_vec());
-            }
+            let tags = decode_tags(&mut r)?;
             Request::Fetch { topic, queue_id, offset, max_bytes, max_wait_ms, tags }
         }
         ApiKey::FetchMulti => Request::FetchMulti(FetchMulti::decode_body(&mut r)?),

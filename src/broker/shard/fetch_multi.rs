@@ -52,11 +52,20 @@ pub(crate) fn multi_response(mut parts: Vec<MultiPart>) -> Response {
     Response::FetchMulti { results }
 }
 
-/// A queue owned by another shard: its index in the request, topic and position.
-struct Remote {
+/// A queue owned by another shard: its index in the request, topic, tags and position.
+struct Remote<'a> {
     index: u32,
-    topic: String,
+    topic: &'a str,
+    tags: &'a [Vec<u8>],
     queue: FetchQueue,
+}
+
+/// A queue this shard owns: its index in the request, key, position and its topic's tags.
+struct Local<'a> {
+    index: u32,
+    key: QueueKey,
+    from: u64,
+    tags: &'a [Vec<u8>],
 }
 
 impl<L: ShardLog> Shard<L> {
@@ -88,12 +97,13 @@ impl<L: ShardLog> Shard<L> {
                         }
                     };
                 let owner = owner_shard(&t.topic, queue.queue_id, self.shard_count);
+                let tags = t.tags.as_slice();
                 if owner == self.id {
                     let key = QueueKey::new(TopicId::new(entry.id), QueueId::new(queue.queue_id));
-                    local.push((i, key, queue.offset));
+                    local.push(Local { index: i, key, from: queue.offset, tags });
                 } else {
-                    let topic = t.topic.clone();
-                    remote.entry(owner).or_default().push(Remote { index: i, topic, queue });
+                    let (index, topic) = (i, t.topic.as_str());
+                    remote.entry(owner).or_default().push(Remote { index, topic, tags, queue });
                 }
             }
         }
@@ -125,10 +135,11 @@ impl<L: ShardLog> Shard<L> {
     }
 
     /// The queues this shard owns, read together; with `wait`, waits up to that many ms for
-    /// one of them to have data.
+    /// one of them to have data. A queue whose batches its tags filtered out has a part with
+    /// no batches and the scan end past them.
     async fn fetch_multi_here(
         &self,
-        queues: &[(u32, QueueKey, u64)],
+        queues: &[Local<'_>],
         max_bytes: usize,
         wait: Option<u32>,
     ) -> Result<Vec<MultiPart>, BrokerError> {
@@ -138,13 +149,14 @@ impl<L: ShardLog> Shard<L> {
             let mut reads = Vec::new();
             let mut read_index = Vec::new();
             let mut bounds = Vec::new();
-            for &(index, key, from) in queues {
+            for q in queues {
+                let (index, key, from) = (q.index, q.key, q.from);
                 let o = self.log.offsets(key);
                 if from < o.min || from > o.next {
                     parts.push(MultiPart { index, result: Err(out_of_range(key, from, o)) });
                 } else if from < o.next {
                     reads.push((key, from));
-                    read_index.push(index);
+                    read_index.push((index, q.tags));
                     bounds.push(o);
                 }
             }
@@ -154,17 +166,27 @@ impl<L: ShardLog> Shard<L> {
                 let took = self.clock.now().saturating_duration_since(read_started);
                 self.probe.borrow_mut().record_fetch_read(took);
                 let answered = read.into_iter().zip(&reads).zip(read_index).zip(bounds);
-                for (((result, &(_, from)), index), o) in answered {
+                for (((result, &(_, from)), (index, tags)), o) in answered {
                     match result {
                         Err(e) => parts.push(MultiPart { index, result: Err(e.into()) }),
                         Ok(batches) if batches.is_empty() => {}
-                        Ok(batches) => {
-                            let sent: usize = batches.iter().map(|b| b.len()).sum();
-                            self.stats.borrow_mut().fetch_bytes += sent as u64;
+                        Ok(mut batches) => {
                             let scan_end_offset = batches
                                 .last()
                                 .and_then(|b| read_header(b).ok())
                                 .map_or(from, |h| h.next_offset().max(from));
+                            if !tags.is_empty() {
+                                // As FETCH: a header that does not decode is kept (the client
+                                // reports it).
+                                batches.retain(|b| {
+                                    read_header(b).map_or(true, |h| {
+                                        h.tag_summary
+                                            .may_contain_any(tags.iter().map(Vec::as_slice))
+                                    })
+                                });
+                            }
+                            let sent: usize = batches.iter().map(|b| b.len()).sum();
+                            self.stats.borrow_mut().fetch_bytes += sent as u64;
                             parts.push(MultiPart {
                                 index,
                                 result: Ok(Fetched {
@@ -194,15 +216,19 @@ impl<L: ShardLog> Shard<L> {
     async fn fetch_multi_there(
         &self,
         owner: ShardId,
-        queues: &[Remote],
+        queues: &[Remote<'_>],
         max_bytes: usize,
         wait: Option<u32>,
     ) -> Result<Vec<MultiPart>, BrokerError> {
         let mut topics: Vec<FetchTopic> = Vec::new();
         for r in queues {
             match topics.last_mut() {
-                Some(t) if t.topic == r.topic => t.queues.push(r.queue),
-                _ => topics.push(FetchTopic { topic: r.topic.clone(), queues: vec![r.queue] }),
+                Some(t) if t.topic == r.topic && t.tags == r.tags => t.queues.push(r.queue),
+                _ => topics.push(FetchTopic {
+                    topic: r.topic.to_owned(),
+                    tags: r.tags.to_vec(),
+                    queues: vec![r.queue],
+                }),
             }
         }
         let request = Request::FetchMulti(FetchMulti {

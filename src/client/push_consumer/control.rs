@@ -193,16 +193,30 @@ impl Control {
                 .collect()
         };
         let lease_end = Instant::now() + c.lock_lease * 2 / 3;
+        let mut started = Vec::new();
+        let mut failed = Ok(());
         for key in granted {
             let start = match committed.get(&key) {
-                Some(&o) => o,
+                Some(&o) => Ok(o),
                 None => match c.consume_from {
-                    ConsumeFrom::FirstOffset => self.admin.queue_offsets(&key.0, key.1)?.min,
-                    ConsumeFrom::LastOffset => self.admin.queue_offsets(&key.0, key.1)?.next,
+                    ConsumeFrom::FirstOffset => {
+                        self.admin.queue_offsets(&key.0, key.1).map(|o| o.min)
+                    }
+                    ConsumeFrom::LastOffset => {
+                        self.admin.queue_offsets(&key.0, key.1).map(|o| o.next)
+                    }
                     ConsumeFrom::Timestamp(ms) => {
-                        self.admin.offset_for_timestamp(&key.0, key.1, ms)?
+                        self.admin.offset_for_timestamp(&key.0, key.1, ms)
                     }
                 },
+            };
+            let start = match start {
+                Ok(start) => start,
+                Err(e) => {
+                    // This queue and the rest stay pending; those started so far are read.
+                    failed = Err(e);
+                    break;
+                }
             };
             let state = Arc::new(QueueState {
                 topic: key.0.clone(),
@@ -221,15 +235,13 @@ impl Control {
                 Ok(TagFilter::Tags(tags)) => tags.into_iter().map(String::into_bytes).collect(),
                 _ => Vec::new(),
             };
-            {
-                let mut fetch = lock(&self.s.fetch);
-                fetch.push(FetchCommand::Add(state.clone(), tags));
-                self.s.fetched_all.store(false, Ordering::SeqCst);
-            }
+            started.push(FetchCommand::Add(state.clone(), tags));
             self.pending.remove(&key);
             self.owned.insert(key, state);
         }
-        Ok(())
+        // All at once: the fetch thread asks for them in one request.
+        self.s.tell_fetch(started);
+        failed
     }
 
     /// Stops reading the queues, lets their running batches finish, commits (if `commit` and
@@ -237,17 +249,15 @@ impl Control {
     fn give_up(&mut self, keys: &[QueueKey], commit: bool) {
         // Stop every queue first, then wait for them together.
         let mut stopping = Vec::new();
-        {
-            let mut fetch = lock(&self.s.fetch);
-            for key in keys {
-                let Some(q) = self.owned.remove(key) else { continue };
-                q.stop.store(true, Ordering::SeqCst);
-                fetch.push(FetchCommand::Remove(q.clone()));
-                stopping.push((key.clone(), q));
-            }
+        for key in keys {
+            let Some(q) = self.owned.remove(key) else { continue };
+            q.stop.store(true, Ordering::SeqCst);
+            stopping.push((key.clone(), q));
         }
+        self.s.tell_fetch(stopping.iter().map(|(_, q)| FetchCommand::Remove(q.clone())));
         let mut gone = Vec::new();
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let started = Instant::now();
+        let deadline = started + Duration::from_secs(30);
         for (key, q) in stopping {
             // The fetch thread hands nothing more over once it let go of the queue; then
             // every batch handed over is counted in `running`.
@@ -261,6 +271,7 @@ impl Control {
         if gone.is_empty() {
             return;
         }
+        tracing::debug!(group = %self.s.config.group, queues = gone.len(), took = ?started.elapsed(), "stopped queues");
         let c = self.s.config.clone();
         if commit {
             let offsets: Vec<(String, u32, u64)> = gone
@@ -428,6 +439,7 @@ mod tests {
             session_until: Mutex::new(Instant::now()),
             tracer: None,
             fetch: Mutex::new(Vec::new()),
+            fetch_waker: Mutex::new(None),
             fetch_done: AtomicBool::new(false),
             fetched_all: AtomicBool::new(false),
         })

@@ -186,6 +186,7 @@ struct Fetched {
 /// reads to the workers (see the parent module).
 pub(super) fn fetch_loop(s: &Shared) {
     let mut reader = MultiQueueReader::new(s.client.consumer(), &[], s.config.pull_wait);
+    *lock(&s.fetch_waker) = Some(reader.waker());
     let mut queues: HashMap<usize, Fetched> = HashMap::new();
     // Indexes of paused queues (few; checked every turn).
     let mut paused: Vec<usize> = Vec::new();
@@ -200,6 +201,9 @@ pub(super) fn fetch_loop(s: &Shared) {
             }
             std::mem::take(&mut *fetch)
         };
+        if !commands.is_empty() {
+            tracing::debug!(group = %s.config.group, commands = commands.len(), reading = reader.len(), "queues to read change");
+        }
         for c in commands {
             match c {
                 FetchCommand::Add(q, tags) => {
@@ -229,13 +233,17 @@ pub(super) fn fetch_loop(s: &Shared) {
             }
             true
         });
-        if reader.is_empty() || now >= *lock(&s.session_until) {
-            // Nothing to read, or this member's session may have expired (another member
-            // may own its queues now): wait for the control thread.
+        if now >= *lock(&s.session_until) {
+            // This member's session may have expired (another member may own its queues
+            // now): wait for the control thread's next heartbeat.
             std::thread::sleep(Duration::from_millis(20));
             continue;
         }
-        let got = match reader.next_batches(Duration::from_millis(50)) {
+        // Woken at once when the control thread adds or removes queues (also with none to
+        // read yet); paused queues are looked at again every few ms (their workers finishing
+        // messages makes room).
+        let wait = Duration::from_millis(if paused.is_empty() { 200 } else { 5 });
+        let got = match reader.next_batches(wait) {
             Ok(got) => {
                 logged = false;
                 got

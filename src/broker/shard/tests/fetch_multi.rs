@@ -12,6 +12,7 @@ fn multi(max_wait_ms: u32, topics: &[(&str, &[(u32, u64)])]) -> Request {
             .iter()
             .map(|(t, qs)| FetchTopic {
                 topic: t.to_string(),
+                tags: Vec::new(),
                 queues: qs
                     .iter()
                     .map(|&(queue_id, offset)| FetchQueue { queue_id, offset })
@@ -157,5 +158,41 @@ fn waiting_requests_are_bounded_and_answered_at_once_past_the_bound() {
         assert!(t.elapsed() < Duration::from_secs(5));
         call(&s, produce(0, 1)).await.unwrap();
         assert_eq!(summary(parked.await.unwrap()), vec![(0, Ok((1, 1)))]);
+    });
+}
+
+#[test]
+fn a_topic_s_tags_leave_out_batches_that_cannot_match_and_move_the_scan_end_past_them() {
+    run(|| async {
+        let s = shard(8).await;
+        call(&s, tagged(2, b"A")).await.unwrap(); // queue 0: offsets 0..2
+        call(&s, tagged(1, b"B")).await.unwrap(); // 2
+        call(&s, tagged(2, b"A")).await.unwrap(); // 3..5
+        call(&s, produce(1, 3)).await.unwrap(); // queue 1: three untagged records
+        let with_tags = |tags: Vec<Vec<u8>>| {
+            Request::FetchMulti(FetchMulti {
+                max_bytes: 1 << 20,
+                max_wait_ms: 0,
+                topics: vec![FetchTopic {
+                    topic: "t".into(),
+                    tags,
+                    queues: vec![
+                        FetchQueue { queue_id: 0, offset: 0 },
+                        FetchQueue { queue_id: 1, offset: 0 },
+                    ],
+                }],
+            })
+        };
+        // Queue 0: only the B batch, scanned to its end; queue 1: nothing can match, but a
+        // result says where its next fetch starts (past its batches).
+        assert_eq!(
+            summary(call(&s, with_tags(vec![b"B".to_vec()])).await),
+            vec![(0, Ok((1, 5))), (1, Ok((0, 3)))]
+        );
+        assert_eq!(
+            summary(call(&s, with_tags(Vec::new())).await),
+            vec![(0, Ok((5, 5))), (1, Ok((3, 3)))],
+            "no tags: everything"
+        );
     });
 }
