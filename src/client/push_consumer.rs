@@ -237,6 +237,8 @@ struct QueueState {
     lock_until: Mutex<Instant>,
     /// The fetch thread let go of it (after `stop`): it hands over nothing more.
     detached: AtomicBool,
+    /// Its index in the fetch thread's reader (set by the fetch thread).
+    slot: AtomicUsize,
     /// Orderly: fetched messages not yet given to the listener.
     orderly: Mutex<OrderlyBacklog>,
 }

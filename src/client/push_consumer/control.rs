@@ -227,6 +227,7 @@ impl Control {
                 running: AtomicUsize::new(0),
                 lock_until: Mutex::new(lease_end),
                 detached: AtomicBool::new(false),
+                slot: AtomicUsize::new(usize::MAX),
                 orderly: Mutex::new(Default::default()),
             });
             let expression =

@@ -209,11 +209,12 @@ pub(super) fn fetch_loop(s: &Shared) {
                 FetchCommand::Add(q, tags) => {
                     let from = lock(&q.progress).next_pull();
                     let i = reader.add(&q.topic, q.queue_id, from, tags);
+                    q.slot.store(i, Ordering::Relaxed);
                     queues.insert(i, Fetched { state: q, paused: None });
                 }
                 FetchCommand::Remove(q) => {
-                    let found = queues.iter().find(|(_, f)| Arc::ptr_eq(&f.state, &q));
-                    if let Some(&i) = found.map(|(i, _)| i) {
+                    let i = q.slot.load(Ordering::Relaxed);
+                    if queues.get(&i).is_some_and(|f| Arc::ptr_eq(&f.state, &q)) {
                         reader.remove(i);
                         queues.remove(&i);
                         paused.retain(|&p| p != i);
