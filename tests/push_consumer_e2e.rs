@@ -420,3 +420,44 @@ type Delivery = (u64, u64, u32);
 fn failing(queue: u32, first: u64, n: u64) -> bool {
     queue == 2 && (first..first + n).contains(&40)
 }
+
+/// Orderly mode with one worker and two busy queues: neither waits for the other's whole
+/// backlog (a queue gives the worker up after a time slice when other queues wait).
+#[test]
+fn an_orderly_queue_with_a_long_backlog_does_not_starve_the_others() {
+    let dir = tempdir();
+    let broker = broker(dir.path());
+    let client = Client::connect(&broker.addr()).unwrap();
+    client.admin().create_topic("busy", 2).unwrap();
+    let p = producer(&client, QueueSelector::RoundRobin);
+    let pending: Vec<_> =
+        (0..1600).map(|i| p.send_async(Message::new("busy", format!("m{i}"))).unwrap()).collect();
+    for h in pending {
+        h.wait().unwrap();
+    }
+    p.close().unwrap();
+    let order: Arc<Mutex<Vec<u32>>> = Arc::default();
+    let mut config = PushConsumerConfig::new("busy-g").subscribe("busy", "*");
+    config.consume_from = ConsumeFrom::FirstOffset;
+    config.mode =
+        ConsumeMode::Orderly { threads: 1, batch_size: 1, suspend: Duration::from_millis(10) };
+    let o = order.clone();
+    let consumer = PushConsumer::start(
+        &client,
+        config,
+        move |_: &[ConsumedMessage], ctx: &ringmq::client::ConsumeContext<'_>| {
+            std::thread::sleep(Duration::from_millis(1)); // 800 calls a queue: ~1 s each
+            o.lock().unwrap().push(ctx.queue_id);
+            ConsumeStatus::Success
+        },
+    )
+    .unwrap();
+    poll_until(Duration::from_secs(60), || consumer.caught_up().then_some(()));
+    consumer.shutdown();
+    let order = order.lock().unwrap();
+    assert_eq!(order.len(), 1600);
+    // Whichever queue ran first, the other started long before the first's 800 were done.
+    let first = order[0];
+    let other_starts = order.iter().position(|&q| q != first).unwrap();
+    assert!(other_starts < 400, "the second queue started after {other_starts} calls");
+}

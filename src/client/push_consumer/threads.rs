@@ -354,15 +354,20 @@ fn hand_over(s: &Shared, q: &Arc<QueueState>, messages: Vec<ConsumedMessage>) ->
     }
 }
 
+/// How long an orderly queue keeps a worker while other tasks wait.
+const ORDERLY_SLICE: Duration = Duration::from_millis(100);
+
 /// Orderly mode: runs queue `q`'s backlog through the listener in order, one batch at a time,
-/// until it is empty, the queue stops, or the queue must wait (its lock or the session not
-/// surely held, or the listener asked to reconsume later): then the queue is run again later
-/// by the retry thread.
+/// until it is empty, the queue stops, the queue must wait (its lock or the session not
+/// surely held, or the listener asked to reconsume later: then the retry thread runs it again
+/// later), or it has had the worker for [`ORDERLY_SLICE`] while other tasks wait (then it goes
+/// behind them, so a busy queue does not starve the others).
 fn run_orderly(s: &Shared, q: &Arc<QueueState>, batch_size: usize, suspend: Duration) {
     let later = |delay: Duration| {
         let task = Task { queue: q.clone(), messages: Vec::new(), attempt: 0 };
         lock(&s.retries).push((Instant::now() + delay, task));
     };
+    let started = Instant::now();
     loop {
         if q.stop.load(Ordering::SeqCst) || q.lost.load(Ordering::SeqCst) {
             return; // given up: the backlog is never delivered here (the next owner reads it)
@@ -386,6 +391,18 @@ fn run_orderly(s: &Shared, q: &Arc<QueueState>, batch_size: usize, suspend: Dura
             ConsumeStatus::Success => {
                 lock(&q.orderly).attempt = 0;
                 lock(&q.progress).finished(batch.iter().map(|m| m.offset));
+                let sender = lock(&s.tasks).clone();
+                let waiting = sender.as_ref().is_some_and(|tx| !tx.is_empty());
+                if waiting && started.elapsed() >= ORDERLY_SLICE {
+                    // Behind the waiting tasks; never blocking a worker on a full channel.
+                    let task = Task { queue: q.clone(), messages: Vec::new(), attempt: 0 };
+                    q.running.fetch_add(1, Ordering::SeqCst);
+                    if let Some(Err(e)) = sender.map(|tx| tx.try_send(task)) {
+                        q.running.fetch_sub(1, Ordering::SeqCst);
+                        lock(&s.retries).push((Instant::now(), e.into_inner()));
+                    }
+                    return;
+                }
             }
             ConsumeStatus::ReconsumeLater => {
                 let mut backlog = lock(&q.orderly);
