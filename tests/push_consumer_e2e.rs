@@ -40,6 +40,18 @@ fn member(broker: &Broker, group: &str) -> Child {
         .unwrap()
 }
 
+/// A new topic of `queues` queues holding `m0`..`m{n-1}` round robin.
+fn preload(client: &Client, topic: &str, queues: u32, n: usize) {
+    client.admin().create_topic(topic, queues).unwrap();
+    let p = producer(client, QueueSelector::RoundRobin);
+    let pending: Vec<_> =
+        (0..n).map(|i| p.send_async(Message::new(topic, format!("m{i}"))).unwrap()).collect();
+    for h in pending {
+        h.wait().unwrap();
+    }
+    p.close().unwrap();
+}
+
 fn members(client: &Client, group: &str) -> usize {
     client.groups().members(group).map(|(_, m)| m.len()).unwrap_or(0)
 }
@@ -347,14 +359,7 @@ fn orderly_workers_run_one_batch_of_a_queue_at_a_time_and_retry_a_failed_one_fir
     let dir = tempdir();
     let broker = broker(dir.path());
     let client = Client::connect(&broker.addr()).unwrap();
-    client.admin().create_topic("o", 8).unwrap();
-    let p = producer(&client, QueueSelector::RoundRobin);
-    let pending: Vec<_> =
-        (0..800).map(|i| p.send_async(Message::new("o", format!("m{i}"))).unwrap()).collect();
-    for h in pending {
-        h.wait().unwrap();
-    }
-    p.close().unwrap();
+    preload(&client, "o", 8, 800);
     let busy: Arc<Vec<std::sync::atomic::AtomicBool>> =
         Arc::new((0..8).map(|_| std::sync::atomic::AtomicBool::new(false)).collect());
     let overlaps = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -428,14 +433,7 @@ fn an_orderly_queue_with_a_long_backlog_does_not_starve_the_others() {
     let dir = tempdir();
     let broker = broker(dir.path());
     let client = Client::connect(&broker.addr()).unwrap();
-    client.admin().create_topic("busy", 2).unwrap();
-    let p = producer(&client, QueueSelector::RoundRobin);
-    let pending: Vec<_> =
-        (0..1600).map(|i| p.send_async(Message::new("busy", format!("m{i}"))).unwrap()).collect();
-    for h in pending {
-        h.wait().unwrap();
-    }
-    p.close().unwrap();
+    preload(&client, "busy", 2, 1600);
     let order: Arc<Mutex<Vec<u32>>> = Arc::default();
     let mut config = PushConsumerConfig::new("busy-g").subscribe("busy", "*");
     config.consume_from = ConsumeFrom::FirstOffset;
