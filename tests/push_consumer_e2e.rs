@@ -459,3 +459,53 @@ fn an_orderly_queue_with_a_long_backlog_does_not_starve_the_others() {
     let other_starts = order.iter().position(|&q| q != first).unwrap();
     assert!(other_starts < 400, "the second queue started after {other_starts} calls");
 }
+
+/// Without a committed offset, `LastOffset` (the default) delivers only what is stored after
+/// the member placed itself, and `FirstOffset` everything; both placed by their first fetch.
+#[test]
+fn consume_from_last_or_first_offset_places_a_new_group_at_the_queues_end_or_start() {
+    let dir = tempdir();
+    let broker = broker(dir.path());
+    let client = Client::connect(&broker.addr()).unwrap();
+    preload(&client, "ends", 2, 10);
+    let start = |group: &str, from: ConsumeFrom, seen: &Arc<Mutex<Vec<String>>>| {
+        let mut config = PushConsumerConfig::new(group).subscribe("ends", "*");
+        config.consume_from = from;
+        let s = seen.clone();
+        PushConsumer::start(
+            &client,
+            config,
+            move |m: &[ConsumedMessage], _: &ringmq::client::ConsumeContext<'_>| {
+                s.lock().unwrap().extend(m.iter().map(|m| String::from_utf8_lossy(&m.body).into()));
+                ConsumeStatus::Success
+            },
+        )
+        .unwrap()
+    };
+    let (last_seen, first_seen): (Arc<Mutex<Vec<String>>>, Arc<Mutex<Vec<String>>>) =
+        Default::default();
+    let last = start("from-last", ConsumeFrom::LastOffset, &last_seen);
+    let first = start("from-first", ConsumeFrom::FirstOffset, &first_seen);
+    poll_until(Duration::from_secs(30), || (last.caught_up() && first.caught_up()).then_some(()));
+    assert!(last_seen.lock().unwrap().is_empty(), "nothing stored before it placed itself");
+    let p = producer(&client, QueueSelector::RoundRobin);
+    for i in 10..14 {
+        p.send(Message::new("ends", format!("m{i}"))).unwrap();
+    }
+    p.close().unwrap();
+    poll_until(Duration::from_secs(30), || {
+        (last_seen.lock().unwrap().len() == 4 && first_seen.lock().unwrap().len() == 14)
+            .then_some(())
+    });
+    last.shutdown();
+    first.shutdown();
+    let mut l = last_seen.lock().unwrap().clone();
+    l.sort();
+    assert_eq!(l, ["m10", "m11", "m12", "m13"]);
+    let q = [("ends".to_string(), 0), ("ends".to_string(), 1)];
+    for g in ["from-last", "from-first"] {
+        let c: Vec<Option<u64>> =
+            client.groups().committed(g, &q).unwrap().into_iter().map(|c| c.2).collect();
+        assert_eq!(c, vec![Some(7), Some(7)], "{g} committed each queue's end");
+    }
+}

@@ -23,6 +23,8 @@ pub struct ProcessQueue {
     max_unfinished: usize,
     /// Committable offset at the last commit (to commit only what moved).
     committed: Option<u64>,
+    /// The position is known (not yet: [`ProcessQueue::unresolved`]).
+    resolved: bool,
 }
 
 impl ProcessQueue {
@@ -33,7 +35,18 @@ impl ProcessQueue {
             next_pull: start,
             max_unfinished: max_unfinished.max(1),
             committed: None,
+            resolved: true,
         }
+    }
+
+    /// A queue whose start its first fetch finds: fetched from `probe`, an offset outside
+    /// the queue (0 below its first retained offset, `u64::MAX` past its end) is answered
+    /// OFFSET_OUT_OF_RANGE with the queue's bounds, and the consumer jumps to the nearer one
+    /// (its first or its next offset: RocketMQ's CONSUME_FROM_FIRST / LAST_OFFSET). Saves a
+    /// round trip per queue when a member takes thousands. Nothing is committed until the
+    /// first fetch places it.
+    pub fn unresolved(probe: u64, max_unfinished: usize) -> Self {
+        ProcessQueue { resolved: false, ..ProcessQueue::new(probe, max_unfinished) }
     }
 
     pub fn next_pull(&self) -> u64 {
@@ -58,11 +71,13 @@ impl ProcessQueue {
             }
         }
         self.next_pull = self.next_pull.max(next_offset);
+        self.resolved = true;
     }
 
     /// The pull offset moved without messages (out of range, a damaged batch skipped).
     pub fn jump_to(&mut self, offset: u64) {
         self.next_pull = offset;
+        self.resolved = true;
     }
 
     /// The listener finished these messages (consumed, or given up after their retries).
@@ -77,10 +92,11 @@ impl ProcessQueue {
         self.unfinished.first().copied().unwrap_or(self.next_pull)
     }
 
-    /// The committable offset if it moved since the last [`Self::mark_committed`].
+    /// The committable offset if it moved since the last [`Self::mark_committed`] (none
+    /// while an [`Self::unresolved`] queue's start is not found yet).
     pub fn to_commit(&self) -> Option<u64> {
         let c = self.committable();
-        (self.committed != Some(c)).then_some(c)
+        (self.resolved && self.committed != Some(c)).then_some(c)
     }
 
     pub fn mark_committed(&mut self, offset: u64) {
@@ -144,6 +160,23 @@ mod tests {
         assert_eq!(q.to_commit(), None);
         q.jump_to(20);
         assert_eq!(q.to_commit(), Some(20));
+    }
+
+    #[test]
+    fn an_unresolved_start_is_committed_only_once_a_fetch_placed_it() {
+        for (probe, placed) in [(0, 40), (u64::MAX, 75)] {
+            let mut q = ProcessQueue::unresolved(probe, 10);
+            assert_eq!(q.next_pull(), probe);
+            assert_eq!(q.to_commit(), None, "nothing committed before the first fetch");
+            q.jump_to(placed); // OFFSET_OUT_OF_RANGE moved it to the queue's first / next offset
+            assert_eq!(q.to_commit(), Some(placed));
+        }
+        // A first fetch with messages places it too.
+        let mut q = ProcessQueue::unresolved(0, 10);
+        q.pulled([0, 1, 2], 3);
+        assert_eq!(q.to_commit(), Some(0));
+        q.finished([0, 1, 2]);
+        assert_eq!(q.to_commit(), Some(3));
     }
 
     #[test]

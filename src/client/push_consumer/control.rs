@@ -195,23 +195,21 @@ impl Control {
         let lease_end = Instant::now() + c.lock_lease * 2 / 3;
         let mut started = Vec::new();
         let mut failed = Ok(());
+        let max = c.max_unfinished_per_queue;
         for key in granted {
-            let start = match committed.get(&key) {
-                Some(&o) => Ok(o),
-                None => match c.consume_from {
-                    ConsumeFrom::FirstOffset => {
-                        self.admin.queue_offsets(&key.0, key.1).map(|o| o.min)
-                    }
-                    ConsumeFrom::LastOffset => {
-                        self.admin.queue_offsets(&key.0, key.1).map(|o| o.next)
-                    }
-                    ConsumeFrom::Timestamp(ms) => {
-                        self.admin.offset_for_timestamp(&key.0, key.1, ms)
-                    }
-                },
+            // Without a commit, the first fetch finds the first or last offset (no lookup per
+            // queue: a member may take thousands); a time needs its lookup.
+            let progress = match (committed.get(&key), c.consume_from) {
+                (Some(&o), _) => Ok(ProcessQueue::new(o, max)),
+                (None, ConsumeFrom::FirstOffset) => Ok(ProcessQueue::unresolved(0, max)),
+                (None, ConsumeFrom::LastOffset) => Ok(ProcessQueue::unresolved(u64::MAX, max)),
+                (None, ConsumeFrom::Timestamp(ms)) => self
+                    .admin
+                    .offset_for_timestamp(&key.0, key.1, ms)
+                    .map(|o| ProcessQueue::new(o, max)),
             };
-            let start = match start {
-                Ok(start) => start,
+            let progress = match progress {
+                Ok(p) => p,
                 Err(e) => {
                     // This queue and the rest stay pending; those started so far are read.
                     failed = Err(e);
@@ -221,7 +219,7 @@ impl Control {
             let state = Arc::new(QueueState {
                 topic: key.0.clone(),
                 queue_id: key.1,
-                progress: Mutex::new(ProcessQueue::new(start, c.max_unfinished_per_queue)),
+                progress: Mutex::new(progress),
                 stop: AtomicBool::new(false),
                 lost: AtomicBool::new(false),
                 running: AtomicUsize::new(0),
@@ -239,6 +237,10 @@ impl Control {
             started.push(FetchCommand::Add(state.clone(), tags));
             self.pending.remove(&key);
             self.owned.insert(key, state);
+            if started.len() >= 1024 {
+                // Time lookups take a round trip each: the first queues are read meanwhile.
+                self.s.tell_fetch(std::mem::take(&mut started));
+            }
         }
         // All at once: the fetch thread asks for them in one request.
         self.s.tell_fetch(started);
