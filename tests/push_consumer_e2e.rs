@@ -482,8 +482,8 @@ fn consume_from_last_or_first_offset_places_a_new_group_at_the_queues_end_or_sta
         )
         .unwrap()
     };
-    let (last_seen, first_seen): (Arc<Mutex<Vec<String>>>, Arc<Mutex<Vec<String>>>) =
-        Default::default();
+    let last_seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let first_seen: Arc<Mutex<Vec<String>>> = Arc::default();
     let last = start("from-last", ConsumeFrom::LastOffset, &last_seen);
     let first = start("from-first", ConsumeFrom::FirstOffset, &first_seen);
     poll_until(Duration::from_secs(30), || (last.caught_up() && first.caught_up()).then_some(()));
