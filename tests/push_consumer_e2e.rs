@@ -509,3 +509,151 @@ fn consume_from_last_or_first_offset_places_a_new_group_at_the_queues_end_or_sta
         assert_eq!(c, vec![Some(7), Some(7)], "{g} committed each queue's end");
     }
 }
+
+/// A new topic of `queues` queues holding `per_queue` messages of `size` bytes in each.
+fn preload_sized(client: &Client, topic: &str, queues: u32, per_queue: usize, size: usize) {
+    client.admin().create_topic(topic, queues).unwrap();
+    let p = producer(client, QueueSelector::RoundRobin);
+    let pending: Vec<_> = (0..queues as usize * per_queue)
+        .map(|i| {
+            let mut body = format!("m{i}-").into_bytes();
+            body.resize(size, b'x');
+            p.send_async(Message::new(topic, body)).unwrap()
+        })
+        .collect();
+    for h in pending {
+        h.wait().unwrap();
+    }
+    p.close().unwrap();
+}
+
+/// A listener that blocks every call until `open` is set, counting the messages it got.
+fn gated(
+    open: &Arc<std::sync::atomic::AtomicBool>,
+    calls: &Arc<std::sync::atomic::AtomicUsize>,
+) -> impl Fn(&[ConsumedMessage], &ringmq::client::ConsumeContext<'_>) -> ConsumeStatus {
+    let (open, calls) = (open.clone(), calls.clone());
+    move |m: &[ConsumedMessage], _: &ringmq::client::ConsumeContext<'_>| {
+        while !open.load(std::sync::atomic::Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        calls.fetch_add(m.len(), std::sync::atomic::Ordering::SeqCst);
+        ConsumeStatus::Success
+    }
+}
+
+/// Sets the gate of [`gated`] when dropped: declared after the consumer, a failed assertion
+/// opens it before the consumer's drop waits for its workers.
+struct Opens(Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for Opens {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// A busy worker does not hold the fetch thread up: with the only worker blocked, the
+/// member reads every other queue's message ahead (a batch each). Round 36's channel of
+/// `threads * 2` batches stopped it after two, so a member of thousands of queues with a few
+/// messages each waited for its workers after every second batch.
+#[test]
+fn the_fetch_thread_reads_ahead_of_a_busy_worker_across_many_queues() {
+    let dir = tempdir();
+    let broker = broker(dir.path());
+    let client = Client::connect(&broker.addr()).unwrap();
+    preload(&client, "wide", 400, 400);
+    let (open, calls) = (Arc::default(), Arc::default());
+    let mut config = PushConsumerConfig::new("wide-g").subscribe("wide", "*");
+    config.consume_from = ConsumeFrom::FirstOffset;
+    config.mode = ConsumeMode::Concurrent { threads: 1, batch_size: 1 };
+    let consumer = PushConsumer::start(&client, config, gated(&open, &calls)).unwrap();
+    let _opens = Opens(open.clone());
+    // The worker holds one message; the other 399 wait for it.
+    poll_until(Duration::from_secs(60), || (consumer.buffered().messages == 399).then_some(()));
+    assert!(consumer.buffered().bytes >= 399 * "m0".len());
+    open.store(true, std::sync::atomic::Ordering::SeqCst);
+    poll_until(Duration::from_secs(60), || consumer.caught_up().then_some(()));
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 400);
+    assert_eq!(consumer.buffered(), ringmq::client::Buffered::default());
+    consumer.shutdown();
+}
+
+/// The batches waiting for a worker stay within `max_buffered_bytes` plus one fetch's worth
+/// however much the queues hold, and everything is still delivered once the worker goes on.
+#[test]
+fn the_batches_waiting_for_a_worker_stay_within_max_buffered_bytes() {
+    let dir = tempdir();
+    let broker = broker(dir.path());
+    let client = Client::connect(&broker.addr()).unwrap();
+    // 3,000 messages of 1 KiB: about three fetches' worth (1 MiB each).
+    preload_sized(&client, "deep", 100, 30, 1024);
+    let (open, calls) = (Arc::default(), Arc::default());
+    let mut config = PushConsumerConfig::new("deep-g").subscribe("deep", "*");
+    config.consume_from = ConsumeFrom::FirstOffset;
+    config.mode = ConsumeMode::Concurrent { threads: 1, batch_size: 4 };
+    config.max_buffered_bytes = 64 << 10;
+    let consumer = PushConsumer::start(&client, config, gated(&open, &calls)).unwrap();
+    let _opens = Opens(open.clone());
+    poll_until(Duration::from_secs(60), || (consumer.buffered().messages > 0).then_some(()));
+    // A fetch answers at most 1 MiB of batches, each message counted with its fixed size.
+    let one_fetch = (1 << 20) + 1100 * std::mem::size_of::<ConsumedMessage>();
+    let mut most = ringmq::client::Buffered::default();
+    for _ in 0..100 {
+        let b = consumer.buffered();
+        most = if b.bytes > most.bytes { b } else { most };
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(most.bytes <= (64 << 10) + one_fetch, "buffered {most:?}");
+    assert!(most.messages < 2_000, "buffered {most:?}");
+    open.store(true, std::sync::atomic::Ordering::SeqCst);
+    poll_until(Duration::from_secs(60), || consumer.caught_up().then_some(()));
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 3000);
+    consumer.shutdown();
+}
+
+/// Shutdown does not run what waits for a worker: the batches of queues given up are
+/// skipped (not committed), and the next member gets exactly those.
+#[test]
+fn shutdown_skips_the_waiting_batches_and_the_next_member_gets_them() {
+    let dir = tempdir();
+    let broker = broker(dir.path());
+    let client = Client::connect(&broker.addr()).unwrap();
+    preload(&client, "slow", 8, 800);
+    let start = |seen: &Arc<Mutex<Vec<String>>>, pause: Duration| {
+        let mut config = PushConsumerConfig::new("slow-g").subscribe("slow", "*");
+        config.consume_from = ConsumeFrom::FirstOffset;
+        config.mode = ConsumeMode::Concurrent { threads: 1, batch_size: 1 };
+        let seen = seen.clone();
+        PushConsumer::start(
+            &client,
+            config,
+            move |m: &[ConsumedMessage], _: &ringmq::client::ConsumeContext<'_>| {
+                std::thread::sleep(pause);
+                seen.lock().unwrap().push(String::from_utf8_lossy(&m[0].body).into_owned());
+                ConsumeStatus::Success
+            },
+        )
+        .unwrap()
+    };
+    // 800 calls of 20 ms: 16 s of work, most of it fetched and waiting.
+    let first_seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let first = start(&first_seen, Duration::from_millis(20));
+    poll_until(Duration::from_secs(60), || (first.buffered().messages >= 500).then_some(()));
+    let before = first_seen.lock().unwrap().len();
+    first.shutdown();
+    let done = first_seen.lock().unwrap().len();
+    assert!(done - before < 100, "{} calls after shutdown began", done - before);
+    let second_seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let second = start(&second_seen, Duration::ZERO);
+    poll_until(Duration::from_secs(60), || {
+        (first_seen.lock().unwrap().len() + second_seen.lock().unwrap().len() >= 800).then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    second.shutdown();
+    let mut all = first_seen.lock().unwrap().clone();
+    all.extend(second_seen.lock().unwrap().iter().cloned());
+    all.sort();
+    let mut expected: Vec<String> = (0..800).map(|i| format!("m{i}")).collect();
+    expected.sort();
+    assert_eq!(all, expected, "every message once across the two members");
+}

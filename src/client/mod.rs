@@ -91,8 +91,8 @@ pub use multi_reader::{MultiQueueReader, ReaderWaker};
 pub use pending::Pending;
 pub use producer::{Producer, ProducerConfig, SendBatchResult, SendResult};
 pub use push_consumer::{
-    ConsumeContext, ConsumeFrom, ConsumeMode, ConsumeStatus, MessageListener, MessageModel,
-    PushConsumer, PushConsumerConfig,
+    Buffered, ConsumeContext, ConsumeFrom, ConsumeMode, ConsumeStatus, MessageListener,
+    MessageModel, PushConsumer, PushConsumerConfig,
 };
 pub use queue_reader::QueueReader;
 pub use router::{ClientOptions, Router};

@@ -445,7 +445,15 @@ impl MultiQueueReader {
         reply: Result<Response>,
     ) -> Result<Vec<(usize, Result<PullView>)>> {
         let results = match reply {
-            Ok(Response::FetchMulti { results }) => results,
+            Ok(Response::FetchMulti { results }) => {
+                tracing::trace!(
+                    queues = asked.queues.len(),
+                    parts = results.len(),
+                    took_us = asked.sent.elapsed().as_micros() as u64,
+                    "FETCH_MULTI answered"
+                );
+                results
+            }
             Ok(_) => return Err(ClientError::Protocol("FETCH_MULTI got another reply".into())),
             Err(e) if e.is_retriable() => {
                 if matches!(e.code(), Some(ErrorCode::NOT_OWNER)) || e.code().is_none() {

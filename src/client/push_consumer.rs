@@ -33,8 +33,9 @@
 //!   broker choosing batches in log order), however many queues the member owns; hands
 //!   batches of `batch_size` messages to the workers (concurrent mode) or appends them to
 //!   their queue's backlog and schedules the queue (orderly mode);
-//! - **workers**: `threads` threads taking tasks from a bounded channel. Concurrent mode: any
-//!   batch, in any order. Orderly mode: a task is a queue, run by one worker at a time, which
+//! - **workers**: `threads` threads taking tasks from a channel. Concurrent mode: any
+//!   batch, in any order; a batch of a queue given up meanwhile is skipped (its next owner
+//!   reads it from the commit). Orderly mode: a task is a queue, run by one worker at a time, which
 //!   calls the listener on its backlog in queue order, one batch at a time, while it holds
 //!   the queue's lock;
 //! - **retry**: redelivers `RECONSUME_LATER` batches after their delay (concurrent mode) and
@@ -67,9 +68,16 @@
 //!
 //! # Bounds
 //! Unfinished messages per queue (`max_unfinished_per_queue`; the queue is left out of the
-//! fetches above it, so it holds at most that plus one fetch's worth), the worker channel
-//! (`threads * 2` tasks), the fetches in flight (two per broker shard, each of at most the
-//! consumer's `max_bytes`, 1 MiB).
+//! fetches above it, so it holds at most that plus one fetch's worth); the batches waiting for
+//! a worker (concurrent mode: the fetch thread reads nothing while they hold more than
+//! `max_buffered_bytes`, so at most that plus one fetch's worth); the fetches in flight (two
+//! per broker shard plus one, each of at most the consumer's `max_bytes`, 1 MiB).
+//!
+//! The worker channel is bounded in bytes, not in batches: a fetch answer for thousands of
+//! queues holds a few messages of each, a batch each, and a channel of `threads * 2` batches
+//! (round 36) made the fetch thread wait for a worker after every second one. With the
+//! load generator's core busy producing, each of those waits took a scheduler turn: a member
+//! of 10,000 queues consumed 0.5-4 MB/s while they were written (round 37, BENCHMARKS.md).
 
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
@@ -78,7 +86,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, Sender};
+use crossbeam_channel::{unbounded, Sender};
 
 use self::control::Control;
 use self::threads::{fetch_loop, retry_loop, watch_loop, worker};
@@ -177,6 +185,10 @@ pub struct PushConsumerConfig {
     /// Long-poll wait of each fetch at the broker. Default 1 s.
     pub pull_wait: Duration,
     pub max_unfinished_per_queue: usize,
+    /// Concurrent mode: the fetch thread reads no more while the batches fetched and not yet
+    /// taken by a worker hold more than this many bytes (messages' bodies, keys, tags,
+    /// properties and ids, plus their fixed size). Default 32 MiB.
+    pub max_buffered_bytes: usize,
     /// Local redelivery: orderly and broadcasting consumers, and a clustering consumer whose
     /// send-back to the retry topic failed.
     pub retry: RetryPolicy,
@@ -209,6 +221,7 @@ impl PushConsumerConfig {
             lock_lease: Duration::from_secs(60),
             pull_wait: Duration::from_secs(1),
             max_unfinished_per_queue: 1000,
+            max_buffered_bytes: 32 << 20,
             retry: RetryPolicy::default(),
             send_back: Some(SendBackPolicy::default()),
             trace: None,
@@ -268,6 +281,36 @@ struct Task {
     attempt: u32,
 }
 
+impl Task {
+    fn new(queue: Arc<QueueState>, messages: Vec<ConsumedMessage>, attempt: u32) -> Task {
+        Task { queue, messages, attempt }
+    }
+
+    /// What its messages count for against `max_buffered_bytes`.
+    fn bytes(&self) -> usize {
+        self.messages.iter().map(message_bytes).sum()
+    }
+}
+
+/// A message's bytes as counted against `max_buffered_bytes`.
+fn message_bytes(m: &ConsumedMessage) -> usize {
+    std::mem::size_of::<ConsumedMessage>()
+        + m.body.len()
+        + m.key.len()
+        + m.tag.len()
+        + m.message_id.len()
+        + m.properties.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
+}
+
+/// The messages handed to the workers and not yet taken by one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Buffered {
+    /// Messages in batches waiting for a worker.
+    pub messages: usize,
+    /// Their bytes as counted against [`PushConsumerConfig::max_buffered_bytes`].
+    pub bytes: usize,
+}
+
 struct Shared {
     config: PushConsumerConfig,
     client: Client,
@@ -278,6 +321,9 @@ struct Shared {
     wake: (Mutex<()>, Condvar),
     version: AtomicU64,
     tasks: Mutex<Option<Sender<Task>>>,
+    /// What the tasks in the channel hold; `taken` is notified when a worker takes one.
+    buffered: Mutex<Buffered>,
+    taken: Condvar,
     retries: Mutex<Vec<(Instant, Task)>>,
     /// Every owned queue has been drained (for tools that stop at the end).
     caught_up: AtomicBool,
@@ -320,6 +366,43 @@ impl Shared {
         if let Some(w) = lock(&self.fetch_waker).as_ref() {
             w.wake();
         }
+    }
+
+    /// Hands a task to the workers, counting its messages as buffered until a worker takes
+    /// it ([`Self::took`]). False when the consumer is shutting down.
+    fn submit(&self, task: Task) -> bool {
+        let (messages, bytes) = (task.messages.len(), task.bytes());
+        {
+            let mut b = lock(&self.buffered);
+            b.messages += messages;
+            b.bytes += bytes;
+        }
+        let sender = lock(&self.tasks).clone();
+        if sender.map_or(true, |tx| tx.send(task).is_err()) {
+            self.took(messages, bytes);
+            return false;
+        }
+        true
+    }
+
+    /// A worker took a task of `messages` holding `bytes`.
+    fn took(&self, messages: usize, bytes: usize) {
+        let mut b = lock(&self.buffered);
+        b.messages -= messages;
+        b.bytes -= bytes;
+        self.taken.notify_all();
+    }
+
+    /// Whether the buffered batches leave room for another fetch; waits up to `wait` for a
+    /// worker to take some when they do not.
+    fn room_to_fetch(&self, wait: Duration) -> bool {
+        let max = self.config.max_buffered_bytes;
+        let b = lock(&self.buffered);
+        if b.bytes <= max {
+            return true;
+        }
+        let (b, _) = self.taken.wait_timeout(b, wait).unwrap_or_else(|p| p.into_inner());
+        b.bytes <= max
     }
 
     fn wake(&self) {
@@ -445,7 +528,8 @@ impl PushConsumer {
                 threads.max(1)
             }
         };
-        let (tx, rx) = bounded::<Task>(threads_wanted * 2);
+        // Bounded by what it holds (`max_buffered_bytes`), not by its batches (module docs).
+        let (tx, rx) = unbounded::<Task>();
         let tracer = match &config.trace {
             Some(t) => Some(super::trace::Tracer::start(client.router().clone(), t.clone())?),
             None => None,
@@ -461,6 +545,8 @@ impl PushConsumer {
             wake: (Mutex::new(()), Condvar::new()),
             version: AtomicU64::new(0),
             tasks: Mutex::new(Some(tx)),
+            buffered: Mutex::new(Buffered::default()),
+            taken: Condvar::new(),
             retries: Mutex::new(Vec::new()),
             caught_up: AtomicBool::new(false),
             session_until: Mutex::new(Instant::now()),
@@ -503,6 +589,11 @@ impl PushConsumer {
     /// once since it was taken, and no queue is waiting for its lock.
     pub fn caught_up(&self) -> bool {
         self.shared.caught_up.load(Ordering::Relaxed)
+    }
+
+    /// The messages fetched and waiting for a worker (concurrent mode).
+    pub fn buffered(&self) -> Buffered {
+        *lock(&self.shared.buffered)
     }
 
     /// Stops pulling, lets running batches finish, commits, leaves the group.

@@ -436,6 +436,8 @@ mod tests {
             wake: (Mutex::new(()), std::sync::Condvar::new()),
             version: std::sync::atomic::AtomicU64::new(0),
             tasks: Mutex::new(None),
+            buffered: Mutex::default(),
+            taken: std::sync::Condvar::new(),
             retries: Mutex::new(Vec::new()),
             caught_up: AtomicBool::new(false),
             send_back: None,

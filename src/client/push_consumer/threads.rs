@@ -14,8 +14,15 @@ use crate::protocol::{ErrorCode, ErrorDetail};
 
 pub(super) fn worker(s: &Shared, rx: &Receiver<Task>) {
     while let Ok(task) = rx.recv() {
+        s.took(task.messages.len(), task.bytes());
         if let ConsumeMode::Orderly { batch_size, suspend, .. } = s.config.mode {
             run_orderly(s, &task.queue, batch_size, suspend);
+            task.queue.running.fetch_sub(1, Ordering::SeqCst);
+            continue;
+        }
+        if task.queue.stop.load(Ordering::SeqCst) {
+            // Given up since it was fetched: unfinished, so not committed; its next owner reads
+            // it (a rebalance or shutdown does not wait for what the channel holds).
             task.queue.running.fetch_sub(1, Ordering::SeqCst);
             continue;
         }
@@ -43,11 +50,7 @@ pub(super) fn worker(s: &Shared, rx: &Receiver<Task>) {
                 let failures = task.attempt + 1;
                 match s.config.retry.delay(failures) {
                     Some(d) => {
-                        let retry = Task {
-                            queue: task.queue.clone(),
-                            messages: task.messages,
-                            attempt: failures,
-                        };
+                        let retry = Task::new(task.queue.clone(), task.messages, failures);
                         lock(&s.retries).push((Instant::now() + d, retry));
                     }
                     None => {
@@ -147,8 +150,7 @@ pub(super) fn retry_loop(s: &Shared) {
             }
             t.queue.running.fetch_add(1, Ordering::SeqCst);
             let q = t.queue.clone();
-            let sender = lock(&s.tasks).clone();
-            if sender.map_or(true, |tx| tx.send(t).is_err()) {
+            if !s.submit(t) {
                 q.running.fetch_sub(1, Ordering::SeqCst);
             }
         }
@@ -244,6 +246,9 @@ pub(super) fn fetch_loop(s: &Shared) {
         // read yet); paused queues are looked at again every few ms (their workers finishing
         // messages makes room).
         let wait = Duration::from_millis(if paused.is_empty() { 200 } else { 5 });
+        if !s.room_to_fetch(wait) {
+            continue; // the workers are behind by `max_buffered_bytes`
+        }
         let got = match reader.next_batches(wait) {
             Ok(got) => {
                 logged = false;
@@ -324,8 +329,7 @@ fn moved_past(q: &QueueState, e: &ClientError) -> Option<u64> {
 fn hand_over(s: &Shared, q: &Arc<QueueState>, messages: Vec<ConsumedMessage>) -> bool {
     let send = |task: Task| {
         q.running.fetch_add(1, Ordering::SeqCst);
-        let sender = lock(&s.tasks).clone();
-        if sender.map_or(true, |tx| tx.send(task).is_err()) {
+        if !s.submit(task) {
             q.running.fetch_sub(1, Ordering::SeqCst);
             return false;
         }
@@ -337,7 +341,7 @@ fn hand_over(s: &Shared, q: &Arc<QueueState>, messages: Vec<ConsumedMessage>) ->
             while !rest.is_empty() {
                 let tail = rest.split_off(batch_size.max(1).min(rest.len()));
                 let batch = std::mem::replace(&mut rest, tail);
-                if !send(Task { queue: q.clone(), messages: batch, attempt: 0 }) {
+                if !send(Task::new(q.clone(), batch, 0)) {
                     return false;
                 }
             }
@@ -349,7 +353,7 @@ fn hand_over(s: &Shared, q: &Arc<QueueState>, messages: Vec<ConsumedMessage>) ->
                 backlog.messages.extend(messages);
                 !std::mem::replace(&mut backlog.scheduled, true)
             };
-            !schedule || send(Task { queue: q.clone(), messages: Vec::new(), attempt: 0 })
+            !schedule || send(Task::new(q.clone(), Vec::new(), 0))
         }
     }
 }
@@ -364,7 +368,7 @@ const ORDERLY_SLICE: Duration = Duration::from_millis(100);
 /// behind them, so a busy queue does not starve the others).
 fn run_orderly(s: &Shared, q: &Arc<QueueState>, batch_size: usize, suspend: Duration) {
     let later = |delay: Duration| {
-        let task = Task { queue: q.clone(), messages: Vec::new(), attempt: 0 };
+        let task = Task::new(q.clone(), Vec::new(), 0);
         lock(&s.retries).push((Instant::now() + delay, task));
     };
     let started = Instant::now();
@@ -391,15 +395,12 @@ fn run_orderly(s: &Shared, q: &Arc<QueueState>, batch_size: usize, suspend: Dura
             ConsumeStatus::Success => {
                 lock(&q.orderly).attempt = 0;
                 lock(&q.progress).finished(batch.iter().map(|m| m.offset));
-                let sender = lock(&s.tasks).clone();
-                let waiting = sender.as_ref().is_some_and(|tx| !tx.is_empty());
+                let waiting = lock(&s.tasks).as_ref().is_some_and(|tx| !tx.is_empty());
                 if waiting && started.elapsed() >= ORDERLY_SLICE {
-                    // Behind the waiting tasks; never blocking a worker on a full channel.
-                    let task = Task { queue: q.clone(), messages: Vec::new(), attempt: 0 };
+                    // Behind the waiting tasks (the channel is not bounded in tasks).
                     q.running.fetch_add(1, Ordering::SeqCst);
-                    if let Some(Err(e)) = sender.map(|tx| tx.try_send(task)) {
+                    if !s.submit(Task::new(q.clone(), Vec::new(), 0)) {
                         q.running.fetch_sub(1, Ordering::SeqCst);
-                        lock(&s.retries).push((Instant::now(), e.into_inner()));
                     }
                     return;
                 }
