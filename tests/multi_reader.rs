@@ -246,6 +246,23 @@ fn queues_come_and_go_and_pause_while_read() {
     }
     assert_eq!(reader.len(), 2);
     assert!(q3 == q0 || q3 == 2, "index {q3}: a removed index is reused, or the next one");
+    // Queues removed and added back to back, before the reader turns: each read once.
+    let q2 = reader.add("c", 2, 0, Vec::new());
+    reader.remove(q2);
+    let q2 = reader.add("c", 2, 0, Vec::new());
+    reader.remove(q3);
+    let q3 = reader.add("c", 3, 50, Vec::new());
+    let mut got = [0usize; 4];
+    while got[2] < 101 || got[3] < 51 {
+        assert!(Instant::now() < deadline, "stuck: {got:?}");
+        for (i, view) in reader.next_batches(Duration::from_millis(100)).unwrap() {
+            let n = view.unwrap().messages().count();
+            got[reader.queue(i).1 as usize] += n;
+        }
+    }
+    let _ = reader.next_batches(Duration::from_millis(200)).unwrap();
+    assert_eq!((got[2], got[3]), (101, 51), "every message once");
+    assert_eq!((reader.position(q2), reader.position(q3)), (101, 101));
 }
 
 /// A queue with tags keeps only its tags' messages and moves past the others.

@@ -84,6 +84,8 @@ struct Position {
     at_end: bool,
     /// Added, sought or resumed since it was last asked for.
     fresh: bool,
+    /// On the reader's `ready` list (every queue neither asked for, paused nor removed is).
+    listed: bool,
 }
 
 /// A request in flight: its queues (indexes into the reader's positions) at the positions
@@ -137,6 +139,9 @@ pub struct MultiQueueReader {
     failed: Vec<(usize, ClientError)>,
     /// Queues being read whose last reply did not find them at their end.
     not_at_end: usize,
+    /// The queues that may be asked for: [`Self::send_due`] looks at these, not at every
+    /// queue (a consumer of 10,000 queues scanned them all twice a reply).
+    ready: Vec<usize>,
 }
 
 impl MultiQueueReader {
@@ -155,6 +160,7 @@ impl MultiQueueReader {
             free: Vec::new(),
             failed: Vec::new(),
             not_at_end: 0,
+            ready: Vec::new(),
         };
         for (topic, queue_id, offset) in queues {
             reader.add(topic, *queue_id, *offset, Vec::new());
@@ -168,7 +174,8 @@ impl MultiQueueReader {
     /// [`Self::remove`] is reused once no request for its old queue is in flight.
     pub fn add(&mut self, topic: &str, queue_id: u32, offset: u64, tags: Vec<Vec<u8>>) -> usize {
         let reusable = self.free.iter().position(|&i| !self.positions[i].asked);
-        let fresh = |generation| Position {
+        // A reused slot may still be on the ready list: it stays there once.
+        let fresh = |generation, listed| Position {
             topic: topic.to_owned(),
             queue_id,
             offset,
@@ -180,20 +187,32 @@ impl MultiQueueReader {
             tags,
             at_end: false,
             fresh: true,
+            listed,
         };
         self.not_at_end += 1;
-        match reusable {
+        let i = match reusable {
             Some(f) => {
                 let i = self.free.swap_remove(f);
                 // A later generation: nothing asked for the slot's old queue applies to it.
-                let generation = self.positions[i].generation + 1;
-                self.positions[i] = fresh(generation);
+                let old = &self.positions[i];
+                self.positions[i] = fresh(old.generation + 1, old.listed);
                 i
             }
             None => {
-                self.positions.push(fresh(0));
+                self.positions.push(fresh(0, false));
                 self.positions.len() - 1
             }
+        };
+        self.list(i);
+        i
+    }
+
+    /// Puts queue `i` on the ready list if it may be asked for and is not on it yet.
+    fn list(&mut self, i: usize) {
+        let p = &mut self.positions[i];
+        if !p.listed && !p.asked && !p.paused && !p.removed {
+            p.listed = true;
+            self.ready.push(i);
         }
     }
 
@@ -222,6 +241,7 @@ impl MultiQueueReader {
         let p = &mut self.positions[i];
         p.fresh |= p.paused && !paused;
         p.paused = paused;
+        self.list(i);
     }
 
     /// FETCH_MULTI requests in flight.
@@ -297,6 +317,7 @@ impl MultiQueueReader {
             let Some(asked) = self.asked.remove(&id) else { continue };
             for &(i, _, _) in &asked.queues {
                 self.positions[i].asked = false;
+                self.list(i);
             }
             let out = self.settle(asked, reply)?;
             // The shard's next request goes out before the caller reads this one.
@@ -320,10 +341,17 @@ impl MultiQueueReader {
         }
         self.retry_after = None;
         let router = self.consumer.router().clone();
-        // The queues not asked for, grouped by the connection of their shard.
+        // The queues not asked for, grouped by the connection of their shard; those not sent
+        // now stay on the list.
         let mut groups: Vec<(Arc<Connection>, Vec<usize>)> = Vec::new();
-        for (i, p) in self.positions.iter_mut().enumerate() {
+        let mut keep = Vec::new();
+        for i in std::mem::take(&mut self.ready) {
+            let p = &mut self.positions[i];
+            if !p.listed {
+                continue; // a duplicate entry
+            }
             if p.asked || p.paused || p.removed {
+                p.listed = false;
                 continue;
             }
             let conn = match &p.conn {
@@ -335,12 +363,14 @@ impl MultiQueueReader {
                     }
                     Err(e) if e.is_retriable() => {
                         self.retry_after = Some(Instant::now() + self.consumer.retry_backoff);
+                        keep.push(i);
                         continue;
                     }
                     Err(e) => {
                         // This queue's own failure (its topic is gone, say): paused and
                         // returned for it; the others go on.
                         p.paused = true;
+                        p.listed = false;
                         self.failed.push((i, e));
                         continue;
                     }
@@ -357,19 +387,27 @@ impl MultiQueueReader {
                 // Only queues just added, sought or resumed, in one extra request: they need
                 // not wait for a parked request's answer, and requests do not multiply.
                 if in_flight > LANES {
+                    keep.extend(members);
                     continue;
                 }
-                members.retain(|&i| self.positions[i].fresh);
+                let positions = &self.positions;
+                let (fresh, wait): (Vec<usize>, Vec<usize>) =
+                    members.into_iter().partition(|&i| positions[i].fresh);
+                keep.extend(wait);
+                members = fresh;
                 if members.is_empty() {
                     continue;
                 }
             }
+            // In the order they were added (a topic's queues together in the request).
+            members.sort_unstable();
             let lanes = if in_flight == 0 { LANES } else { 1 };
             let per = members.len().div_ceil(lanes).clamp(1, MAX_QUEUES as usize);
             for chunk in members.chunks(per) {
                 self.send(&conn, chunk);
             }
         }
+        self.ready.extend(keep);
         Ok(())
     }
 
@@ -380,6 +418,7 @@ impl MultiQueueReader {
             let p = &mut self.positions[i];
             p.asked = true;
             p.fresh = false;
+            p.listed = false;
             queues.push((i, p.offset, p.generation));
             let q = FetchQueue { queue_id: p.queue_id, offset: p.offset };
             match topics.last_mut() {

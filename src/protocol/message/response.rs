@@ -464,5 +464,13 @@ pub fn encode_error(
 /// digits of `(topic_id, queue_id, offset)`. Ids are unique per broker because topic ids are
 /// never reused.
 pub fn message_id(topic_id: u32, queue_id: u32, offset: u64) -> String {
-    format!("{topic_id:08X}{queue_id:08X}{offset:016X}")
+    // Not `format!`: a consumer makes one per message it copies out, and the formatter grew
+    // the string a digit at a time (a tenth of a push consumer's fetch thread, round 37).
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let id = (u128::from(topic_id) << 96) | (u128::from(queue_id) << 64) | u128::from(offset);
+    let mut s = String::with_capacity(32);
+    for shift in (0..32).rev().map(|digit| digit * 4) {
+        s.push(char::from(HEX[((id >> shift) & 0xF) as usize]));
+    }
+    s
 }

@@ -399,6 +399,11 @@ fn fetch_head_plus_batches_equals_the_fetch_frame() {
 #[test]
 fn message_ids_are_fixed_width_hex() {
     assert_eq!(message_id(7, 3, 1 << 40), "00000007000000030000010000000000");
+    for (t, q, o) in
+        [(0, 0, 0), (u32::MAX, u32::MAX, u64::MAX), (0xABCD, 0x1234_5678, 0xFEDC_BA98_7654_3210)]
+    {
+        assert_eq!(message_id(t, q, o), format!("{t:08X}{q:08X}{o:016X}"));
+    }
 }
 
 #[test]
