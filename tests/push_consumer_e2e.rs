@@ -578,21 +578,33 @@ fn the_fetch_thread_reads_ahead_of_a_busy_worker_across_many_queues() {
     consumer.shutdown();
 }
 
-/// The batches waiting for a worker stay within `max_buffered_bytes` plus one fetch's worth
-/// however much the queues hold, and everything is still delivered once the worker goes on.
+/// The messages waiting for a worker stay within `max_buffered_bytes` plus one fetch's worth
+/// however much the queues hold, and everything is still delivered once the worker goes on:
+/// in concurrent mode (batches in the workers' channel) and in orderly mode (queues'
+/// backlogs).
 #[test]
-fn the_batches_waiting_for_a_worker_stay_within_max_buffered_bytes() {
+fn the_messages_waiting_for_a_worker_stay_within_max_buffered_bytes() {
     let dir = tempdir();
     let broker = broker(dir.path());
     let client = Client::connect(&broker.addr()).unwrap();
     // 3,000 messages of 1 KiB: about three fetches' worth (1 MiB each).
     preload_sized(&client, "deep", 100, 30, 1024);
+    let orderly =
+        ConsumeMode::Orderly { threads: 1, batch_size: 4, suspend: Duration::from_millis(10) };
+    for (group, mode) in
+        [("deep-c", ConsumeMode::Concurrent { threads: 1, batch_size: 4 }), ("deep-o", orderly)]
+    {
+        bounded_by_max_buffered_bytes(&client, group, mode);
+    }
+}
+
+fn bounded_by_max_buffered_bytes(client: &Client, group: &str, mode: ConsumeMode) {
     let (open, calls) = (Arc::default(), Arc::default());
-    let mut config = PushConsumerConfig::new("deep-g").subscribe("deep", "*");
+    let mut config = PushConsumerConfig::new(group).subscribe("deep", "*");
     config.consume_from = ConsumeFrom::FirstOffset;
-    config.mode = ConsumeMode::Concurrent { threads: 1, batch_size: 4 };
+    config.mode = mode;
     config.max_buffered_bytes = 64 << 10;
-    let consumer = PushConsumer::start(&client, config, gated(&open, &calls)).unwrap();
+    let consumer = PushConsumer::start(client, config, gated(&open, &calls)).unwrap();
     let _opens = Opens(open.clone());
     poll_until(Duration::from_secs(60), || (consumer.buffered().messages > 0).then_some(()));
     // A fetch answers at most 1 MiB of batches, each message counted with its fixed size.
@@ -603,11 +615,12 @@ fn the_batches_waiting_for_a_worker_stay_within_max_buffered_bytes() {
         most = if b.bytes > most.bytes { b } else { most };
         std::thread::sleep(Duration::from_millis(10));
     }
-    assert!(most.bytes <= (64 << 10) + one_fetch, "buffered {most:?}");
-    assert!(most.messages < 2_000, "buffered {most:?}");
+    assert!(most.bytes <= (64 << 10) + one_fetch, "{mode:?}: buffered {most:?}");
+    assert!(most.messages < 2_000, "{mode:?}: buffered {most:?}");
     open.store(true, std::sync::atomic::Ordering::SeqCst);
     poll_until(Duration::from_secs(60), || consumer.caught_up().then_some(()));
     assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 3000);
+    assert_eq!(consumer.buffered(), ringmq::client::Buffered::default(), "{mode:?}");
     consumer.shutdown();
 }
 

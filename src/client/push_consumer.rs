@@ -68,9 +68,9 @@
 //!
 //! # Bounds
 //! Unfinished messages per queue (`max_unfinished_per_queue`; the queue is left out of the
-//! fetches above it, so it holds at most that plus one fetch's worth); the batches waiting for
-//! a worker (concurrent mode: the fetch thread reads nothing while they hold more than
-//! `max_buffered_bytes`, so at most that plus one fetch's worth); the fetches in flight (two
+//! fetches above it, so it holds at most that plus one fetch's worth); the messages waiting for
+//! a worker, in the channel or in orderly queues' backlogs (the fetch thread reads nothing
+//! while they hold more than `max_buffered_bytes`, so at most that plus one fetch's worth); the fetches in flight (two
 //! per broker shard plus one, each of at most the consumer's `max_bytes`, 1 MiB).
 //!
 //! The worker channel is bounded in bytes, not in batches: a fetch answer for thousands of
@@ -185,9 +185,10 @@ pub struct PushConsumerConfig {
     /// Long-poll wait of each fetch at the broker. Default 1 s.
     pub pull_wait: Duration,
     pub max_unfinished_per_queue: usize,
-    /// Concurrent mode: the fetch thread reads no more while the batches fetched and not yet
-    /// taken by a worker hold more than this many bytes (messages' bodies, keys, tags,
-    /// properties and ids, plus their fixed size). Default 32 MiB.
+    /// The fetch thread reads no more while the messages fetched and not yet taken by a
+    /// worker (in batches for the workers; orderly: in their queues' backlogs) hold more than
+    /// this many bytes (bodies, keys, tags, properties and ids, plus their fixed size).
+    /// Default 32 MiB.
     pub max_buffered_bytes: usize,
     /// Local redelivery: orderly and broadcasting consumers, and a clustering consumer whose
     /// send-back to the retry topic failed.
@@ -302,10 +303,11 @@ fn message_bytes(m: &ConsumedMessage) -> usize {
         + m.properties.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
 }
 
-/// The messages handed to the workers and not yet taken by one.
+/// The messages fetched and not yet taken by a worker (concurrent mode: in batches for the
+/// workers; orderly: in their queues' backlogs).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Buffered {
-    /// Messages in batches waiting for a worker.
+    /// Messages waiting for a worker.
     pub messages: usize,
     /// Their bytes as counted against [`PushConsumerConfig::max_buffered_bytes`].
     pub bytes: usize,
@@ -372,11 +374,7 @@ impl Shared {
     /// it ([`Self::took`]). False when the consumer is shutting down.
     fn submit(&self, task: Task) -> bool {
         let (messages, bytes) = (task.messages.len(), task.bytes());
-        {
-            let mut b = lock(&self.buffered);
-            b.messages += messages;
-            b.bytes += bytes;
-        }
+        self.buffer(messages, bytes);
         let sender = lock(&self.tasks).clone();
         if sender.map_or(true, |tx| tx.send(task).is_err()) {
             self.took(messages, bytes);
@@ -385,7 +383,14 @@ impl Shared {
         true
     }
 
-    /// A worker took a task of `messages` holding `bytes`.
+    /// `messages` holding `bytes` wait for a worker (in a task, or an orderly queue's backlog).
+    fn buffer(&self, messages: usize, bytes: usize) {
+        let mut b = lock(&self.buffered);
+        b.messages += messages;
+        b.bytes += bytes;
+    }
+
+    /// A worker took `messages` holding `bytes` (or they were dropped with their queue).
     fn took(&self, messages: usize, bytes: usize) {
         let mut b = lock(&self.buffered);
         b.messages -= messages;
@@ -591,7 +596,7 @@ impl PushConsumer {
         self.shared.caught_up.load(Ordering::Relaxed)
     }
 
-    /// The messages fetched and waiting for a worker (concurrent mode).
+    /// The messages fetched and waiting for a worker.
     pub fn buffered(&self) -> Buffered {
         *lock(&self.shared.buffered)
     }

@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 
-use super::{lock, ConsumeMode, ConsumeStatus, FetchCommand, QueueState, Shared, Task};
+use super::{
+    lock, message_bytes, ConsumeMode, ConsumeStatus, FetchCommand, QueueState, Shared, Task,
+};
 use crate::client::error::ClientError;
 use crate::client::{ConsumedMessage, MultiQueueReader};
 use crate::protocol::{ErrorCode, ErrorDetail};
@@ -146,6 +148,7 @@ pub(super) fn retry_loop(s: &Shared) {
         for t in due {
             // A queue given up meanwhile: its batch stays unfinished (the next owner gets it).
             if t.queue.stop.load(Ordering::SeqCst) {
+                drop_backlog(s, &t.queue);
                 continue;
             }
             t.queue.running.fetch_add(1, Ordering::SeqCst);
@@ -348,6 +351,7 @@ fn hand_over(s: &Shared, q: &Arc<QueueState>, messages: Vec<ConsumedMessage>) ->
             true
         }
         ConsumeMode::Orderly { .. } => {
+            s.buffer(messages.len(), messages.iter().map(message_bytes).sum());
             let schedule = {
                 let mut backlog = lock(&q.orderly);
                 backlog.messages.extend(messages);
@@ -374,7 +378,9 @@ fn run_orderly(s: &Shared, q: &Arc<QueueState>, batch_size: usize, suspend: Dura
     let started = Instant::now();
     loop {
         if q.stop.load(Ordering::SeqCst) || q.lost.load(Ordering::SeqCst) {
-            return; // given up: the backlog is never delivered here (the next owner reads it)
+            // Given up: the backlog is never delivered here (the next owner reads it).
+            drop_backlog(s, q);
+            return;
         }
         let valid = (*lock(&q.lock_until)).min(*lock(&s.session_until));
         if Instant::now() >= valid {
@@ -391,6 +397,8 @@ fn run_orderly(s: &Shared, q: &Arc<QueueState>, batch_size: usize, suspend: Dura
             let n = batch_size.max(1).min(backlog.messages.len());
             (backlog.messages.drain(..n).collect::<Vec<_>>(), backlog.attempt)
         };
+        let bytes = batch.iter().map(message_bytes).sum();
+        s.took(batch.len(), bytes);
         match s.call_listener(q, &batch, attempt) {
             ConsumeStatus::Success => {
                 lock(&q.orderly).attempt = 0;
@@ -406,6 +414,7 @@ fn run_orderly(s: &Shared, q: &Arc<QueueState>, batch_size: usize, suspend: Dura
                 }
             }
             ConsumeStatus::ReconsumeLater => {
+                s.buffer(batch.len(), bytes);
                 let mut backlog = lock(&q.orderly);
                 backlog.attempt += 1;
                 for m in batch.into_iter().rev() {
@@ -417,4 +426,11 @@ fn run_orderly(s: &Shared, q: &Arc<QueueState>, batch_size: usize, suspend: Dura
             }
         }
     }
+}
+
+/// Orderly mode: drops the backlog of a queue given up (its next owner reads those messages),
+/// so they no longer count as buffered.
+fn drop_backlog(s: &Shared, q: &QueueState) {
+    let dropped: Vec<ConsumedMessage> = lock(&q.orderly).messages.drain(..).collect();
+    s.took(dropped.len(), dropped.iter().map(message_bytes).sum());
 }
