@@ -670,3 +670,42 @@ fn shutdown_skips_the_waiting_batches_and_the_next_member_gets_them() {
     expected.sort();
     assert_eq!(all, expected, "every message once across the two members");
 }
+
+/// Orderly mode: a queue whose listener keeps failing holds its backlog, but that backlog does
+/// not count against `max_buffered_bytes` while the queue waits, so the other queues go on
+/// being fetched and delivered (it held the fetch thread up for every queue before).
+#[test]
+fn a_failing_orderly_queue_does_not_stop_the_fetches_of_the_others() {
+    let dir = tempdir();
+    let broker = broker(dir.path());
+    let client = Client::connect(&broker.addr()).unwrap();
+    // 2,400 messages of 1 KiB: more than a fetch (1 MiB) takes.
+    preload_sized(&client, "poison", 4, 600, 1024);
+    let delivered: Arc<Mutex<[usize; 4]>> = Arc::default();
+    let mut config = PushConsumerConfig::new("poison-g").subscribe("poison", "*");
+    config.consume_from = ConsumeFrom::FirstOffset;
+    config.mode =
+        ConsumeMode::Orderly { threads: 1, batch_size: 8, suspend: Duration::from_millis(10) };
+    config.max_buffered_bytes = 8 << 10;
+    let d = delivered.clone();
+    let consumer = PushConsumer::start(
+        &client,
+        config,
+        move |m: &[ConsumedMessage], ctx: &ringmq::client::ConsumeContext<'_>| {
+            if ctx.queue_id == 0 {
+                return ConsumeStatus::ReconsumeLater;
+            }
+            d.lock().unwrap()[ctx.queue_id as usize] += m.len();
+            ConsumeStatus::Success
+        },
+    )
+    .unwrap();
+    poll_until(Duration::from_secs(60), || {
+        (delivered.lock().unwrap()[1..] == [600, 600, 600]).then_some(())
+    });
+    // Only queue 0's parked backlog is held; nothing counts as waiting for a worker.
+    poll_until(Duration::from_secs(10), || {
+        (consumer.buffered() == ringmq::client::Buffered::default()).then_some(())
+    });
+    consumer.shutdown();
+}

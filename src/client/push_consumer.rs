@@ -266,6 +266,12 @@ struct OrderlyBacklog {
     scheduled: bool,
     /// Failed deliveries of the batch at the head.
     attempt: u32,
+    /// Waiting to run again (suspended after `RECONSUME_LATER`, or for its lock): its
+    /// messages do not count as buffered, so a stuck queue does not stop the fetches of the
+    /// others.
+    parked: bool,
+    /// What of `messages` counts as buffered (all of them unless parked).
+    counted: Buffered,
 }
 
 /// What the control thread tells the fetch thread.

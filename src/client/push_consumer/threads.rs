@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Receiver;
 
 use super::{
-    lock, message_bytes, ConsumeMode, ConsumeStatus, FetchCommand, QueueState, Shared, Task,
+    lock, message_bytes, Buffered, ConsumeMode, ConsumeStatus, FetchCommand, QueueState, Shared,
+    Task,
 };
 use crate::client::error::ClientError;
 use crate::client::{ConsumedMessage, MultiQueueReader};
@@ -351,9 +352,14 @@ fn hand_over(s: &Shared, q: &Arc<QueueState>, messages: Vec<ConsumedMessage>) ->
             true
         }
         ConsumeMode::Orderly { .. } => {
-            s.buffer(messages.len(), messages.iter().map(message_bytes).sum());
             let schedule = {
                 let mut backlog = lock(&q.orderly);
+                if !backlog.parked {
+                    let bytes = messages.iter().map(message_bytes).sum();
+                    s.buffer(messages.len(), bytes);
+                    backlog.counted.messages += messages.len();
+                    backlog.counted.bytes += bytes;
+                }
                 backlog.messages.extend(messages);
                 !std::mem::replace(&mut backlog.scheduled, true)
             };
@@ -371,10 +377,25 @@ const ORDERLY_SLICE: Duration = Duration::from_millis(100);
 /// later), or it has had the worker for [`ORDERLY_SLICE`] while other tasks wait (then it goes
 /// behind them, so a busy queue does not starve the others).
 fn run_orderly(s: &Shared, q: &Arc<QueueState>, batch_size: usize, suspend: Duration) {
+    // Parked while it waits: its backlog stops counting as buffered until it runs again.
     let later = |delay: Duration| {
+        {
+            let mut backlog = lock(&q.orderly);
+            let counted = std::mem::take(&mut backlog.counted);
+            s.took(counted.messages, counted.bytes);
+            backlog.parked = true;
+        }
         let task = Task::new(q.clone(), Vec::new(), 0);
         lock(&s.retries).push((Instant::now() + delay, task));
     };
+    {
+        let mut backlog = lock(&q.orderly);
+        if std::mem::take(&mut backlog.parked) {
+            let bytes = backlog.messages.iter().map(message_bytes).sum();
+            s.buffer(backlog.messages.len(), bytes);
+            backlog.counted = Buffered { messages: backlog.messages.len(), bytes };
+        }
+    }
     let started = Instant::now();
     loop {
         if q.stop.load(Ordering::SeqCst) || q.lost.load(Ordering::SeqCst) {
@@ -395,10 +416,13 @@ fn run_orderly(s: &Shared, q: &Arc<QueueState>, batch_size: usize, suspend: Dura
                 return;
             }
             let n = batch_size.max(1).min(backlog.messages.len());
-            (backlog.messages.drain(..n).collect::<Vec<_>>(), backlog.attempt)
+            let batch = backlog.messages.drain(..n).collect::<Vec<_>>();
+            let bytes = batch.iter().map(message_bytes).sum();
+            s.took(batch.len(), bytes);
+            backlog.counted.messages -= batch.len();
+            backlog.counted.bytes -= bytes;
+            (batch, backlog.attempt)
         };
-        let bytes = batch.iter().map(message_bytes).sum();
-        s.took(batch.len(), bytes);
         match s.call_listener(q, &batch, attempt) {
             ConsumeStatus::Success => {
                 lock(&q.orderly).attempt = 0;
@@ -414,7 +438,7 @@ fn run_orderly(s: &Shared, q: &Arc<QueueState>, batch_size: usize, suspend: Dura
                 }
             }
             ConsumeStatus::ReconsumeLater => {
-                s.buffer(batch.len(), bytes);
+                // Back at the head, uncounted: the queue parks at once.
                 let mut backlog = lock(&q.orderly);
                 backlog.attempt += 1;
                 for m in batch.into_iter().rev() {
@@ -431,6 +455,8 @@ fn run_orderly(s: &Shared, q: &Arc<QueueState>, batch_size: usize, suspend: Dura
 /// Orderly mode: drops the backlog of a queue given up (its next owner reads those messages),
 /// so they no longer count as buffered.
 fn drop_backlog(s: &Shared, q: &QueueState) {
-    let dropped: Vec<ConsumedMessage> = lock(&q.orderly).messages.drain(..).collect();
-    s.took(dropped.len(), dropped.iter().map(message_bytes).sum());
+    let mut backlog = lock(&q.orderly);
+    backlog.messages.clear();
+    let counted = std::mem::take(&mut backlog.counted);
+    s.took(counted.messages, counted.bytes);
 }
