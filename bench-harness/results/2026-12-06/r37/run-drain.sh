@@ -1,7 +1,7 @@
 #!/bin/bash
-# Round 37 (copied from round 36's run.sh): the push consumer's group drain and rebalance pause, before and after
-# before (a puller thread per owned queue) and after (one fetch thread, FETCH_MULTI).
-# OUT=dir ROUNDS=n ARMS="name@bindir:queues ..." bash run.sh
+# Round 37 (round 36's run.sh, its scratch directory renamed): the push consumer's group drain
+# and rebalance pause, before and after its worker channel was bounded by bytes.
+# OUT=dir ROUNDS=n ARMS="name@bindir:queues ..." bash run-drain.sh
 # Each arm: a fresh broker (1 shard, CPU 0, default config) and `ringmq-bench group` on CPU 1
 # preloading $MESSAGES messages of $SIZE bytes round robin over `queues` queues, then draining
 # them with new groups of $MEMBERS members (every member on CPU 1), then the rebalance pause.

@@ -1,9 +1,9 @@
 #!/bin/bash
-# Round 37 (copied from round 36): consumer-group members (the push consumer) in the load generator; round 36 compared before and after
-# it read its queues with FETCH_MULTI. Copied from round 35's run.sh; same setup as
+# Round 37 (round 36's run-live.sh; only this header and the usage line changed): consumer-group members (the
+# push consumer) in the load generator. Copied from round 35's run.sh; same setup as
 # round 34 (a journaled ext4 loop image at /mnt/r22, trimmed before each run; broker started
 # by hand, one shard on CPU 0; load generator on CPU 1).
-# Usage: OUT=dir ROUNDS=n ARMS="build@arm ..." bash run.sh
+# Usage: OUT=dir ROUNDS=n ARMS="build@arm ..." bash run-live.sh
 #   Arms (build@ARM runs /tmp/ab/build):
 #   d10k-multi-cN / d10k-queue-cN  backlog-drain over 10,000 queues (10 topics x 1000), 2 GiB,
 #                                  a 64 MiB chunk cache, N consumers, MultiQueueReader / QueueReader
