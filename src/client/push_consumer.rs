@@ -435,14 +435,15 @@ impl Shared {
         attempt: u32,
     ) -> ConsumeStatus {
         let ctx = ConsumeContext { topic: &q.topic, queue_id: q.queue_id, attempt };
-        let (began, began_ms) = (Instant::now(), super::trace::unix_now_ms());
+        // The clocks are read only for the trace (a listener call can be a message).
+        let began = self.tracer.as_ref().map(|_| (Instant::now(), super::trace::unix_now_ms()));
         let status =
             std::panic::catch_unwind(AssertUnwindSafe(|| self.listener.consume(messages, &ctx)))
                 .unwrap_or_else(|_| {
                     tracing::error!(topic = %q.topic, queue = q.queue_id, "the listener panicked; reconsuming later");
                     ConsumeStatus::ReconsumeLater
                 });
-        if let Some(t) = &self.tracer {
+        if let (Some(t), Some((began, began_ms))) = (&self.tracer, began) {
             let latency_ms = began.elapsed().as_millis() as u64;
             for m in messages {
                 t.record(self.consume_event(q, m, status, began_ms, latency_ms, &t.host));
