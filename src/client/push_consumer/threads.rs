@@ -250,8 +250,11 @@ pub(super) fn fetch_loop(s: &Shared) {
         // read yet); paused queues are looked at again every few ms (their workers finishing
         // messages makes room).
         let wait = Duration::from_millis(if paused.is_empty() { 200 } else { 5 });
-        if !s.room_to_fetch(wait) {
-            continue; // the workers are behind by `max_buffered_bytes`
+        // The workers are behind by `max_buffered_bytes`: wait for them (woken when they take
+        // a task), looking at the control thread's commands every 20 ms meanwhile (a queue
+        // given up is let go of without waiting for the workers to catch up).
+        if !s.room_to_fetch(wait.min(Duration::from_millis(20))) {
+            continue;
         }
         let got = match reader.next_batches(wait) {
             Ok(got) => {
