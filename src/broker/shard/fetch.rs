@@ -65,18 +65,7 @@ impl<L: ShardLog> Shard<L> {
             let took = self.clock.now().saturating_duration_since(read_started);
             self.probe.borrow_mut().record_fetch_read(took);
             let total: usize = batches.iter().map(|b| b.len()).sum();
-            let scan_end = batches
-                .last()
-                .and_then(|b| read_header(b).ok())
-                .map_or(from, |h| h.next_offset().max(from));
-            if !tags.is_empty() {
-                // A header that does not decode is kept: the client reports it.
-                batches.retain(|b| {
-                    read_header(b).map_or(true, |h| {
-                        h.tag_summary.may_contain_any(tags.iter().map(Vec::as_slice))
-                    })
-                });
-            }
+            let scan_end = keep_tagged(&mut batches, from, tags);
             let sent: usize = batches.iter().map(|b| b.len()).sum();
             self.stats.borrow_mut().fetch_bytes += sent as u64;
             let o = self.log.offsets(key);
@@ -108,4 +97,22 @@ impl<L: ShardLog> Shard<L> {
         }
         Some(end)
     }
+}
+
+/// Leaves out of `batches` (read from offset `from`) those whose tag summary cannot hold one of
+/// `tags` (empty: none left out) and returns the offset the scan ended at: past the last batch
+/// read, kept or not. A header that does not decode is kept: the client reports it. FETCH and
+/// FETCH_MULTI filter alike.
+pub(super) fn keep_tagged(batches: &mut Vec<ReadBuf>, from: u64, tags: &[Vec<u8>]) -> u64 {
+    let scan_end = batches
+        .last()
+        .and_then(|b| read_header(b).ok())
+        .map_or(from, |h| h.next_offset().max(from));
+    if !tags.is_empty() {
+        batches.retain(|b| {
+            read_header(b)
+                .map_or(true, |h| h.tag_summary.may_contain_any(tags.iter().map(Vec::as_slice)))
+        });
+    }
+    scan_end
 }

@@ -171,20 +171,8 @@ impl<L: ShardLog> Shard<L> {
                         Err(e) => parts.push(MultiPart { index, result: Err(e.into()) }),
                         Ok(batches) if batches.is_empty() => {}
                         Ok(mut batches) => {
-                            let scan_end_offset = batches
-                                .last()
-                                .and_then(|b| read_header(b).ok())
-                                .map_or(from, |h| h.next_offset().max(from));
-                            if !tags.is_empty() {
-                                // As FETCH: a header that does not decode is kept (the client
-                                // reports it).
-                                batches.retain(|b| {
-                                    read_header(b).map_or(true, |h| {
-                                        h.tag_summary
-                                            .may_contain_any(tags.iter().map(Vec::as_slice))
-                                    })
-                                });
-                            }
+                            let scan_end_offset =
+                                super::fetch::keep_tagged(&mut batches, from, tags);
                             let sent: usize = batches.iter().map(|b| b.len()).sum();
                             self.stats.borrow_mut().fetch_bytes += sent as u64;
                             parts.push(MultiPart {
