@@ -35,8 +35,8 @@
 //!   their queue's backlog and schedules the queue (orderly mode);
 //! - **workers**: `threads` threads taking tasks from a channel. Concurrent mode: any
 //!   batch, in any order; a batch of a queue given up meanwhile is skipped (its next owner
-//!   reads it from the commit). Orderly mode: a task is a queue, run by one worker at a time, which
-//!   calls the listener on its backlog in queue order, one batch at a time, while it holds
+//!   reads it from the commit). Orderly mode: a task is a queue, run by one worker at a time,
+//!   which calls the listener on its backlog in queue order, one batch at a time, while it holds
 //!   the queue's lock;
 //! - **retry**: redelivers `RECONSUME_LATER` batches after their delay (concurrent mode) and
 //!   runs suspended or lock-waiting queues again (orderly mode).
@@ -70,8 +70,9 @@
 //! Unfinished messages per queue (`max_unfinished_per_queue`; the queue is left out of the
 //! fetches above it, so it holds at most that plus one fetch's worth); the messages waiting for
 //! a worker, in the channel or in orderly queues' backlogs (the fetch thread reads nothing
-//! while they hold more than `max_buffered_bytes`, so at most that plus one fetch's worth); the fetches in flight (two
-//! per broker shard plus one, each of at most the consumer's `max_bytes`, 1 MiB).
+//! while they hold more than `max_buffered_bytes`, so at most that plus one fetch's worth; a
+//! suspended orderly queue's backlog is bounded by the first bound only); the fetches in
+//! flight (two per broker shard plus one, each of at most the consumer's `max_bytes`, 1 MiB).
 //!
 //! The worker channel is bounded in bytes, not in batches: a fetch answer for thousands of
 //! queues holds a few messages of each, a batch each, and a channel of `threads * 2` batches
@@ -286,16 +287,14 @@ struct Task {
     queue: Arc<QueueState>,
     messages: Vec<ConsumedMessage>,
     attempt: u32,
+    /// What its messages count for against `max_buffered_bytes` (counted once, when made).
+    bytes: usize,
 }
 
 impl Task {
     fn new(queue: Arc<QueueState>, messages: Vec<ConsumedMessage>, attempt: u32) -> Task {
-        Task { queue, messages, attempt }
-    }
-
-    /// What its messages count for against `max_buffered_bytes`.
-    fn bytes(&self) -> usize {
-        self.messages.iter().map(message_bytes).sum()
+        let bytes = messages.iter().map(message_bytes).sum();
+        Task { queue, messages, attempt, bytes }
     }
 }
 
@@ -310,7 +309,7 @@ fn message_bytes(m: &ConsumedMessage) -> usize {
 }
 
 /// The messages fetched and not yet taken by a worker (concurrent mode: in batches for the
-/// workers; orderly: in their queues' backlogs).
+/// workers; orderly: in the backlogs of queues not waiting to run again).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Buffered {
     /// Messages waiting for a worker.
@@ -379,7 +378,7 @@ impl Shared {
     /// Hands a task to the workers, counting its messages as buffered until a worker takes
     /// it ([`Self::took`]). False when the consumer is shutting down.
     fn submit(&self, task: Task) -> bool {
-        let (messages, bytes) = (task.messages.len(), task.bytes());
+        let (messages, bytes) = (task.messages.len(), task.bytes);
         self.buffer(messages, bytes);
         let sender = lock(&self.tasks).clone();
         if sender.map_or(true, |tx| tx.send(task).is_err()) {

@@ -17,7 +17,7 @@ use crate::protocol::{ErrorCode, ErrorDetail};
 
 pub(super) fn worker(s: &Shared, rx: &Receiver<Task>) {
     while let Ok(task) = rx.recv() {
-        s.took(task.messages.len(), task.bytes());
+        s.took(task.messages.len(), task.bytes);
         if let ConsumeMode::Orderly { batch_size, suspend, .. } = s.config.mode {
             run_orderly(s, &task.queue, batch_size, suspend);
             task.queue.running.fetch_sub(1, Ordering::SeqCst);
