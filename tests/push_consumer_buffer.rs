@@ -1,0 +1,199 @@
+//! The push consumer's buffering against the real broker: what waits for its workers is
+//! bounded by `max_buffered_bytes` (in concurrent and orderly mode) without holding the fetch
+//! thread back for every queue, and shutdown does not run what waits.
+
+mod broker_common;
+mod push_common;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use broker_common::poll_until;
+use push_common::{broker, preload, preload_sized, tempdir};
+use ringmq::client::{
+    Client, ConsumeFrom, ConsumeMode, ConsumeStatus, ConsumedMessage, PushConsumer,
+    PushConsumerConfig,
+};
+
+/// A listener that blocks every call until `open` is set, counting the messages it got.
+fn gated(
+    open: &Arc<std::sync::atomic::AtomicBool>,
+    calls: &Arc<std::sync::atomic::AtomicUsize>,
+) -> impl Fn(&[ConsumedMessage], &ringmq::client::ConsumeContext<'_>) -> ConsumeStatus {
+    let (open, calls) = (open.clone(), calls.clone());
+    move |m: &[ConsumedMessage], _: &ringmq::client::ConsumeContext<'_>| {
+        while !open.load(std::sync::atomic::Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        calls.fetch_add(m.len(), std::sync::atomic::Ordering::SeqCst);
+        ConsumeStatus::Success
+    }
+}
+
+/// Sets the gate of [`gated`] when dropped: declared after the consumer, a failed assertion
+/// opens it before the consumer's drop waits for its workers.
+struct Opens(Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for Opens {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// A busy worker does not hold the fetch thread up: with the only worker blocked, the
+/// member reads every other queue's message ahead (a batch each). Round 36's channel of
+/// `threads * 2` batches stopped it after two, so a member of thousands of queues with a few
+/// messages each waited for its workers after every second batch.
+#[test]
+fn the_fetch_thread_reads_ahead_of_a_busy_worker_across_many_queues() {
+    let dir = tempdir();
+    let broker = broker(dir.path());
+    let client = Client::connect(&broker.addr()).unwrap();
+    preload(&client, "wide", 400, 400);
+    let (open, calls) = (Arc::default(), Arc::default());
+    let mut config = PushConsumerConfig::new("wide-g").subscribe("wide", "*");
+    config.consume_from = ConsumeFrom::FirstOffset;
+    config.mode = ConsumeMode::Concurrent { threads: 1, batch_size: 1 };
+    let consumer = PushConsumer::start(&client, config, gated(&open, &calls)).unwrap();
+    let _opens = Opens(open.clone());
+    // The worker holds one message; the other 399 wait for it.
+    poll_until(Duration::from_secs(60), || (consumer.buffered().messages == 399).then_some(()));
+    assert!(consumer.buffered().bytes >= 399 * "m0".len());
+    open.store(true, std::sync::atomic::Ordering::SeqCst);
+    poll_until(Duration::from_secs(60), || consumer.caught_up().then_some(()));
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 400);
+    assert_eq!(consumer.buffered(), ringmq::client::Buffered::default());
+    consumer.shutdown();
+}
+
+/// The messages waiting for a worker stay within `max_buffered_bytes` plus one fetch's worth
+/// however much the queues hold, and everything is still delivered once the worker goes on:
+/// in concurrent mode (batches in the workers' channel) and in orderly mode (queues'
+/// backlogs).
+#[test]
+fn the_messages_waiting_for_a_worker_stay_within_max_buffered_bytes() {
+    let dir = tempdir();
+    let broker = broker(dir.path());
+    let client = Client::connect(&broker.addr()).unwrap();
+    // 3,000 messages of 1 KiB: about three fetches' worth (1 MiB each).
+    preload_sized(&client, "deep", 100, 30, 1024);
+    let orderly =
+        ConsumeMode::Orderly { threads: 1, batch_size: 4, suspend: Duration::from_millis(10) };
+    for (group, mode) in
+        [("deep-c", ConsumeMode::Concurrent { threads: 1, batch_size: 4 }), ("deep-o", orderly)]
+    {
+        bounded_by_max_buffered_bytes(&client, group, mode);
+    }
+}
+
+fn bounded_by_max_buffered_bytes(client: &Client, group: &str, mode: ConsumeMode) {
+    let (open, calls) = (Arc::default(), Arc::default());
+    let mut config = PushConsumerConfig::new(group).subscribe("deep", "*");
+    config.consume_from = ConsumeFrom::FirstOffset;
+    config.mode = mode;
+    config.max_buffered_bytes = 64 << 10;
+    let consumer = PushConsumer::start(client, config, gated(&open, &calls)).unwrap();
+    let _opens = Opens(open.clone());
+    poll_until(Duration::from_secs(60), || (consumer.buffered().messages > 0).then_some(()));
+    // A fetch answers at most 1 MiB of batches, each message counted with its fixed size.
+    let one_fetch = (1 << 20) + 1100 * std::mem::size_of::<ConsumedMessage>();
+    let mut most = ringmq::client::Buffered::default();
+    for _ in 0..100 {
+        let b = consumer.buffered();
+        most = if b.bytes > most.bytes { b } else { most };
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(most.bytes <= (64 << 10) + one_fetch, "{mode:?}: buffered {most:?}");
+    assert!(most.messages < 2_000, "{mode:?}: buffered {most:?}");
+    open.store(true, std::sync::atomic::Ordering::SeqCst);
+    poll_until(Duration::from_secs(60), || consumer.caught_up().then_some(()));
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 3000);
+    assert_eq!(consumer.buffered(), ringmq::client::Buffered::default(), "{mode:?}");
+    consumer.shutdown();
+}
+
+/// Shutdown does not run what waits for a worker: the batches of queues given up are
+/// skipped (not committed), and the next member gets exactly those.
+#[test]
+fn shutdown_skips_the_waiting_batches_and_the_next_member_gets_them() {
+    let dir = tempdir();
+    let broker = broker(dir.path());
+    let client = Client::connect(&broker.addr()).unwrap();
+    preload(&client, "slow", 8, 800);
+    let start = |seen: &Arc<Mutex<Vec<String>>>, pause: Duration| {
+        let mut config = PushConsumerConfig::new("slow-g").subscribe("slow", "*");
+        config.consume_from = ConsumeFrom::FirstOffset;
+        config.mode = ConsumeMode::Concurrent { threads: 1, batch_size: 1 };
+        let seen = seen.clone();
+        PushConsumer::start(
+            &client,
+            config,
+            move |m: &[ConsumedMessage], _: &ringmq::client::ConsumeContext<'_>| {
+                std::thread::sleep(pause);
+                seen.lock().unwrap().push(String::from_utf8_lossy(&m[0].body).into_owned());
+                ConsumeStatus::Success
+            },
+        )
+        .unwrap()
+    };
+    // 800 calls of 20 ms: 16 s of work, most of it fetched and waiting.
+    let first_seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let first = start(&first_seen, Duration::from_millis(20));
+    poll_until(Duration::from_secs(60), || (first.buffered().messages >= 500).then_some(()));
+    let before = first_seen.lock().unwrap().len();
+    first.shutdown();
+    let done = first_seen.lock().unwrap().len();
+    assert!(done - before < 100, "{} calls after shutdown began", done - before);
+    let second_seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let second = start(&second_seen, Duration::ZERO);
+    poll_until(Duration::from_secs(60), || {
+        (first_seen.lock().unwrap().len() + second_seen.lock().unwrap().len() >= 800).then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    second.shutdown();
+    let mut all = first_seen.lock().unwrap().clone();
+    all.extend(second_seen.lock().unwrap().iter().cloned());
+    all.sort();
+    let mut expected: Vec<String> = (0..800).map(|i| format!("m{i}")).collect();
+    expected.sort();
+    assert_eq!(all, expected, "every message once across the two members");
+}
+
+/// Orderly mode: a queue whose listener keeps failing holds its backlog, but that backlog does
+/// not count against `max_buffered_bytes` while the queue waits, so the other queues go on
+/// being fetched and delivered (it held the fetch thread up for every queue before).
+#[test]
+fn a_failing_orderly_queue_does_not_stop_the_fetches_of_the_others() {
+    let dir = tempdir();
+    let broker = broker(dir.path());
+    let client = Client::connect(&broker.addr()).unwrap();
+    // 2,400 messages of 1 KiB: more than a fetch (1 MiB) takes.
+    preload_sized(&client, "poison", 4, 600, 1024);
+    let delivered: Arc<Mutex<[usize; 4]>> = Arc::default();
+    let mut config = PushConsumerConfig::new("poison-g").subscribe("poison", "*");
+    config.consume_from = ConsumeFrom::FirstOffset;
+    config.mode =
+        ConsumeMode::Orderly { threads: 1, batch_size: 8, suspend: Duration::from_millis(10) };
+    config.max_buffered_bytes = 8 << 10;
+    let d = delivered.clone();
+    let consumer = PushConsumer::start(
+        &client,
+        config,
+        move |m: &[ConsumedMessage], ctx: &ringmq::client::ConsumeContext<'_>| {
+            if ctx.queue_id == 0 {
+                return ConsumeStatus::ReconsumeLater;
+            }
+            d.lock().unwrap()[ctx.queue_id as usize] += m.len();
+            ConsumeStatus::Success
+        },
+    )
+    .unwrap();
+    poll_until(Duration::from_secs(60), || {
+        (delivered.lock().unwrap()[1..] == [600, 600, 600]).then_some(())
+    });
+    // Only queue 0's parked backlog is held; nothing counts as waiting for a worker.
+    poll_until(Duration::from_secs(10), || {
+        (consumer.buffered() == ringmq::client::Buffered::default()).then_some(())
+    });
+    consumer.shutdown();
+}
