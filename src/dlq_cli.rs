@@ -72,14 +72,14 @@ pub fn run(broker: &str, action: DlqAction) -> Result<(), String> {
                 };
                 let ours =
                     [PROPERTY_RETRY_TOPIC, PROPERTY_RECONSUME_TIME, PROPERTY_ORIGIN_MESSAGE_ID];
-                let mut copy = Message::new(topic, m.body.clone())
-                    .with_key(m.key.clone())
-                    .with_tag(m.tag.clone());
+                let mut copy = Message::new(topic, m.body.to_vec())
+                    .with_key(m.key.to_vec())
+                    .with_tag(m.tag.to_vec());
                 copy.properties = m
                     .properties
                     .iter()
-                    .filter(|(k, _)| !ours.iter().any(|o| o.as_bytes() == k.as_slice()))
-                    .cloned()
+                    .filter(|(k, _)| !ours.iter().any(|o| o.as_bytes() == k.as_ref()))
+                    .map(|(k, v)| (k.to_vec(), v.to_vec()))
                     .collect();
                 producer.send(copy).map_err(err)?;
                 sent += 1;

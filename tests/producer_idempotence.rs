@@ -189,7 +189,7 @@ fn a_delayed_first_copy_is_stored_once_and_overtaken_batches_keep_their_order() 
     for q in 0..2u32 {
         let stored: Vec<(u64, String)> = drain(&client, "idem", q, 0)
             .into_iter()
-            .map(|m| (m.offset, String::from_utf8(m.body).unwrap()))
+            .map(|m| (m.offset, String::from_utf8(m.body.to_vec()).unwrap()))
             .collect();
         let expected: Vec<(u64, String)> =
             sent.iter().filter(|s| s.0 == q).map(|s| (s.1, s.2.clone())).collect();
@@ -251,7 +251,7 @@ fn batches_in_flight_at_a_sigkill_are_stored_once_after_the_restart() {
     for q in 0..2u32 {
         let stored: Vec<(u64, String)> = drain(&client, "crash", q, 0)
             .into_iter()
-            .map(|m| (m.offset, String::from_utf8(m.body).unwrap()))
+            .map(|m| (m.offset, String::from_utf8(m.body.to_vec()).unwrap()))
             .collect();
         let expected: Vec<(u64, String)> =
             sent.iter().filter(|s| s.0 == q).map(|s| (s.1, s.2.clone())).collect();

@@ -197,3 +197,48 @@ fn a_failing_orderly_queue_does_not_stop_the_fetches_of_the_others() {
     });
     consumer.shutdown();
 }
+
+/// A listener's messages lie in the buffer their fetch arrived in, not in copies: with no
+/// key, tag or properties, each body starts right after the previous one's record (its
+/// 20 bytes of framing), or after a batch header too where a batch ends. Copied out, each
+/// would be an allocation of its own.
+#[test]
+fn a_listener_s_messages_share_the_fetch_buffer() {
+    let dir = tempdir();
+    let broker = broker(dir.path());
+    let client = Client::connect(&broker.addr()).unwrap();
+    preload_sized(&client, "flat", 1, 200, 100);
+    let got: Arc<Mutex<Vec<ConsumedMessage>>> = Arc::default();
+    let mut config = PushConsumerConfig::new("flat-g").subscribe("flat", "*");
+    config.consume_from = ConsumeFrom::FirstOffset;
+    config.mode = ConsumeMode::Concurrent { threads: 1, batch_size: 200 };
+    let kept = got.clone();
+    let consumer = PushConsumer::start(
+        &client,
+        config,
+        move |m: &[ConsumedMessage], _: &ringmq::client::ConsumeContext<'_>| {
+            kept.lock().unwrap().extend_from_slice(m);
+            ConsumeStatus::Success
+        },
+    )
+    .unwrap();
+    poll_until(Duration::from_secs(60), || (got.lock().unwrap().len() == 200).then_some(()));
+    consumer.shutdown();
+    let mut got = std::mem::take(&mut *got.lock().unwrap());
+    got.sort_by_key(|m| m.offset);
+    let framing = 20;
+    let mut adjacent = 0;
+    for pair in got.windows(2) {
+        let (a, b) = (&pair[0], &pair[1]);
+        assert_eq!(b.offset, a.offset + 1);
+        assert_eq!((b.message_id.queue_id, b.message_id.offset), (b.queue_id, b.offset));
+        let gap = (b.body.as_ptr() as usize).wrapping_sub(a.body.as_ptr() as usize + a.body.len());
+        if gap == framing {
+            adjacent += 1;
+        } else if gap != framing + ringmq::format::HEADER_LEN {
+            // Another fetch (its own buffer): only where a fetch ended.
+            assert!(adjacent > 0, "offset {}: body {gap} bytes after the previous one", b.offset);
+        }
+    }
+    assert!(adjacent >= 150, "{adjacent} of 199 bodies follow the previous record");
+}

@@ -141,7 +141,7 @@ fn a_retry_outlives_the_member_that_failed_and_succeeds_once() {
     let broker = broker(dir.path(), "2s");
     send(&broker, &["x", "y"]);
     // The first member fails "x" and leaves right after; the retry is on the broker.
-    let (first, first_seen) = consumer(&broker, "shipping", 16, |m| m.body == b"x");
+    let (first, first_seen) = consumer(&broker, "shipping", 16, |m| m.body == b"x"[..]);
     poll_until(Duration::from_secs(30), || {
         let s = first_seen.lock().unwrap();
         (s.iter().any(|(b, ..)| b == "x") && s.iter().any(|(b, ..)| b == "y")).then_some(())

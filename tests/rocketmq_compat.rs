@@ -326,11 +326,11 @@ fn python_and_native_clients_read_each_others_messages() {
         let r = consumer.pull("FromPython", q, 0, Duration::ZERO).unwrap();
         for m in r.messages {
             assert_eq!(m.key, m.body, "KEYS is the native key");
-            assert_eq!(m.tag, b"X", "TAGS is the native tag");
+            assert_eq!(m.tag, &b"X"[..], "TAGS is the native tag");
             let idx = String::from_utf8(m.property(b"idx").unwrap().to_vec()).unwrap();
             assert_eq!(format!("p-{idx}").into_bytes(), m.body, "a property round-trips");
             assert!(m.property(b"UNIQ_KEY").is_some(), "the client's UNIQ_KEY is kept");
-            seen.push(String::from_utf8(m.body).unwrap());
+            seen.push(String::from_utf8(m.body.to_vec()).unwrap());
         }
     }
     seen.sort();
@@ -453,7 +453,7 @@ fn a_failing_callback_is_redelivered_and_one_that_always_fails_reaches_the_dlq()
         std::thread::sleep(Duration::from_millis(100));
     };
     assert_eq!(dead.len(), 1, "the message is in the dead-letter topic once");
-    assert_eq!(dead[0].body, b"d-0");
+    assert_eq!(dead[0].body, &b"d-0"[..]);
     assert_eq!(dead[0].property(b"RECONSUME_TIME"), Some(&b"17"[..]));
     assert_eq!(dead[0].property(b"RETRY_TOPIC"), Some(&b"Dead"[..]));
 }

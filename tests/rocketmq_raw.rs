@@ -425,7 +425,7 @@ fn transactions_commit_roll_back_and_are_checked_back_over_the_front() {
     // A native consumer reads the same two.
     let client = Client::connect(&f.broker.addr()).unwrap();
     let got = client.consumer().pull(topic, 0, 0, Duration::from_secs(5)).unwrap();
-    let bodies: Vec<&[u8]> = got.messages.iter().map(|m| m.body.as_slice()).collect();
+    let bodies: Vec<&[u8]> = got.messages.iter().map(|m| &m.body[..]).collect();
     assert_eq!(bodies, [&b"body-A"[..], b"body-C"]);
 }
 

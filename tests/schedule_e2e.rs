@@ -33,7 +33,7 @@ fn all(client: &Client, topic: &str, queues: u32) -> Vec<ConsumedMessage> {
 
 /// Body `name@deliver_at_ms`: each message says when it was due.
 fn due_of(m: &ConsumedMessage) -> (String, i64) {
-    let body = String::from_utf8(m.body.clone()).unwrap();
+    let body = String::from_utf8(m.body.to_vec()).unwrap();
     let (_, due) = body.rsplit_once('@').unwrap();
     (body.clone(), due.parse().unwrap())
 }

@@ -43,7 +43,7 @@ fn bodies(client: &Client, topic: &str, queue_id: u32) -> Vec<String> {
         return Vec::new();
     }
     let got = client.consumer().pull(topic, queue_id, 0, Duration::from_millis(100)).unwrap();
-    got.messages.iter().map(|m| String::from_utf8(m.body.clone()).unwrap()).collect()
+    got.messages.iter().map(|m| String::from_utf8(m.body.to_vec()).unwrap()).collect()
 }
 
 fn txn_list(broker: &Broker) -> String {

@@ -35,8 +35,9 @@ use super::retry::RetrySchedule;
 use super::router::Router;
 use crate::format::batch::read_header;
 use crate::format::{BatchHeader, BatchView, RecordIter, RecordRef, HEADER_LEN};
-use crate::protocol::{message_id, ErrorCode, ErrorDetail, Request, Response};
+use crate::protocol::{ErrorCode, ErrorDetail, MessageId, Request, Response};
 use crate::runtime::{system_clock, SharedClock};
+use bytes::Bytes;
 
 /// What one pull returned.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,7 +90,7 @@ impl PullConsumer {
         offset: u64,
         max_wait: Duration,
     ) -> Result<PullResult> {
-        Ok(self.pull_view(topic, queue_id, offset, max_wait)?.to_result())
+        Ok(self.pull_view(topic, queue_id, offset, max_wait)?.into_result())
     }
 
     /// [`PullConsumer::pull`] without copying: the messages are read in place from the fetch
@@ -296,7 +297,7 @@ impl PullView {
         MessageViews::new(&self.batches, self.from, &self.tags)
     }
 
-    /// Copies every message out (what [`PullConsumer::pull`] returns).
+    /// Copies every message out (one allocation each; the view stays).
     pub fn to_result(&self) -> PullResult {
         PullResult {
             messages: self.messages().map(|m| m.to_owned()).collect(),
@@ -304,6 +305,43 @@ impl PullView {
             min_offset: self.min_offset,
             max_offset: self.max_offset,
         }
+    }
+
+    /// Every message, its fields sharing this view's buffer: no allocation or copy per
+    /// message (what [`PullConsumer::pull`] returns). A reader's pooled buffer goes back to
+    /// its pool when the last message (or field) of it is dropped.
+    pub fn into_result(mut self) -> PullResult {
+        let batches = std::mem::take(&mut self.batches);
+        let buf = match self.pool.take() {
+            Some(pool) => Bytes::from_owner(Pooled { buffer: batches, pool }),
+            None => Bytes::from(batches),
+        };
+        let messages = shared_messages(&buf, self.from, &self.tags);
+        PullResult {
+            messages,
+            next_offset: self.next_offset,
+            min_offset: self.min_offset,
+            max_offset: self.max_offset,
+        }
+    }
+}
+
+/// A pooled fetch buffer shared by the messages read from it; back to its pool when the last
+/// of them goes.
+struct Pooled {
+    buffer: Vec<u8>,
+    pool: Arc<BufferPool>,
+}
+
+impl AsRef<[u8]> for Pooled {
+    fn as_ref(&self) -> &[u8] {
+        &self.buffer
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        self.pool.give(std::mem::take(&mut self.buffer));
     }
 }
 
@@ -323,29 +361,15 @@ impl<'a> MessageView<'a> {
         self.record.body
     }
 
-    /// Made on demand (a string per call).
-    pub fn message_id(&self) -> String {
-        message_id(self.topic_id, self.queue_id, self.offset)
+    /// Where it is stored (no allocation; shown as 32 hex digits).
+    pub fn message_id(&self) -> MessageId {
+        MessageId::new(self.topic_id, self.queue_id, self.offset)
     }
 
-    /// An owned copy, to keep after the [`PullView`] is gone.
+    /// An owned copy, to keep after the [`PullView`] is gone (one allocation: the record's
+    /// bytes; [`PullView::into_result`] shares the fetch buffer instead).
     pub fn to_owned(&self) -> ConsumedMessage {
-        ConsumedMessage {
-            queue_id: self.queue_id,
-            offset: self.offset,
-            message_id: self.message_id(),
-            timestamp_ms: self.record.timestamp_ms,
-            store_timestamp_ms: self.store_timestamp_ms,
-            key: self.record.key.to_vec(),
-            tag: self.record.tag.to_vec(),
-            properties: self
-                .record
-                .properties()
-                .filter_map(|p| p.ok())
-                .map(|(k, v)| (k.to_vec(), v.to_vec()))
-                .collect(),
-            body: self.record.body.to_vec(),
-        }
+        ConsumedMessage::copied(&self.record, self.message_id(), self.store_timestamp_ms)
     }
 }
 
@@ -364,7 +388,9 @@ pub struct MessageViews<'a> {
 }
 
 impl<'a> MessageViews<'a> {
-    fn new(batches: &'a [u8], from: u64, tags: &'a [Vec<u8>]) -> Self {
+    /// The messages of `batches`, which [`scan_batches`] verified (its `valid_len` prefix):
+    /// in unverified bytes a record that does not decode would end its batch silently.
+    pub fn new(batches: &'a [u8], from: u64, tags: &'a [Vec<u8>]) -> Self {
         MessageViews { rest: batches, from, tags, batch: None }
     }
 }
@@ -600,6 +626,39 @@ pub fn decode_batches(bytes: &[u8], from: u64, tags: &[Vec<u8>]) -> DecodedBatch
     DecodedBatches { messages, next_offset: scan.next_offset, corrupt: scan.corrupt }
 }
 
+/// [`decode_batches`] without a copy: the messages' fields share `bytes`.
+pub fn decode_batches_shared(bytes: &Bytes, from: u64, tags: &[Vec<u8>]) -> DecodedBatches {
+    let scan = scan_batches(bytes, from, tags);
+    let messages = shared_messages(&bytes.slice(..scan.valid_len), from, tags);
+    DecodedBatches { messages, next_offset: scan.next_offset, corrupt: scan.corrupt }
+}
+
+/// The messages of verified batches at or after `from` that match `tags`, their fields
+/// sharing `buf`.
+fn shared_messages(buf: &Bytes, from: u64, tags: &[Vec<u8>]) -> Vec<ConsumedMessage> {
+    let base = buf.as_ptr() as usize;
+    // Sized once from the batch headers (the messages are large to move when a vector grows).
+    let mut out = Vec::with_capacity(records_from(buf, from));
+    out.extend(MessageViews::new(buf, from, tags).map(|m| {
+        ConsumedMessage::in_buffer(&m.record, buf, base, m.message_id(), m.store_timestamp_ms)
+    }));
+    out
+}
+
+/// The records of verified batches at or after `from` (before filtering by tag), read from
+/// the batch headers.
+fn records_from(mut batches: &[u8], from: u64) -> usize {
+    let mut n = 0u64;
+    while let Ok(h) = read_header(batches) {
+        if !h.is_control() {
+            n += h.next_offset().saturating_sub(h.stamp.base_offset.max(from));
+        }
+        let len = (h.length as usize).clamp(HEADER_LEN, batches.len());
+        batches = &batches[len..];
+    }
+    n as usize
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -677,7 +736,7 @@ mod tests {
         bytes.extend(batch(3, 2, b"B"));
         let d = decode_batches(&bytes, 1, &[]);
         assert_eq!(offsets(&d.messages), vec![1, 2, 3, 4]);
-        assert_eq!(d.messages[0].body, b"m1");
+        assert_eq!(d.messages[0].body, &b"m1"[..]);
         assert_eq!((d.next_offset, d.corrupt), (5, None));
         let d = decode_batches(&bytes, 0, &[b"B".to_vec()]);
         assert_eq!(offsets(&d.messages), vec![3, 4]);
@@ -688,6 +747,30 @@ mod tests {
         let c = d.corrupt.expect("reported");
         // Its offsets are not trusted: one offset at a time.
         assert_eq!((c.first_offset, c.next_offset), (0, 1), "{}", c.reason);
+    }
+
+    #[test]
+    fn a_pooled_buffer_shared_by_messages_goes_back_when_the_last_one_goes() {
+        let bytes = batch(0, 3, b"A");
+        let pool = Arc::new(BufferPool::new(4, 1 << 20));
+        let view = PullView {
+            batches: bytes,
+            from: 0,
+            tags: Vec::new(),
+            next_offset: 3,
+            min_offset: 0,
+            max_offset: 3,
+            pool: Some(pool.clone()),
+        };
+        let mut messages = view.into_result().messages;
+        assert_eq!(messages.len(), 3);
+        assert_eq!(pool.free_buffers(), 0, "the messages hold the buffer");
+        let body = messages[1].body.clone();
+        messages.clear();
+        assert_eq!(pool.free_buffers(), 0, "a field kept holds it too");
+        assert_eq!(body, &b"m1"[..]);
+        drop(body);
+        assert_eq!(pool.free_buffers(), 1, "back in the pool with the last field");
     }
 
     #[test]
@@ -723,6 +806,19 @@ mod tests {
         let owned: Vec<ConsumedMessage> = msgs.iter().map(MessageView::to_owned).collect();
         assert_eq!(owned, decode_batches(&bytes, 1, &[]).messages);
         assert_eq!(view.to_result().messages, owned);
+        // Each copy is one allocation: its record's bytes, which its fields share.
+        let raw = msgs[0].record.raw().len();
+        assert!(owned[0].body.len() < raw);
+        // into_result shares the view's buffer: the same messages, not copied.
+        let shared = view_with(buffer.clone(), Vec::new());
+        let range = shared.batches.as_ptr_range();
+        let result = shared.into_result();
+        assert_eq!(result.messages, owned);
+        assert_eq!((result.next_offset, result.min_offset, result.max_offset), (5, 0, 7));
+        for m in &result.messages {
+            assert!(range.contains(&m.body.as_ptr()), "offset {} was copied", m.offset);
+        }
+        assert_eq!(result.messages[2].message_id, MessageId::new(1, 0, 3));
         // Tag filtering on views matches the owned decode.
         let tagged = view_with(buffer, tags.clone());
         let t: Vec<u64> = tagged.messages().map(|m| m.offset).collect();

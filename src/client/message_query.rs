@@ -15,31 +15,12 @@ use super::error::{ClientError, Result};
 use super::message::ConsumedMessage;
 use super::Client;
 use crate::protocol::key_query::{KeyHits, KeyQuery};
-use crate::protocol::{ErrorCode, Request, Response};
+use crate::protocol::{ErrorCode, MessageId, Request, Response};
 use crate::schedule::retry::PROPERTY_ORIGIN_MESSAGE_ID;
 
-/// Where a message id says a message is stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct MessageLocation {
-    pub topic_id: u32,
-    pub queue_id: u32,
-    pub offset: u64,
-}
-
-/// Parses a message id (32 hex digits: topic id, queue id, offset).
-pub fn parse_message_id(id: &str) -> std::result::Result<MessageLocation, String> {
-    if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(format!(
-            "{id:?} is not a message id: an id is 32 hex digits (topic id 8, queue id 8, offset \
-             16), as `ringmq produce` prints it"
-        ));
-    }
-    let hex = |r: std::ops::Range<usize>| u64::from_str_radix(&id[r], 16).expect("hex digits");
-    Ok(MessageLocation {
-        topic_id: hex(0..8) as u32,
-        queue_id: hex(8..16) as u32,
-        offset: hex(16..32),
-    })
+/// Parses a message id (32 hex digits: topic id, queue id, offset; see [`MessageId`]).
+pub fn parse_message_id(id: &str) -> std::result::Result<MessageId, String> {
+    id.parse()
 }
 
 /// Does `m` carry `key` (a word of its key, its original id, or its `UNIQ_KEY`)?
@@ -220,7 +201,7 @@ mod tests {
         let id = message_id(7, 3, 1 << 40);
         assert_eq!(
             parse_message_id(&id),
-            Ok(MessageLocation { topic_id: 7, queue_id: 3, offset: 1 << 40 })
+            Ok(MessageId { topic_id: 7, queue_id: 3, offset: 1 << 40 })
         );
         assert_eq!(parse_message_id(&id.to_lowercase()), parse_message_id(&id));
         for bad in ["", "123", &format!("{id}0"), &id.replace('0', "g")] {
@@ -233,16 +214,19 @@ mod tests {
         let m = ConsumedMessage {
             queue_id: 0,
             offset: 0,
-            message_id: String::new(),
+            message_id: crate::protocol::MessageId::default(),
             timestamp_ms: 0,
             store_timestamp_ms: 0,
-            key: b"a bc".to_vec(),
-            tag: vec![],
+            key: bytes::Bytes::from_static(b"a bc"),
+            tag: bytes::Bytes::new(),
             properties: vec![
-                (PROPERTY_ORIGIN_MESSAGE_ID.as_bytes().to_vec(), b"X1".to_vec()),
-                (b"UNIQ_KEY".to_vec(), b"U1".to_vec()),
+                (
+                    bytes::Bytes::from_static(PROPERTY_ORIGIN_MESSAGE_ID.as_bytes()),
+                    bytes::Bytes::from_static(b"X1"),
+                ),
+                (bytes::Bytes::from_static(b"UNIQ_KEY"), bytes::Bytes::from_static(b"U1")),
             ],
-            body: vec![],
+            body: bytes::Bytes::new(),
         };
         assert!(message_has_key(&m, b"a") && message_has_key(&m, b"bc"));
         assert!(message_has_key(&m, b"X1") && message_has_key(&m, b"U1"));

@@ -20,7 +20,7 @@
 //!     let r = producer.send(Message::new("orders", "created").with_key("order-42"))?;
 //!     let consumer = client.consumer();
 //!     let got = consumer.pull("orders", r.queue_id, r.queue_offset, Duration::from_secs(1))?;
-//!     assert_eq!(got.messages[0].body, b"created");
+//!     assert_eq!(got.messages[0].body, &b"created"[..]);
 //!     producer.close()
 //! }
 //! ```
@@ -43,6 +43,11 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! The messages `pull` returns and a push consumer's listener gets ([`ConsumedMessage`]) share
+//! the buffer their fetch arrived in (`bytes::Bytes` fields, a numeric [`MessageId`]): no
+//! allocation or copy per message. A message kept keeps its part of that fetch alive; copy
+//! the fields out to keep a few small messages of a large fetch.
 //!
 //! Threads: each connection has one reader thread; each producer one worker thread. Shared
 //! state (routes, connections, waiters) sits behind std mutexes: this is the client, not the
@@ -82,6 +87,7 @@ use std::sync::Arc;
 
 /// When a scheduled send is delivered: a delay level or a Unix time in ms.
 pub use crate::protocol::message::Delivery;
+pub use crate::protocol::MessageId;
 pub use admin::AdminClient;
 pub use consumer::{MessageView, PullConsumer, PullResult, PullView};
 pub use error::ClientError;

@@ -304,7 +304,6 @@ fn message_bytes(m: &ConsumedMessage) -> usize {
         + m.body.len()
         + m.key.len()
         + m.tag.len()
-        + m.message_id.len()
         + m.properties.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
 }
 
@@ -476,7 +475,7 @@ impl Shared {
             latency_ms,
             msg_id: origin
                 .map(|o| String::from_utf8_lossy(o).into_owned())
-                .unwrap_or_else(|| m.message_id.clone()),
+                .unwrap_or_else(|| m.message_id.to_string()),
             topic: m.origin_topic().unwrap_or(&q.topic).to_string(),
             queue_id: m.queue_id,
             offset: m.offset,

@@ -36,6 +36,8 @@ pub struct RecordRef<'a> {
     pub tag: &'a [u8],
     properties: &'a [u8],
     pub body: &'a [u8],
+    /// The record's bytes after its length prefix (every field above lies in them).
+    raw: &'a [u8],
 }
 
 impl<'a> RecordRef<'a> {
@@ -46,6 +48,14 @@ impl<'a> RecordRef<'a> {
     /// Looks up one property by name.
     pub fn property(&self, name: &[u8]) -> Option<&'a [u8]> {
         self.properties().filter_map(Result::ok).find(|(n, _)| *n == name).map(|(_, v)| v)
+    }
+    /// The record's bytes after its length prefix: the fields above are sub-slices of it.
+    pub fn raw(&self) -> &'a [u8] {
+        self.raw
+    }
+    /// The encoded properties (see [`Self::properties`]), a sub-slice of [`Self::raw`].
+    pub fn properties_raw(&self) -> &'a [u8] {
+        self.properties
     }
     /// Neither a key nor properties: nothing a key index takes (keys, message ids).
     pub fn is_bare(&self) -> bool {
@@ -271,6 +281,7 @@ fn record_body(body: &[u8], index: u32, first_ts: i64) -> Result<RecordRef<'_>, 
         tag,
         properties,
         body: payload,
+        raw: body,
     })
 }
 

@@ -33,6 +33,6 @@ pub use error_code::{ErrorCode, Retriable};
 pub use frame::{Check, FrameError, RequestHeader, ResponseHeader, DEFAULT_MAX_FRAME_BYTES};
 pub use message::{
     decode_request, decode_request_shared, encode_error, message_id, ErrorDetail, ErrorResponse,
-    Request, RequestError, Response, SendStatus, ShardStats, TopicInfo, TopicRoute,
+    MessageId, Request, RequestError, Response, SendStatus, ShardStats, TopicInfo, TopicRoute,
 };
 pub use shared_bytes::SharedBytes;

@@ -90,7 +90,7 @@ fn sigkill_during_sync_flush_loses_nothing_acknowledged() {
         let msgs = drain(&client, "durable", q, 0);
         for (i, m) in msgs.iter().enumerate() {
             assert_eq!(m.offset, i as u64, "offsets are dense");
-            stored.insert((q, m.offset), String::from_utf8(m.body.clone()).unwrap());
+            stored.insert((q, m.offset), String::from_utf8(m.body.to_vec()).unwrap());
         }
     }
     let mut bodies: Vec<&String> = stored.values().collect();
@@ -191,7 +191,7 @@ fn producer_retries_across_a_broker_restart() {
     for q in 0..2 {
         let stored: Vec<String> = drain(&client, "rt", q, 0)
             .into_iter()
-            .map(|m| String::from_utf8(m.body).unwrap())
+            .map(|m| String::from_utf8(m.body.to_vec()).unwrap())
             .collect();
         let expected: Vec<String> =
             sent.iter().filter(|(queue, _)| *queue == q).map(|(_, b)| b.clone()).collect();

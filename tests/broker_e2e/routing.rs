@@ -33,9 +33,9 @@ fn round_trip_across_two_shards() {
     let mut bodies = Vec::new();
     for q in 0..8 {
         for m in drain(&client, "orders", q, 0) {
-            assert_eq!(sent.get(&(q, m.offset)), Some(&m.message_id));
-            assert_eq!(m.tag, b"T");
-            bodies.push(String::from_utf8(m.body).unwrap());
+            assert_eq!(sent.get(&(q, m.offset)), Some(&m.message_id.to_string()));
+            assert_eq!(m.tag, &b"T"[..]);
+            bodies.push(String::from_utf8(m.body.to_vec()).unwrap());
         }
     }
     bodies.sort_by_key(|b| b[1..].parse::<u32>().unwrap());
@@ -92,9 +92,9 @@ fn messages_with_one_key_arrive_in_send_order() {
     let mut key_queue: HashMap<String, u32> = HashMap::new();
     for q in 0..4 {
         for m in drain(&client, "ordered", q, 0) {
-            let body = String::from_utf8(m.body).unwrap();
+            let body = String::from_utf8(m.body.to_vec()).unwrap();
             let (k, i) = body.split_once(':').unwrap();
-            assert_eq!(k.as_bytes(), m.key.as_slice());
+            assert_eq!(k.as_bytes(), &m.key[..]);
             assert_eq!(*key_queue.entry(k.to_owned()).or_insert(q), q, "a key stays on one queue");
             per_key.entry(k.to_owned()).or_default().push(i.parse().unwrap());
         }
@@ -238,7 +238,7 @@ fn a_produce_multi_to_one_port_stores_each_batch_on_its_owner_shard() {
         [Ok((0, 0)), Ok((1, 0)), Ok((2, 0)), unknown, Ok((3, 0)), Ok((1, 1)), Ok((2, 1))]
     );
     let bodies = |q: u32| -> Vec<Vec<u8>> {
-        drain(&client, "pm", q, 0).into_iter().map(|m| m.body).collect()
+        drain(&client, "pm", q, 0).into_iter().map(|m| m.body.to_vec()).collect()
     };
     assert_eq!(bodies(0), [b"a"]);
     assert_eq!(bodies(1), [b"b", b"e"]);

@@ -33,7 +33,7 @@ fn long_poll_wakes_on_append_and_times_out_empty() {
     producer.send(Message::new("lp", "wake")).unwrap();
     let (r, waited) = waiter.join().unwrap();
     assert_eq!(r.messages.len(), 1);
-    assert_eq!(r.messages[0].body, b"wake");
+    assert_eq!(r.messages[0].body, &b"wake"[..]);
     assert!(waited < Duration::from_secs(10), "woke after {waited:?}");
     producer.close().unwrap();
 }
@@ -95,7 +95,8 @@ fn large_batches_round_trip_through_both_write_paths() {
     for p in pending {
         p.wait().unwrap();
     }
-    let got: Vec<Vec<u8>> = drain(&client, "big", 0, 0).into_iter().map(|m| m.body).collect();
+    let got: Vec<Vec<u8>> =
+        drain(&client, "big", 0, 0).into_iter().map(|m| m.body.to_vec()).collect();
     assert_eq!(got.len(), bodies.len());
     assert!(got == bodies, "bodies differ");
     producer.close().unwrap();
@@ -130,7 +131,7 @@ fn tag_filtered_pulls_return_only_matching_messages() {
     let mut got = Vec::new();
     for _ in 0..100 {
         let r = consumer.pull("tags", 0, offset, Duration::ZERO).unwrap();
-        got.extend(r.messages.into_iter().map(|m| String::from_utf8(m.body).unwrap()));
+        got.extend(r.messages.into_iter().map(|m| String::from_utf8(m.body.to_vec()).unwrap()));
         offset = r.next_offset;
         if offset >= r.max_offset {
             break;
@@ -189,7 +190,7 @@ fn a_batch_send_is_all_or_nothing_at_contiguous_offsets() {
         [batch("a", 3, 10), batch("b", 50, 100), batch("f", 5, 10)].concat();
     assert_eq!(stored.len(), expected.len(), "only the stored batches, each whole");
     for (i, (got, want)) in stored.iter().zip(&expected).enumerate() {
-        assert_eq!((got.offset, &got.body), (i as u64, &want.body));
+        assert_eq!((got.offset, &got.body), (i as u64, &bytes::Bytes::from(want.body.clone())));
         assert_eq!(
             got.message_id,
             [&first, &second, &third]
@@ -206,7 +207,7 @@ fn a_batch_send_is_all_or_nothing_at_contiguous_offsets() {
     let view = client.consumer().pull_view("bt", 1, 1, Duration::ZERO).unwrap();
     let in_place: Vec<(u64, &[u8])> = view.messages().map(|m| (m.offset, m.body())).collect();
     let owned: Vec<(u64, &[u8])> =
-        stored.iter().skip(1).take(in_place.len()).map(|m| (m.offset, m.body.as_slice())).collect();
+        stored.iter().skip(1).take(in_place.len()).map(|m| (m.offset, &m.body[..])).collect();
     assert!(!in_place.is_empty());
     assert_eq!(in_place, owned);
     producer.close().unwrap();

@@ -86,7 +86,7 @@ fn send_back(
         let origin_id = m
             .property(retry::PROPERTY_ORIGIN_MESSAGE_ID.as_bytes())
             .map(|v| String::from_utf8_lossy(v).into_owned())
-            .unwrap_or_else(|| m.message_id.clone());
+            .unwrap_or_else(|| m.message_id.to_string());
         let decision = policy.decide(m.reconsume_times());
         let times = match decision {
             SendBack::Retry { reconsume_times, .. } | SendBack::DeadLetter { reconsume_times } => {
@@ -101,15 +101,15 @@ fn send_back(
         let mut properties: Vec<(Vec<u8>, Vec<u8>)> = m
             .properties
             .iter()
-            .filter(|(k, _)| !ours.iter().any(|o| o.as_bytes() == k.as_slice()))
-            .cloned()
+            .filter(|(k, _)| !ours.iter().any(|o| o.as_bytes() == k.as_ref()))
+            .map(|(k, v)| (k.to_vec(), v.to_vec()))
             .collect();
         properties.push((retry::PROPERTY_RETRY_TOPIC.into(), origin_topic.into_bytes()));
         properties.push((retry::PROPERTY_RECONSUME_TIME.into(), times.to_string().into_bytes()));
         properties.push((retry::PROPERTY_ORIGIN_MESSAGE_ID.into(), origin_id.into_bytes()));
-        let mut copy = crate::client::Message::new(String::new(), m.body.clone())
-            .with_key(m.key.clone())
-            .with_tag(m.tag.clone());
+        let mut copy = crate::client::Message::new(String::new(), m.body.to_vec())
+            .with_key(m.key.to_vec())
+            .with_tag(m.tag.to_vec());
         copy.properties = properties;
         copy.timestamp_ms = Some(m.timestamp_ms);
         match decision {
@@ -291,7 +291,7 @@ pub(super) fn fetch_loop(s: &Shared) {
                     continue;
                 }
             };
-            let r = view.to_result();
+            let r = view.into_result();
             let room = {
                 let mut p = lock(&q.progress);
                 p.pulled(r.messages.iter().map(|m| m.offset), r.next_offset);

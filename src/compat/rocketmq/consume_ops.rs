@@ -154,8 +154,8 @@ pub async fn send_back<L: ShardLog>(
     let mut properties: Vec<(&[u8], &[u8])> = m
         .properties
         .iter()
-        .filter(|(k, _)| !ours.iter().any(|o| o.as_bytes() == k.as_slice()))
-        .map(|(k, v)| (k.as_slice(), v.as_slice()))
+        .filter(|(k, _)| !ours.iter().any(|o| o.as_bytes() == k.as_ref()))
+        .map(|(k, v)| (k.as_ref(), v.as_ref()))
         .collect();
     let times_text = times.to_string();
     properties.push((retry::PROPERTY_RETRY_TOPIC.as_bytes(), origin_topic.as_bytes()));

@@ -289,7 +289,7 @@ async fn check_request<L: ShardLog>(
     let Some(mut m) = half_message(&c) else {
         return Err((response::SYSTEM_ERROR, "the half's batch holds no record".into()));
     };
-    m.properties.push((property::TRAN_MSG.as_bytes().to_vec(), b"true".to_vec()));
+    m.properties.push((property::TRAN_MSG.as_bytes().into(), b"true"[..].into()));
     let packed =
         stored::pack_position(topic_id, c.queue_id, c.transaction_id).ok_or_else(|| {
             (
@@ -329,21 +329,11 @@ fn half_message(c: &TransactionCheck) -> Option<ConsumedMessage> {
     let view = BatchView::parse(&c.batch, c.batch.len()).ok()?;
     let store_ms = view.header.stamp.store_timestamp_ms;
     let r = view.records().next()?.ok()?;
-    Some(ConsumedMessage {
-        queue_id: c.queue_id,
-        offset: c.transaction_id,
-        message_id: String::new(),
-        timestamp_ms: r.timestamp_ms,
-        store_timestamp_ms: if store_ms > 0 { store_ms } else { r.timestamp_ms },
-        key: r.key.to_vec(),
-        tag: r.tag.to_vec(),
-        properties: r
-            .properties()
-            .filter_map(Result::ok)
-            .map(|(n, v)| (n.to_vec(), v.to_vec()))
-            .collect(),
-        body: r.body.to_vec(),
-    })
+    let store_ms = if store_ms > 0 { store_ms } else { r.timestamp_ms };
+    let mut m = ConsumedMessage::copied(&r, crate::protocol::MessageId::default(), store_ms);
+    m.queue_id = c.queue_id;
+    m.offset = c.transaction_id;
+    Some(m)
 }
 
 #[cfg(test)]

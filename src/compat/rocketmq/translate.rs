@@ -190,7 +190,7 @@ pub fn encode_consumed(
     }
     for (name, value) in &m.properties {
         let text = std::str::from_utf8(value).ok();
-        match name.as_slice() {
+        match name.as_ref() {
             n if n == property::RINGMQ_FLAG.as_bytes() => {
                 flag = text.and_then(|t| t.parse().ok()).unwrap_or(0);
             }
@@ -265,18 +265,18 @@ mod tests {
         let consumed = ConsumedMessage {
             queue_id: 2,
             offset: 41,
-            message_id: String::new(),
+            message_id: crate::protocol::MessageId::default(),
             timestamp_ms: 10,
             store_timestamp_ms: 20,
-            key: b"k".to_vec(),
-            tag: b"T".to_vec(),
+            key: bytes::Bytes::from_static(b"k"),
+            tag: bytes::Bytes::from_static(b"T"),
             properties: vec![
-                (b"RMQ_FLAG".to_vec(), b"7".to_vec()),
-                (b"RMQ_COMPRESSED".to_vec(), b"1".to_vec()),
-                (b"RECONSUME_TIME".to_vec(), b"3".to_vec()),
-                (b"UNIQ_KEY".to_vec(), b"U".to_vec()),
+                (bytes::Bytes::from_static(b"RMQ_FLAG"), bytes::Bytes::from_static(b"7")),
+                (bytes::Bytes::from_static(b"RMQ_COMPRESSED"), bytes::Bytes::from_static(b"1")),
+                (bytes::Bytes::from_static(b"RECONSUME_TIME"), bytes::Bytes::from_static(b"3")),
+                (bytes::Bytes::from_static(b"UNIQ_KEY"), bytes::Bytes::from_static(b"U")),
             ],
-            body: b"body".to_vec(),
+            body: bytes::Bytes::from_static(b"body"),
         };
         let host = SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, 1), 10911);
         let mut out = Vec::new();

@@ -403,6 +403,17 @@ fn message_ids_are_fixed_width_hex() {
         [(0, 0, 0), (u32::MAX, u32::MAX, u64::MAX), (0xABCD, 0x1234_5678, 0xFEDC_BA98_7654_3210)]
     {
         assert_eq!(message_id(t, q, o), format!("{t:08X}{q:08X}{o:016X}"));
+        let id = MessageId::new(t, q, o);
+        let text = format!("{t:08X}{q:08X}{o:016X}");
+        assert_eq!(id.to_string(), text);
+        assert_eq!(text.parse::<MessageId>(), Ok(id));
+        assert_eq!(text.to_lowercase().parse::<MessageId>(), Ok(id));
+        assert!(id == text.as_str() && id == text.to_lowercase());
+        assert!(id != format!("{text}0") && id != text[1..]);
+        assert_eq!(format!("{id:>34}"), format!("  {text}"), "width and fill honoured");
+    }
+    for bad in ["", "123", &"0".repeat(33), &"g".repeat(32), &"é".repeat(16)] {
+        assert!(bad.parse::<MessageId>().unwrap_err().contains("32 hex digits"), "{bad}");
     }
 }
 
