@@ -242,3 +242,50 @@ fn a_listener_s_messages_share_the_fetch_buffer() {
     }
     assert!(adjacent >= 150, "{adjacent} of 199 bodies follow the previous record");
 }
+
+/// A stuck message stops its queue's fetches once the unfinished offsets span more than
+/// `max_span_per_queue` (RocketMQ's `consumeConcurrentlyMaxSpan`): the workers finish the
+/// messages after it only up to about a fetch past the bound, not the whole queue, so a crash
+/// would not redeliver all of it. Once it finishes the queue is read to its end.
+#[test]
+fn a_stuck_message_stops_its_queue_past_the_max_span() {
+    let dir = tempdir();
+    let broker = broker(dir.path());
+    let client = Client::connect(&broker.addr()).unwrap();
+    // 2,000 messages of 4 KiB in one queue: a fetch (1 MiB) holds about 250 of them.
+    preload_sized(&client, "span", 1, 2000, 4096);
+    let open = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut config = PushConsumerConfig::new("span-g").subscribe("span", "*");
+    config.consume_from = ConsumeFrom::FirstOffset;
+    config.mode = ConsumeMode::Concurrent { threads: 2, batch_size: 1 };
+    config.max_span_per_queue = 50;
+    // Not what stops it: the other messages finish, so few are ever unfinished.
+    config.max_unfinished_per_queue = 20;
+    config.commit_interval = Duration::from_millis(100);
+    let (gate, count) = (open.clone(), done.clone());
+    let listener = move |m: &[ConsumedMessage], _: &ringmq::client::ConsumeContext<'_>| {
+        while m[0].offset == 0 && !gate.load(std::sync::atomic::Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        count.fetch_add(m.len(), std::sync::atomic::Ordering::SeqCst);
+        ConsumeStatus::Success
+    };
+    let consumer = PushConsumer::start(&client, config, listener).unwrap();
+    let _opens = Opens(open.clone());
+    let consumed = || done.load(std::sync::atomic::Ordering::SeqCst);
+    poll_until(Duration::from_secs(60), || (consumed() >= 200).then_some(()));
+    // Without the bound the other worker would go through all 1,999 in well under this.
+    std::thread::sleep(Duration::from_secs(2));
+    let stalled = consumed();
+    assert!(stalled < 600, "{stalled} messages consumed past the stuck one (span bound 50)");
+    let committed = || {
+        let q = [("span".to_string(), 0)];
+        client.groups().committed("span-g", &q).unwrap().first().and_then(|c| c.2)
+    };
+    assert!(committed().unwrap_or(0) == 0, "held at the stuck message: {:?}", committed());
+    open.store(true, std::sync::atomic::Ordering::SeqCst);
+    poll_until(Duration::from_secs(60), || (consumed() == 2000).then_some(()));
+    poll_until(Duration::from_secs(30), || (committed() == Some(2000)).then_some(()));
+    consumer.shutdown();
+}

@@ -6,7 +6,10 @@
 //! nothing is unfinished: **the committed offset never passes an unfinished message**, so a
 //! crash redelivers from the oldest message not yet processed (and may redeliver some that
 //! were), never skips one. Bounded: the queue is not fetched while `max_unfinished` messages
-//! are unfinished.
+//! are unfinished, nor (with [`ProcessQueue::with_max_span`], after RocketMQ's
+//! `consumeConcurrentlyMaxSpan`) while the oldest unfinished one is more than `max_span`
+//! behind the next offset to fetch: one slow or stuck message holds the commit back, and
+//! without the span bound a crash or a rebalance would redeliver everything consumed after it.
 //!
 //! [`RetryPolicy`]: `RECONSUME_LATER` in this client redelivers locally after a growing delay
 //! (RocketMQ's delay levels 1 s, 5 s, 10 s, 30 s, 1 m, 2 m...), at most `max_attempts`
@@ -24,6 +27,8 @@ pub struct ProcessQueue {
     unfinished: VecDeque<u64>,
     next_pull: u64,
     max_unfinished: usize,
+    /// The most the newest unfinished offset may be past the oldest for more to be fetched.
+    max_span: u64,
     /// Committable offset at the last commit (to commit only what moved).
     committed: Option<u64>,
     /// The position is known (not yet: [`ProcessQueue::unresolved`]).
@@ -37,6 +42,7 @@ impl ProcessQueue {
             unfinished: VecDeque::new(),
             next_pull: start,
             max_unfinished: max_unfinished.max(1),
+            max_span: u64::MAX,
             committed: None,
             resolved: true,
         }
@@ -52,13 +58,31 @@ impl ProcessQueue {
         ProcessQueue { resolved: false, ..ProcessQueue::new(probe, max_unfinished) }
     }
 
+    /// Fetched no more while the oldest unfinished offset is more than `max_span` behind the
+    /// next one to fetch. RocketMQ's `consumeConcurrentlyMaxSpan` (2,000 there) measures to
+    /// the newest *unfinished* offset instead, so it stops nothing while the messages after a
+    /// stuck one finish as fast as they come; measured to the fetch position, the bound holds
+    /// what is consumed past a stuck message (and redelivered after a crash) to `max_span`
+    /// plus one fetch.
+    pub fn with_max_span(mut self, max_span: u64) -> Self {
+        self.max_span = max_span;
+        self
+    }
+
     pub fn next_pull(&self) -> u64 {
         self.next_pull
     }
 
-    /// Whether more may be fetched.
+    /// Whether more may be fetched: fewer than `max_unfinished` unfinished, spanning at
+    /// most `max_span` offsets.
     pub fn has_room(&self) -> bool {
-        self.unfinished.len() < self.max_unfinished
+        self.unfinished.len() < self.max_unfinished && self.span() <= self.max_span
+    }
+
+    /// How far the oldest unfinished offset is behind the next one to fetch (0 with none
+    /// unfinished).
+    pub fn span(&self) -> u64 {
+        self.unfinished.front().map_or(0, |&oldest| self.next_pull.saturating_sub(oldest))
     }
 
     pub fn unfinished(&self) -> usize {
@@ -179,6 +203,35 @@ mod tests {
     }
 
     #[test]
+    fn a_stuck_message_stops_the_fetches_once_the_unfinished_span_passes_the_bound() {
+        let mut q = ProcessQueue::new(0, 1000).with_max_span(100);
+        q.pulled(0..50, 50);
+        q.finished(1..50); // offset 0 is stuck
+        assert_eq!((q.unfinished(), q.span()), (1, 50));
+        assert!(q.has_room());
+        q.pulled(50..100, 100);
+        q.finished(50..100);
+        assert_eq!((q.unfinished(), q.span()), (1, 100));
+        assert!(q.has_room(), "100 behind: at the bound");
+        q.pulled(100..101, 101);
+        assert!(!q.has_room(), "101 behind with 2 unfinished");
+        q.finished([100]);
+        assert!(!q.has_room(), "the others finishing does not make room: the stuck one does");
+        q.finished([0]);
+        assert!(q.has_room());
+        assert_eq!((q.committable(), q.span()), (101, 0));
+        // Past a record filtered out by tag the position still counts.
+        q.pulled([101], 150);
+        assert_eq!(q.span(), 49);
+        // Without the bound only the count stops it.
+        let mut q = ProcessQueue::new(0, 1000);
+        q.pulled(0..5000, 5000);
+        q.finished(1..5000);
+        assert_eq!(q.span(), 5000);
+        assert!(q.has_room());
+    }
+
+    #[test]
     fn an_unresolved_start_is_committed_only_once_a_fetch_placed_it() {
         for (probe, placed) in [(0, 40), (u64::MAX, 75)] {
             let mut q = ProcessQueue::unresolved(probe, 10);
@@ -241,12 +294,12 @@ mod tests {
 
         /// Against a set of the unfinished offsets: any pulls (in order, overlapping what was
         /// pulled, or after a jump back), finishes (of pulled offsets, others, twice) and
-        /// jumps leave the same unfinished count, room and committable offset.
+        /// jumps leave the same unfinished count, span, room and committable offset.
         #[test]
         fn the_deque_behaves_as_a_set_of_unfinished_offsets(
             ops in proptest::collection::vec((0u8..3, 0u64..60, 0u64..8), 1..200),
         ) {
-            let mut q = ProcessQueue::new(0, 20);
+            let mut q = ProcessQueue::new(0, 20).with_max_span(30);
             let mut set = std::collections::BTreeSet::new();
             let mut next_pull = 0u64;
             for (op, at, n) in ops {
@@ -272,7 +325,9 @@ mod tests {
                     }
                 }
                 prop_assert_eq!(q.unfinished(), set.len());
-                prop_assert_eq!(q.has_room(), set.len() < 20);
+                let span = set.first().map_or(0, |f| next_pull.saturating_sub(*f));
+                prop_assert_eq!(q.span(), span);
+                prop_assert_eq!(q.has_room(), set.len() < 20 && span <= 30);
                 prop_assert_eq!(q.committable(), set.first().copied().unwrap_or(next_pull));
                 prop_assert!(q.unfinished.iter().zip(q.unfinished.iter().skip(1)).all(|(a, b)| a < b));
             }

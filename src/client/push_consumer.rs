@@ -68,7 +68,9 @@
 //!
 //! # Bounds
 //! Unfinished messages per queue (`max_unfinished_per_queue`; the queue is left out of the
-//! fetches above it, so it holds at most that plus one fetch's worth); the messages waiting for
+//! fetches above it, so it holds at most that plus one fetch's worth; in concurrent mode also
+//! above `max_span_per_queue` offsets between its oldest and newest unfinished message, which
+//! bounds what a crash or rebalance redelivers after a stuck one); the messages waiting for
 //! a worker, in the channel or in orderly queues' backlogs (the fetch thread reads nothing
 //! while they hold more than `max_buffered_bytes`, so at most that plus one fetch's worth; a
 //! suspended orderly queue's backlog is bounded by the first bound only); the fetches in
@@ -186,9 +188,18 @@ pub struct PushConsumerConfig {
     /// Long-poll wait of each fetch at the broker. Default 1 s.
     pub pull_wait: Duration,
     pub max_unfinished_per_queue: usize,
+    /// Concurrent mode: a queue is fetched no more while its oldest unfinished message is
+    /// more than this many offsets behind the next one to fetch (after RocketMQ's
+    /// `consumeConcurrentlyMaxSpan`, which measures to the newest unfinished message and so
+    /// does not stop a queue whose other messages finish as they come). A slow or stuck
+    /// message holds the queue's commit back while the workers finish the ones after it;
+    /// this bounds what a crash or a rebalance would redeliver to about this plus one
+    /// fetch. Never below `max_unfinished_per_queue` (a smaller span would bind first on
+    /// every queue consumed in order). Default 2,000.
+    pub max_span_per_queue: u64,
     /// The fetch thread reads no more while the messages fetched and not yet taken by a
     /// worker (in batches for the workers; orderly: in their queues' backlogs) hold more than
-    /// this many bytes (bodies, keys, tags, properties and ids, plus their fixed size).
+    /// this many bytes (bodies, keys, tags and properties, plus their fixed size).
     /// Default 32 MiB.
     pub max_buffered_bytes: usize,
     /// Local redelivery: orderly and broadcasting consumers, and a clustering consumer whose
@@ -223,6 +234,7 @@ impl PushConsumerConfig {
             lock_lease: Duration::from_secs(60),
             pull_wait: Duration::from_secs(1),
             max_unfinished_per_queue: 1000,
+            max_span_per_queue: 2000,
             max_buffered_bytes: 32 << 20,
             retry: RetryPolicy::default(),
             send_back: Some(SendBackPolicy::default()),

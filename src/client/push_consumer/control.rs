@@ -6,7 +6,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::{lock, ConsumeFrom, FetchCommand, MessageModel, QueueKey, QueueState, Shared};
+use super::{
+    lock, ConsumeFrom, ConsumeMode, FetchCommand, MessageModel, QueueKey, QueueState, Shared,
+};
 use crate::client::error::Result;
 use crate::client::group::GroupClient;
 use crate::client::process_queue::ProcessQueue;
@@ -209,6 +211,9 @@ impl Control {
                     .map(|o| ProcessQueue::new(o, max)),
             };
             let progress = match progress {
+                Ok(p) if matches!(c.mode, ConsumeMode::Concurrent { .. }) => {
+                    p.with_max_span(c.max_span_per_queue.max(max as u64))
+                }
                 Ok(p) => p,
                 Err(e) => {
                     // This queue and the rest stay pending; those started so far are read.
