@@ -63,7 +63,8 @@ impl ProcessQueue {
     /// the newest *unfinished* offset instead, so it stops nothing while the messages after a
     /// stuck one finish as fast as they come; measured to the fetch position, the bound holds
     /// what is consumed past a stuck message (and redelivered after a crash) to `max_span`
-    /// plus one fetch.
+    /// plus what the fetches already asked for bring (the reader asks a queue's next fetch
+    /// before the last answer is looked at: two fetches).
     pub fn with_max_span(mut self, max_span: u64) -> Self {
         self.max_span = max_span;
         self
