@@ -69,9 +69,10 @@
 //! # Bounds
 //! Unfinished messages per queue (`max_unfinished_per_queue`; the queue is left out of the
 //! fetches above it, so it holds at most that plus one fetch's worth; in concurrent mode also
-//! above `max_span_per_queue` offsets between its oldest and newest unfinished message, which
-//! bounds what a crash or rebalance redelivers after a stuck one); the messages waiting for
-//! a worker, in the channel or in orderly queues' backlogs (the fetch thread reads nothing
+//! while its oldest unfinished message is more than `max_span_per_queue` offsets behind the
+//! fetch position, which bounds what a crash or rebalance redelivers after a stuck one); the
+//! messages waiting for a worker, in the channel, in concurrent batches' local redelivery or
+//! in orderly queues' backlogs (the fetch thread reads nothing
 //! while they hold more than `max_buffered_bytes`, so at most that plus one fetch's worth; a
 //! suspended orderly queue's backlog is bounded by the first bound only); the fetches in
 //! flight (two per broker shard plus one, each of at most the consumer's `max_bytes`, 1 MiB).
@@ -193,12 +194,13 @@ pub struct PushConsumerConfig {
     /// `consumeConcurrentlyMaxSpan`, which measures to the newest unfinished message and so
     /// does not stop a queue whose other messages finish as they come). A slow or stuck
     /// message holds the queue's commit back while the workers finish the ones after it;
-    /// this bounds what a crash or a rebalance would redeliver to about this plus one
-    /// fetch. Never below `max_unfinished_per_queue` (a smaller span would bind first on
+    /// this bounds what a crash or a rebalance would redeliver to about this plus two
+    /// fetches. Never below `max_unfinished_per_queue` (a smaller span would bind first on
     /// every queue consumed in order). Default 2,000.
     pub max_span_per_queue: u64,
     /// The fetch thread reads no more while the messages fetched and not yet taken by a
-    /// worker (in batches for the workers; orderly: in their queues' backlogs) hold more than
+    /// worker (in batches for the workers or waiting for their local redelivery; orderly: in
+    /// their queues' backlogs) hold more than
     /// this many bytes (bodies, keys, tags and properties, plus their fixed size).
     /// Default 32 MiB.
     pub max_buffered_bytes: usize,
@@ -320,10 +322,11 @@ fn message_bytes(m: &ConsumedMessage) -> usize {
 }
 
 /// The messages fetched and not yet taken by a worker (concurrent mode: in batches for the
-/// workers; orderly: in the backlogs of queues not waiting to run again).
+/// workers, or waiting for their local redelivery; orderly: in the backlogs of queues not
+/// waiting to run again).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Buffered {
-    /// Messages waiting for a worker.
+    /// Messages waiting for a worker (or for their redelivery's time).
     pub messages: usize,
     /// Their bytes as counted against [`PushConsumerConfig::max_buffered_bytes`].
     pub bytes: usize,

@@ -54,6 +54,8 @@ pub(super) fn worker(s: &Shared, rx: &Receiver<Task>) {
                 match s.config.retry.delay(failures) {
                     Some(d) => {
                         let retry = Task::new(task.queue.clone(), task.messages, failures);
+                        // Counted while it waits, as in the channel (uncounted by retry_loop).
+                        s.buffer(retry.messages.len(), retry.bytes);
                         lock(&s.retries).push((Instant::now() + d, retry));
                     }
                     None => {
@@ -147,6 +149,9 @@ pub(super) fn retry_loop(s: &Shared) {
             due.into_iter().map(|(_, t)| t).collect()
         };
         for t in due {
+            // Counted while waiting here (concurrent batches; an orderly queue's turn holds
+            // none); submit counts it again.
+            s.took(t.messages.len(), t.bytes);
             // A queue given up meanwhile: its batch stays unfinished (the next owner gets it).
             if t.queue.stop.load(Ordering::SeqCst) {
                 drop_backlog(s, &t.queue);
