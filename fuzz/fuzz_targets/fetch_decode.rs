@@ -1,13 +1,16 @@
 //! Feeds arbitrary bytes to what the client library decodes from a fetch answer
-//! (`client::consumer`: `scan_batches`, `scan_queue_batches`, `decode_batches`), and to the
-//! transaction records a shard replays from its log (`transaction::record`, `decode_half`).
+//! (`client::consumer`: `scan_batches`, `scan_queue_batches`, `decode_batches` and
+//! `decode_batches_shared`), and to the transaction records a shard replays from its log
+//! (`transaction::record`, `decode_half`).
 //! Any panic is a bug; add the crashing input as a regression test next to the decoder. The
 //! proptests `any_fetched_bytes_decode_without_a_panic` (consumer.rs) and
 //! `decoders_never_panic` (transaction/record.rs) run similar drivers in CI.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use ringmq::client::consumer::{decode_batches, scan_batches, scan_queue_batches, StampedQueue};
+use ringmq::client::consumer::{
+    decode_batches, decode_batches_shared, scan_batches, scan_queue_batches, StampedQueue,
+};
 use ringmq::transaction::record::{HalfRecord, OpRecord};
 use ringmq::transaction::replay::decode_half;
 
@@ -25,6 +28,8 @@ fuzz_target!(|data: &[u8]| {
             assert!(scan.valid_len <= bytes.len() && scan.next_offset >= from);
             let d = decode_batches(bytes, from, &tags);
             assert_eq!(d.next_offset, scan.next_offset);
+            // Sharing the buffer instead of copying gives the same messages.
+            assert_eq!(decode_batches_shared(&bytes.to_vec().into(), from, &tags), d);
             let mut last = None;
             for m in &d.messages {
                 assert!(m.offset >= from && m.offset < d.next_offset);

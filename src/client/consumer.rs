@@ -1015,6 +1015,9 @@ mod tests {
                 let offsets: Vec<u64> = d.messages.iter().map(|m| m.offset).collect();
                 proptest::prop_assert!(offsets.windows(2).all(|w| w[0] < w[1]), "{:?}", offsets);
                 proptest::prop_assert!(offsets.iter().all(|&o| o >= from && o < d.next_offset));
+                // Shared with the buffer or copied out, the same messages.
+                let shared = decode_batches_shared(&Bytes::from(bytes.clone()), from, tags);
+                proptest::prop_assert_eq!(&shared, &d);
                 let queue = StampedQueue { topic_id: Some(1), queue_id: 0 };
                 let stamped = scan_queue_batches(&bytes, from, tags, queue);
                 proptest::prop_assert!(stamped.valid_len <= scan.valid_len);
