@@ -17,6 +17,12 @@ use crate::group::allocate::{AllocMember, AllocQueue};
 use crate::group::membership::TagFilter;
 use crate::protocol::ErrorCode;
 
+/// The first retry of a queue lock another member holds, after a rebalance; each further
+/// one waits twice as long, up to [`TAKE_MAX_RETRY`] (every 100 ms before round 38: a
+/// rebalance paused a moved queue about 100 ms).
+const TAKE_FIRST_RETRY: Duration = Duration::from_millis(5);
+const TAKE_MAX_RETRY: Duration = Duration::from_millis(100);
+
 /// The control thread's state.
 pub(super) struct Control {
     s: Arc<Shared>,
@@ -62,6 +68,9 @@ impl Control {
         let now = Instant::now();
         let (mut next_heartbeat, mut next_commit, mut next_renew, mut next_take) =
             (now, now, now, now);
+        // Queues whose lock another member still holds are asked for again soon after a
+        // rebalance (that member lets go within milliseconds of seeing it), then less often.
+        let mut take_backoff = TAKE_FIRST_RETRY;
         while !self.s.stop.load(Ordering::Relaxed) {
             let now = Instant::now();
             if now >= next_heartbeat || self.s.changed.swap(false, Ordering::Relaxed) {
@@ -72,6 +81,8 @@ impl Control {
                 }
                 match hb.map(|ack| ack.version) {
                     Ok(v) if v != self.version => {
+                        take_backoff = TAKE_FIRST_RETRY;
+                        next_take = now + take_backoff;
                         if let Err(e) = self.rebalance() {
                             tracing::warn!(group = %c.group, "rebalance failed, retrying: {e}");
                             next_heartbeat = now + Duration::from_millis(200);
@@ -85,7 +96,8 @@ impl Control {
                 }
             }
             if !self.pending.is_empty() && now >= next_take {
-                next_take = now + Duration::from_millis(100);
+                take_backoff = (take_backoff * 2).min(TAKE_MAX_RETRY);
+                next_take = now + take_backoff;
                 if let Err(e) = self.take_pending() {
                     tracing::debug!(group = %c.group, "taking queues: {e}");
                 }
@@ -105,7 +117,11 @@ impl Control {
                     q.running.load(Ordering::SeqCst) == 0 && lock(&q.progress).unfinished() == 0
                 });
             self.s.caught_up.store(all_caught_up, Ordering::Relaxed);
-            self.s.sleep(Duration::from_millis(50));
+            let mut nap = Duration::from_millis(50);
+            if !self.pending.is_empty() {
+                nap = nap.min(next_take.saturating_duration_since(Instant::now()));
+            }
+            self.s.sleep(nap);
         }
         // Shutdown: give every queue up with a commit, then leave.
         let all: Vec<QueueKey> = self.owned.keys().cloned().collect();
