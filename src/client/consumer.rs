@@ -646,8 +646,12 @@ fn shared_messages(buf: &Bytes, from: u64, tags: &[Vec<u8>]) -> Vec<ConsumedMess
 }
 
 /// The records of verified batches at or after `from` (before filtering by tag), read from
-/// the batch headers.
+/// the batch headers; at most what the bytes can hold (a batch the scan did not look into,
+/// below `from` or ruled out by tag, is checked by its CRCs only: its count is the sender's
+/// word).
 fn records_from(mut batches: &[u8], from: u64) -> usize {
+    const MIN_RECORD_BYTES: usize = 20;
+    let most = batches.len() / MIN_RECORD_BYTES;
     let mut n = 0u64;
     while let Ok(h) = read_header(batches) {
         if !h.is_control() {
@@ -656,7 +660,7 @@ fn records_from(mut batches: &[u8], from: u64) -> usize {
         let len = (h.length as usize).clamp(HEADER_LEN, batches.len());
         batches = &batches[len..];
     }
-    n as usize
+    usize::try_from(n).unwrap_or(usize::MAX).min(most)
 }
 
 #[cfg(test)]
@@ -747,6 +751,18 @@ mod tests {
         let c = d.corrupt.expect("reported");
         // Its offsets are not trusted: one offset at a time.
         assert_eq!((c.first_offset, c.next_offset), (0, 1), "{}", c.reason);
+    }
+
+    #[test]
+    fn the_output_is_sized_by_the_headers_but_never_past_what_the_bytes_hold() {
+        let mut bytes = batch(0, 3, b"A");
+        bytes.extend(batch(3, 2, b"B"));
+        assert_eq!(records_from(&bytes, 0), 5);
+        assert_eq!(records_from(&bytes, 4), 1);
+        // A batch the scan does not look into (ruled out by tag) is its sender's word: a
+        // count of a million in a few bytes must not size the vector.
+        bytes[48..52].copy_from_slice(&(1u32 << 20).to_le_bytes());
+        assert_eq!(records_from(&bytes, 0), bytes.len() / 20);
     }
 
     #[test]
