@@ -640,19 +640,19 @@ async fn shard_main(args: ShardArgs) -> Result<(), String> {
     let _ = events.send(Event::Serving);
 
     let _ = stop.await;
-    for a in accepts {
-        a.await;
-    }
-    release.await;
-    writers.await;
-    if let Some(m) = metrics {
-        m.await;
-    }
-    keys.await;
-    replication.await;
-    follower.await;
-    shard.begin_stop();
+    tracing::debug!(shard = id, "stopping");
     let grace = Duration::from_millis(b.shutdown_timeout_ms);
+    let step = |what: &'static str| StopStep { shard: id, what, grace };
+    step("the accept loops").wait(futures::future::join_all(accepts)).await;
+    step("the memory release loop").wait(release).await;
+    step("the group, schedule and transaction loops").wait(writers).await;
+    if let Some(m) = metrics {
+        step("the metrics task").wait(m).await;
+    }
+    step("the key index's last steps").wait(keys).await;
+    step("the replication timer").wait(replication).await;
+    step("the follower").wait(follower).await;
+    shard.begin_stop();
     let all = b.max_connections_per_shard as u64;
     if runtime::timeout(grace, connections.acquire(all)).await.is_none() {
         tracing::warn!(shard = id, "connections still busy after {grace:?}; closing anyway");
@@ -669,6 +669,30 @@ async fn shard_main(args: ShardArgs) -> Result<(), String> {
     closed.map_err(|e| format!("closing the log of shard {id} failed: {e}"))?;
     tracing::debug!(shard = id, "stopped");
     Ok(())
+}
+
+/// One step of a shard's stop that has no deadline of its own (its task ends when it sees the
+/// stop). A step still running after `grace` is logged, naming it, and waited for: a stop
+/// that hangs says where.
+struct StopStep {
+    shard: usize,
+    what: &'static str,
+    grace: Duration,
+}
+
+impl StopStep {
+    async fn wait<F: std::future::Future>(self, fut: F) -> F::Output {
+        futures::pin_mut!(fut);
+        if let Some(v) = runtime::timeout(self.grace, fut.as_mut()).await {
+            tracing::debug!(shard = self.shard, "stopping: {} done", self.what);
+            return v;
+        }
+        let Self { shard, what, grace } = self;
+        tracing::warn!(shard, "stopping: still waiting for {what} after {grace:?}");
+        let v = fut.await;
+        tracing::warn!(shard, "stopping: {what} done");
+        v
+    }
 }
 
 /// `address` ready for `host:port` (IPv6 in brackets).

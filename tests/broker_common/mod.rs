@@ -70,7 +70,11 @@ impl Broker {
         let mut child = Command::new(env!("CARGO_BIN_EXE_ringmq"))
             .args(["broker", "--config"])
             .arg(&cfg)
-            .args(["--log-level", "warn"])
+            // RINGMQ_TEST_BROKER_LOG=debug (e.g.) to see more of a failing test's brokers.
+            .args([
+                "--log-level",
+                &std::env::var("RINGMQ_TEST_BROKER_LOG").unwrap_or("warn".into()),
+            ])
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
