@@ -78,6 +78,10 @@ impl<D: LogDir + 'static> ShardLog for Rc<CommitLog<D>> {
         CommitLog::pin_retention(self, queue, from.map(QueueOffset::new))
     }
 
+    fn take_retention_held(&self, queue: QueueKey) -> bool {
+        CommitLog::take_retention_held(self, queue)
+    }
+
     async fn offset_for_timestamp(
         &self,
         queue: QueueKey,

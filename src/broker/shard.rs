@@ -187,6 +187,10 @@ pub struct Shard<L: ShardLog> {
     /// Offset commits, deletions and snapshots one at a time, appended in the order they
     /// asked (a later commit of a queue never lands before an earlier one).
     group_gate: crate::runtime::FairGate,
+    /// The last offsets snapshot taken and not yet durable: its first part's offset and the
+    /// log position past its last part. Retention's pin on the offsets queue moves to it once
+    /// the log is durable there (`group::pin_offsets`).
+    offsets_snapshot: std::cell::Cell<Option<(u64, u64)>>,
     watchers: RefCell<group::Watchers>,
     /// Scheduled messages (`schedule` handler): the timer wheel and its progress.
     schedule: RefCell<schedule::ScheduleState>,
@@ -281,6 +285,7 @@ impl<L: ShardLog> Shard<L> {
                 config.group.coordinator(config.broker.max_frame_bytes),
             )),
             group_gate: crate::runtime::FairGate::new(),
+            offsets_snapshot: std::cell::Cell::new(None),
             watchers: RefCell::new(group::Watchers::new(config.group.max_watchers)),
             transactions: RefCell::new(crate::transaction::Transactions::new(
                 config.transaction.limits(),

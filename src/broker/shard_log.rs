@@ -103,6 +103,9 @@ pub trait ShardLog: 'static {
     /// Keeps retention from deleting `queue`'s batches from offset `from` on (None: no pin);
     /// see [`crate::storage::CommitLog::pin_retention`].
     fn pin_retention(&self, queue: QueueKey, from: Option<u64>);
+    /// True once after a retention run that `queue`'s pin kept from deleting what its policy
+    /// chose; see [`crate::storage::CommitLog::take_retention_held`].
+    fn take_retention_held(&self, queue: QueueKey) -> bool;
     /// The log position up to which appended data is readable.
     fn visible_end(&self) -> u64;
     /// The newest store timestamp in the log (`i64::MIN` when empty): after a restart, about

@@ -499,6 +499,7 @@ impl<L: ShardLog> Shard<L> {
         let n = parts.len() as u32;
         let timestamp_ms = self.clock.unix_ms();
         let mut last = None;
+        let mut first_offset = None;
         for (i, part) in parts.iter().enumerate() {
             let key = snapshot_key(i as u32, n);
             let mut builder = BatchBuilder::new(self.config.storage.max_batch_bytes);
@@ -511,7 +512,12 @@ impl<L: ShardLog> Shard<L> {
                 _ => 0,
             };
             let (removed, outcome) = self.log.append_then(SYS_OFFSETS, &batch, copied).await?;
+            first_offset.get_or_insert(outcome.base_offset);
             last = Some((outcome, removed));
+        }
+        if let (Some(first), Some((outcome, _))) = (first_offset, &last) {
+            self.offsets_snapshot.set(Some((first, outcome.end)));
+            self.pin_offsets();
         }
         tracing::debug!(shard = %self.id, parts = n, "committed offsets snapshotted");
         last.ok_or_else(|| internal("a snapshot has at least one part"))
@@ -519,7 +525,20 @@ impl<L: ShardLog> Shard<L> {
 
     /// Expires sessions and locks, tells the watchers of groups that changed, and snapshots
     /// the offsets when due. Called every `GROUP_TICK`.
+    /// Moves retention's pin on the offsets queue to the last snapshot taken once the log is
+    /// durable past it: retention (by age or disk usage) then deletes nothing a restart
+    /// replays, the last durable complete snapshot and the commits after it.
+    fn pin_offsets(&self) {
+        if let Some((first, end)) = self.offsets_snapshot.get() {
+            if self.log.durable_end() >= end {
+                self.log.pin_retention(SYS_OFFSETS, Some(first));
+                self.offsets_snapshot.set(None);
+            }
+        }
+    }
+
     pub async fn group_tick(&self) {
+        self.pin_offsets();
         let now = self.clock.now();
         let changed = self.coordinator.borrow_mut().expire(now);
         for (group, version) in changed {
@@ -536,8 +555,11 @@ impl<L: ShardLog> Shard<L> {
                  group.offsets_retention_ms"
             );
         }
-        // A snapshot without the lapsed groups, so that a restart does not replay them.
-        if !lapsed.is_empty() || self.coordinator.borrow().snapshot_due(now) {
+        // A snapshot without the lapsed groups, so that a restart does not replay them; and
+        // one when retention wanted to delete what the offsets' pin keeps (the last snapshot
+        // is old): the new one moves the pin up.
+        let held = self.log.take_retention_held(SYS_OFFSETS);
+        if held || !lapsed.is_empty() || self.coordinator.borrow().snapshot_due(now) {
             self.snapshot_offsets_logged().await;
         }
     }
@@ -583,6 +605,9 @@ impl<L: ShardLog> Shard<L> {
         let t = self.clock.now();
         let o = self.log.offsets(SYS_OFFSETS);
         let start = self.last_snapshot_start(o.min, o.next).await?;
+        // What the replay below reads stays until a later snapshot is durable (with no record
+        // yet, the pin holds from the first one written).
+        self.log.pin_retention(SYS_OFFSETS, Some(start));
         let mut replay = OffsetsReplay::new(self.config.group.max_committed_offsets);
         self.read_system_records(SYS_OFFSETS, start, o.next, |_, _, key, body| {
             replay.record(key, body)

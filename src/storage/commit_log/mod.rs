@@ -195,6 +195,9 @@ pub struct CommitLog<D: LogDir = DmaDir> {
     scan: RefCell<read_many::Scan>,
     /// Queues whose batches from an offset on retention must keep (`pin_retention`).
     retention_pins: RefCell<std::collections::HashMap<QueueKey, crate::storage::QueueOffset>>,
+    /// The pinned queue whose pin last kept retention from deleting a segment its policy
+    /// chose (`take_retention_held`); cleared when taken.
+    retention_held: std::cell::Cell<Option<QueueKey>>,
     /// The time every decision and wait of the log reads: store timestamps, flush interval,
     /// sync-flush timeout, retention schedule and age, disk-full back-off.
     clock: SharedClock,
@@ -279,6 +282,7 @@ impl<D: LogDir + 'static> CommitLog<D> {
             floors_gate: Semaphore::new(1),
             drop_kick: Rc::new(Signal::default()),
             retention_pins: RefCell::new(std::collections::HashMap::new()),
+            retention_held: std::cell::Cell::new(None),
             prefetches: RefCell::new(std::collections::HashMap::new()),
             fetch_reads: std::cell::Cell::new(0),
             cursors: RefCell::new(read_many::Cursors::default()),

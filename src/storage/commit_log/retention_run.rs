@@ -15,7 +15,10 @@
 //!
 //! A queue may be pinned from an offset (`pin_retention`): no segment from the one holding
 //! that batch on is deleted, whatever its age or the disk usage (the broker pins its
-//! undecided transaction halves).
+//! undecided transaction halves, its pending scheduled messages and its committed offsets'
+//! last snapshot). A run whose policy chose a segment a pin kept says so, once, to that pin's
+//! owner (`take_retention_held`); the disk-usage rule deleting segments younger than
+//! `retention_hours` is logged as a warning.
 //!
 //! Promises: offsets never go back, even after a restart and even if a queue loses all its
 //! data; a file that could not be unlinked is retried on every later run (its data is already
@@ -47,12 +50,23 @@ impl<D: LogDir + 'static> CommitLog<D> {
         };
     }
 
-    /// The lowest log position a pin keeps (`None`: no pin holds anything still stored). A
-    /// pin whose batch cannot be looked up keeps everything this run.
-    async fn pinned_position(&self) -> Option<LogPosition> {
+    /// True once after a retention run wanted to delete a segment that `queue`'s pin kept (by
+    /// age or disk usage): the pin's owner may move it up (the group coordinator takes a
+    /// snapshot of the committed offsets).
+    pub fn take_retention_held(&self, queue: QueueKey) -> bool {
+        let held = self.retention_held.get() == Some(queue);
+        if held {
+            self.retention_held.set(None);
+        }
+        held
+    }
+
+    /// The lowest log position a pin keeps and the queue pinned there (`None`: no pin holds
+    /// anything still stored). A pin whose batch cannot be looked up keeps everything this run.
+    async fn pinned_position(&self) -> Option<(LogPosition, QueueKey)> {
         let pins: Vec<(QueueKey, QueueOffset)> =
             self.retention_pins.borrow().iter().map(|(q, o)| (*q, *o)).collect();
-        let mut lowest: Option<LogPosition> = None;
+        let mut lowest: Option<(LogPosition, QueueKey)> = None;
         for (queue, offset) in pins {
             let position = match self.index.find(&self.dir, queue, offset).await {
                 Ok(None) => continue,
@@ -68,7 +82,9 @@ impl<D: LogDir + 'static> CommitLog<D> {
                     LogPosition::new(0)
                 }
             };
-            lowest = Some(lowest.map_or(position, |l| l.min(position)));
+            if lowest.map_or(true, |(l, _)| position < l) {
+                lowest = Some((position, queue));
+            }
         }
         lowest
     }
@@ -106,7 +122,8 @@ impl<D: LogDir + 'static> CommitLog<D> {
         }
         let (used, total) =
             self.dir.disk_usage().await.map_err(|e| StorageError::io("reading disk usage", e))?;
-        let pinned = self.pinned_position().await.unwrap_or(LogPosition::MAX);
+        let pin = self.pinned_position().await;
+        let pinned = pin.map_or(LogPosition::MAX, |(p, _)| p);
         let doomed = {
             let st = self.st.borrow();
             let active = st.active().base;
@@ -117,8 +134,6 @@ impl<D: LogDir + 'static> CommitLog<D> {
                 // Only segments whose every byte is durable may go (and indexed by a
                 // checkpoint: below).
                 .take_while(|s| s.sealed_end.get().is_some_and(|e| e <= st.durable))
-                // A pinned batch starts at `pinned`: segments ending after it are kept.
-                .take_while(|s| s.sealed_end.get().is_some_and(|e| e <= pinned))
                 .map(|s| SegmentFacts {
                     base: s.base,
                     size_bytes: self.config.segment_size_bytes,
@@ -129,8 +144,25 @@ impl<D: LogDir + 'static> CommitLog<D> {
                 retention_ms: self.config.retention_hours as i64 * 3_600_000,
                 disk_max_used_ratio: self.config.disk_max_used_ratio,
             };
-            segments_to_delete(&policy, &facts, now_ms, used, total)
+            let mut doomed = segments_to_delete(&policy, &facts, now_ms, used, total);
+            // A pinned batch starts at `pinned`: segments ending after it are kept.
+            let unpinned = facts
+                .iter()
+                .take_while(|f| st.segments[&f.base].sealed_end.get().is_some_and(|e| e <= pinned))
+                .count();
+            if doomed.len() > unpinned {
+                doomed.truncate(unpinned);
+                let (_, queue) = pin.expect("only a pin keeps a segment the policy chose");
+                self.retention_held.set(Some(queue));
+                tracing::debug!(%queue, "retention: a pin keeps segments the policy would delete");
+            }
+            // Segments not yet expired that go because the filesystem is too full.
+            let cutoff = now_ms.saturating_sub(policy.retention_ms);
+            let early =
+                facts[..doomed.len()].iter().filter(|f| f.max_store_timestamp_ms >= cutoff).count();
+            (doomed, early)
         };
+        let (doomed, early) = doomed;
         let Some(&last) = doomed.last() else {
             if retried {
                 self.space_freed();
@@ -192,6 +224,18 @@ impl<D: LogDir + 'static> CommitLog<D> {
             segments_freed_ms = freed_ms,
             "retention deleted segments"
         );
+        if early > 0 {
+            tracing::warn!(
+                segments = early,
+                disk_used = used,
+                disk_total = total,
+                "the filesystem was {:.1}% full, over storage.disk_max_used_ratio ({}): \
+                 deleted segments younger than storage.retention_hours; consumers that had not \
+                 read them lost those messages",
+                used as f64 * 100.0 / total.max(1) as f64,
+                self.config.disk_max_used_ratio
+            );
+        }
         match first_error.map_or(deleted, Err) {
             Ok(()) => Ok(doomed),
             Err(e) => Err(e),
