@@ -104,6 +104,17 @@ impl<L: ShardLog> Shard<L> {
         self.promotion.unfollow.clone()
     }
 
+    /// On a replica after startup: lifts the retention pins that rebuilding the committed
+    /// offsets, the scheduled messages and the undecided transactions set. Their loops run on
+    /// a master only, so on a replica nothing would ever move them up and its log would grow
+    /// without bound past them (retention keeps a replica's copy by age and disk usage
+    /// only). A promotion rebuilds the three, which pins them again.
+    pub fn unpin_system_queues(&self) {
+        for queue in [group::SYS_OFFSETS, schedule::SYS_SCHEDULE, transaction::SYS_HALF] {
+            self.log.pin_retention(queue, None);
+        }
+    }
+
     /// The follower task calls this when it has returned (for any reason).
     pub fn follower_stopped(&self) {
         fire(&self.promotion.follower_done_tx);

@@ -965,3 +965,39 @@ fn a_replica_shard_waits_for_the_masters_table_even_when_its_own_epoch_is_higher
         writes_the_fetched_batches_once_shard_0_sends(&s, masters.epoch, masters, why).await;
     });
 }
+
+/// A broker restarted as a replica rebuilds its committed offsets (and scheduled messages and
+/// transactions) like a master, which pins their queues for retention; nothing on a replica
+/// moves those pins, so it lifts them: retention goes on deleting its old segments.
+#[test]
+fn a_replica_s_retention_is_not_held_by_the_pins_of_its_system_queues() {
+    run(|| async {
+        let dir = SimDir::new(89);
+        let s = shard_configured(dir.clone(), |_| {}, |_| {}, runtime::system_clock()).await;
+        s.start_groups().await.unwrap();
+        let commit = super::group::commit("g", 0, &[(0, 7)]);
+        call(&s, Request::Group(commit)).await.unwrap();
+        for i in 0..60u8 {
+            let mut b = BatchBuilder::new(256 << 10);
+            let body = vec![i; 200 << 10];
+            b.push(&Record { key: b"", tag: b"", properties: &[], body: &body, timestamp_ms: 5 })
+                .unwrap();
+            let batch = b.finish(-1, -1).into();
+            call(&s, Request::Produce { topic: "t".into(), queue_id: 1, flags: 0, batch })
+                .await
+                .unwrap();
+        }
+        s.log.flush().await.unwrap();
+        drop(s);
+        let s = shard_configured(dir.clone(), |_| {}, |_| {}, runtime::system_clock()).await;
+        follow(&s, "127.0.0.1:1");
+        s.start_groups().await.unwrap();
+        s.start_schedule().await.unwrap();
+        s.start_transactions().await.unwrap();
+        let far = crate::storage::commit_log::now_ms() + 10_000 * 3_600_000;
+        let sealed = s.log.segment_bases().len() - 1;
+        assert!(sealed >= 2, "{sealed} sealed segments");
+        s.unpin_system_queues();
+        assert_eq!(s.log.enforce_retention(far).await.unwrap().len(), sealed);
+    });
+}
