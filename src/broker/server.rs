@@ -652,7 +652,8 @@ async fn shard_main(args: ShardArgs) -> Result<(), String> {
     if let Some(m) = metrics {
         step("the metrics task").wait(m).await;
     }
-    step("the key index's last steps").wait(keys).await;
+    // The key index indexes for up to `grace` after the stop, then checkpoints: warn later.
+    StopStep { grace: grace * 2, ..step("the key index's last steps") }.wait(keys).await;
     step("the replication timer").wait(replication).await;
     step("the follower").wait(follower).await;
     shard.begin_stop();
