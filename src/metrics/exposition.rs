@@ -233,6 +233,30 @@ impl Collector for SnapshotCollector {
         )?;
         counters(
             e,
+            "retention_expired_segments",
+            "Log segments retention deleted for being older than storage.retention_hours",
+            per_shard(|s| s.log.probe.retention_expired_segments),
+        )?;
+        counters(
+            e,
+            "retention_disk_segments",
+            "Log segments retention deleted younger than storage.retention_hours because the filesystem was fuller than storage.disk_max_used_ratio (unread messages in them are lost to their consumers)",
+            per_shard(|s| s.log.probe.retention_disk_segments),
+        )?;
+        gauges(
+            e,
+            "retention_pinned_segments",
+            "At the last retention run, segments it would have deleted that a pin kept (held scheduled messages, undecided transactions, the committed offsets' last snapshot)",
+            per_shard(|s| s.log.probe.retention_pinned_segments),
+        )?;
+        gauges(
+            e,
+            "log_segments",
+            "Segment files of the shard's log, the one being written included",
+            per_shard(|s| s.log.segments),
+        )?;
+        counters(
+            e,
             "index_cache_hits",
             "Queue index block lookups served from the index cache",
             per_shard(|s| s.log.index_cache_hits),
@@ -549,6 +573,10 @@ mod tests {
         s1.append_ack_latency.record_us(4_000);
         s1.log.chunk_cache_hits = 3;
         s1.log.chunk_cache_misses = 1;
+        s1.log.segments = 9;
+        s1.log.probe.retention_expired_segments = 5;
+        s1.log.probe.retention_disk_segments = 2;
+        s1.log.probe.retention_pinned_segments = 3;
         s1.errors_by_code = vec![("UNKNOWN_TOPIC", 2)];
         BrokerSnapshot {
             shard_count: 2,
@@ -591,6 +619,10 @@ mod tests {
             ("ringmq_group_offsets_held", 12.0),
             ("ringmq_group_queue_locks", 4.0),
             ("ringmq_group_retention_groups", 2.0),
+            ("ringmq_log_segments", 9.0),
+            ("ringmq_retention_expired_segments_total", 5.0),
+            ("ringmq_retention_disk_segments_total", 2.0),
+            ("ringmq_retention_pinned_segments", 3.0),
         ] {
             assert_eq!(value(&s, metric, &shard1), Some(want), "{metric}");
         }

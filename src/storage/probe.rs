@@ -30,6 +30,15 @@ pub struct LogProbe {
     pub multi_read_bytes: u64,
     /// Batch bytes multi-queue reads served from those blocks.
     pub multi_read_served_bytes: u64,
+    /// Segments retention deleted because their newest batch was older than
+    /// `retention_hours`.
+    pub retention_expired_segments: u64,
+    /// Segments retention deleted younger than that, because the filesystem was fuller than
+    /// `disk_max_used_ratio`: what consumers had not read of them is lost to them.
+    pub retention_disk_segments: u64,
+    /// At the last retention run: segments its policy chose that a pin kept (held scheduled
+    /// messages, undecided transactions, the committed offsets' last snapshot).
+    pub retention_pinned_segments: u64,
 }
 
 /// A copy of a log's counters and its caches' hit counts, `Send` for the exporter.
@@ -40,4 +49,6 @@ pub struct LogMetrics {
     pub chunk_cache_misses: u64,
     pub index_cache_hits: u64,
     pub index_cache_misses: u64,
+    /// Segment files of the log, the one being written included.
+    pub segments: u64,
 }

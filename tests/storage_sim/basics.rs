@@ -333,6 +333,12 @@ fn retention_by_disk_ratio() {
         assert!(!deleted.is_empty() && deleted.len() < n, "deleted {deleted:?} of {n}");
         let (used, total) = ringmq::storage::file::LogDir::disk_usage(&dir).await.unwrap();
         assert!(used as f64 <= total as f64 * 0.2 + 65536.0, "used {used} of {total}");
+        // Counted as deleted for disk usage (the segments were minutes old, not expired),
+        // with the runs each new segment made.
+        let m = log.metrics();
+        assert!(m.probe.retention_disk_segments >= deleted.len() as u64, "{m:?}");
+        assert_eq!(m.probe.retention_expired_segments, 0);
+        assert_eq!(m.segments, log.segment_bases().len() as u64);
         log.close().await.unwrap();
     });
 }

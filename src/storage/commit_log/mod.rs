@@ -453,6 +453,7 @@ impl<D: LogDir + 'static> CommitLog<D> {
             chunk_cache_misses,
             index_cache_hits: index.cache_hits,
             index_cache_misses: index.cache_misses,
+            segments: self.st.borrow().segments.len() as u64,
         }
     }
 

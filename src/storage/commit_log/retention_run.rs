@@ -150,7 +150,9 @@ impl<D: LogDir + 'static> CommitLog<D> {
                 .iter()
                 .take_while(|f| st.segments[&f.base].sealed_end.get().is_some_and(|e| e <= pinned))
                 .count();
-            if doomed.len() > unpinned {
+            let pinned_segments = doomed.len().saturating_sub(unpinned);
+            self.probe.borrow_mut().retention_pinned_segments = pinned_segments as u64;
+            if pinned_segments > 0 {
                 doomed.truncate(unpinned);
                 let (_, queue) = pin.expect("only a pin keeps a segment the policy chose");
                 self.retention_held.set(Some(queue));
@@ -213,6 +215,11 @@ impl<D: LogDir + 'static> CommitLog<D> {
             st.prefetched.drop_before(new_start);
             names
         };
+        {
+            let mut probe = self.probe.borrow_mut();
+            probe.retention_disk_segments += early as u64;
+            probe.retention_expired_segments += (doomed.len() - early) as u64;
+        }
         let deleted = self.delete_files(names).await;
         self.space_freed();
         self.drop_kick.notify();

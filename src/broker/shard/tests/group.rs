@@ -735,12 +735,19 @@ fn retention_keeps_the_committed_offsets_and_a_snapshot_lets_it_go_on() {
         let far = crate::storage::commit_log::now_ms() + 10_000 * 3_600_000;
         // The commits sit in the first segment: nothing may go.
         assert_eq!(s.log.enforce_retention(far).await.unwrap(), vec![]);
+        let probe = s.log.metrics().probe;
+        assert_eq!(probe.retention_pinned_segments, segments as u64 - 1);
+        assert_eq!(probe.retention_expired_segments, 0);
         // Held back by the offsets: the next tick snapshots them (neither the commit count
         // nor the interval asks for one yet), and the run after deletes up to the snapshot.
         s.group_tick().await;
         s.group_tick().await;
         let deleted = s.log.enforce_retention(far).await.unwrap();
         assert_eq!(deleted.len(), segments - 1, "{deleted:?}");
+        let probe = s.log.metrics().probe;
+        assert_eq!(probe.retention_pinned_segments, 0);
+        assert_eq!(probe.retention_expired_segments, segments as u64 - 1);
+        assert_eq!(probe.retention_disk_segments, 0);
         // A commit after the snapshot; then a restart after a power cut.
         group_call(&s, commit("g", 0, &[(1, 10)])).await.unwrap();
         dir.crash();
