@@ -661,14 +661,16 @@ async fn shard_main(args: ShardArgs) -> Result<(), String> {
     if runtime::timeout(grace, connections.acquire(all)).await.is_none() {
         tracing::warn!(shard = id, "connections still busy after {grace:?}; closing anyway");
     }
+    tracing::debug!(shard = id, "stopping: connections done; closing the mesh");
     shard.close_mesh();
     if runtime::timeout(grace, futures::future::join_all(mesh_loops)).await.is_none() {
         tracing::warn!(shard = id, "peer shards still forwarding after {grace:?}");
     }
     let all = b.max_forwarded_in_flight as u64;
     let _ = runtime::timeout(grace, forward_permits.acquire(all)).await;
-    let flushed = log.flush().await;
-    let closed = log.close().await;
+    tracing::debug!(shard = id, "stopping: the mesh is closed");
+    let flushed = step("the log's final flush").wait(log.flush()).await;
+    let closed = step("closing the log").wait(log.close()).await;
     flushed.map_err(|e| format!("final flush of shard {id} failed: {e}"))?;
     closed.map_err(|e| format!("closing the log of shard {id} failed: {e}"))?;
     tracing::debug!(shard = id, "stopped");
