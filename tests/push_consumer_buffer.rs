@@ -340,3 +340,60 @@ fn batches_waiting_for_local_redelivery_count_against_max_buffered_bytes() {
     });
     consumer.shutdown();
 }
+
+/// `fetch_max_bytes` is what each fetch asks for: 100 batches of one 1,000-byte message each,
+/// read with 4 KiB fetches, arrive in many fetches (each a buffer of its own), where the
+/// default 1 MiB reads them in a few.
+#[test]
+fn fetch_max_bytes_sizes_each_fetch() {
+    let dir = tempdir();
+    let broker = broker(dir.path());
+    let client = Client::connect(&broker.addr()).unwrap();
+    client.admin().create_topic("small", 1).unwrap();
+    let p = push_common::producer(&client, ringmq::client::QueueSelector::RoundRobin);
+    for i in 0..100 {
+        let mut body = format!("m{i}-").into_bytes();
+        body.resize(1000, b'x');
+        p.send(ringmq::client::Message::new("small", body)).unwrap(); // a batch each
+    }
+    p.close().unwrap();
+    // Fetches seen by the listener: a body that does not follow the previous record in the
+    // same buffer (20 bytes of framing, plus a batch header where a batch ends) came in
+    // another one.
+    let fetches = |fetch_max_bytes: Option<u32>, group: &str| {
+        let got: Arc<Mutex<Vec<ConsumedMessage>>> = Arc::default();
+        let mut config = PushConsumerConfig::new(group).subscribe("small", "*");
+        config.consume_from = ConsumeFrom::FirstOffset;
+        config.mode = ConsumeMode::Concurrent { threads: 1, batch_size: 100 };
+        if let Some(b) = fetch_max_bytes {
+            config.fetch_max_bytes = b;
+        }
+        let kept = got.clone();
+        let consumer = PushConsumer::start(
+            &client,
+            config,
+            move |m: &[ConsumedMessage], _: &ringmq::client::ConsumeContext<'_>| {
+                kept.lock().unwrap().extend_from_slice(m);
+                ConsumeStatus::Success
+            },
+        )
+        .unwrap();
+        poll_until(Duration::from_secs(60), || (got.lock().unwrap().len() == 100).then_some(()));
+        consumer.shutdown();
+        let mut got = std::mem::take(&mut *got.lock().unwrap());
+        got.sort_by_key(|m| m.offset);
+        assert!(got.iter().enumerate().all(|(i, m)| m.offset == i as u64));
+        let same_buffer = [20, 20 + ringmq::format::HEADER_LEN];
+        1 + got
+            .windows(2)
+            .filter(|w| {
+                let end = w[0].body.as_ptr() as usize + w[0].body.len();
+                !same_buffer.contains(&(w[1].body.as_ptr() as usize).wrapping_sub(end))
+            })
+            .count()
+    };
+    let small = fetches(Some(4096), "small-fetches");
+    let default = fetches(None, "default-fetches");
+    assert!(small >= 20, "{small} fetches of 4 KiB for 100 KB");
+    assert!(default <= 5, "{default} fetches of 1 MiB for 100 KB");
+}

@@ -75,7 +75,7 @@
 //! in orderly queues' backlogs (the fetch thread reads nothing
 //! while they hold more than `max_buffered_bytes`, so at most that plus one fetch's worth; a
 //! suspended orderly queue's backlog is bounded by the first bound only); the fetches in
-//! flight (two per broker shard plus one, each of at most the consumer's `max_bytes`, 1 MiB).
+//! flight (two per broker shard plus one, each of about `fetch_max_bytes`, 1 MiB).
 //!
 //! The worker channel is bounded in bytes, not in batches: a fetch answer for thousands of
 //! queues holds a few messages of each, a batch each, and a channel of `threads * 2` batches
@@ -188,6 +188,11 @@ pub struct PushConsumerConfig {
     pub lock_lease: Duration,
     /// Long-poll wait of each fetch at the broker. Default 1 s.
     pub pull_wait: Duration,
+    /// Bytes each fetch asks for: the broker answers about this much (at least one batch)
+    /// from the queues this member owns on one of its shards. Two fetches per shard are in
+    /// flight (plus one for queues just added). Larger fetches read a backlog with fewer
+    /// requests; smaller ones hold less memory each. Default 1 MiB.
+    pub fetch_max_bytes: u32,
     pub max_unfinished_per_queue: usize,
     /// Concurrent mode: a queue is fetched no more while its oldest unfinished message is
     /// more than this many offsets behind the next one to fetch (after RocketMQ's
@@ -235,6 +240,7 @@ impl PushConsumerConfig {
             commit_interval: Duration::from_secs(1),
             lock_lease: Duration::from_secs(60),
             pull_wait: Duration::from_secs(1),
+            fetch_max_bytes: 1 << 20,
             max_unfinished_per_queue: 1000,
             max_span_per_queue: 2000,
             max_buffered_bytes: 32 << 20,

@@ -196,7 +196,9 @@ struct Fetched {
 /// The fetch thread: reads every owned queue with one [`MultiQueueReader`] and hands what it
 /// reads to the workers (see the parent module).
 pub(super) fn fetch_loop(s: &Shared) {
-    let mut reader = MultiQueueReader::new(s.client.consumer(), &[], s.config.pull_wait);
+    let mut consumer = s.client.consumer();
+    consumer.max_bytes = s.config.fetch_max_bytes;
+    let mut reader = MultiQueueReader::new(consumer, &[], s.config.pull_wait);
     *lock(&s.fetch_waker) = Some(reader.waker());
     let mut queues: HashMap<usize, Fetched> = HashMap::new();
     // Indexes of paused queues (few; checked every turn).
