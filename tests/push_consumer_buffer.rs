@@ -198,6 +198,29 @@ fn a_failing_orderly_queue_does_not_stop_the_fetches_of_the_others() {
     consumer.shutdown();
 }
 
+/// Starts `config` (from the first offset, one worker, batches of up to `n`), keeps every
+/// message the listener gets until it has `n`, shuts down; the messages by offset.
+fn consume_all(client: &Client, mut config: PushConsumerConfig, n: usize) -> Vec<ConsumedMessage> {
+    config.consume_from = ConsumeFrom::FirstOffset;
+    config.mode = ConsumeMode::Concurrent { threads: 1, batch_size: n };
+    let got: Arc<Mutex<Vec<ConsumedMessage>>> = Arc::default();
+    let kept = got.clone();
+    let consumer = PushConsumer::start(
+        client,
+        config,
+        move |m: &[ConsumedMessage], _: &ringmq::client::ConsumeContext<'_>| {
+            kept.lock().unwrap().extend_from_slice(m);
+            ConsumeStatus::Success
+        },
+    )
+    .unwrap();
+    poll_until(Duration::from_secs(60), || (got.lock().unwrap().len() == n).then_some(()));
+    consumer.shutdown();
+    let mut got = std::mem::take(&mut *got.lock().unwrap());
+    got.sort_by_key(|m| m.offset);
+    got
+}
+
 /// A listener's messages lie in the buffer their fetch arrived in, not in copies: with no
 /// key, tag or properties, each body starts right after the previous one's record (its
 /// 20 bytes of framing), or after a batch header too where a batch ends. Copied out, each
@@ -208,24 +231,8 @@ fn a_listener_s_messages_share_the_fetch_buffer() {
     let broker = broker(dir.path());
     let client = Client::connect(&broker.addr()).unwrap();
     preload_sized(&client, "flat", 1, 200, 100);
-    let got: Arc<Mutex<Vec<ConsumedMessage>>> = Arc::default();
-    let mut config = PushConsumerConfig::new("flat-g").subscribe("flat", "*");
-    config.consume_from = ConsumeFrom::FirstOffset;
-    config.mode = ConsumeMode::Concurrent { threads: 1, batch_size: 200 };
-    let kept = got.clone();
-    let consumer = PushConsumer::start(
-        &client,
-        config,
-        move |m: &[ConsumedMessage], _: &ringmq::client::ConsumeContext<'_>| {
-            kept.lock().unwrap().extend_from_slice(m);
-            ConsumeStatus::Success
-        },
-    )
-    .unwrap();
-    poll_until(Duration::from_secs(60), || (got.lock().unwrap().len() == 200).then_some(()));
-    consumer.shutdown();
-    let mut got = std::mem::take(&mut *got.lock().unwrap());
-    got.sort_by_key(|m| m.offset);
+    let config = PushConsumerConfig::new("flat-g").subscribe("flat", "*");
+    let got = consume_all(&client, config, 200);
     let framing = 20;
     let mut adjacent = 0;
     for pair in got.windows(2) {
@@ -361,27 +368,11 @@ fn fetch_max_bytes_sizes_each_fetch() {
     // same buffer (20 bytes of framing, plus a batch header where a batch ends) came in
     // another one.
     let fetches = |fetch_max_bytes: Option<u32>, group: &str| {
-        let got: Arc<Mutex<Vec<ConsumedMessage>>> = Arc::default();
         let mut config = PushConsumerConfig::new(group).subscribe("small", "*");
-        config.consume_from = ConsumeFrom::FirstOffset;
-        config.mode = ConsumeMode::Concurrent { threads: 1, batch_size: 100 };
         if let Some(b) = fetch_max_bytes {
             config.fetch_max_bytes = b;
         }
-        let kept = got.clone();
-        let consumer = PushConsumer::start(
-            &client,
-            config,
-            move |m: &[ConsumedMessage], _: &ringmq::client::ConsumeContext<'_>| {
-                kept.lock().unwrap().extend_from_slice(m);
-                ConsumeStatus::Success
-            },
-        )
-        .unwrap();
-        poll_until(Duration::from_secs(60), || (got.lock().unwrap().len() == 100).then_some(()));
-        consumer.shutdown();
-        let mut got = std::mem::take(&mut *got.lock().unwrap());
-        got.sort_by_key(|m| m.offset);
+        let got = consume_all(&client, config, 100);
         assert!(got.iter().enumerate().all(|(i, m)| m.offset == i as u64));
         let same_buffer = [20, 20 + ringmq::format::HEADER_LEN];
         1 + got

@@ -27,6 +27,15 @@ fn numbered_batch(n: usize, prefix: &str, producer_id: i64, base_sequence: i32) 
     b.finish(producer_id, base_sequence)
 }
 
+/// A 200 KiB plain batch for topic "t"'s queue 1: segments are 4 MiB in these tests, so a
+/// few dozen of them roll several (for retention).
+fn filler(fill: u8) -> Request {
+    let mut b = BatchBuilder::new(256 << 10);
+    let body = vec![fill; 200 << 10];
+    b.push(&Record { key: b"", tag: b"", properties: &[], body: &body, timestamp_ms: 5 }).unwrap();
+    Request::Produce { topic: "t".into(), queue_id: 1, flags: 0, batch: b.finish(-1, -1).into() }
+}
+
 async fn shard(waiters: usize) -> Rc<Shard<SimLog>> {
     shard_on(SimDir::new(7), waiters, |_| {}).await
 }

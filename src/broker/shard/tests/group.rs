@@ -706,14 +706,6 @@ fn a_group_deletion_refused_for_a_full_disk_changes_nothing_and_is_done_once_spa
     });
 }
 
-/// A 200 KiB batch of topic "t"'s queue 1: fills 4 MiB segments quickly.
-fn big_produce(fill: u8) -> Request {
-    let mut b = BatchBuilder::new(256 << 10);
-    let body = vec![fill; 200 << 10];
-    b.push(&Record { key: b"", tag: b"", properties: &[], body: &body, timestamp_ms: 5 }).unwrap();
-    Request::Produce { topic: "t".into(), queue_id: 1, flags: 0, batch: b.finish(-1, -1).into() }
-}
-
 /// Retention by age or disk usage (`disk_max_used_ratio` deletes segments of any age) never
 /// deletes the committed offsets' last complete snapshot, nor the commits after it: the
 /// offsets queue is pinned there. A run the pin holds back makes the coordinator take a
@@ -727,7 +719,7 @@ fn retention_keeps_the_committed_offsets_and_a_snapshot_lets_it_go_on() {
         s.start_groups().await.unwrap();
         group_call(&s, commit("g", 0, &[(0, 7), (1, 9)])).await.unwrap();
         for i in 0..75 {
-            call(&s, big_produce(i)).await.unwrap();
+            call(&s, filler(i)).await.unwrap();
         }
         s.log.flush().await.unwrap();
         let segments = s.log.segment_bases().len();
@@ -757,7 +749,7 @@ fn retention_keeps_the_committed_offsets_and_a_snapshot_lets_it_go_on() {
         assert_eq!(committed(&s, "g").await, vec![(0, 7), (1, 10)]);
         // The restarted shard pins the snapshot it replayed from.
         for i in 0..40 {
-            call(&s, big_produce(i)).await.unwrap();
+            call(&s, filler(i)).await.unwrap();
         }
         s.log.flush().await.unwrap();
         assert_eq!(s.log.enforce_retention(far).await.unwrap(), vec![]);

@@ -977,15 +977,8 @@ fn a_replica_s_retention_is_not_held_by_the_pins_of_its_system_queues() {
         s.start_groups().await.unwrap();
         let commit = super::group::commit("g", 0, &[(0, 7)]);
         call(&s, Request::Group(commit)).await.unwrap();
-        for i in 0..60u8 {
-            let mut b = BatchBuilder::new(256 << 10);
-            let body = vec![i; 200 << 10];
-            b.push(&Record { key: b"", tag: b"", properties: &[], body: &body, timestamp_ms: 5 })
-                .unwrap();
-            let batch = b.finish(-1, -1).into();
-            call(&s, Request::Produce { topic: "t".into(), queue_id: 1, flags: 0, batch })
-                .await
-                .unwrap();
+        for i in 0..60 {
+            call(&s, filler(i)).await.unwrap();
         }
         s.log.flush().await.unwrap();
         drop(s);

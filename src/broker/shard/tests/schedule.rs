@@ -341,14 +341,6 @@ fn a_delivery_refused_for_a_full_disk_is_made_once_space_is_back() {
     });
 }
 
-/// A 200 KiB plain batch for queue 1 (segments are 4 MiB in these tests).
-fn filler(fill: u8) -> Request {
-    let mut b = BatchBuilder::new(256 << 10);
-    let body = vec![fill; 200 << 10];
-    b.push(&Record { key: b"", tag: b"", properties: &[], body: &body, timestamp_ms: 5 }).unwrap();
-    Request::Produce { topic: "t".into(), queue_id: 1, flags: 0, batch: b.finish(-1, -1).into() }
-}
-
 #[test]
 fn retention_keeps_held_scheduled_messages_until_delivered_even_across_a_crash() {
     run(|| async {

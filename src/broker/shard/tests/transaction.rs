@@ -419,27 +419,15 @@ fn retention_keeps_the_segments_of_undecided_halves() {
     run(|| async {
         let clock = runtime::SimClock::new(START_MS);
         let s = shard_configured(SimDir::new(87), |_| {}, |_| {}, clock.clone()).await;
-        let plain = |fill: u8| {
-            let mut b = BatchBuilder::new(256 << 10);
-            let body = vec![fill; 200 << 10];
-            b.push(&Record { key: b"", tag: b"", properties: &[], body: &body, timestamp_ms: 5 })
-                .unwrap();
-            Request::Produce {
-                topic: "t".into(),
-                queue_id: 1,
-                flags: 0,
-                batch: b.finish(-1, -1).into(),
-            }
-        };
         for i in 0..25 {
-            call(&s, plain(i)).await.unwrap();
+            call(&s, filler(i)).await.unwrap();
         }
         let old = half(&s, 0, half_batch(1, "tx", -1, -1)).await;
         let decided = half(&s, 0, half_batch(1, "tx", -1, -1)).await;
         call(&s, end(0, decided, EndAction::Rollback)).await.unwrap();
         // Segments of 4 MiB: the half sits in the second; ~15 MiB more roll past it.
         for i in 0..75 {
-            call(&s, plain(i)).await.unwrap();
+            call(&s, filler(i)).await.unwrap();
         }
         s.log.flush().await.unwrap();
         let segments = s.log.segment_bases().len();
