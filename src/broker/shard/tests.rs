@@ -36,6 +36,22 @@ fn filler(fill: u8) -> Request {
     Request::Produce { topic: "t".into(), queue_id: 1, flags: 0, batch: b.finish(-1, -1).into() }
 }
 
+/// Appends `n` [`filler`] batches and flushes: the log's segment count after (at least 3).
+async fn roll_segments(s: &Rc<Shard<SimLog>>, n: u8) -> usize {
+    for i in 0..n {
+        call(s, filler(i)).await.unwrap();
+    }
+    s.log.flush().await.unwrap();
+    let segments = s.log.segment_bases().len();
+    assert!(segments >= 3, "{segments} segments");
+    segments
+}
+
+/// A time when every segment is long past retention (10,000 hours from now).
+fn far_future_ms() -> i64 {
+    crate::storage::commit_log::now_ms() + 10_000 * 3_600_000
+}
+
 async fn shard(waiters: usize) -> Rc<Shard<SimLog>> {
     shard_on(SimDir::new(7), waiters, |_| {}).await
 }

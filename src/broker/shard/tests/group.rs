@@ -718,13 +718,8 @@ fn retention_keeps_the_committed_offsets_and_a_snapshot_lets_it_go_on() {
         let s = shard_configured(dir.clone(), sync_flush, |_| {}, clock.clone()).await;
         s.start_groups().await.unwrap();
         group_call(&s, commit("g", 0, &[(0, 7), (1, 9)])).await.unwrap();
-        for i in 0..75 {
-            call(&s, filler(i)).await.unwrap();
-        }
-        s.log.flush().await.unwrap();
-        let segments = s.log.segment_bases().len();
-        assert!(segments >= 4, "{segments} segments");
-        let far = crate::storage::commit_log::now_ms() + 10_000 * 3_600_000;
+        let segments = roll_segments(&s, 75).await;
+        let far = far_future_ms();
         // The commits sit in the first segment: nothing may go.
         assert_eq!(s.log.enforce_retention(far).await.unwrap(), vec![]);
         let probe = s.log.metrics().probe;
@@ -748,10 +743,7 @@ fn retention_keeps_the_committed_offsets_and_a_snapshot_lets_it_go_on() {
         s.start_groups().await.unwrap();
         assert_eq!(committed(&s, "g").await, vec![(0, 7), (1, 10)]);
         // The restarted shard pins the snapshot it replayed from.
-        for i in 0..40 {
-            call(&s, filler(i)).await.unwrap();
-        }
-        s.log.flush().await.unwrap();
+        roll_segments(&s, 40).await;
         assert_eq!(s.log.enforce_retention(far).await.unwrap(), vec![]);
     });
 }

@@ -358,13 +358,8 @@ fn retention_keeps_held_scheduled_messages_until_delivered_even_across_a_crash()
         call(&s, scheduled(0, Delivery::AtMs(T0_MS + 1_000), "soon")).await.unwrap();
         s.schedule_step().await.unwrap();
         s.checkpoint_schedule().await.unwrap();
-        for i in 0..75 {
-            call(&s, filler(i)).await.unwrap();
-        }
-        s.log.flush().await.unwrap();
-        let segments = s.log.segment_bases().len();
-        assert!(segments >= 4, "{segments} segments");
-        let far = crate::storage::commit_log::now_ms() + 10_000 * 3_600_000;
+        let segments = roll_segments(&s, 75).await;
+        let far = far_future_ms();
         // Only the segment before the held entry goes.
         assert_eq!(s.log.enforce_retention(far).await.unwrap().len(), 1);
 

@@ -426,13 +426,8 @@ fn retention_keeps_the_segments_of_undecided_halves() {
         let decided = half(&s, 0, half_batch(1, "tx", -1, -1)).await;
         call(&s, end(0, decided, EndAction::Rollback)).await.unwrap();
         // Segments of 4 MiB: the half sits in the second; ~15 MiB more roll past it.
-        for i in 0..75 {
-            call(&s, filler(i)).await.unwrap();
-        }
-        s.log.flush().await.unwrap();
-        let segments = s.log.segment_bases().len();
-        assert!(segments >= 4, "{segments} segments");
-        let far = crate::storage::commit_log::now_ms() + 10_000 * 3_600_000;
+        let segments = roll_segments(&s, 75).await;
+        let far = far_future_ms();
         let deleted = s.log.enforce_retention(far).await.unwrap();
         // The first segment went (nothing undecided in it); the half's segment and all after
         // it stayed, and the half commits.
