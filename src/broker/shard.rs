@@ -191,6 +191,9 @@ pub struct Shard<L: ShardLog> {
     /// log position past its last part. Retention's pin on the offsets queue moves to it once
     /// the log is durable there (`group::pin_offsets`).
     offsets_snapshot: std::cell::Cell<Option<(u64, u64)>>,
+    /// On a replica: the offsets snapshot whose parts the follower is writing (its first
+    /// part's offset, parts written, parts).
+    replicated_snapshot: std::cell::Cell<Option<(u64, u32, u32)>>,
     watchers: RefCell<group::Watchers>,
     /// Scheduled messages (`schedule` handler): the timer wheel and its progress.
     schedule: RefCell<schedule::ScheduleState>,
@@ -286,6 +289,7 @@ impl<L: ShardLog> Shard<L> {
             )),
             group_gate: crate::runtime::FairGate::new(),
             offsets_snapshot: std::cell::Cell::new(None),
+            replicated_snapshot: std::cell::Cell::new(None),
             watchers: RefCell::new(group::Watchers::new(config.group.max_watchers)),
             transactions: RefCell::new(crate::transaction::Transactions::new(
                 config.transaction.limits(),

@@ -173,6 +173,10 @@ impl<L: ShardLog> Shard<L> {
             for b in &batches {
                 match self.log.append_replicated(b.position, &b.bytes).await {
                     Ok(Some(q)) => {
+                        if q == super::group::SYS_OFFSETS {
+                            let end = b.position + b.bytes.len() as u64;
+                            self.replicated_offsets_batch(&b.bytes, end);
+                        }
                         queues.insert(q);
                     }
                     Ok(None) => {}
@@ -202,6 +206,7 @@ impl<L: ShardLog> Shard<L> {
                     JoinError::Fatal(format!("syncing replicated data failed: {e}"))
                 })?;
                 self.log.set_read_cap(Some(self.log.durable_end()));
+                self.pin_offsets();
                 self.keys_reader.written(self.log.written_end());
                 let mut long_poll = self.long_poll.borrow_mut();
                 for q in queues {

@@ -528,13 +528,43 @@ impl<L: ShardLog> Shard<L> {
     /// Moves retention's pin on the offsets queue to the last snapshot taken once the log is
     /// durable past it: retention (by age or disk usage) then deletes nothing a restart
     /// replays, the last durable complete snapshot and the commits after it.
-    fn pin_offsets(&self) {
+    pub(super) fn pin_offsets(&self) {
         if let Some((first, end)) = self.offsets_snapshot.get() {
             if self.log.durable_end() >= end {
                 self.log.pin_retention(SYS_OFFSETS, Some(first));
                 self.offsets_snapshot.set(None);
             }
         }
+    }
+
+    /// On a replica: the follower wrote a batch of the offsets queue ending at log position
+    /// `end`. A snapshot's parts are consecutive records (one a batch); once the follower
+    /// has written all parts of one, the offsets' pin moves to its first part when the log is
+    /// durable past it ([`Self::pin_offsets`], called after each fetch's flush), as on the
+    /// master. A promotion then replays from a snapshot retention kept.
+    pub(super) fn replicated_offsets_batch(&self, batch: &[u8], end: u64) {
+        let part = crate::format::BatchView::parse(batch, batch.len()).ok().and_then(|view| {
+            let key = view.records().next()?.ok()?.key;
+            let (part, parts) = parse_snapshot_key(key)?;
+            Some((view.header.stamp.base_offset, part, parts))
+        });
+        let mut seen = self.replicated_snapshot.get();
+        seen = match (part, seen) {
+            (Some((base, 0, parts)), _) => Some((base, 1, parts)),
+            (Some((_, part, parts)), Some((first, next, of))) if part == next && parts == of => {
+                Some((first, next + 1, parts))
+            }
+            // A commit between parts cannot happen (the parts are written under the commit
+            // gate); anything else ends the snapshot being followed.
+            _ => None,
+        };
+        if let Some((first, done, parts)) = seen {
+            if done == parts {
+                self.offsets_snapshot.set(Some((first, end)));
+                seen = None;
+            }
+        }
+        self.replicated_snapshot.set(seen);
     }
 
     pub async fn group_tick(&self) {

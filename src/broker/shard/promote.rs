@@ -104,13 +104,14 @@ impl<L: ShardLog> Shard<L> {
         self.promotion.unfollow.clone()
     }
 
-    /// On a replica after startup: lifts the retention pins that rebuilding the committed
-    /// offsets, the scheduled messages and the undecided transactions set. Their loops run on
-    /// a master only, so on a replica nothing would ever move them up and its log would grow
-    /// without bound past them (retention keeps a replica's copy by age and disk usage
-    /// only). A promotion rebuilds the three, which pins them again.
+    /// On a replica after startup: lifts the retention pins that rebuilding the scheduled
+    /// messages and the undecided transactions set. Their loops run on a master only, so on
+    /// a replica nothing would ever move them up and its log would grow without bound past
+    /// them (retention keeps a replica's copy by age and disk usage only). A promotion
+    /// rebuilds both, which pins them again. The committed offsets' pin stays: the follower
+    /// moves it to each snapshot it writes ([`Self::replicated_offsets_batch`]).
     pub fn unpin_system_queues(&self) {
-        for queue in [group::SYS_OFFSETS, schedule::SYS_SCHEDULE, transaction::SYS_HALF] {
+        for queue in [schedule::SYS_SCHEDULE, transaction::SYS_HALF] {
             self.log.pin_retention(queue, None);
         }
     }

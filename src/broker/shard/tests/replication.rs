@@ -966,17 +966,16 @@ fn a_replica_shard_waits_for_the_masters_table_even_when_its_own_epoch_is_higher
     });
 }
 
-/// A broker restarted as a replica rebuilds its committed offsets (and scheduled messages and
-/// transactions) like a master, which pins their queues for retention; nothing on a replica
-/// moves those pins, so it lifts them: retention goes on deleting its old segments.
+/// A broker restarted as a replica rebuilds its undecided transactions (and scheduled
+/// messages) like a master, which pins their queues for retention; nothing on a replica moves
+/// those pins, so it lifts them: retention goes on deleting its old segments.
 #[test]
 fn a_replica_s_retention_is_not_held_by_the_pins_of_its_system_queues() {
+    use super::transaction::{half, half_batch};
     run(|| async {
         let dir = SimDir::new(89);
         let s = shard_configured(dir.clone(), |_| {}, |_| {}, runtime::system_clock()).await;
-        s.start_groups().await.unwrap();
-        let commit = super::group::commit("g", 0, &[(0, 7)]);
-        call(&s, Request::Group(commit)).await.unwrap();
+        half(&s, 0, half_batch(1, "tx", -1, -1)).await; // never decided
         let segments = roll_segments(&s, 60).await;
         drop(s);
         let s = shard_configured(dir.clone(), |_| {}, |_| {}, runtime::system_clock()).await;
@@ -986,5 +985,104 @@ fn a_replica_s_retention_is_not_held_by_the_pins_of_its_system_queues() {
         s.start_transactions().await.unwrap();
         s.unpin_system_queues();
         assert_eq!(s.log.enforce_retention(far_future_ms()).await.unwrap().len(), segments - 1);
+    });
+}
+
+/// A replica keeps the committed offsets' last snapshot from retention as its master does:
+/// the follower moves the offsets' pin to each snapshot it wrote, so a promotion replays the
+/// offsets from a snapshot that is still there (retention by disk usage deletes segments of
+/// any age).
+#[test]
+fn a_replica_pins_the_last_offsets_snapshot_it_wrote() {
+    use crate::client::scripted_broker::{join_keeping, one_shard, scripted_broker};
+    run(|| async {
+        // The master: a snapshot early, then a commit and a snapshot after two segments.
+        let m = master(Mode::Async, 60_000).await;
+        m.start_groups().await.unwrap();
+        call(&m, Request::Group(super::group::commit("g", 0, &[(0, 7)]))).await.unwrap();
+        m.snapshot_offsets().await.unwrap();
+        roll_segments(&m, 45).await;
+        call(&m, Request::Group(super::group::commit("g", 0, &[(0, 8)]))).await.unwrap();
+        m.snapshot_offsets().await.unwrap();
+        roll_segments(&m, 25).await;
+        let end = m.log.append_end();
+        let session = joined(&m, 0).await;
+        let (mut batches, mut from) = (Vec::new(), 0);
+        while from < end {
+            let (next, got) = fetched(&m, session, from).await;
+            batches.extend(got);
+            from = next;
+        }
+        // A master serving those batches, about 1 MiB a fetch.
+        let history = {
+            let mut h = EpochHistory::new();
+            h.begin(1, 0).unwrap();
+            h
+        };
+        let epoch = m.topics.borrow().epoch;
+        let master = scripted_broker(move |port, request| match request {
+            Request::Metadata { .. } => one_shard(port),
+            Request::Replication(ReplRequest::Join { end, .. }) => {
+                join_keeping(end, history.clone())
+            }
+            Request::Replication(ReplRequest::Fetch { from, .. }) => {
+                let mut answer: Vec<WireBatch> = Vec::new();
+                for b in batches.iter().filter(|b| b.position >= from) {
+                    if answer.iter().map(|b| b.bytes.len()).sum::<usize>() >= 1 << 20 {
+                        break;
+                    }
+                    answer.push(b.clone());
+                }
+                let next = answer.last().map_or(from, |b| b.position + b.bytes.len() as u64);
+                Response::Replication(ReplResponse::Fetch {
+                    confirmed: next,
+                    topics_epoch: epoch,
+                    next,
+                    batches: answer,
+                })
+            }
+            other => panic!("unexpected {other:?}"),
+        });
+        let dir = SimDir::new(90);
+        let r = shard_configured(dir.clone(), |_| {}, |_| {}, runtime::system_clock()).await;
+        follow(&r, &master);
+        r.start_groups().await.unwrap();
+        r.unpin_system_queues();
+        // As shard 0 would after adopting the master's table (this shard does not keep one).
+        let (ack, _answered) = oneshot::channel();
+        r.apply_control(Control::Topics { table: m.topics.borrow().clone(), ack });
+        let (mut stop_handle, stop) = crate::broker::shutdown::stop_pair();
+        let following = runtime::spawn(r.clone().follow_master(stop));
+        for _ in 0..500 {
+            if r.log.durable_end() >= end {
+                break;
+            }
+            runtime::sleep(Duration::from_millis(10)).await;
+        }
+        stop_handle.fire();
+        following.await.unwrap().unwrap();
+        assert_eq!(r.log.durable_end(), end);
+        // The first snapshot's segments go; the second's stays, and a restart (a promotion's
+        // replay) finds the last commit.
+        let deleted = r.log.enforce_retention(far_future_ms()).await.unwrap();
+        assert!(!deleted.is_empty(), "the pin stayed at the first commit");
+        drop(r);
+        let r = shard_configured(dir.clone(), |_| {}, |_| {}, runtime::system_clock()).await;
+        r.start_groups().await.unwrap();
+        let fetched = super::group::group_call(
+            &r,
+            crate::protocol::group::GroupRequest::FetchOffsets {
+                group: "g".into(),
+                queues: vec![],
+            },
+        )
+        .await;
+        let Ok(Response::Group(crate::protocol::group::GroupResponse::FetchOffsets { offsets })) =
+            fetched
+        else {
+            panic!("{fetched:?}")
+        };
+        let offsets: Vec<_> = offsets.into_iter().map(|(q, o)| (q.queue_id, o)).collect();
+        assert_eq!(offsets, vec![(0, 8)]);
     });
 }

@@ -12,7 +12,7 @@ use crate::protocol::transaction::{EndAction, TxnRequest, TxnResponse, PRODUCER_
 const START_MS: i64 = 1_700_000_000_000;
 
 /// A transactional batch of `n` records of producer group `group`.
-fn half_batch(n: usize, group: &str, producer_id: i64, base_sequence: i32) -> Vec<u8> {
+pub(super) fn half_batch(n: usize, group: &str, producer_id: i64, base_sequence: i32) -> Vec<u8> {
     let mut b = BatchBuilder::new(1 << 16);
     let props: &[(&[u8], &[u8])] = &[(PRODUCER_GROUP_PROPERTY, group.as_bytes())];
     for i in 0..n {
@@ -34,7 +34,7 @@ fn send_half(queue_id: u32, batch: Vec<u8>) -> Request {
 }
 
 /// Sends a half; returns its transaction id.
-async fn half(s: &Rc<Shard<SimLog>>, queue_id: u32, batch: Vec<u8>) -> u64 {
+pub(super) async fn half(s: &Rc<Shard<SimLog>>, queue_id: u32, batch: Vec<u8>) -> u64 {
     let r = call(s, send_half(queue_id, batch)).await.unwrap();
     let Response::Produce { topic_id, queue_id: q, base_offset, status, .. } = r else {
         panic!("{r:?}")
