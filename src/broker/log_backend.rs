@@ -78,6 +78,15 @@ impl<D: LogDir + 'static> ShardLog for Rc<CommitLog<D>> {
         CommitLog::pin_retention(self, queue, from.map(QueueOffset::new))
     }
 
+    fn pin_retention_once_durable(&self, queue: QueueKey, from: Option<u64>, durable_at: u64) {
+        CommitLog::pin_retention_once_durable(
+            self,
+            queue,
+            from.map(QueueOffset::new),
+            LogPosition::new(durable_at),
+        )
+    }
+
     fn take_retention_held(&self, queue: QueueKey) -> bool {
         CommitLog::take_retention_held(self, queue)
     }

@@ -187,10 +187,6 @@ pub struct Shard<L: ShardLog> {
     /// Offset commits, deletions and snapshots one at a time, appended in the order they
     /// asked (a later commit of a queue never lands before an earlier one).
     group_gate: crate::runtime::FairGate,
-    /// The last offsets snapshot taken and not yet durable: its first part's offset and the
-    /// log position past its last part. Retention's pin on the offsets queue moves to it once
-    /// the log is durable there (`group::pin_offsets`).
-    offsets_snapshot: std::cell::Cell<Option<(u64, u64)>>,
     /// On a replica: the offsets snapshot whose parts the follower is writing (its first
     /// part's offset, parts written, parts).
     replicated_snapshot: std::cell::Cell<Option<(u64, u32, u32)>>,
@@ -200,6 +196,9 @@ pub struct Shard<L: ShardLog> {
     /// Transactional messages (`transaction` handler): the undecided halves of the queues
     /// this shard owns and the parked check-back requests.
     transactions: RefCell<crate::transaction::Transactions>,
+    /// Log position past the last decision (op record) appended: the half queue's pin moves
+    /// up past a decided half only once the log is durable there.
+    decided_to: std::cell::Cell<u64>,
     check_waiters: RefCell<transaction::CheckWaiters>,
     /// The key index (`key_index` handler), once `start_key_index` opened it.
     keys: RefCell<Option<key_index::ShardKeyIndex>>,
@@ -288,12 +287,12 @@ impl<L: ShardLog> Shard<L> {
                 config.group.coordinator(config.broker.max_frame_bytes),
             )),
             group_gate: crate::runtime::FairGate::new(),
-            offsets_snapshot: std::cell::Cell::new(None),
             replicated_snapshot: std::cell::Cell::new(None),
             watchers: RefCell::new(group::Watchers::new(config.group.max_watchers)),
             transactions: RefCell::new(crate::transaction::Transactions::new(
                 config.transaction.limits(),
             )),
+            decided_to: std::cell::Cell::new(0),
             check_waiters: RefCell::new(transaction::CheckWaiters::new(
                 config.transaction.max_check_waiters,
             )),

@@ -569,3 +569,33 @@ fn the_log_counts_group_commits_fsync_times_and_waits_for_a_chunk() {
         log.close().await.unwrap();
     });
 }
+
+/// A pin moved up by `pin_retention_once_durable` holds where it was until the log is durable
+/// to the position given: the record that made the move possible (a checkpoint, a snapshot, a
+/// decision) would be lost to a crash before that, and a restart would need what the old pin
+/// kept.
+#[test]
+fn a_pin_moved_once_durable_holds_until_the_log_is_durable_there() {
+    run(|| async {
+        let dir = SimDir::new(14);
+        let mut cfg = small_config(FlushMode::Async);
+        cfg.flush_bytes = 1 << 20; // flushed when asked only: the clock stands still
+        let clock = ringmq::runtime::SimClock::new(1_700_000_000_000);
+        let log = CommitLog::open_with_clock(dir.clone(), cfg, clock).await.unwrap();
+        log.append(Q2, &batch(0, 1, 100)).await.unwrap();
+        log.pin_retention(Q2, Some(off(0)));
+        for i in 0..300 {
+            log.append(Q1, &batch(i, 1, 600)).await.unwrap();
+        }
+        log.flush().await.unwrap();
+        let segments = log.segment_bases().len();
+        assert!(segments >= 3, "{segments} segments");
+        let next = log.append(Q2, &batch(1, 1, 100)).await.unwrap();
+        log.pin_retention_once_durable(Q2, Some(off(1)), next.end);
+        let far = ringmq::storage::commit_log::now_ms() + 10_000 * 3_600_000;
+        assert_eq!(log.enforce_retention(far).await.unwrap(), vec![], "moved before durable");
+        log.flush().await.unwrap();
+        assert_eq!(log.enforce_retention(far).await.unwrap().len(), segments - 1);
+        log.close().await.unwrap();
+    });
+}

@@ -206,7 +206,6 @@ impl<L: ShardLog> Shard<L> {
                     JoinError::Fatal(format!("syncing replicated data failed: {e}"))
                 })?;
                 self.log.set_read_cap(Some(self.log.durable_end()));
-                self.pin_offsets();
                 self.keys_reader.written(self.log.written_end());
                 let mut long_poll = self.long_poll.borrow_mut();
                 for q in queues {

@@ -516,8 +516,9 @@ impl<L: ShardLog> Shard<L> {
             last = Some((outcome, removed));
         }
         if let (Some(first), Some((outcome, _))) = (first_offset, &last) {
-            self.offsets_snapshot.set(Some((first, outcome.end)));
-            self.pin_offsets();
+            // Retention then deletes nothing a restart replays: the last durable complete
+            // snapshot and the commits after it.
+            self.log.pin_retention_once_durable(SYS_OFFSETS, Some(first), outcome.end);
         }
         tracing::debug!(shard = %self.id, parts = n, "committed offsets snapshotted");
         last.ok_or_else(|| internal("a snapshot has at least one part"))
@@ -525,23 +526,11 @@ impl<L: ShardLog> Shard<L> {
 
     /// Expires sessions and locks, tells the watchers of groups that changed, and snapshots
     /// the offsets when due. Called every `GROUP_TICK`.
-    /// Moves retention's pin on the offsets queue to the last snapshot taken once the log is
-    /// durable past it: retention (by age or disk usage) then deletes nothing a restart
-    /// replays, the last durable complete snapshot and the commits after it.
-    pub(super) fn pin_offsets(&self) {
-        if let Some((first, end)) = self.offsets_snapshot.get() {
-            if self.log.durable_end() >= end {
-                self.log.pin_retention(SYS_OFFSETS, Some(first));
-                self.offsets_snapshot.set(None);
-            }
-        }
-    }
-
     /// On a replica: the follower wrote a batch of the offsets queue ending at log position
     /// `end`. A snapshot's parts are consecutive records (one a batch); once the follower
     /// has written all parts of one, the offsets' pin moves to its first part when the log is
-    /// durable past it ([`Self::pin_offsets`], called after each fetch's flush), as on the
-    /// master. A promotion then replays from a snapshot retention kept.
+    /// durable past it, as on the master. A promotion then replays from a snapshot
+    /// retention kept.
     pub(super) fn replicated_offsets_batch(&self, batch: &[u8], end: u64) {
         let part = crate::format::BatchView::parse(batch, batch.len()).ok().and_then(|view| {
             let key = view.records().next()?.ok()?.key;
@@ -560,7 +549,7 @@ impl<L: ShardLog> Shard<L> {
         };
         if let Some((first, done, parts)) = seen {
             if done == parts {
-                self.offsets_snapshot.set(Some((first, end)));
+                self.log.pin_retention_once_durable(SYS_OFFSETS, Some(first), end);
                 seen = None;
             }
         }
@@ -568,7 +557,6 @@ impl<L: ShardLog> Shard<L> {
     }
 
     pub async fn group_tick(&self) {
-        self.pin_offsets();
         let now = self.clock.now();
         let changed = self.coordinator.borrow_mut().expire(now);
         for (group, version) in changed {

@@ -393,9 +393,11 @@ impl<L: ShardLog> Shard<L> {
         let timestamp_ms = self.clock.unix_ms();
         let record = Record { key: b"c", tag: b"", properties: &[], body: &body, timestamp_ms };
         builder.push(&record).map_err(internal)?;
-        self.log.append(SYS_WHEEL, builder.finish(-1, -1)).await?;
-        // The checkpoint is in the log: what it covers need not be kept any more.
-        self.pin_schedule(indexed_through, &pending);
+        let out = self.log.append(SYS_WHEEL, builder.finish(-1, -1)).await?;
+        // Once the checkpoint is durable, what it covers need not be kept any more (until
+        // then a restart would start from the one before).
+        let from = self.schedule_pin(indexed_through, &pending);
+        self.log.pin_retention_once_durable(SYS_SCHEDULE, from, out.end);
         Ok(())
     }
 
@@ -404,9 +406,14 @@ impl<L: ShardLog> Shard<L> {
     /// come after them in the log) and the entries not yet indexed. With nothing pending,
     /// nothing is pinned (a restart without a checkpoint rebuilds from what is left).
     fn pin_schedule(&self, indexed_through: u64, pending: &PendingOffsets) {
+        self.log.pin_retention(SYS_SCHEDULE, self.schedule_pin(indexed_through, pending));
+    }
+
+    /// Where [`Self::pin_schedule`] pins the schedule queue.
+    fn schedule_pin(&self, indexed_through: u64, pending: &PendingOffsets) -> Option<u64> {
         let next = self.log.offsets(SYS_SCHEDULE).next;
         let from = pending.oldest().map_or(indexed_through, |o| o.min(indexed_through));
-        self.log.pin_retention(SYS_SCHEDULE, (from < next).then_some(from));
+        (from < next).then_some(from)
     }
 
     async fn index_entries(&self, report: &mut StepReport) -> Result<(), BrokerError> {

@@ -391,21 +391,25 @@ impl<L: ShardLog> Shard<L> {
             .push(&Record { key: OP_KEY, tag: b"", properties: &[], body: &body, timestamp_ms })
             .map_err(internal)?;
         let batch = builder.finish(-1, -1);
+        let len = batch.len() as u64;
         let ((), out) = self
             .log
-            .append_then(SYS_TXN_OP, &batch, |_| {
+            .append_then(SYS_TXN_OP, &batch, |copied| {
                 self.transactions.borrow_mut().finish(id, decision);
+                self.decided_to.set(copied.position + len);
                 self.pin_undecided();
             })
             .await?;
         Ok(out.flush_timed_out)
     }
 
-    /// Keeps retention from deleting the oldest undecided half and what follows it.
+    /// Keeps retention from deleting the oldest undecided half and what follows it. A half
+    /// decided by an op record not yet durable still counts (a crash would leave it
+    /// undecided): the pin moves past it once the log is durable past the last decision.
     fn pin_undecided(&self) {
         let t = self.transactions.borrow();
         let oldest = (!t.is_empty()).then(|| t.low_watermark(u64::MAX));
-        self.log.pin_retention(SYS_HALF, oldest);
+        self.log.pin_retention_once_durable(SYS_HALF, oldest, self.decided_to.get());
     }
 
     /// The half record at `id`: (its entry, the producer's batch).

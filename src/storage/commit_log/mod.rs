@@ -195,6 +195,11 @@ pub struct CommitLog<D: LogDir = DmaDir> {
     scan: RefCell<read_many::Scan>,
     /// Queues whose batches from an offset on retention must keep (`pin_retention`).
     retention_pins: RefCell<std::collections::HashMap<QueueKey, crate::storage::QueueOffset>>,
+    /// Pins to move to once the log is durable to a position (`pin_retention_once_durable`):
+    /// queue → (offset or none, that position). At most one per pinned queue.
+    retention_pins_staged: RefCell<
+        std::collections::HashMap<QueueKey, (Option<crate::storage::QueueOffset>, LogPosition)>,
+    >,
     /// The pinned queue whose pin last kept retention from deleting a segment its policy
     /// chose (`take_retention_held`); cleared when taken.
     retention_held: std::cell::Cell<Option<QueueKey>>,
@@ -283,6 +288,7 @@ impl<D: LogDir + 'static> CommitLog<D> {
             drop_kick: Rc::new(Signal::default()),
             retention_pins: RefCell::new(std::collections::HashMap::new()),
             retention_held: std::cell::Cell::new(None),
+            retention_pins_staged: RefCell::new(std::collections::HashMap::new()),
             prefetches: RefCell::new(std::collections::HashMap::new()),
             fetch_reads: std::cell::Cell::new(0),
             cursors: RefCell::new(read_many::Cursors::default()),

@@ -43,11 +43,30 @@ impl<D: LogDir + 'static> CommitLog<D> {
     /// data that must outlive retention until something decides it (undecided transaction
     /// halves). Not persisted: the owner sets it again after a restart, before retention runs.
     pub fn pin_retention(&self, queue: QueueKey, from: Option<QueueOffset>) {
+        self.retention_pins_staged.borrow_mut().remove(&queue);
         let mut pins = self.retention_pins.borrow_mut();
         match from {
             Some(offset) => pins.insert(queue, offset),
             None => pins.remove(&queue),
         };
+    }
+
+    /// [`Self::pin_retention`] once the log is durable to `durable_at`; the pin as it is holds
+    /// until then. For a pin that moves up because of a record just appended (a checkpoint, a
+    /// snapshot, a decision): a crash before that record is durable restarts from the older
+    /// one, which still needs what the old pin kept. A later call replaces a pin not yet
+    /// moved (its position is durable no sooner).
+    pub fn pin_retention_once_durable(
+        &self,
+        queue: QueueKey,
+        from: Option<QueueOffset>,
+        durable_at: LogPosition,
+    ) {
+        if self.st.borrow().durable >= durable_at {
+            self.pin_retention(queue, from);
+        } else {
+            self.retention_pins_staged.borrow_mut().insert(queue, (from, durable_at));
+        }
     }
 
     /// True once after a retention run wanted to delete a segment that `queue`'s pin kept (by
@@ -64,6 +83,17 @@ impl<D: LogDir + 'static> CommitLog<D> {
     /// The lowest log position a pin keeps and the queue pinned there (`None`: no pin holds
     /// anything still stored). A pin whose batch cannot be looked up keeps everything this run.
     async fn pinned_position(&self) -> Option<(LogPosition, QueueKey)> {
+        let durable = self.st.borrow().durable;
+        let ready: Vec<(QueueKey, Option<QueueOffset>)> = self
+            .retention_pins_staged
+            .borrow()
+            .iter()
+            .filter(|(_, (_, at))| *at <= durable)
+            .map(|(q, (from, _))| (*q, *from))
+            .collect();
+        for (queue, from) in ready {
+            self.pin_retention(queue, from);
+        }
         let pins: Vec<(QueueKey, QueueOffset)> =
             self.retention_pins.borrow().iter().map(|(q, o)| (*q, *o)).collect();
         let mut lowest: Option<(LogPosition, QueueKey)> = None;

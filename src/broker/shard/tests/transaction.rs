@@ -433,7 +433,11 @@ fn retention_keeps_the_segments_of_undecided_halves() {
         // it stayed, and the half commits.
         assert_eq!(deleted.len(), 1, "{deleted:?}");
         call(&s, end(0, old, EndAction::Commit)).await.unwrap();
-        // Decided: nothing is pinned any more.
+        // Decided, but not durable yet (async flush, the clock stands still): a crash would
+        // leave the half undecided, so its segment stays.
+        assert_eq!(s.log.enforce_retention(far).await.unwrap(), vec![]);
+        // Durable: nothing is pinned any more.
+        s.log.flush().await.unwrap();
         let deleted = s.log.enforce_retention(far).await.unwrap();
         assert_eq!(deleted.len(), segments - 2);
         assert_eq!(next_offset(&s, 0).await, 1);
