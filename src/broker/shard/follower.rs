@@ -173,9 +173,13 @@ impl<L: ShardLog> Shard<L> {
             for b in &batches {
                 match self.log.append_replicated(b.position, &b.bytes).await {
                     Ok(Some(q)) => {
+                        // The system queues' retention pins follow what a promotion would
+                        // restore from.
+                        let end = b.position + b.bytes.len() as u64;
                         if q == super::group::SYS_OFFSETS {
-                            let end = b.position + b.bytes.len() as u64;
                             self.replicated_offsets_batch(&b.bytes, end);
+                        } else if q == super::schedule::SYS_WHEEL {
+                            self.replicated_checkpoint(&b.bytes, end);
                         }
                         queues.insert(q);
                     }

@@ -104,16 +104,15 @@ impl<L: ShardLog> Shard<L> {
         self.promotion.unfollow.clone()
     }
 
-    /// On a replica after startup: lifts the retention pins that rebuilding the scheduled
-    /// messages and the undecided transactions set. Their loops run on a master only, so on
-    /// a replica nothing would ever move them up and its log would grow without bound past
-    /// them (retention keeps a replica's copy by age and disk usage only). A promotion
-    /// rebuilds both, which pins them again. The committed offsets' pin stays: the follower
-    /// moves it to each snapshot it writes ([`Self::replicated_offsets_batch`]).
+    /// On a replica after startup: lifts the retention pin that rebuilding the undecided
+    /// transactions set. Nothing on a replica moves it (a decision's op record names the low
+    /// watermark with the decided half still in it), so its log would grow without bound
+    /// past it; a promotion rebuilds the transactions, which pins them again. The committed
+    /// offsets' and the scheduled messages' pins stay: the follower moves them to each
+    /// snapshot and wheel checkpoint it writes ([`Self::replicated_offsets_batch`],
+    /// [`Self::replicated_checkpoint`]).
     pub fn unpin_system_queues(&self) {
-        for queue in [schedule::SYS_SCHEDULE, transaction::SYS_HALF] {
-            self.log.pin_retention(queue, None);
-        }
+        self.log.pin_retention(transaction::SYS_HALF, None);
     }
 
     /// The follower task calls this when it has returned (for any reason).

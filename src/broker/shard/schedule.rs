@@ -409,6 +409,24 @@ impl<L: ShardLog> Shard<L> {
         self.log.pin_retention(SYS_SCHEDULE, self.schedule_pin(indexed_through, pending));
     }
 
+    /// On a replica: the follower wrote a wheel checkpoint ending at log position `end`. The
+    /// schedule queue's pin moves to what that checkpoint needs once the log is durable
+    /// there, as on the master: a promotion restores the last checkpoint and finds its
+    /// pending entries still in the log.
+    pub(super) fn replicated_checkpoint(&self, batch: &[u8], end: u64) {
+        let Ok(view) = BatchView::parse(batch, batch.len()) else { return };
+        let Some(Ok(record)) = view.records().next() else { return };
+        match decode_checkpoint(record.body, DEFAULT_MAX_RANGES) {
+            Ok((indexed_through, _, pending)) => {
+                // Not limited to the entries readable yet (the follower makes them readable
+                // after its flush): a pin at an offset not stored holds nothing until then.
+                let from = pending.oldest().map_or(indexed_through, |o| o.min(indexed_through));
+                self.log.pin_retention_once_durable(SYS_SCHEDULE, Some(from), end);
+            }
+            Err(e) => tracing::warn!(shard = %self.id, "replicated wheel checkpoint: {e}"),
+        }
+    }
+
     /// Where [`Self::pin_schedule`] pins the schedule queue.
     fn schedule_pin(&self, indexed_through: u64, pending: &PendingOffsets) -> Option<u64> {
         let next = self.log.offsets(SYS_SCHEDULE).next;

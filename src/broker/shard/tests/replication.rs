@@ -988,13 +988,72 @@ fn a_replica_s_retention_is_not_held_by_the_pins_of_its_system_queues() {
     });
 }
 
+/// A replica shard on `dir` (it keeps no topic table of its own) that followed master `m`
+/// (an async master shard) to the end of its log, then stopped following.
+async fn replicated(m: &Rc<Shard<SimLog>>, dir: &SimDir) -> Rc<Shard<SimLog>> {
+    use crate::client::scripted_broker::{join_keeping, one_shard, scripted_broker};
+    let end = m.log.append_end();
+    let session = joined(m, 0).await;
+    let (mut batches, mut from) = (Vec::new(), 0);
+    while from < end {
+        let (next, got) = fetched(m, session, from).await;
+        batches.extend(got);
+        from = next;
+    }
+    // A master serving those batches, about 1 MiB a fetch.
+    let mut history = EpochHistory::new();
+    history.begin(1, 0).unwrap(); // the master's (`master_in`)
+    let epoch = m.topics.borrow().epoch;
+    let master = scripted_broker(move |port, request| match request {
+        Request::Metadata { .. } => one_shard(port),
+        Request::Replication(ReplRequest::Join { end, .. }) => join_keeping(end, history.clone()),
+        Request::Replication(ReplRequest::Fetch { from, .. }) => {
+            let mut answer: Vec<WireBatch> = Vec::new();
+            for b in batches.iter().filter(|b| b.position >= from) {
+                if answer.iter().map(|b| b.bytes.len()).sum::<usize>() >= 1 << 20 {
+                    break;
+                }
+                answer.push(b.clone());
+            }
+            let next = answer.last().map_or(from, |b| b.position + b.bytes.len() as u64);
+            Response::Replication(ReplResponse::Fetch {
+                confirmed: next,
+                topics_epoch: epoch,
+                next,
+                batches: answer,
+            })
+        }
+        other => panic!("unexpected {other:?}"),
+    });
+    let r = shard_configured(dir.clone(), |_| {}, |_| {}, runtime::system_clock()).await;
+    follow(&r, &master);
+    r.start_groups().await.unwrap();
+    r.start_schedule().await.unwrap();
+    r.start_transactions().await.unwrap();
+    r.unpin_system_queues();
+    // As shard 0 would after adopting the master's table (this shard does not keep one).
+    let (ack, _answered) = oneshot::channel();
+    r.apply_control(Control::Topics { table: m.topics.borrow().clone(), ack });
+    let (mut stop_handle, stop) = crate::broker::shutdown::stop_pair();
+    let following = runtime::spawn(r.clone().follow_master(stop));
+    for _ in 0..500 {
+        if r.log.durable_end() >= end {
+            break;
+        }
+        runtime::sleep(Duration::from_millis(10)).await;
+    }
+    stop_handle.fire();
+    following.await.unwrap().unwrap();
+    assert_eq!(r.log.durable_end(), end);
+    r
+}
+
 /// A replica keeps the committed offsets' last snapshot from retention as its master does:
 /// the follower moves the offsets' pin to each snapshot it wrote, so a promotion replays the
 /// offsets from a snapshot that is still there (retention by disk usage deletes segments of
 /// any age).
 #[test]
 fn a_replica_pins_the_last_offsets_snapshot_it_wrote() {
-    use crate::client::scripted_broker::{join_keeping, one_shard, scripted_broker};
     run(|| async {
         // The master: a snapshot early, then a commit and a snapshot after two segments.
         let m = master(Mode::Async, 60_000).await;
@@ -1005,63 +1064,8 @@ fn a_replica_pins_the_last_offsets_snapshot_it_wrote() {
         call(&m, Request::Group(super::group::commit("g", 0, &[(0, 8)]))).await.unwrap();
         m.snapshot_offsets().await.unwrap();
         roll_segments(&m, 25).await;
-        let end = m.log.append_end();
-        let session = joined(&m, 0).await;
-        let (mut batches, mut from) = (Vec::new(), 0);
-        while from < end {
-            let (next, got) = fetched(&m, session, from).await;
-            batches.extend(got);
-            from = next;
-        }
-        // A master serving those batches, about 1 MiB a fetch.
-        let history = {
-            let mut h = EpochHistory::new();
-            h.begin(1, 0).unwrap();
-            h
-        };
-        let epoch = m.topics.borrow().epoch;
-        let master = scripted_broker(move |port, request| match request {
-            Request::Metadata { .. } => one_shard(port),
-            Request::Replication(ReplRequest::Join { end, .. }) => {
-                join_keeping(end, history.clone())
-            }
-            Request::Replication(ReplRequest::Fetch { from, .. }) => {
-                let mut answer: Vec<WireBatch> = Vec::new();
-                for b in batches.iter().filter(|b| b.position >= from) {
-                    if answer.iter().map(|b| b.bytes.len()).sum::<usize>() >= 1 << 20 {
-                        break;
-                    }
-                    answer.push(b.clone());
-                }
-                let next = answer.last().map_or(from, |b| b.position + b.bytes.len() as u64);
-                Response::Replication(ReplResponse::Fetch {
-                    confirmed: next,
-                    topics_epoch: epoch,
-                    next,
-                    batches: answer,
-                })
-            }
-            other => panic!("unexpected {other:?}"),
-        });
         let dir = SimDir::new(90);
-        let r = shard_configured(dir.clone(), |_| {}, |_| {}, runtime::system_clock()).await;
-        follow(&r, &master);
-        r.start_groups().await.unwrap();
-        r.unpin_system_queues();
-        // As shard 0 would after adopting the master's table (this shard does not keep one).
-        let (ack, _answered) = oneshot::channel();
-        r.apply_control(Control::Topics { table: m.topics.borrow().clone(), ack });
-        let (mut stop_handle, stop) = crate::broker::shutdown::stop_pair();
-        let following = runtime::spawn(r.clone().follow_master(stop));
-        for _ in 0..500 {
-            if r.log.durable_end() >= end {
-                break;
-            }
-            runtime::sleep(Duration::from_millis(10)).await;
-        }
-        stop_handle.fire();
-        following.await.unwrap().unwrap();
-        assert_eq!(r.log.durable_end(), end);
+        let r = replicated(&m, &dir).await;
         // The first snapshot's segments go; the second's stays, and a restart (a promotion's
         // replay) finds the last commit.
         let deleted = r.log.enforce_retention(far_future_ms()).await.unwrap();
@@ -1084,5 +1088,30 @@ fn a_replica_pins_the_last_offsets_snapshot_it_wrote() {
         };
         let offsets: Vec<_> = offsets.into_iter().map(|(q, o)| (q.queue_id, o)).collect();
         assert_eq!(offsets, vec![(0, 8)]);
+    });
+}
+
+/// A replica keeps a held scheduled message from retention as its master does: the follower
+/// pins the schedule queue where each wheel checkpoint it wrote needs it, so a promotion
+/// still delivers the message.
+#[test]
+fn a_replica_keeps_the_scheduled_messages_its_last_wheel_checkpoint_holds() {
+    use crate::protocol::message::Delivery;
+    run(|| async {
+        let m = master(Mode::Async, 60_000).await;
+        m.start_schedule().await.unwrap();
+        let month = crate::storage::commit_log::now_ms() + 30 * 24 * 3_600_000;
+        let held = super::schedule::scheduled(0, Delivery::AtMs(month), "a month later");
+        call(&m, held).await.unwrap();
+        // The master indexes what its replicas confirmed: a replica's fetches confirm it.
+        let session = joined(&m, 0).await;
+        let (next, _) = fetched(&m, session, 0).await;
+        fetched(&m, session, next).await;
+        m.schedule_step().await.unwrap();
+        m.checkpoint_schedule().await.unwrap();
+        roll_segments(&m, 45).await;
+        let r = replicated(&m, &SimDir::new(91)).await;
+        assert_eq!(r.log.enforce_retention(far_future_ms()).await.unwrap(), vec![]);
+        assert_eq!(r.log.offsets(crate::broker::shard::schedule::SYS_SCHEDULE).min, 0);
     });
 }

@@ -14,7 +14,7 @@ fn sync_flush(st: &mut crate::storage::StorageConfig) {
     st.flush_mode = crate::storage::FlushMode::Sync;
 }
 
-fn scheduled(queue_id: u32, delivery: Delivery, body: &str) -> Request {
+pub(super) fn scheduled(queue_id: u32, delivery: Delivery, body: &str) -> Request {
     let mut b = BatchBuilder::new(1 << 16);
     let props: &[(&[u8], &[u8])] = &[(b"p", b"v")];
     let rec = Record {
