@@ -87,6 +87,10 @@ impl<D: LogDir + 'static> ShardLog for Rc<CommitLog<D>> {
         )
     }
 
+    fn pin_retention_if_unpinned(&self, queue: QueueKey, from: u64) {
+        CommitLog::pin_retention_if_unpinned(self, queue, QueueOffset::new(from))
+    }
+
     fn take_retention_held(&self, queue: QueueKey) -> bool {
         CommitLog::take_retention_held(self, queue)
     }

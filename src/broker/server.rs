@@ -554,9 +554,6 @@ async fn shard_main(args: ShardArgs) -> Result<(), String> {
         close_log(id, &log).await;
         return Err(format!("shard {id}: rebuilding undecided transactions: {}", e.message));
     }
-    if is_replica {
-        shard.unpin_system_queues();
-    }
     if let Err(e) = shard.start_key_index().await {
         close_log(id, &log).await;
         return Err(format!("shard {id}: opening the key index: {e}"));

@@ -106,6 +106,9 @@ pub trait ShardLog: 'static {
     /// [`ShardLog::pin_retention`] once the log is durable to position `durable_at`; see
     /// [`crate::storage::CommitLog::pin_retention_once_durable`].
     fn pin_retention_once_durable(&self, queue: QueueKey, from: Option<u64>, durable_at: u64);
+    /// Pins `queue` from `from` unless it is pinned; see
+    /// [`crate::storage::CommitLog::pin_retention_if_unpinned`].
+    fn pin_retention_if_unpinned(&self, queue: QueueKey, from: u64);
     /// True once after a retention run that `queue`'s pin kept from deleting what its policy
     /// chose; see [`crate::storage::CommitLog::take_retention_held`].
     fn take_retention_held(&self, queue: QueueKey) -> bool;

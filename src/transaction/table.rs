@@ -274,6 +274,14 @@ impl Transactions {
         self.halves.keys().next().map_or(half_next, |&id| id.min(half_next))
     }
 
+    /// [`Self::low_watermark`] once `deciding` is decided: what the op record deciding it
+    /// carries. A replica pins its half queue there (nothing below is undecided once that
+    /// record is durable); with `deciding` left in, its pin could not pass the last half
+    /// decided. Other halves whose decisions are in flight still count.
+    pub fn low_watermark_after(&self, deciding: u64, half_next: u64) -> u64 {
+        self.halves.keys().find(|&&id| id != deciding).map_or(half_next, |&id| id.min(half_next))
+    }
+
     /// Groups with a half due for a check at `now_ms`.
     pub fn due_groups(&self, now_ms: i64) -> BTreeSet<String> {
         self.schedule

@@ -208,7 +208,10 @@ fn a_delivered_copy_is_found_by_its_fingerprint() {
     assert_eq!(t.find_delivered(dest(0), fp).map(|h| h.transaction_id), Some(2));
     assert_eq!(t.find_delivered(dest(1), fp), None);
     assert_eq!(t.low_watermark(10), 1);
+    assert_eq!(t.low_watermark_after(1, 10), 2);
+    assert_eq!(t.low_watermark_after(2, 10), 1);
     t.finish(1, Decision::Rollback);
+    assert_eq!(t.low_watermark_after(2, 10), 10);
     t.finish(2, Decision::Commit);
     assert_eq!(t.find_delivered(dest(0), fp), None);
     assert_eq!(t.low_watermark(10), 10);

@@ -180,6 +180,10 @@ impl<L: ShardLog> Shard<L> {
                             self.replicated_offsets_batch(&b.bytes, end);
                         } else if q == super::schedule::SYS_WHEEL {
                             self.replicated_checkpoint(&b.bytes, end);
+                        } else if q == super::transaction::SYS_HALF
+                            || q == super::transaction::SYS_TXN_OP
+                        {
+                            self.replicated_transaction_batch(q, &b.bytes, end);
                         }
                         queues.insert(q);
                     }

@@ -104,17 +104,6 @@ impl<L: ShardLog> Shard<L> {
         self.promotion.unfollow.clone()
     }
 
-    /// On a replica after startup: lifts the retention pin that rebuilding the undecided
-    /// transactions set. Nothing on a replica moves it (a decision's op record names the low
-    /// watermark with the decided half still in it), so its log would grow without bound
-    /// past it; a promotion rebuilds the transactions, which pins them again. The committed
-    /// offsets' and the scheduled messages' pins stay: the follower moves them to each
-    /// snapshot and wheel checkpoint it writes ([`Self::replicated_offsets_batch`],
-    /// [`Self::replicated_checkpoint`]).
-    pub fn unpin_system_queues(&self) {
-        self.log.pin_retention(transaction::SYS_HALF, None);
-    }
-
     /// The follower task calls this when it has returned (for any reason).
     pub fn follower_stopped(&self) {
         fire(&self.promotion.follower_done_tx);

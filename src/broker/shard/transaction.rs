@@ -377,12 +377,14 @@ impl<L: ShardLog> Shard<L> {
         decision: Decision,
         by: DecidedBy,
     ) -> Result<bool, BrokerError> {
-        let half_next = self.log.offsets(SYS_HALF).next;
+        // Every half below the queue's appended end is in the table or decided; the readable
+        // end (a replication master's confirmed one) may lag behind the half decided here.
+        let half_next = self.log.offsets(SYS_HALF).next.max(id + 1);
         let op = OpRecord {
             decision,
             by,
             transaction_id: id,
-            low_watermark: self.transactions.borrow().low_watermark(half_next),
+            low_watermark: self.transactions.borrow().low_watermark_after(id, half_next),
         };
         let body = op.encode();
         let timestamp_ms = self.clock.unix_ms();
@@ -401,6 +403,24 @@ impl<L: ShardLog> Shard<L> {
             })
             .await?;
         Ok(out.flush_timed_out)
+    }
+
+    /// On a replica: the follower wrote a batch of the half queue (a half, base offset
+    /// `base`) or of the op queue (a decision, ending at log position `end`), and pins the
+    /// half queue as the master does: from a half written while nothing was pinned, and from
+    /// each decision's low watermark once it is durable. A promotion replays the halves from
+    /// the last decision's watermark, which retention then kept.
+    pub(super) fn replicated_transaction_batch(&self, queue: QueueKey, batch: &[u8], end: u64) {
+        let Ok(view) = crate::format::BatchView::parse(batch, batch.len()) else { return };
+        if queue == SYS_HALF {
+            self.log.pin_retention_if_unpinned(SYS_HALF, view.header.stamp.base_offset);
+            return;
+        }
+        let Some(Ok(record)) = view.records().next() else { return };
+        match OpRecord::decode(record.body) {
+            Ok(op) => self.log.pin_retention_once_durable(SYS_HALF, Some(op.low_watermark), end),
+            Err(e) => tracing::warn!(shard = %self.id, "replicated op record: {e}"),
+        }
     }
 
     /// Keeps retention from deleting the oldest undecided half and what follows it. A half

@@ -51,6 +51,16 @@ impl<D: LogDir + 'static> CommitLog<D> {
         };
     }
 
+    /// Pins `queue` from `from` unless a pin of it holds or waits to move (offsets only grow,
+    /// so such a pin is at or below `from`): for data written with nothing pinned before it.
+    pub fn pin_retention_if_unpinned(&self, queue: QueueKey, from: QueueOffset) {
+        let pinned = self.retention_pins.borrow().contains_key(&queue)
+            || self.retention_pins_staged.borrow().contains_key(&queue);
+        if !pinned {
+            self.pin_retention(queue, Some(from));
+        }
+    }
+
     /// [`Self::pin_retention`] once the log is durable to `durable_at`; the pin as it is holds
     /// until then. For a pin that moves up because of a record just appended (a checkpoint, a
     /// snapshot, a decision): a crash before that record is durable restarts from the older

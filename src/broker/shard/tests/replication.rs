@@ -966,28 +966,6 @@ fn a_replica_shard_waits_for_the_masters_table_even_when_its_own_epoch_is_higher
     });
 }
 
-/// A broker restarted as a replica rebuilds its undecided transactions (and scheduled
-/// messages) like a master, which pins their queues for retention; nothing on a replica moves
-/// those pins, so it lifts them: retention goes on deleting its old segments.
-#[test]
-fn a_replica_s_retention_is_not_held_by_the_pins_of_its_system_queues() {
-    use super::transaction::{half, half_batch};
-    run(|| async {
-        let dir = SimDir::new(89);
-        let s = shard_configured(dir.clone(), |_| {}, |_| {}, runtime::system_clock()).await;
-        half(&s, 0, half_batch(1, "tx", -1, -1)).await; // never decided
-        let segments = roll_segments(&s, 60).await;
-        drop(s);
-        let s = shard_configured(dir.clone(), |_| {}, |_| {}, runtime::system_clock()).await;
-        follow(&s, "127.0.0.1:1");
-        s.start_groups().await.unwrap();
-        s.start_schedule().await.unwrap();
-        s.start_transactions().await.unwrap();
-        s.unpin_system_queues();
-        assert_eq!(s.log.enforce_retention(far_future_ms()).await.unwrap().len(), segments - 1);
-    });
-}
-
 /// A replica shard on `dir` (it keeps no topic table of its own) that followed master `m`
 /// (an async master shard) to the end of its log, then stopped following.
 async fn replicated(m: &Rc<Shard<SimLog>>, dir: &SimDir) -> Rc<Shard<SimLog>> {
@@ -1030,7 +1008,6 @@ async fn replicated(m: &Rc<Shard<SimLog>>, dir: &SimDir) -> Rc<Shard<SimLog>> {
     r.start_groups().await.unwrap();
     r.start_schedule().await.unwrap();
     r.start_transactions().await.unwrap();
-    r.unpin_system_queues();
     // As shard 0 would after adopting the master's table (this shard does not keep one).
     let (ack, _answered) = oneshot::channel();
     r.apply_control(Control::Topics { table: m.topics.borrow().clone(), ack });
@@ -1113,5 +1090,36 @@ fn a_replica_keeps_the_scheduled_messages_its_last_wheel_checkpoint_holds() {
         let r = replicated(&m, &SimDir::new(91)).await;
         assert_eq!(r.log.enforce_retention(far_future_ms()).await.unwrap(), vec![]);
         assert_eq!(r.log.offsets(crate::broker::shard::schedule::SYS_SCHEDULE).min, 0);
+    });
+}
+
+/// A replica pins its undecided transaction halves as its master does: from a half written
+/// with nothing pinned, and from each decision's low watermark (the oldest half still
+/// undecided after it) once durable. The decided half's segments go; the undecided one's stay,
+/// so a promotion finds it.
+#[test]
+fn a_replica_keeps_the_undecided_halves_and_lets_the_decided_go() {
+    use super::transaction::{end, half, half_batch};
+    use crate::protocol::transaction::EndAction;
+    run(|| async {
+        let m = master(Mode::Async, 60_000).await;
+        m.start_transactions().await.unwrap();
+        let first = half(&m, 0, half_batch(1, "tx", -1, -1)).await;
+        call(&m, end(0, first, EndAction::Rollback)).await.unwrap();
+        roll_segments(&m, 45).await;
+        let open = half(&m, 0, half_batch(1, "tx", -1, -1)).await; // never decided
+        roll_segments(&m, 25).await;
+        let r = replicated(&m, &SimDir::new(92)).await;
+        let deleted = r.log.enforce_retention(far_future_ms()).await.unwrap();
+        assert!(!deleted.is_empty(), "held at the decided half");
+        let halves = r.log.offsets(crate::broker::shard::transaction::SYS_HALF);
+        assert_eq!(halves.min, open, "the undecided half was deleted");
+        // With no decision yet, the first half written pins the queue.
+        let m = master(Mode::Async, 60_000).await;
+        m.start_transactions().await.unwrap();
+        half(&m, 0, half_batch(1, "tx", -1, -1)).await;
+        roll_segments(&m, 45).await;
+        let r = replicated(&m, &SimDir::new(93)).await;
+        assert_eq!(r.log.enforce_retention(far_future_ms()).await.unwrap(), vec![]);
     });
 }

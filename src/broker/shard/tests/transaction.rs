@@ -43,7 +43,7 @@ pub(super) async fn half(s: &Rc<Shard<SimLog>>, queue_id: u32, batch: Vec<u8>) -
     base_offset
 }
 
-fn end(queue_id: u32, id: u64, action: EndAction) -> Request {
+pub(super) fn end(queue_id: u32, id: u64, action: EndAction) -> Request {
     end_as("tx", queue_id, id, action)
 }
 
