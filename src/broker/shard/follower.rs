@@ -154,7 +154,12 @@ impl<L: ShardLog> Shard<L> {
                 && (!self.topics_adopted.get() || topics_epoch != self.topics.borrow().epoch)
             {
                 let request = Request::Replication(ReplRequest::Topics);
-                match peer.call(&request, CALL_TIMEOUT).await {
+                let call = Box::pin(peer.call(&request, CALL_TIMEOUT));
+                let answer = match select(call, stop.clone()).await {
+                    Either::Left((a, _)) => a,
+                    Either::Right(_) => return Ok(()), // a hung master does not hold a stop
+                };
+                match answer {
                     Ok(Response::Replication(ReplResponse::Topics { table_json })) => {
                         self.adopt_topics(&table_json).await.map_err(JoinError::Retry)?;
                     }

@@ -1123,3 +1123,48 @@ fn a_replica_keeps_the_undecided_halves_and_lets_the_decided_go() {
         assert_eq!(r.log.enforce_retention(far_future_ms()).await.unwrap(), vec![]);
     });
 }
+
+/// A stop does not wait for a master that holds the replica's REPLICA_TOPICS call (a hung
+/// master answers nothing until the call's 10 s timeout).
+#[test]
+fn a_replica_stops_while_its_master_holds_a_topics_call() {
+    use crate::client::scripted_broker::{join_keeping, one_shard, scripted_broker};
+    run(|| async {
+        let (history, batches, next) = a_masters_first_batches().await;
+        let tmp = tempfile::tempdir().unwrap();
+        let store = MetadataStore::open(tmp.path()).await.unwrap();
+        let s = shard_with_metadata(
+            SimDir::new(4),
+            |_| {},
+            |_| {},
+            runtime::system_clock(),
+            Some(store),
+        )
+        .await;
+        let newer = s.topics.borrow().epoch + 1;
+        let master = scripted_broker(move |port, request| match request {
+            Request::Metadata { .. } => one_shard(port),
+            Request::Replication(ReplRequest::Join { end, .. }) => {
+                join_keeping(end, history.clone())
+            }
+            Request::Replication(ReplRequest::Fetch { from, .. }) => {
+                Response::Replication(ReplResponse::Fetch {
+                    confirmed: from,
+                    topics_epoch: newer,
+                    next,
+                    batches: if from == 0 { batches.clone() } else { Vec::new() },
+                })
+            }
+            Request::Replication(ReplRequest::Topics) => {
+                std::thread::sleep(Duration::from_secs(8)); // past the test's bound
+                Response::Replication(ReplResponse::Topics { table_json: Vec::new() })
+            }
+            other => panic!("unexpected {other:?}"),
+        });
+        follow(&s, &master);
+        let stop = futures::FutureExt::shared(Box::pin(runtime::sleep(Duration::from_millis(300))));
+        let started = std::time::Instant::now();
+        s.clone().follow_master(stop).await.unwrap();
+        assert!(started.elapsed() < Duration::from_secs(4), "{:?}", started.elapsed());
+    });
+}
