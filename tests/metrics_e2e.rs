@@ -278,3 +278,29 @@ fn a_scrape_shows_each_coordinator_s_group_state() {
     assert_eq!(sum(&s, "ringmq_group_offsets_held", &[]), 2.0);
     assert_eq!(sum(&s, "ringmq_group_retention_groups", &[]), 1.0);
 }
+
+/// Retention by disk usage shows in the metrics: with a ratio every filesystem exceeds and
+/// 64 KiB segments, sealed segments go on the next check, counted as deleted for disk usage
+/// (they were seconds old), none by age.
+#[test]
+fn retention_by_disk_usage_is_counted() {
+    let dir = tempdir();
+    let storage = "retention_check_interval_ms = 100\nsegment_size_bytes = 65536\n\
+                   max_batch_bytes = 8192\ndisk_max_used_ratio = 0.000001\npreallocate = false\n\
+                   chunk_size_bytes = 16384\nchunk_pool_chunks = 8\ncache_bytes = 1048576";
+    let broker = Broker::start_in(dir.path(), &config(dir.path(), 1, "", storage));
+    let addr = metrics_addr(&broker);
+    let client = Client::connect(&broker.addr()).unwrap();
+    client.admin().create_topic("d", 1).unwrap();
+    let producer = client.producer(ProducerConfig::default()).unwrap();
+    for i in 0..300 {
+        producer.send(Message::new("d", format!("{i:01000}"))).unwrap();
+    }
+    let s = broker_common::poll_until(Duration::from_secs(30), || {
+        let s = scrape(&addr);
+        (sum(&s, "ringmq_retention_disk_segments_total", &[]) >= 1.0).then_some(s)
+    });
+    assert_eq!(sum(&s, "ringmq_retention_expired_segments_total", &[]), 0.0);
+    assert_eq!(sum(&s, "ringmq_retention_pinned_segments", &[]), 0.0);
+    assert!(sum(&s, "ringmq_log_segments", &[("shard", "0")]) >= 1.0);
+}
