@@ -524,8 +524,6 @@ impl<L: ShardLog> Shard<L> {
         last.ok_or_else(|| internal("a snapshot has at least one part"))
     }
 
-    /// Expires sessions and locks, tells the watchers of groups that changed, and snapshots
-    /// the offsets when due. Called every `GROUP_TICK`.
     /// On a replica: the follower wrote a batch of the offsets queue ending at log position
     /// `end`. A snapshot's parts are consecutive records (one a batch); once the follower
     /// has written all parts of one, the offsets' pin moves to its first part when the log is
@@ -556,6 +554,9 @@ impl<L: ShardLog> Shard<L> {
         self.replicated_snapshot.set(seen);
     }
 
+    /// Expires sessions and locks, tells the watchers of groups that changed, and snapshots
+    /// the offsets when due (or when retention was held back by their pin). Called every
+    /// `GROUP_TICK`.
     pub async fn group_tick(&self) {
         let now = self.clock.now();
         let changed = self.coordinator.borrow_mut().expire(now);
