@@ -405,8 +405,8 @@ impl<L: ShardLog> Shard<L> {
         Ok(out.flush_timed_out)
     }
 
-    /// On a replica: the follower wrote a batch of the half queue (a half, base offset
-    /// `base`) or of the op queue (a decision, ending at log position `end`), and pins the
+    /// On a replica: the follower wrote a batch of the half queue (a half) or of the op queue
+    /// (a decision, ending at log position `end`), and pins the
     /// half queue as the master does: from a half written while nothing was pinned, and from
     /// each decision's low watermark once it is durable. A promotion replays the halves from
     /// the last decision's watermark, which retention then kept.
