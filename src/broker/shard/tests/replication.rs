@@ -1156,7 +1156,7 @@ fn a_replica_stops_while_its_master_holds_a_topics_call() {
                 })
             }
             Request::Replication(ReplRequest::Topics) => {
-                std::thread::sleep(Duration::from_secs(8)); // past the test's bound
+                std::thread::sleep(Duration::from_secs(20)); // past the test's bound
                 Response::Replication(ReplResponse::Topics { table_json: Vec::new() })
             }
             other => panic!("unexpected {other:?}"),
@@ -1165,6 +1165,6 @@ fn a_replica_stops_while_its_master_holds_a_topics_call() {
         let stop = futures::FutureExt::shared(Box::pin(runtime::sleep(Duration::from_millis(300))));
         let started = std::time::Instant::now();
         s.clone().follow_master(stop).await.unwrap();
-        assert!(started.elapsed() < Duration::from_secs(4), "{:?}", started.elapsed());
+        assert!(started.elapsed() < Duration::from_secs(8), "{:?}", started.elapsed());
     });
 }
