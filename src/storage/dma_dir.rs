@@ -308,8 +308,9 @@ impl LogDir for DmaDir {
     }
 }
 
-/// (used, total) bytes of the filesystem holding `path`. Blocking (a statvfs).
-fn statvfs_usage(path: &Path) -> io::Result<(u64, u64)> {
+/// (used, total) bytes of the filesystem holding `path`, as retention counts them against
+/// `disk_max_used_ratio`. Blocking (a statvfs).
+pub fn statvfs_usage(path: &Path) -> io::Result<(u64, u64)> {
     let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
         .map_err(|_| io::Error::other("data path contains a NUL byte"))?;
     // SAFETY: statvfs fills the struct for a valid NUL-terminated path.

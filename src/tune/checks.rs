@@ -127,6 +127,7 @@ pub fn check(facts: &Facts, cfg: &Config) -> Vec<Finding> {
     out.push(check_swappiness(facts));
     out.extend(check_dirty(facts, cfg));
     out.extend(check_filesystem(facts, cfg));
+    out.push(check_disk_usage(facts, cfg));
     out.extend(check_disks(facts, cfg));
     out.push(check_governor(facts));
     out.push(check_halt_poll(facts));
@@ -387,6 +388,39 @@ fn check_dirty(facts: &Facts, cfg: &Config) -> Vec<Finding> {
             .to_string(),
     );
     out
+}
+
+/// How full the data filesystem is against `disk_max_used_ratio`: past it, retention deletes
+/// the oldest segments whatever their age, so consumers behind lose messages.
+fn check_disk_usage(facts: &Facts, cfg: &Config) -> Finding {
+    let ratio = cfg.storage.disk_max_used_ratio;
+    let name = "disk usage of the data filesystem";
+    let recommended = format!("below storage.disk_max_used_ratio ({ratio})");
+    let (used, total) = match &facts.data.disk_usage {
+        Err(e) => return unknown(name, &recommended, e),
+        Ok(u) => *u,
+    };
+    let fill = used as f64 / total.max(1) as f64;
+    let current =
+        format!("{:.1}% ({} of {})", fill * 100.0, format_bytes(used), format_bytes(total));
+    let (severity, why) = if fill > ratio {
+        (
+            Severity::Warn,
+            "over the ratio: retention deletes the oldest segments as soon as the broker runs,              younger than retention_hours too, and consumers that have not read them lose              those messages; free space, give the data directory its own filesystem, or raise              the ratio if other data fills this one"
+                .to_owned(),
+        )
+    } else if fill > ratio - 0.1 {
+        (
+            Severity::Info,
+            format!(
+                "within 10 points of the ratio: {} more and retention deletes segments younger                  than retention_hours",
+                format_bytes(((ratio * total as f64) as u64).saturating_sub(used))
+            ),
+        )
+    } else {
+        (Severity::Ok, "retention deletes by age only".to_owned())
+    };
+    finding(severity, name, current, recommended, why)
 }
 
 fn check_filesystem(facts: &Facts, cfg: &Config) -> Vec<Finding> {

@@ -28,6 +28,8 @@ pub struct DataDirFacts {
     /// Whether the filesystem has a journal, if it is ext4 (see [`ext4_journal`]).
     pub ext4_journal: Fact<bool>,
     pub devices: Fact<Vec<BlockDevice>>,
+    /// (used, total) bytes of the filesystem, as retention counts them (`df`'s way).
+    pub disk_usage: Fact<(u64, u64)>,
 }
 
 /// A filesystem type from statfs.
@@ -92,6 +94,10 @@ impl DataDirFacts {
                 .clone()
                 .and_then(|(major, minor)| backing_devices(root, major, minor)),
             ext4_journal: device_number.clone().and_then(|dev| ext4_journal(root, dev)),
+            disk_usage: probed.clone().and_then(|p| {
+                crate::storage::dma_dir::statvfs_usage(&p)
+                    .map_err(|e| format!("statvfs {}: {e}", p.display()))
+            }),
             device_number,
             probed,
         }

@@ -490,3 +490,26 @@ fn guest_halt_polling_is_judged_on_kvm_guests_and_set_by_the_latency_profile() {
     assert!(line.starts_with("cannot set haltpoll guest_halt_poll_ns to 200000:"), "{line}");
     assert!(line.contains("not a number"), "{line}");
 }
+
+#[test]
+fn a_data_filesystem_over_the_retention_ratio_is_a_warning() {
+    let m = FakeMachine::new();
+    let cfg = m.config(IoMode::Direct); // disk_max_used_ratio 0.75
+    let judge = |usage: Result<(u64, u64), String>| {
+        let mut facts = m.facts();
+        facts.data.disk_usage = usage;
+        find(&check(&facts, &cfg), "disk usage of the data filesystem").clone()
+    };
+    let f = judge(Ok((76, 100)));
+    assert_eq!(f.severity, Severity::Warn, "{f:?}");
+    assert!(f.current.starts_with("76.0%"), "{f:?}");
+    assert!(f.why.contains("younger than retention_hours"), "{f:?}");
+    let f = judge(Ok((70 << 30, 100 << 30)));
+    assert_eq!(f.severity, Severity::Info, "{f:?}");
+    assert!(f.why.contains("5.0 GiB more"), "{f:?}");
+    assert_eq!(judge(Ok((30, 100))).severity, Severity::Ok);
+    assert_eq!(judge(Err("statvfs failed".into())).severity, Severity::Info);
+    // Collected from the real directory: some usage, at most all of it.
+    let (used, total) = m.facts().data.disk_usage.unwrap();
+    assert!(used <= total && total > 0);
+}
