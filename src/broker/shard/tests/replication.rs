@@ -736,50 +736,60 @@ async fn a_scripted_master(answer_epoch: u64, table: Option<TopicTable>) -> Stri
 
 #[test]
 fn a_replica_adopts_a_new_topic_table_before_it_writes_the_batches_that_came_with_it() {
-    use crate::client::scripted_broker::{join_keeping, one_shard, scripted_broker_refusing};
     // What a replica has written may be acknowledged before it adopts a table: by its next
     // fetch, or by a JOIN after a crash (it reports what is on disk). A sync master answers a
     // topic change once its replicas acknowledged what shard 0 wrote after it, so the table
     // that came with batches is adopted before they are written.
     run(|| async {
-        let (history, batches, next) = a_masters_first_batches().await;
-        // The replica's shard that keeps the topic table (shard 0).
-        let tmp = tempfile::tempdir().unwrap();
-        let store = MetadataStore::open(tmp.path()).await.unwrap();
-        let s = shard_with_metadata(
-            SimDir::new(3),
-            |_| {},
-            |_| {},
-            runtime::system_clock(),
-            Some(store),
-        )
+        // This master cannot give the table (yet).
+        let s = table_keeper_following_a_newer_table(3, || {
+            Err((ErrorCode::INTERNAL, "no table today".into(), ErrorDetail::None))
+        })
         .await;
-        let newer = s.topics.borrow().epoch + 1;
-        // This master answers the batches with a newer table's epoch, and cannot give the
-        // table (yet).
-        let master = scripted_broker_refusing(move |port, request| match request {
-            Request::Metadata { .. } => Ok(one_shard(port)),
-            Request::Replication(ReplRequest::Join { end, .. }) => {
-                Ok(join_keeping(end, history.clone()))
-            }
-            Request::Replication(ReplRequest::Fetch { from, .. }) => {
-                Ok(Response::Replication(ReplResponse::Fetch {
-                    confirmed: from,
-                    topics_epoch: newer,
-                    next,
-                    batches: if from == 0 { batches.clone() } else { Vec::new() },
-                }))
-            }
-            Request::Replication(ReplRequest::Topics) => {
-                Err((ErrorCode::INTERNAL, "no table today".into(), ErrorDetail::None))
-            }
-            other => panic!("unexpected {other:?}"),
-        });
-        follow(&s, &master);
         let stop = futures::FutureExt::shared(Box::pin(runtime::sleep(Duration::from_millis(300))));
         s.clone().follow_master(stop).await.unwrap();
         assert_eq!(s.log.append_end(), 0, "written before the table that came with it");
     });
+}
+
+/// A replica's shard 0 (it keeps the topic table, on simulated directory `seed`) set to
+/// follow a scripted master whose first batches come with a newer table's epoch and which
+/// answers REPLICA_TOPICS with `topics()`.
+async fn table_keeper_following_a_newer_table(
+    seed: u64,
+    topics: impl Fn() -> Result<Response, (ErrorCode, String, ErrorDetail)> + Send + Sync + 'static,
+) -> Rc<Shard<SimLog>> {
+    use crate::client::scripted_broker::{join_keeping, one_shard, scripted_broker_refusing};
+    let (history, batches, next) = a_masters_first_batches().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let store = MetadataStore::open(tmp.path()).await.unwrap();
+    let s = shard_with_metadata(
+        SimDir::new(seed),
+        |_| {},
+        |_| {},
+        runtime::system_clock(),
+        Some(store),
+    )
+    .await;
+    let newer = s.topics.borrow().epoch + 1;
+    let master = scripted_broker_refusing(move |port, request| match request {
+        Request::Metadata { .. } => Ok(one_shard(port)),
+        Request::Replication(ReplRequest::Join { end, .. }) => {
+            Ok(join_keeping(end, history.clone()))
+        }
+        Request::Replication(ReplRequest::Fetch { from, .. }) => {
+            Ok(Response::Replication(ReplResponse::Fetch {
+                confirmed: from,
+                topics_epoch: newer,
+                next,
+                batches: if from == 0 { batches.clone() } else { Vec::new() },
+            }))
+        }
+        Request::Replication(ReplRequest::Topics) => topics(),
+        other => panic!("unexpected {other:?}"),
+    });
+    follow(&s, &master);
+    s
 }
 
 /// Shard `s` (not the table's keeper) follows a scripted master whose batches come with
@@ -1128,40 +1138,12 @@ fn a_replica_keeps_the_undecided_halves_and_lets_the_decided_go() {
 /// master answers nothing until the call's 10 s timeout).
 #[test]
 fn a_replica_stops_while_its_master_holds_a_topics_call() {
-    use crate::client::scripted_broker::{join_keeping, one_shard, scripted_broker};
     run(|| async {
-        let (history, batches, next) = a_masters_first_batches().await;
-        let tmp = tempfile::tempdir().unwrap();
-        let store = MetadataStore::open(tmp.path()).await.unwrap();
-        let s = shard_with_metadata(
-            SimDir::new(4),
-            |_| {},
-            |_| {},
-            runtime::system_clock(),
-            Some(store),
-        )
+        let s = table_keeper_following_a_newer_table(4, || {
+            std::thread::sleep(Duration::from_secs(20)); // past the test's bound
+            Ok(Response::Replication(ReplResponse::Topics { table_json: Vec::new() }))
+        })
         .await;
-        let newer = s.topics.borrow().epoch + 1;
-        let master = scripted_broker(move |port, request| match request {
-            Request::Metadata { .. } => one_shard(port),
-            Request::Replication(ReplRequest::Join { end, .. }) => {
-                join_keeping(end, history.clone())
-            }
-            Request::Replication(ReplRequest::Fetch { from, .. }) => {
-                Response::Replication(ReplResponse::Fetch {
-                    confirmed: from,
-                    topics_epoch: newer,
-                    next,
-                    batches: if from == 0 { batches.clone() } else { Vec::new() },
-                })
-            }
-            Request::Replication(ReplRequest::Topics) => {
-                std::thread::sleep(Duration::from_secs(20)); // past the test's bound
-                Response::Replication(ReplResponse::Topics { table_json: Vec::new() })
-            }
-            other => panic!("unexpected {other:?}"),
-        });
-        follow(&s, &master);
         let stop = futures::FutureExt::shared(Box::pin(runtime::sleep(Duration::from_millis(300))));
         let started = std::time::Instant::now();
         s.clone().follow_master(stop).await.unwrap();
