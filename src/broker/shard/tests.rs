@@ -725,6 +725,7 @@ mod group;
 mod key_index;
 mod metrics;
 mod produce_multi;
+mod replica_retention;
 mod replication;
 mod schedule;
 mod transaction;
