@@ -38,7 +38,7 @@ use super::metadata_store::{self, MetadataStore};
 use super::routing::ShardId;
 use super::shard::replication::ShardRole;
 use super::shard::{Control, Forward, Ports, Shard};
-use super::shutdown::{self, Stop, StopHandle};
+use super::shutdown::{self, Stop, StopHandle, StopStep};
 use super::topics::TopicTable;
 use crate::compat::rocketmq::bodies::BrokerEntry;
 use crate::compat::rocketmq::dispatch::FrontSite;
@@ -673,30 +673,6 @@ async fn shard_main(args: ShardArgs) -> Result<(), String> {
     closed.map_err(|e| format!("closing the log of shard {id} failed: {e}"))?;
     tracing::debug!(shard = id, "stopped");
     Ok(())
-}
-
-/// One step of a shard's stop that has no deadline of its own (its task ends when it sees the
-/// stop). A step still running after `grace` is logged, naming it, and waited for: a stop
-/// that hangs says where.
-struct StopStep {
-    shard: usize,
-    what: &'static str,
-    grace: Duration,
-}
-
-impl StopStep {
-    async fn wait<F: std::future::Future>(self, fut: F) -> F::Output {
-        futures::pin_mut!(fut);
-        if let Some(v) = runtime::timeout(self.grace, fut.as_mut()).await {
-            tracing::debug!(shard = self.shard, "stopping: {} done", self.what);
-            return v;
-        }
-        let Self { shard, what, grace } = self;
-        tracing::warn!(shard, "stopping: still waiting for {what} after {grace:?}");
-        let v = fut.await;
-        tracing::warn!(shard, "stopping: {what} done");
-        v
-    }
 }
 
 /// A start on a filesystem already fuller than `disk_max_used_ratio` is said at once: the

@@ -1,11 +1,16 @@
-//! Stopping: the signal a shard's tasks watch, and the main thread's SIGINT/SIGTERM handling.
+//! Stopping: the signal a shard's tasks watch, the main thread's SIGINT/SIGTERM handling,
+//! and the steps of a shard's stop that say when they take long (`StopStep`).
 //!
 //! The main thread owns one [`StopHandle`] per shard; firing it resolves that shard's [`Stop`]
 //! future, which every accept loop and connection reader of the shard selects on. The order a
 //! shard stops in is in [`super::server`].
 
+use std::time::Duration;
+
 use futures::channel::oneshot;
 use futures::future::{FutureExt, Shared};
+
+use crate::runtime;
 
 /// Resolves when the shard should stop. Cheap to clone; all clones resolve together.
 pub type Stop = Shared<oneshot::Receiver<()>>;
@@ -43,4 +48,28 @@ pub fn watch_signals(on_signal: impl Fn(i32) + Send + 'static) -> std::io::Resul
         }
     })?;
     Ok(())
+}
+
+/// One step of a shard's stop that has no deadline of its own (its task ends when it sees the
+/// stop). A step still running after `grace` is logged, naming it, and waited for: a stop
+/// that hangs says where.
+pub(super) struct StopStep {
+    pub shard: usize,
+    pub what: &'static str,
+    pub grace: Duration,
+}
+
+impl StopStep {
+    pub async fn wait<F: std::future::Future>(self, fut: F) -> F::Output {
+        futures::pin_mut!(fut);
+        if let Some(v) = runtime::timeout(self.grace, fut.as_mut()).await {
+            tracing::debug!(shard = self.shard, "stopping: {} done", self.what);
+            return v;
+        }
+        let Self { shard, what, grace } = self;
+        tracing::warn!(shard, "stopping: still waiting for {what} after {grace:?}");
+        let v = fut.await;
+        tracing::warn!(shard, "stopping: {what} done");
+        v
+    }
 }
