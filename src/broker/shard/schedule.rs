@@ -136,6 +136,15 @@ pub struct StepReport {
     pub more: bool,
 }
 
+/// Where the schedule queue is pinned for a checkpoint with these values: what a restart
+/// from it reads, its oldest pending entry (their timer records and the checkpoint come after
+/// them in the log) or its first entry not yet indexed. That offset may not be stored yet (no
+/// entry since): it holds nothing until one is, and from then on keeps that entry, which no
+/// checkpoint covers until the next one moves the pin.
+fn schedule_pin(indexed_through: u64, pending: &PendingOffsets) -> u64 {
+    pending.oldest().map_or(indexed_through, |o| o.min(indexed_through))
+}
+
 fn internal(what: impl std::fmt::Display) -> BrokerError {
     BrokerError::new(ErrorCode::INTERNAL, what.to_string())
 }
@@ -396,17 +405,15 @@ impl<L: ShardLog> Shard<L> {
         let out = self.log.append(SYS_WHEEL, builder.finish(-1, -1)).await?;
         // Once the checkpoint is durable, what it covers need not be kept any more (until
         // then a restart would start from the one before).
-        let from = self.schedule_pin(indexed_through, &pending);
-        self.log.pin_retention_once_durable(SYS_SCHEDULE, from, out.end);
+        let from = schedule_pin(indexed_through, &pending);
+        self.log.pin_retention_once_durable(SYS_SCHEDULE, Some(from), out.end);
         Ok(())
     }
 
     /// Keeps retention (by age or disk usage) from deleting what a restart from a checkpoint
-    /// with these values reads: the pending entries (their timer records and the checkpoint
-    /// come after them in the log) and the entries not yet indexed. With nothing pending,
-    /// nothing is pinned (a restart without a checkpoint rebuilds from what is left).
+    /// with these values reads ([`schedule_pin`]).
     fn pin_schedule(&self, indexed_through: u64, pending: &PendingOffsets) {
-        self.log.pin_retention(SYS_SCHEDULE, self.schedule_pin(indexed_through, pending));
+        self.log.pin_retention(SYS_SCHEDULE, Some(schedule_pin(indexed_through, pending)));
     }
 
     /// On a replica: the follower wrote a wheel checkpoint ending at log position `end`. The
@@ -418,20 +425,11 @@ impl<L: ShardLog> Shard<L> {
         let Some(Ok(record)) = view.records().next() else { return };
         match decode_checkpoint(record.body, DEFAULT_MAX_RANGES) {
             Ok((indexed_through, _, pending)) => {
-                // Not limited to the entries readable yet (the follower makes them readable
-                // after its flush): a pin at an offset not stored holds nothing until then.
-                let from = pending.oldest().map_or(indexed_through, |o| o.min(indexed_through));
+                let from = schedule_pin(indexed_through, &pending);
                 self.log.pin_retention_once_durable(SYS_SCHEDULE, Some(from), end);
             }
             Err(e) => tracing::warn!(shard = %self.id, "replicated wheel checkpoint: {e}"),
         }
-    }
-
-    /// Where [`Self::pin_schedule`] pins the schedule queue.
-    fn schedule_pin(&self, indexed_through: u64, pending: &PendingOffsets) -> Option<u64> {
-        let next = self.log.offsets(SYS_SCHEDULE).next;
-        let from = pending.oldest().map_or(indexed_through, |o| o.min(indexed_through));
-        (from < next).then_some(from)
     }
 
     async fn index_entries(&self, report: &mut StepReport) -> Result<(), BrokerError> {

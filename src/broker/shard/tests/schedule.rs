@@ -474,3 +474,21 @@ fn a_resent_scheduled_batch_is_held_once_by_its_unique_id_even_after_a_crash() {
         assert!(again > first);
     });
 }
+
+/// A scheduled message stored after the last checkpoint (here: none since the start, with
+/// nothing pending) is kept by retention before any checkpoint covers it: a restart from that
+/// checkpoint re-indexes it, so the pin holds from the checkpoint's first unindexed offset
+/// even when nothing was stored there yet.
+#[test]
+fn retention_keeps_a_scheduled_message_no_checkpoint_covers_yet() {
+    run(|| async {
+        let clock = runtime::SimClock::new(T0_MS);
+        let s = shard_configured(SimDir::new(78), sync_flush, |_| {}, clock.clone()).await;
+        s.start_schedule().await.unwrap();
+        let month = T0_MS + 30 * 24 * 3_600_000;
+        call(&s, scheduled(0, Delivery::AtMs(month), "a month later")).await.unwrap();
+        roll_segments(&s, 45).await;
+        assert_eq!(s.log.enforce_retention(far_future_ms()).await.unwrap(), vec![]);
+        assert_eq!(s.log.offsets(crate::broker::shard::schedule::SYS_SCHEDULE).min, 0);
+    });
+}
