@@ -81,6 +81,7 @@ for round in a b; do
     one $round backlog-drain --compare-raw
     one $round many-queues --compare-raw
     one $round many-queues-sticky
+    one $round many-queues-linger
 done
 # Give the last run's deleted data back too (a loop device's image keeps it otherwise).
 if [ -n "${DATA_DIR:-}" ]; then fstrim "$DATA_DIR" 2>/dev/null || true; fi

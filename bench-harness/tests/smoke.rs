@@ -219,6 +219,15 @@ fn many_queues_sticky() {
 }
 
 #[test]
+fn many_queues_linger() {
+    // Every message of the tuned producers arrives (a 20 ms linger keeps the run short).
+    smoke(
+        "many-queues-linger",
+        &["topics=2", "queues_per_topic=100", "consumers=1", "linger_ms=20"],
+    );
+}
+
+#[test]
 fn many_queues_keyed() {
     let r = smoke(
         "many-queues-keyed",
