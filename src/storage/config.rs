@@ -77,8 +77,12 @@ pub struct StorageConfig {
     pub preallocate: bool,
     /// Delete whole segments whose newest batch is older than this. Default 48.
     pub retention_hours: u64,
-    /// Delete oldest segments while the data filesystem is fuller than this ratio. Default 0.75.
-    /// Counted as `df` does: used over used plus what the broker may still write.
+    /// Delete oldest segments while the data filesystem is fuller than this ratio, younger
+    /// than `retention_hours` too. Default 0.85: RocketMQ's `diskSpaceCleanForciblyRatio`, the
+    /// fill from which a RocketMQ broker deletes unexpired files (its `diskMaxUsedSpaceRatio`,
+    /// 75, only deletes expired files early, which ringmq does at any fill:
+    /// docs/rocketmq-compat.md). Counted as `df` does: used over used plus what the broker may
+    /// still write.
     pub disk_max_used_ratio: f64,
     /// How often the log applies the retention policy on its own. It also does whenever it
     /// creates or rolls to a new segment (the disk holds one more). Default 60000.
@@ -115,7 +119,7 @@ impl Default for StorageConfig {
             multi_read_keep_bytes: 64 << 20,
             preallocate: true,
             retention_hours: 48,
-            disk_max_used_ratio: 0.75,
+            disk_max_used_ratio: 0.85,
             retention_check_interval_ms: 60_000,
             disk_full_retry_ms: 1_000,
             index_cache_bytes: 64 << 20,

@@ -78,4 +78,25 @@ mod tests {
         assert_eq!(segments_to_delete(&p, &sealed, now, 700, 1000), bases(&[0, 100]));
         assert_eq!(segments_to_delete(&p, &sealed, now, 400, 1000), bases(&[]));
     }
+
+    /// With the default ratio, unexpired segments stay until the fill at which a RocketMQ
+    /// broker deletes unexpired files (`diskSpaceCleanForciblyRatio`, 85%): a filesystem 76%
+    /// full (round 39's CI machine, whose smoke tests lost unread messages at the old 0.75)
+    /// or 85% full keeps them; expired ones go at any fill.
+    #[test]
+    fn the_default_ratio_keeps_unexpired_segments_up_to_rocketmq_s_forcible_fill() {
+        let d = crate::storage::StorageConfig::default();
+        let p = RetentionPolicy {
+            retention_ms: d.retention_hours as i64 * HOUR,
+            disk_max_used_ratio: d.disk_max_used_ratio,
+        };
+        let now = 100 * HOUR;
+        let fresh = [seg(0, now), seg(100, now), seg(200, now)];
+        assert_eq!(segments_to_delete(&p, &fresh, now, 760, 1000), bases(&[]));
+        assert_eq!(segments_to_delete(&p, &fresh, now, 850, 1000), bases(&[]));
+        assert_eq!(segments_to_delete(&p, &fresh, now, 860, 1000), bases(&[0]));
+        assert_eq!(segments_to_delete(&p, &fresh, now, 960, 1000), bases(&[0, 100]));
+        let old = [seg(0, 10 * HOUR), seg(100, now)];
+        assert_eq!(segments_to_delete(&p, &old, now, 100, 1000), bases(&[0]));
+    }
 }

@@ -494,19 +494,20 @@ fn guest_halt_polling_is_judged_on_kvm_guests_and_set_by_the_latency_profile() {
 #[test]
 fn a_data_filesystem_over_the_retention_ratio_is_a_warning() {
     let m = FakeMachine::new();
-    let cfg = m.config(IoMode::Direct); // disk_max_used_ratio 0.75
+    let cfg = m.config(IoMode::Direct); // disk_max_used_ratio 0.85
     let judge = |usage: Result<(u64, u64), String>| {
         let mut facts = m.facts();
         facts.data.disk_usage = usage;
         find(&check(&facts, &cfg), "disk usage of the data filesystem").clone()
     };
-    let f = judge(Ok((76, 100)));
+    let f = judge(Ok((86, 100)));
     assert_eq!(f.severity, Severity::Warn, "{f:?}");
-    assert!(f.current.starts_with("76.0%"), "{f:?}");
+    assert!(f.current.starts_with("86.0%"), "{f:?}");
     assert!(f.why.contains("younger than retention_hours"), "{f:?}");
-    let f = judge(Ok((70 << 30, 100 << 30)));
+    // Round 39's CI machine (76% full) was over the old default, within ten points of this one.
+    let f = judge(Ok((76 << 30, 100 << 30)));
     assert_eq!(f.severity, Severity::Info, "{f:?}");
-    assert!(f.why.contains("5.0 GiB more"), "{f:?}");
+    assert!(f.why.contains("9.0 GiB more"), "{f:?}");
     assert_eq!(judge(Ok((30, 100))).severity, Severity::Ok);
     assert_eq!(judge(Err("statvfs failed".into())).severity, Severity::Info);
     // Collected from the real directory: some usage, at most all of it.
