@@ -1,15 +1,16 @@
 //! The many-queue reader (`MultiQueueReader`, FETCH_MULTI) against the real `ringmq` binary:
 //! every message of many queues on two shards once and in order per queue, while they are
 //! written and from a cold log; seeks; a queue's own failure; FETCH_MULTI on the shared port
-//! answered for the queues of every shard.
+//! answered for the queues of every shard, and its wait on each shard ended by the first answer.
 
 mod broker_common;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use broker_common::{config, Broker, Raw};
-use ringmq::client::{Client, Message, MultiQueueReader, ProducerConfig};
+use broker_common::{config, poll_until, Broker, Raw};
+use ringmq::broker::routing::owner_shard;
+use ringmq::client::{Client, Message, MultiQueueReader, ProducerConfig, QueueSelector};
 use ringmq::protocol::fetch_multi::{FetchMulti, FetchQueue, FetchTopic};
 use ringmq::protocol::{ApiKey, ErrorCode, Request, Response};
 
@@ -181,6 +182,53 @@ fn a_fetch_multi_on_the_shared_port_is_answered_for_the_queues_of_every_shard() 
     assert_eq!(records, total);
     let last = results[QUEUES as usize].result.as_ref().unwrap_err();
     assert_eq!(last.code, ErrorCode::UNKNOWN_QUEUE as u16);
+}
+
+/// A FETCH_MULTI with nothing to read waits on both shards (the one that received it, and the
+/// other for its queues); an append to one shard's queue answers it, and the other shard stops
+/// waiting at once. Left waiting, that shard held a forwarded-request permit and a long-poll
+/// slot until the request's deadline (15 s here), and read what came meanwhile for nobody.
+/// One round appends to a queue of each shard, so in one of them the answer comes from the
+/// shard that received the request while the other's wait was forwarded.
+#[test]
+fn a_fetch_multi_answered_by_one_shard_stops_waiting_on_the_other() {
+    let dir = tempdir();
+    let broker = Broker::start_in(dir.path(), &config(dir.path(), 2, "", ""));
+    let client = Client::connect(&broker.addr()).unwrap();
+    client.admin().create_topic("w", 8).unwrap();
+    let producer = client.producer(ProducerConfig::default()).unwrap();
+    let port: u16 = broker.addr().rsplit(':').next().unwrap().parse().unwrap();
+    let mut raw = Raw::connect(port);
+    let waiting =
+        || client.admin().stats().unwrap().iter().map(|s| s.long_poll_waiting).sum::<u64>();
+    let mut ends = [0u64; 8];
+    for (round, shard) in [0usize, 1].into_iter().enumerate() {
+        let queues = (0..8u32).map(|q| FetchQueue { queue_id: q, offset: ends[q as usize] });
+        let request = Request::FetchMulti(FetchMulti {
+            max_bytes: 1 << 20,
+            max_wait_ms: 15_000,
+            topics: vec![FetchTopic {
+                topic: "w".into(),
+                tags: Vec::new(),
+                queues: queues.collect(),
+            }],
+        });
+        raw.send(&request.encode_frame(round as u32 + 1));
+        poll_until(Duration::from_secs(10), || (waiting() == 2).then_some(()));
+        let q = (0..8u32).find(|&q| owner_shard("w", q, 2).get() == shard).unwrap();
+        producer.send_with(Message::new("w", "x"), &QueueSelector::Queue(q)).unwrap();
+        ends[q as usize] += 1;
+        let (header, payload) = raw.read_frame().unwrap();
+        assert_eq!(header.error_code, 0);
+        let Response::FetchMulti { results } =
+            Response::decode(ApiKey::FetchMulti, &payload).unwrap()
+        else {
+            panic!()
+        };
+        let part = results.iter().find(|r| r.index == q).expect("the appended queue's part");
+        assert_eq!(part.result.as_ref().unwrap().next_offset, ends[q as usize]);
+        poll_until(Duration::from_secs(5), || (waiting() == 0).then_some(()));
+    }
 }
 
 /// Queues added, removed and paused while requests are in flight (a push consumer's queues

@@ -2,7 +2,10 @@
 //!
 //! Data loop: takes forwarded queue requests, at most `max_forwarded_in_flight` at once per
 //! shard (a permit is taken before receiving, so a busy owner pushes back on the senders'
-//! bounded channels), runs each as a task and sends the reply back on its oneshot.
+//! bounded channels), runs each as a task and sends the reply back on its oneshot. A
+//! FETCH_MULTI, which only reads and may wait, ends as soon as its sender stops waiting for the
+//! reply: the shard that received it asks every owner shard at once and drops the other
+//! answers when the first one comes.
 //! Control loop: applies topic tables and answers stats inline, without waiting on any
 //! shard, so control traffic cannot deadlock behind data traffic.
 //! Both loops end when the peer closes its sender (it does so after its own connections
@@ -10,6 +13,9 @@
 
 use std::rc::Rc;
 
+use futures::future::{select, Either};
+
+use crate::protocol::Request;
 use crate::runtime::Semaphore;
 
 use super::mesh::MeshReceiver;
@@ -27,10 +33,23 @@ pub async fn data_loop<L: ShardLog>(
             Ok(p) => p,
             Err(_) => return,
         };
-        let Some(Forward { request, reply }) = rx.recv().await else { return };
+        let Some(Forward { request, mut reply }) = rx.recv().await else { return };
         let shard = shard.clone();
         runtime::spawn_detached(async move {
-            let r = shard.handle_forwarded(request).await;
+            // A read changes nothing, so it may stop halfway. Left waiting, a FETCH_MULTI whose
+            // sender took another shard's answer held this permit and a long-poll slot until its
+            // deadline (up to `max_long_poll_wait_ms`), and read what arrived for nobody.
+            let read = matches!(request, Request::FetchMulti(_));
+            let handled = shard.handle_forwarded(request);
+            let r = if read {
+                let handled = std::pin::pin!(handled);
+                match select(handled, reply.cancellation()).await {
+                    Either::Left((r, _)) => r,
+                    Either::Right(_) => return, // nobody waits for it: the permit goes now
+                }
+            } else {
+                handled.await
+            };
             let _ = reply.send(r);
             drop(permit);
         });
