@@ -41,7 +41,7 @@ pub fn config(dir: &Path, shards: usize, extra_broker: &str, extra_storage: &str
         ("segment_size_bytes", "16777216"),
         ("chunk_pool_chunks", "16"),
         ("cache_bytes", "16777216"),
-        // Not the default 0.75: on a machine whose filesystem is fuller than that, retention
+        // Not the default 0.85: on a machine whose filesystem is fuller than that, retention
         // deleted what tests had just written (a test of disk usage sets its own).
         ("disk_max_used_ratio", "0.99"),
     ];
