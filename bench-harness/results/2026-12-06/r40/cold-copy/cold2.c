@@ -12,6 +12,12 @@ static void nt_copy(char*d,const char*s,size_t n){
   while(n>=32){ _mm256_stream_si256((__m256i*)d,_mm256_loadu_si256((const __m256i*)s)); d+=32;s+=32;n-=32; }
   memcpy(d,s,n);
 }
+static void nt_copy64(char*d,const char*s,size_t n){
+  size_t h=(64-((uintptr_t)d&63))&63; if(h>n)h=n; memcpy(d,s,h); d+=h;s+=h;n-=h;
+  while(n>=64){ __m256i a=_mm256_loadu_si256((const __m256i*)s), b=_mm256_loadu_si256((const __m256i*)(s+32));
+    _mm256_stream_si256((__m256i*)d,a); _mm256_stream_si256((__m256i*)(d+32),b); d+=64;s+=64;n-=64; }
+  memcpy(d,s,n);
+}
 static uint32_t crc(const char*p,size_t n){uint64_t c=~0u; while(n>=8){c=_mm_crc32_u64(c,*(const uint64_t*)p);p+=8;n-=8;} while(n--) c=_mm_crc32_u8(c,*p++); return c;}
 int main(int argc,char**argv){
   int nq=atoi(argv[1]); int mode=atoi(argv[2]); size_t slot=atoi(argv[3]); size_t rec=1044; int per=slot/rec;
@@ -26,6 +32,8 @@ int main(int argc,char**argv){
     else if(mode==2){ nt_copy(d,body,rec); }
     else if(mode==3){ nt_copy(d,body,rec); _mm_sfence(); }
     else if(mode==4){ nt_copy(d,body,rec); _mm_sfence(); sink^=crc(body,rec); }
+    else if(mode==20){ nt_copy64(d,body,rec); }
+    else if(mode==21){ nt_copy64(d,body,rec); _mm_sfence(); }
     else if(mode>=5){ int k=mode-4; int q2=(i+k)%nq; char*d2=mem+(size_t)q2*slot+fill[q2]*rec; for(size_t o=0;o<rec+64;o+=64) __builtin_prefetch(d2+o,1,3); memcpy(d,body,rec); }
     body[0]=i; }
   double t=now()-t0; printf("nq %d mode %d slot %zu: %.1f ns/msg\n",nq,mode,slot,t/N*1e9); return 0;}
