@@ -366,14 +366,33 @@ pub async fn allocate_or_give_back<F: LogFile>(file: &F, len: u64) -> io::Result
 }
 
 /// A start-up warning when the filesystem cannot hold what the log needs to keep writing: two
-/// segments in all (the active one and the next), or one more segment in its free space.
-pub fn space_warning(used_bytes: u64, total_bytes: u64, segment_size_bytes: u64) -> Option<String> {
+/// segments in all (the active one and the next), room for the next segment above the fill at
+/// which retention starts deleting for disk usage (`disk_max_used_ratio`), or one more
+/// segment in its free space.
+pub fn space_warning(
+    used_bytes: u64,
+    total_bytes: u64,
+    segment_size_bytes: u64,
+    disk_max_used_ratio: f64,
+) -> Option<String> {
     let free = total_bytes.saturating_sub(used_bytes);
     if total_bytes < 2 * segment_size_bytes {
         return Some(format!(
             "the data filesystem holds {total_bytes} bytes, less than two segments of \
              segment_size_bytes = {segment_size_bytes}: the first roll will report DISK_FULL; \
              lower segment_size_bytes or use a larger disk"
+        ));
+    }
+    let above_ratio = total_bytes as f64 * (1.0 - disk_max_used_ratio);
+    if disk_max_used_ratio < 1.0 && above_ratio < segment_size_bytes as f64 {
+        let fits = 1.0 - segment_size_bytes as f64 / total_bytes as f64;
+        return Some(format!(
+            "the data filesystem holds {total_bytes} bytes: at disk_max_used_ratio = \
+             {disk_max_used_ratio}, where retention starts deleting for disk usage, less than \
+             one segment (segment_size_bytes = {segment_size_bytes}) is left free, so the log \
+             can reach DISK_FULL for its next segment while retention deletes nothing; set \
+             disk_max_used_ratio to at most {:.2} or lower segment_size_bytes",
+            (fits * 100.0).floor() / 100.0
         ));
     }
     if free < segment_size_bytes {
@@ -517,10 +536,16 @@ mod tests {
     #[test]
     fn space_warning_names_the_knob() {
         let seg = 1 << 30;
-        assert!(space_warning(0, 10 * seg, seg).is_none());
-        let w = space_warning(0, seg + seg / 2, seg).unwrap();
+        assert!(space_warning(0, 10 * seg, seg, 0.85).is_none());
+        let w = space_warning(0, seg + seg / 2, seg, 0.85).unwrap();
         assert!(w.contains("two segments") && w.contains("segment_size_bytes"), "{w}");
-        let w = space_warning(9 * seg + 1, 10 * seg, seg).unwrap();
+        let w = space_warning(9 * seg + 1, 10 * seg, seg, 0.85).unwrap();
         assert!(w.contains("free") && w.contains("DISK_FULL"), "{w}");
+        // 6 GiB at 0.85 leaves 0.9 GiB above the ratio: the next 1 GiB segment may not fit
+        // while retention, under the ratio, deletes nothing.
+        let w = space_warning(0, 6 * seg, seg, 0.85).unwrap();
+        assert!(w.contains("disk_max_used_ratio to at most 0.83"), "{w}");
+        assert!(space_warning(0, 6 * seg, seg, 0.8).is_none());
+        assert!(space_warning(0, 6 * seg, seg, 1.0).is_none(), "1.0: no deleting for disk usage");
     }
 }

@@ -403,11 +403,26 @@ fn check_disk_usage(facts: &Facts, cfg: &Config) -> Finding {
     let fill = used as f64 / total.max(1) as f64;
     let current =
         format!("{:.1}% ({} of {})", fill * 100.0, format_bytes(used), format_bytes(total));
+    let segment = cfg.storage.segment_size_bytes;
+    let room_above_ratio = total as f64 * (1.0 - ratio);
     let (severity, why) = if fill > ratio {
         (
             Severity::Warn,
             "over the ratio: retention deletes the oldest segments as soon as the broker runs,              younger than retention_hours too, and consumers that have not read them lose              those messages; free space, give the data directory its own filesystem, or raise              the ratio if other data fills this one"
                 .to_owned(),
+        )
+    } else if ratio < 1.0 && room_above_ratio < segment as f64 {
+        let fits = ((1.0 - segment as f64 / total.max(1) as f64) * 100.0).floor() / 100.0;
+        (
+            Severity::Warn,
+            format!(
+                "the ratio leaves {} free, less than one segment (segment_size_bytes, {}): the \
+                 log can reach DISK_FULL for its next segment while retention, under the \
+                 ratio, deletes nothing; set disk_max_used_ratio to at most {fits:.2} or lower \
+                 segment_size_bytes",
+                format_bytes(room_above_ratio as u64),
+                format_bytes(segment)
+            ),
         )
     } else if fill > ratio - 0.1 {
         (

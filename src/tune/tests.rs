@@ -508,7 +508,11 @@ fn a_data_filesystem_over_the_retention_ratio_is_a_warning() {
     let f = judge(Ok((76 << 30, 100 << 30)));
     assert_eq!(f.severity, Severity::Info, "{f:?}");
     assert!(f.why.contains("9.0 GiB more"), "{f:?}");
-    assert_eq!(judge(Ok((30, 100))).severity, Severity::Ok);
+    assert_eq!(judge(Ok((30 << 30, 100 << 30))).severity, Severity::Ok);
+    // A 6 GiB filesystem at 0.85 keeps less than one 1 GiB segment free above the ratio.
+    let f = judge(Ok((1 << 30, 6 << 30)));
+    assert_eq!(f.severity, Severity::Warn, "{f:?}");
+    assert!(f.why.contains("disk_max_used_ratio to at most 0.83"), "{f:?}");
     assert_eq!(judge(Err("statvfs failed".into())).severity, Severity::Info);
     // Collected from the real directory: some usage, at most all of it.
     let (used, total) = m.facts().data.disk_usage.unwrap();

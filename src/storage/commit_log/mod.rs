@@ -320,7 +320,8 @@ impl<D: LogDir + 'static> CommitLog<D> {
         }
         match log.dir.disk_usage().await {
             Ok((used, total)) => {
-                if let Some(w) = space_warning(used, total, log.config.segment_size_bytes) {
+                let (seg, ratio) = (log.config.segment_size_bytes, log.config.disk_max_used_ratio);
+                if let Some(w) = space_warning(used, total, seg, ratio) {
                     tracing::warn!(dir = %log.dir.path().display(), "{w}");
                 }
             }
