@@ -727,5 +727,6 @@ mod metrics;
 mod produce_multi;
 mod replica_retention;
 mod replication;
+mod replication_tables;
 mod schedule;
 mod transaction;
