@@ -365,6 +365,23 @@ pub async fn allocate_or_give_back<F: LogFile>(file: &F, len: u64) -> io::Result
     }
 }
 
+/// When `disk_max_used_ratio` leaves less than one segment of a `total_bytes` filesystem free
+/// (retention, under the ratio, deletes nothing while the next segment cannot be allocated):
+/// the highest ratio that leaves one, in hundredths. None when it leaves one, or at 1.0 (no
+/// deleting for disk usage at all).
+pub fn ratio_short_of_a_segment(
+    total_bytes: u64,
+    segment_size_bytes: u64,
+    disk_max_used_ratio: f64,
+) -> Option<f64> {
+    let room = total_bytes as f64 * (1.0 - disk_max_used_ratio);
+    if disk_max_used_ratio >= 1.0 || room >= segment_size_bytes as f64 {
+        return None;
+    }
+    let fits = 1.0 - segment_size_bytes as f64 / total_bytes.max(1) as f64;
+    Some((fits * 100.0).floor() / 100.0)
+}
+
 /// A start-up warning when the filesystem cannot hold what the log needs to keep writing: two
 /// segments in all (the active one and the next), room for the next segment above the fill at
 /// which retention starts deleting for disk usage (`disk_max_used_ratio`), or one more
@@ -383,16 +400,15 @@ pub fn space_warning(
              lower segment_size_bytes or use a larger disk"
         ));
     }
-    let above_ratio = total_bytes as f64 * (1.0 - disk_max_used_ratio);
-    if disk_max_used_ratio < 1.0 && above_ratio < segment_size_bytes as f64 {
-        let fits = 1.0 - segment_size_bytes as f64 / total_bytes as f64;
+    if let Some(fits) =
+        ratio_short_of_a_segment(total_bytes, segment_size_bytes, disk_max_used_ratio)
+    {
         return Some(format!(
             "the data filesystem holds {total_bytes} bytes: at disk_max_used_ratio = \
              {disk_max_used_ratio}, where retention starts deleting for disk usage, less than \
              one segment (segment_size_bytes = {segment_size_bytes}) is left free, so the log \
              can reach DISK_FULL for its next segment while retention deletes nothing; set \
-             disk_max_used_ratio to at most {:.2} or lower segment_size_bytes",
-            (fits * 100.0).floor() / 100.0
+             disk_max_used_ratio to at most {fits:.2} or lower segment_size_bytes"
         ));
     }
     if free < segment_size_bytes {

@@ -404,15 +404,14 @@ fn check_disk_usage(facts: &Facts, cfg: &Config) -> Finding {
     let current =
         format!("{:.1}% ({} of {})", fill * 100.0, format_bytes(used), format_bytes(total));
     let segment = cfg.storage.segment_size_bytes;
-    let room_above_ratio = total as f64 * (1.0 - ratio);
+    let short = crate::storage::next_segment::ratio_short_of_a_segment(total, segment, ratio);
     let (severity, why) = if fill > ratio {
         (
             Severity::Warn,
             "over the ratio: retention deletes the oldest segments as soon as the broker runs,              younger than retention_hours too, and consumers that have not read them lose              those messages; free space, give the data directory its own filesystem, or raise              the ratio if other data fills this one"
                 .to_owned(),
         )
-    } else if ratio < 1.0 && room_above_ratio < segment as f64 {
-        let fits = ((1.0 - segment as f64 / total.max(1) as f64) * 100.0).floor() / 100.0;
+    } else if let Some(fits) = short {
         (
             Severity::Warn,
             format!(
@@ -420,7 +419,7 @@ fn check_disk_usage(facts: &Facts, cfg: &Config) -> Finding {
                  log can reach DISK_FULL for its next segment while retention, under the \
                  ratio, deletes nothing; set disk_max_used_ratio to at most {fits:.2} or lower \
                  segment_size_bytes",
-                format_bytes(room_above_ratio as u64),
+                format_bytes((total as f64 * (1.0 - ratio)) as u64),
                 format_bytes(segment)
             ),
         )
