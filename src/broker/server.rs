@@ -141,7 +141,6 @@ fn run_locked(
     }
     runtime::tune_allocator();
     tracing::info!(shards = n, "{}", config.shard_memory_budget());
-    warn_if_over_disk_ratio(&config);
     let reserved = listener::reserve(&config.broker.listen_address, config.broker.port, n)?;
     // Bound before the shards start, like the broker's ports, so a busy metrics port fails
     // the start instead of leaving a broker nobody can watch.
@@ -673,26 +672,6 @@ async fn shard_main(args: ShardArgs) -> Result<(), String> {
     closed.map_err(|e| format!("closing the log of shard {id} failed: {e}"))?;
     tracing::debug!(shard = id, "stopped");
     Ok(())
-}
-
-/// A start on a filesystem already fuller than `disk_max_used_ratio` is said at once: the
-/// first retention run deletes the oldest segments whatever their age (also the warning of
-/// `ringmq tune check`).
-fn warn_if_over_disk_ratio(config: &Config) {
-    let ratio = config.storage.disk_max_used_ratio;
-    if let Ok((used, total)) = crate::storage::dma_dir::statvfs_usage(&config.broker.data_dir) {
-        let fill = used as f64 / total.max(1) as f64;
-        if fill > ratio {
-            tracing::warn!(
-                used,
-                total,
-                "the data filesystem is {:.1}% full, over storage.disk_max_used_ratio ({ratio}): \
-                 retention deletes the oldest segments, younger than retention_hours too, \
-                 until it is below",
-                fill * 100.0
-            );
-        }
-    }
 }
 
 /// `address` ready for `host:port` (IPv6 in brackets).

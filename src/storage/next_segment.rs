@@ -385,7 +385,8 @@ pub fn ratio_short_of_a_segment(
 /// A start-up warning when the filesystem cannot hold what the log needs to keep writing: two
 /// segments in all (the active one and the next), room for the next segment above the fill at
 /// which retention starts deleting for disk usage (`disk_max_used_ratio`), or one more
-/// segment in its free space.
+/// segment in its free space; or a fill already over that ratio (the first retention run then
+/// deletes segments of any age).
 pub fn space_warning(
     used_bytes: u64,
     total_bytes: u64,
@@ -416,6 +417,15 @@ pub fn space_warning(
             "the data filesystem has {free} bytes free, less than one segment of \
              segment_size_bytes = {segment_size_bytes}: the next roll will report DISK_FULL \
              until retention or an operator frees space"
+        ));
+    }
+    let fill = used_bytes as f64 / total_bytes.max(1) as f64;
+    if fill > disk_max_used_ratio {
+        return Some(format!(
+            "the data filesystem is {:.1}% full, over disk_max_used_ratio ({disk_max_used_ratio}): \
+             retention deletes the oldest segments, younger than retention_hours too, until it \
+             is below",
+            fill * 100.0
         ));
     }
     None
@@ -563,5 +573,9 @@ mod tests {
         assert!(w.contains("disk_max_used_ratio to at most 0.83"), "{w}");
         assert!(space_warning(0, 6 * seg, seg, 0.8).is_none());
         assert!(space_warning(0, 6 * seg, seg, 1.0).is_none(), "1.0: no deleting for disk usage");
+        // Room for segments, but already over the ratio: retention deletes unexpired ones.
+        let w = space_warning(86 * seg / 10, 10 * seg, seg, 0.85).unwrap();
+        assert!(w.contains("86.0% full, over disk_max_used_ratio (0.85)"), "{w}");
+        assert!(space_warning(84 * seg / 10, 10 * seg, seg, 0.85).is_none());
     }
 }
