@@ -553,3 +553,90 @@ fn delete_subscription_group_with_clean_offset_forgets_an_empty_group_s_offsets(
     assert_eq!(resp.code, codec::sys_code::SYSTEM_ERROR);
     assert!(resp.remark.unwrap().contains("groupName"));
 }
+
+/// A front connection that goes away takes its long polls with it: a suspended
+/// PULL_MESSAGE, the members-changed watch its consumer heartbeat parked and the check-backs
+/// its producer heartbeat parked all stop within seconds, not after their 30 s, and so stop
+/// holding the shard's waiter slots (one watch and one check a shard here) that every other
+/// client's long polls need.
+#[test]
+fn a_front_client_that_disconnects_leaves_no_long_poll_behind() {
+    use broker_common::poll_until;
+    use ringmq::protocol::group::{GroupRequest, GroupResponse};
+    use ringmq::protocol::transaction::TxnRequest;
+    use ringmq::protocol::{ApiKey, ErrorCode, Request, Response};
+    let f =
+        start_front("hangup", "[group]\nmax_watchers = 1\n[transaction]\nmax_check_waiters = 1\n");
+    let client = Client::connect(&f.broker.addr()).unwrap();
+    client.admin().create_topic("Hang", 1).unwrap();
+    let waiting =
+        || client.admin().stats().unwrap().iter().map(|s| s.long_poll_waiting).sum::<u64>();
+    let mut front = Raw::connect(f.front_port);
+    let mut hb = RemotingCommand::request(34, 0);
+    hb.body = serde_json::to_vec(&serde_json::json!({
+        "clientID": "gone-client",
+        "consumerDataSet": [{"groupName": "CG_HANG", "messageModel": "CLUSTERING",
+            "subscriptionDataSet": [{"topic": "Hang", "subString": "*"}]}],
+        "producerDataSet": [{"groupName": "PG_HANG"}]
+    }))
+    .unwrap();
+    assert_eq!(front.call(hb).code, 0);
+    let mut suspended = pull("Hang", 0);
+    suspended.set_field("sysFlag", "2"); // SUSPEND
+    suspended.set_field("suspendTimeoutMillis", "30000");
+    front.send(suspended);
+    poll_until(Duration::from_secs(10), || (waiting() == 1).then_some(()));
+
+    let port: u16 = f.broker.addr().rsplit(':').next().unwrap().parse().unwrap();
+    let mut native = broker_common::Raw::connect(port);
+    let mut id = 0;
+    let mut code_of = |request: Request| {
+        id += 1;
+        native.send(&request.encode_frame(id));
+        let (header, payload) = native.read_frame().expect("an answer");
+        (header.error_code, payload)
+    };
+    let mut version = || {
+        let (code, payload) = code_of(Request::Group(GroupRequest::Watch {
+            group: "CG_HANG".into(),
+            version: u64::MAX,
+            max_wait_ms: 0,
+        }));
+        assert_eq!(code, 0);
+        match Response::decode(ApiKey::WatchGroup, &payload).unwrap() {
+            Response::Group(GroupResponse::Watch { version }) => version,
+            other => panic!("{other:?}"),
+        }
+    };
+    let watch_code = |code_of: &mut dyn FnMut(Request) -> (u16, Vec<u8>), version: u64| {
+        code_of(Request::Group(GroupRequest::Watch {
+            group: "CG_HANG".into(),
+            version,
+            max_wait_ms: 10,
+        }))
+        .0
+    };
+    let check = || {
+        Request::Transaction(TxnRequest::Check {
+            group: "PG_HANG".into(),
+            shard: 0,
+            max_wait_ms: 10,
+            max_checks: 8,
+        })
+    };
+    // The front's watch and check are parked (a probe that finds a slot free waits 10 ms).
+    std::thread::sleep(Duration::from_millis(200));
+    let v = version();
+    poll_until(Duration::from_secs(10), || {
+        (watch_code(&mut code_of, v) == ErrorCode::GROUP_LIMIT as u16).then_some(())
+    });
+    poll_until(Duration::from_secs(10), || {
+        (code_of(check()).0 == ErrorCode::TRANSACTION_LIMIT as u16).then_some(())
+    });
+    drop(front);
+    let gone = Instant::now();
+    poll_until(Duration::from_secs(5), || (waiting() == 0).then_some(()));
+    poll_until(Duration::from_secs(5), || (watch_code(&mut code_of, v) == 0).then_some(()));
+    poll_until(Duration::from_secs(5), || (code_of(check()).0 == 0).then_some(()));
+    assert!(gone.elapsed() < Duration::from_secs(5));
+}

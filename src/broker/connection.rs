@@ -30,7 +30,9 @@
 //! `idle_timeout_ms` is closed; in-flight requests are still answered.
 //!
 //! On stop the reader stops taking new frames, in-flight requests complete and are answered,
-//! then the connection closes.
+//! then the connection closes. When the reader ends for any reason (the peer closed, even
+//! only its sending side), long polls still parked are answered at once ([`super::hangup`]):
+//! they hold no waiter slot for a client that is gone.
 
 use std::rc::Rc;
 use std::task::Poll;
@@ -44,6 +46,7 @@ use futures::{AsyncReadExt, AsyncWriteExt, FutureExt};
 use glommio::channels::local_channel;
 use glommio::net::TcpStream;
 
+use super::hangup;
 use super::read_deadline::{Expiry, ReadDeadline};
 use super::shard::fetch_multi::MultiPart;
 use super::shard::{Answer, Shard};
@@ -85,6 +88,8 @@ pub async fn serve<L: ShardLog>(shard: Rc<Shard<L>>, stream: TcpStream, stop: St
         Duration::from_millis(b.idle_timeout_ms),
     );
     let (mut got_bytes, mut completed) = (false, false);
+    // Fired when the reader ends: long polls still parked are answered then (`hangup`).
+    let (hangup, hung_up) = hangup::pair();
     'conn: loop {
         let needed;
         loop {
@@ -130,12 +135,11 @@ pub async fn serve<L: ShardLog>(shard: Rc<Shard<L>>, stream: TcpStream, stop: St
                                     Err(_) => break 'conn,
                                 };
                             let (shard, tx) = (shard.clone(), tx.clone());
+                            let hung_up = hung_up.clone();
                             let id = header.correlation_id;
                             runtime::spawn_detached(async move {
                                 let wants_response = request.wants_response();
-                                // Boxed: the handling future is about 3 KiB, and this task is
-                                // moved several times on its way into the executor.
-                                let reply = Box::pin(shard.handle(request)).await;
+                                let reply = hangup::handle(&shard, request, &hung_up).await;
                                 let frame = match reply {
                                     Ok(Answer::Response(resp)) => {
                                         Outgoing::frame(resp.encode_frame(id))
@@ -241,6 +245,7 @@ pub async fn serve<L: ShardLog>(shard: Rc<Shard<L>>, stream: TcpStream, stop: St
             }
         }
     }
+    drop(hangup);
     // In-flight tasks hold clones of `tx`; the writer ends once they all answered.
     drop(tx);
     write_task.await;

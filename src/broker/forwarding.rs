@@ -2,10 +2,11 @@
 //!
 //! Data loop: takes forwarded queue requests, at most `max_forwarded_in_flight` at once per
 //! shard (a permit is taken before receiving, so a busy owner pushes back on the senders'
-//! bounded channels), runs each as a task and sends the reply back on its oneshot. A
-//! FETCH_MULTI, which only reads and may wait, ends as soon as its sender stops waiting for the
-//! reply: the shard that received it asks every owner shard at once and drops the other
-//! answers when the first one comes.
+//! bounded channels), runs each as a task and sends the reply back on its oneshot. A long
+//! poll (FETCH, FETCH_MULTI, WATCH_GROUP, CHECK_TRANSACTIONS) ends as soon as its sender stops
+//! waiting for the reply: the shard that received a FETCH_MULTI asks every owner shard at once
+//! and drops the other answers when the first one comes, and a connection that hangs up stops
+//! its long polls ([`super::hangup`]).
 //! Control loop: applies topic tables and answers stats inline, without waiting on any
 //! shard, so control traffic cannot deadlock behind data traffic.
 //! Both loops end when the peer closes its sender (it does so after its own connections
@@ -15,7 +16,6 @@ use std::rc::Rc;
 
 use futures::future::{select, Either};
 
-use crate::protocol::Request;
 use crate::runtime::Semaphore;
 
 use super::mesh::MeshReceiver;
@@ -36,12 +36,14 @@ pub async fn data_loop<L: ShardLog>(
         let Some(Forward { request, mut reply }) = rx.recv().await else { return };
         let shard = shard.clone();
         runtime::spawn_detached(async move {
-            // A read changes nothing, so it may stop halfway. Left waiting, a FETCH_MULTI whose
-            // sender took another shard's answer held this permit and a long-poll slot until its
-            // deadline (up to `max_long_poll_wait_ms`), and read what arrived for nobody.
-            let read = matches!(request, Request::FetchMulti(_));
+            // A long poll may stop halfway (it only answers sooner). Left waiting, one whose
+            // sender stopped waiting held this permit and a waiter slot until its deadline (up
+            // to `max_long_poll_wait_ms`), and read what arrived for nobody: a FETCH_MULTI
+            // whose receiving shard took another shard's answer, any long poll of a connection
+            // that hung up (`hangup`).
+            let long_poll = request.long_poll_wait_ms().is_some();
             let handled = shard.handle_forwarded(request);
-            let r = if read {
+            let r = if long_poll {
                 let handled = std::pin::pin!(handled);
                 match select(handled, reply.cancellation()).await {
                     Either::Left((r, _)) => r,

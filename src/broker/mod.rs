@@ -29,13 +29,14 @@
 //! The files: `config` (the TOML), `data_dir_lock` (one broker per data dir), `topics` (table rules), `routing` (placement),
 //! `metadata_store` (topics.json), `shard_log` (the seam to storage), `log_backend` (which
 //! log), `long_poll`, `mesh`, `shard` (request handling), `read_deadline` (slow-frame and idle timeouts),
-//! `forwarding` (mesh receivers), `connection`, `listener`, `shutdown`, `server`, `error`.
+//! `forwarding` (mesh receivers), `hangup` (a connection's long polls end with it), `connection`, `listener`, `shutdown`, `server`, `error`.
 
 pub mod config;
 pub mod connection;
 pub mod data_dir_lock;
 pub mod error;
 pub mod forwarding;
+pub mod hangup;
 pub mod idempotence;
 pub mod listener;
 pub mod log_backend;

@@ -167,6 +167,37 @@ impl Request {
         !matches!(self, Request::Produce { flags, .. } if flags & PRODUCE_FLAG_NO_RESPONSE != 0)
     }
 
+    /// A long poll's wait: FETCH, FETCH_MULTI, WATCH_GROUP and CHECK_TRANSACTIONS may park for
+    /// this many milliseconds, and stopping them early only answers them sooner (what a wait
+    /// that ended would answer). None for every other request, replication's fetch too (it
+    /// also acknowledges the replica's position).
+    pub fn long_poll_wait_ms(&self) -> Option<u32> {
+        match self {
+            Request::Fetch { max_wait_ms, .. }
+            | Request::FetchMulti(FetchMulti { max_wait_ms, .. })
+            | Request::Group(GroupRequest::Watch { max_wait_ms, .. })
+            | Request::Transaction(TxnRequest::Check { max_wait_ms, .. }) => Some(*max_wait_ms),
+            _ => None,
+        }
+    }
+
+    /// This request without its wait, if it is a long poll that waits (see
+    /// [`Request::long_poll_wait_ms`]): answered at once with what there is.
+    pub fn without_wait(&self) -> Option<Request> {
+        if self.long_poll_wait_ms()? == 0 {
+            return None;
+        }
+        let mut quick = self.clone();
+        match &mut quick {
+            Request::Fetch { max_wait_ms, .. }
+            | Request::FetchMulti(FetchMulti { max_wait_ms, .. })
+            | Request::Group(GroupRequest::Watch { max_wait_ms, .. })
+            | Request::Transaction(TxnRequest::Check { max_wait_ms, .. }) => *max_wait_ms = 0,
+            _ => unreachable!("a long poll"),
+        }
+        Some(quick)
+    }
+
     /// Encodes a whole request frame.
     /// Appends everything of a produce request's frame except the batch bytes to `out`; the
     /// batch follows it on the wire unchanged: lets a sender write the head then the batch from

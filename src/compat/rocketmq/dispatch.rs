@@ -30,6 +30,7 @@ use super::stored;
 use super::transaction;
 use super::translate::{self, RmqMessage, StoreSite, TagFilter};
 use crate::broker::error::BrokerError;
+use crate::broker::hangup::{self, HungUp};
 use crate::broker::shard::{Answer, Shard};
 use crate::broker::shard_log::ShardLog;
 use crate::client::consumer::decode_batches;
@@ -121,16 +122,18 @@ pub(super) async fn call<L: ShardLog>(
 }
 
 /// Answers one request (the caller drops the answer of a oneway request).
+/// A PULL_MESSAGE still suspended when the connection hangs up is answered then.
 pub async fn dispatch<L: ShardLog>(
     shard: &Rc<Shard<L>>,
     site: &FrontSite,
     req: &RemotingCommand,
+    hung_up: &HungUp,
 ) -> RemotingCommand {
     let reply = match req.code {
         request::SEND_MESSAGE | request::SEND_MESSAGE_V2 | request::SEND_BATCH_MESSAGE => {
             send(shard, site, req).await
         }
-        request::PULL_MESSAGE => pull(shard, site, req).await,
+        request::PULL_MESSAGE => pull(shard, site, req, hung_up).await,
         request::HEART_BEAT => heartbeat(shard, req).await,
         request::UNREGISTER_CLIENT => unregister(shard, req).await,
         request::GET_CONSUMER_LIST_BY_GROUP => consumer_list(shard, req).await,
@@ -288,7 +291,12 @@ pub(super) async fn create_topic<L: ShardLog>(
     }
 }
 
-async fn pull<L: ShardLog>(shard: &Rc<Shard<L>>, site: &FrontSite, req: &RemotingCommand) -> Reply {
+async fn pull<L: ShardLog>(
+    shard: &Rc<Shard<L>>,
+    site: &FrontSite,
+    req: &RemotingCommand,
+    hung_up: &HungUp,
+) -> Reply {
     let h = PullHeader::read(req).map_err(bad_header)?;
     let (group, topic, queue_id) = (&h.consumer_group, &h.topic, h.queue_id);
     if h.sys_flag & pull_flag::COMMIT_OFFSET != 0
@@ -327,21 +335,22 @@ async fn pull<L: ShardLog>(shard: &Rc<Shard<L>>, site: &FrontSite, req: &Remotin
         resp.body = body;
         Ok(resp)
     };
-    let (min_offset, next_offset, scan_end_offset, batches) =
-        match (h.queue_offset < 0, call(shard, fetch).await) {
-            (false, Ok(Response::Fetch { min_offset, next_offset, scan_end_offset, batches })) => {
-                (min_offset, next_offset, scan_end_offset, batches)
+    // A suspended pull of a client that hung up is answered then, not at its deadline.
+    let fetched = hangup::handle(shard, fetch, hung_up).await.map(Answer::into_response);
+    let (min_offset, next_offset, scan_end_offset, batches) = match (h.queue_offset < 0, fetched) {
+        (false, Ok(Response::Fetch { min_offset, next_offset, scan_end_offset, batches })) => {
+            (min_offset, next_offset, scan_end_offset, batches)
+        }
+        (true, _) => return Err((response::PULL_OFFSET_MOVED, "negative queueOffset".into())),
+        (false, Err(e)) => {
+            if let ErrorDetail::OffsetRange { min, next } = e.detail {
+                let moved_to = offset.clamp(min, next);
+                return answer(response::PULL_OFFSET_MOVED, moved_to, min, next, Vec::new());
             }
-            (true, _) => return Err((response::PULL_OFFSET_MOVED, "negative queueOffset".into())),
-            (false, Err(e)) => {
-                if let ErrorDetail::OffsetRange { min, next } = e.detail {
-                    let moved_to = offset.clamp(min, next);
-                    return answer(response::PULL_OFFSET_MOVED, moved_to, min, next, Vec::new());
-                }
-                return Err(fail(e));
-            }
-            (false, Ok(other)) => return Err(unexpected("fetch", &other)),
-        };
+            return Err(fail(e));
+        }
+        (false, Ok(other)) => return Err(unexpected("fetch", &other)),
+    };
     let decoded = decode_batches(&batches, offset, &tags);
     if decoded.messages.is_empty() {
         if let Some(c) = decoded.corrupt {

@@ -13,17 +13,21 @@
 //! each time the group's membership version moves, sends the client NOTIFY_CONSUMER_IDS_CHANGED
 //! (a oneway request, as RocketMQ's broker does), so its members rebalance at once instead of
 //! on their next periodic rebalance. At most [`MAX_WATCHED_GROUPS`] per connection; the task
-//! ends with the connection (it holds only a weak handle on the writer) or on an error.
+//! and its parked watch end when the connection's reader does (its hang-up,
+//! [`crate::broker::hangup`]) or on an error.
 //!
 //! Transaction check-back: once a connection's HEART_BEAT names a producer group, tasks on
 //! this shard keep the group's native check parked on every shard and send the client
-//! CHECK_TRANSACTION_STATE for each half due ([`transaction::check_loop`]).
+//! CHECK_TRANSACTION_STATE for each half due ([`transaction::check_loop`]); they end with the
+//! connection's hang-up too.
 //!
 //! Errors: a frame that decodes badly or breaks the framing closes the connection (the
 //! stream's framing can no longer be trusted; RocketMQ's own broker does the same). A frame
 //! must arrive whole within `broker.frame_read_timeout_ms`; a connection with nothing
 //! received and nothing in flight for `broker.idle_timeout_ms` is closed. On stop the reader
-//! stops, in-flight requests are answered, then the connection closes.
+//! stops, in-flight requests are answered, then the connection closes. When the reader ends
+//! for any reason, a suspended PULL_MESSAGE is answered at once with what the queue holds: a
+//! client that is gone keeps no long-poll slot.
 
 use std::collections::HashSet;
 use std::rc::{Rc, Weak};
@@ -39,6 +43,7 @@ use super::codec::{self, RemotingCommand, SerializeType};
 use super::codes::request;
 use super::dispatch::{dispatch, FrontSite};
 use super::transaction;
+use crate::broker::hangup::{self, HungUp};
 use crate::broker::shard::Shard;
 use crate::broker::shard_log::ShardLog;
 use crate::broker::shutdown::Stop;
@@ -78,6 +83,9 @@ pub async fn serve<L: ShardLog>(
     let mut chunk = vec![0u8; READ_CHUNK_BYTES];
     let mut watched: HashSet<String> = HashSet::new();
     let mut checked: HashSet<String> = HashSet::new();
+    // Fired when the reader ends: suspended pulls are answered then, and the connection's
+    // members-changed watches and check-backs stop (`crate::broker::hangup`).
+    let (hangup, hung_up) = hangup::pair();
     'conn: loop {
         loop {
             let len = match codec::frame_length(&buf, max_frame) {
@@ -101,13 +109,14 @@ pub async fn serve<L: ShardLog>(
                 continue; // answers to the oneway notices the front sends: none expected
             }
             if request.code == request::HEART_BEAT {
-                watch_groups(&shard, &request, ty, &tx, &mut watched);
-                check_producers(&shard, &site, &request, ty, &tx, &mut checked);
+                watch_groups(&shard, &request, ty, &tx, &hung_up, &mut watched);
+                check_producers(&shard, &site, &request, ty, &tx, &hung_up, &mut checked);
             }
             let Ok(permit) = permits.acquire_static_permit(1).await else { break 'conn };
-            let (shard, site, tx) = (shard.clone(), site.clone(), tx.clone());
+            let (shard, site, tx, hung_up) =
+                (shard.clone(), site.clone(), tx.clone(), hung_up.clone());
             runtime::spawn_detached(async move {
-                let answer = dispatch(&shard, &site, &request).await;
+                let answer = dispatch(&shard, &site, &request, &hung_up).await;
                 if !request.is_oneway() {
                     let frame = encode_bounded(&answer, ty, max_frame);
                     let _ = tx.send(frame).await;
@@ -134,6 +143,7 @@ pub async fn serve<L: ShardLog>(
             Some(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
         }
     }
+    drop(hangup);
     drop(tx);
     write_task.await;
 }
@@ -145,6 +155,7 @@ fn watch_groups<L: ShardLog>(
     heartbeat: &RemotingCommand,
     ty: SerializeType,
     tx: &Rc<Writer>,
+    hung_up: &HungUp,
     watched: &mut HashSet<String>,
 ) {
     let Ok(hb) = bodies::parse_heartbeat(&heartbeat.body) else { return };
@@ -154,7 +165,7 @@ fn watch_groups<L: ShardLog>(
         }
         watched.insert(c.group.clone());
         let (shard, group, tx) = (shard.clone(), c.group.clone(), Rc::downgrade(tx));
-        runtime::spawn_detached(notify_loop(shard, group, ty, tx));
+        runtime::spawn_detached(notify_loop(shard, group, ty, tx, hung_up.clone()));
     }
 }
 
@@ -166,6 +177,7 @@ fn check_producers<L: ShardLog>(
     heartbeat: &RemotingCommand,
     ty: SerializeType,
     tx: &Rc<Writer>,
+    hung_up: &HungUp,
     checked: &mut HashSet<String>,
 ) {
     let Ok(hb) = bodies::parse_heartbeat(&heartbeat.body) else { return };
@@ -182,6 +194,7 @@ fn check_producers<L: ShardLog>(
                 target as u16,
                 ty,
                 Rc::downgrade(tx),
+                hung_up.clone(),
             );
             runtime::spawn_detached(loop_);
         }
@@ -189,12 +202,14 @@ fn check_producers<L: ShardLog>(
 }
 
 /// Parks a watch on `group` until its version moves, then notifies the client; ends when the
-/// connection's writer is gone or a watch fails (the broker stops, or the watcher limit).
+/// connection hangs up (the parked watch too) or its writer is gone, or a watch fails (the
+/// broker stops, or the watcher limit).
 async fn notify_loop<L: ShardLog>(
     shard: Rc<Shard<L>>,
     group: String,
     ty: SerializeType,
     tx: Weak<Writer>,
+    hung_up: HungUp,
 ) {
     let mut known = u64::MAX; // the first answer only tells the current version
     let mut opaque = 0i32;
@@ -204,7 +219,10 @@ async fn notify_loop<L: ShardLog>(
             version: known,
             max_wait_ms: WATCH_WAIT_MS,
         };
-        let version = match shard.handle(Request::Group(watch)).await {
+        let watched =
+            hangup::unless_hung_up(&hung_up, Box::pin(shard.handle(Request::Group(watch))));
+        let Some(watched) = watched.await else { return };
+        let version = match watched {
             Ok(answer) => match answer.into_response() {
                 Response::Group(GroupResponse::Watch { version }) => version,
                 _ => return,

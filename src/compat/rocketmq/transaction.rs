@@ -34,6 +34,7 @@ use super::codes::{property, request, response, txn_flag};
 use super::dispatch::{call, fail, unexpected, FrontSite, Reply};
 use super::stored;
 use super::translate::{self, RmqMessage, StoreSite};
+use crate::broker::hangup::{self, HungUp};
 use crate::broker::shard::Shard;
 use crate::broker::shard_log::ShardLog;
 use crate::client::ConsumedMessage;
@@ -216,8 +217,8 @@ async fn end_inner<L: ShardLog>(shard: &Rc<Shard<L>>, req: &RemotingCommand) -> 
 }
 
 /// Keeps a native CHECK_TRANSACTIONS of `group` parked on shard `target` and sends each half
-/// it returns to the client; ends with the connection (`tx` gone), when the broker stops, or
-/// on an error that would repeat.
+/// it returns to the client; ends with the connection (its hang-up, the parked check too, or
+/// `tx` gone), when the broker stops, or on an error that would repeat.
 pub async fn check_loop<L: ShardLog>(
     shard: Rc<Shard<L>>,
     site: Rc<FrontSite>,
@@ -225,6 +226,7 @@ pub async fn check_loop<L: ShardLog>(
     target: u16,
     ty: SerializeType,
     tx: Weak<Writer>,
+    hung_up: HungUp,
 ) {
     let mut opaque = 0i32;
     loop {
@@ -234,7 +236,9 @@ pub async fn check_loop<L: ShardLog>(
             max_wait_ms: CHECK_WAIT_MS,
             max_checks: MAX_CHECKS,
         };
-        let checks = match shard.handle(Request::Transaction(check)).await {
+        let parked = Box::pin(shard.handle(Request::Transaction(check)));
+        let Some(answer) = hangup::unless_hung_up(&hung_up, parked).await else { return };
+        let checks = match answer {
             Ok(answer) => match answer.into_response() {
                 Response::Transaction(TxnResponse::Check { checks }) => checks,
                 _ => return,
@@ -244,7 +248,7 @@ pub async fn check_loop<L: ShardLog>(
             {
                 tracing::debug!(%group, "RocketMQ front: check-back request failed: {e}");
                 runtime::sleep(CHECK_RETRY).await;
-                if tx.strong_count() == 0 {
+                if tx.strong_count() == 0 || hangup::is_hung_up(&hung_up) {
                     return;
                 }
                 continue;

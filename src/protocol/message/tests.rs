@@ -464,3 +464,59 @@ fn a_list_groups_request_without_after_is_the_first_page_of_older_clients() {
     // A `more` byte other than 0 or 1 is refused.
     assert!(Response::decode(ApiKey::ListGroups, &[0, 0, 0, 0, 2]).is_err());
 }
+
+#[test]
+fn long_polls_lose_only_their_wait_and_nothing_else_is_one() {
+    let fetch = |max_wait_ms| Request::Fetch {
+        topic: "t".into(),
+        queue_id: 1,
+        offset: 9,
+        max_bytes: 100,
+        max_wait_ms,
+        tags: vec![b"TagA".to_vec()],
+    };
+    let multi = |max_wait_ms| {
+        Request::FetchMulti(FetchMulti {
+            max_bytes: 7,
+            max_wait_ms,
+            topics: vec![fetch_multi::FetchTopic {
+                topic: "t".into(),
+                tags: Vec::new(),
+                queues: vec![fetch_multi::FetchQueue { queue_id: 2, offset: 5 }],
+            }],
+        })
+    };
+    let watch = |max_wait_ms| {
+        Request::Group(GroupRequest::Watch { group: "g".into(), version: 4, max_wait_ms })
+    };
+    let check = |max_wait_ms| {
+        Request::Transaction(TxnRequest::Check {
+            group: "p".into(),
+            shard: 1,
+            max_wait_ms,
+            max_checks: 3,
+        })
+    };
+    for make in [&fetch as &dyn Fn(u32) -> Request, &multi, &watch, &check] {
+        assert_eq!(make(30_000).long_poll_wait_ms(), Some(30_000));
+        assert_eq!(make(30_000).without_wait(), Some(make(0)));
+        assert_eq!(make(0).long_poll_wait_ms(), Some(0));
+        assert_eq!(make(0).without_wait(), None, "nothing to take away");
+    }
+    let repl = Request::Replication(ReplRequest::Fetch {
+        session: 1,
+        from: 2,
+        synced: 2,
+        max_bytes: 10,
+        max_wait_ms: 500,
+    });
+    let others = [
+        repl,
+        Request::Stats,
+        Request::Group(GroupRequest::Members { group: "g".into() }),
+        Request::Produce { topic: "t".into(), queue_id: 0, flags: 0, batch: vec![1].into() },
+    ];
+    for r in others {
+        assert_eq!((r.long_poll_wait_ms(), r.without_wait()), (None, None), "{r:?}");
+    }
+}
