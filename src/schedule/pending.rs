@@ -4,25 +4,32 @@
 //! (time or disk usage) until it is delivered.
 //!
 //! Pure and bounded: at most `max_ranges` ranges, whatever the number of pending messages.
-//! When a new range would pass that bound, every range doubles in width (neighbours merge):
-//! the oldest offset reported stays a lower bound of the oldest pending entry, only less tight.
+//! When a new range would pass that bound, every range doubles in width (neighbours merge).
+//! Each range also keeps the lowest offset counted in it since it was made, so the oldest
+//! offset reported is the oldest pending entry itself until that entry goes while others of
+//! its range stay (then it is a lower bound, within the range), not the start of a range that
+//! may lie far back: a schedule queue holding few messages (all in its first range of 1,024
+//! offsets) is pinned from its oldest pending one, not from the first message it ever held.
 //! Entries arrive in offset order (the schedule queue is indexed in order), so a new range is
 //! appended at the end; an entry below the last range is still counted correctly.
 
 use std::collections::VecDeque;
 
-/// Default bound on ranges: 16 KiB in a checkpoint at most.
+/// Default bound on ranges: 24 KiB in a checkpoint at most.
 pub const DEFAULT_MAX_RANGES: usize = 1024;
 /// Ranges start 1024 offsets wide.
 const INITIAL_SHIFT: u32 = 10;
+
+/// The flag in an encoding's `shift` word saying each range carries its lowest offset.
+const WITH_LOWEST: u32 = 1 << 31;
 
 /// Counts of pending schedule entries per range of `1 << shift` offsets.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PendingOffsets {
     shift: u32,
     max_ranges: usize,
-    /// `(offset >> shift, count)`, ranges ascending, counts positive.
-    ranges: VecDeque<(u64, u64)>,
+    /// `(offset >> shift, count, lowest offset counted)`, ranges ascending, counts positive.
+    ranges: VecDeque<(u64, u64, u64)>,
 }
 
 impl PendingOffsets {
@@ -38,12 +45,20 @@ impl PendingOffsets {
     pub fn insert(&mut self, offset: u64) {
         let r = offset >> self.shift;
         match self.ranges.back_mut() {
-            Some((last, count)) if *last == r => *count += 1,
-            Some((last, _)) if *last > r => match self.ranges.binary_search_by_key(&r, |e| e.0) {
-                Ok(i) => self.ranges[i].1 += 1,
-                Err(i) => self.ranges.insert(i, (r, 1)),
-            },
-            _ => self.ranges.push_back((r, 1)),
+            Some((last, count, lowest)) if *last == r => {
+                *count += 1;
+                *lowest = (*lowest).min(offset);
+            }
+            Some((last, _, _)) if *last > r => {
+                match self.ranges.binary_search_by_key(&r, |e| e.0) {
+                    Ok(i) => {
+                        self.ranges[i].1 += 1;
+                        self.ranges[i].2 = self.ranges[i].2.min(offset);
+                    }
+                    Err(i) => self.ranges.insert(i, (r, 1, offset)),
+                }
+            }
+            _ => self.ranges.push_back((r, 1, offset)),
         }
         while self.ranges.len() > self.max_ranges {
             self.widen();
@@ -66,16 +81,17 @@ impl PendingOffsets {
         }
     }
 
-    /// A lower bound of the oldest pending entry's offset (`None`: nothing pending). It is at
-    /// most one range width below the true oldest.
+    /// A lower bound of the oldest pending entry's offset (`None`: nothing pending): the
+    /// lowest offset counted in the oldest range, at most one range width below the true
+    /// oldest (the true oldest unless a lower one of its range was removed).
     pub fn oldest(&self) -> Option<u64> {
-        self.ranges.front().map(|&(r, _)| r << self.shift)
+        self.ranges.front().map(|&(_, _, lowest)| lowest)
     }
 
     /// Entries counted.
     pub fn len(&self) -> u64 {
         // Saturating: only every offset below 2^64 pending at once would reach it.
-        self.ranges.iter().fold(0u64, |n, &(_, c)| n.saturating_add(c))
+        self.ranges.iter().fold(0u64, |n, &(_, c, _)| n.saturating_add(c))
     }
 
     pub fn is_empty(&self) -> bool {
@@ -89,25 +105,31 @@ impl PendingOffsets {
 
     fn widen(&mut self) {
         self.shift += 1;
-        let mut merged: VecDeque<(u64, u64)> = VecDeque::with_capacity(self.ranges.len());
-        for &(r, c) in &self.ranges {
+        let mut merged: VecDeque<(u64, u64, u64)> = VecDeque::with_capacity(self.ranges.len());
+        for &(r, c, low) in &self.ranges {
             let r = r >> 1;
             match merged.back_mut() {
-                Some((last, count)) if *last == r => *count += c,
-                _ => merged.push_back((r, c)),
+                Some((last, count, lowest)) if *last == r => {
+                    *count += c;
+                    *lowest = (*lowest).min(low);
+                }
+                _ => merged.push_back((r, c, low)),
             }
         }
         self.ranges = merged;
     }
 
-    /// Little-endian: `shift u32, n u32, n × (range u64, count u64), crc32c u32`.
+    /// Little-endian: `shift u32` (with [`WITH_LOWEST`] set), `n u32`, `n × (range u64,
+    /// count u64, lowest u64)`, `crc32c u32`. [`PendingOffsets::decode`] also reads the
+    /// encoding before round 41, without `lowest` (the flag clear): each range's start then.
     pub fn encode(&self) -> Vec<u8> {
-        let mut b = Vec::with_capacity(12 + 16 * self.ranges.len());
-        b.extend_from_slice(&self.shift.to_le_bytes());
+        let mut b = Vec::with_capacity(12 + 24 * self.ranges.len());
+        b.extend_from_slice(&(self.shift | WITH_LOWEST).to_le_bytes());
         b.extend_from_slice(&(self.ranges.len() as u32).to_le_bytes());
-        for &(r, c) in &self.ranges {
+        for &(r, c, lowest) in &self.ranges {
             b.extend_from_slice(&r.to_le_bytes());
             b.extend_from_slice(&c.to_le_bytes());
+            b.extend_from_slice(&lowest.to_le_bytes());
         }
         let crc = crate::format::crc::crc32c(&b);
         b.extend_from_slice(&crc.to_le_bytes());
@@ -125,16 +147,18 @@ impl PendingOffsets {
         {
             return Err("pending offsets: checksum mismatch".into());
         }
-        let shift = u32::from_le_bytes(body[0..4].try_into().expect("4 bytes"));
+        let word = u32::from_le_bytes(body[0..4].try_into().expect("4 bytes"));
+        let (shift, with_lowest) = (word & !WITH_LOWEST, word & WITH_LOWEST != 0);
         let n = u32::from_le_bytes(body[4..8].try_into().expect("4 bytes")) as usize;
-        if shift >= 64 || body.len() != 8 + 16 * n {
+        let each = if with_lowest { 24 } else { 16 };
+        if shift >= 64 || body.len() != 8 + each * n {
             return Err(format!("pending offsets: shift {shift} or count {n} out of range"));
         }
         let mut ranges = VecDeque::with_capacity(n);
-        for c in body[8..].chunks_exact(16) {
-            let r = u64::from_le_bytes(c[..8].try_into().expect("8 bytes"));
-            let count = u64::from_le_bytes(c[8..].try_into().expect("8 bytes"));
-            if count == 0 || ranges.back().is_some_and(|&(last, _)| last >= r) {
+        for c in body[8..].chunks_exact(each) {
+            let u = |at: usize| u64::from_le_bytes(c[at..at + 8].try_into().expect("8 bytes"));
+            let (r, count) = (u(0), u(8));
+            if count == 0 || ranges.back().is_some_and(|&(last, _, _)| last >= r) {
                 return Err("pending offsets: ranges not ascending or empty".into());
             }
             // A range covers `1 << shift` offsets below 2^64: more entries, or a range past
@@ -142,7 +166,11 @@ impl PendingOffsets {
             if r > u64::MAX >> shift || count > 1u64 << shift {
                 return Err(format!("pending offsets: range {r} of {count} does not fit"));
             }
-            ranges.push_back((r, count));
+            let lowest = if with_lowest { u(16) } else { r << shift };
+            if lowest >> shift != r {
+                return Err(format!("pending offsets: lowest {lowest} is not in range {r}"));
+            }
+            ranges.push_back((r, count, lowest));
         }
         let mut p = PendingOffsets { shift, max_ranges: max_ranges.max(2), ranges };
         while p.ranges.len() > p.max_ranges {
@@ -262,6 +290,7 @@ mod tests {
         assert_eq!(small.oldest(), Some(0));
     }
 
+    /// The encoding before round 41 (no lowest offsets).
     fn encoded(shift: u32, ranges: &[(u64, u64)]) -> Vec<u8> {
         let mut b = Vec::new();
         b.extend_from_slice(&shift.to_le_bytes());
@@ -286,5 +315,34 @@ mod tests {
         let p = PendingOffsets::decode(&encoded(63, &[(0, full), (1, full)]), 2).unwrap();
         assert_eq!(p.len(), u64::MAX);
         assert_eq!(p.oldest(), Some(0));
+    }
+
+    /// The oldest pending entry itself, not the start of its range: a schedule queue of a
+    /// few messages, all in its first range, is pinned from the oldest still pending.
+    #[test]
+    fn the_oldest_is_the_lowest_offset_counted_in_the_first_range() {
+        let mut p = PendingOffsets::new(8);
+        p.insert(5);
+        p.insert(7);
+        assert_eq!(p.oldest(), Some(5));
+        assert!(p.remove(5));
+        assert_eq!(p.oldest(), Some(5), "a lower bound while its range holds 7");
+        assert!(p.remove(7));
+        p.insert(9);
+        assert_eq!(p.oldest(), Some(9), "a range made again starts at what it holds");
+        p.insert(3);
+        assert_eq!(p.oldest(), Some(3));
+        let q = PendingOffsets::decode(&p.encode(), 8).unwrap();
+        assert_eq!((q.oldest(), q.len()), (Some(3), 2));
+        // The encoding before round 41 still reads, each range from its start.
+        let old = PendingOffsets::decode(&encoded(10, &[(0, 2), (4, 1)]), 8).unwrap();
+        assert_eq!((old.oldest(), old.len()), (Some(0), 3));
+        // A lowest offset outside its range is refused.
+        let mut bad = p.encode();
+        bad[24..32].copy_from_slice(&(1u64 << 20).to_le_bytes());
+        let n = bad.len() - 4;
+        let crc = crate::format::crc::crc32c(&bad[..n]);
+        bad[n..].copy_from_slice(&crc.to_le_bytes());
+        assert!(PendingOffsets::decode(&bad, 8).is_err());
     }
 }
