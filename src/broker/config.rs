@@ -252,9 +252,11 @@ impl Config {
             || sc.max_timer_records_per_step == 0
             || sc.max_index_per_step == 0
             || sc.checkpoint_interval_ms == 0
+            || sc.roll_after_ms == 0
         {
             return Err("schedule.tick_ms, max_due_per_step, max_timer_records_per_step, \
-                        max_index_per_step and checkpoint_interval_ms must be positive"
+                        max_index_per_step, checkpoint_interval_ms and roll_after_ms must be \
+                        positive"
                 .into());
         }
         if sc.dedup_capacity > 10_000_000 {

@@ -4,8 +4,11 @@
 //! Each shard's log holds, under the system topic `%SYS%schedule` (id `0xFFFF_FFFE`):
 //! - queue 0, the **schedule queue**: an [`ENTRY_KEY`] record per scheduled batch, its body
 //!   `dest_topic_id u32, dest_queue_id u32, deliver_at_ms i64` then the producer's batch,
-//!   unchanged (its CRC stays valid); and [`DELIVERED_KEY`] records, each listing the
-//!   schedule offsets whose batches were appended to their queues just before it.
+//!   unchanged (its CRC stays valid); [`ROLLED_KEY`] records, an entry written again
+//!   because it was held past `schedule.roll_after_ms`: the schedule offset of the entry it
+//!   replaces, then the same entry body (one record, so the copy and the end of the old one
+//!   are durable together); and [`DELIVERED_KEY`] records, each listing the schedule offsets
+//!   whose batches were appended to their queues just before it.
 //! - queue 1, the **timer log**: one 24-byte [`super::wheel::TimerRecord`] per record; a
 //!   record's queue offset is its index.
 //! - queue 2, **wheel checkpoints**: `indexed_through u64` (schedule offsets below it are in
@@ -19,6 +22,8 @@ use super::wheel::Checkpoint;
 
 /// Key of a schedule entry record.
 pub const ENTRY_KEY: &[u8] = b"e";
+/// Key of a rewritten entry's record: `replaces u64`, then an entry body.
+pub const ROLLED_KEY: &[u8] = b"r";
 /// Key of a delivered-offsets record.
 pub const DELIVERED_KEY: &[u8] = b"d";
 /// Bytes of an entry body before the batch.
@@ -55,6 +60,33 @@ impl<'a> Entry<'a> {
             batch: &body[ENTRY_HEAD_LEN..],
         })
     }
+}
+
+/// Body of a [`ROLLED_KEY`] record: `entry` written again in place of the one at schedule
+/// offset `replaces`.
+pub fn encode_rolled(replaces: u64, entry: &Entry<'_>) -> Vec<u8> {
+    let mut b = replaces.to_le_bytes().to_vec();
+    b.extend_from_slice(&entry.encode());
+    b
+}
+
+/// The entry a schedule-queue record holds, with the offset it replaces if it is a rewritten
+/// one; None for records that hold no entry (delivered records).
+pub fn decode_entry_record<'a>(
+    key: &[u8],
+    body: &'a [u8],
+) -> Option<Result<(Option<u64>, Entry<'a>), String>> {
+    if key == ENTRY_KEY {
+        return Some(Entry::decode(body).map(|e| (None, e)));
+    }
+    if key != ROLLED_KEY {
+        return None;
+    }
+    if body.len() < 8 {
+        return Some(Err(format!("rewritten schedule entry of {} bytes is too short", body.len())));
+    }
+    let replaces = u64::from_le_bytes(body[..8].try_into().expect("8 bytes"));
+    Some(Entry::decode(&body[8..]).map(|e| (Some(replaces), e)))
 }
 
 /// Body of a delivered-offsets record.
@@ -119,6 +151,14 @@ mod tests {
         assert!(Entry::decode(&[0; 15]).is_err());
         assert_eq!(decode_delivered(&encode_delivered(&[1, u64::MAX])), Ok(vec![1, u64::MAX]));
         assert!(decode_delivered(&[0; 9]).is_err());
+        assert_eq!(decode_entry_record(ENTRY_KEY, &e.encode()), Some(Ok((None, e))));
+        assert_eq!(
+            decode_entry_record(ROLLED_KEY, &encode_rolled(41, &e)),
+            Some(Ok((Some(41), e)))
+        );
+        assert!(decode_entry_record(ROLLED_KEY, &[0; 7]).unwrap().is_err());
+        assert!(decode_entry_record(ROLLED_KEY, &[0; 23]).unwrap().is_err());
+        assert_eq!(decode_entry_record(DELIVERED_KEY, &encode_delivered(&[1])), None);
         let cp = Wheel::new(10, 12345).unwrap().checkpoint();
         let none = PendingOffsets::new(8);
         assert_eq!(

@@ -79,10 +79,14 @@ pub struct ScheduleConfig {
     /// Default `"1s 5s 10s 30s 1m 2m 3m 4m 5m 6m 7m 8m 9m 10m 20m 30m 1h 2h"`.
     pub delay_levels: String,
     /// Absolute delivery times (and delay levels) at most this far ahead are accepted.
-    /// Default 40 days. A held message keeps retention from deleting its segment and every
-    /// later one until it is delivered, so the disk must hold this much of the shard's log
-    /// while a message scheduled this far ahead waits (see docs/operations.md).
+    /// Default 40 days.
     pub horizon_ms: u64,
+    /// A held message keeps retention from deleting its segment and every later one until it
+    /// is delivered or rewritten: one still held this long after it was stored (or last
+    /// rewritten) is written again at the log's end (RocketMQ 5's timer roll), so retention
+    /// keeps at most about this much of the shard's log for held messages, at the cost of
+    /// copying each long-held message once per period. Default 3600000 (1 hour).
+    pub roll_after_ms: u64,
     /// Timer precision: a message is delivered at most about this late (never early). It is
     /// also how often the schedule task looks for due messages. Default 10.
     pub tick_ms: u64,
@@ -114,6 +118,7 @@ impl Default for ScheduleConfig {
         ScheduleConfig {
             delay_levels: crate::schedule::levels::ROCKETMQ_DELAY_LEVELS.to_owned(),
             horizon_ms: crate::schedule::levels::DEFAULT_HORIZON_MS,
+            roll_after_ms: 3_600_000,
             tick_ms: 10,
             max_due_per_step: 256,
             max_timer_records_per_step: 4096,

@@ -37,6 +37,12 @@
 //! indexed), so no segment from there on is deleted, by age or for disk space, until those
 //! messages are delivered. Their timer records and the checkpoint come later in the log and
 //! are kept with them. A restart pins again before retention runs.
+//!
+//! Rolling: so that a message held for weeks does not keep weeks of the log, an entry's timer
+//! comes due at most `schedule.roll_after_ms` after it is indexed; a timer due before its
+//! message is (`delivery.rs`) writes the entry again at the queue's end in a [`ROLLED_KEY`]
+//! record naming the offset it replaces, which the next step indexes. That record also
+//! tells a restart the old entry is done, as a delivered record does.
 
 use std::collections::HashSet;
 
@@ -45,8 +51,8 @@ use crate::format::batch::BatchView;
 use crate::protocol::message::Delivery;
 use crate::schedule::dedup::DedupWindow;
 use crate::schedule::entry::{
-    decode_checkpoint, decode_delivered, encode_checkpoint, encode_delivered, Entry, DELIVERED_KEY,
-    ENTRY_KEY,
+    decode_checkpoint, decode_delivered, decode_entry_record, encode_checkpoint, encode_delivered,
+    encode_rolled, Entry, DELIVERED_KEY, ENTRY_KEY, ROLLED_KEY,
 };
 use crate::schedule::levels::Schedule;
 use crate::schedule::pending::{PendingOffsets, DEFAULT_MAX_RANGES};
@@ -130,6 +136,8 @@ pub struct ScheduleRecovered {
 pub struct StepReport {
     pub indexed: u64,
     pub delivered: u64,
+    /// Held messages written again at the log's end (`schedule.roll_after_ms`).
+    pub rolled: u64,
     /// Due entries skipped: already delivered before a restart, or unreadable.
     pub skipped: u64,
     /// A limit stopped the step with work left: step again without waiting.
@@ -241,13 +249,9 @@ impl<L: ShardLog> Shard<L> {
             deliver_at_ms,
             batch: &batch,
         };
-        let body = entry.encode();
+        let stored = self.schedule_batch(ENTRY_KEY, &entry.encode(), now_ms)?;
         drop(batch);
-        let mut builder = BatchBuilder::new(self.config.storage.max_batch_bytes);
-        let record =
-            Record { key: ENTRY_KEY, tag: b"", properties: &[], body: &body, timestamp_ms: now_ms };
-        builder.push(&record).map_err(internal)?;
-        let out = self.log.append(SYS_SCHEDULE, builder.finish(-1, -1)).await?;
+        let out = self.log.append(SYS_SCHEDULE, stored).await?;
         if let Some(claim) = _storing {
             claim.held(Held {
                 offset: out.base_offset,
@@ -264,6 +268,14 @@ impl<L: ShardLog> Shard<L> {
             record_count: out.record_count,
             store_timestamp_ms: out.store_timestamp_ms,
         })
+    }
+
+    /// A schedule-queue batch of one record.
+    fn schedule_batch(&self, key: &[u8], body: &[u8], now_ms: i64) -> Result<Vec<u8>, BrokerError> {
+        let mut builder = BatchBuilder::new(self.config.storage.max_batch_bytes);
+        let record = Record { key, tag: b"", properties: &[], body, timestamp_ms: now_ms };
+        builder.push(&record).map_err(internal)?;
+        Ok(builder.finish(-1, -1))
     }
 
     /// Before serving: restores the wheel from the last checkpoint and learns which entries
@@ -319,20 +331,32 @@ impl<L: ShardLog> Shard<L> {
                 schedule_range.min
             );
         }
+        // Which entries are done (delivered, or replaced by a copy): their records come after
+        // them, so reading from the pin finds them for every timer the wheel restored holds
+        // (its pending entries are past the pin), not only for the entries it re-indexes.
         let mut already = HashSet::new();
         let mut overflow = false;
         self.read_system_records(
             SYS_SCHEDULE,
-            indexed_through,
+            schedule_pin(indexed_through, &pending),
             schedule_range.next,
             |_, _, key, body| {
-                if key == DELIVERED_KEY {
-                    for o in decode_delivered(body).unwrap_or_default() {
-                        if already.len() < MAX_ALREADY_DELIVERED {
-                            already.insert(o);
-                        } else {
-                            overflow = true;
-                        }
+                // Delivered, or written again in a record that replaces it.
+                let done = if key == DELIVERED_KEY {
+                    decode_delivered(body).unwrap_or_default()
+                } else if key == ROLLED_KEY {
+                    match decode_entry_record(key, body) {
+                        Some(Ok((Some(replaces), _))) => vec![replaces],
+                        _ => Vec::new(),
+                    }
+                } else {
+                    Vec::new()
+                };
+                for o in done {
+                    if already.len() < MAX_ALREADY_DELIVERED {
+                        already.insert(o);
+                    } else {
+                        overflow = true;
                     }
                 }
             },
@@ -407,6 +431,9 @@ impl<L: ShardLog> Shard<L> {
         // then a restart would start from the one before).
         let from = schedule_pin(indexed_through, &pending);
         self.log.pin_retention_once_durable(SYS_SCHEDULE, Some(from), out.end);
+        // Done entries below the pin have no timer left (every pending one is past it) and are
+        // never indexed again: nothing will ask about them.
+        self.schedule.borrow_mut().already_delivered.retain(|&o| o >= from);
         Ok(())
     }
 
@@ -447,13 +474,19 @@ impl<L: ShardLog> Shard<L> {
         let mut first = None;
         let mut reached = from;
         let id = self.id;
+        // A message held longer than `roll_after_ms` gets its timer then, and is written again
+        // at the log's end (`deliver_due`), so its old copy no longer holds retention back.
+        let roll_at =
+            self.clock.unix_ms().saturating_add_unsigned(self.config.schedule.roll_after_ms);
         self.read_system_records(SYS_SCHEDULE, from, to, |offset, _, key, body| {
             reached = offset + 1;
-            if key != ENTRY_KEY {
+            let Some(entry) = decode_entry_record(key, body) else { return };
+            let mut st = self.schedule.borrow_mut();
+            if st.already_delivered.remove(&offset) {
+                // Indexed again after a restart, but delivered or replaced already: no timer.
                 return;
             }
-            let mut st = self.schedule.borrow_mut();
-            match Entry::decode(body).map(|e| st.wheel.insert(e.deliver_at_ms, offset)) {
+            match entry.map(|(_, e)| st.wheel.insert(e.deliver_at_ms.min(roll_at), offset)) {
                 Ok(Ok((index, record))) => {
                     first.get_or_insert(index);
                     records.push(record);

@@ -1,7 +1,18 @@
 //! Delivery: due timers routed, their batches moved to their queues in runs of nearby
-//! schedule offsets, and the step's failure handling (nothing dropped or moved twice).
+//! schedule offsets, and the step's failure handling (nothing dropped or moved twice). A
+//! timer of a message held past `schedule.roll_after_ms` comes due before the message does
+//! (`index_entries`): its entry is written again at the schedule queue's end instead, and the
+//! old one is listed as done like a delivered one, so retention's pin moves past it.
 
 use super::*;
+
+/// Where a due timer's batch goes.
+enum Move {
+    /// Due: to its queue.
+    Deliver(QueueKey),
+    /// Held past `schedule.roll_after_ms` and not due: written again to the schedule queue.
+    Roll,
+}
 
 /// Offsets closer than this are read in one run (the records between them are read and
 /// skipped): cheaper than another read.
@@ -107,44 +118,78 @@ impl<L: ShardLog> Shard<L> {
         }
         wanted.sort_unstable();
         wanted.dedup();
-        let mut found: HashMap<u64, (QueueKey, Vec<u8>)> = HashMap::with_capacity(wanted.len());
+        let mut found: HashMap<u64, (QueueKey, i64, Vec<u8>)> =
+            HashMap::with_capacity(wanted.len());
         for run in due_runs(&wanted) {
             let (first, last) = (run[0], run[run.len() - 1]);
             self.read_system_records(SYS_SCHEDULE, first, last + 1, |offset, _, key, body| {
-                if key == ENTRY_KEY && run.binary_search(&offset).is_ok() {
-                    if let Ok(e) = Entry::decode(body) {
+                if run.binary_search(&offset).is_ok() {
+                    if let Some(Ok((_, e))) = decode_entry_record(key, body) {
                         let queue =
                             QueueKey::new(TopicId::new(e.topic_id), QueueId::new(e.queue_id));
-                        found.insert(offset, (queue, e.batch.to_vec()));
+                        found.insert(offset, (queue, e.deliver_at_ms, e.batch.to_vec()));
                     }
                 }
             })
             .await?;
         }
-        let mut batches = Vec::with_capacity(wanted.len());
+        let mut moves = Vec::with_capacity(wanted.len());
         for offset in wanted {
             match found.remove(&offset) {
-                Some((queue, batch)) if self.topic_exists(queue.topic_id.get()) => {
-                    batches.push((offset, queue, batch));
-                }
-                Some((queue, _)) => {
+                Some((queue, _, _)) if !self.topic_exists(queue.topic_id.get()) => {
                     tracing::warn!(shard = %self.id, offset, "scheduled message for {queue} dropped: its topic was deleted");
                     report.skipped += 1;
                 }
+                // Held past `roll_after_ms`, not due yet: written again at the log's end, the
+                // same entry (indexed by the next step) in a record naming the one it replaces.
+                Some((queue, deliver_at_ms, batch)) if deliver_at_ms > now_ms => {
+                    let entry = Entry {
+                        topic_id: queue.topic_id.get(),
+                        queue_id: queue.queue_id.get(),
+                        deliver_at_ms,
+                        batch: &batch,
+                    };
+                    let body = encode_rolled(offset, &entry);
+                    let batch = self.schedule_batch(ROLLED_KEY, &body, now_ms)?;
+                    moves.push((offset, Move::Roll, batch));
+                }
+                Some((queue, _, batch)) => moves.push((offset, Move::Deliver(queue), batch)),
                 None => {
                     tracing::error!(shard = %self.id, offset, "scheduled message unreadable at delivery: lost");
                     report.skipped += 1;
                 }
             }
         }
-        let appends =
-            batches.iter().map(|(_, queue, batch)| self.append(*queue, batch.clone().into()));
+        // Started in order: the copies precede the delivered record in the schedule queue.
+        let appends = moves.iter().map(|(_, to, batch)| async move {
+            match to {
+                Move::Deliver(queue) => self.append(*queue, batch.clone().into()).await.map(drop),
+                Move::Roll => {
+                    self.log.append(SYS_SCHEDULE, batch.clone()).await.map(drop).map_err(Into::into)
+                }
+            }
+        });
         let results = futures::future::join_all(appends).await;
         let mut failed = None;
-        for ((offset, queue, _), result) in batches.iter().zip(results) {
-            match result {
-                Ok(_) => delivered.push(*offset),
-                Err(e)
+        // Listed in the delivered record; a rewritten entry's record names the one it replaced.
+        let mut listed = Vec::with_capacity(moves.len());
+        for ((offset, to, _), result) in moves.iter().zip(results) {
+            match (result, to) {
+                (Ok(()), Move::Deliver(_)) => {
+                    delivered.push(*offset);
+                    listed.push(*offset);
+                    report.delivered += 1;
+                }
+                (Ok(()), Move::Roll) => {
+                    delivered.push(*offset);
+                    report.rolled += 1;
+                }
+                // A copy not written: the message stays where it is, routed again after the
+                // rewind (never dropped for it).
+                (Err(e), Move::Roll) => {
+                    failed.get_or_insert(e);
+                }
+                (Err(e), Move::Deliver(_))
                     if e.code == ErrorCode::SHARD_FAILED
                         || e.code == ErrorCode::SHUTTING_DOWN
                         || e.code == ErrorCode::DISK_FULL =>
@@ -152,15 +197,14 @@ impl<L: ShardLog> Shard<L> {
                     // Not delivered: routed again after the rewind (or after a restart).
                     failed.get_or_insert(e);
                 }
-                Err(e) => {
+                (Err(e), Move::Deliver(queue)) => {
                     tracing::error!(shard = %self.id, offset, "scheduled message for {queue} refused at delivery: {}", e.message);
                     report.skipped += 1;
                 }
             }
         }
-        report.delivered = delivered.len() as u64;
-        if !delivered.is_empty() {
-            let body = encode_delivered(delivered);
+        if !listed.is_empty() {
+            let body = encode_delivered(&listed);
             let mut builder = BatchBuilder::new(self.config.storage.max_batch_bytes);
             let timestamp_ms = self.clock.unix_ms();
             let record =
