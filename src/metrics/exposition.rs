@@ -251,6 +251,25 @@ impl Collector for SnapshotCollector {
         )?;
         gauges(
             e,
+            "schedule_held",
+            "Scheduled messages the shard holds, pending or not yet indexed (each keeps the \
+             log from its segment on, for at most schedule.roll_after_ms)",
+            per_shard(|s| s.schedule_held),
+        )?;
+        counters(
+            e,
+            "schedule_delivered",
+            "Scheduled messages moved to their queues",
+            per_shard(|s| s.schedule_delivered),
+        )?;
+        counters(
+            e,
+            "schedule_rolled",
+            "Held scheduled messages written again at the log's end (schedule.roll_after_ms)",
+            per_shard(|s| s.schedule_rolled),
+        )?;
+        gauges(
+            e,
             "log_segments",
             "Segment files of the shard's log, the one being written included",
             per_shard(|s| s.log.segments),
@@ -577,6 +596,7 @@ mod tests {
         s1.log.probe.retention_expired_segments = 5;
         s1.log.probe.retention_disk_segments = 2;
         s1.log.probe.retention_pinned_segments = 3;
+        (s1.schedule_held, s1.schedule_delivered, s1.schedule_rolled) = (6, 40, 11);
         s1.errors_by_code = vec![("UNKNOWN_TOPIC", 2)];
         BrokerSnapshot {
             shard_count: 2,
@@ -623,6 +643,9 @@ mod tests {
             ("ringmq_retention_expired_segments_total", 5.0),
             ("ringmq_retention_disk_segments_total", 2.0),
             ("ringmq_retention_pinned_segments", 3.0),
+            ("ringmq_schedule_held", 6.0),
+            ("ringmq_schedule_delivered_total", 40.0),
+            ("ringmq_schedule_rolled_total", 11.0),
         ] {
             assert_eq!(value(&s, metric, &shard1), Some(want), "{metric}");
         }

@@ -102,6 +102,13 @@ pub struct ShardSnapshot {
     /// New connection read buffers allocated (zero-filled) since start: what the pool could
     /// not serve.
     pub read_buffer_allocated_bytes: u64,
+    /// Scheduled messages the shard holds (pending in its wheel or not indexed yet).
+    pub schedule_held: u64,
+    /// Scheduled messages moved to their queues since start.
+    pub schedule_delivered: u64,
+    /// Held scheduled messages written again at the log's end since start
+    /// (`schedule.roll_after_ms`).
+    pub schedule_rolled: u64,
     /// Time each of the shard's task queues ran since start (`data`, `control`, `key_index`):
     /// its CPU time by kind of work, host preemption while a task ran included.
     pub task_queue_busy: Vec<(&'static str, std::time::Duration)>,

@@ -96,6 +96,9 @@ pub(super) struct ScheduleState {
     already_delivered: HashSet<u64>,
     /// Something changed since the last checkpoint.
     dirty: bool,
+    /// Since start (metrics): messages delivered, and held ones written again.
+    pub(super) delivered_total: u64,
+    pub(super) rolled_total: u64,
     last_checkpoint: Instant,
 }
 
@@ -114,6 +117,8 @@ impl ScheduleState {
             ),
             already_delivered: HashSet::new(),
             dirty: false,
+            delivered_total: 0,
+            rolled_total: 0,
             last_checkpoint: now,
         }
     }
@@ -229,8 +234,7 @@ impl<L: ShardLog> Shard<L> {
                 .rules
                 .deliver_at_ms(delivery, now_ms)
                 .map_err(|e| BrokerError::new(ErrorCode::INVALID_DELIVERY_TIME, e.to_string()))?;
-            let unindexed = self.log.offsets(SYS_SCHEDULE).next.saturating_sub(st.indexed_through);
-            let held = st.wheel.pending() + unindexed;
+            let held = self.held_in(&st);
             if held >= self.config.schedule.max_pending_per_shard {
                 return Err(BrokerError::new(
                     ErrorCode::SCHEDULE_FULL,
@@ -276,6 +280,17 @@ impl<L: ShardLog> Shard<L> {
         let record = Record { key, tag: b"", properties: &[], body, timestamp_ms: now_ms };
         builder.push(&record).map_err(internal)?;
         Ok(builder.finish(-1, -1))
+    }
+
+    /// Scheduled messages held: pending in the wheel, or records not indexed yet (counted as
+    /// if each were an entry).
+    pub(super) fn schedule_held(&self) -> u64 {
+        self.held_in(&self.schedule.borrow())
+    }
+
+    fn held_in(&self, st: &ScheduleState) -> u64 {
+        let unindexed = self.log.offsets(SYS_SCHEDULE).next.saturating_sub(st.indexed_through);
+        st.wheel.pending() + unindexed
     }
 
     /// Before serving: restores the wheel from the last checkpoint and learns which entries
@@ -392,7 +407,13 @@ impl<L: ShardLog> Shard<L> {
     pub async fn schedule_step(&self) -> Result<StepReport, BrokerError> {
         let mut report = StepReport::default();
         self.index_entries(&mut report).await?;
-        self.deliver_due(&mut report).await?;
+        let delivered = self.deliver_due(&mut report).await;
+        {
+            let mut st = self.schedule.borrow_mut();
+            st.delivered_total += report.delivered;
+            st.rolled_total += report.rolled;
+        }
+        delivered?;
         let interval = Duration::from_millis(self.config.schedule.checkpoint_interval_ms);
         let due = {
             let st = self.schedule.borrow();

@@ -426,6 +426,8 @@ fn a_long_held_message_is_rewritten_so_retention_moves_past_it() {
         let r = s.schedule_step().await.unwrap();
         assert_eq!((r.rolled, r.delivered), (1, 0), "{r:?}");
         assert!(queue_records(&s, 0).await.is_empty(), "written again, not delivered");
+        let snap = s.metrics_snapshot(super::metrics::WIDE_LIMITS);
+        assert_eq!((snap.schedule_held, snap.schedule_rolled, snap.schedule_delivered), (1, 1, 0));
         assert_eq!(s.schedule_step().await.unwrap().indexed, 1, "the copy, at the log's end");
         s.checkpoint_schedule().await.unwrap();
         let deleted = s.log.enforce_retention(far).await.unwrap();
@@ -442,6 +444,9 @@ fn a_long_held_message_is_rewritten_so_retention_moves_past_it() {
         clock.advance(Duration::from_millis(1));
         while s.schedule_step().await.unwrap().more {}
         assert_eq!(bodies(&s, 0).await, vec!["a month later"]);
+        s.schedule_step().await.unwrap(); // reads its delivered record: nothing unread is held
+        let snap = s.metrics_snapshot(super::metrics::WIDE_LIMITS);
+        assert_eq!((snap.schedule_held, snap.schedule_rolled, snap.schedule_delivered), (0, 1, 1));
         clock.advance(Duration::from_millis(2 * HOUR_MS));
         s.schedule_step().await.unwrap();
         assert_eq!(bodies(&s, 0).await, vec!["a month later"], "once");
