@@ -119,9 +119,10 @@ impl PendingOffsets {
         self.ranges = merged;
     }
 
-    /// Little-endian: `shift u32` (with [`WITH_LOWEST`] set), `n u32`, `n × (range u64,
-    /// count u64, lowest u64)`, `crc32c u32`. [`PendingOffsets::decode`] also reads the
-    /// encoding before round 41, without `lowest` (the flag clear): each range's start then.
+    /// Little-endian: `shift u32` (its top bit set: ranges carry their lowest offset),
+    /// `n u32`, `n × (range u64, count u64, lowest u64)`, `crc32c u32`.
+    /// [`PendingOffsets::decode`] also reads the encoding before round 41, without `lowest`
+    /// (the top bit clear): each range's start then.
     pub fn encode(&self) -> Vec<u8> {
         let mut b = Vec::with_capacity(12 + 24 * self.ranges.len());
         b.extend_from_slice(&(self.shift | WITH_LOWEST).to_le_bytes());
