@@ -138,3 +138,57 @@ fn the_cli_schedules_with_delay_and_deliver_at() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("INVALID_DELIVERY_TIME"));
 }
+
+/// The sum of a counter's series in the broker's `/metrics` text.
+fn metric_sum(broker: &Broker, name: &str) -> f64 {
+    use std::io::{Read, Write};
+    let url = broker.metrics_url.as_deref().expect("the ready line names the metrics URL");
+    let addr = url.strip_prefix("http://").and_then(|r| r.split_once('/')).unwrap().0;
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// With `roll_after_ms = 200`, messages held 2-3 s are written again at the log's end several
+/// times each while they wait (counted by `ringmq_schedule_rolled_total`), and each still
+/// arrives once, not before it is due.
+#[test]
+fn long_held_messages_are_rewritten_while_they_wait_and_arrive_once() {
+    let dir = tempdir();
+    let mut cfg = config(dir.path(), 2, "", "flush_mode = \"sync\"");
+    cfg.push_str("[schedule]\nroll_after_ms = 200\ncheckpoint_interval_ms = 100\n");
+    let broker = Broker::start_in(dir.path(), &cfg);
+    let client = Client::connect(&broker.addr()).unwrap();
+    client.admin().create_topic("held", 2).unwrap();
+    let producer = client.producer(ProducerConfig::default()).unwrap();
+    let start = now_ms();
+    let mut sent = Vec::new();
+    for i in 0..10i64 {
+        let due = start + 2_000 + i * 100;
+        let body = format!("held{i}@{due}");
+        let at = UNIX_EPOCH + Duration::from_millis(due as u64);
+        producer.send_at(Message::new("held", body.clone()), at).unwrap();
+        sent.push(body);
+    }
+    let got = poll_until(Duration::from_secs(60), || {
+        let got = all(&client, "held", 2);
+        (got.len() >= sent.len()).then_some(got)
+    });
+    let mut bodies: Vec<String> = got.iter().map(|m| due_of(m).0).collect();
+    bodies.sort();
+    sent.sort();
+    assert_eq!(bodies, sent, "each once");
+    for m in &got {
+        let (body, due) = due_of(m);
+        assert!(m.store_timestamp_ms >= due, "{body} stored at {}", m.store_timestamp_ms);
+    }
+    let rolled = metric_sum(&broker, "ringmq_schedule_rolled_total");
+    assert!(rolled >= 10.0, "{rolled} rewrites for 10 messages held 2-3 s");
+    assert_eq!(metric_sum(&broker, "ringmq_schedule_delivered_total"), 10.0);
+}
