@@ -9,8 +9,9 @@
 
 use libfuzzer_sys::fuzz_target;
 use ringmq::schedule::entry::{
-    decode_checkpoint, decode_delivered, decode_entry_record, encode_delivered, encode_rolled,
-    Entry, ROLLED_KEY,
+    decode_checkpoint, decode_checkpoint_record, decode_delivered, decode_entry_record,
+    encode_checkpoint_record, encode_delivered, encode_rolled, Entry, CHECKPOINT_DONE_KEY,
+    ROLLED_KEY,
 };
 use ringmq::schedule::pending::{PendingOffsets, DEFAULT_MAX_RANGES};
 use ringmq::schedule::wheel::{Checkpoint, TimerRecord, Wheel};
@@ -48,6 +49,16 @@ fuzz_target!(|data: &[u8]| {
                 assert!(2 * again.len() <= 3 * rest.len(), "re-encoded pending offsets grew");
                 let back = PendingOffsets::decode(&again, DEFAULT_MAX_RANGES).expect("reads back");
                 assert_eq!((back.len(), back.oldest()), (pending.len(), pending.oldest()));
+            }
+            // The same bytes as a checkpoint record with its done entries first.
+            if let Some(Ok((done, at, cp, pending))) =
+                decode_checkpoint_record(CHECKPOINT_DONE_KEY, rest, DEFAULT_MAX_RANGES)
+            {
+                let again = encode_checkpoint_record(&done, at, &cp, &pending);
+                let back =
+                    decode_checkpoint_record(CHECKPOINT_DONE_KEY, &again, DEFAULT_MAX_RANGES);
+                let (done2, at2, cp2, pending2) = back.expect("its key").expect("reads back");
+                assert_eq!((done2, at2, cp2, pending2.len()), (done, at, cp, pending.len()));
             }
         }
         6 | 7 => {

@@ -13,7 +13,10 @@
 //!   record's queue offset is its index.
 //! - queue 2, **wheel checkpoints**: `indexed_through u64` (schedule offsets below it are in
 //!   the wheel), a [`super::wheel::Checkpoint`], then the [`PendingOffsets`] (where the
-//!   pending entries are, for the retention pin).
+//!   pending entries are, for the retention pin). Since round 41 the record's key is
+//!   [`CHECKPOINT_DONE_KEY`] and the body starts with the done entries whose timers the
+//!   wheel still holds ([`DoneSet`]); a [`CHECKPOINT_KEY`] record (before) reads as
+//!   [`DoneSet::Unknown`].
 //!
 //! Little-endian throughout.
 
@@ -22,6 +25,82 @@ use super::wheel::Checkpoint;
 
 /// Key of a schedule entry record.
 pub const ENTRY_KEY: &[u8] = b"e";
+/// Key of a wheel checkpoint record before round 41: the checkpoint body alone.
+pub const CHECKPOINT_KEY: &[u8] = b"c";
+/// Key of a wheel checkpoint record: a [`DoneSet`], then the checkpoint body.
+pub const CHECKPOINT_DONE_KEY: &[u8] = b"k";
+/// Most done entries a checkpoint lists; past it the set is stored as [`DoneSet::Unknown`].
+pub const MAX_DONE_IN_CHECKPOINT: usize = 4096;
+
+/// Entries that are done (delivered, or replaced by a copy) while the wheel a checkpoint holds
+/// still has their timers (a step that failed half-way, or timers restored at a restart that
+/// had not come due again): a restart must not deliver them. Every other done entry's record
+/// comes after the checkpoint's `indexed_through`, where a restart reads them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DoneSet {
+    Listed(Vec<u64>),
+    /// Too many to list, or a checkpoint from before round 41: a restart reads done entries'
+    /// records from the retention pin (every pending entry's are after it).
+    Unknown,
+}
+
+/// Body of a [`CHECKPOINT_DONE_KEY`] record: `n u32` (`u32::MAX`: [`DoneSet::Unknown`]),
+/// `n × u64`, then the [`encode_checkpoint`] body.
+pub fn encode_checkpoint_record(
+    done: &DoneSet,
+    indexed_through: u64,
+    wheel: &Checkpoint,
+    pending: &PendingOffsets,
+) -> Vec<u8> {
+    let mut b = Vec::new();
+    match done {
+        DoneSet::Listed(offsets) if offsets.len() <= MAX_DONE_IN_CHECKPOINT => {
+            b.extend_from_slice(&(offsets.len() as u32).to_le_bytes());
+            b.extend(offsets.iter().flat_map(|o| o.to_le_bytes()));
+        }
+        _ => b.extend_from_slice(&u32::MAX.to_le_bytes()),
+    }
+    b.extend_from_slice(&encode_checkpoint(indexed_through, wheel, pending));
+    b
+}
+
+/// Decodes a checkpoint record of either key; `None` for another key.
+#[allow(clippy::type_complexity)]
+pub fn decode_checkpoint_record(
+    key: &[u8],
+    body: &[u8],
+    max_ranges: usize,
+) -> Option<Result<(DoneSet, u64, Checkpoint, PendingOffsets), String>> {
+    if key == CHECKPOINT_KEY {
+        return Some(
+            decode_checkpoint(body, max_ranges).map(|(i, c, p)| (DoneSet::Unknown, i, c, p)),
+        );
+    }
+    if key != CHECKPOINT_DONE_KEY {
+        return None;
+    }
+    let decoded = (|| {
+        let n = body.get(..4).ok_or("wheel checkpoint record is too short")?;
+        let n = u32::from_le_bytes(n.try_into().expect("4 bytes"));
+        let (done, rest) = if n == u32::MAX {
+            (DoneSet::Unknown, &body[4..])
+        } else {
+            let n = n as usize;
+            if n > MAX_DONE_IN_CHECKPOINT || body.len() < 4 + 8 * n {
+                return Err(format!("wheel checkpoint lists {n} done entries"));
+            }
+            let offsets = body[4..4 + 8 * n]
+                .chunks_exact(8)
+                .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
+                .collect();
+            (DoneSet::Listed(offsets), &body[4 + 8 * n..])
+        };
+        let (indexed_through, wheel, pending) = decode_checkpoint(rest, max_ranges)?;
+        Ok((done, indexed_through, wheel, pending))
+    })();
+    Some(decoded)
+}
+
 /// Key of a rewritten entry's record: `replaces u64`, then an entry body.
 pub const ROLLED_KEY: &[u8] = b"r";
 /// Key of a delivered-offsets record.
@@ -163,13 +242,35 @@ mod tests {
         let none = PendingOffsets::new(8);
         assert_eq!(
             decode_checkpoint(&encode_checkpoint(77, &cp, &none), 8),
-            Ok((77, cp.clone(), none))
+            Ok((77, cp.clone(), none.clone()))
         );
         assert!(decode_checkpoint(&[1; 20], 8).is_err());
         // The format before pending offsets is refused (the wheel is rebuilt instead).
         let mut old = 77u64.to_le_bytes().to_vec();
         old.extend_from_slice(&cp.encode());
         assert!(decode_checkpoint(&old, 8).is_err());
+        // Checkpoint records: with their done entries, too many of them, or from before.
+        let listed = DoneSet::Listed(vec![3, 9]);
+        let body = encode_checkpoint_record(&listed, 77, &cp, &none);
+        assert_eq!(
+            decode_checkpoint_record(CHECKPOINT_DONE_KEY, &body, 8),
+            Some(Ok((listed, 77, cp.clone(), none.clone())))
+        );
+        let many = DoneSet::Listed((0..MAX_DONE_IN_CHECKPOINT as u64 + 1).collect());
+        let body = encode_checkpoint_record(&many, 77, &cp, &none);
+        assert_eq!(
+            decode_checkpoint_record(CHECKPOINT_DONE_KEY, &body, 8),
+            Some(Ok((DoneSet::Unknown, 77, cp.clone(), none.clone())))
+        );
+        let old = encode_checkpoint(77, &cp, &none);
+        assert_eq!(
+            decode_checkpoint_record(CHECKPOINT_KEY, &old, 8),
+            Some(Ok((DoneSet::Unknown, 77, cp.clone(), none.clone())))
+        );
+        assert_eq!(decode_checkpoint_record(ENTRY_KEY, &old, 8), None);
+        for bad in [&[1u8, 0, 0][..], &[2, 0, 0, 0, 1, 2, 3], &[0xFF, 0xFF, 0xFF, 0x7F]] {
+            assert!(decode_checkpoint_record(CHECKPOINT_DONE_KEY, bad, 8).unwrap().is_err());
+        }
         // Pending offsets that disagree with the wheel's count are refused.
         let mut one = PendingOffsets::new(8);
         one.insert(5);

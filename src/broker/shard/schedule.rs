@@ -51,8 +51,9 @@ use crate::format::batch::BatchView;
 use crate::protocol::message::Delivery;
 use crate::schedule::dedup::DedupWindow;
 use crate::schedule::entry::{
-    decode_checkpoint, decode_delivered, decode_entry_record, encode_checkpoint, encode_delivered,
-    encode_rolled, Entry, DELIVERED_KEY, ENTRY_KEY, ROLLED_KEY,
+    decode_checkpoint_record, decode_delivered, decode_entry_record, encode_checkpoint_record,
+    encode_delivered, encode_rolled, DoneSet, Entry, CHECKPOINT_DONE_KEY, DELIVERED_KEY, ENTRY_KEY,
+    MAX_DONE_IN_CHECKPOINT, ROLLED_KEY,
 };
 use crate::schedule::levels::Schedule;
 use crate::schedule::pending::{PendingOffsets, DEFAULT_MAX_RANGES};
@@ -305,20 +306,22 @@ impl<L: ShardLog> Shard<L> {
         while at > cps.min && cps.next - at < CHECKPOINT_TRIES {
             at -= 1;
             let mut found = None;
-            self.read_system_records(SYS_WHEEL, at, at + 1, |_, _, _, body| {
-                found = Some(decode_checkpoint(body, DEFAULT_MAX_RANGES))
+            self.read_system_records(SYS_WHEEL, at, at + 1, |_, _, key, body| {
+                found = decode_checkpoint_record(key, body, DEFAULT_MAX_RANGES)
             })
             .await?;
             match found {
-                Some(Ok((indexed_through, cp, pending))) => match Wheel::restore(&cp, timer_next) {
-                    Ok(w) => {
-                        restored = Some((w, indexed_through, pending));
-                        break;
+                Some(Ok((done, indexed_through, cp, pending))) => {
+                    match Wheel::restore(&cp, timer_next) {
+                        Ok(w) => {
+                            restored = Some((w, indexed_through, pending, done));
+                            break;
+                        }
+                        Err(e) => {
+                            tracing::warn!(shard = %self.id, at, "wheel checkpoint unusable: {e}")
+                        }
                     }
-                    Err(e) => {
-                        tracing::warn!(shard = %self.id, at, "wheel checkpoint unusable: {e}")
-                    }
-                },
+                }
                 Some(Err(e)) => {
                     tracing::warn!(shard = %self.id, at, "wheel checkpoint unreadable: {e}")
                 }
@@ -327,12 +330,14 @@ impl<L: ShardLog> Shard<L> {
         }
         let schedule_range = self.log.offsets(SYS_SCHEDULE);
         let from_checkpoint = restored.is_some();
-        let (wheel, indexed_through, pending) = match restored {
+        let (wheel, indexed_through, pending, done) = match restored {
             Some(r) => r,
+            // Rebuilt from the schedule queue's start: every done entry's record is read.
             None => (
                 Wheel::starting_at(tick_ms, now_ms, timer_next).map_err(internal)?,
                 schedule_range.min,
                 PendingOffsets::new(DEFAULT_MAX_RANGES),
+                DoneSet::Listed(Vec::new()),
             ),
         };
         // Before retention runs: keep what the checkpoint needs (or, without one, everything
@@ -346,14 +351,20 @@ impl<L: ShardLog> Shard<L> {
                 schedule_range.min
             );
         }
-        // Which entries are done (delivered, or replaced by a copy): their records come after
-        // them, so reading from the pin finds them for every timer the wheel restored holds
-        // (its pending entries are past the pin), not only for the entries it re-indexes.
-        let mut already = HashSet::new();
+        // Which entries are done (delivered, or replaced by a copy) while the restored wheel
+        // or the re-indexing would give them a timer: those the checkpoint lists (done before
+        // it, their timers still held), and every one whose record comes after its
+        // `indexed_through` (done after it). A checkpoint that could not list them (too many,
+        // or from before round 41) has them read from the pin, before every pending entry.
+        let (listed, scan_from) = match done {
+            DoneSet::Listed(offsets) => (offsets, indexed_through),
+            DoneSet::Unknown => (Vec::new(), schedule_pin(indexed_through, &pending)),
+        };
+        let mut already: HashSet<u64> = listed.into_iter().collect();
         let mut overflow = false;
         self.read_system_records(
             SYS_SCHEDULE,
-            schedule_pin(indexed_through, &pending),
+            scan_from,
             schedule_range.next,
             |_, _, key, body| {
                 // Delivered, or written again in a record that replaces it.
@@ -436,25 +447,38 @@ impl<L: ShardLog> Shard<L> {
     }
 
     async fn append_checkpoint(&self) -> Result<(), BrokerError> {
-        let (body, indexed_through, pending) = {
+        let (body, from) = {
             let mut st = self.schedule.borrow_mut();
             st.dirty = false;
             st.last_checkpoint = self.clock.now();
-            let body = encode_checkpoint(st.indexed_through, &st.wheel.checkpoint(), &st.pending);
-            (body, st.indexed_through, st.pending.clone())
+            let from = schedule_pin(st.indexed_through, &st.pending);
+            // Done entries below the pin have no timer left (every pending one is past it) and
+            // are never indexed again: nothing will ask about them.
+            st.already_delivered.retain(|&o| o >= from);
+            let done = if st.already_delivered.len() <= MAX_DONE_IN_CHECKPOINT {
+                let mut offsets: Vec<u64> = st.already_delivered.iter().copied().collect();
+                offsets.sort_unstable();
+                DoneSet::Listed(offsets)
+            } else {
+                DoneSet::Unknown
+            };
+            let cp = st.wheel.checkpoint();
+            (encode_checkpoint_record(&done, st.indexed_through, &cp, &st.pending), from)
         };
         let mut builder = BatchBuilder::new(self.config.storage.max_batch_bytes);
         let timestamp_ms = self.clock.unix_ms();
-        let record = Record { key: b"c", tag: b"", properties: &[], body: &body, timestamp_ms };
+        let record = Record {
+            key: CHECKPOINT_DONE_KEY,
+            tag: b"",
+            properties: &[],
+            body: &body,
+            timestamp_ms,
+        };
         builder.push(&record).map_err(internal)?;
         let out = self.log.append(SYS_WHEEL, builder.finish(-1, -1)).await?;
         // Once the checkpoint is durable, what it covers need not be kept any more (until
         // then a restart would start from the one before).
-        let from = schedule_pin(indexed_through, &pending);
         self.log.pin_retention_once_durable(SYS_SCHEDULE, Some(from), out.end);
-        // Done entries below the pin have no timer left (every pending one is past it) and are
-        // never indexed again: nothing will ask about them.
-        self.schedule.borrow_mut().already_delivered.retain(|&o| o >= from);
         Ok(())
     }
 
@@ -471,12 +495,13 @@ impl<L: ShardLog> Shard<L> {
     pub(super) fn replicated_checkpoint(&self, batch: &[u8], end: u64) {
         let Ok(view) = BatchView::parse(batch, batch.len()) else { return };
         let Some(Ok(record)) = view.records().next() else { return };
-        match decode_checkpoint(record.body, DEFAULT_MAX_RANGES) {
-            Ok((indexed_through, _, pending)) => {
+        match decode_checkpoint_record(record.key, record.body, DEFAULT_MAX_RANGES) {
+            Some(Ok((_, indexed_through, _, pending))) => {
                 let from = schedule_pin(indexed_through, &pending);
                 self.log.pin_retention_once_durable(SYS_SCHEDULE, Some(from), end);
             }
-            Err(e) => tracing::warn!(shard = %self.id, "replicated wheel checkpoint: {e}"),
+            Some(Err(e)) => tracing::warn!(shard = %self.id, "replicated wheel checkpoint: {e}"),
+            None => {}
         }
     }
 

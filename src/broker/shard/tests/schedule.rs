@@ -436,7 +436,10 @@ fn a_long_held_message_is_rewritten_so_retention_moves_past_it() {
         dir.crash();
         drop(s);
         s = shard().await;
-        s.start_schedule().await.unwrap();
+        let recovered = s.start_schedule().await.unwrap();
+        // The checkpoint listed no done entry with a timer left, so the restart read done
+        // entries' records only after it (not the copy's, which names the first one).
+        assert_eq!((recovered.pending, recovered.already_delivered), (1, 0), "{recovered:?}");
         // Its timer comes due an hour after the copy was indexed; it is not due then.
         clock.advance(Duration::from_millis((month - T0_MS) as u64 - HOUR_MS - 1));
         while s.schedule_step().await.unwrap().more {}
@@ -450,6 +453,51 @@ fn a_long_held_message_is_rewritten_so_retention_moves_past_it() {
         clock.advance(Duration::from_millis(2 * HOUR_MS));
         s.schedule_step().await.unwrap();
         assert_eq!(bodies(&s, 0).await, vec!["a month later"], "once");
+    });
+}
+
+/// A restart that finds entries already delivered, whose timers the restored wheel still holds
+/// (one step moves one message here, so one of them waits), and a checkpoint taken then: the
+/// checkpoint lists that entry, so the next restart, which reads delivered records only after
+/// the checkpoint, still does not deliver it again.
+#[test]
+fn a_checkpoint_lists_delivered_entries_whose_timers_wait_and_a_restart_skips_them() {
+    run(|| async {
+        let dir = SimDir::new(81);
+        let clock = runtime::SimClock::new(T0_MS);
+        let one_a_step = |c: &mut Config| {
+            c.schedule.max_due_per_step = 1;
+            c.schedule.checkpoint_interval_ms = 3_600_000;
+        };
+        let shard = || shard_configured(dir.clone(), sync_flush, one_a_step, clock.clone());
+        let mut s = shard().await;
+        s.start_schedule().await.unwrap();
+        for body in ["a", "b"] {
+            call(&s, scheduled(0, Delivery::AtMs(T0_MS + 10_000), body)).await.unwrap();
+        }
+        s.schedule_step().await.unwrap();
+        s.checkpoint_schedule().await.unwrap();
+        clock.advance(Duration::from_secs(10));
+        assert_eq!(s.schedule_step().await.unwrap().delivered, 1);
+        assert_eq!(s.schedule_step().await.unwrap().delivered, 1);
+        s.log.flush().await.unwrap();
+        dir.crash();
+        drop(s);
+
+        s = shard().await;
+        assert_eq!(s.start_schedule().await.unwrap().already_delivered, 2);
+        let r = s.schedule_step().await.unwrap();
+        assert_eq!((r.skipped, r.delivered, r.more), (1, 0, true), "{r:?}");
+        // One delivered entry's timer still waits: the checkpoint lists it.
+        s.checkpoint_schedule().await.unwrap();
+        s.log.flush().await.unwrap();
+        dir.crash();
+        drop(s);
+
+        s = shard().await;
+        assert_eq!(s.start_schedule().await.unwrap().already_delivered, 1, "from the list");
+        while s.schedule_step().await.unwrap().more {}
+        assert_eq!(bodies(&s, 0).await, vec!["a", "b"], "each once");
     });
 }
 
