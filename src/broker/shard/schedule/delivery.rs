@@ -160,12 +160,15 @@ impl<L: ShardLog> Shard<L> {
                 }
             }
         }
-        // Started in order: the copies precede the delivered record in the schedule queue.
-        let appends = moves.iter().map(|(_, to, batch)| async move {
+        // Each batch moves into its append (no copy); started in order, so the copies precede
+        // the delivered record in the schedule queue.
+        let (moves, batches): (Vec<(u64, Move)>, Vec<Vec<u8>>) =
+            moves.into_iter().map(|(offset, to, batch)| ((offset, to), batch)).unzip();
+        let appends = moves.iter().zip(batches).map(|((_, to), batch)| async move {
             match to {
-                Move::Deliver(queue) => self.append(*queue, batch.clone().into()).await.map(drop),
+                Move::Deliver(queue) => self.append(*queue, batch.into()).await.map(drop),
                 Move::Roll => {
-                    self.log.append(SYS_SCHEDULE, batch.clone()).await.map(drop).map_err(Into::into)
+                    self.log.append(SYS_SCHEDULE, batch).await.map(drop).map_err(Into::into)
                 }
             }
         });
@@ -173,7 +176,7 @@ impl<L: ShardLog> Shard<L> {
         let mut failed = None;
         // Listed in the delivered record; a rewritten entry's record names the one it replaced.
         let mut listed = Vec::with_capacity(moves.len());
-        for ((offset, to, _), result) in moves.iter().zip(results) {
+        for ((offset, to), result) in moves.iter().zip(results) {
             match (result, to) {
                 (Ok(()), Move::Deliver(_)) => {
                     delivered.push(*offset);
