@@ -12,7 +12,7 @@ use ringmq::storage::file::LogDir;
 use ringmq::storage::segment::segment_name;
 use ringmq::storage::sim_dir::SimDir;
 use ringmq::storage::{
-    CommitLog, FlushMode, LogPosition, QueueId, QueueKey, StorageError, TopicId,
+    CommitLog, FlushMode, LogPosition, QueueId, QueueKey, StorageConfig, StorageError, TopicId,
 };
 
 const QUEUES: [QueueKey; 3] = [
@@ -333,6 +333,31 @@ fn a_replica_rebuilt_from_a_copy_of_a_master_log_after_retention_follows_on_from
         follow(&master, &replica, copied_end).await;
         for q in QUEUES {
             assert_eq!(replica.offsets(q), master.offsets(q), "{q}");
+            assert_eq!(contents(&replica, q).await, contents(&master, q).await, "{q}");
+        }
+        assert_same_segments(&master, &mdir, &replica, &rdir);
+    });
+}
+
+/// A master restarted with a lower `max_batch_bytes` than it stored batches under still sends
+/// them to a replica (whose limit holds them): reading them for the replica failed, as if no
+/// batch started there, and the replica could never catch up past the first.
+#[test]
+fn a_master_with_a_lowered_batch_limit_still_sends_the_larger_batches_it_stored() {
+    run(|| async {
+        let (mdir, rdir) = (SimDir::new(15), SimDir::new(16));
+        let master =
+            CommitLog::open_with(mdir.clone(), small_config(FlushMode::Async)).await.unwrap();
+        fill(&master, 0, 200).await;
+        master.close().await.unwrap();
+        drop(master);
+        let lowered = StorageConfig { max_batch_bytes: 1024, ..small_config(FlushMode::Async) };
+        let master = CommitLog::open_with(mdir.clone(), lowered).await.unwrap();
+        let replica =
+            CommitLog::open_with(rdir.clone(), small_config(FlushMode::Async)).await.unwrap();
+        let end = follow(&master, &replica, LogPosition::new(0)).await;
+        assert_eq!(end, master.written_end());
+        for q in QUEUES {
             assert_eq!(contents(&replica, q).await, contents(&master, q).await, "{q}");
         }
         assert_same_segments(&master, &mdir, &replica, &rdir);

@@ -33,7 +33,9 @@ pub struct StorageConfig {
     pub dir: PathBuf,
     /// Size of one segment file; a multiple of 4096. Default 1 GiB.
     pub segment_size_bytes: u64,
-    /// Largest batch accepted. Default 4 MiB (RocketMQ's maxMessageSize).
+    /// Largest batch accepted. Default 4 MiB (RocketMQ's maxMessageSize). It limits new
+    /// appends; batches the log stored under a larger limit stay readable
+    /// ([`StorageConfig::stored_batch_limit`]).
     pub max_batch_bytes: usize,
     pub flush_mode: FlushMode,
     pub io_mode: IoMode,
@@ -129,6 +131,25 @@ impl Default for StorageConfig {
 }
 
 impl StorageConfig {
+    /// The largest batch a segment of `segment_len` bytes can hold: any configuration that
+    /// wrote it kept `max_batch_bytes` under half its segment size (validated), and this one
+    /// may have lowered the limit since. Recovery, scans and readers of stored batches accept
+    /// up to this; `max_batch_bytes` limits only what is appended now. A stored batch over
+    /// `max_batch_bytes` is read whole only after its header's stamp CRC verified, so a damaged
+    /// length field costs no larger read than before.
+    pub fn stored_batch_limit(&self, segment_len: u64) -> usize {
+        let half = usize::try_from(segment_len / 2).unwrap_or(usize::MAX);
+        self.max_batch_bytes.max(half)
+    }
+
+    /// Whether a stored batch whose length field says `length` (`header`: at least its
+    /// header's bytes) may be read whole from a segment of `segment_len` bytes: within
+    /// [`Self::stored_batch_limit`], and past `max_batch_bytes` only with a stamp that verifies.
+    pub fn frames_stored_batch(&self, length: usize, header: &[u8], segment_len: u64) -> bool {
+        (crate::format::HEADER_LEN..=self.stored_batch_limit(segment_len)).contains(&length)
+            && (length <= self.max_batch_bytes || crate::format::batch::stamp_verifies(header))
+    }
+
     pub fn sync_flush_timeout(&self) -> Duration {
         Duration::from_millis(self.sync_flush_timeout_ms)
     }

@@ -162,3 +162,37 @@ fn eio_on_read_is_reported_and_never_serves_garbage() {
         log.close().await.unwrap();
     });
 }
+
+/// An operator lowers `max_batch_bytes` and restarts after a crash: batches stored under the
+/// old limit are acknowledged data, not torn writes. Recovery kept only what lay before the
+/// first batch larger than the new limit (the rest of the segment was cut and later segments
+/// discarded); the limit is for new appends.
+#[test]
+fn a_lowered_max_batch_bytes_keeps_the_larger_batches_already_stored() {
+    run(|| async {
+        let dir = SimDir::new(31);
+        let log = CommitLog::open_with(dir.clone(), small_config(FlushMode::Sync)).await.unwrap();
+        let mut acked = Vec::new();
+        for tag in 0..24u64 {
+            // Every third batch about 12 KiB (the limit is 16 KiB), the others about 1 KiB.
+            let records = if tag % 3 == 0 { 12 } else { 1 };
+            log.append_committed(Q1, &batch(tag, records, 1000)).await.unwrap();
+            acked.push(tag);
+        }
+        assert!(log.segment_bases().len() >= 2, "spans segments: {:?}", log.segment_bases());
+        dir.crash();
+        drop(log);
+        let lowered = StorageConfig { max_batch_bytes: 4 * 1024, ..small_config(FlushMode::Sync) };
+        let log = CommitLog::open_with(dir.clone(), lowered).await.unwrap();
+        assert_eq!(read_all(&log, Q1).await, acked, "acknowledged batches lost");
+        let err = log.append_committed(Q1, &batch(99, 12, 1000)).await.unwrap_err();
+        assert!(err.to_string().contains("4096"), "new appends keep to the new limit: {err}");
+        log.append_committed(Q1, &batch(24, 1, 1000)).await.unwrap();
+        acked.push(24);
+        dir.crash();
+        drop(log);
+        let log = CommitLog::open_with(dir.clone(), small_config(FlushMode::Sync)).await.unwrap();
+        assert_eq!(read_all(&log, Q1).await, acked);
+        log.close().await.unwrap();
+    });
+}

@@ -152,7 +152,9 @@ impl<D: LogDir + 'static> CommitLog<D> {
         out: &mut Followed,
         each: &mut impl FnMut(LogPosition, &FollowedBatch<'_>),
     ) -> Result<bool> {
-        let max_batch = self.config.max_batch_bytes;
+        // Batches stored under a larger `max_batch_bytes` than today's are followed too.
+        let segment_len = self.config.segment_size_bytes;
+        let max_batch = self.config.stored_batch_limit(segment_len);
         // `len` bytes from `pos` if memory holds at least `need` of them, else from disk. Every
         // follow used to read the disk into a fresh buffer: with the key index a few hundred
         // milliseconds behind the log, the broker read back everything it wrote, and the
@@ -191,7 +193,7 @@ impl<D: LogDir + 'static> CommitLog<D> {
             }
             let at = (pos - buf_pos) as usize;
             let length = fmt::peek_length(&buf[at..]).unwrap_or(0) as usize;
-            let framed = (HEADER_LEN..=max_batch).contains(&length);
+            let framed = self.config.frames_stored_batch(length, &buf[at..], segment_len);
             if framed && pos + length as u64 > seg_end && seg.sealed_end.get() != Some(seg_end) {
                 // The written end can fall inside a batch (it moves by chunks): this one is
                 // taken once written whole.
@@ -220,7 +222,7 @@ impl<D: LogDir + 'static> CommitLog<D> {
                             each(pos, &FollowedBatch::Pieces { header, pieces: &pieces });
                         }
                         Err(e) => {
-                            if !self.damaged(seg, pos, &head, &e) {
+                            if !self.damaged(seg, pos, &head, length, &e) {
                                 out.next = seg_end;
                                 return Ok(true);
                             }
@@ -253,7 +255,7 @@ impl<D: LogDir + 'static> CommitLog<D> {
                     each(pos, &FollowedBatch::Whole(view));
                 }
                 Err(e) => {
-                    if !self.damaged(seg, pos, bytes, &e) {
+                    if !self.damaged(seg, pos, bytes, length, &e) {
                         out.next = seg_end;
                         return Ok(true);
                     }
@@ -264,17 +266,19 @@ impl<D: LogDir + 'static> CommitLog<D> {
         Ok(true)
     }
 
-    /// Reports a batch at `pos` that failed verification; returns whether the follower may
-    /// go on after it (its stamp verifies, so its length can be trusted), else it skips the
-    /// rest of the segment.
+    /// Reports a batch at `pos` of `length` bytes that failed verification; returns whether
+    /// the follower may go on after it (its stamp verifies and its length is within today's
+    /// `max_batch_bytes`, so it can be trusted: the stamp does not cover the length field),
+    /// else it skips the rest of the segment.
     fn damaged(
         &self,
         seg: &Segment<D::File>,
         pos: LogPosition,
         bytes: &[u8],
+        length: usize,
         e: &FormatError,
     ) -> bool {
-        if fmt::stamp_verifies(bytes) {
+        if fmt::stamp_verifies(bytes) && length <= self.config.max_batch_bytes {
             tracing::warn!(
                 segment = %segment_name(seg.base),
                 "damaged batch at log position {pos} not indexed: {e}"

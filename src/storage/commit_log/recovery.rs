@@ -485,6 +485,7 @@ pub(super) async fn scan_segment<D: LogDir>(
     gaps_ok: bool,
 ) -> Result<ScanEnd> {
     let mut pos = from;
+    let max_batch = config.stored_batch_limit(seg_end - seg.base);
     // Set after a write-back found no room: the rest of this segment's entries stay in memory.
     let mut index_full = false;
     let mut buf = ReadBuf::from_vec(Vec::new());
@@ -510,7 +511,10 @@ pub(super) async fn scan_segment<D: LogDir>(
         if length == 0 {
             return Ok(ScanEnd::Open { end: pos, torn: false });
         }
-        if length < HEADER_LEN || length > config.max_batch_bytes || pos + length as u64 > seg_end {
+        // A batch stored under a larger `max_batch_bytes` than today's is data, not a torn
+        // write (recovery cut every such batch, and everything after it, after a crash).
+        let framed = config.frames_stored_batch(length, &buf[at..], seg_end - seg.base);
+        if !framed || pos + length as u64 > seg_end {
             return Ok(ScanEnd::Open { end: pos, torn: true });
         }
         if at + length > buf.len() {
@@ -525,7 +529,7 @@ pub(super) async fn scan_segment<D: LogDir>(
             }
         }
         let at = (pos - buf_pos) as usize;
-        let Ok(view) = BatchView::parse(&buf[at..at + length], config.max_batch_bytes) else {
+        let Ok(view) = BatchView::parse(&buf[at..at + length], max_batch) else {
             return Ok(ScanEnd::Open { end: pos, torn: true });
         };
         if view.verify_stamp().is_err() {

@@ -64,7 +64,9 @@ impl<D: LogDir + 'static> CommitLog<D> {
         max_bytes: usize,
     ) -> Result<(Vec<PositionedBatch>, LogPosition)> {
         let up_to = up_to.min(self.written_end());
-        let max_batch = self.config.max_batch_bytes;
+        // Batches stored under a larger `max_batch_bytes` than today's are sent too (a replica
+        // needs a limit at least that large to append them).
+        let max_batch = self.config.stored_batch_limit(self.config.segment_size_bytes);
         let mut out = Vec::new();
         let mut gathered = 0usize;
         let mut pos = from;

@@ -133,7 +133,9 @@ impl<D: LogDir + 'static> CommitLog<D> {
         scan: &mut TailScan,
         each: &mut impl FnMut(Scanned<'_>),
     ) -> Result<Option<LogPosition>> {
-        let max_batch = self.config.max_batch_bytes;
+        // Batches stored under a larger `max_batch_bytes` than today's are read too.
+        let segment_len = self.config.segment_size_bytes;
+        let max_batch = self.config.stored_batch_limit(segment_len);
         // Past a sealed segment's end marker, or the log's end, nothing is a batch.
         let seg_end = seg.sealed_end.get().unwrap_or(end).min(end);
         let read = |pos: LogPosition, len: usize| async move {
@@ -153,10 +155,9 @@ impl<D: LogDir + 'static> CommitLog<D> {
             }
             let at = (pos - buf_pos) as usize;
             let length = fmt::peek_length(&buf[at..]).unwrap_or(0) as usize;
-            let framed = length >= HEADER_LEN
-                && length <= max_batch
-                && pos + length as u64 <= seg_end
-                && buf.len() >= at + HEADER_LEN;
+            let framed = buf.len() >= at + HEADER_LEN
+                && self.config.frames_stored_batch(length, &buf[at..], segment_len)
+                && pos + length as u64 <= seg_end;
             if !framed {
                 let reason = format!("no batch can be framed here (length field {length})");
                 each(Scanned::Damaged { position: pos, queue: None, reason });
@@ -179,7 +180,9 @@ impl<D: LogDir + 'static> CommitLog<D> {
                     scan.batches += 1;
                     each(Scanned::Batch { position: pos, header: &view.header });
                 }
-                Err(e) if fmt::stamp_verifies(bytes) => {
+                // Its length is trusted to go on past it only within today's limit: the
+                // stamp does not cover the length field.
+                Err(e) if fmt::stamp_verifies(bytes) && length <= self.config.max_batch_bytes => {
                     let h = fmt::read_header(bytes).expect("the stamp verified");
                     let queue = QueueKey::new(
                         TopicId::new(h.stamp.topic_id),

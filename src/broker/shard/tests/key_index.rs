@@ -26,12 +26,24 @@ async fn keyed_shard(
     step: u64,
     clock: SharedClock,
 ) -> Rc<Shard<SimLog>> {
+    keyed_shard_with(sim, keys_dir, step, clock, |_| {}).await
+}
+
+/// [`keyed_shard`] with its storage configuration changed by `tweak`.
+async fn keyed_shard_with(
+    sim: &SimDir,
+    keys_dir: &std::path::Path,
+    step: u64,
+    clock: SharedClock,
+    tweak: impl FnOnce(&mut crate::storage::StorageConfig),
+) -> Rc<Shard<SimLog>> {
     let dir = keys_dir.to_owned();
     let s = shard_configured(
         sim.clone(),
         |st| {
             st.flush_mode = crate::storage::FlushMode::Sync;
             st.segment_size_bytes = 64 << 20;
+            tweak(st);
         },
         move |c| {
             c.broker.data_dir = dir;
@@ -297,5 +309,38 @@ fn batches_without_keys_or_properties_are_skipped_and_the_others_still_found() {
         assert_eq!(hits.hits.len(), 8, "keys among skipped batches are found: {hits:?}");
         let Response::QueryKeys(hits) = call(&s, key_query("ID1")).await.unwrap() else { panic!() };
         assert_eq!(hits.hits.len(), 4, "a batch with only a message id is read: {hits:?}");
+    });
+}
+
+/// A broker restarted with a lower `max_batch_bytes` still indexes the larger batches it
+/// stored before: the key index's reader took the first of them for damage and skipped the
+/// rest of the segment (their keys were never found).
+#[test]
+fn batches_over_a_lowered_max_batch_bytes_are_still_indexed_after_a_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().to_owned();
+    run(move || async move {
+        let sim = SimDir::new(13);
+        let s = keyed_shard(&sim, &path, 64 << 10, stepping_clock()).await;
+        // 8 batches of 100 KiB (the limit is 256 KiB), 100 keyed records each.
+        for _ in 0..8 {
+            call(&s, keyed_batch(100)).await.unwrap();
+        }
+        let (mut fire, stop) = stop_pair();
+        fire.fire();
+        s.clone().key_index_loop_with(stop, Duration::from_secs(2)).await;
+        let indexed = index_of(&s).indexed_to().get();
+        assert!(indexed < s.log.durable_end() / 2, "most is left to the start: {indexed}");
+        drop(s);
+
+        let lowered = |st: &mut crate::storage::StorageConfig| st.max_batch_bytes = 16 << 10;
+        let s = keyed_shard_with(&sim, &path, 64 << 10, stepping_clock(), lowered).await;
+        assert_eq!(index_of(&s).indexed_to().get(), s.log.durable_end());
+        let Response::QueryKeys(hits) = call(&s, key_query("k1")).await.unwrap() else { panic!() };
+        assert_eq!(hits.hits.len(), 800, "every stored record's key is found");
+        assert_eq!(
+            s.metrics_snapshot(super::metrics::WIDE_LIMITS).key_index_skipped_batches,
+            Some(0)
+        );
     });
 }
