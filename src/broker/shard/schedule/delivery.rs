@@ -134,6 +134,7 @@ impl<L: ShardLog> Shard<L> {
             .await?;
         }
         let mut moves = Vec::with_capacity(wanted.len());
+        let mut kept = Vec::new();
         for offset in wanted {
             match found.remove(&offset) {
                 Some((queue, _, _)) if !self.topic_exists(queue.topic_id.get()) => {
@@ -150,8 +151,16 @@ impl<L: ShardLog> Shard<L> {
                         batch: &batch,
                     };
                     let body = encode_rolled(offset, &entry);
-                    let batch = self.schedule_batch(ROLLED_KEY, &body, now_ms)?;
-                    moves.push((offset, Move::Roll, batch));
+                    match self.schedule_batch(ROLLED_KEY, &body, now_ms) {
+                        Ok(batch) => moves.push((offset, Move::Roll, batch)),
+                        // Its copy no longer fits `storage.max_batch_bytes` (lowered since it
+                        // was stored): it stays, timed for its delivery (failing the step
+                        // instead failed every later one, and every other message waited).
+                        Err(e) => {
+                            tracing::warn!(shard = %self.id, offset, "a held scheduled message cannot be written again ({}); it keeps its place, and the log its segment, until due", e.message);
+                            kept.push((deliver_at_ms, offset));
+                        }
+                    }
                 }
                 Some((queue, _, batch)) => moves.push((offset, Move::Deliver(queue), batch)),
                 None => {
@@ -159,6 +168,10 @@ impl<L: ShardLog> Shard<L> {
                     report.skipped += 1;
                 }
             }
+        }
+        if !kept.is_empty() {
+            self.keep_held(&kept).await?;
+            routed_due.retain(|o| !kept.iter().any(|&(_, k)| k == *o));
         }
         // Each batch moves into its append (no copy); started in order, so the copies precede
         // the delivered record in the schedule queue.
@@ -216,6 +229,25 @@ impl<L: ShardLog> Shard<L> {
             self.log.append(SYS_SCHEDULE, builder.finish(-1, -1)).await?;
         }
         failed.map_or(Ok(()), Err)
+    }
+}
+
+impl<L: ShardLog> Shard<L> {
+    /// Timers at their delivery times, no roll, for held entries `(deliver_at_ms, offset)`
+    /// that stay where they are (still pending).
+    async fn keep_held(&self, kept: &[(i64, u64)]) -> Result<(), BrokerError> {
+        let mut first = None;
+        let mut records = Vec::with_capacity(kept.len());
+        for &(deliver_at_ms, offset) in kept {
+            let (index, record) =
+                self.schedule.borrow_mut().wheel.insert(deliver_at_ms, offset).map_err(internal)?;
+            first.get_or_insert(index);
+            records.push(record);
+        }
+        match first {
+            Some(first) => self.append_timer_records(first, &records).await,
+            None => Ok(()),
+        }
     }
 }
 

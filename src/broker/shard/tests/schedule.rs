@@ -456,6 +456,58 @@ fn a_long_held_message_is_rewritten_so_retention_moves_past_it() {
     });
 }
 
+/// A held message that can no longer be written again (`storage.max_batch_bytes` lowered since
+/// it was stored, below its copy's size) stays where it is with its timer at its delivery time:
+/// its failed copy failed every step, every second, and the shard's other scheduled messages
+/// waited behind it for good.
+#[test]
+fn a_held_message_too_large_to_rewrite_keeps_its_place_and_the_others_go_on() {
+    run(|| async {
+        const HOUR_MS: u64 = 3_600_000;
+        let dir = SimDir::new(83);
+        let clock = runtime::SimClock::new(T0_MS);
+        let month = T0_MS + 30 * 24 * HOUR_MS as i64;
+        let large = scheduled(0, Delivery::AtMs(month), &"x".repeat(8000));
+        let Request::ProduceScheduled { batch, .. } = &large else { panic!() };
+        // Delivering it fits; its copy (8 bytes and a record more) does not.
+        let lowered = batch.len() + 50;
+        let mut s = shard_configured(dir.clone(), sync_flush, |_| {}, clock.clone()).await;
+        s.start_schedule().await.unwrap();
+        call(&s, large).await.unwrap();
+        call(&s, scheduled(1, Delivery::AtMs(T0_MS + 2 * HOUR_MS as i64), "in two hours"))
+            .await
+            .unwrap();
+        s.schedule_step().await.unwrap();
+        s.log.close().await.unwrap();
+        drop(s);
+
+        let tweak = move |st: &mut crate::storage::StorageConfig| {
+            sync_flush(st);
+            st.max_batch_bytes = lowered;
+        };
+        s = shard_configured(dir.clone(), tweak, |_| {}, clock.clone()).await;
+        s.start_schedule().await.unwrap();
+        assert_eq!(s.schedule_step().await.unwrap().indexed, 2, "no checkpoint: indexed again");
+        clock.advance(Duration::from_millis(HOUR_MS));
+        let r = s.schedule_step().await.unwrap();
+        assert_eq!((r.rolled, r.delivered), (1, 0), "the small one is rewritten: {r:?}");
+        clock.advance(Duration::from_millis(HOUR_MS));
+        while s.schedule_step().await.unwrap().more {}
+        assert_eq!(bodies(&s, 1).await, vec!["in two hours"], "not held up by the large one");
+        s.schedule_step().await.unwrap(); // reads its delivered record
+        assert_eq!(s.schedule_held(), 1);
+
+        clock.advance(Duration::from_millis((month - T0_MS) as u64 - 2 * HOUR_MS - 1));
+        while s.schedule_step().await.unwrap().more {}
+        assert!(bodies(&s, 0).await.is_empty(), "not a millisecond early");
+        clock.advance(Duration::from_millis(1));
+        while s.schedule_step().await.unwrap().more {}
+        assert_eq!(bodies(&s, 0).await.len(), 1, "delivered once, from where it was");
+        s.schedule_step().await.unwrap();
+        assert_eq!(s.schedule_held(), 0);
+    });
+}
+
 /// A restart that finds entries already delivered, whose timers the restored wheel still holds
 /// (one step moves one message here, so one of them waits), and a checkpoint taken then: the
 /// checkpoint lists that entry, so the next restart, which reads delivered records only after
