@@ -14,6 +14,10 @@ enum Move {
     Roll,
 }
 
+/// A due message refused at delivery because it is larger than `storage.max_batch_bytes`
+/// (lowered since it was stored) is tried again this much later.
+const REFUSED_RETRY_MS: u64 = 60_000;
+
 /// Offsets closer than this are read in one run (the records between them are read and
 /// skipped): cheaper than another read.
 const DUE_RUN_GAP: u64 = 64;
@@ -169,10 +173,6 @@ impl<L: ShardLog> Shard<L> {
                 }
             }
         }
-        if !kept.is_empty() {
-            self.keep_held(&kept).await?;
-            routed_due.retain(|o| !kept.iter().any(|&(_, k)| k == *o));
-        }
         // Each batch moves into its append (no copy); started in order, so the copies precede
         // the delivered record in the schedule queue.
         let (moves, batches): (Vec<(u64, Move)>, Vec<Vec<u8>>) =
@@ -213,11 +213,23 @@ impl<L: ShardLog> Shard<L> {
                     // Not delivered: routed again after the rewind (or after a restart).
                     failed.get_or_insert(e);
                 }
+                (Err(e), Move::Deliver(queue)) if e.code == ErrorCode::BATCH_TOO_LARGE => {
+                    // Stored under a larger `storage.max_batch_bytes` than today's: held, and
+                    // tried again every REFUSED_RETRY_MS until the limit allows it (it was
+                    // dropped).
+                    tracing::error!(shard = %self.id, offset, "scheduled message for {queue} refused at delivery, held and tried again in {} s: {}", REFUSED_RETRY_MS / 1000, e.message);
+                    kept.push((now_ms.saturating_add_unsigned(REFUSED_RETRY_MS), *offset));
+                }
                 (Err(e), Move::Deliver(queue)) => {
                     tracing::error!(shard = %self.id, offset, "scheduled message for {queue} refused at delivery: {}", e.message);
                     report.skipped += 1;
                 }
             }
+        }
+        if !kept.is_empty() {
+            // Still pending: their timers are set again.
+            self.keep_held(&kept).await?;
+            routed_due.retain(|o| !kept.iter().any(|&(_, k)| k == *o));
         }
         if !listed.is_empty() {
             let body = encode_delivered(&listed);

@@ -508,6 +508,53 @@ fn a_held_message_too_large_to_rewrite_keeps_its_place_and_the_others_go_on() {
     });
 }
 
+/// A due message larger than `storage.max_batch_bytes` (lowered since it was stored) is held
+/// and tried again each minute, and delivered once the limit allows it: it was dropped.
+#[test]
+fn a_due_message_over_a_lowered_batch_limit_waits_for_the_limit_instead_of_being_dropped() {
+    run(|| async {
+        let dir = SimDir::new(84);
+        let clock = runtime::SimClock::new(T0_MS);
+        let shard = |max: Option<usize>| {
+            let tweak = move |st: &mut crate::storage::StorageConfig| {
+                sync_flush(st);
+                if let Some(max) = max {
+                    st.max_batch_bytes = max;
+                }
+            };
+            shard_configured(dir.clone(), tweak, |_| {}, clock.clone())
+        };
+        let mut s = shard(None).await;
+        s.start_schedule().await.unwrap();
+        call(&s, scheduled(0, Delivery::AtMs(T0_MS + 10_000), &"x".repeat(8000))).await.unwrap();
+        s.log.close().await.unwrap();
+        drop(s);
+
+        s = shard(Some(6000)).await;
+        s.start_schedule().await.unwrap();
+        s.schedule_step().await.unwrap();
+        clock.advance(Duration::from_secs(10));
+        let r = s.schedule_step().await.unwrap();
+        assert_eq!((r.delivered, r.skipped), (0, 0), "{r:?}");
+        clock.advance(Duration::from_secs(60));
+        assert_eq!(s.schedule_step().await.unwrap().delivered, 0);
+        assert!(bodies(&s, 0).await.is_empty());
+        assert_eq!(s.schedule_held(), 1, "still held");
+        s.checkpoint_schedule().await.unwrap();
+        s.log.close().await.unwrap();
+        drop(s);
+
+        s = shard(None).await;
+        s.start_schedule().await.unwrap();
+        clock.advance(Duration::from_secs(60));
+        while s.schedule_step().await.unwrap().more {}
+        assert_eq!(bodies(&s, 0).await.len(), 1, "delivered once the limit allows it");
+        clock.advance(Duration::from_secs(600));
+        while s.schedule_step().await.unwrap().more {}
+        assert_eq!(bodies(&s, 0).await.len(), 1, "once");
+    });
+}
+
 /// A restart that finds entries already delivered, whose timers the restored wheel still holds
 /// (one step moves one message here, so one of them waits), and a checkpoint taken then: the
 /// checkpoint lists that entry, so the next restart, which reads delivered records only after
