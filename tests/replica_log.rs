@@ -12,7 +12,8 @@ use ringmq::storage::file::LogDir;
 use ringmq::storage::segment::segment_name;
 use ringmq::storage::sim_dir::SimDir;
 use ringmq::storage::{
-    CommitLog, FlushMode, LogPosition, QueueId, QueueKey, StorageConfig, StorageError, TopicId,
+    BatchLimit, CommitLog, FlushMode, LogPosition, QueueId, QueueKey, StorageConfig, StorageError,
+    TopicId,
 };
 
 const QUEUES: [QueueKey; 3] = [
@@ -355,6 +356,33 @@ fn a_master_with_a_lowered_batch_limit_still_sends_the_larger_batches_it_stored(
         let master = CommitLog::open_with(mdir.clone(), lowered).await.unwrap();
         let replica =
             CommitLog::open_with(rdir.clone(), small_config(FlushMode::Async)).await.unwrap();
+        let end = follow(&master, &replica, LogPosition::new(0)).await;
+        assert_eq!(end, master.written_end());
+        for q in QUEUES {
+            assert_eq!(contents(&replica, q).await, contents(&master, q).await, "{q}");
+        }
+        assert_same_segments(&master, &mdir, &replica, &rdir);
+    });
+}
+
+/// A batch the master moved past its `max_batch_bytes` (a message accepted under a larger
+/// limit, delivered or committed now: `BatchLimit::Moved`) is copied by a replica configured
+/// like it: the replica refused it as too large, and replication stopped there.
+#[test]
+fn a_replica_copies_a_batch_its_master_moved_past_max_batch_bytes() {
+    run(|| async {
+        let (mdir, rdir) = (SimDir::new(17), SimDir::new(18));
+        let config = small_config(FlushMode::Async);
+        let moved = batch(7, 20, 1000);
+        assert!(
+            moved.len() > config.max_batch_bytes && moved.len() <= config.movable_batch_limit()
+        );
+        let master = CommitLog::open_with(mdir.clone(), config.clone()).await.unwrap();
+        let replica = CommitLog::open_with(rdir.clone(), config).await.unwrap();
+        fill(&master, 0, 20).await;
+        assert!(master.append(QUEUES[0], &moved).await.is_err(), "a producer's batch is refused");
+        master.append_within(QUEUES[0], &moved, BatchLimit::Moved).await.unwrap();
+        fill(&master, 20, 200).await;
         let end = follow(&master, &replica, LogPosition::new(0)).await;
         assert_eq!(end, master.written_end());
         for q in QUEUES {

@@ -10,8 +10,8 @@ use crate::storage::commit_log::{Followed, FollowedBatch, PositionedBatch, Scann
 use crate::storage::file::LogDir;
 use crate::storage::probe::LogMetrics;
 use crate::storage::{
-    AppendStatus, CommitLog, LogPosition, QueueKey, QueueOffset, ReadBuf, StorageConfig,
-    StorageError,
+    AppendStatus, BatchLimit, CommitLog, LogPosition, QueueKey, QueueOffset, ReadBuf,
+    StorageConfig, StorageError,
 };
 
 /// The log each shard runs on.
@@ -30,9 +30,10 @@ impl<D: LogDir + 'static> ShardLog for Rc<CommitLog<D>> {
         &self,
         queue: QueueKey,
         batch: B,
+        limit: BatchLimit,
         copied: impl FnOnce(Copied) -> T,
     ) -> Result<(T, AppendOutcome), StorageError> {
-        let a = CommitLog::append(self, queue, batch.as_ref()).await?;
+        let a = CommitLog::append_within(self, queue, batch.as_ref(), limit).await?;
         // Copied into the log's chunk: release the caller's buffer before the durability wait.
         drop(batch);
         // Same poll as the copy's completion: no other task ran in between.

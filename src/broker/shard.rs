@@ -53,7 +53,7 @@ use crate::protocol::{
     TopicRoute,
 };
 use crate::runtime::{self, SharedClock};
-use crate::storage::{QueueId, QueueKey, ReadBuf, TopicId};
+use crate::storage::{BatchLimit, QueueId, QueueKey, ReadBuf, TopicId};
 
 /// A tag-filtered fetch reads at most this many times its `max_bytes` (at least 64 KiB)
 /// looking for a matching batch before it answers empty with how far it got.

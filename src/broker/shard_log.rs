@@ -8,7 +8,7 @@
 use crate::replication::epochs::EpochHistory;
 use crate::storage::commit_log::{Followed, FollowedBatch, PositionedBatch, Scanned, TailScan};
 use crate::storage::probe::LogMetrics;
-use crate::storage::{QueueKey, QueueOffsets, ReadBuf, StorageError};
+use crate::storage::{BatchLimit, QueueKey, QueueOffsets, ReadBuf, StorageError};
 
 /// A queue's readable offsets `[min, next)` as the broker and the wire count them: plain
 /// numbers. Storage types them ([`crate::storage::QueueOffset`]); the conversion happens here,
@@ -65,15 +65,17 @@ pub trait ShardLog: 'static {
         queue: QueueKey,
         batch: B,
     ) -> Result<AppendOutcome, StorageError> {
-        Ok(self.append_then(queue, batch, |_| ()).await?.1)
+        Ok(self.append_then(queue, batch, BatchLimit::Produced, |_| ()).await?.1)
     }
-    /// [`ShardLog::append`], calling `copied` with where the batch went as soon as it is
-    /// copied into the log (and `batch` dropped), before the durability wait: in the order of
-    /// the log, since no other append can come between the copy and the call.
+    /// [`ShardLog::append`] of a batch kept to `limit`, calling `copied` with where the batch
+    /// went as soon as it is copied into the log (and `batch` dropped), before the durability
+    /// wait: in the order of the log, since no other append can come between the copy and the
+    /// call.
     async fn append_then<B: AsRef<[u8]>, T>(
         &self,
         queue: QueueKey,
         batch: B,
+        limit: BatchLimit,
         copied: impl FnOnce(Copied) -> T,
     ) -> Result<(T, AppendOutcome), StorageError>;
     /// Whole stored batches from the one containing `offset`, about `max_bytes` (at least one

@@ -130,6 +130,17 @@ impl Default for StorageConfig {
     }
 }
 
+/// Which limit an append keeps to ([`StorageConfig::batch_limit`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchLimit {
+    /// `max_batch_bytes`: a batch a client sent, or one the broker builds.
+    Produced,
+    /// [`StorageConfig::movable_batch_limit`]: a message the broker accepted earlier, under
+    /// the limit of its time, moved to its queue now. Lowering `max_batch_bytes` must not
+    /// strand what was accepted under the old one.
+    Moved,
+}
+
 impl StorageConfig {
     /// The largest batch a segment of `segment_len` bytes can hold: any configuration that
     /// wrote it kept `max_batch_bytes` under half its segment size (validated), and this one
@@ -140,6 +151,24 @@ impl StorageConfig {
     pub fn stored_batch_limit(&self, segment_len: u64) -> usize {
         let half = usize::try_from(segment_len / 2).unwrap_or(usize::MAX);
         self.max_batch_bytes.max(half)
+    }
+
+    /// The largest batch the log appends when it moves a message it already accepted (a
+    /// scheduled message's delivery, a transaction's commit) or a replica copies one: what an
+    /// earlier configuration may have admitted ([`Self::stored_batch_limit`]), within what
+    /// the write pool can always take at once (all its chunks but one). At least
+    /// `max_batch_bytes` (the pool holds two of those and a chunk, validated).
+    pub fn movable_batch_limit(&self) -> usize {
+        let pool = self.chunk_pool_chunks.saturating_sub(1).saturating_mul(self.chunk_size_bytes);
+        self.stored_batch_limit(self.segment_size_bytes).min(pool).max(self.max_batch_bytes)
+    }
+
+    /// The limit an append of `kind` keeps to.
+    pub fn batch_limit(&self, kind: BatchLimit) -> usize {
+        match kind {
+            BatchLimit::Produced => self.max_batch_bytes,
+            BatchLimit::Moved => self.movable_batch_limit(),
+        }
     }
 
     /// Whether a stored batch whose length field says `length` (`header`: at least its

@@ -47,7 +47,7 @@ pub mod types;
 pub mod write_tracker;
 
 pub use commit_log::CommitLog;
-pub use config::{FlushMode, IoMode, StorageConfig};
+pub use config::{BatchLimit, FlushMode, IoMode, StorageConfig};
 pub use error::StorageError;
 pub use file::ReadBuf;
 pub use types::{

@@ -359,7 +359,7 @@ impl<L: ShardLog> Shard<L> {
         let batch = builder.finish(-1, -1);
         let ((), outcome) = self
             .log
-            .append_then(SYS_OFFSETS, &batch, move |_| {
+            .append_then(SYS_OFFSETS, &batch, BatchLimit::Produced, move |_| {
                 self.coordinator.borrow_mut().apply_commit(commits, now);
                 drop(gate);
             })

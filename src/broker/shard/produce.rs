@@ -173,7 +173,7 @@ impl<L: ShardLog> Shard<L> {
                 return self.produce_idempotent(key, batch, &h).await;
             }
         }
-        self.append(key, batch).await
+        self.append(key, batch, BatchLimit::Produced).await
     }
 
     /// Produce of an idempotent batch: appended when it is next in its (producer, queue)
@@ -197,7 +197,7 @@ impl<L: ShardLog> Shard<L> {
             let refuse = |code, message: String| Err(BrokerError::new(code, message));
             match verdict {
                 Verdict::Append => {
-                    let reply = self.append(key, batch).await;
+                    let reply = self.append(key, batch, BatchLimit::Produced).await;
                     match &reply {
                         Ok(Response::Produce { base_offset, store_timestamp_ms, .. }) => {
                             let at = Stored {
@@ -292,15 +292,21 @@ impl<L: ShardLog> Shard<L> {
         }
     }
 
-    /// Appends a validated-length batch, wakes long-polls and counts it.
-    pub(super) async fn append(&self, key: QueueKey, batch: SharedBytes) -> Reply {
+    /// Appends a validated-length batch kept to `limit` (a producer's, or a message accepted
+    /// earlier and moved now: [`BatchLimit::Moved`]), wakes long-polls and counts it.
+    pub(super) async fn append(
+        &self,
+        key: QueueKey,
+        batch: SharedBytes,
+        limit: BatchLimit,
+    ) -> Reply {
         let batch_len = batch.len();
         let received = self.clock.now();
         // The log's validation of the records tells whether any has a key or properties; the
         // key index's reader would otherwise read every record back to find none.
         let ((), out) = self
             .log
-            .append_then(key, batch, |copied| {
+            .append_then(key, batch, limit, |copied| {
                 if copied.bare && self.config.key_index.enabled {
                     self.keys_reader.appended_bare(copied.position);
                 }

@@ -284,7 +284,7 @@ impl<L: ShardLog> Shard<L> {
         let inserted = std::cell::Cell::new(false);
         let appended = self
             .log
-            .append_then(SYS_HALF, &half_batch, |copied| {
+            .append_then(SYS_HALF, &half_batch, BatchLimit::Produced, |copied| {
                 let transaction_id = copied.base_offset;
                 let half = NewHalf {
                     transaction_id,
@@ -360,7 +360,8 @@ impl<L: ShardLog> Shard<L> {
         by: DecidedBy,
     ) -> Result<TxnResponse, BrokerError> {
         let batch = self.read_half(id).await?.1;
-        let delivered = self.append(key, SharedBytes::from(batch)).await?;
+        // Accepted under the limit of its time: a lowered `max_batch_bytes` does not strand it.
+        let delivered = self.append(key, SharedBytes::from(batch), BatchLimit::Moved).await?;
         let Response::Produce { status: s, base_offset, record_count, .. } = delivered else {
             return Err(internal("an append answered something else"));
         };
@@ -396,7 +397,7 @@ impl<L: ShardLog> Shard<L> {
         let len = batch.len() as u64;
         let ((), out) = self
             .log
-            .append_then(SYS_TXN_OP, &batch, |copied| {
+            .append_then(SYS_TXN_OP, &batch, BatchLimit::Produced, |copied| {
                 self.transactions.borrow_mut().finish(id, decision);
                 self.decided_to.set(copied.position + len);
                 self.pin_undecided();

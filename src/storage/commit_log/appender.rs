@@ -19,7 +19,7 @@ use futures::future::{FutureExt, Shared};
 use super::{CommitLog, State};
 use crate::format::batch::{self as fmt, BatchView, FormatError, Stamp, HEADER_LEN};
 use crate::runtime::{self, DmaBuffer, StaticPermit};
-use crate::storage::config::FlushMode;
+use crate::storage::config::{BatchLimit, FlushMode};
 use crate::storage::error::{Result, StorageError};
 use crate::storage::file::{align_down, align_up, LogDir, LogFile, ALIGN};
 use crate::storage::index::IndexEntry;
@@ -50,7 +50,18 @@ impl<D: LogDir + 'static> CommitLog<D> {
     /// Appends a producer's batch to `queue` and returns where it went. The batch is in memory
     /// (readable in async mode) but not necessarily durable: see [`Self::append_committed`].
     pub async fn append(self: &Rc<Self>, queue: QueueKey, batch: &[u8]) -> Result<Appended> {
-        let max = self.config.max_batch_bytes;
+        self.append_within(queue, batch, BatchLimit::Produced).await
+    }
+
+    /// [`Self::append`] of a batch kept to `limit` (a message accepted earlier and moved now
+    /// may be larger than today's `max_batch_bytes`: [`BatchLimit::Moved`]).
+    pub async fn append_within(
+        self: &Rc<Self>,
+        queue: QueueKey,
+        batch: &[u8],
+        limit: BatchLimit,
+    ) -> Result<Appended> {
+        let max = self.config.batch_limit(limit);
         if batch.len() > max {
             return Err(StorageError::BatchTooLarge { size: batch.len(), max });
         }

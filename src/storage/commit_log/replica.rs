@@ -171,7 +171,8 @@ impl<D: LogDir + 'static> CommitLog<D> {
         position: LogPosition,
         batch: &[u8],
     ) -> Result<Appended> {
-        let max = self.config.max_batch_bytes;
+        // What the master may append: its producers' batches and the larger ones it moved.
+        let max = self.config.movable_batch_limit();
         if batch.len() > max {
             return Err(StorageError::BatchTooLarge { size: batch.len(), max });
         }

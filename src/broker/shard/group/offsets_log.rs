@@ -54,7 +54,8 @@ impl<L: ShardLog> Shard<L> {
                 Some(group) if last_part => self.coordinator.borrow_mut().forget_group(group),
                 _ => 0,
             };
-            let (removed, outcome) = self.log.append_then(SYS_OFFSETS, &batch, copied).await?;
+            let (removed, outcome) =
+                self.log.append_then(SYS_OFFSETS, &batch, BatchLimit::Produced, copied).await?;
             first_offset.get_or_insert(outcome.base_offset);
             last = Some((outcome, removed));
         }

@@ -179,7 +179,9 @@ impl<L: ShardLog> Shard<L> {
             moves.into_iter().map(|(offset, to, batch)| ((offset, to), batch)).unzip();
         let appends = moves.iter().zip(batches).map(|((_, to), batch)| async move {
             match to {
-                Move::Deliver(queue) => self.append(*queue, batch.into()).await.map(drop),
+                Move::Deliver(queue) => {
+                    self.append(*queue, batch.into(), BatchLimit::Moved).await.map(drop)
+                }
                 Move::Roll => {
                     self.log.append(SYS_SCHEDULE, batch).await.map(drop).map_err(Into::into)
                 }

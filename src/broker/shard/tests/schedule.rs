@@ -508,29 +508,74 @@ fn a_held_message_too_large_to_rewrite_keeps_its_place_and_the_others_go_on() {
     });
 }
 
-/// A due message larger than `storage.max_batch_bytes` (lowered since it was stored) is held
-/// and tried again each minute, and delivered once the limit allows it: it was dropped.
+/// A due message larger than `storage.max_batch_bytes` (lowered since it was stored) is moved
+/// to its queue at its time: it was accepted under the old limit (it was refused at delivery
+/// and dropped).
 #[test]
-fn a_due_message_over_a_lowered_batch_limit_waits_for_the_limit_instead_of_being_dropped() {
+fn a_due_message_over_a_lowered_batch_limit_is_delivered_at_its_time() {
     run(|| async {
         let dir = SimDir::new(84);
         let clock = runtime::SimClock::new(T0_MS);
-        let shard = |max: Option<usize>| {
-            let tweak = move |st: &mut crate::storage::StorageConfig| {
-                sync_flush(st);
-                if let Some(max) = max {
-                    st.max_batch_bytes = max;
-                }
-            };
-            shard_configured(dir.clone(), tweak, |_| {}, clock.clone())
-        };
-        let mut s = shard(None).await;
+        let mut s = shard_configured(dir.clone(), sync_flush, |_| {}, clock.clone()).await;
         s.start_schedule().await.unwrap();
         call(&s, scheduled(0, Delivery::AtMs(T0_MS + 10_000), &"x".repeat(8000))).await.unwrap();
         s.log.close().await.unwrap();
         drop(s);
 
-        s = shard(Some(6000)).await;
+        let lowered = |st: &mut crate::storage::StorageConfig| {
+            sync_flush(st);
+            st.max_batch_bytes = 6000;
+        };
+        s = shard_configured(dir.clone(), lowered, |_| {}, clock.clone()).await;
+        s.start_schedule().await.unwrap();
+        s.schedule_step().await.unwrap();
+        clock.advance(Duration::from_secs(10));
+        let r = s.schedule_step().await.unwrap();
+        assert_eq!((r.delivered, r.skipped), (1, 0), "{r:?}");
+        assert_eq!(bodies(&s, 0).await, vec!["x".repeat(8000)]);
+    });
+}
+
+/// A due message larger than the log can move now (its write pool shrank with
+/// `max_batch_bytes`, [`crate::storage::StorageConfig::movable_batch_limit`]) is held and tried
+/// again each minute, and delivered once the limit allows it: it was dropped.
+#[test]
+fn a_due_message_the_log_cannot_move_waits_for_a_larger_limit_instead_of_being_dropped() {
+    run(|| async {
+        let dir = SimDir::new(86);
+        let clock = runtime::SimClock::new(T0_MS);
+        let shard = |large: bool| {
+            let tweak = move |st: &mut crate::storage::StorageConfig| {
+                sync_flush(st);
+                if large {
+                    st.max_batch_bytes = 1536 << 10;
+                    st.chunk_pool_chunks = 64;
+                }
+            };
+            shard_configured(dir.clone(), tweak, |_| {}, clock.clone())
+        };
+        let mut s = shard(true).await;
+        s.start_schedule().await.unwrap();
+        // About 1.2 MiB: over what the default test log moves (15 chunks of 64 KiB).
+        let mut b = BatchBuilder::new(2 << 20);
+        for _ in 0..1200 {
+            let body = [7u8; 1024];
+            let rec = Record { key: b"", tag: b"", properties: &[], body: &body, timestamp_ms: 5 };
+            b.push(&rec).unwrap();
+        }
+        let batch = b.finish(-1, -1);
+        let delivery = Delivery::AtMs(T0_MS + 10_000);
+        let req = Request::ProduceScheduled {
+            topic: "t".into(),
+            queue_id: 0,
+            delivery,
+            batch: batch.into(),
+        };
+        call(&s, req).await.unwrap();
+        s.log.close().await.unwrap();
+        drop(s);
+
+        s = shard(false).await;
         s.start_schedule().await.unwrap();
         s.schedule_step().await.unwrap();
         clock.advance(Duration::from_secs(10));
@@ -538,20 +583,20 @@ fn a_due_message_over_a_lowered_batch_limit_waits_for_the_limit_instead_of_being
         assert_eq!((r.delivered, r.skipped), (0, 0), "{r:?}");
         clock.advance(Duration::from_secs(60));
         assert_eq!(s.schedule_step().await.unwrap().delivered, 0);
-        assert!(bodies(&s, 0).await.is_empty());
+        assert!(queue_records(&s, 0).await.is_empty());
         assert_eq!(s.schedule_held(), 1, "still held");
         s.checkpoint_schedule().await.unwrap();
         s.log.close().await.unwrap();
         drop(s);
 
-        s = shard(None).await;
+        s = shard(true).await;
         s.start_schedule().await.unwrap();
         clock.advance(Duration::from_secs(60));
         while s.schedule_step().await.unwrap().more {}
-        assert_eq!(bodies(&s, 0).await.len(), 1, "delivered once the limit allows it");
+        assert_eq!(queue_records(&s, 0).await.len(), 1200, "delivered once the limit allows it");
         clock.advance(Duration::from_secs(600));
         while s.schedule_step().await.unwrap().more {}
-        assert_eq!(bodies(&s, 0).await.len(), 1, "once");
+        assert_eq!(queue_records(&s, 0).await.len(), 1200, "once");
     });
 }
 

@@ -443,3 +443,33 @@ fn retention_keeps_the_segments_of_undecided_halves() {
         assert_eq!(next_offset(&s, 0).await, 1);
     });
 }
+
+/// A half sent under a larger `storage.max_batch_bytes` than the broker restarted with is
+/// committed whole: its delivery was refused as too large (BATCH_TOO_LARGE), and check-backs
+/// then rolled the committed transaction back after `check_max`.
+#[test]
+fn a_half_over_a_lowered_batch_limit_still_commits() {
+    run(|| async {
+        let dir = SimDir::new(85);
+        let clock = runtime::SimClock::new(START_MS);
+        let s = shard_configured(dir.clone(), sync_flush, txn_config, clock.clone()).await;
+        s.start_transactions().await.unwrap();
+        let sent = half_batch(300, "tx", -1, -1);
+        assert!(sent.len() > 4096, "{}", sent.len());
+        let id = half(&s, 0, sent.clone()).await;
+        s.log.close().await.unwrap();
+        drop(s);
+
+        let lowered = |st: &mut crate::storage::StorageConfig| {
+            sync_flush(st);
+            st.max_batch_bytes = 4096;
+        };
+        let s = shard_configured(dir.clone(), lowered, txn_config, clock.clone()).await;
+        assert_eq!(s.start_transactions().await.unwrap().undecided, 1);
+        call(&s, end(0, id, EndAction::Commit)).await.unwrap();
+        let got = stored(&s, 0).await;
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0][40..], sent[40..], "the producer's batch, whole");
+        assert_eq!(next_offset(&s, 0).await, 300);
+    });
+}
