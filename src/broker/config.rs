@@ -289,6 +289,13 @@ impl Config {
         if b.max_frame_bytes > (1 << 30) {
             return Err("broker.max_frame_bytes must be at most 1 GiB".into());
         }
+        if self.storage.movable_batch_limit() < SYSTEM_BATCH_BYTES {
+            return Err(format!(
+                "storage.chunk_size_bytes * (storage.chunk_pool_chunks - 1) and \
+                 storage.segment_size_bytes / 2 must each be at least {SYSTEM_BATCH_BYTES}: the \
+                 broker writes its scheduled messages' checkpoints in batches that large"
+            ));
+        }
         // A produce frame carries one whole batch plus the topic name and a few fields.
         let produce_overhead = 4 + 8 + 2 + 255 + 4 + 1 + 4;
         if self.storage.max_batch_bytes + produce_overhead > b.max_frame_bytes {
@@ -394,6 +401,12 @@ pub fn shard_placement(b: &BrokerConfig) -> Result<Vec<Option<usize>>, String> {
     Ok((0..shards).map(|i| b.pin.then(|| cpus[i])).collect())
 }
 
+/// The least room the broker needs for a batch it writes whole into its own queues, whatever
+/// `storage.max_batch_bytes` is (kept to `StorageConfig::movable_batch_limit`): a scheduled
+/// messages' wheel checkpoint, one record of about 28 KiB with every pending range, plus 8
+/// bytes for each done entry it lists (up to 4,096 as room allows; the defaults allow all).
+pub const SYSTEM_BATCH_BYTES: usize = 32 << 10;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -421,6 +434,19 @@ mod tests {
         assert!(parse("[schedule]\ntick_ms = 0\n").unwrap_err().contains("tick_ms"));
         let c = Config::parse("[storage]\nretention_hours = 2\n").unwrap();
         assert_eq!(c.schedule.schedule().unwrap().horizon_ms, 40 * 24 * 3_600_000);
+    }
+
+    #[test]
+    fn a_write_pool_too_small_for_the_brokers_own_records_is_refused() {
+        let parse = |text: &str| Config::parse(text).and_then(|c| c.validate());
+        let small = "[storage]\nchunk_size_bytes = 8192\nchunk_pool_chunks = 4\n\
+                     max_batch_bytes = 4096\n";
+        let err = parse(small).unwrap_err();
+        assert!(err.contains("chunk_pool_chunks") && err.contains("32768"), "{err}");
+        parse(
+            "[storage]\nchunk_size_bytes = 16384\nchunk_pool_chunks = 3\nmax_batch_bytes = 4096\n",
+        )
+        .unwrap();
     }
 
     #[test]

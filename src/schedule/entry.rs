@@ -32,6 +32,22 @@ pub const CHECKPOINT_DONE_KEY: &[u8] = b"k";
 /// Most done entries a checkpoint lists; past it the set is stored as [`DoneSet::Unknown`].
 pub const MAX_DONE_IN_CHECKPOINT: usize = 4096;
 
+/// Room in a checkpoint's batch for its header and the record's framing (with room to spare).
+const CHECKPOINT_BATCH_OVERHEAD: usize = 256;
+
+/// Bytes of a [`CHECKPOINT_DONE_KEY`] record's body besides its listed offsets, with pending
+/// offsets of at most `max_ranges` ranges: about 28 KiB with the default 1,024.
+pub fn checkpoint_fixed_bytes(max_ranges: usize) -> usize {
+    4 + 8 + Checkpoint::ENCODED_LEN + PendingOffsets::encoded_len(max_ranges)
+}
+
+/// Done entries a checkpoint in a batch of at most `batch_bytes` can list (at most
+/// [`MAX_DONE_IN_CHECKPOINT`]); more are stored as [`DoneSet::Unknown`].
+pub fn done_capacity(batch_bytes: usize, max_ranges: usize) -> usize {
+    let fixed = checkpoint_fixed_bytes(max_ranges) + CHECKPOINT_BATCH_OVERHEAD;
+    (batch_bytes.saturating_sub(fixed) / 8).min(MAX_DONE_IN_CHECKPOINT)
+}
+
 /// Entries that are done (delivered, or replaced by a copy) while the wheel a checkpoint holds
 /// still has their timers (a step that failed half-way, or timers restored at a restart that
 /// had not come due again): a restart must not deliver them. Every other done entry's record

@@ -47,13 +47,13 @@
 use std::collections::HashSet;
 
 use super::*;
-use crate::format::batch::BatchView;
+use crate::format::batch::{BatchView, FormatError};
 use crate::protocol::message::Delivery;
 use crate::schedule::dedup::DedupWindow;
 use crate::schedule::entry::{
-    decode_checkpoint_record, decode_delivered, decode_entry_record, encode_checkpoint_record,
-    encode_delivered, encode_rolled, DoneSet, Entry, CHECKPOINT_DONE_KEY, DELIVERED_KEY, ENTRY_KEY,
-    MAX_DONE_IN_CHECKPOINT, ROLLED_KEY,
+    decode_checkpoint_record, decode_delivered, decode_entry_record, done_capacity,
+    encode_checkpoint_record, encode_delivered, encode_rolled, DoneSet, Entry, CHECKPOINT_DONE_KEY,
+    DELIVERED_KEY, ENTRY_KEY, ROLLED_KEY,
 };
 use crate::schedule::levels::Schedule;
 use crate::schedule::pending::{PendingOffsets, DEFAULT_MAX_RANGES};
@@ -455,7 +455,9 @@ impl<L: ShardLog> Shard<L> {
             // Done entries below the pin have no timer left (every pending one is past it) and
             // are never indexed again: nothing will ask about them.
             st.already_delivered.retain(|&o| o >= from);
-            let done = if st.already_delivered.len() <= MAX_DONE_IN_CHECKPOINT {
+            // As many as the batch holds with every pending range (4,096 by default).
+            let limit = self.config.storage.movable_batch_limit();
+            let done = if st.already_delivered.len() <= done_capacity(limit, DEFAULT_MAX_RANGES) {
                 let mut offsets: Vec<u64> = st.already_delivered.iter().copied().collect();
                 offsets.sort_unstable();
                 DoneSet::Listed(offsets)
@@ -465,7 +467,9 @@ impl<L: ShardLog> Shard<L> {
             let cp = st.wheel.checkpoint();
             (encode_checkpoint_record(&done, st.indexed_through, &cp, &st.pending), from)
         };
-        let mut builder = BatchBuilder::new(self.config.storage.max_batch_bytes);
+        // One record of about 4 KiB to 62 KiB (done list, pending ranges), whatever
+        // `max_batch_bytes` is: kept to the log's larger limit for its own records.
+        let mut builder = BatchBuilder::new(self.config.storage.movable_batch_limit());
         let timestamp_ms = self.clock.unix_ms();
         let record = Record {
             key: CHECKPOINT_DONE_KEY,
@@ -475,7 +479,8 @@ impl<L: ShardLog> Shard<L> {
             timestamp_ms,
         };
         builder.push(&record).map_err(internal)?;
-        let out = self.log.append(SYS_WHEEL, builder.finish(-1, -1)).await?;
+        let batch = builder.finish(-1, -1);
+        let ((), out) = self.log.append_then(SYS_WHEEL, batch, BatchLimit::Moved, |_| ()).await?;
         // Once the checkpoint is durable, what it covers need not be kept any more (until
         // then a restart would start from the one before).
         self.log.pin_retention_once_durable(SYS_SCHEDULE, Some(from), out.end);
@@ -581,13 +586,21 @@ impl<L: ShardLog> Shard<L> {
     ) -> Result<(), BrokerError> {
         let timestamp_ms = self.clock.unix_ms();
         let mut expected = first;
-        for chunk in records.chunks(TIMER_RECORDS_PER_BATCH) {
+        let mut rest = records;
+        while !rest.is_empty() {
+            // Up to TIMER_RECORDS_PER_BATCH, fewer when `max_batch_bytes` is small (a batch of
+            // 1,024 is about 28 KiB).
             let mut builder = BatchBuilder::new(self.config.storage.max_batch_bytes);
-            for r in chunk {
+            let mut n = 0;
+            for r in rest.iter().take(TIMER_RECORDS_PER_BATCH) {
                 let body = r.encode();
                 let record =
                     Record { key: b"", tag: b"", properties: &[], body: &body, timestamp_ms };
-                builder.push(&record).map_err(internal)?;
+                match builder.push(&record) {
+                    Ok(()) => n += 1,
+                    Err(FormatError::BatchFull { .. }) if n > 0 => break,
+                    Err(e) => return Err(internal(e)),
+                }
             }
             let out = self.log.append(SYS_TIMER_LOG, builder.finish(-1, -1)).await?;
             if out.base_offset != expected {
@@ -597,7 +610,8 @@ impl<L: ShardLog> Shard<L> {
                     out.base_offset
                 )));
             }
-            expected += chunk.len() as u64;
+            expected += n as u64;
+            rest = &rest[n..];
         }
         Ok(())
     }

@@ -18,6 +18,10 @@ enum Move {
 /// (lowered since it was stored) is tried again this much later.
 const REFUSED_RETRY_MS: u64 = 60_000;
 
+/// Bytes of a delivered record's batch besides its offsets (header and record framing, with
+/// room to spare).
+const DELIVERED_RECORD_OVERHEAD: usize = 256;
+
 /// Offsets closer than this are read in one run (the records between them are read and
 /// skipped): cheaper than another read.
 const DUE_RUN_GAP: u64 = 64;
@@ -233,9 +237,12 @@ impl<L: ShardLog> Shard<L> {
             self.keep_held(&kept).await?;
             routed_due.retain(|o| !kept.iter().any(|&(_, k)| k == *o));
         }
-        if !listed.is_empty() {
-            let body = encode_delivered(&listed);
-            let mut builder = BatchBuilder::new(self.config.storage.max_batch_bytes);
+        // As many records as `max_batch_bytes` needs (one with the defaults).
+        let max = self.config.storage.max_batch_bytes;
+        let per_record = (max.saturating_sub(DELIVERED_RECORD_OVERHEAD) / 8).max(1);
+        for chunk in listed.chunks(per_record) {
+            let body = encode_delivered(chunk);
+            let mut builder = BatchBuilder::new(max);
             let timestamp_ms = self.clock.unix_ms();
             let record =
                 Record { key: DELIVERED_KEY, tag: b"", properties: &[], body: &body, timestamp_ms };

@@ -600,6 +600,62 @@ fn a_due_message_the_log_cannot_move_waits_for_a_larger_limit_instead_of_being_d
     });
 }
 
+/// The largest wheel checkpoint (every pending range, as many done entries as it may list)
+/// fits in the least batch the broker's configuration allows its own records
+/// (`SYSTEM_BATCH_BYTES`), and the defaults list all 4,096.
+#[test]
+fn the_largest_wheel_checkpoint_fits_a_system_batch() {
+    use crate::schedule::entry::{
+        done_capacity, encode_checkpoint_record, DoneSet, MAX_DONE_IN_CHECKPOINT,
+    };
+    use crate::schedule::pending::{PendingOffsets, DEFAULT_MAX_RANGES};
+    let least = crate::broker::config::SYSTEM_BATCH_BYTES;
+    let listed = done_capacity(least, DEFAULT_MAX_RANGES);
+    assert!(listed >= 256, "{listed}");
+    let defaults = Config::default().storage.movable_batch_limit();
+    assert_eq!(done_capacity(defaults, DEFAULT_MAX_RANGES), MAX_DONE_IN_CHECKPOINT);
+    let done = DoneSet::Listed((0..listed as u64).collect());
+    let mut pending = PendingOffsets::new(DEFAULT_MAX_RANGES);
+    for i in 0..DEFAULT_MAX_RANGES as u64 {
+        pending.insert(i << 10);
+    }
+    let wheel = crate::schedule::wheel::Wheel::new(1000, T0_MS).unwrap().checkpoint();
+    let body = encode_checkpoint_record(&done, u64::MAX, &wheel, &pending);
+    let mut b = BatchBuilder::new(least);
+    let record = Record { key: b"k", tag: b"", properties: &[], body: &body, timestamp_ms: T0_MS };
+    b.push(&record).unwrap();
+    assert!(body.len() > least - 512, "the bound is tight: {}", body.len());
+}
+
+/// With a small `storage.max_batch_bytes` (4 KiB, valid) the schedule's own records still
+/// fit: a step indexing 1,000 messages appended their timer records as one batch of about
+/// 28 KiB, failed, and failed again every step (nothing scheduled was ever delivered); and a
+/// wheel checkpoint (at least 4,148 bytes) could never be written.
+#[test]
+fn scheduling_works_with_a_small_batch_limit() {
+    run(|| async {
+        let small = |st: &mut crate::storage::StorageConfig| {
+            sync_flush(st);
+            st.max_batch_bytes = 4 << 10;
+        };
+        let clock = runtime::SimClock::new(T0_MS);
+        let s = shard_configured(SimDir::new(87), small, |_| {}, clock.clone()).await;
+        s.start_schedule().await.unwrap();
+        for i in 0..1000 {
+            let at = T0_MS + 10_000 + i;
+            call(&s, scheduled(0, Delivery::AtMs(at), &format!("m{i}"))).await.unwrap();
+        }
+        while s.schedule_step().await.unwrap().more {}
+        s.checkpoint_schedule().await.unwrap();
+        clock.advance(Duration::from_secs(20));
+        while s.schedule_step().await.unwrap().more {}
+        let got = bodies(&s, 0).await;
+        assert_eq!(got.len(), 1000);
+        assert_eq!(got[999], "m999");
+        s.checkpoint_schedule().await.unwrap();
+    });
+}
+
 /// A restart that finds entries already delivered, whose timers the restored wheel still holds
 /// (one step moves one message here, so one of them waits), and a checkpoint taken then: the
 /// checkpoint lists that entry, so the next restart, which reads delivered records only after
