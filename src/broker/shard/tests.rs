@@ -720,10 +720,10 @@ fn a_long_poll_ends_when_the_clock_passes_its_deadline_not_before() {
     });
 }
 
+mod batch_limits;
 mod fetch_multi;
 mod group;
 mod key_index;
-mod lowered_limits;
 mod metrics;
 mod produce_multi;
 mod replica_retention;
