@@ -119,15 +119,15 @@ impl PendingOffsets {
         self.ranges = merged;
     }
 
-    /// Little-endian: `shift u32` (its top bit set: ranges carry their lowest offset),
-    /// `n u32`, `n × (range u64, count u64, lowest u64)`, `crc32c u32`.
-    /// [`PendingOffsets::decode`] also reads the encoding before round 41, without `lowest`
-    /// (the top bit clear): each range's start then.
     /// Bytes [`Self::encode`] takes for `ranges` ranges.
     pub fn encoded_len(ranges: usize) -> usize {
         12 + 24 * ranges
     }
 
+    /// Little-endian: `shift u32` (its top bit set: ranges carry their lowest offset),
+    /// `n u32`, `n × (range u64, count u64, lowest u64)`, `crc32c u32`.
+    /// [`PendingOffsets::decode`] also reads the encoding before round 41, without `lowest`
+    /// (the top bit clear): each range's start then.
     pub fn encode(&self) -> Vec<u8> {
         let mut b = Vec::with_capacity(Self::encoded_len(self.ranges.len()));
         b.extend_from_slice(&(self.shift | WITH_LOWEST).to_le_bytes());

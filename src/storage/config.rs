@@ -133,11 +133,12 @@ impl Default for StorageConfig {
 /// Which limit an append keeps to ([`StorageConfig::batch_limit`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BatchLimit {
-    /// `max_batch_bytes`: a batch a client sent, or one the broker builds.
+    /// `max_batch_bytes`: a batch a client sent, or one the broker builds in pieces that fit.
     Produced,
     /// [`StorageConfig::movable_batch_limit`]: a message the broker accepted earlier, under
-    /// the limit of its time, moved to its queue now. Lowering `max_batch_bytes` must not
-    /// strand what was accepted under the old one.
+    /// the limit of its time, moved to its queue now (lowering `max_batch_bytes` must not
+    /// strand what was accepted under the old one), or a record of the broker's own that
+    /// cannot be split (a scheduled messages' wheel checkpoint).
     Moved,
 }
 

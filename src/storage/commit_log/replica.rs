@@ -65,7 +65,7 @@ impl<D: LogDir + 'static> CommitLog<D> {
     ) -> Result<(Vec<PositionedBatch>, LogPosition)> {
         let up_to = up_to.min(self.written_end());
         // Batches stored under a larger `max_batch_bytes` than today's are sent too (a replica
-        // needs a limit at least that large to append them).
+        // appends up to its `movable_batch_limit`).
         let max_batch = self.config.stored_batch_limit(self.config.segment_size_bytes);
         let mut out = Vec::new();
         let mut gathered = 0usize;

@@ -14,8 +14,9 @@ enum Move {
     Roll,
 }
 
-/// A due message refused at delivery because it is larger than `storage.max_batch_bytes`
-/// (lowered since it was stored) is tried again this much later.
+/// A due message refused at delivery because it is larger than the log can move now
+/// (`StorageConfig::movable_batch_limit`: its write pool shrank since the message was stored)
+/// is tried again this much later.
 const REFUSED_RETRY_MS: u64 = 60_000;
 
 /// Bytes of a delivered record's batch besides its offsets (header and record framing, with
@@ -220,9 +221,8 @@ impl<L: ShardLog> Shard<L> {
                     failed.get_or_insert(e);
                 }
                 (Err(e), Move::Deliver(queue)) if e.code == ErrorCode::BATCH_TOO_LARGE => {
-                    // Stored under a larger `storage.max_batch_bytes` than today's: held, and
-                    // tried again every REFUSED_RETRY_MS until the limit allows it (it was
-                    // dropped).
+                    // Larger than the log can move now: held, and tried again every
+                    // REFUSED_RETRY_MS until the limit allows it (before round 42, dropped).
                     tracing::error!(shard = %self.id, offset, "scheduled message for {queue} refused at delivery, held and tried again in {} s: {}", REFUSED_RETRY_MS / 1000, e.message);
                     kept.push((now_ms.saturating_add_unsigned(REFUSED_RETRY_MS), *offset));
                 }
@@ -251,9 +251,7 @@ impl<L: ShardLog> Shard<L> {
         }
         failed.map_or(Ok(()), Err)
     }
-}
 
-impl<L: ShardLog> Shard<L> {
     /// Timers at their delivery times, no roll, for held entries `(deliver_at_ms, offset)`
     /// that stay where they are (still pending).
     async fn keep_held(&self, kept: &[(i64, u64)]) -> Result<(), BrokerError> {
