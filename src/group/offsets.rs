@@ -239,13 +239,21 @@ impl CommittedOffsets {
     /// back: resets do.
     pub fn apply(&mut self, c: OffsetCommit) -> Result<(), OffsetError> {
         self.check(&c)?;
+        self.replay(c);
+        Ok(())
+    }
+
+    /// Applies a commit the log holds (a commit record, or a snapshot's entry): it passed
+    /// [`Self::check`] when it was committed, so no bound applies now. A `max_entries` lowered
+    /// since must not drop offsets committed under the old one (every group would start over
+    /// from its `consume_from`); new entries are refused until the count is below it.
+    fn replay(&mut self, c: OffsetCommit) {
         let g = self.groups.entry(c.group).or_default();
         let entry_bytes = fetch_answer_entry_bytes(&c.topic);
         if g.queues.insert((c.topic, c.queue_id), c.offset).is_none() {
             self.entries += 1;
             g.answer_bytes += entry_bytes;
         }
-        Ok(())
     }
 
     pub fn get(&self, group: &str, topic: &str, queue_id: u32) -> Option<u64> {
@@ -377,14 +385,13 @@ impl CommittedOffsets {
         parts.iter().map(|p| p.snapshot(0)).collect()
     }
 
-    /// Adds every entry of `other` (entries of `other` win).
-    fn merge(&mut self, other: CommittedOffsets) -> Result<(), OffsetError> {
+    /// Adds every entry of `other` (entries of `other` win), as [`Self::replay`] does.
+    fn merge(&mut self, other: CommittedOffsets) {
         for (group, offsets) in other.groups {
             for ((topic, queue_id), offset) in offsets.queues {
-                self.apply(OffsetCommit { group: group.clone(), topic, queue_id, offset })?;
+                self.replay(OffsetCommit { group: group.clone(), topic, queue_id, offset });
             }
         }
-        Ok(())
     }
 
     /// Loads a snapshot: the offsets and the system-queue offset replay starts at.
@@ -401,7 +408,7 @@ impl CommittedOffsets {
         let count = r.u32()? as usize;
         let mut offsets = CommittedOffsets::new(max_entries);
         for _ in 0..count {
-            offsets.apply(r.commit()?)?;
+            offsets.replay(r.commit()?);
         }
         r.finish()?;
         if offsets.entries != count {
@@ -444,7 +451,7 @@ pub struct OffsetsReplay {
     state: CommittedOffsets,
     pending: Option<(u32, u32, CommittedOffsets)>,
     max_entries: usize,
-    /// Records that could not be applied (malformed, or past the bound).
+    /// Records that could not be applied (malformed).
     pub skipped: u64,
     pub records: u64,
 }
@@ -465,7 +472,7 @@ impl OffsetsReplay {
         self.records += 1;
         if key == COMMIT_KEY {
             self.pending = None;
-            let applied = OffsetCommit::decode(body).and_then(|c| self.state.apply(c));
+            let applied = OffsetCommit::decode(body).map(|c| self.state.replay(c));
             self.skipped += u64::from(applied.is_err());
             return;
         }
@@ -485,7 +492,7 @@ impl OffsetsReplay {
             self.skipped += 1;
             return;
         }
-        match CommittedOffsets::restore(body, self.max_entries).and_then(|(o, _)| acc.merge(o)) {
+        match CommittedOffsets::restore(body, self.max_entries).map(|(o, _)| acc.merge(o)) {
             Ok(()) if part + 1 == parts => self.state = acc,
             Ok(()) => self.pending = Some((next + 1, want, acc)),
             Err(_) => self.skipped += 1,

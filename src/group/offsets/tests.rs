@@ -14,6 +14,35 @@ fn feed_snapshot(r: &mut OffsetsReplay, o: &CommittedOffsets, part_bytes: usize)
     }
 }
 
+/// Offsets committed under a larger `group.max_committed_offsets` than the broker restarts
+/// with are all replayed (the snapshot holding them and the commits after it); only new
+/// entries are refused until the count is below the bound. The snapshot failed to restore and
+/// was skipped: every group lost its offsets, and consumers started again from their
+/// `consume_from` (the end of the queue, for RocketMQ's default: the backlog skipped).
+#[test]
+fn a_lowered_bound_keeps_every_offset_committed_under_the_old_one() {
+    let mut o = CommittedOffsets::new(100);
+    for q in 0..10 {
+        o.apply(commit("g", "t", q, q as u64 * 10)).unwrap();
+    }
+    let mut r = OffsetsReplay::new(4);
+    feed_snapshot(&mut r, &o, 100);
+    r.record(COMMIT_KEY, &commit("g", "t", 3, 99).encode().unwrap());
+    r.record(COMMIT_KEY, &commit("g", "t", 11, 5).encode().unwrap());
+    assert_eq!(r.skipped, 0);
+    let got = r.finish();
+    assert_eq!(got.len(), 11);
+    assert_eq!(
+        (got.get("g", "t", 0), got.get("g", "t", 3), got.get("g", "t", 11)),
+        (Some(0), Some(99), Some(5))
+    );
+    assert!(matches!(got.check(&commit("g", "t", 12, 1)), Err(OffsetError::TooMany(4))));
+    got.check(&commit("g", "t", 1, 1)).unwrap();
+    // A snapshot of them restores whole under the lower bound too.
+    let (restored, _) = CommittedOffsets::restore(&got.snapshot(0), 4).unwrap();
+    assert_eq!(restored, got);
+}
+
 #[test]
 fn replay_applies_commits_and_complete_snapshots_only() {
     let mut o = CommittedOffsets::new(100);
