@@ -365,6 +365,37 @@ fn a_master_with_a_lowered_batch_limit_still_sends_the_larger_batches_it_stored(
     });
 }
 
+/// Lowered with the segment size too, the master's stored-batch bound was half of today's
+/// segment size: a batch over it in an older, larger segment was refused as damaged
+/// (`Corrupt`) and replication stopped there.
+#[test]
+fn a_master_with_lowered_segment_and_batch_limits_still_sends_the_larger_batches_it_stored() {
+    run(|| async {
+        let (mdir, rdir) = (SimDir::new(19), SimDir::new(20));
+        let wide = StorageConfig {
+            segment_size_bytes: 256 * 1024,
+            max_batch_bytes: 100 * 1024,
+            chunk_pool_chunks: 32,
+            ..small_config(FlushMode::Async)
+        };
+        let master = CommitLog::open_with(mdir.clone(), wide.clone()).await.unwrap();
+        fill(&master, 0, 20).await;
+        master.append(QUEUES[0], &batch(20, 60, 1000)).await.unwrap();
+        fill(&master, 21, 300).await;
+        master.close().await.unwrap();
+        drop(master);
+        let lowered = StorageConfig { max_batch_bytes: 1024, ..small_config(FlushMode::Async) };
+        let master = CommitLog::open_with(mdir.clone(), lowered).await.unwrap();
+        let replica = CommitLog::open_with(rdir.clone(), wide).await.unwrap();
+        let end = follow(&master, &replica, LogPosition::new(0)).await;
+        assert_eq!(end, master.written_end());
+        for q in QUEUES {
+            assert_eq!(contents(&replica, q).await, contents(&master, q).await, "{q}");
+        }
+        assert_same_segments(&master, &mdir, &replica, &rdir);
+    });
+}
+
 /// A batch the master moved past its `max_batch_bytes` (a message accepted under a larger
 /// limit, delivered or committed now: `BatchLimit::Moved`) is copied by a replica configured
 /// like it: the replica refused it as too large, and replication stopped there.

@@ -411,6 +411,33 @@ fn a_tail_scan_reads_the_logs_last_bytes_in_order_from_a_batch_boundary() {
     });
 }
 
+/// A batch stored under larger segments and batch limits than today's is scanned as a batch
+/// (the idempotence and transaction state rebuilt from the tail sees it): the scan bounded
+/// stored batches by half of today's segment size and reported it as damage.
+#[test]
+fn a_tail_scan_reads_batches_stored_under_larger_segment_and_batch_limits() {
+    run(|| async {
+        let dir = SimDir::new(43);
+        let wide = StorageConfig {
+            segment_size_bytes: 256 * 1024,
+            max_batch_bytes: 100 * 1024,
+            chunk_pool_chunks: 32,
+            ..config()
+        };
+        let log = CommitLog::open_with(dir.clone(), wide).await.unwrap();
+        fill(&log, 0, 4).await;
+        log.append(QA, &batch(4, 60, 1000)).await.unwrap();
+        log.close().await.unwrap();
+        let narrow = StorageConfig { max_batch_bytes: 4 * 1024, ..config() };
+        let log = CommitLog::open_with(dir.clone(), narrow).await.unwrap();
+        let (all, damaged, s) = scan(&log, u64::MAX, i64::MIN).await;
+        let seen: Vec<_> = all.iter().map(|&(_, q, o)| (q, o)).collect();
+        assert_eq!(seen, [filled(0, 4), vec![(QA, 4)]].concat());
+        assert!(damaged.is_empty() && s.stopped_at.is_none(), "{damaged:?} {s:?}");
+        log.close().await.unwrap();
+    });
+}
+
 #[test]
 fn a_tail_scan_reports_damage_and_goes_past_it_when_the_queue_is_known() {
     run(|| async {

@@ -143,25 +143,29 @@ pub enum BatchLimit {
 }
 
 impl StorageConfig {
-    /// The largest batch a segment of `segment_len` bytes can hold: any configuration that
-    /// wrote it kept `max_batch_bytes` under half its segment size (validated), and this one
-    /// may have lowered the limit since. Recovery, scans and readers of stored batches accept
-    /// up to this; `max_batch_bytes` limits only what is appended now. A stored batch over
-    /// `max_batch_bytes` is read whole only after its header's stamp CRC verified, so a damaged
-    /// length field costs no larger read than before.
+    /// The largest batch a segment spanning `segment_len` bytes ([`Segment::capacity`]) can
+    /// hold: a batch never spans segments, and this configuration may have lowered
+    /// `max_batch_bytes` and `segment_size_bytes` since the batch was written. Recovery, scans
+    /// and readers of stored batches accept up to this; `max_batch_bytes` limits only what is
+    /// appended now. A stored batch over `max_batch_bytes` is read whole only after its
+    /// header's stamp CRC verified, so a damaged length field costs no larger read than before.
+    ///
+    /// [`Segment::capacity`]: crate::storage::segment::Segment::capacity
     pub fn stored_batch_limit(&self, segment_len: u64) -> usize {
-        let half = usize::try_from(segment_len / 2).unwrap_or(usize::MAX);
-        self.max_batch_bytes.max(half)
+        let whole = usize::try_from(segment_len).unwrap_or(usize::MAX);
+        self.max_batch_bytes.max(whole)
     }
 
     /// The largest batch the log appends when it moves a message it already accepted (a
-    /// scheduled message's delivery, a transaction's commit) or a replica copies one: what an
-    /// earlier configuration may have admitted ([`Self::stored_batch_limit`]), within what
-    /// the write pool can always take at once (all its chunks but one). At least
-    /// `max_batch_bytes` (the pool holds two of those and a chunk, validated).
+    /// scheduled message's delivery, a transaction's commit) or a replica copies one: half of
+    /// today's segment size (what an earlier configuration with segments this size may have
+    /// admitted: it kept `max_batch_bytes` under that, validated), within what the write pool
+    /// can always take at once (all its chunks but one). At least `max_batch_bytes` (the pool
+    /// holds two of those and a chunk, validated).
     pub fn movable_batch_limit(&self) -> usize {
         let pool = self.chunk_pool_chunks.saturating_sub(1).saturating_mul(self.chunk_size_bytes);
-        self.stored_batch_limit(self.segment_size_bytes).min(pool).max(self.max_batch_bytes)
+        let half = usize::try_from(self.segment_size_bytes / 2).unwrap_or(usize::MAX);
+        half.min(pool).max(self.max_batch_bytes)
     }
 
     /// The limit an append of `kind` keeps to.

@@ -321,7 +321,7 @@ pub async fn create_segment<D: LogDir>(
     }
     .await;
     match prepared {
-        Ok(()) => Ok(Segment::new(base, file)),
+        Ok(()) => Ok(Segment::new(base, file, config.segment_size_bytes)),
         Err(e) => {
             drop(file);
             match dir.remove(&name).await {

@@ -30,6 +30,11 @@ pub fn parse_segment_name(name: &str) -> Option<LogPosition> {
 pub struct Segment<F> {
     pub base: LogPosition,
     pub file: Rc<F>,
+    /// Bytes of log the segment spans, so no batch in it is longer: the configured segment size
+    /// when it was created; when found at start, its file's size or sealed end if larger (an
+    /// earlier configuration may have had larger segments, and a file not preallocated is only
+    /// as long as what was written).
+    pub capacity: u64,
     /// Log position one past the last batch, once the segment is sealed (end marker written).
     pub sealed_end: Cell<Option<LogPosition>>,
     /// Newest store timestamp of a batch in this segment (for time-based retention).
@@ -39,10 +44,11 @@ pub struct Segment<F> {
 }
 
 impl<F> Segment<F> {
-    pub fn new(base: LogPosition, file: F) -> Self {
+    pub fn new(base: LogPosition, file: F, capacity: u64) -> Self {
         Segment {
             base,
             file: Rc::new(file),
+            capacity,
             sealed_end: Cell::new(None),
             max_store_timestamp_ms: Cell::new(i64::MIN),
             unsynced: Cell::new(false),

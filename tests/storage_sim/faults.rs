@@ -196,3 +196,36 @@ fn a_lowered_max_batch_bytes_keeps_the_larger_batches_already_stored() {
         log.close().await.unwrap();
     });
 }
+
+/// A segment written without preallocation is only as long as its batches: a batch stored
+/// under larger segments and batch limits than today's is longer than half that file, and
+/// recovery dropped it (with everything after it) when it bounded stored batches by half the
+/// segment's length.
+#[test]
+fn recovery_keeps_a_batch_longer_than_half_its_unpreallocated_segment() {
+    run(|| async {
+        let dir = SimDir::new(32);
+        let wide = StorageConfig {
+            preallocate: false,
+            segment_size_bytes: 256 * 1024,
+            max_batch_bytes: 100 * 1024,
+            chunk_pool_chunks: 32,
+            ..small_config(FlushMode::Sync)
+        };
+        let log = CommitLog::open_with(dir.clone(), wide).await.unwrap();
+        log.append_committed(Q1, &batch(0, 60, 1000)).await.unwrap();
+        log.append_committed(Q1, &batch(1, 1, 1000)).await.unwrap();
+        let file = segment_name(LogPosition::ZERO);
+        assert!(dir.file_len(&file).unwrap() < 2 * 60 * 1000, "{:?}", dir.file_len(&file));
+        dir.crash();
+        drop(log);
+        let narrow = StorageConfig {
+            preallocate: false,
+            max_batch_bytes: 4 * 1024,
+            ..small_config(FlushMode::Sync)
+        };
+        let log = CommitLog::open_with(dir.clone(), narrow).await.unwrap();
+        assert_eq!(read_all(&log, Q1).await, vec![0, 1], "acknowledged batches lost");
+        log.close().await.unwrap();
+    });
+}

@@ -152,9 +152,8 @@ impl<D: LogDir + 'static> CommitLog<D> {
         out: &mut Followed,
         each: &mut impl FnMut(LogPosition, &FollowedBatch<'_>),
     ) -> Result<bool> {
-        // Batches stored under a larger `max_batch_bytes` than today's are followed too.
-        let segment_len = self.config.segment_size_bytes;
-        let max_batch = self.config.stored_batch_limit(segment_len);
+        // Batches stored under larger limits than today's are followed too.
+        let max_batch = self.config.stored_batch_limit(seg.capacity);
         // `len` bytes from `pos` if memory holds at least `need` of them, else from disk. Every
         // follow used to read the disk into a fresh buffer: with the key index a few hundred
         // milliseconds behind the log, the broker read back everything it wrote, and the
@@ -193,7 +192,7 @@ impl<D: LogDir + 'static> CommitLog<D> {
             }
             let at = (pos - buf_pos) as usize;
             let length = fmt::peek_length(&buf[at..]).unwrap_or(0) as usize;
-            let framed = self.config.frames_stored_batch(length, &buf[at..], segment_len);
+            let framed = self.config.frames_stored_batch(length, &buf[at..], seg.capacity);
             if framed && pos + length as u64 > seg_end && seg.sealed_end.get() != Some(seg_end) {
                 // The written end can fall inside a batch (it moves by chunks): this one is
                 // taken once written whole.

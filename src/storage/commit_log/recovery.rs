@@ -154,7 +154,7 @@ pub(super) async fn recover<D: LogDir>(
             .open(&segment_name(base), false)
             .await
             .map_err(io(format!("opening {}", segment_name(base))))?;
-        let seg = Segment::new(base, file);
+        let mut seg = Segment::new(base, file, config.segment_size_bytes);
         if base < end {
             // Overlaps the previous segment's data: not written by us; stop here.
             stop_after = Some(i);
@@ -166,7 +166,10 @@ pub(super) async fn recover<D: LogDir>(
         if let Some(c) = checkpoint_segments.get(&base) {
             seg.max_store_timestamp_ms.set(c.max_store_timestamp_ms);
             match c.sealed_end {
-                Some(e) if e <= indexed_to => seg.sealed_end.set(Some(e)),
+                Some(e) if e <= indexed_to => {
+                    seg.sealed_end.set(Some(e));
+                    seg.capacity = seg.capacity.max(e - base);
+                }
                 _ => scan_from = base.max(indexed_to),
             }
         }
@@ -175,6 +178,7 @@ pub(super) async fn recover<D: LogDir>(
         } else {
             let size = seg.file.size().await.map_err(io(format!("stat {}", segment_name(base))))?;
             let len = size.max(config.segment_size_bytes);
+            seg.capacity = len;
             // The name is read from disk: a base so near the top of the range that the segment
             // (and a header past it, as the scan and the appender look) would pass the last log
             // position is not a segment we wrote.
@@ -485,7 +489,7 @@ pub(super) async fn scan_segment<D: LogDir>(
     gaps_ok: bool,
 ) -> Result<ScanEnd> {
     let mut pos = from;
-    let max_batch = config.stored_batch_limit(seg_end - seg.base);
+    let max_batch = config.stored_batch_limit(seg.capacity);
     // Set after a write-back found no room: the rest of this segment's entries stay in memory.
     let mut index_full = false;
     let mut buf = ReadBuf::from_vec(Vec::new());
@@ -513,7 +517,7 @@ pub(super) async fn scan_segment<D: LogDir>(
         }
         // A batch stored under a larger `max_batch_bytes` than today's is data, not a torn
         // write (recovery cut every such batch, and everything after it, after a crash).
-        let framed = config.frames_stored_batch(length, &buf[at..], seg_end - seg.base);
+        let framed = config.frames_stored_batch(length, &buf[at..], seg.capacity);
         if !framed || pos + length as u64 > seg_end {
             return Ok(ScanEnd::Open { end: pos, torn: true });
         }

@@ -64,9 +64,6 @@ impl<D: LogDir + 'static> CommitLog<D> {
         max_bytes: usize,
     ) -> Result<(Vec<PositionedBatch>, LogPosition)> {
         let up_to = up_to.min(self.written_end());
-        // Batches stored under a larger `max_batch_bytes` than today's are sent too (a replica
-        // appends up to its `movable_batch_limit`).
-        let max_batch = self.config.stored_batch_limit(self.config.segment_size_bytes);
         let mut out = Vec::new();
         let mut gathered = 0usize;
         let mut pos = from;
@@ -107,6 +104,9 @@ impl<D: LogDir + 'static> CommitLog<D> {
                 // Not even the header is there yet (it may be half written).
                 break;
             }
+            // Batches stored under larger limits than today's are sent too (a replica appends
+            // up to its `movable_batch_limit`).
+            let max_batch = self.config.stored_batch_limit(seg.capacity);
             let head = read(pos, HEADER_LEN).await?;
             if head.len() < HEADER_LEN {
                 return Err(position_error(pos, "short read of a batch header"));

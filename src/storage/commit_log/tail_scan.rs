@@ -133,9 +133,8 @@ impl<D: LogDir + 'static> CommitLog<D> {
         scan: &mut TailScan,
         each: &mut impl FnMut(Scanned<'_>),
     ) -> Result<Option<LogPosition>> {
-        // Batches stored under a larger `max_batch_bytes` than today's are read too.
-        let segment_len = self.config.segment_size_bytes;
-        let max_batch = self.config.stored_batch_limit(segment_len);
+        // Batches stored under larger limits than today's are read too.
+        let max_batch = self.config.stored_batch_limit(seg.capacity);
         // Past a sealed segment's end marker, or the log's end, nothing is a batch.
         let seg_end = seg.sealed_end.get().unwrap_or(end).min(end);
         let read = |pos: LogPosition, len: usize| async move {
@@ -156,7 +155,7 @@ impl<D: LogDir + 'static> CommitLog<D> {
             let at = (pos - buf_pos) as usize;
             let length = fmt::peek_length(&buf[at..]).unwrap_or(0) as usize;
             let framed = buf.len() >= at + HEADER_LEN
-                && self.config.frames_stored_batch(length, &buf[at..], segment_len)
+                && self.config.frames_stored_batch(length, &buf[at..], seg.capacity)
                 && pos + length as u64 <= seg_end;
             if !framed {
                 let reason = format!("no batch can be framed here (length field {length})");

@@ -344,3 +344,38 @@ fn batches_over_a_lowered_max_batch_bytes_are_still_indexed_after_a_restart() {
         );
     });
 }
+
+#[test]
+fn batches_over_lowered_segment_and_batch_limits_are_still_indexed_after_a_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().to_owned();
+    run(move || async move {
+        let sim = SimDir::new(14);
+        let s = keyed_shard(&sim, &path, 64 << 10, stepping_clock()).await;
+        // 8 batches of 100 KiB (the limit is 256 KiB), 100 keyed records each.
+        for _ in 0..8 {
+            call(&s, keyed_batch(100)).await.unwrap();
+        }
+        let (mut fire, stop) = stop_pair();
+        fire.fire();
+        s.clone().key_index_loop_with(stop, Duration::from_secs(2)).await;
+        let indexed = index_of(&s).indexed_to().get();
+        assert!(indexed < s.log.durable_end() / 2, "most is left to the start: {indexed}");
+        drop(s);
+
+        // Half of today's segment size is under the batches too: the index's reader bounded
+        // them by it and skipped them as damaged.
+        let lowered = |st: &mut crate::storage::StorageConfig| {
+            st.max_batch_bytes = 16 << 10;
+            st.segment_size_bytes = 128 << 10;
+        };
+        let s = keyed_shard_with(&sim, &path, 64 << 10, stepping_clock(), lowered).await;
+        assert_eq!(index_of(&s).indexed_to().get(), s.log.durable_end());
+        let Response::QueryKeys(hits) = call(&s, key_query("k1")).await.unwrap() else { panic!() };
+        assert_eq!(hits.hits.len(), 800, "every stored record's key is found");
+        assert_eq!(
+            s.metrics_snapshot(super::metrics::WIDE_LIMITS).key_index_skipped_batches,
+            Some(0)
+        );
+    });
+}
