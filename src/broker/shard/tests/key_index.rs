@@ -317,42 +317,30 @@ fn batches_without_keys_or_properties_are_skipped_and_the_others_still_found() {
 /// rest of the segment (their keys were never found).
 #[test]
 fn batches_over_a_lowered_max_batch_bytes_are_still_indexed_after_a_restart() {
-    let tmp = tempfile::tempdir().unwrap();
-    let path = tmp.path().to_owned();
-    run(move || async move {
-        let sim = SimDir::new(13);
-        let s = keyed_shard(&sim, &path, 64 << 10, stepping_clock()).await;
-        // 8 batches of 100 KiB (the limit is 256 KiB), 100 keyed records each.
-        for _ in 0..8 {
-            call(&s, keyed_batch(100)).await.unwrap();
-        }
-        let (mut fire, stop) = stop_pair();
-        fire.fire();
-        s.clone().key_index_loop_with(stop, Duration::from_secs(2)).await;
-        let indexed = index_of(&s).indexed_to().get();
-        assert!(indexed < s.log.durable_end() / 2, "most is left to the start: {indexed}");
-        drop(s);
+    larger_stored_batches_are_indexed_after_a_restart_with(13, |st| st.max_batch_bytes = 16 << 10);
+}
 
-        let lowered = |st: &mut crate::storage::StorageConfig| st.max_batch_bytes = 16 << 10;
-        let s = keyed_shard_with(&sim, &path, 64 << 10, stepping_clock(), lowered).await;
-        assert_eq!(index_of(&s).indexed_to().get(), s.log.durable_end());
-        let Response::QueryKeys(hits) = call(&s, key_query("k1")).await.unwrap() else { panic!() };
-        assert_eq!(hits.hits.len(), 800, "every stored record's key is found");
-        assert_eq!(
-            s.metrics_snapshot(super::metrics::WIDE_LIMITS).key_index_skipped_batches,
-            Some(0)
-        );
+/// With the segment size lowered too, half of it is under the stored batches: the index's
+/// reader bounded them by that and skipped them as damaged.
+#[test]
+fn batches_over_lowered_segment_and_batch_limits_are_still_indexed_after_a_restart() {
+    larger_stored_batches_are_indexed_after_a_restart_with(14, |st| {
+        st.max_batch_bytes = 16 << 10;
+        st.segment_size_bytes = 128 << 10;
     });
 }
 
-#[test]
-fn batches_over_lowered_segment_and_batch_limits_are_still_indexed_after_a_restart() {
+/// Stores 8 keyed batches of 100 KiB (the limit is 256 KiB, segments 64 MiB), most of them
+/// left to the next start, which runs with `lowered`: every key is found, no batch skipped.
+fn larger_stored_batches_are_indexed_after_a_restart_with(
+    seed: u64,
+    lowered: fn(&mut crate::storage::StorageConfig),
+) {
     let tmp = tempfile::tempdir().unwrap();
     let path = tmp.path().to_owned();
     run(move || async move {
-        let sim = SimDir::new(14);
+        let sim = SimDir::new(seed);
         let s = keyed_shard(&sim, &path, 64 << 10, stepping_clock()).await;
-        // 8 batches of 100 KiB (the limit is 256 KiB), 100 keyed records each.
         for _ in 0..8 {
             call(&s, keyed_batch(100)).await.unwrap();
         }
@@ -363,12 +351,6 @@ fn batches_over_lowered_segment_and_batch_limits_are_still_indexed_after_a_resta
         assert!(indexed < s.log.durable_end() / 2, "most is left to the start: {indexed}");
         drop(s);
 
-        // Half of today's segment size is under the batches too: the index's reader bounded
-        // them by it and skipped them as damaged.
-        let lowered = |st: &mut crate::storage::StorageConfig| {
-            st.max_batch_bytes = 16 << 10;
-            st.segment_size_bytes = 128 << 10;
-        };
         let s = keyed_shard_with(&sim, &path, 64 << 10, stepping_clock(), lowered).await;
         assert_eq!(index_of(&s).indexed_to().get(), s.log.durable_end());
         let Response::QueryKeys(hits) = call(&s, key_query("k1")).await.unwrap() else { panic!() };
