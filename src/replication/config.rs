@@ -55,8 +55,8 @@ pub struct ReplicationConfig {
     /// A sync produce not confirmed by the in-sync set within this long is answered
     /// FLUSH_SLAVE_TIMEOUT (it stays stored). Default 3000.
     pub sync_replication_timeout_ms: u64,
-    /// A replica that has not caught up with the master for this long leaves the in-sync set
-    /// (it rejoins once caught up). Default 5000.
+    /// A replica further behind than this (it has not synced what the master had this long
+    /// ago) leaves the in-sync set (it rejoins once caught up). Default 5000.
     pub replica_lag_max_ms: u64,
     /// Bytes of log one replication fetch carries at most (one fetch in flight per replica
     /// shard, so this bounds the memory replication uses on both sides). Default 4 MiB; at

@@ -9,11 +9,13 @@
 //! `min_in_sync_replicas` members (the master counts).
 //!
 //! Rules (Kafka's ISR rules, which RocketMQ 5's controller mode follows):
-//! - A replica is *caught up* at an acknowledgement when it has synced at least the master's
-//!   log end as of its previous acknowledgement (so a replica that follows a busy master, always
-//!   one round trip behind the live end, is caught up).
-//! - An in-sync replica that has not been caught up for `replica_lag_max` leaves at the next
-//!   [`InSyncSet::tick`]; one whose stream breaks leaves at once.
+//! - A replica is *caught up as of* time `t` when it has synced at least the master's log end
+//!   at `t` (the ends at its recent acknowledgements are remembered, [`TARGET_SAMPLES`]). So a
+//!   replica that follows a busy master, one round trip or several fetches behind the live end,
+//!   is caught up as of a moment ago: Kafka's rule (caught up when it reaches the end as of its
+//!   previous fetch) measured how far behind it is, not only whether it is one fetch behind.
+//! - An in-sync replica that has not been caught up as of the last `replica_lag_max` leaves at
+//!   the next [`InSyncSet::tick`]; one whose stream breaks leaves at once.
 //! - An out-of-sync replica rejoins once it has synced the confirmed position. That keeps the
 //!   confirmed position monotonic: it is the maximum of its old value and the minimum over the
 //!   members, and a joining member is never below it.
@@ -32,6 +34,11 @@ use std::time::{Duration, Instant};
 
 /// A replica of this shard, numbered by its place in the broker's `replicas` list.
 pub type ReplicaIndex = usize;
+
+/// The master's ends a replica's acknowledgements remember, per `replica_lag_max`: besides
+/// the newest, one at most every `replica_lag_max / TARGET_SAMPLES`, none older than
+/// `replica_lag_max`. How far behind a replica is gets known to that resolution.
+pub const TARGET_SAMPLES: u32 = 64;
 
 /// The in-sync rules' settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,8 +75,42 @@ struct Replica {
     in_sync: bool,
     synced: u64,
     last_caught_up: Option<Instant>,
-    /// The master's end at this replica's previous acknowledgement, and when.
-    previous_target: Option<(u64, Instant)>,
+    /// The master's end at this replica's recent acknowledgements, and when, oldest first
+    /// (ascending in both): the newest always, the others [`TARGET_SAMPLES`] apart over the
+    /// last `replica_lag_max`. At most `TARGET_SAMPLES + 2`.
+    targets: VecDeque<(u64, Instant)>,
+}
+
+impl Replica {
+    /// The replica synced `synced`: it is caught up as of the newest remembered end it reached,
+    /// and those ends are done with.
+    fn reached(&mut self, synced: u64) {
+        let reached = self.targets.iter().take_while(|&&(end, _)| end <= synced).count();
+        if let Some(&(_, at)) = reached.checked_sub(1).and_then(|i| self.targets.get(i)) {
+            self.last_caught_up = Some(self.last_caught_up.map_or(at, |t| t.max(at)));
+        }
+        self.targets.drain(..reached);
+    }
+
+    /// Remembers the master's end `end` at `now`, keeping [`TARGET_SAMPLES`] over `lag_max`.
+    fn remember(&mut self, end: u64, now: Instant, lag_max: Duration) {
+        let spacing = lag_max / TARGET_SAMPLES;
+        let n = self.targets.len();
+        if n >= 2
+            && self.targets[n - 1].1.saturating_duration_since(self.targets[n - 2].1) < spacing
+        {
+            self.targets.pop_back();
+        }
+        self.targets.push_back((end, now));
+        while self
+            .targets
+            .front()
+            .is_some_and(|&(_, at)| now.saturating_duration_since(at) > lag_max)
+            || self.targets.len() > TARGET_SAMPLES as usize + 2
+        {
+            self.targets.pop_front();
+        }
+    }
 }
 
 /// One master shard's in-sync set and confirmed position.
@@ -93,7 +134,7 @@ impl InSyncSet {
             in_sync: false,
             synced: 0,
             last_caught_up: None,
-            previous_target: None,
+            targets: VecDeque::new(),
         };
         InSyncSet {
             config,
@@ -180,7 +221,7 @@ impl InSyncSet {
             in_sync: false,
             synced,
             last_caught_up: (synced >= master_end).then_some(now),
-            previous_target: Some((master_end, now)),
+            targets: VecDeque::from([(master_end, now)]),
         };
         self.try_join(replica, now, &mut Vec::new());
         self.recompute();
@@ -228,12 +269,11 @@ impl InSyncSet {
         r.synced = synced;
         if synced >= master_end {
             r.last_caught_up = Some(now);
-        } else if let Some((target, at)) = r.previous_target {
-            if synced >= target {
-                r.last_caught_up = Some(r.last_caught_up.map_or(at, |t| t.max(at)));
-            }
+            r.targets.clear();
+        } else {
+            r.reached(synced);
         }
-        r.previous_target = Some((master_end, now));
+        r.remember(master_end, now, self.config.replica_lag_max);
         let mut changes = Vec::new();
         self.try_join(replica, now, &mut changes);
         self.recompute();

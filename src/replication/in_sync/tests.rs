@@ -61,6 +61,42 @@ fn a_lagging_replica_leaves_after_the_lag_limit_and_the_set_then_needs_more_memb
     assert!(!set.covers(2_000));
 }
 
+/// A replica that keeps pace with a busy master from further behind than one acknowledgement
+/// (a sync producer's pipeline deeper than one replication fetch) stays in the set: at every
+/// acknowledgement it has the master's end of 200 ms earlier. It used to count as caught up
+/// only on reaching the end as of its previous acknowledgement, and left after the lag limit
+/// under any such load (on a broker: every 5 s, its sync sends refused or timed out).
+#[test]
+fn a_replica_keeping_pace_several_acknowledgements_behind_stays_in_the_set() {
+    let t0 = Instant::now();
+    let mut set = InSyncSet::new(config(2), 1, 0, 0);
+    set.connected(0, 0, t0).unwrap();
+    // Every 10 ms the master appends 4 bytes; the replica acknowledges what it had 20 steps
+    // (200 ms) before. 10 s: ten times the lag limit.
+    for step in 1..=1_000u64 {
+        let now = ms(t0, step * 10);
+        set.appended(step * 4);
+        set.master_synced(step * 4);
+        set.acknowledged(0, step.saturating_sub(20) * 4, now).unwrap();
+        assert!(set.tick(now).is_empty(), "left at {} ms", step * 10);
+    }
+    assert_eq!(set.confirmed(), 980 * 4);
+    // It stops: what it has is the master's end at 9,800 ms, so it leaves a lag limit after
+    // that (give or take the spacing of the ends remembered: LAG_MAX / 64).
+    let mut left_at = None;
+    for step in 1_001..=1_200u64 {
+        let now = ms(t0, step * 10);
+        set.appended(step * 4);
+        set.acknowledged(0, 980 * 4, now).unwrap();
+        if !set.tick(now).is_empty() {
+            left_at = Some(step * 10);
+            break;
+        }
+    }
+    let left_at = left_at.expect("a replica that stopped leaves");
+    assert!((10_800..=10_830).contains(&left_at), "left at {left_at} ms");
+}
+
 #[test]
 fn a_broken_stream_leaves_at_once_and_a_reconnect_starts_out_of_the_set() {
     let t0 = Instant::now();
