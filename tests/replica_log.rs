@@ -91,6 +91,23 @@ fn assert_same_segments(
     }
 }
 
+/// Copies the master's whole log into the replica ([`follow`] from position 0) and checks the
+/// replica then holds what the master does: the same records in every queue, the same
+/// segment bytes.
+async fn copy_all_and_compare(
+    master: &Rc<CommitLog<SimDir>>,
+    mdir: &SimDir,
+    replica: &Rc<CommitLog<SimDir>>,
+    rdir: &SimDir,
+) {
+    let end = follow(master, replica, LogPosition::new(0)).await;
+    assert_eq!(end, master.written_end());
+    for q in QUEUES {
+        assert_eq!(contents(replica, q).await, contents(master, q).await, "{q}");
+    }
+    assert_same_segments(master, mdir, replica, rdir);
+}
+
 #[test]
 fn a_replica_copies_the_master_byte_for_byte_across_segments() {
     run(|| async {
@@ -356,12 +373,7 @@ fn a_master_with_a_lowered_batch_limit_still_sends_the_larger_batches_it_stored(
         let master = CommitLog::open_with(mdir.clone(), lowered).await.unwrap();
         let replica =
             CommitLog::open_with(rdir.clone(), small_config(FlushMode::Async)).await.unwrap();
-        let end = follow(&master, &replica, LogPosition::new(0)).await;
-        assert_eq!(end, master.written_end());
-        for q in QUEUES {
-            assert_eq!(contents(&replica, q).await, contents(&master, q).await, "{q}");
-        }
-        assert_same_segments(&master, &mdir, &replica, &rdir);
+        copy_all_and_compare(&master, &mdir, &replica, &rdir).await;
     });
 }
 
@@ -387,12 +399,7 @@ fn a_master_with_lowered_segment_and_batch_limits_still_sends_the_larger_batches
         let lowered = StorageConfig { max_batch_bytes: 1024, ..small_config(FlushMode::Async) };
         let master = CommitLog::open_with(mdir.clone(), lowered).await.unwrap();
         let replica = CommitLog::open_with(rdir.clone(), wide).await.unwrap();
-        let end = follow(&master, &replica, LogPosition::new(0)).await;
-        assert_eq!(end, master.written_end());
-        for q in QUEUES {
-            assert_eq!(contents(&replica, q).await, contents(&master, q).await, "{q}");
-        }
-        assert_same_segments(&master, &mdir, &replica, &rdir);
+        copy_all_and_compare(&master, &mdir, &replica, &rdir).await;
     });
 }
 
@@ -414,11 +421,6 @@ fn a_replica_copies_a_batch_its_master_moved_past_max_batch_bytes() {
         assert!(master.append(QUEUES[0], &moved).await.is_err(), "a producer's batch is refused");
         master.append_within(QUEUES[0], &moved, BatchLimit::Moved).await.unwrap();
         fill(&master, 20, 200).await;
-        let end = follow(&master, &replica, LogPosition::new(0)).await;
-        assert_eq!(end, master.written_end());
-        for q in QUEUES {
-            assert_eq!(contents(&replica, q).await, contents(&master, q).await, "{q}");
-        }
-        assert_same_segments(&master, &mdir, &replica, &rdir);
+        copy_all_and_compare(&master, &mdir, &replica, &rdir).await;
     });
 }
