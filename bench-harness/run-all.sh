@@ -80,6 +80,7 @@ for round in a b; do
     one $round latency --set target_rate=20000
     one $round backlog-drain --compare-raw
     one $round many-queues --compare-raw
+    one $round many-queues-per-message
     one $round many-queues-sticky
     one $round many-queues-linger
 done

@@ -24,10 +24,11 @@ fn body(i: u64) -> String {
     format!("{i:06}-{}", "y".repeat(200))
 }
 
-/// Sends `from..to` round-robin over the topic's queues.
+/// Sends `from..to` round-robin over the topic's queues, a message at a time.
 fn produce(addr: &str, topic: &str, from: u64, to: u64) {
     let client = Client::connect(addr).unwrap();
-    let producer = client.producer(ProducerConfig::default()).unwrap();
+    let config = ProducerConfig { selector: QueueSelector::RoundRobin, ..Default::default() };
+    let producer = client.producer(config).unwrap();
     let pending: Vec<_> =
         (from..to).map(|i| producer.send_async(Message::new(topic, body(i))).unwrap()).collect();
     for p in pending {

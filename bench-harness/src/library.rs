@@ -58,7 +58,8 @@ fn xorshift(state: &mut u64) -> u64 {
 const SENT_PUBLISH_EVERY: u64 = 64;
 
 /// A library producer on this thread (pinned to `cpu`) with the workload's batching: keyed
-/// workloads hash keys to queues, others go round robin.
+/// workloads hash keys to queues, others go round robin (per batch, the library's default,
+/// unless the workload says otherwise).
 fn library_producer(
     id: u32,
     w: &Workload,
@@ -78,10 +79,11 @@ fn producer_config(w: &Workload) -> ProducerConfig {
     let keyed = w.key_distribution != KeyDistribution::None;
     let default = ProducerConfig::default();
     ProducerConfig {
-        selector: match (keyed, w.sticky_messages) {
-            (true, _) => QueueSelector::KeyHash,
-            (false, 0) => QueueSelector::RoundRobin,
-            (false, n) => QueueSelector::Sticky(n),
+        selector: match (keyed, w.sticky_messages, w.round_robin_per_message) {
+            (true, ..) => QueueSelector::KeyHash,
+            (false, 0, false) => QueueSelector::RoundRobinPerBatch,
+            (false, 0, true) => QueueSelector::RoundRobin,
+            (false, n, _) => QueueSelector::Sticky(n),
         },
         linger: Duration::from_millis(w.linger_ms),
         max_batch_bytes: w.batch_max_bytes,

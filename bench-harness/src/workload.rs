@@ -99,9 +99,14 @@ pub struct Workload {
     #[serde(default)]
     pub transactional: bool,
     /// Library producers of unkeyed messages stick to a queue for this many consecutive
-    /// messages (`QueueSelector::Sticky`) instead of going round-robin per message. 0: off.
+    /// messages (`QueueSelector::Sticky`) instead of going round-robin per batch (the
+    /// library's default, `QueueSelector::RoundRobinPerBatch`). 0: off.
     #[serde(default)]
     pub sticky_messages: u32,
+    /// Library producers of unkeyed messages go round-robin per message
+    /// (`QueueSelector::RoundRobin`) instead of per batch (the library's default).
+    #[serde(default)]
+    pub round_robin_per_message: bool,
     /// Library producers' `ProducerConfig::max_buffer_bytes`: the bytes of open, waiting and
     /// unanswered batches one producer may hold. With round-robin over many queues a queue's
     /// batch holds at most about this divided by the queue count. 0 (default): the library's
@@ -204,6 +209,13 @@ impl Workload {
         if self.sticky_messages > 0 && self.key_distribution != KeyDistribution::None {
             return fail(
                 "sticky_messages is for unkeyed messages (keys choose their queue)".into(),
+            );
+        }
+        if self.round_robin_per_message
+            && (self.sticky_messages > 0 || self.key_distribution != KeyDistribution::None)
+        {
+            return fail(
+                "round_robin_per_message is for unkeyed messages without sticky_messages".into(),
             );
         }
         if self.verify_order && self.key_distribution == KeyDistribution::None {

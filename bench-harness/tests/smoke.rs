@@ -211,6 +211,12 @@ fn many_queues() {
 }
 
 #[test]
+fn many_queues_per_message() {
+    let r = smoke("many-queues-per-message", &["topics=2", "queues_per_topic=100", "consumers=1"]);
+    assert_eq!(r["workload"]["round_robin_per_message"], true);
+}
+
+#[test]
 fn many_queues_sticky() {
     smoke(
         "many-queues-sticky",

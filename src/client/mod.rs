@@ -25,6 +25,13 @@
 //! }
 //! ```
 //!
+//! Messages without a selector of their own go round the topic's queues a batch at a time
+//! ([`QueueSelector::RoundRobinPerBatch`], the default: one queue's batch fills, then the next
+//! queue's), as RocketMQ's producer does with `autoBatch` and Kafka's for records without a
+//! key. [`QueueSelector::RoundRobin`] puts each message on the next queue instead; with
+//! thousands of queues that leaves a few messages in each batch and costs about half the
+//! throughput (BENCHMARKS.md, many-queues).
+//!
 //! To read a queue in order, [`PullConsumer::stream`] gives a [`QueueReader`]: batches of
 //! borrowed messages, the next fetch already in flight while the caller reads one, fetch
 //! buffers reused:

@@ -61,7 +61,7 @@ use super::pending::{pending, Pending};
 use super::router::Router;
 use super::selector::QueueSelector;
 use super::send_handle::SendHandle;
-use super::staging::Staging;
+use super::staging::{Staging, Target};
 use crate::format::{BatchBuilder, FormatError};
 use crate::protocol::message::{Delivery, PRODUCE_FLAG_NO_RESPONSE};
 use crate::protocol::producer_id::WINDOW_BATCHES;
@@ -71,6 +71,10 @@ use crate::runtime::{system_clock, SharedClock};
 /// Producer settings.
 #[derive(Debug, Clone)]
 pub struct ProducerConfig {
+    /// Which queue each message goes to. Default [`QueueSelector::RoundRobinPerBatch`]: a
+    /// topic's queues in turn, a batch at a time (as RocketMQ's `autoBatch` and Kafka's
+    /// sticky partitioner); `RoundRobin` for a message at a time, `KeyHash` for ordered
+    /// messages.
     pub selector: QueueSelector,
     /// How long an open batch of an idle queue waits for more messages. Default 0 (batches
     /// still grow while the queue's previous batch is in flight).
@@ -123,7 +127,7 @@ pub struct ProducerConfig {
 impl Default for ProducerConfig {
     fn default() -> Self {
         ProducerConfig {
-            selector: QueueSelector::RoundRobin,
+            selector: QueueSelector::RoundRobinPerBatch,
             linger: Duration::ZERO,
             max_batch_bytes: 1 << 20,
             buffer_messages: 100_000,
@@ -274,9 +278,15 @@ impl Producer {
         msg: &Message,
         selector: &QueueSelector,
     ) -> Result<SendHandle> {
-        let queue_id = self.select(msg, selector)?;
+        let target = match selector {
+            // The queue is picked as the message is staged: the topic's current batch's.
+            QueueSelector::RoundRobinPerBatch => {
+                Target::PerBatch { queue_count: self.router.queue_count(&msg.topic)? }
+            }
+            _ => Target::Queue(self.select(msg, selector)?),
+        };
         let tx = self.commands.as_ref().ok_or(ClientError::Closed)?;
-        enqueue(&self.clock, &self.staging, tx, msg, queue_id)
+        enqueue(&self.clock, &self.staging, tx, msg, target)
     }
 
     /// Sends and waits for the broker's reply (at most `send_timeout`).
@@ -469,12 +479,12 @@ pub(crate) fn enqueue(
     staging: &Staging,
     tx: &Sender<Command>,
     msg: &Message,
-    queue_id: u32,
+    target: impl Into<Target>,
 ) -> Result<SendHandle> {
     let timestamp_ms = msg.timestamp_ms.unwrap_or_else(|| clock.unix_ms());
     let wake = || drop(tx.send(Command::Wake));
     let (handle, woke) =
-        staging.append(&msg.topic, queue_id, msg, timestamp_ms, || clock.now(), &wake);
+        staging.append(&msg.topic, target, msg, timestamp_ms, || clock.now(), &wake);
     if woke {
         tx.send(Command::Wake).map_err(|_| ClientError::Closed)?;
     }

@@ -166,19 +166,34 @@ impl Router {
     /// The queue of `msg.topic` that `selector` picks, with the topic's own round-robin turn:
     /// what a producer asks for every message.
     pub fn select_queue(&self, msg: &Message, selector: &QueueSelector) -> Result<u32> {
-        // The thread's entry, if it is this router's current route for the topic, read in
-        // place. Not for a `Custom` selector: the application's function could send from
-        // inside (the thread's entry is borrowed meanwhile), and it never runs under the
-        // router's lock either.
-        let generation = self.generation.load(Ordering::Acquire);
+        // Not through the thread's entry for a `Custom` selector: the application's function
+        // could send from inside (the thread's entry is borrowed meanwhile), and it never runs
+        // under the router's lock either.
         if matches!(selector, QueueSelector::Custom(_)) {
             let route = self.route(&msg.topic)?;
             return selector.select(msg, route.queue_count(), &route.turn);
         }
-        let (picked, take) = LAST_ROUTE.with(|l| match l.borrow().as_ref() {
+        self.with_route(&msg.topic, |count, turn| selector.select(msg, count, turn))?
+    }
+
+    /// How many queues `topic` has (a producer's [`QueueSelector::RoundRobinPerBatch`] picks
+    /// among them as it stages the message). A topic without queues is an error.
+    pub(crate) fn queue_count(&self, topic: &str) -> Result<u32> {
+        match self.with_route(topic, |count, _| count)? {
+            0 => Err(ClientError::Invalid(format!("topic {topic:?} has no queues"))),
+            n => Ok(n),
+        }
+    }
+
+    /// `f(queue count, turn)` of `topic`'s route: the thread's entry if it is this router's
+    /// current route for the topic, read in place; another topic's route under the router's
+    /// lock, read in place too. `f` must not block or call the router.
+    fn with_route<T>(&self, topic: &str, f: impl Fn(u32, &SelectorTurn) -> T) -> Result<T> {
+        let generation = self.generation.load(Ordering::Acquire);
+        let (done, take) = LAST_ROUTE.with(|l| match l.borrow().as_ref() {
             Some(l) if l.router == self.id && l.generation == generation => {
-                if l.topic == msg.topic {
-                    (Some(selector.select(msg, l.route.queue_count(), &l.route.turn)), false)
+                if l.topic == topic {
+                    (Some(f(l.route.queue_count(), &l.route.turn)), false)
                 } else {
                     (None, false)
                 }
@@ -188,29 +203,29 @@ impl Router {
             Some(l) if l.router != self.id => (None, false),
             _ => (None, true),
         });
-        if let Some(picked) = picked {
-            return picked;
+        if let Some(done) = done {
+            return Ok(done);
         }
         // Sends to other topics than the entry's take the lock, as before, reading the route
         // in place: a producer going round the topics would otherwise replace the entry (a
         // copy of the name, a reference count shared with other threads) at every send.
         if !take {
-            if let Some(r) = lock(&self.routes).get(msg.topic.as_str()) {
-                return selector.select(msg, r.queue_count(), &r.turn);
+            if let Some(r) = lock(&self.routes).get(topic) {
+                return Ok(f(r.queue_count(), &r.turn));
             }
         }
-        let route = self.route(&msg.topic)?;
+        let route = self.route(topic)?;
         if take {
             LAST_ROUTE.with(|l| {
                 *l.borrow_mut() = Some(LastRoute {
                     router: self.id,
                     generation,
-                    topic: msg.topic.clone(),
+                    topic: topic.to_owned(),
                     route: route.clone(),
                 })
             });
         }
-        selector.select(msg, route.queue_count(), &route.turn)
+        Ok(f(route.queue_count(), &route.turn))
     }
 
     /// The topic's route (cached). After [`Router::refresh`] the route is asked for again;

@@ -11,10 +11,24 @@ pub type SelectFn = Arc<dyn Fn(&Message, u32) -> u32 + Send + Sync>;
 
 #[derive(Clone, Default)]
 pub enum QueueSelector {
-    /// Spread messages over all queues in turn (see `SelectorTurn::next` for threads that
-    /// send through one client at once).
-    #[default]
+    /// Spread messages over all queues in turn, one message at a time (see
+    /// `SelectorTurn::next` for threads that send through one client at once). With many
+    /// queues each batch then holds a few messages; see [`QueueSelector::RoundRobinPerBatch`].
     RoundRobin,
+    /// Spread messages over all queues in turn, one batch at a time (the default): a topic's
+    /// messages go to one queue while its open batch takes them; once that batch has gone
+    /// (the producer's linger or in-flight rules sent it) or is full, the next message goes
+    /// to the next queue. This is what RocketMQ's producer does with `autoBatch` (a batch's
+    /// queue is chosen when it is sent) and Kafka's producer for records without a key
+    /// (sticky partitioning, KIP-480): as even over time as [`QueueSelector::RoundRobin`], and
+    /// each batch holds the messages of one linger instead of one message per queue in
+    /// turn, which with thousands of queues cost about half the throughput (BENCHMARKS.md,
+    /// many-queues). A message sent with `send` (waiting for its reply) opens a batch of its
+    /// own, so one thread's `send`s still go round the queues one by one. Where no batch is
+    /// being filled (`send_batch`, scheduled, oneway and transactional sends), it picks as
+    /// [`QueueSelector::RoundRobin`] does.
+    #[default]
+    RoundRobinPerBatch,
     /// Spread messages over all queues in turn, `n` consecutive messages to each (as Kafka's
     /// sticky partitioner does for records without a key). With many queues, round-robin puts
     /// about one message in each queue's batch; sticking to a queue for a batch's worth of
@@ -34,6 +48,7 @@ impl std::fmt::Debug for QueueSelector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             QueueSelector::RoundRobin => f.write_str("RoundRobin"),
+            QueueSelector::RoundRobinPerBatch => f.write_str("RoundRobinPerBatch"),
             QueueSelector::Sticky(n) => write!(f, "Sticky({n})"),
             QueueSelector::KeyHash => f.write_str("KeyHash"),
             QueueSelector::Queue(q) => write!(f, "Queue({q})"),
@@ -81,7 +96,9 @@ impl QueueSelector {
             return Err(ClientError::Invalid(format!("topic {:?} has no queues", msg.topic)));
         }
         let q = match self {
-            QueueSelector::RoundRobin => turn.next() % queue_count,
+            QueueSelector::RoundRobin | QueueSelector::RoundRobinPerBatch => {
+                turn.next() % queue_count
+            }
             QueueSelector::Sticky(n) => turn.next() / (*n).max(1) % queue_count,
             QueueSelector::KeyHash => crate::format::crc::crc32c(&msg.key) % queue_count,
             QueueSelector::Queue(q) => *q,
@@ -118,6 +135,12 @@ mod tests {
         let c = SelectorTurn::default();
         assert_eq!(QueueSelector::Sticky(0).select(&m, 3, &c).unwrap(), 0);
         assert_eq!(QueueSelector::Sticky(0).select(&m, 3, &c).unwrap(), 1, "0 counts as 1");
+        // Where no batch is being filled, per batch picks as per message does.
+        let c = SelectorTurn::default();
+        let pb: Vec<_> =
+            (0..4).map(|_| QueueSelector::RoundRobinPerBatch.select(&m, 3, &c).unwrap()).collect();
+        assert_eq!(pb, vec![0, 1, 2, 0]);
+        assert!(matches!(QueueSelector::default(), QueueSelector::RoundRobinPerBatch));
         let f = QueueSelector::Custom(Arc::new(|_, n| n - 1));
         assert_eq!(f.select(&m, 5, &c).unwrap(), 4);
     }

@@ -208,13 +208,38 @@ impl Spares {
     }
 }
 
+/// Which of its topic's queues a message goes to.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Target {
+    /// This queue.
+    Queue(u32),
+    /// [`super::QueueSelector::RoundRobinPerBatch`] over the topic's `queue_count` queues:
+    /// the topic's current queue while its open batch takes the message, else the next one.
+    PerBatch { queue_count: u32 },
+}
+
+impl From<u32> for Target {
+    fn from(queue_id: u32) -> Target {
+        Target::Queue(queue_id)
+    }
+}
+
+/// A topic's queues in the staging area.
+#[derive(Default)]
+struct TopicQueues {
+    /// Index in `State::queues` of each queue by queue id (`NO_QUEUE`: none yet).
+    ids: Vec<u32>,
+    /// [`Target::PerBatch`]'s current queue: (queue id, index in `State::queues`).
+    current: Option<(u32, usize)>,
+}
+
 struct State {
-    /// topic -> index in `queues` of each of its queues by queue id (`NO_QUEUE`: none yet;
-    /// the worker's queue index too). A selector picks a queue below the topic's queue count,
-    /// so ids are dense: one hash lookup per message (the topic), none for the queue. A map
-    /// per topic cost a cache miss per message with 10,000 queues (about 6% of the load
-    /// generator's core in many-queues, perf).
-    index: FxHashMap<String, Vec<u32>>,
+    /// topic -> its queues (their index in `queues` is the worker's queue index too). A
+    /// selector picks a queue below the topic's queue count, so ids are dense: one hash lookup
+    /// per message (the topic), none for the queue. A map per topic cost a cache miss per
+    /// message with 10,000 queues (about 6% of the load generator's core in many-queues,
+    /// perf).
+    index: FxHashMap<String, TopicQueues>,
     queues: Vec<StagedQueue>,
     dirty: Vec<usize>,
     /// A wake-up is on its way to the worker and the dirty list not taken since.
@@ -235,6 +260,9 @@ struct State {
     /// Capacity of the open batches given more than [`SMALL_CAPACITY`] at first, together:
     /// at most the staging area's `max_bytes`.
     reserved: usize,
+    /// The queue id [`Target::PerBatch`] starts a topic at (modulo its queue count): random
+    /// per producer, so producers started together do not all begin on queue 0.
+    first_queue: u32,
 }
 
 /// A queue whose previous message came at most this many messages (to any queue) ago gets
@@ -271,7 +299,7 @@ fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
 impl State {
     fn queue(&mut self, topic: &str, queue_id: u32) -> usize {
         let at = queue_id as usize;
-        if let Some(&id) = self.index.get(topic).and_then(|ids| ids.get(at)) {
+        if let Some(&id) = self.index.get(topic).and_then(|t| t.ids.get(at)) {
             if id != NO_QUEUE {
                 return id as usize;
             }
@@ -287,12 +315,51 @@ impl State {
             awaited: false,
             full: false,
         });
-        let ids = self.index.entry(topic.to_owned()).or_default();
+        let ids = &mut self.index.entry(topic.to_owned()).or_default().ids;
         if ids.len() <= at {
             ids.resize(at + 1, NO_QUEUE);
         }
         ids[at] = u32::try_from(id).expect("fewer than 2^32 queues");
         id
+    }
+
+    /// The queue of `topic` a message of at least `need` bytes goes to under
+    /// [`Target::PerBatch`], and whether the worker must be woken. The topic's current queue
+    /// while its open batch has room for the message; otherwise the next queue in turn, after
+    /// sealing the current one's batch if it is full for the message (it goes at once, as a
+    /// batch full in [`Staging::append`] does). So a queue gets a batch, not a message, at a
+    /// time: with thousands of queues round-robin per message gave each batch a few messages
+    /// (BENCHMARKS.md, many-queues), where this gives each the messages of one linger.
+    fn per_batch(
+        &mut self,
+        topic: &str,
+        queue_count: u32,
+        need: usize,
+        max: usize,
+    ) -> (usize, bool) {
+        let current = self.index.get(topic).and_then(|t| t.current);
+        let mut wake = false;
+        if let Some((_, id)) = current.filter(|&(q, _)| q < queue_count) {
+            let q = &mut self.queues[id];
+            match &q.open {
+                Some(o) if o.builder.len_bytes() + need <= max => return (id, false),
+                Some(o) => {
+                    q.last_batch_bytes = o.builder.len_bytes();
+                    q.sealed.extend(q.open.take().map(|o| o.seal(&mut self.reserved)));
+                    wake = !q.awaited && self.mark(id);
+                }
+                None => {}
+            }
+        }
+        let next = match current {
+            Some((q, _)) => q.wrapping_add(1),
+            None => self.first_queue,
+        } % queue_count.max(1); // the producer refuses a topic without queues
+        let id = self.queue(topic, next);
+        if let Some(t) = self.index.get_mut(topic) {
+            t.current = Some((next, id));
+        }
+        (id, wake)
     }
 
     /// Puts `id` on the dirty list; true when the worker must be woken for it.
@@ -323,6 +390,10 @@ impl Staging {
                 closed: false,
                 spares: Spares::new(limits.max_bytes / 16),
                 reserved: 0,
+                first_queue: {
+                    use std::hash::BuildHasher;
+                    std::collections::hash_map::RandomState::new().hash_one(0u8) as u32
+                },
             }),
             room: Condvar::new(),
         }
@@ -362,15 +433,15 @@ impl Staging {
         }
     }
 
-    /// Encodes `msg` (stamped `timestamp_ms`) into the open batch of `topic` queue `queue_id`,
-    /// opening one at `now()` if needed. Returns the message's handle (resolved with its
+    /// Encodes `msg` (stamped `timestamp_ms`) into the open batch of the `topic` queue
+    /// `target` names, opening one at `now()` if needed. Returns the message's handle (resolved with its
     /// batch: no allocation of its own) and whether the caller must wake the worker. A message
     /// that fits in no batch gets a handle already failed. Waits while the staging area is
     /// full (calling `wake` to wake the worker).
     pub(crate) fn append(
         &self,
         topic: &str,
-        queue_id: u32,
+        target: impl Into<Target>,
         msg: &Message,
         timestamp_ms: i64,
         now: impl Fn() -> Instant,
@@ -380,7 +451,15 @@ impl Staging {
         let Some(mut guard) = self.room(lock(&self.state), wake) else {
             return (SendHandle::failed(ClientError::Closed), false);
         };
-        let id = guard.queue(topic, queue_id);
+        let (id, woke) = match target.into() {
+            Target::Queue(queue_id) => (guard.queue(topic, queue_id), false),
+            Target::PerBatch { queue_count } => {
+                // At least the record's fields; a record that turns out not to fit after all
+                // opens the queue's next batch below instead.
+                let need = msg.body.len() + msg.key.len() + msg.tag.len();
+                guard.per_batch(topic, queue_count, need, max)
+            }
+        };
         let st = &mut *guard;
         let q = &mut st.queues[id];
         let was_open = q.open.is_some();
@@ -454,7 +533,7 @@ impl Staging {
         let event = (!was_open && q.open.is_some() && (!q.awaited || pipelineable))
             || (sealed_new > 0 && !q.awaited)
             || (open_before < min && open_after >= min && !q.full);
-        let wake = event && st.mark(id);
+        let wake = (event && st.mark(id)) || woke;
         drop(guard);
         (handle, wake)
     }

@@ -187,6 +187,59 @@ fn round_robin_spreads_each_topic_over_all_its_queues() {
     }
 }
 
+/// The default selector goes round a topic's queues a batch at a time: messages fill the
+/// current queue's batch, and once it is full (or sent) the next message goes to the next
+/// queue. A thread's `send`s, each waiting for its reply, go round one message at a time.
+#[test]
+fn the_default_selector_goes_round_the_queues_a_batch_at_a_time() {
+    let dir = tempdir();
+    let broker = Broker::start_in(dir.path(), &config(dir.path(), 2, "", ""));
+    let client = Client::connect(&broker.addr()).unwrap();
+    client.admin().create_topic("pb", 4).unwrap();
+    // Batches go only when full (or flushed): a linger far longer than the test.
+    let producer = client
+        .producer(ProducerConfig {
+            max_batch_bytes: 4096,
+            linger: Duration::from_secs(600),
+            ..Default::default()
+        })
+        .unwrap();
+    let pending: Vec<_> = (0..40)
+        .map(|i| producer.send_async(Message::new("pb", format!("{i:0>1000}"))).unwrap())
+        .collect();
+    producer.flush().unwrap();
+    let mut runs: Vec<(u32, Vec<u64>)> = Vec::new();
+    for p in pending {
+        let r = p.wait().unwrap();
+        match runs.last_mut() {
+            Some((q, offsets)) if *q == r.queue_id => offsets.push(r.queue_offset),
+            _ => runs.push((r.queue_id, vec![r.queue_offset])),
+        }
+    }
+    // Each full batch on the queue after the previous one's, at consecutive offsets; every
+    // batch but the last as many messages as fit in 4 KiB.
+    let per_batch = runs[0].1.len();
+    assert!((2..=4).contains(&per_batch), "{runs:?}");
+    for (i, (q, offsets)) in runs.iter().enumerate() {
+        assert_eq!(*q, (runs[0].0 + i as u32) % 4, "{runs:?}");
+        assert!(offsets.windows(2).all(|w| w[1] == w[0] + 1), "{runs:?}");
+        if i + 1 < runs.len() {
+            assert_eq!(offsets.len(), per_batch, "{runs:?}");
+        }
+    }
+    assert!(runs.len() >= 10, "{runs:?}");
+    producer.close().unwrap();
+    // One message at a time, each waiting for its reply (no linger): the next queue each
+    // time.
+    let producer = client.producer(ProducerConfig::default()).unwrap();
+    let first = producer.send(Message::new("pb", "s0")).unwrap().queue_id;
+    for i in 1..=8u32 {
+        let r = producer.send(Message::new("pb", format!("s{i}"))).unwrap();
+        assert_eq!(r.queue_id, (first + i) % 4);
+    }
+    producer.close().unwrap();
+}
+
 #[test]
 fn a_produce_multi_to_one_port_stores_each_batch_on_its_owner_shard() {
     use ringmq::format::{BatchBuilder, Record};

@@ -400,3 +400,94 @@ fn an_open_batch_s_handles_are_paid_for_in_advance() {
     drop(handles);
     assert_eq!(batch.refs(), 1);
 }
+
+/// Appends a 40-byte body to topic `t` round robin per batch over `queues`; the queue id it
+/// went to and whether the worker was asked to wake.
+fn append_per_batch(s: &Staging, t: &str, queues: u32) -> (u32, bool) {
+    let msg = Message::new(t, vec![7u8; 40]);
+    let target = Target::PerBatch { queue_count: queues };
+    let woke = s.append(t, target, &msg, 1, Instant::now, &|| {}).1;
+    let st = lock(&s.state);
+    (st.index[t].current.expect("a current queue").0, woke)
+}
+
+/// The staging index of `topic` queue `q`.
+fn id_of(s: &Staging, topic: &str, q: u32) -> usize {
+    lock(&s.state).index[topic].ids[q as usize] as usize
+}
+
+#[test]
+fn round_robin_per_batch_fills_a_queue_s_batch_then_moves_to_the_next_queue() {
+    let s = staging(); // batches of at most 400 bytes
+    lock(&s.state).first_queue = 6; // queue 6 % 4 = 2 first
+    let (first, woke) = append_per_batch(&s, "t", 4);
+    assert_eq!(first, 2);
+    assert!(woke, "a new batch: the worker hears of it");
+    for _ in 0..3 {
+        assert_eq!(append_per_batch(&s, "t", 4), (2, false), "the open batch takes it");
+    }
+    // The worker takes the open batch (its linger ran out): the next message opens a batch
+    // on the next queue, not on queue 2 again.
+    let mut out = Vec::new();
+    s.take(id_of(&s, "t", 2), &mut out, |_, _, _, _| true);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].builder.record_count(), 4);
+    assert_eq!(append_per_batch(&s, "t", 4).0, 3);
+    let mut out = Vec::new();
+    s.take(id_of(&s, "t", 3), &mut out, |_, _, _, _| true);
+    assert_eq!(append_per_batch(&s, "t", 4).0, 0, "round the topic's queues");
+    // Another topic has a turn of its own.
+    let (other, _) = append_per_batch(&s, "u", 3);
+    assert_eq!(other, 0, "6 % 3");
+    assert_eq!(append_per_batch(&s, "t", 4).0, 0, "t's batch on queue 0 is still open");
+    // Fewer queues than the current one's id (the topic's route changed): the turn goes on
+    // among the queues there are.
+    let mut out = Vec::new();
+    s.take(id_of(&s, "t", 0), &mut out, |_, _, _, _| true);
+    for _ in 0..3 {
+        let (q, _) = append_per_batch(&s, "t", 4);
+        assert_eq!(q, 1);
+        let mut out = Vec::new();
+        s.take(id_of(&s, "t", 1), &mut out, |_, _, _, _| true);
+        let (q, _) = append_per_batch(&s, "t", 4);
+        assert_eq!(q, 2);
+        s.take(id_of(&s, "t", 2), &mut out, |_, _, _, _| true);
+        let (q, _) = append_per_batch(&s, "t", 2);
+        assert_eq!(q, (2 + 1) % 2, "queue 2 is past 2 queues: the next one modulo 2");
+        s.take(id_of(&s, "t", 1), &mut out, |_, _, _, _| true);
+        assert_eq!(append_per_batch(&s, "t", 2).0, 0);
+        s.take(id_of(&s, "t", 0), &mut out, |_, _, _, _| true);
+    }
+}
+
+#[test]
+fn round_robin_per_batch_seals_a_full_batch_and_gives_the_next_message_to_the_next_queue() {
+    let s = staging(); // batches of at most 400 bytes: a few 40-byte messages each
+    lock(&s.state).first_queue = 0;
+    let mut runs: Vec<(u32, usize)> = Vec::new();
+    for _ in 0..40 {
+        let (q, _) = append_per_batch(&s, "t", 3);
+        match runs.last_mut() {
+            Some((last, n)) if *last == q => *n += 1,
+            _ => runs.push((q, 1)),
+        }
+    }
+    // Each batch filled up on its own queue, then the next queue took the next batch:
+    // queues in turn, every batch but the last the same number of messages.
+    let per_batch = runs[0].1;
+    assert!(per_batch >= 3, "{runs:?}");
+    for (i, &(q, n)) in runs.iter().enumerate() {
+        assert_eq!(q, i as u32 % 3, "{runs:?}");
+        if i + 1 < runs.len() {
+            assert_eq!(n, per_batch, "{runs:?}");
+        }
+    }
+    // The full batches were sealed (and the worker told), not left open on their queues.
+    let st = lock(&s.state);
+    let sealed: usize = st.queues.iter().map(|q| q.sealed.len()).sum();
+    assert_eq!(sealed, runs.len() - 1);
+    let open: Vec<_> = st.queues.iter().filter(|q| q.open.is_some()).map(|q| q.key.1).collect();
+    assert_eq!(open, vec![runs.last().unwrap().0], "only the current queue has an open batch");
+    drop(st);
+    assert!(!dirty(&s).is_empty(), "the sealed batches are on the dirty list");
+}
