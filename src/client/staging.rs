@@ -434,10 +434,10 @@ impl Staging {
     }
 
     /// Encodes `msg` (stamped `timestamp_ms`) into the open batch of the `topic` queue
-    /// `target` names, opening one at `now()` if needed. Returns the message's handle (resolved with its
-    /// batch: no allocation of its own) and whether the caller must wake the worker. A message
-    /// that fits in no batch gets a handle already failed. Waits while the staging area is
-    /// full (calling `wake` to wake the worker).
+    /// `target` names, opening one at `now()` if needed. Returns the message's handle
+    /// (resolved with its batch: no allocation of its own) and whether the caller must wake
+    /// the worker. A message that fits in no batch gets a handle already failed. Waits while
+    /// the staging area is full (calling `wake` to wake the worker).
     pub(crate) fn append(
         &self,
         topic: &str,

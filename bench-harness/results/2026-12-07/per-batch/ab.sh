@@ -1,0 +1,21 @@
+#!/bin/sh
+# Interleaved A/B runs with a spawned broker (the workload's own storage settings) on CPU 0 and
+# the load generator on CPU 1, the data directory emptied and trimmed before each run.
+#   OUT=dir DATA=/mnt/r22 ROUNDS=n sh ab.sh "label:build-dir:workload[:k=v,k=v] ..."
+# build-dir holds ringmq and ringmq-bench of one revision; run from the repository root.
+out=${OUT:?}; data=${DATA:?}; rounds=${ROUNDS:-1}
+mkdir -p "$out"
+for r in $(seq 1 "$rounds"); do
+    for a in $1; do
+        l=$(echo "$a" | cut -d: -f1); b=$(echo "$a" | cut -d: -f2)
+        wl=$(echo "$a" | cut -d: -f3); ex=$(echo "$a" | cut -d: -f4 | tr ',' ' ')
+        rm -rf "$data"/data/*; fstrim "$data"; sync
+        set --
+        for e in $ex; do set -- "$@" --set "$e"; done
+        "$b"/ringmq-bench run bench-harness/workloads/"$wl".toml --spawn-broker \
+            --data-dir "$data"/data --broker-cpus 0 --cpus 1 --quiet "$@" \
+            --out "$out/$l-$r.json" > "$out/$l-$r.txt" 2>&1
+        echo "$r $l $(grep -m1 'produce MB/s' "$out/$l-$r.txt" | tr -s ' ')"
+    done
+done
+rm -rf "$data"/data/*; fstrim "$data"
