@@ -73,6 +73,7 @@ for round in a b; do
     one $round batched --compare-raw
     one $round batched --compare-raw --set batch_max_bytes=65536
     one $round sync-flush --compare-raw
+    one $round sync-flush --compare-raw --set batch_max_bytes=65536
     one $round small-messages --compare-raw
     one $round small-messages --compare-raw --set storage.flush_mode=sync
     one $round ordered

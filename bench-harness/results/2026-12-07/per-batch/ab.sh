@@ -3,10 +3,10 @@
 # the load generator on CPU 1, the data directory emptied and trimmed before each run.
 #   OUT=dir DATA=/mnt/r22 ROUNDS=n sh ab.sh "label:build-dir:workload[:k=v,k=v] ..."
 # build-dir holds ringmq and ringmq-bench of one revision; run from the repository root.
-out=${OUT:?}; data=${DATA:?}; rounds=${ROUNDS:-1}
+out=${OUT:?}; data=${DATA:?}; rounds=${ROUNDS:-1}; arms=$1
 mkdir -p "$out"
 for r in $(seq 1 "$rounds"); do
-    for a in $1; do
+    for a in $arms; do
         l=$(echo "$a" | cut -d: -f1); b=$(echo "$a" | cut -d: -f2)
         wl=$(echo "$a" | cut -d: -f3); ex=$(echo "$a" | cut -d: -f4 | tr ',' ' ')
         rm -rf "$data"/data/*; fstrim "$data"; sync
