@@ -29,12 +29,12 @@ pub enum QueueSelector {
     /// [`QueueSelector::RoundRobin`] does.
     #[default]
     RoundRobinPerBatch,
-    /// Spread messages over all queues in turn, `n` consecutive messages to each (as Kafka's
-    /// sticky partitioner does for records without a key). With many queues, round-robin puts
-    /// about one message in each queue's batch; sticking to a queue for a batch's worth of
-    /// messages fills the batch instead (BENCHMARKS.md, many-queues). The distribution over
-    /// queues is as even, in runs of `n`. A `send_batch` counts as one send, as for
-    /// `RoundRobin`. `n = 0` counts as 1.
+    /// Spread messages over all queues in turn, `n` consecutive messages to each: a fixed
+    /// run where [`QueueSelector::RoundRobinPerBatch`] follows the batches themselves. With
+    /// many queues, round-robin per message puts about one message in each queue's batch;
+    /// sticking to a queue for a batch's worth of messages fills the batch instead
+    /// (BENCHMARKS.md, many-queues). The distribution over queues is as even, in runs of `n`.
+    /// A `send_batch` counts as one send, as for `RoundRobin`. `n = 0` counts as 1.
     Sticky(u32),
     /// `crc32c(key) % queue_count`: every message with the same key goes to the same queue,
     /// so a key's messages are delivered in the order they were sent (ordered messages).
