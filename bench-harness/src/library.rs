@@ -95,6 +95,10 @@ fn producer_config(w: &Workload) -> ProducerConfig {
             0 => default.buffer_messages,
             n => n,
         },
+        max_in_flight_per_queue: match w.producer_max_in_flight_per_queue {
+            0 => default.max_in_flight_per_queue,
+            n => n,
+        },
         small_batches_in_flight_bytes: w
             .producer_small_batches_in_flight_bytes
             .unwrap_or(default.small_batches_in_flight_bytes),

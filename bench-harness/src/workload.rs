@@ -124,6 +124,10 @@ pub struct Workload {
     /// messages. Unset: the library's default (4 MiB); 0: off. The raw client ignores it.
     #[serde(default)]
     pub producer_small_batches_in_flight_bytes: Option<usize>,
+    /// Library producers' `ProducerConfig::max_in_flight_per_queue` (1..=5, the broker's
+    /// idempotence window). 0 (default): the library's default (5). The raw client ignores it.
+    #[serde(default)]
+    pub producer_max_in_flight_per_queue: usize,
     /// Library consumers read their queues with FETCH_MULTI (`MultiQueueReader`: each
     /// shard's queues in two requests at a time, the broker picking their batches in log
     /// order) instead of one pipelined FETCH per queue (`QueueReader`). Unset: when a
