@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use proptest::prelude::*;
 use ringmq::broker::idempotence::{SequenceWindows, Verdict};
 use ringmq::client::sequencer::{QueueSequencer, ReplyKind, Resolution, SequencerConfig};
+use ringmq::protocol::producer_id::WINDOW_BATCHES;
 use ringmq::storage::QueueKey;
 use ringmq::storage::{QueueId, TopicId};
 
@@ -84,7 +85,7 @@ impl Sim {
             t0: Instant::now(),
             now_ms: 0,
             client: QueueSequencer::new(SequencerConfig {
-                max_in_flight: 5,
+                max_in_flight: WINDOW_BATCHES,
                 request_timeout: Duration::from_millis(100),
                 backoff_initial: Duration::from_millis(10),
                 backoff_max: Duration::from_millis(40),

@@ -97,7 +97,7 @@ fn producer_config(w: &Workload) -> ProducerConfig {
         },
         max_in_flight_per_queue: match w.producer_max_in_flight_per_queue {
             0 => default.max_in_flight_per_queue,
-            n => n,
+            n => Some(n),
         },
         small_batches_in_flight_bytes: w
             .producer_small_batches_in_flight_bytes

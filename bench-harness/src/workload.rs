@@ -124,8 +124,9 @@ pub struct Workload {
     /// messages. Unset: the library's default (4 MiB); 0: off. The raw client ignores it.
     #[serde(default)]
     pub producer_small_batches_in_flight_bytes: Option<usize>,
-    /// Library producers' `ProducerConfig::max_in_flight_per_queue` (1..=5, the broker's
-    /// idempotence window). 0 (default): the library's default (5). The raw client ignores it.
+    /// Library producers' `ProducerConfig::max_in_flight_per_queue` (1 up to the broker's
+    /// idempotence window: 16, 5 before round 45). 0 (default): the library's default, the
+    /// broker's window. The raw client ignores it.
     #[serde(default)]
     pub producer_max_in_flight_per_queue: usize,
     /// Library consumers read their queues with FETCH_MULTI (`MultiQueueReader`: each

@@ -394,24 +394,35 @@ mod tests {
         w.stored(pid, Q, seq, at(offset));
     }
 
+    /// `broker.idempotence_max_producer_queues` is documented at about 600 bytes a pair (its
+    /// key and state inline in the map's node, with the node's two links).
+    #[test]
+    fn a_pair_costs_about_600_bytes() {
+        let pair = std::mem::size_of::<WindowKey>() + std::mem::size_of::<State>() + 16;
+        assert!(pair <= 600, "{pair} bytes a pair");
+    }
+
     #[test]
     fn retries_in_the_window_get_their_offsets_and_gaps_are_refused() {
         let mut w = SequenceWindows::new(16, 60_000);
         assert_eq!(w.check(P, Q, 3, 1, 0), Verdict::OutOfOrder { expected: 0 }, "new: from 0");
-        for i in 0..7u64 {
+        // Two batches more than the window holds, of 2 records each.
+        let batches = WINDOW_BATCHES as u64 + 2;
+        for i in 0..batches {
             append(&mut w, P, (i * 2) as i32, 2, 100 + i * 2, 0);
         }
-        // Window: the last 5 batches, sequences 4..14.
-        assert_eq!(w.check(P, Q, 12, 2, 1), Verdict::Duplicate(at(112)));
+        let next = (batches * 2) as i32;
+        // Window: the last WINDOW_BATCHES batches, sequences 4..next.
+        assert_eq!(w.check(P, Q, next - 2, 2, 1), Verdict::Duplicate(at(98 + next as u64)));
         assert_eq!(w.check(P, Q, 4, 2, 1), Verdict::Duplicate(at(104)));
-        assert_eq!(w.check(P, Q, 2, 2, 1), Verdict::TooOld { next_sequence: 14 });
-        assert_eq!(w.check(P, Q, 16, 2, 1), Verdict::OutOfOrder { expected: 14 });
-        assert_eq!(w.check(P, Q, 12, 3, 1), Verdict::Mismatch { record_count: 2 });
+        assert_eq!(w.check(P, Q, 2, 2, 1), Verdict::TooOld { next_sequence: next });
+        assert_eq!(w.check(P, Q, next + 2, 2, 1), Verdict::OutOfOrder { expected: next });
+        assert_eq!(w.check(P, Q, next - 2, 3, 1), Verdict::Mismatch { record_count: 2 });
         // A copy arriving while the original is appended waits for it.
-        assert_eq!(w.check(P, Q, 14, 1, 1), Verdict::Append);
-        assert_eq!(w.check(P, Q, 14, 1, 1), Verdict::InProgress);
-        w.stored(P, Q, 14, at(114));
-        assert_eq!(w.check(P, Q, 14, 1, 1), Verdict::Duplicate(at(114)));
+        assert_eq!(w.check(P, Q, next, 1, 1), Verdict::Append);
+        assert_eq!(w.check(P, Q, next, 1, 1), Verdict::InProgress);
+        w.stored(P, Q, next, at(200));
+        assert_eq!(w.check(P, Q, next, 1, 1), Verdict::Duplicate(at(200)));
         // Another queue or producer is another window.
         let q2 = QueueKey::new(TopicId::new(1), QueueId::new(1));
         assert_eq!(w.check(P, q2, 0, 1, 1), Verdict::Append);

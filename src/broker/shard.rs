@@ -408,17 +408,15 @@ impl<L: ShardLog> Shard<L> {
                 }
             }
             Request::Stats => Ok(Response::Stats { shards: self.gather_stats().await }),
-            Request::InitProducer => match self.producer_ids.borrow_mut().allocate() {
-                Some(producer_id) => Ok(Response::InitProducer { producer_id }),
-                None => Err(BrokerError::new(
-                    ErrorCode::INTERNAL,
-                    format!(
-                        "shard {} handed out all producer ids of this broker run; restart the \
-                         broker",
-                        self.id
-                    ),
-                )),
-            },
+            Request::InitProducer => self
+                .allocate_producer_id()
+                .map(|producer_id| Response::InitProducer { producer_id }),
+            Request::InitProducerWindow => {
+                self.allocate_producer_id().map(|producer_id| Response::InitProducerWindow {
+                    producer_id,
+                    window_batches: crate::protocol::producer_id::WINDOW_BATCHES as u32,
+                })
+            }
             Request::Group(g) => self.group_request(g).await,
             Request::Transaction(t) => self.transaction_request(t).await,
             Request::QueryKeys(q) => self.key_query_request(q).await,
@@ -527,6 +525,20 @@ impl<L: ShardLog> Shard<L> {
                 });
             }
         }
+    }
+
+    /// A new idempotent producer id from this shard's range (INIT_PRODUCER and
+    /// INIT_PRODUCER_WINDOW).
+    fn allocate_producer_id(&self) -> Result<i64, BrokerError> {
+        self.producer_ids.borrow_mut().allocate().ok_or_else(|| {
+            BrokerError::new(
+                ErrorCode::INTERNAL,
+                format!(
+                    "shard {} handed out all producer ids of this broker run; restart the broker",
+                    self.id
+                ),
+            )
+        })
     }
 
     fn resolve(&self, request: &Request) -> Result<(TopicEntry, u32), BrokerError> {

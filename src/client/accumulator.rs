@@ -30,7 +30,7 @@ use super::producer::{ProducerConfig, SendBatchResult};
 use super::send_handle::{BatchStored, CompletionRef};
 use super::sequencer::{Failure, QueueSequencer, ReplyKind, Resolution, SequencerConfig};
 use super::staging::{OpenLeft, Sealed, Staging, StagingLimits};
-use crate::protocol::producer_id::with_epoch;
+use crate::protocol::producer_id::{with_epoch, WINDOW_BATCHES};
 use crate::protocol::{ErrorCode, Response};
 use crate::runtime::SharedClock;
 
@@ -123,6 +123,10 @@ pub(crate) struct Worker<S: BatchSink> {
     clock: SharedClock,
     config: ProducerConfig,
     producer_id: i64,
+    /// Batches of a queue unanswered at most: `config.max_in_flight_per_queue`, which
+    /// `Producer::new` sets within the broker's window (a worker made without one, in tests,
+    /// uses this build's window).
+    max_in_flight: usize,
     /// Every queue this producer sent to, by its index in the staging area (`Reply::queue`);
     /// bounded by the topics' queue counts.
     queues: Vec<QueueState>,
@@ -233,11 +237,13 @@ impl<S: BatchSink> Worker<S> {
             max_messages: config.buffer_messages.max(1),
             max_bytes: config.max_buffer_bytes.max(1),
         }));
+        let max_in_flight = config.max_in_flight_per_queue.unwrap_or(WINDOW_BATCHES).max(1);
         Worker {
             sink,
             clock,
             config,
             producer_id,
+            max_in_flight,
             queues: Vec::new(),
             staging,
             starved: VecDeque::new(),
@@ -264,7 +270,7 @@ impl<S: BatchSink> Worker<S> {
 
     fn sequencer_config(&self) -> SequencerConfig {
         SequencerConfig {
-            max_in_flight: self.config.max_in_flight_per_queue,
+            max_in_flight: self.max_in_flight,
             request_timeout: self.config.request_timeout,
             backoff_initial: self.config.retry_backoff,
             backoff_max: self.config.retry_backoff_max.max(self.config.retry_backoff),
@@ -403,8 +409,7 @@ impl<S: BatchSink> Worker<S> {
     /// batch's size.
     fn may_send_partial(&self, held: usize, open_bytes: usize) -> bool {
         held == 0
-            || (held < self.config.max_in_flight_per_queue
-                && open_bytes >= self.config.pipeline_min_batch_bytes)
+            || (held < self.max_in_flight && open_bytes >= self.config.pipeline_min_batch_bytes)
     }
 
     /// One queue's step: request timeouts (resend) and send deadlines (fail), seal a lingered
@@ -534,7 +539,7 @@ impl<S: BatchSink> Worker<S> {
     fn tell_flow(&mut self, id: usize) {
         let q = &mut self.queues[id];
         let held = q.sequencer.len();
-        let flow = (held > 0, held >= self.config.max_in_flight_per_queue);
+        let flow = (held > 0, held >= self.max_in_flight);
         if flow != q.told {
             q.told = flow;
             if self.staging.set_flow(id, flow.0, flow.1) && !q.starved && !q.gated {

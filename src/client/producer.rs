@@ -27,8 +27,9 @@
 //! offset range its messages got: one completion per batch, no per-message handle, allocation
 //! or clock read.
 //!
-//! Sends are idempotent: the producer gets an id from the broker (INIT_PRODUCER) and numbers
-//! each queue's batches (epoch, base sequence: docs/protocol.md, "Idempotent produce"). Each
+//! Sends are idempotent: the producer gets an id and the broker's window of batches per queue
+//! from the broker (INIT_PRODUCER_WINDOW; INIT_PRODUCER and a window of 5 from a broker before
+//! round 45) and numbers each queue's batches (epoch, base sequence: docs/protocol.md, "Idempotent produce"). Each
 //! queue's order and retries are a [`QueueSequencer`](super::sequencer::QueueSequencer): batches go to the shard that owns the
 //! queue, several at once but in sequence order; on a retriable failure (connection loss,
 //! NOT_OWNER, SHUTTING_DOWN) or a send unanswered for `request_timeout`, the queue resends from
@@ -64,8 +65,8 @@ use super::send_handle::SendHandle;
 use super::staging::{Staging, Target};
 use crate::format::{BatchBuilder, FormatError};
 use crate::protocol::message::{Delivery, PRODUCE_FLAG_NO_RESPONSE};
-use crate::protocol::producer_id::WINDOW_BATCHES;
-use crate::protocol::{message_id, Request, Response, SendStatus};
+use crate::protocol::producer_id::LEGACY_WINDOW_BATCHES;
+use crate::protocol::{message_id, ErrorCode, Request, Response, SendStatus};
 use crate::runtime::{system_clock, SharedClock};
 
 /// Producer settings.
@@ -87,9 +88,12 @@ pub struct ProducerConfig {
     /// Bytes of batches the producer may hold: open, sealed, waiting and in flight. Default
     /// 32 MiB.
     pub max_buffer_bytes: usize,
-    /// Batches of one queue sent and not yet answered. 1..=5 (the broker remembers the last 5
-    /// batches of each producer and queue, so any of them can be resent). Default 5.
-    pub max_in_flight_per_queue: usize,
+    /// Batches of one queue sent and not yet answered: at most the broker's window (the
+    /// batches of each producer and queue it remembers, so any of them can be resent and is
+    /// answered with its original offsets; 16, and 5 for brokers before round 45). `None`
+    /// (the default): the broker's window, as `Producer::new` learns it. A value above it is
+    /// refused there.
+    pub max_in_flight_per_queue: Option<usize>,
     /// A partly filled batch (sealed by `linger`) is sent while its queue has another batch in
     /// flight only once it holds this many bytes; smaller ones wait for the queue's replies and
     /// keep gathering messages (natural batching). Full batches (`max_batch_bytes`) are always
@@ -132,7 +136,7 @@ impl Default for ProducerConfig {
             max_batch_bytes: 1 << 20,
             buffer_messages: 100_000,
             max_buffer_bytes: 32 << 20,
-            max_in_flight_per_queue: WINDOW_BATCHES,
+            max_in_flight_per_queue: None,
             pipeline_min_batch_bytes: 64 << 10,
             small_batches_in_flight_bytes: 4 << 20,
             retry_backoff: Duration::from_millis(50),
@@ -207,24 +211,48 @@ pub struct Producer {
     tracer: Option<Arc<super::trace::Tracer>>,
 }
 
+/// A new producer id and the broker's window (batches per queue it remembers): asks with
+/// INIT_PRODUCER_WINDOW, and with INIT_PRODUCER where the broker is older than that
+/// (UNSUPPORTED_API), whose window is [`LEGACY_WINDOW_BATCHES`].
+fn init_producer(router: &Router) -> Result<(i64, usize)> {
+    let (answer, asked) = match router.call_bootstrap(&Request::InitProducerWindow) {
+        Err(e) if e.code() == Some(ErrorCode::UNSUPPORTED_API) => {
+            (router.call_bootstrap(&Request::InitProducer)?, "INIT_PRODUCER")
+        }
+        other => (other?, "INIT_PRODUCER_WINDOW"),
+    };
+    match answer {
+        Response::InitProducerWindow { producer_id, window_batches }
+            if producer_id >= 0 && window_batches >= 1 =>
+        {
+            Ok((producer_id, window_batches as usize))
+        }
+        Response::InitProducer { producer_id } if producer_id >= 0 => {
+            Ok((producer_id, LEGACY_WINDOW_BATCHES))
+        }
+        other => Err(ClientError::Protocol(format!(
+            "{asked} got {other:?} instead of a producer id and window"
+        ))),
+    }
+}
+
 impl Producer {
     pub fn new(router: Arc<Router>, config: ProducerConfig) -> Result<Producer> {
         if config.max_batch_bytes < crate::format::HEADER_LEN + 32 {
             return Err(ClientError::Invalid("max_batch_bytes is too small".into()));
         }
-        if !(1..=WINDOW_BATCHES).contains(&config.max_in_flight_per_queue) {
-            return Err(ClientError::Invalid(format!(
-                "max_in_flight_per_queue must be in 1..={WINDOW_BATCHES} (the broker's window)"
-            )));
-        }
-        let producer_id = match router.call_bootstrap(&Request::InitProducer)? {
-            Response::InitProducer { producer_id } if producer_id >= 0 => producer_id,
-            other => {
-                return Err(ClientError::Protocol(format!(
-                    "INIT_PRODUCER got {other:?} instead of a producer id"
+        let (producer_id, window) = init_producer(&router)?;
+        let mut config = config;
+        config.max_in_flight_per_queue = Some(match config.max_in_flight_per_queue {
+            None => window,
+            Some(n) if (1..=window).contains(&n) => n,
+            Some(n) => {
+                return Err(ClientError::Invalid(format!(
+                    "max_in_flight_per_queue {n} is not in 1..={window}: the broker remembers \
+                     the last {window} batches of a producer and queue (its window)"
                 )))
             }
-        };
+        });
         let tracer = match &config.trace {
             Some(t) => Some(super::trace::Tracer::start(router.clone(), t.clone())?),
             None => None,
@@ -461,6 +489,12 @@ impl Producer {
     pub fn trace_dropped(&self) -> u64 {
         self.tracer.as_ref().map_or(0, |t| t.dropped())
     }
+
+    /// Batches of a queue this producer keeps unanswered at most: the configured
+    /// `max_in_flight_per_queue`, or the broker's window when that was `None`.
+    pub fn max_in_flight_per_queue(&self) -> usize {
+        self.config.max_in_flight_per_queue.unwrap_or(LEGACY_WINDOW_BATCHES)
+    }
 }
 
 impl Drop for Producer {
@@ -568,4 +602,46 @@ fn take_queued<S: BatchSink>(worker: &mut Worker<S>, commands: &Receiver<Command
         }
     }
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::scripted_broker::{one_shard_with, scripted_broker_refusing};
+    use crate::client::Client;
+    use crate::protocol::ErrorDetail;
+
+    /// A broker from before round 45 refuses INIT_PRODUCER_WINDOW (UNSUPPORTED_API) and keeps 5
+    /// batches a queue: the producer asks INIT_PRODUCER instead and keeps at most 5.
+    #[test]
+    fn a_producer_keeps_a_window_of_5_with_a_broker_before_init_producer_window() {
+        let addr = scripted_broker_refusing(|port, request| match request {
+            Request::InitProducerWindow => {
+                Err((ErrorCode::UNSUPPORTED_API, "unknown api key 23".into(), ErrorDetail::None))
+            }
+            Request::InitProducer => Ok(Response::InitProducer { producer_id: 3 << 16 }),
+            Request::Metadata { .. } => Ok(one_shard_with(port, vec!["t".into()], 1)),
+            Request::Produce { queue_id, batch, .. } => Ok(Response::Produce {
+                status: SendStatus::SendOk,
+                topic_id: 1,
+                queue_id,
+                base_offset: 0,
+                record_count: crate::format::BatchView::parse(&batch, usize::MAX)
+                    .unwrap()
+                    .header
+                    .record_count,
+                store_timestamp_ms: 1,
+            }),
+            other => panic!("{other:?}"),
+        });
+        let client = Client::connect(&addr).unwrap();
+        let producer = client.producer(ProducerConfig::default()).unwrap();
+        assert_eq!(producer.max_in_flight_per_queue(), LEGACY_WINDOW_BATCHES);
+        assert_eq!(producer.send(Message::new("t", "m")).unwrap().queue_offset, 0);
+        let over = ProducerConfig { max_in_flight_per_queue: Some(6), ..Default::default() };
+        let e = client.producer(over).err().expect("6 is over that broker's window");
+        assert!(matches!(e, ClientError::Invalid(_)) && e.to_string().contains("1..=5"), "{e}");
+        let within = ProducerConfig { max_in_flight_per_queue: Some(5), ..Default::default() };
+        assert_eq!(client.producer(within).unwrap().max_in_flight_per_queue(), 5);
+    }
 }

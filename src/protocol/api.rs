@@ -15,6 +15,9 @@ pub enum ApiKey {
     Stats = 8,
     /// Hands out an idempotent producer id (docs/protocol.md).
     InitProducer = 9,
+    /// An idempotent producer id and the broker's sequence window: how many batches per
+    /// queue a producer may have unanswered (docs/protocol.md, "Idempotent produce").
+    InitProducerWindow = 23,
     // Consumer groups (`super::group`).
     Heartbeat = 10,
     LeaveGroup = 11,
@@ -72,6 +75,7 @@ impl ApiKey {
         ApiKey::ProduceScheduled,
         ApiKey::ProduceMulti,
         ApiKey::FetchMulti,
+        ApiKey::InitProducerWindow,
         ApiKey::EndTransaction,
         ApiKey::CheckTransactions,
         ApiKey::ListTransactions,

@@ -99,6 +99,9 @@ pub enum Request {
     Stats,
     /// A new idempotent producer id (epoch 0); see [`super::producer_id`].
     InitProducer,
+    /// A new idempotent producer id and the broker's sequence window
+    /// ([`super::producer_id::WINDOW_BATCHES`] in this build).
+    InitProducerWindow,
     /// A consumer-group request ([`super::group`]).
     Group(GroupRequest),
     /// One batch for one queue, held by the broker (invisible to consumers) until `delivery`,
@@ -154,6 +157,7 @@ impl Request {
             Request::Offsets { .. } => ApiKey::Offsets,
             Request::Stats => ApiKey::Stats,
             Request::InitProducer => ApiKey::InitProducer,
+            Request::InitProducerWindow => ApiKey::InitProducerWindow,
             Request::Group(g) => g.api_key(),
             Request::ProduceScheduled { .. } => ApiKey::ProduceScheduled,
             Request::Transaction(t) => t.api_key(),
@@ -252,7 +256,10 @@ impl Request {
             Request::DeleteTopic { topic } => {
                 w.string(topic);
             }
-            Request::ListTopics | Request::Stats | Request::InitProducer => {}
+            Request::ListTopics
+            | Request::Stats
+            | Request::InitProducer
+            | Request::InitProducerWindow => {}
             Request::Produce { topic, queue_id, flags, batch } => {
                 w.string(topic).u32(*queue_id).u8(*flags).bytes(batch);
             }
@@ -384,6 +391,7 @@ fn decode_body(
         },
         ApiKey::Stats => Request::Stats,
         ApiKey::InitProducer => Request::InitProducer,
+        ApiKey::InitProducerWindow => Request::InitProducerWindow,
         ApiKey::ProduceScheduled => {
             let topic = r.string("topic")?;
             let queue_id = r.u32("queue_id")?;

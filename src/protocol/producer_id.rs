@@ -21,9 +21,17 @@
 //! `s .. s + n`, and the next batch of the same producer, queue and epoch starts at
 //! [`next_sequence`]`(s, n)`. They wrap from `i32::MAX` to 0.
 
-/// Batches the broker remembers per (producer, queue), so a retry of any of them is answered
-/// with its original offsets; a producer keeps at most this many in flight per queue.
-pub const WINDOW_BATCHES: usize = 5;
+/// Batches this build's broker remembers per (producer, queue), so a retry of any of them is
+/// answered with its original offsets. A producer keeps at most its broker's window in flight
+/// per queue and learns it from INIT_PRODUCER_WINDOW. 16 batches of a queue with 16 queues
+/// fill a connection's 256 requests in flight: with sync flush, where each reply waits for
+/// the fdatasync covering its batch, the unanswered bytes set the rate (BENCHMARKS.md,
+/// round 45), and 5 held a producer of 64 KiB batches to 5 MiB unanswered over 16 queues.
+pub const WINDOW_BATCHES: usize = 16;
+
+/// The window of brokers before round 45, which answer INIT_PRODUCER_WINDOW with
+/// UNSUPPORTED_API: a producer keeps at most this many batches of a queue in flight there.
+pub const LEGACY_WINDOW_BATCHES: usize = 5;
 
 /// Bits of the epoch, the low part of a producer id.
 pub const EPOCH_BITS: u32 = 16;

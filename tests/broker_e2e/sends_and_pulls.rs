@@ -213,6 +213,49 @@ fn a_batch_send_is_all_or_nothing_at_contiguous_offsets() {
     producer.close().unwrap();
 }
 
+/// The producer keeps the broker's window of batches per queue unanswered (INIT_PRODUCER_WINDOW)
+/// and refuses a setting over it; a burst of small batches over one queue, many in flight at
+/// once, is stored once each, in order.
+#[test]
+fn a_producer_pipelines_up_to_the_broker_s_window_per_queue() {
+    use ringmq::protocol::producer_id::WINDOW_BATCHES;
+    let dir = tempdir();
+    let cfg = config(dir.path(), 1, "", "flush_mode = \"sync\"");
+    let broker = Broker::start_in(dir.path(), &cfg);
+    let client = Client::connect(&broker.addr()).unwrap();
+    client.admin().create_topic("win", 1).unwrap();
+    let producer = client
+        .producer(ProducerConfig {
+            // About 10 messages a batch: the burst is ~200 batches on one queue.
+            max_batch_bytes: 2048,
+            pipeline_min_batch_bytes: 0,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(producer.max_in_flight_per_queue(), WINDOW_BATCHES);
+    let over =
+        ProducerConfig { max_in_flight_per_queue: Some(WINDOW_BATCHES + 1), ..Default::default() };
+    let e = client.producer(over).err().expect("over the broker's window");
+    assert!(matches!(e, ringmq::client::ClientError::Invalid(_)), "{e}");
+    let zero = ProducerConfig { max_in_flight_per_queue: Some(0), ..Default::default() };
+    assert!(client.producer(zero).is_err());
+    let handles: Vec<_> = (0..2000)
+        .map(|i| {
+            producer.send_async(Message::new("win", format!("m{i:04}{}", "x".repeat(120)))).unwrap()
+        })
+        .collect();
+    for (i, h) in handles.into_iter().enumerate() {
+        assert_eq!(h.wait().unwrap().queue_offset, i as u64, "in send order, once each");
+    }
+    let stored = drain(&client, "win", 0, 0);
+    assert_eq!(stored.len(), 2000);
+    assert!(stored
+        .iter()
+        .enumerate()
+        .all(|(i, m)| m.body.starts_with(format!("m{i:04}").as_bytes())));
+    producer.close().unwrap();
+}
+
 /// Flips one byte of the first `.log` file under `dir` that holds `needle`, inside `needle`.
 fn damage_stored(dir: &std::path::Path, needle: &[u8]) {
     let mut stack = vec![dir.to_owned()];

@@ -228,6 +228,39 @@ fn base_offset(r: &Reply) -> u64 {
     }
 }
 
+/// INIT_PRODUCER_WINDOW's window is a promise: a retry of any of the last `window_batches`
+/// batches of a producer and queue is answered with its offsets; one older is refused.
+#[test]
+fn every_batch_of_the_window_init_producer_window_names_is_answered_on_a_retry() {
+    run(|| async {
+        let s = shard_on(SimDir::new(12), 8, |_| {}).await;
+        let Ok(Response::InitProducerWindow { producer_id: pid, window_batches }) =
+            call(&s, Request::InitProducerWindow).await
+        else {
+            panic!()
+        };
+        assert_eq!(window_batches as usize, crate::protocol::producer_id::WINDOW_BATCHES);
+        let Ok(Response::InitProducer { producer_id: other }) =
+            call(&s, Request::InitProducer).await
+        else {
+            panic!()
+        };
+        assert_ne!(pid, other, "one range of ids for both requests");
+        let window = window_batches as i32;
+        for seq in 0..=window {
+            assert_eq!(base_offset(&call(&s, idempotent(0, pid, seq, 1)).await), seq as u64);
+        }
+        // The last `window` batches (sequences 1..=window), in any order: their offsets.
+        for seq in (1..=window).rev() {
+            assert_eq!(base_offset(&call(&s, idempotent(0, pid, seq, 1)).await), seq as u64);
+        }
+        let e = call(&s, idempotent(0, pid, 0, 1)).await.unwrap_err();
+        assert_eq!(e.code, ErrorCode::DUPLICATE_SEQUENCE, "behind the window: {e:?}");
+        let next = s.log.offsets(QueueKey::new(TopicId::new(1), QueueId::new(0))).next;
+        assert_eq!(next, window as u64 + 1, "nothing stored twice");
+    });
+}
+
 #[test]
 fn retried_idempotent_batches_are_answered_not_stored_and_gaps_are_refused() {
     run(|| async {

@@ -121,6 +121,12 @@ pub enum Response {
     InitProducer {
         producer_id: i64,
     },
+    /// `window_batches`: the batches per (producer, queue) the broker remembers, so any of
+    /// that many unanswered batches can be resent and answered with its original offsets.
+    InitProducerWindow {
+        producer_id: i64,
+        window_batches: u32,
+    },
     Group(GroupResponse),
     Transaction(TxnResponse),
     QueryKeys(KeyHits),
@@ -141,6 +147,7 @@ impl Response {
             Response::Offsets { .. } => ApiKey::Offsets,
             Response::Stats { .. } => ApiKey::Stats,
             Response::InitProducer { .. } => ApiKey::InitProducer,
+            Response::InitProducerWindow { .. } => ApiKey::InitProducerWindow,
             Response::Group(g) => g.api_key(),
             Response::Transaction(t) => t.api_key(),
             Response::QueryKeys(_) => ApiKey::QueryKeys,
@@ -233,6 +240,9 @@ impl Response {
             }
             Response::InitProducer { producer_id } => {
                 w.i64(*producer_id);
+            }
+            Response::InitProducerWindow { producer_id, window_batches } => {
+                w.i64(*producer_id).u32(*window_batches);
             }
             Response::Group(g) => g.encode_body(w),
             Response::Transaction(t) => t.encode_body(w),
@@ -339,6 +349,10 @@ impl Response {
                 Response::Stats { shards }
             }
             ApiKey::InitProducer => Response::InitProducer { producer_id: r.i64("producer_id")? },
+            ApiKey::InitProducerWindow => Response::InitProducerWindow {
+                producer_id: r.i64("producer_id")?,
+                window_batches: r.u32("window_batches")?,
+            },
             txn if txn.is_transaction() => {
                 Response::Transaction(TxnResponse::decode_body(txn, &mut r)?)
             }

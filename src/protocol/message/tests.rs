@@ -40,6 +40,7 @@ fn every_request_round_trips() {
     round_trip_request(Request::Offsets { topic: "t".into(), queue_id: 0, timestamp_ms: -1 });
     round_trip_request(Request::Stats);
     round_trip_request(Request::InitProducer);
+    round_trip_request(Request::InitProducerWindow);
     for delivery in [Delivery::Level(3), Delivery::AtMs(-1), Delivery::AtMs(1 << 50)] {
         round_trip_request(Request::ProduceScheduled {
             topic: "t".into(),
@@ -241,6 +242,7 @@ fn every_response_round_trips() {
         shards: vec![ShardStats { shard: 1, errors: 3, ..Default::default() }],
     });
     round_trip_response(Response::InitProducer { producer_id: 7 << 16 });
+    round_trip_response(Response::InitProducerWindow { producer_id: 7 << 16, window_batches: 16 });
     use super::super::group::*;
     let q = |id| GroupQueue { topic: "t".into(), queue_id: id };
     for g in [

@@ -11,7 +11,7 @@ fn a_step_looks_only_at_the_queues_something_happened_to_with_10000_queues_open(
     let config = ProducerConfig {
         linger,
         buffer_messages: 2 * QUEUES as usize,
-        max_in_flight_per_queue: 1,
+        max_in_flight_per_queue: Some(1),
         send_timeout: 3 * linger,
         request_timeout: 3 * linger,
         ..Default::default()
@@ -71,7 +71,7 @@ fn a_caller_waiting_for_room_costs_the_worker_only_the_lingering_queues() {
     let config = ProducerConfig {
         linger,
         max_buffer_bytes: bound,
-        max_in_flight_per_queue: 1,
+        max_in_flight_per_queue: Some(1),
         send_timeout: 3 * linger,
         request_timeout: 3 * linger,
         ..Default::default()
@@ -205,7 +205,7 @@ fn a_full_batch_is_sealed_at_once_and_memory_stays_under_its_bound() {
         linger: Duration::from_secs(3600),
         max_batch_bytes: 256,
         max_buffer_bytes: 1024,
-        max_in_flight_per_queue: 1,
+        max_in_flight_per_queue: Some(1),
         ..Default::default()
     };
     let (mut worker, sink, clock) = sim_worker(config);
@@ -313,7 +313,7 @@ fn a_send_never_answered_fails_as_a_timeout_and_a_stored_batch_clears_the_last_r
 /// producer whose batches hold a message or two does not allocate two blocks per batch.
 #[test]
 fn an_answered_batch_s_buffer_and_handle_carry_the_next_batch() {
-    let config = ProducerConfig { max_in_flight_per_queue: 1, ..Default::default() };
+    let config = ProducerConfig { max_in_flight_per_queue: Some(1), ..Default::default() };
     let sink = ScriptedSink::default();
     let clock = crate::runtime::SimClock::new(0);
     let mut worker = Worker::new(sink.clone(), config, PID, clock.clone());
@@ -477,7 +477,7 @@ fn without_the_in_flight_bytes_for_small_batches_every_batch_goes_at_once() {
 fn a_batch_behind_one_in_flight_is_looked_at_when_the_reply_comes_not_when_it_opens() {
     let config = ProducerConfig {
         linger: Duration::ZERO,
-        max_in_flight_per_queue: 1,
+        max_in_flight_per_queue: Some(1),
         send_timeout: Duration::from_secs(3600),
         request_timeout: Duration::from_secs(3600),
         ..Default::default()

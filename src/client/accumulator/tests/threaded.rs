@@ -65,7 +65,7 @@ fn small_batches_gather_while_their_queue_has_one_in_flight() {
 fn a_queue_pipelines_numbered_batches_up_to_its_bound_in_send_order() {
     // Every batch pipelined, however small (the default keeps small ones back).
     let config = ProducerConfig {
-        max_in_flight_per_queue: 2,
+        max_in_flight_per_queue: Some(2),
         pipeline_min_batch_bytes: 0,
         ..Default::default()
     };
@@ -268,7 +268,7 @@ fn flush_waits_for_every_reply() {
 
 #[test]
 fn a_batch_goes_as_one_after_the_queues_open_messages_with_one_result() {
-    let config = ProducerConfig { max_in_flight_per_queue: 1, ..Default::default() };
+    let config = ProducerConfig { max_in_flight_per_queue: Some(1), ..Default::default() };
     let (sink, tx, worker) = start(config);
     let mut seen = 0;
     let first = send(&tx, 0, "m0");
@@ -346,7 +346,7 @@ fn every_message_is_answered_while_appends_race_the_replies() {
             linger: Duration::ZERO,
             max_batch_bytes: 600,
             pipeline_min_batch_bytes: 300,
-            max_in_flight_per_queue: in_flight,
+            max_in_flight_per_queue: Some(in_flight),
             ..Default::default()
         };
         let (sink, tx, worker) = start(config);
