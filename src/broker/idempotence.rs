@@ -178,6 +178,8 @@ pub struct SequenceWindows {
     /// The `now_ms` of the last expiry scan: one scan per millisecond is enough, as nothing
     /// idles for longer within one.
     expired_at_ms: Option<u64>,
+    /// Pairs dropped since start to make room for others (not by expiry).
+    evicted: u64,
 }
 
 impl SequenceWindows {
@@ -187,7 +189,16 @@ impl SequenceWindows {
             max_states: max_states.max(1),
             expiry_ms,
             expired_at_ms: None,
+            evicted: 0,
         }
+    }
+
+    /// Pairs dropped since start to make room for others, the table being full (not by
+    /// expiry): each such producer renumbers its next batch on that queue, and a retry of a
+    /// batch the pair covered is no longer recognised. A steady rate means more pairs write to
+    /// the shard than `max_states`.
+    pub fn evicted(&self) -> u64 {
+        self.evicted
     }
 
     /// (producer, queue) pairs held.
@@ -348,6 +359,7 @@ impl SequenceWindows {
             match victim {
                 Some(k) => {
                     self.states.remove(&k);
+                    self.evicted += 1;
                 }
                 None => break,
             }
@@ -507,13 +519,15 @@ mod tests {
         append(&mut w, b, 0, 1, 1, 10);
         assert_eq!(w.check(a, Q, 1, 1, 20), Verdict::Append); // a is now the most recent
         w.stored(a, Q, 1, at(2));
+        assert_eq!(w.evicted(), 0);
         append(&mut w, c, 0, 1, 3, 30); // evicts b
-        assert_eq!(w.len(), 2);
+        assert_eq!((w.len(), w.evicted()), (2, 1));
         assert_eq!(w.check(b, Q, 1, 1, 40), Verdict::OutOfOrder { expected: 0 }, "b evicted");
         assert_eq!(w.check(a, Q, 0, 1, 40), Verdict::Duplicate(at(0)), "a kept");
         // At 1040 a (used at 40) and c (30) are idle for 1000 ms: both expire.
         assert_eq!(w.check(b, Q, 0, 1, 1_040), Verdict::Append);
         assert_eq!(w.len(), 1);
+        assert_eq!(w.evicted(), 1, "expiry is not eviction");
         // A pair with a batch in progress is neither evicted nor expired.
         let mut w = SequenceWindows::new(1, 1_000);
         assert_eq!(w.check(a, Q, 0, 1, 0), Verdict::Append);

@@ -34,7 +34,7 @@ use crate::protocol::producer_id::{next_sequence, MAX_EPOCH};
 /// Limits of one queue's sequencer.
 #[derive(Debug, Clone)]
 pub struct SequencerConfig {
-    /// Batches sent and not yet answered, at most (the broker's window is 5).
+    /// Batches sent and not yet answered, at most: the broker's window or less.
     pub max_in_flight: usize,
     /// A send unanswered for this long is a retriable timeout.
     pub request_timeout: Duration,

@@ -251,6 +251,21 @@ impl Collector for SnapshotCollector {
         )?;
         gauges(
             e,
+            "idempotence_windows",
+            "Idempotent producers' (producer, queue) sequence windows the shard holds, at most \
+             broker.idempotence_max_producer_queues",
+            per_shard(|s| s.idempotence_windows),
+        )?;
+        counters(
+            e,
+            "idempotence_windows_evicted",
+            "Sequence windows dropped to make room for others, the table being full (not by \
+             expiry): the producer renumbers its next batch on that queue, and a retry of a \
+             batch the window covered is no longer recognised",
+            per_shard(|s| s.idempotence_windows_evicted),
+        )?;
+        gauges(
+            e,
             "schedule_held",
             "Scheduled messages the shard holds, pending or not yet indexed (each keeps the \
              log from its segment on, for at most schedule.roll_after_ms)",

@@ -102,6 +102,10 @@ pub struct ShardSnapshot {
     /// New connection read buffers allocated (zero-filled) since start: what the pool could
     /// not serve.
     pub read_buffer_allocated_bytes: u64,
+    /// Idempotent producers' (producer, queue) sequence windows the shard holds.
+    pub idempotence_windows: u64,
+    /// Windows dropped since start to make room for others (`SequenceWindows::evicted`).
+    pub idempotence_windows_evicted: u64,
     /// Scheduled messages the shard holds (pending in its wheel or not indexed yet).
     pub schedule_held: u64,
     /// Scheduled messages moved to their queues since start.

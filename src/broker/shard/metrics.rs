@@ -99,6 +99,8 @@ impl<L: ShardLog> Shard<L> {
                 .map(|_| self.keys_reader.skipped_batches()),
             read_buffer_pool_bytes: self.read_buffers.borrow().bytes() as u64,
             read_buffer_allocated_bytes: self.read_buffers.borrow().allocated_bytes(),
+            idempotence_windows: self.sequences.borrow().len() as u64,
+            idempotence_windows_evicted: self.sequences.borrow().evicted(),
             schedule_held: self.schedule_held(),
             schedule_delivered: self.schedule.borrow().delivered_total,
             schedule_rolled: self.schedule.borrow().rolled_total,

@@ -258,6 +258,8 @@ fn every_batch_of_the_window_init_producer_window_names_is_answered_on_a_retry()
         assert_eq!(e.code, ErrorCode::DUPLICATE_SEQUENCE, "behind the window: {e:?}");
         let next = s.log.offsets(QueueKey::new(TopicId::new(1), QueueId::new(0))).next;
         assert_eq!(next, window as u64 + 1, "nothing stored twice");
+        let snap = s.metrics_snapshot(metrics::WIDE_LIMITS);
+        assert_eq!((snap.idempotence_windows, snap.idempotence_windows_evicted), (1, 0));
     });
 }
 

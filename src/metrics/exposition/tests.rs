@@ -56,6 +56,7 @@ fn example() -> BrokerSnapshot {
     s1.log.probe.retention_disk_segments = 2;
     s1.log.probe.retention_pinned_segments = 3;
     (s1.schedule_held, s1.schedule_delivered, s1.schedule_rolled) = (6, 40, 11);
+    (s1.idempotence_windows, s1.idempotence_windows_evicted) = (20_000, 7);
     s1.errors_by_code = vec![("UNKNOWN_TOPIC", 2)];
     BrokerSnapshot {
         shard_count: 2,
@@ -103,6 +104,8 @@ fn a_snapshot_renders_as_text_a_prometheus_parser_reads_back() {
         ("ringmq_retention_disk_segments_total", 2.0),
         ("ringmq_retention_pinned_segments", 3.0),
         ("ringmq_schedule_held", 6.0),
+        ("ringmq_idempotence_windows", 20_000.0),
+        ("ringmq_idempotence_windows_evicted_total", 7.0),
         ("ringmq_schedule_delivered_total", 40.0),
         ("ringmq_schedule_rolled_total", 11.0),
     ] {
