@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
 use ringmq::broker::idempotence::{SequenceWindows, Verdict};
-use ringmq::client::sequencer::{QueueSequencer, ReplyKind, Resolution, SequencerConfig};
+use ringmq::client::sequencer::{
+    generation, wire_epoch, QueueSequencer, ReplyKind, Resolution, SequencerConfig,
+};
 use ringmq::protocol::producer_id::WINDOW_BATCHES;
 use ringmq::storage::QueueKey;
 use ringmq::storage::{QueueId, TopicId};
@@ -25,7 +27,7 @@ const Q: QueueKey = QueueKey::new(TopicId::new(1), QueueId::new(0));
 #[derive(Debug, Clone, Copy)]
 struct Req {
     attempt: u64,
-    epoch: u16,
+    epoch: u32,
     seq: i32,
     count: u32,
     batch: u32,
@@ -34,7 +36,7 @@ struct Req {
 #[derive(Debug, Clone, Copy)]
 struct Rep {
     attempt: u64,
-    epoch: u16,
+    epoch: u32,
     seq: i32,
     kind: ReplyKind,
 }
@@ -130,7 +132,9 @@ impl Sim {
     }
 
     fn deliver(&mut self, r: Req) -> Result<(), TestCaseError> {
-        let pid = PID | i64::from(r.epoch);
+        // A generation of epochs is numbered under its own producer id (the next one, here).
+        let base = PID + (i64::from(generation(r.epoch)) << 16);
+        let pid = base | i64::from(wire_epoch(r.epoch));
         let verdict = self.broker.check(pid, Q, r.seq, r.count, self.now_ms);
         let kind = match verdict {
             Verdict::Append => {

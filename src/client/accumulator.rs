@@ -28,7 +28,9 @@ use super::error::{ClientError, Result};
 use super::pending::Completer;
 use super::producer::{ProducerConfig, SendBatchResult};
 use super::send_handle::{BatchStored, CompletionRef};
-use super::sequencer::{Failure, QueueSequencer, ReplyKind, Resolution, SequencerConfig};
+use super::sequencer::{
+    generation, wire_epoch, Failure, QueueSequencer, ReplyKind, Resolution, SequencerConfig,
+};
 use super::staging::{OpenLeft, Sealed, Staging, StagingLimits};
 use crate::protocol::producer_id::{with_epoch, WINDOW_BATCHES};
 use crate::protocol::{ErrorCode, Response};
@@ -90,6 +92,10 @@ struct QueueState {
     /// On the `lingering` list.
     listed: bool,
     sequencer: QueueSequencer<ReadyBatch>,
+    /// The producer id the queue numbers its sequencer's current generation of epochs under,
+    /// and that generation ([`Worker::follow_generation`]).
+    producer_id: i64,
+    generation: u32,
     /// The earliest wake-up this queue has in the worker's timer heap, if any.
     armed: Option<Instant>,
     /// In the worker's `dirty` queue.
@@ -325,6 +331,8 @@ impl<S: BatchSink> Worker<S> {
                 lingers: false,
                 listed: false,
                 sequencer: QueueSequencer::new(config.clone()),
+                producer_id: self.producer_id,
+                generation: 0,
                 armed: None,
                 queued: false,
                 busy: false,
@@ -425,8 +433,9 @@ impl<S: BatchSink> Worker<S> {
         for r in self.queues[id].sequencer.poll(now) {
             self.resolve(id, r, None);
         }
-        let (pid, send_timeout, linger) =
-            (self.producer_id, self.config.send_timeout, self.config.linger);
+        self.follow_generation(id);
+        let pid = self.queues[id].producer_id;
+        let (send_timeout, linger) = (self.config.send_timeout, self.config.linger);
         if self.accepts_commands() && (served || self.starved.is_empty()) {
             // Batches sealed by callers go now; the open one when its linger ran out and the
             // in-flight rules let a partly filled batch go.
@@ -453,7 +462,7 @@ impl<S: BatchSink> Worker<S> {
         while let Some(send) = q.sequencer.next_send(now) {
             if send.renumber {
                 let bytes = Arc::make_mut(&mut send.batch.bytes);
-                renumber(bytes, with_epoch(pid, send.epoch), send.base_sequence);
+                renumber(bytes, with_epoch(pid, wire_epoch(send.epoch)), send.base_sequence);
             }
             let tag = ReplyTag {
                 queue: id,
@@ -571,7 +580,7 @@ impl<S: BatchSink> Worker<S> {
         let Sealed { builder, completion, started } = batch;
         let count = builder.record_count();
         let (epoch, base_sequence) = q.sequencer.next_numbering();
-        let finished = builder.finish(with_epoch(producer_id, epoch), base_sequence);
+        let finished = builder.finish(with_epoch(producer_id, wire_epoch(epoch)), base_sequence);
         let bytes = match arcs.pop() {
             Some(mut arc) => {
                 *Arc::get_mut(&mut arc).expect("only unshared handles are kept") = finished;
@@ -598,7 +607,7 @@ impl<S: BatchSink> Worker<S> {
             q.open = None;
             for batch in taken.drain(..) {
                 self.buffered_bytes += batch.builder.len_bytes();
-                let (pid, timeout) = (self.producer_id, self.config.send_timeout);
+                let (pid, timeout) = (q.producer_id, self.config.send_timeout);
                 Self::push_sealed(q, pid, timeout, batch, &mut self.batch_arcs);
             }
             self.mark(id);
@@ -634,7 +643,31 @@ impl<S: BatchSink> Worker<S> {
         for res in resolved {
             self.resolve(id, res, Some(&r.result));
         }
+        self.follow_generation(id);
         self.mark(id);
+    }
+
+    /// A queue whose sequencer went past the 65,536 epochs of a producer id (a renumbering at
+    /// every batch, while the broker's window table is too small for the pairs writing to the
+    /// shard, gets there in hours) numbers its next generation under a new producer id from
+    /// the broker. Asked on the worker's thread, which waits for the answer: once per 65,536
+    /// renumberings of a queue. Without an answer the queue keeps its id: the broker fences
+    /// the batches numbered from epoch 0 again under it (an older epoch), they are renumbered,
+    /// and the next renumbering asks again.
+    fn follow_generation(&mut self, id: usize) {
+        let q = &mut self.queues[id];
+        let g = generation(q.sequencer.epoch());
+        if g == q.generation {
+            return;
+        }
+        match self.sink.new_producer_id() {
+            Ok(pid) => (q.producer_id, q.generation) = (pid, g),
+            Err(e) => tracing::warn!(
+                topic = %q.key.0,
+                queue = q.key.1,
+                "queue used every epoch of its producer id and no new id came: {e}"
+            ),
+        }
     }
 
     /// Completes a resolved batch's messages: with their offsets from `reply` when stored,
@@ -669,7 +702,7 @@ impl<S: BatchSink> Worker<S> {
                 }
             }
             (Failure::EpochsExhausted, _) => ClientError::Invalid(format!(
-                "queue {} of {} needed a new producer epoch after 65535; create a new producer",
+                "queue {} of {} renumbered its batches 2^32 times; create a new producer",
                 key.1, key.0
             )),
         };

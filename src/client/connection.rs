@@ -53,7 +53,8 @@ pub(crate) struct ProduceFrame {
 pub(crate) struct ReplyTag {
     pub(crate) queue: usize,
     pub(crate) attempt: u64,
-    pub(crate) epoch: u16,
+    /// The sequencer's epoch (`client::sequencer::generation` and `wire_epoch`).
+    pub(crate) epoch: u32,
     pub(crate) base_sequence: i32,
 }
 

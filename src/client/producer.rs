@@ -214,7 +214,7 @@ pub struct Producer {
 /// A new producer id and the broker's window (batches per queue it remembers): asks with
 /// INIT_PRODUCER_WINDOW, and with INIT_PRODUCER where the broker is older than that
 /// (UNSUPPORTED_API), whose window is [`LEGACY_WINDOW_BATCHES`].
-fn init_producer(router: &Router) -> Result<(i64, usize)> {
+pub(crate) fn init_producer(router: &Router) -> Result<(i64, usize)> {
     let (answer, asked) = match router.call_bootstrap(&Request::InitProducerWindow) {
         Err(e) if e.code() == Some(ErrorCode::UNSUPPORTED_API) => {
             (router.call_bootstrap(&Request::InitProducer)?, "INIT_PRODUCER")

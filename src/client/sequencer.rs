@@ -24,12 +24,31 @@
 //!   wait until the batches before it are resolved;
 //! - at a batch's send deadline it fails with a timeout, and so does every batch sent at least
 //!   once (it may or may not be stored; a retry after that could be a duplicate the window no
-//!   longer recognises); batches never sent are renumbered and go on.
+//!   longer recognises); batches never sent are renumbered and go on;
+//! - epochs are counted past the 65,536 a producer id has: the sequencer's epoch is a `u32`
+//!   whose low 16 bits go on the wire and whose high bits are the id's *generation*
+//!   ([`generation`]). A renumbering past epoch 65,535 moves the queue to the next generation
+//!   at wire epoch 0, and the producer numbers that generation's batches under a new producer
+//!   id from the broker. A queue renumbers at every batch while the broker's window table is
+//!   too small for the producers and queues writing to the shard (each batch finds its window
+//!   evicted), and it used to fail every batch after its 65,535th epoch.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use crate::protocol::producer_id::{next_sequence, MAX_EPOCH};
+use crate::protocol::producer_id::{next_sequence, EPOCH_BITS};
+
+/// The producer-id generation of a sequencer epoch: how many times the queue went past the
+/// wire's 65,536 epochs. Each generation is numbered under its own producer id.
+pub fn generation(epoch: u32) -> u32 {
+    epoch >> EPOCH_BITS
+}
+
+/// The epoch a batch of sequencer epoch `epoch` carries on the wire (within its generation's
+/// producer id).
+pub fn wire_epoch(epoch: u32) -> u16 {
+    epoch as u16
+}
 
 /// Limits of one queue's sequencer.
 #[derive(Debug, Clone)]
@@ -60,7 +79,7 @@ pub enum Failure {
     Reply,
     /// The send deadline passed.
     Timeout,
-    /// The queue needed a new epoch and none is left.
+    /// The queue needed a new epoch and none is left (after 2^32 renumberings).
     EpochsExhausted,
 }
 
@@ -76,7 +95,8 @@ pub enum Resolution<T> {
 pub struct ToSend<'a, T> {
     pub attempt: u64,
     pub batch: &'a mut T,
-    pub epoch: u16,
+    /// The sequencer's epoch: [`generation`] and [`wire_epoch`].
+    pub epoch: u32,
     pub base_sequence: i32,
     pub renumber: bool,
 }
@@ -87,7 +107,7 @@ struct Slot<T> {
     /// place, so the batches held (and resent) never span more than the broker's window.
     batch: Option<T>,
     record_count: u32,
-    epoch: u16,
+    epoch: u32,
     base_sequence: i32,
     deadline: Instant,
     /// The send whose reply counts, while one is outstanding: its id, when it was sent, and
@@ -101,7 +121,7 @@ struct Slot<T> {
 #[derive(Debug)]
 pub struct QueueSequencer<T> {
     config: SequencerConfig,
-    epoch: u16,
+    epoch: u32,
     next_sequence: i32,
     slots: VecDeque<Slot<T>>,
     next_attempt: u64,
@@ -138,13 +158,13 @@ impl<T> QueueSequencer<T> {
     }
 
     /// The (epoch, base sequence) the next `push` assigns, to encode the batch with.
-    pub fn next_numbering(&self) -> (u16, i32) {
+    pub fn next_numbering(&self) -> (u32, i32) {
         (self.epoch, self.next_sequence)
     }
 
     /// Numbers a sealed batch of `record_count` records that must be resolved by `deadline`;
     /// returns its (epoch, base sequence).
-    pub fn push(&mut self, batch: T, record_count: u32, deadline: Instant) -> (u16, i32) {
+    pub fn push(&mut self, batch: T, record_count: u32, deadline: Instant) -> (u32, i32) {
         let base_sequence = self.next_sequence;
         self.next_sequence = next_sequence(base_sequence, record_count);
         self.slots.push_back(Slot {
@@ -193,7 +213,7 @@ impl<T> QueueSequencer<T> {
     pub fn on_reply(
         &mut self,
         attempt: u64,
-        epoch: u16,
+        epoch: u32,
         base_sequence: i32,
         kind: ReplyKind,
         now: Instant,
@@ -300,18 +320,31 @@ impl<T> QueueSequencer<T> {
         self.backoff = (self.backoff * 2).min(self.config.backoff_max);
     }
 
+    /// The epoch the next pushed batch gets; its [`generation`] is the producer id to number
+    /// it under.
+    pub fn epoch(&self) -> u32 {
+        self.epoch
+    }
+
+    /// Moves the next numbering to `epoch` (tests: a queue about to run out of epochs).
+    #[cfg(test)]
+    pub(crate) fn set_epoch(&mut self, epoch: u32) {
+        self.epoch = epoch;
+    }
+
     /// Moves the batches from index `from` on (and the next ones pushed) to the next epoch,
-    /// numbered from 0, to be sent again. Without an epoch left they fail.
+    /// numbered from 0, to be sent again; past a generation's last wire epoch, to the next
+    /// generation. Without an epoch left they fail.
     fn renumber_from(&mut self, from: usize) -> Vec<Resolution<T>> {
-        if self.epoch == MAX_EPOCH {
+        let Some(epoch) = self.epoch.checked_add(1) else {
             let failed: Vec<_> = self.slots.drain(from..).collect();
             return failed
                 .into_iter()
                 .filter_map(|s| s.batch)
                 .map(|b| Resolution::Failed(b, Failure::EpochsExhausted))
                 .collect();
-        }
-        self.epoch += 1;
+        };
+        self.epoch = epoch;
         self.next_sequence = 0;
         // Only unacknowledged batches follow a gap (one stored behind it would contradict it).
         for s in self.slots.iter_mut().skip(from).filter(|s| s.batch.is_some()) {
@@ -355,7 +388,7 @@ mod tests {
     fn sends(
         s: &mut QueueSequencer<&'static str>,
         now: Instant,
-    ) -> Vec<(&'static str, u64, u16, i32, bool)> {
+    ) -> Vec<(&'static str, u64, u32, i32, bool)> {
         let mut out = Vec::new();
         while let Some(t) = s.next_send(now) {
             out.push((*t.batch, t.attempt, t.epoch, t.base_sequence, t.renumber));
@@ -509,22 +542,38 @@ mod tests {
         assert_eq!(next.iter().map(|x| (x.0, x.2, x.3)).collect::<Vec<_>>(), [("b", 1, 0)]);
     }
 
+    /// Past the 65,535th epoch of its producer id a queue goes on in the next generation, from
+    /// wire epoch 0 (the producer numbers it under a new id); it used to fail every batch.
     #[test]
-    fn without_an_epoch_left_renumbered_batches_fail() {
+    fn past_the_last_epoch_of_an_id_batches_go_on_in_the_next_generation() {
         let t0 = Instant::now();
         let mut s = QueueSequencer::new(config());
-        s.epoch = MAX_EPOCH;
+        let last = u32::from(crate::protocol::producer_id::MAX_EPOCH);
+        s.epoch = last;
         let far = t0 + Duration::from_secs(10);
         s.push("a", 1, far);
-        s.push("b", 1, far);
+        s.push("b", 2, far);
         let sent = sends(&mut s, t0);
-        let r = s.on_reply(sent[0].1, MAX_EPOCH, 0, ReplyKind::OutOfOrderSequence, t0);
+        assert_eq!((generation(sent[0].2), wire_epoch(sent[0].2)), (0, u16::MAX));
+        let r = s.on_reply(sent[0].1, last, 0, ReplyKind::OutOfOrderSequence, t0);
+        assert!(r.is_empty(), "renumbered, not failed: {r:?}");
+        assert_eq!(generation(s.epoch()), 1);
+        let again = sends(&mut s, t0);
         assert_eq!(
-            r,
-            vec![
-                Resolution::Failed("a", Failure::EpochsExhausted),
-                Resolution::Failed("b", Failure::EpochsExhausted)
-            ]
+            again.iter().map(|x| (x.0, wire_epoch(x.2), x.3, x.4)).collect::<Vec<_>>(),
+            [("a", 0, 0, true), ("b", 0, 1, true)]
         );
+        assert!(again.iter().all(|x| generation(x.2) == 1));
+        assert_eq!(
+            s.on_reply(again[0].1, again[0].2, 0, ReplyKind::Stored, t0),
+            [Resolution::Stored("a")]
+        );
+        // Only after 2^32 epochs in all is there none left.
+        let mut s = QueueSequencer::new(config());
+        s.epoch = u32::MAX;
+        s.push("c", 1, far);
+        let c = sends(&mut s, t0);
+        let r = s.on_reply(c[0].1, u32::MAX, 0, ReplyKind::OutOfOrderSequence, t0);
+        assert_eq!(r, [Resolution::Failed("c", Failure::EpochsExhausted)]);
     }
 }

@@ -31,6 +31,10 @@ impl BatchSink for Arc<Loopback> {
         }
     }
     fn refresh(&self, _topic: &str) {}
+    fn new_producer_id(&self) -> Result<i64> {
+        // Every batch is stored at once: no queue renumbers, let alone 65,536 times.
+        Err(crate::client::ClientError::Protocol("the loopback hands out no producer ids".into()))
+    }
 }
 
 impl Loopback {

@@ -42,6 +42,9 @@ pub(crate) trait BatchSink: Send + 'static {
     fn send_all(&self, frames: &mut Vec<ProduceFrame>, max_request_bytes: usize);
     /// The route of `topic` may be stale (after NOT_OWNER or a connection failure).
     fn refresh(&self, topic: &str);
+    /// A new idempotent producer id from the broker, for a queue that used every epoch of its
+    /// own (blocks until the broker answers).
+    fn new_producer_id(&self) -> Result<i64>;
 }
 
 impl BatchSink for Arc<Router> {
@@ -65,5 +68,8 @@ impl BatchSink for Arc<Router> {
     }
     fn refresh(&self, topic: &str) {
         Router::refresh(self, topic)
+    }
+    fn new_producer_id(&self) -> Result<i64> {
+        crate::client::producer::init_producer(self).map(|(producer_id, _)| producer_id)
     }
 }

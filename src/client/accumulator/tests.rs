@@ -28,6 +28,8 @@ struct ScriptedSink {
     refreshed: Arc<Mutex<Vec<String>>>,
     /// Where each sent batch's shared handle points, in send order.
     handles: Arc<Mutex<Vec<usize>>>,
+    /// The producer ids handed out by `new_producer_id`, in order.
+    new_ids: Arc<Mutex<Vec<i64>>>,
 }
 
 impl BatchSink for ScriptedSink {
@@ -40,6 +42,12 @@ impl BatchSink for ScriptedSink {
     }
     fn refresh(&self, topic: &str) {
         self.refreshed.lock().unwrap().push(topic.to_owned());
+    }
+    fn new_producer_id(&self) -> Result<i64> {
+        let mut ids = self.new_ids.lock().unwrap();
+        let id = (100 + ids.len() as i64) << 16;
+        ids.push(id);
+        Ok(id)
     }
 }
 

@@ -542,3 +542,47 @@ fn an_append_that_counted_on_a_reply_already_come_is_looked_at_when_the_flags_cl
     worker.step(clock.now());
     assert_eq!(second.try_take().unwrap().unwrap().queue_offset, 1);
 }
+
+/// A queue that used every epoch of its producer id goes on under a new id from the broker,
+/// from wire epoch 0 and sequence 0. (A queue renumbers at every batch while the broker's
+/// window table is too small for the producers and queues writing to the shard, and got
+/// there in hours; from then on it failed every batch.)
+#[test]
+fn a_queue_past_the_last_epoch_of_its_producer_id_goes_on_under_a_new_one() {
+    let config = ProducerConfig { max_in_flight_per_queue: Some(1), ..Default::default() };
+    let (mut worker, sink, clock) = sim_worker(config);
+    let first = send_to(&mut worker, 0);
+    worker.step(clock.now());
+    let mut sent = drain_sent(&sink);
+    assert_eq!(numbering(&sent[0].2), (PID, 0));
+    // Its next renumbering goes past the id's last epoch.
+    let last = u32::from(crate::protocol::producer_id::MAX_EPOCH);
+    worker.queues[0].sequencer.set_epoch(last);
+    // The broker lost the queue's window: the batch is renumbered.
+    let (_, _, _, cb) = sent.pop().unwrap();
+    cb.complete(broker_error(ErrorCode::OUT_OF_ORDER_SEQUENCE));
+    let reply = worker.replies_rx.try_recv().unwrap();
+    worker.reply(reply);
+    assert_eq!(*sink.new_ids.lock().unwrap(), [100 << 16], "a new id, asked once");
+    worker.step(clock.now());
+    let sent = drain_sent(&sink);
+    assert_eq!(sent.len(), 1);
+    assert_eq!(numbering(&sent[0].2), (100 << 16, 0), "the new id at epoch 0, from sequence 0");
+    let (_, _, b, cb) = sent.into_iter().next().unwrap();
+    cb.complete(ok_reply(7, &b));
+    let reply = worker.replies_rx.try_recv().unwrap();
+    worker.reply(reply);
+    worker.step(clock.now());
+    assert_eq!(first.try_take().unwrap().unwrap().queue_offset, 7);
+    // The queue's next batches follow under the new id.
+    let second = send_to(&mut worker, 0);
+    worker.step(clock.now());
+    let sent = drain_sent(&sink);
+    assert_eq!(numbering(&sent[0].2), (100 << 16, 1));
+    let (_, _, b, cb) = sent.into_iter().next().unwrap();
+    cb.complete(ok_reply(8, &b));
+    worker.reply(worker.replies_rx.try_recv().unwrap());
+    worker.step(clock.now());
+    assert_eq!(second.try_take().unwrap().unwrap().queue_offset, 8);
+    assert_eq!(sink.new_ids.lock().unwrap().len(), 1);
+}
