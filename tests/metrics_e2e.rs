@@ -304,3 +304,38 @@ fn retention_by_disk_usage_is_counted() {
     assert_eq!(sum(&s, "ringmq_retention_pinned_segments", &[]), 0.0);
     assert!(sum(&s, "ringmq_log_segments", &[("shard", "0")]) >= 1.0);
 }
+
+/// More (producer, queue) pairs than the shard's window table holds: a producer going round
+/// its queues finds its window evicted at nearly every batch, is refused
+/// OUT_OF_ORDER_SEQUENCE and renumbers. Slower, but every message is stored once and in order,
+/// and the evictions show in `ringmq_idempotence_windows_evicted_total`.
+#[test]
+fn producers_outnumbering_the_window_table_are_stored_once_and_show_in_the_evictions() {
+    let dir = tempdir();
+    let cfg = config(dir.path(), 1, "idempotence_max_producer_queues = 2", "");
+    let broker = Broker::start_in(dir.path(), &cfg);
+    let client = Client::connect(&broker.addr()).unwrap();
+    client.admin().create_topic("few", 4).unwrap();
+    let producer = client
+        .producer(ProducerConfig { selector: QueueSelector::RoundRobin, ..Default::default() })
+        .unwrap();
+    let mut sent: BTreeMap<u32, Vec<(u64, String)>> = BTreeMap::new();
+    for i in 0..40 {
+        let body = format!("m{i}");
+        let r = producer.send(Message::new("few", body.clone())).unwrap();
+        assert_eq!(r.status, SendStatus::SendOk);
+        sent.entry(r.queue_id).or_default().push((r.queue_offset, body));
+    }
+    assert_eq!(sent.len(), 4, "round the 4 queues");
+    for (q, expected) in &sent {
+        let stored: Vec<(u64, String)> = broker_common::drain(&client, "few", *q, 0)
+            .into_iter()
+            .map(|m| (m.offset, String::from_utf8(m.body.to_vec()).unwrap()))
+            .collect();
+        assert_eq!(&stored, expected, "queue {q}: each message once, in send order");
+    }
+    let s = scrape(&metrics_addr(&broker));
+    assert!(sum(&s, "ringmq_idempotence_windows", &[]) <= 2.0);
+    let evicted = sum(&s, "ringmq_idempotence_windows_evicted_total", &[]);
+    assert!(evicted >= 30.0, "about one eviction a batch: {evicted}");
+}
