@@ -96,6 +96,9 @@ struct QueueState {
     /// and that generation ([`Worker::follow_generation`]).
     producer_id: i64,
     generation: u32,
+    /// The sequencer's epoch when a new producer id was last asked for and none came: asked
+    /// again only at the queue's next renumbering.
+    asked_at_epoch: Option<u32>,
     /// The earliest wake-up this queue has in the worker's timer heap, if any.
     armed: Option<Instant>,
     /// In the worker's `dirty` queue.
@@ -333,6 +336,7 @@ impl<S: BatchSink> Worker<S> {
                 sequencer: QueueSequencer::new(config.clone()),
                 producer_id: self.producer_id,
                 generation: 0,
+                asked_at_epoch: None,
                 armed: None,
                 queued: false,
                 busy: false,
@@ -656,17 +660,21 @@ impl<S: BatchSink> Worker<S> {
     /// and the next renumbering asks again.
     fn follow_generation(&mut self, id: usize) {
         let q = &mut self.queues[id];
-        let g = generation(q.sequencer.epoch());
-        if g == q.generation {
+        let epoch = q.sequencer.epoch();
+        if generation(epoch) == q.generation || q.asked_at_epoch == Some(epoch) {
             return;
         }
         match self.sink.new_producer_id() {
-            Ok(pid) => (q.producer_id, q.generation) = (pid, g),
-            Err(e) => tracing::warn!(
-                topic = %q.key.0,
-                queue = q.key.1,
-                "queue used every epoch of its producer id and no new id came: {e}"
-            ),
+            Ok(pid) => (q.producer_id, q.generation) = (pid, generation(epoch)),
+            Err(e) => {
+                q.asked_at_epoch = Some(epoch);
+                tracing::warn!(
+                    topic = %q.key.0,
+                    queue = q.key.1,
+                    "queue used every epoch of its producer id and no new id came (asked again \
+                     at its next renumbering): {e}"
+                );
+            }
         }
     }
 

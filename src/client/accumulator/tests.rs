@@ -30,6 +30,9 @@ struct ScriptedSink {
     handles: Arc<Mutex<Vec<usize>>>,
     /// The producer ids handed out by `new_producer_id`, in order.
     new_ids: Arc<Mutex<Vec<i64>>>,
+    /// `new_producer_id` fails while set; counts its calls.
+    refuse_ids: Arc<std::sync::atomic::AtomicBool>,
+    id_asks: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl BatchSink for ScriptedSink {
@@ -44,6 +47,11 @@ impl BatchSink for ScriptedSink {
         self.refreshed.lock().unwrap().push(topic.to_owned());
     }
     fn new_producer_id(&self) -> Result<i64> {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.id_asks.fetch_add(1, SeqCst);
+        if self.refuse_ids.load(SeqCst) {
+            return Err(ClientError::Protocol("no id today".into()));
+        }
         let mut ids = self.new_ids.lock().unwrap();
         let id = (100 + ids.len() as i64) << 16;
         ids.push(id);

@@ -586,3 +586,43 @@ fn a_queue_past_the_last_epoch_of_its_producer_id_goes_on_under_a_new_one() {
     assert_eq!(second.try_take().unwrap().unwrap().queue_offset, 8);
     assert_eq!(sink.new_ids.lock().unwrap().len(), 1);
 }
+
+/// Without a new producer id from the broker the queue keeps its id (the broker fences the
+/// batches numbered from epoch 0 again under it) and asks again at its next renumbering, not
+/// at every step or reply.
+#[test]
+fn a_queue_without_a_new_producer_id_asks_again_at_its_next_renumbering() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let config = ProducerConfig { max_in_flight_per_queue: Some(1), ..Default::default() };
+    let (mut worker, sink, clock) = sim_worker(config);
+    let first = send_to(&mut worker, 0);
+    worker.step(clock.now());
+    let mut sent = drain_sent(&sink);
+    worker.queues[0].sequencer.set_epoch(u32::from(crate::protocol::producer_id::MAX_EPOCH));
+    sink.refuse_ids.store(true, SeqCst);
+    let (_, _, _, cb) = sent.pop().unwrap();
+    cb.complete(broker_error(ErrorCode::OUT_OF_ORDER_SEQUENCE));
+    worker.reply(worker.replies_rx.try_recv().unwrap());
+    assert_eq!(sink.id_asks.load(SeqCst), 1);
+    for _ in 0..3 {
+        worker.step(clock.now());
+    }
+    let mut sent = drain_sent(&sink);
+    assert_eq!(sent.len(), 1);
+    assert_eq!(numbering(&sent[0].2), (PID, 0), "the old id, at wire epoch 0");
+    assert_eq!(sink.id_asks.load(SeqCst), 1, "not asked again at every step");
+    // The broker fences it (an older epoch than the id's last): renumbered, asked again.
+    sink.refuse_ids.store(false, SeqCst);
+    let (_, _, _, cb) = sent.pop().unwrap();
+    cb.complete(broker_error(ErrorCode::OUT_OF_ORDER_SEQUENCE));
+    worker.reply(worker.replies_rx.try_recv().unwrap());
+    assert_eq!(sink.id_asks.load(SeqCst), 2);
+    worker.step(clock.now());
+    let sent = drain_sent(&sink);
+    assert_eq!(numbering(&sent[0].2), ((100 << 16) | 1, 0), "the new id, wire epoch 1");
+    let (_, _, b, cb) = sent.into_iter().next().unwrap();
+    cb.complete(ok_reply(3, &b));
+    worker.reply(worker.replies_rx.try_recv().unwrap());
+    worker.step(clock.now());
+    assert_eq!(first.try_take().unwrap().unwrap().queue_offset, 3);
+}
