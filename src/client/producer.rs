@@ -29,8 +29,9 @@
 //!
 //! Sends are idempotent: the producer gets an id and the broker's window of batches per queue
 //! from the broker (INIT_PRODUCER_WINDOW; INIT_PRODUCER and a window of 5 from a broker before
-//! round 45) and numbers each queue's batches (epoch, base sequence: docs/protocol.md, "Idempotent produce"). Each
-//! queue's order and retries are a [`QueueSequencer`](super::sequencer::QueueSequencer): batches go to the shard that owns the
+//! round 45) and numbers each queue's batches (epoch, base sequence: docs/protocol.md,
+//! "Idempotent produce"). Each queue's order and retries are a
+//! [`QueueSequencer`](super::sequencer::QueueSequencer): batches go to the shard that owns the
 //! queue, several at once but in sequence order; on a retriable failure (connection loss,
 //! NOT_OWNER, SHUTTING_DOWN) or a send unanswered for `request_timeout`, the queue resends from
 //! its first unacknowledged batch, in order, after a backoff (`retry_backoff`, doubling up to
