@@ -163,6 +163,15 @@ impl StagedQueue {
     fn capacity(&self) -> usize {
         self.last_batch_bytes.saturating_mul(2).max(1024)
     }
+
+    /// Seals the open batch, full (or too full for the next message), and remembers its size
+    /// for the next batch's first allocation ([`StagedQueue::capacity`]).
+    fn seal_full(&mut self, reserved: &mut usize) {
+        if let Some(open) = self.open.take() {
+            self.last_batch_bytes = open.builder.len_bytes();
+            self.sealed.push_back(open.seal(reserved));
+        }
+    }
 }
 
 /// Buffers of answered batches, used again for new ones: with many queues nearly every
@@ -343,9 +352,8 @@ impl State {
             let q = &mut self.queues[id];
             match &q.open {
                 Some(o) if o.builder.len_bytes() + need <= max => return (id, false),
-                Some(o) => {
-                    q.last_batch_bytes = o.builder.len_bytes();
-                    q.sealed.extend(q.open.take().map(|o| o.seal(&mut self.reserved)));
+                Some(_) => {
+                    q.seal_full(&mut self.reserved);
                     wake = !q.awaited && self.mark(id);
                 }
                 None => {}
@@ -514,7 +522,7 @@ impl Staging {
                 unused.seal(&mut st.reserved); // opened for a message that fits in no batch
             }
         } else if q.open.as_ref().is_some_and(|o| o.builder.len_bytes() >= max) {
-            q.sealed.extend(q.open.take().map(|o| o.seal(&mut st.reserved)));
+            q.seal_full(&mut st.reserved);
         }
         let open_after = q.open.as_ref().map_or(0, |o| o.builder.len_bytes());
         let sealed_new: usize =
