@@ -205,6 +205,8 @@ pub struct Producer {
     router: Arc<Router>,
     clock: SharedClock,
     config: ProducerConfig,
+    /// `config.max_in_flight_per_queue` within the broker's window, or the window.
+    max_in_flight_per_queue: usize,
     staging: Arc<Staging>,
     commands: Option<Sender<Command>>,
     worker: Option<JoinHandle<()>>,
@@ -244,7 +246,7 @@ impl Producer {
         }
         let (producer_id, window) = init_producer(&router)?;
         let mut config = config;
-        config.max_in_flight_per_queue = Some(match config.max_in_flight_per_queue {
+        let max_in_flight_per_queue = match config.max_in_flight_per_queue {
             None => window,
             Some(n) if (1..=window).contains(&n) => n,
             Some(n) => {
@@ -253,7 +255,8 @@ impl Producer {
                      the last {window} batches of a producer and queue (its window)"
                 )))
             }
-        });
+        };
+        config.max_in_flight_per_queue = Some(max_in_flight_per_queue);
         let tracer = match &config.trace {
             Some(t) => Some(super::trace::Tracer::start(router.clone(), t.clone())?),
             None => None,
@@ -272,6 +275,7 @@ impl Producer {
             router,
             clock,
             config,
+            max_in_flight_per_queue,
             staging,
             commands: Some(tx),
             worker: Some(handle),
@@ -494,7 +498,7 @@ impl Producer {
     /// Batches of a queue this producer keeps unanswered at most: the configured
     /// `max_in_flight_per_queue`, or the broker's window when that was `None`.
     pub fn max_in_flight_per_queue(&self) -> usize {
-        self.config.max_in_flight_per_queue.unwrap_or(LEGACY_WINDOW_BATCHES)
+        self.max_in_flight_per_queue
     }
 }
 
