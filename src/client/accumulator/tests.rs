@@ -10,7 +10,7 @@ use crate::client::staging::Staging;
 use crate::format::BatchBuilder;
 use crate::format::BatchView;
 use crate::protocol::message_id;
-use crate::protocol::SendStatus;
+use crate::protocol::{ErrorCode, Response, SendStatus};
 use crate::runtime::system_clock;
 use crate::runtime::{Clock, SimClock};
 use crossbeam_channel::{bounded, Sender};
