@@ -407,3 +407,75 @@ fn appends_are_stored_in_the_order_they_asked_while_earlier_ones_wait_for_a_chun
         log.close().await.unwrap();
     });
 }
+
+/// Collects what a `tracing_subscriber::fmt` subscriber writes.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The file-read trace (`ringmq::storage::dma_dir=trace`, to see whether the disk or the
+/// broker leaves gaps between reads): each read names its reads in flight when it started
+/// and ended, two reads at once count each other, and every read gives its count back.
+#[test]
+fn traced_file_reads_count_the_reads_in_flight() {
+    let tmp = tempfile::tempdir_in(std::env::temp_dir()).unwrap();
+    let dir = tmp.path().join("log");
+    let captured = Captured::default();
+    let sink = captured.clone();
+    run(move || async move {
+        let cfg = config(&dir, FlushMode::Sync, IoMode::Direct);
+        let log = CommitLog::open(cfg.clone()).await.unwrap();
+        let q2 = QueueKey::new(TopicId::new(3), QueueId::new(2));
+        for i in 0..8u64 {
+            let q = if i % 2 == 0 { Q } else { q2 };
+            log.append_committed(q, &batch(i, 4, 1000)).await.unwrap();
+        }
+        log.close().await.unwrap();
+        let subscriber = tracing_subscriber::fmt()
+            .with_env_filter("ringmq::storage::dma_dir=trace")
+            .with_writer(move || sink.clone())
+            .with_ansi(false)
+            .finish();
+        let _traced = tracing::subscriber::set_default(subscriber);
+        // Reopened: nothing cached, so the reads go to the file (cache_bytes = 0).
+        let log = CommitLog::open(cfg.clone()).await.unwrap();
+        let before = captured.0.lock().unwrap().len();
+        let (a, b) = futures::join!(read_tags(&log, Q), read_tags(&log, q2));
+        assert_eq!((a, b), (vec![0, 2, 4, 6], vec![1, 3, 5, 7]));
+        log.close().await.unwrap();
+        // Reopened once more: its recovery's and one queue's reads, one at a time.
+        let during = captured.0.lock().unwrap().len();
+        let log = CommitLog::open(cfg).await.unwrap();
+        assert_eq!(read_tags(&log, Q).await, vec![0, 2, 4, 6]);
+        log.close().await.unwrap();
+        let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        let counts = |part: &str| -> Vec<(u32, u32)> {
+            part.lines()
+                .filter(|l| l.contains("file read"))
+                .map(|l| {
+                    let field = |name: &str| -> u32 {
+                        let at = l.find(&format!(" {name}=")).expect(name) + name.len() + 2;
+                        l[at..].split(' ').next().unwrap().parse().unwrap()
+                    };
+                    (field("in_flight_at_start"), field("in_flight"))
+                })
+                .collect()
+        };
+        let together = counts(&text[before..during]);
+        assert!(!together.is_empty(), "the concurrent reads were traced:\n{text}");
+        assert!(together.iter().all(|&(s, e)| s >= 1 && e >= 1), "{together:?}");
+        assert!(together.iter().any(|&(s, _)| s >= 2), "two reads at once: {together:?}");
+        let alone = counts(&text[during..]);
+        assert!(!alone.is_empty(), "the later reads were traced:\n{text}");
+        assert!(alone.iter().all(|&c| c == (1, 1)), "every count given back: {alone:?}");
+    });
+}

@@ -47,6 +47,51 @@ pub struct DmaDir {
     handle: Arc<std::fs::File>,
 }
 
+thread_local! {
+    /// Traced file reads in flight on this thread (a shard's executor).
+    static READS_IN_FLIGHT: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// A file read's trace event (`--log-level ringmq::storage::dma_dir=trace`): where and how
+/// much it read, how long it took (from its first poll to its task seeing the result), and
+/// how many of this thread's reads were in flight when it started and when it ended (itself
+/// included in both): enough to tell a disk answering slowly from reads issued one after the
+/// other. Costs nothing unless that level is on.
+struct ReadTrace {
+    started: std::time::Instant,
+    in_flight_at_start: u32,
+}
+
+impl ReadTrace {
+    fn start() -> Option<ReadTrace> {
+        if !tracing::enabled!(tracing::Level::TRACE) {
+            return None;
+        }
+        let in_flight_at_start = READS_IN_FLIGHT.with(|n| {
+            n.set(n.get() + 1);
+            n.get()
+        });
+        Some(ReadTrace { started: std::time::Instant::now(), in_flight_at_start })
+    }
+
+    fn done(self, pos: u64, len: usize) {
+        tracing::trace!(
+            pos,
+            len,
+            us = self.started.elapsed().as_micros() as u64,
+            in_flight_at_start = self.in_flight_at_start,
+            in_flight = READS_IN_FLIGHT.with(|n| n.get()),
+            "file read"
+        );
+    }
+}
+
+impl Drop for ReadTrace {
+    fn drop(&mut self) {
+        READS_IN_FLIGHT.with(|n| n.set(n.get() - 1));
+    }
+}
+
 pub enum DmaLogFile {
     Direct(DmaFile),
     Buffered(BufferedFile),
@@ -165,10 +210,14 @@ impl LogFile for DmaLogFile {
     }
 
     async fn read_at(&self, pos: u64, len: usize) -> io::Result<ReadBuf> {
+        let traced = ReadTrace::start();
         let r = match self {
             DmaLogFile::Direct(f) => f.read_at(pos, len).await.map_err(to_io)?,
             DmaLogFile::Buffered(f) => f.read_at(pos, len).await.map_err(to_io)?,
         };
+        if let Some(t) = traced {
+            t.done(pos, len);
+        }
         Ok(ReadBuf::Dma(r))
     }
 
