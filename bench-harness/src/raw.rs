@@ -5,7 +5,8 @@
 //! The raw producer fills one batch at a time with `BatchBuilder` (the message body is a
 //! reused buffer, only its header changes), sends it as a `Produce` request to the owning
 //! shard with a completion callback, and keeps up to `max_in_flight` messages in flight over
-//! all queues (several batches per queue). The raw consumer sends `Fetch` requests and walks
+//! all queues (several batches per queue). The raw consumer sends `Fetch` requests whose
+//! answers land in buffers it lends and reuses (as the library's queue readers do), and walks
 //! the returned batches in place (`BatchView`, CRCs checked) instead of copying every record
 //! into a `ConsumedMessage`; it keeps one fetch per queue in flight at all times (the next one
 //! sent as soon as an answer's headers give its offset). Everything is measured and verified
@@ -16,6 +17,7 @@ use std::sync::atomic::Ordering::*;
 use std::sync::{mpsc, Mutex};
 use std::time::Duration;
 
+use ringmq::client::pending::pending;
 use ringmq::client::{Client, ClientError};
 use ringmq::format::{BatchBuilder, BatchView, FormatError, Record};
 use ringmq::protocol::{ErrorCode, Request, Response, SendStatus};
@@ -200,7 +202,10 @@ pub(crate) fn consumer_main(
     }
     let wait_ms = if queues.len() == 1 { 100 } else { 0 };
     let timeout = router.options.request_timeout + Duration::from_millis(wait_ms as u64);
-    let send = |i: usize, offset: u64| {
+    // Each answer's batches land in a buffer lent with its fetch and taken back once walked,
+    // so the reader thread copies them into memory already faulted in (a new 4 MiB vector per
+    // answer cost the load generator's core page faults and page clearing).
+    let send = |i: usize, offset: u64, buffer: Vec<u8>| {
         let (topic, queue) = &queues[i];
         let request = Request::Fetch {
             topic: topic.clone(),
@@ -210,13 +215,18 @@ pub(crate) fn consumer_main(
             max_wait_ms: wait_ms,
             tags: Vec::new(),
         };
-        router.queue_connection(topic, *queue).and_then(|c| c.send(&request))
+        let (done, answer) = pending();
+        let conn = router.queue_connection(topic, *queue)?;
+        // The callback runs exactly once, also when the request could not be sent.
+        let _ = conn.send_fetch(&request, buffer, Box::new(move |r| done.complete(r)));
+        Ok::<_, ClientError>(answer)
     };
+    let mut spare: Vec<Vec<u8>> = Vec::new();
     // One fetch per queue always in flight (as the library's queue readers keep theirs): each
     // answer is taken in turn, and its queue's next fetch goes out as soon as the answer's
     // batch headers give the next offset, before its records are walked, so the broker is
     // never left without this consumer's fetches while it verifies records.
-    let mut fetches: Vec<_> = (0..queues.len()).map(|i| Some(send(i, 0))).collect();
+    let mut fetches: Vec<_> = (0..queues.len()).map(|i| Some(send(i, 0, Vec::new()))).collect();
     let mut prefixes = Vec::new();
     let mut idle_pass = true;
     for i in (0..queues.len()).cycle() {
@@ -235,19 +245,14 @@ pub(crate) fn consumer_main(
             p.wait_timeout(timeout).unwrap_or(Err(ClientError::Timeout(timeout.as_millis() as u64)))
         });
         let batches = match r {
-            Ok(Response::Fetch { batches, .. }) => batches,
-            Ok(other) => {
-                shared.error(format!("consumer {id}: fetch got a {:?} reply", other.api_key()));
-                fetches[i] = Some(send(i, offsets[i]));
-                continue;
-            }
+            Ok(reply) => reply.batches,
             Err(e) => {
                 if matches!(e.code(), Some(ErrorCode::NOT_OWNER)) || e.code().is_none() {
                     router.refresh(topic);
                 }
                 shared.error(format!("consumer {id}: {topic}/{queue}: {e}"));
                 std::thread::sleep(Duration::from_millis(10));
-                fetches[i] = Some(send(i, offsets[i]));
+                fetches[i] = Some(send(i, offsets[i], spare.pop().unwrap_or_default()));
                 continue;
             }
         };
@@ -260,7 +265,7 @@ pub(crate) fn consumer_main(
             next = next.max(view.header.next_offset());
             rest = &rest[view.header.length as usize..];
         }
-        fetches[i] = Some(send(i, next));
+        fetches[i] = Some(send(i, next, spare.pop().unwrap_or_default()));
         prefixes.clear();
         let mut foreign = 0u64;
         let mut rest: &[u8] = &batches;
@@ -284,6 +289,7 @@ pub(crate) fn consumer_main(
                 }
             }
         }
+        spare.push(batches);
         offsets[i] = next;
         let got = prefixes.len() + foreign as usize;
         idle_pass &= got == 0;
