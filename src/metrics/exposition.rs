@@ -198,13 +198,14 @@ impl Collector for SnapshotCollector {
         counters(
             e,
             "chunk_cache_hits",
-            "Log reads served from the chunk cache",
+            "Fetched batches served from memory: a cached chunk, a copy out of two (a batch \
+             straddling chunks) or out of the chunk being filled",
             per_shard(|s| s.log.chunk_cache_hits),
         )?;
         counters(
             e,
             "chunk_cache_misses",
-            "Log reads that went to disk",
+            "Fetched batches memory did not hold: read from disk, now or ahead",
             per_shard(|s| s.log.chunk_cache_misses),
         )?;
         counters(

@@ -139,18 +139,20 @@ impl ChunkCache {
         ReadBuf::Chunk { buf: c.buf.clone(), start: (pos - c.start) as usize, len }
     }
 
-    /// The bytes `[pos, pos + len)` if one cached chunk holds all of them.
-    pub fn get(&mut self, pos: LogPosition, len: usize) -> Option<ReadBuf> {
-        let hit = self
-            .chunk_at(pos)
-            .filter(|c| pos + len as u64 <= c.end)
-            .map(|c| Self::slice(c, pos, len));
-        if hit.is_some() {
+    /// The bytes `[pos, pos + len)` if one cached chunk holds all of them (not counted: see
+    /// [`Self::count`]).
+    pub fn get(&self, pos: LogPosition, len: usize) -> Option<ReadBuf> {
+        self.chunk_at(pos).filter(|c| pos + len as u64 <= c.end).map(|c| Self::slice(c, pos, len))
+    }
+
+    /// Counts a fetch's read of one batch: `from_memory` when memory served it (one chunk of
+    /// this cache, or a copy out of two chunks or the chunk being filled), a miss otherwise.
+    pub fn count(&mut self, from_memory: bool) {
+        if from_memory {
             self.hits += 1;
         } else {
             self.misses += 1;
         }
-        hit
     }
 
     /// The bytes from `pos` to the end of the cached chunk holding `pos`, at most `max_len`,
@@ -184,7 +186,7 @@ impl ChunkCache {
     pub fn bytes(&self) -> usize {
         self.bytes
     }
-    /// (hits, misses) of `get`.
+    /// (hits, misses) as [`Self::count`]ed.
     pub fn stats(&self) -> (u64, u64) {
         (self.hits, self.misses)
     }
@@ -223,6 +225,9 @@ mod tests {
             assert_eq!(&out[96..], &[2u8; 104]);
             assert!(c.get(p(5990), 20).is_none(), "past the valid end");
             assert!(c.contains(p(5999)) && !c.contains(p(6000)));
+            c.count(true);
+            c.count(true);
+            c.count(false);
             // Over the bound, but nothing is written yet: nothing may go.
             c.insert(p(8192), p(9000), chunk(3));
             c.evict(p(0));
@@ -233,7 +238,7 @@ mod tests {
             assert!(!c.contains(p(0)) && c.contains(p(4096)));
             c.retain_range(p(8192), LogPosition::MAX);
             assert!(!c.contains(p(4096)) && c.contains(p(8192)));
-            assert_eq!(c.stats().0, 1);
+            assert_eq!(c.stats(), (2, 1));
         });
     }
 

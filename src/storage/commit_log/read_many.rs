@@ -25,7 +25,7 @@ use std::rc::Rc;
 use futures::FutureExt;
 use rustc_hash::FxHashMap as HashMap;
 
-use super::reader::{memory_copy, FetchReads, Lookup};
+use super::reader::{from_memory, FetchReads, Lookup};
 use super::CommitLog;
 use crate::runtime;
 use crate::storage::error::{Result, StorageError};
@@ -254,10 +254,8 @@ impl<D: LogDir + 'static> CommitLog<D> {
                 .iter()
                 .map(|&(pos, q, k)| {
                     let l = entry(q, k).length as usize;
-                    if let Some(hit) = st.cache.get(pos, l) {
-                        Source::Ready(hit)
-                    } else if let Some(bytes) = memory_copy(&st, pos, l) {
-                        Source::Ready(ReadBuf::from_vec(bytes))
+                    if let Some(buf) = from_memory(&mut st, pos, l) {
+                        Source::Ready(buf)
                     } else if let Some(buf) = st.read_ahead.hit(pos, l) {
                         Source::FromDisk(buf)
                     } else {

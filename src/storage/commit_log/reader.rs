@@ -91,11 +91,8 @@ impl<D: LogDir + 'static> CommitLog<D> {
             let mut plan = Vec::with_capacity(entries.len());
             for e in &entries {
                 let len = e.length as usize;
-                if let Some(hit) = st.cache.get(e.position, len) {
-                    plan.push(Source::Ready(hit));
-                } else if let Some(bytes) = memory_copy(st, e.position, len) {
-                    // Straddles two cached chunks (or the head chunk): one copy, no disk I/O.
-                    plan.push(Source::Ready(ReadBuf::from_vec(bytes)));
+                if let Some(buf) = from_memory(st, e.position, len) {
+                    plan.push(Source::Ready(buf));
                 } else if let Some(buf) = st.read_ahead.hit(e.position, len) {
                     plan.push(Source::FromDisk(buf, e.position));
                 } else if let Some(buf) = st.prefetched.hit(queue, e.position, len) {
@@ -510,6 +507,15 @@ impl<D: LogDir + 'static> CommitLog<D> {
             Err(e) => Err(self.lookup_error(queue, QueueOffset::ZERO, e)),
         }
     }
+}
+
+/// A fetch's batch at `[pos, pos + len)` out of memory, counted in the chunk cache's hits
+/// or misses: shared from the one cached chunk that holds it, or copied when it straddles two
+/// (or reaches into the chunk being filled), one copy and no disk I/O.
+pub(super) fn from_memory<F>(st: &mut State<F>, pos: LogPosition, len: usize) -> Option<ReadBuf> {
+    let found = st.cache.get(pos, len).or_else(|| memory_copy(st, pos, len).map(ReadBuf::from_vec));
+    st.cache.count(found.is_some());
+    found
 }
 
 /// The log bytes `[pos, pos + len)` copied from memory, if memory holds all of them.
