@@ -6,9 +6,12 @@
 # blocks) and reads it back at queue depth 1 (fio-read-<round>.json) and with io_uring at
 # depth 16 (fio-qd16-<round>.json); the drain spawns the broker on CPU 0, the load generator
 # on CPU 1.
-#   OUT=dir DATA=/mnt/r22 B=build-dir ROUNDS=n sh fio-raw.sh
+# SETTLE=s waits s seconds before each run (default 0): a drain started within seconds of the
+# previous run drained slower than one started 20 s later (the disk still busy with what the
+# previous run wrote, it seems).
+#   OUT=dir DATA=/mnt/r22 B=build-dir ROUNDS=n [SETTLE=s] sh fio-raw.sh
 # Run from the repository root; build-dir holds ringmq and ringmq-bench of one revision.
-out=${OUT:?}; data=${DATA:?}; b=${B:?}; rounds=${ROUNDS:-1}
+out=${OUT:?}; data=${DATA:?}; b=${B:?}; rounds=${ROUNDS:-1}; settle=${SETTLE:-0}
 mkdir -p "$out"
 bw() { python3 -c "import json;print(round(json.load(open('$1'))['jobs'][0]['read']['bw_bytes']/1e6))"; }
 for r in $(seq 1 "$rounds"); do
@@ -16,6 +19,7 @@ for r in $(seq 1 "$rounds"); do
     line="$r ($order):"
     for arm in $order; do
         rm -rf "$data"/data "$data"/fio.test; fstrim "$data"; sync
+        sleep "$settle"
         if [ $arm = fio ]; then
             fio --name=seqwrite --filename=$data/fio.test --rw=write --bs=1M --size=2G --direct=1 --output-format=json > $out/fio-write-$r.json
             fio --name=seqread --filename=$data/fio.test --rw=read --bs=1M --size=2G --direct=1 --output-format=json > $out/fio-read-$r.json
