@@ -15,9 +15,9 @@
 use std::collections::HashMap;
 use std::sync::atomic::Ordering::*;
 use std::sync::{mpsc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use ringmq::client::pending::pending;
+use ringmq::client::connection::FetchReply;
 use ringmq::client::{Client, ClientError};
 use ringmq::format::{BatchBuilder, BatchView, FormatError, Record};
 use ringmq::protocol::{ErrorCode, Request, Response, SendStatus};
@@ -202,10 +202,16 @@ pub(crate) fn consumer_main(
     }
     let wait_ms = if queues.len() == 1 { 100 } else { 0 };
     let timeout = router.options.request_timeout + Duration::from_millis(wait_ms as u64);
-    // Each answer's batches land in a buffer lent with its fetch and taken back once walked,
-    // so the reader thread copies them into memory already faulted in (a new 4 MiB vector per
-    // answer cost the load generator's core page faults and page clearing).
-    let send = |i: usize, offset: u64, buffer: Vec<u8>| {
+    // One fetch per queue always in flight (as the library's queue readers keep theirs). The
+    // answers are taken as they arrive: each queue's next fetch goes out as soon as its
+    // answer's batch headers give the next offset, before its records are walked, and a queue
+    // whose answer is late holds up no other (taken in queue order, answers ready behind a
+    // slow one waited, and so did their queues' next fetches). Each answer's batches land in
+    // a buffer lent with its fetch and taken back once walked, so the reader thread copies
+    // them into memory already faulted in (a new 4 MiB vector per answer cost the load
+    // generator's core page faults and page clearing).
+    let (tx, rx) = mpsc::channel::<(usize, u64, Result<FetchReply, ClientError>)>();
+    let send = |i: usize, offset: u64, buffer: Vec<u8>, generation: u64| {
         let (topic, queue) = &queues[i];
         let request = Request::Fetch {
             topic: topic.clone(),
@@ -215,35 +221,58 @@ pub(crate) fn consumer_main(
             max_wait_ms: wait_ms,
             tags: Vec::new(),
         };
-        let (done, answer) = pending();
-        let conn = router.queue_connection(topic, *queue)?;
-        // The callback runs exactly once, also when the request could not be sent.
-        let _ = conn.send_fetch(&request, buffer, Box::new(move |r| done.complete(r)));
-        Ok::<_, ClientError>(answer)
-    };
-    let mut spare: Vec<Vec<u8>> = Vec::new();
-    // One fetch per queue always in flight (as the library's queue readers keep theirs): each
-    // answer is taken in turn, and its queue's next fetch goes out as soon as the answer's
-    // batch headers give the next offset, before its records are walked, so the broker is
-    // never left without this consumer's fetches while it verifies records.
-    let mut fetches: Vec<_> = (0..queues.len()).map(|i| Some(send(i, 0, Vec::new()))).collect();
-    let mut prefixes = Vec::new();
-    let mut idle_pass = true;
-    for i in (0..queues.len()).cycle() {
-        if shared.stop_consumers.load(Relaxed) {
-            break;
-        }
-        if i == 0 {
-            if idle_pass && wait_ms == 0 {
-                std::thread::sleep(Duration::from_micros(200));
+        let tx = tx.clone();
+        match router.queue_connection(topic, *queue) {
+            // The callback runs exactly once, also when the request could not be sent.
+            Ok(conn) => {
+                let done = Box::new(move |r| drop(tx.send((i, generation, r))));
+                let _ = conn.send_fetch(&request, buffer, done);
             }
-            idle_pass = true;
+            Err(e) => drop(tx.send((i, generation, Err(e)))),
+        }
+    };
+    // Buffers of answers walked, for the next fetches: one per queue and one more at most.
+    let mut spare: Vec<Vec<u8>> = Vec::new();
+    let keep = |spare: &mut Vec<Vec<u8>>, b: Vec<u8>| {
+        if spare.len() <= queues.len() {
+            spare.push(b);
+        }
+    };
+    // A queue's fetch in flight: its generation (an answer of an earlier one, given up after
+    // the request timeout, is dropped) and when it was sent.
+    let mut generation = vec![0u64; queues.len()];
+    let mut sent_at = vec![Instant::now(); queues.len()];
+    for i in 0..queues.len() {
+        send(i, 0, Vec::new(), 0);
+    }
+    let mut prefixes = Vec::new();
+    let mut empty_in_a_row = 0usize;
+    while !shared.stop_consumers.load(Relaxed) {
+        let (i, g, r) = match rx.recv_timeout(Duration::from_millis(50)) {
+            Ok(answer) => answer,
+            Err(_) => {
+                // No answer for 50 ms: give up fetches unanswered past the request timeout.
+                let now = Instant::now();
+                for i in 0..queues.len() {
+                    if now.duration_since(sent_at[i]) > timeout {
+                        let (topic, queue) = &queues[i];
+                        let e = ClientError::Timeout(timeout.as_millis() as u64);
+                        shared.error(format!("consumer {id}: {topic}/{queue}: {e}"));
+                        generation[i] += 1;
+                        sent_at[i] = now;
+                        send(i, offsets[i], spare.pop().unwrap_or_default(), generation[i]);
+                    }
+                }
+                continue;
+            }
+        };
+        if g != generation[i] {
+            if let Ok(stale) = r {
+                keep(&mut spare, stale.batches);
+            }
+            continue;
         }
         let (topic, queue) = &queues[i];
-        let fetch = fetches[i].take().expect("one fetch per queue in flight");
-        let r = fetch.and_then(|p| {
-            p.wait_timeout(timeout).unwrap_or(Err(ClientError::Timeout(timeout.as_millis() as u64)))
-        });
         let batches = match r {
             Ok(reply) => reply.batches,
             Err(e) => {
@@ -252,7 +281,9 @@ pub(crate) fn consumer_main(
                 }
                 shared.error(format!("consumer {id}: {topic}/{queue}: {e}"));
                 std::thread::sleep(Duration::from_millis(10));
-                fetches[i] = Some(send(i, offsets[i], spare.pop().unwrap_or_default()));
+                generation[i] += 1;
+                sent_at[i] = Instant::now();
+                send(i, offsets[i], spare.pop().unwrap_or_default(), generation[i]);
                 continue;
             }
         };
@@ -265,7 +296,9 @@ pub(crate) fn consumer_main(
             next = next.max(view.header.next_offset());
             rest = &rest[view.header.length as usize..];
         }
-        fetches[i] = Some(send(i, next, spare.pop().unwrap_or_default()));
+        generation[i] += 1;
+        sent_at[i] = Instant::now();
+        send(i, next, spare.pop().unwrap_or_default(), generation[i]);
         prefixes.clear();
         let mut foreign = 0u64;
         let mut rest: &[u8] = &batches;
@@ -289,11 +322,17 @@ pub(crate) fn consumer_main(
                 }
             }
         }
-        spare.push(batches);
+        keep(&mut spare, batches);
         offsets[i] = next;
         let got = prefixes.len() + foreign as usize;
-        idle_pass &= got == 0;
         record_consumed(w, shared, recorder, &prefixes, foreign);
+        // Caught up (answers come back empty at once): nap once every queue has answered
+        // empty in a row, as the library's consumer naps after a sweep that found nothing.
+        empty_in_a_row = if got == 0 { empty_in_a_row + 1 } else { 0 };
+        if empty_in_a_row >= queues.len() && wait_ms == 0 {
+            std::thread::sleep(Duration::from_micros(200));
+            empty_in_a_row = 0;
+        }
     }
     Ok(())
 }
