@@ -3,9 +3,10 @@
 # (A B, B A, ...): broker spawned on CPU 0, load generator on CPU 1, data emptied and trimmed
 # before each run; before each round fio writes a 2 GiB file and reads it back sequentially
 # (1 MiB, queue depth 1) for the disk's rate at that moment (fio-read-<round>.json).
-#   OUT=dir DATA=/mnt/r22 ROUNDS=n sh ab.sh "labelA:build-dir" "labelB:build-dir" [k=v ...]
+# SETTLE=s waits s seconds before each drain (default 0; see ../fio-raw-abba/fio-raw.sh).
+#   OUT=dir DATA=/mnt/r22 ROUNDS=n [SETTLE=s] sh ab.sh "labelA:build-dir" "labelB:build-dir" [k=v ...]
 # Run from the repository root; build-dir holds ringmq and ringmq-bench of one revision.
-out=${OUT:?}; data=${DATA:?}; rounds=${ROUNDS:-1}; a=$1; b=$2; shift 2
+out=${OUT:?}; data=${DATA:?}; rounds=${ROUNDS:-1}; settle=${SETTLE:-0}; a=$1; b=$2; shift 2
 mkdir -p "$out"
 ex=""
 for e in "$@"; do ex="$ex --set $e"; done
@@ -20,6 +21,7 @@ for r in $(seq 1 "$rounds"); do
     for arm in $arms; do
         l=$(echo "$arm" | cut -d: -f1); bd=$(echo "$arm" | cut -d: -f2)
         rm -rf "$data"/data; fstrim "$data"; sync
+        sleep "$settle"
         # shellcheck disable=SC2086
         "$bd"/ringmq-bench run bench-harness/workloads/backlog-drain.toml --spawn-broker \
             --data-dir "$data"/data --broker-cpus 0 --cpus 1 --quiet --set client=raw $ex \
