@@ -9,7 +9,10 @@
 # DATA_DIR=dir puts the spawned brokers' data directories there (default: the temp dir). On ext4
 # without a journal the many-queues runs pay its inode reuse delay after each other's deletions
 # (BENCHMARKS.md, 2026-12-05): use a journaled filesystem there. Before each run, DATA_DIR is
-# trimmed (fstrim) if possible.
+# trimmed (fstrim) if possible. SETTLE=s waits s seconds more before each run (default 0): on
+# a virtual disk a run that starts within seconds of a heavy one can run slower while the
+# disk is still busy with what that one wrote (a backlog-drain right after another drained
+# about 12% slower than one 20 s later: BENCHMARKS.md, 2026-12-07 round 47).
 set -eu
 out=${1:-target/ringmq-bench/all-$(date +%Y%m%d-%H%M%S)}
 bench=${BENCH:-target/release/ringmq-bench}
@@ -28,6 +31,7 @@ quiet() {
     # filesystem mounted with `-o discard`, or a loop device's image, punched it out during
     # the next run: BENCHMARKS.md, 2026-12-05). Needs root; skipped where it cannot run.
     if [ -n "${DATA_DIR:-}" ]; then fstrim "$DATA_DIR" 2>/dev/null || true; fi
+    sleep "${SETTLE:-0}"
 }
 
 baseline() {
