@@ -331,6 +331,46 @@ fn broken_framing_closes_only_that_connection() {
     assert!(matches!(r, Response::Offsets { next_offset: 2, .. }), "{r:?}");
 }
 
+/// A batch stored under larger limits than today's cannot be fetched by asking for less (a
+/// fetch returns at least one whole batch): the refusal names the batch's size and the limits
+/// to raise, and the batches after it are served.
+#[test]
+fn a_stored_batch_over_a_lowered_frame_bound_is_refused_with_what_to_raise() {
+    let dir = tempdir();
+    let wide = config(
+        dir.path(),
+        1,
+        "max_frame_bytes = 262144\nmax_fetch_bytes = 131072",
+        "max_batch_bytes = 131072",
+    );
+    let mut broker = Broker::start_in(dir.path(), &wide);
+    let mut raw = Raw::connect(broker.shared_port);
+    expect_ok(&mut raw, &Request::CreateTopic { topic: "big".into(), queue_count: 1 }, 1);
+    let mut b = BatchBuilder::new(1 << 20);
+    let body = vec![b'x'; 100_000];
+    b.push(&Record { key: b"", tag: b"", properties: &[], body: &body, timestamp_ms: 1 }).unwrap();
+    expect_ok(&mut raw, &produce("big", 0, b.finish(-1, -1)), 2);
+    expect_ok(&mut raw, &produce("big", 0, batch(1)), 3);
+    drop(raw);
+    assert!(broker.stop().success());
+    let narrow = config(
+        dir.path(),
+        1,
+        "max_frame_bytes = 65536\nmax_fetch_bytes = 32768",
+        "max_batch_bytes = 16384",
+    );
+    let broker = Broker::start_in(dir.path(), &narrow);
+    let mut raw = Raw::connect(broker.shared_port);
+    let e = expect_error(&mut raw, &fetch("big", 0, 0, 0), 4);
+    assert_eq!(e.known_code(), Some(ErrorCode::FRAME_TOO_LARGE));
+    assert!(!e.message.contains("ask for less"), "{}", e.message);
+    assert!(e.message.contains("a stored batch of 100"), "{}", e.message);
+    assert!(e.message.contains("max_frame_bytes to at least"), "{}", e.message);
+    // The connection goes on, and so does the queue past that batch.
+    let r = expect_ok(&mut raw, &fetch("big", 0, 1, 0), 5);
+    assert!(matches!(r, Response::Fetch { ref batches, .. } if !batches.is_empty()), "{r:?}");
+}
+
 #[test]
 fn a_response_over_the_frame_bound_is_refused_not_sent() {
     let dir = tempdir();

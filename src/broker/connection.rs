@@ -400,19 +400,33 @@ async fn gather<W: futures::AsyncWrite + Unpin>(
 }
 
 /// A response larger than `max_frame_bytes` would be refused by the client's framing (and
-/// break its connection); answer with an error that says how to ask for less instead.
+/// break its connection); answer with an error that says how to ask for less instead. A fetch
+/// returns at least one whole batch, so when one batch alone does not fit (stored under larger
+/// limits than today's: tuning/README.md, "Changing limits on a broker that holds data"),
+/// asking for less cannot help: the error says which limits to raise, and how far.
 fn refuse_oversized(out: Outgoing, correlation_id: u32, max_frame: usize) -> Outgoing {
     let size = out.head.len() + out.batches.iter().map(|b| b.len()).sum::<usize>();
     if size <= max_frame {
         return out;
     }
+    let largest = out.batches.iter().map(|b| b.len()).max().unwrap_or(0);
+    let message = if largest > 0 && out.head.len() + largest > max_frame {
+        format!(
+            "a stored batch of {largest} bytes does not fit in a response under \
+             max_frame_bytes = {max_frame} (it was stored under larger limits); raise the \
+             broker's and the client's max_frame_bytes to at least {}, or seek past it",
+            out.head.len() + largest
+        )
+    } else {
+        format!(
+            "the response would be {size} bytes, over max_frame_bytes = {max_frame}; \
+             ask for less (fewer topics, smaller max_bytes)"
+        )
+    };
     Outgoing::frame(encode_error(
         correlation_id,
         ErrorCode::FRAME_TOO_LARGE,
-        &format!(
-            "the response would be {size} bytes, over max_frame_bytes = {max_frame}; \
-             ask for less (fewer topics, smaller max_bytes)"
-        ),
+        &message,
         ErrorDetail::None,
     ))
 }
