@@ -9,8 +9,10 @@
 //! answers land in buffers it lends and reuses (as the library's queue readers do), and walks
 //! the returned batches in place (`BatchView`, CRCs checked) instead of copying every record
 //! into a `ConsumedMessage`; it keeps one fetch per queue in flight at all times (the next one
-//! sent as soon as an answer's headers give its offset). Everything is measured and verified
-//! the same way as in library mode. Only for unkeyed, max-rate workloads (checked by the workload).
+//! sent as soon as an answer's headers give its offset), taking answers in the order they
+//! arrive (a fetch unanswered past the request timeout is sent again). Everything is measured
+//! and verified the same way as in library mode. Only for unkeyed, max-rate workloads (checked
+//! by the workload).
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering::*;
@@ -247,25 +249,26 @@ pub(crate) fn consumer_main(
     }
     let mut prefixes = Vec::new();
     let mut empty_in_a_row = 0usize;
+    let mut swept = Instant::now();
     while !shared.stop_consumers.load(Relaxed) {
-        let (i, g, r) = match rx.recv_timeout(Duration::from_millis(50)) {
-            Ok(answer) => answer,
-            Err(_) => {
-                // No answer for 50 ms: give up fetches unanswered past the request timeout.
-                let now = Instant::now();
-                for i in 0..queues.len() {
-                    if now.duration_since(sent_at[i]) > timeout {
-                        let (topic, queue) = &queues[i];
-                        let e = ClientError::Timeout(timeout.as_millis() as u64);
-                        shared.error(format!("consumer {id}: {topic}/{queue}: {e}"));
-                        generation[i] += 1;
-                        sent_at[i] = now;
-                        send(i, offsets[i], spare.pop().unwrap_or_default(), generation[i]);
-                    }
+        let answer = rx.recv_timeout(Duration::from_millis(50));
+        // Every 50 ms, answers flowing or not: give up the fetches unanswered past the request
+        // timeout (one lost answer would otherwise stall its queue while the others go on).
+        let now = Instant::now();
+        if now.duration_since(swept) >= Duration::from_millis(50) {
+            swept = now;
+            for i in 0..queues.len() {
+                if now.duration_since(sent_at[i]) > timeout {
+                    let (topic, queue) = &queues[i];
+                    let e = ClientError::Timeout(timeout.as_millis() as u64);
+                    shared.error(format!("consumer {id}: {topic}/{queue}: {e}"));
+                    generation[i] += 1;
+                    sent_at[i] = now;
+                    send(i, offsets[i], spare.pop().unwrap_or_default(), generation[i]);
                 }
-                continue;
             }
-        };
+        }
+        let Ok((i, g, r)) = answer else { continue };
         if g != generation[i] {
             if let Ok(stale) = r {
                 keep(&mut spare, stale.batches);
