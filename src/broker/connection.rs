@@ -17,6 +17,9 @@
 //! order and hand their response frames, tagged with the request's correlation id, to the
 //! writer task.
 //!
+//! A FETCH_NEXT becomes, in its task, the FETCH continuing the fetch it names once that one is
+//! answered ([`super::fetch_chain`]); every FETCH and FETCH_NEXT is remembered for that.
+//!
 //! Errors: a request that decodes badly gets an error response and the connection goes on
 //! (framing is intact). A frame that is too large or too short for a header breaks framing:
 //! the broker answers FRAME_TOO_LARGE / MALFORMED_REQUEST (with the correlation id when it
@@ -46,6 +49,8 @@ use futures::{AsyncReadExt, AsyncWriteExt, FutureExt};
 use glommio::channels::local_channel;
 use glommio::net::TcpStream;
 
+use super::error::BrokerError;
+use super::fetch_chain::{self, EndSender, FetchChains, Link};
 use super::hangup;
 use super::read_deadline::{Expiry, ReadDeadline};
 use super::shard::fetch_multi::MultiPart;
@@ -90,6 +95,8 @@ pub async fn serve<L: ShardLog>(shard: Rc<Shard<L>>, stream: TcpStream, stop: St
     let (mut got_bytes, mut completed) = (false, false);
     // Fired when the reader ends: long polls still parked are answered then (`hangup`).
     let (hangup, hung_up) = hangup::pair();
+    // This connection's recent fetches, for the FETCH_NEXTs that continue them.
+    let mut chains = FetchChains::default();
     'conn: loop {
         let needed;
         loop {
@@ -137,9 +144,26 @@ pub async fn serve<L: ShardLog>(shard: Rc<Shard<L>>, stream: TcpStream, stop: St
                             let (shard, tx) = (shard.clone(), tx.clone());
                             let hung_up = hung_up.clone();
                             let id = header.correlation_id;
+                            let wants_response = request.wants_response();
+                            let (work, chain) = chain_work(&mut chains, id, request);
                             runtime::spawn_detached(async move {
-                                let wants_response = request.wants_response();
-                                let reply = hangup::handle(&shard, request, &hung_up).await;
+                                let reply = match work {
+                                    Work::Now(request) => {
+                                        hangup::handle(&shard, request, &hung_up).await
+                                    }
+                                    Work::After(link, max_bytes, max_wait_ms) => {
+                                        match link.continued(max_bytes, max_wait_ms).await {
+                                            Ok(request) => {
+                                                hangup::handle(&shard, request, &hung_up).await
+                                            }
+                                            Err(e) => Err(e),
+                                        }
+                                    }
+                                    Work::Refused(e) => Err(e),
+                                };
+                                if let Some(end) = chain {
+                                    end.finish(&reply);
+                                }
                                 let frame = match reply {
                                     Ok(Answer::Response(resp)) => {
                                         Outgoing::frame(resp.encode_frame(id))
@@ -251,6 +275,47 @@ pub async fn serve<L: ShardLog>(shard: Rc<Shard<L>>, stream: TcpStream, stop: St
     write_task.await;
 }
 
+/// What a request's task does.
+enum Work {
+    Now(Request),
+    /// A FETCH_NEXT: the fetch continuing `Link`'s with this `max_bytes` and `max_wait_ms`.
+    After(Link, u32, u32),
+    /// A FETCH_NEXT with nothing to continue.
+    Refused(BrokerError),
+}
+
+/// A request's work, and for a fetch (FETCH or FETCH_NEXT) the end it reports to the
+/// FETCH_NEXT that may continue it (`fetch_chain`).
+fn chain_work(chains: &mut FetchChains, id: u32, request: Request) -> (Work, Option<EndSender>) {
+    match request {
+        Request::Fetch { ref topic, queue_id, ref tags, .. } => {
+            let end = chains.register(id, topic.clone(), queue_id, tags.clone());
+            (Work::Now(request), Some(end))
+        }
+        Request::FetchNext { after, max_bytes, max_wait_ms } => match chains.take(after) {
+            Some(link) => {
+                let end = chains.register(
+                    id,
+                    link.topic().to_owned(),
+                    link.queue_id(),
+                    link.tags().to_vec(),
+                );
+                (Work::After(link, max_bytes, max_wait_ms), Some(end))
+            }
+            None => (
+                Work::Refused(fetch_chain::broken(&format!(
+                    "no fetch with correlation id {after} to continue on this connection \
+                     (unknown, already continued, or one of more than {} since); \
+                     fetch from an offset",
+                    fetch_chain::MAX_LINKS
+                ))),
+                None,
+            ),
+        },
+        other => (Work::Now(other), None),
+    }
+}
+
 /// One response: an encoded frame, or a fetch's frame head followed by the stored batches
 /// it announces (written from the log's buffers, not copied into the frame).
 struct Outgoing {
@@ -310,6 +375,7 @@ fn multi_outgoing(id: u32, parts: Vec<MultiPart>) -> Outgoing {
 fn in_flight_charge(request: &Request, frame_bytes: usize, max_fetch_bytes: usize) -> usize {
     let answer = match request {
         Request::Fetch { max_bytes, .. }
+        | Request::FetchNext { max_bytes, .. }
         | Request::Replication(ReplRequest::Fetch { max_bytes, .. }) => {
             (*max_bytes as usize).min(max_fetch_bytes)
         }

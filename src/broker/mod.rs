@@ -35,6 +35,7 @@ pub mod config;
 pub mod connection;
 pub mod data_dir_lock;
 pub mod error;
+pub mod fetch_chain;
 pub mod forwarding;
 pub mod hangup;
 pub mod idempotence;

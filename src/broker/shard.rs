@@ -423,6 +423,11 @@ impl<L: ShardLog> Shard<L> {
             Request::Replication(r) => self.replication_request(r).await,
             Request::ProduceMulti { entries } => Ok(self.produce_multi(entries).await),
             Request::FetchMulti(f) => return self.fetch_multi(f).await,
+            // The connection that received it turns it into the FETCH it continues.
+            Request::FetchNext { .. } => Err(BrokerError::new(
+                ErrorCode::FETCH_CHAIN_BROKEN,
+                "a FETCH_NEXT is served only by the connection that received its fetch",
+            )),
             Request::Produce { .. }
             | Request::Fetch { .. }
             | Request::Offsets { .. }

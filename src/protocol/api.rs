@@ -35,6 +35,9 @@ pub enum ApiKey {
     ProduceMulti = 21,
     /// Several queues read in one request, in log order (`super::fetch_multi`).
     FetchMulti = 22,
+    /// A FETCH that starts where an earlier fetch of this connection ends, so a queue's next
+    /// fetch can be sent before the answer to the one before it (docs/protocol.md).
+    FetchNext = 24,
     // Transactions (`super::transaction`).
     EndTransaction = 30,
     CheckTransactions = 31,
@@ -76,6 +79,7 @@ impl ApiKey {
         ApiKey::ProduceMulti,
         ApiKey::FetchMulti,
         ApiKey::InitProducerWindow,
+        ApiKey::FetchNext,
         ApiKey::EndTransaction,
         ApiKey::CheckTransactions,
         ApiKey::ListTransactions,

@@ -94,6 +94,7 @@ error_codes! {
     NOT_MASTER = 33, No, "this broker is a replica: it serves reads only; the payload carries its master's address, send writes there";
     SLAVE_NOT_AVAILABLE = 34, Yes, "sync replication: the shard's in-sync set has fewer than min_in_sync_replicas members; nothing was written, retry once replicas caught up";
     GROUP_NOT_EMPTY = 35, No, "the group has live members: only a group without members can be deleted (stop its consumers, or wait for their sessions to end)";
+    FETCH_CHAIN_BROKEN = 36, No, "a FETCH_NEXT names no fetch this connection can continue (unknown, already continued, forgotten, or it failed): fetch from an offset";
 }
 
 impl std::fmt::Display for ErrorCode {

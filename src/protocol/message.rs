@@ -88,6 +88,15 @@ pub enum Request {
         max_wait_ms: u32,
         tags: Vec<Vec<u8>>,
     },
+    /// A FETCH of the queue (and tags) that fetch `after` (a correlation id on this connection)
+    /// read, from where its answer's scan ended, sent before that answer came. Answered as a
+    /// FETCH; FETCH_CHAIN_BROKEN when `after` is unknown here, already continued, forgotten, or
+    /// failed.
+    FetchNext {
+        after: u32,
+        max_bytes: u32,
+        max_wait_ms: u32,
+    },
     /// Several queues' stored batches, chosen in log order ([`super::fetch_multi`]).
     FetchMulti(FetchMulti),
     /// Queue bounds and, when `timestamp_ms >= 0`, the first offset stored at or after it.
@@ -153,6 +162,7 @@ impl Request {
             Request::Produce { .. } => ApiKey::Produce,
             Request::ProduceMulti { .. } => ApiKey::ProduceMulti,
             Request::Fetch { .. } => ApiKey::Fetch,
+            Request::FetchNext { .. } => ApiKey::FetchNext,
             Request::FetchMulti(_) => ApiKey::FetchMulti,
             Request::Offsets { .. } => ApiKey::Offsets,
             Request::Stats => ApiKey::Stats,
@@ -271,6 +281,9 @@ impl Request {
                     w.bytes(t);
                 }
             }
+            Request::FetchNext { after, max_bytes, max_wait_ms } => {
+                w.u32(*after).u32(*max_bytes).u32(*max_wait_ms);
+            }
             Request::FetchMulti(f) => f.encode_body(&mut w),
             Request::Offsets { topic, queue_id, timestamp_ms } => {
                 w.string(topic).u32(*queue_id).i64(*timestamp_ms);
@@ -383,6 +396,11 @@ fn decode_body(
             let tags = decode_tags(&mut r)?;
             Request::Fetch { topic, queue_id, offset, max_bytes, max_wait_ms, tags }
         }
+        ApiKey::FetchNext => Request::FetchNext {
+            after: r.u32("after")?,
+            max_bytes: r.u32("max_bytes")?,
+            max_wait_ms: r.u32("max_wait_ms")?,
+        },
         ApiKey::FetchMulti => Request::FetchMulti(FetchMulti::decode_body(&mut r)?),
         ApiKey::Offsets => Request::Offsets {
             topic: r.string("topic")?,

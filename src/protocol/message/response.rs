@@ -313,7 +313,8 @@ impl Response {
             ApiKey::ProduceMulti => {
                 Response::ProduceMulti { results: produce_multi::decode_results(&mut r)? }
             }
-            ApiKey::Fetch => Response::Fetch {
+            // A FETCH_NEXT is answered as the FETCH it is.
+            ApiKey::Fetch | ApiKey::FetchNext => Response::Fetch {
                 min_offset: r.u64("min_offset")?,
                 next_offset: r.u64("next_offset")?,
                 scan_end_offset: r.u64("scan_end_offset")?,
