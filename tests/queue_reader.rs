@@ -67,7 +67,13 @@ fn a_stream_reads_a_queue_in_order_across_many_fetches() {
     assert_eq!(got, expected(0), "in order, no gaps, no duplicates");
     assert!(batches >= 40, "only {batches} fetches: the test must cross many");
     // The fetch buffers were reused: a bounded set, not one per fetch.
-    assert!(reader.pool().free_buffers() <= 2);
+    assert!(reader.pool().free_buffers() <= 3);
+    assert!(reader.outstanding_fetches() <= 2);
+
+    // One fetch at a time (no FETCH_NEXT behind it): the same messages.
+    let mut reader = consumer.stream("s", 1, 0).with_fetch_next(false);
+    let (got, _) = read_to(&mut reader, total);
+    assert_eq!(got, expected(0));
     assert!(reader.outstanding_fetches() <= 1);
 
     // From inside a stored batch (the broker returns it whole; the reader skips the head).
@@ -85,8 +91,9 @@ fn a_stream_reads_a_queue_in_order_across_many_fetches() {
     // A seek drops what was fetched ahead and reads from the new offset.
     let mut reader = consumer.stream("s", 1, 0);
     let first = reader.next_batch(Duration::from_secs(5)).unwrap().expect("a batch");
-    // The next fetch went out before the caller looked at this batch.
-    assert_eq!(reader.outstanding_fetches(), 1, "no prefetch");
+    // The next fetch, and a FETCH_NEXT behind it, went out before the caller looked at this
+    // batch.
+    assert_eq!(reader.outstanding_fetches(), 2, "no prefetch");
     assert_eq!(first.messages().next().unwrap().offset, 0);
     drop(first);
     reader.seek(2500);
@@ -169,4 +176,141 @@ fn a_stream_rides_out_a_broker_restart_without_gaps_or_duplicates() {
     let expected: Vec<(u64, String)> = (0..total).map(|i| (i, format!("{i}"))).collect();
     assert_eq!(got, expected);
     drop(broker);
+}
+
+/// A broker from before FETCH_NEXT (key 24), played by a thread speaking the protocol: it
+/// answers METADATA and FETCH from 40 stored batches of 10 messages, and a FETCH_NEXT as such a
+/// broker does, UNSUPPORTED_API. The reader reads every message in order, and after the first
+/// refusal sends one fetch at a time.
+#[test]
+fn a_stream_reads_from_a_broker_without_fetch_next_one_fetch_at_a_time() {
+    use ringmq::format::batch::stamp;
+    use ringmq::format::{BatchBuilder, Record, Stamp};
+    use ringmq::protocol::frame::{check_request, split_request, Check};
+    use ringmq::protocol::{
+        decode_request, encode_error, ErrorCode, ErrorDetail, Request, Response, TopicRoute,
+    };
+    use std::io::{Read, Write};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    let mut store = Vec::new();
+    for b in 0..40u64 {
+        let mut builder = BatchBuilder::new(1 << 16);
+        for i in 0..10 {
+            let body = format!("m{}", b * 10 + i);
+            let r = Record {
+                key: b"",
+                tag: b"",
+                properties: &[],
+                body: body.as_bytes(),
+                timestamp_ms: 1,
+            };
+            builder.push(&r).unwrap();
+        }
+        let mut bytes = builder.finish(-1, -1);
+        let s = Stamp {
+            topic_id: 1,
+            queue_id: 0,
+            base_offset: b * 10,
+            store_timestamp_ms: 2,
+            epoch: 0,
+        };
+        stamp(&mut bytes, &s);
+        store.push((b * 10, bytes));
+    }
+    let store = Arc::new(store);
+    let fetch_next_seen = Arc::new(AtomicUsize::new(0));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (st, seen) = (store.clone(), fetch_next_seen.clone());
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { return };
+            let (store, seen) = (st.clone(), seen.clone());
+            std::thread::spawn(move || {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let frame_bytes = match check_request(&buf, 1 << 20).unwrap() {
+                        Check::Complete { frame_bytes } => frame_bytes,
+                        Check::Incomplete { .. } => match s.read(&mut chunk) {
+                            Ok(n) if n > 0 => {
+                                buf.extend_from_slice(&chunk[..n]);
+                                continue;
+                            }
+                            _ => return,
+                        },
+                    };
+                    let (h, payload) = split_request(&buf[..frame_bytes]);
+                    let id = h.correlation_id;
+                    let reply = match decode_request(&h, payload) {
+                        Ok(Request::Metadata { .. }) => Response::Metadata {
+                            shard_count: 1,
+                            shared_port: port,
+                            shard_ports: vec![port],
+                            topics: vec![TopicRoute {
+                                name: "old".into(),
+                                error_code: 0,
+                                topic_id: 1,
+                                queue_owners: vec![0],
+                            }],
+                        }
+                        .encode_frame(id),
+                        Ok(Request::Fetch { offset, max_bytes, .. }) => {
+                            let mut batches = Vec::new();
+                            let mut scan_end = offset;
+                            for (base, bytes) in store.iter().filter(|(b, _)| b + 10 > offset) {
+                                if !batches.is_empty()
+                                    && batches.len() + bytes.len() > max_bytes as usize
+                                {
+                                    break;
+                                }
+                                batches.extend_from_slice(bytes);
+                                scan_end = base + 10;
+                            }
+                            Response::Fetch {
+                                min_offset: 0,
+                                next_offset: 400,
+                                scan_end_offset: scan_end,
+                                batches,
+                            }
+                            .encode_frame(id)
+                        }
+                        Ok(Request::FetchNext { .. }) => {
+                            seen.fetch_add(1, Ordering::SeqCst);
+                            encode_error(
+                                id,
+                                ErrorCode::UNSUPPORTED_API,
+                                "unknown api key 24",
+                                ErrorDetail::None,
+                            )
+                        }
+                        _ => encode_error(
+                            id,
+                            ErrorCode::UNSUPPORTED_API,
+                            "not played",
+                            ErrorDetail::None,
+                        ),
+                    };
+                    buf.drain(..frame_bytes);
+                    if s.write_all(&reply).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let client = Client::connect(&format!("127.0.0.1:{port}")).unwrap();
+    let mut consumer = client.consumer();
+    consumer.max_bytes = 1000;
+    let mut reader = consumer.stream("old", 0, 0);
+    let (got, batches) = read_to(&mut reader, 400);
+    let expected: Vec<(u64, String)> = (0..400).map(|i| (i, format!("m{i}"))).collect();
+    assert_eq!(got, expected);
+    assert!(batches >= 10, "{batches} fetches: the test must cross many");
+    // The first refused, and the one sent behind it before the refusal came; then none.
+    let tried = fetch_next_seen.load(Ordering::SeqCst);
+    assert!((1..=2).contains(&tried), "{tried} FETCH_NEXTs sent");
+    assert!(reader.outstanding_fetches() <= 1);
 }

@@ -410,20 +410,21 @@ impl Connection {
         Ok(())
     }
 
-    /// Sends a FETCH request; its reply's batches are copied into `buffer` (cleared first,
-    /// its capacity reused) and `callback` runs with it, exactly once, as for
-    /// [`Self::send_with_callback`]. On an error the buffer is dropped.
+    /// Sends a FETCH (or FETCH_NEXT) request; its reply's batches are copied into `buffer`
+    /// (cleared first, its capacity reused) and `callback` runs with it, exactly once, as for
+    /// [`Self::send_with_callback`]. On an error the buffer is dropped. Returns the request's
+    /// correlation id, which a FETCH_NEXT on this connection names to continue it.
     pub fn send_fetch(
         &self,
         request: &Request,
         buffer: Vec<u8>,
         callback: FetchCallback,
-    ) -> Result<()> {
-        debug_assert_eq!(request.api_key(), ApiKey::Fetch);
+    ) -> Result<u32> {
+        debug_assert!(matches!(request.api_key(), ApiKey::Fetch | ApiKey::FetchNext));
         let id = self.register(Some(Waiter::Fetch(buffer, callback)))?;
         let frame = request.encode_frame(id);
-        let _ = self.write(id, &frame);
-        Ok(())
+        self.write(id, &frame)?;
+        Ok(id)
     }
 
     /// Sends produce requests, each batch without copying it into a frame of its own: the

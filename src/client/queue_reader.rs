@@ -8,17 +8,26 @@
 //! consumer therefore allocates no fetch buffer after its first few batches, and decodes no
 //! message into an allocation of its own ([`PullView::messages`] borrows).
 //!
-//! # Pipelining, and why one fetch per queue
+//! # Pipelining: the next fetch, and one more behind it
 //!
 //! A fetch of a queue starts where the previous reply ended (the broker returns whole stored
-//! batches and says where its scan stopped), so fetch k+1 cannot be sent before reply k is
-//! known. The reader reads where k+1 starts from reply k's batch headers
+//! batches and says where its scan stopped), so a fetch that names its offset cannot be sent
+//! before reply k is known. The reader reads where k+1 starts from reply k's batch headers
 //! ([`next_offset_from_headers`]) and sends it at once, *before* it verifies k's checksums and
 //! before the caller decodes k: the broker reads k+1 from its log and the network carries it
 //! while this thread works on k. If verification then stops early (a damaged batch: the view
 //! ends before it), the prefetched fetch is dropped and the reader fetches from where the view
-//! ends, so nothing is skipped. A consumer of several queues keeps one fetch in flight per
-//! queue (one `QueueReader` each, swept with [`QueueReader::try_next`]).
+//! ends, so nothing is skipped.
+//!
+//! Behind the current fetch the reader keeps a FETCH_NEXT (docs/protocol.md, "Fetch
+//! continued"): the broker serves it from where the current fetch's answer ends, so two
+//! fetches of the queue are in flight and the broker reads and sends k+1 while the client
+//! takes k. When reply k comes, the FETCH_NEXT goes on as the current fetch if k's headers end
+//! where the broker's scan did (the reader's next offset is the broker's); otherwise it is
+//! dropped, as are fetches ahead of a seek, a failure or a timeout. A broker from before
+//! FETCH_NEXT answers it UNSUPPORTED_API, and the reader then sends one fetch at a time
+//! ([`QueueReader::with_fetch_next`] turns it off). A consumer of several queues keeps these
+//! fetches per queue (one `QueueReader` each, swept with [`QueueReader::try_next`]).
 //!
 //! The next fetch is sent from the caller's thread, never from the connection's reader thread
 //! in the reply callback: a write on the reader thread can block on a full socket send buffer
@@ -28,7 +37,7 @@
 //! # Bounds
 //!
 //! [`FetchWindow`] (pure: no I/O, time passed in) decides when to send: one current fetch,
-//! and at most [`MAX_OUTSTANDING_FETCHES`] unanswered in all (fetches abandoned by
+//! one following it, and at most [`MAX_OUTSTANDING_FETCHES`] unanswered in all (fetches abandoned by
 //! [`QueueReader::seek`] or a reply timeout still hold a buffer until their reply comes). The
 //! pool keeps at most `pool_buffers` free buffers of at most `max_pooled_buffer_bytes` each.
 //! So a reader holds at most `MAX_OUTSTANDING_FETCHES + pool_buffers` buffers, plus the views
@@ -47,12 +56,12 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use super::connection::{FetchCallback, FetchReply};
+use super::connection::{Connection, FetchCallback, FetchReply};
 use super::consumer::{broker_corrupt, PullConsumer, PullView};
 use super::error::{ClientError, Result};
 use crate::format::batch::read_header;
 use crate::format::HEADER_LEN;
-use crate::protocol::ErrorCode;
+use crate::protocol::{ErrorCode, Request};
 
 /// Fetches of one reader sent and not yet answered, the current one included.
 pub const MAX_OUTSTANDING_FETCHES: usize = 4;
@@ -113,21 +122,27 @@ pub struct FetchTicket {
 
 /// When a reader sends its fetches (pure state: no I/O, time passed in).
 ///
-/// One fetch is *current*: the one for the reader's position. A reply to any other fetch
-/// (abandoned by a seek or a timeout) is stale and dropped. Sent fetches are counted until
-/// their reply comes, so abandoned ones still bound how many more may be sent.
+/// One fetch is *current*: the one for the reader's position. One more may *follow* it: a
+/// FETCH_NEXT, which the broker serves from where the current one's answer ends, sent before
+/// that answer comes. When the current answer is taken and the reader's next position is
+/// where the broker's continuation starts, the following fetch becomes current; otherwise
+/// (a batch failed verification, the caller seeks, the answer failed or came late) it is
+/// dropped. A reply to any other fetch (abandoned or dropped) is stale. Sent fetches are
+/// counted until their reply comes, so abandoned ones still bound how many more may be sent.
 #[derive(Debug, Clone)]
 pub struct FetchWindow {
     position: u64,
     next_id: u64,
     /// (id, sent at) of the current fetch.
     current: Option<(u64, Instant)>,
+    /// (id, sent at) of the fetch continuing the current one.
+    following: Option<(u64, Instant)>,
     outstanding: usize,
 }
 
 impl FetchWindow {
     pub fn new(position: u64) -> FetchWindow {
-        FetchWindow { position, next_id: 0, current: None, outstanding: 0 }
+        FetchWindow { position, next_id: 0, current: None, following: None, outstanding: 0 }
     }
 
     /// Where the next batch handed to the caller starts.
@@ -135,7 +150,7 @@ impl FetchWindow {
         self.position
     }
 
-    /// Fetches sent and not yet answered (current and abandoned).
+    /// Fetches sent and not yet answered (current, following and abandoned).
     pub fn outstanding(&self) -> usize {
         self.outstanding
     }
@@ -144,33 +159,70 @@ impl FetchWindow {
         self.current.is_some()
     }
 
+    /// The current fetch's id.
+    pub fn current(&self) -> Option<u64> {
+        self.current.map(|(id, _)| id)
+    }
+
+    /// The following fetch's id: its reply waits until it becomes current.
+    pub fn following(&self) -> Option<u64> {
+        self.following.map(|(id, _)| id)
+    }
+
+    fn take_id(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.outstanding += 1;
+        id
+    }
+
     /// The fetch to send now, if any: none while the current one is unanswered, or while
-    /// [`MAX_OUTSTANDING_FETCHES`] abandoned ones are.
+    /// [`MAX_OUTSTANDING_FETCHES`] sent ones are.
     pub fn to_send(&mut self, now: Instant) -> Option<FetchTicket> {
         if self.current.is_some() || self.outstanding >= MAX_OUTSTANDING_FETCHES {
             return None;
         }
-        let id = self.next_id;
-        self.next_id += 1;
+        let id = self.take_id();
         self.current = Some((id, now));
-        self.outstanding += 1;
         Some(FetchTicket { id, offset: self.position })
     }
 
+    /// The id of a fetch to send now continuing the current one, if any: none without a
+    /// current fetch, while one follows it already, or while [`MAX_OUTSTANDING_FETCHES`] sent
+    /// ones are unanswered.
+    pub fn to_follow(&mut self, now: Instant) -> Option<u64> {
+        if self.current.is_none()
+            || self.following.is_some()
+            || self.outstanding >= MAX_OUTSTANDING_FETCHES
+        {
+            return None;
+        }
+        let id = self.take_id();
+        self.following = Some((id, now));
+        Some(id)
+    }
+
     /// The reply to fetch `id` came: whether it is the current one's (to deliver, from
-    /// [`Self::position`]); a stale one is to be dropped.
+    /// [`Self::position`]); a stale one is to be dropped. (A reply to the following fetch is
+    /// held by the caller until that fetch is current.)
     pub fn on_reply(&mut self, id: u64) -> bool {
         self.outstanding = self.outstanding.saturating_sub(1);
         if self.current.is_some_and(|(c, _)| c == id) {
             self.current = None;
             true
         } else {
+            if self.following.is_some_and(|(f, _)| f == id) {
+                self.following = None;
+            }
             false
         }
     }
 
-    /// The caller got everything before `next_offset`: the next fetch starts there.
-    pub fn advance(&mut self, next_offset: u64) {
+    /// The caller got everything before `next_offset`: the next fetch starts there. The
+    /// following fetch becomes current if it `continues` there (it reads from where the
+    /// broker's answer ended, and the reader goes on from that same offset), its wait counted
+    /// from `now` (it waited for the answer before it on the broker); else it is dropped.
+    pub fn advance(&mut self, next_offset: u64, continues: bool, now: Instant) {
         assert!(
             next_offset >= self.position,
             "a queue reader moves forward: {next_offset} < {}",
@@ -178,19 +230,32 @@ impl FetchWindow {
         );
         assert!(self.current.is_none(), "advance with a fetch in flight for the old position");
         self.position = next_offset;
+        if let Some((id, _)) = self.following.take() {
+            if continues {
+                self.current = Some((id, now));
+            }
+        }
     }
 
-    /// Reads from `offset` next; the current fetch (if any) becomes stale.
+    /// Drops the following fetch (what it continues failed or was abandoned).
+    pub fn drop_following(&mut self) {
+        self.following = None;
+    }
+
+    /// Reads from `offset` next; the current and following fetches (if any) become stale.
     pub fn seek(&mut self, offset: u64) {
         self.current = None;
+        self.following = None;
         self.position = offset;
     }
 
-    /// Whether the current fetch has waited `limit` for its reply; it is then abandoned.
+    /// Whether the current fetch has waited `limit` for its reply; it is then abandoned, and
+    /// the one following it with it.
     pub fn abandon_if_late(&mut self, now: Instant, limit: Duration) -> bool {
         match self.current {
             Some((_, sent)) if now.saturating_duration_since(sent) >= limit => {
                 self.current = None;
+                self.following = None;
                 true
             }
             _ => false,
@@ -219,15 +284,20 @@ pub struct QueueReader {
     max_wait: Duration,
     prefetch: bool,
     window: FetchWindow,
+    /// Whether to send FETCH_NEXTs (off once the broker answered one UNSUPPORTED_API).
+    follow: bool,
+    /// The connection and correlation id of the current and the following fetch, by window
+    /// id: a FETCH_NEXT names the current fetch on the connection that carries it.
+    wire: [Option<(u64, Arc<Connection>, u32)>; 2],
     pool: Arc<BufferPool>,
     arrivals: Arc<Arrivals>,
 }
 
 impl QueueReader {
     pub(crate) fn new(consumer: PullConsumer, topic: &str, queue_id: u32, from: u64) -> Self {
-        // Free buffers beyond the current fetch's: the views a caller typically holds while
-        // the next fetch is in flight.
-        let pool = BufferPool::new(2, (consumer.max_bytes as usize).saturating_mul(2).max(1 << 16));
+        // Free buffers beyond the two fetches': the views a caller typically holds while the
+        // next fetches are in flight.
+        let pool = BufferPool::new(3, (consumer.max_bytes as usize).saturating_mul(2).max(1 << 16));
         QueueReader {
             consumer,
             topic: topic.to_owned(),
@@ -235,6 +305,8 @@ impl QueueReader {
             max_wait: Duration::from_millis(100),
             prefetch: true,
             window: FetchWindow::new(from),
+            follow: true,
+            wire: [None, None],
             pool: Arc::new(pool),
             arrivals: Arc::new(Arrivals {
                 replies: Mutex::new(VecDeque::new()),
@@ -250,10 +322,18 @@ impl QueueReader {
         self
     }
 
-    /// Whether to send the next fetch as soon as a batch is handed out (default true); off,
-    /// a fetch is sent only when the caller asks for the next batch.
+    /// Whether to send the next fetch as soon as a batch is handed out, and one more behind
+    /// it (default true); off, a fetch is sent only when the caller asks for the next batch.
     pub fn with_prefetch(mut self, prefetch: bool) -> Self {
         self.prefetch = prefetch;
+        self
+    }
+
+    /// Whether to keep a second fetch in flight behind the current one (FETCH_NEXT; default
+    /// true, with prefetch). Off, or against a broker from before FETCH_NEXT, one fetch is in
+    /// flight at a time.
+    pub fn with_fetch_next(mut self, follow: bool) -> Self {
+        self.follow = follow;
         self
     }
 
@@ -299,7 +379,7 @@ impl QueueReader {
                 Some(late) => late.min(deadline),
                 None => deadline,
             };
-            match self.wait_arrival(wait_until) {
+            match self.wait_arrival(wait_until, self.window.following()) {
                 Some((id, reply)) => {
                     if self.window.on_reply(id) {
                         return self.deliver(reply).map(Some);
@@ -329,31 +409,70 @@ impl QueueReader {
         self.next_batch(Duration::ZERO)
     }
 
-    /// Sends the fetch for the position if the window allows it.
+    /// Sends the fetch for the position if the window allows it, and (with prefetch) a
+    /// FETCH_NEXT behind the current one.
     fn send_due(&mut self) {
-        let Some(ticket) = self.window.to_send(Instant::now()) else { return };
-        let request =
-            self.consumer.fetch_request(&self.topic, self.queue_id, ticket.offset, self.max_wait);
-        let arrivals = self.arrivals.clone();
-        let callback: FetchCallback = Box::new(move |reply| {
-            lock(&arrivals.replies).push_back((ticket.id, reply));
-            arrivals.ready.notify_one();
-        });
-        match self.consumer.router().queue_connection(&self.topic, self.queue_id) {
-            // On a failed send the callback already ran with the error.
-            Ok(conn) => {
-                let _ = conn.send_fetch(&request, self.pool.take(), callback);
-            }
-            Err(e) => callback(Err(e)),
+        let now = Instant::now();
+        if let Some(ticket) = self.window.to_send(now) {
+            let request = self.consumer.fetch_request(
+                &self.topic,
+                self.queue_id,
+                ticket.offset,
+                self.max_wait,
+            );
+            self.wire[0] = self.send(ticket.id, &request, None);
         }
+        if !(self.prefetch && self.follow) {
+            return;
+        }
+        let Some((at, conn, after)) = self.wire[0].clone() else { return };
+        if self.window.current() != Some(at) {
+            return;
+        }
+        let Some(id) = self.window.to_follow(now) else { return };
+        let request = Request::FetchNext {
+            after,
+            max_bytes: self.consumer.max_bytes,
+            max_wait_ms: self.max_wait.as_millis().min(u32::MAX as u128) as u32,
+        };
+        self.wire[1] = self.send(id, &request, Some(conn));
     }
 
-    /// The next reply, waiting until `until` at most.
-    fn wait_arrival(&self, until: Instant) -> Option<(u64, Result<FetchReply>)> {
+    /// Sends fetch `id` (on `conn`, or the queue's connection); its reply goes to the
+    /// arrivals. The connection and correlation id it went with, if it went.
+    fn send(
+        &self,
+        id: u64,
+        request: &Request,
+        conn: Option<Arc<Connection>>,
+    ) -> Option<(u64, Arc<Connection>, u32)> {
+        let arrivals = self.arrivals.clone();
+        let callback: FetchCallback = Box::new(move |reply| {
+            lock(&arrivals.replies).push_back((id, reply));
+            arrivals.ready.notify_one();
+        });
+        let conn = match conn {
+            Some(c) => c,
+            None => match self.consumer.router().queue_connection(&self.topic, self.queue_id) {
+                Ok(c) => c,
+                Err(e) => {
+                    callback(Err(e));
+                    return None;
+                }
+            },
+        };
+        // On a failed send the callback already ran with the error.
+        let correlation = conn.send_fetch(request, self.pool.take(), callback).ok()?;
+        Some((id, conn, correlation))
+    }
+
+    /// The next reply, waiting until `until` at most; the reply to fetch `hold` (the
+    /// following one) stays queued until that fetch is current.
+    fn wait_arrival(&self, until: Instant, hold: Option<u64>) -> Option<(u64, Result<FetchReply>)> {
         let mut replies = lock(&self.arrivals.replies);
         loop {
-            if let Some(r) = replies.pop_front() {
-                return Some(r);
+            if let Some(at) = replies.iter().position(|(id, _)| Some(*id) != hold) {
+                return replies.remove(at);
             }
             let now = Instant::now();
             if now >= until {
@@ -368,36 +487,54 @@ impl QueueReader {
         }
     }
 
-    /// Sends the next fetch (from the reply's batch headers), then verifies the reply into a
-    /// view and moves the position past it. A view that ends elsewhere than the headers said
-    /// (a batch failed verification: the view stops before it) drops the prefetched fetch and
-    /// fetches from where the view ends; a failure leaves the position where it was.
+    /// Sends the next fetch (from the reply's batch headers) unless one follows already,
+    /// then verifies the reply into a view and moves the position past it. A view that ends
+    /// elsewhere than the headers said (a batch failed verification: the view stops before
+    /// it) drops the fetches sent ahead and fetches from where the view ends; a failure leaves
+    /// the position where it was.
     fn deliver(&mut self, reply: Result<FetchReply>) -> Result<PullView> {
         let from = self.window.position();
         let view = match reply {
             Ok(r) => {
                 if self.prefetch {
                     // Before the checksums and the caller's decoding: the broker reads the
-                    // next batches meanwhile.
+                    // next batches meanwhile. The FETCH_NEXT sent behind this fetch reads
+                    // from the answer's scan end: it goes on if the headers end there too.
                     let next = next_offset_from_headers(&r.batches, from, r.scan_end_offset);
-                    self.window.advance(next);
+                    let continues = next == r.scan_end_offset;
+                    self.window.advance(next, continues, Instant::now());
+                    self.wire = [self.wire[1].take(), None];
                     self.send_due();
                 }
                 self.consumer.view_of(&self.topic, self.queue_id, from, r, Some(self.pool.clone()))
             }
-            Err(e) if e.is_retriable() => {
-                tracing::debug!(
-                    topic = %self.topic,
-                    queue = self.queue_id,
-                    "pipelined fetch failed ({e}); retrying as a pull"
+            Err(e) => {
+                // What followed this fetch cannot go on from it.
+                self.window.drop_following();
+                self.wire[1] = None;
+                let chain = matches!(
+                    e.code(),
+                    Some(ErrorCode::FETCH_CHAIN_BROKEN | ErrorCode::UNSUPPORTED_API)
                 );
-                if matches!(e.code(), Some(ErrorCode::NOT_OWNER)) || e.code().is_none() {
-                    self.consumer.router().refresh(&self.topic);
+                if e.code() == Some(ErrorCode::UNSUPPORTED_API) {
+                    // A broker from before FETCH_NEXT: one fetch at a time from now on.
+                    self.follow = false;
                 }
-                // The pull's backoff, reconnects and route refreshes, on this thread.
-                self.consumer.pull_view(&self.topic, self.queue_id, from, self.max_wait)
+                if chain || e.is_retriable() {
+                    tracing::debug!(
+                        topic = %self.topic,
+                        queue = self.queue_id,
+                        "pipelined fetch failed ({e}); retrying as a pull"
+                    );
+                    if matches!(e.code(), Some(ErrorCode::NOT_OWNER)) || e.code().is_none() {
+                        self.consumer.router().refresh(&self.topic);
+                    }
+                    // The pull's backoff, reconnects and route refreshes, on this thread.
+                    self.consumer.pull_view(&self.topic, self.queue_id, from, self.max_wait)
+                } else {
+                    Err(broker_corrupt(&self.topic, self.queue_id, e))
+                }
             }
-            Err(e) => Err(broker_corrupt(&self.topic, self.queue_id, e)),
         };
         match view {
             Ok(view) => {
@@ -450,13 +587,13 @@ mod tests {
         assert_eq!(a.offset, 10);
         assert_eq!(w.to_send(t0), None, "the next offset is unknown until the reply");
         assert!(w.on_reply(a.id));
-        w.advance(25);
+        w.advance(25, false, t0);
         let b = w.to_send(t0).unwrap();
         assert_eq!((b.offset, w.outstanding()), (25, 1));
         assert_ne!(a.id, b.id);
         // An empty reply leaves the position where it was: the same offset again.
         assert!(w.on_reply(b.id));
-        w.advance(25);
+        w.advance(25, false, t0);
         assert_eq!(w.to_send(t0).unwrap().offset, 25);
     }
 
@@ -502,10 +639,87 @@ mod tests {
     }
 
     #[test]
+    fn a_following_fetch_becomes_current_where_the_answer_ends_and_is_dropped_elsewhere() {
+        let t0 = Instant::now();
+        let later = t0 + Duration::from_secs(1);
+        let limit = Duration::from_secs(2);
+        let mut w = FetchWindow::new(0);
+        assert_eq!(w.to_follow(t0), None, "nothing to follow");
+        let a = w.to_send(t0).unwrap();
+        let b = w.to_follow(t0).expect("one follows the current fetch");
+        assert_eq!((w.to_follow(t0), w.to_send(t0), w.outstanding()), (None, None, 2));
+        assert_eq!((w.current(), w.following()), (Some(a.id), Some(b)));
+        // The answer to a ends where b starts: b is current, its wait counted from now.
+        assert!(w.on_reply(a.id));
+        w.advance(10, true, later);
+        assert_eq!((w.current(), w.following(), w.position()), (Some(b), None, 10));
+        assert_eq!(w.deadline(limit), Some(later + limit));
+        let c = w.to_follow(later).unwrap();
+        // b's answer ends elsewhere than c starts (its headers stop early): c is dropped, its
+        // reply stale when it comes, and a fetch from the position goes instead.
+        assert!(w.on_reply(b));
+        w.advance(15, false, later);
+        assert_eq!((w.current(), w.following()), (None, None));
+        let d = w.to_send(later).unwrap();
+        assert_eq!((d.offset, w.outstanding()), (15, 2));
+        assert!(!w.on_reply(c));
+        // A seek drops both; so does the current one's timeout, and a failure the following.
+        let e = w.to_follow(later).unwrap();
+        w.seek(3);
+        assert_eq!((w.current(), w.following()), (None, None));
+        assert!(!w.on_reply(d.id) && !w.on_reply(e));
+        let f = w.to_send(later).unwrap();
+        let _g = w.to_follow(later).unwrap();
+        assert!(w.abandon_if_late(later + limit, limit));
+        assert_eq!((w.current(), w.following()), (None, None));
+        let h = w.to_send(later).unwrap();
+        let _i = w.to_follow(later).unwrap();
+        assert_eq!(w.outstanding(), MAX_OUTSTANDING_FETCHES);
+        assert!(w.on_reply(h.id));
+        w.drop_following();
+        assert_eq!(w.following(), None);
+        assert!(!w.on_reply(f.id));
+        assert_eq!(w.outstanding(), 2, "the abandoned and dropped ones until their replies");
+    }
+
+    #[test]
+    fn sent_fetches_stay_bounded_with_a_follower_however_the_answers_go() {
+        // Every step takes one reply (in any order) and sends what the window allows.
+        let t0 = Instant::now();
+        let mut w = FetchWindow::new(0);
+        let mut sent: Vec<u64> = Vec::new();
+        let mut seed = 7u64;
+        for step in 0..10_000u64 {
+            if let Some(t) = w.to_send(t0) {
+                sent.push(t.id);
+            }
+            if let Some(id) = w.to_follow(t0) {
+                sent.push(id);
+            }
+            assert!(w.outstanding() <= MAX_OUTSTANDING_FETCHES);
+            assert_eq!(w.outstanding(), sent.len());
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            // The following fetch's reply is held by the reader until it is current.
+            let takeable: Vec<usize> =
+                (0..sent.len()).filter(|&i| Some(sent[i]) != w.following()).collect();
+            let id = sent.remove(takeable[(seed >> 33) as usize % takeable.len()]);
+            if w.on_reply(id) {
+                match (seed >> 20) % 4 {
+                    0 => w.seek(w.position() + 1),
+                    1 => w.advance(w.position() + 2, false, t0),
+                    _ => w.advance(w.position() + 3, true, t0),
+                }
+            } else if step % 5 == 0 {
+                w.drop_following();
+            }
+        }
+    }
+
+    #[test]
     #[should_panic(expected = "moves forward")]
     fn the_position_never_moves_back() {
         let mut w = FetchWindow::new(7);
-        w.advance(6);
+        w.advance(6, false, Instant::now());
     }
 
     fn stored_batch(base: u64, n: usize) -> Vec<u8> {
@@ -593,7 +807,7 @@ mod tests {
             seen.insert(buf.as_ptr() as usize);
             assert!(w.on_reply(t.id));
             assert_eq!(t.offset, step * 10, "in order, no gap, no repeat");
-            w.advance(t.offset + 10);
+            w.advance(t.offset + 10, false, t0);
             // Prefetch before the caller reads the batch.
             let next = w.to_send(t0).unwrap();
             in_flight = Some((next, pool.take()));
