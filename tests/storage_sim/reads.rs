@@ -130,7 +130,6 @@ fn a_catching_up_queues_next_fetch_is_read_while_it_takes_the_current_one() {
             let mut fetches = 0;
             while tags.len() < ROUNDS as usize {
                 let before = dir.read_count();
-                let prefetched_before = log.metrics().probe.prefetch_bytes;
                 let r = log.read(Q1, at, fetch).await.unwrap();
                 if fetches > 0 {
                     read_in_fetches += dir.read_count() - before;
@@ -140,9 +139,11 @@ fn a_catching_up_queues_next_fetch_is_read_while_it_takes_the_current_one() {
                 served += r.batches.iter().map(|b| b.len() as u64).sum::<u64>();
                 at = r.next_offset;
                 // The consumer takes its time: its next fetch is read meanwhile (polled with a
-                // bound; the last fetch has no next).
+                // bound; the last fetch has no next). Every fetch after the first is read
+                // ahead, each `fetch` bytes (the first fetch started two: the next two).
                 if pause && tags.len() < ROUNDS as usize {
-                    let read_ahead = || log.metrics().probe.prefetch_bytes != prefetched_before;
+                    let next_read = fetches * fetch as u64;
+                    let read_ahead = || log.metrics().probe.prefetch_bytes >= next_read;
                     poll_until(|| "the next fetch was not read ahead".into(), read_ahead).await;
                 }
             }
@@ -160,6 +161,53 @@ fn a_catching_up_queues_next_fetch_is_read_while_it_takes_the_current_one() {
                 assert!(read_in_fetches >= ROUNDS - 2, "each batch read by its fetch");
                 assert_eq!((m.prefetch_bytes, m.prefetch_served_bytes), (0, 0));
             }
+            log.close().await.unwrap();
+        }
+    });
+}
+
+/// A catching-up queue's next two fetches are read ahead together, their reads in flight with
+/// the fetch's own, so the disk has work while each is served; the second only from room no
+/// kept buffer needs (`prefetch_bytes` of 24 KiB holds one fetch of two 8 KiB-charged reads
+/// in flight, not two).
+#[test]
+fn the_next_two_fetches_are_read_ahead_together_the_second_from_free_room() {
+    run(|| async {
+        for (prefetch_bytes, in_flight) in [(32 << 20, 6), (24 * 1024, 4)] {
+            let dir = SimDir::new(21);
+            let mut cfg = cold_config(4 << 20);
+            cfg.prefetch_bytes = prefetch_bytes;
+            write_q1_between_q2(&dir, &cfg).await;
+            let log = CommitLog::open_with(dir.clone(), cfg.clone()).await.unwrap();
+            let fetch = 2 * batch(0, 1, 600).len();
+            // Q1's index block cached: the reads below are batches only.
+            assert_eq!(log.read(Q1, off(ROUNDS - 1), fetch).await.unwrap().batches.len(), 1);
+            let reads = || dir.in_progress(SimOp::Read);
+            dir.pause(SimOp::Read);
+            let first = {
+                let log = log.clone();
+                ringmq::runtime::spawn(async move { log.read(Q1, off(0), fetch).await })
+            };
+            // Two batches 140 KB apart per fetch: two reads each.
+            poll_until(
+                || format!("{} reads in flight, not {in_flight}", reads()),
+                || reads() == in_flight,
+            )
+            .await;
+            ringmq::runtime::sleep(Duration::from_millis(5)).await;
+            assert_eq!(reads(), in_flight, "prefetch_bytes {prefetch_bytes}: no more");
+            dir.resume(SimOp::Read);
+            let mut tags: Vec<u64> =
+                first.await.unwrap().unwrap().batches.iter().map(|b| batch_tag(b)).collect();
+            let mut at = off(2);
+            while tags.len() < ROUNDS as usize {
+                let r = log.read(Q1, at, fetch).await.unwrap();
+                tags.extend(r.batches.iter().map(|b| batch_tag(b)));
+                at = r.next_offset;
+            }
+            assert_eq!(tags, (0..ROUNDS).collect::<Vec<_>>());
+            let m = log.metrics().probe;
+            assert_eq!(m.prefetch_bytes, m.prefetch_served_bytes, "nothing read twice");
             log.close().await.unwrap();
         }
     });
@@ -230,11 +278,12 @@ fn close_waits_for_a_prefetch_in_flight() {
         let fetch = 2 * batch(0, 1, 600).len();
         let first = log.read(Q1, off(0), fetch).await.unwrap();
         assert_eq!(first.batches.len(), 2);
-        // The prefetch of the next fetch has not read yet: its reads take 50 ms each.
+        // The prefetches of the next two fetches have not read yet: their reads take 50 ms
+        // each.
         assert_eq!(log.metrics().probe.prefetch_bytes, 0);
         dir.set_latency(SimOp::Read, Duration::from_millis(50));
         log.close().await.unwrap();
-        assert_eq!(log.metrics().probe.prefetch_bytes, fetch as u64, "it finished first");
+        assert_eq!(log.metrics().probe.prefetch_bytes, 2 * fetch as u64, "they finished first");
         dir.set_latency(SimOp::Read, Duration::ZERO);
         let log = CommitLog::open_with(dir.clone(), cfg).await.unwrap();
         assert_eq!(read_all(&log, Q1).await, (0..ROUNDS).collect::<Vec<_>>());

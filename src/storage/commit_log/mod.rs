@@ -106,6 +106,13 @@ pub fn now_ms() -> i64 {
 /// A prefetch's task, awaited by the fetch it reads for and by close.
 type Prefetch = futures::future::Shared<runtime::JoinHandle<()>>;
 
+/// A prefetch in flight: the fetch it reads, `[from, end)` of its queue, and its task.
+struct InFlightPrefetch {
+    from: QueueOffset,
+    end: QueueOffset,
+    task: Prefetch,
+}
+
 struct State<F> {
     segments: BTreeMap<LogPosition, Rc<Segment<F>>>,
     head: Option<Head>,
@@ -183,9 +190,10 @@ pub struct CommitLog<D: LogDir = DmaDir> {
     /// Wakes the index drop task: a retention run moved the log start. Held like
     /// `retention_kick`.
     drop_kick: Rc<Signal>,
-    /// Prefetches in flight, by queue: the offset of the fetch each reads, and its task (a
-    /// fetch from that offset waits for it; close waits for all).
-    prefetches: RefCell<std::collections::HashMap<QueueKey, (QueueOffset, Prefetch)>>,
+    /// Prefetches in flight, by queue (at most [`reader::PREFETCH_DEPTH`] each): the offsets
+    /// of the fetch each reads, where it starts and where it ends, and its task (a fetch from
+    /// that offset waits for it; close waits for all).
+    prefetches: RefCell<std::collections::HashMap<QueueKey, Vec<InFlightPrefetch>>>,
     /// Bytes of fetches' own disk reads in flight (not prefetches'): a prefetch starts only
     /// while these and the prefetches in flight stay within `prefetch_bytes`.
     fetch_reads: std::cell::Cell<usize>,
@@ -500,7 +508,7 @@ impl<D: LogDir + 'static> CommitLog<D> {
         self.drop_kick.notify();
         // No prefetch starts now; those in flight read segment files closed below.
         let mut prefetches: Vec<_> =
-            self.prefetches.borrow().values().map(|(_, p)| p.clone()).collect();
+            self.prefetches.borrow().values().flatten().map(|p| p.task.clone()).collect();
         prefetches.extend(self.scan.borrow().in_flight());
         futures::future::join_all(prefetches).await;
         let handle = self.flusher.borrow_mut().take();

@@ -121,6 +121,23 @@ impl Prefetched {
         true
     }
 
+    /// Room for a prefetch further ahead than a queue's next fetch, from what is free: as
+    /// [`Self::reserve`], but no kept buffer goes to make it (those are other queues' next
+    /// fetches, or this one's), and fetches' own reads count against the bound with them.
+    pub(super) fn reserve_free(
+        &mut self,
+        bytes: usize,
+        buffers: usize,
+        fetch_reads: usize,
+    ) -> bool {
+        if fetch_reads + self.kept_bytes + self.reserved_bytes + bytes > self.max_bytes
+            || self.kept_buffers + self.reserved_buffers + buffers > PREFETCHED_BUFFERS
+        {
+            return false;
+        }
+        self.reserve(bytes, buffers, fetch_reads)
+    }
+
     /// Drops the oldest kept buffer (a look at every queue holding any: only when full).
     fn evict_oldest(&mut self) {
         let oldest = self
@@ -159,17 +176,22 @@ impl Prefetched {
     }
 
     /// Keeps a buffer a prefetch of `queue` read within its reservation ([`Self::reserve`]),
-    /// before it [releases](Self::release) that; whether it was kept. A buffer that does not
-    /// start after the queue's last one (a prefetch for a fetch from an earlier offset, after a
-    /// rewind) is not kept, so a queue's buffers stay in log order.
+    /// before it [releases](Self::release) that; whether it was kept. It goes in log order
+    /// among the queue's buffers (a queue's two prefetches may finish in either order); one
+    /// that overlaps a kept buffer (a prefetch of bytes already kept, after a rewind) is not
+    /// kept.
     pub(super) fn keep(&mut self, queue: QueueKey, start: LogPosition, buf: ReadBuf) -> bool {
         let bufs = self.queues.entry(queue).or_default();
-        if bufs.back().is_some_and(|(_, last, _)| *last >= start) {
+        let end = start + buf.len() as u64;
+        let at = bufs.partition_point(|(_, s, _)| *s < start);
+        let overlaps_before = at > 0 && bufs[at - 1].1 + bufs[at - 1].2.len() as u64 > start;
+        let overlaps_after = bufs.get(at).is_some_and(|(_, s, _)| *s < end);
+        if overlaps_before || overlaps_after {
             return false;
         }
         self.kept_bytes += Self::charge(buf.len());
         self.kept_buffers += 1;
-        bufs.push_back((self.next_age, start, buf));
+        bufs.insert(at, (self.next_age, start, buf));
         self.next_age += 1;
         true
     }
@@ -303,13 +325,35 @@ mod tests {
     }
 
     #[test]
+    fn a_prefetch_further_ahead_takes_only_free_room() {
+        // Room for 4 blocks of 8 KiB; a kept buffer of 100 bytes is charged one.
+        let mut pf = Prefetched::new(4 * 8192);
+        assert!(pf.reserve(8192, 1, 0));
+        assert!(pf.keep(A, p(0), buf(0, 100)));
+        pf.release(8192, 1);
+        // The free 3 blocks may go further ahead, not a fourth.
+        assert!(!pf.reserve_free(4 * 8192, 1, 0), "would evict A's kept buffer");
+        assert!(!pf.reserve_free(3 * 8192, 1, 1), "fetches' own reads count too");
+        assert!(pf.reserve_free(3 * 8192, 1, 0));
+        assert!(pf.hit(A, p(0), 100).is_some(), "nothing evicted");
+        assert!(!pf.reserve_free(1, 1, 0), "full");
+        // The next fetch's prefetch may still take the kept buffer's room.
+        pf.release(3 * 8192, 1);
+        assert!(pf.reserve(4 * 8192, 1, 0));
+        assert!(pf.hit(A, p(0), 100).is_none());
+    }
+
+    #[test]
     fn a_queues_fetch_past_a_prefetched_buffer_frees_it_and_only_its_own() {
         let mut pf = Prefetched::new(1 << 20);
         assert!(pf.reserve(3 * 8192, 3, 0));
         assert!(pf.keep(A, p(0), buf(0, 100)));
         assert!(pf.keep(B, p(100), buf(0, 100)));
         assert!(pf.keep(A, p(200), buf(7, 100)));
-        assert!(!pf.keep(A, p(150), buf(0, 10)), "not after A's last: out of log order");
+        assert!(!pf.keep(A, p(250), buf(0, 10)), "overlaps A's last");
+        assert!(!pf.keep(A, p(50), buf(0, 10)), "overlaps A's first");
+        assert!(pf.keep(A, p(150), buf(3, 10)), "between two: kept in log order");
+        assert_eq!(&pf.hit(A, p(150), 10).expect("kept")[..], &buf(3, 10)[..]);
         pf.release(3 * 8192, 3);
         assert!(pf.hit(B, p(0), 10).is_none(), "only a queue's own buffers serve it");
         assert_eq!(pf.hit(A, p(250), 10).expect("A's second")[0], 57);

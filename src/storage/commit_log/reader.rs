@@ -20,7 +20,7 @@ use std::time::Duration;
 use futures::FutureExt;
 
 use super::read_ahead::Prefetched;
-use super::{CommitLog, State};
+use super::{CommitLog, InFlightPrefetch, State};
 use crate::format::batch::BatchView;
 use crate::runtime;
 use crate::storage::error::{Result, StorageError};
@@ -44,6 +44,11 @@ pub(super) enum Lookup {
 pub(super) const COALESCE_GAP_BYTES: u64 = 128 * 1024;
 /// Prefetches in flight at once, at most (their bytes are bounded by `prefetch_bytes`).
 const MAX_PREFETCHES: usize = 1024;
+/// A catching-up queue's fetches read ahead at most: its next fetch, and the one after it
+/// when room is free. One alone left the disk idle a quarter of the time under a single
+/// queue's consumer (each prefetch was issued only once the fetch before it was served);
+/// two keep a read in flight while the other is served.
+pub(super) const PREFETCH_DEPTH: usize = 2;
 
 impl<D: LogDir + 'static> CommitLog<D> {
     /// Reads whole stored batches of `queue` starting with the one holding `offset`, up to
@@ -238,44 +243,81 @@ impl<D: LogDir + 'static> CommitLog<D> {
         runs
     }
 
-    /// Starts reading ahead `queue`'s fetch from `from` (of `max_bytes`): the batches it would
-    /// read from disk, up to the first one memory holds or that is not written yet, kept
-    /// (unverified: that fetch verifies them like any disk read) within `prefetch_bytes`.
-    /// Whether it started: not while one of the queue's prefetches is in flight, while the
-    /// log is closing, or without room: the disk reads in flight (other fetches', this one's
-    /// `own_reads`, and the prefetches') and this prefetch's reads within `prefetch_bytes`.
-    /// Consumers whose own fetches keep that much read at once (large fetches, many queues)
-    /// keep the disk busy without it; reading ahead for them added reads, some of them read
-    /// twice (BENCHMARKS.md: 176 MB of 1,967 MB in a drain of 4 MiB fetches).
+    /// Starts reading ahead `queue`'s fetch from `from` (of `max_bytes`), and the one after
+    /// it: the batches each would read from disk, up to the first one memory holds or that is
+    /// not written yet, kept (unverified: that fetch verifies them like any disk read) within
+    /// `prefetch_bytes`. A fetch already being read ahead is passed over (the next one starts
+    /// where it ends). Whether one started: not while [`PREFETCH_DEPTH`] of the queue's are in
+    /// flight, while the log is closing, or without room: the disk reads in flight (other
+    /// fetches', this one's `own_reads`, and the prefetches') and the next fetch's reads
+    /// within `prefetch_bytes`, and the one after it only within what is free (no kept buffer
+    /// goes for it). Consumers whose own fetches keep that much read at once (large fetches,
+    /// many queues) keep the disk busy without it; reading ahead for them added reads, some of
+    /// them read twice (BENCHMARKS.md: 176 MB of 1,967 MB in a drain of 4 MiB fetches).
     ///
-    /// The index lookup is done here, on the fetch's path (its blocks are usually cached by
-    /// this fetch's own lookup); the reads go on in a task that holds the log only weakly, so
+    /// The index lookups are done here, on the fetch's path (their blocks are usually cached
+    /// by this fetch's own lookup); the reads go on in tasks that hold the log only weakly, so
     /// a dropped log is not kept alive (and its background tasks not left running) by reads
     /// in flight. Failed reads are left to that fetch, which reads again what is not kept.
     async fn start_prefetch(
+        self: &Rc<Self>,
+        queue: QueueKey,
+        mut from: QueueOffset,
+        max_bytes: usize,
+        visible: LogPosition,
+        own_reads: usize,
+    ) -> bool {
+        let mut started = false;
+        for depth in 0..PREFETCH_DEPTH {
+            match self.start_one_prefetch(queue, from, max_bytes, visible, own_reads, depth).await {
+                Some((end, began)) => {
+                    started |= began;
+                    from = end;
+                }
+                None => break,
+            }
+        }
+        started
+    }
+
+    /// The prefetch of `queue`'s fetch from `from`, `depth` fetches past the one being served
+    /// (see [`Self::start_prefetch`]): where that fetch ends and whether a prefetch started
+    /// for it (false: one was already in flight, or memory already holds it). None: it could
+    /// not start, and none further ahead may.
+    async fn start_one_prefetch(
         self: &Rc<Self>,
         queue: QueueKey,
         from: QueueOffset,
         max_bytes: usize,
         visible: LogPosition,
         own_reads: usize,
-    ) -> bool {
-        let may_start = |log: &Self| {
+        depth: usize,
+    ) -> Option<(QueueOffset, bool)> {
+        // Ok(end): that fetch is being read ahead already; Err(room): whether one may start.
+        let state = |log: &Self| {
             let prefetches = log.prefetches.borrow();
-            log.config.prefetch_bytes > 0
+            let mine = prefetches.get(&queue);
+            if let Some(p) = mine.and_then(|v| v.iter().find(|p| p.from == from)) {
+                return Ok(p.end);
+            }
+            let total: usize = prefetches.values().map(Vec::len).sum();
+            Err(log.config.prefetch_bytes > 0
                 && log.st.borrow().life.is_open()
-                && !prefetches.contains_key(&queue)
-                && prefetches.len() < MAX_PREFETCHES
+                && mine.map_or(0, Vec::len) < PREFETCH_DEPTH
+                && total < MAX_PREFETCHES)
         };
-        if !may_start(self) {
-            return false;
+        match state(self) {
+            Ok(end) => return Some((end, false)),
+            Err(false) => return None,
+            Err(true) => {}
         }
-        let Ok(entries) = self.index_entries(queue, from, max_bytes, visible).await else {
-            return false;
-        };
+        let entries = self.index_entries(queue, from, max_bytes, visible).await.ok()?;
+        let end = entries.last()?.next_offset();
         // Another fetch of the queue may have started one during the lookup.
-        if !may_start(self) {
-            return false;
+        match state(self) {
+            Ok(end) => return Some((end, false)),
+            Err(false) => return None,
+            Err(true) => {}
         }
         let disk: Vec<_> = {
             let st = self.st.borrow();
@@ -293,13 +335,25 @@ impl<D: LogDir + 'static> CommitLog<D> {
             disk
         };
         let runs = self.disk_runs(&disk, max_bytes);
+        if runs.is_empty() {
+            // Kept already: go on past it; from memory (or not written): nothing further.
+            return (disk.len() == entries.len()).then_some((end, false));
+        }
         let charge = |&(_, _, s, e): &(usize, usize, LogPosition, LogPosition)| {
             Prefetched::charge((e - s) as usize)
         };
         let reserved: usize = runs.iter().map(charge).sum();
         let fetch_reads = self.fetch_reads.get() + own_reads;
-        if !self.st.borrow_mut().prefetched.reserve(reserved, runs.len(), fetch_reads) {
-            return false;
+        let room = {
+            let mut st = self.st.borrow_mut();
+            if depth == 0 {
+                st.prefetched.reserve(reserved, runs.len(), fetch_reads)
+            } else {
+                st.prefetched.reserve_free(reserved, runs.len(), fetch_reads)
+            }
+        };
+        if !room {
+            return None;
         }
         // Each read owns its segment (the file stays open while it runs), not the log.
         let reads: Vec<_> = {
@@ -330,10 +384,21 @@ impl<D: LogDir + 'static> CommitLog<D> {
             }
             st.prefetched.release(reserved, buffers);
             drop(st);
-            log.prefetches.borrow_mut().remove(&queue);
+            let mut prefetches = log.prefetches.borrow_mut();
+            if let Some(mine) = prefetches.get_mut(&queue) {
+                mine.retain(|p| p.from != from);
+                if mine.is_empty() {
+                    prefetches.remove(&queue);
+                }
+            }
         });
-        self.prefetches.borrow_mut().insert(queue, (from, task.shared()));
-        true
+        let task = task.shared();
+        self.prefetches.borrow_mut().entry(queue).or_default().push(InFlightPrefetch {
+            from,
+            end,
+            task,
+        });
+        Some((end, true))
     }
 
     /// The index entries of `queue` from the one holding `offset`, about `max_bytes` of
@@ -429,11 +494,13 @@ impl<D: LogDir + 'static> CommitLog<D> {
         }
         // This fetch is being read ahead (the queue's previous fetch started it): wait for
         // those reads instead of issuing the same ones again.
-        let in_flight = self.prefetches.borrow().get(&queue).map(|(o, h)| (*o, h.clone()));
-        if let Some((from, reads)) = in_flight {
-            if from == offset {
-                reads.await;
-            }
+        let in_flight = self
+            .prefetches
+            .borrow()
+            .get(&queue)
+            .and_then(|mine| mine.iter().find(|p| p.from == offset).map(|p| p.task.clone()));
+        if let Some(reads) = in_flight {
+            reads.await;
         }
         let entries = if offset < offsets.next {
             self.index_entries(queue, offset, max_bytes, visible).await?
