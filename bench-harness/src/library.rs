@@ -503,7 +503,12 @@ pub(crate) fn consumer_main(
     let wait = if queues.len() == 1 { Duration::from_millis(100) } else { Duration::ZERO };
     let mut readers: Vec<QueueReader> = queues
         .iter()
-        .map(|(topic, queue)| consumer.stream(topic, *queue, 0).with_max_wait(wait))
+        .map(|(topic, queue)| {
+            consumer
+                .stream(topic, *queue, 0)
+                .with_max_wait(wait)
+                .with_fetch_next(w.consumer_fetch_next)
+        })
         .collect();
     let mut prefixes = Vec::new();
     while !shared.stop_consumers.load(Relaxed) {

@@ -135,6 +135,11 @@ pub struct Workload {
     /// consumer reads more than 64 queues. The raw client ignores it.
     #[serde(default)]
     pub consumer_fetch_multi: Option<bool>,
+    /// Library consumers' queue readers keep a FETCH_NEXT behind each queue's current fetch
+    /// (`QueueReader::with_fetch_next`; default true): two fetches of a queue in flight.
+    /// False: one at a time. The raw client ignores it.
+    #[serde(default = "default_true")]
+    pub consumer_fetch_next: bool,
     /// Bytes one pull asks for (one FETCH_MULTI, with `consumer_fetch_multi`).
     #[serde(default = "default_fetch_max_bytes")]
     pub fetch_max_bytes: u32,
@@ -165,6 +170,9 @@ fn default_max_in_flight() -> usize {
 }
 fn default_fetch_max_bytes() -> u32 {
     4 << 20
+}
+fn default_true() -> bool {
+    true
 }
 fn default_drain_timeout_s() -> u64 {
     60
