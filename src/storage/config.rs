@@ -58,8 +58,8 @@ pub struct StorageConfig {
     /// bounded slots) for the next sequential read. Default 1 MiB.
     pub read_ahead_bytes: usize,
     /// A consumer whose fetch was read from disk (it is catching up, behind the chunk cache)
-    /// gets its queue's next fetch read ahead while it takes this one, so the disk keeps
-    /// working between its fetches. Prefetched bytes (read and in flight) of all queues stay
+    /// gets its queue's next fetch read ahead while it takes this one, and the fetch after it
+    /// when the bound has room to spare, so the disk keeps working between its fetches. Prefetched bytes (read and in flight) of all queues stay
     /// within this bound; the oldest unused ones go first. A prefetch starts only while the
     /// disk reads in flight, consumers' fetches' and prefetches' together, stay within it too:
     /// consumers whose own fetches keep that much read at once (large fetches, many queues)
