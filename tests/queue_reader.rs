@@ -109,6 +109,8 @@ fn a_stream_reads_a_queue_in_order_across_many_fetches() {
         assert!(Instant::now() < deadline);
     };
     assert_eq!((view.messages().count(), empty.position()), (0, 0));
+    // At the end of the queue the next fetch is a long poll, with no FETCH_NEXT behind it.
+    assert_eq!(empty.outstanding_fetches(), 1);
 }
 
 #[test]

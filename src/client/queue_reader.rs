@@ -19,10 +19,12 @@
 //! ends before it), the prefetched fetch is dropped and the reader fetches from where the view
 //! ends, so nothing is skipped.
 //!
-//! Behind the current fetch the reader keeps a FETCH_NEXT (docs/protocol.md, "Fetch
-//! continued"): the broker serves it from where the current fetch's answer ends, so two
-//! fetches of the queue are in flight and the broker reads and sends k+1 while the client
-//! takes k. When reply k comes, the FETCH_NEXT goes on as the current fetch if k's headers end
+//! While it is catching up (the last reply ended before the queue's end), the reader keeps a
+//! FETCH_NEXT behind the current fetch (docs/protocol.md, "Fetch continued"): the broker
+//! serves it from where the current fetch's answer ends, so two fetches of the queue are in
+//! flight and the broker reads and sends k+1 while the client takes k. At the end of the queue
+//! it does not: the next fetch is a long poll, and a second one behind it would only hold a
+//! waiter slot and a buffer on the broker to wait for the same append. When reply k comes, the FETCH_NEXT goes on as the current fetch if k's headers end
 //! where the broker's scan did (the reader's next offset is the broker's); otherwise it is
 //! dropped, as are fetches ahead of a seek, a failure or a timeout. A broker from before
 //! FETCH_NEXT answers it UNSUPPORTED_API, and the reader then sends one fetch at a time
@@ -286,6 +288,10 @@ pub struct QueueReader {
     window: FetchWindow,
     /// Whether to send FETCH_NEXTs (off once the broker answered one UNSUPPORTED_API).
     follow: bool,
+    /// Whether the last reply left the queue's end ahead of where it ended (the reader is
+    /// catching up): only then does a FETCH_NEXT go behind the current fetch. At the end of
+    /// the queue the next fetch is a long poll, and a second one behind it only waits too.
+    behind: bool,
     /// The connection and correlation id of the current and the following fetch, by window
     /// id: a FETCH_NEXT names the current fetch on the connection that carries it.
     wire: [Option<(u64, Arc<Connection>, u32)>; 2],
@@ -306,6 +312,7 @@ impl QueueReader {
             prefetch: true,
             window: FetchWindow::new(from),
             follow: true,
+            behind: false,
             wire: [None, None],
             pool: Arc::new(pool),
             arrivals: Arc::new(Arrivals {
@@ -329,9 +336,9 @@ impl QueueReader {
         self
     }
 
-    /// Whether to keep a second fetch in flight behind the current one (FETCH_NEXT; default
-    /// true, with prefetch). Off, or against a broker from before FETCH_NEXT, one fetch is in
-    /// flight at a time.
+    /// Whether to keep a second fetch in flight behind the current one while catching up
+    /// (FETCH_NEXT; default true, with prefetch). Off, or against a broker from before
+    /// FETCH_NEXT, one fetch is in flight at a time.
     pub fn with_fetch_next(mut self, follow: bool) -> Self {
         self.follow = follow;
         self
@@ -422,7 +429,7 @@ impl QueueReader {
             );
             self.wire[0] = self.send(ticket.id, &request, None);
         }
-        if !(self.prefetch && self.follow) {
+        if !(self.prefetch && self.follow && self.behind) {
             return;
         }
         let Some((at, conn, after)) = self.wire[0].clone() else { return };
@@ -502,6 +509,7 @@ impl QueueReader {
                     // from the answer's scan end: it goes on if the headers end there too.
                     let next = next_offset_from_headers(&r.batches, from, r.scan_end_offset);
                     let continues = next == r.scan_end_offset;
+                    self.behind = r.scan_end_offset < r.next_offset;
                     self.window.advance(next, continues, Instant::now());
                     self.wire = [self.wire[1].take(), None];
                     self.send_due();
