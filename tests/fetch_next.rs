@@ -187,8 +187,8 @@ fn a_fetch_next_behind_a_long_poll_waits_for_it_and_then_for_the_next_append() {
 }
 
 /// Nothing to continue: an id never sent, a fetch already continued, a fetch that failed, and
-/// a FETCH_NEXT of a failed FETCH_NEXT. Each is refused with FETCH_CHAIN_BROKEN and the
-/// connection goes on.
+/// a FETCH_NEXT of a failed FETCH_NEXT. Each is refused with FETCH_CHAIN_BROKEN (counted in
+/// the broker's errors) and the connection goes on.
 #[test]
 fn a_fetch_next_with_nothing_to_continue_is_refused_and_the_connection_goes_on() {
     let dir = tempdir();
@@ -197,6 +197,8 @@ fn a_fetch_next_with_nothing_to_continue_is_refused_and_the_connection_goes_on()
     client.admin().create_topic("e", 1).unwrap();
     fill(&client, "e", 0, 20);
     let broken = Err(ErrorCode::FETCH_CHAIN_BROKEN as u16);
+    let errors = || client.admin().stats().unwrap().iter().map(|s| s.errors).sum::<u64>();
+    let errors_before = errors();
     let mut raw = Raw::connect(port(&broker));
     raw.stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     raw.send(&next(77, 1 << 20, 0).encode_frame(1));
@@ -215,6 +217,8 @@ fn a_fetch_next_with_nothing_to_continue_is_refused_and_the_connection_goes_on()
     let got = answers(&mut raw, &[5, 6, 7]);
     assert_eq!(got[0], Err(ErrorCode::OFFSET_OUT_OF_RANGE as u16));
     assert_eq!(&got[1..], &[broken.clone(), broken]);
+    // Every refusal is counted as the broker's errors are: four broken chains and the offset.
+    assert_eq!(errors() - errors_before, 5);
     // The connection still serves fetches, and chains from them.
     raw.send(&fetch("e", 0, 10, 1 << 20, Vec::new()).encode_frame(8));
     raw.send(&next(8, 1 << 20, 0).encode_frame(9));

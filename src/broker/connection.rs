@@ -156,10 +156,16 @@ pub async fn serve<L: ShardLog>(shard: Rc<Shard<L>>, stream: TcpStream, stop: St
                                             Ok(request) => {
                                                 hangup::handle(&shard, request, &hung_up).await
                                             }
-                                            Err(e) => Err(e),
+                                            Err(e) => {
+                                                shard.count_refused(e.code);
+                                                Err(e)
+                                            }
                                         }
                                     }
-                                    Work::Refused(e) => Err(e),
+                                    Work::Refused(e) => {
+                                        shard.count_refused(e.code);
+                                        Err(e)
+                                    }
                                 };
                                 if let Some(end) = chain {
                                     end.finish(&reply);

@@ -334,6 +334,13 @@ impl<L: ShardLog> Shard<L> {
         std::array::from_fn(|i| (TASK_QUEUES[i], busy[i]))
     }
 
+    /// Counts a request refused before it reached [`Self::handle`] (a FETCH_NEXT with nothing
+    /// to continue), as `handle` counts its errors.
+    pub fn count_refused(&self, code: ErrorCode) {
+        self.stats.borrow_mut().errors += 1;
+        self.probe.borrow_mut().record_error(code);
+    }
+
     pub fn stats_mut(&self) -> std::cell::RefMut<'_, ShardStats> {
         self.stats.borrow_mut()
     }
