@@ -770,6 +770,65 @@ mod tests {
         assert_eq!(next_offset_from_headers(&huge, 0, 0), 0);
     }
 
+    /// A broker from before FETCH_NEXT (key 24), scripted: it answers FETCH from 40 stored
+    /// batches of 10 messages, and a FETCH_NEXT as such a broker does, UNSUPPORTED_API. The
+    /// reader reads every message in order, and after the first refusal sends one fetch at a
+    /// time.
+    #[test]
+    fn a_stream_reads_from_a_broker_without_fetch_next_one_fetch_at_a_time() {
+        use crate::client::scripted_broker::{one_shard_with, scripted_broker_refusing};
+        use crate::client::Client;
+        use crate::protocol::{ErrorDetail, Request, Response};
+        use std::sync::atomic::{AtomicUsize, Ordering};
+
+        let store: Vec<Vec<u8>> = (0..40).map(|b| stored_batch(b * 10, 10)).collect();
+        let refused = Arc::new(AtomicUsize::new(0));
+        let seen = refused.clone();
+        let addr = scripted_broker_refusing(move |port, request| match request {
+            Request::Metadata { .. } => Ok(one_shard_with(port, vec!["old".into()], 1)),
+            Request::Fetch { offset, max_bytes, .. } => {
+                let (mut batches, mut scan_end) = (Vec::new(), offset);
+                for (b, bytes) in
+                    store.iter().enumerate().filter(|(b, _)| *b as u64 * 10 + 10 > offset)
+                {
+                    if !batches.is_empty() && batches.len() + bytes.len() > max_bytes as usize {
+                        break;
+                    }
+                    batches.extend_from_slice(bytes);
+                    scan_end = b as u64 * 10 + 10;
+                }
+                Ok(Response::Fetch {
+                    min_offset: 0,
+                    next_offset: 400,
+                    scan_end_offset: scan_end,
+                    batches,
+                })
+            }
+            Request::FetchNext { .. } => {
+                seen.fetch_add(1, Ordering::SeqCst);
+                Err((ErrorCode::UNSUPPORTED_API, "unknown api key 24".into(), ErrorDetail::None))
+            }
+            _ => Err((ErrorCode::UNSUPPORTED_API, "not scripted".into(), ErrorDetail::None)),
+        });
+        let client = Client::connect(&addr).unwrap();
+        let mut consumer = client.consumer();
+        consumer.max_bytes = 500;
+        let mut reader = consumer.stream("old", 0, 0);
+        let (mut offsets, mut fetches) = (Vec::new(), 0);
+        while reader.position() < 400 {
+            assert!(fetches < 1000, "stuck at {}", reader.position());
+            let Some(view) = reader.next_batch(Duration::from_secs(5)).unwrap() else { continue };
+            fetches += 1;
+            offsets.extend(view.messages().map(|m| m.offset));
+        }
+        assert_eq!(offsets, (0..400).collect::<Vec<u64>>(), "in order, no gaps, no repeats");
+        assert!(fetches >= 10, "{fetches} fetches: the test must cross many");
+        // The first refused, and the one sent behind it before the refusal came; then none.
+        let tried = refused.load(Ordering::SeqCst);
+        assert!((1..=2).contains(&tried), "{tried} FETCH_NEXTs sent");
+        assert!(reader.outstanding_fetches() <= 1);
+    }
+
     #[test]
     fn the_pool_reuses_buffers_and_holds_a_bounded_number_of_bounded_size() {
         let pool = BufferPool::new(2, 1 << 20);
