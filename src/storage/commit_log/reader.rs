@@ -42,8 +42,9 @@ pub(super) enum Lookup {
 
 /// Two disk batches of one fetch are read with one I/O when at most this far apart.
 pub(super) const COALESCE_GAP_BYTES: u64 = 128 * 1024;
-/// Prefetches in flight at once, at most (their bytes are bounded by `prefetch_bytes`).
-const MAX_PREFETCHES: usize = 1024;
+/// Queues with prefetches in flight at once, at most (each with at most [`PREFETCH_DEPTH`];
+/// their bytes are bounded by `prefetch_bytes`).
+const MAX_PREFETCHING_QUEUES: usize = 1024;
 /// A catching-up queue's fetches read ahead at most: its next fetch, and the one after it
 /// when room is free. One alone left the disk idle a quarter of the time under a single
 /// queue's consumer (each prefetch was issued only once the fetch before it was served);
@@ -300,11 +301,12 @@ impl<D: LogDir + 'static> CommitLog<D> {
             if let Some(p) = mine.and_then(|v| v.iter().find(|p| p.from == from)) {
                 return Ok(p.end);
             }
-            let total: usize = prefetches.values().map(Vec::len).sum();
             Err(log.config.prefetch_bytes > 0
                 && log.st.borrow().life.is_open()
-                && mine.map_or(0, Vec::len) < PREFETCH_DEPTH
-                && total < MAX_PREFETCHES)
+                && match mine {
+                    Some(mine) => mine.len() < PREFETCH_DEPTH,
+                    None => prefetches.len() < MAX_PREFETCHING_QUEUES,
+                })
         };
         match state(self) {
             Ok(end) => return Some((end, false)),
