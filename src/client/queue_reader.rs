@@ -24,9 +24,10 @@
 //! serves it from where the current fetch's answer ends, so two fetches of the queue are in
 //! flight and the broker reads and sends k+1 while the client takes k. At the end of the queue
 //! it does not: the next fetch is a long poll, and a second one behind it would only hold a
-//! waiter slot and a buffer on the broker to wait for the same append. When reply k comes, the FETCH_NEXT goes on as the current fetch if k's headers end
-//! where the broker's scan did (the reader's next offset is the broker's); otherwise it is
-//! dropped, as are fetches ahead of a seek, a failure or a timeout. A broker from before
+//! waiter slot and a buffer on the broker to wait for the same append. When reply k comes,
+//! the FETCH_NEXT goes on as the current fetch if k's headers end where the broker's scan did
+//! (the reader's next offset is the broker's); otherwise it is dropped, as are fetches ahead
+//! of a seek, a failure or a timeout. A broker from before
 //! FETCH_NEXT answers it UNSUPPORTED_API, and the reader then sends one fetch at a time
 //! ([`QueueReader::with_fetch_next`] turns it off). A consumer of several queues keeps these
 //! fetches per queue (one `QueueReader` each, swept with [`QueueReader::try_next`]).
@@ -39,8 +40,9 @@
 //! # Bounds
 //!
 //! [`FetchWindow`] (pure: no I/O, time passed in) decides when to send: one current fetch,
-//! one following it, and at most [`MAX_OUTSTANDING_FETCHES`] unanswered in all (fetches abandoned by
-//! [`QueueReader::seek`] or a reply timeout still hold a buffer until their reply comes). The
+//! one following it, and at most [`MAX_OUTSTANDING_FETCHES`] unanswered in all (fetches
+//! abandoned by [`QueueReader::seek`] or a reply timeout still hold a buffer until their reply
+//! comes). The
 //! pool keeps at most `pool_buffers` free buffers of at most `max_pooled_buffer_bytes` each.
 //! So a reader holds at most `MAX_OUTSTANDING_FETCHES + pool_buffers` buffers, plus the views
 //! its caller keeps, each about `max_bytes` of the consumer (the broker's reply holds at most
