@@ -16,7 +16,7 @@ for i in $(seq 1 "$ROUNDS"); do
   python3 "$HERE/sampler.py" > "$OUT/stat-$i.txt" &
   SP=$!
   sleep 3
-  PATH="$BIN:$PATH" "$BIN/ringmq-bench" run bench-harness/workloads/latency.toml --spawn-broker \
+  PATH="$BIN:$PATH" "$BIN/ringmq-bench" run bench-harness/workloads/latency.toml --spawn-broker ${SET:-} \
     --data-dir "$DATA" --broker-cpus 0 --cpus 1 --quiet --out "$OUT/latency-$i.json" || true
   sleep 1
   [ -z "$BT" ] || kill -INT $BT
