@@ -83,6 +83,9 @@ for round in a b; do
     one $round ordered
     one $round latency
     one $round latency --set target_rate=20000
+    # The same with the producer lingering 1 ms: a sixth of the requests (BENCHMARKS.md,
+    # round 49: on a VM each request's wake-ups cost both vCPUs' time).
+    one $round latency --set linger_ms=1
     one $round backlog-drain --compare-raw
     one $round many-queues --compare-raw
     one $round many-queues-per-message

@@ -21,6 +21,7 @@ mod clock;
 mod comparison;
 mod counters;
 mod group;
+mod host_cpu;
 mod lag;
 mod library;
 mod payload;

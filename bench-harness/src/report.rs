@@ -308,6 +308,9 @@ pub fn table(report: &Report) -> String {
     if let Some(c) = &r.broker_counters {
         out.push_str(&format!("  broker counters        {}\n", counters_line(c)));
     }
+    if let Some(h) = &r.host_cpu {
+        out.push_str(&format!("  host CPUs              {}\n", crate::host_cpu::line(h)));
+    }
     if r.counts_ok {
         out.push_str("  counts: OK\n");
     } else {
@@ -446,8 +449,9 @@ pub fn summary(reports: &[Report]) -> String {
     }
     let mut out = String::from(
         "| workload | overrides | runs | produce MB/s | produce msg/s | consume MB/s | ack p50 / p99 / \
-         p99.9 / max (ms) | e2e p99 (ms) | publish delay p99 (ms) | counts |\n\
-         |---|---|---|---|---|---|---|---|---|---|\n",
+         p99.9 / max (ms) | e2e p99 (ms) | publish delay p99 (ms) | host steal % / blocks | \
+         counts |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for (name, label, rs) in groups {
         let med = |f: &dyn Fn(&Results) -> f64| {
@@ -485,8 +489,21 @@ pub fn summary(reports: &[Report]) -> String {
                 )
             })
             .collect();
+        // Per run: the most any CPU lost to the host (percent of the window) and the steal
+        // blocks (crate::host_cpu).
+        let steal: Vec<String> = rs
+            .iter()
+            .map(|r| match &r.results.host_cpu {
+                Some(h) => format!(
+                    "{:.0} / {}",
+                    h.cpus.iter().map(|c| c.steal_pct).fold(0.0, f64::max),
+                    h.steal_blocks
+                ),
+                None => "-".into(),
+            })
+            .collect();
         out.push_str(&format!(
-            "| {name} | {label} | {} ({} MB/s) | {:.0} | {:.0} | {:.0} | {} / {} / {} / {} | {} | {} | {} |\n",
+            "| {name} | {label} | {} ({} MB/s) | {:.0} | {:.0} | {:.0} | {} / {} / {} / {} | {} | {} | {} | {} |\n",
             rs.len(),
             per_run.join(", "),
             produce / 1e6,
@@ -498,6 +515,7 @@ pub fn summary(reports: &[Report]) -> String {
             ms(med(&|r| r.ack_latency.max_us)),
             ms(med(&|r| r.e2e_latency.p99_us)),
             ms(med(&|r| r.publish_delay.p99_us)),
+            steal.join(", "),
             if rs.iter().all(|r| r.results.counts_ok) { "OK" } else { "**FAILED**" },
         ));
     }
@@ -640,5 +658,28 @@ pub(crate) mod tests {
         let rows: Vec<&str> = s.lines().filter(|l| l.starts_with("| t ")).collect();
         assert_eq!(rows.len(), 2, "{s}");
         assert!(rows[0].contains("client=raw") && rows[0].contains("| 2000 |"), "{s}");
+    }
+
+    #[test]
+    fn the_host_s_steal_shows_per_run_in_the_table_and_the_summary() {
+        use crate::host_cpu::{CpuShare, HostCpuSummary};
+        let mut a = report(1000.0);
+        a.results.host_cpu = Some(HostCpuSummary {
+            cpus: vec![
+                CpuShare { cpu: 0, busy_pct: 80.0, steal_pct: 9.4 },
+                CpuShare { cpu: 1, busy_pct: 70.0, steal_pct: 11.2 },
+            ],
+            steal_blocks: 2,
+            longest_steal_ms: 100.0,
+        });
+        let b = report(1000.0);
+        let s = summary(&[a.clone(), b]);
+        let row = s.lines().find(|l| l.starts_with("| t ")).expect("a row");
+        assert!(row.contains("| 11 / 2, - |"), "{s}");
+        let t = table(&a);
+        assert!(
+            t.contains("host CPUs              cpu0 busy 80% steal 9%, cpu1 busy 70% steal 11%; 2 steal blocks"),
+            "{t}"
+        );
     }
 }

@@ -20,6 +20,7 @@ use ringmq::client::Client;
 use serde::{Deserialize, Serialize};
 
 use crate::clock::now_ns;
+use crate::host_cpu::HostCpu;
 use crate::payload::{Prefix, NO_KEY};
 use crate::stats::{merge, new_histogram, LatencySummary, Recorder};
 use crate::verify::{Verifier, VerifySummary};
@@ -51,6 +52,12 @@ pub struct SeriesPoint {
     pub e2e_p99_us: f64,
     pub publish_delay_p99_us: f64,
     pub measuring: bool,
+    /// Steal of all CPUs in this second, and the longest of one CPU within one ~100 ms
+    /// sample (ms; [`crate::host_cpu`]).
+    #[serde(default)]
+    pub host_steal_ms: f64,
+    #[serde(default)]
+    pub host_steal_longest_ms: f64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -102,6 +109,10 @@ pub struct Results {
     /// external broker, or when its metrics endpoint did not answer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub broker_counters: Option<crate::counters::Counters>,
+    /// What the host took from this machine's CPUs in the measured window
+    /// ([`crate::host_cpu`]); None where `/proc/stat` could not be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_cpu: Option<crate::host_cpu::HostCpuSummary>,
 }
 
 pub(crate) struct Shared {
@@ -222,18 +233,21 @@ struct Reporter<'a> {
     ack: Histogram<u64>,
     e2e: Histogram<u64>,
     publish_delay: Histogram<u64>,
+    host: HostCpu,
 }
 
 impl Reporter<'_> {
     /// Emits a point if a second passed since the last one.
     fn tick(&mut self) {
         let now = Counts::now(self.shared);
+        self.host.poll(now.t_ns);
         if now.t_ns < self.last.t_ns + 1_000_000_000 {
             return;
         }
         let dt = (now.t_ns - self.last.t_ns) as f64 / 1e9;
         self.cut();
         let size = self.w.message_size_bytes as f64;
+        let (host_steal_ms, host_steal_longest_ms) = self.host.take_point();
         let p = SeriesPoint {
             t_s: (now.t_ns - self.start_ns) as f64 / 1e9,
             sent_per_s: (now.sent - self.last.sent) as f64 / dt,
@@ -245,6 +259,8 @@ impl Reporter<'_> {
             e2e_p99_us: LatencySummary::of(&self.e2e).p99_us,
             publish_delay_p99_us: LatencySummary::of(&self.publish_delay).p99_us,
             measuring: self.shared.measuring.load(Relaxed),
+            host_steal_ms,
+            host_steal_longest_ms,
         };
         if self.progress {
             eprintln!(
@@ -285,6 +301,8 @@ impl Reporter<'_> {
     /// Sets whether the run is measuring, cutting first what was recorded before.
     fn set_measuring(&mut self, on: bool) {
         self.cut();
+        self.host.poll(now_ns());
+        self.host.set_measuring(on);
         self.shared.measuring.store(on, Relaxed);
     }
 
@@ -383,6 +401,7 @@ fn run_on_topics(
         ack: new_histogram(),
         e2e: new_histogram(),
         publish_delay: new_histogram(),
+        host: HostCpu::for_this_machine(),
     };
     let mut window = (Counts::default(), Counts::default());
     let mut backlog_result = None;
@@ -546,6 +565,7 @@ fn run_on_topics(
         errors: lock(&shared.errors).clone(),
         replication_lag: None,
         broker_counters: None,
+        host_cpu: reporter.host.summary(),
     };
     if w.consumers > 0 {
         results.missing = producer_stats.iter().map(|p| verifier.missing(p.id, p.sent)).sum();
