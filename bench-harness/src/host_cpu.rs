@@ -18,8 +18,10 @@ use serde::{Deserialize, Serialize};
 pub const SAMPLE_NS: u64 = 100_000_000;
 /// A steal block: one CPU lost at least this many milliseconds of one sample...
 pub const BLOCK_MIN_MS: f64 = 80.0;
-/// ...and at least this share of the sample's length.
-pub const BLOCK_MIN_SHARE: f64 = 0.8;
+/// ...and at least this share of the sample's length. Half, not more: the sampling thread
+/// may itself wait on the stolen vCPU, and a sample of 100 ms stolen then lasts 150-200 ms
+/// (seen in round 49's run-all); steal spread thinly never reaches 80 ms in such a sample.
+pub const BLOCK_MIN_SHARE: f64 = 0.5;
 
 /// One CPU's counters from `/proc/stat`, in clock ticks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -71,7 +73,7 @@ pub struct CpuShare {
 pub struct HostCpuSummary {
     pub cpus: Vec<CpuShare>,
     /// Samples (about 100 ms) in the measured window in which one CPU was taken by the host
-    /// for at least 80 ms and 80% of the sample.
+    /// for at least 80 ms and half of the sample.
     pub steal_blocks: u64,
     /// The longest steal of one CPU within one sample, in the measured window (ms).
     pub longest_steal_ms: f64,
@@ -197,7 +199,7 @@ pub fn line(s: &HostCpuSummary) -> String {
         .map(|c| format!("cpu{} busy {:.0}% steal {:.0}%", c.cpu, c.busy_pct, c.steal_pct))
         .collect();
     format!(
-        "{}; {} steal blocks (one CPU taken >= 80 ms of a 100 ms sample), longest {:.0} ms",
+        "{}; {} steal blocks (one CPU taken >= 80 ms of a ~100 ms sample), longest {:.0} ms",
         cpus.join(", "),
         s.steal_blocks,
         s.longest_steal_ms
@@ -246,17 +248,19 @@ mod tests {
     }
 
     #[test]
-    fn a_late_sample_needs_most_of_its_length_stolen_to_be_a_block() {
+    fn a_late_sample_needs_half_of_its_length_stolen_to_be_a_block() {
         let mut h = HostCpu::new(100);
         h.set_measuring(true);
         let ms = 1_000_000;
         h.observe(0, &[ticks(0, 0, 0)]);
         // 90 ms stolen of a 200 ms sample (the reporter was late): not a block.
         h.observe(200 * ms, &[ticks(11, 0, 9)]);
+        // 100 ms of 200 (the reporter waited on the stolen vCPU): a block.
+        h.observe(400 * ms, &[ticks(21, 0, 19)]);
         // 160 ms of 190: a block.
-        h.observe(390 * ms, &[ticks(14, 0, 25)]);
+        h.observe(590 * ms, &[ticks(24, 0, 35)]);
         let s = h.summary().unwrap();
-        assert_eq!(s.steal_blocks, 1);
+        assert_eq!(s.steal_blocks, 2);
         assert_eq!(s.longest_steal_ms, 160.0);
     }
 
