@@ -79,7 +79,10 @@ pub struct ProducerConfig {
     /// messages.
     pub selector: QueueSelector,
     /// How long an open batch of an idle queue waits for more messages. Default 0 (batches
-    /// still grow while the queue's previous batch is in flight).
+    /// still grow while the queue's previous batch is in flight). A producer that sends
+    /// steadily in small pieces sends a request for nearly every piece with 0; about 1 ms
+    /// cut the requests to a sixth and kept ack p99 near 1.4 ms where 0 gave 15 ms on a
+    /// 2-vCPU VM (tuning/README.md, "Producer linger for latency on a virtual machine").
     pub linger: Duration,
     /// Largest batch (header included); at most the broker's `max_batch_bytes`. Default 1 MiB.
     pub max_batch_bytes: usize,
