@@ -26,6 +26,8 @@ pub const BLOCK_MIN_SHARE: f64 = 0.5;
 /// One CPU's counters from `/proc/stat`, in clock ticks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct CpuTicks {
+    /// Its number (`cpuN`): offline CPUs have no line, so a position is not a number.
+    pub cpu: usize,
     /// user + nice + system + irq + softirq
     pub busy: u64,
     /// idle + iowait
@@ -34,22 +36,21 @@ pub struct CpuTicks {
 }
 
 /// The `cpuN` lines of `/proc/stat`, in order (the aggregate `cpu` line left out). A line that
-/// does not parse is left out; a CPU missing from a later read is compared by position, so
-/// the caller compares only reads of the same length.
+/// does not parse is left out.
 pub fn parse_proc_stat(text: &str) -> Vec<CpuTicks> {
     let mut out = Vec::new();
     for line in text.lines() {
         let mut f = line.split_ascii_whitespace();
-        let Some(name) = f.next() else { continue };
-        if !name.starts_with("cpu") || name.len() == 3 {
+        let Some(cpu) = f.next().and_then(|n| n.strip_prefix("cpu")?.parse().ok()) else {
             continue;
-        }
+        };
         let v: Vec<u64> = f.take(8).map_while(|x| x.parse().ok()).collect();
         if v.len() < 8 {
             continue;
         }
         // user nice system idle iowait irq softirq steal
         out.push(CpuTicks {
+            cpu,
             busy: v[0] + v[1] + v[2] + v[5] + v[6],
             idle: v[3] + v[4],
             steal: v[7],
@@ -88,7 +89,7 @@ pub struct HostCpu {
     point_steal_ms: f64,
     point_longest_ms: f64,
     measuring: bool,
-    /// Over the measured samples: per CPU (busy, idle, steal) ticks.
+    /// Over the measured samples: per CPU its (busy, idle, steal) ticks, in the order first seen.
     window: Vec<CpuTicks>,
     blocks: u64,
     longest_ms: f64,
@@ -129,18 +130,25 @@ impl HostCpu {
     /// One sample: the CPUs' counters at `now_ns`.
     pub fn observe(&mut self, now_ns: u64, cpus: &[CpuTicks]) {
         if let Some((t, prev)) = self.last.take() {
-            if prev.len() == cpus.len() && now_ns > t {
+            // Only reads of the same CPUs compare (one went offline or came back: skipped).
+            let same =
+                prev.len() == cpus.len() && prev.iter().zip(cpus).all(|(a, b)| a.cpu == b.cpu);
+            if same && now_ns > t {
                 let sample_ms = (now_ns - t) as f64 / 1e6;
-                for (i, (a, b)) in prev.iter().zip(cpus).enumerate() {
+                for (a, b) in prev.iter().zip(cpus) {
                     let steal_ms = b.steal.saturating_sub(a.steal) as f64 * self.ms_per_tick;
                     self.point_steal_ms += steal_ms;
                     self.point_longest_ms = self.point_longest_ms.max(steal_ms);
                     if !self.measuring {
                         continue;
                     }
-                    if self.window.len() <= i {
-                        self.window.resize(i + 1, CpuTicks::default());
-                    }
+                    let i = match self.window.iter().position(|w| w.cpu == b.cpu) {
+                        Some(i) => i,
+                        None => {
+                            self.window.push(CpuTicks { cpu: b.cpu, ..CpuTicks::default() });
+                            self.window.len() - 1
+                        }
+                    };
                     let w = &mut self.window[i];
                     w.busy += b.busy.saturating_sub(a.busy);
                     w.idle += b.idle.saturating_sub(a.idle);
@@ -177,11 +185,10 @@ impl HostCpu {
         let cpus = self
             .window
             .iter()
-            .enumerate()
-            .map(|(cpu, w)| {
+            .map(|w| {
                 let total = (w.busy + w.idle + w.steal).max(1) as f64;
                 CpuShare {
-                    cpu,
+                    cpu: w.cpu,
                     busy_pct: 100.0 * w.busy as f64 / total,
                     steal_pct: 100.0 * w.steal as f64 / total,
                 }
@@ -216,14 +223,14 @@ mod tests {
                         intr 12345\n\
                         ctxt 99\n";
 
-    fn ticks(busy: u64, idle: u64, steal: u64) -> CpuTicks {
-        CpuTicks { busy, idle, steal }
+    fn ticks(cpu: usize, busy: u64, idle: u64, steal: u64) -> CpuTicks {
+        CpuTicks { cpu, busy, idle, steal }
     }
 
     #[test]
     fn parses_the_cpu_lines_and_skips_the_total_and_others() {
         let v = parse_proc_stat(STAT);
-        assert_eq!(v, vec![ticks(16, 152, 3), ticks(15, 152, 4)]);
+        assert_eq!(v, vec![ticks(0, 16, 152, 3), ticks(1, 15, 152, 4)]);
         assert!(parse_proc_stat("cpu0 1 2 3\nbogus\n").is_empty(), "short lines are left out");
     }
 
@@ -232,11 +239,11 @@ mod tests {
         let mut h = HostCpu::new(100);
         h.set_measuring(true);
         let ms = 1_000_000;
-        h.observe(0, &[ticks(0, 0, 0), ticks(0, 0, 0)]);
+        h.observe(0, &[ticks(0, 0, 0, 0), ticks(1, 0, 0, 0)]);
         // 100 ms: CPU 0 all stolen (10 ticks), CPU 1 one tick.
-        h.observe(100 * ms, &[ticks(0, 0, 10), ticks(9, 0, 1)]);
+        h.observe(100 * ms, &[ticks(0, 0, 0, 10), ticks(1, 9, 0, 1)]);
         // 100 ms: 5 ticks each: spread, no block.
-        h.observe(200 * ms, &[ticks(5, 0, 15), ticks(14, 0, 6)]);
+        h.observe(200 * ms, &[ticks(0, 5, 0, 15), ticks(1, 14, 0, 6)]);
         assert_eq!(h.take_point(), (10.0 * 10.0 + 10.0 + 50.0 + 50.0, 100.0));
         assert_eq!(h.take_point(), (0.0, 0.0), "a point starts afresh");
         let s = h.summary().expect("samples were measured");
@@ -252,13 +259,13 @@ mod tests {
         let mut h = HostCpu::new(100);
         h.set_measuring(true);
         let ms = 1_000_000;
-        h.observe(0, &[ticks(0, 0, 0)]);
+        h.observe(0, &[ticks(0, 0, 0, 0)]);
         // 90 ms stolen of a 200 ms sample (the reporter was late): not a block.
-        h.observe(200 * ms, &[ticks(11, 0, 9)]);
+        h.observe(200 * ms, &[ticks(0, 11, 0, 9)]);
         // 100 ms of 200 (the reporter waited on the stolen vCPU): a block.
-        h.observe(400 * ms, &[ticks(21, 0, 19)]);
+        h.observe(400 * ms, &[ticks(0, 21, 0, 19)]);
         // 160 ms of 190: a block.
-        h.observe(590 * ms, &[ticks(24, 0, 35)]);
+        h.observe(590 * ms, &[ticks(0, 24, 0, 35)]);
         let s = h.summary().unwrap();
         assert_eq!(s.steal_blocks, 2);
         assert_eq!(s.longest_steal_ms, 160.0);
@@ -268,27 +275,35 @@ mod tests {
     fn only_measured_samples_count_in_the_window() {
         let mut h = HostCpu::new(100);
         let ms = 1_000_000;
-        h.observe(0, &[ticks(0, 0, 0)]);
-        h.observe(100 * ms, &[ticks(0, 0, 10)]); // warm-up: a block, not counted
+        h.observe(0, &[ticks(0, 0, 0, 0)]);
+        h.observe(100 * ms, &[ticks(0, 0, 0, 10)]); // warm-up: a block, not counted
         assert!(h.summary().is_none(), "nothing measured yet");
         h.set_measuring(true);
-        h.observe(200 * ms, &[ticks(10, 0, 10)]);
+        h.observe(200 * ms, &[ticks(0, 10, 0, 10)]);
         h.set_measuring(false);
-        h.observe(300 * ms, &[ticks(10, 0, 20)]); // after: not counted
+        h.observe(300 * ms, &[ticks(0, 10, 0, 20)]); // after: not counted
         let s = h.summary().unwrap();
         assert_eq!((s.steal_blocks, s.cpus[0].busy_pct, s.cpus[0].steal_pct), (0, 100.0, 0.0));
         assert_eq!(h.take_point().1, 100.0, "points see every sample");
     }
 
     #[test]
-    fn a_read_with_another_number_of_cpus_is_not_compared() {
+    fn a_read_of_other_cpus_is_not_compared_and_cpus_keep_their_numbers() {
         let mut h = HostCpu::new(100);
         h.set_measuring(true);
-        h.observe(0, &[ticks(0, 0, 0)]);
-        h.observe(100_000_000, &[ticks(0, 0, 10), ticks(0, 0, 10)]);
-        assert!(h.summary().is_none());
-        h.observe(200_000_000, &[ticks(5, 0, 15), ticks(10, 0, 10)]);
-        assert_eq!(h.summary().unwrap().cpus.len(), 2);
+        h.observe(0, &[ticks(0, 0, 0, 0)]);
+        h.observe(100_000_000, &[ticks(0, 0, 0, 10), ticks(1, 0, 0, 10)]);
+        assert!(h.summary().is_none(), "another number of CPUs");
+        // CPU 1 went offline and CPU 3 is there instead: the same length, other CPUs.
+        h.observe(200_000_000, &[ticks(0, 0, 0, 20), ticks(3, 0, 0, 0)]);
+        assert!(h.summary().is_none(), "other CPUs");
+        h.observe(300_000_000, &[ticks(0, 5, 0, 25), ticks(3, 10, 0, 0)]);
+        let s = h.summary().unwrap();
+        assert_eq!(s.cpus.iter().map(|c| c.cpu).collect::<Vec<_>>(), vec![0, 3]);
+        assert_eq!((s.cpus[0].steal_pct, s.cpus[1].busy_pct), (50.0, 100.0));
+        let offline =
+            parse_proc_stat("cpu  1 1 1 1 1 1 1 1\ncpu0 1 1 1 1 1 1 1 1\ncpu2 1 1 1 1 1 1 1 1\n");
+        assert_eq!(offline.iter().map(|c| c.cpu).collect::<Vec<_>>(), vec![0, 2]);
     }
 
     #[test]
