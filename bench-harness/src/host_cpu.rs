@@ -84,6 +84,8 @@ pub struct HostCpuSummary {
 #[derive(Debug)]
 pub struct HostCpu {
     ms_per_tick: f64,
+    /// When `/proc/stat` was last read or tried (a failed read waits a sample too).
+    tried_ns: Option<u64>,
     last: Option<(u64, Vec<CpuTicks>)>,
     /// Since the last point: steal of all CPUs, and the longest of one CPU in one sample (ms).
     point_steal_ms: f64,
@@ -100,6 +102,7 @@ impl HostCpu {
     pub fn new(ticks_per_s: u64) -> HostCpu {
         HostCpu {
             ms_per_tick: 1000.0 / ticks_per_s.max(1) as f64,
+            tried_ns: None,
             last: None,
             point_steal_ms: 0.0,
             point_longest_ms: 0.0,
@@ -117,11 +120,16 @@ impl HostCpu {
         HostCpu::new(if hz > 0 { hz as u64 } else { 100 })
     }
 
-    /// Reads `/proc/stat` if a sample is due at `now_ns`; does nothing where it cannot be read.
+    /// Reads `/proc/stat` if a sample is due at `now_ns` (one read or try per [`SAMPLE_NS`]).
     pub fn poll(&mut self, now_ns: u64) {
-        if self.last.as_ref().is_some_and(|(t, _)| now_ns < t + SAMPLE_NS) {
-            return;
+        if self.tried_ns.map_or(true, |t| now_ns >= t + SAMPLE_NS) {
+            self.sample_now(now_ns);
         }
+    }
+
+    /// Reads `/proc/stat` now; does nothing where it cannot be read.
+    pub fn sample_now(&mut self, now_ns: u64) {
+        self.tried_ns = Some(now_ns);
         if let Ok(text) = std::fs::read_to_string("/proc/stat") {
             self.observe(now_ns, &parse_proc_stat(&text));
         }
@@ -163,7 +171,8 @@ impl HostCpu {
         self.last = Some((now_ns, cpus.to_vec()));
     }
 
-    /// Whether the following samples count in the window (the run's measured part).
+    /// Whether the following samples count in the window (the run's measured part). Take a
+    /// sample ([`Self::sample_now`]) right before, so none straddles the change.
     pub fn set_measuring(&mut self, on: bool) {
         self.measuring = on;
     }
@@ -310,12 +319,17 @@ mod tests {
     fn poll_samples_at_most_every_100_ms() {
         let mut h = HostCpu::new(100);
         h.poll(1_000_000_000);
+        assert_eq!(h.tried_ns, Some(1_000_000_000));
         let first = h.last.as_ref().map(|(t, _)| *t);
         h.poll(1_050_000_000);
-        assert_eq!(h.last.as_ref().map(|(t, _)| *t), first, "not due yet");
+        assert_eq!(h.tried_ns, Some(1_000_000_000), "not due yet");
+        assert_eq!(h.last.as_ref().map(|(t, _)| *t), first);
         h.poll(1_100_000_000);
+        assert_eq!(h.tried_ns, Some(1_100_000_000));
         if first.is_some() {
             assert_eq!(h.last.as_ref().map(|(t, _)| *t), Some(1_100_000_000));
         }
+        h.sample_now(1_120_000_000);
+        assert_eq!(h.tried_ns, Some(1_120_000_000), "a sample on demand, due or not");
     }
 }

@@ -301,7 +301,7 @@ impl Reporter<'_> {
     /// Sets whether the run is measuring, cutting first what was recorded before.
     fn set_measuring(&mut self, on: bool) {
         self.cut();
-        self.host.poll(now_ns());
+        self.host.sample_now(now_ns());
         self.host.set_measuring(on);
         self.shared.measuring.store(on, Relaxed);
     }
