@@ -220,18 +220,10 @@ impl<L: ShardLog> Shard<L> {
                     return reply;
                 }
                 Verdict::Duplicate(at) => {
-                    // In sync mode a batch is visible once durable: a retry is answered SEND_OK
-                    // only when the original is.
+                    // Answered SEND_OK only when the original is durable (and confirmed).
                     let end = at.base_offset + u64::from(count);
-                    let durable = self.config.storage.flush_mode
-                        == crate::storage::FlushMode::Async
-                        || end <= self.log.offsets(key).next;
                     return Ok(Response::Produce {
-                        status: if durable {
-                            SendStatus::SendOk
-                        } else {
-                            SendStatus::FlushDiskTimeout
-                        },
+                        status: self.resend_status(key, end).await,
                         topic_id: key.topic_id.get(),
                         queue_id: key.queue_id.get(),
                         base_offset: at.base_offset,

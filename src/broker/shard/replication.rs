@@ -287,15 +287,34 @@ impl<L: ShardLog> Shard<L> {
     /// produce, transaction half, offset commit) goes through here, so a SEND_OK from a sync
     /// master always means durable on every in-sync member.
     pub(super) async fn ack_status(&self, out: &AppendOutcome) -> SendStatus {
-        if out.flush_timed_out {
-            // Not durable here yet: replication is not waited for either.
+        self.promise_status(!out.flush_timed_out, out.end).await
+    }
+
+    /// The status of an answer for a batch stored before log position `end`, `durable_here`
+    /// per the flush mode: not durable here yet, FLUSH_DISK_TIMEOUT (replication is not
+    /// waited for either); on a sync master, SEND_OK once the in-sync set confirmed it and
+    /// FLUSH_SLAVE_TIMEOUT when it did not in time; SEND_OK otherwise.
+    async fn promise_status(&self, durable_here: bool, end: u64) -> SendStatus {
+        if !durable_here {
             self.replication_progress();
             return SendStatus::FlushDiskTimeout;
         }
-        match self.await_replication(out.end).await {
+        match self.await_replication(end).await {
             Some(SyncStatus::FlushSlaveTimeout) => SendStatus::FlushSlaveTimeout,
             Some(SyncStatus::SendOk) | None => SendStatus::SendOk,
         }
+    }
+
+    /// The status of an answer to a resend from the earlier store of the same batch (its
+    /// queue offsets end at `end_offset` of `queue`): the promise a first send's answer makes
+    /// ([`Self::ack_status`]), waited for as a first send waits. A resend of a batch a sync
+    /// master's replicas have not confirmed is not SEND_OK: a failover could lose it. Its log
+    /// position is not kept, so the wait is for everything appended so far (it lies before).
+    pub(super) async fn resend_status(&self, queue: QueueKey, end_offset: u64) -> SendStatus {
+        // In sync mode a batch is readable once durable.
+        let durable_here = self.config.storage.flush_mode == crate::storage::FlushMode::Async
+            || end_offset <= self.log.offsets(queue).next;
+        self.promise_status(durable_here, self.log.append_end()).await
     }
 
     /// After a produce stored its batch (ending at log position `end`): in sync mode, waits

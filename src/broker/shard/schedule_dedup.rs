@@ -28,9 +28,11 @@ pub(super) enum Seen {
 }
 
 impl Held {
-    pub(super) fn reply(self) -> Response {
+    /// The answer to a resend of the send held here, with `status` (the promise it can make
+    /// now: [`Shard::resend_status`]).
+    pub(super) fn reply(self, status: SendStatus) -> Response {
         Response::Produce {
-            status: SendStatus::SendOk,
+            status,
             topic_id: SYSTEM_TOPIC_SCHEDULE,
             queue_id: SYS_SCHEDULE.queue_id.get(),
             base_offset: self.offset,

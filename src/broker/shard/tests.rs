@@ -547,5 +547,6 @@ mod produce_multi;
 mod replica_retention;
 mod replication;
 mod replication_tables;
+mod resend_promise;
 mod schedule;
 mod transaction;
