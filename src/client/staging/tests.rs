@@ -1,5 +1,6 @@
 //! The staging area: appends, the worker's hand-offs, bounds and spare buffers.
 
+use super::spares::SPARE_MAX_CAPACITY;
 use super::*;
 
 fn staging() -> Staging {
