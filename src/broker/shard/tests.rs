@@ -540,6 +540,7 @@ fn a_long_poll_ends_when_the_clock_passes_its_deadline_not_before() {
 mod batch_limits;
 mod fetch_multi;
 mod group;
+mod group_deletion;
 mod idempotent_windows;
 mod key_index;
 mod metrics;
