@@ -106,6 +106,10 @@ fn producer_config(w: &Workload) -> ProducerConfig {
         small_batches_in_flight_bytes: w
             .producer_small_batches_in_flight_bytes
             .unwrap_or(default.small_batches_in_flight_bytes),
+        send_timeout: match w.producer_send_timeout_ms {
+            0 => default.send_timeout,
+            ms => Duration::from_millis(ms),
+        },
         ..default
     }
 }
@@ -485,21 +489,24 @@ mod tests {
     use crate::workload::tests::MIN;
 
     #[test]
-    fn the_producer_buffer_settings_reach_the_producer_or_default_to_the_library_s() {
+    fn the_producer_buffer_and_timeout_settings_reach_the_producer_or_default_to_the_library_s() {
         let d = ProducerConfig::default();
         let c = producer_config(&Workload::parse(MIN, &[]).unwrap());
         assert_eq!(
             (c.max_buffer_bytes, c.buffer_messages, c.small_batches_in_flight_bytes),
             (d.max_buffer_bytes, d.buffer_messages, d.small_batches_in_flight_bytes)
         );
+        assert_eq!(c.send_timeout, d.send_timeout);
         let set = [
             "producer_buffer_bytes = 1048576".into(),
             "producer_buffer_messages = 500000".into(),
             "producer_small_batches_in_flight_bytes = 0".into(),
+            "producer_send_timeout_ms = 30000".into(),
         ];
         let c = producer_config(&Workload::parse(MIN, &set).unwrap());
         assert_eq!(c.max_buffer_bytes, 1 << 20);
         assert_eq!(c.buffer_messages, 500_000);
         assert_eq!(c.small_batches_in_flight_bytes, 0);
+        assert_eq!(c.send_timeout, Duration::from_secs(30));
     }
 }

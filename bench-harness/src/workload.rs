@@ -129,6 +129,12 @@ pub struct Workload {
     /// broker's window. The raw client ignores it.
     #[serde(default)]
     pub producer_max_in_flight_per_queue: usize,
+    /// Library producers' `ProducerConfig::send_timeout` in ms: how long a message may take
+    /// from the send to its acknowledgement, time in the producer's buffer included. 0
+    /// (default): the library's default (3 s). Raise it with `producer_buffer_bytes`: a full
+    /// buffer takes its size divided by the broker's rate to drain. The raw client ignores it.
+    #[serde(default)]
+    pub producer_send_timeout_ms: u64,
     /// Library consumers read their queues with FETCH_MULTI (`MultiQueueReader`: each
     /// shard's queues in two requests at a time, the broker picking their batches in log
     /// order) instead of one pipelined FETCH per queue (`QueueReader`). Unset: when a
