@@ -179,3 +179,31 @@ fn a_retry_outlives_the_member_that_failed_and_succeeds_once() {
     assert_eq!(all.iter().filter(|(b, ..)| b == "y").count(), 1, "{all:?}");
     assert!(drain(&client, "%DLQ%shipping", 0, 0).is_empty());
 }
+
+/// A message larger than the library's default batch (1 MiB), which the broker took (4 MiB by
+/// default) from a producer allowed larger batches, is retried and dead-lettered like any
+/// other: the consumer's send-back is not limited to the default batch size.
+#[test]
+fn a_message_larger_than_the_default_batch_is_retried_then_dead_lettered() {
+    let dir = tempdir();
+    let broker = broker(dir.path(), "100ms");
+    let client = Client::connect(&broker.addr()).unwrap();
+    client.admin().create_topic("orders", 2).unwrap();
+    let big = ProducerConfig { max_batch_bytes: 3 << 20, ..ProducerConfig::default() };
+    let p = client.producer(big).unwrap();
+    let body: Vec<u8> = (0..(2 << 20)).map(|i| (i % 251) as u8).collect();
+    p.send(Message::new("orders", body.clone()).with_key("big")).unwrap();
+    let (consumer, seen) = consumer(&broker, "bulk", 1, |_| true);
+    let dead = poll_until(Duration::from_secs(60), || {
+        let d = drain(&client, "%DLQ%bulk", 0, 0);
+        (!d.is_empty()).then_some(d)
+    });
+    consumer.shutdown();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].body, body, "the whole message, unchanged");
+    assert_eq!(dead[0].reconsume_times(), 2);
+    assert_eq!(dead[0].origin_topic(), Some("orders"));
+    let topics: Vec<(u32, String)> =
+        seen.lock().unwrap().iter().map(|(_, times, topic)| (*times, topic.clone())).collect();
+    assert_eq!(topics, [(0, "orders".to_string()), (1, "%RETRY%bulk".to_string())]);
+}

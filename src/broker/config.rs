@@ -298,7 +298,7 @@ impl Config {
             ));
         }
         // A produce frame carries one whole batch plus the topic name and a few fields.
-        let produce_overhead = 4 + 8 + 2 + 255 + 4 + 1 + 4;
+        let produce_overhead = crate::protocol::PRODUCE_FRAME_OVERHEAD;
         if self.storage.max_batch_bytes + produce_overhead > b.max_frame_bytes {
             return Err(format!(
                 "storage.max_batch_bytes = {} does not fit in broker.max_frame_bytes = {} \

@@ -215,7 +215,11 @@ pub struct PushConsumerConfig {
     /// Clustering, concurrent mode: RECONSUME_LATER sends each message back to the group's
     /// retry topic `%RETRY%<group>` (subscribed automatically), delayed by level
     /// `first_delay_level + reconsume_times`; after `max_reconsume_times` failures it goes to
-    /// `%DLQ%<group>` ([`crate::schedule::retry`]). `None`: local redelivery only.
+    /// `%DLQ%<group>` ([`crate::schedule::retry`]). A copy may be as large as a produce
+    /// frame of the client's `max_frame_bytes` allows, whatever the application's producers
+    /// use; one the broker refuses (a message within about 600 bytes of its
+    /// `storage.max_batch_bytes`: the copy's properties and the scheduled wrapping do not fit)
+    /// is redelivered locally, per `retry`. `None`: local redelivery only.
     pub send_back: Option<SendBackPolicy>,
     /// Record a trace event for every message the listener handled (group, consumer,
     /// status, latency) into a trace topic ([`super::trace`]). Default None (off).
@@ -550,7 +554,15 @@ impl PushConsumer {
         }
         let send_back = match config.send_back {
             Some(policy) if sends_back => {
-                Some((client.producer(super::ProducerConfig::default())?, policy))
+                // Any message the consumer can fetch goes back whole: its copy may be as large
+                // as a produce frame allows, not only the default batch (the broker refuses
+                // what its own limit does not take). Each copy is a batch of its own.
+                let frame = client.router().options.connection.max_frame_bytes;
+                let config = super::ProducerConfig {
+                    max_batch_bytes: frame.saturating_sub(crate::protocol::PRODUCE_FRAME_OVERHEAD),
+                    ..super::ProducerConfig::default()
+                };
+                Some((client.producer(config)?, policy))
             }
             _ => None,
         };

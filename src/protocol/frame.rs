@@ -20,6 +20,10 @@ pub const REQUEST_HEADER_LEN: usize = 2 + 2 + 4;
 pub const RESPONSE_HEADER_LEN: usize = 4 + 2;
 /// Default bound on one frame (prefix included): 8 MiB.
 pub const DEFAULT_MAX_FRAME_BYTES: usize = 8 << 20;
+/// Bytes a PRODUCE frame needs besides its batch (prefix, header, a topic name of up to 255
+/// bytes and the request's other fields): a batch fits a frame of `max_frame_bytes` when it
+/// is at most `max_frame_bytes` minus this.
+pub const PRODUCE_FRAME_OVERHEAD: usize = 4 + 8 + 2 + 255 + 4 + 1 + 4;
 
 /// The fixed part of a request frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

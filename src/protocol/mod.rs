@@ -30,7 +30,10 @@ pub mod transaction;
 pub use api::ApiKey;
 pub use codec::DecodeError;
 pub use error_code::{ErrorCode, Retriable};
-pub use frame::{Check, FrameError, RequestHeader, ResponseHeader, DEFAULT_MAX_FRAME_BYTES};
+pub use frame::{
+    Check, FrameError, RequestHeader, ResponseHeader, DEFAULT_MAX_FRAME_BYTES,
+    PRODUCE_FRAME_OVERHEAD,
+};
 pub use message::{
     decode_request, decode_request_shared, encode_error, message_id, ErrorDetail, ErrorResponse,
     MessageId, Request, RequestError, Response, SendStatus, ShardStats, TopicInfo, TopicRoute,

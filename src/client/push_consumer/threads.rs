@@ -127,7 +127,9 @@ fn send_back(
             }
             SendBack::DeadLetter { .. } => {
                 copy.topic = retry::dlq_topic(&s.config.group);
-                producer.send(copy)?;
+                // A batch of its own: the send-back producer's batches may be larger than
+                // the broker takes, so copies are not gathered into one.
+                producer.send_batch(vec![copy])?;
                 tracing::warn!(
                     group = %s.config.group,
                     message = %m.message_id,
