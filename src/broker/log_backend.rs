@@ -144,6 +144,11 @@ impl<D: LogDir + 'static> ShardLog for Rc<CommitLog<D>> {
         self.wait_durable(LogPosition::new(end), None).await.map(|_| ())
     }
 
+    async fn commit_through(&self, end: u64) -> Result<bool, StorageError> {
+        let status = CommitLog::commit_through(self, LogPosition::new(end)).await?;
+        Ok(status == AppendStatus::Ok)
+    }
+
     async fn flush(&self) -> Result<(), StorageError> {
         CommitLog::flush(self).await.map(|_| ())
     }

@@ -142,6 +142,10 @@ pub trait ShardLog: 'static {
     /// Resolves once everything before log position `end` is readable; an error when the log
     /// stopped first (then it never will be).
     async fn wait_visible(&self, end: u64) -> Result<(), StorageError>;
+    /// An append's acknowledgement step for everything before log position `end` (see
+    /// [`crate::storage::CommitLog::commit_through`]): true at once in async flush mode; in
+    /// sync mode once it is synced, false if `sync_flush_timeout_ms` passed first.
+    async fn commit_through(&self, end: u64) -> Result<bool, StorageError>;
     async fn flush(&self) -> Result<(), StorageError>;
     /// The log's counters (group commits, fsync latency, chunk-pool waits) and its caches'
     /// hit counts, for the metrics endpoint.

@@ -221,9 +221,8 @@ impl<L: ShardLog> Shard<L> {
                 }
                 Verdict::Duplicate(at) => {
                     // Answered SEND_OK only when the original is durable (and confirmed).
-                    let end = at.base_offset + u64::from(count);
                     return Ok(Response::Produce {
-                        status: self.resend_status(key, end).await,
+                        status: self.resend_status().await?,
                         topic_id: key.topic_id.get(),
                         queue_id: key.queue_id.get(),
                         base_offset: at.base_offset,

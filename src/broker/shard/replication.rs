@@ -305,16 +305,16 @@ impl<L: ShardLog> Shard<L> {
         }
     }
 
-    /// The status of an answer to a resend from the earlier store of the same batch (its
-    /// queue offsets end at `end_offset` of `queue`): the promise a first send's answer makes
-    /// ([`Self::ack_status`]), waited for as a first send waits. A resend of a batch a sync
-    /// master's replicas have not confirmed is not SEND_OK: a failover could lose it. Its log
-    /// position is not kept, so the wait is for everything appended so far (it lies before).
-    pub(super) async fn resend_status(&self, queue: QueueKey, end_offset: u64) -> SendStatus {
-        // In sync mode a batch is readable once durable.
-        let durable_here = self.config.storage.flush_mode == crate::storage::FlushMode::Async
-            || end_offset <= self.log.offsets(queue).next;
-        self.promise_status(durable_here, self.log.append_end()).await
+    /// The status of an answer to a resend from the earlier store of the same batch: the
+    /// promise a first send's answer makes ([`Self::ack_status`]), waited for as a first send
+    /// waits (the flush in sync mode, then a sync master's in-sync set). A resend of a batch a
+    /// sync master's replicas have not confirmed is not SEND_OK: a failover could lose it. Its
+    /// log position is not kept, so the waits are for everything appended so far (it lies
+    /// before).
+    pub(super) async fn resend_status(&self) -> Result<SendStatus, BrokerError> {
+        let end = self.log.append_end();
+        let durable_here = self.log.commit_through(end).await?;
+        Ok(self.promise_status(durable_here, end).await)
     }
 
     /// After a produce stored its batch (ending at log position `end`): in sync mode, waits

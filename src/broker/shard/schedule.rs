@@ -224,10 +224,7 @@ impl<L: ShardLog> Shard<L> {
         let _storing = match &id {
             Some(id) => match self.claim_unique_id(id).await {
                 Ok(claim) => Some(claim),
-                Err(held) => {
-                    let end = held.offset + u64::from(held.record_count);
-                    return Ok(held.reply(self.resend_status(SYS_SCHEDULE, end).await));
-                }
+                Err(held) => return Ok(held.reply(self.resend_status().await?)),
             },
             None => None,
         };

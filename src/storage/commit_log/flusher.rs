@@ -31,11 +31,15 @@ impl<D: LogDir + 'static> CommitLog<D> {
     /// batch's buffer between the copy and the wait: in sync mode, waits for the fdatasync
     /// covering `appended` (up to `sync_flush_timeout_ms`, then `FlushDiskTimeout`).
     pub async fn commit(self: &Rc<Self>, appended: &Appended) -> Result<AppendStatus> {
+        self.commit_through(appended.end).await
+    }
+
+    /// [`Self::commit`] for everything appended before `end`.
+    pub async fn commit_through(self: &Rc<Self>, end: LogPosition) -> Result<AppendStatus> {
         if self.config.flush_mode == FlushMode::Async {
             return Ok(AppendStatus::Ok);
         }
-        let durable =
-            self.wait_durable(appended.end, Some(self.config.sync_flush_timeout())).await?;
+        let durable = self.wait_durable(end, Some(self.config.sync_flush_timeout())).await?;
         Ok(if durable { AppendStatus::Ok } else { AppendStatus::FlushDiskTimeout })
     }
 

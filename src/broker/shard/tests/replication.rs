@@ -39,11 +39,22 @@ pub(super) async fn master_with_metadata(
     timeout_ms: u64,
     metadata: Option<MetadataStore>,
 ) -> Rc<Shard<SimLog>> {
+    master_configured(dir, |_| {}, mode, timeout_ms, metadata).await
+}
+
+/// [`master_with_metadata`], its storage configured by `tweak` (the flush mode, say).
+pub(super) async fn master_configured(
+    dir: SimDir,
+    tweak: impl FnOnce(&mut crate::storage::StorageConfig),
+    mode: Mode,
+    timeout_ms: u64,
+    metadata: Option<MetadataStore>,
+) -> Rc<Shard<SimLog>> {
     let rc = replication(mode, timeout_ms);
     let configured = rc.clone();
     let s = shard_with_metadata(
         dir,
-        |_| {},
+        tweak,
         move |c| c.replication = Some(configured),
         runtime::system_clock(),
         metadata,
